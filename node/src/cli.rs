@@ -1,0 +1,49 @@
+//! The `strew` command line: one clap derive tree, and nothing else. Each
+//! subcommand's behaviour lives in the module that owns it; this file only
+//! names the subcommands and their flags. Help text here is user documentation.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// strew — a peer-to-peer backup grid.
+#[derive(Parser, Debug)]
+#[command(name = "strew", version, about, long_about = None)]
+pub struct Cli {
+    /// The node's data directory (identity, config, packet store, metadata).
+    #[arg(long, global = true, env = "STREW_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+
+    /// Log filter (tracing env-filter syntax), e.g. `info`, `strew=debug`.
+    #[arg(long, global = true, env = "STREW_LOG", default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Benchmarks a user can run on their own machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Runs the packet pipeline alone over PATH: backup into a temporary packet
+    /// store, delete as many packets per stripe as the redundancy tolerates,
+    /// restore into a temporary directory, compare byte for byte, print figures.
+    Pipeline(crate::bench::PipelineBenchArgs),
+}
+
+/// `$XDG_DATA_HOME/strew`, `~/.local/share/strew`, or `./strew-data` as a last resort.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("strew");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/share/strew");
+    }
+    PathBuf::from("strew-data")
+}

@@ -5,6 +5,12 @@
 //! No networking, no async runtime, no wall clock: time and randomness are
 //! passed in, so the node and the simulator drive identical code.
 
+pub mod cities;
 pub mod ids;
+pub mod units;
 
 pub use ids::{DataId, IdError, NodeId, PacketId};
+pub use units::{
+    DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,
+    format_size, haversine_km, parse_distance_km, parse_duration, parse_size,
+};

@@ -6,9 +6,11 @@
 //! passed in, so the node and the simulator drive identical code.
 
 pub mod cities;
+pub mod grid;
 pub mod ids;
 pub mod units;
 
+pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, IdError, NodeId, PacketId};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,

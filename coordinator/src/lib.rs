@@ -7,6 +7,7 @@
 
 pub mod cities;
 pub mod grid;
+pub mod cities;
 pub mod ids;
 pub mod units;
 

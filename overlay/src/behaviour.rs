@@ -1,0 +1,104 @@
+//! The composed libp2p behaviour: Kademlia, identify, ping, gossipsub and the
+//! two strew request-response protocols. Owns construction and protocol
+//! settings only; the event loop (`runtime`) reacts to what it emits.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, gossipsub, identify, kad, ping, request_response};
+
+use crate::bandwidth::BandwidthLimiter;
+use crate::config::OverlayConfig;
+use crate::error::OverlayError;
+use crate::gossip;
+use crate::packet::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketCodec};
+use crate::sync::{SYNC_PROTOCOL, SyncCodec};
+
+/// Kademlia protocol id (a strew-private DHT, not the IPFS one).
+pub const KAD_PROTOCOL: &str = "/strew/kad/1.0.0";
+/// Identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/strew/id/1.0.0";
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub gossipsub: gossipsub::Behaviour,
+    pub packets: request_response::Behaviour<PacketCodec>,
+    pub sync: request_response::Behaviour<SyncCodec>,
+}
+
+impl Behaviour {
+    pub fn new(
+        key: &Keypair,
+        config: &OverlayConfig,
+        limiter: BandwidthLimiter,
+    ) -> Result<Self, OverlayError> {
+        let peer_id = key.public().to_peer_id();
+
+        let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        kad_config.set_query_timeout(Duration::from_secs(30));
+        let mut kad = kad::Behaviour::with_config(
+            peer_id,
+            kad::store::MemoryStore::new(peer_id),
+            kad_config,
+        );
+        // Loopback and LAN grids never confirm an external address: be a server explicitly.
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+                .with_agent_version(format!("strew/{}", env!("CARGO_PKG_VERSION"))),
+        );
+
+        let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15)));
+
+        let gossip_config = gossip::config(Duration::from_secs(1))
+            .map_err(|e| OverlayError::Config(format!("gossipsub: {e}")))?;
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossip_config,
+        )
+        .map_err(|e| OverlayError::Config(format!("gossipsub: {e}")))?;
+        let (params, thresholds) = gossip::score_params();
+        gossipsub
+            .with_peer_score(params, thresholds)
+            .map_err(|e| OverlayError::Config(format!("gossipsub scoring: {e}")))?;
+        gossipsub
+            .subscribe(&gossip::topic())
+            .map_err(|e| OverlayError::Config(format!("gossipsub subscribe: {e}")))?;
+
+        let packets = request_response::Behaviour::with_codec(
+            PacketCodec::new(MAX_PACKET_BYTES, limiter),
+            [(
+                StreamProtocol::new(PACKET_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(config.max_streams_per_peer),
+        );
+
+        let sync = request_response::Behaviour::with_codec(
+            SyncCodec,
+            [(
+                StreamProtocol::new(SYNC_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(30))
+                .with_max_concurrent_streams(4),
+        );
+
+        Ok(Behaviour {
+            kad,
+            identify,
+            ping,
+            gossipsub,
+            packets,
+            sync,
+        })
+    }
+}

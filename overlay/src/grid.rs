@@ -1,0 +1,126 @@
+//! The local node's grid view as the overlay maintains it: the coordinator
+//! crate's [`GridView`] (what placement reads) plus, per node, the signed
+//! announcement bytes (served to syncing peers unchanged) and the expiry time
+//! the node itself declared.
+//!
+//! Owns insertion, expiry and paging. It must not validate announcements (the
+//! gossip gate does) or touch the network.
+
+use std::collections::BTreeMap;
+
+use strew_coordinator::{GeoPoint, GridView, NodeId, NodeProfile};
+
+use crate::announcement::Announcement;
+
+#[derive(Debug, Clone)]
+struct Signed {
+    bytes: Vec<u8>,
+    expires_at: u64,
+    announcement: Announcement,
+}
+
+/// The grid view plus what the overlay needs to keep it fresh.
+#[derive(Debug, Default)]
+pub struct GridBook {
+    view: GridView,
+    signed: BTreeMap<NodeId, Signed>,
+}
+
+/// The coordinator's profile of an announcing node, seen at `now_ms`.
+pub fn profile_of(ann: &Announcement, now_ms: u64) -> Option<NodeProfile> {
+    let location = GeoPoint::new(ann.lat, ann.lon).ok()?;
+    Some(NodeProfile {
+        node_id: ann.node(),
+        location,
+        storage_allocated: ann.storage_allocated,
+        storage_free: ann.storage_free,
+        bandwidth_limit: ann.bandwidth_limit,
+        load: ann.load,
+        uptime_secs: ann.uptime_secs,
+        coordinator_eligible: ann.coordinator_eligible,
+        x25519_public: ann.x25519_public,
+        protocol_version: u32::from(ann.protocol_version),
+        last_seen: now_ms,
+        online: true,
+    })
+}
+
+impl GridBook {
+    /// Records an accepted announcement and its signed bytes.
+    pub fn insert(&mut self, ann: Announcement, bytes: Vec<u8>, now_ms: u64) {
+        let Some(profile) = profile_of(&ann, now_ms) else {
+            return;
+        };
+        self.view.upsert(profile);
+        self.signed.insert(
+            ann.node(),
+            Signed {
+                bytes,
+                expires_at: ann.expires_at(),
+                announcement: ann,
+            },
+        );
+    }
+
+    /// Drops nodes whose announcement expired; returns them.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<NodeId> {
+        let gone: Vec<NodeId> = self
+            .signed
+            .iter()
+            .filter(|(_, s)| s.expires_at <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &gone {
+            self.signed.remove(id);
+            self.view.remove(id);
+        }
+        gone
+    }
+
+    /// The coordinator's grid view.
+    pub fn view(&self) -> &GridView {
+        &self.view
+    }
+
+    /// The latest accepted announcement of a node.
+    pub fn announcement(&self, node: &NodeId) -> Option<&Announcement> {
+        self.signed.get(node).map(|s| &s.announcement)
+    }
+
+    /// Every known node's latest announcement, ordered by NodeId.
+    pub fn announcements(&self) -> impl Iterator<Item = &Announcement> {
+        self.signed.values().map(|s| &s.announcement)
+    }
+
+    /// Nodes known, this node included if it announced.
+    pub fn len(&self) -> usize {
+        self.signed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.signed.is_empty()
+    }
+
+    /// Up to `limit` signed announcements of nodes after `after`, and the last
+    /// NodeId returned when more follow.
+    pub fn page(&self, after: Option<NodeId>, limit: usize) -> (Vec<Vec<u8>>, Option<NodeId>) {
+        let range = match after {
+            Some(a) => self
+                .signed
+                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+            None => self.signed.range(..),
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for (id, s) in range {
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push(s.bytes.clone());
+            last = Some(*id);
+        }
+        (out, if more { last } else { None })
+    }
+}

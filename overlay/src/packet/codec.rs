@@ -1,0 +1,293 @@
+//! The packet protocol's request-response codec: framing, size limits and the
+//! bandwidth limit on bodies.
+//!
+//! Owns reading and writing frames (`u32 BE header length | CBOR header | body`)
+//! with hard limits checked before any allocation, and pacing bodies through the
+//! shared [`BandwidthLimiter`]. It must not interpret requests (the service does).
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use libp2p::request_response;
+
+use crate::bandwidth::BandwidthLimiter;
+use crate::packet::wire::{
+    self, MAX_HEADER_BYTES, MAX_PACKET_BYTES, PacketRequest, PacketResponse,
+};
+
+/// Bodies move in slices of this size (one bandwidth-limiter grant each).
+pub const SLICE_BYTES: usize = 64 * 1024;
+
+/// The codec; cheap to clone (the limiter is shared).
+#[derive(Clone, Debug)]
+pub struct PacketCodec {
+    max_body: usize,
+    limiter: BandwidthLimiter,
+}
+
+impl PacketCodec {
+    /// `max_body` is clamped to [`MAX_PACKET_BYTES`].
+    pub fn new(max_body: usize, limiter: BandwidthLimiter) -> Self {
+        PacketCodec {
+            max_body: max_body.min(MAX_PACKET_BYTES),
+            limiter,
+        }
+    }
+}
+
+impl Default for PacketCodec {
+    fn default() -> Self {
+        PacketCodec::new(MAX_PACKET_BYTES, BandwidthLimiter::unlimited())
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// Reads one frame's header bytes and returns them.
+async fn read_header<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_HEADER_BYTES {
+        return Err(invalid(format!(
+            "frame header of {len} bytes exceeds the limit of {MAX_HEADER_BYTES}"
+        )));
+    }
+    let mut header = vec![0u8; len];
+    io.read_exact(&mut header).await?;
+    Ok(header)
+}
+
+impl PacketCodec {
+    fn check_body(&self, len: u64) -> io::Result<usize> {
+        if len > self.max_body as u64 {
+            return Err(invalid(format!(
+                "declared body of {len} bytes exceeds the limit of {}",
+                self.max_body
+            )));
+        }
+        Ok(len as usize)
+    }
+
+    async fn read_body<T: AsyncRead + Unpin + Send>(
+        &self,
+        io: &mut T,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        let mut body = vec![0u8; len];
+        for slice in body.chunks_mut(SLICE_BYTES) {
+            self.limiter.acquire(slice.len()).await;
+            io.read_exact(slice).await?;
+        }
+        Ok(body)
+    }
+
+    async fn write_frame<T: AsyncWrite + Unpin + Send>(
+        &self,
+        io: &mut T,
+        header: &[u8],
+        body: &[u8],
+    ) -> io::Result<()> {
+        if header.len() > MAX_HEADER_BYTES {
+            return Err(invalid(format!(
+                "header of {} bytes exceeds the limit of {MAX_HEADER_BYTES}",
+                header.len()
+            )));
+        }
+        self.check_body(body.len() as u64)?;
+        io.write_all(&(header.len() as u32).to_be_bytes()).await?;
+        io.write_all(header).await?;
+        for slice in body.chunks(SLICE_BYTES) {
+            self.limiter.acquire(slice.len()).await;
+            io.write_all(slice).await?;
+        }
+        io.flush().await?;
+        io.close().await
+    }
+}
+
+impl request_response::Codec for PacketCodec {
+    type Protocol = StreamProtocol;
+    type Request = PacketRequest;
+    type Response = PacketResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<PacketRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let header = read_header(io).await?;
+        let header = wire::decode_request_header(&header).map_err(|e| invalid(e.to_string()))?;
+        let len = self.check_body(header.body_len())?;
+        let body = self.read_body(io, len).await?;
+        Ok(wire::join_request(header, body))
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<PacketResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let header = read_header(io).await?;
+        let header = wire::decode_response_header(&header).map_err(|e| invalid(e.to_string()))?;
+        let len = self.check_body(header.body_len())?;
+        let body = self.read_body(io, len).await?;
+        Ok(wire::join_response(header, body))
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: PacketRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let (header, body) = wire::split_request(req);
+        self.write_frame(io, &crate::cbor::encode(&header), &body).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: PacketResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        let (header, body) = wire::split_response(res);
+        self.write_frame(io, &crate::cbor::encode(&header), &body).await
+    }
+}
+
+/// Decodes a whole request frame from memory (the fuzz and test entry point).
+pub fn decode_request_frame(bytes: &[u8]) -> io::Result<PacketRequest> {
+    let mut codec = PacketCodec::default();
+    let proto = StreamProtocol::new(wire::PACKET_PROTOCOL);
+    let mut cursor = futures::io::Cursor::new(bytes);
+    futures::executor::block_on(request_response::Codec::read_request(
+        &mut codec,
+        &proto,
+        &mut cursor,
+    ))
+}
+
+/// Decodes a whole response frame from memory (the fuzz and test entry point).
+pub fn decode_response_frame(bytes: &[u8]) -> io::Result<PacketResponse> {
+    let mut codec = PacketCodec::default();
+    let proto = StreamProtocol::new(wire::PACKET_PROTOCOL);
+    let mut cursor = futures::io::Cursor::new(bytes);
+    futures::executor::block_on(request_response::Codec::read_response(
+        &mut codec,
+        &proto,
+        &mut cursor,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::receipt::Receipt;
+    use crate::packet::wire::Refusal;
+    use libp2p::identity::Keypair;
+    use request_response::Codec;
+    use strew_coordinator::PacketId;
+
+    fn encode_request(req: PacketRequest) -> Vec<u8> {
+        let mut codec = PacketCodec::default();
+        let proto = StreamProtocol::new(wire::PACKET_PROTOCOL);
+        let mut out = futures::io::Cursor::new(Vec::new());
+        futures::executor::block_on(codec.write_request(&proto, &mut out, req)).unwrap();
+        out.into_inner()
+    }
+
+    fn encode_response(res: PacketResponse) -> Vec<u8> {
+        let mut codec = PacketCodec::default();
+        let proto = StreamProtocol::new(wire::PACKET_PROTOCOL);
+        let mut out = futures::io::Cursor::new(Vec::new());
+        futures::executor::block_on(codec.write_response(&proto, &mut out, res)).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let bytes = vec![7u8; 200_000];
+        let id = PacketId::of(&bytes);
+        let reqs = vec![
+            PacketRequest::Put {
+                packet_id: id,
+                ticket: vec![1, 2, 3],
+                bytes: bytes.clone(),
+            },
+            PacketRequest::Get { packet_id: id },
+            PacketRequest::Delete {
+                packet_id: id,
+                ticket: vec![9],
+            },
+        ];
+        for req in reqs {
+            assert_eq!(decode_request_frame(&encode_request(req.clone())).unwrap(), req);
+        }
+        let receipt = Receipt::sign(&Keypair::generate_ed25519(), id, 5, 1).unwrap();
+        let resps = vec![
+            PacketResponse::Stored(receipt),
+            PacketResponse::Found(bytes),
+            PacketResponse::NotFound,
+            PacketResponse::Deleted { existed: true },
+            PacketResponse::Refused(Refusal::Full { needed: 5, free: 1 }),
+        ];
+        for res in resps {
+            assert_eq!(decode_response_frame(&encode_response(res.clone())).unwrap(), res);
+        }
+    }
+
+    #[test]
+    fn truncated_oversize_and_garbage_frames_are_errors() {
+        let frame = encode_request(PacketRequest::Put {
+            packet_id: PacketId::of(b"x"),
+            ticket: vec![],
+            bytes: vec![1; 1000],
+        });
+        for cut in [0, 2, 4, 10, frame.len() - 1] {
+            assert!(decode_request_frame(&frame[..cut]).is_err(), "cut at {cut}");
+        }
+        // Header length over the limit: refused before allocating.
+        let mut huge = (u32::MAX).to_be_bytes().to_vec();
+        huge.extend([0u8; 16]);
+        let err = decode_request_frame(&huge).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // A Put declaring a body over the packet limit.
+        let header = crate::cbor::encode(&wire::RequestHeader::Put {
+            packet_id: PacketId::of(b"x"),
+            size: MAX_PACKET_BYTES as u64 + 1,
+            ticket: vec![],
+        });
+        let mut frame = (header.len() as u32).to_be_bytes().to_vec();
+        frame.extend(header);
+        let err = decode_request_frame(&frame).unwrap_err();
+        assert!(err.to_string().contains("exceeds the limit"), "{err}");
+        // Random junk.
+        assert!(decode_request_frame(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).is_err());
+        assert!(decode_response_frame(&[0, 0, 0, 1, 0x00]).is_err());
+    }
+
+    #[test]
+    fn writer_refuses_oversize_bodies() {
+        let mut codec = PacketCodec::new(1024, BandwidthLimiter::unlimited());
+        let proto = StreamProtocol::new(wire::PACKET_PROTOCOL);
+        let mut out = futures::io::Cursor::new(Vec::new());
+        let req = PacketRequest::Put {
+            packet_id: PacketId::of(b"x"),
+            ticket: vec![],
+            bytes: vec![0; 2048],
+        };
+        assert!(futures::executor::block_on(codec.write_request(&proto, &mut out, req)).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! Direct packet exchange between source and target (`/strew/packet/1`):
+//! wire messages, the framing codec, signed receipts, ticket checks, the
+//! storage seam and the target-side service. Nothing here passes through the
+//! sequence manager; the manager only signs tickets.
+
+pub mod codec;
+pub mod receipt;
+pub mod service;
+pub mod storage;
+pub mod ticket;
+pub mod wire;
+
+pub use codec::PacketCodec;
+pub use receipt::Receipt;
+pub use service::{PacketService, TrustedManagers};
+pub use storage::{MemoryStorage, PacketStorage, StorageError};
+pub use wire::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketRequest, PacketResponse, Refusal};

@@ -1,0 +1,140 @@
+//! The target side of the packet protocol: what a node does with one inbound
+//! request — check the manager's ticket, the size limit and the PacketId, store
+//! through [`PacketStorage`], and answer with a signed receipt.
+//!
+//! Synchronous (run it through `spawn_blocking`); owns no queues or timers. It
+//! must not do I/O other than through the storage trait.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use libp2p::identity::Keypair;
+use strew_coordinator::{NodeId, PacketId};
+
+use crate::packet::receipt::Receipt;
+use crate::packet::storage::{PacketStorage, StorageError};
+use crate::packet::ticket;
+use crate::packet::wire::{PacketRequest, PacketResponse, Refusal};
+
+/// The managers whose tickets this node honours (the current sequence manager,
+/// as the coordinator group tells the daemon).
+pub type TrustedManagers = Arc<RwLock<BTreeSet<NodeId>>>;
+
+/// Everything a target needs to answer requests.
+#[derive(Clone)]
+pub struct PacketService {
+    key: Keypair,
+    me: NodeId,
+    max_packet: u64,
+    storage: Arc<dyn PacketStorage>,
+    managers: TrustedManagers,
+}
+
+impl std::fmt::Debug for PacketService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketService")
+            .field("me", &self.me)
+            .field("max_packet", &self.max_packet)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PacketService {
+    pub fn new(
+        key: Keypair,
+        me: NodeId,
+        max_packet: u64,
+        storage: Arc<dyn PacketStorage>,
+        managers: TrustedManagers,
+    ) -> Self {
+        PacketService {
+            key,
+            me,
+            max_packet,
+            storage,
+            managers,
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<dyn PacketStorage> {
+        &self.storage
+    }
+
+    fn managers(&self) -> BTreeSet<NodeId> {
+        self.managers.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Answers one request at `now_ms` (unix ms).
+    pub fn handle(&self, request: PacketRequest, now_ms: u64) -> PacketResponse {
+        match request {
+            PacketRequest::Put {
+                packet_id,
+                ticket,
+                bytes,
+            } => match self.put(packet_id, &ticket, &bytes, now_ms) {
+                Ok(receipt) => PacketResponse::Stored(receipt),
+                Err(refusal) => PacketResponse::Refused(refusal),
+            },
+            PacketRequest::Get { packet_id } => match self.storage.get(&packet_id) {
+                Ok(Some(bytes)) => PacketResponse::Found(bytes),
+                Ok(None) => PacketResponse::NotFound,
+                Err(err) => PacketResponse::Refused(refusal_of(err)),
+            },
+            PacketRequest::Delete { packet_id, ticket } => {
+                if let Err(refusal) = self.authorise(&ticket, &packet_id, now_ms) {
+                    return PacketResponse::Refused(refusal);
+                }
+                match self.storage.delete(&packet_id) {
+                    Ok(existed) => PacketResponse::Deleted { existed },
+                    Err(err) => PacketResponse::Refused(refusal_of(err)),
+                }
+            }
+        }
+    }
+
+    /// Checks the ticket names `packet_id` for this node; returns the ticketed size.
+    fn authorise(&self, ticket: &[u8], packet_id: &PacketId, now_ms: u64) -> Result<u64, Refusal> {
+        if ticket.is_empty() {
+            return Err(Refusal::NoTicket);
+        }
+        ticket::check(ticket, &self.managers(), &self.me, now_ms, packet_id)
+    }
+
+    fn put(
+        &self,
+        packet_id: PacketId,
+        ticket: &[u8],
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Receipt, Refusal> {
+        let size = bytes.len() as u64;
+        if size > self.max_packet {
+            return Err(Refusal::TooLarge {
+                size,
+                limit: self.max_packet,
+            });
+        }
+        let ticketed = self.authorise(ticket, &packet_id, now_ms)?;
+        if ticketed != size {
+            return Err(Refusal::SizeMismatch {
+                declared: size,
+                ticketed,
+            });
+        }
+        let actual = PacketId::of(bytes);
+        if actual != packet_id {
+            return Err(Refusal::WrongPacketId { actual });
+        }
+        self.storage.put(packet_id, bytes).map_err(refusal_of)?;
+        Receipt::sign(&self.key, packet_id, size, now_ms)
+            .ok_or_else(|| Refusal::StoreFailed("cannot sign receipt".into()))
+    }
+}
+
+fn refusal_of(err: StorageError) -> Refusal {
+    match err {
+        StorageError::Full { needed, free } => Refusal::Full { needed, free },
+        StorageError::WrongId { actual } => Refusal::WrongPacketId { actual },
+        StorageError::Failed(source) => Refusal::StoreFailed(source.to_string()),
+    }
+}

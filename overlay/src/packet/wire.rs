@@ -1,0 +1,198 @@
+//! Wire messages of the packet protocol (`/strew/packet/1`).
+//!
+//! A frame is `u32 big-endian header length | CBOR header | raw body`, where
+//! the body length is declared in the header (`Put.size`, `Found.size`) and is
+//! zero otherwise. This module owns the header types, the in-memory
+//! request/response types and the header decoders; it must not do I/O
+//! (the codec) or make storage decisions (the service).
+
+use serde::{Deserialize, Serialize};
+use strew_coordinator::PacketId;
+
+use crate::cbor::{self, CborError};
+use crate::packet::receipt::Receipt;
+
+/// Protocol id negotiated by multistream-select.
+pub const PACKET_PROTOCOL: &str = "/strew/packet/1";
+/// Largest packet body anyone sends: the pipeline's 4 MiB chunk maximum plus
+/// compression-expansion, encryption and erasure-share headroom.
+pub const MAX_PACKET_BYTES: usize = 5 * 1024 * 1024;
+/// Largest CBOR header (a ticket listing many packets fits comfortably).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// A request as the application sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PacketRequest {
+    /// Store `bytes` under `packet_id`, authorised by the manager's `ticket`
+    /// (the CBOR of a `strew_coordinator::StorageTicket`).
+    Put {
+        packet_id: PacketId,
+        ticket: Vec<u8>,
+        bytes: Vec<u8>,
+    },
+    Get {
+        packet_id: PacketId,
+    },
+    /// Remove a packet; `ticket` must be a manager-signed ticket naming it.
+    Delete {
+        packet_id: PacketId,
+        ticket: Vec<u8>,
+    },
+}
+
+/// A response as the application sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PacketResponse {
+    Stored(Receipt),
+    Found(Vec<u8>),
+    NotFound,
+    Deleted { existed: bool },
+    Refused(Refusal),
+}
+
+/// Why a target refused a request. Every refusal is final for that request
+/// except `Busy`, which asks the source to retry later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("no storage ticket")]
+    NoTicket,
+    #[error("storage ticket invalid: {0}")]
+    BadTicket(String),
+    #[error("ticket does not name this packet")]
+    NotInTicket,
+    #[error("size {declared} differs from the ticket's {ticketed}")]
+    SizeMismatch { declared: u64, ticketed: u64 },
+    #[error("bytes hash to {actual}, not the declared packet id")]
+    WrongPacketId { actual: PacketId },
+    #[error("packet of {size} bytes exceeds this target's limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("target full: {needed} bytes needed, {free} free")]
+    Full { needed: u64, free: u64 },
+    #[error("target busy, retry later")]
+    Busy,
+    #[error("target storage failed: {0}")]
+    StoreFailed(String),
+}
+
+/// Request header on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RequestHeader {
+    Put {
+        packet_id: PacketId,
+        size: u64,
+        #[serde(with = "cbor::bytes")]
+        ticket: Vec<u8>,
+    },
+    Get {
+        packet_id: PacketId,
+    },
+    Delete {
+        packet_id: PacketId,
+        #[serde(with = "cbor::bytes")]
+        ticket: Vec<u8>,
+    },
+}
+
+/// Response header on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ResponseHeader {
+    Stored { receipt: Receipt },
+    Found { size: u64 },
+    NotFound,
+    Deleted { existed: bool },
+    Refused { reason: Refusal },
+}
+
+impl RequestHeader {
+    /// Body bytes that follow this header.
+    pub fn body_len(&self) -> u64 {
+        match self {
+            RequestHeader::Put { size, .. } => *size,
+            _ => 0,
+        }
+    }
+}
+
+impl ResponseHeader {
+    /// Body bytes that follow this header.
+    pub fn body_len(&self) -> u64 {
+        match self {
+            ResponseHeader::Found { size } => *size,
+            _ => 0,
+        }
+    }
+}
+
+/// Decodes a request header (already cut to its declared length).
+pub fn decode_request_header(bytes: &[u8]) -> Result<RequestHeader, CborError> {
+    cbor::decode(bytes, MAX_HEADER_BYTES)
+}
+
+/// Decodes a response header (already cut to its declared length).
+pub fn decode_response_header(bytes: &[u8]) -> Result<ResponseHeader, CborError> {
+    cbor::decode(bytes, MAX_HEADER_BYTES)
+}
+
+/// Splits a request into its header and body.
+pub fn split_request(req: PacketRequest) -> (RequestHeader, Vec<u8>) {
+    match req {
+        PacketRequest::Put {
+            packet_id,
+            ticket,
+            bytes,
+        } => (
+            RequestHeader::Put {
+                packet_id,
+                size: bytes.len() as u64,
+                ticket,
+            },
+            bytes,
+        ),
+        PacketRequest::Get { packet_id } => (RequestHeader::Get { packet_id }, Vec::new()),
+        PacketRequest::Delete { packet_id, ticket } => {
+            (RequestHeader::Delete { packet_id, ticket }, Vec::new())
+        }
+    }
+}
+
+/// Joins a request header and its body.
+pub fn join_request(header: RequestHeader, body: Vec<u8>) -> PacketRequest {
+    match header {
+        RequestHeader::Put {
+            packet_id, ticket, ..
+        } => PacketRequest::Put {
+            packet_id,
+            ticket,
+            bytes: body,
+        },
+        RequestHeader::Get { packet_id } => PacketRequest::Get { packet_id },
+        RequestHeader::Delete { packet_id, ticket } => PacketRequest::Delete { packet_id, ticket },
+    }
+}
+
+/// Splits a response into its header and body.
+pub fn split_response(res: PacketResponse) -> (ResponseHeader, Vec<u8>) {
+    match res {
+        PacketResponse::Stored(receipt) => (ResponseHeader::Stored { receipt }, Vec::new()),
+        PacketResponse::Found(bytes) => (
+            ResponseHeader::Found {
+                size: bytes.len() as u64,
+            },
+            bytes,
+        ),
+        PacketResponse::NotFound => (ResponseHeader::NotFound, Vec::new()),
+        PacketResponse::Deleted { existed } => (ResponseHeader::Deleted { existed }, Vec::new()),
+        PacketResponse::Refused(reason) => (ResponseHeader::Refused { reason }, Vec::new()),
+    }
+}
+
+/// Joins a response header and its body.
+pub fn join_response(header: ResponseHeader, body: Vec<u8>) -> PacketResponse {
+    match header {
+        ResponseHeader::Stored { receipt } => PacketResponse::Stored(receipt),
+        ResponseHeader::Found { .. } => PacketResponse::Found(body),
+        ResponseHeader::NotFound => PacketResponse::NotFound,
+        ResponseHeader::Deleted { existed } => PacketResponse::Deleted { existed },
+        ResponseHeader::Refused { reason } => PacketResponse::Refused(reason),
+    }
+}

@@ -1,0 +1,152 @@
+//! Grid-view sync (`/strew/grid-sync/1`): a node that has just connected to a
+//! peer pulls that peer's current signed announcements page by page, so a
+//! newcomer learns the whole grid at once instead of waiting a full
+//! announcement period (and so periodic announcements can stay rare).
+//!
+//! Owns the messages and their size-bounded CBOR codec. Every synced
+//! announcement is re-validated by the receiver exactly like a gossiped one;
+//! this module must not trust or interpret them.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use libp2p::request_response;
+use serde::{Deserialize, Serialize};
+use strew_coordinator::NodeId;
+
+use crate::announcement::ANNOUNCEMENT_MAX_BYTES;
+use crate::cbor;
+
+/// Protocol id.
+pub const SYNC_PROTOCOL: &str = "/strew/grid-sync/1";
+/// Most announcements in one page.
+pub const MAX_PAGE: u32 = 512;
+/// Largest request on the wire.
+pub const MAX_REQUEST_BYTES: usize = 256;
+/// Largest response on the wire.
+pub const MAX_RESPONSE_BYTES: usize = MAX_PAGE as usize * (ANNOUNCEMENT_MAX_BYTES + 8) + 64;
+
+/// Asks for announcements of nodes ordered after `after` (by NodeId).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub after: Option<NodeId>,
+    pub limit: u32,
+}
+
+/// One page of signed announcements, exactly as their authors signed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub announcements: Vec<SignedBytes>,
+    /// The last NodeId in this page when more follow.
+    pub next: Option<NodeId>,
+}
+
+/// A byte string (one signed announcement envelope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedBytes(#[serde(with = "cbor::bytes")] pub Vec<u8>);
+
+/// Decodes a request (fuzz entry point).
+pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest, cbor::CborError> {
+    cbor::decode(bytes, MAX_REQUEST_BYTES)
+}
+
+/// Decodes a response (fuzz entry point).
+pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse, cbor::CborError> {
+    let resp: SyncResponse = cbor::decode(bytes, MAX_RESPONSE_BYTES)?;
+    Ok(resp)
+}
+
+/// Reads up to `limit` bytes (the whole stream), erroring past the limit.
+async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, limit: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
+    if buf.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message exceeds {limit} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+fn invalid(e: cbor::CborError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The sync codec: one CBOR value per stream direction, size-bounded.
+#[derive(Clone, Debug, Default)]
+pub struct SyncCodec;
+
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = SyncRequest;
+    type Response = SyncResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let buf = read_limited(io, MAX_REQUEST_BYTES).await?;
+        decode_request(&buf).map_err(invalid)
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<SyncResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let buf = read_limited(io, MAX_RESPONSE_BYTES).await?;
+        decode_response(&buf).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: SyncRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&cbor::encode(&req)).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: SyncResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&cbor::encode(&res)).await?;
+        io.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_refused() {
+        let req = SyncRequest {
+            after: Some(NodeId([1; 32])),
+            limit: 10,
+        };
+        assert_eq!(decode_request(&cbor::encode(&req)).unwrap(), req);
+        let res = SyncResponse {
+            announcements: vec![SignedBytes(vec![1, 2, 3])],
+            next: None,
+        };
+        assert_eq!(decode_response(&cbor::encode(&res)).unwrap(), res);
+        assert!(decode_request(&[0xff; 300]).is_err());
+        assert!(decode_response(b"nonsense").is_err());
+    }
+}

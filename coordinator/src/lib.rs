@@ -7,12 +7,16 @@
 
 pub mod cities;
 pub mod grid;
-pub mod cities;
 pub mod ids;
+pub mod placement;
 pub mod units;
 
 pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, IdError, NodeId, PacketId};
+pub use placement::{
+    Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
+    place_replacements, place_with,
+};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,
     format_size, haversine_km, parse_distance_km, parse_duration, parse_size,

@@ -1,0 +1,352 @@
+//! The node's configuration: `DATA_DIR/config.toml`, overridden by command-line
+//! flags and their `STREW_*` environment variables (flag > env > file > default).
+//!
+//! Owns the file format, the `init`/`run` flags, merging and validation, and
+//! building the overlay's configuration from the result. It must not start
+//! anything.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use strew_coordinator::{GeoPoint, format_duration, format_size, parse_duration, parse_size};
+use strew_overlay::{LocalProfile, Multiaddr, OverlayConfig};
+
+/// File name of the config inside the data dir.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Errors reading, merging or writing the config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read or write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid strew config")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot serialise the config")]
+    Serialize(#[source] toml::ser::Error),
+    #[error("config value {key} = {value:?} is invalid: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "no location configured: pass --location LAT,LON (e.g. 48.8566,2.3522) or set it once with `strew init --location`"
+    )]
+    NoLocation,
+}
+
+/// `config.toml`. Every field is optional; sizes and durations are text (`20GiB`, `10m`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `LAT,LON` in degrees.
+    pub location: Option<String>,
+    /// Storage donated to the grid.
+    pub storage: Option<String>,
+    pub coordinator: Option<bool>,
+    pub listen: Option<Vec<String>>,
+    pub bootstrap: Option<Vec<String>>,
+    /// Packet bandwidth limit per second (`10MB`); `0` = unlimited.
+    pub bandwidth: Option<String>,
+    /// Prometheus endpoint address, e.g. `127.0.0.1:9464`.
+    pub metrics: Option<String>,
+    pub announce_interval: Option<String>,
+    pub peer_ttl: Option<String>,
+    pub max_packet: Option<String>,
+}
+
+/// Flags shared by `init` and `run` (each also read from `STREW_*`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeFlags {
+    /// Declared location of this node, `LAT,LON` in degrees.
+    #[arg(long, env = "STREW_LOCATION", value_name = "LAT,LON")]
+    pub location: Option<GeoPoint>,
+    /// Storage this node donates to the grid (`20GiB`, `500MB`).
+    #[arg(long, env = "STREW_STORAGE", value_name = "SIZE", value_parser = parse_size)]
+    pub storage: Option<u64>,
+    /// Offer this node as a member of the coordinator group.
+    #[arg(long, env = "STREW_COORDINATOR")]
+    pub coordinator: bool,
+}
+
+/// `strew init` flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+/// `strew run` flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub node: NodeFlags,
+    /// Address to listen on (repeatable). Default: TCP and QUIC on all interfaces, ephemeral ports.
+    #[arg(long, env = "STREW_LISTEN", value_name = "MULTIADDR", value_delimiter = ',')]
+    pub listen: Vec<Multiaddr>,
+    /// Address of a node of the grid to join, ending in `/p2p/<node_id>` (repeatable).
+    #[arg(long, env = "STREW_BOOTSTRAP", value_name = "MULTIADDR", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
+    /// Bandwidth limit for packet transfers, per second (`10MB`); 0 = unlimited.
+    #[arg(long, env = "STREW_BANDWIDTH", value_name = "SIZE", value_parser = parse_size)]
+    pub bandwidth: Option<u64>,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9464`).
+    #[arg(long, env = "STREW_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Shortest period between this node's announcements (`10m`); grows with the grid.
+    #[arg(long, env = "STREW_ANNOUNCE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub announce_interval: Option<Duration>,
+    /// How long peers keep this node's entry without hearing from it (`45m`).
+    #[arg(long, env = "STREW_PEER_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    pub peer_ttl: Option<Duration>,
+    /// Largest packet this node accepts as a target (at most 5MiB).
+    #[arg(long, env = "STREW_MAX_PACKET", value_name = "SIZE", value_parser = parse_size)]
+    pub max_packet: Option<u64>,
+}
+
+/// The merged, validated settings of a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub location: GeoPoint,
+    pub storage: u64,
+    pub coordinator: bool,
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<Multiaddr>,
+    pub bandwidth: u64,
+    pub metrics: Option<SocketAddr>,
+    pub announce_interval: Option<Duration>,
+    pub peer_ttl: Option<Duration>,
+    pub max_packet: Option<u64>,
+}
+
+/// Default donation when none is configured.
+pub const DEFAULT_STORAGE: u64 = 1 << 30;
+
+/// Path of the config file in `data_dir`.
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join(CONFIG_FILE)
+}
+
+/// Reads `config.toml` (an absent file is an empty config).
+pub fn read(data_dir: &Path) -> Result<FileConfig, ConfigError> {
+    let file = path(data_dir);
+    match fs::read_to_string(&file) {
+        Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse { path: file, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(source) => Err(ConfigError::Io { path: file, source }),
+    }
+}
+
+/// Writes `config.toml`.
+pub fn write(data_dir: &Path, config: &FileConfig) -> Result<(), ConfigError> {
+    let file = path(data_dir);
+    let text = toml::to_string_pretty(config).map_err(ConfigError::Serialize)?;
+    fs::create_dir_all(data_dir).map_err(|source| ConfigError::Io {
+        path: file.clone(),
+        source,
+    })?;
+    fs::write(&file, text).map_err(|source| ConfigError::Io { path: file, source })
+}
+
+/// Applies `init` flags to a file config (what `strew init` persists).
+pub fn apply_init(mut file: FileConfig, flags: &NodeFlags) -> FileConfig {
+    if let Some(loc) = flags.location {
+        file.location = Some(loc.to_string());
+    }
+    if let Some(storage) = flags.storage {
+        file.storage = Some(format_size(storage));
+    }
+    if flags.coordinator {
+        file.coordinator = Some(true);
+    }
+    file
+}
+
+fn invalid(key: &'static str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_addrs(key: &'static str, list: &Option<Vec<String>>) -> Result<Vec<Multiaddr>, ConfigError> {
+    list.iter()
+        .flatten()
+        .map(|a| a.parse::<Multiaddr>().map_err(|e| invalid(key, a, e)))
+        .collect()
+}
+
+/// Merges flags over the file config and validates the result.
+pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError> {
+    let location = match args.node.location {
+        Some(l) => l,
+        None => match &file.location {
+            Some(text) => text.parse().map_err(|e| invalid("location", text, e))?,
+            None => return Err(ConfigError::NoLocation),
+        },
+    };
+    let storage = match (args.node.storage, &file.storage) {
+        (Some(s), _) => s,
+        (None, Some(text)) => parse_size(text).map_err(|e| invalid("storage", text, e))?,
+        (None, None) => DEFAULT_STORAGE,
+    };
+    let bandwidth = match (args.bandwidth, &file.bandwidth) {
+        (Some(b), _) => b,
+        (None, Some(text)) => parse_size(text).map_err(|e| invalid("bandwidth", text, e))?,
+        (None, None) => 0,
+    };
+    let duration = |key: &'static str, flag: Option<Duration>, text: &Option<String>| match (flag, text) {
+        (Some(d), _) => Ok(Some(d)),
+        (None, Some(t)) => parse_duration(t).map(Some).map_err(|e| invalid(key, t, e)),
+        (None, None) => Ok(None),
+    };
+    let metrics = match (args.metrics, &file.metrics) {
+        (Some(m), _) => Some(m),
+        (None, Some(text)) => Some(text.parse().map_err(|e| invalid("metrics", text, e))?),
+        (None, None) => None,
+    };
+    let max_packet = match (args.max_packet, &file.max_packet) {
+        (Some(m), _) => Some(m),
+        (None, Some(text)) => Some(parse_size(text).map_err(|e| invalid("max_packet", text, e))?),
+        (None, None) => None,
+    };
+    Ok(Settings {
+        location,
+        storage,
+        coordinator: args.node.coordinator || file.coordinator.unwrap_or(false),
+        listen: if args.listen.is_empty() {
+            parse_addrs("listen", &file.listen)?
+        } else {
+            args.listen.clone()
+        },
+        bootstrap: if args.bootstrap.is_empty() {
+            parse_addrs("bootstrap", &file.bootstrap)?
+        } else {
+            args.bootstrap.clone()
+        },
+        bandwidth,
+        metrics,
+        announce_interval: duration("announce_interval", args.announce_interval, &file.announce_interval)?,
+        peer_ttl: duration("peer_ttl", args.peer_ttl, &file.peer_ttl)?,
+        max_packet,
+    })
+}
+
+impl Settings {
+    /// The overlay configuration for these settings.
+    pub fn overlay_config(&self, x25519_public: [u8; 32]) -> OverlayConfig {
+        let mut c = OverlayConfig::new(LocalProfile {
+            lat: self.location.lat,
+            lon: self.location.lon,
+            storage_allocated: self.storage,
+            bandwidth_limit: self.bandwidth,
+            coordinator_eligible: self.coordinator,
+            x25519_public,
+        });
+        if !self.listen.is_empty() {
+            c.listen = self.listen.clone();
+        }
+        c.bootstrap = self.bootstrap.clone();
+        c.bandwidth = self.bandwidth;
+        if let Some(i) = self.announce_interval {
+            c.announce_interval = i;
+            if self.peer_ttl.is_none() {
+                c.peer_ttl = c.peer_ttl.max(3 * i);
+            }
+        }
+        if let Some(t) = self.peer_ttl {
+            c.peer_ttl = t;
+        }
+        if let Some(m) = self.max_packet {
+            c.max_packet_bytes = m;
+        }
+        c
+    }
+
+    /// A one-line human summary for the startup log.
+    pub fn summary(&self) -> String {
+        format!(
+            "location {}, donating {}, bandwidth {}, coordinator {}",
+            self.location,
+            format_size(self.storage),
+            if self.bandwidth == 0 {
+                "unlimited".to_string()
+            } else {
+                format!("{}/s", format_size(self.bandwidth))
+            },
+            self.coordinator,
+        ) + &self
+            .announce_interval
+            .map(|d| format!(", announce every {}", format_duration(d)))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let file = FileConfig {
+            location: Some("10,20".into()),
+            storage: Some("2GiB".into()),
+            bandwidth: Some("1MB".into()),
+            ..Default::default()
+        };
+        let s = merge(&file, &RunArgs::default()).unwrap();
+        assert_eq!((s.location.lat, s.location.lon), (10.0, 20.0));
+        assert_eq!(s.storage, 2 << 30);
+        assert_eq!(s.bandwidth, 1_000_000);
+        let args = RunArgs {
+            node: NodeFlags {
+                location: Some("1,2".parse().unwrap()),
+                storage: Some(5),
+                coordinator: true,
+            },
+            ..Default::default()
+        };
+        let s = merge(&file, &args).unwrap();
+        assert_eq!((s.location.lat, s.location.lon, s.storage, s.coordinator), (1.0, 2.0, 5, true));
+    }
+
+    #[test]
+    fn missing_location_and_bad_values_are_explained() {
+        let err = merge(&FileConfig::default(), &RunArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("--location"), "{err}");
+        let file = FileConfig {
+            location: Some("123,0".into()),
+            ..Default::default()
+        };
+        let err = merge(&file, &RunArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("location"), "{err}");
+    }
+
+    #[test]
+    fn config_file_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = NodeFlags {
+            location: Some("48.85,2.35".parse().unwrap()),
+            storage: Some(10 << 30),
+            coordinator: true,
+        };
+        let file = apply_init(FileConfig::default(), &flags);
+        write(dir.path(), &file).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), file);
+        let s = merge(&file, &RunArgs::default()).unwrap();
+        assert_eq!(s.storage, 10 << 30);
+    }
+}

@@ -1,0 +1,126 @@
+//! The client side of `strew init`, `strew status` and `strew peers`: ask the
+//! daemon through the control endpoint (or, for `init`, write the data dir)
+//! and print JSON or a human summary. Must not reach into daemon state directly.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+use strew_coordinator::format_size;
+
+use crate::config::{self, InitArgs};
+use crate::control;
+use crate::identity;
+
+/// `--json` for listing commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct JsonFlag {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `strew init`: creates the identity (if absent) and writes the config.
+pub fn init(data_dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
+    let (key, created) = identity::load_or_create(data_dir)?;
+    let file = config::apply_init(config::read(data_dir)?, &args.node);
+    config::write(data_dir, &file)?;
+    let node_id = identity::node_id(&key).context("the identity is not an Ed25519 key")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} node {node_id} in {}",
+        if created { "initialised" } else { "updated" },
+        data_dir.display()
+    )?;
+    if file.location.is_none() {
+        writeln!(
+            out,
+            "note: no location yet; set one with `strew init --location LAT,LON` before `strew run`"
+        )?;
+    }
+    Ok(())
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// `strew status [--json]`.
+pub fn status(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
+    let v = control::call_blocking(data_dir, "status", Value::Null)?;
+    if flag.json {
+        return print_json(&v);
+    }
+    let mut out = std::io::stdout().lock();
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    writeln!(out, "node      {}", s("node_id"))?;
+    if let Some(loc) = v.get("location") {
+        writeln!(out, "location  {},{}", loc["lat"], loc["lon"])?;
+    }
+    writeln!(
+        out,
+        "manager   {}",
+        v.get("manager").and_then(Value::as_str).unwrap_or("none known")
+    )?;
+    writeln!(
+        out,
+        "grid      {} other nodes known, {} connected",
+        num(&v, "peers"),
+        num(&v, "connected_peers")
+    )?;
+    let st = &v["storage"];
+    writeln!(
+        out,
+        "storage   {} used of {} donated ({} packets)",
+        format_size(num(st, "used_bytes")),
+        format_size(num(st, "capacity_bytes")),
+        num(st, "packets")
+    )?;
+    for addr in v["listen_addrs"].as_array().into_iter().flatten() {
+        writeln!(out, "listen    {}", addr.as_str().unwrap_or("-"))?;
+    }
+    Ok(())
+}
+
+/// `strew peers [--json]`.
+pub fn peers(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
+    let v = control::call_blocking(data_dir, "peers", Value::Null)?;
+    if flag.json {
+        return print_json(&v);
+    }
+    let mut out = std::io::stdout().lock();
+    let list = v.as_array().cloned().unwrap_or_default();
+    writeln!(out, "{} nodes in the grid view", list.len())?;
+    writeln!(
+        out,
+        "{:<54} {:>9} {:>10} {:>10} {:>5} coord",
+        "node", "lat", "lon", "free", "load"
+    )?;
+    for p in list {
+        writeln!(
+            out,
+            "{:<54} {:>9.4} {:>10.4} {:>10} {:>5.2} {}",
+            p["node_id"].as_str().unwrap_or("-"),
+            p["location"]["lat"].as_f64().unwrap_or(f64::NAN),
+            p["location"]["lon"].as_f64().unwrap_or(f64::NAN),
+            format_size(num(&p, "free_bytes")),
+            p["load"].as_f64().unwrap_or(0.0),
+            if p["coordinator_eligible"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
+        )?;
+    }
+    Ok(())
+}

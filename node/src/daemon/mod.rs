@@ -1,0 +1,199 @@
+//! The node daemon (`strew run`) and the client commands that talk to it
+//! (`strew init`, `strew status`, `strew peers`).
+//!
+//! `run` merges the configuration, loads the identity, opens the packet store,
+//! starts the overlay, the control endpoint and (optionally) the metrics
+//! endpoint, then waits for SIGINT/SIGTERM and shuts everything down in order.
+//! Other subsystems plug their control commands in through [`DaemonExtension`].
+//! This module must not implement protocols (the overlay does) or storage (the store does).
+
+pub mod commands;
+pub mod report;
+pub mod storage;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use strew_overlay::OverlayHandle;
+use tracing::{info, warn};
+
+use crate::config::{self, RunArgs, Settings};
+use crate::control::{self, ControlHandler};
+use crate::identity;
+use crate::store::PacketStore;
+
+/// Directory of the packet store inside the data dir.
+pub const PACKETS_DIR: &str = "packets";
+/// How long shutdown waits for the overlay to close connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a running daemon offers to control-command handlers.
+#[derive(Clone)]
+pub struct DaemonContext {
+    pub data_dir: PathBuf,
+    pub settings: Settings,
+    pub overlay: OverlayHandle,
+    pub store: PacketStore,
+    pub started: Instant,
+}
+
+/// Boxed future returned by control handlers.
+pub type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>>;
+
+/// A subsystem's control commands (backup, restore, ...), served by the daemon.
+pub trait DaemonExtension: Send + Sync + 'static {
+    /// Handles `cmd` if it is this extension's; `None` passes it on.
+    fn handle<'a>(&'a self, ctx: &'a DaemonContext, cmd: &'a str, args: Value)
+    -> Option<ControlFuture<'a>>;
+}
+
+struct Handler {
+    ctx: DaemonContext,
+    extensions: Vec<Arc<dyn DaemonExtension>>,
+}
+
+impl ControlHandler for Handler {
+    fn handle(&self, cmd: &str, args: Value) -> ControlFuture<'_> {
+        let cmd = cmd.to_string();
+        Box::pin(async move {
+            match cmd.as_str() {
+                "status" => report::status(&self.ctx).await,
+                "peers" => Ok(report::peers(&self.ctx)),
+                _ => {
+                    for ext in &self.extensions {
+                        if let Some(fut) = ext.handle(&self.ctx, &cmd, args.clone()) {
+                            return fut.await;
+                        }
+                    }
+                    Err(format!("unknown control command {cmd:?}"))
+                }
+            }
+        })
+    }
+}
+
+/// `strew run`: blocks until SIGINT/SIGTERM.
+pub fn run(data_dir: &Path, args: &RunArgs) -> anyhow::Result<()> {
+    run_with(data_dir, args, Vec::new())
+}
+
+/// `strew run` with extra control commands.
+pub fn run_with(
+    data_dir: &Path,
+    args: &RunArgs,
+    extensions: Vec<Arc<dyn DaemonExtension>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strew")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_async(data_dir, args, extensions))
+}
+
+async fn run_async(
+    data_dir: &Path,
+    args: &RunArgs,
+    extensions: Vec<Arc<dyn DaemonExtension>>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let file = config::read(data_dir)?;
+    let settings = config::merge(&file, args)?;
+    let (key, created) = identity::load_or_create(data_dir)?;
+    let node_id = identity::node_id(&key).context("the identity is not an Ed25519 key")?;
+    if created {
+        info!(%node_id, "created a new node identity");
+    }
+    let x25519 = identity::x25519_public(&key).context("cannot derive the X25519 key")?;
+
+    let packets_dir = data_dir.join(PACKETS_DIR);
+    let capacity = settings.storage;
+    let store = tokio::task::spawn_blocking(move || PacketStore::open(&packets_dir, capacity))
+        .await
+        .context("packet store task failed")?
+        .with_context(|| {
+            format!(
+                "cannot open the packet store in {} (is another strew daemon using this data dir?)",
+                data_dir.join(PACKETS_DIR).display()
+            )
+        })?;
+
+    let mut registry = Registry::default();
+    let overlay_config = settings.overlay_config(x25519);
+    let (overlay, overlay_task) = strew_overlay::start(
+        key,
+        overlay_config,
+        Arc::new(storage::StoreAdapter(store.clone())),
+        Some(&mut registry),
+    )
+    .context("cannot start the overlay")?;
+    info!(%node_id, "{}", settings.summary());
+
+    let registry = Arc::new(Mutex::new(registry));
+    let metrics_task = match settings.metrics {
+        Some(addr) => {
+            let (bound, task) = crate::metrics::serve(addr, registry.clone())
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            info!(address = %bound, "serving Prometheus metrics at /metrics");
+            Some(task)
+        }
+        None => None,
+    };
+
+    let ctx = DaemonContext {
+        data_dir: data_dir.to_path_buf(),
+        settings,
+        overlay: overlay.clone(),
+        store,
+        started: Instant::now(),
+    };
+    let (control_server, control_task) = control::serve(
+        data_dir,
+        Arc::new(Handler {
+            ctx,
+            extensions,
+        }),
+    )
+    .await
+    .context("cannot start the control endpoint")?;
+    info!(port = control_server.port, "control endpoint on 127.0.0.1");
+
+    let signal = wait_for_signal().await;
+    info!(signal, "shutting down");
+    control_task.abort();
+    drop(control_server);
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    overlay.shutdown();
+    if tokio::time::timeout(SHUTDOWN_GRACE, overlay_task).await.is_err() {
+        warn!("the overlay did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM; returns its name.
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop the daemon with SIGKILL");
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,59 @@
+//! What `strew status --json` and `strew peers --json` return, built from a
+//! running daemon. Owns the JSON shapes (SPEC.md §4); it must not print.
+
+use serde_json::{Value, json};
+use strew_overlay::PeerInfo;
+
+use super::DaemonContext;
+
+/// `strew status --json`.
+pub async fn status(ctx: &DaemonContext) -> Result<Value, String> {
+    let store = ctx.store.clone();
+    let usage = tokio::task::spawn_blocking(move || store.usage())
+        .await
+        .map_err(|e| format!("store task failed: {e}"))?
+        .map_err(|e| format!("cannot read store usage: {e}"))?;
+    let overlay = &ctx.overlay;
+    Ok(json!({
+        "node_id": overlay.node_id().to_string(),
+        "listen_addrs": overlay.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "location": {"lat": ctx.settings.location.lat, "lon": ctx.settings.location.lon},
+        "manager": overlay.manager().map(|m| m.to_string()),
+        "peers": overlay.peers().len(),
+        "connected_peers": overlay.connected_peers(),
+        "coordinator_eligible": ctx.settings.coordinator,
+        "storage": {
+            "capacity_bytes": usage.capacity,
+            "used_bytes": usage.used_bytes,
+            "free_bytes": usage.free_bytes,
+            "packets": usage.packets,
+        },
+        "bandwidth_limit": ctx.settings.bandwidth,
+        "uptime_secs": ctx.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "data_dir": ctx.data_dir.display().to_string(),
+    }))
+}
+
+/// One entry of `strew peers --json`.
+pub fn peer_json(p: &PeerInfo) -> Value {
+    json!({
+        "node_id": p.node_id.to_string(),
+        "location": {"lat": p.lat, "lon": p.lon},
+        "free_bytes": p.free_bytes,
+        "storage_allocated": p.storage_allocated,
+        "bandwidth_limit": p.bandwidth_limit,
+        "load": p.load,
+        "uptime_secs": p.uptime_secs,
+        "coordinator_eligible": p.coordinator_eligible,
+        "protocol_version": p.protocol_version,
+        "listen_addrs": p.listen_addrs,
+        "announced_at": p.announced_at,
+        "expires_at": p.expires_at,
+    })
+}
+
+/// `strew peers --json`.
+pub fn peers(ctx: &DaemonContext) -> Value {
+    Value::Array(ctx.overlay.peers().iter().map(peer_json).collect())
+}

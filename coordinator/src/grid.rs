@@ -94,6 +94,9 @@ pub struct GridView {
     nodes: BTreeMap<NodeId, NodeProfile>,
     index: RTree<Indexed>,
     by_last_seen: BTreeSet<(Millis, NodeId)>,
+    /// Online nodes in a dense list, for O(1) uniform sampling by placement.
+    online_ids: Vec<(NodeId, GeoPoint)>,
+    online_pos: BTreeMap<NodeId, usize>,
 }
 
 impl GridView {
@@ -118,10 +121,38 @@ impl GridView {
                 .collect(),
         );
         let by_last_seen = nodes.values().map(|p| (p.last_seen, p.node_id)).collect();
+        let online_ids: Vec<(NodeId, GeoPoint)> = nodes
+            .values()
+            .filter(|p| p.online)
+            .map(|p| (p.node_id, p.location))
+            .collect();
+        let online_pos = online_ids
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (*id, i))
+            .collect();
         GridView {
             nodes,
             index,
             by_last_seen,
+            online_ids,
+            online_pos,
+        }
+    }
+
+    fn list_online(&mut self, id: NodeId, location: GeoPoint) {
+        if !self.online_pos.contains_key(&id) {
+            self.online_pos.insert(id, self.online_ids.len());
+            self.online_ids.push((id, location));
+        }
+    }
+
+    fn unlist_online(&mut self, id: &NodeId) {
+        if let Some(pos) = self.online_pos.remove(id) {
+            self.online_ids.swap_remove(pos);
+            if let Some((moved, _)) = self.online_ids.get(pos) {
+                self.online_pos.insert(*moved, pos);
+            }
         }
     }
 
@@ -131,6 +162,7 @@ impl GridView {
                 xyz: profile.location.unit_vector(),
                 id: profile.node_id,
             });
+            self.unlist_online(&profile.node_id);
         }
         self.by_last_seen
             .remove(&(profile.last_seen, profile.node_id));
@@ -142,8 +174,10 @@ impl GridView {
                 xyz: profile.location.unit_vector(),
                 id: profile.node_id,
             });
+            self.list_online(profile.node_id, profile.location);
         }
-        self.by_last_seen.insert((profile.last_seen, profile.node_id));
+        self.by_last_seen
+            .insert((profile.last_seen, profile.node_id));
     }
 
     /// Inserts or replaces a node's profile. O(log n). Returns the previous profile.
@@ -185,11 +219,14 @@ impl GridView {
             return false;
         };
         if profile.online != online {
-            let xyz = profile.location.unit_vector();
+            let location = profile.location;
+            let xyz = location.unit_vector();
             if online {
                 self.index.insert(Indexed { xyz, id: *id });
+                self.list_online(*id, location);
             } else {
                 self.index.remove(&Indexed { xyz, id: *id });
+                self.unlist_online(id);
             }
         }
         if let Some(profile) = self.nodes.get_mut(id) {
@@ -251,6 +288,20 @@ impl GridView {
     /// Number of online nodes.
     pub fn online_len(&self) -> usize {
         self.index.size()
+    }
+
+    /// The `i`-th online node of an internal dense list (0 ≤ i < [`Self::online_len`]),
+    /// for uniform sampling in O(1). The order is arbitrary but depends only on
+    /// the sequence of updates, so replays are deterministic.
+    pub fn online_at(&self, i: usize) -> Option<&NodeProfile> {
+        self.online_ids
+            .get(i)
+            .and_then(|(id, _)| self.nodes.get(id))
+    }
+
+    /// Id and location of the `i`-th online node (as [`Self::online_at`]), without a map lookup.
+    pub fn online_location_at(&self, i: usize) -> Option<(NodeId, GeoPoint)> {
+        self.online_ids.get(i).copied()
     }
 
     /// Every known node in `NodeId` order.
@@ -344,17 +395,32 @@ mod tests {
         view.upsert(node(3, 52.52, 13.405, 0)); // Berlin, ~878 km
         view.upsert(node(4, 40.7128, -74.006, 0)); // New York, ~5837 km
         let ring = DistanceRange::km(Some(100.0), Some(1000.0)).unwrap();
-        let ids: Vec<NodeId> = view.in_ring(&paris, &ring).iter().map(|p| p.node_id).collect();
+        let ids: Vec<NodeId> = view
+            .in_ring(&paris, &ring)
+            .iter()
+            .map(|p| p.node_id)
+            .collect();
         assert_eq!(ids, vec![id(2), id(3)]);
 
         assert!(view.set_online(&id(3), false));
-        let ids: Vec<NodeId> = view.in_ring(&paris, &ring).iter().map(|p| p.node_id).collect();
+        let ids: Vec<NodeId> = view
+            .in_ring(&paris, &ring)
+            .iter()
+            .map(|p| p.node_id)
+            .collect();
         assert_eq!(ids, vec![id(2)]);
         assert_eq!(view.len(), 4);
         assert_eq!(view.online_len(), 3);
+        let listed: BTreeSet<NodeId> = (0..3).map(|i| view.online_at(i).unwrap().node_id).collect();
+        assert_eq!(listed, [id(1), id(2), id(4)].into_iter().collect());
+        assert!(view.online_at(3).is_none());
 
         let open = DistanceRange::km(Some(1000.0), None).unwrap();
-        let ids: Vec<NodeId> = view.in_ring(&paris, &open).iter().map(|p| p.node_id).collect();
+        let ids: Vec<NodeId> = view
+            .in_ring(&paris, &open)
+            .iter()
+            .map(|p| p.node_id)
+            .collect();
         assert_eq!(ids, vec![id(4)]);
     }
 
@@ -404,7 +470,11 @@ mod tests {
         }
         let center = GeoPoint::new(0.0, 0.0).unwrap();
         let range = DistanceRange::km(Some(1000.0), Some(9000.0)).unwrap();
-        let a: Vec<_> = bulk.in_ring(&center, &range).iter().map(|p| p.node_id).collect();
+        let a: Vec<_> = bulk
+            .in_ring(&center, &range)
+            .iter()
+            .map(|p| p.node_id)
+            .collect();
         let b: Vec<_> = incremental
             .in_ring(&center, &range)
             .iter()

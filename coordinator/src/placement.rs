@@ -72,6 +72,13 @@ pub struct PlacementPolicy {
     /// multiple of the stripe width (more targets spread load; fewer keep
     /// the ticket traffic small).
     pub max_targets_per_width: usize,
+    /// Grids with more online nodes than this first try a uniform random
+    /// sample of the ring instead of enumerating it (cost independent of grid size).
+    pub sample_above: usize,
+    /// Size of that sample, as a multiple of the target goal (at least 32 nodes).
+    pub pool_per_goal: usize,
+    /// Random draws allowed per sample slot before falling back to enumeration.
+    pub draws_per_slot: usize,
 }
 
 impl Default for PlacementPolicy {
@@ -82,6 +89,9 @@ impl Default for PlacementPolicy {
             restarts: 8,
             exact_step_budget: 4_000_000,
             max_targets_per_width: 8,
+            sample_above: 2_000,
+            pool_per_goal: 4,
+            draws_per_slot: 16,
         }
     }
 }
@@ -237,9 +247,6 @@ struct Candidate {
     cap: u64,
     /// Free bytes: the load-balancing weight.
     weight: f64,
-    /// Already a target of this backup (replacements only): compatible with
-    /// the other existing targets by construction.
-    in_backup: bool,
 }
 
 /// What a search found: the chosen candidates (indices) and whether it is enough.
@@ -289,34 +296,131 @@ fn validate(req: &PlacementRequest) -> Result<(), PlacementRefusal> {
     Ok(())
 }
 
-/// The eligible nodes of the backup ring, and the ring's online population.
+/// A node as a candidate for `req`, if it is eligible: not the source,
+/// online, not overloaded, with room for at least one packet.
+fn candidate(
+    p: &NodeProfile,
+    req: &PlacementRequest,
+    policy: &PlacementPolicy,
+    per_target_max: u64,
+) -> Option<Candidate> {
+    if Some(p.node_id) == req.source_node || !p.online || p.load > policy.max_load {
+        return None;
+    }
+    let cap = (p.storage_free / req.packet_size).min(per_target_max);
+    (cap > 0).then_some(Candidate {
+        id: p.node_id,
+        location: p.location,
+        cap,
+        weight: p.storage_free as f64,
+    })
+}
+
+/// Extra admission rule (replacements: not a survivor, compatible with the backup).
+type Accept<'a> = &'a dyn Fn(&Candidate) -> bool;
+
+/// The eligible nodes of the whole backup ring, and the ring's online population.
 fn candidates(
     view: &GridView,
     req: &PlacementRequest,
     policy: &PlacementPolicy,
     per_target_max: u64,
+    accept: Accept<'_>,
 ) -> (Vec<Candidate>, usize) {
     let ring = view.ring_with_distances(&req.source, &req.backup_distance);
     let ring_nodes = ring.len();
     let cands = ring
         .into_iter()
-        .filter(|(p, _)| Some(p.node_id) != req.source_node && p.load <= policy.max_load)
-        .filter_map(|(p, _)| {
-            let cap = (p.storage_free / req.packet_size).min(per_target_max);
-            (cap > 0).then_some(Candidate {
-                id: p.node_id,
-                location: p.location,
-                cap,
-                weight: p.storage_free as f64,
-                in_backup: false,
-            })
-        })
+        .filter_map(|(p, _)| candidate(p, req, policy, per_target_max))
+        .filter(|c| accept(c))
         .collect();
     (cands, ring_nodes)
 }
 
+/// A uniform random sample of eligible ring nodes, drawn from the online
+/// list without enumerating the ring: O(pool × draws) whatever the grid size.
+fn sample_pool<R: Rng + ?Sized>(
+    view: &GridView,
+    req: &PlacementRequest,
+    policy: &PlacementPolicy,
+    per_target_max: u64,
+    pool_size: usize,
+    accept: Accept<'_>,
+    rng: &mut R,
+) -> Vec<Candidate> {
+    let online = view.online_len();
+    let mut pool = Vec::with_capacity(pool_size);
+    if online == 0 {
+        return pool;
+    }
+    let mut seen = BTreeSet::new();
+    for _ in 0..pool_size.saturating_mul(policy.draws_per_slot) {
+        if pool.len() >= pool_size {
+            break;
+        }
+        let Some((id, location)) = view.online_location_at(rng.random_range(0..online)) else {
+            continue;
+        };
+        if !req
+            .backup_distance
+            .contains(haversine_km(&req.source, &location))
+            || !seen.insert(id)
+        {
+            continue;
+        }
+        if let Some(c) = view
+            .get(&id)
+            .and_then(|p| candidate(p, req, policy, per_target_max))
+            .filter(|c| accept(c))
+        {
+            pool.push(c);
+        }
+    }
+    pool
+}
+
+/// The search result and the candidates it indexes into; on failure also the
+/// ring's online population, for the explanation.
+enum Choice {
+    Found(Vec<Candidate>, Found),
+    Refused(Vec<Candidate>, usize, Found),
+}
+
+/// Tries a random sample of the ring first (on large grids), then the whole ring.
+#[allow(clippy::too_many_arguments)]
+fn choose<R: Rng + ?Sized>(
+    view: &GridView,
+    req: &PlacementRequest,
+    policy: &PlacementPolicy,
+    per_target_max: u64,
+    need: u64,
+    goal: usize,
+    accept: Accept<'_>,
+    rng: &mut R,
+) -> Choice {
+    if view.online_len() > policy.sample_above {
+        let pool_size = (goal * policy.pool_per_goal).max(32);
+        let pool = sample_pool(view, req, policy, per_target_max, pool_size, accept, rng);
+        let quick = PlacementPolicy {
+            restarts: 2,
+            ..policy.clone()
+        };
+        let found = search(&pool, &req.spread, need, goal, &quick, rng);
+        if found.feasible {
+            return Choice::Found(pool, found);
+        }
+    }
+    let (cands, ring_nodes) = candidates(view, req, policy, per_target_max, accept);
+    let found = search(&cands, &req.spread, need, goal, policy, rng);
+    if found.feasible {
+        Choice::Found(cands, found)
+    } else {
+        Choice::Refused(cands, ring_nodes, found)
+    }
+}
+
 fn compatible(a: &Candidate, b: &Candidate, spread: &DistanceRange) -> bool {
-    (a.in_backup && b.in_backup) || spread.contains(haversine_km(&a.location, &b.location))
+    spread.contains(haversine_km(&a.location, &b.location))
 }
 
 /// How many targets a placement aims for: enough to spread load, bounded.
@@ -647,15 +751,17 @@ pub fn place_with<R: Rng + ?Sized>(
         });
     }
     let need = req.total_packets();
-    // A target holds at most one packet of each stripe.
-    let (cands, ring_nodes) = candidates(view, req, policy, req.stripes as u64);
     let goal = target_goal(width, need, policy);
-    let found = search(&cands, &req.spread, need, goal, policy, rng);
-    if !found.feasible {
-        return Err(explain(
-            view, req, policy, &cands, ring_nodes, &found, width, need, rng,
-        ));
-    }
+    // A target holds at most one packet of each stripe.
+    let per_target = req.stripes as u64;
+    let (cands, found) = match choose(view, req, policy, per_target, need, goal, &|_| true, rng) {
+        Choice::Found(cands, found) => (cands, found),
+        Choice::Refused(cands, ring_nodes, found) => {
+            return Err(explain(
+                view, req, policy, &cands, ring_nodes, &found, width, need, rng,
+            ));
+        }
+    };
 
     let mut chosen = found.chosen;
     chosen.shuffle(rng);
@@ -677,31 +783,20 @@ pub fn place_with<R: Rng + ?Sized>(
     };
     if let Err(violation) = placement.check(view, req) {
         // Unreachable by construction; refusing is the safe answer if it ever happens.
-        return Err(PlacementRefusal {
-            reason: RefusalReason::SpreadTooStrict,
-            ring_nodes,
-            eligible_nodes: cands.len(),
-            needed_targets: width,
-            largest_compatible: 0,
-            capacity_packets: 0,
-            needed_packets: need,
-            exhaustive: false,
-            advice: format!(
-                "internal placement error, refused rather than break a constraint: {violation}"
-            ),
-        });
+        return Err(internal(cands.len(), width, violation));
     }
     Ok(placement)
 }
 
 /// Chooses `count` new targets for lost packets of one stripe of an existing backup.
 ///
-/// `backup_targets` are all targets the backup uses now: a new target must be
-/// within the spread of every one of them that is still in the view (targets
-/// gone from the view cannot be checked and are skipped). Targets of the
-/// backup not in this stripe may be reused. `stripe_survivors` are the
-/// stripe's surviving targets, never chosen again. Each new target needs room
-/// for one packet of `req.packet_size` bytes. Returns distinct targets, or a refusal.
+/// `backup_targets` are all targets the backup uses now (failed ones
+/// included): they are never chosen, and a new target must be within the
+/// spread of every one of them that is still in the view (targets gone from
+/// the view cannot be checked and are skipped). `stripe_survivors` are never
+/// chosen either. New targets are pairwise within the spread, distinct, online,
+/// not overloaded, within the backup distance, each with room for one packet
+/// of `req.packet_size` bytes. Returns them sorted, or a refusal.
 pub fn place_replacements<R: Rng + ?Sized>(
     view: &GridView,
     req: &PlacementRequest,
@@ -715,30 +810,30 @@ pub fn place_replacements<R: Rng + ?Sized>(
     if count == 0 {
         return Ok(Vec::new());
     }
-    let in_backup: BTreeSet<NodeId> = backup_targets.iter().copied().collect();
-    let survivors: BTreeSet<NodeId> = stripe_survivors.iter().copied().collect();
+    let excluded: BTreeSet<NodeId> = backup_targets
+        .iter()
+        .chain(stripe_survivors)
+        .copied()
+        .collect();
     let existing: Vec<&NodeProfile> = backup_targets
         .iter()
         .filter_map(|id| view.get(id))
         .collect();
-    let (mut cands, ring_nodes) = candidates(view, req, &policy, 1);
-    cands.retain(|c| !survivors.contains(&c.id));
-    for c in &mut cands {
-        c.in_backup = in_backup.contains(&c.id);
-    }
-    cands.retain(|c| {
-        c.in_backup
-            || existing
+    let accept = |c: &Candidate| {
+        !excluded.contains(&c.id)
+            && existing
                 .iter()
                 .all(|e| req.spread.contains(haversine_km(&c.location, &e.location)))
-    });
+    };
     let need = count as u64;
-    let found = search(&cands, &req.spread, need, count, &policy, rng);
-    if !found.feasible {
-        return Err(explain(
-            view, req, &policy, &cands, ring_nodes, &found, count, need, rng,
-        ));
-    }
+    let (cands, found) = match choose(view, req, &policy, 1, need, count, &accept, rng) {
+        Choice::Found(cands, found) => (cands, found),
+        Choice::Refused(cands, ring_nodes, found) => {
+            return Err(explain(
+                view, req, &policy, &cands, ring_nodes, &found, count, need, rng,
+            ));
+        }
+    };
     let mut chosen: Vec<NodeId> = found
         .chosen
         .iter()
@@ -747,35 +842,35 @@ pub fn place_replacements<R: Rng + ?Sized>(
         .collect();
     chosen.sort_unstable();
     // Independent re-check of every rule before answering.
-    let mut all: Vec<&NodeProfile> = existing.clone();
+    let mut new_ones: Vec<&NodeProfile> = Vec::with_capacity(count);
     for id in &chosen {
-        let Some(profile) = view.get(id) else {
-            continue;
-        };
-        if let Err(v) = target_is_usable(profile, req, 1) {
-            return Err(internal(ring_nodes, cands.len(), count, v));
+        let profile = view
+            .get(id)
+            .ok_or_else(|| internal(cands.len(), count, format!("{id} left the view")))?;
+        target_is_usable(profile, req, 1).map_err(|v| internal(cands.len(), count, v))?;
+        if excluded.contains(id) {
+            return Err(internal(cands.len(), count, format!("{id} is excluded")));
         }
-        if !in_backup.contains(id) {
-            all.push(profile);
-        }
+        new_ones.push(profile);
     }
-    let new_ones: Vec<&NodeProfile> = all[existing.len()..].to_vec();
+    let mut all = existing.clone();
+    all.extend(new_ones.iter().copied());
     for n in &new_ones {
         for e in &all {
             if e.node_id != n.node_id
                 && !req.spread.contains(haversine_km(&n.location, &e.location))
             {
-                return Err(internal(ring_nodes, cands.len(), count, "spread".into()));
+                return Err(internal(cands.len(), count, "spread violated".into()));
             }
         }
     }
     Ok(chosen)
 }
 
-fn internal(ring: usize, eligible: usize, count: usize, why: String) -> PlacementRefusal {
+fn internal(eligible: usize, count: usize, why: String) -> PlacementRefusal {
     PlacementRefusal {
         reason: RefusalReason::SpreadTooStrict,
-        ring_nodes: ring,
+        ring_nodes: eligible,
         eligible_nodes: eligible,
         needed_targets: count,
         largest_compatible: 0,
@@ -926,7 +1021,7 @@ fn relax_spread_advice<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> String {
     let per_target = req.stripes.max(1) as u64;
-    let (cands, _) = candidates(view, req, policy, per_target);
+    let (cands, _) = candidates(view, req, policy, per_target, &|_| true);
     let need = if needed == req.redundancy.width() {
         req.total_packets()
     } else {

@@ -67,7 +67,9 @@ impl CityTable {
     /// The table compiled into strew, parsed on first use.
     pub fn embedded() -> Result<&'static CityTable, &'static CityError> {
         static TABLE: OnceLock<Result<CityTable, CityError>> = OnceLock::new();
-        TABLE.get_or_init(|| CityTable::parse(EMBEDDED_CSV)).as_ref()
+        TABLE
+            .get_or_init(|| CityTable::parse(EMBEDDED_CSV))
+            .as_ref()
     }
 
     /// Parses CSV text with the header `geonameid,name,country,latitude,longitude,population`
@@ -98,6 +100,20 @@ impl CityTable {
             return Err(CityError::NoPopulation);
         }
         Ok(CityTable { cities, cumulative })
+    }
+
+    /// The cities for which `keep` is true (e.g. a region), or `None` if they
+    /// have no population between them.
+    pub fn filtered(&self, keep: impl Fn(&City) -> bool) -> Option<CityTable> {
+        let mut cities = Vec::new();
+        let mut cumulative = Vec::new();
+        let mut total: u64 = 0;
+        for city in self.cities.iter().filter(|c| keep(c)) {
+            total = total.saturating_add(city.population);
+            cumulative.push(total);
+            cities.push(city.clone());
+        }
+        (total > 0).then_some(CityTable { cities, cumulative })
     }
 
     /// All cities, in file order.
@@ -156,7 +172,7 @@ pub fn jitter<R: Rng + ?Sized>(lat: f64, lon: f64, radius_km: f64, rng: &mut R) 
 }
 
 /// The point `distance_km` away from `(lat, lon)` along the initial `bearing` (radians).
-fn destination(lat: f64, lon: f64, distance_km: f64, bearing: f64) -> (f64, f64) {
+pub fn destination(lat: f64, lon: f64, distance_km: f64, bearing: f64) -> (f64, f64) {
     let delta = distance_km / EARTH_RADIUS_KM;
     let phi1 = lat.to_radians();
     let lambda1 = lon.to_radians();
@@ -235,7 +251,13 @@ mod tests {
     #[test]
     fn jitter_stays_within_radius() {
         let mut rng = rng(11);
-        for &(lat, lon) in &[(0.0, 0.0), (48.85, 2.35), (-33.9, 151.2), (64.1, -21.9), (10.0, 179.9)] {
+        for &(lat, lon) in &[
+            (0.0, 0.0),
+            (48.85, 2.35),
+            (-33.9, 151.2),
+            (64.1, -21.9),
+            (10.0, 179.9),
+        ] {
             let mut farthest: f64 = 0.0;
             for _ in 0..2000 {
                 let moved = jitter(lat, lon, 50.0, &mut rng);

@@ -5,10 +5,12 @@
 //! No networking, no async runtime, no wall clock: time and randomness are
 //! passed in, so the node and the simulator drive identical code.
 
+pub mod audit;
 pub mod cities;
 pub mod grid;
 pub mod ids;
 pub mod placement;
+pub mod repair;
 pub mod units;
 
 pub use grid::{GridView, NodeProfile};

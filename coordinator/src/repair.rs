@@ -1,0 +1,228 @@
+//! The repair policy: which packets count as gone, which stripes to rebuild,
+//! and what a rebuild moves over the network.
+//!
+//! Sans-IO: the caller (the sequence manager in the node, or the simulator)
+//! reports what it knows about each packet of a stripe — reachable, unreachable
+//! since some time, or missing — and the current time; the policy answers with
+//! a [`StripeVerdict`]. New targets for rebuilt packets come from the placement
+//! module (`place_replacements`), which keeps the backup's distance rules. This
+//! module must not choose targets, move bytes, read a clock, or know about
+//! networking; erasure repair works on ciphertext, so no key appears here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{Millis, Redundancy};
+
+/// What the manager knows about one packet of a stripe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PacketStatus {
+    /// Its target is reachable and, as far as audits know, still holds it.
+    Reachable,
+    /// Its target has been unreachable since the given time.
+    Unreachable { since: Millis },
+    /// Known gone: the target was evicted, failed an audit on it, or was given up.
+    Missing,
+}
+
+/// The manager's repair settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairPolicy {
+    /// How long a target may stay unreachable before its packets count as gone.
+    pub grace: Millis,
+    /// Rebuild a stripe once this many of its packets are gone (1 = eager).
+    pub threshold: usize,
+}
+
+/// What to do with one stripe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StripeVerdict {
+    /// Fewer than `threshold` packets are gone: nothing to do.
+    Healthy { gone: usize },
+    /// Rebuild the packets in `rebuild` (slot indices) from the packets in `read`.
+    Rebuild { rebuild: Vec<usize>, read: Vec<usize> },
+    /// Repair is due but fewer than K packets are reachable now: try again later.
+    Waiting { reachable: usize, needed: usize },
+    /// Fewer than K packets exist anywhere the manager knows of: the stripe is lost.
+    Lost { remaining: usize, needed: usize },
+}
+
+/// Bytes one rebuild moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairTraffic {
+    /// Bytes read from surviving targets (K packets for erasure, one copy for replicas).
+    pub read: u64,
+    /// Bytes written to new targets (one packet per rebuilt slot).
+    pub written: u64,
+}
+
+impl RepairTraffic {
+    pub fn total(&self) -> u64 {
+        self.read.saturating_add(self.written)
+    }
+}
+
+impl RepairPolicy {
+    /// Whether a packet counts as gone at `now`: missing, or unreachable for at least the grace period.
+    pub fn is_gone(&self, status: PacketStatus, now: Millis) -> bool {
+        match status {
+            PacketStatus::Reachable => false,
+            PacketStatus::Unreachable { since } => now.saturating_sub(since) >= self.grace,
+            PacketStatus::Missing => true,
+        }
+    }
+
+    /// Decides what to do with a stripe whose packets have `statuses` (one per slot).
+    pub fn assess(
+        &self,
+        redundancy: Redundancy,
+        statuses: &[PacketStatus],
+        now: Millis,
+    ) -> StripeVerdict {
+        let needed = redundancy.data_packets();
+        let gone: Vec<usize> = (0..statuses.len())
+            .filter(|&i| self.is_gone(statuses[i], now))
+            .collect();
+        // Packets that still exist somewhere (reachable, or away and possibly coming back).
+        let existing = statuses
+            .iter()
+            .filter(|s| !matches!(s, PacketStatus::Missing))
+            .count();
+        if existing < needed {
+            return StripeVerdict::Lost {
+                remaining: existing,
+                needed,
+            };
+        }
+        if gone.len() < self.threshold.max(1) {
+            return StripeVerdict::Healthy { gone: gone.len() };
+        }
+        let read: Vec<usize> = (0..statuses.len())
+            .filter(|&i| statuses[i] == PacketStatus::Reachable)
+            .take(needed)
+            .collect();
+        if read.len() < needed {
+            return StripeVerdict::Waiting {
+                reachable: read.len(),
+                needed,
+            };
+        }
+        StripeVerdict::Rebuild {
+            rebuild: gone,
+            read,
+        }
+    }
+
+    /// When the next packet of `statuses` will pass the grace period, if any is still within it.
+    pub fn next_deadline(&self, statuses: &[PacketStatus], now: Millis) -> Option<Millis> {
+        statuses
+            .iter()
+            .filter_map(|s| match *s {
+                PacketStatus::Unreachable { since } => Some(since.saturating_add(self.grace)),
+                _ => None,
+            })
+            .filter(|&deadline| deadline > now)
+            .min()
+    }
+}
+
+/// Bytes moved to rebuild `rebuilt` packets of `packet_size` bytes in one stripe.
+pub fn repair_traffic(redundancy: Redundancy, rebuilt: usize, packet_size: u64) -> RepairTraffic {
+    if rebuilt == 0 {
+        return RepairTraffic::default();
+    }
+    let read_packets = redundancy.data_packets() as u64;
+    RepairTraffic {
+        read: read_packets.saturating_mul(packet_size),
+        written: (rebuilt as u64).saturating_mul(packet_size),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EC: Redundancy = Redundancy::Erasure { k: 4, m: 2 };
+    const R: PacketStatus = PacketStatus::Reachable;
+    const M: PacketStatus = PacketStatus::Missing;
+
+    fn policy(threshold: usize) -> RepairPolicy {
+        RepairPolicy {
+            grace: 1_000,
+            threshold,
+        }
+    }
+
+    #[test]
+    fn unreachable_counts_as_gone_only_after_the_grace_period() {
+        let away = PacketStatus::Unreachable { since: 5_000 };
+        let p = policy(1);
+        assert!(!p.is_gone(away, 5_999));
+        assert!(p.is_gone(away, 6_000));
+        let statuses = [R, R, R, R, R, away];
+        assert_eq!(p.assess(EC, &statuses, 5_500), StripeVerdict::Healthy { gone: 0 });
+        assert_eq!(
+            p.assess(EC, &statuses, 6_000),
+            StripeVerdict::Rebuild {
+                rebuild: vec![5],
+                read: vec![0, 1, 2, 3]
+            }
+        );
+        assert_eq!(p.next_deadline(&statuses, 5_500), Some(6_000));
+        assert_eq!(p.next_deadline(&statuses, 6_000), None);
+    }
+
+    #[test]
+    fn threshold_delays_repair_and_rebuilds_every_gone_packet() {
+        let p = policy(2);
+        assert_eq!(p.assess(EC, &[R, R, R, R, R, M], 0), StripeVerdict::Healthy { gone: 1 });
+        assert_eq!(
+            p.assess(EC, &[M, R, R, R, R, M], 0),
+            StripeVerdict::Rebuild {
+                rebuild: vec![0, 5],
+                read: vec![1, 2, 3, 4]
+            }
+        );
+    }
+
+    #[test]
+    fn too_few_reachable_waits_and_too_few_existing_is_lost() {
+        let away = PacketStatus::Unreachable { since: 0 };
+        let p = policy(1);
+        // Two missing, two away but within grace: 4 exist, only 2 reachable.
+        assert_eq!(
+            p.assess(EC, &[M, M, away, away, R, R], 10),
+            StripeVerdict::Waiting {
+                reachable: 2,
+                needed: 4
+            }
+        );
+        assert_eq!(
+            p.assess(EC, &[M, M, M, away, R, R], 10),
+            StripeVerdict::Lost {
+                remaining: 3,
+                needed: 4
+            }
+        );
+    }
+
+    #[test]
+    fn replicas_read_one_copy() {
+        let rep = Redundancy::Replicas { n: 3 };
+        assert_eq!(
+            policy(1).assess(rep, &[M, R, R], 0),
+            StripeVerdict::Rebuild {
+                rebuild: vec![0],
+                read: vec![1]
+            }
+        );
+        assert_eq!(
+            repair_traffic(rep, 1, 100),
+            RepairTraffic {
+                read: 100,
+                written: 100
+            }
+        );
+        assert_eq!(repair_traffic(EC, 2, 10).total(), 60);
+        assert_eq!(repair_traffic(EC, 0, 10).total(), 0);
+    }
+}

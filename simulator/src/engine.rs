@@ -101,6 +101,7 @@ pub struct Outcome {
     pub packets_stored: u64,
     pub packets_lost: u64,
     pub packets_given_up: u64,
+    pub packets_readopted: u64,
     pub nodes_failed: u32,
     pub nodes_corrupted: u32,
     pub nodes_evicted: u32,
@@ -180,6 +181,8 @@ struct Sim<'a> {
     offline_since: Vec<u64>,
     fate: Vec<Fate>,
     held: Vec<Vec<u32>>,
+    /// Packets a node still stores physically after the manager gave up on it (lazily validated by `ghost`).
+    ghosts_of: Vec<Vec<u32>>,
     view_online: Vec<bool>,
     dirty: Vec<u32>,
     is_dirty: Vec<bool>,
@@ -189,6 +192,9 @@ struct Sim<'a> {
     k: usize,
     stripes_per_object: usize,
     slots: Vec<u32>,
+    /// Per packet: a node holding a copy the manager gave up on, not yet superseded (or NONE).
+    ghost: Vec<u32>,
+    /// Per stripe: copies that physically exist (in a slot or as a ghost) on nodes neither dead nor rotten.
     alive: Vec<u16>,
     stored: Vec<bool>,
     lost: Vec<bool>,
@@ -300,6 +306,7 @@ impl<'a> Sim<'a> {
             offline_since: vec![0; n],
             fate: vec![Fate::Alive; n],
             held: vec![Vec::new(); n],
+            ghosts_of: vec![Vec::new(); n],
             view_online: online.clone(),
             dirty: Vec::new(),
             is_dirty: vec![false; n],
@@ -311,6 +318,7 @@ impl<'a> Sim<'a> {
             k: sc.backup.redundancy.data_packets(),
             stripes_per_object,
             slots: vec![NONE; stripes * width],
+            ghost: vec![NONE; stripes * width],
             alive: vec![0; stripes],
             stored: vec![false; objects],
             lost: vec![false; objects],
@@ -338,6 +346,7 @@ impl<'a> Sim<'a> {
                 packets_stored: 0,
                 packets_lost: 0,
                 packets_given_up: 0,
+                packets_readopted: 0,
                 nodes_failed: 0,
                 nodes_corrupted: 0,
                 nodes_evicted: 0,
@@ -564,14 +573,32 @@ impl<'a> Sim<'a> {
             self.online[u] = true;
             self.online_count += 1;
             if self.gone[u] && !self.evicted[u] {
-                // Back after being given up: it was wiped and rejoins empty.
-                self.gone[u] = false;
-                self.used[u] = 0;
-                self.view.set_free(&node_id(i), self.capacity[u]);
+                self.readopt(i);
             }
             self.mark_dirty(i);
             self.schedule(next, Event::Toggle(i));
         }
+    }
+
+    /// A node the manager gave up on is back: the packets whose slots were not
+    /// rebuilt meanwhile are taken back; the rest was garbage and is deleted.
+    fn readopt(&mut self, i: u32) {
+        let u = i as usize;
+        self.gone[u] = false;
+        self.used[u] = 0;
+        let size = self.sc.backup.packet_size;
+        for p in std::mem::take(&mut self.ghosts_of[u]) {
+            let pu = p as usize;
+            if self.ghost[pu] == i && self.slots[pu] == NONE {
+                self.ghost[pu] = NONE;
+                self.slots[pu] = i;
+                self.held[u].push(p);
+                self.used[u] = self.used[u].saturating_add(size);
+                self.out.packets_readopted += 1;
+            }
+        }
+        let free = self.capacity[u].saturating_sub(self.used[u]);
+        self.view.set_free(&node_id(i), free);
     }
 
     /// A slot's packet stops existing (its node died or rotted): count it, check its object.
@@ -611,13 +638,28 @@ impl<'a> Sim<'a> {
         self.compact_held(i);
         let mut stripes = Vec::new();
         if !self.corrupted[u] {
-            // The dead node keeps its slots until the manager gives up on it.
-            let held = std::mem::take(&mut self.held[u]);
-            for &p in &held {
+            stripes = self.destroy_all_on(i);
+        }
+        stripes
+    }
+
+    /// Every copy on node `i` (in slots or ghosts) stops existing; returns the stripes hit.
+    fn destroy_all_on(&mut self, i: u32) -> Vec<u32> {
+        let u = i as usize;
+        let mut stripes = Vec::new();
+        // The node keeps its slots until the manager gives up on it.
+        let held = std::mem::take(&mut self.held[u]);
+        for &p in &held {
+            self.destroy(p as usize);
+            stripes.push(p / self.width as u32);
+        }
+        self.held[u] = held;
+        for p in std::mem::take(&mut self.ghosts_of[u]) {
+            if self.ghost[p as usize] == i {
+                self.ghost[p as usize] = NONE;
                 self.destroy(p as usize);
                 stripes.push(p / self.width as u32);
             }
-            self.held[u] = held;
         }
         stripes
     }
@@ -631,9 +673,7 @@ impl<'a> Sim<'a> {
         self.fate[u] = Fate::Corrupted;
         self.out.nodes_corrupted += 1;
         self.compact_held(i);
-        for p in self.held[u].clone() {
-            self.destroy(p as usize);
-        }
+        self.destroy_all_on(i);
     }
 
     fn disaster(&mut self, d: u32) {
@@ -684,9 +724,10 @@ impl<'a> Sim<'a> {
             self.out.packets_given_up += 1;
             let s = p / self.width;
             if self.exists_on(i) {
-                // The copy still exists on the node, but the manager no longer counts on it.
-                self.alive[s] = self.alive[s].saturating_sub(1);
-                self.check_loss(s);
+                // The copy still exists on the node: a ghost the manager no longer counts on,
+                // re-adopted if the node returns before the slot is rebuilt.
+                self.ghost[p] = i;
+                self.ghosts_of[u].push(p as u32);
             }
             touched.push(s as u32);
         }
@@ -736,11 +777,13 @@ impl<'a> Sim<'a> {
                 .map(|j| self.status_of(self.slots[base + j]))
                 .collect();
             match self.repair.assess(self.sc.backup.redundancy, &statuses, self.now) {
-                StripeVerdict::Healthy { .. } | StripeVerdict::Lost { .. } => {
+                StripeVerdict::Healthy { .. } => {
                     self.pending.remove(&s);
                     return;
                 }
-                StripeVerdict::Waiting { .. } => return,
+                // Copies the manager gave up on may still come back (`readopt`);
+                // truly lost stripes leave `pending` in `check_loss`.
+                StripeVerdict::Lost { .. } | StripeVerdict::Waiting { .. } => return,
                 StripeVerdict::Rebuild { rebuild, read } => {
                     let rotten: Vec<usize> = read
                         .iter()
@@ -793,6 +836,12 @@ impl<'a> Sim<'a> {
                 let size = self.sc.backup.packet_size;
                 for (&j, target) in rebuild.iter().zip(&new_targets) {
                     let p = base + j;
+                    let ghost = self.ghost[p];
+                    if ghost != NONE {
+                        // The given-up copy is superseded: garbage from now on.
+                        self.ghost[p] = NONE;
+                        self.alive[su] = self.alive[su].saturating_sub(1);
+                    }
                     let old = self.slots[p];
                     if old != NONE {
                         // A copy away past its grace period is superseded.

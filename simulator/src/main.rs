@@ -1,6 +1,9 @@
 //! The `strew-sim` binary: command line parsing and printing only; the
 //! simulation lives in the library.
 
+mod place;
+
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Places one backup over a nodes file (id,lat,lon,free_bytes) and prints the decision.
+    Place(place::PlaceArgs),
     /// Runs a scenario file and writes report.json, timeline.csv and SVG plots.
     Run {
         /// The scenario (TOML; see docs/simulator.md for every key).
@@ -35,6 +40,14 @@ enum Command {
 fn main() -> ExitCode {
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`strew-sim run ... | head`) is a normal end, not an error.
+        Err(e)
+            if e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("strew-sim: error: {e:#}");
             ExitCode::FAILURE
@@ -45,6 +58,7 @@ fn main() -> ExitCode {
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Place(args) => place::run(&args),
         Command::Run {
             scenario,
             seed,
@@ -53,13 +67,17 @@ fn real_main() -> anyhow::Result<()> {
             let sc = Scenario::load(&scenario)
                 .with_context(|| format!("scenario {}", scenario.display()))?;
             let seed = seed.unwrap_or(sc.seed);
-            println!(
+            let mut stdout = std::io::stdout().lock();
+            writeln!(
+                stdout,
                 "strew-sim: scenario {} ({} nodes, {} objects), seed {seed}",
                 sc.name, sc.nodes, sc.backup.objects
-            );
+            )?;
+            stdout.flush()?;
             let result = run_to_dir(&sc, seed, &out)?;
             let r = &result.report;
-            println!(
+            writeln!(
+                stdout,
                 "seed {seed}: {} of {} objects stored ({} placement failures), {} lost; \
                  availability {:.6}; {} nodes failed; repair {:.2} GiB in {} stripes; load gini {:.3}; {:.2} s",
                 r.objects_stored,
@@ -72,9 +90,9 @@ fn real_main() -> anyhow::Result<()> {
                 r.stripes_repaired,
                 r.load_gini,
                 r.wall_seconds
-            );
+            )?;
             for file in &result.files {
-                println!("wrote {}", file.display());
+                writeln!(stdout, "wrote {}", file.display())?;
             }
             Ok(())
         }

@@ -24,6 +24,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Creates this node's identity and writes its configuration (`config.toml` in the data dir).
+    Init(crate::config::InitArgs),
+    /// Runs the node: joins the grid, gossips capacity and location, stores packets for others.
+    Run(crate::config::RunArgs),
+    /// Shows this node, the grid it sees and its storage (asks the running daemon).
+    Status(crate::daemon::commands::JsonFlag),
+    /// Lists the nodes in this node's grid view (asks the running daemon).
+    Peers(crate::daemon::commands::JsonFlag),
     /// Benchmarks a user can run on their own machine.
     #[command(subcommand)]
     Bench(BenchCommand),

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Init(args) => strew_node::daemon::commands::init(&cli.data_dir, &args),
+        Command::Run(args) => strew_node::daemon::run(&cli.data_dir, &args),
+        Command::Status(flag) => strew_node::daemon::commands::status(&cli.data_dir, &flag),
+        Command::Peers(flag) => strew_node::daemon::commands::peers(&cli.data_dir, &flag),
         Command::Bench(BenchCommand::Pipeline(args)) => strew_node::bench::run_pipeline(&args),
     }
 }

@@ -1,0 +1,768 @@
+//! The source side of the pipeline: walk → read → chunk → (parallel) DataId,
+//! compress, encrypt, erasure-code → packet sink, then the snapshot manifest.
+//!
+//! Three stages joined by bounded channels, so memory stays bounded whatever
+//! the input size (a few batches of at most [`BATCH_BYTES`] in flight):
+//! 1. a reader thread walks the tree in a deterministic order, streams each
+//!    file through FastCDC (files below the minimum chunk size go into a
+//!    shared packed stream), hashes whole files, and builds manifest entries;
+//! 2. the calling thread encodes each batch of chunks on rayon's pool;
+//!    chunks already stored (earlier in this backup, or known to the
+//!    [`KnownChunks`] index: a previous snapshot, or the manager's dedup
+//!    answer) are not encoded again;
+//! 3. a writer thread hands stripes to the [`PacketSink`] in sequence order.
+//!
+//! A file that cannot be read is reported in the warnings and skipped; the
+//! rest of the backup goes on. Only a root that cannot be read, or a sink
+//! failure, aborts the backup.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+use strew_coordinator::DataId;
+
+use super::chunking::ChunkSizes;
+use super::codec::{Codec, EncodedStripe, StripeRecord};
+use super::manifest::{ChunkRef, Entry, EntryKind, Extent, MANIFEST_VERSION, Manifest};
+use super::sequence::Sequence;
+
+/// A batch is cut when it holds this many bytes of chunks.
+pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
+const BATCH_CHUNKS: usize = 64;
+const CHANNEL_DEPTH: usize = 2;
+
+/// Where encoded stripes go: a local packet store, or uploads to targets.
+pub trait PacketSink: Send {
+    /// Stores (or queues) a stripe's packets. Called in sequence order.
+    fn store(&mut self, stripe: &EncodedStripe) -> Result<(), SinkError>;
+    /// Everything stored so far must be durable when this returns.
+    fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+/// A sink failure; aborts the backup (nothing is committed).
+#[derive(Debug, thiserror::Error)]
+#[error("storing packets failed: {message}")]
+pub struct SinkError {
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Chunks already stored on the grid, with their stripes.
+pub trait KnownChunks: Sync {
+    fn known(&self, id: &DataId) -> Option<StripeRecord>;
+}
+
+/// No prior knowledge: every chunk not seen in this backup is stored.
+pub struct NothingKnown;
+impl KnownChunks for NothingKnown {
+    fn known(&self, _: &DataId) -> Option<StripeRecord> {
+        None
+    }
+}
+
+impl KnownChunks for HashMap<DataId, StripeRecord> {
+    fn known(&self, id: &DataId) -> Option<StripeRecord> {
+        self.get(id).cloned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("cannot back up {path}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "two paths given have the same name {0:?}; back them up in separate sets or from their parent"
+    )]
+    DuplicateRootName(String),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("backup pipeline stage failed: {0}")]
+    Stage(String),
+}
+
+/// What a backup was asked to do.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub name: String,
+    pub time_ms: u64,
+    pub sizes: ChunkSizes,
+    pub codec: Codec,
+}
+
+/// A file or directory the backup skipped, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Warning {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// Counters, also read live by progress displays.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub chunks: AtomicU64,
+    pub new_chunks: AtomicU64,
+    pub packets: AtomicU64,
+    pub bytes_stored: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct BackupStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes_in: u64,
+    /// Chunks in the snapshot's chunk table (data only).
+    pub chunks: u64,
+    /// Distinct chunks encoded and stored by this backup (data + manifest).
+    pub new_chunks: u64,
+    /// Distinct chunks the index already knew (not uploaded again).
+    pub reused_chunks: u64,
+    pub compressed_chunks: u64,
+    /// Packets stored by this backup, replicas counted once per copy.
+    pub packets: u64,
+    /// Bytes of those packets.
+    pub bytes_stored: u64,
+}
+
+#[derive(Debug)]
+pub struct BackupReport {
+    pub sequence: Sequence,
+    pub manifest: Manifest,
+    pub stats: BackupStats,
+    pub warnings: Vec<Warning>,
+}
+
+/// Runs a backup of `roots`.
+pub fn backup(
+    roots: &[PathBuf],
+    opts: &BackupOptions,
+    known: &dyn KnownChunks,
+    sink: &mut dyn PacketSink,
+    progress: &Progress,
+) -> Result<BackupReport, BackupError> {
+    let named = name_roots(roots)?;
+    let (chunk_tx, chunk_rx) = sync_channel::<Batch>(CHANNEL_DEPTH);
+    let (out_tx, out_rx) = sync_channel::<Vec<Encoded>>(CHANNEL_DEPTH);
+    let claimed: Mutex<HashSet<DataId>> = Mutex::new(HashSet::new());
+
+    let (reader_out, writer_out) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut r = Reader::new(opts, chunk_tx, progress);
+            r.run(&named);
+            r.finish()
+        });
+        let writer = scope.spawn(|| write_stage(out_rx, sink, progress));
+        encode_stage(chunk_rx, out_tx, opts, known, &claimed, progress);
+        (reader.join(), writer.join())
+    });
+    let reader_out = reader_out.map_err(|_| BackupError::Stage("reader panicked".into()))?;
+    let mut written = writer_out.map_err(|_| BackupError::Stage("writer panicked".into()))??;
+    let (mut entries, pending_small, pack_chunks, warnings, mut stats) = reader_out;
+
+    // Resolve packed small files into extents, now that chunk cuts are known.
+    for (entry, stream_off, len) in pending_small {
+        if let Some(Entry {
+            kind: EntryKind::File { extents, .. },
+            ..
+        }) = entries.get_mut(entry)
+        {
+            *extents = resolve_packed(&pack_chunks, stream_off, len);
+        }
+    }
+    let chunks: Vec<ChunkRef> = written
+        .table
+        .iter()
+        .map(|c| {
+            c.unwrap_or(ChunkRef {
+                data_id: DataId([0; 32]),
+                len: 0,
+            })
+        })
+        .collect();
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        name: opts.name.clone(),
+        time_ms: opts.time_ms,
+        roots: roots.iter().map(|p| p.display().to_string()).collect(),
+        chunks,
+        entries,
+    };
+    let bytes = manifest.encode();
+    let snapshot = opts.codec.secret.data_id(&bytes);
+    // The manifest is stored like data: chunked, encoded, in parallel.
+    let pieces: Vec<&[u8]> = fastcdc::v2020::FastCDC::new(
+        &bytes,
+        opts.sizes.min as usize,
+        opts.sizes.avg as usize,
+        opts.sizes.max as usize,
+    )
+    .map(|c| &bytes[c.offset..c.offset + c.length])
+    .collect();
+    let encoded: Vec<EncodedStripe> = pieces
+        .par_iter()
+        .map(|piece| {
+            let id = opts.codec.secret.data_id(piece);
+            opts.codec.encode(id, piece)
+        })
+        .collect();
+    let mut manifest_records = Vec::with_capacity(encoded.len());
+    for stripe in &encoded {
+        if let Some(known) = known.known(&stripe.record.data_id) {
+            manifest_records.push(known);
+            continue;
+        }
+        sink.store(stripe)?;
+        written.account(stripe);
+        manifest_records.push(stripe.record.clone());
+    }
+    sink.finish()?;
+    stats.chunks = manifest.chunks.len() as u64;
+    stats.new_chunks = written.new_chunks;
+    stats.reused_chunks = written.reused;
+    stats.compressed_chunks = written.compressed;
+    stats.packets = written.packets;
+    stats.bytes_stored = written.bytes_stored;
+    Ok(BackupReport {
+        sequence: Sequence {
+            snapshot,
+            manifest: manifest_records,
+            data: written.records,
+        },
+        manifest,
+        stats,
+        warnings,
+    })
+}
+
+/// Each root is stored under its own final name component.
+fn name_roots(roots: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, BackupError> {
+    let mut out: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    for root in roots {
+        fs::symlink_metadata(root).map_err(|source| BackupError::Root {
+            path: root.clone(),
+            source,
+        })?;
+        let absolute = fs::canonicalize(root).map_err(|source| BackupError::Root {
+            path: root.clone(),
+            source,
+        })?;
+        // `strew backup link` backs up the link itself, named as given.
+        let name = root
+            .file_name()
+            .filter(|n| *n != "." && *n != "..")
+            .or_else(|| absolute.file_name())
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_else(|| b"root".to_vec());
+        if out.iter().any(|(_, n)| *n == name) {
+            return Err(BackupError::DuplicateRootName(
+                String::from_utf8_lossy(&name).into_owned(),
+            ));
+        }
+        out.push((root.clone(), name));
+    }
+    Ok(out)
+}
+
+/// Chunks handed from the reader to the encoders: (chunk index, bytes).
+type Batch = Vec<(u32, Vec<u8>)>;
+
+/// One encoded chunk as the writer receives it.
+struct Encoded {
+    index: u32,
+    data_id: DataId,
+    len: u32,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    New(EncodedStripe),
+    Known(StripeRecord),
+    /// Another chunk of this backup with the same DataId carries it.
+    Duplicate,
+}
+
+fn encode_stage(
+    rx: Receiver<Batch>,
+    tx: SyncSender<Vec<Encoded>>,
+    opts: &BackupOptions,
+    known: &dyn KnownChunks,
+    claimed: &Mutex<HashSet<DataId>>,
+    progress: &Progress,
+) {
+    for batch in rx {
+        let out: Vec<Encoded> = batch
+            .into_par_iter()
+            .map(|(index, bytes)| {
+                let data_id = opts.codec.secret.data_id(&bytes);
+                let first = claimed
+                    .lock()
+                    .map(|mut set| set.insert(data_id))
+                    .unwrap_or(true);
+                let outcome = if !first {
+                    Outcome::Duplicate
+                } else if let Some(record) = known.known(&data_id) {
+                    Outcome::Known(record)
+                } else {
+                    Outcome::New(opts.codec.encode(data_id, &bytes))
+                };
+                progress.chunks.fetch_add(1, Ordering::Relaxed);
+                Encoded {
+                    index,
+                    data_id,
+                    len: bytes.len() as u32,
+                    outcome,
+                }
+            })
+            .collect();
+        if tx.send(out).is_err() {
+            return; // the writer stopped (sink error): stop encoding
+        }
+    }
+}
+
+#[derive(Default)]
+struct Written {
+    table: Vec<Option<ChunkRef>>,
+    records: Vec<StripeRecord>,
+    new_chunks: u64,
+    reused: u64,
+    compressed: u64,
+    packets: u64,
+    bytes_stored: u64,
+}
+
+impl Written {
+    fn account(&mut self, stripe: &EncodedStripe) {
+        self.new_chunks += 1;
+        self.compressed += u64::from(stripe.compressed);
+        self.packets += stripe.record.packets.len() as u64;
+        self.bytes_stored += stripe.stored_bytes();
+    }
+}
+
+fn write_stage(
+    rx: Receiver<Vec<Encoded>>,
+    sink: &mut dyn PacketSink,
+    progress: &Progress,
+) -> Result<Written, BackupError> {
+    let mut w = Written::default();
+    for batch in rx {
+        for e in batch {
+            let i = e.index as usize;
+            if w.table.len() <= i {
+                w.table.resize(i + 1, None);
+            }
+            w.table[i] = Some(ChunkRef {
+                data_id: e.data_id,
+                len: e.len,
+            });
+            match e.outcome {
+                Outcome::New(stripe) => {
+                    sink.store(&stripe)?;
+                    w.account(&stripe);
+                    progress.new_chunks.fetch_add(1, Ordering::Relaxed);
+                    progress
+                        .packets
+                        .fetch_add(stripe.record.packets.len() as u64, Ordering::Relaxed);
+                    progress
+                        .bytes_stored
+                        .fetch_add(stripe.stored_bytes(), Ordering::Relaxed);
+                    w.records.push(stripe.record);
+                }
+                Outcome::Known(record) => {
+                    w.reused += 1;
+                    w.records.push(record);
+                }
+                Outcome::Duplicate => {}
+            }
+        }
+    }
+    Ok(w)
+}
+
+/// Cut points of the packed small-file stream: (stream offset, chunk index, len).
+type PackChunks = Vec<(u64, u32, u32)>;
+
+type ReaderOutput = (
+    Vec<Entry>,
+    Vec<(usize, u64, u64)>,
+    PackChunks,
+    Vec<Warning>,
+    BackupStats,
+);
+
+struct Reader<'a> {
+    opts: &'a BackupOptions,
+    tx: Option<SyncSender<Batch>>,
+    progress: &'a Progress,
+    entries: Vec<Entry>,
+    warnings: Vec<Warning>,
+    stats: BackupStats,
+    next_chunk: u32,
+    batch: Batch,
+    batch_bytes: usize,
+    /// Bytes of the packed stream not yet cut, and where they start in it.
+    pack: Vec<u8>,
+    pack_start: u64,
+    pack_chunks: PackChunks,
+    /// Small files: (entry index, stream offset, length), resolved at the end.
+    pending_small: Vec<(usize, u64, u64)>,
+    /// Identical small files share one copy in the stream.
+    small_by_id: HashMap<DataId, (u64, u64)>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(opts: &'a BackupOptions, tx: SyncSender<Batch>, progress: &'a Progress) -> Self {
+        Reader {
+            opts,
+            tx: Some(tx),
+            progress,
+            entries: Vec::new(),
+            warnings: Vec::new(),
+            stats: BackupStats::default(),
+            next_chunk: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            pack: Vec::new(),
+            pack_start: 0,
+            pack_chunks: Vec::new(),
+            pending_small: Vec::new(),
+            small_by_id: HashMap::new(),
+        }
+    }
+
+    fn warn(&mut self, path: &Path, message: impl Into<String>) {
+        let message = message.into();
+        tracing::warn!(path = %path.display(), %message, "skipped during backup");
+        self.warnings.push(Warning {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
+
+    fn run(&mut self, roots: &[(PathBuf, Vec<u8>)]) {
+        // Iterative pre-order walk; children sorted by name for determinism.
+        let mut stack: Vec<(PathBuf, Vec<u8>)> = roots.iter().rev().cloned().collect();
+        while let Some((path, rel)) = stack.pop() {
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(&path, format!("cannot stat: {e}"));
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            let mut entry = Entry {
+                path: ByteBuf::from(rel.clone()),
+                mode: meta.mode() & 0o7777,
+                mtime_s: meta.mtime(),
+                mtime_ns: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+                kind: EntryKind::Dir,
+            };
+            if ft.is_dir() {
+                let mut children = match fs::read_dir(&path) {
+                    Ok(rd) => {
+                        let mut v = Vec::new();
+                        for item in rd {
+                            match item {
+                                Ok(item) => v.push(item.file_name()),
+                                Err(e) => self.warn(&path, format!("cannot list: {e}")),
+                            }
+                        }
+                        v
+                    }
+                    Err(e) => {
+                        self.warn(&path, format!("cannot list directory: {e}"));
+                        Vec::new()
+                    }
+                };
+                children.sort();
+                self.entries.push(entry);
+                self.stats.dirs += 1;
+                for name in children.into_iter().rev() {
+                    let mut child_rel = rel.clone();
+                    child_rel.push(b'/');
+                    child_rel.extend_from_slice(name.as_bytes());
+                    stack.push((path.join(&name), child_rel));
+                }
+            } else if ft.is_symlink() {
+                match fs::read_link(&path) {
+                    Ok(target) => {
+                        entry.kind = EntryKind::Symlink {
+                            target: ByteBuf::from(target.as_os_str().as_bytes().to_vec()),
+                        };
+                        self.entries.push(entry);
+                        self.stats.symlinks += 1;
+                    }
+                    Err(e) => self.warn(&path, format!("cannot read link: {e}")),
+                }
+            } else if ft.is_file() {
+                self.file(&path, entry, meta.len());
+            } else {
+                self.warn(
+                    &path,
+                    "not a regular file, directory or symlink (device, fifo or socket)",
+                );
+            }
+            if self.tx.is_none() {
+                return; // downstream stopped
+            }
+        }
+    }
+
+    fn file(&mut self, path: &Path, mut entry: Entry, size_hint: u64) {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return self.warn(path, format!("cannot open: {e}")),
+        };
+        if size_hint < u64::from(self.opts.sizes.min) {
+            // Small file: read whole, pack into the shared stream.
+            let mut buf = Vec::with_capacity(size_hint as usize);
+            if let Err(e) = (&mut file)
+                .take(u64::from(self.opts.sizes.min))
+                .read_to_end(&mut buf)
+            {
+                return self.warn(path, format!("cannot read: {e}"));
+            }
+            if buf.len() as u64 >= u64::from(self.opts.sizes.min) {
+                // It grew while we looked; take the large-file path.
+                drop(buf);
+                return self.large_file(path, entry);
+            }
+            let data_id = self.opts.codec.secret.data_id(&buf);
+            let len = buf.len() as u64;
+            let stream_off = match self.small_by_id.get(&data_id) {
+                Some((off, _)) => *off,
+                None => {
+                    let off = self.pack_start + self.pack.len() as u64;
+                    self.pack.extend_from_slice(&buf);
+                    self.small_by_id.insert(data_id, (off, len));
+                    if self.pack.len() >= 2 * self.opts.sizes.max as usize {
+                        self.cut_pack(false);
+                    }
+                    off
+                }
+            };
+            entry.kind = EntryKind::File {
+                size: len,
+                data_id,
+                extents: Vec::new(),
+            };
+            self.pending_small
+                .push((self.entries.len(), stream_off, len));
+            self.entries.push(entry);
+            self.count_file(len);
+        } else {
+            drop(file);
+            self.large_file(path, entry);
+        }
+    }
+
+    fn large_file(&mut self, path: &Path, mut entry: Entry) {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return self.warn(path, format!("cannot open: {e}")),
+        };
+        let s = self.opts.sizes;
+        let cdc =
+            fastcdc::v2020::StreamCDC::new(file, s.min as usize, s.avg as usize, s.max as usize);
+        let mut hasher = self.opts.codec.secret.data_id_hasher();
+        let mut extents = Vec::new();
+        let mut size = 0u64;
+        for chunk in cdc {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    // Chunks already emitted stay orphaned in the sequence;
+                    // the file itself is left out of the snapshot.
+                    return self.warn(path, format!("read failed after {size} bytes: {e}"));
+                }
+            };
+            hasher.update(&chunk.data);
+            size += chunk.data.len() as u64;
+            self.progress
+                .bytes_read
+                .fetch_add(chunk.data.len() as u64, Ordering::Relaxed);
+            let index = self.emit(chunk.data);
+            extents.push(Extent {
+                chunk: index,
+                offset: 0,
+                len: chunk.length as u32,
+            });
+            if self.tx.is_none() {
+                return;
+            }
+        }
+        entry.kind = EntryKind::File {
+            size,
+            data_id: DataId(*hasher.finalize().as_bytes()),
+            extents,
+        };
+        self.entries.push(entry);
+        self.stats.files += 1;
+        self.stats.bytes_in += size;
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_file(&mut self, len: u64) {
+        self.stats.files += 1;
+        self.stats.bytes_in += len;
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        self.progress.bytes_read.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// Cuts the packed stream into chunks; unless `all`, keeps the last
+    /// (possibly incomplete) chunk's bytes for the next cut, exactly as a
+    /// streaming chunker would.
+    fn cut_pack(&mut self, all: bool) {
+        if self.pack.is_empty() {
+            return;
+        }
+        let s = self.opts.sizes;
+        let cuts: Vec<(usize, usize)> = fastcdc::v2020::FastCDC::new(
+            &self.pack,
+            s.min as usize,
+            s.avg as usize,
+            s.max as usize,
+        )
+        .map(|c| (c.offset, c.length))
+        .collect();
+        let keep_from = if all {
+            self.pack.len()
+        } else {
+            cuts.last().map_or(0, |(off, _)| *off)
+        };
+        for (off, len) in cuts {
+            if off >= keep_from {
+                break;
+            }
+            let data = self.pack[off..off + len].to_vec();
+            let index = self.emit(data);
+            self.pack_chunks
+                .push((self.pack_start + off as u64, index, len as u32));
+        }
+        self.pack.drain(..keep_from);
+        self.pack_start += keep_from as u64;
+    }
+
+    fn emit(&mut self, data: Vec<u8>) -> u32 {
+        let index = self.next_chunk;
+        self.next_chunk += 1;
+        self.batch_bytes += data.len();
+        self.batch.push((index, data));
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_CHUNKS {
+            self.flush();
+        }
+        index
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if let Some(tx) = &self.tx {
+            if tx.send(batch).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    fn finish(mut self) -> ReaderOutput {
+        self.cut_pack(true);
+        self.flush();
+        self.tx = None;
+        (
+            self.entries,
+            self.pending_small,
+            self.pack_chunks,
+            self.warnings,
+            self.stats,
+        )
+    }
+}
+
+/// Extents covering `len` bytes at `stream_off` of the packed stream.
+fn resolve_packed(pack_chunks: &PackChunks, stream_off: u64, len: u64) -> Vec<Extent> {
+    let mut out = Vec::new();
+    if len == 0 {
+        return out;
+    }
+    let mut i =
+        pack_chunks.partition_point(|(start, _, clen)| start + u64::from(*clen) <= stream_off);
+    let mut off = stream_off;
+    let mut left = len;
+    while left > 0 {
+        let Some(&(start, index, clen)) = pack_chunks.get(i) else {
+            break; // cannot happen for offsets inside the stream
+        };
+        let within = off - start;
+        let take = (u64::from(clen) - within).min(left);
+        out.push(Extent {
+            chunk: index,
+            offset: within as u32,
+            len: take as u32,
+        });
+        off += take;
+        left -= take;
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_offsets_resolve_across_chunk_boundaries() {
+        let chunks = vec![(0, 0, 10), (10, 3, 5), (15, 4, 20)];
+        assert_eq!(
+            resolve_packed(&chunks, 8, 10),
+            vec![
+                Extent {
+                    chunk: 0,
+                    offset: 8,
+                    len: 2
+                },
+                Extent {
+                    chunk: 3,
+                    offset: 0,
+                    len: 5
+                },
+                Extent {
+                    chunk: 4,
+                    offset: 0,
+                    len: 3
+                },
+            ]
+        );
+        assert_eq!(
+            resolve_packed(&chunks, 10, 5),
+            vec![Extent {
+                chunk: 3,
+                offset: 0,
+                len: 5
+            }]
+        );
+        assert!(resolve_packed(&chunks, 3, 0).is_empty());
+    }
+}

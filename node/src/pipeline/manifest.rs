@@ -1,0 +1,290 @@
+//! The snapshot manifest: what a snapshot contains (directories, regular
+//! files, symlinks; sizes, modes, mtimes) and where each file's bytes are in
+//! the snapshot's chunk table. It is serialised with CBOR (ciborium), then
+//! chunked, encrypted and stored like any data; the snapshot's DataId is the
+//! keyed hash of these bytes.
+//!
+//! Files smaller than the minimum chunk size are packed into a shared
+//! content-defined stream (as restic packs small blobs), so a tree of many
+//! tiny files does not become a grid of tiny packets; larger files are
+//! chunked on their own, so identical large files dedup whole. A file is a
+//! list of extents (chunk index, offset, length) into the chunk table.
+//!
+//! This module owns the format and its validation, including the path rules
+//! that keep a restore inside its destination. It does no I/O.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use strew_coordinator::DataId;
+
+pub const MANIFEST_VERSION: u32 = 1;
+/// A manifest larger than this is refused before it is decoded.
+pub const MAX_MANIFEST_BYTES: usize = 1 << 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: u32,
+    /// The backup set's name.
+    pub name: String,
+    /// When the backup started, unix milliseconds.
+    pub time_ms: u64,
+    /// The paths given to `backup`, as given.
+    pub roots: Vec<String>,
+    /// Every chunk of the snapshot, in sequence order.
+    pub chunks: Vec<ChunkRef>,
+    /// Entries in pre-order: a directory before what it contains.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub data_id: DataId,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative path, components joined by `/`, as raw bytes (Unix file
+    /// names need not be UTF-8).
+    pub path: ByteBuf,
+    /// Permission bits (mode & 0o7777).
+    pub mode: u32,
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Dir,
+    File {
+        size: u64,
+        /// DataId of the whole file's contents.
+        data_id: DataId,
+        extents: Vec<Extent>,
+    },
+    Symlink {
+        target: ByteBuf,
+    },
+}
+
+/// `len` bytes at `offset` within chunk `chunk` of the chunk table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    pub chunk: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest is not valid CBOR for this version")]
+    Decode(#[source] ciborium::de::Error<std::io::Error>),
+    #[error("manifest too large: {0} bytes")]
+    TooLarge(usize),
+    #[error("manifest version {0} is newer than this strew understands ({MANIFEST_VERSION})")]
+    Version(u32),
+    #[error("manifest entry {path:?} is unsafe: {why}")]
+    UnsafePath { path: String, why: &'static str },
+    #[error("manifest entry {path:?}: {why}")]
+    Inconsistent { path: String, why: String },
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Serialising plain data into a Vec cannot fail.
+        let _ = ciborium::into_writer(self, &mut out);
+        out
+    }
+
+    /// Decodes and validates (see [`Manifest::validate`]).
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge(bytes.len()));
+        }
+        let m: Manifest = ciborium::from_reader(bytes).map_err(ManifestError::Decode)?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks everything a restore relies on: the version; every path is
+    /// relative, made of normal components, unique, and its parent is a
+    /// directory listed earlier; extents lie inside their chunks and add up
+    /// to the file size.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.version > MANIFEST_VERSION {
+            return Err(ManifestError::Version(self.version));
+        }
+        let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        for e in &self.entries {
+            let path: &[u8] = &e.path;
+            let shown = || String::from_utf8_lossy(path).into_owned();
+            check_path(path).map_err(|why| ManifestError::UnsafePath { path: shown(), why })?;
+            if !seen.insert(path) {
+                return Err(ManifestError::Inconsistent {
+                    path: shown(),
+                    why: "listed twice".into(),
+                });
+            }
+            if let Some(cut) = path.iter().rposition(|b| *b == b'/') {
+                if !dirs.contains(&path[..cut]) {
+                    return Err(ManifestError::Inconsistent {
+                        path: shown(),
+                        why: "its parent is not a directory listed before it".into(),
+                    });
+                }
+            }
+            match &e.kind {
+                EntryKind::Dir => {
+                    dirs.insert(path);
+                }
+                EntryKind::Symlink { .. } => {}
+                EntryKind::File { size, extents, .. } => {
+                    let mut total = 0u64;
+                    for x in extents {
+                        let chunk = self.chunks.get(x.chunk as usize).ok_or_else(|| {
+                            ManifestError::Inconsistent {
+                                path: shown(),
+                                why: format!(
+                                    "extent names chunk {} of {}",
+                                    x.chunk,
+                                    self.chunks.len()
+                                ),
+                            }
+                        })?;
+                        if u64::from(x.offset) + u64::from(x.len) > u64::from(chunk.len) {
+                            return Err(ManifestError::Inconsistent {
+                                path: shown(),
+                                why: "extent runs past the end of its chunk".into(),
+                            });
+                        }
+                        total += u64::from(x.len);
+                    }
+                    if total != *size {
+                        return Err(ManifestError::Inconsistent {
+                            path: shown(),
+                            why: format!("extents hold {total} bytes, size says {size}"),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Total bytes of regular files.
+    pub fn file_bytes(&self) -> u64 {
+        self.entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// A safe relative path: non-empty components, none `.` or `..`, no NUL,
+/// not absolute.
+fn check_path(path: &[u8]) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("empty path");
+    }
+    if path.contains(&0) {
+        return Err("contains a NUL byte");
+    }
+    if path[0] == b'/' {
+        return Err("absolute path");
+    }
+    for comp in path.split(|b| *b == b'/') {
+        match comp {
+            b"" => return Err("empty component"),
+            b"." | b".." => return Err("`.` or `..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: ByteBuf::from(path.as_bytes().to_vec()),
+            mode: 0o644,
+            mtime_s: 0,
+            mtime_ns: 0,
+            kind,
+        }
+    }
+
+    fn manifest(entries: Vec<Entry>) -> Manifest {
+        Manifest {
+            version: 1,
+            name: "t".into(),
+            time_ms: 0,
+            roots: vec![],
+            chunks: vec![ChunkRef {
+                data_id: DataId([0; 32]),
+                len: 10,
+            }],
+            entries,
+        }
+    }
+
+    #[test]
+    fn path_traversal_and_absolute_paths_are_rejected() {
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "",
+        ] {
+            let m = manifest(vec![entry(bad, EntryKind::Dir)]);
+            let err = Manifest::decode(&m.encode()).unwrap_err();
+            assert!(
+                matches!(err, ManifestError::UnsafePath { .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn orphans_duplicates_and_bad_extents_are_rejected() {
+        let file = |size, len| EntryKind::File {
+            size,
+            data_id: DataId([1; 32]),
+            extents: vec![Extent {
+                chunk: 0,
+                offset: 5,
+                len,
+            }],
+        };
+        let orphan = manifest(vec![entry("a/b", EntryKind::Dir)]);
+        let dup = manifest(vec![entry("a", EntryKind::Dir), entry("a", EntryKind::Dir)]);
+        let past_end = manifest(vec![entry("f", file(6, 6))]);
+        let wrong_size = manifest(vec![entry("f", file(9, 5))]);
+        for m in [orphan, dup, past_end, wrong_size] {
+            assert!(matches!(
+                Manifest::decode(&m.encode()),
+                Err(ManifestError::Inconsistent { .. })
+            ));
+        }
+        let good = manifest(vec![entry("a", EntryKind::Dir), entry("a/f", file(5, 5))]);
+        assert_eq!(Manifest::decode(&good.encode()).unwrap(), good);
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(matches!(
+            Manifest::decode(b"\xff\x00garbage"),
+            Err(ManifestError::Decode(_))
+        ));
+    }
+}

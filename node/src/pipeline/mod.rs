@@ -1,0 +1,31 @@
+//! The packet pipeline (requirement R1): chunk → DataId → compress →
+//! encrypt → erasure-code on the way in, and the verified way back.
+//!
+//! - [`chunking`]: FastCDC chunk sizes;
+//! - [`secret`]: the convergence secret, DataIds, convergent encryption;
+//! - [`packet`]: the versioned byte layouts of blobs and packets;
+//! - [`codec`]: one chunk ⇄ one stripe of packets;
+//! - [`manifest`]: the snapshot manifest and its safety rules;
+//! - [`sequence`]: a snapshot's ordered stripes;
+//! - [`backup`] / [`restore`]: the streaming, parallel engines;
+//! - [`local`]: adapters between the engines and a local [`crate::store::PacketStore`].
+
+pub mod backup;
+pub mod chunking;
+pub mod codec;
+pub mod local;
+pub mod manifest;
+pub mod packet;
+pub mod restore;
+pub mod secret;
+pub mod sequence;
+
+pub use backup::{
+    BackupOptions, BackupReport, BackupStats, KnownChunks, NothingKnown, PacketSink, Progress,
+    backup,
+};
+pub use chunking::ChunkSizes;
+pub use codec::{Codec, EncodedStripe, PacketSource, StripeRecord};
+pub use restore::{RestoreOptions, RestoreProgress, RestoreReport, restore};
+pub use secret::ConvergenceSecret;
+pub use sequence::Sequence;

@@ -1,0 +1,272 @@
+//! The way back: sequence + packets → the tree, byte-identical.
+//!
+//! Decodes the manifest's stripes and checks them against the snapshot's
+//! DataId, validates the manifest (paths stay inside DEST), creates
+//! directories and files, then decodes every distinct chunk once, in
+//! sequence order and in parallel, verifying each chunk's hash, and writes
+//! its extents where they belong. Runs of zeros are not written, so sparse
+//! files come back sparse and of the right length. Symlinks are created
+//! last and modes and mtimes set after all contents (directories deepest
+//! first), so no write ever goes through a restored symlink.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use strew_coordinator::{DataId, PacketId};
+
+use super::codec::{Codec, PacketSource, StripeError, StripeRecord};
+use super::manifest::{EntryKind, Manifest, ManifestError};
+use super::sequence::Sequence;
+
+/// Stripes decoded concurrently per step (bounds memory: each ≤ 4 MiB).
+const STRIPES_IN_FLIGHT: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error("snapshot manifest")]
+    Manifest(#[from] ManifestError),
+    #[error("the manifest decodes to {actual}, not to the snapshot id {expected}")]
+    ManifestMismatch { expected: DataId, actual: DataId },
+    #[error("the sequence has no stripe for chunk {0}, which the manifest needs")]
+    MissingStripe(DataId),
+    #[error(
+        "{0} exists and is not empty; restore into a new or empty directory (or allow overwriting)"
+    )]
+    DestNotEmpty(PathBuf),
+    #[error("writing {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Restore into a non-empty DEST, replacing what the snapshot names.
+    pub overwrite: bool,
+}
+
+/// Counters, also read live by progress displays.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    pub total_bytes: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub stripes: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    pub stripes: u64,
+    /// Stripes rebuilt with parity because packets were missing or corrupt.
+    pub degraded_stripes: u64,
+    pub missing_packets: Vec<PacketId>,
+    pub corrupt_packets: Vec<PacketId>,
+}
+
+/// Decodes and validates a snapshot's manifest.
+pub fn read_manifest(
+    sequence: &Sequence,
+    codec: &Codec,
+    source: &dyn PacketSource,
+) -> Result<Manifest, RestoreError> {
+    let pieces: Vec<Result<Vec<u8>, StripeError>> = sequence
+        .manifest
+        .par_iter()
+        .map(|s| codec.decode(s, source).map(|(bytes, _)| bytes))
+        .collect();
+    let mut bytes = Vec::new();
+    for piece in pieces {
+        bytes.extend_from_slice(&piece?);
+    }
+    let actual = codec.secret.data_id(&bytes);
+    if actual != sequence.snapshot {
+        return Err(RestoreError::ManifestMismatch {
+            expected: sequence.snapshot,
+            actual,
+        });
+    }
+    Ok(Manifest::decode(&bytes)?)
+}
+
+/// Where one chunk's bytes go: (file, offset in file, offset in chunk, len).
+type Writes = Vec<(usize, u64, u32, u32)>;
+
+/// Restores the snapshot described by `sequence` into `dest`.
+pub fn restore(
+    sequence: &Sequence,
+    codec: &Codec,
+    source: &dyn PacketSource,
+    dest: &Path,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreReport, RestoreError> {
+    let manifest = read_manifest(sequence, codec, source)?;
+    prepare_dest(dest, opts.overwrite)?;
+    let mut report = RestoreReport::default();
+    let paths: Vec<PathBuf> = manifest
+        .entries
+        .iter()
+        .map(|e| dest.join(std::ffi::OsStr::from_bytes(&e.path)))
+        .collect();
+    progress
+        .total_bytes
+        .store(manifest.file_bytes(), Ordering::Relaxed);
+
+    // 1. Directories and (empty, right-sized) files.
+    let mut writes: HashMap<DataId, Writes> = HashMap::new();
+    for (i, e) in manifest.entries.iter().enumerate() {
+        let path = &paths[i];
+        match &e.kind {
+            EntryKind::Dir => {
+                clear_non_dir(path, opts.overwrite)?;
+                if !path.is_dir() {
+                    fs::create_dir(path).map_err(io(path))?;
+                }
+                report.dirs += 1;
+            }
+            EntryKind::File { size, extents, .. } => {
+                clear_non_dir(path, opts.overwrite)?;
+                let f = File::create_new(path).map_err(io(path))?;
+                f.set_len(*size).map_err(io(path))?;
+                let mut at = 0u64;
+                for x in extents {
+                    let chunk = manifest.chunks[x.chunk as usize];
+                    writes
+                        .entry(chunk.data_id)
+                        .or_default()
+                        .push((i, at, x.offset, x.len));
+                    at += u64::from(x.len);
+                }
+                report.files += 1;
+                report.bytes += size;
+            }
+            EntryKind::Symlink { .. } => report.symlinks += 1,
+        }
+    }
+
+    // 2. Contents: each needed stripe once, in sequence order.
+    let mut order: Vec<&StripeRecord> = Vec::with_capacity(writes.len());
+    let by_id: HashMap<DataId, &StripeRecord> =
+        sequence.data.iter().map(|s| (s.data_id, s)).collect();
+    for s in &sequence.data {
+        if writes.contains_key(&s.data_id) {
+            order.push(s);
+        }
+    }
+    if order.len() != writes.len() {
+        if let Some(missing) = writes.keys().find(|id| !by_id.contains_key(id)) {
+            return Err(RestoreError::MissingStripe(*missing));
+        }
+    }
+    let notes = Mutex::new(&mut report);
+    for group in order.chunks(STRIPES_IN_FLIGHT) {
+        group.par_iter().try_for_each(|stripe| {
+            let (chunk, n) = codec.decode(stripe, source)?;
+            for &(file, at, off, len) in writes.get(&stripe.data_id).map_or(&[][..], |v| v) {
+                let bytes = &chunk[off as usize..(off + len) as usize];
+                write_extent(&paths[file], at, bytes)?;
+                progress
+                    .bytes_written
+                    .fetch_add(u64::from(len), Ordering::Relaxed);
+            }
+            progress.stripes.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut r) = notes.lock() {
+                r.stripes += 1;
+                if !n.missing.is_empty() || !n.corrupt.is_empty() {
+                    r.degraded_stripes += 1;
+                    if !n.corrupt.is_empty() {
+                        tracing::warn!(chunk = %stripe.data_id, corrupt = ?n.corrupt, "corrupt packets skipped; rebuilt from the rest of the stripe");
+                    }
+                    r.missing_packets.extend(n.missing);
+                    r.corrupt_packets.extend(n.corrupt);
+                }
+            }
+            Ok::<(), RestoreError>(())
+        })?;
+    }
+
+    // 3. Symlinks, then metadata: files, symlinks, directories deepest first.
+    for (i, e) in manifest.entries.iter().enumerate() {
+        if let EntryKind::Symlink { target } = &e.kind {
+            let path = &paths[i];
+            clear_non_dir(path, opts.overwrite)?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
+                .map_err(io(path))?;
+        }
+    }
+    for (i, e) in manifest.entries.iter().enumerate().rev() {
+        let path = &paths[i];
+        let mtime = filetime::FileTime::from_unix_time(e.mtime_s, e.mtime_ns);
+        match e.kind {
+            EntryKind::Symlink { .. } => {
+                filetime::set_symlink_file_times(path, mtime, mtime).map_err(io(path))?;
+            }
+            EntryKind::File { .. } | EntryKind::Dir => {
+                fs::set_permissions(path, fs::Permissions::from_mode(e.mode)).map_err(io(path))?;
+                filetime::set_file_times(path, mtime, mtime).map_err(io(path))?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Writes `bytes` at `at`, leaving runs of zeros as holes.
+fn write_extent(path: &Path, at: u64, bytes: &[u8]) -> Result<(), RestoreError> {
+    if bytes.iter().all(|b| *b == 0) {
+        return Ok(()); // the file was sized with set_len: this is a hole
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all_at(bytes, at).map_err(io(path))
+}
+
+fn prepare_dest(dest: &Path, overwrite: bool) -> Result<(), RestoreError> {
+    match fs::read_dir(dest) {
+        Ok(mut rd) => {
+            if rd.next().is_some() && !overwrite {
+                return Err(RestoreError::DestNotEmpty(dest.to_path_buf()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dest).map_err(io(dest))
+        }
+        Err(e) => Err(io(dest)(e)),
+    }
+}
+
+/// With overwrite, removes a file or symlink where the snapshot puts
+/// something (never following it); without, leaves it and lets creation fail.
+fn clear_non_dir(path: &Path, overwrite: bool) -> Result<(), RestoreError> {
+    if !overwrite {
+        return Ok(());
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => fs::remove_file(path).map_err(io(path)),
+        _ => Ok(()),
+    }
+}

@@ -10,6 +10,8 @@ pub mod cities;
 pub mod grid;
 pub mod ids;
 pub mod placement;
+pub mod seal;
+pub mod ticket;
 pub mod repair;
 pub mod units;
 
@@ -19,6 +21,11 @@ pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
     place_replacements, place_with,
 };
+pub use seal::{
+    GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry,
+    open_as_recipient, open_at_rest, seal_at_rest, seal_to_recipient,
+};
+pub use ticket::{StorageTicket, TicketEntry, TicketError, TicketKind};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,
     format_size, haversine_km, parse_distance_km, parse_duration, parse_size,

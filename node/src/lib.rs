@@ -3,3 +3,13 @@
 //! dispatcher over these modules.
 
 pub mod cli;
+pub mod bench;
+pub mod pipeline;
+pub mod store;
+pub mod verify;
+pub mod progress;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod identity;
+pub mod metrics;

@@ -112,3 +112,65 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(got)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn every_kind_of_difference_is_reported() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        for d in [&a, &b] {
+            fs::create_dir_all(d.join("sub")).unwrap();
+            fs::write(d.join("sub/f"), b"same").unwrap();
+            std::os::unix::fs::symlink("x", d.join("l")).unwrap();
+            let t0 = filetime::FileTime::from_unix_time(1_000, 0);
+            filetime::set_file_mtime(d.join("sub/f"), t0).unwrap();
+            filetime::set_symlink_file_times(d.join("l"), t0, t0).unwrap();
+            filetime::set_file_mtime(d.join("sub"), t0).unwrap();
+        }
+        filetime::set_file_mtime(
+            &b,
+            filetime::FileTime::from_last_modification_time(&fs::metadata(&a).unwrap()),
+        )
+        .unwrap();
+        assert!(
+            diff_trees(&a, &b, 10).is_empty(),
+            "{:?}",
+            diff_trees(&a, &b, 10)
+        );
+        fs::write(b.join("sub/f"), b"diff").unwrap();
+        filetime::set_file_mtime(
+            b.join("sub/f"),
+            filetime::FileTime::from_unix_time(1_000, 0),
+        )
+        .unwrap();
+        assert_eq!(
+            diff_trees(&a, &b, 10),
+            vec!["sub/f: contents differ".to_string()]
+        );
+        fs::set_permissions(b.join("sub/f"), fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(diff_trees(&a, &b, 10).iter().any(|d| d.contains("mode")));
+        filetime::set_file_mtime(
+            b.join("sub/f"),
+            filetime::FileTime::from_unix_time(2_000, 0),
+        )
+        .unwrap();
+        assert!(diff_trees(&a, &b, 10).iter().any(|d| d.contains("mtime")));
+        fs::remove_file(b.join("l")).unwrap();
+        std::os::unix::fs::symlink("y", b.join("l")).unwrap();
+        assert!(
+            diff_trees(&a, &b, 10)
+                .iter()
+                .any(|d| d.contains("symlink target"))
+        );
+        fs::write(b.join("extra"), b"").unwrap();
+        assert!(
+            diff_trees(&a, &b, 10)
+                .iter()
+                .any(|d| d.contains("entries differ"))
+        );
+    }
+}

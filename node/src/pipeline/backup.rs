@@ -40,6 +40,21 @@ use super::sequence::Sequence;
 pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
 const BATCH_CHUNKS: usize = 64;
 const CHANNEL_DEPTH: usize = 2;
+/// Small files are read in parallel in groups of this many files or bytes.
+const SMALL_QUEUE_FILES: usize = 256;
+const SMALL_QUEUE_BYTES: u64 = 8 * 1024 * 1024;
+/// Threads that open and read small files (latency-bound work).
+pub const IO_THREADS: usize = 8;
+
+/// A pool for latency-bound file-system work (opening, reading and creating
+/// many small files), separate from rayon's CPU pool.
+pub fn io_pool() -> Result<rayon::ThreadPool, BackupError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(IO_THREADS)
+        .thread_name(|i| format!("strew-io-{i}"))
+        .build()
+        .map_err(|e| BackupError::Stage(format!("cannot start I/O threads: {e}")))
+}
 
 /// Where encoded stripes go: a local packet store, or uploads to targets.
 pub trait PacketSink: Send {
@@ -161,10 +176,11 @@ pub fn backup(
     let (chunk_tx, chunk_rx) = sync_channel::<Batch>(CHANNEL_DEPTH);
     let (out_tx, out_rx) = sync_channel::<Vec<Encoded>>(CHANNEL_DEPTH);
     let claimed: Mutex<HashSet<DataId>> = Mutex::new(HashSet::new());
+    let io_pool = io_pool()?;
 
     let (reader_out, writer_out) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let mut r = Reader::new(opts, chunk_tx, progress);
+            let mut r = Reader::new(opts, chunk_tx, progress, &io_pool);
             r.run(&named);
             r.finish()
         });
@@ -426,10 +442,19 @@ struct Reader<'a> {
     pending_small: Vec<(usize, u64, u64)>,
     /// Identical small files share one copy in the stream.
     small_by_id: HashMap<DataId, (u64, u64)>,
+    /// Small files waiting to be read in parallel.
+    small_queue: Vec<(PathBuf, Entry)>,
+    small_queue_bytes: u64,
+    io_pool: &'a rayon::ThreadPool,
 }
 
 impl<'a> Reader<'a> {
-    fn new(opts: &'a BackupOptions, tx: SyncSender<Batch>, progress: &'a Progress) -> Self {
+    fn new(
+        opts: &'a BackupOptions,
+        tx: SyncSender<Batch>,
+        progress: &'a Progress,
+        io_pool: &'a rayon::ThreadPool,
+    ) -> Self {
         Reader {
             opts,
             tx: Some(tx),
@@ -445,6 +470,9 @@ impl<'a> Reader<'a> {
             pack_chunks: Vec::new(),
             pending_small: Vec::new(),
             small_by_id: HashMap::new(),
+            small_queue: Vec::new(),
+            small_queue_bytes: 0,
+            io_pool,
         }
     }
 
@@ -527,26 +555,58 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn file(&mut self, path: &Path, mut entry: Entry, size_hint: u64) {
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => return self.warn(path, format!("cannot open: {e}")),
-        };
+    fn file(&mut self, path: &Path, entry: Entry, size_hint: u64) {
         if size_hint < u64::from(self.opts.sizes.min) {
-            // Small file: read whole, pack into the shared stream.
-            let mut buf = Vec::with_capacity(size_hint as usize);
-            if let Err(e) = (&mut file)
-                .take(u64::from(self.opts.sizes.min))
-                .read_to_end(&mut buf)
+            self.small_queue_bytes += size_hint;
+            self.small_queue.push((path.to_path_buf(), entry));
+            if self.small_queue.len() >= SMALL_QUEUE_FILES
+                || self.small_queue_bytes >= SMALL_QUEUE_BYTES
             {
-                return self.warn(path, format!("cannot read: {e}"));
+                self.drain_small();
             }
-            if buf.len() as u64 >= u64::from(self.opts.sizes.min) {
-                // It grew while we looked; take the large-file path.
-                drop(buf);
-                return self.large_file(path, entry);
-            }
-            let data_id = self.opts.codec.secret.data_id(&buf);
+        } else {
+            self.drain_small();
+            self.large_file(path, entry);
+        }
+    }
+
+    /// Reads the queued small files on the I/O pool (opening and reading
+    /// many small files is latency-bound, not CPU-bound), then packs them
+    /// into the stream in queue order, so the result is deterministic.
+    fn drain_small(&mut self) {
+        if self.small_queue.is_empty() {
+            return;
+        }
+        let queue = std::mem::take(&mut self.small_queue);
+        self.small_queue_bytes = 0;
+        let min = u64::from(self.opts.sizes.min);
+        let secret = &self.opts.codec.secret;
+        let read: Vec<std::io::Result<Option<(Vec<u8>, DataId)>>> = self.io_pool.install(|| {
+            queue
+                .par_iter()
+                .map(|(path, _)| {
+                    let mut buf = Vec::new();
+                    File::open(path)?.take(min).read_to_end(&mut buf)?;
+                    if buf.len() as u64 >= min {
+                        return Ok(None); // it grew while we looked
+                    }
+                    let id = secret.data_id(&buf);
+                    Ok(Some((buf, id)))
+                })
+                .collect()
+        });
+        for ((path, mut entry), result) in queue.into_iter().zip(read) {
+            let (buf, data_id) = match result {
+                Ok(Some(x)) => x,
+                Ok(None) => {
+                    self.large_file(&path, entry);
+                    continue;
+                }
+                Err(e) => {
+                    self.warn(&path, format!("cannot read: {e}"));
+                    continue;
+                }
+            };
             let len = buf.len() as u64;
             let stream_off = match self.small_by_id.get(&data_id) {
                 Some((off, _)) => *off,
@@ -569,9 +629,6 @@ impl<'a> Reader<'a> {
                 .push((self.entries.len(), stream_off, len));
             self.entries.push(entry);
             self.count_file(len);
-        } else {
-            drop(file);
-            self.large_file(path, entry);
         }
     }
 
@@ -687,6 +744,7 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(mut self) -> ReaderOutput {
+        self.drain_small();
         self.cut_pack(true);
         self.flush();
         self.tx = None;

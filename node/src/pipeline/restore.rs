@@ -133,8 +133,13 @@ pub fn restore(
         .total_bytes
         .store(manifest.file_bytes(), Ordering::Relaxed);
 
-    // 1. Directories and (empty, right-sized) files.
+    // 1. Directories, in order; then which chunks each file needs.
     let mut writes: HashMap<DataId, Writes> = HashMap::new();
+    // Files whose bytes all come from one chunk are created, written and
+    // finished by the worker that decodes that chunk: one open per file.
+    let mut single: Vec<bool> = vec![false; manifest.entries.len()];
+    let mut multi: Vec<usize> = Vec::new();
+    let mut empty: Vec<usize> = Vec::new();
     for (i, e) in manifest.entries.iter().enumerate() {
         let path = &paths[i];
         match &e.kind {
@@ -146,10 +151,12 @@ pub fn restore(
                 report.dirs += 1;
             }
             EntryKind::File { size, extents, .. } => {
-                clear_non_dir(path, opts.overwrite)?;
-                let f = File::create_new(path).map_err(io(path))?;
-                f.set_len(*size).map_err(io(path))?;
                 let mut at = 0u64;
+                let mut ids = extents
+                    .iter()
+                    .map(|x| manifest.chunks[x.chunk as usize].data_id);
+                let first = ids.next();
+                let one_chunk = ids.all(|id| Some(id) == first);
                 for x in extents {
                     let chunk = manifest.chunks[x.chunk as usize];
                     writes
@@ -158,12 +165,39 @@ pub fn restore(
                         .push((i, at, x.offset, x.len));
                     at += u64::from(x.len);
                 }
+                match first {
+                    None => empty.push(i),
+                    Some(_) if one_chunk => single[i] = true,
+                    Some(_) => multi.push(i),
+                }
                 report.files += 1;
                 report.bytes += size;
             }
             EntryKind::Symlink { .. } => report.symlinks += 1,
         }
     }
+    let pool = super::backup::io_pool().map_err(|e| RestoreError::Io {
+        path: dest.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let size_of = |i: usize| match manifest.entries[i].kind {
+        EntryKind::File { size, .. } => size,
+        _ => 0,
+    };
+    // Empty files are finished now; multi-chunk files are created at their
+    // full size (which also makes their holes) and written chunk by chunk.
+    pool.install(|| {
+        empty.par_iter().chain(multi.par_iter()).try_for_each(|&i| {
+            let path = &paths[i];
+            clear_non_dir(path, opts.overwrite)?;
+            let f = File::create_new(path).map_err(io(path))?;
+            f.set_len(size_of(i)).map_err(io(path))?;
+            if size_of(i) == 0 {
+                finish_file(&f, path, &manifest.entries[i])?;
+            }
+            Ok::<(), RestoreError>(())
+        })
+    })?;
 
     // 2. Contents: each needed stripe once, in sequence order.
     let mut order: Vec<&StripeRecord> = Vec::with_capacity(writes.len());
@@ -181,28 +215,55 @@ pub fn restore(
     }
     let notes = Mutex::new(&mut report);
     for group in order.chunks(STRIPES_IN_FLIGHT) {
-        group.par_iter().try_for_each(|stripe| {
-            let (chunk, n) = codec.decode(stripe, source)?;
-            for &(file, at, off, len) in writes.get(&stripe.data_id).map_or(&[][..], |v| v) {
-                let bytes = &chunk[off as usize..(off + len) as usize];
-                write_extent(&paths[file], at, bytes)?;
-                progress
-                    .bytes_written
-                    .fetch_add(u64::from(len), Ordering::Relaxed);
-            }
-            progress.stripes.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut r) = notes.lock() {
-                r.stripes += 1;
-                if !n.missing.is_empty() || !n.corrupt.is_empty() {
-                    r.degraded_stripes += 1;
-                    if !n.corrupt.is_empty() {
-                        tracing::warn!(chunk = %stripe.data_id, corrupt = ?n.corrupt, "corrupt packets skipped; rebuilt from the rest of the stripe");
+        pool.install(|| {
+            group.par_iter().try_for_each(|stripe| {
+                let (chunk, n) = codec.decode(stripe, source)?;
+                let mut targets = writes.get(&stripe.data_id).map_or(&[][..], |v| v).iter().peekable();
+                while let Some(&(file, at, off, len)) = targets.next() {
+                    let path = &paths[file];
+                    let piece = |off: u32, len: u32| &chunk[off as usize..(off + len) as usize];
+                    if single[file] {
+                        // Every extent of this file is in this chunk, listed
+                        // consecutively: write them all through one handle.
+                        clear_non_dir(path, opts.overwrite)?;
+                        let f = File::create_new(path).map_err(io(path))?;
+                        let mut written = u64::from(len);
+                        write_extent(&f, path, at, piece(off, len))?;
+                        while let Some(&&(next, at, off, len)) = targets.peek() {
+                            if next != file {
+                                break;
+                            }
+                            targets.next();
+                            write_extent(&f, path, at, piece(off, len))?;
+                            written += u64::from(len);
+                        }
+                        f.set_len(size_of(file)).map_err(io(path))?;
+                        finish_file(&f, path, &manifest.entries[file])?;
+                        progress.bytes_written.fetch_add(written, Ordering::Relaxed);
+                    } else {
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(path)
+                            .map_err(io(path))?;
+                        write_extent(&f, path, at, piece(off, len))?;
+                        progress.bytes_written.fetch_add(u64::from(len), Ordering::Relaxed);
                     }
-                    r.missing_packets.extend(n.missing);
-                    r.corrupt_packets.extend(n.corrupt);
                 }
-            }
-            Ok::<(), RestoreError>(())
+                progress.stripes.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut r) = notes.lock() {
+                    r.stripes += 1;
+                    if !n.missing.is_empty() || !n.corrupt.is_empty() {
+                        r.degraded_stripes += 1;
+                        if !n.corrupt.is_empty() {
+                            tracing::warn!(chunk = %stripe.data_id, corrupt = ?n.corrupt, "corrupt packets skipped; rebuilt from the rest of the stripe");
+                        }
+                        r.missing_packets.extend(n.missing);
+                        r.corrupt_packets.extend(n.corrupt);
+                    }
+                }
+                Ok::<(), RestoreError>(())
+            })
         })?;
     }
 
@@ -222,6 +283,7 @@ pub fn restore(
             EntryKind::Symlink { .. } => {
                 filetime::set_symlink_file_times(path, mtime, mtime).map_err(io(path))?;
             }
+            EntryKind::File { .. } if single[i] || size_of(i) == 0 => {} // finished already
             EntryKind::File { .. } | EntryKind::Dir => {
                 fs::set_permissions(path, fs::Permissions::from_mode(e.mode)).map_err(io(path))?;
                 filetime::set_file_times(path, mtime, mtime).map_err(io(path))?;
@@ -231,17 +293,32 @@ pub fn restore(
     Ok(report)
 }
 
-/// Writes `bytes` at `at`, leaving runs of zeros as holes.
-fn write_extent(path: &Path, at: u64, bytes: &[u8]) -> Result<(), RestoreError> {
+/// Writes `bytes` at `at`, leaving runs of zeros as holes (the file is
+/// sized with `set_len`, so they read back as zeros).
+fn write_extent(f: &File, path: &Path, at: u64, bytes: &[u8]) -> Result<(), RestoreError> {
     if bytes.iter().all(|b| *b == 0) {
-        return Ok(()); // the file was sized with set_len: this is a hole
+        return Ok(());
     }
-    let f = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io(path))?;
     f.write_all_at(bytes, at).map_err(io(path))
+}
+
+/// Sets a file's permission bits and mtime through its open handle.
+fn finish_file(f: &File, path: &Path, e: &super::manifest::Entry) -> Result<(), RestoreError> {
+    f.set_permissions(fs::Permissions::from_mode(e.mode))
+        .map_err(io(path))?;
+    let t = system_time(e.mtime_s, e.mtime_ns);
+    f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
+        .map_err(io(path))
+}
+
+fn system_time(s: i64, ns: u32) -> std::time::SystemTime {
+    let epoch = std::time::UNIX_EPOCH;
+    if s >= 0 {
+        epoch + std::time::Duration::new(s as u64, ns)
+    } else {
+        epoch - std::time::Duration::from_secs(s.unsigned_abs())
+            + std::time::Duration::from_nanos(u64::from(ns))
+    }
 }
 
 fn prepare_dest(dest: &Path, overwrite: bool) -> Result<(), RestoreError> {

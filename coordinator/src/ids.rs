@@ -142,6 +142,12 @@ hash_id!(
     DataId
 );
 
+hash_id!(
+    /// A snapshot, as the sequence manager names it: BLAKE3 over the source,
+    /// the backup set and the manager's pending-backup number.
+    SnapshotId
+);
+
 impl PacketId {
     /// The PacketId of stored bytes.
     pub fn of(bytes: &[u8]) -> Self {
@@ -168,7 +174,10 @@ mod tests {
             "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N".parse::<NodeId>(),
             Err(IdError::NotEd25519PeerId(_))
         ));
-        assert!(matches!("0OIl".parse::<NodeId>(), Err(IdError::NotBase58(_))));
+        assert!(matches!(
+            "0OIl".parse::<NodeId>(),
+            Err(IdError::NotBase58(_))
+        ));
     }
 
     #[test]

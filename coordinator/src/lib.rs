@@ -9,22 +9,39 @@ pub mod audit;
 pub mod cities;
 pub mod grid;
 pub mod ids;
+pub mod manager;
 pub mod placement;
+pub mod quota;
+pub mod records;
 pub mod seal;
+pub mod state;
+pub mod store;
 pub mod ticket;
 pub mod repair;
 pub mod units;
 
 pub use grid::{GridView, NodeProfile};
-pub use ids::{DataId, IdError, NodeId, PacketId};
+pub use ids::{DataId, IdError, NodeId, PacketId, SnapshotId};
+pub use manager::{
+    ChunkPlan, CommitRequest, CommitResponse, DedupAnswer, ForgetResponse, KnownChunk, Manager,
+    ManagerConfig, ManagerError, PacketSpec, PlanDecision, PlanRequest, SnapshotSummary,
+};
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
     place_replacements, place_with,
 };
+pub use quota::{GridMode, JoinToken, QuotaError, Subscription};
+pub use records::{
+    AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, Compression, ConvergenceScope,
+    Encryption, LogEvent, LogKind, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
+    SourceProfile, StoredPacket, TargetRecord,
+};
 pub use seal::{
-    GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry,
+    GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe,
     open_as_recipient, open_at_rest, seal_at_rest, seal_to_recipient,
 };
+pub use state::{Applied, ApplyError, Command, ManagerState};
+pub use store::{SCHEMA_VERSION, Store, StoreError};
 pub use ticket::{StorageTicket, TicketEntry, TicketError, TicketKind};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,

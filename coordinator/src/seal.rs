@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use x25519_dalek::{EphemeralSecret, PublicKey, StaticSecret};
 
-use crate::ids::{NodeId, PacketId};
-use crate::units::Redundancy;
+use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
 
 /// Version byte of both sealed formats.
 const SEAL_VERSION: u8 = 1;
@@ -50,25 +49,30 @@ pub struct SequenceEntry {
     pub packet_id: PacketId,
     /// Stored bytes of the packet.
     pub size: u64,
-    /// Targets holding this packet (one for an erasure share; a replica's copies
-    /// are separate entries of the same stripe).
+    /// Targets holding this packet (one for an erasure share; a replica's
+    /// copies are separate entries of the same stripe).
     pub targets: Vec<NodeId>,
 }
 
-/// The ordered list of a backup's packets: stripe after stripe, each stripe
-/// `redundancy.width()` consecutive entries (data packets first, then parity).
+/// One chunk's stripe: its packets in share order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceStripe {
+    pub data_id: DataId,
+    pub packets: Vec<SequenceEntry>,
+}
+
+/// The ordered list of a snapshot's packets and their targets, stripe after
+/// stripe in the order the source stored them. Stripes may differ in width
+/// (a deduplicated chunk keeps the redundancy it was first stored with).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sequence {
-    pub redundancy: Redundancy,
-    pub entries: Vec<SequenceEntry>,
+    pub snapshot: SnapshotId,
+    /// DataId of the snapshot's manifest.
+    pub manifest: DataId,
+    pub stripes: Vec<SequenceStripe>,
 }
 
 impl Sequence {
-    /// Entries grouped into stripes.
-    pub fn stripes(&self) -> impl Iterator<Item = &[SequenceEntry]> {
-        self.entries.chunks(self.redundancy.width().max(1))
-    }
-
     /// Deterministic CBOR bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -251,12 +255,18 @@ mod tests {
 
     fn sequence() -> Sequence {
         Sequence {
-            redundancy: Redundancy::Erasure { k: 2, m: 1 },
-            entries: (0..6u8)
-                .map(|i| SequenceEntry {
-                    packet_id: PacketId::of(&[i]),
-                    size: 1000 + i as u64,
-                    targets: vec![NodeId([i; 32])],
+            snapshot: SnapshotId([1; 32]),
+            manifest: DataId([2; 32]),
+            stripes: (0..2u8)
+                .map(|s| SequenceStripe {
+                    data_id: DataId([s; 32]),
+                    packets: (0..3u8)
+                        .map(|i| SequenceEntry {
+                            packet_id: PacketId::of(&[s, i]),
+                            size: 1000 + i as u64,
+                            targets: vec![NodeId([i; 32])],
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -270,7 +280,6 @@ mod tests {
         let sealed = seal_at_rest(&key, b"snapshot-1", &bytes, &mut rng).unwrap();
         let opened = open_at_rest(&key, b"snapshot-1", &sealed).unwrap();
         assert_eq!(Sequence::from_bytes(&opened).unwrap(), sequence());
-        assert_eq!(sequence().stripes().count(), 2);
 
         let other = GroupKey::generate(&mut rng);
         assert_eq!(

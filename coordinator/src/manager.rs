@@ -1,0 +1,755 @@
+//! The sequence manager: the operations the node exposes over the network,
+//! as a sans-IO object.
+//!
+//! Owns [`Manager`]: it turns requests (join, dedup query, plan, commit,
+//! fetch, list, forget, restore record) into decisions — placements, sealed
+//! sequences, signed tickets — expresses every state change as a
+//! [`Command`], applies it to the [`ManagerState`] and persists it in the
+//! [`Store`]. A consensus layer can later replicate the same commands
+//! through [`Manager::execute`]; a leader change then only means the client
+//! retries against the new leader (plans are cheap to redo, commits are
+//! idempotent). This module must not do networking, read clocks (`now` is
+//! passed in) or draw randomness from anywhere but the RNG it is given. It
+//! must not verify targets' receipts (that format is the overlay's); the
+//! caller passes only receipts it verified.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use rand::{CryptoRng, Rng};
+use serde::{Deserialize, Serialize};
+
+use crate::grid::{GridView, NodeProfile};
+use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
+use crate::placement::{PlacementPolicy, PlacementRefusal, PlacementRequest, place_with};
+use crate::quota::{GridMode, JoinToken};
+use crate::records::{
+    AssemblyRecord, BackupParams, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
+    StoredPacket,
+};
+use crate::seal::{
+    GroupKey, SealError, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe, open_at_rest,
+    seal_at_rest, seal_to_recipient,
+};
+use crate::state::{Applied, ApplyError, Command, ManagerState};
+use crate::store::{Store, StoreError};
+use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
+use crate::units::{GeoPoint, Millis};
+
+/// Failures of manager operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Placement(#[from] PlacementRefusal),
+    #[error("sequence sealing failed")]
+    Seal(#[source] SealError),
+    #[error("{node} may not access snapshot {snapshot}: it belongs to another source")]
+    NotYours { node: NodeId, snapshot: SnapshotId },
+    #[error(
+        "backup {pending_id}: {missing} planned packet(s) have no verified receipt yet; upload them and commit again"
+    )]
+    MissingUploads { pending_id: u64, missing: usize },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Timeouts of the manager.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManagerConfig {
+    /// How long storage tickets stay valid.
+    pub ticket_ttl: Millis,
+    /// How long a planned backup may take to commit before it is aborted.
+    pub pending_ttl: Millis,
+    pub placement: PlacementPolicy,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            ticket_ttl: 60 * 60 * 1000,
+            pending_ttl: 24 * 60 * 60 * 1000,
+            placement: PlacementPolicy::default(),
+        }
+    }
+}
+
+/// One packet a source wants to store: its id and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketSpec {
+    pub packet_id: PacketId,
+    pub size: u64,
+}
+
+/// One chunk of a backup: its DataId and its stripe's packets in share order
+/// (`width` entries; with replicas the same PacketId repeated).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPlan {
+    pub data_id: DataId,
+    pub packets: Vec<PacketSpec>,
+}
+
+/// (b) "Where do these chunks go?"
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub source: NodeId,
+    pub set: String,
+    pub location: GeoPoint,
+    pub params: BackupParams,
+    pub chunks: Vec<ChunkPlan>,
+}
+
+/// The leader's answer to a plan: what to upload where, with tickets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanDecision {
+    pub pending_id: u64,
+    /// New chunks and the target of each packet.
+    pub uploads: Vec<PlannedChunk>,
+    /// Chunks already stored: nothing to upload.
+    pub reused: Vec<DataId>,
+    /// One store ticket per target, to hand over with the packets.
+    pub tickets: Vec<StorageTicket>,
+    pub expires_at: Millis,
+}
+
+/// (a) Dedup answer: which chunks are stored, and as which packets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupAnswer {
+    pub known: Vec<KnownChunk>,
+    pub unknown: Vec<DataId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownChunk {
+    pub data_id: DataId,
+    /// The stripe's PacketIds in share order (targets stay secret until a restore).
+    pub packets: Vec<PacketId>,
+}
+
+/// (c) "The upload is done."
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub pending_id: u64,
+    pub source: NodeId,
+    /// Packets whose target receipts the caller verified.
+    pub stored: Vec<StoredPacket>,
+    /// DataId of the snapshot manifest.
+    pub manifest: DataId,
+    /// Every chunk of the snapshot, in sequence order.
+    pub chunks: Vec<DataId>,
+    /// Plaintext bytes backed up.
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResponse {
+    pub snapshot: SnapshotId,
+    /// Delete tickets for packets that turned out redundant (someone stored the chunk first).
+    pub delete_tickets: Vec<StorageTicket>,
+}
+
+/// (e) One line of a snapshot listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    pub snapshot: SnapshotId,
+    pub set: String,
+    pub source: NodeId,
+    pub time: Millis,
+    pub bytes: u64,
+    pub chunks: usize,
+}
+
+/// (f) What forgetting freed: packets to delete, per target, with delete tickets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetResponse {
+    pub deletions: BTreeMap<NodeId, Vec<PacketId>>,
+    pub delete_tickets: Vec<StorageTicket>,
+}
+
+/// The sequence manager.
+pub struct Manager {
+    state: ManagerState,
+    view: GridView,
+    store: Option<Store>,
+    identity: SigningKey,
+    group_key: GroupKey,
+    config: ManagerConfig,
+}
+
+impl Manager {
+    /// A manager whose state lives only in memory (tests, simulations).
+    pub fn in_memory(identity: SigningKey, group_key: GroupKey, config: ManagerConfig) -> Self {
+        let mut manager = Manager {
+            state: ManagerState::default(),
+            view: GridView::new(),
+            store: None,
+            identity,
+            group_key,
+            config,
+        };
+        manager.rebuild_view();
+        manager
+    }
+
+    /// Opens (or creates) the manager's redb database at `path` and loads its state.
+    pub fn open(
+        path: &Path,
+        identity: SigningKey,
+        group_key: GroupKey,
+        config: ManagerConfig,
+    ) -> Result<Self, ManagerError> {
+        let (store, state) = Store::open(path)?;
+        let mut manager = Manager {
+            state,
+            view: GridView::new(),
+            store: Some(store),
+            identity,
+            group_key,
+            config,
+        };
+        manager.rebuild_view();
+        Ok(manager)
+    }
+
+    /// This manager's node id (its tickets' issuer).
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.identity.verifying_key().to_bytes())
+    }
+
+    pub fn state(&self) -> &ManagerState {
+        &self.state
+    }
+
+    /// The grid as placement sees it: free space is what the manager may still assign.
+    pub fn view(&self) -> &GridView {
+        &self.view
+    }
+
+    fn placement_profile(&self, id: &NodeId) -> Option<NodeProfile> {
+        let client = self.state.clients.get(id)?;
+        let mut profile = client.profile.clone();
+        profile.storage_free = self.state.target_free(id);
+        Some(profile)
+    }
+
+    fn rebuild_view(&mut self) {
+        let profiles: Vec<NodeProfile> = self
+            .state
+            .clients
+            .keys()
+            .filter_map(|id| self.placement_profile(id))
+            .collect();
+        self.view = GridView::from_profiles(profiles);
+    }
+
+    fn refresh_view(&mut self, ids: impl IntoIterator<Item = NodeId>) {
+        for id in ids {
+            match self.placement_profile(&id) {
+                Some(profile) => {
+                    self.view.upsert(profile);
+                }
+                None => {
+                    self.view.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Applies a command and persists it: the one way state changes. A
+    /// consensus layer calls this for every committed log entry, in order.
+    pub fn execute(&mut self, command: Command) -> Result<Applied, ManagerError> {
+        let (applied, touched) = self.state.apply(&command)?;
+        if let Some(store) = &mut self.store
+            && let Err(e) = store.persist(&self.state, &touched, &command)
+        {
+            // Memory ran ahead of disk: fall back to what the disk holds.
+            if let Ok(state) = store.reload() {
+                self.state = state;
+            }
+            self.rebuild_view();
+            return Err(e.into());
+        }
+        let changed: BTreeSet<NodeId> = touched
+            .clients
+            .iter()
+            .chain(touched.targets.iter())
+            .copied()
+            .collect();
+        self.refresh_view(changed);
+        Ok(applied)
+    }
+
+    /// Sets the grid's admission mode.
+    pub fn set_grid_mode(&mut self, mode: GridMode) -> Result<(), ManagerError> {
+        self.execute(Command::SetGridMode { mode }).map(|_| ())
+    }
+
+    /// (h) A node joins or updates its profile (a token is needed on a closed grid).
+    pub fn join(
+        &mut self,
+        profile: NodeProfile,
+        token: Option<JoinToken>,
+        now: Millis,
+    ) -> Result<(), ManagerError> {
+        self.execute(Command::Join {
+            profile,
+            token,
+            at: now,
+        })
+        .map(|_| ())
+    }
+
+    /// Marks a node online or offline.
+    pub fn set_online(
+        &mut self,
+        node: NodeId,
+        online: bool,
+        now: Millis,
+    ) -> Result<(), ManagerError> {
+        self.execute(Command::SetOnline {
+            node,
+            online,
+            at: now,
+        })
+        .map(|_| ())
+    }
+
+    /// (a) Which of these chunks are already stored, and as which packets.
+    pub fn dedup_query(&self, data_ids: &[DataId]) -> DedupAnswer {
+        let mut known = Vec::new();
+        let mut unknown = Vec::new();
+        for data_id in data_ids {
+            match self.state.chunk_packets(data_id) {
+                Some(packets) => known.push(KnownChunk {
+                    data_id: *data_id,
+                    packets: packets.iter().map(|p| p.packet_id).collect(),
+                }),
+                None => unknown.push(*data_id),
+            }
+        }
+        DedupAnswer { known, unknown }
+    }
+
+    fn tickets(
+        &self,
+        kind: TicketKind,
+        per_target: BTreeMap<NodeId, Vec<TicketEntry>>,
+        now: Millis,
+    ) -> Vec<StorageTicket> {
+        per_target
+            .into_iter()
+            .map(|(target, entries)| {
+                StorageTicket::issue_kind(
+                    &self.identity,
+                    kind,
+                    target,
+                    entries,
+                    now + self.config.ticket_ttl,
+                )
+            })
+            .collect()
+    }
+
+    fn delete_tickets(
+        &self,
+        deletions: &BTreeMap<NodeId, Vec<PacketId>>,
+        now: Millis,
+    ) -> Vec<StorageTicket> {
+        let per_target = deletions
+            .iter()
+            .map(|(target, ids)| {
+                let entries = ids
+                    .iter()
+                    .map(|packet_id| TicketEntry {
+                        packet_id: *packet_id,
+                        size: 0,
+                    })
+                    .collect();
+                (*target, entries)
+            })
+            .collect();
+        self.tickets(TicketKind::Delete, per_target, now)
+    }
+
+    /// (b) Plans a backup: dedups its chunks, places the new ones, records the
+    /// decision as a command and signs one store ticket per target.
+    pub fn plan_backup<R: Rng + ?Sized>(
+        &mut self,
+        request: PlanRequest,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<PlanDecision, ManagerError> {
+        let redundancy = request.params.redundancy;
+        redundancy
+            .validate()
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        request
+            .location
+            .validate()
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+        if !self.state.clients.contains_key(&request.source) {
+            return Err(ApplyError::UnknownNode(request.source).into());
+        }
+        let width = redundancy.width();
+        let mut seen = BTreeSet::new();
+        let mut reused = Vec::new();
+        let mut new_chunks: Vec<&ChunkPlan> = Vec::new();
+        for chunk in &request.chunks {
+            if !seen.insert(chunk.data_id) {
+                continue;
+            }
+            if self.state.chunks.contains_key(&chunk.data_id) {
+                reused.push(chunk.data_id);
+                continue;
+            }
+            if chunk.packets.len() != width || chunk.packets.iter().any(|p| p.size == 0) {
+                return Err(ManagerError::Invalid(format!(
+                    "chunk {} must have {width} non-empty packets for {redundancy}",
+                    chunk.data_id
+                )));
+            }
+            new_chunks.push(chunk);
+        }
+        let mut uploads = Vec::with_capacity(new_chunks.len());
+        if !new_chunks.is_empty() {
+            let packet_size = new_chunks
+                .iter()
+                .flat_map(|c| &c.packets)
+                .map(|p| p.size)
+                .max()
+                .unwrap_or(1);
+            let stripes = u32::try_from(new_chunks.len())
+                .map_err(|_| ManagerError::Invalid("too many chunks in one backup".into()))?;
+            let placement_request = PlacementRequest {
+                source: request.location,
+                source_node: Some(request.source),
+                backup_distance: request.params.backup_distance,
+                spread: request.params.spread,
+                redundancy,
+                stripes,
+                packet_size,
+            };
+            let placement =
+                place_with(&self.view, &placement_request, &self.config.placement, rng)?;
+            for (chunk, targets) in new_chunks.iter().zip(&placement.stripes) {
+                uploads.push(PlannedChunk {
+                    data_id: chunk.data_id,
+                    packets: chunk
+                        .packets
+                        .iter()
+                        .zip(targets)
+                        .map(|(p, target)| StoredPacket {
+                            packet_id: p.packet_id,
+                            size: p.size,
+                            target: *target,
+                        })
+                        .collect(),
+                });
+            }
+        }
+        let pending = PendingBackup {
+            id: self.state.next_pending,
+            source: request.source,
+            set: request.set.clone(),
+            location: request.location,
+            params: request.params.clone(),
+            new_chunks: uploads.clone(),
+            reused: reused.clone(),
+            created_at: now,
+            expires_at: now + self.config.pending_ttl,
+        };
+        let pending_id = pending.id;
+        let expires_at = pending.expires_at;
+        self.execute(Command::BeginBackup { pending })?;
+        let mut per_target: BTreeMap<NodeId, Vec<TicketEntry>> = BTreeMap::new();
+        for p in uploads.iter().flat_map(|c| &c.packets) {
+            per_target.entry(p.target).or_default().push(TicketEntry {
+                packet_id: p.packet_id,
+                size: p.size,
+            });
+        }
+        Ok(PlanDecision {
+            pending_id,
+            uploads,
+            reused,
+            tickets: self.tickets(TicketKind::Store, per_target, now),
+            expires_at,
+        })
+    }
+
+    fn snapshot_id(source: &NodeId, set: &str, pending_id: u64) -> SnapshotId {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"strew/snapshot/v1\0");
+        hasher.update(source.as_bytes());
+        hasher.update(&(set.len() as u64).to_le_bytes());
+        hasher.update(set.as_bytes());
+        hasher.update(&pending_id.to_le_bytes());
+        SnapshotId(*hasher.finalize().as_bytes())
+    }
+
+    fn stripe_of(
+        &self,
+        data_id: &DataId,
+        pending: Option<&PendingBackup>,
+    ) -> Option<SequenceStripe> {
+        let packets: Vec<StoredPacket> = match self.state.chunk_packets(data_id) {
+            Some(stored) => stored.to_vec(),
+            None => pending?
+                .new_chunks
+                .iter()
+                .find(|c| &c.data_id == data_id)?
+                .packets
+                .clone(),
+        };
+        Some(SequenceStripe {
+            data_id: *data_id,
+            packets: packets
+                .iter()
+                .map(|p| SequenceEntry {
+                    packet_id: p.packet_id,
+                    size: p.size,
+                    targets: vec![p.target],
+                })
+                .collect(),
+        })
+    }
+
+    /// (c) Commits an uploaded backup: checks every planned packet has a
+    /// verified receipt, seals the sequence at rest and records the snapshot.
+    /// Retrying a commit that already succeeded returns the same snapshot.
+    pub fn commit_backup<R: CryptoRng + ?Sized>(
+        &mut self,
+        request: CommitRequest,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<CommitResponse, ManagerError> {
+        let Some(pending) = self.state.pending.get(&request.pending_id).cloned() else {
+            let done = self
+                .state
+                .snapshots
+                .values()
+                .find(|s| s.pending_id == request.pending_id && s.source == request.source);
+            return match done {
+                Some(snapshot) => Ok(CommitResponse {
+                    snapshot: snapshot.id,
+                    delete_tickets: Vec::new(),
+                }),
+                None => Err(ApplyError::UnknownPending(request.pending_id).into()),
+            };
+        };
+        if pending.source != request.source {
+            return Err(ManagerError::Invalid(format!(
+                "backup {} belongs to {}, not {}",
+                pending.id, pending.source, request.source
+            )));
+        }
+        let confirmed: BTreeSet<(PacketId, NodeId)> = request
+            .stored
+            .iter()
+            .map(|p| (p.packet_id, p.target))
+            .collect();
+        let missing = pending
+            .new_chunks
+            .iter()
+            .flat_map(|c| &c.packets)
+            .filter(|p| !confirmed.contains(&(p.packet_id, p.target)))
+            .count();
+        if missing > 0 {
+            return Err(ManagerError::MissingUploads {
+                pending_id: pending.id,
+                missing,
+            });
+        }
+        let snapshot_id = Self::snapshot_id(&pending.source, &pending.set, pending.id);
+        let mut stripes = Vec::with_capacity(request.chunks.len());
+        let mut order_seen = BTreeSet::new();
+        for data_id in &request.chunks {
+            if !order_seen.insert(*data_id) {
+                continue;
+            }
+            stripes.push(
+                self.stripe_of(data_id, Some(&pending))
+                    .ok_or(ApplyError::UnknownChunk(*data_id))?,
+            );
+        }
+        let sequence = Sequence {
+            snapshot: snapshot_id,
+            manifest: request.manifest,
+            stripes,
+        };
+        let sealed = seal_at_rest(
+            &self.group_key,
+            snapshot_id.as_bytes(),
+            &sequence.to_bytes(),
+            rng,
+        )
+        .map_err(ManagerError::Seal)?;
+        let snapshot = SnapshotRecord {
+            id: snapshot_id,
+            source: pending.source,
+            set: pending.set.clone(),
+            data_id: request.manifest,
+            created_at: now,
+            bytes: request.bytes,
+            // The snapshot's chunks in the order the source gave them.
+            chunks: sequence.stripes.iter().map(|s| s.data_id).collect(),
+            sealed_sequence: sealed,
+            pending_id: pending.id,
+        };
+        let orphans = match self.execute(Command::CommitBackup { snapshot })? {
+            Applied::Committed { orphans, .. } => orphans,
+            _ => BTreeMap::new(),
+        };
+        Ok(CommitResponse {
+            snapshot: snapshot_id,
+            delete_tickets: self.delete_tickets(&orphans, now),
+        })
+    }
+
+    /// (d) A snapshot's sequence, with current targets, sealed to the
+    /// requesting source's X25519 key.
+    pub fn fetch_sequence<R: CryptoRng + ?Sized>(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        rng: &mut R,
+    ) -> Result<SealedForRecipient, ManagerError> {
+        let record = self
+            .state
+            .snapshots
+            .get(&snapshot)
+            .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
+        if record.source != requester {
+            return Err(ManagerError::NotYours {
+                node: requester,
+                snapshot,
+            });
+        }
+        let client = self
+            .state
+            .clients
+            .get(&requester)
+            .ok_or(ApplyError::UnknownNode(requester))?;
+        let plain = open_at_rest(
+            &self.group_key,
+            snapshot.as_bytes(),
+            &record.sealed_sequence,
+        )
+        .map_err(ManagerError::Seal)?;
+        let mut sequence = Sequence::from_bytes(&plain).map_err(ManagerError::Seal)?;
+        // Repairs may have moved packets since the snapshot was sealed.
+        for stripe in &mut sequence.stripes {
+            if let Some(current) = self.state.chunk_packets(&stripe.data_id) {
+                for (entry, now) in stripe.packets.iter_mut().zip(current) {
+                    if entry.packet_id == now.packet_id {
+                        entry.targets = vec![now.target];
+                    }
+                }
+            }
+        }
+        seal_to_recipient(
+            &client.profile.x25519_public,
+            snapshot.as_bytes(),
+            &sequence.to_bytes(),
+            rng,
+        )
+        .map_err(ManagerError::Seal)
+    }
+
+    /// (e) Snapshots of a source, optionally of one backup set, oldest first.
+    pub fn list_snapshots(&self, source: &NodeId, set: Option<&str>) -> Vec<SnapshotSummary> {
+        let mut out: Vec<SnapshotSummary> = self
+            .state
+            .snapshots
+            .values()
+            .filter(|s| &s.source == source && set.is_none_or(|name| s.set == name))
+            .map(|s| SnapshotSummary {
+                snapshot: s.id,
+                set: s.set.clone(),
+                source: s.source,
+                time: s.created_at,
+                bytes: s.bytes,
+                chunks: s.chunks.len(),
+            })
+            .collect();
+        out.sort_by_key(|s| (s.time, s.snapshot));
+        out
+    }
+
+    /// (f) Forgets a snapshot: the packets nobody references any more, per
+    /// target, with delete tickets.
+    pub fn forget(
+        &mut self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        now: Millis,
+    ) -> Result<ForgetResponse, ManagerError> {
+        let record = self
+            .state
+            .snapshots
+            .get(&snapshot)
+            .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
+        if record.source != requester {
+            return Err(ManagerError::NotYours {
+                node: requester,
+                snapshot,
+            });
+        }
+        let deletions = match self.execute(Command::Forget { snapshot, at: now })? {
+            Applied::Deletions(d) => d,
+            _ => BTreeMap::new(),
+        };
+        Ok(ForgetResponse {
+            delete_tickets: self.delete_tickets(&deletions, now),
+            deletions,
+        })
+    }
+
+    /// (g) Records a restore (data assembly record); returns its id.
+    pub fn record_restore(
+        &mut self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        outcome: RestoreOutcome,
+        now: Millis,
+    ) -> Result<u64, ManagerError> {
+        let id = self.state.next_assembly;
+        self.execute(Command::RecordRestore {
+            record: AssemblyRecord {
+                id,
+                requester,
+                snapshot,
+                at: now,
+                outcome,
+            },
+        })?;
+        Ok(id)
+    }
+
+    /// Aborts planned backups past their deadline; returns delete tickets for
+    /// whatever they may have uploaded.
+    pub fn expire_pending(&mut self, now: Millis) -> Result<Vec<StorageTicket>, ManagerError> {
+        let expired: Vec<u64> = self
+            .state
+            .pending
+            .values()
+            .filter(|p| p.expires_at < now)
+            .map(|p| p.id)
+            .collect();
+        let mut tickets = Vec::new();
+        for pending_id in expired {
+            if let Applied::Deletions(d) = self.execute(Command::AbortBackup {
+                pending_id,
+                at: now,
+                reason: "not committed before its deadline".into(),
+            })? {
+                tickets.extend(self.delete_tickets(&d, now));
+            }
+        }
+        Ok(tickets)
+    }
+}

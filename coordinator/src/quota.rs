@@ -1,0 +1,265 @@
+//! Subscriptions, the grid's admission mode, join tokens and quota checks.
+//!
+//! Owns [`Subscription`] (a node's contract: storage it may use as a source,
+//! storage it donates as a target, network, processor and bandwidth
+//! allocations), [`GridMode`] (open with a default plan, or closed behind
+//! manager-signed [`JoinToken`]s) and the arithmetic that refuses what a
+//! contract does not allow. Everything here is integer arithmetic or a
+//! signature check, so every replica of the coordinator group reaches the same
+//! verdict. This module must not track usage itself (the manager state does).
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::NodeId;
+use crate::units::{Millis, format_size};
+
+/// A node's contract with the grid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Name of the plan (`"default"` on an open grid).
+    pub plan: String,
+    /// Stored bytes (redundancy included) this node may use as a source.
+    /// `None`: derived from the donation (open grid default plan).
+    pub source_storage: Option<u64>,
+    /// Bytes this node donates as a target; `None`: whatever it announces.
+    pub target_storage: Option<u64>,
+    /// Restore/upload traffic allowed per day, bytes; 0 = unlimited.
+    pub network_bytes_per_day: u64,
+    /// Share of one CPU core the node lends to grid work (repair, audits), in thousandths.
+    pub processor_millicores: u32,
+    /// Bandwidth limit, bytes per second; 0 = unlimited.
+    pub bandwidth: u64,
+    /// When the contract ends; `None` = open-ended.
+    pub expires_at: Option<Millis>,
+}
+
+impl Subscription {
+    /// The open grid's default plan: store as much as you donate (counted in
+    /// stored bytes, so the data you can back up is the donation divided by
+    /// the redundancy overhead).
+    pub fn default_plan() -> Self {
+        Subscription {
+            plan: "default".into(),
+            source_storage: None,
+            target_storage: None,
+            network_bytes_per_day: 0,
+            processor_millicores: 250,
+            bandwidth: 0,
+            expires_at: None,
+        }
+    }
+
+    /// Bytes donated, given what the node announces it allocates.
+    pub fn donated(&self, announced_allocation: u64) -> u64 {
+        self.target_storage
+            .map_or(announced_allocation, |cap| cap.min(announced_allocation))
+    }
+
+    /// Stored bytes the node may use as a source.
+    pub fn source_limit(&self, announced_allocation: u64) -> u64 {
+        self.source_storage
+            .unwrap_or_else(|| self.donated(announced_allocation))
+    }
+
+    /// Whether the contract is in force at `now`.
+    pub fn active(&self, now: Millis) -> bool {
+        self.expires_at.is_none_or(|end| now <= end)
+    }
+}
+
+/// How nodes are admitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GridMode {
+    /// Anyone may join and gets this plan.
+    Open { default_plan: Subscription },
+    /// Only holders of a join token signed by one of these managers may join.
+    Closed { token_issuers: Vec<NodeId> },
+}
+
+impl Default for GridMode {
+    fn default() -> Self {
+        GridMode::Open {
+            default_plan: Subscription::default_plan(),
+        }
+    }
+}
+
+/// Refusals of the contract.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum QuotaError {
+    #[error(
+        "source quota exceeded: {node} already stores {}, this backup needs {} more, the subscription allows {}; forget old snapshots, donate more storage or ask for a larger plan",
+        format_size(*used), format_size(*extra), format_size(*limit)
+    )]
+    SourceQuota {
+        node: NodeId,
+        used: u64,
+        extra: u64,
+        limit: u64,
+    },
+    #[error("{node}'s subscription expired at {expires_at} ms")]
+    Expired { node: NodeId, expires_at: Millis },
+    #[error("this grid is closed: {0} needs a join token signed by the sequence manager")]
+    TokenRequired(NodeId),
+    #[error("join token rejected: {0}")]
+    BadToken(String),
+}
+
+/// Checks that `extra` more stored bytes fit the source's contract.
+pub fn check_source_quota(
+    node: NodeId,
+    subscription: &Subscription,
+    announced_allocation: u64,
+    used: u64,
+    extra: u64,
+    now: Millis,
+) -> Result<(), QuotaError> {
+    if let Some(expires_at) = subscription
+        .expires_at
+        .filter(|_| !subscription.active(now))
+    {
+        return Err(QuotaError::Expired { node, expires_at });
+    }
+    let limit = subscription.source_limit(announced_allocation);
+    if used.saturating_add(extra) > limit {
+        return Err(QuotaError::SourceQuota {
+            node,
+            used,
+            extra,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+const TOKEN_CONTEXT: &[u8] = b"strew/join-token/v1\0";
+
+/// A manager's signed admission of one node to a closed grid, with its plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub node: NodeId,
+    pub subscription: Subscription,
+    /// The token must be used before this time.
+    pub valid_until: Millis,
+    pub issuer: NodeId,
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    node: &'a NodeId,
+    subscription: &'a Subscription,
+    valid_until: Millis,
+    issuer: &'a NodeId,
+}
+
+impl JoinToken {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = TOKEN_CONTEXT.to_vec();
+        let body = TokenBody {
+            node: &self.node,
+            subscription: &self.subscription,
+            valid_until: self.valid_until,
+            issuer: &self.issuer,
+        };
+        if ciborium::into_writer(&body, &mut out).is_err() {
+            out.truncate(TOKEN_CONTEXT.len());
+        }
+        out
+    }
+
+    /// Signs a token admitting `node` with `subscription`.
+    pub fn issue(
+        key: &SigningKey,
+        node: NodeId,
+        subscription: Subscription,
+        valid_until: Millis,
+    ) -> Self {
+        let mut token = JoinToken {
+            node,
+            subscription,
+            valid_until,
+            issuer: NodeId(key.verifying_key().to_bytes()),
+            signature: Vec::new(),
+        };
+        token.signature = key.sign(&token.signed_bytes()).to_bytes().to_vec();
+        token
+    }
+
+    /// Checks the token admits `node` at `now` and was signed by one of `issuers`.
+    pub fn verify(&self, node: &NodeId, issuers: &[NodeId], now: Millis) -> Result<(), QuotaError> {
+        if &self.node != node {
+            return Err(QuotaError::BadToken(format!(
+                "issued to {}, presented by {node}",
+                self.node
+            )));
+        }
+        if now > self.valid_until {
+            return Err(QuotaError::BadToken(format!(
+                "expired at {} ms",
+                self.valid_until
+            )));
+        }
+        if !issuers.contains(&self.issuer) {
+            return Err(QuotaError::BadToken(format!(
+                "signed by {}, who does not issue tokens for this grid",
+                self.issuer
+            )));
+        }
+        let key = VerifyingKey::from_bytes(self.issuer.as_bytes())
+            .map_err(|_| QuotaError::BadToken("issuer is not an Ed25519 key".into()))?;
+        let signature: [u8; 64] = self
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| QuotaError::BadToken("malformed signature".into()))?;
+        key.verify_strict(&self.signed_bytes(), &Signature::from_bytes(&signature))
+            .map_err(|_| QuotaError::BadToken("signature does not verify".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_plan_allows_storing_what_is_donated() {
+        let sub = Subscription::default_plan();
+        let node = NodeId([1; 32]);
+        assert_eq!(sub.source_limit(1000), 1000);
+        assert!(check_source_quota(node, &sub, 1000, 600, 400, 0).is_ok());
+        let err = check_source_quota(node, &sub, 1000, 600, 401, 0).unwrap_err();
+        assert!(matches!(err, QuotaError::SourceQuota { limit: 1000, .. }));
+        assert!(err.to_string().contains("forget old snapshots"));
+        let capped = Subscription {
+            target_storage: Some(300),
+            ..Subscription::default_plan()
+        };
+        assert_eq!(capped.donated(1000), 300);
+        let expiring = Subscription {
+            expires_at: Some(10),
+            ..Subscription::default_plan()
+        };
+        assert!(matches!(
+            check_source_quota(node, &expiring, 1000, 0, 1, 11),
+            Err(QuotaError::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn join_tokens_admit_only_their_node_from_a_trusted_issuer() {
+        let manager = SigningKey::from_bytes(&[3; 32]);
+        let manager_id = NodeId(manager.verifying_key().to_bytes());
+        let node = NodeId([5; 32]);
+        let token = JoinToken::issue(&manager, node, Subscription::default_plan(), 100);
+        assert!(token.verify(&node, &[manager_id], 50).is_ok());
+        assert!(token.verify(&NodeId([6; 32]), &[manager_id], 50).is_err());
+        assert!(token.verify(&node, &[manager_id], 101).is_err());
+        assert!(token.verify(&node, &[NodeId([7; 32])], 50).is_err());
+        let mut richer = token.clone();
+        richer.subscription.source_storage = Some(u64::MAX);
+        assert!(richer.verify(&node, &[manager_id], 50).is_err());
+    }
+}

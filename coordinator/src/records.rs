@@ -1,0 +1,234 @@
+//! The manager's metadata records (SPEC R3, claims 2–3, 31, 38, 53–59):
+//! global client profile, source client profile, source data record, target
+//! data record, data assembly record and global backup log, plus the snapshot
+//! and pending-backup records that tie them together.
+//!
+//! Owns only the shapes (serde, CBOR-stable field names) and small pure
+//! helpers on them. It must not apply changes (the state does) or touch redb
+//! (the store does).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::grid::NodeProfile;
+use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
+use crate::quota::Subscription;
+use crate::seal::SealedAtRest;
+use crate::units::{DistanceRange, GeoPoint, Millis, Redundancy};
+
+/// Global client profile: every node the manager knows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    pub profile: NodeProfile,
+    pub subscription: Subscription,
+    /// Stored bytes (redundancy included) charged to this node as a source.
+    pub source_stored_bytes: u64,
+    pub joined_at: Millis,
+}
+
+impl ClientRecord {
+    /// Bytes this node donates under its contract.
+    pub fn donated(&self) -> u64 {
+        self.subscription.donated(self.profile.storage_allocated)
+    }
+}
+
+/// How a backup set's chunks are compressed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    None,
+    Zstd { level: i32 },
+}
+
+/// Scope of the convergence secret (who can dedup against whom).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvergenceScope {
+    /// Shared by the grid: identical data from any source dedups.
+    Grid,
+    /// Per user: dedup only across the user's own nodes.
+    Private,
+}
+
+/// How a backup set's packets are encrypted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// The AEAD, e.g. `"chacha20poly1305"`.
+    pub cipher: String,
+    pub convergence: ConvergenceScope,
+}
+
+/// The parameters a source chooses for one backup set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackupParams {
+    pub backup_distance: DistanceRange,
+    pub spread: DistanceRange,
+    pub redundancy: Redundancy,
+    pub compression: Compression,
+    pub encryption: Encryption,
+    /// Re-synchronisation period in seconds; `None` = on demand only.
+    pub sync_interval_secs: Option<u64>,
+}
+
+/// Source client profile: one backup set of one source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceProfile {
+    pub source: NodeId,
+    pub set: String,
+    /// DataId of the latest snapshot's manifest.
+    pub data_id: Option<DataId>,
+    pub location: GeoPoint,
+    pub params: BackupParams,
+    /// The latest snapshot's sequence, sealed under the group key.
+    pub sealed_sequence: Option<SealedAtRest>,
+    /// Snapshots of the set, oldest first.
+    pub snapshots: Vec<SnapshotId>,
+}
+
+/// Key of a source profile: source and set name.
+pub fn profile_key(source: &NodeId, set: &str) -> String {
+    format!("{source}/{set}")
+}
+
+/// One packet where it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StoredPacket {
+    pub packet_id: PacketId,
+    pub size: u64,
+    pub target: NodeId,
+}
+
+/// Source data record: one chunk (one stripe) and where its packets are.
+/// Shared by every source holding identical data (dedup).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    pub data_id: DataId,
+    /// Packet `j` of the stripe, in share order.
+    pub packets: Vec<StoredPacket>,
+    /// Snapshots referencing this chunk.
+    pub refs: u64,
+    /// Sources whose snapshots reference it.
+    pub sources: BTreeSet<NodeId>,
+    /// The source charged for its stored bytes (the first to upload it).
+    pub owner: NodeId,
+}
+
+impl ChunkRecord {
+    pub fn stored_bytes(&self) -> u64 {
+        self.packets.iter().map(|p| p.size).sum()
+    }
+}
+
+/// Target data record: what one target holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    /// (PacketId → bytes). A target holds at most one copy of a PacketId.
+    pub packets: BTreeMap<PacketId, u64>,
+    pub bytes: u64,
+    /// Bytes promised to pending backups, not yet confirmed.
+    pub reserved: u64,
+}
+
+/// One committed snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: SnapshotId,
+    pub source: NodeId,
+    pub set: String,
+    /// DataId of the snapshot's manifest (as the source computed it).
+    pub data_id: DataId,
+    pub created_at: Millis,
+    /// Plaintext bytes of the files backed up.
+    pub bytes: u64,
+    /// Chunks in sequence order (each distinct chunk once).
+    pub chunks: Vec<DataId>,
+    /// The sequence, sealed under the group key with the snapshot id as associated data.
+    pub sealed_sequence: SealedAtRest,
+    /// The pending backup it came from (makes commit retries idempotent).
+    pub pending_id: u64,
+}
+
+/// A new chunk of a pending backup and the targets its packets go to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedChunk {
+    pub data_id: DataId,
+    pub packets: Vec<StoredPacket>,
+}
+
+/// A backup whose packets are being uploaded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingBackup {
+    pub id: u64,
+    pub source: NodeId,
+    pub set: String,
+    pub location: GeoPoint,
+    pub params: BackupParams,
+    /// Chunks that need uploading, with their targets.
+    pub new_chunks: Vec<PlannedChunk>,
+    /// Chunks already stored (dedup): nothing to upload.
+    pub reused: Vec<DataId>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+impl PendingBackup {
+    /// Bytes each target must reserve.
+    pub fn reservations(&self) -> BTreeMap<NodeId, u64> {
+        let mut out = BTreeMap::new();
+        for chunk in &self.new_chunks {
+            for p in &chunk.packets {
+                *out.entry(p.target).or_insert(0) += p.size;
+            }
+        }
+        out
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.new_chunks
+            .iter()
+            .flat_map(|c| &c.packets)
+            .map(|p| p.size)
+            .sum()
+    }
+}
+
+/// How a restore ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreOutcome {
+    Started,
+    Succeeded { bytes: u64 },
+    Failed { reason: String },
+}
+
+/// Data assembly record: one restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssemblyRecord {
+    pub id: u64,
+    pub requester: NodeId,
+    pub snapshot: SnapshotId,
+    pub at: Millis,
+    pub outcome: RestoreOutcome,
+}
+
+/// What happened, for the global backup log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogKind {
+    Joined,
+    BackupPlanned,
+    BackupCommitted,
+    BackupAborted,
+    Forgotten,
+    Restore,
+    Repair,
+    Failure,
+}
+
+/// One entry of the append-only global backup log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEvent {
+    pub seq: u64,
+    pub at: Millis,
+    pub kind: LogKind,
+    pub node: NodeId,
+    pub detail: String,
+}

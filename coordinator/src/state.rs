@@ -1,0 +1,667 @@
+//! The manager's replicated state and the commands that change it.
+//!
+//! Owns [`Command`] (every state change, serialisable with ciborium so a
+//! consensus log can carry it), [`ManagerState`] (all records in `BTreeMap`s)
+//! and [`ManagerState::apply`]. Commands carry the leader's decisions —
+//! chosen targets, sealed bytes, ids — never inputs a replica would recompute
+//! with floating point or randomness; `apply` only checks and moves integers,
+//! so every replica applying the same log reaches the same state. `apply` is
+//! all-or-nothing: it validates everything before it changes anything.
+//! This module must not place, seal, sign, read clocks or do I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::grid::NodeProfile;
+use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
+use crate::quota::{GridMode, JoinToken, QuotaError, Subscription, check_source_quota};
+use crate::records::{
+    AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup, SnapshotRecord,
+    SourceProfile, StoredPacket, TargetRecord, profile_key,
+};
+use crate::units::{Millis, format_size};
+
+/// One state change, as replicated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    SetGridMode {
+        mode: GridMode,
+    },
+    /// A node joins, or updates its profile.
+    Join {
+        profile: NodeProfile,
+        token: Option<JoinToken>,
+        at: Millis,
+    },
+    SetOnline {
+        node: NodeId,
+        online: bool,
+        at: Millis,
+    },
+    /// The leader's plan: which targets get which new packets.
+    BeginBackup {
+        pending: PendingBackup,
+    },
+    /// The upload finished: the snapshot (with its sealed sequence) is recorded.
+    CommitBackup {
+        snapshot: SnapshotRecord,
+    },
+    AbortBackup {
+        pending_id: u64,
+        at: Millis,
+        reason: String,
+    },
+    Forget {
+        snapshot: SnapshotId,
+        at: Millis,
+    },
+    RecordRestore {
+        record: AssemblyRecord,
+    },
+    /// Repair: packet `index` of a chunk now lives on `new_target`.
+    MovePacket {
+        data_id: DataId,
+        index: u32,
+        new_target: NodeId,
+        at: Millis,
+    },
+}
+
+impl Command {
+    /// CBOR bytes for a log entry.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if ciborium::into_writer(self, &mut out).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Decodes a log entry; never panics on garbage.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ApplyError> {
+        ciborium::from_reader(bytes).map_err(|e| ApplyError::Malformed(e.to_string()))
+    }
+}
+
+/// What applying a command produced that the caller must act on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    Done,
+    /// Packets no snapshot references any more, per target: delete them.
+    Deletions(BTreeMap<NodeId, Vec<PacketId>>),
+    Committed {
+        snapshot: SnapshotId,
+        /// Packets uploaded for chunks someone else stored first: delete them.
+        orphans: BTreeMap<NodeId, Vec<PacketId>>,
+    },
+}
+
+/// Why a command does not apply. The state is unchanged.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Quota(#[from] QuotaError),
+    #[error("{0} has not joined the grid")]
+    UnknownNode(NodeId),
+    #[error("no pending backup {0} (expired, aborted or committed)")]
+    UnknownPending(u64),
+    #[error("no snapshot {0}")]
+    UnknownSnapshot(SnapshotId),
+    #[error("no chunk {0} is stored")]
+    UnknownChunk(DataId),
+    #[error("snapshot {0} already exists")]
+    DuplicateSnapshot(SnapshotId),
+    #[error("pending backup id {got} is out of order (next is {expected})")]
+    OutOfOrder { got: u64, expected: u64 },
+    #[error(
+        "target {target} cannot take {} more: it donates {}, holds {} and has {} reserved",
+        format_size(*extra), format_size(*donated), format_size(*held), format_size(*reserved)
+    )]
+    TargetFull {
+        target: NodeId,
+        extra: u64,
+        donated: u64,
+        held: u64,
+        reserved: u64,
+    },
+    #[error("invalid command: {0}")]
+    Invalid(String),
+    #[error("command does not decode: {0}")]
+    Malformed(String),
+}
+
+/// Which records a command changed: the store rewrites exactly these.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub mode: bool,
+    pub counters: bool,
+    pub clients: BTreeSet<NodeId>,
+    pub profiles: BTreeSet<String>,
+    pub chunks: BTreeSet<DataId>,
+    pub targets: BTreeSet<NodeId>,
+    pub snapshots: BTreeSet<SnapshotId>,
+    pub pending: BTreeSet<u64>,
+    pub assemblies: BTreeSet<u64>,
+    /// Log entries appended (by sequence number).
+    pub log_from: Option<u64>,
+}
+
+/// Every record the manager keeps, in deterministic maps.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ManagerState {
+    pub mode: GridMode,
+    pub clients: BTreeMap<NodeId, ClientRecord>,
+    pub profiles: BTreeMap<String, SourceProfile>,
+    pub chunks: BTreeMap<DataId, ChunkRecord>,
+    pub targets: BTreeMap<NodeId, TargetRecord>,
+    pub snapshots: BTreeMap<SnapshotId, SnapshotRecord>,
+    pub pending: BTreeMap<u64, PendingBackup>,
+    pub assemblies: BTreeMap<u64, AssemblyRecord>,
+    pub log: Vec<LogEvent>,
+    pub next_pending: u64,
+    pub next_assembly: u64,
+}
+
+impl ManagerState {
+    /// Free bytes the manager may still assign to `target`.
+    pub fn target_free(&self, target: &NodeId) -> u64 {
+        let donated = self.clients.get(target).map_or(0, |c| c.donated());
+        let record = self.targets.get(target);
+        let used = record.map_or(0, |r| r.bytes.saturating_add(r.reserved));
+        donated.saturating_sub(used)
+    }
+
+    /// Stored bytes charged to `source`, plus what its pending backups would add.
+    pub fn source_commitment(&self, source: &NodeId) -> u64 {
+        let charged = self
+            .clients
+            .get(source)
+            .map_or(0, |c| c.source_stored_bytes);
+        let pending: u64 = self
+            .pending
+            .values()
+            .filter(|p| &p.source == source)
+            .map(|p| p.stored_bytes())
+            .sum();
+        charged.saturating_add(pending)
+    }
+
+    fn log(
+        &mut self,
+        touched: &mut Touched,
+        at: Millis,
+        kind: LogKind,
+        node: NodeId,
+        detail: String,
+    ) {
+        let seq = self.log.len() as u64;
+        touched.log_from.get_or_insert(seq);
+        self.log.push(LogEvent {
+            seq,
+            at,
+            kind,
+            node,
+            detail,
+        });
+    }
+
+    /// Applies one command: all of it, or nothing (the error says why).
+    pub fn apply(&mut self, command: &Command) -> Result<(Applied, Touched), ApplyError> {
+        let mut touched = Touched::default();
+        let applied = match command {
+            Command::SetGridMode { mode } => {
+                self.mode = mode.clone();
+                touched.mode = true;
+                Applied::Done
+            }
+            Command::Join { profile, token, at } => {
+                self.join(profile, token.as_ref(), *at, &mut touched)?
+            }
+            Command::SetOnline { node, online, .. } => {
+                let client = self
+                    .clients
+                    .get_mut(node)
+                    .ok_or(ApplyError::UnknownNode(*node))?;
+                client.profile.online = *online;
+                touched.clients.insert(*node);
+                Applied::Done
+            }
+            Command::BeginBackup { pending } => self.begin(pending, &mut touched)?,
+            Command::CommitBackup { snapshot } => self.commit(snapshot, &mut touched)?,
+            Command::AbortBackup {
+                pending_id,
+                at,
+                reason,
+            } => self.abort(*pending_id, *at, reason, &mut touched)?,
+            Command::Forget { snapshot, at } => self.forget(snapshot, *at, &mut touched)?,
+            Command::RecordRestore { record } => {
+                if !self.snapshots.contains_key(&record.snapshot) {
+                    return Err(ApplyError::UnknownSnapshot(record.snapshot));
+                }
+                self.next_assembly = self.next_assembly.max(record.id + 1);
+                self.assemblies.insert(record.id, record.clone());
+                touched.assemblies.insert(record.id);
+                touched.counters = true;
+                self.log(
+                    &mut touched,
+                    record.at,
+                    LogKind::Restore,
+                    record.requester,
+                    format!(
+                        "restore {} of snapshot {}: {:?}",
+                        record.id, record.snapshot, record.outcome
+                    ),
+                );
+                Applied::Done
+            }
+            Command::MovePacket {
+                data_id,
+                index,
+                new_target,
+                at,
+            } => self.move_packet(data_id, *index as usize, *new_target, *at, &mut touched)?,
+        };
+        Ok((applied, touched))
+    }
+
+    fn join(
+        &mut self,
+        profile: &NodeProfile,
+        token: Option<&JoinToken>,
+        at: Millis,
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        profile
+            .location
+            .validate()
+            .map_err(|e| ApplyError::Invalid(e.to_string()))?;
+        let id = profile.node_id;
+        let subscription = match (self.clients.get(&id), &self.mode, token) {
+            (_, GridMode::Closed { token_issuers }, Some(token)) => {
+                token.verify(&id, token_issuers, at)?;
+                token.subscription.clone()
+            }
+            (Some(existing), _, _) => existing.subscription.clone(),
+            (None, GridMode::Open { default_plan }, _) => default_plan.clone(),
+            (None, GridMode::Closed { .. }, None) => {
+                return Err(QuotaError::TokenRequired(id).into());
+            }
+        };
+        let is_new = !self.clients.contains_key(&id);
+        let record = self.clients.entry(id).or_insert_with(|| ClientRecord {
+            profile: profile.clone(),
+            subscription: Subscription::default_plan(),
+            source_stored_bytes: 0,
+            joined_at: at,
+        });
+        record.profile = profile.clone();
+        record.subscription = subscription;
+        touched.clients.insert(id);
+        if is_new {
+            self.log(
+                touched,
+                at,
+                LogKind::Joined,
+                id,
+                format!("joined at {}", profile.location),
+            );
+        }
+        Ok(Applied::Done)
+    }
+
+    fn begin(
+        &mut self,
+        pending: &PendingBackup,
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        if pending.id != self.next_pending {
+            return Err(ApplyError::OutOfOrder {
+                got: pending.id,
+                expected: self.next_pending,
+            });
+        }
+        let source = self
+            .clients
+            .get(&pending.source)
+            .ok_or(ApplyError::UnknownNode(pending.source))?;
+        check_source_quota(
+            pending.source,
+            &source.subscription,
+            source.profile.storage_allocated,
+            self.source_commitment(&pending.source),
+            pending.stored_bytes(),
+            pending.created_at,
+        )?;
+        for data_id in &pending.reused {
+            if !self.chunks.contains_key(data_id) {
+                return Err(ApplyError::UnknownChunk(*data_id));
+            }
+        }
+        let width = pending.params.redundancy.width();
+        for chunk in &pending.new_chunks {
+            let distinct: BTreeSet<NodeId> = chunk.packets.iter().map(|p| p.target).collect();
+            if chunk.packets.len() != width || distinct.len() != width {
+                return Err(ApplyError::Invalid(format!(
+                    "chunk {} is not {width} packets on {width} distinct targets",
+                    chunk.data_id
+                )));
+            }
+        }
+        let reservations = pending.reservations();
+        for (target, extra) in &reservations {
+            let client = self
+                .clients
+                .get(target)
+                .ok_or(ApplyError::UnknownNode(*target))?;
+            if self.target_free(target) < *extra {
+                let record = self.targets.get(target).cloned().unwrap_or_default();
+                return Err(ApplyError::TargetFull {
+                    target: *target,
+                    extra: *extra,
+                    donated: client.donated(),
+                    held: record.bytes,
+                    reserved: record.reserved,
+                });
+            }
+        }
+        for (target, extra) in reservations {
+            self.targets.entry(target).or_default().reserved += extra;
+            touched.targets.insert(target);
+        }
+        self.next_pending = pending.id + 1;
+        touched.counters = true;
+        self.pending.insert(pending.id, pending.clone());
+        touched.pending.insert(pending.id);
+        self.log(
+            touched,
+            pending.created_at,
+            LogKind::BackupPlanned,
+            pending.source,
+            format!(
+                "backup {} of set {:?}: {} new chunk(s), {} deduplicated, {} to upload",
+                pending.id,
+                pending.set,
+                pending.new_chunks.len(),
+                pending.reused.len(),
+                format_size(pending.stored_bytes())
+            ),
+        );
+        Ok(Applied::Done)
+    }
+
+    fn release(&mut self, pending: &PendingBackup, touched: &mut Touched) {
+        for (target, bytes) in pending.reservations() {
+            if let Some(record) = self.targets.get_mut(&target) {
+                record.reserved = record.reserved.saturating_sub(bytes);
+                touched.targets.insert(target);
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        snapshot: &SnapshotRecord,
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        let pending = self
+            .pending
+            .get(&snapshot.pending_id)
+            .cloned()
+            .ok_or(ApplyError::UnknownPending(snapshot.pending_id))?;
+        if pending.source != snapshot.source || pending.set != snapshot.set {
+            return Err(ApplyError::Invalid(
+                "snapshot does not match its pending backup".into(),
+            ));
+        }
+        if self.snapshots.contains_key(&snapshot.id) {
+            return Err(ApplyError::DuplicateSnapshot(snapshot.id));
+        }
+        let planned: BTreeSet<DataId> = pending.new_chunks.iter().map(|c| c.data_id).collect();
+        for data_id in &snapshot.chunks {
+            if !planned.contains(data_id) && !self.chunks.contains_key(data_id) {
+                return Err(ApplyError::UnknownChunk(*data_id));
+            }
+        }
+        // Validated: now change.
+        self.release(&pending, touched);
+        self.pending.remove(&pending.id);
+        touched.pending.insert(pending.id);
+        let referenced: BTreeSet<DataId> = snapshot.chunks.iter().copied().collect();
+        let mut orphans: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
+        let mut charged = 0u64;
+        for chunk in &pending.new_chunks {
+            if self.chunks.contains_key(&chunk.data_id) || !referenced.contains(&chunk.data_id) {
+                // Someone stored it first, or the snapshot does not use it.
+                for p in &chunk.packets {
+                    orphans.entry(p.target).or_default().push(p.packet_id);
+                }
+                continue;
+            }
+            for p in &chunk.packets {
+                let record = self.targets.entry(p.target).or_default();
+                if record.packets.insert(p.packet_id, p.size).is_none() {
+                    record.bytes += p.size;
+                }
+                touched.targets.insert(p.target);
+                charged += p.size;
+            }
+            self.chunks.insert(
+                chunk.data_id,
+                ChunkRecord {
+                    data_id: chunk.data_id,
+                    packets: chunk.packets.clone(),
+                    refs: 0,
+                    sources: BTreeSet::new(),
+                    owner: pending.source,
+                },
+            );
+        }
+        for data_id in &referenced {
+            if let Some(chunk) = self.chunks.get_mut(data_id) {
+                chunk.refs += 1;
+                chunk.sources.insert(snapshot.source);
+                touched.chunks.insert(*data_id);
+            }
+        }
+        if let Some(client) = self.clients.get_mut(&snapshot.source) {
+            client.source_stored_bytes += charged;
+            touched.clients.insert(snapshot.source);
+        }
+        let key = profile_key(&snapshot.source, &snapshot.set);
+        let profile = self
+            .profiles
+            .entry(key.clone())
+            .or_insert_with(|| SourceProfile {
+                source: snapshot.source,
+                set: snapshot.set.clone(),
+                data_id: None,
+                location: pending.location,
+                params: pending.params.clone(),
+                sealed_sequence: None,
+                snapshots: Vec::new(),
+            });
+        profile.location = pending.location;
+        profile.params = pending.params.clone();
+        profile.data_id = Some(snapshot.data_id);
+        profile.sealed_sequence = Some(snapshot.sealed_sequence.clone());
+        profile.snapshots.push(snapshot.id);
+        touched.profiles.insert(key);
+        self.snapshots.insert(snapshot.id, snapshot.clone());
+        touched.snapshots.insert(snapshot.id);
+        self.log(
+            touched,
+            snapshot.created_at,
+            LogKind::BackupCommitted,
+            snapshot.source,
+            format!(
+                "snapshot {} of set {:?}: {} chunk(s), {} new stored",
+                snapshot.id,
+                snapshot.set,
+                referenced.len(),
+                format_size(charged)
+            ),
+        );
+        Ok(Applied::Committed {
+            snapshot: snapshot.id,
+            orphans,
+        })
+    }
+
+    fn abort(
+        &mut self,
+        id: u64,
+        at: Millis,
+        reason: &str,
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        let pending = self
+            .pending
+            .remove(&id)
+            .ok_or(ApplyError::UnknownPending(id))?;
+        touched.pending.insert(id);
+        self.release(&pending, touched);
+        let mut deletions: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
+        for chunk in &pending.new_chunks {
+            for p in &chunk.packets {
+                deletions.entry(p.target).or_default().push(p.packet_id);
+            }
+        }
+        self.log(
+            touched,
+            at,
+            LogKind::BackupAborted,
+            pending.source,
+            format!("backup {id} aborted: {reason}"),
+        );
+        Ok(Applied::Deletions(deletions))
+    }
+
+    fn forget(
+        &mut self,
+        id: &SnapshotId,
+        at: Millis,
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        let snapshot = self
+            .snapshots
+            .remove(id)
+            .ok_or(ApplyError::UnknownSnapshot(*id))?;
+        touched.snapshots.insert(*id);
+        let referenced: BTreeSet<DataId> = snapshot.chunks.iter().copied().collect();
+        let mut deletions: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
+        let mut freed = 0u64;
+        for data_id in referenced {
+            let Some(chunk) = self.chunks.get_mut(&data_id) else {
+                continue;
+            };
+            touched.chunks.insert(data_id);
+            chunk.refs = chunk.refs.saturating_sub(1);
+            if chunk.refs > 0 {
+                continue;
+            }
+            let Some(chunk) = self.chunks.remove(&data_id) else {
+                continue;
+            };
+            for p in &chunk.packets {
+                if let Some(record) = self.targets.get_mut(&p.target)
+                    && let Some(size) = record.packets.remove(&p.packet_id)
+                {
+                    record.bytes = record.bytes.saturating_sub(size);
+                    touched.targets.insert(p.target);
+                    deletions.entry(p.target).or_default().push(p.packet_id);
+                }
+            }
+            let bytes = chunk.stored_bytes();
+            freed += bytes;
+            if let Some(owner) = self.clients.get_mut(&chunk.owner) {
+                owner.source_stored_bytes = owner.source_stored_bytes.saturating_sub(bytes);
+                touched.clients.insert(chunk.owner);
+            }
+        }
+        let key = profile_key(&snapshot.source, &snapshot.set);
+        if let Some(profile) = self.profiles.get_mut(&key) {
+            profile.snapshots.retain(|s| s != id);
+            let latest = profile.snapshots.last().and_then(|s| self.snapshots.get(s));
+            profile.sealed_sequence = latest.map(|s| s.sealed_sequence.clone());
+            profile.data_id = latest.map(|s| s.data_id);
+            touched.profiles.insert(key);
+        }
+        self.log(
+            touched,
+            at,
+            LogKind::Forgotten,
+            snapshot.source,
+            format!("snapshot {id} forgotten, {} freed", format_size(freed)),
+        );
+        Ok(Applied::Deletions(deletions))
+    }
+
+    fn move_packet(
+        &mut self,
+        data_id: &DataId,
+        index: usize,
+        new_target: NodeId,
+        at: Millis,
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        if !self.clients.contains_key(&new_target) {
+            return Err(ApplyError::UnknownNode(new_target));
+        }
+        let chunk = self
+            .chunks
+            .get(data_id)
+            .ok_or(ApplyError::UnknownChunk(*data_id))?;
+        let packet = *chunk
+            .packets
+            .get(index)
+            .ok_or_else(|| ApplyError::Invalid(format!("chunk {data_id} has no packet {index}")))?;
+        if chunk.packets.iter().any(|p| p.target == new_target) {
+            return Err(ApplyError::Invalid(format!(
+                "{new_target} already holds a packet of chunk {data_id}"
+            )));
+        }
+        let mut deletions: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
+        if let Some(record) = self.targets.get_mut(&packet.target)
+            && let Some(size) = record.packets.remove(&packet.packet_id)
+        {
+            record.bytes = record.bytes.saturating_sub(size);
+            deletions
+                .entry(packet.target)
+                .or_default()
+                .push(packet.packet_id);
+        }
+        touched.targets.insert(packet.target);
+        let record = self.targets.entry(new_target).or_default();
+        if record
+            .packets
+            .insert(packet.packet_id, packet.size)
+            .is_none()
+        {
+            record.bytes += packet.size;
+        }
+        touched.targets.insert(new_target);
+        if let Some(chunk) = self.chunks.get_mut(data_id)
+            && let Some(p) = chunk.packets.get_mut(index)
+        {
+            p.target = new_target;
+        }
+        touched.chunks.insert(*data_id);
+        self.log(
+            touched,
+            at,
+            LogKind::Repair,
+            new_target,
+            format!(
+                "packet {} of chunk {} moved from {}",
+                packet.packet_id, data_id, packet.target
+            ),
+        );
+        Ok(Applied::Deletions(deletions))
+    }
+
+    /// The stored packets of a chunk, if stored.
+    pub fn chunk_packets(&self, data_id: &DataId) -> Option<&[StoredPacket]> {
+        self.chunks.get(data_id).map(|c| c.packets.as_slice())
+    }
+}

@@ -1,0 +1,516 @@
+//! The sequence manager end to end, without a network: dedup across sources,
+//! forget with reference counts, quotas, closed grids, sealed sequences,
+//! tickets, redb state surviving a reopen, and replaying the command log.
+
+use ed25519_dalek::SigningKey;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use strew_coordinator::{
+    ApplyError, BackupParams, ChunkPlan, CommitRequest, Compression, ConvergenceScope, DataId,
+    Encryption, GeoPoint, GridMode, GroupKey, JoinToken, Manager, ManagerConfig, ManagerError,
+    ManagerState, NodeId, NodeProfile, PacketId, PacketSpec, PlanDecision, PlanRequest, QuotaError,
+    Redundancy, RestoreOutcome, Sequence, Store, StoredPacket, Subscription, TicketKind,
+    haversine_km, open_as_recipient,
+};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+const GIB: u64 = 1 << 30;
+const PACKET: u64 = 1 << 20;
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn id_of(key: &SigningKey) -> NodeId {
+    NodeId(key.verifying_key().to_bytes())
+}
+
+/// A node with a real identity and X25519 key at a location.
+struct TestNode {
+    id: NodeId,
+    secret: StaticSecret,
+    profile: NodeProfile,
+}
+
+fn test_node(n: u8, lat: f64, lon: f64, donate: u64) -> TestNode {
+    let id = id_of(&key(n));
+    let secret = StaticSecret::from([n.wrapping_add(100); 32]);
+    let mut profile = NodeProfile::new(id, GeoPoint::new(lat, lon).unwrap(), donate, 0);
+    profile.x25519_public = PublicKey::from(&secret).to_bytes();
+    TestNode {
+        id,
+        secret,
+        profile,
+    }
+}
+
+/// 24 targets on a grid over Europe, and two sources (Paris, Lyon).
+fn grid() -> (Vec<TestNode>, TestNode, TestNode) {
+    let mut targets = Vec::new();
+    let mut n = 10u8;
+    for lat in [38.0, 42.0, 46.0, 50.0, 54.0, 58.0] {
+        for lon in [-6.0, 4.0, 14.0, 24.0] {
+            targets.push(test_node(n, lat, lon, 10 * GIB));
+            n += 1;
+        }
+    }
+    let paris = test_node(1, 48.85, 2.35, GIB);
+    let lyon = test_node(2, 45.76, 4.84, GIB);
+    (targets, paris, lyon)
+}
+
+fn manager(config: ManagerConfig) -> Manager {
+    Manager::in_memory(key(200), GroupKey([7; 32]), config)
+}
+
+fn join_all(m: &mut Manager, targets: &[TestNode], sources: &[&TestNode]) {
+    for t in targets {
+        m.join(t.profile.clone(), None, 1).unwrap();
+    }
+    for s in sources {
+        m.join(s.profile.clone(), None, 1).unwrap();
+    }
+}
+
+fn params() -> BackupParams {
+    BackupParams {
+        backup_distance: "200km..2500km".parse().unwrap(),
+        spread: "300km..".parse().unwrap(),
+        redundancy: Redundancy::Erasure { k: 2, m: 1 },
+        compression: Compression::Zstd { level: 3 },
+        encryption: Encryption {
+            cipher: "chacha20poly1305".into(),
+            convergence: ConvergenceScope::Grid,
+        },
+        sync_interval_secs: Some(86_400),
+    }
+}
+
+/// A chunk whose packets are derived from its name, as convergent encryption would.
+fn chunk(name: &str) -> ChunkPlan {
+    let data_id = DataId(*blake3::hash(name.as_bytes()).as_bytes());
+    ChunkPlan {
+        data_id,
+        packets: (0..3u8)
+            .map(|j| PacketSpec {
+                packet_id: PacketId::of(&[name.as_bytes(), &[j]].concat()),
+                size: PACKET,
+            })
+            .collect(),
+    }
+}
+
+fn plan(m: &mut Manager, source: &TestNode, set: &str, chunks: &[&str], now: u64) -> PlanDecision {
+    let mut rng = StdRng::seed_from_u64(now);
+    m.plan_backup(
+        PlanRequest {
+            source: source.id,
+            set: set.into(),
+            location: source.profile.location,
+            params: params(),
+            chunks: chunks.iter().map(|c| chunk(c)).collect(),
+        },
+        now,
+        &mut rng,
+    )
+    .unwrap()
+}
+
+fn commit(
+    m: &mut Manager,
+    source: &TestNode,
+    decision: &PlanDecision,
+    chunks: &[&str],
+    now: u64,
+) -> strew_coordinator::CommitResponse {
+    let stored: Vec<StoredPacket> = decision
+        .uploads
+        .iter()
+        .flat_map(|c| c.packets.clone())
+        .collect();
+    let mut rng = StdRng::seed_from_u64(now + 1);
+    m.commit_backup(
+        CommitRequest {
+            pending_id: decision.pending_id,
+            source: source.id,
+            stored,
+            manifest: DataId([9; 32]),
+            chunks: chunks.iter().map(|c| chunk(c).data_id).collect(),
+            bytes: 1000,
+        },
+        now,
+        &mut rng,
+    )
+    .unwrap()
+}
+
+#[test]
+fn plan_places_under_constraints_and_tickets_name_only_each_targets_packets() {
+    let (targets, paris, _) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris]);
+    let decision = plan(&mut m, &paris, "home", &["a", "b", "c"], 10);
+    assert_eq!(decision.uploads.len(), 3);
+    let p = params();
+    let mut used = std::collections::BTreeSet::new();
+    for c in &decision.uploads {
+        let distinct: std::collections::BTreeSet<_> = c.packets.iter().map(|p| p.target).collect();
+        assert_eq!(distinct.len(), 3);
+        for packet in &c.packets {
+            let loc = m.state().clients[&packet.target].profile.location;
+            assert!(
+                p.backup_distance
+                    .contains(haversine_km(&paris.profile.location, &loc))
+            );
+            assert_ne!(packet.target, paris.id);
+            used.insert(packet.target);
+        }
+    }
+    let used: Vec<NodeId> = used.into_iter().collect();
+    for (i, a) in used.iter().enumerate() {
+        for b in &used[i + 1..] {
+            let (la, lb) = (
+                m.state().clients[a].profile.location,
+                m.state().clients[b].profile.location,
+            );
+            assert!(haversine_km(&la, &lb) >= 300.0);
+        }
+    }
+    // Every target gets one ticket listing exactly its packets, verifiable offline.
+    assert_eq!(decision.tickets.len(), used.len());
+    for ticket in &decision.tickets {
+        ticket.verify(&m.node_id(), &ticket.target, 11).unwrap();
+        assert_eq!(ticket.kind, TicketKind::Store);
+        let expected: usize = decision
+            .uploads
+            .iter()
+            .flat_map(|c| &c.packets)
+            .filter(|p| p.target == ticket.target)
+            .count();
+        assert_eq!(ticket.entries.len(), expected);
+    }
+    // Reservations show up as less free space in the placement view.
+    let t = decision.tickets[0].target;
+    assert!(m.view().get(&t).unwrap().storage_free < 10 * GIB);
+}
+
+#[test]
+fn second_source_with_identical_data_uploads_nothing_and_forget_keeps_shared_packets() {
+    let (targets, paris, lyon) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris, &lyon]);
+
+    let first = plan(
+        &mut m,
+        &paris,
+        "docs",
+        &["shared-1", "shared-2", "paris-only"],
+        10,
+    );
+    assert_eq!(first.uploads.len(), 3);
+    let snap_paris = commit(
+        &mut m,
+        &paris,
+        &first,
+        &["shared-1", "shared-2", "paris-only"],
+        20,
+    )
+    .snapshot;
+
+    let known = m.dedup_query(&[chunk("shared-1").data_id, chunk("new").data_id]);
+    assert_eq!(known.known.len(), 1);
+    assert_eq!(known.unknown, vec![chunk("new").data_id]);
+
+    let second = plan(&mut m, &lyon, "docs", &["shared-1", "shared-2"], 30);
+    assert!(
+        second.uploads.is_empty(),
+        "identical data must not be uploaded again"
+    );
+    assert!(second.tickets.is_empty());
+    assert_eq!(second.reused.len(), 2);
+    let snap_lyon = commit(&mut m, &lyon, &second, &["shared-1", "shared-2"], 40).snapshot;
+    assert_eq!(m.state().chunks[&chunk("shared-1").data_id].refs, 2);
+    let lyon_charged = m.state().clients[&lyon.id].source_stored_bytes;
+    assert_eq!(lyon_charged, 0);
+
+    // Forgetting Paris's snapshot frees only what Lyon does not reference.
+    let forgot = m.forget(paris.id, snap_paris, 50).unwrap();
+    let freed: Vec<PacketId> = forgot.deletions.values().flatten().copied().collect();
+    assert_eq!(freed.len(), 3);
+    let only: Vec<PacketId> = chunk("paris-only")
+        .packets
+        .iter()
+        .map(|p| p.packet_id)
+        .collect();
+    for p in &freed {
+        assert!(only.contains(p));
+    }
+    for t in &forgot.delete_tickets {
+        assert_eq!(t.kind, TicketKind::Delete);
+        t.verify(&m.node_id(), &t.target, 51).unwrap();
+    }
+    assert!(m.state().chunks.contains_key(&chunk("shared-1").data_id));
+
+    // Lyon may not forget or read Paris's snapshots; after Lyon forgets its own, all is freed.
+    assert!(matches!(
+        m.forget(lyon.id, snap_paris, 55),
+        Err(ManagerError::Apply(ApplyError::UnknownSnapshot(_)))
+    ));
+    let forgot = m.forget(lyon.id, snap_lyon, 60).unwrap();
+    assert_eq!(forgot.deletions.values().flatten().count(), 6);
+    assert!(m.state().chunks.is_empty());
+    assert!(
+        m.state()
+            .targets
+            .values()
+            .all(|t| t.bytes == 0 && t.packets.is_empty() && t.reserved == 0)
+    );
+    assert_eq!(m.state().clients[&paris.id].source_stored_bytes, 0);
+}
+
+#[test]
+fn sequences_are_sealed_to_their_source_only() {
+    let (targets, paris, lyon) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris, &lyon]);
+    let decision = plan(&mut m, &paris, "docs", &["x", "y"], 10);
+    let snap = commit(&mut m, &paris, &decision, &["x", "y"], 20).snapshot;
+    let mut rng = StdRng::seed_from_u64(3);
+    let sealed = m.fetch_sequence(paris.id, snap, &mut rng).unwrap();
+    let plain = open_as_recipient(&paris.secret, snap.as_bytes(), &sealed).unwrap();
+    let sequence = Sequence::from_bytes(&plain).unwrap();
+    assert_eq!(sequence.snapshot, snap);
+    assert_eq!(sequence.stripes.len(), 2);
+    assert_eq!(sequence.stripes[0].data_id, chunk("x").data_id);
+    for (stripe, planned) in sequence.stripes.iter().zip(&decision.uploads) {
+        let targets: Vec<NodeId> = stripe.packets.iter().map(|e| e.targets[0]).collect();
+        let want: Vec<NodeId> = planned.packets.iter().map(|p| p.target).collect();
+        assert_eq!(targets, want);
+    }
+    assert!(open_as_recipient(&lyon.secret, snap.as_bytes(), &sealed).is_err());
+    assert!(matches!(
+        m.fetch_sequence(lyon.id, snap, &mut rng),
+        Err(ManagerError::NotYours { .. })
+    ));
+    assert_eq!(m.list_snapshots(&paris.id, Some("docs")).len(), 1);
+    assert!(m.list_snapshots(&lyon.id, None).is_empty());
+}
+
+#[test]
+fn commit_needs_every_receipt_and_is_idempotent() {
+    let (targets, paris, _) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris]);
+    let decision = plan(&mut m, &paris, "docs", &["a", "b"], 10);
+    let mut stored: Vec<StoredPacket> = decision
+        .uploads
+        .iter()
+        .flat_map(|c| c.packets.clone())
+        .collect();
+    let last = stored.pop().unwrap();
+    let mut rng = StdRng::seed_from_u64(1);
+    let request = |stored: Vec<StoredPacket>| CommitRequest {
+        pending_id: decision.pending_id,
+        source: paris.id,
+        stored,
+        manifest: DataId([1; 32]),
+        chunks: vec![chunk("a").data_id, chunk("b").data_id],
+        bytes: 10,
+    };
+    assert!(matches!(
+        m.commit_backup(request(stored.clone()), 20, &mut rng),
+        Err(ManagerError::MissingUploads { missing: 1, .. })
+    ));
+    stored.push(last);
+    let first = m
+        .commit_backup(request(stored.clone()), 20, &mut rng)
+        .unwrap();
+    let again = m.commit_backup(request(stored), 21, &mut rng).unwrap();
+    assert_eq!(first.snapshot, again.snapshot);
+    assert_eq!(m.state().snapshots.len(), 1);
+}
+
+#[test]
+fn quotas_refuse_backups_larger_than_the_subscription() {
+    let (targets, _, _) = grid();
+    // A source donating 4 MiB may store 4 MiB (stored bytes, redundancy included).
+    let small = test_node(3, 48.85, 2.35, 4 * PACKET);
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&small]);
+    let mut rng = StdRng::seed_from_u64(1);
+    let request = |chunks: &[&str]| PlanRequest {
+        source: small.id,
+        set: "big".into(),
+        location: small.profile.location,
+        params: params(),
+        chunks: chunks.iter().map(|c| chunk(c)).collect(),
+    };
+    // One chunk = 3 packets = 3 MiB fits; two chunks = 6 MiB does not.
+    let err = m
+        .plan_backup(request(&["a", "b"]), 10, &mut rng)
+        .unwrap_err();
+    match err {
+        ManagerError::Apply(ApplyError::Quota(QuotaError::SourceQuota {
+            used,
+            extra,
+            limit,
+            ..
+        })) => {
+            assert_eq!((used, extra, limit), (0, 6 * PACKET, 4 * PACKET));
+        }
+        other => panic!("expected a quota refusal, got {other}"),
+    }
+    assert!(
+        m.state().pending.is_empty(),
+        "a refused plan leaves no trace"
+    );
+    assert!(m.plan_backup(request(&["a"]), 10, &mut rng).is_ok());
+    // The pending backup counts against the quota too.
+    assert!(m.plan_backup(request(&["c"]), 11, &mut rng).is_err());
+}
+
+#[test]
+fn targets_never_get_more_than_they_donate() {
+    let (_, paris, _) = grid();
+    // Three tiny targets, each with room for exactly two packets.
+    let targets: Vec<TestNode> = [(40.4, -3.7), (52.5, 13.4), (41.9, 12.5)]
+        .iter()
+        .enumerate()
+        .map(|(i, (lat, lon))| test_node(50 + i as u8, *lat, *lon, 2 * PACKET))
+        .collect();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris]);
+    let mut rng = StdRng::seed_from_u64(2);
+    let decision = plan(&mut m, &paris, "a", &["one", "two"], 10);
+    assert_eq!(decision.uploads.len(), 2);
+    let err = m
+        .plan_backup(
+            PlanRequest {
+                source: paris.id,
+                set: "b".into(),
+                location: paris.profile.location,
+                params: params(),
+                chunks: vec![chunk("three")],
+            },
+            11,
+            &mut rng,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ManagerError::Placement(_)), "{err}");
+    assert!(err.to_string().contains("cannot place"), "{err}");
+}
+
+#[test]
+fn closed_grid_admits_only_token_holders() {
+    let (targets, paris, _) = grid();
+    let mut m = manager(ManagerConfig::default());
+    let manager_id = m.node_id();
+    m.set_grid_mode(GridMode::Closed {
+        token_issuers: vec![manager_id],
+    })
+    .unwrap();
+    let err = m.join(targets[0].profile.clone(), None, 1).unwrap_err();
+    assert!(matches!(
+        err,
+        ManagerError::Apply(ApplyError::Quota(QuotaError::TokenRequired(_)))
+    ));
+    let plan = Subscription {
+        plan: "gold".into(),
+        source_storage: Some(100 * GIB),
+        ..Subscription::default_plan()
+    };
+    let token = JoinToken::issue(&key(200), paris.id, plan.clone(), 100);
+    assert!(
+        m.join(targets[0].profile.clone(), Some(token.clone()), 1)
+            .is_err()
+    );
+    m.join(paris.profile.clone(), Some(token), 1).unwrap();
+    assert_eq!(m.state().clients[&paris.id].subscription, plan);
+    // A member can update its profile without presenting the token again.
+    m.join(paris.profile.clone(), None, 5).unwrap();
+}
+
+#[test]
+fn state_survives_reopen_and_the_command_log_replays_to_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manager.redb");
+    let (targets, paris, lyon) = grid();
+    let (snap, before) = {
+        let mut m =
+            Manager::open(&path, key(200), GroupKey([7; 32]), ManagerConfig::default()).unwrap();
+        join_all(&mut m, &targets, &[&paris, &lyon]);
+        let d = plan(&mut m, &paris, "docs", &["a", "b", "c"], 10);
+        let snap = commit(&mut m, &paris, &d, &["a", "b", "c"], 20).snapshot;
+        let d2 = plan(&mut m, &lyon, "docs", &["a", "z"], 30);
+        let snap2 = commit(&mut m, &lyon, &d2, &["a", "z"], 40).snapshot;
+        m.forget(lyon.id, snap2, 45).unwrap();
+        let _pending = plan(&mut m, &paris, "later", &["p"], 50);
+        m.record_restore(
+            paris.id,
+            snap,
+            RestoreOutcome::Succeeded { bytes: 1000 },
+            60,
+        )
+        .unwrap();
+        m.set_online(targets[0].id, false, 70).unwrap();
+        (snap, m.state().clone())
+    };
+    let m = Manager::open(&path, key(200), GroupKey([7; 32]), ManagerConfig::default()).unwrap();
+    assert_eq!(m.state(), &before);
+    assert_eq!(m.state().log.len(), before.log.len());
+    assert_eq!(m.list_snapshots(&paris.id, None).len(), 1);
+    assert_eq!(m.state().assemblies.len(), 1);
+    assert_eq!(m.state().pending.len(), 1);
+    assert!(!m.view().get(&targets[0].id).unwrap().online);
+    let mut rng = StdRng::seed_from_u64(9);
+    let sealed = m.fetch_sequence(paris.id, snap, &mut rng).unwrap();
+    assert!(open_as_recipient(&paris.secret, snap.as_bytes(), &sealed).is_ok());
+    drop(m);
+
+    // A fresh replica applying the persisted command log reaches the same state.
+    let (store, _) = Store::open(&path).unwrap();
+    let commands = store.commands_since(1).unwrap();
+    assert_eq!(commands.len() as u64, store.applied());
+    let mut replica = ManagerState::default();
+    for c in &commands {
+        let bytes = c.to_bytes();
+        let decoded = strew_coordinator::Command::from_bytes(&bytes).unwrap();
+        replica.apply(&decoded).unwrap();
+    }
+    assert_eq!(replica, before);
+}
+
+#[test]
+fn expired_plans_release_their_reservations() {
+    let (targets, paris, _) = grid();
+    let config = ManagerConfig {
+        pending_ttl: 100,
+        ..ManagerConfig::default()
+    };
+    let mut m = manager(config);
+    join_all(&mut m, &targets, &[&paris]);
+    let decision = plan(&mut m, &paris, "docs", &["a"], 10);
+    assert!(m.state().targets.values().any(|t| t.reserved > 0));
+    assert!(m.expire_pending(50).unwrap().is_empty());
+    let tickets = m.expire_pending(200).unwrap();
+    assert_eq!(tickets.len(), 3);
+    assert!(m.state().pending.is_empty());
+    assert!(m.state().targets.values().all(|t| t.reserved == 0));
+    let mut rng = StdRng::seed_from_u64(1);
+    let late = m.commit_backup(
+        CommitRequest {
+            pending_id: decision.pending_id,
+            source: paris.id,
+            stored: vec![],
+            manifest: DataId([0; 32]),
+            chunks: vec![],
+            bytes: 0,
+        },
+        300,
+        &mut rng,
+    );
+    assert!(matches!(
+        late,
+        Err(ManagerError::Apply(ApplyError::UnknownPending(_)))
+    ));
+}

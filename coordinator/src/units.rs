@@ -41,7 +41,9 @@ pub enum UnitError {
     RangeInverted(String),
     #[error("{0:?} is not a duration: use a number with s, m, h, d or w, e.g. 90s, 15m, 24h, 2w")]
     BadDuration(String),
-    #[error("{0:?} is not a redundancy: use erasure:K+M (e.g. erasure:4+2) or replicas:N (e.g. replicas:3)")]
+    #[error(
+        "{0:?} is not a redundancy: use erasure:K+M (e.g. erasure:4+2) or replicas:N (e.g. replicas:3)"
+    )]
     BadRedundancy(String),
     #[error(
         "redundancy {0:?} is out of range: erasure needs K >= 1, M >= 1 and K+M <= 255; replicas needs 1 <= N <= 255"
@@ -49,7 +51,9 @@ pub enum UnitError {
     RedundancyOutOfRange(String),
     #[error("{0:?} is not a location: use LAT,LON in degrees, e.g. 48.85,2.35")]
     BadLocation(String),
-    #[error("location ({lat}, {lon}) is out of range: latitude must be in [-90, 90], longitude in [-180, 180]")]
+    #[error(
+        "location ({lat}, {lon}) is out of range: latitude must be in [-90, 90], longitude in [-180, 180]"
+    )]
     LocationOutOfRange { lat: f64, lon: f64 },
 }
 
@@ -551,7 +555,10 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("365d"), Ok(Duration::from_secs(365 * 86_400)));
+        assert_eq!(
+            parse_duration("365d"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
         assert!(matches!(parse_duration("2y"), Err(UnitError::BadDuration(t)) if t == "2y"));
         assert!(parse_duration("1.5h").is_err());

@@ -36,6 +36,12 @@ pub enum RestoreError {
     Manifest(#[from] ManifestError),
     #[error("the manifest decodes to {actual}, not to the snapshot id {expected}")]
     ManifestMismatch { expected: DataId, actual: DataId },
+    #[error("chunk {data_id} decodes to {actual} bytes, but the snapshot needs {expected}")]
+    ChunkLength {
+        data_id: DataId,
+        expected: u64,
+        actual: u64,
+    },
     #[error("the sequence has no stripe for chunk {0}, which the manifest needs")]
     MissingStripe(DataId),
     #[error(
@@ -218,6 +224,23 @@ pub fn restore(
         pool.install(|| {
             group.par_iter().try_for_each(|stripe| {
                 let (chunk, n) = codec.decode(stripe, source)?;
+                if chunk.len() != stripe.plain_len as usize && stripe.plain_len != 0 {
+                    return Err(RestoreError::ChunkLength {
+                        data_id: stripe.data_id,
+                        expected: u64::from(stripe.plain_len),
+                        actual: chunk.len() as u64,
+                    });
+                }
+                let needed = writes
+                    .get(&stripe.data_id)
+                    .map_or(0, |v| v.iter().map(|w| u64::from(w.2) + u64::from(w.3)).max().unwrap_or(0));
+                if needed > chunk.len() as u64 {
+                    return Err(RestoreError::ChunkLength {
+                        data_id: stripe.data_id,
+                        expected: needed,
+                        actual: chunk.len() as u64,
+                    });
+                }
                 let mut targets = writes.get(&stripe.data_id).map_or(&[][..], |v| v).iter().peekable();
                 while let Some(&(file, at, off, len)) = targets.next() {
                     let path = &paths[file];

@@ -71,7 +71,7 @@ pub struct FileConfig {
 #[derive(Args, Debug, Clone, Default)]
 pub struct NodeFlags {
     /// Declared location of this node, `LAT,LON` in degrees.
-    #[arg(long, env = "STREW_LOCATION", value_name = "LAT,LON")]
+    #[arg(long, env = "STREW_LOCATION", value_name = "LAT,LON", allow_hyphen_values = true)]
     pub location: Option<GeoPoint>,
     /// Storage this node donates to the grid (`20GiB`, `500MB`).
     #[arg(long, env = "STREW_STORAGE", value_name = "SIZE", value_parser = parse_size)]

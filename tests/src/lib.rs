@@ -1,1 +1,375 @@
-//! placeholder while the workspace is bootstrapped
+//! The process harness for strew's integration tests: finds (or builds) the
+//! `strew` binary, starts nodes on 127.0.0.1 in temporary data dirs, talks to
+//! them through the CLI, and waits for conditions with deadlines.
+//!
+//! A [`Node`] kills its process and removes its data dir when dropped, so a
+//! failing test leaves nothing behind. This crate must not know strew's
+//! internals: it only runs the binary, like a user or a script would.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+/// The workspace root (parent of this crate's manifest dir).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// The `target/<profile>` directory the running test executable lives in.
+fn target_profile_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/debug/deps/<test-binary>
+    let deps = exe.parent()?;
+    let dir = if deps.file_name()? == "deps" {
+        deps.parent()?
+    } else {
+        deps
+    };
+    Some(dir.to_path_buf())
+}
+
+/// Path of the `strew` binary, built once per test process (a no-op when it
+/// is up to date). Integration tests cannot use `CARGO_BIN_EXE_strew` because
+/// the binary belongs to another package.
+pub fn strew_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "strew-node", "--bin", "strew"])
+            .current_dir(workspace_root())
+            .status()
+            .map_err(|e| format!("cannot run cargo to build strew: {e}"))?;
+        if !status.success() {
+            return Err(format!("building strew failed: {status}"));
+        }
+        let bin = target_profile_dir()
+            .map(|d| d.join("strew"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| workspace_root().join("target/debug/strew"));
+        if bin.exists() {
+            Ok(bin)
+        } else {
+            Err(format!("strew binary not found at {}", bin.display()))
+        }
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+/// A city from `data/cities.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct City {
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+impl City {
+    /// `LAT,LON` for `--location`.
+    pub fn location(&self) -> String {
+        format!("{},{}", self.lat, self.lon)
+    }
+}
+
+/// The first `n` cities of `data/cities.csv` (largest first), distinct names.
+pub fn cities(n: usize) -> Result<Vec<City>> {
+    let path = workspace_root().join("data/cities.csv");
+    let file = fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    let mut out: Vec<City> = Vec::new();
+    for line in BufReader::new(file).lines().skip(1) {
+        let line = line?;
+        // geonameid,name,country,latitude,longitude,population
+        let cols: Vec<&str> = line.split(',').collect();
+        if cols.len() < 6 {
+            continue;
+        }
+        let (Ok(lat), Ok(lon)) = (cols[3].parse::<f64>(), cols[4].parse::<f64>()) else {
+            continue;
+        };
+        if out.iter().any(|c| c.name == cols[1]) {
+            continue;
+        }
+        out.push(City {
+            name: cols[1].to_string(),
+            lat,
+            lon,
+        });
+        if out.len() == n {
+            return Ok(out);
+        }
+    }
+    bail!("only {} cities in {}", out.len(), path.display())
+}
+
+/// Polls `check` every 200 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How a node is started.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub location: String,
+    pub bootstrap: Vec<String>,
+    pub announce_interval: String,
+    pub peer_ttl: String,
+    pub storage: String,
+    pub extra: Vec<String>,
+}
+
+impl NodeOptions {
+    /// Fast gossip timing for tests: announce every second, expire after 4 s.
+    pub fn at(location: impl Into<String>) -> Self {
+        NodeOptions {
+            location: location.into(),
+            bootstrap: Vec::new(),
+            announce_interval: "1s".into(),
+            peer_ttl: "4s".into(),
+            storage: "64MiB".into(),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn bootstrap(mut self, addr: impl Into<String>) -> Self {
+        self.bootstrap.push(addr.into());
+        self
+    }
+}
+
+/// A running `strew run` process with its own temporary data dir.
+pub struct Node {
+    dir: tempfile::TempDir,
+    options: NodeOptions,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Starts a node and waits until its control endpoint answers.
+    pub fn start(options: NodeOptions) -> Result<Node> {
+        let dir = tempfile::Builder::new().prefix("strew-node-").tempdir()?;
+        let mut node = Node {
+            dir,
+            options,
+            child: None,
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut cmd = Command::new(strew_bin()?);
+        cmd.arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--log", "info,libp2p_kad=error"])
+            .arg("run")
+            .arg(format!("--location={}", self.options.location))
+            .args(["--storage", &self.options.storage])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+            .args(["--announce-interval", &self.options.announce_interval])
+            .args(["--peer-ttl", &self.options.peer_ttl]);
+        for b in &self.options.bootstrap {
+            cmd.args(["--bootstrap", b]);
+        }
+        cmd.args(&self.options.extra)
+            .env_remove("STREW_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        self.child = Some(cmd.spawn().context("spawn strew run")?);
+        wait_for("the control endpoint", Duration::from_secs(30), || {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Some(Err(anyhow!(
+                    "strew run exited early ({status}); log:\n{}",
+                    self.log()
+                )));
+            }
+            self.status().ok().map(Ok)
+        })??;
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("node.log")
+    }
+
+    /// Everything the node logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Runs a `strew` client command against this node.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        Command::new(strew_bin()?)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .env_remove("STREW_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .context("run strew")
+    }
+
+    fn cli_json(&self, args: &[&str]) -> Result<Value> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!(
+                "strew {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).context("parse JSON output")
+    }
+
+    /// `strew status --json`.
+    pub fn status(&self) -> Result<Value> {
+        self.cli_json(&["status", "--json"])
+    }
+
+    /// `strew peers --json`.
+    pub fn peers(&self) -> Result<Vec<Value>> {
+        match self.cli_json(&["peers", "--json"])? {
+            Value::Array(list) => Ok(list),
+            other => bail!("peers --json is not a list: {other}"),
+        }
+    }
+
+    /// Node ids in this node's grid view.
+    pub fn peer_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .peers()?
+            .iter()
+            .filter_map(|p| p["node_id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    pub fn node_id(&self) -> Result<String> {
+        self.status()?["node_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("status has no node_id"))
+    }
+
+    /// The first listen address with the given transport (`tcp`, `quic-v1`), ending in `/p2p/<id>`.
+    pub fn listen_addr(&self, transport: &str) -> Result<String> {
+        let status = self.status()?;
+        status["listen_addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|a| a.contains(&format!("/{transport}/")) || a.contains(&format!("/{transport}")))
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no {transport} listen address in {status}"))
+    }
+
+    /// The TCP bootstrap address of this node.
+    pub fn bootstrap_addr(&self) -> Result<String> {
+        self.listen_addr("tcp")
+    }
+
+    /// Kills the process (SIGKILL) and waits for it; the data dir stays.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(false);
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the process again on the same data dir (same identity).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `strew` with `args` in a fresh temporary data dir and returns its output
+/// (for commands expected to fail fast, e.g. bad flags). Kills it after `timeout`.
+pub fn run_strew_once(args: &[&str], timeout: Duration) -> Result<(Option<i32>, String)> {
+    let dir = tempfile::Builder::new().prefix("strew-once-").tempdir()?;
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(strew_bin()?)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env_remove("STREW_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(&log)?))
+        .spawn()?;
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Some(status) = child.try_wait()? {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok((code, fs::read_to_string(&log).unwrap_or_default()))
+}

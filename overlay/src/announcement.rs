@@ -196,8 +196,7 @@ impl Announcement {
         if !self.load.is_finite() || !(0.0..=1.0).contains(&self.load) {
             return bad("load", format!("{} is not in 0..=1", self.load));
         }
-        if !(limits.min_valid_for_secs..=limits.max_valid_for_secs).contains(&self.valid_for_secs)
-        {
+        if !(limits.min_valid_for_secs..=limits.max_valid_for_secs).contains(&self.valid_for_secs) {
             return bad(
                 "valid_for_secs",
                 format!(
@@ -209,7 +208,10 @@ impl Announcement {
         if self.listen_addrs.len() > MAX_LISTEN_ADDRS {
             return bad(
                 "listen_addrs",
-                format!("{} addresses (max {MAX_LISTEN_ADDRS})", self.listen_addrs.len()),
+                format!(
+                    "{} addresses (max {MAX_LISTEN_ADDRS})",
+                    self.listen_addrs.len()
+                ),
             );
         }
         for addr in &self.listen_addrs {
@@ -273,7 +275,8 @@ mod tests {
     fn impossible_values_are_refused() {
         let key = Keypair::generate_ed25519();
         let limits = FreshnessLimits::default();
-        let cases: Vec<Box<dyn Fn(&mut Announcement)>> = vec![
+        type Mutation = Box<dyn Fn(&mut Announcement)>;
+        let cases: Vec<Mutation> = vec![
             Box::new(|a| a.lat = 123.0),
             Box::new(|a| a.lon = -181.0),
             Box::new(|a| a.lat = f64::NAN),

@@ -100,7 +100,9 @@ impl OverlayConfig {
                 "max packet size must be in 1..={MAX_PACKET_BYTES} bytes"
             ));
         }
-        if self.max_streams_per_peer == 0 || self.max_inflight_per_peer == 0 || self.max_inflight_total == 0
+        if self.max_streams_per_peer == 0
+            || self.max_inflight_per_peer == 0
+            || self.max_inflight_total == 0
         {
             return bad("concurrency limits must be at least 1".into());
         }
@@ -149,7 +151,12 @@ mod tests {
         assert!(cfg().validate().is_ok());
         let mut c = cfg();
         c.profile.lat = 123.0;
-        assert!(c.validate().unwrap_err().to_string().contains("latitude 123"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("latitude 123")
+        );
         let mut c = cfg();
         c.peer_ttl = Duration::from_secs(1);
         assert!(c.validate().is_err());

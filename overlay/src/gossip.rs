@@ -16,7 +16,9 @@ use libp2p::gossipsub::{
 };
 use strew_coordinator::NodeId;
 
-use crate::announcement::{ANNOUNCEMENT_MAX_BYTES, Announcement, AnnouncementError, FreshnessLimits};
+use crate::announcement::{
+    ANNOUNCEMENT_MAX_BYTES, Announcement, AnnouncementError, FreshnessLimits,
+};
 
 /// The gossipsub topic carrying announcements.
 pub const ANNOUNCE_TOPIC: &str = "/strew/announce/1";
@@ -62,9 +64,10 @@ pub fn score_params() -> (PeerScoreParams, PeerScoreThresholds) {
     let mut params = PeerScoreParams::default();
     params.topics.insert(topic_hash(), topic);
     // Loopback and LAN test grids put every node on one address: don't punish that.
-    params
-        .ip_colocation_factor_whitelist
-        .extend([IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+    params.ip_colocation_factor_whitelist.extend([
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ]);
     let thresholds = PeerScoreThresholds {
         gossip_threshold: -20.0,
         publish_threshold: -40.0,
@@ -216,12 +219,25 @@ mod tests {
     fn gate_accepts_new_ignores_replays_and_floods() {
         let key = Keypair::generate_ed25519();
         let node = peer::node_id_of_key(&key.public());
-        let mut gate = AnnouncementGate::new(FreshnessLimits::default(), 2, Duration::from_secs(60));
-        assert!(matches!(gate.judge(node, &signed(&key, NOW), NOW), Verdict::Accept(_)));
-        assert!(matches!(gate.judge(node, &signed(&key, NOW), NOW), Verdict::Ignore(_)));
-        assert!(matches!(gate.judge(node, &signed(&key, NOW + 1), NOW), Verdict::Accept(_)));
+        let mut gate =
+            AnnouncementGate::new(FreshnessLimits::default(), 2, Duration::from_secs(60));
+        assert!(matches!(
+            gate.judge(node, &signed(&key, NOW), NOW),
+            Verdict::Accept(_)
+        ));
+        assert!(matches!(
+            gate.judge(node, &signed(&key, NOW), NOW),
+            Verdict::Ignore(_)
+        ));
+        assert!(matches!(
+            gate.judge(node, &signed(&key, NOW + 1), NOW),
+            Verdict::Accept(_)
+        ));
         // Burst of 2 used up: the third within a minute is dropped...
-        assert!(matches!(gate.judge(node, &signed(&key, NOW + 2), NOW + 10), Verdict::Ignore(_)));
+        assert!(matches!(
+            gate.judge(node, &signed(&key, NOW + 2), NOW + 10),
+            Verdict::Ignore(_)
+        ));
         // ...and a minute later one more is allowed.
         assert!(matches!(
             gate.judge(node, &signed(&key, NOW + 3), NOW + 60_010),
@@ -233,18 +249,23 @@ mod tests {
     fn gate_rejects_author_mismatch_and_garbage() {
         let key = Keypair::generate_ed25519();
         let other = peer::node_id_of_key(&Keypair::generate_ed25519().public());
-        let mut gate = AnnouncementGate::new(FreshnessLimits::default(), 2, Duration::from_secs(60));
+        let mut gate =
+            AnnouncementGate::new(FreshnessLimits::default(), 2, Duration::from_secs(60));
         let v = gate.judge(other, &signed(&key, NOW), NOW);
         assert!(matches!(v, Verdict::Reject(_)));
         assert_eq!(v.acceptance(), MessageAcceptance::Reject);
-        assert!(matches!(gate.judge(other, b"\x00\x01garbage", NOW), Verdict::Reject(_)));
+        assert!(matches!(
+            gate.judge(other, b"\x00\x01garbage", NOW),
+            Verdict::Reject(_)
+        ));
     }
 
     #[test]
     fn gate_forgets_expired_nodes() {
         let key = Keypair::generate_ed25519();
         let node = peer::node_id_of_key(&key.public());
-        let mut gate = AnnouncementGate::new(FreshnessLimits::default(), 2, Duration::from_secs(60));
+        let mut gate =
+            AnnouncementGate::new(FreshnessLimits::default(), 2, Duration::from_secs(60));
         let _ = gate.judge(node, &signed(&key, NOW), NOW);
         assert_eq!(gate.len(), 1);
         gate.expire(NOW + 600_001);

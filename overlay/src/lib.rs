@@ -27,9 +27,7 @@ pub use bandwidth::BandwidthLimiter;
 pub use config::{LocalProfile, OverlayConfig};
 pub use error::OverlayError;
 pub use metrics::OverlayMetrics;
-pub use packet::{
-    MAX_PACKET_BYTES, MemoryStorage, PacketStorage, Receipt, Refusal, StorageError,
-};
+pub use packet::{MAX_PACKET_BYTES, MemoryStorage, PacketStorage, Receipt, Refusal, StorageError};
 pub use runtime::{OverlayHandle, PeerInfo, now_ms, start};
 
 /// libp2p as this crate uses it (the node reaches keys and multiaddrs through here).

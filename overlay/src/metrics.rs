@@ -50,8 +50,16 @@ impl OverlayMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = OverlayMetrics::default();
         let r = registry.sub_registry_with_prefix("strew");
-        r.register("grid_peers", "Nodes in this node's grid view, itself excluded", m.grid_peers.clone());
-        r.register("connected_peers", "Open libp2p connections' distinct peers", m.connected_peers.clone());
+        r.register(
+            "grid_peers",
+            "Nodes in this node's grid view, itself excluded",
+            m.grid_peers.clone(),
+        );
+        r.register(
+            "connected_peers",
+            "Open libp2p connections' distinct peers",
+            m.connected_peers.clone(),
+        );
         r.register(
             "announcements",
             "Received announcements by validation result (accepted, ignored, rejected)",
@@ -62,14 +70,26 @@ impl OverlayMetrics {
             "Announcements this node published",
             m.announcements_published.clone(),
         );
-        r.register("packets", "Packet requests by direction, operation and result", m.packets.clone());
+        r.register(
+            "packets",
+            "Packet requests by direction, operation and result",
+            m.packets.clone(),
+        );
         r.register(
             "packet_bytes",
             "Packet body bytes moved (in = received, out = sent)",
             m.packet_bytes.clone(),
         );
-        r.register("store_capacity_bytes", "Storage this node donates", m.store_capacity_bytes.clone());
-        r.register("store_free_bytes", "Free donated storage", m.store_free_bytes.clone());
+        r.register(
+            "store_capacity_bytes",
+            "Storage this node donates",
+            m.store_capacity_bytes.clone(),
+        );
+        r.register(
+            "store_free_bytes",
+            "Free donated storage",
+            m.store_free_bytes.clone(),
+        );
         r.register(
             "inflight_requests",
             "Inbound packet requests being served",
@@ -79,7 +99,9 @@ impl OverlayMetrics {
     }
 
     pub fn announcement(&self, result: &'static str) {
-        self.announcements.get_or_create(&ResultLabel { result }).inc();
+        self.announcements
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub fn packet(&self, direction: &'static str, op: &'static str, result: &'static str) {
@@ -112,7 +134,13 @@ mod tests {
         m.bytes("in", 42);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains("strew_announcements_total{result=\"accepted\"} 1"), "{text}");
-        assert!(text.contains("strew_packet_bytes_total{direction=\"in\"} 42"), "{text}");
+        assert!(
+            text.contains("strew_announcements_total{result=\"accepted\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("strew_packet_bytes_total{direction=\"in\"} 42"),
+            "{text}"
+        );
     }
 }

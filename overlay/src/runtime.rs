@@ -164,7 +164,10 @@ impl OverlayHandle {
     }
 
     /// Runs `f` on the coordinator's grid view (this node included once it announced).
-    pub fn with_grid_view<R>(&self, f: impl FnOnce(&strew_coordinator::GridView) -> R) -> Option<R> {
+    pub fn with_grid_view<R>(
+        &self,
+        f: impl FnOnce(&strew_coordinator::GridView) -> R,
+    ) -> Option<R> {
         self.shared.grid.read().ok().map(|g| f(g.view()))
     }
 
@@ -223,7 +226,9 @@ impl OverlayHandle {
             .clone()
     }
 
-    async fn request(
+    /// Sends one raw packet-protocol request and returns the raw answer (no
+    /// receipt or hash checks; [`put_packet`](Self::put_packet) and friends add them).
+    pub async fn request(
         &self,
         target: NodeId,
         request: PacketRequest,
@@ -531,7 +536,13 @@ fn build_swarm(
     Ok(swarm)
 }
 
-type Done = (PeerId, ResponseChannel<PacketResponse>, PacketResponse, &'static str, usize);
+type Done = (
+    PeerId,
+    ResponseChannel<PacketResponse>,
+    PacketResponse,
+    &'static str,
+    usize,
+);
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -615,7 +626,11 @@ impl EventLoop {
                 request,
                 reply,
             } => {
-                let id = self.swarm.behaviour_mut().packets.send_request(&target, request);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .packets
+                    .send_request(&target, request);
                 self.pending.insert(id, reply);
             }
             Command::Dial(addr) => {
@@ -756,13 +771,11 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.shared.connected.fetch_sub(1, Ordering::Relaxed);
-                    self.synced_with.remove(&peer_id);
-                }
+                self.shared.connected.fetch_sub(1, Ordering::Relaxed);
+                self.synced_with.remove(&peer_id);
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -772,8 +785,8 @@ impl EventLoop {
                 warn!(from = %send_back_addr, %error, "rejected incoming connection");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                let is_bootstrap = peer_id.is_some_and(|p| self.bootstrap_peers.contains(&p))
-                    || peer_id.is_none();
+                let is_bootstrap =
+                    peer_id.is_some_and(|p| self.bootstrap_peers.contains(&p)) || peer_id.is_none();
                 if is_bootstrap {
                     warn!(
                         peer = ?peer_id,

@@ -58,7 +58,10 @@ pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse, cbor::CborError> {
 }
 
 /// Reads up to `limit` bytes (the whole stream), erroring past the limit.
-async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T, limit: usize) -> io::Result<Vec<u8>> {
+async fn read_limited<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    limit: usize,
+) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
     if buf.len() > limit {
@@ -91,11 +94,7 @@ impl request_response::Codec for SyncCodec {
         decode_request(&buf).map_err(invalid)
     }
 
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<SyncResponse>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
     where
         T: AsyncRead + Unpin + Send,
     {

@@ -150,7 +150,8 @@ impl request_response::Codec for PacketCodec {
         T: AsyncWrite + Unpin + Send,
     {
         let (header, body) = wire::split_request(req);
-        self.write_frame(io, &crate::cbor::encode(&header), &body).await
+        self.write_frame(io, &crate::cbor::encode(&header), &body)
+            .await
     }
 
     async fn write_response<T>(
@@ -163,7 +164,8 @@ impl request_response::Codec for PacketCodec {
         T: AsyncWrite + Unpin + Send,
     {
         let (header, body) = wire::split_response(res);
-        self.write_frame(io, &crate::cbor::encode(&header), &body).await
+        self.write_frame(io, &crate::cbor::encode(&header), &body)
+            .await
     }
 }
 
@@ -233,7 +235,10 @@ mod tests {
             },
         ];
         for req in reqs {
-            assert_eq!(decode_request_frame(&encode_request(req.clone())).unwrap(), req);
+            assert_eq!(
+                decode_request_frame(&encode_request(req.clone())).unwrap(),
+                req
+            );
         }
         let receipt = Receipt::sign(&Keypair::generate_ed25519(), id, 5, 1).unwrap();
         let resps = vec![
@@ -244,7 +249,10 @@ mod tests {
             PacketResponse::Refused(Refusal::Full { needed: 5, free: 1 }),
         ];
         for res in resps {
-            assert_eq!(decode_response_frame(&encode_response(res.clone())).unwrap(), res);
+            assert_eq!(
+                decode_response_frame(&encode_response(res.clone())).unwrap(),
+                res
+            );
         }
     }
 

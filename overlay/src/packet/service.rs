@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
 use libp2p::identity::Keypair;
-use strew_coordinator::{NodeId, PacketId};
+use strew_coordinator::{NodeId, PacketId, TicketKind};
 
 use crate::packet::receipt::Receipt;
 use crate::packet::storage::{PacketStorage, StorageError};
@@ -81,7 +81,9 @@ impl PacketService {
                 Err(err) => PacketResponse::Refused(refusal_of(err)),
             },
             PacketRequest::Delete { packet_id, ticket } => {
-                if let Err(refusal) = self.authorise(&ticket, &packet_id, now_ms) {
+                if let Err(refusal) =
+                    self.authorise(&ticket, TicketKind::Delete, &packet_id, now_ms)
+                {
                     return PacketResponse::Refused(refusal);
                 }
                 match self.storage.delete(&packet_id) {
@@ -93,11 +95,17 @@ impl PacketService {
     }
 
     /// Checks the ticket names `packet_id` for this node; returns the ticketed size.
-    fn authorise(&self, ticket: &[u8], packet_id: &PacketId, now_ms: u64) -> Result<u64, Refusal> {
+    fn authorise(
+        &self,
+        ticket: &[u8],
+        kind: TicketKind,
+        packet_id: &PacketId,
+        now_ms: u64,
+    ) -> Result<u64, Refusal> {
         if ticket.is_empty() {
             return Err(Refusal::NoTicket);
         }
-        ticket::check(ticket, &self.managers(), &self.me, now_ms, packet_id)
+        ticket::check(ticket, kind, &self.managers(), &self.me, now_ms, packet_id)
     }
 
     fn put(
@@ -114,7 +122,7 @@ impl PacketService {
                 limit: self.max_packet,
             });
         }
-        let ticketed = self.authorise(ticket, &packet_id, now_ms)?;
+        let ticketed = self.authorise(ticket, TicketKind::Store, &packet_id, now_ms)?;
         if ticketed != size {
             return Err(Refusal::SizeMismatch {
                 declared: size,

@@ -1,0 +1,223 @@
+//! Packet exchange between two in-process overlays over TCP on 127.0.0.1:
+//! stored and fetched back identical with a valid ticket; refused without one,
+//! with a wrong PacketId, over the size limit, when the target is full; deleted
+//! only under a delete ticket.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{addr_of, config, start, wait_for};
+use strew_coordinator::{NodeId, PacketId, StorageTicket, TicketEntry, TicketKind};
+use strew_overlay::libp2p::identity::Keypair;
+use strew_overlay::packet::{PacketRequest, PacketResponse, ticket};
+use strew_overlay::{MAX_PACKET_BYTES, OverlayError, Refusal, peer};
+
+const NOW_SLACK_MS: u64 = 60_000;
+
+fn issue(manager: &Keypair, kind: TicketKind, target: NodeId, packets: &[&[u8]]) -> Vec<u8> {
+    let entries = packets
+        .iter()
+        .map(|p| TicketEntry {
+            packet_id: PacketId::of(p),
+            size: p.len() as u64,
+        })
+        .collect();
+    let key = ticket::signing_key(manager).unwrap();
+    let t = StorageTicket::issue_kind(
+        &key,
+        kind,
+        target,
+        entries,
+        strew_overlay::now_ms() + NOW_SLACK_MS,
+    );
+    ticket::encode(&t)
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn refusal(err: OverlayError) -> Refusal {
+    match err {
+        OverlayError::Refused { reason, .. } => reason,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
+    let mut target_cfg = config(48.85, 2.35, vec![]);
+    target_cfg.max_packet_bytes = 2 << 20;
+    let target = start(target_cfg, 3 << 20);
+    let bootstrap = addr_of(&target).await;
+    let source = start(config(52.52, 13.40, vec![bootstrap]), 1 << 20);
+    wait_for("a connection", Duration::from_secs(20), || {
+        source.handle.connected_peers() > 0
+    })
+    .await;
+
+    let manager = Keypair::generate_ed25519();
+    let manager_id = peer::node_id_of_key(&manager.public()).unwrap();
+    target
+        .handle
+        .set_trusted_managers(BTreeSet::from([manager_id]));
+    let t = target.handle.node_id();
+    let s = &source.handle;
+
+    // Stored with a valid ticket, receipt signed by the target, fetched back identical.
+    let a = bytes(1_500_000, 1);
+    let receipt = s
+        .put_packet(t, issue(&manager, TicketKind::Store, t, &[&a]), a.clone())
+        .await
+        .unwrap();
+    assert!(receipt.verify());
+    assert_eq!(
+        (receipt.target, receipt.packet_id, receipt.size),
+        (t, PacketId::of(&a), a.len() as u64)
+    );
+    assert_eq!(
+        s.get_packet(t, PacketId::of(&a)).await.unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(
+        s.get_packet(t, PacketId::of(b"absent")).await.unwrap(),
+        None
+    );
+
+    // No ticket.
+    let b = bytes(1000, 2);
+    assert_eq!(
+        refusal(s.put_packet(t, vec![], b.clone()).await.unwrap_err()),
+        Refusal::NoTicket
+    );
+    // A ticket from someone who is not the manager.
+    let forger = Keypair::generate_ed25519();
+    let r = refusal(
+        s.put_packet(t, issue(&forger, TicketKind::Store, t, &[&b]), b.clone())
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(r, Refusal::BadTicket(_)), "{r:?}");
+    // A ticket for another target.
+    let r = refusal(
+        s.put_packet(
+            t,
+            issue(&manager, TicketKind::Store, s.node_id(), &[&b]),
+            b.clone(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert!(matches!(r, Refusal::BadTicket(_)), "{r:?}");
+    // A ticket for other bytes.
+    let r = refusal(
+        s.put_packet(
+            t,
+            issue(&manager, TicketKind::Store, t, &[b"zz"]),
+            b.clone(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(r, Refusal::NotInTicket);
+
+    // Wrong PacketId: the ticket and header name `c`, the bytes are `d` (same length).
+    let c = bytes(4096, 3);
+    let d = bytes(4096, 4);
+    let answer = s
+        .request(
+            t,
+            PacketRequest::Put {
+                packet_id: PacketId::of(&c),
+                ticket: issue(&manager, TicketKind::Store, t, &[&c]),
+                bytes: d.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        PacketResponse::Refused(Refusal::WrongPacketId {
+            actual: PacketId::of(&d)
+        })
+    );
+    assert_eq!(
+        s.get_packet(t, PacketId::of(&c)).await.unwrap(),
+        None,
+        "nothing stored"
+    );
+
+    // Over this target's limit (2 MiB) but within the protocol's: a clean refusal.
+    let big = bytes(2_500_000, 5);
+    let r = refusal(
+        s.put_packet(t, issue(&manager, TicketKind::Store, t, &[&big]), big)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(r, Refusal::TooLarge { limit, .. } if limit == 2 << 20),
+        "{r:?}"
+    );
+    // Over the protocol's limit: refused before sending.
+    let huge = vec![0u8; MAX_PACKET_BYTES + 1];
+    assert!(matches!(
+        s.put_packet(t, vec![1], huge).await,
+        Err(OverlayError::TooLarge { .. })
+    ));
+
+    // Target full: 3 MiB donated, 1.5 MB used, 1.8 MB more does not fit.
+    let e = bytes(1_800_000, 6);
+    let r = refusal(
+        s.put_packet(t, issue(&manager, TicketKind::Store, t, &[&e]), e)
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(r, Refusal::Full { .. }), "{r:?}");
+
+    // Delete needs a delete ticket.
+    let id = PacketId::of(&a);
+    let r = refusal(
+        s.delete_packet(t, id, issue(&manager, TicketKind::Store, t, &[&a]))
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(r, Refusal::BadTicket(_)), "{r:?}");
+    assert!(
+        s.delete_packet(t, id, issue(&manager, TicketKind::Delete, t, &[&a]))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.get_packet(t, id).await.unwrap(), None);
+
+    // Eight parallel puts all land (per-peer concurrency limits queue, they do not fail).
+    let packets: Vec<Vec<u8>> = (0..8).map(|i| bytes(200_000, 10 + i)).collect();
+    let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+    let tk = issue(&manager, TicketKind::Store, t, &refs);
+    let puts = packets
+        .iter()
+        .map(|p| s.put_packet(t, tk.clone(), p.clone()));
+    for r in futures::future::join_all(puts).await {
+        r.unwrap();
+    }
+    for p in &packets {
+        assert_eq!(
+            s.get_packet(t, PacketId::of(p)).await.unwrap().as_deref(),
+            Some(p.as_slice())
+        );
+    }
+    let m = target.handle.metrics();
+    assert!(
+        m.packets
+            .get_or_create(&strew_overlay::metrics::PacketLabel {
+                direction: "in",
+                op: "put",
+                result: "ok"
+            })
+            .get()
+            >= 9
+    );
+}

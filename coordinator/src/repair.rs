@@ -39,7 +39,10 @@ pub enum StripeVerdict {
     /// Fewer than `threshold` packets are gone: nothing to do.
     Healthy { gone: usize },
     /// Rebuild the packets in `rebuild` (slot indices) from the packets in `read`.
-    Rebuild { rebuild: Vec<usize>, read: Vec<usize> },
+    Rebuild {
+        rebuild: Vec<usize>,
+        read: Vec<usize>,
+    },
     /// Repair is due but fewer than K packets are reachable now: try again later.
     Waiting { reachable: usize, needed: usize },
     /// Fewer than K packets exist anywhere the manager knows of: the stripe is lost.
@@ -159,7 +162,10 @@ mod tests {
         assert!(!p.is_gone(away, 5_999));
         assert!(p.is_gone(away, 6_000));
         let statuses = [R, R, R, R, R, away];
-        assert_eq!(p.assess(EC, &statuses, 5_500), StripeVerdict::Healthy { gone: 0 });
+        assert_eq!(
+            p.assess(EC, &statuses, 5_500),
+            StripeVerdict::Healthy { gone: 0 }
+        );
         assert_eq!(
             p.assess(EC, &statuses, 6_000),
             StripeVerdict::Rebuild {
@@ -174,7 +180,10 @@ mod tests {
     #[test]
     fn threshold_delays_repair_and_rebuilds_every_gone_packet() {
         let p = policy(2);
-        assert_eq!(p.assess(EC, &[R, R, R, R, R, M], 0), StripeVerdict::Healthy { gone: 1 });
+        assert_eq!(
+            p.assess(EC, &[R, R, R, R, R, M], 0),
+            StripeVerdict::Healthy { gone: 1 }
+        );
         assert_eq!(
             p.assess(EC, &[M, R, R, R, R, M], 0),
             StripeVerdict::Rebuild {

@@ -58,7 +58,8 @@ mod tests {
     #[test]
     fn matches_hand_computed_values() {
         // 4+2, p = 0.1: P[X >= 3] = 1 - (0.9^6 + 6*0.1*0.9^5 + 15*0.01*0.9^4).
-        let expected = 1.0 - (0.9f64.powi(6) + 6.0 * 0.1 * 0.9f64.powi(5) + 15.0 * 0.01 * 0.9f64.powi(4));
+        let expected =
+            1.0 - (0.9f64.powi(6) + 6.0 * 0.1 * 0.9f64.powi(5) + 15.0 * 0.01 * 0.9f64.powi(4));
         assert!((stripe_loss_probability(6, 4, 0.1) - expected).abs() < 1e-12);
         // Three replicas: lost only if all three go.
         assert!((stripe_loss_probability(3, 1, 0.2) - 0.008).abs() < 1e-12);

@@ -162,7 +162,7 @@ impl Distribution {
                 bad("shape and scale must be above zero")
             }
             Distribution::LogNormal { median, sigma }
-                if !finite_pos(median) || !(sigma.is_finite() && sigma >= 0.0) =>
+                if !(finite_pos(median) && sigma.is_finite() && sigma >= 0.0) =>
             {
                 bad("median must be above zero and sigma not negative")
             }

@@ -200,6 +200,8 @@ struct Sim<'a> {
     lost: Vec<bool>,
     source: Vec<u32>,
     pending: BTreeSet<u32>,
+    /// Stripes whose replacement placement was refused: (not before, refusals).
+    backoff: BTreeMap<u32, (u64, u32)>,
     // policy
     repair: RepairPolicy,
     audit_policy: AuditPolicy,
@@ -244,8 +246,13 @@ impl<'a> Sim<'a> {
                     Some(r) => {
                         regional = world
                             .filtered(|c| {
-                                haversine_km(&GeoPoint { lat: c.lat, lon: c.lon }, &r.center)
-                                    <= r.radius_km
+                                haversine_km(
+                                    &GeoPoint {
+                                        lat: c.lat,
+                                        lon: c.lon,
+                                    },
+                                    &r.center,
+                                ) <= r.radius_km
                             })
                             .ok_or(EngineError::EmptyRegion {
                                 lat: r.center.lat,
@@ -324,6 +331,7 @@ impl<'a> Sim<'a> {
             lost: vec![false; objects],
             source: vec![0; objects],
             pending: BTreeSet::new(),
+            backoff: BTreeMap::new(),
             repair: RepairPolicy {
                 grace: sc.repair.grace_ms,
                 threshold: sc.repair.threshold as usize,
@@ -448,7 +456,7 @@ impl<'a> Sim<'a> {
                 };
                 let at = d.sample(&mut self.rng_churn).ceil() as u64;
                 self.schedule(at.max(1), Event::Toggle(i));
-                if !self.online[i as usize] && sc.repair.enabled {
+                if !self.online[i as usize] && sc.repair.enabled && at > self.repair.grace {
                     self.schedule(self.repair.grace, Event::Grace(i, 0));
                 }
             }
@@ -542,7 +550,9 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn go_offline(&mut self, i: u32) {
+    /// Takes a node offline. `back_at` is when churn brings it back (None: never);
+    /// the grace timer is only scheduled if it can expire before then.
+    fn go_offline(&mut self, i: u32, back_at: Option<u64>) {
         let u = i as usize;
         if !self.online[u] {
             return;
@@ -552,9 +562,18 @@ impl<'a> Sim<'a> {
         self.epoch[u] = self.epoch[u].wrapping_add(1);
         self.offline_since[u] = self.now;
         self.mark_dirty(i);
+        let expires = self.now.saturating_add(self.repair.grace);
+        if back_at.is_none_or(|back| back > expires) {
+            self.schedule_grace(i);
+        }
+    }
+
+    /// Schedules the end of the grace period of an offline node's current absence.
+    fn schedule_grace(&mut self, i: u32) {
+        let u = i as usize;
         if self.sc.repair.enabled && !self.gone[u] {
-            let epoch = self.epoch[u];
-            self.schedule(self.now.saturating_add(self.repair.grace), Event::Grace(i, epoch));
+            let at = self.offline_since[u].saturating_add(self.repair.grace);
+            self.schedule(at.max(self.now), Event::Grace(i, self.epoch[u]));
         }
     }
 
@@ -566,7 +585,7 @@ impl<'a> Sim<'a> {
         }
         if self.online[u] {
             let next = self.now + churn.downtime.sample(&mut self.rng_churn).ceil().max(1.0) as u64;
-            self.go_offline(i);
+            self.go_offline(i, Some(next));
             self.schedule(next, Event::Toggle(i));
         } else {
             let next = self.now + churn.session.sample(&mut self.rng_churn).ceil().max(1.0) as u64;
@@ -614,7 +633,7 @@ impl<'a> Sim<'a> {
         if usize::from(self.alive[s]) < self.k && !self.lost[object] && self.stored[object] {
             self.lost[object] = true;
             self.out.objects_lost += 1;
-            self.pending.remove(&(s as u32));
+            self.settle(s as u32);
         }
     }
 
@@ -629,7 +648,12 @@ impl<'a> Sim<'a> {
         if self.dead[u] {
             return Vec::new();
         }
-        self.go_offline(i);
+        if self.online[u] {
+            self.go_offline(i, None);
+        } else {
+            // Its absence will now never end: make sure the grace timer runs.
+            self.schedule_grace(i);
+        }
         self.dead[u] = true;
         if self.fate[u] == Fate::Alive {
             self.fate[u] = fate;
@@ -756,17 +780,33 @@ impl<'a> Sim<'a> {
     }
 
     fn retry_repairs(&mut self) {
-        let waiting: Vec<u32> = self.pending.iter().copied().collect();
+        let now = self.now;
+        let waiting: Vec<u32> = self
+            .pending
+            .iter()
+            .copied()
+            .filter(|s| {
+                self.backoff
+                    .get(s)
+                    .is_none_or(|&(not_before, _)| not_before <= now)
+            })
+            .collect();
         for s in waiting {
             self.try_repair(s);
         }
+    }
+
+    /// A stripe needs no more repair (healthy again, or lost).
+    fn settle(&mut self, s: u32) {
+        self.pending.remove(&s);
+        self.backoff.remove(&s);
     }
 
     fn try_repair(&mut self, s: u32) {
         let su = s as usize;
         let object = su / self.stripes_per_object;
         if self.lost[object] {
-            self.pending.remove(&s);
+            self.settle(s);
             return;
         }
         let base = su * self.width;
@@ -776,9 +816,12 @@ impl<'a> Sim<'a> {
             let statuses: Vec<PacketStatus> = (0..self.width)
                 .map(|j| self.status_of(self.slots[base + j]))
                 .collect();
-            match self.repair.assess(self.sc.backup.redundancy, &statuses, self.now) {
+            match self
+                .repair
+                .assess(self.sc.backup.redundancy, &statuses, self.now)
+            {
                 StripeVerdict::Healthy { .. } => {
-                    self.pending.remove(&s);
+                    self.settle(s);
                     return;
                 }
                 // Copies the manager gave up on may still come back (`readopt`);
@@ -865,10 +908,17 @@ impl<'a> Sim<'a> {
                 self.out.repair_bytes_written += traffic.written;
                 self.out.stripes_repaired += 1;
                 self.out.packets_rebuilt += rebuild.len() as u64;
-                self.pending.remove(&s);
+                self.settle(s);
             }
             Err(_) => {
+                // No compatible target now: retry later, backing off exponentially.
                 self.out.repair_refusals += 1;
+                let retry = self.sc.repair.retry_every_ms;
+                let entry = self.backoff.entry(s).or_insert((0, 0));
+                entry.1 = entry.1.saturating_add(1);
+                entry.0 = self
+                    .now
+                    .saturating_add(retry.saturating_mul(1 << entry.1.min(8)));
             }
         }
     }
@@ -909,7 +959,9 @@ impl<'a> Sim<'a> {
 
     fn sample(&mut self) {
         let objects = self.sc.backup.objects as usize;
-        let stride = objects.div_ceil(self.sc.availability_sample as usize).max(1);
+        let stride = objects
+            .div_ceil(self.sc.availability_sample as usize)
+            .max(1);
         let (mut checked, mut readable) = (0u64, 0u64);
         for object in (0..objects).step_by(stride) {
             if !self.stored[object] {
@@ -966,7 +1018,12 @@ impl<'a> Sim<'a> {
             .filter(|&i| !self.dead[i] && self.capacity[i] > 0)
             .map(|i| self.used[i] as f64 / self.capacity[i] as f64)
             .collect();
-        self.out.nodes = self.loc.iter().copied().zip(self.fate.iter().copied()).collect();
+        self.out.nodes = self
+            .loc
+            .iter()
+            .copied()
+            .zip(self.fate.iter().copied())
+            .collect();
         self.out
     }
 }

@@ -45,7 +45,12 @@ fn draw_timeline(outcome: &Outcome, path: &Path) -> Result<(), PlotError> {
     let root = SVGBackend::new(path, (900, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let (upper, lower) = root.split_vertically(320);
-    let last_day = outcome.timeline.last().map(|r| r.day).unwrap_or(1.0).max(1e-9);
+    let last_day = outcome
+        .timeline
+        .last()
+        .map(|r| r.day)
+        .unwrap_or(1.0)
+        .max(1e-9);
 
     let max_lost = outcome
         .timeline
@@ -69,7 +74,10 @@ fn draw_timeline(outcome: &Outcome, path: &Path) -> Result<(), PlotError> {
         .map_err(err(path))?;
     chart
         .draw_series(LineSeries::new(
-            outcome.timeline.iter().map(|r| (r.day, r.objects_lost as f64)),
+            outcome
+                .timeline
+                .iter()
+                .map(|r| (r.day, r.objects_lost as f64)),
             RED.stroke_width(2),
         ))
         .map_err(err(path))?;
@@ -96,7 +104,10 @@ fn draw_timeline(outcome: &Outcome, path: &Path) -> Result<(), PlotError> {
         .map_err(err(path))?;
     chart
         .draw_series(LineSeries::new(
-            outcome.timeline.iter().map(|r| (r.day, gib(r.repair_bytes))),
+            outcome
+                .timeline
+                .iter()
+                .map(|r| (r.day, gib(r.repair_bytes))),
             BLUE.stroke_width(2),
         ))
         .map_err(err(path))?;
@@ -192,7 +203,10 @@ fn draw_map(outcome: &Outcome, path: &Path) -> Result<(), PlotError> {
             })
             .collect();
         chart
-            .draw_series(std::iter::once(PathElement::new(ring, BLACK.stroke_width(2))))
+            .draw_series(std::iter::once(PathElement::new(
+                ring,
+                BLACK.stroke_width(2),
+            )))
             .map_err(err(path))?;
     }
     root.present().map_err(err(path))

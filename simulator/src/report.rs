@@ -116,8 +116,7 @@ impl Report {
         let k = b.redundancy.data_packets() as u32;
         let stripes = b.stripes_per_object();
         let f = &scenario.failures;
-        let node_loss =
-            1.0 - (1.0 - f.permanent_probability) * (1.0 - f.corruption_probability);
+        let node_loss = 1.0 - (1.0 - f.permanent_probability) * (1.0 - f.corruption_probability);
         let object_loss = closed_form::object_loss_probability(width, k, stripes, node_loss);
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         let utilisation_mean = if outcome.utilisation.is_empty() {

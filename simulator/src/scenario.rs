@@ -286,13 +286,13 @@ mod value {
 }
 
 fn positive_count(key: &str, v: Option<i64>, default: Option<i64>) -> Result<u32, ScenarioError> {
-    let v = v
-        .or(default)
-        .ok_or_else(|| invalid(key, "is required"))?;
-    u32::try_from(v)
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or_else(|| invalid(key, format!("must be a whole number from 1 to {}, got {v}", u32::MAX)))
+    let v = v.or(default).ok_or_else(|| invalid(key, "is required"))?;
+    u32::try_from(v).ok().filter(|&n| n > 0).ok_or_else(|| {
+        invalid(
+            key,
+            format!("must be a whole number from 1 to {}, got {v}", u32::MAX),
+        )
+    })
 }
 
 fn probability(key: &str, v: Option<f64>) -> Result<f64, ScenarioError> {
@@ -300,7 +300,10 @@ fn probability(key: &str, v: Option<f64>) -> Result<f64, ScenarioError> {
     if (0.0..=1.0).contains(&p) {
         Ok(p)
     } else {
-        Err(invalid(key, format!("must be a probability in [0, 1], got {p}")))
+        Err(invalid(
+            key,
+            format!("must be a probability in [0, 1], got {p}"),
+        ))
     }
 }
 
@@ -334,7 +337,10 @@ impl Scenario {
         let raw: RawScenario = toml::from_str(text).map_err(ScenarioError::Toml)?;
         let nodes = positive_count("nodes", raw.nodes, None)?;
         if nodes > 10_000_000 {
-            return Err(invalid("nodes", "at most 10,000,000 virtual nodes are supported"));
+            return Err(invalid(
+                "nodes",
+                "at most 10,000,000 virtual nodes are supported",
+            ));
         }
         let jitter_km = match raw.jitter.as_deref() {
             Some(t) => value::distance_km("jitter", t)?,
@@ -349,7 +355,9 @@ impl Scenario {
                     key: "region.lat/lon".to_string(),
                     source,
                 })?;
-                let radius = r.radius.ok_or_else(|| invalid("region.radius", "is required"))?;
+                let radius = r
+                    .radius
+                    .ok_or_else(|| invalid("region.radius", "is required"))?;
                 let radius_km = value::distance_km("region.radius", &radius)?;
                 if radius_km <= 0.0 {
                     return Err(invalid("region.radius", "must be larger than zero"));
@@ -360,10 +368,7 @@ impl Scenario {
         let locations = match raw.locations.as_deref().unwrap_or("cities") {
             "cities" => Locations::Cities { jitter_km, region },
             "uniform" if region.is_some() => {
-                return Err(invalid(
-                    "region",
-                    "only applies to locations = \"cities\"",
-                ));
+                return Err(invalid("region", "only applies to locations = \"cities\""));
             }
             "uniform" => Locations::Uniform,
             other => {
@@ -395,8 +400,11 @@ impl Scenario {
                 "gives more than 100,000 samples over the horizon: choose a longer interval",
             ));
         }
-        let availability_sample =
-            positive_count("availability_sample", raw.availability_sample, Some(100_000))?;
+        let availability_sample = positive_count(
+            "availability_sample",
+            raw.availability_sample,
+            Some(100_000),
+        )?;
 
         let rb = raw
             .backup
@@ -440,15 +448,18 @@ impl Scenario {
                 let session = c
                     .session
                     .ok_or_else(|| invalid("churn.session", "is required when [churn] is given"))?;
-                let downtime = c
-                    .downtime
-                    .ok_or_else(|| invalid("churn.downtime", "is required when [churn] is given"))?;
+                let downtime = c.downtime.ok_or_else(|| {
+                    invalid("churn.downtime", "is required when [churn] is given")
+                })?;
                 let spec = ChurnSpec {
                     session: distribution("churn.session", &session, value::duration_f64)?,
                     downtime: distribution("churn.downtime", &downtime, value::duration_f64)?,
                 };
                 if spec.session.mean() <= 0.0 {
-                    return Err(invalid("churn.session", "sessions must last longer than zero"));
+                    return Err(invalid(
+                        "churn.session",
+                        "sessions must last longer than zero",
+                    ));
                 }
                 Some(spec)
             }
@@ -471,7 +482,9 @@ impl Scenario {
                         key: key("lat/lon"),
                         source,
                     })?;
-                    let radius = d.radius.ok_or_else(|| invalid(&key("radius"), "is required"))?;
+                    let radius = d
+                        .radius
+                        .ok_or_else(|| invalid(&key("radius"), "is required"))?;
                     let radius_km = value::distance_km(&key("radius"), &radius)?;
                     disasters.push(Disaster {
                         at_ms,
@@ -514,14 +527,19 @@ impl Scenario {
                         ),
                     ));
                 }
-                let retry_every_ms =
-                    value::duration_ms("repair.retry_every", r.retry_every.as_deref().unwrap_or("1h"))?;
+                let retry_every_ms = value::duration_ms(
+                    "repair.retry_every",
+                    r.retry_every.as_deref().unwrap_or("1h"),
+                )?;
                 if retry_every_ms == 0 {
                     return Err(invalid("repair.retry_every", "must be longer than zero"));
                 }
                 RepairSpec {
                     enabled: r.enabled.unwrap_or(true),
-                    grace_ms: value::duration_ms("repair.grace", r.grace.as_deref().unwrap_or("24h"))?,
+                    grace_ms: value::duration_ms(
+                        "repair.grace",
+                        r.grace.as_deref().unwrap_or("24h"),
+                    )?,
                     threshold,
                     retry_every_ms,
                 }
@@ -638,7 +656,10 @@ threshold = 1
         assert!(error_of(&bad_probability).contains("failures.permanent_probability"));
         let bad_session = ISSUE_EXAMPLE.replace("shape=0.5, ", "");
         let msg = error_of(&bad_session);
-        assert!(msg.contains("churn.session") && msg.contains("shape"), "{msg}");
+        assert!(
+            msg.contains("churn.session") && msg.contains("shape"),
+            "{msg}"
+        );
         let bad_threshold = ISSUE_EXAMPLE.replace("threshold = 1", "threshold = 3");
         assert!(error_of(&bad_threshold).contains("repair.threshold"));
         let zero_nodes = ISSUE_EXAMPLE.replace("nodes = 5000", "nodes = 0");

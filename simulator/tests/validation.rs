@@ -117,7 +117,10 @@ fn churn_without_failures_loses_nothing() {
     assert_eq!(report.packets_lost, 0);
     assert_eq!(report.nodes_failed, 0);
     // Churn really happened: objects were sometimes unreadable.
-    assert!(report.availability < 1.0 && report.availability > 0.5, "{report:?}");
+    assert!(
+        report.availability < 1.0 && report.availability > 0.5,
+        "{report:?}"
+    );
 }
 
 #[test]
@@ -219,7 +222,10 @@ fn same_seed_same_report_and_timeline() {
     c.wall_seconds = 0.0;
     assert_ne!(a, c, "a different seed should give a different run");
     // The mixed scenario exercises every mechanism.
-    assert!(a.stripes_repaired > 0 && a.nodes_failed > 0 && a.audits_passed > 0, "{a:?}");
+    assert!(
+        a.stripes_repaired > 0 && a.nodes_failed > 0 && a.audits_passed > 0,
+        "{a:?}"
+    );
     // Every failed audit evicts (evict_after = 1), and only rotten nodes fail.
     assert_eq!(u64::from(a.nodes_evicted), a.audits_failed);
     assert!(a.nodes_evicted <= a.nodes_corrupted);

@@ -28,7 +28,7 @@ pub use manager::{
 };
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
-    place_replacements, place_with,
+    place_replacements, place_replacements_with, place_with,
 };
 pub use quota::{GridMode, JoinToken, QuotaError, Subscription};
 pub use records::{

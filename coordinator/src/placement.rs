@@ -79,6 +79,10 @@ pub struct PlacementPolicy {
     pub pool_per_goal: usize,
     /// Random draws allowed per sample slot before falling back to enumeration.
     pub draws_per_slot: usize,
+    /// Whether a refusal searches for advice (which bound to relax by how
+    /// much). Costs extra searches; simulators placing millions of times may
+    /// turn it off and keep only the facts.
+    pub advise: bool,
 }
 
 impl Default for PlacementPolicy {
@@ -92,6 +96,7 @@ impl Default for PlacementPolicy {
             sample_above: 2_000,
             pool_per_goal: 4,
             draws_per_slot: 16,
+            advise: true,
         }
     }
 }
@@ -401,8 +406,10 @@ fn choose<R: Rng + ?Sized>(
     if view.online_len() > policy.sample_above {
         let pool_size = (goal * policy.pool_per_goal).max(32);
         let pool = sample_pool(view, req, policy, per_target_max, pool_size, accept, rng);
+        // A sample is never searched exactly: a refusal only ever comes from the full ring.
         let quick = PlacementPolicy {
             restarts: 2,
+            exact_limit: 0,
             ..policy.clone()
         };
         let found = search(&pool, &req.spread, need, goal, &quick, rng);
@@ -806,6 +813,27 @@ pub fn place_replacements<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<NodeId>, PlacementRefusal> {
     let policy = PlacementPolicy::default();
+    place_replacements_with(
+        view,
+        req,
+        &policy,
+        backup_targets,
+        stripe_survivors,
+        count,
+        rng,
+    )
+}
+
+/// [`place_replacements`] with an explicit policy.
+pub fn place_replacements_with<R: Rng + ?Sized>(
+    view: &GridView,
+    req: &PlacementRequest,
+    policy: &PlacementPolicy,
+    backup_targets: &[NodeId],
+    stripe_survivors: &[NodeId],
+    count: usize,
+    rng: &mut R,
+) -> Result<Vec<NodeId>, PlacementRefusal> {
     validate(req)?;
     if count == 0 {
         return Ok(Vec::new());
@@ -826,11 +854,11 @@ pub fn place_replacements<R: Rng + ?Sized>(
                 .all(|e| req.spread.contains(haversine_km(&c.location, &e.location)))
     };
     let need = count as u64;
-    let (cands, found) = match choose(view, req, &policy, 1, need, count, &accept, rng) {
+    let (cands, found) = match choose(view, req, policy, 1, need, count, &accept, rng) {
         Choice::Found(cands, found) => (cands, found),
         Choice::Refused(cands, ring_nodes, found) => {
             return Err(explain(
-                view, req, &policy, &cands, ring_nodes, &found, count, need, rng,
+                view, req, policy, &cands, ring_nodes, &found, count, need, rng,
             ));
         }
     };
@@ -915,7 +943,12 @@ fn explain<R: Rng + ?Sized>(
     if eligible < needed_targets {
         refusal.advice = format!(
             "cannot place: {ring_text}, but each stripe needs {needed_targets} distinct targets. {}",
-            widen_backup_advice(view, req, policy, needed_targets)
+            advice_or(policy, || widen_backup_advice(
+                view,
+                req,
+                policy,
+                needed_targets
+            ))
         );
         return refusal;
     }
@@ -923,7 +956,12 @@ fn explain<R: Rng + ?Sized>(
         refusal.reason = RefusalReason::NotEnoughCapacity;
         refusal.advice = format!(
             "cannot place: {ring_text}; together they can take only {total_cap} of the {needed_packets} packets (a target holds at most one packet per stripe and no more than its free space). Back up less at once, lower the redundancy, or widen the backup distance ({})",
-            widen_backup_advice(view, req, policy, needed_targets)
+            advice_or(policy, || widen_backup_advice(
+                view,
+                req,
+                policy,
+                needed_targets
+            ))
         );
         return refusal;
     }
@@ -947,9 +985,24 @@ fn explain<R: Rng + ?Sized>(
         "cannot place: {ring_text}, but {proof} set of them pairwise within the packet spread {} has {} node(s) and each stripe needs {needed_targets}. {}",
         req.spread,
         found.chosen.len(),
-        relax_spread_advice(view, req, policy, needed_targets, rng)
+        advice_or(policy, || relax_spread_advice(
+            view,
+            req,
+            policy,
+            needed_targets,
+            rng
+        ))
     );
     refusal
+}
+
+/// The advice, or a generic pointer when the policy skips the extra searches.
+fn advice_or(policy: &PlacementPolicy, advice: impl FnOnce() -> String) -> String {
+    if policy.advise {
+        advice()
+    } else {
+        "Relax the backup distance or the spread.".into()
+    }
 }
 
 /// Suggests a backup distance that would hold enough eligible nodes.
@@ -959,22 +1012,33 @@ fn widen_backup_advice(
     policy: &PlacementPolicy,
     needed: usize,
 ) -> String {
-    let eligible_distances: Vec<f64> = view
-        .nearest_online(&req.source)
-        .filter(|(p, _)| {
-            Some(p.node_id) != req.source_node
-                && p.load <= policy.max_load
-                && p.storage_free >= req.packet_size
-        })
-        .map(|(_, d)| d)
-        .collect();
-    if eligible_distances.len() < needed {
+    // Walk outwards from the source only as far as the advice needs.
+    let lo = req.backup_distance.min_or_zero();
+    let hi = req.backup_distance.max_km;
+    let mut eligible_distances: Vec<f64> = Vec::new();
+    let mut beyond_lo = 0usize;
+    let mut exhausted = true;
+    for (p, d) in view.nearest_online(&req.source) {
+        if hi.is_none_or(|hi| d > hi) && beyond_lo >= needed {
+            exhausted = false;
+            break;
+        }
+        if Some(p.node_id) != req.source_node
+            && p.load <= policy.max_load
+            && p.storage_free >= req.packet_size
+        {
+            eligible_distances.push(d);
+            if d >= lo {
+                beyond_lo += 1;
+            }
+        }
+    }
+    if exhausted && eligible_distances.len() < needed {
         return format!(
             "The whole grid has only {} eligible online node(s): add nodes or free space, or lower the redundancy.",
             eligible_distances.len()
         );
     }
-    let lo = req.backup_distance.min_or_zero();
     let mut options = Vec::new();
     // Keep the minimum, raise the maximum: the needed-th eligible node at or beyond the minimum.
     let beyond: Vec<f64> = eligible_distances

@@ -55,6 +55,8 @@ const COMMAND_QUEUE: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 /// Free space moving by this fraction of the allocation is a "significant change".
 const SIGNIFICANT_FREE_CHANGE: f64 = 0.05;
+/// Peers a node pulls the grid view from after (re)joining.
+const SYNC_PEERS: usize = 2;
 /// Load moving by this much is a "significant change".
 const SIGNIFICANT_LOAD_CHANGE: f32 = 0.25;
 
@@ -753,7 +755,9 @@ impl EventLoop {
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 }
-                if self.synced_with.insert(peer_id) {
+                // Pull the grid view from the first few peers only: at 100k nodes a
+                // full view is tens of MB, so syncing with every peer would be wasteful.
+                if self.synced_with.len() < SYNC_PEERS && self.synced_with.insert(peer_id) {
                     self.swarm.behaviour_mut().sync.send_request(
                         &peer_id,
                         SyncRequest {
@@ -770,12 +774,14 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionClosed {
-                peer_id,
                 num_established: 0,
                 ..
             } => {
-                self.shared.connected.fetch_sub(1, Ordering::Relaxed);
-                self.synced_with.remove(&peer_id);
+                let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
+                if before <= 1 {
+                    // Cut off from the grid: sync afresh when we reconnect.
+                    self.synced_with.clear();
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,

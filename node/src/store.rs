@@ -274,17 +274,16 @@ impl PacketStore {
             }
             let seg_path = segment_path(&self.inner.dir, writer.segment);
             let mut offset = writer.len;
-            let mut buf = Vec::with_capacity(needed as usize);
             for (id, bytes) in &fresh {
                 index.insert(&id.0, (writer.segment, offset, bytes.len() as u32))?;
                 offset += bytes.len() as u64;
-                buf.extend_from_slice(bytes);
             }
             // Durable bytes before a durable index: the crash-safety invariant.
-            let written = writer
-                .file
-                .write_all(&buf)
-                .and_then(|()| writer.file.sync_data());
+            let file = &mut writer.file;
+            let written = fresh
+                .values()
+                .try_for_each(|bytes| file.write_all(bytes))
+                .and_then(|()| file.sync_data());
             if let Err(err) = written {
                 // The segment may now hold a torn tail at an unknown length:
                 // never append after it. The index entries die with `txn`.

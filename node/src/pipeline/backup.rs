@@ -59,7 +59,7 @@ pub fn io_pool() -> Result<rayon::ThreadPool, BackupError> {
 /// Where encoded stripes go: a local packet store, or uploads to targets.
 pub trait PacketSink: Send {
     /// Stores (or queues) a stripe's packets. Called in sequence order.
-    fn store(&mut self, stripe: &EncodedStripe) -> Result<(), SinkError>;
+    fn store(&mut self, stripe: EncodedStripe) -> Result<(), SinkError>;
     /// Everything stored so far must be durable when this returns.
     fn finish(&mut self) -> Result<(), SinkError>;
 }
@@ -239,14 +239,14 @@ pub fn backup(
         })
         .collect();
     let mut manifest_records = Vec::with_capacity(encoded.len());
-    for stripe in &encoded {
+    for stripe in encoded {
         if let Some(known) = known.known(&stripe.record.data_id) {
             manifest_records.push(known);
             continue;
         }
-        sink.store(stripe)?;
-        written.account(stripe);
+        written.account(&stripe);
         manifest_records.push(stripe.record.clone());
+        sink.store(stripe)?;
     }
     sink.finish()?;
     stats.chunks = manifest.chunks.len() as u64;
@@ -391,7 +391,6 @@ fn write_stage(
             });
             match e.outcome {
                 Outcome::New(stripe) => {
-                    sink.store(&stripe)?;
                     w.account(&stripe);
                     progress.new_chunks.fetch_add(1, Ordering::Relaxed);
                     progress
@@ -400,7 +399,8 @@ fn write_stage(
                     progress
                         .bytes_stored
                         .fetch_add(stripe.stored_bytes(), Ordering::Relaxed);
-                    w.records.push(stripe.record);
+                    w.records.push(stripe.record.clone());
+                    sink.store(stripe)?;
                 }
                 Outcome::Known(record) => {
                     w.reused += 1;

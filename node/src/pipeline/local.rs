@@ -49,10 +49,10 @@ impl StoreSink {
 }
 
 impl PacketSink for StoreSink {
-    fn store(&mut self, stripe: &EncodedStripe) -> Result<(), SinkError> {
-        for (id, bytes) in &stripe.packets {
+    fn store(&mut self, stripe: EncodedStripe) -> Result<(), SinkError> {
+        for (id, bytes) in stripe.packets {
             self.pending_bytes += bytes.len();
-            self.pending.push((*id, bytes.clone()));
+            self.pending.push((id, bytes));
         }
         if self.pending_bytes >= GROUP_BYTES {
             self.flush()?;

@@ -71,7 +71,12 @@ pub struct FileConfig {
 #[derive(Args, Debug, Clone, Default)]
 pub struct NodeFlags {
     /// Declared location of this node, `LAT,LON` in degrees.
-    #[arg(long, env = "STREW_LOCATION", value_name = "LAT,LON", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        env = "STREW_LOCATION",
+        value_name = "LAT,LON",
+        allow_hyphen_values = true
+    )]
     pub location: Option<GeoPoint>,
     /// Storage this node donates to the grid (`20GiB`, `500MB`).
     #[arg(long, env = "STREW_STORAGE", value_name = "SIZE", value_parser = parse_size)]
@@ -94,10 +99,20 @@ pub struct RunArgs {
     #[command(flatten)]
     pub node: NodeFlags,
     /// Address to listen on (repeatable). Default: TCP and QUIC on all interfaces, ephemeral ports.
-    #[arg(long, env = "STREW_LISTEN", value_name = "MULTIADDR", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "STREW_LISTEN",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
     pub listen: Vec<Multiaddr>,
     /// Address of a node of the grid to join, ending in `/p2p/<node_id>` (repeatable).
-    #[arg(long, env = "STREW_BOOTSTRAP", value_name = "MULTIADDR", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "STREW_BOOTSTRAP",
+        value_name = "MULTIADDR",
+        value_delimiter = ','
+    )]
     pub bootstrap: Vec<Multiaddr>,
     /// Bandwidth limit for packet transfers, per second (`10MB`); 0 = unlimited.
     #[arg(long, env = "STREW_BANDWIDTH", value_name = "SIZE", value_parser = parse_size)]
@@ -143,7 +158,9 @@ pub fn path(data_dir: &Path) -> PathBuf {
 pub fn read(data_dir: &Path) -> Result<FileConfig, ConfigError> {
     let file = path(data_dir);
     match fs::read_to_string(&file) {
-        Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse { path: file, source }),
+        Ok(text) => {
+            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: file, source })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
         Err(source) => Err(ConfigError::Io { path: file, source }),
     }
@@ -182,7 +199,10 @@ fn invalid(key: &'static str, value: &str, reason: impl ToString) -> ConfigError
     }
 }
 
-fn parse_addrs(key: &'static str, list: &Option<Vec<String>>) -> Result<Vec<Multiaddr>, ConfigError> {
+fn parse_addrs(
+    key: &'static str,
+    list: &Option<Vec<String>>,
+) -> Result<Vec<Multiaddr>, ConfigError> {
     list.iter()
         .flatten()
         .map(|a| a.parse::<Multiaddr>().map_err(|e| invalid(key, a, e)))
@@ -208,11 +228,12 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         (None, Some(text)) => parse_size(text).map_err(|e| invalid("bandwidth", text, e))?,
         (None, None) => 0,
     };
-    let duration = |key: &'static str, flag: Option<Duration>, text: &Option<String>| match (flag, text) {
-        (Some(d), _) => Ok(Some(d)),
-        (None, Some(t)) => parse_duration(t).map(Some).map_err(|e| invalid(key, t, e)),
-        (None, None) => Ok(None),
-    };
+    let duration =
+        |key: &'static str, flag: Option<Duration>, text: &Option<String>| match (flag, text) {
+            (Some(d), _) => Ok(Some(d)),
+            (None, Some(t)) => parse_duration(t).map(Some).map_err(|e| invalid(key, t, e)),
+            (None, None) => Ok(None),
+        };
     let metrics = match (args.metrics, &file.metrics) {
         (Some(m), _) => Some(m),
         (None, Some(text)) => Some(text.parse().map_err(|e| invalid("metrics", text, e))?),
@@ -239,7 +260,11 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         },
         bandwidth,
         metrics,
-        announce_interval: duration("announce_interval", args.announce_interval, &file.announce_interval)?,
+        announce_interval: duration(
+            "announce_interval",
+            args.announce_interval,
+            &file.announce_interval,
+        )?,
         peer_ttl: duration("peer_ttl", args.peer_ttl, &file.peer_ttl)?,
         max_packet,
     })
@@ -320,7 +345,10 @@ mod tests {
             ..Default::default()
         };
         let s = merge(&file, &args).unwrap();
-        assert_eq!((s.location.lat, s.location.lon, s.storage, s.coordinator), (1.0, 2.0, 5, true));
+        assert_eq!(
+            (s.location.lat, s.location.lon, s.storage, s.coordinator),
+            (1.0, 2.0, 5, true)
+        );
     }
 
     #[test]

@@ -168,7 +168,12 @@ async fn serve_one(
 }
 
 /// Sends `cmd` to the daemon of `data_dir` and returns its result.
-pub async fn call(data_dir: &Path, cmd: &str, args: Value, timeout: Duration) -> Result<Value, ControlError> {
+pub async fn call(
+    data_dir: &Path,
+    cmd: &str,
+    args: Value,
+    timeout: Duration,
+) -> Result<Value, ControlError> {
     let not_running = || ControlError::NotRunning {
         data_dir: data_dir.to_path_buf(),
     };
@@ -247,18 +252,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (server, task) = serve(dir.path(), Arc::new(Echo)).await.unwrap();
         let t = Duration::from_secs(5);
-        let v = call(dir.path(), "echo", serde_json::json!({"a": 1}), t).await.unwrap();
+        let v = call(dir.path(), "echo", serde_json::json!({"a": 1}), t)
+            .await
+            .unwrap();
         assert_eq!(v, serde_json::json!({"a": 1}));
         let err = call(dir.path(), "nope", Value::Null, t).await.unwrap_err();
         assert!(err.to_string().contains("unknown command nope"), "{err}");
         // Garbage and a wrong token get an error answer, and the server keeps serving.
-        let mut s = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
         s.write_all(b"\x00\xffgarbage\n").await.unwrap();
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).await.unwrap();
         assert!(line.contains("bad request"), "{line}");
-        let mut s = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
-        s.write_all(b"{\"token\":\"x\",\"cmd\":\"echo\"}\n").await.unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        s.write_all(b"{\"token\":\"x\",\"cmd\":\"echo\"}\n")
+            .await
+            .unwrap();
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).await.unwrap();
         assert!(line.contains("wrong control token"), "{line}");

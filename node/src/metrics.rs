@@ -76,12 +76,24 @@ async fn answer(mut stream: TcpStream, registry: &Mutex<Registry>) -> std::io::R
             Err(_) => false,
         };
         if encoded {
-            ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+            (
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            )
         } else {
-            ("500 Internal Server Error", "text/plain", "metrics encoding failed\n".to_string())
+            (
+                "500 Internal Server Error",
+                "text/plain",
+                "metrics encoding failed\n".to_string(),
+            )
         }
     } else {
-        ("404 Not Found", "text/plain", "try GET /metrics\n".to_string())
+        (
+            "404 Not Found",
+            "text/plain",
+            "try GET /metrics\n".to_string(),
+        )
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -110,9 +122,12 @@ mod tests {
         let c: Counter = Counter::default();
         registry.register("strew_test", "a test counter", c.clone());
         c.inc_by(7);
-        let (addr, task) = serve("127.0.0.1:0".parse().unwrap(), Arc::new(Mutex::new(registry)))
-            .await
-            .unwrap();
+        let (addr, task) = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Mutex::new(registry)),
+        )
+        .await
+        .unwrap();
         let ok = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
         assert!(ok.contains("strew_test_total 7"), "{ok}");

@@ -726,6 +726,9 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.p2p_metrics {
+            libp2p::metrics::Recorder::record(m, &event);
+        }
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -774,8 +777,7 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionClosed {
-                num_established: 0,
-                ..
+                num_established: 0, ..
             } => {
                 let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
                 if before <= 1 {

@@ -221,3 +221,35 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
             >= 9
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_limit_paces_packet_transfer() {
+    // The target moves at most 2 MB/s: 3 MB cannot arrive in under ~1.2 s
+    // (burst 0.5 MB). Only a lower bound is asserted: it holds however slow the machine.
+    let mut target_cfg = config(48.85, 2.35, vec![]);
+    target_cfg.bandwidth = 2_000_000;
+    let target = start(target_cfg, 16 << 20);
+    let bootstrap = addr_of(&target).await;
+    let source = start(config(52.52, 13.40, vec![bootstrap]), 1 << 20);
+    wait_for("a connection", Duration::from_secs(20), || {
+        source.handle.connected_peers() > 0
+    })
+    .await;
+    let manager = Keypair::generate_ed25519();
+    target.handle.set_trusted_managers(BTreeSet::from([
+        peer::node_id_of_key(&manager.public()).unwrap()
+    ]));
+    let t = target.handle.node_id();
+    let p = bytes(3_000_000, 9);
+    let start_at = std::time::Instant::now();
+    source
+        .handle
+        .put_packet(t, issue(&manager, TicketKind::Store, t, &[&p]), p)
+        .await
+        .unwrap();
+    let took = start_at.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_200),
+        "3 MB at 2 MB/s took only {took:?}"
+    );
+}

@@ -11,7 +11,10 @@ use strew_tests::{Node, NodeOptions, run_strew_once, wait_for};
 
 fn port_of(addr: &str, proto: &str) -> u16 {
     let parts: Vec<&str> = addr.split('/').collect();
-    let i = parts.iter().position(|p| *p == proto).expect("protocol in addr");
+    let i = parts
+        .iter()
+        .position(|p| *p == proto)
+        .expect("protocol in addr");
     parts[i + 1].parse().expect("port")
 }
 
@@ -38,7 +41,11 @@ fn garbage_on_the_ports_is_logged_and_the_node_keeps_serving() -> anyhow::Result
     let payloads: Vec<Vec<u8>> = vec![
         noise(4096, 1),
         b"\x13/multistream/1.0.0\n\x07/noi".to_vec(),
-        [&b"\x13/multistream/1.0.0\n\x07/noise\n"[..], &[0x00, 0x40, 0x01, 0x02]].concat(),
+        [
+            &b"\x13/multistream/1.0.0\n\x07/noise\n"[..],
+            &[0x00, 0x40, 0x01, 0x02],
+        ]
+        .concat(),
         vec![],
     ];
     for p in &payloads {
@@ -53,9 +60,15 @@ fn garbage_on_the_ports_is_logged_and_the_node_keeps_serving() -> anyhow::Result
     }
     sock.send_to(&[0xc0, 0, 0, 0, 1], ("127.0.0.1", udp))?;
 
-    wait_for("a log line about the rejected connection", Duration::from_secs(20), || {
-        node.log().contains("rejected incoming connection").then_some(())
-    })?;
+    wait_for(
+        "a log line about the rejected connection",
+        Duration::from_secs(20),
+        || {
+            node.log()
+                .contains("rejected incoming connection")
+                .then_some(())
+        },
+    )?;
 
     // Still serving: control endpoint answers and a new node can join and be seen.
     node.status()?;
@@ -96,21 +109,27 @@ fn malformed_bootstrap_is_refused_with_a_clear_error() -> anyhow::Result<()> {
 #[test]
 fn unreachable_bootstrap_is_logged_and_the_node_keeps_serving() -> anyhow::Result<()> {
     // A port nothing listens on (bound then released) and a valid-looking peer id.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let addr = format!(
         "/ip4/127.0.0.1/tcp/{port}/p2p/12D3KooWFcu5BwG5ns6BpJMC7g7koa6c3ruYdoFMH692vEAMoK5g"
     );
     let node = Node::start(NodeOptions::at("35.6762,139.6503").bootstrap(addr))?;
-    wait_for("a log line about the unreachable bootstrap", Duration::from_secs(20), || {
-        node.log().contains("bootstrap unreachable").then_some(())
-    })?;
+    wait_for(
+        "a log line about the unreachable bootstrap",
+        Duration::from_secs(20),
+        || node.log().contains("bootstrap unreachable").then_some(()),
+    )?;
     let status = node.status()?;
     assert_eq!(status["peers"], 0);
     // And others can still join it.
     let other = Node::start(NodeOptions::at("37.5665,126.978").bootstrap(node.bootstrap_addr()?))?;
     let id = other.node_id()?;
-    wait_for("the joining node in the view", Duration::from_secs(30), || {
-        node.peer_ids().ok()?.contains(&id).then_some(())
-    })?;
+    wait_for(
+        "the joining node in the view",
+        Duration::from_secs(30),
+        || node.peer_ids().ok()?.contains(&id).then_some(()),
+    )?;
     Ok(())
 }

@@ -70,7 +70,9 @@ pub fn status(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
     writeln!(
         out,
         "manager   {}",
-        v.get("manager").and_then(Value::as_str).unwrap_or("none known")
+        v.get("manager")
+            .and_then(Value::as_str)
+            .unwrap_or("none known")
     )?;
     writeln!(
         out,

@@ -49,8 +49,12 @@ pub type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, String>> 
 /// A subsystem's control commands (backup, restore, ...), served by the daemon.
 pub trait DaemonExtension: Send + Sync + 'static {
     /// Handles `cmd` if it is this extension's; `None` passes it on.
-    fn handle<'a>(&'a self, ctx: &'a DaemonContext, cmd: &'a str, args: Value)
-    -> Option<ControlFuture<'a>>;
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a DaemonContext,
+        cmd: &'a str,
+        args: Value,
+    ) -> Option<ControlFuture<'a>>;
 }
 
 struct Handler {
@@ -155,15 +159,10 @@ async fn run_async(
         store,
         started: Instant::now(),
     };
-    let (control_server, control_task) = control::serve(
-        data_dir,
-        Arc::new(Handler {
-            ctx,
-            extensions,
-        }),
-    )
-    .await
-    .context("cannot start the control endpoint")?;
+    let (control_server, control_task) =
+        control::serve(data_dir, Arc::new(Handler { ctx, extensions }))
+            .await
+            .context("cannot start the control endpoint")?;
     info!(port = control_server.port, "control endpoint on 127.0.0.1");
 
     let signal = wait_for_signal().await;
@@ -174,7 +173,10 @@ async fn run_async(
         task.abort();
     }
     overlay.shutdown();
-    if tokio::time::timeout(SHUTDOWN_GRACE, overlay_task).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, overlay_task)
+        .await
+        .is_err()
+    {
         warn!("the overlay did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
     info!("stopped");

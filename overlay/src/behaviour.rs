@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, gossipsub, identify, kad, ping, request_response};
+use libp2p::{StreamProtocol, connection_limits, gossipsub, identify, kad, ping, request_response};
 
 use crate::bandwidth::BandwidthLimiter;
 use crate::config::OverlayConfig;
@@ -20,8 +20,15 @@ pub const KAD_PROTOCOL: &str = "/strew/kad/1.0.0";
 /// Identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/strew/id/1.0.0";
 
+/// Connection limits: bounded pending handshakes (garbage on the port costs
+/// little), a bounded total, and at most two connections per peer.
+pub const MAX_PENDING_INCOMING: u32 = 64;
+pub const MAX_ESTABLISHED: u32 = 1024;
+pub const MAX_PER_PEER: u32 = 2;
+
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    pub limits: connection_limits::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -40,6 +47,9 @@ impl Behaviour {
 
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config.set_query_timeout(Duration::from_secs(30));
+        // The event loop bootstraps on connection and then periodically; kad's own
+        // timer would only log "no known peers" on the first node of a grid.
+        kad_config.set_periodic_bootstrap_interval(None);
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
         // Loopback and LAN grids never confirm an external address: be a server explicitly.
@@ -89,7 +99,15 @@ impl Behaviour {
                 .with_max_concurrent_streams(4),
         );
 
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                .with_max_established(Some(MAX_ESTABLISHED))
+                .with_max_established_per_peer(Some(MAX_PER_PEER)),
+        );
+
         Ok(Behaviour {
+            limits,
             kad,
             identify,
             ping,

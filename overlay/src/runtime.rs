@@ -55,6 +55,10 @@ const COMMAND_QUEUE: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 /// Free space moving by this fraction of the allocation is a "significant change".
 const SIGNIFICANT_FREE_CHANGE: f64 = 0.05;
+/// How often Kademlia's routing table is refreshed while connected.
+const KAD_REFRESH: Duration = Duration::from_secs(300);
+/// Attempts of a request the target answered `Busy`, with doubling back-off from 100 ms.
+const BUSY_ATTEMPTS: u32 = 5;
 /// Peers a node pulls the grid view from after (re)joining.
 const SYNC_PEERS: usize = 2;
 /// Load moving by this much is a "significant change".
@@ -242,18 +246,32 @@ impl OverlayHandle {
         // Per-target concurrency limit: callers queue here rather than flood one peer.
         let slots = self.slots(target);
         let _permit = slots.acquire().await.map_err(|_| OverlayError::Stopped)?;
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Packet {
-                target: peer,
-                request,
-                reply,
-            })
-            .await
-            .map_err(|_| OverlayError::Stopped)?;
-        rx.await
-            .map_err(|_| OverlayError::Stopped)?
-            .map_err(|detail| OverlayError::Unreachable { target, detail })
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.commands
+                .send(Command::Packet {
+                    target: peer,
+                    request: request.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| OverlayError::Stopped)?;
+            let answer = rx
+                .await
+                .map_err(|_| OverlayError::Stopped)?
+                .map_err(|detail| OverlayError::Unreachable { target, detail })?;
+            if answer != PacketResponse::Refused(crate::packet::Refusal::Busy)
+                || attempt >= BUSY_ATTEMPTS
+            {
+                return Ok(answer);
+            }
+            debug!(%target, attempt, ?backoff, "target busy, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+        }
     }
 
     /// Puts a packet on `target` under the manager's `ticket` (CBOR bytes of a
@@ -492,6 +510,7 @@ pub fn start(
         next_announce: Instant::now(),
         last_announced: None,
         next_bootstrap: Instant::now(),
+        next_kad_refresh: Instant::now() + KAD_REFRESH,
         bootstrap_peers: BTreeSet::new(),
     };
     event_loop.dial_bootstraps();
@@ -566,6 +585,7 @@ struct EventLoop {
     /// Free bytes and load at the last successful announcement.
     last_announced: Option<(u64, f32, Instant)>,
     next_bootstrap: Instant,
+    next_kad_refresh: Instant,
     bootstrap_peers: BTreeSet<PeerId>,
 }
 
@@ -849,6 +869,7 @@ impl EventLoop {
                     libp2p::metrics::Recorder::record(m, &event);
                 }
             }
+            BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::Packets(event) => self.on_packet_event(event),
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
         }
@@ -1034,11 +1055,13 @@ impl EventLoop {
             .connected_peers
             .set(self.shared.connected.load(Ordering::Relaxed) as i64);
 
-        if self.shared.connected.load(Ordering::Relaxed) == 0
-            && !self.config.bootstrap.is_empty()
-            && Instant::now() >= self.next_bootstrap
-        {
-            self.dial_bootstraps();
+        if self.shared.connected.load(Ordering::Relaxed) == 0 {
+            if !self.config.bootstrap.is_empty() && Instant::now() >= self.next_bootstrap {
+                self.dial_bootstraps();
+            }
+        } else if Instant::now() >= self.next_kad_refresh {
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+            self.next_kad_refresh = Instant::now() + KAD_REFRESH;
         }
 
         let storage = self.service.storage().clone();

@@ -3,7 +3,8 @@
 //! and `map.svg` (a world map of nodes, failures and disaster zones).
 //!
 //! This module only draws what the [`Outcome`] holds; it must not compute
-//! simulation results. Maps are equirectangular (longitude → x, latitude → y).
+//! simulation results. Maps are equirectangular (longitude → x, latitude → y),
+//! cropped to the nodes and disasters with a margin.
 
 use std::path::{Path, PathBuf};
 
@@ -151,6 +152,7 @@ fn draw_load(outcome: &Outcome, path: &Path) -> Result<(), PlotError> {
 }
 
 fn draw_map(outcome: &Outcome, path: &Path) -> Result<(), PlotError> {
+    let (lon_range, lat_range) = map_bounds(outcome);
     let root = SVGBackend::new(path, (1200, 640)).into_drawing_area();
     root.fill(&WHITE).map_err(err(path))?;
     let mut chart = ChartBuilder::on(&root)
@@ -161,7 +163,7 @@ fn draw_map(outcome: &Outcome, path: &Path) -> Result<(), PlotError> {
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(40)
-        .build_cartesian_2d(-180f64..180f64, -90f64..90f64)
+        .build_cartesian_2d(lon_range, lat_range)
         .map_err(err(path))?;
     chart
         .configure_mesh()
@@ -210,4 +212,28 @@ fn draw_map(outcome: &Outcome, path: &Path) -> Result<(), PlotError> {
             .map_err(err(path))?;
     }
     root.present().map_err(err(path))
+}
+
+/// The map's extent: the nodes and disaster centres with a margin, clamped to the world.
+fn map_bounds(outcome: &Outcome) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
+    let points = outcome
+        .nodes
+        .iter()
+        .map(|(p, _)| (p.lon, p.lat))
+        .chain(outcome.disasters.iter().map(|d| (d.lon, d.lat)));
+    let (mut lon0, mut lon1, mut lat0, mut lat1) = (180.0f64, -180.0f64, 90.0f64, -90.0f64);
+    for (lon, lat) in points {
+        lon0 = lon0.min(lon);
+        lon1 = lon1.max(lon);
+        lat0 = lat0.min(lat);
+        lat1 = lat1.max(lat);
+    }
+    if lon0 > lon1 || lat0 > lat1 {
+        return (-180.0..180.0, -90.0..90.0);
+    }
+    let margin = 0.05 * (lon1 - lon0).max(lat1 - lat0) + 1.0;
+    (
+        (lon0 - margin).max(-180.0)..(lon1 + margin).min(180.0),
+        (lat0 - margin).max(-90.0)..(lat1 + margin).min(90.0),
+    )
 }

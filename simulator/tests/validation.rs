@@ -182,6 +182,7 @@ fn without_the_spread_rule_a_disaster_takes_several_packets_of_a_stripe() {
 
 const MIXED: &str = r#"
 nodes = 400
+region = { lat = 48.0, lon = 10.0, radius = "1500km" }
 horizon = "120d"
 sample_every = "5d"
 storage = "uniform(min=20GiB, max=200GiB)"
@@ -198,7 +199,7 @@ downtime = "lognormal(median=1h, sigma=1)"
 [failures]
 permanent_probability = 0.1
 corruption_probability = 0.03
-disasters = [{ at = "40d", lat = 40.71, lon = -74.0, radius = "200km" }]
+disasters = [{ at = "40d", lat = 48.14, lon = 11.58, radius = "200km" }]
 [repair]
 grace = "12h"
 [audit]

@@ -260,6 +260,8 @@ struct Found {
     cap: u64,
     feasible: bool,
     exhaustive: bool,
+    /// Branch-and-bound steps spent (exact searches only).
+    steps: u64,
 }
 
 fn invalid(req_width: usize, advice: String) -> PlacementRefusal {
@@ -464,25 +466,26 @@ fn weighted_order<R: Rng + ?Sized>(
     BinaryHeap::from(keyed)
 }
 
-/// Adds candidates in weighted random order while they stay compatible with
-/// everything chosen, until the set is feasible and has `goal` members.
+/// Adds candidates while they stay compatible with everything chosen, until
+/// the set is feasible and has `goal` members. The order is random, weighted
+/// by free space; in `compact` mode, after the first (anchor) target, the
+/// rest come by increasing distance from the anchor, which keeps a cluster
+/// tight when the spread has a maximum.
 fn greedy_extend<R: Rng + ?Sized>(
     cands: &[Candidate],
     spread: &DistanceRange,
     chosen: &mut Vec<usize>,
     need: u64,
     goal: usize,
+    compact: bool,
     rng: &mut R,
 ) -> u64 {
     let mut cap: u64 = chosen.iter().map(|&i| cands[i].cap).sum();
     let mut taken: BTreeSet<usize> = chosen.iter().copied().collect();
     let mut order = weighted_order(cands, rng);
-    while let Some(Reverse((_, i))) = order.pop() {
-        if cap >= need && chosen.len() >= goal {
-            break;
-        }
+    let mut consider = |i: usize, chosen: &mut Vec<usize>, cap: &mut u64| {
         if taken.contains(&i) {
-            continue;
+            return;
         }
         if chosen
             .iter()
@@ -490,8 +493,39 @@ fn greedy_extend<R: Rng + ?Sized>(
         {
             chosen.push(i);
             taken.insert(i);
-            cap += cands[i].cap;
+            *cap += cands[i].cap;
         }
+    };
+    if compact {
+        if chosen.is_empty()
+            && let Some(Reverse((_, first))) = order.pop()
+        {
+            consider(first, chosen, &mut cap);
+        }
+        let Some(&anchor) = chosen.first() else {
+            return cap;
+        };
+        let mut by_distance: Vec<(f64, u64, usize)> = order
+            .into_iter()
+            .map(|Reverse((key, i))| {
+                let d = haversine_km(&cands[anchor].location, &cands[i].location);
+                (d, key, i)
+            })
+            .collect();
+        by_distance.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (_, _, i) in by_distance {
+            if cap >= need && chosen.len() >= goal {
+                break;
+            }
+            consider(i, chosen, &mut cap);
+        }
+        return cap;
+    }
+    while let Some(Reverse((_, i))) = order.pop() {
+        if cap >= need && chosen.len() >= goal {
+            break;
+        }
+        consider(i, chosen, &mut cap);
     }
     cap
 }
@@ -585,6 +619,7 @@ fn exact_search(cands: &[Candidate], spread: &DistanceRange, need: u64, budget: 
         cap: state.best_cap,
         feasible,
         exhaustive,
+        steps: state.steps,
     }
 }
 
@@ -612,7 +647,7 @@ fn search<R: Rng + ?Sized>(
     if cands.len() <= policy.exact_limit.min(64) {
         let mut found = exact_search(cands, spread, need, policy.exact_step_budget);
         if found.feasible {
-            found.cap = greedy_extend(cands, spread, &mut found.chosen, need, goal, rng);
+            found.cap = greedy_extend(cands, spread, &mut found.chosen, need, goal, false, rng);
         }
         return found;
     }
@@ -632,10 +667,11 @@ fn greedy_best<R: Rng + ?Sized>(
         cap: 0,
         feasible: false,
         exhaustive: false,
+        steps: 0,
     };
     for _ in 0..policy.restarts.max(1) {
         let mut chosen = Vec::new();
-        let cap = greedy_extend(cands, spread, &mut chosen, need, goal, rng);
+        let cap = greedy_extend(cands, spread, &mut chosen, need, goal, false, rng);
         let feasible = cap >= need;
         if feasible || cap > best.cap || (cap == best.cap && chosen.len() > best.chosen.len()) {
             best = Found {
@@ -643,10 +679,116 @@ fn greedy_best<R: Rng + ?Sized>(
                 cap,
                 feasible,
                 exhaustive: false,
+                steps: 0,
             };
         }
         if feasible {
+            return best;
+        }
+    }
+    if spread.max_km.is_some() {
+        let swept = anchor_sweep(cands, spread, need, goal, policy, rng);
+        if swept.feasible || swept.cap > best.cap {
+            return swept;
+        }
+        best.exhaustive = swept.exhaustive;
+    }
+    best
+}
+
+/// Exact search for a bounded spread on a ring too large for one bitset.
+/// Every solution lies within the spread of each of its members, so it is
+/// found by an exact search of the neighbourhood of any member ("anchor").
+/// Anchors are taken in random order weighted by free space; a finished
+/// anchor is left out of later neighbourhoods (its sets were all explored).
+/// Neighbourhoods keep one node per location when the spread has a positive
+/// minimum (co-located nodes can never be together; the roomiest is kept).
+/// When no neighbourhood had to be cut to 63 nodes and the step budget held,
+/// the sweep is exhaustive and a refusal is a proof.
+fn anchor_sweep<R: Rng + ?Sized>(
+    cands: &[Candidate],
+    spread: &DistanceRange,
+    need: u64,
+    goal: usize,
+    policy: &PlacementPolicy,
+    rng: &mut R,
+) -> Found {
+    let n = cands.len();
+    let dedup = spread.min_km.is_some_and(|m| m > 0.0);
+    let mut order = weighted_order(cands, rng);
+    let mut done = vec![false; n];
+    let mut budget = policy.exact_step_budget;
+    let mut best = Found {
+        chosen: Vec::new(),
+        cap: 0,
+        feasible: false,
+        exhaustive: true,
+        steps: 0,
+    };
+    while let Some(Reverse((_, anchor))) = order.pop() {
+        // Scanning the ring costs about n/16 steps' worth of work.
+        let scan = (n as u64 / 16).max(1);
+        if budget < scan {
+            best.exhaustive = false;
             break;
+        }
+        budget -= scan;
+        let mut neighbours: Vec<usize> = Vec::new();
+        let mut by_location: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+        for i in 0..n {
+            if i == anchor || done[i] || !compatible(&cands[anchor], &cands[i], spread) {
+                continue;
+            }
+            if dedup {
+                let key = (
+                    cands[i].location.lat.to_bits(),
+                    cands[i].location.lon.to_bits(),
+                );
+                let slot = by_location.entry(key).or_insert(i);
+                if (cands[i].cap, Reverse(cands[i].id))
+                    > (cands[*slot].cap, Reverse(cands[*slot].id))
+                {
+                    *slot = i;
+                }
+            } else {
+                neighbours.push(i);
+            }
+        }
+        if dedup {
+            neighbours = by_location.into_values().collect();
+        }
+        let own: u64 = cands[anchor].cap + neighbours.iter().map(|&i| cands[i].cap).sum::<u64>();
+        done[anchor] = true;
+        if own < need && own <= best.cap {
+            continue;
+        }
+        if neighbours.len() > 63 {
+            // Keep the nearest: compact clusters are likeliest to fit a maximum spread.
+            neighbours.sort_by(|&a, &b| {
+                let da = haversine_km(&cands[anchor].location, &cands[a].location);
+                let db = haversine_km(&cands[anchor].location, &cands[b].location);
+                da.total_cmp(&db).then(a.cmp(&b))
+            });
+            neighbours.truncate(63);
+            best.exhaustive = false;
+        }
+        let mut local = vec![anchor];
+        local.extend(neighbours);
+        let sub: Vec<Candidate> = local.iter().map(|&i| cands[i].clone()).collect();
+        let found = exact_search(&sub, spread, need, budget);
+        budget = budget.saturating_sub(found.steps);
+        if !found.exhaustive {
+            best.exhaustive = false;
+        }
+        if found.cap > best.cap {
+            best.cap = found.cap;
+            best.chosen = found.chosen.iter().map(|&j| local[j]).collect();
+        }
+        if found.feasible {
+            best.feasible = true;
+            best.exhaustive = true;
+            best.cap = greedy_extend(cands, spread, &mut best.chosen, need, goal, true, rng);
+            return best;
         }
     }
     best

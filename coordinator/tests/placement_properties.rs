@@ -344,3 +344,72 @@ fn placement_is_deterministic_for_a_seed() {
         }
     }
 }
+
+/// Size of the largest set of `points` pairwise within `spread` (exact, for ≤ 128 points).
+fn reference_max_clique(points: &[GeoPoint], spread: &DistanceRange) -> usize {
+    let n = points.len();
+    assert!(n <= 128);
+    let adj: Vec<u128> = (0..n)
+        .map(|i| {
+            (0..n)
+                .filter(|&j| j != i && within(spread, reference_km(&points[i], &points[j])))
+                .fold(0u128, |m, j| m | (1u128 << j))
+        })
+        .collect();
+    fn grow(adj: &[u128], size: usize, mut candidates: u128, best: &mut usize) {
+        *best = (*best).max(size);
+        while candidates != 0 {
+            if size + candidates.count_ones() as usize <= *best {
+                return;
+            }
+            let v = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            grow(adj, size + 1, candidates & adj[v], best);
+        }
+    }
+    let mut best = 0;
+    let all = if n == 128 {
+        u128::MAX
+    } else {
+        (1u128 << n) - 1
+    };
+    grow(&adj, 0, all, &mut best);
+    best
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    /// Rings larger than the exact limit with a maximum spread go through the
+    /// anchor sweep; when it calls a refusal exhaustive, an exact reference agrees.
+    #[test]
+    fn exhaustive_refusals_on_large_rings_are_proofs(
+        points in prop::collection::vec((44.0..52.0f64, 0.0..12.0f64), 50..120),
+        spread_min in prop_oneof![Just(None), (20.0..120.0f64).prop_map(Some)],
+        spread_max in 60.0..300.0f64,
+        k in 3u8..9,
+        seed in any::<u64>(),
+    ) {
+        let nodes: Vec<(f64, f64, u64, bool, f32)> =
+            points.iter().map(|&(lat, lon)| (lat, lon, 4, true, 0.1)).collect();
+        let view = build(&nodes, PACKET);
+        let spread = DistanceRange { min_km: spread_min.map(|m| m.min(spread_max / 2.0)), max_km: Some(spread_max) };
+        let req = request((48.0, 6.0), DistanceRange::ANY, spread, Redundancy::Erasure { k, m: 1 }, 1);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let locations: Vec<GeoPoint> = view.iter().map(|p| p.location).collect();
+        let largest = reference_max_clique(&locations, &req.spread);
+        match place(&view, &req, &mut rng) {
+            Ok(p) => {
+                assert_valid(&view, &req, &p);
+                prop_assert!(largest >= req.redundancy.width());
+            }
+            Err(refusal) => {
+                if refusal.exhaustive {
+                    prop_assert!(largest < req.redundancy.width(),
+                        "refused as exhaustive, but {largest} compatible nodes exist: {refusal}");
+                    prop_assert_eq!(refusal.largest_compatible, largest);
+                }
+            }
+        }
+    }
+}

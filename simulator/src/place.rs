@@ -7,6 +7,8 @@
 //! every choice comes from `strew_coordinator::place`.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -151,8 +153,19 @@ struct RefusedOut<'a> {
 }
 
 /// Runs `strew-sim place`: prints the placement (or the refusal) and returns Ok
-/// either way; errors are reserved for unreadable input.
+/// either way; errors are reserved for unreadable input. A closed stdout
+/// (`| head`) is a normal end, not an error.
 pub fn run(args: &PlaceArgs) -> anyhow::Result<()> {
+    let text = render(args)?;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// The whole output of `strew-sim place`, as text.
+fn render(args: &PlaceArgs) -> anyhow::Result<String> {
+    let mut text = String::new();
     let (view, rows) = load_nodes(&args.nodes)?;
     args.redundancy.validate()?;
     let stripes = args.packets.div_ceil(args.redundancy.data_packets() as u64);
@@ -197,20 +210,22 @@ pub fn run(args: &PlaceArgs) -> anyhow::Result<()> {
                     targets,
                     stripes: stripes_out,
                 };
-                println!("{}", serde_json::to_string(&out)?);
+                writeln!(text, "{}", serde_json::to_string(&out)?)?;
             } else {
-                println!(
+                writeln!(
+                    text,
                     "feasible: {} packets ({} stripes of {}) on {} targets",
                     req.total_packets(),
                     req.stripes,
                     req.redundancy,
                     targets.len()
-                );
+                )?;
                 for t in &targets {
-                    println!(
+                    writeln!(
+                        text,
                         "  {:<24} {:>9.4},{:>10.4}  {:>7.1} km  {:>6} packets",
                         t.id, t.lat, t.lon, t.distance_km, t.packets
-                    );
+                    )?;
                 }
             }
         }
@@ -221,13 +236,13 @@ pub fn run(args: &PlaceArgs) -> anyhow::Result<()> {
                     explanation: refusal.to_string(),
                     refusal: &refusal,
                 };
-                println!("{}", serde_json::to_string(&out)?);
+                writeln!(text, "{}", serde_json::to_string(&out)?)?;
             } else {
-                println!("infeasible: {refusal}");
+                writeln!(text, "infeasible: {refusal}")?;
             }
         }
     }
-    Ok(())
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -253,3 +253,91 @@ async fn bandwidth_limit_paces_packet_transfer() {
         "3 MB at 2 MB/s took only {took:?}"
     );
 }
+
+/// A store that takes 200 ms per write, so concurrent requests overlap.
+struct SlowStorage(strew_overlay::MemoryStorage);
+
+impl strew_overlay::PacketStorage for SlowStorage {
+    fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), strew_overlay::StorageError> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.0.put(id, bytes)
+    }
+    fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, strew_overlay::StorageError> {
+        self.0.get(id)
+    }
+    fn delete(&self, id: &PacketId) -> Result<bool, strew_overlay::StorageError> {
+        self.0.delete(id)
+    }
+    fn free_bytes(&self) -> Result<u64, strew_overlay::StorageError> {
+        self.0.free_bytes()
+    }
+    fn capacity(&self) -> u64 {
+        self.0.capacity()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_target_answers_busy_and_sources_back_off_until_stored() {
+    let mut target_cfg = config(48.85, 2.35, vec![]);
+    target_cfg.max_inflight_per_peer = 1;
+    target_cfg.max_inflight_total = 1;
+    let key = Keypair::generate_ed25519();
+    let (target, task) = strew_overlay::start(
+        key,
+        target_cfg,
+        std::sync::Arc::new(SlowStorage(strew_overlay::MemoryStorage::new(1 << 20))),
+        None,
+    )
+    .unwrap();
+    while target.listen_addrs().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let source = start(
+        config(52.52, 13.40, vec![target.listen_addrs()[0].clone()]),
+        1 << 20,
+    );
+    wait_for("a connection", Duration::from_secs(20), || {
+        source.handle.connected_peers() > 0
+    })
+    .await;
+    let manager = Keypair::generate_ed25519();
+    target.set_trusted_managers(BTreeSet::from([
+        peer::node_id_of_key(&manager.public()).unwrap()
+    ]));
+    let t = target.node_id();
+    let packets: Vec<Vec<u8>> = (0..4).map(|i| bytes(1000, 40 + i)).collect();
+    let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+    let tk = issue(&manager, TicketKind::Store, t, &refs);
+    let puts = packets
+        .iter()
+        .map(|p| source.handle.put_packet(t, tk.clone(), p.clone()));
+    for r in futures::future::join_all(puts).await {
+        r.unwrap();
+    }
+    let busy = target
+        .metrics()
+        .packets
+        .get_or_create(&strew_overlay::metrics::PacketLabel {
+            direction: "in",
+            op: "put",
+            result: "busy",
+        })
+        .get();
+    assert!(
+        busy >= 1,
+        "four concurrent puts against an in-flight limit of one met no Busy"
+    );
+    for p in &packets {
+        assert_eq!(
+            source
+                .handle
+                .get_packet(t, PacketId::of(p))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(p.as_slice())
+        );
+    }
+    target.shutdown();
+    task.abort();
+}

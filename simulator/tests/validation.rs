@@ -201,7 +201,7 @@ permanent_probability = 0.1
 corruption_probability = 0.03
 disasters = [{ at = "40d", lat = 48.14, lon = 11.58, radius = "200km" }]
 [repair]
-grace = "12h"
+grace = "48h"
 [audit]
 interval = "3d"
 "#;

@@ -3,10 +3,12 @@
 //!
 //! Owns [`NodeProfile`] (what a node announces about itself plus its
 //! liveness) and [`GridView`] (a `BTreeMap` by [`NodeId`] for deterministic
-//! iteration, an rstar R-tree of online nodes on the unit sphere for ring
-//! queries in O(log n + k), and a last-seen index so expiry costs O(k log n)).
-//! Every update is O(log n), so a simulator can flip 100k nodes online and
-//! offline constantly. This module must not validate signatures or decode
+//! iteration, an rstar R-tree of every node on the unit sphere for ring
+//! queries in O(log n + k) that skip offline nodes, a dense list of online
+//! nodes for O(1) uniform sampling, and a last-seen index so expiry costs
+//! O(k log n)). Every update is O(log n); going online or offline and
+//! changing free space or load never touch the R-tree, so a simulator can
+//! flip 100k nodes online and offline constantly. This module must not validate signatures or decode
 //! announcements (the overlay does), and must not choose targets (placement does).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -113,7 +115,6 @@ impl GridView {
         let index = RTree::bulk_load(
             nodes
                 .values()
-                .filter(|p| p.online)
                 .map(|p| Indexed {
                     xyz: p.location.unit_vector(),
                     id: p.node_id,
@@ -157,37 +158,51 @@ impl GridView {
     }
 
     fn unindex(&mut self, profile: &NodeProfile) {
-        if profile.online {
-            self.index.remove(&Indexed {
-                xyz: profile.location.unit_vector(),
-                id: profile.node_id,
-            });
-            self.unlist_online(&profile.node_id);
-        }
+        self.index.remove(&Indexed {
+            xyz: profile.location.unit_vector(),
+            id: profile.node_id,
+        });
+        self.unlist_online(&profile.node_id);
         self.by_last_seen
             .remove(&(profile.last_seen, profile.node_id));
     }
 
     fn reindex(&mut self, profile: &NodeProfile) {
+        self.index.insert(Indexed {
+            xyz: profile.location.unit_vector(),
+            id: profile.node_id,
+        });
         if profile.online {
-            self.index.insert(Indexed {
-                xyz: profile.location.unit_vector(),
-                id: profile.node_id,
-            });
             self.list_online(profile.node_id, profile.location);
         }
         self.by_last_seen
             .insert((profile.last_seen, profile.node_id));
     }
 
-    /// Inserts or replaces a node's profile. O(log n). Returns the previous profile.
+    /// Inserts or replaces a node's profile. O(log n); the spatial index is
+    /// only touched when the location changes. Returns the previous profile.
     pub fn upsert(&mut self, profile: NodeProfile) -> Option<NodeProfile> {
-        let previous = self.nodes.remove(&profile.node_id);
-        if let Some(old) = &previous {
-            self.unindex(old);
+        let id = profile.node_id;
+        let previous = self.nodes.remove(&id);
+        match &previous {
+            Some(old) if old.location == profile.location => {
+                if old.last_seen != profile.last_seen {
+                    self.by_last_seen.remove(&(old.last_seen, id));
+                    self.by_last_seen.insert((profile.last_seen, id));
+                }
+                if profile.online {
+                    self.list_online(id, profile.location);
+                } else {
+                    self.unlist_online(&id);
+                }
+            }
+            Some(old) => {
+                self.unindex(old);
+                self.reindex(&profile);
+            }
+            None => self.reindex(&profile),
         }
-        self.reindex(&profile);
-        self.nodes.insert(profile.node_id, profile);
+        self.nodes.insert(id, profile);
         previous
     }
 
@@ -213,24 +228,21 @@ impl GridView {
         stale
     }
 
-    /// Marks a node online or offline. O(log n). Returns false for an unknown node.
+    /// Marks a node online or offline. O(log n), and no spatial-index work:
+    /// the index holds every node and queries skip offline ones. Returns false
+    /// for an unknown node.
     pub fn set_online(&mut self, id: &NodeId, online: bool) -> bool {
-        let Some(profile) = self.nodes.get(id) else {
+        let Some(profile) = self.nodes.get_mut(id) else {
             return false;
         };
         if profile.online != online {
+            profile.online = online;
             let location = profile.location;
-            let xyz = location.unit_vector();
             if online {
-                self.index.insert(Indexed { xyz, id: *id });
                 self.list_online(*id, location);
             } else {
-                self.index.remove(&Indexed { xyz, id: *id });
                 self.unlist_online(id);
             }
-        }
-        if let Some(profile) = self.nodes.get_mut(id) {
-            profile.online = online;
         }
         true
     }
@@ -287,7 +299,7 @@ impl GridView {
 
     /// Number of online nodes.
     pub fn online_len(&self) -> usize {
-        self.index.size()
+        self.online_ids.len()
     }
 
     /// The `i`-th online node of an internal dense list (0 ≤ i < [`Self::online_len`]),
@@ -320,7 +332,7 @@ impl GridView {
     ) -> Vec<(&NodeProfile, f64)> {
         let mut out = Vec::new();
         let mut consider = |item: &Indexed| {
-            if let Some(profile) = self.nodes.get(&item.id) {
+            if let Some(profile) = self.nodes.get(&item.id).filter(|p| p.online) {
                 let d = haversine_km(center, &profile.location);
                 if range.contains(d) {
                     out.push((profile, d));
@@ -369,6 +381,7 @@ impl GridView {
             .filter_map(move |item| {
                 self.nodes
                     .get(&item.id)
+                    .filter(|p| p.online)
                     .map(|p| (p, haversine_km(&center, &p.location)))
             })
     }
@@ -483,5 +496,83 @@ mod tests {
         assert_eq!(a, b);
         assert!(!a.is_empty());
         assert_eq!(bulk.online_len(), incremental.online_len());
+    }
+
+    #[test]
+    fn random_updates_keep_the_view_equal_to_a_naive_model() {
+        use rand::rngs::Xoshiro256PlusPlus;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let mut view = GridView::new();
+        let mut model: BTreeMap<NodeId, NodeProfile> = BTreeMap::new();
+        let center = GeoPoint::new(48.0, 8.0).unwrap();
+        let range = DistanceRange::km(Some(100.0), Some(900.0)).unwrap();
+        for step in 0..3000u64 {
+            let n = rng.random_range(0..40u8);
+            match rng.random_range(0..5) {
+                0 | 1 => {
+                    let mut p = node(
+                        n,
+                        rng.random_range(40.0..56.0),
+                        rng.random_range(-2.0..18.0),
+                        step,
+                    );
+                    if let Some(old) = model.get(&id(n)).filter(|_| rng.random_bool(0.5)) {
+                        p.location = old.location; // an update that keeps the location
+                    }
+                    p.online = rng.random_bool(0.7);
+                    view.upsert(p.clone());
+                    model.insert(id(n), p);
+                }
+                2 => {
+                    let online = rng.random_bool(0.5);
+                    assert_eq!(view.set_online(&id(n), online), model.contains_key(&id(n)));
+                    if let Some(p) = model.get_mut(&id(n)) {
+                        p.online = online;
+                    }
+                }
+                3 => {
+                    assert_eq!(
+                        view.remove(&id(n)).is_some(),
+                        model.remove(&id(n)).is_some()
+                    );
+                }
+                _ => {
+                    let gone = view.expire(step, 400);
+                    let stale: Vec<NodeId> = model
+                        .values()
+                        .filter(|p| p.last_seen < step.saturating_sub(400))
+                        .map(|p| p.node_id)
+                        .collect();
+                    let gone_set: BTreeSet<NodeId> = gone.into_iter().collect();
+                    assert_eq!(gone_set, stale.iter().copied().collect());
+                    for id in stale {
+                        model.remove(&id);
+                    }
+                }
+            }
+            let want: Vec<NodeId> = model
+                .values()
+                .filter(|p| p.online && range.contains(haversine_km(&center, &p.location)))
+                .map(|p| p.node_id)
+                .collect();
+            let got: Vec<NodeId> = view
+                .in_ring(&center, &range)
+                .iter()
+                .map(|p| p.node_id)
+                .collect();
+            assert_eq!(got, want, "step {step}");
+            let online: BTreeSet<NodeId> = model
+                .values()
+                .filter(|p| p.online)
+                .map(|p| p.node_id)
+                .collect();
+            assert_eq!(view.online_len(), online.len());
+            let listed: BTreeSet<NodeId> = (0..view.online_len())
+                .map(|i| view.online_location_at(i).unwrap().0)
+                .collect();
+            assert_eq!(listed, online);
+            assert_eq!(view.len(), model.len());
+        }
     }
 }

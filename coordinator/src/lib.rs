@@ -13,11 +13,11 @@ pub mod manager;
 pub mod placement;
 pub mod quota;
 pub mod records;
+pub mod repair;
 pub mod seal;
 pub mod state;
 pub mod store;
 pub mod ticket;
-pub mod repair;
 pub mod units;
 
 pub use grid::{GridView, NodeProfile};
@@ -28,7 +28,7 @@ pub use manager::{
 };
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
-    place_replacements, place_replacements_with, place_with,
+    place_excluding, place_replacements, place_replacements_with, place_with,
 };
 pub use quota::{GridMode, JoinToken, QuotaError, Subscription};
 pub use records::{

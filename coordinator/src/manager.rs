@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grid::{GridView, NodeProfile};
 use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
-use crate::placement::{PlacementPolicy, PlacementRefusal, PlacementRequest, place_with};
+use crate::placement::{PlacementPolicy, PlacementRefusal, PlacementRequest, place_excluding};
 use crate::quota::{GridMode, JoinToken};
 use crate::records::{
     AssemblyRecord, BackupParams, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
@@ -101,6 +101,10 @@ pub struct PlanRequest {
     pub location: GeoPoint,
     pub params: BackupParams,
     pub chunks: Vec<ChunkPlan>,
+    /// Targets the source could not reach in an earlier plan of this backup:
+    /// never chosen by this one.
+    #[serde(default)]
+    pub exclude: Vec<NodeId>,
 }
 
 /// The leader's answer to a plan: what to upload where, with tickets.
@@ -139,6 +143,9 @@ pub struct CommitRequest {
     pub stored: Vec<StoredPacket>,
     /// DataId of the snapshot manifest.
     pub manifest: DataId,
+    /// DataIds of the manifest's own chunks, in order (they are also in `chunks`).
+    #[serde(default)]
+    pub manifest_chunks: Vec<DataId>,
     /// Every chunk of the snapshot, in sequence order.
     pub chunks: Vec<DataId>,
     /// Plaintext bytes backed up.
@@ -383,6 +390,55 @@ impl Manager {
         now: Millis,
         rng: &mut R,
     ) -> Result<PlanDecision, ManagerError> {
+        let (uploads, reused) = self.decide_placement(&request, rng)?;
+        let pending = PendingBackup {
+            id: self.state.next_pending,
+            source: request.source,
+            set: request.set.clone(),
+            location: request.location,
+            params: request.params.clone(),
+            new_chunks: uploads.clone(),
+            reused: reused.clone(),
+            created_at: now,
+            expires_at: now + self.config.pending_ttl,
+        };
+        let pending_id = pending.id;
+        let expires_at = pending.expires_at;
+        self.execute(Command::BeginBackup { pending })?;
+        let mut per_target: BTreeMap<NodeId, Vec<TicketEntry>> = BTreeMap::new();
+        for p in uploads.iter().flat_map(|c| &c.packets) {
+            per_target.entry(p.target).or_default().push(TicketEntry {
+                packet_id: p.packet_id,
+                size: p.size,
+            });
+        }
+        Ok(PlanDecision {
+            pending_id,
+            uploads,
+            reused,
+            tickets: self.tickets(TicketKind::Store, per_target, now),
+            expires_at,
+        })
+    }
+
+    /// (b') A dry run of [`plan_backup`](Self::plan_backup): the same
+    /// placement (or the same refusal) without recording anything or issuing
+    /// tickets. `strew plan` shows it.
+    pub fn preview_backup<R: Rng + ?Sized>(
+        &self,
+        request: &PlanRequest,
+        rng: &mut R,
+    ) -> Result<(Vec<PlannedChunk>, Vec<DataId>), ManagerError> {
+        self.decide_placement(request, rng)
+    }
+
+    /// Validates a plan request, sorts its chunks into stored (reused) and
+    /// new, and places the new ones. Changes nothing.
+    fn decide_placement<R: Rng + ?Sized>(
+        &self,
+        request: &PlanRequest,
+        rng: &mut R,
+    ) -> Result<(Vec<PlannedChunk>, Vec<DataId>), ManagerError> {
         let redundancy = request.params.redundancy;
         redundancy
             .validate()
@@ -433,8 +489,15 @@ impl Manager {
                 stripes,
                 packet_size,
             };
-            let placement =
-                place_with(&self.view, &placement_request, &self.config.placement, rng)?;
+            // Targets the source could not reach are left out of this plan.
+            let exclude: BTreeSet<NodeId> = request.exclude.iter().copied().collect();
+            let placement = place_excluding(
+                &self.view,
+                &placement_request,
+                &self.config.placement,
+                &exclude,
+                rng,
+            )?;
             for (chunk, targets) in new_chunks.iter().zip(&placement.stripes) {
                 uploads.push(PlannedChunk {
                     data_id: chunk.data_id,
@@ -451,34 +514,7 @@ impl Manager {
                 });
             }
         }
-        let pending = PendingBackup {
-            id: self.state.next_pending,
-            source: request.source,
-            set: request.set.clone(),
-            location: request.location,
-            params: request.params.clone(),
-            new_chunks: uploads.clone(),
-            reused: reused.clone(),
-            created_at: now,
-            expires_at: now + self.config.pending_ttl,
-        };
-        let pending_id = pending.id;
-        let expires_at = pending.expires_at;
-        self.execute(Command::BeginBackup { pending })?;
-        let mut per_target: BTreeMap<NodeId, Vec<TicketEntry>> = BTreeMap::new();
-        for p in uploads.iter().flat_map(|c| &c.packets) {
-            per_target.entry(p.target).or_default().push(TicketEntry {
-                packet_id: p.packet_id,
-                size: p.size,
-            });
-        }
-        Ok(PlanDecision {
-            pending_id,
-            uploads,
-            reused,
-            tickets: self.tickets(TicketKind::Store, per_target, now),
-            expires_at,
-        })
+        Ok((uploads, reused))
     }
 
     fn snapshot_id(source: &NodeId, set: &str, pending_id: u64) -> SnapshotId {
@@ -579,6 +615,7 @@ impl Manager {
         let sequence = Sequence {
             snapshot: snapshot_id,
             manifest: request.manifest,
+            manifest_chunks: request.manifest_chunks.clone(),
             stripes,
         };
         let sealed = seal_at_rest(
@@ -728,6 +765,36 @@ impl Manager {
             },
         })?;
         Ok(id)
+    }
+
+    /// Abandons a planned backup of `source` (e.g. to re-plan it without a
+    /// target that failed mid-upload): its reservations are released; returns
+    /// delete tickets for whatever may already have been uploaded.
+    pub fn abandon(
+        &mut self,
+        source: NodeId,
+        pending_id: u64,
+        now: Millis,
+    ) -> Result<Vec<StorageTicket>, ManagerError> {
+        let pending = self
+            .state
+            .pending
+            .get(&pending_id)
+            .ok_or(ApplyError::UnknownPending(pending_id))?;
+        if pending.source != source {
+            return Err(ManagerError::Invalid(format!(
+                "backup {pending_id} belongs to {}, not {source}",
+                pending.source
+            )));
+        }
+        match self.execute(Command::AbortBackup {
+            pending_id,
+            at: now,
+            reason: "abandoned by its source".into(),
+        })? {
+            Applied::Deletions(d) => Ok(self.delete_tickets(&d, now)),
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// Aborts planned backups past their deadline; returns delete tickets for

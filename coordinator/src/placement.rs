@@ -890,6 +890,28 @@ pub fn place_with<R: Rng + ?Sized>(
     policy: &PlacementPolicy,
     rng: &mut R,
 ) -> Result<Placement, PlacementRefusal> {
+    place_inner(view, req, policy, &|_| true, rng)
+}
+
+/// [`place_with`], never choosing a node in `exclude` (e.g. targets a source
+/// could not reach during an earlier attempt of the same backup).
+pub fn place_excluding<R: Rng + ?Sized>(
+    view: &GridView,
+    req: &PlacementRequest,
+    policy: &PlacementPolicy,
+    exclude: &BTreeSet<NodeId>,
+    rng: &mut R,
+) -> Result<Placement, PlacementRefusal> {
+    place_inner(view, req, policy, &|c| !exclude.contains(&c.id), rng)
+}
+
+fn place_inner<R: Rng + ?Sized>(
+    view: &GridView,
+    req: &PlacementRequest,
+    policy: &PlacementPolicy,
+    accept: Accept<'_>,
+    rng: &mut R,
+) -> Result<Placement, PlacementRefusal> {
     validate(req)?;
     let width = req.redundancy.width();
     let stripes = req.stripes as usize;
@@ -903,7 +925,7 @@ pub fn place_with<R: Rng + ?Sized>(
     let goal = target_goal(width, need, policy);
     // A target holds at most one packet of each stripe.
     let per_target = req.stripes as u64;
-    let (cands, found) = match choose(view, req, policy, per_target, need, goal, &|_| true, rng) {
+    let (cands, found) = match choose(view, req, policy, per_target, need, goal, accept, rng) {
         Choice::Found(cands, found) => (cands, found),
         Choice::Refused(cands, ring_nodes, found) => {
             return Err(explain(

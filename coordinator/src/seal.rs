@@ -69,6 +69,10 @@ pub struct Sequence {
     pub snapshot: SnapshotId,
     /// DataId of the snapshot's manifest.
     pub manifest: DataId,
+    /// DataIds of the manifest's own chunks, in order (also among
+    /// `stripes`): a restore decodes these first to learn the rest.
+    #[serde(default)]
+    pub manifest_chunks: Vec<DataId>,
     pub stripes: Vec<SequenceStripe>,
 }
 
@@ -257,6 +261,7 @@ mod tests {
         Sequence {
             snapshot: SnapshotId([1; 32]),
             manifest: DataId([2; 32]),
+            manifest_chunks: vec![DataId([1; 32])],
             stripes: (0..2u8)
                 .map(|s| SequenceStripe {
                     data_id: DataId([s; 32]),

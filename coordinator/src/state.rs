@@ -524,7 +524,23 @@ impl ManagerState {
         let mut deletions: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
         for chunk in &pending.new_chunks {
             for p in &chunk.packets {
-                deletions.entry(p.target).or_default().push(p.packet_id);
+                // A later plan of the same backup (or another backup) may have
+                // put the very same packet on the very same target and
+                // committed or planned it: that copy is live, never delete it.
+                let committed = self
+                    .targets
+                    .get(&p.target)
+                    .is_some_and(|t| t.packets.contains_key(&p.packet_id));
+                let planned = self.pending.values().any(|other| {
+                    other.new_chunks.iter().any(|c| {
+                        c.packets
+                            .iter()
+                            .any(|q| q.packet_id == p.packet_id && q.target == p.target)
+                    })
+                });
+                if !committed && !planned {
+                    deletions.entry(p.target).or_default().push(p.packet_id);
+                }
             }
         }
         self.log(

@@ -109,6 +109,7 @@ fn plan(m: &mut Manager, source: &TestNode, set: &str, chunks: &[&str], now: u64
             location: source.profile.location,
             params: params(),
             chunks: chunks.iter().map(|c| chunk(c)).collect(),
+            exclude: Vec::new(),
         },
         now,
         &mut rng,
@@ -137,6 +138,7 @@ fn commit(
             manifest: DataId([9; 32]),
             chunks: chunks.iter().map(|c| chunk(c).data_id).collect(),
             bytes: 1000,
+            manifest_chunks: Vec::new(),
         },
         now,
         &mut rng,
@@ -316,6 +318,7 @@ fn commit_needs_every_receipt_and_is_idempotent() {
         manifest: DataId([1; 32]),
         chunks: vec![chunk("a").data_id, chunk("b").data_id],
         bytes: 10,
+        manifest_chunks: Vec::new(),
     };
     assert!(matches!(
         m.commit_backup(request(stored.clone()), 20, &mut rng),
@@ -344,6 +347,7 @@ fn quotas_refuse_backups_larger_than_the_subscription() {
         location: small.profile.location,
         params: params(),
         chunks: chunks.iter().map(|c| chunk(c)).collect(),
+        exclude: Vec::new(),
     };
     // One chunk = 3 packets = 3 MiB fits; two chunks = 6 MiB does not.
     let err = m
@@ -391,6 +395,7 @@ fn targets_never_get_more_than_they_donate() {
                 location: paris.profile.location,
                 params: params(),
                 chunks: vec![chunk("three")],
+                exclude: Vec::new(),
             },
             11,
             &mut rng,
@@ -505,6 +510,7 @@ fn expired_plans_release_their_reservations() {
             manifest: DataId([0; 32]),
             chunks: vec![],
             bytes: 0,
+            manifest_chunks: Vec::new(),
         },
         300,
         &mut rng,
@@ -513,4 +519,73 @@ fn expired_plans_release_their_reservations() {
         late,
         Err(ManagerError::Apply(ApplyError::UnknownPending(_)))
     ));
+}
+
+#[test]
+fn replanning_excludes_unreachable_targets_and_abandon_releases_the_old_plan() {
+    let (targets, paris, lyon) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris, &lyon]);
+    let first = plan(&mut m, &paris, "docs", &["a", "b"], 10);
+    let unreachable = first.tickets[0].target;
+
+    // Only the owner may abandon; abandoning releases every reservation.
+    assert!(m.abandon(lyon.id, first.pending_id, 11).is_err());
+    let deletes = m.abandon(paris.id, first.pending_id, 11).unwrap();
+    assert_eq!(deletes.len(), first.tickets.len());
+    assert!(deletes.iter().all(|t| t.kind == TicketKind::Delete));
+    assert!(m.state().pending.is_empty());
+    assert!(m.state().targets.values().all(|t| t.reserved == 0));
+
+    let mut rng = StdRng::seed_from_u64(12);
+    let second = m
+        .plan_backup(
+            PlanRequest {
+                source: paris.id,
+                set: "docs".into(),
+                location: paris.profile.location,
+                params: params(),
+                chunks: vec![chunk("a"), chunk("b")],
+                exclude: vec![unreachable],
+            },
+            12,
+            &mut rng,
+        )
+        .unwrap();
+    assert!(
+        second
+            .uploads
+            .iter()
+            .flat_map(|c| &c.packets)
+            .all(|p| p.target != unreachable)
+    );
+
+    // The manifest's own chunks travel with the sealed sequence to a restore.
+    let stored: Vec<StoredPacket> = second
+        .uploads
+        .iter()
+        .flat_map(|c| c.packets.clone())
+        .collect();
+    let snap = m
+        .commit_backup(
+            CommitRequest {
+                pending_id: second.pending_id,
+                source: paris.id,
+                stored,
+                manifest: DataId([4; 32]),
+                manifest_chunks: vec![chunk("b").data_id],
+                chunks: vec![chunk("a").data_id, chunk("b").data_id],
+                bytes: 5,
+            },
+            13,
+            &mut rng,
+        )
+        .unwrap()
+        .snapshot;
+    let sealed = m.fetch_sequence(paris.id, snap, &mut rng).unwrap();
+    let sequence =
+        Sequence::from_bytes(&open_as_recipient(&paris.secret, snap.as_bytes(), &sealed).unwrap())
+            .unwrap();
+    assert_eq!(sequence.manifest, DataId([4; 32]));
+    assert_eq!(sequence.manifest_chunks, vec![chunk("b").data_id]);
 }

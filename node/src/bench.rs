@@ -147,7 +147,7 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
 
     // Lose as many packets of every stripe as the redundancy tolerates.
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let tolerated = args.redundancy.tolerated_losses() as usize;
+    let tolerated = args.redundancy.tolerated_losses();
     let mut deleted = 0u64;
     let mut doomed: Vec<PacketId> = Vec::new();
     for stripe in report.sequence.stripes() {

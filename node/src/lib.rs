@@ -2,14 +2,16 @@
 //! and the CLI's building blocks. The `strew` binary (`main.rs`) is a thin
 //! dispatcher over these modules.
 
-pub mod cli;
 pub mod bench;
-pub mod pipeline;
-pub mod store;
-pub mod verify;
-pub mod progress;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod grid;
 pub mod identity;
+pub mod keys;
 pub mod metrics;
+pub mod pipeline;
+pub mod progress;
+pub mod store;
+pub mod verify;

@@ -395,6 +395,13 @@ impl PacketStore {
         Ok(Some(buf))
     }
 
+    /// The stored length of a packet, or `None` if it is not stored.
+    pub fn size_of(&self, id: &PacketId) -> Result<Option<u64>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let index = txn.open_table(PACKETS)?;
+        Ok(index.get(&id.0)?.map(|v| u64::from(v.value().2)))
+    }
+
     /// Whether a packet is stored.
     pub fn contains(&self, id: &PacketId) -> Result<bool, StoreError> {
         let txn = self.inner.db.begin_read()?;

@@ -223,7 +223,7 @@ fn an_incremental_backup_uploads_only_what_changed() {
     let third = run_backup(&src, &c, &store, &known);
     let data_new = third.stats.new_chunks
         - (third.sequence.manifest.len() as u64 - manifest_reused(&third, &known));
-    assert!(data_new >= 1 && data_new <= 3, "{data_new} new data chunks");
+    assert!((1..=3).contains(&data_new), "{data_new} new data chunks");
     let dest = work.path().join("dest");
     run_restore(&third, &c, &store, &dest).unwrap();
     assert_eq!(
@@ -456,7 +456,7 @@ fn a_missing_root_is_an_error_naming_it() {
     let mut sink = StoreSink::new(store);
     let missing = work.path().join("does-not-exist");
     let err = pipeline::backup(
-        &[missing.clone()],
+        std::slice::from_ref(&missing),
         &opts(&c),
         &NothingKnown,
         &mut sink,
@@ -492,9 +492,8 @@ proptest! {
             // Later entries may collide with earlier ones: skip what cannot be made.
             match file {
                 Some((len, seed)) => {
-                    if let Some(parent) = p.parent() {
-                        if fs::create_dir_all(parent).is_err() { continue; }
-                    }
+                    if let Some(parent) = p.parent()
+                        && fs::create_dir_all(parent).is_err() { continue; }
                     if p.is_dir() { continue; }
                     let _ = fs::write(&p, noise(*len, *seed));
                 }

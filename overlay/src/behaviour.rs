@@ -1,5 +1,5 @@
 //! The composed libp2p behaviour: Kademlia, identify, ping, gossipsub and the
-//! two strew request-response protocols. Owns construction and protocol
+//! three strew request-response protocols (packets, grid sync, manager). Owns construction and protocol
 //! settings only; the event loop (`runtime`) reacts to what it emits.
 
 use std::time::Duration;
@@ -12,6 +12,7 @@ use crate::bandwidth::BandwidthLimiter;
 use crate::config::OverlayConfig;
 use crate::error::OverlayError;
 use crate::gossip;
+use crate::manager::{MANAGER_PROTOCOL, ManagerCodec};
 use crate::packet::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketCodec};
 use crate::sync::{SYNC_PROTOCOL, SyncCodec};
 
@@ -35,6 +36,7 @@ pub struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub packets: request_response::Behaviour<PacketCodec>,
     pub sync: request_response::Behaviour<SyncCodec>,
+    pub manager: request_response::Behaviour<ManagerCodec>,
 }
 
 impl Behaviour {
@@ -99,6 +101,17 @@ impl Behaviour {
                 .with_max_concurrent_streams(4),
         );
 
+        let manager = request_response::Behaviour::with_codec(
+            ManagerCodec,
+            [(
+                StreamProtocol::new(MANAGER_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(config.request_timeout)
+                .with_max_concurrent_streams(config.max_streams_per_peer),
+        );
+
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
                 .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
@@ -114,6 +127,7 @@ impl Behaviour {
             gossipsub,
             packets,
             sync,
+            manager,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod gossip;
 pub mod grid;
+pub mod manager;
 pub mod metrics;
 pub mod packet;
 pub mod peer;
@@ -26,6 +27,7 @@ pub use announcement::{ANNOUNCEMENT_MAX_BYTES, Announcement, AnnouncementError, 
 pub use bandwidth::BandwidthLimiter;
 pub use config::{LocalProfile, OverlayConfig};
 pub use error::OverlayError;
+pub use manager::{ManagerEndpoint, ManagerRequest, ManagerResponse};
 pub use metrics::OverlayMetrics;
 pub use packet::{MAX_PACKET_BYTES, MemoryStorage, PacketStorage, Receipt, Refusal, StorageError};
 pub use runtime::{OverlayHandle, PeerInfo, now_ms, start};

@@ -34,6 +34,7 @@ use crate::config::OverlayConfig;
 use crate::error::OverlayError;
 use crate::gossip::{self, AnnouncementGate, Verdict};
 use crate::grid::GridBook;
+use crate::manager::{ManagerEndpoint, ManagerRequest, ManagerResponse};
 use crate::metrics::OverlayMetrics;
 use crate::packet::{
     PacketRequest, PacketResponse, PacketService, PacketStorage, Receipt, TrustedManagers,
@@ -70,8 +71,16 @@ enum Command {
         request: PacketRequest,
         reply: oneshot::Sender<Result<PacketResponse, String>>,
     },
+    Manager {
+        target: PeerId,
+        request: ManagerRequest,
+        reply: oneshot::Sender<Result<ManagerResponse, String>>,
+    },
     Dial(Multiaddr),
 }
+
+/// Manager calls being answered at once; further ones are told `Unavailable`.
+const MAX_MANAGER_INFLIGHT: usize = 64;
 
 /// State the event loop shares with handles (read-mostly).
 struct Shared {
@@ -81,6 +90,7 @@ struct Shared {
     connected: AtomicUsize,
     managers: TrustedManagers,
     manager: RwLock<Option<NodeId>>,
+    endpoint: RwLock<Option<Arc<dyn ManagerEndpoint>>>,
     metrics: OverlayMetrics,
     per_peer_outbound: usize,
     outbound_slots: std::sync::Mutex<BTreeMap<NodeId, Arc<Semaphore>>>,
@@ -190,6 +200,50 @@ impl OverlayHandle {
         if let (Some(manager), Ok(mut set)) = (manager, self.shared.managers.write()) {
             set.insert(manager);
         }
+    }
+
+    /// Serves the manager protocol through `endpoint` (the node's sequence
+    /// manager), or stops serving it (`None`: callers are redirected).
+    pub fn set_manager_endpoint(&self, endpoint: Option<Arc<dyn ManagerEndpoint>>) {
+        if let Ok(mut e) = self.shared.endpoint.write() {
+            *e = endpoint;
+        }
+    }
+
+    /// Sends one call to the sequence manager on `target` and returns its
+    /// answer as is (redirects included: the caller decides where to retry).
+    /// A call to this node itself goes straight to its endpoint.
+    pub async fn manager_request(
+        &self,
+        target: NodeId,
+        request: ManagerRequest,
+    ) -> Result<ManagerResponse, OverlayError> {
+        if target == self.shared.node_id {
+            let shared = self.shared.clone();
+            let me = self.shared.node_id;
+            return tokio::task::spawn_blocking(move || answer_manager(&shared, me, request))
+                .await
+                .map_err(|e| OverlayError::Unreachable {
+                    target,
+                    detail: format!("manager task failed: {e}"),
+                });
+        }
+        let peer = peer::peer_id_of(&target).ok_or_else(|| OverlayError::Unreachable {
+            target,
+            detail: "not a valid peer id".into(),
+        })?;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Manager {
+                target: peer,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| OverlayError::Stopped)?;
+        rx.await
+            .map_err(|_| OverlayError::Stopped)?
+            .map_err(|detail| OverlayError::Unreachable { target, detail })
     }
 
     /// Replaces the set of managers whose tickets this node honours.
@@ -470,6 +524,7 @@ pub fn start(
         connected: AtomicUsize::new(0),
         managers: managers.clone(),
         manager: RwLock::new(None),
+        endpoint: RwLock::new(None),
         metrics,
         per_peer_outbound: config.max_streams_per_peer.max(1),
         outbound_slots: std::sync::Mutex::new(BTreeMap::new()),
@@ -486,6 +541,7 @@ pub fn start(
     );
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (done_tx, done) = mpsc::channel(config.max_inflight_total.max(1));
+    let (manager_done_tx, manager_done) = mpsc::channel(MAX_MANAGER_INFLIGHT);
     let gate = AnnouncementGate::new(
         FreshnessLimits::default(),
         5,
@@ -502,6 +558,10 @@ pub fn start(
         done,
         done_tx,
         pending: BTreeMap::new(),
+        manager_pending: BTreeMap::new(),
+        manager_done,
+        manager_done_tx,
+        manager_inflight: 0,
         inflight_per_peer: BTreeMap::new(),
         inflight_total: 0,
         synced_with: BTreeSet::new(),
@@ -565,6 +625,19 @@ type Done = (
     usize,
 );
 
+type ManagerDone = (PeerId, ResponseChannel<ManagerResponse>, ManagerResponse);
+
+/// Answers a manager call with the installed endpoint, or redirects.
+fn answer_manager(shared: &Shared, requester: NodeId, request: ManagerRequest) -> ManagerResponse {
+    let endpoint = shared.endpoint.read().ok().and_then(|e| e.clone());
+    match endpoint {
+        Some(endpoint) => endpoint.handle(requester, request),
+        None => ManagerResponse::NotManager {
+            leader: shared.manager.read().ok().and_then(|m| *m),
+        },
+    }
+}
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     key: Keypair,
@@ -576,6 +649,10 @@ struct EventLoop {
     done: mpsc::Receiver<Done>,
     done_tx: mpsc::Sender<Done>,
     pending: BTreeMap<OutboundRequestId, oneshot::Sender<Result<PacketResponse, String>>>,
+    manager_pending: BTreeMap<OutboundRequestId, oneshot::Sender<Result<ManagerResponse, String>>>,
+    manager_done: mpsc::Receiver<ManagerDone>,
+    manager_done_tx: mpsc::Sender<ManagerDone>,
+    manager_inflight: usize,
     inflight_per_peer: BTreeMap<PeerId, usize>,
     inflight_total: usize,
     synced_with: BTreeSet<PeerId>,
@@ -602,6 +679,7 @@ impl EventLoop {
                     None => break,
                 },
                 Some(done) = self.done.recv() => self.on_done(done),
+                Some(done) = self.manager_done.recv() => self.on_manager_done(done),
                 _ = housekeeping.tick() => self.housekeeping().await,
                 _ = shared.reannounce.notified() => self.next_announce = Instant::now(),
                 _ = shared.shutdown.notified() => break,
@@ -616,6 +694,9 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(p);
         }
         for (_, reply) in std::mem::take(&mut self.pending) {
+            let _ = reply.send(Err("overlay shut down".into()));
+        }
+        for (_, reply) in std::mem::take(&mut self.manager_pending) {
             let _ = reply.send(Err("overlay shut down".into()));
         }
     }
@@ -655,11 +736,101 @@ impl EventLoop {
                     .send_request(&target, request);
                 self.pending.insert(id, reply);
             }
+            Command::Manager {
+                target,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .manager
+                    .send_request(&target, request);
+                self.manager_pending.insert(id, reply);
+            }
             Command::Dial(addr) => {
                 if let Err(err) = self.swarm.dial(addr.clone()) {
                     warn!(%addr, %err, "dial failed");
                 }
             }
+        }
+    }
+
+    fn on_manager_done(&mut self, (peer, channel, response): ManagerDone) {
+        self.manager_inflight = self.manager_inflight.saturating_sub(1);
+        if self
+            .swarm
+            .behaviour_mut()
+            .manager
+            .send_response(channel, response)
+            .is_err()
+        {
+            debug!(%peer, "manager caller went away before the response");
+        }
+    }
+
+    fn on_manager_event(
+        &mut self,
+        event: request_response::Event<ManagerRequest, ManagerResponse>,
+    ) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let Some(requester) = peer::node_id_of(&peer) else {
+                        let _ = self.swarm.behaviour_mut().manager.send_response(
+                            channel,
+                            ManagerResponse::Refused("the caller is not an Ed25519 node".into()),
+                        );
+                        return;
+                    };
+                    if self.manager_inflight >= MAX_MANAGER_INFLIGHT {
+                        let _ = self.swarm.behaviour_mut().manager.send_response(
+                            channel,
+                            ManagerResponse::Unavailable("the manager is busy; retry".into()),
+                        );
+                        return;
+                    }
+                    self.manager_inflight += 1;
+                    debug!(%peer, kind = request.kind(), "manager call");
+                    let shared = self.shared.clone();
+                    let done = self.manager_done_tx.clone();
+                    tokio::spawn(async move {
+                        let response = tokio::task::spawn_blocking(move || {
+                            answer_manager(&shared, requester, request)
+                        })
+                        .await
+                        .unwrap_or_else(|err| {
+                            ManagerResponse::Unavailable(format!("manager task failed: {err}"))
+                        });
+                        let _ = done.send((peer, channel, response)).await;
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.manager_pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, %error, "manager call failed");
+                if let Some(reply) = self.manager_pending.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                warn!(%peer, %error, "bad or failed inbound manager call");
+            }
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -872,6 +1043,7 @@ impl EventLoop {
             BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::Packets(event) => self.on_packet_event(event),
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
+            BehaviourEvent::Manager(event) => self.on_manager_event(event),
         }
     }
 

@@ -8,6 +8,7 @@
 //! This module must not implement protocols (the overlay does) or storage (the store does).
 
 pub mod commands;
+pub mod manager;
 pub mod report;
 pub mod storage;
 

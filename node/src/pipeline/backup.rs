@@ -299,6 +299,9 @@ fn name_roots(roots: &[PathBuf]) -> Result<Vec<(PathBuf, Vec<u8>)>, BackupError>
 /// Chunks handed from the reader to the encoders: (chunk index, bytes).
 type Batch = Vec<(u32, Vec<u8>)>;
 
+/// One small file read for packing: its bytes and DataId, or `None` if it grew past the minimum.
+type SmallRead = std::io::Result<Option<(Vec<u8>, DataId)>>;
+
 /// One encoded chunk as the writer receives it.
 struct Encoded {
     index: u32,
@@ -581,7 +584,7 @@ impl<'a> Reader<'a> {
         self.small_queue_bytes = 0;
         let min = u64::from(self.opts.sizes.min);
         let secret = &self.opts.codec.secret;
-        let read: Vec<std::io::Result<Option<(Vec<u8>, DataId)>>> = self.io_pool.install(|| {
+        let read: Vec<SmallRead> = self.io_pool.install(|| {
             queue
                 .par_iter()
                 .map(|(path, _)| {
@@ -736,10 +739,10 @@ impl<'a> Reader<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        if let Some(tx) = &self.tx {
-            if tx.send(batch).is_err() {
-                self.tx = None;
-            }
+        if let Some(tx) = &self.tx
+            && tx.send(batch).is_err()
+        {
+            self.tx = None;
         }
     }
 

@@ -47,7 +47,8 @@ impl ChunkSizes {
             })
         };
         use fastcdc::v2020 as f;
-        if self.min % 2 != 0 || self.avg % 2 != 0 || self.max % 2 != 0 {
+        if !self.min.is_multiple_of(2) || !self.avg.is_multiple_of(2) || !self.max.is_multiple_of(2)
+        {
             return err("sizes must be even");
         }
         if !(self.min <= self.avg && self.avg <= self.max) {

@@ -128,13 +128,13 @@ impl Manifest {
                     why: "listed twice".into(),
                 });
             }
-            if let Some(cut) = path.iter().rposition(|b| *b == b'/') {
-                if !dirs.contains(&path[..cut]) {
-                    return Err(ManifestError::Inconsistent {
-                        path: shown(),
-                        why: "its parent is not a directory listed before it".into(),
-                    });
-                }
+            if let Some(cut) = path.iter().rposition(|b| *b == b'/')
+                && !dirs.contains(&path[..cut])
+            {
+                return Err(ManifestError::Inconsistent {
+                    path: shown(),
+                    why: "its parent is not a directory listed before it".into(),
+                });
             }
             match &e.kind {
                 EntryKind::Dir => {

@@ -164,7 +164,7 @@ impl PacketHeader {
                 }
             }
             Scheme::Erasure => {
-                if self.shard_len == 0 || self.shard_len % 2 != 0 {
+                if self.shard_len == 0 || !self.shard_len.is_multiple_of(2) {
                     return bad(format!(
                         "shard length {} is not a positive even number",
                         self.shard_len

@@ -214,10 +214,10 @@ pub fn restore(
             order.push(s);
         }
     }
-    if order.len() != writes.len() {
-        if let Some(missing) = writes.keys().find(|id| !by_id.contains_key(id)) {
-            return Err(RestoreError::MissingStripe(*missing));
-        }
+    if order.len() != writes.len()
+        && let Some(missing) = writes.keys().find(|id| !by_id.contains_key(id))
+    {
+        return Err(RestoreError::MissingStripe(*missing));
     }
     let notes = Mutex::new(&mut report);
     for group in order.chunks(STRIPES_IN_FLIGHT) {

@@ -1,0 +1,278 @@
+//! A backup onto the grid: pipeline into the local outbox → plan with the
+//! sequence manager → direct uploads to targets under their tickets →
+//! commit with the verified receipts.
+//!
+//! The outbox (a packet store in the data dir) holds the backup's new
+//! packets until the commit, so an interrupted backup re-runs cheaply:
+//! chunks already committed are known and skipped, packets already encoded
+//! are found in the outbox. A target that fails mid-upload is excluded and
+//! the backup re-planned around it (at most [`MAX_PLANS`] times); packets
+//! already on a target the new plan keeps are not sent again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use serde::Serialize;
+use strew_coordinator::manager::{ChunkPlan, CommitRequest, PacketSpec, PlanRequest};
+use strew_coordinator::records::{BackupParams, StoredPacket};
+use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId};
+
+use super::{GridError, KnownIndex, ManagerApi, PacketTransport, SourceIdentity};
+use crate::pipeline::local::StoreSink;
+use crate::pipeline::{
+    self, BackupOptions, BackupStats, ChunkSizes, Codec, ConvergenceSecret, Progress,
+};
+use crate::store::PacketStore;
+
+/// Plans tried before a backup gives up on unreachable targets.
+pub const MAX_PLANS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct GridBackupOptions {
+    pub set: String,
+    pub paths: Vec<PathBuf>,
+    pub params: BackupParams,
+    pub sizes: ChunkSizes,
+    pub secret: ConvergenceSecret,
+    pub now_ms: u64,
+    /// Packets in flight at once (per-target limits apply below this).
+    pub parallel_uploads: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GridBackupReport {
+    pub snapshot: SnapshotId,
+    pub stats: BackupStats,
+    /// Packets and bytes sent to targets by this backup.
+    pub uploaded_packets: u64,
+    pub uploaded_bytes: u64,
+    /// New chunks the manager already held (another source stored them).
+    pub deduplicated_chunks: u64,
+    pub plans: usize,
+    pub targets: Vec<NodeId>,
+    pub warnings: Vec<crate::pipeline::backup::Warning>,
+}
+
+/// Runs one backup of `opts.paths` onto the grid.
+pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
+    me: &SourceIdentity,
+    manager: &M,
+    transport: &T,
+    outbox: &PacketStore,
+    known: &KnownIndex,
+    opts: &GridBackupOptions,
+    progress: Arc<Progress>,
+) -> Result<GridBackupReport, GridError> {
+    let zstd_level = match opts.params.compression {
+        strew_coordinator::records::Compression::Zstd { level } => level,
+        strew_coordinator::records::Compression::None => 1,
+    };
+    let backup_opts = BackupOptions {
+        name: opts.set.clone(),
+        time_ms: opts.now_ms,
+        sizes: opts.sizes,
+        codec: Codec {
+            secret: opts.secret.clone(),
+            zstd_level,
+            redundancy: opts.params.redundancy,
+        },
+    };
+    let (paths, box_, idx, prog) = (
+        opts.paths.clone(),
+        outbox.clone(),
+        known.clone(),
+        progress.clone(),
+    );
+    let report = tokio::task::spawn_blocking(move || {
+        let mut sink = StoreSink::new(box_);
+        pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)
+    })
+    .await
+    .map_err(|e| GridError::Other(format!("backup task failed: {e}")))??;
+
+    // The stripes this backup encoded (not known from earlier commits).
+    let mut new: Vec<&pipeline::StripeRecord> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for s in report.sequence.stripes() {
+        if seen.insert(s.data_id) && known_is_missing(known, &s.data_id) {
+            new.push(s);
+        }
+    }
+    let mut chunks = Vec::with_capacity(new.len());
+    let mut sizes: HashMap<PacketId, u64> = HashMap::new();
+    for s in &new {
+        let mut packets = Vec::with_capacity(s.packets.len());
+        for id in &s.packets {
+            let size = match sizes.get(id) {
+                Some(size) => *size,
+                None => {
+                    let size = outbox.size_of(id)?.ok_or_else(|| {
+                        GridError::Other(format!("packet {id} vanished from the outbox"))
+                    })?;
+                    sizes.insert(*id, size);
+                    size
+                }
+            };
+            packets.push(PacketSpec {
+                packet_id: *id,
+                size,
+            });
+        }
+        chunks.push(ChunkPlan {
+            data_id: s.data_id,
+            packets,
+        });
+    }
+
+    let mut exclude: Vec<NodeId> = Vec::new();
+    let mut done: BTreeSet<(PacketId, NodeId)> = BTreeSet::new();
+    let uploaded_packets = AtomicU64::new(0);
+    let uploaded_bytes = AtomicU64::new(0);
+    let mut plans = 0;
+    let mut abandoned: Vec<u64> = Vec::new();
+    let (decision, deduplicated) = loop {
+        plans += 1;
+        let decision = manager
+            .plan(PlanRequest {
+                source: me.node_id,
+                set: opts.set.clone(),
+                location: me.location,
+                params: opts.params.clone(),
+                chunks: chunks.clone(),
+                exclude: exclude.clone(),
+            })
+            .await?;
+        let tickets: BTreeMap<NodeId, _> = decision.tickets.iter().map(|t| (t.target, t)).collect();
+        let jobs: Vec<(PacketId, NodeId)> = decision
+            .uploads
+            .iter()
+            .flat_map(|c| c.packets.iter().map(|p| (p.packet_id, p.target)))
+            .filter(|job| !done.contains(job))
+            .collect();
+        let results: Vec<((PacketId, NodeId), Result<u64, String>)> = futures::stream::iter(jobs)
+            .map(|(id, target)| {
+                let ticket = tickets.get(&target).copied();
+                let outbox = outbox.clone();
+                async move {
+                    let result = async {
+                        let ticket = ticket.ok_or("the plan has no ticket for this target")?;
+                        let bytes = tokio::task::spawn_blocking(move || outbox.get(&id))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?
+                            .ok_or("packet missing from the outbox")?;
+                        let len = bytes.len() as u64;
+                        transport
+                            .put(target, ticket, id, bytes)
+                            .await
+                            .map_err(|e| e.detail)?;
+                        Ok::<u64, String>(len)
+                    }
+                    .await;
+                    ((id, target), result)
+                }
+            })
+            .buffer_unordered(opts.parallel_uploads.max(1))
+            .collect()
+            .await;
+        let mut failed: BTreeSet<NodeId> = BTreeSet::new();
+        for ((id, target), result) in results {
+            match result {
+                Ok(len) => {
+                    done.insert((id, target));
+                    uploaded_packets.fetch_add(1, Ordering::Relaxed);
+                    uploaded_bytes.fetch_add(len, Ordering::Relaxed);
+                }
+                Err(detail) => {
+                    tracing::warn!(%target, packet = %id, %detail, "upload failed");
+                    failed.insert(target);
+                }
+            }
+        }
+        if failed.is_empty() {
+            let reused = decision.reused.len() as u64;
+            break (decision, reused);
+        }
+        if plans >= MAX_PLANS {
+            return Err(GridError::Other(format!(
+                "uploads to {} target(s) failed in {plans} plans ({}); re-run the backup to continue \
+                 (committed chunks are not sent again)",
+                failed.len(),
+                failed
+                    .iter()
+                    .map(|t| t.short())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        exclude.extend(failed);
+        abandoned.push(decision.pending_id);
+    };
+
+    let stored: Vec<StoredPacket> = decision
+        .uploads
+        .iter()
+        .flat_map(|c| c.packets.iter().cloned())
+        .collect();
+    let targets: BTreeSet<NodeId> = stored.iter().map(|p| p.target).collect();
+    let all_chunks: Vec<DataId> = report.sequence.stripes().map(|s| s.data_id).collect();
+    let response = manager
+        .commit(CommitRequest {
+            pending_id: decision.pending_id,
+            source: me.node_id,
+            stored,
+            manifest: report.sequence.snapshot,
+            manifest_chunks: report.sequence.manifest.iter().map(|s| s.data_id).collect(),
+            chunks: all_chunks,
+            bytes: report.stats.bytes_in,
+        })
+        .await?;
+    // Committed: remember the stripes, empty the outbox of this backup's packets.
+    known
+        .insert(report.sequence.stripes())
+        .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
+    for s in &new {
+        for id in s.distinct_packets() {
+            outbox.delete(&id)?;
+        }
+    }
+    // Packets this backup sent that nothing references any more: those of
+    // plans it replaced, and any the manager found redundant at commit.
+    let mut cleanup = response.delete_tickets.clone();
+    for pending_id in abandoned {
+        match manager.abandon(pending_id).await {
+            Ok(tickets) => cleanup.extend(tickets),
+            Err(err) => {
+                tracing::warn!(pending_id, %err, "could not abandon a replaced plan; the manager will expire it")
+            }
+        }
+    }
+    for ticket in &cleanup {
+        for entry in &ticket.entries {
+            if let Err(err) = transport
+                .delete(ticket.target, ticket, entry.packet_id)
+                .await
+            {
+                tracing::info!(%err, "leftover packet not deleted now; the manager's expiry will retry");
+            }
+        }
+    }
+    Ok(GridBackupReport {
+        snapshot: response.snapshot,
+        stats: report.stats,
+        uploaded_packets: uploaded_packets.into_inner(),
+        uploaded_bytes: uploaded_bytes.into_inner(),
+        deduplicated_chunks: deduplicated,
+        plans,
+        targets: targets.into_iter().collect(),
+        warnings: report.warnings,
+    })
+}
+
+fn known_is_missing(known: &KnownIndex, id: &DataId) -> bool {
+    use crate::pipeline::KnownChunks;
+    known.known(id).is_none()
+}

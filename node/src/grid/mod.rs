@@ -1,0 +1,146 @@
+//! The source side of a grid: backup, restore and forget against a sequence
+//! manager and direct packet transfers to targets.
+//!
+//! Written against two small traits so the same code runs over the overlay
+//! (the daemon) and in-process (tests, with the real coordinator `Manager`
+//! and in-memory targets): [`ManagerApi`] — the calls a source makes to the
+//! sequence manager — and [`PacketTransport`] — putting, getting and
+//! deleting packets on one target. A leader change on the manager side only
+//! means a retry of the same call against the new leader: every call here is
+//! idempotent or carries the id that makes it so.
+
+pub mod backup;
+pub mod forget;
+pub mod known;
+pub mod overlay;
+pub mod restore;
+pub mod testkit;
+
+use std::future::Future;
+
+use strew_coordinator::manager::{
+    CommitRequest, CommitResponse, ForgetResponse, PlanDecision, PlanRequest, SnapshotSummary,
+};
+use strew_coordinator::records::RestoreOutcome;
+use strew_coordinator::seal::SealedForRecipient;
+use strew_coordinator::ticket::StorageTicket;
+use strew_coordinator::{GeoPoint, NodeId, PacketId, SnapshotId};
+
+pub use backup::{GridBackupOptions, GridBackupReport, grid_backup};
+pub use forget::{ForgetReport, grid_forget};
+pub use known::KnownIndex;
+pub use overlay::{OverlayManager, OverlayTransport};
+pub use restore::{GridRestoreReport, grid_restore};
+
+/// Errors of grid operations, sorted by what the user can do about them.
+#[derive(Debug, thiserror::Error)]
+pub enum GridError {
+    /// The manager refused (constraints, quota, unknown snapshot, …): its words.
+    #[error("the sequence manager refused: {0}")]
+    Refused(String),
+    /// No manager could be reached, or it is not serving (no quorum).
+    #[error("no sequence manager is reachable: {0}")]
+    NoManager(String),
+    #[error("{0}")]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Backup(#[from] crate::pipeline::backup::BackupError),
+    #[error(transparent)]
+    Restore(#[from] crate::pipeline::restore::RestoreError),
+    #[error("local packet outbox")]
+    Outbox(#[from] crate::store::StoreError),
+    #[error("the sealed sequence of snapshot {snapshot} cannot be opened with this node's key")]
+    Seal {
+        snapshot: SnapshotId,
+        #[source]
+        source: strew_coordinator::seal::SealError,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A failed transfer with one target.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("target {target}: {detail}")]
+pub struct TransportError {
+    pub target: NodeId,
+    pub detail: String,
+}
+
+/// The calls a source makes to the sequence manager.
+pub trait ManagerApi: Send + Sync {
+    fn plan(
+        &self,
+        request: PlanRequest,
+    ) -> impl Future<Output = Result<PlanDecision, GridError>> + Send;
+    fn commit(
+        &self,
+        request: CommitRequest,
+    ) -> impl Future<Output = Result<CommitResponse, GridError>> + Send;
+    /// The snapshot's sequence, sealed to the requesting node's X25519 key.
+    fn fetch_sequence(
+        &self,
+        snapshot: SnapshotId,
+    ) -> impl Future<Output = Result<SealedForRecipient, GridError>> + Send;
+    fn list(
+        &self,
+        set: Option<String>,
+    ) -> impl Future<Output = Result<Vec<SnapshotSummary>, GridError>> + Send;
+    fn forget(
+        &self,
+        snapshot: SnapshotId,
+    ) -> impl Future<Output = Result<ForgetResponse, GridError>> + Send;
+    /// Drops a plan the source replaced; returns delete tickets for the
+    /// packets it left on targets that nothing else holds.
+    fn abandon(
+        &self,
+        pending_id: u64,
+    ) -> impl Future<Output = Result<Vec<StorageTicket>, GridError>> + Send;
+    fn record_restore(
+        &self,
+        snapshot: SnapshotId,
+        outcome: RestoreOutcome,
+    ) -> impl Future<Output = Result<(), GridError>> + Send;
+}
+
+/// Direct packet exchange with one target.
+pub trait PacketTransport: Send + Sync {
+    /// Stores a packet under a ticket; Ok only once the target's receipt is verified.
+    fn put(
+        &self,
+        target: NodeId,
+        ticket: &StorageTicket,
+        id: PacketId,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Fetches a packet's bytes (the caller verifies them against the id).
+    fn get(
+        &self,
+        target: NodeId,
+        id: PacketId,
+    ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send;
+    fn delete(
+        &self,
+        target: NodeId,
+        ticket: &StorageTicket,
+        id: PacketId,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Who the source is: its node id, where it is, and the X25519 secret that
+/// opens sequences sealed to it.
+#[derive(Clone)]
+pub struct SourceIdentity {
+    pub node_id: NodeId,
+    pub location: GeoPoint,
+    pub x25519_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for SourceIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceIdentity")
+            .field("node_id", &self.node_id)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,258 @@
+//! The grid traits over the real overlay: [`OverlayManager`] sends
+//! [`ManagerApi`] calls to the sequence manager with `/strew/manager/1`,
+//! following redirects and retrying while no manager answers;
+//! [`OverlayTransport`] moves packets directly to and from targets.
+//!
+//! Owns finding the manager from the client side (the node the overlay
+//! believes in, then wherever a `NotManager` answer points) and turning
+//! overlay errors into grid errors. It must not decide anything itself.
+
+use std::time::Duration;
+
+use strew_coordinator::manager::{
+    CommitRequest, CommitResponse, ForgetResponse, PlanDecision, PlanRequest, SnapshotSummary,
+};
+use strew_coordinator::records::RestoreOutcome;
+use strew_coordinator::seal::SealedForRecipient;
+use strew_coordinator::ticket::StorageTicket;
+use strew_coordinator::{NodeId, PacketId, SnapshotId};
+use strew_overlay::manager::{DryRunAnswer, ManagerInfo};
+use strew_overlay::packet::ticket;
+use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle};
+use tracing::debug;
+
+use super::{GridError, ManagerApi, PacketTransport, TransportError};
+
+/// How long a call waits for a manager to become known or reachable.
+const MANAGER_PATIENCE: Duration = Duration::from_secs(45);
+/// First pause between attempts (doubles up to [`MAX_BACKOFF`]).
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// Redirects followed in a row before giving up (a loop of stale beliefs).
+const MAX_REDIRECTS: usize = 4;
+
+/// The sequence manager reached through the overlay.
+#[derive(Clone, Debug)]
+pub struct OverlayManager {
+    overlay: OverlayHandle,
+    patience: Duration,
+}
+
+impl OverlayManager {
+    pub fn new(overlay: OverlayHandle) -> Self {
+        OverlayManager {
+            overlay,
+            patience: MANAGER_PATIENCE,
+        }
+    }
+
+    /// Gives up on an unreachable manager after `patience` instead of the default.
+    pub fn with_patience(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// Sends `request` to the manager; redirects and transient failures are
+    /// retried until `patience` runs out. `Refused` becomes [`GridError::Refused`].
+    pub async fn call(&self, request: ManagerRequest) -> Result<ManagerResponse, GridError> {
+        let deadline = tokio::time::Instant::now() + self.patience;
+        let mut backoff = FIRST_BACKOFF;
+        let mut redirects = 0usize;
+        let mut hint: Option<NodeId> = None;
+        let mut last = String::from("no coordinator-eligible node is in this node's grid view");
+        loop {
+            let target = hint.take().or_else(|| self.overlay.manager());
+            if let Some(target) = target {
+                match self.overlay.manager_request(target, request.clone()).await {
+                    Ok(ManagerResponse::NotManager { leader }) => {
+                        last = format!("{target} does not serve the manager");
+                        if let Some(leader) = leader.filter(|l| *l != target)
+                            && redirects < MAX_REDIRECTS
+                        {
+                            debug!(%target, %leader, "redirected to the manager");
+                            redirects += 1;
+                            hint = Some(leader);
+                            continue;
+                        }
+                    }
+                    Ok(ManagerResponse::Unavailable(why)) => {
+                        last = format!("manager {target}: {why}");
+                    }
+                    Ok(ManagerResponse::Refused(why)) => return Err(GridError::Refused(why)),
+                    Ok(answer) => return Ok(answer),
+                    Err(OverlayError::Stopped) => {
+                        return Err(GridError::NoManager("the node is shutting down".into()));
+                    }
+                    Err(err) => last = format!("manager {target}: {err}"),
+                }
+            }
+            redirects = 0;
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(GridError::NoManager(last));
+            }
+            debug!(%last, ?backoff, "manager not reachable yet; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// `strew plan`: the placement the manager would make, without recording it.
+    pub async fn dry_run(&self, request: PlanRequest) -> Result<DryRunAnswer, GridError> {
+        match self.call(ManagerRequest::DryRun(request)).await? {
+            ManagerResponse::DryRun(answer) => Ok(answer),
+            other => Err(unexpected("dry run", &other)),
+        }
+    }
+
+    /// What the manager says about itself.
+    pub async fn info(&self) -> Result<ManagerInfo, GridError> {
+        match self.call(ManagerRequest::Who).await? {
+            ManagerResponse::Info(info) => Ok(info),
+            other => Err(unexpected("who", &other)),
+        }
+    }
+}
+
+fn unexpected(call: &str, answer: &ManagerResponse) -> GridError {
+    GridError::Other(format!(
+        "the manager answered {call} with an unexpected message ({})",
+        match answer {
+            ManagerResponse::Planned(_) => "planned",
+            ManagerResponse::DryRun(_) => "dry run",
+            ManagerResponse::Committed(_) => "committed",
+            ManagerResponse::Sequence(_) => "sequence",
+            ManagerResponse::Snapshots(_) => "snapshots",
+            ManagerResponse::Forgotten(_) => "forgotten",
+            ManagerResponse::Abandoned(_) => "abandoned",
+            ManagerResponse::Recorded => "recorded",
+            ManagerResponse::Info(_) => "info",
+            ManagerResponse::NotManager { .. } => "not manager",
+            ManagerResponse::Refused(_) => "refused",
+            ManagerResponse::Unavailable(_) => "unavailable",
+        }
+    ))
+}
+
+impl ManagerApi for OverlayManager {
+    async fn plan(&self, request: PlanRequest) -> Result<PlanDecision, GridError> {
+        match self.call(ManagerRequest::Plan(request)).await? {
+            ManagerResponse::Planned(decision) => Ok(decision),
+            other => Err(unexpected("plan", &other)),
+        }
+    }
+
+    async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, GridError> {
+        match self.call(ManagerRequest::Commit(request)).await? {
+            ManagerResponse::Committed(response) => Ok(response),
+            other => Err(unexpected("commit", &other)),
+        }
+    }
+
+    async fn fetch_sequence(&self, snapshot: SnapshotId) -> Result<SealedForRecipient, GridError> {
+        match self
+            .call(ManagerRequest::FetchSequence { snapshot })
+            .await?
+        {
+            ManagerResponse::Sequence(sealed) => Ok(sealed),
+            other => Err(unexpected("fetch sequence", &other)),
+        }
+    }
+
+    async fn list(&self, set: Option<String>) -> Result<Vec<SnapshotSummary>, GridError> {
+        match self.call(ManagerRequest::List { set }).await? {
+            ManagerResponse::Snapshots(list) => Ok(list),
+            other => Err(unexpected("list", &other)),
+        }
+    }
+
+    async fn forget(&self, snapshot: SnapshotId) -> Result<ForgetResponse, GridError> {
+        match self.call(ManagerRequest::Forget { snapshot }).await? {
+            ManagerResponse::Forgotten(response) => Ok(response),
+            other => Err(unexpected("forget", &other)),
+        }
+    }
+
+    async fn abandon(&self, pending_id: u64) -> Result<Vec<StorageTicket>, GridError> {
+        match self.call(ManagerRequest::Abandon { pending_id }).await? {
+            ManagerResponse::Abandoned(tickets) => Ok(tickets),
+            other => Err(unexpected("abandon", &other)),
+        }
+    }
+
+    async fn record_restore(
+        &self,
+        snapshot: SnapshotId,
+        outcome: RestoreOutcome,
+    ) -> Result<(), GridError> {
+        match self
+            .call(ManagerRequest::RecordRestore { snapshot, outcome })
+            .await?
+        {
+            ManagerResponse::Recorded => Ok(()),
+            other => Err(unexpected("record restore", &other)),
+        }
+    }
+}
+
+/// Direct packet exchange over the overlay.
+#[derive(Clone, Debug)]
+pub struct OverlayTransport {
+    overlay: OverlayHandle,
+}
+
+impl OverlayTransport {
+    pub fn new(overlay: OverlayHandle) -> Self {
+        OverlayTransport { overlay }
+    }
+}
+
+fn transport_error(target: NodeId, err: OverlayError) -> TransportError {
+    let mut detail = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    TransportError { target, detail }
+}
+
+impl PacketTransport for OverlayTransport {
+    async fn put(
+        &self,
+        target: NodeId,
+        ticket: &StorageTicket,
+        _id: PacketId,
+        bytes: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        self.overlay
+            .put_packet(target, ticket::encode(ticket), bytes)
+            .await
+            .map(|_receipt| ())
+            .map_err(|e| transport_error(target, e))
+    }
+
+    async fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
+        match self.overlay.get_packet(target, id).await {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(TransportError {
+                target,
+                detail: format!("does not hold packet {id}"),
+            }),
+            Err(e) => Err(transport_error(target, e)),
+        }
+    }
+
+    async fn delete(
+        &self,
+        target: NodeId,
+        ticket: &StorageTicket,
+        id: PacketId,
+    ) -> Result<(), TransportError> {
+        self.overlay
+            .delete_packet(target, id, ticket::encode(ticket))
+            .await
+            .map(|_existed| ())
+            .map_err(|e| transport_error(target, e))
+    }
+}

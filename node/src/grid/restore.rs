@@ -1,0 +1,160 @@
+//! A restore from the grid: fetch the snapshot's sequence sealed to this
+//! node, open it with the node's X25519 secret, then let the pipeline's
+//! restore pull any K packets of each stripe directly from their targets
+//! (a packet that is missing, unreachable or corrupt is replaced by another
+//! of its stripe), verify every chunk and rebuild the tree. Works from a
+//! fresh machine holding only the exported key: everything else comes from
+//! the manager and the targets.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use strew_coordinator::records::RestoreOutcome;
+use strew_coordinator::seal::{Sequence as SealedSequence, open_as_recipient};
+use strew_coordinator::{NodeId, PacketId, SnapshotId};
+
+use super::{GridError, ManagerApi, PacketTransport, SourceIdentity};
+use crate::pipeline::{
+    self, Codec, ConvergenceSecret, PacketSource, RestoreOptions, RestoreProgress, RestoreReport,
+    Sequence, StripeRecord,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GridRestoreReport {
+    pub snapshot: SnapshotId,
+    pub dest: PathBuf,
+    pub restore: RestoreReport,
+    /// Packets fetched, and fetch attempts that failed (target down or lying).
+    pub fetched: u64,
+    pub failed_fetches: u64,
+}
+
+/// Restores `snapshot` into `dest`.
+#[allow(clippy::too_many_arguments)]
+pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
+    me: &SourceIdentity,
+    manager: &M,
+    transport: Arc<T>,
+    snapshot: SnapshotId,
+    dest: PathBuf,
+    secret: ConvergenceSecret,
+    opts: RestoreOptions,
+    progress: Arc<RestoreProgress>,
+) -> Result<GridRestoreReport, GridError> {
+    let sealed = manager.fetch_sequence(snapshot).await?;
+    let secret_key = x25519_dalek::StaticSecret::from(me.x25519_secret);
+    let plain = open_as_recipient(&secret_key, snapshot.as_bytes(), &sealed)
+        .map_err(|source| GridError::Seal { snapshot, source })?;
+    let sealed_seq = SealedSequence::from_bytes(&plain)
+        .map_err(|source| GridError::Seal { snapshot, source })?;
+    let (sequence, targets) = to_pipeline_sequence(&sealed_seq);
+
+    let source = GridSource {
+        transport,
+        targets,
+        handle: tokio::runtime::Handle::current(),
+        fetched: Default::default(),
+        failed: Default::default(),
+    };
+    let codec = Codec {
+        secret,
+        zstd_level: 3,
+        redundancy: strew_coordinator::Redundancy::Erasure { k: 1, m: 1 },
+    };
+    let dest2 = dest.clone();
+    let (result, source) = tokio::task::spawn_blocking(move || {
+        let r = pipeline::restore(&sequence, &codec, &source, &dest2, &opts, &progress);
+        (r, source)
+    })
+    .await
+    .map_err(|e| GridError::Other(format!("restore task failed: {e}")))?;
+    let outcome = match &result {
+        Ok(r) => RestoreOutcome::Succeeded { bytes: r.bytes },
+        Err(e) => RestoreOutcome::Failed {
+            reason: e.to_string(),
+        },
+    };
+    if let Err(err) = manager.record_restore(snapshot, outcome).await {
+        tracing::warn!(%err, "could not record the restore with the manager");
+    }
+    let restore = result?;
+    Ok(GridRestoreReport {
+        snapshot,
+        dest,
+        restore,
+        fetched: source.fetched.load(std::sync::atomic::Ordering::Relaxed),
+        failed_fetches: source.failed.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// The manager's sequence as the pipeline wants it, plus where each packet is.
+pub fn to_pipeline_sequence(seq: &SealedSequence) -> (Sequence, HashMap<PacketId, Vec<NodeId>>) {
+    let mut targets: HashMap<PacketId, Vec<NodeId>> = HashMap::new();
+    let mut data = Vec::new();
+    let mut manifest_by_id: HashMap<_, StripeRecord> = HashMap::new();
+    for stripe in &seq.stripes {
+        for entry in &stripe.packets {
+            let list = targets.entry(entry.packet_id).or_default();
+            for t in &entry.targets {
+                if !list.contains(t) {
+                    list.push(*t);
+                }
+            }
+        }
+        let record = StripeRecord {
+            data_id: stripe.data_id,
+            plain_len: 0,
+            packets: stripe.packets.iter().map(|e| e.packet_id).collect(),
+        };
+        if seq.manifest_chunks.contains(&stripe.data_id) {
+            manifest_by_id.insert(stripe.data_id, record);
+        } else {
+            data.push(record);
+        }
+    }
+    let manifest = seq
+        .manifest_chunks
+        .iter()
+        .filter_map(|id| manifest_by_id.get(id).cloned())
+        .collect();
+    (
+        Sequence {
+            snapshot: seq.manifest,
+            manifest,
+            data,
+        },
+        targets,
+    )
+}
+
+/// Fetches packets from their targets for the (synchronous, parallel)
+/// pipeline restore, bridging into the async transport.
+struct GridSource<T> {
+    transport: Arc<T>,
+    targets: HashMap<PacketId, Vec<NodeId>>,
+    handle: tokio::runtime::Handle,
+    fetched: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+}
+
+impl<T: PacketTransport> PacketSource for GridSource<T> {
+    fn fetch(&self, id: &PacketId) -> Option<Vec<u8>> {
+        for target in self.targets.get(id)? {
+            match self.handle.block_on(self.transport.get(*target, *id)) {
+                Ok(bytes) => {
+                    self.fetched
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Some(bytes);
+                }
+                Err(err) => {
+                    self.failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(packet = %id, %err, "fetch failed; trying the stripe's other packets");
+                }
+            }
+        }
+        None
+    }
+}

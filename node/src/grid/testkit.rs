@@ -1,0 +1,295 @@
+//! An in-process grid for tests and demos of the source-side logic: the
+//! real coordinator [`Manager`] behind [`ManagerApi`], and in-memory targets
+//! behind [`PacketTransport`] that check tickets and PacketIds as real
+//! targets do, count the bytes they receive, and can be taken down or made
+//! to serve corrupted packets. No sockets, no processes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use strew_coordinator::manager::{
+    CommitRequest, CommitResponse, ForgetResponse, Manager, PlanDecision, PlanRequest,
+    SnapshotSummary,
+};
+use strew_coordinator::records::RestoreOutcome;
+use strew_coordinator::seal::SealedForRecipient;
+use strew_coordinator::ticket::StorageTicket;
+use strew_coordinator::{NodeId, PacketId, SnapshotId};
+
+use super::{GridError, ManagerApi, PacketTransport, TransportError};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A manager in this process, with a settable clock and a seeded RNG.
+pub struct LocalManager {
+    pub manager: Mutex<Manager>,
+    pub now: AtomicU64,
+    rng: Mutex<StdRng>,
+}
+
+impl LocalManager {
+    pub fn new(manager: Manager, now: u64, seed: u64) -> Self {
+        LocalManager {
+            manager: Mutex::new(manager),
+            now: AtomicU64::new(now),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// The manager as seen by one requesting node.
+    pub fn client(&self, requester: NodeId) -> LocalClient<'_> {
+        LocalClient {
+            local: self,
+            requester,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+}
+
+pub struct LocalClient<'a> {
+    local: &'a LocalManager,
+    requester: NodeId,
+}
+
+fn refused(e: impl std::fmt::Display) -> GridError {
+    GridError::Refused(e.to_string())
+}
+
+impl ManagerApi for LocalClient<'_> {
+    async fn plan(&self, request: PlanRequest) -> Result<PlanDecision, GridError> {
+        if request.source != self.requester {
+            return Err(GridError::Refused("plan for another source".into()));
+        }
+        let now = self.local.now();
+        let mut rng = lock(&self.local.rng);
+        lock(&self.local.manager)
+            .plan_backup(request, now, &mut *rng)
+            .map_err(refused)
+    }
+
+    async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, GridError> {
+        let now = self.local.now();
+        let mut rng = lock(&self.local.rng);
+        lock(&self.local.manager)
+            .commit_backup(request, now, &mut *rng)
+            .map_err(refused)
+    }
+
+    async fn fetch_sequence(&self, snapshot: SnapshotId) -> Result<SealedForRecipient, GridError> {
+        let mut rng = lock(&self.local.rng);
+        lock(&self.local.manager)
+            .fetch_sequence(self.requester, snapshot, &mut *rng)
+            .map_err(refused)
+    }
+
+    async fn list(&self, set: Option<String>) -> Result<Vec<SnapshotSummary>, GridError> {
+        Ok(lock(&self.local.manager).list_snapshots(&self.requester, set.as_deref()))
+    }
+
+    async fn forget(&self, snapshot: SnapshotId) -> Result<ForgetResponse, GridError> {
+        let now = self.local.now();
+        lock(&self.local.manager)
+            .forget(self.requester, snapshot, now)
+            .map_err(refused)
+    }
+
+    async fn abandon(&self, pending_id: u64) -> Result<Vec<StorageTicket>, GridError> {
+        let now = self.local.now();
+        lock(&self.local.manager)
+            .abandon(self.requester, pending_id, now)
+            .map_err(refused)
+    }
+
+    async fn record_restore(
+        &self,
+        snapshot: SnapshotId,
+        outcome: RestoreOutcome,
+    ) -> Result<(), GridError> {
+        let now = self.local.now();
+        lock(&self.local.manager)
+            .record_restore(self.requester, snapshot, outcome, now)
+            .map(|_| ())
+            .map_err(refused)
+    }
+}
+
+/// One in-memory target.
+#[derive(Default, Debug)]
+pub struct MemoryTarget {
+    pub up: bool,
+    /// Serve every packet with one bit flipped (a lying target).
+    pub corrupt: bool,
+    pub capacity: u64,
+    pub packets: BTreeMap<PacketId, Vec<u8>>,
+    pub bytes_received: u64,
+}
+
+/// A set of in-memory targets trusting one manager's tickets.
+pub struct MemoryTargets {
+    pub manager: NodeId,
+    pub now: AtomicU64,
+    pub targets: Mutex<BTreeMap<NodeId, MemoryTarget>>,
+}
+
+impl MemoryTargets {
+    pub fn new(manager: NodeId, now: u64, ids: impl IntoIterator<Item = (NodeId, u64)>) -> Self {
+        let targets = ids
+            .into_iter()
+            .map(|(id, capacity)| {
+                (
+                    id,
+                    MemoryTarget {
+                        up: true,
+                        capacity,
+                        ..MemoryTarget::default()
+                    },
+                )
+            })
+            .collect();
+        MemoryTargets {
+            manager,
+            now: AtomicU64::new(now),
+            targets: Mutex::new(targets),
+        }
+    }
+
+    /// Adds a node (sources donate storage too, so they are targets as well).
+    pub fn add(&self, id: NodeId, capacity: u64) {
+        lock(&self.targets).insert(
+            id,
+            MemoryTarget {
+                up: true,
+                capacity,
+                ..MemoryTarget::default()
+            },
+        );
+    }
+
+    pub fn set_up(&self, id: &NodeId, up: bool) {
+        if let Some(t) = lock(&self.targets).get_mut(id) {
+            t.up = up;
+        }
+    }
+
+    pub fn set_corrupt(&self, id: &NodeId, corrupt: bool) {
+        if let Some(t) = lock(&self.targets).get_mut(id) {
+            t.corrupt = corrupt;
+        }
+    }
+
+    /// Which targets hold at least one packet, most packets first.
+    pub fn holders(&self) -> Vec<(NodeId, usize)> {
+        let mut v: Vec<(NodeId, usize)> = lock(&self.targets)
+            .iter()
+            .filter(|(_, t)| !t.packets.is_empty())
+            .map(|(id, t)| (*id, t.packets.len()))
+            .collect();
+        v.sort_by_key(|(id, n)| (std::cmp::Reverse(*n), *id));
+        v
+    }
+
+    pub fn all_packets(&self) -> BTreeSet<PacketId> {
+        lock(&self.targets)
+            .values()
+            .flat_map(|t| t.packets.keys().copied())
+            .collect()
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        lock(&self.targets).values().map(|t| t.bytes_received).sum()
+    }
+
+    fn err(target: NodeId, detail: impl Into<String>) -> TransportError {
+        TransportError {
+            target,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl PacketTransport for MemoryTargets {
+    async fn put(
+        &self,
+        target: NodeId,
+        ticket: &StorageTicket,
+        id: PacketId,
+        bytes: Vec<u8>,
+    ) -> Result<(), TransportError> {
+        let now = self.now.load(Ordering::Relaxed);
+        let mut all = lock(&self.targets);
+        let t = all
+            .get_mut(&target)
+            .ok_or_else(|| Self::err(target, "no such node"))?;
+        if !t.up {
+            return Err(Self::err(target, "connection refused"));
+        }
+        ticket
+            .verify(&self.manager, &target, now)
+            .map_err(|e| Self::err(target, format!("ticket refused: {e}")))?;
+        if ticket.size_for(&id) != Some(bytes.len() as u64) {
+            return Err(Self::err(target, "packet not on the ticket, or wrong size"));
+        }
+        if PacketId::of(&bytes) != id {
+            return Err(Self::err(target, "bytes do not match the PacketId"));
+        }
+        let used: u64 = t.packets.values().map(|b| b.len() as u64).sum();
+        if !t.packets.contains_key(&id) && used + bytes.len() as u64 > t.capacity {
+            return Err(Self::err(target, "target full"));
+        }
+        t.bytes_received += bytes.len() as u64;
+        t.packets.insert(id, bytes);
+        Ok(())
+    }
+
+    async fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
+        let all = lock(&self.targets);
+        let t = all
+            .get(&target)
+            .ok_or_else(|| Self::err(target, "no such node"))?;
+        if !t.up {
+            return Err(Self::err(target, "connection refused"));
+        }
+        let mut bytes = t
+            .packets
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Self::err(target, "no such packet"))?;
+        if t.corrupt && !bytes.is_empty() {
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x10;
+        }
+        Ok(bytes)
+    }
+
+    async fn delete(
+        &self,
+        target: NodeId,
+        ticket: &StorageTicket,
+        id: PacketId,
+    ) -> Result<(), TransportError> {
+        let now = self.now.load(Ordering::Relaxed);
+        let mut all = lock(&self.targets);
+        let t = all
+            .get_mut(&target)
+            .ok_or_else(|| Self::err(target, "no such node"))?;
+        if !t.up {
+            return Err(Self::err(target, "connection refused"));
+        }
+        ticket
+            .verify(&self.manager, &target, now)
+            .map_err(|e| Self::err(target, format!("ticket refused: {e}")))?;
+        if ticket.size_for(&id).is_none() {
+            return Err(Self::err(target, "packet not on the delete ticket"));
+        }
+        t.packets.remove(&id);
+        Ok(())
+    }
+}

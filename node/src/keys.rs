@@ -1,0 +1,246 @@
+//! The user's secrets and their export: the node identity (Ed25519; the
+//! X25519 key sequences are sealed to is derived from it) and the private
+//! convergence secret (random per user, kept in the data dir). `strew key
+//! export` writes both to one file; `strew key import` installs them in a new
+//! data dir, which is all a fresh machine needs to restore every snapshot.
+//! The grid-scope convergence secret is not a secret of the user: it derives
+//! from the grid's name.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity;
+use crate::pipeline::ConvergenceSecret;
+
+const SECRET_FILE: &str = "convergence.key";
+const EXPORT_VERSION: u32 = 1;
+
+/// Printed by `strew key export`.
+pub const SAFETY_WARNING: &str = "This file restores every backup of this node on any machine, and \
+lets whoever holds it read them. Keep it offline or encrypted (a password manager, a USB key in a \
+drawer), never on the machine it protects, and never in the grid.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a strew key export ({why})")]
+    Malformed { path: PathBuf, why: String },
+    #[error(
+        "{path}: key export version {found} is newer than this strew understands ({EXPORT_VERSION})"
+    )]
+    Version { path: PathBuf, found: u32 },
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(
+        "{0} already holds a node identity; import into a new data dir (--data-dir), or move the old one away first"
+    )]
+    WouldOverwrite(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The private convergence secret of this data dir, created on first use.
+pub fn private_secret(data_dir: &Path) -> Result<ConvergenceSecret, KeyError> {
+    let path = data_dir.join(SECRET_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let arr: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyError::Malformed {
+                    path: path.clone(),
+                    why: format!("{} bytes, expected 32", bytes.len()),
+                })?;
+            Ok(ConvergenceSecret::from_bytes(arr))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = ConvergenceSecret::random();
+            write_private(&path, secret.as_bytes())?;
+            Ok(secret)
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// The export file: TOML, hex-encoded secrets.
+#[derive(Debug, Serialize, Deserialize)]
+struct Export {
+    strew_key_export: u32,
+    node_id: String,
+    /// libp2p protobuf encoding of the Ed25519 keypair.
+    identity: String,
+    /// The private convergence secret.
+    convergence_secret: String,
+}
+
+/// Writes the identity and the private convergence secret of `data_dir` to `file`.
+pub fn export(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
+    let key = identity::load(data_dir)?;
+    let secret = private_secret(data_dir)?;
+    let node = identity::node_id(&key)
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    let encoded = key
+        .to_protobuf_encoding()
+        .map_err(|_| KeyError::Malformed {
+            path: identity::path(data_dir),
+            why: "the identity is not an Ed25519 key".into(),
+        })?;
+    let export = Export {
+        strew_key_export: EXPORT_VERSION,
+        node_id: node.clone(),
+        identity: hex(&encoded),
+        convergence_secret: hex(secret.as_bytes()),
+    };
+    let text = format!(
+        "# strew key export — {SAFETY_WARNING}\n{}",
+        toml::to_string(&export).map_err(|e| KeyError::Malformed {
+            path: file.to_path_buf(),
+            why: e.to_string(),
+        })?
+    );
+    write_private(file, text.as_bytes())?;
+    Ok(node)
+}
+
+/// Installs an exported key into `data_dir` (which must not hold an identity).
+pub fn import(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
+    if identity::path(data_dir).exists() {
+        return Err(KeyError::WouldOverwrite(data_dir.to_path_buf()));
+    }
+    let text = fs::read_to_string(file).map_err(io(file))?;
+    let bad = |why: String| KeyError::Malformed {
+        path: file.to_path_buf(),
+        why,
+    };
+    let export: Export = toml::from_str(&text).map_err(|e| bad(e.message().to_string()))?;
+    if export.strew_key_export > EXPORT_VERSION {
+        return Err(KeyError::Version {
+            path: file.to_path_buf(),
+            found: export.strew_key_export,
+        });
+    }
+    let key_bytes = unhex(&export.identity).ok_or_else(|| bad("identity is not hex".into()))?;
+    let key = identity::decode(&key_bytes, file)?;
+    let secret: [u8; 32] = unhex(&export.convergence_secret)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("convergence_secret is not 32 hex-encoded bytes".into()))?;
+    let node = identity::node_id(&key)
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    if !export.node_id.is_empty() && export.node_id != node {
+        return Err(bad(format!(
+            "node_id {} does not match the identity ({node})",
+            export.node_id
+        )));
+    }
+    identity::save(data_dir, &key)?;
+    write_private(&data_dir.join(SECRET_FILE), &secret)?;
+    Ok(node)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_then_import_reproduces_identity_and_secret() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let (key, _) = identity::load_or_create(a.path()).unwrap();
+        let secret = private_secret(a.path()).unwrap();
+        let file = a.path().join("export.toml");
+        let node = export(a.path(), &file).unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let imported = import(b.path(), &file).unwrap();
+        assert_eq!(node, imported);
+        assert_eq!(
+            identity::node_id(&identity::load(b.path()).unwrap()),
+            identity::node_id(&key)
+        );
+        assert_eq!(private_secret(b.path()).unwrap(), secret);
+        assert_eq!(
+            identity::x25519_secret(&identity::load(b.path()).unwrap()),
+            identity::x25519_secret(&key)
+        );
+        // Never over an existing identity.
+        assert!(matches!(
+            import(b.path(), &file),
+            Err(KeyError::WouldOverwrite(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_and_tampered_exports_are_refused() {
+        let a = tempfile::tempdir().unwrap();
+        let file = a.path().join("bad.toml");
+        fs::write(&file, "not = [toml").unwrap();
+        assert!(matches!(
+            import(a.path(), &file),
+            Err(KeyError::Malformed { .. })
+        ));
+        let src = tempfile::tempdir().unwrap();
+        identity::load_or_create(src.path()).unwrap();
+        let good = src.path().join("k.toml");
+        export(src.path(), &good).unwrap();
+        let text = fs::read_to_string(&good)
+            .unwrap()
+            .replace("convergence_secret = \"", "convergence_secret = \"zz");
+        fs::write(&file, text).unwrap();
+        assert!(matches!(
+            import(a.path(), &file),
+            Err(KeyError::Malformed { .. })
+        ));
+        assert!(!identity::path(a.path()).exists(), "nothing installed");
+    }
+}

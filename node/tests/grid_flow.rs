@@ -1,0 +1,450 @@
+//! The source side of the grid, end to end but in-process: the real
+//! coordinator `Manager` and in-memory targets at real city locations.
+//! Backup under a distance bound, restore after losing two targets, restore
+//! with only the key (fresh data dir), dedup across sources, forget freeing
+//! exactly the unshared packets, re-planning around a target that fails
+//! mid-upload, lying targets, and a constraint no grid can meet.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use strew_coordinator::manager::{Manager, ManagerConfig};
+use strew_coordinator::records::{BackupParams, Compression, ConvergenceScope, Encryption};
+use strew_coordinator::seal::GroupKey;
+use strew_coordinator::{DistanceRange, GeoPoint, NodeId, NodeProfile, Redundancy, haversine_km};
+use strew_node::grid::testkit::{LocalManager, MemoryTargets};
+use strew_node::grid::{
+    GridBackupOptions, GridBackupReport, KnownIndex, SourceIdentity, grid_backup, grid_forget,
+    grid_restore,
+};
+use strew_node::pipeline::{
+    ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress,
+};
+use strew_node::store::PacketStore;
+use strew_node::verify::diff_trees;
+
+const NOW: u64 = 1_780_000_000_000;
+
+/// Targets around Europe; sources in Paris and Lyon.
+const TARGETS: &[(&str, f64, f64)] = &[
+    ("London", 51.5074, -0.1278),
+    ("Berlin", 52.52, 13.405),
+    ("Madrid", 40.4168, -3.7038),
+    ("Rome", 41.9028, 12.4964),
+    ("Amsterdam", 52.3676, 4.9041),
+    ("Vienna", 48.2082, 16.3738),
+    ("Warsaw", 52.2297, 21.0122),
+    ("Stockholm", 59.3293, 18.0686),
+];
+const PARIS: GeoPoint = GeoPoint {
+    lat: 48.8566,
+    lon: 2.3522,
+};
+const LYON: GeoPoint = GeoPoint {
+    lat: 45.764,
+    lon: 4.8357,
+};
+
+struct Grid {
+    manager: LocalManager,
+    targets: Arc<MemoryTargets>,
+    target_ids: Vec<NodeId>,
+}
+
+struct Source {
+    me: SourceIdentity,
+    dir: tempfile::TempDir,
+}
+
+impl Source {
+    fn outbox(&self) -> PacketStore {
+        PacketStore::open(&self.dir.path().join("outbox"), u64::MAX).unwrap()
+    }
+    fn known(&self) -> KnownIndex {
+        KnownIndex::open(&self.dir.path().join("known.redb")).unwrap()
+    }
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn node_id(seed: u8) -> NodeId {
+    NodeId(key(seed).verifying_key().to_bytes())
+}
+
+fn grid(capacity: u64) -> Grid {
+    let mut manager = Manager::in_memory(key(1), GroupKey([9; 32]), ManagerConfig::default());
+    let mut target_ids = Vec::new();
+    for (i, (_, lat, lon)) in TARGETS.iter().enumerate() {
+        let id = node_id(10 + i as u8);
+        let profile = NodeProfile::new(
+            id,
+            GeoPoint {
+                lat: *lat,
+                lon: *lon,
+            },
+            capacity,
+            NOW,
+        );
+        manager.join(profile, None, NOW).unwrap();
+        target_ids.push(id);
+    }
+    let targets = Arc::new(MemoryTargets::new(
+        manager.node_id(),
+        NOW,
+        target_ids.iter().map(|id| (*id, capacity)),
+    ));
+    Grid {
+        manager: LocalManager::new(manager, NOW, 7),
+        targets,
+        target_ids,
+    }
+}
+
+fn source(grid: &Grid, seed: u8, location: GeoPoint) -> Source {
+    let x25519_secret = [seed.wrapping_add(100); 32];
+    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(x25519_secret));
+    let id = node_id(seed);
+    // Sources donate too: the open grid's default plan lets a node store
+    // what it donates divided by the redundancy overhead.
+    let mut profile = NodeProfile::new(id, location, 1 << 30, NOW);
+    profile.x25519_public = public.to_bytes();
+    grid.manager
+        .manager
+        .lock()
+        .unwrap()
+        .join(profile, None, NOW)
+        .unwrap();
+    grid.targets.add(id, 1 << 30);
+    Source {
+        me: SourceIdentity {
+            node_id: id,
+            location,
+            x25519_secret,
+        },
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn params(distance: &str) -> BackupParams {
+    BackupParams {
+        backup_distance: range(distance),
+        spread: range(".."),
+        redundancy: Redundancy::Erasure { k: 4, m: 2 },
+        compression: Compression::Zstd { level: 3 },
+        encryption: Encryption {
+            cipher: "chacha20poly1305".into(),
+            convergence: ConvergenceScope::Grid,
+        },
+        sync_interval_secs: None,
+    }
+}
+
+fn range(text: &str) -> DistanceRange {
+    if text == ".." {
+        return DistanceRange {
+            min_km: None,
+            max_km: None,
+        };
+    }
+    text.parse().unwrap()
+}
+
+fn options(paths: Vec<PathBuf>, distance: &str) -> GridBackupOptions {
+    GridBackupOptions {
+        set: "home".into(),
+        paths,
+        params: params(distance),
+        sizes: ChunkSizes {
+            min: 16 * 1024,
+            avg: 64 * 1024,
+            max: 256 * 1024,
+        },
+        secret: ConvergenceSecret::for_grid("test grid"),
+        now_ms: NOW,
+        parallel_uploads: 8,
+    }
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn tree(root: &Path) {
+    fs::create_dir_all(root.join("photos/été 2026")).unwrap();
+    fs::create_dir_all(root.join("empty")).unwrap();
+    fs::write(root.join("photos/été 2026/plage.raw"), noise(900_000, 1)).unwrap();
+    fs::write(root.join("notes.txt"), b"remember the milk\n".repeat(500)).unwrap();
+    fs::write(root.join("copy.raw"), noise(900_000, 1)).unwrap();
+    std::os::unix::fs::symlink("notes.txt", root.join("link")).unwrap();
+    let sparse = fs::File::create(root.join("disk.img")).unwrap();
+    sparse.set_len(5_000_000).unwrap();
+}
+
+async fn backup(
+    grid: &Grid,
+    src: &Source,
+    opts: &GridBackupOptions,
+) -> Result<GridBackupReport, strew_node::grid::GridError> {
+    grid_backup(
+        &src.me,
+        &grid.manager.client(src.me.node_id),
+        grid.targets.as_ref(),
+        &src.outbox(),
+        &src.known(),
+        opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+}
+
+async fn restore(
+    grid: &Grid,
+    src: &Source,
+    report: &GridBackupReport,
+    dest: &Path,
+) -> strew_node::grid::GridRestoreReport {
+    grid_restore(
+        &src.me,
+        &grid.manager.client(src.me.node_id),
+        grid.targets.clone(),
+        report.snapshot,
+        dest.to_path_buf(),
+        ConvergenceSecret::for_grid("test grid"),
+        RestoreOptions::default(),
+        Arc::new(RestoreProgress::default()),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_under_a_distance_bound_survives_two_lost_targets() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let report = backup(&g, &src, &options(vec![root.clone()], "300km..1600km"))
+        .await
+        .unwrap();
+    assert!(report.uploaded_packets > 0);
+    // Every target used lies within the backup distance of the source.
+    for t in &report.targets {
+        let (_, lat, lon) = TARGETS[g.target_ids.iter().position(|x| x == t).unwrap()];
+        let d = haversine_km(&PARIS, &GeoPoint { lat, lon });
+        assert!((300.0..=1600.0).contains(&d), "target at {d} km");
+    }
+    // Stockholm (1540 km) is in; Warsaw (1366) in; nothing under 300 km (London is 344).
+    // Kill the two targets holding the most packets.
+    let holders = g.targets.holders();
+    assert!(holders.len() >= 6, "{holders:?}");
+    g.targets.set_up(&holders[0].0, false);
+    g.targets.set_up(&holders[1].0, false);
+    let dest = data.path().join("restored");
+    let r = restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("home"), 20),
+        Vec::<String>::new()
+    );
+    assert!(r.failed_fetches > 0 || r.restore.degraded_stripes > 0);
+
+    // A fresh machine with only the key: new data dir, no outbox, no index.
+    let fresh = Source {
+        me: src.me.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let dest2 = data.path().join("fresh");
+    restore(&g, &fresh, &report, &dest2).await;
+    assert_eq!(
+        diff_trees(&root, &dest2.join("home"), 20),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_rerun_uploads_only_a_manifest() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let opts = options(vec![root.clone()], "..");
+    let first = backup(&g, &src, &opts).await.unwrap();
+    let second = backup(&g, &src, &opts).await.unwrap();
+    assert!(
+        second.uploaded_packets <= 6,
+        "{} packets re-sent",
+        second.uploaded_packets
+    );
+    assert!(second.uploaded_bytes * 20 < first.uploaded_bytes);
+    assert!(
+        src.outbox().list().unwrap().is_empty(),
+        "outbox emptied after commit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_source_backing_up_the_same_data_sends_no_data_packets() {
+    let g = grid(1 << 30);
+    let a = source(&g, 2, PARIS);
+    let b = source(&g, 3, LYON);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let ra = backup(&g, &a, &options(vec![root.clone()], ".."))
+        .await
+        .unwrap();
+    let before = g.targets.bytes_received();
+    let mut opts = options(vec![root.clone()], "..");
+    opts.now_ms += 1000; // a different snapshot time: only the manifest differs
+    let rb = backup(&g, &b, &opts).await.unwrap();
+    assert!(rb.deduplicated_chunks > 0);
+    // b sent nothing but its manifest's stripes (small: a few KiB).
+    let sent = g.targets.bytes_received() - before;
+    assert!(sent < 64 * 1024, "second source sent {sent} bytes");
+    assert!(ra.uploaded_bytes > 1_000_000);
+    let dest = data.path().join("b-restored");
+    restore(&g, &b, &rb, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("home"), 20),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_frees_exactly_the_unshared_packets() {
+    let g = grid(1 << 30);
+    let a = source(&g, 2, PARIS);
+    let b = source(&g, 3, LYON);
+    let data = tempfile::tempdir().unwrap();
+    let shared = data.path().join("shared");
+    tree(&shared);
+    let only_b = data.path().join("only-b");
+    fs::create_dir_all(&only_b).unwrap();
+    fs::write(only_b.join("b.bin"), noise(600_000, 42)).unwrap();
+    let ra = backup(&g, &a, &options(vec![shared.clone()], ".."))
+        .await
+        .unwrap();
+    let after_a = g.targets.all_packets();
+    let rb = backup(&g, &b, &options(vec![shared.clone(), only_b.clone()], ".."))
+        .await
+        .unwrap();
+    let after_b = g.targets.all_packets();
+    let b_only: std::collections::BTreeSet<_> = after_b.difference(&after_a).copied().collect();
+    assert!(!b_only.is_empty());
+    let report = grid_forget(
+        &g.manager.client(b.me.node_id),
+        g.targets.as_ref(),
+        &b.known(),
+        rb.snapshot,
+    )
+    .await
+    .unwrap();
+    assert!(report.undeleted.is_empty());
+    assert_eq!(
+        g.targets.all_packets(),
+        after_a,
+        "exactly b's unshared packets are gone"
+    );
+    assert_eq!(report.deleted as usize, b_only.len());
+    // a's snapshot still restores.
+    let dest = data.path().join("a-restored");
+    restore(&g, &a, &ra, &dest).await;
+    assert_eq!(
+        diff_trees(&shared, &dest.join("shared"), 20),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_failing_mid_upload_gets_its_packets_replaced() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    // The manager believes every target is up; one refuses connections.
+    let dead = g.target_ids[1];
+    g.targets.set_up(&dead, false);
+    let report = backup(&g, &src, &options(vec![root.clone()], ".."))
+        .await
+        .unwrap();
+    assert!(report.plans >= 2, "re-planned");
+    assert!(!report.targets.contains(&dead));
+    // The replaced plan left nothing behind on reachable targets, and its
+    // cleanup deleted nothing the committed plan uses.
+    let committed: std::collections::BTreeSet<_> = {
+        let m = g.manager.manager.lock().unwrap();
+        m.state()
+            .chunks
+            .values()
+            .flat_map(|c| c.packets.iter().map(|p| p.packet_id))
+            .collect()
+    };
+    assert_eq!(g.targets.all_packets(), committed);
+    let dest = data.path().join("restored");
+    restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("home"), 20),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_target_is_detected_and_worked_around() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let report = backup(&g, &src, &options(vec![root.clone()], ".."))
+        .await
+        .unwrap();
+    let liar = g.targets.holders()[0].0;
+    g.targets.set_corrupt(&liar, true);
+    let dest = data.path().join("restored");
+    let r = restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("home"), 20),
+        Vec::<String>::new()
+    );
+    assert!(
+        !r.restore.corrupt_packets.is_empty(),
+        "corrupt packets are named"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_constraint_no_grid_can_meet_is_refused_and_stores_nothing() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let err = backup(&g, &src, &options(vec![root], "5000km.."))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("refused"), "{text}");
+    assert!(
+        !text.contains("quota"),
+        "refused for distance, not quota: {text}"
+    );
+    assert!(
+        text.contains("km"),
+        "the explanation names distances: {text}"
+    );
+    assert_eq!(g.targets.bytes_received(), 0);
+}

@@ -1,0 +1,246 @@
+//! The sequence-manager protocol (`/strew/manager/1`): the calls a source
+//! makes to the sequence manager — plan a backup, commit it, fetch a sealed
+//! sequence, list, forget, abandon a plan, report a restore, and a dry-run
+//! plan — and the manager's answers, as size-bounded CBOR.
+//!
+//! Owns the messages, their codec and the [`ManagerEndpoint`] seam through
+//! which the node plugs the coordinator in. The requester is the
+//! authenticated remote peer (Noise), never a field of the message. A node
+//! that does not serve answers [`ManagerResponse::NotManager`] with the
+//! manager it believes in, so a client simply retries there: after a leader
+//! change, a retry against the new leader is all a client has to do.
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use libp2p::request_response;
+use serde::{Deserialize, Serialize};
+use strew_coordinator::{
+    CommitRequest, CommitResponse, DataId, ForgetResponse, NodeId, PlanDecision, PlanRequest,
+    PlannedChunk, RestoreOutcome, SealedForRecipient, SnapshotId, SnapshotSummary, StorageTicket,
+};
+
+use crate::cbor;
+
+/// Protocol id.
+pub const MANAGER_PROTOCOL: &str = "/strew/manager/1";
+/// Largest request or response on the wire. A plan names every chunk of a
+/// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
+/// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A call to the sequence manager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ManagerRequest {
+    /// Where do these chunks go? (records a pending backup and issues store tickets)
+    Plan(PlanRequest),
+    /// The same placement without recording anything (`strew plan`).
+    DryRun(PlanRequest),
+    /// The uploads of a plan are done: here are the verified receipts.
+    Commit(CommitRequest),
+    /// The sequence of one of the requester's snapshots, sealed to its X25519 key.
+    FetchSequence { snapshot: SnapshotId },
+    /// The requester's snapshots (optionally of one backup set).
+    List { set: Option<String> },
+    /// Forget one of the requester's snapshots.
+    Forget { snapshot: SnapshotId },
+    /// Drop a plan the requester replaced.
+    Abandon { pending_id: u64 },
+    /// A restore started, succeeded or failed.
+    RecordRestore {
+        snapshot: SnapshotId,
+        outcome: RestoreOutcome,
+    },
+    /// Who is the manager, and how is it doing? (answered by any node)
+    Who,
+}
+
+impl ManagerRequest {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ManagerRequest::Plan(_) => "plan",
+            ManagerRequest::DryRun(_) => "dry_run",
+            ManagerRequest::Commit(_) => "commit",
+            ManagerRequest::FetchSequence { .. } => "fetch_sequence",
+            ManagerRequest::List { .. } => "list",
+            ManagerRequest::Forget { .. } => "forget",
+            ManagerRequest::Abandon { .. } => "abandon",
+            ManagerRequest::RecordRestore { .. } => "record_restore",
+            ManagerRequest::Who => "who",
+        }
+    }
+}
+
+/// A dry-run placement: where new chunks would go, and which are stored already.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DryRunAnswer {
+    pub uploads: Vec<PlannedChunk>,
+    pub reused: Vec<DataId>,
+}
+
+/// What the manager says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManagerInfo {
+    pub manager: NodeId,
+    /// Nodes the manager's placement view holds, and how many are online.
+    pub nodes: u64,
+    pub online: u64,
+    pub snapshots: u64,
+    pub stored_bytes: u64,
+}
+
+/// The manager's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ManagerResponse {
+    Planned(PlanDecision),
+    DryRun(DryRunAnswer),
+    Committed(CommitResponse),
+    Sequence(SealedForRecipient),
+    Snapshots(Vec<SnapshotSummary>),
+    Forgotten(ForgetResponse),
+    Abandoned(Vec<StorageTicket>),
+    Recorded,
+    Info(ManagerInfo),
+    /// This node does not serve the manager; `leader` is where to retry.
+    NotManager {
+        leader: Option<NodeId>,
+    },
+    /// The manager refused the call; the text is for the user (placement
+    /// explanations, quota, unknown snapshot, …).
+    Refused(String),
+    /// The manager cannot serve right now (e.g. no quorum); retry later.
+    Unavailable(String),
+}
+
+/// The node's side of the manager protocol: answers calls from `requester`.
+/// Called on a blocking thread (the manager writes to redb).
+pub trait ManagerEndpoint: Send + Sync + 'static {
+    fn handle(&self, requester: NodeId, request: ManagerRequest) -> ManagerResponse;
+}
+
+/// Decodes a request (fuzz entry point).
+pub fn decode_request(bytes: &[u8]) -> Result<ManagerRequest, cbor::CborError> {
+    cbor::decode(bytes, MAX_MESSAGE_BYTES)
+}
+
+/// Decodes a response (fuzz entry point).
+pub fn decode_response(bytes: &[u8]) -> Result<ManagerResponse, cbor::CborError> {
+    cbor::decode(bytes, MAX_MESSAGE_BYTES)
+}
+
+async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    io.take(MAX_MESSAGE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .await?;
+    if buf.len() > MAX_MESSAGE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("manager message exceeds {MAX_MESSAGE_BYTES} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+fn invalid(e: cbor::CborError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The manager codec: one CBOR value per stream direction, size-bounded.
+#[derive(Clone, Debug, Default)]
+pub struct ManagerCodec;
+
+impl request_response::Codec for ManagerCodec {
+    type Protocol = StreamProtocol;
+    type Request = ManagerRequest;
+    type Response = ManagerResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Self::Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let buf = read_limited(io).await?;
+        decode_request(&buf).map_err(invalid)
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let buf = read_limited(io).await?;
+        decode_response(&buf).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Self::Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&cbor::encode(&req)).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Self::Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&cbor::encode(&res)).await?;
+        io.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_refused() {
+        let requests = [
+            ManagerRequest::Who,
+            ManagerRequest::List {
+                set: Some("home".into()),
+            },
+            ManagerRequest::Forget {
+                snapshot: SnapshotId([3; 32]),
+            },
+            ManagerRequest::Abandon { pending_id: 7 },
+            ManagerRequest::RecordRestore {
+                snapshot: SnapshotId([4; 32]),
+                outcome: RestoreOutcome::Failed {
+                    reason: "disk full".into(),
+                },
+            },
+        ];
+        for req in requests {
+            assert_eq!(decode_request(&cbor::encode(&req)).unwrap(), req);
+        }
+        let responses = [
+            ManagerResponse::NotManager {
+                leader: Some(NodeId([9; 32])),
+            },
+            ManagerResponse::Refused("only 3 nodes lie between 200 km and 2000 km".into()),
+            ManagerResponse::Recorded,
+        ];
+        for res in responses {
+            assert_eq!(decode_response(&cbor::encode(&res)).unwrap(), res);
+        }
+        assert!(decode_request(b"nonsense").is_err());
+        assert!(decode_response(&[0xff; 64]).is_err());
+        assert!(decode_request(&[]).is_err());
+    }
+}

@@ -46,7 +46,8 @@ pub struct PipelineBenchArgs {
     pub json: bool,
 }
 
-fn parse_sizes(s: &str) -> Result<ChunkSizes, String> {
+/// Parses `MIN/AVG/MAX` chunk sizes in bytes (also used by `strew backup --chunk-sizes`).
+pub fn parse_sizes(s: &str) -> Result<ChunkSizes, String> {
     let parts: Vec<&str> = s.split('/').collect();
     let [min, avg, max] = parts.as_slice() else {
         return Err("expected MIN/AVG/MAX in bytes, e.g. 262144/1048576/4194304".into());

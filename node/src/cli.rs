@@ -28,10 +28,26 @@ pub enum Command {
     Init(crate::config::InitArgs),
     /// Runs the node: joins the grid, gossips capacity and location, stores packets for others.
     Run(crate::config::RunArgs),
-    /// Shows this node, the grid it sees and its storage (asks the running daemon).
-    Status(crate::daemon::commands::JsonFlag),
+    /// Shows this node, the grid, the manager, and where this node's packets are.
+    Status(crate::daemon::source_commands::StatusCmd),
     /// Lists the nodes in this node's grid view (asks the running daemon).
     Peers(crate::daemon::commands::JsonFlag),
+    /// Backs PATH… up onto the grid (pipeline → placement → direct uploads → commit).
+    Backup(crate::daemon::source_commands::BackupCmd),
+    /// Dry run of a backup: would it fit under these constraints, and where would it go.
+    Plan(crate::daemon::source_commands::BackupFlags),
+    /// Lists this node's snapshots.
+    Snapshots(crate::daemon::source_commands::SnapshotsCmd),
+    /// Restores SNAPSHOT into DEST, byte for byte.
+    Restore(crate::daemon::source_commands::RestoreCmd),
+    /// Forgets SNAPSHOT; packets no snapshot of any source needs are deleted.
+    Forget(crate::daemon::source_commands::ForgetCmd),
+    /// Exports or imports this node's key (identity and convergence secret).
+    #[command(subcommand)]
+    Key(crate::daemon::source_commands::KeyCmd),
+    /// Starts a local grid of real nodes on 127.0.0.1 at real city locations,
+    /// backs up a folder, kills two targets, restores, verifies and draws the map.
+    Demo(crate::demo::DemoArgs),
     /// Benchmarks a user can run on their own machine.
     #[command(subcommand)]
     Bench(BenchCommand),

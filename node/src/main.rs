@@ -25,7 +25,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => strew_node::daemon::commands::init(&cli.data_dir, &args),
         Command::Run(args) => strew_node::daemon::run(&cli.data_dir, &args),
-        Command::Status(flag) => strew_node::daemon::commands::status(&cli.data_dir, &flag),
+        Command::Status(cmd) => strew_node::daemon::source_commands::status(&cli.data_dir, &cmd),
+        Command::Backup(cmd) => strew_node::daemon::source_commands::backup(&cli.data_dir, &cmd),
+        Command::Plan(flags) => strew_node::daemon::source_commands::plan(&cli.data_dir, &flags),
+        Command::Snapshots(cmd) => {
+            strew_node::daemon::source_commands::snapshots(&cli.data_dir, &cmd)
+        }
+        Command::Restore(cmd) => strew_node::daemon::source_commands::restore(&cli.data_dir, &cmd),
+        Command::Forget(cmd) => strew_node::daemon::source_commands::forget(&cli.data_dir, &cmd),
+        Command::Key(cmd) => strew_node::daemon::source_commands::key(&cli.data_dir, &cmd),
+        Command::Demo(args) => strew_node::demo::run(&args),
         Command::Peers(flag) => strew_node::daemon::commands::peers(&cli.data_dir, &flag),
         Command::Bench(BenchCommand::Pipeline(args)) => strew_node::bench::run_pipeline(&args),
     }

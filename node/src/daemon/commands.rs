@@ -61,6 +61,12 @@ pub fn status(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
     if flag.json {
         return print_json(&v);
     }
+    print_status(&v)
+}
+
+/// Prints the node part of a `status` answer for people.
+pub fn print_status(v: &Value) -> anyhow::Result<()> {
+    let v = v.clone();
     let mut out = std::io::stdout().lock();
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
     writeln!(out, "node      {}", s("node_id"))?;

@@ -202,7 +202,8 @@ impl ManagerService {
     }
 
     fn answer(&self, requester: NodeId, request: ManagerRequest, now: u64) -> ManagerResponse {
-        let refuse = |e: &dyn std::error::Error| ManagerResponse::Refused(error_text(e));
+        let refuse =
+            |e: &dyn std::error::Error| ManagerResponse::Refused(super::jobs::error_text(e));
         let not_yours = || ManagerResponse::Refused("a node may only act for itself".into());
         match request {
             ManagerRequest::Who => ManagerResponse::Info(self.info()),
@@ -268,21 +269,6 @@ impl ManagerService {
             }
         }
     }
-}
-
-/// An error and its causes in one line, for the user at the other end.
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 impl ManagerEndpoint for ManagerService {

@@ -8,8 +8,11 @@
 //! This module must not implement protocols (the overlay does) or storage (the store does).
 
 pub mod commands;
+pub mod jobs;
 pub mod manager;
 pub mod report;
+pub mod schedule;
+pub mod source_commands;
 pub mod storage;
 
 use std::future::Future;
@@ -105,7 +108,7 @@ pub fn run_with(
 async fn run_async(
     data_dir: &Path,
     args: &RunArgs,
-    extensions: Vec<Arc<dyn DaemonExtension>>,
+    mut extensions: Vec<Arc<dyn DaemonExtension>>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
@@ -117,6 +120,8 @@ async fn run_async(
         info!(%node_id, "created a new node identity");
     }
     let x25519 = identity::x25519_public(&key).context("cannot derive the X25519 key")?;
+    let x25519_secret = identity::x25519_secret(&key).context("cannot derive the X25519 secret")?;
+    let manager_key = key.clone();
 
     let packets_dir = data_dir.join(PACKETS_DIR);
     let capacity = settings.storage;
@@ -141,6 +146,27 @@ async fn run_async(
     .context("cannot start the overlay")?;
     info!(%node_id, "{}", settings.summary());
 
+    let service = if settings.coordinator {
+        let service = Arc::new(
+            manager::ManagerService::open(data_dir, &manager_key, overlay.clone())
+                .context("cannot start the sequence manager")?,
+        );
+        overlay.set_manager_endpoint(Some(service.clone()));
+        Some(service)
+    } else {
+        None
+    };
+    let manager_task = tokio::spawn(manager::run(overlay.clone(), service));
+    let me = crate::grid::SourceIdentity {
+        node_id,
+        location: settings.location,
+        x25519_secret,
+    };
+    let jobs = Arc::new(
+        jobs::SourceJobs::open(data_dir, me).context("cannot open this node's source state")?,
+    );
+    extensions.push(jobs.clone());
+
     let registry = Arc::new(Mutex::new(registry));
     let metrics_task = match settings.metrics {
         Some(addr) => {
@@ -160,6 +186,7 @@ async fn run_async(
         store,
         started: Instant::now(),
     };
+    let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let (control_server, control_task) =
         control::serve(data_dir, Arc::new(Handler { ctx, extensions }))
             .await
@@ -169,6 +196,8 @@ async fn run_async(
     let signal = wait_for_signal().await;
     info!(signal, "shutting down");
     control_task.abort();
+    schedule_task.abort();
+    manager_task.abort();
     drop(control_server);
     if let Some(task) = metrics_task {
         task.abort();

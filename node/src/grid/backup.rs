@@ -146,6 +146,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             })
             .await?;
         let tickets: BTreeMap<NodeId, _> = decision.tickets.iter().map(|t| (t.target, t)).collect();
+        let live = &progress;
         let jobs: Vec<(PacketId, NodeId)> = decision
             .uploads
             .iter()
@@ -169,6 +170,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
                             .put(target, ticket, id, bytes)
                             .await
                             .map_err(|e| e.detail)?;
+                        live.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
                         Ok::<u64, String>(len)
                     }
                     .await;

@@ -30,7 +30,7 @@ pub use backup::{GridBackupOptions, GridBackupReport, grid_backup};
 pub use forget::{ForgetReport, grid_forget};
 pub use known::KnownIndex;
 pub use overlay::{OverlayManager, OverlayTransport};
-pub use restore::{GridRestoreReport, grid_restore};
+pub use restore::{GridRestoreReport, grid_restore, snapshot_targets};
 
 /// Errors of grid operations, sorted by what the user can do about them.
 #[derive(Debug, thiserror::Error)]

@@ -89,6 +89,30 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
     })
 }
 
+/// Where a snapshot's packets are: packets (and bytes) per target, read
+/// from its sealed sequence (only its source can open it).
+pub async fn snapshot_targets<M: ManagerApi>(
+    me: &SourceIdentity,
+    manager: &M,
+    snapshot: SnapshotId,
+) -> Result<std::collections::BTreeMap<NodeId, (u64, u64)>, GridError> {
+    let sealed = manager.fetch_sequence(snapshot).await?;
+    let secret_key = x25519_dalek::StaticSecret::from(me.x25519_secret);
+    let plain = open_as_recipient(&secret_key, snapshot.as_bytes(), &sealed)
+        .map_err(|source| GridError::Seal { snapshot, source })?;
+    let seq = SealedSequence::from_bytes(&plain)
+        .map_err(|source| GridError::Seal { snapshot, source })?;
+    let mut per_target = std::collections::BTreeMap::new();
+    for entry in seq.stripes.iter().flat_map(|s| &s.packets) {
+        for target in &entry.targets {
+            let e: &mut (u64, u64) = per_target.entry(*target).or_default();
+            e.0 += 1;
+            e.1 += entry.size;
+        }
+    }
+    Ok(per_target)
+}
+
 /// The manager's sequence as the pipeline wants it, plus where each packet is.
 pub fn to_pipeline_sequence(seq: &SealedSequence) -> (Sequence, HashMap<PacketId, Vec<NodeId>>) {
     let mut targets: HashMap<PacketId, Vec<NodeId>> = HashMap::new();

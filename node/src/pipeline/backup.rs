@@ -135,6 +135,8 @@ pub struct Progress {
     pub new_chunks: AtomicU64,
     pub packets: AtomicU64,
     pub bytes_stored: AtomicU64,
+    /// Packet bytes sent to targets (grid backups; 0 for a local pipeline run).
+    pub uploaded_bytes: AtomicU64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

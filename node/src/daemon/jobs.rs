@@ -1,0 +1,633 @@
+//! The source side of a running node as control commands: `backup`,
+//! `restore`, `snapshots`, `forget`, `plan`, `progress` and `sets`.
+//!
+//! Owns the node's source resources (the packet outbox, the known-chunk
+//! index, the convergence secrets), the request arguments as the CLI sends
+//! them (JSON, parsed here with the coordinator's unit parsers so a bad flag
+//! gets a message naming it), live progress per job, and the scheduled
+//! backup sets (`--sync-every`, see [`schedule`](super::schedule)). The
+//! work itself is [`crate::grid`]'s, over the overlay.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use strew_coordinator::manager::{ChunkPlan, PacketSpec, PlanRequest};
+use strew_coordinator::records::{BackupParams, Compression, ConvergenceScope, Encryption};
+use strew_coordinator::{DataId, DistanceRange, NodeId, Redundancy, SnapshotId};
+use tracing::{info, warn};
+
+use super::schedule::{BackupSet, SetBook};
+use super::{ControlFuture, DaemonContext, DaemonExtension};
+use crate::grid::{
+    GridBackupOptions, GridError, KnownIndex, ManagerApi, OverlayManager, OverlayTransport,
+    SourceIdentity, grid_backup, grid_forget, grid_restore,
+};
+use crate::pipeline::{ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress};
+use crate::store::PacketStore;
+
+/// Directory of the outbox (packets of backups not yet committed).
+pub const OUTBOX_DIR: &str = "outbox";
+/// The known-chunk index file.
+pub const KNOWN_FILE: &str = "known-chunks.redb";
+/// Name of the grid whose shared convergence secret `grid`-scope sets use.
+pub const GRID_SECRET_NAME: &str = "strew grid v1";
+/// How long `status` waits for the manager before saying it is unreachable.
+const STATUS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Packets uploaded at once by one backup.
+const PARALLEL_UPLOADS: usize = 16;
+
+/// What `strew backup` (and `strew plan`) send.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackupArgs {
+    /// Absolute paths (the CLI resolves them against its working directory).
+    pub paths: Vec<PathBuf>,
+    #[serde(default = "default_set")]
+    pub name: String,
+    #[serde(default)]
+    pub backup_distance: Option<String>,
+    #[serde(default)]
+    pub spread: Option<String>,
+    #[serde(default)]
+    pub redundancy: Option<String>,
+    #[serde(default)]
+    pub zstd_level: Option<i32>,
+    /// `grid` (default) or `private`.
+    #[serde(default)]
+    pub convergence: Option<String>,
+    #[serde(default)]
+    pub sync_every: Option<String>,
+    /// Chunk sizes `MIN/AVG/MAX` in bytes.
+    #[serde(default)]
+    pub chunk_sizes: Option<String>,
+    /// A name the CLI picked to follow this job's progress.
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+fn default_set() -> String {
+    "default".into()
+}
+
+impl BackupArgs {
+    /// The backup parameters these flags name, or a message naming the bad flag.
+    pub fn params(&self) -> Result<BackupParams, String> {
+        let range = |flag: &str, text: &Option<String>| -> Result<DistanceRange, String> {
+            match text {
+                None => Ok(DistanceRange::default()),
+                Some(t) => t.parse().map_err(|e| format!("--{flag} {t:?}: {e}")),
+            }
+        };
+        let redundancy: Redundancy = match &self.redundancy {
+            None => Redundancy::Erasure { k: 4, m: 2 },
+            Some(t) => t.parse().map_err(|e| format!("--redundancy {t:?}: {e}"))?,
+        };
+        redundancy
+            .validate()
+            .map_err(|e| format!("--redundancy: {e}"))?;
+        let level = self.zstd_level.unwrap_or(3);
+        if !(1..=19).contains(&level) {
+            return Err(format!("--zstd-level {level}: must be 1..=19"));
+        }
+        let convergence = match self.convergence.as_deref() {
+            None | Some("grid") => ConvergenceScope::Grid,
+            Some("private") => ConvergenceScope::Private,
+            Some(other) => {
+                return Err(format!(
+                    "--convergence {other:?}: must be `grid` or `private`"
+                ));
+            }
+        };
+        let sync_interval_secs = match &self.sync_every {
+            None => None,
+            Some(t) => {
+                let d = strew_coordinator::units::parse_duration(t)
+                    .map_err(|e| format!("--sync-every {t:?}: {e}"))?;
+                if d.as_secs() < 60 {
+                    return Err(format!("--sync-every {t:?}: must be at least 1m"));
+                }
+                Some(d.as_secs())
+            }
+        };
+        Ok(BackupParams {
+            backup_distance: range("backup-distance", &self.backup_distance)?,
+            spread: range("spread", &self.spread)?,
+            redundancy,
+            compression: Compression::Zstd { level },
+            encryption: Encryption {
+                cipher: "chacha20poly1305".into(),
+                convergence,
+            },
+            sync_interval_secs,
+        })
+    }
+
+    /// Chunk sizes from `--chunk-sizes`, or the defaults.
+    pub fn sizes(&self) -> Result<ChunkSizes, String> {
+        match &self.chunk_sizes {
+            None => Ok(ChunkSizes::default()),
+            Some(t) => {
+                crate::bench::parse_sizes(t).map_err(|e| format!("--chunk-sizes {t:?}: {e}"))
+            }
+        }
+    }
+}
+
+/// A running job's live counters.
+#[derive(Clone)]
+enum Live {
+    Backup { progress: Arc<Progress>, total: u64 },
+    Restore(Arc<RestoreProgress>),
+}
+
+/// The node's source side.
+pub struct SourceJobs {
+    me: SourceIdentity,
+    outbox: PacketStore,
+    known: KnownIndex,
+    private: ConvergenceSecret,
+    grid: ConvergenceSecret,
+    sets: SetBook,
+    /// One backup at a time per node (they share the outbox and the index).
+    backup_lock: tokio::sync::Mutex<()>,
+    live: Mutex<HashMap<String, Live>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Errors of opening the source side.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error("cannot open the outbox in {0}")]
+    Outbox(PathBuf, #[source] crate::store::StoreError),
+    #[error("cannot open the known-chunk index {0}")]
+    Known(PathBuf, #[source] redb::Error),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Sets(#[from] super::schedule::ScheduleError),
+}
+
+impl SourceJobs {
+    pub fn open(data_dir: &Path, me: SourceIdentity) -> Result<Self, JobsError> {
+        let outbox_dir = data_dir.join(OUTBOX_DIR);
+        let outbox = PacketStore::open(&outbox_dir, u64::MAX / 4)
+            .map_err(|e| JobsError::Outbox(outbox_dir.clone(), e))?;
+        let known_path = data_dir.join(KNOWN_FILE);
+        let known = KnownIndex::open(&known_path).map_err(|e| JobsError::Known(known_path, e))?;
+        Ok(SourceJobs {
+            me,
+            outbox,
+            known,
+            private: crate::keys::private_secret(data_dir)?,
+            grid: ConvergenceSecret::for_grid(GRID_SECRET_NAME),
+            sets: SetBook::open(data_dir)?,
+            backup_lock: tokio::sync::Mutex::new(()),
+            live: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn sets(&self) -> &SetBook {
+        &self.sets
+    }
+
+    fn secret(&self, params: &BackupParams) -> ConvergenceSecret {
+        match params.encryption.convergence {
+            ConvergenceScope::Grid => self.grid.clone(),
+            ConvergenceScope::Private => self.private.clone(),
+        }
+    }
+
+    /// Runs one backup (used by `strew backup` and the scheduler).
+    pub async fn backup(&self, ctx: &DaemonContext, args: &BackupArgs) -> Result<Value, String> {
+        let params = args.params()?;
+        let sizes = args.sizes()?;
+        for path in &args.paths {
+            if !path.is_absolute() {
+                return Err(format!("{}: paths must be absolute", path.display()));
+            }
+            if std::fs::symlink_metadata(path).is_err() {
+                return Err(format!("{}: no such file or directory", path.display()));
+            }
+        }
+        let _one_at_a_time = self.backup_lock.lock().await;
+        let paths = args.paths.clone();
+        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths))
+            .await
+            .unwrap_or(0);
+        let progress = Arc::new(Progress::default());
+        let job = args.job.clone().unwrap_or_default();
+        lock(&self.live).insert(
+            job.clone(),
+            Live::Backup {
+                progress: progress.clone(),
+                total,
+            },
+        );
+        let opts = GridBackupOptions {
+            set: args.name.clone(),
+            paths: args.paths.clone(),
+            params: params.clone(),
+            sizes,
+            secret: self.secret(&params),
+            now_ms: strew_overlay::now_ms(),
+            parallel_uploads: PARALLEL_UPLOADS,
+        };
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let transport = OverlayTransport::new(ctx.overlay.clone());
+        let result = grid_backup(
+            &self.me,
+            &manager,
+            &transport,
+            &self.outbox,
+            &self.known,
+            &opts,
+            progress,
+        )
+        .await;
+        lock(&self.live).remove(&job);
+        let report = result.map_err(|e| error_text(&e))?;
+        info!(snapshot = %report.snapshot, set = %args.name, "backup committed");
+        ctx.overlay.reannounce();
+        // Every set is remembered (its distances label the status map); only
+        // those with `--sync-every` are re-run by the scheduler.
+        let set = BackupSet {
+            args: BackupArgs {
+                job: None,
+                ..args.clone()
+            },
+            last_run_ms: opts.now_ms,
+            last_snapshot: Some(report.snapshot.to_string()),
+            last_error: None,
+        };
+        self.sets.upsert(set).map_err(|e| e.to_string())?;
+        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        value["snapshot"] = json!(report.snapshot.to_string());
+        Ok(value)
+    }
+
+    async fn restore(&self, ctx: &DaemonContext, args: Value) -> Result<Value, String> {
+        #[derive(Deserialize)]
+        struct Args {
+            snapshot: String,
+            dest: PathBuf,
+            #[serde(default)]
+            overwrite: bool,
+            #[serde(default)]
+            job: Option<String>,
+        }
+        let args: Args = serde_json::from_value(args).map_err(|e| e.to_string())?;
+        let snapshot = resolve_snapshot(ctx, &args.snapshot).await?;
+        if !args.dest.is_absolute() {
+            return Err(format!("{}: DEST must be absolute", args.dest.display()));
+        }
+        let progress = Arc::new(RestoreProgress::default());
+        let job = args.job.unwrap_or_default();
+        lock(&self.live).insert(job.clone(), Live::Restore(progress.clone()));
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let transport = Arc::new(OverlayTransport::new(ctx.overlay.clone()));
+        let mut result = Err(GridError::Other("no secret tried".into()));
+        // The sequence does not say which convergence secret encrypted the
+        // snapshot; the grid's is tried first, then this user's private one
+        // (a wrong secret fails on the manifest, before anything is written).
+        for secret in [self.grid.clone(), self.private.clone()] {
+            result = grid_restore(
+                &self.me,
+                &manager,
+                transport.clone(),
+                snapshot,
+                args.dest.clone(),
+                secret,
+                RestoreOptions {
+                    overwrite: args.overwrite,
+                },
+                progress.clone(),
+            )
+            .await;
+            let wrong_secret = matches!(
+                &result,
+                Err(GridError::Restore(
+                    crate::pipeline::restore::RestoreError::Stripe(
+                        crate::pipeline::codec::StripeError::WrongSecret { .. }
+                    )
+                ))
+            );
+            if !wrong_secret {
+                break;
+            }
+        }
+        lock(&self.live).remove(&job);
+        let report = result.map_err(|e| error_text(&e))?;
+        if report.failed_fetches > 0 {
+            warn!(
+                failed = report.failed_fetches,
+                "some packets could not be fetched or were corrupt; other packets of their stripes were used"
+            );
+        }
+        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        value["snapshot"] = json!(report.snapshot.to_string());
+        Ok(value)
+    }
+
+    async fn snapshots(&self, ctx: &DaemonContext, args: Value) -> Result<Value, String> {
+        let set = args.get("name").and_then(Value::as_str).map(str::to_string);
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let list = manager.list(set).await.map_err(|e| error_text(&e))?;
+        Ok(Value::Array(
+            list.iter()
+                .map(|s| {
+                    json!({
+                        "snapshot": s.snapshot.to_string(),
+                        "name": s.set,
+                        "time": s.time,
+                        "bytes": s.bytes,
+                        "chunks": s.chunks,
+                        "source": s.source.to_string(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    async fn forget(&self, ctx: &DaemonContext, args: Value) -> Result<Value, String> {
+        let text = args
+            .get("snapshot")
+            .and_then(Value::as_str)
+            .ok_or("forget needs a snapshot")?;
+        let snapshot = resolve_snapshot(ctx, text).await?;
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let transport = OverlayTransport::new(ctx.overlay.clone());
+        let _no_backup_meanwhile = self.backup_lock.lock().await;
+        let report = grid_forget(&manager, &transport, &self.known, snapshot)
+            .await
+            .map_err(|e| error_text(&e))?;
+        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        value["snapshot"] = json!(report.snapshot.to_string());
+        Ok(value)
+    }
+
+    /// `strew plan`: estimates the chunks of PATH… from its size and asks the
+    /// manager where they would go, without storing or recording anything.
+    async fn plan(&self, ctx: &DaemonContext, args: BackupArgs) -> Result<Value, String> {
+        let params = args.params()?;
+        let sizes = args.sizes()?;
+        for path in &args.paths {
+            if std::fs::symlink_metadata(path).is_err() {
+                return Err(format!("{}: no such file or directory", path.display()));
+            }
+        }
+        let paths = args.paths.clone();
+        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths))
+            .await
+            .unwrap_or(0);
+        let avg = u64::from(sizes.avg).max(1);
+        let stripes = total.div_ceil(avg).max(1);
+        let k = params.redundancy.data_packets() as u64;
+        let packet = (avg / k.max(1)).max(1) + 64;
+        let width = params.redundancy.width();
+        let chunks: Vec<ChunkPlan> = (0..stripes)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..8].copy_from_slice(&i.to_le_bytes());
+                id[8..16].copy_from_slice(&total.to_le_bytes());
+                let data_id = DataId(*blake3::hash(&id).as_bytes());
+                ChunkPlan {
+                    data_id,
+                    packets: (0..width)
+                        .map(|j| PacketSpec {
+                            packet_id: strew_coordinator::PacketId(
+                                *blake3::hash(&[&data_id.0[..], &[j as u8]].concat()).as_bytes(),
+                            ),
+                            size: packet,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let request = PlanRequest {
+            source: self.me.node_id,
+            set: args.name.clone(),
+            location: self.me.location,
+            params: params.clone(),
+            chunks,
+            exclude: Vec::new(),
+        };
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let answer = manager.dry_run(request).await.map_err(|e| error_text(&e))?;
+        let mut per_target: std::collections::BTreeMap<NodeId, (u64, u64)> = Default::default();
+        for p in answer.uploads.iter().flat_map(|c| &c.packets) {
+            let e = per_target.entry(p.target).or_default();
+            e.0 += 1;
+            e.1 += p.size;
+        }
+        let targets: Vec<Value> = ctx
+            .overlay
+            .with_grid_view(|view| {
+                per_target
+                    .iter()
+                    .map(|(id, (packets, bytes))| {
+                        let loc = view.get(id).map(|p| p.location);
+                        json!({
+                            "node_id": id.to_string(),
+                            "location": loc.map(|l| json!({"lat": l.lat, "lon": l.lon})),
+                            "distance_km": loc.map(|l| strew_coordinator::units::haversine_km(&self.me.location, &l)),
+                            "packets": packets,
+                            "bytes": bytes,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(json!({
+            "feasible": true,
+            "input_bytes": total,
+            "estimated_chunks": stripes,
+            "estimated_packets": stripes * width as u64,
+            "estimated_stored_bytes": stripes * width as u64 * packet,
+            "redundancy": params.redundancy.to_string(),
+            "backup_distance": params.backup_distance.to_string(),
+            "spread": params.spread.to_string(),
+            "targets": targets,
+        }))
+    }
+
+    /// Where this node's packets are: per snapshot, the targets holding its
+    /// packets, with their locations (for `strew status` and its map).
+    async fn placements(&self, ctx: &DaemonContext) -> Result<Value, String> {
+        if ctx.overlay.manager().is_none() {
+            return Err(
+                "no sequence manager is known yet (no coordinator node in the grid view)".into(),
+            );
+        }
+        let manager = OverlayManager::new(ctx.overlay.clone()).with_patience(STATUS_PATIENCE);
+        let list = manager.list(None).await.map_err(|e| error_text(&e))?;
+        let mut out = Vec::new();
+        for s in list {
+            let per_target = crate::grid::snapshot_targets(&self.me, &manager, s.snapshot)
+                .await
+                .map_err(|e| error_text(&e))?;
+            let targets: Vec<Value> = per_target
+                .iter()
+                .map(|(id, (packets, bytes))| {
+                    let known = ctx
+                        .overlay
+                        .with_grid_view(|v| v.get(id).map(|p| (p.location, p.online)))
+                        .flatten();
+                    json!({
+                        "node_id": id.to_string(),
+                        "location": known.map(|(l, _)| json!({"lat": l.lat, "lon": l.lon})),
+                        "distance_km": known.map(|(l, _)| strew_coordinator::units::haversine_km(&self.me.location, &l)),
+                        "up": known.is_some_and(|(_, online)| online),
+                        "packets": packets,
+                        "bytes": bytes,
+                    })
+                })
+                .collect();
+            let set = self.sets.list().into_iter().find(|b| b.args.name == s.set);
+            let params = set.and_then(|b| b.args.params().ok());
+            out.push(json!({
+                "snapshot": s.snapshot.to_string(),
+                "backup_distance_km": params.as_ref().map(|p| json!({"min": p.backup_distance.min_km, "max": p.backup_distance.max_km})),
+                "spread_min_km": params.as_ref().and_then(|p| p.spread.min_km),
+                "name": s.set,
+                "time": s.time,
+                "bytes": s.bytes,
+                "targets": targets,
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn progress(&self, args: &Value) -> Result<Value, String> {
+        let job = args.get("job").and_then(Value::as_str).unwrap_or_default();
+        let live = lock(&self.live).get(job).cloned();
+        Ok(match live {
+            None => json!({"running": false}),
+            Some(Live::Backup { progress, total }) => json!({
+                "running": true,
+                "kind": "backup",
+                "bytes_total": total,
+                "bytes_read": progress.bytes_read.load(Ordering::Relaxed),
+                "bytes_stored": progress.bytes_stored.load(Ordering::Relaxed),
+                "uploaded_bytes": progress.uploaded_bytes.load(Ordering::Relaxed),
+            }),
+            Some(Live::Restore(p)) => json!({
+                "running": true,
+                "kind": "restore",
+                "bytes_total": p.total_bytes.load(Ordering::Relaxed),
+                "bytes_written": p.bytes_written.load(Ordering::Relaxed),
+            }),
+        })
+    }
+}
+
+/// Bytes of regular files under `paths` (for progress; unreadable parts count 0).
+fn tree_bytes(paths: &[PathBuf]) -> u64 {
+    fn walk(path: &Path) -> u64 {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return 0;
+        };
+        if meta.is_file() {
+            return meta.len();
+        }
+        if !meta.is_dir() {
+            return 0;
+        }
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return 0;
+        };
+        entries.flatten().map(|e| walk(&e.path())).sum()
+    }
+    paths.iter().map(|p| walk(p)).sum()
+}
+
+/// A snapshot id in full, or a unique prefix of one of this node's snapshots.
+async fn resolve_snapshot(ctx: &DaemonContext, text: &str) -> Result<SnapshotId, String> {
+    if let Ok(id) = text.parse::<SnapshotId>() {
+        return Ok(id);
+    }
+    if text.len() < 4 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{text:?} is not a snapshot id (64 hex digits, or a unique prefix of at least 4; see `strew snapshots`)"
+        ));
+    }
+    let manager = OverlayManager::new(ctx.overlay.clone());
+    let list = manager.list(None).await.map_err(|e| error_text(&e))?;
+    let lower = text.to_ascii_lowercase();
+    let matches: Vec<SnapshotId> = list
+        .iter()
+        .map(|s| s.snapshot)
+        .filter(|s| s.to_string().starts_with(&lower))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(format!(
+            "no snapshot of this node starts with {text:?} (see `strew snapshots`)"
+        )),
+        _ => Err(format!(
+            "{text:?} names {} snapshots; give more digits",
+            matches.len()
+        )),
+    }
+}
+
+/// An error and its causes in one line.
+pub fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+impl DaemonExtension for SourceJobs {
+    fn handle<'a>(
+        &'a self,
+        ctx: &'a DaemonContext,
+        cmd: &'a str,
+        args: Value,
+    ) -> Option<ControlFuture<'a>> {
+        let parse = |args: Value| -> Result<BackupArgs, String> {
+            serde_json::from_value(args).map_err(|e| format!("bad backup arguments: {e}"))
+        };
+        Some(match cmd {
+            "backup" => Box::pin(async move { self.backup(ctx, &parse(args)?).await }),
+            "plan" => Box::pin(async move { self.plan(ctx, parse(args)?).await }),
+            "restore" => Box::pin(self.restore(ctx, args)),
+            "snapshots" => Box::pin(self.snapshots(ctx, args)),
+            "forget" => Box::pin(self.forget(ctx, args)),
+            "progress" => Box::pin(async move { self.progress(&args) }),
+            "placements" => Box::pin(self.placements(ctx)),
+            "manager" => Box::pin(async move {
+                if ctx.overlay.manager().is_none() {
+                    return Err("no sequence manager is known yet".to_string());
+                }
+                let manager =
+                    OverlayManager::new(ctx.overlay.clone()).with_patience(STATUS_PATIENCE);
+                let info = manager.info().await.map_err(|e| error_text(&e))?;
+                Ok(json!({
+                    "manager": info.manager.to_string(),
+                    "nodes": info.nodes,
+                    "online": info.online,
+                    "snapshots": info.snapshots,
+                    "stored_bytes": info.stored_bytes,
+                }))
+            }),
+            "sets" => Box::pin(async move {
+                serde_json::to_value(self.sets.list()).map_err(|e| e.to_string())
+            }),
+            _ => return None,
+        })
+    }
+}

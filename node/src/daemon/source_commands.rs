@@ -1,0 +1,516 @@
+//! The client side of `strew backup`, `plan`, `restore`, `snapshots`,
+//! `forget`, `key export|import` and `status --map`: parse flags, resolve
+//! paths against the caller's working directory, ask the daemon, follow the
+//! job's progress on a bar (stderr, terminals only), print JSON or a summary.
+//! Must not reach into daemon state directly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Value, json};
+use strew_coordinator::format_size;
+
+use super::jobs::BackupArgs;
+use crate::control;
+
+/// Longest a backup or restore may run before the client stops waiting.
+const LONG_CALL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Calls that ask the manager something small.
+const SHORT_CALL: Duration = Duration::from_secs(120);
+
+/// Flags shared by `strew backup` and `strew plan`.
+#[derive(Args, Debug, Clone)]
+pub struct BackupFlags {
+    /// Files and directories to back up.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Distance from this node to every target, e.g. `200km..2000km`, `100mi..`.
+    #[arg(long)]
+    pub backup_distance: Option<String>,
+    /// Distance between any two targets of the backup, e.g. `100km..`.
+    #[arg(long)]
+    pub spread: Option<String>,
+    /// `erasure:K+M` (default `erasure:4+2`) or `replicas:N`.
+    #[arg(long)]
+    pub redundancy: Option<String>,
+    /// Backup set name (snapshots of one set form its history).
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// zstd level 1–19 (default 3).
+    #[arg(long)]
+    pub zstd_level: Option<i32>,
+    /// Convergence secret scope: `grid` (identical data from any source is
+    /// stored once, but grid members can confirm that a file they know is
+    /// stored) or `private` (dedup only across your own nodes).
+    #[arg(long, value_parser = ["grid", "private"])]
+    pub convergence: Option<String>,
+    /// FastCDC chunk sizes `MIN/AVG/MAX` in bytes.
+    #[arg(long)]
+    pub chunk_sizes: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackupCmd {
+    #[command(flatten)]
+    pub flags: BackupFlags,
+    /// Re-run this backup set on a schedule (e.g. `6h`, `1d`); the daemon keeps it across restarts.
+    #[arg(long)]
+    pub sync_every: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreCmd {
+    /// Snapshot id (or a unique prefix of at least 4 hex digits).
+    pub snapshot: String,
+    /// Directory to restore into (created if absent; must be empty unless --overwrite).
+    pub dest: PathBuf,
+    /// Restore into a non-empty DEST, replacing what the snapshot names.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SnapshotsCmd {
+    /// Only snapshots of this backup set.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ForgetCmd {
+    /// Snapshot id (or a unique prefix).
+    pub snapshot: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum KeyCmd {
+    /// Writes this node's identity and convergence secret to FILE (keep it safe!).
+    Export { file: PathBuf },
+    /// Installs an exported key into this (new) data dir, to restore on a fresh machine.
+    Import { file: PathBuf },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct StatusCmd {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also draw a world map (SVG) of where this node's packets are.
+    #[arg(long, value_name = "FILE.svg")]
+    pub map: Option<PathBuf>,
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("cannot read the working directory")?
+        .join(path))
+}
+
+fn backup_args(flags: &BackupFlags, sync_every: Option<String>) -> anyhow::Result<BackupArgs> {
+    let mut paths = Vec::new();
+    for p in &flags.paths {
+        let abs = absolute(p)?;
+        if std::fs::symlink_metadata(&abs).is_err() {
+            bail!("{}: no such file or directory", p.display());
+        }
+        paths.push(abs);
+    }
+    let args = BackupArgs {
+        paths,
+        name: flags.name.clone(),
+        backup_distance: flags.backup_distance.clone(),
+        spread: flags.spread.clone(),
+        redundancy: flags.redundancy.clone(),
+        zstd_level: flags.zstd_level,
+        convergence: flags.convergence.clone(),
+        sync_every,
+        chunk_sizes: flags.chunk_sizes.clone(),
+        job: Some(format!("job-{:016x}", rand::random::<u64>())),
+    };
+    // Refuse bad flags here, before the daemon does any work.
+    args.params().map_err(anyhow::Error::msg)?;
+    args.sizes().map_err(anyhow::Error::msg)?;
+    Ok(args)
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Runs a long control call while drawing the job's progress from `progress` polls.
+fn with_progress(data_dir: &Path, cmd: &str, args: Value, job: &str) -> anyhow::Result<Value> {
+    let data_dir2 = data_dir.to_path_buf();
+    let cmd2 = cmd.to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let job = job.to_string();
+    runtime.block_on(async move {
+        let call = control::call(&data_dir2, &cmd2, args, LONG_CALL);
+        tokio::pin!(call);
+        let mut bar: Option<(indicatif::ProgressBar, &'static str)> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                result = &mut call => {
+                    if let Some((b, _)) = bar { b.finish_and_clear(); }
+                    return result.map_err(anyhow::Error::from);
+                }
+                _ = tick.tick() => {
+                    let Ok(p) = control::call(&data_dir2, "progress", json!({"job": job}), Duration::from_secs(5)).await else { continue };
+                    if p["running"] != json!(true) { continue; }
+                    let (phase, done, total) = match p["kind"].as_str() {
+                        Some("backup") if num(&p, "bytes_read") < num(&p, "bytes_total") || num(&p, "bytes_stored") == 0 =>
+                            ("backup", num(&p, "bytes_read"), num(&p, "bytes_total")),
+                        Some("backup") => ("upload", num(&p, "uploaded_bytes"), num(&p, "bytes_stored")),
+                        _ => ("restore", num(&p, "bytes_written"), num(&p, "bytes_total")),
+                    };
+                    if bar.as_ref().is_none_or(|(_, ph)| *ph != phase) {
+                        if let Some((b, _)) = bar.take() { b.finish_and_clear(); }
+                        bar = Some((crate::progress::bytes_bar(phase, Some(total.max(1))), phase));
+                    }
+                    if let Some((b, _)) = &bar {
+                        b.set_length(total.max(1));
+                        b.set_position(done.min(total.max(1)));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// `strew backup PATH…`.
+pub fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
+    let args = backup_args(&cmd.flags, cmd.sync_every.clone())?;
+    let job = args.job.clone().unwrap_or_default();
+    let v = with_progress(data_dir, "backup", serde_json::to_value(&args)?, &job)?;
+    if cmd.flags.json {
+        return print_json(&v);
+    }
+    let mut out = std::io::stdout().lock();
+    let stats = &v["stats"];
+    writeln!(out, "snapshot  {}", v["snapshot"].as_str().unwrap_or("-"))?;
+    writeln!(
+        out,
+        "backed up {} files, {} ({} chunks, {} new)",
+        num(stats, "files"),
+        format_size(num(stats, "bytes_in")),
+        num(stats, "chunks"),
+        num(stats, "new_chunks")
+    )?;
+    writeln!(
+        out,
+        "sent      {} packets, {} to {} targets; {} chunks deduplicated by the grid",
+        num(&v, "uploaded_packets"),
+        format_size(num(&v, "uploaded_bytes")),
+        v["targets"].as_array().map_or(0, Vec::len),
+        num(&v, "deduplicated_chunks")
+    )?;
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "warning   {}: {}",
+            w["path"].as_str().unwrap_or("?"),
+            w["message"].as_str().unwrap_or("?")
+        )?;
+    }
+    if let Some(every) = &cmd.sync_every {
+        writeln!(out, "scheduled every {every} (the daemon re-runs it)")?;
+    }
+    Ok(())
+}
+
+/// `strew plan PATH…`.
+pub fn plan(data_dir: &Path, flags: &BackupFlags) -> anyhow::Result<()> {
+    let args = backup_args(flags, None)?;
+    let v = control::call(data_dir, "plan", serde_json::to_value(&args)?, SHORT_CALL);
+    let v = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(v)?;
+    if flags.json {
+        return print_json(&v);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} of input → about {} chunks, {} packets, {} stored ({})",
+        format_size(num(&v, "input_bytes")),
+        num(&v, "estimated_chunks"),
+        num(&v, "estimated_packets"),
+        format_size(num(&v, "estimated_stored_bytes")),
+        v["redundancy"].as_str().unwrap_or("-")
+    )?;
+    writeln!(
+        out,
+        "fits: backup distance {}, spread {}; targets:",
+        v["backup_distance"].as_str().unwrap_or(".."),
+        v["spread"].as_str().unwrap_or("..")
+    )?;
+    for t in v["targets"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  {}  {:>7.0} km  {:>6} packets  {}",
+            t["node_id"].as_str().unwrap_or("-"),
+            t["distance_km"].as_f64().unwrap_or(f64::NAN),
+            num(t, "packets"),
+            format_size(num(t, "bytes"))
+        )?;
+    }
+    Ok(())
+}
+
+/// `strew restore SNAPSHOT DEST`.
+pub fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
+    let dest = absolute(&cmd.dest)?;
+    let job = format!("job-{:016x}", rand::random::<u64>());
+    let args = json!({
+        "snapshot": cmd.snapshot,
+        "dest": dest,
+        "overwrite": cmd.overwrite,
+        "job": job,
+    });
+    let v = with_progress(data_dir, "restore", args, &job)?;
+    if cmd.json {
+        return print_json(&v);
+    }
+    let r = &v["restore"];
+    writeln!(
+        std::io::stdout().lock(),
+        "restored {} files, {} dirs, {} symlinks, {} into {} ({} packets fetched, {} fetches failed and were replaced)",
+        num(r, "files"),
+        num(r, "dirs"),
+        num(r, "symlinks"),
+        format_size(num(r, "bytes")),
+        dest.display(),
+        num(&v, "fetched"),
+        num(&v, "failed_fetches"),
+    )?;
+    Ok(())
+}
+
+fn short_call(data_dir: &Path, cmd: &str, args: Value) -> anyhow::Result<Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(control::call(data_dir, cmd, args, SHORT_CALL))?)
+}
+
+/// `strew snapshots`.
+pub fn snapshots(data_dir: &Path, cmd: &SnapshotsCmd) -> anyhow::Result<()> {
+    let v = short_call(data_dir, "snapshots", json!({"name": cmd.name}))?;
+    if cmd.json {
+        return print_json(&v);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<64}  {:<16} {:>24}  size",
+        "snapshot", "name", "time"
+    )?;
+    for s in v.as_array().into_iter().flatten() {
+        let time = num(s, "time");
+        writeln!(
+            out,
+            "{:<64}  {:<16} {:>24}  {}",
+            s["snapshot"].as_str().unwrap_or("-"),
+            s["name"].as_str().unwrap_or("-"),
+            format_time(time),
+            format_size(num(s, "bytes"))
+        )?;
+    }
+    Ok(())
+}
+
+/// Unix ms as `YYYY-MM-DD HH:MM:SS UTC`.
+fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `strew forget SNAPSHOT`.
+pub fn forget(data_dir: &Path, cmd: &ForgetCmd) -> anyhow::Result<()> {
+    let v = short_call(data_dir, "forget", json!({"snapshot": cmd.snapshot}))?;
+    if cmd.json {
+        return print_json(&v);
+    }
+    let undeleted: usize = v["undeleted"].as_object().map_or(0, |m| {
+        m.values().filter_map(Value::as_array).map(Vec::len).sum()
+    });
+    writeln!(
+        std::io::stdout().lock(),
+        "forgot {}: {} packets no snapshot needs were deleted from their targets{}",
+        v["snapshot"].as_str().unwrap_or("-"),
+        num(&v, "deleted"),
+        if undeleted > 0 {
+            format!(" ({undeleted} could not be reached now; the manager no longer counts them)")
+        } else {
+            String::new()
+        }
+    )?;
+    Ok(())
+}
+
+/// `strew key export|import`.
+pub fn key(data_dir: &Path, cmd: &KeyCmd) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        KeyCmd::Export { file } => {
+            let node = crate::keys::export(data_dir, file)?;
+            writeln!(out, "exported the key of node {node} to {}", file.display())?;
+            eprintln!("warning: {}", crate::keys::SAFETY_WARNING);
+        }
+        KeyCmd::Import { file } => {
+            let node = crate::keys::import(data_dir, file)?;
+            writeln!(
+                out,
+                "imported node {node} into {}; start it with `strew run` and restore with `strew restore`",
+                data_dir.display()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `strew status [--json] [--map FILE.svg]`.
+pub fn status(data_dir: &Path, cmd: &StatusCmd) -> anyhow::Result<()> {
+    let mut v = control::call_blocking(data_dir, "status", Value::Null)?;
+    // Where this node's packets are (needs the manager; say so if it is unreachable).
+    match short_call(data_dir, "placements", Value::Null) {
+        Ok(p) => v["snapshots"] = p,
+        Err(e) => v["snapshots_error"] = json!(format!("{e:#}")),
+    }
+    if let Some(map) = &cmd.map {
+        write_map(&v, map)?;
+    }
+    if cmd.json {
+        return print_json(&v);
+    }
+    super::commands::print_status(&v)?;
+    let mut out = std::io::stdout().lock();
+    if let Some(e) = v["snapshots_error"].as_str() {
+        writeln!(out, "snapshots unknown: {e}")?;
+    }
+    for s in v["snapshots"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "snapshot  {} {} {} on {} targets:",
+            s["snapshot"].as_str().unwrap_or("-"),
+            s["name"].as_str().unwrap_or("-"),
+            format_size(num(s, "bytes")),
+            s["targets"].as_array().map_or(0, Vec::len)
+        )?;
+        for t in s["targets"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "          {} {:>7.0} km {:>5} packets {}",
+                t["node_id"].as_str().unwrap_or("-"),
+                t["distance_km"].as_f64().unwrap_or(f64::NAN),
+                num(t, "packets"),
+                if t["up"] == json!(true) { "up" } else { "DOWN" }
+            )?;
+        }
+    }
+    if let Some(map) = &cmd.map {
+        writeln!(out, "map       {}", map.display())?;
+    }
+    Ok(())
+}
+
+/// Draws the status's source and targets (all snapshots together) to `path`.
+pub fn write_map(status: &Value, path: &Path) -> anyhow::Result<()> {
+    use crate::map::{MapInput, MapSource, MapTarget, cities_from, render_svg};
+    use std::collections::BTreeMap;
+    let lat = status["location"]["lat"].as_f64().unwrap_or(0.0);
+    let lon = status["location"]["lon"].as_f64().unwrap_or(0.0);
+    let mut targets: BTreeMap<String, MapTarget> = BTreeMap::new();
+    let mut min_km = None;
+    let mut max_km = None;
+    let mut spread = None;
+    for s in status["snapshots"].as_array().into_iter().flatten() {
+        if let Some(b) = s.get("backup_distance_km") {
+            min_km = min_km.or(b["min"].as_f64());
+            max_km = max_km.or(b["max"].as_f64());
+        }
+        spread = spread.or(s["spread_min_km"].as_f64());
+        for t in s["targets"].as_array().into_iter().flatten() {
+            let (Some(tlat), Some(tlon)) =
+                (t["location"]["lat"].as_f64(), t["location"]["lon"].as_f64())
+            else {
+                continue;
+            };
+            let id = t["node_id"].as_str().unwrap_or("?").to_string();
+            let entry = targets.entry(id.clone()).or_insert(MapTarget {
+                lat: tlat,
+                lon: tlon,
+                // Peer ids all start alike (`12D3KooW…`): their tails tell them apart.
+                label: t["label"].as_str().map(str::to_string).unwrap_or_else(|| {
+                    let tail: String = id.chars().rev().take(6).collect();
+                    format!("…{}", tail.chars().rev().collect::<String>())
+                }),
+                packets: 0,
+                up: t["up"] == json!(true),
+            });
+            entry.packets += num(t, "packets");
+        }
+    }
+    let cities = strew_coordinator::cities::CityTable::embedded()
+        .map(cities_from)
+        .unwrap_or_default();
+    let node = status["node_id"].as_str().unwrap_or("this node");
+    let svg = render_svg(&MapInput {
+        title: format!("Where the packets of {} are", &node[..node.len().min(12)]),
+        source: MapSource {
+            lat,
+            lon,
+            label: "this node".into(),
+        },
+        targets: targets.into_values().collect(),
+        min_km,
+        max_km,
+        spread_min_km: spread,
+        cities,
+    })?;
+    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -319,11 +319,37 @@ pub fn restore(
 /// Writes `bytes` at `at`, leaving runs of zeros as holes (the file is
 /// sized with `set_len`, so they read back as zeros).
 fn write_extent(f: &File, path: &Path, at: u64, bytes: &[u8]) -> Result<(), RestoreError> {
-    if bytes.iter().all(|b| *b == 0) {
-        return Ok(());
+    // Blocks aligned to the file (not to the extent), so holes line up with
+    // the file system's pages; consecutive non-zero blocks go out in one write.
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let block_end = |p: usize| {
+            let file_off = at + p as u64;
+            let next = (file_off / HOLE_BLOCK + 1) * HOLE_BLOCK;
+            (p + (next - file_off) as usize).min(bytes.len())
+        };
+        let end = block_end(pos);
+        if bytes[pos..end].iter().all(|b| *b == 0) {
+            pos = end;
+            continue;
+        }
+        let mut run_end = end;
+        while run_end < bytes.len() {
+            let next = block_end(run_end);
+            if bytes[run_end..next].iter().all(|b| *b == 0) {
+                break;
+            }
+            run_end = next;
+        }
+        f.write_all_at(&bytes[pos..run_end], at + pos as u64)
+            .map_err(io(path))?;
+        pos = run_end;
     }
-    f.write_all_at(bytes, at).map_err(io(path))
+    Ok(())
 }
+
+/// Granularity of holes in restored files (a common file-system block).
+const HOLE_BLOCK: u64 = 4096;
 
 /// Sets a file's permission bits and mtime through its open handle.
 fn finish_file(f: &File, path: &Path, e: &super::manifest::Entry) -> Result<(), RestoreError> {

@@ -1,0 +1,470 @@
+//! End to end on real processes: a 9-node grid on 127.0.0.1 at real city
+//! locations backs up a tree (unicode names, a symlink, an empty dir, a
+//! sparse file, duplicate files, 50 MB of random data) with erasure 4+2 under
+//! a backup-distance bound, loses two targets, and restores it byte for byte;
+//! a second source's backup of the same data sends no data packets; `forget`
+//! frees exactly the unshared packets; a target serving corrupt packets is
+//! survived; bad input gets clear errors and stores nothing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use strew_tests::{City, Node, NodeOptions, cities, wait_for};
+
+/// Gossip timing for grids that work hard: announce every 2 s, keep entries 30 s.
+fn options(city: &City, storage: &str) -> NodeOptions {
+    let mut o = NodeOptions::at(city.location());
+    o.announce_interval = "2s".into();
+    o.peer_ttl = "30s".into();
+    o.storage = storage.into();
+    o
+}
+
+/// Great-circle km, written independently of the coordinator's.
+fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().asin()
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The tree the issue asks for.
+fn make_tree(root: &Path, random_mb: usize) -> Result<()> {
+    let text = root.join("données").join("ünïcödé 文件 ✓.txt");
+    fs::create_dir_all(text.parent().context("parent")?)?;
+    fs::write(&text, "grüße aus 上海\n".repeat(100))?;
+    fs::set_permissions(&text, fs::Permissions::from_mode(0o640))?;
+    symlink("données/ünïcödé 文件 ✓.txt", root.join("lien → texte"))?;
+    fs::create_dir_all(root.join("empty dir"))?;
+    // Sparse: 16 MiB long, 4 KiB of data in the middle.
+    let sparse = fs::File::create(root.join("sparse.img"))?;
+    sparse.set_len(16 << 20)?;
+    {
+        use std::os::unix::fs::FileExt;
+        sparse.write_at(&noise(4096, 7), 8 << 20)?;
+    }
+    let dup = noise(3 << 20, 11);
+    fs::create_dir_all(root.join("dup"))?;
+    fs::write(root.join("dup/a.bin"), &dup)?;
+    fs::write(root.join("dup/b.bin"), &dup)?;
+    let mut f = fs::File::create(root.join("random.bin"))?;
+    f.write_all(&noise(random_mb * 1_000_000, 42))?;
+    fs::set_permissions(root.join("random.bin"), fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Compares two trees: kinds, contents, modes, mtimes of files, symlink targets.
+fn diff(a: &Path, b: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
+    let (ma, mb) = (fs::symlink_metadata(a)?, fs::symlink_metadata(b));
+    let Ok(mb) = mb else {
+        out.push(format!("{}: missing", rel.display()));
+        return Ok(());
+    };
+    if ma.file_type() != mb.file_type() {
+        out.push(format!("{}: kind differs", rel.display()));
+        return Ok(());
+    }
+    if ma.file_type().is_symlink() {
+        if fs::read_link(a)? != fs::read_link(b)? {
+            out.push(format!("{}: link target differs", rel.display()));
+        }
+        return Ok(());
+    }
+    if ma.mode() & 0o7777 != mb.mode() & 0o7777 {
+        out.push(format!("{}: mode differs", rel.display()));
+    }
+    if ma.is_file() {
+        if ma.len() != mb.len() || fs::read(a)? != fs::read(b)? {
+            out.push(format!("{}: content differs", rel.display()));
+        }
+        if (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()) {
+            out.push(format!("{}: mtime differs", rel.display()));
+        }
+        return Ok(());
+    }
+    let names = |p: &Path| -> Result<Vec<std::ffi::OsString>> {
+        let mut v: Vec<_> = fs::read_dir(p)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        v.sort();
+        Ok(v)
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    if na != nb {
+        out.push(format!("{}: entries differ", rel.display()));
+    }
+    for name in na {
+        diff(&a.join(&name), &b.join(&name), &rel.join(&name), out)?;
+    }
+    Ok(())
+}
+
+fn json_of(node: &Node, args: &[&str]) -> Result<Value> {
+    let out = node.cli(args)?;
+    if !out.status.success() {
+        bail!(
+            "strew {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).with_context(|| format!("JSON of strew {args:?}"))
+}
+
+/// Starts a coordinator at `places[0]` and plain nodes at the rest; waits
+/// until every node knows the manager and the manager sees every node.
+fn start_grid(places: &[City], storage: &str) -> Result<Vec<Node>> {
+    let mut first = options(&places[0], storage);
+    first.extra.push("--coordinator".into());
+    let first = Node::start(first)?;
+    let boot = first.bootstrap_addr()?;
+    let manager = first.node_id()?;
+    let mut nodes = vec![first];
+    for city in &places[1..] {
+        nodes.push(Node::start(options(city, storage).bootstrap(boot.clone()))?);
+    }
+    let n = nodes.len();
+    for (i, node) in nodes.iter().enumerate() {
+        wait_for(
+            &format!("node {i} to know the manager and the grid"),
+            Duration::from_secs(90),
+            || {
+                let s = node.status().ok()?;
+                (s["manager"].as_str() == Some(manager.as_str())
+                    && s["peers"].as_u64()? as usize >= n - 1)
+                    .then_some(())
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", node.log()))?;
+    }
+    // The manager has every node in its placement view (it polls gossip each second).
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(nodes)
+}
+
+/// Packets each node stores, by node index.
+fn stored_packets(nodes: &[&Node]) -> Result<Vec<u64>> {
+    nodes
+        .iter()
+        .map(|n| Ok(n.status()?["storage"]["packets"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// The targets of `snapshot` as `strew status --json` lists them: node id → (lat, lon, packets).
+fn targets_of(node: &Node, snapshot: &str) -> Result<BTreeMap<String, (f64, f64, u64)>> {
+    let status = node.status()?;
+    let snap = status["snapshots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["snapshot"].as_str() == Some(snapshot))
+        .with_context(|| format!("snapshot {snapshot} not in status: {status}"))?;
+    Ok(snap["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["node_id"].as_str().unwrap_or_default().to_string(),
+                (
+                    t["location"]["lat"].as_f64().unwrap_or(f64::NAN),
+                    t["location"]["lon"].as_f64().unwrap_or(f64::NAN),
+                    t["packets"].as_u64().unwrap_or(0),
+                ),
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn nine_nodes_back_up_lose_two_targets_and_restore_byte_identical() -> Result<()> {
+    let places = cities(9)?;
+    let mut nodes = start_grid(&places, "256MiB")?;
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("tree");
+    make_tree(&tree, 50)?;
+
+    let (min_km, max_km) = (1000.0, 13000.0);
+    let out = json_of(
+        &nodes[0],
+        &[
+            "backup",
+            tree.to_str().context("utf-8 path")?,
+            "--backup-distance",
+            "1000km..13000km",
+            "--spread",
+            "50km..",
+            "--redundancy",
+            "erasure:4+2",
+            "--name",
+            "tree",
+            "--json",
+        ],
+    )?;
+    let snapshot = out["snapshot"].as_str().context("snapshot id")?.to_string();
+    ensure!(out["stats"]["bytes_in"].as_u64() >= Some(50_000_000));
+
+    // Every target lies within the backup distance (checked independently).
+    let targets = targets_of(&nodes[0], &snapshot)?;
+    ensure!(
+        targets.len() >= 6,
+        "a 4+2 stripe needs 6 targets: {targets:?}"
+    );
+    let source = (places[0].lat, places[0].lon);
+    for (id, (lat, lon, _)) in &targets {
+        let d = haversine_km(source, (*lat, *lon));
+        ensure!(
+            d >= min_km - 1.0 && d <= max_km + 1.0,
+            "target {id} is {d:.0} km from the source"
+        );
+    }
+
+    // Kill the two targets holding the most packets.
+    let ids: Vec<String> = nodes.iter().map(Node::node_id).collect::<Result<_>>()?;
+    let mut holders: Vec<usize> = (1..nodes.len())
+        .filter(|&i| targets.contains_key(&ids[i]))
+        .collect();
+    holders.sort_by_key(|&i| std::cmp::Reverse(targets[&ids[i]].2));
+    for &i in &holders[..2] {
+        nodes[i].kill();
+    }
+
+    let dest = work.path().join("restored");
+    let r = json_of(
+        &nodes[0],
+        &[
+            "restore",
+            &snapshot[..12],
+            dest.to_str().context("utf-8 path")?,
+            "--json",
+        ],
+    )?;
+    ensure!(
+        r["failed_fetches"].as_u64() > Some(0),
+        "dead targets were tried: {r}"
+    );
+    let mut differences = Vec::new();
+    diff(
+        &tree,
+        &dest.join("tree"),
+        Path::new("tree"),
+        &mut differences,
+    )?;
+    ensure!(differences.is_empty(), "restore differs: {differences:?}");
+    let sparse = fs::metadata(dest.join("tree/sparse.img"))?;
+    ensure!(sparse.len() == 16 << 20);
+    ensure!(
+        sparse.blocks() * 512 < 4 << 20,
+        "the sparse file is restored sparse ({} blocks)",
+        sparse.blocks()
+    );
+
+    // A restore into a non-empty DEST is refused.
+    let again = nodes[0].cli(&["restore", &snapshot, dest.to_str().unwrap_or_default()])?;
+    ensure!(!again.status.success());
+    Ok(())
+}
+
+#[test]
+fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survived() -> Result<()> {
+    let places = cities(8)?;
+    let nodes = start_grid(&places, "256MiB")?;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("data");
+    fs::create_dir_all(&tree)?;
+    fs::write(tree.join("big.bin"), noise(12_000_000, 5))?;
+    fs::write(tree.join("notes.txt"), "the same data on two machines\n")?;
+    let tree_s = tree.to_str().context("utf-8")?;
+    let backup = |node: &Node, name: &str| {
+        json_of(
+            node,
+            &[
+                "backup",
+                tree_s,
+                "--backup-distance",
+                "1000km..",
+                "--name",
+                name,
+                "--json",
+            ],
+        )
+    };
+
+    let first = backup(&nodes[0], "mine")?;
+    let before = stored_packets(&all)?;
+    let second = backup(&nodes[1], "theirs")?;
+    let after = stored_packets(&all)?;
+    let data_chunks = second["stats"]["chunks"].as_u64().context("chunks")?;
+    ensure!(data_chunks >= 10, "{second}");
+    ensure!(
+        second["deduplicated_chunks"].as_u64().context("dedup")? >= data_chunks,
+        "every data chunk of the second source was already stored: {second}"
+    );
+    // Only the second snapshot's own manifest went out.
+    let sent = second["uploaded_bytes"].as_u64().context("bytes")?;
+    ensure!(
+        sent < 100_000,
+        "the second source sent {sent} bytes for 12 MB it did not need to send"
+    );
+    let new_packets = second["uploaded_packets"].as_u64().context("packets")?;
+    ensure!(
+        after.iter().sum::<u64>() - before.iter().sum::<u64>() == new_packets,
+        "targets gained exactly the second manifest's packets"
+    );
+
+    // Forgetting the second snapshot frees exactly its unshared packets.
+    let theirs = second["snapshot"].as_str().context("snapshot")?;
+    let forgot = json_of(&nodes[1], &["forget", theirs, "--json"])?;
+    ensure!(forgot["deleted"].as_u64() == Some(new_packets), "{forgot}");
+    let after_forget = stored_packets(&all)?;
+    ensure!(after_forget == before, "{after_forget:?} != {before:?}");
+
+    // The first source's snapshot still restores, even with one target
+    // serving corrupt bytes: flip every byte of its packet segments.
+    let mine = first["snapshot"].as_str().context("snapshot")?;
+    let targets = targets_of(&nodes[0], mine)?;
+    let ids: Vec<String> = nodes.iter().map(Node::node_id).collect::<Result<_>>()?;
+    // The two targets holding the most packets serve corrupt bytes: every
+    // stripe keeps at least 4 of its 6 packets intact.
+    let mut holders: Vec<usize> = (1..nodes.len())
+        .filter(|&i| targets.contains_key(&ids[i]))
+        .collect();
+    holders.sort_by_key(|&i| std::cmp::Reverse(targets[&ids[i]].2));
+    let mut corrupted = 0;
+    for &liar in &holders[..2] {
+        for entry in walk(&nodes[liar].data_dir().join("packets"))? {
+            if entry.extension().is_some_and(|e| e == "seg") {
+                let mut bytes = fs::read(&entry)?;
+                for b in bytes.iter_mut().skip(64) {
+                    *b ^= 0x5a;
+                }
+                fs::write(&entry, bytes)?;
+                corrupted += 1;
+            }
+        }
+    }
+    ensure!(corrupted > 0, "found the target's segment files");
+    let dest = work.path().join("restored");
+    let r = json_of(
+        &nodes[0],
+        &["restore", mine, dest.to_str().context("utf-8")?, "--json"],
+    )?;
+    ensure!(r["failed_fetches"].as_u64() > Some(0), "{r}");
+    let mut differences = Vec::new();
+    diff(
+        &tree,
+        &dest.join("data"),
+        Path::new("data"),
+        &mut differences,
+    )?;
+    ensure!(differences.is_empty(), "{differences:?}");
+    ensure!(
+        nodes[0].log().contains("fetch failed"),
+        "the corrupt packets were logged"
+    );
+
+    // Forgetting the last snapshot of the data frees everything it held.
+    json_of(&nodes[0], &["forget", mine, "--json"])?;
+    let left: u64 = stored_packets(&all)?.iter().sum();
+    ensure!(left == 0, "{left} packets left after forgetting everything");
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(walk(&p)?);
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_stores_nothing() -> Result<()> {
+    // Small donations: 7 nodes × 8 MiB cannot hold 40 MB with erasure 4+2.
+    let places = cities(7)?;
+    let nodes = start_grid(&places, "8MiB")?;
+    let all: Vec<&Node> = nodes.iter().collect();
+    let work = tempfile::tempdir()?;
+    fs::write(work.path().join("f.txt"), "hello")?;
+    let path = work.path().to_str().context("utf-8")?;
+
+    // A path that does not exist.
+    let out = nodes[0].cli(&["backup", "/no/such/place"])?;
+    ensure!(!out.status.success());
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("no such file"));
+
+    // A bad flag value names the flag.
+    let out = nodes[0].cli(&["backup", path, "--redundancy", "erasure:0+2"])?;
+    ensure!(!out.status.success());
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("--redundancy"));
+
+    // A constraint no grid can meet: the planner's explanation, non-zero, nothing stored.
+    let before = stored_packets(&all)?;
+    let out = nodes[0].cli(&["backup", path, "--backup-distance", "19000km..20000km"])?;
+    ensure!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        err.contains("km"),
+        "the refusal explains the distance: {err}"
+    );
+    let out = nodes[0].cli(&["plan", path, "--backup-distance", "19000km..20000km"])?;
+    ensure!(!out.status.success());
+    ensure!(stored_packets(&all)? == before, "nothing was stored");
+
+    // More than the targets' disks can hold: refused up front with the
+    // reason, nothing stored; a backup that fits still works afterwards.
+    let huge = work.path().join("huge");
+    fs::create_dir_all(&huge)?;
+    fs::write(huge.join("x.bin"), noise(40_000_000, 9))?;
+    let out = nodes[0].cli(&["backup", huge.to_str().context("utf-8")?])?;
+    ensure!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(err.contains("room") || err.contains("space"), "{err}");
+    ensure!(stored_packets(&all)? == before, "nothing was stored");
+    let fits = work.path().join("fits");
+    fs::create_dir_all(&fits)?;
+    fs::write(fits.join("f.txt"), "small enough")?;
+    let ok = json_of(
+        &nodes[0],
+        &["backup", fits.to_str().context("utf-8")?, "--json"],
+    )?;
+    ensure!(ok["snapshot"].is_string());
+
+    // A snapshot id that does not exist.
+    let dest = work.path().join("dest");
+    let out = nodes[0].cli(&["restore", &"ab".repeat(32), dest.to_str().context("utf-8")?])?;
+    ensure!(!out.status.success());
+    let out = nodes[0].cli(&["restore", "zz", dest.to_str().context("utf-8")?])?;
+    ensure!(!out.status.success());
+    ensure!(String::from_utf8_lossy(&out.stderr).contains("snapshot"));
+    Ok(())
+}

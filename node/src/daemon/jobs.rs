@@ -106,8 +106,8 @@ impl BackupArgs {
             Some(t) => {
                 let d = strew_coordinator::units::parse_duration(t)
                     .map_err(|e| format!("--sync-every {t:?}: {e}"))?;
-                if d.as_secs() < 60 {
-                    return Err(format!("--sync-every {t:?}: must be at least 1m"));
+                if d.as_secs() < 10 {
+                    return Err(format!("--sync-every {t:?}: must be at least 10s"));
                 }
                 Some(d.as_secs())
             }

@@ -185,6 +185,8 @@ pub struct Manager {
     identity: SigningKey,
     group_key: GroupKey,
     config: ManagerConfig,
+    /// The consensus layer's replication position when there is no store.
+    position: Option<Vec<u8>>,
 }
 
 impl Manager {
@@ -197,6 +199,7 @@ impl Manager {
             identity,
             group_key,
             config,
+            position: None,
         };
         manager.rebuild_view();
         manager
@@ -217,6 +220,7 @@ impl Manager {
             identity,
             group_key,
             config,
+            position: None,
         };
         manager.rebuild_view();
         Ok(manager)
@@ -269,9 +273,81 @@ impl Manager {
     /// Applies a command and persists it: the one way state changes. A
     /// consensus layer calls this for every committed log entry, in order.
     pub fn execute(&mut self, command: Command) -> Result<Applied, ManagerError> {
-        let (applied, touched) = self.state.apply(&command)?;
+        self.execute_inner(command, None)
+    }
+
+    /// [`execute`](Self::execute) for a consensus layer applying a committed
+    /// log entry: also records `position` (the layer's own bytes, e.g. the
+    /// last applied log id and membership) durably in the same transaction as
+    /// the records the command changed. A command that does not apply still
+    /// records the position — the entry is consumed, the state unchanged —
+    /// and returns its [`ApplyError`].
+    pub fn execute_at(
+        &mut self,
+        command: Command,
+        position: &[u8],
+    ) -> Result<Applied, ManagerError> {
+        self.execute_inner(command, Some(position))
+    }
+
+    /// The replication position last recorded by [`execute_at`](Self::execute_at),
+    /// [`set_replication_position`](Self::set_replication_position) or
+    /// [`replace_state`](Self::replace_state); `None` before any.
+    pub fn replication_position(&self) -> Result<Option<Vec<u8>>, ManagerError> {
+        match &self.store {
+            Some(store) => Ok(store.replication_position()?),
+            None => Ok(self.position.clone()),
+        }
+    }
+
+    /// Records the replication position alone, durably (a log entry that
+    /// changes no record).
+    pub fn set_replication_position(&mut self, position: &[u8]) -> Result<(), ManagerError> {
+        if let Some(store) = &mut self.store {
+            store.set_replication_position(position)?;
+        }
+        self.position = Some(position.to_vec());
+        Ok(())
+    }
+
+    /// Replaces the whole state (a consensus snapshot being installed) and
+    /// the replication position, durably and at once.
+    pub fn replace_state(
+        &mut self,
+        state: ManagerState,
+        position: &[u8],
+    ) -> Result<(), ManagerError> {
+        if let Some(store) = &mut self.store {
+            store.replace(&state, position)?;
+        }
+        self.state = state;
+        self.position = Some(position.to_vec());
+        self.rebuild_view();
+        Ok(())
+    }
+
+    /// Sets the key sequences are sealed with at rest (the coordinator
+    /// group's replicated key replaces a node-local one).
+    pub fn set_group_key(&mut self, key: GroupKey) {
+        self.group_key = key;
+    }
+
+    fn execute_inner(
+        &mut self,
+        command: Command,
+        position: Option<&[u8]>,
+    ) -> Result<Applied, ManagerError> {
+        let (applied, touched) = match self.state.apply(&command) {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some(position) = position {
+                    self.set_replication_position(position)?;
+                }
+                return Err(e.into());
+            }
+        };
         if let Some(store) = &mut self.store
-            && let Err(e) = store.persist(&self.state, &touched, &command)
+            && let Err(e) = store.persist_at(&self.state, &touched, &command, position)
         {
             // Memory ran ahead of disk: fall back to what the disk holds.
             if let Ok(state) = store.reload() {
@@ -287,6 +363,9 @@ impl Manager {
             .copied()
             .collect();
         self.refresh_view(changed);
+        if let Some(position) = position {
+            self.position = Some(position.to_vec());
+        }
         Ok(applied)
     }
 

@@ -147,8 +147,9 @@ pub struct Touched {
     pub log_from: Option<u64>,
 }
 
-/// Every record the manager keeps, in deterministic maps.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Every record the manager keeps, in deterministic maps. Serialisable so a
+/// consensus layer can ship it whole as a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagerState {
     pub mode: GridMode,
     pub clients: BTreeMap<NodeId, ClientRecord>,

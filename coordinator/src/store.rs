@@ -5,7 +5,10 @@
 //! applied command log), the schema version check, loading the whole
 //! [`ManagerState`] on open, and writing exactly the records a command
 //! touched — together with the command itself — in one durable transaction.
-//! Values are CBOR (ciborium). This module must not decide anything: it only
+//! It also keeps one opaque blob for a consensus layer (its replication
+//! position: last applied log id, membership, group key) written in the same
+//! transaction as the state it describes, and can replace the whole state at
+//! once (a consensus snapshot being installed). Values are CBOR (ciborium). This module must not decide anything: it only
 //! mirrors what [`ManagerState::apply`] did.
 
 use std::path::Path;
@@ -37,6 +40,9 @@ const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending-v1");
 /// Every applied command, by index (what a consensus log would replay).
 const COMMANDS: TableDefinition<u64, &[u8]> = TableDefinition::new("commands-v1");
+/// The consensus layer's replication position (opaque bytes under one key).
+const REPLICATION: TableDefinition<&str, &[u8]> = TableDefinition::new("replication-v1");
+const REPLICATION_KEY: &str = "position";
 
 /// Failures of the metadata database.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +126,7 @@ impl Store {
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(PENDING)?;
             txn.open_table(COMMANDS)?;
+            txn.open_table(REPLICATION)?;
         }
         txn.commit()?;
         let (state, applied) = Self::load(&db)?;
@@ -209,10 +216,26 @@ impl Store {
         touched: &Touched,
         command: &Command,
     ) -> Result<(), StoreError> {
+        self.persist_at(state, touched, command, None)
+    }
+
+    /// [`persist`](Self::persist), and in the same transaction records the
+    /// consensus layer's replication position (when given).
+    pub fn persist_at(
+        &mut self,
+        state: &ManagerState,
+        touched: &Touched,
+        command: &Command,
+        position: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let index = self.applied + 1;
         {
+            if let Some(position) = position {
+                txn.open_table(REPLICATION)?
+                    .insert(REPLICATION_KEY, position)?;
+            }
             txn.open_table(COMMANDS)?
                 .insert(index, command.to_bytes().as_slice())?;
             let mut meta = txn.open_table(META)?;
@@ -282,6 +305,87 @@ impl Store {
         }
         txn.commit()?;
         self.applied = index;
+        Ok(())
+    }
+
+    /// The consensus layer's replication position, as last written.
+    pub fn replication_position(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REPLICATION)?;
+        Ok(table.get(REPLICATION_KEY)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Records only the replication position, durably (an entry that changed
+    /// no record: a rejected command, a membership change).
+    pub fn set_replication_position(&mut self, position: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(REPLICATION)?
+            .insert(REPLICATION_KEY, position)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Replaces everything the database holds with `state` and `position`, in
+    /// one durable transaction (a consensus snapshot being installed). The
+    /// command log restarts empty: the state no longer derives from it.
+    pub fn replace(&mut self, state: &ManagerState, position: &[u8]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert("applied", 0)?;
+            meta.insert("next_pending", state.next_pending)?;
+            meta.insert("next_assembly", state.next_assembly)?;
+            let mut mode = txn.open_table(MODE)?;
+            mode.retain(|_, _| false)?;
+            mode.insert("mode", encode(&state.mode).as_slice())?;
+            let mut clients = txn.open_table(CLIENTS)?;
+            clients.retain(|_, _| false)?;
+            for (id, r) in &state.clients {
+                clients.insert(id.as_bytes().as_slice(), encode(r).as_slice())?;
+            }
+            let mut profiles = txn.open_table(PROFILES)?;
+            profiles.retain(|_, _| false)?;
+            for (key, r) in &state.profiles {
+                profiles.insert(key.as_str(), encode(r).as_slice())?;
+            }
+            let mut chunks = txn.open_table(CHUNKS)?;
+            chunks.retain(|_, _| false)?;
+            for (id, r) in &state.chunks {
+                chunks.insert(id.as_bytes().as_slice(), encode(r).as_slice())?;
+            }
+            let mut targets = txn.open_table(TARGETS)?;
+            targets.retain(|_, _| false)?;
+            for (id, r) in &state.targets {
+                targets.insert(id.as_bytes().as_slice(), encode(r).as_slice())?;
+            }
+            let mut snapshots = txn.open_table(SNAPSHOTS)?;
+            snapshots.retain(|_, _| false)?;
+            for (id, r) in &state.snapshots {
+                snapshots.insert(id.as_bytes().as_slice(), encode(r).as_slice())?;
+            }
+            let mut pending = txn.open_table(PENDING)?;
+            pending.retain(|_, _| false)?;
+            for (id, r) in &state.pending {
+                pending.insert(*id, encode(r).as_slice())?;
+            }
+            let mut assemblies = txn.open_table(ASSEMBLIES)?;
+            assemblies.retain(|_, _| false)?;
+            for (id, r) in &state.assemblies {
+                assemblies.insert(*id, encode(r).as_slice())?;
+            }
+            let mut log = txn.open_table(LOG)?;
+            log.retain(|_, _| false)?;
+            for event in &state.log {
+                log.insert(event.seq, encode(event).as_slice())?;
+            }
+            txn.open_table(COMMANDS)?.retain(|_, _| false)?;
+            txn.open_table(REPLICATION)?
+                .insert(REPLICATION_KEY, position)?;
+        }
+        txn.commit()?;
+        self.applied = 0;
         Ok(())
     }
 

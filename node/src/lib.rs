@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod consensus;
 pub mod control;
 pub mod daemon;
 pub mod demo;

@@ -58,6 +58,12 @@ pub enum ManagerError {
     Invalid(String),
 }
 
+/// Packets per storage ticket a plan issues (about 25 KB of CBOR, well under
+/// the packet protocol's 64 KiB header limit, since a ticket travels with
+/// every put): a target
+/// gets one ticket per this many packets of a plan.
+pub const TICKET_BATCH: usize = 512;
+
 /// Timeouts of the manager.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManagerConfig {
@@ -426,18 +432,23 @@ impl Manager {
         per_target: BTreeMap<NodeId, Vec<TicketEntry>>,
         now: Millis,
     ) -> Vec<StorageTicket> {
-        per_target
-            .into_iter()
-            .map(|(target, entries)| {
-                StorageTicket::issue_kind(
+        let mut tickets = Vec::new();
+        for (target, mut entries) in per_target {
+            entries.sort_by_key(|e| e.packet_id);
+            entries.dedup_by_key(|e| e.packet_id);
+            // A ticket travels with every packet put: bounded, so a large
+            // backup gets several tickets per target rather than one huge one.
+            for batch in entries.chunks(TICKET_BATCH) {
+                tickets.push(StorageTicket::issue_kind(
                     &self.identity,
                     kind,
                     target,
-                    entries,
+                    batch.to_vec(),
                     now + self.config.ticket_ttl,
-                )
-            })
-            .collect()
+                ));
+            }
+        }
+        tickets
     }
 
     fn delete_tickets(

@@ -589,3 +589,58 @@ fn replanning_excludes_unreachable_targets_and_abandon_releases_the_old_plan() {
     assert_eq!(sequence.manifest, DataId([4; 32]));
     assert_eq!(sequence.manifest_chunks, vec![chunk("b").data_id]);
 }
+
+#[test]
+fn large_plans_get_bounded_tickets_that_together_name_every_packet() {
+    let (targets, _, _) = grid();
+    // A source whose donation (its default quota) covers 9000 packets.
+    let paris = test_node(1, 48.85, 2.35, 20 * GIB);
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets[..4], &[&paris]);
+    // 4 targets, width 3: each target gets about 3/4 of 3000 packets.
+    let names: Vec<String> = (0..3000).map(|i| format!("chunk {i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut p = params();
+    p.backup_distance = "..".parse().unwrap();
+    p.spread = "..".parse().unwrap();
+    let decision = m
+        .plan_backup(
+            PlanRequest {
+                source: paris.id,
+                set: "big".into(),
+                location: paris.profile.location,
+                params: p,
+                chunks: refs.iter().map(|c| chunk(c)).collect(),
+                exclude: Vec::new(),
+            },
+            1,
+            &mut rng,
+        )
+        .unwrap();
+    assert!(
+        decision
+            .tickets
+            .iter()
+            .all(|t| t.entries.len() <= strew_coordinator::manager::TICKET_BATCH)
+    );
+    let per_target: usize = decision.uploads.iter().map(|c| c.packets.len()).sum();
+    assert!(decision.tickets.len() > 4, "several tickets per target");
+    let mut named = std::collections::BTreeSet::new();
+    for t in &decision.tickets {
+        assert!(t.verify(&t.manager, &t.target, 2).is_ok());
+        for e in &t.entries {
+            assert!(
+                named.insert((t.target, e.packet_id)),
+                "each packet named once"
+            );
+        }
+    }
+    let planned: std::collections::BTreeSet<_> = decision
+        .uploads
+        .iter()
+        .flat_map(|c| c.packets.iter().map(|p| (p.target, p.packet_id)))
+        .collect();
+    assert_eq!(named, planned);
+    assert_eq!(per_target, planned.len());
+}

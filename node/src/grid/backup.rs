@@ -9,7 +9,7 @@
 //! the backup re-planned around it (at most [`MAX_PLANS`] times); packets
 //! already on a target the new plan keeps are not sent again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +133,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     let uploaded_bytes = AtomicU64::new(0);
     let mut plans = 0;
     let mut abandoned: Vec<u64> = Vec::new();
+    let mut last_failure: Option<String> = None;
     let (decision, deduplicated) = loop {
         plans += 1;
         let decision = manager
@@ -144,8 +145,16 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
                 chunks: chunks.clone(),
                 exclude: exclude.clone(),
             })
-            .await?;
-        let tickets: BTreeMap<NodeId, _> = decision.tickets.iter().map(|t| (t.target, t)).collect();
+            .await
+            .map_err(|err| match (&err, &last_failure) {
+                // Say why targets were left out, not only that too few remain.
+                (GridError::Refused(why), Some(first)) => GridError::Refused(format!(
+                    "uploads to {} target(s) failed (first error: {first}); planning without them: {why}",
+                    exclude.len()
+                )),
+                _ => err,
+            })?;
+        let tickets = super::ticket_index(&decision.tickets);
         let live = &progress;
         let jobs: Vec<(PacketId, NodeId)> = decision
             .uploads
@@ -155,7 +164,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             .collect();
         let results: Vec<((PacketId, NodeId), Result<u64, String>)> = futures::stream::iter(jobs)
             .map(|(id, target)| {
-                let ticket = tickets.get(&target).copied();
+                let ticket = tickets.get(&(target, id)).copied();
                 let outbox = outbox.clone();
                 async move {
                     let result = async {
@@ -191,6 +200,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
                 Err(detail) => {
                     tracing::warn!(%target, packet = %id, %detail, "upload failed");
                     failed.insert(target);
+                    last_failure.get_or_insert_with(|| format!("{}: {detail}", target.short()));
                 }
             }
         }

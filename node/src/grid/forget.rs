@@ -31,11 +31,7 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
     known
         .clear()
         .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
-    let tickets: BTreeMap<NodeId, _> = response
-        .delete_tickets
-        .iter()
-        .map(|t| (t.target, t))
-        .collect();
+    let tickets = super::ticket_index(&response.delete_tickets);
     let jobs: Vec<(NodeId, PacketId)> = response
         .deletions
         .iter()
@@ -43,7 +39,7 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
         .collect();
     let results: Vec<(NodeId, PacketId, bool)> = futures::stream::iter(jobs)
         .map(|(target, id)| {
-            let ticket = tickets.get(&target).copied();
+            let ticket = tickets.get(&(target, id)).copied();
             async move {
                 let ok = match ticket {
                     Some(ticket) => match transport.delete(target, ticket, id).await {

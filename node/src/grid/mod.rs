@@ -127,6 +127,17 @@ pub trait PacketTransport: Send + Sync {
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
 
+/// The ticket naming each (target, packet) of a plan or a deletion: a large
+/// backup has several tickets per target.
+pub fn ticket_index(
+    tickets: &[StorageTicket],
+) -> std::collections::HashMap<(NodeId, PacketId), &StorageTicket> {
+    tickets
+        .iter()
+        .flat_map(|t| t.entries.iter().map(move |e| ((t.target, e.packet_id), t)))
+        .collect()
+}
+
 /// Who the source is: its node id, where it is, and the X25519 secret that
 /// opens sequences sealed to it.
 #[derive(Clone)]

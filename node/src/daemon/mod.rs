@@ -140,7 +140,7 @@ async fn run_async(
     let (overlay, overlay_task) = strew_overlay::start(
         key,
         overlay_config,
-        Arc::new(storage::StoreAdapter(store.clone())),
+        Arc::new(storage::StoreAdapter::new(store.clone())),
         Some(&mut registry),
     )
     .context("cannot start the overlay")?;

@@ -1,14 +1,87 @@
-//! The overlay's storage seam implemented by the node's redb packet store.
-//! Owns only the error mapping; it must not add policy.
+//! The overlay's storage seam implemented by the node's redb packet store,
+//! with group commit: puts that arrive while one is being made durable are
+//! stored together by one `put_many` (one segment sync and one index commit
+//! for the group), so many concurrent uploads do not each pay two fsyncs.
+//! Owns the error mapping and the batching; it must not add policy.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use strew_coordinator::PacketId;
 use strew_overlay::packet::{PacketStorage, StorageError};
 
 use crate::store::{PacketStore, StoreError};
 
+/// Puts waiting for the group-commit thread (the overlay bounds in-flight puts well below this).
+const QUEUE: usize = 256;
+/// Most packets and bytes made durable together.
+const GROUP_PACKETS: usize = 64;
+const GROUP_BYTES: usize = 32 << 20;
+
+type Reply = SyncSender<Result<(), StoreError>>;
+type Job = (PacketId, Vec<u8>, Reply);
+
 /// [`PacketStore`] as the packet protocol sees it.
 #[derive(Clone)]
-pub struct StoreAdapter(pub PacketStore);
+pub struct StoreAdapter {
+    store: PacketStore,
+    puts: Arc<Mutex<SyncSender<Job>>>,
+}
+
+impl StoreAdapter {
+    /// Wraps `store` and starts its group-commit thread (it ends with the last clone).
+    pub fn new(store: PacketStore) -> Self {
+        let (tx, rx) = sync_channel::<Job>(QUEUE);
+        let worker = store.clone();
+        let spawned = std::thread::Builder::new()
+            .name("strew-store-commit".into())
+            .spawn(move || group_commit(&worker, &rx));
+        if let Err(err) = spawned {
+            // Without the thread every put fails with a clear error instead of hanging.
+            tracing::error!(%err, "cannot start the packet store's commit thread");
+        }
+        StoreAdapter {
+            store,
+            puts: Arc::new(Mutex::new(tx)),
+        }
+    }
+}
+
+/// Takes one put, gathers whatever else is already waiting, stores them together.
+fn group_commit(store: &PacketStore, rx: &Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        let mut bytes = group[0].1.len();
+        while group.len() < GROUP_PACKETS && bytes < GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.1.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let refs: Vec<(PacketId, &[u8])> = group.iter().map(|(id, b, _)| (*id, &b[..])).collect();
+        match store.put_many(&refs) {
+            Ok(_) => {
+                for (_, _, reply) in group {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            // One bad or oversized member must not fail the others: store them one by one.
+            Err(err) if group.len() == 1 => {
+                if let Some((_, _, reply)) = group.pop() {
+                    let _ = reply.send(Err(err));
+                }
+            }
+            Err(_) => {
+                for (id, b, reply) in group {
+                    let _ = reply.send(store.put(id, &b).map(|_| ()));
+                }
+            }
+        }
+    }
+}
 
 fn map(err: StoreError) -> StorageError {
     match err {
@@ -20,23 +93,40 @@ fn map(err: StoreError) -> StorageError {
 
 impl PacketStorage for StoreAdapter {
     fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), StorageError> {
-        self.0.put(id, bytes).map(|_| ()).map_err(map)
+        let (reply, answer) = sync_channel(1);
+        let job = (id, bytes.to_vec(), reply);
+        let sent = match self.puts.lock() {
+            Ok(tx) => match tx.try_send(job) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(job)) => tx.send(job).map_err(|_| ()),
+                Err(TrySendError::Disconnected(_)) => Err(()),
+            },
+            Err(_) => Err(()),
+        };
+        if sent.is_err() {
+            // No commit thread: store directly.
+            return self.store.put(id, bytes).map(|_| ()).map_err(map);
+        }
+        match answer.recv() {
+            Ok(result) => result.map_err(map),
+            Err(_) => self.store.put(id, bytes).map(|_| ()).map_err(map),
+        }
     }
 
     fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StorageError> {
-        self.0.get(id).map_err(map)
+        self.store.get(id).map_err(map)
     }
 
     fn delete(&self, id: &PacketId) -> Result<bool, StorageError> {
-        self.0.delete(id).map_err(map)
+        self.store.delete(id).map_err(map)
     }
 
     fn free_bytes(&self) -> Result<u64, StorageError> {
-        self.0.free_bytes().map_err(map)
+        self.store.free_bytes().map_err(map)
     }
 
     fn capacity(&self) -> u64 {
-        self.0.capacity()
+        self.store.capacity()
     }
 }
 
@@ -47,7 +137,7 @@ mod tests {
     #[test]
     fn adapter_maps_full_and_wrong_id() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreAdapter(PacketStore::open(dir.path(), 8).unwrap());
+        let store = StoreAdapter::new(PacketStore::open(dir.path(), 8).unwrap());
         let bytes = b"0123456789".to_vec();
         assert!(matches!(
             store.put(PacketId::of(b"x"), &bytes),
@@ -60,5 +150,35 @@ mod tests {
         let small = b"abc".to_vec();
         store.put(PacketId::of(&small), &small).unwrap();
         assert_eq!(store.get(&PacketId::of(&small)).unwrap(), Some(small));
+    }
+
+    #[test]
+    fn concurrent_puts_are_grouped_and_a_bad_one_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreAdapter::new(PacketStore::open(dir.path(), 1 << 30).unwrap());
+        let packets: Vec<Vec<u8>> = (0..200u32)
+            .map(|i| format!("packet {i}").repeat(100).into_bytes())
+            .collect();
+        std::thread::scope(|s| {
+            for chunk in packets.chunks(25) {
+                let store = store.clone();
+                s.spawn(move || {
+                    for p in chunk {
+                        store.put(PacketId::of(p), p).unwrap();
+                    }
+                    // A lying put among good ones is refused on its own.
+                    assert!(matches!(
+                        store.put(PacketId::of(b"other"), &chunk[0]),
+                        Err(StorageError::WrongId { .. })
+                    ));
+                });
+            }
+        });
+        for p in &packets {
+            assert_eq!(
+                store.get(&PacketId::of(p)).unwrap().as_deref(),
+                Some(&p[..])
+            );
+        }
     }
 }

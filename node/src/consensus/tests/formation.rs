@@ -1,0 +1,140 @@
+//! A group of one forms, members are admitted up to three voters (a fourth
+//! stays a learner), commands and the group key apply identically everywhere.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use strew_coordinator::{Applied, Command, GroupKey};
+
+use super::{Cluster, fast_config, join, joiner, member, node_id};
+use crate::consensus::types::{Member, check_no_collision};
+use crate::consensus::{Outcome, Proposal, Role, raft_id};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_forms_grows_to_three_voters_and_applies_identically() {
+    let mut cluster = Cluster::new(fast_config());
+    for n in 1..=4 {
+        cluster.start(n).await;
+    }
+    let first = cluster.member(1);
+    first
+        .form_alone(member(1))
+        .await
+        .expect("group of one forms");
+    // Forming again is a no-op.
+    first
+        .form_alone(member(1))
+        .await
+        .expect("second form is a no-op");
+    assert_eq!(cluster.await_leader(Duration::from_secs(10)).await, Some(1));
+
+    // A group of one commits on its own.
+    let c = cluster
+        .write(join(1), Duration::from_secs(5))
+        .await
+        .expect("a group of one commits");
+    assert_eq!(c.outcome, Outcome::Applied(Applied::Done));
+    first
+        .ensure_group_key(GroupKey([0xAA; 32]))
+        .await
+        .expect("group key committed");
+
+    assert_eq!(
+        first.admit(&node_id(2), member(2).addr).await.unwrap(),
+        Role::Voter
+    );
+    assert_eq!(
+        first.admit(&node_id(3), member(3).addr).await.unwrap(),
+        Role::Voter
+    );
+    assert_eq!(
+        first.admit(&node_id(4), member(4).addr).await.unwrap(),
+        Role::Learner
+    );
+    // Admitting a voter again changes nothing.
+    assert_eq!(
+        first.admit(&node_id(2), member(2).addr).await.unwrap(),
+        Role::Voter
+    );
+
+    for k in 2..12 {
+        cluster
+            .write(join(k), Duration::from_secs(5))
+            .await
+            .expect("join commits");
+    }
+    let offline = Command::SetOnline {
+        node: joiner(3).node_id,
+        online: false,
+        at: 99,
+    };
+    cluster
+        .write(offline, Duration::from_secs(5))
+        .await
+        .expect("set online commits");
+    // A command the state refuses is answered on every member alike.
+    let unknown = Command::SetOnline {
+        node: node_id(77),
+        online: true,
+        at: 100,
+    };
+    let refused = cluster
+        .write(unknown, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused.outcome, Outcome::Rejected(ref why) if why.contains("has not joined"))
+    );
+    // A second key is refused: the first committed key stays.
+    let second = first
+        .propose(Proposal::SetGroupKey(GroupKey([0xBB; 32])))
+        .await
+        .unwrap();
+    assert!(matches!(second.outcome, Outcome::Rejected(_)));
+    first.ensure_group_key(GroupKey([0xCC; 32])).await.unwrap();
+
+    assert!(cluster.await_converged(Duration::from_secs(10)).await);
+    let reference = cluster.state(1);
+    assert_eq!(reference.clients.len(), 11);
+    assert!(!reference.clients[&joiner(3).node_id].profile.online);
+    for n in 2..=4 {
+        assert_eq!(cluster.state(n), reference, "member {n} diverged");
+        let position = cluster.position(n);
+        assert_eq!(position.group_key, Some(GroupKey([0xAA; 32])));
+        assert_eq!(position.membership, cluster.position(1).membership);
+    }
+
+    let status = first.status();
+    assert_eq!(status.state, "Leader");
+    assert_eq!(status.leader, Some(raft_id(&node_id(1))));
+    let roles: BTreeMap<u64, Role> = status.members.iter().map(|m| (m.raft_id, m.role)).collect();
+    assert_eq!(roles.len(), 4);
+    assert_eq!(roles.values().filter(|r| **r == Role::Voter).count(), 3);
+    assert_eq!(roles[&raft_id(&node_id(4))], Role::Learner);
+    assert!(status.members.iter().all(|m| m.lag == Some(0)));
+
+    // Followers refuse writes and name the leader.
+    let err = cluster.member(2).execute(join(50)).await.unwrap_err();
+    assert!(
+        matches!(&err, crate::consensus::WriteError::NotLeader { leader: Some(m) } if *m == member(1)),
+        "{err}"
+    );
+    assert!(cluster.split_brains().is_empty());
+    cluster.shutdown().await;
+}
+
+#[test]
+fn a_raft_id_collision_is_refused() {
+    let id = raft_id(&node_id(1));
+    let impostor = BTreeMap::from([(
+        id,
+        Member {
+            node_id: "someone-else".into(),
+            addr: String::new(),
+        },
+    )]);
+    let err = check_no_collision(impostor.iter(), &node_id(1)).unwrap_err();
+    assert_eq!(err.id, id);
+    let same = BTreeMap::from([(id, member(1))]);
+    assert!(check_no_collision(same.iter(), &node_id(1)).is_ok());
+}

@@ -291,24 +291,50 @@ impl ConsensusMember {
             .map(|_| ())
     }
 
-    /// Admits an eligible node (leader only): it becomes a learner, catches
-    /// up, and is promoted to voter while the group has fewer than the
-    /// configured voters. Returns its role. Re-admitting a member only
-    /// updates its address.
+    /// Admits an eligible node (leader only): it becomes a learner and, once
+    /// it has caught up (within `write_timeout`), is promoted to voter while
+    /// the group has fewer than the configured voters. Returns its role: a
+    /// learner that has not caught up yet is promoted by a later call.
+    /// Re-admitting a voter changes nothing.
     pub async fn admit(&self, node: &NodeId, addr: impl Into<String>) -> Result<Role, WriteError> {
         let id = raft_id(node);
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership().clone();
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         check_no_collision(membership.nodes(), node)?;
         let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
         if voters.contains(&id) {
             return Ok(Role::Voter);
         }
-        self.raft
-            .add_learner(id, Member::new(node, addr), true)
+        let added = self
+            .raft
+            .add_learner(id, Member::new(node, addr), false)
             .await
             .map_err(WriteError::from_raft)?;
         if voters.len() >= self.config.voters {
+            return Ok(Role::Learner);
+        }
+        // openraft's blocking add_learner would wait forever for a dead node.
+        let upto = added.log_id.index;
+        let caught_up = self
+            .raft
+            .wait(Some(self.config.write_timeout))
+            .metrics(
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .is_some_and(|matched| matched.index >= upto)
+                },
+                "new learner catches up",
+            )
+            .await
+            .is_ok();
+        if !caught_up {
             return Ok(Role::Learner);
         }
         self.raft

@@ -67,10 +67,17 @@ pub fn read_position(manager: &Manager) -> Result<ReplicationPosition, StateMach
 }
 
 /// A snapshot's contents.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SnapshotImage {
     position: ReplicationPosition,
     state: ManagerState,
+}
+
+/// [`SnapshotImage`] borrowed, for writing it without copying the state.
+#[derive(Serialize)]
+struct SnapshotImageRef<'a> {
+    position: &'a ReplicationPosition,
+    state: &'a ManagerState,
 }
 
 /// The last snapshot built or installed: its meta and CBOR bytes.
@@ -299,9 +306,9 @@ impl RaftSnapshotBuilder<StrewRaft> for SnapshotBuilder {
                 .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
             let mut bytes = Vec::new();
             ciborium::into_writer(
-                &SnapshotImage {
-                    position: position.clone(),
-                    state: guard.state().clone(),
+                &SnapshotImageRef {
+                    position: &position,
+                    state: guard.state(),
                 },
                 &mut bytes,
             )

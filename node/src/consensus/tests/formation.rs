@@ -138,3 +138,41 @@ fn a_raft_id_collision_is_refused() {
     let same = BTreeMap::from([(id, member(1))]);
     assert!(check_no_collision(same.iter(), &node_id(1)).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_node_stays_a_learner_until_it_catches_up() {
+    let mut config = fast_config();
+    config.write_timeout = Duration::from_millis(500);
+    let mut cluster = Cluster::new(config);
+    let first = cluster.start(1).await;
+    first.form_alone(member(1)).await.unwrap();
+    assert_eq!(cluster.await_leader(Duration::from_secs(10)).await, Some(1));
+    cluster
+        .write(join(0), Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // Node 2 is not running: admitting it neither hangs nor makes it a voter
+    // (a voter that cannot answer would cost the group its quorum).
+    assert_eq!(
+        first.admit(&node_id(2), member(2).addr).await.unwrap(),
+        Role::Learner
+    );
+    cluster
+        .write(join(1), Duration::from_secs(5))
+        .await
+        .expect("one voter still commits");
+
+    cluster.start(2).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match first.admit(&node_id(2), member(2).addr).await.unwrap() {
+            Role::Voter => break,
+            Role::Learner if std::time::Instant::now() < deadline => {}
+            Role::Learner => panic!("the learner was never promoted"),
+        }
+    }
+    assert!(cluster.await_converged(Duration::from_secs(10)).await);
+    assert_eq!(cluster.state(2), cluster.state(1));
+    cluster.shutdown().await;
+}

@@ -254,13 +254,16 @@ impl Manager {
     }
 
     fn rebuild_view(&mut self) {
-        let profiles: Vec<NodeProfile> = self
-            .state
-            .clients
-            .keys()
-            .filter_map(|id| self.placement_profile(id))
-            .collect();
-        self.view = GridView::from_profiles(profiles);
+        // One insert at a time, not `GridView::from_profiles`: rstar 0.12's
+        // bulk load can build trees that a later insert panics on
+        // (georust/rstar#239), and this view takes inserts (joins) afterwards.
+        let mut view = GridView::new();
+        for id in self.state.clients.keys() {
+            if let Some(profile) = self.placement_profile(id) {
+                view.upsert(profile);
+            }
+        }
+        self.view = view;
     }
 
     fn refresh_view(&mut self, ids: impl IntoIterator<Item = NodeId>) {

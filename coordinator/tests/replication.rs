@@ -110,3 +110,37 @@ fn replace_state_installs_a_whole_state_durably() {
     assert_eq!(m.state(), &expected);
     assert_eq!(m.replication_position().unwrap(), Some(b"entry-7".to_vec()));
 }
+
+#[test]
+fn nodes_join_after_a_whole_state_was_installed() {
+    // rstar's bulk load can build trees that a later insert panics on
+    // (georust/rstar#239); the view must survive joins after any install.
+    use rand::seq::SliceRandom;
+    use rand::{RngExt, SeedableRng};
+    let far = |k: u32| {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&k.to_be_bytes());
+        seed[31] = 0x5A;
+        let id = NodeId(SigningKey::from_bytes(&seed).verifying_key().to_bytes());
+        let lat = -60.0 + f64::from(k % 120);
+        let lon = -170.0 + f64::from((k * 7) % 340);
+        NodeProfile::new(id, GeoPoint::new(lat, lon).unwrap(), 1 << 30, 0)
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for _ in 0..100 {
+        let mut ks: Vec<u32> = (0..400).collect();
+        ks.shuffle(&mut rng);
+        let n = rng.random_range(1..250);
+        let mut source = Manager::in_memory(key(201), GroupKey([7; 32]), ManagerConfig::default());
+        for &k in &ks[..n] {
+            source.join(far(k), None, 1).unwrap();
+        }
+        let mut m = Manager::in_memory(key(202), GroupKey([7; 32]), ManagerConfig::default());
+        m.replace_state(source.state().clone(), b"snapshot")
+            .unwrap();
+        for &k in &ks[n..n + 100] {
+            m.join(far(k), None, 2).unwrap();
+        }
+        assert_eq!(m.view().len(), n + 100);
+    }
+}

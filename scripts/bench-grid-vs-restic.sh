@@ -18,7 +18,7 @@ if ! command -v restic >/dev/null; then
 fi
 work=$(mktemp -d /var/tmp/strew-grid-bench.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"; }
 trap cleanup EXIT
 # name lat lon: the source first, then six targets 300..2000 km away and >= 300 km apart.
 cities=("Paris 48.8566 2.3522" "Berlin 52.5244 13.4105" "Madrid 40.4165 -3.7026" "Rome 41.8919 12.5113"

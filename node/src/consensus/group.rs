@@ -83,8 +83,10 @@ impl GroupConfig {
             election_timeout_max: self.election_max.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
-            // Chunks stay far below the wire limit.
+            // Chunks stay far below the wire limit; each may take a while
+            // on a slow link (append-entries get one heartbeat interval).
             snapshot_max_chunk_size: 1 << 20,
+            install_snapshot_timeout: (self.election_max.as_millis() as u64).max(1000),
             ..Config::default()
         };
         config
@@ -371,9 +373,43 @@ impl ConsensusMember {
         Ok(())
     }
 
-    /// Hands a request received from another member to raft.
+    /// Hands a request received from another member to raft, without
+    /// checking who sent it (see [`serve_from`](Self::serve_from)).
     pub async fn serve(&self, request: RaftRequest) -> RaftReply {
         serve(&self.raft, self.id, request).await
+    }
+
+    /// Whether a request that arrived from the authenticated peer `sender`
+    /// may be handed to raft: its `from` must be the sender's own raft id,
+    /// and once this member knows a membership, the sender must be in it
+    /// under the same strew node id (a pristine member, not yet told its
+    /// group, accepts the leader that is admitting it).
+    pub fn accepts(&self, sender: &NodeId, request: &RaftRequest) -> bool {
+        if request.from != raft_id(sender) {
+            return false;
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        if membership.nodes().next().is_none() {
+            return true;
+        }
+        membership
+            .get_node(&request.from)
+            .is_some_and(|m| m.node_id == sender.to_string())
+    }
+
+    /// [`serve`](Self::serve) for a request from the authenticated peer
+    /// `sender`: refused unless [`accepts`](Self::accepts) says yes. The
+    /// transport must call this one, so no node outside the group can vote,
+    /// append entries or install state.
+    pub async fn serve_from(&self, sender: &NodeId, request: RaftRequest) -> RaftReply {
+        if !self.accepts(sender, &request) {
+            return RaftReply::Refused(format!(
+                "{sender} is not a member of this coordinator group"
+            ));
+        }
+        self.serve(request).await
     }
 
     /// The group as this member sees it now.

@@ -34,15 +34,20 @@ async fn round(cluster: &mut Cluster, rng: &mut StdRng, voters: u8) {
                 cluster.start(n).await;
             }
         }
-        // Cut one member (often the leader) off from the rest.
-        4..=5 => {
-            let target = match cluster.leader() {
-                Some(l) if rng.random_bool(0.6) => l,
-                _ => rng.random_range(1..=voters),
-            };
+        // Cut one member off from the rest.
+        4 => {
+            let target = rng.random_range(1..=voters);
             cluster
                 .router
                 .isolate(crate::consensus::raft_id(&super::node_id(target)));
+        }
+        // Put the leader in a minority of one.
+        5 => {
+            if let Some(leader) = cluster.leader() {
+                let id = |n: u8| crate::consensus::raft_id(&super::node_id(n));
+                let rest = (1..=voters).filter(|&n| n != leader).map(id).collect();
+                cluster.router.partition(&[vec![id(leader)], rest]);
+            }
         }
         // Heal every link.
         _ => cluster.router.heal(),

@@ -119,6 +119,30 @@ async fn group_forms_grows_to_three_voters_and_applies_identically() {
         matches!(&err, crate::consensus::WriteError::NotLeader { leader: Some(m) } if *m == member(1)),
         "{err}"
     );
+    // Raft requests are accepted only from members, under their own id.
+    let vote = |from: u64| crate::consensus::RaftRequest {
+        from,
+        to: raft_id(&node_id(2)),
+        rpc: crate::consensus::wire::RaftRpc::Vote(openraft::raft::VoteRequest {
+            vote: openraft::Vote::new(1000, from),
+            last_log_id: None,
+        }),
+    };
+    let follower = cluster.member(2);
+    let outsider = node_id(9);
+    assert!(!follower.accepts(&outsider, &vote(raft_id(&outsider))));
+    assert!(!follower.accepts(&outsider, &vote(raft_id(&node_id(3)))));
+    assert!(follower.accepts(&node_id(3), &vote(raft_id(&node_id(3)))));
+    let refused = follower
+        .serve_from(&outsider, vote(raft_id(&outsider)))
+        .await;
+    assert!(matches!(refused, crate::consensus::RaftReply::Refused(_)));
+    assert_eq!(
+        cluster.member(1).status().term,
+        status.term,
+        "the outsider forced no election"
+    );
+
     assert!(cluster.split_brains().is_empty());
     cluster.shutdown().await;
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, LogId, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
 use strew_coordinator::{Command, GroupKey, Manager, NodeId};
@@ -264,6 +264,48 @@ impl ConsensusMember {
         }
     }
 
+    /// The leader as this member last heard of it, with its member record
+    /// (where to redirect clients); `None` during an election.
+    pub fn leader(&self) -> Option<(RaftId, Member)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let member = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        Some((leader, member))
+    }
+
+    /// Whether this member leads now (as far as it knows: a partitioned old
+    /// leader believes so until it hears of a newer term; use
+    /// [`read_barrier`](Self::read_barrier) before answering reads).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Confirms with a quorum that this member still leads and waits until
+    /// everything committed before now is applied here: after `Ok`, reading
+    /// the manager's state is linearizable. Fails with `NotLeader` on a
+    /// follower and `NoQuorum` when a majority does not answer in time.
+    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+        let check = self.raft.ensure_linearizable();
+        match tokio::time::timeout(self.config.write_timeout, check).await {
+            Err(_) => Err(WriteError::NoQuorum(self.config.write_timeout)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(WriteError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(WriteError::NoQuorum(self.config.write_timeout))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Err(WriteError::Fatal(f.to_string())),
+        }
+    }
+
     /// Proposes a sequence-manager command.
     pub async fn execute(&self, command: Command) -> Result<Committed, WriteError> {
         self.propose(Proposal::Manager(command)).await
@@ -461,5 +503,31 @@ impl ConsensusMember {
             .shutdown()
             .await
             .map_err(|e| ConsensusError::Fatal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_is_valid_and_voters_are_bounded() {
+        let config = GroupConfig::default()
+            .raft_config()
+            .expect("default is valid");
+        assert!(config.heartbeat_interval < config.election_timeout_min);
+        for voters in [0, MAX_VOTERS + 1] {
+            let bad = GroupConfig {
+                voters,
+                ..GroupConfig::default()
+            };
+            assert!(matches!(bad.raft_config(), Err(ConsensusError::Config(_))));
+        }
+        let inverted = GroupConfig {
+            election_min: Duration::from_millis(100),
+            heartbeat: Duration::from_millis(500),
+            ..GroupConfig::default()
+        };
+        assert!(inverted.raft_config().is_err());
     }
 }

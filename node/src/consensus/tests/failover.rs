@@ -91,6 +91,12 @@ async fn without_a_quorum_nothing_commits_and_service_resumes_with_one_back() {
         "{err}"
     );
     assert_eq!(cluster.last_applied(survivor), applied, "nothing applied");
+    // Reads say why they cannot be trusted.
+    let err = cluster.member(survivor).read_barrier().await.unwrap_err();
+    assert!(
+        matches!(err, WriteError::NoQuorum(_) | WriteError::NotLeader { .. }),
+        "{err}"
+    );
     assert!(
         !cluster
             .state(survivor)
@@ -105,6 +111,21 @@ async fn without_a_quorum_nothing_commits_and_service_resumes_with_one_back() {
         .expect("service resumes with two of three");
     assert!(c.log_id.index > applied.unwrap_or(0));
     assert!(cluster.await_converged(Duration::from_secs(10)).await);
+    let leader = cluster.leader().expect("a leader");
+    cluster
+        .member(leader)
+        .read_barrier()
+        .await
+        .expect("the leader confirms reads");
+    let follower = if leader == 1 { 2 } else { 1 };
+    assert!(matches!(
+        cluster.member(follower).read_barrier().await,
+        Err(WriteError::NotLeader { leader: Some(_) })
+    ));
+    assert_eq!(
+        cluster.member(follower).leader().map(|(id, _)| id),
+        Some(cluster.member(leader).id())
+    );
     assert_eq!(cluster.state(1), cluster.state(2));
     assert!(
         cluster

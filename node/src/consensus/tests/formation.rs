@@ -200,3 +200,75 @@ async fn an_unreachable_node_stays_a_learner_until_it_catches_up() {
     assert_eq!(cluster.state(2), cluster.state(1));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_voter_is_replaced_by_a_learner() {
+    let mut cluster = Cluster::new(fast_config());
+    for n in 1..=4 {
+        cluster.start(n).await;
+    }
+    let first = cluster.member(1);
+    first.form_alone(member(1)).await.unwrap();
+    assert_eq!(cluster.await_leader(Duration::from_secs(10)).await, Some(1));
+    for n in 2..=4 {
+        first.admit(&node_id(n), member(n).addr).await.unwrap();
+    }
+    cluster
+        .write(join(0), Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    // Voter 3 dies and stays gone: the leader removes it and promotes the learner.
+    cluster.kill(3).await;
+    first.remove(&node_id(3)).await.expect("voter removed");
+    assert_eq!(
+        first.admit(&node_id(4), member(4).addr).await.unwrap(),
+        Role::Voter
+    );
+    let status = first.status();
+    let voters: Vec<u64> = status
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Voter)
+        .map(|m| m.raft_id)
+        .collect();
+    let mut expected = vec![
+        raft_id(&node_id(1)),
+        raft_id(&node_id(2)),
+        raft_id(&node_id(4)),
+    ];
+    expected.sort();
+    assert_eq!(voters, expected);
+    assert!(
+        status
+            .members
+            .iter()
+            .all(|m| m.raft_id != raft_id(&node_id(3)))
+    );
+
+    // The new three survive the loss of one more.
+    cluster.kill(2).await;
+    cluster
+        .write(join(1), Duration::from_secs(10))
+        .await
+        .expect("1 and 4 form a quorum");
+    // Removing a learner takes it out of the membership.
+    cluster.start(5).await;
+    assert_eq!(
+        first.admit(&node_id(5), member(5).addr).await.unwrap(),
+        Role::Learner
+    );
+    first.remove(&node_id(5)).await.expect("learner removed");
+    assert!(
+        first
+            .status()
+            .members
+            .iter()
+            .all(|m| m.raft_id != raft_id(&node_id(5)))
+    );
+    // (A removed member no longer follows the log.)
+    cluster.kill(5).await;
+    assert!(cluster.await_converged(Duration::from_secs(10)).await);
+    assert_eq!(cluster.state(4), cluster.state(1));
+    cluster.shutdown().await;
+}

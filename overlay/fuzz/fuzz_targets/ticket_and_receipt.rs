@@ -12,7 +12,14 @@ use strew_overlay::packet::{Receipt, ticket};
 fuzz_target!(|data: &[u8]| {
     let me = NodeId([2; 32]);
     let managers = BTreeSet::from([NodeId([1; 32])]);
-    let _ = ticket::check(data, TicketKind::Store, &managers, &me, 0, &PacketId([3; 32]));
+    let _ = ticket::check(
+        data,
+        TicketKind::Store,
+        &managers,
+        &me,
+        0,
+        &PacketId([3; 32]),
+    );
     if let Ok(r) = cbor::decode::<Receipt>(data, 4096) {
         let _ = r.verify();
     }

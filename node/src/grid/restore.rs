@@ -57,6 +57,7 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
         handle: tokio::runtime::Handle::current(),
         fetched: Default::default(),
         failed: Default::default(),
+        avoid: Default::default(),
     };
     let codec = Codec {
         secret,
@@ -161,11 +162,26 @@ struct GridSource<T> {
     handle: tokio::runtime::Handle,
     fetched: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
+    /// Targets that failed a fetch during this restore.
+    avoid: std::sync::Mutex<std::collections::HashSet<NodeId>>,
 }
 
 impl<T: PacketTransport> PacketSource for GridSource<T> {
     fn fetch(&self, id: &PacketId) -> Option<Vec<u8>> {
         for target in self.targets.get(id)? {
+            // A target that failed once (down, or serving bad bytes) is not
+            // asked again during this restore: the stripe's other packets
+            // are used at once instead of waiting on it for every stripe.
+            if self
+                .avoid
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(target)
+            {
+                self.failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             match self.handle.block_on(self.transport.get(*target, *id)) {
                 Ok(bytes) => {
                     self.fetched
@@ -173,6 +189,10 @@ impl<T: PacketTransport> PacketSource for GridSource<T> {
                     return Some(bytes);
                 }
                 Err(err) => {
+                    self.avoid
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(*target);
                     self.failed
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(packet = %id, %err, "fetch failed; trying the stripe's other packets");

@@ -44,6 +44,30 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Cbor
     Ok(value)
 }
 
+/// Reads a whole stream direction of at most `limit` bytes (one CBOR
+/// message of a request-response protocol), erroring past the limit without
+/// buffering more than `limit + 1` bytes.
+pub async fn read_limited<T: futures::AsyncRead + Unpin + Send>(
+    io: &mut T,
+    limit: usize,
+) -> std::io::Result<Vec<u8>> {
+    use futures::AsyncReadExt;
+    let mut buf = Vec::new();
+    io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
+    if buf.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("message exceeds {limit} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// A decode failure as the I/O error a libp2p codec returns.
+pub fn invalid(e: CborError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
 /// Serde adapter: `Vec<u8>` as a CBOR byte string.
 pub mod bytes {
     use serde::{Deserializer, Serializer, de};

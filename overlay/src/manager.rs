@@ -12,7 +12,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
@@ -130,24 +130,6 @@ pub fn decode_response(bytes: &[u8]) -> Result<ManagerResponse, cbor::CborError>
     cbor::decode(bytes, MAX_MESSAGE_BYTES)
 }
 
-async fn read_limited<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    io.take(MAX_MESSAGE_BYTES as u64 + 1)
-        .read_to_end(&mut buf)
-        .await?;
-    if buf.len() > MAX_MESSAGE_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("manager message exceeds {MAX_MESSAGE_BYTES} bytes"),
-        ));
-    }
-    Ok(buf)
-}
-
-fn invalid(e: cbor::CborError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
 /// The manager codec: one CBOR value per stream direction, size-bounded.
 #[derive(Clone, Debug, Default)]
 pub struct ManagerCodec;
@@ -161,8 +143,8 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = read_limited(io).await?;
-        decode_request(&buf).map_err(invalid)
+        let buf = cbor::read_limited(io, MAX_MESSAGE_BYTES).await?;
+        decode_request(&buf).map_err(cbor::invalid)
     }
 
     async fn read_response<T>(
@@ -173,8 +155,8 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = read_limited(io).await?;
-        decode_response(&buf).map_err(invalid)
+        let buf = cbor::read_limited(io, MAX_MESSAGE_BYTES).await?;
+        decode_response(&buf).map_err(cbor::invalid)
     }
 
     async fn write_request<T>(

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
@@ -57,26 +57,6 @@ pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse, cbor::CborError> {
     Ok(resp)
 }
 
-/// Reads up to `limit` bytes (the whole stream), erroring past the limit.
-async fn read_limited<T: AsyncRead + Unpin + Send>(
-    io: &mut T,
-    limit: usize,
-) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
-    if buf.len() > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("message exceeds {limit} bytes"),
-        ));
-    }
-    Ok(buf)
-}
-
-fn invalid(e: cbor::CborError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
 /// The sync codec: one CBOR value per stream direction, size-bounded.
 #[derive(Clone, Debug, Default)]
 pub struct SyncCodec;
@@ -90,16 +70,16 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = read_limited(io, MAX_REQUEST_BYTES).await?;
-        decode_request(&buf).map_err(invalid)
+        let buf = cbor::read_limited(io, MAX_REQUEST_BYTES).await?;
+        decode_request(&buf).map_err(cbor::invalid)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = read_limited(io, MAX_RESPONSE_BYTES).await?;
-        decode_response(&buf).map_err(invalid)
+        let buf = cbor::read_limited(io, MAX_RESPONSE_BYTES).await?;
+        decode_response(&buf).map_err(cbor::invalid)
     }
 
     async fn write_request<T>(

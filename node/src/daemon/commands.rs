@@ -44,14 +44,16 @@ pub fn init(data_dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_json(value: &Value) -> anyhow::Result<()> {
+/// Prints a JSON answer for scripts (pretty, one value, newline-terminated).
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn num(v: &Value, key: &str) -> u64 {
+/// An unsigned field of a JSON answer, 0 when absent.
+pub fn num(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 

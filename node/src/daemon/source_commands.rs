@@ -13,6 +13,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use strew_coordinator::format_size;
 
+use super::commands::{num, print_json};
 use super::jobs::BackupArgs;
 use crate::control;
 
@@ -146,17 +147,6 @@ fn backup_args(flags: &BackupFlags, sync_every: Option<String>) -> anyhow::Resul
     args.params().map_err(anyhow::Error::msg)?;
     args.sizes().map_err(anyhow::Error::msg)?;
     Ok(args)
-}
-
-fn print_json(value: &Value) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
-}
-
-fn num(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
 /// Runs a long control call while drawing the job's progress from `progress` polls.

@@ -23,8 +23,9 @@ pub mod units;
 pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, IdError, NodeId, PacketId, SnapshotId};
 pub use manager::{
-    ChunkPlan, CommitRequest, CommitResponse, DedupAnswer, ForgetResponse, KnownChunk, Manager,
-    ManagerConfig, ManagerError, PacketSpec, PlanDecision, PlanRequest, SnapshotSummary,
+    ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, ForgetResponse, KnownChunk,
+    Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision, PlanDraft, PlanRequest,
+    SnapshotSummary,
 };
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,

@@ -127,6 +127,30 @@ pub struct PlanDecision {
     pub expires_at: Millis,
 }
 
+/// A plan decided but not yet applied: what [`Manager::finish_plan`] needs
+/// to answer once its `BeginBackup` command applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanDraft {
+    pub pending_id: u64,
+    pub uploads: Vec<PlannedChunk>,
+    pub reused: Vec<DataId>,
+    pub expires_at: Millis,
+}
+
+/// What deciding a commit gives.
+// The command is large (a sealed sequence); it is built once and moved.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum CommitStep {
+    /// The backup was committed before (a retry): the answer, nothing to apply.
+    Done(CommitResponse),
+    /// Apply `command`, then answer with [`Manager::finish_commit`] for `snapshot`.
+    Propose {
+        command: Command,
+        snapshot: SnapshotId,
+    },
+}
+
 /// (a) Dedup answer: which chunks are stored, and as which packets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupAnswer {
@@ -478,13 +502,31 @@ impl Manager {
 
     /// (b) Plans a backup: dedups its chunks, places the new ones, records the
     /// decision as a command and signs one store ticket per target.
+    /// [`decide_plan`](Self::decide_plan), [`execute`](Self::execute) and
+    /// [`finish_plan`](Self::finish_plan) in one call.
     pub fn plan_backup<R: Rng + ?Sized>(
         &mut self,
         request: PlanRequest,
         now: Millis,
         rng: &mut R,
     ) -> Result<PlanDecision, ManagerError> {
-        let (uploads, reused) = self.decide_placement(&request, rng)?;
+        let (command, draft) = self.decide_plan(&request, now, rng)?;
+        self.execute(command)?;
+        Ok(self.finish_plan(draft, now))
+    }
+
+    /// Decides a plan without changing anything: the `BeginBackup` command
+    /// to replicate and the draft [`finish_plan`](Self::finish_plan) turns
+    /// into the answer once the command applied. The command carries the
+    /// next pending id, so of two plans decided on the same state only the
+    /// first applies (propose them one at a time).
+    pub fn decide_plan<R: Rng + ?Sized>(
+        &self,
+        request: &PlanRequest,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<(Command, PlanDraft), ManagerError> {
+        let (uploads, reused) = self.decide_placement(request, rng)?;
         let pending = PendingBackup {
             id: self.state.next_pending,
             source: request.source,
@@ -496,23 +538,32 @@ impl Manager {
             created_at: now,
             expires_at: now + self.config.pending_ttl,
         };
-        let pending_id = pending.id;
-        let expires_at = pending.expires_at;
-        self.execute(Command::BeginBackup { pending })?;
+        let draft = PlanDraft {
+            pending_id: pending.id,
+            uploads,
+            reused,
+            expires_at: pending.expires_at,
+        };
+        Ok((Command::BeginBackup { pending }, draft))
+    }
+
+    /// The answer to a plan whose `BeginBackup` applied: store tickets signed
+    /// by this manager.
+    pub fn finish_plan(&self, draft: PlanDraft, now: Millis) -> PlanDecision {
         let mut per_target: BTreeMap<NodeId, Vec<TicketEntry>> = BTreeMap::new();
-        for p in uploads.iter().flat_map(|c| &c.packets) {
+        for p in draft.uploads.iter().flat_map(|c| &c.packets) {
             per_target.entry(p.target).or_default().push(TicketEntry {
                 packet_id: p.packet_id,
                 size: p.size,
             });
         }
-        Ok(PlanDecision {
-            pending_id,
-            uploads,
-            reused,
+        PlanDecision {
+            pending_id: draft.pending_id,
             tickets: self.tickets(TicketKind::Store, per_target, now),
-            expires_at,
-        })
+            uploads: draft.uploads,
+            reused: draft.reused,
+            expires_at: draft.expires_at,
+        }
     }
 
     /// (b') A dry run of [`plan_backup`](Self::plan_backup): the same
@@ -657,17 +708,35 @@ impl Manager {
         now: Millis,
         rng: &mut R,
     ) -> Result<CommitResponse, ManagerError> {
-        let Some(pending) = self.state.pending.get(&request.pending_id).cloned() else {
+        match self.decide_commit(&request, now, rng)? {
+            CommitStep::Done(response) => Ok(response),
+            CommitStep::Propose { command, snapshot } => {
+                let applied = self.execute(command)?;
+                Ok(self.finish_commit(snapshot, &applied, now))
+            }
+        }
+    }
+
+    /// Decides a commit without changing anything: either the answer
+    /// already (a retried commit that succeeded before) or the
+    /// `CommitBackup` command to replicate, with the sequence sealed at rest.
+    pub fn decide_commit<R: CryptoRng + ?Sized>(
+        &self,
+        request: &CommitRequest,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<CommitStep, ManagerError> {
+        let Some(pending) = self.state.pending.get(&request.pending_id) else {
             let done = self
                 .state
                 .snapshots
                 .values()
                 .find(|s| s.pending_id == request.pending_id && s.source == request.source);
             return match done {
-                Some(snapshot) => Ok(CommitResponse {
+                Some(snapshot) => Ok(CommitStep::Done(CommitResponse {
                     snapshot: snapshot.id,
                     delete_tickets: Vec::new(),
-                }),
+                })),
                 None => Err(ApplyError::UnknownPending(request.pending_id).into()),
             };
         };
@@ -702,7 +771,7 @@ impl Manager {
                 continue;
             }
             stripes.push(
-                self.stripe_of(data_id, Some(&pending))
+                self.stripe_of(data_id, Some(pending))
                     .ok_or(ApplyError::UnknownChunk(*data_id))?,
             );
         }
@@ -731,14 +800,34 @@ impl Manager {
             sealed_sequence: sealed,
             pending_id: pending.id,
         };
-        let orphans = match self.execute(Command::CommitBackup { snapshot })? {
-            Applied::Committed { orphans, .. } => orphans,
-            _ => BTreeMap::new(),
-        };
-        Ok(CommitResponse {
+        Ok(CommitStep::Propose {
+            command: Command::CommitBackup { snapshot },
             snapshot: snapshot_id,
-            delete_tickets: self.delete_tickets(&orphans, now),
         })
+    }
+
+    /// The answer to a commit whose `CommitBackup` applied: delete tickets
+    /// (signed by this manager) for packets someone else stored first.
+    pub fn finish_commit(
+        &self,
+        snapshot: SnapshotId,
+        applied: &Applied,
+        now: Millis,
+    ) -> CommitResponse {
+        CommitResponse {
+            snapshot,
+            delete_tickets: self.deletion_tickets(applied, now),
+        }
+    }
+
+    /// Delete tickets, signed by this manager, for the packets an applied
+    /// command freed (`Deletions` or a commit's orphans); none otherwise.
+    pub fn deletion_tickets(&self, applied: &Applied, now: Millis) -> Vec<StorageTicket> {
+        match applied {
+            Applied::Deletions(d) => self.delete_tickets(d, now),
+            Applied::Committed { orphans, .. } => self.delete_tickets(orphans, now),
+            Applied::Done => Vec::new(),
+        }
     }
 
     /// (d) A snapshot's sequence, with current targets, sealed to the
@@ -819,6 +908,19 @@ impl Manager {
         snapshot: SnapshotId,
         now: Millis,
     ) -> Result<ForgetResponse, ManagerError> {
+        let command = self.decide_forget(requester, snapshot, now)?;
+        let applied = self.execute(command)?;
+        Ok(self.finish_forget(&applied, now))
+    }
+
+    /// Decides a forget: checks the snapshot is the requester's and returns
+    /// the `Forget` command to replicate.
+    pub fn decide_forget(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        now: Millis,
+    ) -> Result<Command, ManagerError> {
         let record = self
             .state
             .snapshots
@@ -830,14 +932,19 @@ impl Manager {
                 snapshot,
             });
         }
-        let deletions = match self.execute(Command::Forget { snapshot, at: now })? {
-            Applied::Deletions(d) => d,
+        Ok(Command::Forget { snapshot, at: now })
+    }
+
+    /// The answer to an applied `Forget`: what to delete where, with tickets.
+    pub fn finish_forget(&self, applied: &Applied, now: Millis) -> ForgetResponse {
+        let deletions = match applied {
+            Applied::Deletions(d) => d.clone(),
             _ => BTreeMap::new(),
         };
-        Ok(ForgetResponse {
+        ForgetResponse {
             delete_tickets: self.delete_tickets(&deletions, now),
             deletions,
-        })
+        }
     }
 
     /// (g) Records a restore (data assembly record); returns its id.
@@ -848,8 +955,21 @@ impl Manager {
         outcome: RestoreOutcome,
         now: Millis,
     ) -> Result<u64, ManagerError> {
+        let (command, id) = self.decide_record_restore(requester, snapshot, outcome, now);
+        self.execute(command)?;
+        Ok(id)
+    }
+
+    /// The `RecordRestore` command for a restore, and the record's id.
+    pub fn decide_record_restore(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        outcome: RestoreOutcome,
+        now: Millis,
+    ) -> (Command, u64) {
         let id = self.state.next_assembly;
-        self.execute(Command::RecordRestore {
+        let command = Command::RecordRestore {
             record: AssemblyRecord {
                 id,
                 requester,
@@ -857,8 +977,8 @@ impl Manager {
                 at: now,
                 outcome,
             },
-        })?;
-        Ok(id)
+        };
+        (command, id)
     }
 
     /// Abandons a planned backup of `source` (e.g. to re-plan it without a
@@ -870,6 +990,20 @@ impl Manager {
         pending_id: u64,
         now: Millis,
     ) -> Result<Vec<StorageTicket>, ManagerError> {
+        let command = self.decide_abandon(source, pending_id, now)?;
+        let applied = self.execute(command)?;
+        Ok(self.deletion_tickets(&applied, now))
+    }
+
+    /// Decides an abandon: checks the plan is `source`'s and returns the
+    /// `AbortBackup` command to replicate (answer with
+    /// [`deletion_tickets`](Self::deletion_tickets) once it applied).
+    pub fn decide_abandon(
+        &self,
+        source: NodeId,
+        pending_id: u64,
+        now: Millis,
+    ) -> Result<Command, ManagerError> {
         let pending = self
             .state
             .pending
@@ -881,36 +1015,35 @@ impl Manager {
                 pending.source
             )));
         }
-        match self.execute(Command::AbortBackup {
+        Ok(Command::AbortBackup {
             pending_id,
             at: now,
             reason: "abandoned by its source".into(),
-        })? {
-            Applied::Deletions(d) => Ok(self.delete_tickets(&d, now)),
-            _ => Ok(Vec::new()),
-        }
+        })
     }
 
     /// Aborts planned backups past their deadline; returns delete tickets for
     /// whatever they may have uploaded.
     pub fn expire_pending(&mut self, now: Millis) -> Result<Vec<StorageTicket>, ManagerError> {
-        let expired: Vec<u64> = self
-            .state
+        let mut tickets = Vec::new();
+        for command in self.decide_expire(now) {
+            let applied = self.execute(command)?;
+            tickets.extend(self.deletion_tickets(&applied, now));
+        }
+        Ok(tickets)
+    }
+
+    /// The `AbortBackup` commands for planned backups past their deadline.
+    pub fn decide_expire(&self, now: Millis) -> Vec<Command> {
+        self.state
             .pending
             .values()
             .filter(|p| p.expires_at < now)
-            .map(|p| p.id)
-            .collect();
-        let mut tickets = Vec::new();
-        for pending_id in expired {
-            if let Applied::Deletions(d) = self.execute(Command::AbortBackup {
-                pending_id,
+            .map(|p| Command::AbortBackup {
+                pending_id: p.id,
                 at: now,
                 reason: "not committed before its deadline".into(),
-            })? {
-                tickets.extend(self.delete_tickets(&d, now));
-            }
-        }
-        Ok(tickets)
+            })
+            .collect()
     }
 }

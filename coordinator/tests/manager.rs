@@ -644,3 +644,71 @@ fn large_plans_get_bounded_tickets_that_together_name_every_packet() {
     assert_eq!(named, planned);
     assert_eq!(per_target, planned.len());
 }
+
+#[test]
+fn decided_commands_change_nothing_until_applied_and_replicate_to_another_member() {
+    let (targets, paris, _) = grid();
+    let mut leader = manager(ManagerConfig::default());
+    // A follower holds the same state under its own identity.
+    let mut follower = Manager::in_memory(key(201), GroupKey([7; 32]), ManagerConfig::default());
+    join_all(&mut leader, &targets, &[&paris]);
+    join_all(&mut follower, &targets, &[&paris]);
+    let request = PlanRequest {
+        source: paris.id,
+        set: "home".into(),
+        location: paris.profile.location,
+        params: params(),
+        chunks: ["a", "b"].iter().map(|c| chunk(c)).collect(),
+        exclude: Vec::new(),
+    };
+    let mut rng = StdRng::seed_from_u64(5);
+    let before = leader.state().clone();
+    let (first, draft) = leader.decide_plan(&request, 10, &mut rng).unwrap();
+    let (second, _) = leader.decide_plan(&request, 10, &mut rng).unwrap();
+    assert_eq!(leader.state(), &before, "deciding changed the state");
+    leader.execute(first.clone()).unwrap();
+    follower.execute(first).unwrap();
+    // Both were decided on the same state: the second carries a stale pending id.
+    assert!(leader.execute(second).is_err());
+    let decision = leader.finish_plan(draft, 10);
+    assert!(!decision.tickets.is_empty());
+    for t in &decision.tickets {
+        let target = t.target;
+        assert!(t.verify(&id_of(&key(200)), &target, 11).is_ok());
+        assert!(t.verify(&id_of(&key(201)), &target, 11).is_err());
+    }
+    let stored: Vec<StoredPacket> = decision
+        .uploads
+        .iter()
+        .flat_map(|c| c.packets.clone())
+        .collect();
+    let commit = CommitRequest {
+        pending_id: decision.pending_id,
+        source: paris.id,
+        stored,
+        manifest: DataId([9; 32]),
+        chunks: ["a", "b"].iter().map(|c| chunk(c).data_id).collect(),
+        bytes: 1000,
+        manifest_chunks: Vec::new(),
+    };
+    let step = leader.decide_commit(&commit, 20, &mut rng).unwrap();
+    let strew_coordinator::CommitStep::Propose { command, snapshot } = step else {
+        panic!("a first commit must propose a command");
+    };
+    let applied = follower.execute(command.clone()).unwrap();
+    leader.execute(command).unwrap();
+    assert_eq!(leader.state(), follower.state());
+    let response = follower.finish_commit(snapshot, &applied, 20);
+    assert_eq!(response.snapshot, snapshot);
+    // The follower, as a new leader, answers a retried commit without a new command.
+    match follower.decide_commit(&commit, 30, &mut rng).unwrap() {
+        strew_coordinator::CommitStep::Done(r) => assert_eq!(r.snapshot, snapshot),
+        other => panic!("a retried commit proposed again: {other:?}"),
+    }
+    // ... and can open the sequence sealed by the old leader (same group key).
+    assert!(
+        follower
+            .fetch_sequence(paris.id, snapshot, &mut rng)
+            .is_ok()
+    );
+}

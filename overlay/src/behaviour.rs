@@ -1,5 +1,5 @@
 //! The composed libp2p behaviour: Kademlia, identify, ping, gossipsub and the
-//! three strew request-response protocols (packets, grid sync, manager). Owns construction and protocol
+//! four strew request-response protocols (packets, grid sync, manager, raft). Owns construction and protocol
 //! settings only; the event loop (`runtime`) reacts to what it emits.
 
 use std::time::Duration;
@@ -14,6 +14,7 @@ use crate::error::OverlayError;
 use crate::gossip;
 use crate::manager::{MANAGER_PROTOCOL, ManagerCodec};
 use crate::packet::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketCodec};
+use crate::raft::{RAFT_PROTOCOL, RaftCodec};
 use crate::sync::{SYNC_PROTOCOL, SyncCodec};
 
 /// Kademlia protocol id (a strew-private DHT, not the IPFS one).
@@ -37,6 +38,7 @@ pub struct Behaviour {
     pub packets: request_response::Behaviour<PacketCodec>,
     pub sync: request_response::Behaviour<SyncCodec>,
     pub manager: request_response::Behaviour<ManagerCodec>,
+    pub raft: request_response::Behaviour<RaftCodec>,
 }
 
 impl Behaviour {
@@ -112,6 +114,19 @@ impl Behaviour {
                 .with_max_concurrent_streams(config.max_streams_per_peer),
         );
 
+        // Raft messages carry their own deadlines (one heartbeat for
+        // appends, longer for snapshot chunks); this is only the outer bound.
+        let raft = request_response::Behaviour::with_codec(
+            RaftCodec,
+            [(
+                StreamProtocol::new(RAFT_PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(30))
+                .with_max_concurrent_streams(32),
+        );
+
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
                 .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
@@ -128,6 +143,7 @@ impl Behaviour {
             packets,
             sync,
             manager,
+            raft,
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod manager;
 pub mod metrics;
 pub mod packet;
 pub mod peer;
+pub mod raft;
 pub mod runtime;
 pub mod sync;
 
@@ -30,6 +31,7 @@ pub use error::OverlayError;
 pub use manager::{ManagerEndpoint, ManagerRequest, ManagerResponse};
 pub use metrics::OverlayMetrics;
 pub use packet::{MAX_PACKET_BYTES, MemoryStorage, PacketStorage, Receipt, Refusal, StorageError};
+pub use raft::{RaftAnswer, RaftEndpoint};
 pub use runtime::{OverlayHandle, PeerInfo, now_ms, start};
 
 /// libp2p as this crate uses it (the node reaches keys and multiaddrs through here).

@@ -40,6 +40,7 @@ use crate::packet::{
     PacketRequest, PacketResponse, PacketService, PacketStorage, Receipt, TrustedManagers,
 };
 use crate::peer;
+use crate::raft::RaftEndpoint;
 use crate::sync::{MAX_PAGE, SignedBytes, SyncRequest, SyncResponse};
 
 /// Unix milliseconds now.
@@ -76,11 +77,19 @@ enum Command {
         request: ManagerRequest,
         reply: oneshot::Sender<Result<ManagerResponse, String>>,
     },
+    Raft {
+        target: PeerId,
+        addr: Option<Multiaddr>,
+        message: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
     Dial(Multiaddr),
 }
 
 /// Manager calls being answered at once; further ones are told `Unavailable`.
 const MAX_MANAGER_INFLIGHT: usize = 64;
+/// Raft messages being answered at once; further ones are dropped (raft retries).
+const MAX_RAFT_INFLIGHT: usize = 64;
 
 /// State the event loop shares with handles (read-mostly).
 struct Shared {
@@ -91,6 +100,7 @@ struct Shared {
     managers: TrustedManagers,
     manager: RwLock<Option<NodeId>>,
     endpoint: RwLock<Option<Arc<dyn ManagerEndpoint>>>,
+    raft: RwLock<Option<Arc<dyn RaftEndpoint>>>,
     metrics: OverlayMetrics,
     per_peer_outbound: usize,
     outbound_slots: std::sync::Mutex<BTreeMap<NodeId, Arc<Semaphore>>>,
@@ -237,6 +247,42 @@ impl OverlayHandle {
             .send(Command::Manager {
                 target: peer,
                 request,
+                reply,
+            })
+            .await
+            .map_err(|_| OverlayError::Stopped)?;
+        rx.await
+            .map_err(|_| OverlayError::Stopped)?
+            .map_err(|detail| OverlayError::Unreachable { target, detail })
+    }
+
+    /// Serves the raft protocol through `endpoint` (the node's member of the
+    /// coordinator group), or stops serving it (`None`: messages are dropped).
+    pub fn set_raft_endpoint(&self, endpoint: Option<Arc<dyn RaftEndpoint>>) {
+        if let Ok(mut e) = self.shared.raft.write() {
+            *e = endpoint;
+        }
+    }
+
+    /// Sends one raft message to `target` (dialling `addr` first if given
+    /// and not connected) and returns its reply bytes. The caller applies
+    /// its own deadline; the overlay bounds the call at 30 s.
+    pub async fn raft_request(
+        &self,
+        target: NodeId,
+        addr: Option<Multiaddr>,
+        message: Vec<u8>,
+    ) -> Result<Vec<u8>, OverlayError> {
+        let peer = peer::peer_id_of(&target).ok_or_else(|| OverlayError::Unreachable {
+            target,
+            detail: "not a valid peer id".into(),
+        })?;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Raft {
+                target: peer,
+                addr,
+                message,
                 reply,
             })
             .await
@@ -525,6 +571,7 @@ pub fn start(
         managers: managers.clone(),
         manager: RwLock::new(None),
         endpoint: RwLock::new(None),
+        raft: RwLock::new(None),
         metrics,
         per_peer_outbound: config.max_streams_per_peer.max(1),
         outbound_slots: std::sync::Mutex::new(BTreeMap::new()),
@@ -542,6 +589,7 @@ pub fn start(
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (done_tx, done) = mpsc::channel(config.max_inflight_total.max(1));
     let (manager_done_tx, manager_done) = mpsc::channel(MAX_MANAGER_INFLIGHT);
+    let (raft_done_tx, raft_done) = mpsc::channel(MAX_RAFT_INFLIGHT);
     let gate = AnnouncementGate::new(
         FreshnessLimits::default(),
         5,
@@ -562,6 +610,10 @@ pub fn start(
         manager_done,
         manager_done_tx,
         manager_inflight: 0,
+        raft_pending: BTreeMap::new(),
+        raft_done,
+        raft_done_tx,
+        raft_inflight: 0,
         inflight_per_peer: BTreeMap::new(),
         inflight_total: 0,
         synced_with: BTreeSet::new(),
@@ -626,6 +678,7 @@ type Done = (
 );
 
 type ManagerDone = (PeerId, ResponseChannel<ManagerResponse>, ManagerResponse);
+type RaftDone = (PeerId, ResponseChannel<Vec<u8>>, Option<Vec<u8>>);
 
 /// Answers a manager call with the installed endpoint, or redirects.
 fn answer_manager(shared: &Shared, requester: NodeId, request: ManagerRequest) -> ManagerResponse {
@@ -653,6 +706,10 @@ struct EventLoop {
     manager_done: mpsc::Receiver<ManagerDone>,
     manager_done_tx: mpsc::Sender<ManagerDone>,
     manager_inflight: usize,
+    raft_pending: BTreeMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, String>>>,
+    raft_done: mpsc::Receiver<RaftDone>,
+    raft_done_tx: mpsc::Sender<RaftDone>,
+    raft_inflight: usize,
     inflight_per_peer: BTreeMap<PeerId, usize>,
     inflight_total: usize,
     synced_with: BTreeSet<PeerId>,
@@ -680,6 +737,7 @@ impl EventLoop {
                 },
                 Some(done) = self.done.recv() => self.on_done(done),
                 Some(done) = self.manager_done.recv() => self.on_manager_done(done),
+                Some(done) = self.raft_done.recv() => self.on_raft_done(done),
                 _ = housekeeping.tick() => self.housekeeping().await,
                 _ = shared.reannounce.notified() => self.next_announce = Instant::now(),
                 _ = shared.shutdown.notified() => break,
@@ -697,6 +755,9 @@ impl EventLoop {
             let _ = reply.send(Err("overlay shut down".into()));
         }
         for (_, reply) in std::mem::take(&mut self.manager_pending) {
+            let _ = reply.send(Err("overlay shut down".into()));
+        }
+        for (_, reply) in std::mem::take(&mut self.raft_pending) {
             let _ = reply.send(Err("overlay shut down".into()));
         }
     }
@@ -748,6 +809,24 @@ impl EventLoop {
                     .send_request(&target, request);
                 self.manager_pending.insert(id, reply);
             }
+            Command::Raft {
+                target,
+                addr,
+                message,
+                reply,
+            } => {
+                if let Some(addr) = addr
+                    && !self.swarm.is_connected(&target)
+                {
+                    self.swarm.add_peer_address(target, addr);
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .raft
+                    .send_request(&target, message);
+                self.raft_pending.insert(id, reply);
+            }
             Command::Dial(addr) => {
                 if let Err(err) = self.swarm.dial(addr.clone()) {
                     warn!(%addr, %err, "dial failed");
@@ -766,6 +845,69 @@ impl EventLoop {
             .is_err()
         {
             debug!(%peer, "manager caller went away before the response");
+        }
+    }
+
+    fn on_raft_done(&mut self, (peer, channel, reply): RaftDone) {
+        self.raft_inflight = self.raft_inflight.saturating_sub(1);
+        // No reply: dropping the channel closes the stream; the sender sees a failure.
+        if let Some(reply) = reply
+            && self
+                .swarm
+                .behaviour_mut()
+                .raft
+                .send_response(channel, reply)
+                .is_err()
+        {
+            debug!(%peer, "raft sender went away before the reply");
+        }
+    }
+
+    fn on_raft_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let endpoint = self.shared.raft.read().ok().and_then(|e| e.clone());
+                    let (Some(sender), Some(endpoint)) = (peer::node_id_of(&peer), endpoint) else {
+                        return;
+                    };
+                    if self.raft_inflight >= MAX_RAFT_INFLIGHT {
+                        debug!(%peer, "raft endpoint busy; dropping a message");
+                        return;
+                    }
+                    self.raft_inflight += 1;
+                    let done = self.raft_done_tx.clone();
+                    tokio::spawn(async move {
+                        let reply = endpoint.handle(sender, request).await;
+                        let _ = done.send((peer, channel, reply)).await;
+                    });
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.raft_pending.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, %error, "raft message failed");
+                if let Some(reply) = self.raft_pending.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "bad or failed inbound raft message");
+            }
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 
@@ -1044,6 +1186,7 @@ impl EventLoop {
             BehaviourEvent::Packets(event) => self.on_packet_event(event),
             BehaviourEvent::Sync(event) => self.on_sync_event(event),
             BehaviourEvent::Manager(event) => self.on_manager_event(event),
+            BehaviourEvent::Raft(event) => self.on_raft_event(event),
         }
     }
 

@@ -83,7 +83,15 @@ pub struct DryRunAnswer {
 /// What the manager says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManagerInfo {
+    /// The leader of the coordinator group: the node serving the manager.
     pub manager: NodeId,
+    /// The coordinator group's members (voters and learners): any of them
+    /// may lead after a failover, so targets honour tickets from all.
+    #[serde(default)]
+    pub members: Vec<NodeId>,
+    /// The raft term the leader was elected in.
+    #[serde(default)]
+    pub term: u64,
     /// Nodes the manager's placement view holds, and how many are online.
     pub nodes: u64,
     pub online: u64,

@@ -9,13 +9,14 @@
 //! vote are durable in redb ([`log_store`]); the applied state and its log
 //! position are durable in the manager's own redb ([`state_machine`]);
 //! snapshots are the whole state as CBOR. Messages are [`wire`] CBOR carried
-//! by any [`network::RaftTransport`] (libp2p in the daemon, [`memory`] in
-//! tests).
+//! by any [`network::RaftTransport`] (libp2p in the daemon: [`overlay`];
+//! [`memory`] in tests).
 
 pub mod group;
 pub mod log_store;
 pub mod memory;
 pub mod network;
+pub mod overlay;
 pub mod state_machine;
 pub mod types;
 pub mod wire;

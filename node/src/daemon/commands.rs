@@ -99,6 +99,40 @@ pub fn print_status(v: &Value) -> anyhow::Result<()> {
     for addr in v["listen_addrs"].as_array().into_iter().flatten() {
         writeln!(out, "listen    {}", addr.as_str().unwrap_or("-"))?;
     }
+    if let Some(group) = v.get("group").filter(|g| g.is_object()) {
+        print_group(&mut out, group)?;
+    }
+    Ok(())
+}
+
+/// The coordinator-group part of a `status` answer, for people.
+fn print_group(out: &mut impl Write, g: &Value) -> anyhow::Result<()> {
+    let opt = |k: &str| {
+        g.get(k)
+            .and_then(Value::as_u64)
+            .map_or("-".to_string(), |n| n.to_string())
+    };
+    writeln!(
+        out,
+        "group     {} in term {}, leader {}, commit index {}, last log {}",
+        g["state"].as_str().unwrap_or("-").to_lowercase(),
+        num(g, "term"),
+        g["leader_node_id"].as_str().unwrap_or("none known"),
+        opt("commit_index"),
+        opt("last_log")
+    )?;
+    for m in g["members"].as_array().into_iter().flatten() {
+        let lag = m["lag"]
+            .as_u64()
+            .map_or(String::new(), |l| format!(", {l} behind"));
+        writeln!(
+            out,
+            "  member  {} {}{}",
+            m["node_id"].as_str().unwrap_or("-"),
+            m["role"].as_str().unwrap_or("-"),
+            lag
+        )?;
+    }
     Ok(())
 }
 

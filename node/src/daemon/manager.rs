@@ -1,33 +1,45 @@
 //! The sequence-manager service of a coordinator node: the coordinator
-//! library's [`Manager`] (its state in `DATA_DIR/manager/manager.redb`)
-//! behind the overlay's manager protocol, fed with the grid the overlay sees.
+//! library's [`Manager`] (its state in `DATA_DIR/manager/manager.redb`),
+//! replicated by this node's member of the coordinator group, behind the
+//! overlay's manager protocol.
 //!
-//! Owns: which node is the manager (until the consensus group of the
-//! replication issue elects one, the coordinator-eligible node with the
-//! lowest NodeId in the grid view; every node applies the same rule, and a
-//! node that is not the manager redirects callers), translating protocol
-//! calls into manager calls with this process's clock and randomness, and
-//! keeping the manager's view of nodes (joins, profile changes, offline)
-//! in step with the overlay's gossip. Placement, sealing and records are the
-//! coordinator's; transport is the overlay's.
+//! Owns answering protocol calls: only the group's leader serves; every
+//! other member redirects callers to the leader (`NotManager`) or says why
+//! nobody can serve (`Unavailable`: no quorum, election). A state change is
+//! decided on the applied state, proposed to the group as a `Command`
+//! (one proposal at a time, so a plan's pending id never races) and answered
+//! once committed, with tickets signed by this node; reads first confirm
+//! leadership with a read barrier. Also owns keeping the manager's node
+//! records in step with the overlay's gossip (proposed by the leader).
+//! Membership of the group and announcing the leader are
+//! [`super::group`]'s; placement, sealing and records are the coordinator's.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use strew_coordinator::manager::{Manager, ManagerConfig};
+use strew_coordinator::manager::{CommitStep, Manager, ManagerConfig, ManagerError};
 use strew_coordinator::seal::GroupKey;
-use strew_coordinator::{NodeId, NodeProfile};
+use strew_coordinator::{Applied, Command, NodeId, NodeProfile};
 use strew_overlay::manager::{DryRunAnswer, ManagerInfo};
 use strew_overlay::{Keypair, ManagerEndpoint, ManagerRequest, ManagerResponse, OverlayHandle};
 use tracing::{debug, info, warn};
 
+use crate::consensus::overlay::{OverlayRaft, RaftService};
+use crate::consensus::{
+    ConsensusError, ConsensusMember, GroupConfig, GroupStatus, Outcome, WriteError,
+};
+
 /// Directory of the manager's state inside the data dir.
 pub const MANAGER_DIR: &str = "manager";
-/// How often the manager choice and the manager's node view are refreshed.
-pub const REFRESH: Duration = Duration::from_secs(1);
+/// The raft log's file inside [`MANAGER_DIR`] (kept next to `manager.redb`:
+/// the two are one member's state and must be lost or kept together).
+pub const RAFT_LOG: &str = "raft.redb";
+/// What a coordinator that belongs to no group answers `Who` with (a node
+/// looking for an existing group before forming one recognises it).
+pub const NO_GROUP: &str = "this coordinator is not in a coordinator group yet";
 
 /// Errors of starting the manager service.
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +56,23 @@ pub enum ServiceError {
     NotEd25519,
     #[error("cannot open the manager's database")]
     Manager(#[source] strew_coordinator::ManagerError),
+    #[error("cannot start this node's member of the coordinator group")]
+    Consensus(#[source] ConsensusError),
 }
 
 /// The sequence manager as this node serves it.
 pub struct ManagerService {
     overlay: OverlayHandle,
-    manager: Mutex<Manager>,
+    member: Arc<ConsensusMember>,
+    transport: Arc<OverlayRaft>,
+    manager: Arc<Mutex<Manager>>,
     rng: Mutex<StdRng>,
+    /// Held from deciding a command until it is answered: one proposal at a time.
+    proposals: tokio::sync::Mutex<()>,
+    runtime: tokio::runtime::Handle,
+    /// This node's candidate sealing key (the group's first committed key wins).
+    local_key: GroupKey,
+    config: GroupConfig,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,7 +86,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
     }
 }
 
-/// Reads the coordinator group's sealing key, creating it on first start.
+/// Reads this node's candidate sealing key, creating it on first start.
 fn group_key(dir: &Path) -> Result<GroupKey, ServiceError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -96,61 +118,179 @@ fn group_key(dir: &Path) -> Result<GroupKey, ServiceError> {
     }
 }
 
-/// The manager every node should talk to: the coordinator-eligible node with
-/// the lowest NodeId in the overlay's grid view.
-pub fn choose_manager(overlay: &OverlayHandle) -> Option<NodeId> {
-    overlay
-        .with_grid_view(|view| {
-            view.iter()
-                .filter(|p| p.coordinator_eligible && p.online)
-                .map(|p| p.node_id)
-                .min()
-        })
-        .flatten()
+fn refuse(e: &dyn std::error::Error) -> ManagerResponse {
+    ManagerResponse::Refused(super::jobs::error_text(e))
 }
 
 impl ManagerService {
-    /// Opens the manager state in `data_dir/manager`, signing tickets with `key`.
-    pub fn open(
+    /// Opens the manager state in `data_dir/manager`, starts this node's
+    /// member of the coordinator group over it (its raft log next to it) and
+    /// serves the raft protocol on the overlay. Tickets are signed with `key`.
+    pub async fn start(
         data_dir: &Path,
         key: &Keypair,
         overlay: OverlayHandle,
-    ) -> Result<Self, ServiceError> {
+        config: GroupConfig,
+    ) -> Result<Arc<Self>, ServiceError> {
         let dir = data_dir.join(MANAGER_DIR);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let group = group_key(&dir)?;
+        let local_key = group_key(&dir)?;
         let signing =
             strew_overlay::packet::ticket::signing_key(key).ok_or(ServiceError::NotEd25519)?;
         let manager = Manager::open(
             &dir.join("manager.redb"),
             signing,
-            group,
+            local_key.clone(),
             ManagerConfig::default(),
         )
         .map_err(ServiceError::Manager)?;
-        Ok(ManagerService {
+        let manager = Arc::new(Mutex::new(manager));
+        let transport = Arc::new(OverlayRaft::new(overlay.clone()));
+        let endpoint = Arc::new(RaftService::new(transport.clone()));
+        overlay.set_raft_endpoint(Some(endpoint.clone()));
+        let member = ConsensusMember::start(
+            &overlay.node_id(),
+            &dir.join(RAFT_LOG),
+            manager.clone(),
+            transport.clone(),
+            config.clone(),
+        )
+        .await
+        .map_err(ServiceError::Consensus)?;
+        let member = Arc::new(member);
+        endpoint.install(member.clone());
+        Ok(Arc::new(ManagerService {
             overlay,
-            manager: Mutex::new(manager),
+            member,
+            transport,
+            manager,
             rng: Mutex::new(StdRng::from_seed(rand::random())),
-        })
+            proposals: tokio::sync::Mutex::new(()),
+            runtime: tokio::runtime::Handle::current(),
+            local_key,
+            config,
+        }))
     }
 
-    fn node_id(&self) -> NodeId {
-        self.overlay.node_id()
+    pub fn member(&self) -> &Arc<ConsensusMember> {
+        &self.member
     }
 
-    /// Brings the manager's node records in step with the overlay's grid
-    /// view: new or changed nodes join, vanished ones go offline, returning
-    /// ones come back. Writes only on change.
-    pub fn sync_grid(&self, now: u64) {
-        let Some(profiles) = self
-            .overlay
-            .with_grid_view(|v| v.iter().cloned().collect::<Vec<NodeProfile>>())
-        else {
-            return;
-        };
-        let mut manager = lock(&self.manager);
-        let mut seen = std::collections::BTreeSet::new();
+    pub fn overlay(&self) -> &OverlayHandle {
+        &self.overlay
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// The group as this member sees it.
+    pub fn group_status(&self) -> GroupStatus {
+        self.member.status()
+    }
+
+    /// The leader's strew node id, if this member knows one.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.member.leader().and_then(|(_, m)| m.strew_id().ok())
+    }
+
+    /// Every member's strew node id (voters and learners).
+    pub fn members(&self) -> Vec<NodeId> {
+        self.member
+            .status()
+            .members
+            .iter()
+            .filter_map(|m| m.node_id.parse().ok())
+            .collect()
+    }
+
+    /// Makes sure the group has a sealing key (leader only; proposes this
+    /// node's unless one is committed).
+    pub async fn ensure_group_key(&self) -> Result<(), WriteError> {
+        self.member.ensure_group_key(self.local_key.clone()).await
+    }
+
+    /// "no quorum: N of M coordinators reachable; nothing was placed", with
+    /// N the voters heard from lately (this one included).
+    fn no_quorum(&self) -> String {
+        let status = self.member.status();
+        let voters: Vec<_> = status
+            .members
+            .iter()
+            .filter(|m| m.role == crate::consensus::Role::Voter)
+            .collect();
+        let window = self.config.election_max * 3;
+        let reachable = voters
+            .iter()
+            .filter(|m| m.raft_id == status.me || self.transport.heard_within(m.raft_id, window))
+            .count();
+        format!(
+            "no quorum: {reachable} of {} coordinators reachable; nothing was placed",
+            voters.len()
+        )
+    }
+
+    /// The answer of a member that cannot serve: a redirect to the leader,
+    /// or why there is none.
+    fn not_serving(&self) -> ManagerResponse {
+        if let Some(leader) = self.leader()
+            && leader != self.overlay.node_id()
+        {
+            return ManagerResponse::NotManager {
+                leader: Some(leader),
+            };
+        }
+        let status = self.member.status();
+        if status.members.is_empty() {
+            return ManagerResponse::NotManager { leader: None };
+        }
+        ManagerResponse::Unavailable(self.no_quorum())
+    }
+
+    fn write_error(&self, e: WriteError) -> ManagerResponse {
+        match e {
+            WriteError::NotLeader { leader } => ManagerResponse::NotManager {
+                leader: leader.and_then(|m| m.strew_id().ok()),
+            },
+            WriteError::NoQuorum(_) => ManagerResponse::Unavailable(self.no_quorum()),
+            other => ManagerResponse::Unavailable(format!("coordinator group: {other}")),
+        }
+    }
+
+    /// Confirms leadership and waits until the applied state is current.
+    async fn barrier(&self) -> Result<(), ManagerResponse> {
+        self.member
+            .read_barrier()
+            .await
+            .map_err(|e| self.write_error(e))?;
+        match self.member.has_group_key() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ManagerResponse::Unavailable(
+                "the coordinator group has no sealing key yet; retry".into(),
+            )),
+            Err(e) => Err(ManagerResponse::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Proposes a command (the caller holds `proposals`) and returns what
+    /// applying it gave, or the response explaining why it did not apply.
+    async fn propose(&self, command: Command) -> Result<Applied, ManagerResponse> {
+        match self.member.execute(command).await {
+            Ok(committed) => match committed.outcome {
+                Outcome::Applied(applied) => Ok(applied),
+                Outcome::Rejected(why) => Err(ManagerResponse::Refused(why)),
+            },
+            Err(e) => Err(self.write_error(e)),
+        }
+    }
+
+    /// Commands that bring the manager's node records in step with `profiles`
+    /// (the overlay's grid view): joins for new or changed nodes, offline
+    /// for vanished ones.
+    fn grid_commands(&self, profiles: Vec<NodeProfile>, now: u64) -> Vec<Command> {
+        let manager = lock(&self.manager);
+        let mut commands = Vec::new();
+        let mut seen = BTreeSet::new();
         for profile in profiles {
             seen.insert(profile.node_id);
             let changed = match manager.state().clients.get(&profile.node_id) {
@@ -166,60 +306,119 @@ impl ManagerService {
                 }
             };
             if changed {
-                let id = profile.node_id;
-                match manager.join(profile, None, now) {
-                    Ok(()) => debug!(node = %id, "manager: node joined or updated"),
-                    Err(err) => warn!(node = %id, %err, "manager: join refused"),
-                }
+                commands.push(Command::Join {
+                    profile,
+                    token: None,
+                    at: now,
+                });
             }
         }
-        let gone: Vec<NodeId> = manager
-            .state()
-            .clients
-            .iter()
-            .filter(|(id, c)| c.profile.online && !seen.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            info!(node = %id, "manager: node left the grid view; it gets no new packets");
-            if let Err(err) = manager.set_online(id, false, now) {
-                warn!(node = %id, %err, "manager: cannot mark node offline");
+        for (id, client) in &manager.state().clients {
+            if client.profile.online && !seen.contains(id) {
+                info!(node = %id, "manager: node left the grid view; it gets no new packets");
+                commands.push(Command::SetOnline {
+                    node: *id,
+                    online: false,
+                    at: now,
+                });
             }
+        }
+        commands
+    }
+
+    /// Proposes the node records the grid view implies (leader only; the
+    /// caller holds `proposals`). Stops at the first proposal that fails.
+    async fn sync_grid_locked(&self, now: u64) -> Result<(), ManagerResponse> {
+        let Some(profiles) = self
+            .overlay
+            .with_grid_view(|v| v.iter().cloned().collect::<Vec<NodeProfile>>())
+        else {
+            return Ok(());
+        };
+        for command in self.grid_commands(profiles, now) {
+            match self.propose(command).await {
+                Ok(_) => {}
+                Err(ManagerResponse::Refused(why)) => {
+                    debug!(%why, "manager: node record refused");
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the replicated node records in step with the overlay's grid
+    /// view (leader only).
+    pub async fn sync_grid(&self, now: u64) {
+        if !self.member.is_leader() {
+            return;
+        }
+        let _turn = self.proposals.lock().await;
+        if let Err(e) = self.sync_grid_locked(now).await {
+            debug!(?e, "manager: grid sync stopped");
         }
     }
 
-    /// Who the manager is and what it holds.
-    pub fn info(&self) -> ManagerInfo {
-        let manager = lock(&self.manager);
-        let state = manager.state();
-        ManagerInfo {
-            manager: self.node_id(),
+    /// Who the manager is, the group's members and what the state holds;
+    /// `None` while this member knows no leader.
+    pub fn info(&self) -> Option<ManagerInfo> {
+        let manager = self.leader()?;
+        let status = self.member.status();
+        let members = status
+            .members
+            .iter()
+            .filter_map(|m| m.node_id.parse().ok())
+            .collect();
+        let guard = lock(&self.manager);
+        let state = guard.state();
+        Some(ManagerInfo {
+            manager,
+            members,
+            term: status.term,
             nodes: state.clients.len() as u64,
             online: state.clients.values().filter(|c| c.profile.online).count() as u64,
             snapshots: state.snapshots.len() as u64,
             stored_bytes: state.targets.values().map(|t| t.bytes).sum(),
+        })
+    }
+
+    fn who(&self) -> ManagerResponse {
+        if self.member.status().members.is_empty() {
+            return ManagerResponse::Refused(NO_GROUP.into());
+        }
+        match self.info() {
+            Some(info) => ManagerResponse::Info(info),
+            None => ManagerResponse::Unavailable(self.no_quorum()),
         }
     }
 
-    fn answer(&self, requester: NodeId, request: ManagerRequest, now: u64) -> ManagerResponse {
-        let refuse =
-            |e: &dyn std::error::Error| ManagerResponse::Refused(super::jobs::error_text(e));
+    /// Proposes the requester's join when the manager has not heard of it
+    /// yet (its announcement may still be travelling). The caller holds
+    /// `proposals`.
+    async fn ensure_known(&self, requester: NodeId, now: u64) -> Result<(), ManagerResponse> {
+        if lock(&self.manager).state().clients.contains_key(&requester) {
+            return Ok(());
+        }
+        self.sync_grid_locked(now).await
+    }
+
+    async fn answer(&self, requester: NodeId, request: ManagerRequest) -> ManagerResponse {
+        if matches!(request, ManagerRequest::Who) {
+            return self.who();
+        }
+        if !self.member.is_leader() {
+            return self.not_serving();
+        }
+        let now = strew_overlay::now_ms();
         let not_yours = || ManagerResponse::Refused("a node may only act for itself".into());
         match request {
-            ManagerRequest::Who => ManagerResponse::Info(self.info()),
-            ManagerRequest::Plan(req) => {
-                if req.source != requester {
-                    return not_yours();
-                }
-                let mut rng = lock(&self.rng);
-                match lock(&self.manager).plan_backup(req, now, &mut *rng) {
-                    Ok(decision) => ManagerResponse::Planned(decision),
-                    Err(e) => refuse(&e),
-                }
-            }
+            ManagerRequest::Who => self.who(),
             ManagerRequest::DryRun(req) => {
                 if req.source != requester {
                     return not_yours();
+                }
+                if let Err(r) = self.barrier().await {
+                    return r;
                 }
                 let mut rng = lock(&self.rng);
                 match lock(&self.manager).preview_backup(&req, &mut *rng) {
@@ -229,92 +428,127 @@ impl ManagerService {
                     Err(e) => refuse(&e),
                 }
             }
-            ManagerRequest::Commit(req) => {
-                if req.source != requester {
-                    return not_yours();
-                }
-                let mut rng = lock(&self.rng);
-                match lock(&self.manager).commit_backup(req, now, &mut *rng) {
-                    Ok(r) => ManagerResponse::Committed(r),
-                    Err(e) => refuse(&e),
-                }
-            }
             ManagerRequest::FetchSequence { snapshot } => {
+                if let Err(r) = self.barrier().await {
+                    return r;
+                }
                 let mut rng = lock(&self.rng);
                 match lock(&self.manager).fetch_sequence(requester, snapshot, &mut *rng) {
                     Ok(sealed) => ManagerResponse::Sequence(sealed),
                     Err(e) => refuse(&e),
                 }
             }
-            ManagerRequest::List { set } => ManagerResponse::Snapshots(
-                lock(&self.manager).list_snapshots(&requester, set.as_deref()),
-            ),
-            ManagerRequest::Forget { snapshot } => {
-                match lock(&self.manager).forget(requester, snapshot, now) {
-                    Ok(r) => ManagerResponse::Forgotten(r),
-                    Err(e) => refuse(&e),
+            ManagerRequest::List { set } => {
+                if let Err(r) = self.barrier().await {
+                    return r;
                 }
+                ManagerResponse::Snapshots(
+                    lock(&self.manager).list_snapshots(&requester, set.as_deref()),
+                )
+            }
+            write => {
+                let _turn = self.proposals.lock().await;
+                if let Err(r) = self.barrier().await {
+                    return r;
+                }
+                if let Err(r) = self.ensure_known(requester, now).await {
+                    return r;
+                }
+                match self.write(requester, write, now).await {
+                    Ok(r) | Err(r) => r,
+                }
+            }
+        }
+    }
+
+    /// A state-changing call: decide on the applied state, propose, answer.
+    /// The caller holds `proposals`.
+    async fn write(
+        &self,
+        requester: NodeId,
+        request: ManagerRequest,
+        now: u64,
+    ) -> Result<ManagerResponse, ManagerResponse> {
+        let refused = |e: ManagerError| refuse(&e);
+        match request {
+            ManagerRequest::Plan(req) => {
+                if req.source != requester {
+                    return Err(ManagerResponse::Refused(
+                        "a node may only act for itself".into(),
+                    ));
+                }
+                let (command, draft) = {
+                    let mut rng = lock(&self.rng);
+                    lock(&self.manager)
+                        .decide_plan(&req, now, &mut *rng)
+                        .map_err(refused)?
+                };
+                self.propose(command).await?;
+                Ok(ManagerResponse::Planned(
+                    lock(&self.manager).finish_plan(draft, now),
+                ))
+            }
+            ManagerRequest::Commit(req) => {
+                if req.source != requester {
+                    return Err(ManagerResponse::Refused(
+                        "a node may only act for itself".into(),
+                    ));
+                }
+                let step = {
+                    let mut rng = lock(&self.rng);
+                    lock(&self.manager)
+                        .decide_commit(&req, now, &mut *rng)
+                        .map_err(refused)?
+                };
+                match step {
+                    CommitStep::Done(response) => Ok(ManagerResponse::Committed(response)),
+                    CommitStep::Propose { command, snapshot } => {
+                        let applied = self.propose(command).await?;
+                        Ok(ManagerResponse::Committed(
+                            lock(&self.manager).finish_commit(snapshot, &applied, now),
+                        ))
+                    }
+                }
+            }
+            ManagerRequest::Forget { snapshot } => {
+                let command = lock(&self.manager)
+                    .decide_forget(requester, snapshot, now)
+                    .map_err(refused)?;
+                let applied = self.propose(command).await?;
+                Ok(ManagerResponse::Forgotten(
+                    lock(&self.manager).finish_forget(&applied, now),
+                ))
             }
             ManagerRequest::Abandon { pending_id } => {
-                match lock(&self.manager).abandon(requester, pending_id, now) {
-                    Ok(tickets) => ManagerResponse::Abandoned(tickets),
-                    Err(e) => refuse(&e),
-                }
+                let command = lock(&self.manager)
+                    .decide_abandon(requester, pending_id, now)
+                    .map_err(refused)?;
+                let applied = self.propose(command).await?;
+                Ok(ManagerResponse::Abandoned(
+                    lock(&self.manager).deletion_tickets(&applied, now),
+                ))
             }
             ManagerRequest::RecordRestore { snapshot, outcome } => {
-                match lock(&self.manager).record_restore(requester, snapshot, outcome, now) {
-                    Ok(_) => ManagerResponse::Recorded,
-                    Err(e) => refuse(&e),
-                }
+                let (command, _id) =
+                    lock(&self.manager).decide_record_restore(requester, snapshot, outcome, now);
+                self.propose(command).await?;
+                Ok(ManagerResponse::Recorded)
+            }
+            other => {
+                warn!(kind = other.kind(), "not a state-changing manager call");
+                Err(ManagerResponse::Refused(format!(
+                    "{} is not a state-changing call",
+                    other.kind()
+                )))
             }
         }
     }
 }
 
 impl ManagerEndpoint for ManagerService {
+    /// Called on a blocking thread (the overlay's contract): runs the async
+    /// answer on the daemon's runtime.
     fn handle(&self, requester: NodeId, request: ManagerRequest) -> ManagerResponse {
-        let leader = self.overlay.manager();
-        if leader != Some(self.node_id()) {
-            return ManagerResponse::NotManager { leader };
-        }
-        let now = strew_overlay::now_ms();
-        // A caller the manager has not heard of yet (its announcement is
-        // still travelling): take its profile from the grid view now.
-        if !matches!(request, ManagerRequest::Who)
-            && !lock(&self.manager).state().clients.contains_key(&requester)
-        {
-            self.sync_grid(now);
-        }
-        self.answer(requester, request, now)
-    }
-}
-
-/// Keeps this node's belief about the manager current (so targets honour
-/// its tickets and clients know where to call) and, on a coordinator node,
-/// the manager's node records. Runs until the overlay stops.
-pub async fn run(overlay: OverlayHandle, service: Option<Arc<ManagerService>>) {
-    let mut tick = tokio::time::interval(REFRESH);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut current: Option<NodeId> = None;
-    loop {
-        tick.tick().await;
-        let chosen = choose_manager(&overlay);
-        if chosen.is_some() && chosen != current {
-            info!(manager = ?chosen.map(|m| m.to_string()), "sequence manager");
-            overlay.set_manager(chosen);
-            current = chosen;
-        }
-        if let Some(service) = &service
-            && chosen == Some(overlay.node_id())
-        {
-            let service = service.clone();
-            let now = strew_overlay::now_ms();
-            if tokio::task::spawn_blocking(move || service.sync_grid(now))
-                .await
-                .is_err()
-            {
-                warn!("manager grid sync task failed");
-            }
-        }
+        self.runtime.block_on(self.answer(requester, request))
     }
 }

@@ -8,6 +8,7 @@
 //! This module must not implement protocols (the overlay does) or storage (the store does).
 
 pub mod commands;
+pub mod group;
 pub mod jobs;
 pub mod manager;
 pub mod report;
@@ -45,6 +46,8 @@ pub struct DaemonContext {
     pub overlay: OverlayHandle,
     pub store: PacketStore,
     pub started: Instant,
+    /// The sequence manager and its coordinator-group member (coordinator nodes).
+    pub coordinator: Option<Arc<manager::ManagerService>>,
 }
 
 /// Boxed future returned by control handlers.
@@ -146,17 +149,22 @@ async fn run_async(
     .context("cannot start the overlay")?;
     info!(%node_id, "{}", settings.summary());
 
+    let group_settings = group::GroupSettings::from_env().map_err(anyhow::Error::msg)?;
     let service = if settings.coordinator {
-        let service = Arc::new(
-            manager::ManagerService::open(data_dir, &manager_key, overlay.clone())
-                .context("cannot start the sequence manager")?,
-        );
+        let service = manager::ManagerService::start(
+            data_dir,
+            &manager_key,
+            overlay.clone(),
+            group_settings.config.clone(),
+        )
+        .await
+        .context("cannot start the sequence manager")?;
         overlay.set_manager_endpoint(Some(service.clone()));
         Some(service)
     } else {
         None
     };
-    let manager_task = tokio::spawn(manager::run(overlay.clone(), service));
+    let manager_task = tokio::spawn(group::run(overlay.clone(), service.clone(), group_settings));
     let me = crate::grid::SourceIdentity {
         node_id,
         location: settings.location,
@@ -185,6 +193,7 @@ async fn run_async(
         overlay: overlay.clone(),
         store,
         started: Instant::now(),
+        coordinator: service.clone(),
     };
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let (control_server, control_task) =
@@ -199,6 +208,13 @@ async fn run_async(
     schedule_task.abort();
     manager_task.abort();
     drop(control_server);
+    if let Some(service) = &service {
+        overlay.set_manager_endpoint(None);
+        overlay.set_raft_endpoint(None);
+        if let Err(err) = service.member().shutdown().await {
+            warn!(%err, "the coordinator group member did not stop cleanly");
+        }
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }

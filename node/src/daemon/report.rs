@@ -1,5 +1,7 @@
 //! What `strew status --json` and `strew peers --json` return, built from a
-//! running daemon. Owns the JSON shapes (SPEC.md §4); it must not print.
+//! running daemon. Owns the JSON shapes (SPEC.md §4; `group` is the
+//! coordinator group as this member sees it, on coordinator nodes only); it
+//! must not print.
 
 use serde_json::{Value, json};
 use strew_overlay::PeerInfo;
@@ -14,6 +16,18 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, String> {
         .map_err(|e| format!("store task failed: {e}"))?
         .map_err(|e| format!("cannot read store usage: {e}"))?;
     let overlay = &ctx.overlay;
+    let group = ctx.coordinator.as_ref().map(|service| {
+        let status = service.group_status();
+        let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            map.insert(
+                "leader_node_id".into(),
+                json!(service.leader().map(|l| l.to_string())),
+            );
+            map.insert("commit_index".into(), json!(status.last_applied));
+        }
+        value
+    });
     Ok(json!({
         "node_id": overlay.node_id().to_string(),
         "listen_addrs": overlay.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
@@ -22,6 +36,7 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, String> {
         "peers": overlay.peers().len(),
         "connected_peers": overlay.connected_peers(),
         "coordinator_eligible": ctx.settings.coordinator,
+        "group": group,
         "storage": {
             "capacity_bytes": usage.capacity,
             "used_bytes": usage.used_bytes,

@@ -453,11 +453,19 @@ fn bad_input_gets_clear_errors_and_stores_nothing() -> Result<()> {
     let fits = work.path().join("fits");
     fs::create_dir_all(&fits)?;
     fs::write(fits.join("f.txt"), "small enough")?;
+    // Something that cannot be backed up (a FIFO; root reads any file, so an
+    // unreadable file cannot be staged here) is reported and the rest stored.
+    let fifo = fits.join("a pipe");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    ensure!(made.success(), "mkfifo");
     let ok = json_of(
         &nodes[0],
         &["backup", fits.to_str().context("utf-8")?, "--json"],
     )?;
     ensure!(ok["snapshot"].is_string());
+    let warned = ok["warnings"].to_string();
+    ensure!(warned.contains("a pipe"), "the FIFO is reported: {ok}");
+    ensure!(ok["stats"]["files"].as_u64() == Some(1), "{ok}");
 
     // A snapshot id that does not exist.
     let dest = work.path().join("dest");

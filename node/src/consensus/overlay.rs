@@ -2,7 +2,7 @@
 //! protocol: the libp2p carrier of [`RaftTransport`] and the receiving side.
 //!
 //! Owns [`OverlayRaft`] (encode a request with [`super::wire`], send it to the
-//! member's node, decode its reply; remember which members answered lately,
+//! member's node at its currently announced address, decode its reply; remember which members answered lately,
 //! so a refusal can say how many coordinators are reachable) and
 //! [`RaftService`] (the overlay's [`RaftEndpoint`]: decode a message, hand it
 //! to the local member with [`ConsensusMember::serve_from`] under the
@@ -72,7 +72,15 @@ impl RaftTransport for OverlayRaft {
             .strew_id()
             .map_err(|e| TransportError::Unreachable(format!("member {member}: {e}")))?;
         let bytes = encode_request(&request).map_err(wire_error)?;
-        let addr: Option<Multiaddr> = member.addr.parse().ok();
+        // A member that restarted listens elsewhere than when it was
+        // admitted: its current announcement has the address to dial.
+        let announced = self
+            .overlay
+            .peers()
+            .into_iter()
+            .find(|p| p.node_id == node)
+            .and_then(|p| p.listen_addrs.first().cloned());
+        let addr: Option<Multiaddr> = announced.as_deref().unwrap_or(&member.addr).parse().ok();
         let answer = self
             .overlay
             .raft_request(node, addr, bytes)

@@ -27,6 +27,12 @@ pub const IDENTIFY_PROTOCOL: &str = "/strew/id/1.0.0";
 pub const MAX_PENDING_INCOMING: u32 = 64;
 pub const MAX_ESTABLISHED: u32 = 1024;
 pub const MAX_PER_PEER: u32 = 2;
+/// Concurrent streams per connection of the manager and raft protocols.
+/// Their messages (up to 64 MiB) are read whole before anyone checks who
+/// sent them, so these bound what one peer can make a node buffer:
+/// (4 + 8) × 64 MiB per connection in the worst case.
+pub const MANAGER_STREAMS: usize = 4;
+pub const RAFT_STREAMS: usize = 8;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -109,9 +115,11 @@ impl Behaviour {
                 StreamProtocol::new(MANAGER_PROTOCOL),
                 request_response::ProtocolSupport::Full,
             )],
+            // Few streams: a message may be 64 MiB and is buffered whole
+            // before the caller is known to be a client the manager serves.
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)
-                .with_max_concurrent_streams(config.max_streams_per_peer),
+                .with_max_concurrent_streams(MANAGER_STREAMS),
         );
 
         // Raft messages carry their own deadlines (one heartbeat for
@@ -124,7 +132,7 @@ impl Behaviour {
             )],
             request_response::Config::default()
                 .with_request_timeout(Duration::from_secs(30))
-                .with_max_concurrent_streams(32),
+                .with_max_concurrent_streams(RAFT_STREAMS),
         );
 
         let limits = connection_limits::Behaviour::new(

@@ -189,6 +189,12 @@ impl OverlayHandle {
             .collect()
     }
 
+    /// The first listen address `node` announced, if it is in the grid view.
+    pub fn announced_addr(&self, node: &NodeId) -> Option<String> {
+        let grid = self.shared.grid.read().ok()?;
+        grid.announcement(node)?.listen_addrs.first().cloned()
+    }
+
     /// Runs `f` on the coordinator's grid view (this node included once it announced).
     pub fn with_grid_view<R>(
         &self,

@@ -74,12 +74,7 @@ impl RaftTransport for OverlayRaft {
         let bytes = encode_request(&request).map_err(wire_error)?;
         // A member that restarted listens elsewhere than when it was
         // admitted: its current announcement has the address to dial.
-        let announced = self
-            .overlay
-            .peers()
-            .into_iter()
-            .find(|p| p.node_id == node)
-            .and_then(|p| p.listen_addrs.first().cloned());
+        let announced = self.overlay.announced_addr(&node);
         let addr: Option<Multiaddr> = announced.as_deref().unwrap_or(&member.addr).parse().ok();
         let answer = self
             .overlay

@@ -136,6 +136,8 @@ pub struct NodeOptions {
     pub peer_ttl: String,
     pub storage: String,
     pub extra: Vec<String>,
+    /// Environment variables set for the daemon (e.g. `STREW_GROUP_GRACE`).
+    pub env: Vec<(String, String)>,
 }
 
 impl NodeOptions {
@@ -148,6 +150,7 @@ impl NodeOptions {
             peer_ttl: "4s".into(),
             storage: "64MiB".into(),
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -197,6 +200,7 @@ impl Node {
             cmd.args(["--bootstrap", b]);
         }
         cmd.args(&self.options.extra)
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .env_remove("STREW_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

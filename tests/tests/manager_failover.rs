@@ -134,7 +134,9 @@ fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<(
     }
     let mut plain = vec![seed];
     for i in 1..PLAIN {
-        plain.push(Node::start(options(COORDINATORS + i).bootstrap(boot.clone()))?);
+        plain.push(Node::start(
+            options(COORDINATORS + i).bootstrap(boot.clone()),
+        )?);
     }
     let ids: Vec<String> = coordinators
         .iter()

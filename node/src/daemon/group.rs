@@ -236,8 +236,9 @@ async fn maybe_form(service: &ManagerService) {
     }
 }
 
-/// The leader's duties: the group's sealing key, node records, admitting
-/// eligible nodes and removing members gone past the grace period.
+/// The leader's duties: the group's sealing key, node records, expiring
+/// plans past their deadline, admitting eligible nodes and removing members
+/// gone past the grace period.
 async fn lead(
     service: &ManagerService,
     settings: &GroupSettings,
@@ -248,7 +249,12 @@ async fn lead(
         return;
     }
     let overlay = service.overlay();
-    service.sync_grid(strew_overlay::now_ms()).await;
+    let now = strew_overlay::now_ms();
+    service.sync_grid(now).await;
+    let expired = service.expire_pending(now).await;
+    if expired > 0 {
+        info!(expired, "aborted planned backups past their deadline");
+    }
     let member = service.member();
     let me = overlay.node_id();
     let candidates: BTreeMap<NodeId, String> = overlay

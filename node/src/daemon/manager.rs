@@ -359,6 +359,27 @@ impl ManagerService {
         }
     }
 
+    /// Aborts planned backups past their deadline (leader only), releasing
+    /// their reservations. Returns how many were aborted.
+    pub async fn expire_pending(&self, now: u64) -> usize {
+        if !self.member.is_leader() {
+            return 0;
+        }
+        let _turn = self.proposals.lock().await;
+        let commands = lock(&self.manager).decide_expire(now);
+        let mut aborted = 0;
+        for command in commands {
+            match self.propose(command).await {
+                Ok(_) => aborted += 1,
+                Err(e) => {
+                    debug!(?e, "manager: expiring a plan stopped");
+                    break;
+                }
+            }
+        }
+        aborted
+    }
+
     /// Who the manager is, the group's members and what the state holds;
     /// `None` while this member knows no leader.
     pub fn info(&self) -> Option<ManagerInfo> {

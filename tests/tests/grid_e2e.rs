@@ -515,10 +515,14 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
         || snapshots(&nodes[1]).filter(|l| l.len() >= 2),
     )?;
     ensure!(list.iter().all(|s| s["name"] == "docs"), "{list:?}");
-    ensure!(
-        nodes[1].log().contains("scheduled backup done"),
-        "the daemon logged the run"
-    );
+    // The run is logged once its post-commit steps are done, which may be
+    // a moment after the snapshot is listed.
+    wait_for("the daemon to log the run", Duration::from_secs(30), || {
+        nodes[1]
+            .log()
+            .contains("scheduled backup done")
+            .then_some(())
+    })?;
 
     // The schedule is on disk: after a restart the daemon keeps running it
     // (node 1 is the source: it rejoins through its bootstrap, node 0).

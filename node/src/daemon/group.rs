@@ -26,6 +26,9 @@ use crate::consensus::{GroupConfig, MAX_VOTERS, Member, Role, raft_id};
 
 /// How often the group and the manager belief are looked at.
 pub const REFRESH: Duration = Duration::from_secs(1);
+/// How often a plain node that knows the leader asks again (the group's
+/// membership may have changed). Until it knows one, it asks every [`REFRESH`].
+pub const FOLLOW_KNOWN: Duration = Duration::from_secs(30);
 /// How long a coordinator listens to gossip before it may form a group.
 pub const SETTLE: Duration = Duration::from_secs(3);
 /// How long one `Who` question may take.
@@ -163,10 +166,17 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
     let mut missing: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut next_follow = Instant::now();
     loop {
         tick.tick().await;
         let Some(service) = &service else {
-            follow(&overlay).await;
+            // A plain node asks each second until it knows a leader, then
+            // rarely: it trusts every member's tickets, so a failover needs
+            // no question, and its calls follow the members' redirects.
+            if Instant::now() >= next_follow || overlay.manager().is_none() {
+                let knows = follow(&overlay).await;
+                next_follow = Instant::now() + if knows { FOLLOW_KNOWN } else { REFRESH };
+            }
             continue;
         };
         if service.member().status().members.is_empty() && started.elapsed() >= SETTLE {
@@ -174,7 +184,9 @@ pub async fn run(
         }
         match service.leader() {
             Some(leader) => believe(&overlay, leader, &service.members()),
-            None => follow(&overlay).await,
+            None => {
+                follow(&overlay).await;
+            }
         }
         if service.member().is_leader() {
             lead(service, &settings, &mut missing).await;
@@ -186,9 +198,12 @@ pub async fn run(
 
 /// A node outside the group (or a member during an election): learn the
 /// manager from whoever knows it.
-async fn follow(overlay: &OverlayHandle) {
+async fn follow(overlay: &OverlayHandle) -> bool {
     match discover(overlay).await {
-        Found::Leader(info) => believe(overlay, info.manager, &info.members),
+        Found::Leader(info) => {
+            believe(overlay, info.manager, &info.members);
+            return true;
+        }
         // Calls go where they are answered with the reason nobody serves,
         // not to a manager that is gone.
         Found::Alive(node) => {
@@ -205,6 +220,7 @@ async fn follow(overlay: &OverlayHandle) {
             }
         }
     }
+    false
 }
 
 /// Forms a group of one if this node is the lowest eligible one and no

@@ -83,7 +83,14 @@ impl OverlayManager {
                     Err(OverlayError::Stopped) => {
                         return Err(GridError::NoManager("the node is shutting down".into()));
                     }
-                    Err(err) => last = format!("manager {target}: {err}"),
+                    Err(err) => {
+                        last = format!("manager {target}: {err}");
+                        // The manager this node believes in is gone: drop the
+                        // belief so the daemon asks the coordinators again now.
+                        if self.overlay.manager() == Some(target) {
+                            self.overlay.set_manager(None);
+                        }
+                    }
                 }
             }
             redirects = 0;

@@ -109,6 +109,19 @@ pub fn cities(n: usize) -> Result<Vec<City>> {
     bail!("only {} cities in {}", out.len(), path.display())
 }
 
+/// Deterministic incompressible bytes (xorshift64), for test trees.
+pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// Polls `check` every 200 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(
     what: &str,
@@ -245,7 +258,9 @@ impl Node {
             .context("run strew")
     }
 
-    fn cli_json(&self, args: &[&str]) -> Result<Value> {
+    /// Runs a `strew` client command and parses its JSON output; a failed
+    /// command is an error carrying its stderr.
+    pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
         let out = self.cli(args)?;
         if !out.status.success() {
             bail!(

@@ -13,9 +13,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use strew_tests::{City, Node, NodeOptions, cities, wait_for};
+use strew_tests::{City, Node, NodeOptions, cities, noise, wait_for};
 
 /// Gossip timing for grids that work hard: announce every 2 s, keep entries 30 s.
 fn options(city: &City, storage: &str) -> NodeOptions {
@@ -37,19 +37,6 @@ fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     let h = ((la2 - la1) / 2.0).sin().powi(2)
         + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
     2.0 * 6371.0 * h.sqrt().asin()
-}
-
-/// Deterministic pseudo-random bytes (xorshift), incompressible.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// The tree the issue asks for.
@@ -121,17 +108,6 @@ fn diff(a: &Path, b: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
         diff(&a.join(&name), &b.join(&name), &rel.join(&name), out)?;
     }
     Ok(())
-}
-
-fn json_of(node: &Node, args: &[&str]) -> Result<Value> {
-    let out = node.cli(args)?;
-    if !out.status.success() {
-        bail!(
-            "strew {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("JSON of strew {args:?}"))
 }
 
 /// Starts a coordinator at `places[0]` and plain nodes at the rest; waits
@@ -208,22 +184,19 @@ fn nine_nodes_back_up_lose_two_targets_and_restore_byte_identical() -> Result<()
     make_tree(&tree, 50)?;
 
     let (min_km, max_km) = (1000.0, 13000.0);
-    let out = json_of(
-        &nodes[0],
-        &[
-            "backup",
-            tree.to_str().context("utf-8 path")?,
-            "--backup-distance",
-            "1000km..13000km",
-            "--spread",
-            "50km..",
-            "--redundancy",
-            "erasure:4+2",
-            "--name",
-            "tree",
-            "--json",
-        ],
-    )?;
+    let out = nodes[0].cli_json(&[
+        "backup",
+        tree.to_str().context("utf-8 path")?,
+        "--backup-distance",
+        "1000km..13000km",
+        "--spread",
+        "50km..",
+        "--redundancy",
+        "erasure:4+2",
+        "--name",
+        "tree",
+        "--json",
+    ])?;
     let snapshot = out["snapshot"].as_str().context("snapshot id")?.to_string();
     ensure!(out["stats"]["bytes_in"].as_u64() >= Some(50_000_000));
 
@@ -253,15 +226,12 @@ fn nine_nodes_back_up_lose_two_targets_and_restore_byte_identical() -> Result<()
     }
 
     let dest = work.path().join("restored");
-    let r = json_of(
-        &nodes[0],
-        &[
-            "restore",
-            &snapshot[..12],
-            dest.to_str().context("utf-8 path")?,
-            "--json",
-        ],
-    )?;
+    let r = nodes[0].cli_json(&[
+        "restore",
+        &snapshot[..12],
+        dest.to_str().context("utf-8 path")?,
+        "--json",
+    ])?;
     ensure!(
         r["failed_fetches"].as_u64() > Some(0),
         "dead targets were tried: {r}"
@@ -300,18 +270,15 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
     fs::write(tree.join("notes.txt"), "the same data on two machines\n")?;
     let tree_s = tree.to_str().context("utf-8")?;
     let backup = |node: &Node, name: &str| {
-        json_of(
-            node,
-            &[
-                "backup",
-                tree_s,
-                "--backup-distance",
-                "1000km..",
-                "--name",
-                name,
-                "--json",
-            ],
-        )
+        node.cli_json(&[
+            "backup",
+            tree_s,
+            "--backup-distance",
+            "1000km..",
+            "--name",
+            name,
+            "--json",
+        ])
     };
 
     let first = backup(&nodes[0], "mine")?;
@@ -338,7 +305,7 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
 
     // Forgetting the second snapshot frees exactly its unshared packets.
     let theirs = second["snapshot"].as_str().context("snapshot")?;
-    let forgot = json_of(&nodes[1], &["forget", theirs, "--json"])?;
+    let forgot = nodes[1].cli_json(&["forget", theirs, "--json"])?;
     ensure!(forgot["deleted"].as_u64() == Some(new_packets), "{forgot}");
     let after_forget = stored_packets(&all)?;
     ensure!(after_forget == before, "{after_forget:?} != {before:?}");
@@ -369,10 +336,7 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
     }
     ensure!(corrupted > 0, "found the target's segment files");
     let dest = work.path().join("restored");
-    let r = json_of(
-        &nodes[0],
-        &["restore", mine, dest.to_str().context("utf-8")?, "--json"],
-    )?;
+    let r = nodes[0].cli_json(&["restore", mine, dest.to_str().context("utf-8")?, "--json"])?;
     ensure!(r["failed_fetches"].as_u64() > Some(0), "{r}");
     let mut differences = Vec::new();
     diff(
@@ -388,7 +352,7 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
     );
 
     // Forgetting the last snapshot of the data frees everything it held.
-    json_of(&nodes[0], &["forget", mine, "--json"])?;
+    nodes[0].cli_json(&["forget", mine, "--json"])?;
     let left: u64 = stored_packets(&all)?.iter().sum();
     ensure!(left == 0, "{left} packets left after forgetting everything");
     Ok(())
@@ -458,10 +422,7 @@ fn bad_input_gets_clear_errors_and_stores_nothing() -> Result<()> {
     let fifo = fits.join("a pipe");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
     ensure!(made.success(), "mkfifo");
-    let ok = json_of(
-        &nodes[0],
-        &["backup", fits.to_str().context("utf-8")?, "--json"],
-    )?;
+    let ok = nodes[0].cli_json(&["backup", fits.to_str().context("utf-8")?, "--json"])?;
     ensure!(ok["snapshot"].is_string());
     let warned = ok["warnings"].to_string();
     ensure!(warned.contains("a pipe"), "the FIFO is reported: {ok}");
@@ -487,24 +448,21 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
     fs::write(tree.join("a.txt"), "first version\n")?;
     fs::write(tree.join("big.bin"), noise(2_000_000, 3))?;
     let tree_s = tree.to_str().context("utf-8")?;
-    let first = json_of(
-        &nodes[1],
-        &[
-            "backup",
-            tree_s,
-            "--redundancy",
-            "replicas:2",
-            "--name",
-            "docs",
-            "--sync-every",
-            "10s",
-            "--json",
-        ],
-    )?;
+    let first = nodes[1].cli_json(&[
+        "backup",
+        tree_s,
+        "--redundancy",
+        "replicas:2",
+        "--name",
+        "docs",
+        "--sync-every",
+        "10s",
+        "--json",
+    ])?;
     let first_id = first["snapshot"].as_str().context("snapshot")?.to_string();
     fs::write(tree.join("a.txt"), "second version\n")?;
     let snapshots = |node: &Node| -> Option<Vec<Value>> {
-        json_of(node, &["snapshots", "--json"])
+        node.cli_json(&["snapshots", "--json"])
             .ok()?
             .as_array()
             .cloned()
@@ -549,10 +507,7 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
         (&first_id, "first version\n"),
     ] {
         let dest = work.path().join(&snap[..8]);
-        json_of(
-            &nodes[1],
-            &["restore", snap, dest.to_str().context("utf-8")?, "--json"],
-        )?;
+        nodes[1].cli_json(&["restore", snap, dest.to_str().context("utf-8")?, "--json"])?;
         ensure!(fs::read_to_string(dest.join("docs/a.txt"))? == want);
     }
     Ok(())

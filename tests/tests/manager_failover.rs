@@ -13,36 +13,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use strew_tests::{Node, NodeOptions, cities, strew_bin, wait_for};
+use strew_tests::{Node, NodeOptions, cities, noise, strew_bin, wait_for};
 
 const COORDINATORS: usize = 3;
 const PLAIN: usize = 5;
-
-/// Deterministic incompressible bytes (xorshift).
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn json_of(node: &Node, args: &[&str]) -> Result<Value> {
-    let out = node.cli(args)?;
-    if !out.status.success() {
-        bail!(
-            "strew {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("parse JSON output")
-}
 
 fn backup_args<'a>(tree: &'a str, name: &'a str) -> Vec<&'a str> {
     vec![
@@ -171,29 +147,26 @@ fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<(
     let tree_s = tree.to_str().context("utf-8 path")?.to_string();
 
     // (a) Kill the leader right after a backup commits.
-    let first = json_of(source, &backup_args(&tree_s, "first"))?;
+    let first = source.cli_json(&backup_args(&tree_s, "first"))?;
     let s1 = first["snapshot"]
         .as_str()
         .context("snapshot id")?
         .to_string();
     coordinators[l1].kill();
     let killed = Instant::now();
-    let listed = json_of(source, &["snapshots", "--json"])?;
+    let listed = source.cli_json(&["snapshots", "--json"])?;
     let failover = killed.elapsed();
     eprintln!("FIGURE leader kill to a new manager serving: {failover:?}");
     ensure!(listed.to_string().contains(&s1), "{s1} lost: {listed}");
     let l2 = wait_for_leader(&mut coordinators, Some(l1))?;
     ensure!(l2 != l1);
     let dest = work.path().join("restored");
-    json_of(
-        source,
-        &[
-            "restore",
-            &s1,
-            dest.to_str().context("utf-8 path")?,
-            "--json",
-        ],
-    )?;
+    source.cli_json(&[
+        "restore",
+        &s1,
+        dest.to_str().context("utf-8 path")?,
+        "--json",
+    ])?;
     same_files(&tree, &dest.join("tree"))?;
 
     // (c) The killed member restarts and catches up with the leader.
@@ -236,10 +209,10 @@ fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<(
         let err = String::from_utf8_lossy(&out.stderr);
         ensure!(!err.trim().is_empty(), "a failed backup says why");
         eprintln!("backup during the failover failed clearly: {err}");
-        let v = json_of(source, &backup_args(&tree_s, "second"))?;
+        let v = source.cli_json(&backup_args(&tree_s, "second"))?;
         v["snapshot"].as_str().context("snapshot id")?.to_string()
     };
-    let listed = json_of(source, &["snapshots", "--json"])?.to_string();
+    let listed = source.cli_json(&["snapshots", "--json"])?.to_string();
     ensure!(listed.contains(&s1) && listed.contains(&s2), "{listed}");
     coordinators[l2].restart()?;
     let l3 = wait_for_leader(&mut coordinators, None)?;
@@ -272,9 +245,9 @@ fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<(
     );
     let back = (survivor + 1) % COORDINATORS;
     coordinators[back].restart()?;
-    let third = json_of(source, &backup_args(&tree_s, "third"))?;
+    let third = source.cli_json(&backup_args(&tree_s, "third"))?;
     ensure!(third["snapshot"].is_string(), "{third}");
-    let listed = json_of(source, &["snapshots", "--json"])?.to_string();
+    let listed = source.cli_json(&["snapshots", "--json"])?.to_string();
     ensure!(listed.contains(&s1) && listed.contains(&s2), "{listed}");
     Ok(())
 }

@@ -63,6 +63,17 @@ pub async fn read_limited<T: futures::AsyncRead + Unpin + Send>(
     Ok(buf)
 }
 
+/// Writes one CBOR message as a whole stream direction and closes it (the
+/// write half of the codecs whose reads use [`read_limited`]).
+pub async fn write_message<T: futures::AsyncWrite + Unpin + Send, V: Serialize>(
+    io: &mut T,
+    value: &V,
+) -> std::io::Result<()> {
+    use futures::AsyncWriteExt;
+    io.write_all(&encode(value)).await?;
+    io.close().await
+}
+
 /// A decode failure as the I/O error a libp2p codec returns.
 pub fn invalid(e: CborError) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())

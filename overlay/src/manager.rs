@@ -12,7 +12,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
@@ -176,8 +176,7 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&cbor::encode(&req)).await?;
-        io.close().await
+        cbor::write_message(io, &req).await
     }
 
     async fn write_response<T>(
@@ -189,8 +188,7 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&cbor::encode(&res)).await?;
-        io.close().await
+        cbor::write_message(io, &res).await
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
@@ -91,8 +91,7 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&cbor::encode(&req)).await?;
-        io.close().await
+        cbor::write_message(io, &req).await
     }
 
     async fn write_response<T>(
@@ -104,8 +103,7 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&cbor::encode(&res)).await?;
-        io.close().await
+        cbor::write_message(io, &res).await
     }
 }
 

@@ -119,7 +119,7 @@ fn group_key(dir: &Path) -> Result<GroupKey, ServiceError> {
 }
 
 fn refuse(e: &dyn std::error::Error) -> ManagerResponse {
-    ManagerResponse::Refused(super::jobs::error_text(e))
+    ManagerResponse::Refused(crate::grid::error_text(e))
 }
 
 impl ManagerService {

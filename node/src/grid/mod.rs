@@ -127,6 +127,22 @@ pub trait PacketTransport: Send + Sync {
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }
 
+/// An error and its causes in one line (causes whose text the message
+/// already contains are not repeated), for a user or a peer to read.
+pub fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// The ticket naming each (target, packet) of a plan or a deletion: a large
 /// backup has several tickets per target.
 pub fn ticket_index(

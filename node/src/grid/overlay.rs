@@ -214,14 +214,10 @@ impl OverlayTransport {
 }
 
 fn transport_error(target: NodeId, err: OverlayError) -> TransportError {
-    let mut detail = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(s) = source {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        source = s.source();
+    TransportError {
+        target,
+        detail: super::error_text(&err),
     }
-    TransportError { target, detail }
 }
 
 impl PacketTransport for OverlayTransport {

@@ -221,7 +221,11 @@ async fn restore(
         grid.targets.clone(),
         report.snapshot,
         dest.to_path_buf(),
-        ConvergenceSecret::for_grid("test grid"),
+        // A wrong secret first: the restore falls back to the next one.
+        vec![
+            ConvergenceSecret::for_grid("another grid"),
+            ConvergenceSecret::for_grid("test grid"),
+        ],
         RestoreOptions::default(),
         Arc::new(RestoreProgress::default()),
     )

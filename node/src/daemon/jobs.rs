@@ -23,8 +23,8 @@ use tracing::{info, warn};
 use super::schedule::{BackupSet, SetBook};
 use super::{ControlFuture, DaemonContext, DaemonExtension};
 use crate::grid::{
-    GridBackupOptions, GridError, KnownIndex, ManagerApi, OverlayManager, OverlayTransport,
-    SourceIdentity, grid_backup, grid_forget, grid_restore,
+    GridBackupOptions, KnownIndex, ManagerApi, OverlayManager, OverlayTransport, SourceIdentity,
+    error_text, grid_backup, grid_forget, grid_restore,
 };
 use crate::pipeline::{ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress};
 use crate::store::PacketStore;
@@ -291,36 +291,20 @@ impl SourceJobs {
         lock(&self.live).insert(job.clone(), Live::Restore(progress.clone()));
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = Arc::new(OverlayTransport::new(ctx.overlay.clone()));
-        let mut result = Err(GridError::Other("no secret tried".into()));
-        // The sequence does not say which convergence secret encrypted the
-        // snapshot; the grid's is tried first, then this user's private one
-        // (a wrong secret fails on the manifest, before anything is written).
-        for secret in [self.grid.clone(), self.private.clone()] {
-            result = grid_restore(
-                &self.me,
-                &manager,
-                transport.clone(),
-                snapshot,
-                args.dest.clone(),
-                secret,
-                RestoreOptions {
-                    overwrite: args.overwrite,
-                },
-                progress.clone(),
-            )
-            .await;
-            let wrong_secret = matches!(
-                &result,
-                Err(GridError::Restore(
-                    crate::pipeline::restore::RestoreError::Stripe(
-                        crate::pipeline::codec::StripeError::WrongSecret { .. }
-                    )
-                ))
-            );
-            if !wrong_secret {
-                break;
-            }
-        }
+        // The grid's convergence secret first, then this user's private one.
+        let result = grid_restore(
+            &self.me,
+            &manager,
+            transport,
+            snapshot,
+            args.dest.clone(),
+            vec![self.grid.clone(), self.private.clone()],
+            RestoreOptions {
+                overwrite: args.overwrite,
+            },
+            progress,
+        )
+        .await;
         lock(&self.live).remove(&job);
         let report = result.map_err(|e| error_text(&e))?;
         if report.failed_fetches > 0 {
@@ -574,21 +558,6 @@ async fn resolve_snapshot(ctx: &DaemonContext, text: &str) -> Result<SnapshotId,
             matches.len()
         )),
     }
-}
-
-/// An error and its causes in one line.
-pub fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 impl DaemonExtension for SourceJobs {

@@ -16,6 +16,8 @@ use strew_coordinator::seal::{Sequence as SealedSequence, open_as_recipient};
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 
 use super::{GridError, ManagerApi, PacketTransport, SourceIdentity};
+use crate::pipeline::codec::StripeError;
+use crate::pipeline::restore::RestoreError;
 use crate::pipeline::{
     self, Codec, ConvergenceSecret, PacketSource, RestoreOptions, RestoreProgress, RestoreReport,
     Sequence, StripeRecord,
@@ -39,7 +41,7 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
     transport: Arc<T>,
     snapshot: SnapshotId,
     dest: PathBuf,
-    secret: ConvergenceSecret,
+    secrets: Vec<ConvergenceSecret>,
     opts: RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<GridRestoreReport, GridError> {
@@ -59,15 +61,34 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
         failed: Default::default(),
         avoid: Default::default(),
     };
-    let codec = Codec {
-        secret,
-        zstd_level: 3,
-        redundancy: strew_coordinator::Redundancy::Erasure { k: 1, m: 1 },
-    };
+    let mut others = secrets.into_iter();
+    let first = others
+        .next()
+        .ok_or_else(|| GridError::Other("no convergence secret to restore with".into()))?;
     let dest2 = dest.clone();
     let (result, source) = tokio::task::spawn_blocking(move || {
-        let r = pipeline::restore(&sequence, &codec, &source, &dest2, &opts, &progress);
-        (r, source)
+        // The sequence does not say which convergence secret encrypted the
+        // snapshot: each is tried in turn. A wrong one fails on the
+        // manifest, before anything is written.
+        let attempt = |secret| {
+            let codec = Codec {
+                secret,
+                zstd_level: 3,
+                redundancy: strew_coordinator::Redundancy::Erasure { k: 1, m: 1 },
+            };
+            pipeline::restore(&sequence, &codec, &source, &dest2, &opts, &progress)
+        };
+        let mut result = attempt(first);
+        for secret in others {
+            if !matches!(
+                result,
+                Err(RestoreError::Stripe(StripeError::WrongSecret { .. }))
+            ) {
+                break;
+            }
+            result = attempt(secret);
+        }
+        (result, source)
     })
     .await
     .map_err(|e| GridError::Other(format!("restore task failed: {e}")))?;

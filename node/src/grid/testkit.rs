@@ -207,6 +207,27 @@ impl MemoryTargets {
         lock(&self.targets).values().map(|t| t.bytes_received).sum()
     }
 
+    /// The target, if it is up and `ticket` is valid for it now (what a
+    /// real target checks before a put or a delete).
+    fn ticketed<'a>(
+        &self,
+        all: &'a mut BTreeMap<NodeId, MemoryTarget>,
+        target: NodeId,
+        ticket: &StorageTicket,
+    ) -> Result<&'a mut MemoryTarget, TransportError> {
+        let now = self.now.load(Ordering::Relaxed);
+        let t = all
+            .get_mut(&target)
+            .ok_or_else(|| Self::err(target, "no such node"))?;
+        if !t.up {
+            return Err(Self::err(target, "connection refused"));
+        }
+        ticket
+            .verify(&self.manager, &target, now)
+            .map_err(|e| Self::err(target, format!("ticket refused: {e}")))?;
+        Ok(t)
+    }
+
     fn err(target: NodeId, detail: impl Into<String>) -> TransportError {
         TransportError {
             target,
@@ -223,17 +244,8 @@ impl PacketTransport for MemoryTargets {
         id: PacketId,
         bytes: Vec<u8>,
     ) -> Result<(), TransportError> {
-        let now = self.now.load(Ordering::Relaxed);
         let mut all = lock(&self.targets);
-        let t = all
-            .get_mut(&target)
-            .ok_or_else(|| Self::err(target, "no such node"))?;
-        if !t.up {
-            return Err(Self::err(target, "connection refused"));
-        }
-        ticket
-            .verify(&self.manager, &target, now)
-            .map_err(|e| Self::err(target, format!("ticket refused: {e}")))?;
+        let t = self.ticketed(&mut all, target, ticket)?;
         if ticket.size_for(&id) != Some(bytes.len() as u64) {
             return Err(Self::err(target, "packet not on the ticket, or wrong size"));
         }
@@ -275,17 +287,8 @@ impl PacketTransport for MemoryTargets {
         ticket: &StorageTicket,
         id: PacketId,
     ) -> Result<(), TransportError> {
-        let now = self.now.load(Ordering::Relaxed);
         let mut all = lock(&self.targets);
-        let t = all
-            .get_mut(&target)
-            .ok_or_else(|| Self::err(target, "no such node"))?;
-        if !t.up {
-            return Err(Self::err(target, "connection refused"));
-        }
-        ticket
-            .verify(&self.manager, &target, now)
-            .map_err(|e| Self::err(target, format!("ticket refused: {e}")))?;
+        let t = self.ticketed(&mut all, target, ticket)?;
         if ticket.size_for(&id).is_none() {
             return Err(Self::err(target, "packet not on the delete ticket"));
         }

@@ -6,6 +6,7 @@
 //! passed in, so the node and the simulator drive identical code.
 
 pub mod audit;
+pub mod cbor;
 pub mod cities;
 pub mod grid;
 pub mod ids;
@@ -16,16 +17,16 @@ pub mod records;
 pub mod repair;
 pub mod seal;
 pub mod state;
-pub mod store;
 pub mod ticket;
 pub mod units;
 
+pub use cbor::CborError;
 pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, IdError, NodeId, PacketId, SnapshotId};
 pub use manager::{
-    ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, ForgetResponse, KnownChunk,
-    Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision, PlanDraft, PlanRequest,
-    SnapshotSummary,
+    ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, Effects, ForgetResponse,
+    KnownChunk, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision, PlanDraft,
+    PlanRequest, SnapshotSummary,
 };
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
@@ -41,8 +42,7 @@ pub use seal::{
     GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe,
     open_as_recipient, open_at_rest, seal_at_rest, seal_to_recipient,
 };
-pub use state::{Applied, ApplyError, Command, ManagerState};
-pub use store::{SCHEMA_VERSION, Store, StoreError};
+pub use state::{Applied, ApplyError, Command, ManagerState, Touched};
 pub use ticket::{StorageTicket, TicketEntry, TicketError, TicketKind};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,

@@ -1,20 +1,19 @@
-//! The sequence manager: the operations the node exposes over the network,
-//! as a sans-IO object.
+//! The sequence manager as a pure state machine: the operations the node
+//! exposes over the network, as a sans-IO object.
 //!
-//! Owns [`Manager`]: it turns requests (join, dedup query, plan, commit,
-//! fetch, list, forget, restore record) into decisions — placements, sealed
-//! sequences, signed tickets — expresses every state change as a
-//! [`Command`], applies it to the [`ManagerState`] and persists it in the
-//! [`Store`]. A consensus layer can later replicate the same commands
-//! through [`Manager::execute`]; a leader change then only means the client
-//! retries against the new leader (plans are cheap to redo, commits are
-//! idempotent). This module must not do networking, read clocks (`now` is
-//! passed in) or draw randomness from anywhere but the RNG it is given. It
-//! must not verify targets' receipts (that format is the overlay's); the
-//! caller passes only receipts it verified.
+//! Owns [`Manager`]: `decide_*` turns a request (join, dedup query, plan,
+//! commit, fetch, list, forget, abandon, restore record, expiry) and `now`
+//! into a [`Command`] without changing anything; [`Manager::apply`] applies
+//! a command to the [`ManagerState`] and returns its [`Effects`]; `finish_*`
+//! turns what applied into the answer (signed tickets). A consensus layer
+//! replicates the commands between deciding and applying; a leader change
+//! only means the client retries against the new leader (plans are cheap to
+//! redo, commits are idempotent). This module owns no database and must not
+//! do I/O, read clocks (`now` is passed in) or draw randomness from anywhere
+//! but the RNG it is given. It must not verify targets' receipts (that
+//! format is the overlay's); the caller passes only receipts it verified.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 use rand::{CryptoRng, Rng};
@@ -32,8 +31,7 @@ use crate::seal::{
     GroupKey, SealError, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe, open_at_rest,
     seal_at_rest, seal_to_recipient,
 };
-use crate::state::{Applied, ApplyError, Command, ManagerState};
-use crate::store::{Store, StoreError};
+use crate::state::{Applied, ApplyError, Command, ManagerState, Touched};
 use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
 use crate::units::{GeoPoint, Millis};
 
@@ -43,11 +41,11 @@ pub enum ManagerError {
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
     Placement(#[from] PlacementRefusal),
     #[error("sequence sealing failed")]
     Seal(#[source] SealError),
+    #[error("ticket signing failed")]
+    Ticket(#[source] crate::ticket::TicketError),
     #[error("{node} may not access snapshot {snapshot}: it belongs to another source")]
     NotYours { node: NodeId, snapshot: SnapshotId },
     #[error(
@@ -208,53 +206,50 @@ pub struct ForgetResponse {
     pub delete_tickets: Vec<StorageTicket>,
 }
 
-/// The sequence manager.
+/// What applying one command did: the answer-relevant outcome and which
+/// records changed (a driver that persists writes exactly these).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Effects {
+    pub applied: Applied,
+    pub touched: Touched,
+}
+
+/// The sequence manager: a pure state machine. Requests are turned into
+/// [`Command`]s by the `decide_*` methods (reading the state, never changing
+/// it); [`apply`](Self::apply) is the one way the state changes. It owns no
+/// database and does no I/O: whoever drives it (the node's raft state
+/// machine, the simulator, tests) persists what it applied.
 pub struct Manager {
     state: ManagerState,
     view: GridView,
-    store: Option<Store>,
     identity: SigningKey,
     group_key: GroupKey,
     config: ManagerConfig,
-    /// The consensus layer's replication position when there is no store.
-    position: Option<Vec<u8>>,
 }
 
 impl Manager {
-    /// A manager whose state lives only in memory (tests, simulations).
-    pub fn in_memory(identity: SigningKey, group_key: GroupKey, config: ManagerConfig) -> Self {
-        let mut manager = Manager {
-            state: ManagerState::default(),
-            view: GridView::new(),
-            store: None,
-            identity,
-            group_key,
-            config,
-            position: None,
-        };
-        manager.rebuild_view();
-        manager
+    /// A manager with an empty state.
+    pub fn new(identity: SigningKey, group_key: GroupKey, config: ManagerConfig) -> Self {
+        Self::from_state(ManagerState::default(), identity, group_key, config)
     }
 
-    /// Opens (or creates) the manager's redb database at `path` and loads its state.
-    pub fn open(
-        path: &Path,
+    /// A manager over a state its driver kept (loaded from disk, received
+    /// as a consensus snapshot).
+    pub fn from_state(
+        state: ManagerState,
         identity: SigningKey,
         group_key: GroupKey,
         config: ManagerConfig,
-    ) -> Result<Self, ManagerError> {
-        let (store, state) = Store::open(path)?;
+    ) -> Self {
         let mut manager = Manager {
             state,
             view: GridView::new(),
-            store: Some(store),
             identity,
             group_key,
             config,
-            position: None,
         };
         manager.rebuild_view();
-        Ok(manager)
+        manager
     }
 
     /// This manager's node id (its tickets' issuer).
@@ -264,6 +259,10 @@ impl Manager {
 
     pub fn state(&self) -> &ManagerState {
         &self.state
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
     }
 
     /// The grid as placement sees it: free space is what the manager may still assign.
@@ -304,60 +303,31 @@ impl Manager {
         }
     }
 
-    /// Applies a command and persists it: the one way state changes. A
-    /// consensus layer calls this for every committed log entry, in order.
+    /// Applies a command: the one way state changes. A consensus layer calls
+    /// this for every committed log entry, in order, then persists the
+    /// records `touched` names. All or nothing: on error the state is unchanged.
+    pub fn apply(&mut self, command: &Command) -> Result<Effects, ApplyError> {
+        let (applied, touched) = self.state.apply(command)?;
+        let changed: BTreeSet<NodeId> = touched
+            .clients
+            .iter()
+            .chain(touched.targets.iter())
+            .copied()
+            .collect();
+        self.refresh_view(changed);
+        Ok(Effects { applied, touched })
+    }
+
+    /// [`apply`](Self::apply) for callers that persist nothing (tests,
+    /// one-shot tools): only the outcome.
     pub fn execute(&mut self, command: Command) -> Result<Applied, ManagerError> {
-        self.execute_inner(command, None)
+        Ok(self.apply(&command)?.applied)
     }
 
-    /// [`execute`](Self::execute) for a consensus layer applying a committed
-    /// log entry: also records `position` (the layer's own bytes, e.g. the
-    /// last applied log id and membership) durably in the same transaction as
-    /// the records the command changed. A command that does not apply still
-    /// records the position — the entry is consumed, the state unchanged —
-    /// and returns its [`ApplyError`].
-    pub fn execute_at(
-        &mut self,
-        command: Command,
-        position: &[u8],
-    ) -> Result<Applied, ManagerError> {
-        self.execute_inner(command, Some(position))
-    }
-
-    /// The replication position last recorded by [`execute_at`](Self::execute_at),
-    /// [`set_replication_position`](Self::set_replication_position) or
-    /// [`replace_state`](Self::replace_state); `None` before any.
-    pub fn replication_position(&self) -> Result<Option<Vec<u8>>, ManagerError> {
-        match &self.store {
-            Some(store) => Ok(store.replication_position()?),
-            None => Ok(self.position.clone()),
-        }
-    }
-
-    /// Records the replication position alone, durably (a log entry that
-    /// changes no record).
-    pub fn set_replication_position(&mut self, position: &[u8]) -> Result<(), ManagerError> {
-        if let Some(store) = &mut self.store {
-            store.set_replication_position(position)?;
-        }
-        self.position = Some(position.to_vec());
-        Ok(())
-    }
-
-    /// Replaces the whole state (a consensus snapshot being installed) and
-    /// the replication position, durably and at once.
-    pub fn replace_state(
-        &mut self,
-        state: ManagerState,
-        position: &[u8],
-    ) -> Result<(), ManagerError> {
-        if let Some(store) = &mut self.store {
-            store.replace(&state, position)?;
-        }
+    /// Replaces the whole state (a consensus snapshot being installed).
+    pub fn replace_state(&mut self, state: ManagerState) {
         self.state = state;
-        self.position = Some(position.to_vec());
         self.rebuild_view();
-        Ok(())
     }
 
     /// Sets the key sequences are sealed with at rest (the coordinator
@@ -366,41 +336,11 @@ impl Manager {
         self.group_key = key;
     }
 
-    fn execute_inner(
-        &mut self,
-        command: Command,
-        position: Option<&[u8]>,
-    ) -> Result<Applied, ManagerError> {
-        let (applied, touched) = match self.state.apply(&command) {
-            Ok(done) => done,
-            Err(e) => {
-                if let Some(position) = position {
-                    self.set_replication_position(position)?;
-                }
-                return Err(e.into());
-            }
-        };
-        if let Some(store) = &mut self.store
-            && let Err(e) = store.persist_at(&self.state, &touched, &command, position)
-        {
-            // Memory ran ahead of disk: fall back to what the disk holds.
-            if let Ok(state) = store.reload() {
-                self.state = state;
-            }
-            self.rebuild_view();
-            return Err(e.into());
-        }
-        let changed: BTreeSet<NodeId> = touched
-            .clients
-            .iter()
-            .chain(touched.targets.iter())
-            .copied()
-            .collect();
-        self.refresh_view(changed);
-        if let Some(position) = position {
-            self.position = Some(position.to_vec());
-        }
-        Ok(applied)
+    /// The earliest time at which something is due without any request:
+    /// the first planned backup's deadline. A driver sleeps until then and
+    /// calls [`decide_expire`](Self::decide_expire).
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.state.pending.values().map(|p| p.expires_at).min()
     }
 
     /// Sets the grid's admission mode.
@@ -459,7 +399,7 @@ impl Manager {
         kind: TicketKind,
         per_target: BTreeMap<NodeId, Vec<TicketEntry>>,
         now: Millis,
-    ) -> Vec<StorageTicket> {
+    ) -> Result<Vec<StorageTicket>, ManagerError> {
         let mut tickets = Vec::new();
         for (target, mut entries) in per_target {
             entries.sort_by_key(|e| e.packet_id);
@@ -467,23 +407,26 @@ impl Manager {
             // A ticket travels with every packet put: bounded, so a large
             // backup gets several tickets per target rather than one huge one.
             for batch in entries.chunks(TICKET_BATCH) {
-                tickets.push(StorageTicket::issue_kind(
-                    &self.identity,
-                    kind,
-                    target,
-                    batch.to_vec(),
-                    now + self.config.ticket_ttl,
-                ));
+                tickets.push(
+                    StorageTicket::issue_kind(
+                        &self.identity,
+                        kind,
+                        target,
+                        batch.to_vec(),
+                        now + self.config.ticket_ttl,
+                    )
+                    .map_err(ManagerError::Ticket)?,
+                );
             }
         }
-        tickets
+        Ok(tickets)
     }
 
     fn delete_tickets(
         &self,
         deletions: &BTreeMap<NodeId, Vec<PacketId>>,
         now: Millis,
-    ) -> Vec<StorageTicket> {
+    ) -> Result<Vec<StorageTicket>, ManagerError> {
         let per_target = deletions
             .iter()
             .map(|(target, ids)| {
@@ -512,7 +455,7 @@ impl Manager {
     ) -> Result<PlanDecision, ManagerError> {
         let (command, draft) = self.decide_plan(&request, now, rng)?;
         self.execute(command)?;
-        Ok(self.finish_plan(draft, now))
+        self.finish_plan(draft, now)
     }
 
     /// Decides a plan without changing anything: the `BeginBackup` command
@@ -549,7 +492,7 @@ impl Manager {
 
     /// The answer to a plan whose `BeginBackup` applied: store tickets signed
     /// by this manager.
-    pub fn finish_plan(&self, draft: PlanDraft, now: Millis) -> PlanDecision {
+    pub fn finish_plan(&self, draft: PlanDraft, now: Millis) -> Result<PlanDecision, ManagerError> {
         let mut per_target: BTreeMap<NodeId, Vec<TicketEntry>> = BTreeMap::new();
         for p in draft.uploads.iter().flat_map(|c| &c.packets) {
             per_target.entry(p.target).or_default().push(TicketEntry {
@@ -557,13 +500,13 @@ impl Manager {
                 size: p.size,
             });
         }
-        PlanDecision {
+        Ok(PlanDecision {
             pending_id: draft.pending_id,
-            tickets: self.tickets(TicketKind::Store, per_target, now),
+            tickets: self.tickets(TicketKind::Store, per_target, now)?,
             uploads: draft.uploads,
             reused: draft.reused,
             expires_at: draft.expires_at,
-        }
+        })
     }
 
     /// (b') A dry run of [`plan_backup`](Self::plan_backup): the same
@@ -712,7 +655,7 @@ impl Manager {
             CommitStep::Done(response) => Ok(response),
             CommitStep::Propose { command, snapshot } => {
                 let applied = self.execute(command)?;
-                Ok(self.finish_commit(snapshot, &applied, now))
+                self.finish_commit(snapshot, &applied, now)
             }
         }
     }
@@ -784,7 +727,7 @@ impl Manager {
         let sealed = seal_at_rest(
             &self.group_key,
             snapshot_id.as_bytes(),
-            &sequence.to_bytes(),
+            &sequence.to_bytes().map_err(ManagerError::Seal)?,
             rng,
         )
         .map_err(ManagerError::Seal)?;
@@ -813,20 +756,24 @@ impl Manager {
         snapshot: SnapshotId,
         applied: &Applied,
         now: Millis,
-    ) -> CommitResponse {
-        CommitResponse {
+    ) -> Result<CommitResponse, ManagerError> {
+        Ok(CommitResponse {
             snapshot,
-            delete_tickets: self.deletion_tickets(applied, now),
-        }
+            delete_tickets: self.deletion_tickets(applied, now)?,
+        })
     }
 
     /// Delete tickets, signed by this manager, for the packets an applied
     /// command freed (`Deletions` or a commit's orphans); none otherwise.
-    pub fn deletion_tickets(&self, applied: &Applied, now: Millis) -> Vec<StorageTicket> {
+    pub fn deletion_tickets(
+        &self,
+        applied: &Applied,
+        now: Millis,
+    ) -> Result<Vec<StorageTicket>, ManagerError> {
         match applied {
             Applied::Deletions(d) => self.delete_tickets(d, now),
             Applied::Committed { orphans, .. } => self.delete_tickets(orphans, now),
-            Applied::Done => Vec::new(),
+            Applied::Done => Ok(Vec::new()),
         }
     }
 
@@ -874,7 +821,7 @@ impl Manager {
         seal_to_recipient(
             &client.profile.x25519_public,
             snapshot.as_bytes(),
-            &sequence.to_bytes(),
+            &sequence.to_bytes().map_err(ManagerError::Seal)?,
             rng,
         )
         .map_err(ManagerError::Seal)
@@ -910,7 +857,7 @@ impl Manager {
     ) -> Result<ForgetResponse, ManagerError> {
         let command = self.decide_forget(requester, snapshot, now)?;
         let applied = self.execute(command)?;
-        Ok(self.finish_forget(&applied, now))
+        self.finish_forget(&applied, now)
     }
 
     /// Decides a forget: checks the snapshot is the requester's and returns
@@ -936,15 +883,19 @@ impl Manager {
     }
 
     /// The answer to an applied `Forget`: what to delete where, with tickets.
-    pub fn finish_forget(&self, applied: &Applied, now: Millis) -> ForgetResponse {
+    pub fn finish_forget(
+        &self,
+        applied: &Applied,
+        now: Millis,
+    ) -> Result<ForgetResponse, ManagerError> {
         let deletions = match applied {
             Applied::Deletions(d) => d.clone(),
             _ => BTreeMap::new(),
         };
-        ForgetResponse {
-            delete_tickets: self.delete_tickets(&deletions, now),
+        Ok(ForgetResponse {
+            delete_tickets: self.delete_tickets(&deletions, now)?,
             deletions,
-        }
+        })
     }
 
     /// (g) Records a restore (data assembly record); returns its id.
@@ -992,7 +943,7 @@ impl Manager {
     ) -> Result<Vec<StorageTicket>, ManagerError> {
         let command = self.decide_abandon(source, pending_id, now)?;
         let applied = self.execute(command)?;
-        Ok(self.deletion_tickets(&applied, now))
+        self.deletion_tickets(&applied, now)
     }
 
     /// Decides an abandon: checks the plan is `source`'s and returns the
@@ -1028,7 +979,7 @@ impl Manager {
         let mut tickets = Vec::new();
         for command in self.decide_expire(now) {
             let applied = self.execute(command)?;
-            tickets.extend(self.deletion_tickets(&applied, now));
+            tickets.extend(self.deletion_tickets(&applied, now)?);
         }
         Ok(tickets)
     }

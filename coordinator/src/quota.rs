@@ -156,7 +156,7 @@ struct TokenBody<'a> {
 }
 
 impl JoinToken {
-    fn signed_bytes(&self) -> Vec<u8> {
+    fn signed_bytes(&self) -> Result<Vec<u8>, crate::cbor::CborError> {
         let mut out = TOKEN_CONTEXT.to_vec();
         let body = TokenBody {
             node: &self.node,
@@ -164,10 +164,8 @@ impl JoinToken {
             valid_until: self.valid_until,
             issuer: &self.issuer,
         };
-        if ciborium::into_writer(&body, &mut out).is_err() {
-            out.truncate(TOKEN_CONTEXT.len());
-        }
-        out
+        crate::cbor::encode_into(&body, &mut out)?;
+        Ok(out)
     }
 
     /// Signs a token admitting `node` with `subscription`.
@@ -176,7 +174,7 @@ impl JoinToken {
         node: NodeId,
         subscription: Subscription,
         valid_until: Millis,
-    ) -> Self {
+    ) -> Result<Self, QuotaError> {
         let mut token = JoinToken {
             node,
             subscription,
@@ -184,8 +182,11 @@ impl JoinToken {
             issuer: NodeId(key.verifying_key().to_bytes()),
             signature: Vec::new(),
         };
-        token.signature = key.sign(&token.signed_bytes()).to_bytes().to_vec();
-        token
+        let body = token
+            .signed_bytes()
+            .map_err(|e| QuotaError::BadToken(e.to_string()))?;
+        token.signature = key.sign(&body).to_bytes().to_vec();
+        Ok(token)
     }
 
     /// Checks the token admits `node` at `now` and was signed by one of `issuers`.
@@ -215,7 +216,10 @@ impl JoinToken {
             .as_slice()
             .try_into()
             .map_err(|_| QuotaError::BadToken("malformed signature".into()))?;
-        key.verify_strict(&self.signed_bytes(), &Signature::from_bytes(&signature))
+        let body = self
+            .signed_bytes()
+            .map_err(|e| QuotaError::BadToken(e.to_string()))?;
+        key.verify_strict(&body, &Signature::from_bytes(&signature))
             .map_err(|_| QuotaError::BadToken("signature does not verify".into()))
     }
 }
@@ -253,7 +257,7 @@ mod tests {
         let manager = SigningKey::from_bytes(&[3; 32]);
         let manager_id = NodeId(manager.verifying_key().to_bytes());
         let node = NodeId([5; 32]);
-        let token = JoinToken::issue(&manager, node, Subscription::default_plan(), 100);
+        let token = JoinToken::issue(&manager, node, Subscription::default_plan(), 100).unwrap();
         assert!(token.verify(&node, &[manager_id], 50).is_ok());
         assert!(token.verify(&NodeId([6; 32]), &[manager_id], 50).is_err());
         assert!(token.verify(&node, &[manager_id], 101).is_err());

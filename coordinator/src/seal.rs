@@ -78,13 +78,8 @@ pub struct Sequence {
 
 impl Sequence {
     /// Deterministic CBOR bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        // Writing into a Vec cannot fail for these plain types.
-        if ciborium::into_writer(self, &mut out).is_err() {
-            out.clear();
-        }
-        out
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SealError> {
+        crate::cbor::encode(self).map_err(|e| SealError::BadSequence(e.to_string()))
     }
 
     /// Decodes CBOR bytes; never panics on garbage.
@@ -281,7 +276,7 @@ mod tests {
     fn at_rest_round_trips_and_rejects_tamper_wrong_key_and_wrong_context() {
         let mut rng = StdRng::seed_from_u64(1);
         let key = GroupKey::generate(&mut rng);
-        let bytes = sequence().to_bytes();
+        let bytes = sequence().to_bytes().unwrap();
         let sealed = seal_at_rest(&key, b"snapshot-1", &bytes, &mut rng).unwrap();
         let opened = open_at_rest(&key, b"snapshot-1", &sealed).unwrap();
         assert_eq!(Sequence::from_bytes(&opened).unwrap(), sequence());

@@ -70,17 +70,13 @@ pub enum Command {
 
 impl Command {
     /// CBOR bytes for a log entry.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if ciborium::into_writer(self, &mut out).is_err() {
-            out.clear();
-        }
-        out
+    pub fn to_bytes(&self) -> Result<Vec<u8>, crate::cbor::CborError> {
+        crate::cbor::encode(self)
     }
 
     /// Decodes a log entry; never panics on garbage.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ApplyError> {
-        ciborium::from_reader(bytes).map_err(|e| ApplyError::Malformed(e.to_string()))
+        crate::cbor::decode(bytes).map_err(|e| ApplyError::Malformed(e.to_string()))
     }
 }
 

@@ -92,7 +92,7 @@ impl StorageTicket {
         target: NodeId,
         entries: Vec<TicketEntry>,
         expires_at: Millis,
-    ) -> Self {
+    ) -> Result<Self, TicketError> {
         Self::issue_kind(signing_key, TicketKind::Store, target, entries, expires_at)
     }
 
@@ -103,7 +103,7 @@ impl StorageTicket {
         target: NodeId,
         mut entries: Vec<TicketEntry>,
         expires_at: Millis,
-    ) -> Self {
+    ) -> Result<Self, TicketError> {
         entries.sort_unstable();
         entries.dedup_by_key(|e| e.packet_id);
         let manager = NodeId(signing_key.verifying_key().to_bytes());
@@ -116,11 +116,14 @@ impl StorageTicket {
             expires_at,
             signature: Vec::new(),
         };
-        ticket.signature = signing_key.sign(&ticket.signed_bytes()).to_bytes().to_vec();
-        ticket
+        ticket.signature = signing_key
+            .sign(&ticket.signed_bytes()?)
+            .to_bytes()
+            .to_vec();
+        Ok(ticket)
     }
 
-    fn signed_bytes(&self) -> Vec<u8> {
+    fn signed_bytes(&self) -> Result<Vec<u8>, TicketError> {
         let body = TicketBody {
             version: self.version,
             kind: self.kind,
@@ -130,11 +133,9 @@ impl StorageTicket {
             expires_at: self.expires_at,
         };
         let mut out = TICKET_CONTEXT.to_vec();
-        if ciborium::into_writer(&body, &mut out).is_err() {
-            // Cannot happen when writing to a Vec; an empty body never verifies.
-            out.truncate(TICKET_CONTEXT.len());
-        }
-        out
+        crate::cbor::encode_into(&body, &mut out)
+            .map_err(|e| TicketError::Malformed(e.to_string()))?;
+        Ok(out)
     }
 
     /// Checks the ticket offline: issued by `trusted_manager`, addressed to `me`,
@@ -176,7 +177,7 @@ impl StorageTicket {
             .as_slice()
             .try_into()
             .map_err(|_| TicketError::BadSignature)?;
-        key.verify_strict(&self.signed_bytes(), &Signature::from_bytes(&signature))
+        key.verify_strict(&self.signed_bytes()?, &Signature::from_bytes(&signature))
             .map_err(|_| TicketError::BadSignature)
     }
 
@@ -201,12 +202,8 @@ impl StorageTicket {
     }
 
     /// CBOR bytes for the wire.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        if ciborium::into_writer(self, &mut out).is_err() {
-            out.clear();
-        }
-        out
+    pub fn to_bytes(&self) -> Result<Vec<u8>, TicketError> {
+        crate::cbor::encode(self).map_err(|e| TicketError::Malformed(e.to_string()))
     }
 
     /// Decodes CBOR bytes (at most `max_len`); never panics on garbage.
@@ -248,12 +245,12 @@ mod tests {
         let key = manager_key(1);
         let manager = NodeId(key.verifying_key().to_bytes());
         let target = NodeId([9; 32]);
-        let ticket = StorageTicket::issue(&key, target, entries(), 10_000);
+        let ticket = StorageTicket::issue(&key, target, entries(), 10_000).unwrap();
         assert_eq!(ticket.verify(&manager, &target, 9_999), Ok(()));
         assert_eq!(ticket.size_for(&PacketId::of(&[1])), Some(200));
         assert_eq!(ticket.size_for(&PacketId::of(&[7])), None);
         assert!(ticket.permits(TicketKind::Store) && !ticket.permits(TicketKind::Delete));
-        let decoded = StorageTicket::from_bytes(&ticket.to_bytes(), 1 << 20).unwrap();
+        let decoded = StorageTicket::from_bytes(&ticket.to_bytes().unwrap(), 1 << 20).unwrap();
         assert_eq!(decoded.verify(&manager, &target, 0), Ok(()));
     }
 
@@ -262,7 +259,7 @@ mod tests {
         let key = manager_key(1);
         let manager = NodeId(key.verifying_key().to_bytes());
         let target = NodeId([9; 32]);
-        let ticket = StorageTicket::issue(&key, target, entries(), 10_000);
+        let ticket = StorageTicket::issue(&key, target, entries(), 10_000).unwrap();
 
         assert_eq!(
             ticket.verify(&manager, &target, 10_001),
@@ -308,7 +305,7 @@ mod tests {
             Err(TicketError::BadSignature)
         );
         // A ticket re-signed by someone else but claiming the real manager fails.
-        let mut forged = StorageTicket::issue(&impostor, target, entries(), 10_000);
+        let mut forged = StorageTicket::issue(&impostor, target, entries(), 10_000).unwrap();
         forged.manager = manager;
         assert_eq!(
             forged.verify(&manager, &target, 0),

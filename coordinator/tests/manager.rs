@@ -1,16 +1,15 @@
 //! The sequence manager end to end, without a network: dedup across sources,
 //! forget with reference counts, quotas, closed grids, sealed sequences,
-//! tickets, redb state surviving a reopen, and replaying the command log.
+//! tickets, decide→apply with no disk, and replaying the command log.
 
 use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use strew_coordinator::{
-    ApplyError, BackupParams, ChunkPlan, CommitRequest, Compression, ConvergenceScope, DataId,
-    Encryption, GeoPoint, GridMode, GroupKey, JoinToken, Manager, ManagerConfig, ManagerError,
-    ManagerState, NodeId, NodeProfile, PacketId, PacketSpec, PlanDecision, PlanRequest, QuotaError,
-    Redundancy, RestoreOutcome, Sequence, Store, StoredPacket, Subscription, TicketKind,
-    haversine_km, open_as_recipient,
+    ApplyError, BackupParams, ChunkPlan, Command, CommitRequest, Compression, ConvergenceScope,
+    DataId, Encryption, GeoPoint, GridMode, GroupKey, JoinToken, Manager, ManagerConfig,
+    ManagerError, NodeId, NodeProfile, PacketId, PacketSpec, PlanDecision, PlanRequest, QuotaError,
+    Redundancy, Sequence, StoredPacket, Subscription, TicketKind, haversine_km, open_as_recipient,
 };
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -60,7 +59,7 @@ fn grid() -> (Vec<TestNode>, TestNode, TestNode) {
 }
 
 fn manager(config: ManagerConfig) -> Manager {
-    Manager::in_memory(key(200), GroupKey([7; 32]), config)
+    Manager::new(key(200), GroupKey([7; 32]), config)
 }
 
 fn join_all(m: &mut Manager, targets: &[TestNode], sources: &[&TestNode]) {
@@ -424,7 +423,7 @@ fn closed_grid_admits_only_token_holders() {
         source_storage: Some(100 * GIB),
         ..Subscription::default_plan()
     };
-    let token = JoinToken::issue(&key(200), paris.id, plan.clone(), 100);
+    let token = JoinToken::issue(&key(200), paris.id, plan.clone(), 100).unwrap();
     assert!(
         m.join(targets[0].profile.clone(), Some(token.clone()), 1)
             .is_err()
@@ -435,54 +434,149 @@ fn closed_grid_admits_only_token_holders() {
     m.join(paris.profile.clone(), None, 5).unwrap();
 }
 
+/// The pure core, with no temp dir: every change is decided (`decide_*`,
+/// which changes nothing), then applied (`apply`, which returns the records
+/// it touched). The commands, CBOR round-tripped as a log would carry them,
+/// bring a second manager to the same state, reference counts included.
 #[test]
-fn state_survives_reopen_and_the_command_log_replays_to_the_same_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manager.redb");
+fn decide_then_apply_drives_plan_commit_forget_and_abort_and_the_commands_replay() {
     let (targets, paris, lyon) = grid();
-    let (snap, before) = {
-        let mut m =
-            Manager::open(&path, key(200), GroupKey([7; 32]), ManagerConfig::default()).unwrap();
-        join_all(&mut m, &targets, &[&paris, &lyon]);
-        let d = plan(&mut m, &paris, "docs", &["a", "b", "c"], 10);
-        let snap = commit(&mut m, &paris, &d, &["a", "b", "c"], 20).snapshot;
-        let d2 = plan(&mut m, &lyon, "docs", &["a", "z"], 30);
-        let snap2 = commit(&mut m, &lyon, &d2, &["a", "z"], 40).snapshot;
-        m.forget(lyon.id, snap2, 45).unwrap();
-        let _pending = plan(&mut m, &paris, "later", &["p"], 50);
-        m.record_restore(
-            paris.id,
-            snap,
-            RestoreOutcome::Succeeded { bytes: 1000 },
-            60,
-        )
-        .unwrap();
-        m.set_online(targets[0].id, false, 70).unwrap();
-        (snap, m.state().clone())
+    let mut m = manager(ManagerConfig::default());
+    let mut log: Vec<Command> = Vec::new();
+    let mut rng = StdRng::seed_from_u64(3);
+    let run = |m: &mut Manager, log: &mut Vec<Command>, command: Command| {
+        let before = m.state().clone();
+        let effects = m.apply(&command).unwrap();
+        assert_ne!(m.state(), &before, "an applied command changes the state");
+        log.push(command);
+        effects
     };
-    let m = Manager::open(&path, key(200), GroupKey([7; 32]), ManagerConfig::default()).unwrap();
-    assert_eq!(m.state(), &before);
-    assert_eq!(m.state().log.len(), before.log.len());
-    assert_eq!(m.list_snapshots(&paris.id, None).len(), 1);
-    assert_eq!(m.state().assemblies.len(), 1);
-    assert_eq!(m.state().pending.len(), 1);
-    assert!(!m.view().get(&targets[0].id).unwrap().online);
-    let mut rng = StdRng::seed_from_u64(9);
-    let sealed = m.fetch_sequence(paris.id, snap, &mut rng).unwrap();
-    assert!(open_as_recipient(&paris.secret, snap.as_bytes(), &sealed).is_ok());
-    drop(m);
-
-    // A fresh replica applying the persisted command log reaches the same state.
-    let (store, _) = Store::open(&path).unwrap();
-    let commands = store.commands_since(1).unwrap();
-    assert_eq!(commands.len() as u64, store.applied());
-    let mut replica = ManagerState::default();
-    for c in &commands {
-        let bytes = c.to_bytes();
-        let decoded = strew_coordinator::Command::from_bytes(&bytes).unwrap();
-        replica.apply(&decoded).unwrap();
+    for node in targets.iter().chain([&paris, &lyon]) {
+        let join = Command::Join {
+            profile: node.profile.clone(),
+            token: None,
+            at: 1,
+        };
+        let effects = run(&mut m, &mut log, join);
+        assert!(effects.touched.clients.contains(&node.id));
     }
-    assert_eq!(replica, before);
+    let request = |source: &TestNode, set: &str, chunks: &[&str]| PlanRequest {
+        source: source.id,
+        set: set.into(),
+        location: source.profile.location,
+        params: params(),
+        chunks: chunks.iter().map(|c| chunk(c)).collect(),
+        exclude: Vec::new(),
+    };
+    let receipts = |uploads: &[strew_coordinator::PlannedChunk]| -> Vec<StoredPacket> {
+        uploads.iter().flat_map(|c| c.packets.clone()).collect()
+    };
+    let ids = |names: &[&str]| -> Vec<DataId> { names.iter().map(|c| chunk(c).data_id).collect() };
+
+    // Paris plans and commits a, b, c.
+    let (command, draft) = m
+        .decide_plan(&request(&paris, "docs", &["a", "b", "c"]), 10, &mut rng)
+        .unwrap();
+    assert!(m.state().pending.is_empty(), "deciding changes nothing");
+    let effects = run(&mut m, &mut log, command);
+    assert_eq!(effects.touched.pending.len(), 1);
+    let decision = m.finish_plan(draft, 10).unwrap();
+    assert!(!decision.tickets.is_empty());
+    let commit_request = CommitRequest {
+        pending_id: decision.pending_id,
+        source: paris.id,
+        stored: receipts(&decision.uploads),
+        manifest: chunk("a").data_id,
+        manifest_chunks: ids(&["a"]),
+        chunks: ids(&["a", "b", "c"]),
+        bytes: 3000,
+    };
+    let step = m.decide_commit(&commit_request, 20, &mut rng).unwrap();
+    let strew_coordinator::CommitStep::Propose {
+        command,
+        snapshot: paris_snap,
+    } = step
+    else {
+        panic!("a first commit proposes a command");
+    };
+    let effects = run(&mut m, &mut log, command);
+    assert!(effects.touched.snapshots.contains(&paris_snap));
+    assert_eq!(m.state().chunks[&chunk("a").data_id].refs, 1);
+
+    // Lyon backs up a (shared with Paris) and z, then forgets it.
+    let (command, draft) = m
+        .decide_plan(&request(&lyon, "docs", &["a", "z"]), 30, &mut rng)
+        .unwrap();
+    run(&mut m, &mut log, command);
+    let decision = m.finish_plan(draft, 30).unwrap();
+    assert_eq!(
+        decision.reused,
+        ids(&["a"]),
+        "a is stored already: nothing to upload for it"
+    );
+    let commit_request = CommitRequest {
+        pending_id: decision.pending_id,
+        source: lyon.id,
+        stored: receipts(&decision.uploads),
+        manifest: chunk("z").data_id,
+        manifest_chunks: ids(&["z"]),
+        chunks: ids(&["a", "z"]),
+        bytes: 2000,
+    };
+    let strew_coordinator::CommitStep::Propose {
+        command,
+        snapshot: lyon_snap,
+    } = m.decide_commit(&commit_request, 40, &mut rng).unwrap()
+    else {
+        panic!("a first commit proposes a command");
+    };
+    run(&mut m, &mut log, command);
+    assert_eq!(m.state().chunks[&chunk("a").data_id].refs, 2);
+    let command = m.decide_forget(lyon.id, lyon_snap, 45).unwrap();
+    let effects = run(&mut m, &mut log, command);
+    let forgotten = m.finish_forget(&effects.applied, 45).unwrap();
+    let freed: Vec<PacketId> = forgotten.deletions.values().flatten().copied().collect();
+    assert_eq!(
+        freed.len(),
+        3,
+        "only z's stripe is freed: a is still Paris's"
+    );
+    assert_eq!(m.state().chunks[&chunk("a").data_id].refs, 1);
+    assert!(!m.state().chunks.contains_key(&chunk("z").data_id));
+
+    // A plan that is abandoned releases its reservations.
+    let (command, draft) = m
+        .decide_plan(&request(&paris, "later", &["p"]), 50, &mut rng)
+        .unwrap();
+    run(&mut m, &mut log, command);
+    assert!(m.state().targets.values().any(|t| t.reserved > 0));
+    assert_eq!(m.next_deadline(), Some(draft.expires_at));
+    let command = m.decide_abandon(paris.id, draft.pending_id, 55).unwrap();
+    run(&mut m, &mut log, command);
+    assert!(m.state().targets.values().all(|t| t.reserved == 0));
+    assert_eq!(m.next_deadline(), None);
+
+    // The log, as bytes, replays to the same state on another member.
+    let mut replica = Manager::new(key(201), GroupKey([7; 32]), ManagerConfig::default());
+    for command in &log {
+        let bytes = command.to_bytes().unwrap();
+        replica
+            .apply(&Command::from_bytes(&bytes).unwrap())
+            .unwrap();
+    }
+    assert_eq!(replica.state(), m.state());
+    let sealed = replica
+        .fetch_sequence(paris.id, paris_snap, &mut rng)
+        .unwrap();
+    assert!(open_as_recipient(&paris.secret, paris_snap.as_bytes(), &sealed).is_ok());
+    // A command that does not apply changes nothing.
+    let before = replica.state().clone();
+    let again = Command::Forget {
+        snapshot: lyon_snap,
+        at: 60,
+    };
+    assert!(replica.apply(&again).is_err());
+    assert_eq!(replica.state(), &before);
 }
 
 #[test]
@@ -650,7 +744,7 @@ fn decided_commands_change_nothing_until_applied_and_replicate_to_another_member
     let (targets, paris, _) = grid();
     let mut leader = manager(ManagerConfig::default());
     // A follower holds the same state under its own identity.
-    let mut follower = Manager::in_memory(key(201), GroupKey([7; 32]), ManagerConfig::default());
+    let mut follower = Manager::new(key(201), GroupKey([7; 32]), ManagerConfig::default());
     join_all(&mut leader, &targets, &[&paris]);
     join_all(&mut follower, &targets, &[&paris]);
     let request = PlanRequest {
@@ -670,7 +764,7 @@ fn decided_commands_change_nothing_until_applied_and_replicate_to_another_member
     follower.execute(first).unwrap();
     // Both were decided on the same state: the second carries a stale pending id.
     assert!(leader.execute(second).is_err());
-    let decision = leader.finish_plan(draft, 10);
+    let decision = leader.finish_plan(draft, 10).unwrap();
     assert!(!decision.tickets.is_empty());
     for t in &decision.tickets {
         let target = t.target;
@@ -698,7 +792,7 @@ fn decided_commands_change_nothing_until_applied_and_replicate_to_another_member
     let applied = follower.execute(command.clone()).unwrap();
     leader.execute(command).unwrap();
     assert_eq!(leader.state(), follower.state());
-    let response = follower.finish_commit(snapshot, &applied, 20);
+    let response = follower.finish_commit(snapshot, &applied, 20).unwrap();
     assert_eq!(response.snapshot, snapshot);
     // The follower, as a new leader, answers a retried commit without a new command.
     match follower.decide_commit(&commit, 30, &mut rng).unwrap() {

@@ -143,6 +143,25 @@ pub struct Touched {
     pub log_from: Option<u64>,
 }
 
+impl Touched {
+    /// Adds what `other` touched (several commands applied as one batch).
+    pub fn merge(&mut self, other: Touched) {
+        self.mode |= other.mode;
+        self.counters |= other.counters;
+        self.clients.extend(other.clients);
+        self.profiles.extend(other.profiles);
+        self.chunks.extend(other.chunks);
+        self.targets.extend(other.targets);
+        self.snapshots.extend(other.snapshots);
+        self.pending.extend(other.pending);
+        self.assemblies.extend(other.assemblies);
+        self.log_from = match (self.log_from, other.log_from) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// Every record the manager keeps, in deterministic maps. Serialisable so a
 /// consensus layer can ship it whole as a snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

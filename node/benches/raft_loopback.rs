@@ -8,12 +8,13 @@
 //! `cargo bench -p strew-node --bench raft_loopback` (prints a table;
 //! `ROUNDS=n` changes the number of commits, default 300).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use strew_coordinator::{Command, GeoPoint, Manager, ManagerConfig, NodeId, NodeProfile};
+use strew_coordinator::{Command, GeoPoint, ManagerConfig, NodeId, NodeProfile};
 use strew_node::consensus::overlay::{OverlayRaft, RaftService};
+use strew_node::consensus::replica::ManagerReplica;
 use strew_node::consensus::{ConsensusMember, GroupConfig, Member, Role, WriteError};
 use strew_overlay::config::LocalProfile;
 use strew_overlay::{Keypair, MemoryStorage, OverlayConfig, OverlayHandle};
@@ -49,12 +50,13 @@ async fn start_peer(n: usize, bootstrap: Option<String>) -> Result<Peer> {
     )?;
     let dir = tempfile::tempdir()?;
     let signing = strew_overlay::packet::ticket::signing_key(&key).context("ed25519")?;
-    let manager = Manager::open(
+    let replica = ManagerReplica::open(
         &dir.path().join("manager.redb"),
         signing,
         strew_coordinator::GroupKey([7; 32]),
         ManagerConfig::default(),
-    )?;
+    )
+    .await?;
     let transport = Arc::new(OverlayRaft::new(overlay.clone()));
     let endpoint = Arc::new(RaftService::new(transport.clone()));
     overlay.set_raft_endpoint(Some(endpoint.clone()));
@@ -63,7 +65,7 @@ async fn start_peer(n: usize, bootstrap: Option<String>) -> Result<Peer> {
         ConsensusMember::start(
             &node,
             &dir.path().join("raft.redb"),
-            Arc::new(Mutex::new(manager)),
+            Arc::new(replica),
             transport,
             GroupConfig::default(),
         )

@@ -9,8 +9,7 @@
 //! daemon supplies. It must not know overlay or storage internals.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,23 +98,17 @@ pub async fn serve(
     let port = listener.local_addr().map_err(ControlError::Io)?.port();
     let token = random_token();
     let file = data_dir.join(CONTROL_FILE);
-    let tmp = data_dir.join(format!("{CONTROL_FILE}.tmp"));
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(ControlError::Io)?;
-        let body = serde_json::to_vec(&ControlFile {
-            port,
-            token: token.clone(),
-        })
-        .map_err(ControlError::Json)?;
-        f.write_all(&body).map_err(ControlError::Io)?;
-    }
-    fs::rename(&tmp, &file).map_err(ControlError::Io)?;
+    let body = serde_json::to_vec(&ControlFile {
+        port,
+        token: token.clone(),
+    })
+    .map_err(ControlError::Json)?;
+    let target = file.clone();
+    let write = move || crate::private_file::write_private(&target, &body);
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| ControlError::Io(std::io::Error::other(e)))?
+        .map_err(|e| ControlError::Io(e.source))?;
     let token = Arc::new(token);
     let task = tokio::spawn(async move {
         loop {

@@ -6,8 +6,7 @@
 //! secret material.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
 use std::path::{Path, PathBuf};
 
 use strew_coordinator::NodeId;
@@ -85,20 +84,10 @@ pub fn save(data_dir: &Path, key: &Keypair) -> Result<(), IdentityError> {
     let bytes = key
         .to_protobuf_encoding()
         .map_err(|_| IdentityError::NotEd25519 { path: file.clone() })?;
-    let tmp = data_dir.join(format!("{IDENTITY_FILE}.tmp"));
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io)?;
-    fs::rename(&tmp, &file).map_err(io)
+    crate::private_file::write_private(&file, &bytes).map_err(|e| IdentityError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// The NodeId of a key (every key this module hands out is Ed25519).
@@ -121,6 +110,7 @@ pub fn x25519_public(key: &Keypair) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn identity_persists_with_private_mode() {

@@ -7,8 +7,7 @@
 //! from the grid's name.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -77,21 +76,7 @@ pub fn private_secret(data_dir: &Path) -> Result<ConvergenceSecret, KeyError> {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    crate::private_file::write_private(path, bytes).map_err(|e| io(&e.path)(e.source))
 }
 
 /// The export file: TOML, hex-encoded secrets.
@@ -189,6 +174,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn export_then_import_reproduces_identity_and_secret() {

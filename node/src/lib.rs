@@ -15,6 +15,8 @@ pub mod keys;
 pub mod map;
 pub mod metrics;
 pub mod pipeline;
+pub mod private_file;
 pub mod progress;
 pub mod store;
+pub mod sync;
 pub mod verify;

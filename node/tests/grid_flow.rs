@@ -76,7 +76,7 @@ fn node_id(seed: u8) -> NodeId {
 }
 
 fn grid(capacity: u64) -> Grid {
-    let mut manager = Manager::in_memory(key(1), GroupKey([9; 32]), ManagerConfig::default());
+    let mut manager = Manager::new(key(1), GroupKey([9; 32]), ManagerConfig::default());
     let mut target_ids = Vec::new();
     for (i, (_, lat, lon)) in TARGETS.iter().enumerate() {
         let id = node_id(10 + i as u8);

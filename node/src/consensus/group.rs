@@ -14,17 +14,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, LogId, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
-use strew_coordinator::{Command, GroupKey, Manager, NodeId};
+use strew_coordinator::{Command, GroupKey, NodeId};
 
 use super::log_store::{LogStore, LogStoreError};
 use super::network::{NetworkFactory, RaftTransport, serve};
-use super::state_machine::{StateMachine, StateMachineError, read_position};
+use super::replica::ManagerReplica;
+use super::state_machine::{StateMachine, StateMachineError};
 use super::types::{
     IdCollision, Member, Outcome, Proposal, RaftId, StrewRaft, check_no_collision, raft_id,
 };
@@ -187,26 +188,26 @@ pub struct GroupStatus {
 pub struct ConsensusMember {
     id: RaftId,
     raft: Raft<StrewRaft>,
-    manager: Arc<Mutex<Manager>>,
+    replica: Arc<ManagerReplica>,
     config: GroupConfig,
 }
 
 impl ConsensusMember {
     /// Starts raft for `node`: its log in the redb file at `log_path`, its
-    /// state machine over `manager` (whose own redb holds the applied state),
+    /// state machine over `replica` (whose own redb holds the applied state),
     /// reaching others through `transport`. A member restarted on the same
     /// files resumes where it stopped.
     pub async fn start<T: RaftTransport>(
         node: &NodeId,
         log_path: &Path,
-        manager: Arc<Mutex<Manager>>,
+        replica: Arc<ManagerReplica>,
         transport: Arc<T>,
         config: GroupConfig,
     ) -> Result<ConsensusMember, ConsensusError> {
         let id = raft_id(node);
         let raft_config = Arc::new(config.raft_config()?);
         let log = LogStore::open(log_path)?;
-        let state_machine = StateMachine::new(manager.clone())?;
+        let state_machine = StateMachine::new(replica.clone());
         let network = NetworkFactory::new(id, transport);
         let raft = Raft::new(id, raft_config, network, log, state_machine)
             .await
@@ -214,7 +215,7 @@ impl ConsensusMember {
         Ok(ConsensusMember {
             id,
             raft,
-            manager,
+            replica,
             config,
         })
     }
@@ -228,9 +229,10 @@ impl ConsensusMember {
         &self.raft
     }
 
-    /// The manager the committed log is applied to (read it, never execute on it).
-    pub fn manager(&self) -> Arc<Mutex<Manager>> {
-        self.manager.clone()
+    /// The manager as this member applied the log (read it; only the state
+    /// machine changes it).
+    pub fn replica(&self) -> &Arc<ManagerReplica> {
+        &self.replica
     }
 
     /// Forms a group of one with this member as its voter, unless this
@@ -311,23 +313,22 @@ impl ConsensusMember {
         self.propose(Proposal::Manager(command)).await
     }
 
+    /// Proposes independent commands as one entry (at most
+    /// [`MAX_BATCH`](super::types::MAX_BATCH); the caller splits longer lists).
+    pub async fn execute_batch(&self, commands: Vec<Command>) -> Result<Committed, WriteError> {
+        self.propose(Proposal::Batch(commands)).await
+    }
+
     /// Whether a group key has been committed (as applied on this member).
-    pub fn has_group_key(&self) -> Result<bool, ConsensusError> {
-        let guard = self
-            .manager
-            .lock()
-            .map_err(|_| ConsensusError::StateMachine(StateMachineError::Poisoned))?;
-        Ok(read_position(&guard)?.group_key.is_some())
+    pub fn has_group_key(&self) -> bool {
+        self.replica.has_group_key()
     }
 
     /// Makes sure the group has a sealing key: proposes `candidate` unless
     /// one is committed already. The first committed key wins on every
     /// member; a later proposal is answered `Rejected` and changes nothing.
     pub async fn ensure_group_key(&self, candidate: GroupKey) -> Result<(), WriteError> {
-        if self
-            .has_group_key()
-            .map_err(|e| WriteError::Fatal(e.to_string()))?
-        {
+        if self.has_group_key() {
             return Ok(());
         }
         self.propose(Proposal::SetGroupKey(candidate))

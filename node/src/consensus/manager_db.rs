@@ -1,26 +1,30 @@
-//! Durable manager state in one redb database.
+//! The sequence manager's applied state, durable in one redb database
+//! (`DATA_DIR/manager/manager.redb`).
 //!
 //! Owns the table layout (one versioned table per record kind: the six
-//! records of SPEC R3 plus snapshots, pending backups, counters and the
-//! applied command log), the schema version check, loading the whole
-//! [`ManagerState`] on open, and writing exactly the records a command
-//! touched — together with the command itself — in one durable transaction.
-//! It also keeps one opaque blob for a consensus layer (its replication
-//! position: last applied log id, membership, group key) written in the same
-//! transaction as the state it describes, and can replace the whole state at
-//! once (a consensus snapshot being installed). Values are CBOR (ciborium). This module must not decide anything: it only
-//! mirrors what [`ManagerState::apply`] did.
+//! records of SPEC R3 plus snapshots, pending backups and counters), the
+//! schema version check and its migration, loading the whole
+//! [`ManagerState`] on open, and writing exactly the records an applied
+//! batch of commands touched — together with the consensus layer's
+//! replication position (last applied log id, membership, group key) — in
+//! one durable transaction. Rows are encoded by [`Batch::collect`] (under the
+//! caller's read of the state, no disk) and written by [`ManagerDb::write`]
+//! (disk, no state), so nobody holds the manager while an fsync runs. The
+//! raft log and its snapshots are the history: no command log is kept here.
+//! This module must not decide anything: it only mirrors what
+//! `Manager::apply` did.
 
 use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use strew_coordinator::cbor;
+use strew_coordinator::{ManagerState, Touched};
 
-use crate::state::{Command, ManagerState, Touched};
-
-/// The layout version this code writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The layout version this code writes and reads. Version 1 also kept every
+/// applied command (`commands-v1`); opening it drops that table.
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta-v1");
 const MODE: TableDefinition<&str, &[u8]> = TableDefinition::new("grid-mode-v1");
@@ -38,8 +42,8 @@ const ASSEMBLIES: TableDefinition<u64, &[u8]> = TableDefinition::new("assembly-v
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("backup-log-v1");
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots-v1");
 const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending-v1");
-/// Every applied command, by index (what a consensus log would replay).
-const COMMANDS: TableDefinition<u64, &[u8]> = TableDefinition::new("commands-v1");
+/// Version 1's command log, dropped on open.
+const OLD_COMMANDS: TableDefinition<u64, &[u8]> = TableDefinition::new("commands-v1");
 /// The consensus layer's replication position (opaque bytes under one key).
 const REPLICATION: TableDefinition<&str, &[u8]> = TableDefinition::new("replication-v1");
 const REPLICATION_KEY: &str = "position";
@@ -57,6 +61,12 @@ pub enum StoreError {
     Decode {
         table: &'static str,
         message: String,
+    },
+    #[error("a record for table {table} does not encode")]
+    Encode {
+        table: &'static str,
+        #[source]
+        source: cbor::CborError,
     },
 }
 
@@ -79,30 +89,121 @@ from_redb!(
     redb::SetDurabilityError
 );
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    if ciborium::into_writer(value, &mut out).is_err() {
-        out.clear();
-    }
-    out
+fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
+    cbor::encode(value).map_err(|source| StoreError::Encode { table, source })
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    ciborium::from_reader(bytes).map_err(|e| StoreError::Decode {
+    cbor::decode(bytes).map_err(|e| StoreError::Decode {
         table,
         message: e.to_string(),
     })
 }
 
-/// The manager's database.
-pub struct Store {
-    db: Database,
-    applied: u64,
+/// What opening the database found: the state and the replication position
+/// last written with it (`None` before any entry was applied).
+pub struct Loaded {
+    pub state: ManagerState,
+    pub position: Option<Vec<u8>>,
 }
 
-impl Store {
-    /// Opens (or creates) the database and loads the state it holds.
-    pub fn open(path: &Path) -> Result<(Store, ManagerState), StoreError> {
+/// One table's rows to write: `(key, Some(value))` to insert, `(key, None)` to remove.
+type Rows<K> = Vec<(K, Option<Vec<u8>>)>;
+
+/// The encoded rows of one applied batch, ready to write without the state.
+#[derive(Default)]
+pub struct Batch {
+    counters: Option<(u64, u64)>,
+    mode: Option<Vec<u8>>,
+    clients: Rows<[u8; 32]>,
+    profiles: Rows<String>,
+    chunks: Rows<[u8; 32]>,
+    targets: Rows<[u8; 32]>,
+    snapshots: Rows<[u8; 32]>,
+    pending: Rows<u64>,
+    assemblies: Rows<u64>,
+    log: Vec<(u64, Vec<u8>)>,
+    position: Vec<u8>,
+}
+
+fn rows<'a, K: Ord + 'a, KO, V: Serialize + 'a>(
+    table: &'static str,
+    keys: impl IntoIterator<Item = &'a K>,
+    map: &std::collections::BTreeMap<K, V>,
+    key: impl Fn(&K) -> KO,
+) -> Result<Rows<KO>, StoreError> {
+    keys.into_iter()
+        .map(|k| {
+            let value = map.get(k).map(|v| encode(table, v)).transpose()?;
+            Ok((key(k), value))
+        })
+        .collect()
+}
+
+impl Batch {
+    /// Encodes the records `touched` names as `state` holds them now, and
+    /// the replication position that goes with them. Reads only memory.
+    pub fn collect(
+        state: &ManagerState,
+        touched: &Touched,
+        position: Vec<u8>,
+    ) -> Result<Batch, StoreError> {
+        let log = match touched.log_from {
+            Some(from) => state
+                .log
+                .iter()
+                .filter(|e| e.seq >= from)
+                .map(|e| Ok((e.seq, encode("backup-log-v1", e)?)))
+                .collect::<Result<_, StoreError>>()?,
+            None => Vec::new(),
+        };
+        Ok(Batch {
+            counters: touched
+                .counters
+                .then_some((state.next_pending, state.next_assembly)),
+            mode: touched
+                .mode
+                .then(|| encode("grid-mode-v1", &state.mode))
+                .transpose()?,
+            clients: rows("clients-v1", &touched.clients, &state.clients, |id| id.0)?,
+            profiles: rows(
+                "source-profiles-v1",
+                &touched.profiles,
+                &state.profiles,
+                |k| k.clone(),
+            )?,
+            chunks: rows("source-data-v1", &touched.chunks, &state.chunks, |id| id.0)?,
+            targets: rows("target-data-v1", &touched.targets, &state.targets, |id| {
+                id.0
+            })?,
+            snapshots: rows("snapshots-v1", &touched.snapshots, &state.snapshots, |id| {
+                id.0
+            })?,
+            pending: rows("pending-v1", &touched.pending, &state.pending, |id| *id)?,
+            // Assembly records are only ever added.
+            assemblies: rows(
+                "assembly-v1",
+                &touched.assemblies,
+                &state.assemblies,
+                |id| *id,
+            )?
+            .into_iter()
+            .filter(|(_, v)| v.is_some())
+            .collect(),
+            log,
+            position,
+        })
+    }
+}
+
+/// The manager's database.
+pub struct ManagerDb {
+    db: Database,
+}
+
+impl ManagerDb {
+    /// Opens (or creates, or migrates) the database and loads what it holds.
+    pub fn open(path: &Path) -> Result<(ManagerDb, Loaded), StoreError> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         {
@@ -113,6 +214,12 @@ impl Store {
                     meta.insert("schema", SCHEMA_VERSION)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    // The raft log and its snapshots are the history now.
+                    txn.delete_table(OLD_COMMANDS)?;
+                    meta.remove("applied")?;
+                    meta.insert("schema", SCHEMA_VERSION)?;
+                }
                 Some(found) => return Err(StoreError::Schema { found }),
             }
             // Create every table so readers never meet a missing one.
@@ -125,15 +232,14 @@ impl Store {
             txn.open_table(LOG)?;
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(PENDING)?;
-            txn.open_table(COMMANDS)?;
             txn.open_table(REPLICATION)?;
         }
         txn.commit()?;
-        let (state, applied) = Self::load(&db)?;
-        Ok((Store { db, applied }, state))
+        let loaded = Self::load(&db)?;
+        Ok((ManagerDb { db }, loaded))
     }
 
-    fn load(db: &Database) -> Result<(ManagerState, u64), StoreError> {
+    fn load(db: &Database) -> Result<Loaded, StoreError> {
         let txn = db.begin_read()?;
         let mut state = ManagerState::default();
         let meta = txn.open_table(META)?;
@@ -142,13 +248,12 @@ impl Store {
         };
         state.next_pending = counter("next_pending")?;
         state.next_assembly = counter("next_assembly")?;
-        let applied = counter("applied")?;
         if let Some(mode) = txn.open_table(MODE)?.get("mode")? {
             state.mode = decode("grid-mode-v1", mode.value())?;
         }
         for row in txn.open_table(CLIENTS)?.iter()? {
             let (_, v) = row?;
-            let record: crate::records::ClientRecord = decode("clients-v1", v.value())?;
+            let record: strew_coordinator::ClientRecord = decode("clients-v1", v.value())?;
             state.clients.insert(record.profile.node_id, record);
         }
         for row in txn.open_table(PROFILES)?.iter()? {
@@ -160,7 +265,7 @@ impl Store {
         }
         for row in txn.open_table(CHUNKS)?.iter()? {
             let (_, v) = row?;
-            let record: crate::records::ChunkRecord = decode("source-data-v1", v.value())?;
+            let record: strew_coordinator::ChunkRecord = decode("source-data-v1", v.value())?;
             state.chunks.insert(record.data_id, record);
         }
         for row in txn.open_table(TARGETS)?.iter()? {
@@ -169,13 +274,14 @@ impl Store {
                 table: "target-data-v1",
                 message: "key is not 32 bytes".into(),
             })?;
-            state
-                .targets
-                .insert(crate::ids::NodeId(id), decode("target-data-v1", v.value())?);
+            state.targets.insert(
+                strew_coordinator::NodeId(id),
+                decode("target-data-v1", v.value())?,
+            );
         }
         for row in txn.open_table(SNAPSHOTS)?.iter()? {
             let (_, v) = row?;
-            let record: crate::records::SnapshotRecord = decode("snapshots-v1", v.value())?;
+            let record: strew_coordinator::SnapshotRecord = decode("snapshots-v1", v.value())?;
             state.snapshots.insert(record.id, record);
         }
         for row in txn.open_table(PENDING)?.iter()? {
@@ -194,215 +300,276 @@ impl Store {
             let (_, v) = row?;
             state.log.push(decode("backup-log-v1", v.value())?);
         }
-        Ok((state, applied))
+        let position = txn
+            .open_table(REPLICATION)?
+            .get(REPLICATION_KEY)?
+            .map(|v| v.value().to_vec());
+        Ok(Loaded { state, position })
     }
 
-    /// Reloads the state as the database holds it (after a failed write).
-    pub fn reload(&mut self) -> Result<ManagerState, StoreError> {
-        let (state, applied) = Self::load(&self.db)?;
-        self.applied = applied;
-        Ok(state)
-    }
-
-    /// Number of commands applied and persisted so far.
-    pub fn applied(&self) -> u64 {
-        self.applied
-    }
-
-    /// Writes `command` and every record it touched, durably, in one transaction.
-    pub fn persist(
-        &mut self,
-        state: &ManagerState,
-        touched: &Touched,
-        command: &Command,
-    ) -> Result<(), StoreError> {
-        self.persist_at(state, touched, command, None)
-    }
-
-    /// [`persist`](Self::persist), and in the same transaction records the
-    /// consensus layer's replication position (when given).
-    pub fn persist_at(
-        &mut self,
-        state: &ManagerState,
-        touched: &Touched,
-        command: &Command,
-        position: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+    /// Writes one applied batch and its replication position, durably, in
+    /// one transaction.
+    pub fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        let index = self.applied + 1;
         {
-            if let Some(position) = position {
-                txn.open_table(REPLICATION)?
-                    .insert(REPLICATION_KEY, position)?;
+            txn.open_table(REPLICATION)?
+                .insert(REPLICATION_KEY, batch.position.as_slice())?;
+            if let Some((next_pending, next_assembly)) = batch.counters {
+                let mut meta = txn.open_table(META)?;
+                meta.insert("next_pending", next_pending)?;
+                meta.insert("next_assembly", next_assembly)?;
             }
-            txn.open_table(COMMANDS)?
-                .insert(index, command.to_bytes().as_slice())?;
-            let mut meta = txn.open_table(META)?;
-            meta.insert("applied", index)?;
-            if touched.counters {
-                meta.insert("next_pending", state.next_pending)?;
-                meta.insert("next_assembly", state.next_assembly)?;
-            }
-            if touched.mode {
-                txn.open_table(MODE)?
-                    .insert("mode", encode(&state.mode).as_slice())?;
+            if let Some(mode) = &batch.mode {
+                txn.open_table(MODE)?.insert("mode", mode.as_slice())?;
             }
             let mut clients = txn.open_table(CLIENTS)?;
-            for id in &touched.clients {
-                match state.clients.get(id) {
-                    Some(r) => clients.insert(id.as_bytes().as_slice(), encode(r).as_slice())?,
-                    None => clients.remove(id.as_bytes().as_slice())?,
+            for (k, v) in &batch.clients {
+                match v {
+                    Some(v) => clients.insert(k.as_slice(), v.as_slice())?,
+                    None => clients.remove(k.as_slice())?,
                 };
             }
             let mut profiles = txn.open_table(PROFILES)?;
-            for key in &touched.profiles {
-                match state.profiles.get(key) {
-                    Some(r) => profiles.insert(key.as_str(), encode(r).as_slice())?,
-                    None => profiles.remove(key.as_str())?,
+            for (k, v) in &batch.profiles {
+                match v {
+                    Some(v) => profiles.insert(k.as_str(), v.as_slice())?,
+                    None => profiles.remove(k.as_str())?,
                 };
             }
-            let mut chunks = txn.open_table(CHUNKS)?;
-            for id in &touched.chunks {
-                match state.chunks.get(id) {
-                    Some(r) => chunks.insert(id.as_bytes().as_slice(), encode(r).as_slice())?,
-                    None => chunks.remove(id.as_bytes().as_slice())?,
-                };
-            }
-            let mut targets = txn.open_table(TARGETS)?;
-            for id in &touched.targets {
-                match state.targets.get(id) {
-                    Some(r) => targets.insert(id.as_bytes().as_slice(), encode(r).as_slice())?,
-                    None => targets.remove(id.as_bytes().as_slice())?,
-                };
-            }
-            let mut snapshots = txn.open_table(SNAPSHOTS)?;
-            for id in &touched.snapshots {
-                match state.snapshots.get(id) {
-                    Some(r) => snapshots.insert(id.as_bytes().as_slice(), encode(r).as_slice())?,
-                    None => snapshots.remove(id.as_bytes().as_slice())?,
-                };
-            }
-            let mut pending = txn.open_table(PENDING)?;
-            for id in &touched.pending {
-                match state.pending.get(id) {
-                    Some(r) => pending.insert(*id, encode(r).as_slice())?,
-                    None => pending.remove(*id)?,
-                };
-            }
-            let mut assemblies = txn.open_table(ASSEMBLIES)?;
-            for id in &touched.assemblies {
-                if let Some(r) = state.assemblies.get(id) {
-                    assemblies.insert(*id, encode(r).as_slice())?;
+            for (table, rows) in [
+                (CHUNKS, &batch.chunks),
+                (TARGETS, &batch.targets),
+                (SNAPSHOTS, &batch.snapshots),
+            ] {
+                let mut table = txn.open_table(table)?;
+                for (k, v) in rows {
+                    match v {
+                        Some(v) => table.insert(k.as_slice(), v.as_slice())?,
+                        None => table.remove(k.as_slice())?,
+                    };
                 }
             }
-            if let Some(from) = touched.log_from {
-                let mut log = txn.open_table(LOG)?;
-                for event in state.log.iter().skip(from as usize) {
-                    log.insert(event.seq, encode(event).as_slice())?;
+            for (table, rows) in [(PENDING, &batch.pending), (ASSEMBLIES, &batch.assemblies)] {
+                let mut table = txn.open_table(table)?;
+                for (k, v) in rows {
+                    match v {
+                        Some(v) => table.insert(*k, v.as_slice())?,
+                        None => table.remove(*k)?,
+                    };
                 }
+            }
+            let mut log = txn.open_table(LOG)?;
+            for (seq, event) in &batch.log {
+                log.insert(*seq, event.as_slice())?;
             }
         }
-        txn.commit()?;
-        self.applied = index;
-        Ok(())
-    }
-
-    /// The consensus layer's replication position, as last written.
-    pub fn replication_position(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(REPLICATION)?;
-        Ok(table.get(REPLICATION_KEY)?.map(|v| v.value().to_vec()))
-    }
-
-    /// Records only the replication position, durably (an entry that changed
-    /// no record: a rejected command, a membership change).
-    pub fn set_replication_position(&mut self, position: &[u8]) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.open_table(REPLICATION)?
-            .insert(REPLICATION_KEY, position)?;
         txn.commit()?;
         Ok(())
     }
 
     /// Replaces everything the database holds with `state` and `position`, in
-    /// one durable transaction (a consensus snapshot being installed). The
-    /// command log restarts empty: the state no longer derives from it.
+    /// one durable transaction (a consensus snapshot being installed).
     pub fn replace(&mut self, state: &ManagerState, position: &[u8]) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META)?;
-            meta.insert("applied", 0)?;
             meta.insert("next_pending", state.next_pending)?;
             meta.insert("next_assembly", state.next_assembly)?;
             let mut mode = txn.open_table(MODE)?;
             mode.retain(|_, _| false)?;
-            mode.insert("mode", encode(&state.mode).as_slice())?;
+            mode.insert("mode", encode("grid-mode-v1", &state.mode)?.as_slice())?;
             let mut clients = txn.open_table(CLIENTS)?;
             clients.retain(|_, _| false)?;
             for (id, r) in &state.clients {
-                clients.insert(id.as_bytes().as_slice(), encode(r).as_slice())?;
+                clients.insert(
+                    id.as_bytes().as_slice(),
+                    encode("clients-v1", r)?.as_slice(),
+                )?;
             }
             let mut profiles = txn.open_table(PROFILES)?;
             profiles.retain(|_, _| false)?;
             for (key, r) in &state.profiles {
-                profiles.insert(key.as_str(), encode(r).as_slice())?;
+                profiles.insert(key.as_str(), encode("source-profiles-v1", r)?.as_slice())?;
             }
             let mut chunks = txn.open_table(CHUNKS)?;
             chunks.retain(|_, _| false)?;
             for (id, r) in &state.chunks {
-                chunks.insert(id.as_bytes().as_slice(), encode(r).as_slice())?;
+                chunks.insert(
+                    id.as_bytes().as_slice(),
+                    encode("source-data-v1", r)?.as_slice(),
+                )?;
             }
             let mut targets = txn.open_table(TARGETS)?;
             targets.retain(|_, _| false)?;
             for (id, r) in &state.targets {
-                targets.insert(id.as_bytes().as_slice(), encode(r).as_slice())?;
+                targets.insert(
+                    id.as_bytes().as_slice(),
+                    encode("target-data-v1", r)?.as_slice(),
+                )?;
             }
             let mut snapshots = txn.open_table(SNAPSHOTS)?;
             snapshots.retain(|_, _| false)?;
             for (id, r) in &state.snapshots {
-                snapshots.insert(id.as_bytes().as_slice(), encode(r).as_slice())?;
+                snapshots.insert(
+                    id.as_bytes().as_slice(),
+                    encode("snapshots-v1", r)?.as_slice(),
+                )?;
             }
             let mut pending = txn.open_table(PENDING)?;
             pending.retain(|_, _| false)?;
             for (id, r) in &state.pending {
-                pending.insert(*id, encode(r).as_slice())?;
+                pending.insert(*id, encode("pending-v1", r)?.as_slice())?;
             }
             let mut assemblies = txn.open_table(ASSEMBLIES)?;
             assemblies.retain(|_, _| false)?;
             for (id, r) in &state.assemblies {
-                assemblies.insert(*id, encode(r).as_slice())?;
+                assemblies.insert(*id, encode("assembly-v1", r)?.as_slice())?;
             }
             let mut log = txn.open_table(LOG)?;
             log.retain(|_, _| false)?;
             for event in &state.log {
-                log.insert(event.seq, encode(event).as_slice())?;
+                log.insert(event.seq, encode("backup-log-v1", event)?.as_slice())?;
             }
-            txn.open_table(COMMANDS)?.retain(|_, _| false)?;
             txn.open_table(REPLICATION)?
                 .insert(REPLICATION_KEY, position)?;
         }
         txn.commit()?;
-        self.applied = 0;
         Ok(())
     }
+}
 
-    /// The applied commands from `from` (1-based) on, in order: what a new replica replays.
-    pub fn commands_since(&self, from: u64) -> Result<Vec<Command>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(COMMANDS)?;
-        let mut out = Vec::new();
-        for row in table.range(from..)? {
-            let (_, v) = row?;
-            out.push(
-                Command::from_bytes(v.value()).map_err(|e| StoreError::Decode {
-                    table: "commands-v1",
-                    message: e.to_string(),
-                })?,
-            );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use strew_coordinator::{
+        Command, GeoPoint, GroupKey, Manager, ManagerConfig, NodeId, NodeProfile,
+    };
+
+    fn manager() -> Manager {
+        Manager::new(
+            SigningKey::from_bytes(&[200; 32]),
+            GroupKey([7; 32]),
+            ManagerConfig::default(),
+        )
+    }
+
+    fn join(n: u8, at: u64) -> Command {
+        let id = NodeId(SigningKey::from_bytes(&[n; 32]).verifying_key().to_bytes());
+        let location = GeoPoint::new(40.0 + f64::from(n), 2.0).expect("location");
+        Command::Join {
+            profile: NodeProfile::new(id, location, 1 << 30, 0),
+            token: None,
+            at,
         }
-        Ok(out)
+    }
+
+    /// Applies `commands` as one batch and writes it with `position`.
+    fn apply_and_write(m: &mut Manager, db: &mut ManagerDb, commands: &[Command], position: &[u8]) {
+        let mut touched = Touched::default();
+        for c in commands {
+            touched.merge(m.apply(c).expect("applies").touched);
+        }
+        let batch = Batch::collect(m.state(), &touched, position.to_vec()).expect("encodes");
+        db.write(&batch).expect("writes");
+    }
+
+    #[test]
+    fn batches_and_their_position_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manager.redb");
+        let mut m = manager();
+        {
+            let (mut db, loaded) = ManagerDb::open(&path).expect("opens");
+            assert_eq!(loaded.position, None);
+            assert_eq!(loaded.state, ManagerState::default());
+            apply_and_write(&mut m, &mut db, &[join(1, 1), join(2, 2)], b"entry-2");
+            let node = NodeId(SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes());
+            let offline = Command::SetOnline {
+                node,
+                online: false,
+                at: 3,
+            };
+            apply_and_write(&mut m, &mut db, &[offline, join(3, 4)], b"entry-4");
+        }
+        let (_, loaded) = ManagerDb::open(&path).expect("reopens");
+        assert_eq!(&loaded.state, m.state());
+        assert_eq!(loaded.position.as_deref(), Some(&b"entry-4"[..]));
+    }
+
+    #[test]
+    fn replace_installs_a_whole_state_and_drops_what_it_lacks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manager.redb");
+        let mut shipped = manager();
+        for n in 1..6 {
+            shipped.apply(&join(n, u64::from(n))).expect("applies");
+        }
+        {
+            let (mut db, _) = ManagerDb::open(&path).expect("opens");
+            let mut local = manager();
+            apply_and_write(&mut local, &mut db, &[join(9, 1)], b"entry-1");
+            db.replace(shipped.state(), b"snapshot-5")
+                .expect("replaces");
+        }
+        let (_, loaded) = ManagerDb::open(&path).expect("reopens");
+        assert_eq!(&loaded.state, shipped.state());
+        assert_eq!(loaded.position.as_deref(), Some(&b"snapshot-5"[..]));
+    }
+
+    #[test]
+    fn a_version_1_database_loses_its_command_log_and_keeps_its_records() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manager.redb");
+        let mut m = manager();
+        {
+            let (mut db, _) = ManagerDb::open(&path).expect("opens");
+            apply_and_write(&mut m, &mut db, &[join(1, 1)], b"entry-1");
+            // Make it look like version 1: schema 1 and a command log.
+            let txn = db.db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("schema", 1)
+                .expect("schema");
+            txn.open_table(OLD_COMMANDS)
+                .expect("commands")
+                .insert(1, b"old".as_slice())
+                .expect("command");
+            txn.commit().expect("commit");
+        }
+        let (db, loaded) = ManagerDb::open(&path).expect("migrates");
+        assert_eq!(&loaded.state, m.state());
+        let txn = db.db.begin_read().expect("read");
+        let schema = txn
+            .open_table(META)
+            .expect("meta")
+            .get("schema")
+            .expect("get");
+        assert_eq!(schema.map(|v| v.value()), Some(SCHEMA_VERSION));
+        assert!(
+            txn.open_table(OLD_COMMANDS).is_err(),
+            "the command log is gone"
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manager.redb");
+        {
+            let (db, _) = ManagerDb::open(&path).expect("opens");
+            let txn = db.db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("schema", SCHEMA_VERSION + 1)
+                .expect("schema");
+            txn.commit().expect("commit");
+        }
+        assert!(matches!(
+            ManagerDb::open(&path),
+            Err(StoreError::Schema { found }) if found == SCHEMA_VERSION + 1
+        ));
     }
 }

@@ -14,9 +14,11 @@
 
 pub mod group;
 pub mod log_store;
+pub mod manager_db;
 pub mod memory;
 pub mod network;
 pub mod overlay;
+pub mod replica;
 pub mod state_machine;
 pub mod types;
 pub mod wire;

@@ -1,98 +1,40 @@
-//! The replicated state machine: committed log entries applied to the
-//! sequence manager.
+//! The replicated state machine: openraft's view of this member's
+//! [`ManagerReplica`].
 //!
 //! Owns [`StateMachine`] (openraft's `RaftStateMachine`) and its snapshot
-//! builder. Each committed [`Proposal::Manager`] command goes through
-//! `Manager::execute_at`, which writes the changed records *and* this
-//! module's [`ReplicationPosition`] (last applied log id, membership, group
-//! key) in one durable redb transaction, so a restart never re-applies or
-//! skips an entry. A snapshot is the whole `ManagerState` plus that position,
-//! as CBOR; installing one replaces the manager's state at once. The
-//! [`Manager`] lives in an `Arc<Mutex<_>>` shared with the manager service,
-//! which reads it; only this module changes it. redb is synchronous, so every
-//! manager call runs on tokio's blocking pool.
+//! builder, as a thin adapter: committed entries go to
+//! [`ManagerReplica::apply_batch`] on a blocking thread (one durable redb
+//! transaction per applied batch, written with the replication position,
+//! so a restart never re-applies or skips an entry); a snapshot is the
+//! replica's image (the whole `ManagerState` plus that position, as CBOR);
+//! installing one replaces the replica's state at once. A write that fails
+//! is a storage error: openraft stops this member, and a restart resumes
+//! from what the disk holds.
 
 // openraft's error types are large and its traits return them by value.
 #![allow(clippy::result_large_err)]
 
 use std::io::Cursor;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership,
+    AnyError, Entry, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
 };
-use serde::{Deserialize, Serialize};
-use strew_coordinator::{Applied, GroupKey, Manager, ManagerError, ManagerState};
+use strew_coordinator::cbor;
 
-use super::types::{Member, Outcome, Proposal, RaftId, StrewRaft};
+use super::replica::{ManagerReplica, SnapshotImage};
+use super::types::{Member, Outcome, RaftId, StrewRaft};
+use crate::sync::lock;
 
-/// What the state machine records next to the manager's records, in the
-/// same transaction: how far the log has been applied, the membership in
-/// force, and the group's sealing key once one is committed.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReplicationPosition {
-    pub last_applied: Option<LogId<RaftId>>,
-    pub membership: StoredMembership<RaftId, Member>,
-    pub group_key: Option<GroupKey>,
-}
-
-impl ReplicationPosition {
-    fn to_bytes(&self) -> Result<Vec<u8>, AnyError> {
-        let mut out = Vec::new();
-        ciborium::into_writer(self, &mut out).map_err(|e| AnyError::new(&e))?;
-        Ok(out)
-    }
-}
-
-/// The manager's position cannot be read back.
-#[derive(Debug, thiserror::Error)]
-pub enum StateMachineError {
-    #[error(transparent)]
-    Manager(#[from] ManagerError),
-    #[error("the manager's replication position does not decode: {0}")]
-    Position(String),
-    #[error("the manager lock is poisoned (a panic while applying)")]
-    Poisoned,
-}
-
-/// Reads the replication position the manager holds (default before any entry).
-pub fn read_position(manager: &Manager) -> Result<ReplicationPosition, StateMachineError> {
-    match manager.replication_position()? {
-        Some(bytes) => ciborium::from_reader(bytes.as_slice())
-            .map_err(|e| StateMachineError::Position(e.to_string())),
-        None => Ok(ReplicationPosition::default()),
-    }
-}
-
-/// A snapshot's contents.
-#[derive(Deserialize)]
-struct SnapshotImage {
-    position: ReplicationPosition,
-    state: ManagerState,
-}
-
-/// [`SnapshotImage`] borrowed, for writing it without copying the state.
-#[derive(Serialize)]
-struct SnapshotImageRef<'a> {
-    position: &'a ReplicationPosition,
-    state: &'a ManagerState,
-}
+pub use super::replica::{ReplicaError as StateMachineError, ReplicationPosition};
 
 /// The last snapshot built or installed: its meta and CBOR bytes.
 #[derive(Clone)]
 struct StoredSnapshot {
     meta: SnapshotMeta<RaftId, Member>,
     bytes: Vec<u8>,
-}
-
-type Shared<T> = Arc<Mutex<T>>;
-
-fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageIOError<RaftId>> {
-    m.lock().map_err(|_| {
-        StorageIOError::write_state_machine(AnyError::new(&StateMachineError::Poisoned))
-    })
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, StorageError<RaftId>>
@@ -106,83 +48,26 @@ where
     }
 }
 
-/// The raft state machine over a shared [`Manager`].
+/// The raft state machine over a shared [`ManagerReplica`].
 pub struct StateMachine {
-    manager: Shared<Manager>,
-    position: ReplicationPosition,
-    current: Shared<Option<StoredSnapshot>>,
+    replica: Arc<ManagerReplica>,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 impl StateMachine {
-    /// Wraps `manager`, reading back how far it has applied the log. A group
-    /// key already committed replaces the manager's own.
-    pub fn new(manager: Shared<Manager>) -> Result<StateMachine, StateMachineError> {
-        let position = {
-            let mut guard = manager.lock().map_err(|_| StateMachineError::Poisoned)?;
-            let position = read_position(&guard)?;
-            if let Some(key) = &position.group_key {
-                guard.set_group_key(key.clone());
-            }
-            position
-        };
-        Ok(StateMachine {
-            manager,
-            position,
+    pub fn new(replica: Arc<ManagerReplica>) -> StateMachine {
+        StateMachine {
+            replica,
             current: Arc::new(Mutex::new(None)),
-        })
-    }
-
-    /// The manager this state machine applies to.
-    pub fn manager(&self) -> Shared<Manager> {
-        self.manager.clone()
+        }
     }
 
     fn builder(&self) -> SnapshotBuilder {
         SnapshotBuilder {
-            manager: self.manager.clone(),
+            replica: self.replica.clone(),
             current: self.current.clone(),
         }
     }
-}
-
-/// Applies one entry; the position moves to it whatever the outcome.
-fn apply_one(
-    manager: &mut Manager,
-    position: &mut ReplicationPosition,
-    entry: Entry<StrewRaft>,
-) -> Result<Outcome, StorageIOError<RaftId>> {
-    let log_id = entry.log_id;
-    let fail = |e: AnyError| StorageIOError::apply(log_id, e);
-    position.last_applied = Some(log_id);
-    let outcome = match entry.payload {
-        EntryPayload::Blank => Outcome::Applied(Applied::Done),
-        EntryPayload::Membership(membership) => {
-            position.membership = StoredMembership::new(Some(log_id), membership);
-            Outcome::Applied(Applied::Done)
-        }
-        EntryPayload::Normal(Proposal::SetGroupKey(key)) => {
-            if position.group_key.is_some() {
-                Outcome::Rejected("the group key is already set".into())
-            } else {
-                manager.set_group_key(key.clone());
-                position.group_key = Some(key);
-                Outcome::Applied(Applied::Done)
-            }
-        }
-        EntryPayload::Normal(Proposal::Manager(command)) => {
-            let bytes = position.to_bytes().map_err(fail)?;
-            return match manager.execute_at(command, &bytes) {
-                Ok(applied) => Ok(Outcome::Applied(applied)),
-                Err(ManagerError::Apply(e)) => Ok(Outcome::Rejected(e.to_string())),
-                Err(e) => Err(fail(AnyError::new(&e))),
-            };
-        }
-    };
-    let bytes = position.to_bytes().map_err(fail)?;
-    manager
-        .set_replication_position(&bytes)
-        .map_err(|e| fail(AnyError::new(&e)))?;
-    Ok(outcome)
 }
 
 impl RaftStateMachine<StrewRaft> for StateMachine {
@@ -192,7 +77,8 @@ impl RaftStateMachine<StrewRaft> for StateMachine {
         &mut self,
     ) -> Result<(Option<LogId<RaftId>>, StoredMembership<RaftId, Member>), StorageError<RaftId>>
     {
-        Ok((self.position.last_applied, self.position.membership.clone()))
+        let position = self.replica.position();
+        Ok((position.last_applied, position.membership))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError<RaftId>>
@@ -201,19 +87,15 @@ impl RaftStateMachine<StrewRaft> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry<StrewRaft>> = entries.into_iter().collect();
-        let manager = self.manager.clone();
-        let mut position = self.position.clone();
-        let (outcomes, position) = blocking(move || {
-            let mut guard = lock(&manager)?;
-            let mut outcomes = Vec::with_capacity(entries.len());
-            for entry in entries {
-                outcomes.push(apply_one(&mut guard, &mut position, entry)?);
-            }
-            Ok((outcomes, position))
+        let last = entries.last().map(|e| e.log_id);
+        let replica = self.replica.clone();
+        blocking(move || {
+            replica.apply_batch(entries).map_err(|e| match last {
+                Some(log_id) => StorageIOError::apply(log_id, AnyError::new(&e)),
+                None => StorageIOError::write_state_machine(AnyError::new(&e)),
+            })
         })
-        .await?;
-        self.position = position;
-        Ok(outcomes)
+        .await
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -233,7 +115,7 @@ impl RaftStateMachine<StrewRaft> for StateMachine {
     ) -> Result<(), StorageError<RaftId>> {
         let bytes = snapshot.into_inner();
         let signature = Some(meta.signature());
-        let image: SnapshotImage = ciborium::from_reader(bytes.as_slice())
+        let image: SnapshotImage = cbor::decode(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e)))?;
         if image.position.last_applied != meta.last_log_id {
             return Err(StorageIOError::read_snapshot(
@@ -245,25 +127,15 @@ impl RaftStateMachine<StrewRaft> for StateMachine {
             )
             .into());
         }
-        let position = image.position.clone();
-        let position_bytes = position
-            .to_bytes()
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), e))?;
-        let manager = self.manager.clone();
+        let replica = self.replica.clone();
         let sig = signature.clone();
         blocking(move || {
-            let mut guard = lock(&manager)?;
-            guard
-                .replace_state(image.state, &position_bytes)
-                .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)))?;
-            if let Some(key) = &image.position.group_key {
-                guard.set_group_key(key.clone());
-            }
-            Ok(())
+            replica
+                .install(image)
+                .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)))
         })
         .await?;
-        self.position = position;
-        *lock(&self.current)? = Some(StoredSnapshot {
+        *lock(&self.current) = Some(StoredSnapshot {
             meta: meta.clone(),
             bytes,
         });
@@ -273,11 +145,11 @@ impl RaftStateMachine<StrewRaft> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<StrewRaft>>, StorageError<RaftId>> {
-        let cached = lock(&self.current)?.clone();
+        let cached = lock(&self.current).clone();
         let stored = match cached {
             Some(stored) => stored,
             // None built since this process started: the durable state is one.
-            None if self.position.last_applied.is_some() => {
+            None if self.replica.position().last_applied.is_some() => {
                 let built = self.builder().build_snapshot().await?;
                 return Ok(Some(built));
             }
@@ -290,30 +162,20 @@ impl RaftStateMachine<StrewRaft> for StateMachine {
     }
 }
 
-/// Builds a snapshot of the manager's state under its lock, so the state and
-/// the position in it describe the same log index.
+/// Builds a snapshot of the replica's state under its read lock, so the
+/// state and the position in it describe the same log index.
 pub struct SnapshotBuilder {
-    manager: Shared<Manager>,
-    current: Shared<Option<StoredSnapshot>>,
+    replica: Arc<ManagerReplica>,
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 impl RaftSnapshotBuilder<StrewRaft> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<StrewRaft>, StorageError<RaftId>> {
-        let manager = self.manager.clone();
+        let replica = self.replica.clone();
         let (position, bytes) = blocking(move || {
-            let guard = lock(&manager)?;
-            let position = read_position(&guard)
-                .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-            let mut bytes = Vec::new();
-            ciborium::into_writer(
-                &SnapshotImageRef {
-                    position: &position,
-                    state: guard.state(),
-                },
-                &mut bytes,
-            )
-            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-            Ok((position, bytes))
+            replica
+                .image()
+                .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))
         })
         .await?;
         let snapshot_id = match &position.last_applied {
@@ -330,7 +192,7 @@ impl RaftSnapshotBuilder<StrewRaft> for SnapshotBuilder {
             last_membership: position.membership,
             snapshot_id,
         };
-        *lock(&self.current)? = Some(StoredSnapshot {
+        *lock(&self.current) = Some(StoredSnapshot {
             meta: meta.clone(),
             bytes: bytes.clone(),
         });

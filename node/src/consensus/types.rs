@@ -94,13 +94,21 @@ pub fn check_no_collision<'a>(
     Ok(())
 }
 
+/// Most commands one [`Proposal::Batch`] carries (a join is well under 1 KiB,
+/// so a batch stays far below the 1 MiB a raft entry may take).
+pub const MAX_BATCH: usize = 256;
+
 /// What one normal log entry proposes.
 // Nearly every entry is a command: boxing it would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub enum Proposal {
-    /// A sequence-manager command, applied with `Manager::execute`.
+    /// A sequence-manager command, applied with `Manager::apply`.
     Manager(Command),
+    /// Independent commands decided in one tick (node records from the
+    /// grid view), applied in order; one that does not apply does not stop
+    /// the others. At most [`MAX_BATCH`] commands.
+    Batch(Vec<Command>),
     /// The group's key for sequences at rest. The first one committed wins;
     /// later proposals are rejected, so every member seals with the same key.
     SetGroupKey(GroupKey),
@@ -111,6 +119,7 @@ impl fmt::Debug for Proposal {
         match self {
             // Commands can be large (sealed sequences): name the kind only.
             Proposal::Manager(command) => write!(f, "Manager({})", command_kind(command)),
+            Proposal::Batch(commands) => write!(f, "Batch({} commands)", commands.len()),
             Proposal::SetGroupKey(_) => f.write_str("SetGroupKey(..)"),
         }
     }

@@ -1,7 +1,7 @@
 //! The sequence-manager service of a coordinator node: the coordinator
-//! library's [`Manager`] (its state in `DATA_DIR/manager/manager.redb`),
-//! replicated by this node's member of the coordinator group, behind the
-//! overlay's manager protocol.
+//! library's pure `Manager`, as this node's member of the coordinator group
+//! applied the log ([`ManagerReplica`], durable in
+//! `DATA_DIR/manager/manager.redb`), behind the overlay's manager protocol.
 //!
 //! Owns answering protocol calls: only the group's leader serves; every
 //! other member redirects callers to the leader (`NotManager`) or says why
@@ -10,13 +10,15 @@
 //! (one proposal at a time, so a plan's pending id never races) and answered
 //! once committed, with tickets signed by this node; reads first confirm
 //! leadership with a read barrier. Also owns keeping the manager's node
-//! records in step with the overlay's gossip (proposed by the leader).
+//! records in step with the overlay's gossip (the leader proposes every
+//! change it sees in one batch per tick) and expiring plans when the
+//! manager's next deadline passes.
 //! Membership of the group and announcing the leader are
 //! [`super::group`]'s; placement, sealing and records are the coordinator's.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -28,9 +30,12 @@ use strew_overlay::{Keypair, ManagerEndpoint, ManagerRequest, ManagerResponse, O
 use tracing::{debug, info, warn};
 
 use crate::consensus::overlay::{OverlayRaft, RaftService};
+use crate::consensus::replica::{ManagerReplica, ReplicaError};
+use crate::consensus::types::MAX_BATCH;
 use crate::consensus::{
     ConsensusError, ConsensusMember, GroupConfig, GroupStatus, Outcome, WriteError,
 };
+use crate::sync::lock;
 
 /// Directory of the manager's state inside the data dir.
 pub const MANAGER_DIR: &str = "manager";
@@ -55,7 +60,7 @@ pub enum ServiceError {
     #[error("the node identity is not an Ed25519 key")]
     NotEd25519,
     #[error("cannot open the manager's database")]
-    Manager(#[source] strew_coordinator::ManagerError),
+    Manager(#[source] ReplicaError),
     #[error("cannot start this node's member of the coordinator group")]
     Consensus(#[source] ConsensusError),
 }
@@ -65,7 +70,7 @@ pub struct ManagerService {
     overlay: OverlayHandle,
     member: Arc<ConsensusMember>,
     transport: Arc<OverlayRaft>,
-    manager: Arc<Mutex<Manager>>,
+    replica: Arc<ManagerReplica>,
     rng: Mutex<StdRng>,
     /// Held from deciding a command until it is answered: one proposal at a time.
     proposals: tokio::sync::Mutex<()>,
@@ -73,10 +78,6 @@ pub struct ManagerService {
     /// This node's candidate sealing key (the group's first committed key wins).
     local_key: GroupKey,
     config: GroupConfig,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
@@ -88,8 +89,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
 
 /// Reads this node's candidate sealing key, creating it on first start.
 fn group_key(dir: &Path) -> Result<GroupKey, ServiceError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("group.key");
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -101,17 +100,10 @@ fn group_key(dir: &Path) -> Result<GroupKey, ServiceError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = GroupKey(rand::random());
-            let tmp = dir.join("group.key.tmp");
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err(&tmp))?;
-            file.write_all(&key.0).map_err(io_err(&tmp))?;
-            file.sync_all().map_err(io_err(&tmp))?;
-            std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            crate::private_file::write_private(&path, &key.0).map_err(|e| ServiceError::Io {
+                path: e.path,
+                source: e.source,
+            })?;
             Ok(key)
         }
         Err(e) => Err(io_err(&path)(e)),
@@ -133,25 +125,33 @@ impl ManagerService {
         config: GroupConfig,
     ) -> Result<Arc<Self>, ServiceError> {
         let dir = data_dir.join(MANAGER_DIR);
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let local_key = group_key(&dir)?;
+        let local_key = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                group_key(&dir)
+            })
+            .await
+            .map_err(|e| io_err(data_dir)(std::io::Error::other(e)))??
+        };
         let signing =
             strew_overlay::packet::ticket::signing_key(key).ok_or(ServiceError::NotEd25519)?;
-        let manager = Manager::open(
+        let replica = ManagerReplica::open(
             &dir.join("manager.redb"),
             signing,
             local_key.clone(),
             ManagerConfig::default(),
         )
+        .await
         .map_err(ServiceError::Manager)?;
-        let manager = Arc::new(Mutex::new(manager));
+        let replica = Arc::new(replica);
         let transport = Arc::new(OverlayRaft::new(overlay.clone()));
         let endpoint = Arc::new(RaftService::new(transport.clone()));
         overlay.set_raft_endpoint(Some(endpoint.clone()));
         let member = ConsensusMember::start(
             &overlay.node_id(),
             &dir.join(RAFT_LOG),
-            manager.clone(),
+            replica.clone(),
             transport.clone(),
             config.clone(),
         )
@@ -163,7 +163,7 @@ impl ManagerService {
             overlay,
             member,
             transport,
-            manager,
+            replica,
             rng: Mutex::new(StdRng::from_seed(rand::random())),
             proposals: tokio::sync::Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
@@ -263,12 +263,12 @@ impl ManagerService {
             .read_barrier()
             .await
             .map_err(|e| self.write_error(e))?;
-        match self.member.has_group_key() {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ManagerResponse::Unavailable(
+        if self.member.has_group_key() {
+            Ok(())
+        } else {
+            Err(ManagerResponse::Unavailable(
                 "the coordinator group has no sealing key yet; retry".into(),
-            )),
-            Err(e) => Err(ManagerResponse::Unavailable(e.to_string())),
+            ))
         }
     }
 
@@ -287,8 +287,7 @@ impl ManagerService {
     /// Commands that bring the manager's node records in step with `profiles`
     /// (the overlay's grid view): joins for new or changed nodes, offline
     /// for vanished ones.
-    fn grid_commands(&self, profiles: Vec<NodeProfile>, now: u64) -> Vec<Command> {
-        let manager = lock(&self.manager);
+    fn grid_commands(manager: &Manager, profiles: Vec<NodeProfile>, now: u64) -> Vec<Command> {
         let mut commands = Vec::new();
         let mut seen = BTreeSet::new();
         for profile in profiles {
@@ -326,8 +325,9 @@ impl ManagerService {
         commands
     }
 
-    /// Proposes the node records the grid view implies (leader only; the
-    /// caller holds `proposals`). Stops at the first proposal that fails.
+    /// Proposes the node records the grid view implies, in batches of at
+    /// most [`MAX_BATCH`] commands (one raft entry each; leader only, the
+    /// caller holds `proposals`). Stops at the first batch that fails.
     async fn sync_grid_locked(&self, now: u64) -> Result<(), ManagerResponse> {
         let Some(profiles) = self
             .overlay
@@ -335,13 +335,15 @@ impl ManagerService {
         else {
             return Ok(());
         };
-        for command in self.grid_commands(profiles, now) {
-            match self.propose(command).await {
-                Ok(_) => {}
-                Err(ManagerResponse::Refused(why)) => {
-                    debug!(%why, "manager: node record refused");
+        let commands = self.replica.read(|m| Self::grid_commands(m, profiles, now));
+        for batch in commands.chunks(MAX_BATCH) {
+            match self.member.execute_batch(batch.to_vec()).await {
+                Ok(committed) => {
+                    if let Outcome::Rejected(why) = committed.outcome {
+                        debug!(%why, "manager: some node records were refused");
+                    }
                 }
-                Err(other) => return Err(other),
+                Err(e) => return Err(self.write_error(e)),
             }
         }
         Ok(())
@@ -365,8 +367,14 @@ impl ManagerService {
         if !self.member.is_leader() {
             return 0;
         }
+        let due = self
+            .replica
+            .read(|m| m.next_deadline().is_some_and(|at| at < now));
+        if !due {
+            return 0;
+        }
         let _turn = self.proposals.lock().await;
-        let commands = lock(&self.manager).decide_expire(now);
+        let commands = self.replica.read(|m| m.decide_expire(now));
         let mut aborted = 0;
         for command in commands {
             match self.propose(command).await {
@@ -390,17 +398,18 @@ impl ManagerService {
             .iter()
             .filter_map(|m| m.node_id.parse().ok())
             .collect();
-        let guard = lock(&self.manager);
-        let state = guard.state();
-        Some(ManagerInfo {
-            manager,
-            members,
-            term: status.term,
-            nodes: state.clients.len() as u64,
-            online: state.clients.values().filter(|c| c.profile.online).count() as u64,
-            snapshots: state.snapshots.len() as u64,
-            stored_bytes: state.targets.values().map(|t| t.bytes).sum(),
-        })
+        Some(self.replica.read(|m| {
+            let state = m.state();
+            ManagerInfo {
+                manager,
+                members,
+                term: status.term,
+                nodes: state.clients.len() as u64,
+                online: state.clients.values().filter(|c| c.profile.online).count() as u64,
+                snapshots: state.snapshots.len() as u64,
+                stored_bytes: state.targets.values().map(|t| t.bytes).sum(),
+            }
+        }))
     }
 
     fn who(&self) -> ManagerResponse {
@@ -417,7 +426,10 @@ impl ManagerService {
     /// yet (its announcement may still be travelling). The caller holds
     /// `proposals`.
     async fn ensure_known(&self, requester: NodeId, now: u64) -> Result<(), ManagerResponse> {
-        if lock(&self.manager).state().clients.contains_key(&requester) {
+        if self
+            .replica
+            .read(|m| m.state().clients.contains_key(&requester))
+        {
             return Ok(());
         }
         self.sync_grid_locked(now).await
@@ -441,8 +453,10 @@ impl ManagerService {
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
-                let mut rng = lock(&self.rng);
-                match lock(&self.manager).preview_backup(&req, &mut *rng) {
+                let preview = self
+                    .replica
+                    .read(|m| m.preview_backup(&req, &mut *lock(&self.rng)));
+                match preview {
                     Ok((uploads, reused)) => {
                         ManagerResponse::DryRun(DryRunAnswer { uploads, reused })
                     }
@@ -453,8 +467,10 @@ impl ManagerService {
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
-                let mut rng = lock(&self.rng);
-                match lock(&self.manager).fetch_sequence(requester, snapshot, &mut *rng) {
+                let sealed = self
+                    .replica
+                    .read(|m| m.fetch_sequence(requester, snapshot, &mut *lock(&self.rng)));
+                match sealed {
                     Ok(sealed) => ManagerResponse::Sequence(sealed),
                     Err(e) => refuse(&e),
                 }
@@ -464,7 +480,8 @@ impl ManagerService {
                     return r;
                 }
                 ManagerResponse::Snapshots(
-                    lock(&self.manager).list_snapshots(&requester, set.as_deref()),
+                    self.replica
+                        .read(|m| m.list_snapshots(&requester, set.as_deref())),
                 )
             }
             write => {
@@ -498,16 +515,16 @@ impl ManagerService {
                         "a node may only act for itself".into(),
                     ));
                 }
-                let (command, draft) = {
-                    let mut rng = lock(&self.rng);
-                    lock(&self.manager)
-                        .decide_plan(&req, now, &mut *rng)
-                        .map_err(refused)?
-                };
+                let (command, draft) = self
+                    .replica
+                    .read(|m| m.decide_plan(&req, now, &mut *lock(&self.rng)))
+                    .map_err(refused)?;
                 self.propose(command).await?;
-                Ok(ManagerResponse::Planned(
-                    lock(&self.manager).finish_plan(draft, now),
-                ))
+                let decision = self
+                    .replica
+                    .read(|m| m.finish_plan(draft, now))
+                    .map_err(refused)?;
+                Ok(ManagerResponse::Planned(decision))
             }
             ManagerRequest::Commit(req) => {
                 if req.source != requester {
@@ -515,43 +532,50 @@ impl ManagerService {
                         "a node may only act for itself".into(),
                     ));
                 }
-                let step = {
-                    let mut rng = lock(&self.rng);
-                    lock(&self.manager)
-                        .decide_commit(&req, now, &mut *rng)
-                        .map_err(refused)?
-                };
+                let step = self
+                    .replica
+                    .read(|m| m.decide_commit(&req, now, &mut *lock(&self.rng)))
+                    .map_err(refused)?;
                 match step {
                     CommitStep::Done(response) => Ok(ManagerResponse::Committed(response)),
                     CommitStep::Propose { command, snapshot } => {
                         let applied = self.propose(command).await?;
-                        Ok(ManagerResponse::Committed(
-                            lock(&self.manager).finish_commit(snapshot, &applied, now),
-                        ))
+                        let response = self
+                            .replica
+                            .read(|m| m.finish_commit(snapshot, &applied, now))
+                            .map_err(refused)?;
+                        Ok(ManagerResponse::Committed(response))
                     }
                 }
             }
             ManagerRequest::Forget { snapshot } => {
-                let command = lock(&self.manager)
-                    .decide_forget(requester, snapshot, now)
+                let command = self
+                    .replica
+                    .read(|m| m.decide_forget(requester, snapshot, now))
                     .map_err(refused)?;
                 let applied = self.propose(command).await?;
-                Ok(ManagerResponse::Forgotten(
-                    lock(&self.manager).finish_forget(&applied, now),
-                ))
+                let response = self
+                    .replica
+                    .read(|m| m.finish_forget(&applied, now))
+                    .map_err(refused)?;
+                Ok(ManagerResponse::Forgotten(response))
             }
             ManagerRequest::Abandon { pending_id } => {
-                let command = lock(&self.manager)
-                    .decide_abandon(requester, pending_id, now)
+                let command = self
+                    .replica
+                    .read(|m| m.decide_abandon(requester, pending_id, now))
                     .map_err(refused)?;
                 let applied = self.propose(command).await?;
-                Ok(ManagerResponse::Abandoned(
-                    lock(&self.manager).deletion_tickets(&applied, now),
-                ))
+                let tickets = self
+                    .replica
+                    .read(|m| m.deletion_tickets(&applied, now))
+                    .map_err(refused)?;
+                Ok(ManagerResponse::Abandoned(tickets))
             }
             ManagerRequest::RecordRestore { snapshot, outcome } => {
-                let (command, _id) =
-                    lock(&self.manager).decide_record_restore(requester, snapshot, outcome, now);
+                let (command, _id) = self
+                    .replica
+                    .read(|m| m.decide_record_restore(requester, snapshot, outcome, now));
                 self.propose(command).await?;
                 Ok(ManagerResponse::Recorded)
             }

@@ -228,8 +228,12 @@ impl PacketTransport for OverlayTransport {
         _id: PacketId,
         bytes: Vec<u8>,
     ) -> Result<(), TransportError> {
+        let ticket = ticket::encode(ticket).map_err(|e| TransportError {
+            target,
+            detail: super::error_text(&e),
+        })?;
         self.overlay
-            .put_packet(target, ticket::encode(ticket), bytes)
+            .put_packet(target, ticket, bytes)
             .await
             .map(|_receipt| ())
             .map_err(|e| transport_error(target, e))
@@ -252,8 +256,12 @@ impl PacketTransport for OverlayTransport {
         ticket: &StorageTicket,
         id: PacketId,
     ) -> Result<(), TransportError> {
+        let ticket = ticket::encode(ticket).map_err(|e| TransportError {
+            target,
+            detail: super::error_text(&e),
+        })?;
         self.overlay
-            .delete_packet(target, id, ticket::encode(ticket))
+            .delete_packet(target, id, ticket)
             .await
             .map(|_existed| ())
             .map_err(|e| transport_error(target, e))

@@ -11,7 +11,7 @@ use strew_coordinator::{NodeId, PacketId, StorageTicket, TicketError, TicketKind
 use crate::packet::wire::{MAX_HEADER_BYTES, Refusal};
 
 /// Encodes a ticket for the wire.
-pub fn encode(ticket: &StorageTicket) -> Vec<u8> {
+pub fn encode(ticket: &StorageTicket) -> Result<Vec<u8>, TicketError> {
     ticket.to_bytes()
 }
 

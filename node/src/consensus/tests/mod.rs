@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use openraft::ServerState;
 use strew_coordinator::{
-    Command, GeoPoint, GroupKey, Manager, ManagerConfig, ManagerState, NodeId, NodeProfile,
+    Command, GeoPoint, GroupKey, ManagerConfig, ManagerState, NodeId, NodeProfile,
 };
 use tokio::task::JoinHandle;
 
 use super::memory::MemoryRouter;
-use super::state_machine::{ReplicationPosition, read_position};
+use super::replica::{ManagerReplica, ReplicationPosition};
 use super::{Committed, ConsensusMember, GroupConfig, Member, WriteError, raft_id};
 
 /// Short timings so elections and snapshots happen within a test.
@@ -104,17 +104,19 @@ impl Cluster {
 
     /// Opens member `n`'s manager, retrying while a killed predecessor's
     /// tasks still hold the file.
-    async fn open_manager(&self, n: u8) -> Manager {
+    async fn open_manager(&self, n: u8) -> ManagerReplica {
         let (path, _) = self.paths(n);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // Each member starts with its own local key: the group's replaces it.
-            match Manager::open(
+            match ManagerReplica::open(
                 &path,
                 SigningKey::from_bytes(&[n; 32]),
                 GroupKey([n; 32]),
                 ManagerConfig::default(),
-            ) {
+            )
+            .await
+            {
                 Ok(m) => return m,
                 Err(e) if Instant::now() > deadline => panic!("manager {n} does not open: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -132,7 +134,7 @@ impl Cluster {
     /// Starts member `n` without connecting it to the router.
     pub async fn start_offline(&mut self, n: u8) {
         assert!(!self.running.contains_key(&n), "member {n} already runs");
-        let manager = Arc::new(Mutex::new(self.open_manager(n).await));
+        let manager = Arc::new(self.open_manager(n).await);
         let (_, log_path) = self.paths(n);
         let deadline = Instant::now() + Duration::from_secs(10);
         let member = loop {
@@ -243,15 +245,11 @@ impl Cluster {
     }
 
     pub fn state(&self, n: u8) -> ManagerState {
-        let manager = self.member(n).manager();
-        let guard = manager.lock().unwrap_or_else(|e| e.into_inner());
-        guard.state().clone()
+        self.member(n).replica().read(|m| m.state().clone())
     }
 
     pub fn position(&self, n: u8) -> ReplicationPosition {
-        let manager = self.member(n).manager();
-        let guard = manager.lock().unwrap_or_else(|e| e.into_inner());
-        read_position(&guard).expect("position decodes")
+        self.member(n).replica().position()
     }
 
     pub fn last_applied(&self, n: u8) -> Option<u64> {

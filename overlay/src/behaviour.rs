@@ -14,6 +14,7 @@ use crate::error::OverlayError;
 use crate::gossip;
 use crate::manager::{MANAGER_PROTOCOL, ManagerCodec};
 use crate::packet::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketCodec};
+use crate::raft::driver::RAFT_TIMEOUT;
 use crate::raft::{RAFT_PROTOCOL, RaftCodec};
 use crate::sync::{SYNC_PROTOCOL, SyncCodec};
 
@@ -131,7 +132,7 @@ impl Behaviour {
                 request_response::ProtocolSupport::Full,
             )],
             request_response::Config::default()
-                .with_request_timeout(Duration::from_secs(30))
+                .with_request_timeout(RAFT_TIMEOUT)
                 .with_max_concurrent_streams(RAFT_STREAMS),
         );
 

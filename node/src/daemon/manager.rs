@@ -74,7 +74,6 @@ pub struct ManagerService {
     rng: Mutex<StdRng>,
     /// Held from deciding a command until it is answered: one proposal at a time.
     proposals: tokio::sync::Mutex<()>,
-    runtime: tokio::runtime::Handle,
     /// This node's candidate sealing key (the group's first committed key wins).
     local_key: GroupKey,
     config: GroupConfig,
@@ -166,7 +165,6 @@ impl ManagerService {
             replica,
             rng: Mutex::new(StdRng::from_seed(rand::random())),
             proposals: tokio::sync::Mutex::new(()),
-            runtime: tokio::runtime::Handle::current(),
             local_key,
             config,
         }))
@@ -591,9 +589,12 @@ impl ManagerService {
 }
 
 impl ManagerEndpoint for ManagerService {
-    /// Called on a blocking thread (the overlay's contract): runs the async
-    /// answer on the daemon's runtime.
-    fn handle(&self, requester: NodeId, request: ManagerRequest) -> ManagerResponse {
-        self.runtime.block_on(self.answer(requester, request))
+    /// The answer, for the overlay to spawn; it keeps the service alive.
+    fn handle(
+        self: Arc<Self>,
+        requester: NodeId,
+        request: ManagerRequest,
+    ) -> strew_overlay::ManagerAnswer {
+        Box::pin(async move { self.answer(requester, request).await })
     }
 }

@@ -1,9 +1,12 @@
 //! Direct packet exchange between source and target (`/strew/packet/1`):
 //! wire messages, the framing codec, signed receipts, ticket checks, the
 //! storage seam and the target-side service. Nothing here passes through the
-//! sequence manager; the manager only signs tickets.
+//! sequence manager; the manager only signs tickets. The source side's
+//! checked calls are in `client`, the protocol's runtime state in `driver`.
 
+mod client;
 pub mod codec;
+pub(crate) mod driver;
 pub mod receipt;
 pub mod service;
 pub mod storage;

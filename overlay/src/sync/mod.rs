@@ -5,7 +5,10 @@
 //!
 //! Owns the messages and their size-bounded CBOR codec. Every synced
 //! announcement is re-validated by the receiver exactly like a gossiped one;
-//! this module must not trust or interpret them.
+//! this module must not trust or interpret them. The protocol's runtime
+//! state (whom this node synced with) is in `driver`.
+
+pub(crate) mod driver;
 
 use std::io;
 

@@ -8,9 +8,15 @@
 //! authenticated remote peer (Noise), never a field of the message. A node
 //! that does not serve answers [`ManagerResponse::NotManager`] with the
 //! manager it believes in, so a client simply retries there: after a leader
-//! change, a retry against the new leader is all a client has to do.
+//! change, a retry against the new leader is all a client has to do. The
+//! protocol's runtime state (calls in flight both ways) is in `driver`.
 
+pub(crate) mod driver;
+
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
@@ -122,10 +128,17 @@ pub enum ManagerResponse {
     Unavailable(String),
 }
 
+/// A boxed answer of the endpoint. `'static` so the overlay can spawn it:
+/// the endpoint is reached through an `Arc`, which the answer keeps.
+pub type ManagerAnswer = Pin<Box<dyn Future<Output = ManagerResponse> + Send + 'static>>;
+
 /// The node's side of the manager protocol: answers calls from `requester`.
-/// Called on a blocking thread (the manager writes to redb).
+/// Called on the event loop's task, so it must return at once: the work
+/// (e.g. redb writes, through `spawn_blocking`) belongs inside the future,
+/// which the overlay spawns (a bounded number at a time; over it callers are
+/// told `Unavailable`).
 pub trait ManagerEndpoint: Send + Sync + 'static {
-    fn handle(&self, requester: NodeId, request: ManagerRequest) -> ManagerResponse;
+    fn handle(self: Arc<Self>, requester: NodeId, request: ManagerRequest) -> ManagerAnswer;
 }
 
 /// Decodes a request (fuzz entry point).

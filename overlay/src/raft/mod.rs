@@ -5,7 +5,10 @@
 //! [`MAX_RAFT_BYTES`]) and the [`RaftEndpoint`] seam through which the node
 //! plugs its consensus member in. The overlay never looks inside a message:
 //! encoding, decoding and deciding whether the sender may speak to the group
-//! are the node's. The sender is the authenticated remote peer (Noise).
+//! are the node's. The sender is the authenticated remote peer (Noise). The
+//! protocol's runtime state (messages in flight both ways) is in `driver`.
+
+pub(crate) mod driver;
 
 use std::future::Future;
 use std::io;

@@ -4,7 +4,10 @@
 //!
 //! Owns the decision Accept / Ignore / Reject for every received announcement.
 //! It must not touch the swarm or the grid view: the event loop applies the
-//! decision (reports it to gossipsub, updates the grid view, counts metrics).
+//! decision (reports it to gossipsub, updates the grid view, counts metrics)
+//! through `driver`, which also publishes this node's own announcements.
+
+pub(crate) mod driver;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -1,0 +1,341 @@
+//! The handle the rest of the node uses to talk to the running overlay, and
+//! the read-mostly state it shares with the event loop.
+//!
+//! Owns [`OverlayHandle`] (cheap to clone), the command channel's messages,
+//! and [`Shared`]: the grid view, listen addresses, the endpoints the node
+//! plugs in, metrics and the per-target outbound slots. Everything here is
+//! either a lock held for a moment or a bounded channel send; the handle never
+//! touches the swarm, which only the event loop owns. The packet calls with
+//! receipt and hash checks live next to their protocol (`packet::client`).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use strew_coordinator::NodeId;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::debug;
+
+use crate::error::{OverlayError, RequestFailure};
+use crate::grid::GridBook;
+use crate::manager::{self, ManagerEndpoint, ManagerRequest, ManagerResponse};
+use crate::metrics::OverlayMetrics;
+use crate::outbound::{PeerSlots, Reply};
+use crate::packet::{PacketRequest, PacketResponse, Refusal, TrustedManagers};
+use crate::peer;
+use crate::raft::RaftEndpoint;
+
+/// Attempts of a request the target answered `Busy`, with doubling back-off from 100 ms.
+const BUSY_ATTEMPTS: u32 = 5;
+
+/// What callers ask of the event loop.
+pub(crate) enum Command {
+    Packet {
+        target: PeerId,
+        request: PacketRequest,
+        reply: Reply<PacketResponse>,
+    },
+    Manager {
+        target: PeerId,
+        request: ManagerRequest,
+        reply: Reply<ManagerResponse>,
+    },
+    Raft {
+        target: PeerId,
+        addr: Option<Multiaddr>,
+        message: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    Dial(Multiaddr),
+}
+
+/// State the event loop shares with handles (read-mostly).
+pub(crate) struct Shared {
+    pub node_id: NodeId,
+    pub grid: RwLock<GridBook>,
+    pub listen_addrs: RwLock<Vec<Multiaddr>>,
+    pub connected: AtomicUsize,
+    pub managers: TrustedManagers,
+    /// The sequence manager this node believes in.
+    pub manager: RwLock<Option<NodeId>>,
+    pub endpoint: RwLock<Option<Arc<dyn ManagerEndpoint>>>,
+    pub raft: RwLock<Option<Arc<dyn RaftEndpoint>>>,
+    pub metrics: OverlayMetrics,
+    /// Per-target limit of outbound packet requests.
+    pub slots: PeerSlots<NodeId>,
+    pub shutdown: Notify,
+    pub stopping: AtomicBool,
+    pub reannounce: Notify,
+}
+
+impl Shared {
+    pub fn manager(&self) -> Option<NodeId> {
+        self.manager.read().ok().and_then(|m| *m)
+    }
+
+    pub fn manager_endpoint(&self) -> Option<Arc<dyn ManagerEndpoint>> {
+        self.endpoint.read().ok().and_then(|e| e.clone())
+    }
+
+    pub fn raft_endpoint(&self) -> Option<Arc<dyn RaftEndpoint>> {
+        self.raft.read().ok().and_then(|e| e.clone())
+    }
+
+    pub fn grid_size(&self) -> usize {
+        self.grid.read().map(|g| g.len()).unwrap_or(0)
+    }
+}
+
+/// A cheap, cloneable handle to the running overlay.
+#[derive(Clone)]
+pub struct OverlayHandle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for OverlayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverlayHandle")
+            .field("node_id", &self.shared.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A node as `strew peers` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerInfo {
+    pub node_id: NodeId,
+    pub lat: f64,
+    pub lon: f64,
+    pub storage_allocated: u64,
+    pub free_bytes: u64,
+    pub bandwidth_limit: u64,
+    pub load: f32,
+    pub uptime_secs: u64,
+    pub coordinator_eligible: bool,
+    pub protocol_version: u16,
+    pub listen_addrs: Vec<String>,
+    /// Unix ms when the node signed its latest announcement.
+    pub announced_at: u64,
+    /// Unix ms when this node drops the entry unless it hears again.
+    pub expires_at: u64,
+}
+
+fn peer_of(target: NodeId) -> Result<PeerId, OverlayError> {
+    peer::peer_id_of(&target).ok_or_else(|| OverlayError::Request {
+        target,
+        failure: RequestFailure::Unreachable("not a valid peer id".into()),
+    })
+}
+
+impl OverlayHandle {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// Addresses this node listens on, each ending in `/p2p/<node_id>`.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.shared
+            .listen_addrs
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// Distinct peers with an open connection.
+    pub fn connected_peers(&self) -> usize {
+        self.shared.connected.load(Ordering::Relaxed)
+    }
+
+    /// The grid view, other nodes only, ordered by NodeId.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let Ok(grid) = self.shared.grid.read() else {
+            return Vec::new();
+        };
+        grid.announcements()
+            .filter(|a| a.node() != self.shared.node_id)
+            .map(|a| PeerInfo {
+                node_id: a.node(),
+                lat: a.lat,
+                lon: a.lon,
+                storage_allocated: a.storage_allocated,
+                free_bytes: a.storage_free,
+                bandwidth_limit: a.bandwidth_limit,
+                load: a.load,
+                uptime_secs: a.uptime_secs,
+                coordinator_eligible: a.coordinator_eligible,
+                protocol_version: a.protocol_version,
+                listen_addrs: a.listen_addrs.clone(),
+                announced_at: a.issued_at,
+                expires_at: a.expires_at(),
+            })
+            .collect()
+    }
+
+    /// The first listen address `node` announced, if it is in the grid view.
+    pub fn announced_addr(&self, node: &NodeId) -> Option<String> {
+        let grid = self.shared.grid.read().ok()?;
+        grid.announcement(node)?.listen_addrs.first().cloned()
+    }
+
+    /// Runs `f` on the coordinator's grid view (this node included once it announced).
+    pub fn with_grid_view<R>(
+        &self,
+        f: impl FnOnce(&strew_coordinator::GridView) -> R,
+    ) -> Option<R> {
+        self.shared.grid.read().ok().map(|g| f(g.view()))
+    }
+
+    /// The sequence manager this node currently believes in (set by the coordinator side).
+    pub fn manager(&self) -> Option<NodeId> {
+        self.shared.manager()
+    }
+
+    /// Records the current sequence manager; its tickets are honoured from now on.
+    pub fn set_manager(&self, manager: Option<NodeId>) {
+        if let Ok(mut m) = self.shared.manager.write() {
+            *m = manager;
+        }
+        if let (Some(manager), Ok(mut set)) = (manager, self.shared.managers.write()) {
+            set.insert(manager);
+        }
+    }
+
+    /// Serves the manager protocol through `endpoint` (the node's sequence
+    /// manager), or stops serving it (`None`: callers are redirected).
+    pub fn set_manager_endpoint(&self, endpoint: Option<Arc<dyn ManagerEndpoint>>) {
+        if let Ok(mut e) = self.shared.endpoint.write() {
+            *e = endpoint;
+        }
+    }
+
+    /// Sends one call to the sequence manager on `target` and returns its
+    /// answer as is (redirects included: the caller decides where to retry).
+    /// A call to this node itself goes straight to its endpoint.
+    pub async fn manager_request(
+        &self,
+        target: NodeId,
+        request: ManagerRequest,
+    ) -> Result<ManagerResponse, OverlayError> {
+        if target == self.shared.node_id {
+            let answer = manager::driver::answer(&self.shared, target, request);
+            return Ok(manager::driver::guarded(answer).await);
+        }
+        let peer = peer_of(target)?;
+        self.call(target, |reply| Command::Manager {
+            target: peer,
+            request,
+            reply,
+        })
+        .await
+    }
+
+    /// Serves the raft protocol through `endpoint` (the node's member of the
+    /// coordinator group), or stops serving it (`None`: messages are dropped).
+    pub fn set_raft_endpoint(&self, endpoint: Option<Arc<dyn RaftEndpoint>>) {
+        if let Ok(mut e) = self.shared.raft.write() {
+            *e = endpoint;
+        }
+    }
+
+    /// Sends one raft message to `target` (dialling `addr` first if given
+    /// and not connected) and returns its reply bytes. The caller applies
+    /// its own deadline; the overlay bounds the call at 30 s.
+    pub async fn raft_request(
+        &self,
+        target: NodeId,
+        addr: Option<Multiaddr>,
+        message: Vec<u8>,
+    ) -> Result<Vec<u8>, OverlayError> {
+        let peer = peer_of(target)?;
+        self.call(target, |reply| Command::Raft {
+            target: peer,
+            addr,
+            message,
+            reply,
+        })
+        .await
+    }
+
+    /// Replaces the set of managers whose tickets this node honours.
+    pub fn set_trusted_managers(&self, managers: BTreeSet<NodeId>) {
+        if let Ok(mut set) = self.shared.managers.write() {
+            *set = managers;
+        }
+    }
+
+    /// The metrics this overlay updates.
+    pub fn metrics(&self) -> &OverlayMetrics {
+        &self.shared.metrics
+    }
+
+    /// Asks the event loop to announce soon (e.g. after a big backup changed free space).
+    pub fn reannounce(&self) {
+        self.shared.reannounce.notify_one();
+    }
+
+    /// Dials an address (e.g. a late bootstrap).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), OverlayError> {
+        self.commands
+            .send(Command::Dial(addr))
+            .await
+            .map_err(|_| OverlayError::Stopped)
+    }
+
+    /// Stops the event loop: listeners close, connections close.
+    pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.shutdown.notify_one();
+    }
+
+    /// Sends one raw packet-protocol request and returns the raw answer (no
+    /// receipt or hash checks; [`put_packet`](Self::put_packet) and friends add them).
+    pub async fn request(
+        &self,
+        target: NodeId,
+        request: PacketRequest,
+    ) -> Result<PacketResponse, OverlayError> {
+        let peer = peer_of(target)?;
+        // Per-target concurrency limit: callers queue here rather than flood one peer.
+        let _slot = self.shared.slots.acquire(target).await;
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            let request = request.clone();
+            let answer = self
+                .call(target, |reply| Command::Packet {
+                    target: peer,
+                    request,
+                    reply,
+                })
+                .await?;
+            if answer != PacketResponse::Refused(Refusal::Busy) || attempt >= BUSY_ATTEMPTS {
+                return Ok(answer);
+            }
+            debug!(%target, attempt, ?backoff, "target busy, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// Hands one request to the event loop and waits for its answer. A closed
+    /// channel either way means the loop stopped.
+    async fn call<T>(
+        &self,
+        target: NodeId,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, OverlayError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| OverlayError::Stopped)?;
+        rx.await
+            .map_err(|_| OverlayError::Stopped)?
+            .map_err(|failure| OverlayError::Request { target, failure })
+    }
+}

@@ -1,0 +1,165 @@
+//! The source side of the packet protocol as the handle offers it: put, get
+//! and delete with their answers checked (receipt signed by the target and
+//! naming the packet, fetched bytes hashing to the id) and counted.
+//!
+//! Owns those checks only; the raw request, its per-target slot and its
+//! `Busy` retries are [`OverlayHandle::request`]'s, the bookkeeping of the
+//! request in flight is the packet driver's.
+
+use strew_coordinator::{NodeId, PacketId};
+
+use crate::error::OverlayError;
+use crate::handle::OverlayHandle;
+use crate::packet::{MAX_PACKET_BYTES, PacketRequest, PacketResponse, Receipt};
+
+impl OverlayHandle {
+    /// Puts a packet on `target` under the manager's `ticket` (CBOR bytes of a
+    /// `StorageTicket`, see `packet::ticket::encode`); returns the target's verified receipt.
+    pub async fn put_packet(
+        &self,
+        target: NodeId,
+        ticket: Vec<u8>,
+        bytes: Vec<u8>,
+    ) -> Result<Receipt, OverlayError> {
+        let size = bytes.len() as u64;
+        if size > MAX_PACKET_BYTES as u64 {
+            return Err(OverlayError::TooLarge {
+                size,
+                limit: MAX_PACKET_BYTES as u64,
+            });
+        }
+        let packet_id = PacketId::of(&bytes);
+        let metrics = &self.shared.metrics;
+        let res = self
+            .request(
+                target,
+                PacketRequest::Put {
+                    packet_id,
+                    ticket,
+                    bytes,
+                },
+            )
+            .await;
+        match res {
+            Ok(PacketResponse::Stored(receipt)) => {
+                if receipt.target != target
+                    || receipt.packet_id != packet_id
+                    || receipt.size != size
+                    || !receipt.verify()
+                {
+                    metrics.packet("out", "put", "failed");
+                    return Err(OverlayError::BadResponse {
+                        target,
+                        detail: "receipt does not match the packet or is not signed by the target"
+                            .into(),
+                    });
+                }
+                metrics.packet("out", "put", "ok");
+                metrics.bytes("out", size as usize);
+                Ok(receipt)
+            }
+            Ok(PacketResponse::Refused(reason)) => {
+                metrics.packet("out", "put", "refused");
+                Err(OverlayError::Refused { target, reason })
+            }
+            Ok(other) => {
+                metrics.packet("out", "put", "failed");
+                Err(OverlayError::BadResponse {
+                    target,
+                    detail: format!("unexpected answer to put: {}", describe(&other)),
+                })
+            }
+            Err(err) => {
+                metrics.packet("out", "put", "failed");
+                Err(err)
+            }
+        }
+    }
+
+    /// Fetches a packet from `target`; `Ok(None)` if the target does not hold it.
+    /// The bytes are verified against `packet_id`.
+    pub async fn get_packet(
+        &self,
+        target: NodeId,
+        packet_id: PacketId,
+    ) -> Result<Option<Vec<u8>>, OverlayError> {
+        let metrics = &self.shared.metrics;
+        match self.request(target, PacketRequest::Get { packet_id }).await {
+            Ok(PacketResponse::Found(bytes)) => {
+                if PacketId::of(&bytes) != packet_id {
+                    metrics.packet("out", "get", "failed");
+                    return Err(OverlayError::BadResponse {
+                        target,
+                        detail: format!("returned bytes do not hash to {packet_id}"),
+                    });
+                }
+                metrics.packet("out", "get", "ok");
+                metrics.bytes("in", bytes.len());
+                Ok(Some(bytes))
+            }
+            Ok(PacketResponse::NotFound) => {
+                metrics.packet("out", "get", "ok");
+                Ok(None)
+            }
+            Ok(PacketResponse::Refused(reason)) => {
+                metrics.packet("out", "get", "refused");
+                Err(OverlayError::Refused { target, reason })
+            }
+            Ok(other) => {
+                metrics.packet("out", "get", "failed");
+                Err(OverlayError::BadResponse {
+                    target,
+                    detail: format!("unexpected answer to get: {}", describe(&other)),
+                })
+            }
+            Err(err) => {
+                metrics.packet("out", "get", "failed");
+                Err(err)
+            }
+        }
+    }
+
+    /// Deletes a packet on `target` under a manager ticket naming it; returns whether it existed.
+    pub async fn delete_packet(
+        &self,
+        target: NodeId,
+        packet_id: PacketId,
+        ticket: Vec<u8>,
+    ) -> Result<bool, OverlayError> {
+        let metrics = &self.shared.metrics;
+        match self
+            .request(target, PacketRequest::Delete { packet_id, ticket })
+            .await
+        {
+            Ok(PacketResponse::Deleted { existed }) => {
+                metrics.packet("out", "delete", "ok");
+                Ok(existed)
+            }
+            Ok(PacketResponse::Refused(reason)) => {
+                metrics.packet("out", "delete", "refused");
+                Err(OverlayError::Refused { target, reason })
+            }
+            Ok(other) => {
+                metrics.packet("out", "delete", "failed");
+                Err(OverlayError::BadResponse {
+                    target,
+                    detail: format!("unexpected answer to delete: {}", describe(&other)),
+                })
+            }
+            Err(err) => {
+                metrics.packet("out", "delete", "failed");
+                Err(err)
+            }
+        }
+    }
+}
+
+fn describe(res: &PacketResponse) -> &'static str {
+    match res {
+        PacketResponse::Stored(_) => "stored",
+        PacketResponse::Found(_) => "found",
+        PacketResponse::NotFound => "not found",
+        PacketResponse::Deleted { .. } => "deleted",
+        PacketResponse::Refused(_) => "refused",
+    }
+}

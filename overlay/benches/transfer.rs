@@ -84,12 +84,10 @@ async fn transfer(
         })
         .collect();
     let key = ticket::signing_key(manager).expect("ed25519");
-    let tk = ticket::encode(&StorageTicket::issue(
-        &key,
-        t,
-        ids,
-        strew_overlay::now_ms() + 600_000,
-    ));
+    let tk = ticket::encode(
+        &StorageTicket::issue(&key, t, ids, strew_overlay::now_ms() + 600_000).expect("signs"),
+    )
+    .expect("encodes");
     let start = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..streams {

@@ -31,8 +31,9 @@ fn issue(manager: &Keypair, kind: TicketKind, target: NodeId, packets: &[&[u8]])
         target,
         entries,
         strew_overlay::now_ms() + NOW_SLACK_MS,
-    );
-    ticket::encode(&t)
+    )
+    .unwrap();
+    ticket::encode(&t).unwrap()
 }
 
 fn bytes(len: usize, seed: u8) -> Vec<u8> {

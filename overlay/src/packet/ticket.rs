@@ -91,20 +91,21 @@ mod tests {
                 size: 1,
             }],
             NOW + 1000,
-        );
+        )
+        .unwrap();
         let trusted = BTreeSet::from([manager_id]);
         assert_eq!(
-            check(&encode(&t), TicketKind::Store, &trusted, &me, NOW, &id),
+            check(&encode(&t).unwrap(), TicketKind::Store, &trusted, &me, NOW, &id),
             Ok(1)
         );
         // Wrong kind, untrusted issuer, expired, other packet, garbage.
         assert!(matches!(
-            check(&encode(&t), TicketKind::Delete, &trusted, &me, NOW, &id),
+            check(&encode(&t).unwrap(), TicketKind::Delete, &trusted, &me, NOW, &id),
             Err(Refusal::BadTicket(_))
         ));
         assert!(matches!(
             check(
-                &encode(&t),
+                &encode(&t).unwrap(),
                 TicketKind::Store,
                 &BTreeSet::new(),
                 &me,
@@ -115,7 +116,7 @@ mod tests {
         ));
         assert!(matches!(
             check(
-                &encode(&t),
+                &encode(&t).unwrap(),
                 TicketKind::Store,
                 &trusted,
                 &me,
@@ -126,7 +127,7 @@ mod tests {
         ));
         assert_eq!(
             check(
-                &encode(&t),
+                &encode(&t).unwrap(),
                 TicketKind::Store,
                 &trusted,
                 &me,

@@ -86,7 +86,7 @@ impl Default for GridMode {
 }
 
 /// Refusals of the contract.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QuotaError {
     #[error(
         "source quota exceeded: {node} already stores {}, this backup needs {} more, the subscription allows {}; forget old snapshots, donate more storage or ask for a larger plan",

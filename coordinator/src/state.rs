@@ -94,7 +94,7 @@ pub enum Applied {
 }
 
 /// Why a command does not apply. The state is unchanged.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApplyError {
     #[error(transparent)]
     Quota(#[from] QuotaError),

@@ -20,3 +20,4 @@ pub mod progress;
 pub mod store;
 pub mod sync;
 pub mod verify;
+pub mod wire;

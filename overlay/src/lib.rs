@@ -32,7 +32,7 @@ pub use announcement::{ANNOUNCEMENT_MAX_BYTES, Announcement, AnnouncementError, 
 pub use bandwidth::BandwidthLimiter;
 pub use config::{LocalProfile, OverlayConfig};
 pub use error::{OverlayError, RequestFailure};
-pub use manager::{ManagerAnswer, ManagerEndpoint, ManagerRequest, ManagerResponse};
+pub use manager::{ManagerAnswer, ManagerEndpoint, ManagerRequest, ManagerResponse, RefusalCode};
 pub use metrics::OverlayMetrics;
 pub use packet::{MAX_PACKET_BYTES, MemoryStorage, PacketStorage, Receipt, Refusal, StorageError};
 pub use raft::{RaftAnswer, RaftEndpoint};

@@ -18,7 +18,7 @@ use ed25519_dalek::SigningKey;
 use openraft::{EntryPayload, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{
-    Applied, CborError, GroupKey, Manager, ManagerConfig, ManagerState, Touched, cbor,
+    Applied, ApplyError, CborError, GroupKey, Manager, ManagerConfig, ManagerState, Touched, cbor,
 };
 
 use super::manager_db::{Batch, ManagerDb, StoreError};
@@ -203,7 +203,7 @@ fn apply_one(
         }
         EntryPayload::Normal(Proposal::SetGroupKey(key)) => {
             if applied.position.group_key.is_some() {
-                Outcome::Rejected("the group key is already set".into())
+                Outcome::Rejected(ApplyError::Invalid("the group key is already set".into()))
             } else {
                 applied.manager.set_group_key(key.clone());
                 applied.position.group_key = Some(key);
@@ -215,23 +215,23 @@ fn apply_one(
                 touched.merge(effects.touched);
                 Outcome::Applied(effects.applied)
             }
-            Err(e) => Outcome::Rejected(e.to_string()),
+            Err(e) => Outcome::Rejected(e),
         },
         EntryPayload::Normal(Proposal::Batch(commands)) => {
             let mut rejected = Vec::new();
             for command in &commands {
                 match applied.manager.apply(command) {
                     Ok(effects) => touched.merge(effects.touched),
-                    Err(e) => rejected.push(e.to_string()),
+                    Err(e) => rejected.push(e),
                 }
             }
             match rejected.first() {
                 None => Outcome::Applied(Applied::Done),
-                Some(first) => Outcome::Rejected(format!(
+                Some(first) => Outcome::Rejected(ApplyError::Invalid(format!(
                     "{} of {} commands did not apply; the first: {first}",
                     rejected.len(),
                     commands.len()
-                )),
+                ))),
             }
         }
     }

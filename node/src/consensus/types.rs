@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
-use strew_coordinator::{Applied, Command, GroupKey, IdError, NodeId};
+use strew_coordinator::{Applied, ApplyError, Command, GroupKey, IdError, NodeId};
 
 openraft::declare_raft_types!(
     /// The strew coordinator group's raft: members are `u64`s derived from
@@ -146,7 +146,6 @@ pub fn command_kind(command: &Command) -> &'static str {
 pub enum Outcome {
     /// The command applied (membership and blank entries answer `Applied(Done)`).
     Applied(Applied),
-    /// The command did not apply; the state is unchanged. The text says why
-    /// (the coordinator's `ApplyError`, displayed).
-    Rejected(String),
+    /// The command did not apply; the state is unchanged. Says why.
+    Rejected(ApplyError),
 }

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use strew_coordinator::NodeId;
 use strew_overlay::manager::ManagerInfo;
-use strew_overlay::{ManagerRequest, ManagerResponse, OverlayHandle};
+use strew_overlay::{ManagerRequest, ManagerResponse, OverlayHandle, RefusalCode};
 use tracing::{debug, info, warn};
 
-use super::manager::{ManagerService, NO_GROUP};
+use super::manager::ManagerService;
 use crate::consensus::{GroupConfig, MAX_VOTERS, Member, Role, raft_id};
 
 /// How often the group and the manager belief are looked at.
@@ -234,7 +234,7 @@ async fn maybe_form(service: &ManagerService) {
     }
     for other in eligible.iter().filter(|n| **n != me) {
         match who(overlay, *other).await {
-            Some(ManagerResponse::Refused(text)) if text == NO_GROUP => {}
+            Some(ManagerResponse::Refused(refusal)) if refusal.code == RefusalCode::NoGroup => {}
             answer => {
                 debug!(node = %other, ?answer, "not forming a group: another coordinator may be in one");
                 return;

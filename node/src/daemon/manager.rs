@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use strew_coordinator::manager::{CommitStep, Manager, ManagerConfig, ManagerError};
 use strew_coordinator::seal::GroupKey;
 use strew_coordinator::{Applied, Command, NodeId, NodeProfile};
-use strew_overlay::manager::{DryRunAnswer, ManagerInfo};
+use strew_overlay::manager::{DryRunAnswer, ManagerInfo, Refusal, RefusalCode};
 use strew_overlay::{Keypair, ManagerEndpoint, ManagerRequest, ManagerResponse, OverlayHandle};
 use tracing::{debug, info, warn};
 
@@ -36,6 +36,7 @@ use crate::consensus::{
     ConsensusError, ConsensusMember, GroupConfig, GroupStatus, Outcome, WriteError,
 };
 use crate::sync::lock;
+use crate::wire::{self, ToWire};
 
 /// Directory of the manager's state inside the data dir.
 pub const MANAGER_DIR: &str = "manager";
@@ -109,8 +110,14 @@ fn group_key(dir: &Path) -> Result<GroupKey, ServiceError> {
     }
 }
 
-fn refuse(e: &dyn std::error::Error) -> ManagerResponse {
-    ManagerResponse::Refused(crate::grid::error_text(e))
+fn refuse(e: &ManagerError) -> ManagerResponse {
+    ManagerResponse::Refused(wire::refusal(e))
+}
+
+/// Runs CPU-heavy manager work (placement, sealing) without stalling the
+/// other tasks of this runtime worker.
+fn heavy<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 impl ManagerService {
@@ -242,7 +249,11 @@ impl ManagerService {
         if status.members.is_empty() {
             return ManagerResponse::NotManager { leader: None };
         }
-        ManagerResponse::Unavailable(self.no_quorum())
+        self.unavailable_no_quorum()
+    }
+
+    fn unavailable_no_quorum(&self) -> ManagerResponse {
+        ManagerResponse::Unavailable(Refusal::new(RefusalCode::NoQuorum, self.no_quorum()))
     }
 
     fn write_error(&self, e: WriteError) -> ManagerResponse {
@@ -250,8 +261,11 @@ impl ManagerService {
             WriteError::NotLeader { leader } => ManagerResponse::NotManager {
                 leader: leader.and_then(|m| m.strew_id().ok()),
             },
-            WriteError::NoQuorum(_) => ManagerResponse::Unavailable(self.no_quorum()),
-            other => ManagerResponse::Unavailable(format!("coordinator group: {other}")),
+            WriteError::NoQuorum(_) => self.unavailable_no_quorum(),
+            other => ManagerResponse::Unavailable(Refusal::new(
+                RefusalCode::Internal,
+                format!("coordinator group: {other}"),
+            )),
         }
     }
 
@@ -264,9 +278,10 @@ impl ManagerService {
         if self.member.has_group_key() {
             Ok(())
         } else {
-            Err(ManagerResponse::Unavailable(
-                "the coordinator group has no sealing key yet; retry".into(),
-            ))
+            Err(ManagerResponse::Unavailable(Refusal::new(
+                RefusalCode::Busy,
+                "the coordinator group has no sealing key yet; retry",
+            )))
         }
     }
 
@@ -276,7 +291,10 @@ impl ManagerService {
         match self.member.execute(command).await {
             Ok(committed) => match committed.outcome {
                 Outcome::Applied(applied) => Ok(applied),
-                Outcome::Rejected(why) => Err(ManagerResponse::Refused(why)),
+                Outcome::Rejected(why) => Err(ManagerResponse::Refused(Refusal::new(
+                    wire::apply_code(&why),
+                    why.to_string(),
+                ))),
             },
             Err(e) => Err(self.write_error(e)),
         }
@@ -412,11 +430,11 @@ impl ManagerService {
 
     fn who(&self) -> ManagerResponse {
         if self.member.status().members.is_empty() {
-            return ManagerResponse::Refused(NO_GROUP.into());
+            return ManagerResponse::Refused(Refusal::new(RefusalCode::NoGroup, NO_GROUP));
         }
         match self.info() {
             Some(info) => ManagerResponse::Info(info),
-            None => ManagerResponse::Unavailable(self.no_quorum()),
+            None => self.unavailable_no_quorum(),
         }
     }
 
@@ -441,23 +459,22 @@ impl ManagerService {
             return self.not_serving();
         }
         let now = strew_overlay::now_ms();
-        let not_yours = || ManagerResponse::Refused("a node may only act for itself".into());
         match request {
             ManagerRequest::Who => self.who(),
             ManagerRequest::DryRun(req) => {
-                if req.source != requester {
-                    return not_yours();
-                }
+                let req = wire::plan_request(requester, req);
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
-                let preview = self
-                    .replica
-                    .read(|m| m.preview_backup(&req, &mut *lock(&self.rng)));
+                let preview = heavy(|| {
+                    self.replica
+                        .read(|m| m.preview_backup(&req, &mut *lock(&self.rng)))
+                });
                 match preview {
-                    Ok((uploads, reused)) => {
-                        ManagerResponse::DryRun(DryRunAnswer { uploads, reused })
-                    }
+                    Ok((uploads, reused)) => ManagerResponse::DryRun(DryRunAnswer {
+                        uploads: uploads.iter().map(ToWire::to_wire).collect(),
+                        reused,
+                    }),
                     Err(e) => refuse(&e),
                 }
             }
@@ -477,10 +494,12 @@ impl ManagerService {
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
-                ManagerResponse::Snapshots(
-                    self.replica
-                        .read(|m| m.list_snapshots(&requester, set.as_deref())),
-                )
+                ManagerResponse::Snapshots(self.replica.read(|m| {
+                    m.list_snapshots(&requester, set.as_deref())
+                        .iter()
+                        .map(ToWire::to_wire)
+                        .collect()
+                }))
             }
             write => {
                 let _turn = self.proposals.lock().await;
@@ -508,41 +527,37 @@ impl ManagerService {
         let refused = |e: ManagerError| refuse(&e);
         match request {
             ManagerRequest::Plan(req) => {
-                if req.source != requester {
-                    return Err(ManagerResponse::Refused(
-                        "a node may only act for itself".into(),
-                    ));
-                }
-                let (command, draft) = self
-                    .replica
-                    .read(|m| m.decide_plan(&req, now, &mut *lock(&self.rng)))
-                    .map_err(refused)?;
+                let req = wire::plan_request(requester, req);
+                let (command, draft) = heavy(|| {
+                    self.replica
+                        .read(|m| m.decide_plan(&req, now, &mut *lock(&self.rng)))
+                })
+                .map_err(refused)?;
                 self.propose(command).await?;
                 let decision = self
                     .replica
                     .read(|m| m.finish_plan(draft, now))
                     .map_err(refused)?;
-                Ok(ManagerResponse::Planned(decision))
+                Ok(ManagerResponse::Planned(decision.to_wire()))
             }
             ManagerRequest::Commit(req) => {
-                if req.source != requester {
-                    return Err(ManagerResponse::Refused(
-                        "a node may only act for itself".into(),
-                    ));
-                }
-                let step = self
-                    .replica
-                    .read(|m| m.decide_commit(&req, now, &mut *lock(&self.rng)))
-                    .map_err(refused)?;
+                let req = wire::commit_request(requester, req);
+                let step = heavy(|| {
+                    self.replica
+                        .read(|m| m.decide_commit(&req, now, &mut *lock(&self.rng)))
+                })
+                .map_err(refused)?;
                 match step {
-                    CommitStep::Done(response) => Ok(ManagerResponse::Committed(response)),
+                    CommitStep::Done(response) => {
+                        Ok(ManagerResponse::Committed(response.to_wire()))
+                    }
                     CommitStep::Propose { command, snapshot } => {
                         let applied = self.propose(command).await?;
                         let response = self
                             .replica
                             .read(|m| m.finish_commit(snapshot, &applied, now))
                             .map_err(refused)?;
-                        Ok(ManagerResponse::Committed(response))
+                        Ok(ManagerResponse::Committed(response.to_wire()))
                     }
                 }
             }
@@ -556,7 +571,7 @@ impl ManagerService {
                     .replica
                     .read(|m| m.finish_forget(&applied, now))
                     .map_err(refused)?;
-                Ok(ManagerResponse::Forgotten(response))
+                Ok(ManagerResponse::Forgotten(response.to_wire()))
             }
             ManagerRequest::Abandon { pending_id } => {
                 let command = self
@@ -571,6 +586,7 @@ impl ManagerService {
                 Ok(ManagerResponse::Abandoned(tickets))
             }
             ManagerRequest::RecordRestore { snapshot, outcome } => {
+                let outcome = wire::restore_outcome(outcome);
                 let (command, _id) = self
                     .replica
                     .read(|m| m.decide_record_restore(requester, snapshot, outcome, now));
@@ -579,9 +595,9 @@ impl ManagerService {
             }
             other => {
                 warn!(kind = other.kind(), "not a state-changing manager call");
-                Err(ManagerResponse::Refused(format!(
-                    "{} is not a state-changing call",
-                    other.kind()
+                Err(ManagerResponse::Refused(Refusal::new(
+                    RefusalCode::Invalid,
+                    format!("{} is not a state-changing call", other.kind()),
                 )))
             }
         }

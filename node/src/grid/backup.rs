@@ -148,10 +148,15 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             .await
             .map_err(|err| match (&err, &last_failure) {
                 // Say why targets were left out, not only that too few remain.
-                (GridError::Refused(why), Some(first)) => GridError::Refused(format!(
-                    "uploads to {} target(s) failed (first error: {first}); planning without them: {why}",
-                    exclude.len()
-                )),
+                (GridError::Refused(why), Some(first)) => {
+                    GridError::Refused(strew_overlay::manager::Refusal::new(
+                        why.code,
+                        format!(
+                            "uploads to {} target(s) failed (first error: {first}); planning without them: {why}",
+                            exclude.len()
+                        ),
+                    ))
+                }
                 _ => err,
             })?;
         let tickets = super::ticket_index(&decision.tickets);

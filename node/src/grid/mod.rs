@@ -35,9 +35,16 @@ pub use restore::{GridRestoreReport, grid_restore, snapshot_targets};
 /// Errors of grid operations, sorted by what the user can do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum GridError {
-    /// The manager refused (constraints, quota, unknown snapshot, …): its words.
+    /// The manager refused (constraints, quota, unknown snapshot, …): its
+    /// code and its words.
     #[error("the sequence manager refused: {0}")]
-    Refused(String),
+    Refused(strew_overlay::manager::Refusal),
+    /// The manager answered a call with a message of another call.
+    #[error("the manager answered {call} with an unexpected message ({answer})")]
+    Unexpected {
+        call: &'static str,
+        answer: &'static str,
+    },
     /// No manager could be reached, or it is not serving (no quorum).
     #[error("no sequence manager is reachable: {0}")]
     NoManager(String),

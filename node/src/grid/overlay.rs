@@ -18,10 +18,11 @@ use strew_coordinator::ticket::StorageTicket;
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 use strew_overlay::manager::{DryRunAnswer, ManagerInfo};
 use strew_overlay::packet::ticket;
-use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle};
+use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle, RefusalCode};
 use tracing::debug;
 
 use super::{GridError, ManagerApi, PacketTransport, TransportError};
+use crate::wire::{self, ToWire};
 
 /// How long a call waits for a manager to become known or reachable.
 const MANAGER_PATIENCE: Duration = Duration::from_secs(45);
@@ -78,6 +79,11 @@ impl OverlayManager {
                     Ok(ManagerResponse::Unavailable(why)) => {
                         last = format!("manager {target}: {why}");
                     }
+                    // A plan decided on a state another proposal changed
+                    // first: the same call succeeds on the next try.
+                    Ok(ManagerResponse::Refused(why)) if why.code == RefusalCode::Busy => {
+                        last = format!("manager {target}: {why}");
+                    }
                     Ok(ManagerResponse::Refused(why)) => return Err(GridError::Refused(why)),
                     Ok(answer) => return Ok(answer),
                     Err(OverlayError::Stopped) => {
@@ -105,7 +111,7 @@ impl OverlayManager {
 
     /// `strew plan`: the placement the manager would make, without recording it.
     pub async fn dry_run(&self, request: PlanRequest) -> Result<DryRunAnswer, GridError> {
-        match self.call(ManagerRequest::DryRun(request)).await? {
+        match self.call(ManagerRequest::DryRun(request.to_wire())).await? {
             ManagerResponse::DryRun(answer) => Ok(answer),
             other => Err(unexpected("dry run", &other)),
         }
@@ -120,10 +126,10 @@ impl OverlayManager {
     }
 }
 
-fn unexpected(call: &str, answer: &ManagerResponse) -> GridError {
-    GridError::Other(format!(
-        "the manager answered {call} with an unexpected message ({})",
-        match answer {
+fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
+    GridError::Unexpected {
+        call,
+        answer: match answer {
             ManagerResponse::Planned(_) => "planned",
             ManagerResponse::DryRun(_) => "dry run",
             ManagerResponse::Committed(_) => "committed",
@@ -136,21 +142,21 @@ fn unexpected(call: &str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::NotManager { .. } => "not manager",
             ManagerResponse::Refused(_) => "refused",
             ManagerResponse::Unavailable(_) => "unavailable",
-        }
-    ))
+        },
+    }
 }
 
 impl ManagerApi for OverlayManager {
     async fn plan(&self, request: PlanRequest) -> Result<PlanDecision, GridError> {
-        match self.call(ManagerRequest::Plan(request)).await? {
-            ManagerResponse::Planned(decision) => Ok(decision),
+        match self.call(ManagerRequest::Plan(request.to_wire())).await? {
+            ManagerResponse::Planned(decision) => Ok(wire::plan_decision(decision)),
             other => Err(unexpected("plan", &other)),
         }
     }
 
     async fn commit(&self, request: CommitRequest) -> Result<CommitResponse, GridError> {
-        match self.call(ManagerRequest::Commit(request)).await? {
-            ManagerResponse::Committed(response) => Ok(response),
+        match self.call(ManagerRequest::Commit(request.to_wire())).await? {
+            ManagerResponse::Committed(response) => Ok(wire::commit_response(response)),
             other => Err(unexpected("commit", &other)),
         }
     }
@@ -167,14 +173,16 @@ impl ManagerApi for OverlayManager {
 
     async fn list(&self, set: Option<String>) -> Result<Vec<SnapshotSummary>, GridError> {
         match self.call(ManagerRequest::List { set }).await? {
-            ManagerResponse::Snapshots(list) => Ok(list),
+            ManagerResponse::Snapshots(list) => {
+                Ok(list.into_iter().map(wire::snapshot_summary).collect())
+            }
             other => Err(unexpected("list", &other)),
         }
     }
 
     async fn forget(&self, snapshot: SnapshotId) -> Result<ForgetResponse, GridError> {
         match self.call(ManagerRequest::Forget { snapshot }).await? {
-            ManagerResponse::Forgotten(response) => Ok(response),
+            ManagerResponse::Forgotten(response) => Ok(wire::forget_response(response)),
             other => Err(unexpected("forget", &other)),
         }
     }
@@ -192,7 +200,10 @@ impl ManagerApi for OverlayManager {
         outcome: RestoreOutcome,
     ) -> Result<(), GridError> {
         match self
-            .call(ManagerRequest::RecordRestore { snapshot, outcome })
+            .call(ManagerRequest::RecordRestore {
+                snapshot,
+                outcome: outcome.to_wire(),
+            })
             .await?
         {
             ManagerResponse::Recorded => Ok(()),

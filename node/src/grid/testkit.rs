@@ -59,14 +59,17 @@ pub struct LocalClient<'a> {
     requester: NodeId,
 }
 
-fn refused(e: impl std::fmt::Display) -> GridError {
-    GridError::Refused(e.to_string())
+fn refused(e: strew_coordinator::ManagerError) -> GridError {
+    GridError::Refused(crate::wire::refusal(&e))
 }
 
 impl ManagerApi for LocalClient<'_> {
     async fn plan(&self, request: PlanRequest) -> Result<PlanDecision, GridError> {
         if request.source != self.requester {
-            return Err(GridError::Refused("plan for another source".into()));
+            return Err(GridError::Refused(strew_overlay::manager::Refusal::new(
+                strew_overlay::RefusalCode::NotOwner,
+                "plan for another source",
+            )));
         }
         let now = self.local.now();
         let mut rng = lock(&self.local.rng);

@@ -21,7 +21,9 @@ use tracing::{debug, warn};
 
 use crate::error::RequestFailure;
 use crate::handle::Shared;
-use crate::manager::{ManagerAnswer, ManagerCodec, ManagerRequest, ManagerResponse};
+use crate::manager::{
+    ManagerAnswer, ManagerCodec, ManagerRequest, ManagerResponse, Refusal, RefusalCode,
+};
 use crate::outbound::{Outbound, Reply};
 use crate::peer;
 
@@ -56,7 +58,12 @@ pub(crate) async fn guarded(answer: ManagerAnswer) -> ManagerResponse {
     AssertUnwindSafe(answer)
         .catch_unwind()
         .await
-        .unwrap_or_else(|_| ManagerResponse::Unavailable("the manager failed answering".into()))
+        .unwrap_or_else(|_| {
+            ManagerResponse::Unavailable(Refusal::new(
+                RefusalCode::Internal,
+                "the manager failed answering",
+            ))
+        })
 }
 
 pub(crate) struct Manager {
@@ -151,14 +158,20 @@ impl Manager {
         let Some(requester) = peer::node_id_of(&peer) else {
             let _ = rr.send_response(
                 channel,
-                ManagerResponse::Refused("the caller is not an Ed25519 node".into()),
+                ManagerResponse::Refused(Refusal::new(
+                    RefusalCode::Invalid,
+                    "the caller is not an Ed25519 node",
+                )),
             );
             return;
         };
         if self.inbound >= MAX_MANAGER_INFLIGHT {
             let _ = rr.send_response(
                 channel,
-                ManagerResponse::Unavailable("the manager is busy; retry".into()),
+                ManagerResponse::Unavailable(Refusal::new(
+                    RefusalCode::Busy,
+                    "the manager is busy; retry",
+                )),
             );
             return;
         }

@@ -1,9 +1,10 @@
-//! The sequence-manager protocol (`/strew/manager/1`): the calls a source
+//! The sequence-manager protocol (`/strew/manager/2`): the calls a source
 //! makes to the sequence manager — plan a backup, commit it, fetch a sealed
 //! sequence, list, forget, abandon a plan, report a restore, and a dry-run
 //! plan — and the manager's answers, as size-bounded CBOR.
 //!
-//! Owns the messages, their codec and the [`ManagerEndpoint`] seam through
+//! Owns the messages (the payloads are [`wire`] types of this protocol,
+//! never the coordinator's records), their codec and the [`ManagerEndpoint`] seam through
 //! which the node plugs the coordinator in. The requester is the
 //! authenticated remote peer (Noise), never a field of the message. A node
 //! that does not serve answers [`ManagerResponse::NotManager`] with the
@@ -12,6 +13,7 @@
 //! protocol's runtime state (calls in flight both ways) is in `driver`.
 
 pub(crate) mod driver;
+pub mod wire;
 
 use std::future::Future;
 use std::io;
@@ -22,15 +24,18 @@ use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
-use strew_coordinator::{
-    CommitRequest, CommitResponse, DataId, ForgetResponse, NodeId, PlanDecision, PlanRequest,
-    PlannedChunk, RestoreOutcome, SealedForRecipient, SnapshotId, SnapshotSummary, StorageTicket,
+use strew_coordinator::{NodeId, SealedForRecipient, SnapshotId, StorageTicket};
+
+pub use wire::{
+    CommitRequest, CommitResponse, DryRunAnswer, ForgetResponse, ManagerInfo, PlanDecision,
+    PlanRequest, Refusal, RefusalCode, RestoreOutcome, SnapshotSummary,
 };
 
 use crate::cbor;
 
-/// Protocol id.
-pub const MANAGER_PROTOCOL: &str = "/strew/manager/1";
+/// Protocol id. Version 2: payloads are this protocol's own types, the
+/// source is the authenticated peer only, refusals carry a code.
+pub const MANAGER_PROTOCOL: &str = "/strew/manager/2";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
 /// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
@@ -79,32 +84,6 @@ impl ManagerRequest {
     }
 }
 
-/// A dry-run placement: where new chunks would go, and which are stored already.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DryRunAnswer {
-    pub uploads: Vec<PlannedChunk>,
-    pub reused: Vec<DataId>,
-}
-
-/// What the manager says about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ManagerInfo {
-    /// The leader of the coordinator group: the node serving the manager.
-    pub manager: NodeId,
-    /// The coordinator group's members (voters and learners): any of them
-    /// may lead after a failover, so targets honour tickets from all.
-    #[serde(default)]
-    pub members: Vec<NodeId>,
-    /// The raft term the leader was elected in.
-    #[serde(default)]
-    pub term: u64,
-    /// Nodes the manager's placement view holds, and how many are online.
-    pub nodes: u64,
-    pub online: u64,
-    pub snapshots: u64,
-    pub stored_bytes: u64,
-}
-
 /// The manager's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ManagerResponse {
@@ -121,11 +100,11 @@ pub enum ManagerResponse {
     NotManager {
         leader: Option<NodeId>,
     },
-    /// The manager refused the call; the text is for the user (placement
-    /// explanations, quota, unknown snapshot, …).
-    Refused(String),
-    /// The manager cannot serve right now (e.g. no quorum); retry later.
-    Unavailable(String),
+    /// The manager refused the call: a code, and the words for the user
+    /// (placement explanations, quota, unknown snapshot, …).
+    Refused(Refusal),
+    /// The manager cannot serve right now (no quorum, busy); retry later.
+    Unavailable(Refusal),
 }
 
 /// A boxed answer of the endpoint. `'static` so the overlay can spawn it:
@@ -234,7 +213,11 @@ mod tests {
             ManagerResponse::NotManager {
                 leader: Some(NodeId([9; 32])),
             },
-            ManagerResponse::Refused("only 3 nodes lie between 200 km and 2000 km".into()),
+            ManagerResponse::Refused(Refusal::new(
+                RefusalCode::Infeasible,
+                "only 3 nodes lie between 200 km and 2000 km",
+            )),
+            ManagerResponse::Unavailable(Refusal::new(RefusalCode::NoQuorum, "1 of 3")),
             ManagerResponse::Recorded,
         ];
         for res in responses {

@@ -83,7 +83,7 @@ async fn group_forms_grows_to_three_voters_and_applies_identically() {
         .await
         .unwrap();
     assert!(
-        matches!(refused.outcome, Outcome::Rejected(ref why) if why.contains("has not joined"))
+        matches!(refused.outcome, Outcome::Rejected(ref why) if why.to_string().contains("has not joined"))
     );
     // A second key is refused: the first committed key stays.
     let second = first

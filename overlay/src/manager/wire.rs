@@ -1,0 +1,381 @@
+//! The messages of `/strew/manager/2`, owned by this protocol.
+//!
+//! Every type a manager call or answer carries is defined here, field by
+//! field, rather than borrowed from the coordinator's records: a refactor of
+//! the coordinator cannot change the protocol without a change here, and the
+//! encoding of each message is pinned by a test. The node converts these to
+//! and from the coordinator's own types. Only ids, tickets, sealed boxes and
+//! unit values (locations, distance ranges, redundancy) are shared with the
+//! coordinator crate. Refusals carry a [`RefusalCode`] a program can act on
+//! and a detail a person can read.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use strew_coordinator::{
+    DataId, DistanceRange, GeoPoint, NodeId, PacketId, Redundancy, SealedForRecipient, SnapshotId,
+    StorageTicket,
+};
+
+/// One packet a source wants to store: its id and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketSpec {
+    pub packet_id: PacketId,
+    pub size: u64,
+}
+
+/// One chunk of a backup: its DataId and its stripe's packets in share order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPlan {
+    pub data_id: DataId,
+    pub packets: Vec<PacketSpec>,
+}
+
+/// How chunks are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compression {
+    None,
+    Zstd { level: i32 },
+}
+
+/// Who shares the convergence secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvergenceScope {
+    Grid,
+    Private,
+}
+
+/// The parameters a source chooses for one backup set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackupParams {
+    pub backup_distance: DistanceRange,
+    pub spread: DistanceRange,
+    pub redundancy: Redundancy,
+    pub compression: Compression,
+    pub cipher: String,
+    pub convergence: ConvergenceScope,
+    pub sync_interval_secs: Option<u64>,
+}
+
+/// "Where do these chunks go?" (also the dry run's question).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub set: String,
+    pub location: GeoPoint,
+    pub params: BackupParams,
+    pub chunks: Vec<ChunkPlan>,
+    /// Targets the source could not reach in an earlier plan of this backup.
+    pub exclude: Vec<NodeId>,
+}
+
+/// One packet and the target it goes to (or is on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    pub packet_id: PacketId,
+    pub size: u64,
+    pub target: NodeId,
+}
+
+/// A new chunk and where each of its packets goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedChunk {
+    pub data_id: DataId,
+    pub packets: Vec<Placed>,
+}
+
+/// The manager's plan: what to upload where, with tickets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanDecision {
+    pub pending_id: u64,
+    pub uploads: Vec<PlannedChunk>,
+    /// Chunks already stored: nothing to upload.
+    pub reused: Vec<DataId>,
+    pub tickets: Vec<StorageTicket>,
+    pub expires_at: u64,
+}
+
+/// A dry-run placement: where new chunks would go, and which are stored already.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DryRunAnswer {
+    pub uploads: Vec<PlannedChunk>,
+    pub reused: Vec<DataId>,
+}
+
+/// "The upload is done": the verified receipts and the snapshot's chunks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub pending_id: u64,
+    /// Packets whose target receipts the caller verified.
+    pub stored: Vec<Placed>,
+    /// DataId of the snapshot manifest and of its own chunks, in order.
+    pub manifest: DataId,
+    pub manifest_chunks: Vec<DataId>,
+    /// Every chunk of the snapshot, in sequence order.
+    pub chunks: Vec<DataId>,
+    /// Plaintext bytes backed up.
+    pub bytes: u64,
+}
+
+/// The committed snapshot, and delete tickets for packets someone stored first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResponse {
+    pub snapshot: SnapshotId,
+    pub delete_tickets: Vec<StorageTicket>,
+}
+
+/// One line of a snapshot listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    pub snapshot: SnapshotId,
+    pub set: String,
+    pub source: NodeId,
+    pub time: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+}
+
+/// What forgetting freed: packets to delete, per target, with delete tickets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetResponse {
+    pub deletions: BTreeMap<NodeId, Vec<PacketId>>,
+    pub delete_tickets: Vec<StorageTicket>,
+}
+
+/// How a restore went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreOutcome {
+    Started,
+    Succeeded { bytes: u64 },
+    Failed { reason: String },
+}
+
+/// What the manager says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManagerInfo {
+    /// The leader of the coordinator group: the node serving the manager.
+    pub manager: NodeId,
+    /// The coordinator group's members (voters and learners): any of them
+    /// may lead after a failover, so targets honour tickets from all.
+    pub members: Vec<NodeId>,
+    /// The raft term the leader was elected in.
+    pub term: u64,
+    /// Nodes the manager's placement view holds, and how many are online.
+    pub nodes: u64,
+    pub online: u64,
+    pub snapshots: u64,
+    pub stored_bytes: u64,
+}
+
+/// Why a call was refused or could not be served: what a program acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefusalCode {
+    /// The request is malformed or inconsistent.
+    Invalid,
+    /// The requester acted for another node, or for another source's snapshot or plan.
+    NotOwner,
+    /// The requester has not joined the grid (its announcement may still be travelling).
+    NotJoined,
+    /// The source's subscription does not allow it (quota, closed grid).
+    Quota,
+    /// No placement meets the constraints; the detail says which bound to relax.
+    Infeasible,
+    /// Targets are too full for the backup.
+    TargetFull,
+    /// The snapshot does not exist.
+    UnknownSnapshot,
+    /// The planned backup does not exist (expired, aborted or committed).
+    UnknownPlan,
+    /// Some planned packets have no verified receipt yet: upload them and commit again.
+    MissingUploads,
+    /// This coordinator belongs to no group yet.
+    NoGroup,
+    /// The coordinator group has no quorum; retry later.
+    NoQuorum,
+    /// The manager is busy or still starting; retry later.
+    Busy,
+    /// The manager failed (sealing, signing, storage); retry later.
+    Internal,
+    /// A code this build does not know (a newer manager).
+    #[serde(other)]
+    Unknown,
+}
+
+impl RefusalCode {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            RefusalCode::NotJoined
+                | RefusalCode::NoQuorum
+                | RefusalCode::Busy
+                | RefusalCode::Internal
+        )
+    }
+
+    /// A stable short name (for JSON output and logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::Invalid => "invalid",
+            RefusalCode::NotOwner => "not_owner",
+            RefusalCode::NotJoined => "not_joined",
+            RefusalCode::Quota => "quota",
+            RefusalCode::Infeasible => "infeasible",
+            RefusalCode::TargetFull => "target_full",
+            RefusalCode::UnknownSnapshot => "unknown_snapshot",
+            RefusalCode::UnknownPlan => "unknown_plan",
+            RefusalCode::MissingUploads => "missing_uploads",
+            RefusalCode::NoGroup => "no_group",
+            RefusalCode::NoQuorum => "no_quorum",
+            RefusalCode::Busy => "busy",
+            RefusalCode::Internal => "internal",
+            RefusalCode::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for RefusalCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: its code and the words for the user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(code: RefusalCode, detail: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// The sealed sequence of a snapshot (re-exported so callers name it here).
+pub type SealedSequence = SealedForRecipient;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::{ManagerRequest, ManagerResponse};
+
+    fn params() -> BackupParams {
+        BackupParams {
+            backup_distance: "100km..2000km".parse().expect("range"),
+            spread: "50km..".parse().expect("range"),
+            redundancy: Redundancy::Erasure { k: 4, m: 2 },
+            compression: Compression::Zstd { level: 3 },
+            cipher: "chacha20poly1305".into(),
+            convergence: ConvergenceScope::Grid,
+            sync_interval_secs: Some(3600),
+        }
+    }
+
+    fn fingerprint<T: Serialize>(value: &T) -> String {
+        let bytes = crate::cbor::encode(value);
+        blake3::hash(&bytes).to_hex()[..16].to_string()
+    }
+
+    /// The encoding of `/strew/manager/2` is pinned: a change of any
+    /// message's shape fails here, so it is made on purpose (with a new
+    /// protocol version), never by a refactor elsewhere.
+    #[test]
+    fn the_encoding_of_every_message_kind_is_pinned() {
+        let placed = Placed {
+            packet_id: PacketId([3; 32]),
+            size: 10,
+            target: NodeId([4; 32]),
+        };
+        let plan = ManagerRequest::Plan(PlanRequest {
+            set: "home".into(),
+            location: GeoPoint::new(48.85, 2.35).expect("location"),
+            params: params(),
+            chunks: vec![ChunkPlan {
+                data_id: DataId([2; 32]),
+                packets: vec![PacketSpec {
+                    packet_id: PacketId([3; 32]),
+                    size: 10,
+                }],
+            }],
+            exclude: vec![NodeId([4; 32])],
+        });
+        let commit = ManagerRequest::Commit(CommitRequest {
+            pending_id: 5,
+            stored: vec![placed],
+            manifest: DataId([6; 32]),
+            manifest_chunks: vec![DataId([6; 32])],
+            chunks: vec![DataId([2; 32])],
+            bytes: 99,
+        });
+        let decision = ManagerResponse::Planned(PlanDecision {
+            pending_id: 5,
+            uploads: vec![PlannedChunk {
+                data_id: DataId([2; 32]),
+                packets: vec![placed],
+            }],
+            reused: vec![DataId([7; 32])],
+            tickets: Vec::new(),
+            expires_at: 1_000,
+        });
+        let listing = ManagerResponse::Snapshots(vec![SnapshotSummary {
+            snapshot: SnapshotId([8; 32]),
+            set: "home".into(),
+            source: NodeId([1; 32]),
+            time: 12,
+            bytes: 99,
+            chunks: 2,
+        }]);
+        let refused = ManagerResponse::Refused(Refusal::new(RefusalCode::Infeasible, "too few"));
+        let restore = ManagerRequest::RecordRestore {
+            snapshot: SnapshotId([8; 32]),
+            outcome: RestoreOutcome::Succeeded { bytes: 3 },
+        };
+        let got = [
+            fingerprint(&plan),
+            fingerprint(&commit),
+            fingerprint(&decision),
+            fingerprint(&listing),
+            fingerprint(&refused),
+            fingerprint(&restore),
+        ];
+        let pinned = [
+            "8f695dc197a30a39",
+            "1659d19679ded53c",
+            "5d06aca246d7fca2",
+            "d1b61a3858b188b2",
+            "e43073ce641fc146",
+            "bb5c89c68a74a57c",
+        ];
+        assert_eq!(got, pinned, "the manager protocol's encoding changed");
+    }
+
+    #[test]
+    fn an_unknown_refusal_code_from_a_newer_manager_still_decodes() {
+        #[derive(Serialize)]
+        enum Future {
+            Overloaded,
+        }
+        #[derive(Serialize)]
+        struct FutureRefusal {
+            code: Future,
+            detail: String,
+        }
+        let bytes = crate::cbor::encode(&FutureRefusal {
+            code: Future::Overloaded,
+            detail: "later".into(),
+        });
+        let refusal: Refusal = crate::cbor::decode(&bytes, 1 << 10).expect("decodes");
+        assert_eq!(refusal.code, RefusalCode::Unknown);
+        assert_eq!(refusal.detail, "later");
+    }
+}

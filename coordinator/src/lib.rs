@@ -25,8 +25,8 @@ pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, IdError, NodeId, PacketId, SnapshotId};
 pub use manager::{
     ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, Effects, ForgetResponse,
-    KnownChunk, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision, PlanDraft,
-    PlanRequest, SnapshotSummary,
+    KnownChunk, LogRetention, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision,
+    PlanDraft, PlanRequest, SnapshotSummary,
 };
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,

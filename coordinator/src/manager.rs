@@ -70,7 +70,28 @@ pub struct ManagerConfig {
     pub ticket_ttl: Millis,
     /// How long a planned backup may take to commit before it is aborted.
     pub pending_ttl: Millis,
+    /// How much of the global backup log is kept.
+    #[serde(default)]
+    pub log_retention: LogRetention,
     pub placement: PlacementPolicy,
+}
+
+/// How much of the global backup log (a metadata kind that only grows) the
+/// manager keeps: events older than `max_age`, and all but the newest
+/// `max_events`, are trimmed by the leader (the newest event always stays).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRetention {
+    pub max_age: Millis,
+    pub max_events: u64,
+}
+
+impl Default for LogRetention {
+    fn default() -> Self {
+        LogRetention {
+            max_age: 90 * 24 * 60 * 60 * 1000,
+            max_events: 100_000,
+        }
+    }
 }
 
 impl Default for ManagerConfig {
@@ -78,6 +99,7 @@ impl Default for ManagerConfig {
         ManagerConfig {
             ticket_ttl: 60 * 60 * 1000,
             pending_ttl: 24 * 60 * 60 * 1000,
+            log_retention: LogRetention::default(),
             placement: PlacementPolicy::default(),
         }
     }
@@ -982,6 +1004,22 @@ impl Manager {
             tickets.extend(self.deletion_tickets(&applied, now)?);
         }
         Ok(tickets)
+    }
+
+    /// The `TrimLog` command the log retention asks for at `now`, if any.
+    pub fn decide_trim_log(&self, now: Millis) -> Option<Command> {
+        let log = &self.state.log;
+        let newest = log.last()?.seq;
+        let keep = self.config.log_retention.max_events.max(1);
+        let by_count = newest.saturating_add(1).saturating_sub(keep);
+        let cutoff = now.saturating_sub(self.config.log_retention.max_age);
+        // Events are appended in time order, so the too-old ones are a prefix.
+        let by_age = log
+            .iter()
+            .find(|e| e.at >= cutoff)
+            .map_or(newest, |e| e.seq);
+        let before_seq = by_count.max(by_age).min(newest);
+        (log.first()?.seq < before_seq).then_some(Command::TrimLog { before_seq })
     }
 
     /// The `AbortBackup` commands for planned backups past their deadline.

@@ -59,6 +59,11 @@ pub enum Command {
     RecordRestore {
         record: AssemblyRecord,
     },
+    /// Drops the backup log's events before `before_seq` (the retention
+    /// the leader decided; the newest event always stays).
+    TrimLog {
+        before_seq: u64,
+    },
     /// Repair: packet `index` of a chunk now lives on `new_target`.
     MovePacket {
         data_id: DataId,
@@ -141,6 +146,8 @@ pub struct Touched {
     pub assemblies: BTreeSet<u64>,
     /// Log entries appended (by sequence number).
     pub log_from: Option<u64>,
+    /// Log entries before this sequence number were dropped.
+    pub log_trimmed_before: Option<u64>,
 }
 
 impl Touched {
@@ -159,6 +166,7 @@ impl Touched {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        self.log_trimmed_before = self.log_trimmed_before.max(other.log_trimmed_before);
     }
 }
 
@@ -211,7 +219,8 @@ impl ManagerState {
         node: NodeId,
         detail: String,
     ) {
-        let seq = self.log.len() as u64;
+        // Sequence numbers keep growing when old events are trimmed.
+        let seq = self.log.last().map_or(0, |e| e.seq + 1);
         touched.log_from.get_or_insert(seq);
         self.log.push(LogEvent {
             seq,
@@ -269,6 +278,17 @@ impl ManagerState {
                         record.id, record.snapshot, record.outcome
                     ),
                 );
+                Applied::Done
+            }
+            Command::TrimLog { before_seq } => {
+                let newest = self.log.last().map_or(0, |e| e.seq);
+                if *before_seq > newest {
+                    return Err(ApplyError::Invalid(format!(
+                        "trimming the log before {before_seq} would drop its newest event {newest}"
+                    )));
+                }
+                self.log.retain(|e| e.seq >= *before_seq);
+                touched.log_trimmed_before = Some(*before_seq);
                 Applied::Done
             }
             Command::MovePacket {

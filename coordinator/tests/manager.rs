@@ -806,3 +806,43 @@ fn decided_commands_change_nothing_until_applied_and_replicate_to_another_member
             .is_ok()
     );
 }
+
+#[test]
+fn the_backup_log_is_trimmed_by_age_and_count_and_keeps_its_newest_event() {
+    let (targets, paris, _) = grid();
+    let config = ManagerConfig {
+        log_retention: strew_coordinator::LogRetention {
+            max_age: 1_000,
+            max_events: 5,
+        },
+        ..ManagerConfig::default()
+    };
+    let mut m = manager(config);
+    join_all(&mut m, &targets, &[&paris]);
+    let joined = m.state().log.len() as u64;
+    assert!(joined > 5, "every join is logged");
+    // By count: only the newest 5 stay.
+    let trim = m.decide_trim_log(1).expect("too many events");
+    m.execute(trim).unwrap();
+    let seqs: Vec<u64> = m.state().log.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (joined - 5..joined).collect::<Vec<_>>());
+    assert_eq!(m.decide_trim_log(1), None, "nothing more to trim");
+    // New events continue the sequence.
+    let late = test_node(99, 50.0, 10.0, GIB);
+    m.join(late.profile.clone(), None, 500).unwrap();
+    assert_eq!(m.state().log.last().unwrap().seq, joined);
+    // By age: events older than the window go, the newest always stays.
+    let trim = m.decide_trim_log(10_000).expect("old events");
+    m.execute(trim).unwrap();
+    assert_eq!(m.state().log.len(), 1);
+    assert_eq!(m.state().log[0].seq, joined);
+    // A trim that would drop the newest event is refused and changes nothing.
+    let before = m.state().clone();
+    assert!(
+        m.execute(Command::TrimLog {
+            before_seq: joined + 1
+        })
+        .is_err()
+    );
+    assert_eq!(m.state(), &before);
+}

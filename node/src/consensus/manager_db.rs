@@ -123,6 +123,7 @@ pub struct Batch {
     pending: Rows<u64>,
     assemblies: Rows<u64>,
     log: Vec<(u64, Vec<u8>)>,
+    log_trimmed_before: Option<u64>,
     position: Vec<u8>,
 }
 
@@ -191,6 +192,7 @@ impl Batch {
             .filter(|(_, v)| v.is_some())
             .collect(),
             log,
+            log_trimmed_before: touched.log_trimmed_before,
             position,
         })
     }
@@ -360,6 +362,9 @@ impl ManagerDb {
                 }
             }
             let mut log = txn.open_table(LOG)?;
+            if let Some(before) = batch.log_trimmed_before {
+                log.retain_in(..before, |_, _| false)?;
+            }
             for (seq, event) in &batch.log {
                 log.insert(*seq, event.as_slice())?;
             }
@@ -497,6 +502,24 @@ mod tests {
         let (_, loaded) = ManagerDb::open(&path).expect("reopens");
         assert_eq!(&loaded.state, m.state());
         assert_eq!(loaded.position.as_deref(), Some(&b"entry-4"[..]));
+    }
+
+    #[test]
+    fn trimmed_log_events_leave_the_database() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manager.redb");
+        let mut m = manager();
+        {
+            let (mut db, _) = ManagerDb::open(&path).expect("opens");
+            let joins: Vec<Command> = (1..8).map(|n| join(n, u64::from(n))).collect();
+            apply_and_write(&mut m, &mut db, &joins, b"entry-7");
+            let trim = Command::TrimLog { before_seq: 4 };
+            apply_and_write(&mut m, &mut db, &[trim, join(9, 9)], b"entry-8");
+        }
+        let (_, loaded) = ManagerDb::open(&path).expect("reopens");
+        assert_eq!(&loaded.state, m.state());
+        let seqs: Vec<u64> = loaded.state.log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![4, 5, 6, 7]);
     }
 
     #[test]

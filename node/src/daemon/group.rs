@@ -271,6 +271,7 @@ async fn lead(
     if expired > 0 {
         info!(expired, "aborted planned backups past their deadline");
     }
+    service.trim_log(now).await;
     let member = service.member();
     let me = overlay.node_id();
     let candidates: BTreeMap<NodeId, String> = overlay

@@ -404,6 +404,20 @@ impl ManagerService {
         aborted
     }
 
+    /// Trims the global backup log to its retention (leader only).
+    pub async fn trim_log(&self, now: u64) {
+        if !self.member.is_leader() {
+            return;
+        }
+        let Some(command) = self.replica.read(|m| m.decide_trim_log(now)) else {
+            return;
+        };
+        let _turn = self.proposals.lock().await;
+        if let Err(e) = self.propose(command).await {
+            debug!(?e, "manager: trimming the backup log stopped");
+        }
+    }
+
     /// Who the manager is, the group's members and what the state holds;
     /// `None` while this member knows no leader.
     pub fn info(&self) -> Option<ManagerInfo> {

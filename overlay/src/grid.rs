@@ -24,6 +24,19 @@ struct Signed {
 pub struct GridBook {
     view: GridView,
     signed: BTreeMap<NodeId, Signed>,
+    /// Bumped whenever a node arrives, leaves, or changes what placement
+    /// depends on (not on every periodic re-announcement).
+    generation: u64,
+}
+
+/// Whether two profiles of one node differ in what the sequence manager records.
+fn placement_changed(old: &NodeProfile, new: &NodeProfile) -> bool {
+    old.location != new.location
+        || old.storage_allocated != new.storage_allocated
+        || old.x25519_public != new.x25519_public
+        || old.coordinator_eligible != new.coordinator_eligible
+        || old.bandwidth_limit != new.bandwidth_limit
+        || old.online != new.online
 }
 
 /// The coordinator's profile of an announcing node, seen at `now_ms`.
@@ -51,6 +64,13 @@ impl GridBook {
         let Some(profile) = profile_of(&ann, now_ms) else {
             return;
         };
+        if self
+            .view
+            .get(&profile.node_id)
+            .is_none_or(|old| placement_changed(old, &profile))
+        {
+            self.generation += 1;
+        }
         self.view.upsert(profile);
         self.signed.insert(
             ann.node(),
@@ -74,7 +94,16 @@ impl GridBook {
             self.signed.remove(id);
             self.view.remove(id);
         }
+        if !gone.is_empty() {
+            self.generation += 1;
+        }
         gone
+    }
+
+    /// Changes so far of what the sequence manager records about nodes: a
+    /// caller that remembers it can skip looking at an unchanged view.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The coordinator's grid view.

@@ -181,6 +181,13 @@ impl OverlayHandle {
         grid.announcement(node)?.listen_addrs.first().cloned()
     }
 
+    /// How often the grid view changed in what the sequence manager records
+    /// (arrivals, departures, new locations or allocations); equal values
+    /// mean nothing to sync.
+    pub fn grid_generation(&self) -> u64 {
+        self.shared.grid.read().map(|g| g.generation()).unwrap_or(0)
+    }
+
     /// Runs `f` on the coordinator's grid view (this node included once it announced).
     pub fn with_grid_view<R>(
         &self,

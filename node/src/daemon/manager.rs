@@ -73,6 +73,9 @@ pub struct ManagerService {
     transport: Arc<OverlayRaft>,
     replica: Arc<ManagerReplica>,
     rng: Mutex<StdRng>,
+    /// The grid view's generation and the raft term of the last complete
+    /// grid sync: an unchanged view under the same leader needs none.
+    synced: Mutex<Option<(u64, u64)>>,
     /// Held from deciding a command until it is answered: one proposal at a time.
     proposals: tokio::sync::Mutex<()>,
     /// This node's candidate sealing key (the group's first committed key wins).
@@ -171,6 +174,7 @@ impl ManagerService {
             transport,
             replica,
             rng: Mutex::new(StdRng::from_seed(rand::random())),
+            synced: Mutex::new(None),
             proposals: tokio::sync::Mutex::new(()),
             local_key,
             config,
@@ -345,6 +349,7 @@ impl ManagerService {
     /// most [`MAX_BATCH`] commands (one raft entry each; leader only, the
     /// caller holds `proposals`). Stops at the first batch that fails.
     async fn sync_grid_locked(&self, now: u64) -> Result<(), ManagerResponse> {
+        let seen = (self.overlay.grid_generation(), self.member.status().term);
         let Some(profiles) = self
             .overlay
             .with_grid_view(|v| v.iter().cloned().collect::<Vec<NodeProfile>>())
@@ -362,6 +367,7 @@ impl ManagerService {
                 Err(e) => return Err(self.write_error(e)),
             }
         }
+        *lock(&self.synced) = Some(seen);
         Ok(())
     }
 
@@ -369,6 +375,10 @@ impl ManagerService {
     /// view (leader only).
     pub async fn sync_grid(&self, now: u64) {
         if !self.member.is_leader() {
+            return;
+        }
+        let seen = (self.overlay.grid_generation(), self.member.status().term);
+        if *lock(&self.synced) == Some(seen) {
             return;
         }
         let _turn = self.proposals.lock().await;

@@ -27,8 +27,16 @@ use crate::consensus::{GroupConfig, MAX_VOTERS, Member, Role, raft_id};
 /// How often the group and the manager belief are looked at.
 pub const REFRESH: Duration = Duration::from_secs(1);
 /// How often a plain node that knows the leader asks again (the group's
-/// membership may have changed). Until it knows one, it asks every [`REFRESH`].
+/// membership may have changed). Until it knows one, it asks every [`REFRESH`];
+/// while the group it knows looks unsettled (an eligible node in view is not
+/// a member yet, or a member left the view) it asks every [`FOLLOW_UNSETTLED`],
+/// so a member admitted moments before a failover is trusted before it leads.
 pub const FOLLOW_KNOWN: Duration = Duration::from_secs(30);
+pub const FOLLOW_UNSETTLED: Duration = Duration::from_secs(2);
+/// How long a plain node keeps asking every [`FOLLOW_UNSETTLED`] after the
+/// picture (members known, eligible nodes seen) last changed: an eligible
+/// node the leader never admits must not make every node ask forever.
+pub const UNSETTLED_PATIENCE: Duration = Duration::from_secs(120);
 /// How long a coordinator listens to gossip before it may form a group.
 pub const SETTLE: Duration = Duration::from_secs(3);
 /// How long one `Who` question may take.
@@ -167,6 +175,7 @@ pub async fn run(
     let started = Instant::now();
     let mut missing: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut next_follow = Instant::now();
+    let mut picture = Picture::default();
     loop {
         tick.tick().await;
         let Some(service) = &service else {
@@ -174,8 +183,17 @@ pub async fn run(
             // rarely: it trusts every member's tickets, so a failover needs
             // no question, and its calls follow the members' redirects.
             if Instant::now() >= next_follow || overlay.manager().is_none() {
-                let knows = follow(&overlay).await;
-                next_follow = Instant::now() + if knows { FOLLOW_KNOWN } else { REFRESH };
+                let wait = match follow(&overlay).await {
+                    Some(members) => {
+                        picture.update(Some(members), eligible(&overlay));
+                        picture.wait()
+                    }
+                    None => REFRESH,
+                };
+                next_follow = Instant::now() + wait;
+            } else {
+                picture.update(None, eligible(&overlay));
+                next_follow = next_follow.min(Instant::now() + picture.wait());
             }
             continue;
         };
@@ -196,13 +214,54 @@ pub async fn run(
     }
 }
 
+/// What a plain node knows of the group (the members the leader named) and
+/// sees (the coordinator-eligible nodes in its view), and since when.
+#[derive(Default)]
+struct Picture {
+    members: BTreeSet<NodeId>,
+    eligible: Vec<NodeId>,
+    changed_at: Option<Instant>,
+}
+
+impl Picture {
+    fn update(&mut self, members: Option<BTreeSet<NodeId>>, eligible: Vec<NodeId>) {
+        let members = members.unwrap_or_else(|| self.members.clone());
+        if members != self.members || eligible != self.eligible {
+            self.changed_at = Some(Instant::now());
+        }
+        self.members = members;
+        self.eligible = eligible;
+    }
+
+    /// Settled: every eligible node is a member and every member is in view.
+    fn settled(&self) -> bool {
+        self.eligible.len() == self.members.len()
+            && self.eligible.iter().all(|n| self.members.contains(n))
+    }
+
+    /// How long until the leader should be asked again.
+    fn wait(&self) -> Duration {
+        let recent = self
+            .changed_at
+            .is_some_and(|at| at.elapsed() < UNSETTLED_PATIENCE);
+        if !self.settled() && recent {
+            FOLLOW_UNSETTLED
+        } else {
+            FOLLOW_KNOWN
+        }
+    }
+}
+
 /// A node outside the group (or a member during an election): learn the
-/// manager from whoever knows it.
-async fn follow(overlay: &OverlayHandle) -> bool {
+/// manager from whoever knows it. Returns the group's members when a leader
+/// answered.
+async fn follow(overlay: &OverlayHandle) -> Option<BTreeSet<NodeId>> {
     match discover(overlay).await {
         Found::Leader(info) => {
             believe(overlay, info.manager, &info.members);
-            return true;
+            let mut members: BTreeSet<NodeId> = info.members.iter().copied().collect();
+            members.insert(info.manager);
+            return Some(members);
         }
         // Calls go where they are answered with the reason nobody serves,
         // not to a manager that is gone.
@@ -220,7 +279,7 @@ async fn follow(overlay: &OverlayHandle) -> bool {
             }
         }
     }
-    false
+    None
 }
 
 /// Forms a group of one if this node is the lowest eligible one and no

@@ -71,7 +71,39 @@ pub enum GridError {
 #[error("target {target}: {detail}")]
 pub struct TransportError {
     pub target: NodeId,
+    /// How it failed: what a caller decides on (skip the target, retry, report).
+    pub kind: TransportFailure,
     pub detail: String,
+}
+
+/// How a transfer with one target failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// No connection could be made: the target is down or unreachable from here.
+    Unreachable,
+    /// Connected, but the target would not carry the request (protocol
+    /// refused, connection closed before an answer).
+    Refused,
+    /// No answer in time; the target may have acted on the request.
+    TimedOut,
+    /// The stream broke, or the answer did not decode or verify.
+    Io,
+    /// The target answered and said no (bad ticket, full, wrong id).
+    Rejected,
+    /// The target does not hold the packet.
+    Missing,
+    /// Nothing was sent: this node could not prepare the request, or is shutting down.
+    Local,
+}
+
+impl TransportError {
+    pub fn new(target: NodeId, kind: TransportFailure, detail: impl Into<String>) -> Self {
+        TransportError {
+            target,
+            kind,
+            detail: detail.into(),
+        }
+    }
 }
 
 /// The calls a source makes to the sequence manager.

@@ -21,7 +21,7 @@ use strew_overlay::packet::ticket;
 use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle, RefusalCode};
 use tracing::debug;
 
-use super::{GridError, ManagerApi, PacketTransport, TransportError};
+use super::{GridError, ManagerApi, PacketTransport, TransportError, TransportFailure};
 use crate::wire::{self, ToWire};
 
 /// How long a call waits for a manager to become known or reachable.
@@ -225,10 +225,19 @@ impl OverlayTransport {
 }
 
 fn transport_error(target: NodeId, err: OverlayError) -> TransportError {
-    TransportError {
-        target,
-        detail: super::error_text(&err),
-    }
+    use strew_overlay::error::RequestFailure;
+    let kind = match &err {
+        OverlayError::Request { failure, .. } => match failure {
+            RequestFailure::Unreachable(_) => TransportFailure::Unreachable,
+            RequestFailure::Refused(_) => TransportFailure::Refused,
+            RequestFailure::TimedOut(_) => TransportFailure::TimedOut,
+            RequestFailure::Io(_) => TransportFailure::Io,
+        },
+        OverlayError::Refused { .. } => TransportFailure::Rejected,
+        OverlayError::Stopped | OverlayError::TooLarge { .. } => TransportFailure::Local,
+        _ => TransportFailure::Io,
+    };
+    TransportError::new(target, kind, super::error_text(&err))
 }
 
 impl PacketTransport for OverlayTransport {
@@ -239,9 +248,8 @@ impl PacketTransport for OverlayTransport {
         _id: PacketId,
         bytes: Vec<u8>,
     ) -> Result<(), TransportError> {
-        let ticket = ticket::encode(ticket).map_err(|e| TransportError {
-            target,
-            detail: super::error_text(&e),
+        let ticket = ticket::encode(ticket).map_err(|e| {
+            TransportError::new(target, TransportFailure::Local, super::error_text(&e))
         })?;
         self.overlay
             .put_packet(target, ticket, bytes)
@@ -253,10 +261,11 @@ impl PacketTransport for OverlayTransport {
     async fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
         match self.overlay.get_packet(target, id).await {
             Ok(Some(bytes)) => Ok(bytes),
-            Ok(None) => Err(TransportError {
+            Ok(None) => Err(TransportError::new(
                 target,
-                detail: format!("does not hold packet {id}"),
-            }),
+                TransportFailure::Missing,
+                format!("does not hold packet {id}"),
+            )),
             Err(e) => Err(transport_error(target, e)),
         }
     }
@@ -267,9 +276,8 @@ impl PacketTransport for OverlayTransport {
         ticket: &StorageTicket,
         id: PacketId,
     ) -> Result<(), TransportError> {
-        let ticket = ticket::encode(ticket).map_err(|e| TransportError {
-            target,
-            detail: super::error_text(&e),
+        let ticket = ticket::encode(ticket).map_err(|e| {
+            TransportError::new(target, TransportFailure::Local, super::error_text(&e))
         })?;
         self.overlay
             .delete_packet(target, id, ticket)

@@ -232,10 +232,13 @@ impl MemoryTargets {
     }
 
     fn err(target: NodeId, detail: impl Into<String>) -> TransportError {
-        TransportError {
-            target,
-            detail: detail.into(),
-        }
+        let detail = detail.into();
+        let kind = match detail.as_str() {
+            "no such node" | "connection refused" => super::TransportFailure::Unreachable,
+            "no such packet" => super::TransportFailure::Missing,
+            _ => super::TransportFailure::Rejected,
+        };
+        TransportError::new(target, kind, detail)
     }
 }
 

@@ -136,8 +136,8 @@ fn start_grid(places: &[City], storage: &str) -> Result<Vec<Node>> {
         )
         .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", node.log()))?;
     }
-    // The manager has every node in its placement view (it polls gossip each second).
-    std::thread::sleep(Duration::from_secs(3));
+    // The manager has every node in its placement view.
+    nodes[0].wait_for_manager_view(n as u64, Duration::from_secs(60))?;
     Ok(nodes)
 }
 

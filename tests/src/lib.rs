@@ -271,7 +271,7 @@ impl Node {
                     self.log()
                 )));
             }
-            self.status().ok().map(Ok)
+            self.daemon_status().ok().map(Ok)
         })??;
         Ok(())
     }
@@ -348,9 +348,23 @@ impl Node {
         )
     }
 
-    /// `strew status --json`.
+    /// `strew status --json`: the daemon's status plus where this node's
+    /// snapshots are, which asks the manager (slow when there is none).
     pub fn status(&self) -> Result<Value> {
         self.cli_json(&["status", "--json"])
+    }
+
+    /// The daemon's own status (`strew status --json` without `snapshots`):
+    /// answered locally, so it is quick to poll whatever the manager does.
+    pub fn daemon_status(&self) -> Result<Value> {
+        self.control("status", Value::Null)
+    }
+
+    /// Packets this node stores for others.
+    pub fn stored_packets(&self) -> Result<u64> {
+        self.daemon_status()?["storage"]["packets"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("status has no storage.packets"))
     }
 
     /// `strew peers --json`.
@@ -371,7 +385,7 @@ impl Node {
     }
 
     pub fn node_id(&self) -> Result<String> {
-        self.status()?["node_id"]
+        self.daemon_status()?["node_id"]
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| anyhow!("status has no node_id"))
@@ -379,7 +393,7 @@ impl Node {
 
     /// The first listen address with the given transport (`tcp`, `quic-v1`), ending in `/p2p/<id>`.
     pub fn listen_addr(&self, transport: &str) -> Result<String> {
-        let status = self.status()?;
+        let status = self.daemon_status()?;
         status["listen_addrs"]
             .as_array()
             .into_iter()

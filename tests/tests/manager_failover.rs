@@ -39,7 +39,7 @@ fn backup_args<'a>(tree: &'a str, name: &'a str) -> Vec<&'a str> {
 
 /// The coordinator group as `node` reports it.
 fn group(node: &Node) -> Option<Value> {
-    let g = node.status().ok()?["group"].clone();
+    let g = node.daemon_status().ok()?["group"].clone();
     g.is_object().then_some(g)
 }
 
@@ -68,12 +68,7 @@ fn wait_for_leader(coordinators: &mut [Node], not: Option<usize>) -> Result<usiz
 fn packets(nodes: &[&Node]) -> Vec<u64> {
     nodes
         .iter()
-        .map(|n| {
-            n.status()
-                .ok()
-                .and_then(|s| s["storage"]["packets"].as_u64())
-                .unwrap_or(0)
-        })
+        .map(|n| n.stored_packets().unwrap_or(0))
         .collect()
 }
 
@@ -146,7 +141,7 @@ impl Grid {
         let leader = wait_for_leader(&mut coordinators, None)?;
         for node in plain.iter().chain(coordinators.iter()) {
             wait_for("the manager to be known", Duration::from_secs(30), || {
-                let s = node.status().ok()?;
+                let s = node.daemon_status().ok()?;
                 (s["manager"].as_str() == Some(ids[leader].as_str())).then_some(())
             })?;
         }

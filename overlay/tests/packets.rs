@@ -290,9 +290,10 @@ async fn a_saturated_target_answers_busy_and_sources_back_off_until_stored() {
         None,
     )
     .unwrap();
-    while target.listen_addrs().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("a listen address", Duration::from_secs(10), || {
+        !target.listen_addrs().is_empty()
+    })
+    .await;
     let source = start(
         config(52.52, 13.40, vec![target.listen_addrs()[0].clone()]),
         1 << 20,

@@ -4,12 +4,20 @@
 //!
 //! A [`Node`] kills its process and removes its data dir when dropped, so a
 //! failing test leaves nothing behind. This crate must not know strew's
-//! internals: it only runs the binary, like a user or a script would.
+//! internals: it only runs the binary and speaks the documented control
+//! endpoint (docs/protocol.md), like a user or a script would.
+//!
+//! Tests never sleep for a fixed time to let something happen: they wait for
+//! an observable condition with [`wait_for`] (or [`wait_exit`] for a process),
+//! which fails with a message naming what did not happen. Every node listens
+//! on ports the OS picks and lives in its own temporary dir, so tests run in
+//! parallel (cargo-nextest runs each in its own process).
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -37,10 +45,19 @@ fn target_profile_dir() -> Option<PathBuf> {
 
 /// Path of the `strew` binary, built once per test process (a no-op when it
 /// is up to date). Integration tests cannot use `CARGO_BIN_EXE_strew` because
-/// the binary belongs to another package.
+/// the binary belongs to another package. `STREW_BIN=/path/to/strew` runs the
+/// tests against that binary instead and builds nothing.
 pub fn strew_bin() -> Result<PathBuf> {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("STREW_BIN") {
+            let bin = PathBuf::from(bin);
+            return if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!("STREW_BIN={} is not a file", bin.display()))
+            };
+        }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", "strew-node", "--bin", "strew"])
@@ -122,10 +139,17 @@ pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     out
 }
 
-/// Polls `check` every 200 ms until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(
+/// Polls `check` until it returns `Some` or `timeout` passes; the error
+/// names `what` did not happen. The one way tests wait for anything.
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> Result<T> {
+    poll(what, timeout, Duration::from_millis(200), check)
+}
+
+/// [`wait_for`] with a chosen polling interval (cheap checks poll faster).
+pub fn poll<T>(
     what: &str,
     timeout: Duration,
+    every: Duration,
     mut check: impl FnMut() -> Option<T>,
 ) -> Result<T> {
     let deadline = Instant::now() + timeout;
@@ -136,7 +160,26 @@ pub fn wait_for<T>(
         if Instant::now() >= deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; kills it (and reaps it) if it
+/// does not and returns `None`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let exited = poll(
+        "the process to exit",
+        timeout,
+        Duration::from_millis(50),
+        || child.try_wait().transpose(),
+    );
+    match exited {
+        Ok(status) => Ok(Some(status?)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Ok(None)
+        }
     }
 }
 
@@ -228,7 +271,7 @@ impl Node {
                     self.log()
                 )));
             }
-            self.status().ok().map(Ok)
+            self.daemon_status().ok().map(Ok)
         })??;
         Ok(())
     }
@@ -271,9 +314,57 @@ impl Node {
         serde_json::from_slice(&out.stdout).context("parse JSON output")
     }
 
-    /// `strew status --json`.
+    /// One call to the daemon's control endpoint (docs/protocol.md: one JSON
+    /// line in, one out), for what no CLI command prints, e.g. `manager`.
+    pub fn control(&self, cmd: &str, args: Value) -> Result<Value> {
+        let file: Value = serde_json::from_slice(
+            &fs::read(self.data_dir().join("control.json")).context("read control.json")?,
+        )?;
+        let port = file["port"].as_u64().context("control.json has no port")?;
+        let mut stream = TcpStream::connect(("127.0.0.1", port as u16))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let request = serde_json::json!({"token": file["token"], "cmd": cmd, "args": args});
+        writeln!(stream, "{request}")?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        let answer: Value = serde_json::from_str(&line).context("control answer")?;
+        if answer["ok"] != true {
+            bail!("control {cmd} failed: {}", answer["error"]);
+        }
+        Ok(answer["result"].clone())
+    }
+
+    /// Waits until the sequence manager (asked through this node) has `n`
+    /// online nodes in its placement view: it takes them from the gossip
+    /// view by polling, a little after every node sees every other.
+    pub fn wait_for_manager_view(&self, n: u64, timeout: Duration) -> Result<()> {
+        wait_for(
+            &format!("the manager to see {n} online nodes"),
+            timeout,
+            || {
+                let who = self.control("manager", Value::Null).ok()?;
+                (who["online"].as_u64()? >= n).then_some(())
+            },
+        )
+    }
+
+    /// `strew status --json`: the daemon's status plus where this node's
+    /// snapshots are, which asks the manager (slow when there is none).
     pub fn status(&self) -> Result<Value> {
         self.cli_json(&["status", "--json"])
+    }
+
+    /// The daemon's own status (`strew status --json` without `snapshots`):
+    /// answered locally, so it is quick to poll whatever the manager does.
+    pub fn daemon_status(&self) -> Result<Value> {
+        self.control("status", Value::Null)
+    }
+
+    /// Packets this node stores for others.
+    pub fn stored_packets(&self) -> Result<u64> {
+        self.daemon_status()?["storage"]["packets"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("status has no storage.packets"))
     }
 
     /// `strew peers --json`.
@@ -294,7 +385,7 @@ impl Node {
     }
 
     pub fn node_id(&self) -> Result<String> {
-        self.status()?["node_id"]
+        self.daemon_status()?["node_id"]
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| anyhow!("status has no node_id"))
@@ -302,7 +393,7 @@ impl Node {
 
     /// The first listen address with the given transport (`tcp`, `quic-v1`), ending in `/p2p/<id>`.
     pub fn listen_addr(&self, transport: &str) -> Result<String> {
-        let status = self.status()?;
+        let status = self.daemon_status()?;
         status["listen_addrs"]
             .as_array()
             .into_iter()
@@ -334,18 +425,7 @@ impl Node {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.success());
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Ok(wait_exit(&mut child, timeout)?.is_some_and(|s| s.success()))
     }
 
     /// Starts the process again on the same data dir (same identity).
@@ -382,17 +462,6 @@ pub fn run_strew_once(args: &[&str], timeout: Duration) -> Result<(Option<i32>, 
         .stdout(Stdio::null())
         .stderr(Stdio::from(fs::File::create(&log)?))
         .spawn()?;
-    let deadline = Instant::now() + timeout;
-    let code = loop {
-        if let Some(status) = child.try_wait()? {
-            break status.code();
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = wait_exit(&mut child, timeout)?.and_then(|s| s.code());
     Ok((code, fs::read_to_string(&log).unwrap_or_default()))
 }

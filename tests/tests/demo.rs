@@ -5,11 +5,11 @@
 
 use std::fs;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use strew_tests::{strew_bin, workspace_root};
+use strew_tests::{strew_bin, wait_exit, workspace_root};
 
 #[test]
 fn demo_backs_up_kills_two_targets_restores_and_verifies() -> Result<()> {
@@ -26,17 +26,8 @@ fn demo_backs_up_kills_two_targets_restores_and_verifies() -> Result<()> {
         .stdout(Stdio::from(fs::File::create(&out_path)?))
         .stderr(Stdio::from(fs::File::create(work.path().join("demo.log"))?))
         .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("strew demo did not finish within 5 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let Some(status) = wait_exit(&mut child, Duration::from_secs(300))? else {
+        bail!("strew demo did not finish within 5 minutes");
     };
     let log = fs::read_to_string(work.path().join("demo.log")).unwrap_or_default();
     ensure!(status.success(), "strew demo failed: {log}");

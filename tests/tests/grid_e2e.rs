@@ -128,7 +128,7 @@ fn start_grid(places: &[City], storage: &str) -> Result<Vec<Node>> {
             &format!("node {i} to know the manager and the grid"),
             Duration::from_secs(90),
             || {
-                let s = node.status().ok()?;
+                let s = node.daemon_status().ok()?;
                 (s["manager"].as_str() == Some(manager.as_str())
                     && s["peers"].as_u64()? as usize >= n - 1)
                     .then_some(())
@@ -136,17 +136,14 @@ fn start_grid(places: &[City], storage: &str) -> Result<Vec<Node>> {
         )
         .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", node.log()))?;
     }
-    // The manager has every node in its placement view (it polls gossip each second).
-    std::thread::sleep(Duration::from_secs(3));
+    // The manager has every node in its placement view.
+    nodes[0].wait_for_manager_view(n as u64, Duration::from_secs(60))?;
     Ok(nodes)
 }
 
 /// Packets each node stores, by node index.
 fn stored_packets(nodes: &[&Node]) -> Result<Vec<u64>> {
-    nodes
-        .iter()
-        .map(|n| Ok(n.status()?["storage"]["packets"].as_u64().unwrap_or(0)))
-        .collect()
+    nodes.iter().map(|n| n.stored_packets()).collect()
 }
 
 /// The targets of `snapshot` as `strew status --json` lists them: node id → (lat, lon, packets).
@@ -486,7 +483,9 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
     // (node 1 is the source: it rejoins through its bootstrap, node 0).
     nodes[1].restart()?;
     wait_for("the manager again", Duration::from_secs(60), || {
-        nodes[1].status().ok()?["manager"].as_str().map(|_| ())
+        nodes[1].daemon_status().ok()?["manager"]
+            .as_str()
+            .map(|_| ())
     })?;
     let before = snapshots(&nodes[1]).map_or(0, |l| l.len());
     wait_for(

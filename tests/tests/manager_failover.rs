@@ -7,6 +7,9 @@
 //! clearly and a re-run succeeds; nothing committed is lost. (d) Two of three
 //! coordinators are killed: a backup fails with a no-quorum message and
 //! nothing is placed; one returns and service resumes.
+//!
+//! Each scenario runs on its own grid (OS-picked ports, own temp dirs), so
+//! the test runner runs them in parallel.
 
 use std::fs;
 use std::path::Path;
@@ -19,6 +22,8 @@ use strew_tests::{Node, NodeOptions, cities, noise, strew_bin, wait_for};
 
 const COORDINATORS: usize = 3;
 const PLAIN: usize = 5;
+/// Plain nodes ask who leads every 30 s once they know; plus time to ask.
+const MEMBERS_RELEARNED: Duration = Duration::from_secs(33);
 
 fn backup_args<'a>(tree: &'a str, name: &'a str) -> Vec<&'a str> {
     vec![
@@ -36,7 +41,7 @@ fn backup_args<'a>(tree: &'a str, name: &'a str) -> Vec<&'a str> {
 
 /// The coordinator group as `node` reports it.
 fn group(node: &Node) -> Option<Value> {
-    let g = node.status().ok()?["group"].clone();
+    let g = node.daemon_status().ok()?["group"].clone();
     g.is_object().then_some(g)
 }
 
@@ -65,12 +70,7 @@ fn wait_for_leader(coordinators: &mut [Node], not: Option<usize>) -> Result<usiz
 fn packets(nodes: &[&Node]) -> Vec<u64> {
     nodes
         .iter()
-        .map(|n| {
-            n.status()
-                .ok()
-                .and_then(|s| s["storage"]["packets"].as_u64())
-                .unwrap_or(0)
-        })
+        .map(|n| n.stored_packets().unwrap_or(0))
         .collect()
 }
 
@@ -88,92 +88,144 @@ fn same_files(a: &Path, b: &Path) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<()> {
-    let places = cities(COORDINATORS + PLAIN)?;
-    let options = |i: usize| {
-        let mut o = NodeOptions::at(places[i].location());
-        o.announce_interval = "1s".into();
-        o.peer_ttl = "6s".into();
-        o.storage = "256MiB".into();
-        o
-    };
-    // A plain node that is never killed is everyone's bootstrap, so a
-    // restarted coordinator finds the grid whoever else is down.
-    let seed = Node::start(options(COORDINATORS))?;
-    let boot = seed.bootstrap_addr()?;
-    let mut coordinators = Vec::new();
-    for i in 0..COORDINATORS {
-        let mut o = options(i).bootstrap(boot.clone());
-        o.extra.push("--coordinator".into());
-        coordinators.push(Node::start(o)?);
-    }
-    let mut plain = vec![seed];
-    for i in 1..PLAIN {
-        plain.push(Node::start(
-            options(COORDINATORS + i).bootstrap(boot.clone()),
-        )?);
-    }
-    let ids: Vec<String> = coordinators
-        .iter()
-        .map(Node::node_id)
-        .collect::<Result<_>>()?;
+/// Three coordinators and five plain nodes, the group formed (three voters,
+/// every node knows the leader, the leader's placement view holds every node),
+/// and a tree to back up.
+struct Grid {
+    coordinators: Vec<Node>,
+    plain: Vec<Node>,
+    leader: usize,
+    work: tempfile::TempDir,
+    tree: std::path::PathBuf,
+    tree_s: String,
+}
 
-    // The group grows to three voters and every node knows its leader.
-    wait_for("three voters", Duration::from_secs(90), || {
-        coordinators
+impl Grid {
+    fn start() -> Result<Grid> {
+        let places = cities(COORDINATORS + PLAIN)?;
+        let options = |i: usize| {
+            let mut o = NodeOptions::at(places[i].location());
+            o.announce_interval = "1s".into();
+            o.peer_ttl = "6s".into();
+            o.storage = "256MiB".into();
+            o
+        };
+        // A plain node that is never killed is everyone's bootstrap, so a
+        // restarted coordinator finds the grid whoever else is down.
+        let seed = Node::start(options(COORDINATORS))?;
+        let boot = seed.bootstrap_addr()?;
+        let mut coordinators = Vec::new();
+        for i in 0..COORDINATORS {
+            let mut o = options(i).bootstrap(boot.clone());
+            o.extra.push("--coordinator".into());
+            coordinators.push(Node::start(o)?);
+        }
+        let mut plain = vec![seed];
+        for i in 1..PLAIN {
+            plain.push(Node::start(
+                options(COORDINATORS + i).bootstrap(boot.clone()),
+            )?);
+        }
+        let ids: Vec<String> = coordinators
             .iter()
-            .filter_map(group)
-            .any(|g| g["state"] == "Leader" && voters(&g) == COORDINATORS)
-            .then_some(())
-    })
-    .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", coordinators[0].log()))?;
-    let l1 = wait_for_leader(&mut coordinators, None)?;
-    for node in plain.iter().chain(coordinators.iter()) {
-        wait_for("the manager to be known", Duration::from_secs(30), || {
-            let s = node.status().ok()?;
-            (s["manager"].as_str() == Some(ids[l1].as_str())).then_some(())
-        })?;
-    }
-    // The leader's placement view holds every node (it polls gossip each second).
-    std::thread::sleep(Duration::from_secs(3));
+            .map(Node::node_id)
+            .collect::<Result<_>>()?;
 
-    let source = &plain[0];
-    let work = tempfile::tempdir()?;
-    let tree = work.path().join("tree");
-    fs::create_dir_all(&tree)?;
-    fs::write(tree.join("a.bin"), noise(3_000_000, 1))?;
-    fs::write(tree.join("notes.txt"), "kept through a failover\n")?;
-    let tree_s = tree.to_str().context("utf-8 path")?.to_string();
+        // The group grows to three voters and every node knows its leader.
+        wait_for("three voters", Duration::from_secs(90), || {
+            coordinators
+                .iter()
+                .filter_map(group)
+                .any(|g| g["state"] == "Leader" && voters(&g) == COORDINATORS)
+                .then_some(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", coordinators[0].log()))?;
+        let formed = Instant::now();
+        let leader = wait_for_leader(&mut coordinators, None)?;
+        for node in plain.iter().chain(coordinators.iter()) {
+            wait_for("the manager to be known", Duration::from_secs(30), || {
+                let s = node.daemon_status().ok()?;
+                (s["manager"].as_str() == Some(ids[leader].as_str())).then_some(())
+            })?;
+        }
+        // The leader's placement view holds every node.
+        plain[0].wait_for_manager_view((COORDINATORS + PLAIN) as u64, Duration::from_secs(60))?;
+
+        let work = tempfile::tempdir()?;
+        let tree = work.path().join("tree");
+        fs::create_dir_all(&tree)?;
+        fs::write(tree.join("a.bin"), noise(3_000_000, 1))?;
+        fs::write(tree.join("notes.txt"), "kept through a failover\n")?;
+        let tree_s = tree.to_str().context("utf-8 path")?.to_string();
+
+        // A scenario wait, not a wait for a condition: plain nodes learn the
+        // group's members (whose tickets they honour) when they first find a
+        // leader, then every 30 s (`FOLLOW_KNOWN` in node/src/daemon/group.rs).
+        // One that found the leader before the group had three voters refuses
+        // the tickets of a new leader it has not heard of until it asks again,
+        // and nothing reports whom a node trusts. The scenarios kill leaders,
+        // so they start once every node has asked since the group formed.
+        std::thread::sleep(MEMBERS_RELEARNED.saturating_sub(formed.elapsed()));
+        Ok(Grid {
+            coordinators,
+            plain,
+            leader,
+            work,
+            tree,
+            tree_s,
+        })
+    }
+
+    /// The node that backs up and restores.
+    fn source(&self) -> &Node {
+        &self.plain[0]
+    }
+
+    /// Backs the tree up as `name`; the committed snapshot's id.
+    fn backup(&self, name: &str) -> Result<String> {
+        let v = self.source().cli_json(&backup_args(&self.tree_s, name))?;
+        Ok(v["snapshot"].as_str().context("snapshot id")?.to_string())
+    }
+
+    fn snapshots(&self) -> Result<String> {
+        Ok(self
+            .source()
+            .cli_json(&["snapshots", "--json"])?
+            .to_string())
+    }
+}
+
+#[test]
+fn a_leader_killed_after_a_commit_is_replaced_the_snapshot_restores_and_it_catches_up() -> Result<()>
+{
+    let mut grid = Grid::start()?;
+    let l1 = grid.leader;
 
     // (a) Kill the leader right after a backup commits.
-    let first = source.cli_json(&backup_args(&tree_s, "first"))?;
-    let s1 = first["snapshot"]
-        .as_str()
-        .context("snapshot id")?
-        .to_string();
-    coordinators[l1].kill();
+    let s1 = grid.backup("first")?;
+    grid.coordinators[l1].kill();
     let killed = Instant::now();
-    let listed = source.cli_json(&["snapshots", "--json"])?;
+    let listed = grid.source().cli_json(&["snapshots", "--json"])?;
     let failover = killed.elapsed();
     eprintln!("FIGURE leader kill to a new manager serving: {failover:?}");
     ensure!(listed.to_string().contains(&s1), "{s1} lost: {listed}");
-    let l2 = wait_for_leader(&mut coordinators, Some(l1))?;
+    let l2 = wait_for_leader(&mut grid.coordinators, Some(l1))?;
     ensure!(l2 != l1);
-    let dest = work.path().join("restored");
-    source.cli_json(&[
+    let dest = grid.work.path().join("restored");
+    grid.source().cli_json(&[
         "restore",
         &s1,
         dest.to_str().context("utf-8 path")?,
         "--json",
     ])?;
-    same_files(&tree, &dest.join("tree"))?;
+    same_files(&grid.tree, &dest.join("tree"))?;
 
     // (c) The killed member restarts and catches up with the leader.
-    coordinators[l1].restart()?;
-    let target = group(&coordinators[l2])
+    grid.coordinators[l1].restart()?;
+    let target = group(&grid.coordinators[l2])
         .and_then(|g| g["last_log"].as_u64())
         .context("leader's last log index")?;
+    let coordinators = &grid.coordinators;
     wait_for(
         "the restarted member to catch up",
         Duration::from_secs(60),
@@ -183,24 +235,47 @@ fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<(
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", coordinators[l1].log()))?;
+    Ok(())
+}
 
-    // (b) Kill the leader during a backup.
-    fs::write(tree.join("b.bin"), noise(20_000_000, 2))?;
+#[test]
+fn a_leader_killed_during_a_backup_loses_nothing_committed() -> Result<()> {
+    let mut grid = Grid::start()?;
+    let s1 = grid.backup("first")?;
+
+    // (b) Kill the leader during a backup: once its packets start arriving
+    // at targets, it has been placed and is not committed yet.
+    fs::write(grid.tree.join("b.bin"), noise(20_000_000, 2))?;
+    let everyone: Vec<&Node> = grid.plain.iter().chain(&grid.coordinators).collect();
+    let stored = |nodes: &[&Node]| packets(nodes).iter().sum::<u64>();
+    let before = stored(&everyone);
     let mut args = vec![
         "--data-dir".to_string(),
-        source.data_dir().display().to_string(),
+        grid.source().data_dir().display().to_string(),
     ];
-    args.extend(backup_args(&tree_s, "second").iter().map(|s| s.to_string()));
-    let running = Command::new(strew_bin()?)
+    args.extend(
+        backup_args(&grid.tree_s, "second")
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let mut running = Command::new(strew_bin()?)
         .args(&args)
         .env_remove("STREW_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    std::thread::sleep(Duration::from_millis(1500));
-    let l2 = leader(&mut coordinators).unwrap_or(l2);
-    coordinators[l2].kill();
+    wait_for(
+        "the backup's first packets at targets",
+        Duration::from_secs(60),
+        || {
+            let done = running.try_wait().ok()?.is_some();
+            (done || stored(&everyone) > before).then_some(())
+        },
+    )?;
+    drop(everyone);
+    let l2 = leader(&mut grid.coordinators).unwrap_or(grid.leader);
+    grid.coordinators[l2].kill();
     let out = running.wait_with_output()?;
     let s2 = if out.status.success() {
         let v: Value = serde_json::from_slice(&out.stdout)?;
@@ -209,14 +284,14 @@ fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<(
         let err = String::from_utf8_lossy(&out.stderr);
         ensure!(!err.trim().is_empty(), "a failed backup says why");
         eprintln!("backup during the failover failed clearly: {err}");
-        let v = source.cli_json(&backup_args(&tree_s, "second"))?;
-        v["snapshot"].as_str().context("snapshot id")?.to_string()
+        grid.backup("second")?
     };
-    let listed = source.cli_json(&["snapshots", "--json"])?.to_string();
+    let listed = grid.snapshots()?;
     ensure!(listed.contains(&s1) && listed.contains(&s2), "{listed}");
-    coordinators[l2].restart()?;
-    let l3 = wait_for_leader(&mut coordinators, None)?;
-    wait_for("three voters again", Duration::from_secs(60), || {
+    grid.coordinators[l2].restart()?;
+    let l3 = wait_for_leader(&mut grid.coordinators, None)?;
+    let coordinators = &grid.coordinators;
+    wait_for("three voters again", Duration::from_secs(120), || {
         let g = group(&coordinators[l3])?;
         let lags_ok = g["members"]
             .as_array()?
@@ -224,18 +299,31 @@ fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<(
             .all(|m| m["lag"].as_u64().is_some_and(|l| l == 0));
         (voters(&g) == COORDINATORS && lags_ok).then_some(())
     })?;
+    Ok(())
+}
+
+#[test]
+fn without_quorum_nothing_is_placed_and_service_resumes_when_one_returns() -> Result<()> {
+    let mut grid = Grid::start()?;
+    let s1 = grid.backup("first")?;
+    let s2 = grid.backup("second")?;
 
     // (d) Kill two of three: no placement, a no-quorum message.
+    let l3 = wait_for_leader(&mut grid.coordinators, None)?;
     let survivor = (l3 + 1) % COORDINATORS;
-    for (i, node) in coordinators.iter_mut().enumerate() {
+    for (i, node) in grid.coordinators.iter_mut().enumerate() {
         if i != survivor {
             node.kill();
         }
     }
-    fs::write(tree.join("c.bin"), noise(2_000_000, 3))?;
-    let living: Vec<&Node> = plain.iter().chain([&coordinators[survivor]]).collect();
+    fs::write(grid.tree.join("c.bin"), noise(2_000_000, 3))?;
+    let living: Vec<&Node> = grid
+        .plain
+        .iter()
+        .chain([&grid.coordinators[survivor]])
+        .collect();
     let before = packets(&living);
-    let out = source.cli(&backup_args(&tree_s, "third"))?;
+    let out = grid.source().cli(&backup_args(&grid.tree_s, "third"))?;
     ensure!(!out.status.success(), "a backup without quorum succeeded");
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(err.contains("no quorum"), "unclear error: {err}");
@@ -243,11 +331,14 @@ fn the_manager_fails_over_loses_nothing_and_refuses_without_quorum() -> Result<(
         packets(&living) == before,
         "packets were placed without quorum"
     );
+    drop(living);
     let back = (survivor + 1) % COORDINATORS;
-    coordinators[back].restart()?;
-    let third = source.cli_json(&backup_args(&tree_s, "third"))?;
+    grid.coordinators[back].restart()?;
+    let third = grid
+        .source()
+        .cli_json(&backup_args(&grid.tree_s, "third"))?;
     ensure!(third["snapshot"].is_string(), "{third}");
-    let listed = source.cli_json(&["snapshots", "--json"])?.to_string();
+    let listed = grid.snapshots()?;
     ensure!(listed.contains(&s1) && listed.contains(&s2), "{listed}");
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use strew_tests::{Node, NodeOptions, cities, wait_for};
 
 fn group(node: &Node) -> Option<Value> {
-    let g = node.status().ok()?["group"].clone();
+    let g = node.daemon_status().ok()?["group"].clone();
     g.is_object().then_some(g)
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use strew_tests::{Node, NodeOptions, run_strew_once, wait_for};
+use strew_tests::{Node, NodeOptions, noise, run_strew_once, wait_for};
 
 fn port_of(addr: &str, proto: &str) -> u16 {
     let parts: Vec<&str> = addr.split('/').collect();
@@ -16,18 +16,6 @@ fn port_of(addr: &str, proto: &str) -> u16 {
         .position(|p| *p == proto)
         .expect("protocol in addr");
     parts[i + 1].parse().expect("port")
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
 }
 
 #[test]

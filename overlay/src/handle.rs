@@ -267,6 +267,16 @@ impl OverlayHandle {
         .await
     }
 
+    /// The managers whose tickets this node honours (the coordinator group's
+    /// members as last learned).
+    pub fn trusted_managers(&self) -> BTreeSet<NodeId> {
+        self.shared
+            .managers
+            .read()
+            .map(|set| set.clone())
+            .unwrap_or_default()
+    }
+
     /// Replaces the set of managers whose tickets this node honours.
     pub fn set_trusted_managers(&self, managers: BTreeSet<NodeId>) {
         if let Ok(mut set) = self.shared.managers.write() {

@@ -22,8 +22,6 @@ use strew_tests::{Node, NodeOptions, cities, noise, strew_bin, wait_for};
 
 const COORDINATORS: usize = 3;
 const PLAIN: usize = 5;
-/// Plain nodes ask who leads every 30 s once they know; plus time to ask.
-const MEMBERS_RELEARNED: Duration = Duration::from_secs(33);
 
 fn backup_args<'a>(tree: &'a str, name: &'a str) -> Vec<&'a str> {
     vec![
@@ -140,7 +138,7 @@ impl Grid {
                 .then_some(())
         })
         .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", coordinators[0].log()))?;
-        let formed = Instant::now();
+
         let leader = wait_for_leader(&mut coordinators, None)?;
         for node in plain.iter().chain(coordinators.iter()) {
             wait_for("the manager to be known", Duration::from_secs(30), || {
@@ -158,14 +156,20 @@ impl Grid {
         fs::write(tree.join("notes.txt"), "kept through a failover\n")?;
         let tree_s = tree.to_str().context("utf-8 path")?.to_string();
 
-        // A scenario wait, not a wait for a condition: plain nodes learn the
-        // group's members (whose tickets they honour) when they first find a
-        // leader, then every 30 s (`FOLLOW_KNOWN` in node/src/daemon/group.rs).
-        // One that found the leader before the group had three voters refuses
-        // the tickets of a new leader it has not heard of until it asks again,
-        // and nothing reports whom a node trusts. The scenarios kill leaders,
-        // so they start once every node has asked since the group formed.
-        std::thread::sleep(MEMBERS_RELEARNED.saturating_sub(formed.elapsed()));
+        // The scenarios kill leaders: every node must honour the tickets of
+        // every member that may lead next (plain nodes relearn the members
+        // within seconds while the group they know is unsettled).
+        for node in coordinators.iter().chain(&plain) {
+            wait_for(
+                "every node to trust all coordinators' tickets",
+                Duration::from_secs(60),
+                || {
+                    let status = node.daemon_status().ok()?;
+                    let trusted = status["trusted_managers"].as_array()?.len();
+                    (trusted >= COORDINATORS).then_some(())
+                },
+            )?;
+        }
         Ok(Grid {
             coordinators,
             plain,

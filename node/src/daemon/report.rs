@@ -33,6 +33,11 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, String> {
         "listen_addrs": overlay.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "location": {"lat": ctx.settings.location.lat, "lon": ctx.settings.location.lon},
         "manager": overlay.manager().map(|m| m.to_string()),
+        "trusted_managers": overlay
+            .trusted_managers()
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>(),
         "peers": overlay.peers().len(),
         "connected_peers": overlay.connected_peers(),
         "coordinator_eligible": ctx.settings.coordinator,

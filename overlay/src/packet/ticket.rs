@@ -95,26 +95,12 @@ mod tests {
         .unwrap();
         let trusted = BTreeSet::from([manager_id]);
         assert_eq!(
-            check(
-                &encode(&t).unwrap(),
-                TicketKind::Store,
-                &trusted,
-                &me,
-                NOW,
-                &id
-            ),
+            check(&encode(&t).unwrap(), TicketKind::Store, &trusted, &me, NOW, &id),
             Ok(1)
         );
         // Wrong kind, untrusted issuer, expired, other packet, garbage.
         assert!(matches!(
-            check(
-                &encode(&t).unwrap(),
-                TicketKind::Delete,
-                &trusted,
-                &me,
-                NOW,
-                &id
-            ),
+            check(&encode(&t).unwrap(), TicketKind::Delete, &trusted, &me, NOW, &id),
             Err(Refusal::BadTicket(_))
         ));
         assert!(matches!(

@@ -3,7 +3,9 @@
 //! The daemon listens on 127.0.0.1 (ephemeral port) and writes
 //! `DATA_DIR/control.json` (`{"port": N, "token": "..."}`, mode 0600). A
 //! client connects, sends one JSON line `{"token", "cmd", "args"}` and reads
-//! one JSON line back: `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
+//! one JSON line back: `{"ok": true, "result": ...}` or
+//! `{"ok": false, "error": "...", "code": "..."}` (`error` for people, `code` a
+//! stable name of the failure's kind, see [`CommandError::code`]).
 //! Requests are bounded in size and time. Owns the endpoint, the file and the
 //! client; what each command returns is decided by the [`ControlHandler`] the
 //! daemon supplies. It must not know overlay or storage internals.
@@ -20,10 +22,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use crate::daemon::CommandError;
+
 /// File naming the control port and token.
 pub const CONTROL_FILE: &str = "control.json";
 /// Largest request line accepted.
 const MAX_REQUEST: u64 = 1024 * 1024;
+/// How long a CLI command waits for a quick answer (`status`, `peers`).
+pub const QUICK_CALL: Duration = Duration::from_secs(30);
 /// Time a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,8 +46,9 @@ pub enum ControlError {
     Json(#[source] serde_json::Error),
     #[error("the daemon did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("{0}")]
-    Daemon(String),
+    /// The daemon answered with a failure: its message and its kind.
+    #[error("{message}")]
+    Daemon { code: String, message: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -59,14 +66,19 @@ pub struct Request {
     pub args: Value,
 }
 
+/// What a [`ControlHandler`] returns.
+pub type HandlerFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, CommandError>> + Send + 'a>>;
+
+/// A failure reply (`code` names its kind; `error` is for people).
+fn refusal(code: &str, error: impl Into<String>) -> Value {
+    serde_json::json!({"ok": false, "error": error.into(), "code": code})
+}
+
 /// Answers control commands (the daemon implements it).
 pub trait ControlHandler: Send + Sync + 'static {
-    /// Answers `cmd` with `args`; `Err` is shown to the user as is.
-    fn handle(
-        &self,
-        cmd: &str,
-        args: Value,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send + '_>>;
+    /// Answers `cmd` with `args`; an `Err` reaches the user as its text and code.
+    fn handle(&self, cmd: &str, args: Value) -> HandlerFuture<'_>;
 }
 
 /// A running endpoint; removes its control file when dropped.
@@ -141,16 +153,14 @@ async fn serve_one(
     let mut reader = BufReader::new(read).take(MAX_REQUEST);
     let mut line = String::new();
     let answer = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
-        Err(_) => serde_json::json!({"ok": false, "error": "request timed out"}),
-        Ok(Err(err)) => serde_json::json!({"ok": false, "error": format!("bad request: {err}")}),
+        Err(_) => refusal("timeout", "request timed out"),
+        Ok(Err(err)) => refusal("bad_request", format!("bad request: {err}")),
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-            Err(err) => serde_json::json!({"ok": false, "error": format!("bad request: {err}")}),
-            Ok(req) if req.token != token => {
-                serde_json::json!({"ok": false, "error": "wrong control token"})
-            }
+            Err(err) => refusal("bad_request", format!("bad request: {err}")),
+            Ok(req) if req.token != token => refusal("wrong_token", "wrong control token"),
             Ok(req) => match handler.handle(&req.cmd, req.args).await {
                 Ok(result) => serde_json::json!({"ok": true, "result": result}),
-                Err(error) => serde_json::json!({"ok": false, "error": error}),
+                Err(error) => refusal(error.code(), error.text()),
             },
         },
     };
@@ -170,7 +180,9 @@ pub async fn call(
     let not_running = || ControlError::NotRunning {
         data_dir: data_dir.to_path_buf(),
     };
-    let text = fs::read(data_dir.join(CONTROL_FILE)).map_err(|_| not_running())?;
+    let text = tokio::fs::read(data_dir.join(CONTROL_FILE))
+        .await
+        .map_err(|_| not_running())?;
     let file: ControlFile = serde_json::from_slice(&text).map_err(|_| not_running())?;
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", file.port))
@@ -194,27 +206,17 @@ pub async fn call(
         if answer.get("ok").and_then(Value::as_bool) == Some(true) {
             Ok(answer.get("result").cloned().unwrap_or(Value::Null))
         } else {
-            Err(ControlError::Daemon(
-                answer
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("the daemon refused the request")
-                    .to_string(),
-            ))
+            let field = |name: &str| answer.get(name).and_then(Value::as_str).map(str::to_string);
+            Err(ControlError::Daemon {
+                // Daemons before codes were added answer without one.
+                code: field("code").unwrap_or_else(|| "unknown".into()),
+                message: field("error").unwrap_or_else(|| "the daemon refused the request".into()),
+            })
         }
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| ControlError::Timeout(timeout))?
-}
-
-/// Blocking wrapper of [`call`] for CLI commands (builds a small runtime).
-pub fn call_blocking(data_dir: &Path, cmd: &str, args: Value) -> Result<Value, ControlError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ControlError::Io)?;
-    rt.block_on(call(data_dir, cmd, args, Duration::from_secs(30)))
 }
 
 #[cfg(test)]
@@ -223,18 +225,13 @@ mod tests {
 
     struct Echo;
     impl ControlHandler for Echo {
-        fn handle(
-            &self,
-            cmd: &str,
-            args: Value,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, String>> + Send + '_>>
-        {
+        fn handle(&self, cmd: &str, args: Value) -> HandlerFuture<'_> {
             let cmd = cmd.to_string();
             Box::pin(async move {
                 if cmd == "echo" {
                     Ok(args)
                 } else {
-                    Err(format!("unknown command {cmd}"))
+                    Err(CommandError::UnknownCommand(cmd))
                 }
             })
         }
@@ -250,7 +247,14 @@ mod tests {
             .unwrap();
         assert_eq!(v, serde_json::json!({"a": 1}));
         let err = call(dir.path(), "nope", Value::Null, t).await.unwrap_err();
-        assert!(err.to_string().contains("unknown command nope"), "{err}");
+        assert!(
+            err.to_string().contains("unknown control command \"nope\""),
+            "{err}"
+        );
+        assert!(
+            matches!(&err, ControlError::Daemon { code, .. } if code == "unknown_command"),
+            "{err:?}"
+        );
         // Garbage and a wrong token get an error answer, and the server keeps serving.
         let mut s = TcpStream::connect(("127.0.0.1", server.port))
             .await
@@ -268,6 +272,7 @@ mod tests {
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).await.unwrap();
         assert!(line.contains("wrong control token"), "{line}");
+        assert!(line.contains("\"code\":\"wrong_token\""), "{line}");
         assert!(call(dir.path(), "echo", Value::Null, t).await.is_ok());
         task.abort();
         drop(server);

@@ -49,6 +49,8 @@ const REDUNDANCY: &str = "erasure:4+2";
 /// How long the grid may take to form, and a backup or restore to run.
 const FORM_TIMEOUT: Duration = Duration::from_secs(90);
 const CALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the nodes get to shut down cleanly at the end.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 struct DemoNode {
     city: String,
@@ -59,26 +61,6 @@ struct DemoNode {
 }
 
 impl DemoNode {
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM first: the daemon shuts down in order.
-            let pid = child.id() as libc::pid_t;
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -92,11 +74,41 @@ struct Grid {
     keep: bool,
 }
 
+impl Grid {
+    /// Stops every node still running in order: SIGTERM to all (each daemon
+    /// shuts down cleanly), then waits up to [`STOP_GRACE`] for them
+    /// together; any still running then is killed.
+    async fn stop_all(&mut self) {
+        let mut children: Vec<Child> = self
+            .nodes
+            .iter_mut()
+            .filter_map(|n| n.child.take())
+            .collect();
+        for child in &children {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while !children.is_empty() && Instant::now() < deadline {
+            children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for mut child in children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drop for Grid {
+    /// Only reached with nodes still running when the demo panicked or was
+    /// cancelled ([`Grid::stop_all`] stops them otherwise): kill them.
     fn drop(&mut self) {
         if !self.keep {
             for n in &mut self.nodes {
-                n.stop();
+                n.kill();
             }
         }
     }
@@ -177,27 +189,25 @@ fn spawn(
         .with_context(|| format!("cannot start {}", exe.display()))
 }
 
-fn call(dir: &Path, cmd: &str, args: Value, timeout: Duration) -> anyhow::Result<Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(runtime.block_on(control::call(dir, cmd, args, timeout))?)
+async fn call(dir: &Path, cmd: &str, args: Value, timeout: Duration) -> anyhow::Result<Value> {
+    Ok(control::call(dir, cmd, args, timeout).await?)
 }
 
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
+/// Probes every 250 ms until `probe` answers or `timeout` has passed.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(v) = probe() {
+        if let Some(v) = probe().await {
             return Ok(v);
         }
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(250));
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -208,8 +218,7 @@ fn say(quiet: bool, text: impl AsRef<str>) {
 }
 
 /// Runs the demo.
-pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let quiet = args.json;
+pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let folder = match &args.path {
         Some(p) => p.clone(),
         None => PathBuf::from("docs"),
@@ -253,6 +262,30 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         nodes: Vec::new(),
         keep: args.keep,
     };
+    let result = run_grid(&mut grid, args, &exe, &cities, &folder, &base).await;
+    if !args.keep {
+        grid.stop_all().await;
+    }
+    // Only now may a temporary grid dir (`_tmp`) go.
+    drop(grid);
+    result
+}
+
+/// Starts the grid in `base`, backs `folder` up, kills two targets,
+/// restores, verifies and reports.
+async fn run_grid(
+    grid: &mut Grid,
+    args: &DemoArgs,
+    exe: &Path,
+    cities: &[City],
+    folder: &Path,
+    base: &Path,
+) -> anyhow::Result<()> {
+    let quiet = args.json;
+    let source = GeoPoint {
+        lat: SOURCE_CITY.1,
+        lon: SOURCE_CITY.2,
+    };
     grid.nodes.push(DemoNode {
         city: SOURCE_CITY.0.into(),
         location: source,
@@ -282,21 +315,23 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             base.display()
         ),
     );
-    let first = spawn(&exe, &grid.nodes[0], true, None)?;
+    let first = spawn(exe, &grid.nodes[0], true, None)?;
     grid.nodes[0].child = Some(first);
     let dir0 = grid.nodes[0].dir.clone();
-    let status0 = wait_for("the first node to listen", FORM_TIMEOUT, || {
+    let status0 = wait_for("the first node to listen", FORM_TIMEOUT, || async {
         call(&dir0, "status", Value::Null, Duration::from_secs(5))
+            .await
             .ok()
             .filter(|s| s["listen_addrs"].as_array().is_some_and(|a| !a.is_empty()))
-    })?;
+    })
+    .await?;
     let bootstrap = status0["listen_addrs"][0]
         .as_str()
         .context("the first node has no listen address")?
         .to_string();
     grid.nodes[0].node_id = status0["node_id"].as_str().unwrap_or_default().to_string();
     for i in 1..grid.nodes.len() {
-        let child = spawn(&exe, &grid.nodes[i], false, Some(&bootstrap))?;
+        let child = spawn(exe, &grid.nodes[i], false, Some(&bootstrap))?;
         grid.nodes[i].child = Some(child);
     }
     // 2. Every node sees every other and knows the manager.
@@ -307,23 +342,27 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         let status = wait_for(
             &format!("{} to join the grid", grid.nodes[i].city),
             FORM_TIMEOUT,
-            || {
+            || async {
                 call(&dir, "status", Value::Null, Duration::from_secs(5))
+                    .await
                     .ok()
                     .filter(|s| {
                         s["manager"].as_str() == Some(manager.as_str())
                             && s["peers"].as_u64().unwrap_or(0) as usize >= n - 1
                     })
             },
-        )?;
+        )
+        .await?;
         grid.nodes[i].node_id = status["node_id"].as_str().unwrap_or_default().to_string();
     }
     // The manager has taken every node into its placement view.
-    wait_for("the manager to see every node", FORM_TIMEOUT, || {
+    wait_for("the manager to see every node", FORM_TIMEOUT, || async {
         call(&dir0, "manager", Value::Null, Duration::from_secs(10))
+            .await
             .ok()
             .filter(|m| m["online"].as_u64().unwrap_or(0) as usize >= n)
-    })?;
+    })
+    .await?;
     say(
         quiet,
         format!(
@@ -354,13 +393,14 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         }),
         CALL_TIMEOUT,
     )
+    .await
     .context("the backup failed")?;
     let backup_secs = started.elapsed().as_secs_f64();
     let snapshot = backup["snapshot"]
         .as_str()
         .context("the backup returned no snapshot")?
         .to_string();
-    let placements = call(&dir0, "placements", Value::Null, CALL_TIMEOUT)?;
+    let placements = call(&dir0, "placements", Value::Null, CALL_TIMEOUT).await?;
     let targets: Vec<Value> = placements
         .as_array()
         .into_iter()
@@ -406,15 +446,21 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         json!({"snapshot": snapshot, "dest": dest}),
         CALL_TIMEOUT,
     )
+    .await
     .context("the restore failed")?;
     let restore_secs = started.elapsed().as_secs_f64();
     // A snapshot restores each backed-up root under its own name.
     let restored_root = dest.join(folder.file_name().unwrap_or_default());
-    let differences = crate::verify::diff_trees(&folder, &restored_root, 10);
+    let original = folder.to_path_buf();
+    let differences = tokio::task::spawn_blocking(move || {
+        crate::verify::diff_trees(&original, &restored_root, 10)
+    })
+    .await
+    .context("the comparison task failed")?;
     let verified = differences.is_empty();
 
     // 6. Report and map.
-    let mut status = call(&dir0, "status", Value::Null, Duration::from_secs(10))?;
+    let mut status = call(&dir0, "status", Value::Null, Duration::from_secs(10)).await?;
     let mut placements = placements;
     for s in placements.as_array_mut().into_iter().flatten() {
         for t in s["targets"].as_array_mut().into_iter().flatten() {
@@ -485,7 +531,6 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
             ),
         );
     }
-    drop(grid);
     if !verified {
         bail!("the restored tree differs from {}", folder.display());
     }

@@ -9,7 +9,20 @@ use strew_node::cli::{BenchCommand, Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
-    match dispatch(cli) {
+    // The one async runtime of the process: the daemon and every client
+    // command run on it (no command builds its own).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strew")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if is_broken_pipe(&err) {
@@ -21,22 +34,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    use strew_node::daemon::{commands, source_commands};
+    let dir = &cli.data_dir;
     match cli.command {
-        Command::Init(args) => strew_node::daemon::commands::init(&cli.data_dir, &args),
-        Command::Run(args) => strew_node::daemon::run(&cli.data_dir, &args),
-        Command::Status(cmd) => strew_node::daemon::source_commands::status(&cli.data_dir, &cmd),
-        Command::Backup(cmd) => strew_node::daemon::source_commands::backup(&cli.data_dir, &cmd),
-        Command::Plan(flags) => strew_node::daemon::source_commands::plan(&cli.data_dir, &flags),
-        Command::Snapshots(cmd) => {
-            strew_node::daemon::source_commands::snapshots(&cli.data_dir, &cmd)
+        Command::Init(args) => commands::init(dir, &args),
+        Command::Run(args) => strew_node::daemon::run(dir, &args).await,
+        Command::Status(cmd) => source_commands::status(dir, &cmd).await,
+        Command::Backup(cmd) => source_commands::backup(dir, &cmd).await,
+        Command::Plan(flags) => source_commands::plan(dir, &flags).await,
+        Command::Snapshots(cmd) => source_commands::snapshots(dir, &cmd).await,
+        Command::Restore(cmd) => source_commands::restore(dir, &cmd).await,
+        Command::Forget(cmd) => source_commands::forget(dir, &cmd).await,
+        Command::Key(cmd) => source_commands::key(dir, &cmd),
+        Command::Demo(args) => strew_node::demo::run(&args).await,
+        Command::Peers(flag) => commands::peers(dir, &flag).await,
+        // Minutes of CPU and disk: on a blocking thread, not a runtime worker.
+        Command::Bench(BenchCommand::Pipeline(args)) => {
+            tokio::task::spawn_blocking(move || strew_node::bench::run_pipeline(&args)).await?
         }
-        Command::Restore(cmd) => strew_node::daemon::source_commands::restore(&cli.data_dir, &cmd),
-        Command::Forget(cmd) => strew_node::daemon::source_commands::forget(&cli.data_dir, &cmd),
-        Command::Key(cmd) => strew_node::daemon::source_commands::key(&cli.data_dir, &cmd),
-        Command::Demo(args) => strew_node::demo::run(&args),
-        Command::Peers(flag) => strew_node::daemon::commands::peers(&cli.data_dir, &flag),
-        Command::Bench(BenchCommand::Pipeline(args)) => strew_node::bench::run_pipeline(&args),
     }
 }
 

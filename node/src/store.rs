@@ -413,29 +413,48 @@ impl PacketStore {
     /// Returns whether it was present. A segment whose every packet is gone
     /// is deleted from disk; partly-dead segments are reclaimed by `compact`.
     pub fn delete(&self, id: &PacketId) -> Result<bool, StoreError> {
+        Ok(self.delete_many(std::slice::from_ref(id))? > 0)
+    }
+
+    /// Removes packets as [`PacketStore::delete`] does, in one index
+    /// transaction (one commit, one fsync) for all of them. Returns how many
+    /// were present; absent and repeated ids are skipped.
+    pub fn delete_many(&self, ids: &[PacketId]) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let writer = lock(&self.inner.writer);
         let txn = self.inner.db.begin_write()?;
-        let mut emptied = None;
+        let mut emptied = Vec::new();
+        let mut removed = 0;
         {
             let mut index = txn.open_table(PACKETS)?;
-            let Some((segment, _, len)) = index.remove(&id.0)?.map(|v| v.value()) else {
-                return Ok(false);
-            };
             let mut segments = txn.open_table(SEGMENTS)?;
-            let live = segments.get(segment)?.map_or(0, |v| v.value());
-            let left = live.saturating_sub(u64::from(len));
-            if left == 0 && segment != writer.segment {
-                segments.remove(segment)?;
-                emptied = Some(segment);
-            } else {
-                segments.insert(segment, left)?;
-            }
             let mut meta = txn.open_table(META)?;
+            let mut freed = 0u64;
+            for id in ids {
+                let Some((segment, _, len)) = index.remove(&id.0)?.map(|v| v.value()) else {
+                    continue;
+                };
+                removed += 1;
+                freed += u64::from(len);
+                let live = segments.get(segment)?.map_or(0, |v| v.value());
+                let left = live.saturating_sub(u64::from(len));
+                if left == 0 && segment != writer.segment {
+                    segments.remove(segment)?;
+                    emptied.push(segment);
+                } else {
+                    segments.insert(segment, left)?;
+                }
+            }
+            if removed == 0 {
+                return Ok(0);
+            }
             let used = meta.get("used")?.map_or(0, |v| v.value());
-            meta.insert("used", used.saturating_sub(u64::from(len)))?;
+            meta.insert("used", used.saturating_sub(freed))?;
         }
         txn.commit()?;
-        if let Some(segment) = emptied {
+        for segment in emptied {
             lock(&self.inner.readers).remove(&segment);
             let path = segment_path(&self.inner.dir, segment);
             // The index no longer names it; failing to unlink only wastes space.
@@ -443,7 +462,8 @@ impl PacketStore {
                 tracing::warn!(path = %path.display(), %err, "could not remove empty segment");
             }
         }
-        Ok(true)
+        drop(writer);
+        Ok(removed)
     }
 
     /// Every stored PacketId, in order.
@@ -675,5 +695,45 @@ mod tests {
         // And the store keeps working after it.
         store.put(b.0, &b.1).unwrap();
         assert_eq!(store.get(&b.0).unwrap(), Some(b.1));
+    }
+
+    #[test]
+    fn delete_many_removes_present_packets_in_one_go_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PacketStore::open(dir.path(), 100_000).unwrap();
+        let packets: Vec<_> = (1..=5).map(|n| packet(n, 1000 + usize::from(n))).collect();
+        for (id, bytes) in &packets {
+            store.put(*id, bytes).unwrap();
+        }
+        let (absent, _) = packet(9, 10);
+        let ids = [
+            packets[0].0,
+            packets[1].0,
+            packets[1].0,
+            absent,
+            packets[3].0,
+        ];
+        assert_eq!(store.delete_many(&ids).unwrap(), 3);
+        assert_eq!(store.delete_many(&[]).unwrap(), 0);
+        assert_eq!(store.delete_many(&[absent]).unwrap(), 0);
+        let left: u64 = [&packets[2], &packets[4]]
+            .iter()
+            .map(|(_, b)| b.len() as u64)
+            .sum();
+        assert_eq!(store.used_bytes().unwrap(), left);
+        let mut expected = vec![packets[2].0, packets[4].0];
+        expected.sort();
+        assert_eq!(store.list().unwrap(), expected);
+        assert_eq!(store.get(&packets[0].0).unwrap(), None);
+        assert_eq!(
+            store.get(&packets[2].0).unwrap(),
+            Some(packets[2].1.clone())
+        );
+        // The accounting survives a reopen.
+        drop(store);
+        let store = PacketStore::open(dir.path(), 100_000).unwrap();
+        assert_eq!(store.used_bytes().unwrap(), left);
+        assert_eq!(store.delete_many(&[packets[2].0, packets[4].0]).unwrap(), 2);
+        assert_eq!(store.usage().unwrap().packets, 0);
     }
 }

@@ -58,8 +58,8 @@ pub fn num(v: &Value, key: &str) -> u64 {
 }
 
 /// `strew status [--json]`.
-pub fn status(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
-    let v = control::call_blocking(data_dir, "status", Value::Null)?;
+pub async fn status(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
+    let v = control::call(data_dir, "status", Value::Null, control::QUICK_CALL).await?;
     if flag.json {
         return print_json(&v);
     }
@@ -137,8 +137,8 @@ fn print_group(out: &mut impl Write, g: &Value) -> anyhow::Result<()> {
 }
 
 /// `strew peers [--json]`.
-pub fn peers(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
-    let v = control::call_blocking(data_dir, "peers", Value::Null)?;
+pub async fn peers(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
+    let v = control::call(data_dir, "peers", Value::Null, control::QUICK_CALL).await?;
     if flag.json {
         return print_json(&v);
     }

@@ -21,10 +21,10 @@ use strew_coordinator::{DataId, DistanceRange, NodeId, Redundancy, SnapshotId};
 use tracing::{info, warn};
 
 use super::schedule::{BackupSet, SetBook};
-use super::{ControlFuture, DaemonContext, DaemonExtension};
+use super::{CommandError, ControlFuture, DaemonContext, DaemonExtension};
 use crate::grid::{
     GridBackupOptions, KnownIndex, ManagerApi, OverlayManager, OverlayTransport, SourceIdentity,
-    error_text, grid_backup, grid_forget, grid_restore,
+    grid_backup, grid_forget, grid_restore,
 };
 use crate::pipeline::{ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress};
 use crate::store::PacketStore;
@@ -150,7 +150,7 @@ pub struct SourceJobs {
     known: KnownIndex,
     private: ConvergenceSecret,
     grid: ConvergenceSecret,
-    sets: SetBook,
+    sets: Arc<SetBook>,
     /// One backup at a time per node (they share the outbox and the index).
     backup_lock: tokio::sync::Mutex<()>,
     live: Mutex<HashMap<String, Live>>,
@@ -186,13 +186,13 @@ impl SourceJobs {
             known,
             private: crate::keys::private_secret(data_dir)?,
             grid: ConvergenceSecret::for_grid(GRID_SECRET_NAME),
-            sets: SetBook::open(data_dir)?,
+            sets: Arc::new(SetBook::open(data_dir)?),
             backup_lock: tokio::sync::Mutex::new(()),
             live: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn sets(&self) -> &SetBook {
+    pub fn sets(&self) -> &Arc<SetBook> {
         &self.sets
     }
 
@@ -204,17 +204,20 @@ impl SourceJobs {
     }
 
     /// Runs one backup (used by `strew backup` and the scheduler).
-    pub async fn backup(&self, ctx: &DaemonContext, args: &BackupArgs) -> Result<Value, String> {
-        let params = args.params()?;
-        let sizes = args.sizes()?;
-        for path in &args.paths {
-            if !path.is_absolute() {
-                return Err(format!("{}: paths must be absolute", path.display()));
-            }
-            if std::fs::symlink_metadata(path).is_err() {
-                return Err(format!("{}: no such file or directory", path.display()));
-            }
+    pub async fn backup(
+        &self,
+        ctx: &DaemonContext,
+        args: &BackupArgs,
+    ) -> Result<Value, CommandError> {
+        let params = args.params().map_err(CommandError::BadArguments)?;
+        let sizes = args.sizes().map_err(CommandError::BadArguments)?;
+        if let Some(path) = args.paths.iter().find(|p| !p.is_absolute()) {
+            return Err(CommandError::BadArguments(format!(
+                "{}: paths must be absolute",
+                path.display()
+            )));
         }
+        all_exist(args.paths.clone()).await?;
         let _one_at_a_time = self.backup_lock.lock().await;
         let paths = args.paths.clone();
         let total = tokio::task::spawn_blocking(move || tree_bytes(&paths))
@@ -251,7 +254,7 @@ impl SourceJobs {
         )
         .await;
         lock(&self.live).remove(&job);
-        let report = result.map_err(|e| error_text(&e))?;
+        let report = result?;
         info!(snapshot = %report.snapshot, set = %args.name, "backup committed");
         ctx.overlay.reannounce();
         // Every set is remembered (its distances label the status map); only
@@ -265,13 +268,16 @@ impl SourceJobs {
             last_snapshot: Some(report.snapshot.to_string()),
             last_error: None,
         };
-        self.sets.upsert(set).map_err(|e| e.to_string())?;
-        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        let sets = self.sets.clone();
+        tokio::task::spawn_blocking(move || sets.upsert(set))
+            .await
+            .map_err(|e| CommandError::task("backup sets", e))??;
+        let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
         Ok(value)
     }
 
-    async fn restore(&self, ctx: &DaemonContext, args: Value) -> Result<Value, String> {
+    async fn restore(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
         #[derive(Deserialize)]
         struct Args {
             snapshot: String,
@@ -281,10 +287,14 @@ impl SourceJobs {
             #[serde(default)]
             job: Option<String>,
         }
-        let args: Args = serde_json::from_value(args).map_err(|e| e.to_string())?;
+        let args: Args = serde_json::from_value(args)
+            .map_err(|e| CommandError::BadArguments(format!("bad restore arguments: {e}")))?;
         let snapshot = resolve_snapshot(ctx, &args.snapshot).await?;
         if !args.dest.is_absolute() {
-            return Err(format!("{}: DEST must be absolute", args.dest.display()));
+            return Err(CommandError::BadArguments(format!(
+                "{}: DEST must be absolute",
+                args.dest.display()
+            )));
         }
         let progress = Arc::new(RestoreProgress::default());
         let job = args.job.unwrap_or_default();
@@ -306,22 +316,22 @@ impl SourceJobs {
         )
         .await;
         lock(&self.live).remove(&job);
-        let report = result.map_err(|e| error_text(&e))?;
+        let report = result?;
         if report.failed_fetches > 0 {
             warn!(
                 failed = report.failed_fetches,
                 "some packets could not be fetched or were corrupt; other packets of their stripes were used"
             );
         }
-        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
         Ok(value)
     }
 
-    async fn snapshots(&self, ctx: &DaemonContext, args: Value) -> Result<Value, String> {
+    async fn snapshots(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
         let set = args.get("name").and_then(Value::as_str).map(str::to_string);
         let manager = OverlayManager::new(ctx.overlay.clone());
-        let list = manager.list(set).await.map_err(|e| error_text(&e))?;
+        let list = manager.list(set).await?;
         Ok(Value::Array(
             list.iter()
                 .map(|s| {
@@ -338,33 +348,27 @@ impl SourceJobs {
         ))
     }
 
-    async fn forget(&self, ctx: &DaemonContext, args: Value) -> Result<Value, String> {
+    async fn forget(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
         let text = args
             .get("snapshot")
             .and_then(Value::as_str)
-            .ok_or("forget needs a snapshot")?;
+            .ok_or_else(|| CommandError::BadArguments("forget needs a snapshot".into()))?;
         let snapshot = resolve_snapshot(ctx, text).await?;
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = OverlayTransport::new(ctx.overlay.clone());
         let _no_backup_meanwhile = self.backup_lock.lock().await;
-        let report = grid_forget(&manager, &transport, &self.known, snapshot)
-            .await
-            .map_err(|e| error_text(&e))?;
-        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        let report = grid_forget(&manager, &transport, &self.known, snapshot).await?;
+        let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
         Ok(value)
     }
 
     /// `strew plan`: estimates the chunks of PATH… from its size and asks the
     /// manager where they would go, without storing or recording anything.
-    async fn plan(&self, ctx: &DaemonContext, args: BackupArgs) -> Result<Value, String> {
-        let params = args.params()?;
-        let sizes = args.sizes()?;
-        for path in &args.paths {
-            if std::fs::symlink_metadata(path).is_err() {
-                return Err(format!("{}: no such file or directory", path.display()));
-            }
-        }
+    async fn plan(&self, ctx: &DaemonContext, args: BackupArgs) -> Result<Value, CommandError> {
+        let params = args.params().map_err(CommandError::BadArguments)?;
+        let sizes = args.sizes().map_err(CommandError::BadArguments)?;
+        all_exist(args.paths.clone()).await?;
         let paths = args.paths.clone();
         let total = tokio::task::spawn_blocking(move || tree_bytes(&paths))
             .await
@@ -402,7 +406,7 @@ impl SourceJobs {
             exclude: Vec::new(),
         };
         let manager = OverlayManager::new(ctx.overlay.clone());
-        let answer = manager.dry_run(request).await.map_err(|e| error_text(&e))?;
+        let answer = manager.dry_run(request).await?;
         let mut per_target: std::collections::BTreeMap<NodeId, (u64, u64)> = Default::default();
         for p in answer.uploads.iter().flat_map(|c| &c.packets) {
             let e = per_target.entry(p.target).or_default();
@@ -442,19 +446,17 @@ impl SourceJobs {
 
     /// Where this node's packets are: per snapshot, the targets holding its
     /// packets, with their locations (for `strew status` and its map).
-    async fn placements(&self, ctx: &DaemonContext) -> Result<Value, String> {
+    async fn placements(&self, ctx: &DaemonContext) -> Result<Value, CommandError> {
         if ctx.overlay.manager().is_none() {
-            return Err(
+            return Err(CommandError::NoManager(
                 "no sequence manager is known yet (no coordinator node in the grid view)".into(),
-            );
+            ));
         }
         let manager = OverlayManager::new(ctx.overlay.clone()).with_patience(STATUS_PATIENCE);
-        let list = manager.list(None).await.map_err(|e| error_text(&e))?;
+        let list = manager.list(None).await?;
         let mut out = Vec::new();
         for s in list {
-            let per_target = crate::grid::snapshot_targets(&self.me, &manager, s.snapshot)
-                .await
-                .map_err(|e| error_text(&e))?;
+            let per_target = crate::grid::snapshot_targets(&self.me, &manager, s.snapshot).await?;
             let targets: Vec<Value> = per_target
                 .iter()
                 .map(|(id, (packets, bytes))| {
@@ -487,7 +489,7 @@ impl SourceJobs {
         Ok(Value::Array(out))
     }
 
-    fn progress(&self, args: &Value) -> Result<Value, String> {
+    fn progress(&self, args: &Value) -> Result<Value, CommandError> {
         let job = args.get("job").and_then(Value::as_str).unwrap_or_default();
         let live = lock(&self.live).get(job).cloned();
         Ok(match live {
@@ -530,18 +532,36 @@ fn tree_bytes(paths: &[PathBuf]) -> u64 {
     paths.iter().map(|p| walk(p)).sum()
 }
 
+/// Refuses the first of `paths` that does not exist (checked off the async workers).
+async fn all_exist(paths: Vec<PathBuf>) -> Result<(), CommandError> {
+    let missing = tokio::task::spawn_blocking(move || {
+        paths
+            .into_iter()
+            .find(|p| std::fs::symlink_metadata(p).is_err())
+    })
+    .await
+    .map_err(|e| CommandError::task("path check", e))?;
+    match missing {
+        Some(path) => Err(CommandError::NotFound(format!(
+            "{}: no such file or directory",
+            path.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A snapshot id in full, or a unique prefix of one of this node's snapshots.
-async fn resolve_snapshot(ctx: &DaemonContext, text: &str) -> Result<SnapshotId, String> {
+async fn resolve_snapshot(ctx: &DaemonContext, text: &str) -> Result<SnapshotId, CommandError> {
     if let Ok(id) = text.parse::<SnapshotId>() {
         return Ok(id);
     }
     if text.len() < 4 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!(
+        return Err(CommandError::BadArguments(format!(
             "{text:?} is not a snapshot id (64 hex digits, or a unique prefix of at least 4; see `strew snapshots`)"
-        ));
+        )));
     }
     let manager = OverlayManager::new(ctx.overlay.clone());
-    let list = manager.list(None).await.map_err(|e| error_text(&e))?;
+    let list = manager.list(None).await?;
     let lower = text.to_ascii_lowercase();
     let matches: Vec<SnapshotId> = list
         .iter()
@@ -550,13 +570,13 @@ async fn resolve_snapshot(ctx: &DaemonContext, text: &str) -> Result<SnapshotId,
         .collect();
     match matches.as_slice() {
         [one] => Ok(*one),
-        [] => Err(format!(
+        [] => Err(CommandError::NotFound(format!(
             "no snapshot of this node starts with {text:?} (see `strew snapshots`)"
-        )),
-        _ => Err(format!(
+        ))),
+        _ => Err(CommandError::BadArguments(format!(
             "{text:?} names {} snapshots; give more digits",
             matches.len()
-        )),
+        ))),
     }
 }
 
@@ -567,8 +587,9 @@ impl DaemonExtension for SourceJobs {
         cmd: &'a str,
         args: Value,
     ) -> Option<ControlFuture<'a>> {
-        let parse = |args: Value| -> Result<BackupArgs, String> {
-            serde_json::from_value(args).map_err(|e| format!("bad backup arguments: {e}"))
+        let parse = |args: Value| -> Result<BackupArgs, CommandError> {
+            serde_json::from_value(args)
+                .map_err(|e| CommandError::BadArguments(format!("bad backup arguments: {e}")))
         };
         Some(match cmd {
             "backup" => Box::pin(async move { self.backup(ctx, &parse(args)?).await }),
@@ -580,11 +601,13 @@ impl DaemonExtension for SourceJobs {
             "placements" => Box::pin(self.placements(ctx)),
             "manager" => Box::pin(async move {
                 if ctx.overlay.manager().is_none() {
-                    return Err("no sequence manager is known yet".to_string());
+                    return Err(CommandError::NoManager(
+                        "no sequence manager is known yet".into(),
+                    ));
                 }
                 let manager =
                     OverlayManager::new(ctx.overlay.clone()).with_patience(STATUS_PATIENCE);
-                let info = manager.info().await.map_err(|e| error_text(&e))?;
+                let info = manager.info().await?;
                 Ok(json!({
                     "manager": info.manager.to_string(),
                     "nodes": info.nodes,
@@ -594,7 +617,7 @@ impl DaemonExtension for SourceJobs {
                 }))
             }),
             "sets" => Box::pin(async move {
-                serde_json::to_value(self.sets.list()).map_err(|e| e.to_string())
+                serde_json::to_value(self.sets.list()).map_err(CommandError::json)
             }),
             _ => return None,
         })

@@ -8,6 +8,7 @@
 //! This module must not implement protocols (the overlay does) or storage (the store does).
 
 pub mod commands;
+pub mod error;
 pub mod group;
 pub mod jobs;
 pub mod manager;
@@ -16,9 +17,7 @@ pub mod schedule;
 pub mod source_commands;
 pub mod storage;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,7 @@ use crate::config::{self, RunArgs, Settings};
 use crate::control::{self, ControlHandler};
 use crate::identity;
 use crate::store::PacketStore;
+pub use error::CommandError;
 
 /// Directory of the packet store inside the data dir.
 pub const PACKETS_DIR: &str = "packets";
@@ -51,7 +51,7 @@ pub struct DaemonContext {
 }
 
 /// Boxed future returned by control handlers.
-pub type ControlFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>>;
+pub type ControlFuture<'a> = control::HandlerFuture<'a>;
 
 /// A subsystem's control commands (backup, restore, ...), served by the daemon.
 pub trait DaemonExtension: Send + Sync + 'static {
@@ -82,42 +82,36 @@ impl ControlHandler for Handler {
                             return fut.await;
                         }
                     }
-                    Err(format!("unknown control command {cmd:?}"))
+                    Err(CommandError::UnknownCommand(cmd))
                 }
             }
         })
     }
 }
 
-/// `strew run`: blocks until SIGINT/SIGTERM.
-pub fn run(data_dir: &Path, args: &RunArgs) -> anyhow::Result<()> {
-    run_with(data_dir, args, Vec::new())
+/// `strew run`: returns after SIGINT/SIGTERM, once everything has stopped.
+/// Runs on the caller's (multi-thread) tokio runtime.
+pub async fn run(data_dir: &Path, args: &RunArgs) -> anyhow::Result<()> {
+    run_with(data_dir, args, Vec::new()).await
 }
 
 /// `strew run` with extra control commands.
-pub fn run_with(
-    data_dir: &Path,
-    args: &RunArgs,
-    extensions: Vec<Arc<dyn DaemonExtension>>,
-) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("strew")
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(run_async(data_dir, args, extensions))
-}
-
-async fn run_async(
+pub async fn run_with(
     data_dir: &Path,
     args: &RunArgs,
     mut extensions: Vec<Arc<dyn DaemonExtension>>,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
-    let file = config::read(data_dir)?;
-    let settings = config::merge(&file, args)?;
-    let (key, created) = identity::load_or_create(data_dir)?;
+    let (dir, run_args) = (data_dir.to_path_buf(), args.clone());
+    let (settings, key, created) = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+        let file = config::read(&dir)?;
+        let settings = config::merge(&file, &run_args)?;
+        let (key, created) = identity::load_or_create(&dir)?;
+        Ok::<_, anyhow::Error>((settings, key, created))
+    })
+    .await
+    .context("startup task failed")??;
     let node_id = identity::node_id(&key).context("the identity is not an Ed25519 key")?;
     if created {
         info!(%node_id, "created a new node identity");
@@ -170,8 +164,12 @@ async fn run_async(
         location: settings.location,
         x25519_secret,
     };
+    let dir = data_dir.to_path_buf();
     let jobs = Arc::new(
-        jobs::SourceJobs::open(data_dir, me).context("cannot open this node's source state")?,
+        tokio::task::spawn_blocking(move || jobs::SourceJobs::open(&dir, me))
+            .await
+            .context("source state task failed")?
+            .context("cannot open this node's source state")?,
     );
     extensions.push(jobs.clone());
 

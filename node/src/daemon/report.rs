@@ -6,15 +6,18 @@
 use serde_json::{Value, json};
 use strew_overlay::PeerInfo;
 
-use super::DaemonContext;
+use super::{CommandError, DaemonContext};
 
 /// `strew status --json`.
-pub async fn status(ctx: &DaemonContext) -> Result<Value, String> {
+pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
     let store = ctx.store.clone();
     let usage = tokio::task::spawn_blocking(move || store.usage())
         .await
-        .map_err(|e| format!("store task failed: {e}"))?
-        .map_err(|e| format!("cannot read store usage: {e}"))?;
+        .map_err(|e| CommandError::task("store", e))?
+        .map_err(|source| CommandError::Store {
+            what: "cannot read store usage",
+            source,
+        })?;
     let overlay = &ctx.overlay;
     let group = ctx.coordinator.as_ref().map(|service| {
         let status = service.group_status();

@@ -170,9 +170,17 @@ pub async fn run(ctx: DaemonContext, jobs: Arc<SourceJobs>) {
                     info!(set = %name, snapshot = %report["snapshot"], "scheduled backup done")
                 }
                 Err(err) => {
+                    let err = err.text();
                     warn!(set = %name, %err, "scheduled backup failed; will retry");
-                    if let Err(e) = jobs.sets().record_failure(&name, started, err) {
-                        warn!(%e, "cannot record the failure in the schedule");
+                    let sets = jobs.sets().clone();
+                    let saved = tokio::task::spawn_blocking(move || {
+                        sets.record_failure(&name, started, err)
+                    })
+                    .await;
+                    match saved {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => warn!(%e, "cannot record the failure in the schedule"),
+                        Err(e) => warn!(%e, "the schedule task failed"),
                     }
                 }
             }

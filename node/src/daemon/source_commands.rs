@@ -150,53 +150,49 @@ fn backup_args(flags: &BackupFlags, sync_every: Option<String>) -> anyhow::Resul
 }
 
 /// Runs a long control call while drawing the job's progress from `progress` polls.
-fn with_progress(data_dir: &Path, cmd: &str, args: Value, job: &str) -> anyhow::Result<Value> {
-    let data_dir2 = data_dir.to_path_buf();
-    let cmd2 = cmd.to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let job = job.to_string();
-    runtime.block_on(async move {
-        let call = control::call(&data_dir2, &cmd2, args, LONG_CALL);
-        tokio::pin!(call);
-        let mut bar: Option<(indicatif::ProgressBar, &'static str)> = None;
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                result = &mut call => {
-                    if let Some((b, _)) = bar { b.finish_and_clear(); }
-                    return result.map_err(anyhow::Error::from);
+async fn with_progress(
+    data_dir: &Path,
+    cmd: &str,
+    args: Value,
+    job: &str,
+) -> anyhow::Result<Value> {
+    let call = control::call(data_dir, cmd, args, LONG_CALL);
+    tokio::pin!(call);
+    let mut bar: Option<(indicatif::ProgressBar, &'static str)> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            result = &mut call => {
+                if let Some((b, _)) = bar { b.finish_and_clear(); }
+                return result.map_err(anyhow::Error::from);
+            }
+            _ = tick.tick() => {
+                let Ok(p) = control::call(data_dir, "progress", json!({"job": job}), Duration::from_secs(5)).await else { continue };
+                if p["running"] != json!(true) { continue; }
+                let (phase, done, total) = match p["kind"].as_str() {
+                    Some("backup") if num(&p, "bytes_read") < num(&p, "bytes_total") || num(&p, "bytes_stored") == 0 =>
+                        ("backup", num(&p, "bytes_read"), num(&p, "bytes_total")),
+                    Some("backup") => ("upload", num(&p, "uploaded_bytes"), num(&p, "bytes_stored")),
+                    _ => ("restore", num(&p, "bytes_written"), num(&p, "bytes_total")),
+                };
+                if bar.as_ref().is_none_or(|(_, ph)| *ph != phase) {
+                    if let Some((b, _)) = bar.take() { b.finish_and_clear(); }
+                    bar = Some((crate::progress::bytes_bar(phase, Some(total.max(1))), phase));
                 }
-                _ = tick.tick() => {
-                    let Ok(p) = control::call(&data_dir2, "progress", json!({"job": job}), Duration::from_secs(5)).await else { continue };
-                    if p["running"] != json!(true) { continue; }
-                    let (phase, done, total) = match p["kind"].as_str() {
-                        Some("backup") if num(&p, "bytes_read") < num(&p, "bytes_total") || num(&p, "bytes_stored") == 0 =>
-                            ("backup", num(&p, "bytes_read"), num(&p, "bytes_total")),
-                        Some("backup") => ("upload", num(&p, "uploaded_bytes"), num(&p, "bytes_stored")),
-                        _ => ("restore", num(&p, "bytes_written"), num(&p, "bytes_total")),
-                    };
-                    if bar.as_ref().is_none_or(|(_, ph)| *ph != phase) {
-                        if let Some((b, _)) = bar.take() { b.finish_and_clear(); }
-                        bar = Some((crate::progress::bytes_bar(phase, Some(total.max(1))), phase));
-                    }
-                    if let Some((b, _)) = &bar {
-                        b.set_length(total.max(1));
-                        b.set_position(done.min(total.max(1)));
-                    }
+                if let Some((b, _)) = &bar {
+                    b.set_length(total.max(1));
+                    b.set_position(done.min(total.max(1)));
                 }
             }
         }
-    })
+    }
 }
 
 /// `strew backup PATH…`.
-pub fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
+pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
     let args = backup_args(&cmd.flags, cmd.sync_every.clone())?;
     let job = args.job.clone().unwrap_or_default();
-    let v = with_progress(data_dir, "backup", serde_json::to_value(&args)?, &job)?;
+    let v = with_progress(data_dir, "backup", serde_json::to_value(&args)?, &job).await?;
     if cmd.flags.json {
         return print_json(&v);
     }
@@ -234,13 +230,9 @@ pub fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
 }
 
 /// `strew plan PATH…`.
-pub fn plan(data_dir: &Path, flags: &BackupFlags) -> anyhow::Result<()> {
+pub async fn plan(data_dir: &Path, flags: &BackupFlags) -> anyhow::Result<()> {
     let args = backup_args(flags, None)?;
-    let v = control::call(data_dir, "plan", serde_json::to_value(&args)?, SHORT_CALL);
-    let v = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(v)?;
+    let v = short_call(data_dir, "plan", serde_json::to_value(&args)?).await?;
     if flags.json {
         return print_json(&v);
     }
@@ -274,7 +266,7 @@ pub fn plan(data_dir: &Path, flags: &BackupFlags) -> anyhow::Result<()> {
 }
 
 /// `strew restore SNAPSHOT DEST`.
-pub fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
+pub async fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
     let dest = absolute(&cmd.dest)?;
     let job = format!("job-{:016x}", rand::random::<u64>());
     let args = json!({
@@ -283,7 +275,7 @@ pub fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
         "overwrite": cmd.overwrite,
         "job": job,
     });
-    let v = with_progress(data_dir, "restore", args, &job)?;
+    let v = with_progress(data_dir, "restore", args, &job).await?;
     if cmd.json {
         return print_json(&v);
     }
@@ -302,16 +294,13 @@ pub fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn short_call(data_dir: &Path, cmd: &str, args: Value) -> anyhow::Result<Value> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(runtime.block_on(control::call(data_dir, cmd, args, SHORT_CALL))?)
+async fn short_call(data_dir: &Path, cmd: &str, args: Value) -> anyhow::Result<Value> {
+    Ok(control::call(data_dir, cmd, args, SHORT_CALL).await?)
 }
 
 /// `strew snapshots`.
-pub fn snapshots(data_dir: &Path, cmd: &SnapshotsCmd) -> anyhow::Result<()> {
-    let v = short_call(data_dir, "snapshots", json!({"name": cmd.name}))?;
+pub async fn snapshots(data_dir: &Path, cmd: &SnapshotsCmd) -> anyhow::Result<()> {
+    let v = short_call(data_dir, "snapshots", json!({"name": cmd.name})).await?;
     if cmd.json {
         return print_json(&v);
     }
@@ -359,8 +348,8 @@ fn format_time(ms: u64) -> String {
 }
 
 /// `strew forget SNAPSHOT`.
-pub fn forget(data_dir: &Path, cmd: &ForgetCmd) -> anyhow::Result<()> {
-    let v = short_call(data_dir, "forget", json!({"snapshot": cmd.snapshot}))?;
+pub async fn forget(data_dir: &Path, cmd: &ForgetCmd) -> anyhow::Result<()> {
+    let v = short_call(data_dir, "forget", json!({"snapshot": cmd.snapshot})).await?;
     if cmd.json {
         return print_json(&v);
     }
@@ -403,10 +392,10 @@ pub fn key(data_dir: &Path, cmd: &KeyCmd) -> anyhow::Result<()> {
 }
 
 /// `strew status [--json] [--map FILE.svg]`.
-pub fn status(data_dir: &Path, cmd: &StatusCmd) -> anyhow::Result<()> {
-    let mut v = control::call_blocking(data_dir, "status", Value::Null)?;
+pub async fn status(data_dir: &Path, cmd: &StatusCmd) -> anyhow::Result<()> {
+    let mut v = control::call(data_dir, "status", Value::Null, control::QUICK_CALL).await?;
     // Where this node's packets are (needs the manager; say so if it is unreachable).
-    match short_call(data_dir, "placements", Value::Null) {
+    match short_call(data_dir, "placements", Value::Null).await {
         Ok(p) => v["snapshots"] = p,
         Err(e) => v["snapshots_error"] = json!(format!("{e:#}")),
     }

@@ -86,46 +86,16 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         known.clone(),
         progress.clone(),
     );
-    let report = tokio::task::spawn_blocking(move || {
-        let mut sink = StoreSink::new(box_);
-        pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)
+    // The pipeline, then the stripes it encoded that earlier commits do not
+    // know, with their packets' sizes: all disk work, off the async workers.
+    let (report, new, chunks) = tokio::task::spawn_blocking(move || {
+        let mut sink = StoreSink::new(box_.clone());
+        let report = pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)?;
+        let (new, chunks) = new_stripes(&report.sequence, &idx, &box_)?;
+        Ok::<_, GridError>((report, new, chunks))
     })
     .await
     .map_err(|e| GridError::Other(format!("backup task failed: {e}")))??;
-
-    // The stripes this backup encoded (not known from earlier commits).
-    let mut new: Vec<&pipeline::StripeRecord> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for s in report.sequence.stripes() {
-        if seen.insert(s.data_id) && known_is_missing(known, &s.data_id) {
-            new.push(s);
-        }
-    }
-    let mut chunks = Vec::with_capacity(new.len());
-    let mut sizes: HashMap<PacketId, u64> = HashMap::new();
-    for s in &new {
-        let mut packets = Vec::with_capacity(s.packets.len());
-        for id in &s.packets {
-            let size = match sizes.get(id) {
-                Some(size) => *size,
-                None => {
-                    let size = outbox.size_of(id)?.ok_or_else(|| {
-                        GridError::Other(format!("packet {id} vanished from the outbox"))
-                    })?;
-                    sizes.insert(*id, size);
-                    size
-                }
-            };
-            packets.push(PacketSpec {
-                packet_id: *id,
-                size,
-            });
-        }
-        chunks.push(ChunkPlan {
-            data_id: s.data_id,
-            packets,
-        });
-    }
 
     let mut exclude: Vec<NodeId> = Vec::new();
     let mut done: BTreeSet<(PacketId, NodeId)> = BTreeSet::new();
@@ -247,15 +217,19 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             bytes: report.stats.bytes_in,
         })
         .await?;
-    // Committed: remember the stripes, empty the outbox of this backup's packets.
-    known
-        .insert(report.sequence.stripes())
-        .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
-    for s in &new {
-        for id in s.distinct_packets() {
-            outbox.delete(&id)?;
-        }
-    }
+    // Committed: remember the stripes, empty the outbox of this backup's
+    // packets (one index transaction for all of them).
+    let stripes: Vec<pipeline::StripeRecord> = report.sequence.stripes().cloned().collect();
+    let sent: Vec<PacketId> = new.iter().flat_map(|s| s.distinct_packets()).collect();
+    let (idx, box_) = (known.clone(), outbox.clone());
+    tokio::task::spawn_blocking(move || {
+        idx.insert(&stripes)
+            .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
+        box_.delete_many(&sent)?;
+        Ok::<_, GridError>(())
+    })
+    .await
+    .map_err(|e| GridError::Other(format!("outbox cleanup task failed: {e}")))??;
     // Packets this backup sent that nothing references any more: those of
     // plans it replaced, and any the manager found redundant at commit.
     let mut cleanup = response.delete_tickets.clone();
@@ -289,7 +263,46 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     })
 }
 
-fn known_is_missing(known: &KnownIndex, id: &DataId) -> bool {
+/// The stripes of `sequence` the known-chunk index does not hold (each once),
+/// and the plan request's chunks for them, with packet sizes from the outbox.
+/// Blocking: reads redb.
+fn new_stripes(
+    sequence: &pipeline::Sequence,
+    known: &KnownIndex,
+    outbox: &PacketStore,
+) -> Result<(Vec<pipeline::StripeRecord>, Vec<ChunkPlan>), GridError> {
     use crate::pipeline::KnownChunks;
-    known.known(id).is_none()
+    let mut new: Vec<pipeline::StripeRecord> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for s in sequence.stripes() {
+        if seen.insert(s.data_id) && known.known(&s.data_id).is_none() {
+            new.push(s.clone());
+        }
+    }
+    let mut chunks = Vec::with_capacity(new.len());
+    let mut sizes: HashMap<PacketId, u64> = HashMap::new();
+    for s in &new {
+        let mut packets = Vec::with_capacity(s.packets.len());
+        for id in &s.packets {
+            let size = match sizes.get(id) {
+                Some(size) => *size,
+                None => {
+                    let size = outbox.size_of(id)?.ok_or_else(|| {
+                        GridError::Other(format!("packet {id} vanished from the outbox"))
+                    })?;
+                    sizes.insert(*id, size);
+                    size
+                }
+            };
+            packets.push(PacketSpec {
+                packet_id: *id,
+                size,
+            });
+        }
+        chunks.push(ChunkPlan {
+            data_id: s.data_id,
+            packets,
+        });
+    }
+    Ok((new, chunks))
 }

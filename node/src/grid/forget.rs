@@ -28,8 +28,10 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
 ) -> Result<ForgetReport, GridError> {
     let response = manager.forget(snapshot).await?;
     // The local cache may name chunks that are now gone: start afresh.
-    known
-        .clear()
+    let idx = known.clone();
+    tokio::task::spawn_blocking(move || idx.clear())
+        .await
+        .map_err(|e| GridError::Other(format!("known-chunk index task failed: {e}")))?
         .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
     let tickets = super::ticket_index(&response.delete_tickets);
     let jobs: Vec<(NodeId, PacketId)> = response

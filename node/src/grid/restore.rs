@@ -15,7 +15,7 @@ use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::{Sequence as SealedSequence, open_as_recipient};
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 
-use super::{GridError, ManagerApi, PacketTransport, SourceIdentity};
+use super::{GridError, ManagerApi, PacketTransport, SourceIdentity, TransportError};
 use crate::pipeline::codec::StripeError;
 use crate::pipeline::restore::RestoreError;
 use crate::pipeline::{
@@ -176,7 +176,9 @@ pub fn to_pipeline_sequence(seq: &SealedSequence) -> (Sequence, HashMap<PacketId
 }
 
 /// Fetches packets from their targets for the (synchronous, parallel)
-/// pipeline restore, bridging into the async transport.
+/// pipeline restore, bridging into the async transport: each fetch is
+/// spawned on the runtime and its answer awaited by the calling (blocking)
+/// thread, which must not be a runtime worker.
 struct GridSource<T> {
     transport: Arc<T>,
     targets: HashMap<PacketId, Vec<NodeId>>,
@@ -187,7 +189,24 @@ struct GridSource<T> {
     avoid: std::sync::Mutex<std::collections::HashSet<NodeId>>,
 }
 
-impl<T: PacketTransport> PacketSource for GridSource<T> {
+impl<T: PacketTransport + 'static> GridSource<T> {
+    /// One fetch, run on the runtime; this (blocking) thread waits for its answer.
+    fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let transport = self.transport.clone();
+        self.handle.spawn(async move {
+            let _ = tx.send(transport.get(target, id).await);
+        });
+        rx.blocking_recv().unwrap_or_else(|_| {
+            Err(TransportError {
+                target,
+                detail: "the fetch task ended without an answer (runtime shutting down?)".into(),
+            })
+        })
+    }
+}
+
+impl<T: PacketTransport + 'static> PacketSource for GridSource<T> {
     fn fetch(&self, id: &PacketId) -> Option<Vec<u8>> {
         for target in self.targets.get(id)? {
             // A target that failed once (down, or serving bad bytes) is not
@@ -203,7 +222,7 @@ impl<T: PacketTransport> PacketSource for GridSource<T> {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            match self.handle.block_on(self.transport.get(*target, *id)) {
+            match self.get(*target, *id) {
                 Ok(bytes) => {
                     self.fetched
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -16,7 +16,7 @@
 //! up on).
 //!
 //! Layout: this file holds the model's types, the event loop and the
-//! measurements; [`world`] the churn and failure models; [`drive`] the
+//! measurements; `world` the churn and failure models; `drive` the
 //! manager's side (joins, backups, forgets, repairs, audits).
 //!
 //! Determinism: one seeded RNG stream per concern, ties in the queue broken

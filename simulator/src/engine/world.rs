@@ -6,7 +6,7 @@
 //! models, and the physical fate of packets (`alive` per stripe, object
 //! loss). It must not tell the manager anything directly: online changes are
 //! only marked dirty and reach the manager through the driver
-//! ([`super::drive`]) before it next decides.
+//! (`super::drive`) before it next decides.
 
 use std::collections::BTreeMap;
 

@@ -330,13 +330,20 @@ impl Manager {
     /// records `touched` names. All or nothing: on error the state is unchanged.
     pub fn apply(&mut self, command: &Command) -> Result<Effects, ApplyError> {
         let (applied, touched) = self.state.apply(command)?;
-        let changed: BTreeSet<NodeId> = touched
-            .clients
-            .iter()
-            .chain(touched.targets.iter())
-            .copied()
-            .collect();
-        self.refresh_view(changed);
+        match command {
+            // Only the flag changed: the cheap path (the simulator sends
+            // millions of these), unless the view somehow lacks the node.
+            Command::SetOnline { node, online, .. } if self.view.set_online(node, *online) => {}
+            _ => {
+                let changed: BTreeSet<NodeId> = touched
+                    .clients
+                    .iter()
+                    .chain(touched.targets.iter())
+                    .copied()
+                    .collect();
+                self.refresh_view(changed);
+            }
+        }
         Ok(Effects { applied, touched })
     }
 

@@ -1,16 +1,27 @@
 //! The repair policy: which packets count as gone, which stripes to rebuild,
-//! and what a rebuild moves over the network.
+//! and what a rebuild moves over the network; and the manager's repair
+//! decision, [`Manager::decide_repair`].
 //!
 //! Sans-IO: the caller (the sequence manager in the node, or the simulator)
 //! reports what it knows about each packet of a stripe — reachable, unreachable
 //! since some time, or missing — and the current time; the policy answers with
-//! a [`StripeVerdict`]. New targets for rebuilt packets come from the placement
-//! module (`place_replacements`), which keeps the backup's distance rules. This
-//! module must not choose targets, move bytes, read a clock, or know about
+//! a [`StripeVerdict`]. For a stripe to rebuild, [`Manager::decide_repair`]
+//! asks the placement module (`place_replacements_with`) for new targets under
+//! the backup's own distance rules and answers with the `MovePacket` commands
+//! to replicate once the rebuilt packets are uploaded. This module must not
+//! move bytes, read a clock, change the manager's state or know about
 //! networking; erasure repair works on ciphertext, so no key appears here.
 
+use std::collections::BTreeSet;
+
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{DataId, NodeId, SnapshotId};
+use crate::manager::{Manager, ManagerError};
+use crate::placement::{PlacementRequest, place_replacements_with};
+use crate::records::profile_key;
+use crate::state::{ApplyError, Command};
 use crate::units::{Millis, Redundancy};
 
 /// What the manager knows about one packet of a stripe.
@@ -137,6 +148,134 @@ pub fn repair_traffic(redundancy: Redundancy, rebuilt: usize, packet_size: u64) 
     RepairTraffic {
         read: read_packets.saturating_mul(packet_size),
         written: (rebuilt as u64).saturating_mul(packet_size),
+    }
+}
+
+/// A stripe to rebuild, as the driver of a [`Manager`] knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct RepairRequest<'a> {
+    /// A committed snapshot that references the chunk. Its backup set's
+    /// source location and parameters (distance, spread, redundancy) are the
+    /// constraints the replacements keep.
+    pub snapshot: SnapshotId,
+    /// The chunk (stripe) to repair.
+    pub data_id: DataId,
+    /// Packet indices to rebuild, in share order (a [`StripeVerdict::Rebuild`]'s `rebuild`).
+    pub rebuild: &'a [usize],
+    /// Targets the driver gave up on (evicted, or away past the grace
+    /// period). Their packets elsewhere in the backup are being rebuilt too,
+    /// so their locations no longer constrain where replacements go.
+    pub given_up: &'a BTreeSet<NodeId>,
+}
+
+impl Manager {
+    /// Decides where the rebuilt packets of one stripe go, without changing
+    /// anything: one [`Command::MovePacket`] per index of `request.rebuild`,
+    /// in that order, to apply once the rebuilt packet is on its new target.
+    ///
+    /// New targets come from [`place_replacements_with`] under the original
+    /// backup's constraints: within the backup distance of the source, within
+    /// the spread of every other target of the snapshot (all its chunks) that
+    /// is neither rebuilt here nor given up, online, with room for a packet,
+    /// and never a target that already holds a packet of this stripe.
+    /// The constraints are those the snapshot's backup set has now (the
+    /// source profile keeps the latest backup's parameters). *When* to
+    /// rebuild is the [`RepairPolicy`]'s verdict; this only says *where*.
+    pub fn decide_repair<R: Rng + ?Sized>(
+        &self,
+        request: &RepairRequest<'_>,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<Vec<Command>, ManagerError> {
+        let state = self.state();
+        let snapshot = state
+            .snapshots
+            .get(&request.snapshot)
+            .ok_or(ApplyError::UnknownSnapshot(request.snapshot))?;
+        if !snapshot.chunks.contains(&request.data_id) {
+            return Err(ManagerError::Invalid(format!(
+                "snapshot {} does not reference chunk {}",
+                request.snapshot, request.data_id
+            )));
+        }
+        let chunk = state
+            .chunks
+            .get(&request.data_id)
+            .ok_or(ApplyError::UnknownChunk(request.data_id))?;
+        let rebuild: BTreeSet<usize> = request.rebuild.iter().copied().collect();
+        if rebuild.len() != request.rebuild.len()
+            || rebuild.iter().any(|&j| j >= chunk.packets.len())
+        {
+            return Err(ManagerError::Invalid(format!(
+                "chunk {} has {} packets: cannot rebuild {:?}",
+                request.data_id,
+                chunk.packets.len(),
+                request.rebuild
+            )));
+        }
+        if rebuild.is_empty() {
+            return Ok(Vec::new());
+        }
+        let profile = state
+            .profiles
+            .get(&profile_key(&snapshot.source, &snapshot.set))
+            .ok_or_else(|| {
+                ManagerError::Invalid(format!(
+                    "snapshot {} has no source profile for set {:?}",
+                    snapshot.id, snapshot.set
+                ))
+            })?;
+        // The rest of the backup: every target of the snapshot that stays.
+        let mut anchors: BTreeSet<NodeId> = BTreeSet::new();
+        for data_id in &snapshot.chunks {
+            let Some(other) = state.chunks.get(data_id) else {
+                continue;
+            };
+            for (j, p) in other.packets.iter().enumerate() {
+                let moving = data_id == &request.data_id && rebuild.contains(&j);
+                if !moving && !request.given_up.contains(&p.target) {
+                    anchors.insert(p.target);
+                }
+            }
+        }
+        let anchors: Vec<NodeId> = anchors.into_iter().collect();
+        // A stripe never has two packets on one target (MovePacket checks it).
+        let stripe: Vec<NodeId> = chunk.packets.iter().map(|p| p.target).collect();
+        let packet_size = request
+            .rebuild
+            .iter()
+            .map(|&j| chunk.packets[j].size)
+            .max()
+            .unwrap_or(1);
+        let placement_request = PlacementRequest {
+            source: profile.location,
+            source_node: Some(snapshot.source),
+            backup_distance: profile.params.backup_distance,
+            spread: profile.params.spread,
+            redundancy: profile.params.redundancy,
+            stripes: 1,
+            packet_size,
+        };
+        let targets = place_replacements_with(
+            self.view(),
+            &placement_request,
+            &self.config().placement,
+            &anchors,
+            &stripe,
+            request.rebuild.len(),
+            rng,
+        )?;
+        Ok(request
+            .rebuild
+            .iter()
+            .zip(targets)
+            .map(|(&j, new_target)| Command::MovePacket {
+                data_id: request.data_id,
+                index: j as u32,
+                new_target,
+                at: now,
+            })
+            .collect())
     }
 }
 

@@ -1,13 +1,15 @@
 //! strew-sim: a discrete-event simulation of a strew grid that drives the
-//! real coordinator library (grid view, placement, repair and audit policy)
-//! over thousands to 100k virtual nodes.
+//! real coordinator — one in-memory `Manager` through its decide → apply
+//! commands, with the coordinator's repair and audit policy — over thousands
+//! to 100k virtual nodes.
 //!
 //! Layout: [`scenario`] (the TOML a user writes), [`distribution`] (session,
 //! downtime and storage distributions), [`queue`] (simulated time),
 //! [`engine`] (the world and the event loop), [`closed_form`] (binomial
 //! models to validate against), [`report`] and [`plots`] (what a run leaves in
-//! `--out`). This crate must not reimplement coordinator decisions: placement,
-//! repair and audit verdicts come from `strew-coordinator`.
+//! `--out`). This crate must not reimplement coordinator decisions: plans,
+//! commits, forgets and repairs are the manager's commands; repair and audit
+//! verdicts come from `strew-coordinator`'s policies.
 
 pub mod closed_form;
 pub mod distribution;
@@ -20,7 +22,7 @@ pub mod scenario;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use engine::{Outcome, simulate};
+pub use engine::{Finished, Outcome, RepairMove, simulate, simulate_with_manager};
 pub use report::Report;
 pub use scenario::Scenario;
 

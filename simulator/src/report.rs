@@ -63,6 +63,8 @@ pub struct Report {
     /// objects_lost / objects_stored.
     pub durability_loss_fraction: f64,
     pub packets_stored: u64,
+    pub packets_deleted: u64,
+    pub snapshots_forgotten: u64,
     pub packets_lost: u64,
     pub packets_given_up: u64,
     pub packets_readopted: u64,
@@ -135,6 +137,8 @@ impl Report {
             objects_lost: outcome.objects_lost,
             durability_loss_fraction: ratio(outcome.objects_lost, outcome.objects_stored),
             packets_stored: outcome.packets_stored,
+            packets_deleted: outcome.packets_deleted,
+            snapshots_forgotten: outcome.snapshots_forgotten,
             packets_lost: outcome.packets_lost,
             packets_given_up: outcome.packets_given_up,
             packets_readopted: outcome.packets_readopted,

@@ -72,6 +72,10 @@ pub struct BackupSpec {
     pub redundancy: Redundancy,
     pub backup_distance: DistanceRange,
     pub spread: DistanceRange,
+    /// Snapshots taken of each object at the start. Each later one changes
+    /// the object's last stripe (the others dedup) and replaces the previous
+    /// snapshot, which is forgotten once the new one commits.
+    pub versions: u32,
 }
 
 impl BackupSpec {
@@ -190,6 +194,7 @@ struct RawBackup {
     redundancy: Option<String>,
     backup_distance: Option<String>,
     spread: Option<String>,
+    versions: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -428,7 +433,14 @@ impl Scenario {
                 rb.backup_distance.as_deref().unwrap_or(".."),
             )?,
             spread: value::range("backup.spread", rb.spread.as_deref().unwrap_or(".."))?,
+            versions: positive_count("backup.versions", rb.versions, Some(1))?,
         };
+        if backup.versions > 100 {
+            return Err(invalid(
+                "backup.versions",
+                "at most 100 versions are supported",
+            ));
+        }
         if backup.object_size == 0 {
             return Err(invalid("backup.object_size", "must be larger than zero"));
         }

@@ -1,0 +1,227 @@
+//! `Manager::decide_repair`: where a stripe's rebuilt packets go, decided
+//! without changing anything, under the backup's own distance rules, and
+//! applied as `MovePacket` commands.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::SigningKey;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use strew_coordinator::repair::RepairRequest;
+use strew_coordinator::{
+    ApplyError, BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression,
+    ConvergenceScope, DataId, Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, ManagerError,
+    NodeId, NodeProfile, PacketId, PacketSpec, PlanRequest, Redundancy, SnapshotId, StoredPacket,
+    haversine_km,
+};
+
+const GIB: u64 = 1 << 30;
+
+fn node(n: u8, lat: f64, lon: f64) -> NodeProfile {
+    let id = NodeId(SigningKey::from_bytes(&[n; 32]).verifying_key().to_bytes());
+    NodeProfile::new(id, GeoPoint { lat, lon }, 10 * GIB, 0)
+}
+
+fn params() -> BackupParams {
+    BackupParams {
+        backup_distance: "200km..2500km".parse().expect("range"),
+        spread: "300km..".parse().expect("range"),
+        redundancy: Redundancy::Erasure { k: 2, m: 1 },
+        compression: Compression::None,
+        encryption: Encryption {
+            cipher: "chacha20poly1305".into(),
+            convergence: ConvergenceScope::Private,
+        },
+        sync_interval_secs: None,
+    }
+}
+
+fn chunk(n: u8) -> ChunkPlan {
+    ChunkPlan {
+        data_id: DataId([n; 32]),
+        packets: (0..3u8)
+            .map(|j| PacketSpec {
+                packet_id: PacketId::of(&[n, j]),
+                size: 1 << 20,
+            })
+            .collect(),
+    }
+}
+
+/// 24 targets over Europe and a source in Paris that backed up two chunks.
+fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
+    let mut m = Manager::new(
+        SigningKey::from_bytes(&[200; 32]),
+        GroupKey([7; 32]),
+        ManagerConfig::default(),
+    );
+    let mut n = 10u8;
+    for lat in [38.0, 42.0, 46.0, 50.0, 54.0, 58.0] {
+        for lon in [-6.0, 4.0, 14.0, 24.0] {
+            let join = Command::Join {
+                profile: node(n, lat, lon),
+                token: None,
+                at: 1,
+            };
+            m.apply(&join).expect("join");
+            n += 1;
+        }
+    }
+    let paris = node(1, 48.85, 2.35);
+    m.apply(&Command::Join {
+        profile: paris.clone(),
+        token: None,
+        at: 1,
+    })
+    .expect("join");
+    let mut rng = StdRng::seed_from_u64(1);
+    let request = PlanRequest {
+        source: paris.node_id,
+        set: "docs".into(),
+        location: paris.location,
+        params: params(),
+        chunks: vec![chunk(1), chunk(2)],
+        exclude: Vec::new(),
+    };
+    let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plan");
+    m.apply(&command).expect("begin");
+    let stored: Vec<StoredPacket> = draft
+        .uploads
+        .iter()
+        .flat_map(|c| c.packets.iter().copied())
+        .collect();
+    let commit = CommitRequest {
+        pending_id: draft.pending_id,
+        source: paris.node_id,
+        stored,
+        manifest: DataId([1; 32]),
+        manifest_chunks: Vec::new(),
+        chunks: vec![DataId([1; 32]), DataId([2; 32])],
+        bytes: 4 << 20,
+    };
+    let CommitStep::Propose { command, snapshot } =
+        m.decide_commit(&commit, 20, &mut rng).expect("commit")
+    else {
+        panic!("a first commit proposes a command");
+    };
+    m.apply(&command).expect("commit applies");
+    (m, paris, snapshot)
+}
+
+fn location(m: &Manager, id: &NodeId) -> GeoPoint {
+    m.state().clients[id].profile.location
+}
+
+#[test]
+fn a_lost_packet_moves_to_a_new_target_that_keeps_the_backups_distance_rules() {
+    let (mut m, paris, snapshot) = backed_up();
+    let data_id = DataId([1; 32]);
+    let lost = m.state().chunks[&data_id].packets[0].target;
+    m.apply(&Command::SetOnline {
+        node: lost,
+        online: false,
+        at: 30,
+    })
+    .expect("offline");
+    let given_up = BTreeSet::from([lost]);
+    let request = RepairRequest {
+        snapshot,
+        data_id,
+        rebuild: &[0],
+        given_up: &given_up,
+    };
+    let before = m.state().clone();
+    let commands = m
+        .decide_repair(&request, 40, &mut StdRng::seed_from_u64(2))
+        .expect("a replacement exists");
+    assert_eq!(m.state(), &before, "deciding changes nothing");
+    let [
+        Command::MovePacket {
+            data_id: moved,
+            index: 0,
+            new_target,
+            at: 40,
+        },
+    ] = commands.as_slice()
+    else {
+        panic!("one MovePacket for packet 0: {commands:?}");
+    };
+    assert_eq!(moved, &data_id);
+    let p = params();
+    let d = haversine_km(&paris.location, &location(&m, new_target));
+    assert!(p.backup_distance.contains(d), "{d:.0} km from the source");
+    // Within the spread of every other target of the snapshot (both chunks).
+    let others: BTreeSet<NodeId> = m
+        .state()
+        .chunks
+        .values()
+        .flat_map(|c| c.packets.iter().map(|p| p.target))
+        .filter(|t| t != &lost)
+        .collect();
+    assert!(!others.contains(new_target));
+    for other in &others {
+        let d = haversine_km(&location(&m, new_target), &location(&m, other));
+        assert!(p.spread.contains(d), "{d:.0} km from another target");
+    }
+    m.apply(&commands[0]).expect("the move applies");
+    let packet = m.state().chunks[&data_id].packets[0];
+    assert_eq!(&packet.target, new_target);
+    assert!(
+        m.state().targets[new_target]
+            .packets
+            .contains_key(&packet.packet_id)
+    );
+    assert!(
+        !m.state().targets[&lost]
+            .packets
+            .contains_key(&packet.packet_id)
+    );
+}
+
+#[test]
+fn no_compatible_target_is_a_placement_refusal_and_bad_requests_are_errors() {
+    let (mut m, _, snapshot) = backed_up();
+    let data_id = DataId([1; 32]);
+    let mut rng = StdRng::seed_from_u64(3);
+    let none = BTreeSet::new();
+    let ask = |m: &Manager, snapshot, data_id, rebuild: &[usize], rng: &mut StdRng| {
+        let request = RepairRequest {
+            snapshot,
+            data_id,
+            rebuild,
+            given_up: &none,
+        };
+        m.decide_repair(&request, 50, rng)
+    };
+    assert!(matches!(
+        ask(&m, SnapshotId([9; 32]), data_id, &[0], &mut rng),
+        Err(ManagerError::Apply(ApplyError::UnknownSnapshot(_)))
+    ));
+    assert!(matches!(
+        ask(&m, snapshot, DataId([3; 32]), &[0], &mut rng),
+        Err(ManagerError::Invalid(_))
+    ));
+    assert!(matches!(
+        ask(&m, snapshot, data_id, &[3], &mut rng),
+        Err(ManagerError::Invalid(_))
+    ));
+    assert!(matches!(
+        ask(&m, snapshot, data_id, &[0, 0], &mut rng),
+        Err(ManagerError::Invalid(_))
+    ));
+    assert!(matches!(ask(&m, snapshot, data_id, &[], &mut rng), Ok(c) if c.is_empty()));
+    // Every node offline: nowhere to go.
+    let ids: Vec<NodeId> = m.state().clients.keys().copied().collect();
+    for id in ids {
+        m.apply(&Command::SetOnline {
+            node: id,
+            online: false,
+            at: 45,
+        })
+        .expect("offline");
+    }
+    assert!(matches!(
+        ask(&m, snapshot, data_id, &[0], &mut rng),
+        Err(ManagerError::Placement(_))
+    ));
+}

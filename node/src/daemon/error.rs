@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn codes_sort_grid_failures_by_what_to_do() {
-        let refused = CommandError::from(GridError::Refused("quota".into()));
+        let refused = CommandError::from(GridError::Refused(strew_overlay::manager::Refusal::new(
+            strew_overlay::RefusalCode::Quota,
+            "quota",
+        )));
         assert_eq!(refused.code(), "refused");
         assert_eq!(refused.text(), "the sequence manager refused: quota");
         let none = CommandError::from(GridError::NoManager("no quorum".into()));

@@ -198,10 +198,11 @@ impl<T: PacketTransport + 'static> GridSource<T> {
             let _ = tx.send(transport.get(target, id).await);
         });
         rx.blocking_recv().unwrap_or_else(|_| {
-            Err(TransportError {
+            Err(TransportError::new(
                 target,
-                detail: "the fetch task ended without an answer (runtime shutting down?)".into(),
-            })
+                super::TransportFailure::Local,
+                "the fetch task ended without an answer (runtime shutting down?)",
+            ))
         })
     }
 }

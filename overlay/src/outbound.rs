@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use libp2p::PeerId;
+use libp2p::request_response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
@@ -173,6 +174,66 @@ fn lock<P>(map: &Mutex<BTreeMap<P, Slot>>) -> MutexGuard<'_, BTreeMap<P, Slot>> 
     // The map stays consistent under every operation here: a panic elsewhere
     // while holding the lock leaves nothing half-done.
     map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a request-response event leaves for the protocol once the tracker
+/// took the answers and failures of its own requests.
+pub enum Incoming<Req, Resp> {
+    /// A request from `peer`, to be answered on `channel`.
+    Request {
+        peer: PeerId,
+        request: Req,
+        channel: request_response::ResponseChannel<Resp>,
+    },
+    /// An inbound request that could not be read or answered.
+    Failed {
+        peer: PeerId,
+        error: request_response::InboundFailure,
+    },
+}
+
+impl<T> Outbound<request_response::OutboundRequestId, T> {
+    /// Routes one request-response event: answers and outbound failures
+    /// complete this tracker's requests (`what` names the protocol in
+    /// logs); inbound requests and inbound failures are returned.
+    pub fn route<Req>(
+        &mut self,
+        event: request_response::Event<Req, T>,
+        what: &str,
+    ) -> Option<Incoming<Req, T>> {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => Some(Incoming::Request {
+                    peer,
+                    request,
+                    channel,
+                }),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    self.complete(&request_id, response);
+                    None
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "{what} failed");
+                self.fail(&request_id, RequestFailure::from(&error));
+                None
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                Some(Incoming::Failed { peer, error })
+            }
+            request_response::Event::ResponseSent { .. } => None,
+        }
+    }
 }
 
 /// At most `per_peer` requests to one target at a time: callers queue here

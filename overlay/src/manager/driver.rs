@@ -24,7 +24,7 @@ use crate::handle::Shared;
 use crate::manager::{
     ManagerAnswer, ManagerCodec, ManagerRequest, ManagerResponse, Refusal, RefusalCode,
 };
-use crate::outbound::{Outbound, Reply};
+use crate::outbound::{Incoming, Outbound, Reply};
 use crate::peer;
 
 type Behaviour = request_response::Behaviour<ManagerCodec>;
@@ -119,32 +119,16 @@ impl Manager {
         rr: &mut Behaviour,
         event: request_response::Event<ManagerRequest, ManagerResponse>,
     ) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_request(rr, peer, request, channel),
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    self.outbound.complete(&request_id, response);
-                }
-            },
-            request_response::Event::OutboundFailure {
+        match self.outbound.route(event, "manager call") {
+            Some(Incoming::Request {
                 peer,
-                request_id,
-                error,
-                ..
-            } => {
-                debug!(%peer, %error, "manager call failed");
-                self.outbound
-                    .fail(&request_id, RequestFailure::from(&error));
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+                request,
+                channel,
+            }) => self.on_request(rr, peer, request, channel),
+            Some(Incoming::Failed { peer, error }) => {
                 warn!(%peer, %error, "bad or failed inbound manager call");
             }
-            request_response::Event::ResponseSent { .. } => {}
+            None => {}
         }
     }
 

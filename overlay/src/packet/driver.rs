@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::RequestFailure;
 use crate::metrics::OverlayMetrics;
-use crate::outbound::{Outbound, Reply};
+use crate::outbound::{Incoming, Outbound, Reply};
 use crate::packet::{PacketCodec, PacketRequest, PacketResponse, PacketService, Refusal};
 use crate::runtime::now_ms;
 
@@ -107,33 +107,17 @@ impl Packets {
         rr: &mut Behaviour,
         event: request_response::Event<PacketRequest, PacketResponse>,
     ) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_request(rr, peer, request, channel),
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    self.outbound.complete(&request_id, response);
-                }
-            },
-            request_response::Event::OutboundFailure {
+        match self.outbound.route(event, "packet request") {
+            Some(Incoming::Request {
                 peer,
-                request_id,
-                error,
-                ..
-            } => {
-                debug!(%peer, %error, "packet request failed");
-                self.outbound
-                    .fail(&request_id, RequestFailure::from(&error));
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+                request,
+                channel,
+            }) => self.on_request(rr, peer, request, channel),
+            Some(Incoming::Failed { peer, error }) => {
                 warn!(%peer, %error, "bad or failed inbound packet request");
                 self.metrics.packet("in", "frame", "failed");
             }
-            request_response::Event::ResponseSent { .. } => {}
+            None => {}
         }
     }
 

@@ -21,7 +21,7 @@ use tracing::debug;
 use crate::behaviour::Behaviour as Composed;
 use crate::error::RequestFailure;
 use crate::handle::Shared;
-use crate::outbound::{Outbound, Reply};
+use crate::outbound::{Incoming, Outbound, Reply};
 use crate::peer;
 use crate::raft::RaftCodec;
 
@@ -96,32 +96,16 @@ impl Raft {
     }
 
     pub fn on_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_request(peer, request, channel),
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    self.outbound.complete(&request_id, response);
-                }
-            },
-            request_response::Event::OutboundFailure {
+        match self.outbound.route(event, "raft message") {
+            Some(Incoming::Request {
                 peer,
-                request_id,
-                error,
-                ..
-            } => {
-                debug!(%peer, %error, "raft message failed");
-                self.outbound
-                    .fail(&request_id, RequestFailure::from(&error));
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+                request,
+                channel,
+            }) => self.on_request(peer, request, channel),
+            Some(Incoming::Failed { peer, error }) => {
                 debug!(%peer, %error, "bad or failed inbound raft message");
             }
-            request_response::Event::ResponseSent { .. } => {}
+            None => {}
         }
     }
 

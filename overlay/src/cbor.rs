@@ -44,56 +44,34 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Cbor
     Ok(value)
 }
 
-/// Reads one framed message of at most `limit` bytes: a 4-byte big-endian
-/// length, then exactly that many bytes. A length over `limit` is refused
-/// before any of the body is read; the buffer is allocated once, at the
-/// announced size, never grown by doubling.
+/// Reads a whole stream direction of at most `limit` bytes (one CBOR
+/// message of a request-response protocol), erroring past the limit without
+/// buffering more than `limit + 1` bytes.
 pub async fn read_limited<T: futures::AsyncRead + Unpin + Send>(
     io: &mut T,
     limit: usize,
 ) -> std::io::Result<Vec<u8>> {
     use futures::AsyncReadExt;
-    let mut prefix = [0u8; 4];
-    io.read_exact(&mut prefix).await?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > limit {
+    let mut buf = Vec::new();
+    io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
+    if buf.len() > limit {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("message of {len} bytes exceeds {limit} bytes"),
+            format!("message exceeds {limit} bytes"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
-/// Writes `bytes` as one framed message (the write half of [`read_limited`])
-/// and closes the stream direction.
-pub async fn write_framed<T: futures::AsyncWrite + Unpin + Send>(
-    io: &mut T,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    use futures::AsyncWriteExt;
-    let len = u32::try_from(bytes.len()).map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("message of {} bytes cannot be framed", bytes.len()),
-        )
-    })?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(bytes).await?;
-    io.close().await
-}
-
-/// Writes one CBOR message framed (see [`write_framed`]); a value that does
-/// not encode is an error, never an empty message.
+/// Writes one CBOR message as a whole stream direction and closes it (the
+/// write half of the codecs whose reads use [`read_limited`]).
 pub async fn write_message<T: futures::AsyncWrite + Unpin + Send, V: Serialize>(
     io: &mut T,
     value: &V,
 ) -> std::io::Result<()> {
-    let bytes = strew_coordinator::cbor::encode(value)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    write_framed(io, &bytes).await
+    use futures::AsyncWriteExt;
+    io.write_all(&encode(value)).await?;
+    io.close().await
 }
 
 /// A decode failure as the I/O error a libp2p codec returns.
@@ -190,40 +168,5 @@ mod tests {
             decode::<Sample>(&[0xff, 0x00], 1024),
             Err(CborError::Malformed(_))
         ));
-    }
-}
-
-#[cfg(test)]
-mod framing_tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn framed_messages_round_trip_and_oversize_prefixes_are_refused_unread() {
-        let mut wire = futures::io::Cursor::new(Vec::new());
-        write_framed(&mut wire, b"hello").await.expect("writes");
-        let bytes = wire.into_inner();
-        assert_eq!(&bytes[..4], &5u32.to_be_bytes());
-        let got = read_limited(&mut futures::io::Cursor::new(bytes.clone()), 5)
-            .await
-            .expect("reads");
-        assert_eq!(got, b"hello");
-        // Over the limit: refused on the prefix alone.
-        let mut huge = u32::MAX.to_be_bytes().to_vec();
-        huge.extend_from_slice(b"x");
-        let err = read_limited(&mut futures::io::Cursor::new(huge), 1 << 20)
-            .await
-            .expect_err("too large");
-        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
-        // A body shorter than its prefix, or no prefix at all, is an error.
-        assert!(
-            read_limited(&mut futures::io::Cursor::new(bytes[..7].to_vec()), 5)
-                .await
-                .is_err()
-        );
-        assert!(
-            read_limited(&mut futures::io::Cursor::new(vec![0u8; 2]), 5)
-                .await
-                .is_err()
-        );
     }
 }

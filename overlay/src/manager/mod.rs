@@ -34,8 +34,7 @@ pub use wire::{
 use crate::cbor;
 
 /// Protocol id. Version 2: payloads are this protocol's own types, the
-/// source is the authenticated peer only, refusals carry a code, and each
-/// message is length-prefixed (`cbor::read_limited`).
+/// source is the authenticated peer only, refusals carry a code.
 pub const MANAGER_PROTOCOL: &str = "/strew/manager/2";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers

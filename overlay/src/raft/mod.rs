@@ -1,4 +1,4 @@
-//! The coordinator group's raft protocol (`/strew/raft/2`): opaque,
+//! The coordinator group's raft protocol (`/strew/raft/1`): opaque,
 //! size-bounded messages between members of the group.
 //!
 //! Owns the codec (one message per stream direction, at most
@@ -14,7 +14,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 
-use futures::{AsyncRead, AsyncWrite};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use strew_coordinator::NodeId;
@@ -22,7 +22,7 @@ use strew_coordinator::NodeId;
 use crate::cbor;
 
 /// Protocol id.
-pub const RAFT_PROTOCOL: &str = "/strew/raft/2";
+pub const RAFT_PROTOCOL: &str = "/strew/raft/1";
 /// Largest request or reply on the wire (the node's raft messages are
 /// bounded to the same size before they are handed over).
 pub const MAX_RAFT_BYTES: usize = 64 << 20;
@@ -80,7 +80,8 @@ impl request_response::Codec for RaftCodec {
         T: AsyncWrite + Unpin + Send,
     {
         check_len(req.len())?;
-        cbor::write_framed(io, &req).await
+        io.write_all(&req).await?;
+        io.close().await
     }
 
     async fn write_response<T>(
@@ -93,7 +94,8 @@ impl request_response::Codec for RaftCodec {
         T: AsyncWrite + Unpin + Send,
     {
         check_len(res.len())?;
-        cbor::write_framed(io, &res).await
+        io.write_all(&res).await?;
+        io.close().await
     }
 }
 
@@ -124,10 +126,7 @@ mod tests {
                     .await
                     .is_err()
             );
-            // A peer announcing more than the limit is refused on its prefix.
-            let mut framed = ((MAX_RAFT_BYTES + 1) as u32).to_be_bytes().to_vec();
-            framed.extend_from_slice(&huge);
-            let mut read = futures::io::Cursor::new(framed);
+            let mut read = futures::io::Cursor::new(huge);
             assert!(codec.read_response(&protocol, &mut read).await.is_err());
         });
     }

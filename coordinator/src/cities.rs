@@ -131,6 +131,21 @@ impl CityTable {
         self.cities.is_empty()
     }
 
+    /// The city closest to `(lat, lon)` if one lies within `within_km`, and
+    /// its distance: a name for a node's declared location in `peers`, plans
+    /// and maps. A linear scan (about 34k cities).
+    pub fn nearest(&self, lat: f64, lon: f64, within_km: f64) -> Option<(&City, f64)> {
+        let here = crate::units::GeoPoint::new(lat, lon).ok()?;
+        self.cities
+            .iter()
+            .filter_map(|c| {
+                let there = crate::units::GeoPoint::new(c.lat, c.lon).ok()?;
+                Some((c, crate::units::haversine_km(&here, &there)))
+            })
+            .filter(|(_, d)| *d <= within_km)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
     /// Sum of all populations.
     pub fn total_population(&self) -> u64 {
         self.cumulative.last().copied().unwrap_or(0)
@@ -193,6 +208,15 @@ mod tests {
 
     fn rng(seed: u64) -> Xoshiro256PlusPlus {
         Xoshiro256PlusPlus::seed_from_u64(seed)
+    }
+
+    #[test]
+    fn nearest_names_the_closest_city_within_range() {
+        let table = CityTable::embedded().expect("embedded table");
+        let (city, d) = table.nearest(48.86, 2.35, 50.0).expect("Paris is near");
+        assert_eq!(city.name, "Paris");
+        assert!(d < 5.0, "{d}");
+        assert!(table.nearest(-50.0, -140.0, 50.0).is_none(), "open Pacific");
     }
 
     fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, KAD_PROTOCOL};
-use crate::gossip::driver::without_p2p;
+use crate::gossip::driver::{reachable_from_elsewhere, without_p2p};
 
 /// How often Kademlia's routing table is refreshed while connected.
 const KAD_REFRESH: Duration = Duration::from_secs(300);
@@ -83,7 +83,7 @@ impl Discovery {
         if let identify::Event::Received { peer_id, info, .. } = event {
             let speaks_kad = info.protocols.iter().any(|p| p.as_ref() == KAD_PROTOCOL);
             if speaks_kad {
-                for addr in info.listen_addrs {
+                for addr in reachable_from_elsewhere(info.listen_addrs) {
                     swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }

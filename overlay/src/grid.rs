@@ -6,7 +6,7 @@
 //! Owns insertion, expiry and paging. It must not validate announcements (the
 //! gossip gate does) or touch the network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use strew_coordinator::{GeoPoint, GridView, NodeId, NodeProfile};
 
@@ -24,6 +24,10 @@ struct Signed {
 pub struct GridBook {
     view: GridView,
     signed: BTreeMap<NodeId, Signed>,
+    /// Nodes this node found unreachable (liveness): they stay in the view,
+    /// offline, until a connection to them succeeds again, whatever their
+    /// announcements say.
+    unreachable: BTreeSet<NodeId>,
     /// Bumped whenever a node arrives, leaves, or changes what placement
     /// depends on (not on every periodic re-announcement).
     generation: u64,
@@ -61,9 +65,10 @@ pub fn profile_of(ann: &Announcement, now_ms: u64) -> Option<NodeProfile> {
 impl GridBook {
     /// Records an accepted announcement and its signed bytes.
     pub fn insert(&mut self, ann: Announcement, bytes: Vec<u8>, now_ms: u64) {
-        let Some(profile) = profile_of(&ann, now_ms) else {
+        let Some(mut profile) = profile_of(&ann, now_ms) else {
             return;
         };
+        profile.online = !self.unreachable.contains(&profile.node_id);
         if self
             .view
             .get(&profile.node_id)
@@ -93,11 +98,38 @@ impl GridBook {
         for id in &gone {
             self.signed.remove(id);
             self.view.remove(id);
+            self.unreachable.remove(id);
         }
         if !gone.is_empty() {
             self.generation += 1;
         }
         gone
+    }
+
+    /// Records what liveness found: an unreachable node stays in the view but
+    /// offline (placement skips it) until it is reachable again. Returns
+    /// whether anything changed.
+    pub fn set_reachable(&mut self, node: &NodeId, reachable: bool) -> bool {
+        if !self.signed.contains_key(node) {
+            return false;
+        }
+        let listed = if reachable {
+            self.unreachable.remove(node)
+        } else {
+            self.unreachable.insert(*node)
+        };
+        let was_online = self.view.get(node).map(|p| p.online);
+        self.view.set_online(node, reachable);
+        if listed || was_online.is_some_and(|w| w != reachable) {
+            self.generation += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Whether the node is in the view and not found unreachable.
+    pub fn is_online(&self, node: &NodeId) -> bool {
+        self.signed.contains_key(node) && !self.unreachable.contains(node)
     }
 
     /// Changes so far of what the sequence manager records about nodes: a

@@ -121,6 +121,8 @@ pub struct PeerInfo {
     pub announced_at: u64,
     /// Unix ms when this node drops the entry unless it hears again.
     pub expires_at: u64,
+    /// Reachable as far as this node can tell (liveness), not just announced.
+    pub online: bool,
 }
 
 fn peer_of(target: NodeId) -> Result<PeerId, OverlayError> {
@@ -171,6 +173,7 @@ impl OverlayHandle {
                 listen_addrs: a.listen_addrs.clone(),
                 announced_at: a.issued_at,
                 expires_at: a.expires_at(),
+                online: grid.is_online(&a.node()),
             })
             .collect()
     }

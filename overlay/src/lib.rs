@@ -18,6 +18,7 @@ pub mod error;
 pub mod gossip;
 pub mod grid;
 mod handle;
+pub mod liveness;
 pub mod manager;
 pub mod metrics;
 pub mod outbound;

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{PeerId, Swarm, noise, tcp, yamux};
 use prometheus_client::registry::Registry;
@@ -33,9 +34,10 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::config::OverlayConfig;
 use crate::discovery::Discovery;
 use crate::error::{OverlayError, RequestFailure};
-use crate::gossip::driver::Gossip;
+use crate::gossip::driver::{Gossip, reachable_from_elsewhere};
 use crate::grid::GridBook;
 use crate::handle::{Command, Shared};
+use crate::liveness::{Change, Liveness, ProbePolicy};
 use crate::manager::driver::Manager;
 use crate::metrics::OverlayMetrics;
 use crate::outbound::PeerSlots;
@@ -125,7 +127,14 @@ pub fn start(
         max_inflight_total: config.max_inflight_total,
     };
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
+    let liveness = Liveness::new(ProbePolicy {
+        // The sequence manager's view decides placement: coordinator-eligible
+        // nodes watch every node they know; others re-check their own contacts.
+        watch_all: config.profile.coordinator_eligible,
+        ..ProbePolicy::default()
+    });
     let mut event_loop = EventLoop {
+        liveness,
         swarm,
         shared: shared.clone(),
         commands,
@@ -194,6 +203,7 @@ struct EventLoop {
     packets: Packets,
     manager: Manager,
     raft: Raft,
+    liveness: Liveness,
 }
 
 impl EventLoop {
@@ -284,7 +294,66 @@ impl EventLoop {
         // A store that could not say how much is free announces none.
         let free = space.map(|s| s.free.unwrap_or(0));
         let load = self.packets.load();
-        self.gossip.housekeeping(&mut self.swarm, free, load);
+        for gone in self.gossip.housekeeping(&mut self.swarm, free, load) {
+            self.liveness.forget(&gone);
+        }
+        self.probe(now);
+    }
+
+    /// Dials the nodes liveness says are due, with the addresses they announced.
+    fn probe(&mut self, now: Instant) {
+        let me = self.shared.node_id;
+        let (due, addrs) = {
+            let Ok(grid) = self.shared.grid.read() else {
+                return;
+            };
+            let known = grid.announcements().map(|a| a.node()).filter(|n| *n != me);
+            let due = self.liveness.due(known, now);
+            let addrs: Vec<Vec<libp2p::Multiaddr>> = due
+                .iter()
+                .map(|n| {
+                    grid.announcement(n)
+                        .map(|a| reachable_from_elsewhere(a.multiaddrs()))
+                        .unwrap_or_default()
+                })
+                .collect();
+            (due, addrs)
+        };
+        for (node, addrs) in due.into_iter().zip(addrs) {
+            let Some(peer) = peer::peer_id_of(&node) else {
+                continue;
+            };
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .extend_addresses_through_behaviour()
+                .build();
+            if let Err(error) = self.swarm.dial(opts) {
+                debug!(%node, %error, "liveness probe not started");
+            }
+        }
+    }
+
+    /// Applies a liveness change to the grid view (placement reads it).
+    fn on_liveness(&mut self, change: Option<Change>) {
+        let (node, reachable) = match change {
+            Some(Change::Online(n)) => (n, true),
+            Some(Change::Offline(n)) => (n, false),
+            None => return,
+        };
+        let changed = self
+            .shared
+            .grid
+            .write()
+            .map(|mut g| g.set_reachable(&node, reachable))
+            .unwrap_or(false);
+        if changed {
+            if reachable {
+                info!(%node, "node reachable again");
+            } else {
+                info!(%node, "node unreachable: counted offline until it answers again");
+            }
+        }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -320,17 +389,26 @@ impl EventLoop {
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                 }
+                if let Some(node) = peer::node_id_of(&peer_id) {
+                    let change = self.liveness.connected(node);
+                    self.on_liveness(change);
+                }
                 self.sync.on_connected(&mut self.swarm, peer_id);
                 self.discovery
                     .on_connected(&mut self.swarm, peer_id, endpoint.is_dialer());
                 self.gossip.on_connected();
             }
             SwarmEvent::ConnectionClosed {
-                num_established: 0, ..
+                peer_id,
+                num_established: 0,
+                ..
             } => {
                 let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
                 if before <= 1 {
                     self.sync.on_isolated();
+                }
+                if let Some(node) = peer::node_id_of(&peer_id) {
+                    self.liveness.disconnected(node, Instant::now());
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -357,6 +435,15 @@ impl EventLoop {
         // Another dial is under way (libp2p skips these too) or a connection is up.
         if matches!(error, DialError::DialPeerConditionFalse(_)) || self.swarm.is_connected(&peer) {
             return;
+        }
+        // This node's own limits refused the dial: says nothing about the peer.
+        let local = matches!(
+            error,
+            DialError::LocalPeerId { .. } | DialError::Denied { .. } | DialError::Aborted
+        );
+        if !local && let Some(node) = peer::node_id_of(&peer) {
+            let change = self.liveness.dial_failed(node, Instant::now());
+            self.on_liveness(change);
         }
         let failure = RequestFailure::Unreachable(error.to_string());
         self.packets.fail_peer(&peer, &failure);
@@ -387,6 +474,12 @@ impl EventLoop {
             BehaviourEvent::Ping(event) => {
                 if let Some(m) = &self.p2p_metrics {
                     libp2p::metrics::Recorder::record(m, &event);
+                }
+                // A host that vanished without closing its sockets shows as a
+                // failed ping: close the connection so liveness re-checks it.
+                if let Err(failure) = &event.result {
+                    debug!(peer = %event.peer, %failure, "ping failed: closing the connection");
+                    self.swarm.close_connection(event.connection);
                 }
             }
             BehaviourEvent::Limits(never) => match never {},

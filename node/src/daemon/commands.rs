@@ -84,8 +84,9 @@ pub fn print_status(v: &Value) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "grid      {} other nodes known, {} connected",
+        "grid      {} other nodes known ({} reachable), {} connected",
         num(&v, "peers"),
+        num(&v, "online_peers"),
         num(&v, "connected_peers")
     )?;
     let st = &v["storage"];
@@ -136,6 +137,13 @@ fn print_group(out: &mut impl Write, g: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A distance for people: `1234 km`, or `? km` when unknown (never `NaN`).
+pub fn km_text(v: &Value) -> String {
+    v.as_f64()
+        .filter(|d| d.is_finite())
+        .map_or("      ? km".to_string(), |d| format!("{d:>7.0} km"))
+}
+
 /// `strew peers [--json]`.
 pub async fn peers(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
     let v = control::call(data_dir, "peers", Value::Null, control::QUICK_CALL).await?;
@@ -147,18 +155,29 @@ pub async fn peers(data_dir: &Path, flag: &JsonFlag) -> anyhow::Result<()> {
     writeln!(out, "{} nodes in the grid view", list.len())?;
     writeln!(
         out,
-        "{:<54} {:>9} {:>10} {:>10} {:>5} coord",
-        "node", "lat", "lon", "free", "load"
+        "{:<54} {:<24} {:>8} {:>9} {:>10} {:>5} {:<5} coord",
+        "node", "near", "lat", "lon", "free", "load", "state"
     )?;
     for p in list {
+        let coord = |k: &str| {
+            p["location"][k]
+                .as_f64()
+                .map_or("?".to_string(), |x| format!("{x:.3}"))
+        };
         writeln!(
             out,
-            "{:<54} {:>9.4} {:>10.4} {:>10} {:>5.2} {}",
+            "{:<54} {:<24} {:>8} {:>9} {:>10} {:>5.2} {:<5} {}",
             p["node_id"].as_str().unwrap_or("-"),
-            p["location"]["lat"].as_f64().unwrap_or(f64::NAN),
-            p["location"]["lon"].as_f64().unwrap_or(f64::NAN),
+            p["city"].as_str().unwrap_or("-"),
+            coord("lat"),
+            coord("lon"),
             format_size(num(&p, "free_bytes")),
             p["load"].as_f64().unwrap_or(0.0),
+            if p["online"].as_bool() == Some(false) {
+                "DOWN"
+            } else {
+                "up"
+            },
             if p["coordinator_eligible"].as_bool() == Some(true) {
                 "yes"
             } else {

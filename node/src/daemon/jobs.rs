@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use strew_coordinator::manager::{ChunkPlan, PacketSpec, PlanRequest};
 use strew_coordinator::records::{BackupParams, Compression, ConvergenceScope, Encryption};
-use strew_coordinator::{DataId, DistanceRange, NodeId, Redundancy, SnapshotId};
+use strew_coordinator::{DataId, DistanceRange, GeoPoint, NodeId, Redundancy, SnapshotId};
 use tracing::{info, warn};
 
 use super::schedule::{BackupSet, SetBook};
@@ -423,6 +423,7 @@ impl SourceJobs {
                         json!({
                             "node_id": id.to_string(),
                             "location": loc.map(|l| json!({"lat": l.lat, "lon": l.lon})),
+                            "city": loc.and_then(|l| super::report::city_near(l.lat, l.lon)),
                             "distance_km": loc.map(|l| strew_coordinator::units::haversine_km(&self.me.location, &l)),
                             "packets": packets,
                             "bytes": bytes,
@@ -460,13 +461,20 @@ impl SourceJobs {
             let targets: Vec<Value> = per_target
                 .iter()
                 .map(|(id, (packets, bytes))| {
+                    // A target gone from the grid view keeps the location it was last seen at.
                     let known = ctx
                         .overlay
                         .with_grid_view(|v| v.get(id).map(|p| (p.location, p.online)))
-                        .flatten();
+                        .flatten()
+                        .or_else(|| {
+                            let cache = ctx.peer_cache.lock().ok()?;
+                            let p = cache.get(&id.to_string())?;
+                            Some((GeoPoint::new(p.lat, p.lon).ok()?, false))
+                        });
                     json!({
                         "node_id": id.to_string(),
                         "location": known.map(|(l, _)| json!({"lat": l.lat, "lon": l.lon})),
+                        "city": known.and_then(|(l, _)| super::report::city_near(l.lat, l.lon)),
                         "distance_km": known.map(|(l, _)| strew_coordinator::units::haversine_km(&self.me.location, &l)),
                         "up": known.is_some_and(|(_, online)| online),
                         "packets": packets,

@@ -311,6 +311,10 @@ impl ManagerService {
         let mut commands = Vec::new();
         let mut seen = BTreeSet::new();
         for profile in profiles {
+            // Unreachable nodes (the overlay's liveness) count as gone.
+            if !profile.online {
+                continue;
+            }
             seen.insert(profile.node_id);
             let changed = match manager.state().clients.get(&profile.node_id) {
                 None => true,
@@ -334,7 +338,7 @@ impl ManagerService {
         }
         for (id, client) in &manager.state().clients {
             if client.profile.online && !seen.contains(id) {
-                info!(node = %id, "manager: node left the grid view; it gets no new packets");
+                info!(node = %id, "manager: node unreachable or gone from the grid view; it gets no new packets");
                 commands.push(Command::SetOnline {
                     node: *id,
                     online: false,

@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::config::{self, RunArgs, Settings};
 use crate::control::{self, ControlHandler};
 use crate::identity;
+use crate::peer_cache::PeerCache;
 use crate::store::PacketStore;
 pub use error::CommandError;
 
@@ -37,6 +38,8 @@ pub use error::CommandError;
 pub const PACKETS_DIR: &str = "packets";
 /// How long shutdown waits for the overlay to close connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often the peer cache is refreshed from the grid view and saved.
+const PEER_CACHE_EVERY: Duration = Duration::from_secs(30);
 
 /// What a running daemon offers to control-command handlers.
 #[derive(Clone)]
@@ -48,6 +51,8 @@ pub struct DaemonContext {
     pub started: Instant,
     /// The sequence manager and its coordinator-group member (coordinator nodes).
     pub coordinator: Option<Arc<manager::ManagerService>>,
+    /// Nodes this node knew (kept in the data dir; locations of targets that left the view).
+    pub peer_cache: Arc<Mutex<PeerCache>>,
 }
 
 /// Boxed future returned by control handlers.
@@ -102,16 +107,31 @@ pub async fn run_with(
     mut extensions: Vec<Arc<dyn DaemonExtension>>,
 ) -> anyhow::Result<()> {
     let (dir, run_args) = (data_dir.to_path_buf(), args.clone());
-    let (settings, key, created) = tokio::task::spawn_blocking(move || {
+    let (mut settings, key, created, cache) = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
         let file = config::read(&dir)?;
         let settings = config::merge(&file, &run_args)?;
         let (key, created) = identity::load_or_create(&dir)?;
-        Ok::<_, anyhow::Error>((settings, key, created))
+        Ok::<_, anyhow::Error>((settings, key, created, PeerCache::load(&dir)))
     })
     .await
     .context("startup task failed")??;
+    // A restarted node rejoins through the nodes it knew, besides any configured bootstrap.
+    let cached = cache.dial_addrs();
+    if !cached.is_empty() {
+        info!(
+            nodes = cache.len(),
+            addresses = cached.len(),
+            "dialing nodes from the peer cache"
+        );
+    }
+    for addr in cached {
+        if !settings.bootstrap.contains(&addr) {
+            settings.bootstrap.push(addr);
+        }
+    }
+    let peer_cache = Arc::new(Mutex::new(cache));
     let node_id = identity::node_id(&key).context("the identity is not an Ed25519 key")?;
     if created {
         info!(%node_id, "created a new node identity");
@@ -192,8 +212,10 @@ pub async fn run_with(
         store,
         started: Instant::now(),
         coordinator: service.clone(),
+        peer_cache: peer_cache.clone(),
     };
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
+    let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
     let (control_server, control_task) =
         control::serve(data_dir, Arc::new(Handler { ctx, extensions }))
             .await
@@ -204,6 +226,8 @@ pub async fn run_with(
     info!(signal, "shutting down");
     control_task.abort();
     schedule_task.abort();
+    cache_task.abort();
+    save_peer_cache(&ctx_for_cache(data_dir, &overlay, &peer_cache)).await;
     manager_task.abort();
     drop(control_server);
     if let Some(service) = &service {
@@ -225,6 +249,54 @@ pub async fn run_with(
     }
     info!("stopped");
     Ok(())
+}
+
+/// What refreshing the peer cache needs.
+struct CacheCtx {
+    data_dir: PathBuf,
+    overlay: OverlayHandle,
+    cache: Arc<Mutex<PeerCache>>,
+}
+
+fn ctx_for_cache(
+    data_dir: &Path,
+    overlay: &OverlayHandle,
+    cache: &Arc<Mutex<PeerCache>>,
+) -> CacheCtx {
+    CacheCtx {
+        data_dir: data_dir.to_path_buf(),
+        overlay: overlay.clone(),
+        cache: cache.clone(),
+    }
+}
+
+/// Records the grid view's online peers in the cache and writes it.
+async fn save_peer_cache(c: &CacheCtx) {
+    let peers = c.overlay.peers();
+    let snapshot = {
+        let Ok(mut cache) = c.cache.lock() else {
+            return;
+        };
+        cache.update(&peers, strew_overlay::now_ms());
+        cache.clone()
+    };
+    let dir = c.data_dir.clone();
+    match tokio::task::spawn_blocking(move || snapshot.save(&dir)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(%error, "cannot write the peer cache"),
+        Err(error) => warn!(%error, "peer cache task failed"),
+    }
+}
+
+/// Refreshes the peer cache every [`PEER_CACHE_EVERY`].
+async fn keep_peer_cache(ctx: DaemonContext) {
+    let c = ctx_for_cache(&ctx.data_dir, &ctx.overlay, &ctx.peer_cache);
+    let mut every = tokio::time::interval(PEER_CACHE_EVERY);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        save_peer_cache(&c).await;
+    }
 }
 
 /// Waits for SIGINT or SIGTERM; returns its name.

@@ -42,6 +42,7 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
             .map(|m| m.to_string())
             .collect::<Vec<_>>(),
         "peers": overlay.peers().len(),
+        "online_peers": overlay.peers().iter().filter(|p| p.online).count(),
         "connected_peers": overlay.connected_peers(),
         "coordinator_eligible": ctx.settings.coordinator,
         "group": group,
@@ -73,7 +74,17 @@ pub fn peer_json(p: &PeerInfo) -> Value {
         "listen_addrs": p.listen_addrs,
         "announced_at": p.announced_at,
         "expires_at": p.expires_at,
+        "online": p.online,
+        "city": city_near(p.lat, p.lon),
     })
+}
+
+/// The name of the city within 50 km of a location (`"Lyon, FR"`), if any.
+pub fn city_near(lat: f64, lon: f64) -> Option<String> {
+    let table = strew_coordinator::cities::CityTable::embedded().ok()?;
+    table
+        .nearest(lat, lon, 50.0)
+        .map(|(c, _)| format!("{}, {}", c.name, c.country))
 }
 
 /// `strew peers --json`.

@@ -255,11 +255,12 @@ pub async fn plan(data_dir: &Path, flags: &BackupFlags) -> anyhow::Result<()> {
     for t in v["targets"].as_array().into_iter().flatten() {
         writeln!(
             out,
-            "  {}  {:>7.0} km  {:>6} packets  {}",
+            "  {}  {}  {:>6} packets  {}  {}",
             t["node_id"].as_str().unwrap_or("-"),
-            t["distance_km"].as_f64().unwrap_or(f64::NAN),
+            super::commands::km_text(&t["distance_km"]),
             num(t, "packets"),
-            format_size(num(t, "bytes"))
+            format_size(num(t, "bytes")),
+            t["city"].as_str().unwrap_or("")
         )?;
     }
     Ok(())
@@ -422,11 +423,12 @@ pub async fn status(data_dir: &Path, cmd: &StatusCmd) -> anyhow::Result<()> {
         for t in s["targets"].as_array().into_iter().flatten() {
             writeln!(
                 out,
-                "          {} {:>7.0} km {:>5} packets {}",
+                "          {} {} {:>5} packets {} {}",
                 t["node_id"].as_str().unwrap_or("-"),
-                t["distance_km"].as_f64().unwrap_or(f64::NAN),
+                super::commands::km_text(&t["distance_km"]),
                 num(t, "packets"),
-                if t["up"] == json!(true) { "up" } else { "DOWN" }
+                if t["up"] == json!(true) { "up" } else { "DOWN" },
+                t["city"].as_str().unwrap_or("")
             )?;
         }
     }

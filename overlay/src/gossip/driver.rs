@@ -117,7 +117,7 @@ impl Gossip {
 
     fn learn(&mut self, swarm: &mut Swarm<Behaviour>, ann: Announcement, bytes: Vec<u8>, now: u64) {
         if let Some(peer) = peer::peer_id_of(&ann.node()) {
-            for addr in ann.multiaddrs() {
+            for addr in reachable_from_elsewhere(ann.multiaddrs()) {
                 swarm
                     .behaviour_mut()
                     .kad
@@ -150,13 +150,19 @@ impl Gossip {
     /// Expires the grid view and the gate, and announces when due or when
     /// `free` or `load` moved significantly. `free` is `None` until the
     /// store's free space was first sampled: nothing is announced before.
-    pub fn housekeeping(&mut self, swarm: &mut Swarm<Behaviour>, free: Option<u64>, load: f32) {
+    /// Expires the grid view, announces when due; returns the nodes that expired.
+    pub fn housekeeping(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        free: Option<u64>,
+        load: f32,
+    ) -> Vec<NodeId> {
         let now = now_ms();
         let expired = match self.shared.grid.write() {
             Ok(mut grid) => grid.expire(now),
             Err(_) => Vec::new(),
         };
-        for node in expired {
+        for node in &expired {
             info!(%node, "node expired from the grid view (no announcement within its TTL)");
         }
         self.gate.expire(now);
@@ -164,7 +170,7 @@ impl Gossip {
         self.shared.metrics.grid_peers.set(grid_peers as i64);
 
         let Some(free) = free else {
-            return;
+            return expired;
         };
         let free = free.min(self.config.profile.storage_allocated);
         let significant = match self.last_announced {
@@ -181,6 +187,7 @@ impl Gossip {
         if Instant::now() >= self.next_announce || significant {
             self.announce(swarm, free, load);
         }
+        expired
     }
 
     fn announce(&mut self, swarm: &mut Swarm<Behaviour>, free: u64, load: f32) {
@@ -188,19 +195,23 @@ impl Gossip {
         let grid_size = self.shared.grid_size().max(1);
         let ttl = self.config.effective_ttl(grid_size);
         let p = &self.config.profile;
-        let mut concrete: Vec<String> = self
+        let mut addrs: Vec<Multiaddr> = self
             .shared
             .listen_addrs
             .read()
-            .map(|a| a.iter().map(|m| without_p2p(m).to_string()).collect())
+            .map(|a| a.iter().map(without_p2p).collect())
             .unwrap_or_default();
-        if concrete.is_empty() {
-            concrete = swarm
+        if addrs.is_empty() {
+            addrs = swarm
                 .listeners()
                 .chain(swarm.external_addresses())
-                .map(|a| a.to_string())
+                .cloned()
                 .collect();
         }
+        let mut concrete: Vec<String> = reachable_from_elsewhere(addrs)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         concrete.truncate(MAX_LISTEN_ADDRS);
         let ann = Announcement {
             protocol_version: PROTOCOL_VERSION,
@@ -251,6 +262,25 @@ impl Gossip {
             }
         }
     }
+}
+
+/// Whether `addr` is a loopback address (127.0.0.0/8 or ::1).
+pub(crate) fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+/// The addresses worth telling other hosts: loopback ones only when the node
+/// has nothing else (a grid on one machine); elsewhere a peer that dials
+/// 127.0.0.1 reaches itself.
+pub(crate) fn reachable_from_elsewhere(addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    if addrs.iter().all(is_loopback) {
+        return addrs;
+    }
+    addrs.into_iter().filter(|a| !is_loopback(a)).collect()
 }
 
 /// `addr` without its `/p2p/<peer>` part.

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod keys;
 pub mod map;
 pub mod metrics;
+pub mod metrics_text;
 pub mod peer_cache;
 pub mod pipeline;
 pub mod private_file;

@@ -75,11 +75,23 @@ async fn answer(mut stream: TcpStream, registry: &Mutex<Registry>) -> std::io::R
             Ok(reg) => prometheus_client::encoding::text::encode(&mut text, &reg).is_ok(),
             Err(_) => false,
         };
-        if encoded {
+        // Scrapers that ask for OpenMetrics get it; everyone else (promtool,
+        // curl, older Prometheus) gets the 0.0.4 text format.
+        let head_text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let wants_openmetrics = head_text
+            .lines()
+            .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"));
+        if encoded && wants_openmetrics {
             (
                 "200 OK",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 text,
+            )
+        } else if encoded {
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                crate::metrics_text::openmetrics_to_prometheus(&text),
             )
         } else {
             (

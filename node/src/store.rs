@@ -19,6 +19,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -116,6 +117,39 @@ struct Inner {
     capacity: Mutex<u64>,
     writer: Mutex<Writer>,
     readers: Mutex<BTreeMap<u32, Arc<File>>>,
+    /// Compactions run and disk bytes they reclaimed since the store opened.
+    compactions: AtomicU64,
+    reclaimed: AtomicU64,
+}
+
+/// When [`PacketStore::maybe_compact`] compacts: enough garbage, in bytes and
+/// as a share of the segment files.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactionPolicy {
+    pub min_garbage_bytes: u64,
+    pub min_garbage_ratio: f64,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            min_garbage_bytes: 8 << 20,
+            min_garbage_ratio: 0.25,
+        }
+    }
+}
+
+/// Disk figures of the store: segment files against live packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DiskUsage {
+    /// Bytes of all segment files.
+    pub disk_bytes: u64,
+    /// Bytes of stored (live) packets.
+    pub live_bytes: u64,
+    /// `disk_bytes - live_bytes`: deleted packets and crash leftovers.
+    pub garbage_bytes: u64,
+    pub compactions: u64,
+    pub reclaimed_bytes: u64,
 }
 
 /// A crash-safe, capacity-accounted store of packets. Cheap to clone; all
@@ -186,6 +220,8 @@ impl PacketStore {
                     len: 0,
                 }),
                 readers: Mutex::new(BTreeMap::new()),
+                compactions: AtomicU64::new(0),
+                reclaimed: AtomicU64::new(0),
             }),
         })
     }
@@ -514,7 +550,22 @@ impl PacketStore {
     /// Returns the bytes of disk reclaimed.
     pub fn compact(&self) -> Result<u64, StoreError> {
         let seg_dir = self.inner.dir.join("segments");
-        let active = lock(&self.inner.writer).segment;
+        // A mostly dead active segment is closed first, so its space can be
+        // reclaimed too (a store that only shrinks never rolls by size).
+        let active = {
+            let mut writer = lock(&self.inner.writer);
+            if writer.len > 0 {
+                let txn = self.inner.db.begin_read()?;
+                let live = txn
+                    .open_table(SEGMENTS)?
+                    .get(writer.segment)?
+                    .map_or(0, |v| v.value());
+                if live * 2 <= writer.len {
+                    self.roll(&mut writer)?;
+                }
+            }
+            writer.segment
+        };
         let (sparse, referenced) = {
             let txn = self.inner.db.begin_read()?;
             let segments = txn.open_table(SEGMENTS)?;
@@ -578,7 +629,44 @@ impl PacketStore {
                 txn.commit()?;
             }
         }
+        self.inner.compactions.fetch_add(1, Ordering::Relaxed);
+        self.inner.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
         Ok(reclaimed)
+    }
+
+    /// Segment files against live packets, and what compaction did so far.
+    pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
+        let seg_dir = self.inner.dir.join("segments");
+        let mut disk = 0;
+        for entry in fs::read_dir(&seg_dir).map_err(io(&seg_dir))? {
+            let entry = entry.map_err(io(&seg_dir))?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".seg"))
+            {
+                disk += entry.metadata().map_err(io(&entry.path()))?.len();
+            }
+        }
+        let live = self.used_bytes()?;
+        Ok(DiskUsage {
+            disk_bytes: disk,
+            live_bytes: live,
+            garbage_bytes: disk.saturating_sub(live),
+            compactions: self.inner.compactions.load(Ordering::Relaxed),
+            reclaimed_bytes: self.inner.reclaimed.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Compacts when the policy says the garbage is worth it; returns the
+    /// bytes reclaimed (0 when it did not run).
+    pub fn maybe_compact(&self, policy: &CompactionPolicy) -> Result<u64, StoreError> {
+        let u = self.disk_usage()?;
+        let ratio = u.garbage_bytes as f64 / u.disk_bytes.max(1) as f64;
+        if u.garbage_bytes >= policy.min_garbage_bytes && ratio >= policy.min_garbage_ratio {
+            return self.compact();
+        }
+        Ok(0)
     }
 }
 
@@ -735,5 +823,47 @@ mod tests {
         assert_eq!(store.used_bytes().unwrap(), left);
         assert_eq!(store.delete_many(&[packets[2].0, packets[4].0]).unwrap(), 2);
         assert_eq!(store.usage().unwrap().packets, 0);
+    }
+
+    #[test]
+    fn compaction_reclaims_deleted_packets_down_to_live_bytes_also_in_the_active_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PacketStore::open(dir.path(), 1 << 30).unwrap();
+        let packets: Vec<_> = (1..=40u8)
+            .map(|n| packet(n, 100_000 + usize::from(n)))
+            .collect();
+        for (id, bytes) in &packets {
+            store.put(*id, bytes).unwrap();
+        }
+        let gone: Vec<PacketId> = packets.iter().take(30).map(|(id, _)| *id).collect();
+        store.delete_many(&gone).unwrap();
+        let before = store.disk_usage().unwrap();
+        assert!(before.garbage_bytes >= 3_000_000, "{before:?}");
+        let policy = CompactionPolicy {
+            min_garbage_bytes: 1 << 20,
+            min_garbage_ratio: 0.25,
+        };
+        let reclaimed = store.maybe_compact(&policy).unwrap();
+        assert!(reclaimed >= before.garbage_bytes, "{reclaimed} {before:?}");
+        let after = store.disk_usage().unwrap();
+        assert_eq!(after.live_bytes, before.live_bytes);
+        assert!(
+            after.disk_bytes as f64 <= after.live_bytes as f64 * 1.10,
+            "disk use within 10% of live packets: {after:?}"
+        );
+        assert_eq!(after.compactions, 1);
+        for (id, bytes) in &packets[30..] {
+            assert_eq!(store.get(id).unwrap().as_deref(), Some(bytes.as_slice()));
+        }
+        // Nothing to gain: the policy does not run it again.
+        assert_eq!(store.maybe_compact(&policy).unwrap(), 0);
+        // An emptied store (an outbox after its commit) shrinks to nothing.
+        let rest: Vec<PacketId> = packets[30..].iter().map(|(id, _)| *id).collect();
+        store.delete_many(&rest).unwrap();
+        store.compact().unwrap();
+        assert_eq!(store.disk_usage().unwrap().disk_bytes, 0);
+        drop(store);
+        let store = PacketStore::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(store.disk_usage().unwrap().disk_bytes, 0);
     }
 }

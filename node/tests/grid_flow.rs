@@ -16,8 +16,8 @@ use strew_coordinator::seal::GroupKey;
 use strew_coordinator::{DistanceRange, GeoPoint, NodeId, NodeProfile, Redundancy, haversine_km};
 use strew_node::grid::testkit::{LocalManager, MemoryTargets};
 use strew_node::grid::{
-    GridBackupOptions, GridBackupReport, KnownIndex, SourceIdentity, grid_backup, grid_forget,
-    grid_restore,
+    GridBackupOptions, GridBackupReport, KnownIndex, SourceIdentity, clean_up, grid_backup,
+    grid_forget, grid_restore,
 };
 use strew_node::pipeline::{
     ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress,
@@ -197,16 +197,21 @@ async fn backup(
     src: &Source,
     opts: &GridBackupOptions,
 ) -> Result<GridBackupReport, strew_node::grid::GridError> {
-    grid_backup(
+    let client = grid.manager.client(src.me.node_id);
+    let mut report = grid_backup(
         &src.me,
-        &grid.manager.client(src.me.node_id),
+        &client,
         grid.targets.as_ref(),
         &src.outbox(),
         &src.known(),
         opts,
         Arc::new(Progress::default()),
     )
-    .await
+    .await?;
+    // What the daemon runs in the background once the backup answered.
+    let cleanup = std::mem::take(&mut report.cleanup);
+    clean_up(&client, grid.targets.as_ref(), cleanup).await;
+    Ok(report)
 }
 
 async fn restore(
@@ -387,6 +392,10 @@ async fn a_target_failing_mid_upload_gets_its_packets_replaced() {
         .unwrap();
     assert!(report.plans >= 2, "re-planned");
     assert!(!report.targets.contains(&dead));
+    // The outbox gave its space back at the commit.
+    let outbox = src.outbox().disk_usage().unwrap();
+    assert_eq!(outbox.live_bytes, 0, "{outbox:?}");
+    assert_eq!(outbox.disk_bytes, 0, "{outbox:?}");
     // The replaced plan left nothing behind on reachable targets, and its
     // cleanup deleted nothing the committed plan uses.
     let committed: std::collections::BTreeSet<_> = {

@@ -143,6 +143,14 @@ enum Live {
     Restore(Arc<RestoreProgress>),
 }
 
+/// How this node's own snapshots stand.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackupHealth {
+    pub snapshots: u64,
+    pub degraded: u64,
+    pub unreachable_targets: u64,
+}
+
 /// The node's source side.
 pub struct SourceJobs {
     me: SourceIdentity,
@@ -194,6 +202,32 @@ impl SourceJobs {
 
     pub fn sets(&self) -> &Arc<SetBook> {
         &self.sets
+    }
+
+    /// The outbox (packets of backups not yet committed).
+    pub fn outbox(&self) -> &PacketStore {
+        &self.outbox
+    }
+
+    /// The health of this node's own snapshots now (for metrics), or `None`
+    /// when no sequence manager answers.
+    pub async fn health(&self, ctx: &DaemonContext) -> Option<BackupHealth> {
+        let list = self.placements(ctx).await.ok()?;
+        let mut h = BackupHealth::default();
+        let mut unreachable = std::collections::BTreeSet::new();
+        for s in list.as_array().into_iter().flatten() {
+            h.snapshots += 1;
+            let mut degraded = false;
+            for t in s["targets"].as_array().into_iter().flatten() {
+                if t["up"] != json!(true) {
+                    degraded = true;
+                    unreachable.insert(t["node_id"].as_str().unwrap_or_default().to_string());
+                }
+            }
+            h.degraded += u64::from(degraded);
+        }
+        h.unreachable_targets = unreachable.len() as u64;
+        Some(h)
     }
 
     fn secret(&self, params: &BackupParams) -> ConvergenceSecret {
@@ -254,8 +288,14 @@ impl SourceJobs {
         )
         .await;
         lock(&self.live).remove(&job);
-        let report = result?;
+        let mut report = result?;
         info!(snapshot = %report.snapshot, set = %args.name, "backup committed");
+        // Leftovers are tidied in the background: the backup is done, and the
+        // next job must not wait for targets that may be gone.
+        let cleanup = std::mem::take(&mut report.cleanup);
+        tokio::spawn(async move {
+            crate::grid::clean_up(&manager, &transport, cleanup).await;
+        });
         ctx.overlay.reannounce();
         // Every set is remembered (its distances label the status map); only
         // those with `--sync-every` are re-run by the scheduler.

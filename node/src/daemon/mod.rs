@@ -16,6 +16,7 @@ pub mod report;
 pub mod schedule;
 pub mod source_commands;
 pub mod storage;
+pub mod upkeep;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -193,6 +194,7 @@ pub async fn run_with(
     );
     extensions.push(jobs.clone());
 
+    let node_metrics = upkeep::NodeMetrics::register(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
     let metrics_task = match settings.metrics {
         Some(addr) => {
@@ -214,6 +216,7 @@ pub async fn run_with(
         coordinator: service.clone(),
         peer_cache: peer_cache.clone(),
     };
+    let upkeep_task = tokio::spawn(upkeep::run(ctx.clone(), jobs.clone(), node_metrics));
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
     let (control_server, control_task) =
@@ -227,6 +230,7 @@ pub async fn run_with(
     control_task.abort();
     schedule_task.abort();
     cache_task.abort();
+    upkeep_task.abort();
     save_peer_cache(&ctx_for_cache(data_dir, &overlay, &peer_cache)).await;
     manager_task.abort();
     drop(control_server);

@@ -11,13 +11,17 @@ use super::{CommandError, DaemonContext};
 /// `strew status --json`.
 pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
     let store = ctx.store.clone();
-    let usage = tokio::task::spawn_blocking(move || store.usage())
+    let (usage, disk) = tokio::task::spawn_blocking(move || (store.usage(), store.disk_usage()))
         .await
-        .map_err(|e| CommandError::task("store", e))?
-        .map_err(|source| CommandError::Store {
-            what: "cannot read store usage",
-            source,
-        })?;
+        .map_err(|e| CommandError::task("store", e))?;
+    let usage = usage.map_err(|source| CommandError::Store {
+        what: "cannot read store usage",
+        source,
+    })?;
+    let disk = disk.map_err(|source| CommandError::Store {
+        what: "cannot read the store's disk use",
+        source,
+    })?;
     let overlay = &ctx.overlay;
     let group = ctx.coordinator.as_ref().map(|service| {
         let status = service.group_status();
@@ -51,6 +55,10 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
             "used_bytes": usage.used_bytes,
             "free_bytes": usage.free_bytes,
             "packets": usage.packets,
+            "disk_bytes": disk.disk_bytes,
+            "garbage_bytes": disk.garbage_bytes,
+            "compactions": disk.compactions,
+            "reclaimed_bytes": disk.reclaimed_bytes,
         },
         "bandwidth_limit": ctx.settings.bandwidth,
         "uptime_secs": ctx.started.elapsed().as_secs(),

@@ -54,6 +54,9 @@ pub struct GridBackupReport {
     pub plans: usize,
     pub targets: Vec<NodeId>,
     pub warnings: Vec<crate::pipeline::backup::Warning>,
+    /// Left for [`clean_up`], after the answer.
+    #[serde(skip)]
+    pub cleanup: Cleanup,
 }
 
 /// Runs one backup of `opts.paths` onto the grid.
@@ -226,31 +229,24 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         idx.insert(&stripes)
             .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
         box_.delete_many(&sent)?;
+        // Give the space back now: an outbox holds only uncommitted backups.
+        if box_.used_bytes()? == 0 {
+            box_.compact()?;
+        } else {
+            box_.maybe_compact(&crate::store::CompactionPolicy::default())?;
+        }
         Ok::<_, GridError>(())
     })
     .await
     .map_err(|e| GridError::Other(format!("outbox cleanup task failed: {e}")))??;
-    // Packets this backup sent that nothing references any more: those of
-    // plans it replaced, and any the manager found redundant at commit.
-    let mut cleanup = response.delete_tickets.clone();
-    for pending_id in abandoned {
-        match manager.abandon(pending_id).await {
-            Ok(tickets) => cleanup.extend(tickets),
-            Err(err) => {
-                tracing::warn!(pending_id, %err, "could not abandon a replaced plan; the manager will expire it")
-            }
-        }
-    }
-    for ticket in &cleanup {
-        for entry in &ticket.entries {
-            if let Err(err) = transport
-                .delete(ticket.target, ticket, entry.packet_id)
-                .await
-            {
-                tracing::info!(%err, "leftover packet not deleted now; the manager's expiry will retry");
-            }
-        }
-    }
+    // Packets this backup sent that nothing references any more (those of
+    // plans it replaced, and any the manager found redundant at commit) are
+    // deleted by the caller in the background: the backup is done.
+    let cleanup = Cleanup {
+        abandoned,
+        tickets: response.delete_tickets.clone(),
+        skip: exclude.iter().copied().collect(),
+    };
     Ok(GridBackupReport {
         snapshot: response.snapshot,
         stats: report.stats,
@@ -260,7 +256,93 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         plans,
         targets: targets.into_iter().collect(),
         warnings: report.warnings,
+        cleanup,
     })
+}
+
+/// What a committed backup leaves to tidy up: the plans it replaced (their
+/// reservations) and packets nothing references. Not part of the backup's
+/// answer: it runs after it, in the background.
+#[derive(Debug, Clone, Default)]
+pub struct Cleanup {
+    pub abandoned: Vec<u64>,
+    pub tickets: Vec<strew_coordinator::StorageTicket>,
+    /// Targets whose uploads failed: not contacted (the manager's expiry of
+    /// the abandoned plans covers them).
+    pub skip: BTreeSet<NodeId>,
+}
+
+/// What [`clean_up`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub deleted: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+/// Deletes at most this many leftover packets at once.
+const CLEANUP_PARALLEL: usize = 16;
+/// A leftover delete that takes longer is given up (the target may be gone).
+const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Abandons replaced plans and deletes leftover packets, in parallel, each
+/// delete bounded in time, skipping targets that failed during the backup.
+pub async fn clean_up<M: ManagerApi, T: PacketTransport>(
+    manager: &M,
+    transport: &T,
+    cleanup: Cleanup,
+) -> CleanupReport {
+    let mut tickets = cleanup.tickets;
+    for pending_id in cleanup.abandoned {
+        match manager.abandon(pending_id).await {
+            Ok(more) => tickets.extend(more),
+            Err(err) => {
+                tracing::warn!(pending_id, %err, "could not abandon a replaced plan; the manager will expire it")
+            }
+        }
+    }
+    let mut report = CleanupReport::default();
+    let mut jobs: Vec<(Arc<strew_coordinator::StorageTicket>, PacketId)> = Vec::new();
+    for ticket in tickets {
+        if cleanup.skip.contains(&ticket.target) {
+            report.skipped += ticket.entries.len();
+            continue;
+        }
+        let ticket = Arc::new(ticket);
+        for entry in &ticket.entries {
+            jobs.push((ticket.clone(), entry.packet_id));
+        }
+    }
+    let outcomes: Vec<bool> = futures::stream::iter(jobs)
+        .map(|(ticket, id)| async move {
+            match tokio::time::timeout(
+                CLEANUP_DEADLINE,
+                transport.delete(ticket.target, &ticket, id),
+            )
+            .await
+            {
+                Ok(Ok(_)) => true,
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, "leftover packet not deleted now");
+                    false
+                }
+                Err(_) => false,
+            }
+        })
+        .buffer_unordered(CLEANUP_PARALLEL)
+        .collect()
+        .await;
+    report.deleted = outcomes.iter().filter(|ok| **ok).count();
+    report.failed = outcomes.len() - report.deleted;
+    if report.failed + report.skipped > 0 {
+        tracing::info!(
+            deleted = report.deleted,
+            failed = report.failed,
+            skipped = report.skipped,
+            "leftover packets not deleted now; the manager's expiry covers them"
+        );
+    }
+    report
 }
 
 /// The stripes of `sequence` the known-chunk index does not hold (each once),

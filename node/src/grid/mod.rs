@@ -26,7 +26,9 @@ use strew_coordinator::seal::SealedForRecipient;
 use strew_coordinator::ticket::StorageTicket;
 use strew_coordinator::{GeoPoint, NodeId, PacketId, SnapshotId};
 
-pub use backup::{GridBackupOptions, GridBackupReport, grid_backup};
+pub use backup::{
+    Cleanup, CleanupReport, GridBackupOptions, GridBackupReport, clean_up, grid_backup,
+};
 pub use forget::{ForgetReport, grid_forget};
 pub use known::KnownIndex;
 pub use overlay::{OverlayManager, OverlayTransport};

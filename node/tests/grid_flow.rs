@@ -378,6 +378,44 @@ async fn forget_frees_exactly_the_unshared_packets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_with_a_target_down_reports_it_in_json_and_the_retry_deletes_later() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let report = backup(&g, &src, &options(vec![root.clone()], ".."))
+        .await
+        .unwrap();
+    let down = report.targets[0];
+    g.targets.set_up(&down, false);
+    let client = g.manager.client(src.me.node_id);
+    let mut forgot = grid_forget(&client, g.targets.as_ref(), &src.known(), report.snapshot)
+        .await
+        .unwrap();
+    assert!(forgot.deleted > 0);
+    let left = forgot.undeleted.get(&down).map_or(0, Vec::len);
+    assert!(left > 0, "the down target's packets are reported");
+    // The JSON the CLI reads: keys are NodeId texts (this used to fail).
+    let json = serde_json::to_value(&forgot).expect("the report serialises");
+    assert_eq!(
+        json["undeleted"][down.to_string()].as_array().map(Vec::len),
+        Some(left)
+    );
+    assert!(json["retry_until"].as_u64().is_some());
+    // The target returns: the retry deletes what it still holds.
+    g.targets.set_up(&down, true);
+    let retry = std::mem::take(&mut forgot.retry);
+    let done = clean_up(&client, g.targets.as_ref(), retry).await;
+    assert_eq!(done.failed, 0);
+    assert!(
+        g.targets.holders().iter().all(|(_, n)| *n == 0),
+        "nothing left anywhere: {:?}",
+        g.targets.holders()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_failing_mid_upload_gets_its_packets_replaced() {
     let g = grid(1 << 30);
     let src = source(&g, 2, PARIS);

@@ -143,6 +143,33 @@ enum Live {
     Restore(Arc<RestoreProgress>),
 }
 
+/// How often deletes that could not be done at `forget` are tried again.
+const DELETE_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Tries the deletes of unreachable targets again until they are done or
+/// their tickets expire (`until`, Unix ms).
+async fn retry_deletes(
+    manager: OverlayManager,
+    transport: OverlayTransport,
+    retry: crate::grid::Cleanup,
+    until: u64,
+) {
+    while strew_overlay::now_ms() + DELETE_RETRY_EVERY.as_millis() as u64 <= until {
+        tokio::time::sleep(DELETE_RETRY_EVERY).await;
+        let report = crate::grid::clean_up(&manager, &transport, retry.clone()).await;
+        if report.failed == 0 {
+            info!(
+                deleted = report.deleted,
+                "freed packets deleted from targets that came back"
+            );
+            return;
+        }
+    }
+    warn!(
+        "some freed packets stay on targets that did not come back before their delete tickets expired"
+    );
+}
+
 /// How this node's own snapshots stand.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BackupHealth {
@@ -397,7 +424,11 @@ impl SourceJobs {
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = OverlayTransport::new(ctx.overlay.clone());
         let _no_backup_meanwhile = self.backup_lock.lock().await;
-        let report = grid_forget(&manager, &transport, &self.known, snapshot).await?;
+        let mut report = grid_forget(&manager, &transport, &self.known, snapshot).await?;
+        let retry = std::mem::take(&mut report.retry);
+        if let Some(until) = report.retry_until {
+            tokio::spawn(retry_deletes(manager, transport, retry, until));
+        }
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
         Ok(value)

@@ -354,20 +354,32 @@ pub async fn forget(data_dir: &Path, cmd: &ForgetCmd) -> anyhow::Result<()> {
     if cmd.json {
         return print_json(&v);
     }
-    let undeleted: usize = v["undeleted"].as_object().map_or(0, |m| {
-        m.values().filter_map(Value::as_array).map(Vec::len).sum()
-    });
+    let undeleted = v["undeleted"].as_object().cloned().unwrap_or_default();
+    let packets: usize = undeleted
+        .values()
+        .filter_map(Value::as_array)
+        .map(Vec::len)
+        .sum();
+    let mut out = std::io::stdout().lock();
     writeln!(
-        std::io::stdout().lock(),
-        "forgot {}: {} packets no snapshot needs were deleted from their targets{}",
+        out,
+        "forgot {}: {} packets no snapshot needs were deleted from their targets",
         v["snapshot"].as_str().unwrap_or("-"),
         num(&v, "deleted"),
-        if undeleted > 0 {
-            format!(" ({undeleted} could not be reached now; the manager no longer counts them)")
-        } else {
-            String::new()
-        }
     )?;
+    if packets > 0 {
+        let until = v["retry_until"]
+            .as_u64()
+            .map_or("their delete tickets expire".to_string(), |ms| {
+                format_time(ms)
+            });
+        writeln!(
+            out,
+            "{packets} packet(s) on {} target(s) that could not be reached now will be deleted later: \
+             this node retries every minute until {until}; the snapshot is forgotten either way",
+            undeleted.len()
+        )?;
+    }
     Ok(())
 }
 

@@ -10,15 +10,39 @@ use futures::StreamExt;
 use serde::Serialize;
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 
-use super::{GridError, KnownIndex, ManagerApi, PacketTransport};
+use super::{Cleanup, GridError, KnownIndex, ManagerApi, PacketTransport};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ForgetReport {
     pub snapshot: SnapshotId,
     pub deleted: u64,
-    /// Packets freed by the manager that could not be deleted now, per target.
+    /// Packets freed by the manager that could not be deleted now, per target
+    /// (JSON: an object keyed by the target's NodeId text).
+    #[serde(serialize_with = "by_target_text")]
     pub undeleted: BTreeMap<NodeId, Vec<PacketId>>,
+    /// Unix ms until which the delete tickets of the undeleted packets hold
+    /// (the daemon retries them until then).
+    pub retry_until: Option<u64>,
+    /// The delete tickets of targets that could not be reached, to retry.
+    #[serde(skip)]
+    pub retry: Cleanup,
 }
+
+/// Serialises a per-target map with the NodeIds as text keys (JSON object keys must be strings).
+fn by_target_text<S: serde::Serializer>(
+    map: &BTreeMap<NodeId, Vec<PacketId>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(map.len()))?;
+    for (target, ids) in map {
+        m.serialize_entry(&target.to_string(), ids)?;
+    }
+    m.end()
+}
+
+/// A delete that takes longer is given up for now (the target may be gone).
+const DELETE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
     manager: &M,
@@ -44,10 +68,19 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
             let ticket = tickets.get(&(target, id)).copied();
             async move {
                 let ok = match ticket {
-                    Some(ticket) => match transport.delete(target, ticket, id).await {
-                        Ok(()) => true,
-                        Err(err) => {
+                    Some(ticket) => match tokio::time::timeout(
+                        DELETE_DEADLINE,
+                        transport.delete(target, ticket, id),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => true,
+                        Ok(Err(err)) => {
                             tracing::warn!(%err, packet = %id, "delete failed");
+                            false
+                        }
+                        Err(_) => {
+                            tracing::warn!(%target, packet = %id, "delete timed out");
                             false
                         }
                     },
@@ -63,6 +96,8 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
         snapshot,
         deleted: 0,
         undeleted: BTreeMap::new(),
+        retry_until: None,
+        retry: Cleanup::default(),
     };
     for (target, id, ok) in results {
         if ok {
@@ -71,5 +106,12 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
             report.undeleted.entry(target).or_default().push(id);
         }
     }
+    report.retry.tickets = response
+        .delete_tickets
+        .iter()
+        .filter(|t| report.undeleted.contains_key(&t.target))
+        .cloned()
+        .collect();
+    report.retry_until = report.retry.tickets.iter().map(|t| t.expires_at).min();
     Ok(report)
 }

@@ -42,6 +42,10 @@ pub enum Command {
     Restore(crate::daemon::source_commands::RestoreCmd),
     /// Forgets SNAPSHOT; packets no snapshot of any source needs are deleted.
     Forget(crate::daemon::source_commands::ForgetCmd),
+    /// Cancels running backups (all of them, or the one named JOB): their
+    /// plans are aborted and their reservations released. Ctrl-C on
+    /// `strew backup` does the same for its own backup.
+    Cancel(crate::daemon::source_commands::CancelCmd),
     /// Exports or imports this node's key (identity and convergence secret).
     #[command(subcommand)]
     Key(crate::daemon::source_commands::KeyCmd),

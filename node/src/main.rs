@@ -46,6 +46,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshots(cmd) => source_commands::snapshots(dir, &cmd).await,
         Command::Restore(cmd) => source_commands::restore(dir, &cmd).await,
         Command::Forget(cmd) => source_commands::forget(dir, &cmd).await,
+        Command::Cancel(cmd) => source_commands::cancel(dir, &cmd).await,
         Command::Key(cmd) => source_commands::key(dir, &cmd),
         Command::Demo(args) => strew_node::demo::run(&args).await,
         Command::Peers(flag) => commands::peers(dir, &flag).await,
@@ -57,7 +58,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    // openraft's state dumps drown the node's own lines at `info`: keep it at
+    // `warn` unless the filter names it (`--log info,openraft=info`).
+    let filter = if filter.contains("openraft") {
+        filter.to_string()
+    } else {
+        format!("{filter},openraft=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

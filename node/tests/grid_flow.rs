@@ -16,8 +16,8 @@ use strew_coordinator::seal::GroupKey;
 use strew_coordinator::{DistanceRange, GeoPoint, NodeId, NodeProfile, Redundancy, haversine_km};
 use strew_node::grid::testkit::{LocalManager, MemoryTargets};
 use strew_node::grid::{
-    GridBackupOptions, GridBackupReport, KnownIndex, SourceIdentity, clean_up, grid_backup,
-    grid_forget, grid_restore,
+    GridBackupOptions, GridBackupReport, KnownIndex, ManagerApi, SourceIdentity, clean_up,
+    grid_backup, grid_forget, grid_restore,
 };
 use strew_node::pipeline::{
     ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress,
@@ -166,6 +166,7 @@ fn options(paths: Vec<PathBuf>, distance: &str) -> GridBackupOptions {
         secret: ConvergenceSecret::for_grid("test grid"),
         now_ms: NOW,
         parallel_uploads: 8,
+        previous: None,
     }
 }
 
@@ -302,6 +303,38 @@ async fn an_unchanged_rerun_uploads_only_a_manifest() {
         src.outbox().list().unwrap().is_empty(),
         "outbox emptied after commit"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_tree_reuses_the_previous_snapshot_and_a_change_makes_a_new_one() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let first = backup(&g, &src, &options(vec![root.clone()], ".."))
+        .await
+        .unwrap();
+    assert!(!first.unchanged);
+    let digest = first.tree.expect("a tree digest");
+    let mut opts = options(vec![root.clone()], "..");
+    opts.now_ms += 60_000;
+    opts.previous = Some((first.snapshot, digest));
+    let again = backup(&g, &src, &opts).await.unwrap();
+    assert!(again.unchanged);
+    assert_eq!(again.snapshot, first.snapshot);
+    assert_eq!(again.uploaded_packets, 0);
+    let listed = g.manager.client(src.me.node_id).list(None).await.unwrap();
+    assert_eq!(listed.len(), 1, "no new snapshot");
+    assert_eq!(src.outbox().disk_usage().unwrap().disk_bytes, 0);
+    // A touched file (same bytes, new mtime) is a change.
+    let f = root.join("notes.txt");
+    let bytes = fs::read(&f).unwrap();
+    fs::write(&f, [bytes.as_slice(), b"!"].concat()).unwrap();
+    opts.now_ms += 60_000;
+    let changed = backup(&g, &src, &opts).await.unwrap();
+    assert!(!changed.unchanged);
+    assert_ne!(changed.snapshot, first.snapshot);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

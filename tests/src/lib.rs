@@ -434,6 +434,29 @@ impl Node {
         self.spawn()
     }
 
+    /// Starts a `strew` client command against this node without waiting
+    /// (its output is piped; see [`wait_output`]).
+    pub fn cli_spawn(&self, args: &[&str]) -> Result<Child> {
+        Command::new(strew_bin()?)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .env_remove("STREW_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn a strew client")
+    }
+
+    /// Starts the process again without any `--bootstrap`: it must rejoin
+    /// through the peer cache in its data dir.
+    pub fn restart_without_bootstrap(&mut self) -> Result<()> {
+        self.kill();
+        self.options.bootstrap.clear();
+        self.spawn()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -464,4 +487,45 @@ pub fn run_strew_once(args: &[&str], timeout: Duration) -> Result<(Option<i32>, 
         .spawn()?;
     let code = wait_exit(&mut child, timeout)?.and_then(|s| s.code());
     Ok((code, fs::read_to_string(&log).unwrap_or_default()))
+}
+
+/// Sends a signal (`INT`, `TERM`, `KILL`, `STOP`, `CONT`) to a process.
+pub fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .context("run kill")?;
+    anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+/// Waits at most `timeout` for a spawned client to exit and returns its output
+/// (the client is killed when it overstays).
+pub fn wait_output(child: &mut Child, timeout: Duration) -> Result<Output> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("the client did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    use std::io::Read;
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_end(&mut stdout)?;
+    }
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_end(&mut stderr)?;
+    }
+    Ok(Output {
+        status: child.wait()?,
+        stdout,
+        stderr,
+    })
 }

@@ -113,14 +113,25 @@ fn diff(a: &Path, b: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
 /// Starts a coordinator at `places[0]` and plain nodes at the rest; waits
 /// until every node knows the manager and the manager sees every node.
 fn start_grid(places: &[City], storage: &str) -> Result<Vec<Node>> {
-    let mut first = options(&places[0], storage);
+    start_grid_with(places, storage, &[])
+}
+
+/// [`start_grid`] with extra `strew run` flags on every node.
+fn start_grid_with(places: &[City], storage: &str, extra: &[&str]) -> Result<Vec<Node>> {
+    let with_extra = |mut o: NodeOptions| {
+        o.extra.extend(extra.iter().map(|e| e.to_string()));
+        o
+    };
+    let mut first = with_extra(options(&places[0], storage));
     first.extra.push("--coordinator".into());
     let first = Node::start(first)?;
     let boot = first.bootstrap_addr()?;
     let manager = first.node_id()?;
     let mut nodes = vec![first];
     for city in &places[1..] {
-        nodes.push(Node::start(options(city, storage).bootstrap(boot.clone()))?);
+        nodes.push(Node::start(
+            with_extra(options(city, storage)).bootstrap(boot.clone()),
+        )?);
     }
     let n = nodes.len();
     for (i, node) in nodes.iter().enumerate() {
@@ -479,9 +490,46 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
             .then_some(())
     })?;
 
+    // An unchanged tree makes no new snapshot, however often the set runs.
+    let settled = snapshots(&nodes[1]).map_or(0, |l| l.len());
+    let runs = |node: &Node| {
+        node.log()
+            .matches("nothing changed, no new snapshot")
+            .count()
+    };
+    wait_for(
+        "two scheduled runs of the unchanged tree",
+        Duration::from_secs(60),
+        || (runs(&nodes[1]) >= 2).then_some(()),
+    )?;
+    let now = snapshots(&nodes[1]).map_or(0, |l| l.len());
+    ensure!(
+        now == settled,
+        "unchanged runs made snapshots: {settled} → {now}"
+    );
+
+    // A run by hand keeps the schedule (it used to remove it).
+    nodes[1].cli_json(&[
+        "backup",
+        tree_s,
+        "--redundancy",
+        "replicas:2",
+        "--name",
+        "docs",
+        "--json",
+    ])?;
+    let sets = nodes[1].control("sets", Value::Null)?;
+    ensure!(
+        sets.as_array().is_some_and(|l| l
+            .iter()
+            .any(|s| s["args"]["name"] == "docs" && s["args"]["sync_every"] == "10s")),
+        "the manual run kept the schedule: {sets}"
+    );
+
     // The schedule is on disk: after a restart the daemon keeps running it
-    // (node 1 is the source: it rejoins through its bootstrap, node 0).
-    nodes[1].restart()?;
+    // (node 1 is the source: it rejoins without `--bootstrap`, from its peer cache).
+    fs::write(tree.join("a.txt"), "third version\n")?;
+    nodes[1].restart_without_bootstrap()?;
     wait_for("the manager again", Duration::from_secs(60), || {
         nodes[1].daemon_status().ok()?["manager"]
             .as_str()
@@ -493,7 +541,27 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
         Duration::from_secs(60),
         || snapshots(&nodes[1]).filter(|l| l.len() > before),
     )?;
-    // The latest snapshot restores the second version; the first still has the first.
+
+    // `--sync-every off` switches the schedule off.
+    nodes[1].cli_json(&[
+        "backup",
+        tree_s,
+        "--redundancy",
+        "replicas:2",
+        "--name",
+        "docs",
+        "--sync-every",
+        "off",
+        "--json",
+    ])?;
+    let sets = nodes[1].control("sets", Value::Null)?;
+    ensure!(
+        sets.as_array().is_some_and(|l| l
+            .iter()
+            .any(|s| s["args"]["name"] == "docs" && s["args"]["sync_every"].is_null())),
+        "the schedule is off: {sets}"
+    );
+    // The latest snapshot restores the third version; the first still has the first.
     let latest = snapshots(&nodes[1])
         .and_then(|l| {
             l.iter()
@@ -501,13 +569,90 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
                 .and_then(|s| s["snapshot"].as_str().map(str::to_string))
         })
         .context("latest")?;
-    for (snap, want) in [
-        (&latest, "second version\n"),
-        (&first_id, "first version\n"),
-    ] {
+    for (snap, want) in [(&latest, "third version\n"), (&first_id, "first version\n")] {
         let dest = work.path().join(&snap[..8]);
         nodes[1].cli_json(&["restore", snap, dest.to_str().context("utf-8")?, "--json"])?;
         ensure!(fs::read_to_string(dest.join("docs/a.txt"))? == want);
     }
+    Ok(())
+}
+
+#[test]
+fn ctrl_c_cancels_a_running_backup_and_releases_its_reservations() -> Result<()> {
+    // Four targets of 32 MiB hold one 16 MB backup at replicas:2 (placement
+    // counts each packet at the largest size, ~1.9 MiB: 38 packets of the
+    // 68 that fit) but not two: a second attempt fits only if the cancelled
+    // plan's reservations were released. Targets take 1 MB/s, so the upload
+    // lasts. (The source's quota is its own donation: 32 MiB ≥ 30.5 MiB.)
+    let places = cities(5)?;
+    let nodes = start_grid_with(&places, "32MiB", &["--bandwidth", "1MB"])?;
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("big");
+    fs::create_dir_all(&tree)?;
+    for i in 0..4u64 {
+        fs::write(tree.join(format!("part{i}.bin")), noise(4_000_000, 40 + i))?;
+    }
+    let tree_s = tree.to_str().context("utf-8")?;
+    let args = [
+        "backup",
+        tree_s,
+        "--redundancy",
+        "replicas:2",
+        "--name",
+        "big",
+    ];
+    let mut client = nodes[1].cli_spawn(&args)?;
+    let others: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, n)| n)
+        .collect();
+    let began = wait_for("uploads to begin", Duration::from_secs(60), || {
+        if let Ok(Some(status)) = client.try_wait() {
+            return Some(Err(anyhow::anyhow!("the backup ended first ({status})")));
+        }
+        stored_packets(&others)
+            .ok()?
+            .iter()
+            .any(|n| *n > 0)
+            .then_some(Ok(()))
+    })
+    .and_then(|r| r);
+    if let Err(e) = began {
+        let out = strew_tests::wait_output(&mut client, Duration::from_secs(5))?;
+        anyhow::bail!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    strew_tests::signal(client.id(), "INT")?;
+    let out = strew_tests::wait_output(&mut client, Duration::from_secs(60))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "a cancelled backup is not a success: {stderr}"
+    );
+    ensure!(stderr.contains("cancelled"), "it says so: {stderr}");
+    ensure!(stderr.contains("reservations released"), "{stderr}");
+    ensure!(
+        nodes[1]
+            .cli_json(&["snapshots", "--json"])?
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "no snapshot was committed"
+    );
+    // The uploaded packets are deleted and the reservations gone: the same
+    // backup runs again at once and fits.
+    wait_for(
+        "the cancelled uploads to be deleted",
+        Duration::from_secs(60),
+        || {
+            stored_packets(&others)
+                .ok()?
+                .iter()
+                .all(|n| *n == 0)
+                .then_some(())
+        },
+    )?;
+    let done = nodes[1].cli_json(&[&args[..], &["--json"]].concat())?;
+    ensure!(done["snapshot"].as_str().is_some(), "{done}");
     Ok(())
 }

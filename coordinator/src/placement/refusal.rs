@@ -129,6 +129,9 @@ pub(super) fn widen_backup_advice(
     needed: usize,
     accept: Accept<'_>,
 ) -> String {
+    if req.backup_distance.min_km.is_none() && req.backup_distance.max_km.is_none() {
+        return "the backup distance is already unbounded, so widening it cannot help: add nodes or free space, or lower the redundancy".into();
+    }
     // Walk outwards from the source only as far as the advice needs.
     let lo = req.backup_distance.min_or_zero();
     let hi = req.backup_distance.max_km;
@@ -136,7 +139,7 @@ pub(super) fn widen_backup_advice(
     let mut beyond_lo = 0usize;
     let mut exhausted = true;
     for (p, d) in view.nearest_online(&req.source) {
-        if hi.is_none_or(|hi| d > hi) && beyond_lo >= needed {
+        if hi.is_some_and(|hi| d > hi) && beyond_lo >= needed {
             exhausted = false;
             break;
         }
@@ -186,10 +189,7 @@ pub(super) fn widen_backup_advice(
         }
     }
     if options.is_empty() {
-        format!(
-            "Only {} node(s) the backup could use are online in the whole grid and it needs {needed}: wait for unreachable targets to return, add nodes, or lower the redundancy.",
-            eligible_distances.len()
-        )
+        "No wider backup distance adds usable nodes: wait for unreachable targets to return, add nodes or free space, or lower the redundancy.".into()
     } else {
         format!("To reach {needed} nodes, {}.", options.join(" or "))
     }

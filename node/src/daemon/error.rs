@@ -58,6 +58,10 @@ impl CommandError {
             }
             CommandError::Grid(GridError::Refused(_)) => "refused",
             CommandError::Grid(GridError::Transport(_)) => "transport",
+            CommandError::Grid(GridError::Cancelled(_))
+            | CommandError::Grid(GridError::Backup(
+                crate::pipeline::backup::BackupError::Cancelled,
+            )) => "cancelled",
             CommandError::Grid(_) => "grid",
             CommandError::Store { .. } => "store",
             CommandError::Schedule(_) => "schedule",

@@ -103,6 +103,7 @@ impl BackupArgs {
         };
         let sync_interval_secs = match &self.sync_every {
             None => None,
+            Some(t) if t.eq_ignore_ascii_case("off") => None,
             Some(t) => {
                 let d = strew_coordinator::units::parse_duration(t)
                     .map_err(|e| format!("--sync-every {t:?}: {e}"))?;
@@ -141,6 +142,11 @@ impl BackupArgs {
 enum Live {
     Backup { progress: Arc<Progress>, total: u64 },
     Restore(Arc<RestoreProgress>),
+}
+
+/// Lower-case hex of 32 bytes.
+fn hex_text(bytes: [u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How often deletes that could not be done at `forget` are tried again.
@@ -264,11 +270,30 @@ impl SourceJobs {
         }
     }
 
-    /// Runs one backup (used by `strew backup` and the scheduler).
+    /// Runs one backup by hand (`strew backup`): always a new snapshot.
     pub async fn backup(
         &self,
         ctx: &DaemonContext,
         args: &BackupArgs,
+    ) -> Result<Value, CommandError> {
+        self.run_backup(ctx, args, false).await
+    }
+
+    /// Runs a scheduled set: an unchanged tree makes no new snapshot (the
+    /// answer names the previous one, with `"unchanged": true`).
+    pub async fn backup_scheduled(
+        &self,
+        ctx: &DaemonContext,
+        args: &BackupArgs,
+    ) -> Result<Value, CommandError> {
+        self.run_backup(ctx, args, true).await
+    }
+
+    async fn run_backup(
+        &self,
+        ctx: &DaemonContext,
+        args: &BackupArgs,
+        skip_if_unchanged: bool,
     ) -> Result<Value, CommandError> {
         let params = args.params().map_err(CommandError::BadArguments)?;
         let sizes = args.sizes().map_err(CommandError::BadArguments)?;
@@ -301,6 +326,11 @@ impl SourceJobs {
             secret: self.secret(&params),
             now_ms: strew_overlay::now_ms(),
             parallel_uploads: PARALLEL_UPLOADS,
+            previous: if skip_if_unchanged {
+                self.sets.previous_tree(&args.name)
+            } else {
+                None
+            },
         };
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = OverlayTransport::new(ctx.overlay.clone());
@@ -326,13 +356,28 @@ impl SourceJobs {
         ctx.overlay.reannounce();
         // Every set is remembered (its distances label the status map); only
         // those with `--sync-every` are re-run by the scheduler.
+        // A run by hand keeps the set's schedule unless it names one
+        // (`--sync-every off` switches it off).
+        let kept = self
+            .sets
+            .list()
+            .into_iter()
+            .find(|s| s.args.name == args.name)
+            .and_then(|s| s.args.sync_every);
+        let sync_every = match &args.sync_every {
+            Some(t) if t.eq_ignore_ascii_case("off") => None,
+            Some(t) => Some(t.clone()),
+            None => kept,
+        };
         let set = BackupSet {
             args: BackupArgs {
                 job: None,
+                sync_every,
                 ..args.clone()
             },
             last_run_ms: opts.now_ms,
             last_snapshot: Some(report.snapshot.to_string()),
+            last_tree: report.tree.map(hex_text),
             last_error: None,
         };
         let sets = self.sets.clone();
@@ -425,6 +470,12 @@ impl SourceJobs {
         let transport = OverlayTransport::new(ctx.overlay.clone());
         let _no_backup_meanwhile = self.backup_lock.lock().await;
         let mut report = grid_forget(&manager, &transport, &self.known, snapshot).await?;
+        let (sets, text) = (self.sets.clone(), snapshot.to_string());
+        match tokio::task::spawn_blocking(move || sets.forgotten(&text)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%e, "cannot update the backup sets after forget"),
+            Err(e) => warn!(%e, "backup sets task failed"),
+        }
         let retry = std::mem::take(&mut report.retry);
         if let Some(until) = report.retry_until {
             tokio::spawn(retry_deletes(manager, transport, retry, until));
@@ -568,6 +619,24 @@ impl SourceJobs {
         Ok(Value::Array(out))
     }
 
+    /// Cancels the running backup `job`, or every running backup.
+    fn cancel(&self, args: &Value) -> Value {
+        let only = args.get("job").and_then(Value::as_str);
+        let mut cancelled = Vec::new();
+        for (job, live) in lock(&self.live).iter() {
+            if let Live::Backup { progress, .. } = live
+                && only.is_none_or(|j| j == job)
+            {
+                progress.cancel();
+                cancelled.push(job.clone());
+            }
+        }
+        if !cancelled.is_empty() {
+            info!(?cancelled, "backup cancelled on request");
+        }
+        json!({ "cancelled": cancelled })
+    }
+
     fn progress(&self, args: &Value) -> Result<Value, CommandError> {
         let job = args.get("job").and_then(Value::as_str).unwrap_or_default();
         let live = lock(&self.live).get(job).cloned();
@@ -677,6 +746,7 @@ impl DaemonExtension for SourceJobs {
             "snapshots" => Box::pin(self.snapshots(ctx, args)),
             "forget" => Box::pin(self.forget(ctx, args)),
             "progress" => Box::pin(async move { self.progress(&args) }),
+            "cancel" => Box::pin(async move { Ok(self.cancel(&args)) }),
             "placements" => Box::pin(self.placements(ctx)),
             "manager" => Box::pin(async move {
                 if ctx.overlay.manager().is_none() {

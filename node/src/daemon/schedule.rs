@@ -43,6 +43,10 @@ pub struct BackupSet {
     /// Unix ms of the last run's start.
     pub last_run_ms: u64,
     pub last_snapshot: Option<String>,
+    /// Digest of the last snapshot's tree (contents and metadata, not its
+    /// time): a scheduled run of an unchanged tree makes no new snapshot.
+    #[serde(default)]
+    pub last_tree: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -127,6 +131,38 @@ impl SetBook {
         std::fs::rename(&tmp, &self.path).map_err(io)
     }
 
+    /// The last snapshot of a set and its tree digest, if both are known.
+    pub fn previous_tree(&self, name: &str) -> Option<(strew_coordinator::SnapshotId, [u8; 32])> {
+        let sets = self.lock();
+        let set = sets.iter().find(|s| s.args.name == name)?;
+        let snapshot = set.last_snapshot.as_deref()?.parse().ok()?;
+        let text = set.last_tree.as_deref()?;
+        let mut digest = [0u8; 32];
+        if text.len() != 64 {
+            return None;
+        }
+        for (i, d) in digest.iter_mut().enumerate() {
+            *d = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some((snapshot, digest))
+    }
+
+    /// A snapshot was forgotten: no set may skip a run because of it.
+    pub fn forgotten(&self, snapshot: &str) -> Result<(), ScheduleError> {
+        let mut sets = self.lock();
+        let mut changed = false;
+        for set in sets.iter_mut() {
+            if set.last_snapshot.as_deref() == Some(snapshot) {
+                set.last_tree = None;
+                changed = true;
+            }
+        }
+        if changed {
+            self.save(&sets)?;
+        }
+        Ok(())
+    }
+
     /// Sets due at `now_ms`, oldest first.
     pub fn due(&self, now_ms: u64) -> Vec<BackupSet> {
         let mut due: Vec<BackupSet> = self
@@ -165,7 +201,10 @@ pub async fn run(ctx: DaemonContext, jobs: Arc<SourceJobs>) {
             let name = set.args.name.clone();
             info!(set = %name, "scheduled backup is due");
             let started = strew_overlay::now_ms();
-            match jobs.backup(&ctx, &set.args).await {
+            match jobs.backup_scheduled(&ctx, &set.args).await {
+                Ok(report) if report["unchanged"] == serde_json::json!(true) => {
+                    info!(set = %name, snapshot = %report["snapshot"], "scheduled backup done: nothing changed, no new snapshot")
+                }
                 Ok(report) => {
                     info!(set = %name, snapshot = %report["snapshot"], "scheduled backup done")
                 }
@@ -208,6 +247,7 @@ mod tests {
             },
             last_run_ms: last,
             last_snapshot: None,
+            last_tree: None,
             last_error: None,
         }
     }

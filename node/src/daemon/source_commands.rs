@@ -95,6 +95,15 @@ pub struct ForgetCmd {
     pub json: bool,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct CancelCmd {
+    /// The job to cancel; every running backup when absent.
+    pub job: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum KeyCmd {
     /// Writes this node's identity and convergence secret to FILE (keep it safe!).
@@ -160,11 +169,22 @@ async fn with_progress(
     tokio::pin!(call);
     let mut bar: Option<(indicatif::ProgressBar, &'static str)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut cancelling = false;
     loop {
         tokio::select! {
             result = &mut call => {
                 if let Some((b, _)) = bar { b.finish_and_clear(); }
                 return result.map_err(anyhow::Error::from);
+            }
+            // Ctrl-C cancels the daemon's job (not only this client), then
+            // waits for its answer, which says what was undone.
+            _ = tokio::signal::ctrl_c(), if !cancelling => {
+                cancelling = true;
+                if let Some((b, _)) = bar.take() { b.finish_and_clear(); }
+                eprintln!("cancelling the {cmd} (its plans are aborted, reservations released)…");
+                if let Err(e) = control::call(data_dir, "cancel", json!({"job": job}), control::QUICK_CALL).await {
+                    eprintln!("could not ask the daemon to cancel: {e}");
+                }
             }
             _ = tick.tick() => {
                 let Ok(p) = control::call(data_dir, "progress", json!({"job": job}), Duration::from_secs(5)).await else { continue };
@@ -346,6 +366,27 @@ fn format_time(ms: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// `strew cancel [JOB]`.
+pub async fn cancel(data_dir: &Path, cmd: &CancelCmd) -> anyhow::Result<()> {
+    let v = short_call(data_dir, "cancel", json!({"job": cmd.job})).await?;
+    if cmd.json {
+        return print_json(&v);
+    }
+    let jobs = v["cancelled"].as_array().map_or(0, Vec::len);
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        if jobs == 0 {
+            "no running backup to cancel".to_string()
+        } else {
+            format!(
+                "cancelling {jobs} backup(s): their plans are aborted and reservations released"
+            )
+        }
+    )?;
+    Ok(())
 }
 
 /// `strew forget SNAPSHOT`.

@@ -40,11 +40,19 @@ pub struct GridBackupOptions {
     pub now_ms: u64,
     /// Packets in flight at once (per-target limits apply below this).
     pub parallel_uploads: usize,
+    /// The set's previous snapshot and its tree digest: when the tree is
+    /// unchanged, no new snapshot is made and that one is answered.
+    pub previous: Option<(SnapshotId, [u8; 32])>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct GridBackupReport {
     pub snapshot: SnapshotId,
+    /// The tree did not change since `previous`: `snapshot` is that one.
+    pub unchanged: bool,
+    /// Digest of the snapshot's tree (see `Manifest::tree_digest`).
+    #[serde(skip)]
+    pub tree: Option<[u8; 32]>,
     pub stats: BackupStats,
     /// Packets and bytes sent to targets by this backup.
     pub uploaded_packets: u64,
@@ -99,6 +107,35 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     })
     .await
     .map_err(|e| GridError::Other(format!("backup task failed: {e}")))??;
+    let tree = report.manifest.tree_digest();
+    if let Some((previous, digest)) = opts.previous
+        && tree == Some(digest)
+    {
+        // Nothing changed: drop what the pipeline staged (the new manifest's
+        // packets) and answer the previous snapshot.
+        let staged: Vec<PacketId> = new.iter().flat_map(|s| s.distinct_packets()).collect();
+        let box_ = outbox.clone();
+        tokio::task::spawn_blocking(move || {
+            box_.delete_many(&staged)?;
+            box_.compact()?;
+            Ok::<_, GridError>(())
+        })
+        .await
+        .map_err(|e| GridError::Other(format!("outbox cleanup task failed: {e}")))??;
+        return Ok(GridBackupReport {
+            snapshot: previous,
+            unchanged: true,
+            tree,
+            stats: report.stats,
+            uploaded_packets: 0,
+            uploaded_bytes: 0,
+            deduplicated_chunks: 0,
+            plans: 0,
+            targets: Vec::new(),
+            warnings: report.warnings,
+            cleanup: Cleanup::default(),
+        });
+    }
 
     let mut exclude: Vec<NodeId> = Vec::new();
     let mut done: BTreeSet<(PacketId, NodeId)> = BTreeSet::new();
@@ -108,6 +145,9 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     let mut abandoned: Vec<u64> = Vec::new();
     let mut last_failure: Option<String> = None;
     let (decision, deduplicated) = loop {
+        if progress.is_cancelled() {
+            return Err(cancelled(manager, transport, abandoned, &exclude).await);
+        }
         plans += 1;
         let decision = manager
             .plan(PlanRequest {
@@ -146,6 +186,9 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
                 let outbox = outbox.clone();
                 async move {
                     let result = async {
+                        if live.is_cancelled() {
+                            return Err("cancelled".to_string());
+                        }
                         let ticket = ticket.ok_or("the plan has no ticket for this target")?;
                         let bytes = tokio::task::spawn_blocking(move || outbox.get(&id))
                             .await
@@ -167,6 +210,10 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             .buffer_unordered(opts.parallel_uploads.max(1))
             .collect()
             .await;
+        if progress.is_cancelled() {
+            abandoned.push(decision.pending_id);
+            return Err(cancelled(manager, transport, abandoned, &exclude).await);
+        }
         let mut failed: BTreeSet<NodeId> = BTreeSet::new();
         for ((id, target), result) in results {
             match result {
@@ -249,6 +296,8 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     };
     Ok(GridBackupReport {
         snapshot: response.snapshot,
+        unchanged: false,
+        tree,
         stats: report.stats,
         uploaded_packets: uploaded_packets.into_inner(),
         uploaded_bytes: uploaded_bytes.into_inner(),
@@ -258,6 +307,32 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         warnings: report.warnings,
         cleanup,
     })
+}
+
+/// Aborts the plans of a cancelled backup (their reservations are released
+/// at once) and deletes what it had uploaded; the error says so.
+async fn cancelled<M: ManagerApi, T: PacketTransport>(
+    manager: &M,
+    transport: &T,
+    abandoned: Vec<u64>,
+    exclude: &[NodeId],
+) -> GridError {
+    let plans = abandoned.len();
+    let report = clean_up(
+        manager,
+        transport,
+        Cleanup {
+            abandoned,
+            tickets: Vec::new(),
+            skip: exclude.iter().copied().collect(),
+        },
+    )
+    .await;
+    GridError::Cancelled(format!(
+        "{plans} plan(s) aborted and their reservations released; {} uploaded packet(s) deleted, {} left to the manager's expiry",
+        report.deleted,
+        report.failed + report.skipped
+    ))
 }
 
 /// What a committed backup leaves to tidy up: the plans it replaced (their

@@ -64,6 +64,9 @@ pub enum GridError {
         #[source]
         source: strew_coordinator::seal::SealError,
     },
+    /// The backup was cancelled; its plans were aborted (reservations released).
+    #[error("the backup was cancelled: {0}")]
+    Cancelled(String),
     #[error("{0}")]
     Other(String),
 }

@@ -108,6 +108,8 @@ pub enum BackupError {
     Sink(#[from] SinkError),
     #[error("backup pipeline stage failed: {0}")]
     Stage(String),
+    #[error("the backup was cancelled")]
+    Cancelled,
 }
 
 /// What a backup was asked to do.
@@ -137,6 +139,21 @@ pub struct Progress {
     pub bytes_stored: AtomicU64,
     /// Packet bytes sent to targets (grid backups; 0 for a local pipeline run).
     pub uploaded_bytes: AtomicU64,
+    /// Set to stop the backup (Ctrl-C, `strew cancel`): the pipeline stops at
+    /// the next batch, a grid backup aborts its plans and releases their
+    /// reservations.
+    pub cancelled: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    /// Asks the backup to stop.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -385,6 +402,10 @@ fn write_stage(
 ) -> Result<Written, BackupError> {
     let mut w = Written::default();
     for batch in rx {
+        // Returning drops the channel: the encoder and the walker stop too.
+        if progress.is_cancelled() {
+            return Err(BackupError::Cancelled);
+        }
         for e in batch {
             let i = e.index as usize;
             if w.table.len() <= i {

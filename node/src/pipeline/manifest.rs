@@ -36,6 +36,17 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
 }
 
+impl Manifest {
+    /// A digest of what the snapshot holds (roots, chunks, entries with their
+    /// metadata) but not of its name or time: equal digests mean an
+    /// unchanged tree. `None` only if the manifest cannot be encoded.
+    pub fn tree_digest(&self) -> Option<[u8; 32]> {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&(&self.roots, &self.chunks, &self.entries), &mut bytes).ok()?;
+        Some(*blake3::hash(&bytes).as_bytes())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
     pub data_id: DataId,

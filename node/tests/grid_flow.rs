@@ -166,6 +166,7 @@ fn options(paths: Vec<PathBuf>, distance: &str) -> GridBackupOptions {
         secret: ConvergenceSecret::for_grid("test grid"),
         now_ms: NOW,
         parallel_uploads: 8,
+        excludes: Default::default(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! The source side of a running node as control commands: `backup`,
-//! `restore`, `snapshots`, `forget`, `plan`, `progress` and `sets`.
+//! `restore`, `snapshots`, `forget` (one snapshot, or by a `--keep-*`
+//! policy), `plan`, `progress`, `jobs` and `sets` (`ls`, `find` and `diff`
+//! are [`browse`](super::browse)'s).
 //!
 //! Owns the node's source resources (the packet outbox, the known-chunk
 //! index, the convergence secrets), the request arguments as the CLI sends
@@ -26,7 +28,10 @@ use crate::grid::{
     GridBackupOptions, KnownIndex, ManagerApi, OverlayManager, OverlayTransport, SourceIdentity,
     grid_backup, grid_forget, grid_restore,
 };
-use crate::pipeline::{ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress};
+use crate::grid::{KeepPolicy, apply_retention};
+use crate::pipeline::{
+    ChunkSizes, ConvergenceSecret, ExcludeRules, Progress, RestoreOptions, RestoreProgress,
+};
 use crate::store::PacketStore;
 
 /// Directory of the outbox (packets of backups not yet committed).
@@ -66,6 +71,12 @@ pub struct BackupArgs {
     /// A name the CLI picked to follow this job's progress.
     #[serde(default)]
     pub job: Option<String>,
+    /// What the backup leaves out.
+    #[serde(default)]
+    pub excludes: ExcludeRules,
+    /// Retention applied to the set after each scheduled run (`--keep-*` next to `--sync-every`).
+    #[serde(default)]
+    pub keep: KeepPolicy,
 }
 
 fn default_set() -> String {
@@ -139,17 +150,22 @@ impl BackupArgs {
 /// A running job's live counters.
 #[derive(Clone)]
 enum Live {
-    Backup { progress: Arc<Progress>, total: u64 },
-    Restore(Arc<RestoreProgress>),
+    Backup {
+        progress: Arc<Progress>,
+        total: u64,
+        set: String,
+        started: std::time::Instant,
+    },
+    Restore(Arc<RestoreProgress>, std::time::Instant),
 }
 
 /// The node's source side.
 pub struct SourceJobs {
-    me: SourceIdentity,
+    pub(super) me: SourceIdentity,
     outbox: PacketStore,
     known: KnownIndex,
-    private: ConvergenceSecret,
-    grid: ConvergenceSecret,
+    pub(super) private: ConvergenceSecret,
+    pub(super) grid: ConvergenceSecret,
     sets: Arc<SetBook>,
     /// One backup at a time per node (they share the outbox and the index).
     backup_lock: tokio::sync::Mutex<()>,
@@ -230,6 +246,8 @@ impl SourceJobs {
             Live::Backup {
                 progress: progress.clone(),
                 total,
+                set: args.name.clone(),
+                started: std::time::Instant::now(),
             },
         );
         let opts = GridBackupOptions {
@@ -240,6 +258,7 @@ impl SourceJobs {
             secret: self.secret(&params),
             now_ms: strew_overlay::now_ms(),
             parallel_uploads: PARALLEL_UPLOADS,
+            excludes: args.excludes.clone(),
         };
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = OverlayTransport::new(ctx.overlay.clone());
@@ -285,6 +304,8 @@ impl SourceJobs {
             #[serde(default)]
             overwrite: bool,
             #[serde(default)]
+            include: Vec<String>,
+            #[serde(default)]
             job: Option<String>,
         }
         let args: Args = serde_json::from_value(args)
@@ -298,7 +319,10 @@ impl SourceJobs {
         }
         let progress = Arc::new(RestoreProgress::default());
         let job = args.job.unwrap_or_default();
-        lock(&self.live).insert(job.clone(), Live::Restore(progress.clone()));
+        lock(&self.live).insert(
+            job.clone(),
+            Live::Restore(progress.clone(), std::time::Instant::now()),
+        );
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = Arc::new(OverlayTransport::new(ctx.overlay.clone()));
         // The grid's convergence secret first, then this user's private one.
@@ -311,6 +335,7 @@ impl SourceJobs {
             vec![self.grid.clone(), self.private.clone()],
             RestoreOptions {
                 overwrite: args.overwrite,
+                include: args.include,
             },
             progress,
         )
@@ -349,6 +374,16 @@ impl SourceJobs {
     }
 
     async fn forget(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
+        if let Some(policy) = args.get("keep") {
+            let policy: KeepPolicy = serde_json::from_value(policy.clone())
+                .map_err(|e| CommandError::BadArguments(format!("bad --keep-* arguments: {e}")))?;
+            let set = args.get("name").and_then(Value::as_str).map(str::to_string);
+            let dry_run = args
+                .get("dry_run")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            return self.retention(ctx, &policy, set, dry_run).await;
+        }
         let text = args
             .get("snapshot")
             .and_then(Value::as_str)
@@ -361,6 +396,27 @@ impl SourceJobs {
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
         Ok(value)
+    }
+
+    /// Applies a `--keep-*` policy (to one set or all), forgetting through the forget path.
+    pub async fn retention(
+        &self,
+        ctx: &DaemonContext,
+        policy: &KeepPolicy,
+        set: Option<String>,
+        dry_run: bool,
+    ) -> Result<Value, CommandError> {
+        if policy.is_empty() {
+            return Err(CommandError::BadArguments(
+                "give a SNAPSHOT or at least one --keep-* rule".into(),
+            ));
+        }
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let transport = OverlayTransport::new(ctx.overlay.clone());
+        let _no_backup_meanwhile = self.backup_lock.lock().await;
+        let report =
+            apply_retention(&manager, &transport, &self.known, policy, set, dry_run).await?;
+        serde_json::to_value(&report).map_err(CommandError::json)
     }
 
     /// `strew plan`: estimates the chunks of PATH… from its size and asks the
@@ -494,23 +550,82 @@ impl SourceJobs {
         let live = lock(&self.live).get(job).cloned();
         Ok(match live {
             None => json!({"running": false}),
-            Some(Live::Backup { progress, total }) => json!({
-                "running": true,
-                "kind": "backup",
-                "bytes_total": total,
-                "bytes_read": progress.bytes_read.load(Ordering::Relaxed),
-                "bytes_stored": progress.bytes_stored.load(Ordering::Relaxed),
-                "uploaded_bytes": progress.uploaded_bytes.load(Ordering::Relaxed),
-            }),
-            Some(Live::Restore(p)) => json!({
-                "running": true,
-                "kind": "restore",
-                "bytes_total": p.total_bytes.load(Ordering::Relaxed),
-                "bytes_written": p.bytes_written.load(Ordering::Relaxed),
-            }),
+            Some(live) => live_json(&live),
         })
     }
+
+    /// Every running backup and restore with its progress (the dashboard's list).
+    fn jobs(&self) -> Value {
+        let live: Vec<(String, Live)> = lock(&self.live)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Value::Array(
+            live.iter()
+                .map(|(job, l)| {
+                    let mut v = live_json(l);
+                    v["job"] = json!(job);
+                    v
+                })
+                .collect(),
+        )
+    }
 }
+
+/// A running job's counters, with its rate (bytes/s) and ETA (s) when known.
+fn live_json(live: &Live) -> Value {
+    let (mut v, done, total, started) = match live {
+        Live::Backup {
+            progress,
+            total,
+            set,
+            started,
+        } => {
+            let read = progress.bytes_read.load(Ordering::Relaxed);
+            (
+                json!({
+                    "running": true,
+                    "kind": "backup",
+                    "name": set,
+                    "bytes_total": total,
+                    "bytes_read": read,
+                    "bytes_stored": progress.bytes_stored.load(Ordering::Relaxed),
+                    "uploaded_bytes": progress.uploaded_bytes.load(Ordering::Relaxed),
+                }),
+                read,
+                *total,
+                started,
+            )
+        }
+        Live::Restore(p, started) => {
+            let (written, total) = (
+                p.bytes_written.load(Ordering::Relaxed),
+                p.total_bytes.load(Ordering::Relaxed),
+            );
+            (
+                json!({
+                    "running": true,
+                    "kind": "restore",
+                    "bytes_total": total,
+                    "bytes_written": written,
+                }),
+                written,
+                total,
+                started,
+            )
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    v["elapsed_secs"] = json!(secs);
+    if secs > 0.0 && done > 0 {
+        let rate = done as f64 / secs;
+        v["rate_bytes_per_sec"] = json!(rate);
+        v["eta_secs"] = json!((total.saturating_sub(done)) as f64 / rate);
+    }
+    v
+}
+
+impl SourceJobs {}
 
 /// Bytes of regular files under `paths` (for progress; unreadable parts count 0).
 fn tree_bytes(paths: &[PathBuf]) -> u64 {
@@ -551,7 +666,10 @@ async fn all_exist(paths: Vec<PathBuf>) -> Result<(), CommandError> {
 }
 
 /// A snapshot id in full, or a unique prefix of one of this node's snapshots.
-async fn resolve_snapshot(ctx: &DaemonContext, text: &str) -> Result<SnapshotId, CommandError> {
+pub(super) async fn resolve_snapshot(
+    ctx: &DaemonContext,
+    text: &str,
+) -> Result<SnapshotId, CommandError> {
     if let Ok(id) = text.parse::<SnapshotId>() {
         return Ok(id);
     }
@@ -598,6 +716,10 @@ impl DaemonExtension for SourceJobs {
             "snapshots" => Box::pin(self.snapshots(ctx, args)),
             "forget" => Box::pin(self.forget(ctx, args)),
             "progress" => Box::pin(async move { self.progress(&args) }),
+            "jobs" => Box::pin(async move { Ok(self.jobs()) }),
+            "ls" => Box::pin(self.ls(ctx, args)),
+            "find" => Box::pin(self.find(ctx, args)),
+            "diff" => Box::pin(self.diff(ctx, args)),
             "placements" => Box::pin(self.placements(ctx)),
             "manager" => Box::pin(async move {
                 if ctx.overlay.manager().is_none() {

@@ -7,6 +7,8 @@
 //! Other subsystems plug their control commands in through [`DaemonExtension`].
 //! This module must not implement protocols (the overlay does) or storage (the store does).
 
+pub mod browse;
+pub mod browse_commands;
 pub mod commands;
 pub mod error;
 pub mod group;

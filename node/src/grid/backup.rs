@@ -40,6 +40,8 @@ pub struct GridBackupOptions {
     pub now_ms: u64,
     /// Packets in flight at once (per-target limits apply below this).
     pub parallel_uploads: usize,
+    /// What the walk leaves out.
+    pub excludes: crate::pipeline::ExcludeRules,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +81,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             zstd_level,
             redundancy: opts.params.redundancy,
         },
+        excludes: opts.excludes.clone(),
     };
     let (paths, box_, idx, prog) = (
         opts.paths.clone(),

@@ -14,6 +14,7 @@ pub mod forget;
 pub mod known;
 pub mod overlay;
 pub mod restore;
+pub mod retention;
 pub mod testkit;
 
 use std::future::Future;
@@ -30,7 +31,8 @@ pub use backup::{GridBackupOptions, GridBackupReport, grid_backup};
 pub use forget::{ForgetReport, grid_forget};
 pub use known::KnownIndex;
 pub use overlay::{OverlayManager, OverlayTransport};
-pub use restore::{GridRestoreReport, grid_restore, snapshot_targets};
+pub use restore::{GridRestoreReport, grid_manifest, grid_restore, snapshot_targets};
+pub use retention::{KeepPolicy, RetentionReport, apply_retention};
 
 /// Errors of grid operations, sorted by what the user can do about them.
 #[derive(Debug, thiserror::Error)]

@@ -512,7 +512,15 @@ impl SourceJobs {
         let list = manager.list(None).await?;
         let mut out = Vec::new();
         for s in list {
-            let per_target = crate::grid::snapshot_targets(&self.me, &manager, s.snapshot).await?;
+            let seq = crate::grid::open_sequence(&self.me, &manager, s.snapshot).await?;
+            let mut per_target: std::collections::BTreeMap<NodeId, (u64, u64)> = Default::default();
+            for entry in seq.stripes.iter().flat_map(|s| &s.packets) {
+                for target in &entry.targets {
+                    let e = per_target.entry(*target).or_default();
+                    e.0 += 1;
+                    e.1 += entry.size;
+                }
+            }
             let targets: Vec<Value> = per_target
                 .iter()
                 .map(|(id, (packets, bytes))| {
@@ -532,8 +540,17 @@ impl SourceJobs {
                 .collect();
             let set = self.sets.list().into_iter().find(|b| b.args.name == s.set);
             let params = set.and_then(|b| b.args.params().ok());
+            let me = self.me.node_id;
+            let health = crate::grid::health(&seq, params.as_ref().map(|p| p.redundancy), |t| {
+                *t == me
+                    || ctx
+                        .overlay
+                        .with_grid_view(|v| v.get(t).is_some_and(|p| p.online))
+                        .unwrap_or(false)
+            });
             out.push(json!({
                 "snapshot": s.snapshot.to_string(),
+                "health": health,
                 "backup_distance_km": params.as_ref().map(|p| json!({"min": p.backup_distance.min_km, "max": p.backup_distance.max_km})),
                 "spread_min_km": params.as_ref().and_then(|p| p.spread.min_km),
                 "name": s.set,

@@ -545,6 +545,14 @@ pub async fn status(data_dir: &Path, cmd: &StatusCmd) -> anyhow::Result<()> {
 
 /// Draws the status's source and targets (all snapshots together) to `path`.
 pub fn write_map(status: &Value, path: &Path) -> anyhow::Result<()> {
+    let svg = status_map_svg(status)?;
+    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The map of a status (with its `snapshots`) as SVG: this node and the
+/// targets of all its snapshots (the CLI's `--map` and the dashboard draw the same).
+pub fn status_map_svg(status: &Value) -> Result<String, crate::map::MapError> {
     use crate::map::{MapInput, MapSource, MapTarget, cities_from, render_svg};
     use std::collections::BTreeMap;
     let lat = status["location"]["lat"].as_f64().unwrap_or(0.0);
@@ -597,6 +605,5 @@ pub fn write_map(status: &Value, path: &Path) -> anyhow::Result<()> {
         spread_min_km: spread,
         cities,
     })?;
-    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(svg)
 }

@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod forget;
+pub mod health;
 pub mod known;
 pub mod overlay;
 pub mod restore;
@@ -29,9 +30,12 @@ use strew_coordinator::{GeoPoint, NodeId, PacketId, SnapshotId};
 
 pub use backup::{GridBackupOptions, GridBackupReport, grid_backup};
 pub use forget::{ForgetReport, grid_forget};
+pub use health::{Health, health};
 pub use known::KnownIndex;
 pub use overlay::{OverlayManager, OverlayTransport};
-pub use restore::{GridRestoreReport, grid_manifest, grid_restore, snapshot_targets};
+pub use restore::{
+    GridRestoreReport, grid_manifest, grid_restore, open_sequence, snapshot_targets,
+};
 pub use retention::{KeepPolicy, RetentionReport, apply_retention};
 
 /// Errors of grid operations, sorted by what the user can do about them.

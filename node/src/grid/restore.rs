@@ -120,7 +120,7 @@ pub async fn snapshot_targets<M: ManagerApi>(
 }
 
 /// The snapshot's sequence from the manager, opened with this node's key.
-async fn open_sequence<M: ManagerApi>(
+pub async fn open_sequence<M: ManagerApi>(
     me: &SourceIdentity,
     manager: &M,
     snapshot: SnapshotId,

@@ -402,6 +402,69 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
         .filter_map(|s| s["snapshot"].as_str())
         .collect();
     ensure!(left == [snap_b.as_str()], "{left:?}");
+
+    // A scheduled set carries its policy: after its next run the daemon
+    // forgets what `--keep-last 1` does not keep.
+    let first = source.cli_json(&[
+        "backup",
+        tree_arg,
+        "--redundancy",
+        "erasure:2+1",
+        "--name",
+        "sched",
+        "--sync-every",
+        "10s",
+        "--keep-last",
+        "1",
+        "--json",
+    ])?;
+    let first = first["snapshot"]
+        .as_str()
+        .context("snapshot id")?
+        .to_string();
+    let sched = |n: &Node| -> Option<Vec<String>> {
+        let list = n
+            .cli_json(&["snapshots", "--name", "sched", "--json"])
+            .ok()?;
+        Some(
+            list.as_array()?
+                .iter()
+                .filter_map(|s| s["snapshot"].as_str().map(str::to_string))
+                .collect(),
+        )
+    };
+    wait_for(
+        "the scheduled run and its retention policy",
+        Duration::from_secs(90),
+        || sched(source).filter(|l| l.len() == 1 && l[0] != first),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", source.log()))?;
+    ensure!(source.log().contains("retention policy applied"));
+
+    // Bad input is refused with a message naming what to fix.
+    let refused = |args: &[&str], needle: &str| -> Result<()> {
+        let out = source.cli(args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        Ok(())
+    };
+    refused(&["backup", tree_arg, "--keep-daily", "3"], "--sync-every")?;
+    refused(&["backup", tree_arg, "--exclude", "{a,b"], "{a,b")?;
+    refused(&["forget"], "<SNAPSHOT>")?;
+    refused(&["ls", &snap_b, "tree/nothing-here"], "is not in snapshot")?;
+    refused(
+        &[
+            "restore",
+            &snap_b,
+            "/tmp/strew-never",
+            "--include",
+            "nothing/here",
+        ],
+        "nothing in the snapshot matches",
+    )?;
     drop(mount);
     Ok(())
 }

@@ -43,7 +43,7 @@ impl KeepPolicy {
     }
 
     /// The rules as (name, count, bucket of a time).
-    fn rules(&self) -> [(&'static str, u32, fn(u64, usize) -> i64); 6] {
+    fn rules(&self) -> [(&'static str, u32, Bucket); 6] {
         [
             ("last", self.last, |_, nr| nr as i64),
             ("hourly", self.hourly, |t, _| {
@@ -66,6 +66,9 @@ impl KeepPolicy {
         ]
     }
 }
+
+/// A rule's bucket of a snapshot: its time (unix ms) and its rank (newest = 0).
+type Bucket = fn(u64, usize) -> i64;
 
 /// One snapshot of a set, as the policy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +105,7 @@ pub fn decide(policy: &KeepPolicy, snapshots: &[Candidate]) -> Vec<Decision> {
     for (_, mut list) in by_set {
         // Newest first; equal times in a fixed order.
         list.sort_by(|a, b| b.time.cmp(&a.time).then(a.snapshot.cmp(&b.snapshot)));
-        let mut rules: Vec<(&'static str, u32, fn(u64, usize) -> i64, Option<i64>)> = policy
+        let mut rules: Vec<(&'static str, u32, Bucket, Option<i64>)> = policy
             .rules()
             .into_iter()
             .map(|(name, count, bucket)| (name, count, bucket, None))

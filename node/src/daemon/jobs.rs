@@ -762,3 +762,35 @@ impl DaemonExtension for SourceJobs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_backup_reports_its_rate_and_eta() {
+        let progress = Arc::new(Progress::default());
+        progress.bytes_read.store(200, Ordering::Relaxed);
+        let started = std::time::Instant::now()
+            .checked_sub(std::time::Duration::from_secs(2))
+            .unwrap_or_else(std::time::Instant::now);
+        let v = live_json(&Live::Backup {
+            progress,
+            total: 1000,
+            set: "home".into(),
+            started,
+        });
+        assert_eq!(v["kind"], "backup");
+        assert_eq!(v["name"], "home");
+        let rate = v["rate_bytes_per_sec"].as_f64().unwrap();
+        assert!((90.0..=100.0).contains(&rate), "{v}");
+        let eta = v["eta_secs"].as_f64().unwrap();
+        assert!((7.9..=8.9).contains(&eta), "{v}");
+        // Nothing read yet: no rate, no ETA.
+        let idle = live_json(&Live::Restore(
+            Arc::new(RestoreProgress::default()),
+            std::time::Instant::now(),
+        ));
+        assert!(idle.get("eta_secs").is_none(), "{idle}");
+    }
+}

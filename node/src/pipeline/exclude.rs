@@ -107,16 +107,6 @@ impl Excluder {
         })
     }
 
-    /// Nothing to leave out (no patterns, no flags): `.strewignore` files still count.
-    pub fn none() -> Excluder {
-        Excluder {
-            rules: ExcludeRules::default(),
-            lines: Vec::new(),
-            roots: Vec::new(),
-            ignore_files: HashMap::new(),
-        }
-    }
-
     /// Starts a backed-up root: patterns anchored with `/` are relative to it.
     pub fn enter_root(&mut self, root: &Path, meta: &std::fs::Metadata) {
         let parent = root.parent().unwrap_or(root).to_path_buf();

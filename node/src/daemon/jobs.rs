@@ -236,7 +236,8 @@ impl SourceJobs {
         all_exist(args.paths.clone()).await?;
         let _one_at_a_time = self.backup_lock.lock().await;
         let paths = args.paths.clone();
-        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths))
+        let rules = args.excludes.clone();
+        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths, &rules))
             .await
             .unwrap_or(0);
         let progress = Arc::new(Progress::default());
@@ -426,7 +427,8 @@ impl SourceJobs {
         let sizes = args.sizes().map_err(CommandError::BadArguments)?;
         all_exist(args.paths.clone()).await?;
         let paths = args.paths.clone();
-        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths))
+        let rules = args.excludes.clone();
+        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths, &rules))
             .await
             .unwrap_or(0);
         let avg = u64::from(sizes.avg).max(1);
@@ -644,24 +646,39 @@ fn live_json(live: &Live) -> Value {
 
 impl SourceJobs {}
 
-/// Bytes of regular files under `paths` (for progress; unreadable parts count 0).
-fn tree_bytes(paths: &[PathBuf]) -> u64 {
-    fn walk(path: &Path) -> u64 {
+/// Bytes of regular files under `paths` that the backup will read (excludes
+/// applied), for progress and `plan`; unreadable parts count 0.
+fn tree_bytes(paths: &[PathBuf], rules: &ExcludeRules) -> u64 {
+    use crate::pipeline::exclude::Excluder;
+    fn walk(path: &Path, ex: &mut Excluder) -> u64 {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return 0;
         };
+        if ex.excluded(path, &meta).is_some() {
+            return 0;
+        }
         if meta.is_file() {
             return meta.len();
         }
         if !meta.is_dir() {
             return 0;
         }
+        ex.enter_dir(path);
         let Ok(entries) = std::fs::read_dir(path) else {
             return 0;
         };
-        entries.flatten().map(|e| walk(&e.path())).sum()
+        entries.flatten().map(|e| walk(&e.path(), ex)).sum()
     }
-    paths.iter().map(|p| walk(p)).sum()
+    // Bad rules are refused by the backup itself; the estimate goes on without them.
+    let mut ex = Excluder::new(rules).unwrap_or_default();
+    let mut total = 0;
+    for root in paths {
+        if let Ok(meta) = std::fs::symlink_metadata(root) {
+            ex.enter_root(root, &meta);
+            total += walk(root, &mut ex);
+        }
+    }
+    total
 }
 
 /// Refuses the first of `paths` that does not exist (checked off the async workers).
@@ -766,6 +783,24 @@ impl DaemonExtension for SourceJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_estimate_leaves_out_what_the_backup_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("home");
+        std::fs::create_dir_all(root.join("node_modules")).unwrap();
+        std::fs::write(root.join("keep.txt"), [1u8; 1000]).unwrap();
+        std::fs::write(root.join("skip.log"), [1u8; 500]).unwrap();
+        std::fs::write(root.join("node_modules/x.js"), [1u8; 300]).unwrap();
+        std::fs::write(root.join(".strewignore"), "*.log\n").unwrap();
+        let paths = vec![root];
+        assert_eq!(tree_bytes(&paths, &ExcludeRules::default()), 1000 + 300 + 6);
+        let rules = ExcludeRules {
+            patterns: vec!["node_modules".into()],
+            ..ExcludeRules::default()
+        };
+        assert_eq!(tree_bytes(&paths, &rules), 1000 + 6);
+    }
 
     #[test]
     fn a_running_backup_reports_its_rate_and_eta() {

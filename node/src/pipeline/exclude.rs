@@ -70,7 +70,9 @@ pub enum Reason {
     OtherFileSystem,
 }
 
-/// Decides, path by path, what a backup leaves out.
+/// Decides, path by path, what a backup leaves out. The default leaves out
+/// only what `.strewignore` files say.
+#[derive(Default)]
 pub struct Excluder {
     rules: ExcludeRules,
     /// The user's patterns, in their text form (re-rooted per backed-up root).

@@ -124,6 +124,7 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
             .map_or(0, |d| d.as_millis() as u64),
         sizes: args.chunk_sizes,
         codec: codec.clone(),
+        excludes: Default::default(),
     };
 
     let progress = Arc::new(Progress::default());

@@ -40,12 +40,19 @@ pub enum Command {
     Snapshots(crate::daemon::source_commands::SnapshotsCmd),
     /// Restores SNAPSHOT into DEST, byte for byte.
     Restore(crate::daemon::source_commands::RestoreCmd),
-    /// Forgets SNAPSHOT; packets no snapshot of any source needs are deleted.
+    /// Forgets SNAPSHOT, or what `--keep-*` rules do not keep (restic's
+    /// semantics); packets no snapshot of any source needs are deleted.
     Forget(crate::daemon::source_commands::ForgetCmd),
     /// Cancels running backups (all of them, or the one named JOB): their
     /// plans are aborted and their reservations released. Ctrl-C on
     /// `strew backup` does the same for its own backup.
     Cancel(crate::daemon::source_commands::CancelCmd),
+    /// Lists what SNAPSHOT contains (from its manifest; no data is fetched).
+    Ls(crate::daemon::browse_commands::LsCmd),
+    /// Finds paths matching PATTERN across this node's snapshots (manifests only).
+    Find(crate::daemon::browse_commands::FindCmd),
+    /// Shows what was added, removed and changed between two snapshots (manifests only).
+    Diff(crate::daemon::browse_commands::DiffCmd),
     /// Exports or imports this node's key (identity and convergence secret).
     #[command(subcommand)]
     Key(crate::daemon::source_commands::KeyCmd),

@@ -62,6 +62,8 @@ pub struct FileConfig {
     pub bandwidth: Option<String>,
     /// Prometheus endpoint address, e.g. `127.0.0.1:9464`.
     pub metrics: Option<String>,
+    /// Node dashboard address, e.g. `127.0.0.1:8080`.
+    pub dashboard: Option<String>,
     pub announce_interval: Option<String>,
     pub peer_ttl: Option<String>,
     pub max_packet: Option<String>,
@@ -120,6 +122,11 @@ pub struct RunArgs {
     /// Serve Prometheus metrics on this address (`127.0.0.1:9464`).
     #[arg(long, env = "STREW_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the node dashboard (a read-only web page, protected by the control
+    /// token) on this address, e.g. `127.0.0.1:8080`; `strew status` prints its URL.
+    /// Off by default; keep it on 127.0.0.1 unless you mean to expose it.
+    #[arg(long, env = "STREW_DASHBOARD", value_name = "ADDR")]
+    pub dashboard: Option<SocketAddr>,
     /// Shortest period between this node's announcements (`10m`); grows with the grid.
     #[arg(long, env = "STREW_ANNOUNCE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub announce_interval: Option<Duration>,
@@ -141,6 +148,7 @@ pub struct Settings {
     pub bootstrap: Vec<Multiaddr>,
     pub bandwidth: u64,
     pub metrics: Option<SocketAddr>,
+    pub dashboard: Option<SocketAddr>,
     pub announce_interval: Option<Duration>,
     pub peer_ttl: Option<Duration>,
     pub max_packet: Option<u64>,
@@ -239,6 +247,11 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         (None, Some(text)) => Some(text.parse().map_err(|e| invalid("metrics", text, e))?),
         (None, None) => None,
     };
+    let dashboard = match (args.dashboard, &file.dashboard) {
+        (Some(m), _) => Some(m),
+        (None, Some(text)) => Some(text.parse().map_err(|e| invalid("dashboard", text, e))?),
+        (None, None) => None,
+    };
     let max_packet = match (args.max_packet, &file.max_packet) {
         (Some(m), _) => Some(m),
         (None, Some(text)) => Some(parse_size(text).map_err(|e| invalid("max_packet", text, e))?),
@@ -260,6 +273,7 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         },
         bandwidth,
         metrics,
+        dashboard,
         announce_interval: duration(
             "announce_interval",
             args.announce_interval,

@@ -86,6 +86,8 @@ pub trait ControlHandler: Send + Sync + 'static {
 pub struct ControlServer {
     file: PathBuf,
     pub port: u16,
+    /// The token clients must send (the dashboard asks for it too).
+    pub token: String,
 }
 
 impl Drop for ControlServer {
@@ -121,6 +123,11 @@ pub async fn serve(
         .await
         .map_err(|e| ControlError::Io(std::io::Error::other(e)))?
         .map_err(|e| ControlError::Io(e.source))?;
+    let server = ControlServer {
+        file,
+        port,
+        token: token.clone(),
+    };
     let token = Arc::new(token);
     let task = tokio::spawn(async move {
         loop {
@@ -141,7 +148,7 @@ pub async fn serve(
             });
         }
     });
-    Ok((ControlServer { file, port }, task))
+    Ok((server, task))
 }
 
 async fn serve_one(

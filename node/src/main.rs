@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    use strew_node::daemon::{commands, source_commands};
+    use strew_node::daemon::{browse_commands, commands, source_commands};
     let dir = &cli.data_dir;
     match cli.command {
         Command::Init(args) => commands::init(dir, &args),
@@ -47,6 +47,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(cmd) => source_commands::restore(dir, &cmd).await,
         Command::Forget(cmd) => source_commands::forget(dir, &cmd).await,
         Command::Cancel(cmd) => source_commands::cancel(dir, &cmd).await,
+        Command::Ls(cmd) => browse_commands::ls(dir, &cmd).await,
+        Command::Find(cmd) => browse_commands::find(dir, &cmd).await,
+        Command::Diff(cmd) => browse_commands::diff(dir, &cmd).await,
         Command::Key(cmd) => source_commands::key(dir, &cmd),
         Command::Demo(args) => strew_node::demo::run(&args).await,
         Command::Peers(flag) => commands::peers(dir, &flag).await,

@@ -1,21 +1,17 @@
 //! The Prometheus endpoint (`--metrics 127.0.0.1:PORT`): serves the text
-//! exposition of the node's registry (libp2p's metrics and strew's own) at
-//! `GET /metrics`.
+//! exposition (format 0.0.4) of the node's registry (libp2p's metrics and
+//! strew's own) at `GET /metrics`.
 //!
-//! Owns the listener and a minimal, bounded HTTP/1.x responder (one request per
-//! connection, head ≤ 8 KiB, 5 s to send it). It must not define metrics.
+//! Owns the listener; the bounded HTTP/1.x responder is [`crate::http`]'s
+//! (shared with the dashboard). It must not define metrics.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
-
-const MAX_HEAD: usize = 8 * 1024;
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds `addr` and serves the registry; returns the bound address and the task.
 pub async fn serve(
@@ -47,47 +43,18 @@ pub async fn serve(
 
 /// Reads the request head and answers it.
 async fn answer(mut stream: TcpStream, registry: &Mutex<Registry>) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.len() > MAX_HEAD {
-                break;
-            }
-        }
-        Ok::<(), std::io::Error>(())
-    };
-    if tokio::time::timeout(HEAD_TIMEOUT, read_head).await.is_err() {
+    let Some((method, path)) = crate::http::read_request(&mut stream).await? else {
         return Ok(());
-    }
-    let request_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let request_line = String::from_utf8_lossy(request_line);
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    };
     let (status, content_type, body) = if method == "GET" && (path == "/metrics" || path == "/") {
         let mut text = String::new();
         let encoded = match registry.lock() {
             Ok(reg) => prometheus_client::encoding::text::encode(&mut text, &reg).is_ok(),
             Err(_) => false,
         };
-        // Scrapers that ask for OpenMetrics get it; everyone else (promtool,
-        // curl, older Prometheus) gets the 0.0.4 text format.
-        let head_text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        let wants_openmetrics = head_text
-            .lines()
-            .any(|l| l.starts_with("accept:") && l.contains("application/openmetrics-text"));
-        if encoded && wants_openmetrics {
-            (
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                text,
-            )
-        } else if encoded {
+        // The Prometheus text format (0.0.4): every Prometheus version and
+        // `promtool check metrics` read it; prometheus-client writes OpenMetrics.
+        if encoded {
             (
                 "200 OK",
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -107,18 +74,14 @@ async fn answer(mut stream: TcpStream, registry: &Mutex<Registry>) -> std::io::R
             "try GET /metrics\n".to_string(),
         )
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    crate::http::respond(&mut stream, status, content_type, body.as_bytes()).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use prometheus_client::metrics::counter::Counter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn get(addr: SocketAddr, request: &[u8]) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();

@@ -167,6 +167,7 @@ fn options(paths: Vec<PathBuf>, distance: &str) -> GridBackupOptions {
         now_ms: NOW,
         parallel_uploads: 8,
         previous: None,
+        excludes: Default::default(),
     }
 }
 

@@ -44,6 +44,7 @@ fn opts(codec: &Codec) -> BackupOptions {
         time_ms: 1_700_000_000_000,
         sizes: sizes(),
         codec: codec.clone(),
+        excludes: Default::default(),
     }
 }
 

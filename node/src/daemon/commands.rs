@@ -100,6 +100,9 @@ pub fn print_status(v: &Value) -> anyhow::Result<()> {
     for addr in v["listen_addrs"].as_array().into_iter().flatten() {
         writeln!(out, "listen    {}", addr.as_str().unwrap_or("-"))?;
     }
+    if let Some(url) = v["dashboard_url"].as_str() {
+        writeln!(out, "dashboard {url}")?;
+    }
     if let Some(group) = v.get("group").filter(|g| g.is_object()) {
         print_group(&mut out, group)?;
     }

@@ -1,5 +1,7 @@
 //! The source side of a running node as control commands: `backup`,
-//! `restore`, `snapshots`, `forget`, `plan`, `progress` and `sets`.
+//! `restore`, `snapshots`, `forget` (one snapshot, or by a `--keep-*`
+//! policy), `plan`, `progress`, `jobs` and `sets` (`ls`, `find` and `diff`
+//! are [`browse`](super::browse)'s).
 //!
 //! Owns the node's source resources (the packet outbox, the known-chunk
 //! index, the convergence secrets), the request arguments as the CLI sends
@@ -26,7 +28,10 @@ use crate::grid::{
     GridBackupOptions, KnownIndex, ManagerApi, OverlayManager, OverlayTransport, SourceIdentity,
     grid_backup, grid_forget, grid_restore,
 };
-use crate::pipeline::{ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress};
+use crate::grid::{KeepPolicy, apply_retention};
+use crate::pipeline::{
+    ChunkSizes, ConvergenceSecret, ExcludeRules, Progress, RestoreOptions, RestoreProgress,
+};
 use crate::store::PacketStore;
 
 /// Directory of the outbox (packets of backups not yet committed).
@@ -66,6 +71,12 @@ pub struct BackupArgs {
     /// A name the CLI picked to follow this job's progress.
     #[serde(default)]
     pub job: Option<String>,
+    /// What the backup leaves out.
+    #[serde(default)]
+    pub excludes: ExcludeRules,
+    /// Retention applied to the set after each scheduled run (`--keep-*` next to `--sync-every`).
+    #[serde(default)]
+    pub keep: KeepPolicy,
 }
 
 fn default_set() -> String {
@@ -140,8 +151,13 @@ impl BackupArgs {
 /// A running job's live counters.
 #[derive(Clone)]
 enum Live {
-    Backup { progress: Arc<Progress>, total: u64 },
-    Restore(Arc<RestoreProgress>),
+    Backup {
+        progress: Arc<Progress>,
+        total: u64,
+        set: String,
+        started: std::time::Instant,
+    },
+    Restore(Arc<RestoreProgress>, std::time::Instant),
 }
 
 /// Lower-case hex of 32 bytes.
@@ -186,11 +202,11 @@ pub struct BackupHealth {
 
 /// The node's source side.
 pub struct SourceJobs {
-    me: SourceIdentity,
+    pub(super) me: SourceIdentity,
     outbox: PacketStore,
     known: KnownIndex,
-    private: ConvergenceSecret,
-    grid: ConvergenceSecret,
+    pub(super) private: ConvergenceSecret,
+    pub(super) grid: ConvergenceSecret,
     sets: Arc<SetBook>,
     /// One backup at a time per node (they share the outbox and the index).
     backup_lock: tokio::sync::Mutex<()>,
@@ -306,7 +322,8 @@ impl SourceJobs {
         all_exist(args.paths.clone()).await?;
         let _one_at_a_time = self.backup_lock.lock().await;
         let paths = args.paths.clone();
-        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths))
+        let rules = args.excludes.clone();
+        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths, &rules))
             .await
             .unwrap_or(0);
         let progress = Arc::new(Progress::default());
@@ -316,6 +333,8 @@ impl SourceJobs {
             Live::Backup {
                 progress: progress.clone(),
                 total,
+                set: args.name.clone(),
+                started: std::time::Instant::now(),
             },
         );
         let opts = GridBackupOptions {
@@ -331,6 +350,7 @@ impl SourceJobs {
             } else {
                 None
             },
+            excludes: args.excludes.clone(),
         };
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = OverlayTransport::new(ctx.overlay.clone());
@@ -358,21 +378,26 @@ impl SourceJobs {
         // those with `--sync-every` are re-run by the scheduler.
         // A run by hand keeps the set's schedule unless it names one
         // (`--sync-every off` switches it off).
-        let kept = self
+        // Its retention policy likewise, unless the run names one.
+        let existing = self
             .sets
             .list()
             .into_iter()
-            .find(|s| s.args.name == args.name)
-            .and_then(|s| s.args.sync_every);
+            .find(|s| s.args.name == args.name);
         let sync_every = match &args.sync_every {
             Some(t) if t.eq_ignore_ascii_case("off") => None,
             Some(t) => Some(t.clone()),
-            None => kept,
+            None => existing.as_ref().and_then(|s| s.args.sync_every.clone()),
+        };
+        let keep = match &existing {
+            Some(s) if args.keep.is_empty() && args.sync_every.is_none() => s.args.keep,
+            _ => args.keep,
         };
         let set = BackupSet {
             args: BackupArgs {
                 job: None,
                 sync_every,
+                keep,
                 ..args.clone()
             },
             last_run_ms: opts.now_ms,
@@ -397,6 +422,8 @@ impl SourceJobs {
             #[serde(default)]
             overwrite: bool,
             #[serde(default)]
+            include: Vec<String>,
+            #[serde(default)]
             job: Option<String>,
         }
         let args: Args = serde_json::from_value(args)
@@ -410,7 +437,10 @@ impl SourceJobs {
         }
         let progress = Arc::new(RestoreProgress::default());
         let job = args.job.unwrap_or_default();
-        lock(&self.live).insert(job.clone(), Live::Restore(progress.clone()));
+        lock(&self.live).insert(
+            job.clone(),
+            Live::Restore(progress.clone(), std::time::Instant::now()),
+        );
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = Arc::new(OverlayTransport::new(ctx.overlay.clone()));
         // The grid's convergence secret first, then this user's private one.
@@ -423,6 +453,7 @@ impl SourceJobs {
             vec![self.grid.clone(), self.private.clone()],
             RestoreOptions {
                 overwrite: args.overwrite,
+                include: args.include,
             },
             progress,
         )
@@ -461,6 +492,16 @@ impl SourceJobs {
     }
 
     async fn forget(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
+        if let Some(policy) = args.get("keep") {
+            let policy: KeepPolicy = serde_json::from_value(policy.clone())
+                .map_err(|e| CommandError::BadArguments(format!("bad --keep-* arguments: {e}")))?;
+            let set = args.get("name").and_then(Value::as_str).map(str::to_string);
+            let dry_run = args
+                .get("dry_run")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            return self.retention(ctx, &policy, set, dry_run).await;
+        }
         let text = args
             .get("snapshot")
             .and_then(Value::as_str)
@@ -485,6 +526,27 @@ impl SourceJobs {
         Ok(value)
     }
 
+    /// Applies a `--keep-*` policy (to one set or all), forgetting through the forget path.
+    pub async fn retention(
+        &self,
+        ctx: &DaemonContext,
+        policy: &KeepPolicy,
+        set: Option<String>,
+        dry_run: bool,
+    ) -> Result<Value, CommandError> {
+        if policy.is_empty() {
+            return Err(CommandError::BadArguments(
+                "give a SNAPSHOT or at least one --keep-* rule".into(),
+            ));
+        }
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let transport = OverlayTransport::new(ctx.overlay.clone());
+        let _no_backup_meanwhile = self.backup_lock.lock().await;
+        let report =
+            apply_retention(&manager, &transport, &self.known, policy, set, dry_run).await?;
+        serde_json::to_value(&report).map_err(CommandError::json)
+    }
+
     /// `strew plan`: estimates the chunks of PATH… from its size and asks the
     /// manager where they would go, without storing or recording anything.
     async fn plan(&self, ctx: &DaemonContext, args: BackupArgs) -> Result<Value, CommandError> {
@@ -492,7 +554,8 @@ impl SourceJobs {
         let sizes = args.sizes().map_err(CommandError::BadArguments)?;
         all_exist(args.paths.clone()).await?;
         let paths = args.paths.clone();
-        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths))
+        let rules = args.excludes.clone();
+        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths, &rules))
             .await
             .unwrap_or(0);
         let avg = u64::from(sizes.avg).max(1);
@@ -579,7 +642,15 @@ impl SourceJobs {
         let list = manager.list(None).await?;
         let mut out = Vec::new();
         for s in list {
-            let per_target = crate::grid::snapshot_targets(&self.me, &manager, s.snapshot).await?;
+            let seq = crate::grid::open_sequence(&self.me, &manager, s.snapshot).await?;
+            let mut per_target: std::collections::BTreeMap<NodeId, (u64, u64)> = Default::default();
+            for entry in seq.stripes.iter().flat_map(|s| &s.packets) {
+                for target in &entry.targets {
+                    let e = per_target.entry(*target).or_default();
+                    e.0 += 1;
+                    e.1 += entry.size;
+                }
+            }
             let targets: Vec<Value> = per_target
                 .iter()
                 .map(|(id, (packets, bytes))| {
@@ -606,8 +677,17 @@ impl SourceJobs {
                 .collect();
             let set = self.sets.list().into_iter().find(|b| b.args.name == s.set);
             let params = set.and_then(|b| b.args.params().ok());
+            let me = self.me.node_id;
+            let health = crate::grid::health(&seq, params.as_ref().map(|p| p.redundancy), |t| {
+                *t == me
+                    || ctx
+                        .overlay
+                        .with_grid_view(|v| v.get(t).is_some_and(|p| p.online))
+                        .unwrap_or(false)
+            });
             out.push(json!({
                 "snapshot": s.snapshot.to_string(),
+                "health": health,
                 "backup_distance_km": params.as_ref().map(|p| json!({"min": p.backup_distance.min_km, "max": p.backup_distance.max_km})),
                 "spread_min_km": params.as_ref().and_then(|p| p.spread.min_km),
                 "name": s.set,
@@ -642,42 +722,116 @@ impl SourceJobs {
         let live = lock(&self.live).get(job).cloned();
         Ok(match live {
             None => json!({"running": false}),
-            Some(Live::Backup { progress, total }) => json!({
-                "running": true,
-                "kind": "backup",
-                "bytes_total": total,
-                "bytes_read": progress.bytes_read.load(Ordering::Relaxed),
-                "bytes_stored": progress.bytes_stored.load(Ordering::Relaxed),
-                "uploaded_bytes": progress.uploaded_bytes.load(Ordering::Relaxed),
-            }),
-            Some(Live::Restore(p)) => json!({
-                "running": true,
-                "kind": "restore",
-                "bytes_total": p.total_bytes.load(Ordering::Relaxed),
-                "bytes_written": p.bytes_written.load(Ordering::Relaxed),
-            }),
+            Some(live) => live_json(&live),
         })
+    }
+
+    /// Every running backup and restore with its progress (the dashboard's list).
+    fn jobs(&self) -> Value {
+        let live: Vec<(String, Live)> = lock(&self.live)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Value::Array(
+            live.iter()
+                .map(|(job, l)| {
+                    let mut v = live_json(l);
+                    v["job"] = json!(job);
+                    v
+                })
+                .collect(),
+        )
     }
 }
 
-/// Bytes of regular files under `paths` (for progress; unreadable parts count 0).
-fn tree_bytes(paths: &[PathBuf]) -> u64 {
-    fn walk(path: &Path) -> u64 {
+/// A running job's counters, with its rate (bytes/s) and ETA (s) when known.
+fn live_json(live: &Live) -> Value {
+    let (mut v, done, total, started) = match live {
+        Live::Backup {
+            progress,
+            total,
+            set,
+            started,
+        } => {
+            let read = progress.bytes_read.load(Ordering::Relaxed);
+            (
+                json!({
+                    "running": true,
+                    "kind": "backup",
+                    "name": set,
+                    "bytes_total": total,
+                    "bytes_read": read,
+                    "bytes_stored": progress.bytes_stored.load(Ordering::Relaxed),
+                    "uploaded_bytes": progress.uploaded_bytes.load(Ordering::Relaxed),
+                }),
+                read,
+                *total,
+                started,
+            )
+        }
+        Live::Restore(p, started) => {
+            let (written, total) = (
+                p.bytes_written.load(Ordering::Relaxed),
+                p.total_bytes.load(Ordering::Relaxed),
+            );
+            (
+                json!({
+                    "running": true,
+                    "kind": "restore",
+                    "bytes_total": total,
+                    "bytes_written": written,
+                }),
+                written,
+                total,
+                started,
+            )
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    v["elapsed_secs"] = json!(secs);
+    if secs > 0.0 && done > 0 {
+        let rate = done as f64 / secs;
+        v["rate_bytes_per_sec"] = json!(rate);
+        v["eta_secs"] = json!((total.saturating_sub(done)) as f64 / rate);
+    }
+    v
+}
+
+impl SourceJobs {}
+
+/// Bytes of regular files under `paths` that the backup will read (excludes
+/// applied), for progress and `plan`; unreadable parts count 0.
+fn tree_bytes(paths: &[PathBuf], rules: &ExcludeRules) -> u64 {
+    use crate::pipeline::exclude::Excluder;
+    fn walk(path: &Path, ex: &mut Excluder) -> u64 {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return 0;
         };
+        if ex.excluded(path, &meta).is_some() {
+            return 0;
+        }
         if meta.is_file() {
             return meta.len();
         }
         if !meta.is_dir() {
             return 0;
         }
+        ex.enter_dir(path);
         let Ok(entries) = std::fs::read_dir(path) else {
             return 0;
         };
-        entries.flatten().map(|e| walk(&e.path())).sum()
+        entries.flatten().map(|e| walk(&e.path(), ex)).sum()
     }
-    paths.iter().map(|p| walk(p)).sum()
+    // Bad rules are refused by the backup itself; the estimate goes on without them.
+    let mut ex = Excluder::new(rules).unwrap_or_default();
+    let mut total = 0;
+    for root in paths {
+        if let Ok(meta) = std::fs::symlink_metadata(root) {
+            ex.enter_root(root, &meta);
+            total += walk(root, &mut ex);
+        }
+    }
+    total
 }
 
 /// Refuses the first of `paths` that does not exist (checked off the async workers).
@@ -699,7 +853,10 @@ async fn all_exist(paths: Vec<PathBuf>) -> Result<(), CommandError> {
 }
 
 /// A snapshot id in full, or a unique prefix of one of this node's snapshots.
-async fn resolve_snapshot(ctx: &DaemonContext, text: &str) -> Result<SnapshotId, CommandError> {
+pub(super) async fn resolve_snapshot(
+    ctx: &DaemonContext,
+    text: &str,
+) -> Result<SnapshotId, CommandError> {
     if let Ok(id) = text.parse::<SnapshotId>() {
         return Ok(id);
     }
@@ -747,6 +904,10 @@ impl DaemonExtension for SourceJobs {
             "forget" => Box::pin(self.forget(ctx, args)),
             "progress" => Box::pin(async move { self.progress(&args) }),
             "cancel" => Box::pin(async move { Ok(self.cancel(&args)) }),
+            "jobs" => Box::pin(async move { Ok(self.jobs()) }),
+            "ls" => Box::pin(self.ls(ctx, args)),
+            "find" => Box::pin(self.find(ctx, args)),
+            "diff" => Box::pin(self.diff(ctx, args)),
             "placements" => Box::pin(self.placements(ctx)),
             "manager" => Box::pin(async move {
                 if ctx.overlay.manager().is_none() {
@@ -770,5 +931,55 @@ impl DaemonExtension for SourceJobs {
             }),
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_leaves_out_what_the_backup_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("home");
+        std::fs::create_dir_all(root.join("node_modules")).unwrap();
+        std::fs::write(root.join("keep.txt"), [1u8; 1000]).unwrap();
+        std::fs::write(root.join("skip.log"), [1u8; 500]).unwrap();
+        std::fs::write(root.join("node_modules/x.js"), [1u8; 300]).unwrap();
+        std::fs::write(root.join(".strewignore"), "*.log\n").unwrap();
+        let paths = vec![root];
+        assert_eq!(tree_bytes(&paths, &ExcludeRules::default()), 1000 + 300 + 6);
+        let rules = ExcludeRules {
+            patterns: vec!["node_modules".into()],
+            ..ExcludeRules::default()
+        };
+        assert_eq!(tree_bytes(&paths, &rules), 1000 + 6);
+    }
+
+    #[test]
+    fn a_running_backup_reports_its_rate_and_eta() {
+        let progress = Arc::new(Progress::default());
+        progress.bytes_read.store(200, Ordering::Relaxed);
+        let started = std::time::Instant::now()
+            .checked_sub(std::time::Duration::from_secs(2))
+            .unwrap_or_else(std::time::Instant::now);
+        let v = live_json(&Live::Backup {
+            progress,
+            total: 1000,
+            set: "home".into(),
+            started,
+        });
+        assert_eq!(v["kind"], "backup");
+        assert_eq!(v["name"], "home");
+        let rate = v["rate_bytes_per_sec"].as_f64().unwrap();
+        assert!((90.0..=100.0).contains(&rate), "{v}");
+        let eta = v["eta_secs"].as_f64().unwrap();
+        assert!((7.9..=8.9).contains(&eta), "{v}");
+        // Nothing read yet: no rate, no ETA.
+        let idle = live_json(&Live::Restore(
+            Arc::new(RestoreProgress::default()),
+            std::time::Instant::now(),
+        ));
+        assert!(idle.get("eta_secs").is_none(), "{idle}");
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! `run` merges the configuration, loads the identity, opens the packet store,
 //! starts the overlay, the control endpoint and (optionally) the metrics
-//! endpoint, then waits for SIGINT/SIGTERM and shuts everything down in order.
+//! endpoint and the dashboard, then waits for SIGINT/SIGTERM and shuts everything down in order.
 //! Other subsystems plug their control commands in through [`DaemonExtension`].
 //! This module must not implement protocols (the overlay does) or storage (the store does).
 
+pub mod browse;
+pub mod browse_commands;
 pub mod commands;
 pub mod error;
 pub mod group;
@@ -54,6 +56,8 @@ pub struct DaemonContext {
     pub coordinator: Option<Arc<manager::ManagerService>>,
     /// Nodes this node knew (kept in the data dir; locations of targets that left the view).
     pub peer_cache: Arc<Mutex<PeerCache>>,
+    /// The dashboard's URL (with its token), once it is serving (`--dashboard`).
+    pub dashboard_url: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Boxed future returned by control handlers.
@@ -215,19 +219,37 @@ pub async fn run_with(
         started: Instant::now(),
         coordinator: service.clone(),
         peer_cache: peer_cache.clone(),
+        dashboard_url: Arc::new(std::sync::OnceLock::new()),
     };
+    let dashboard_url = ctx.dashboard_url.clone();
+    let dashboard_addr = ctx.settings.dashboard;
     let upkeep_task = tokio::spawn(upkeep::run(ctx.clone(), jobs.clone(), node_metrics));
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
-    let (control_server, control_task) =
-        control::serve(data_dir, Arc::new(Handler { ctx, extensions }))
-            .await
-            .context("cannot start the control endpoint")?;
+    let handler: Arc<dyn ControlHandler> = Arc::new(Handler { ctx, extensions });
+    let (control_server, control_task) = control::serve(data_dir, handler.clone())
+        .await
+        .context("cannot start the control endpoint")?;
     info!(port = control_server.port, "control endpoint on 127.0.0.1");
+    let dashboard_task = match dashboard_addr {
+        Some(addr) => {
+            let (bound, task) =
+                crate::dashboard::serve(addr, handler, control_server.token.clone())
+                    .await
+                    .with_context(|| format!("cannot serve the dashboard on {addr}"))?;
+            let _ = dashboard_url.set(crate::dashboard::url(bound, &control_server.token));
+            info!(address = %bound, "serving the node dashboard (its URL is in `strew status`)");
+            Some(task)
+        }
+        None => None,
+    };
 
     let signal = wait_for_signal().await;
     info!(signal, "shutting down");
     control_task.abort();
+    if let Some(task) = dashboard_task {
+        task.abort();
+    }
     schedule_task.abort();
     cache_task.abort();
     upkeep_task.abort();

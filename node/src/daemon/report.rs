@@ -64,6 +64,7 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
         "uptime_secs": ctx.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "data_dir": ctx.data_dir.display().to_string(),
+        "dashboard_url": ctx.dashboard_url.get(),
     }))
 }
 

@@ -2,7 +2,7 @@
 //! of sets in `DATA_DIR/backup-sets.json` (written atomically, so the
 //! schedule survives restarts and crashes) and the daemon loop that re-runs
 //! each set when it is due, incrementally (unchanged chunks are known and
-//! not uploaded again).
+//! not uploaded again), then applies the set's `--keep-*` retention policy.
 //!
 //! Owns when a set runs and what is remembered about its last run; the
 //! backup itself is [`SourceJobs::backup`](super::jobs::SourceJobs::backup).
@@ -206,7 +206,8 @@ pub async fn run(ctx: DaemonContext, jobs: Arc<SourceJobs>) {
                     info!(set = %name, snapshot = %report["snapshot"], "scheduled backup done: nothing changed, no new snapshot")
                 }
                 Ok(report) => {
-                    info!(set = %name, snapshot = %report["snapshot"], "scheduled backup done")
+                    info!(set = %name, snapshot = %report["snapshot"], "scheduled backup done");
+                    apply_policy(&ctx, &jobs, &set).await;
                 }
                 Err(err) => {
                     let err = err.text();
@@ -223,6 +224,29 @@ pub async fn run(ctx: DaemonContext, jobs: Arc<SourceJobs>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The set's `--keep-*` policy, applied after one of its scheduled runs.
+async fn apply_policy(ctx: &DaemonContext, jobs: &SourceJobs, set: &BackupSet) {
+    let policy = set.args.keep;
+    if policy.is_empty() {
+        return;
+    }
+    let name = set.args.name.clone();
+    match jobs
+        .retention(ctx, &policy, Some(name.clone()), false)
+        .await
+    {
+        Ok(report) => info!(
+            set = %name,
+            forgotten = report["remove"].as_array().map_or(0, Vec::len),
+            deleted = %report["deleted"],
+            "retention policy applied"
+        ),
+        Err(err) => {
+            warn!(set = %name, err = %err.text(), "retention policy failed; will retry after the next run")
         }
     }
 }
@@ -244,6 +268,8 @@ mod tests {
                 sync_every: every.map(str::to_string),
                 chunk_sizes: None,
                 job: None,
+                excludes: Default::default(),
+                keep: Default::default(),
             },
             last_run_ms: last,
             last_snapshot: None,

@@ -51,6 +51,20 @@ pub struct BackupFlags {
     /// FastCDC chunk sizes `MIN/AVG/MAX` in bytes.
     #[arg(long)]
     pub chunk_sizes: Option<String>,
+    /// Leave out what matches PATTERN (gitignore-style: `node_modules`, `*.tmp`,
+    /// `/home/build` anchored at the snapshot's top; repeatable). A
+    /// `.strewignore` file in any backed-up folder is always honoured.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one a line (`#` starts a comment; repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Leave out folders holding a valid CACHEDIR.TAG (browser and build caches).
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Stay on the file system of each PATH: do not descend into mount points below it.
+    #[arg(long)]
+    pub one_file_system: bool,
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
@@ -63,6 +77,46 @@ pub struct BackupCmd {
     /// Re-run this backup set on a schedule (e.g. `6h`, `1d`); the daemon keeps it across restarts.
     #[arg(long)]
     pub sync_every: Option<String>,
+    /// Retention for a `--sync-every` set: the daemon forgets what these rules
+    /// do not keep after each scheduled run.
+    #[command(flatten)]
+    pub keep: KeepFlags,
+}
+
+/// restic's `--keep-*` rules (a snapshot kept by any rule stays).
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeepFlags {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days that have one (UTC days).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+}
+
+impl KeepFlags {
+    pub fn policy(&self) -> crate::grid::KeepPolicy {
+        crate::grid::KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -74,6 +128,12 @@ pub struct RestoreCmd {
     /// Restore into a non-empty DEST, replacing what the snapshot names.
     #[arg(long)]
     pub overwrite: bool,
+    /// Restore only this path inside the snapshot (`home/docs/report.pdf`, a
+    /// folder and all it holds) or what a gitignore-style pattern matches
+    /// (`*.jpg`); repeatable. Only the packets those files need are fetched.
+    #[arg(long, value_name = "PATH_OR_PATTERN")]
+    pub include: Vec<String>,
+    /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -89,8 +149,18 @@ pub struct SnapshotsCmd {
 
 #[derive(Args, Debug, Clone)]
 pub struct ForgetCmd {
-    /// Snapshot id (or a unique prefix).
-    pub snapshot: String,
+    /// Snapshot id (or a unique prefix); leave out to forget by `--keep-*` rules.
+    #[arg(required_unless_present_any = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"])]
+    pub snapshot: Option<String>,
+    #[command(flatten)]
+    pub keep: KeepFlags,
+    /// With `--keep-*`: only the snapshots of this backup set (default: every set, each on its own).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// With `--keep-*`: list what would be kept and forgotten, forget nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -122,7 +192,7 @@ pub struct StatusCmd {
     pub map: Option<PathBuf>,
 }
 
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+pub(super) fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_absolute() {
         return Ok(path.to_path_buf());
     }
@@ -131,7 +201,27 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
         .join(path))
 }
 
-fn backup_args(flags: &BackupFlags, sync_every: Option<String>) -> anyhow::Result<BackupArgs> {
+fn backup_args(
+    flags: &BackupFlags,
+    sync_every: Option<String>,
+    keep: crate::grid::KeepPolicy,
+) -> anyhow::Result<BackupArgs> {
+    if !keep.is_empty() && sync_every.is_none() {
+        bail!(
+            "--keep-* on a backup is the retention of a scheduled set: add --sync-every (or run `strew forget --keep-*`)"
+        );
+    }
+    let mut files = Vec::new();
+    for f in &flags.exclude_file {
+        files.push(absolute(f)?);
+    }
+    let excludes = crate::pipeline::ExcludeRules {
+        patterns: flags.exclude.clone(),
+        files,
+        exclude_caches: flags.exclude_caches,
+        one_file_system: flags.one_file_system,
+    };
+    crate::pipeline::exclude::Excluder::new(&excludes)?;
     let mut paths = Vec::new();
     for p in &flags.paths {
         let abs = absolute(p)?;
@@ -151,6 +241,8 @@ fn backup_args(flags: &BackupFlags, sync_every: Option<String>) -> anyhow::Resul
         sync_every,
         chunk_sizes: flags.chunk_sizes.clone(),
         job: Some(format!("job-{:016x}", rand::random::<u64>())),
+        excludes,
+        keep,
     };
     // Refuse bad flags here, before the daemon does any work.
     args.params().map_err(anyhow::Error::msg)?;
@@ -210,7 +302,7 @@ async fn with_progress(
 
 /// `strew backup PATH…`.
 pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
-    let args = backup_args(&cmd.flags, cmd.sync_every.clone())?;
+    let args = backup_args(&cmd.flags, cmd.sync_every.clone(), cmd.keep.policy())?;
     let job = args.job.clone().unwrap_or_default();
     let v = with_progress(data_dir, "backup", serde_json::to_value(&args)?, &job).await?;
     if cmd.flags.json {
@@ -227,6 +319,13 @@ pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
         num(stats, "chunks"),
         num(stats, "new_chunks")
     )?;
+    if num(stats, "excluded") > 0 {
+        writeln!(
+            out,
+            "excluded  {} files and folders (--exclude, .strewignore, caches, other file systems)",
+            num(stats, "excluded")
+        )?;
+    }
     writeln!(
         out,
         "sent      {} packets, {} to {} targets; {} chunks deduplicated by the grid",
@@ -251,7 +350,7 @@ pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
 
 /// `strew plan PATH…`.
 pub async fn plan(data_dir: &Path, flags: &BackupFlags) -> anyhow::Result<()> {
-    let args = backup_args(flags, None)?;
+    let args = backup_args(flags, None, Default::default())?;
     let v = short_call(data_dir, "plan", serde_json::to_value(&args)?).await?;
     if flags.json {
         return print_json(&v);
@@ -294,6 +393,7 @@ pub async fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
         "snapshot": cmd.snapshot,
         "dest": dest,
         "overwrite": cmd.overwrite,
+        "include": cmd.include,
         "job": job,
     });
     let v = with_progress(data_dir, "restore", args, &job).await?;
@@ -315,7 +415,7 @@ pub async fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn short_call(data_dir: &Path, cmd: &str, args: Value) -> anyhow::Result<Value> {
+pub(super) async fn short_call(data_dir: &Path, cmd: &str, args: Value) -> anyhow::Result<Value> {
     Ok(control::call(data_dir, cmd, args, SHORT_CALL).await?)
 }
 
@@ -346,7 +446,7 @@ pub async fn snapshots(data_dir: &Path, cmd: &SnapshotsCmd) -> anyhow::Result<()
 }
 
 /// Unix ms as `YYYY-MM-DD HH:MM:SS UTC`.
-fn format_time(ms: u64) -> String {
+pub(super) fn format_time(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -391,7 +491,14 @@ pub async fn cancel(data_dir: &Path, cmd: &CancelCmd) -> anyhow::Result<()> {
 
 /// `strew forget SNAPSHOT`.
 pub async fn forget(data_dir: &Path, cmd: &ForgetCmd) -> anyhow::Result<()> {
-    let v = short_call(data_dir, "forget", json!({"snapshot": cmd.snapshot})).await?;
+    let policy = cmd.keep.policy();
+    let Some(snapshot) = &cmd.snapshot else {
+        return super::browse_commands::forget_by_policy(data_dir, cmd, &policy).await;
+    };
+    if !policy.is_empty() || cmd.dry_run {
+        bail!("give either a SNAPSHOT or --keep-* rules, not both");
+    }
+    let v = short_call(data_dir, "forget", json!({"snapshot": snapshot})).await?;
     if cmd.json {
         return print_json(&v);
     }
@@ -493,6 +600,14 @@ pub async fn status(data_dir: &Path, cmd: &StatusCmd) -> anyhow::Result<()> {
 
 /// Draws the status's source and targets (all snapshots together) to `path`.
 pub fn write_map(status: &Value, path: &Path) -> anyhow::Result<()> {
+    let svg = status_map_svg(status)?;
+    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The map of a status (with its `snapshots`) as SVG: this node and the
+/// targets of all its snapshots (the CLI's `--map` and the dashboard draw the same).
+pub fn status_map_svg(status: &Value) -> Result<String, crate::map::MapError> {
     use crate::map::{MapInput, MapSource, MapTarget, cities_from, render_svg};
     use std::collections::BTreeMap;
     let lat = status["location"]["lat"].as_f64().unwrap_or(0.0);
@@ -545,6 +660,5 @@ pub fn write_map(status: &Value, path: &Path) -> anyhow::Result<()> {
         spread_min_km: spread,
         cities,
     })?;
-    std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    Ok(svg)
 }

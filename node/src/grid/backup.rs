@@ -43,6 +43,8 @@ pub struct GridBackupOptions {
     /// The set's previous snapshot and its tree digest: when the tree is
     /// unchanged, no new snapshot is made and that one is answered.
     pub previous: Option<(SnapshotId, [u8; 32])>,
+    /// What the walk leaves out.
+    pub excludes: crate::pipeline::ExcludeRules,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +92,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             zstd_level,
             redundancy: opts.params.redundancy,
         },
+        excludes: opts.excludes.clone(),
     };
     let (paths, box_, idx, prog) = (
         opts.paths.clone(),

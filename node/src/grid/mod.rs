@@ -11,9 +11,11 @@
 
 pub mod backup;
 pub mod forget;
+pub mod health;
 pub mod known;
 pub mod overlay;
 pub mod restore;
+pub mod retention;
 pub mod testkit;
 
 use std::future::Future;
@@ -30,9 +32,13 @@ pub use backup::{
     Cleanup, CleanupReport, GridBackupOptions, GridBackupReport, clean_up, grid_backup,
 };
 pub use forget::{ForgetReport, grid_forget};
+pub use health::{Health, health};
 pub use known::KnownIndex;
 pub use overlay::{OverlayManager, OverlayTransport};
-pub use restore::{GridRestoreReport, grid_restore, snapshot_targets};
+pub use restore::{
+    GridRestoreReport, grid_manifest, grid_restore, open_sequence, snapshot_targets,
+};
+pub use retention::{KeepPolicy, RetentionReport, apply_retention};
 
 /// Errors of grid operations, sorted by what the user can do about them.
 #[derive(Debug, thiserror::Error)]

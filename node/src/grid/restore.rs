@@ -17,6 +17,7 @@ use strew_coordinator::{NodeId, PacketId, SnapshotId};
 
 use super::{GridError, ManagerApi, PacketTransport, SourceIdentity, TransportError};
 use crate::pipeline::codec::StripeError;
+use crate::pipeline::manifest::Manifest;
 use crate::pipeline::restore::RestoreError;
 use crate::pipeline::{
     self, Codec, ConvergenceSecret, PacketSource, RestoreOptions, RestoreProgress, RestoreReport,
@@ -45,22 +46,10 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
     opts: RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<GridRestoreReport, GridError> {
-    let sealed = manager.fetch_sequence(snapshot).await?;
-    let secret_key = x25519_dalek::StaticSecret::from(me.x25519_secret);
-    let plain = open_as_recipient(&secret_key, snapshot.as_bytes(), &sealed)
-        .map_err(|source| GridError::Seal { snapshot, source })?;
-    let sealed_seq = SealedSequence::from_bytes(&plain)
-        .map_err(|source| GridError::Seal { snapshot, source })?;
+    let sealed_seq = open_sequence(me, manager, snapshot).await?;
     let (sequence, targets) = to_pipeline_sequence(&sealed_seq);
 
-    let source = GridSource {
-        transport,
-        targets,
-        handle: tokio::runtime::Handle::current(),
-        fetched: Default::default(),
-        failed: Default::default(),
-        avoid: Default::default(),
-    };
+    let source = GridSource::new(transport, targets);
     let mut others = secrets.into_iter();
     let first = others
         .next()
@@ -118,12 +107,7 @@ pub async fn snapshot_targets<M: ManagerApi>(
     manager: &M,
     snapshot: SnapshotId,
 ) -> Result<std::collections::BTreeMap<NodeId, (u64, u64)>, GridError> {
-    let sealed = manager.fetch_sequence(snapshot).await?;
-    let secret_key = x25519_dalek::StaticSecret::from(me.x25519_secret);
-    let plain = open_as_recipient(&secret_key, snapshot.as_bytes(), &sealed)
-        .map_err(|source| GridError::Seal { snapshot, source })?;
-    let seq = SealedSequence::from_bytes(&plain)
-        .map_err(|source| GridError::Seal { snapshot, source })?;
+    let seq = open_sequence(me, manager, snapshot).await?;
     let mut per_target = std::collections::BTreeMap::new();
     for entry in seq.stripes.iter().flat_map(|s| &s.packets) {
         for target in &entry.targets {
@@ -133,6 +117,60 @@ pub async fn snapshot_targets<M: ManagerApi>(
         }
     }
     Ok(per_target)
+}
+
+/// The snapshot's sequence from the manager, opened with this node's key.
+pub async fn open_sequence<M: ManagerApi>(
+    me: &SourceIdentity,
+    manager: &M,
+    snapshot: SnapshotId,
+) -> Result<SealedSequence, GridError> {
+    let sealed = manager.fetch_sequence(snapshot).await?;
+    let secret_key = x25519_dalek::StaticSecret::from(me.x25519_secret);
+    let plain = open_as_recipient(&secret_key, snapshot.as_bytes(), &sealed)
+        .map_err(|source| GridError::Seal { snapshot, source })?;
+    SealedSequence::from_bytes(&plain).map_err(|source| GridError::Seal { snapshot, source })
+}
+
+/// A snapshot's manifest, decoded from its manifest stripes alone (no data
+/// packet is fetched), and how many packets that took.
+pub async fn grid_manifest<M: ManagerApi, T: PacketTransport + 'static>(
+    me: &SourceIdentity,
+    manager: &M,
+    transport: Arc<T>,
+    snapshot: SnapshotId,
+    secrets: Vec<ConvergenceSecret>,
+) -> Result<(Manifest, u64), GridError> {
+    let sealed_seq = open_sequence(me, manager, snapshot).await?;
+    let (sequence, targets) = to_pipeline_sequence(&sealed_seq);
+    let source = GridSource::new(transport, targets);
+    let (result, source) = tokio::task::spawn_blocking(move || {
+        let mut result = Err(RestoreError::Stripe(StripeError::WrongSecret {
+            data_id: sequence.snapshot,
+        }));
+        for secret in secrets {
+            let codec = Codec {
+                secret,
+                zstd_level: 3,
+                redundancy: strew_coordinator::Redundancy::Erasure { k: 1, m: 1 },
+            };
+            result = pipeline::restore::read_manifest(&sequence, &codec, &source);
+            if !matches!(
+                result,
+                Err(RestoreError::Stripe(StripeError::WrongSecret { .. }))
+            ) {
+                break;
+            }
+        }
+        (result, source)
+    })
+    .await
+    .map_err(|e| GridError::Other(format!("manifest task failed: {e}")))?;
+    let manifest = result?;
+    Ok((
+        manifest,
+        source.fetched.load(std::sync::atomic::Ordering::Relaxed),
+    ))
 }
 
 /// The manager's sequence as the pipeline wants it, plus where each packet is.
@@ -190,6 +228,17 @@ struct GridSource<T> {
 }
 
 impl<T: PacketTransport + 'static> GridSource<T> {
+    fn new(transport: Arc<T>, targets: HashMap<PacketId, Vec<NodeId>>) -> Self {
+        GridSource {
+            transport,
+            targets,
+            handle: tokio::runtime::Handle::current(),
+            fetched: Default::default(),
+            failed: Default::default(),
+            avoid: Default::default(),
+        }
+    }
+
     /// One fetch, run on the runtime; this (blocking) thread waits for its answer.
     fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -140,6 +140,8 @@ pub struct MemoryTargets {
     pub manager: NodeId,
     pub now: AtomicU64,
     pub targets: Mutex<BTreeMap<NodeId, MemoryTarget>>,
+    /// Every packet served by a get, in order (tests count what was fetched).
+    pub gets: Mutex<Vec<PacketId>>,
 }
 
 impl MemoryTargets {
@@ -161,6 +163,7 @@ impl MemoryTargets {
             manager,
             now: AtomicU64::new(now),
             targets: Mutex::new(targets),
+            gets: Mutex::new(Vec::new()),
         }
     }
 
@@ -204,6 +207,11 @@ impl MemoryTargets {
             .values()
             .flat_map(|t| t.packets.keys().copied())
             .collect()
+    }
+
+    /// Takes the list of packets served since the last call.
+    pub fn take_gets(&self) -> Vec<PacketId> {
+        std::mem::take(&mut *lock(&self.gets))
     }
 
     pub fn bytes_received(&self) -> u64 {
@@ -280,6 +288,7 @@ impl PacketTransport for MemoryTargets {
             .get(&id)
             .cloned()
             .ok_or_else(|| Self::err(target, "no such packet"))?;
+        lock(&self.gets).push(id);
         if t.corrupt && !bytes.is_empty() {
             let at = bytes.len() / 2;
             bytes[at] ^= 0x10;

@@ -33,6 +33,7 @@ use strew_coordinator::DataId;
 
 use super::chunking::ChunkSizes;
 use super::codec::{Codec, EncodedStripe, StripeRecord};
+use super::exclude::{ExcludeError, ExcludeRules, Excluder};
 use super::manifest::{ChunkRef, Entry, EntryKind, Extent, MANIFEST_VERSION, Manifest};
 use super::sequence::Sequence;
 
@@ -106,6 +107,8 @@ pub enum BackupError {
     DuplicateRootName(String),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Exclude(#[from] ExcludeError),
     #[error("backup pipeline stage failed: {0}")]
     Stage(String),
     #[error("the backup was cancelled")]
@@ -119,6 +122,8 @@ pub struct BackupOptions {
     pub time_ms: u64,
     pub sizes: ChunkSizes,
     pub codec: Codec,
+    /// What to leave out (`.strewignore` files are honoured whatever this says).
+    pub excludes: ExcludeRules,
 }
 
 /// A file or directory the backup skipped, and why.
@@ -173,6 +178,8 @@ pub struct BackupStats {
     pub packets: u64,
     /// Bytes of those packets.
     pub bytes_stored: u64,
+    /// Files, directories and symlinks left out by excludes (a directory counts once).
+    pub excluded: u64,
 }
 
 #[derive(Debug)]
@@ -192,6 +199,7 @@ pub fn backup(
     progress: &Progress,
 ) -> Result<BackupReport, BackupError> {
     let named = name_roots(roots)?;
+    let excluder = Excluder::new(&opts.excludes)?;
     let (chunk_tx, chunk_rx) = sync_channel::<Batch>(CHANNEL_DEPTH);
     let (out_tx, out_rx) = sync_channel::<Vec<Encoded>>(CHANNEL_DEPTH);
     let claimed: Mutex<HashSet<DataId>> = Mutex::new(HashSet::new());
@@ -199,7 +207,7 @@ pub fn backup(
 
     let (reader_out, writer_out) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let mut r = Reader::new(opts, chunk_tx, progress, &io_pool);
+            let mut r = Reader::new(opts, chunk_tx, progress, &io_pool, excluder);
             r.run(&named);
             r.finish()
         });
@@ -472,6 +480,7 @@ struct Reader<'a> {
     small_queue: Vec<(PathBuf, Entry)>,
     small_queue_bytes: u64,
     io_pool: &'a rayon::ThreadPool,
+    excluder: Excluder,
 }
 
 impl<'a> Reader<'a> {
@@ -480,6 +489,7 @@ impl<'a> Reader<'a> {
         tx: SyncSender<Batch>,
         progress: &'a Progress,
         io_pool: &'a rayon::ThreadPool,
+        excluder: Excluder,
     ) -> Self {
         Reader {
             opts,
@@ -499,6 +509,7 @@ impl<'a> Reader<'a> {
             small_queue: Vec::new(),
             small_queue_bytes: 0,
             io_pool,
+            excluder,
         }
     }
 
@@ -513,8 +524,12 @@ impl<'a> Reader<'a> {
 
     fn run(&mut self, roots: &[(PathBuf, Vec<u8>)]) {
         // Iterative pre-order walk; children sorted by name for determinism.
-        let mut stack: Vec<(PathBuf, Vec<u8>)> = roots.iter().rev().cloned().collect();
-        while let Some((path, rel)) = stack.pop() {
+        let mut stack: Vec<(PathBuf, Vec<u8>, bool)> = roots
+            .iter()
+            .rev()
+            .map(|(p, r)| (p.clone(), r.clone(), true))
+            .collect();
+        while let Some((path, rel, is_root)) = stack.pop() {
             let meta = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
@@ -522,6 +537,13 @@ impl<'a> Reader<'a> {
                     continue;
                 }
             };
+            if is_root {
+                self.excluder.enter_root(&path, &meta);
+            }
+            if self.excluder.excluded(&path, &meta).is_some() {
+                self.stats.excluded += 1;
+                continue;
+            }
             let ft = meta.file_type();
             let mut entry = Entry {
                 path: ByteBuf::from(rel.clone()),
@@ -531,6 +553,9 @@ impl<'a> Reader<'a> {
                 kind: EntryKind::Dir,
             };
             if ft.is_dir() {
+                if let Some(problem) = self.excluder.enter_dir(&path) {
+                    self.warn(&path.join(super::exclude::IGNORE_FILE), problem);
+                }
                 let mut children = match fs::read_dir(&path) {
                     Ok(rd) => {
                         let mut v = Vec::new();
@@ -554,7 +579,7 @@ impl<'a> Reader<'a> {
                     let mut child_rel = rel.clone();
                     child_rel.push(b'/');
                     child_rel.extend_from_slice(name.as_bytes());
-                    stack.push((path.join(&name), child_rel));
+                    stack.push((path.join(&name), child_rel, false));
                 }
             } else if ft.is_symlink() {
                 match fs::read_link(&path) {

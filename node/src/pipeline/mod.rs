@@ -5,7 +5,9 @@
 //! - [`secret`]: the convergence secret, DataIds, convergent encryption;
 //! - [`packet`]: the versioned byte layouts of blobs and packets;
 //! - [`codec`]: one chunk ⇄ one stripe of packets;
+//! - [`exclude`]: what a backup leaves out (patterns, `.strewignore`, caches, mounts);
 //! - [`manifest`]: the snapshot manifest and its safety rules;
+//! - [`select`]: `--include`, `ls`, `find` and `diff` from a manifest alone;
 //! - [`sequence`]: a snapshot's ordered stripes;
 //! - [`backup`] / [`restore`]: the streaming, parallel engines;
 //! - [`local`]: adapters between the engines and a local [`crate::store::PacketStore`].
@@ -13,11 +15,13 @@
 pub mod backup;
 pub mod chunking;
 pub mod codec;
+pub mod exclude;
 pub mod local;
 pub mod manifest;
 pub mod packet;
 pub mod restore;
 pub mod secret;
+pub mod select;
 pub mod sequence;
 
 pub use backup::{
@@ -26,6 +30,7 @@ pub use backup::{
 };
 pub use chunking::ChunkSizes;
 pub use codec::{Codec, EncodedStripe, PacketSource, StripeRecord};
+pub use exclude::ExcludeRules;
 pub use restore::{RestoreOptions, RestoreProgress, RestoreReport, restore};
 pub use secret::ConvergenceSecret;
 pub use sequence::Sequence;

@@ -48,6 +48,8 @@ pub enum RestoreError {
         "{0} exists and is not empty; restore into a new or empty directory (or allow overwriting)"
     )]
     DestNotEmpty(PathBuf),
+    #[error(transparent)]
+    Select(#[from] super::select::SelectError),
     #[error("writing {path}")]
     Io {
         path: PathBuf,
@@ -67,6 +69,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
 pub struct RestoreOptions {
     /// Restore into a non-empty DEST, replacing what the snapshot names.
     pub overwrite: bool,
+    /// Only these paths or patterns (and the directories above them); all when empty.
+    pub include: Vec<String>,
 }
 
 /// Counters, also read live by progress displays.
@@ -127,7 +131,11 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreReport, RestoreError> {
-    let manifest = read_manifest(sequence, codec, source)?;
+    let mut manifest = read_manifest(sequence, codec, source)?;
+    if !opts.include.is_empty() {
+        // Only the chunks the selected files need are decoded, so only their stripes are fetched.
+        manifest = super::select::select(&manifest, &opts.include)?;
+    }
     prepare_dest(dest, opts.overwrite)?;
     let mut report = RestoreReport::default();
     let paths: Vec<PathBuf> = manifest

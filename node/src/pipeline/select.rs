@@ -1,0 +1,368 @@
+//! Questions answered from a snapshot manifest alone: which entries a
+//! partial restore takes (`--include`), what `ls` lists, what `find`
+//! matches and what `diff` reports between two snapshots. No packet is read
+//! here: the caller has the manifest already.
+//!
+//! `--include` and `find` take a path inside the snapshot (`home/docs`, an
+//! entry and everything under it) or a gitignore-style pattern (`*.jpg`,
+//! `home/**/report.pdf`), matched by the `ignore` crate as excludes are.
+
+use std::collections::BTreeMap;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use serde::Serialize;
+
+use super::manifest::{Entry, EntryKind, Manifest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("{pattern:?} is not a valid path or pattern")]
+    Pattern {
+        pattern: String,
+        #[source]
+        source: ignore::Error,
+    },
+    #[error("nothing in the snapshot matches {0}")]
+    NoMatch(String),
+}
+
+/// An entry's path as text (non-UTF-8 bytes shown as U+FFFD).
+pub fn path_text(e: &Entry) -> String {
+    String::from_utf8_lossy(&e.path).into_owned()
+}
+
+/// Paths and patterns naming entries of a snapshot.
+pub struct Selector {
+    literal: Vec<String>,
+    patterns: Gitignore,
+}
+
+impl Selector {
+    pub fn new(items: &[String]) -> Result<Selector, SelectError> {
+        let mut builder = GitignoreBuilder::new("/");
+        let mut literal = Vec::new();
+        for item in items {
+            let trimmed = item.trim_matches('/').to_string();
+            builder
+                .add_line(None, item)
+                .map_err(|source| SelectError::Pattern {
+                    pattern: item.clone(),
+                    source,
+                })?;
+            literal.push(trimmed);
+        }
+        let patterns = builder.build().map_err(|source| SelectError::Pattern {
+            pattern: items.join(" "),
+            source,
+        })?;
+        Ok(Selector { literal, patterns })
+    }
+
+    /// Whether `path` is named, or lies under something named.
+    pub fn matches(&self, path: &str, is_dir: bool) -> bool {
+        if self.literal.iter().any(|l| {
+            path == l
+                || path
+                    .strip_prefix(l.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        }) {
+            return true;
+        }
+        self.patterns
+            .matched_path_or_any_parents(format!("/{path}"), is_dir)
+            .is_ignore()
+    }
+}
+
+/// The part of `manifest` that `include` names, with the directories above
+/// it (so the result is a valid manifest over the same chunk table).
+pub fn select(manifest: &Manifest, include: &[String]) -> Result<Manifest, SelectError> {
+    let selector = Selector::new(include)?;
+    let mut wanted: Vec<bool> = manifest
+        .entries
+        .iter()
+        .map(|e| selector.matches(&path_text(e), matches!(e.kind, EntryKind::Dir)))
+        .collect();
+    if !wanted.iter().any(|w| *w) {
+        return Err(SelectError::NoMatch(include.join(", ")));
+    }
+    // Every ancestor directory of a wanted entry comes along.
+    let index: BTreeMap<&[u8], usize> = manifest
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (&e.path[..], i))
+        .collect();
+    for i in 0..manifest.entries.len() {
+        if !wanted[i] {
+            continue;
+        }
+        let path: &[u8] = &manifest.entries[i].path;
+        let mut cut = path.len();
+        while let Some(slash) = path[..cut].iter().rposition(|b| *b == b'/') {
+            if let Some(&parent) = index.get(&path[..slash]) {
+                wanted[parent] = true;
+            }
+            cut = slash;
+        }
+    }
+    let entries = manifest
+        .entries
+        .iter()
+        .zip(wanted)
+        .filter(|(_, w)| *w)
+        .map(|(e, _)| e.clone())
+        .collect();
+    Ok(Manifest {
+        entries,
+        ..manifest.clone()
+    })
+}
+
+/// One line of `strew ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listed {
+    pub path: String,
+    /// `dir`, `file` or `symlink`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub mode: u32,
+    pub size: u64,
+    /// Unix seconds.
+    pub mtime: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn listed(e: &Entry) -> Listed {
+    let (kind, size, target) = match &e.kind {
+        EntryKind::Dir => ("dir", 0, None),
+        EntryKind::File { size, .. } => ("file", *size, None),
+        EntryKind::Symlink { target } => (
+            "symlink",
+            target.len() as u64,
+            Some(String::from_utf8_lossy(target).into_owned()),
+        ),
+    };
+    Listed {
+        path: path_text(e),
+        kind,
+        mode: e.mode,
+        size,
+        mtime: e.mtime_s,
+        target,
+    }
+}
+
+/// Entries at or under `under` (all when `None`), in manifest order.
+pub fn list(manifest: &Manifest, under: Option<&str>) -> Vec<Listed> {
+    let under = under.map(|u| u.trim_matches('/')).filter(|u| !u.is_empty());
+    manifest
+        .entries
+        .iter()
+        .map(listed)
+        .filter(|l| {
+            under.is_none_or(|u| {
+                l.path == u || l.path.strip_prefix(u).is_some_and(|r| r.starts_with('/'))
+            })
+        })
+        .collect()
+}
+
+/// Paths of entries matching `pattern` (a path or a gitignore-style pattern).
+pub fn find(manifest: &Manifest, pattern: &str) -> Result<Vec<Listed>, SelectError> {
+    let mut builder = GitignoreBuilder::new("/");
+    builder
+        .add_line(None, pattern)
+        .map_err(|source| SelectError::Pattern {
+            pattern: pattern.into(),
+            source,
+        })?;
+    let gi = builder.build().map_err(|source| SelectError::Pattern {
+        pattern: pattern.into(),
+        source,
+    })?;
+    let literal = pattern.trim_matches('/');
+    Ok(manifest
+        .entries
+        .iter()
+        .filter(|e| {
+            let p = path_text(e);
+            p == literal
+                || gi
+                    .matched(format!("/{p}"), matches!(e.kind, EntryKind::Dir))
+                    .is_ignore()
+        })
+        .map(listed)
+        .collect())
+}
+
+/// What changed from snapshot A to snapshot B, by path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Same path, different kind, contents, mode, mtime or link target.
+    pub changed: Vec<String>,
+}
+
+/// Compares two manifests entry by entry (contents by their DataIds).
+pub fn diff(a: &Manifest, b: &Manifest) -> Diff {
+    let index = |m: &Manifest| -> BTreeMap<String, Entry> {
+        m.entries
+            .iter()
+            .map(|e| (path_text(e), e.clone()))
+            .collect()
+    };
+    let (ia, ib) = (index(a), index(b));
+    let mut out = Diff::default();
+    for (path, ea) in &ia {
+        match ib.get(path) {
+            None => out.removed.push(path.clone()),
+            Some(eb) if differs(ea, eb) => out.changed.push(path.clone()),
+            Some(_) => {}
+        }
+    }
+    out.added = ib
+        .keys()
+        .filter(|p| !ia.contains_key(*p))
+        .cloned()
+        .collect();
+    out
+}
+
+fn differs(a: &Entry, b: &Entry) -> bool {
+    let kind = match (&a.kind, &b.kind) {
+        (EntryKind::Dir, EntryKind::Dir) => false,
+        (
+            EntryKind::File {
+                size: sa,
+                data_id: da,
+                ..
+            },
+            EntryKind::File {
+                size: sb,
+                data_id: db,
+                ..
+            },
+        ) => sa != sb || da != db,
+        (EntryKind::Symlink { target: ta }, EntryKind::Symlink { target: tb }) => ta != tb,
+        _ => true,
+    };
+    // A directory's mtime changes whenever its listing does: not a change of its own.
+    kind || a.mode != b.mode
+        || (!matches!(a.kind, EntryKind::Dir) && (a.mtime_s, a.mtime_ns) != (b.mtime_s, b.mtime_ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::manifest::{ChunkRef, Extent};
+    use serde_bytes::ByteBuf;
+    use strew_coordinator::DataId;
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: ByteBuf::from(path.as_bytes().to_vec()),
+            mode: 0o644,
+            mtime_s: 1,
+            mtime_ns: 0,
+            kind,
+        }
+    }
+
+    fn file(id: u8, len: u32) -> EntryKind {
+        EntryKind::File {
+            size: u64::from(len),
+            data_id: DataId([id; 32]),
+            extents: vec![Extent {
+                chunk: 0,
+                offset: 0,
+                len,
+            }],
+        }
+    }
+
+    fn manifest(entries: Vec<Entry>) -> Manifest {
+        Manifest {
+            version: 1,
+            name: "t".into(),
+            time_ms: 0,
+            roots: vec![],
+            chunks: vec![ChunkRef {
+                data_id: DataId([0; 32]),
+                len: 100,
+            }],
+            entries,
+        }
+    }
+
+    fn tree() -> Manifest {
+        manifest(vec![
+            entry("home", EntryKind::Dir),
+            entry("home/docs", EntryKind::Dir),
+            entry("home/docs/a.txt", file(1, 10)),
+            entry("home/docs/b.jpg", file(2, 20)),
+            entry("home/pics", EntryKind::Dir),
+            entry("home/pics/c.jpg", file(3, 30)),
+            entry("home/readme", file(4, 5)),
+        ])
+    }
+
+    fn paths(m: &Manifest) -> Vec<String> {
+        m.entries.iter().map(path_text).collect()
+    }
+
+    #[test]
+    fn include_takes_what_it_names_and_the_directories_above() {
+        let m = tree();
+        let one = select(&m, &["home/docs/a.txt".into()]).unwrap();
+        assert_eq!(paths(&one), ["home", "home/docs", "home/docs/a.txt"]);
+        one.validate().unwrap();
+        let jpgs = select(&m, &["*.jpg".into()]).unwrap();
+        assert_eq!(
+            paths(&jpgs),
+            [
+                "home",
+                "home/docs",
+                "home/docs/b.jpg",
+                "home/pics",
+                "home/pics/c.jpg"
+            ]
+        );
+        let dir = select(&m, &["home/pics".into()]).unwrap();
+        assert_eq!(paths(&dir), ["home", "home/pics", "home/pics/c.jpg"]);
+        assert!(matches!(
+            select(&m, &["nothing/here".into()]),
+            Err(SelectError::NoMatch(_))
+        ));
+    }
+
+    #[test]
+    fn ls_find_and_diff_read_the_manifest() {
+        let m = tree();
+        let under: Vec<String> = list(&m, Some("home/docs"))
+            .into_iter()
+            .map(|l| l.path)
+            .collect();
+        assert_eq!(under, ["home/docs", "home/docs/a.txt", "home/docs/b.jpg"]);
+        assert_eq!(list(&m, None).len(), 7);
+        assert_eq!(list(&m, Some("home/docs/a.txt"))[0].size, 10);
+        let found: Vec<String> = find(&m, "*.jpg")
+            .unwrap()
+            .into_iter()
+            .map(|l| l.path)
+            .collect();
+        assert_eq!(found, ["home/docs/b.jpg", "home/pics/c.jpg"]);
+        let mut b = tree();
+        b.entries.retain(|e| path_text(e) != "home/readme");
+        b.entries.push(entry("home/new", file(5, 1)));
+        b.entries[2].kind = file(9, 10); // a.txt's contents changed
+        b.entries[3].mode = 0o600; // b.jpg's mode changed
+        let d = diff(&m, &b);
+        assert_eq!(d.added, ["home/new"]);
+        assert_eq!(d.removed, ["home/readme"]);
+        assert_eq!(d.changed, ["home/docs/a.txt", "home/docs/b.jpg"]);
+        assert_eq!(diff(&m, &m), Diff::default());
+    }
+}

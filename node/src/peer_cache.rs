@@ -94,7 +94,7 @@ impl PeerCache {
     /// Writes the cache atomically (a crash leaves the old or the new file).
     pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
         let mut peers: Vec<CachedPeer> = self.peers.values().cloned().collect();
-        peers.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        peers.sort_by_key(|p| std::cmp::Reverse(p.last_seen));
         let bytes = serde_json::to_vec_pretty(&CacheFile { version: 1, peers })
             .map_err(std::io::Error::other)?;
         crate::private_file::write_private(&path(data_dir), &bytes)

@@ -131,19 +131,26 @@ impl CityTable {
         self.cities.is_empty()
     }
 
-    /// The city closest to `(lat, lon)` if one lies within `within_km`, and
-    /// its distance: a name for a node's declared location in `peers`, plans
-    /// and maps. A linear scan (about 34k cities).
+    /// A name for `(lat, lon)`: the most populous city within 25 km (so the
+    /// middle of Paris is "Paris", not one of its districts), else the
+    /// closest within `within_km`; and its distance. For `peers`, plans and
+    /// maps. A linear scan (about 34k cities).
     pub fn nearest(&self, lat: f64, lon: f64, within_km: f64) -> Option<(&City, f64)> {
         let here = crate::units::GeoPoint::new(lat, lon).ok()?;
-        self.cities
+        let near: Vec<(&City, f64)> = self
+            .cities
             .iter()
             .filter_map(|c| {
                 let there = crate::units::GeoPoint::new(c.lat, c.lon).ok()?;
                 Some((c, crate::units::haversine_km(&here, &there)))
             })
             .filter(|(_, d)| *d <= within_km)
-            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .collect();
+        near.iter()
+            .filter(|(_, d)| *d <= 25.0)
+            .max_by_key(|(c, _)| c.population)
+            .or_else(|| near.iter().min_by(|a, b| a.1.total_cmp(&b.1)))
+            .copied()
     }
 
     /// Sum of all populations.

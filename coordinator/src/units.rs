@@ -169,8 +169,12 @@ pub fn parse_distance_km(text: &str) -> Result<f64, UnitError> {
 
 /// Formats km for display and round trips (`200km`, `12.5km`).
 pub fn format_km(km: f64) -> String {
-    if km.fract() == 0.0 && km.abs() < 1e15 {
-        format!("{}km", km as i64)
+    // Rounded to 0.1 km: `300mi` is `482.8km`, not `482.80320000000006km`.
+    let r = (km * 10.0).round() / 10.0;
+    if r.fract() == 0.0 && r.abs() < 1e15 {
+        format!("{}km", r as i64)
+    } else if r.is_finite() {
+        format!("{r:.1}km")
     } else {
         format!("{km}km")
     }

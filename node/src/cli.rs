@@ -38,7 +38,8 @@ pub enum Command {
     Plan(crate::daemon::source_commands::BackupFlags),
     /// Lists this node's snapshots.
     Snapshots(crate::daemon::source_commands::SnapshotsCmd),
-    /// Restores SNAPSHOT into DEST, byte for byte.
+    /// Restores SNAPSHOT into DEST, byte for byte: each backed-up folder as
+    /// `DEST/<its name>/…` (e.g. `/home/ana/docs` → `DEST/docs`).
     Restore(crate::daemon::source_commands::RestoreCmd),
     /// Forgets SNAPSHOT, or what `--keep-*` rules do not keep (restic's
     /// semantics); packets no snapshot of any source needs are deleted.

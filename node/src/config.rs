@@ -93,6 +93,11 @@ pub struct NodeFlags {
 pub struct InitArgs {
     #[command(flatten)]
     pub node: NodeFlags,
+    /// Address of a node of the grid to join, kept in `config.toml` so every
+    /// `strew run` (and a systemd unit without flags) uses it; repeatable.
+    /// Best with `/p2p/<node_id>` at the end (then the node is also checked).
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    pub bootstrap: Vec<Multiaddr>,
 }
 
 /// `strew run` flags.
@@ -108,7 +113,10 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub listen: Vec<Multiaddr>,
-    /// Address of a node of the grid to join, ending in `/p2p/<node_id>` (repeatable).
+    /// Address of a node of the grid to join (repeatable). Best with
+    /// `/p2p/<node_id>` at the end: the node is then checked to be that one;
+    /// without it the address is dialled and whoever answers is used. After
+    /// the first run the node also rejoins through the peers it remembers.
     #[arg(
         long,
         env = "STREW_BOOTSTRAP",
@@ -186,7 +194,11 @@ pub fn write(data_dir: &Path, config: &FileConfig) -> Result<(), ConfigError> {
 }
 
 /// Applies `init` flags to a file config (what `strew init` persists).
-pub fn apply_init(mut file: FileConfig, flags: &NodeFlags) -> FileConfig {
+pub fn apply_init(mut file: FileConfig, args: &InitArgs) -> FileConfig {
+    let flags = &args.node;
+    if !args.bootstrap.is_empty() {
+        file.bootstrap = Some(args.bootstrap.iter().map(|a| a.to_string()).collect());
+    }
     if let Some(loc) = flags.location {
         file.location = Some(loc.to_string());
     }
@@ -385,10 +397,17 @@ mod tests {
             storage: Some(10 << 30),
             coordinator: true,
         };
-        let file = apply_init(FileConfig::default(), &flags);
+        let boot: Multiaddr = "/ip4/10.0.0.1/tcp/4001".parse().unwrap();
+        let args = InitArgs {
+            node: flags,
+            bootstrap: vec![boot.clone()],
+        };
+        let file = apply_init(FileConfig::default(), &args);
         write(dir.path(), &file).unwrap();
         assert_eq!(read(dir.path()).unwrap(), file);
         let s = merge(&file, &RunArgs::default()).unwrap();
         assert_eq!(s.storage, 10 << 30);
+        // `init --bootstrap` is what a later `strew run` without flags uses.
+        assert_eq!(s.bootstrap, vec![boot]);
     }
 }

@@ -477,7 +477,10 @@ impl EventLoop {
                 }
                 // A host that vanished without closing its sockets shows as a
                 // failed ping: close the connection so liveness re-checks it.
-                if let Err(failure) = &event.result {
+                // (A peer without ping, e.g. a bare tool, is not a failure.)
+                if let Err(failure) = &event.result
+                    && !matches!(failure, libp2p::ping::Failure::Unsupported)
+                {
                     debug!(peer = %event.peer, %failure, "ping failed: closing the connection");
                     self.swarm.close_connection(event.connection);
                 }

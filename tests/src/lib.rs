@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
+pub mod netns;
+
 /// The workspace root (parent of this crate's manifest dir).
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -194,6 +196,11 @@ pub struct NodeOptions {
     pub extra: Vec<String>,
     /// Environment variables set for the daemon (e.g. `STREW_GROUP_GRACE`).
     pub env: Vec<(String, String)>,
+    /// Run the daemon and its clients inside this network namespace
+    /// (`ip netns exec`); see [`netns`].
+    pub netns: Option<String>,
+    /// `--listen` addresses (default: TCP and QUIC on 127.0.0.1, ephemeral ports).
+    pub listen: Vec<String>,
 }
 
 impl NodeOptions {
@@ -207,6 +214,11 @@ impl NodeOptions {
             storage: "64MiB".into(),
             extra: Vec::new(),
             env: Vec::new(),
+            netns: None,
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0".into(),
+                "/ip4/127.0.0.1/udp/0/quic-v1".into(),
+            ],
         }
     }
 
@@ -241,16 +253,17 @@ impl Node {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let mut cmd = Command::new(strew_bin()?);
+        let mut cmd = self.strew()?;
         cmd.arg("--data-dir")
             .arg(self.data_dir())
             .args(["--log", "info,libp2p_kad=error"])
             .arg("run")
             .arg(format!("--location={}", self.options.location))
-            .args(["--storage", &self.options.storage])
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
-            .args(["--announce-interval", &self.options.announce_interval])
+            .args(["--storage", &self.options.storage]);
+        for l in &self.options.listen {
+            cmd.args(["--listen", l]);
+        }
+        cmd.args(["--announce-interval", &self.options.announce_interval])
             .args(["--peer-ttl", &self.options.peer_ttl]);
         for b in &self.options.bootstrap {
             cmd.args(["--bootstrap", b]);
@@ -289,9 +302,21 @@ impl Node {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The `strew` command, inside the node's network namespace if it has one.
+    fn strew(&self) -> Result<Command> {
+        Ok(match &self.options.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(strew_bin()?);
+                c
+            }
+            None => Command::new(strew_bin()?),
+        })
+    }
+
     /// Runs a `strew` client command against this node.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        Command::new(strew_bin()?)
+        self.strew()?
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(args)
@@ -317,6 +342,11 @@ impl Node {
     /// One call to the daemon's control endpoint (docs/protocol.md: one JSON
     /// line in, one out), for what no CLI command prints, e.g. `manager`.
     pub fn control(&self, cmd: &str, args: Value) -> Result<Value> {
+        if let Some(ns) = &self.options.netns {
+            bail!(
+                "the control endpoint of a node in namespace {ns} is not reachable from the test"
+            );
+        }
         let file: Value = serde_json::from_slice(
             &fs::read(self.data_dir().join("control.json")).context("read control.json")?,
         )?;
@@ -357,7 +387,15 @@ impl Node {
     /// The daemon's own status (`strew status --json` without `snapshots`):
     /// answered locally, so it is quick to poll whatever the manager does.
     pub fn daemon_status(&self) -> Result<Value> {
+        if self.options.netns.is_some() {
+            return self.cli_json(&["status", "--json"]);
+        }
         self.control("status", Value::Null)
+    }
+
+    /// The process id of the daemon (for signals), if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Packets this node stores for others.
@@ -437,7 +475,7 @@ impl Node {
     /// Starts a `strew` client command against this node without waiting
     /// (its output is piped; see [`wait_output`]).
     pub fn cli_spawn(&self, args: &[&str]) -> Result<Child> {
-        Command::new(strew_bin()?)
+        self.strew()?
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(args)

@@ -160,6 +160,30 @@ enum Live {
     Restore(Arc<RestoreProgress>, std::time::Instant),
 }
 
+/// Waits a few seconds for the sequence manager to be known (right after
+/// joining, the coordinators are asked who leads); then says what is known.
+async fn wait_for_manager(ctx: &DaemonContext) -> Result<(), CommandError> {
+    for _ in 0..25 {
+        if ctx.overlay.manager().is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let coordinators = ctx
+        .overlay
+        .peers()
+        .iter()
+        .filter(|p| p.coordinator_eligible)
+        .count();
+    Err(CommandError::NoManager(if coordinators == 0 {
+        "no sequence manager is known yet: no coordinator node is in the grid view".into()
+    } else {
+        format!(
+            "no sequence manager is known yet: {coordinators} coordinator node(s) in the grid view, none answered who leads (no quorum yet?); try again shortly"
+        )
+    }))
+}
+
 /// Lower-case hex of 32 bytes.
 fn hex_text(bytes: [u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -624,8 +648,9 @@ impl SourceJobs {
             "estimated_packets": stripes * width as u64,
             "estimated_stored_bytes": stripes * width as u64 * packet,
             "redundancy": params.redundancy.to_string(),
-            "backup_distance": params.backup_distance.to_string(),
-            "spread": params.spread.to_string(),
+            // As the user typed them (`300mi..1200mi`), else the defaults.
+            "backup_distance": args.backup_distance.clone().unwrap_or_else(|| params.backup_distance.to_string()),
+            "spread": args.spread.clone().unwrap_or_else(|| params.spread.to_string()),
             "targets": targets,
         }))
     }
@@ -633,11 +658,7 @@ impl SourceJobs {
     /// Where this node's packets are: per snapshot, the targets holding its
     /// packets, with their locations (for `strew status` and its map).
     async fn placements(&self, ctx: &DaemonContext) -> Result<Value, CommandError> {
-        if ctx.overlay.manager().is_none() {
-            return Err(CommandError::NoManager(
-                "no sequence manager is known yet (no coordinator node in the grid view)".into(),
-            ));
-        }
+        wait_for_manager(ctx).await?;
         let manager = OverlayManager::new(ctx.overlay.clone()).with_patience(STATUS_PATIENCE);
         let list = manager.list(None).await?;
         let mut out = Vec::new();

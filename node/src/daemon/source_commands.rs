@@ -123,7 +123,9 @@ impl KeepFlags {
 pub struct RestoreCmd {
     /// Snapshot id (or a unique prefix of at least 4 hex digits).
     pub snapshot: String,
-    /// Directory to restore into (created if absent; must be empty unless --overwrite).
+    /// Directory to restore into (created if absent; must be empty unless
+    /// --overwrite). Each backed-up folder comes back under its own name:
+    /// backing up `/home/ana/docs` and restoring into DEST gives `DEST/docs/…`.
     pub dest: PathBuf,
     /// Restore into a non-empty DEST, replacing what the snapshot names.
     #[arg(long)]
@@ -143,6 +145,7 @@ pub struct SnapshotsCmd {
     /// Only snapshots of this backup set.
     #[arg(long)]
     pub name: Option<String>,
+    /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -177,9 +180,18 @@ pub struct CancelCmd {
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum KeyCmd {
     /// Writes this node's identity and convergence secret to FILE (keep it safe!).
-    Export { file: PathBuf },
+    Export {
+        /// Where to write the key (created with mode 0600).
+        file: PathBuf,
+        /// Replace FILE if it exists (it may hold another node's key).
+        #[arg(long)]
+        force: bool,
+    },
     /// Installs an exported key into this (new) data dir, to restore on a fresh machine.
-    Import { file: PathBuf },
+    Import {
+        /// A file written by `strew key export`.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -313,11 +325,12 @@ pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
     writeln!(out, "snapshot  {}", v["snapshot"].as_str().unwrap_or("-"))?;
     writeln!(
         out,
-        "backed up {} files, {} ({} chunks, {} new)",
+        "backed up {} files, {} ({} chunks, {} of them new; manifest {} chunk(s))",
         num(stats, "files"),
         format_size(num(stats, "bytes_in")),
         num(stats, "chunks"),
-        num(stats, "new_chunks")
+        num(stats, "new_chunks"),
+        num(stats, "manifest_chunks")
     )?;
     if num(stats, "excluded") > 0 {
         writeln!(
@@ -535,7 +548,13 @@ pub async fn forget(data_dir: &Path, cmd: &ForgetCmd) -> anyhow::Result<()> {
 pub fn key(data_dir: &Path, cmd: &KeyCmd) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
-        KeyCmd::Export { file } => {
+        KeyCmd::Export { file, force } => {
+            if file.exists() && !force {
+                bail!(
+                    "{} exists (it may hold another key); choose another FILE or pass --force to replace it",
+                    file.display()
+                );
+            }
             let node = crate::keys::export(data_dir, file)?;
             writeln!(out, "exported the key of node {node} to {}", file.display())?;
             eprintln!("warning: {}", crate::keys::SAFETY_WARNING);
@@ -613,15 +632,26 @@ pub fn status_map_svg(status: &Value) -> Result<String, crate::map::MapError> {
     let lat = status["location"]["lat"].as_f64().unwrap_or(0.0);
     let lon = status["location"]["lon"].as_f64().unwrap_or(0.0);
     let mut targets: BTreeMap<String, MapTarget> = BTreeMap::new();
-    let mut min_km = None;
-    let mut max_km = None;
-    let mut spread = None;
-    for s in status["snapshots"].as_array().into_iter().flatten() {
-        if let Some(b) = s.get("backup_distance_km") {
-            min_km = min_km.or(b["min"].as_f64());
-            max_km = max_km.or(b["max"].as_f64());
-        }
-        spread = spread.or(s["spread_min_km"].as_f64());
+    let snapshots: Vec<&Value> = status["snapshots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    // One ring only when every snapshot was made under the same bounds.
+    let bounds = |s: &Value| {
+        (
+            s["backup_distance_km"]["min"].as_f64(),
+            s["backup_distance_km"]["max"].as_f64(),
+            s["spread_min_km"].as_f64(),
+        )
+    };
+    let first = snapshots.first().map(|s| bounds(s));
+    let same = snapshots.iter().all(|s| Some(bounds(s)) == first);
+    let (min_km, max_km, spread) = match first {
+        Some(b) if same => b,
+        _ => (None, None, None),
+    };
+    for s in &snapshots {
         for t in s["targets"].as_array().into_iter().flatten() {
             let (Some(tlat), Some(tlon)) =
                 (t["location"]["lat"].as_f64(), t["location"]["lon"].as_f64())
@@ -632,10 +662,15 @@ pub fn status_map_svg(status: &Value) -> Result<String, crate::map::MapError> {
             let entry = targets.entry(id.clone()).or_insert(MapTarget {
                 lat: tlat,
                 lon: tlon,
-                // Peer ids all start alike (`12D3KooW…`): their tails tell them apart.
+                // Peer ids all start alike (`12D3KooW…`): their tails tell
+                // them apart; the nearest city says where they are.
                 label: t["label"].as_str().map(str::to_string).unwrap_or_else(|| {
                     let tail: String = id.chars().rev().take(6).collect();
-                    format!("…{}", tail.chars().rev().collect::<String>())
+                    let tail: String = tail.chars().rev().collect();
+                    match t["city"].as_str() {
+                        Some(city) => format!("{city} …{tail}"),
+                        None => format!("…{tail}"),
+                    }
                 }),
                 packets: 0,
                 up: t["up"] == json!(true),
@@ -648,7 +683,21 @@ pub fn status_map_svg(status: &Value) -> Result<String, crate::map::MapError> {
         .unwrap_or_default();
     let node = status["node_id"].as_str().unwrap_or("this node");
     let svg = render_svg(&MapInput {
-        title: format!("Where the packets of {} are", &node[..node.len().min(12)]),
+        title: match snapshots.len() {
+            1 => format!(
+                "Where the packets of {} are (1 snapshot)",
+                &node[..node.len().min(12)]
+            ),
+            n => format!(
+                "Where the packets of {} are: all {n} snapshots, packets summed{}",
+                &node[..node.len().min(12)],
+                if same {
+                    ""
+                } else {
+                    "; their distance bounds differ, no ring drawn"
+                }
+            ),
+        },
         source: MapSource {
             lat,
             lon,

@@ -169,8 +169,10 @@ pub struct BackupStats {
     pub bytes_in: u64,
     /// Chunks in the snapshot's chunk table (data only).
     pub chunks: u64,
-    /// Distinct chunks encoded and stored by this backup (data + manifest).
+    /// Distinct data chunks encoded and stored by this backup (of `chunks`).
     pub new_chunks: u64,
+    /// Chunks of the snapshot's manifest (stored besides the data chunks).
+    pub manifest_chunks: u64,
     /// Distinct chunks the index already knew (not uploaded again).
     pub reused_chunks: u64,
     pub compressed_chunks: u64,
@@ -265,6 +267,7 @@ pub fn backup(
             opts.codec.encode(id, piece)
         })
         .collect();
+    let data_new = written.new_chunks;
     let mut manifest_records = Vec::with_capacity(encoded.len());
     for stripe in encoded {
         if let Some(known) = known.known(&stripe.record.data_id) {
@@ -277,7 +280,8 @@ pub fn backup(
     }
     sink.finish()?;
     stats.chunks = manifest.chunks.len() as u64;
-    stats.new_chunks = written.new_chunks;
+    stats.new_chunks = data_new;
+    stats.manifest_chunks = manifest_records.len() as u64;
     stats.reused_chunks = written.reused;
     stats.compressed_chunks = written.compressed;
     stats.packets = written.packets;

@@ -45,7 +45,7 @@ pub enum RestoreError {
     #[error("the sequence has no stripe for chunk {0}, which the manifest needs")]
     MissingStripe(DataId),
     #[error(
-        "{0} exists and is not empty; restore into a new or empty directory (or allow overwriting)"
+        "{0} exists and is not empty; restore into a new or empty directory, or pass --overwrite to replace what is there"
     )]
     DestNotEmpty(PathBuf),
     #[error(transparent)]

@@ -136,8 +136,8 @@ impl Gossip {
         let m = &self.shared.metrics;
         match verdict {
             Verdict::Accept(_) => m.announcement("accepted"),
-            Verdict::Ignore(why) => {
-                m.announcement("ignored");
+            Verdict::Ignore(kind, why) => {
+                m.announcement(kind.label());
                 debug!(?via, why = %why, "ignored announcement");
             }
             Verdict::Reject(err) => {

@@ -91,9 +91,30 @@ pub enum Verdict {
     /// Valid and new: forward it and update the grid view.
     Accept(Box<Announcement>),
     /// Not forwarded, sender not penalised (replay, rate limit, clock trouble).
-    Ignore(String),
+    Ignore(Ignored, String),
     /// Not forwarded, sender penalised (forgery, garbage, impossible values).
     Reject(AnnouncementError),
+}
+
+/// Why an announcement was ignored: the metric's `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// Already seen (it arrived by another path): normal in a mesh.
+    Duplicate,
+    /// Expired or from the future: the clocks of the two nodes disagree.
+    Clock,
+    /// The node announces more often than the rate limit allows.
+    Rate,
+}
+
+impl Ignored {
+    pub fn label(self) -> &'static str {
+        match self {
+            Ignored::Duplicate => "duplicate",
+            Ignored::Clock => "clock",
+            Ignored::Rate => "rate",
+        }
+    }
 }
 
 impl Verdict {
@@ -101,7 +122,7 @@ impl Verdict {
     pub fn acceptance(&self) -> MessageAcceptance {
         match self {
             Verdict::Accept(_) => MessageAcceptance::Accept,
-            Verdict::Ignore(_) => MessageAcceptance::Ignore,
+            Verdict::Ignore(..) => MessageAcceptance::Ignore,
             Verdict::Reject(_) => MessageAcceptance::Reject,
         }
     }
@@ -142,7 +163,7 @@ impl AnnouncementGate {
     pub fn judge(&mut self, source: Option<NodeId>, data: &[u8], now_ms: u64) -> Verdict {
         let ann = match Announcement::verify(data, now_ms, &self.limits) {
             Ok(ann) => ann,
-            Err(err) if err.is_benign() => return Verdict::Ignore(err.to_string()),
+            Err(err) if err.is_benign() => return Verdict::Ignore(Ignored::Clock, err.to_string()),
             Err(err) => return Verdict::Reject(err),
         };
         if source != Some(ann.node()) {
@@ -156,16 +177,22 @@ impl AnnouncementGate {
             expires_at: 0,
         });
         if ann.issued_at <= state.last_issued_at {
-            return Verdict::Ignore(format!(
-                "replayed or out-of-order announcement (issued {} <= {})",
-                ann.issued_at, state.last_issued_at
-            ));
+            return Verdict::Ignore(
+                Ignored::Duplicate,
+                format!(
+                    "replayed or out-of-order announcement (issued {} <= {})",
+                    ann.issued_at, state.last_issued_at
+                ),
+            );
         }
         let elapsed = now_ms.saturating_sub(state.last_refill_ms) as f64;
         state.tokens = (state.tokens + elapsed * self.refill_per_ms).min(self.burst);
         state.last_refill_ms = now_ms;
         if state.tokens < 1.0 {
-            return Verdict::Ignore(format!("node {} announces too often", ann.node()));
+            return Verdict::Ignore(
+                Ignored::Rate,
+                format!("node {} announces too often", ann.node()),
+            );
         }
         state.tokens -= 1.0;
         state.last_issued_at = ann.issued_at;
@@ -230,7 +257,7 @@ mod tests {
         ));
         assert!(matches!(
             gate.judge(node, &signed(&key, NOW), NOW),
-            Verdict::Ignore(_)
+            Verdict::Ignore(..)
         ));
         assert!(matches!(
             gate.judge(node, &signed(&key, NOW + 1), NOW),
@@ -239,7 +266,7 @@ mod tests {
         // Burst of 2 used up: the third within a minute is dropped...
         assert!(matches!(
             gate.judge(node, &signed(&key, NOW + 2), NOW + 10),
-            Verdict::Ignore(_)
+            Verdict::Ignore(..)
         ));
         // ...and a minute later one more is allowed.
         assert!(matches!(

@@ -433,6 +433,9 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
                 .collect(),
         )
     };
+    // The tree changes, so the next scheduled run makes a snapshot (an
+    // unchanged tree would make none).
+    fs::write(tree.join("changed-for-the-schedule.txt"), "new\n")?;
     wait_for(
         "the scheduled run and its retention policy",
         Duration::from_secs(90),

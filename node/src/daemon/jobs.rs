@@ -390,7 +390,11 @@ impl SourceJobs {
         .await;
         lock(&self.live).remove(&job);
         let mut report = result?;
-        info!(snapshot = %report.snapshot, set = %args.name, "backup committed");
+        if report.unchanged {
+            info!(snapshot = %report.snapshot, set = %args.name, "backup: tree unchanged, no new snapshot");
+        } else {
+            info!(snapshot = %report.snapshot, set = %args.name, "backup committed");
+        }
         // Leftovers are tidied in the background: the backup is done, and the
         // next job must not wait for targets that may be gone.
         let cleanup = std::mem::take(&mut report.cleanup);
@@ -435,6 +439,14 @@ impl SourceJobs {
             .map_err(|e| CommandError::task("backup sets", e))??;
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
+        // NodeIds as their text, as everywhere else in the JSON answers.
+        value["targets"] = json!(
+            report
+                .targets
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+        );
         Ok(value)
     }
 

@@ -25,6 +25,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 pub mod netns;
+pub mod tools;
 
 /// The workspace root (parent of this crate's manifest dir).
 pub fn workspace_root() -> PathBuf {

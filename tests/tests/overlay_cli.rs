@@ -51,6 +51,39 @@ fn metrics_endpoint_serves_libp2p_and_strew_metrics() -> anyhow::Result<()> {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
     assert!(http_get(port, "/nope")?.starts_with("HTTP/1.1 404"));
+    for name in [
+        "strew_store_disk_bytes",
+        "strew_store_compactions_total",
+        "strew_group_member",
+        "strew_snapshots_degraded",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    // Prometheus's own checker accepts the exposition (it used to find 21
+    // counters without a HELP line under the name it expects).
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    let promtool = strew_tests::tools::promtool()?;
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = check.stdin.take().expect("piped stdin");
+        stdin.write_all(body.as_bytes())?;
+    }
+    let out = check.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 

@@ -209,6 +209,27 @@ fn seven_volunteers_on_seven_hosts() -> Result<()> {
         (!targets.is_empty() && !targets.contains(&ids[STOCKHOLM].as_str())).then_some(())
     })?;
 
+    // `status` shows the dead target as DOWN with its distance, never NaN;
+    // `plan` echoes distances as typed (miles stay miles).
+    let out = nodes[SOURCE].cli(&["status"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success() && !text.contains("NaN"), "{text}");
+    ensure!(text.contains("DOWN"), "the dead target is shown: {text}");
+    let out = nodes[SOURCE].cli(&[
+        "plan",
+        tree_s,
+        "--backup-distance",
+        "190mi..1250mi",
+        "--redundancy",
+        "replicas:2",
+    ])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("190mi..1250mi"),
+        "{text}"
+    );
+    ensure!(!text.contains("NaN") && !text.contains("0000000"), "{text}");
+
     // The advice after a refusal names bounds that would place the backup.
     // 1300..1600 km of Paris: Stockholm (dead, ~1540 km) and nobody else.
     let out = nodes[SOURCE].cli(&[

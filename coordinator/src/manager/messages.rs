@@ -1,0 +1,127 @@
+//! The requests and answers of the sequence manager's operations (plan,
+//! commit, dedup, list, forget): plain data, serialisable, no behaviour.
+
+use super::*;
+
+/// One packet a source wants to store: its id and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketSpec {
+    pub packet_id: PacketId,
+    pub size: u64,
+}
+
+/// One chunk of a backup: its DataId and its stripe's packets in share order
+/// (`width` entries; with replicas the same PacketId repeated).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPlan {
+    pub data_id: DataId,
+    pub packets: Vec<PacketSpec>,
+}
+
+/// (b) "Where do these chunks go?"
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanRequest {
+    pub source: NodeId,
+    pub set: String,
+    pub location: GeoPoint,
+    pub params: BackupParams,
+    pub chunks: Vec<ChunkPlan>,
+    /// Targets the source could not reach in an earlier plan of this backup:
+    /// never chosen by this one.
+    #[serde(default)]
+    pub exclude: Vec<NodeId>,
+}
+
+/// The leader's answer to a plan: what to upload where, with tickets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanDecision {
+    pub pending_id: u64,
+    /// New chunks and the target of each packet.
+    pub uploads: Vec<PlannedChunk>,
+    /// Chunks already stored: nothing to upload.
+    pub reused: Vec<DataId>,
+    /// One store ticket per target, to hand over with the packets.
+    pub tickets: Vec<StorageTicket>,
+    pub expires_at: Millis,
+}
+
+/// A plan decided but not yet applied: what [`Manager::finish_plan`] needs
+/// to answer once its `BeginBackup` command applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanDraft {
+    pub pending_id: u64,
+    pub uploads: Vec<PlannedChunk>,
+    pub reused: Vec<DataId>,
+    pub expires_at: Millis,
+}
+
+/// What deciding a commit gives.
+// The command is large (a sealed sequence); it is built once and moved.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum CommitStep {
+    /// The backup was committed before (a retry): the answer, nothing to apply.
+    Done(CommitResponse),
+    /// Apply `command`, then answer with [`Manager::finish_commit`] for `snapshot`.
+    Propose {
+        command: Command,
+        snapshot: SnapshotId,
+    },
+}
+
+/// (a) Dedup answer: which chunks are stored, and as which packets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupAnswer {
+    pub known: Vec<KnownChunk>,
+    pub unknown: Vec<DataId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownChunk {
+    pub data_id: DataId,
+    /// The stripe's PacketIds in share order (targets stay secret until a restore).
+    pub packets: Vec<PacketId>,
+}
+
+/// (c) "The upload is done."
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub pending_id: u64,
+    pub source: NodeId,
+    /// Packets whose target receipts the caller verified.
+    pub stored: Vec<StoredPacket>,
+    /// DataId of the snapshot manifest.
+    pub manifest: DataId,
+    /// DataIds of the manifest's own chunks, in order (they are also in `chunks`).
+    #[serde(default)]
+    pub manifest_chunks: Vec<DataId>,
+    /// Every chunk of the snapshot, in sequence order.
+    pub chunks: Vec<DataId>,
+    /// Plaintext bytes backed up.
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResponse {
+    pub snapshot: SnapshotId,
+    /// Delete tickets for packets that turned out redundant (someone stored the chunk first).
+    pub delete_tickets: Vec<StorageTicket>,
+}
+
+/// (e) One line of a snapshot listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    pub snapshot: SnapshotId,
+    pub set: String,
+    pub source: NodeId,
+    pub time: Millis,
+    pub bytes: u64,
+    pub chunks: usize,
+}
+
+/// (f) What forgetting freed: packets to delete, per target, with delete tickets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetResponse {
+    pub deletions: BTreeMap<NodeId, Vec<PacketId>>,
+    pub delete_tickets: Vec<StorageTicket>,
+}

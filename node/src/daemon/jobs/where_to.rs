@@ -1,0 +1,160 @@
+//! Where backups go: `strew plan` (a dry run of placement for a tree) and
+//! the placements of this node's snapshots (`strew status`, its map, the
+//! dashboard and the health metrics).
+
+use super::*;
+
+impl SourceJobs {
+    /// `strew plan`: estimates the chunks of PATH… from its size and asks the
+    /// manager where they would go, without storing or recording anything.
+    pub(super) async fn plan(
+        &self,
+        ctx: &DaemonContext,
+        args: BackupArgs,
+    ) -> Result<Value, CommandError> {
+        let params = args.params().map_err(CommandError::BadArguments)?;
+        let sizes = args.sizes().map_err(CommandError::BadArguments)?;
+        all_exist(args.paths.clone()).await?;
+        let paths = args.paths.clone();
+        let rules = args.excludes.clone();
+        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths, &rules))
+            .await
+            .unwrap_or(0);
+        let avg = u64::from(sizes.avg).max(1);
+        let stripes = total.div_ceil(avg).max(1);
+        let k = params.redundancy.data_packets() as u64;
+        let packet = (avg / k.max(1)).max(1) + 64;
+        let width = params.redundancy.width();
+        let chunks: Vec<ChunkPlan> = (0..stripes)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..8].copy_from_slice(&i.to_le_bytes());
+                id[8..16].copy_from_slice(&total.to_le_bytes());
+                let data_id = DataId(*blake3::hash(&id).as_bytes());
+                ChunkPlan {
+                    data_id,
+                    packets: (0..width)
+                        .map(|j| PacketSpec {
+                            packet_id: strew_coordinator::PacketId(
+                                *blake3::hash(&[&data_id.0[..], &[j as u8]].concat()).as_bytes(),
+                            ),
+                            size: packet,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let request = PlanRequest {
+            source: self.me.node_id,
+            set: args.name.clone(),
+            location: self.me.location,
+            params: params.clone(),
+            chunks,
+            exclude: Vec::new(),
+        };
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let answer = manager.dry_run(request).await?;
+        let mut per_target: std::collections::BTreeMap<NodeId, (u64, u64)> = Default::default();
+        for p in answer.uploads.iter().flat_map(|c| &c.packets) {
+            let e = per_target.entry(p.target).or_default();
+            e.0 += 1;
+            e.1 += p.size;
+        }
+        let targets: Vec<Value> = ctx
+            .overlay
+            .with_grid_view(|view| {
+                per_target
+                    .iter()
+                    .map(|(id, (packets, bytes))| {
+                        let loc = view.get(id).map(|p| p.location);
+                        json!({
+                            "node_id": id.to_string(),
+                            "location": loc.map(|l| json!({"lat": l.lat, "lon": l.lon})),
+                            "city": loc.and_then(|l| crate::daemon::report::city_near(l.lat, l.lon)),
+                            "distance_km": loc.map(|l| strew_coordinator::units::haversine_km(&self.me.location, &l)),
+                            "packets": packets,
+                            "bytes": bytes,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(json!({
+            "feasible": true,
+            "input_bytes": total,
+            "estimated_chunks": stripes,
+            "estimated_packets": stripes * width as u64,
+            "estimated_stored_bytes": stripes * width as u64 * packet,
+            "redundancy": params.redundancy.to_string(),
+            // As the user typed them (`300mi..1200mi`), else the defaults.
+            "backup_distance": args.backup_distance.clone().unwrap_or_else(|| params.backup_distance.to_string()),
+            "spread": args.spread.clone().unwrap_or_else(|| params.spread.to_string()),
+            "targets": targets,
+        }))
+    }
+
+    /// Where this node's packets are: per snapshot, the targets holding its
+    /// packets, with their locations (for `strew status` and its map).
+    pub(super) async fn placements(&self, ctx: &DaemonContext) -> Result<Value, CommandError> {
+        wait_for_manager(ctx).await?;
+        let manager = OverlayManager::new(ctx.overlay.clone()).with_patience(STATUS_PATIENCE);
+        let list = manager.list(None).await?;
+        let mut out = Vec::new();
+        for s in list {
+            let seq = crate::grid::open_sequence(&self.me, &manager, s.snapshot).await?;
+            let mut per_target: std::collections::BTreeMap<NodeId, (u64, u64)> = Default::default();
+            for entry in seq.stripes.iter().flat_map(|s| &s.packets) {
+                for target in &entry.targets {
+                    let e = per_target.entry(*target).or_default();
+                    e.0 += 1;
+                    e.1 += entry.size;
+                }
+            }
+            let targets: Vec<Value> = per_target
+                .iter()
+                .map(|(id, (packets, bytes))| {
+                    // A target gone from the grid view keeps the location it was last seen at.
+                    let known = ctx
+                        .overlay
+                        .with_grid_view(|v| v.get(id).map(|p| (p.location, p.online)))
+                        .flatten()
+                        .or_else(|| {
+                            let cache = ctx.peer_cache.lock().ok()?;
+                            let p = cache.get(&id.to_string())?;
+                            Some((GeoPoint::new(p.lat, p.lon).ok()?, false))
+                        });
+                    json!({
+                        "node_id": id.to_string(),
+                        "location": known.map(|(l, _)| json!({"lat": l.lat, "lon": l.lon})),
+                        "city": known.and_then(|(l, _)| crate::daemon::report::city_near(l.lat, l.lon)),
+                        "distance_km": known.map(|(l, _)| strew_coordinator::units::haversine_km(&self.me.location, &l)),
+                        "up": known.is_some_and(|(_, online)| online),
+                        "packets": packets,
+                        "bytes": bytes,
+                    })
+                })
+                .collect();
+            let set = self.sets.list().into_iter().find(|b| b.args.name == s.set);
+            let params = set.and_then(|b| b.args.params().ok());
+            let me = self.me.node_id;
+            let health = crate::grid::health(&seq, params.as_ref().map(|p| p.redundancy), |t| {
+                *t == me
+                    || ctx
+                        .overlay
+                        .with_grid_view(|v| v.get(t).is_some_and(|p| p.online))
+                        .unwrap_or(false)
+            });
+            out.push(json!({
+                "snapshot": s.snapshot.to_string(),
+                "health": health,
+                "backup_distance_km": params.as_ref().map(|p| json!({"min": p.backup_distance.min_km, "max": p.backup_distance.max_km})),
+                "spread_min_km": params.as_ref().and_then(|p| p.spread.min_km),
+                "name": s.set,
+                "time": s.time,
+                "bytes": s.bytes,
+                "targets": targets,
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+}

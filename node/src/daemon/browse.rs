@@ -64,6 +64,15 @@ struct Read {
 }
 
 impl SourceJobs {
+    /// The manifest of `snapshot` (cached, or read from its manifest stripes).
+    pub(super) async fn manifest_of(
+        &self,
+        ctx: &DaemonContext,
+        snapshot: SnapshotId,
+    ) -> Result<Manifest, CommandError> {
+        Ok(self.manifest(ctx, snapshot).await?.manifest)
+    }
+
     /// The manifest of `snapshot`, from the cache or its manifest stripes.
     async fn manifest(
         &self,

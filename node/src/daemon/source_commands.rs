@@ -371,8 +371,15 @@ pub async fn plan(data_dir: &Path, flags: &BackupFlags) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{} of input → about {} chunks, {} packets, {} stored ({})",
+        "{} of input{} → about {} chunks, {} packets, {} stored ({})",
         format_size(num(&v, "input_bytes")),
+        match num(&v, "unchanged_bytes") {
+            0 => String::new(),
+            n => format!(
+                " ({} unchanged since the set's last snapshot, not sent again)",
+                format_size(n)
+            ),
+        },
         num(&v, "estimated_chunks"),
         num(&v, "estimated_packets"),
         format_size(num(&v, "estimated_stored_bytes")),

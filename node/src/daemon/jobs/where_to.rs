@@ -15,13 +15,33 @@ impl SourceJobs {
         let params = args.params().map_err(CommandError::BadArguments)?;
         let sizes = args.sizes().map_err(CommandError::BadArguments)?;
         all_exist(args.paths.clone()).await?;
+        // Files the set's last snapshot holds unchanged (same path, size and
+        // mtime) are stored already: only the rest counts (as restic's parent
+        // snapshot). The manifest comes from the cache or its own stripes.
+        let parent_id = self
+            .sets
+            .list()
+            .into_iter()
+            .find(|s| s.args.name == args.name)
+            .and_then(|s| s.last_snapshot?.parse::<SnapshotId>().ok());
+        let parent = match parent_id {
+            Some(snapshot) => self.manifest_of(ctx, snapshot).await.ok(),
+            None => None,
+        };
+        let known = parent.as_ref().map(unchanged_index).unwrap_or_default();
         let paths = args.paths.clone();
         let rules = args.excludes.clone();
-        let total = tokio::task::spawn_blocking(move || tree_bytes(&paths, &rules))
-            .await
-            .unwrap_or(0);
+        let (total, unchanged) = tokio::task::spawn_blocking(move || {
+            (
+                tree_bytes(&paths, &rules),
+                unchanged_bytes(&paths, &rules, &known),
+            )
+        })
+        .await
+        .unwrap_or((0, 0));
+        let new_bytes = total.saturating_sub(unchanged);
         let avg = u64::from(sizes.avg).max(1);
-        let stripes = total.div_ceil(avg).max(1);
+        let stripes = new_bytes.div_ceil(avg).max(1);
         let k = params.redundancy.data_packets() as u64;
         let packet = (avg / k.max(1)).max(1) + 64;
         let width = params.redundancy.width();
@@ -82,6 +102,8 @@ impl SourceJobs {
         Ok(json!({
             "feasible": true,
             "input_bytes": total,
+            "unchanged_bytes": unchanged,
+            "parent_snapshot": parent.as_ref().and(parent_id).map(|id| id.to_string()),
             "estimated_chunks": stripes,
             "estimated_packets": stripes * width as u64,
             "estimated_stored_bytes": stripes * width as u64 * packet,
@@ -157,4 +179,83 @@ impl SourceJobs {
         }
         Ok(Value::Array(out))
     }
+}
+
+/// Path (as the manifest names it: the root's name, then the relative path)
+/// → (size, mtime seconds, mtime nanoseconds) of every file in `manifest`.
+fn unchanged_index(
+    manifest: &crate::pipeline::manifest::Manifest,
+) -> std::collections::HashMap<Vec<u8>, (u64, i64, u32)> {
+    use crate::pipeline::manifest::EntryKind;
+    manifest
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::File { size, .. } => Some((e.path.to_vec(), (*size, e.mtime_s, e.mtime_ns))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Bytes of the files under `paths` that `known` holds with the same size
+/// and mtime (excluded files left out, as the backup would).
+fn unchanged_bytes(
+    paths: &[PathBuf],
+    rules: &ExcludeRules,
+    known: &std::collections::HashMap<Vec<u8>, (u64, i64, u32)>,
+) -> u64 {
+    use crate::pipeline::exclude::Excluder;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    if known.is_empty() {
+        return 0;
+    }
+    fn walk(
+        path: &Path,
+        name: Vec<u8>,
+        ex: &mut Excluder,
+        known: &std::collections::HashMap<Vec<u8>, (u64, i64, u32)>,
+    ) -> u64 {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return 0;
+        };
+        if ex.excluded(path, &meta).is_some() {
+            return 0;
+        }
+        if meta.is_file() {
+            let same = known.get(&name).is_some_and(|(size, s, ns)| {
+                *size == meta.len() && *s == meta.mtime() && i64::from(*ns) == meta.mtime_nsec()
+            });
+            return if same { meta.len() } else { 0 };
+        }
+        if !meta.is_dir() {
+            return 0;
+        }
+        ex.enter_dir(path);
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| {
+                let mut child = name.clone();
+                child.push(b'/');
+                child.extend_from_slice(e.file_name().as_bytes());
+                walk(&e.path(), child, ex, known)
+            })
+            .sum()
+    }
+    let mut ex = Excluder::new(rules).unwrap_or_default();
+    let mut total = 0;
+    for root in paths {
+        if let Ok(meta) = std::fs::symlink_metadata(root) {
+            ex.enter_root(root, &meta);
+            let name = root
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_default();
+            total += walk(root, name, &mut ex, known);
+        }
+    }
+    total
 }

@@ -11,6 +11,7 @@
 pub mod announcement;
 pub mod bandwidth;
 pub mod behaviour;
+pub mod budget;
 pub mod cbor;
 pub mod config;
 mod discovery;

@@ -98,7 +98,7 @@ pub fn start(
     let managers: TrustedManagers = Arc::new(RwLock::new(BTreeSet::new()));
     let shared = Arc::new(Shared {
         node_id,
-        grid: RwLock::new(GridBook::default()),
+        grid: RwLock::new(GridBook::with_max_nodes(config.max_grid_nodes)),
         listen_addrs: RwLock::new(Vec::new()),
         connected: AtomicUsize::new(0),
         managers: managers.clone(),

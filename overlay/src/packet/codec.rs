@@ -12,6 +12,7 @@ use libp2p::StreamProtocol;
 use libp2p::request_response;
 
 use crate::bandwidth::BandwidthLimiter;
+use crate::budget::InboundBudget;
 use crate::packet::wire::{
     self, MAX_HEADER_BYTES, MAX_PACKET_BYTES, PacketRequest, PacketResponse,
 };
@@ -19,26 +20,33 @@ use crate::packet::wire::{
 /// Bodies move in slices of this size (one bandwidth-limiter grant each).
 pub const SLICE_BYTES: usize = 64 * 1024;
 
-/// The codec; cheap to clone (the limiter is shared).
+/// The codec; cheap to clone (the limiter and the budget are shared).
 #[derive(Clone, Debug)]
 pub struct PacketCodec {
     max_body: usize,
     limiter: BandwidthLimiter,
+    budget: InboundBudget,
 }
 
 impl PacketCodec {
-    /// `max_body` is clamped to [`MAX_PACKET_BYTES`].
-    pub fn new(max_body: usize, limiter: BandwidthLimiter) -> Self {
+    /// `max_body` is clamped to [`MAX_PACKET_BYTES`]; every header and body
+    /// read is reserved in `budget` first.
+    pub fn new(max_body: usize, limiter: BandwidthLimiter, budget: InboundBudget) -> Self {
         PacketCodec {
             max_body: max_body.min(MAX_PACKET_BYTES),
             limiter,
+            budget,
         }
     }
 }
 
 impl Default for PacketCodec {
     fn default() -> Self {
-        PacketCodec::new(MAX_PACKET_BYTES, BandwidthLimiter::unlimited())
+        PacketCodec::new(
+            MAX_PACKET_BYTES,
+            BandwidthLimiter::unlimited(),
+            InboundBudget::unlimited(),
+        )
     }
 }
 
@@ -46,19 +54,24 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Reads one frame's header bytes and returns them.
-async fn read_header<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_HEADER_BYTES {
-        return Err(invalid(format!(
-            "frame header of {len} bytes exceeds the limit of {MAX_HEADER_BYTES}"
-        )));
-    }
-    let mut header = vec![0u8; len];
-    io.read_exact(&mut header).await?;
-    Ok(header)
+/// A frame header's CBOR; one that does not encode is an error, never sent empty.
+fn encode_header<H: serde::Serialize>(header: &H) -> io::Result<Vec<u8>> {
+    crate::cbor::encode(header).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// Reads one frame's header bytes (reserved in the budget while read) and
+/// returns them.
+async fn read_header<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    budget: &InboundBudget,
+) -> io::Result<Vec<u8>> {
+    Ok(crate::cbor::read_framed(io, MAX_HEADER_BYTES, budget)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => invalid(format!("frame header: {e}")),
+            _ => e,
+        })?
+        .bytes)
 }
 
 impl PacketCodec {
@@ -77,6 +90,9 @@ impl PacketCodec {
         io: &mut T,
         len: usize,
     ) -> io::Result<Vec<u8>> {
+        // Reserved before anything is allocated or read; given back once the
+        // body is in the request (the service's in-flight limit bounds it then).
+        let _reserved = self.budget.reserve(len)?;
         let mut body = vec![0u8; len];
         for slice in body.chunks_mut(SLICE_BYTES) {
             self.limiter.acquire(slice.len()).await;
@@ -118,7 +134,7 @@ impl request_response::Codec for PacketCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let header = read_header(io).await?;
+        let header = read_header(io, &self.budget).await?;
         let header = wire::decode_request_header(&header).map_err(|e| invalid(e.to_string()))?;
         let len = self.check_body(header.body_len())?;
         let body = self.read_body(io, len).await?;
@@ -133,7 +149,7 @@ impl request_response::Codec for PacketCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let header = read_header(io).await?;
+        let header = read_header(io, &self.budget).await?;
         let header = wire::decode_response_header(&header).map_err(|e| invalid(e.to_string()))?;
         let len = self.check_body(header.body_len())?;
         let body = self.read_body(io, len).await?;
@@ -150,8 +166,7 @@ impl request_response::Codec for PacketCodec {
         T: AsyncWrite + Unpin + Send,
     {
         let (header, body) = wire::split_request(req);
-        self.write_frame(io, &crate::cbor::encode(&header), &body)
-            .await
+        self.write_frame(io, &encode_header(&header)?, &body).await
     }
 
     async fn write_response<T>(
@@ -164,8 +179,7 @@ impl request_response::Codec for PacketCodec {
         T: AsyncWrite + Unpin + Send,
     {
         let (header, body) = wire::split_response(res);
-        self.write_frame(io, &crate::cbor::encode(&header), &body)
-            .await
+        self.write_frame(io, &encode_header(&header)?, &body).await
     }
 }
 
@@ -276,7 +290,8 @@ mod tests {
             packet_id: PacketId::of(b"x"),
             size: MAX_PACKET_BYTES as u64 + 1,
             ticket: vec![],
-        });
+        })
+        .unwrap();
         let mut frame = (header.len() as u32).to_be_bytes().to_vec();
         frame.extend(header);
         let err = decode_request_frame(&frame).unwrap_err();
@@ -288,7 +303,11 @@ mod tests {
 
     #[test]
     fn writer_refuses_oversize_bodies() {
-        let mut codec = PacketCodec::new(1024, BandwidthLimiter::unlimited());
+        let mut codec = PacketCodec::new(
+            1024,
+            BandwidthLimiter::unlimited(),
+            InboundBudget::unlimited(),
+        );
         let proto = StreamProtocol::new(wire::PACKET_PROTOCOL);
         let mut out = futures::io::Cursor::new(Vec::new());
         let req = PacketRequest::Put {

@@ -14,6 +14,7 @@ use crate::config::OverlayConfig;
 use crate::error::OverlayError;
 use crate::gossip;
 use crate::manager::{MANAGER_PROTOCOL, ManagerCodec};
+use crate::packet::codec::PutGate;
 use crate::packet::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketCodec};
 use crate::raft::driver::RAFT_TIMEOUT;
 use crate::raft::{RAFT_PROTOCOL, RaftCodec};
@@ -61,6 +62,7 @@ impl Behaviour {
         key: &Keypair,
         config: &OverlayConfig,
         limiter: BandwidthLimiter,
+        gate: PutGate,
     ) -> Result<Self, OverlayError> {
         let peer_id = key.public().to_peer_id();
         let budget = InboundBudget::new(config.inbound_budget);
@@ -107,7 +109,7 @@ impl Behaviour {
             .map_err(|e| OverlayError::Config(format!("gossipsub subscribe: {e}")))?;
 
         let packets = request_response::Behaviour::with_codec(
-            PacketCodec::new(MAX_PACKET_BYTES, limiter, budget.clone()),
+            PacketCodec::new(MAX_PACKET_BYTES, limiter, budget.clone()).with_put_gate(gate),
             [(
                 StreamProtocol::new(PACKET_PROTOCOL),
                 request_response::ProtocolSupport::Full,

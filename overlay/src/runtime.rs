@@ -39,6 +39,7 @@ use crate::handle::{Command, Shared};
 use crate::manager::driver::Manager;
 use crate::metrics::OverlayMetrics;
 use crate::outbound::PeerSlots;
+use crate::packet::codec::PutGate;
 use crate::packet::driver::{Limits, Packets};
 use crate::packet::{PacketService, PacketStorage, TrustedManagers};
 use crate::peer;
@@ -72,18 +73,20 @@ pub fn start(
     let node_id = peer::node_id_of_key(&key.public())
         .ok_or_else(|| OverlayError::Config("the node identity must be an Ed25519 key".into()))?;
     let limiter = BandwidthLimiter::new(config.bandwidth);
+    let managers: TrustedManagers = Arc::new(RwLock::new(BTreeSet::new()));
+    let gate = PutGate::new(node_id, managers.clone());
 
     let (metrics, p2p_metrics, mut swarm) = match registry {
         Some(registry) => {
             let metrics = OverlayMetrics::register(registry);
-            let swarm = build_swarm(&key, &config, limiter, Some(&mut *registry))?;
+            let swarm = build_swarm(&key, &config, limiter, gate, Some(&mut *registry))?;
             let p2p = libp2p::metrics::Metrics::new(registry);
             (metrics, Some(p2p), swarm)
         }
         None => (
             OverlayMetrics::default(),
             None,
-            build_swarm(&key, &config, limiter, None)?,
+            build_swarm(&key, &config, limiter, gate, None)?,
         ),
     };
     for addr in &config.listen {
@@ -95,7 +98,6 @@ pub fn start(
             })?;
     }
 
-    let managers: TrustedManagers = Arc::new(RwLock::new(BTreeSet::new()));
     let shared = Arc::new(Shared {
         node_id,
         grid: RwLock::new(GridBook::with_max_nodes(config.max_grid_nodes)),
@@ -153,6 +155,7 @@ fn build_swarm(
     key: &Keypair,
     config: &OverlayConfig,
     limiter: BandwidthLimiter,
+    gate: PutGate,
     registry: Option<&mut Registry>,
 ) -> Result<Swarm<Behaviour>, OverlayError> {
     let transport_err = |e: &dyn std::fmt::Display| OverlayError::Transport(e.to_string().into());
@@ -169,12 +172,12 @@ fn build_swarm(
     let swarm = match registry {
         Some(registry) => builder
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key| Behaviour::new(key, config, limiter).map_err(Box::from))
+            .with_behaviour(|key| Behaviour::new(key, config, limiter, gate).map_err(Box::from))
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
         None => builder
-            .with_behaviour(|key| Behaviour::new(key, config, limiter).map_err(Box::from))
+            .with_behaviour(|key| Behaviour::new(key, config, limiter, gate).map_err(Box::from))
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),

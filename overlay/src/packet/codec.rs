@@ -2,8 +2,11 @@
 //! bandwidth limit on bodies.
 //!
 //! Owns reading and writing frames (`u32 BE header length | CBOR header | body`)
-//! with hard limits checked before any allocation, and pacing bodies through the
-//! shared [`BandwidthLimiter`]. It must not interpret requests (the service does).
+//! with hard limits checked before any allocation, pacing bodies through the
+//! shared [`BandwidthLimiter`], and the [`PutGate`]: a put whose ticket does
+//! not hold is drained unbuffered (its body never held in memory) and handed
+//! on without its body, so the service answers its typed refusal. Beyond
+//! that gate it must not interpret requests (the service does).
 
 use std::io;
 
@@ -11,8 +14,12 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 
+use strew_coordinator::{NodeId, PacketId, TicketKind};
+
 use crate::bandwidth::BandwidthLimiter;
 use crate::budget::InboundBudget;
+use crate::packet::service::TrustedManagers;
+use crate::packet::ticket;
 use crate::packet::wire::{
     self, MAX_HEADER_BYTES, MAX_PACKET_BYTES, PacketRequest, PacketResponse,
 };
@@ -20,12 +27,45 @@ use crate::packet::wire::{
 /// Bodies move in slices of this size (one bandwidth-limiter grant each).
 pub const SLICE_BYTES: usize = 64 * 1024;
 
-/// The codec; cheap to clone (the limiter and the budget are shared).
+/// Decides from a put's header alone whether its body is worth reading: the
+/// ticket must be a store ticket from a trusted manager naming the packet for
+/// this node, unexpired.
+#[derive(Clone, Debug)]
+pub struct PutGate {
+    me: NodeId,
+    managers: TrustedManagers,
+}
+
+impl PutGate {
+    pub fn new(me: NodeId, managers: TrustedManagers) -> Self {
+        PutGate { me, managers }
+    }
+
+    /// Whether `ticket` authorises storing `packet_id` here at `now_ms`.
+    pub fn admits(&self, packet_id: &PacketId, ticket: &[u8], now_ms: u64) -> bool {
+        if ticket.is_empty() {
+            return false;
+        }
+        let managers = self.managers.read().map(|m| m.clone()).unwrap_or_default();
+        ticket::check(
+            ticket,
+            TicketKind::Store,
+            &managers,
+            &self.me,
+            now_ms,
+            packet_id,
+        )
+        .is_ok()
+    }
+}
+
+/// The codec; cheap to clone (the limiter, the budget and the gate are shared).
 #[derive(Clone, Debug)]
 pub struct PacketCodec {
     max_body: usize,
     limiter: BandwidthLimiter,
     budget: InboundBudget,
+    gate: Option<PutGate>,
 }
 
 impl PacketCodec {
@@ -36,7 +76,14 @@ impl PacketCodec {
             max_body: max_body.min(MAX_PACKET_BYTES),
             limiter,
             budget,
+            gate: None,
         }
+    }
+
+    /// Reads put bodies only when `gate` admits their ticket.
+    pub fn with_put_gate(mut self, gate: PutGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 }
 
@@ -101,6 +148,20 @@ impl PacketCodec {
         Ok(body)
     }
 
+    /// Reads and discards `len` body bytes in slices (nothing held): a put
+    /// refused on its header still leaves the stream in step for the answer.
+    async fn drain<T: AsyncRead + Unpin + Send>(&self, io: &mut T, len: usize) -> io::Result<()> {
+        let mut scratch = vec![0u8; SLICE_BYTES.min(len)];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(scratch.len());
+            self.limiter.acquire(n).await;
+            io.read_exact(&mut scratch[..n]).await?;
+            left -= n;
+        }
+        Ok(())
+    }
+
     async fn write_frame<T: AsyncWrite + Unpin + Send>(
         &self,
         io: &mut T,
@@ -137,6 +198,16 @@ impl request_response::Codec for PacketCodec {
         let header = read_header(io, &self.budget).await?;
         let header = wire::decode_request_header(&header).map_err(|e| invalid(e.to_string()))?;
         let len = self.check_body(header.body_len())?;
+        if let wire::RequestHeader::Put {
+            packet_id, ticket, ..
+        } = &header
+            && let Some(gate) = &self.gate
+            && !gate.admits(packet_id, ticket, crate::runtime::now_ms())
+        {
+            // The service checks the ticket again and answers its refusal.
+            self.drain(io, len).await?;
+            return Ok(wire::join_request(header, Vec::new()));
+        }
         let body = self.read_body(io, len).await?;
         Ok(wire::join_request(header, body))
     }
@@ -299,6 +370,47 @@ mod tests {
         // Random junk.
         assert!(decode_request_frame(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).is_err());
         assert!(decode_response_frame(&[0, 0, 0, 1, 0x00]).is_err());
+    }
+
+    #[test]
+    fn a_put_whose_ticket_does_not_hold_is_drained_unread() {
+        let budget = InboundBudget::new(64 * 1024);
+        let managers: TrustedManagers = Default::default();
+        let me = crate::peer::node_id_of_key(&Keypair::generate_ed25519().public()).unwrap();
+        let mut codec = PacketCodec::new(
+            MAX_PACKET_BYTES,
+            BandwidthLimiter::unlimited(),
+            budget.clone(),
+        )
+        .with_put_gate(PutGate::new(me, managers));
+        let proto = StreamProtocol::new(wire::PACKET_PROTOCOL);
+        // A 1 MiB body: more than the whole budget, yet the request is read.
+        let bytes = vec![7u8; 1 << 20];
+        let packet_id = PacketId::of(&bytes);
+        let mut frame = encode_request(PacketRequest::Put {
+            packet_id,
+            ticket: vec![1, 2, 3],
+            bytes,
+        });
+        frame.extend_from_slice(b"next");
+        let mut cursor = futures::io::Cursor::new(frame);
+        let got = futures::executor::block_on(codec.read_request(&proto, &mut cursor)).unwrap();
+        assert_eq!(
+            got,
+            PacketRequest::Put {
+                packet_id,
+                ticket: vec![1, 2, 3],
+                bytes: Vec::new(),
+            }
+        );
+        let at = cursor.position() as usize;
+        assert_eq!(&cursor.into_inner()[at..], b"next", "the body was consumed");
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn the_manager_plans_no_packet_this_protocol_would_refuse() {
+        assert_eq!(MAX_PACKET_BYTES as u64, strew_coordinator::MAX_PACKET_BYTES);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 pub(crate) mod driver;
 
+pub use driver::MAX_SYNC_PAGES;
+
 use std::io;
 
 use futures::{AsyncRead, AsyncWrite};

@@ -56,11 +56,11 @@ fn voters(g: &Value) -> usize {
 /// claimants the one with the highest term leads.
 fn leader(coordinators: &mut [Node]) -> Option<usize> {
     let mut best: Option<(u64, usize)> = None;
-    for i in 0..coordinators.len() {
-        if !coordinators[i].is_running() {
+    for (i, node) in coordinators.iter_mut().enumerate() {
+        if !node.is_running() {
             continue;
         }
-        if let Some(g) = group(&coordinators[i])
+        if let Some(g) = group(node)
             && g["state"] == "Leader"
         {
             let term = g["term"].as_u64().unwrap_or(0);

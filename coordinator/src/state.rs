@@ -27,6 +27,11 @@ use crate::units::{Millis, format_size};
 /// erasure headroom). Larger ones could never be uploaded, only reserve room.
 pub const MAX_PACKET_BYTES: u64 = 5 * 1024 * 1024;
 
+/// Backups one source may have planned and not yet committed: each reserves
+/// room on its targets until it commits, is abandoned or expires, so a
+/// source cannot hold the grid's capacity with plans it never uploads.
+pub const MAX_PENDING_PER_SOURCE: usize = 8;
+
 /// One state change, as replicated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -365,6 +370,18 @@ impl ManagerState {
             .clients
             .get(&pending.source)
             .ok_or(ApplyError::UnknownNode(pending.source))?;
+        let planned = self
+            .pending
+            .values()
+            .filter(|p| p.source == pending.source)
+            .count();
+        if planned >= MAX_PENDING_PER_SOURCE {
+            return Err(ApplyError::Quota(QuotaError::TooManyPending {
+                node: pending.source,
+                pending: planned,
+                limit: MAX_PENDING_PER_SOURCE,
+            }));
+        }
         check_source_quota(
             pending.source,
             &source.subscription,

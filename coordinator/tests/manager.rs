@@ -400,6 +400,42 @@ fn plans_naming_packets_over_the_protocol_maximum_are_refused() {
 }
 
 #[test]
+fn a_source_holds_a_bounded_number_of_uncommitted_plans() {
+    let (targets, paris, _) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris]);
+    let limit = strew_coordinator::MAX_PENDING_PER_SOURCE;
+    for i in 0..limit {
+        plan(
+            &mut m,
+            &paris,
+            &format!("set-{i}"),
+            &[&format!("c{i}")],
+            10 + i as u64,
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(4);
+    let err = m
+        .plan_backup(
+            PlanRequest {
+                source: paris.id,
+                set: "one-more".into(),
+                location: paris.profile.location,
+                params: params(),
+                chunks: vec![chunk("more")],
+                exclude: Vec::new(),
+            },
+            100,
+            &mut rng,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("planned and not committed"),
+        "{err}"
+    );
+}
+
+#[test]
 fn targets_never_get_more_than_they_donate() {
     let (_, paris, _) = grid();
     // Three tiny targets, each with room for exactly two packets.

@@ -25,6 +25,7 @@ pub mod outbound;
 pub mod packet;
 pub mod peer;
 pub mod raft;
+pub mod room;
 pub mod runtime;
 pub mod space;
 pub mod sync;

@@ -44,6 +44,7 @@ use crate::packet::driver::{Limits, Packets};
 use crate::packet::{PacketService, PacketStorage, TrustedManagers};
 use crate::peer;
 use crate::raft::driver::Raft;
+use crate::room::Room;
 use crate::space::{SpaceWatch, watch_space};
 use crate::sync::driver::GridSync;
 
@@ -137,6 +138,7 @@ pub fn start(
         packets: Packets::new(service, metrics, limits),
         manager: Manager::new(shared.clone(), config.request_timeout),
         raft: Raft::new(shared.clone()),
+        room: Room::default(),
         sync: GridSync::new(shared.clone()),
         gossip: Gossip::new(shared.clone(), key, config),
     };
@@ -197,6 +199,7 @@ struct EventLoop {
     packets: Packets,
     manager: Manager,
     raft: Raft,
+    room: Room,
 }
 
 impl EventLoop {
@@ -315,10 +318,15 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
             } => {
+                if endpoint.is_listener() {
+                    self.room.on_inbound(connection_id, peer_id);
+                    self.make_room();
+                }
                 if num_established.get() == 1 {
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
@@ -329,11 +337,16 @@ impl EventLoop {
                 self.gossip.on_connected();
             }
             SwarmEvent::ConnectionClosed {
-                num_established: 0, ..
+                connection_id,
+                num_established,
+                ..
             } => {
-                let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
-                if before <= 1 {
-                    self.sync.on_isolated();
+                self.room.on_closed(connection_id);
+                if num_established == 0 {
+                    let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
+                    if before <= 1 {
+                        self.sync.on_isolated();
+                    }
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -351,6 +364,39 @@ impl EventLoop {
             }
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             _ => {}
+        }
+    }
+
+    /// Near the inbound limit, closes the oldest inbound connections of
+    /// peers this node does not know (not in the grid view, not a trusted
+    /// manager), keeping slots free for newcomers.
+    fn make_room(&mut self) {
+        let limit = crate::behaviour::MAX_ESTABLISHED_INCOMING as usize;
+        if self.room.len() + crate::room::NEWCOMER_SLOTS < limit {
+            return;
+        }
+        let managers = self
+            .shared
+            .managers
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let evict = match self.shared.grid.read() {
+            Ok(grid) => self.room.to_evict(limit, |peer| {
+                peer::node_id_of(peer).is_some_and(|node| {
+                    managers.contains(&node) || grid.announcement(&node).is_some()
+                })
+            }),
+            Err(_) => Vec::new(),
+        };
+        if !evict.is_empty() {
+            debug!(
+                closing = evict.len(),
+                "inbound connections near the limit: closing the oldest of unknown peers"
+            );
+        }
+        for connection in evict {
+            self.swarm.close_connection(connection);
         }
     }
 

@@ -42,7 +42,9 @@ pub use seal::{
     GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe,
     open_as_recipient, open_at_rest, seal_at_rest, seal_to_recipient,
 };
-pub use state::{Applied, ApplyError, Command, ManagerState, Touched};
+pub use state::{
+    Applied, ApplyError, Command, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE, ManagerState, Touched,
+};
 pub use ticket::{StorageTicket, TicketEntry, TicketError, TicketKind};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,

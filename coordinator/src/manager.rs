@@ -459,10 +459,16 @@ impl Manager {
                 reused.push(chunk.data_id);
                 continue;
             }
-            if chunk.packets.len() != width || chunk.packets.iter().any(|p| p.size == 0) {
+            if chunk.packets.len() != width
+                || chunk
+                    .packets
+                    .iter()
+                    .any(|p| p.size == 0 || p.size > crate::state::MAX_PACKET_BYTES)
+            {
                 return Err(ManagerError::Invalid(format!(
-                    "chunk {} must have {width} non-empty packets for {redundancy}",
-                    chunk.data_id
+                    "chunk {} must have {width} packets of 1 to {} bytes for {redundancy}",
+                    chunk.data_id,
+                    crate::state::MAX_PACKET_BYTES
                 )));
             }
             new_chunks.push(chunk);

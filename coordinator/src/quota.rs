@@ -100,6 +100,14 @@ pub enum QuotaError {
     },
     #[error("{node}'s subscription expired at {expires_at} ms")]
     Expired { node: NodeId, expires_at: Millis },
+    #[error(
+        "{node} has {pending} backups planned and not committed (at most {limit}): commit or abandon one first"
+    )]
+    TooManyPending {
+        node: NodeId,
+        pending: usize,
+        limit: usize,
+    },
     #[error("this grid is closed: {0} needs a join token signed by the sequence manager")]
     TokenRequired(NodeId),
     #[error("join token rejected: {0}")]

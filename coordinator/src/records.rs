@@ -115,7 +115,9 @@ pub struct ChunkRecord {
 
 impl ChunkRecord {
     pub fn stored_bytes(&self) -> u64 {
-        self.packets.iter().map(|p| p.size).sum()
+        self.packets
+            .iter()
+            .fold(0u64, |sum, p| sum.saturating_add(p.size))
     }
 }
 
@@ -172,12 +174,14 @@ pub struct PendingBackup {
 }
 
 impl PendingBackup {
-    /// Bytes each target must reserve.
+    /// Bytes each target must reserve (sums saturate: a plan that large is
+    /// refused by every target's free space anyway).
     pub fn reservations(&self) -> BTreeMap<NodeId, u64> {
-        let mut out = BTreeMap::new();
+        let mut out: BTreeMap<NodeId, u64> = BTreeMap::new();
         for chunk in &self.new_chunks {
             for p in &chunk.packets {
-                *out.entry(p.target).or_insert(0) += p.size;
+                let sum = out.entry(p.target).or_insert(0);
+                *sum = sum.saturating_add(p.size);
             }
         }
         out
@@ -187,8 +191,7 @@ impl PendingBackup {
         self.new_chunks
             .iter()
             .flat_map(|c| &c.packets)
-            .map(|p| p.size)
-            .sum()
+            .fold(0u64, |sum, p| sum.saturating_add(p.size))
     }
 }
 

@@ -22,6 +22,16 @@ use crate::records::{
 };
 use crate::units::{Millis, format_size};
 
+/// Largest packet a plan may name: the packet protocol's maximum body
+/// (the pipeline's 4 MiB chunk maximum plus compression, encryption and
+/// erasure headroom). Larger ones could never be uploaded, only reserve room.
+pub const MAX_PACKET_BYTES: u64 = 5 * 1024 * 1024;
+
+/// Backups one source may have planned and not yet committed: each reserves
+/// room on its targets until it commits, is abandoned or expires, so a
+/// source cannot hold the grid's capacity with plans it never uploads.
+pub const MAX_PENDING_PER_SOURCE: usize = 8;
+
 /// One state change, as replicated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -206,8 +216,7 @@ impl ManagerState {
             .pending
             .values()
             .filter(|p| &p.source == source)
-            .map(|p| p.stored_bytes())
-            .sum();
+            .fold(0u64, |sum, p| sum.saturating_add(p.stored_bytes()));
         charged.saturating_add(pending)
     }
 
@@ -361,6 +370,18 @@ impl ManagerState {
             .clients
             .get(&pending.source)
             .ok_or(ApplyError::UnknownNode(pending.source))?;
+        let planned = self
+            .pending
+            .values()
+            .filter(|p| p.source == pending.source)
+            .count();
+        if planned >= MAX_PENDING_PER_SOURCE {
+            return Err(ApplyError::Quota(QuotaError::TooManyPending {
+                node: pending.source,
+                pending: planned,
+                limit: MAX_PENDING_PER_SOURCE,
+            }));
+        }
         check_source_quota(
             pending.source,
             &source.subscription,
@@ -376,6 +397,16 @@ impl ManagerState {
         }
         let width = pending.params.redundancy.width();
         for chunk in &pending.new_chunks {
+            if let Some(p) = chunk
+                .packets
+                .iter()
+                .find(|p| p.size == 0 || p.size > MAX_PACKET_BYTES)
+            {
+                return Err(ApplyError::Invalid(format!(
+                    "packet {} of chunk {} has {} bytes (a packet has 1 to {MAX_PACKET_BYTES})",
+                    p.packet_id, chunk.data_id, p.size
+                )));
+            }
             let distinct: BTreeSet<NodeId> = chunk.packets.iter().map(|p| p.target).collect();
             if chunk.packets.len() != width || distinct.len() != width {
                 return Err(ApplyError::Invalid(format!(
@@ -402,7 +433,9 @@ impl ManagerState {
             }
         }
         for (target, extra) in reservations {
-            self.targets.entry(target).or_default().reserved += extra;
+            let record = self.targets.entry(target).or_default();
+            // target_free above bounds reserved + extra by the donation.
+            record.reserved = record.reserved.saturating_add(extra);
             touched.targets.insert(target);
         }
         self.next_pending = pending.id + 1;
@@ -501,7 +534,7 @@ impl ManagerState {
             }
         }
         if let Some(client) = self.clients.get_mut(&snapshot.source) {
-            client.source_stored_bytes += charged;
+            client.source_stored_bytes = client.source_stored_bytes.saturating_add(charged);
             touched.clients.insert(snapshot.source);
         }
         let key = profile_key(&snapshot.source, &snapshot.set);
@@ -625,7 +658,7 @@ impl ManagerState {
                 }
             }
             let bytes = chunk.stored_bytes();
-            freed += bytes;
+            freed = freed.saturating_add(bytes);
             if let Some(owner) = self.clients.get_mut(&chunk.owner) {
                 owner.source_stored_bytes = owner.source_stored_bytes.saturating_sub(bytes);
                 touched.clients.insert(chunk.owner);

@@ -373,6 +373,69 @@ fn quotas_refuse_backups_larger_than_the_subscription() {
 }
 
 #[test]
+fn plans_naming_packets_over_the_protocol_maximum_are_refused() {
+    let (targets, paris, _) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris]);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut huge = chunk("huge");
+    huge.packets[1].size = strew_coordinator::MAX_PACKET_BYTES + 1;
+    let err = m
+        .plan_backup(
+            PlanRequest {
+                source: paris.id,
+                set: "a".into(),
+                location: paris.profile.location,
+                params: params(),
+                chunks: vec![huge],
+                exclude: Vec::new(),
+            },
+            10,
+            &mut rng,
+        )
+        .unwrap_err();
+    assert!(matches!(err, ManagerError::Invalid(_)), "{err}");
+    // Nothing was reserved: an honest plan still fits.
+    assert_eq!(plan(&mut m, &paris, "a", &["one"], 11).uploads.len(), 1);
+}
+
+#[test]
+fn a_source_holds_a_bounded_number_of_uncommitted_plans() {
+    let (targets, paris, _) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris]);
+    let limit = strew_coordinator::MAX_PENDING_PER_SOURCE;
+    for i in 0..limit {
+        plan(
+            &mut m,
+            &paris,
+            &format!("set-{i}"),
+            &[&format!("c{i}")],
+            10 + i as u64,
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(4);
+    let err = m
+        .plan_backup(
+            PlanRequest {
+                source: paris.id,
+                set: "one-more".into(),
+                location: paris.profile.location,
+                params: params(),
+                chunks: vec![chunk("more")],
+                exclude: Vec::new(),
+            },
+            100,
+            &mut rng,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("planned and not committed"),
+        "{err}"
+    );
+}
+
+#[test]
 fn targets_never_get_more_than_they_donate() {
     let (_, paris, _) = grid();
     // Three tiny targets, each with room for exactly two packets.

@@ -67,6 +67,10 @@ pub struct FileConfig {
     pub announce_interval: Option<String>,
     pub peer_ttl: Option<String>,
     pub max_packet: Option<String>,
+    /// Bytes of inbound messages held at once from all peers (`256MiB`).
+    pub inbound_budget: Option<String>,
+    /// Most nodes the grid view holds (default 200000).
+    pub max_grid_nodes: Option<usize>,
 }
 
 /// Flags shared by `init` and `run` (each also read from `STREW_*`).
@@ -144,6 +148,14 @@ pub struct RunArgs {
     /// Largest packet this node accepts as a target (at most 5MiB).
     #[arg(long, env = "STREW_MAX_PACKET", value_name = "SIZE", value_parser = parse_size)]
     pub max_packet: Option<u64>,
+    /// Bytes of inbound messages held at once from all peers (`256MiB`, at
+    /// least 96MiB); past it new streams are refused unread.
+    #[arg(long, env = "STREW_INBOUND_BUDGET", value_name = "SIZE", value_parser = parse_size)]
+    pub inbound_budget: Option<u64>,
+    /// Most nodes the grid view holds (default 200000); past it the least
+    /// recently confirmed node makes room for a new one.
+    #[arg(long, env = "STREW_MAX_GRID_NODES", value_name = "N")]
+    pub max_grid_nodes: Option<usize>,
 }
 
 /// The merged, validated settings of a node.
@@ -160,6 +172,8 @@ pub struct Settings {
     pub announce_interval: Option<Duration>,
     pub peer_ttl: Option<Duration>,
     pub max_packet: Option<u64>,
+    pub inbound_budget: Option<u64>,
+    pub max_grid_nodes: Option<usize>,
 }
 
 /// Default donation when none is configured.
@@ -269,6 +283,13 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         (None, Some(text)) => Some(parse_size(text).map_err(|e| invalid("max_packet", text, e))?),
         (None, None) => None,
     };
+    let inbound_budget = match (args.inbound_budget, &file.inbound_budget) {
+        (Some(b), _) => Some(b),
+        (None, Some(text)) => {
+            Some(parse_size(text).map_err(|e| invalid("inbound_budget", text, e))?)
+        }
+        (None, None) => None,
+    };
     Ok(Settings {
         location,
         storage,
@@ -293,6 +314,8 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         )?,
         peer_ttl: duration("peer_ttl", args.peer_ttl, &file.peer_ttl)?,
         max_packet,
+        inbound_budget,
+        max_grid_nodes: args.max_grid_nodes.or(file.max_grid_nodes),
     })
 }
 
@@ -323,6 +346,12 @@ impl Settings {
         }
         if let Some(m) = self.max_packet {
             c.max_packet_bytes = m;
+        }
+        if let Some(b) = self.inbound_budget {
+            c.inbound_budget = usize::try_from(b).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = self.max_grid_nodes {
+            c.max_grid_nodes = n;
         }
         c
     }

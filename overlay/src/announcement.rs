@@ -59,6 +59,10 @@ struct Envelope {
     signature: Vec<u8>,
 }
 
+/// The longest an announcement may stay valid: a node seen once is
+/// forgotten within a day unless it announces again.
+pub const MAX_VALID_FOR_SECS: u32 = 24 * 3600;
+
 /// Freshness bounds applied by receivers.
 #[derive(Clone, Copy, Debug)]
 pub struct FreshnessLimits {
@@ -73,7 +77,7 @@ impl Default for FreshnessLimits {
         FreshnessLimits {
             max_future_ms: 120_000,
             min_valid_for_secs: 2,
-            max_valid_for_secs: 7 * 24 * 3600,
+            max_valid_for_secs: MAX_VALID_FOR_SECS,
         }
     }
 }
@@ -97,6 +101,8 @@ pub enum AnnouncementError {
     Expired { late_ms: u64 },
     #[error("signing failed")]
     Signing,
+    #[error("announcement does not encode")]
+    Encode(#[source] CborError),
 }
 
 impl AnnouncementError {
@@ -132,11 +138,11 @@ impl Announcement {
 
     /// Encodes and signs with the node's identity (which must be the announced node).
     pub fn sign(&self, key: &Keypair) -> Result<Vec<u8>, AnnouncementError> {
-        let body = cbor::encode(self);
+        let body = cbor::encode(self).map_err(AnnouncementError::Encode)?;
         let mut msg = DOMAIN.to_vec();
         msg.extend_from_slice(&body);
         let signature = key.sign(&msg).map_err(|_| AnnouncementError::Signing)?;
-        Ok(cbor::encode(&Envelope { body, signature }))
+        cbor::encode(&Envelope { body, signature }).map_err(AnnouncementError::Encode)
     }
 
     /// Decodes and checks everything that needs no per-node state: size,

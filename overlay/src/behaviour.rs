@@ -9,10 +9,12 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, connection_limits, gossipsub, identify, kad, ping, request_response};
 
 use crate::bandwidth::BandwidthLimiter;
+use crate::budget::InboundBudget;
 use crate::config::OverlayConfig;
 use crate::error::OverlayError;
 use crate::gossip;
 use crate::manager::{MANAGER_PROTOCOL, ManagerCodec};
+use crate::packet::codec::PutGate;
 use crate::packet::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketCodec};
 use crate::raft::driver::RAFT_TIMEOUT;
 use crate::raft::{RAFT_PROTOCOL, RaftCodec};
@@ -24,14 +26,21 @@ pub const KAD_PROTOCOL: &str = "/strew/kad/1.0.0";
 pub const IDENTIFY_PROTOCOL: &str = "/strew/id/1.0.0";
 
 /// Connection limits: bounded pending handshakes (garbage on the port costs
-/// little), a bounded total, and at most two connections per peer.
+/// little), inbound and outbound established connections counted apart (so
+/// strangers dialling in cannot take the slots this node dials out with),
+/// and at most two connections per peer.
 pub const MAX_PENDING_INCOMING: u32 = 64;
-pub const MAX_ESTABLISHED: u32 = 1024;
+pub const MAX_PENDING_OUTGOING: u32 = 128;
+pub const MAX_ESTABLISHED_INCOMING: u32 = 768;
+pub const MAX_ESTABLISHED_OUTGOING: u32 = 256;
 pub const MAX_PER_PEER: u32 = 2;
+/// Kademlia records: strew stores none, so the record store is capped at a
+/// token size and inbound records are never stored (`FilterBoth`).
+pub const KAD_MAX_RECORDS: usize = 16;
+pub const KAD_MAX_RECORD_BYTES: usize = 1024;
 /// Concurrent streams per connection of the manager and raft protocols.
-/// Their messages (up to 64 MiB) are read whole before anyone checks who
-/// sent them, so these bound what one peer can make a node buffer:
-/// (4 + 8) × 64 MiB per connection in the worst case.
+/// Every message is reserved in the global inbound budget before any of it
+/// is read; these bound how much of that budget one connection can ask for.
 pub const MANAGER_STREAMS: usize = 4;
 pub const RAFT_STREAMS: usize = 8;
 
@@ -53,16 +62,27 @@ impl Behaviour {
         key: &Keypair,
         config: &OverlayConfig,
         limiter: BandwidthLimiter,
+        gate: PutGate,
     ) -> Result<Self, OverlayError> {
         let peer_id = key.public().to_peer_id();
+        let budget = InboundBudget::new(config.inbound_budget);
 
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         kad_config.set_query_timeout(Duration::from_secs(30));
         // The event loop bootstraps on connection and then periodically; kad's own
         // timer would only log "no known peers" on the first node of a grid.
         kad_config.set_periodic_bootstrap_interval(None);
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+        let store = kad::store::MemoryStore::with_config(
+            peer_id,
+            kad::store::MemoryStoreConfig {
+                max_records: KAD_MAX_RECORDS,
+                max_value_bytes: KAD_MAX_RECORD_BYTES,
+                max_providers_per_key: 4,
+                max_provided_keys: KAD_MAX_RECORDS,
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
         // Loopback and LAN grids never confirm an external address: be a server explicitly.
         kad.set_mode(Some(kad::Mode::Server));
 
@@ -89,7 +109,7 @@ impl Behaviour {
             .map_err(|e| OverlayError::Config(format!("gossipsub subscribe: {e}")))?;
 
         let packets = request_response::Behaviour::with_codec(
-            PacketCodec::new(MAX_PACKET_BYTES, limiter),
+            PacketCodec::new(MAX_PACKET_BYTES, limiter, budget.clone()).with_put_gate(gate),
             [(
                 StreamProtocol::new(PACKET_PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -100,7 +120,7 @@ impl Behaviour {
         );
 
         let sync = request_response::Behaviour::with_codec(
-            SyncCodec,
+            SyncCodec::new(budget.clone()),
             [(
                 StreamProtocol::new(SYNC_PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -111,13 +131,13 @@ impl Behaviour {
         );
 
         let manager = request_response::Behaviour::with_codec(
-            ManagerCodec,
+            ManagerCodec::new(budget.clone()),
             [(
                 StreamProtocol::new(MANAGER_PROTOCOL),
                 request_response::ProtocolSupport::Full,
             )],
-            // Few streams: a message may be 64 MiB and is buffered whole
-            // before the caller is known to be a client the manager serves.
+            // Few streams: a message may be 64 MiB (reserved in the inbound
+            // budget before it is read).
             request_response::Config::default()
                 .with_request_timeout(config.request_timeout)
                 .with_max_concurrent_streams(MANAGER_STREAMS),
@@ -126,7 +146,7 @@ impl Behaviour {
         // Raft messages carry their own deadlines (one heartbeat for
         // appends, longer for snapshot chunks); this is only the outer bound.
         let raft = request_response::Behaviour::with_codec(
-            RaftCodec,
+            RaftCodec::new(budget),
             [(
                 StreamProtocol::new(RAFT_PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -139,7 +159,9 @@ impl Behaviour {
         let limits = connection_limits::Behaviour::new(
             connection_limits::ConnectionLimits::default()
                 .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
-                .with_max_established(Some(MAX_ESTABLISHED))
+                .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING))
+                .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+                .with_max_established_outgoing(Some(MAX_ESTABLISHED_OUTGOING))
                 .with_max_established_per_peer(Some(MAX_PER_PEER)),
         );
 

@@ -1,11 +1,15 @@
 //! CBOR encoding helpers shared by every strew wire message (ciborium).
 //!
-//! Owns the size-bounded decode entry point and the serde adapter that writes
-//! byte strings as CBOR byte strings (not arrays of integers). It must not know
-//! any message type.
+//! Owns the size-bounded decode entry point, the framing of request-response
+//! messages (a 4-byte big-endian length, then exactly that many bytes, read
+//! only once the length fits the protocol's limit and the global inbound
+//! budget) and the serde adapter that writes byte strings as CBOR byte
+//! strings (not arrays of integers). It must not know any message type.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::budget::{InboundBudget, Reserved};
 
 /// Why a CBOR message could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -16,16 +20,17 @@ pub enum CborError {
     Malformed(#[source] ciborium::de::Error<std::io::Error>),
     #[error("trailing bytes after the CBOR message")]
     Trailing,
+    /// A value that does not encode: an error, never an empty or truncated
+    /// message that would then be sent or signed.
+    #[error("cannot encode as CBOR: {0}")]
+    Encode(String),
 }
 
 /// Encodes a value as CBOR.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CborError> {
     let mut out = Vec::with_capacity(256);
-    // Writing into a Vec cannot fail, and our types have no fallible Serialize impls.
-    if let Err(err) = ciborium::ser::into_writer(value, &mut out) {
-        tracing::error!(%err, "CBOR encoding of an in-memory value failed");
-    }
-    out
+    ciborium::ser::into_writer(value, &mut out).map_err(|e| CborError::Encode(e.to_string()))?;
+    Ok(out)
 }
 
 /// Decodes exactly one CBOR value from `bytes`, refusing inputs over `limit` bytes.
@@ -44,34 +49,77 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Cbor
     Ok(value)
 }
 
-/// Reads a whole stream direction of at most `limit` bytes (one CBOR
-/// message of a request-response protocol), erroring past the limit without
-/// buffering more than `limit + 1` bytes.
-pub async fn read_limited<T: futures::AsyncRead + Unpin + Send>(
-    io: &mut T,
-    limit: usize,
-) -> std::io::Result<Vec<u8>> {
-    use futures::AsyncReadExt;
-    let mut buf = Vec::new();
-    io.take(limit as u64 + 1).read_to_end(&mut buf).await?;
-    if buf.len() > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("message exceeds {limit} bytes"),
-        ));
-    }
-    Ok(buf)
+/// One framed inbound message and the share of the inbound budget it holds
+/// (given back when the message drops).
+#[derive(Debug)]
+pub struct Framed {
+    pub bytes: Vec<u8>,
+    pub reserved: Reserved,
 }
 
-/// Writes one CBOR message as a whole stream direction and closes it (the
-/// write half of the codecs whose reads use [`read_limited`]).
+/// Reads one framed message of at most `limit` bytes: a 4-byte big-endian
+/// length, then exactly that many bytes. A length over `limit` is refused
+/// before any of the body is read, and so is one that does not fit the
+/// `budget` (a [`crate::budget::busy`] error); the buffer is reserved and
+/// allocated once, at the announced size, never grown by doubling.
+pub async fn read_framed<T: futures::AsyncRead + Unpin + Send>(
+    io: &mut T,
+    limit: usize,
+    budget: &InboundBudget,
+) -> std::io::Result<Framed> {
+    use futures::AsyncReadExt;
+    let mut prefix = [0u8; 4];
+    io.read_exact(&mut prefix).await?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("message of {len} bytes exceeds the limit of {limit} bytes"),
+        ));
+    }
+    let reserved = budget.reserve(len)?;
+    let mut bytes = vec![0u8; len];
+    io.read_exact(&mut bytes).await?;
+    Ok(Framed { bytes, reserved })
+}
+
+/// Writes `bytes` as one framed message (the write half of
+/// [`read_framed`]) and closes the stream direction.
+pub async fn write_framed<T: futures::AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use futures::AsyncWriteExt;
+    let len = u32::try_from(bytes.len()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("message of {} bytes cannot be framed", bytes.len()),
+        )
+    })?;
+    io.write_all(&len.to_be_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.close().await
+}
+
+/// Writes one CBOR message framed (see [`write_framed`]), refusing values
+/// that do not encode or exceed `limit` (the reader would refuse them).
 pub async fn write_message<T: futures::AsyncWrite + Unpin + Send, V: Serialize>(
     io: &mut T,
     value: &V,
+    limit: usize,
 ) -> std::io::Result<()> {
-    use futures::AsyncWriteExt;
-    io.write_all(&encode(value)).await?;
-    io.close().await
+    let bytes =
+        encode(value).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    if bytes.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "message of {} bytes exceeds the limit of {limit} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    write_framed(io, &bytes).await
 }
 
 /// A decode failure as the I/O error a libp2p codec returns.
@@ -142,7 +190,7 @@ mod tests {
             key: [9; 32],
             blob: vec![1, 2, 3],
         };
-        let enc = encode(&s);
+        let enc = encode(&s).unwrap();
         // map(2) + "key" + bstr(32) + "blob" + bstr(3): far below an int array's size.
         assert!(enc.len() < 50, "{}", enc.len());
         assert_eq!(decode::<Sample>(&enc, 1024).unwrap(), s);
@@ -153,7 +201,8 @@ mod tests {
         let enc = encode(&Sample {
             key: [0; 32],
             blob: vec![],
-        });
+        })
+        .unwrap();
         assert!(matches!(
             decode::<Sample>(&enc, 4),
             Err(CborError::TooLarge { .. })
@@ -168,5 +217,58 @@ mod tests {
             decode::<Sample>(&[0xff, 0x00], 1024),
             Err(CborError::Malformed(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use super::*;
+
+    async fn read(bytes: Vec<u8>, limit: usize, budget: &InboundBudget) -> std::io::Result<Framed> {
+        read_framed(&mut futures::io::Cursor::new(bytes), limit, budget).await
+    }
+
+    #[tokio::test]
+    async fn framed_messages_round_trip_and_bad_prefixes_are_refused_unread() {
+        let budget = InboundBudget::new(16);
+        let mut wire = futures::io::Cursor::new(Vec::new());
+        write_framed(&mut wire, b"hello").await.expect("writes");
+        let bytes = wire.into_inner();
+        assert_eq!(&bytes[..4], &5u32.to_be_bytes());
+        let got = read(bytes.clone(), 5, &budget).await.expect("reads");
+        assert_eq!(got.bytes, b"hello");
+        assert_eq!(budget.used(), 5, "the message holds its bytes");
+        drop(got);
+        assert_eq!(budget.used(), 0);
+        // An empty message is a message of zero bytes, not a missing one.
+        let mut wire = futures::io::Cursor::new(Vec::new());
+        write_framed(&mut wire, b"").await.expect("writes");
+        let empty = read(wire.into_inner(), 5, &budget).await.expect("reads");
+        assert!(empty.bytes.is_empty());
+        // Over the limit: refused on the prefix alone.
+        let mut huge = u32::MAX.to_be_bytes().to_vec();
+        huge.extend_from_slice(b"x");
+        let err = read(huge, 1 << 20, &budget).await.expect_err("too large");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        // Within the limit but past the budget: busy, nothing reserved.
+        let held = budget.try_reserve(12).expect("fits");
+        let err = read(bytes.clone(), 5, &budget).await.expect_err("busy");
+        assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory);
+        assert_eq!(budget.used(), 12);
+        drop(held);
+        // A body shorter than its prefix, or no prefix at all, is an error.
+        assert!(read(bytes[..7].to_vec(), 5, &budget).await.is_err());
+        assert!(read(vec![0u8; 2], 5, &budget).await.is_err());
+        assert_eq!(budget.used(), 0, "failed reads give their bytes back");
+    }
+
+    #[tokio::test]
+    async fn writers_refuse_what_readers_would() {
+        let mut sink = futures::io::Cursor::new(Vec::new());
+        let err = write_message(&mut sink, &vec![0u8; 64], 8)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(sink.into_inner().is_empty(), "nothing written");
     }
 }

@@ -8,8 +8,13 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 
+use crate::budget::DEFAULT_INBOUND_BUDGET;
 use crate::error::OverlayError;
 use crate::packet::MAX_PACKET_BYTES;
+
+/// The smallest inbound budget: one largest manager or raft message (64 MiB)
+/// and a few packets besides.
+pub const MIN_INBOUND_BUDGET: usize = 96 * 1024 * 1024;
 
 /// What this node declares in its announcements (besides live figures).
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +55,12 @@ pub struct OverlayConfig {
     pub idle_connection_timeout: Duration,
     /// How often an unreachable bootstrap is retried while the node has no peers.
     pub bootstrap_retry: Duration,
+    /// Bytes of inbound messages held at once across all peers and
+    /// protocols; past it new messages are refused unread (`Busy`).
+    pub inbound_budget: usize,
+    /// Most nodes the grid view holds; past it the least recently confirmed
+    /// node makes room for a new one.
+    pub max_grid_nodes: usize,
 }
 
 impl OverlayConfig {
@@ -70,6 +81,8 @@ impl OverlayConfig {
             max_inflight_total: 64,
             idle_connection_timeout: Duration::from_secs(3600),
             bootstrap_retry: Duration::from_secs(15),
+            inbound_budget: DEFAULT_INBOUND_BUDGET,
+            max_grid_nodes: crate::grid::DEFAULT_MAX_GRID_NODES,
         }
     }
 
@@ -103,8 +116,16 @@ impl OverlayConfig {
         if self.max_streams_per_peer == 0
             || self.max_inflight_per_peer == 0
             || self.max_inflight_total == 0
+            || self.max_grid_nodes == 0
         {
             return bad("concurrency limits must be at least 1".into());
+        }
+        // One message of every protocol must fit, or honest peers could never be served.
+        if self.inbound_budget < MIN_INBOUND_BUDGET {
+            return bad(format!(
+                "the inbound buffer budget must be at least {} MiB",
+                MIN_INBOUND_BUDGET >> 20
+            ));
         }
         Ok(())
     }

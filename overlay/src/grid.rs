@@ -3,8 +3,9 @@
 //! announcement bytes (served to syncing peers unchanged) and the expiry time
 //! the node itself declared.
 //!
-//! Owns insertion, expiry and paging. It must not validate announcements (the
-//! gossip gate does) or touch the network.
+//! Owns insertion, expiry, paging and the view's size cap (past it, the
+//! least recently confirmed node makes room for a new one). It must not
+//! validate announcements (the gossip gate does) or touch the network.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,15 +13,20 @@ use strew_coordinator::{GeoPoint, GridView, NodeId, NodeProfile};
 
 use crate::announcement::Announcement;
 
+/// Default cap of the grid view (nodes).
+pub const DEFAULT_MAX_GRID_NODES: usize = 200_000;
+
 #[derive(Debug, Clone)]
 struct Signed {
     bytes: Vec<u8>,
     expires_at: u64,
+    /// When an announcement of this node was last accepted.
+    confirmed_at: u64,
     announcement: Announcement,
 }
 
 /// The grid view plus what the overlay needs to keep it fresh.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GridBook {
     view: GridView,
     signed: BTreeMap<NodeId, Signed>,
@@ -28,9 +34,19 @@ pub struct GridBook {
     /// offline, until a connection to them succeeds again, whatever their
     /// announcements say.
     unreachable: BTreeSet<NodeId>,
+    /// Every node by when it was last confirmed (oldest first): the
+    /// eviction order once the view is full.
+    confirmed: BTreeSet<(u64, NodeId)>,
+    max_nodes: usize,
     /// Bumped whenever a node arrives, leaves, or changes what placement
     /// depends on (not on every periodic re-announcement).
     generation: u64,
+}
+
+impl Default for GridBook {
+    fn default() -> Self {
+        GridBook::with_max_nodes(DEFAULT_MAX_GRID_NODES)
+    }
 }
 
 /// Whether two profiles of one node differ in what the sequence manager records.
@@ -63,11 +79,33 @@ pub fn profile_of(ann: &Announcement, now_ms: u64) -> Option<NodeProfile> {
 }
 
 impl GridBook {
-    /// Records an accepted announcement and its signed bytes.
+    /// An empty view that holds at most `max_nodes` nodes (at least 1).
+    pub fn with_max_nodes(max_nodes: usize) -> Self {
+        GridBook {
+            view: GridView::default(),
+            signed: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
+            confirmed: BTreeSet::new(),
+            max_nodes: max_nodes.max(1),
+            generation: 0,
+        }
+    }
+
+    /// Records an accepted announcement and its signed bytes. A node new to
+    /// a full view takes the place of the least recently confirmed one.
     pub fn insert(&mut self, ann: Announcement, bytes: Vec<u8>, now_ms: u64) {
         let Some(mut profile) = profile_of(&ann, now_ms) else {
             return;
         };
+        if !self.signed.contains_key(&profile.node_id)
+            && self.signed.len() >= self.max_nodes
+            && let Some((_, oldest)) = self.confirmed.pop_first()
+        {
+            self.signed.remove(&oldest);
+            self.view.remove(&oldest);
+            self.unreachable.remove(&oldest);
+            self.generation += 1;
+        }
         profile.online = !self.unreachable.contains(&profile.node_id);
         if self
             .view
@@ -77,14 +115,19 @@ impl GridBook {
             self.generation += 1;
         }
         self.view.upsert(profile);
-        self.signed.insert(
-            ann.node(),
+        let node = ann.node();
+        if let Some(old) = self.signed.insert(
+            node,
             Signed {
                 bytes,
                 expires_at: ann.expires_at(),
+                confirmed_at: now_ms,
                 announcement: ann,
             },
-        );
+        ) {
+            self.confirmed.remove(&(old.confirmed_at, node));
+        }
+        self.confirmed.insert((now_ms, node));
     }
 
     /// Drops nodes whose announcement expired; returns them.
@@ -96,7 +139,9 @@ impl GridBook {
             .map(|(id, _)| *id)
             .collect();
         for id in &gone {
-            self.signed.remove(id);
+            if let Some(s) = self.signed.remove(id) {
+                self.confirmed.remove(&(s.confirmed_at, *id));
+            }
             self.view.remove(id);
             self.unreachable.remove(id);
         }
@@ -183,5 +228,62 @@ impl GridBook {
             last = Some(*id);
         }
         (out, if more { last } else { None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::announcement::PROTOCOL_VERSION;
+
+    fn announcement(n: u8, at: u64) -> Announcement {
+        Announcement {
+            protocol_version: PROTOCOL_VERSION,
+            node_id: [n; 32],
+            issued_at: at,
+            valid_for_secs: 60,
+            lat: 48.85,
+            lon: 2.35,
+            storage_allocated: 1 << 30,
+            storage_free: 1 << 30,
+            bandwidth_limit: 0,
+            load: 0.0,
+            uptime_secs: 1,
+            coordinator_eligible: false,
+            x25519_public: [0; 32],
+            listen_addrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_view_evicts_the_least_recently_confirmed_node() {
+        let mut book = GridBook::with_max_nodes(3);
+        for (n, at) in [(1, 10), (2, 20), (3, 30)] {
+            book.insert(announcement(n, at), vec![n], at);
+        }
+        // Node 1 confirms again: node 2 is now the least recently confirmed.
+        book.insert(announcement(1, 40), vec![1], 40);
+        assert_eq!(book.len(), 3, "a known node takes no extra room");
+        book.insert(announcement(4, 50), vec![4], 50);
+        assert_eq!(book.len(), 3);
+        assert!(book.announcement(&NodeId([2; 32])).is_none(), "evicted");
+        for n in [1, 3, 4] {
+            assert!(book.announcement(&NodeId([n; 32])).is_some(), "{n} kept");
+        }
+        assert_eq!(book.view().len(), 3, "the placement view follows");
+        // A flood of new ids never grows the view past its cap.
+        for n in 10..200u8 {
+            book.insert(
+                announcement(n, 100 + u64::from(n)),
+                vec![n],
+                100 + u64::from(n),
+            );
+            assert!(book.len() <= 3);
+        }
+        // Expiry keeps the eviction order consistent.
+        assert_eq!(book.expire(u64::MAX).len(), 3);
+        assert!(book.is_empty());
+        book.insert(announcement(5, 1), vec![5], 1);
+        assert_eq!(book.len(), 1);
     }
 }

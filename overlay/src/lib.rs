@@ -11,6 +11,7 @@
 pub mod announcement;
 pub mod bandwidth;
 pub mod behaviour;
+pub mod budget;
 pub mod cbor;
 pub mod config;
 mod discovery;
@@ -25,6 +26,7 @@ pub mod outbound;
 pub mod packet;
 pub mod peer;
 pub mod raft;
+pub mod room;
 pub mod runtime;
 pub mod space;
 pub mod sync;

@@ -152,7 +152,9 @@ impl Liveness {
     /// reschedules it.
     pub fn due(&mut self, known: impl Iterator<Item = NodeId>, now: Instant) -> Vec<NodeId> {
         let mut due: Vec<(Instant, NodeId)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for node in known {
+            seen.insert(node);
             let watch_all = self.policy.watch_all;
             let c = self.contacts.entry(node).or_insert_with(|| {
                 let mut c = Contact::new();
@@ -172,6 +174,8 @@ impl Liveness {
                 due.push((at, node));
             }
         }
+        // Nodes that left the view (expired or evicted) are not watched.
+        self.contacts.retain(|n, _| seen.contains(n));
         due.sort_unstable();
         due.truncate(self.policy.per_round);
         let picked: Vec<NodeId> = due.into_iter().map(|(_, n)| n).collect();

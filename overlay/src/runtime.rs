@@ -41,10 +41,12 @@ use crate::liveness::{Change, Liveness, ProbePolicy};
 use crate::manager::driver::Manager;
 use crate::metrics::OverlayMetrics;
 use crate::outbound::PeerSlots;
+use crate::packet::codec::PutGate;
 use crate::packet::driver::{Limits, Packets};
 use crate::packet::{PacketService, PacketStorage, TrustedManagers};
 use crate::peer;
 use crate::raft::driver::Raft;
+use crate::room::Room;
 use crate::space::{SpaceWatch, watch_space};
 use crate::sync::driver::GridSync;
 
@@ -74,18 +76,20 @@ pub fn start(
     let node_id = peer::node_id_of_key(&key.public())
         .ok_or_else(|| OverlayError::Config("the node identity must be an Ed25519 key".into()))?;
     let limiter = BandwidthLimiter::new(config.bandwidth);
+    let managers: TrustedManagers = Arc::new(RwLock::new(BTreeSet::new()));
+    let gate = PutGate::new(node_id, managers.clone());
 
     let (metrics, p2p_metrics, mut swarm) = match registry {
         Some(registry) => {
             let metrics = OverlayMetrics::register(registry);
-            let swarm = build_swarm(&key, &config, limiter, Some(&mut *registry))?;
+            let swarm = build_swarm(&key, &config, limiter, gate, Some(&mut *registry))?;
             let p2p = libp2p::metrics::Metrics::new(registry);
             (metrics, Some(p2p), swarm)
         }
         None => (
             OverlayMetrics::default(),
             None,
-            build_swarm(&key, &config, limiter, None)?,
+            build_swarm(&key, &config, limiter, gate, None)?,
         ),
     };
     for addr in &config.listen {
@@ -97,10 +101,9 @@ pub fn start(
             })?;
     }
 
-    let managers: TrustedManagers = Arc::new(RwLock::new(BTreeSet::new()));
     let shared = Arc::new(Shared {
         node_id,
-        grid: RwLock::new(GridBook::default()),
+        grid: RwLock::new(GridBook::with_max_nodes(config.max_grid_nodes)),
         listen_addrs: RwLock::new(Vec::new()),
         connected: AtomicUsize::new(0),
         managers: managers.clone(),
@@ -144,6 +147,7 @@ pub fn start(
         packets: Packets::new(service, metrics, limits),
         manager: Manager::new(shared.clone(), config.request_timeout),
         raft: Raft::new(shared.clone()),
+        room: Room::default(),
         sync: GridSync::new(shared.clone()),
         gossip: Gossip::new(shared.clone(), key, config),
     };
@@ -162,6 +166,7 @@ fn build_swarm(
     key: &Keypair,
     config: &OverlayConfig,
     limiter: BandwidthLimiter,
+    gate: PutGate,
     registry: Option<&mut Registry>,
 ) -> Result<Swarm<Behaviour>, OverlayError> {
     let transport_err = |e: &dyn std::fmt::Display| OverlayError::Transport(e.to_string().into());
@@ -178,12 +183,12 @@ fn build_swarm(
     let swarm = match registry {
         Some(registry) => builder
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key| Behaviour::new(key, config, limiter).map_err(Box::from))
+            .with_behaviour(|key| Behaviour::new(key, config, limiter, gate).map_err(Box::from))
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
         None => builder
-            .with_behaviour(|key| Behaviour::new(key, config, limiter).map_err(Box::from))
+            .with_behaviour(|key| Behaviour::new(key, config, limiter, gate).map_err(Box::from))
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
@@ -204,6 +209,7 @@ struct EventLoop {
     manager: Manager,
     raft: Raft,
     liveness: Liveness,
+    room: Room,
 }
 
 impl EventLoop {
@@ -381,10 +387,15 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
             } => {
+                if endpoint.is_listener() {
+                    self.room.on_inbound(connection_id, peer_id);
+                    self.make_room();
+                }
                 if num_established.get() == 1 {
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
@@ -400,12 +411,16 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
-                if before <= 1 {
-                    self.sync.on_isolated();
+                self.room.on_closed(connection_id);
+                if num_established == 0 {
+                    let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
+                    if before <= 1 {
+                        self.sync.on_isolated();
+                    }
                 }
                 if let Some(node) = peer::node_id_of(&peer_id) {
                     self.liveness.disconnected(node, Instant::now());
@@ -426,6 +441,39 @@ impl EventLoop {
             }
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             _ => {}
+        }
+    }
+
+    /// Near the inbound limit, closes the oldest inbound connections of
+    /// peers this node does not know (not in the grid view, not a trusted
+    /// manager), keeping slots free for newcomers.
+    fn make_room(&mut self) {
+        let limit = crate::behaviour::MAX_ESTABLISHED_INCOMING as usize;
+        if self.room.len() + crate::room::NEWCOMER_SLOTS < limit {
+            return;
+        }
+        let managers = self
+            .shared
+            .managers
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let evict = match self.shared.grid.read() {
+            Ok(grid) => self.room.to_evict(limit, |peer| {
+                peer::node_id_of(peer).is_some_and(|node| {
+                    managers.contains(&node) || grid.announcement(&node).is_some()
+                })
+            }),
+            Err(_) => Vec::new(),
+        };
+        if !evict.is_empty() {
+            debug!(
+                closing = evict.len(),
+                "inbound connections near the limit: closing the oldest of unknown peers"
+            );
+        }
+        for connection in evict {
+            self.swarm.close_connection(connection);
         }
     }
 

@@ -32,6 +32,11 @@ use tracing::{debug, info, warn};
 use crate::consensus::overlay::{OverlayRaft, RaftService};
 use crate::consensus::replica::{ManagerReplica, ReplicaError};
 use crate::consensus::types::MAX_BATCH;
+
+/// Raft entries of node records the leader proposes per grid sync (one per
+/// tick): with [`MAX_BATCH`] records each, this bounds how fast a flood of
+/// new nodes can grow the replicated log.
+pub const MAX_GRID_BATCHES_PER_TICK: usize = 4;
 use crate::consensus::{
     ConsensusError, ConsensusMember, GroupConfig, GroupStatus, Outcome, WriteError,
 };
@@ -351,7 +356,11 @@ impl ManagerService {
 
     /// Proposes the node records the grid view implies, in batches of at
     /// most [`MAX_BATCH`] commands (one raft entry each; leader only, the
-    /// caller holds `proposals`). Stops at the first batch that fails.
+    /// caller holds `proposals`), at most [`MAX_GRID_BATCHES_PER_TICK`] of
+    /// them per call: a flood of new nodes grows the raft log by a bounded
+    /// amount per tick, and the rest follows on later ticks. Departures go
+    /// first (placement must stop choosing them). Stops at the first batch
+    /// that fails.
     async fn sync_grid_locked(&self, now: u64) -> Result<(), ManagerResponse> {
         let seen = (self.overlay.grid_generation(), self.member.status().term);
         let Some(profiles) = self
@@ -360,7 +369,11 @@ impl ManagerService {
         else {
             return Ok(());
         };
-        let commands = self.replica.read(|m| Self::grid_commands(m, profiles, now));
+        let mut commands = self.replica.read(|m| Self::grid_commands(m, profiles, now));
+        commands.sort_by_key(|c| !matches!(c, Command::SetOnline { .. }));
+        let cap = MAX_BATCH * MAX_GRID_BATCHES_PER_TICK;
+        let complete = commands.len() <= cap;
+        commands.truncate(cap);
         for batch in commands.chunks(MAX_BATCH) {
             match self.member.execute_batch(batch.to_vec()).await {
                 Ok(committed) => {
@@ -371,7 +384,9 @@ impl ManagerService {
                 Err(e) => return Err(self.write_error(e)),
             }
         }
-        *lock(&self.synced) = Some(seen);
+        if complete {
+            *lock(&self.synced) = Some(seen);
+        }
         Ok(())
     }
 

@@ -217,7 +217,10 @@ impl Gossip {
             protocol_version: PROTOCOL_VERSION,
             node_id: self.shared.node_id.0,
             issued_at: now,
-            valid_for_secs: ttl.as_secs().clamp(2, u64::from(u32::MAX)) as u32,
+            valid_for_secs: ttl
+                .as_secs()
+                .clamp(2, u64::from(crate::announcement::MAX_VALID_FOR_SECS))
+                as u32,
             lat: p.lat,
             lon: p.lon,
             storage_allocated: p.storage_allocated,

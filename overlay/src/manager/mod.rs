@@ -1,4 +1,4 @@
-//! The sequence-manager protocol (`/strew/manager/2`): the calls a source
+//! The sequence-manager protocol (`/strew/manager/3`): the calls a source
 //! makes to the sequence manager — plan a backup, commit it, fetch a sealed
 //! sequence, list, forget, abandon a plan, report a restore, and a dry-run
 //! plan — and the manager's answers, as size-bounded CBOR.
@@ -31,11 +31,13 @@ pub use wire::{
     PlanRequest, Refusal, RefusalCode, RestoreOutcome, SnapshotSummary,
 };
 
+use crate::budget::InboundBudget;
 use crate::cbor;
 
 /// Protocol id. Version 2: payloads are this protocol's own types, the
 /// source is the authenticated peer only, refusals carry a code.
-pub const MANAGER_PROTOCOL: &str = "/strew/manager/2";
+/// Version 3: each message is length-prefixed (`cbor::read_framed`).
+pub const MANAGER_PROTOCOL: &str = "/strew/manager/3";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
 /// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
@@ -130,9 +132,18 @@ pub fn decode_response(bytes: &[u8]) -> Result<ManagerResponse, cbor::CborError>
     cbor::decode(bytes, MAX_MESSAGE_BYTES)
 }
 
-/// The manager codec: one CBOR value per stream direction, size-bounded.
+/// The manager codec: one framed CBOR value per stream direction,
+/// size-bounded, read only into room reserved in the inbound budget.
 #[derive(Clone, Debug, Default)]
-pub struct ManagerCodec;
+pub struct ManagerCodec {
+    budget: InboundBudget,
+}
+
+impl ManagerCodec {
+    pub fn new(budget: InboundBudget) -> Self {
+        ManagerCodec { budget }
+    }
+}
 
 impl request_response::Codec for ManagerCodec {
     type Protocol = StreamProtocol;
@@ -143,8 +154,8 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = cbor::read_limited(io, MAX_MESSAGE_BYTES).await?;
-        decode_request(&buf).map_err(cbor::invalid)
+        let framed = cbor::read_framed(io, MAX_MESSAGE_BYTES, &self.budget).await?;
+        decode_request(&framed.bytes).map_err(cbor::invalid)
     }
 
     async fn read_response<T>(
@@ -155,8 +166,8 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = cbor::read_limited(io, MAX_MESSAGE_BYTES).await?;
-        decode_response(&buf).map_err(cbor::invalid)
+        let framed = cbor::read_framed(io, MAX_MESSAGE_BYTES, &self.budget).await?;
+        decode_response(&framed.bytes).map_err(cbor::invalid)
     }
 
     async fn write_request<T>(
@@ -168,7 +179,7 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        cbor::write_message(io, &req).await
+        cbor::write_message(io, &req, MAX_MESSAGE_BYTES).await
     }
 
     async fn write_response<T>(
@@ -180,7 +191,7 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        cbor::write_message(io, &res).await
+        cbor::write_message(io, &res, MAX_MESSAGE_BYTES).await
     }
 }
 
@@ -207,7 +218,7 @@ mod tests {
             },
         ];
         for req in requests {
-            assert_eq!(decode_request(&cbor::encode(&req)).unwrap(), req);
+            assert_eq!(decode_request(&cbor::encode(&req).unwrap()).unwrap(), req);
         }
         let responses = [
             ManagerResponse::NotManager {
@@ -221,7 +232,7 @@ mod tests {
             ManagerResponse::Recorded,
         ];
         for res in responses {
-            assert_eq!(decode_response(&cbor::encode(&res)).unwrap(), res);
+            assert_eq!(decode_response(&cbor::encode(&res).unwrap()).unwrap(), res);
         }
         assert!(decode_request(b"nonsense").is_err());
         assert!(decode_response(&[0xff; 64]).is_err());

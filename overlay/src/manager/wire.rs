@@ -1,4 +1,4 @@
-//! The messages of `/strew/manager/2`, owned by this protocol.
+//! The messages of `/strew/manager/2` and `/3` (3 frames them), owned by this protocol.
 //!
 //! Every type a manager call or answer carries is defined here, field by
 //! field, rather than borrowed from the coordinator's records: a refactor of
@@ -282,7 +282,7 @@ mod tests {
     }
 
     fn fingerprint<T: Serialize>(value: &T) -> String {
-        let bytes = crate::cbor::encode(value);
+        let bytes = crate::cbor::encode(value).expect("encodes");
         blake3::hash(&bytes).to_hex()[..16].to_string()
     }
 
@@ -373,7 +373,8 @@ mod tests {
         let bytes = crate::cbor::encode(&FutureRefusal {
             code: Future::Overloaded,
             detail: "later".into(),
-        });
+        })
+        .expect("encodes");
         let refusal: Refusal = crate::cbor::decode(&bytes, 1 << 10).expect("decodes");
         assert_eq!(refusal.code, RefusalCode::Unknown);
         assert_eq!(refusal.detail, "later");

@@ -33,15 +33,25 @@ struct Body<'a> {
 }
 
 impl Receipt {
-    fn message(target: &NodeId, packet_id: &PacketId, size: u64, stored_at: u64) -> Vec<u8> {
+    /// The signed message; `None` if it does not encode (never signed or
+    /// verified as an empty body).
+    fn message(
+        target: &NodeId,
+        packet_id: &PacketId,
+        size: u64,
+        stored_at: u64,
+    ) -> Option<Vec<u8>> {
         let mut msg = DOMAIN.to_vec();
-        msg.extend(cbor::encode(&Body {
-            target,
-            packet_id,
-            size,
-            stored_at,
-        }));
-        msg
+        msg.extend(
+            cbor::encode(&Body {
+                target,
+                packet_id,
+                size,
+                stored_at,
+            })
+            .ok()?,
+        );
+        Some(msg)
     }
 
     /// Signs a receipt with the target's identity; `None` if the key cannot sign
@@ -49,7 +59,7 @@ impl Receipt {
     pub fn sign(key: &Keypair, packet_id: PacketId, size: u64, stored_at: u64) -> Option<Self> {
         let target = peer::node_id_of_key(&key.public())?;
         let signature = key
-            .sign(&Self::message(&target, &packet_id, size, stored_at))
+            .sign(&Self::message(&target, &packet_id, size, stored_at)?)
             .ok()?;
         Some(Receipt {
             target,
@@ -65,10 +75,11 @@ impl Receipt {
         let Some(key) = peer::public_key_of(&self.target) else {
             return false;
         };
-        key.verify(
-            &Self::message(&self.target, &self.packet_id, self.size, self.stored_at),
-            &self.signature,
-        )
+        let Some(message) = Self::message(&self.target, &self.packet_id, self.size, self.stored_at)
+        else {
+            return false;
+        };
+        key.verify(&message, &self.signature)
     }
 }
 

@@ -23,7 +23,7 @@ use crate::error::RequestFailure;
 use crate::handle::Shared;
 use crate::outbound::{Incoming, Outbound, Reply};
 use crate::peer;
-use crate::raft::RaftCodec;
+use crate::raft::{RaftCodec, RaftMessage};
 
 type Behaviour = request_response::Behaviour<RaftCodec>;
 
@@ -77,7 +77,10 @@ impl Raft {
         {
             swarm.add_peer_address(target, addr);
         }
-        let id = swarm.behaviour_mut().raft.send_request(&target, message);
+        let id = swarm
+            .behaviour_mut()
+            .raft
+            .send_request(&target, RaftMessage::from(message));
         self.outbound
             .insert(id, target, Instant::now() + RAFT_TIMEOUT + GRACE, reply);
     }
@@ -95,7 +98,7 @@ impl Raft {
         self.outbound.fail_peer(peer, failure);
     }
 
-    pub fn on_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+    pub fn on_event(&mut self, event: request_response::Event<RaftMessage, Vec<u8>>) {
         match self.outbound.route(event, "raft message") {
             Some(Incoming::Request {
                 peer,
@@ -109,7 +112,12 @@ impl Raft {
         }
     }
 
-    fn on_request(&mut self, peer: PeerId, message: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        message: RaftMessage,
+        channel: ResponseChannel<Vec<u8>>,
+    ) {
         let (Some(sender), Some(endpoint)) = (peer::node_id_of(&peer), self.shared.raft_endpoint())
         else {
             return;
@@ -121,6 +129,8 @@ impl Raft {
         self.inbound += 1;
         let answered = self.answered_tx.clone();
         tokio::spawn(async move {
+            // The message keeps its share of the inbound budget until answered.
+            let (message, _held) = message.into_parts();
             // An endpoint that panics sends no reply, like one that declines.
             let reply = AssertUnwindSafe(endpoint.handle(sender, message))
                 .catch_unwind()

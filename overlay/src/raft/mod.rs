@@ -1,8 +1,8 @@
-//! The coordinator group's raft protocol (`/strew/raft/1`): opaque,
-//! size-bounded messages between members of the group.
+//! The coordinator group's raft protocol (`/strew/raft/2`): opaque,
+//! size-bounded, length-prefixed messages between members of the group.
 //!
-//! Owns the codec (one message per stream direction, at most
-//! [`MAX_RAFT_BYTES`]) and the [`RaftEndpoint`] seam through which the node
+//! Owns the codec (one framed message per stream direction, at most
+//! [`MAX_RAFT_BYTES`], read only into room reserved in the inbound budget) and the [`RaftEndpoint`] seam through which the node
 //! plugs its consensus member in. The overlay never looks inside a message:
 //! encoding, decoding and deciding whether the sender may speak to the group
 //! are the node's. The sender is the authenticated remote peer (Noise). The
@@ -14,15 +14,16 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 
-use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use strew_coordinator::NodeId;
 
+use crate::budget::InboundBudget;
 use crate::cbor;
 
-/// Protocol id.
-pub const RAFT_PROTOCOL: &str = "/strew/raft/1";
+/// Protocol id. Version 2: each message is length-prefixed (`cbor::read_framed`).
+pub const RAFT_PROTOCOL: &str = "/strew/raft/2";
 /// Largest request or reply on the wire (the node's raft messages are
 /// bounded to the same size before they are handed over).
 pub const MAX_RAFT_BYTES: usize = 64 << 20;
@@ -37,9 +38,57 @@ pub trait RaftEndpoint: Send + Sync + 'static {
     fn handle(&self, sender: NodeId, message: Vec<u8>) -> RaftAnswer<'_>;
 }
 
-/// The raft codec: opaque bytes, size-bounded in both directions.
+/// The raft codec: opaque bytes, size-bounded in both directions and read
+/// only into room reserved in the inbound budget.
 #[derive(Clone, Debug, Default)]
-pub struct RaftCodec;
+pub struct RaftCodec {
+    budget: InboundBudget,
+}
+
+impl RaftCodec {
+    pub fn new(budget: InboundBudget) -> Self {
+        RaftCodec { budget }
+    }
+}
+
+/// A raft message: inbound ones hold their share of the inbound budget
+/// until they are answered.
+#[derive(Debug)]
+pub struct RaftMessage {
+    pub bytes: Vec<u8>,
+    reserved: Option<crate::budget::Reserved>,
+}
+
+impl RaftMessage {
+    /// The bytes and the share of the budget they hold (keep it until the
+    /// message is answered).
+    pub fn into_parts(self) -> (Vec<u8>, Option<crate::budget::Reserved>) {
+        (self.bytes, self.reserved)
+    }
+
+    /// Bytes of the message as held in the inbound budget.
+    pub fn reserved(&self) -> usize {
+        self.reserved.as_ref().map_or(0, |r| r.bytes())
+    }
+}
+
+impl From<Vec<u8>> for RaftMessage {
+    fn from(bytes: Vec<u8>) -> Self {
+        RaftMessage {
+            bytes,
+            reserved: None,
+        }
+    }
+}
+
+impl From<cbor::Framed> for RaftMessage {
+    fn from(framed: cbor::Framed) -> Self {
+        RaftMessage {
+            bytes: framed.bytes,
+            reserved: Some(framed.reserved),
+        }
+    }
+}
 
 fn check_len(len: usize) -> io::Result<()> {
     if len > MAX_RAFT_BYTES {
@@ -53,35 +102,39 @@ fn check_len(len: usize) -> io::Result<()> {
 
 impl request_response::Codec for RaftCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = RaftMessage;
     type Response = Vec<u8>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<RaftMessage>
     where
         T: AsyncRead + Unpin + Send,
     {
-        cbor::read_limited(io, MAX_RAFT_BYTES).await
+        Ok(cbor::read_framed(io, MAX_RAFT_BYTES, &self.budget)
+            .await?
+            .into())
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        cbor::read_limited(io, MAX_RAFT_BYTES).await
+        // The reply to this node's own request: held only while read.
+        Ok(cbor::read_framed(io, MAX_RAFT_BYTES, &self.budget)
+            .await?
+            .bytes)
     }
 
     async fn write_request<T>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: RaftMessage,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        check_len(req.len())?;
-        io.write_all(&req).await?;
-        io.close().await
+        check_len(req.bytes.len())?;
+        cbor::write_framed(io, &req.bytes).await
     }
 
     async fn write_response<T>(
@@ -94,8 +147,7 @@ impl request_response::Codec for RaftCodec {
         T: AsyncWrite + Unpin + Send,
     {
         check_len(res.len())?;
-        io.write_all(&res).await?;
-        io.close().await
+        cbor::write_framed(io, &res).await
     }
 }
 
@@ -108,15 +160,19 @@ mod tests {
     fn messages_pass_unchanged_and_oversized_ones_are_refused() {
         futures::executor::block_on(async {
             let protocol = StreamProtocol::new(RAFT_PROTOCOL);
-            let mut codec = RaftCodec;
+            let budget = InboundBudget::new(1 << 20);
+            let mut codec = RaftCodec::new(budget.clone());
             let mut wire = futures::io::Cursor::new(Vec::new());
             codec
-                .write_request(&protocol, &mut wire, b"append entries".to_vec())
+                .write_request(&protocol, &mut wire, b"append entries".to_vec().into())
                 .await
                 .unwrap();
             let mut read = futures::io::Cursor::new(wire.into_inner());
             let got = codec.read_request(&protocol, &mut read).await.unwrap();
-            assert_eq!(got, b"append entries");
+            assert_eq!(got.bytes, b"append entries");
+            assert_eq!(budget.used(), got.reserved(), "held until answered");
+            drop(got);
+            assert_eq!(budget.used(), 0);
 
             let mut sink = futures::io::Cursor::new(Vec::new());
             let huge = vec![0u8; MAX_RAFT_BYTES + 1];
@@ -126,7 +182,10 @@ mod tests {
                     .await
                     .is_err()
             );
-            let mut read = futures::io::Cursor::new(huge);
+            // A peer announcing more than the limit is refused on its prefix.
+            let mut framed = ((MAX_RAFT_BYTES + 1) as u32).to_be_bytes().to_vec();
+            framed.extend_from_slice(&huge[..16]);
+            let mut read = futures::io::Cursor::new(framed);
             assert!(codec.read_response(&protocol, &mut read).await.is_err());
         });
     }

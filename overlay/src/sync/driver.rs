@@ -6,7 +6,7 @@
 //! through the gossip driver's admission like gossiped ones; this module must
 //! not trust them. Its requests carry no caller, so it tracks none in flight.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use libp2p::{PeerId, Swarm, request_response};
@@ -21,10 +21,16 @@ use crate::sync::{MAX_PAGE, SignedBytes, SyncRequest, SyncResponse};
 
 /// Peers a node pulls the grid view from after (re)joining.
 const SYNC_PEERS: usize = 2;
+/// Pages followed from one peer per sync: 400 × 512 announcements covers a
+/// view at its default cap (200k nodes); a peer whose `next` goes on past
+/// that is not followed further.
+pub const MAX_SYNC_PAGES: u32 = 400;
 
 pub(crate) struct GridSync {
     shared: Arc<Shared>,
     synced_with: BTreeSet<PeerId>,
+    /// Pages pulled from each peer in this sync.
+    pages: BTreeMap<PeerId, u32>,
 }
 
 impl GridSync {
@@ -32,6 +38,7 @@ impl GridSync {
         GridSync {
             shared,
             synced_with: BTreeSet::new(),
+            pages: BTreeMap::new(),
         }
     }
 
@@ -52,6 +59,7 @@ impl GridSync {
     /// Cut off from the grid: sync afresh on reconnect.
     pub fn on_isolated(&mut self) {
         self.synced_with.clear();
+        self.pages.clear();
     }
 
     pub fn on_event(
@@ -117,7 +125,13 @@ impl GridSync {
                 accepted += 1;
             }
         }
-        debug!(%peer, accepted, "grid sync page");
+        let pages = self.pages.entry(peer).or_insert(0);
+        *pages = pages.saturating_add(1);
+        debug!(%peer, accepted, pages = *pages, "grid sync page");
+        if *pages >= MAX_SYNC_PAGES {
+            debug!(%peer, "grid sync stops: page limit reached");
+            return;
+        }
         if let Some(after) = response.next {
             swarm.behaviour_mut().sync.send_request(
                 &peer,

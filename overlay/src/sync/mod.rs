@@ -1,4 +1,4 @@
-//! Grid-view sync (`/strew/grid-sync/1`): a node that has just connected to a
+//! Grid-view sync (`/strew/grid-sync/2`): a node that has just connected to a
 //! peer pulls that peer's current signed announcements page by page, so a
 //! newcomer learns the whole grid at once instead of waiting a full
 //! announcement period (and so periodic announcements can stay rare).
@@ -10,6 +10,8 @@
 
 pub(crate) mod driver;
 
+pub use driver::MAX_SYNC_PAGES;
+
 use std::io;
 
 use futures::{AsyncRead, AsyncWrite};
@@ -19,10 +21,12 @@ use serde::{Deserialize, Serialize};
 use strew_coordinator::NodeId;
 
 use crate::announcement::ANNOUNCEMENT_MAX_BYTES;
+use crate::budget::InboundBudget;
 use crate::cbor;
 
 /// Protocol id.
-pub const SYNC_PROTOCOL: &str = "/strew/grid-sync/1";
+/// Version 2: each message is length-prefixed (`cbor::read_framed`).
+pub const SYNC_PROTOCOL: &str = "/strew/grid-sync/2";
 /// Most announcements in one page.
 pub const MAX_PAGE: u32 = 512;
 /// Largest request on the wire.
@@ -60,9 +64,18 @@ pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse, cbor::CborError> {
     Ok(resp)
 }
 
-/// The sync codec: one CBOR value per stream direction, size-bounded.
+/// The sync codec: one framed CBOR value per stream direction,
+/// size-bounded, read only into room reserved in the inbound budget.
 #[derive(Clone, Debug, Default)]
-pub struct SyncCodec;
+pub struct SyncCodec {
+    budget: InboundBudget,
+}
+
+impl SyncCodec {
+    pub fn new(budget: InboundBudget) -> Self {
+        SyncCodec { budget }
+    }
+}
 
 impl request_response::Codec for SyncCodec {
     type Protocol = StreamProtocol;
@@ -73,16 +86,16 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = cbor::read_limited(io, MAX_REQUEST_BYTES).await?;
-        decode_request(&buf).map_err(cbor::invalid)
+        let framed = cbor::read_framed(io, MAX_REQUEST_BYTES, &self.budget).await?;
+        decode_request(&framed.bytes).map_err(cbor::invalid)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let buf = cbor::read_limited(io, MAX_RESPONSE_BYTES).await?;
-        decode_response(&buf).map_err(cbor::invalid)
+        let framed = cbor::read_framed(io, MAX_RESPONSE_BYTES, &self.budget).await?;
+        decode_response(&framed.bytes).map_err(cbor::invalid)
     }
 
     async fn write_request<T>(
@@ -94,7 +107,7 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        cbor::write_message(io, &req).await
+        cbor::write_message(io, &req, MAX_REQUEST_BYTES).await
     }
 
     async fn write_response<T>(
@@ -106,7 +119,7 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        cbor::write_message(io, &res).await
+        cbor::write_message(io, &res, MAX_RESPONSE_BYTES).await
     }
 }
 
@@ -120,12 +133,12 @@ mod tests {
             after: Some(NodeId([1; 32])),
             limit: 10,
         };
-        assert_eq!(decode_request(&cbor::encode(&req)).unwrap(), req);
+        assert_eq!(decode_request(&cbor::encode(&req).unwrap()).unwrap(), req);
         let res = SyncResponse {
             announcements: vec![SignedBytes(vec![1, 2, 3])],
             next: None,
         };
-        assert_eq!(decode_response(&cbor::encode(&res)).unwrap(), res);
+        assert_eq!(decode_response(&cbor::encode(&res).unwrap()).unwrap(), res);
         assert!(decode_request(&[0xff; 300]).is_err());
         assert!(decode_response(b"nonsense").is_err());
     }

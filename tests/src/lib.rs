@@ -315,16 +315,20 @@ impl Node {
         })
     }
 
-    /// Runs a `strew` client command against this node.
-    pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        self.strew()?
-            .arg("--data-dir")
+    /// A `strew` client command against this node's data dir.
+    fn client(&self, args: &[&str]) -> Result<Command> {
+        let mut cmd = self.strew()?;
+        cmd.arg("--data-dir")
             .arg(self.data_dir())
             .args(args)
             .env_remove("STREW_DIR")
-            .stdin(Stdio::null())
-            .output()
-            .context("run strew")
+            .stdin(Stdio::null());
+        Ok(cmd)
+    }
+
+    /// Runs a `strew` client command against this node.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        self.client(args)?.output().context("run strew")
     }
 
     /// Runs a `strew` client command and parses its JSON output; a failed
@@ -476,12 +480,7 @@ impl Node {
     /// Starts a `strew` client command against this node without waiting
     /// (its output is piped; see [`wait_output`]).
     pub fn cli_spawn(&self, args: &[&str]) -> Result<Child> {
-        self.strew()?
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(args)
-            .env_remove("STREW_DIR")
-            .stdin(Stdio::null())
+        self.client(args)?
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -576,4 +575,27 @@ pub fn wait_output(child: &mut Child, timeout: Duration) -> Result<Output> {
         stdout,
         stderr,
     })
+}
+
+/// Waits until every node knows `manager` as the sequence manager and sees
+/// all the others, then until the manager (asked through the first node)
+/// has every node in its placement view.
+pub fn wait_for_grid(nodes: &[Node], manager: &str) -> Result<()> {
+    let n = nodes.len();
+    for (i, node) in nodes.iter().enumerate() {
+        wait_for(
+            &format!("node {i} to know the manager and the grid"),
+            Duration::from_secs(90),
+            || {
+                let s = node.daemon_status().ok()?;
+                (s["manager"].as_str() == Some(manager) && s["peers"].as_u64()? as usize >= n - 1)
+                    .then_some(())
+            },
+        )
+        .map_err(|e| anyhow!("{e}; log:\n{}", node.log()))?;
+    }
+    if let Some(first) = nodes.first() {
+        first.wait_for_manager_view(n as u64, Duration::from_secs(60))?;
+    }
+    Ok(())
 }

@@ -144,21 +144,7 @@ fn start_grid(places: &[City]) -> Result<(Vec<Node>, Vec<u16>)> {
         nodes.push(Node::start(o.bootstrap(boot.clone()))?);
         ports.push(port);
     }
-    let n = nodes.len();
-    for (i, node) in nodes.iter().enumerate() {
-        wait_for(
-            &format!("node {i} to know the manager and the grid"),
-            Duration::from_secs(90),
-            || {
-                let s = node.daemon_status().ok()?;
-                (s["manager"].as_str() == Some(manager.as_str())
-                    && s["peers"].as_u64()? as usize >= n - 1)
-                    .then_some(())
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", node.log()))?;
-    }
-    nodes[0].wait_for_manager_view(n as u64, Duration::from_secs(60))?;
+    strew_tests::wait_for_grid(&nodes, &manager)?;
     Ok((nodes, ports))
 }
 

@@ -133,22 +133,7 @@ fn start_grid_with(places: &[City], storage: &str, extra: &[&str]) -> Result<Vec
             with_extra(options(city, storage)).bootstrap(boot.clone()),
         )?);
     }
-    let n = nodes.len();
-    for (i, node) in nodes.iter().enumerate() {
-        wait_for(
-            &format!("node {i} to know the manager and the grid"),
-            Duration::from_secs(90),
-            || {
-                let s = node.daemon_status().ok()?;
-                (s["manager"].as_str() == Some(manager.as_str())
-                    && s["peers"].as_u64()? as usize >= n - 1)
-                    .then_some(())
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", node.log()))?;
-    }
-    // The manager has every node in its placement view.
-    nodes[0].wait_for_manager_view(n as u64, Duration::from_secs(60))?;
+    strew_tests::wait_for_grid(&nodes, &manager)?;
     Ok(nodes)
 }
 
@@ -446,6 +431,25 @@ fn bad_input_gets_clear_errors_and_stores_nothing() -> Result<()> {
     Ok(())
 }
 
+/// The `docs` set's `sync_every` after a run by hand of `tree` with `extra` flags.
+fn run_by_hand(node: &Node, tree: &str, extra: &[&str]) -> Result<Value> {
+    let base = [
+        "backup",
+        tree,
+        "--redundancy",
+        "replicas:2",
+        "--name",
+        "docs",
+        "--json",
+    ];
+    node.cli_json(&[&base[..], extra].concat())?;
+    let sets = node.control("sets", Value::Null)?;
+    sets.as_array()
+        .and_then(|l| l.iter().find(|s| s["args"]["name"] == "docs"))
+        .map(|s| s["args"]["sync_every"].clone())
+        .with_context(|| format!("no docs set in {sets}"))
+}
+
 #[test]
 fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> {
     let places = cities(3)?;
@@ -509,22 +513,8 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
     );
 
     // A run by hand keeps the schedule (it used to remove it).
-    nodes[1].cli_json(&[
-        "backup",
-        tree_s,
-        "--redundancy",
-        "replicas:2",
-        "--name",
-        "docs",
-        "--json",
-    ])?;
-    let sets = nodes[1].control("sets", Value::Null)?;
-    ensure!(
-        sets.as_array().is_some_and(|l| l
-            .iter()
-            .any(|s| s["args"]["name"] == "docs" && s["args"]["sync_every"] == "10s")),
-        "the manual run kept the schedule: {sets}"
-    );
+    let every = run_by_hand(&nodes[1], tree_s, &[])?;
+    ensure!(every == "10s", "the manual run kept the schedule: {every}");
 
     // The schedule is on disk: after a restart the daemon keeps running it
     // (node 1 is the source: it rejoins without `--bootstrap`, from its peer cache).
@@ -543,24 +533,8 @@ fn scheduled_backup_reruns_incrementally_and_survives_a_restart() -> Result<()> 
     )?;
 
     // `--sync-every off` switches the schedule off.
-    nodes[1].cli_json(&[
-        "backup",
-        tree_s,
-        "--redundancy",
-        "replicas:2",
-        "--name",
-        "docs",
-        "--sync-every",
-        "off",
-        "--json",
-    ])?;
-    let sets = nodes[1].control("sets", Value::Null)?;
-    ensure!(
-        sets.as_array().is_some_and(|l| l
-            .iter()
-            .any(|s| s["args"]["name"] == "docs" && s["args"]["sync_every"].is_null())),
-        "the schedule is off: {sets}"
-    );
+    let every = run_by_hand(&nodes[1], tree_s, &["--sync-every", "off"])?;
+    ensure!(every.is_null(), "the schedule is off: {every}");
     // With no run left, the outbox gave its space back at the commits and
     // stays empty over a restart.
     let outbox = |node: &Node| -> Result<u64> {

@@ -203,7 +203,7 @@ fn days(ms: u64) -> i64 {
 }
 
 /// (year, month, day) of a day number (Howard Hinnant's civil_from_days).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

@@ -315,8 +315,15 @@ async fn save_peer_cache(c: &CacheCtx) {
 }
 
 /// Refreshes the peer cache every [`PEER_CACHE_EVERY`].
+///
+/// The first saves come quickly (every 5 s for the first minute), so a node
+/// that dies soon after joining still finds its way back.
 async fn keep_peer_cache(ctx: DaemonContext) {
     let c = ctx_for_cache(&ctx.data_dir, &ctx.overlay, &ctx.peer_cache);
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        save_peer_cache(&c).await;
+    }
     let mut every = tokio::time::interval(PEER_CACHE_EVERY);
     every.tick().await;
     loop {

@@ -26,7 +26,7 @@ pub use ids::{DataId, IdError, NodeId, PacketId, SnapshotId};
 pub use manager::{
     ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, Effects, ForgetResponse,
     KnownChunk, LogRetention, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision,
-    PlanDraft, PlanRequest, SnapshotSummary,
+    PlanDraft, PlanRequest, ReservationLimits, SnapshotSummary,
 };
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,

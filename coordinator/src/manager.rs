@@ -36,7 +36,9 @@ use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
 use crate::units::{GeoPoint, Millis};
 
 mod messages;
+mod reservations;
 pub use messages::*;
+pub use reservations::*;
 
 /// Failures of manager operations.
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +73,12 @@ pub const TICKET_BATCH: usize = 32;
 pub struct ManagerConfig {
     /// How long storage tickets stay valid.
     pub ticket_ttl: Millis,
-    /// How long a planned backup may take to commit before it is aborted.
+    /// How long a planned backup may take to commit before it is aborted,
+    /// on top of the upload time its size needs (see [`ReservationLimits`]).
     pub pending_ttl: Millis,
+    /// What planned backups may reserve.
+    #[serde(default)]
+    pub reservations: ReservationLimits,
     /// How much of the global backup log is kept.
     #[serde(default)]
     pub log_retention: LogRetention,
@@ -101,7 +107,8 @@ impl Default for ManagerConfig {
     fn default() -> Self {
         ManagerConfig {
             ticket_ttl: 60 * 60 * 1000,
-            pending_ttl: 24 * 60 * 60 * 1000,
+            pending_ttl: 15 * 60 * 1000,
+            reservations: ReservationLimits::default(),
             log_retention: LogRetention::default(),
             placement: PlacementPolicy::default(),
         }
@@ -175,7 +182,12 @@ impl Manager {
     fn placement_profile(&self, id: &NodeId) -> Option<NodeProfile> {
         let client = self.state.clients.get(id)?;
         let mut profile = client.profile.clone();
-        profile.storage_free = self.state.target_free(id);
+        let record = self.state.targets.get(id);
+        profile.storage_free = self.config.reservations.placement_free(
+            self.state.target_free(id),
+            record.map_or(0, |r| r.bytes),
+            record.map_or(0, |r| r.reserved),
+        );
         Some(profile)
     }
 
@@ -379,6 +391,26 @@ impl Manager {
         rng: &mut R,
     ) -> Result<(Command, PlanDraft), ManagerError> {
         let (uploads, reused) = self.decide_placement(request, rng)?;
+        let stored_bytes = uploads
+            .iter()
+            .flat_map(|c| &c.packets)
+            .fold(0u64, |sum, p| sum.saturating_add(p.size));
+        let source_pending: Vec<&PendingBackup> = self
+            .state
+            .pending
+            .values()
+            .filter(|p| p.source == request.source)
+            .collect();
+        self.config
+            .reservations
+            .check_pending(request.source, &source_pending, stored_bytes)
+            .map_err(ApplyError::Quota)?;
+        let expires_at = self.config.reservations.deadline(
+            now,
+            stored_bytes,
+            self.config.pending_ttl,
+            self.config.ticket_ttl,
+        );
         let pending = PendingBackup {
             id: self.state.next_pending,
             source: request.source,
@@ -388,7 +420,7 @@ impl Manager {
             new_chunks: uploads.clone(),
             reused: reused.clone(),
             created_at: now,
-            expires_at: now + self.config.pending_ttl,
+            expires_at,
         };
         let draft = PlanDraft {
             pending_id: pending.id,

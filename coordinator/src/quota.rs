@@ -108,6 +108,16 @@ pub enum QuotaError {
         pending: usize,
         limit: usize,
     },
+    #[error(
+        "{node} has {} reserved by backups not yet committed and this plan needs {} more (at most {} per source): commit or abandon a backup first, or back up less at once",
+        format_size(*pending), format_size(*extra), format_size(*limit)
+    )]
+    PendingBytes {
+        node: NodeId,
+        pending: u64,
+        extra: u64,
+        limit: u64,
+    },
     #[error("this grid is closed: {0} needs a join token signed by the sequence manager")]
     TokenRequired(NodeId),
     #[error("join token rejected: {0}")]

@@ -654,7 +654,10 @@ fn expired_plans_release_their_reservations() {
     let decision = plan(&mut m, &paris, "docs", &["a"], 10);
     assert!(m.state().targets.values().any(|t| t.reserved > 0));
     assert!(m.expire_pending(50).unwrap().is_empty());
-    let tickets = m.expire_pending(200).unwrap();
+    // The deadline: the grace plus the plan's upload time.
+    assert!(decision.expires_at > 110);
+    assert!(m.expire_pending(decision.expires_at).unwrap().is_empty());
+    let tickets = m.expire_pending(decision.expires_at + 1).unwrap();
     assert_eq!(tickets.len(), 3);
     assert!(m.state().pending.is_empty());
     assert!(m.state().targets.values().all(|t| t.reserved == 0));
@@ -669,7 +672,7 @@ fn expired_plans_release_their_reservations() {
             bytes: 0,
             manifest_chunks: Vec::new(),
         },
-        300,
+        decision.expires_at + 100,
         &mut rng,
     );
     assert!(matches!(

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use strew_coordinator::{GeoPoint, format_duration, format_size, parse_duration, parse_size};
+use strew_coordinator::{
+    GeoPoint, ManagerConfig, format_duration, format_size, parse_duration, parse_size,
+};
 use strew_overlay::{LocalProfile, Multiaddr, OverlayConfig};
 
 /// File name of the config inside the data dir.
@@ -71,6 +73,15 @@ pub struct FileConfig {
     pub inbound_budget: Option<String>,
     /// Most nodes the grid view holds (default 200000).
     pub max_grid_nodes: Option<usize>,
+    /// Coordinators: how long a planned backup may stay uncommitted beyond
+    /// its upload time (`15m`).
+    pub pending_ttl: Option<String>,
+    /// Coordinators: stored bytes one source may hold reserved by plans not
+    /// yet committed (`32GiB`).
+    pub pending_per_source: Option<String>,
+    /// Coordinators: room placement grants a target beyond what it has
+    /// proven by storing (`4GiB`).
+    pub unproven_allowance: Option<String>,
 }
 
 /// Flags shared by `init` and `run` (each also read from `STREW_*`).
@@ -156,6 +167,18 @@ pub struct RunArgs {
     /// recently confirmed node makes room for a new one.
     #[arg(long, env = "STREW_MAX_GRID_NODES", value_name = "N")]
     pub max_grid_nodes: Option<usize>,
+    /// Coordinators: how long a planned backup may stay uncommitted beyond
+    /// the upload time its size needs (`15m`).
+    #[arg(long, env = "STREW_PENDING_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    pub pending_ttl: Option<Duration>,
+    /// Coordinators: stored bytes one source may hold reserved by backups
+    /// not yet committed (`32GiB`).
+    #[arg(long, env = "STREW_PENDING_PER_SOURCE", value_name = "SIZE", value_parser = parse_size)]
+    pub pending_per_source: Option<u64>,
+    /// Coordinators: room placement grants a target beyond what it has
+    /// proven by storing (`4GiB`); announced space past that is not believed.
+    #[arg(long, env = "STREW_UNPROVEN_ALLOWANCE", value_name = "SIZE", value_parser = parse_size)]
+    pub unproven_allowance: Option<u64>,
 }
 
 /// The merged, validated settings of a node.
@@ -174,6 +197,8 @@ pub struct Settings {
     pub max_packet: Option<u64>,
     pub inbound_budget: Option<u64>,
     pub max_grid_nodes: Option<usize>,
+    /// The sequence manager's configuration (coordinators).
+    pub manager: ManagerConfig,
 }
 
 /// Default donation when none is configured.
@@ -290,6 +315,30 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         }
         (None, None) => None,
     };
+    let size = |key: &'static str, flag: Option<u64>, text: &Option<String>| match (flag, text) {
+        (Some(b), _) => Ok(Some(b)),
+        (None, Some(t)) => parse_size(t).map(Some).map_err(|e| invalid(key, t, e)),
+        (None, None) => Ok(None),
+    };
+    let mut manager = ManagerConfig::default();
+    if let Some(ttl) = duration("pending_ttl", args.pending_ttl, &file.pending_ttl)? {
+        manager.pending_ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    }
+    let limits = &mut manager.reservations;
+    if let Some(b) = size(
+        "pending_per_source",
+        args.pending_per_source,
+        &file.pending_per_source,
+    )? {
+        limits.pending_bytes_per_source = b;
+    }
+    if let Some(b) = size(
+        "unproven_allowance",
+        args.unproven_allowance,
+        &file.unproven_allowance,
+    )? {
+        limits.unproven_allowance = b;
+    }
     Ok(Settings {
         location,
         storage,
@@ -316,6 +365,7 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         max_packet,
         inbound_budget,
         max_grid_nodes: args.max_grid_nodes.or(file.max_grid_nodes),
+        manager,
     })
 }
 
@@ -416,6 +466,40 @@ mod tests {
         };
         let err = merge(&file, &RunArgs::default()).unwrap_err();
         assert!(err.to_string().contains("location"), "{err}");
+    }
+
+    #[test]
+    fn reservation_limits_come_from_the_file_and_flags_win() {
+        let file = FileConfig {
+            location: Some("1,2".into()),
+            pending_ttl: Some("5m".into()),
+            pending_per_source: Some("1GiB".into()),
+            unproven_allowance: Some("512MiB".into()),
+            ..Default::default()
+        };
+        let s = merge(&file, &RunArgs::default()).unwrap();
+        assert_eq!(s.manager.pending_ttl, 5 * 60 * 1000);
+        assert_eq!(s.manager.reservations.pending_bytes_per_source, 1 << 30);
+        assert_eq!(s.manager.reservations.unproven_allowance, 512 << 20);
+        let args = RunArgs {
+            unproven_allowance: Some(8 << 20),
+            ..Default::default()
+        };
+        let s = merge(&file, &args).unwrap();
+        assert_eq!(s.manager.reservations.unproven_allowance, 8 << 20);
+        // Unset: the manager's defaults.
+        let plain = FileConfig {
+            location: Some("1,2".into()),
+            ..Default::default()
+        };
+        let s = merge(&plain, &RunArgs::default()).unwrap();
+        assert_eq!(s.manager, ManagerConfig::default());
+        let bad = FileConfig {
+            unproven_allowance: Some("lots".into()),
+            ..plain
+        };
+        let err = merge(&bad, &RunArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("unproven_allowance"), "{err}");
     }
 
     #[test]

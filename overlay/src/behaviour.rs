@@ -17,7 +17,7 @@ use crate::manager::{MANAGER_PROTOCOL, ManagerCodec};
 use crate::packet::codec::PutGate;
 use crate::packet::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketCodec};
 use crate::raft::driver::RAFT_TIMEOUT;
-use crate::raft::{RAFT_PROTOCOL, RaftCodec};
+use crate::raft::{GateMarker, RAFT_PROTOCOL, RaftCodec, RaftGate};
 use crate::sync::{SYNC_PROTOCOL, SyncCodec};
 
 /// Kademlia protocol id (a strew-private DHT, not the IPFS one).
@@ -47,6 +47,7 @@ pub const RAFT_STREAMS: usize = 8;
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
     pub limits: connection_limits::Behaviour,
+    pub ip_limits: crate::ip_limits::IpLimits,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -54,6 +55,9 @@ pub struct Behaviour {
     pub packets: request_response::Behaviour<PacketCodec>,
     pub sync: request_response::Behaviour<SyncCodec>,
     pub manager: request_response::Behaviour<ManagerCodec>,
+    /// Must stay just before `raft`: it tells the raft codec of each new
+    /// connection its peer (`raft::gate`).
+    pub raft_gate: GateMarker,
     pub raft: request_response::Behaviour<RaftCodec>,
 }
 
@@ -63,6 +67,7 @@ impl Behaviour {
         config: &OverlayConfig,
         limiter: BandwidthLimiter,
         gate: PutGate,
+        raft_gate: RaftGate,
     ) -> Result<Self, OverlayError> {
         let peer_id = key.public().to_peer_id();
         let budget = InboundBudget::new(config.inbound_budget);
@@ -146,7 +151,7 @@ impl Behaviour {
         // Raft messages carry their own deadlines (one heartbeat for
         // appends, longer for snapshot chunks); this is only the outer bound.
         let raft = request_response::Behaviour::with_codec(
-            RaftCodec::new(budget),
+            RaftCodec::new(budget, raft_gate.clone()),
             [(
                 StreamProtocol::new(RAFT_PROTOCOL),
                 request_response::ProtocolSupport::Full,
@@ -167,6 +172,7 @@ impl Behaviour {
 
         Ok(Behaviour {
             limits,
+            ip_limits: crate::ip_limits::IpLimits::default(),
             kad,
             identify,
             ping,
@@ -174,6 +180,7 @@ impl Behaviour {
             packets,
             sync,
             manager,
+            raft_gate: GateMarker::new(raft_gate),
             raft,
         })
     }

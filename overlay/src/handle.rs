@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     pub manager: RwLock<Option<NodeId>>,
     pub endpoint: RwLock<Option<Arc<dyn ManagerEndpoint>>>,
     pub raft: RwLock<Option<Arc<dyn RaftEndpoint>>>,
+    /// Who may open raft streams (decided before they are read).
+    pub raft_gate: crate::raft::RaftGate,
     pub metrics: OverlayMetrics,
     /// Per-target limit of outbound packet requests.
     pub slots: PeerSlots<NodeId>,
@@ -246,9 +248,17 @@ impl OverlayHandle {
     /// Serves the raft protocol through `endpoint` (the node's member of the
     /// coordinator group), or stops serving it (`None`: messages are dropped).
     pub fn set_raft_endpoint(&self, endpoint: Option<Arc<dyn RaftEndpoint>>) {
+        self.shared.raft_gate.set_serving(endpoint.is_some());
         if let Ok(mut e) = self.shared.raft.write() {
             *e = endpoint;
         }
+    }
+
+    /// The members of this node's coordinator group (`None`: not known
+    /// yet). Raft streams from any other peer are refused before they are
+    /// read.
+    pub fn set_raft_members(&self, members: Option<&[NodeId]>) {
+        self.shared.raft_gate.set_members(members);
     }
 
     /// Sends one raft message to `target` (dialling `addr` first if given

@@ -19,6 +19,7 @@ pub mod error;
 pub mod gossip;
 pub mod grid;
 mod handle;
+pub mod ip_limits;
 pub mod liveness;
 pub mod manager;
 pub mod metrics;

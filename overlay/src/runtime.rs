@@ -78,18 +78,25 @@ pub fn start(
     let limiter = BandwidthLimiter::new(config.bandwidth);
     let managers: TrustedManagers = Arc::new(RwLock::new(BTreeSet::new()));
     let gate = PutGate::new(node_id, managers.clone());
+    let raft_gate = crate::raft::RaftGate::default();
 
     let (metrics, p2p_metrics, mut swarm) = match registry {
         Some(registry) => {
             let metrics = OverlayMetrics::register(registry);
-            let swarm = build_swarm(&key, &config, limiter, gate, Some(&mut *registry))?;
+            let swarm = build_swarm(
+                &key,
+                &config,
+                limiter,
+                (gate, raft_gate.clone()),
+                Some(&mut *registry),
+            )?;
             let p2p = libp2p::metrics::Metrics::new(registry);
             (metrics, Some(p2p), swarm)
         }
         None => (
             OverlayMetrics::default(),
             None,
-            build_swarm(&key, &config, limiter, gate, None)?,
+            build_swarm(&key, &config, limiter, (gate, raft_gate.clone()), None)?,
         ),
     };
     for addr in &config.listen {
@@ -110,6 +117,7 @@ pub fn start(
         manager: RwLock::new(None),
         endpoint: RwLock::new(None),
         raft: RwLock::new(None),
+        raft_gate,
         metrics: metrics.clone(),
         slots: PeerSlots::new(config.max_streams_per_peer),
         shutdown: Notify::new(),
@@ -166,7 +174,7 @@ fn build_swarm(
     key: &Keypair,
     config: &OverlayConfig,
     limiter: BandwidthLimiter,
-    gate: PutGate,
+    (gate, raft_gate): (PutGate, crate::raft::RaftGate),
     registry: Option<&mut Registry>,
 ) -> Result<Swarm<Behaviour>, OverlayError> {
     let transport_err = |e: &dyn std::fmt::Display| OverlayError::Transport(e.to_string().into());
@@ -183,12 +191,16 @@ fn build_swarm(
     let swarm = match registry {
         Some(registry) => builder
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key| Behaviour::new(key, config, limiter, gate).map_err(Box::from))
+            .with_behaviour(|key| {
+                Behaviour::new(key, config, limiter, gate, raft_gate).map_err(Box::from)
+            })
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
         None => builder
-            .with_behaviour(|key| Behaviour::new(key, config, limiter, gate).map_err(Box::from))
+            .with_behaviour(|key| {
+                Behaviour::new(key, config, limiter, gate, raft_gate).map_err(Box::from)
+            })
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
@@ -534,6 +546,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::IpLimits(never) => match never {},
             BehaviourEvent::Packets(event) => {
                 self.packets
                     .on_event(&mut self.swarm.behaviour_mut().packets, event);

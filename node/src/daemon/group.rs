@@ -197,6 +197,10 @@ pub async fn run(
             }
             continue;
         };
+        // Raft streams from anyone but the group's members are refused
+        // before they are read (none known yet: whoever founds the group).
+        let members = service.members();
+        overlay.set_raft_members((!members.is_empty()).then_some(members.as_slice()));
         if service.member().status().members.is_empty() && started.elapsed() >= SETTLE {
             maybe_form(service).await;
         }

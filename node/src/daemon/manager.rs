@@ -137,6 +137,7 @@ impl ManagerService {
         key: &Keypair,
         overlay: OverlayHandle,
         config: GroupConfig,
+        manager_config: ManagerConfig,
     ) -> Result<Arc<Self>, ServiceError> {
         let dir = data_dir.join(MANAGER_DIR);
         let local_key = {
@@ -154,7 +155,7 @@ impl ManagerService {
             &dir.join("manager.redb"),
             signing,
             local_key.clone(),
-            ManagerConfig::default(),
+            manager_config,
         )
         .await
         .map_err(ServiceError::Manager)?;

@@ -175,6 +175,7 @@ pub async fn run_with(
             &manager_key,
             overlay.clone(),
             group_settings.config.clone(),
+            settings.manager.clone(),
         )
         .await
         .context("cannot start the sequence manager")?;

@@ -9,6 +9,7 @@
 //! protocol's runtime state (messages in flight both ways) is in `driver`.
 
 pub(crate) mod driver;
+pub mod gate;
 
 use std::future::Future;
 use std::io;
@@ -21,6 +22,7 @@ use strew_coordinator::NodeId;
 
 use crate::budget::InboundBudget;
 use crate::cbor;
+pub use gate::{GateMarker, RaftGate};
 
 /// Protocol id. Version 2: each message is length-prefixed (`cbor::read_framed`).
 pub const RAFT_PROTOCOL: &str = "/strew/raft/2";
@@ -39,15 +41,36 @@ pub trait RaftEndpoint: Send + Sync + 'static {
 }
 
 /// The raft codec: opaque bytes, size-bounded in both directions and read
-/// only into room reserved in the inbound budget.
-#[derive(Clone, Debug, Default)]
+/// only into room reserved in the inbound budget, from members only (the
+/// [`RaftGate`] decides before anything is read).
+#[derive(Debug, Default)]
 pub struct RaftCodec {
     budget: InboundBudget,
+    gate: RaftGate,
+    /// The remote peer of the connection this codec serves (bound when the
+    /// connection is set up, see [`gate`]).
+    peer: Option<libp2p::PeerId>,
 }
 
 impl RaftCodec {
-    pub fn new(budget: InboundBudget) -> Self {
-        RaftCodec { budget }
+    pub fn new(budget: InboundBudget, gate: RaftGate) -> Self {
+        RaftCodec {
+            budget,
+            gate,
+            peer: None,
+        }
+    }
+}
+
+impl Clone for RaftCodec {
+    /// A per-connection clone takes the peer of the connection being set up;
+    /// a per-stream clone keeps its connection's.
+    fn clone(&self) -> Self {
+        RaftCodec {
+            budget: self.budget.clone(),
+            gate: self.gate.clone(),
+            peer: self.peer.or_else(|| self.gate.connecting_peer()),
+        }
     }
 }
 
@@ -109,6 +132,12 @@ impl request_response::Codec for RaftCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
+        if !self.gate.admits(self.peer.as_ref()) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "raft stream from a peer that is not a member of this coordinator group",
+            ));
+        }
         Ok(cbor::read_framed(io, MAX_RAFT_BYTES, &self.budget)
             .await?
             .into())
@@ -161,7 +190,9 @@ mod tests {
         futures::executor::block_on(async {
             let protocol = StreamProtocol::new(RAFT_PROTOCOL);
             let budget = InboundBudget::new(1 << 20);
-            let mut codec = RaftCodec::new(budget.clone());
+            let gate = RaftGate::default();
+            gate.set_serving(true);
+            let mut codec = RaftCodec::new(budget.clone(), gate);
             let mut wire = futures::io::Cursor::new(Vec::new());
             codec
                 .write_request(&protocol, &mut wire, b"append entries".to_vec().into())
@@ -187,6 +218,47 @@ mod tests {
             framed.extend_from_slice(&huge[..16]);
             let mut read = futures::io::Cursor::new(framed);
             assert!(codec.read_response(&protocol, &mut read).await.is_err());
+        });
+    }
+
+    #[test]
+    fn a_stream_from_a_non_member_is_refused_unread() {
+        futures::executor::block_on(async {
+            let protocol = StreamProtocol::new(RAFT_PROTOCOL);
+            let budget = InboundBudget::new(1 << 20);
+            let gate = RaftGate::default();
+            gate.set_serving(true);
+            let member = libp2p::identity::Keypair::generate_ed25519()
+                .public()
+                .to_peer_id();
+            let member_id = crate::peer::node_id_of(&member).unwrap();
+            gate.set_members(Some(&[member_id]));
+            let base = RaftCodec::new(budget.clone(), gate.clone());
+            // Connections are set up: one from the member, one from a stranger.
+            gate.connecting(member);
+            let mut from_member = base.clone();
+            gate.connecting(libp2p::PeerId::random());
+            let from_stranger = base.clone();
+            let mut wire = futures::io::Cursor::new(Vec::new());
+            from_member
+                .write_request(&protocol, &mut wire, b"vote".to_vec().into())
+                .await
+                .unwrap();
+            let bytes = wire.into_inner();
+            // A per-stream clone keeps its connection's peer.
+            let mut stream = from_stranger.clone();
+            let mut read = futures::io::Cursor::new(bytes.clone());
+            let refused = stream.read_request(&protocol, &mut read).await;
+            assert_eq!(
+                refused.map(|m| m.bytes).unwrap_err().kind(),
+                io::ErrorKind::PermissionDenied
+            );
+            assert_eq!(read.position(), 0, "nothing of the stream was read");
+            assert_eq!(budget.used(), 0);
+            let mut stream = from_member.clone();
+            let mut read = futures::io::Cursor::new(bytes);
+            let got = stream.read_request(&protocol, &mut read).await.unwrap();
+            assert_eq!(got.bytes, b"vote");
         });
     }
 }

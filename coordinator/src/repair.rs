@@ -11,6 +11,8 @@
 //! to replicate once the rebuilt packets are uploaded. This module must not
 //! move bytes, read a clock, change the manager's state or know about
 //! networking; erasure repair works on ciphertext, so no key appears here.
+//! The checker ([`Manager::check_repairs`], in `check`) finds the stripes to
+//! rebuild in the manager's replicated state.
 
 use std::collections::BTreeSet;
 
@@ -23,6 +25,9 @@ use crate::placement::{PlacementRequest, place_replacements_with};
 use crate::records::profile_key;
 use crate::state::{ApplyError, Command};
 use crate::units::{Millis, Redundancy};
+
+mod check;
+pub use check::{DEFAULT_REPAIR_GRACE, RepairCheck, RepairTask};
 
 /// What the manager knows about one packet of a stripe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -810,6 +810,7 @@ impl DaemonExtension for SourceJobs {
                     "online": info.online,
                     "snapshots": info.snapshots,
                     "stored_bytes": info.stored_bytes,
+                    "repairs_pending": info.repairs_pending,
                 }))
             }),
             "sets" => Box::pin(async move {

@@ -134,7 +134,16 @@ mod tests {
             zstd_level: 3,
             redundancy,
         };
-        let plain: Vec<u8> = (0..len as u32).map(|i| (i * 31 % 253) as u8).collect();
+        // Incompressible, so the blob (and the shards) grow with `len`.
+        let mut x = len as u64 | 1;
+        let plain: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
         let encoded = codec.encode(codec.secret.data_id(&plain), &plain);
         encoded
             .record

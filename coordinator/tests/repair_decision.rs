@@ -355,3 +355,104 @@ fn a_target_back_within_the_grace_needs_no_repair_and_too_few_reachable_waits() 
     );
     assert!(check.waiting >= 1, "{check:?}");
 }
+
+#[test]
+fn a_backup_on_every_eligible_node_repairs_onto_its_other_targets() {
+    let mut m = Manager::new(
+        SigningKey::from_bytes(&[201; 32]),
+        GroupKey([8; 32]),
+        ManagerConfig::default(),
+    );
+    // Four targets 400–1500 km from Paris, far apart from each other.
+    let places = [(52.52, 13.40), (41.39, 2.17), (45.46, 9.19), (51.51, -0.13)];
+    for (i, (lat, lon)) in places.iter().enumerate() {
+        m.apply(&Command::Join {
+            profile: node(30 + i as u8, *lat, *lon),
+            token: None,
+            at: 1,
+        })
+        .expect("join");
+    }
+    let paris = node(2, 48.85, 2.35);
+    m.apply(&Command::Join {
+        profile: paris.clone(),
+        token: None,
+        at: 1,
+    })
+    .expect("join");
+    let mut rng = StdRng::seed_from_u64(5);
+    let chunks: Vec<ChunkPlan> = (1..=4).map(chunk).collect();
+    let request = PlanRequest {
+        source: paris.node_id,
+        set: "all".into(),
+        location: paris.location,
+        params: params(),
+        chunks,
+        exclude: Vec::new(),
+    };
+    let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plan");
+    m.apply(&command).expect("begin");
+    let commit = CommitRequest {
+        pending_id: draft.pending_id,
+        source: paris.node_id,
+        stored: draft
+            .uploads
+            .iter()
+            .flat_map(|c| c.packets.iter().copied())
+            .collect(),
+        manifest: DataId([1; 32]),
+        manifest_chunks: Vec::new(),
+        chunks: (1..=4).map(|n| DataId([n; 32])).collect(),
+        bytes: 8 << 20,
+    };
+    let CommitStep::Propose { command, snapshot } =
+        m.decide_commit(&commit, 20, &mut rng).expect("commit")
+    else {
+        panic!("a first commit proposes a command");
+    };
+    m.apply(&command).expect("commit applies");
+    let used: BTreeSet<NodeId> = m
+        .state()
+        .chunks
+        .values()
+        .flat_map(|c| c.packets.iter().map(|p| p.target))
+        .collect();
+    assert_eq!(used.len(), 4, "the backup uses every eligible node");
+    let data_id = DataId([1; 32]);
+    let stripe: Vec<NodeId> = m.state().chunks[&data_id]
+        .packets
+        .iter()
+        .map(|p| p.target)
+        .collect();
+    let lost = stripe[0];
+    m.apply(&Command::SetOnline {
+        node: lost,
+        online: false,
+        at: 30,
+    })
+    .expect("offline");
+    let given_up = BTreeSet::from([lost]);
+    let commands = m
+        .decide_repair(
+            &RepairRequest {
+                snapshot,
+                data_id,
+                rebuild: &[0],
+                given_up: &given_up,
+            },
+            40,
+            &mut rng,
+        )
+        .expect("another target of the backup takes the packet");
+    let [Command::MovePacket { new_target, .. }] = commands.as_slice() else {
+        panic!("one move: {commands:?}");
+    };
+    assert!(used.contains(new_target), "no other node exists");
+    assert!(
+        !stripe.contains(new_target),
+        "never two packets of a stripe on one node"
+    );
+    let d = haversine_km(&paris.location, &location(&m, new_target));
+    assert!(params().backup_distance.contains(d), "{d:.0} km");
+    m.apply(&commands[0]).expect("the move applies");
+}

@@ -9,6 +9,7 @@
 
 pub mod browse;
 pub mod browse_commands;
+pub mod check_commands;
 pub mod commands;
 pub mod error;
 pub mod group;

@@ -5,7 +5,8 @@
 //! every lost packet onto other targets (while the source is still offline),
 //! every stripe is back to 6 packets on live targets within the bound
 //! (checked with an independent haversine) and the snapshot is healthy;
-//! then two more original targets die and the snapshot still restores
+//! then two more original targets die, `strew check` names the missing
+//! packets with no stripe lost, and the snapshot still restores
 //! byte-identical, which three dead original targets would forbid without
 //! the repair.
 
@@ -223,12 +224,26 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
     }
     let status = nodes[source].status()?;
     ensure!(status["repairs_pending"] == 0, "{status}");
+    // `strew check` reads every packet back: all there.
+    let check = nodes[source].cli_json(&["check", &snapshot, "--read-data", "--json"])?;
+    ensure!(
+        check["healthy"].as_u64() == Some(stripes) && check["missing"] == Value::Array(vec![]),
+        "{check}"
+    );
 
     // Two more original targets die: three of the original targets are
     // gone, yet every stripe keeps at least four packets.
     for &i in &holders[1..3] {
         nodes[i].kill();
     }
+    // `strew check` names the now missing packets and fails, but no stripe is lost.
+    let out = nodes[source].cli(&["check", &snapshot, "--json"])?;
+    ensure!(!out.status.success(), "a damaged snapshot fails the check");
+    let check: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        check["lost"] == 0 && check["degraded"].as_u64() > Some(0),
+        "{check}"
+    );
     let dest = work.path().join("restored");
     nodes[source].cli_json(&[
         "restore",

@@ -467,3 +467,19 @@ impl Repairer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_check_runs_a_tenth_of_the_grace_apart_between_one_second_and_five_minutes() {
+        let every = |grace: u64| RepairSettings::new(Duration::from_secs(grace), 0).check_every;
+        assert_eq!(every(4 * 3600), Duration::from_secs(300));
+        assert_eq!(every(600), Duration::from_secs(60));
+        assert_eq!(every(3), Duration::from_secs(1));
+        assert_eq!(every(0), Duration::from_secs(1));
+        let s = RepairSettings::new(Duration::from_secs(3), 1_000);
+        assert_eq!((s.bandwidth, s.concurrency), (1_000, REPAIR_CONCURRENCY));
+    }
+}

@@ -30,7 +30,8 @@ pub use manager::{
 };
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
-    place_excluding, place_replacements, place_replacements_with, place_with,
+    place_excluding, place_replacements, place_replacements_reusing, place_replacements_with,
+    place_with,
 };
 pub use quota::{GridMode, JoinToken, QuotaError, Subscription};
 pub use records::{

@@ -315,7 +315,7 @@ impl Manager {
         DedupAnswer { known, unknown }
     }
 
-    fn tickets(
+    pub(crate) fn tickets(
         &self,
         kind: TicketKind,
         per_target: BTreeMap<NodeId, Vec<TicketEntry>>,

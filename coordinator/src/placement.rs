@@ -561,24 +561,77 @@ pub fn place_replacements_with<R: Rng + ?Sized>(
     count: usize,
     rng: &mut R,
 ) -> Result<Vec<NodeId>, PlacementRefusal> {
+    replacements(
+        view,
+        req,
+        policy,
+        backup_targets,
+        stripe_survivors,
+        count,
+        false,
+        rng,
+    )
+}
+
+/// [`place_replacements_with`], except that targets the backup already uses
+/// may be chosen too (never one holding a packet of this stripe: never in
+/// `stripe_survivors`). The backup's set of targets does not grow, so the
+/// spread rule holds as it did; for a backup spread over every eligible
+/// node, the only way to rebuild a stripe.
+pub fn place_replacements_reusing<R: Rng + ?Sized>(
+    view: &GridView,
+    req: &PlacementRequest,
+    policy: &PlacementPolicy,
+    backup_targets: &[NodeId],
+    stripe_survivors: &[NodeId],
+    count: usize,
+    rng: &mut R,
+) -> Result<Vec<NodeId>, PlacementRefusal> {
+    replacements(
+        view,
+        req,
+        policy,
+        backup_targets,
+        stripe_survivors,
+        count,
+        true,
+        rng,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn replacements<R: Rng + ?Sized>(
+    view: &GridView,
+    req: &PlacementRequest,
+    policy: &PlacementPolicy,
+    backup_targets: &[NodeId],
+    stripe_survivors: &[NodeId],
+    count: usize,
+    reuse: bool,
+    rng: &mut R,
+) -> Result<Vec<NodeId>, PlacementRefusal> {
     validate(req)?;
     if count == 0 {
         return Ok(Vec::new());
     }
-    let excluded: BTreeSet<NodeId> = backup_targets
-        .iter()
-        .chain(stripe_survivors)
-        .copied()
-        .collect();
+    let excluded: BTreeSet<NodeId> = if reuse {
+        stripe_survivors.iter().copied().collect()
+    } else {
+        backup_targets
+            .iter()
+            .chain(stripe_survivors)
+            .copied()
+            .collect()
+    };
     let existing: Vec<&NodeProfile> = backup_targets
         .iter()
         .filter_map(|id| view.get(id))
         .collect();
     let accept = |c: &Candidate| {
         !excluded.contains(&c.id)
-            && existing
-                .iter()
-                .all(|e| req.spread.contains(haversine_km(&c.location, &e.location)))
+            && existing.iter().all(|e| {
+                e.node_id == c.id || req.spread.contains(haversine_km(&c.location, &e.location))
+            })
     };
     let need = count as u64;
     let (cands, found) = match choose(view, req, policy, 1, need, count, &accept, rng) {

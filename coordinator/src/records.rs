@@ -25,6 +25,11 @@ pub struct ClientRecord {
     /// Stored bytes (redundancy included) charged to this node as a source.
     pub source_stored_bytes: u64,
     pub joined_at: Millis,
+    /// When the node was last marked offline (`SetOnline { online: false }`'s
+    /// time), while it stays offline; `None` while online. The repair
+    /// checker counts its packets as gone once this is `repair_grace` old.
+    #[serde(default)]
+    pub offline_since: Option<Millis>,
 }
 
 impl ClientRecord {

@@ -11,6 +11,8 @@
 //! to replicate once the rebuilt packets are uploaded. This module must not
 //! move bytes, read a clock, change the manager's state or know about
 //! networking; erasure repair works on ciphertext, so no key appears here.
+//! The checker ([`Manager::check_repairs`], in `check`) finds the stripes to
+//! rebuild in the manager's replicated state.
 
 use std::collections::BTreeSet;
 
@@ -19,10 +21,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DataId, NodeId, SnapshotId};
 use crate::manager::{Manager, ManagerError};
-use crate::placement::{PlacementRequest, place_replacements_with};
+use crate::placement::{PlacementRequest, place_replacements_reusing, place_replacements_with};
 use crate::records::profile_key;
 use crate::state::{ApplyError, Command};
 use crate::units::{Millis, Redundancy};
+
+mod check;
+pub use check::{DEFAULT_REPAIR_GRACE, RepairCheck, RepairTask};
 
 /// What the manager knows about one packet of a stripe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +182,9 @@ impl Manager {
     /// backup's constraints: within the backup distance of the source, within
     /// the spread of every other target of the snapshot (all its chunks) that
     /// is neither rebuilt here nor given up, online, with room for a packet,
-    /// and never a target that already holds a packet of this stripe.
+    /// and never a target that already holds a packet of this stripe. Nodes
+    /// the snapshot does not use yet are preferred; when none fits, one of
+    /// its other targets takes the packet ([`place_replacements_reusing`]).
     /// The constraints are those the snapshot's backup set has now (the
     /// source profile keeps the latest backup's parameters). *When* to
     /// rebuild is the [`RepairPolicy`]'s verdict; this only says *where*.
@@ -256,6 +263,8 @@ impl Manager {
             stripes: 1,
             packet_size,
         };
+        // Nodes the backup does not use yet first (the backup spreads
+        // wider); else any of its targets not holding a packet of this stripe.
         let targets = place_replacements_with(
             self.view(),
             &placement_request,
@@ -264,7 +273,18 @@ impl Manager {
             &stripe,
             request.rebuild.len(),
             rng,
-        )?;
+        )
+        .or_else(|_| {
+            place_replacements_reusing(
+                self.view(),
+                &placement_request,
+                &self.config().placement,
+                &anchors,
+                &stripe,
+                request.rebuild.len(),
+                rng,
+            )
+        })?;
         Ok(request
             .rebuild
             .iter()

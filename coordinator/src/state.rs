@@ -252,12 +252,18 @@ impl ManagerState {
             Command::Join { profile, token, at } => {
                 self.join(profile, token.as_ref(), *at, &mut touched)?
             }
-            Command::SetOnline { node, online, .. } => {
+            Command::SetOnline { node, online, at } => {
                 let client = self
                     .clients
                     .get_mut(node)
                     .ok_or(ApplyError::UnknownNode(*node))?;
                 client.profile.online = *online;
+                // Away since the first time it was marked offline.
+                client.offline_since = if *online {
+                    None
+                } else {
+                    client.offline_since.or(Some(*at))
+                };
                 touched.clients.insert(*node);
                 Applied::Done
             }
@@ -339,8 +345,14 @@ impl ManagerState {
             subscription: Subscription::default_plan(),
             source_stored_bytes: 0,
             joined_at: at,
+            offline_since: None,
         });
         record.profile = profile.clone();
+        record.offline_since = if profile.online {
+            None
+        } else {
+            record.offline_since.or(Some(at))
+        };
         record.subscription = subscription;
         touched.clients.insert(id);
         if is_new {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use strew_coordinator::repair::RepairRequest;
+use strew_coordinator::repair::{RepairPolicy, RepairRequest};
 use strew_coordinator::{
     ApplyError, BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression,
     ConvergenceScope, DataId, Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, ManagerError,
@@ -224,4 +224,235 @@ fn no_compatible_target_is_a_placement_refusal_and_bad_requests_are_errors() {
         ask(&m, snapshot, data_id, &[0], &mut rng),
         Err(ManagerError::Placement(_))
     ));
+}
+
+#[test]
+fn the_checker_queues_stripes_only_past_the_grace_and_a_move_settles_them() {
+    let (mut m, _, snapshot) = backed_up();
+    let policy = RepairPolicy {
+        grace: 1_000,
+        threshold: 1,
+    };
+    let data_id = DataId([1; 32]);
+    let lost = m.state().chunks[&data_id].packets[0].target;
+    // Every stripe the lost target holds a packet of, and which slot.
+    let holding: Vec<(DataId, usize)> = m
+        .state()
+        .chunks
+        .values()
+        .filter_map(|c| {
+            let slot = c.packets.iter().position(|p| p.target == lost)?;
+            Some((c.data_id, slot))
+        })
+        .collect();
+    let healthy = m.check_repairs(&policy, 100);
+    assert_eq!((healthy.stripes, healthy.pending()), (2, 0));
+    m.apply(&Command::SetOnline {
+        node: lost,
+        online: false,
+        at: 30,
+    })
+    .expect("offline");
+    assert_eq!(m.state().clients[&lost].offline_since, Some(30));
+    // A later offline mark does not restart the clock.
+    m.apply(&Command::SetOnline {
+        node: lost,
+        online: false,
+        at: 500,
+    })
+    .expect("offline again");
+    let early = m.check_repairs(&policy, 1_029);
+    assert!(early.tasks.is_empty(), "{early:?}");
+    assert_eq!(early.next_deadline, Some(1_030));
+    let due = m.check_repairs(&policy, 1_030);
+    assert_eq!(due.given_up, BTreeSet::from([lost]));
+    let queued: Vec<(DataId, Vec<usize>)> = due
+        .tasks
+        .iter()
+        .map(|t| (t.data_id, t.rebuild.clone()))
+        .collect();
+    let expected: Vec<(DataId, Vec<usize>)> =
+        holding.iter().map(|(d, slot)| (*d, vec![*slot])).collect();
+    assert_eq!(queued, expected);
+    for task in &due.tasks {
+        assert_eq!(task.snapshot, snapshot);
+        assert_eq!(task.read.len(), 2, "the two other slots are reachable");
+        assert!(!task.read.iter().any(|j| task.rebuild.contains(j)));
+    }
+    // The repairer's tickets name the new target and the packet's size.
+    let mut rng = StdRng::seed_from_u64(4);
+    for task in &due.tasks {
+        let request = RepairRequest {
+            snapshot: task.snapshot,
+            data_id: task.data_id,
+            rebuild: &task.rebuild,
+            given_up: &due.given_up,
+        };
+        let commands = m.decide_repair(&request, 1_040, &mut rng).expect("placed");
+        let [Command::MovePacket { new_target, .. }] = commands.as_slice() else {
+            panic!("one move: {commands:?}");
+        };
+        let packet = m.state().chunks[&task.data_id].packets[task.rebuild[0]];
+        let tickets = m
+            .repair_tickets(&[(*new_target, packet.packet_id, packet.size)], 1_040)
+            .expect("signed");
+        assert_eq!(tickets.len(), 1);
+        assert_eq!(tickets[0].target, *new_target);
+        assert_eq!(tickets[0].entries[0].packet_id, packet.packet_id);
+        assert_eq!(tickets[0].entries[0].size, packet.size);
+        m.apply(&commands[0]).expect("the move applies");
+    }
+    let after = m.check_repairs(&policy, 2_000);
+    assert_eq!(after.pending(), 0, "{after:?}");
+    assert!(after.tasks.is_empty());
+}
+
+#[test]
+fn a_target_back_within_the_grace_needs_no_repair_and_too_few_reachable_waits() {
+    let (mut m, _, _) = backed_up();
+    let policy = RepairPolicy {
+        grace: 1_000,
+        threshold: 1,
+    };
+    let data_id = DataId([1; 32]);
+    let targets: Vec<NodeId> = m.state().chunks[&data_id]
+        .packets
+        .iter()
+        .map(|p| p.target)
+        .collect();
+    m.apply(&Command::SetOnline {
+        node: targets[0],
+        online: false,
+        at: 30,
+    })
+    .expect("offline");
+    m.apply(&Command::SetOnline {
+        node: targets[0],
+        online: true,
+        at: 600,
+    })
+    .expect("back");
+    assert_eq!(m.state().clients[&targets[0]].offline_since, None);
+    assert_eq!(m.check_repairs(&policy, 5_000).pending(), 0);
+    // Two of the three (k = 2) gone past the grace: only one packet left.
+    for t in &targets[..2] {
+        m.apply(&Command::SetOnline {
+            node: *t,
+            online: false,
+            at: 6_000,
+        })
+        .expect("offline");
+    }
+    let check = m.check_repairs(&policy, 6_500);
+    assert!(
+        check.tasks.iter().all(|t| t.data_id != data_id),
+        "within the grace: {check:?}"
+    );
+    let check = m.check_repairs(&policy, 7_000);
+    assert!(
+        check.tasks.iter().all(|t| t.data_id != data_id),
+        "one reachable packet cannot rebuild a 2+1 stripe: {check:?}"
+    );
+    assert!(check.waiting >= 1, "{check:?}");
+}
+
+#[test]
+fn a_backup_on_every_eligible_node_repairs_onto_its_other_targets() {
+    let mut m = Manager::new(
+        SigningKey::from_bytes(&[201; 32]),
+        GroupKey([8; 32]),
+        ManagerConfig::default(),
+    );
+    // Four targets 400–1500 km from Paris, far apart from each other.
+    let places = [(52.52, 13.40), (41.39, 2.17), (45.46, 9.19), (51.51, -0.13)];
+    for (i, (lat, lon)) in places.iter().enumerate() {
+        m.apply(&Command::Join {
+            profile: node(30 + i as u8, *lat, *lon),
+            token: None,
+            at: 1,
+        })
+        .expect("join");
+    }
+    let paris = node(2, 48.85, 2.35);
+    m.apply(&Command::Join {
+        profile: paris.clone(),
+        token: None,
+        at: 1,
+    })
+    .expect("join");
+    let mut rng = StdRng::seed_from_u64(5);
+    let chunks: Vec<ChunkPlan> = (1..=4).map(chunk).collect();
+    let request = PlanRequest {
+        source: paris.node_id,
+        set: "all".into(),
+        location: paris.location,
+        params: params(),
+        chunks,
+        exclude: Vec::new(),
+    };
+    let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plan");
+    m.apply(&command).expect("begin");
+    let commit = CommitRequest {
+        pending_id: draft.pending_id,
+        source: paris.node_id,
+        stored: draft
+            .uploads
+            .iter()
+            .flat_map(|c| c.packets.iter().copied())
+            .collect(),
+        manifest: DataId([1; 32]),
+        manifest_chunks: Vec::new(),
+        chunks: (1..=4).map(|n| DataId([n; 32])).collect(),
+        bytes: 8 << 20,
+    };
+    let CommitStep::Propose { command, snapshot } =
+        m.decide_commit(&commit, 20, &mut rng).expect("commit")
+    else {
+        panic!("a first commit proposes a command");
+    };
+    m.apply(&command).expect("commit applies");
+    let used: BTreeSet<NodeId> = m
+        .state()
+        .chunks
+        .values()
+        .flat_map(|c| c.packets.iter().map(|p| p.target))
+        .collect();
+    assert_eq!(used.len(), 4, "the backup uses every eligible node");
+    let data_id = DataId([1; 32]);
+    let stripe: Vec<NodeId> = m.state().chunks[&data_id]
+        .packets
+        .iter()
+        .map(|p| p.target)
+        .collect();
+    let lost = stripe[0];
+    m.apply(&Command::SetOnline {
+        node: lost,
+        online: false,
+        at: 30,
+    })
+    .expect("offline");
+    let given_up = BTreeSet::from([lost]);
+    let commands = m
+        .decide_repair(
+            &RepairRequest {
+                snapshot,
+                data_id,
+                rebuild: &[0],
+                given_up: &given_up,
+            },
+            40,
+            &mut rng,
+        )
+        .expect("another target of the backup takes the packet");
+    let [Command::MovePacket { new_target, .. }] = commands.as_slice() else {
+        panic!("one move: {commands:?}");
+    };
+    assert!(used.contains(new_target), "no other node exists");
+    assert!(
+        !stripe.contains(new_target),
+        "never two packets of a stripe on one node"
+    );
+    let d = haversine_km(&paris.location, &location(&m, new_target));
+    assert!(params().backup_distance.contains(d), "{d:.0} km");
+    m.apply(&commands[0]).expect("the move applies");
 }

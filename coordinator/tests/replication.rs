@@ -47,7 +47,13 @@ fn replace_state_installs_a_whole_state() {
     .unwrap();
     let mut expected = source.state().clone();
     if let Some(c) = expected.clients.get_mut(&profile(3, 43.0, 2.0).node_id) {
+        assert_eq!(
+            c.offline_since,
+            Some(9),
+            "offline since the shipped SetOnline"
+        );
         c.profile.online = true;
+        c.offline_since = None;
     }
     assert_eq!(m.state(), &expected);
     // A command that does not apply is an error and changes nothing.

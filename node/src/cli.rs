@@ -44,6 +44,10 @@ pub enum Command {
     /// Forgets SNAPSHOT, or what `--keep-*` rules do not keep (restic's
     /// semantics); packets no snapshot of any source needs are deleted.
     Forget(crate::daemon::source_commands::ForgetCmd),
+    /// Verifies that every packet of SNAPSHOT is held: fetches each one and
+    /// checks it against its id; names missing packets by stripe; exits
+    /// non-zero when a stripe is degraded or lost.
+    Check(crate::daemon::check_commands::CheckCmd),
     /// Cancels running backups (all of them, or the one named JOB): their
     /// plans are aborted and their reservations released. Ctrl-C on
     /// `strew backup` does the same for its own backup.

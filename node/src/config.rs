@@ -82,6 +82,11 @@ pub struct FileConfig {
     /// Coordinators: room placement grants a target beyond what it has
     /// proven by storing (`4GiB`).
     pub unproven_allowance: Option<String>,
+    /// How long a target may stay unreachable before the leader rebuilds its
+    /// packets elsewhere (`4h`).
+    pub repair_grace: Option<String>,
+    /// Pace of the leader's repair traffic per second (`8MB`); `0` = unlimited.
+    pub repair_bandwidth: Option<String>,
 }
 
 /// Flags shared by `init` and `run` (each also read from `STREW_*`).
@@ -179,6 +184,13 @@ pub struct RunArgs {
     /// proven by storing (`4GiB`); announced space past that is not believed.
     #[arg(long, env = "STREW_UNPROVEN_ALLOWANCE", value_name = "SIZE", value_parser = parse_size)]
     pub unproven_allowance: Option<u64>,
+    /// How long a target may stay unreachable before the coordinator group's
+    /// leader rebuilds its packets on other targets (default 4h).
+    #[arg(long, env = "STREW_REPAIR_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub repair_grace: Option<Duration>,
+    /// Pace of repair traffic on the leader, per second (default 8MB); 0 = unlimited.
+    #[arg(long, env = "STREW_REPAIR_BANDWIDTH", value_name = "SIZE", value_parser = parse_size)]
+    pub repair_bandwidth: Option<u64>,
 }
 
 /// The merged, validated settings of a node.
@@ -199,10 +211,15 @@ pub struct Settings {
     pub max_grid_nodes: Option<usize>,
     /// The sequence manager's configuration (coordinators).
     pub manager: ManagerConfig,
+    pub repair_grace: Duration,
+    pub repair_bandwidth: u64,
 }
 
 /// Default donation when none is configured.
 pub const DEFAULT_STORAGE: u64 = 1 << 30;
+/// Default `repair_grace`: the coordinator's default repair policy (4 h).
+pub const DEFAULT_REPAIR_GRACE: Duration =
+    Duration::from_millis(strew_coordinator::repair::DEFAULT_REPAIR_GRACE);
 
 /// Path of the config file in `data_dir`.
 pub fn path(data_dir: &Path) -> PathBuf {
@@ -339,6 +356,13 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
     )? {
         limits.unproven_allowance = b;
     }
+    let repair_grace = duration("repair_grace", args.repair_grace, &file.repair_grace)?
+        .unwrap_or(DEFAULT_REPAIR_GRACE);
+    let repair_bandwidth = match (args.repair_bandwidth, &file.repair_bandwidth) {
+        (Some(b), _) => b,
+        (None, Some(text)) => parse_size(text).map_err(|e| invalid("repair_bandwidth", text, e))?,
+        (None, None) => crate::daemon::repair::DEFAULT_REPAIR_BANDWIDTH,
+    };
     Ok(Settings {
         location,
         storage,
@@ -366,6 +390,8 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         inbound_budget,
         max_grid_nodes: args.max_grid_nodes.or(file.max_grid_nodes),
         manager,
+        repair_grace,
+        repair_bandwidth,
     })
 }
 
@@ -422,6 +448,11 @@ impl Settings {
             .announce_interval
             .map(|d| format!(", announce every {}", format_duration(d)))
             .unwrap_or_default()
+            + &if self.coordinator {
+                format!(", repair grace {}", format_duration(self.repair_grace))
+            } else {
+                String::new()
+            }
     }
 }
 
@@ -500,6 +531,42 @@ mod tests {
         };
         let err = merge(&bad, &RunArgs::default()).unwrap_err();
         assert!(err.to_string().contains("unproven_allowance"), "{err}");
+    }
+
+    #[test]
+    fn repair_settings_come_from_flags_then_file_then_defaults() {
+        let base = FileConfig {
+            location: Some("10,20".into()),
+            ..Default::default()
+        };
+        let s = merge(&base, &RunArgs::default()).unwrap();
+        assert_eq!(s.repair_grace, Duration::from_secs(4 * 3600));
+        assert_eq!(
+            s.repair_bandwidth,
+            crate::daemon::repair::DEFAULT_REPAIR_BANDWIDTH
+        );
+        let file = FileConfig {
+            repair_grace: Some("30m".into()),
+            repair_bandwidth: Some("2MB".into()),
+            ..base.clone()
+        };
+        let s = merge(&file, &RunArgs::default()).unwrap();
+        assert_eq!(s.repair_grace, Duration::from_secs(30 * 60));
+        assert_eq!(s.repair_bandwidth, 2_000_000);
+        let args = RunArgs {
+            repair_grace: Some(Duration::from_secs(3)),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge(&file, &args).unwrap().repair_grace,
+            Duration::from_secs(3)
+        );
+        let bad = FileConfig {
+            repair_grace: Some("soon".into()),
+            ..base
+        };
+        let err = merge(&bad, &RunArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("repair_grace"), "{err}");
     }
 
     #[test]

@@ -533,3 +533,50 @@ async fn a_constraint_no_grid_can_meet_is_refused_and_stores_nothing() {
     );
     assert_eq!(g.targets.bytes_received(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_verifies_every_packet_and_names_the_missing_and_corrupt_ones() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let report = backup(&g, &src, &options(vec![root], "300km..1600km"))
+        .await
+        .unwrap();
+    let client = g.manager.client(src.me.node_id);
+    let check = |targets| strew_node::grid::grid_check(&src.me, &client, targets, report.snapshot);
+    let healthy = check(g.targets.clone()).await.unwrap();
+    assert!(healthy.stripes > 3, "{healthy:?}");
+    assert_eq!(healthy.healthy, healthy.stripes);
+    assert_eq!(healthy.verified, healthy.packets);
+    assert!(healthy.missing.is_empty());
+    // One target down and another serving corrupt bytes: every stripe keeps
+    // at least four of its six packets, and the check names both.
+    let holders = g.targets.holders();
+    let (down, liar) = (holders[0].0, holders[1].0);
+    g.targets.set_up(&down, false);
+    g.targets.set_corrupt(&liar, true);
+    let damaged = check(g.targets.clone()).await.unwrap();
+    assert_eq!(damaged.stripes, healthy.stripes);
+    assert!(damaged.degraded > 0, "{damaged:?}");
+    assert_eq!(damaged.lost, 0, "{damaged:?}");
+    assert_eq!(damaged.healthy + damaged.degraded, damaged.stripes);
+    let named: std::collections::BTreeSet<String> =
+        damaged.missing.iter().map(|m| m.target.clone()).collect();
+    assert_eq!(
+        named,
+        [down.to_string(), liar.to_string()].into_iter().collect()
+    );
+    assert!(
+        damaged
+            .missing
+            .iter()
+            .any(|m| m.target == liar.to_string() && m.reason.contains("corrupt")),
+        "{damaged:?}"
+    );
+    assert_eq!(
+        damaged.verified + damaged.missing.len() as u64,
+        damaged.packets
+    );
+}

@@ -22,6 +22,7 @@ use strew_coordinator::records::{BackupParams, Compression, ConvergenceScope, En
 use strew_coordinator::{DataId, DistanceRange, GeoPoint, NodeId, Redundancy, SnapshotId};
 use tracing::{info, warn};
 
+mod check;
 mod where_to;
 
 use super::schedule::{BackupSet, SetBook};
@@ -795,6 +796,7 @@ impl DaemonExtension for SourceJobs {
             "find" => Box::pin(self.find(ctx, args)),
             "diff" => Box::pin(self.diff(ctx, args)),
             "placements" => Box::pin(self.placements(ctx)),
+            "check" => Box::pin(self.check(ctx, args)),
             "manager" => Box::pin(async move {
                 if ctx.overlay.manager().is_none() {
                     return Err(CommandError::NoManager(
@@ -810,6 +812,7 @@ impl DaemonExtension for SourceJobs {
                     "online": info.online,
                     "snapshots": info.snapshots,
                     "stored_bytes": info.stored_bytes,
+                    "repairs_pending": info.repairs_pending,
                 }))
             }),
             "sets" => Box::pin(async move {

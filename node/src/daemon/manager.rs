@@ -18,11 +18,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use strew_coordinator::manager::{CommitStep, Manager, ManagerConfig, ManagerError};
+use strew_coordinator::repair::RepairPolicy;
 use strew_coordinator::seal::GroupKey;
 use strew_coordinator::{Applied, Command, NodeId, NodeProfile};
 use strew_overlay::manager::{DryRunAnswer, ManagerInfo, Refusal, RefusalCode};
@@ -42,6 +44,9 @@ use crate::consensus::{
 };
 use crate::sync::lock;
 use crate::wire::{self, ToWire};
+
+mod repair;
+pub use repair::{RepairCommitError, RepairPlan};
 
 /// Directory of the manager's state inside the data dir.
 pub const MANAGER_DIR: &str = "manager";
@@ -86,6 +91,11 @@ pub struct ManagerService {
     /// This node's candidate sealing key (the group's first committed key wins).
     local_key: GroupKey,
     config: GroupConfig,
+    /// When the checker counts a packet as gone and rebuilds its stripe.
+    repair: RepairPolicy,
+    /// Stripes the leader's last repair check found to need repair (0 on
+    /// members that do not lead).
+    repairs_pending: AtomicU64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
@@ -131,13 +141,15 @@ fn heavy<T>(f: impl FnOnce() -> T) -> T {
 impl ManagerService {
     /// Opens the manager state in `data_dir/manager`, starts this node's
     /// member of the coordinator group over it (its raft log next to it) and
-    /// serves the raft protocol on the overlay. Tickets are signed with `key`.
+    /// serves the raft protocol on the overlay. Tickets are signed with `key`;
+    /// `repair` is the policy the leader's repair checker applies.
     pub async fn start(
         data_dir: &Path,
         key: &Keypair,
         overlay: OverlayHandle,
         config: GroupConfig,
         manager_config: ManagerConfig,
+        repair: RepairPolicy,
     ) -> Result<Arc<Self>, ServiceError> {
         let dir = data_dir.join(MANAGER_DIR);
         let local_key = {
@@ -184,6 +196,8 @@ impl ManagerService {
             proposals: tokio::sync::Mutex::new(()),
             local_key,
             config,
+            repair,
+            repairs_pending: AtomicU64::new(0),
         }))
     }
 
@@ -468,6 +482,7 @@ impl ManagerService {
                 online: state.clients.values().filter(|c| c.profile.online).count() as u64,
                 snapshots: state.snapshots.len() as u64,
                 stored_bytes: state.targets.values().map(|t| t.bytes).sum(),
+                repairs_pending: self.repairs_pending.load(Ordering::Relaxed),
             }
         }))
     }

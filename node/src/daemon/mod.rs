@@ -9,11 +9,13 @@
 
 pub mod browse;
 pub mod browse_commands;
+pub mod check_commands;
 pub mod commands;
 pub mod error;
 pub mod group;
 pub mod jobs;
 pub mod manager;
+pub mod repair;
 pub mod report;
 pub mod schedule;
 pub mod source_commands;
@@ -176,6 +178,10 @@ pub async fn run_with(
             overlay.clone(),
             group_settings.config.clone(),
             settings.manager.clone(),
+            strew_coordinator::repair::RepairPolicy {
+                grace: u64::try_from(settings.repair_grace.as_millis()).unwrap_or(u64::MAX),
+                ..Default::default()
+            },
         )
         .await
         .context("cannot start the sequence manager")?;
@@ -200,6 +206,7 @@ pub async fn run_with(
     extensions.push(jobs.clone());
 
     let node_metrics = upkeep::NodeMetrics::register(&mut registry);
+    let repair_metrics = repair::RepairMetrics::register(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
     let metrics_task = match settings.metrics {
         Some(addr) => {
@@ -225,6 +232,16 @@ pub async fn run_with(
     let dashboard_url = ctx.dashboard_url.clone();
     let dashboard_addr = ctx.settings.dashboard;
     let upkeep_task = tokio::spawn(upkeep::run(ctx.clone(), jobs.clone(), node_metrics));
+    let repair_task = service.clone().map(|service| {
+        let settings =
+            repair::RepairSettings::new(ctx.settings.repair_grace, ctx.settings.repair_bandwidth);
+        tokio::spawn(repair::run(
+            service,
+            ctx.store.clone(),
+            settings,
+            repair_metrics,
+        ))
+    });
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
     let handler: Arc<dyn ControlHandler> = Arc::new(Handler { ctx, extensions });
@@ -254,6 +271,9 @@ pub async fn run_with(
     schedule_task.abort();
     cache_task.abort();
     upkeep_task.abort();
+    if let Some(task) = repair_task {
+        task.abort();
+    }
     save_peer_cache(&ctx_for_cache(data_dir, &overlay, &peer_cache)).await;
     manager_task.abort();
     drop(control_server);

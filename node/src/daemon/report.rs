@@ -50,6 +50,12 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
         "connected_peers": overlay.connected_peers(),
         "coordinator_eligible": ctx.settings.coordinator,
         "group": group,
+        // On the group's leader: stripes its repair checker queued.
+        "repairs_pending": ctx
+            .coordinator
+            .as_ref()
+            .filter(|s| s.leads())
+            .map(|s| s.repairs_pending()),
         "storage": {
             "capacity_bytes": usage.capacity,
             "used_bytes": usage.used_bytes,

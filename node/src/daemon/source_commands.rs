@@ -576,6 +576,10 @@ pub async fn status(data_dir: &Path, cmd: &StatusCmd) -> anyhow::Result<()> {
         Ok(p) => v["snapshots"] = p,
         Err(e) => v["snapshots_error"] = json!(format!("{e:#}")),
     }
+    // Stripes the grid's repair checker has queued (the manager knows).
+    if let Ok(m) = short_call(data_dir, "manager", Value::Null).await {
+        v["repairs_pending"] = m["repairs_pending"].clone();
+    }
     if let Some(map) = &cmd.map {
         write_map(&v, map)?;
     }
@@ -587,10 +591,28 @@ pub async fn status(data_dir: &Path, cmd: &StatusCmd) -> anyhow::Result<()> {
     if let Some(e) = v["snapshots_error"].as_str() {
         writeln!(out, "snapshots unknown: {e}")?;
     }
-    for s in v["snapshots"].as_array().into_iter().flatten() {
+    if let Some(pending) = v["repairs_pending"].as_u64() {
         writeln!(
             out,
-            "snapshot  {} {} {} on {} targets:",
+            "repairs   {pending} stripe(s) of the grid waiting for repair"
+        )?;
+    }
+    for s in v["snapshots"].as_array().into_iter().flatten() {
+        let h = &s["health"];
+        let health = if num(h, "lost") > 0 {
+            format!("LOST {} of {} stripes", num(h, "lost"), num(h, "stripes"))
+        } else if num(h, "degraded") > 0 {
+            format!(
+                "DEGRADED: {} of {} stripes miss packets",
+                num(h, "degraded"),
+                num(h, "stripes")
+            )
+        } else {
+            format!("healthy ({} stripes)", num(h, "stripes"))
+        };
+        writeln!(
+            out,
+            "snapshot  {} {} {} on {} targets, {health}:",
             s["snapshot"].as_str().unwrap_or("-"),
             s["name"].as_str().unwrap_or("-"),
             format_size(num(s, "bytes")),

@@ -10,6 +10,7 @@
 //! idempotent or carries the id that makes it so.
 
 pub mod backup;
+pub mod check;
 pub mod forget;
 pub mod health;
 pub mod known;
@@ -31,6 +32,7 @@ use strew_coordinator::{GeoPoint, NodeId, PacketId, SnapshotId};
 pub use backup::{
     Cleanup, CleanupReport, GridBackupOptions, GridBackupReport, clean_up, grid_backup,
 };
+pub use check::{CheckReport, MissingPacket, grid_check};
 pub use forget::{ForgetReport, grid_forget};
 pub use health::{Health, health};
 pub use known::KnownIndex;

@@ -5,6 +5,7 @@
 //! - [`secret`]: the convergence secret, DataIds, convergent encryption;
 //! - [`packet`]: the versioned byte layouts of blobs and packets;
 //! - [`codec`]: one chunk ⇄ one stripe of packets;
+//! - [`rebuild`]: lost packets of a stripe from any K others, without the key;
 //! - [`exclude`]: what a backup leaves out (patterns, `.strewignore`, caches, mounts);
 //! - [`manifest`]: the snapshot manifest and its safety rules;
 //! - [`select`]: `--include`, `ls`, `find` and `diff` from a manifest alone;
@@ -19,6 +20,7 @@ pub mod exclude;
 pub mod local;
 pub mod manifest;
 pub mod packet;
+pub mod rebuild;
 pub mod restore;
 pub mod secret;
 pub mod select;

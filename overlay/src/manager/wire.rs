@@ -164,6 +164,10 @@ pub struct ManagerInfo {
     pub online: u64,
     pub snapshots: u64,
     pub stored_bytes: u64,
+    /// Stripes the leader's repair checker found to need rebuilding (absent
+    /// from older managers' answers: 0).
+    #[serde(default)]
+    pub repairs_pending: u64,
 }
 
 /// Why a call was refused or could not be served: what a program acts on.

@@ -1,0 +1,140 @@
+//! The manager service's side of repair: the checker's pass over the
+//! applied state, deciding where a stripe's rebuilt packets go (with store
+//! tickets signed by this leader), and committing the moves as replicated
+//! `MovePacket` commands once the repairer holds the targets' verified
+//! receipts. Moving the bytes is [`crate::daemon::repair`]'s; when and where
+//! are the coordinator's (`check_repairs`, `decide_repair`).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use strew_coordinator::repair::{RepairCheck, RepairPolicy, RepairRequest, RepairTask};
+use strew_coordinator::{
+    Applied, ApplyError, Command, ManagerError, NodeId, StorageTicket, StoredPacket,
+};
+
+use super::{ManagerService, heavy};
+use crate::consensus::{Outcome, WriteError};
+use crate::sync::lock;
+
+/// What a repairer needs to rebuild one stripe.
+#[derive(Debug, Clone)]
+pub struct RepairPlan {
+    /// The chunk's packets as the applied state has them (slot order).
+    pub packets: Vec<StoredPacket>,
+    /// One `MovePacket` per rebuilt slot, in the task's `rebuild` order.
+    pub moves: Vec<Command>,
+    /// Store tickets, signed by this node, for the new targets.
+    pub tickets: Vec<StorageTicket>,
+}
+
+/// Why rebuilt packets could not be recorded where they now are.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairCommitError {
+    #[error("this node no longer leads the coordinator group")]
+    NotLeader,
+    #[error("the coordinator group did not commit the move")]
+    Write(#[from] WriteError),
+    #[error("the move was refused: {0}")]
+    Rejected(ApplyError),
+}
+
+impl ManagerService {
+    /// The repair policy this member's checker applies.
+    pub fn repair_policy(&self) -> RepairPolicy {
+        self.repair
+    }
+
+    /// Whether this member leads the group and can sign and propose.
+    pub fn leads(&self) -> bool {
+        self.member.is_leader() && self.member.has_group_key()
+    }
+
+    /// One checker pass over the applied state at `now`.
+    pub fn check_repairs(&self, now: u64) -> RepairCheck {
+        heavy(|| self.replica.read(|m| m.check_repairs(&self.repair, now)))
+    }
+
+    /// Records how many stripes the last check found to need repair (what
+    /// `Who` answers as `repairs_pending`).
+    pub fn set_repairs_pending(&self, pending: u64) {
+        self.repairs_pending.store(pending, Ordering::Relaxed);
+    }
+
+    pub fn repairs_pending(&self) -> u64 {
+        self.repairs_pending.load(Ordering::Relaxed)
+    }
+
+    /// Decides where the task's rebuilt packets go (the coordinator's
+    /// `decide_repair`, under the stripe's original constraints) and signs
+    /// store tickets for them. Changes nothing.
+    pub fn plan_repair(
+        &self,
+        task: &RepairTask,
+        given_up: &BTreeSet<NodeId>,
+        now: u64,
+    ) -> Result<RepairPlan, ManagerError> {
+        heavy(|| {
+            self.replica.read(|m| {
+                let packets = m
+                    .state()
+                    .chunk_packets(&task.data_id)
+                    .ok_or(ApplyError::UnknownChunk(task.data_id))?
+                    .to_vec();
+                let request = RepairRequest {
+                    snapshot: task.snapshot,
+                    data_id: task.data_id,
+                    rebuild: &task.rebuild,
+                    given_up,
+                };
+                let moves = m.decide_repair(&request, now, &mut *lock(&self.rng))?;
+                let uploads: Vec<_> = moves
+                    .iter()
+                    .filter_map(|c| match c {
+                        Command::MovePacket {
+                            index, new_target, ..
+                        } => packets
+                            .get(*index as usize)
+                            .map(|p| (*new_target, p.packet_id, p.size)),
+                        _ => None,
+                    })
+                    .collect();
+                let tickets = m.repair_tickets(&uploads, now)?;
+                Ok(RepairPlan {
+                    packets,
+                    moves,
+                    tickets,
+                })
+            })
+        })
+    }
+
+    /// Proposes the moves of a repaired stripe, one at a time (leader only);
+    /// returns what each applied (the old copies to delete).
+    pub async fn commit_moves(
+        &self,
+        moves: Vec<Command>,
+    ) -> Result<Vec<Applied>, RepairCommitError> {
+        let _turn = self.proposals.lock().await;
+        if !self.member.is_leader() {
+            return Err(RepairCommitError::NotLeader);
+        }
+        let mut applied = Vec::with_capacity(moves.len());
+        for command in moves {
+            match self.member.execute(command).await?.outcome {
+                Outcome::Applied(a) => applied.push(a),
+                Outcome::Rejected(why) => return Err(RepairCommitError::Rejected(why)),
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Delete tickets, signed by this node, for the copies a move superseded.
+    pub fn superseded_tickets(
+        &self,
+        applied: &Applied,
+        now: u64,
+    ) -> Result<Vec<StorageTicket>, ManagerError> {
+        self.replica.read(|m| m.deletion_tickets(applied, now))
+    }
+}

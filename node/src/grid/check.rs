@@ -1,0 +1,157 @@
+//! `strew check SNAPSHOT --read-data`: whether every packet of a snapshot is
+//! still held, found by fetching each one from its target and checking it
+//! against its PacketId (restic's `check --read-data`). Every stripe is then
+//! healthy (every packet verified), degraded (some missing, still K or more
+//! distinct packets verified) or lost; every missing or corrupt packet is
+//! named with its stripe, target and reason.
+//!
+//! Needs the source's key only to open the sequence (which packets, on which
+//! targets); the packets are ciphertext and are not decrypted. It must not
+//! change anything on the grid.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+use strew_coordinator::{NodeId, PacketId, SnapshotId};
+use tokio::task::JoinSet;
+
+use super::restore::open_sequence;
+use super::{GridError, ManagerApi, PacketTransport, SourceIdentity, error_text};
+use crate::pipeline::packet::decode_packet;
+
+/// Packets fetched at once.
+const PARALLEL: usize = 8;
+
+/// A packet its target did not give back intact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingPacket {
+    /// The stripe's position in the snapshot's sequence.
+    pub stripe: usize,
+    pub data_id: String,
+    pub packet: String,
+    pub target: String,
+    pub reason: String,
+}
+
+/// What a check found (`strew check --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    pub snapshot: String,
+    pub stripes: u64,
+    pub healthy: u64,
+    pub degraded: u64,
+    pub lost: u64,
+    /// Packet copies asked for, and those that came back intact.
+    pub packets: u64,
+    pub verified: u64,
+    /// Bytes read and verified.
+    pub bytes: u64,
+    pub missing: Vec<MissingPacket>,
+}
+
+/// One fetch's answer: the bytes' length and the stripe's K, or why not.
+type Fetched = Result<(u64, u8), String>;
+
+async fn fetch<T: PacketTransport>(transport: &T, target: NodeId, id: PacketId) -> Fetched {
+    let bytes = transport
+        .get(target, id)
+        .await
+        .map_err(|e| error_text(&e))?;
+    if PacketId::of(&bytes) != id {
+        return Err("the bytes it returned do not hash to the packet id (corrupt)".into());
+    }
+    let (header, _) = decode_packet(&bytes).map_err(|e| format!("malformed packet: {e}"))?;
+    Ok((bytes.len() as u64, header.k))
+}
+
+/// Fetches and verifies every packet of `snapshot`.
+pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
+    me: &SourceIdentity,
+    manager: &M,
+    transport: Arc<T>,
+    snapshot: SnapshotId,
+) -> Result<CheckReport, GridError> {
+    let seq = open_sequence(me, manager, snapshot).await?;
+    // (stripe, entry, target, packet) for every copy the sequence names.
+    let mut jobs: Vec<(usize, usize, NodeId, PacketId)> = Vec::new();
+    for (s, stripe) in seq.stripes.iter().enumerate() {
+        for (e, entry) in stripe.packets.iter().enumerate() {
+            for target in &entry.targets {
+                jobs.push((s, e, *target, entry.packet_id));
+            }
+        }
+    }
+    let mut answers: Vec<Option<Fetched>> = vec![None; jobs.len()];
+    let mut running: JoinSet<(usize, Fetched)> = JoinSet::new();
+    let mut next = 0;
+    while next < jobs.len() || !running.is_empty() {
+        while running.len() < PARALLEL && next < jobs.len() {
+            let (_, _, target, id) = jobs[next];
+            let transport = transport.clone();
+            let i = next;
+            running.spawn(async move { (i, fetch(transport.as_ref(), target, id).await) });
+            next += 1;
+        }
+        if let Some(joined) = running.join_next().await {
+            let (i, answer) =
+                joined.map_err(|e| GridError::Other(format!("a check task failed: {e}")))?;
+            if let Some(slot) = answers.get_mut(i) {
+                *slot = Some(answer);
+            }
+        }
+    }
+    let mut report = CheckReport {
+        snapshot: snapshot.to_string(),
+        stripes: seq.stripes.len() as u64,
+        healthy: 0,
+        degraded: 0,
+        lost: 0,
+        packets: jobs.len() as u64,
+        verified: 0,
+        bytes: 0,
+        missing: Vec::new(),
+    };
+    for (s, stripe) in seq.stripes.iter().enumerate() {
+        let mut good_entries = vec![false; stripe.packets.len()];
+        let mut good_ids: BTreeSet<PacketId> = BTreeSet::new();
+        let mut k: Option<u8> = None;
+        let mut all_copies = true;
+        for (i, (js, e, target, id)) in jobs.iter().enumerate() {
+            if *js != s {
+                continue;
+            }
+            match answers.get(i).cloned().flatten() {
+                Some(Ok((len, stripe_k))) => {
+                    report.verified += 1;
+                    report.bytes += len;
+                    good_entries[*e] = true;
+                    good_ids.insert(*id);
+                    k.get_or_insert(stripe_k);
+                }
+                other => {
+                    all_copies = false;
+                    report.missing.push(MissingPacket {
+                        stripe: s,
+                        data_id: stripe.data_id.to_string(),
+                        packet: id.to_string(),
+                        target: target.to_string(),
+                        reason: match other {
+                            Some(Err(why)) => why,
+                            _ => "not fetched".into(),
+                        },
+                    });
+                }
+            }
+        }
+        let needed = usize::from(k.unwrap_or(1).max(1));
+        if all_copies && good_entries.iter().all(|g| *g) {
+            report.healthy += 1;
+        } else if !good_ids.is_empty() && good_ids.len() >= needed {
+            report.degraded += 1;
+        } else {
+            report.lost += 1;
+        }
+    }
+    Ok(report)
+}

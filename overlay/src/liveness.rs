@@ -26,6 +26,9 @@ pub const SUSPECT_RETRY: Duration = Duration::from_secs(5);
 pub const OFFLINE_RETRY: Duration = Duration::from_secs(60);
 /// How long a probe may take before the node may be picked again.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Shortest time between two scans of the grid view for due probes (a scan
+/// is linear in the view; the event loop's housekeeping ticks faster).
+pub const PROBE_ROUND: Duration = Duration::from_secs(1);
 
 /// A node became reachable again or stopped being reachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +75,7 @@ impl Default for ProbePolicy {
         ProbePolicy {
             watch_all: false,
             every: Duration::from_secs(30),
-            per_round: 2,
+            per_round: 4,
         }
     }
 }
@@ -82,6 +85,8 @@ impl Default for ProbePolicy {
 pub struct Liveness {
     contacts: HashMap<NodeId, Contact>,
     policy: ProbePolicy,
+    /// When the last scan for due probes ran.
+    last_round: Option<Instant>,
 }
 
 impl Liveness {
@@ -89,6 +94,7 @@ impl Liveness {
         Liveness {
             contacts: HashMap::new(),
             policy,
+            last_round: None,
         }
     }
 
@@ -151,6 +157,13 @@ impl Liveness {
     /// not picked again before [`PROBE_TIMEOUT`] unless a dial outcome
     /// reschedules it.
     pub fn due(&mut self, known: impl Iterator<Item = NodeId>, now: Instant) -> Vec<NodeId> {
+        if self
+            .last_round
+            .is_some_and(|at| now.saturating_duration_since(at) < PROBE_ROUND)
+        {
+            return Vec::new();
+        }
+        self.last_round = Some(now);
         let mut due: Vec<(Instant, NodeId)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for node in known {
@@ -230,7 +243,11 @@ mod tests {
         });
         let first = watcher.due((1..50).map(id), t0);
         assert_eq!(first.len(), 3);
-        let second = watcher.due((1..50).map(id), t0);
+        assert!(
+            watcher.due((1..50).map(id), t0).is_empty(),
+            "at most one scan of the view per round"
+        );
+        let second = watcher.due((1..50).map(id), t0 + PROBE_ROUND);
         assert_eq!(second.len(), 3);
         assert!(
             first.iter().all(|n| !second.contains(n)),

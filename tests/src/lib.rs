@@ -599,3 +599,17 @@ pub fn wait_for_grid(nodes: &[Node], manager: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Great-circle km, written independently of the coordinator's, so tests
+/// check distances with arithmetic the code under test does not share.
+pub fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().asin()
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use strew_tests::{City, Node, NodeOptions, cities, noise, wait_for};
+use strew_tests::{City, Node, NodeOptions, cities, haversine_km, noise, wait_for};
 
 /// Gossip timing for grids that work hard: announce every 2 s, keep entries 30 s.
 fn options(city: &City, storage: &str) -> NodeOptions {
@@ -24,19 +24,6 @@ fn options(city: &City, storage: &str) -> NodeOptions {
     o.peer_ttl = "30s".into();
     o.storage = storage.into();
     o
-}
-
-/// Great-circle km, written independently of the coordinator's.
-fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, lo1, la2, lo2) = (
-        a.0.to_radians(),
-        a.1.to_radians(),
-        b.0.to_radians(),
-        b.1.to_radians(),
-    );
-    let h = ((la2 - la1) / 2.0).sin().powi(2)
-        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
-    2.0 * 6371.0 * h.sqrt().asin()
 }
 
 /// The tree the issue asks for.

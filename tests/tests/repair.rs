@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use strew_tests::{City, Node, NodeOptions, cities, noise, wait_for};
+use strew_tests::{City, Node, NodeOptions, cities, haversine_km, noise, wait_for};
 
 /// Test repair grace: a dead target's packets are rebuilt 3 s after it is marked offline.
 const GRACE: &str = "3s";
@@ -28,19 +28,6 @@ fn options(city: &City) -> NodeOptions {
     o.storage = "256MiB".into();
     o.extra = vec!["--repair-grace".into(), GRACE.into()];
     o
-}
-
-/// Great-circle km, written independently of the coordinator's.
-fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, lo1, la2, lo2) = (
-        a.0.to_radians(),
-        a.1.to_radians(),
-        b.0.to_radians(),
-        b.1.to_radians(),
-    );
-    let h = ((la2 - la1) / 2.0).sin().powi(2)
-        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
-    2.0 * 6371.0 * h.sqrt().asin()
 }
 
 /// A coordinator at `places[0]`, plain nodes at the rest; every node knows
@@ -55,21 +42,7 @@ fn start_grid(places: &[City]) -> Result<Vec<Node>> {
     for city in &places[1..] {
         nodes.push(Node::start(options(city).bootstrap(boot.clone()))?);
     }
-    let n = nodes.len();
-    for (i, node) in nodes.iter().enumerate() {
-        wait_for(
-            &format!("node {i} to know the manager and the grid"),
-            Duration::from_secs(90),
-            || {
-                let s = node.daemon_status().ok()?;
-                (s["manager"].as_str() == Some(manager.as_str())
-                    && s["peers"].as_u64()? as usize >= n - 1)
-                    .then_some(())
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", node.log()))?;
-    }
-    nodes[0].wait_for_manager_view(n as u64, Duration::from_secs(60))?;
+    strew_tests::wait_for_grid(&nodes, &manager)?;
     Ok(nodes)
 }
 

@@ -23,6 +23,7 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
         source,
     })?;
     let overlay = &ctx.overlay;
+    let peers = overlay.peers();
     let group = ctx.coordinator.as_ref().map(|service| {
         let status = service.group_status();
         let mut value = serde_json::to_value(&status).unwrap_or(Value::Null);
@@ -45,8 +46,8 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
             .iter()
             .map(|m| m.to_string())
             .collect::<Vec<_>>(),
-        "peers": overlay.peers().len(),
-        "online_peers": overlay.peers().iter().filter(|p| p.online).count(),
+        "peers": peers.len(),
+        "online_peers": peers.iter().filter(|p| p.online).count(),
         "connected_peers": overlay.connected_peers(),
         "coordinator_eligible": ctx.settings.coordinator,
         "group": group,

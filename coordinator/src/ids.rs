@@ -143,6 +143,12 @@ hash_id!(
 );
 
 hash_id!(
+    /// A grid: the public half of its Ed25519 grid key (the trust root
+    /// every node pins; see `crate::trust`).
+    GridId
+);
+
+hash_id!(
     /// A snapshot, as the sequence manager names it: BLAKE3 over the source,
     /// the backup set and the manager's pending-backup number.
     SnapshotId

@@ -18,11 +18,12 @@ pub mod repair;
 pub mod seal;
 pub mod state;
 pub mod ticket;
+pub mod trust;
 pub mod units;
 
 pub use cbor::CborError;
 pub use grid::{GridView, NodeProfile};
-pub use ids::{DataId, IdError, NodeId, PacketId, SnapshotId};
+pub use ids::{DataId, GridId, IdError, NodeId, PacketId, SnapshotId};
 pub use manager::{
     ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, Effects, ForgetResponse,
     KnownChunk, LogRetention, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision,
@@ -47,6 +48,7 @@ pub use state::{
     Applied, ApplyError, Command, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE, ManagerState, Touched,
 };
 pub use ticket::{StorageTicket, TicketEntry, TicketError, TicketKind};
+pub use trust::{GridRoot, MemberCert, Revocation, TrustCommand, TrustError, TrustState};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,
     format_size, haversine_km, parse_distance_km, parse_duration, parse_size,

@@ -61,6 +61,9 @@ pub enum Command {
     /// Exports or imports this node's key (identity and convergence secret).
     #[command(subcommand)]
     Key(crate::daemon::source_commands::KeyCmd),
+    /// The grid's trust root: create a grid, admit or remove coordinators.
+    #[command(subcommand)]
+    Grid(crate::daemon::grid_commands::GridCmd),
     /// Starts a local grid of real nodes on 127.0.0.1 at real city locations,
     /// backs up a folder, kills two targets, restores, verifies and draws the map.
     Demo(crate::demo::DemoArgs),

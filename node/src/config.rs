@@ -118,6 +118,12 @@ pub struct InitArgs {
     /// Best with `/p2p/<node_id>` at the end (then the node is also checked).
     #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
     pub bootstrap: Vec<Multiaddr>,
+    /// The id of the grid this node belongs to (printed by `strew grid
+    /// create` on its founder): pinned in the data dir, so member lists,
+    /// certificates and tickets of any other grid are refused. Without it
+    /// the node pins the first grid it joins (trust on first use).
+    #[arg(long, value_name = "GRID_ID")]
+    pub grid: Option<strew_coordinator::GridId>,
 }
 
 /// `strew run` flags.
@@ -581,6 +587,7 @@ mod tests {
         let args = InitArgs {
             node: flags,
             bootstrap: vec![boot.clone()],
+            grid: None,
         };
         let file = apply_init(FileConfig::default(), &args);
         write(dir.path(), &file).unwrap();

@@ -315,6 +315,12 @@ async fn run_grid(
             base.display()
         ),
     );
+    // The first node founds an open grid (`strew grid create --open`): it
+    // holds the grid key, so it certifies itself and forms the group.
+    std::fs::create_dir_all(&grid.nodes[0].dir)?;
+    let root =
+        crate::trust::create(&grid.nodes[0].dir, true).context("cannot create the demo's grid")?;
+    say(quiet, format!("grid {} (open)", root.grid));
     let first = spawn(exe, &grid.nodes[0], true, None)?;
     grid.nodes[0].child = Some(first);
     let dir0 = grid.nodes[0].dir.clone();

@@ -4,7 +4,8 @@
 //! export` writes both to one file; `strew key import` installs them in a new
 //! data dir, which is all a fresh machine needs to restore every snapshot.
 //! The grid-scope convergence secret is not a secret of the user: it derives
-//! from the grid's name.
+//! from the grid's name. On a grid's founding node the export also carries
+//! the grid key (the grid's trust root), so the founder can back it up.
 
 use std::fs;
 
@@ -43,6 +44,8 @@ pub enum KeyError {
         "{0} already holds a node identity; import into a new data dir (--data-dir), or move the old one away first"
     )]
     WouldOverwrite(PathBuf),
+    #[error(transparent)]
+    Grid(#[from] crate::trust::TrustFileError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
@@ -88,6 +91,10 @@ struct Export {
     identity: String,
     /// The private convergence secret.
     convergence_secret: String,
+    /// The grid key (64 hex digits), when this node founded its grid: with
+    /// it a new machine can admit and remove coordinators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grid_key: Option<String>,
 }
 
 /// Writes the identity and the private convergence secret of `data_dir` to `file`.
@@ -108,6 +115,9 @@ pub fn export(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
         node_id: node.clone(),
         identity: hex(&encoded),
         convergence_secret: hex(secret.as_bytes()),
+        grid_key: crate::trust::load(data_dir)?
+            .key
+            .map(|k| hex(k.to_bytes().as_slice())),
     };
     let text = format!(
         "# strew key export — {SAFETY_WARNING}\n{}",
@@ -151,8 +161,18 @@ pub fn import(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
             export.node_id
         )));
     }
+    let grid_key = match &export.grid_key {
+        Some(text) => Some(
+            crate::trust::unhex32(text)
+                .ok_or_else(|| bad("grid_key is not 32 hex-encoded bytes".into()))?,
+        ),
+        None => None,
+    };
     identity::save(data_dir, &key)?;
     write_private(&data_dir.join(SECRET_FILE), &secret)?;
+    if let Some(seed) = grid_key {
+        crate::trust::install_grid_key(data_dir, &seed)?;
+    }
     Ok(node)
 }
 
@@ -199,11 +219,27 @@ mod tests {
             identity::x25519_secret(&identity::load(b.path()).unwrap()),
             identity::x25519_secret(&key)
         );
+        assert!(!fs::read_to_string(&file).unwrap().contains("grid_key"));
         // Never over an existing identity.
         assert!(matches!(
             import(b.path(), &file),
             Err(KeyError::WouldOverwrite(_))
         ));
+    }
+
+    #[test]
+    fn the_founders_export_carries_the_grid_key() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        identity::load_or_create(a.path()).unwrap();
+        let root = crate::trust::create(a.path(), false).unwrap();
+        let file = a.path().join("export.toml");
+        export(a.path(), &file).unwrap();
+        import(b.path(), &file).unwrap();
+        let local = crate::trust::load(b.path()).unwrap();
+        assert_eq!(local.grid, Some(root.grid));
+        let key = local.key.expect("the grid key came along");
+        assert_eq!(strew_coordinator::trust::grid_id_of(&key), root.grid);
     }
 
     #[test]

@@ -23,5 +23,6 @@ pub mod private_file;
 pub mod progress;
 pub mod store;
 pub mod sync;
+pub mod trust;
 pub mod verify;
 pub mod wire;

@@ -52,6 +52,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Find(cmd) => browse_commands::find(dir, &cmd).await,
         Command::Diff(cmd) => browse_commands::diff(dir, &cmd).await,
         Command::Key(cmd) => source_commands::key(dir, &cmd),
+        Command::Grid(cmd) => strew_node::daemon::grid_commands::grid(dir, &cmd).await,
         Command::Demo(args) => strew_node::demo::run(&args).await,
         Command::Peers(flag) => commands::peers(dir, &flag).await,
         // Minutes of CPU and disk: on a blocking thread, not a runtime worker.

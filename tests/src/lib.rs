@@ -202,6 +202,12 @@ pub struct NodeOptions {
     pub netns: Option<String>,
     /// `--listen` addresses (default: TCP and QUIC on 127.0.0.1, ephemeral ports).
     pub listen: Vec<String>,
+    /// Before its first start, the node founds a grid (`strew grid create`,
+    /// open unless [`closed`](Self::closed)): it holds the grid key, so it
+    /// certifies itself and forms the coordinator group. See [`NodeOptions::founder`].
+    pub found_grid: bool,
+    /// With `found_grid`: a closed grid (join tokens) instead of an open one.
+    pub closed: bool,
 }
 
 impl NodeOptions {
@@ -220,7 +226,26 @@ impl NodeOptions {
                 "/ip4/127.0.0.1/tcp/0".into(),
                 "/ip4/127.0.0.1/udp/0/quic-v1".into(),
             ],
+            found_grid: false,
+            closed: false,
         }
+    }
+
+    /// The grid's founding coordinator: `--coordinator`, and `strew grid
+    /// create --open` in its data dir before it first starts. Other
+    /// coordinators become members only once it admits them
+    /// ([`Node::admit`]); see also [`start_coordinators`].
+    pub fn founder(mut self) -> Self {
+        self.found_grid = true;
+        self.coordinator()
+    }
+
+    /// Offers to coordinate (`--coordinator`); a member only once admitted.
+    pub fn coordinator(mut self) -> Self {
+        if !self.extra.iter().any(|a| a == "--coordinator") {
+            self.extra.push("--coordinator".into());
+        }
+        self
     }
 
     pub fn bootstrap(mut self, addr: impl Into<String>) -> Self {
@@ -245,8 +270,48 @@ impl Node {
             options,
             child: None,
         };
+        if node.options.found_grid {
+            let mut args = vec!["grid", "create", "--json"];
+            if !node.options.closed {
+                args.push("--open");
+            }
+            node.cli_json(&args)
+                .context("found the grid before the first start")?;
+        }
         node.spawn()?;
         Ok(node)
+    }
+
+    /// The grid id this node pinned (`grid_id` of its status), if any.
+    pub fn grid_id(&self) -> Result<Option<String>> {
+        Ok(self.daemon_status()?["grid_id"]
+            .as_str()
+            .map(str::to_string))
+    }
+
+    /// On the node holding the grid key: `strew grid admit` for `other`
+    /// (a running `--coordinator` node), then waits until this node's group
+    /// lists it as a member.
+    pub fn admit(&self, other: &Node) -> Result<()> {
+        let id = other.node_id()?;
+        self.cli_json(&["grid", "admit", &id, "--json"])?;
+        wait_for(
+            &format!("{id} to be admitted to the coordinator group"),
+            Duration::from_secs(60),
+            || self.group_members().ok()?.contains(&id).then_some(()),
+        )
+        .map_err(|e| anyhow!("{e}; founder log:\n{}", self.log()))
+    }
+
+    /// The coordinator group's members as this coordinator sees them (empty
+    /// on a plain node).
+    pub fn group_members(&self) -> Result<Vec<String>> {
+        Ok(self.daemon_status()?["group"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["node_id"].as_str().map(str::to_string))
+            .collect())
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -575,6 +640,27 @@ pub fn wait_output(child: &mut Child, timeout: Duration) -> Result<Output> {
         stdout,
         stderr,
     })
+}
+
+/// Starts the coordinators of a grid: the first founds it (an open grid,
+/// [`NodeOptions::founder`]), the others offer (`--coordinator`) and are
+/// admitted by the founder one after the other (`strew grid admit`). Every
+/// option after the first gets `--bootstrap` to the founder.
+pub fn start_coordinators(options: Vec<NodeOptions>) -> Result<Vec<Node>> {
+    let mut options = options.into_iter();
+    let Some(first) = options.next() else {
+        return Ok(Vec::new());
+    };
+    let founder = Node::start(first.founder())?;
+    let boot = founder.bootstrap_addr()?;
+    let mut nodes = vec![founder];
+    for o in options {
+        nodes.push(Node::start(o.bootstrap(boot.clone()).coordinator())?);
+    }
+    for i in 1..nodes.len() {
+        nodes[0].admit(&nodes[i])?;
+    }
+    Ok(nodes)
 }
 
 /// Waits until every node knows `manager` as the sequence manager and sees

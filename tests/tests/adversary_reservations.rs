@@ -177,6 +177,8 @@ async fn flood(
 fn a_reservation_flood_leaves_room_for_an_honest_backup() -> Result<()> {
     let places = cities(1 + HONEST_TARGETS + HOSTILE)?;
     let mut first = options(places[0].location(), "64MiB");
+    // The grid's founder: `strew grid create --open` before it starts.
+    first.found_grid = true;
     first.extra.push("--coordinator".into());
     let coordinator = Node::start(first)?;
     let boot = coordinator.bootstrap_addr()?;

@@ -132,6 +132,8 @@ fn make_tree(root: &Path) -> Result<Option<Mount>> {
 
 fn start_grid(places: &[City]) -> Result<(Vec<Node>, Vec<u16>)> {
     let (mut first, port) = options(&places[0])?;
+    // The grid's founder: `strew grid create --open` before it starts.
+    first.found_grid = true;
     first.extra.push("--coordinator".into());
     first.extra.push("--dashboard=127.0.0.1:0".into());
     let first = Node::start(first)?;

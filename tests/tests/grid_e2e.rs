@@ -110,6 +110,8 @@ fn start_grid_with(places: &[City], storage: &str, extra: &[&str]) -> Result<Vec
         o
     };
     let mut first = with_extra(options(&places[0], storage));
+    // The grid's founder: `strew grid create --open` before it starts.
+    first.found_grid = true;
     first.extra.push("--coordinator".into());
     let first = Node::start(first)?;
     let boot = first.bootstrap_addr()?;

@@ -131,7 +131,12 @@ impl Grid {
         for i in 0..COORDINATORS {
             let mut o = options(i).bootstrap(boot.clone());
             o.extra.push("--coordinator".into());
+            // The first founds the grid (`strew grid create`); it admits the others.
+            o.found_grid = i == 0;
             coordinators.push(Node::start(o)?);
+        }
+        for i in 1..coordinators.len() {
+            coordinators[0].admit(&coordinators[i])?;
         }
         let mut plain = vec![seed];
         for i in 1..PLAIN {

@@ -44,7 +44,12 @@ fn a_gone_voter_is_replaced_after_the_grace_period() -> Result<()> {
     for i in 0..4 {
         let mut o = options(i).bootstrap(boot.clone());
         o.extra.push("--coordinator".into());
+        // The first founds the grid (`strew grid create`); it admits the others.
+        o.found_grid = i == 0;
         coordinators.push(Node::start(o)?);
+    }
+    for i in 1..coordinators.len() {
+        coordinators[0].admit(&coordinators[i])?;
     }
     let ids: Vec<String> = coordinators
         .iter()

@@ -34,6 +34,8 @@ fn options(city: &City) -> NodeOptions {
 /// the manager and the manager sees every node.
 fn start_grid(places: &[City]) -> Result<Vec<Node>> {
     let mut first = options(&places[0]);
+    // The grid's founder: `strew grid create --open` before it starts.
+    first.found_grid = true;
     first.extra.push("--coordinator".into());
     let first = Node::start(first)?;
     let boot = first.bootstrap_addr()?;

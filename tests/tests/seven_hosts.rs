@@ -45,6 +45,8 @@ fn options(lan: &Lan, i: usize) -> NodeOptions {
     if i < 3 {
         o.extra.push("--coordinator".into());
     }
+    // Host 1 founds the grid (`strew grid create`) and admits hosts 2 and 3.
+    o.found_grid = i == 0;
     o
 }
 
@@ -96,6 +98,9 @@ fn seven_volunteers_on_seven_hosts() -> Result<()> {
     let mut nodes = vec![first];
     for i in 1..CITIES.len() {
         nodes.push(Node::start(options(&lan, i).bootstrap(boot.clone()))?);
+    }
+    for i in 1..3 {
+        nodes[0].admit(&nodes[i])?;
     }
     let ids: Vec<String> = nodes.iter().map(Node::node_id).collect::<Result<_>>()?;
     let manager = wait_for(

@@ -18,7 +18,8 @@ use ed25519_dalek::SigningKey;
 use openraft::{EntryPayload, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{
-    Applied, ApplyError, CborError, GroupKey, Manager, ManagerConfig, ManagerState, Touched, cbor,
+    Applied, ApplyError, CborError, GroupKey, Manager, ManagerConfig, ManagerState, Touched,
+    TrustState, cbor,
 };
 
 use super::manager_db::{Batch, ManagerDb, StoreError};
@@ -33,6 +34,10 @@ pub struct ReplicationPosition {
     pub last_applied: Option<LogId<RaftId>>,
     pub membership: StoredMembership<RaftId, Member>,
     pub group_key: Option<GroupKey>,
+    /// The grid root and the certified coordinators (absent from positions
+    /// written before the trust root existed: none).
+    #[serde(default)]
+    pub trust: TrustState,
 }
 
 /// Failures of the applied state.
@@ -135,6 +140,16 @@ impl ManagerReplica {
         read(&self.applied).position.group_key.is_some()
     }
 
+    /// The replicated trust root and certified coordinators.
+    pub fn trust(&self) -> TrustState {
+        read(&self.applied).position.trust.clone()
+    }
+
+    /// Runs `f` on the replicated trust state (never hold it across an await).
+    pub fn read_trust<T>(&self, f: impl FnOnce(&TrustState) -> T) -> T {
+        f(&read(&self.applied).position.trust)
+    }
+
     /// Applies committed entries in memory, then writes them in one durable
     /// transaction with the position (blocking: call on a blocking thread).
     pub fn apply_batch(
@@ -208,6 +223,12 @@ fn apply_one(
                 applied.manager.set_group_key(key.clone());
                 applied.position.group_key = Some(key);
                 Outcome::Applied(Applied::Done)
+            }
+        }
+        EntryPayload::Normal(Proposal::Trust(command)) => {
+            match applied.position.trust.apply(&command) {
+                Ok(()) => Outcome::Applied(Applied::Done),
+                Err(e) => Outcome::Rejected(ApplyError::Invalid(format!("trust: {e}"))),
             }
         }
         EntryPayload::Normal(Proposal::Manager(command)) => match applied.manager.apply(&command) {

@@ -10,7 +10,7 @@ use std::fmt;
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
-use strew_coordinator::{Applied, ApplyError, Command, GroupKey, IdError, NodeId};
+use strew_coordinator::{Applied, ApplyError, Command, GroupKey, IdError, NodeId, TrustCommand};
 
 openraft::declare_raft_types!(
     /// The strew coordinator group's raft: members are `u64`s derived from
@@ -112,6 +112,10 @@ pub enum Proposal {
     /// The group's key for sequences at rest. The first one committed wins;
     /// later proposals are rejected, so every member seals with the same key.
     SetGroupKey(GroupKey),
+    /// A change of the grid's trust root or its certified coordinators,
+    /// applied to the replicated `TrustState` (every grid-key signature is
+    /// checked again on every member).
+    Trust(TrustCommand),
 }
 
 impl fmt::Debug for Proposal {
@@ -121,6 +125,11 @@ impl fmt::Debug for Proposal {
             Proposal::Manager(command) => write!(f, "Manager({})", command_kind(command)),
             Proposal::Batch(commands) => write!(f, "Batch({} commands)", commands.len()),
             Proposal::SetGroupKey(_) => f.write_str("SetGroupKey(..)"),
+            Proposal::Trust(TrustCommand::Found { root, .. }) => {
+                write!(f, "Trust(Found {})", root.grid)
+            }
+            Proposal::Trust(TrustCommand::Certify(c)) => write!(f, "Trust(Certify {})", c.node),
+            Proposal::Trust(TrustCommand::Revoke(r)) => write!(f, "Trust(Revoke {})", r.node),
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct JsonFlag {
 /// `strew init`: creates the identity (if absent) and writes the config.
 pub fn init(data_dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
     let (key, created) = identity::load_or_create(data_dir)?;
+    if let Some(grid) = args.grid {
+        crate::trust::pin(data_dir, grid, None)?;
+    }
     let file = config::apply_init(config::read(data_dir)?, args);
     config::write(data_dir, &file)?;
     let node_id = identity::node_id(&key).context("the identity is not an Ed25519 key")?;

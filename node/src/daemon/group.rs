@@ -1,28 +1,38 @@
 //! The coordinator group as the daemon runs it: who forms it, who is
 //! admitted or removed, and every node's belief about the sequence manager.
 //!
-//! Owns the membership policy (the coordinator-eligible node with the lowest
-//! NodeId in the grid view forms a group of one after a short settle time,
-//! unless another eligible node already reports a group; the leader admits
-//! the eligible nodes it sees in gossip — voters up to the configured count,
-//! the rest learners — and removes a member gone from gossip for longer than
-//! the grace period) and announcing the leader: a coordinator takes it from
-//! its own member, any other node asks coordinators `Who` and trusts tickets
-//! from every member of the group (so tickets signed by a new leader are
-//! honoured after a failover). Answering manager calls is
+//! Owns the membership policy and announcing the leader. Membership: the
+//! coordinator node holding the grid key (the founder, after `strew grid
+//! create`) forms a group of one after a short settle time, unless a
+//! certified coordinator of its grid already reports a group, and records the
+//! grid root; the leader admits only coordinator-eligible nodes in gossip
+//! that hold a grid-key certificate recorded in the replicated state (`strew
+//! grid admit`) — voters up to the configured count, the rest learners —
+//! removes at once a member whose certificate was revoked (`strew grid
+//! remove`), and removes a member gone from gossip for longer than the grace
+//! period. `--coordinator` only offers: nothing is admitted because it says
+//! so. Leader: a coordinator takes it from its own member; any other node
+//! asks coordinators `Who` and believes an answer only for the members whose
+//! certificates chain to its pinned grid id (pinning it on first use), and
+//! trusts tickets from exactly those certified members (so tickets signed by
+//! a new leader are honoured after a failover). Raft streams are accepted
+//! only from certified members. Also fetches the grid's convergence secret
+//! once this node is admitted. Answering manager calls is
 //! [`super::manager`]'s; raft itself is [`crate::consensus`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strew_coordinator::NodeId;
+use strew_coordinator::{GridId, NodeId, trust::certified_members};
 use strew_overlay::manager::ManagerInfo;
 use strew_overlay::{ManagerRequest, ManagerResponse, OverlayHandle, RefusalCode};
 use tracing::{debug, info, warn};
 
 use super::manager::ManagerService;
 use crate::consensus::{GroupConfig, MAX_VOTERS, Member, Role, raft_id};
+use crate::grid::overlay::OverlayManager;
+use crate::trust::GridTrust;
 
 /// How often the group and the manager belief are looked at.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -43,6 +53,10 @@ pub const SETTLE: Duration = Duration::from_secs(3);
 const WHO_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default time a member may be gone from gossip before it is removed.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(600);
+/// How often a node without the grid's convergence secret asks for it.
+const SECRET_EVERY: Duration = Duration::from_secs(5);
+/// How long one request for the convergence secret may take.
+const SECRET_PATIENCE: Duration = Duration::from_secs(3);
 
 /// Environment variables that tune the group (tests shorten the grace).
 pub const ENV_VOTERS: &str = "STREW_GROUP_VOTERS";
@@ -119,10 +133,38 @@ async fn who(overlay: &OverlayHandle, node: NodeId) -> Option<ManagerResponse> {
     }
 }
 
+/// A `Who` answer as this node believes it: the manager and the members
+/// whose certificates chain to the pinned grid.
+#[derive(Debug, Clone)]
+pub struct Believed {
+    pub grid: GridId,
+    pub manager: NodeId,
+    pub members: BTreeSet<NodeId>,
+}
+
+/// What this node believes of a `Who` answer: nothing unless it names a grid
+/// (the pinned one, or — with none pinned — any: trust on first use), and
+/// the manager holds a certificate of that grid. Members without a valid
+/// certificate are left out.
+pub fn verify_info(pinned: Option<GridId>, info: &ManagerInfo) -> Option<Believed> {
+    let grid = info.grid_id?;
+    if pinned.is_some_and(|p| p != grid) {
+        return None;
+    }
+    let mut claimed = info.members.clone();
+    claimed.push(info.manager);
+    let members = certified_members(&grid, &claimed, &info.certificates);
+    members.contains(&info.manager).then_some(Believed {
+        grid,
+        manager: info.manager,
+        members,
+    })
+}
+
 /// What asking around for the manager found.
 enum Found {
-    /// A coordinator knows the leader.
-    Leader(ManagerInfo),
+    /// A coordinator knows the leader, and its answer is believed.
+    Leader(Believed),
     /// Nobody knows a leader, but this coordinator answers (and can say why:
     /// no quorum, an election).
     Alive(NodeId),
@@ -130,8 +172,9 @@ enum Found {
 }
 
 /// Asks the believed manager, then the other coordinator-eligible nodes,
-/// who leads the group; the first that knows answers.
-async fn discover(overlay: &OverlayHandle) -> Found {
+/// who leads the group; the first believed answer wins (an answer whose
+/// member list does not chain to the pinned grid is ignored).
+async fn discover(overlay: &OverlayHandle, trust: &GridTrust) -> Found {
     let me = overlay.node_id();
     let mut asked = BTreeSet::new();
     let mut alive = None;
@@ -141,7 +184,14 @@ async fn discover(overlay: &OverlayHandle) -> Found {
             continue;
         }
         match who(overlay, node).await {
-            Some(ManagerResponse::Info(info)) => return Found::Leader(info),
+            Some(ManagerResponse::Info(info)) => match verify_info(trust.grid(), &info) {
+                Some(believed) => return Found::Leader(believed),
+                None => debug!(
+                    %node,
+                    grid = ?info.grid_id,
+                    "ignoring a member list without certificates of this node's grid"
+                ),
+            },
             Some(ManagerResponse::Unavailable(_)) => {
                 alive.get_or_insert(node);
             }
@@ -152,15 +202,61 @@ async fn discover(overlay: &OverlayHandle) -> Found {
 }
 
 /// Points this node's manager calls at `manager` and honours tickets from
-/// every group member.
-fn believe(overlay: &OverlayHandle, manager: NodeId, members: &[NodeId]) {
+/// the certified members only (the manager among them or not).
+fn believe(overlay: &OverlayHandle, manager: NodeId, certified: &BTreeSet<NodeId>) {
     if overlay.manager() != Some(manager) {
         info!(%manager, "sequence manager");
     }
-    let mut trusted: BTreeSet<NodeId> = members.iter().copied().collect();
-    trusted.insert(manager);
-    overlay.set_trusted_managers(trusted);
+    overlay.set_trusted_managers(certified.clone());
     overlay.set_manager(Some(manager));
+}
+
+/// Asks for the grid's convergence secret when this node lacks it, at most
+/// every [`SECRET_EVERY`]: from the replicated root on a member, else from
+/// the manager (which answers only nodes the grid admits).
+async fn fetch_secret(
+    overlay: &OverlayHandle,
+    service: Option<&ManagerService>,
+    trust: &GridTrust,
+    next: &mut Instant,
+) {
+    if trust.local().convergence.is_some() || Instant::now() < *next {
+        return;
+    }
+    *next = Instant::now() + SECRET_EVERY;
+    let Some(grid) = trust.grid() else {
+        return;
+    };
+    let from_state = service
+        .and_then(|s| s.trust_state().root)
+        .filter(|root| root.grid == grid)
+        .map(|root| (root.convergence, root.open));
+    let found = match from_state {
+        Some(found) => Some(found),
+        None => {
+            if overlay.manager().is_none() {
+                return;
+            }
+            let manager = OverlayManager::new(overlay.clone()).with_patience(SECRET_PATIENCE);
+            match manager.grid_secret().await {
+                Ok(secret) if secret.grid_id == grid => Some((secret.convergence, secret.open)),
+                Ok(secret) => {
+                    warn!(got = %secret.grid_id, %grid, "the manager sent another grid's secret; ignored");
+                    None
+                }
+                Err(err) => {
+                    debug!(%err, "no grid convergence secret yet");
+                    None
+                }
+            }
+        }
+    };
+    if let Some((secret, open)) = found {
+        match trust.learn_convergence(&secret, open) {
+            Ok(()) => info!(%grid, "received the grid's convergence secret"),
+            Err(err) => warn!(%err, "cannot store the grid's convergence secret"),
+        }
+    }
 }
 
 /// Keeps this node's belief about the manager current and, on a coordinator
@@ -169,21 +265,28 @@ pub async fn run(
     overlay: OverlayHandle,
     service: Option<Arc<ManagerService>>,
     settings: GroupSettings,
+    trust: GridTrust,
 ) {
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
     let mut missing: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut next_follow = Instant::now();
+    let mut next_secret = Instant::now();
     let mut picture = Picture::default();
+    // Certified members learnt from believed `Who` answers (a coordinator
+    // not yet in the group accepts raft only from them).
+    let mut learnt: BTreeSet<NodeId> = BTreeSet::new();
     loop {
         tick.tick().await;
+        fetch_secret(&overlay, service.as_deref(), &trust, &mut next_secret).await;
         let Some(service) = &service else {
             // A plain node asks each second until it knows a leader, then
-            // rarely: it trusts every member's tickets, so a failover needs
-            // no question, and its calls follow the members' redirects.
+            // rarely: it trusts every certified member's tickets, so a
+            // failover needs no question, and its calls follow the members'
+            // redirects.
             if Instant::now() >= next_follow || overlay.manager().is_none() {
-                let wait = match follow(&overlay).await {
+                let wait = match follow(&overlay, &trust).await {
                     Some(members) => {
                         picture.update(Some(members), eligible(&overlay));
                         picture.wait()
@@ -197,20 +300,33 @@ pub async fn run(
             }
             continue;
         };
-        // Raft streams from anyone but the group's members are refused
-        // before they are read (none known yet: whoever founds the group).
-        let members = service.members();
-        overlay.set_raft_members((!members.is_empty()).then_some(members.as_slice()));
+        // Raft streams from anyone but certified members are refused
+        // before they are read (a coordinator outside the group: the
+        // certified members a believed `Who` answer named).
+        let mut certified = service.certified();
+        if certified.is_empty() {
+            certified = learnt.clone();
+        }
+        let gate: Vec<NodeId> = certified.iter().copied().collect();
+        overlay.set_raft_members(Some(&gate));
         if service.member().status().members.is_empty() && started.elapsed() >= SETTLE {
-            maybe_form(service).await;
+            maybe_form(service, &trust).await;
         }
         match service.leader() {
-            Some(leader) => believe(&overlay, leader, &service.members()),
+            Some(leader) => believe(&overlay, leader, &certified),
             None => {
-                follow(&overlay).await;
+                if let Some(members) = follow(&overlay, &trust).await {
+                    learnt = members;
+                }
             }
         }
         if service.member().is_leader() {
+            if let Err(err) = service
+                .ensure_grid_root(&trust, strew_overlay::now_ms())
+                .await
+            {
+                warn!(%err, "cannot record the grid root");
+            }
             lead(service, &settings, &mut missing).await;
         } else {
             missing.clear();
@@ -257,15 +373,22 @@ impl Picture {
 }
 
 /// A node outside the group (or a member during an election): learn the
-/// manager from whoever knows it. Returns the group's members when a leader
-/// answered.
-async fn follow(overlay: &OverlayHandle) -> Option<BTreeSet<NodeId>> {
-    match discover(overlay).await {
-        Found::Leader(info) => {
-            believe(overlay, info.manager, &info.members);
-            let mut members: BTreeSet<NodeId> = info.members.iter().copied().collect();
-            members.insert(info.manager);
-            return Some(members);
+/// manager from whoever knows it, believing only certified members (and
+/// pinning the grid on first use). Returns the certified members when a
+/// leader answered.
+async fn follow(overlay: &OverlayHandle, trust: &GridTrust) -> Option<BTreeSet<NodeId>> {
+    match discover(overlay, trust).await {
+        Found::Leader(believed) => {
+            match trust.pin_first_use(believed.grid) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(err) => {
+                    warn!(%err, grid = %believed.grid, "cannot pin the grid");
+                    return None;
+                }
+            }
+            believe(overlay, believed.manager, &believed.members);
+            return Some(believed.members);
         }
         // Calls go where they are answered with the reason nobody serves,
         // not to a manager that is gone.
@@ -286,22 +409,27 @@ async fn follow(overlay: &OverlayHandle) -> Option<BTreeSet<NodeId>> {
     None
 }
 
-/// Forms a group of one if this node is the lowest eligible one and no
-/// other eligible node reports a group.
-async fn maybe_form(service: &ManagerService) {
+/// Forms a group of one if this node holds the grid key (the founder) and
+/// no certified coordinator of its grid reports a group.
+async fn maybe_form(service: &ManagerService, trust: &GridTrust) {
     let overlay = service.overlay();
     let me = overlay.node_id();
-    let eligible = eligible(overlay);
-    if eligible.first() != Some(&me) {
+    if trust.local().key.is_none() {
         return;
     }
-    for other in eligible.iter().filter(|n| **n != me) {
+    for other in eligible(overlay).iter().filter(|n| **n != me) {
         match who(overlay, *other).await {
             Some(ManagerResponse::Refused(refusal)) if refusal.code == RefusalCode::NoGroup => {}
-            answer => {
-                debug!(node = %other, ?answer, "not forming a group: another coordinator may be in one");
+            Some(ManagerResponse::Info(info)) if verify_info(trust.grid(), &info).is_some() => {
+                debug!(node = %other, "not forming a group: a certified coordinator reports one");
                 return;
             }
+            Some(ManagerResponse::Unavailable(_)) => {
+                debug!(node = %other, "not forming a group: another coordinator may be in one");
+                return;
+            }
+            // Strangers' answers (and silence) do not stop the founder.
+            _ => {}
         }
     }
     let addr = overlay
@@ -316,8 +444,8 @@ async fn maybe_form(service: &ManagerService) {
 }
 
 /// The leader's duties: the group's sealing key, node records, expiring
-/// plans past their deadline, admitting eligible nodes and removing members
-/// gone past the grace period.
+/// plans past their deadline, admitting certified eligible nodes, removing
+/// revoked members and members gone past the grace period.
 async fn lead(
     service: &ManagerService,
     settings: &GroupSettings,
@@ -337,10 +465,11 @@ async fn lead(
     service.trim_log(now).await;
     let member = service.member();
     let me = overlay.node_id();
+    let certified = service.certified();
     let candidates: BTreeMap<NodeId, String> = overlay
         .peers()
         .into_iter()
-        .filter(|p| p.coordinator_eligible)
+        .filter(|p| p.coordinator_eligible && certified.contains(&p.node_id))
         .map(|p| {
             let addr = p.listen_addrs.first().cloned().unwrap_or_default();
             (p.node_id, addr)
@@ -372,6 +501,18 @@ async fn lead(
         let Ok(node) = m.node_id.parse::<NodeId>() else {
             continue;
         };
+        // A revoked member leaves at once (the grid key said so); the
+        // leader itself steps down by removing itself.
+        if !certified.contains(&node) && service.trust_state().root.is_some() {
+            info!(%node, "removing a coordinator whose certificate was revoked");
+            match member.remove(&node).await {
+                Ok(()) => {
+                    missing.remove(&m.raft_id);
+                }
+                Err(err) => warn!(%node, %err, "cannot remove a revoked coordinator"),
+            }
+            continue;
+        }
         if node == me || candidates.contains_key(&node) {
             missing.remove(&m.raft_id);
             continue;

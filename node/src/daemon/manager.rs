@@ -46,6 +46,7 @@ use crate::sync::lock;
 use crate::wire::{self, ToWire};
 
 mod repair;
+mod trust;
 pub use repair::{RepairCommitError, RepairPlan};
 
 /// Directory of the manager's state inside the data dir.
@@ -472,6 +473,7 @@ impl ManagerService {
             .iter()
             .filter_map(|m| m.node_id.parse().ok())
             .collect();
+        let (grid_id, certificates) = self.replica.read_trust(|t| (t.grid(), t.certificates()));
         Some(self.replica.read(|m| {
             let state = m.state();
             ManagerInfo {
@@ -483,6 +485,8 @@ impl ManagerService {
                 snapshots: state.snapshots.len() as u64,
                 stored_bytes: state.targets.values().map(|t| t.bytes).sum(),
                 repairs_pending: self.repairs_pending.load(Ordering::Relaxed),
+                grid_id,
+                certificates,
             }
         }))
     }
@@ -520,6 +524,9 @@ impl ManagerService {
         let now = strew_overlay::now_ms();
         match request {
             ManagerRequest::Who => self.who(),
+            ManagerRequest::Certify(cert) => self.certify(cert).await,
+            ManagerRequest::Revoke(revocation) => self.revoke(revocation).await,
+            ManagerRequest::GridSecret => self.grid_secret(requester).await,
             ManagerRequest::DryRun(req) => {
                 let req = wire::plan_request(requester, req);
                 if let Err(r) = self.barrier().await {

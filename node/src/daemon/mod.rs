@@ -12,6 +12,7 @@ pub mod browse_commands;
 pub mod check_commands;
 pub mod commands;
 pub mod error;
+pub mod grid_commands;
 pub mod group;
 pub mod jobs;
 pub mod manager;
@@ -60,6 +61,8 @@ pub struct DaemonContext {
     pub peer_cache: Arc<Mutex<PeerCache>>,
     /// The dashboard's URL (with its token), once it is serving (`--dashboard`).
     pub dashboard_url: Arc<std::sync::OnceLock<String>>,
+    /// The pinned grid id, the grid key (founder) and the convergence secret.
+    pub trust: crate::trust::GridTrust,
 }
 
 /// Boxed future returned by control handlers.
@@ -114,16 +117,18 @@ pub async fn run_with(
     mut extensions: Vec<Arc<dyn DaemonExtension>>,
 ) -> anyhow::Result<()> {
     let (dir, run_args) = (data_dir.to_path_buf(), args.clone());
-    let (mut settings, key, created, cache) = tokio::task::spawn_blocking(move || {
+    let (settings, key, created, cache, trust) = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
         let file = config::read(&dir)?;
         let settings = config::merge(&file, &run_args)?;
         let (key, created) = identity::load_or_create(&dir)?;
-        Ok::<_, anyhow::Error>((settings, key, created, PeerCache::load(&dir)))
+        let trust = crate::trust::GridTrust::open(&dir)?;
+        Ok::<_, anyhow::Error>((settings, key, created, PeerCache::load(&dir), trust))
     })
     .await
     .context("startup task failed")??;
+    let (mut settings, key, created, cache, trust) = (settings, key, created, cache, trust);
     // A restarted node rejoins through the nodes it knew, besides any configured bootstrap.
     let cached = cache.dial_addrs();
     if !cached.is_empty() {
@@ -190,7 +195,15 @@ pub async fn run_with(
     } else {
         None
     };
-    let manager_task = tokio::spawn(group::run(overlay.clone(), service.clone(), group_settings));
+    if let Some(grid) = trust.grid() {
+        info!(%grid, "grid pinned");
+    }
+    let manager_task = tokio::spawn(group::run(
+        overlay.clone(),
+        service.clone(),
+        group_settings,
+        trust.clone(),
+    ));
     let me = crate::grid::SourceIdentity {
         node_id,
         location: settings.location,
@@ -204,6 +217,7 @@ pub async fn run_with(
             .context("cannot open this node's source state")?,
     );
     extensions.push(jobs.clone());
+    extensions.push(Arc::new(grid_commands::GridCommands));
 
     let node_metrics = upkeep::NodeMetrics::register(&mut registry);
     let repair_metrics = repair::RepairMetrics::register(&mut registry);
@@ -228,6 +242,7 @@ pub async fn run_with(
         coordinator: service.clone(),
         peer_cache: peer_cache.clone(),
         dashboard_url: Arc::new(std::sync::OnceLock::new()),
+        trust,
     };
     let dashboard_url = ctx.dashboard_url.clone();
     let dashboard_addr = ctx.settings.dashboard;

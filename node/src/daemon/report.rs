@@ -41,6 +41,7 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
         "listen_addrs": overlay.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "location": {"lat": ctx.settings.location.lat, "lon": ctx.settings.location.lon},
         "manager": overlay.manager().map(|m| m.to_string()),
+        "grid_id": ctx.trust.grid().map(|g| g.to_string()),
         "trusted_managers": overlay
             .trusted_managers()
             .iter()

@@ -117,6 +117,23 @@ impl OverlayManager {
         }
     }
 
+    /// Records a grid-key-signed certificate or revocation (`strew grid
+    /// admit` / `remove`).
+    pub async fn record_trust(&self, request: ManagerRequest) -> Result<(), GridError> {
+        match self.call(request).await? {
+            ManagerResponse::Recorded => Ok(()),
+            other => Err(unexpected("trust change", &other)),
+        }
+    }
+
+    /// The grid's convergence secret (refused unless the grid admits this node).
+    pub async fn grid_secret(&self) -> Result<strew_overlay::manager::GridSecret, GridError> {
+        match self.call(ManagerRequest::GridSecret).await? {
+            ManagerResponse::GridSecret(secret) => Ok(secret),
+            other => Err(unexpected("grid secret", &other)),
+        }
+    }
+
     /// What the manager says about itself.
     pub async fn info(&self) -> Result<ManagerInfo, GridError> {
         match self.call(ManagerRequest::Who).await? {
@@ -139,6 +156,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Abandoned(_) => "abandoned",
             ManagerResponse::Recorded => "recorded",
             ManagerResponse::Info(_) => "info",
+            ManagerResponse::GridSecret(_) => "grid secret",
             ManagerResponse::NotManager { .. } => "not manager",
             ManagerResponse::Refused(_) => "refused",
             ManagerResponse::Unavailable(_) => "unavailable",

@@ -1,7 +1,9 @@
-//! The sequence-manager protocol (`/strew/manager/3`): the calls a source
+//! The sequence-manager protocol (`/strew/manager/4`): the calls a source
 //! makes to the sequence manager — plan a backup, commit it, fetch a sealed
 //! sequence, list, forget, abandon a plan, report a restore, and a dry-run
-//! plan — and the manager's answers, as size-bounded CBOR.
+//! plan — the grid-key holder's admissions and removals of coordinators, an
+//! admitted node's request for the grid's secrets, and the manager's
+//! answers, as size-bounded CBOR.
 //!
 //! Owns the messages (the payloads are [`wire`] types of this protocol,
 //! never the coordinator's records), their codec and the [`ManagerEndpoint`] seam through
@@ -24,11 +26,13 @@ use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
-use strew_coordinator::{NodeId, SealedForRecipient, SnapshotId, StorageTicket};
+use strew_coordinator::{
+    MemberCert, NodeId, Revocation, SealedForRecipient, SnapshotId, StorageTicket,
+};
 
 pub use wire::{
-    CommitRequest, CommitResponse, DryRunAnswer, ForgetResponse, ManagerInfo, PlanDecision,
-    PlanRequest, Refusal, RefusalCode, RestoreOutcome, SnapshotSummary,
+    CommitRequest, CommitResponse, DryRunAnswer, ForgetResponse, GridSecret, ManagerInfo,
+    PlanDecision, PlanRequest, Refusal, RefusalCode, RestoreOutcome, SnapshotSummary,
 };
 
 use crate::budget::InboundBudget;
@@ -37,7 +41,9 @@ use crate::cbor;
 /// Protocol id. Version 2: payloads are this protocol's own types, the
 /// source is the authenticated peer only, refusals carry a code.
 /// Version 3: each message is length-prefixed (`cbor::read_framed`).
-pub const MANAGER_PROTOCOL: &str = "/strew/manager/3";
+/// Version 4: `Who` answers carry the grid id and the members' certificates;
+/// `Certify`, `Revoke` and `GridSecret` calls.
+pub const MANAGER_PROTOCOL: &str = "/strew/manager/4";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
 /// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
@@ -67,6 +73,13 @@ pub enum ManagerRequest {
     },
     /// Who is the manager, and how is it doing? (answered by any node)
     Who,
+    /// Admit a coordinator: a certificate signed by the grid key (sent by
+    /// `strew grid admit` on the node holding it).
+    Certify(MemberCert),
+    /// Remove a coordinator: a revocation signed by the grid key.
+    Revoke(Revocation),
+    /// The grid's convergence secret (answered only to nodes the grid admits).
+    GridSecret,
 }
 
 impl ManagerRequest {
@@ -82,6 +95,9 @@ impl ManagerRequest {
             ManagerRequest::Abandon { .. } => "abandon",
             ManagerRequest::RecordRestore { .. } => "record_restore",
             ManagerRequest::Who => "who",
+            ManagerRequest::Certify(_) => "certify",
+            ManagerRequest::Revoke(_) => "revoke",
+            ManagerRequest::GridSecret => "grid_secret",
         }
     }
 }
@@ -98,6 +114,8 @@ pub enum ManagerResponse {
     Abandoned(Vec<StorageTicket>),
     Recorded,
     Info(ManagerInfo),
+    /// The grid's secrets, for an admitted node.
+    GridSecret(GridSecret),
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {
         leader: Option<NodeId>,

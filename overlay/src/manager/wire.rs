@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{
-    DataId, DistanceRange, GeoPoint, NodeId, PacketId, Redundancy, SealedForRecipient, SnapshotId,
-    StorageTicket,
+    DataId, DistanceRange, GeoPoint, GridId, MemberCert, NodeId, PacketId, Redundancy,
+    SealedForRecipient, SnapshotId, StorageTicket,
 };
 
 /// One packet a source wants to store: its id and size.
@@ -168,6 +168,30 @@ pub struct ManagerInfo {
     /// from older managers' answers: 0).
     #[serde(default)]
     pub repairs_pending: u64,
+    /// The grid the group belongs to (none until its founder founded it).
+    pub grid_id: Option<GridId>,
+    /// The grid key's certificate of every member: a node believes a member
+    /// list only for the members whose certificate chains to its pinned grid.
+    pub certificates: Vec<MemberCert>,
+}
+
+/// The grid's secrets an admitted node is given.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridSecret {
+    pub grid_id: GridId,
+    /// Whether the grid is open (any node of the grid view gets the secret).
+    pub open: bool,
+    /// The grid-scope convergence secret.
+    pub convergence: [u8; 32],
+}
+
+impl std::fmt::Debug for GridSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GridSecret")
+            .field("grid_id", &self.grid_id)
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a call was refused or could not be served: what a program acts on.
@@ -191,6 +215,8 @@ pub enum RefusalCode {
     UnknownPlan,
     /// Some planned packets have no verified receipt yet: upload them and commit again.
     MissingUploads,
+    /// A certificate, revocation or member list does not chain to the grid key.
+    Untrusted,
     /// This coordinator belongs to no group yet.
     NoGroup,
     /// The coordinator group has no quorum; retry later.
@@ -228,6 +254,7 @@ impl RefusalCode {
             RefusalCode::UnknownSnapshot => "unknown_snapshot",
             RefusalCode::UnknownPlan => "unknown_plan",
             RefusalCode::MissingUploads => "missing_uploads",
+            RefusalCode::Untrusted => "untrusted",
             RefusalCode::NoGroup => "no_group",
             RefusalCode::NoQuorum => "no_quorum",
             RefusalCode::Busy => "busy",

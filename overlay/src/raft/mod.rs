@@ -1,4 +1,4 @@
-//! The coordinator group's raft protocol (`/strew/raft/2`): opaque,
+//! The coordinator group's raft protocol (`/strew/raft/3`): opaque,
 //! size-bounded, length-prefixed messages between members of the group.
 //!
 //! Owns the codec (one framed message per stream direction, at most
@@ -25,7 +25,8 @@ use crate::cbor;
 pub use gate::{GateMarker, RaftGate};
 
 /// Protocol id. Version 2: each message is length-prefixed (`cbor::read_framed`).
-pub const RAFT_PROTOCOL: &str = "/strew/raft/2";
+/// Version 3: entries may propose trust changes (grid root, certificates).
+pub const RAFT_PROTOCOL: &str = "/strew/raft/3";
 /// Largest request or reply on the wire (the node's raft messages are
 /// bounded to the same size before they are handed over).
 pub const MAX_RAFT_BYTES: usize = 64 << 20;

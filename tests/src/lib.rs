@@ -208,6 +208,8 @@ pub struct NodeOptions {
     pub found_grid: bool,
     /// With `found_grid`: a closed grid (join tokens) instead of an open one.
     pub closed: bool,
+    /// Before its first start, pin this grid id (`strew init --grid`).
+    pub pin_grid: Option<String>,
 }
 
 impl NodeOptions {
@@ -228,6 +230,7 @@ impl NodeOptions {
             ],
             found_grid: false,
             closed: false,
+            pin_grid: None,
         }
     }
 
@@ -270,6 +273,15 @@ impl Node {
             options,
             child: None,
         };
+        if let Some(grid) = node.options.pin_grid.clone() {
+            let out = node.cli(&["init", "--grid", &grid])?;
+            if !out.status.success() {
+                bail!(
+                    "strew init --grid failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         if node.options.found_grid {
             let mut args = vec!["grid", "create", "--json"];
             if !node.options.closed {

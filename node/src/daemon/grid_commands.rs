@@ -54,7 +54,7 @@ pub enum GridCmd {
 /// Arguments of the `grid_admit` / `grid_remove` control commands.
 #[derive(serde::Deserialize)]
 struct NodeArg {
-    node_id: NodeId,
+    node_id: String,
 }
 
 /// `strew grid …` (client side).
@@ -116,9 +116,11 @@ impl GridCommands {
     }
 
     fn node(args: Value) -> Result<NodeId, CommandError> {
-        serde_json::from_value::<NodeArg>(args)
-            .map(|a| a.node_id)
-            .map_err(|e| CommandError::BadArguments(format!("bad grid arguments: {e}")))
+        let arg = serde_json::from_value::<NodeArg>(args)
+            .map_err(|e| CommandError::BadArguments(format!("bad grid arguments: {e}")))?;
+        arg.node_id.parse().map_err(|e| {
+            CommandError::BadArguments(format!("{:?} is not a node id: {e}", arg.node_id))
+        })
     }
 
     fn no_key() -> CommandError {

@@ -61,6 +61,10 @@ const SECRET_PATIENCE: Duration = Duration::from_secs(3);
 /// Environment variables that tune the group (tests shorten the grace).
 pub const ENV_VOTERS: &str = "STREW_GROUP_VOTERS";
 pub const ENV_GRACE: &str = "STREW_GROUP_GRACE";
+/// How often a plain node that knows the leader asks again (default
+/// [`FOLLOW_KNOWN`]): also how long a removed coordinator's tickets may
+/// still be honoured by plain nodes.
+pub const ENV_FOLLOW: &str = "STREW_GROUP_FOLLOW";
 
 /// The group's configuration as this daemon runs it.
 #[derive(Clone, Debug)]
@@ -68,6 +72,8 @@ pub struct GroupSettings {
     pub config: GroupConfig,
     /// A member gone from gossip this long is removed (and replaced).
     pub grace: Duration,
+    /// How often a plain node that knows the leader asks `Who` again.
+    pub follow: Duration,
 }
 
 impl GroupSettings {
@@ -77,6 +83,7 @@ impl GroupSettings {
         let mut settings = GroupSettings {
             config: GroupConfig::default(),
             grace: DEFAULT_GRACE,
+            follow: FOLLOW_KNOWN,
         };
         if let Ok(text) = std::env::var(ENV_VOTERS) {
             let voters: usize = text
@@ -93,6 +100,14 @@ impl GroupSettings {
         if let Ok(text) = std::env::var(ENV_GRACE) {
             settings.grace = strew_coordinator::parse_duration(&text)
                 .map_err(|e| format!("{ENV_GRACE}={text:?}: {e}"))?;
+        }
+        if let Ok(text) = std::env::var(ENV_FOLLOW) {
+            let every = strew_coordinator::parse_duration(&text)
+                .map_err(|e| format!("{ENV_FOLLOW}={text:?}: {e}"))?;
+            if every < REFRESH {
+                return Err(format!("{ENV_FOLLOW} must be at least 1s, not {text:?}"));
+            }
+            settings.follow = every;
         }
         Ok(settings)
     }
@@ -289,14 +304,14 @@ pub async fn run(
                 let wait = match follow(&overlay, &trust).await {
                     Some(members) => {
                         picture.update(Some(members), eligible(&overlay));
-                        picture.wait()
+                        picture.wait(settings.follow)
                     }
                     None => REFRESH,
                 };
                 next_follow = Instant::now() + wait;
             } else {
                 picture.update(None, eligible(&overlay));
-                next_follow = next_follow.min(Instant::now() + picture.wait());
+                next_follow = next_follow.min(Instant::now() + picture.wait(settings.follow));
             }
             continue;
         };
@@ -360,14 +375,14 @@ impl Picture {
     }
 
     /// How long until the leader should be asked again.
-    fn wait(&self) -> Duration {
+    fn wait(&self, known: Duration) -> Duration {
         let recent = self
             .changed_at
             .is_some_and(|at| at.elapsed() < UNSETTLED_PATIENCE);
         if !self.settled() && recent {
             FOLLOW_UNSETTLED
         } else {
-            FOLLOW_KNOWN
+            known
         }
     }
 }
@@ -526,6 +541,73 @@ async fn lead(
                 }
                 Err(err) => warn!(%node, %err, "cannot remove a gone coordinator"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use strew_coordinator::MemberCert;
+    use strew_coordinator::trust::grid_id_of;
+
+    fn info(
+        manager: NodeId,
+        members: Vec<NodeId>,
+        grid: Option<GridId>,
+        certs: Vec<MemberCert>,
+    ) -> ManagerInfo {
+        ManagerInfo {
+            manager,
+            members,
+            term: 1,
+            nodes: 0,
+            online: 0,
+            snapshots: 0,
+            stored_bytes: 0,
+            repairs_pending: 0,
+            grid_id: grid,
+            certificates: certs,
+        }
+    }
+
+    #[test]
+    fn a_member_list_is_believed_only_with_certificates_of_the_pinned_grid() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let grid = grid_id_of(&key);
+        let (leader, other, stranger) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+        let cert = |n| MemberCert::issue(&key, n, 5).expect("signs");
+        // A forged list: no certificates at all.
+        let forged = info(leader, vec![leader, stranger], Some(grid), Vec::new());
+        assert!(verify_info(Some(grid), &forged).is_none());
+        assert!(verify_info(None, &forged).is_none());
+        // No grid named.
+        assert!(verify_info(None, &info(leader, vec![leader], None, vec![cert(leader)])).is_none());
+        // Another grid than the pinned one.
+        let elsewhere = info(leader, vec![leader], Some(grid), vec![cert(leader)]);
+        assert!(verify_info(Some(GridId([9; 32])), &elsewhere).is_none());
+        // The manager itself uncertified.
+        let headless = info(
+            stranger,
+            vec![leader, stranger],
+            Some(grid),
+            vec![cert(leader)],
+        );
+        assert!(verify_info(Some(grid), &headless).is_none());
+        // A certified manager: only certified members are believed; with no
+        // grid pinned the answer's grid is taken (trust on first use).
+        let honest = info(
+            leader,
+            vec![leader, other, stranger],
+            Some(grid),
+            vec![cert(leader), cert(other)],
+        );
+        for pinned in [Some(grid), None] {
+            let believed = verify_info(pinned, &honest).expect("believed");
+            assert_eq!(believed.grid, grid);
+            assert_eq!(believed.manager, leader);
+            assert_eq!(believed.members, BTreeSet::from([leader, other]));
         }
     }
 }

@@ -48,8 +48,10 @@ pub use state::{
     Applied, ApplyError, Command, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE, ManagerState, Touched,
 };
 pub use ticket::{StorageTicket, TicketEntry, TicketError, TicketKind};
-pub use trust::{GridRoot, MemberCert, Revocation, TrustCommand, TrustError, TrustState};
+pub use trust::{
+    GridRoot, Invite, MemberCert, Renewal, Revocation, TrustCommand, TrustError, TrustState,
+};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,
-    format_size, haversine_km, parse_distance_km, parse_duration, parse_size,
+    format_size, format_unix_ms, haversine_km, parse_distance_km, parse_duration, parse_size,
 };

@@ -98,7 +98,10 @@ pub enum QuotaError {
         extra: u64,
         limit: u64,
     },
-    #[error("{node}'s subscription expired at {expires_at} ms")]
+    #[error(
+        "the subscription of {node} expired at {} (unix time): new backups are refused, stored data is kept; ask the grid's owner to renew it (`strew grid renew`)",
+        crate::units::format_unix_ms(*expires_at)
+    )]
     Expired { node: NodeId, expires_at: Millis },
     #[error(
         "{node} has {pending} backups planned and not committed (at most {limit}): commit or abandon one first"

@@ -49,6 +49,14 @@ pub enum Command {
         online: bool,
         at: Millis,
     },
+    /// The leader admits a node with `subscription` whatever the grid mode
+    /// (it checked a grid-key-signed invitation or renewal, or the node is a
+    /// certified coordinator), or changes an admitted node's subscription.
+    Admit {
+        profile: NodeProfile,
+        subscription: Subscription,
+        at: Millis,
+    },
     /// The leader's plan: which targets get which new packets.
     BeginBackup {
         pending: PendingBackup,
@@ -252,6 +260,11 @@ impl ManagerState {
             Command::Join { profile, token, at } => {
                 self.join(profile, token.as_ref(), *at, &mut touched)?
             }
+            Command::Admit {
+                profile,
+                subscription,
+                at,
+            } => self.admit(profile, subscription, *at, &mut touched)?,
             Command::SetOnline { node, online, at } => {
                 let client = self
                     .clients
@@ -314,6 +327,28 @@ impl ManagerState {
             } => self.move_packet(data_id, *index as usize, *new_target, *at, &mut touched)?,
         };
         Ok((applied, touched))
+    }
+
+    fn admit(
+        &mut self,
+        profile: &NodeProfile,
+        subscription: &Subscription,
+        at: Millis,
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        let open = GridMode::Open {
+            default_plan: subscription.clone(),
+        };
+        // A join under an open mode carrying this subscription, then the
+        // subscription itself (an existing client keeps its usage).
+        let mode = std::mem::replace(&mut self.mode, open);
+        let joined = self.join(profile, None, at, touched);
+        self.mode = mode;
+        joined?;
+        if let Some(record) = self.clients.get_mut(&profile.node_id) {
+            record.subscription = subscription.clone();
+        }
+        Ok(Applied::Done)
     }
 
     fn join(

@@ -19,12 +19,20 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{GridId, NodeId};
+use crate::quota::Subscription;
 use crate::units::Millis;
 
 /// Domain separation for membership certificates.
 const CERT_CONTEXT: &[u8] = b"strew/member-cert/v1\0";
 /// Domain separation for revocations.
 const REVOKE_CONTEXT: &[u8] = b"strew/member-revoke/v1\0";
+/// Domain separation for invitations (join tokens).
+const INVITE_CONTEXT: &[u8] = b"strew/invite/v1\0";
+/// Domain separation for subscription renewals.
+const RENEW_CONTEXT: &[u8] = b"strew/renew/v1\0";
+/// Most bootstrap addresses an invitation carries, and their length.
+pub const MAX_INVITE_BOOTSTRAP: usize = 8;
+const MAX_ADDR_LEN: usize = 512;
 const CERT_VERSION: u8 = 1;
 /// Most certificates a member list may carry (the group has at most a few
 /// voters and learners; this bounds the work of checking a list).
@@ -57,6 +65,12 @@ pub enum TrustError {
     },
     #[error("the signed bytes do not encode: {0}")]
     Malformed(String),
+    #[error("the invitation expired at {0} ms")]
+    InviteExpired(Millis),
+    #[error("the invitation was already used by {0}")]
+    InviteUsed(NodeId),
+    #[error("the renewal is older than the last one applied for {0}")]
+    StaleRenewal(NodeId),
 }
 
 /// The grid id of a grid key.
@@ -199,6 +213,182 @@ impl Revocation {
     }
 }
 
+/// The grid key's invitation to join a closed grid with a subscription:
+/// what `strew grid invite` prints (inside a join token). A bearer
+/// credential: the first node that redeems it gets the subscription; it can
+/// be redeemed only once and only until `valid_until`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    pub version: u8,
+    pub grid: GridId,
+    /// Random; names the invitation so it is redeemed once.
+    pub id: [u8; 16],
+    pub subscription: Subscription,
+    pub valid_until: Millis,
+    /// Where the grid can be reached (multiaddrs).
+    pub bootstrap: Vec<String>,
+    /// The grid-scope convergence secret.
+    pub convergence: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl fmt::Debug for Invite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invite")
+            .field("grid", &self.grid)
+            .field("subscription", &self.subscription)
+            .field("valid_until", &self.valid_until)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct InviteBody<'a> {
+    version: u8,
+    grid: &'a GridId,
+    id: &'a [u8; 16],
+    subscription: &'a Subscription,
+    valid_until: Millis,
+    bootstrap: &'a [String],
+    convergence: &'a [u8; 32],
+}
+
+impl Invite {
+    fn signed_bytes(&self) -> Result<Vec<u8>, TrustError> {
+        let mut out = INVITE_CONTEXT.to_vec();
+        let body = InviteBody {
+            version: self.version,
+            grid: &self.grid,
+            id: &self.id,
+            subscription: &self.subscription,
+            valid_until: self.valid_until,
+            bootstrap: &self.bootstrap,
+            convergence: &self.convergence,
+        };
+        crate::cbor::encode_into(&body, &mut out)
+            .map_err(|e| TrustError::Malformed(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Signs an invitation with the grid key (bootstrap addresses beyond
+    /// [`MAX_INVITE_BOOTSTRAP`] are dropped).
+    pub fn issue(
+        grid_key: &SigningKey,
+        id: [u8; 16],
+        subscription: Subscription,
+        valid_until: Millis,
+        mut bootstrap: Vec<String>,
+        convergence: [u8; 32],
+    ) -> Result<Self, TrustError> {
+        bootstrap.truncate(MAX_INVITE_BOOTSTRAP);
+        bootstrap.retain(|a| a.len() <= MAX_ADDR_LEN);
+        let mut invite = Invite {
+            version: CERT_VERSION,
+            grid: grid_id_of(grid_key),
+            id,
+            subscription,
+            valid_until,
+            bootstrap,
+            convergence,
+            signature: Vec::new(),
+        };
+        invite.signature = grid_key.sign(&invite.signed_bytes()?).to_bytes().to_vec();
+        Ok(invite)
+    }
+
+    /// Checks the signature against the pinned grid id (not the expiry).
+    pub fn verify(&self, grid: &GridId) -> Result<(), TrustError> {
+        if self.version != CERT_VERSION {
+            return Err(TrustError::UnknownVersion(self.version));
+        }
+        if &self.grid != grid {
+            return Err(TrustError::WrongGrid {
+                expected: *grid,
+                got: self.grid,
+            });
+        }
+        if self.bootstrap.len() > MAX_INVITE_BOOTSTRAP
+            || self.bootstrap.iter().any(|a| a.len() > MAX_ADDR_LEN)
+        {
+            return Err(TrustError::Malformed(
+                "too many or too long bootstrap addresses".into(),
+            ));
+        }
+        verify_signature(grid, &self.signed_bytes()?, &self.signature)
+    }
+}
+
+/// The grid key's new expiry for `node`'s subscription (`strew grid renew`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewal {
+    pub version: u8,
+    pub grid: GridId,
+    pub node: NodeId,
+    /// The new end of the subscription (`None`: open-ended).
+    pub expires_at: Option<Millis>,
+    /// When it was signed: a renewal older than the last applied one is refused.
+    pub at: Millis,
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct RenewalBody<'a> {
+    version: u8,
+    grid: &'a GridId,
+    node: &'a NodeId,
+    expires_at: Option<Millis>,
+    at: Millis,
+}
+
+impl Renewal {
+    fn signed_bytes(&self) -> Result<Vec<u8>, TrustError> {
+        let mut out = RENEW_CONTEXT.to_vec();
+        let body = RenewalBody {
+            version: self.version,
+            grid: &self.grid,
+            node: &self.node,
+            expires_at: self.expires_at,
+            at: self.at,
+        };
+        crate::cbor::encode_into(&body, &mut out)
+            .map_err(|e| TrustError::Malformed(e.to_string()))?;
+        Ok(out)
+    }
+
+    pub fn issue(
+        grid_key: &SigningKey,
+        node: NodeId,
+        expires_at: Option<Millis>,
+        at: Millis,
+    ) -> Result<Self, TrustError> {
+        let mut renewal = Renewal {
+            version: CERT_VERSION,
+            grid: grid_id_of(grid_key),
+            node,
+            expires_at,
+            at,
+            signature: Vec::new(),
+        };
+        renewal.signature = grid_key.sign(&renewal.signed_bytes()?).to_bytes().to_vec();
+        Ok(renewal)
+    }
+
+    pub fn verify(&self, grid: &GridId) -> Result<(), TrustError> {
+        if self.version != CERT_VERSION {
+            return Err(TrustError::UnknownVersion(self.version));
+        }
+        if &self.grid != grid {
+            return Err(TrustError::WrongGrid {
+                expected: *grid,
+                got: self.grid,
+            });
+        }
+        verify_signature(grid, &self.signed_bytes()?, &self.signature)
+    }
+}
+
 /// What the founder gives the group: the grid id, whether the grid is open,
 /// and the grid-scope convergence secret (handed to admitted nodes).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +416,14 @@ pub enum TrustCommand {
     Certify(MemberCert),
     /// A grid-key-signed revocation removes one.
     Revoke(Revocation),
+    /// `node` redeemed an invitation at `at` (once per invitation).
+    Redeem {
+        invite: Invite,
+        node: NodeId,
+        at: Millis,
+    },
+    /// A grid-key-signed renewal of a subscription.
+    Renew(Renewal),
 }
 
 /// The replicated record of the trust root and its certified coordinators.
@@ -236,6 +434,12 @@ pub struct TrustState {
     pub certs: BTreeMap<NodeId, MemberCert>,
     /// The newest revocation time of each removed node.
     pub revoked: BTreeMap<NodeId, Millis>,
+    /// Invitations redeemed, and by whom.
+    #[serde(default)]
+    pub redeemed: BTreeMap<[u8; 16], NodeId>,
+    /// The signing time of the last renewal applied per node.
+    #[serde(default)]
+    pub renewed: BTreeMap<NodeId, Millis>,
 }
 
 impl TrustState {
@@ -289,6 +493,29 @@ impl TrustState {
                 let grid = self.grid().ok_or(TrustError::NoGrid)?;
                 revocation.verify(&grid)
             }
+            TrustCommand::Redeem { invite, node, at } => {
+                let grid = self.grid().ok_or(TrustError::NoGrid)?;
+                invite.verify(&grid)?;
+                match self.redeemed.get(&invite.id) {
+                    Some(by) if by != node => return Err(TrustError::InviteUsed(*by)),
+                    Some(_) => return Ok(()),
+                    None => {}
+                }
+                if *at > invite.valid_until {
+                    return Err(TrustError::InviteExpired(invite.valid_until));
+                }
+                Ok(())
+            }
+            TrustCommand::Renew(renewal) => {
+                let grid = self.grid().ok_or(TrustError::NoGrid)?;
+                renewal.verify(&grid)?;
+                match self.renewed.get(&renewal.node) {
+                    Some(&last) if renewal.at <= last => {
+                        Err(TrustError::StaleRenewal(renewal.node))
+                    }
+                    _ => Ok(()),
+                }
+            }
         }
     }
 
@@ -320,6 +547,12 @@ impl TrustState {
                 {
                     self.certs.remove(&revocation.node);
                 }
+            }
+            TrustCommand::Redeem { invite, node, .. } => {
+                self.redeemed.insert(invite.id, *node);
+            }
+            TrustCommand::Renew(renewal) => {
+                self.renewed.insert(renewal.node, renewal.at);
             }
         }
         Ok(())
@@ -428,6 +661,73 @@ mod tests {
         let before = state.clone();
         assert!(state.apply(&TrustCommand::Certify(stranger)).is_err());
         assert_eq!(state, before);
+    }
+
+    #[test]
+    fn an_invitation_is_redeemed_once_before_it_expires_and_renewals_only_move_forward() {
+        let grid_key = key(1);
+        let mut state = TrustState::default();
+        let found = TrustCommand::Found {
+            root: root(&grid_key),
+            founder: MemberCert::issue(&grid_key, NodeId([1; 32]), 1).expect("signs"),
+        };
+        state.apply(&found).expect("founds");
+        let plan = Subscription {
+            source_storage: Some(1 << 20),
+            ..Subscription::default_plan()
+        };
+        let invite = Invite::issue(
+            &grid_key,
+            [7; 16],
+            plan,
+            100,
+            vec!["/ip4/1.2.3.4/tcp/1".into()],
+            [9; 32],
+        )
+        .expect("signs");
+        let (a, b) = (NodeId([2; 32]), NodeId([3; 32]));
+        let redeem = |node, at| TrustCommand::Redeem {
+            invite: invite.clone(),
+            node,
+            at,
+        };
+        assert_eq!(
+            state.apply(&redeem(a, 101)),
+            Err(TrustError::InviteExpired(100))
+        );
+        state.apply(&redeem(a, 50)).expect("redeems");
+        state
+            .apply(&redeem(a, 60))
+            .expect("the same node again: idempotent");
+        assert_eq!(state.apply(&redeem(b, 60)), Err(TrustError::InviteUsed(a)));
+        let mut richer = invite.clone();
+        richer.subscription.source_storage = None;
+        assert_eq!(
+            richer.verify(&grid_id_of(&grid_key)),
+            Err(TrustError::BadSignature)
+        );
+        let other = Invite::issue(
+            &key(2),
+            [8; 16],
+            Subscription::default_plan(),
+            100,
+            Vec::new(),
+            [0; 32],
+        )
+        .expect("signs");
+        assert!(matches!(
+            state.apply(&TrustCommand::Redeem {
+                invite: other,
+                node: b,
+                at: 1
+            }),
+            Err(TrustError::WrongGrid { .. })
+        ));
+        let renew =
+            |at| TrustCommand::Renew(Renewal::issue(&grid_key, a, Some(500), at).expect("signs"));
+        state.apply(&renew(10)).expect("renews");
+        assert_eq!(state.apply(&renew(10)), Err(TrustError::StaleRenewal(a)));
+        state.apply(&renew(11)).expect("a newer renewal");
     }
 
     #[test]

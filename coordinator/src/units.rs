@@ -281,6 +281,29 @@ impl FromStr for DistanceRange {
 // ------------------------------------------------------------ durations
 
 /// Parses a duration: a whole number with `s`, `m`, `h`, `d` or `w` (`90s`, `15m`, `24h`, `365d`, `2w`).
+/// A unix time in milliseconds as `2026-11-30 17:05:09 UTC` (civil date
+/// from days since the epoch, proleptic Gregorian calendar).
+pub fn format_unix_ms(ms: Millis) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, on unsigned days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let bad = || UnitError::BadDuration(text.to_string());
     let (num, unit) = split_number(text.trim());
@@ -556,6 +579,9 @@ mod tests {
 
     #[test]
     fn durations_parse_and_format() {
+        assert_eq!(format_unix_ms(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_unix_ms(1_796_051_109_000), "2026-11-30 15:05:09 UTC");
+        assert_eq!(format_unix_ms(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));

@@ -122,8 +122,14 @@ pub struct InitArgs {
     /// create` on its founder): pinned in the data dir, so member lists,
     /// certificates and tickets of any other grid are refused. Without it
     /// the node pins the first grid it joins (trust on first use).
-    #[arg(long, value_name = "GRID_ID")]
+    #[arg(long, value_name = "GRID_ID", conflicts_with = "join")]
     pub grid: Option<strew_coordinator::GridId>,
+    /// A join token from `strew grid invite` (a closed grid): pins its grid,
+    /// stores its convergence secret and bootstrap address; the node is
+    /// admitted with the token's subscription when it first reaches the
+    /// manager.
+    #[arg(long, value_name = "TOKEN")]
+    pub join: Option<String>,
 }
 
 /// `strew run` flags.
@@ -588,6 +594,7 @@ mod tests {
             node: flags,
             bootstrap: vec![boot.clone()],
             grid: None,
+            join: None,
         };
         let file = apply_init(FileConfig::default(), &args);
         write(dir.path(), &file).unwrap();

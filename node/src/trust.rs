@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use strew_coordinator::trust::grid_id_of;
-use strew_coordinator::{GridId, GridRoot, MemberCert, NodeId, Revocation, TrustError};
+use strew_coordinator::{
+    GridId, GridRoot, Invite, MemberCert, NodeId, Renewal, Revocation, Subscription, TrustError,
+};
 
 use crate::sync::lock;
 
@@ -27,6 +29,14 @@ pub const GRID_FILE: &str = "grid.toml";
 pub const GRID_KEY_FILE: &str = "grid.key";
 /// The grid-scope convergence secret (64 hex digits).
 pub const CONVERGENCE_FILE: &str = "grid-convergence.key";
+/// A join token not yet redeemed (`strew init --join`), private.
+pub const JOIN_FILE: &str = "join-token";
+/// Where a redeemed join token is kept.
+pub const JOINED_FILE: &str = "join-token.redeemed";
+/// What every join token starts with.
+pub const TOKEN_PREFIX: &str = "strew-join-";
+/// Longest join token accepted (hex of the CBOR invitation).
+pub const MAX_TOKEN_CHARS: usize = 16 * 1024;
 
 /// Failures of the trust files.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +57,8 @@ pub enum TrustFileError {
     PinnedElsewhere { pinned: GridId, other: GridId },
     #[error("signing with the grid key failed")]
     Sign(#[source] TrustError),
+    #[error("this is not a valid strew join token: {0}")]
+    Token(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrustFileError + '_ {
@@ -209,6 +221,69 @@ pub fn write_convergence(data_dir: &Path, secret: &[u8; 32]) -> Result<(), Trust
     write_private(&data_dir.join(CONVERGENCE_FILE), hex(secret).as_bytes())
 }
 
+/// The text of a join token: [`TOKEN_PREFIX`] and the hex of the
+/// invitation's CBOR.
+pub fn encode_token(invite: &Invite) -> Result<String, TrustFileError> {
+    let bytes = strew_coordinator::cbor::encode(invite)
+        .map_err(|e| TrustFileError::Token(e.to_string()))?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
+}
+
+/// Reads a join token (never panics; bounded).
+pub fn decode_token(text: &str) -> Result<Invite, TrustFileError> {
+    let text = text.trim();
+    if text.len() > MAX_TOKEN_CHARS {
+        return Err(TrustFileError::Token(format!(
+            "longer than {MAX_TOKEN_CHARS} characters"
+        )));
+    }
+    let body = text
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or_else(|| TrustFileError::Token(format!("it does not start with {TOKEN_PREFIX}")))?;
+    if !body.len().is_multiple_of(2) || !body.is_ascii() {
+        return Err(TrustFileError::Token("not hex".into()));
+    }
+    let bytes = (0..body.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&body[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| TrustFileError::Token("not hex".into()))?;
+    let invite: Invite = strew_coordinator::cbor::decode(&bytes)
+        .map_err(|e| TrustFileError::Token(e.to_string()))?;
+    invite
+        .verify(&invite.grid)
+        .map_err(|e| TrustFileError::Token(e.to_string()))?;
+    Ok(invite)
+}
+
+/// `strew init --join TOKEN`: pins the invitation's grid, stores its
+/// convergence secret and keeps the token until the manager redeems it.
+/// Returns the invitation.
+pub fn join(data_dir: &Path, token: &str) -> Result<Invite, TrustFileError> {
+    let invite = decode_token(token)?;
+    pin(data_dir, invite.grid, Some(false))?;
+    write_convergence(data_dir, &invite.convergence)?;
+    write_private(&data_dir.join(JOIN_FILE), token.trim().as_bytes())?;
+    Ok(invite)
+}
+
+/// The join token waiting to be redeemed, if any.
+pub fn pending_join(data_dir: &Path) -> Result<Option<Invite>, TrustFileError> {
+    let path = data_dir.join(JOIN_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => decode_token(&text).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// Marks the join token redeemed.
+pub fn joined(data_dir: &Path) -> Result<(), TrustFileError> {
+    let from = data_dir.join(JOIN_FILE);
+    let to = data_dir.join(JOINED_FILE);
+    fs::rename(&from, &to).map_err(io(&from))
+}
+
 /// Installs a grid key (from `strew key import`): writes it and pins its grid.
 pub fn install_grid_key(data_dir: &Path, seed: &[u8; 32]) -> Result<GridId, TrustFileError> {
     let grid = grid_id_of(&SigningKey::from_bytes(seed));
@@ -319,6 +394,41 @@ impl GridTrust {
         Some(Revocation::issue(&key, node, now).map_err(TrustFileError::Sign))
     }
 
+    /// A join token for `subscription`, valid until `valid_until`, naming
+    /// `bootstrap`, if this node holds the grid key and the convergence secret.
+    pub fn invite(
+        &self,
+        subscription: Subscription,
+        valid_until: u64,
+        bootstrap: Vec<String>,
+    ) -> Option<Result<Invite, TrustFileError>> {
+        let local = self.local();
+        let key = local.key?;
+        let convergence = local.convergence?;
+        Some(
+            Invite::issue(
+                &key,
+                rand::random(),
+                subscription,
+                valid_until,
+                bootstrap,
+                convergence,
+            )
+            .map_err(TrustFileError::Sign),
+        )
+    }
+
+    /// A renewal of `node`'s subscription, if this node holds the grid key.
+    pub fn renew(
+        &self,
+        node: NodeId,
+        expires_at: Option<u64>,
+        now: u64,
+    ) -> Option<Result<Renewal, TrustFileError>> {
+        let key = lock(&self.local).key.clone()?;
+        Some(Renewal::issue(&key, node, expires_at, now).map_err(TrustFileError::Sign))
+    }
+
     /// A certificate for `node`, signed now, if this node holds the grid key.
     pub fn certify(&self, node: NodeId, now: u64) -> Option<Result<MemberCert, TrustFileError>> {
         let key = lock(&self.local).key.clone()?;
@@ -350,6 +460,49 @@ mod tests {
             create(dir.path(), true),
             Err(TrustFileError::AlreadyFounded(_))
         ));
+    }
+
+    #[test]
+    fn a_join_token_round_trips_and_garbage_is_refused() {
+        let founder = tempfile::tempdir().unwrap();
+        let joiner = tempfile::tempdir().unwrap();
+        let root = create(founder.path(), false).unwrap();
+        let trust = GridTrust::open(founder.path()).unwrap();
+        let invite = trust
+            .invite(
+                Subscription::default_plan(),
+                99,
+                vec!["/ip4/127.0.0.1/tcp/1".into()],
+            )
+            .expect("holds the key")
+            .unwrap();
+        let token = encode_token(&invite).unwrap();
+        let got = join(joiner.path(), &token).unwrap();
+        assert_eq!(got, invite);
+        let local = load(joiner.path()).unwrap();
+        assert_eq!(local.grid, Some(root.grid));
+        assert_eq!(local.convergence, Some(root.convergence));
+        assert_eq!(pending_join(joiner.path()).unwrap(), Some(invite));
+        joined(joiner.path()).unwrap();
+        assert_eq!(pending_join(joiner.path()).unwrap(), None);
+        for bad in [
+            "",
+            "strew-join-",
+            "strew-join-zz",
+            "strew-join-00ff",
+            "hello",
+        ] {
+            assert!(
+                matches!(decode_token(bad), Err(TrustFileError::Token(_))),
+                "{bad}"
+            );
+        }
+        // A token altered after signing.
+        let mut flipped = token.into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert!(decode_token(&flipped).is_err());
     }
 
     #[test]

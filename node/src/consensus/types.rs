@@ -130,6 +130,8 @@ impl fmt::Debug for Proposal {
             }
             Proposal::Trust(TrustCommand::Certify(c)) => write!(f, "Trust(Certify {})", c.node),
             Proposal::Trust(TrustCommand::Revoke(r)) => write!(f, "Trust(Revoke {})", r.node),
+            Proposal::Trust(TrustCommand::Redeem { node, .. }) => write!(f, "Trust(Redeem {node})"),
+            Proposal::Trust(TrustCommand::Renew(r)) => write!(f, "Trust(Renew {})", r.node),
         }
     }
 }
@@ -140,6 +142,7 @@ pub fn command_kind(command: &Command) -> &'static str {
         Command::SetGridMode { .. } => "SetGridMode",
         Command::Join { .. } => "Join",
         Command::SetOnline { .. } => "SetOnline",
+        Command::Admit { .. } => "Admit",
         Command::BeginBackup { .. } => "BeginBackup",
         Command::CommitBackup { .. } => "CommitBackup",
         Command::AbortBackup { .. } => "AbortBackup",

@@ -28,7 +28,17 @@ pub fn init(data_dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
     if let Some(grid) = args.grid {
         crate::trust::pin(data_dir, grid, None)?;
     }
-    let file = config::apply_init(config::read(data_dir)?, args);
+    let invite = match &args.join {
+        Some(token) => Some(crate::trust::join(data_dir, token)?),
+        None => None,
+    };
+    let mut file = config::apply_init(config::read(data_dir)?, args);
+    if let Some(invite) = &invite
+        && file.bootstrap.as_ref().is_none_or(Vec::is_empty)
+        && !invite.bootstrap.is_empty()
+    {
+        file.bootstrap = Some(invite.bootstrap.clone());
+    }
     config::write(data_dir, &file)?;
     let node_id = identity::node_id(&key).context("the identity is not an Ed25519 key")?;
     let mut out = std::io::stdout().lock();

@@ -1,8 +1,10 @@
-//! `strew grid create | admit | remove`: the client side (flags, printing)
-//! and the daemon side ([`GridCommands`], a [`DaemonExtension`]).
+//! `strew grid create | admit | remove | invite | renew | members`: the
+//! client side (flags, printing) and the daemon side ([`GridCommands`], a
+//! [`DaemonExtension`]).
 //!
-//! Owns turning the grid key into certificates and revocations and sending
-//! them to the sequence manager. `grid create` writes the data dir directly
+//! Owns turning the grid key into certificates, revocations, invitations
+//! (join tokens) and renewals, sending them to the sequence manager, and
+//! listing the grid's members. `grid create` writes the data dir directly
 //! when no daemon runs, or asks the running one (which then founds the
 //! group if it is a coordinator). The files are [`crate::trust`]'s; the
 //! group's policy is [`super::group`]'s.
@@ -12,7 +14,7 @@ use std::path::Path;
 
 use clap::Subcommand;
 use serde_json::{Value, json};
-use strew_coordinator::NodeId;
+use strew_coordinator::{NodeId, Subscription};
 use strew_overlay::ManagerRequest;
 
 use super::{CommandError, ControlFuture, DaemonContext, DaemonExtension};
@@ -49,6 +51,56 @@ pub enum GridCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prints a join token for one new node of a closed grid (needs the grid
+    /// key): `strew init --join TOKEN` on the new node. The token carries the
+    /// grid id, the subscription, the grid's convergence secret and this
+    /// node's address; it admits the first node that redeems it, once.
+    Invite(InviteArgs),
+    /// Sets a new end of NODE_ID's subscription (needs the grid key).
+    Renew {
+        node_id: NodeId,
+        /// From now, e.g. `30d`, `12h`.
+        #[arg(long, value_name = "DURATION")]
+        expires: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the grid's nodes with their role, subscription and usage.
+    Members {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `strew grid invite` flags (sizes like `20GiB`; absent: not limited).
+#[derive(clap::Args, Debug)]
+pub struct InviteArgs {
+    /// Stored bytes (redundancy included) the node may use as a source.
+    #[arg(long, value_name = "SIZE")]
+    pub source_storage: Option<String>,
+    /// Bytes the node stores for others at most.
+    #[arg(long, value_name = "SIZE")]
+    pub target_storage: Option<String>,
+    /// Network bytes per day (recorded; not enforced yet).
+    #[arg(long, value_name = "SIZE")]
+    pub network_per_day: Option<String>,
+    /// Bandwidth in bytes per second (recorded; not enforced yet).
+    #[arg(long, value_name = "SIZE")]
+    pub bandwidth: Option<String>,
+    /// How long the subscription runs (and the token may be redeemed), from
+    /// now, e.g. `365d`. Absent: the token may be redeemed for 7 days and the
+    /// subscription does not end.
+    #[arg(long, value_name = "DURATION")]
+    pub expires: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How long a token without `--expires` may be redeemed.
+const DEFAULT_TOKEN_LIFE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Arguments of the `grid_admit` / `grid_remove` control commands.
@@ -91,6 +143,76 @@ pub async fn grid(data_dir: &Path, cmd: &GridCmd) -> anyhow::Result<()> {
             let args = json!({ "node_id": node_id.to_string() });
             let value = control::call(data_dir, "grid_remove", args, control::QUICK_CALL).await?;
             let text = format!("revoked the certificate of {node_id}; the group removes it");
+            (value, *json, text)
+        }
+        GridCmd::Invite(a) => {
+            let size = |s: &Option<String>| -> anyhow::Result<Option<u64>> {
+                s.as_deref()
+                    .map(strew_coordinator::parse_size)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)
+            };
+            let expires = a
+                .expires
+                .as_deref()
+                .map(strew_coordinator::parse_duration)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let args = json!({
+                "source_storage": size(&a.source_storage)?,
+                "target_storage": size(&a.target_storage)?,
+                "network_per_day": size(&a.network_per_day)?,
+                "bandwidth": size(&a.bandwidth)?,
+                "expires_ms": expires.map(ms),
+            });
+            let value = control::call(data_dir, "grid_invite", args, control::QUICK_CALL).await?;
+            let text = format!(
+                "{}\n(one node: `strew init --join TOKEN`; redeemable until {})",
+                value["token"].as_str().unwrap_or("-"),
+                value["expires_text"].as_str().unwrap_or("-")
+            );
+            let value = json!({ "token": value["token"], "expires": value["expires"] });
+            (value, a.json, text)
+        }
+        GridCmd::Renew {
+            node_id,
+            expires,
+            json,
+        } => {
+            let d = strew_coordinator::parse_duration(expires).map_err(anyhow::Error::msg)?;
+            let args = json!({ "node_id": node_id.to_string(), "expires_ms": ms(d) });
+            let value = control::call(data_dir, "grid_renew", args, control::QUICK_CALL).await?;
+            let text = format!(
+                "the subscription of {node_id} now ends {}",
+                value["expires_text"].as_str().unwrap_or("-")
+            );
+            (value, *json, text)
+        }
+        GridCmd::Members { json } => {
+            let value =
+                control::call(data_dir, "grid_members", Value::Null, control::QUICK_CALL).await?;
+            let mut text = format!(
+                "{:<54} {:<12} {:>10} {:>10} {:>10} {:>10}  expires",
+                "node", "role", "source", "used", "target", "stored"
+            );
+            for m in value.as_array().into_iter().flatten() {
+                let size = |v: &Value| {
+                    v.as_u64()
+                        .map_or("-".to_string(), strew_coordinator::format_size)
+                };
+                text.push_str(&format!(
+                    "\n{:<54} {:<12} {:>10} {:>10} {:>10} {:>10}  {}",
+                    m["node_id"].as_str().unwrap_or("-"),
+                    m["role"].as_str().unwrap_or("-"),
+                    size(&m["subscription"]["source_storage"]),
+                    size(&m["usage"]["source_stored_bytes"]),
+                    size(&m["subscription"]["target_storage"]),
+                    size(&m["usage"]["target_stored_bytes"]),
+                    m["subscription"]["expires_at"]
+                        .as_u64()
+                        .map_or("never".to_string(), strew_coordinator::format_unix_ms),
+                ));
+            }
             (value, *json, text)
         }
     };
@@ -143,6 +265,90 @@ impl GridCommands {
         Ok(json!({ "node_id": node.to_string(), "grid_id": grid.to_string(), "admitted": true }))
     }
 
+    async fn invite(ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
+        let num = |k: &str| args.get(k).and_then(Value::as_u64);
+        let now = strew_overlay::now_ms();
+        let expires_at = num("expires_ms").map(|d| now.saturating_add(d));
+        let subscription = Subscription {
+            plan: "invited".into(),
+            source_storage: num("source_storage"),
+            target_storage: num("target_storage"),
+            network_bytes_per_day: num("network_per_day").unwrap_or(0),
+            bandwidth: num("bandwidth").unwrap_or(0),
+            expires_at,
+            ..Subscription::default_plan()
+        };
+        let valid_until = expires_at.unwrap_or(now.saturating_add(ms(DEFAULT_TOKEN_LIFE)));
+        let bootstrap = ctx
+            .overlay
+            .listen_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let invite = ctx
+            .trust
+            .invite(subscription, valid_until, bootstrap)
+            .ok_or_else(Self::no_key)?
+            .map_err(|e| CommandError::Internal(crate::grid::error_text(&e)))?;
+        let token = crate::trust::encode_token(&invite)
+            .map_err(|e| CommandError::Internal(crate::grid::error_text(&e)))?;
+        Ok(json!({
+            "token": token,
+            "expires": valid_until,
+            "expires_text": strew_coordinator::format_unix_ms(valid_until),
+        }))
+    }
+
+    async fn renew(ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
+        let node = Self::node(args.clone())?;
+        let now = strew_overlay::now_ms();
+        let expires_at = args
+            .get("expires_ms")
+            .and_then(Value::as_u64)
+            .map(|d| now.saturating_add(d));
+        let renewal = ctx
+            .trust
+            .renew(node, expires_at, now)
+            .ok_or_else(Self::no_key)?
+            .map_err(|e| CommandError::Internal(crate::grid::error_text(&e)))?;
+        OverlayManager::new(ctx.overlay.clone())
+            .record_trust(ManagerRequest::Renew(renewal))
+            .await?;
+        Ok(json!({
+            "node_id": node.to_string(),
+            "expires": expires_at,
+            "expires_text": expires_at.map_or("never".to_string(), strew_coordinator::format_unix_ms),
+        }))
+    }
+
+    async fn members(ctx: &DaemonContext) -> Result<Value, CommandError> {
+        let list = OverlayManager::new(ctx.overlay.clone()).members().await?;
+        Ok(Value::Array(
+            list.into_iter()
+                .map(|m| {
+                    json!({
+                        "node_id": m.node_id.to_string(),
+                        "role": m.role,
+                        "online": m.online,
+                        "subscription": {
+                            "plan": m.subscription.plan,
+                            "source_storage": m.subscription.source_storage,
+                            "target_storage": m.subscription.target_storage,
+                            "network_bytes_per_day": m.subscription.network_bytes_per_day,
+                            "bandwidth": m.subscription.bandwidth,
+                            "processor_millicores": m.subscription.processor_millicores,
+                            "expires_at": m.subscription.expires_at,
+                        },
+                        "usage": {
+                            "source_stored_bytes": m.source_stored_bytes,
+                            "target_stored_bytes": m.target_stored_bytes,
+                        },
+                    })
+                })
+                .collect(),
+        ))
+    }
+
     async fn remove(ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
         let node = Self::node(args)?;
         let revocation = ctx
@@ -169,6 +375,9 @@ impl DaemonExtension for GridCommands {
             "grid_create" => Box::pin(Self::create(ctx, args)),
             "grid_admit" => Box::pin(Self::admit(ctx, args)),
             "grid_remove" => Box::pin(Self::remove(ctx, args)),
+            "grid_invite" => Box::pin(Self::invite(ctx, args)),
+            "grid_renew" => Box::pin(Self::renew(ctx, args)),
+            "grid_members" => Box::pin(Self::members(ctx)),
             _ => return None,
         })
     }

@@ -226,6 +226,36 @@ fn believe(overlay: &OverlayHandle, manager: NodeId, certified: &BTreeSet<NodeId
     overlay.set_manager(Some(manager));
 }
 
+/// Redeems the join token of `strew init --join` with the manager once one
+/// is believed (at most every [`SECRET_EVERY`]); the token file is then kept
+/// as redeemed.
+async fn redeem_invite(overlay: &OverlayHandle, trust: &GridTrust, next: &mut Instant) {
+    if Instant::now() < *next || overlay.manager().is_none() {
+        return;
+    }
+    *next = Instant::now() + SECRET_EVERY;
+    let invite = match crate::trust::pending_join(trust.data_dir()) {
+        Ok(Some(invite)) => invite,
+        Ok(None) => return,
+        Err(err) => {
+            warn!(%err, "cannot read the join token");
+            return;
+        }
+    };
+    let manager = OverlayManager::new(overlay.clone()).with_patience(SECRET_PATIENCE);
+    match manager.record_trust(ManagerRequest::Redeem(invite)).await {
+        Ok(()) => {
+            info!("joined the closed grid with the join token");
+            if let Err(err) = crate::trust::joined(trust.data_dir()) {
+                warn!(%err, "cannot mark the join token redeemed");
+            }
+        }
+        Err(err) => {
+            warn!(err = %crate::grid::error_text(&err), "the join token was not redeemed yet")
+        }
+    }
+}
+
 /// Asks for the grid's convergence secret when this node lacks it, at most
 /// every [`SECRET_EVERY`]: from the replicated root on a member, else from
 /// the manager (which answers only nodes the grid admits).
@@ -288,6 +318,7 @@ pub async fn run(
     let mut missing: BTreeMap<u64, Instant> = BTreeMap::new();
     let mut next_follow = Instant::now();
     let mut next_secret = Instant::now();
+    let mut next_redeem = Instant::now();
     let mut picture = Picture::default();
     // Certified members learnt from believed `Who` answers (a coordinator
     // not yet in the group accepts raft only from them).
@@ -295,6 +326,7 @@ pub async fn run(
     loop {
         tick.tick().await;
         fetch_secret(&overlay, service.as_deref(), &trust, &mut next_secret).await;
+        redeem_invite(&overlay, &trust, &mut next_redeem).await;
         let Some(service) = &service else {
             // A plain node asks each second until it knows a leader, then
             // rarely: it trusts every certified member's tickets, so a
@@ -341,6 +373,9 @@ pub async fn run(
                 .await
             {
                 warn!(%err, "cannot record the grid root");
+            }
+            if let Err(err) = service.ensure_grid_mode().await {
+                warn!(%err, "cannot record the grid mode");
             }
             lead(service, &settings, &mut missing).await;
         } else {

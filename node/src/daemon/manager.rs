@@ -328,15 +328,36 @@ impl ManagerService {
     /// Commands that bring the manager's node records in step with `profiles`
     /// (the overlay's grid view): joins for new or changed nodes, offline
     /// for vanished ones.
-    fn grid_commands(manager: &Manager, profiles: Vec<NodeProfile>, now: u64) -> Vec<Command> {
+    fn grid_commands(
+        manager: &Manager,
+        profiles: Vec<NodeProfile>,
+        certified: &BTreeSet<NodeId>,
+        now: u64,
+    ) -> Vec<Command> {
         let mut commands = Vec::new();
         let mut seen = BTreeSet::new();
+        let closed = matches!(
+            manager.state().mode,
+            strew_coordinator::GridMode::Closed { .. }
+        );
         for profile in profiles {
             // Unreachable nodes (the overlay's liveness) count as gone.
             if !profile.online {
                 continue;
             }
             seen.insert(profile.node_id);
+            // A closed grid takes in a node only with an invitation
+            // (`Redeem`), or a certified coordinator with the default plan.
+            if closed && !manager.state().clients.contains_key(&profile.node_id) {
+                if certified.contains(&profile.node_id) {
+                    commands.push(Command::Admit {
+                        profile,
+                        subscription: strew_coordinator::Subscription::default_plan(),
+                        at: now,
+                    });
+                }
+                continue;
+            }
             let changed = match manager.state().clients.get(&profile.node_id) {
                 None => true,
                 Some(known) => {
@@ -385,7 +406,10 @@ impl ManagerService {
         else {
             return Ok(());
         };
-        let mut commands = self.replica.read(|m| Self::grid_commands(m, profiles, now));
+        let certified = self.certified();
+        let mut commands = self
+            .replica
+            .read(|m| Self::grid_commands(m, profiles, &certified, now));
         commands.sort_by_key(|c| !matches!(c, Command::SetOnline { .. }));
         let cap = MAX_BATCH * MAX_GRID_BATCHES_PER_TICK;
         let complete = commands.len() <= cap;
@@ -522,11 +546,21 @@ impl ManagerService {
             return self.not_serving();
         }
         let now = strew_overlay::now_ms();
+        if matches!(
+            request,
+            ManagerRequest::Plan(_) | ManagerRequest::DryRun(_) | ManagerRequest::Commit(_)
+        ) && let Some(refusal) = self.closed_to(&requester)
+        {
+            return refusal;
+        }
         match request {
             ManagerRequest::Who => self.who(),
             ManagerRequest::Certify(cert) => self.certify(cert).await,
             ManagerRequest::Revoke(revocation) => self.revoke(revocation).await,
             ManagerRequest::GridSecret => self.grid_secret(requester).await,
+            ManagerRequest::Redeem(invite) => self.redeem(requester, invite, now).await,
+            ManagerRequest::Renew(renewal) => self.renew(renewal, now).await,
+            ManagerRequest::Members => self.list_members(requester).await,
             ManagerRequest::DryRun(req) => {
                 let req = wire::plan_request(requester, req);
                 if let Err(r) = self.barrier().await {

@@ -126,6 +126,14 @@ impl OverlayManager {
         }
     }
 
+    /// Every node the manager records (`strew grid members`).
+    pub async fn members(&self) -> Result<Vec<strew_overlay::manager::MemberSummary>, GridError> {
+        match self.call(ManagerRequest::Members).await? {
+            ManagerResponse::Members(list) => Ok(list),
+            other => Err(unexpected("members", &other)),
+        }
+    }
+
     /// The grid's convergence secret (refused unless the grid admits this node).
     pub async fn grid_secret(&self) -> Result<strew_overlay::manager::GridSecret, GridError> {
         match self.call(ManagerRequest::GridSecret).await? {
@@ -157,6 +165,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Recorded => "recorded",
             ManagerResponse::Info(_) => "info",
             ManagerResponse::GridSecret(_) => "grid secret",
+            ManagerResponse::Members(_) => "members",
             ManagerResponse::NotManager { .. } => "not manager",
             ManagerResponse::Refused(_) => "refused",
             ManagerResponse::Unavailable(_) => "unavailable",

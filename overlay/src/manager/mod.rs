@@ -27,12 +27,13 @@ use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{
-    MemberCert, NodeId, Revocation, SealedForRecipient, SnapshotId, StorageTicket,
+    Invite, MemberCert, NodeId, Renewal, Revocation, SealedForRecipient, SnapshotId, StorageTicket,
 };
 
 pub use wire::{
     CommitRequest, CommitResponse, DryRunAnswer, ForgetResponse, GridSecret, ManagerInfo,
-    PlanDecision, PlanRequest, Refusal, RefusalCode, RestoreOutcome, SnapshotSummary,
+    MemberSummary, PlanDecision, PlanRequest, Refusal, RefusalCode, RestoreOutcome,
+    SnapshotSummary, SubscriptionInfo,
 };
 
 use crate::budget::InboundBudget;
@@ -42,7 +43,7 @@ use crate::cbor;
 /// source is the authenticated peer only, refusals carry a code.
 /// Version 3: each message is length-prefixed (`cbor::read_framed`).
 /// Version 4: `Who` answers carry the grid id and the members' certificates;
-/// `Certify`, `Revoke` and `GridSecret` calls.
+/// `Certify`, `Revoke`, `GridSecret`, `Redeem`, `Renew` and `Members` calls.
 pub const MANAGER_PROTOCOL: &str = "/strew/manager/4";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
@@ -80,6 +81,13 @@ pub enum ManagerRequest {
     Revoke(Revocation),
     /// The grid's convergence secret (answered only to nodes the grid admits).
     GridSecret,
+    /// Redeem an invitation of the grid key (`strew init --join`): the
+    /// requester is admitted with the invitation's subscription.
+    Redeem(Invite),
+    /// A grid-key-signed new expiry of a node's subscription.
+    Renew(Renewal),
+    /// Every node the manager records, with its subscription and usage.
+    Members,
 }
 
 impl ManagerRequest {
@@ -98,6 +106,9 @@ impl ManagerRequest {
             ManagerRequest::Certify(_) => "certify",
             ManagerRequest::Revoke(_) => "revoke",
             ManagerRequest::GridSecret => "grid_secret",
+            ManagerRequest::Redeem(_) => "redeem",
+            ManagerRequest::Renew(_) => "renew",
+            ManagerRequest::Members => "members",
         }
     }
 }
@@ -116,6 +127,7 @@ pub enum ManagerResponse {
     Info(ManagerInfo),
     /// The grid's secrets, for an admitted node.
     GridSecret(GridSecret),
+    Members(Vec<MemberSummary>),
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {
         leader: Option<NodeId>,

@@ -175,6 +175,32 @@ pub struct ManagerInfo {
     pub certificates: Vec<MemberCert>,
 }
 
+/// A node's contract as `strew grid members` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    pub plan: String,
+    pub source_storage: Option<u64>,
+    pub target_storage: Option<u64>,
+    pub network_bytes_per_day: u64,
+    pub bandwidth: u64,
+    pub processor_millicores: u32,
+    pub expires_at: Option<u64>,
+}
+
+/// One node of the grid as the manager records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberSummary {
+    pub node_id: NodeId,
+    /// `coordinator` (certified member of the group) or `node`.
+    pub role: String,
+    pub subscription: SubscriptionInfo,
+    /// Stored bytes (redundancy included) charged to it as a source.
+    pub source_stored_bytes: u64,
+    /// Bytes it stores for others as a target.
+    pub target_stored_bytes: u64,
+    pub online: bool,
+}
+
 /// The grid's secrets an admitted node is given.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GridSecret {

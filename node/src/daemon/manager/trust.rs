@@ -3,8 +3,10 @@
 //! coordinators, and handing the grid's convergence secret to the nodes the
 //! grid admits.
 //!
-//! Owns the manager calls `Certify`, `Revoke` and `GridSecret` and the
-//! founding proposal. Every certificate and revocation is checked against
+//! Owns the manager calls `Certify`, `Revoke`, `GridSecret`, `Redeem`
+//! (an invitation of a closed grid), `Renew` and `Members`, the founding
+//! proposal and the grid mode (open, or closed behind invitations) that
+//! follows from the root. Every certificate and revocation is checked against
 //! the replicated grid id here and again by every member when applied
 //! (`TrustState::apply`). Which certified node joins raft, and when, is
 //! [`crate::daemon::group`]'s.
@@ -12,10 +14,11 @@
 use std::collections::BTreeSet;
 
 use strew_coordinator::{
-    GridRoot, MemberCert, NodeId, Revocation, TrustCommand, TrustState, trust::grid_id_of,
+    Command, GridMode, GridRoot, Invite, MemberCert, NodeId, Renewal, Revocation, Subscription,
+    TrustCommand, TrustState, trust::grid_id_of,
 };
 use strew_overlay::ManagerResponse;
-use strew_overlay::manager::{GridSecret, Refusal, RefusalCode};
+use strew_overlay::manager::{GridSecret, MemberSummary, Refusal, RefusalCode, SubscriptionInfo};
 use tracing::{info, warn};
 
 use super::ManagerService;
@@ -83,6 +86,182 @@ impl ManagerService {
             info!(%grid, "founded the coordinator group of grid");
         }
         Ok(())
+    }
+
+    /// As leader, once the root is recorded: the grid mode it implies (an
+    /// open grid gives every node the default plan; a closed one admits only
+    /// invited nodes and certified coordinators).
+    pub async fn ensure_grid_mode(&self) -> Result<(), WriteError> {
+        let Some(open) = self.replica.read_trust(|t| t.root.as_ref().map(|r| r.open)) else {
+            return Ok(());
+        };
+        let closed_now = self
+            .replica
+            .read(|m| matches!(m.state().mode, GridMode::Closed { .. }));
+        if closed_now != open || !self.member.is_leader() {
+            return Ok(());
+        }
+        let mode = if open {
+            GridMode::Open {
+                default_plan: Subscription::default_plan(),
+            }
+        } else {
+            GridMode::Closed {
+                token_issuers: Vec::new(),
+            }
+        };
+        let _turn = self.proposals.lock().await;
+        self.member.execute(Command::SetGridMode { mode }).await?;
+        info!(open, "grid mode recorded");
+        Ok(())
+    }
+
+    /// `Redeem`: admits the requester with a grid-key-signed invitation's
+    /// subscription (once per invitation, before it expires).
+    pub(super) async fn redeem(
+        &self,
+        requester: NodeId,
+        invite: Invite,
+        now: u64,
+    ) -> ManagerResponse {
+        let command = TrustCommand::Redeem {
+            invite: invite.clone(),
+            node: requester,
+            at: now,
+        };
+        if let Err(e) = self.replica.read_trust(|t| t.check(&command)) {
+            return untrusted(format!("invitation refused: {e}"));
+        }
+        let profile = self
+            .overlay
+            .with_grid_view(|view| view.iter().find(|p| p.node_id == requester).cloned());
+        let Some(profile) = profile.flatten() else {
+            return ManagerResponse::Refused(Refusal::new(
+                RefusalCode::NotJoined,
+                "this node is not in the manager's grid view yet (its announcement may still be travelling); retry",
+            ));
+        };
+        let _turn = self.proposals.lock().await;
+        if let Err(r) = self.barrier().await {
+            return r;
+        }
+        if let Err(r) = self.propose_trust(command).await {
+            return r;
+        }
+        let admit = Command::Admit {
+            profile,
+            subscription: invite.subscription,
+            at: now,
+        };
+        match self.propose(admit).await {
+            Ok(_) => {
+                info!(node = %requester, "admitted a node with an invitation");
+                ManagerResponse::Recorded
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// `Renew`: a grid-key-signed new expiry of a node's subscription.
+    pub(super) async fn renew(&self, renewal: Renewal, now: u64) -> ManagerResponse {
+        let node = renewal.node;
+        let expires_at = renewal.expires_at;
+        let command = TrustCommand::Renew(renewal);
+        if let Err(e) = self.replica.read_trust(|t| t.check(&command)) {
+            return untrusted(format!("renewal refused: {e}"));
+        }
+        let Some(record) = self.replica.read(|m| m.state().clients.get(&node).cloned()) else {
+            return ManagerResponse::Refused(Refusal::new(
+                RefusalCode::NotJoined,
+                format!("{node} has not joined the grid"),
+            ));
+        };
+        let _turn = self.proposals.lock().await;
+        if let Err(r) = self.barrier().await {
+            return r;
+        }
+        if let Err(r) = self.propose_trust(command).await {
+            return r;
+        }
+        let admit = Command::Admit {
+            profile: record.profile,
+            subscription: Subscription {
+                expires_at,
+                ..record.subscription
+            },
+            at: now,
+        };
+        match self.propose(admit).await {
+            Ok(_) => ManagerResponse::Recorded,
+            Err(r) => r,
+        }
+    }
+
+    /// `Members`: every node recorded, its role, subscription and usage
+    /// (answered to certified coordinators and recorded nodes).
+    pub(super) async fn list_members(&self, requester: NodeId) -> ManagerResponse {
+        if let Err(r) = self.barrier().await {
+            return r;
+        }
+        let certified = self.certified();
+        let known = certified.contains(&requester)
+            || self
+                .replica
+                .read(|m| m.state().clients.contains_key(&requester));
+        if !known {
+            return ManagerResponse::Refused(Refusal::new(
+                RefusalCode::NotJoined,
+                "only nodes of the grid may list its members",
+            ));
+        }
+        let list = self.replica.read(|m| {
+            let state = m.state();
+            state
+                .clients
+                .iter()
+                .map(|(id, c)| {
+                    let s = &c.subscription;
+                    MemberSummary {
+                        node_id: *id,
+                        role: if certified.contains(id) {
+                            "coordinator".into()
+                        } else {
+                            "node".into()
+                        },
+                        subscription: SubscriptionInfo {
+                            plan: s.plan.clone(),
+                            source_storage: s.source_storage,
+                            target_storage: s.target_storage,
+                            network_bytes_per_day: s.network_bytes_per_day,
+                            bandwidth: s.bandwidth,
+                            processor_millicores: s.processor_millicores,
+                            expires_at: s.expires_at,
+                        },
+                        source_stored_bytes: c.source_stored_bytes,
+                        target_stored_bytes: state.targets.get(id).map_or(0, |t| t.bytes),
+                        online: c.profile.online,
+                    }
+                })
+                .collect()
+        });
+        ManagerResponse::Members(list)
+    }
+
+    /// In a closed grid, the refusal for a node the manager has not admitted
+    /// (no invitation redeemed, not a certified coordinator).
+    pub(super) fn closed_to(&self, requester: &NodeId) -> Option<ManagerResponse> {
+        let closed = self.replica.read(|m| {
+            matches!(m.state().mode, GridMode::Closed { .. })
+                && !m.state().clients.contains_key(requester)
+        });
+        (closed && !self.replica.read_trust(|t| t.is_member(requester))).then(|| {
+            ManagerResponse::Refused(Refusal::new(
+                RefusalCode::Quota,
+                format!(
+                    "this is a closed grid and {requester} holds no subscription: ask the grid's owner for a join token (`strew grid invite`) and start this node from it (`strew init --join TOKEN`)"
+                ),
+            ))
+        })
     }
 
     /// `Certify`: records a grid-key-signed certificate (leader only).

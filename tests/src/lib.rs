@@ -210,6 +210,8 @@ pub struct NodeOptions {
     pub closed: bool,
     /// Before its first start, pin this grid id (`strew init --grid`).
     pub pin_grid: Option<String>,
+    /// Before its first start, join with this token (`strew init --join`).
+    pub join_token: Option<String>,
 }
 
 impl NodeOptions {
@@ -231,6 +233,7 @@ impl NodeOptions {
             found_grid: false,
             closed: false,
             pin_grid: None,
+            join_token: None,
         }
     }
 
@@ -273,11 +276,16 @@ impl Node {
             options,
             child: None,
         };
-        if let Some(grid) = node.options.pin_grid.clone() {
-            let out = node.cli(&["init", "--grid", &grid])?;
+        let init = match (&node.options.pin_grid, &node.options.join_token) {
+            (Some(grid), _) => Some(("--grid", grid.clone())),
+            (None, Some(token)) => Some(("--join", token.clone())),
+            (None, None) => None,
+        };
+        if let Some((flag, value)) = init {
+            let out = node.cli(&["init", flag, &value])?;
             if !out.status.success() {
                 bail!(
-                    "strew init --grid failed: {}",
+                    "strew init {flag} failed: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
             }

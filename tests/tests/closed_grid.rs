@@ -1,0 +1,165 @@
+//! A closed grid on real processes: nodes join only with a join token of
+//! the grid key (`strew grid invite`, `strew init --join`), and the manager
+//! enforces the token's subscription — its source storage quota and its
+//! expiry (`strew grid renew`) — and lists members with their subscription
+//! and usage (`strew grid members --json`).
+//!
+//! Before it, closed grids existed only in the coordinator library: every
+//! node got the default plan from its self-declared `--storage`.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use strew_tests::{Node, NodeOptions, cities, noise, wait_for};
+
+fn backup(node: &Node, tree: &str) -> Result<std::process::Output> {
+    node.cli(&["backup", tree, "--redundancy", "replicas:2", "--json"])
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn members(founder: &Node) -> Result<Vec<Value>> {
+    match founder.cli_json(&["grid", "members", "--json"])? {
+        Value::Array(list) => Ok(list),
+        other => anyhow::bail!("grid members --json is not a list: {other}"),
+    }
+}
+
+fn member<'a>(list: &'a [Value], id: &str) -> Option<&'a Value> {
+    list.iter().find(|m| m["node_id"] == id)
+}
+
+#[test]
+fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> Result<()> {
+    let places = cities(5)?;
+    let mut first = NodeOptions::at(places[0].location()).founder();
+    first.closed = true;
+    let founder = Node::start(first)?;
+    let boot = founder.bootstrap_addr()?;
+    let founder_id = founder.node_id()?;
+    wait_for("the founder to lead", Duration::from_secs(30), || {
+        (founder.daemon_status().ok()?["manager"].as_str() == Some(founder_id.as_str()))
+            .then_some(())
+    })?;
+    let invite = |extra: &[&str]| -> Result<String> {
+        let mut args = vec!["grid", "invite", "--json"];
+        args.extend_from_slice(extra);
+        let v = founder.cli_json(&args)?;
+        ensure!(v["expires"].as_u64().is_some(), "no expiry in {v}");
+        Ok(v["token"].as_str().context("token")?.to_string())
+    };
+    let joined = |i: usize, token: String| {
+        let mut o = NodeOptions::at(places[i].location()).bootstrap(boot.clone());
+        o.join_token = Some(token);
+        Node::start(o)
+    };
+    let source = joined(1, invite(&["--source-storage", "1MiB", "--expires", "1h"])?)?;
+    let target_b = joined(2, invite(&[])?)?;
+    let target_c = joined(3, invite(&["--target-storage", "32MiB"])?)?;
+    let stranger = Node::start(NodeOptions::at(places[4].location()).bootstrap(boot.clone()))?;
+    let ids: Vec<String> = [&source, &target_b, &target_c]
+        .iter()
+        .map(|n| n.node_id())
+        .collect::<Result<_>>()?;
+    let stranger_id = stranger.node_id()?;
+
+    // The invited nodes are admitted; the stranger is not, though in view.
+    let list = wait_for(
+        "the invited nodes to be members",
+        Duration::from_secs(60),
+        || {
+            let list = members(&founder).ok()?;
+            ids.iter()
+                .all(|id| member(&list, id).is_some())
+                .then_some(list)
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; source log:\n{}", source.log()))?;
+    ensure!(
+        founder.peer_ids()?.contains(&stranger_id),
+        "the founder never saw the stranger"
+    );
+    ensure!(
+        member(&list, &stranger_id).is_none(),
+        "a node without a token joined the closed grid: {list:?}"
+    );
+    let founder_entry = member(&list, &founder_id).context("the founder is a member")?;
+    ensure!(founder_entry["role"] == "coordinator", "{founder_entry}");
+    let s = member(&list, &ids[0]).context("source")?;
+    ensure!(s["role"] == "node", "{s}");
+    ensure!(s["subscription"]["source_storage"] == 1u64 << 20, "{s}");
+    ensure!(s["subscription"]["expires_at"].as_u64().is_some(), "{s}");
+    let c = member(&list, &ids[2]).context("target c")?;
+    ensure!(c["subscription"]["target_storage"] == 32u64 << 20, "{c}");
+
+    let work = tempfile::tempdir()?;
+    let small = work.path().join("small");
+    fs::create_dir_all(&small)?;
+    fs::write(small.join("a.bin"), noise(200_000, 1))?;
+    let small_s = small.to_str().context("utf-8")?;
+    let big = work.path().join("big");
+    fs::create_dir_all(&big)?;
+    fs::write(big.join("b.bin"), noise(2_000_000, 2))?;
+    let big_s = big.to_str().context("utf-8")?;
+
+    // A node without a token can neither back up nor be a target.
+    let out = backup(&stranger, small_s)?;
+    ensure!(!out.status.success(), "the stranger backed up");
+    ensure!(
+        stderr(&out).contains("closed grid") && stderr(&out).contains("join token"),
+        "unclear refusal: {}",
+        stderr(&out)
+    );
+
+    // The invited source backs up within its quota...
+    let out = backup(&source, small_s)?;
+    ensure!(
+        out.status.success(),
+        "an invited source's small backup failed: {}",
+        stderr(&out)
+    );
+    let list = members(&founder)?;
+    let used = member(&list, &ids[0]).context("source")?["usage"]["source_stored_bytes"]
+        .as_u64()
+        .context("usage")?;
+    ensure!(used >= 400_000, "two replicas of 200 kB charged as {used}");
+    let stored: u64 = list
+        .iter()
+        .filter_map(|m| m["usage"]["target_stored_bytes"].as_u64())
+        .sum();
+    ensure!(stored >= used, "targets store {stored} of {used}");
+    // ...and not beyond it.
+    let out = backup(&source, big_s)?;
+    ensure!(!out.status.success(), "a backup beyond the quota went through");
+    ensure!(
+        stderr(&out).contains("source quota exceeded"),
+        "unclear refusal: {}",
+        stderr(&out)
+    );
+
+    // An expired subscription: new backups are refused with a clear message.
+    founder.cli_json(&["grid", "renew", &ids[0], "--expires", "1s", "--json"])?;
+    let refusal = wait_for(
+        "the subscription to expire",
+        Duration::from_secs(20),
+        || {
+            let out = backup(&source, small_s).ok()?;
+            let text = stderr(&out);
+            (!out.status.success() && text.contains("expired")).then_some(text)
+        },
+    )?;
+    ensure!(refusal.contains("renew"), "unclear refusal: {refusal}");
+    // Renewed, it backs up again.
+    founder.cli_json(&["grid", "renew", &ids[0], "--expires", "1h", "--json"])?;
+    let out = backup(&source, small_s)?;
+    ensure!(
+        out.status.success(),
+        "a renewed source's backup failed: {}",
+        stderr(&out)
+    );
+    Ok(())
+}

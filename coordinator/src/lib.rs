@@ -34,7 +34,7 @@ pub use placement::{
     place_excluding, place_replacements, place_replacements_reusing, place_replacements_with,
     place_with,
 };
-pub use quota::{GridMode, JoinToken, QuotaError, Subscription};
+pub use quota::{EARNED_ALLOWANCE, GridMode, JoinToken, QuotaError, Subscription};
 pub use records::{
     AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, Compression, ConvergenceScope,
     Encryption, LogEvent, LogKind, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,

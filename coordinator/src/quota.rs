@@ -32,7 +32,16 @@ pub struct Subscription {
     pub bandwidth: u64,
     /// When the contract ends; `None` = open-ended.
     pub expires_at: Option<Millis>,
+    /// An open grid's earned plan: the source quota is what the node
+    /// verifiably stores for others plus [`EARNED_ALLOWANCE`] (at most its
+    /// source limit otherwise), not what it declares.
+    #[serde(default)]
+    pub earned: bool,
 }
+
+/// What a node of an open grid may store before it stores anything for
+/// others (its quota then grows with the bytes it holds for others).
+pub const EARNED_ALLOWANCE: u64 = 1 << 30;
 
 impl Subscription {
     /// The open grid's default plan: store as much as you donate (counted in
@@ -47,6 +56,17 @@ impl Subscription {
             processor_millicores: 250,
             bandwidth: 0,
             expires_at: None,
+            earned: false,
+        }
+    }
+
+    /// The plan of an open grid with a trust root: the default plan, its
+    /// source quota earned from bytes stored for others.
+    pub fn earned_plan() -> Self {
+        Subscription {
+            plan: "earned".into(),
+            earned: true,
+            ..Subscription::default_plan()
         }
     }
 
@@ -56,10 +76,17 @@ impl Subscription {
             .map_or(announced_allocation, |cap| cap.min(announced_allocation))
     }
 
-    /// Stored bytes the node may use as a source.
-    pub fn source_limit(&self, announced_allocation: u64) -> u64 {
-        self.source_storage
-            .unwrap_or_else(|| self.donated(announced_allocation))
+    /// Stored bytes the node may use as a source, given what it declares
+    /// and what it verifiably stores for others.
+    pub fn source_limit(&self, announced_allocation: u64, stored_for_others: u64) -> u64 {
+        let limit = self
+            .source_storage
+            .unwrap_or_else(|| self.donated(announced_allocation));
+        if self.earned {
+            limit.min(stored_for_others.saturating_add(EARNED_ALLOWANCE))
+        } else {
+            limit
+        }
     }
 
     /// Whether the contract is in force at `now`.
@@ -132,6 +159,7 @@ pub fn check_source_quota(
     node: NodeId,
     subscription: &Subscription,
     announced_allocation: u64,
+    stored_for_others: u64,
     used: u64,
     extra: u64,
     now: Millis,
@@ -142,7 +170,7 @@ pub fn check_source_quota(
     {
         return Err(QuotaError::Expired { node, expires_at });
     }
-    let limit = subscription.source_limit(announced_allocation);
+    let limit = subscription.source_limit(announced_allocation, stored_for_others);
     if used.saturating_add(extra) > limit {
         return Err(QuotaError::SourceQuota {
             node,
@@ -253,9 +281,9 @@ mod tests {
     fn default_plan_allows_storing_what_is_donated() {
         let sub = Subscription::default_plan();
         let node = NodeId([1; 32]);
-        assert_eq!(sub.source_limit(1000), 1000);
-        assert!(check_source_quota(node, &sub, 1000, 600, 400, 0).is_ok());
-        let err = check_source_quota(node, &sub, 1000, 600, 401, 0).unwrap_err();
+        assert_eq!(sub.source_limit(1000, 0), 1000);
+        assert!(check_source_quota(node, &sub, 1000, 0, 600, 400, 0).is_ok());
+        let err = check_source_quota(node, &sub, 1000, 0, 600, 401, 0).unwrap_err();
         assert!(matches!(err, QuotaError::SourceQuota { limit: 1000, .. }));
         assert!(err.to_string().contains("forget old snapshots"));
         let capped = Subscription {
@@ -268,9 +296,24 @@ mod tests {
             ..Subscription::default_plan()
         };
         assert!(matches!(
-            check_source_quota(node, &expiring, 1000, 0, 1, 11),
+            check_source_quota(node, &expiring, 1000, 0, 0, 1, 11),
             Err(QuotaError::Expired { .. })
         ));
+    }
+
+    #[test]
+    fn an_earned_plan_grows_with_bytes_stored_for_others_not_with_declarations() {
+        let sub = Subscription::earned_plan();
+        let node = NodeId([1; 32]);
+        let declared = 10 * EARNED_ALLOWANCE;
+        assert_eq!(sub.source_limit(declared, 0), EARNED_ALLOWANCE);
+        assert_eq!(sub.source_limit(declared, 5), EARNED_ALLOWANCE + 5);
+        assert_eq!(sub.source_limit(100, 5), 100, "never beyond the donation");
+        assert!(matches!(
+            check_source_quota(node, &sub, declared, 0, EARNED_ALLOWANCE, 1, 0),
+            Err(QuotaError::SourceQuota { .. })
+        ));
+        assert!(check_source_quota(node, &sub, declared, 1, EARNED_ALLOWANCE, 1, 0).is_ok());
     }
 
     #[test]

@@ -433,6 +433,7 @@ impl ManagerState {
             pending.source,
             &source.subscription,
             source.profile.storage_allocated,
+            self.targets.get(&pending.source).map_or(0, |t| t.bytes),
             self.source_commitment(&pending.source),
             pending.stored_bytes(),
             pending.created_at,

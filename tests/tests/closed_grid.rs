@@ -134,7 +134,10 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
     ensure!(stored >= used, "targets store {stored} of {used}");
     // ...and not beyond it.
     let out = backup(&source, big_s)?;
-    ensure!(!out.status.success(), "a backup beyond the quota went through");
+    ensure!(
+        !out.status.success(),
+        "a backup beyond the quota went through"
+    );
     ensure!(
         stderr(&out).contains("source quota exceeded"),
         "unclear refusal: {}",

@@ -95,21 +95,18 @@ impl ManagerService {
         let Some(open) = self.replica.read_trust(|t| t.root.as_ref().map(|r| r.open)) else {
             return Ok(());
         };
-        let closed_now = self
-            .replica
-            .read(|m| matches!(m.state().mode, GridMode::Closed { .. }));
-        if closed_now != open || !self.member.is_leader() {
-            return Ok(());
-        }
         let mode = if open {
             GridMode::Open {
-                default_plan: Subscription::default_plan(),
+                default_plan: Subscription::earned_plan(),
             }
         } else {
             GridMode::Closed {
                 token_issuers: Vec::new(),
             }
         };
+        if self.replica.read(|m| m.state().mode == mode) || !self.member.is_leader() {
+            return Ok(());
+        }
         let _turn = self.proposals.lock().await;
         self.member.execute(Command::SetGridMode { mode }).await?;
         info!(open, "grid mode recorded");

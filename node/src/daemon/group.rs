@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use strew_coordinator::{GridId, NodeId, trust::certified_members};
 use strew_overlay::manager::ManagerInfo;
 use strew_overlay::{ManagerRequest, ManagerResponse, OverlayHandle, RefusalCode};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::manager::ManagerService;
 use crate::consensus::{GroupConfig, MAX_VOTERS, Member, Role, raft_id};
@@ -248,6 +248,17 @@ async fn redeem_invite(overlay: &OverlayHandle, trust: &GridTrust, next: &mut In
             info!("joined the closed grid with the join token");
             if let Err(err) = crate::trust::joined(trust.data_dir()) {
                 warn!(%err, "cannot mark the join token redeemed");
+            }
+        }
+        // The grid key's signature or the invitation itself is refused
+        // (used by another node, expired, another grid): asking again
+        // cannot help; the token is set aside.
+        Err(crate::grid::GridError::Refused(refusal)) if refusal.code == RefusalCode::Untrusted => {
+            error!(%refusal, "the join token was refused; ask the grid's owner for a new one");
+            let from = trust.data_dir().join(crate::trust::JOIN_FILE);
+            let to = trust.data_dir().join("join-token.refused");
+            if let Err(err) = std::fs::rename(&from, &to) {
+                warn!(%err, "cannot set the refused join token aside");
             }
         }
         Err(err) => {

@@ -96,6 +96,21 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
     let c = member(&list, &ids[2]).context("target c")?;
     ensure!(c["subscription"]["target_storage"] == 32u64 << 20, "{c}");
 
+    // The token carried the grid's convergence secret; a node without one
+    // is never given it.
+    let secret = |n: &Node| fs::read_to_string(n.data_dir().join("grid-convergence.key")).ok();
+    let founders = secret(&founder).context("the founder's convergence secret")?;
+    for node in [&source, &target_b, &target_c] {
+        ensure!(
+            secret(node) == Some(founders.clone()),
+            "an invited node lacks the secret"
+        );
+    }
+    ensure!(
+        secret(&stranger).is_none(),
+        "a node without a token was given the grid's convergence secret"
+    );
+
     let work = tempfile::tempdir()?;
     let small = work.path().join("small");
     fs::create_dir_all(&small)?;

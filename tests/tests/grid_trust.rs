@@ -144,6 +144,19 @@ fn coordinators_are_members_only_by_a_grid_certificate() -> Result<()> {
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", target.log()))?;
+    // In an open grid every node of the grid view gets the grid's
+    // convergence secret from the manager and keeps it in its data dir.
+    let secret = |n: &Node| fs::read_to_string(n.data_dir().join("grid-convergence.key")).ok();
+    let founders = secret(&founder).context("the founder's convergence secret")?;
+    ensure!(
+        founders.trim().len() == 64,
+        "not 64 hex digits: {founders:?}"
+    );
+    wait_for(
+        "the target to receive the grid's convergence secret",
+        Duration::from_secs(30),
+        || (secret(&target)? == founders).then_some(()),
+    )?;
     // The leader sees the self-announced coordinator offering...
     wait_for(
         "the founder to see the rogue's offer",

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use strew_coordinator::{
     Command, GridMode, GridRoot, Invite, MemberCert, NodeId, Renewal, Revocation, Subscription,
-    TrustCommand, TrustState, trust::grid_id_of,
+    TrustCommand, TrustError, TrustState, trust::grid_id_of,
 };
 use strew_overlay::ManagerResponse;
 use strew_overlay::manager::{GridSecret, MemberSummary, Refusal, RefusalCode, SubscriptionInfo};
@@ -28,6 +28,19 @@ use crate::trust::GridTrust;
 
 fn untrusted(detail: impl Into<String>) -> ManagerResponse {
     ManagerResponse::Refused(Refusal::new(RefusalCode::Untrusted, detail))
+}
+
+/// Why a trust change was not accepted: `Untrusted` for what can never
+/// apply, `Unavailable` while the group has no grid root yet (right after
+/// the founder formed it: retrying soon succeeds).
+fn refused(what: &str, e: &TrustError) -> ManagerResponse {
+    match e {
+        TrustError::NoGrid => ManagerResponse::Unavailable(Refusal::new(
+            RefusalCode::Busy,
+            format!("{what} not recorded yet: {e}; retry"),
+        )),
+        _ => untrusted(format!("{what} refused: {e}")),
+    }
 }
 
 impl ManagerService {
@@ -127,7 +140,7 @@ impl ManagerService {
             at: now,
         };
         if let Err(e) = self.replica.read_trust(|t| t.check(&command)) {
-            return untrusted(format!("invitation refused: {e}"));
+            return refused("invitation", &e);
         }
         let profile = self
             .overlay
@@ -165,7 +178,7 @@ impl ManagerService {
         let expires_at = renewal.expires_at;
         let command = TrustCommand::Renew(renewal);
         if let Err(e) = self.replica.read_trust(|t| t.check(&command)) {
-            return untrusted(format!("renewal refused: {e}"));
+            return refused("renewal", &e);
         }
         let Some(record) = self.replica.read(|m| m.state().clients.get(&node).cloned()) else {
             return ManagerResponse::Refused(Refusal::new(
@@ -265,7 +278,7 @@ impl ManagerService {
     pub(super) async fn certify(&self, cert: MemberCert) -> ManagerResponse {
         let command = TrustCommand::Certify(cert);
         if let Err(e) = self.replica.read_trust(|t| t.check(&command)) {
-            return untrusted(format!("certificate refused: {e}"));
+            return refused("certificate", &e);
         }
         let _turn = self.proposals.lock().await;
         if let Err(r) = self.barrier().await {
@@ -286,7 +299,7 @@ impl ManagerService {
         let node = revocation.node;
         let command = TrustCommand::Revoke(revocation);
         if let Err(e) = self.replica.read_trust(|t| t.check(&command)) {
-            return untrusted(format!("revocation refused: {e}"));
+            return refused("revocation", &e);
         }
         let _turn = self.proposals.lock().await;
         if let Err(r) = self.barrier().await {

@@ -22,7 +22,7 @@ use strew_tests::{Node, NodeOptions, cities, wait_for};
 /// Before certificates, the leader admitted an eligible node in gossip on
 /// its next one-second tick, so this window fails an admit-everyone policy
 /// many times over.
-const ADMISSION_WAIT: Duration = Duration::from_secs(10);
+const ADMISSION_WAIT: Duration = Duration::from_secs(6);
 
 /// The ticket issuers `node` honours.
 fn trusted(node: &Node) -> Vec<String> {

@@ -2,11 +2,18 @@
 //! a certificate of the grid key, and nodes believe member lists (and honour
 //! tickets) only of certified members of their pinned grid.
 //!
+//! The tests: a self-announced coordinator is not admitted and its tickets
+//! are refused, until `grid admit`, and again after `grid remove`; a node
+//! pinned to one grid ignores another grid's coordinators; a forged `Who`
+//! answer (a member list whose manager holds no certificate) is not believed.
+//!
 //! Before it, a node started with `--coordinator` was admitted as a voter
 //! within a tick of being seen, and every target honoured its tickets; a
 //! plain node believed whatever member list a `Who` answer carried.
 
+use std::collections::BTreeSet;
 use std::fs;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -14,8 +21,13 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, request_response, tcp, yamux};
-use strew_coordinator::{NodeId, PacketId, StorageTicket, TicketEntry, TicketKind};
+use strew_coordinator::{GridId, NodeId, PacketId, StorageTicket, TicketEntry, TicketKind};
+use strew_overlay::manager::ManagerInfo;
 use strew_overlay::packet::{PACKET_PROTOCOL, PacketCodec, PacketRequest, PacketResponse};
+use strew_overlay::{
+    LocalProfile, ManagerAnswer, ManagerEndpoint, ManagerRequest, ManagerResponse, MemoryStorage,
+    OverlayConfig,
+};
 use strew_tests::{Node, NodeOptions, cities, wait_for};
 
 /// How long a self-announced coordinator is watched not becoming a member.
@@ -297,5 +309,165 @@ fn a_node_pinned_to_its_grid_ignores_another_grids_coordinators() -> Result<()> 
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    Ok(())
+}
+
+/// A coordinator that lies: it answers `Who` saying it leads the group of
+/// the honest grid, with a member list but no certificate of its own (only
+/// the founder's genuine one, copied), and records who asked.
+struct Forger {
+    me: NodeId,
+    founder: NodeId,
+    grid: GridId,
+    certificates: Mutex<Vec<strew_coordinator::MemberCert>>,
+    asked_by: Mutex<BTreeSet<NodeId>>,
+}
+
+impl ManagerEndpoint for Forger {
+    fn handle(self: Arc<Self>, requester: NodeId, request: ManagerRequest) -> ManagerAnswer {
+        Box::pin(async move {
+            match request {
+                ManagerRequest::Who => {
+                    if let Ok(mut asked) = self.asked_by.lock() {
+                        asked.insert(requester);
+                    }
+                    let certificates = self
+                        .certificates
+                        .lock()
+                        .map(|c| c.clone())
+                        .unwrap_or_default();
+                    ManagerResponse::Info(ManagerInfo {
+                        manager: self.me,
+                        members: vec![self.me, self.founder],
+                        term: 1_000,
+                        nodes: 0,
+                        online: 0,
+                        snapshots: 0,
+                        stored_bytes: 0,
+                        repairs_pending: 0,
+                        grid_id: Some(self.grid),
+                        certificates,
+                    })
+                }
+                _ => ManagerResponse::NotManager {
+                    leader: Some(self.me),
+                },
+            }
+        })
+    }
+}
+
+#[test]
+fn a_member_list_without_a_certificate_for_its_manager_is_not_believed() -> Result<()> {
+    let places = cities(3)?;
+    let founder = Node::start(NodeOptions::at(places[0].location()).founder())?;
+    let founder_id: NodeId = founder.node_id()?.parse()?;
+    let grid: GridId = founder.grid_id()?.context("grid id")?.parse()?;
+    // The forger's NodeId sorts before the founder's, so a node that has
+    // not settled on a manager asks it first.
+    let key = (0..256)
+        .map(|_| Keypair::generate_ed25519())
+        .find(|k| {
+            k.public()
+                .to_peer_id()
+                .to_string()
+                .parse::<NodeId>()
+                .is_ok_and(|id| id < founder_id)
+        })
+        .context("no key sorting before the founder's in 256 tries")?;
+    let forger_id: NodeId = key.public().to_peer_id().to_string().parse()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut config = OverlayConfig::new(LocalProfile {
+        lat: 51.5,
+        lon: -0.12,
+        storage_allocated: 64 << 20,
+        bandwidth_limit: 0,
+        coordinator_eligible: true,
+        x25519_public: [7; 32],
+    });
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse()?];
+    config.bootstrap = vec![founder.bootstrap_addr()?.parse()?];
+    config.announce_interval = Duration::from_secs(1);
+    config.peer_ttl = Duration::from_secs(4);
+    let (overlay, task) = runtime.block_on(async {
+        strew_overlay::start(key, config, Arc::new(MemoryStorage::new(64 << 20)), None)
+    })?;
+    let forger = Arc::new(Forger {
+        me: forger_id,
+        founder: founder_id,
+        grid,
+        certificates: Mutex::new(Vec::new()),
+        asked_by: Mutex::new(BTreeSet::new()),
+    });
+    overlay.set_manager_endpoint(Some(forger.clone()));
+    // The forger copies the founder's genuine certificate into its answers.
+    let copied = wait_for(
+        "the founder's certificate",
+        Duration::from_secs(30),
+        || match runtime.block_on(overlay.manager_request(founder_id, ManagerRequest::Who)) {
+            Ok(ManagerResponse::Info(info)) if !info.certificates.is_empty() => {
+                Some(info.certificates)
+            }
+            _ => None,
+        },
+    )?;
+    if let Ok(mut c) = forger.certificates.lock() {
+        *c = copied;
+    }
+    wait_for(
+        "the founder to see the forger",
+        Duration::from_secs(30),
+        || {
+            founder
+                .peer_ids()
+                .ok()?
+                .contains(&forger_id.to_string())
+                .then_some(())
+        },
+    )?;
+    let forger_addr = overlay
+        .listen_addrs()
+        .first()
+        .map(|a| format!("{a}/p2p/{forger_id}"))
+        .context("the forger listens")?;
+    // A plain node meets the forger first.
+    let plain = Node::start(NodeOptions::at(places[2].location()).bootstrap(forger_addr))?;
+    let plain_id: NodeId = plain.node_id()?.parse()?;
+    let forger_s = forger_id.to_string();
+    let founder_s = founder_id.to_string();
+    let until = Instant::now() + Duration::from_secs(45);
+    loop {
+        let trusted_now = trusted(&plain);
+        ensure!(
+            !trusted_now.contains(&forger_s),
+            "the plain node trusts the forger's tickets: {trusted_now:?}"
+        );
+        let asked = forger
+            .asked_by
+            .lock()
+            .map(|a| a.contains(&plain_id))
+            .unwrap_or(false);
+        let manager = plain.daemon_status()?["manager"]
+            .as_str()
+            .map(str::to_string);
+        if asked
+            && trusted_now == vec![founder_s.clone()]
+            && manager.as_deref() == Some(founder_s.as_str())
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < until,
+            "the plain node did not settle on the founder after hearing the forger (asked: {asked}, trusted: {trusted_now:?}, manager: {manager:?}); log:\n{}",
+            plain.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    ensure!(
+        plain.grid_id()?.as_deref() == Some(grid.to_string().as_str()),
+        "the plain node pinned another grid"
+    );
+    overlay.shutdown();
+    let _ = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
     Ok(())
 }

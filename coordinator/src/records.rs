@@ -134,6 +134,9 @@ pub struct TargetRecord {
     pub bytes: u64,
     /// Bytes promised to pending backups, not yet confirmed.
     pub reserved: u64,
+    /// Its audit history and score.
+    #[serde(default)]
+    pub audit: crate::audit::Reputation,
 }
 
 /// One committed snapshot.

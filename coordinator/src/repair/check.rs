@@ -73,10 +73,16 @@ impl RepairCheck {
 }
 
 impl Manager {
-    /// What the manager knows about a packet on `target`: reachable while the
-    /// node is online, unreachable since it was marked offline, missing when
-    /// the node is unknown.
-    pub fn packet_status(&self, target: &NodeId) -> PacketStatus {
+    /// What the manager knows about `packet` on `target`: missing when the
+    /// node is unknown, disqualified by its audits or failed an audit of this
+    /// packet; else reachable while the node is online, unreachable since it
+    /// was marked offline.
+    pub fn packet_status(&self, target: &NodeId, packet: &PacketId) -> PacketStatus {
+        if let Some(record) = self.state().targets.get(target)
+            && (record.audit.is_disqualified() || record.audit.failed(packet))
+        {
+            return PacketStatus::Missing;
+        }
         match self.state().clients.get(target) {
             None => PacketStatus::Missing,
             Some(c) if c.profile.online => PacketStatus::Reachable,
@@ -124,7 +130,7 @@ impl Manager {
             let statuses: Vec<PacketStatus> = chunk
                 .packets
                 .iter()
-                .map(|p| self.packet_status(&p.target))
+                .map(|p| self.packet_status(&p.target, &p.packet_id))
                 .collect();
             for (p, status) in chunk.packets.iter().zip(&statuses) {
                 if policy.is_gone(*status, now) {

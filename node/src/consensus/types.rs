@@ -138,6 +138,7 @@ pub fn command_kind(command: &Command) -> &'static str {
         Command::RecordRestore { .. } => "RecordRestore",
         Command::MovePacket { .. } => "MovePacket",
         Command::TrimLog { .. } => "TrimLog",
+        Command::RecordAudits { .. } => "RecordAudits",
     }
 }
 

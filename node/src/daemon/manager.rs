@@ -45,6 +45,7 @@ use crate::consensus::{
 use crate::sync::lock;
 use crate::wire::{self, ToWire};
 
+mod audits;
 mod repair;
 pub use repair::{RepairCommitError, RepairPlan};
 

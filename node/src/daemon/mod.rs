@@ -7,6 +7,7 @@
 //! Other subsystems plug their control commands in through [`DaemonExtension`].
 //! This module must not implement protocols (the overlay does) or storage (the store does).
 
+pub mod audit;
 pub mod browse;
 pub mod browse_commands;
 pub mod check_commands;
@@ -171,6 +172,7 @@ pub async fn run_with(
     info!(%node_id, "{}", settings.summary());
 
     let group_settings = group::GroupSettings::from_env().map_err(anyhow::Error::msg)?;
+    let audit_settings = audit::AuditSettings::from_env().map_err(anyhow::Error::msg)?;
     let service = if settings.coordinator {
         let service = manager::ManagerService::start(
             data_dir,
@@ -207,6 +209,7 @@ pub async fn run_with(
 
     let node_metrics = upkeep::NodeMetrics::register(&mut registry);
     let repair_metrics = repair::RepairMetrics::register(&mut registry);
+    let audit_metrics = audit::AuditMetrics::register(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
     let metrics_task = match settings.metrics {
         Some(addr) => {
@@ -242,6 +245,9 @@ pub async fn run_with(
             repair_metrics,
         ))
     });
+    let audit_task = service
+        .clone()
+        .map(|service| tokio::spawn(audit::run(service, audit_settings, audit_metrics)));
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
     let handler: Arc<dyn ControlHandler> = Arc::new(Handler { ctx, extensions });
@@ -271,7 +277,7 @@ pub async fn run_with(
     schedule_task.abort();
     cache_task.abort();
     upkeep_task.abort();
-    if let Some(task) = repair_task {
+    for task in [repair_task, audit_task].into_iter().flatten() {
         task.abort();
     }
     save_peer_cache(&ctx_for_cache(data_dir, &overlay, &peer_cache)).await;

@@ -39,7 +39,7 @@ pub enum UnitError {
     BadRange(String),
     #[error("distance range {0:?}: the minimum is larger than the maximum")]
     RangeInverted(String),
-    #[error("{0:?} is not a duration: use a number with s, m, h, d or w, e.g. 90s, 15m, 24h, 2w")]
+    #[error("{0:?} is not a duration: use a number with ms, s, m, h, d or w, e.g. 500ms, 90s, 15m, 24h, 2w")]
     BadDuration(String),
     #[error(
         "{0:?} is not a redundancy: use erasure:K+M (e.g. erasure:4+2) or replicas:N (e.g. replicas:3)"
@@ -280,11 +280,15 @@ impl FromStr for DistanceRange {
 
 // ------------------------------------------------------------ durations
 
-/// Parses a duration: a whole number with `s`, `m`, `h`, `d` or `w` (`90s`, `15m`, `24h`, `365d`, `2w`).
+/// Parses a duration: a whole number with `ms`, `s`, `m`, `h`, `d` or `w`
+/// (`500ms`, `90s`, `15m`, `24h`, `365d`, `2w`).
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let bad = || UnitError::BadDuration(text.to_string());
     let (num, unit) = split_number(text.trim());
     let value: u64 = num.parse().map_err(|_| bad())?;
+    if unit.eq_ignore_ascii_case("ms") {
+        return Ok(Duration::from_millis(value));
+    }
     let secs_per = match unit.to_ascii_lowercase().as_str() {
         "s" => 1,
         "m" | "min" => 60,
@@ -556,6 +560,7 @@ mod tests {
 
     #[test]
     fn durations_parse_and_format() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));

@@ -111,7 +111,9 @@ pub struct AuditResult {
 pub enum Standing {
     Good,
     /// Some audits failed; the score is still above the threshold.
-    Suspect { failures: u32 },
+    Suspect {
+        failures: u32,
+    },
     /// Disqualified: its packets must be rebuilt elsewhere and it gets no new ones.
     Evicted,
 }

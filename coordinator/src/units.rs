@@ -39,7 +39,9 @@ pub enum UnitError {
     BadRange(String),
     #[error("distance range {0:?}: the minimum is larger than the maximum")]
     RangeInverted(String),
-    #[error("{0:?} is not a duration: use a number with ms, s, m, h, d or w, e.g. 500ms, 90s, 15m, 24h, 2w")]
+    #[error(
+        "{0:?} is not a duration: use a number with ms, s, m, h, d or w, e.g. 500ms, 90s, 15m, 24h, 2w"
+    )]
     BadDuration(String),
     #[error(
         "{0:?} is not a redundancy: use erasure:K+M (e.g. erasure:4+2) or replicas:N (e.g. replicas:3)"

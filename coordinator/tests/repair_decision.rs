@@ -482,7 +482,10 @@ fn a_failed_audit_queues_its_stripe_and_disqualification_gives_up_the_target() {
     let challenged: BTreeSet<NodeId> = round.challenges.iter().map(|c| c.target).collect();
     assert_eq!(challenged, holders);
     for c in &round.challenges {
-        assert_eq!(m.state().targets[&c.target].packets.get(&c.packet), Some(&c.size));
+        assert_eq!(
+            m.state().targets[&c.target].packets.get(&c.packet),
+            Some(&c.size)
+        );
         assert!(c.chunk < strew_coordinator::audit::chunk_count(c.size));
     }
     let limited = m.audit_round(&audits, 1_000, 2, &mut rng);

@@ -225,7 +225,10 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
         fs::write(&path, vec![0x5a; usize::try_from(len)?])?;
         overwritten += len;
     }
-    ensure!(overwritten > 0, "the target stores its packets in {segments:?}");
+    ensure!(
+        overwritten > 0,
+        "the target stores its packets in {segments:?}"
+    );
     wait_for(
         "the corrupted target's packets to be rebuilt elsewhere",
         Duration::from_secs(120),

@@ -130,7 +130,11 @@ pub async fn run(service: Arc<ManagerService>, settings: AuditSettings, metrics:
                 AuditOutcome::Unreachable => metrics.unreachable.inc(),
             };
         }
-        debug!(challenges = results.len(), deferred = round.deferred, "audit round");
+        debug!(
+            challenges = results.len(),
+            deferred = round.deferred,
+            "audit round"
+        );
         if let Err(error) = service
             .record_audits(&results, &settings.policy, strew_overlay::now_ms())
             .await

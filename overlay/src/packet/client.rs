@@ -184,7 +184,10 @@ impl OverlayHandle {
                 metrics.packet("out", "audit", "refused");
                 return Err(OverlayError::Refused { target, reason });
             }
-            Ok(other) => Err(format!("unexpected answer to an audit: {}", describe(&other))),
+            Ok(other) => Err(format!(
+                "unexpected answer to an audit: {}",
+                describe(&other)
+            )),
             Err(err) => {
                 metrics.packet("out", "audit", "failed");
                 return Err(err);

@@ -161,12 +161,10 @@ impl Packets {
                 }
                 request => service.handle(request, now_ms()),
             })
-                .await
-                .unwrap_or_else(|err| {
-                    PacketResponse::Refused(Refusal::StoreFailed(format!(
-                        "storage task failed: {err}"
-                    )))
-                });
+            .await
+            .unwrap_or_else(|err| {
+                PacketResponse::Refused(Refusal::StoreFailed(format!("storage task failed: {err}")))
+            });
             let _ = served
                 .send(Served {
                     peer,

@@ -232,7 +232,13 @@ mod tests {
         );
         // The request through `handle` (no identity) is refused too.
         assert!(matches!(
-            honest.handle(PacketRequest::Audit { packet_id: id, chunk: 0 }, 0),
+            honest.handle(
+                PacketRequest::Audit {
+                    packet_id: id,
+                    chunk: 0
+                },
+                0
+            ),
             PacketResponse::Refused(Refusal::NotPermitted(_))
         ));
 

@@ -52,7 +52,9 @@ pub enum PacketResponse {
     Stored(Receipt),
     Found(Vec<u8>),
     NotFound,
-    Deleted { existed: bool },
+    Deleted {
+        existed: bool,
+    },
     /// The challenged chunk with its BLAKE3 tree proof (`packet::proof`).
     Proof(Vec<u8>),
     Refused(Refusal),

@@ -36,6 +36,7 @@ use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
 use crate::units::{GeoPoint, Millis};
 
 pub mod audits;
+pub mod exit;
 mod messages;
 mod reservations;
 pub use messages::*;
@@ -183,8 +184,8 @@ impl Manager {
     fn placement_profile(&self, id: &NodeId) -> Option<NodeProfile> {
         let client = self.state.clients.get(id)?;
         let record = self.state.targets.get(id);
-        // A target disqualified by its audits gets no new packets.
-        if record.is_some_and(|r| r.audit.is_disqualified()) {
+        // A target disqualified by its audits, or leaving, gets no new packets.
+        if record.is_some_and(|r| r.audit.is_disqualified() || r.exiting_since.is_some()) {
             return None;
         }
         let mut profile = client.profile.clone();

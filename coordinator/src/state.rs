@@ -89,6 +89,12 @@ pub enum Command {
         policy: AuditPolicy,
         at: Millis,
     },
+    /// A node starts (or stops) leaving the grid gracefully.
+    SetExiting {
+        node: NodeId,
+        exiting: bool,
+        at: Millis,
+    },
 }
 
 impl Command {
@@ -325,6 +331,19 @@ impl ManagerState {
                 policy,
                 at,
             } => self.record_audits(results, policy, *at, &mut touched)?,
+            Command::SetExiting { node, exiting, at } => {
+                if !self.clients.contains_key(node) {
+                    return Err(ApplyError::UnknownNode(*node));
+                }
+                let record = self.targets.entry(*node).or_default();
+                record.exiting_since = if *exiting {
+                    record.exiting_since.or(Some(*at))
+                } else {
+                    None
+                };
+                touched.targets.insert(*node);
+                Applied::Done
+            }
         };
         Ok((applied, touched))
     }

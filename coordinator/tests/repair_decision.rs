@@ -553,3 +553,54 @@ fn a_failed_audit_queues_its_stripe_and_disqualification_gives_up_the_target() {
     }
     assert_eq!(m.state().targets, before.targets);
 }
+
+#[test]
+fn a_leaving_target_gets_nothing_new_and_its_stripes_move_until_it_may_stop() {
+    let (mut m, _, _) = backed_up();
+    let policy = RepairPolicy {
+        grace: 1_000_000,
+        threshold: 1,
+    };
+    let leaver = m.state().chunks[&DataId([1; 32])].packets[0].target;
+    let held = m.state().targets[&leaver].packets.len() as u64;
+    assert!(held > 0);
+    assert_eq!(m.leave_status(&leaver).exiting_since, None);
+    m.apply(&Command::SetExiting {
+        node: leaver,
+        exiting: true,
+        at: 50,
+    })
+    .expect("leave");
+    let status = m.leave_status(&leaver);
+    assert_eq!((status.exiting_since, status.packets_remaining), (Some(50), held));
+    assert!(!status.done());
+    assert!(m.view().get(&leaver).is_none(), "no new packets for a leaving node");
+    let check = m.check_repairs(&policy, 60);
+    assert_eq!(check.tasks.len() as u64, held, "{check:?}");
+    let mut rng = StdRng::seed_from_u64(5);
+    for task in &check.tasks {
+        let request = RepairRequest {
+            snapshot: task.snapshot,
+            data_id: task.data_id,
+            rebuild: &task.rebuild,
+            given_up: &check.given_up,
+        };
+        for command in m.decide_repair(&request, 70, &mut rng).expect("placed") {
+            if let Command::MovePacket { new_target, .. } = &command {
+                assert_ne!(*new_target, leaver);
+            }
+            m.apply(&command).expect("move");
+        }
+    }
+    let status = m.leave_status(&leaver);
+    assert_eq!((status.packets_remaining, status.bytes_remaining), (0, 0));
+    assert!(status.done());
+    assert_eq!(m.check_repairs(&policy, 80).pending(), 0);
+    // Leaving is for known nodes only.
+    let unknown = Command::SetExiting {
+        node: NodeId([77; 32]),
+        exiting: true,
+        at: 90,
+    };
+    assert!(matches!(m.apply(&unknown), Err(ApplyError::UnknownNode(_))));
+}

@@ -74,12 +74,14 @@ impl RepairCheck {
 
 impl Manager {
     /// What the manager knows about `packet` on `target`: missing when the
-    /// node is unknown, disqualified by its audits or failed an audit of this
-    /// packet; else reachable while the node is online, unreachable since it
-    /// was marked offline.
+    /// node is unknown, leaving the grid, disqualified by its audits or
+    /// failed an audit of this packet; else reachable while the node is
+    /// online, unreachable since it was marked offline.
     pub fn packet_status(&self, target: &NodeId, packet: &PacketId) -> PacketStatus {
         if let Some(record) = self.state().targets.get(target)
-            && (record.audit.is_disqualified() || record.audit.failed(packet))
+            && (record.exiting_since.is_some()
+                || record.audit.is_disqualified()
+                || record.audit.failed(packet))
         {
             return PacketStatus::Missing;
         }

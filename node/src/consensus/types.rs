@@ -139,6 +139,7 @@ pub fn command_kind(command: &Command) -> &'static str {
         Command::MovePacket { .. } => "MovePacket",
         Command::TrimLog { .. } => "TrimLog",
         Command::RecordAudits { .. } => "RecordAudits",
+        Command::SetExiting { .. } => "SetExiting",
     }
 }
 

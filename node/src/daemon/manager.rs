@@ -645,6 +645,24 @@ impl ManagerService {
                     .map_err(refused)?;
                 Ok(ManagerResponse::Abandoned(tickets))
             }
+            ManagerRequest::Leave { cancel } => {
+                let exiting = !cancel;
+                let current = self.replica.read(|m| m.leave_status(&requester));
+                if current.exiting_since.is_some() != exiting {
+                    self.propose(Command::SetExiting {
+                        node: requester,
+                        exiting,
+                        at: now,
+                    })
+                    .await?;
+                    if exiting {
+                        info!(node = %requester, "a node is leaving the grid: its packets will be rebuilt elsewhere");
+                    }
+                }
+                Ok(ManagerResponse::Leaving(
+                    self.replica.read(|m| m.leave_status(&requester)),
+                ))
+            }
             ManagerRequest::RecordRestore { snapshot, outcome } => {
                 let outcome = wire::restore_outcome(outcome);
                 let (command, _id) = self

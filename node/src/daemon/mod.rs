@@ -15,6 +15,7 @@ pub mod commands;
 pub mod error;
 pub mod group;
 pub mod jobs;
+pub mod leave;
 pub mod manager;
 pub mod repair;
 pub mod report;
@@ -89,6 +90,7 @@ impl ControlHandler for Handler {
             match cmd.as_str() {
                 "status" => report::status(&self.ctx).await,
                 "peers" => Ok(report::peers(&self.ctx)),
+                "leave" => leave::leave_here(&self.ctx, args).await,
                 _ => {
                     for ext in &self.extensions {
                         if let Some(fut) = ext.handle(&self.ctx, &cmd, args.clone()) {

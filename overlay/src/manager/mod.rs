@@ -67,6 +67,10 @@ pub enum ManagerRequest {
     },
     /// Who is the manager, and how is it doing? (answered by any node)
     Who,
+    /// The requester leaves the grid gracefully (`cancel`: it stays after
+    /// all): it gets no new packets and its packets are rebuilt elsewhere.
+    /// Asked again, it reports progress.
+    Leave { cancel: bool },
 }
 
 impl ManagerRequest {
@@ -82,6 +86,7 @@ impl ManagerRequest {
             ManagerRequest::Abandon { .. } => "abandon",
             ManagerRequest::RecordRestore { .. } => "record_restore",
             ManagerRequest::Who => "who",
+            ManagerRequest::Leave { .. } => "leave",
         }
     }
 }
@@ -98,6 +103,8 @@ pub enum ManagerResponse {
     Abandoned(Vec<StorageTicket>),
     Recorded,
     Info(ManagerInfo),
+    /// How the requester's exit stands.
+    Leaving(strew_coordinator::LeaveStatus),
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {
         leader: Option<NodeId>,

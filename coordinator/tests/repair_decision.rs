@@ -572,9 +572,15 @@ fn a_leaving_target_gets_nothing_new_and_its_stripes_move_until_it_may_stop() {
     })
     .expect("leave");
     let status = m.leave_status(&leaver);
-    assert_eq!((status.exiting_since, status.packets_remaining), (Some(50), held));
+    assert_eq!(
+        (status.exiting_since, status.packets_remaining),
+        (Some(50), held)
+    );
     assert!(!status.done());
-    assert!(m.view().get(&leaver).is_none(), "no new packets for a leaving node");
+    assert!(
+        m.view().get(&leaver).is_none(),
+        "no new packets for a leaving node"
+    );
     let check = m.check_repairs(&policy, 60);
     assert_eq!(check.tasks.len() as u64, held, "{check:?}");
     let mut rng = StdRng::seed_from_u64(5);

@@ -75,7 +75,9 @@ fn a_leaving_target_hands_its_packets_on_and_may_stop() -> Result<()> {
     let manager = first.node_id()?;
     let mut nodes = vec![first];
     for city in &places[1..] {
-        nodes.push(Node::start(options(city.location()).bootstrap(boot.clone()))?);
+        nodes.push(Node::start(
+            options(city.location()).bootstrap(boot.clone()),
+        )?);
     }
     strew_tests::wait_for_grid(&nodes, &manager)?;
     let ids: Vec<String> = nodes.iter().map(Node::node_id).collect::<Result<_>>()?;

@@ -47,7 +47,7 @@ use crate::wire::{self, ToWire};
 
 mod audits;
 mod repair;
-pub use repair::{RepairCommitError, RepairPlan};
+pub use repair::{RepairCommitError, RepairPlan, RepairTotals};
 
 /// Directory of the manager's state inside the data dir.
 pub const MANAGER_DIR: &str = "manager";
@@ -97,6 +97,8 @@ pub struct ManagerService {
     /// Stripes the leader's last repair check found to need repair (0 on
     /// members that do not lead).
     repairs_pending: AtomicU64,
+    /// What this node rebuilt as the leader's repairer since it started.
+    repaired: repair::RepairTotals,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
@@ -199,6 +201,7 @@ impl ManagerService {
             config,
             repair,
             repairs_pending: AtomicU64::new(0),
+            repaired: repair::RepairTotals::default(),
         }))
     }
 

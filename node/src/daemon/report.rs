@@ -57,6 +57,8 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
             .as_ref()
             .filter(|s| s.leads())
             .map(|s| s.repairs_pending()),
+        // On coordinators: what this node rebuilt as the leader's repairer.
+        "repaired": ctx.coordinator.as_ref().map(|s| s.repaired().to_json()),
         "storage": {
             "capacity_bytes": usage.capacity,
             "used_bytes": usage.used_bytes,

@@ -21,13 +21,13 @@ use crate::units::Millis;
 pub const DEFAULT_REPAIR_GRACE: Millis = 4 * 60 * 60 * 1000;
 
 impl Default for RepairPolicy {
-    /// Grace [`DEFAULT_REPAIR_GRACE`]; a stripe is rebuilt as soon as one of
-    /// its packets is gone (for 4+2, waiting for a second loss would leave
-    /// one more loss between the stripe and data loss).
+    /// Grace [`DEFAULT_REPAIR_GRACE`]; the threshold by the stripe's width
+    /// ([`RepairPolicy::threshold_for`]: eager up to 4+3, half the parity
+    /// beyond).
     fn default() -> Self {
         RepairPolicy {
             grace: DEFAULT_REPAIR_GRACE,
-            threshold: 1,
+            threshold: 0,
         }
     }
 }
@@ -150,7 +150,20 @@ impl Manager {
             } else {
                 stripe_redundancy(chunk.packets.iter().map(|p| p.packet_id))
             };
-            match policy.assess(redundancy, &statuses, now) {
+            // A leaving target's packets move whatever the threshold: the
+            // node is about to stop.
+            let leaving = chunk.packets.iter().any(|p| {
+                state
+                    .targets
+                    .get(&p.target)
+                    .is_some_and(|r| r.exiting_since.is_some())
+            });
+            let eager = RepairPolicy {
+                threshold: 1,
+                ..*policy
+            };
+            let policy_here = if leaving { &eager } else { policy };
+            match policy_here.assess(redundancy, &statuses, now) {
                 StripeVerdict::Healthy { .. } => {}
                 StripeVerdict::Waiting { .. } => check.waiting += 1,
                 StripeVerdict::Lost { .. } => check.lost += 1,

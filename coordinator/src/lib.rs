@@ -24,6 +24,8 @@ pub mod units;
 pub use cbor::CborError;
 pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, GridId, IdError, NodeId, PacketId, SnapshotId};
+pub use manager::audits::AuditRound;
+pub use manager::exit::LeaveStatus;
 pub use manager::{
     ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, Effects, ForgetResponse,
     KnownChunk, LogRetention, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision,

@@ -35,6 +35,8 @@ use crate::state::{Applied, ApplyError, Command, ManagerState, Touched};
 use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
 use crate::units::{GeoPoint, Millis};
 
+pub mod audits;
+pub mod exit;
 mod messages;
 mod reservations;
 pub use messages::*;
@@ -181,8 +183,12 @@ impl Manager {
 
     fn placement_profile(&self, id: &NodeId) -> Option<NodeProfile> {
         let client = self.state.clients.get(id)?;
-        let mut profile = client.profile.clone();
         let record = self.state.targets.get(id);
+        // A target disqualified by its audits, or leaving, gets no new packets.
+        if record.is_some_and(|r| r.audit.is_disqualified() || r.exiting_since.is_some()) {
+            return None;
+        }
+        let mut profile = client.profile.clone();
         profile.storage_free = self.config.reservations.placement_free(
             self.state.target_free(id),
             record.map_or(0, |r| r.bytes),

@@ -134,6 +134,13 @@ pub struct TargetRecord {
     pub bytes: u64,
     /// Bytes promised to pending backups, not yet confirmed.
     pub reserved: u64,
+    /// Its audit history and score.
+    #[serde(default)]
+    pub audit: crate::audit::Reputation,
+    /// Since when the node is leaving the grid (`strew leave`): it gets no
+    /// new packets and everything it holds is rebuilt elsewhere.
+    #[serde(default)]
+    pub exiting_since: Option<Millis>,
 }
 
 /// One committed snapshot.

@@ -45,7 +45,8 @@ pub enum PacketStatus {
 pub struct RepairPolicy {
     /// How long a target may stay unreachable before its packets count as gone.
     pub grace: Millis,
-    /// Rebuild a stripe once this many of its packets are gone (1 = eager).
+    /// Rebuild a stripe once this many of its packets are gone (1 = eager;
+    /// 0 = by the stripe's width, see [`RepairPolicy::threshold_for`]).
     pub threshold: usize,
 }
 
@@ -90,6 +91,21 @@ impl RepairPolicy {
         }
     }
 
+    /// Gone packets at which a stripe of `redundancy` is rebuilt. An explicit
+    /// threshold applies as is; the automatic one (0) is Storj's idea of a
+    /// repair threshold between K and the stripe's width: eager for narrow
+    /// stripes (4+2 waits for nothing: one more loss would leave a single
+    /// loss between the stripe and data loss), and for wide ones half the
+    /// parity (10+4 is rebuilt once 2 packets are gone, with 2 more losses
+    /// still survivable), so a wide code pays one repair for several losses.
+    pub fn threshold_for(&self, redundancy: Redundancy) -> usize {
+        if self.threshold > 0 {
+            return self.threshold;
+        }
+        let parity = redundancy.width().saturating_sub(redundancy.data_packets());
+        (parity / 2).max(1)
+    }
+
     /// Decides what to do with a stripe whose packets have `statuses` (one per slot).
     pub fn assess(
         &self,
@@ -112,7 +128,7 @@ impl RepairPolicy {
                 needed,
             };
         }
-        if gone.len() < self.threshold.max(1) {
+        if gone.len() < self.threshold_for(redundancy) {
             return StripeVerdict::Healthy { gone: gone.len() };
         }
         let read: Vec<usize> = (0..statuses.len())
@@ -350,6 +366,35 @@ mod tests {
                 read: vec![1, 2, 3, 4]
             }
         );
+    }
+
+    #[test]
+    fn the_automatic_threshold_is_eager_for_narrow_stripes_and_half_the_parity_for_wide_ones() {
+        let auto = policy(0);
+        let wide = Redundancy::Erasure { k: 10, m: 4 };
+        assert_eq!(auto.threshold_for(EC), 1);
+        assert_eq!(auto.threshold_for(Redundancy::Erasure { k: 4, m: 3 }), 1);
+        assert_eq!(auto.threshold_for(wide), 2);
+        assert_eq!(auto.threshold_for(Redundancy::Erasure { k: 29, m: 51 }), 25);
+        assert_eq!(auto.threshold_for(Redundancy::Replicas { n: 3 }), 1);
+        assert_eq!(policy(3).threshold_for(wide), 3);
+        assert_eq!(RepairPolicy::default().threshold_for(wide), 2);
+        let mut statuses = vec![R; 14];
+        statuses[3] = M;
+        assert_eq!(
+            auto.assess(wide, &statuses, 0),
+            StripeVerdict::Healthy { gone: 1 }
+        );
+        statuses[9] = M;
+        assert!(matches!(
+            auto.assess(wide, &statuses, 0),
+            StripeVerdict::Rebuild { ref rebuild, .. } if rebuild == &vec![3, 9]
+        ));
+        // 4+2 is rebuilt at the first loss.
+        assert!(matches!(
+            auto.assess(EC, &[R, R, R, R, R, M], 0),
+            StripeVerdict::Rebuild { .. }
+        ));
     }
 
     #[test]

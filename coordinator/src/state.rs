@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditPolicy, AuditResult, MAX_RESULTS_PER_COMMAND};
 use crate::grid::NodeProfile;
 use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
 use crate::quota::{GridMode, JoinToken, QuotaError, Subscription, check_source_quota};
@@ -87,6 +88,19 @@ pub enum Command {
         data_id: DataId,
         index: u32,
         new_target: NodeId,
+        at: Millis,
+    },
+    /// Audit outcomes (at most [`crate::audit::MAX_RESULTS_PER_COMMAND`]),
+    /// scored under the leader's `policy`.
+    RecordAudits {
+        results: Vec<AuditResult>,
+        policy: AuditPolicy,
+        at: Millis,
+    },
+    /// A node starts (or stops) leaving the grid gracefully.
+    SetExiting {
+        node: NodeId,
+        exiting: bool,
         at: Millis,
     },
 }
@@ -325,6 +339,24 @@ impl ManagerState {
                 new_target,
                 at,
             } => self.move_packet(data_id, *index as usize, *new_target, *at, &mut touched)?,
+            Command::RecordAudits {
+                results,
+                policy,
+                at,
+            } => self.record_audits(results, policy, *at, &mut touched)?,
+            Command::SetExiting { node, exiting, at } => {
+                if !self.clients.contains_key(node) {
+                    return Err(ApplyError::UnknownNode(*node));
+                }
+                let record = self.targets.entry(*node).or_default();
+                record.exiting_since = if *exiting {
+                    record.exiting_since.or(Some(*at))
+                } else {
+                    None
+                };
+                touched.targets.insert(*node);
+                Applied::Done
+            }
         };
         Ok((applied, touched))
     }
@@ -730,6 +762,35 @@ impl ManagerState {
         Ok(Applied::Deletions(deletions))
     }
 
+    fn record_audits(
+        &mut self,
+        results: &[AuditResult],
+        policy: &AuditPolicy,
+        at: Millis,
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        if results.len() > MAX_RESULTS_PER_COMMAND {
+            return Err(ApplyError::Invalid(format!(
+                "{} audit results in one command, at most {MAX_RESULTS_PER_COMMAND}",
+                results.len()
+            )));
+        }
+        for result in results {
+            // Only targets the manager knows, and only packets they hold:
+            // an outcome for anything else changes nothing.
+            let Some(record) = self.targets.get_mut(&result.target) else {
+                continue;
+            };
+            let packet = record
+                .packets
+                .contains_key(&result.packet)
+                .then_some(result.packet);
+            record.audit.record(policy, packet, result.outcome, at);
+            touched.targets.insert(result.target);
+        }
+        Ok(Applied::Done)
+    }
+
     fn move_packet(
         &mut self,
         data_id: &DataId,
@@ -758,6 +819,8 @@ impl ManagerState {
         if let Some(record) = self.targets.get_mut(&packet.target)
             && let Some(size) = record.packets.remove(&packet.packet_id)
         {
+            // It no longer counts against the old target's packets.
+            record.audit.failed_packets.remove(&packet.packet_id);
             record.bytes = record.bytes.saturating_sub(size);
             deletions
                 .entry(packet.target)

@@ -39,7 +39,9 @@ pub enum UnitError {
     BadRange(String),
     #[error("distance range {0:?}: the minimum is larger than the maximum")]
     RangeInverted(String),
-    #[error("{0:?} is not a duration: use a number with s, m, h, d or w, e.g. 90s, 15m, 24h, 2w")]
+    #[error(
+        "{0:?} is not a duration: use a number with ms, s, m, h, d or w, e.g. 500ms, 90s, 15m, 24h, 2w"
+    )]
     BadDuration(String),
     #[error(
         "{0:?} is not a redundancy: use erasure:K+M (e.g. erasure:4+2) or replicas:N (e.g. replicas:3)"
@@ -280,7 +282,6 @@ impl FromStr for DistanceRange {
 
 // ------------------------------------------------------------ durations
 
-/// Parses a duration: a whole number with `s`, `m`, `h`, `d` or `w` (`90s`, `15m`, `24h`, `365d`, `2w`).
 /// A unix time in milliseconds as `2026-11-30 17:05:09 UTC` (civil date
 /// from days since the epoch, proleptic Gregorian calendar).
 pub fn format_unix_ms(ms: Millis) -> String {
@@ -304,10 +305,15 @@ pub fn format_unix_ms(ms: Millis) -> String {
     )
 }
 
+/// Parses a duration: a whole number with `ms`, `s`, `m`, `h`, `d` or `w`
+/// (`500ms`, `90s`, `15m`, `24h`, `365d`, `2w`).
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let bad = || UnitError::BadDuration(text.to_string());
     let (num, unit) = split_number(text.trim());
     let value: u64 = num.parse().map_err(|_| bad())?;
+    if unit.eq_ignore_ascii_case("ms") {
+        return Ok(Duration::from_millis(value));
+    }
     let secs_per = match unit.to_ascii_lowercase().as_str() {
         "s" => 1,
         "m" | "min" => 60,
@@ -582,6 +588,7 @@ mod tests {
         assert_eq!(format_unix_ms(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_unix_ms(1_796_051_109_000), "2026-11-30 15:05:09 UTC");
         assert_eq!(format_unix_ms(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));

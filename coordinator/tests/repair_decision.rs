@@ -456,3 +456,157 @@ fn a_backup_on_every_eligible_node_repairs_onto_its_other_targets() {
     assert!(params().backup_distance.contains(d), "{d:.0} km");
     m.apply(&commands[0]).expect("the move applies");
 }
+
+#[test]
+fn a_failed_audit_queues_its_stripe_and_disqualification_gives_up_the_target() {
+    use strew_coordinator::audit::{AuditOutcome, AuditPolicy, AuditResult};
+    let (mut m, _, _) = backed_up();
+    let policy = RepairPolicy {
+        grace: 1_000_000,
+        threshold: 1,
+    };
+    let audits = AuditPolicy {
+        interval: 100,
+        ..AuditPolicy::default()
+    };
+    let mut rng = StdRng::seed_from_u64(9);
+    // Every target holding a packet is due once, with a challenge on a packet it holds.
+    let round = m.audit_round(&audits, 1_000, 100, &mut rng);
+    let holders: BTreeSet<NodeId> = m
+        .state()
+        .targets
+        .iter()
+        .filter(|(_, r)| !r.packets.is_empty())
+        .map(|(id, _)| *id)
+        .collect();
+    let challenged: BTreeSet<NodeId> = round.challenges.iter().map(|c| c.target).collect();
+    assert_eq!(challenged, holders);
+    for c in &round.challenges {
+        assert_eq!(
+            m.state().targets[&c.target].packets.get(&c.packet),
+            Some(&c.size)
+        );
+        assert!(c.chunk < strew_coordinator::audit::chunk_count(c.size));
+    }
+    let limited = m.audit_round(&audits, 1_000, 2, &mut rng);
+    assert_eq!(limited.challenges.len(), 2);
+    assert_eq!(limited.deferred, holders.len() - 2);
+
+    // One wrong answer on one packet: that stripe is rebuilt at once, the
+    // target keeps its other packets and stays in placement.
+    let data_id = DataId([1; 32]);
+    let bad = m.state().chunks[&data_id].packets[0];
+    let results = [AuditResult {
+        target: bad.target,
+        packet: bad.packet_id,
+        outcome: AuditOutcome::Failed,
+    }];
+    for command in Manager::audit_commands(&results, &audits, 1_000) {
+        m.apply(&command).expect("audits apply");
+    }
+    // Not due again within the interval.
+    let again = m.audit_round(&audits, 1_050, 100, &mut rng);
+    assert!(!again.challenges.iter().any(|c| c.target == bad.target));
+    let check = m.check_repairs(&policy, 1_001);
+    assert_eq!(check.tasks.len(), 1, "{check:?}");
+    assert_eq!(check.tasks[0].data_id, data_id);
+    assert_eq!(check.tasks[0].rebuild, vec![0]);
+    assert!(m.view().get(&bad.target).is_some());
+
+    // A run of failures disqualifies it: every stripe it holds is queued and
+    // it leaves the placement view.
+    let mut at = 2_000;
+    while !m.state().targets[&bad.target].audit.is_disqualified() {
+        at += 100;
+        let fail = [AuditResult {
+            target: bad.target,
+            packet: bad.packet_id,
+            outcome: AuditOutcome::Failed,
+        }];
+        for command in Manager::audit_commands(&fail, &audits, at) {
+            m.apply(&command).expect("audits apply");
+        }
+        assert!(at < 100_000, "never disqualified");
+    }
+    assert!(m.view().get(&bad.target).is_none());
+    let holding = m
+        .state()
+        .chunks
+        .values()
+        .filter(|c| c.packets.iter().any(|p| p.target == bad.target))
+        .count();
+    let check = m.check_repairs(&policy, at);
+    assert_eq!(check.tasks.len(), holding);
+    assert!(check.given_up.contains(&bad.target));
+    // A disqualified target is never challenged again.
+    let later = m.audit_round(&audits, at + 1_000_000, 100, &mut rng);
+    assert!(!later.challenges.iter().any(|c| c.target == bad.target));
+    // Outcomes for unknown targets or packets they do not hold change nothing.
+    let before = m.state().clone();
+    let stranger = AuditResult {
+        target: NodeId([99; 32]),
+        packet: bad.packet_id,
+        outcome: AuditOutcome::Failed,
+    };
+    for command in Manager::audit_commands(&[stranger], &audits, at) {
+        m.apply(&command).expect("applies");
+    }
+    assert_eq!(m.state().targets, before.targets);
+}
+
+#[test]
+fn a_leaving_target_gets_nothing_new_and_its_stripes_move_until_it_may_stop() {
+    let (mut m, _, _) = backed_up();
+    let policy = RepairPolicy {
+        grace: 1_000_000,
+        threshold: 1,
+    };
+    let leaver = m.state().chunks[&DataId([1; 32])].packets[0].target;
+    let held = m.state().targets[&leaver].packets.len() as u64;
+    assert!(held > 0);
+    assert_eq!(m.leave_status(&leaver).exiting_since, None);
+    m.apply(&Command::SetExiting {
+        node: leaver,
+        exiting: true,
+        at: 50,
+    })
+    .expect("leave");
+    let status = m.leave_status(&leaver);
+    assert_eq!(
+        (status.exiting_since, status.packets_remaining),
+        (Some(50), held)
+    );
+    assert!(!status.done());
+    assert!(
+        m.view().get(&leaver).is_none(),
+        "no new packets for a leaving node"
+    );
+    let check = m.check_repairs(&policy, 60);
+    assert_eq!(check.tasks.len() as u64, held, "{check:?}");
+    let mut rng = StdRng::seed_from_u64(5);
+    for task in &check.tasks {
+        let request = RepairRequest {
+            snapshot: task.snapshot,
+            data_id: task.data_id,
+            rebuild: &task.rebuild,
+            given_up: &check.given_up,
+        };
+        for command in m.decide_repair(&request, 70, &mut rng).expect("placed") {
+            if let Command::MovePacket { new_target, .. } = &command {
+                assert_ne!(*new_target, leaver);
+            }
+            m.apply(&command).expect("move");
+        }
+    }
+    let status = m.leave_status(&leaver);
+    assert_eq!((status.packets_remaining, status.bytes_remaining), (0, 0));
+    assert!(status.done());
+    assert_eq!(m.check_repairs(&policy, 80).pending(), 0);
+    // Leaving is for known nodes only.
+    let unknown = Command::SetExiting {
+        node: NodeId([77; 32]),
+        exiting: true,
+        at: 90,
+    };
+    assert!(matches!(m.apply(&unknown), Err(ApplyError::UnknownNode(_))));
+}

@@ -48,6 +48,10 @@ pub enum Command {
     /// checks it against its id; names missing packets by stripe; exits
     /// non-zero when a stripe is degraded or lost.
     Check(crate::daemon::check_commands::CheckCmd),
+    /// Leaves the grid gracefully: this node gets no new packets, everything
+    /// it holds is rebuilt on other targets first, and the command says when
+    /// the node may stop (`--json`: the status once).
+    Leave(crate::daemon::leave::LeaveCmd),
     /// Cancels running backups (all of them, or the one named JOB): their
     /// plans are aborted and their reservations released. Ctrl-C on
     /// `strew backup` does the same for its own backup.

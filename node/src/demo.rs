@@ -24,8 +24,9 @@ use crate::control;
 /// `strew demo` flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
-    /// Nodes in the local grid (at least 8 for erasure 4+2 with two killed).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(8..=40))]
+    /// Nodes in the local grid (at least 8 for erasure 4+2 with two killed;
+    /// 7 with `--repair`, which kills one).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(7..=40))]
     pub nodes: u16,
     /// Folder to back up (default: `docs` in the working directory).
     #[arg(long)]
@@ -39,6 +40,12 @@ pub struct DemoArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The repair benchmark: kill one target instead of two, wait until the
+    /// coordinator has rebuilt its packets elsewhere (repair grace 2 s, repair
+    /// bandwidth unlimited) and report the bytes moved per byte lost and the
+    /// repair throughput; then restore as usual.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// The source's city (and the manager's).
@@ -161,6 +168,7 @@ fn spawn(
     node: &DemoNode,
     coordinator: bool,
     bootstrap: Option<&str>,
+    repair: bool,
 ) -> anyhow::Result<Child> {
     std::fs::create_dir_all(&node.dir)?;
     let log = std::fs::File::create(node.dir.join("node.log"))?;
@@ -181,6 +189,9 @@ fn spawn(
     }
     if let Some(addr) = bootstrap {
         cmd.arg("--bootstrap").arg(addr);
+    }
+    if repair {
+        cmd.args(["--repair-grace", "2s", "--repair-bandwidth", "0"]);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -251,6 +262,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
         lat: SOURCE_CITY.1,
         lon: SOURCE_CITY.2,
     };
+    if args.nodes < 8 && !args.repair {
+        bail!("--nodes must be at least 8 (erasure 4+2 with two targets killed); 7 with --repair");
+    }
     let cities = pick_cities(table, &source, usize::from(args.nodes) - 1);
     if cities.len() + 1 < usize::from(args.nodes) {
         bail!(
@@ -321,7 +335,7 @@ async fn run_grid(
     let root =
         crate::trust::create(&grid.nodes[0].dir, true).context("cannot create the demo's grid")?;
     say(quiet, format!("grid {} (open)", root.grid));
-    let first = spawn(exe, &grid.nodes[0], true, None)?;
+    let first = spawn(exe, &grid.nodes[0], true, None, args.repair)?;
     grid.nodes[0].child = Some(first);
     let dir0 = grid.nodes[0].dir.clone();
     let status0 = wait_for("the first node to listen", FORM_TIMEOUT, || async {
@@ -337,7 +351,7 @@ async fn run_grid(
         .to_string();
     grid.nodes[0].node_id = status0["node_id"].as_str().unwrap_or_default().to_string();
     for i in 1..grid.nodes.len() {
-        let child = spawn(exe, &grid.nodes[i], false, Some(&bootstrap))?;
+        let child = spawn(exe, &grid.nodes[i], false, Some(&bootstrap), args.repair)?;
         grid.nodes[i].child = Some(child);
     }
     // 2. Every node sees every other and knows the manager.
@@ -422,12 +436,12 @@ async fn run_grid(
             .unwrap_or(0)
     };
 
-    // 4. Kill the two targets holding the most packets.
+    // 4. Kill the two targets holding the most packets (one for the repair benchmark).
     let mut victims: Vec<usize> = (1..n)
         .filter(|&i| held(&grid.nodes[i].node_id) > 0)
         .collect();
     victims.sort_by_key(|&i| std::cmp::Reverse(held(&grid.nodes[i].node_id)));
-    victims.truncate(2);
+    victims.truncate(if args.repair { 1 } else { 2 });
     for &i in &victims {
         say(
             quiet,
@@ -439,6 +453,55 @@ async fn run_grid(
         );
         grid.nodes[i].kill();
     }
+
+    // 4b. The repair benchmark: wait until the leader rebuilt the lost packets.
+    let repair = if args.repair {
+        let lost: u64 = victims.iter().map(|&i| held(&grid.nodes[i].node_id)).sum();
+        let started = Instant::now();
+        let status = wait_for("the lost packets to be rebuilt", CALL_TIMEOUT, || async {
+            call(&dir0, "status", Value::Null, Duration::from_secs(10))
+                .await
+                .ok()
+                .filter(|s| {
+                    s["repaired"]["packets"].as_u64() >= Some(lost)
+                        && s["repairs_pending"].as_u64() == Some(0)
+                })
+        })
+        .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let read = status["repaired"]["bytes_read"].as_u64().unwrap_or(0);
+        let written = status["repaired"]["bytes_written"].as_u64().unwrap_or(0);
+        // Throughput over the repairs themselves, not the detection and grace before them.
+        let busy_ms = status["repaired"]["last_ended_ms"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(status["repaired"]["first_started_ms"].as_u64().unwrap_or(0));
+        let busy = (busy_ms as f64 / 1000.0).max(0.001);
+        let report = json!({
+            "lost_packets": lost,
+            "bytes_lost": written,
+            "bytes_read": read,
+            "read_per_byte_lost": read as f64 / (written.max(1) as f64),
+            "rs_lower_bound": 4,
+            "seconds_after_kill": seconds,
+            "repair_seconds": busy,
+            "mb_per_s": (read + written) as f64 / 1e6 / busy,
+        });
+        say(
+            quiet,
+            format!(
+                "repaired {lost} packets ({}) {seconds:.1} s after the kill (detection and 2 s grace included); \
+                 repairing took {busy:.2} s at {:.1} MB/s, reading {} ({:.2} bytes per byte lost; erasure 4+2's lower bound is 4)",
+                format_size(written),
+                report["mb_per_s"].as_f64().unwrap_or(0.0),
+                format_size(read),
+                report["read_per_byte_lost"].as_f64().unwrap_or(0.0),
+            ),
+        );
+        report
+    } else {
+        Value::Null
+    };
 
     // 5. Restore from what is left, and compare.
     let dest = base.join("restored");
@@ -522,6 +585,7 @@ async fn run_grid(
         "map": map,
         "dir": base,
         "kept": args.keep,
+        "repair": repair,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -577,7 +641,12 @@ fn print_report(r: &Value) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "restored with two targets dead in {:.1} s ({} packets fetched, {} fetches failed and were replaced by other packets of their stripes)",
+        "restored with {} dead in {:.1} s ({} packets fetched, {} fetches failed and were replaced by other packets of their stripes)",
+        if r["repair"].is_null() {
+            "two targets"
+        } else {
+            "one target"
+        },
         r["restore_seconds"].as_f64().unwrap_or(0.0),
         r["fetched"].as_u64().unwrap_or(0),
         r["failed_fetches"].as_u64().unwrap_or(0),

@@ -47,6 +47,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(cmd) => source_commands::restore(dir, &cmd).await,
         Command::Forget(cmd) => source_commands::forget(dir, &cmd).await,
         Command::Check(cmd) => strew_node::daemon::check_commands::check(dir, &cmd).await,
+        Command::Leave(cmd) => strew_node::daemon::leave::leave(dir, &cmd).await,
         Command::Cancel(cmd) => source_commands::cancel(dir, &cmd).await,
         Command::Ls(cmd) => browse_commands::ls(dir, &cmd).await,
         Command::Find(cmd) => browse_commands::find(dir, &cmd).await,

@@ -358,6 +358,7 @@ impl<'a> Sim<'a> {
             audit_policy: AuditPolicy {
                 interval: sc.audit.interval_ms,
                 evict_after: sc.audit.evict_after,
+                ..AuditPolicy::default()
             },
             ledger: AuditLedger::new(),
             rng_churn,

@@ -8,7 +8,11 @@
 //! then two more original targets die, `strew check` names the missing
 //! packets with no stripe lost, and the snapshot still restores
 //! byte-identical, which three dead original targets would forbid without
-//! the repair.
+//! the repair. Before those two die, every packet on a fourth target is
+//! silently corrupted on disk: the leader's audits (every 200 ms per target
+//! here) find it, the target's audit score drops, and its packets are
+//! rebuilt elsewhere, so that target's rotten copies do not count against
+//! the final restore either.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,6 +24,8 @@ use strew_tests::{City, Node, NodeOptions, cities, haversine_km, noise, wait_for
 
 /// Test repair grace: a dead target's packets are rebuilt 3 s after it is marked offline.
 const GRACE: &str = "3s";
+/// Test audit interval: each target is challenged this often.
+const AUDIT_INTERVAL: &str = "200ms";
 
 fn options(city: &City) -> NodeOptions {
     let mut o = NodeOptions::at(city.location());
@@ -37,6 +43,9 @@ fn start_grid(places: &[City]) -> Result<Vec<Node>> {
     // The grid's founder: `strew grid create --open` before it starts.
     first.found_grid = true;
     first.extra.push("--coordinator".into());
+    first
+        .env
+        .push(("STREW_AUDIT_INTERVAL".into(), AUDIT_INTERVAL.into()));
     let first = Node::start(first)?;
     let boot = first.bootstrap_addr()?;
     let manager = first.node_id()?;
@@ -131,8 +140,8 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
         .collect();
     holders.sort_by_key(|&i| std::cmp::Reverse(before[&ids[i]].2));
     ensure!(
-        holders.len() >= 3,
-        "three original targets to kill: {before:?}"
+        holders.len() >= 4,
+        "three original targets to kill and one to corrupt: {before:?}"
     );
     let dead = holders[0];
     let live: Vec<usize> = (0..nodes.len())
@@ -206,6 +215,59 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
         "{check}"
     );
 
+    // Silent corruption: every packet on a fourth original target is
+    // overwritten on disk while it runs. Audits find it and its packets are
+    // rebuilt elsewhere; honest targets keep passing.
+    let rotten = holders[3];
+    let segments = nodes[rotten].data_dir().join("packets").join("segments");
+    let mut overwritten = 0u64;
+    for entry in fs::read_dir(&segments)? {
+        let path = entry?.path();
+        let len = fs::metadata(&path)?.len();
+        fs::write(&path, vec![0x5a; usize::try_from(len)?])?;
+        overwritten += len;
+    }
+    ensure!(
+        overwritten > 0,
+        "the target stores its packets in {segments:?}"
+    );
+    wait_for(
+        "the corrupted target's packets to be rebuilt elsewhere",
+        Duration::from_secs(120),
+        || {
+            let snap = snapshot_status(&nodes[source], &snapshot).ok()?;
+            let t = targets(&snap);
+            let healthy = snap["health"]["healthy"].as_u64()? == stripes;
+            (healthy && !t.contains_key(&ids[rotten])).then_some(())
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; leader log:\n{}", nodes[0].log()))?;
+    let peers = nodes[0].cli_json(&["peers", "--json"])?;
+    let audit_of = |id: &str| {
+        peers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["node_id"] == id)
+            .map(|p| p["audit"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let bad = audit_of(&ids[rotten]);
+    ensure!(
+        bad["failed"].as_u64() > Some(0) && bad["score"].as_f64() < Some(1.0),
+        "the corrupted target's audit record: {bad}"
+    );
+    let honest = holders[1];
+    let good = audit_of(&ids[honest]);
+    ensure!(
+        good["passed"].as_u64() > Some(0) && good["failed"] == 0 && good["score"] == 1.0,
+        "an honest target's audit record: {good}"
+    );
+    ensure!(
+        nodes[0].log().contains("audit failed"),
+        "the leader logged the failed audits"
+    );
+
     // Two more original targets die: three of the original targets are
     // gone, yet every stripe keeps at least four packets.
     for &i in &holders[1..3] {
@@ -233,7 +295,8 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
         );
     }
     eprintln!(
-        "repair: {lost} packets of {stripes} stripes rebuilt within {repair_secs:.1} s of the kill"
+        "repair: {lost} packets of {stripes} stripes rebuilt within {repair_secs:.1} s of the kill; \
+         corrupted target's audit record {bad}"
     );
     Ok(())
 }

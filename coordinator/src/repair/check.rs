@@ -21,13 +21,13 @@ use crate::units::Millis;
 pub const DEFAULT_REPAIR_GRACE: Millis = 4 * 60 * 60 * 1000;
 
 impl Default for RepairPolicy {
-    /// Grace [`DEFAULT_REPAIR_GRACE`]; a stripe is rebuilt as soon as one of
-    /// its packets is gone (for 4+2, waiting for a second loss would leave
-    /// one more loss between the stripe and data loss).
+    /// Grace [`DEFAULT_REPAIR_GRACE`]; the threshold by the stripe's width
+    /// ([`RepairPolicy::threshold_for`]: eager up to 4+3, half the parity
+    /// beyond).
     fn default() -> Self {
         RepairPolicy {
             grace: DEFAULT_REPAIR_GRACE,
-            threshold: 1,
+            threshold: 0,
         }
     }
 }
@@ -73,10 +73,18 @@ impl RepairCheck {
 }
 
 impl Manager {
-    /// What the manager knows about a packet on `target`: reachable while the
-    /// node is online, unreachable since it was marked offline, missing when
-    /// the node is unknown.
-    pub fn packet_status(&self, target: &NodeId) -> PacketStatus {
+    /// What the manager knows about `packet` on `target`: missing when the
+    /// node is unknown, leaving the grid, disqualified by its audits or
+    /// failed an audit of this packet; else reachable while the node is
+    /// online, unreachable since it was marked offline.
+    pub fn packet_status(&self, target: &NodeId, packet: &PacketId) -> PacketStatus {
+        if let Some(record) = self.state().targets.get(target)
+            && (record.exiting_since.is_some()
+                || record.audit.is_disqualified()
+                || record.audit.failed(packet))
+        {
+            return PacketStatus::Missing;
+        }
         match self.state().clients.get(target) {
             None => PacketStatus::Missing,
             Some(c) if c.profile.online => PacketStatus::Reachable,
@@ -124,7 +132,7 @@ impl Manager {
             let statuses: Vec<PacketStatus> = chunk
                 .packets
                 .iter()
-                .map(|p| self.packet_status(&p.target))
+                .map(|p| self.packet_status(&p.target, &p.packet_id))
                 .collect();
             for (p, status) in chunk.packets.iter().zip(&statuses) {
                 if policy.is_gone(*status, now) {
@@ -142,7 +150,20 @@ impl Manager {
             } else {
                 stripe_redundancy(chunk.packets.iter().map(|p| p.packet_id))
             };
-            match policy.assess(redundancy, &statuses, now) {
+            // A leaving target's packets move whatever the threshold: the
+            // node is about to stop.
+            let leaving = chunk.packets.iter().any(|p| {
+                state
+                    .targets
+                    .get(&p.target)
+                    .is_some_and(|r| r.exiting_since.is_some())
+            });
+            let eager = RepairPolicy {
+                threshold: 1,
+                ..*policy
+            };
+            let policy_here = if leaving { &eager } else { policy };
+            match policy_here.assess(redundancy, &statuses, now) {
                 StripeVerdict::Healthy { .. } => {}
                 StripeVerdict::Waiting { .. } => check.waiting += 1,
                 StripeVerdict::Lost { .. } => check.lost += 1,

@@ -150,6 +150,8 @@ pub fn command_kind(command: &Command) -> &'static str {
         Command::RecordRestore { .. } => "RecordRestore",
         Command::MovePacket { .. } => "MovePacket",
         Command::TrimLog { .. } => "TrimLog",
+        Command::RecordAudits { .. } => "RecordAudits",
+        Command::SetExiting { .. } => "SetExiting",
     }
 }
 

@@ -22,8 +22,8 @@ const CHECK_CALL: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct CheckCmd {
     /// Snapshot id (or a unique prefix of at least 4 hex digits).
     pub snapshot: String,
-    /// Download every packet and verify it against its id. (Until audits
-    /// exist, every check does this.)
+    /// Download every packet and verify it against its id. (Every check
+    /// does this: audits are the coordinators', who alone may challenge.)
     #[arg(long)]
     pub read_data: bool,
     /// Print machine-readable JSON.

@@ -45,9 +45,10 @@ use crate::consensus::{
 use crate::sync::lock;
 use crate::wire::{self, ToWire};
 
+mod audits;
 mod repair;
 mod trust;
-pub use repair::{RepairCommitError, RepairPlan};
+pub use repair::{RepairCommitError, RepairPlan, RepairTotals};
 
 /// Directory of the manager's state inside the data dir.
 pub const MANAGER_DIR: &str = "manager";
@@ -97,6 +98,8 @@ pub struct ManagerService {
     /// Stripes the leader's last repair check found to need repair (0 on
     /// members that do not lead).
     repairs_pending: AtomicU64,
+    /// What this node rebuilt as the leader's repairer since it started.
+    repaired: repair::RepairTotals,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
@@ -199,6 +202,7 @@ impl ManagerService {
             config,
             repair,
             repairs_pending: AtomicU64::new(0),
+            repaired: repair::RepairTotals::default(),
         }))
     }
 
@@ -684,6 +688,24 @@ impl ManagerService {
                     .read(|m| m.deletion_tickets(&applied, now))
                     .map_err(refused)?;
                 Ok(ManagerResponse::Abandoned(tickets))
+            }
+            ManagerRequest::Leave { cancel } => {
+                let exiting = !cancel;
+                let current = self.replica.read(|m| m.leave_status(&requester));
+                if current.exiting_since.is_some() != exiting {
+                    self.propose(Command::SetExiting {
+                        node: requester,
+                        exiting,
+                        at: now,
+                    })
+                    .await?;
+                    if exiting {
+                        info!(node = %requester, "a node is leaving the grid: its packets will be rebuilt elsewhere");
+                    }
+                }
+                Ok(ManagerResponse::Leaving(
+                    self.replica.read(|m| m.leave_status(&requester)),
+                ))
             }
             ManagerRequest::RecordRestore { snapshot, outcome } => {
                 let outcome = wire::restore_outcome(outcome);

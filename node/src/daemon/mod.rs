@@ -7,6 +7,7 @@
 //! Other subsystems plug their control commands in through [`DaemonExtension`].
 //! This module must not implement protocols (the overlay does) or storage (the store does).
 
+pub mod audit;
 pub mod browse;
 pub mod browse_commands;
 pub mod check_commands;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod grid_commands;
 pub mod group;
 pub mod jobs;
+pub mod leave;
 pub mod manager;
 pub mod repair;
 pub mod report;
@@ -91,6 +93,7 @@ impl ControlHandler for Handler {
             match cmd.as_str() {
                 "status" => report::status(&self.ctx).await,
                 "peers" => Ok(report::peers(&self.ctx)),
+                "leave" => leave::leave_here(&self.ctx, args).await,
                 _ => {
                     for ext in &self.extensions {
                         if let Some(fut) = ext.handle(&self.ctx, &cmd, args.clone()) {
@@ -176,6 +179,7 @@ pub async fn run_with(
     info!(%node_id, "{}", settings.summary());
 
     let group_settings = group::GroupSettings::from_env().map_err(anyhow::Error::msg)?;
+    let audit_settings = audit::AuditSettings::from_env().map_err(anyhow::Error::msg)?;
     let service = if settings.coordinator {
         let service = manager::ManagerService::start(
             data_dir,
@@ -221,6 +225,7 @@ pub async fn run_with(
 
     let node_metrics = upkeep::NodeMetrics::register(&mut registry);
     let repair_metrics = repair::RepairMetrics::register(&mut registry);
+    let audit_metrics = audit::AuditMetrics::register(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
     let metrics_task = match settings.metrics {
         Some(addr) => {
@@ -257,6 +262,9 @@ pub async fn run_with(
             repair_metrics,
         ))
     });
+    let audit_task = service
+        .clone()
+        .map(|service| tokio::spawn(audit::run(service, audit_settings, audit_metrics)));
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
     let handler: Arc<dyn ControlHandler> = Arc::new(Handler { ctx, extensions });
@@ -286,7 +294,7 @@ pub async fn run_with(
     schedule_task.abort();
     cache_task.abort();
     upkeep_task.abort();
-    if let Some(task) = repair_task {
+    for task in [repair_task, audit_task].into_iter().flatten() {
         task.abort();
     }
     save_peer_cache(&ctx_for_cache(data_dir, &overlay, &peer_cache)).await;

@@ -203,6 +203,12 @@ pub async fn run(
                 match outcome {
                     Ok(done) => {
                         backoff.remove(&data_id);
+                        repairer.service.repaired().add(
+                            done.packets,
+                            done.read,
+                            done.written,
+                            strew_overlay::now_ms(),
+                        );
                         metrics.stripes.inc();
                         metrics.packets.inc_by(done.packets);
                         metrics.bytes_read.inc_by(done.read);
@@ -259,6 +265,7 @@ pub async fn run(
                 break;
             };
             in_flight.insert(task.data_id);
+            repairer.service.repaired().start(strew_overlay::now_ms());
             let repairer = repairer.clone();
             let given_up = given_up.clone();
             running.spawn(async move {

@@ -58,6 +58,8 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
             .as_ref()
             .filter(|s| s.leads())
             .map(|s| s.repairs_pending()),
+        // On coordinators: what this node rebuilt as the leader's repairer.
+        "repaired": ctx.coordinator.as_ref().map(|s| s.repaired().to_json()),
         "storage": {
             "capacity_bytes": usage.capacity,
             "used_bytes": usage.used_bytes,
@@ -104,7 +106,35 @@ pub fn city_near(lat: f64, lon: f64) -> Option<String> {
         .map(|(c, _)| format!("{}, {}", c.name, c.country))
 }
 
-/// `strew peers --json`.
+/// `strew peers --json`. On a coordinator each entry also carries the
+/// node's `audit` record (`score` in 0..1, `passed`, `failed`, `vetted`,
+/// `disqualified`), `null` for nodes never given packets.
 pub fn peers(ctx: &DaemonContext) -> Value {
-    Value::Array(ctx.overlay.peers().iter().map(peer_json).collect())
+    let peers = ctx.overlay.peers();
+    let Some(service) = &ctx.coordinator else {
+        return Value::Array(peers.iter().map(peer_json).collect());
+    };
+    let policy = strew_coordinator::audit::AuditPolicy::default();
+    let audits = service.reputations(&policy);
+    Value::Array(
+        peers
+            .iter()
+            .map(|p| {
+                let mut entry = peer_json(p);
+                if let Value::Object(map) = &mut entry {
+                    let audit = audits.get(&p.node_id).map(|(r, vetted)| {
+                        json!({
+                            "score": f64::from(r.score_milli()) / 1000.0,
+                            "passed": r.passed,
+                            "failed": r.failed,
+                            "vetted": vetted,
+                            "disqualified": r.is_disqualified(),
+                        })
+                    });
+                    map.insert("audit".into(), audit.unwrap_or(Value::Null));
+                }
+                entry
+            })
+            .collect(),
+    )
 }

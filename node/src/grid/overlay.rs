@@ -15,7 +15,7 @@ use strew_coordinator::manager::{
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
 use strew_coordinator::ticket::StorageTicket;
-use strew_coordinator::{NodeId, PacketId, SnapshotId};
+use strew_coordinator::{LeaveStatus, NodeId, PacketId, SnapshotId};
 use strew_overlay::manager::{DryRunAnswer, ManagerInfo};
 use strew_overlay::packet::ticket;
 use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle, RefusalCode};
@@ -142,6 +142,15 @@ impl OverlayManager {
         }
     }
 
+    /// This node leaves the grid (or, with `cancel`, stays after all); the
+    /// answer says how many of its packets are still to be moved.
+    pub async fn leave(&self, cancel: bool) -> Result<LeaveStatus, GridError> {
+        match self.call(ManagerRequest::Leave { cancel }).await? {
+            ManagerResponse::Leaving(status) => Ok(status),
+            other => Err(unexpected("leave", &other)),
+        }
+    }
+
     /// What the manager says about itself.
     pub async fn info(&self) -> Result<ManagerInfo, GridError> {
         match self.call(ManagerRequest::Who).await? {
@@ -166,6 +175,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Info(_) => "info",
             ManagerResponse::GridSecret(_) => "grid secret",
             ManagerResponse::Members(_) => "members",
+            ManagerResponse::Leaving(_) => "leaving",
             ManagerResponse::NotManager { .. } => "not manager",
             ManagerResponse::Refused(_) => "refused",
             ManagerResponse::Unavailable(_) => "unavailable",

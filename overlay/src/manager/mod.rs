@@ -88,6 +88,10 @@ pub enum ManagerRequest {
     Renew(Renewal),
     /// Every node the manager records, with its subscription and usage.
     Members,
+    /// The requester leaves the grid gracefully (`cancel`: it stays after
+    /// all): it gets no new packets and its packets are rebuilt elsewhere.
+    /// Asked again, it reports progress.
+    Leave { cancel: bool },
 }
 
 impl ManagerRequest {
@@ -109,6 +113,7 @@ impl ManagerRequest {
             ManagerRequest::Redeem(_) => "redeem",
             ManagerRequest::Renew(_) => "renew",
             ManagerRequest::Members => "members",
+            ManagerRequest::Leave { .. } => "leave",
         }
     }
 }
@@ -128,6 +133,8 @@ pub enum ManagerResponse {
     /// The grid's secrets, for an admitted node.
     GridSecret(GridSecret),
     Members(Vec<MemberSummary>),
+    /// How the requester's exit stands.
+    Leaving(strew_coordinator::LeaveStatus),
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {
         leader: Option<NodeId>,

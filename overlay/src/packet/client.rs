@@ -1,16 +1,18 @@
-//! The source side of the packet protocol as the handle offers it: put, get
-//! and delete with their answers checked (receipt signed by the target and
-//! naming the packet, fetched bytes hashing to the id) and counted.
+//! The source side of the packet protocol as the handle offers it: put, get,
+//! delete and audit with their answers checked (receipt signed by the target
+//! and naming the packet, fetched bytes hashing to the id, audit proofs
+//! verifying against the PacketId) and counted.
 //!
 //! Owns those checks only; the raw request, its per-target slot and its
 //! `Busy` retries are [`OverlayHandle::request`]'s, the bookkeeping of the
 //! request in flight is the packet driver's.
 
+use strew_coordinator::audit::Challenge;
 use strew_coordinator::{NodeId, PacketId};
 
 use crate::error::OverlayError;
 use crate::handle::OverlayHandle;
-use crate::packet::{MAX_PACKET_BYTES, PacketRequest, PacketResponse, Receipt};
+use crate::packet::{MAX_PACKET_BYTES, PacketRequest, PacketResponse, Receipt, Refusal, proof};
 
 impl OverlayHandle {
     /// Puts a packet on `target` under the manager's `ticket` (CBOR bytes of a
@@ -152,6 +154,48 @@ impl OverlayHandle {
             }
         }
     }
+
+    /// Challenges `target` to prove it holds chunk `challenge.chunk` of a
+    /// packet (this node must be a manager the target trusts). `Ok(Ok(()))`
+    /// when the proof verifies against the PacketId, `Ok(Err(why))` when the
+    /// target answered wrongly (a bad proof, not found, a corrupt copy);
+    /// `Err` when there was no usable answer (unreachable, timeout, busy,
+    /// or the target does not take this node for its manager).
+    pub async fn audit_packet(
+        &self,
+        challenge: &Challenge,
+    ) -> Result<Result<(), String>, OverlayError> {
+        let target = challenge.target;
+        let metrics = &self.shared.metrics;
+        let request = PacketRequest::Audit {
+            packet_id: challenge.packet,
+            chunk: challenge.chunk,
+        };
+        let answer = match self.request(target, request).await {
+            Ok(PacketResponse::Proof(proof)) => {
+                match proof::verify(&challenge.packet, challenge.size, challenge.chunk, &proof) {
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+            Ok(PacketResponse::NotFound) => Err("the target does not hold the packet".into()),
+            Ok(PacketResponse::Refused(Refusal::CannotProve(why))) => Err(why),
+            Ok(PacketResponse::Refused(reason)) => {
+                metrics.packet("out", "audit", "refused");
+                return Err(OverlayError::Refused { target, reason });
+            }
+            Ok(other) => Err(format!(
+                "unexpected answer to an audit: {}",
+                describe(&other)
+            )),
+            Err(err) => {
+                metrics.packet("out", "audit", "failed");
+                return Err(err);
+            }
+        };
+        metrics.packet("out", "audit", if answer.is_ok() { "ok" } else { "wrong" });
+        Ok(answer)
+    }
 }
 
 fn describe(res: &PacketResponse) -> &'static str {
@@ -160,6 +204,7 @@ fn describe(res: &PacketResponse) -> &'static str {
         PacketResponse::Found(_) => "found",
         PacketResponse::NotFound => "not found",
         PacketResponse::Deleted { .. } => "deleted",
+        PacketResponse::Proof(_) => "proof",
         PacketResponse::Refused(_) => "refused",
     }
 }

@@ -132,6 +132,7 @@ impl Packets {
             PacketRequest::Put { .. } => "put",
             PacketRequest::Get { .. } => "get",
             PacketRequest::Delete { .. } => "delete",
+            PacketRequest::Audit { .. } => "audit",
         };
         let per_peer = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
         if per_peer >= self.limits.max_inflight_per_peer
@@ -152,14 +153,18 @@ impl Packets {
         };
         let service = self.service.clone();
         let served = self.served_tx.clone();
+        let from = crate::peer::node_id_of(&peer);
         tokio::spawn(async move {
-            let response = tokio::task::spawn_blocking(move || service.handle(request, now_ms()))
-                .await
-                .unwrap_or_else(|err| {
-                    PacketResponse::Refused(Refusal::StoreFailed(format!(
-                        "storage task failed: {err}"
-                    )))
-                });
+            let response = tokio::task::spawn_blocking(move || match request {
+                PacketRequest::Audit { packet_id, chunk } => {
+                    service.audit(from.as_ref(), &packet_id, chunk)
+                }
+                request => service.handle(request, now_ms()),
+            })
+            .await
+            .unwrap_or_else(|err| {
+                PacketResponse::Refused(Refusal::StoreFailed(format!("storage task failed: {err}")))
+            });
             let _ = served
                 .send(Served {
                     peer,

@@ -7,6 +7,7 @@
 mod client;
 pub mod codec;
 pub(crate) mod driver;
+pub mod proof;
 pub mod receipt;
 pub mod service;
 pub mod storage;

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use libp2p::identity::Keypair;
 use strew_coordinator::{NodeId, PacketId, TicketKind};
 
+use crate::packet::proof;
 use crate::packet::receipt::Receipt;
 use crate::packet::storage::{PacketStorage, StorageError};
 use crate::packet::ticket;
@@ -80,6 +81,9 @@ impl PacketService {
                 Ok(None) => PacketResponse::NotFound,
                 Err(err) => PacketResponse::Refused(refusal_of(err)),
             },
+            PacketRequest::Audit { .. } => PacketResponse::Refused(Refusal::NotPermitted(
+                "an audit needs the requester's identity".into(),
+            )),
             PacketRequest::Delete { packet_id, ticket } => {
                 if let Err(refusal) =
                     self.authorise(&ticket, TicketKind::Delete, &packet_id, now_ms)
@@ -91,6 +95,25 @@ impl PacketService {
                     Err(err) => PacketResponse::Refused(refusal_of(err)),
                 }
             }
+        }
+    }
+
+    /// Answers an audit from `from`: only a trusted manager may ask (an audit
+    /// costs one packet read). The answer is the chunk's proof, `NotFound`,
+    /// or a refusal when the held copy is corrupt.
+    pub fn audit(&self, from: Option<&NodeId>, packet_id: &PacketId, chunk: u64) -> PacketResponse {
+        if !from.is_some_and(|f| self.managers().contains(f)) {
+            return PacketResponse::Refused(Refusal::NotPermitted(
+                "only the sequence manager audits".into(),
+            ));
+        }
+        match self.storage.get(packet_id) {
+            Ok(None) => PacketResponse::NotFound,
+            Ok(Some(bytes)) => match proof::prove(packet_id, &bytes, chunk) {
+                Ok(proof) => PacketResponse::Proof(proof),
+                Err(err) => PacketResponse::Refused(Refusal::CannotProve(err.to_string())),
+            },
+            Err(err) => PacketResponse::Refused(refusal_of(err)),
         }
     }
 
@@ -144,5 +167,87 @@ fn refusal_of(err: StorageError) -> Refusal {
         StorageError::Full { needed, free } => Refusal::Full { needed, free },
         StorageError::WrongId { actual } => Refusal::WrongPacketId { actual },
         StorageError::Failed(source) => Refusal::StoreFailed(source.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::storage::MemoryStorage;
+    use crate::peer;
+
+    /// Storage whose copy of every packet is rotten (bytes flipped after the id check).
+    struct Rotten(MemoryStorage);
+
+    impl PacketStorage for Rotten {
+        fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), StorageError> {
+            self.0.put(id, bytes)
+        }
+        fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(self.0.get(id)?.map(|mut b| {
+                b[0] ^= 1;
+                b
+            }))
+        }
+        fn delete(&self, id: &PacketId) -> Result<bool, StorageError> {
+            self.0.delete(id)
+        }
+        fn free_bytes(&self) -> Result<u64, StorageError> {
+            self.0.free_bytes()
+        }
+        fn capacity(&self) -> u64 {
+            self.0.capacity()
+        }
+    }
+
+    fn service(storage: Arc<dyn PacketStorage>, manager: NodeId) -> PacketService {
+        let key = Keypair::generate_ed25519();
+        let me = peer::node_id_of_key(&key.public()).expect("ed25519");
+        let managers = Arc::new(RwLock::new(BTreeSet::from([manager])));
+        PacketService::new(key, me, 1 << 20, storage, managers)
+    }
+
+    #[test]
+    fn only_the_manager_audits_and_a_corrupt_copy_cannot_prove() {
+        let manager = NodeId([1; 32]);
+        let stranger = NodeId([2; 32]);
+        let bytes = vec![9u8; 3000];
+        let id = PacketId::of(&bytes);
+        let memory = MemoryStorage::new(1 << 20);
+        memory.put(id, &bytes).expect("put");
+        let honest = service(Arc::new(memory), manager);
+        let PacketResponse::Proof(p) = honest.audit(Some(&manager), &id, 2) else {
+            panic!("the manager gets a proof");
+        };
+        assert!(proof::verify(&id, 3000, 2, &p).is_ok());
+        for from in [Some(&stranger), None] {
+            assert!(matches!(
+                honest.audit(from, &id, 2),
+                PacketResponse::Refused(Refusal::NotPermitted(_))
+            ));
+        }
+        assert_eq!(
+            honest.audit(Some(&manager), &PacketId::of(b"other"), 0),
+            PacketResponse::NotFound
+        );
+        // The request through `handle` (no identity) is refused too.
+        assert!(matches!(
+            honest.handle(
+                PacketRequest::Audit {
+                    packet_id: id,
+                    chunk: 0
+                },
+                0
+            ),
+            PacketResponse::Refused(Refusal::NotPermitted(_))
+        ));
+
+        let rotten = MemoryStorage::new(1 << 20);
+        rotten.put(id, &bytes).expect("put");
+        let rotten = service(Arc::new(Rotten(rotten)), manager);
+        assert!(matches!(
+            rotten.audit(Some(&manager), &id, 0),
+            PacketResponse::Refused(Refusal::CannotProve(_))
+        ));
     }
 }

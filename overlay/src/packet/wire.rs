@@ -38,6 +38,12 @@ pub enum PacketRequest {
         packet_id: PacketId,
         ticket: Vec<u8>,
     },
+    /// An audit: prove holding 1 KiB chunk `chunk` of the packet (only a
+    /// trusted manager may ask).
+    Audit {
+        packet_id: PacketId,
+        chunk: u64,
+    },
 }
 
 /// A response as the application sees it.
@@ -46,7 +52,11 @@ pub enum PacketResponse {
     Stored(Receipt),
     Found(Vec<u8>),
     NotFound,
-    Deleted { existed: bool },
+    Deleted {
+        existed: bool,
+    },
+    /// The challenged chunk with its BLAKE3 tree proof (`packet::proof`).
+    Proof(Vec<u8>),
     Refused(Refusal),
 }
 
@@ -72,6 +82,10 @@ pub enum Refusal {
     Busy,
     #[error("target storage failed: {0}")]
     StoreFailed(String),
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
+    #[error("cannot prove the packet: {0}")]
+    CannotProve(String),
 }
 
 /// Request header on the wire.
@@ -91,6 +105,10 @@ pub enum RequestHeader {
         #[serde(with = "cbor::bytes")]
         ticket: Vec<u8>,
     },
+    Audit {
+        packet_id: PacketId,
+        chunk: u64,
+    },
 }
 
 /// Response header on the wire.
@@ -100,6 +118,7 @@ pub enum ResponseHeader {
     Found { size: u64 },
     NotFound,
     Deleted { existed: bool },
+    Proof { size: u64 },
     Refused { reason: Refusal },
 }
 
@@ -117,7 +136,7 @@ impl ResponseHeader {
     /// Body bytes that follow this header.
     pub fn body_len(&self) -> u64 {
         match self {
-            ResponseHeader::Found { size } => *size,
+            ResponseHeader::Found { size } | ResponseHeader::Proof { size } => *size,
             _ => 0,
         }
     }
@@ -152,6 +171,9 @@ pub fn split_request(req: PacketRequest) -> (RequestHeader, Vec<u8>) {
         PacketRequest::Delete { packet_id, ticket } => {
             (RequestHeader::Delete { packet_id, ticket }, Vec::new())
         }
+        PacketRequest::Audit { packet_id, chunk } => {
+            (RequestHeader::Audit { packet_id, chunk }, Vec::new())
+        }
     }
 }
 
@@ -167,6 +189,7 @@ pub fn join_request(header: RequestHeader, body: Vec<u8>) -> PacketRequest {
         },
         RequestHeader::Get { packet_id } => PacketRequest::Get { packet_id },
         RequestHeader::Delete { packet_id, ticket } => PacketRequest::Delete { packet_id, ticket },
+        RequestHeader::Audit { packet_id, chunk } => PacketRequest::Audit { packet_id, chunk },
     }
 }
 
@@ -182,6 +205,12 @@ pub fn split_response(res: PacketResponse) -> (ResponseHeader, Vec<u8>) {
         ),
         PacketResponse::NotFound => (ResponseHeader::NotFound, Vec::new()),
         PacketResponse::Deleted { existed } => (ResponseHeader::Deleted { existed }, Vec::new()),
+        PacketResponse::Proof(proof) => (
+            ResponseHeader::Proof {
+                size: proof.len() as u64,
+            },
+            proof,
+        ),
         PacketResponse::Refused(reason) => (ResponseHeader::Refused { reason }, Vec::new()),
     }
 }
@@ -193,6 +222,7 @@ pub fn join_response(header: ResponseHeader, body: Vec<u8>) -> PacketResponse {
         ResponseHeader::Found { .. } => PacketResponse::Found(body),
         ResponseHeader::NotFound => PacketResponse::NotFound,
         ResponseHeader::Deleted { existed } => PacketResponse::Deleted { existed },
+        ResponseHeader::Proof { .. } => PacketResponse::Proof(body),
         ResponseHeader::Refused { reason } => PacketResponse::Refused(reason),
     }
 }

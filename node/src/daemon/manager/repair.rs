@@ -6,7 +6,7 @@
 //! are the coordinator's (`check_repairs`, `decide_repair`).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use strew_coordinator::repair::{RepairCheck, RepairPolicy, RepairRequest, RepairTask};
 use strew_coordinator::{
@@ -26,6 +26,51 @@ pub struct RepairPlan {
     pub moves: Vec<Command>,
     /// Store tickets, signed by this node, for the new targets.
     pub tickets: Vec<StorageTicket>,
+}
+
+/// What this node rebuilt as the repairer since it started (what `status
+/// --json` shows as `repaired` on coordinators).
+#[derive(Debug, Default)]
+pub struct RepairTotals {
+    pub stripes: AtomicU64,
+    pub packets: AtomicU64,
+    /// Bytes of surviving packets fetched to rebuild from.
+    pub bytes_read: AtomicU64,
+    /// Bytes of rebuilt packets uploaded (the bytes repaired).
+    pub bytes_written: AtomicU64,
+    /// When the first repair started and the last one ended (unix ms; 0: never).
+    pub first_started_ms: AtomicU64,
+    pub last_ended_ms: AtomicU64,
+}
+
+impl RepairTotals {
+    /// A stripe's repair starts at `now_ms`.
+    pub fn start(&self, now_ms: u64) {
+        let _ =
+            self.first_started_ms
+                .compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// A stripe's repair ended at `now_ms` having moved these.
+    pub fn add(&self, packets: u64, bytes_read: u64, bytes_written: u64, now_ms: u64) {
+        self.last_ended_ms.fetch_max(now_ms, Ordering::Relaxed);
+        self.stripes.fetch_add(1, Ordering::Relaxed);
+        self.packets.fetch_add(packets, Ordering::Relaxed);
+        self.bytes_read.fetch_add(bytes_read, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(bytes_written, Ordering::Relaxed);
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "stripes": self.stripes.load(Ordering::Relaxed),
+            "packets": self.packets.load(Ordering::Relaxed),
+            "bytes_read": self.bytes_read.load(Ordering::Relaxed),
+            "bytes_written": self.bytes_written.load(Ordering::Relaxed),
+            "first_started_ms": self.first_started_ms.load(Ordering::Relaxed),
+            "last_ended_ms": self.last_ended_ms.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// Why rebuilt packets could not be recorded where they now are.
@@ -63,6 +108,11 @@ impl ManagerService {
 
     pub fn repairs_pending(&self) -> u64 {
         self.repairs_pending.load(Ordering::Relaxed)
+    }
+
+    /// What this node rebuilt as the repairer.
+    pub fn repaired(&self) -> &RepairTotals {
+        &self.repaired
     }
 
     /// Decides where the task's rebuilt packets go (the coordinator's

@@ -11,6 +11,7 @@ pub mod cities;
 pub mod grid;
 pub mod ids;
 pub mod manager;
+pub mod network;
 pub mod placement;
 pub mod quota;
 pub mod records;
@@ -28,6 +29,7 @@ pub use manager::{
     KnownChunk, LogRetention, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision,
     PlanDraft, PlanRequest, ReservationLimits, SnapshotSummary,
 };
+pub use network::NetworkDomain;
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
     place_excluding, place_replacements, place_replacements_reusing, place_replacements_with,

@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub node_id: NodeId,
     pub grid: RwLock<GridBook>,
     pub listen_addrs: RwLock<Vec<Multiaddr>>,
+    /// External addresses others confirmed (swarm's confirmed external addresses).
+    pub external_addrs: RwLock<Vec<Multiaddr>>,
     pub connected: AtomicUsize,
     pub managers: TrustedManagers,
     /// The sequence manager this node believes in.

@@ -112,6 +112,7 @@ pub fn start(
         node_id,
         grid: RwLock::new(GridBook::with_max_nodes(config.max_grid_nodes)),
         listen_addrs: RwLock::new(Vec::new()),
+        external_addrs: RwLock::new(Vec::new()),
         connected: AtomicUsize::new(0),
         managers: managers.clone(),
         manager: RwLock::new(None),
@@ -392,6 +393,21 @@ impl EventLoop {
                 }
                 self.gossip.announce_soon();
             }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(%address, "external address confirmed");
+                if let Ok(mut addrs) = self.shared.external_addrs.write()
+                    && !addrs.contains(&address)
+                {
+                    addrs.push(address);
+                }
+                self.gossip.announce_soon();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                if let Ok(mut addrs) = self.shared.external_addrs.write() {
+                    addrs.retain(|a| a != &address);
+                }
+                self.gossip.announce_soon();
+            }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 if let Ok(mut addrs) = self.shared.listen_addrs.write() {
                     addrs.retain(|a| !a.iter().zip(address.iter()).all(|(x, y)| x == y));
@@ -415,6 +431,13 @@ impl EventLoop {
                 if let Some(node) = peer::node_id_of(&peer_id) {
                     let change = self.liveness.connected(node);
                     self.on_liveness(change);
+                    // What the connection shows, not what the node claims:
+                    // the failure domain placement uses (never a relay's address).
+                    if let Some(ip) = peer::ip_of(endpoint.get_remote_address())
+                        && let Ok(mut grid) = self.shared.grid.write()
+                    {
+                        grid.observe_address(node, ip);
+                    }
                 }
                 self.sync.on_connected(&mut self.swarm, peer_id);
                 self.discovery

@@ -345,6 +345,7 @@ impl ManagerService {
                         || k.x25519_public != profile.x25519_public
                         || k.coordinator_eligible != profile.coordinator_eligible
                         || k.bandwidth_limit != profile.bandwidth_limit
+                        || k.network != profile.network
                         || !k.online
                 }
             };

@@ -231,6 +231,18 @@ impl Gossip {
             coordinator_eligible: p.coordinator_eligible,
             x25519_public: p.x25519_public,
             listen_addrs: concrete,
+            external_addrs: self
+                .shared
+                .external_addrs
+                .read()
+                .map(|a| {
+                    a.iter()
+                        .take(MAX_LISTEN_ADDRS)
+                        .map(|a| without_p2p(a).to_string())
+                        .filter(|a| a.len() <= crate::announcement::MAX_ADDR_LEN)
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         let bytes = match ann.sign(&self.key) {
             Ok(b) => b,

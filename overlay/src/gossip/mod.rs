@@ -240,6 +240,7 @@ mod tests {
             coordinator_eligible: false,
             x25519_public: [0; 32],
             listen_addrs: vec![],
+            external_addrs: Vec::new(),
         }
         .sign(key)
         .unwrap()

@@ -10,6 +10,7 @@ pub mod cbor;
 pub mod cities;
 pub mod grid;
 pub mod ids;
+pub mod location;
 pub mod manager;
 pub mod network;
 pub mod placement;
@@ -24,6 +25,7 @@ pub mod units;
 pub use cbor::CborError;
 pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, IdError, NodeId, PacketId, SnapshotId};
+pub use location::{EvidencePolicy, LocationBook, LocationCheck, RttObservation, Verdict};
 pub use manager::{
     ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, Effects, ForgetResponse,
     KnownChunk, LogRetention, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision,

@@ -8,7 +8,7 @@
 //! touches the swarm, which only the event loop owns. The packet calls with
 //! receipt and hash checks live next to their protocol (`packet::client`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -69,12 +69,30 @@ pub(crate) struct Shared {
     pub metrics: OverlayMetrics,
     /// Per-target limit of outbound packet requests.
     pub slots: PeerSlots<NodeId>,
+    /// The smallest ping RTT (µs) to each peer since the samples were last
+    /// taken (location evidence); at most [`MAX_PENDING_RTT`] peers.
+    pub rtt: std::sync::Mutex<BTreeMap<NodeId, u32>>,
     pub shutdown: Notify,
     pub stopping: AtomicBool,
     pub reannounce: Notify,
 }
 
+/// Peers whose RTT samples wait to be taken; further peers wait for the next round.
+pub const MAX_PENDING_RTT: usize = 256;
+
 impl Shared {
+    /// Records a ping RTT to `node` (the smallest since the last take wins).
+    pub fn record_rtt(&self, node: NodeId, rtt: std::time::Duration) {
+        let micros = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1);
+        if let Ok(mut pending) = self.rtt.lock() {
+            if let Some(old) = pending.get_mut(&node) {
+                *old = (*old).min(micros);
+            } else if pending.len() < MAX_PENDING_RTT {
+                pending.insert(node, micros);
+            }
+        }
+    }
+
     pub fn manager(&self) -> Option<NodeId> {
         self.manager.read().ok().and_then(|m| *m)
     }
@@ -137,6 +155,22 @@ fn peer_of(target: NodeId) -> Result<PeerId, OverlayError> {
 }
 
 impl OverlayHandle {
+    /// Takes up to `max` pending RTT samples (smallest RTT per peer since
+    /// the last take), leaving the rest for the next call.
+    pub fn take_rtt_samples(&self, max: usize) -> Vec<(NodeId, u32)> {
+        let Ok(mut pending) = self.shared.rtt.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while out.len() < max {
+            match pending.pop_first() {
+                Some(sample) => out.push(sample),
+                None => break,
+            }
+        }
+        out
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.shared.node_id

@@ -124,6 +124,7 @@ pub fn start(
         shutdown: Notify::new(),
         stopping: AtomicBool::new(false),
         reannounce: Notify::new(),
+        rtt: std::sync::Mutex::new(std::collections::BTreeMap::new()),
     });
     let space = watch_space(storage.clone(), HOUSEKEEPING);
     let service = PacketService::new(
@@ -561,6 +562,11 @@ impl EventLoop {
                 // A host that vanished without closing its sockets shows as a
                 // failed ping: close the connection so liveness re-checks it.
                 // (A peer without ping, e.g. a bare tool, is not a failure.)
+                if let Ok(rtt) = event.result
+                    && let Some(node) = peer::node_id_of(&event.peer)
+                {
+                    self.shared.record_rtt(node, rtt);
+                }
                 if let Err(failure) = &event.result
                     && !matches!(failure, libp2p::ping::Failure::Unsupported)
                 {

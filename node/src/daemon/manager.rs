@@ -45,6 +45,7 @@ use crate::consensus::{
 use crate::sync::lock;
 use crate::wire::{self, ToWire};
 
+mod location;
 mod repair;
 pub use repair::{RepairCommitError, RepairPlan};
 
@@ -96,6 +97,10 @@ pub struct ManagerService {
     /// Stripes the leader's last repair check found to need repair (0 on
     /// members that do not lead).
     repairs_pending: AtomicU64,
+    /// RTT evidence about claimed locations (the leader's memory only).
+    location: Mutex<strew_coordinator::LocationBook>,
+    /// What a refuted location claim costs (`location_check`).
+    location_check: Mutex<strew_coordinator::LocationCheck>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
@@ -198,6 +203,8 @@ impl ManagerService {
             config,
             repair,
             repairs_pending: AtomicU64::new(0),
+            location: Mutex::new(strew_coordinator::LocationBook::default()),
+            location_check: Mutex::new(strew_coordinator::LocationCheck::default()),
         }))
     }
 
@@ -521,11 +528,14 @@ impl ManagerService {
         let now = strew_overlay::now_ms();
         match request {
             ManagerRequest::Who => self.who(),
+            ManagerRequest::ReportRtt(report) => self.record_rtt(requester, &report),
+            ManagerRequest::Evidence => self.evidence(),
             ManagerRequest::DryRun(req) => {
-                let req = wire::plan_request(requester, req);
+                let mut req = wire::plan_request(requester, req);
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
+                let refuted = self.apply_location_check(&mut req);
                 let preview = heavy(|| {
                     self.replica
                         .read(|m| m.preview_backup(&req, &mut *lock(&self.rng)))
@@ -535,7 +545,7 @@ impl ManagerService {
                         uploads: uploads.iter().map(ToWire::to_wire).collect(),
                         reused,
                     }),
-                    Err(e) => refuse(&e),
+                    Err(e) => self.refusal_naming(refuse(&e), &refuted),
                 }
             }
             ManagerRequest::FetchSequence { snapshot } => {
@@ -587,12 +597,13 @@ impl ManagerService {
         let refused = |e: ManagerError| refuse(&e);
         match request {
             ManagerRequest::Plan(req) => {
-                let req = wire::plan_request(requester, req);
+                let mut req = wire::plan_request(requester, req);
+                let refuted = self.apply_location_check(&mut req);
                 let (command, draft) = heavy(|| {
                     self.replica
                         .read(|m| m.decide_plan(&req, now, &mut *lock(&self.rng)))
                 })
-                .map_err(refused)?;
+                .map_err(|e| self.refusal_naming(refuse(&e), &refuted))?;
                 self.propose(command).await?;
                 let decision = self
                     .replica

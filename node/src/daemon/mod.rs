@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod manager;
 pub mod repair;
 pub mod report;
+pub mod rtt;
 pub mod schedule;
 pub mod source_commands;
 pub mod storage;
@@ -87,7 +88,7 @@ impl ControlHandler for Handler {
         Box::pin(async move {
             match cmd.as_str() {
                 "status" => report::status(&self.ctx).await,
-                "peers" => Ok(report::peers(&self.ctx)),
+                "peers" => Ok(report::peers(&self.ctx).await),
                 _ => {
                     for ext in &self.extensions {
                         if let Some(fut) = ext.handle(&self.ctx, &cmd, args.clone()) {
@@ -185,6 +186,7 @@ pub async fn run_with(
         )
         .await
         .context("cannot start the sequence manager")?;
+        service.set_location_check(settings.location_check);
         overlay.set_manager_endpoint(Some(service.clone()));
         Some(service)
     } else {
@@ -244,6 +246,7 @@ pub async fn run_with(
     });
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
+    let rtt_task = tokio::spawn(rtt::run(ctx.clone()));
     let handler: Arc<dyn ControlHandler> = Arc::new(Handler { ctx, extensions });
     let (control_server, control_task) = control::serve(data_dir, handler.clone())
         .await
@@ -270,6 +273,7 @@ pub async fn run_with(
     }
     schedule_task.abort();
     cache_task.abort();
+    rtt_task.abort();
     upkeep_task.abort();
     if let Some(task) = repair_task {
         task.abort();

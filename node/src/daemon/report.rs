@@ -103,7 +103,47 @@ pub fn city_near(lat: f64, lon: f64) -> Option<String> {
         .map(|(c, _)| format!("{}, {}", c.name, c.country))
 }
 
-/// `strew peers --json`.
-pub fn peers(ctx: &DaemonContext) -> Value {
-    Value::Array(ctx.overlay.peers().iter().map(peer_json).collect())
+/// How long `peers` waits for the manager's location evidence.
+const EVIDENCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `strew peers --json`: the grid view, each entry with the manager's
+/// location evidence (`verdict: "unknown"` when no manager answered).
+pub async fn peers(ctx: &DaemonContext) -> Value {
+    // Without a known manager there is nobody to ask: don't wait.
+    let evidence = match ctx.overlay.manager() {
+        Some(_) => crate::grid::overlay::OverlayManager::new(ctx.overlay.clone())
+            .with_patience(EVIDENCE_PATIENCE)
+            .evidence()
+            .await
+            .ok(),
+        None => None,
+    }
+    .map(|list| {
+        list.into_iter()
+            .map(|e| (e.node, e))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
+    Value::Array(
+        ctx.overlay
+            .peers()
+            .iter()
+            .map(|p| {
+                let mut entry = peer_json(p);
+                let found = evidence.as_ref().map(|all| all.get(&p.node_id));
+                let value = match found {
+                    Some(Some(e)) => json!({
+                        "consistent": e.consistent,
+                        "refuted": e.refuted,
+                        "verdict": e.verdict.as_str(),
+                    }),
+                    Some(None) => json!({"consistent": 0, "refuted": 0, "verdict": "unchecked"}),
+                    None => json!({"consistent": 0, "refuted": 0, "verdict": "unknown"}),
+                };
+                if let Value::Object(map) = &mut entry {
+                    map.insert("location_evidence".into(), value);
+                }
+                entry
+            })
+            .collect(),
+    )
 }

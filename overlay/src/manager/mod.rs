@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 use strew_coordinator::{NodeId, SealedForRecipient, SnapshotId, StorageTicket};
 
 pub use wire::{
-    CommitRequest, CommitResponse, DryRunAnswer, ForgetResponse, ManagerInfo, PlanDecision,
-    PlanRequest, Refusal, RefusalCode, RestoreOutcome, SnapshotSummary,
+    CommitRequest, CommitResponse, DryRunAnswer, EvidenceVerdict, ForgetResponse, ManagerInfo,
+    NodeEvidence, PlanDecision, PlanRequest, Refusal, RefusalCode, RestoreOutcome, RttReport,
+    RttSample, SnapshotSummary,
 };
 
 use crate::budget::InboundBudget;
@@ -67,6 +68,11 @@ pub enum ManagerRequest {
     },
     /// Who is the manager, and how is it doing? (answered by any node)
     Who,
+    /// RTTs the requester measured to other nodes (location evidence;
+    /// at most [`wire::MAX_RTT_SAMPLES`]). Answered `Recorded`.
+    ReportRtt(RttReport),
+    /// The location evidence the manager holds (answered `Evidence`).
+    Evidence,
 }
 
 impl ManagerRequest {
@@ -82,6 +88,8 @@ impl ManagerRequest {
             ManagerRequest::Abandon { .. } => "abandon",
             ManagerRequest::RecordRestore { .. } => "record_restore",
             ManagerRequest::Who => "who",
+            ManagerRequest::ReportRtt(_) => "report_rtt",
+            ManagerRequest::Evidence => "evidence",
         }
     }
 }
@@ -98,6 +106,9 @@ pub enum ManagerResponse {
     Abandoned(Vec<StorageTicket>),
     Recorded,
     Info(ManagerInfo),
+    /// Location evidence of the nodes that have any (at most
+    /// [`wire::MAX_EVIDENCE_ENTRIES`], by node id).
+    Evidence(Vec<NodeEvidence>),
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {
         leader: Option<NodeId>,
@@ -210,6 +221,13 @@ mod tests {
                 snapshot: SnapshotId([3; 32]),
             },
             ManagerRequest::Abandon { pending_id: 7 },
+            ManagerRequest::ReportRtt(RttReport {
+                samples: vec![RttSample {
+                    peer: NodeId([5; 32]),
+                    rtt_micros: 1234,
+                }],
+            }),
+            ManagerRequest::Evidence,
             ManagerRequest::RecordRestore {
                 snapshot: SnapshotId([4; 32]),
                 outcome: RestoreOutcome::Failed {
@@ -230,6 +248,12 @@ mod tests {
             )),
             ManagerResponse::Unavailable(Refusal::new(RefusalCode::NoQuorum, "1 of 3")),
             ManagerResponse::Recorded,
+            ManagerResponse::Evidence(vec![NodeEvidence {
+                node: NodeId([6; 32]),
+                consistent: 1,
+                refuted: 2,
+                verdict: EvidenceVerdict::Refuted,
+            }]),
         ];
         for res in responses {
             assert_eq!(decode_response(&cbor::encode(&res).unwrap()).unwrap(), res);

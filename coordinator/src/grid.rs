@@ -48,6 +48,10 @@ pub struct NodeProfile {
     /// [`crate::network`]). `None` for loopback, private or unknown addresses.
     #[serde(default)]
     pub network: Option<NetworkDomain>,
+    /// The node is behind NAT (AutoNAT): reachable only through relays and
+    /// hole punching, so placement prefers directly reachable nodes.
+    #[serde(default)]
+    pub behind_nat: bool,
 }
 
 impl NodeProfile {
@@ -68,6 +72,7 @@ impl NodeProfile {
             last_seen: now,
             online: true,
             network: None,
+            behind_nat: false,
         }
     }
 }

@@ -12,7 +12,8 @@
 //! /64, see [`crate::network`]): such nodes are one failure domain, so they
 //! count as incompatible like two nodes outside the spread, and no stripe
 //! can have two packets behind one router. Nodes with loopback, private or
-//! unknown addresses are exempt.
+//! unknown addresses are exempt. Nodes behind NAT weigh a quarter of their
+//! free space ([`BEHIND_NAT_WEIGHT`]): directly reachable targets are preferred.
 //!
 //! Finding a large enough pairwise-compatible set is a clique-like problem.
 //! Rings of at most [`PlacementPolicy::exact_limit`] eligible nodes are
@@ -332,6 +333,11 @@ fn validate(req: &PlacementRequest) -> Result<(), PlacementRefusal> {
     Ok(())
 }
 
+/// Load-balancing weight of a node behind NAT relative to a directly
+/// reachable one with the same free space: it is chosen less often (a
+/// source must hole-punch to reach it; packets are never relayed), never excluded.
+pub const BEHIND_NAT_WEIGHT: f64 = 0.25;
+
 /// A node as a candidate for `req`, if it is eligible: not the source,
 /// online, not overloaded, with room for at least one packet.
 fn candidate(
@@ -348,7 +354,11 @@ fn candidate(
         id: p.node_id,
         location: p.location,
         cap,
-        weight: p.storage_free as f64,
+        weight: if p.behind_nat {
+            p.storage_free as f64 * BEHIND_NAT_WEIGHT
+        } else {
+            p.storage_free as f64
+        },
         network: p.network,
     })
 }

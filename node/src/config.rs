@@ -430,6 +430,9 @@ impl Settings {
         }
         c.bootstrap = self.bootstrap.clone();
         c.bandwidth = self.bandwidth;
+        // Coordinators must be reachable anyway: they offer the relay
+        // service (coordination only) to nodes behind NAT.
+        c.relay_service = self.coordinator;
         if let Some(i) = self.announce_interval {
             c.announce_interval = i;
             if self.peer_ttl.is_none() {

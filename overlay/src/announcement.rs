@@ -56,6 +56,10 @@ pub struct Announcement {
     /// manager has no connection of its own to the node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_addrs: Vec<String>,
+    /// AutoNAT found this node not dialable (behind NAT): others reach it
+    /// through relays and hole punching, and placement prefers others.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub behind_nat: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -281,6 +285,7 @@ mod tests {
             x25519_public: [3; 32],
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             external_addrs: Vec::new(),
+            behind_nat: false,
         }
     }
 

@@ -46,6 +46,9 @@ pub struct GridBook {
     /// the view's cap): what the connection shows, preferred over what a
     /// node's announcement claims when placement reads its failure domain.
     observed: BTreeMap<NodeId, IpAddr>,
+    /// Nodes whose announced addresses changed since the event loop last
+    /// looked (liveness retries them); bounded by the view.
+    readdressed: BTreeSet<NodeId>,
     /// Bumped whenever a node arrives, leaves, or changes what placement
     /// depends on (not on every periodic re-announcement).
     generation: u64,
@@ -66,6 +69,7 @@ fn placement_changed(old: &NodeProfile, new: &NodeProfile) -> bool {
         || old.bandwidth_limit != new.bandwidth_limit
         || old.online != new.online
         || old.network != new.network
+        || old.behind_nat != new.behind_nat
 }
 
 /// The coordinator's profile of an announcing node, seen at `now_ms`.
@@ -85,6 +89,7 @@ pub fn profile_of(ann: &Announcement, now_ms: u64) -> Option<NodeProfile> {
         last_seen: now_ms,
         online: true,
         network: ann.external_ip().and_then(NetworkDomain::of),
+        behind_nat: ann.behind_nat,
     })
 }
 
@@ -98,6 +103,7 @@ impl GridBook {
             confirmed: BTreeSet::new(),
             max_nodes: max_nodes.max(1),
             observed: BTreeMap::new(),
+            readdressed: BTreeSet::new(),
             generation: 0,
         }
     }
@@ -129,6 +135,11 @@ impl GridBook {
         }
         self.view.upsert(profile);
         let node = ann.node();
+        if let Some(old) = self.signed.get(&node)
+            && old.announcement.listen_addrs != ann.listen_addrs
+        {
+            self.readdressed.insert(node);
+        }
         if let Some(old) = self.signed.insert(
             node,
             Signed {
@@ -185,6 +196,11 @@ impl GridBook {
             self.view.upsert(profile);
             self.generation += 1;
         }
+    }
+
+    /// Takes the nodes whose announced addresses changed.
+    pub fn take_readdressed(&mut self) -> BTreeSet<NodeId> {
+        std::mem::take(&mut self.readdressed)
     }
 
     /// The address a direct connection to `node` showed, if any.
@@ -316,6 +332,7 @@ mod tests {
             x25519_public: [0; 32],
             listen_addrs: Vec::new(),
             external_addrs: Vec::new(),
+            behind_nat: false,
         }
     }
 

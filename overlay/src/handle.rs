@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     /// The smallest ping RTT (µs) to each peer since the samples were last
     /// taken (location evidence); at most [`MAX_PENDING_RTT`] peers.
     pub rtt: std::sync::Mutex<BTreeMap<NodeId, u32>>,
+    /// [`crate::reachability::Reachability`] as a number (the event loop writes it).
+    pub reachability: std::sync::atomic::AtomicU8,
     pub shutdown: Notify,
     pub stopping: AtomicBool,
     pub reannounce: Notify,
@@ -168,6 +170,43 @@ impl OverlayHandle {
                 None => break,
             }
         }
+        out
+    }
+
+    /// Whether other nodes can dial this one (AutoNAT).
+    pub fn reachability(&self) -> crate::reachability::Reachability {
+        crate::reachability::Reachability::from_u8(self.shared.reachability.load(Ordering::Relaxed))
+    }
+
+    /// The addresses others can use to reach this node: confirmed external
+    /// addresses and addresses through relays (full, with `/p2p/<id>`).
+    pub fn reachable_addrs(&self) -> Vec<Multiaddr> {
+        let me = self.shared.node_id;
+        let mut out: Vec<Multiaddr> = self
+            .shared
+            .external_addrs
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        if let Ok(listen) = self.shared.listen_addrs.read() {
+            out.extend(
+                listen
+                    .iter()
+                    .filter(|a| crate::reachability::is_relayed(a))
+                    .cloned(),
+            );
+        }
+        out.sort();
+        out.dedup();
+        if let Some(peer) = peer::peer_id_of(&me) {
+            for a in &mut out {
+                if !matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+                    a.push(libp2p::multiaddr::Protocol::P2p(peer));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
         out
     }
 

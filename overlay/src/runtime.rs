@@ -46,6 +46,7 @@ use crate::packet::driver::{Limits, Packets};
 use crate::packet::{PacketService, PacketStorage, TrustedManagers};
 use crate::peer;
 use crate::raft::driver::Raft;
+use crate::reachability::{ReachabilityState, is_relayed};
 use crate::room::Room;
 use crate::space::{SpaceWatch, watch_space};
 use crate::sync::driver::GridSync;
@@ -125,6 +126,7 @@ pub fn start(
         stopping: AtomicBool::new(false),
         reannounce: Notify::new(),
         rtt: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        reachability: std::sync::atomic::AtomicU8::new(0),
     });
     let space = watch_space(storage.clone(), HOUSEKEEPING);
     let service = PacketService::new(
@@ -158,6 +160,7 @@ pub fn start(
         manager: Manager::new(shared.clone(), config.request_timeout),
         raft: Raft::new(shared.clone()),
         room: Room::default(),
+        reach: ReachabilityState::default(),
         sync: GridSync::new(shared.clone()),
         gossip: Gossip::new(shared.clone(), key, config),
     };
@@ -188,20 +191,24 @@ fn build_swarm(
             yamux::Config::default,
         )
         .map_err(|e| transport_err(&e))?
-        .with_quic();
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(&e))?;
     let idle = config.idle_connection_timeout;
     let swarm = match registry {
         Some(registry) => builder
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key| {
-                Behaviour::new(key, config, limiter, gate, raft_gate).map_err(Box::from)
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, config, limiter, gate, raft_gate, relay_client)
+                    .map_err(Box::from)
             })
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
         None => builder
-            .with_behaviour(|key| {
-                Behaviour::new(key, config, limiter, gate, raft_gate).map_err(Box::from)
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, config, limiter, gate, raft_gate, relay_client)
+                    .map_err(Box::from)
             })
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
@@ -224,6 +231,7 @@ struct EventLoop {
     raft: Raft,
     liveness: Liveness,
     room: Room,
+    reach: ReachabilityState,
 }
 
 impl EventLoop {
@@ -271,7 +279,23 @@ impl EventLoop {
                 target,
                 request,
                 reply,
-            } => self.packets.send(&mut rr.packets, target, request, reply),
+            } => {
+                // Packets never travel through a relay: with only a relayed
+                // connection (hole punching not done yet) the request fails
+                // at once and a direct dial is tried for the next attempt.
+                if self.reach.relayed_only(&target) {
+                    let _ = self.swarm.dial(
+                        DialOpts::peer_id(target)
+                            .condition(PeerCondition::Always)
+                            .build(),
+                    );
+                    let _ = reply.send(Err(RequestFailure::Unreachable(
+                        "only a relayed connection to this target: packets never travel through a relay".into(),
+                    )));
+                } else {
+                    self.packets.send(&mut rr.packets, target, request, reply)
+                }
+            }
             Command::Manager {
                 target,
                 request,
@@ -294,6 +318,17 @@ impl EventLoop {
     }
 
     fn housekeeping(&mut self) {
+        self.reach.tick(std::time::Instant::now());
+        self.on_reachability();
+        let readdressed = self
+            .shared
+            .grid
+            .write()
+            .map(|mut g| g.take_readdressed())
+            .unwrap_or_default();
+        for node in readdressed {
+            self.liveness.addresses_changed(node, Instant::now());
+        }
         let connected = self.shared.connected.load(Ordering::Relaxed);
         let m = &self.shared.metrics;
         m.connected_peers.set(connected as i64);
@@ -383,9 +418,14 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             SwarmEvent::NewListenAddr { address, .. } => {
-                let full = address
-                    .clone()
-                    .with(Protocol::P2p(*self.swarm.local_peer_id()));
+                // Relayed listen addresses already end in this node's id.
+                let full = if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+                    address.clone()
+                } else {
+                    address
+                        .clone()
+                        .with(Protocol::P2p(*self.swarm.local_peer_id()))
+                };
                 info!(address = %full, "listening");
                 if let Ok(mut addrs) = self.shared.listen_addrs.write()
                     && !addrs.contains(&full)
@@ -401,13 +441,42 @@ impl EventLoop {
                 {
                     addrs.push(address);
                 }
+                // A relayed address is confirmed too (by the relay client):
+                // it says nothing about being dialable directly.
+                self.reach.on_confirmed(
+                    self.swarm
+                        .external_addresses()
+                        .filter(|a| !is_relayed(a))
+                        .count(),
+                );
+                self.on_reachability();
                 self.gossip.announce_soon();
             }
             SwarmEvent::ExternalAddrExpired { address } => {
                 if let Ok(mut addrs) = self.shared.external_addrs.write() {
                     addrs.retain(|a| a != &address);
                 }
+                // A relayed address is confirmed too (by the relay client):
+                // it says nothing about being dialable directly.
+                self.reach.on_confirmed(
+                    self.swarm
+                        .external_addresses()
+                        .filter(|a| !is_relayed(a))
+                        .count(),
+                );
+                self.on_reachability();
                 self.gossip.announce_soon();
+            }
+            SwarmEvent::NewExternalAddrCandidate { address } if !is_relayed(&address) => {
+                self.reach.on_candidate(std::time::Instant::now());
+            }
+            SwarmEvent::ListenerClosed { addresses, .. } => {
+                for address in addresses.iter().filter(|a| is_relayed(a)) {
+                    self.reach.on_relay_listener_closed(address);
+                    if let Ok(mut addrs) = self.shared.listen_addrs.write() {
+                        addrs.retain(|a| !a.iter().zip(address.iter()).all(|(x, y)| x == y));
+                    }
+                }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 if let Ok(mut addrs) = self.shared.listen_addrs.write() {
@@ -424,6 +493,17 @@ impl EventLoop {
                 if endpoint.is_listener() {
                     self.room.on_inbound(connection_id, peer_id);
                     self.make_room();
+                }
+                // Relayed connections only coordinate: once a direct one
+                // exists (dialled or hole-punched), the relayed ones close.
+                for relayed in self.reach.on_established(
+                    peer_id,
+                    connection_id,
+                    endpoint.get_remote_address(),
+                    endpoint.is_dialer(),
+                ) {
+                    debug!(peer = %peer_id, "direct connection up: closing the relayed one");
+                    self.swarm.close_connection(relayed);
                 }
                 if num_established.get() == 1 {
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
@@ -452,6 +532,7 @@ impl EventLoop {
                 ..
             } => {
                 self.room.on_closed(connection_id);
+                self.reach.on_closed(peer_id, connection_id);
                 if num_established == 0 {
                     let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
                     if before <= 1 {
@@ -477,6 +558,27 @@ impl EventLoop {
             }
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             _ => {}
+        }
+    }
+
+    /// Publishes the reachability and, on a private node, listens through
+    /// relays it has not used yet.
+    fn on_reachability(&mut self) {
+        let status = self.reach.status();
+        let before = self
+            .shared
+            .reachability
+            .swap(status.to_u8(), Ordering::Relaxed);
+        if before != status.to_u8() {
+            info!(reachability = status.as_str(), "reachability changed");
+            self.gossip.announce_soon();
+        }
+        for addr in self.reach.relays_to_use() {
+            info!(relay = %addr, "behind NAT: listening through a relay");
+            if let Err(err) = self.swarm.listen_on(addr.clone()) {
+                warn!(relay = %addr, %err, "cannot listen through the relay");
+                self.reach.on_relay_listener_closed(&addr);
+            }
         }
     }
 
@@ -547,6 +649,11 @@ impl EventLoop {
                 if let Some(m) = &self.p2p_metrics {
                     libp2p::metrics::Recorder::record(m, &event);
                 }
+                if let libp2p::identify::Event::Received { peer_id, info, .. } = &event {
+                    let hop = info.protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME);
+                    self.reach.on_identified(*peer_id, hop);
+                    self.on_reachability();
+                }
                 self.discovery.on_identify(&mut self.swarm, event);
             }
             BehaviourEvent::Kad(event) => {
@@ -576,9 +683,48 @@ impl EventLoop {
             }
             BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::IpLimits(never) => match never {},
+            BehaviourEvent::Packets(libp2p::request_response::Event::Message {
+                peer,
+                connection_id,
+                message: libp2p::request_response::Message::Request { channel, .. },
+            }) if self.reach.is_relayed_connection(&connection_id) => {
+                debug!(%peer, "packet request over a relayed connection refused");
+                let _ = self.swarm.behaviour_mut().packets.send_response(
+                    channel,
+                    crate::packet::PacketResponse::Refused(crate::packet::Refusal::Relayed),
+                );
+            }
             BehaviourEvent::Packets(event) => {
                 self.packets
                     .on_event(&mut self.swarm.behaviour_mut().packets, event);
+            }
+            BehaviourEvent::RelayClient(event) => {
+                info!(?event, "relay client");
+            }
+            BehaviourEvent::Relay(event) => {
+                debug!(?event, "relay service");
+            }
+            BehaviourEvent::Dcutr(event) => match event.result {
+                Ok(_) => {
+                    info!(peer = %event.remote_peer_id, "hole punch succeeded: direct connection")
+                }
+                Err(err) => info!(peer = %event.remote_peer_id, %err, "hole punch failed"),
+            },
+            BehaviourEvent::Autonat(event) => {
+                let ok = event.result.is_ok();
+                match &event.result {
+                    Ok(()) => {
+                        info!(address = %event.tested_addr, server = %event.server, "AutoNAT: address confirmed dialable")
+                    }
+                    Err(err) => {
+                        info!(address = %event.tested_addr, server = %event.server, %err, "AutoNAT: address not dialable")
+                    }
+                }
+                self.reach.on_test(ok);
+                self.on_reachability();
+            }
+            BehaviourEvent::AutonatServer(event) => {
+                debug!(client = %event.client, address = %event.tested_addr, ok = event.result.is_ok(), "AutoNAT dial-back served");
             }
             BehaviourEvent::Sync(event) => {
                 self.sync.on_event(&mut self.swarm, &mut self.gossip, event);

@@ -33,6 +33,7 @@ fn announcement(key: &Keypair, lat: f64) -> Announcement {
         x25519_public: [0; 32],
         listen_addrs: vec![],
         external_addrs: Vec::new(),
+        behind_nat: false,
     }
 }
 

@@ -46,6 +46,7 @@ fn fake(now_ms: u64, i: usize) -> Result<Vec<u8>> {
         x25519_public: [7; 32],
         listen_addrs: Vec::new(),
         external_addrs: Vec::new(),
+        behind_nat: false,
     };
     Ok(ann.sign(&key)?)
 }

@@ -353,6 +353,7 @@ impl ManagerService {
                         || k.coordinator_eligible != profile.coordinator_eligible
                         || k.bandwidth_limit != profile.bandwidth_limit
                         || k.network != profile.network
+                        || k.behind_nat != profile.behind_nat
                         || !k.online
                 }
             };

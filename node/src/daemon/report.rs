@@ -40,6 +40,10 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
         "node_id": overlay.node_id().to_string(),
         "listen_addrs": overlay.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "location": {"lat": ctx.settings.location.lat, "lon": ctx.settings.location.lon},
+        // AutoNAT: whether others can dial this node, and the addresses
+        // they can use (confirmed external ones, and through relays).
+        "reachability": overlay.reachability().as_str(),
+        "reachable_addrs": overlay.reachable_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "manager": overlay.manager().map(|m| m.to_string()),
         "trusted_managers": overlay
             .trusted_managers()

@@ -241,6 +241,7 @@ mod tests {
             x25519_public: [0; 32],
             listen_addrs: vec![],
             external_addrs: Vec::new(),
+            behind_nat: false,
         }
         .sign(key)
         .unwrap()

@@ -72,6 +72,8 @@ pub enum Refusal {
     Busy,
     #[error("target storage failed: {0}")]
     StoreFailed(String),
+    #[error("packets never travel over a relayed connection: connect directly")]
+    Relayed,
 }
 
 /// Request header on the wire.

@@ -560,6 +560,38 @@ mod tests {
     }
 
     #[test]
+    fn location_check_comes_from_the_flag_then_the_file_then_warn() {
+        let base = FileConfig {
+            location: Some("10,20".into()),
+            ..Default::default()
+        };
+        let s = merge(&base, &RunArgs::default()).unwrap();
+        assert_eq!(s.location_check, LocationCheck::Warn);
+        let file = FileConfig {
+            location_check: Some("enforce".into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            merge(&file, &RunArgs::default()).unwrap().location_check,
+            LocationCheck::Enforce
+        );
+        let args = RunArgs {
+            location_check: Some(LocationCheck::Off),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge(&file, &args).unwrap().location_check,
+            LocationCheck::Off
+        );
+        let bad = FileConfig {
+            location_check: Some("strict".into()),
+            ..base
+        };
+        let err = merge(&bad, &RunArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("location_check"), "{err}");
+    }
+
+    #[test]
     fn repair_settings_come_from_flags_then_file_then_defaults() {
         let base = FileConfig {
             location: Some("10,20".into()),

@@ -1,6 +1,7 @@
 //! Location evidence on the leader: RTT reports from nodes go into the
 //! coordinator's pure [`LocationBook`]; under `location_check = enforce`
-//! placement leaves refuted nodes out and a refusal names the refuted claims.
+//! placement and repair leave refuted nodes out, and a refusal names the
+//! refuted claims.
 //!
 //! The book lives in the leader's memory only (not replicated): after a
 //! failover the new leader starts empty and fills within a report interval.
@@ -125,6 +126,19 @@ impl ManagerService {
             }
         }
         refuted
+    }
+
+    /// The nodes repairs must not choose: the refuted ones under `enforce`.
+    pub(super) fn location_exclusions(&self) -> BTreeSet<NodeId> {
+        if self.location_check() != LocationCheck::Enforce {
+            return BTreeSet::new();
+        }
+        let trusted = self.trusted_observers();
+        let book = lock(&self.location);
+        self.replica
+            .read(|m| book.refuted(m.view(), &|id| trusted.contains(id)))
+            .into_keys()
+            .collect()
     }
 
     /// A placement refusal, with the refuted claims `enforce` left out named.

@@ -17,6 +17,7 @@ use rstar::{AABB, PointDistance, RTree, RTreeObject};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
+use crate::network::NetworkDomain;
 use crate::units::{DistanceRange, GeoPoint, Millis, chord_for_km, haversine_km};
 
 /// The global client profile of one node: what it announces, plus liveness.
@@ -42,6 +43,15 @@ pub struct NodeProfile {
     /// Whether the node is currently reachable. Offline nodes stay in the
     /// view (their packets still count) but are never chosen as targets.
     pub online: bool,
+    /// The public network (IPv4 /24, IPv6 /64) of the node's observed
+    /// address, when it has a public one: a failure domain (see
+    /// [`crate::network`]). `None` for loopback, private or unknown addresses.
+    #[serde(default)]
+    pub network: Option<NetworkDomain>,
+    /// The node is behind NAT (AutoNAT): reachable only through relays and
+    /// hole punching, so placement prefers directly reachable nodes.
+    #[serde(default)]
+    pub behind_nat: bool,
 }
 
 impl NodeProfile {
@@ -61,6 +71,8 @@ impl NodeProfile {
             protocol_version: 1,
             last_seen: now,
             online: true,
+            network: None,
+            behind_nat: false,
         }
     }
 }

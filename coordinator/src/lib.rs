@@ -10,7 +10,9 @@ pub mod cbor;
 pub mod cities;
 pub mod grid;
 pub mod ids;
+pub mod location;
 pub mod manager;
+pub mod network;
 pub mod placement;
 pub mod quota;
 pub mod records;
@@ -24,6 +26,7 @@ pub mod units;
 pub use cbor::CborError;
 pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, GridId, IdError, NodeId, PacketId, SnapshotId};
+pub use location::{EvidencePolicy, LocationBook, LocationCheck, RttObservation, Verdict};
 pub use manager::audits::AuditRound;
 pub use manager::exit::LeaveStatus;
 pub use manager::{
@@ -31,6 +34,7 @@ pub use manager::{
     KnownChunk, LogRetention, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision,
     PlanDraft, PlanRequest, ReservationLimits, SnapshotSummary,
 };
+pub use network::NetworkDomain;
 pub use placement::{
     Placement, PlacementPolicy, PlacementRefusal, PlacementRequest, RefusalReason, place,
     place_excluding, place_replacements, place_replacements_reusing, place_replacements_with,

@@ -7,7 +7,13 @@
 //! backup distance of the source; every two distinct targets of the backup lie
 //! within the packet spread of each other; the W packets of a stripe sit on W
 //! distinct targets; no target receives more than its free storage; offline
-//! and overloaded nodes are never chosen; load follows free capacity.
+//! and overloaded nodes are never chosen; load follows free capacity. Two
+//! targets of one backup never share a public network (an IPv4 /24 or IPv6
+//! /64, see [`crate::network`]): such nodes are one failure domain, so they
+//! count as incompatible like two nodes outside the spread, and no stripe
+//! can have two packets behind one router. Nodes with loopback, private or
+//! unknown addresses are exempt. Nodes behind NAT weigh a quarter of their
+//! free space ([`BEHIND_NAT_WEIGHT`]): directly reachable targets are preferred.
 //!
 //! Finding a large enough pairwise-compatible set is a clique-like problem.
 //! Rings of at most [`PlacementPolicy::exact_limit`] eligible nodes are
@@ -31,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grid::{GridView, NodeProfile};
 use crate::ids::NodeId;
+use crate::network::NetworkDomain;
 use crate::units::{DistanceRange, GeoPoint, Redundancy, format_km, format_size, haversine_km};
 
 mod refusal;
@@ -194,9 +201,22 @@ fn target_is_usable(
     Ok(())
 }
 
+/// Whether two nodes are one failure domain by network (both public, same /24 or /64).
+fn same_network(a: Option<NetworkDomain>, b: Option<NetworkDomain>) -> bool {
+    matches!((a, b), (Some(x), Some(y)) if x == y)
+}
+
 fn check_pairwise(profiles: &[&NodeProfile], spread: &DistanceRange) -> Result<(), String> {
     for (i, a) in profiles.iter().enumerate() {
         for b in &profiles[i + 1..] {
+            if same_network(a.network, b.network) {
+                return Err(format!(
+                    "targets {} and {} share the network {}, one failure domain",
+                    a.node_id,
+                    b.node_id,
+                    a.network.map(|n| n.to_string()).unwrap_or_default()
+                ));
+            }
             let d = haversine_km(&a.location, &b.location);
             if !spread.contains(d) {
                 return Err(format!(
@@ -260,6 +280,8 @@ struct Candidate {
     cap: u64,
     /// Free bytes: the load-balancing weight.
     weight: f64,
+    /// Public network (failure domain), if any.
+    network: Option<NetworkDomain>,
 }
 
 /// What a search found: the chosen candidates (indices) and whether it is enough.
@@ -311,6 +333,11 @@ fn validate(req: &PlacementRequest) -> Result<(), PlacementRefusal> {
     Ok(())
 }
 
+/// Load-balancing weight of a node behind NAT relative to a directly
+/// reachable one with the same free space: it is chosen less often (a
+/// source must hole-punch to reach it; packets are never relayed), never excluded.
+pub const BEHIND_NAT_WEIGHT: f64 = 0.25;
+
 /// A node as a candidate for `req`, if it is eligible: not the source,
 /// online, not overloaded, with room for at least one packet.
 fn candidate(
@@ -327,7 +354,12 @@ fn candidate(
         id: p.node_id,
         location: p.location,
         cap,
-        weight: p.storage_free as f64,
+        weight: if p.behind_nat {
+            p.storage_free as f64 * BEHIND_NAT_WEIGHT
+        } else {
+            p.storage_free as f64
+        },
+        network: p.network,
     })
 }
 
@@ -630,7 +662,9 @@ fn replacements<R: Rng + ?Sized>(
     let accept = |c: &Candidate| {
         !excluded.contains(&c.id)
             && existing.iter().all(|e| {
-                e.node_id == c.id || req.spread.contains(haversine_km(&c.location, &e.location))
+                e.node_id == c.id
+                    || (req.spread.contains(haversine_km(&c.location, &e.location))
+                        && !same_network(c.network, e.network))
             })
     };
     let need = count as u64;
@@ -669,6 +703,13 @@ fn replacements<R: Rng + ?Sized>(
                 && !req.spread.contains(haversine_km(&n.location, &e.location))
             {
                 return Err(internal(cands.len(), count, "spread violated".into()));
+            }
+            if e.node_id != n.node_id && same_network(n.network, e.network) {
+                return Err(internal(
+                    cands.len(),
+                    count,
+                    "two targets share a network".into(),
+                ));
             }
         }
     }

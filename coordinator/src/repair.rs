@@ -210,6 +210,19 @@ impl Manager {
         now: Millis,
         rng: &mut R,
     ) -> Result<Vec<Command>, ManagerError> {
+        self.decide_repair_avoiding(request, &BTreeSet::new(), now, rng)
+    }
+
+    /// [`Self::decide_repair`], never choosing a node in `avoid` as a new
+    /// target (e.g. nodes whose claimed location measured RTTs refute, under
+    /// `location_check = enforce`).
+    pub fn decide_repair_avoiding<R: Rng + ?Sized>(
+        &self,
+        request: &RepairRequest<'_>,
+        avoid: &BTreeSet<NodeId>,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<Vec<Command>, ManagerError> {
         let state = self.state();
         let snapshot = state
             .snapshots
@@ -262,8 +275,14 @@ impl Manager {
             }
         }
         let anchors: Vec<NodeId> = anchors.into_iter().collect();
-        // A stripe never has two packets on one target (MovePacket checks it).
-        let stripe: Vec<NodeId> = chunk.packets.iter().map(|p| p.target).collect();
+        // A stripe never has two packets on one target (MovePacket checks
+        // it); nodes to avoid are never chosen either, like its holders.
+        let stripe: Vec<NodeId> = chunk
+            .packets
+            .iter()
+            .map(|p| p.target)
+            .chain(avoid.iter().copied())
+            .collect();
         let packet_size = request
             .rebuild
             .iter()

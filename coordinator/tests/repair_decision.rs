@@ -610,3 +610,40 @@ fn a_leaving_target_gets_nothing_new_and_its_stripes_move_until_it_may_stop() {
     };
     assert!(matches!(m.apply(&unknown), Err(ApplyError::UnknownNode(_))));
 }
+
+#[test]
+fn a_repair_never_chooses_a_node_to_avoid() {
+    let (mut m, _paris, snapshot) = backed_up();
+    let data_id = DataId([1; 32]);
+    let lost = m.state().chunks[&data_id].packets[0].target;
+    m.apply(&Command::SetOnline {
+        node: lost,
+        online: false,
+        at: 30,
+    })
+    .expect("offline");
+    let given_up = BTreeSet::from([lost]);
+    let request = RepairRequest {
+        snapshot,
+        data_id,
+        rebuild: &[0],
+        given_up: &given_up,
+    };
+    // Whatever target a plain repair picks with this seed, avoiding it
+    // (a refuted location claim under `enforce`) picks another.
+    let pick = |avoid: &BTreeSet<NodeId>| {
+        let commands = m
+            .decide_repair_avoiding(&request, avoid, 40, &mut StdRng::seed_from_u64(2))
+            .expect("a replacement exists");
+        match commands.as_slice() {
+            [Command::MovePacket { new_target, .. }] => *new_target,
+            other => panic!("one MovePacket: {other:?}"),
+        }
+    };
+    let mut avoid = BTreeSet::new();
+    for _ in 0..5 {
+        let chosen = pick(&avoid);
+        assert!(!avoid.contains(&chosen), "an avoided node was chosen");
+        avoid.insert(chosen);
+    }
+}

@@ -13,7 +13,8 @@ use std::time::Duration;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{
-    GeoPoint, ManagerConfig, format_duration, format_size, parse_duration, parse_size,
+    GeoPoint, LocationCheck, ManagerConfig, format_duration, format_size, parse_duration,
+    parse_size,
 };
 use strew_overlay::{LocalProfile, Multiaddr, OverlayConfig};
 
@@ -87,6 +88,9 @@ pub struct FileConfig {
     pub repair_grace: Option<String>,
     /// Pace of the leader's repair traffic per second (`8MB`); `0` = unlimited.
     pub repair_bandwidth: Option<String>,
+    /// What a location claim refuted by measured RTTs costs: `off`, `warn`
+    /// (default: flagged only) or `enforce` (never a target).
+    pub location_check: Option<String>,
 }
 
 /// Flags shared by `init` and `run` (each also read from `STREW_*`).
@@ -203,6 +207,12 @@ pub struct RunArgs {
     /// Pace of repair traffic on the leader, per second (default 8MB); 0 = unlimited.
     #[arg(long, env = "STREW_REPAIR_BANDWIDTH", value_name = "SIZE", value_parser = parse_size)]
     pub repair_bandwidth: Option<u64>,
+    /// Coordinators: what a location claim that measured round-trip times
+    /// refute costs: `off`, `warn` (flag it; the default) or `enforce`
+    /// (never choose the node as a target). A loopback grid whose nodes
+    /// claim far-apart cities is refuted, correctly: run it with warn or off.
+    #[arg(long, env = "STREW_LOCATION_CHECK", value_name = "off|warn|enforce")]
+    pub location_check: Option<LocationCheck>,
 }
 
 /// The merged, validated settings of a node.
@@ -225,6 +235,7 @@ pub struct Settings {
     pub manager: ManagerConfig,
     pub repair_grace: Duration,
     pub repair_bandwidth: u64,
+    pub location_check: LocationCheck,
 }
 
 /// Default donation when none is configured.
@@ -375,7 +386,15 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         (None, Some(text)) => parse_size(text).map_err(|e| invalid("repair_bandwidth", text, e))?,
         (None, None) => crate::daemon::repair::DEFAULT_REPAIR_BANDWIDTH,
     };
+    let location_check = match (args.location_check, &file.location_check) {
+        (Some(c), _) => c,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|e| invalid("location_check", text, e))?,
+        (None, None) => LocationCheck::default(),
+    };
     Ok(Settings {
+        location_check,
         location,
         storage,
         coordinator: args.node.coordinator || file.coordinator.unwrap_or(false),
@@ -423,6 +442,9 @@ impl Settings {
         }
         c.bootstrap = self.bootstrap.clone();
         c.bandwidth = self.bandwidth;
+        // Coordinators must be reachable anyway: they offer the relay
+        // service (coordination only) to nodes behind NAT.
+        c.relay_service = self.coordinator;
         if let Some(i) = self.announce_interval {
             c.announce_interval = i;
             if self.peer_ttl.is_none() {
@@ -461,7 +483,11 @@ impl Settings {
             .map(|d| format!(", announce every {}", format_duration(d)))
             .unwrap_or_default()
             + &if self.coordinator {
-                format!(", repair grace {}", format_duration(self.repair_grace))
+                format!(
+                    ", repair grace {}, location check {}",
+                    format_duration(self.repair_grace),
+                    self.location_check
+                )
             } else {
                 String::new()
             }
@@ -543,6 +569,38 @@ mod tests {
         };
         let err = merge(&bad, &RunArgs::default()).unwrap_err();
         assert!(err.to_string().contains("unproven_allowance"), "{err}");
+    }
+
+    #[test]
+    fn location_check_comes_from_the_flag_then_the_file_then_warn() {
+        let base = FileConfig {
+            location: Some("10,20".into()),
+            ..Default::default()
+        };
+        let s = merge(&base, &RunArgs::default()).unwrap();
+        assert_eq!(s.location_check, LocationCheck::Warn);
+        let file = FileConfig {
+            location_check: Some("enforce".into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            merge(&file, &RunArgs::default()).unwrap().location_check,
+            LocationCheck::Enforce
+        );
+        let args = RunArgs {
+            location_check: Some(LocationCheck::Off),
+            ..Default::default()
+        };
+        assert_eq!(
+            merge(&file, &args).unwrap().location_check,
+            LocationCheck::Off
+        );
+        let bad = FileConfig {
+            location_check: Some("strict".into()),
+            ..base
+        };
+        let err = merge(&bad, &RunArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("location_check"), "{err}");
     }
 
     #[test]

@@ -49,6 +49,17 @@ pub struct Announcement {
     pub x25519_public: [u8; 32],
     /// Where the node listens (multiaddr text), so receivers can dial it directly.
     pub listen_addrs: Vec<String>,
+    /// The node's external addresses confirmed by others (identify's
+    /// observed addresses that AutoNAT confirmed dialable); empty for a node
+    /// behind NAT or on a loopback grid. At most [`MAX_LISTEN_ADDRS`].
+    /// Placement reads the failure domain (/24, /64) from these when the
+    /// manager has no connection of its own to the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_addrs: Vec<String>,
+    /// AutoNAT found this node not dialable (behind NAT): others reach it
+    /// through relays and hole punching, and placement prefers others.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub behind_nat: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,6 +145,15 @@ impl Announcement {
             .iter()
             .filter_map(|a| a.parse().ok())
             .collect()
+    }
+
+    /// The first public IP address among the confirmed external addresses.
+    pub fn external_ip(&self) -> Option<std::net::IpAddr> {
+        self.external_addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .filter_map(|a| crate::peer::ip_of(&a))
+            .find(|ip| strew_coordinator::network::is_public(*ip))
     }
 
     /// Encodes and signs with the node's identity (which must be the announced node).
@@ -225,6 +245,20 @@ impl Announcement {
                 return bad("listen_addrs", format!("{addr:?} is not a multiaddr"));
             }
         }
+        if self.external_addrs.len() > MAX_LISTEN_ADDRS {
+            return bad(
+                "external_addrs",
+                format!(
+                    "{} addresses (max {MAX_LISTEN_ADDRS})",
+                    self.external_addrs.len()
+                ),
+            );
+        }
+        for addr in &self.external_addrs {
+            if addr.len() > MAX_ADDR_LEN || addr.parse::<Multiaddr>().is_err() {
+                return bad("external_addrs", format!("{addr:?} is not a multiaddr"));
+            }
+        }
         Ok(())
     }
 }
@@ -250,6 +284,8 @@ mod tests {
             coordinator_eligible: true,
             x25519_public: [3; 32],
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            external_addrs: Vec::new(),
+            behind_nat: false,
         }
     }
 

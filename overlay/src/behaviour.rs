@@ -1,12 +1,18 @@
-//! The composed libp2p behaviour: Kademlia, identify, ping, gossipsub and the
-//! four strew request-response protocols (packets, grid sync, manager, raft). Owns construction and protocol
+//! The composed libp2p behaviour: Kademlia, identify, ping, gossipsub, the
+//! four strew request-response protocols (packets, grid sync, manager, raft)
+//! and NAT traversal (AutoNAT v2 client and server, relay v2 client, a relay
+//! service on nodes configured for it, DCUtR). Owns construction and protocol
 //! settings only; the event loop (`runtime`) reacts to what it emits.
 
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, connection_limits, gossipsub, identify, kad, ping, request_response};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay,
+    request_response,
+};
 
 use crate::bandwidth::BandwidthLimiter;
 use crate::budget::InboundBudget;
@@ -28,12 +34,13 @@ pub const IDENTIFY_PROTOCOL: &str = "/strew/id/1.0.0";
 /// Connection limits: bounded pending handshakes (garbage on the port costs
 /// little), inbound and outbound established connections counted apart (so
 /// strangers dialling in cannot take the slots this node dials out with),
-/// and at most two connections per peer.
+/// and at most four connections per peer (two as before, plus room for an
+/// AutoNAT dial-back and a hole-punched connection beside a relayed one).
 pub const MAX_PENDING_INCOMING: u32 = 64;
 pub const MAX_PENDING_OUTGOING: u32 = 128;
 pub const MAX_ESTABLISHED_INCOMING: u32 = 768;
 pub const MAX_ESTABLISHED_OUTGOING: u32 = 256;
-pub const MAX_PER_PEER: u32 = 2;
+pub const MAX_PER_PEER: u32 = 4;
 /// Kademlia records: strew stores none, so the record store is capped at a
 /// token size and inbound records are never stored (`FilterBoth`).
 pub const KAD_MAX_RECORDS: usize = 16;
@@ -43,6 +50,15 @@ pub const KAD_MAX_RECORD_BYTES: usize = 1024;
 /// is read; these bound how much of that budget one connection can ask for.
 pub const MANAGER_STREAMS: usize = 4;
 pub const RAFT_STREAMS: usize = 8;
+/// The relay service: coordination only (DCUtR hole punches, reaching a
+/// node behind NAT for a grid message), never packet data. Circuits last at
+/// most 2 minutes and carry at most 128 KiB each way (relay v2 defaults);
+/// few reservations and circuits in all and per peer.
+pub const RELAY_MAX_RESERVATIONS: usize = 64;
+pub const RELAY_MAX_CIRCUITS: usize = 16;
+pub const RELAY_MAX_CIRCUITS_PER_PEER: usize = 2;
+pub const RELAY_CIRCUIT_DURATION: Duration = Duration::from_secs(120);
+pub const RELAY_CIRCUIT_BYTES: u64 = 128 * 1024;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -59,6 +75,12 @@ pub struct Behaviour {
     /// connection its peer (`raft::gate`).
     pub raft_gate: GateMarker,
     pub raft: request_response::Behaviour<RaftCodec>,
+    pub relay_client: relay::client::Behaviour,
+    /// The relay service (coordination only), on nodes configured for it.
+    pub relay: Toggle<relay::Behaviour>,
+    pub dcutr: dcutr::Behaviour,
+    pub autonat: autonat::v2::client::Behaviour,
+    pub autonat_server: autonat::v2::server::Behaviour,
 }
 
 impl Behaviour {
@@ -68,6 +90,7 @@ impl Behaviour {
         limiter: BandwidthLimiter,
         gate: PutGate,
         raft_gate: RaftGate,
+        relay_client: relay::client::Behaviour,
     ) -> Result<Self, OverlayError> {
         let peer_id = key.public().to_peer_id();
         let budget = InboundBudget::new(config.inbound_budget);
@@ -182,6 +205,28 @@ impl Behaviour {
             manager,
             raft_gate: GateMarker::new(raft_gate),
             raft,
+            relay_client,
+            relay: Toggle::from(config.relay_service.then(|| {
+                relay::Behaviour::new(
+                    peer_id,
+                    relay::Config {
+                        max_reservations: RELAY_MAX_RESERVATIONS,
+                        max_reservations_per_peer: 2,
+                        max_circuits: RELAY_MAX_CIRCUITS,
+                        max_circuits_per_peer: RELAY_MAX_CIRCUITS_PER_PEER,
+                        max_circuit_duration: RELAY_CIRCUIT_DURATION,
+                        max_circuit_bytes: RELAY_CIRCUIT_BYTES,
+                        ..Default::default()
+                    },
+                )
+            })),
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: autonat::v2::client::Behaviour::new(
+                rand::make_rng::<rand::rngs::StdRng>(),
+                autonat::v2::client::Config::default()
+                    .with_probe_interval(config.autonat_probe_interval),
+            ),
+            autonat_server: autonat::v2::server::Behaviour::default(),
         })
     }
 }

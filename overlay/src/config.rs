@@ -61,6 +61,11 @@ pub struct OverlayConfig {
     /// Most nodes the grid view holds; past it the least recently confirmed
     /// node makes room for a new one.
     pub max_grid_nodes: usize,
+    /// Whether this node offers the relay v2 service (coordination only,
+    /// see `behaviour::RELAY_*`); meant for publicly reachable nodes.
+    pub relay_service: bool,
+    /// How often AutoNAT tests one of this node's candidate addresses.
+    pub autonat_probe_interval: Duration,
 }
 
 impl OverlayConfig {
@@ -83,6 +88,8 @@ impl OverlayConfig {
             bootstrap_retry: Duration::from_secs(15),
             inbound_budget: DEFAULT_INBOUND_BUDGET,
             max_grid_nodes: crate::grid::DEFAULT_MAX_GRID_NODES,
+            relay_service: false,
+            autonat_probe_interval: Duration::from_secs(5),
         }
     }
 

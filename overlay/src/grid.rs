@@ -9,6 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::net::IpAddr;
+
+use strew_coordinator::network::{self, NetworkDomain};
 use strew_coordinator::{GeoPoint, GridView, NodeId, NodeProfile};
 
 use crate::announcement::Announcement;
@@ -38,6 +41,14 @@ pub struct GridBook {
     /// eviction order once the view is full.
     confirmed: BTreeSet<(u64, NodeId)>,
     max_nodes: usize,
+    /// The remote IP of this node's latest direct connection to each node
+    /// (at most one per node in the view, plus not-yet-announced ones up to
+    /// the view's cap): what the connection shows, preferred over what a
+    /// node's announcement claims when placement reads its failure domain.
+    observed: BTreeMap<NodeId, IpAddr>,
+    /// Nodes whose announced addresses changed since the event loop last
+    /// looked (liveness retries them); bounded by the view.
+    readdressed: BTreeSet<NodeId>,
     /// Bumped whenever a node arrives, leaves, or changes what placement
     /// depends on (not on every periodic re-announcement).
     generation: u64,
@@ -57,6 +68,8 @@ fn placement_changed(old: &NodeProfile, new: &NodeProfile) -> bool {
         || old.coordinator_eligible != new.coordinator_eligible
         || old.bandwidth_limit != new.bandwidth_limit
         || old.online != new.online
+        || old.network != new.network
+        || old.behind_nat != new.behind_nat
 }
 
 /// The coordinator's profile of an announcing node, seen at `now_ms`.
@@ -75,6 +88,8 @@ pub fn profile_of(ann: &Announcement, now_ms: u64) -> Option<NodeProfile> {
         protocol_version: u32::from(ann.protocol_version),
         last_seen: now_ms,
         online: true,
+        network: ann.external_ip().and_then(NetworkDomain::of),
+        behind_nat: ann.behind_nat,
     })
 }
 
@@ -87,6 +102,8 @@ impl GridBook {
             unreachable: BTreeSet::new(),
             confirmed: BTreeSet::new(),
             max_nodes: max_nodes.max(1),
+            observed: BTreeMap::new(),
+            readdressed: BTreeSet::new(),
             generation: 0,
         }
     }
@@ -104,9 +121,11 @@ impl GridBook {
             self.signed.remove(&oldest);
             self.view.remove(&oldest);
             self.unreachable.remove(&oldest);
+            self.observed.remove(&oldest);
             self.generation += 1;
         }
         profile.online = !self.unreachable.contains(&profile.node_id);
+        profile.network = self.network_of(&profile.node_id, &ann);
         if self
             .view
             .get(&profile.node_id)
@@ -116,6 +135,11 @@ impl GridBook {
         }
         self.view.upsert(profile);
         let node = ann.node();
+        if let Some(old) = self.signed.get(&node)
+            && old.announcement.listen_addrs != ann.listen_addrs
+        {
+            self.readdressed.insert(node);
+        }
         if let Some(old) = self.signed.insert(
             node,
             Signed {
@@ -128,6 +152,60 @@ impl GridBook {
             self.confirmed.remove(&(old.confirmed_at, node));
         }
         self.confirmed.insert((now_ms, node));
+    }
+
+    /// The failure domain of a node: from the address its connection to this
+    /// node showed, else from its identify-confirmed external addresses.
+    fn network_of(&self, node: &NodeId, ann: &Announcement) -> Option<NetworkDomain> {
+        match self.observed.get(node) {
+            Some(ip) if network::is_public(*ip) => NetworkDomain::of(*ip),
+            _ => ann.external_ip().and_then(NetworkDomain::of),
+        }
+    }
+
+    /// Records the remote IP a direct connection to `node` showed. Updates
+    /// the node's failure domain in the view when it changes.
+    pub fn observe_address(&mut self, node: NodeId, ip: IpAddr) {
+        if !self.observed.contains_key(&node) && self.observed.len() >= self.max_nodes {
+            // Bounded: forget addresses of nodes that never announced.
+            let stale: Vec<NodeId> = self
+                .observed
+                .keys()
+                .filter(|id| !self.signed.contains_key(id))
+                .copied()
+                .collect();
+            for id in stale {
+                self.observed.remove(&id);
+            }
+            if self.observed.len() >= self.max_nodes {
+                return;
+            }
+        }
+        if self.observed.insert(node, ip) == Some(ip) {
+            return;
+        }
+        let Some(signed) = self.signed.get(&node) else {
+            return;
+        };
+        let network = self.network_of(&node, &signed.announcement);
+        if let Some(profile) = self.view.get(&node)
+            && profile.network != network
+        {
+            let mut profile = profile.clone();
+            profile.network = network;
+            self.view.upsert(profile);
+            self.generation += 1;
+        }
+    }
+
+    /// Takes the nodes whose announced addresses changed.
+    pub fn take_readdressed(&mut self) -> BTreeSet<NodeId> {
+        std::mem::take(&mut self.readdressed)
+    }
+
+    /// The address a direct connection to `node` showed, if any.
+    pub fn observed_address(&self, node: &NodeId) -> Option<IpAddr> {
+        self.observed.get(node).copied()
     }
 
     /// Drops nodes whose announcement expired; returns them.
@@ -144,6 +222,7 @@ impl GridBook {
             }
             self.view.remove(id);
             self.unreachable.remove(id);
+            self.observed.remove(id);
         }
         if !gone.is_empty() {
             self.generation += 1;
@@ -252,6 +331,8 @@ mod tests {
             coordinator_eligible: false,
             x25519_public: [0; 32],
             listen_addrs: Vec::new(),
+            external_addrs: Vec::new(),
+            behind_nat: false,
         }
     }
 
@@ -285,5 +366,42 @@ mod tests {
         assert!(book.is_empty());
         book.insert(announcement(5, 1), vec![5], 1);
         assert_eq!(book.len(), 1);
+    }
+
+    #[test]
+    fn the_failure_domain_comes_from_the_connection_before_the_claim() {
+        let mut book = GridBook::with_max_nodes(8);
+        let node = NodeId([1; 32]);
+        let mut ann = announcement(1, 10);
+        ann.external_addrs = vec!["/ip4/198.51.100.9/tcp/4001".into()];
+        book.insert(ann.clone(), vec![1], 10);
+        let domain = |book: &GridBook| book.view().get(&node).and_then(|p| p.network);
+        assert_eq!(
+            domain(&book).map(|d| d.to_string()).as_deref(),
+            Some("198.51.100.0/24"),
+            "the confirmed external address, while no connection shows one"
+        );
+        let before = book.generation();
+        book.observe_address(node, "203.0.113.5".parse().unwrap());
+        assert_eq!(
+            domain(&book).map(|d| d.to_string()).as_deref(),
+            Some("203.0.113.0/24")
+        );
+        assert!(book.generation() > before, "the manager must notice");
+        // A re-announcement keeps what the connection showed.
+        book.insert(ann.clone(), vec![1], 20);
+        assert_eq!(
+            domain(&book).map(|d| d.to_string()).as_deref(),
+            Some("203.0.113.0/24")
+        );
+        // A private connection address says nothing: back to the claim.
+        book.observe_address(node, "10.0.0.7".parse().unwrap());
+        assert_eq!(
+            domain(&book).map(|d| d.to_string()).as_deref(),
+            Some("198.51.100.0/24")
+        );
+        ann.external_addrs.clear();
+        book.insert(ann, vec![1], 30);
+        assert_eq!(domain(&book), None, "loopback and private grids are exempt");
     }
 }

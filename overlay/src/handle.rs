@@ -8,7 +8,7 @@
 //! touches the swarm, which only the event loop owns. The packet calls with
 //! receipt and hash checks live next to their protocol (`packet::client`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub node_id: NodeId,
     pub grid: RwLock<GridBook>,
     pub listen_addrs: RwLock<Vec<Multiaddr>>,
+    /// External addresses others confirmed (swarm's confirmed external addresses).
+    pub external_addrs: RwLock<Vec<Multiaddr>>,
     pub connected: AtomicUsize,
     pub managers: TrustedManagers,
     /// The sequence manager this node believes in.
@@ -67,12 +69,32 @@ pub(crate) struct Shared {
     pub metrics: OverlayMetrics,
     /// Per-target limit of outbound packet requests.
     pub slots: PeerSlots<NodeId>,
+    /// The smallest ping RTT (µs) to each peer since the samples were last
+    /// taken (location evidence); at most [`MAX_PENDING_RTT`] peers.
+    pub rtt: std::sync::Mutex<BTreeMap<NodeId, u32>>,
+    /// [`crate::reachability::Reachability`] as a number (the event loop writes it).
+    pub reachability: std::sync::atomic::AtomicU8,
     pub shutdown: Notify,
     pub stopping: AtomicBool,
     pub reannounce: Notify,
 }
 
+/// Peers whose RTT samples wait to be taken; further peers wait for the next round.
+pub const MAX_PENDING_RTT: usize = 256;
+
 impl Shared {
+    /// Records a ping RTT to `node` (the smallest since the last take wins).
+    pub fn record_rtt(&self, node: NodeId, rtt: std::time::Duration) {
+        let micros = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1);
+        if let Ok(mut pending) = self.rtt.lock() {
+            if let Some(old) = pending.get_mut(&node) {
+                *old = (*old).min(micros);
+            } else if pending.len() < MAX_PENDING_RTT {
+                pending.insert(node, micros);
+            }
+        }
+    }
+
     pub fn manager(&self) -> Option<NodeId> {
         self.manager.read().ok().and_then(|m| *m)
     }
@@ -135,6 +157,59 @@ fn peer_of(target: NodeId) -> Result<PeerId, OverlayError> {
 }
 
 impl OverlayHandle {
+    /// Takes up to `max` pending RTT samples (smallest RTT per peer since
+    /// the last take), leaving the rest for the next call.
+    pub fn take_rtt_samples(&self, max: usize) -> Vec<(NodeId, u32)> {
+        let Ok(mut pending) = self.shared.rtt.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while out.len() < max {
+            match pending.pop_first() {
+                Some(sample) => out.push(sample),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Whether other nodes can dial this one (AutoNAT).
+    pub fn reachability(&self) -> crate::reachability::Reachability {
+        crate::reachability::Reachability::from_u8(self.shared.reachability.load(Ordering::Relaxed))
+    }
+
+    /// The addresses others can use to reach this node: confirmed external
+    /// addresses and addresses through relays (full, with `/p2p/<id>`).
+    pub fn reachable_addrs(&self) -> Vec<Multiaddr> {
+        let me = self.shared.node_id;
+        let mut out: Vec<Multiaddr> = self
+            .shared
+            .external_addrs
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        if let Ok(listen) = self.shared.listen_addrs.read() {
+            out.extend(
+                listen
+                    .iter()
+                    .filter(|a| crate::reachability::is_relayed(a))
+                    .cloned(),
+            );
+        }
+        out.sort();
+        out.dedup();
+        if let Some(peer) = peer::peer_id_of(&me) {
+            for a in &mut out {
+                if !matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+                    a.push(libp2p::multiaddr::Protocol::P2p(peer));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.shared.node_id

@@ -2,7 +2,8 @@
 //! peer routing (Kademlia, identify, ping), gossip of signed capacity and
 //! location announcements into the grid view, grid sync for newcomers, and
 //! direct packet exchange between source and target under the sequence
-//! manager's storage tickets.
+//! manager's storage tickets, and NAT traversal (AutoNAT v2, relay v2 for
+//! coordination, DCUtR hole punching; see [`reachability`]).
 //!
 //! The node crate starts it with [`start`] and talks to it through
 //! [`OverlayHandle`]; storage is reached through the [`PacketStorage`] trait so
@@ -27,6 +28,7 @@ pub mod outbound;
 pub mod packet;
 pub mod peer;
 pub mod raft;
+pub mod reachability;
 pub mod room;
 pub mod runtime;
 pub mod space;
@@ -40,6 +42,7 @@ pub use manager::{ManagerAnswer, ManagerEndpoint, ManagerRequest, ManagerRespons
 pub use metrics::OverlayMetrics;
 pub use packet::{MAX_PACKET_BYTES, MemoryStorage, PacketStorage, Receipt, Refusal, StorageError};
 pub use raft::{RaftAnswer, RaftEndpoint};
+pub use reachability::Reachability;
 pub use runtime::{OverlayHandle, PeerInfo, now_ms, start};
 
 /// libp2p as this crate uses it (the node reaches keys and multiaddrs through here).

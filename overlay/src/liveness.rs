@@ -143,6 +143,16 @@ impl Liveness {
         None
     }
 
+    /// The node announced new addresses (e.g. through a relay, once it found
+    /// itself behind NAT): a node this one could not reach is tried again now.
+    pub fn addresses_changed(&mut self, node: NodeId, now: Instant) {
+        if let Some(c) = self.contacts.get_mut(&node)
+            && !c.connected
+        {
+            c.next_probe = Some(now);
+        }
+    }
+
     /// The node left the grid view: nothing more to watch.
     pub fn forget(&mut self, node: &NodeId) {
         self.contacts.remove(node);

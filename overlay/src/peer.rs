@@ -33,6 +33,20 @@ pub fn public_key_of(node: &NodeId) -> Option<PublicKey> {
         .map(PublicKey::from)
 }
 
+/// The IP address a multiaddr starts with, unless it goes through a relay
+/// (`/p2p-circuit`: the address is the relay's, not the peer's).
+pub fn ip_of(addr: &libp2p::Multiaddr) -> Option<std::net::IpAddr> {
+    use libp2p::multiaddr::Protocol;
+    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        return None;
+    }
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,7 @@ use crate::packet::driver::{Limits, Packets};
 use crate::packet::{PacketService, PacketStorage, TrustedManagers};
 use crate::peer;
 use crate::raft::driver::Raft;
+use crate::reachability::{ReachabilityState, is_relayed};
 use crate::room::Room;
 use crate::space::{SpaceWatch, watch_space};
 use crate::sync::driver::GridSync;
@@ -112,6 +113,7 @@ pub fn start(
         node_id,
         grid: RwLock::new(GridBook::with_max_nodes(config.max_grid_nodes)),
         listen_addrs: RwLock::new(Vec::new()),
+        external_addrs: RwLock::new(Vec::new()),
         connected: AtomicUsize::new(0),
         managers: managers.clone(),
         manager: RwLock::new(None),
@@ -123,6 +125,8 @@ pub fn start(
         shutdown: Notify::new(),
         stopping: AtomicBool::new(false),
         reannounce: Notify::new(),
+        rtt: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        reachability: std::sync::atomic::AtomicU8::new(0),
     });
     let space = watch_space(storage.clone(), HOUSEKEEPING);
     let service = PacketService::new(
@@ -156,6 +160,7 @@ pub fn start(
         manager: Manager::new(shared.clone(), config.request_timeout),
         raft: Raft::new(shared.clone()),
         room: Room::default(),
+        reach: ReachabilityState::default(),
         sync: GridSync::new(shared.clone()),
         gossip: Gossip::new(shared.clone(), key, config),
     };
@@ -186,20 +191,24 @@ fn build_swarm(
             yamux::Config::default,
         )
         .map_err(|e| transport_err(&e))?
-        .with_quic();
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| transport_err(&e))?;
     let idle = config.idle_connection_timeout;
     let swarm = match registry {
         Some(registry) => builder
             .with_bandwidth_metrics(registry)
-            .with_behaviour(|key| {
-                Behaviour::new(key, config, limiter, gate, raft_gate).map_err(Box::from)
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, config, limiter, gate, raft_gate, relay_client)
+                    .map_err(Box::from)
             })
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build(),
         None => builder
-            .with_behaviour(|key| {
-                Behaviour::new(key, config, limiter, gate, raft_gate).map_err(Box::from)
+            .with_behaviour(|key, relay_client| {
+                Behaviour::new(key, config, limiter, gate, raft_gate, relay_client)
+                    .map_err(Box::from)
             })
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
@@ -222,6 +231,7 @@ struct EventLoop {
     raft: Raft,
     liveness: Liveness,
     room: Room,
+    reach: ReachabilityState,
 }
 
 impl EventLoop {
@@ -269,7 +279,23 @@ impl EventLoop {
                 target,
                 request,
                 reply,
-            } => self.packets.send(&mut rr.packets, target, request, reply),
+            } => {
+                // Packets never travel through a relay: with only a relayed
+                // connection (hole punching not done yet) the request fails
+                // at once and a direct dial is tried for the next attempt.
+                if self.reach.relayed_only(&target) {
+                    let _ = self.swarm.dial(
+                        DialOpts::peer_id(target)
+                            .condition(PeerCondition::Always)
+                            .build(),
+                    );
+                    let _ = reply.send(Err(RequestFailure::Unreachable(
+                        "only a relayed connection to this target: packets never travel through a relay".into(),
+                    )));
+                } else {
+                    self.packets.send(&mut rr.packets, target, request, reply)
+                }
+            }
             Command::Manager {
                 target,
                 request,
@@ -292,6 +318,17 @@ impl EventLoop {
     }
 
     fn housekeeping(&mut self) {
+        self.reach.tick(std::time::Instant::now());
+        self.on_reachability();
+        let readdressed = self
+            .shared
+            .grid
+            .write()
+            .map(|mut g| g.take_readdressed())
+            .unwrap_or_default();
+        for node in readdressed {
+            self.liveness.addresses_changed(node, Instant::now());
+        }
         let connected = self.shared.connected.load(Ordering::Relaxed);
         let m = &self.shared.metrics;
         m.connected_peers.set(connected as i64);
@@ -381,9 +418,14 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             SwarmEvent::NewListenAddr { address, .. } => {
-                let full = address
-                    .clone()
-                    .with(Protocol::P2p(*self.swarm.local_peer_id()));
+                // Relayed listen addresses already end in this node's id.
+                let full = if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+                    address.clone()
+                } else {
+                    address
+                        .clone()
+                        .with(Protocol::P2p(*self.swarm.local_peer_id()))
+                };
                 info!(address = %full, "listening");
                 if let Ok(mut addrs) = self.shared.listen_addrs.write()
                     && !addrs.contains(&full)
@@ -391,6 +433,50 @@ impl EventLoop {
                     addrs.push(full);
                 }
                 self.gossip.announce_soon();
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(%address, "external address confirmed");
+                if let Ok(mut addrs) = self.shared.external_addrs.write()
+                    && !addrs.contains(&address)
+                {
+                    addrs.push(address);
+                }
+                // A relayed address is confirmed too (by the relay client):
+                // it says nothing about being dialable directly.
+                self.reach.on_confirmed(
+                    self.swarm
+                        .external_addresses()
+                        .filter(|a| !is_relayed(a))
+                        .count(),
+                );
+                self.on_reachability();
+                self.gossip.announce_soon();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                if let Ok(mut addrs) = self.shared.external_addrs.write() {
+                    addrs.retain(|a| a != &address);
+                }
+                // A relayed address is confirmed too (by the relay client):
+                // it says nothing about being dialable directly.
+                self.reach.on_confirmed(
+                    self.swarm
+                        .external_addresses()
+                        .filter(|a| !is_relayed(a))
+                        .count(),
+                );
+                self.on_reachability();
+                self.gossip.announce_soon();
+            }
+            SwarmEvent::NewExternalAddrCandidate { address } if !is_relayed(&address) => {
+                self.reach.on_candidate(std::time::Instant::now());
+            }
+            SwarmEvent::ListenerClosed { addresses, .. } => {
+                for address in addresses.iter().filter(|a| is_relayed(a)) {
+                    self.reach.on_relay_listener_closed(address);
+                    if let Ok(mut addrs) = self.shared.listen_addrs.write() {
+                        addrs.retain(|a| !a.iter().zip(address.iter()).all(|(x, y)| x == y));
+                    }
+                }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 if let Ok(mut addrs) = self.shared.listen_addrs.write() {
@@ -408,6 +494,17 @@ impl EventLoop {
                     self.room.on_inbound(connection_id, peer_id);
                     self.make_room();
                 }
+                // Relayed connections only coordinate: once a direct one
+                // exists (dialled or hole-punched), the relayed ones close.
+                for relayed in self.reach.on_established(
+                    peer_id,
+                    connection_id,
+                    endpoint.get_remote_address(),
+                    endpoint.is_dialer(),
+                ) {
+                    debug!(peer = %peer_id, "direct connection up: closing the relayed one");
+                    self.swarm.close_connection(relayed);
+                }
                 if num_established.get() == 1 {
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
                     debug!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
@@ -415,6 +512,13 @@ impl EventLoop {
                 if let Some(node) = peer::node_id_of(&peer_id) {
                     let change = self.liveness.connected(node);
                     self.on_liveness(change);
+                    // What the connection shows, not what the node claims:
+                    // the failure domain placement uses (never a relay's address).
+                    if let Some(ip) = peer::ip_of(endpoint.get_remote_address())
+                        && let Ok(mut grid) = self.shared.grid.write()
+                    {
+                        grid.observe_address(node, ip);
+                    }
                 }
                 self.sync.on_connected(&mut self.swarm, peer_id);
                 self.discovery
@@ -428,6 +532,7 @@ impl EventLoop {
                 ..
             } => {
                 self.room.on_closed(connection_id);
+                self.reach.on_closed(peer_id, connection_id);
                 if num_established == 0 {
                     let before = self.shared.connected.fetch_sub(1, Ordering::Relaxed);
                     if before <= 1 {
@@ -453,6 +558,27 @@ impl EventLoop {
             }
             SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
             _ => {}
+        }
+    }
+
+    /// Publishes the reachability and, on a private node, listens through
+    /// relays it has not used yet.
+    fn on_reachability(&mut self) {
+        let status = self.reach.status();
+        let before = self
+            .shared
+            .reachability
+            .swap(status.to_u8(), Ordering::Relaxed);
+        if before != status.to_u8() {
+            info!(reachability = status.as_str(), "reachability changed");
+            self.gossip.announce_soon();
+        }
+        for addr in self.reach.relays_to_use() {
+            info!(relay = %addr, "behind NAT: listening through a relay");
+            if let Err(err) = self.swarm.listen_on(addr.clone()) {
+                warn!(relay = %addr, %err, "cannot listen through the relay");
+                self.reach.on_relay_listener_closed(&addr);
+            }
         }
     }
 
@@ -523,6 +649,11 @@ impl EventLoop {
                 if let Some(m) = &self.p2p_metrics {
                     libp2p::metrics::Recorder::record(m, &event);
                 }
+                if let libp2p::identify::Event::Received { peer_id, info, .. } = &event {
+                    let hop = info.protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME);
+                    self.reach.on_identified(*peer_id, hop);
+                    self.on_reachability();
+                }
                 self.discovery.on_identify(&mut self.swarm, event);
             }
             BehaviourEvent::Kad(event) => {
@@ -538,6 +669,11 @@ impl EventLoop {
                 // A host that vanished without closing its sockets shows as a
                 // failed ping: close the connection so liveness re-checks it.
                 // (A peer without ping, e.g. a bare tool, is not a failure.)
+                if let Ok(rtt) = event.result
+                    && let Some(node) = peer::node_id_of(&event.peer)
+                {
+                    self.shared.record_rtt(node, rtt);
+                }
                 if let Err(failure) = &event.result
                     && !matches!(failure, libp2p::ping::Failure::Unsupported)
                 {
@@ -547,9 +683,48 @@ impl EventLoop {
             }
             BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::IpLimits(never) => match never {},
+            BehaviourEvent::Packets(libp2p::request_response::Event::Message {
+                peer,
+                connection_id,
+                message: libp2p::request_response::Message::Request { channel, .. },
+            }) if self.reach.is_relayed_connection(&connection_id) => {
+                debug!(%peer, "packet request over a relayed connection refused");
+                let _ = self.swarm.behaviour_mut().packets.send_response(
+                    channel,
+                    crate::packet::PacketResponse::Refused(crate::packet::Refusal::Relayed),
+                );
+            }
             BehaviourEvent::Packets(event) => {
                 self.packets
                     .on_event(&mut self.swarm.behaviour_mut().packets, event);
+            }
+            BehaviourEvent::RelayClient(event) => {
+                info!(?event, "relay client");
+            }
+            BehaviourEvent::Relay(event) => {
+                debug!(?event, "relay service");
+            }
+            BehaviourEvent::Dcutr(event) => match event.result {
+                Ok(_) => {
+                    info!(peer = %event.remote_peer_id, "hole punch succeeded: direct connection")
+                }
+                Err(err) => info!(peer = %event.remote_peer_id, %err, "hole punch failed"),
+            },
+            BehaviourEvent::Autonat(event) => {
+                let ok = event.result.is_ok();
+                match &event.result {
+                    Ok(()) => {
+                        info!(address = %event.tested_addr, server = %event.server, "AutoNAT: address confirmed dialable")
+                    }
+                    Err(err) => {
+                        info!(address = %event.tested_addr, server = %event.server, %err, "AutoNAT: address not dialable")
+                    }
+                }
+                self.reach.on_test(ok);
+                self.on_reachability();
+            }
+            BehaviourEvent::AutonatServer(event) => {
+                debug!(client = %event.client, address = %event.tested_addr, ok = event.result.is_ok(), "AutoNAT dial-back served");
             }
             BehaviourEvent::Sync(event) => {
                 self.sync.on_event(&mut self.swarm, &mut self.gossip, event);

@@ -32,6 +32,8 @@ fn announcement(key: &Keypair, lat: f64) -> Announcement {
         coordinator_eligible: false,
         x25519_public: [0; 32],
         listen_addrs: vec![],
+        external_addrs: Vec::new(),
+        behind_nat: false,
     }
 }
 

@@ -39,17 +39,47 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Whether nftables (`nft`) is installed, for [`Lan::nat`].
+pub fn nft_available() -> bool {
+    Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn netns_exec(ns: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .with_context(|| format!("run {} in {ns}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{} in {ns} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// Hosts on one bridged /24.
 pub struct Lan {
     prefix: String,
     hosts: usize,
+    /// Namespaces behind NATs ([`Lan::nat`]), deleted with the LAN.
+    private: Vec<String>,
 }
 
 impl Lan {
     /// Makes `hosts` namespaces on one bridge.
     pub fn new(hosts: usize) -> Result<Lan> {
         let prefix = format!("stw{}", std::process::id());
-        let lan = Lan { prefix, hosts: 0 };
+        let lan = Lan {
+            prefix,
+            hosts: 0,
+            private: Vec::new(),
+        };
         let switch = lan.switch();
         ip(&["netns", "add", &switch])?;
         let mut lan = lan;
@@ -94,10 +124,116 @@ impl Lan {
     pub fn addr(n: usize) -> String {
         format!("10.77.0.{n}")
     }
+
+    /// Turns host `n` into a home router: a new namespace behind it (its
+    /// own network `192.168.<n>.0/24`, the host at [`Lan::private_addr`],
+    /// default route through the router) whose traffic the router forwards
+    /// and masquerades (nftables) onto the LAN, as a NAT does; unsolicited
+    /// connections from the LAN are dropped silently, as home routers do.
+    /// Nothing on the LAN can open a connection to the private host; its
+    /// own connections out work, and so does a hole punch. Returns the private namespace.
+    pub fn nat(&mut self, n: usize) -> Result<String> {
+        let router = self.host(n);
+        let inside = format!("{}n{n}", self.prefix);
+        ip(&["netns", "add", &inside])?;
+        self.private.push(inside.clone());
+        ip(&["-n", &inside, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n", &inside, "link", "add", "eth0", "type", "veth", "peer", "name", "lan0", "netns",
+            &router,
+        ])?;
+        ip(&[
+            "-n",
+            &inside,
+            "addr",
+            "add",
+            &format!("{}/24", Lan::private_addr(n)),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &inside, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            &inside,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("192.168.{n}.1"),
+        ])?;
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("192.168.{n}.1/24"),
+            "dev",
+            "lan0",
+        ])?;
+        ip(&["-n", &router, "link", "set", "lan0", "up"])?;
+        netns_exec(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+        // Like a home router: unsolicited connections from outside are
+        // dropped silently (not answered with a reset), replies pass.
+        netns_exec(&router, &["nft", "add", "table", "ip", "filter"])?;
+        netns_exec(
+            &router,
+            &[
+                "nft",
+                "add chain ip filter input { type filter hook input priority 0 ; policy accept ; }",
+            ],
+        )?;
+        netns_exec(
+            &router,
+            &[
+                "nft",
+                "add rule ip filter input iifname eth0 ct state new drop",
+            ],
+        )?;
+        netns_exec(
+            &router,
+            &[
+                "nft",
+                "add chain ip filter forward { type filter hook forward priority 0 ; policy accept ; }",
+            ],
+        )?;
+        netns_exec(
+            &router,
+            &[
+                "nft",
+                "add rule ip filter forward iifname eth0 ct state new drop",
+            ],
+        )?;
+        netns_exec(&router, &["nft", "add", "table", "ip", "nat"])?;
+        netns_exec(
+            &router,
+            &[
+                "nft",
+                "add chain ip nat postrouting { type nat hook postrouting priority 100 ; }",
+            ],
+        )?;
+        netns_exec(
+            &router,
+            &[
+                "nft",
+                &format!(
+                    "add rule ip nat postrouting ip saddr 192.168.{n}.0/24 oifname eth0 masquerade"
+                ),
+            ],
+        )?;
+        Ok(inside)
+    }
+
+    /// The address of the host behind router `n`'s NAT.
+    pub fn private_addr(n: usize) -> String {
+        format!("192.168.{n}.2")
+    }
 }
 
 impl Drop for Lan {
     fn drop(&mut self) {
+        for ns in &self.private {
+            let _ = ip(&["netns", "del", ns]);
+        }
         for n in 1..=self.hosts {
             let _ = ip(&["netns", "del", &self.host(n)]);
         }

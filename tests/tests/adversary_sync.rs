@@ -45,6 +45,8 @@ fn fake(now_ms: u64, i: usize) -> Result<Vec<u8>> {
         coordinator_eligible: false,
         x25519_public: [7; 32],
         listen_addrs: Vec::new(),
+        external_addrs: Vec::new(),
+        behind_nat: false,
     };
     Ok(ann.sign(&key)?)
 }

@@ -77,6 +77,12 @@ pub(super) fn explain<R: Rng + ?Sized>(
         );
         return refusal;
     }
+    // Only mentioned where it can matter: some candidates have public addresses.
+    let networks = if cands.iter().any(|c| c.network.is_some()) {
+        " and on distinct public networks (/24, /64)"
+    } else {
+        ""
+    };
     let proof = if found.exhaustive {
         "the largest"
     } else {
@@ -85,7 +91,7 @@ pub(super) fn explain<R: Rng + ?Sized>(
     if found.chosen.len() >= needed_targets {
         refusal.reason = RefusalReason::NotEnoughCapacity;
         refusal.advice = format!(
-            "cannot place: {ring_text}; {proof} set of them pairwise within the spread {} has {} node(s) that can take only {} of the {needed_packets} packets. Back up less at once, lower the redundancy, or relax the spread",
+            "cannot place: {ring_text}; {proof} set of them pairwise within the spread {}{networks} has {} node(s) that can take only {} of the {needed_packets} packets. Back up less at once, lower the redundancy, or relax the spread",
             req.spread,
             found.chosen.len(),
             found.cap
@@ -94,7 +100,7 @@ pub(super) fn explain<R: Rng + ?Sized>(
     }
     refusal.reason = RefusalReason::SpreadTooStrict;
     refusal.advice = format!(
-        "cannot place: {ring_text}, but {proof} set of them pairwise within the packet spread {} has {} node(s) and each stripe needs {needed_targets}. {}",
+        "cannot place: {ring_text}, but {proof} set of them pairwise within the packet spread {}{networks} has {} node(s) and each stripe needs {needed_targets}. {}",
         req.spread,
         found.chosen.len(),
         advice_or(policy, || relax_spread_advice(

@@ -7,8 +7,10 @@
 
 use super::*;
 
+/// Two candidates may both be targets of one backup: within the spread of
+/// each other, and not one failure domain by network.
 pub(super) fn compatible(a: &Candidate, b: &Candidate, spread: &DistanceRange) -> bool {
-    spread.contains(haversine_km(&a.location, &b.location))
+    !same_network(a.network, b.network) && spread.contains(haversine_km(&a.location, &b.location))
 }
 
 /// How many targets a placement aims for: enough to spread load, bounded.

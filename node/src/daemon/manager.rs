@@ -46,6 +46,7 @@ use crate::sync::lock;
 use crate::wire::{self, ToWire};
 
 mod audits;
+mod location;
 mod repair;
 mod trust;
 pub use repair::{RepairCommitError, RepairPlan, RepairTotals};
@@ -100,6 +101,10 @@ pub struct ManagerService {
     repairs_pending: AtomicU64,
     /// What this node rebuilt as the leader's repairer since it started.
     repaired: repair::RepairTotals,
+    /// RTT evidence about claimed locations (the leader's memory only).
+    location: Mutex<strew_coordinator::LocationBook>,
+    /// What a refuted location claim costs (`location_check`).
+    location_check: Mutex<strew_coordinator::LocationCheck>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
@@ -203,6 +208,8 @@ impl ManagerService {
             repair,
             repairs_pending: AtomicU64::new(0),
             repaired: repair::RepairTotals::default(),
+            location: Mutex::new(strew_coordinator::LocationBook::default()),
+            location_check: Mutex::new(strew_coordinator::LocationCheck::default()),
         }))
     }
 
@@ -371,6 +378,8 @@ impl ManagerService {
                         || k.x25519_public != profile.x25519_public
                         || k.coordinator_eligible != profile.coordinator_eligible
                         || k.bandwidth_limit != profile.bandwidth_limit
+                        || k.network != profile.network
+                        || k.behind_nat != profile.behind_nat
                         || !k.online
                 }
             };
@@ -565,11 +574,14 @@ impl ManagerService {
             ManagerRequest::Redeem(invite) => self.redeem(requester, invite, now).await,
             ManagerRequest::Renew(renewal) => self.renew(renewal, now).await,
             ManagerRequest::Members => self.list_members(requester).await,
+            ManagerRequest::ReportRtt(report) => self.record_rtt(requester, &report),
+            ManagerRequest::Evidence => self.evidence(),
             ManagerRequest::DryRun(req) => {
-                let req = wire::plan_request(requester, req);
+                let mut req = wire::plan_request(requester, req);
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
+                let refuted = self.apply_location_check(&mut req);
                 let preview = heavy(|| {
                     self.replica
                         .read(|m| m.preview_backup(&req, &mut *lock(&self.rng)))
@@ -579,7 +591,7 @@ impl ManagerService {
                         uploads: uploads.iter().map(ToWire::to_wire).collect(),
                         reused,
                     }),
-                    Err(e) => refuse(&e),
+                    Err(e) => self.refusal_naming(refuse(&e), &refuted),
                 }
             }
             ManagerRequest::FetchSequence { snapshot } => {
@@ -631,12 +643,13 @@ impl ManagerService {
         let refused = |e: ManagerError| refuse(&e);
         match request {
             ManagerRequest::Plan(req) => {
-                let req = wire::plan_request(requester, req);
+                let mut req = wire::plan_request(requester, req);
+                let refuted = self.apply_location_check(&mut req);
                 let (command, draft) = heavy(|| {
                     self.replica
                         .read(|m| m.decide_plan(&req, now, &mut *lock(&self.rng)))
                 })
-                .map_err(refused)?;
+                .map_err(|e| self.refusal_naming(refuse(&e), &refuted))?;
                 self.propose(command).await?;
                 let decision = self
                     .replica

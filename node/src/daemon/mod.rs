@@ -20,6 +20,7 @@ pub mod leave;
 pub mod manager;
 pub mod repair;
 pub mod report;
+pub mod rtt;
 pub mod schedule;
 pub mod source_commands;
 pub mod storage;
@@ -92,7 +93,7 @@ impl ControlHandler for Handler {
         Box::pin(async move {
             match cmd.as_str() {
                 "status" => report::status(&self.ctx).await,
-                "peers" => Ok(report::peers(&self.ctx)),
+                "peers" => Ok(report::peers(&self.ctx).await),
                 "leave" => leave::leave_here(&self.ctx, args).await,
                 _ => {
                     for ext in &self.extensions {
@@ -194,6 +195,7 @@ pub async fn run_with(
         )
         .await
         .context("cannot start the sequence manager")?;
+        service.set_location_check(settings.location_check);
         overlay.set_manager_endpoint(Some(service.clone()));
         Some(service)
     } else {
@@ -267,6 +269,7 @@ pub async fn run_with(
         .map(|service| tokio::spawn(audit::run(service, audit_settings, audit_metrics)));
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
+    let rtt_task = tokio::spawn(rtt::run(ctx.clone()));
     let handler: Arc<dyn ControlHandler> = Arc::new(Handler { ctx, extensions });
     let (control_server, control_task) = control::serve(data_dir, handler.clone())
         .await
@@ -293,6 +296,7 @@ pub async fn run_with(
     }
     schedule_task.abort();
     cache_task.abort();
+    rtt_task.abort();
     upkeep_task.abort();
     for task in [repair_task, audit_task].into_iter().flatten() {
         task.abort();

@@ -40,6 +40,10 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
         "node_id": overlay.node_id().to_string(),
         "listen_addrs": overlay.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "location": {"lat": ctx.settings.location.lat, "lon": ctx.settings.location.lon},
+        // AutoNAT: whether others can dial this node, and the addresses
+        // they can use (confirmed external ones, and through relays).
+        "reachability": overlay.reachability().as_str(),
+        "reachable_addrs": overlay.reachable_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "manager": overlay.manager().map(|m| m.to_string()),
         "grid_id": ctx.trust.grid().map(|g| g.to_string()),
         "trusted_managers": overlay
@@ -106,32 +110,61 @@ pub fn city_near(lat: f64, lon: f64) -> Option<String> {
         .map(|(c, _)| format!("{}, {}", c.name, c.country))
 }
 
-/// `strew peers --json`. On a coordinator each entry also carries the
-/// node's `audit` record (`score` in 0..1, `passed`, `failed`, `vetted`,
-/// `disqualified`), `null` for nodes never given packets.
-pub fn peers(ctx: &DaemonContext) -> Value {
-    let peers = ctx.overlay.peers();
-    let Some(service) = &ctx.coordinator else {
-        return Value::Array(peers.iter().map(peer_json).collect());
-    };
+/// How long `peers` waits for the manager's location evidence.
+const EVIDENCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `strew peers --json`: the grid view, each entry with the manager's
+/// location evidence (`verdict: "unknown"` when no manager answered). On a
+/// coordinator each entry also carries the node's `audit` record (`score`
+/// in 0..1, `passed`, `failed`, `vetted`, `disqualified`), `null` for nodes
+/// never given packets.
+pub async fn peers(ctx: &DaemonContext) -> Value {
+    // Without a known manager there is nobody to ask: don't wait.
+    let evidence = match ctx.overlay.manager() {
+        Some(_) => crate::grid::overlay::OverlayManager::new(ctx.overlay.clone())
+            .with_patience(EVIDENCE_PATIENCE)
+            .evidence()
+            .await
+            .ok(),
+        None => None,
+    }
+    .map(|list| {
+        list.into_iter()
+            .map(|e| (e.node, e))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
     let policy = strew_coordinator::audit::AuditPolicy::default();
-    let audits = service.reputations(&policy);
+    let audits = ctx.coordinator.as_ref().map(|s| s.reputations(&policy));
     Value::Array(
-        peers
+        ctx.overlay
+            .peers()
             .iter()
             .map(|p| {
                 let mut entry = peer_json(p);
+                let found = evidence.as_ref().map(|all| all.get(&p.node_id));
+                let value = match found {
+                    Some(Some(e)) => json!({
+                        "consistent": e.consistent,
+                        "refuted": e.refuted,
+                        "verdict": e.verdict.as_str(),
+                    }),
+                    Some(None) => json!({"consistent": 0, "refuted": 0, "verdict": "unchecked"}),
+                    None => json!({"consistent": 0, "refuted": 0, "verdict": "unknown"}),
+                };
                 if let Value::Object(map) = &mut entry {
-                    let audit = audits.get(&p.node_id).map(|(r, vetted)| {
-                        json!({
-                            "score": f64::from(r.score_milli()) / 1000.0,
-                            "passed": r.passed,
-                            "failed": r.failed,
-                            "vetted": vetted,
-                            "disqualified": r.is_disqualified(),
-                        })
-                    });
-                    map.insert("audit".into(), audit.unwrap_or(Value::Null));
+                    map.insert("location_evidence".into(), value);
+                    if let Some(audits) = &audits {
+                        let audit = audits.get(&p.node_id).map(|(r, vetted)| {
+                            json!({
+                                "score": f64::from(r.score_milli()) / 1000.0,
+                                "passed": r.passed,
+                                "failed": r.failed,
+                                "vetted": vetted,
+                                "disqualified": r.is_disqualified(),
+                            })
+                        });
+                        map.insert("audit".into(), audit.unwrap_or(Value::Null));
+                    }
                 }
                 entry
             })

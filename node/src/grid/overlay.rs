@@ -16,7 +16,7 @@ use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
 use strew_coordinator::ticket::StorageTicket;
 use strew_coordinator::{LeaveStatus, NodeId, PacketId, SnapshotId};
-use strew_overlay::manager::{DryRunAnswer, ManagerInfo};
+use strew_overlay::manager::{DryRunAnswer, ManagerInfo, NodeEvidence, RttReport};
 use strew_overlay::packet::ticket;
 use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle, RefusalCode};
 use tracing::debug;
@@ -158,6 +158,22 @@ impl OverlayManager {
             other => Err(unexpected("who", &other)),
         }
     }
+
+    /// Reports RTTs this node measured (location evidence).
+    pub async fn report_rtt(&self, report: RttReport) -> Result<(), GridError> {
+        match self.call(ManagerRequest::ReportRtt(report)).await? {
+            ManagerResponse::Recorded => Ok(()),
+            other => Err(unexpected("report rtt", &other)),
+        }
+    }
+
+    /// The location evidence the manager holds.
+    pub async fn evidence(&self) -> Result<Vec<NodeEvidence>, GridError> {
+        match self.call(ManagerRequest::Evidence).await? {
+            ManagerResponse::Evidence(list) => Ok(list),
+            other => Err(unexpected("evidence", &other)),
+        }
+    }
 }
 
 fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
@@ -176,6 +192,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::GridSecret(_) => "grid secret",
             ManagerResponse::Members(_) => "members",
             ManagerResponse::Leaving(_) => "leaving",
+            ManagerResponse::Evidence(_) => "evidence",
             ManagerResponse::NotManager { .. } => "not manager",
             ManagerResponse::Refused(_) => "refused",
             ManagerResponse::Unavailable(_) => "unavailable",

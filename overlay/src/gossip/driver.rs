@@ -231,6 +231,23 @@ impl Gossip {
             coordinator_eligible: p.coordinator_eligible,
             x25519_public: p.x25519_public,
             listen_addrs: concrete,
+            external_addrs: self
+                .shared
+                .external_addrs
+                .read()
+                .map(|a| {
+                    a.iter()
+                        .take(MAX_LISTEN_ADDRS)
+                        .map(|a| without_p2p(a).to_string())
+                        .filter(|a| a.len() <= crate::announcement::MAX_ADDR_LEN)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            behind_nat: crate::reachability::Reachability::from_u8(
+                self.shared
+                    .reachability
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ) == crate::reachability::Reachability::Private,
         };
         let bytes = match ann.sign(&self.key) {
             Ok(b) => b,
@@ -286,9 +303,12 @@ pub(crate) fn reachable_from_elsewhere(addrs: Vec<Multiaddr>) -> Vec<Multiaddr> 
     addrs.into_iter().filter(|a| !is_loopback(a)).collect()
 }
 
-/// `addr` without its `/p2p/<peer>` part.
+/// `addr` without its trailing `/p2p/<peer>` part. A relay's `/p2p/<relay>`
+/// before `/p2p-circuit` stays: without it the address leads nowhere.
 pub(crate) fn without_p2p(addr: &Multiaddr) -> Multiaddr {
-    addr.iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect()
+    let mut addr = addr.clone();
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
 }

@@ -240,6 +240,8 @@ mod tests {
             coordinator_eligible: false,
             x25519_public: [0; 32],
             listen_addrs: vec![],
+            external_addrs: Vec::new(),
+            behind_nat: false,
         }
         .sign(key)
         .unwrap()

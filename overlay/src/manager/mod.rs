@@ -31,9 +31,9 @@ use strew_coordinator::{
 };
 
 pub use wire::{
-    CommitRequest, CommitResponse, DryRunAnswer, ForgetResponse, GridSecret, ManagerInfo,
-    MemberSummary, PlanDecision, PlanRequest, Refusal, RefusalCode, RestoreOutcome,
-    SnapshotSummary, SubscriptionInfo,
+    CommitRequest, CommitResponse, DryRunAnswer, EvidenceVerdict, ForgetResponse, GridSecret,
+    ManagerInfo, MemberSummary, NodeEvidence, PlanDecision, PlanRequest, Refusal, RefusalCode,
+    RestoreOutcome, RttReport, RttSample, SnapshotSummary, SubscriptionInfo,
 };
 
 use crate::budget::InboundBudget;
@@ -92,6 +92,11 @@ pub enum ManagerRequest {
     /// all): it gets no new packets and its packets are rebuilt elsewhere.
     /// Asked again, it reports progress.
     Leave { cancel: bool },
+    /// RTTs the requester measured to other nodes (location evidence;
+    /// at most [`wire::MAX_RTT_SAMPLES`]). Answered `Recorded`.
+    ReportRtt(RttReport),
+    /// The location evidence the manager holds (answered `Evidence`).
+    Evidence,
 }
 
 impl ManagerRequest {
@@ -114,6 +119,8 @@ impl ManagerRequest {
             ManagerRequest::Renew(_) => "renew",
             ManagerRequest::Members => "members",
             ManagerRequest::Leave { .. } => "leave",
+            ManagerRequest::ReportRtt(_) => "report_rtt",
+            ManagerRequest::Evidence => "evidence",
         }
     }
 }
@@ -135,6 +142,9 @@ pub enum ManagerResponse {
     Members(Vec<MemberSummary>),
     /// How the requester's exit stands.
     Leaving(strew_coordinator::LeaveStatus),
+    /// Location evidence of the nodes that have any (at most
+    /// [`wire::MAX_EVIDENCE_ENTRIES`], by node id).
+    Evidence(Vec<NodeEvidence>),
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {
         leader: Option<NodeId>,
@@ -247,6 +257,13 @@ mod tests {
                 snapshot: SnapshotId([3; 32]),
             },
             ManagerRequest::Abandon { pending_id: 7 },
+            ManagerRequest::ReportRtt(RttReport {
+                samples: vec![RttSample {
+                    peer: NodeId([5; 32]),
+                    rtt_micros: 1234,
+                }],
+            }),
+            ManagerRequest::Evidence,
             ManagerRequest::RecordRestore {
                 snapshot: SnapshotId([4; 32]),
                 outcome: RestoreOutcome::Failed {
@@ -267,6 +284,12 @@ mod tests {
             )),
             ManagerResponse::Unavailable(Refusal::new(RefusalCode::NoQuorum, "1 of 3")),
             ManagerResponse::Recorded,
+            ManagerResponse::Evidence(vec![NodeEvidence {
+                node: NodeId([6; 32]),
+                consistent: 1,
+                refuted: 2,
+                verdict: EvidenceVerdict::Refuted,
+            }]),
         ];
         for res in responses {
             assert_eq!(decode_response(&cbor::encode(&res).unwrap()).unwrap(), res);

@@ -318,6 +318,60 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// Most RTT samples one [`RttReport`] may carry.
+pub const MAX_RTT_SAMPLES: usize = 64;
+/// Most entries an evidence answer carries (nodes with any evidence, by id).
+pub const MAX_EVIDENCE_ENTRIES: usize = 10_000;
+
+/// One round-trip time the reporting node measured (libp2p ping) to `peer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RttSample {
+    pub peer: NodeId,
+    /// The smallest RTT seen since the last report, in microseconds.
+    pub rtt_micros: u32,
+}
+
+/// A batch of RTT samples (at most [`MAX_RTT_SAMPLES`]); the observer is
+/// the authenticated requester.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RttReport {
+    pub samples: Vec<RttSample>,
+}
+
+/// What the measured RTTs say about a node's claimed location.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EvidenceVerdict {
+    Unchecked,
+    Consistent,
+    Suspect,
+    Refuted,
+    /// A verdict this build does not know (a newer manager).
+    #[serde(other)]
+    Unknown,
+}
+
+impl EvidenceVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceVerdict::Unchecked => "unchecked",
+            EvidenceVerdict::Consistent => "consistent",
+            EvidenceVerdict::Suspect => "suspect",
+            EvidenceVerdict::Refuted => "refuted",
+            EvidenceVerdict::Unknown => "unknown",
+        }
+    }
+}
+
+/// One node's location evidence: trusted observers whose RTT fits its
+/// claimed location, those whose RTT refutes it, and the verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEvidence {
+    pub node: NodeId,
+    pub consistent: u32,
+    pub refuted: u32,
+    pub verdict: EvidenceVerdict,
+}
+
 /// The sealed sequence of a snapshot (re-exported so callers name it here).
 pub type SealedSequence = SealedForRecipient;
 

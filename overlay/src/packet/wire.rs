@@ -86,6 +86,8 @@ pub enum Refusal {
     NotPermitted(String),
     #[error("cannot prove the packet: {0}")]
     CannotProve(String),
+    #[error("packets never travel over a relayed connection: connect directly")]
+    Relayed,
 }
 
 /// Request header on the wire.

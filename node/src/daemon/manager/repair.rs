@@ -124,6 +124,7 @@ impl ManagerService {
         given_up: &BTreeSet<NodeId>,
         now: u64,
     ) -> Result<RepairPlan, ManagerError> {
+        let avoid = self.location_exclusions();
         heavy(|| {
             self.replica.read(|m| {
                 let packets = m
@@ -137,7 +138,8 @@ impl ManagerService {
                     rebuild: &task.rebuild,
                     given_up,
                 };
-                let moves = m.decide_repair(&request, now, &mut *lock(&self.rng))?;
+                let moves =
+                    m.decide_repair_avoiding(&request, &avoid, now, &mut *lock(&self.rng))?;
                 let uploads: Vec<_> = moves
                     .iter()
                     .filter_map(|c| match c {

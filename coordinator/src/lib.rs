@@ -13,6 +13,7 @@ pub mod ids;
 pub mod manager;
 pub mod placement;
 pub mod quota;
+pub mod receipt;
 pub mod records;
 pub mod repair;
 pub mod seal;
@@ -34,6 +35,7 @@ pub use placement::{
     place_with,
 };
 pub use quota::{GridMode, JoinToken, QuotaError, Subscription};
+pub use receipt::{ReceiptError, StoreReceipt};
 pub use records::{
     AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, Compression, ConvergenceScope,
     Encryption, LogEvent, LogKind, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
@@ -46,7 +48,7 @@ pub use seal::{
 pub use state::{
     Applied, ApplyError, Command, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE, ManagerState, Touched,
 };
-pub use ticket::{StorageTicket, TicketEntry, TicketError, TicketKind};
+pub use ticket::{StorageTicket, TICKET_VERSION, TicketEntry, TicketError, TicketKind};
 pub use units::{
     DistanceRange, GeoPoint, Millis, Redundancy, UnitError, format_duration, format_km,
     format_size, haversine_km, parse_distance_km, parse_duration, parse_size,

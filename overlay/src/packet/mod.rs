@@ -1,4 +1,4 @@
-//! Direct packet exchange between source and target (`/strew/packet/1`):
+//! Direct packet exchange between source and target (`/strew/packet/2`):
 //! wire messages, the framing codec, signed receipts, ticket checks, the
 //! storage seam and the target-side service. Nothing here passes through the
 //! sequence manager; the manager only signs tickets. The source side's
@@ -7,6 +7,7 @@
 mod client;
 pub mod codec;
 pub(crate) mod driver;
+pub mod read_limit;
 pub mod receipt;
 pub mod service;
 pub mod storage;
@@ -16,5 +17,6 @@ pub mod wire;
 pub use codec::PacketCodec;
 pub use receipt::Receipt;
 pub use service::{PacketService, TrustedManagers};
-pub use storage::{MemoryStorage, PacketStorage, StorageError};
+pub use read_limit::{ReadLimit, ReadLimiter};
+pub use storage::{DeleteOutcome, MemoryStorage, PacketStorage, StorageError};
 pub use wire::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketRequest, PacketResponse, Refusal};

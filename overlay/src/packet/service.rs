@@ -1,6 +1,9 @@
 //! The target side of the packet protocol: what a node does with one inbound
-//! request — check the manager's ticket, the size limit and the PacketId, store
-//! through [`PacketStorage`], and answer with a signed receipt.
+//! request — check the manager's ticket (store, read or delete, addressed to
+//! this node and, when it names one, to the requester), the size limit and
+//! the PacketId, store through [`PacketStorage`] under the ticket's storage
+//! generation and answer with a signed receipt; serve a packet only under a
+//! read ticket; delete only the generation a delete ticket names.
 //!
 //! Synchronous (run it through `spawn_blocking`); owns no queues or timers. It
 //! must not do I/O other than through the storage trait.
@@ -11,9 +14,9 @@ use std::sync::{Arc, RwLock};
 use libp2p::identity::Keypair;
 use strew_coordinator::{NodeId, PacketId, TicketKind};
 
-use crate::packet::receipt::Receipt;
-use crate::packet::storage::{PacketStorage, StorageError};
-use crate::packet::ticket;
+use crate::packet::receipt::{self, Receipt};
+use crate::packet::storage::{DeleteOutcome, PacketStorage, StorageError};
+use crate::packet::ticket::{self, Asked};
 use crate::packet::wire::{PacketRequest, PacketResponse, Refusal};
 
 /// The managers whose tickets this node honours (the current sequence manager,
@@ -64,48 +67,78 @@ impl PacketService {
         self.managers.read().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// Answers one request at `now_ms` (unix ms).
-    pub fn handle(&self, request: PacketRequest, now_ms: u64) -> PacketResponse {
+    /// Answers one request from `requester` at `now_ms` (unix ms).
+    pub fn handle(&self, request: PacketRequest, requester: NodeId, now_ms: u64) -> PacketResponse {
         match request {
             PacketRequest::Put {
                 packet_id,
                 ticket,
                 bytes,
-            } => match self.put(packet_id, &ticket, &bytes, now_ms) {
+            } => match self.put(packet_id, &ticket, &bytes, requester, now_ms) {
                 Ok(receipt) => PacketResponse::Stored(receipt),
                 Err(refusal) => PacketResponse::Refused(refusal),
             },
-            PacketRequest::Get { packet_id } => match self.storage.get(&packet_id) {
-                Ok(Some(bytes)) => PacketResponse::Found(bytes),
-                Ok(None) => PacketResponse::NotFound,
-                Err(err) => PacketResponse::Refused(refusal_of(err)),
-            },
-            PacketRequest::Delete { packet_id, ticket } => {
+            PacketRequest::Get { packet_id, ticket } => {
                 if let Err(refusal) =
-                    self.authorise(&ticket, TicketKind::Delete, &packet_id, now_ms)
+                    self.authorise(&ticket, TicketKind::Read, &packet_id, requester, now_ms)
                 {
                     return PacketResponse::Refused(refusal);
                 }
-                match self.storage.delete(&packet_id) {
-                    Ok(existed) => PacketResponse::Deleted { existed },
+                match self.storage.get(&packet_id) {
+                    Ok(Some(bytes)) => PacketResponse::Found(bytes),
+                    Ok(None) => PacketResponse::NotFound,
+                    Err(err) => PacketResponse::Refused(refusal_of(err)),
+                }
+            }
+            PacketRequest::Delete { packet_id, ticket } => {
+                let entry = match self.authorise(
+                    &ticket,
+                    TicketKind::Delete,
+                    &packet_id,
+                    requester,
+                    now_ms,
+                ) {
+                    Ok(entry) => entry,
+                    Err(refusal) => return PacketResponse::Refused(refusal),
+                };
+                // Deleted with its generation: the same ticket never deletes
+                // again, nor a copy stored again later (a new generation).
+                match self.storage.delete(&packet_id, entry.generation) {
+                    Ok(DeleteOutcome::Deleted) => PacketResponse::Deleted { existed: true },
+                    Ok(DeleteOutcome::Absent) => PacketResponse::Deleted { existed: false },
+                    Ok(DeleteOutcome::OtherGeneration) => {
+                        PacketResponse::Refused(Refusal::OtherGeneration)
+                    }
                     Err(err) => PacketResponse::Refused(refusal_of(err)),
                 }
             }
         }
     }
 
-    /// Checks the ticket names `packet_id` for this node; returns the ticketed size.
+    /// Checks the ticket names `packet_id` for this node and `requester`;
+    /// returns the entry naming it.
     fn authorise(
         &self,
         ticket: &[u8],
         kind: TicketKind,
         packet_id: &PacketId,
+        requester: NodeId,
         now_ms: u64,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<strew_coordinator::TicketEntry, Refusal> {
         if ticket.is_empty() {
             return Err(Refusal::NoTicket);
         }
-        ticket::check(ticket, kind, &self.managers(), &self.me, now_ms, packet_id)
+        ticket::check(
+            ticket,
+            &self.managers(),
+            Asked {
+                kind,
+                me: &self.me,
+                requester: Some(&requester),
+                packet_id,
+                now_ms,
+            },
+        )
     }
 
     fn put(
@@ -113,6 +146,7 @@ impl PacketService {
         packet_id: PacketId,
         ticket: &[u8],
         bytes: &[u8],
+        requester: NodeId,
         now_ms: u64,
     ) -> Result<Receipt, Refusal> {
         let size = bytes.len() as u64;
@@ -122,19 +156,27 @@ impl PacketService {
                 limit: self.max_packet,
             });
         }
-        let ticketed = self.authorise(ticket, TicketKind::Store, &packet_id, now_ms)?;
-        if ticketed != size {
+        let entry = self.authorise(ticket, TicketKind::Store, &packet_id, requester, now_ms)?;
+        if entry.size != size {
             return Err(Refusal::SizeMismatch {
                 declared: size,
-                ticketed,
+                ticketed: entry.size,
             });
+        }
+        if entry.generation == 0 {
+            return Err(Refusal::BadTicket(
+                "the store ticket names no storage generation".into(),
+            ));
         }
         let actual = PacketId::of(bytes);
         if actual != packet_id {
             return Err(Refusal::WrongPacketId { actual });
         }
-        self.storage.put(packet_id, bytes).map_err(refusal_of)?;
-        Receipt::sign(&self.key, packet_id, size, now_ms)
+        let generation = self
+            .storage
+            .put(packet_id, bytes, entry.generation)
+            .map_err(refusal_of)?;
+        receipt::sign(&self.key, requester, packet_id, size, generation, now_ms)
             .ok_or_else(|| Refusal::StoreFailed("cannot sign receipt".into()))
     }
 }

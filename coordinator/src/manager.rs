@@ -23,6 +23,7 @@ use crate::grid::{GridView, NodeProfile};
 use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
 use crate::placement::{PlacementPolicy, PlacementRefusal, PlacementRequest, place_excluding};
 use crate::quota::{GridMode, JoinToken};
+use crate::receipt::StoreReceipt;
 use crate::records::{
     AssemblyRecord, BackupParams, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
     StoredPacket,
@@ -31,7 +32,6 @@ use crate::seal::{
     GroupKey, SealError, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe, open_at_rest,
     seal_at_rest, seal_to_recipient,
 };
-use crate::receipt::StoreReceipt;
 use crate::state::{Applied, ApplyError, Command, Deletion, ManagerState, Touched};
 use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
 use crate::units::{GeoPoint, Millis};
@@ -644,9 +644,34 @@ impl Manager {
     /// Decides a commit without changing anything: either the answer
     /// already (a retried commit that succeeded before) or the
     /// `CommitBackup` command to replicate, with the sequence sealed at rest.
+    /// Every planned packet needs a valid receipt (see
+    /// [`check_receipts`](Self::check_receipts)).
     pub fn decide_commit<R: CryptoRng + ?Sized>(
         &self,
         request: &CommitRequest,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<CommitStep, ManagerError> {
+        self.decide_commit_as(request, Receipts::Check, now, rng)
+    }
+
+    /// [`decide_commit`](Self::decide_commit) for a driver whose targets are
+    /// modelled rather than real and sign nothing (the simulator): every
+    /// planned packet counts as stored under the generation its plan gave
+    /// it. A node never calls this: its commits come from the network.
+    pub fn decide_commit_modelled<R: CryptoRng + ?Sized>(
+        &self,
+        request: &CommitRequest,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<CommitStep, ManagerError> {
+        self.decide_commit_as(request, Receipts::Modelled, now, rng)
+    }
+
+    fn decide_commit_as<R: CryptoRng + ?Sized>(
+        &self,
+        request: &CommitRequest,
+        receipts: Receipts,
         now: Millis,
         rng: &mut R,
     ) -> Result<CommitStep, ManagerError> {
@@ -670,7 +695,15 @@ impl Manager {
                 pending.id, pending.source, request.source
             )));
         }
-        let receipts = self.check_receipts(pending, &request.receipts)?;
+        let receipts = match receipts {
+            Receipts::Check => self.check_receipts(pending, &request.receipts)?,
+            Receipts::Modelled => pending
+                .new_chunks
+                .iter()
+                .flat_map(|c| &c.packets)
+                .map(|p| ((p.packet_id, p.target), p.generation))
+                .collect(),
+        };
         let snapshot_id = Self::snapshot_id(&pending.source, &pending.set, pending.id);
         // The copies this commit records: each planned chunk the snapshot
         // uses, under its planned key (or the next free one if another
@@ -679,8 +712,7 @@ impl Manager {
         let mut stored: Vec<PlannedChunk> = Vec::new();
         let mut taken: BTreeSet<DataId> = BTreeSet::new();
         for chunk in &pending.new_chunks {
-            if !used.contains(&chunk.data_id) || stored.iter().any(|c| c.data_id == chunk.data_id)
-            {
+            if !used.contains(&chunk.data_id) || stored.iter().any(|c| c.data_id == chunk.data_id) {
                 continue;
             }
             let mut copy = chunk.clone();
@@ -732,6 +764,8 @@ impl Manager {
                 .find(|c| &c.data_id == data_id)
                 .map(|c| c.record_key())
                 .or_else(|| reused.get(data_id).copied())
+                // A chunk the source knows it committed before (not planned again).
+                .or_else(|| self.own_copy(data_id, &pending.source))
                 .ok_or(ApplyError::UnknownChunk(*data_id))?;
             stripes.push(
                 self.stripe_of(&key, &stored)
@@ -1035,11 +1069,19 @@ impl Manager {
     }
 }
 
+/// How a commit's receipts are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Receipts {
+    /// Verified, one per planned packet (every real commit).
+    Check,
+    /// The driver's targets are modelled and sign nothing (the simulator).
+    Modelled,
+}
+
 /// Whether two copies put the same packets on the same targets, in order.
 fn same_copy(a: &[StoredPacket], b: &[StoredPacket]) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b)
             .all(|(x, y)| x.packet_id == y.packet_id && x.target == y.target)
 }

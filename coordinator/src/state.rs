@@ -982,8 +982,7 @@ impl ManagerState {
 /// Whether two copies put the same packets on the same targets, in order.
 fn same_packets(a: &[StoredPacket], b: &[StoredPacket]) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .zip(b)
             .all(|(x, y)| x.packet_id == y.packet_id && x.target == y.target)
 }

@@ -376,15 +376,9 @@ mod tests {
         let reader = NodeId([5; 32]);
         let mut listed = entries();
         listed[0].generation = 77;
-        let ticket = StorageTicket::issue_kind(
-            &key,
-            TicketKind::Read,
-            target,
-            Some(reader),
-            listed,
-            10_000,
-        )
-        .unwrap();
+        let ticket =
+            StorageTicket::issue_kind(&key, TicketKind::Read, target, Some(reader), listed, 10_000)
+                .unwrap();
         assert_eq!(ticket.verify(&manager, &target, 0), Ok(()));
         assert_eq!(ticket.check_holder(&reader), Ok(()));
         assert!(matches!(

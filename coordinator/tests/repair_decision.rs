@@ -13,8 +13,7 @@ use strew_coordinator::repair::{RepairPolicy, RepairRequest};
 use strew_coordinator::{
     ApplyError, BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression,
     ConvergenceScope, DataId, Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, ManagerError,
-    NodeId, NodeProfile, PacketId, PacketSpec, PlanRequest, Redundancy, SnapshotId,
-    haversine_km,
+    NodeId, NodeProfile, PacketId, PacketSpec, PlanRequest, Redundancy, SnapshotId, haversine_km,
 };
 
 const GIB: u64 = 1 << 30;

@@ -104,7 +104,14 @@ fn plan_chunks(
 }
 
 fn plan(m: &mut Manager, source: u8, names: &[&str], now: u64) -> PlanDecision {
-    plan_chunks(m, source, names.iter().map(|n| chunk(n)).collect(), "0km..", now).unwrap()
+    plan_chunks(
+        m,
+        source,
+        names.iter().map(|n| chunk(n)).collect(),
+        "0km..",
+        now,
+    )
+    .unwrap()
 }
 
 fn commit_with(
@@ -282,7 +289,10 @@ fn a_commit_without_valid_receipts_is_refused() {
             "{refused:?}"
         );
     }
-    assert!(m.state().chunks.is_empty(), "nothing recorded without receipts");
+    assert!(
+        m.state().chunks.is_empty(),
+        "nothing recorded without receipts"
+    );
     commit_with(&mut m, 1, &decision, chunks, honest, 12).unwrap();
     assert_eq!(m.state().chunks.len(), 1);
 }

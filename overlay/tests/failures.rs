@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{config, start, wait_for};
 use strew_coordinator::PacketId;
-use strew_overlay::libp2p::identity::Keypair;
 use strew_coordinator::{StorageTicket, TicketEntry, TicketKind};
+use strew_overlay::libp2p::identity::Keypair;
 use strew_overlay::packet::ticket;
 use strew_overlay::{
     DeleteOutcome, MemoryStorage, OverlayError, PacketStorage, RequestFailure, StorageError, peer,
@@ -29,7 +29,9 @@ async fn a_peer_without_a_known_address_is_unreachable() {
     let nobody = peer::node_id_of_key(&Keypair::generate_ed25519().public()).unwrap();
     let err = tokio::time::timeout(
         Duration::from_secs(10),
-        source.handle.get_packet(nobody, PacketId::of(b"x"), Vec::new()),
+        source
+            .handle
+            .get_packet(nobody, PacketId::of(b"x"), Vec::new()),
     )
     .await
     .expect("a dial failure is reported at once")
@@ -86,9 +88,10 @@ async fn a_target_slower_than_the_timeout_times_out_and_a_stopped_overlay_says_s
 
     // A valid read ticket, so the target gets as far as its slow store.
     let manager = Keypair::generate_ed25519();
-    target.set_trusted_managers(std::collections::BTreeSet::from([
-        peer::node_id_of_key(&manager.public()).unwrap(),
-    ]));
+    target.set_trusted_managers(std::collections::BTreeSet::from([peer::node_id_of_key(
+        &manager.public(),
+    )
+    .unwrap()]));
     let read = StorageTicket::issue_kind(
         &ticket::signing_key(&manager).unwrap(),
         TicketKind::Read,

@@ -115,11 +115,19 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
         (t, PacketId::of(&a), a.len() as u64)
     );
     assert_eq!(
-        s.get_packet(t, PacketId::of(&a), read(&manager, t, PacketId::of(&a))).await.unwrap(),
+        s.get_packet(t, PacketId::of(&a), read(&manager, t, PacketId::of(&a)))
+            .await
+            .unwrap(),
         Some(a.clone())
     );
     assert_eq!(
-        s.get_packet(t, PacketId::of(b"absent"), read(&manager, t, PacketId::of(b"absent"))).await.unwrap(),
+        s.get_packet(
+            t,
+            PacketId::of(b"absent"),
+            read(&manager, t, PacketId::of(b"absent"))
+        )
+        .await
+        .unwrap(),
         None
     );
 
@@ -181,7 +189,9 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
         })
     );
     assert_eq!(
-        s.get_packet(t, PacketId::of(&c), read(&manager, t, PacketId::of(&c))).await.unwrap(),
+        s.get_packet(t, PacketId::of(&c), read(&manager, t, PacketId::of(&c)))
+            .await
+            .unwrap(),
         None,
         "nothing stored"
     );
@@ -232,13 +242,24 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     assert!(matches!(r, Refusal::BadTicket(_)), "{r:?}");
     let delete = issue(&manager, TicketKind::Delete, t, &[&a]);
     assert!(s.delete_packet(t, id, delete.clone()).await.unwrap());
-    assert_eq!(s.get_packet(t, id, read(&manager, t, id)).await.unwrap(), None);
+    assert_eq!(
+        s.get_packet(t, id, read(&manager, t, id)).await.unwrap(),
+        None
+    );
     // Stored again (a new generation): the old delete ticket is refused.
     let again = issue_with(&manager, TicketKind::Store, t, &[&a], 2);
-    assert_eq!(s.put_packet(t, again, a.clone()).await.unwrap().generation, 2);
+    assert_eq!(
+        s.put_packet(t, again, a.clone()).await.unwrap().generation,
+        2
+    );
     let r = refusal(s.delete_packet(t, id, delete).await.unwrap_err());
     assert_eq!(r, Refusal::OtherGeneration);
-    assert!(s.get_packet(t, id, read(&manager, t, id)).await.unwrap().is_some());
+    assert!(
+        s.get_packet(t, id, read(&manager, t, id))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert!(
         s.delete_packet(t, id, issue_with(&manager, TicketKind::Delete, t, &[&a], 2))
             .await
@@ -257,7 +278,10 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     }
     for p in &packets {
         assert_eq!(
-            s.get_packet(t, PacketId::of(p), read(&manager, t, PacketId::of(p))).await.unwrap().as_deref(),
+            s.get_packet(t, PacketId::of(p), read(&manager, t, PacketId::of(p)))
+                .await
+                .unwrap()
+                .as_deref(),
             Some(p.as_slice())
         );
     }

@@ -53,9 +53,6 @@ impl Manager {
         }
         let mut locations = Vec::with_capacity(copy.packets.len());
         for p in &copy.packets {
-            if p.target == request.source {
-                return false;
-            }
             let Some(client) = self.state.clients.get(&p.target) else {
                 return false;
             };
@@ -90,6 +87,19 @@ impl Manager {
             .pending
             .values()
             .any(|p| p.new_chunks.iter().any(|c| &c.record_key() == key))
+    }
+
+    /// The copy of `data_id` a snapshot of `source` already uses (a chunk
+    /// the source committed before and so did not plan again), if any.
+    pub(crate) fn own_copy(&self, data_id: &DataId, source: &NodeId) -> Option<DataId> {
+        (0..MAX_CHUNK_COPIES)
+            .map(|n| chunk_copy_key(data_id, n))
+            .find(|key| {
+                self.state
+                    .chunks
+                    .get(key)
+                    .is_some_and(|c| c.sources.contains(source) && !c.bad)
+            })
     }
 
     /// A good copy with exactly the PacketIds the source computed,

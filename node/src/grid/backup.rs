@@ -9,7 +9,7 @@
 //! the backup re-planned around it (at most [`MAX_PLANS`] times); packets
 //! already on a target the new plan keeps are not sent again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use strew_coordinator::manager::{ChunkPlan, CommitRequest, PacketSpec, PlanRequest};
 use strew_coordinator::records::{BackupParams, StoredPacket};
-use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId};
+use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
 
 use super::{GridError, KnownIndex, ManagerApi, PacketTransport, SourceIdentity};
 use crate::pipeline::local::StoreSink;
@@ -142,6 +142,8 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
 
     let mut exclude: Vec<NodeId> = Vec::new();
     let mut done: BTreeSet<(PacketId, NodeId)> = BTreeSet::new();
+    // Each target's signed receipt, kept across re-plans: the commit carries them.
+    let mut receipts: BTreeMap<(PacketId, NodeId), StoreReceipt> = BTreeMap::new();
     let uploaded_packets = AtomicU64::new(0);
     let uploaded_bytes = AtomicU64::new(0);
     let mut plans = 0;
@@ -183,36 +185,37 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             .flat_map(|c| c.packets.iter().map(|p| (p.packet_id, p.target)))
             .filter(|job| !done.contains(job))
             .collect();
-        let results: Vec<((PacketId, NodeId), Result<u64, String>)> = futures::stream::iter(jobs)
-            .map(|(id, target)| {
-                let ticket = tickets.get(&(target, id)).copied();
-                let outbox = outbox.clone();
-                async move {
-                    let result = async {
-                        if live.is_cancelled() {
-                            return Err("cancelled".to_string());
+        let results: Vec<((PacketId, NodeId), Result<(u64, StoreReceipt), String>)> =
+            futures::stream::iter(jobs)
+                .map(|(id, target)| {
+                    let ticket = tickets.get(&(target, id)).copied();
+                    let outbox = outbox.clone();
+                    async move {
+                        let result = async {
+                            if live.is_cancelled() {
+                                return Err("cancelled".to_string());
+                            }
+                            let ticket = ticket.ok_or("the plan has no ticket for this target")?;
+                            let bytes = tokio::task::spawn_blocking(move || outbox.get(&id))
+                                .await
+                                .map_err(|e| e.to_string())?
+                                .map_err(|e| e.to_string())?
+                                .ok_or("packet missing from the outbox")?;
+                            let len = bytes.len() as u64;
+                            let receipt = transport
+                                .put(target, ticket, id, bytes)
+                                .await
+                                .map_err(|e| e.detail)?;
+                            live.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
+                            Ok::<(u64, StoreReceipt), String>((len, receipt))
                         }
-                        let ticket = ticket.ok_or("the plan has no ticket for this target")?;
-                        let bytes = tokio::task::spawn_blocking(move || outbox.get(&id))
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .map_err(|e| e.to_string())?
-                            .ok_or("packet missing from the outbox")?;
-                        let len = bytes.len() as u64;
-                        transport
-                            .put(target, ticket, id, bytes)
-                            .await
-                            .map_err(|e| e.detail)?;
-                        live.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
-                        Ok::<u64, String>(len)
+                        .await;
+                        ((id, target), result)
                     }
-                    .await;
-                    ((id, target), result)
-                }
-            })
-            .buffer_unordered(opts.parallel_uploads.max(1))
-            .collect()
-            .await;
+                })
+                .buffer_unordered(opts.parallel_uploads.max(1))
+                .collect()
+                .await;
         if progress.is_cancelled() {
             abandoned.push(decision.pending_id);
             return Err(cancelled(manager, transport, abandoned, &exclude).await);
@@ -220,8 +223,9 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         let mut failed: BTreeSet<NodeId> = BTreeSet::new();
         for ((id, target), result) in results {
             match result {
-                Ok(len) => {
+                Ok((len, receipt)) => {
                     done.insert((id, target));
+                    receipts.insert((id, target), receipt);
                     uploaded_packets.fetch_add(1, Ordering::Relaxed);
                     uploaded_bytes.fetch_add(len, Ordering::Relaxed);
                 }
@@ -258,12 +262,16 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         .flat_map(|c| c.packets.iter().cloned())
         .collect();
     let targets: BTreeSet<NodeId> = stored.iter().map(|p| p.target).collect();
+    let receipts: Vec<StoreReceipt> = stored
+        .iter()
+        .filter_map(|p| receipts.remove(&(p.packet_id, p.target)))
+        .collect();
     let all_chunks: Vec<DataId> = report.sequence.stripes().map(|s| s.data_id).collect();
     let response = manager
         .commit(CommitRequest {
             pending_id: decision.pending_id,
             source: me.node_id,
-            stored,
+            receipts,
             manifest: report.sequence.snapshot,
             manifest_chunks: report.sequence.manifest.iter().map(|s| s.data_id).collect(),
             chunks: all_chunks,

@@ -1,7 +1,8 @@
-//! The sequence-manager protocol (`/strew/manager/3`): the calls a source
+//! The sequence-manager protocol (`/strew/manager/4`): the calls a source
 //! makes to the sequence manager — plan a backup, commit it, fetch a sealed
-//! sequence, list, forget, abandon a plan, report a restore, and a dry-run
-//! plan — and the manager's answers, as size-bounded CBOR.
+//! sequence, get read tickets, list, forget, abandon a plan, report a
+//! restore or an unusable chunk, and a dry-run plan — and the manager's
+//! answers, as size-bounded CBOR.
 //!
 //! Owns the messages (the payloads are [`wire`] types of this protocol,
 //! never the coordinator's records), their codec and the [`ManagerEndpoint`] seam through
@@ -24,7 +25,7 @@ use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
-use strew_coordinator::{NodeId, SealedForRecipient, SnapshotId, StorageTicket};
+use strew_coordinator::{DataId, NodeId, PacketId, SealedForRecipient, SnapshotId, StorageTicket};
 
 pub use wire::{
     CommitRequest, CommitResponse, DryRunAnswer, ForgetResponse, ManagerInfo, PlanDecision,
@@ -37,7 +38,9 @@ use crate::cbor;
 /// Protocol id. Version 2: payloads are this protocol's own types, the
 /// source is the authenticated peer only, refusals carry a code.
 /// Version 3: each message is length-prefixed (`cbor::read_framed`).
-pub const MANAGER_PROTOCOL: &str = "/strew/manager/3";
+/// Version 4 (issue 11): a commit carries the targets' signed receipts
+/// (not a list of packets), `ReadTickets` and `ReportBad` are new.
+pub const MANAGER_PROTOCOL: &str = "/strew/manager/4";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
 /// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
@@ -65,6 +68,20 @@ pub enum ManagerRequest {
         snapshot: SnapshotId,
         outcome: RestoreOutcome,
     },
+    /// Read tickets (to the requester) for `count` chunks (at most
+    /// `strew_coordinator::manager::MAX_READ_CHUNKS`) of one of its
+    /// snapshots, from chunk `from` of its sequence.
+    ReadTickets {
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    },
+    /// The packets of chunk `data_id` the requester was given failed to
+    /// decode: never reuse that copy for a new backup.
+    ReportBad {
+        data_id: DataId,
+        packets: Vec<PacketId>,
+    },
     /// Who is the manager, and how is it doing? (answered by any node)
     Who,
 }
@@ -81,6 +98,8 @@ impl ManagerRequest {
             ManagerRequest::Forget { .. } => "forget",
             ManagerRequest::Abandon { .. } => "abandon",
             ManagerRequest::RecordRestore { .. } => "record_restore",
+            ManagerRequest::ReadTickets { .. } => "read_tickets",
+            ManagerRequest::ReportBad { .. } => "report_bad",
             ManagerRequest::Who => "who",
         }
     }
@@ -96,6 +115,8 @@ pub enum ManagerResponse {
     Snapshots(Vec<SnapshotSummary>),
     Forgotten(ForgetResponse),
     Abandoned(Vec<StorageTicket>),
+    /// Read tickets naming the requester as holder.
+    ReadTickets(Vec<StorageTicket>),
     Recorded,
     Info(ManagerInfo),
     /// This node does not serve the manager; `leader` is where to retry.

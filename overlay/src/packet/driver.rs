@@ -174,13 +174,14 @@ impl Packets {
         let service = self.service.clone();
         let served = self.served_tx.clone();
         tokio::spawn(async move {
-            let response = tokio::task::spawn_blocking(move || service.handle(request, requester, now_ms()))
-                .await
-                .unwrap_or_else(|err| {
-                    PacketResponse::Refused(Refusal::StoreFailed(format!(
-                        "storage task failed: {err}"
-                    )))
-                });
+            let response =
+                tokio::task::spawn_blocking(move || service.handle(request, requester, now_ms()))
+                    .await
+                    .unwrap_or_else(|err| {
+                        PacketResponse::Refused(Refusal::StoreFailed(format!(
+                            "storage task failed: {err}"
+                        )))
+                    });
             let _ = served
                 .send(Served {
                     peer,

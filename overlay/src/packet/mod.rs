@@ -15,8 +15,8 @@ pub mod ticket;
 pub mod wire;
 
 pub use codec::PacketCodec;
+pub use read_limit::{ReadLimit, ReadLimiter};
 pub use receipt::Receipt;
 pub use service::{PacketService, TrustedManagers};
-pub use read_limit::{ReadLimit, ReadLimiter};
 pub use storage::{DeleteOutcome, MemoryStorage, PacketStorage, StorageError};
 pub use wire::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketRequest, PacketResponse, Refusal};

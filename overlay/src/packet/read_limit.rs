@@ -115,13 +115,18 @@ mod tests {
         let other = PeerId::random();
         let granted = (0..20).filter(|_| limiter.try_read(greedy, 1_000)).count();
         assert_eq!(granted, 5, "the burst, then nothing at the same instant");
-        assert!(limiter.try_read(other, 1_000), "another peer has its own bucket");
+        assert!(
+            limiter.try_read(other, 1_000),
+            "another peer has its own bucket"
+        );
         // 10 reads a second: one more every 100 ms.
         assert!(!limiter.try_read(greedy, 1_050));
         assert!(limiter.try_read(greedy, 1_100));
         assert!(!limiter.try_read(greedy, 1_100));
         // A long pause refills to the burst, never beyond.
-        let granted = (0..20).filter(|_| limiter.try_read(greedy, 100_000)).count();
+        let granted = (0..20)
+            .filter(|_| limiter.try_read(greedy, 100_000))
+            .count();
         assert_eq!(granted, 5);
     }
 

@@ -140,7 +140,11 @@ mod tests {
             Err(StorageError::WrongId { .. })
         ));
         assert_eq!(store.put(PacketId::of(&a), &a, 5).unwrap(), 5);
-        assert_eq!(store.put(PacketId::of(&a), &a, 6).unwrap(), 5, "the first generation stays");
+        assert_eq!(
+            store.put(PacketId::of(&a), &a, 6).unwrap(),
+            5,
+            "the first generation stays"
+        );
         assert_eq!(store.free_bytes().unwrap(), 3);
         let b = b"abcd".to_vec();
         assert!(matches!(

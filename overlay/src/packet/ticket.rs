@@ -138,7 +138,10 @@ mod tests {
             (&trusted, asked(TicketKind::Read, &reader, &id, NOW + 2000)),
             (&trusted, asked(TicketKind::Read, &stranger, &id, NOW)),
         ] {
-            assert!(matches!(check(&bytes, managers, a), Err(Refusal::BadTicket(_))));
+            assert!(matches!(
+                check(&bytes, managers, a),
+                Err(Refusal::BadTicket(_))
+            ));
         }
         let other = PacketId::of(b"q");
         assert_eq!(
@@ -150,7 +153,11 @@ mod tests {
             Err(Refusal::NotInTicket)
         );
         assert!(matches!(
-            check(b"\xff\x00", &trusted, asked(TicketKind::Read, &reader, &id, NOW)),
+            check(
+                b"\xff\x00",
+                &trusted,
+                asked(TicketKind::Read, &reader, &id, NOW)
+            ),
             Err(Refusal::BadTicket(_))
         ));
     }

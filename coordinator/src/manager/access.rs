@@ -174,6 +174,12 @@ impl Manager {
         packets: &[PacketId],
         now: Millis,
     ) -> Result<Vec<Command>, ManagerError> {
+        if packets.len() > usize::from(u8::MAX) {
+            return Err(ManagerError::Invalid(format!(
+                "{} packets reported for one chunk; a stripe has at most 255",
+                packets.len()
+            )));
+        }
         let named: BTreeSet<&PacketId> = packets.iter().collect();
         let copies: Vec<(DataId, bool)> = (0..MAX_CHUNK_COPIES)
             .map(|n| chunk_copy_key(&data_id, n))

@@ -69,6 +69,9 @@ pub struct GridBackupReport {
     pub cleanup: Cleanup,
 }
 
+/// One upload's outcome: the bytes sent and the target's receipt, or why not.
+type Uploaded = Result<(u64, StoreReceipt), String>;
+
 /// Runs one backup of `opts.paths` onto the grid.
 pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     me: &SourceIdentity,
@@ -185,37 +188,36 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             .flat_map(|c| c.packets.iter().map(|p| (p.packet_id, p.target)))
             .filter(|job| !done.contains(job))
             .collect();
-        let results: Vec<((PacketId, NodeId), Result<(u64, StoreReceipt), String>)> =
-            futures::stream::iter(jobs)
-                .map(|(id, target)| {
-                    let ticket = tickets.get(&(target, id)).copied();
-                    let outbox = outbox.clone();
-                    async move {
-                        let result = async {
-                            if live.is_cancelled() {
-                                return Err("cancelled".to_string());
-                            }
-                            let ticket = ticket.ok_or("the plan has no ticket for this target")?;
-                            let bytes = tokio::task::spawn_blocking(move || outbox.get(&id))
-                                .await
-                                .map_err(|e| e.to_string())?
-                                .map_err(|e| e.to_string())?
-                                .ok_or("packet missing from the outbox")?;
-                            let len = bytes.len() as u64;
-                            let receipt = transport
-                                .put(target, ticket, id, bytes)
-                                .await
-                                .map_err(|e| e.detail)?;
-                            live.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
-                            Ok::<(u64, StoreReceipt), String>((len, receipt))
+        let results: Vec<((PacketId, NodeId), Uploaded)> = futures::stream::iter(jobs)
+            .map(|(id, target)| {
+                let ticket = tickets.get(&(target, id)).copied();
+                let outbox = outbox.clone();
+                async move {
+                    let result = async {
+                        if live.is_cancelled() {
+                            return Err("cancelled".to_string());
                         }
-                        .await;
-                        ((id, target), result)
+                        let ticket = ticket.ok_or("the plan has no ticket for this target")?;
+                        let bytes = tokio::task::spawn_blocking(move || outbox.get(&id))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?
+                            .ok_or("packet missing from the outbox")?;
+                        let len = bytes.len() as u64;
+                        let receipt = transport
+                            .put(target, ticket, id, bytes)
+                            .await
+                            .map_err(|e| e.detail)?;
+                        live.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
+                        Ok::<(u64, StoreReceipt), String>((len, receipt))
                     }
-                })
-                .buffer_unordered(opts.parallel_uploads.max(1))
-                .collect()
-                .await;
+                    .await;
+                    ((id, target), result)
+                }
+            })
+            .buffer_unordered(opts.parallel_uploads.max(1))
+            .collect()
+            .await;
         if progress.is_cancelled() {
             abandoned.push(decision.pending_id);
             return Err(cancelled(manager, transport, abandoned, &exclude).await);

@@ -799,7 +799,10 @@ impl Manager {
             pending_id: pending.id,
         };
         Ok(CommitStep::Propose {
-            command: Command::CommitBackup { snapshot, stored },
+            command: Command::CommitBackup {
+                snapshot,
+                stored: Some(stored),
+            },
             snapshot: snapshot_id,
         })
     }

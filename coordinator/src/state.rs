@@ -56,11 +56,13 @@ pub enum Command {
     },
     /// The upload finished: the snapshot (with its sealed sequence) is
     /// recorded, and the new chunk copies it uses, each packet with the
-    /// generation its target's verified receipt names.
+    /// generation its target's verified receipt names. `None` only in logs
+    /// written before receipts reached the manager: then the planned copies
+    /// the snapshot names are recorded as planned (replay compatibility).
     CommitBackup {
         snapshot: SnapshotRecord,
         #[serde(default)]
-        stored: Vec<PlannedChunk>,
+        stored: Option<Vec<PlannedChunk>>,
     },
     AbortBackup {
         pending_id: u64,
@@ -304,7 +306,7 @@ impl ManagerState {
             }
             Command::BeginBackup { pending } => self.begin(pending, &mut touched)?,
             Command::CommitBackup { snapshot, stored } => {
-                self.commit(snapshot, stored, &mut touched)?
+                self.commit(snapshot, stored.as_deref(), &mut touched)?
             }
             Command::AbortBackup {
                 pending_id,
@@ -499,12 +501,6 @@ impl ManagerState {
                     chunk.record_key()
                 )));
             }
-            if let Some(p) = chunk.packets.iter().find(|p| p.generation == 0) {
-                return Err(ApplyError::Invalid(format!(
-                    "packet {} of chunk {} has no storage generation",
-                    p.packet_id, chunk.data_id
-                )));
-            }
             self.check_not_foreign(chunk)?;
         }
         let reservations = pending.reservations();
@@ -563,7 +559,7 @@ impl ManagerState {
     fn commit(
         &mut self,
         snapshot: &SnapshotRecord,
-        stored: &[PlannedChunk],
+        stored: Option<&[PlannedChunk]>,
         touched: &mut Touched,
     ) -> Result<Applied, ApplyError> {
         let pending = self
@@ -571,6 +567,20 @@ impl ManagerState {
             .get(&snapshot.pending_id)
             .cloned()
             .ok_or(ApplyError::UnknownPending(snapshot.pending_id))?;
+        let legacy: Vec<PlannedChunk>;
+        let stored: &[PlannedChunk] = match stored {
+            Some(stored) => stored,
+            None => {
+                // A command from before receipts: the copies as planned.
+                legacy = pending
+                    .new_chunks
+                    .iter()
+                    .filter(|c| snapshot.chunks.contains(&c.record_key()))
+                    .cloned()
+                    .collect();
+                &legacy
+            }
+        };
         if pending.source != snapshot.source || pending.set != snapshot.set {
             return Err(ApplyError::Invalid(
                 "snapshot does not match its pending backup".into(),
@@ -592,7 +602,7 @@ impl ManagerState {
                 && planned.packets.iter().zip(&copy.packets).all(|(a, b)| {
                     a.packet_id == b.packet_id && a.target == b.target && a.size == b.size
                 });
-            if !same_layout || copy.packets.iter().any(|p| p.generation == 0) {
+            if !same_layout {
                 return Err(ApplyError::Invalid(format!(
                     "chunk {} is not recorded as planned",
                     copy.data_id

@@ -393,3 +393,46 @@ fn read_tickets_go_only_to_the_snapshots_owner_and_name_it_as_holder() {
         Err(ManagerError::Invalid(_))
     ));
 }
+
+#[test]
+fn a_commit_logged_before_receipts_still_replays_as_planned() {
+    let mut m = grid();
+    let decision = plan(&mut m, 1, &["a"], 10);
+    let request = CommitRequest {
+        pending_id: decision.pending_id,
+        source: id(1),
+        receipts: common::receipts(&decision.uploads, id(1)),
+        manifest: DataId([9; 32]),
+        manifest_chunks: Vec::new(),
+        chunks: vec![chunk("a").data_id],
+        bytes: 1000,
+    };
+    let step = m
+        .decide_commit(&request, 11, &mut StdRng::seed_from_u64(11))
+        .unwrap();
+    let strew_coordinator::CommitStep::Propose {
+        command: strew_coordinator::Command::CommitBackup { snapshot, .. },
+        ..
+    } = step
+    else {
+        panic!("a first commit proposes a CommitBackup");
+    };
+    // The same command as an older log holds it: no `stored` field.
+    let legacy = strew_coordinator::Command::CommitBackup {
+        snapshot,
+        stored: None,
+    };
+    let bytes = legacy.to_bytes().unwrap();
+    m.execute(strew_coordinator::Command::from_bytes(&bytes).unwrap())
+        .unwrap();
+    let recorded = m.state().chunk_packets(&chunk("a").data_id).unwrap();
+    let planned: Vec<PacketId> = decision.uploads[0]
+        .packets
+        .iter()
+        .map(|p| p.packet_id)
+        .collect();
+    assert_eq!(
+        recorded.iter().map(|p| p.packet_id).collect::<Vec<_>>(),
+        planned
+    );
+}

@@ -554,7 +554,10 @@ impl PacketStore {
             if let Some(wanted) = only {
                 let mut matching = true;
                 for id in ids {
-                    matching &= recorded.get(&id.0)?.map(|v| v.value()) == Some(wanted);
+                    // A packet stored before generations existed has none:
+                    // only a (legacy) ticket naming generation 0 deletes it.
+                    let has = recorded.get(&id.0)?.map(|v| v.value());
+                    matching &= has.unwrap_or(0) == wanted;
                 }
                 if !matching {
                     return Ok(0);

@@ -165,4 +165,16 @@ mod tests {
         old.version = 1;
         assert_eq!(old.verify(), Err(ReceiptError::UnknownVersion(1)));
     }
+
+    #[test]
+    fn a_receipt_is_small_on_the_wire() {
+        // A commit carries one per packet: docs/protocol.md counts on ~320 bytes.
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let mut r = receipt(&key);
+        r.size = 5 << 20;
+        r.generation = u64::MAX;
+        r.stored_at = u64::MAX;
+        let len = crate::cbor::encode(&r).unwrap().len();
+        assert!(len <= 330, "a receipt is {len} bytes of CBOR");
+    }
 }

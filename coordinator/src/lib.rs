@@ -15,6 +15,7 @@ pub mod manager;
 pub mod network;
 pub mod placement;
 pub mod quota;
+pub mod receipt;
 pub mod records;
 pub mod repair;
 pub mod seal;
@@ -41,6 +42,7 @@ pub use placement::{
     place_with,
 };
 pub use quota::{EARNED_ALLOWANCE, GridMode, JoinToken, QuotaError, Subscription};
+pub use receipt::{ReceiptError, StoreReceipt};
 pub use records::{
     AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, Compression, ConvergenceScope,
     Encryption, LogEvent, LogKind, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
@@ -53,7 +55,7 @@ pub use seal::{
 pub use state::{
     Applied, ApplyError, Command, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE, ManagerState, Touched,
 };
-pub use ticket::{StorageTicket, TicketEntry, TicketError, TicketKind};
+pub use ticket::{StorageTicket, TICKET_VERSION, TicketEntry, TicketError, TicketKind};
 pub use trust::{
     GridRoot, Invite, MemberCert, Renewal, Revocation, TrustCommand, TrustError, TrustState,
 };

@@ -23,6 +23,7 @@ use crate::grid::{GridView, NodeProfile};
 use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
 use crate::placement::{PlacementPolicy, PlacementRefusal, PlacementRequest, place_excluding};
 use crate::quota::{GridMode, JoinToken};
+use crate::receipt::StoreReceipt;
 use crate::records::{
     AssemblyRecord, BackupParams, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
     StoredPacket,
@@ -31,11 +32,13 @@ use crate::seal::{
     GroupKey, SealError, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe, open_at_rest,
     seal_at_rest, seal_to_recipient,
 };
-use crate::state::{Applied, ApplyError, Command, ManagerState, Touched};
+use crate::state::{Applied, ApplyError, Command, Deletion, ManagerState, Touched};
 use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
 use crate::units::{GeoPoint, Millis};
 
+mod access;
 pub mod audits;
+mod dedup;
 pub mod exit;
 mod messages;
 mod reservations;
@@ -59,6 +62,12 @@ pub enum ManagerError {
         "backup {pending_id}: {missing} planned packet(s) have no verified receipt yet; upload them and commit again"
     )]
     MissingUploads { pending_id: u64, missing: usize },
+    #[error("receipt for packet {packet_id} on {target} refused: {reason}")]
+    BadReceipt {
+        packet_id: PacketId,
+        target: NodeId,
+        reason: String,
+    },
     #[error("invalid request: {0}")]
     Invalid(String),
 }
@@ -324,6 +333,7 @@ impl Manager {
     pub(crate) fn tickets(
         &self,
         kind: TicketKind,
+        holder: Option<NodeId>,
         per_target: BTreeMap<NodeId, Vec<TicketEntry>>,
         now: Millis,
     ) -> Result<Vec<StorageTicket>, ManagerError> {
@@ -339,6 +349,7 @@ impl Manager {
                         &self.identity,
                         kind,
                         target,
+                        holder,
                         batch.to_vec(),
                         now + self.config.ticket_ttl,
                     )
@@ -349,25 +360,28 @@ impl Manager {
         Ok(tickets)
     }
 
+    /// Delete tickets for packets nothing references, each bound to the
+    /// storage generation the manager recorded for it.
     fn delete_tickets(
         &self,
-        deletions: &BTreeMap<NodeId, Vec<PacketId>>,
+        deletions: &BTreeMap<NodeId, Vec<Deletion>>,
         now: Millis,
     ) -> Result<Vec<StorageTicket>, ManagerError> {
         let per_target = deletions
             .iter()
-            .map(|(target, ids)| {
-                let entries = ids
+            .map(|(target, list)| {
+                let entries = list
                     .iter()
-                    .map(|packet_id| TicketEntry {
-                        packet_id: *packet_id,
+                    .map(|d| TicketEntry {
+                        packet_id: d.packet_id,
                         size: 0,
+                        generation: d.generation,
                     })
                     .collect();
                 (*target, entries)
             })
             .collect();
-        self.tickets(TicketKind::Delete, per_target, now)
+        self.tickets(TicketKind::Delete, None, per_target, now)
     }
 
     /// (b) Plans a backup: dedups its chunks, places the new ones, records the
@@ -396,7 +410,12 @@ impl Manager {
         now: Millis,
         rng: &mut R,
     ) -> Result<(Command, PlanDraft), ManagerError> {
-        let (uploads, reused) = self.decide_placement(request, rng)?;
+        let (mut uploads, reused) = self.decide_placement(request, rng)?;
+        // Each packet's storage generation: the target records it with the
+        // packet, and only a delete ticket naming it deletes that copy.
+        for p in uploads.iter_mut().flat_map(|c| c.packets.iter_mut()) {
+            p.generation = rng.next_u64().max(1);
+        }
         let stored_bytes = uploads
             .iter()
             .flat_map(|c| &c.packets)
@@ -430,6 +449,7 @@ impl Manager {
         };
         let draft = PlanDraft {
             pending_id: pending.id,
+            source: request.source,
             uploads,
             reused,
             expires_at: pending.expires_at,
@@ -445,11 +465,12 @@ impl Manager {
             per_target.entry(p.target).or_default().push(TicketEntry {
                 packet_id: p.packet_id,
                 size: p.size,
+                generation: p.generation,
             });
         }
         Ok(PlanDecision {
             pending_id: draft.pending_id,
-            tickets: self.tickets(TicketKind::Store, per_target, now)?,
+            tickets: self.tickets(TicketKind::Store, Some(draft.source), per_target, now)?,
             uploads: draft.uploads,
             reused: draft.reused,
             expires_at: draft.expires_at,
@@ -489,14 +510,29 @@ impl Manager {
         let mut seen = BTreeSet::new();
         let mut reused = Vec::new();
         let mut new_chunks: Vec<&ChunkPlan> = Vec::new();
+        let mut keys: Vec<DataId> = Vec::new();
         for chunk in &request.chunks {
             if !seen.insert(chunk.data_id) {
                 continue;
             }
-            if self.state.chunks.contains_key(&chunk.data_id) {
-                reused.push(chunk.data_id);
+            // Dedup: only a receipted copy that suits this backup.
+            if let Some(key) = self.reusable_copy(chunk, request) {
+                reused.push(key);
                 continue;
             }
+            let Some(key) = self.free_copy_key(&chunk.data_id) else {
+                match self.any_good_copy(chunk) {
+                    Some(key) => reused.push(key),
+                    None => {
+                        return Err(ManagerError::Invalid(format!(
+                            "chunk {} has {} copies stored and none matches this backup's packets",
+                            chunk.data_id,
+                            crate::records::MAX_CHUNK_COPIES
+                        )));
+                    }
+                }
+                continue;
+            };
             if chunk.packets.len() != width
                 || chunk
                     .packets
@@ -510,6 +546,7 @@ impl Manager {
                 )));
             }
             new_chunks.push(chunk);
+            keys.push(key);
         }
         let mut uploads = Vec::with_capacity(new_chunks.len());
         if !new_chunks.is_empty() {
@@ -539,8 +576,9 @@ impl Manager {
                 &exclude,
                 rng,
             )?;
-            for (chunk, targets) in new_chunks.iter().zip(&placement.stripes) {
+            for ((chunk, targets), key) in new_chunks.iter().zip(&placement.stripes).zip(&keys) {
                 uploads.push(PlannedChunk {
+                    key: (key != &chunk.data_id).then_some(*key),
                     data_id: chunk.data_id,
                     packets: chunk
                         .packets
@@ -550,6 +588,7 @@ impl Manager {
                             packet_id: p.packet_id,
                             size: p.size,
                             target: *target,
+                            generation: 0,
                         })
                         .collect(),
                 });
@@ -568,22 +607,17 @@ impl Manager {
         SnapshotId(*hasher.finalize().as_bytes())
     }
 
-    fn stripe_of(
-        &self,
-        data_id: &DataId,
-        pending: Option<&PendingBackup>,
-    ) -> Option<SequenceStripe> {
-        let packets: Vec<StoredPacket> = match self.state.chunk_packets(data_id) {
-            Some(stored) => stored.to_vec(),
-            None => pending?
-                .new_chunks
-                .iter()
-                .find(|c| &c.data_id == data_id)?
-                .packets
-                .clone(),
+    /// The stripe of the copy stored (or being committed) under record key `key`.
+    fn stripe_of(&self, key: &DataId, stored: &[PlannedChunk]) -> Option<SequenceStripe> {
+        let (data_id, packets): (DataId, Vec<StoredPacket>) = match self.state.chunks.get(key) {
+            Some(copy) => (copy.data_id, copy.packets.clone()),
+            None => {
+                let copy = stored.iter().find(|c| &c.record_key() == key)?;
+                (copy.data_id, copy.packets.clone())
+            }
         };
         Some(SequenceStripe {
-            data_id: *data_id,
+            data_id,
             packets: packets
                 .iter()
                 .map(|p| SequenceEntry {
@@ -616,9 +650,34 @@ impl Manager {
     /// Decides a commit without changing anything: either the answer
     /// already (a retried commit that succeeded before) or the
     /// `CommitBackup` command to replicate, with the sequence sealed at rest.
+    /// Every planned packet needs a valid receipt (see
+    /// [`check_receipts`](Self::check_receipts)).
     pub fn decide_commit<R: CryptoRng + ?Sized>(
         &self,
         request: &CommitRequest,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<CommitStep, ManagerError> {
+        self.decide_commit_as(request, Receipts::Check, now, rng)
+    }
+
+    /// [`decide_commit`](Self::decide_commit) for a driver whose targets are
+    /// modelled rather than real and sign nothing (the simulator): every
+    /// planned packet counts as stored under the generation its plan gave
+    /// it. A node never calls this: its commits come from the network.
+    pub fn decide_commit_modelled<R: CryptoRng + ?Sized>(
+        &self,
+        request: &CommitRequest,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<CommitStep, ManagerError> {
+        self.decide_commit_as(request, Receipts::Modelled, now, rng)
+    }
+
+    fn decide_commit_as<R: CryptoRng + ?Sized>(
+        &self,
+        request: &CommitRequest,
+        receipts: Receipts,
         now: Millis,
         rng: &mut R,
     ) -> Result<CommitStep, ManagerError> {
@@ -642,34 +701,83 @@ impl Manager {
                 pending.id, pending.source, request.source
             )));
         }
-        let confirmed: BTreeSet<(PacketId, NodeId)> = request
-            .stored
-            .iter()
-            .map(|p| (p.packet_id, p.target))
-            .collect();
-        let missing = pending
-            .new_chunks
-            .iter()
-            .flat_map(|c| &c.packets)
-            .filter(|p| !confirmed.contains(&(p.packet_id, p.target)))
-            .count();
-        if missing > 0 {
-            return Err(ManagerError::MissingUploads {
-                pending_id: pending.id,
-                missing,
-            });
-        }
+        let receipts = match receipts {
+            Receipts::Check => self.check_receipts(pending, &request.receipts)?,
+            Receipts::Modelled => pending
+                .new_chunks
+                .iter()
+                .flat_map(|c| &c.packets)
+                .map(|p| ((p.packet_id, p.target), p.generation))
+                .collect(),
+        };
         let snapshot_id = Self::snapshot_id(&pending.source, &pending.set, pending.id);
+        // The copies this commit records: each planned chunk the snapshot
+        // uses, under its planned key (or the next free one if another
+        // backup took that key meanwhile), with its receipts' generations.
+        let used: BTreeSet<DataId> = request.chunks.iter().copied().collect();
+        let mut stored: Vec<PlannedChunk> = Vec::new();
+        let mut taken: BTreeSet<DataId> = BTreeSet::new();
+        for chunk in &pending.new_chunks {
+            if !used.contains(&chunk.data_id) || stored.iter().any(|c| c.data_id == chunk.data_id) {
+                continue;
+            }
+            let mut copy = chunk.clone();
+            for p in &mut copy.packets {
+                p.generation = receipts
+                    .get(&(p.packet_id, p.target))
+                    .copied()
+                    .unwrap_or(p.generation);
+            }
+            let key = copy.record_key();
+            let free = |k: &DataId| {
+                !taken.contains(k)
+                    && self
+                        .state
+                        .chunks
+                        .get(k)
+                        .is_none_or(|c| same_copy(&c.packets, &copy.packets))
+            };
+            if !free(&key) {
+                let other = (0..crate::records::MAX_CHUNK_COPIES)
+                    .map(|n| crate::records::chunk_copy_key(&chunk.data_id, n))
+                    .find(|k| free(k))
+                    .ok_or_else(|| {
+                        ManagerError::Invalid(format!(
+                            "chunk {} has no free copy key left",
+                            chunk.data_id
+                        ))
+                    })?;
+                copy.key = (other != chunk.data_id).then_some(other);
+            }
+            taken.insert(copy.record_key());
+            stored.push(copy);
+        }
+        // The snapshot's chunks as record keys, in the order the source gave.
+        let reused: BTreeMap<DataId, DataId> = pending
+            .reused
+            .iter()
+            .filter_map(|key| self.state.chunks.get(key).map(|c| (c.data_id, *key)))
+            .collect();
         let mut stripes = Vec::with_capacity(request.chunks.len());
+        let mut keys = Vec::with_capacity(request.chunks.len());
         let mut order_seen = BTreeSet::new();
         for data_id in &request.chunks {
             if !order_seen.insert(*data_id) {
                 continue;
             }
+            let key = stored
+                .iter()
+                .find(|c| &c.data_id == data_id)
+                .map(|c| c.record_key())
+                .or_else(|| reused.get(data_id).copied())
+                // A chunk the source knows it committed before (not planned again).
+                .or_else(|| self.own_copy(data_id, &pending.source))
+                .ok_or(ApplyError::UnknownChunk(*data_id))?;
             stripes.push(
-                self.stripe_of(data_id, Some(pending))
+                self.stripe_of(&key, &stored)
                     .ok_or(ApplyError::UnknownChunk(*data_id))?,
             );
+            keys.push(key);
         }
         let sequence = Sequence {
             snapshot: snapshot_id,
@@ -691,13 +799,16 @@ impl Manager {
             data_id: request.manifest,
             created_at: now,
             bytes: request.bytes,
-            // The snapshot's chunks in the order the source gave them.
-            chunks: sequence.stripes.iter().map(|s| s.data_id).collect(),
+            // The snapshot's chunk copies (record keys) in the order the source gave them.
+            chunks: keys,
             sealed_sequence: sealed,
             pending_id: pending.id,
         };
         Ok(CommitStep::Propose {
-            command: Command::CommitBackup { snapshot },
+            command: Command::CommitBackup {
+                snapshot,
+                stored: Some(stored),
+            },
             snapshot: snapshot_id,
         })
     }
@@ -723,11 +834,7 @@ impl Manager {
         applied: &Applied,
         now: Millis,
     ) -> Result<Vec<StorageTicket>, ManagerError> {
-        match applied {
-            Applied::Deletions(d) => self.delete_tickets(d, now),
-            Applied::Committed { orphans, .. } => self.delete_tickets(orphans, now),
-            Applied::Done => Ok(Vec::new()),
-        }
+        self.delete_tickets(&applied.deletions(), now)
     }
 
     /// (d) A snapshot's sequence, with current targets, sealed to the
@@ -762,8 +869,8 @@ impl Manager {
         .map_err(ManagerError::Seal)?;
         let mut sequence = Sequence::from_bytes(&plain).map_err(ManagerError::Seal)?;
         // Repairs may have moved packets since the snapshot was sealed.
-        for stripe in &mut sequence.stripes {
-            if let Some(current) = self.state.chunk_packets(&stripe.data_id) {
+        for (stripe, key) in sequence.stripes.iter_mut().zip(&record.chunks) {
+            if let Some(current) = self.state.chunk_packets(key) {
                 for (entry, now) in stripe.packets.iter_mut().zip(current) {
                     if entry.packet_id == now.packet_id {
                         entry.targets = vec![now.target];
@@ -847,7 +954,10 @@ impl Manager {
         };
         Ok(ForgetResponse {
             delete_tickets: self.delete_tickets(&deletions, now)?,
-            deletions,
+            deletions: deletions
+                .into_iter()
+                .map(|(target, list)| (target, list.into_iter().map(|d| d.packet_id).collect()))
+                .collect(),
         })
     }
 
@@ -966,4 +1076,21 @@ impl Manager {
             })
             .collect()
     }
+}
+
+/// How a commit's receipts are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Receipts {
+    /// Verified, one per planned packet (every real commit).
+    Check,
+    /// The driver's targets are modelled and sign nothing (the simulator).
+    Modelled,
+}
+
+/// Whether two copies put the same packets on the same targets, in order.
+fn same_copy(a: &[StoredPacket], b: &[StoredPacket]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.packet_id == y.packet_id && x.target == y.target)
 }

@@ -101,6 +101,30 @@ pub struct StoredPacket {
     pub packet_id: PacketId,
     pub size: u64,
     pub target: NodeId,
+    /// The storage generation the target recorded (from its receipt; in a
+    /// plan, the one its store ticket asks for). Delete tickets name it.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// Copies one chunk (one DataId) may have in the manager's records: a
+/// source whose backup the first copy does not suit (its packets are not
+/// the ones this source computed, are marked bad, or sit outside its
+/// distance, spread or redundancy) uploads its own copy under the next free
+/// key. Past this many the chunk's first good copy is reused.
+pub const MAX_CHUNK_COPIES: u32 = 8;
+
+/// The record key of copy `n` of chunk `data_id`: the DataId itself for
+/// copy 0, a one-way derivation of it for the others.
+pub fn chunk_copy_key(data_id: &DataId, n: u32) -> DataId {
+    if n == 0 {
+        return *data_id;
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"strew/chunk-copy/v1\0");
+    hasher.update(data_id.as_bytes());
+    hasher.update(&n.to_le_bytes());
+    DataId(*hasher.finalize().as_bytes())
 }
 
 /// Source data record: one chunk (one stripe) and where its packets are.
@@ -116,6 +140,14 @@ pub struct ChunkRecord {
     pub sources: BTreeSet<NodeId>,
     /// The source charged for its stored bytes (the first to upload it).
     pub owner: NodeId,
+    /// A source found its packets unusable (a restore or check failed on
+    /// them): never reused for a new backup.
+    #[serde(default)]
+    pub bad: bool,
+    /// The redundancy the copy was stored with (dedup reuses it only for
+    /// backups asking no more).
+    #[serde(default)]
+    pub redundancy: Option<Redundancy>,
 }
 
 impl ChunkRecord {
@@ -167,6 +199,17 @@ pub struct SnapshotRecord {
 pub struct PlannedChunk {
     pub data_id: DataId,
     pub packets: Vec<StoredPacket>,
+    /// The record key the copy is to be stored under (see
+    /// [`chunk_copy_key`]); `None` is the DataId itself.
+    #[serde(default)]
+    pub key: Option<DataId>,
+}
+
+impl PlannedChunk {
+    /// The record key of this copy.
+    pub fn record_key(&self) -> DataId {
+        self.key.unwrap_or(self.data_id)
+    }
 }
 
 /// A backup whose packets are being uploaded.
@@ -179,7 +222,7 @@ pub struct PendingBackup {
     pub params: BackupParams,
     /// Chunks that need uploading, with their targets.
     pub new_chunks: Vec<PlannedChunk>,
-    /// Chunks already stored (dedup): nothing to upload.
+    /// Chunks already stored (dedup): nothing to upload. Record keys.
     pub reused: Vec<DataId>,
     pub created_at: Millis,
     pub expires_at: Millis,

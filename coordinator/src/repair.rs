@@ -329,6 +329,7 @@ impl Manager {
                 index: j as u32,
                 new_target,
                 at: now,
+                generation: rng.next_u64().max(1),
             })
             .collect())
     }

@@ -18,8 +18,9 @@ use crate::grid::NodeProfile;
 use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
 use crate::quota::{GridMode, JoinToken, QuotaError, Subscription, check_source_quota};
 use crate::records::{
-    AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup, SnapshotRecord,
-    SourceProfile, StoredPacket, TargetRecord, profile_key,
+    AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, MAX_CHUNK_COPIES, PendingBackup,
+    PlannedChunk, SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, chunk_copy_key,
+    profile_key,
 };
 use crate::units::{Millis, format_size};
 
@@ -62,9 +63,15 @@ pub enum Command {
     BeginBackup {
         pending: PendingBackup,
     },
-    /// The upload finished: the snapshot (with its sealed sequence) is recorded.
+    /// The upload finished: the snapshot (with its sealed sequence) is
+    /// recorded, and the new chunk copies it uses, each packet with the
+    /// generation its target's verified receipt names. `None` only in logs
+    /// written before receipts reached the manager: then the planned copies
+    /// the snapshot names are recorded as planned (replay compatibility).
     CommitBackup {
         snapshot: SnapshotRecord,
+        #[serde(default)]
+        stored: Option<Vec<PlannedChunk>>,
     },
     AbortBackup {
         pending_id: u64,
@@ -83,11 +90,21 @@ pub enum Command {
     TrimLog {
         before_seq: u64,
     },
-    /// Repair: packet `index` of a chunk now lives on `new_target`.
+    /// Repair: packet `index` of a chunk now lives on `new_target`, under
+    /// the storage generation the repair's store ticket gave it.
     MovePacket {
         data_id: DataId,
         index: u32,
         new_target: NodeId,
+        at: Millis,
+        #[serde(default)]
+        generation: u64,
+    },
+    /// A source found a chunk copy's packets unusable (a restore or a check
+    /// failed on them): the copy is never reused for a new backup.
+    MarkBad {
+        key: DataId,
+        reporter: NodeId,
         at: Millis,
     },
     /// Audit outcomes (at most [`crate::audit::MAX_RESULTS_PER_COMMAND`]),
@@ -117,17 +134,37 @@ impl Command {
     }
 }
 
+/// One packet to delete from a target: only while it has this generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Deletion {
+    pub packet_id: PacketId,
+    pub generation: u64,
+}
+
 /// What applying a command produced that the caller must act on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     Done,
-    /// Packets no snapshot references any more, per target: delete them.
-    Deletions(BTreeMap<NodeId, Vec<PacketId>>),
+    /// Packets nothing references any more, per target: delete them.
+    Deletions(BTreeMap<NodeId, Vec<Deletion>>),
     Committed {
         snapshot: SnapshotId,
-        /// Packets uploaded for chunks someone else stored first: delete them.
-        orphans: BTreeMap<NodeId, Vec<PacketId>>,
+        /// Packets the backup uploaded that nothing references (its chunk was
+        /// stored first by someone else, or the snapshot does not use it):
+        /// delete them.
+        orphans: BTreeMap<NodeId, Vec<Deletion>>,
     },
+}
+
+impl Applied {
+    /// The deletions this outcome asks for, per target (empty for `Done`).
+    pub fn deletions(&self) -> BTreeMap<NodeId, Vec<Deletion>> {
+        match self {
+            Applied::Deletions(d) => d.clone(),
+            Applied::Committed { orphans, .. } => orphans.clone(),
+            Applied::Done => BTreeMap::new(),
+        }
+    }
 }
 
 /// Why a command does not apply. The state is unchanged.
@@ -295,7 +332,9 @@ impl ManagerState {
                 Applied::Done
             }
             Command::BeginBackup { pending } => self.begin(pending, &mut touched)?,
-            Command::CommitBackup { snapshot } => self.commit(snapshot, &mut touched)?,
+            Command::CommitBackup { snapshot, stored } => {
+                self.commit(snapshot, stored.as_deref(), &mut touched)?
+            }
             Command::AbortBackup {
                 pending_id,
                 at,
@@ -338,7 +377,36 @@ impl ManagerState {
                 index,
                 new_target,
                 at,
-            } => self.move_packet(data_id, *index as usize, *new_target, *at, &mut touched)?,
+                generation,
+            } => self.move_packet(
+                data_id,
+                *index as usize,
+                *new_target,
+                *generation,
+                *at,
+                &mut touched,
+            )?,
+            Command::MarkBad { key, reporter, at } => {
+                let chunk = self
+                    .chunks
+                    .get_mut(key)
+                    .ok_or(ApplyError::UnknownChunk(*key))?;
+                if !chunk.sources.contains(reporter) && chunk.owner != *reporter {
+                    return Err(ApplyError::Invalid(format!(
+                        "{reporter} does not reference chunk {key}"
+                    )));
+                }
+                chunk.bad = true;
+                touched.chunks.insert(*key);
+                self.log(
+                    &mut touched,
+                    *at,
+                    LogKind::Failure,
+                    *reporter,
+                    format!("chunk copy {key} reported unusable"),
+                );
+                Applied::Done
+            }
             Command::RecordAudits {
                 results,
                 policy,
@@ -494,6 +562,14 @@ impl ManagerState {
                     chunk.data_id
                 )));
             }
+            if !self.is_copy_key(&chunk.data_id, &chunk.record_key()) {
+                return Err(ApplyError::Invalid(format!(
+                    "chunk {} has no copy key {}",
+                    chunk.data_id,
+                    chunk.record_key()
+                )));
+            }
+            self.check_not_foreign(chunk)?;
         }
         let reservations = pending.reservations();
         for (target, extra) in &reservations {
@@ -551,6 +627,7 @@ impl ManagerState {
     fn commit(
         &mut self,
         snapshot: &SnapshotRecord,
+        stored: Option<&[PlannedChunk]>,
         touched: &mut Touched,
     ) -> Result<Applied, ApplyError> {
         let pending = self
@@ -558,6 +635,20 @@ impl ManagerState {
             .get(&snapshot.pending_id)
             .cloned()
             .ok_or(ApplyError::UnknownPending(snapshot.pending_id))?;
+        let legacy: Vec<PlannedChunk>;
+        let stored: &[PlannedChunk] = match stored {
+            Some(stored) => stored,
+            None => {
+                // A command from before receipts: the copies as planned.
+                legacy = pending
+                    .new_chunks
+                    .iter()
+                    .filter(|c| snapshot.chunks.contains(&c.record_key()))
+                    .cloned()
+                    .collect();
+                &legacy
+            }
+        };
         if pending.source != snapshot.source || pending.set != snapshot.set {
             return Err(ApplyError::Invalid(
                 "snapshot does not match its pending backup".into(),
@@ -566,10 +657,45 @@ impl ManagerState {
         if self.snapshots.contains_key(&snapshot.id) {
             return Err(ApplyError::DuplicateSnapshot(snapshot.id));
         }
-        let planned: BTreeSet<DataId> = pending.new_chunks.iter().map(|c| c.data_id).collect();
-        for data_id in &snapshot.chunks {
-            if !planned.contains(data_id) && !self.chunks.contains_key(data_id) {
-                return Err(ApplyError::UnknownChunk(*data_id));
+        // Every copy recorded is one the plan placed, packet for packet,
+        // with the generation its receipt named.
+        let mut new_keys: BTreeSet<DataId> = BTreeSet::new();
+        for copy in stored {
+            let planned = pending
+                .new_chunks
+                .iter()
+                .find(|c| c.data_id == copy.data_id)
+                .ok_or(ApplyError::UnknownChunk(copy.data_id))?;
+            let same_layout = planned.packets.len() == copy.packets.len()
+                && planned.packets.iter().zip(&copy.packets).all(|(a, b)| {
+                    a.packet_id == b.packet_id && a.target == b.target && a.size == b.size
+                });
+            if !same_layout {
+                return Err(ApplyError::Invalid(format!(
+                    "chunk {} is not recorded as planned",
+                    copy.data_id
+                )));
+            }
+            let key = copy.record_key();
+            if !self.is_copy_key(&copy.data_id, &key) {
+                return Err(ApplyError::Invalid(format!(
+                    "chunk {} has no copy key {key}",
+                    copy.data_id
+                )));
+            }
+            if let Some(existing) = self.chunks.get(&key)
+                && !same_packets(&existing.packets, &copy.packets)
+            {
+                return Err(ApplyError::Invalid(format!(
+                    "copy {key} of chunk {} was stored by another backup meanwhile; commit again",
+                    copy.data_id
+                )));
+            }
+            new_keys.insert(key);
+        }
+        for key in &snapshot.chunks {
+            if !new_keys.contains(key) && !self.chunks.contains_key(key) {
+                return Err(ApplyError::UnknownChunk(*key));
             }
         }
         // Validated: now change.
@@ -577,17 +703,15 @@ impl ManagerState {
         self.pending.remove(&pending.id);
         touched.pending.insert(pending.id);
         let referenced: BTreeSet<DataId> = snapshot.chunks.iter().copied().collect();
-        let mut orphans: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
         let mut charged = 0u64;
-        for chunk in &pending.new_chunks {
-            if self.chunks.contains_key(&chunk.data_id) || !referenced.contains(&chunk.data_id) {
-                // Someone stored it first, or the snapshot does not use it.
-                for p in &chunk.packets {
-                    orphans.entry(p.target).or_default().push(p.packet_id);
-                }
+        for copy in stored {
+            let key = copy.record_key();
+            if self.chunks.contains_key(&key) || !referenced.contains(&key) {
+                // The same copy is recorded already, or the snapshot does
+                // not use it: whatever nothing references goes below.
                 continue;
             }
-            for p in &chunk.packets {
+            for p in &copy.packets {
                 let record = self.targets.entry(p.target).or_default();
                 if record.packets.insert(p.packet_id, p.size).is_none() {
                     record.bytes += p.size;
@@ -596,21 +720,26 @@ impl ManagerState {
                 charged += p.size;
             }
             self.chunks.insert(
-                chunk.data_id,
+                key,
                 ChunkRecord {
-                    data_id: chunk.data_id,
-                    packets: chunk.packets.clone(),
+                    data_id: copy.data_id,
+                    packets: copy.packets.clone(),
                     refs: 0,
                     sources: BTreeSet::new(),
                     owner: pending.source,
+                    bad: false,
+                    redundancy: Some(pending.params.redundancy),
                 },
             );
         }
-        for data_id in &referenced {
-            if let Some(chunk) = self.chunks.get_mut(data_id) {
+        // Orphans, computed the way abort does: a planned packet nothing
+        // committed and no other pending plan references.
+        let orphans = self.unreferenced(&pending);
+        for key in &referenced {
+            if let Some(chunk) = self.chunks.get_mut(key) {
                 chunk.refs += 1;
                 chunk.sources.insert(snapshot.source);
-                touched.chunks.insert(*data_id);
+                touched.chunks.insert(*key);
             }
         }
         if let Some(client) = self.clients.get_mut(&snapshot.source) {
@@ -657,6 +786,98 @@ impl ManagerState {
         })
     }
 
+    /// Whether `key` is the record key of one of `data_id`'s copies.
+    fn is_copy_key(&self, data_id: &DataId, key: &DataId) -> bool {
+        (0..MAX_CHUNK_COPIES).any(|n| &chunk_copy_key(data_id, n) == key)
+    }
+
+    /// Refuses a planned chunk naming a PacketId that is stored already for
+    /// something else than a copy of the same chunk: a plan must never make
+    /// the manager believe (and later delete) another source's packet.
+    fn check_not_foreign(&self, chunk: &PlannedChunk) -> Result<(), ApplyError> {
+        let own: BTreeSet<PacketId> = (0..MAX_CHUNK_COPIES)
+            .filter_map(|n| self.chunks.get(&chunk_copy_key(&chunk.data_id, n)))
+            .flat_map(|c| c.packets.iter().map(|p| p.packet_id))
+            .collect();
+        for p in &chunk.packets {
+            if own.contains(&p.packet_id) {
+                continue;
+            }
+            if self
+                .targets
+                .values()
+                .any(|t| t.packets.contains_key(&p.packet_id))
+            {
+                return Err(ApplyError::Invalid(format!(
+                    "packet {} of chunk {} is already stored for another chunk",
+                    p.packet_id, chunk.data_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a committed chunk record or a pending plan other than
+    /// `except` puts `packet_id` on `target`.
+    fn references(&self, packet_id: &PacketId, target: &NodeId, except: u64) -> bool {
+        let committed = self
+            .targets
+            .get(target)
+            .is_some_and(|t| t.packets.contains_key(packet_id));
+        committed
+            || self.pending.values().any(|other| {
+                other.id != except
+                    && other.new_chunks.iter().any(|c| {
+                        c.packets
+                            .iter()
+                            .any(|q| &q.packet_id == packet_id && &q.target == target)
+                    })
+            })
+    }
+
+    /// The packets of `pending` that nothing references (the orphans of an
+    /// abort or a commit), with the generation its store tickets asked for:
+    /// if the target held the packet already under another generation, the
+    /// delete ticket does not match and the target keeps it.
+    fn unreferenced(&self, pending: &PendingBackup) -> BTreeMap<NodeId, Vec<Deletion>> {
+        let mut out: BTreeMap<NodeId, Vec<Deletion>> = BTreeMap::new();
+        for chunk in &pending.new_chunks {
+            for p in &chunk.packets {
+                if !self.references(&p.packet_id, &p.target, pending.id) {
+                    let list = out.entry(p.target).or_default();
+                    let deletion = Deletion {
+                        packet_id: p.packet_id,
+                        generation: p.generation,
+                    };
+                    if !list.contains(&deletion) {
+                        list.push(deletion);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether another copy of the same chunk than `key` still puts
+    /// `packet_id` on `target` (copies may share a packet on a target).
+    fn other_copy_holds(
+        &self,
+        data_id: &DataId,
+        key: &DataId,
+        packet_id: &PacketId,
+        target: &NodeId,
+    ) -> bool {
+        (0..MAX_CHUNK_COPIES)
+            .map(|n| chunk_copy_key(data_id, n))
+            .filter(|k| k != key)
+            .filter_map(|k| self.chunks.get(&k))
+            .any(|c| {
+                c.packets
+                    .iter()
+                    .any(|p| &p.packet_id == packet_id && &p.target == target)
+            })
+    }
+
     fn abort(
         &mut self,
         id: u64,
@@ -670,28 +891,10 @@ impl ManagerState {
             .ok_or(ApplyError::UnknownPending(id))?;
         touched.pending.insert(id);
         self.release(&pending, touched);
-        let mut deletions: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
-        for chunk in &pending.new_chunks {
-            for p in &chunk.packets {
-                // A later plan of the same backup (or another backup) may have
-                // put the very same packet on the very same target and
-                // committed or planned it: that copy is live, never delete it.
-                let committed = self
-                    .targets
-                    .get(&p.target)
-                    .is_some_and(|t| t.packets.contains_key(&p.packet_id));
-                let planned = self.pending.values().any(|other| {
-                    other.new_chunks.iter().any(|c| {
-                        c.packets
-                            .iter()
-                            .any(|q| q.packet_id == p.packet_id && q.target == p.target)
-                    })
-                });
-                if !committed && !planned {
-                    deletions.entry(p.target).or_default().push(p.packet_id);
-                }
-            }
-        }
+        // A later plan of the same backup (or another backup) may have put
+        // the very same packet on the very same target and committed or
+        // planned it: that copy is live, never delete it.
+        let deletions = self.unreferenced(&pending);
         self.log(
             touched,
             at,
@@ -714,27 +917,41 @@ impl ManagerState {
             .ok_or(ApplyError::UnknownSnapshot(*id))?;
         touched.snapshots.insert(*id);
         let referenced: BTreeSet<DataId> = snapshot.chunks.iter().copied().collect();
-        let mut deletions: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
+        let mut deletions: BTreeMap<NodeId, Vec<Deletion>> = BTreeMap::new();
         let mut freed = 0u64;
-        for data_id in referenced {
-            let Some(chunk) = self.chunks.get_mut(&data_id) else {
+        for key in referenced {
+            let Some(chunk) = self.chunks.get_mut(&key) else {
                 continue;
             };
-            touched.chunks.insert(data_id);
+            touched.chunks.insert(key);
             chunk.refs = chunk.refs.saturating_sub(1);
             if chunk.refs > 0 {
                 continue;
             }
-            let Some(chunk) = self.chunks.remove(&data_id) else {
+            let Some(chunk) = self.chunks.remove(&key) else {
                 continue;
             };
             for p in &chunk.packets {
+                if self.other_copy_holds(&chunk.data_id, &key, &p.packet_id, &p.target)
+                    || self.pending.values().any(|other| {
+                        other.new_chunks.iter().any(|c| {
+                            c.packets
+                                .iter()
+                                .any(|q| q.packet_id == p.packet_id && q.target == p.target)
+                        })
+                    })
+                {
+                    continue;
+                }
                 if let Some(record) = self.targets.get_mut(&p.target)
                     && let Some(size) = record.packets.remove(&p.packet_id)
                 {
                     record.bytes = record.bytes.saturating_sub(size);
                     touched.targets.insert(p.target);
-                    deletions.entry(p.target).or_default().push(p.packet_id);
+                    deletions.entry(p.target).or_default().push(Deletion {
+                        packet_id: p.packet_id,
+                        generation: p.generation,
+                    });
                 }
             }
             let bytes = chunk.stored_bytes();
@@ -796,6 +1013,7 @@ impl ManagerState {
         data_id: &DataId,
         index: usize,
         new_target: NodeId,
+        generation: u64,
         at: Millis,
         touched: &mut Touched,
     ) -> Result<Applied, ApplyError> {
@@ -815,17 +1033,24 @@ impl ManagerState {
                 "{new_target} already holds a packet of chunk {data_id}"
             )));
         }
-        let mut deletions: BTreeMap<NodeId, Vec<PacketId>> = BTreeMap::new();
-        if let Some(record) = self.targets.get_mut(&packet.target)
+        let mut deletions: BTreeMap<NodeId, Vec<Deletion>> = BTreeMap::new();
+        let shared = self.other_copy_holds(
+            &chunk.data_id.clone(),
+            data_id,
+            &packet.packet_id,
+            &packet.target,
+        );
+        if !shared
+            && let Some(record) = self.targets.get_mut(&packet.target)
             && let Some(size) = record.packets.remove(&packet.packet_id)
         {
             // It no longer counts against the old target's packets.
             record.audit.failed_packets.remove(&packet.packet_id);
             record.bytes = record.bytes.saturating_sub(size);
-            deletions
-                .entry(packet.target)
-                .or_default()
-                .push(packet.packet_id);
+            deletions.entry(packet.target).or_default().push(Deletion {
+                packet_id: packet.packet_id,
+                generation: packet.generation,
+            });
         }
         touched.targets.insert(packet.target);
         let record = self.targets.entry(new_target).or_default();
@@ -841,6 +1066,7 @@ impl ManagerState {
             && let Some(p) = chunk.packets.get_mut(index)
         {
             p.target = new_target;
+            p.generation = generation;
         }
         touched.chunks.insert(*data_id);
         self.log(
@@ -860,4 +1086,12 @@ impl ManagerState {
     pub fn chunk_packets(&self, data_id: &DataId) -> Option<&[StoredPacket]> {
         self.chunks.get(data_id).map(|c| c.packets.as_slice())
     }
+}
+
+/// Whether two copies put the same packets on the same targets, in order.
+fn same_packets(a: &[StoredPacket], b: &[StoredPacket]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.packet_id == y.packet_id && x.target == y.target)
 }

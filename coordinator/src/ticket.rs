@@ -1,5 +1,12 @@
-//! Storage tickets: the manager's signed permission for one target to accept
-//! (or delete) specific packets.
+//! Storage tickets: the manager's signed permission for one target to accept,
+//! serve or delete specific packets.
+//!
+//! Version 2 (issue 11): a ticket may name its `holder` (the only peer a
+//! target accepts it from: the source of a store, the reader of a read
+//! ticket) and every entry carries a storage `generation`: a store ticket
+//! tells the target which generation to record for a packet it does not
+//! hold yet, a delete ticket names the generation it may delete (so it
+//! deletes once, and never a copy stored again later).
 //!
 //! Owns [`StorageTicket`], its signing ([`StorageTicket::issue`]) and its
 //! offline verification ([`StorageTicket::verify`]). A ticket names only the
@@ -17,8 +24,8 @@ use crate::ids::{NodeId, PacketId};
 use crate::units::Millis;
 
 /// Domain separation for ticket signatures.
-const TICKET_CONTEXT: &[u8] = b"strew/storage-ticket/v1\0";
-const TICKET_VERSION: u8 = 1;
+const TICKET_CONTEXT: &[u8] = b"strew/storage-ticket/v2\0";
+pub const TICKET_VERSION: u8 = 2;
 /// Most entries one ticket may carry (bounds decode and verify work).
 pub const MAX_TICKET_ENTRIES: usize = 65_536;
 
@@ -39,6 +46,8 @@ pub enum TicketError {
     BadIssuerKey(NodeId),
     #[error("ticket carries {0} entries, more than {MAX_TICKET_ENTRIES}")]
     TooManyEntries(usize),
+    #[error("ticket is for {holder}, not for the requester {requester}")]
+    WrongHolder { holder: NodeId, requester: NodeId },
     #[error("ticket does not decode: {0}")]
     Malformed(String),
 }
@@ -48,15 +57,22 @@ pub enum TicketError {
 pub enum TicketKind {
     /// Accept and store the listed packets.
     Store,
-    /// Delete the listed packets (garbage collection after `forget`).
+    /// Delete the listed packets (garbage collection after `forget`), each
+    /// only while it still has the entry's generation.
     Delete,
+    /// Serve the listed packets to the ticket's holder (restore, check, repair).
+    Read,
 }
 
-/// One packet a target may accept, and its exact size in bytes.
+/// One packet a ticket names: its exact size (stores; 0 otherwise) and its
+/// storage generation (stores: the one to record; deletes: the one to
+/// delete; reads: 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TicketEntry {
     pub packet_id: PacketId,
     pub size: u64,
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// The signed part of a ticket.
@@ -66,6 +82,7 @@ struct TicketBody<'a> {
     kind: TicketKind,
     manager: &'a NodeId,
     target: &'a NodeId,
+    holder: &'a Option<NodeId>,
     entries: &'a [TicketEntry],
     expires_at: Millis,
 }
@@ -78,6 +95,10 @@ pub struct StorageTicket {
     /// The issuing manager; its `NodeId` is the Ed25519 verifying key.
     pub manager: NodeId,
     pub target: NodeId,
+    /// The only requester the target accepts the ticket from (`None`: anyone
+    /// may deliver it, as for delete tickets).
+    #[serde(default)]
+    pub holder: Option<NodeId>,
     /// Sorted by PacketId, no duplicates.
     pub entries: Vec<TicketEntry>,
     pub expires_at: Millis,
@@ -93,7 +114,14 @@ impl StorageTicket {
         entries: Vec<TicketEntry>,
         expires_at: Millis,
     ) -> Result<Self, TicketError> {
-        Self::issue_kind(signing_key, TicketKind::Store, target, entries, expires_at)
+        Self::issue_kind(
+            signing_key,
+            TicketKind::Store,
+            target,
+            None,
+            entries,
+            expires_at,
+        )
     }
 
     /// Signs a ticket of any kind. Entries are sorted and deduplicated.
@@ -101,6 +129,7 @@ impl StorageTicket {
         signing_key: &SigningKey,
         kind: TicketKind,
         target: NodeId,
+        holder: Option<NodeId>,
         mut entries: Vec<TicketEntry>,
         expires_at: Millis,
     ) -> Result<Self, TicketError> {
@@ -112,6 +141,7 @@ impl StorageTicket {
             kind,
             manager,
             target,
+            holder,
             entries,
             expires_at,
             signature: Vec::new(),
@@ -129,6 +159,7 @@ impl StorageTicket {
             kind: self.kind,
             manager: &self.manager,
             target: &self.target,
+            holder: &self.holder,
             entries: &self.entries,
             expires_at: self.expires_at,
         };
@@ -183,17 +214,34 @@ impl StorageTicket {
 
     /// The size this ticket allows for `packet_id`, if it lists it.
     pub fn size_for(&self, packet_id: &PacketId) -> Option<u64> {
+        self.entry_for(packet_id).map(|e| e.size)
+    }
+
+    /// The entry naming `packet_id`, if the ticket lists it.
+    pub fn entry_for(&self, packet_id: &PacketId) -> Option<TicketEntry> {
         self.entries
             .binary_search_by(|e| e.packet_id.cmp(packet_id))
             .ok()
-            .map(|i| self.entries[i].size)
+            .map(|i| self.entries[i])
             .or_else(|| {
                 // Tolerate unsorted entries from a foreign encoder (the signature still covers them).
                 self.entries
                     .iter()
                     .find(|e| &e.packet_id == packet_id)
-                    .map(|e| e.size)
+                    .copied()
             })
+    }
+
+    /// Whether `requester` may present this ticket: anyone when it names no
+    /// holder, else only its holder.
+    pub fn check_holder(&self, requester: &NodeId) -> Result<(), TicketError> {
+        match &self.holder {
+            Some(holder) if holder != requester => Err(TicketError::WrongHolder {
+                holder: *holder,
+                requester: *requester,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the ticket permits this kind of operation.
@@ -236,6 +284,7 @@ mod tests {
             .map(|i| TicketEntry {
                 packet_id: PacketId::of(&[i]),
                 size: 100 * (i as u64 + 1),
+                generation: 0,
             })
             .collect()
     }
@@ -316,6 +365,43 @@ mod tests {
         assert_eq!(
             short.verify(&manager, &target, 0),
             Err(TicketError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_holder_bound_ticket_is_only_the_holders_and_its_generations_are_signed() {
+        let key = manager_key(1);
+        let manager = NodeId(key.verifying_key().to_bytes());
+        let target = NodeId([9; 32]);
+        let reader = NodeId([5; 32]);
+        let mut listed = entries();
+        listed[0].generation = 77;
+        let ticket =
+            StorageTicket::issue_kind(&key, TicketKind::Read, target, Some(reader), listed, 10_000)
+                .unwrap();
+        assert_eq!(ticket.verify(&manager, &target, 0), Ok(()));
+        assert_eq!(ticket.check_holder(&reader), Ok(()));
+        assert!(matches!(
+            ticket.check_holder(&NodeId([6; 32])),
+            Err(TicketError::WrongHolder { .. })
+        ));
+        let mut anyone = ticket.clone();
+        anyone.holder = None;
+        assert_eq!(
+            anyone.verify(&manager, &target, 0),
+            Err(TicketError::BadSignature)
+        );
+        let mut other_generation = ticket.clone();
+        other_generation.entries[0].generation = 78;
+        assert_eq!(
+            other_generation.verify(&manager, &target, 0),
+            Err(TicketError::BadSignature)
+        );
+        let mut old = ticket;
+        old.version = 1;
+        assert_eq!(
+            old.verify(&manager, &target, 0),
+            Err(TicketError::UnknownVersion(1))
         );
     }
 

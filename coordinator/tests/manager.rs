@@ -2,6 +2,8 @@
 //! forget with reference counts, quotas, closed grids, sealed sequences,
 //! tickets, decide→apply with no disk, and replaying the command log.
 
+mod common;
+
 use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -9,7 +11,7 @@ use strew_coordinator::{
     ApplyError, BackupParams, ChunkPlan, Command, CommitRequest, Compression, ConvergenceScope,
     DataId, Encryption, GeoPoint, GridMode, GroupKey, JoinToken, Manager, ManagerConfig,
     ManagerError, NodeId, NodeProfile, PacketId, PacketSpec, PlanDecision, PlanRequest, QuotaError,
-    Redundancy, Sequence, StoredPacket, Subscription, TicketKind, haversine_km, open_as_recipient,
+    Redundancy, Sequence, StoreReceipt, Subscription, TicketKind, haversine_km, open_as_recipient,
 };
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -123,17 +125,13 @@ fn commit(
     chunks: &[&str],
     now: u64,
 ) -> strew_coordinator::CommitResponse {
-    let stored: Vec<StoredPacket> = decision
-        .uploads
-        .iter()
-        .flat_map(|c| c.packets.clone())
-        .collect();
+    let stored: Vec<StoreReceipt> = common::receipts(&decision.uploads, source.id);
     let mut rng = StdRng::seed_from_u64(now + 1);
     m.commit_backup(
         CommitRequest {
             pending_id: decision.pending_id,
             source: source.id,
-            stored,
+            receipts: stored,
             manifest: DataId([9; 32]),
             chunks: chunks.iter().map(|c| chunk(c).data_id).collect(),
             bytes: 1000,
@@ -303,17 +301,13 @@ fn commit_needs_every_receipt_and_is_idempotent() {
     let mut m = manager(ManagerConfig::default());
     join_all(&mut m, &targets, &[&paris]);
     let decision = plan(&mut m, &paris, "docs", &["a", "b"], 10);
-    let mut stored: Vec<StoredPacket> = decision
-        .uploads
-        .iter()
-        .flat_map(|c| c.packets.clone())
-        .collect();
+    let mut stored: Vec<StoreReceipt> = common::receipts(&decision.uploads, paris.id);
     let last = stored.pop().unwrap();
     let mut rng = StdRng::seed_from_u64(1);
-    let request = |stored: Vec<StoredPacket>| CommitRequest {
+    let request = |stored: Vec<StoreReceipt>| CommitRequest {
         pending_id: decision.pending_id,
         source: paris.id,
-        stored,
+        receipts: stored,
         manifest: DataId([1; 32]),
         chunks: vec![chunk("a").data_id, chunk("b").data_id],
         bytes: 10,
@@ -527,13 +521,19 @@ fn decide_then_apply_drives_plan_commit_forget_and_abort_and_the_commands_replay
         source: source.id,
         set: set.into(),
         location: source.profile.location,
-        params: params(),
+        // Lyon accepts any distance, so Paris's copy of a suits it.
+        params: BackupParams {
+            backup_distance: if source.id == paris.id {
+                params().backup_distance
+            } else {
+                "0km..".parse().unwrap()
+            },
+            ..params()
+        },
         chunks: chunks.iter().map(|c| chunk(c)).collect(),
         exclude: Vec::new(),
     };
-    let receipts = |uploads: &[strew_coordinator::PlannedChunk]| -> Vec<StoredPacket> {
-        uploads.iter().flat_map(|c| c.packets.clone()).collect()
-    };
+    let receipts = common::receipts;
     let ids = |names: &[&str]| -> Vec<DataId> { names.iter().map(|c| chunk(c).data_id).collect() };
 
     // Paris plans and commits a, b, c.
@@ -548,7 +548,7 @@ fn decide_then_apply_drives_plan_commit_forget_and_abort_and_the_commands_replay
     let commit_request = CommitRequest {
         pending_id: decision.pending_id,
         source: paris.id,
-        stored: receipts(&decision.uploads),
+        receipts: receipts(&decision.uploads, paris.id),
         manifest: chunk("a").data_id,
         manifest_chunks: ids(&["a"]),
         chunks: ids(&["a", "b", "c"]),
@@ -580,7 +580,7 @@ fn decide_then_apply_drives_plan_commit_forget_and_abort_and_the_commands_replay
     let commit_request = CommitRequest {
         pending_id: decision.pending_id,
         source: lyon.id,
-        stored: receipts(&decision.uploads),
+        receipts: receipts(&decision.uploads, lyon.id),
         manifest: chunk("z").data_id,
         manifest_chunks: ids(&["z"]),
         chunks: ids(&["a", "z"]),
@@ -666,7 +666,7 @@ fn expired_plans_release_their_reservations() {
         CommitRequest {
             pending_id: decision.pending_id,
             source: paris.id,
-            stored: vec![],
+            receipts: vec![],
             manifest: DataId([0; 32]),
             chunks: vec![],
             bytes: 0,
@@ -721,17 +721,13 @@ fn replanning_excludes_unreachable_targets_and_abandon_releases_the_old_plan() {
     );
 
     // The manifest's own chunks travel with the sealed sequence to a restore.
-    let stored: Vec<StoredPacket> = second
-        .uploads
-        .iter()
-        .flat_map(|c| c.packets.clone())
-        .collect();
+    let stored: Vec<StoreReceipt> = common::receipts(&second.uploads, paris.id);
     let snap = m
         .commit_backup(
             CommitRequest {
                 pending_id: second.pending_id,
                 source: paris.id,
-                stored,
+                receipts: stored,
                 manifest: DataId([4; 32]),
                 manifest_chunks: vec![chunk("b").data_id],
                 chunks: vec![chunk("a").data_id, chunk("b").data_id],
@@ -837,15 +833,11 @@ fn decided_commands_change_nothing_until_applied_and_replicate_to_another_member
         assert!(t.verify(&id_of(&key(200)), &target, 11).is_ok());
         assert!(t.verify(&id_of(&key(201)), &target, 11).is_err());
     }
-    let stored: Vec<StoredPacket> = decision
-        .uploads
-        .iter()
-        .flat_map(|c| c.packets.clone())
-        .collect();
+    let stored: Vec<StoreReceipt> = common::receipts(&decision.uploads, paris.id);
     let commit = CommitRequest {
         pending_id: decision.pending_id,
         source: paris.id,
-        stored,
+        receipts: stored,
         manifest: DataId([9; 32]),
         chunks: ["a", "b"].iter().map(|c| chunk(c).data_id).collect(),
         bytes: 1000,

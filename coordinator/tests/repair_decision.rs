@@ -2,6 +2,8 @@
 //! without changing anything, under the backup's own distance rules, and
 //! applied as `MovePacket` commands.
 
+mod common;
+
 use std::collections::BTreeSet;
 
 use ed25519_dalek::SigningKey;
@@ -11,8 +13,7 @@ use strew_coordinator::repair::{RepairPolicy, RepairRequest};
 use strew_coordinator::{
     ApplyError, BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression,
     ConvergenceScope, DataId, Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, ManagerError,
-    NodeId, NodeProfile, PacketId, PacketSpec, PlanRequest, Redundancy, SnapshotId, StoredPacket,
-    haversine_km,
+    NodeId, NodeProfile, PacketId, PacketSpec, PlanRequest, Redundancy, SnapshotId, haversine_km,
 };
 
 const GIB: u64 = 1 << 30;
@@ -85,15 +86,11 @@ fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
     };
     let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plan");
     m.apply(&command).expect("begin");
-    let stored: Vec<StoredPacket> = draft
-        .uploads
-        .iter()
-        .flat_map(|c| c.packets.iter().copied())
-        .collect();
+    let stored = common::receipts(&draft.uploads, paris.node_id);
     let commit = CommitRequest {
         pending_id: draft.pending_id,
         source: paris.node_id,
-        stored,
+        receipts: stored,
         manifest: DataId([1; 32]),
         manifest_chunks: Vec::new(),
         chunks: vec![DataId([1; 32]), DataId([2; 32])],
@@ -141,6 +138,7 @@ fn a_lost_packet_moves_to_a_new_target_that_keeps_the_backups_distance_rules() {
             index: 0,
             new_target,
             at: 40,
+            ..
         },
     ] = commands.as_slice()
     else {
@@ -294,7 +292,7 @@ fn the_checker_queues_stripes_only_past_the_grace_and_a_move_settles_them() {
         };
         let packet = m.state().chunks[&task.data_id].packets[task.rebuild[0]];
         let tickets = m
-            .repair_tickets(&[(*new_target, packet.packet_id, packet.size)], 1_040)
+            .repair_tickets(&[(*new_target, packet.packet_id, packet.size, 1)], 1_040)
             .expect("signed");
         assert_eq!(tickets.len(), 1);
         assert_eq!(tickets[0].target, *new_target);
@@ -395,11 +393,7 @@ fn a_backup_on_every_eligible_node_repairs_onto_its_other_targets() {
     let commit = CommitRequest {
         pending_id: draft.pending_id,
         source: paris.node_id,
-        stored: draft
-            .uploads
-            .iter()
-            .flat_map(|c| c.packets.iter().copied())
-            .collect(),
+        receipts: common::receipts(&draft.uploads, paris.node_id),
         manifest: DataId([1; 32]),
         manifest_chunks: Vec::new(),
         chunks: (1..=4).map(|n| DataId([n; 32])).collect(),

@@ -4,6 +4,8 @@
 //! allowance, not its announcement. A flood of plans from sources that
 //! announce huge donations leaves room for an honest backup.
 
+mod common;
+
 use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -11,7 +13,7 @@ use strew_coordinator::{
     ApplyError, BackupParams, ChunkPlan, CommitRequest, Compression, ConvergenceScope, DataId,
     Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, ManagerError, NodeId, NodeProfile,
     PacketId, PacketSpec, PlanDecision, PlanRequest, QuotaError, Redundancy, ReservationLimits,
-    StoredPacket,
+    StoreReceipt,
 };
 
 const MIB: u64 = 1 << 20;
@@ -105,17 +107,13 @@ fn plan(
 }
 
 fn commit(m: &mut Manager, source: &NodeProfile, decision: &PlanDecision, now: u64) {
-    let stored: Vec<StoredPacket> = decision
-        .uploads
-        .iter()
-        .flat_map(|c| c.packets.clone())
-        .collect();
+    let stored: Vec<StoreReceipt> = common::receipts(&decision.uploads, source.node_id);
     let mut rng = StdRng::seed_from_u64(now);
     m.commit_backup(
         CommitRequest {
             pending_id: decision.pending_id,
             source: source.node_id,
-            stored,
+            receipts: stored,
             manifest: DataId([9; 32]),
             manifest_chunks: Vec::new(),
             chunks: decision.uploads.iter().map(|c| c.data_id).collect(),

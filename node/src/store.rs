@@ -11,8 +11,11 @@
 //!
 //! The store accounts used bytes against the capacity the node donated and
 //! refuses a write that would exceed it. It verifies that a packet's bytes
-//! hash to its PacketId before storing. It knows nothing of tickets, peers,
-//! or which backup a packet belongs to.
+//! hash to its PacketId before storing. A target's packets also have a
+//! storage generation (`generations-v1`, PacketId → u64), written in the
+//! same transaction as the index entry and removed with it, so a delete
+//! bound to a generation is honoured once, also across restarts. It knows
+//! nothing of tickets, peers, or which backup a packet belongs to.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +35,8 @@ pub const SEGMENT_ROLL_BYTES: u64 = 256 * 1024 * 1024;
 const PACKETS: TableDefinition<&[u8; 32], (u32, u64, u32)> = TableDefinition::new("packets-v1");
 /// Segment number → live bytes in it.
 const SEGMENTS: TableDefinition<u32, u64> = TableDefinition::new("segments-v1");
+/// PacketId → storage generation (packets a target stored under a ticket).
+const GENERATIONS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("generations-v1");
 /// Scalar metadata: "used", "schema".
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta-v1");
 const SCHEMA_VERSION: u64 = 1;
@@ -94,6 +99,15 @@ pub enum PutOutcome {
     Stored,
     /// The packet was already present; nothing was written.
     AlreadyPresent,
+}
+
+/// What a generation-bound delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationDelete {
+    Deleted,
+    Absent,
+    /// The packet has another generation (or none): kept.
+    OtherGeneration,
 }
 
 /// Usage figures of the store.
@@ -199,6 +213,7 @@ impl PacketStore {
             }
             txn.open_table(PACKETS)?;
             txn.open_table(SEGMENTS)?;
+            txn.open_table(GENERATIONS)?;
         }
         txn.commit()?;
         let next = Self::highest_segment_on_disk(&seg_dir)?.map_or(0, |n| n + 1);
@@ -259,6 +274,36 @@ impl PacketStore {
     /// indexed, or none does. Verifies every PacketId first; refuses the
     /// whole group if the new bytes would exceed the capacity.
     pub fn put_many(&self, packets: &[(PacketId, &[u8])]) -> Result<Vec<PutOutcome>, StoreError> {
+        self.put_group(packets, None)
+            .map(|out| out.into_iter().map(|(o, _)| o).collect())
+    }
+
+    /// Stores packets as [`put_many`](Self::put_many) does, each with a
+    /// storage generation recorded in the same transaction; a packet present
+    /// already keeps the generation it has (one stored before generations
+    /// existed gets this one). Returns each packet's generation.
+    pub fn put_many_with_generations(
+        &self,
+        packets: &[(PacketId, &[u8], u64)],
+    ) -> Result<Vec<u64>, StoreError> {
+        let plain: Vec<(PacketId, &[u8])> = packets.iter().map(|(id, b, _)| (*id, *b)).collect();
+        let generations: Vec<u64> = packets.iter().map(|(_, _, g)| *g).collect();
+        self.put_group(&plain, Some(&generations))
+            .map(|out| out.into_iter().map(|(_, g)| g).collect())
+    }
+
+    /// The storage generation of a packet, if it has one.
+    pub fn generation_of(&self, id: &PacketId) -> Result<Option<u64>, StoreError> {
+        let txn = self.inner.db.begin_read()?;
+        let table = txn.open_table(GENERATIONS)?;
+        Ok(table.get(&id.0)?.map(|v| v.value()))
+    }
+
+    fn put_group(
+        &self,
+        packets: &[(PacketId, &[u8])],
+        generations: Option<&[u64]>,
+    ) -> Result<Vec<(PutOutcome, u64)>, StoreError> {
         for (id, bytes) in packets {
             if bytes.len() > MAX_PACKET_BYTES {
                 return Err(StoreError::TooLarge {
@@ -281,19 +326,36 @@ impl PacketStore {
             let mut index = txn.open_table(PACKETS)?;
             let mut segments = txn.open_table(SEGMENTS)?;
             let mut meta = txn.open_table(META)?;
+            let mut recorded = txn.open_table(GENERATIONS)?;
             let used = meta.get("used")?.map_or(0, |v| v.value());
             // Which packets are new (also de-duplicating within the group)?
             let mut fresh: BTreeMap<PacketId, &[u8]> = BTreeMap::new();
-            for (id, bytes) in packets {
+            for (i, (id, bytes)) in packets.iter().enumerate() {
                 let present = fresh.contains_key(id) || index.get(&id.0)?.is_some();
+                let generation = match generations.and_then(|g| g.get(i)) {
+                    Some(&wanted) => {
+                        // The first generation recorded stays.
+                        let kept = recorded.get(&id.0)?.map(|v| v.value());
+                        match kept {
+                            Some(kept) => kept,
+                            None => {
+                                recorded.insert(&id.0, wanted)?;
+                                wanted
+                            }
+                        }
+                    }
+                    None => 0,
+                };
                 outcomes.push(if present {
-                    PutOutcome::AlreadyPresent
+                    (PutOutcome::AlreadyPresent, generation)
                 } else {
                     fresh.insert(*id, bytes);
-                    PutOutcome::Stored
+                    (PutOutcome::Stored, generation)
                 });
             }
             if fresh.is_empty() {
+                drop((index, segments, meta, recorded));
+                txn.commit()?;
                 return Ok(outcomes);
             }
             let needed: u64 = fresh.values().map(|b| b.len() as u64).sum();
@@ -452,10 +514,34 @@ impl PacketStore {
         Ok(self.delete_many(std::slice::from_ref(id))? > 0)
     }
 
+    /// Removes a packet only while it has storage generation `generation`
+    /// (checked and removed in one transaction, with its generation).
+    pub fn delete_generation(
+        &self,
+        id: &PacketId,
+        generation: u64,
+    ) -> Result<GenerationDelete, StoreError> {
+        let ids = std::slice::from_ref(id);
+        let removed = self.remove(ids, Some(generation))?;
+        if removed > 0 {
+            return Ok(GenerationDelete::Deleted);
+        }
+        Ok(if self.contains(id)? {
+            GenerationDelete::OtherGeneration
+        } else {
+            GenerationDelete::Absent
+        })
+    }
+
     /// Removes packets as [`PacketStore::delete`] does, in one index
     /// transaction (one commit, one fsync) for all of them. Returns how many
     /// were present; absent and repeated ids are skipped.
     pub fn delete_many(&self, ids: &[PacketId]) -> Result<usize, StoreError> {
+        self.remove(ids, None)
+    }
+
+    /// Removes `ids` (only those with generation `only`, when given).
+    fn remove(&self, ids: &[PacketId], only: Option<u64>) -> Result<usize, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -464,6 +550,23 @@ impl PacketStore {
         let mut emptied = Vec::new();
         let mut removed = 0;
         {
+            let mut recorded = txn.open_table(GENERATIONS)?;
+            if let Some(wanted) = only {
+                let mut matching = true;
+                for id in ids {
+                    // A packet stored before generations existed has none:
+                    // only a (legacy) ticket naming generation 0 deletes it.
+                    let has = recorded.get(&id.0)?.map(|v| v.value());
+                    matching &= has.unwrap_or(0) == wanted;
+                }
+                if !matching {
+                    return Ok(0);
+                }
+            }
+            for id in ids {
+                recorded.remove(&id.0)?;
+            }
+            drop(recorded);
             let mut index = txn.open_table(PACKETS)?;
             let mut segments = txn.open_table(SEGMENTS)?;
             let mut meta = txn.open_table(META)?;

@@ -137,6 +137,8 @@ fn stored(p: w::Placed) -> co::StoredPacket {
         packet_id: p.packet_id,
         size: p.size,
         target: p.target,
+        // Sources never see generations: their store tickets carry them.
+        generation: 0,
     }
 }
 
@@ -157,6 +159,7 @@ pub fn planned_chunks(chunks: Vec<w::PlannedChunk>) -> Vec<co::PlannedChunk> {
         .map(|c| co::PlannedChunk {
             data_id: c.data_id,
             packets: c.packets.into_iter().map(stored).collect(),
+            key: None,
         })
         .collect()
 }
@@ -190,7 +193,7 @@ impl ToWire for co::CommitRequest {
     fn to_wire(&self) -> w::CommitRequest {
         w::CommitRequest {
             pending_id: self.pending_id,
-            stored: self.stored.iter().map(ToWire::to_wire).collect(),
+            receipts: self.receipts.clone(),
             manifest: self.manifest,
             manifest_chunks: self.manifest_chunks.clone(),
             chunks: self.chunks.clone(),
@@ -204,7 +207,7 @@ pub fn commit_request(source: NodeId, r: w::CommitRequest) -> co::CommitRequest 
     co::CommitRequest {
         pending_id: r.pending_id,
         source,
-        stored: r.stored.into_iter().map(stored).collect(),
+        receipts: r.receipts,
         manifest: r.manifest,
         manifest_chunks: r.manifest_chunks,
         chunks: r.chunks,
@@ -323,7 +326,7 @@ pub fn refusal_code(e: &ManagerError) -> RefusalCode {
         ManagerError::Seal(_) | ManagerError::Ticket(_) => RefusalCode::Internal,
         ManagerError::NotYours { .. } => RefusalCode::NotOwner,
         ManagerError::MissingUploads { .. } => RefusalCode::MissingUploads,
-        ManagerError::Invalid(_) => RefusalCode::Invalid,
+        ManagerError::BadReceipt { .. } | ManagerError::Invalid(_) => RefusalCode::Invalid,
     }
 }
 
@@ -375,11 +378,14 @@ mod tests {
         let commit = co::CommitRequest {
             pending_id: 5,
             source,
-            stored: vec![co::StoredPacket {
-                packet_id: PacketId([3; 32]),
-                size: 10,
-                target: NodeId([4; 32]),
-            }],
+            receipts: vec![co::StoreReceipt::unsigned(
+                NodeId([4; 32]),
+                source,
+                PacketId([3; 32]),
+                10,
+                11,
+                12,
+            )],
             manifest: DataId([6; 32]),
             manifest_chunks: vec![DataId([6; 32])],
             chunks: vec![DataId([2; 32]), DataId([6; 32])],

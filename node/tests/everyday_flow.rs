@@ -79,7 +79,7 @@ fn grid() -> Grid {
             NOW,
         );
         manager.join(profile, None, NOW).unwrap();
-        ids.push((id, capacity));
+        ids.push((key(10 + i as u8), capacity));
     }
     let x25519_secret = [77; 32];
     let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(x25519_secret));
@@ -88,7 +88,7 @@ fn grid() -> Grid {
     profile.x25519_public = public.to_bytes();
     manager.join(profile, None, NOW).unwrap();
     let targets = Arc::new(MemoryTargets::new(manager.node_id(), NOW, ids));
-    targets.add(me, capacity);
+    targets.add(key(2), capacity);
     Grid {
         manager: LocalManager::new(manager, NOW, 7),
         targets,

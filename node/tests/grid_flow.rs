@@ -95,7 +95,7 @@ fn grid(capacity: u64) -> Grid {
     let targets = Arc::new(MemoryTargets::new(
         manager.node_id(),
         NOW,
-        target_ids.iter().map(|id| (*id, capacity)),
+        (0..target_ids.len()).map(|i| (key(10 + i as u8), capacity)),
     ));
     Grid {
         manager: LocalManager::new(manager, NOW, 7),
@@ -118,7 +118,7 @@ fn source(grid: &Grid, seed: u8, location: GeoPoint) -> Source {
         .unwrap()
         .join(profile, None, NOW)
         .unwrap();
-    grid.targets.add(id, 1 << 30);
+    grid.targets.add(key(seed), 1 << 30);
     Source {
         me: SourceIdentity {
             node_id: id,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strew_coordinator::{PacketId, StorageTicket, TicketEntry};
+use strew_overlay::DeleteOutcome;
 use strew_overlay::libp2p::identity::Keypair;
 use strew_overlay::packet::{PacketStorage, StorageError, ticket};
 use strew_overlay::{LocalProfile, OverlayConfig, OverlayHandle, peer};
@@ -18,18 +19,18 @@ use strew_overlay::{LocalProfile, OverlayConfig, OverlayHandle, peer};
 struct CountingStorage;
 
 impl PacketStorage for CountingStorage {
-    fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), StorageError> {
+    fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError> {
         let actual = PacketId::of(bytes);
         if actual != id {
             return Err(StorageError::WrongId { actual });
         }
-        Ok(())
+        Ok(generation)
     }
     fn get(&self, _: &PacketId) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(None)
     }
-    fn delete(&self, _: &PacketId) -> Result<bool, StorageError> {
-        Ok(false)
+    fn delete(&self, _: &PacketId, _: u64) -> Result<DeleteOutcome, StorageError> {
+        Ok(DeleteOutcome::Absent)
     }
     fn free_bytes(&self) -> Result<u64, StorageError> {
         Ok(u64::MAX / 2)
@@ -81,6 +82,7 @@ async fn transfer(
         .map(|p| TicketEntry {
             packet_id: PacketId::of(p),
             size: p.len() as u64,
+            generation: 1,
         })
         .collect();
     let key = ticket::signing_key(manager).expect("ed25519");

@@ -52,6 +52,10 @@ pub struct OverlayConfig {
     pub max_inflight_per_peer: usize,
     /// Inbound requests being stored/served in total before answering `Busy`.
     pub max_inflight_total: usize,
+    /// Packet reads (GETs) each peer may make of this node: a token bucket
+    /// per peer (default 64 a second, bursts of 256, 1024 peers tracked);
+    /// over it the answer is `Busy`.
+    pub read_limit: crate::packet::ReadLimit,
     pub idle_connection_timeout: Duration,
     /// How often an unreachable bootstrap is retried while the node has no peers.
     pub bootstrap_retry: Duration,
@@ -84,6 +88,7 @@ impl OverlayConfig {
             max_streams_per_peer: 16,
             max_inflight_per_peer: 8,
             max_inflight_total: 64,
+            read_limit: crate::packet::ReadLimit::default(),
             idle_connection_timeout: Duration::from_secs(3600),
             bootstrap_retry: Duration::from_secs(15),
             inbound_budget: DEFAULT_INBOUND_BUDGET,

@@ -40,7 +40,10 @@ pub use config::{LocalProfile, OverlayConfig};
 pub use error::{OverlayError, RequestFailure};
 pub use manager::{ManagerAnswer, ManagerEndpoint, ManagerRequest, ManagerResponse, RefusalCode};
 pub use metrics::OverlayMetrics;
-pub use packet::{MAX_PACKET_BYTES, MemoryStorage, PacketStorage, Receipt, Refusal, StorageError};
+pub use packet::{
+    DeleteOutcome, MAX_PACKET_BYTES, MemoryStorage, PacketStorage, ReadLimit, Receipt, Refusal,
+    StorageError,
+};
 pub use raft::{RaftAnswer, RaftEndpoint};
 pub use reachability::Reachability;
 pub use runtime::{OverlayHandle, PeerInfo, now_ms, start};

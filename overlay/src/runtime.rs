@@ -140,6 +140,7 @@ pub fn start(
         request_timeout: config.request_timeout,
         max_inflight_per_peer: config.max_inflight_per_peer,
         max_inflight_total: config.max_inflight_total,
+        reads: config.read_limit,
     };
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let liveness = Liveness::new(ProbePolicy {

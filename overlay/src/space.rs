@@ -76,7 +76,7 @@ mod tests {
             })
         );
         let bytes = vec![1u8; 40];
-        store.put(PacketId::of(&bytes), &bytes).unwrap();
+        store.put(PacketId::of(&bytes), &bytes, 1).unwrap();
         tokio::time::timeout(Duration::from_secs(5), async {
             while space.borrow().and_then(|s| s.free) != Some(60) {
                 space.changed().await.unwrap();

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use common::{config, start, wait_for};
 use strew_coordinator::PacketId;
+use strew_coordinator::{StorageTicket, TicketEntry, TicketKind};
 use strew_overlay::libp2p::identity::Keypair;
+use strew_overlay::packet::ticket;
 use strew_overlay::{
-    MemoryStorage, OverlayError, PacketStorage, RequestFailure, StorageError, peer,
+    DeleteOutcome, MemoryStorage, OverlayError, PacketStorage, RequestFailure, StorageError, peer,
 };
 
 fn failure(err: OverlayError) -> RequestFailure {
@@ -27,7 +29,9 @@ async fn a_peer_without_a_known_address_is_unreachable() {
     let nobody = peer::node_id_of_key(&Keypair::generate_ed25519().public()).unwrap();
     let err = tokio::time::timeout(
         Duration::from_secs(10),
-        source.handle.get_packet(nobody, PacketId::of(b"x")),
+        source
+            .handle
+            .get_packet(nobody, PacketId::of(b"x"), Vec::new()),
     )
     .await
     .expect("a dial failure is reported at once")
@@ -43,15 +47,15 @@ async fn a_peer_without_a_known_address_is_unreachable() {
 struct SlowReads(MemoryStorage);
 
 impl PacketStorage for SlowReads {
-    fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), StorageError> {
-        self.0.put(id, bytes)
+    fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError> {
+        self.0.put(id, bytes, generation)
     }
     fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StorageError> {
         std::thread::sleep(Duration::from_secs(2));
         self.0.get(id)
     }
-    fn delete(&self, id: &PacketId) -> Result<bool, StorageError> {
-        self.0.delete(id)
+    fn delete(&self, id: &PacketId, generation: u64) -> Result<DeleteOutcome, StorageError> {
+        self.0.delete(id, generation)
     }
     fn free_bytes(&self) -> Result<u64, StorageError> {
         self.0.free_bytes()
@@ -82,9 +86,29 @@ async fn a_target_slower_than_the_timeout_times_out_and_a_stopped_overlay_says_s
     })
     .await;
 
+    // A valid read ticket, so the target gets as far as its slow store.
+    let manager = Keypair::generate_ed25519();
+    target.set_trusted_managers(std::collections::BTreeSet::from([peer::node_id_of_key(
+        &manager.public(),
+    )
+    .unwrap()]));
+    let read = StorageTicket::issue_kind(
+        &ticket::signing_key(&manager).unwrap(),
+        TicketKind::Read,
+        target.node_id(),
+        Some(source.handle.node_id()),
+        vec![TicketEntry {
+            packet_id: PacketId::of(b"x"),
+            size: 0,
+            generation: 0,
+        }],
+        strew_overlay::now_ms() + 60_000,
+    )
+    .unwrap();
+    let read = ticket::encode(&read).unwrap();
     let err = source
         .handle
-        .get_packet(target.node_id(), PacketId::of(b"x"))
+        .get_packet(target.node_id(), PacketId::of(b"x"), read.clone())
         .await
         .unwrap_err();
     let failure = failure(err);
@@ -100,7 +124,7 @@ async fn a_target_slower_than_the_timeout_times_out_and_a_stopped_overlay_says_s
     .await;
     let err = source
         .handle
-        .get_packet(target.node_id(), PacketId::of(b"x"))
+        .get_packet(target.node_id(), PacketId::of(b"x"), read)
         .await
         .unwrap_err();
     assert!(matches!(err, OverlayError::Stopped), "{err}");

@@ -17,11 +17,23 @@ use strew_overlay::{MAX_PACKET_BYTES, OverlayError, Refusal, peer};
 const NOW_SLACK_MS: u64 = 60_000;
 
 fn issue(manager: &Keypair, kind: TicketKind, target: NodeId, packets: &[&[u8]]) -> Vec<u8> {
+    issue_with(manager, kind, target, packets, 1)
+}
+
+/// A ticket naming `generation` for every packet.
+fn issue_with(
+    manager: &Keypair,
+    kind: TicketKind,
+    target: NodeId,
+    packets: &[&[u8]],
+    generation: u64,
+) -> Vec<u8> {
     let entries = packets
         .iter()
         .map(|p| TicketEntry {
             packet_id: PacketId::of(p),
             size: p.len() as u64,
+            generation,
         })
         .collect();
     let key = ticket::signing_key(manager).unwrap();
@@ -29,7 +41,28 @@ fn issue(manager: &Keypair, kind: TicketKind, target: NodeId, packets: &[&[u8]])
         &key,
         kind,
         target,
+        None,
         entries,
+        strew_overlay::now_ms() + NOW_SLACK_MS,
+    )
+    .unwrap();
+    ticket::encode(&t).unwrap()
+}
+
+/// A read ticket for one packet.
+fn read(manager: &Keypair, target: NodeId, packet_id: PacketId) -> Vec<u8> {
+    let key = ticket::signing_key(manager).unwrap();
+    let entry = TicketEntry {
+        packet_id,
+        size: 0,
+        generation: 0,
+    };
+    let t = StorageTicket::issue_kind(
+        &key,
+        TicketKind::Read,
+        target,
+        None,
+        vec![entry],
         strew_overlay::now_ms() + NOW_SLACK_MS,
     )
     .unwrap();
@@ -75,17 +108,26 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
         .put_packet(t, issue(&manager, TicketKind::Store, t, &[&a]), a.clone())
         .await
         .unwrap();
-    assert!(receipt.verify());
+    assert!(receipt.verify().is_ok());
+    assert_eq!((receipt.source, receipt.generation), (s.node_id(), 1));
     assert_eq!(
         (receipt.target, receipt.packet_id, receipt.size),
         (t, PacketId::of(&a), a.len() as u64)
     );
     assert_eq!(
-        s.get_packet(t, PacketId::of(&a)).await.unwrap(),
+        s.get_packet(t, PacketId::of(&a), read(&manager, t, PacketId::of(&a)))
+            .await
+            .unwrap(),
         Some(a.clone())
     );
     assert_eq!(
-        s.get_packet(t, PacketId::of(b"absent")).await.unwrap(),
+        s.get_packet(
+            t,
+            PacketId::of(b"absent"),
+            read(&manager, t, PacketId::of(b"absent"))
+        )
+        .await
+        .unwrap(),
         None
     );
 
@@ -147,7 +189,9 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
         })
     );
     assert_eq!(
-        s.get_packet(t, PacketId::of(&c)).await.unwrap(),
+        s.get_packet(t, PacketId::of(&c), read(&manager, t, PacketId::of(&c)))
+            .await
+            .unwrap(),
         None,
         "nothing stored"
     );
@@ -187,12 +231,40 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
             .unwrap_err(),
     );
     assert!(matches!(r, Refusal::BadTicket(_)), "{r:?}");
+    // GET needs a read ticket naming the packet.
+    let r = refusal(s.get_packet(t, id, Vec::new()).await.unwrap_err());
+    assert_eq!(r, Refusal::NoTicket);
+    let r = refusal(
+        s.get_packet(t, id, issue(&manager, TicketKind::Store, t, &[&a]))
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(r, Refusal::BadTicket(_)), "{r:?}");
+    let delete = issue(&manager, TicketKind::Delete, t, &[&a]);
+    assert!(s.delete_packet(t, id, delete.clone()).await.unwrap());
+    assert_eq!(
+        s.get_packet(t, id, read(&manager, t, id)).await.unwrap(),
+        None
+    );
+    // Stored again (a new generation): the old delete ticket is refused.
+    let again = issue_with(&manager, TicketKind::Store, t, &[&a], 2);
+    assert_eq!(
+        s.put_packet(t, again, a.clone()).await.unwrap().generation,
+        2
+    );
+    let r = refusal(s.delete_packet(t, id, delete).await.unwrap_err());
+    assert_eq!(r, Refusal::OtherGeneration);
     assert!(
-        s.delete_packet(t, id, issue(&manager, TicketKind::Delete, t, &[&a]))
+        s.get_packet(t, id, read(&manager, t, id))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.delete_packet(t, id, issue_with(&manager, TicketKind::Delete, t, &[&a], 2))
             .await
             .unwrap()
     );
-    assert_eq!(s.get_packet(t, id).await.unwrap(), None);
 
     // Eight parallel puts all land (per-peer concurrency limits queue, they do not fail).
     let packets: Vec<Vec<u8>> = (0..8).map(|i| bytes(200_000, 10 + i)).collect();
@@ -206,7 +278,10 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     }
     for p in &packets {
         assert_eq!(
-            s.get_packet(t, PacketId::of(p)).await.unwrap().as_deref(),
+            s.get_packet(t, PacketId::of(p), read(&manager, t, PacketId::of(p)))
+                .await
+                .unwrap()
+                .as_deref(),
             Some(p.as_slice())
         );
     }
@@ -259,15 +334,24 @@ async fn bandwidth_limit_paces_packet_transfer() {
 struct SlowStorage(strew_overlay::MemoryStorage);
 
 impl strew_overlay::PacketStorage for SlowStorage {
-    fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), strew_overlay::StorageError> {
+    fn put(
+        &self,
+        id: PacketId,
+        bytes: &[u8],
+        generation: u64,
+    ) -> Result<u64, strew_overlay::StorageError> {
         std::thread::sleep(Duration::from_millis(200));
-        self.0.put(id, bytes)
+        self.0.put(id, bytes, generation)
     }
     fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, strew_overlay::StorageError> {
         self.0.get(id)
     }
-    fn delete(&self, id: &PacketId) -> Result<bool, strew_overlay::StorageError> {
-        self.0.delete(id)
+    fn delete(
+        &self,
+        id: &PacketId,
+        generation: u64,
+    ) -> Result<strew_overlay::DeleteOutcome, strew_overlay::StorageError> {
+        self.0.delete(id, generation)
     }
     fn free_bytes(&self) -> Result<u64, strew_overlay::StorageError> {
         self.0.free_bytes()
@@ -333,7 +417,7 @@ async fn a_saturated_target_answers_busy_and_sources_back_off_until_stored() {
         assert_eq!(
             source
                 .handle
-                .get_packet(t, PacketId::of(p))
+                .get_packet(t, PacketId::of(p), read(&manager, t, PacketId::of(p)))
                 .await
                 .unwrap()
                 .as_deref(),

@@ -430,7 +430,18 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
         || sched(source).filter(|l| l.len() == 1 && l[0] != first),
     )
     .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", source.log()))?;
-    ensure!(source.log().contains("retention policy applied"));
+    // The policy is logged once its deletions are done, after the listing
+    // already shows the forget.
+    wait_for(
+        "the retention policy's log line",
+        Duration::from_secs(30),
+        || {
+            source
+                .log()
+                .contains("retention policy applied")
+                .then_some(())
+        },
+    )?;
 
     // Bad input is refused with a message naming what to fix.
     let refused = |args: &[&str], needle: &str| -> Result<()> {

@@ -251,21 +251,24 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
     fs::write(tree.join("big.bin"), noise(12_000_000, 5))?;
     fs::write(tree.join("notes.txt"), "the same data on two machines\n")?;
     let tree_s = tree.to_str().context("utf-8")?;
-    let backup = |node: &Node, name: &str| {
+    let backup = |node: &Node, name: &str, distance: &str| {
         node.cli_json(&[
             "backup",
             tree_s,
             "--backup-distance",
-            "1000km..",
+            distance,
             "--name",
             name,
             "--json",
         ])
     };
 
-    let first = backup(&nodes[0], "mine")?;
+    let first = backup(&nodes[0], "mine", "1000km..")?;
     let before = stored_packets(&all)?;
-    let second = backup(&nodes[1], "theirs")?;
+    // Dedup reuses a stored copy only if its targets meet the new backup's
+    // distance and spread: the second source accepts any distance, so the
+    // first source's copy (1000 km or more from it) suits.
+    let second = backup(&nodes[1], "theirs", "..")?;
     let after = stored_packets(&all)?;
     let data_chunks = second["stats"]["chunks"].as_u64().context("chunks")?;
     ensure!(data_chunks >= 10, "{second}");

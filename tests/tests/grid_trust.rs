@@ -69,7 +69,12 @@ async fn delete_with(issuer: &Keypair, target: &Node) -> Result<PacketResponse> 
         &signing,
         TicketKind::Delete,
         target_id,
-        vec![TicketEntry { packet_id, size: 1 }],
+        None,
+        vec![TicketEntry {
+            packet_id,
+            size: 1,
+            generation: 1,
+        }],
         strew_overlay::now_ms() + 60_000,
     )?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())

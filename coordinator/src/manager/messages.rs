@@ -50,6 +50,8 @@ pub struct PlanDecision {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlanDraft {
     pub pending_id: u64,
+    /// The source: the holder of the plan's store tickets.
+    pub source: NodeId,
     pub uploads: Vec<PlannedChunk>,
     pub reused: Vec<DataId>,
     pub expires_at: Millis,
@@ -88,8 +90,9 @@ pub struct KnownChunk {
 pub struct CommitRequest {
     pub pending_id: u64,
     pub source: NodeId,
-    /// Packets whose target receipts the caller verified.
-    pub stored: Vec<StoredPacket>,
+    /// The targets' signed receipts, one per planned (packet, target): the
+    /// manager verifies each and records only receipted packets.
+    pub receipts: Vec<StoreReceipt>,
     /// DataId of the snapshot manifest.
     pub manifest: DataId,
     /// DataIds of the manifest's own chunks, in order (they are also in `chunks`).
@@ -124,4 +127,19 @@ pub struct SnapshotSummary {
 pub struct ForgetResponse {
     pub deletions: BTreeMap<NodeId, Vec<PacketId>>,
     pub delete_tickets: Vec<StorageTicket>,
+}
+
+/// Most chunks one read-ticket request may name: the answer (tickets for
+/// every packet of these chunks, 32 packets a ticket) stays far below the
+/// manager protocol's 4 MiB message limit (about 0.6 MB at width 6).
+pub const MAX_READ_CHUNKS: usize = 2048;
+
+/// (i) "Let me read these stripes of my snapshot": `count` chunks of
+/// `snapshot`'s sequence from index `from` (at most [`MAX_READ_CHUNKS`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadTicketRequest {
+    pub requester: NodeId,
+    pub snapshot: SnapshotId,
+    pub from: u64,
+    pub count: u32,
 }

@@ -181,20 +181,22 @@ impl Manager {
     }
 
     /// Store tickets, signed by this manager, for a repairer to upload
-    /// rebuilt packets: `(target, packet, size)` each.
+    /// rebuilt packets: `(target, packet, size, generation)` each (the
+    /// generation its `MovePacket` records).
     pub fn repair_tickets(
         &self,
-        uploads: &[(NodeId, PacketId, u64)],
+        uploads: &[(NodeId, PacketId, u64, u64)],
         now: Millis,
     ) -> Result<Vec<StorageTicket>, ManagerError> {
         let mut per_target: BTreeMap<NodeId, Vec<TicketEntry>> = BTreeMap::new();
-        for (target, packet_id, size) in uploads {
+        for (target, packet_id, size, generation) in uploads {
             per_target.entry(*target).or_default().push(TicketEntry {
                 packet_id: *packet_id,
                 size: *size,
+                generation: *generation,
             });
         }
-        self.tickets(TicketKind::Store, per_target, now)
+        self.tickets(TicketKind::Store, None, per_target, now)
     }
 }
 

@@ -149,6 +149,7 @@ pub fn command_kind(command: &Command) -> &'static str {
         Command::Forget { .. } => "Forget",
         Command::RecordRestore { .. } => "RecordRestore",
         Command::MovePacket { .. } => "MovePacket",
+        Command::MarkBad { .. } => "MarkBad",
         Command::TrimLog { .. } => "TrimLog",
         Command::RecordAudits { .. } => "RecordAudits",
         Command::SetExiting { .. } => "SetExiting",

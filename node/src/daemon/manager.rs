@@ -606,6 +606,25 @@ impl ManagerService {
                     Err(e) => refuse(&e),
                 }
             }
+            ManagerRequest::ReadTickets {
+                snapshot,
+                from,
+                count,
+            } => {
+                if let Err(r) = self.barrier().await {
+                    return r;
+                }
+                let request = strew_coordinator::manager::ReadTicketRequest {
+                    requester,
+                    snapshot,
+                    from,
+                    count,
+                };
+                match heavy(|| self.replica.read(|m| m.read_tickets(&request, now))) {
+                    Ok(tickets) => ManagerResponse::ReadTickets(tickets),
+                    Err(e) => refuse(&e),
+                }
+            }
             ManagerRequest::List { set } => {
                 if let Err(r) = self.barrier().await {
                     return r;
@@ -726,6 +745,16 @@ impl ManagerService {
                     .replica
                     .read(|m| m.decide_record_restore(requester, snapshot, outcome, now));
                 self.propose(command).await?;
+                Ok(ManagerResponse::Recorded)
+            }
+            ManagerRequest::ReportBad { data_id, packets } => {
+                let commands = self
+                    .replica
+                    .read(|m| m.decide_mark_bad(requester, data_id, &packets, now))
+                    .map_err(refused)?;
+                for command in commands {
+                    self.propose(command).await?;
+                }
                 Ok(ManagerResponse::Recorded)
             }
             other => {

@@ -320,11 +320,17 @@ impl Repairer {
                     expected,
                 });
             }
-            let Command::MovePacket { new_target, .. } = command else {
+            let Command::MovePacket {
+                new_target,
+                generation,
+                ..
+            } = command
+            else {
                 continue;
             };
             written += bytes.len() as u64;
-            self.upload(&plan, *new_target, expected, bytes).await?;
+            self.upload(&plan, *new_target, expected, *generation, bytes)
+                .await?;
         }
         let moves = plan.moves.clone();
         let applied = self.service.commit_moves(moves).await?;
@@ -364,7 +370,15 @@ impl Repairer {
             let bytes = if p.target == self.me() {
                 self.local_get(p.packet_id).await
             } else {
-                match self.overlay.get_packet(p.target, p.packet_id).await {
+                let ticket = plan
+                    .read_tickets
+                    .iter()
+                    .find(|t| {
+                        t.target == p.target && t.entries.iter().any(|e| e.packet_id == p.packet_id)
+                    })
+                    .and_then(|t| strew_overlay::packet::ticket::encode(t).ok())
+                    .unwrap_or_default();
+                match self.overlay.get_packet(p.target, p.packet_id, ticket).await {
                     Ok(found) => found,
                     Err(error) => {
                         debug!(target = %p.target, %error, "repair: a surviving packet could not be read");
@@ -411,16 +425,19 @@ impl Repairer {
         plan: &RepairPlan,
         target: NodeId,
         packet_id: PacketId,
+        generation: u64,
         bytes: Vec<u8>,
     ) -> Result<(), RepairError> {
         self.pace.acquire(bytes.len()).await;
         if target == self.me() {
             let store = self.store.clone();
-            return tokio::task::spawn_blocking(move || store.put(packet_id, &bytes))
-                .await
-                .map_err(|e| RepairError::Task(e.to_string()))?
-                .map(|_| ())
-                .map_err(RepairError::Local);
+            return tokio::task::spawn_blocking(move || {
+                store.put_many_with_generations(&[(packet_id, &bytes, generation)])
+            })
+            .await
+            .map_err(|e| RepairError::Task(e.to_string()))?
+            .map(|_| ())
+            .map_err(RepairError::Local);
         }
         let ticket = plan
             .tickets
@@ -449,7 +466,7 @@ impl Repairer {
             let Ok(tickets) = self.service.superseded_tickets(a, now) else {
                 continue;
             };
-            for (target, ids) in deletions {
+            for (target, list) in deletions {
                 let online = self
                     .overlay
                     .with_grid_view(|v| v.get(target).is_some_and(|p| p.online))
@@ -457,7 +474,7 @@ impl Repairer {
                 if !online || *target == self.me() {
                     continue;
                 }
-                for id in ids {
+                for id in list.iter().map(|d| &d.packet_id) {
                     let Some(ticket) = tickets.iter().find(|t| {
                         &t.target == target && t.entries.iter().any(|e| &e.packet_id == id)
                     }) else {

@@ -2,15 +2,17 @@
 //! with group commit: puts that arrive while one is being made durable are
 //! stored together by one `put_many` (one segment sync and one index commit
 //! for the group), so many concurrent uploads do not each pay two fsyncs.
+//! Each put records the packet's storage generation with it (the store keeps
+//! the first one); deletes are bound to a generation.
 //! Owns the error mapping and the batching; it must not add policy.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use strew_coordinator::PacketId;
-use strew_overlay::packet::{PacketStorage, StorageError};
+use strew_overlay::packet::{DeleteOutcome, PacketStorage, StorageError};
 
-use crate::store::{PacketStore, StoreError};
+use crate::store::{GenerationDelete, PacketStore, StoreError};
 
 /// Puts waiting for the group-commit thread (the overlay bounds in-flight puts well below this).
 const QUEUE: usize = 256;
@@ -18,8 +20,8 @@ const QUEUE: usize = 256;
 const GROUP_PACKETS: usize = 64;
 const GROUP_BYTES: usize = 32 << 20;
 
-type Reply = SyncSender<Result<(), StoreError>>;
-type Job = (PacketId, Vec<u8>, Reply);
+type Reply = SyncSender<Result<u64, StoreError>>;
+type Job = (PacketId, Vec<u8>, u64, Reply);
 
 /// [`PacketStore`] as the packet protocol sees it.
 #[derive(Clone)]
@@ -61,22 +63,28 @@ fn group_commit(store: &PacketStore, rx: &Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let refs: Vec<(PacketId, &[u8])> = group.iter().map(|(id, b, _)| (*id, &b[..])).collect();
-        match store.put_many(&refs) {
-            Ok(_) => {
-                for (_, _, reply) in group {
-                    let _ = reply.send(Ok(()));
+        let refs: Vec<(PacketId, &[u8], u64)> = group
+            .iter()
+            .map(|(id, b, g, _)| (*id, &b[..], *g))
+            .collect();
+        match store.put_many_with_generations(&refs) {
+            Ok(generations) => {
+                for ((_, _, _, reply), generation) in group.into_iter().zip(generations) {
+                    let _ = reply.send(Ok(generation));
                 }
             }
             // One bad or oversized member must not fail the others: store them one by one.
             Err(err) if group.len() == 1 => {
-                if let Some((_, _, reply)) = group.pop() {
+                if let Some((_, _, _, reply)) = group.pop() {
                     let _ = reply.send(Err(err));
                 }
             }
             Err(_) => {
-                for (id, b, reply) in group {
-                    let _ = reply.send(store.put(id, &b).map(|_| ()));
+                for (id, b, g, reply) in group {
+                    let one = store
+                        .put_many_with_generations(&[(id, &b, g)])
+                        .map(|out| out.first().copied().unwrap_or(g));
+                    let _ = reply.send(one);
                 }
             }
         }
@@ -92,9 +100,15 @@ fn map(err: StoreError) -> StorageError {
 }
 
 impl PacketStorage for StoreAdapter {
-    fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), StorageError> {
+    fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError> {
+        let direct = || {
+            self.store
+                .put_many_with_generations(&[(id, bytes, generation)])
+                .map(|out| out.first().copied().unwrap_or(generation))
+                .map_err(map)
+        };
         let (reply, answer) = sync_channel(1);
-        let job = (id, bytes.to_vec(), reply);
+        let job = (id, bytes.to_vec(), generation, reply);
         let sent = match self.puts.lock() {
             Ok(tx) => match tx.try_send(job) {
                 Ok(()) => Ok(()),
@@ -105,11 +119,11 @@ impl PacketStorage for StoreAdapter {
         };
         if sent.is_err() {
             // No commit thread: store directly.
-            return self.store.put(id, bytes).map(|_| ()).map_err(map);
+            return direct();
         }
         match answer.recv() {
             Ok(result) => result.map_err(map),
-            Err(_) => self.store.put(id, bytes).map(|_| ()).map_err(map),
+            Err(_) => direct(),
         }
     }
 
@@ -117,8 +131,14 @@ impl PacketStorage for StoreAdapter {
         self.store.get(id).map_err(map)
     }
 
-    fn delete(&self, id: &PacketId) -> Result<bool, StorageError> {
-        self.store.delete(id).map_err(map)
+    fn delete(&self, id: &PacketId, generation: u64) -> Result<DeleteOutcome, StorageError> {
+        Ok(
+            match self.store.delete_generation(id, generation).map_err(map)? {
+                GenerationDelete::Deleted => DeleteOutcome::Deleted,
+                GenerationDelete::Absent => DeleteOutcome::Absent,
+                GenerationDelete::OtherGeneration => DeleteOutcome::OtherGeneration,
+            },
+        )
     }
 
     fn free_bytes(&self) -> Result<u64, StorageError> {
@@ -140,15 +160,15 @@ mod tests {
         let store = StoreAdapter::new(PacketStore::open(dir.path(), 8).unwrap());
         let bytes = b"0123456789".to_vec();
         assert!(matches!(
-            store.put(PacketId::of(b"x"), &bytes),
+            store.put(PacketId::of(b"x"), &bytes, 1),
             Err(StorageError::WrongId { .. })
         ));
         assert!(matches!(
-            store.put(PacketId::of(&bytes), &bytes),
+            store.put(PacketId::of(&bytes), &bytes, 1),
             Err(StorageError::Full { .. })
         ));
         let small = b"abc".to_vec();
-        store.put(PacketId::of(&small), &small).unwrap();
+        store.put(PacketId::of(&small), &small, 1).unwrap();
         assert_eq!(store.get(&PacketId::of(&small)).unwrap(), Some(small));
     }
 
@@ -164,11 +184,11 @@ mod tests {
                 let store = store.clone();
                 s.spawn(move || {
                     for p in chunk {
-                        store.put(PacketId::of(p), p).unwrap();
+                        store.put(PacketId::of(p), p, 3).unwrap();
                     }
                     // A lying put among good ones is refused on its own.
                     assert!(matches!(
-                        store.put(PacketId::of(b"other"), &chunk[0]),
+                        store.put(PacketId::of(b"other"), &chunk[0], 3),
                         Err(StorageError::WrongId { .. })
                     ));
                 });
@@ -180,5 +200,51 @@ mod tests {
                 Some(&p[..])
             );
         }
+    }
+
+    #[test]
+    fn a_delete_is_honoured_once_for_its_generation_also_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"a packet".to_vec();
+        let id = PacketId::of(&bytes);
+        let store = StoreAdapter::new(PacketStore::open(dir.path(), 1 << 20).unwrap());
+        assert_eq!(store.put(id, &bytes, 7).unwrap(), 7);
+        assert_eq!(
+            store.put(id, &bytes, 8).unwrap(),
+            7,
+            "the first generation stays"
+        );
+        assert_eq!(
+            store.delete(&id, 8).unwrap(),
+            DeleteOutcome::OtherGeneration
+        );
+        assert!(store.get(&id).unwrap().is_some());
+        assert_eq!(store.delete(&id, 7).unwrap(), DeleteOutcome::Deleted);
+        assert_eq!(store.delete(&id, 7).unwrap(), DeleteOutcome::Absent);
+        // Stored again under a new generation: the old delete is refused.
+        assert_eq!(store.put(id, &bytes, 9).unwrap(), 9);
+        drop(store);
+        // Reopened (a restart, once the commit thread let go of the store):
+        // the generation is still there, the old delete still refused.
+        let mut reopened = PacketStore::open(dir.path(), 1 << 20);
+        for _ in 0..250 {
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            reopened = PacketStore::open(dir.path(), 1 << 20);
+        }
+        let reopened = reopened.expect("the store reopens once the commit thread ended");
+        assert_eq!(reopened.generation_of(&id).unwrap(), Some(9));
+        assert_eq!(
+            reopened.delete_generation(&id, 7).unwrap(),
+            GenerationDelete::OtherGeneration
+        );
+        assert_eq!(reopened.get(&id).unwrap(), Some(bytes));
+        assert_eq!(
+            reopened.delete_generation(&id, 9).unwrap(),
+            GenerationDelete::Deleted
+        );
+        assert_eq!(reopened.generation_of(&id).unwrap(), None);
     }
 }

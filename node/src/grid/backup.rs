@@ -9,7 +9,7 @@
 //! the backup re-planned around it (at most [`MAX_PLANS`] times); packets
 //! already on a target the new plan keeps are not sent again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use strew_coordinator::manager::{ChunkPlan, CommitRequest, PacketSpec, PlanRequest};
 use strew_coordinator::records::{BackupParams, StoredPacket};
-use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId};
+use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
 
 use super::{GridError, KnownIndex, ManagerApi, PacketTransport, SourceIdentity};
 use crate::pipeline::local::StoreSink;
@@ -68,6 +68,9 @@ pub struct GridBackupReport {
     #[serde(skip)]
     pub cleanup: Cleanup,
 }
+
+/// One upload's outcome: the bytes sent and the target's receipt, or why not.
+type Uploaded = Result<(u64, StoreReceipt), String>;
 
 /// Runs one backup of `opts.paths` onto the grid.
 pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
@@ -142,6 +145,8 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
 
     let mut exclude: Vec<NodeId> = Vec::new();
     let mut done: BTreeSet<(PacketId, NodeId)> = BTreeSet::new();
+    // Each target's signed receipt, kept across re-plans: the commit carries them.
+    let mut receipts: BTreeMap<(PacketId, NodeId), StoreReceipt> = BTreeMap::new();
     let uploaded_packets = AtomicU64::new(0);
     let uploaded_bytes = AtomicU64::new(0);
     let mut plans = 0;
@@ -183,7 +188,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             .flat_map(|c| c.packets.iter().map(|p| (p.packet_id, p.target)))
             .filter(|job| !done.contains(job))
             .collect();
-        let results: Vec<((PacketId, NodeId), Result<u64, String>)> = futures::stream::iter(jobs)
+        let results: Vec<((PacketId, NodeId), Uploaded)> = futures::stream::iter(jobs)
             .map(|(id, target)| {
                 let ticket = tickets.get(&(target, id)).copied();
                 let outbox = outbox.clone();
@@ -199,12 +204,12 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
                             .map_err(|e| e.to_string())?
                             .ok_or("packet missing from the outbox")?;
                         let len = bytes.len() as u64;
-                        transport
+                        let receipt = transport
                             .put(target, ticket, id, bytes)
                             .await
                             .map_err(|e| e.detail)?;
                         live.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
-                        Ok::<u64, String>(len)
+                        Ok::<(u64, StoreReceipt), String>((len, receipt))
                     }
                     .await;
                     ((id, target), result)
@@ -220,8 +225,9 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         let mut failed: BTreeSet<NodeId> = BTreeSet::new();
         for ((id, target), result) in results {
             match result {
-                Ok(len) => {
+                Ok((len, receipt)) => {
                     done.insert((id, target));
+                    receipts.insert((id, target), receipt);
                     uploaded_packets.fetch_add(1, Ordering::Relaxed);
                     uploaded_bytes.fetch_add(len, Ordering::Relaxed);
                 }
@@ -258,12 +264,16 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         .flat_map(|c| c.packets.iter().cloned())
         .collect();
     let targets: BTreeSet<NodeId> = stored.iter().map(|p| p.target).collect();
+    let receipts: Vec<StoreReceipt> = stored
+        .iter()
+        .filter_map(|p| receipts.remove(&(p.packet_id, p.target)))
+        .collect();
     let all_chunks: Vec<DataId> = report.sequence.stripes().map(|s| s.data_id).collect();
     let response = manager
         .commit(CommitRequest {
             pending_id: decision.pending_id,
             source: me.node_id,
-            stored,
+            receipts,
             manifest: report.sequence.snapshot,
             manifest_chunks: report.sequence.manifest.iter().map(|s| s.data_id).collect(),
             chunks: all_chunks,

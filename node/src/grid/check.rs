@@ -17,8 +17,9 @@ use strew_coordinator::{NodeId, PacketId, SnapshotId};
 use tokio::task::JoinSet;
 
 use super::restore::open_sequence;
-use super::{GridError, ManagerApi, PacketTransport, SourceIdentity, error_text};
+use super::{GridError, ManagerApi, PacketTransport, ReadTickets, SourceIdentity, error_text};
 use crate::pipeline::packet::decode_packet;
+use strew_coordinator::ticket::StorageTicket;
 
 /// Packets fetched at once.
 const PARALLEL: usize = 8;
@@ -50,18 +51,50 @@ pub struct CheckReport {
     pub missing: Vec<MissingPacket>,
 }
 
-/// One fetch's answer: the bytes' length and the stripe's K, or why not.
-type Fetched = Result<(u64, u8), String>;
+/// Why a fetch gave nothing usable, and whether the bytes came back but
+/// were unusable (corrupt or malformed) rather than not at all.
+#[derive(Clone, Debug)]
+struct Unusable {
+    why: String,
+    corrupt: bool,
+}
 
-async fn fetch<T: PacketTransport>(transport: &T, target: NodeId, id: PacketId) -> Fetched {
-    let bytes = transport
-        .get(target, id)
-        .await
-        .map_err(|e| error_text(&e))?;
-    if PacketId::of(&bytes) != id {
-        return Err("the bytes it returned do not hash to the packet id (corrupt)".into());
+impl From<&str> for Unusable {
+    fn from(why: &str) -> Self {
+        Unusable {
+            why: why.to_string(),
+            corrupt: false,
+        }
     }
-    let (header, _) = decode_packet(&bytes).map_err(|e| format!("malformed packet: {e}"))?;
+}
+
+/// One fetch's answer: the bytes' length and the stripe's K, or why not.
+type Fetched = Result<(u64, u8), Unusable>;
+
+async fn fetch<T: PacketTransport>(
+    transport: &T,
+    ticket: Option<StorageTicket>,
+    target: NodeId,
+    id: PacketId,
+) -> Fetched {
+    let ticket = ticket.ok_or("the manager gave no read ticket for it")?;
+    let bytes = transport
+        .get(target, &ticket, id)
+        .await
+        .map_err(|e| Unusable {
+            why: error_text(&e),
+            corrupt: false,
+        })?;
+    if PacketId::of(&bytes) != id {
+        return Err(Unusable {
+            why: "the bytes it returned do not hash to the packet id (corrupt)".into(),
+            corrupt: true,
+        });
+    }
+    let (header, _) = decode_packet(&bytes).map_err(|e| Unusable {
+        why: format!("malformed packet: {e}"),
+        corrupt: true,
+    })?;
     Ok((bytes.len() as u64, header.k))
 }
 
@@ -73,6 +106,7 @@ pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
     snapshot: SnapshotId,
 ) -> Result<CheckReport, GridError> {
     let seq = open_sequence(me, manager, snapshot).await?;
+    let tickets = ReadTickets::fetch(manager, snapshot, seq.stripes.len()).await?;
     // (stripe, entry, target, packet) for every copy the sequence names.
     let mut jobs: Vec<(usize, usize, NodeId, PacketId)> = Vec::new();
     for (s, stripe) in seq.stripes.iter().enumerate() {
@@ -89,8 +123,9 @@ pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
         while running.len() < PARALLEL && next < jobs.len() {
             let (_, _, target, id) = jobs[next];
             let transport = transport.clone();
+            let ticket = tickets.get(&target, &id).cloned();
             let i = next;
-            running.spawn(async move { (i, fetch(transport.as_ref(), target, id).await) });
+            running.spawn(async move { (i, fetch(transport.as_ref(), ticket, target, id).await) });
             next += 1;
         }
         if let Some(joined) = running.join_next().await {
@@ -117,6 +152,7 @@ pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
         let mut good_ids: BTreeSet<PacketId> = BTreeSet::new();
         let mut k: Option<u8> = None;
         let mut all_copies = true;
+        let mut corrupt = false;
         for (i, (js, e, target, id)) in jobs.iter().enumerate() {
             if *js != s {
                 continue;
@@ -131,13 +167,14 @@ pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
                 }
                 other => {
                     all_copies = false;
+                    corrupt |= matches!(&other, Some(Err(u)) if u.corrupt);
                     report.missing.push(MissingPacket {
                         stripe: s,
                         data_id: stripe.data_id.to_string(),
                         packet: id.to_string(),
                         target: target.to_string(),
                         reason: match other {
-                            Some(Err(why)) => why,
+                            Some(Err(u)) => u.why,
                             _ => "not fetched".into(),
                         },
                     });
@@ -151,6 +188,14 @@ pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
             report.degraded += 1;
         } else {
             report.lost += 1;
+            if corrupt {
+                // Lost with unusable bytes: the next source with this chunk
+                // must upload it again rather than reuse this copy.
+                let packets = stripe.packets.iter().map(|p| p.packet_id).collect();
+                if let Err(err) = manager.report_bad(stripe.data_id, packets).await {
+                    tracing::warn!(chunk = %stripe.data_id, %err, "could not report an unusable chunk");
+                }
+            }
         }
     }
     Ok(report)

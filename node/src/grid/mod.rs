@@ -15,6 +15,7 @@ pub mod forget;
 pub mod health;
 pub mod known;
 pub mod overlay;
+pub mod reads;
 pub mod restore;
 pub mod retention;
 pub mod testkit;
@@ -27,7 +28,7 @@ use strew_coordinator::manager::{
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
 use strew_coordinator::ticket::StorageTicket;
-use strew_coordinator::{GeoPoint, NodeId, PacketId, SnapshotId};
+use strew_coordinator::{DataId, GeoPoint, NodeId, PacketId, SnapshotId, StoreReceipt};
 
 pub use backup::{
     Cleanup, CleanupReport, GridBackupOptions, GridBackupReport, clean_up, grid_backup,
@@ -37,6 +38,7 @@ pub use forget::{ForgetReport, grid_forget};
 pub use health::{Health, health};
 pub use known::KnownIndex;
 pub use overlay::{OverlayManager, OverlayTransport};
+pub use reads::ReadTickets;
 pub use restore::{
     GridRestoreReport, grid_manifest, grid_restore, open_sequence, snapshot_targets,
 };
@@ -153,22 +155,40 @@ pub trait ManagerApi: Send + Sync {
         snapshot: SnapshotId,
         outcome: RestoreOutcome,
     ) -> impl Future<Output = Result<(), GridError>> + Send;
+    /// Read tickets (naming this node as holder) for `count` chunks of one
+    /// of its snapshots, from chunk `from` of the sequence.
+    fn read_tickets(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> impl Future<Output = Result<Vec<StorageTicket>, GridError>> + Send;
+    /// The packets of chunk `data_id` failed to decode: the manager must not
+    /// reuse that copy for new backups.
+    fn report_bad(
+        &self,
+        data_id: DataId,
+        packets: Vec<PacketId>,
+    ) -> impl Future<Output = Result<(), GridError>> + Send;
 }
 
 /// Direct packet exchange with one target.
 pub trait PacketTransport: Send + Sync {
-    /// Stores a packet under a ticket; Ok only once the target's receipt is verified.
+    /// Stores a packet under a ticket; returns the target's receipt once it
+    /// is verified (signed by the target, for this node, naming the packet).
     fn put(
         &self,
         target: NodeId,
         ticket: &StorageTicket,
         id: PacketId,
         bytes: Vec<u8>,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
-    /// Fetches a packet's bytes (the caller verifies them against the id).
+    ) -> impl Future<Output = Result<StoreReceipt, TransportError>> + Send;
+    /// Fetches a packet's bytes under a read ticket naming it (the caller
+    /// verifies them against the id).
     fn get(
         &self,
         target: NodeId,
+        ticket: &StorageTicket,
         id: PacketId,
     ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send;
     fn delete(

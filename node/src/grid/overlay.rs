@@ -15,7 +15,7 @@ use strew_coordinator::manager::{
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
 use strew_coordinator::ticket::StorageTicket;
-use strew_coordinator::{LeaveStatus, NodeId, PacketId, SnapshotId};
+use strew_coordinator::{DataId, LeaveStatus, NodeId, PacketId, SnapshotId, StoreReceipt};
 use strew_overlay::manager::{DryRunAnswer, ManagerInfo, NodeEvidence, RttReport};
 use strew_overlay::packet::ticket;
 use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle, RefusalCode};
@@ -187,6 +187,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Snapshots(_) => "snapshots",
             ManagerResponse::Forgotten(_) => "forgotten",
             ManagerResponse::Abandoned(_) => "abandoned",
+            ManagerResponse::ReadTickets(_) => "read tickets",
             ManagerResponse::Recorded => "recorded",
             ManagerResponse::Info(_) => "info",
             ManagerResponse::GridSecret(_) => "grid secret",
@@ -264,6 +265,35 @@ impl ManagerApi for OverlayManager {
             other => Err(unexpected("record restore", &other)),
         }
     }
+
+    async fn read_tickets(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> Result<Vec<StorageTicket>, GridError> {
+        match self
+            .call(ManagerRequest::ReadTickets {
+                snapshot,
+                from,
+                count,
+            })
+            .await?
+        {
+            ManagerResponse::ReadTickets(tickets) => Ok(tickets),
+            other => Err(unexpected("read tickets", &other)),
+        }
+    }
+
+    async fn report_bad(&self, data_id: DataId, packets: Vec<PacketId>) -> Result<(), GridError> {
+        match self
+            .call(ManagerRequest::ReportBad { data_id, packets })
+            .await?
+        {
+            ManagerResponse::Recorded => Ok(()),
+            other => Err(unexpected("report bad", &other)),
+        }
+    }
 }
 
 /// Direct packet exchange over the overlay.
@@ -301,19 +331,26 @@ impl PacketTransport for OverlayTransport {
         ticket: &StorageTicket,
         _id: PacketId,
         bytes: Vec<u8>,
-    ) -> Result<(), TransportError> {
+    ) -> Result<StoreReceipt, TransportError> {
         let ticket = ticket::encode(ticket).map_err(|e| {
             TransportError::new(target, TransportFailure::Local, super::error_text(&e))
         })?;
         self.overlay
             .put_packet(target, ticket, bytes)
             .await
-            .map(|_receipt| ())
             .map_err(|e| transport_error(target, e))
     }
 
-    async fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
-        match self.overlay.get_packet(target, id).await {
+    async fn get(
+        &self,
+        target: NodeId,
+        ticket: &StorageTicket,
+        id: PacketId,
+    ) -> Result<Vec<u8>, TransportError> {
+        let ticket = ticket::encode(ticket).map_err(|e| {
+            TransportError::new(target, TransportFailure::Local, super::error_text(&e))
+        })?;
+        match self.overlay.get_packet(target, id, ticket).await {
             Ok(Some(bytes)) => Ok(bytes),
             Ok(None) => Err(TransportError::new(
                 target,

@@ -4,7 +4,10 @@
 //! (a packet that is missing, unreachable or corrupt is replaced by another
 //! of its stripe), verify every chunk and rebuild the tree. Works from a
 //! fresh machine holding only the exported key: everything else comes from
-//! the manager and the targets.
+//! the manager and the targets. Packets are read under the read tickets
+//! the manager gives the snapshot's owner; a chunk whose packets turn out
+//! unusable (corrupt, undecodable) is reported to the manager, which then
+//! never reuses that copy for a new backup.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::{Sequence as SealedSequence, open_as_recipient};
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 
-use super::{GridError, ManagerApi, PacketTransport, SourceIdentity, TransportError};
+use super::{GridError, ManagerApi, PacketTransport, ReadTickets, SourceIdentity, TransportError};
 use crate::pipeline::codec::StripeError;
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::restore::RestoreError;
@@ -48,8 +51,9 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
 ) -> Result<GridRestoreReport, GridError> {
     let sealed_seq = open_sequence(me, manager, snapshot).await?;
     let (sequence, targets) = to_pipeline_sequence(&sealed_seq);
+    let tickets = ReadTickets::fetch(manager, snapshot, sealed_seq.stripes.len()).await?;
 
-    let source = GridSource::new(transport, targets);
+    let source = GridSource::new(transport, targets, tickets);
     let mut others = secrets.into_iter();
     let first = others
         .next()
@@ -90,6 +94,9 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
     if let Err(err) = manager.record_restore(snapshot, outcome).await {
         tracing::warn!(%err, "could not record the restore with the manager");
     }
+    if let Err(RestoreError::Stripe(e)) = &result {
+        report_unusable(manager, &sealed_seq, e).await;
+    }
     let restore = result?;
     Ok(GridRestoreReport {
         snapshot,
@@ -98,6 +105,36 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
         fetched: source.fetched.load(std::sync::atomic::Ordering::Relaxed),
         failed_fetches: source.failed.load(std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+/// Tells the manager a chunk's packets could not be used (corrupt, or
+/// intact but undecodable: garbage registered under the chunk), so its copy
+/// is not reused for new backups. Missing packets alone are not reported
+/// (the target may only be down), nor the manifest's wrong secret (this
+/// node may hold the wrong key). Best effort.
+async fn report_unusable<M: ManagerApi>(manager: &M, seq: &SealedSequence, e: &StripeError) {
+    let data_id = match e {
+        StripeError::NotEnoughPackets {
+            data_id, corrupt, ..
+        } if !corrupt.is_empty() => *data_id,
+        StripeError::NotEnoughPackets { .. } => return,
+        StripeError::WrongSecret { data_id } if *data_id == seq.manifest => return,
+        StripeError::WrongSecret { data_id }
+        | StripeError::WrongContent { data_id, .. }
+        | StripeError::Format { data_id, .. }
+        | StripeError::Erasure { data_id, .. }
+        | StripeError::Decompress { data_id, .. } => *data_id,
+    };
+    let packets: Vec<PacketId> = seq
+        .stripes
+        .iter()
+        .filter(|s| s.data_id == data_id)
+        .flat_map(|s| s.packets.iter().map(|p| p.packet_id))
+        .collect();
+    match manager.report_bad(data_id, packets).await {
+        Ok(()) => tracing::warn!(chunk = %data_id, "reported an unusable chunk to the manager"),
+        Err(err) => tracing::warn!(chunk = %data_id, %err, "could not report an unusable chunk"),
+    }
 }
 
 /// Where a snapshot's packets are: packets (and bytes) per target, read
@@ -143,7 +180,14 @@ pub async fn grid_manifest<M: ManagerApi, T: PacketTransport + 'static>(
 ) -> Result<(Manifest, u64), GridError> {
     let sealed_seq = open_sequence(me, manager, snapshot).await?;
     let (sequence, targets) = to_pipeline_sequence(&sealed_seq);
-    let source = GridSource::new(transport, targets);
+    // Only the manifest's stripes are read: their tickets suffice.
+    let manifest_stripes = sealed_seq
+        .stripes
+        .iter()
+        .rposition(|s| sealed_seq.manifest_chunks.contains(&s.data_id))
+        .map_or(0, |i| i + 1);
+    let tickets = ReadTickets::fetch(manager, snapshot, manifest_stripes).await?;
+    let source = GridSource::new(transport, targets, tickets);
     let (result, source) = tokio::task::spawn_blocking(move || {
         let mut result = Err(RestoreError::Stripe(StripeError::WrongSecret {
             data_id: sequence.snapshot,
@@ -220,6 +264,7 @@ pub fn to_pipeline_sequence(seq: &SealedSequence) -> (Sequence, HashMap<PacketId
 struct GridSource<T> {
     transport: Arc<T>,
     targets: HashMap<PacketId, Vec<NodeId>>,
+    tickets: ReadTickets,
     handle: tokio::runtime::Handle,
     fetched: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
@@ -228,10 +273,15 @@ struct GridSource<T> {
 }
 
 impl<T: PacketTransport + 'static> GridSource<T> {
-    fn new(transport: Arc<T>, targets: HashMap<PacketId, Vec<NodeId>>) -> Self {
+    fn new(
+        transport: Arc<T>,
+        targets: HashMap<PacketId, Vec<NodeId>>,
+        tickets: ReadTickets,
+    ) -> Self {
         GridSource {
             transport,
             targets,
+            tickets,
             handle: tokio::runtime::Handle::current(),
             fetched: Default::default(),
             failed: Default::default(),
@@ -241,10 +291,17 @@ impl<T: PacketTransport + 'static> GridSource<T> {
 
     /// One fetch, run on the runtime; this (blocking) thread waits for its answer.
     fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
+        let Some(ticket) = self.tickets.get(&target, &id).cloned() else {
+            return Err(TransportError::new(
+                target,
+                super::TransportFailure::Local,
+                format!("the manager gave no read ticket for packet {id} there"),
+            ));
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let transport = self.transport.clone();
         self.handle.spawn(async move {
-            let _ = tx.send(transport.get(target, id).await);
+            let _ = tx.send(transport.get(target, &ticket, id).await);
         });
         rx.blocking_recv().unwrap_or_else(|_| {
             Err(TransportError::new(

@@ -1,23 +1,26 @@
 //! An in-process grid for tests and demos of the source-side logic: the
 //! real coordinator [`Manager`] behind [`ManagerApi`], and in-memory targets
-//! behind [`PacketTransport`] that check tickets and PacketIds as real
-//! targets do, count the bytes they receive, and can be taken down or made
-//! to serve corrupted packets. No sockets, no processes.
+//! behind [`PacketTransport`] that check tickets (store, read, delete with
+//! its generation) and PacketIds as real targets do, sign receipts with
+//! their own keys, count the bytes they receive, and can be taken down or
+//! made to serve corrupted packets. No sockets, no processes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use strew_coordinator::manager::ReadTicketRequest;
 use strew_coordinator::manager::{
     CommitRequest, CommitResponse, ForgetResponse, Manager, PlanDecision, PlanRequest,
     SnapshotSummary,
 };
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
-use strew_coordinator::ticket::StorageTicket;
-use strew_coordinator::{NodeId, PacketId, SnapshotId};
+use strew_coordinator::ticket::{StorageTicket, TicketKind};
+use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
 
 use super::{GridError, ManagerApi, PacketTransport, TransportError};
 
@@ -122,17 +125,69 @@ impl ManagerApi for LocalClient<'_> {
             .map(|_| ())
             .map_err(refused)
     }
+
+    async fn read_tickets(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> Result<Vec<StorageTicket>, GridError> {
+        let request = ReadTicketRequest {
+            requester: self.requester,
+            snapshot,
+            from,
+            count,
+        };
+        lock(&self.local.manager)
+            .read_tickets(&request, self.local.now())
+            .map_err(refused)
+    }
+
+    async fn report_bad(&self, data_id: DataId, packets: Vec<PacketId>) -> Result<(), GridError> {
+        let now = self.local.now();
+        let mut manager = lock(&self.local.manager);
+        let commands = manager
+            .decide_mark_bad(self.requester, data_id, &packets, now)
+            .map_err(refused)?;
+        for command in commands {
+            manager.execute(command).map_err(refused)?;
+        }
+        Ok(())
+    }
 }
 
 /// One in-memory target.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct MemoryTarget {
+    /// Its identity: receipts are signed with it.
+    pub key: SigningKey,
     pub up: bool,
     /// Serve every packet with one bit flipped (a lying target).
     pub corrupt: bool,
     pub capacity: u64,
     pub packets: BTreeMap<PacketId, Vec<u8>>,
+    /// Each packet's storage generation (from its first store ticket).
+    pub generations: BTreeMap<PacketId, u64>,
     pub bytes_received: u64,
+}
+
+impl MemoryTarget {
+    fn new(key: SigningKey, capacity: u64) -> Self {
+        MemoryTarget {
+            key,
+            up: true,
+            corrupt: false,
+            capacity,
+            packets: BTreeMap::new(),
+            generations: BTreeMap::new(),
+            bytes_received: 0,
+        }
+    }
+}
+
+/// The node id of a signing key.
+pub fn node_id_of(key: &SigningKey) -> NodeId {
+    NodeId(key.verifying_key().to_bytes())
 }
 
 /// A set of in-memory targets trusting one manager's tickets.
@@ -145,19 +200,14 @@ pub struct MemoryTargets {
 }
 
 impl MemoryTargets {
-    pub fn new(manager: NodeId, now: u64, ids: impl IntoIterator<Item = (NodeId, u64)>) -> Self {
-        let targets = ids
+    pub fn new(
+        manager: NodeId,
+        now: u64,
+        keys: impl IntoIterator<Item = (SigningKey, u64)>,
+    ) -> Self {
+        let targets = keys
             .into_iter()
-            .map(|(id, capacity)| {
-                (
-                    id,
-                    MemoryTarget {
-                        up: true,
-                        capacity,
-                        ..MemoryTarget::default()
-                    },
-                )
-            })
+            .map(|(key, capacity)| (node_id_of(&key), MemoryTarget::new(key, capacity)))
             .collect();
         MemoryTargets {
             manager,
@@ -168,15 +218,8 @@ impl MemoryTargets {
     }
 
     /// Adds a node (sources donate storage too, so they are targets as well).
-    pub fn add(&self, id: NodeId, capacity: u64) {
-        lock(&self.targets).insert(
-            id,
-            MemoryTarget {
-                up: true,
-                capacity,
-                ..MemoryTarget::default()
-            },
-        );
+    pub fn add(&self, key: SigningKey, capacity: u64) {
+        lock(&self.targets).insert(node_id_of(&key), MemoryTarget::new(key, capacity));
     }
 
     pub fn set_up(&self, id: &NodeId, up: bool) {
@@ -225,6 +268,7 @@ impl MemoryTargets {
         all: &'a mut BTreeMap<NodeId, MemoryTarget>,
         target: NodeId,
         ticket: &StorageTicket,
+        kind: TicketKind,
     ) -> Result<&'a mut MemoryTarget, TransportError> {
         let now = self.now.load(Ordering::Relaxed);
         let t = all
@@ -236,6 +280,9 @@ impl MemoryTargets {
         ticket
             .verify(&self.manager, &target, now)
             .map_err(|e| Self::err(target, format!("ticket refused: {e}")))?;
+        if ticket.kind != kind {
+            return Err(Self::err(target, format!("a {:?} ticket", ticket.kind)));
+        }
         Ok(t)
     }
 
@@ -257,12 +304,21 @@ impl PacketTransport for MemoryTargets {
         ticket: &StorageTicket,
         id: PacketId,
         bytes: Vec<u8>,
-    ) -> Result<(), TransportError> {
+    ) -> Result<StoreReceipt, TransportError> {
         let mut all = lock(&self.targets);
-        let t = self.ticketed(&mut all, target, ticket)?;
-        if ticket.size_for(&id) != Some(bytes.len() as u64) {
-            return Err(Self::err(target, "packet not on the ticket, or wrong size"));
+        let t = self.ticketed(&mut all, target, ticket, TicketKind::Store)?;
+        let Some(entry) = ticket.entry_for(&id) else {
+            return Err(Self::err(target, "packet not on the ticket"));
+        };
+        if entry.size != bytes.len() as u64 || entry.generation == 0 {
+            return Err(Self::err(
+                target,
+                "wrong size or no generation on the ticket",
+            ));
         }
+        let Some(source) = ticket.holder else {
+            return Err(Self::err(target, "a store ticket names its source"));
+        };
         if PacketId::of(&bytes) != id {
             return Err(Self::err(target, "bytes do not match the PacketId"));
         }
@@ -271,17 +327,24 @@ impl PacketTransport for MemoryTargets {
             return Err(Self::err(target, "target full"));
         }
         t.bytes_received += bytes.len() as u64;
+        let size = bytes.len() as u64;
         t.packets.insert(id, bytes);
-        Ok(())
+        let generation = *t.generations.entry(id).or_insert(entry.generation);
+        StoreReceipt::unsigned(target, source, id, size, generation, 0)
+            .sign_with(&t.key)
+            .map_err(|e| Self::err(target, format!("cannot sign a receipt: {e}")))
     }
 
-    async fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
-        let all = lock(&self.targets);
-        let t = all
-            .get(&target)
-            .ok_or_else(|| Self::err(target, "no such node"))?;
-        if !t.up {
-            return Err(Self::err(target, "connection refused"));
+    async fn get(
+        &self,
+        target: NodeId,
+        ticket: &StorageTicket,
+        id: PacketId,
+    ) -> Result<Vec<u8>, TransportError> {
+        let mut all = lock(&self.targets);
+        let t = self.ticketed(&mut all, target, ticket, TicketKind::Read)?;
+        if ticket.entry_for(&id).is_none() {
+            return Err(Self::err(target, "packet not on the read ticket"));
         }
         let mut bytes = t
             .packets
@@ -303,11 +366,19 @@ impl PacketTransport for MemoryTargets {
         id: PacketId,
     ) -> Result<(), TransportError> {
         let mut all = lock(&self.targets);
-        let t = self.ticketed(&mut all, target, ticket)?;
-        if ticket.size_for(&id).is_none() {
+        let t = self.ticketed(&mut all, target, ticket, TicketKind::Delete)?;
+        let Some(entry) = ticket.entry_for(&id) else {
             return Err(Self::err(target, "packet not on the delete ticket"));
+        };
+        match t.generations.get(&id) {
+            Some(g) if *g != entry.generation => {
+                Err(Self::err(target, "the packet has another generation"))
+            }
+            _ => {
+                t.packets.remove(&id);
+                t.generations.remove(&id);
+                Ok(())
+            }
         }
-        t.packets.remove(&id);
-        Ok(())
     }
 }

@@ -1,8 +1,9 @@
-//! The sequence-manager protocol (`/strew/manager/4`): the calls a source
+//! The sequence-manager protocol (`/strew/manager/5`): the calls a source
 //! makes to the sequence manager — plan a backup, commit it, fetch a sealed
-//! sequence, list, forget, abandon a plan, report a restore, and a dry-run
-//! plan — the grid-key holder's admissions and removals of coordinators, an
-//! admitted node's request for the grid's secrets, and the manager's
+//! sequence, get read tickets, list, forget, abandon a plan, report a
+//! restore or an unusable chunk, and a dry-run plan — the grid-key holder's
+//! admissions and removals of coordinators, an admitted node's request for
+//! the grid's secrets, and the manager's
 //! answers, as size-bounded CBOR.
 //!
 //! Owns the messages (the payloads are [`wire`] types of this protocol,
@@ -27,7 +28,8 @@ use libp2p::StreamProtocol;
 use libp2p::request_response;
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{
-    Invite, MemberCert, NodeId, Renewal, Revocation, SealedForRecipient, SnapshotId, StorageTicket,
+    DataId, Invite, MemberCert, NodeId, PacketId, Renewal, Revocation, SealedForRecipient,
+    SnapshotId, StorageTicket,
 };
 
 pub use wire::{
@@ -42,9 +44,11 @@ use crate::cbor;
 /// Protocol id. Version 2: payloads are this protocol's own types, the
 /// source is the authenticated peer only, refusals carry a code.
 /// Version 3: each message is length-prefixed (`cbor::read_framed`).
-/// Version 4: `Who` answers carry the grid id and the members' certificates;
-/// `Certify`, `Revoke`, `GridSecret`, `Redeem`, `Renew` and `Members` calls.
-pub const MANAGER_PROTOCOL: &str = "/strew/manager/4";
+/// Version 5: `Who` answers carry the grid id and the members' certificates;
+/// `Certify`, `Revoke`, `GridSecret`, `Redeem`, `Renew` and `Members` calls;
+/// a commit carries the targets' signed receipts (not a list of packets),
+/// `ReadTickets` and `ReportBad` are new (issue 11).
+pub const MANAGER_PROTOCOL: &str = "/strew/manager/5";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
 /// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
@@ -71,6 +75,20 @@ pub enum ManagerRequest {
     RecordRestore {
         snapshot: SnapshotId,
         outcome: RestoreOutcome,
+    },
+    /// Read tickets (to the requester) for `count` chunks (at most
+    /// `strew_coordinator::manager::MAX_READ_CHUNKS`) of one of its
+    /// snapshots, from chunk `from` of its sequence.
+    ReadTickets {
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    },
+    /// The packets of chunk `data_id` the requester was given failed to
+    /// decode: never reuse that copy for a new backup.
+    ReportBad {
+        data_id: DataId,
+        packets: Vec<PacketId>,
     },
     /// Who is the manager, and how is it doing? (answered by any node)
     Who,
@@ -111,6 +129,8 @@ impl ManagerRequest {
             ManagerRequest::Forget { .. } => "forget",
             ManagerRequest::Abandon { .. } => "abandon",
             ManagerRequest::RecordRestore { .. } => "record_restore",
+            ManagerRequest::ReadTickets { .. } => "read_tickets",
+            ManagerRequest::ReportBad { .. } => "report_bad",
             ManagerRequest::Who => "who",
             ManagerRequest::Certify(_) => "certify",
             ManagerRequest::Revoke(_) => "revoke",
@@ -135,6 +155,8 @@ pub enum ManagerResponse {
     Snapshots(Vec<SnapshotSummary>),
     Forgotten(ForgetResponse),
     Abandoned(Vec<StorageTicket>),
+    /// Read tickets naming the requester as holder.
+    ReadTickets(Vec<StorageTicket>),
     Recorded,
     Info(ManagerInfo),
     /// The grid's secrets, for an admitted node.

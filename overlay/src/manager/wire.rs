@@ -1,4 +1,5 @@
-//! The messages of `/strew/manager/2` and `/3` (3 frames them), owned by this protocol.
+//! The messages of `/strew/manager/5` (2 made them this protocol's own, 3
+//! frames them, 4 carries receipts in commits), owned by this protocol.
 //!
 //! Every type a manager call or answer carries is defined here, field by
 //! field, rather than borrowed from the coordinator's records: a refactor of
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{
     DataId, DistanceRange, GeoPoint, GridId, MemberCert, NodeId, PacketId, Redundancy,
-    SealedForRecipient, SnapshotId, StorageTicket,
+    SealedForRecipient, SnapshotId, StorageTicket, StoreReceipt,
 };
 
 /// One packet a source wants to store: its id and size.
@@ -101,12 +102,13 @@ pub struct DryRunAnswer {
     pub reused: Vec<DataId>,
 }
 
-/// "The upload is done": the verified receipts and the snapshot's chunks.
+/// "The upload is done": the targets' receipts and the snapshot's chunks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitRequest {
     pub pending_id: u64,
-    /// Packets whose target receipts the caller verified.
-    pub stored: Vec<Placed>,
+    /// One signed receipt per planned (packet, target); the manager
+    /// verifies each and records only receipted packets.
+    pub receipts: Vec<StoreReceipt>,
     /// DataId of the snapshot manifest and of its own chunks, in order.
     pub manifest: DataId,
     pub manifest_chunks: Vec<DataId>,
@@ -397,7 +399,7 @@ mod tests {
         blake3::hash(&bytes).to_hex()[..16].to_string()
     }
 
-    /// The encoding of `/strew/manager/2` is pinned: a change of any
+    /// The encoding of `/strew/manager/5` is pinned: a change of any
     /// message's shape fails here, so it is made on purpose (with a new
     /// protocol version), never by a refactor elsewhere.
     #[test]
@@ -422,7 +424,14 @@ mod tests {
         });
         let commit = ManagerRequest::Commit(CommitRequest {
             pending_id: 5,
-            stored: vec![placed],
+            receipts: vec![StoreReceipt::unsigned(
+                NodeId([4; 32]),
+                NodeId([1; 32]),
+                PacketId([3; 32]),
+                10,
+                11,
+                12,
+            )],
             manifest: DataId([6; 32]),
             manifest_chunks: vec![DataId([6; 32])],
             chunks: vec![DataId([2; 32])],
@@ -461,7 +470,7 @@ mod tests {
         ];
         let pinned = [
             "8f695dc197a30a39",
-            "1659d19679ded53c",
+            "dbc3833e30f5cd57",
             "5d06aca246d7fca2",
             "d1b61a3858b188b2",
             "e43073ce641fc146",

@@ -16,7 +16,9 @@ use crate::packet::{MAX_PACKET_BYTES, PacketRequest, PacketResponse, Receipt, Re
 
 impl OverlayHandle {
     /// Puts a packet on `target` under the manager's `ticket` (CBOR bytes of a
-    /// `StorageTicket`, see `packet::ticket::encode`); returns the target's verified receipt.
+    /// `StorageTicket`, see `packet::ticket::encode`); returns the target's
+    /// verified receipt (signed by the target, for this node, naming the
+    /// packet and its size).
     pub async fn put_packet(
         &self,
         target: NodeId,
@@ -45,9 +47,11 @@ impl OverlayHandle {
         match res {
             Ok(PacketResponse::Stored(receipt)) => {
                 if receipt.target != target
+                    || receipt.source != self.node_id()
                     || receipt.packet_id != packet_id
                     || receipt.size != size
-                    || !receipt.verify()
+                    || receipt.generation == 0
+                    || receipt.verify().is_err()
                 {
                     metrics.packet("out", "put", "failed");
                     return Err(OverlayError::BadResponse {
@@ -78,15 +82,20 @@ impl OverlayHandle {
         }
     }
 
-    /// Fetches a packet from `target`; `Ok(None)` if the target does not hold it.
-    /// The bytes are verified against `packet_id`.
+    /// Fetches a packet from `target` under a manager's read `ticket` (CBOR
+    /// bytes of a `StorageTicket` naming this node as holder); `Ok(None)` if
+    /// the target does not hold it. The bytes are verified against `packet_id`.
     pub async fn get_packet(
         &self,
         target: NodeId,
         packet_id: PacketId,
+        ticket: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, OverlayError> {
         let metrics = &self.shared.metrics;
-        match self.request(target, PacketRequest::Get { packet_id }).await {
+        match self
+            .request(target, PacketRequest::Get { packet_id, ticket })
+            .await
+        {
             Ok(PacketResponse::Found(bytes)) => {
                 if PacketId::of(&bytes) != packet_id {
                     metrics.packet("out", "get", "failed");

@@ -49,11 +49,14 @@ impl PutGate {
         let managers = self.managers.read().map(|m| m.clone()).unwrap_or_default();
         ticket::check(
             ticket,
-            TicketKind::Store,
             &managers,
-            &self.me,
-            now_ms,
-            packet_id,
+            ticket::Asked {
+                kind: TicketKind::Store,
+                me: &self.me,
+                requester: None,
+                packet_id,
+                now_ms,
+            },
         )
         .is_ok()
     }
@@ -281,7 +284,6 @@ pub fn decode_response_frame(bytes: &[u8]) -> io::Result<PacketResponse> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::receipt::Receipt;
     use crate::packet::wire::Refusal;
     use libp2p::identity::Keypair;
     use request_response::Codec;
@@ -313,7 +315,10 @@ mod tests {
                 ticket: vec![1, 2, 3],
                 bytes: bytes.clone(),
             },
-            PacketRequest::Get { packet_id: id },
+            PacketRequest::Get {
+                packet_id: id,
+                ticket: vec![4],
+            },
             PacketRequest::Delete {
                 packet_id: id,
                 ticket: vec![9],
@@ -325,7 +330,15 @@ mod tests {
                 req
             );
         }
-        let receipt = Receipt::sign(&Keypair::generate_ed25519(), id, 5, 1).unwrap();
+        let receipt = crate::packet::receipt::sign(
+            &Keypair::generate_ed25519(),
+            NodeId([1; 32]),
+            id,
+            5,
+            7,
+            1,
+        )
+        .unwrap();
         let resps = vec![
             PacketResponse::Stored(receipt),
             PacketResponse::Found(bytes),

@@ -19,7 +19,10 @@ use tracing::{debug, info, warn};
 use crate::error::RequestFailure;
 use crate::metrics::OverlayMetrics;
 use crate::outbound::{Incoming, Outbound, Reply};
-use crate::packet::{PacketCodec, PacketRequest, PacketResponse, PacketService, Refusal};
+use crate::packet::{
+    PacketCodec, PacketRequest, PacketResponse, PacketService, ReadLimit, ReadLimiter, Refusal,
+};
+use crate::peer;
 use crate::runtime::now_ms;
 
 type Behaviour = request_response::Behaviour<PacketCodec>;
@@ -38,10 +41,13 @@ pub(crate) struct Served {
 }
 
 /// Limits of the packet driver.
+#[derive(Clone, Copy)]
 pub(crate) struct Limits {
     pub request_timeout: Duration,
     pub max_inflight_per_peer: usize,
     pub max_inflight_total: usize,
+    /// Reads each peer may make (a token bucket per peer).
+    pub reads: ReadLimit,
 }
 
 pub(crate) struct Packets {
@@ -51,6 +57,7 @@ pub(crate) struct Packets {
     outbound: Outbound<OutboundRequestId, PacketResponse>,
     inbound_per_peer: BTreeMap<PeerId, usize>,
     inbound_total: usize,
+    reads: ReadLimiter,
     served_tx: mpsc::Sender<Served>,
     served: mpsc::Receiver<Served>,
 }
@@ -66,6 +73,7 @@ impl Packets {
             outbound: Outbound::new(),
             inbound_per_peer: BTreeMap::new(),
             inbound_total: 0,
+            reads: ReadLimiter::new(limits.reads),
             served_tx,
             served,
         }
@@ -134,8 +142,21 @@ impl Packets {
             PacketRequest::Delete { .. } => "delete",
             PacketRequest::Audit { .. } => "audit",
         };
+        let Some(requester) = peer::node_id_of(&peer) else {
+            self.metrics.packet("in", op, "refused");
+            let _ = rr.send_response(
+                channel,
+                PacketResponse::Refused(Refusal::BadTicket(
+                    "the requester has no Ed25519 identity".into(),
+                )),
+            );
+            return;
+        };
         let per_peer = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
-        if per_peer >= self.limits.max_inflight_per_peer
+        let over_read_rate =
+            matches!(request, PacketRequest::Get { .. }) && !self.reads.try_read(peer, now_ms());
+        if over_read_rate
+            || per_peer >= self.limits.max_inflight_per_peer
             || self.inbound_total >= self.limits.max_inflight_total
         {
             self.metrics.packet("in", op, "busy");
@@ -153,18 +174,15 @@ impl Packets {
         };
         let service = self.service.clone();
         let served = self.served_tx.clone();
-        let from = crate::peer::node_id_of(&peer);
         tokio::spawn(async move {
-            let response = tokio::task::spawn_blocking(move || match request {
-                PacketRequest::Audit { packet_id, chunk } => {
-                    service.audit(from.as_ref(), &packet_id, chunk)
-                }
-                request => service.handle(request, now_ms()),
-            })
-            .await
-            .unwrap_or_else(|err| {
-                PacketResponse::Refused(Refusal::StoreFailed(format!("storage task failed: {err}")))
-            });
+            let response =
+                tokio::task::spawn_blocking(move || service.handle(request, requester, now_ms()))
+                    .await
+                    .unwrap_or_else(|err| {
+                        PacketResponse::Refused(Refusal::StoreFailed(format!(
+                            "storage task failed: {err}"
+                        )))
+                    });
             let _ = served
                 .send(Served {
                     peer,

@@ -1,4 +1,4 @@
-//! Direct packet exchange between source and target (`/strew/packet/1`):
+//! Direct packet exchange between source and target (`/strew/packet/2`):
 //! wire messages, the framing codec, signed receipts, ticket checks, the
 //! storage seam and the target-side service. Nothing here passes through the
 //! sequence manager; the manager only signs tickets. The source side's
@@ -8,6 +8,7 @@ mod client;
 pub mod codec;
 pub(crate) mod driver;
 pub mod proof;
+pub mod read_limit;
 pub mod receipt;
 pub mod service;
 pub mod storage;
@@ -15,7 +16,8 @@ pub mod ticket;
 pub mod wire;
 
 pub use codec::PacketCodec;
+pub use read_limit::{ReadLimit, ReadLimiter};
 pub use receipt::Receipt;
 pub use service::{PacketService, TrustedManagers};
-pub use storage::{MemoryStorage, PacketStorage, StorageError};
+pub use storage::{DeleteOutcome, MemoryStorage, PacketStorage, StorageError};
 pub use wire::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketRequest, PacketResponse, Refusal};

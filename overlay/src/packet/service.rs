@@ -1,6 +1,9 @@
 //! The target side of the packet protocol: what a node does with one inbound
-//! request — check the manager's ticket, the size limit and the PacketId, store
-//! through [`PacketStorage`], and answer with a signed receipt.
+//! request — check the manager's ticket (store, read or delete, addressed to
+//! this node and, when it names one, to the requester), the size limit and
+//! the PacketId, store through [`PacketStorage`] under the ticket's storage
+//! generation and answer with a signed receipt; serve a packet only under a
+//! read ticket; delete only the generation a delete ticket names.
 //!
 //! Synchronous (run it through `spawn_blocking`); owns no queues or timers. It
 //! must not do I/O other than through the storage trait.
@@ -12,9 +15,9 @@ use libp2p::identity::Keypair;
 use strew_coordinator::{NodeId, PacketId, TicketKind};
 
 use crate::packet::proof;
-use crate::packet::receipt::Receipt;
-use crate::packet::storage::{PacketStorage, StorageError};
-use crate::packet::ticket;
+use crate::packet::receipt::{self, Receipt};
+use crate::packet::storage::{DeleteOutcome, PacketStorage, StorageError};
+use crate::packet::ticket::{self, Asked};
 use crate::packet::wire::{PacketRequest, PacketResponse, Refusal};
 
 /// The managers whose tickets this node honours (the current sequence manager,
@@ -65,33 +68,49 @@ impl PacketService {
         self.managers.read().map(|m| m.clone()).unwrap_or_default()
     }
 
-    /// Answers one request at `now_ms` (unix ms).
-    pub fn handle(&self, request: PacketRequest, now_ms: u64) -> PacketResponse {
+    /// Answers one request from `requester` at `now_ms` (unix ms).
+    pub fn handle(&self, request: PacketRequest, requester: NodeId, now_ms: u64) -> PacketResponse {
         match request {
             PacketRequest::Put {
                 packet_id,
                 ticket,
                 bytes,
-            } => match self.put(packet_id, &ticket, &bytes, now_ms) {
+            } => match self.put(packet_id, &ticket, &bytes, requester, now_ms) {
                 Ok(receipt) => PacketResponse::Stored(receipt),
                 Err(refusal) => PacketResponse::Refused(refusal),
             },
-            PacketRequest::Get { packet_id } => match self.storage.get(&packet_id) {
-                Ok(Some(bytes)) => PacketResponse::Found(bytes),
-                Ok(None) => PacketResponse::NotFound,
-                Err(err) => PacketResponse::Refused(refusal_of(err)),
-            },
-            PacketRequest::Audit { .. } => PacketResponse::Refused(Refusal::NotPermitted(
-                "an audit needs the requester's identity".into(),
-            )),
-            PacketRequest::Delete { packet_id, ticket } => {
+            PacketRequest::Audit { packet_id, chunk } => self.audit(&requester, &packet_id, chunk),
+            PacketRequest::Get { packet_id, ticket } => {
                 if let Err(refusal) =
-                    self.authorise(&ticket, TicketKind::Delete, &packet_id, now_ms)
+                    self.authorise(&ticket, TicketKind::Read, &packet_id, requester, now_ms)
                 {
                     return PacketResponse::Refused(refusal);
                 }
-                match self.storage.delete(&packet_id) {
-                    Ok(existed) => PacketResponse::Deleted { existed },
+                match self.storage.get(&packet_id) {
+                    Ok(Some(bytes)) => PacketResponse::Found(bytes),
+                    Ok(None) => PacketResponse::NotFound,
+                    Err(err) => PacketResponse::Refused(refusal_of(err)),
+                }
+            }
+            PacketRequest::Delete { packet_id, ticket } => {
+                let entry = match self.authorise(
+                    &ticket,
+                    TicketKind::Delete,
+                    &packet_id,
+                    requester,
+                    now_ms,
+                ) {
+                    Ok(entry) => entry,
+                    Err(refusal) => return PacketResponse::Refused(refusal),
+                };
+                // Deleted with its generation: the same ticket never deletes
+                // again, nor a copy stored again later (a new generation).
+                match self.storage.delete(&packet_id, entry.generation) {
+                    Ok(DeleteOutcome::Deleted) => PacketResponse::Deleted { existed: true },
+                    Ok(DeleteOutcome::Absent) => PacketResponse::Deleted { existed: false },
+                    Ok(DeleteOutcome::OtherGeneration) => {
+                        PacketResponse::Refused(Refusal::OtherGeneration)
+                    }
                     Err(err) => PacketResponse::Refused(refusal_of(err)),
                 }
             }
@@ -101,8 +120,8 @@ impl PacketService {
     /// Answers an audit from `from`: only a trusted manager may ask (an audit
     /// costs one packet read). The answer is the chunk's proof, `NotFound`,
     /// or a refusal when the held copy is corrupt.
-    pub fn audit(&self, from: Option<&NodeId>, packet_id: &PacketId, chunk: u64) -> PacketResponse {
-        if !from.is_some_and(|f| self.managers().contains(f)) {
+    pub fn audit(&self, from: &NodeId, packet_id: &PacketId, chunk: u64) -> PacketResponse {
+        if !self.managers().contains(from) {
             return PacketResponse::Refused(Refusal::NotPermitted(
                 "only the sequence manager audits".into(),
             ));
@@ -117,18 +136,30 @@ impl PacketService {
         }
     }
 
-    /// Checks the ticket names `packet_id` for this node; returns the ticketed size.
+    /// Checks the ticket names `packet_id` for this node and `requester`;
+    /// returns the entry naming it.
     fn authorise(
         &self,
         ticket: &[u8],
         kind: TicketKind,
         packet_id: &PacketId,
+        requester: NodeId,
         now_ms: u64,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<strew_coordinator::TicketEntry, Refusal> {
         if ticket.is_empty() {
             return Err(Refusal::NoTicket);
         }
-        ticket::check(ticket, kind, &self.managers(), &self.me, now_ms, packet_id)
+        ticket::check(
+            ticket,
+            &self.managers(),
+            Asked {
+                kind,
+                me: &self.me,
+                requester: Some(&requester),
+                packet_id,
+                now_ms,
+            },
+        )
     }
 
     fn put(
@@ -136,6 +167,7 @@ impl PacketService {
         packet_id: PacketId,
         ticket: &[u8],
         bytes: &[u8],
+        requester: NodeId,
         now_ms: u64,
     ) -> Result<Receipt, Refusal> {
         let size = bytes.len() as u64;
@@ -145,19 +177,27 @@ impl PacketService {
                 limit: self.max_packet,
             });
         }
-        let ticketed = self.authorise(ticket, TicketKind::Store, &packet_id, now_ms)?;
-        if ticketed != size {
+        let entry = self.authorise(ticket, TicketKind::Store, &packet_id, requester, now_ms)?;
+        if entry.size != size {
             return Err(Refusal::SizeMismatch {
                 declared: size,
-                ticketed,
+                ticketed: entry.size,
             });
+        }
+        if entry.generation == 0 {
+            return Err(Refusal::BadTicket(
+                "the store ticket names no storage generation".into(),
+            ));
         }
         let actual = PacketId::of(bytes);
         if actual != packet_id {
             return Err(Refusal::WrongPacketId { actual });
         }
-        self.storage.put(packet_id, bytes).map_err(refusal_of)?;
-        Receipt::sign(&self.key, packet_id, size, now_ms)
+        let generation = self
+            .storage
+            .put(packet_id, bytes, entry.generation)
+            .map_err(refusal_of)?;
+        receipt::sign(&self.key, requester, packet_id, size, generation, now_ms)
             .ok_or_else(|| Refusal::StoreFailed("cannot sign receipt".into()))
     }
 }
@@ -180,8 +220,8 @@ mod tests {
     struct Rotten(MemoryStorage);
 
     impl PacketStorage for Rotten {
-        fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), StorageError> {
-            self.0.put(id, bytes)
+        fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError> {
+            self.0.put(id, bytes, generation)
         }
         fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StorageError> {
             Ok(self.0.get(id)?.map(|mut b| {
@@ -189,8 +229,8 @@ mod tests {
                 b
             }))
         }
-        fn delete(&self, id: &PacketId) -> Result<bool, StorageError> {
-            self.0.delete(id)
+        fn delete(&self, id: &PacketId, generation: u64) -> Result<DeleteOutcome, StorageError> {
+            self.0.delete(id, generation)
         }
         fn free_bytes(&self) -> Result<u64, StorageError> {
             self.0.free_bytes()
@@ -214,39 +254,38 @@ mod tests {
         let bytes = vec![9u8; 3000];
         let id = PacketId::of(&bytes);
         let memory = MemoryStorage::new(1 << 20);
-        memory.put(id, &bytes).expect("put");
+        memory.put(id, &bytes, 1).expect("put");
         let honest = service(Arc::new(memory), manager);
-        let PacketResponse::Proof(p) = honest.audit(Some(&manager), &id, 2) else {
+        let PacketResponse::Proof(p) = honest.audit(&manager, &id, 2) else {
             panic!("the manager gets a proof");
         };
         assert!(proof::verify(&id, 3000, 2, &p).is_ok());
-        for from in [Some(&stranger), None] {
-            assert!(matches!(
-                honest.audit(from, &id, 2),
-                PacketResponse::Refused(Refusal::NotPermitted(_))
-            ));
-        }
+        assert!(matches!(
+            honest.audit(&stranger, &id, 2),
+            PacketResponse::Refused(Refusal::NotPermitted(_))
+        ));
         assert_eq!(
-            honest.audit(Some(&manager), &PacketId::of(b"other"), 0),
+            honest.audit(&manager, &PacketId::of(b"other"), 0),
             PacketResponse::NotFound
         );
-        // The request through `handle` (no identity) is refused too.
+        // The request through `handle` is judged by its requester too.
         assert!(matches!(
             honest.handle(
                 PacketRequest::Audit {
                     packet_id: id,
                     chunk: 0
                 },
+                stranger,
                 0
             ),
             PacketResponse::Refused(Refusal::NotPermitted(_))
         ));
 
         let rotten = MemoryStorage::new(1 << 20);
-        rotten.put(id, &bytes).expect("put");
+        rotten.put(id, &bytes, 1).expect("put");
         let rotten = service(Arc::new(Rotten(rotten)), manager);
         assert!(matches!(
-            rotten.audit(Some(&manager), &id, 0),
+            rotten.audit(&manager, &id, 0),
             PacketResponse::Refused(Refusal::CannotProve(_))
         ));
     }

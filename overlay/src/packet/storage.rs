@@ -24,13 +24,29 @@ pub enum StorageError {
     Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// A packet store as the packet protocol sees it.
+/// What a generation-bound delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The packet had that generation and is gone (with its generation).
+    Deleted,
+    /// No such packet.
+    Absent,
+    /// The packet is there under another generation (stored again since
+    /// the ticket was issued, or for someone else): kept.
+    OtherGeneration,
+}
+
+/// A packet store as the packet protocol sees it. Each packet has a storage
+/// generation recorded with it, durably, at its first store; a delete names
+/// it, so a delete ticket deletes once and never a copy stored again later.
 pub trait PacketStorage: Send + Sync + 'static {
-    /// Stores `bytes` under `id` (verifying the id); storing an existing packet again succeeds.
-    fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Stores `bytes` under `id` (verifying the id) with storage generation
+    /// `generation`; storing an existing packet again succeeds and keeps its
+    /// generation. Returns the generation the packet has.
+    fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError>;
     fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StorageError>;
-    /// Removes a packet; `Ok(false)` if it was not there.
-    fn delete(&self, id: &PacketId) -> Result<bool, StorageError>;
+    /// Removes a packet if it has `generation`.
+    fn delete(&self, id: &PacketId, generation: u64) -> Result<DeleteOutcome, StorageError>;
     fn free_bytes(&self) -> Result<u64, StorageError>;
     fn capacity(&self) -> u64;
 }
@@ -39,7 +55,7 @@ pub trait PacketStorage: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct MemoryStorage {
     capacity: u64,
-    packets: Mutex<BTreeMap<PacketId, Vec<u8>>>,
+    packets: Mutex<BTreeMap<PacketId, (u64, Vec<u8>)>>,
 }
 
 impl MemoryStorage {
@@ -50,26 +66,29 @@ impl MemoryStorage {
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<PacketId, Vec<u8>>>, StorageError> {
+    #[allow(clippy::type_complexity)]
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<PacketId, (u64, Vec<u8>)>>, StorageError> {
         self.packets
             .lock()
             .map_err(|_| StorageError::Failed("memory store lock poisoned".into()))
     }
 
-    fn used(map: &BTreeMap<PacketId, Vec<u8>>) -> u64 {
-        map.values().map(|v| v.len() as u64).sum()
+    fn used(map: &BTreeMap<PacketId, (u64, Vec<u8>)>) -> u64 {
+        map.values().map(|(_, v)| v.len() as u64).sum()
     }
 }
 
 impl PacketStorage for MemoryStorage {
-    fn put(&self, id: PacketId, bytes: &[u8]) -> Result<(), StorageError> {
+    fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError> {
         let actual = PacketId::of(bytes);
         if actual != id {
             return Err(StorageError::WrongId { actual });
         }
         let mut map = self.lock()?;
-        if map.contains_key(&id) {
-            return Ok(());
+        if let Some((existing, _)) = map.get(&id) {
+            return Ok(*existing);
         }
         let free = self.capacity.saturating_sub(Self::used(&map));
         if bytes.len() as u64 > free {
@@ -78,16 +97,24 @@ impl PacketStorage for MemoryStorage {
                 free,
             });
         }
-        map.insert(id, bytes.to_vec());
-        Ok(())
+        map.insert(id, (generation, bytes.to_vec()));
+        Ok(generation)
     }
 
     fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.lock()?.get(id).cloned())
+        Ok(self.lock()?.get(id).map(|(_, bytes)| bytes.clone()))
     }
 
-    fn delete(&self, id: &PacketId) -> Result<bool, StorageError> {
-        Ok(self.lock()?.remove(id).is_some())
+    fn delete(&self, id: &PacketId, generation: u64) -> Result<DeleteOutcome, StorageError> {
+        let mut map = self.lock()?;
+        match map.get(id) {
+            None => Ok(DeleteOutcome::Absent),
+            Some((g, _)) if *g != generation => Ok(DeleteOutcome::OtherGeneration),
+            Some(_) => {
+                map.remove(id);
+                Ok(DeleteOutcome::Deleted)
+            }
+        }
     }
 
     fn free_bytes(&self) -> Result<u64, StorageError> {
@@ -109,19 +136,33 @@ mod tests {
         let store = MemoryStorage::new(10);
         let a = b"0123456".to_vec();
         assert!(matches!(
-            store.put(PacketId::of(b"other"), &a),
+            store.put(PacketId::of(b"other"), &a, 1),
             Err(StorageError::WrongId { .. })
         ));
-        store.put(PacketId::of(&a), &a).unwrap();
-        store.put(PacketId::of(&a), &a).unwrap();
+        assert_eq!(store.put(PacketId::of(&a), &a, 5).unwrap(), 5);
+        assert_eq!(
+            store.put(PacketId::of(&a), &a, 6).unwrap(),
+            5,
+            "the first generation stays"
+        );
         assert_eq!(store.free_bytes().unwrap(), 3);
         let b = b"abcd".to_vec();
         assert!(matches!(
-            store.put(PacketId::of(&b), &b),
+            store.put(PacketId::of(&b), &b, 1),
             Err(StorageError::Full { needed: 4, free: 3 })
         ));
         assert_eq!(store.get(&PacketId::of(&a)).unwrap(), Some(a.clone()));
-        assert!(store.delete(&PacketId::of(&a)).unwrap());
-        assert!(!store.delete(&PacketId::of(&a)).unwrap());
+        assert_eq!(
+            store.delete(&PacketId::of(&a), 6).unwrap(),
+            DeleteOutcome::OtherGeneration
+        );
+        assert_eq!(
+            store.delete(&PacketId::of(&a), 5).unwrap(),
+            DeleteOutcome::Deleted
+        );
+        assert_eq!(
+            store.delete(&PacketId::of(&a), 5).unwrap(),
+            DeleteOutcome::Absent
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use strew_coordinator::{NodeId, PacketId, StorageTicket, TicketError, TicketKind};
+use strew_coordinator::{NodeId, PacketId, StorageTicket, TicketEntry, TicketError, TicketKind};
 
 use crate::packet::wire::{MAX_HEADER_BYTES, Refusal};
 
@@ -20,17 +20,34 @@ pub fn decode(bytes: &[u8]) -> Result<StorageTicket, TicketError> {
     StorageTicket::from_bytes(bytes, MAX_HEADER_BYTES)
 }
 
-/// Verifies `ticket` permits `kind`, was signed by one of `managers`, is
-/// addressed to `me`, has not expired at `now_ms`, and names `packet_id`;
-/// returns the size it allows.
+/// Who asks, and what for: the parts of a request a ticket is checked against.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked<'a> {
+    pub kind: TicketKind,
+    pub me: &'a NodeId,
+    /// `None` skips the holder check (the codec's put gate does not know the
+    /// requester; the service checks again with it).
+    pub requester: Option<&'a NodeId>,
+    pub packet_id: &'a PacketId,
+    pub now_ms: u64,
+}
+
+/// Verifies `ticket` permits `asked.kind`, was signed by one of `managers`,
+/// is addressed to this node, is the requester's (when it names a holder),
+/// has not expired, and names the packet; returns the entry naming it (its
+/// size and generation).
 pub fn check(
     ticket: &[u8],
-    kind: TicketKind,
     managers: &BTreeSet<NodeId>,
-    me: &NodeId,
-    now_ms: u64,
-    packet_id: &PacketId,
-) -> Result<u64, Refusal> {
+    asked: Asked<'_>,
+) -> Result<TicketEntry, Refusal> {
+    let Asked {
+        kind,
+        me,
+        requester,
+        packet_id,
+        now_ms,
+    } = asked;
     let ticket = decode(ticket).map_err(|e| Refusal::BadTicket(e.to_string()))?;
     if !ticket.permits(kind) {
         return Err(Refusal::BadTicket(format!(
@@ -51,7 +68,12 @@ pub fn check(
     ticket
         .verify(&ticket.manager, me, now_ms)
         .map_err(|e| Refusal::BadTicket(e.to_string()))?;
-    ticket.size_for(packet_id).ok_or(Refusal::NotInTicket)
+    if let Some(requester) = requester {
+        ticket
+            .check_holder(requester)
+            .map_err(|e| Refusal::BadTicket(e.to_string()))?;
+    }
+    ticket.entry_for(packet_id).ok_or(Refusal::NotInTicket)
 }
 
 /// The ticket-signing key of a manager whose identity is `key` (its libp2p
@@ -68,90 +90,74 @@ mod tests {
     use super::*;
     use crate::peer;
     use libp2p::identity::Keypair;
-    use strew_coordinator::TicketEntry;
 
     const NOW: u64 = 1_800_000_000_000;
 
-    fn setup() -> (Keypair, NodeId, NodeId, PacketId) {
-        let manager = Keypair::generate_ed25519();
-        let manager_id = peer::node_id_of_key(&manager.public()).unwrap();
-        let me = peer::node_id_of_key(&Keypair::generate_ed25519().public()).unwrap();
-        (manager, manager_id, me, PacketId::of(b"p"))
+    fn node() -> NodeId {
+        peer::node_id_of_key(&Keypair::generate_ed25519().public()).unwrap()
     }
 
     #[test]
     fn ticket_signed_with_the_libp2p_identity_verifies_against_its_node_id() {
-        let (manager, manager_id, me, id) = setup();
+        let manager = Keypair::generate_ed25519();
+        let manager_id = peer::node_id_of_key(&manager.public()).unwrap();
+        let (me, reader, stranger) = (node(), node(), node());
+        let id = PacketId::of(b"p");
         let key = signing_key(&manager).unwrap();
-        let t = StorageTicket::issue(
+        let entry = TicketEntry {
+            packet_id: id,
+            size: 1,
+            generation: 3,
+        };
+        let t = StorageTicket::issue_kind(
             &key,
+            TicketKind::Read,
             me,
-            vec![TicketEntry {
-                packet_id: id,
-                size: 1,
-            }],
+            Some(reader),
+            vec![entry],
             NOW + 1000,
         )
         .unwrap();
+        let bytes = encode(&t).unwrap();
         let trusted = BTreeSet::from([manager_id]);
+        let asked = |kind, requester, packet_id, now_ms| Asked {
+            kind,
+            me: &me,
+            requester: Some(requester),
+            packet_id,
+            now_ms,
+        };
         assert_eq!(
-            check(
-                &encode(&t).unwrap(),
-                TicketKind::Store,
-                &trusted,
-                &me,
-                NOW,
-                &id
-            ),
-            Ok(1)
+            check(&bytes, &trusted, asked(TicketKind::Read, &reader, &id, NOW)),
+            Ok(entry)
         );
-        // Wrong kind, untrusted issuer, expired, other packet, garbage.
-        assert!(matches!(
-            check(
-                &encode(&t).unwrap(),
-                TicketKind::Delete,
-                &trusted,
-                &me,
-                NOW,
-                &id
-            ),
-            Err(Refusal::BadTicket(_))
-        ));
-        assert!(matches!(
-            check(
-                &encode(&t).unwrap(),
-                TicketKind::Store,
-                &BTreeSet::new(),
-                &me,
-                NOW,
-                &id
-            ),
-            Err(Refusal::BadTicket(_))
-        ));
-        assert!(matches!(
-            check(
-                &encode(&t).unwrap(),
-                TicketKind::Store,
-                &trusted,
-                &me,
-                NOW + 2000,
-                &id
-            ),
-            Err(Refusal::BadTicket(_))
-        ));
+        // Wrong kind, untrusted issuer, expired, other packet, other holder, garbage.
+        for (managers, a) in [
+            (&trusted, asked(TicketKind::Delete, &reader, &id, NOW)),
+            (&BTreeSet::new(), asked(TicketKind::Read, &reader, &id, NOW)),
+            (&trusted, asked(TicketKind::Read, &reader, &id, NOW + 2000)),
+            (&trusted, asked(TicketKind::Read, &stranger, &id, NOW)),
+        ] {
+            assert!(matches!(
+                check(&bytes, managers, a),
+                Err(Refusal::BadTicket(_))
+            ));
+        }
+        let other = PacketId::of(b"q");
         assert_eq!(
             check(
-                &encode(&t).unwrap(),
-                TicketKind::Store,
+                &bytes,
                 &trusted,
-                &me,
-                NOW,
-                &PacketId::of(b"q")
+                asked(TicketKind::Read, &reader, &other, NOW)
             ),
             Err(Refusal::NotInTicket)
         );
         assert!(matches!(
-            check(b"\xff\x00", TicketKind::Store, &trusted, &me, NOW, &id),
+            check(
+                b"\xff\x00",
+                &trusted,
+                asked(TicketKind::Read, &reader, &id, NOW)
+            ),
             Err(Refusal::BadTicket(_))
         ));
     }

@@ -1,4 +1,8 @@
-//! Wire messages of the packet protocol (`/strew/packet/1`).
+//! Wire messages of the packet protocol (`/strew/packet/2`).
+//!
+//! Version 2 (issue 11): `Get` carries a read ticket, receipts name the
+//! source and the storage generation, delete tickets name generations;
+//! version 1 peers do not negotiate with version 2 ones.
 //!
 //! A frame is `u32 big-endian header length | CBOR header | raw body`, where
 //! the body length is declared in the header (`Put.size`, `Found.size`) and is
@@ -13,7 +17,7 @@ use crate::cbor::{self, CborError};
 use crate::packet::receipt::Receipt;
 
 /// Protocol id negotiated by multistream-select.
-pub const PACKET_PROTOCOL: &str = "/strew/packet/1";
+pub const PACKET_PROTOCOL: &str = "/strew/packet/2";
 /// Largest packet body anyone sends: the pipeline's 4 MiB chunk maximum plus
 /// compression-expansion, encryption and erasure-share headroom.
 pub const MAX_PACKET_BYTES: usize = 5 * 1024 * 1024;
@@ -30,20 +34,21 @@ pub enum PacketRequest {
         ticket: Vec<u8>,
         bytes: Vec<u8>,
     },
+    /// Fetch a packet; `ticket` must be a manager-signed read ticket naming
+    /// it and the requester as its holder.
     Get {
         packet_id: PacketId,
+        ticket: Vec<u8>,
     },
-    /// Remove a packet; `ticket` must be a manager-signed ticket naming it.
+    /// Remove a packet; `ticket` must be a manager-signed ticket naming it
+    /// and the generation the packet has here.
     Delete {
         packet_id: PacketId,
         ticket: Vec<u8>,
     },
     /// An audit: prove holding 1 KiB chunk `chunk` of the packet (only a
     /// trusted manager may ask).
-    Audit {
-        packet_id: PacketId,
-        chunk: u64,
-    },
+    Audit { packet_id: PacketId, chunk: u64 },
 }
 
 /// A response as the application sees it.
@@ -66,8 +71,10 @@ pub enum PacketResponse {
 pub enum Refusal {
     #[error("no storage ticket")]
     NoTicket,
-    #[error("storage ticket invalid: {0}")]
+    #[error("ticket invalid: {0}")]
     BadTicket(String),
+    #[error("the packet here has another storage generation than the ticket names")]
+    OtherGeneration,
     #[error("ticket does not name this packet")]
     NotInTicket,
     #[error("size {declared} differs from the ticket's {ticketed}")]
@@ -101,6 +108,8 @@ pub enum RequestHeader {
     },
     Get {
         packet_id: PacketId,
+        #[serde(with = "cbor::bytes")]
+        ticket: Vec<u8>,
     },
     Delete {
         packet_id: PacketId,
@@ -169,7 +178,9 @@ pub fn split_request(req: PacketRequest) -> (RequestHeader, Vec<u8>) {
             },
             bytes,
         ),
-        PacketRequest::Get { packet_id } => (RequestHeader::Get { packet_id }, Vec::new()),
+        PacketRequest::Get { packet_id, ticket } => {
+            (RequestHeader::Get { packet_id, ticket }, Vec::new())
+        }
         PacketRequest::Delete { packet_id, ticket } => {
             (RequestHeader::Delete { packet_id, ticket }, Vec::new())
         }
@@ -189,7 +200,7 @@ pub fn join_request(header: RequestHeader, body: Vec<u8>) -> PacketRequest {
             ticket,
             bytes: body,
         },
-        RequestHeader::Get { packet_id } => PacketRequest::Get { packet_id },
+        RequestHeader::Get { packet_id, ticket } => PacketRequest::Get { packet_id, ticket },
         RequestHeader::Delete { packet_id, ticket } => PacketRequest::Delete { packet_id, ticket },
         RequestHeader::Audit { packet_id, chunk } => PacketRequest::Audit { packet_id, chunk },
     }

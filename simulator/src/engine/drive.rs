@@ -21,7 +21,7 @@ use strew_coordinator::repair::{PacketStatus, RepairRequest, StripeVerdict, repa
 use strew_coordinator::{
     Applied, BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression,
     ConvergenceScope, DataId, Encryption, ManagerError, NodeProfile, PacketId, PacketSpec,
-    PlanRequest, StoredPacket,
+    PlanRequest,
 };
 
 use super::{EngineError, Event, NONE, RepairMove, Sim, node_id, node_index, stream};
@@ -198,16 +198,13 @@ impl Sim<'_> {
                 });
             }
         }
-        // Every upload succeeds: the targets were chosen online at this instant.
-        let stored: Vec<StoredPacket> = draft
-            .uploads
-            .iter()
-            .flat_map(|c| c.packets.iter().copied())
-            .collect();
+        // Every upload succeeds: the targets were chosen online at this
+        // instant (modelled targets sign no receipts).
+        let stored: u64 = draft.uploads.iter().map(|c| c.packets.len() as u64).sum();
         let commit = CommitRequest {
             pending_id: draft.pending_id,
             source,
-            stored,
+            receipts: Vec::new(),
             manifest: manifest_id(object, version),
             manifest_chunks: Vec::new(),
             chunks: order,
@@ -215,7 +212,7 @@ impl Sim<'_> {
         };
         let step = self
             .manager
-            .decide_commit(&commit, now, &mut self.rng_seal)
+            .decide_commit_modelled(&commit, now, &mut self.rng_seal)
             .map_err(|e| self.manager_error("commit a backup", e))?;
         let CommitStep::Propose { command, snapshot } = step else {
             return Err(self.manager_error(
@@ -224,7 +221,7 @@ impl Sim<'_> {
             ));
         };
         self.apply("commit a backup", &command)?;
-        self.out.packets_stored += commit.stored.len() as u64;
+        self.out.packets_stored += stored;
         self.version[object] = version;
         match self.snapshot[object].replace(snapshot) {
             Some(previous) => {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use strew_coordinator::repair::{RepairCheck, RepairPolicy, RepairRequest, RepairTask};
 use strew_coordinator::{
-    Applied, ApplyError, Command, ManagerError, NodeId, StorageTicket, StoredPacket,
+    Applied, ApplyError, Command, ManagerError, NodeId, PacketId, StorageTicket, StoredPacket,
 };
 
 use super::{ManagerService, heavy};
@@ -26,6 +26,9 @@ pub struct RepairPlan {
     pub moves: Vec<Command>,
     /// Store tickets, signed by this node, for the new targets.
     pub tickets: Vec<StorageTicket>,
+    /// Read tickets, signed by this node and naming it as holder, for the
+    /// surviving packets the repairer reads.
+    pub read_tickets: Vec<StorageTicket>,
 }
 
 /// What this node rebuilt as the repairer since it started (what `status
@@ -144,18 +147,29 @@ impl ManagerService {
                     .iter()
                     .filter_map(|c| match c {
                         Command::MovePacket {
-                            index, new_target, ..
+                            index,
+                            new_target,
+                            generation,
+                            ..
                         } => packets
                             .get(*index as usize)
-                            .map(|p| (*new_target, p.packet_id, p.size)),
+                            .map(|p| (*new_target, p.packet_id, p.size, *generation)),
                         _ => None,
                     })
                     .collect();
                 let tickets = m.repair_tickets(&uploads, now)?;
+                let reads: Vec<(NodeId, PacketId)> = task
+                    .read
+                    .iter()
+                    .filter_map(|slot| packets.get(*slot))
+                    .map(|p| (p.target, p.packet_id))
+                    .collect();
+                let read_tickets = m.read_tickets_for(m.node_id(), &reads, now)?;
                 Ok(RepairPlan {
                     packets,
                     moves,
                     tickets,
+                    read_tickets,
                 })
             })
         })

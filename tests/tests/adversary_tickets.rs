@@ -325,6 +325,7 @@ fn tickets_and_receipts_stop_orphan_deletes_ticketless_reads_unreceipted_commits
     let started = Instant::now();
     let places = cities(3 + TARGETS)?;
     let mut first = options(places[0].location());
+    first.found_grid = true;
     first.extra.push("--coordinator".into());
     let coordinator = Node::start(first)?;
     let boot = coordinator.bootstrap_addr()?;

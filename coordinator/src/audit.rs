@@ -36,6 +36,13 @@ pub const CHUNK_BYTES: u64 = 1024;
 /// the loss of 1 % of a target's packets within a day with 99 % probability
 /// (1 − 0.99^460 ≈ 0.99).
 pub const DEFAULT_AUDIT_INTERVAL: Millis = 86_400_000 / 460;
+/// Failed audits in a row that disqualify a target whatever its score, by
+/// default. Challenges pick packets at random, so a node that lost a few
+/// percent of its packets almost never fails three in a row (its failed
+/// packets are rebuilt one by one), while a node that lost everything is
+/// disqualified at its third challenge instead of after the ~40 the score
+/// alone would take (Storj's 0.96 threshold).
+pub const DEFAULT_EVICT_AFTER: u32 = 3;
 /// Most audit outcomes one replicated command carries.
 pub const MAX_RESULTS_PER_COMMAND: usize = 1024;
 /// Most failed packets remembered per target (past that the target is
@@ -67,7 +74,7 @@ impl Default for AuditPolicy {
     fn default() -> Self {
         AuditPolicy {
             interval: DEFAULT_AUDIT_INTERVAL,
-            evict_after: 0,
+            evict_after: DEFAULT_EVICT_AFTER,
             lambda_milli: 999,
             disqualify_below_milli: 960,
             initial_alpha: 1000,
@@ -281,10 +288,25 @@ impl AuditLedger {
         outcome: AuditOutcome,
         now: Millis,
     ) -> Standing {
-        self.records
-            .entry(target)
-            .or_default()
-            .record(policy, None, outcome, now)
+        self.record_many(policy, target, outcome, 1, now)
+    }
+
+    /// Records `count` challenges with the same outcome at once (a simulator
+    /// plays a round of challenges as one step) and returns the standing.
+    pub fn record_many(
+        &mut self,
+        policy: &AuditPolicy,
+        target: NodeId,
+        outcome: AuditOutcome,
+        count: u32,
+        now: Millis,
+    ) -> Standing {
+        let record = self.records.entry(target).or_default();
+        let mut standing = record.standing();
+        for _ in 0..count {
+            standing = record.record(policy, None, outcome, now);
+        }
+        standing
     }
 
     /// The target's standing (`Good` if never audited).
@@ -348,7 +370,11 @@ mod tests {
 
     #[test]
     fn storj_scoring_disqualifies_a_target_that_keeps_failing() {
-        let policy = AuditPolicy::default();
+        // The score alone (no limit on failures in a row).
+        let policy = AuditPolicy {
+            evict_after: 0,
+            ..AuditPolicy::default()
+        };
         // With α₀ = 1000, λ = 0.999 and the 0.96 threshold, a fresh target
         // survives a few failures but not a run of them: α/(α+β) < 0.96
         // once β/α > 1/24, about 41 failures in a row.
@@ -362,7 +388,9 @@ mod tests {
 
     #[test]
     fn occasional_failures_are_survived_and_absence_does_not_count() {
+        // Isolated failures never make three in a row.
         let policy = AuditPolicy::default();
+        assert_eq!(policy.evict_after, DEFAULT_EVICT_AFTER);
         let mut r = Reputation::default();
         for t in 0..2000u64 {
             let outcome = if t % 50 == 0 {

@@ -27,7 +27,10 @@ use crate::state::{ApplyError, Command};
 use crate::units::{Millis, Redundancy};
 
 mod check;
-pub use check::{DEFAULT_REPAIR_GRACE, RepairCheck, RepairTask};
+pub use check::{
+    DEFAULT_REPAIR_BANDWIDTH, DEFAULT_REPAIR_GRACE, MAX_REPAIR_BACKOFF, RepairCheck, RepairTask,
+    check_period,
+};
 
 /// What the manager knows about one packet of a stripe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

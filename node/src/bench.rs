@@ -124,6 +124,7 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
             .map_or(0, |d| d.as_millis() as u64),
         sizes: args.chunk_sizes,
         codec: codec.clone(),
+        owner: codec.secret.clone(),
         excludes: Default::default(),
     };
 
@@ -182,7 +183,10 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
     let started = Instant::now();
     let restored = pipeline::restore(
         &report.sequence,
-        &codec,
+        &pipeline::RestoreKeys {
+            owner: codec.secret.clone(),
+            data: Vec::new(),
+        },
         &store,
         &dest,
         &RestoreOptions::default(),

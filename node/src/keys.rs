@@ -3,9 +3,13 @@
 //! convergence secret (random per user, kept in the data dir). `strew key
 //! export` writes both to one file; `strew key import` installs them in a new
 //! data dir, which is all a fresh machine needs to restore every snapshot.
-//! The grid-scope convergence secret is not a secret of the user: it derives
-//! from the grid's name. On a grid's founding node the export also carries
-//! the grid key (the grid's trust root), so the founder can back it up.
+//! The grid-scope convergence secret is the grid's, not the user's: a random
+//! secret kept in `grid-convergence.key` (64 hex digits), made when the grid
+//! is created and handed to members when they join. Without that file, a
+//! `grid`-scope set is keyed under the private secret (no cross-source
+//! dedup), never under a public constant. On a grid's founding
+//! node the export also carries the grid key (the grid's trust root), so the
+//! founder can back it up.
 
 use std::fs;
 
@@ -17,6 +21,8 @@ use crate::identity;
 use crate::pipeline::ConvergenceSecret;
 
 const SECRET_FILE: &str = "convergence.key";
+/// The grid's convergence secret in a data dir: 64 hex digits.
+pub const GRID_SECRET_FILE: &str = "grid-convergence.key";
 const EXPORT_VERSION: u32 = 1;
 
 /// Printed by `strew key export`.
@@ -74,6 +80,26 @@ pub fn private_secret(data_dir: &Path) -> Result<ConvergenceSecret, KeyError> {
             write_private(&path, secret.as_bytes())?;
             Ok(secret)
         }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// The grid's convergence secret of this data dir (`grid-convergence.key`),
+/// or `None` when this node has not been given one.
+pub fn grid_secret(data_dir: &Path) -> Result<Option<ConvergenceSecret>, KeyError> {
+    let path = data_dir.join(GRID_SECRET_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes: [u8; 32] =
+                unhex(&text)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| KeyError::Malformed {
+                        path: path.clone(),
+                        why: "expected 64 hex digits".into(),
+                    })?;
+            Ok(Some(ConvergenceSecret::from_bytes(bytes)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }
 }
@@ -193,6 +219,21 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_grid_secret_file_is_optional_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(super::grid_secret(dir.path()).unwrap().is_none());
+        let path = dir.path().join(super::GRID_SECRET_FILE);
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        let secret = super::grid_secret(dir.path()).unwrap().unwrap();
+        assert_eq!(secret.as_bytes(), &[0xab; 32]);
+        std::fs::write(&path, "abcd").unwrap();
+        assert!(matches!(
+            super::grid_secret(dir.path()),
+            Err(super::KeyError::Malformed { .. })
+        ));
+    }
+
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 

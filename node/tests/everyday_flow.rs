@@ -28,7 +28,8 @@ use strew_node::grid::{
 use strew_node::pipeline::manifest::EntryKind;
 use strew_node::pipeline::select;
 use strew_node::pipeline::{
-    ChunkSizes, ConvergenceSecret, ExcludeRules, Progress, RestoreOptions, RestoreProgress,
+    ChunkSizes, ConvergenceSecret, ExcludeRules, Progress, RestoreKeys, RestoreOptions,
+    RestoreProgress,
 };
 use strew_node::store::PacketStore;
 
@@ -101,8 +102,21 @@ fn grid() -> Grid {
     }
 }
 
+/// The grid's convergence secret (`grid-convergence.key` in a daemon).
 fn secret() -> ConvergenceSecret {
-    ConvergenceSecret::for_grid("everyday grid")
+    ConvergenceSecret::from_bytes([42; 32])
+}
+
+/// The source's private secret: keys its manifests and snapshot roots.
+fn owner() -> ConvergenceSecret {
+    ConvergenceSecret::from_bytes([78; 32])
+}
+
+fn keys() -> RestoreKeys {
+    RestoreKeys {
+        owner: owner(),
+        data: vec![secret()],
+    }
 }
 
 fn options(paths: Vec<PathBuf>, now_ms: u64) -> GridBackupOptions {
@@ -126,6 +140,7 @@ fn options(paths: Vec<PathBuf>, now_ms: u64) -> GridBackupOptions {
             max: 256 * 1024,
         },
         secret: secret(),
+        owner: owner(),
         now_ms,
         parallel_uploads: 8,
         excludes: ExcludeRules::default(),
@@ -314,24 +329,12 @@ async fn manifests_answer_ls_find_and_diff_without_a_data_packet() {
     g.targets.take_gets();
 
     let client = g.manager.client(g.me.node_id);
-    let (ma, fetched_a) = grid_manifest(
-        &g.me,
-        &client,
-        g.targets.clone(),
-        a.snapshot,
-        vec![secret()],
-    )
-    .await
-    .unwrap();
-    let (mb, fetched_b) = grid_manifest(
-        &g.me,
-        &client,
-        g.targets.clone(),
-        b.snapshot,
-        vec![secret()],
-    )
-    .await
-    .unwrap();
+    let (ma, fetched_a) = grid_manifest(&g.me, &client, g.targets.clone(), a.snapshot, keys())
+        .await
+        .unwrap();
+    let (mb, fetched_b) = grid_manifest(&g.me, &client, g.targets.clone(), b.snapshot, keys())
+        .await
+        .unwrap();
     let gets = g.targets.take_gets();
     let (_, manifest_a, _) = packets_of(&g, a.snapshot).await;
     let (_, manifest_b, _) = packets_of(&g, b.snapshot).await;
@@ -390,10 +393,10 @@ async fn restore_include_fetches_only_the_stripes_of_the_file_it_restores() {
         g.targets.clone(),
         report.snapshot,
         dest.clone(),
-        vec![secret()],
+        keys(),
         RestoreOptions {
-            overwrite: false,
             include: vec!["home/docs/report.pdf".into()],
+            ..RestoreOptions::default()
         },
         Arc::new(RestoreProgress::default()),
     )
@@ -407,7 +410,7 @@ async fn restore_include_fetches_only_the_stripes_of_the_file_it_restores() {
         &g.manager.client(g.me.node_id),
         g.targets.clone(),
         report.snapshot,
-        vec![secret()],
+        keys(),
     )
     .await
     .unwrap();
@@ -419,7 +422,7 @@ async fn restore_include_fetches_only_the_stripes_of_the_file_it_restores() {
         .flat_map(|e| match &e.kind {
             EntryKind::File { extents, .. } => extents
                 .iter()
-                .map(|x| manifest.chunks[x.chunk as usize].data_id)
+                .map(|x| manifest.chunks[x.chunk as usize].data_id())
                 .collect(),
             _ => Vec::new(),
         })
@@ -502,7 +505,7 @@ async fn excluded_paths_are_not_in_the_snapshot() {
         &g.manager.client(g.me.node_id),
         g.targets.clone(),
         report.snapshot,
-        vec![secret()],
+        keys(),
     )
     .await
     .unwrap();

@@ -20,7 +20,7 @@ use strew_node::grid::{
     grid_backup, grid_forget, grid_restore,
 };
 use strew_node::pipeline::{
-    ChunkSizes, ConvergenceSecret, Progress, RestoreOptions, RestoreProgress,
+    ChunkSizes, ConvergenceSecret, Progress, RestoreKeys, RestoreOptions, RestoreProgress,
 };
 use strew_node::store::PacketStore;
 use strew_node::verify::diff_trees;
@@ -59,6 +59,9 @@ struct Source {
 }
 
 impl Source {
+    fn owner(&self) -> ConvergenceSecret {
+        ConvergenceSecret::from_bytes([self.me.x25519_secret[0] ^ 0x55; 32])
+    }
     fn outbox(&self) -> PacketStore {
         PacketStore::open(&self.dir.path().join("outbox"), u64::MAX).unwrap()
     }
@@ -163,12 +166,19 @@ fn options(paths: Vec<PathBuf>, distance: &str) -> GridBackupOptions {
             avg: 64 * 1024,
             max: 256 * 1024,
         },
-        secret: ConvergenceSecret::for_grid("test grid"),
+        secret: grid_secret(),
+        // Each source's own: `backup` puts it in.
+        owner: ConvergenceSecret::from_bytes([0; 32]),
         now_ms: NOW,
         parallel_uploads: 8,
         previous: None,
         excludes: Default::default(),
     }
+}
+
+/// The grid's convergence secret (`grid-convergence.key` in a daemon).
+fn grid_secret() -> ConvergenceSecret {
+    ConvergenceSecret::from_bytes([42; 32])
 }
 
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -200,13 +210,17 @@ async fn backup(
     opts: &GridBackupOptions,
 ) -> Result<GridBackupReport, strew_node::grid::GridError> {
     let client = grid.manager.client(src.me.node_id);
+    let opts = GridBackupOptions {
+        owner: src.owner(),
+        ..opts.clone()
+    };
     let mut report = grid_backup(
         &src.me,
         &client,
         grid.targets.as_ref(),
         &src.outbox(),
         &src.known(),
-        opts,
+        &opts,
         Arc::new(Progress::default()),
     )
     .await?;
@@ -228,11 +242,11 @@ async fn restore(
         grid.targets.clone(),
         report.snapshot,
         dest.to_path_buf(),
-        // A wrong secret first: the restore falls back to the next one.
-        vec![
-            ConvergenceSecret::for_grid("another grid"),
-            ConvergenceSecret::for_grid("test grid"),
-        ],
+        // A wrong secret first: the manifest names the one that verifies.
+        RestoreKeys {
+            owner: src.owner(),
+            data: vec![ConvergenceSecret::from_bytes([43; 32]), grid_secret()],
+        },
         RestoreOptions::default(),
         Arc::new(RestoreProgress::default()),
     )
@@ -579,4 +593,161 @@ async fn check_verifies_every_packet_and_names_the_missing_and_corrupt_ones() {
         damaged.verified + damaged.missing.len() as u64,
         damaged.packets
     );
+}
+
+/// The stripes of every committed snapshot, as the manager can read them:
+/// it holds the group key that seals sequences at rest.
+fn sequences_the_manager_reads(g: &Grid) -> (Vec<u8>, Vec<strew_coordinator::seal::Sequence>) {
+    let manager = g.manager.manager.lock().unwrap();
+    let state = manager.state();
+    let mut database = Vec::new();
+    ciborium::into_writer(state, &mut database).unwrap();
+    let mut sequences = Vec::new();
+    for (id, snapshot) in &state.snapshots {
+        let plain = strew_coordinator::seal::open_at_rest(
+            &GroupKey([9; 32]),
+            id.as_bytes(),
+            &snapshot.sealed_sequence,
+        )
+        .unwrap();
+        database.extend_from_slice(&plain);
+        sequences.push(strew_coordinator::seal::Sequence::from_bytes(&plain).unwrap());
+    }
+    (database, sequences)
+}
+
+/// An encrypted blob reassembled from the data shares of a stripe (what any
+/// holder of the packets can do without a key).
+fn blob_of(g: &Grid, stripe: &strew_coordinator::seal::SequenceStripe) -> Vec<u8> {
+    use strew_node::pipeline::packet::decode_packet;
+    let targets = g.targets.targets.lock().unwrap();
+    let mut shares: Vec<(u8, Vec<u8>, usize)> = Vec::new();
+    for entry in &stripe.packets {
+        let bytes = targets
+            .values()
+            .find_map(|t| t.packets.get(&entry.packet_id))
+            .unwrap();
+        let (h, shard) = decode_packet(bytes).unwrap();
+        if h.index < h.k {
+            shares.push((h.index, shard.to_vec(), h.blob_len as usize));
+        }
+    }
+    shares.sort();
+    let len = shares[0].2;
+    let mut blob: Vec<u8> = shares.into_iter().flat_map(|(_, s, _)| s).collect();
+    blob.truncate(len);
+    blob
+}
+
+/// Whether `key` opens `blob` (an AEAD check: any wrong key fails).
+fn opens(blob: &[u8], key: &strew_node::pipeline::ChunkKey) -> bool {
+    let (header, head, ct) = strew_node::pipeline::packet::BlobHeader::decode(blob).unwrap();
+    key.decrypt(&header.nonce, head, ct).is_some()
+}
+
+/// Whether `raw`, used directly as the ChaCha20-Poly1305 key, opens `blob`.
+fn opens_raw(blob: &[u8], raw: &[u8; 32]) -> bool {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let (header, head, ct) = strew_node::pipeline::packet::BlobHeader::decode(blob).unwrap();
+    chacha20poly1305::ChaCha20Poly1305::new(&(*raw).into())
+        .decrypt(&header.nonce.into(), Payload { msg: ct, aad: head })
+        .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_managers_database_and_every_packet_decrypt_no_chunk_without_its_plaintext() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    backup(&g, &src, &options(vec![root.clone()], ".."))
+        .await
+        .unwrap();
+
+    // The attacker: the manager's whole state, every sealed sequence opened
+    // with the group key, every target's packets, and (as a grid member)
+    // the grid's convergence secret. It tries every 32-byte string of the
+    // database as a chunk key, as a raw AEAD key and through the old
+    // (v1) derivation `derive_key(secret ‖ DataId)`.
+    let (database, sequences) = sequences_the_manager_reads(&g);
+    let stripes: Vec<_> = sequences.iter().flat_map(|s| s.stripes.iter()).collect();
+    let mut blobs: Vec<Vec<u8>> = stripes.iter().map(|s| blob_of(&g, s)).collect();
+    blobs.sort_by_key(Vec::len);
+    blobs.dedup();
+    assert!(blobs.len() > 10, "{} blobs", blobs.len());
+    let mut ids: std::collections::BTreeSet<[u8; 32]> = std::collections::BTreeSet::new();
+    for s in &sequences {
+        ids.insert(s.snapshot.0);
+        ids.insert(s.manifest.0);
+        ids.extend(s.manifest_chunks.iter().map(|d| d.0));
+        for stripe in &s.stripes {
+            ids.insert(stripe.data_id.0);
+            ids.extend(stripe.packets.iter().map(|p| p.packet_id.0));
+        }
+    }
+    let windows: std::collections::BTreeSet<[u8; 32]> = database
+        .windows(32)
+        .map(|w| w.try_into().unwrap())
+        .collect();
+    let v1 = |c: &[u8; 32]| {
+        let mut h = blake3::Hasher::new_derive_key("strew chunk key v1");
+        h.update(grid_secret().as_bytes());
+        h.update(c);
+        *h.finalize().as_bytes()
+    };
+    let attempts = |c: &[u8; 32], blob: &[u8]| {
+        opens(blob, &strew_node::pipeline::ChunkKey(*c))
+            || opens_raw(blob, c)
+            || opens(blob, &strew_node::pipeline::ChunkKey(v1(c)))
+            || opens_raw(blob, &v1(c))
+    };
+    // Every id against every blob; every window of the database against
+    // the smallest blob, where a tried key is cheap.
+    for blob in &blobs {
+        assert!(!ids.iter().any(|c| attempts(c, blob)));
+    }
+    let smallest = &blobs[0];
+    assert!(!windows.iter().any(|c| {
+        opens(smallest, &strew_node::pipeline::ChunkKey(*c)) || opens_raw(smallest, c)
+    }));
+
+    // The documented price of grid scope: a member holding the plaintext
+    // computes the same keys, so it can confirm the chunks are stored (and
+    // dedups against them), and those keys do open the packets.
+    let store = PacketStore::open(&data.path().join("local"), u64::MAX).unwrap();
+    let opts = strew_node::pipeline::BackupOptions {
+        name: "guess".into(),
+        time_ms: 0,
+        sizes: options(vec![], "..").sizes,
+        codec: strew_node::pipeline::Codec {
+            secret: grid_secret(),
+            zstd_level: 3,
+            redundancy: Redundancy::Erasure { k: 4, m: 2 },
+        },
+        owner: ConvergenceSecret::from_bytes([1; 32]),
+        excludes: Default::default(),
+    };
+    let guess = strew_node::pipeline::backup(
+        &[root],
+        &opts,
+        &strew_node::pipeline::NothingKnown,
+        &mut strew_node::pipeline::local::StoreSink::new(store),
+        &Progress::default(),
+    )
+    .unwrap();
+    let stored: std::collections::BTreeSet<_> = stripes.iter().map(|s| s.data_id).collect();
+    let mut confirmed = 0;
+    for chunk in &guess.manifest.chunks {
+        assert!(stored.contains(&chunk.data_id()));
+        let stripe = stripes
+            .iter()
+            .find(|s| s.data_id == chunk.data_id())
+            .unwrap();
+        assert!(opens(&blob_of(&g, stripe), &chunk.key));
+        confirmed += 1;
+    }
+    assert!(confirmed >= 10, "{confirmed} chunks confirmed");
+    // Windows tried: every one the database holds.
+    assert!(windows.len() > 1000, "{} windows", windows.len());
 }

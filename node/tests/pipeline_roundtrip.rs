@@ -44,6 +44,7 @@ fn opts(codec: &Codec) -> BackupOptions {
         time_ms: 1_700_000_000_000,
         sizes: sizes(),
         codec: codec.clone(),
+        owner: codec.secret.clone(),
         excludes: Default::default(),
     }
 }
@@ -73,7 +74,10 @@ fn run_restore(
 ) -> Result<pipeline::RestoreReport, RestoreError> {
     pipeline::restore(
         &report.sequence,
-        codec,
+        &pipeline::RestoreKeys {
+            owner: codec.secret.clone(),
+            data: Vec::new(),
+        },
         store,
         dest,
         &RestoreOptions::default(),
@@ -304,7 +308,10 @@ fn tampered_packets_are_detected_named_and_worked_around() {
     let dest = work.path().join("dest");
     let r = pipeline::restore(
         &report.sequence,
-        &c,
+        &pipeline::RestoreKeys {
+            owner: c.secret.clone(),
+            data: Vec::new(),
+        },
         &source,
         &dest,
         &RestoreOptions::default(),
@@ -357,14 +364,9 @@ fn a_wrong_convergence_secret_fails_with_a_clear_error() {
         &work.path().join("d"),
     )
     .unwrap_err();
-    assert!(
-        matches!(err, RestoreError::Stripe(StripeError::WrongSecret { .. })),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("wrong convergence secret"),
-        "{err}"
-    );
+    // Another owner's secret does not open the snapshot root.
+    assert!(matches!(err, RestoreError::NotOwner), "{err}");
+    assert!(err.to_string().contains("strew key import"), "{err}");
     assert!(
         !work.path().join("d").exists(),
         "nothing written on failure"

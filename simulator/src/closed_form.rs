@@ -3,7 +3,8 @@
 //! Owns the binomial model of K-of-N stripes under independent node loss
 //! (no repair): a stripe of width W survives while at least K of its packets
 //! do, so it is lost with probability P[X > W-K], X ~ Binomial(W, p).
-//! This module must not simulate anything.
+//! With repair, a window model of the same stripes
+//! ([`stripe_loss_with_repair`]). This module must not simulate anything.
 
 /// P[X >= at_least] for X ~ Binomial(n, p), summed in log space (n up to 255 and beyond).
 pub fn binomial_tail(n: u32, at_least: u32, p: f64) -> f64 {
@@ -43,6 +44,35 @@ pub fn object_loss_probability(width: u32, k: u32, stripes: u32, p: f64) -> f64 
     1.0 - (1.0 - q).powf(f64::from(stripes))
 }
 
+/// Probability that a stripe is lost over `horizon_ms` under repair, when
+/// each node is lost at the constant rate `rate_per_ms` and a lost packet
+/// is rebuilt `window_ms` after its loss (the grace period plus the
+/// checker's period). The stripe is taken to sit with `threshold - 1`
+/// packets gone (the most the repair policy leaves alone: exact for
+/// threshold 1, an upper bound above) and to be lost when more of its other
+/// packets fail within one window than it can spare:
+/// P[window] = P[X ≥ W - K - (t - 1) + 1], X ~ Binomial(W - (t - 1), 1 - e^(-rate·window)),
+/// over horizon / window independent windows.
+pub fn stripe_loss_with_repair(
+    width: u32,
+    k: u32,
+    threshold: u32,
+    rate_per_ms: f64,
+    window_ms: f64,
+    horizon_ms: f64,
+) -> f64 {
+    if window_ms <= 0.0 || rate_per_ms <= 0.0 {
+        return 0.0;
+    }
+    let waiting = threshold.saturating_sub(1);
+    let remaining = width.saturating_sub(waiting);
+    let spare = width.saturating_sub(k).saturating_sub(waiting);
+    let p = 1.0 - (-rate_per_ms * window_ms).exp();
+    let per_window = binomial_tail(remaining, spare + 1, p);
+    let windows = (horizon_ms / window_ms).max(1.0);
+    (1.0 - (1.0 - per_window).powf(windows)).clamp(0.0, 1.0)
+}
+
 /// d/dp of [`object_loss_probability`], by central difference (for error propagation).
 pub fn object_loss_slope(width: u32, k: u32, stripes: u32, p: f64) -> f64 {
     let h = 1e-5_f64.min(p / 2.0).min((1.0 - p) / 2.0).max(1e-9);
@@ -67,6 +97,20 @@ mod tests {
         assert_eq!(stripe_loss_probability(6, 4, 1.0), 1.0);
         let two = object_loss_probability(6, 4, 2, 0.1);
         assert!((two - (1.0 - (1.0 - expected).powi(2))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn repair_shrinks_loss_and_a_later_threshold_or_longer_window_grows_it() {
+        let year = 365.0 * 86_400_000.0;
+        let rate = -(1.0f64 - 0.2).ln() / year;
+        let hour = 3_600_000.0;
+        let eager = stripe_loss_with_repair(6, 4, 1, rate, 4.0 * hour, year);
+        assert!(eager > 0.0 && eager < stripe_loss_probability(6, 4, 0.2) / 1000.0);
+        assert!(stripe_loss_with_repair(6, 4, 2, rate, 4.0 * hour, year) > eager);
+        assert!(stripe_loss_with_repair(6, 4, 1, rate, 24.0 * hour, year) > eager);
+        // A window as long as the horizon is the model without repair.
+        let none = stripe_loss_with_repair(6, 4, 1, rate, year, year);
+        assert!((none - stripe_loss_probability(6, 4, 0.2)).abs() < 1e-12);
     }
 
     #[test]

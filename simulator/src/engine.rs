@@ -138,6 +138,10 @@ pub struct Outcome {
     pub repair_bytes: u64,
     pub repair_bytes_read: u64,
     pub repair_bytes_written: u64,
+    /// Time the repairer spends moving `repair_bytes` at `repair.bandwidth`.
+    pub repair_busy_ms: u64,
+    /// Longest a repair waited behind others at that pace.
+    pub repair_backlog_max_ms: u64,
     pub stripes_repaired: u64,
     pub packets_rebuilt: u64,
     pub repair_refusals: u64,
@@ -261,6 +265,8 @@ struct Sim<'a> {
     backoff: BTreeMap<u32, (u64, u32)>,
     // policy
     repair: RepairPolicy,
+    /// When the paced repairer is free again.
+    repair_busy_until: u64,
     audit_policy: AuditPolicy,
     ledger: AuditLedger,
     // rngs
@@ -355,6 +361,7 @@ impl<'a> Sim<'a> {
                 grace: sc.repair.grace_ms,
                 threshold: sc.repair.threshold as usize,
             },
+            repair_busy_until: 0,
             audit_policy: AuditPolicy {
                 interval: sc.audit.interval_ms,
                 evict_after: sc.audit.evict_after,
@@ -384,6 +391,8 @@ impl<'a> Sim<'a> {
                 repair_bytes: 0,
                 repair_bytes_read: 0,
                 repair_bytes_written: 0,
+                repair_busy_ms: 0,
+                repair_backlog_max_ms: 0,
                 stripes_repaired: 0,
                 packets_rebuilt: 0,
                 repair_refusals: 0,

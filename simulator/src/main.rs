@@ -90,6 +90,24 @@ fn real_main() -> anyhow::Result<()> {
                 r.load_gini,
                 r.wall_seconds
             )?;
+            let cf = &r.closed_form;
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            writeln!(
+                stdout,
+                "closed form: {:.4} objects lost without repair{}; repair read {:.2} GiB = {:.2} x the RS lower bound \
+                 ({:.2} GiB: bytes destroyed x K); repairer busy {:.1} h at repair.bandwidth, longest wait {:.2} h",
+                cf.expected_objects_lost_without_repair,
+                match (cf.expected_objects_lost_with_repair, cf.repair_window_hours) {
+                    (Some(lost), Some(window)) =>
+                        format!(", {lost:.3e} with repair (window {window:.2} h)"),
+                    _ => String::new(),
+                },
+                gib(r.repair_bytes_read),
+                r.repair_read_over_lower_bound,
+                gib(r.repair_lower_bound_bytes),
+                r.repair_busy_hours,
+                r.repair_backlog_max_hours,
+            )?;
             for file in &result.files {
                 writeln!(stdout, "wrote {}", file.display())?;
             }

@@ -47,6 +47,12 @@ pub struct ClosedForm {
     pub object_loss_probability: f64,
     /// Expected objects lost among those stored, with no repair.
     pub expected_objects_lost_without_repair: f64,
+    /// The window model with repair (`closed_form::stripe_loss_with_repair`):
+    /// a lost packet is rebuilt `repair_window_hours` (grace + checker
+    /// period) after its node is lost; `null` when repair is off.
+    pub repair_window_hours: Option<f64>,
+    pub stripe_loss_probability_with_repair: Option<f64>,
+    pub expected_objects_lost_with_repair: Option<f64>,
 }
 
 /// `report.json`.
@@ -74,6 +80,17 @@ pub struct Report {
     pub repair_bytes: u64,
     pub repair_bytes_read: u64,
     pub repair_bytes_written: u64,
+    /// Reed–Solomon's lower bound on repair reads: every destroyed packet
+    /// rebuilt from K others (bytes destroyed × K; replicas: × 1).
+    pub repair_lower_bound_bytes: u64,
+    /// repair_bytes_read / repair_lower_bound_bytes (1 = only destroyed
+    /// packets were rebuilt; more = packets of nodes away past the grace
+    /// that came back, or rebuilt twice).
+    pub repair_read_over_lower_bound: f64,
+    /// Hours the repairer is busy at `repair.bandwidth`, and the longest a
+    /// repair waits behind others at that pace.
+    pub repair_busy_hours: f64,
+    pub repair_backlog_max_hours: f64,
     pub stripes_repaired: u64,
     pub packets_rebuilt: u64,
     pub repair_refusals: u64,
@@ -121,6 +138,31 @@ impl Report {
         let node_loss = 1.0 - (1.0 - f.permanent_probability) * (1.0 - f.corruption_probability);
         let object_loss = closed_form::object_loss_probability(width, k, stripes, node_loss);
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let lower_bound = outcome
+            .packets_lost
+            .saturating_mul(b.packet_size)
+            .saturating_mul(u64::from(k));
+        let horizon = scenario.horizon_ms as f64;
+        let with_repair = scenario.repair.enabled.then(|| {
+            let window = scenario.repair.grace_ms as f64
+                + strew_coordinator::repair::check_period(scenario.repair.grace_ms) as f64;
+            let rate = -(1.0 - node_loss).max(f64::MIN_POSITIVE).ln() / horizon.max(1.0);
+            let stripe = closed_form::stripe_loss_with_repair(
+                width,
+                k,
+                scenario.repair.threshold,
+                rate,
+                window,
+                horizon,
+            );
+            let object = 1.0 - (1.0 - stripe).powf(f64::from(stripes));
+            (
+                window / 3_600_000.0,
+                stripe,
+                object * outcome.objects_stored as f64,
+            )
+        });
+        let hours = |ms: u64| ms as f64 / 3_600_000.0;
         let utilisation_mean = if outcome.utilisation.is_empty() {
             0.0
         } else {
@@ -148,6 +190,10 @@ impl Report {
             repair_bytes: outcome.repair_bytes,
             repair_bytes_read: outcome.repair_bytes_read,
             repair_bytes_written: outcome.repair_bytes_written,
+            repair_lower_bound_bytes: lower_bound,
+            repair_read_over_lower_bound: ratio(outcome.repair_bytes_read, lower_bound),
+            repair_busy_hours: hours(outcome.repair_busy_ms),
+            repair_backlog_max_hours: hours(outcome.repair_backlog_max_ms),
             stripes_repaired: outcome.stripes_repaired,
             packets_rebuilt: outcome.packets_rebuilt,
             repair_refusals: outcome.repair_refusals,
@@ -167,6 +213,9 @@ impl Report {
                 stripe_loss_probability: closed_form::stripe_loss_probability(width, k, node_loss),
                 object_loss_probability: object_loss,
                 expected_objects_lost_without_repair: object_loss * outcome.objects_stored as f64,
+                repair_window_hours: with_repair.map(|r| r.0),
+                stripe_loss_probability_with_repair: with_repair.map(|r| r.1),
+                expected_objects_lost_with_repair: with_repair.map(|r| r.2),
             },
             events: outcome.events,
             wall_seconds,

@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use strew_coordinator::audit::AuditPolicy;
+use strew_coordinator::repair::{DEFAULT_REPAIR_BANDWIDTH, RepairPolicy, check_period};
 use strew_coordinator::{DistanceRange, GeoPoint, Redundancy};
 
 use crate::distribution::{Distribution, DistributionError};
@@ -126,6 +128,9 @@ pub struct RepairSpec {
     pub threshold: u32,
     /// How often stripes waiting for enough reachable packets are retried.
     pub retry_every_ms: u64,
+    /// Pace of the repairer's traffic, bytes per second (the daemon's
+    /// `repair_bandwidth`); 0 = unlimited.
+    pub bandwidth: u64,
 }
 
 /// Audits: periodic proof-of-storage challenges.
@@ -228,6 +233,7 @@ struct RawRepair {
     grace: Option<String>,
     threshold: Option<i64>,
     retry_every: Option<String>,
+    bandwidth: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -518,16 +524,24 @@ impl Scenario {
             }
         };
 
+        // Defaults are the daemon's: the coordinator's repair policy, the
+        // checker's period and the repair bandwidth.
+        let daemon = RepairPolicy::default();
         let repair = match raw.repair {
             None => RepairSpec {
                 enabled: false,
-                grace_ms: DAY_MS,
-                threshold: 1,
-                retry_every_ms: 3_600_000,
+                grace_ms: daemon.grace,
+                threshold: daemon.threshold as u32,
+                retry_every_ms: check_period(daemon.grace),
+                bandwidth: DEFAULT_REPAIR_BANDWIDTH,
             },
             Some(r) => {
                 let width = backup.redundancy.width() as i64;
-                let threshold = positive_count("repair.threshold", r.threshold, Some(1))?;
+                let threshold = positive_count(
+                    "repair.threshold",
+                    r.threshold,
+                    Some(daemon.threshold as i64),
+                )?;
                 if i64::from(threshold) > width - backup.redundancy.data_packets() as i64 {
                     return Err(invalid(
                         "repair.threshold",
@@ -539,41 +553,54 @@ impl Scenario {
                         ),
                     ));
                 }
-                let retry_every_ms = value::duration_ms(
-                    "repair.retry_every",
-                    r.retry_every.as_deref().unwrap_or("1h"),
-                )?;
+                let grace_ms = match r.grace.as_deref() {
+                    Some(text) => value::duration_ms("repair.grace", text)?,
+                    None => daemon.grace,
+                };
+                let retry_every_ms = match r.retry_every.as_deref() {
+                    Some(text) => value::duration_ms("repair.retry_every", text)?,
+                    None => check_period(grace_ms),
+                };
                 if retry_every_ms == 0 {
                     return Err(invalid("repair.retry_every", "must be longer than zero"));
                 }
+                let bandwidth = match r.bandwidth.as_deref() {
+                    Some(text) => value::size("repair.bandwidth", text)?,
+                    None => DEFAULT_REPAIR_BANDWIDTH,
+                };
                 RepairSpec {
                     enabled: r.enabled.unwrap_or(true),
-                    grace_ms: value::duration_ms(
-                        "repair.grace",
-                        r.grace.as_deref().unwrap_or("24h"),
-                    )?,
+                    grace_ms,
                     threshold,
                     retry_every_ms,
+                    bandwidth,
                 }
             }
         };
 
+        let audits = AuditPolicy::default();
         let audit = match raw.audit {
             None => AuditSpec {
                 enabled: false,
-                interval_ms: 7 * DAY_MS,
-                evict_after: 1,
+                interval_ms: audits.interval,
+                evict_after: audits.evict_after,
             },
             Some(a) => {
-                let interval_ms =
-                    value::duration_ms("audit.interval", a.interval.as_deref().unwrap_or("7d"))?;
+                let interval_ms = match a.interval.as_deref() {
+                    Some(text) => value::duration_ms("audit.interval", text)?,
+                    None => audits.interval,
+                };
                 if interval_ms == 0 {
                     return Err(invalid("audit.interval", "must be longer than zero"));
                 }
                 AuditSpec {
                     enabled: a.enabled.unwrap_or(true),
                     interval_ms,
-                    evict_after: positive_count("audit.evict_after", a.evict_after, Some(1))?,
+                    evict_after: positive_count(
+                        "audit.evict_after",
+                        a.evict_after,
+                        Some(i64::from(audits.evict_after)),
+                    )?,
                 }
             }
         };
@@ -639,6 +666,29 @@ threshold = 1
                 msg
             }
         }
+    }
+
+    #[test]
+    fn repair_and_audit_defaults_are_the_daemons() {
+        let s = Scenario::parse(
+            "nodes = 10\n[backup]\nobjects = 1\n[repair]\n[audit]\n",
+            "defaults",
+        )
+        .unwrap();
+        let daemon = RepairPolicy::default();
+        assert_eq!(s.repair.grace_ms, daemon.grace);
+        assert_eq!(s.repair.threshold as usize, daemon.threshold);
+        assert_eq!(s.repair.retry_every_ms, check_period(daemon.grace));
+        assert_eq!(s.repair.bandwidth, DEFAULT_REPAIR_BANDWIDTH);
+        assert_eq!(s.audit.interval_ms, AuditPolicy::default().interval);
+        assert_eq!(s.audit.evict_after, AuditPolicy::default().evict_after);
+        assert!(s.repair.enabled && s.audit.enabled);
+        let paced = Scenario::parse(
+            "nodes = 10\n[backup]\nobjects = 1\n[repair]\nbandwidth = \"1MB\"\n",
+            "paced",
+        )
+        .unwrap();
+        assert_eq!(paced.repair.bandwidth, 1_000_000);
     }
 
     #[test]

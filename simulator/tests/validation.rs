@@ -204,6 +204,7 @@ disasters = [{ at = "40d", lat = 48.14, lon = 11.58, radius = "200km" }]
 grace = "48h"
 [audit]
 interval = "3d"
+evict_after = 1
 "#;
 
 #[test]

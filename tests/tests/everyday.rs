@@ -105,6 +105,7 @@ fn make_tree(root: &Path) -> Result<Option<Mount>> {
         "notes/drafts",
         "tmp",
         "docs",
+        "bin",
     ] {
         fs::create_dir_all(root.join(d))?;
     }
@@ -112,6 +113,9 @@ fn make_tree(root: &Path) -> Result<Option<Mount>> {
     fs::set_permissions(root.join("src/main.rs"), fs::Permissions::from_mode(0o751))?;
     fs::write(root.join("src/node_modules/pkg/index.js"), "x")?;
     fs::write(root.join("build.log"), "log")?;
+    // Setuid and setgid: masked by restore unless --preserve-setid.
+    fs::write(root.join("bin/tool"), "#!/bin/sh\n")?;
+    fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o6755))?;
     fs::write(
         root.join("cache/CACHEDIR.TAG"),
         "Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n",
@@ -233,10 +237,11 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
             "{kept} missing: {listed:?}"
         );
     }
-    // The manifest is one stripe here: 2 packets of erasure 2+1 read it;
-    // the 6 MB of data (dozens of packets) were not touched.
+    // The snapshot root and the manifest are one stripe each here: 2
+    // packets of erasure 2+1 read each; the 6 MB of data (dozens of
+    // packets) were not touched.
     ensure!(
-        (1..=2).contains(&ls_fetches),
+        (2..=4).contains(&ls_fetches),
         "ls fetched {ls_fetches} packets"
     );
     let one = source.cli_json(&["ls", &snap_a, "tree/src", "--json"])?;
@@ -252,8 +257,9 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
     let served = packets_served(&ports)?;
     let found = source.cli_json(&["find", "*.rs", "--json"])?;
     let find_fetches = packets_served(&ports)? - served;
+    // Snapshot b's root and manifest stripes (a's manifest is cached).
     ensure!(
-        (1..=2).contains(&find_fetches),
+        (2..=4).contains(&find_fetches),
         "find fetched {find_fetches} packets"
     );
     let mut found: Vec<(String, String)> = found
@@ -287,7 +293,8 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
         "{diff}"
     );
 
-    // Partial restore: one file, its stripes only, byte-identical with mode and mtime.
+    // Partial restore: two files, their stripes only, byte-identical with
+    // mode and mtime, except setuid and setgid bits.
     let dest = work.path().join("restored");
     let served = packets_served(&ports)?;
     let r = source.cli_json(&[
@@ -296,15 +303,33 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
         dest.to_str().context("utf-8 path")?,
         "--include",
         "tree/src/main.rs",
+        "--include",
+        "tree/bin/tool",
         "--json",
     ])?;
     let restore_fetches = packets_served(&ports)? - served;
-    // One manifest stripe and one stripe packing the small file: 2 packets each.
+    // The root, one manifest stripe and the stripes packing the small
+    // files: 2 packets each.
     ensure!(
-        restore_fetches <= 4,
+        restore_fetches <= 8,
         "restore --include fetched {restore_fetches} packets"
     );
-    ensure!(r["restore"]["files"] == 1, "{r}");
+    ensure!(r["restore"]["files"] == 2, "{r}");
+    let tool_mode = |dest: &Path| -> Result<u32> {
+        Ok(fs::metadata(dest.join("tree/bin/tool"))?.mode() & 0o7777)
+    };
+    ensure!(tool_mode(&dest)? == 0o755, "{:o}", tool_mode(&dest)?);
+    let kept = work.path().join("restored-setid");
+    source.cli_json(&[
+        "restore",
+        &snap_b,
+        kept.to_str().context("utf-8 path")?,
+        "--include",
+        "tree/bin/tool",
+        "--preserve-setid",
+        "--json",
+    ])?;
+    ensure!(tool_mode(&kept)? == 0o6755, "{:o}", tool_mode(&kept)?);
     let (orig, back) = (tree.join("src/main.rs"), dest.join("tree/src/main.rs"));
     ensure!(fs::read(&orig)? == fs::read(&back)?);
     let (mo, mb) = (fs::metadata(&orig)?, fs::metadata(&back)?);

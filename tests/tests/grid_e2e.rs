@@ -263,6 +263,14 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
         ])
     };
 
+    // Both sources hold the grid's convergence secret, as members are given
+    // it when they join; without it grid-scope sets do not dedup.
+    for node in &nodes[..2] {
+        fs::write(
+            node.data_dir().join("grid-convergence.key"),
+            "5a".repeat(32),
+        )?;
+    }
     let first = backup(&nodes[0], "mine", "1000km..")?;
     let before = stored_packets(&all)?;
     // Dedup reuses a stored copy only if its targets meet the new backup's

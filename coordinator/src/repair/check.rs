@@ -20,6 +20,28 @@ use crate::units::Millis;
 /// elsewhere, unless configured otherwise (Storj's 4 hours).
 pub const DEFAULT_REPAIR_GRACE: Millis = 4 * 60 * 60 * 1000;
 
+/// Default pace of repair traffic (reads and writes together), bytes per
+/// second, unless configured otherwise (`repair_bandwidth`).
+pub const DEFAULT_REPAIR_BANDWIDTH: u64 = 8_000_000;
+
+/// Longest wait before a stripe whose repair failed is tried again (the
+/// back-off doubles up to this).
+pub const MAX_REPAIR_BACKOFF: Millis = 5 * 60 * 1000;
+
+/// How often the checker looks at the stripes for a grace period: a tenth of
+/// it, between 1 s and 5 min (a packet is repaired at most that long after
+/// its grace ends).
+pub const fn check_period(grace: Millis) -> Millis {
+    let tenth = grace / 10;
+    if tenth < 1000 {
+        1000
+    } else if tenth > 300_000 {
+        300_000
+    } else {
+        tenth
+    }
+}
+
 impl Default for RepairPolicy {
     /// Grace [`DEFAULT_REPAIR_GRACE`]; the threshold by the stripe's width
     /// ([`RepairPolicy::threshold_for`]: eager up to 4+3, half the parity

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use strew_coordinator::{DataId, PacketId, Redundancy};
+use strew_coordinator::{PacketId, Redundancy};
 use strew_node::pipeline::codec::{Codec, PacketSource, StripeRecord};
-use strew_node::pipeline::secret::ConvergenceSecret;
+use strew_node::pipeline::secret::{ChunkKey, ConvergenceSecret};
 
 struct Map(BTreeMap<PacketId, Vec<u8>>);
 impl PacketSource for Map {
@@ -40,10 +40,11 @@ fuzz_target!(|data: &[u8]| {
         zstd_level: 1,
         redundancy: Redundancy::Erasure { k: 4, m: 2 },
     };
+    let key = ChunkKey([2; 32]);
     let record = StripeRecord {
-        data_id: DataId([2; 32]),
+        data_id: key.storage_index(),
         plain_len: 0,
         packets: ids,
     };
-    let _ = codec.decode(&record, &source);
+    let _ = codec.decode(&record, &key, &source);
 });

@@ -91,14 +91,8 @@ impl SourceJobs {
         }
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = Arc::new(OverlayTransport::new(ctx.overlay.clone()));
-        let (manifest, fetched) = grid_manifest(
-            &self.me,
-            &manager,
-            transport,
-            snapshot,
-            vec![self.grid.clone(), self.private.clone()],
-        )
-        .await?;
+        let (manifest, fetched) =
+            grid_manifest(&self.me, &manager, transport, snapshot, self.restore_keys()).await?;
         let (cache, copy) = (ManifestCache::new(&ctx.data_dir), manifest.clone());
         tokio::task::spawn_blocking(move || cache.put(&snapshot, &copy))
             .await

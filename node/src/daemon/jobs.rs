@@ -33,7 +33,8 @@ use crate::grid::{
 };
 use crate::grid::{KeepPolicy, apply_retention};
 use crate::pipeline::{
-    ChunkSizes, ConvergenceSecret, ExcludeRules, Progress, RestoreOptions, RestoreProgress,
+    ChunkSizes, ConvergenceSecret, ExcludeRules, Progress, RestoreKeys, RestoreOptions,
+    RestoreProgress,
 };
 use crate::store::PacketStore;
 
@@ -41,8 +42,6 @@ use crate::store::PacketStore;
 pub const OUTBOX_DIR: &str = "outbox";
 /// The known-chunk index file.
 pub const KNOWN_FILE: &str = "known-chunks.redb";
-/// Name of the grid whose shared convergence secret `grid`-scope sets use.
-pub const GRID_SECRET_NAME: &str = "strew grid v1";
 /// How long `status` waits for the manager before saying it is unreachable.
 const STATUS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Packets uploaded at once by one backup.
@@ -233,7 +232,9 @@ pub struct SourceJobs {
     outbox: PacketStore,
     known: KnownIndex,
     pub(super) private: ConvergenceSecret,
-    pub(super) grid: ConvergenceSecret,
+    /// Where `grid-convergence.key` is looked for (read at each use: it
+    /// may arrive after the node started, when it joins a grid).
+    data_dir: PathBuf,
     sets: Arc<SetBook>,
     /// One backup at a time per node (they share the outbox and the index).
     backup_lock: tokio::sync::Mutex<()>,
@@ -269,7 +270,7 @@ impl SourceJobs {
             outbox,
             known,
             private: crate::keys::private_secret(data_dir)?,
-            grid: ConvergenceSecret::for_grid(GRID_SECRET_NAME),
+            data_dir: data_dir.to_path_buf(),
             sets: Arc::new(SetBook::open(data_dir)?),
             backup_lock: tokio::sync::Mutex::new(()),
             live: Mutex::new(HashMap::new()),
@@ -308,8 +309,31 @@ impl SourceJobs {
 
     fn secret(&self, params: &BackupParams) -> ConvergenceSecret {
         match params.encryption.convergence {
-            ConvergenceScope::Grid => self.grid.clone(),
+            ConvergenceScope::Grid => self.grid().unwrap_or_else(|| {
+                warn!(
+                    file = crate::keys::GRID_SECRET_FILE,
+                    "this node has no grid convergence secret: the grid-scope set is keyed under \
+                     the private secret (no dedup with other sources)"
+                );
+                self.private.clone()
+            }),
             ConvergenceScope::Private => self.private.clone(),
+        }
+    }
+
+    /// The grid's convergence secret, if this node was given one.
+    fn grid(&self) -> Option<ConvergenceSecret> {
+        crate::keys::grid_secret(&self.data_dir).unwrap_or_else(|err| {
+            warn!(%err, "ignoring the grid convergence secret file");
+            None
+        })
+    }
+
+    /// The secrets a restore (or a manifest read) of this node's snapshots uses.
+    pub(super) fn restore_keys(&self) -> RestoreKeys {
+        RestoreKeys {
+            owner: self.private.clone(),
+            data: self.grid().into_iter().collect(),
         }
     }
 
@@ -370,6 +394,7 @@ impl SourceJobs {
             params: params.clone(),
             sizes,
             secret: self.secret(&params),
+            owner: self.private.clone(),
             now_ms: strew_overlay::now_ms(),
             parallel_uploads: PARALLEL_UPLOADS,
             previous: if skip_if_unchanged {
@@ -461,6 +486,8 @@ impl SourceJobs {
             #[serde(default)]
             overwrite: bool,
             #[serde(default)]
+            preserve_setid: bool,
+            #[serde(default)]
             include: Vec<String>,
             #[serde(default)]
             job: Option<String>,
@@ -489,9 +516,10 @@ impl SourceJobs {
             transport,
             snapshot,
             args.dest.clone(),
-            vec![self.grid.clone(), self.private.clone()],
+            self.restore_keys(),
             RestoreOptions {
                 overwrite: args.overwrite,
+                preserve_setid: args.preserve_setid,
                 include: args.include,
             },
             progress,

@@ -39,9 +39,9 @@ use crate::store::{PacketStore, StoreError};
 /// Stripes repaired at once.
 pub const REPAIR_CONCURRENCY: usize = 4;
 /// Default pace of repair traffic (reads and writes together), bytes per second.
-pub const DEFAULT_REPAIR_BANDWIDTH: u64 = 8_000_000;
+pub const DEFAULT_REPAIR_BANDWIDTH: u64 = strew_coordinator::repair::DEFAULT_REPAIR_BANDWIDTH;
 /// Longest wait before a failed stripe is tried again.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const MAX_BACKOFF: Duration = Duration::from_millis(strew_coordinator::repair::MAX_REPAIR_BACKOFF);
 
 /// How the repairer runs.
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +55,9 @@ pub struct RepairSettings {
 
 impl RepairSettings {
     pub fn new(grace: Duration, bandwidth: u64) -> Self {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         RepairSettings {
-            check_every: (grace / 10).clamp(Duration::from_secs(1), Duration::from_secs(300)),
+            check_every: Duration::from_millis(strew_coordinator::repair::check_period(grace_ms)),
             bandwidth,
             concurrency: REPAIR_CONCURRENCY,
         }

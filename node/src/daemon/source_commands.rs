@@ -130,6 +130,11 @@ pub struct RestoreCmd {
     /// Restore into a non-empty DEST, replacing what the snapshot names.
     #[arg(long)]
     pub overwrite: bool,
+    /// Keep setuid, setgid and sticky bits as backed up. Without it they are
+    /// cleared: a snapshot's modes come from its manifest, and a restored
+    /// setuid program owned by the restoring user is rarely what anyone wants.
+    #[arg(long)]
+    pub preserve_setid: bool,
     /// Restore only this path inside the snapshot (`home/docs/report.pdf`, a
     /// folder and all it holds) or what a gitignore-style pattern matches
     /// (`*.jpg`); repeatable. Only the packets those files need are fetched.
@@ -413,6 +418,7 @@ pub async fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
         "snapshot": cmd.snapshot,
         "dest": dest,
         "overwrite": cmd.overwrite,
+        "preserve_setid": cmd.preserve_setid,
         "include": cmd.include,
         "job": job,
     });

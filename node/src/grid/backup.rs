@@ -36,7 +36,10 @@ pub struct GridBackupOptions {
     pub paths: Vec<PathBuf>,
     pub params: BackupParams,
     pub sizes: ChunkSizes,
+    /// The data's convergence secret (the grid's or the private one).
     pub secret: ConvergenceSecret,
+    /// The owner's private secret: keys the manifest and the snapshot root.
+    pub owner: ConvergenceSecret,
     pub now_ms: u64,
     /// Packets in flight at once (per-target limits apply below this).
     pub parallel_uploads: usize,
@@ -95,6 +98,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             zstd_level,
             redundancy: opts.params.redundancy,
         },
+        owner: opts.owner.clone(),
         excludes: opts.excludes.clone(),
     };
     let (paths, box_, idx, prog) = (

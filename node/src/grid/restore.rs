@@ -1,6 +1,7 @@
 //! A restore from the grid: fetch the snapshot's sequence sealed to this
 //! node, open it with the node's X25519 secret, then let the pipeline's
-//! restore pull any K packets of each stripe directly from their targets
+//! restore open the snapshot root with the private convergence secret and
+//! pull any K packets of each stripe directly from their targets
 //! (a packet that is missing, unreachable or corrupt is replaced by another
 //! of its stripe), verify every chunk and rebuild the tree. Works from a
 //! fresh machine holding only the exported key: everything else comes from
@@ -23,8 +24,8 @@ use crate::pipeline::codec::StripeError;
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::restore::RestoreError;
 use crate::pipeline::{
-    self, Codec, ConvergenceSecret, PacketSource, RestoreOptions, RestoreProgress, RestoreReport,
-    Sequence, StripeRecord,
+    self, PacketSource, RestoreKeys, RestoreOptions, RestoreProgress, RestoreReport, Sequence,
+    StripeRecord,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,7 +46,7 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
     transport: Arc<T>,
     snapshot: SnapshotId,
     dest: PathBuf,
-    secrets: Vec<ConvergenceSecret>,
+    keys: RestoreKeys,
     opts: RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<GridRestoreReport, GridError> {
@@ -54,33 +55,11 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
     let tickets = ReadTickets::fetch(manager, snapshot, sealed_seq.stripes.len()).await?;
 
     let source = GridSource::new(transport, targets, tickets);
-    let mut others = secrets.into_iter();
-    let first = others
-        .next()
-        .ok_or_else(|| GridError::Other("no convergence secret to restore with".into()))?;
     let dest2 = dest.clone();
     let (result, source) = tokio::task::spawn_blocking(move || {
-        // The sequence does not say which convergence secret encrypted the
-        // snapshot: each is tried in turn. A wrong one fails on the
-        // manifest, before anything is written.
-        let attempt = |secret| {
-            let codec = Codec {
-                secret,
-                zstd_level: 3,
-                redundancy: strew_coordinator::Redundancy::Erasure { k: 1, m: 1 },
-            };
-            pipeline::restore(&sequence, &codec, &source, &dest2, &opts, &progress)
-        };
-        let mut result = attempt(first);
-        for secret in others {
-            if !matches!(
-                result,
-                Err(RestoreError::Stripe(StripeError::WrongSecret { .. }))
-            ) {
-                break;
-            }
-            result = attempt(secret);
-        }
+        // The root opens with the owner's secret; the manifest names the
+        // secret that verifies the data. Nothing is written before both hold.
+        let result = pipeline::restore(&sequence, &keys, &source, &dest2, &opts, &progress);
         (result, source)
     })
     .await
@@ -118,6 +97,9 @@ async fn report_unusable<M: ManagerApi>(manager: &M, seq: &SealedSequence, e: &S
             data_id, corrupt, ..
         } if !corrupt.is_empty() => *data_id,
         StripeError::NotEnoughPackets { .. } => return,
+        // The manifest's key does not name this chunk: this node's problem,
+        // not the stored copy's.
+        StripeError::WrongKey { .. } => return,
         StripeError::WrongSecret { data_id } if *data_id == seq.manifest => return,
         StripeError::WrongSecret { data_id }
         | StripeError::WrongContent { data_id, .. }
@@ -176,7 +158,7 @@ pub async fn grid_manifest<M: ManagerApi, T: PacketTransport + 'static>(
     manager: &M,
     transport: Arc<T>,
     snapshot: SnapshotId,
-    secrets: Vec<ConvergenceSecret>,
+    keys: RestoreKeys,
 ) -> Result<(Manifest, u64), GridError> {
     let sealed_seq = open_sequence(me, manager, snapshot).await?;
     let (sequence, targets) = to_pipeline_sequence(&sealed_seq);
@@ -189,28 +171,12 @@ pub async fn grid_manifest<M: ManagerApi, T: PacketTransport + 'static>(
     let tickets = ReadTickets::fetch(manager, snapshot, manifest_stripes).await?;
     let source = GridSource::new(transport, targets, tickets);
     let (result, source) = tokio::task::spawn_blocking(move || {
-        let mut result = Err(RestoreError::Stripe(StripeError::WrongSecret {
-            data_id: sequence.snapshot,
-        }));
-        for secret in secrets {
-            let codec = Codec {
-                secret,
-                zstd_level: 3,
-                redundancy: strew_coordinator::Redundancy::Erasure { k: 1, m: 1 },
-            };
-            result = pipeline::restore::read_manifest(&sequence, &codec, &source);
-            if !matches!(
-                result,
-                Err(RestoreError::Stripe(StripeError::WrongSecret { .. }))
-            ) {
-                break;
-            }
-        }
+        let result = pipeline::restore::read_manifest(&sequence, &keys, &source);
         (result, source)
     })
     .await
     .map_err(|e| GridError::Other(format!("manifest task failed: {e}")))?;
-    let manifest = result?;
+    let (manifest, _) = result?;
     Ok((
         manifest,
         source.fetched.load(std::sync::atomic::Ordering::Relaxed),

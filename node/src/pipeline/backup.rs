@@ -6,11 +6,15 @@
 //! 1. a reader thread walks the tree in a deterministic order, streams each
 //!    file through FastCDC (files below the minimum chunk size go into a
 //!    shared packed stream), hashes whole files, and builds manifest entries;
-//! 2. the calling thread encodes each batch of chunks on rayon's pool;
+//! 2. the calling thread keys and encodes each batch of chunks on rayon's pool;
 //!    chunks already stored (earlier in this backup, or known to the
 //!    [`KnownChunks`] index: a previous snapshot, or the manager's dedup
 //!    answer) are not encoded again;
 //! 3. a writer thread hands stripes to the [`PacketSink`] in sequence order.
+//!
+//! Then the manifest (which holds every chunk's key) is stored under the
+//! owner's private secret, preceded by the snapshot root: the manifest
+//! chunks' keys, under a key only the owner derives (see `secret`).
 //!
 //! A file that cannot be read is reported in the warnings and skipped; the
 //! rest of the backup goes on. Only a root that cannot be read, or a sink
@@ -35,6 +39,7 @@ use super::chunking::ChunkSizes;
 use super::codec::{Codec, EncodedStripe, StripeRecord};
 use super::exclude::{ExcludeError, ExcludeRules, Excluder};
 use super::manifest::{ChunkRef, Entry, EntryKind, Extent, MANIFEST_VERSION, Manifest};
+use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
 
 /// A batch is cut when it holds this many bytes of chunks.
@@ -121,7 +126,11 @@ pub struct BackupOptions {
     pub name: String,
     pub time_ms: u64,
     pub sizes: ChunkSizes,
+    /// Data chunks are keyed under `codec.secret` (grid or private scope).
     pub codec: Codec,
+    /// The owner's private secret: the manifest and the snapshot root are
+    /// keyed under it, whatever the data's scope.
+    pub owner: ConvergenceSecret,
     /// What to leave out (`.strewignore` files are honoured whatever this says).
     pub excludes: ExcludeRules,
 }
@@ -236,7 +245,7 @@ pub fn backup(
         .iter()
         .map(|c| {
             c.unwrap_or(ChunkRef {
-                data_id: DataId([0; 32]),
+                key: ChunkKey([0; 32]),
                 len: 0,
             })
         })
@@ -246,11 +255,16 @@ pub fn backup(
         name: opts.name.clone(),
         time_ms: opts.time_ms,
         roots: roots.iter().map(|p| p.display().to_string()).collect(),
+        secret: opts.codec.secret.fingerprint(),
         chunks,
         entries,
     };
     let bytes = manifest.encode();
-    let snapshot = opts.codec.secret.data_id(&bytes);
+    let owner = Codec {
+        secret: opts.owner.clone(),
+        ..opts.codec.clone()
+    };
+    let snapshot = owner.key(&bytes).storage_index();
     // The manifest is stored like data: chunked, encoded, in parallel.
     let pieces: Vec<&[u8]> = fastcdc::v2020::FastCDC::new(
         &bytes,
@@ -260,16 +274,21 @@ pub fn backup(
     )
     .map(|c| &bytes[c.offset..c.offset + c.length])
     .collect();
-    let encoded: Vec<EncodedStripe> = pieces
+    let encoded: Vec<(ChunkKey, EncodedStripe)> = pieces
         .par_iter()
         .map(|piece| {
-            let id = opts.codec.secret.data_id(piece);
-            opts.codec.encode(id, piece)
+            let key = owner.key(piece);
+            (key, owner.encode(&key, piece))
         })
         .collect();
+    // The snapshot root: the manifest chunks' keys, in order, under a key
+    // derived from the owner's secret and the manifest's storage indices.
+    let indices: Vec<DataId> = encoded.iter().map(|(k, _)| k.storage_index()).collect();
+    let root_plain: Vec<u8> = encoded.iter().flat_map(|(k, _)| k.0).collect();
+    let root = owner.encode(&opts.owner.root_key(&indices), &root_plain);
     let data_new = written.new_chunks;
-    let mut manifest_records = Vec::with_capacity(encoded.len());
-    for stripe in encoded {
+    let mut manifest_records = Vec::with_capacity(encoded.len() + 1);
+    for stripe in std::iter::once(root).chain(encoded.into_iter().map(|(_, s)| s)) {
         if let Some(known) = known.known(&stripe.record.data_id) {
             manifest_records.push(known);
             continue;
@@ -336,7 +355,7 @@ type SmallRead = std::io::Result<Option<(Vec<u8>, DataId)>>;
 /// One encoded chunk as the writer receives it.
 struct Encoded {
     index: u32,
-    data_id: DataId,
+    key: ChunkKey,
     len: u32,
     outcome: Outcome,
 }
@@ -360,7 +379,8 @@ fn encode_stage(
         let out: Vec<Encoded> = batch
             .into_par_iter()
             .map(|(index, bytes)| {
-                let data_id = opts.codec.secret.data_id(&bytes);
+                let key = opts.codec.key(&bytes);
+                let data_id = key.storage_index();
                 let first = claimed
                     .lock()
                     .map(|mut set| set.insert(data_id))
@@ -370,12 +390,12 @@ fn encode_stage(
                 } else if let Some(record) = known.known(&data_id) {
                     Outcome::Known(record)
                 } else {
-                    Outcome::New(opts.codec.encode(data_id, &bytes))
+                    Outcome::New(opts.codec.encode(&key, &bytes))
                 };
                 progress.chunks.fetch_add(1, Ordering::Relaxed);
                 Encoded {
                     index,
-                    data_id,
+                    key,
                     len: bytes.len() as u32,
                     outcome,
                 }
@@ -424,7 +444,7 @@ fn write_stage(
                 w.table.resize(i + 1, None);
             }
             w.table[i] = Some(ChunkRef {
-                data_id: e.data_id,
+                key: e.key,
                 len: e.len,
             });
             match e.outcome {
@@ -645,7 +665,7 @@ impl<'a> Reader<'a> {
                     if buf.len() as u64 >= min {
                         return Ok(None); // it grew while we looked
                     }
-                    let id = secret.data_id(&buf);
+                    let id = secret.file_id(&buf);
                     Ok(Some((buf, id)))
                 })
                 .collect()
@@ -695,7 +715,7 @@ impl<'a> Reader<'a> {
         let s = self.opts.sizes;
         let cdc =
             fastcdc::v2020::StreamCDC::new(file, s.min as usize, s.avg as usize, s.max as usize);
-        let mut hasher = self.opts.codec.secret.data_id_hasher();
+        let mut hasher = self.opts.codec.secret.file_id_hasher();
         let mut extents = Vec::new();
         let mut size = 0u64;
         for chunk in cdc {

@@ -2,7 +2,8 @@
 //! shrink), encrypt (convergent, see `secret`), then make redundant
 //! (Reed–Solomon `erasure:K+M` or `replicas:N`); and the way back, which
 //! verifies each packet against its PacketId, uses any K good packets of
-//! the stripe, authenticates, decompresses and checks the DataId.
+//! the stripe, authenticates with the chunk's key, decompresses and checks
+//! that the plaintext gives that key again under the codec's secret.
 //!
 //! The codec is pure computation over byte slices: no I/O, no threads. It is
 //! called from the parallel stages of `backup` and `restore`.
@@ -15,10 +16,10 @@ use strew_coordinator::{DataId, PacketId, Redundancy};
 use super::packet::{
     self, BlobHeader, FLAG_COMPRESSED, FormatError, PacketHeader, Scheme, encode_packet,
 };
-use super::secret::ConvergenceSecret;
+use super::secret::{ChunkKey, ConvergenceSecret};
 
-/// One entry of a sequence, without targets: a chunk and the packets of its
-/// stripe. `packets[i]` is share `i`; with replicas every entry is the same
+/// One entry of a sequence, without targets: a chunk (by its storage index,
+/// never its key) and the packets of its stripe. `packets[i]` is share `i`; with replicas every entry is the same
 /// PacketId (one packet stored on N targets).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StripeRecord {
@@ -76,12 +77,17 @@ pub enum StripeError {
         corrupt: Vec<PacketId>,
     },
     #[error(
-        "chunk {data_id}: packets are intact but do not decrypt: wrong convergence secret \
+        "chunk {data_id}: packets are intact but do not decrypt: wrong key \
          (restore with the key this snapshot was made with: `strew key import`)"
     )]
     WrongSecret { data_id: DataId },
-    #[error("chunk {data_id}: decrypted content hashes to {actual}, not to its DataId")]
-    WrongContent { data_id: DataId, actual: DataId },
+    #[error(
+        "chunk {data_id}: decrypted content does not give its key back under this convergence secret \
+         (a different secret, or packets stored by someone who encrypted other bytes under this key)"
+    )]
+    WrongContent { data_id: DataId },
+    #[error("chunk {data_id}: the key given is not this chunk's (its storage index is {actual})")]
+    WrongKey { data_id: DataId, actual: DataId },
     #[error("chunk {data_id}: malformed packet {packet}")]
     Format {
         data_id: DataId,
@@ -159,8 +165,15 @@ fn decompress(compressed: &[u8], plain_len: usize) -> std::io::Result<Vec<u8>> {
 }
 
 impl Codec {
-    /// Encodes a chunk whose DataId the caller computed.
-    pub fn encode(&self, data_id: DataId, plain: &[u8]) -> EncodedStripe {
+    /// The key of a chunk under this codec's secret.
+    pub fn key(&self, plain: &[u8]) -> ChunkKey {
+        self.secret.chunk_key(plain)
+    }
+
+    /// Encodes a chunk under `key` (the caller computed it with
+    /// [`Codec::key`], or it is a snapshot root's key).
+    pub fn encode(&self, key: &ChunkKey, plain: &[u8]) -> EncodedStripe {
+        let data_id = key.storage_index();
         let compressed = compress(self.zstd_level, plain).filter(|c| c.len() < plain.len());
         let (flags, payload) = match &compressed {
             Some(c) => (FLAG_COMPRESSED, c.as_slice()),
@@ -175,14 +188,14 @@ impl Codec {
             plain_len,
         }
         .encode();
-        let nonce = self.secret.nonce(&data_id, &provisional, payload);
+        let nonce = key.nonce(&provisional, payload);
         let header = BlobHeader {
             flags,
             nonce,
             plain_len,
         }
         .encode();
-        let ct = self.secret.encrypt(&data_id, &nonce, &header, payload);
+        let ct = key.encrypt(&nonce, &header, payload);
         let mut blob = Vec::with_capacity(header.len() + ct.len());
         blob.extend_from_slice(&header);
         blob.extend_from_slice(&ct);
@@ -213,13 +226,41 @@ impl Codec {
         }
     }
 
-    /// Rebuilds and verifies a chunk from any K usable packets of its stripe.
+    /// Rebuilds a chunk from any K usable packets of its stripe, opens it
+    /// with `key` and verifies that its plaintext gives `key` again under
+    /// the codec's secret.
     pub fn decode(
         &self,
         stripe: &StripeRecord,
+        key: &ChunkKey,
+        source: &dyn PacketSource,
+    ) -> Result<(Vec<u8>, DecodeNotes), StripeError> {
+        self.decode_with(stripe, key, true, source)
+    }
+
+    /// As [`Codec::decode`], for a chunk whose key is not convergent (a
+    /// snapshot root): authenticated by the AEAD alone.
+    pub fn decode_unverified(
+        &self,
+        stripe: &StripeRecord,
+        key: &ChunkKey,
+        source: &dyn PacketSource,
+    ) -> Result<(Vec<u8>, DecodeNotes), StripeError> {
+        self.decode_with(stripe, key, false, source)
+    }
+
+    fn decode_with(
+        &self,
+        stripe: &StripeRecord,
+        key: &ChunkKey,
+        verify: bool,
         source: &dyn PacketSource,
     ) -> Result<(Vec<u8>, DecodeNotes), StripeError> {
         let data_id = stripe.data_id;
+        let actual = key.storage_index();
+        if actual != data_id {
+            return Err(StripeError::WrongKey { data_id, actual });
+        }
         let mut notes = DecodeNotes::default();
         let width = stripe.packets.len();
         // Shares by index; fetch data shares first (no decoding needed when
@@ -271,21 +312,26 @@ impl Codec {
             });
         }
         let blob = assemble_blob(data_id, &shares)?;
-        let plain = self.open_blob(data_id, &blob)?;
+        let plain = self.open_blob(key, &blob, verify)?;
         Ok((plain, notes))
     }
 
-    /// Authenticates, decrypts, decompresses and checks a blob.
-    pub fn open_blob(&self, data_id: DataId, blob: &[u8]) -> Result<Vec<u8>, StripeError> {
+    /// Authenticates, decrypts, decompresses and (if `verify`) checks a blob.
+    pub fn open_blob(
+        &self,
+        key: &ChunkKey,
+        blob: &[u8],
+        verify: bool,
+    ) -> Result<Vec<u8>, StripeError> {
+        let data_id = key.storage_index();
         let (header, head, ct) =
             BlobHeader::decode(blob).map_err(|source| StripeError::Format {
                 data_id,
                 packet: PacketId::of(blob),
                 source,
             })?;
-        let payload = self
-            .secret
-            .decrypt(&data_id, &header.nonce, head, ct)
+        let payload = key
+            .decrypt(&header.nonce, head, ct)
             .ok_or(StripeError::WrongSecret { data_id })?;
         let plain = if header.flags & FLAG_COMPRESSED != 0 {
             decompress(&payload, header.plain_len as usize)
@@ -293,9 +339,8 @@ impl Codec {
         } else {
             payload
         };
-        let actual = self.secret.data_id(&plain);
-        if actual != data_id {
-            return Err(StripeError::WrongContent { data_id, actual });
+        if verify && self.secret.chunk_key(&plain) != *key {
+            return Err(StripeError::WrongContent { data_id });
         }
         Ok(plain)
     }
@@ -445,8 +490,8 @@ mod tests {
     fn every_loss_of_up_to_m_packets_restores_and_m_plus_one_fails_clearly() {
         let c = codec(Redundancy::Erasure { k: 4, m: 2 });
         let plain: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let id = c.secret.data_id(&plain);
-        let stripe = c.encode(id, &plain);
+        let key = c.key(&plain);
+        let stripe = c.encode(&key, &plain);
         assert_eq!(stripe.record.packets.len(), 6);
         for lost in 0..=2 {
             for gone in subsets(6, lost) {
@@ -454,7 +499,7 @@ mod tests {
                 for i in &gone {
                     map.0.remove(&stripe.record.packets[*i]);
                 }
-                let (back, notes) = c.decode(&stripe.record, &map).unwrap();
+                let (back, notes) = c.decode(&stripe.record, &key, &map).unwrap();
                 assert_eq!(back, plain, "lost {gone:?}");
                 let gone_ids: Vec<PacketId> =
                     gone.iter().map(|i| stripe.record.packets[*i]).collect();
@@ -467,7 +512,7 @@ mod tests {
             for i in &gone {
                 map.0.remove(&stripe.record.packets[*i]);
             }
-            let err = c.decode(&stripe.record, &map).unwrap_err();
+            let err = c.decode(&stripe.record, &key, &map).unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -487,8 +532,8 @@ mod tests {
     fn identical_chunks_give_identical_packets() {
         let c = codec(Redundancy::Erasure { k: 4, m: 2 });
         let plain = b"same bytes, same packets".repeat(100);
-        let id = c.secret.data_id(&plain);
-        assert_eq!(c.encode(id, &plain).record, c.encode(id, &plain).record);
+        let key = c.key(&plain);
+        assert_eq!(c.encode(&key, &plain).record, c.encode(&key, &plain).record);
     }
 
     #[test]
@@ -496,20 +541,22 @@ mod tests {
         let c = codec(Redundancy::Replicas { n: 3 });
         let mut noise = vec![0u8; 10_000];
         rand::fill(&mut noise[..]);
-        let s = c.encode(c.secret.data_id(&noise), &noise);
+        let key = c.key(&noise);
+        let s = c.encode(&key, &noise);
         assert!(!s.compressed);
         assert_eq!(s.record.packets.len(), 3);
         assert_eq!(s.packets.len(), 1);
-        assert_eq!(c.decode(&s.record, &stored(&s)).unwrap().0, noise);
+        assert_eq!(c.decode(&s.record, &key, &stored(&s)).unwrap().0, noise);
         let text = b"abc".repeat(10_000);
-        assert!(c.encode(c.secret.data_id(&text), &text).compressed);
+        assert!(c.encode(&c.key(&text), &text).compressed);
     }
 
     #[test]
     fn any_flipped_byte_is_detected_and_named() {
         let c = codec(Redundancy::Erasure { k: 2, m: 1 });
         let plain = b"tamper with me".repeat(50);
-        let s = c.encode(c.secret.data_id(&plain), &plain);
+        let key = c.key(&plain);
+        let s = c.encode(&key, &plain);
         let (victim, bytes) = s.packets[0].clone();
         for pos in 0..bytes.len() {
             let mut map = stored(&s);
@@ -517,7 +564,7 @@ mod tests {
             bad[pos] ^= 0x40;
             map.0.insert(victim, bad);
             // One corrupt packet is tolerated and reported...
-            let (back, notes) = c.decode(&s.record, &map).unwrap();
+            let (back, notes) = c.decode(&s.record, &key, &map).unwrap();
             assert_eq!(back, plain);
             assert_eq!(notes.corrupt, vec![victim]);
         }
@@ -528,7 +575,7 @@ mod tests {
             bad[0] ^= 1;
             map.0.insert(*id, bad);
         }
-        let err = c.decode(&s.record, &map).unwrap_err().to_string();
+        let err = c.decode(&s.record, &key, &map).unwrap_err().to_string();
         assert!(err.contains(&s.packets[0].0.to_string()), "{err}");
     }
 
@@ -536,14 +583,30 @@ mod tests {
     fn wrong_secret_fails_with_a_clear_error() {
         let c = codec(Redundancy::Erasure { k: 4, m: 2 });
         let plain = b"secret stuff".repeat(30);
-        let s = c.encode(c.secret.data_id(&plain), &plain);
+        let key = c.key(&plain);
+        let s = c.encode(&key, &plain);
         let other = Codec {
             secret: ConvergenceSecret::from_bytes([6; 32]),
             ..c.clone()
         };
-        let err = other.decode(&s.record, &stored(&s)).unwrap_err();
+        // The key opens the chunk, but another secret does not give it back.
+        let err = other.decode(&s.record, &key, &stored(&s)).unwrap_err();
+        assert!(matches!(err, StripeError::WrongContent { .. }), "{err}");
+        // A key that is not the chunk's is refused before anything is fetched...
+        let wrong = other.key(&plain);
+        let err = c.decode(&s.record, &wrong, &stored(&s)).unwrap_err();
+        assert!(matches!(err, StripeError::WrongKey { .. }), "{err}");
+        // ...and packets made under another key for this index do not open.
+        let forged = Codec {
+            secret: ConvergenceSecret::from_bytes([6; 32]),
+            ..c.clone()
+        }
+        .encode(&wrong, &plain);
+        let mut record = forged.record.clone();
+        record.data_id = s.record.data_id;
+        let err = c.decode(&record, &key, &stored(&forged)).unwrap_err();
         assert!(matches!(err, StripeError::WrongSecret { .. }), "{err}");
-        assert!(err.to_string().contains("wrong convergence secret"));
+        assert!(err.to_string().contains("wrong key"));
     }
 
     #[test]
@@ -555,8 +618,9 @@ mod tests {
                 Redundancy::Replicas { n: 1 },
             ] {
                 let c = codec(r);
-                let s = c.encode(c.secret.data_id(plain), plain);
-                assert_eq!(c.decode(&s.record, &stored(&s)).unwrap().0, plain);
+                let key = c.key(plain);
+                let s = c.encode(&key, plain);
+                assert_eq!(c.decode(&s.record, &key, &stored(&s)).unwrap().0, plain);
             }
         }
     }

@@ -1,8 +1,10 @@
 //! The snapshot manifest: what a snapshot contains (directories, regular
 //! files, symlinks; sizes, modes, mtimes) and where each file's bytes are in
 //! the snapshot's chunk table. It is serialised with CBOR (ciborium), then
-//! chunked, encrypted and stored like any data; the snapshot's DataId is the
-//! keyed hash of these bytes.
+//! chunked, encrypted under the owner's private secret and stored like any
+//! data; the snapshot's manifest id is the storage index of these bytes'
+//! key. Version 2 holds each chunk's key (the grid sees only its storage
+//! index) and the fingerprint of the convergence secret the data used.
 //!
 //! Files smaller than the minimum chunk size are packed into a shared
 //! content-defined stream (as restic packs small blobs), so a tree of many
@@ -11,13 +13,16 @@
 //! list of extents (chunk index, offset, length) into the chunk table.
 //!
 //! This module owns the format and its validation, including the path rules
-//! that keep a restore inside its destination. It does no I/O.
+//! that keep a restore inside its destination and the ranges of times and
+//! modes. It does no I/O.
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use strew_coordinator::DataId;
 
-pub const MANIFEST_VERSION: u32 = 1;
+use super::secret::ChunkKey;
+
+pub const MANIFEST_VERSION: u32 = 2;
 /// A manifest larger than this is refused before it is decoded.
 pub const MAX_MANIFEST_BYTES: usize = 1 << 30;
 
@@ -30,6 +35,9 @@ pub struct Manifest {
     pub time_ms: u64,
     /// The paths given to `backup`, as given.
     pub roots: Vec<String>,
+    /// Fingerprint of the convergence secret the chunks' keys came from
+    /// (`ConvergenceSecret::fingerprint`): which secret verifies them.
+    pub secret: [u8; 32],
     /// Every chunk of the snapshot, in sequence order.
     pub chunks: Vec<ChunkRef>,
     /// Entries in pre-order: a directory before what it contains.
@@ -49,8 +57,16 @@ impl Manifest {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
-    pub data_id: DataId,
+    /// The chunk's key; the grid knows the chunk by its storage index.
+    pub key: ChunkKey,
     pub len: u32,
+}
+
+impl ChunkRef {
+    /// The chunk's DataId on the grid (its storage index).
+    pub fn data_id(&self) -> DataId {
+        self.key.storage_index()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +77,7 @@ pub struct Entry {
     /// Permission bits (mode & 0o7777).
     pub mode: u32,
     pub mtime_s: i64,
+    /// Below 1e9.
     pub mtime_ns: u32,
     pub kind: EntryKind,
 }
@@ -70,7 +87,8 @@ pub enum EntryKind {
     Dir,
     File {
         size: u64,
-        /// DataId of the whole file's contents.
+        /// Id of the whole file's contents (`ConvergenceSecret::file_id`;
+        /// found only inside manifests).
         data_id: DataId,
         extents: Vec<Extent>,
     },
@@ -93,7 +111,7 @@ pub enum ManifestError {
     Decode(#[source] ciborium::de::Error<std::io::Error>),
     #[error("manifest too large: {0} bytes")]
     TooLarge(usize),
-    #[error("manifest version {0} is newer than this strew understands ({MANIFEST_VERSION})")]
+    #[error("manifest version {0} is not the one this strew reads ({MANIFEST_VERSION})")]
     Version(u32),
     #[error("manifest entry {path:?} is unsafe: {why}")]
     UnsafePath { path: String, why: &'static str },
@@ -121,10 +139,11 @@ impl Manifest {
 
     /// Checks everything a restore relies on: the version; every path is
     /// relative, made of normal components, unique, and its parent is a
-    /// directory listed earlier; extents lie inside their chunks and add up
-    /// to the file size.
+    /// directory listed earlier; modes are permission bits; nanoseconds are
+    /// below a second; extents lie inside their chunks and add up to the
+    /// file size.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.version > MANIFEST_VERSION {
+        if self.version != MANIFEST_VERSION {
             return Err(ManifestError::Version(self.version));
         }
         let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
@@ -133,6 +152,18 @@ impl Manifest {
             let path: &[u8] = &e.path;
             let shown = || String::from_utf8_lossy(path).into_owned();
             check_path(path).map_err(|why| ManifestError::UnsafePath { path: shown(), why })?;
+            if e.mode & !0o7777 != 0 {
+                return Err(ManifestError::Inconsistent {
+                    path: shown(),
+                    why: format!("mode {:#o} has bits beyond the permission bits", e.mode),
+                });
+            }
+            if e.mtime_ns >= 1_000_000_000 {
+                return Err(ManifestError::Inconsistent {
+                    path: shown(),
+                    why: format!("mtime has {} nanoseconds (not below a second)", e.mtime_ns),
+                });
+            }
             if !seen.insert(path) {
                 return Err(ManifestError::Inconsistent {
                     path: shown(),
@@ -235,12 +266,13 @@ mod tests {
 
     fn manifest(entries: Vec<Entry>) -> Manifest {
         Manifest {
-            version: 1,
+            version: MANIFEST_VERSION,
             name: "t".into(),
             time_ms: 0,
             roots: vec![],
+            secret: [0; 32],
             chunks: vec![ChunkRef {
-                data_id: DataId([0; 32]),
+                key: ChunkKey([0; 32]),
                 len: 10,
             }],
             entries,
@@ -289,6 +321,30 @@ mod tests {
         }
         let good = manifest(vec![entry("a", EntryKind::Dir), entry("a/f", file(5, 5))]);
         assert_eq!(Manifest::decode(&good.encode()).unwrap(), good);
+    }
+
+    #[test]
+    fn out_of_range_times_and_modes_are_rejected() {
+        let mut late = entry("f", EntryKind::Dir);
+        late.mtime_s = i64::MAX;
+        late.mtime_ns = 1_000_000_000;
+        let mut odd = entry("g", EntryKind::Dir);
+        odd.mode = 0o170_755;
+        for m in [manifest(vec![late]), manifest(vec![odd])] {
+            let err = Manifest::decode(&m.encode()).unwrap_err();
+            assert!(matches!(err, ManifestError::Inconsistent { .. }), "{err}");
+        }
+        let mut extreme = entry("h", EntryKind::Dir);
+        extreme.mtime_s = i64::MIN;
+        extreme.mtime_ns = 999_999_999;
+        extreme.mode = 0o7777;
+        assert!(Manifest::decode(&manifest(vec![extreme]).encode()).is_ok());
+        let mut old = manifest(vec![]);
+        old.version = 1;
+        assert!(matches!(
+            Manifest::decode(&old.encode()),
+            Err(ManifestError::Version(1))
+        ));
     }
 
     #[test]

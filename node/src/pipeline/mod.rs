@@ -2,7 +2,7 @@
 //! encrypt → erasure-code on the way in, and the verified way back.
 //!
 //! - [`chunking`]: FastCDC chunk sizes;
-//! - [`secret`]: the convergence secret, DataIds, convergent encryption;
+//! - [`secret`]: the convergence secret, chunk keys, storage indices (DataIds), convergent encryption;
 //! - [`packet`]: the versioned byte layouts of blobs and packets;
 //! - [`codec`]: one chunk ⇄ one stripe of packets;
 //! - [`rebuild`]: lost packets of a stripe from any K others, without the key;
@@ -33,6 +33,6 @@ pub use backup::{
 pub use chunking::ChunkSizes;
 pub use codec::{Codec, EncodedStripe, PacketSource, StripeRecord};
 pub use exclude::ExcludeRules;
-pub use restore::{RestoreOptions, RestoreProgress, RestoreReport, restore};
-pub use secret::ConvergenceSecret;
+pub use restore::{RestoreKeys, RestoreOptions, RestoreProgress, RestoreReport, restore};
+pub use secret::{ChunkKey, ConvergenceSecret};
 pub use sequence::Sequence;

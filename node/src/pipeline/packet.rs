@@ -2,14 +2,16 @@
 //! and the stored unit (`Packet`), each versioned and self-describing.
 //!
 //! ```text
-//! Blob   = "SBLB" | version u8 = 1 | flags u8 | nonce [12] | plain_len u32 LE | ciphertext (payload + 16-byte tag)
-//! Packet = "SPKT" | version u8 = 1 | scheme u8 | k u8 | m u8 | index u8 | blob_len u32 LE | shard_len u32 LE | shard
+//! Blob   = "SBLB" | version u8 = 2 | flags u8 | nonce [12] | plain_len u32 LE | ciphertext (payload + 16-byte tag)
+//! Packet = "SPKT" | version u8 = 2 | scheme u8 | k u8 | m u8 | index u8 | blob_len u32 LE | shard_len u32 LE | shard
 //! ```
 //! `flags` bit 0: payload is zstd-compressed (else raw, because it did not
 //! shrink). The blob header (first 22 bytes) is the AEAD's associated data,
 //! so a flipped flag or length fails authentication. A packet carries no
 //! DataId, no path, no source: a target learns only sizes and the
-//! redundancy scheme. Decoding any byte string returns a typed error, never
+//! redundancy scheme. Version 2 (Tahoe-style keys: the key is a function of
+//! secret and plaintext, the DataId a one-way function of the key) replaced
+//! version 1, whose keys derived from the DataId; version 1 is not read. Decoding any byte string returns a typed error, never
 //! a panic; this module is the fuzz target.
 
 /// Errors decoding blobs and packets.
@@ -23,7 +25,9 @@ pub enum FormatError {
     },
     #[error("{what}: bad magic {found:02x?} (not a strew {what})")]
     Magic { what: &'static str, found: [u8; 4] },
-    #[error("{what}: format version {found} is not supported (this strew reads version 1)")]
+    #[error(
+        "{what}: format version {found} is not supported (this strew reads version {FORMAT_VERSION})"
+    )]
     Version { what: &'static str, found: u8 },
     #[error("{what}: unknown flags {flags:#04x}")]
     Flags { what: &'static str, flags: u8 },
@@ -41,7 +45,7 @@ pub enum FormatError {
 
 pub const BLOB_MAGIC: [u8; 4] = *b"SBLB";
 pub const PACKET_MAGIC: [u8; 4] = *b"SPKT";
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 pub const BLOB_HEADER_LEN: usize = 22;
 pub const PACKET_HEADER_LEN: usize = 17;
 pub const TAG_LEN: usize = 16;
@@ -268,7 +272,7 @@ mod tests {
             Err(FormatError::Short { .. })
         ));
         assert!(matches!(
-            decode_packet(b"XXXX\x01\x01\x04\x02\x00\x00\x00\x00\x00\x02\x00\x00\x00ab"),
+            decode_packet(b"XXXX\x02\x01\x04\x02\x00\x00\x00\x00\x00\x02\x00\x00\x00ab"),
             Err(FormatError::Magic { .. })
         ));
         assert!(matches!(
@@ -276,11 +280,11 @@ mod tests {
             Err(FormatError::Version { found: 9, .. })
         ));
         assert!(matches!(
-            decode_packet(b"SPKT\x01\x01\x04\x02\x07\x00\x00\x00\x00\x02\x00\x00\x00ab"),
+            decode_packet(b"SPKT\x02\x01\x04\x02\x07\x00\x00\x00\x00\x02\x00\x00\x00ab"),
             Err(FormatError::Geometry(_))
         ));
         assert!(matches!(
-            decode_packet(b"SPKT\x01\x01\x04\x02\x00\x00\x00\x00\x00\x04\x00\x00\x00ab"),
+            decode_packet(b"SPKT\x02\x01\x04\x02\x00\x00\x00\x00\x00\x04\x00\x00\x00ab"),
             Err(FormatError::Length { .. })
         ));
         assert!(matches!(

@@ -144,7 +144,7 @@ mod tests {
                 x as u8
             })
             .collect();
-        let encoded = codec.encode(codec.secret.data_id(&plain), &plain);
+        let encoded = codec.encode(&codec.key(&plain), &plain);
         encoded
             .record
             .packets

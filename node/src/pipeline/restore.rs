@@ -1,13 +1,19 @@
-//! The way back: sequence + packets → the tree, byte-identical.
+//! The way back: sequence + packets + the owner's secret → the tree,
+//! byte-identical.
 //!
-//! Decodes the manifest's stripes and checks them against the snapshot's
-//! DataId, validates the manifest (paths stay inside DEST), creates
+//! Opens the snapshot root with a key derived from the owner's private
+//! secret, decodes the manifest's stripes with the keys the root lists and
+//! checks them against the snapshot's manifest id, picks the convergence
+//! secret the manifest names (to verify data chunks), validates the manifest
+//! (paths stay inside DEST, times and modes in range), creates
 //! directories and files, then decodes every distinct chunk once, in
 //! sequence order and in parallel, verifying each chunk's hash, and writes
 //! its extents where they belong. Runs of zeros are not written, so sparse
 //! files come back sparse and of the right length. Symlinks are created
 //! last and modes and mtimes set after all contents (directories deepest
-//! first), so no write ever goes through a restored symlink.
+//! first), so no write ever goes through a restored symlink. Setuid,
+//! setgid and sticky bits are masked unless asked for; times beyond
+//! ±[`MAX_MTIME_S`] seconds are clamped.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -23,7 +29,13 @@ use strew_coordinator::{DataId, PacketId};
 
 use super::codec::{Codec, PacketSource, StripeError, StripeRecord};
 use super::manifest::{EntryKind, Manifest, ManifestError};
+use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
+
+/// Restored times are clamped to ±this many seconds around 1970 (about
+/// 34,000 years): every real file system's range fits, and no arithmetic
+/// on a manifest's time can overflow.
+pub const MAX_MTIME_S: i64 = 1 << 40;
 
 /// Stripes decoded concurrently per step (bounds memory: each ≤ 4 MiB).
 const STRIPES_IN_FLIGHT: usize = 16;
@@ -36,6 +48,20 @@ pub enum RestoreError {
     Manifest(#[from] ManifestError),
     #[error("the manifest decodes to {actual}, not to the snapshot id {expected}")]
     ManifestMismatch { expected: DataId, actual: DataId },
+    #[error(
+        "the snapshot root does not open with this node's private convergence secret: restore with \
+         the key this snapshot was made with (`strew key import`)"
+    )]
+    NotOwner,
+    #[error("the sequence has no snapshot root (made by a strew older than format version 2?)")]
+    NoRoot,
+    #[error("the snapshot root holds {0} bytes, not one 32-byte key per manifest chunk")]
+    BadRoot(usize),
+    #[error(
+        "the snapshot's data was keyed under a convergence secret this node does not have \
+         (a grid-scope snapshot needs the grid's grid-convergence.key in the data dir)"
+    )]
+    UnknownSecret,
     #[error("chunk {data_id} decodes to {actual} bytes, but the snapshot needs {expected}")]
     ChunkLength {
         data_id: DataId,
@@ -69,6 +95,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
 pub struct RestoreOptions {
     /// Restore into a non-empty DEST, replacing what the snapshot names.
     pub overwrite: bool,
+    /// Keep setuid, setgid and sticky bits (masked by default).
+    pub preserve_setid: bool,
     /// Only these paths or patterns (and the directories above them); all when empty.
     pub include: Vec<String>,
 }
@@ -94,29 +122,79 @@ pub struct RestoreReport {
     pub corrupt_packets: Vec<PacketId>,
 }
 
-/// Decodes and validates a snapshot's manifest.
+/// The secrets a restore uses.
+#[derive(Debug, Clone)]
+pub struct RestoreKeys {
+    /// The owner's private secret: opens the snapshot root and verifies the manifest.
+    pub owner: ConvergenceSecret,
+    /// Secrets the data may be keyed under (the grid's, the private one);
+    /// the manifest names which by its fingerprint.
+    pub data: Vec<ConvergenceSecret>,
+}
+
+/// A codec for decoding only (compression level and redundancy come from the packets).
+fn decoder(secret: ConvergenceSecret) -> Codec {
+    Codec {
+        secret,
+        zstd_level: 3,
+        redundancy: strew_coordinator::Redundancy::Erasure { k: 1, m: 1 },
+    }
+}
+
+/// Opens the snapshot root, decodes and validates the manifest, and returns
+/// it with the codec that verifies its data chunks.
 pub fn read_manifest(
     sequence: &Sequence,
-    codec: &Codec,
+    keys: &RestoreKeys,
     source: &dyn PacketSource,
-) -> Result<Manifest, RestoreError> {
-    let pieces: Vec<Result<Vec<u8>, StripeError>> = sequence
+) -> Result<(Manifest, Codec), RestoreError> {
+    let owner = decoder(keys.owner.clone());
+    let (root, stripes) = sequence
         .manifest
+        .split_first()
+        .ok_or(RestoreError::NoRoot)?;
+    let indices: Vec<DataId> = stripes.iter().map(|s| s.data_id).collect();
+    let root_key = keys.owner.root_key(&indices);
+    let (listed, _) = match owner.decode_unverified(root, &root_key, source) {
+        Ok(x) => x,
+        Err(StripeError::WrongKey { .. }) => return Err(RestoreError::NotOwner),
+        Err(e) => return Err(e.into()),
+    };
+    if listed.len() != 32 * stripes.len() {
+        return Err(RestoreError::BadRoot(listed.len()));
+    }
+    let chunk_keys: Vec<ChunkKey> = listed
+        .chunks_exact(32)
+        .map(|c| {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(c);
+            ChunkKey(k)
+        })
+        .collect();
+    let pieces: Vec<Result<Vec<u8>, StripeError>> = stripes
         .par_iter()
-        .map(|s| codec.decode(s, source).map(|(bytes, _)| bytes))
+        .zip(chunk_keys.par_iter())
+        .map(|(s, key)| owner.decode(s, key, source).map(|(bytes, _)| bytes))
         .collect();
     let mut bytes = Vec::new();
     for piece in pieces {
         bytes.extend_from_slice(&piece?);
     }
-    let actual = codec.secret.data_id(&bytes);
+    let actual = owner.key(&bytes).storage_index();
     if actual != sequence.snapshot {
         return Err(RestoreError::ManifestMismatch {
             expected: sequence.snapshot,
             actual,
         });
     }
-    Ok(Manifest::decode(&bytes)?)
+    let manifest = Manifest::decode(&bytes)?;
+    let secret = keys
+        .data
+        .iter()
+        .chain(std::iter::once(&keys.owner))
+        .find(|s| s.fingerprint() == manifest.secret)
+        .ok_or(RestoreError::UnknownSecret)?;
+    Ok((manifest, decoder(secret.clone())))
 }
 
 /// Where one chunk's bytes go: (file, offset in file, offset in chunk, len).
@@ -125,13 +203,14 @@ type Writes = Vec<(usize, u64, u32, u32)>;
 /// Restores the snapshot described by `sequence` into `dest`.
 pub fn restore(
     sequence: &Sequence,
-    codec: &Codec,
+    keys: &RestoreKeys,
     source: &dyn PacketSource,
     dest: &Path,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreReport, RestoreError> {
-    let mut manifest = read_manifest(sequence, codec, source)?;
+    let (mut manifest, codec) = read_manifest(sequence, keys, source)?;
+    let codec = &codec;
     if !opts.include.is_empty() {
         // Only the chunks the selected files need are decoded, so only their stripes are fetched.
         manifest = super::select::select(&manifest, &opts.include)?;
@@ -149,6 +228,11 @@ pub fn restore(
 
     // 1. Directories, in order; then which chunks each file needs.
     let mut writes: HashMap<DataId, Writes> = HashMap::new();
+    let key_of: HashMap<DataId, ChunkKey> = manifest
+        .chunks
+        .iter()
+        .map(|c| (c.data_id(), c.key))
+        .collect();
     // Files whose bytes all come from one chunk are created, written and
     // finished by the worker that decodes that chunk: one open per file.
     let mut single: Vec<bool> = vec![false; manifest.entries.len()];
@@ -168,13 +252,13 @@ pub fn restore(
                 let mut at = 0u64;
                 let mut ids = extents
                     .iter()
-                    .map(|x| manifest.chunks[x.chunk as usize].data_id);
+                    .map(|x| manifest.chunks[x.chunk as usize].data_id());
                 let first = ids.next();
                 let one_chunk = ids.all(|id| Some(id) == first);
                 for x in extents {
                     let chunk = manifest.chunks[x.chunk as usize];
                     writes
-                        .entry(chunk.data_id)
+                        .entry(chunk.data_id())
                         .or_default()
                         .push((i, at, x.offset, x.len));
                     at += u64::from(x.len);
@@ -207,7 +291,7 @@ pub fn restore(
             let f = File::create_new(path).map_err(io(path))?;
             f.set_len(size_of(i)).map_err(io(path))?;
             if size_of(i) == 0 {
-                finish_file(&f, path, &manifest.entries[i])?;
+                finish_file(&f, path, &manifest.entries[i], opts)?;
             }
             Ok::<(), RestoreError>(())
         })
@@ -231,7 +315,10 @@ pub fn restore(
     for group in order.chunks(STRIPES_IN_FLIGHT) {
         pool.install(|| {
             group.par_iter().try_for_each(|stripe| {
-                let (chunk, n) = codec.decode(stripe, source)?;
+                let key = key_of
+                    .get(&stripe.data_id)
+                    .ok_or(RestoreError::MissingStripe(stripe.data_id))?;
+                let (chunk, n) = codec.decode(stripe, key, source)?;
                 if chunk.len() != stripe.plain_len as usize && stripe.plain_len != 0 {
                     return Err(RestoreError::ChunkLength {
                         data_id: stripe.data_id,
@@ -269,7 +356,7 @@ pub fn restore(
                             written += u64::from(len);
                         }
                         f.set_len(size_of(file)).map_err(io(path))?;
-                        finish_file(&f, path, &manifest.entries[file])?;
+                        finish_file(&f, path, &manifest.entries[file], opts)?;
                         progress.bytes_written.fetch_add(written, Ordering::Relaxed);
                     } else {
                         let f = OpenOptions::new()
@@ -309,14 +396,16 @@ pub fn restore(
     }
     for (i, e) in manifest.entries.iter().enumerate().rev() {
         let path = &paths[i];
-        let mtime = filetime::FileTime::from_unix_time(e.mtime_s, e.mtime_ns);
+        let (s, ns) = clamp_time(e.mtime_s, e.mtime_ns);
+        let mtime = filetime::FileTime::from_unix_time(s, ns);
         match e.kind {
             EntryKind::Symlink { .. } => {
                 filetime::set_symlink_file_times(path, mtime, mtime).map_err(io(path))?;
             }
             EntryKind::File { .. } if single[i] || size_of(i) == 0 => {} // finished already
             EntryKind::File { .. } | EntryKind::Dir => {
-                fs::set_permissions(path, fs::Permissions::from_mode(e.mode)).map_err(io(path))?;
+                fs::set_permissions(path, fs::Permissions::from_mode(mode(e.mode, opts)))
+                    .map_err(io(path))?;
                 filetime::set_file_times(path, mtime, mtime).map_err(io(path))?;
             }
         }
@@ -360,22 +449,44 @@ fn write_extent(f: &File, path: &Path, at: u64, bytes: &[u8]) -> Result<(), Rest
 const HOLE_BLOCK: u64 = 4096;
 
 /// Sets a file's permission bits and mtime through its open handle.
-fn finish_file(f: &File, path: &Path, e: &super::manifest::Entry) -> Result<(), RestoreError> {
-    f.set_permissions(fs::Permissions::from_mode(e.mode))
+fn finish_file(
+    f: &File,
+    path: &Path,
+    e: &super::manifest::Entry,
+    opts: &RestoreOptions,
+) -> Result<(), RestoreError> {
+    f.set_permissions(fs::Permissions::from_mode(mode(e.mode, opts)))
         .map_err(io(path))?;
     let t = system_time(e.mtime_s, e.mtime_ns);
     f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))
         .map_err(io(path))
 }
 
-fn system_time(s: i64, ns: u32) -> std::time::SystemTime {
-    let epoch = std::time::UNIX_EPOCH;
-    if s >= 0 {
-        epoch + std::time::Duration::new(s as u64, ns)
+/// The permission bits to restore: setuid, setgid and sticky only when asked.
+pub fn mode(mode: u32, opts: &RestoreOptions) -> u32 {
+    if opts.preserve_setid {
+        mode & 0o7777
     } else {
-        epoch - std::time::Duration::from_secs(s.unsigned_abs())
-            + std::time::Duration::from_nanos(u64::from(ns))
+        mode & 0o777
     }
+}
+
+/// A manifest time inside ±[`MAX_MTIME_S`] with nanoseconds below a second.
+pub fn clamp_time(s: i64, ns: u32) -> (i64, u32) {
+    (s.clamp(-MAX_MTIME_S, MAX_MTIME_S), ns.min(999_999_999))
+}
+
+/// A manifest time as a `SystemTime`; clamped, so it never overflows.
+pub fn system_time(s: i64, ns: u32) -> std::time::SystemTime {
+    let (s, ns) = clamp_time(s, ns);
+    let epoch = std::time::UNIX_EPOCH;
+    let nanos = std::time::Duration::from_nanos(u64::from(ns));
+    let t = if s >= 0 {
+        epoch.checked_add(std::time::Duration::from_secs(s.unsigned_abs()))
+    } else {
+        epoch.checked_sub(std::time::Duration::from_secs(s.unsigned_abs()))
+    };
+    t.and_then(|t| t.checked_add(nanos)).unwrap_or(epoch)
 }
 
 fn prepare_dest(dest: &Path, overwrite: bool) -> Result<(), RestoreError> {
@@ -402,5 +513,36 @@ fn clear_non_dir(path: &Path, overwrite: bool) -> Result<(), RestoreError> {
     match fs::symlink_metadata(path) {
         Ok(m) if !m.is_dir() => fs::remove_file(path).map_err(io(path)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_manifest_times_never_panic_and_clamp() {
+        let far = system_time(i64::MAX, u32::MAX);
+        let d = far.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(d.as_secs(), MAX_MTIME_S as u64);
+        assert_eq!(d.subsec_nanos(), 999_999_999);
+        let before = system_time(i64::MIN, 0);
+        let back = std::time::UNIX_EPOCH.duration_since(before).unwrap();
+        assert_eq!(back.as_secs(), MAX_MTIME_S as u64);
+        assert_eq!(clamp_time(1_700_000_000, 5), (1_700_000_000, 5));
+    }
+
+    #[test]
+    fn setid_bits_are_masked_unless_preserved() {
+        let plain = RestoreOptions::default();
+        let keep = RestoreOptions {
+            preserve_setid: true,
+            ..RestoreOptions::default()
+        };
+        assert_eq!(mode(0o4755, &plain), 0o755);
+        assert_eq!(mode(0o2755, &plain), 0o755);
+        assert_eq!(mode(0o1777, &plain), 0o777);
+        assert_eq!(mode(0o6755, &keep), 0o6755);
+        assert_eq!(mode(0o170_644, &keep), 0o644);
     }
 }

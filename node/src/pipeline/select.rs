@@ -285,12 +285,13 @@ mod tests {
 
     fn manifest(entries: Vec<Entry>) -> Manifest {
         Manifest {
-            version: 1,
+            version: super::super::manifest::MANIFEST_VERSION,
             name: "t".into(),
             time_ms: 0,
             roots: vec![],
+            secret: [0; 32],
             chunks: vec![ChunkRef {
-                data_id: DataId([0; 32]),
+                key: crate::pipeline::ChunkKey([0; 32]),
                 len: 100,
             }],
             entries,

@@ -1,7 +1,9 @@
 //! A snapshot's sequence as the pipeline produces it (before the sequence
-//! manager adds targets): the snapshot's DataId, the stripes of its
-//! manifest, and the stripes of its data, in the order they were stored.
-//! Restoring needs exactly this plus the packets.
+//! manager adds targets): the snapshot's manifest id, the stripes of its
+//! root and manifest, and the stripes of its data, in the order they were
+//! stored. Restoring needs exactly this, the packets, and the owner's
+//! private secret (which opens the root). Every id in it is a storage
+//! index: no key.
 
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{DataId, PacketId};
@@ -10,9 +12,9 @@ use super::codec::StripeRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sequence {
-    /// DataId of the manifest bytes: the snapshot's id.
+    /// Storage index of the manifest bytes' key (under the owner's secret).
     pub snapshot: DataId,
-    /// Stripes of the manifest, in order.
+    /// The snapshot root's stripe, then the manifest's stripes in order.
     pub manifest: Vec<StripeRecord>,
     /// Stripes of data chunks, in the order they were stored (each distinct
     /// chunk once).

@@ -466,6 +466,7 @@ impl Sim<'_> {
         }
         let size = self.sc.backup.packet_size;
         let traffic = repair_traffic(self.sc.backup.redundancy, rebuild.len(), size);
+        self.pace_repair(traffic.total());
         self.out.repair_bytes += traffic.total();
         self.out.repair_bytes_read += traffic.read;
         self.out.repair_bytes_written += traffic.written;
@@ -477,6 +478,7 @@ impl Sim<'_> {
 
     pub(super) fn audit(&mut self) -> Result<(), EngineError> {
         let now = self.now;
+        let (round, per_round) = audit_round(self.sc.audit.interval_ms);
         for i in 0..self.sc.nodes {
             let u = i as usize;
             if self.dead[u] || self.gone[u] || !self.online[u] || self.held[u].is_empty() {
@@ -495,16 +497,67 @@ impl Sim<'_> {
             } else {
                 AuditOutcome::Passed
             };
-            let standing = self
-                .ledger
-                .record(&self.audit_policy, node_id(i), outcome, now);
+            let standing =
+                self.ledger
+                    .record_many(&self.audit_policy, node_id(i), outcome, per_round, now);
             if standing == Standing::Evicted && !self.evicted[u] {
                 self.evicted[u] = true;
                 self.out.nodes_evicted += 1;
                 self.give_up(i)?;
             }
         }
-        self.schedule(now + self.sc.audit.interval_ms, Event::Audit);
+        self.schedule(now + round, Event::Audit);
         Ok(())
+    }
+}
+
+impl Sim<'_> {
+    /// Books a repair's traffic on the repairer paced at `repair.bandwidth`
+    /// (one repairer, first come first served): its busy time, and the
+    /// longest a repair waits behind the others. The rebuild itself is
+    /// applied when decided; this says how late the daemon's pace would make it.
+    fn pace_repair(&mut self, bytes: u64) {
+        let bandwidth = self.sc.repair.bandwidth;
+        if bandwidth == 0 {
+            return;
+        }
+        let takes = bytes.saturating_mul(1000).div_ceil(bandwidth);
+        let start = self.repair_busy_until.max(self.now);
+        self.out.repair_backlog_max_ms = self.out.repair_backlog_max_ms.max(start - self.now);
+        self.repair_busy_until = start.saturating_add(takes);
+        self.out.repair_busy_ms = self.out.repair_busy_ms.saturating_add(takes);
+    }
+}
+
+/// One audit round of the simulation and the challenges each node answers
+/// in it: the policy's interval, but at least an hour (460 challenges a day
+/// are played as 19 per hourly round, through `AuditLedger::record_many`).
+pub(super) fn audit_round(interval_ms: u64) -> (u64, u32) {
+    const MIN_ROUND_MS: u64 = 3_600_000;
+    let interval = interval_ms.max(1);
+    if interval >= MIN_ROUND_MS {
+        (interval, 1)
+    } else {
+        let per_round = MIN_ROUND_MS / interval;
+        (
+            per_round * interval,
+            u32::try_from(per_round).unwrap_or(u32::MAX),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audit_round;
+
+    #[test]
+    fn audit_rounds_are_hourly_or_the_interval_and_keep_the_rate() {
+        let interval = strew_coordinator::audit::DEFAULT_AUDIT_INTERVAL;
+        let (round, per_round) = audit_round(interval);
+        assert_eq!(per_round, 19);
+        assert_eq!(round, 19 * interval);
+        assert!(round <= 3_600_000);
+        assert_eq!(audit_round(7 * 86_400_000), (7 * 86_400_000, 1));
+        assert_eq!(audit_round(0), (3_600_000, 3_600_000));
     }
 }

@@ -15,6 +15,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use strew_coordinator::cities::CityTable;
 use strew_coordinator::{GeoPoint, haversine_km};
 
+use super::drive::audit_round;
 use super::{DisasterOutcome, EngineError, Event, Fate, Sim, stream};
 use crate::scenario::{Locations, Scenario};
 
@@ -140,7 +141,7 @@ impl Sim<'_> {
             self.schedule(d.at_ms, Event::Disaster(i as u32));
         }
         if sc.audit.enabled {
-            self.schedule(sc.audit.interval_ms, Event::Audit);
+            self.schedule(audit_round(sc.audit.interval_ms).0, Event::Audit);
         }
         if sc.repair.enabled {
             self.schedule(sc.repair.retry_every_ms, Event::RepairRetry);

@@ -527,11 +527,13 @@ impl Scenario {
         // Defaults are the daemon's: the coordinator's repair policy, the
         // checker's period and the repair bandwidth.
         let daemon = RepairPolicy::default();
+        // The daemon's threshold for this scenario's stripes (by their width).
+        let daemon_threshold = daemon.threshold_for(backup.redundancy) as u32;
         let repair = match raw.repair {
             None => RepairSpec {
                 enabled: false,
                 grace_ms: daemon.grace,
-                threshold: daemon.threshold as u32,
+                threshold: daemon_threshold,
                 retry_every_ms: check_period(daemon.grace),
                 bandwidth: DEFAULT_REPAIR_BANDWIDTH,
             },
@@ -540,7 +542,7 @@ impl Scenario {
                 let threshold = positive_count(
                     "repair.threshold",
                     r.threshold,
-                    Some(daemon.threshold as i64),
+                    Some(i64::from(daemon_threshold)),
                 )?;
                 if i64::from(threshold) > width - backup.redundancy.data_packets() as i64 {
                     return Err(invalid(
@@ -677,7 +679,10 @@ threshold = 1
         .unwrap();
         let daemon = RepairPolicy::default();
         assert_eq!(s.repair.grace_ms, daemon.grace);
-        assert_eq!(s.repair.threshold as usize, daemon.threshold);
+        assert_eq!(
+            s.repair.threshold as usize,
+            daemon.threshold_for(s.backup.redundancy)
+        );
         assert_eq!(s.repair.retry_every_ms, check_period(daemon.grace));
         assert_eq!(s.repair.bandwidth, DEFAULT_REPAIR_BANDWIDTH);
         assert_eq!(s.audit.interval_ms, AuditPolicy::default().interval);

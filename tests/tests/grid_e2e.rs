@@ -263,14 +263,24 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
         ])
     };
 
-    // Both sources hold the grid's convergence secret, as members are given
-    // it when they join; without it grid-scope sets do not dedup.
-    for node in &nodes[..2] {
-        fs::write(
-            node.data_dir().join("grid-convergence.key"),
-            "5a".repeat(32),
-        )?;
-    }
+    // Both sources hold the grid's convergence secret, as the founder hands
+    // it to members of an open grid once they reach the manager; without it
+    // grid-scope sets do not dedup.
+    // Node 0 founded the grid.
+    let founder_secret = fs::read_to_string(nodes[0].data_dir().join("grid-convergence.key"))?;
+    wait_for(
+        "both sources to receive the grid's convergence secret",
+        Duration::from_secs(60),
+        || {
+            nodes[..2]
+                .iter()
+                .all(|n| {
+                    fs::read_to_string(n.data_dir().join("grid-convergence.key"))
+                        .is_ok_and(|s| s.trim() == founder_secret.trim())
+                })
+                .then_some(())
+        },
+    )?;
     let first = backup(&nodes[0], "mine", "1000km..")?;
     let before = stored_packets(&all)?;
     // Dedup reuses a stored copy only if its targets meet the new backup's

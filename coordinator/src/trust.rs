@@ -125,6 +125,21 @@ pub struct MemberCert {
     pub signature: Vec<u8>,
 }
 
+/// The checks every grid-key statement starts with: a version this node
+/// understands, made for the grid it pinned.
+fn check_header(version: u8, made_for: &GridId, pinned: &GridId) -> Result<(), TrustError> {
+    if version != CERT_VERSION {
+        return Err(TrustError::UnknownVersion(version));
+    }
+    if made_for != pinned {
+        return Err(TrustError::WrongGrid {
+            expected: *pinned,
+            got: *made_for,
+        });
+    }
+    Ok(())
+}
+
 impl MemberCert {
     /// Signs a certificate for `node` with the grid key.
     pub fn issue(
@@ -145,15 +160,7 @@ impl MemberCert {
 
     /// Checks the certificate offline against the pinned grid id.
     pub fn verify(&self, grid: &GridId) -> Result<(), TrustError> {
-        if self.version != CERT_VERSION {
-            return Err(TrustError::UnknownVersion(self.version));
-        }
-        if &self.grid != grid {
-            return Err(TrustError::WrongGrid {
-                expected: *grid,
-                got: self.grid,
-            });
-        }
+        check_header(self.version, &self.grid, grid)?;
         let bytes = signed_bytes(
             CERT_CONTEXT,
             self.version,
@@ -193,15 +200,7 @@ impl Revocation {
 
     /// Checks the revocation offline against the pinned grid id.
     pub fn verify(&self, grid: &GridId) -> Result<(), TrustError> {
-        if self.version != CERT_VERSION {
-            return Err(TrustError::UnknownVersion(self.version));
-        }
-        if &self.grid != grid {
-            return Err(TrustError::WrongGrid {
-                expected: *grid,
-                got: self.grid,
-            });
-        }
+        check_header(self.version, &self.grid, grid)?;
         let bytes = signed_bytes(
             REVOKE_CONTEXT,
             self.version,
@@ -299,15 +298,7 @@ impl Invite {
 
     /// Checks the signature against the pinned grid id (not the expiry).
     pub fn verify(&self, grid: &GridId) -> Result<(), TrustError> {
-        if self.version != CERT_VERSION {
-            return Err(TrustError::UnknownVersion(self.version));
-        }
-        if &self.grid != grid {
-            return Err(TrustError::WrongGrid {
-                expected: *grid,
-                got: self.grid,
-            });
-        }
+        check_header(self.version, &self.grid, grid)?;
         if self.bootstrap.len() > MAX_INVITE_BOOTSTRAP
             || self.bootstrap.iter().any(|a| a.len() > MAX_ADDR_LEN)
         {
@@ -376,15 +367,7 @@ impl Renewal {
     }
 
     pub fn verify(&self, grid: &GridId) -> Result<(), TrustError> {
-        if self.version != CERT_VERSION {
-            return Err(TrustError::UnknownVersion(self.version));
-        }
-        if &self.grid != grid {
-            return Err(TrustError::WrongGrid {
-                expected: *grid,
-                got: self.grid,
-            });
-        }
+        check_header(self.version, &self.grid, grid)?;
         verify_signature(grid, &self.signed_bytes()?, &self.signature)
     }
 }

@@ -28,7 +28,7 @@ pub const GRID_FILE: &str = "grid.toml";
 /// The grid key (64 hex digits of its Ed25519 seed), founding node only.
 pub const GRID_KEY_FILE: &str = "grid.key";
 /// The grid-scope convergence secret (64 hex digits).
-pub const CONVERGENCE_FILE: &str = "grid-convergence.key";
+pub const CONVERGENCE_FILE: &str = crate::keys::GRID_SECRET_FILE;
 /// A join token not yet redeemed (`strew init --join`), private.
 pub const JOIN_FILE: &str = "join-token";
 /// Where a redeemed join token is kept.

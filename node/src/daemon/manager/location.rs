@@ -45,8 +45,20 @@ impl ManagerService {
         *lock(&self.location_check)
     }
 
+    /// Whose RTTs count as evidence: the certified members of the group and
+    /// targets vetted by their audits (100 passed, not disqualified).
     fn trusted_observers(&self) -> BTreeSet<NodeId> {
-        self.members().into_iter().collect()
+        let policy = strew_coordinator::audit::AuditPolicy::default();
+        let mut trusted: BTreeSet<NodeId> = self.members().into_iter().collect();
+        trusted.extend(self.replica.read(|m| {
+            m.state()
+                .targets
+                .iter()
+                .filter(|(_, r)| r.audit.is_vetted(&policy) && !r.audit.is_disqualified())
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>()
+        }));
+        trusted
     }
 
     /// Records a node's RTT report (leader only; the caller checked).

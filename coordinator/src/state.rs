@@ -13,16 +13,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditPolicy, AuditResult, MAX_RESULTS_PER_COMMAND};
+use crate::audit::{AuditPolicy, AuditResult};
 use crate::grid::NodeProfile;
 use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
 use crate::quota::{GridMode, JoinToken, QuotaError, Subscription, check_source_quota};
 use crate::records::{
-    AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, MAX_CHUNK_COPIES, PendingBackup,
-    PlannedChunk, SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, chunk_copy_key,
-    profile_key,
+    AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup, PlannedChunk,
+    SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, profile_key,
 };
 use crate::units::{Millis, format_size};
+
+mod references;
+mod upkeep;
 
 /// Largest packet a plan may name: the packet protocol's maximum body
 /// (the pipeline's 4 MiB chunk maximum plus compression, encryption and
@@ -387,25 +389,7 @@ impl ManagerState {
                 &mut touched,
             )?,
             Command::MarkBad { key, reporter, at } => {
-                let chunk = self
-                    .chunks
-                    .get_mut(key)
-                    .ok_or(ApplyError::UnknownChunk(*key))?;
-                if !chunk.sources.contains(reporter) && chunk.owner != *reporter {
-                    return Err(ApplyError::Invalid(format!(
-                        "{reporter} does not reference chunk {key}"
-                    )));
-                }
-                chunk.bad = true;
-                touched.chunks.insert(*key);
-                self.log(
-                    &mut touched,
-                    *at,
-                    LogKind::Failure,
-                    *reporter,
-                    format!("chunk copy {key} reported unusable"),
-                );
-                Applied::Done
+                self.mark_bad(key, reporter, *at, &mut touched)?
             }
             Command::RecordAudits {
                 results,
@@ -413,17 +397,7 @@ impl ManagerState {
                 at,
             } => self.record_audits(results, policy, *at, &mut touched)?,
             Command::SetExiting { node, exiting, at } => {
-                if !self.clients.contains_key(node) {
-                    return Err(ApplyError::UnknownNode(*node));
-                }
-                let record = self.targets.entry(*node).or_default();
-                record.exiting_since = if *exiting {
-                    record.exiting_since.or(Some(*at))
-                } else {
-                    None
-                };
-                touched.targets.insert(*node);
-                Applied::Done
+                self.set_exiting(node, *exiting, *at, &mut touched)?
             }
         };
         Ok((applied, touched))
@@ -786,98 +760,6 @@ impl ManagerState {
         })
     }
 
-    /// Whether `key` is the record key of one of `data_id`'s copies.
-    fn is_copy_key(&self, data_id: &DataId, key: &DataId) -> bool {
-        (0..MAX_CHUNK_COPIES).any(|n| &chunk_copy_key(data_id, n) == key)
-    }
-
-    /// Refuses a planned chunk naming a PacketId that is stored already for
-    /// something else than a copy of the same chunk: a plan must never make
-    /// the manager believe (and later delete) another source's packet.
-    fn check_not_foreign(&self, chunk: &PlannedChunk) -> Result<(), ApplyError> {
-        let own: BTreeSet<PacketId> = (0..MAX_CHUNK_COPIES)
-            .filter_map(|n| self.chunks.get(&chunk_copy_key(&chunk.data_id, n)))
-            .flat_map(|c| c.packets.iter().map(|p| p.packet_id))
-            .collect();
-        for p in &chunk.packets {
-            if own.contains(&p.packet_id) {
-                continue;
-            }
-            if self
-                .targets
-                .values()
-                .any(|t| t.packets.contains_key(&p.packet_id))
-            {
-                return Err(ApplyError::Invalid(format!(
-                    "packet {} of chunk {} is already stored for another chunk",
-                    p.packet_id, chunk.data_id
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a committed chunk record or a pending plan other than
-    /// `except` puts `packet_id` on `target`.
-    fn references(&self, packet_id: &PacketId, target: &NodeId, except: u64) -> bool {
-        let committed = self
-            .targets
-            .get(target)
-            .is_some_and(|t| t.packets.contains_key(packet_id));
-        committed
-            || self.pending.values().any(|other| {
-                other.id != except
-                    && other.new_chunks.iter().any(|c| {
-                        c.packets
-                            .iter()
-                            .any(|q| &q.packet_id == packet_id && &q.target == target)
-                    })
-            })
-    }
-
-    /// The packets of `pending` that nothing references (the orphans of an
-    /// abort or a commit), with the generation its store tickets asked for:
-    /// if the target held the packet already under another generation, the
-    /// delete ticket does not match and the target keeps it.
-    fn unreferenced(&self, pending: &PendingBackup) -> BTreeMap<NodeId, Vec<Deletion>> {
-        let mut out: BTreeMap<NodeId, Vec<Deletion>> = BTreeMap::new();
-        for chunk in &pending.new_chunks {
-            for p in &chunk.packets {
-                if !self.references(&p.packet_id, &p.target, pending.id) {
-                    let list = out.entry(p.target).or_default();
-                    let deletion = Deletion {
-                        packet_id: p.packet_id,
-                        generation: p.generation,
-                    };
-                    if !list.contains(&deletion) {
-                        list.push(deletion);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether another copy of the same chunk than `key` still puts
-    /// `packet_id` on `target` (copies may share a packet on a target).
-    fn other_copy_holds(
-        &self,
-        data_id: &DataId,
-        key: &DataId,
-        packet_id: &PacketId,
-        target: &NodeId,
-    ) -> bool {
-        (0..MAX_CHUNK_COPIES)
-            .map(|n| chunk_copy_key(data_id, n))
-            .filter(|k| k != key)
-            .filter_map(|k| self.chunks.get(&k))
-            .any(|c| {
-                c.packets
-                    .iter()
-                    .any(|p| &p.packet_id == packet_id && &p.target == target)
-            })
-    }
-
     fn abort(
         &mut self,
         id: u64,
@@ -979,109 +861,6 @@ impl ManagerState {
         Ok(Applied::Deletions(deletions))
     }
 
-    fn record_audits(
-        &mut self,
-        results: &[AuditResult],
-        policy: &AuditPolicy,
-        at: Millis,
-        touched: &mut Touched,
-    ) -> Result<Applied, ApplyError> {
-        if results.len() > MAX_RESULTS_PER_COMMAND {
-            return Err(ApplyError::Invalid(format!(
-                "{} audit results in one command, at most {MAX_RESULTS_PER_COMMAND}",
-                results.len()
-            )));
-        }
-        for result in results {
-            // Only targets the manager knows, and only packets they hold:
-            // an outcome for anything else changes nothing.
-            let Some(record) = self.targets.get_mut(&result.target) else {
-                continue;
-            };
-            let packet = record
-                .packets
-                .contains_key(&result.packet)
-                .then_some(result.packet);
-            record.audit.record(policy, packet, result.outcome, at);
-            touched.targets.insert(result.target);
-        }
-        Ok(Applied::Done)
-    }
-
-    fn move_packet(
-        &mut self,
-        data_id: &DataId,
-        index: usize,
-        new_target: NodeId,
-        generation: u64,
-        at: Millis,
-        touched: &mut Touched,
-    ) -> Result<Applied, ApplyError> {
-        if !self.clients.contains_key(&new_target) {
-            return Err(ApplyError::UnknownNode(new_target));
-        }
-        let chunk = self
-            .chunks
-            .get(data_id)
-            .ok_or(ApplyError::UnknownChunk(*data_id))?;
-        let packet = *chunk
-            .packets
-            .get(index)
-            .ok_or_else(|| ApplyError::Invalid(format!("chunk {data_id} has no packet {index}")))?;
-        if chunk.packets.iter().any(|p| p.target == new_target) {
-            return Err(ApplyError::Invalid(format!(
-                "{new_target} already holds a packet of chunk {data_id}"
-            )));
-        }
-        let mut deletions: BTreeMap<NodeId, Vec<Deletion>> = BTreeMap::new();
-        let shared = self.other_copy_holds(
-            &chunk.data_id.clone(),
-            data_id,
-            &packet.packet_id,
-            &packet.target,
-        );
-        if !shared
-            && let Some(record) = self.targets.get_mut(&packet.target)
-            && let Some(size) = record.packets.remove(&packet.packet_id)
-        {
-            // It no longer counts against the old target's packets.
-            record.audit.failed_packets.remove(&packet.packet_id);
-            record.bytes = record.bytes.saturating_sub(size);
-            deletions.entry(packet.target).or_default().push(Deletion {
-                packet_id: packet.packet_id,
-                generation: packet.generation,
-            });
-        }
-        touched.targets.insert(packet.target);
-        let record = self.targets.entry(new_target).or_default();
-        if record
-            .packets
-            .insert(packet.packet_id, packet.size)
-            .is_none()
-        {
-            record.bytes += packet.size;
-        }
-        touched.targets.insert(new_target);
-        if let Some(chunk) = self.chunks.get_mut(data_id)
-            && let Some(p) = chunk.packets.get_mut(index)
-        {
-            p.target = new_target;
-            p.generation = generation;
-        }
-        touched.chunks.insert(*data_id);
-        self.log(
-            touched,
-            at,
-            LogKind::Repair,
-            new_target,
-            format!(
-                "packet {} of chunk {} moved from {}",
-                packet.packet_id, data_id, packet.target
-            ),
-        );
-        Ok(Applied::Deletions(deletions))
-    }
-
     /// The stored packets of a chunk, if stored.
     pub fn chunk_packets(&self, data_id: &DataId) -> Option<&[StoredPacket]> {
         self.chunks.get(data_id).map(|c| c.packets.as_slice())
@@ -1089,7 +868,7 @@ impl ManagerState {
 }
 
 /// Whether two copies put the same packets on the same targets, in order.
-fn same_packets(a: &[StoredPacket], b: &[StoredPacket]) -> bool {
+pub(crate) fn same_packets(a: &[StoredPacket], b: &[StoredPacket]) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)

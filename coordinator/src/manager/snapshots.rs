@@ -1,0 +1,249 @@
+//! The sequence manager's calls on committed snapshots and on time:
+//! fetching a snapshot's sequence, listing, forgetting, recording restores,
+//! abandoning and expiring plans, trimming the backup log. Same contract as
+//! the parent module: `decide_*` reads the state and returns commands,
+//! `finish_*` turns what applied into answers; no I/O, no clock.
+
+use super::*;
+
+impl Manager {
+    /// (d) A snapshot's sequence, with current targets, sealed to the
+    /// requesting source's X25519 key.
+    pub fn fetch_sequence<R: CryptoRng + ?Sized>(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        rng: &mut R,
+    ) -> Result<SealedForRecipient, ManagerError> {
+        let record = self
+            .state
+            .snapshots
+            .get(&snapshot)
+            .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
+        if record.source != requester {
+            return Err(ManagerError::NotYours {
+                node: requester,
+                snapshot,
+            });
+        }
+        let client = self
+            .state
+            .clients
+            .get(&requester)
+            .ok_or(ApplyError::UnknownNode(requester))?;
+        let plain = open_at_rest(
+            &self.group_key,
+            snapshot.as_bytes(),
+            &record.sealed_sequence,
+        )
+        .map_err(ManagerError::Seal)?;
+        let mut sequence = Sequence::from_bytes(&plain).map_err(ManagerError::Seal)?;
+        // Repairs may have moved packets since the snapshot was sealed.
+        for (stripe, key) in sequence.stripes.iter_mut().zip(&record.chunks) {
+            if let Some(current) = self.state.chunk_packets(key) {
+                for (entry, now) in stripe.packets.iter_mut().zip(current) {
+                    if entry.packet_id == now.packet_id {
+                        entry.targets = vec![now.target];
+                    }
+                }
+            }
+        }
+        seal_to_recipient(
+            &client.profile.x25519_public,
+            snapshot.as_bytes(),
+            &sequence.to_bytes().map_err(ManagerError::Seal)?,
+            rng,
+        )
+        .map_err(ManagerError::Seal)
+    }
+
+    /// (e) Snapshots of a source, optionally of one backup set, oldest first.
+    pub fn list_snapshots(&self, source: &NodeId, set: Option<&str>) -> Vec<SnapshotSummary> {
+        let mut out: Vec<SnapshotSummary> = self
+            .state
+            .snapshots
+            .values()
+            .filter(|s| &s.source == source && set.is_none_or(|name| s.set == name))
+            .map(|s| SnapshotSummary {
+                snapshot: s.id,
+                set: s.set.clone(),
+                source: s.source,
+                time: s.created_at,
+                bytes: s.bytes,
+                chunks: s.chunks.len(),
+            })
+            .collect();
+        out.sort_by_key(|s| (s.time, s.snapshot));
+        out
+    }
+
+    /// (f) Forgets a snapshot: the packets nobody references any more, per
+    /// target, with delete tickets.
+    pub fn forget(
+        &mut self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        now: Millis,
+    ) -> Result<ForgetResponse, ManagerError> {
+        let command = self.decide_forget(requester, snapshot, now)?;
+        let applied = self.execute(command)?;
+        self.finish_forget(&applied, now)
+    }
+
+    /// Decides a forget: checks the snapshot is the requester's and returns
+    /// the `Forget` command to replicate.
+    pub fn decide_forget(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        now: Millis,
+    ) -> Result<Command, ManagerError> {
+        let record = self
+            .state
+            .snapshots
+            .get(&snapshot)
+            .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
+        if record.source != requester {
+            return Err(ManagerError::NotYours {
+                node: requester,
+                snapshot,
+            });
+        }
+        Ok(Command::Forget { snapshot, at: now })
+    }
+
+    /// The answer to an applied `Forget`: what to delete where, with tickets.
+    pub fn finish_forget(
+        &self,
+        applied: &Applied,
+        now: Millis,
+    ) -> Result<ForgetResponse, ManagerError> {
+        let deletions = match applied {
+            Applied::Deletions(d) => d.clone(),
+            _ => BTreeMap::new(),
+        };
+        Ok(ForgetResponse {
+            delete_tickets: self.delete_tickets(&deletions, now)?,
+            deletions: deletions
+                .into_iter()
+                .map(|(target, list)| (target, list.into_iter().map(|d| d.packet_id).collect()))
+                .collect(),
+        })
+    }
+
+    /// (g) Records a restore (data assembly record); returns its id.
+    pub fn record_restore(
+        &mut self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        outcome: RestoreOutcome,
+        now: Millis,
+    ) -> Result<u64, ManagerError> {
+        let (command, id) = self.decide_record_restore(requester, snapshot, outcome, now);
+        self.execute(command)?;
+        Ok(id)
+    }
+
+    /// The `RecordRestore` command for a restore, and the record's id.
+    pub fn decide_record_restore(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        outcome: RestoreOutcome,
+        now: Millis,
+    ) -> (Command, u64) {
+        let id = self.state.next_assembly;
+        let command = Command::RecordRestore {
+            record: AssemblyRecord {
+                id,
+                requester,
+                snapshot,
+                at: now,
+                outcome,
+            },
+        };
+        (command, id)
+    }
+
+    /// Abandons a planned backup of `source` (e.g. to re-plan it without a
+    /// target that failed mid-upload): its reservations are released; returns
+    /// delete tickets for whatever may already have been uploaded.
+    pub fn abandon(
+        &mut self,
+        source: NodeId,
+        pending_id: u64,
+        now: Millis,
+    ) -> Result<Vec<StorageTicket>, ManagerError> {
+        let command = self.decide_abandon(source, pending_id, now)?;
+        let applied = self.execute(command)?;
+        self.deletion_tickets(&applied, now)
+    }
+
+    /// Decides an abandon: checks the plan is `source`'s and returns the
+    /// `AbortBackup` command to replicate (answer with
+    /// [`deletion_tickets`](Self::deletion_tickets) once it applied).
+    pub fn decide_abandon(
+        &self,
+        source: NodeId,
+        pending_id: u64,
+        now: Millis,
+    ) -> Result<Command, ManagerError> {
+        let pending = self
+            .state
+            .pending
+            .get(&pending_id)
+            .ok_or(ApplyError::UnknownPending(pending_id))?;
+        if pending.source != source {
+            return Err(ManagerError::Invalid(format!(
+                "backup {pending_id} belongs to {}, not {source}",
+                pending.source
+            )));
+        }
+        Ok(Command::AbortBackup {
+            pending_id,
+            at: now,
+            reason: "abandoned by its source".into(),
+        })
+    }
+
+    /// Aborts planned backups past their deadline; returns delete tickets for
+    /// whatever they may have uploaded.
+    pub fn expire_pending(&mut self, now: Millis) -> Result<Vec<StorageTicket>, ManagerError> {
+        let mut tickets = Vec::new();
+        for command in self.decide_expire(now) {
+            let applied = self.execute(command)?;
+            tickets.extend(self.deletion_tickets(&applied, now)?);
+        }
+        Ok(tickets)
+    }
+
+    /// The `TrimLog` command the log retention asks for at `now`, if any.
+    pub fn decide_trim_log(&self, now: Millis) -> Option<Command> {
+        let log = &self.state.log;
+        let newest = log.last()?.seq;
+        let keep = self.config.log_retention.max_events.max(1);
+        let by_count = newest.saturating_add(1).saturating_sub(keep);
+        let cutoff = now.saturating_sub(self.config.log_retention.max_age);
+        // Events are appended in time order, so the too-old ones are a prefix.
+        let by_age = log
+            .iter()
+            .find(|e| e.at >= cutoff)
+            .map_or(newest, |e| e.seq);
+        let before_seq = by_count.max(by_age).min(newest);
+        (log.first()?.seq < before_seq).then_some(Command::TrimLog { before_seq })
+    }
+
+    /// The `AbortBackup` commands for planned backups past their deadline.
+    pub fn decide_expire(&self, now: Millis) -> Vec<Command> {
+        self.state
+            .pending
+            .values()
+            .filter(|p| p.expires_at < now)
+            .map(|p| Command::AbortBackup {
+                pending_id: p.id,
+                at: now,
+                reason: "not committed before its deadline".into(),
+            })
+            .collect()
+    }
+}

@@ -48,17 +48,24 @@ impl ManagerService {
     /// Whose RTTs count as evidence: the certified members of the group and
     /// targets vetted by their audits (100 passed, not disqualified).
     fn trusted_observers(&self) -> BTreeSet<NodeId> {
-        let policy = strew_coordinator::audit::AuditPolicy::default();
         let mut trusted: BTreeSet<NodeId> = self.members().into_iter().collect();
         trusted.extend(self.replica.read(|m| {
             m.state()
                 .targets
                 .iter()
-                .filter(|(_, r)| r.audit.is_vetted(&policy) && !r.audit.is_disqualified())
+                .filter(|(_, r)| vetted(r))
                 .map(|(id, _)| *id)
                 .collect::<Vec<_>>()
         }));
         trusted
+    }
+
+    /// Whether `node`'s RTTs count as evidence (see [`Self::trusted_observers`]).
+    fn is_trusted_observer(&self, node: &NodeId) -> bool {
+        self.members().contains(node)
+            || self
+                .replica
+                .read(|m| m.state().targets.get(node).is_some_and(vetted))
     }
 
     /// Records a node's RTT report (leader only; the caller checked).
@@ -75,7 +82,12 @@ impl ManagerService {
         if self.location_check() == LocationCheck::Off {
             return ManagerResponse::Recorded;
         }
-        let trusted = self.trusted_observers();
+        // Every sample has the same observer: judge it once, not by
+        // building the whole trusted set on every report (a hot path: each
+        // node reports every few seconds).
+        if !self.is_trusted_observer(&observer) {
+            return ManagerResponse::Recorded;
+        }
         let observations: Vec<RttObservation> = report
             .samples
             .iter()
@@ -85,7 +97,7 @@ impl ManagerService {
                 rtt_micros: s.rtt_micros,
             })
             .collect();
-        lock(&self.location).record(&observations, &|id| trusted.contains(id), now_ms());
+        lock(&self.location).record(&observations, &|id| *id == observer, now_ms());
         ManagerResponse::Recorded
     }
 
@@ -174,4 +186,12 @@ impl ManagerService {
             other => other,
         }
     }
+}
+
+/// A target whose audits vetted it (and did not disqualify it since).
+fn vetted(record: &strew_coordinator::TargetRecord) -> bool {
+    record
+        .audit
+        .is_vetted(&strew_coordinator::audit::AuditPolicy::default())
+        && !record.audit.is_disqualified()
 }

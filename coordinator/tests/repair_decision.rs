@@ -542,7 +542,15 @@ fn a_failed_audit_queues_its_stripe_and_disqualification_gives_up_the_target() {
         packet: bad.packet_id,
         outcome: AuditOutcome::Failed,
     };
-    for command in Manager::audit_commands(&[stranger], &audits, at) {
+    // A packet the target no longer holds (moved away while its challenge
+    // was in flight) says nothing about the target either.
+    let honest = m.state().chunks[&DataId([2; 32])].packets[1];
+    let moved_away = AuditResult {
+        target: honest.target,
+        packet: PacketId::of(b"a packet it does not hold"),
+        outcome: AuditOutcome::Failed,
+    };
+    for command in Manager::audit_commands(&[stranger, moved_away], &audits, at) {
         m.apply(&command).expect("applies");
     }
     assert_eq!(m.state().targets, before.targets);

@@ -77,16 +77,18 @@ impl ManagerState {
             )));
         }
         for result in results {
-            // Only targets the manager knows, and only packets they hold:
-            // an outcome for anything else changes nothing.
+            // Only targets the manager knows, and only packets they still
+            // hold: a packet moved away (and deleted) while its challenge was
+            // in flight says nothing about the target.
             let Some(record) = self.targets.get_mut(&result.target) else {
                 continue;
             };
-            let packet = record
-                .packets
-                .contains_key(&result.packet)
-                .then_some(result.packet);
-            record.audit.record(policy, packet, result.outcome, at);
+            if !record.packets.contains_key(&result.packet) {
+                continue;
+            }
+            record
+                .audit
+                .record(policy, Some(result.packet), result.outcome, at);
             touched.targets.insert(result.target);
         }
         Ok(Applied::Done)

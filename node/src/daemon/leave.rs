@@ -26,6 +26,8 @@ use crate::grid::overlay::OverlayManager;
 const LEAVE_CALL: Duration = Duration::from_secs(90);
 /// How often the client asks for progress.
 const POLL: Duration = Duration::from_secs(2);
+/// How long without progress before the client says what may be wrong.
+const STALLED: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Args, Debug, Clone)]
 pub struct LeaveCmd {
@@ -73,6 +75,8 @@ pub async fn leave(data_dir: &Path, cmd: &LeaveCmd) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut last = u64::MAX;
+    let mut progressed = std::time::Instant::now();
+    let mut warned = false;
     while v["done"] != true {
         let remaining = num(&v, "packets_remaining");
         if remaining != last {
@@ -82,6 +86,17 @@ pub async fn leave(data_dir: &Path, cmd: &LeaveCmd) -> anyhow::Result<()> {
                 format_size(num(&v, "bytes_remaining"))
             )?;
             last = remaining;
+            progressed = std::time::Instant::now();
+            warned = false;
+        } else if !warned && progressed.elapsed() >= STALLED {
+            writeln!(
+                out,
+                "no packet has moved for {} min: the coordinators may find no other target \
+                 that meets these stripes' rules (`strew status` shows repairs pending). \
+                 Stopping now loses nothing: the grid rebuilds them after its repair grace.",
+                STALLED.as_secs() / 60
+            )?;
+            warned = true;
         }
         tokio::time::sleep(POLL).await;
         v = control::call(data_dir, "leave", args.clone(), LEAVE_CALL).await?;

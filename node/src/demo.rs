@@ -461,6 +461,11 @@ async fn run_grid(
     // 4b. The repair benchmark: wait until the leader rebuilt the lost packets.
     let repair = if args.repair {
         let lost: u64 = victims.iter().map(|&i| held(&grid.nodes[i].node_id)).sum();
+        // Reed–Solomon reads K packets to rebuild one: bytes read per byte lost ≥ K.
+        let k = REDUNDANCY
+            .parse::<strew_coordinator::Redundancy>()
+            .map_err(|e| anyhow::anyhow!("the demo's redundancy {REDUNDANCY}: {e}"))?
+            .data_packets();
         let started = Instant::now();
         let status = wait_for("the lost packets to be rebuilt", CALL_TIMEOUT, || async {
             call(&dir0, "status", Value::Null, Duration::from_secs(10))
@@ -486,7 +491,7 @@ async fn run_grid(
             "bytes_lost": written,
             "bytes_read": read,
             "read_per_byte_lost": read as f64 / (written.max(1) as f64),
-            "rs_lower_bound": 4,
+            "rs_lower_bound": k,
             "seconds_after_kill": seconds,
             "repair_seconds": busy,
             "mb_per_s": (read + written) as f64 / 1e6 / busy,
@@ -495,7 +500,7 @@ async fn run_grid(
             quiet,
             format!(
                 "repaired {lost} packets ({}) {seconds:.1} s after the kill (detection and 2 s grace included); \
-                 repairing took {busy:.2} s at {:.1} MB/s, reading {} ({:.2} bytes per byte lost; erasure 4+2's lower bound is 4)",
+                 repairing took {busy:.2} s at {:.1} MB/s, reading {} ({:.2} bytes per byte lost; {REDUNDANCY}'s lower bound is {k})",
                 format_size(written),
                 report["mb_per_s"].as_f64().unwrap_or(0.0),
                 format_size(read),

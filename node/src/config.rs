@@ -463,6 +463,14 @@ impl Settings {
         if let Some(n) = self.max_grid_nodes {
             c.max_grid_nodes = n;
         }
+        // A knob for tests (one machine is one IP): new node ids per minute
+        // gossip takes in from one delivering address.
+        if let Some(n) = std::env::var(ENV_NEW_NODES_PER_IP)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            c.new_nodes_per_ip = n;
+        }
         c
     }
 
@@ -493,6 +501,9 @@ impl Settings {
             }
     }
 }
+
+/// Environment override of the overlay's `new_nodes_per_ip` (0: no limit).
+pub const ENV_NEW_NODES_PER_IP: &str = "STREW_NEW_NODES_PER_IP";
 
 #[cfg(test)]
 mod tests {

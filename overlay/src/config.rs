@@ -65,6 +65,10 @@ pub struct OverlayConfig {
     /// Most nodes the grid view holds; past it the least recently confirmed
     /// node makes room for a new one.
     pub max_grid_nodes: usize,
+    /// New node ids per minute the grid view takes in by gossip from one
+    /// delivering IP address (four times that from its /24 or /64); past it
+    /// announcements of unknown nodes from there are ignored. 0: no limit.
+    pub new_nodes_per_ip: u32,
     /// Whether this node offers the relay v2 service (coordination only,
     /// see `behaviour::RELAY_*`); meant for publicly reachable nodes.
     pub relay_service: bool,
@@ -93,6 +97,7 @@ impl OverlayConfig {
             bootstrap_retry: Duration::from_secs(15),
             inbound_budget: DEFAULT_INBOUND_BUDGET,
             max_grid_nodes: crate::grid::DEFAULT_MAX_GRID_NODES,
+            new_nodes_per_ip: crate::gossip::ip_rate::DEFAULT_NEW_NODES_PER_IP_PER_MINUTE,
             relay_service: false,
             autonat_probe_interval: Duration::from_secs(5),
         }

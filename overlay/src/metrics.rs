@@ -62,7 +62,7 @@ impl OverlayMetrics {
         );
         r.register(
             "announcements",
-            "Received announcements by validation result: accepted, duplicate (seen already), clock (expired or from the future: clock skew), rate (over the rate limit), rejected (invalid)",
+            "Received announcements by validation result: accepted, duplicate (seen already), clock (expired or from the future: clock skew), rate (over the per-node rate limit), ip_rate (a new node over its delivering IP's budget), rejected (invalid)",
             m.announcements.clone(),
         );
         r.register(

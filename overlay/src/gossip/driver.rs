@@ -50,7 +50,8 @@ impl Gossip {
             FreshnessLimits::default(),
             GATE_BURST,
             (config.announce_interval / 4).max(Duration::from_millis(100)),
-        );
+        )
+        .with_new_nodes_per_ip(config.new_nodes_per_ip);
         Gossip {
             shared,
             key,
@@ -83,7 +84,15 @@ impl Gossip {
         {
             let now = now_ms();
             let source = message.source.as_ref().and_then(peer::node_id_of);
-            let verdict = self.gate.judge(source, &message.data, now);
+            // What the delivering peer's connection showed (never what it claims).
+            let via = peer::node_id_of(&propagation_source).and_then(|node| {
+                self.shared
+                    .grid
+                    .read()
+                    .ok()
+                    .and_then(|g| g.observed_address(&node))
+            });
+            let verdict = self.gate.judge_from(source, &message.data, via, now);
             self.record_verdict(&verdict, Some(propagation_source));
             let acceptance = verdict.acceptance();
             let _ = swarm

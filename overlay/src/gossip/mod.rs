@@ -1,6 +1,7 @@
 //! Gossip of announcements: the topic, gossipsub's configuration and peer
-//! scoring, and the per-node admission gate (replay and rate) that sits on top
-//! of the stateless checks in `announcement`.
+//! scoring, and the admission gate (replay and rate per node, new identities
+//! per source IP through `ip_rate`) that sits on top of the stateless checks
+//! in `announcement`.
 //!
 //! Owns the decision Accept / Ignore / Reject for every received announcement.
 //! It must not touch the swarm or the grid view: the event loop applies the
@@ -8,9 +9,12 @@
 //! through `driver`, which also publishes this node's own announcements.
 
 pub(crate) mod driver;
+pub mod ip_rate;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ip_rate::IpRateLimit;
 use std::time::Duration;
 
 use libp2p::gossipsub::{
@@ -105,6 +109,9 @@ pub enum Ignored {
     Clock,
     /// The node announces more often than the rate limit allows.
     Rate,
+    /// A node not known yet, delivered from an IP address (or its /24, /64)
+    /// that brought in more new identities than its budget per minute.
+    IpRate,
 }
 
 impl Ignored {
@@ -113,6 +120,7 @@ impl Ignored {
             Ignored::Duplicate => "duplicate",
             Ignored::Clock => "clock",
             Ignored::Rate => "rate",
+            Ignored::IpRate => "ip_rate",
         }
     }
 }
@@ -137,6 +145,8 @@ pub struct AnnouncementGate {
     /// Tokens regained per millisecond.
     refill_per_ms: f64,
     nodes: BTreeMap<NodeId, NodeState>,
+    /// New identities per delivering IP and subnet.
+    new_per_ip: IpRateLimit,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -156,11 +166,32 @@ impl AnnouncementGate {
             burst: f64::from(burst.max(1)),
             refill_per_ms: 1.0 / per_ms,
             nodes: BTreeMap::new(),
+            new_per_ip: IpRateLimit::new(ip_rate::DEFAULT_NEW_NODES_PER_IP_PER_MINUTE),
         }
     }
 
-    /// Judges one message published by `source` (gossipsub's verified author).
+    /// Replaces the budget of new identities per source IP a minute (0: no limit).
+    pub fn with_new_nodes_per_ip(mut self, per_minute: u32) -> Self {
+        self.new_per_ip = IpRateLimit::new(per_minute);
+        self
+    }
+
+    /// Judges one message published by `source` (gossipsub's verified author)
+    /// whose delivering peer's address is unknown or does not matter.
     pub fn judge(&mut self, source: Option<NodeId>, data: &[u8], now_ms: u64) -> Verdict {
+        self.judge_from(source, data, None, now_ms)
+    }
+
+    /// Judges one message published by `source` and delivered by a peer
+    /// whose connection showed `via`: a node not known yet also takes one
+    /// token from `via`'s budget of new identities.
+    pub fn judge_from(
+        &mut self,
+        source: Option<NodeId>,
+        data: &[u8],
+        via: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Verdict {
         let ann = match Announcement::verify(data, now_ms, &self.limits) {
             Ok(ann) => ann,
             Err(err) if err.is_benign() => return Verdict::Ignore(Ignored::Clock, err.to_string()),
@@ -169,6 +200,15 @@ impl AnnouncementGate {
         if source != Some(ann.node()) {
             // Strict mode: the author signed the gossipsub envelope; it must be the announced node.
             return Verdict::Reject(AnnouncementError::BadSignature);
+        }
+        if !self.nodes.contains_key(&ann.node())
+            && let Some(ip) = via
+            && !self.new_per_ip.allow(ip, now_ms)
+        {
+            return Verdict::Ignore(
+                Ignored::IpRate,
+                format!("too many new nodes delivered from {ip}"),
+            );
         }
         let state = self.nodes.entry(ann.node()).or_insert(NodeState {
             last_issued_at: 0,
@@ -273,6 +313,66 @@ mod tests {
         // ...and a minute later one more is allowed.
         assert!(matches!(
             gate.judge(node, &signed(&key, NOW + 3), NOW + 60_010),
+            Verdict::Accept(_)
+        ));
+    }
+
+    #[test]
+    fn gate_limits_new_identities_per_delivering_ip() {
+        let mut gate =
+            AnnouncementGate::new(FreshnessLimits::default(), 2, Duration::from_secs(60))
+                .with_new_nodes_per_ip(3);
+        let via: IpAddr = "203.0.113.9".parse().unwrap();
+        let keys: Vec<Keypair> = (0..10).map(|_| Keypair::generate_ed25519()).collect();
+        let verdicts: Vec<Verdict> = keys
+            .iter()
+            .map(|k| {
+                gate.judge_from(
+                    peer::node_id_of_key(&k.public()),
+                    &signed(k, NOW),
+                    Some(via),
+                    NOW,
+                )
+            })
+            .collect();
+        let accepted = verdicts
+            .iter()
+            .filter(|v| matches!(v, Verdict::Accept(_)))
+            .count();
+        assert_eq!(accepted, 3);
+        assert!(
+            verdicts[3..]
+                .iter()
+                .all(|v| matches!(v, Verdict::Ignore(Ignored::IpRate, _)))
+        );
+        // A node already known is not a new identity: its update passes.
+        let known = &keys[0];
+        assert!(matches!(
+            gate.judge_from(
+                peer::node_id_of_key(&known.public()),
+                &signed(known, NOW + 1),
+                Some(via),
+                NOW
+            ),
+            Verdict::Accept(_)
+        ));
+        // Another address has its own budget; an unknown one (sync) none.
+        let other: IpAddr = "198.51.100.9".parse().unwrap();
+        assert!(matches!(
+            gate.judge_from(
+                peer::node_id_of_key(&keys[4].public()),
+                &signed(&keys[4], NOW),
+                Some(other),
+                NOW
+            ),
+            Verdict::Accept(_)
+        ));
+        assert!(matches!(
+            gate.judge(
+                peer::node_id_of_key(&keys[5].public()),
+                &signed(&keys[5], NOW),
+                NOW
+            ),
             Verdict::Accept(_)
         ));
     }

@@ -60,6 +60,11 @@ pub struct Announcement {
     /// through relays and hole punching, and placement prefers others.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub behind_nat: bool,
+    /// The node's proof-of-work stamp (`strew_coordinator::work`): a nonce
+    /// such that BLAKE3(node id, nonce) starts with enough zero bits. An
+    /// open grid's leader takes a node into replicated state only with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_nonce: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -286,6 +291,7 @@ mod tests {
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             external_addrs: Vec::new(),
             behind_nat: false,
+            work_nonce: None,
         }
     }
 
@@ -325,6 +331,9 @@ mod tests {
             Box::new(|a| a.storage_free = a.storage_allocated + 1),
             Box::new(|a| a.load = 2.0),
             Box::new(|a| a.valid_for_secs = 0),
+            // At most a day: a node seen once cannot squat in views for a week.
+            Box::new(|a| a.valid_for_secs = MAX_VALID_FOR_SECS + 1),
+            Box::new(|a| a.valid_for_secs = 7 * 24 * 3600),
             Box::new(|a| a.protocol_version = 99),
             Box::new(|a| a.listen_addrs = vec!["not an addr".into()]),
             Box::new(|a| a.listen_addrs = vec!["/ip4/1.2.3.4/tcp/1".into(); 9]),
@@ -336,6 +345,18 @@ mod tests {
             let err = Announcement::verify(&bytes, NOW, &limits).unwrap_err();
             assert!(!err.is_benign(), "case {i}: {err}");
         }
+    }
+
+    #[test]
+    fn a_day_of_validity_is_accepted() {
+        let key = Keypair::generate_ed25519();
+        let mut ann = sample(&key, NOW);
+        ann.valid_for_secs = MAX_VALID_FOR_SECS;
+        ann.work_nonce = Some(42);
+        let bytes = ann.sign(&key).unwrap();
+        let back = Announcement::verify(&bytes, NOW, &FreshnessLimits::default()).unwrap();
+        assert_eq!(back, ann);
+        assert_eq!(back.expires_at(), NOW + 24 * 3600 * 1000);
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct OverlayConfig {
     /// delivering IP address (four times that from its /24 or /64); past it
     /// announcements of unknown nodes from there are ignored. 0: no limit.
     pub new_nodes_per_ip: u32,
+    /// This node's proof-of-work stamp, announced as `work_nonce` (see
+    /// `strew_coordinator::work`); computed once by the node and kept.
+    pub work_nonce: Option<u64>,
     /// Whether this node offers the relay v2 service (coordination only,
     /// see `behaviour::RELAY_*`); meant for publicly reachable nodes.
     pub relay_service: bool,
@@ -98,6 +101,7 @@ impl OverlayConfig {
             inbound_budget: DEFAULT_INBOUND_BUDGET,
             max_grid_nodes: crate::grid::DEFAULT_MAX_GRID_NODES,
             new_nodes_per_ip: crate::gossip::ip_rate::DEFAULT_NEW_NODES_PER_IP_PER_MINUTE,
+            work_nonce: None,
             relay_service: false,
             autonat_probe_interval: Duration::from_secs(5),
         }

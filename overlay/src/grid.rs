@@ -333,6 +333,7 @@ mod tests {
             listen_addrs: Vec::new(),
             external_addrs: Vec::new(),
             behind_nat: false,
+            work_nonce: None,
         }
     }
 

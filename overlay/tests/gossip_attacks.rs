@@ -34,6 +34,7 @@ fn announcement(key: &Keypair, lat: f64) -> Announcement {
         listen_addrs: vec![],
         external_addrs: Vec::new(),
         behind_nat: false,
+        work_nonce: None,
     }
 }
 

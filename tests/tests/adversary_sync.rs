@@ -47,6 +47,7 @@ fn fake(now_ms: u64, i: usize) -> Result<Vec<u8>> {
         listen_addrs: Vec::new(),
         external_addrs: Vec::new(),
         behind_nat: false,
+        work_nonce: None,
     };
     Ok(ann.sign(&key)?)
 }

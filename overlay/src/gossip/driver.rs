@@ -257,6 +257,7 @@ impl Gossip {
                     .reachability
                     .load(std::sync::atomic::Ordering::Relaxed),
             ) == crate::reachability::Reachability::Private,
+            work_nonce: self.config.work_nonce,
         };
         let bytes = match ann.sign(&self.key) {
             Ok(b) => b,

@@ -282,6 +282,7 @@ mod tests {
             listen_addrs: vec![],
             external_addrs: Vec::new(),
             behind_nat: false,
+            work_nonce: None,
         }
         .sign(key)
         .unwrap()

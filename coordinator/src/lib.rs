@@ -10,6 +10,7 @@ pub mod cbor;
 pub mod cities;
 pub mod grid;
 pub mod ids;
+pub mod joins;
 pub mod location;
 pub mod manager;
 pub mod network;
@@ -23,6 +24,7 @@ pub mod state;
 pub mod ticket;
 pub mod trust;
 pub mod units;
+pub mod work;
 
 pub use cbor::CborError;
 pub use grid::{GridView, NodeProfile};

@@ -188,6 +188,16 @@ fn spawn(
         // measured RTTs rightly refute those claims, so the demo only warns.
         .arg("--location-check")
         .arg("warn");
+    // A demo grid takes its nodes in at once, for a cheap stamp (an open
+    // grid's defaults: 10 minutes in view and 20 bits of work).
+    for (name, value) in [
+        (crate::work_stamp::ENV_MIN_SEEN, "0"),
+        (crate::work_stamp::ENV_WORK_BITS, "12"),
+    ] {
+        if std::env::var_os(name).is_none() {
+            cmd.env(name, value);
+        }
+    }
     if coordinator {
         cmd.arg("--coordinator");
     }

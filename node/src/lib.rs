@@ -26,3 +26,4 @@ pub mod sync;
 pub mod trust;
 pub mod verify;
 pub mod wire;
+pub mod work_stamp;

@@ -268,6 +268,16 @@ impl OverlayHandle {
         self.shared.grid.read().map(|g| g.generation()).unwrap_or(0)
     }
 
+    /// The proof-of-work nonce each node in the grid view announced.
+    pub fn work_nonces(&self) -> std::collections::BTreeMap<NodeId, Option<u64>> {
+        let Ok(grid) = self.shared.grid.read() else {
+            return Default::default();
+        };
+        grid.announcements()
+            .map(|a| (a.node(), a.work_nonce))
+            .collect()
+    }
+
     /// Runs `f` on the coordinator's grid view (this node included once it announced).
     pub fn with_grid_view<R>(
         &self,

@@ -46,6 +46,7 @@ use crate::sync::lock;
 use crate::wire::{self, ToWire};
 
 mod audits;
+mod joins;
 mod location;
 mod repair;
 mod trust;
@@ -105,6 +106,8 @@ pub struct ManagerService {
     location: Mutex<strew_coordinator::LocationBook>,
     /// What a refuted location claim costs (`location_check`).
     location_check: Mutex<strew_coordinator::LocationCheck>,
+    /// Who in the view may enter an open grid's replicated state (`joins`).
+    joins: Mutex<strew_coordinator::joins::JoinGate>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError + '_ {
@@ -210,6 +213,7 @@ impl ManagerService {
             repaired: repair::RepairTotals::default(),
             location: Mutex::new(strew_coordinator::LocationBook::default()),
             location_check: Mutex::new(strew_coordinator::LocationCheck::default()),
+            joins: Mutex::new(strew_coordinator::joins::JoinGate::default()),
         }))
     }
 
@@ -343,6 +347,7 @@ impl ManagerService {
         manager: &Manager,
         profiles: Vec<NodeProfile>,
         certified: &BTreeSet<NodeId>,
+        joinable: &BTreeSet<NodeId>,
         now: u64,
     ) -> Vec<Command> {
         let mut commands = Vec::new();
@@ -370,7 +375,9 @@ impl ManagerService {
                 continue;
             }
             let changed = match manager.state().clients.get(&profile.node_id) {
-                None => true,
+                // An open grid takes in a node once the join gate lets it
+                // (seen for a while, proof of work), or a certified coordinator.
+                None => joinable.contains(&profile.node_id) || certified.contains(&profile.node_id),
                 Some(known) => {
                     let k = &known.profile;
                     k.location != profile.location
@@ -420,12 +427,16 @@ impl ManagerService {
             return Ok(());
         };
         let certified = self.certified();
-        let mut commands = self
-            .replica
-            .read(|m| Self::grid_commands(m, profiles, &certified, now));
+        let joinable = self.joinable(&profiles, now);
+        let (mut commands, capped, open) = self.replica.read(|m| {
+            let mut commands = Self::grid_commands(m, profiles, &certified, &joinable.ready, now);
+            let capped = joins::cap_new_joins(m.state(), &mut commands);
+            let open = !matches!(m.state().mode, strew_coordinator::GridMode::Closed { .. });
+            (commands, capped, open)
+        });
         commands.sort_by_key(|c| !matches!(c, Command::SetOnline { .. }));
         let cap = MAX_BATCH * MAX_GRID_BATCHES_PER_TICK;
-        let complete = commands.len() <= cap;
+        let complete = commands.len() <= cap && !capped && !(open && joinable.waiting);
         commands.truncate(cap);
         for batch in commands.chunks(MAX_BATCH) {
             match self.member.execute_batch(batch.to_vec()).await {

@@ -169,7 +169,17 @@ pub async fn run_with(
         })?;
 
     let mut registry = Registry::default();
-    let overlay_config = settings.overlay_config(x25519);
+    let mut overlay_config = settings.overlay_config(x25519);
+    // The cost of entering an open grid's replicated state, paid once per identity.
+    let policy = crate::work_stamp::join_policy_from_env()?;
+    let stamp_dir = data_dir.to_path_buf();
+    overlay_config.work_nonce = Some(
+        tokio::task::spawn_blocking(move || {
+            crate::work_stamp::load_or_compute(&stamp_dir, &node_id, policy.work_bits)
+        })
+        .await
+        .context("proof-of-work task failed")??,
+    );
     let (overlay, overlay_task) = strew_overlay::start(
         key,
         overlay_config,
@@ -196,6 +206,7 @@ pub async fn run_with(
         .await
         .context("cannot start the sequence manager")?;
         service.set_location_check(settings.location_check);
+        service.set_join_policy(policy);
         overlay.set_manager_endpoint(Some(service.clone()));
         Some(service)
     } else {

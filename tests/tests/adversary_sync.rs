@@ -156,3 +156,66 @@ fn a_fake_node_flood_through_grid_sync_stays_under_the_view_cap() -> Result<()> 
     ensure!(victim.daemon_status().is_ok(), "the victim stopped serving");
     Ok(())
 }
+
+/// The same flood against a grid's founding coordinator (the leader of a
+/// one-member group, open grid): the fake nodes enter its grid view, but
+/// none announces a proof-of-work stamp, so the leader's join gate keeps
+/// every one of them out of replicated state and the raft log barely moves.
+#[test]
+fn a_fake_node_flood_does_not_reach_the_leaders_replicated_state() -> Result<()> {
+    let place = cities(1)?.remove(0);
+    let mut options = NodeOptions::at(place.location()).founder();
+    options
+        .extra
+        .extend(["--max-grid-nodes".into(), CAP.to_string()]);
+    let victim = Node::start(options)?;
+    victim.wait_for_manager_view(1, Duration::from_secs(60))?;
+    let commit_index = |node: &Node| -> Option<u64> {
+        node.daemon_status().ok()?["group"]["commit_index"].as_u64()
+    };
+    let online = |node: &Node| -> Option<u64> {
+        node.control("manager", serde_json::Value::Null).ok()?["online"].as_u64()
+    };
+    let before = wait_for("the group's commit index", Duration::from_secs(30), || {
+        commit_index(&victim)
+    })?;
+    let addr: Multiaddr = victim.bootstrap_addr()?.parse()?;
+    let addr: Multiaddr = addr
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    let peer: PeerId = victim.node_id()?.parse()?;
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let attacker = runtime.spawn(attack(peer, addr, Instant::now() + Duration::from_secs(30)));
+    wait_for("the victim's view to fill", Duration::from_secs(30), || {
+        let peers = victim.daemon_status().ok()?["peers"].as_u64()?;
+        (peers as usize >= CAP / 2).then_some(())
+    })?;
+    // Several grid-sync ticks with the fake nodes in view.
+    let mut most_online = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(500));
+        most_online = most_online.max(online(&victim).unwrap_or(0));
+    }
+    let after = commit_index(&victim).unwrap_or(before);
+    let served = runtime.block_on(attacker)??;
+    eprintln!(
+        "FIGURE grid-sync flood on a leader: {served} fake announcements served, at most {most_online} nodes in replicated state, raft log {before} -> {after}"
+    );
+    ensure!(
+        served > CAP,
+        "the attack offered only {served} announcements"
+    );
+    ensure!(
+        most_online <= 1,
+        "{most_online} nodes entered replicated state: fake nodes without a stamp got in"
+    );
+    ensure!(
+        after.saturating_sub(before) <= 20,
+        "the raft log grew by {} entries during the flood",
+        after.saturating_sub(before)
+    );
+    Ok(())
+}

@@ -688,10 +688,10 @@ impl ManagerState {
             for p in &copy.packets {
                 let record = self.targets.entry(p.target).or_default();
                 if record.packets.insert(p.packet_id, p.size).is_none() {
-                    record.bytes += p.size;
+                    record.bytes = record.bytes.saturating_add(p.size);
                 }
                 touched.targets.insert(p.target);
-                charged += p.size;
+                charged = charged.saturating_add(p.size);
             }
             self.chunks.insert(
                 key,

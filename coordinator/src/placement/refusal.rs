@@ -33,7 +33,7 @@ pub(super) fn explain<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> PlacementRefusal {
     let eligible = cands.len();
-    let total_cap: u64 = cands.iter().map(|c| c.cap).sum();
+    let total_cap: u64 = super::search::sum_caps(cands.iter().map(|c| c.cap));
     let bd = &req.backup_distance;
     let mut refusal = PlacementRefusal {
         reason: RefusalReason::TooFewInRing,

@@ -61,7 +61,7 @@ pub(super) fn greedy_extend<R: Rng + ?Sized>(
     compact: bool,
     rng: &mut R,
 ) -> u64 {
-    let mut cap: u64 = chosen.iter().map(|&i| cands[i].cap).sum();
+    let mut cap: u64 = sum_caps(chosen.iter().map(|&i| cands[i].cap));
     let mut taken: BTreeSet<usize> = chosen.iter().copied().collect();
     let mut order = weighted_order(cands, rng);
     let mut consider = |i: usize, chosen: &mut Vec<usize>, cap: &mut u64| {
@@ -74,7 +74,7 @@ pub(super) fn greedy_extend<R: Rng + ?Sized>(
         {
             chosen.push(i);
             taken.insert(i);
-            *cap += cands[i].cap;
+            *cap = cap.saturating_add(cands[i].cap);
         }
     };
     if compact {
@@ -147,7 +147,7 @@ pub(super) fn exact_search(
         let mut sum = 0;
         while mask != 0 {
             let v = mask.trailing_zeros() as usize;
-            sum += caps[v];
+            sum = caps[v].saturating_add(sum);
             mask &= mask - 1;
         }
         sum
@@ -163,7 +163,7 @@ pub(super) fn exact_search(
         s.steps += 1;
         let mut allowed = allowed;
         while allowed != 0 {
-            if set_cap + mask_cap(s.caps, allowed) <= s.best_cap {
+            if set_cap.saturating_add(mask_cap(s.caps, allowed)) <= s.best_cap {
                 return;
             }
             let v = allowed.trailing_zeros() as usize;
@@ -171,7 +171,7 @@ pub(super) fn exact_search(
             dfs(
                 s,
                 set | (1 << v),
-                set_cap + s.caps[v],
+                set_cap.saturating_add(s.caps[v]),
                 allowed & s.compat[v],
             );
             if s.best_cap >= s.need || s.steps >= s.budget {
@@ -218,7 +218,7 @@ pub(super) fn search<R: Rng + ?Sized>(
     policy: &PlacementPolicy,
     rng: &mut R,
 ) -> Found {
-    let total: u64 = cands.iter().map(|c| c.cap).sum();
+    let total: u64 = sum_caps(cands.iter().map(|c| c.cap));
     if total < need {
         // Even all eligible nodes together cannot hold it.
         let mut found = if cands.len() <= policy.exact_limit.min(64) {
@@ -343,7 +343,9 @@ pub(super) fn anchor_sweep<R: Rng + ?Sized>(
         if dedup {
             neighbours = by_location.into_values().collect();
         }
-        let own: u64 = cands[anchor].cap + neighbours.iter().map(|&i| cands[i].cap).sum::<u64>();
+        let own: u64 = sum_caps(
+            std::iter::once(cands[anchor].cap).chain(neighbours.iter().map(|&i| cands[i].cap)),
+        );
         done[anchor] = true;
         if own < need && own <= best.cap {
             continue;
@@ -462,4 +464,10 @@ pub(super) fn lay_out(
         }
     }
     layout
+}
+
+/// The sum of packet capacities, saturating: a node's capacity derives from
+/// what it announces, and no announced figure may overflow a sum.
+pub(super) fn sum_caps(caps: impl IntoIterator<Item = u64>) -> u64 {
+    caps.into_iter().fold(0u64, u64::saturating_add)
 }

@@ -145,7 +145,7 @@ impl ManagerState {
             .insert(packet.packet_id, packet.size)
             .is_none()
         {
-            record.bytes += packet.size;
+            record.bytes = record.bytes.saturating_add(packet.size);
         }
         touched.targets.insert(new_target);
         if let Some(chunk) = self.chunks.get_mut(data_id)

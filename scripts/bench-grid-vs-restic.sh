@@ -16,6 +16,8 @@ if ! command -v restic >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -q restic >/dev/null; else
     echo "restic is not installed (apt-get install restic)" >&2; exit 1; fi
 fi
+# A local bench grid takes its nodes in at once (an open grid waits 10 minutes).
+export STREW_JOIN_SEEN_SECS=${STREW_JOIN_SEEN_SECS:-0}
 work=$(mktemp -d /var/tmp/strew-grid-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"; }

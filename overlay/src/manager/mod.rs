@@ -1,4 +1,4 @@
-//! The sequence-manager protocol (`/strew/manager/5`): the calls a source
+//! The sequence-manager protocol (`/strew/manager/6`): the calls a source
 //! makes to the sequence manager — plan a backup, commit it, fetch a sealed
 //! sequence, get read tickets, list, forget, abandon a plan, report a
 //! restore or an unusable chunk, and a dry-run plan — the grid-key holder's
@@ -48,7 +48,7 @@ use crate::cbor;
 /// `Certify`, `Revoke`, `GridSecret`, `Redeem`, `Renew` and `Members` calls;
 /// a commit carries the targets' signed receipts (not a list of packets),
 /// `ReadTickets` and `ReportBad` are new (issue 11).
-pub const MANAGER_PROTOCOL: &str = "/strew/manager/5";
+pub const MANAGER_PROTOCOL: &str = "/strew/manager/6";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
 /// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.

@@ -1,5 +1,6 @@
-//! The messages of `/strew/manager/5` (2 made them this protocol's own, 3
-//! frames them, 4 carries receipts in commits), owned by this protocol.
+//! The messages of `/strew/manager/6` (2 made them this protocol's own, 3
+//! frames them, 4 carries receipts in commits, 6 encodes ids as
+//! byte strings), owned by this protocol.
 //!
 //! Every type a manager call or answer carries is defined here, field by
 //! field, rather than borrowed from the coordinator's records: a refactor of
@@ -399,7 +400,7 @@ mod tests {
         blake3::hash(&bytes).to_hex()[..16].to_string()
     }
 
-    /// The encoding of `/strew/manager/5` is pinned: a change of any
+    /// The encoding of `/strew/manager/6` is pinned: a change of any
     /// message's shape fails here, so it is made on purpose (with a new
     /// protocol version), never by a refactor elsewhere.
     #[test]

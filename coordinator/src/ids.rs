@@ -262,8 +262,8 @@ mod tests {
         assert_eq!(&bytes[..2], &[0x58, 32]);
         assert_eq!(crate::cbor::decode::<DataId>(&bytes), Ok(id));
         let node = NodeId([3u8; 32]);
-        let back: NodeId = crate::cbor::decode(&crate::cbor::encode(&node).expect("encode"))
-            .expect("decode");
+        let back: NodeId =
+            crate::cbor::decode(&crate::cbor::encode(&node).expect("encode")).expect("decode");
         assert_eq!(back, node);
     }
 
@@ -283,6 +283,9 @@ mod tests {
     fn ids_written_as_integer_arrays_still_decode() {
         let legacy = crate::cbor::encode(&[5u8; 32]).expect("encode");
         assert_eq!(legacy[0], 0x98, "an array of 32 items");
-        assert_eq!(crate::cbor::decode::<DataId>(&legacy), Ok(DataId([5u8; 32])));
+        assert_eq!(
+            crate::cbor::decode::<DataId>(&legacy),
+            Ok(DataId([5u8; 32]))
+        );
     }
 }

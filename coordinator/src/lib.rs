@@ -53,7 +53,8 @@ pub use seal::{
     open_as_recipient, open_at_rest, seal_at_rest, seal_to_recipient,
 };
 pub use state::{
-    Applied, ApplyError, Command, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE, ManagerState, Touched,
+    Applied, ApplyError, Command, MAX_ENTRY_BYTES, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE,
+    ManagerState, Touched,
 };
 pub use ticket::{StorageTicket, TICKET_VERSION, TicketEntry, TicketError, TicketKind};
 pub use trust::{

@@ -32,7 +32,9 @@ use crate::seal::{
     GroupKey, SealError, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe, open_at_rest,
     seal_at_rest, seal_to_recipient,
 };
-use crate::state::{Applied, ApplyError, Command, Deletion, ManagerState, Touched};
+use crate::state::{
+    Applied, ApplyError, Command, Deletion, MAX_ENTRY_BYTES, ManagerState, Touched,
+};
 use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
 use crate::units::{GeoPoint, Millis};
 
@@ -71,6 +73,17 @@ pub enum ManagerError {
     },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A plan naming more than [`MAX_PLAN_CHUNKS`] chunks or
+    /// [`MAX_PLAN_PACKETS`] packets: never proposed; the source splits it.
+    #[error(
+        "a plan of {chunks} chunk(s) and {packets} packet(s) is too large (at most {MAX_PLAN_CHUNKS} chunks and {MAX_PLAN_PACKETS} packets a part): plan the backup in parts"
+    )]
+    PlanTooLarge { chunks: usize, packets: usize },
+    /// A command whose encoding exceeds [`MAX_ENTRY_BYTES`]: never proposed.
+    #[error(
+        "a {kind} command of {bytes} bytes exceeds the raft entry limit of {MAX_ENTRY_BYTES} bytes"
+    )]
+    EntryTooLarge { kind: &'static str, bytes: usize },
 }
 
 /// Packets per storage ticket a plan issues. A ticket travels with every
@@ -411,6 +424,33 @@ impl Manager {
         now: Millis,
         rng: &mut R,
     ) -> Result<(Command, PlanDraft), ManagerError> {
+        let packets = request
+            .chunks
+            .iter()
+            .fold(0usize, |sum, c| sum.saturating_add(c.packets.len()));
+        if request.chunks.len() > MAX_PLAN_CHUNKS || packets > MAX_PLAN_PACKETS {
+            return Err(ManagerError::PlanTooLarge {
+                chunks: request.chunks.len(),
+                packets,
+            });
+        }
+        let extended = match request.extend {
+            None => None,
+            Some(id) => {
+                let pending = self
+                    .state
+                    .pending
+                    .get(&id)
+                    .ok_or(ApplyError::UnknownPending(id))?;
+                if pending.source != request.source || pending.set != request.set {
+                    return Err(ManagerError::Invalid(format!(
+                        "pending backup {id} is not {}'s backup of set {:?}",
+                        request.source, request.set
+                    )));
+                }
+                Some(pending)
+            }
+        };
         let (mut uploads, reused) = self.decide_placement(request, rng)?;
         // Each packet's storage generation: the target records it with the
         // packet, and only a delete ticket naming it deletes that copy.
@@ -438,15 +478,15 @@ impl Manager {
             self.config.ticket_ttl,
         );
         let pending = PendingBackup {
-            id: self.state.next_pending,
+            id: extended.map_or(self.state.next_pending, |p| p.id),
             source: request.source,
             set: request.set.clone(),
-            location: request.location,
+            location: extended.map_or(request.location, |p| p.location),
             params: request.params.clone(),
             new_chunks: uploads.clone(),
             reused: reused.clone(),
             created_at: now,
-            expires_at,
+            expires_at: extended.map_or(expires_at, |p| p.expires_at.max(expires_at)),
         };
         let draft = PlanDraft {
             pending_id: pending.id,
@@ -455,7 +495,12 @@ impl Manager {
             reused,
             expires_at: pending.expires_at,
         };
-        Ok((Command::BeginBackup { pending }, draft))
+        let command = match extended {
+            None => Command::BeginBackup { pending },
+            Some(_) => Command::ExtendBackup { part: pending },
+        };
+        check_entry(&command)?;
+        Ok((command, draft))
     }
 
     /// The answer to a plan whose `BeginBackup` applied: store tickets signed
@@ -837,6 +882,21 @@ impl Manager {
     ) -> Result<Vec<StorageTicket>, ManagerError> {
         self.delete_tickets(&applied.deletions(), now)
     }
+}
+
+/// Refuses a command whose encoding exceeds [`MAX_ENTRY_BYTES`] (the raft
+/// entry it would become), before anything proposes it.
+pub fn check_entry(command: &Command) -> Result<usize, ManagerError> {
+    let bytes = crate::cbor::encode(command)
+        .map_err(|e| ManagerError::Invalid(e.to_string()))?
+        .len();
+    if bytes > MAX_ENTRY_BYTES {
+        return Err(ManagerError::EntryTooLarge {
+            kind: command.kind(),
+            bytes,
+        });
+    }
+    Ok(bytes)
 }
 
 /// How a commit's receipts are taken.

@@ -163,6 +163,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         plans += 1;
         let decision = manager
             .plan(PlanRequest {
+                extend: None,
                 source: me.node_id,
                 set: opts.set.clone(),
                 location: me.location,

@@ -68,6 +68,10 @@ pub struct PlanRequest {
     pub chunks: Vec<ChunkPlan>,
     /// Targets the source could not reach in an earlier plan of this backup.
     pub exclude: Vec<NodeId>,
+    /// The source's pending backup of the same set this plan adds a part
+    /// to (renewing its deadline); `None` starts a new pending backup.
+    #[serde(default)]
+    pub extend: Option<u64>,
 }
 
 /// One packet and the target it goes to (or is on).
@@ -228,6 +232,9 @@ impl std::fmt::Debug for GridSecret {
 pub enum RefusalCode {
     /// The request is malformed or inconsistent.
     Invalid,
+    /// The request exceeds a protocol bound (a plan's chunks or packets, a
+    /// raft entry): split it.
+    TooLarge,
     /// The requester acted for another node, or for another source's snapshot or plan.
     NotOwner,
     /// The requester has not joined the grid (its announcement may still be travelling).
@@ -275,6 +282,7 @@ impl RefusalCode {
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalCode::Invalid => "invalid",
+            RefusalCode::TooLarge => "too_large",
             RefusalCode::NotOwner => "not_owner",
             RefusalCode::NotJoined => "not_joined",
             RefusalCode::Quota => "quota",
@@ -411,6 +419,7 @@ mod tests {
             target: NodeId([4; 32]),
         };
         let plan = ManagerRequest::Plan(PlanRequest {
+            extend: None,
             set: "home".into(),
             location: GeoPoint::new(48.85, 2.35).expect("location"),
             params: params(),

@@ -298,6 +298,10 @@ impl ManagerService {
                 leader: leader.and_then(|m| m.strew_id().ok()),
             },
             WriteError::NoQuorum(_) => self.unavailable_no_quorum(),
+            WriteError::EntryTooLarge { .. } => ManagerResponse::Refused(Refusal::new(
+                RefusalCode::TooLarge,
+                format!("coordinator group: {e}"),
+            )),
             other => ManagerResponse::Unavailable(Refusal::new(
                 RefusalCode::Internal,
                 format!("coordinator group: {other}"),

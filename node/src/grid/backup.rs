@@ -161,8 +161,10 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             return Err(cancelled(manager, transport, abandoned, &exclude).await);
         }
         plans += 1;
-        let decision = manager
-            .plan(PlanRequest {
+        // In parts of bounded size, all into one pending backup.
+        let decision = super::parts::plan_in_parts(
+            manager,
+            PlanRequest {
                 extend: None,
                 source: me.node_id,
                 set: opts.set.clone(),
@@ -170,8 +172,9 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
                 params: opts.params.clone(),
                 chunks: chunks.clone(),
                 exclude: exclude.clone(),
-            })
-            .await
+            },
+        )
+        .await
             .map_err(|err| match (&err, &last_failure) {
                 // Say why targets were left out, not only that too few remain.
                 (GridError::Refused(why), Some(first)) => {

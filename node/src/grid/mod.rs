@@ -15,6 +15,7 @@ pub mod forget;
 pub mod health;
 pub mod known;
 pub mod overlay;
+pub mod parts;
 pub mod reads;
 pub mod restore;
 pub mod retention;

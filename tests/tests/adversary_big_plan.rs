@@ -139,7 +139,9 @@ async fn hostile(
             Ok(ManagerResponse::Refused(r)) if r.code == RefusalCode::TooLarge => {
                 out.refused_too_large += 1
             }
-            Ok(other) => out.other.push(format!("{other:?}").chars().take(300).collect()),
+            Ok(other) => out
+                .other
+                .push(format!("{other:?}").chars().take(300).collect()),
             Err(e) => out.other.push(e),
         }
     }
@@ -180,9 +182,8 @@ fn a_huge_plan_is_refused_and_an_honest_backup_still_commits() -> Result<()> {
 
     // The last node's identity goes to the hostile client.
     let hostile_node = nodes.last_mut().context("a hostile node")?;
-    let key = Keypair::from_protobuf_encoding(&fs::read(
-        hostile_node.data_dir().join("identity.key"),
-    )?)?;
+    let key =
+        Keypair::from_protobuf_encoding(&fs::read(hostile_node.data_dir().join("identity.key"))?)?;
     hostile_node.kill();
     let city = places.last().context("a hostile city")?;
     let location = GeoPoint::new(city.lat, city.lon)?;

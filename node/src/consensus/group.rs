@@ -137,7 +137,9 @@ pub enum WriteError {
     #[error("raft stopped: {0}")]
     Fatal(String),
     /// The entry would exceed the raft bound: it was not proposed.
-    #[error("an entry of {bytes} bytes exceeds the raft entry limit of {limit} bytes; not proposed")]
+    #[error(
+        "an entry of {bytes} bytes exceeds the raft entry limit of {limit} bytes; not proposed"
+    )]
     EntryTooLarge { bytes: usize, limit: usize },
 }
 

@@ -16,7 +16,11 @@ use super::{GridError, ManagerApi};
 /// `max_packets` packets (a chunk wider than `max_packets` is a part of
 /// its own; the manager refuses it). Never returns an empty list: no
 /// chunks is one empty part.
-pub fn split_parts(chunks: &[ChunkPlan], max_chunks: usize, max_packets: usize) -> Vec<&[ChunkPlan]> {
+pub fn split_parts(
+    chunks: &[ChunkPlan],
+    max_chunks: usize,
+    max_packets: usize,
+) -> Vec<&[ChunkPlan]> {
     let mut parts = Vec::new();
     let (mut start, mut packets) = (0usize, 0usize);
     for (i, chunk) in chunks.iter().enumerate() {
@@ -108,7 +112,10 @@ mod tests {
         // A chunk wider than a part may be is a part of its own.
         let wide = vec![chunk(1, 2), chunk(2, 20), chunk(3, 2)];
         assert_eq!(
-            split_parts(&wide, 10, 8).iter().map(|p| p.len()).collect::<Vec<_>>(),
+            split_parts(&wide, 10, 8)
+                .iter()
+                .map(|p| p.len())
+                .collect::<Vec<_>>(),
             vec![1, 1, 1]
         );
     }

@@ -45,8 +45,8 @@ pub use quota::{EARNED_ALLOWANCE, GridMode, JoinToken, QuotaError, Subscription}
 pub use receipt::{ReceiptError, StoreReceipt};
 pub use records::{
     AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, Compression, ConvergenceScope,
-    Encryption, LogEvent, LogKind, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
-    SourceProfile, StoredPacket, TargetRecord,
+    Encryption, LogEvent, LogKind, PendingBackup, PlannedChunk, Receipted, RestoreOutcome,
+    SnapshotRecord, SourceProfile, StoredPacket, TargetRecord,
 };
 pub use seal::{
     GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe,

@@ -43,9 +43,11 @@ pub mod audits;
 mod dedup;
 pub mod exit;
 mod messages;
+mod receipts;
 mod reservations;
 mod snapshots;
 pub use messages::*;
+pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
 
 /// Failures of manager operations.
@@ -487,6 +489,7 @@ impl Manager {
             reused: reused.clone(),
             created_at: now,
             expires_at: extended.map_or(expires_at, |p| p.expires_at.max(expires_at)),
+            receipted: Vec::new(),
         };
         let draft = PlanDraft {
             pending_id: pending.id,

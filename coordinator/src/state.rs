@@ -19,7 +19,7 @@ use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
 use crate::quota::{GridMode, JoinToken, QuotaError, Subscription, check_source_quota};
 use crate::records::{
     AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup, PlannedChunk,
-    SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, profile_key,
+    Receipted, SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, profile_key,
 };
 use crate::units::{Millis, format_size};
 
@@ -75,6 +75,13 @@ pub enum Command {
     /// `part.expires_at`. Nothing becomes a snapshot until the commit.
     ExtendBackup {
         part: PendingBackup,
+    },
+    /// Receipts of pending backup `pending_id`'s packets the leader verified
+    /// (one page of at most `MAX_RECEIPTS_PER_CALL`): the commit need not
+    /// carry them again.
+    RecordReceipts {
+        pending_id: u64,
+        receipted: Vec<Receipted>,
     },
     /// The upload finished: the snapshot (with its sealed sequence) is
     /// recorded, and the new chunk copies it uses, each packet with the
@@ -346,6 +353,10 @@ impl ManagerState {
             }
             Command::BeginBackup { pending } => self.begin(pending, &mut touched)?,
             Command::ExtendBackup { part } => self.extend(part, &mut touched)?,
+            Command::RecordReceipts {
+                pending_id,
+                receipted,
+            } => self.record_receipts(*pending_id, receipted, &mut touched)?,
             Command::CommitBackup { snapshot, stored } => {
                 self.commit(snapshot, stored.as_deref(), &mut touched)?
             }

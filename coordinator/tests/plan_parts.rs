@@ -213,3 +213,60 @@ fn an_expired_backup_in_parts_releases_every_parts_reservations() {
     assert_eq!(reserved(&m), 0);
     assert!(m.state().pending.is_empty());
 }
+
+#[test]
+fn receipts_handed_in_page_by_page_let_a_commit_carry_none() {
+    use strew_coordinator::manager::MAX_RECEIPTS_PER_CALL;
+    let (mut m, paris, lyon) = manager();
+    let mut rng = StdRng::seed_from_u64(5);
+    let p = params(2, 1);
+    let all = names("paged", 30);
+    let plan = m
+        .plan_backup(request(&paris, &all, &p), 10, &mut rng)
+        .expect("plans");
+    let receipts = common::receipts(&plan.uploads, paris.node_id);
+    assert_eq!(receipts.len(), 90);
+    let commit = |receipts: Vec<StoreReceipt>| CommitRequest {
+        pending_id: plan.pending_id,
+        source: paris.node_id,
+        receipts,
+        manifest: DataId([9; 32]),
+        manifest_chunks: Vec::new(),
+        chunks: all.iter().map(|n| chunk(n, 3, 4096).data_id).collect(),
+        bytes: 1000,
+    };
+    // Another source may not hand in Paris's receipts; a page over the
+    // bound and a forged receipt are refused; nothing is recorded.
+    assert!(
+        m.record_receipts(lyon.node_id, plan.pending_id, &receipts[..10])
+            .is_err()
+    );
+    let too_many = vec![receipts[0].clone(); MAX_RECEIPTS_PER_CALL + 1];
+    assert!(
+        m.record_receipts(paris.node_id, plan.pending_id, &too_many)
+            .is_err()
+    );
+    let mut forged = receipts[0].clone();
+    forged.size += 1;
+    assert!(matches!(
+        m.record_receipts(paris.node_id, plan.pending_id, &[forged]),
+        Err(ManagerError::BadReceipt { .. })
+    ));
+    assert!(m.state().pending[&plan.pending_id].receipted.is_empty());
+    // Two pages of 60 (a repeat is harmless), then a commit with only the rest.
+    m.record_receipts(paris.node_id, plan.pending_id, &receipts[..40])
+        .expect("page");
+    m.record_receipts(paris.node_id, plan.pending_id, &receipts[30..60])
+        .expect("page");
+    assert_eq!(m.state().pending[&plan.pending_id].receipted.len(), 60);
+    assert!(matches!(
+        m.commit_backup(commit(Vec::new()), 20, &mut rng),
+        Err(ManagerError::MissingUploads { missing: 30, .. })
+    ));
+    m.record_receipts(paris.node_id, plan.pending_id, &receipts[60..])
+        .expect("page");
+    let done = m
+        .commit_backup(commit(Vec::new()), 30, &mut rng)
+        .expect("commits with every receipt recorded");
+    assert_eq!(m.state().snapshots[&done.snapshot].chunks.len(), all.len());
+}

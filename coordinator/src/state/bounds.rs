@@ -18,6 +18,7 @@ impl Command {
             Command::Admit { .. } => "Admit",
             Command::BeginBackup { .. } => "BeginBackup",
             Command::ExtendBackup { .. } => "ExtendBackup",
+            Command::RecordReceipts { .. } => "RecordReceipts",
             Command::CommitBackup { .. } => "CommitBackup",
             Command::AbortBackup { .. } => "AbortBackup",
             Command::Forget { .. } => "Forget",

@@ -1,6 +1,8 @@
 //! One more part of a pending backup (`Command::ExtendBackup`): a backup
 //! too large for one bounded plan is planned part by part into the same
-//! pending backup, which stays pending (never a snapshot) until its commit.
+//! pending backup, which stays pending (never a snapshot) until its commit;
+//! and its receipts recorded page by page before that commit
+//! (`Command::RecordReceipts`).
 
 use super::*;
 
@@ -65,6 +67,48 @@ impl ManagerState {
                 format_size(bytes)
             ),
         );
+        Ok(Applied::Done)
+    }
+
+    pub(super) fn record_receipts(
+        &mut self,
+        pending_id: u64,
+        receipted: &[Receipted],
+        touched: &mut Touched,
+    ) -> Result<Applied, ApplyError> {
+        let pending = self
+            .pending
+            .get_mut(&pending_id)
+            .ok_or(ApplyError::UnknownPending(pending_id))?;
+        let named: BTreeSet<(PacketId, NodeId)> =
+            receipted.iter().map(|r| (r.packet_id, r.target)).collect();
+        let planned: BTreeSet<(PacketId, NodeId)> = pending
+            .new_chunks
+            .iter()
+            .flat_map(|c| &c.packets)
+            .map(|p| (p.packet_id, p.target))
+            .filter(|k| named.contains(k))
+            .collect();
+        if let Some(r) = receipted
+            .iter()
+            .find(|r| !planned.contains(&(r.packet_id, r.target)))
+        {
+            return Err(ApplyError::Invalid(format!(
+                "backup {pending_id} planned no packet {} on {}",
+                r.packet_id, r.target
+            )));
+        }
+        let mut known: BTreeSet<(PacketId, NodeId)> = pending
+            .receipted
+            .iter()
+            .map(|r| (r.packet_id, r.target))
+            .collect();
+        for r in receipted {
+            if known.insert((r.packet_id, r.target)) {
+                pending.receipted.push(*r);
+            }
+        }
+        touched.pending.insert(pending_id);
         Ok(Applied::Done)
     }
 }

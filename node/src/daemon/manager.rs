@@ -743,6 +743,18 @@ impl ManagerService {
                     self.replica.read(|m| m.leave_status(&requester)),
                 ))
             }
+            ManagerRequest::Receipts {
+                pending_id,
+                receipts,
+            } => {
+                let command = heavy(|| {
+                    self.replica
+                        .read(|m| m.decide_receipts(requester, pending_id, &receipts))
+                })
+                .map_err(refused)?;
+                self.propose(command).await?;
+                Ok(ManagerResponse::Recorded)
+            }
             ManagerRequest::RecordRestore { snapshot, outcome } => {
                 let outcome = wire::restore_outcome(outcome);
                 let (command, _id) = self

@@ -151,6 +151,13 @@ pub trait ManagerApi: Send + Sync {
         &self,
         pending_id: u64,
     ) -> impl Future<Output = Result<Vec<StorageTicket>, GridError>> + Send;
+    /// Hands in receipts of a pending backup's packets before its commit
+    /// (at most `MAX_RECEIPTS_PER_CALL`).
+    fn record_receipts(
+        &self,
+        pending_id: u64,
+        receipts: Vec<StoreReceipt>,
+    ) -> impl Future<Output = Result<(), GridError>> + Send;
     fn record_restore(
         &self,
         snapshot: SnapshotId,

@@ -242,6 +242,23 @@ impl ManagerApi for OverlayManager {
         }
     }
 
+    async fn record_receipts(
+        &self,
+        pending_id: u64,
+        receipts: Vec<strew_coordinator::StoreReceipt>,
+    ) -> Result<(), GridError> {
+        match self
+            .call(ManagerRequest::Receipts {
+                pending_id,
+                receipts,
+            })
+            .await?
+        {
+            ManagerResponse::Recorded => Ok(()),
+            other => Err(unexpected("receipts", &other)),
+        }
+    }
+
     async fn abandon(&self, pending_id: u64) -> Result<Vec<StorageTicket>, GridError> {
         match self.call(ManagerRequest::Abandon { pending_id }).await? {
             ManagerResponse::Abandoned(tickets) => Ok(tickets),

@@ -107,6 +107,16 @@ impl ManagerApi for LocalClient<'_> {
             .map_err(refused)
     }
 
+    async fn record_receipts(
+        &self,
+        pending_id: u64,
+        receipts: Vec<StoreReceipt>,
+    ) -> Result<(), GridError> {
+        lock(&self.local.manager)
+            .record_receipts(self.requester, pending_id, &receipts)
+            .map_err(refused)
+    }
+
     async fn abandon(&self, pending_id: u64) -> Result<Vec<StorageTicket>, GridError> {
         let now = self.local.now();
         lock(&self.local.manager)

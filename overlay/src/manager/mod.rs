@@ -71,6 +71,15 @@ pub enum ManagerRequest {
     Forget { snapshot: SnapshotId },
     /// Drop a plan the requester replaced.
     Abandon { pending_id: u64 },
+    /// Targets' receipts for packets of the requester's pending backup
+    /// `pending_id`, handed in before the commit (at most
+    /// `strew_coordinator::manager::MAX_RECEIPTS_PER_CALL`): the manager
+    /// verifies and records them, the commit need not carry them. Answered
+    /// `Recorded`.
+    Receipts {
+        pending_id: u64,
+        receipts: Vec<strew_coordinator::StoreReceipt>,
+    },
     /// A restore started, succeeded or failed.
     RecordRestore {
         snapshot: SnapshotId,
@@ -128,6 +137,7 @@ impl ManagerRequest {
             ManagerRequest::List { .. } => "list",
             ManagerRequest::Forget { .. } => "forget",
             ManagerRequest::Abandon { .. } => "abandon",
+            ManagerRequest::Receipts { .. } => "receipts",
             ManagerRequest::RecordRestore { .. } => "record_restore",
             ManagerRequest::ReadTickets { .. } => "read_tickets",
             ManagerRequest::ReportBad { .. } => "report_bad",

@@ -657,11 +657,15 @@ impl Manager {
     }
 
     /// The stripe of the copy stored (or being committed) under record key `key`.
-    fn stripe_of(&self, key: &DataId, stored: &[PlannedChunk]) -> Option<SequenceStripe> {
+    fn stripe_of(
+        &self,
+        key: &DataId,
+        stored: &BTreeMap<DataId, &PlannedChunk>,
+    ) -> Option<SequenceStripe> {
         let (data_id, packets): (DataId, Vec<StoredPacket>) = match self.state.chunks.get(key) {
             Some(copy) => (copy.data_id, copy.packets.clone()),
             None => {
-                let copy = stored.iter().find(|c| &c.record_key() == key)?;
+                let copy = stored.get(key)?;
                 (copy.data_id, copy.packets.clone())
             }
         };
@@ -765,9 +769,10 @@ impl Manager {
         // backup took that key meanwhile), with its receipts' generations.
         let used: BTreeSet<DataId> = request.chunks.iter().copied().collect();
         let mut stored: Vec<PlannedChunk> = Vec::new();
+        let mut stored_ids: BTreeSet<DataId> = BTreeSet::new();
         let mut taken: BTreeSet<DataId> = BTreeSet::new();
         for chunk in &pending.new_chunks {
-            if !used.contains(&chunk.data_id) || stored.iter().any(|c| c.data_id == chunk.data_id) {
+            if !used.contains(&chunk.data_id) || !stored_ids.insert(chunk.data_id) {
                 continue;
             }
             let mut copy = chunk.clone();
@@ -807,6 +812,11 @@ impl Manager {
             .iter()
             .filter_map(|key| self.state.chunks.get(key).map(|c| (c.data_id, *key)))
             .collect();
+        // Each stored copy by DataId and by record key (no search per chunk).
+        let stored_by_id: BTreeMap<DataId, &PlannedChunk> =
+            stored.iter().map(|c| (c.data_id, c)).collect();
+        let stored_by_key: BTreeMap<DataId, &PlannedChunk> =
+            stored.iter().map(|c| (c.record_key(), c)).collect();
         let mut stripes = Vec::with_capacity(request.chunks.len());
         let mut keys = Vec::with_capacity(request.chunks.len());
         let mut order_seen = BTreeSet::new();
@@ -814,16 +824,15 @@ impl Manager {
             if !order_seen.insert(*data_id) {
                 continue;
             }
-            let key = stored
-                .iter()
-                .find(|c| &c.data_id == data_id)
+            let key = stored_by_id
+                .get(data_id)
                 .map(|c| c.record_key())
                 .or_else(|| reused.get(data_id).copied())
                 // A chunk the source knows it committed before (not planned again).
                 .or_else(|| self.own_copy(data_id, &pending.source))
                 .ok_or(ApplyError::UnknownChunk(*data_id))?;
             stripes.push(
-                self.stripe_of(&key, &stored)
+                self.stripe_of(&key, &stored_by_key)
                     .ok_or(ApplyError::UnknownChunk(*data_id))?,
             );
             keys.push(key);

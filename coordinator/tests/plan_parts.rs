@@ -265,6 +265,29 @@ fn receipts_handed_in_page_by_page_let_a_commit_carry_none() {
     ));
     m.record_receipts(paris.node_id, plan.pending_id, &receipts[60..])
         .expect("page");
+    // What the commit's one raft entry costs per chunk (the part not paged
+    // yet): the sealed sequence and the stored copies, width 3.
+    let request = commit(Vec::new());
+    let request_bytes = strew_coordinator::cbor::encode(&request)
+        .expect("encodes")
+        .len();
+    let Ok(strew_coordinator::CommitStep::Propose { command, .. }) =
+        m.decide_commit(&request, 30, &mut rng)
+    else {
+        panic!("the commit is proposed");
+    };
+    let entry = check_entry(&command).expect("a small commit fits");
+    eprintln!(
+        "commit of {} chunks at width 3: request {request_bytes} bytes ({} a chunk), entry {entry} bytes ({} a chunk)",
+        all.len(),
+        request_bytes / all.len(),
+        entry / all.len()
+    );
+    assert!(
+        entry / all.len() < 2048,
+        "{entry} bytes for {} chunks",
+        all.len()
+    );
     let done = m
         .commit_backup(commit(Vec::new()), 30, &mut rng)
         .expect("commits with every receipt recorded");

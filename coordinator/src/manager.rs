@@ -43,10 +43,12 @@ pub mod audits;
 mod dedup;
 pub mod exit;
 mod messages;
+mod pages;
 mod receipts;
 mod reservations;
 mod snapshots;
 pub use messages::*;
+pub use pages::{MAX_SEQUENCE_PAGE, SequencePage};
 pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
 

@@ -18,9 +18,15 @@ use strew_coordinator::{
 
 const GIB: u64 = 1 << 30;
 
+fn secret(n: u8) -> x25519_dalek::StaticSecret {
+    x25519_dalek::StaticSecret::from([n.wrapping_add(100); 32])
+}
+
 fn profile(n: u8, lat: f64, lon: f64) -> NodeProfile {
     let id = NodeId(SigningKey::from_bytes(&[n; 32]).verifying_key().to_bytes());
-    NodeProfile::new(id, GeoPoint::new(lat, lon).expect("location"), 50 * GIB, 0)
+    let mut p = NodeProfile::new(id, GeoPoint::new(lat, lon).expect("location"), 50 * GIB, 0);
+    p.x25519_public = x25519_dalek::PublicKey::from(&secret(n)).to_bytes();
+    p
 }
 
 /// 24 targets over Europe and two sources; any distance suits the plans.
@@ -292,4 +298,76 @@ fn receipts_handed_in_page_by_page_let_a_commit_carry_none() {
         .commit_backup(commit(Vec::new()), 30, &mut rng)
         .expect("commits with every receipt recorded");
     assert_eq!(m.state().snapshots[&done.snapshot].chunks.len(), all.len());
+}
+
+#[test]
+fn a_sequence_is_fetched_in_pages_that_add_up_to_the_whole() {
+    use strew_coordinator::manager::MAX_SEQUENCE_PAGE;
+    use strew_coordinator::{Sequence, open_as_recipient};
+    let (mut m, paris, lyon) = manager();
+    let mut rng = StdRng::seed_from_u64(6);
+    let p = params(2, 1);
+    let all = names("seq", 50);
+    let plan = m
+        .plan_backup(request(&paris, &all, &p), 10, &mut rng)
+        .expect("plans");
+    let done = m
+        .commit_backup(
+            CommitRequest {
+                pending_id: plan.pending_id,
+                source: paris.node_id,
+                receipts: common::receipts(&plan.uploads, paris.node_id),
+                manifest: DataId([9; 32]),
+                manifest_chunks: Vec::new(),
+                chunks: all.iter().map(|n| chunk(n, 3, 4096).data_id).collect(),
+                bytes: 1000,
+            },
+            20,
+            &mut rng,
+        )
+        .expect("commits");
+    let open = |sealed| -> Sequence {
+        let plain = open_as_recipient(&secret(1), done.snapshot.as_bytes(), &sealed)
+            .expect("sealed to paris");
+        Sequence::from_bytes(&plain).expect("a sequence")
+    };
+    let whole = open(
+        m.fetch_sequence(paris.node_id, done.snapshot, &mut rng)
+            .expect("whole"),
+    );
+    let mut stripes = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = m
+            .fetch_sequence_page(paris.node_id, done.snapshot, from, 16, &mut rng)
+            .expect("page");
+        assert_eq!(page.total, 50);
+        let seq = open(page.sealed);
+        assert_eq!(
+            (seq.snapshot, seq.manifest, &seq.manifest_chunks),
+            (whole.snapshot, whole.manifest, &whole.manifest_chunks)
+        );
+        assert!(seq.stripes.len() <= 16);
+        if seq.stripes.is_empty() {
+            break;
+        }
+        from += seq.stripes.len() as u64;
+        stripes.extend(seq.stripes);
+    }
+    assert_eq!(stripes, whole.stripes);
+    // Past the end: an empty page; over the bound, none, or another's: refused.
+    let past = m
+        .fetch_sequence_page(paris.node_id, done.snapshot, 1_000, 16, &mut rng)
+        .expect("past the end");
+    assert!(open(past.sealed).stripes.is_empty());
+    for count in [0, MAX_SEQUENCE_PAGE as u32 + 1] {
+        assert!(
+            m.fetch_sequence_page(paris.node_id, done.snapshot, 0, count, &mut rng)
+                .is_err()
+        );
+    }
+    assert!(matches!(
+        m.fetch_sequence_page(lyon.node_id, done.snapshot, 0, 16, &mut rng),
+        Err(ManagerError::NotYours { .. })
+    ));
 }

@@ -797,4 +797,15 @@ async fn a_backup_larger_than_one_plan_is_planned_in_parts_and_restores() {
         diff_trees(&root, &dest.join("many"), 20),
         Vec::<String>::new()
     );
+    // The sequence in small pages is the sequence in large ones.
+    let client = g.manager.client(src.me.node_id);
+    let small =
+        strew_node::grid::sequence::fetch_in_pages_of(&src.me, &client, report.snapshot, 100)
+            .await
+            .unwrap();
+    let large = strew_node::grid::sequence::fetch_paged(&src.me, &client, report.snapshot)
+        .await
+        .unwrap();
+    assert!(small.stripes.len() > 1000);
+    assert_eq!(small, large);
 }

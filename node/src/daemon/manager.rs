@@ -610,6 +610,33 @@ impl ManagerService {
                     Err(e) => refuse(&e),
                 }
             }
+            ManagerRequest::FetchSequencePage {
+                snapshot,
+                from,
+                count,
+            } => {
+                if let Err(r) = self.barrier().await {
+                    return r;
+                }
+                let page = heavy(|| {
+                    self.replica.read(|m| {
+                        m.fetch_sequence_page(
+                            requester,
+                            snapshot,
+                            from,
+                            count,
+                            &mut *lock(&self.rng),
+                        )
+                    })
+                });
+                match page {
+                    Ok(page) => ManagerResponse::SequencePage {
+                        sealed: page.sealed,
+                        total: page.total,
+                    },
+                    Err(e) => refuse(&e),
+                }
+            }
             ManagerRequest::ReadTickets {
                 snapshot,
                 from,

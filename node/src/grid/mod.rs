@@ -19,6 +19,7 @@ pub mod parts;
 pub mod reads;
 pub mod restore;
 pub mod retention;
+pub mod sequence;
 pub mod testkit;
 
 use std::future::Future;
@@ -137,6 +138,14 @@ pub trait ManagerApi: Send + Sync {
         &self,
         snapshot: SnapshotId,
     ) -> impl Future<Output = Result<SealedForRecipient, GridError>> + Send;
+    /// Stripes `from..from+count` of the snapshot's sequence (with its
+    /// manifest fields), sealed to the requesting node, and the stripes in all.
+    fn fetch_sequence_page(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> impl Future<Output = Result<(SealedForRecipient, u64), GridError>> + Send;
     fn list(
         &self,
         set: Option<String>,

@@ -184,6 +184,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::DryRun(_) => "dry run",
             ManagerResponse::Committed(_) => "committed",
             ManagerResponse::Sequence(_) => "sequence",
+            ManagerResponse::SequencePage { .. } => "sequence_page",
             ManagerResponse::Snapshots(_) => "snapshots",
             ManagerResponse::Forgotten(_) => "forgotten",
             ManagerResponse::Abandoned(_) => "abandoned",
@@ -213,6 +214,25 @@ impl ManagerApi for OverlayManager {
         match self.call(ManagerRequest::Commit(request.to_wire())).await? {
             ManagerResponse::Committed(response) => Ok(wire::commit_response(response)),
             other => Err(unexpected("commit", &other)),
+        }
+    }
+
+    async fn fetch_sequence_page(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> Result<(SealedForRecipient, u64), GridError> {
+        match self
+            .call(ManagerRequest::FetchSequencePage {
+                snapshot,
+                from,
+                count,
+            })
+            .await?
+        {
+            ManagerResponse::SequencePage { sealed, total } => Ok((sealed, total)),
+            other => Err(unexpected("fetch sequence page", &other)),
         }
     }
 

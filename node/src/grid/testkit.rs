@@ -89,6 +89,19 @@ impl ManagerApi for LocalClient<'_> {
             .map_err(refused)
     }
 
+    async fn fetch_sequence_page(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> Result<(SealedForRecipient, u64), GridError> {
+        let mut rng = lock(&self.local.rng);
+        lock(&self.local.manager)
+            .fetch_sequence_page(self.requester, snapshot, from, count, &mut *rng)
+            .map(|page| (page.sealed, page.total))
+            .map_err(refused)
+    }
+
     async fn fetch_sequence(&self, snapshot: SnapshotId) -> Result<SealedForRecipient, GridError> {
         let mut rng = lock(&self.local.rng);
         lock(&self.local.manager)

@@ -65,6 +65,15 @@ pub enum ManagerRequest {
     Commit(CommitRequest),
     /// The sequence of one of the requester's snapshots, sealed to its X25519 key.
     FetchSequence { snapshot: SnapshotId },
+    /// Stripes `from..from+count` (at most
+    /// `strew_coordinator::manager::MAX_SEQUENCE_PAGE`) of one of the
+    /// requester's snapshots' sequence, sealed to its X25519 key; answered
+    /// `SequencePage`.
+    FetchSequencePage {
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    },
     /// The requester's snapshots (optionally of one backup set).
     List { set: Option<String> },
     /// Forget one of the requester's snapshots.
@@ -134,6 +143,7 @@ impl ManagerRequest {
             ManagerRequest::DryRun(_) => "dry_run",
             ManagerRequest::Commit(_) => "commit",
             ManagerRequest::FetchSequence { .. } => "fetch_sequence",
+            ManagerRequest::FetchSequencePage { .. } => "fetch_sequence_page",
             ManagerRequest::List { .. } => "list",
             ManagerRequest::Forget { .. } => "forget",
             ManagerRequest::Abandon { .. } => "abandon",
@@ -162,6 +172,12 @@ pub enum ManagerResponse {
     DryRun(DryRunAnswer),
     Committed(CommitResponse),
     Sequence(SealedForRecipient),
+    /// One page of a sequence (its stripes and the whole sequence's
+    /// snapshot, manifest and manifest chunks), and the stripes in all.
+    SequencePage {
+        sealed: SealedForRecipient,
+        total: u64,
+    },
     Snapshots(Vec<SnapshotSummary>),
     Forgotten(ForgetResponse),
     Abandoned(Vec<StorageTicket>),

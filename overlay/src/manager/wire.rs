@@ -479,12 +479,12 @@ mod tests {
             fingerprint(&restore),
         ];
         let pinned = [
-            "8f695dc197a30a39",
-            "dbc3833e30f5cd57",
-            "5d06aca246d7fca2",
-            "d1b61a3858b188b2",
+            "0f6cb25471bf08be",
+            "6b36c9818dd4611b",
+            "1965d70e61401d4d",
+            "447dbeac4c8d1d87",
             "e43073ce641fc146",
-            "bb5c89c68a74a57c",
+            "0a9dbd67cbaf8e8d",
         ];
         assert_eq!(got, pinned, "the manager protocol's encoding changed");
     }

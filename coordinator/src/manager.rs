@@ -475,9 +475,13 @@ impl Manager {
             .reservations
             .check_pending(request.source, &source_pending, stored_bytes)
             .map_err(ApplyError::Quota)?;
+        // A part renews the whole pending backup's deadline: the grace plus
+        // the upload time of everything it holds, from now.
         let expires_at = self.config.reservations.deadline(
             now,
-            stored_bytes,
+            extended.map_or(stored_bytes, |p| {
+                p.stored_bytes().saturating_add(stored_bytes)
+            }),
             self.config.pending_ttl,
             self.config.ticket_ttl,
         );

@@ -10,7 +10,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Prefix of a libp2p PeerId for an Ed25519 key: identity multihash (0x00),
 /// length 36, then the protobuf `PublicKey { Type = Ed25519, Data = 32 bytes }`.
@@ -28,8 +29,64 @@ pub enum IdError {
 }
 
 /// A node: its Ed25519 public key. `Display`/`FromStr` use the libp2p PeerId text form.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub [u8; 32]);
+
+/// Reads a 32-byte id from a CBOR byte string (or, for records written
+/// before ids were byte strings, an array of 32 integers); anything else,
+/// or any other length, is a serde error naming `what`.
+struct Bytes32Visitor(&'static str);
+
+impl<'de> Visitor<'de> for Bytes32Visitor {
+    type Value = [u8; 32];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {} as a byte string of exactly 32 bytes", self.0)
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        <[u8; 32]>::try_from(v).map_err(|_| E::invalid_length(v.len(), &self))
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+        self.visit_bytes(&v)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = seq
+                .next_element()?
+                .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+        }
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(33, &self));
+        }
+        Ok(out)
+    }
+}
+
+/// Implements `Serialize`/`Deserialize` for a `pub [u8; 32]` newtype as a
+/// byte string (34 bytes of CBOR instead of up to 66 for an array).
+macro_rules! bytes_serde {
+    ($name:ident) => {
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer
+                    .deserialize_bytes(Bytes32Visitor(stringify!($name)))
+                    .map($name)
+            }
+        }
+    };
+}
+
+bytes_serde!(NodeId);
 
 impl NodeId {
     /// The raw Ed25519 public key bytes.
@@ -87,8 +144,10 @@ impl FromStr for NodeId {
 macro_rules! hash_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(pub [u8; 32]);
+
+        bytes_serde!($name);
 
         impl $name {
             pub fn as_bytes(&self) -> &[u8; 32] {
@@ -192,5 +251,41 @@ mod tests {
         assert_eq!(id.to_string().parse::<PacketId>(), Ok(id));
         assert!("zz".parse::<PacketId>().is_err());
         assert!("é".repeat(32).parse::<DataId>().is_err());
+    }
+
+    #[test]
+    fn ids_encode_as_32_byte_strings() {
+        let id = DataId([9u8; 32]);
+        let bytes = crate::cbor::encode(&id).expect("encode");
+        // Major type 2 (byte string), one-byte length 32, then the bytes.
+        assert_eq!(bytes.len(), 34);
+        assert_eq!(&bytes[..2], &[0x58, 32]);
+        assert_eq!(crate::cbor::decode::<DataId>(&bytes), Ok(id));
+        let node = NodeId([3u8; 32]);
+        let back: NodeId =
+            crate::cbor::decode(&crate::cbor::encode(&node).expect("encode")).expect("decode");
+        assert_eq!(back, node);
+    }
+
+    #[test]
+    fn ids_of_the_wrong_length_or_type_are_refused() {
+        let short = crate::cbor::encode(&serde_bytes::Bytes::new(&[1u8; 31])).expect("encode");
+        assert!(crate::cbor::decode::<PacketId>(&short).is_err());
+        let long = crate::cbor::encode(&serde_bytes::Bytes::new(&[1u8; 33])).expect("encode");
+        assert!(crate::cbor::decode::<SnapshotId>(&long).is_err());
+        let text = crate::cbor::encode("not an id").expect("encode");
+        assert!(crate::cbor::decode::<NodeId>(&text).is_err());
+        let array33 = crate::cbor::encode(&vec![1u8; 33]).expect("encode");
+        assert!(crate::cbor::decode::<GridId>(&array33).is_err());
+    }
+
+    #[test]
+    fn ids_written_as_integer_arrays_still_decode() {
+        let legacy = crate::cbor::encode(&[5u8; 32]).expect("encode");
+        assert_eq!(legacy[0], 0x98, "an array of 32 items");
+        assert_eq!(
+            crate::cbor::decode::<DataId>(&legacy),
+            Ok(DataId([5u8; 32]))
+        );
     }
 }

@@ -47,15 +47,16 @@ pub use quota::{EARNED_ALLOWANCE, GridMode, JoinToken, QuotaError, Subscription}
 pub use receipt::{ReceiptError, StoreReceipt};
 pub use records::{
     AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, Compression, ConvergenceScope,
-    Encryption, LogEvent, LogKind, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
-    SourceProfile, StoredPacket, TargetRecord,
+    Encryption, LogEvent, LogKind, PendingBackup, PlannedChunk, Receipted, RestoreOutcome,
+    SnapshotRecord, SourceProfile, StoredPacket, TargetRecord,
 };
 pub use seal::{
     GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe,
     open_as_recipient, open_at_rest, seal_at_rest, seal_to_recipient,
 };
 pub use state::{
-    Applied, ApplyError, Command, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE, ManagerState, Touched,
+    Applied, ApplyError, Command, MAX_ENTRY_BYTES, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE,
+    ManagerState, Touched,
 };
 pub use ticket::{StorageTicket, TICKET_VERSION, TicketEntry, TicketError, TicketKind};
 pub use trust::{

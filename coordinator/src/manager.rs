@@ -32,7 +32,9 @@ use crate::seal::{
     GroupKey, SealError, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe, open_at_rest,
     seal_at_rest, seal_to_recipient,
 };
-use crate::state::{Applied, ApplyError, Command, Deletion, ManagerState, Touched};
+use crate::state::{
+    Applied, ApplyError, Command, Deletion, MAX_ENTRY_BYTES, ManagerState, Touched,
+};
 use crate::ticket::{StorageTicket, TicketEntry, TicketKind};
 use crate::units::{GeoPoint, Millis};
 
@@ -41,9 +43,13 @@ pub mod audits;
 mod dedup;
 pub mod exit;
 mod messages;
+mod pages;
+mod receipts;
 mod reservations;
 mod snapshots;
 pub use messages::*;
+pub use pages::{MAX_SEQUENCE_PAGE, SequencePage};
+pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
 
 /// Failures of manager operations.
@@ -71,6 +77,17 @@ pub enum ManagerError {
     },
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A plan naming more than [`MAX_PLAN_CHUNKS`] chunks or
+    /// [`MAX_PLAN_PACKETS`] packets: never proposed; the source splits it.
+    #[error(
+        "a plan of {chunks} chunk(s) and {packets} packet(s) is too large (at most {MAX_PLAN_CHUNKS} chunks and {MAX_PLAN_PACKETS} packets a part): plan the backup in parts"
+    )]
+    PlanTooLarge { chunks: usize, packets: usize },
+    /// A command whose encoding exceeds [`MAX_ENTRY_BYTES`]: never proposed.
+    #[error(
+        "a {kind} command of {bytes} bytes exceeds the raft entry limit of {MAX_ENTRY_BYTES} bytes"
+    )]
+    EntryTooLarge { kind: &'static str, bytes: usize },
 }
 
 /// Packets per storage ticket a plan issues. A ticket travels with every
@@ -411,6 +428,33 @@ impl Manager {
         now: Millis,
         rng: &mut R,
     ) -> Result<(Command, PlanDraft), ManagerError> {
+        let packets = request
+            .chunks
+            .iter()
+            .fold(0usize, |sum, c| sum.saturating_add(c.packets.len()));
+        if request.chunks.len() > MAX_PLAN_CHUNKS || packets > MAX_PLAN_PACKETS {
+            return Err(ManagerError::PlanTooLarge {
+                chunks: request.chunks.len(),
+                packets,
+            });
+        }
+        let extended = match request.extend {
+            None => None,
+            Some(id) => {
+                let pending = self
+                    .state
+                    .pending
+                    .get(&id)
+                    .ok_or(ApplyError::UnknownPending(id))?;
+                if pending.source != request.source || pending.set != request.set {
+                    return Err(ManagerError::Invalid(format!(
+                        "pending backup {id} is not {}'s backup of set {:?}",
+                        request.source, request.set
+                    )));
+                }
+                Some(pending)
+            }
+        };
         let (mut uploads, reused) = self.decide_placement(request, rng)?;
         // Each packet's storage generation: the target records it with the
         // packet, and only a delete ticket naming it deletes that copy.
@@ -431,22 +475,27 @@ impl Manager {
             .reservations
             .check_pending(request.source, &source_pending, stored_bytes)
             .map_err(ApplyError::Quota)?;
+        // A part renews the whole pending backup's deadline: the grace plus
+        // the upload time of everything it holds, from now.
         let expires_at = self.config.reservations.deadline(
             now,
-            stored_bytes,
+            extended.map_or(stored_bytes, |p| {
+                p.stored_bytes().saturating_add(stored_bytes)
+            }),
             self.config.pending_ttl,
             self.config.ticket_ttl,
         );
         let pending = PendingBackup {
-            id: self.state.next_pending,
+            id: extended.map_or(self.state.next_pending, |p| p.id),
             source: request.source,
             set: request.set.clone(),
-            location: request.location,
+            location: extended.map_or(request.location, |p| p.location),
             params: request.params.clone(),
             new_chunks: uploads.clone(),
             reused: reused.clone(),
             created_at: now,
-            expires_at,
+            expires_at: extended.map_or(expires_at, |p| p.expires_at.max(expires_at)),
+            receipted: Vec::new(),
         };
         let draft = PlanDraft {
             pending_id: pending.id,
@@ -455,7 +504,12 @@ impl Manager {
             reused,
             expires_at: pending.expires_at,
         };
-        Ok((Command::BeginBackup { pending }, draft))
+        let command = match extended {
+            None => Command::BeginBackup { pending },
+            Some(_) => Command::ExtendBackup { part: pending },
+        };
+        check_entry(&command)?;
+        Ok((command, draft))
     }
 
     /// The answer to a plan whose `BeginBackup` applied: store tickets signed
@@ -609,11 +663,15 @@ impl Manager {
     }
 
     /// The stripe of the copy stored (or being committed) under record key `key`.
-    fn stripe_of(&self, key: &DataId, stored: &[PlannedChunk]) -> Option<SequenceStripe> {
+    fn stripe_of(
+        &self,
+        key: &DataId,
+        stored: &BTreeMap<DataId, &PlannedChunk>,
+    ) -> Option<SequenceStripe> {
         let (data_id, packets): (DataId, Vec<StoredPacket>) = match self.state.chunks.get(key) {
             Some(copy) => (copy.data_id, copy.packets.clone()),
             None => {
-                let copy = stored.iter().find(|c| &c.record_key() == key)?;
+                let copy = stored.get(key)?;
                 (copy.data_id, copy.packets.clone())
             }
         };
@@ -717,9 +775,10 @@ impl Manager {
         // backup took that key meanwhile), with its receipts' generations.
         let used: BTreeSet<DataId> = request.chunks.iter().copied().collect();
         let mut stored: Vec<PlannedChunk> = Vec::new();
+        let mut stored_ids: BTreeSet<DataId> = BTreeSet::new();
         let mut taken: BTreeSet<DataId> = BTreeSet::new();
         for chunk in &pending.new_chunks {
-            if !used.contains(&chunk.data_id) || stored.iter().any(|c| c.data_id == chunk.data_id) {
+            if !used.contains(&chunk.data_id) || !stored_ids.insert(chunk.data_id) {
                 continue;
             }
             let mut copy = chunk.clone();
@@ -759,6 +818,11 @@ impl Manager {
             .iter()
             .filter_map(|key| self.state.chunks.get(key).map(|c| (c.data_id, *key)))
             .collect();
+        // Each stored copy by DataId and by record key (no search per chunk).
+        let stored_by_id: BTreeMap<DataId, &PlannedChunk> =
+            stored.iter().map(|c| (c.data_id, c)).collect();
+        let stored_by_key: BTreeMap<DataId, &PlannedChunk> =
+            stored.iter().map(|c| (c.record_key(), c)).collect();
         let mut stripes = Vec::with_capacity(request.chunks.len());
         let mut keys = Vec::with_capacity(request.chunks.len());
         let mut order_seen = BTreeSet::new();
@@ -766,16 +830,15 @@ impl Manager {
             if !order_seen.insert(*data_id) {
                 continue;
             }
-            let key = stored
-                .iter()
-                .find(|c| &c.data_id == data_id)
+            let key = stored_by_id
+                .get(data_id)
                 .map(|c| c.record_key())
                 .or_else(|| reused.get(data_id).copied())
                 // A chunk the source knows it committed before (not planned again).
                 .or_else(|| self.own_copy(data_id, &pending.source))
                 .ok_or(ApplyError::UnknownChunk(*data_id))?;
             stripes.push(
-                self.stripe_of(&key, &stored)
+                self.stripe_of(&key, &stored_by_key)
                     .ok_or(ApplyError::UnknownChunk(*data_id))?,
             );
             keys.push(key);
@@ -837,6 +900,21 @@ impl Manager {
     ) -> Result<Vec<StorageTicket>, ManagerError> {
         self.delete_tickets(&applied.deletions(), now)
     }
+}
+
+/// Refuses a command whose encoding exceeds [`MAX_ENTRY_BYTES`] (the raft
+/// entry it would become), before anything proposes it.
+pub fn check_entry(command: &Command) -> Result<usize, ManagerError> {
+    let bytes = crate::cbor::encode(command)
+        .map_err(|e| ManagerError::Invalid(e.to_string()))?
+        .len();
+    if bytes > MAX_ENTRY_BYTES {
+        return Err(ManagerError::EntryTooLarge {
+            kind: command.kind(),
+            bytes,
+        });
+    }
+    Ok(bytes)
 }
 
 /// How a commit's receipts are taken.

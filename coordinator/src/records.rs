@@ -226,6 +226,18 @@ pub struct PendingBackup {
     pub reused: Vec<DataId>,
     pub created_at: Millis,
     pub expires_at: Millis,
+    /// Packets whose target receipts the manager verified before the commit
+    /// (`RecordReceipts`, in pages), with the generation each receipt names.
+    #[serde(default)]
+    pub receipted: Vec<Receipted>,
+}
+
+/// One planned packet a target receipted: which, where, which generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipted {
+    pub packet_id: PacketId,
+    pub target: NodeId,
+    pub generation: u64,
 }
 
 impl PendingBackup {

@@ -19,12 +19,16 @@ use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
 use crate::quota::{GridMode, JoinToken, QuotaError, Subscription, check_source_quota};
 use crate::records::{
     AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup, PlannedChunk,
-    SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, profile_key,
+    Receipted, SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, profile_key,
 };
 use crate::units::{Millis, format_size};
 
+mod bounds;
+mod extend;
 mod references;
 mod upkeep;
+
+pub use bounds::MAX_ENTRY_BYTES;
 
 /// Largest packet a plan may name: the packet protocol's maximum body
 /// (the pipeline's 4 MiB chunk maximum plus compression, encryption and
@@ -64,6 +68,20 @@ pub enum Command {
     /// The leader's plan: which targets get which new packets.
     BeginBackup {
         pending: PendingBackup,
+    },
+    /// The leader's plan for one more part of pending backup `part.id`
+    /// (same source and set): its new chunks and reused copies are added to
+    /// that pending backup, their bytes reserved, its deadline renewed to
+    /// `part.expires_at`. Nothing becomes a snapshot until the commit.
+    ExtendBackup {
+        part: PendingBackup,
+    },
+    /// Receipts of pending backup `pending_id`'s packets the leader verified
+    /// (one page of at most `MAX_RECEIPTS_PER_CALL`): the commit need not
+    /// carry them again.
+    RecordReceipts {
+        pending_id: u64,
+        receipted: Vec<Receipted>,
     },
     /// The upload finished: the snapshot (with its sealed sequence) is
     /// recorded, and the new chunk copies it uses, each packet with the
@@ -334,6 +352,11 @@ impl ManagerState {
                 Applied::Done
             }
             Command::BeginBackup { pending } => self.begin(pending, &mut touched)?,
+            Command::ExtendBackup { part } => self.extend(part, &mut touched)?,
+            Command::RecordReceipts {
+                pending_id,
+                receipted,
+            } => self.record_receipts(*pending_id, receipted, &mut touched)?,
             Command::CommitBackup { snapshot, stored } => {
                 self.commit(snapshot, stored.as_deref(), &mut touched)?
             }
@@ -487,10 +510,9 @@ impl ManagerState {
                 expected: self.next_pending,
             });
         }
-        let source = self
-            .clients
-            .get(&pending.source)
-            .ok_or(ApplyError::UnknownNode(pending.source))?;
+        if !self.clients.contains_key(&pending.source) {
+            return Err(ApplyError::UnknownNode(pending.source));
+        }
         let planned = self
             .pending
             .values()
@@ -503,6 +525,40 @@ impl ManagerState {
                 limit: MAX_PENDING_PER_SOURCE,
             }));
         }
+        self.check_and_reserve(pending, touched)?;
+        self.next_pending = pending.id + 1;
+        touched.counters = true;
+        self.pending.insert(pending.id, pending.clone());
+        touched.pending.insert(pending.id);
+        self.log(
+            touched,
+            pending.created_at,
+            LogKind::BackupPlanned,
+            pending.source,
+            format!(
+                "backup {} of set {:?}: {} new chunk(s), {} deduplicated, {} to upload",
+                pending.id,
+                pending.set,
+                pending.new_chunks.len(),
+                pending.reused.len(),
+                format_size(pending.stored_bytes())
+            ),
+        );
+        Ok(Applied::Done)
+    }
+
+    /// Checks a plan (or one part of one) against the source's quota, the
+    /// chunks it reuses and names, and its targets' free space, then
+    /// reserves its bytes on those targets. Changes nothing on error.
+    fn check_and_reserve(
+        &mut self,
+        pending: &PendingBackup,
+        touched: &mut Touched,
+    ) -> Result<(), ApplyError> {
+        let source = self
+            .clients
+            .get(&pending.source)
+            .ok_or(ApplyError::UnknownNode(pending.source))?;
         check_source_quota(
             pending.source,
             &source.subscription,
@@ -568,25 +624,7 @@ impl ManagerState {
             record.reserved = record.reserved.saturating_add(extra);
             touched.targets.insert(target);
         }
-        self.next_pending = pending.id + 1;
-        touched.counters = true;
-        self.pending.insert(pending.id, pending.clone());
-        touched.pending.insert(pending.id);
-        self.log(
-            touched,
-            pending.created_at,
-            LogKind::BackupPlanned,
-            pending.source,
-            format!(
-                "backup {} of set {:?}: {} new chunk(s), {} deduplicated, {} to upload",
-                pending.id,
-                pending.set,
-                pending.new_chunks.len(),
-                pending.reused.len(),
-                format_size(pending.stored_bytes())
-            ),
-        );
-        Ok(Applied::Done)
+        Ok(())
     }
 
     fn release(&mut self, pending: &PendingBackup, touched: &mut Touched) {

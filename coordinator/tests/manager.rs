@@ -105,6 +105,7 @@ fn plan(m: &mut Manager, source: &TestNode, set: &str, chunks: &[&str], now: u64
     let mut rng = StdRng::seed_from_u64(now);
     m.plan_backup(
         PlanRequest {
+            extend: None,
             source: source.id,
             set: set.into(),
             location: source.profile.location,
@@ -335,6 +336,7 @@ fn quotas_refuse_backups_larger_than_the_subscription() {
     join_all(&mut m, &targets, &[&small]);
     let mut rng = StdRng::seed_from_u64(1);
     let request = |chunks: &[&str]| PlanRequest {
+        extend: None,
         source: small.id,
         set: "big".into(),
         location: small.profile.location,
@@ -377,6 +379,7 @@ fn plans_naming_packets_over_the_protocol_maximum_are_refused() {
     let err = m
         .plan_backup(
             PlanRequest {
+                extend: None,
                 source: paris.id,
                 set: "a".into(),
                 location: paris.profile.location,
@@ -412,6 +415,7 @@ fn a_source_holds_a_bounded_number_of_uncommitted_plans() {
     let err = m
         .plan_backup(
             PlanRequest {
+                extend: None,
                 source: paris.id,
                 set: "one-more".into(),
                 location: paris.profile.location,
@@ -446,6 +450,7 @@ fn targets_never_get_more_than_they_donate() {
     let err = m
         .plan_backup(
             PlanRequest {
+                extend: None,
                 source: paris.id,
                 set: "b".into(),
                 location: paris.profile.location,
@@ -532,6 +537,7 @@ fn decide_then_apply_drives_plan_commit_forget_and_abort_and_the_commands_replay
         },
         chunks: chunks.iter().map(|c| chunk(c)).collect(),
         exclude: Vec::new(),
+        extend: None,
     };
     let receipts = common::receipts;
     let ids = |names: &[&str]| -> Vec<DataId> { names.iter().map(|c| chunk(c).data_id).collect() };
@@ -701,6 +707,7 @@ fn replanning_excludes_unreachable_targets_and_abandon_releases_the_old_plan() {
     let second = m
         .plan_backup(
             PlanRequest {
+                extend: None,
                 source: paris.id,
                 set: "docs".into(),
                 location: paris.profile.location,
@@ -753,8 +760,9 @@ fn large_plans_get_bounded_tickets_that_together_name_every_packet() {
     let paris = test_node(1, 48.85, 2.35, 20 * GIB);
     let mut m = manager(ManagerConfig::default());
     join_all(&mut m, &targets[..4], &[&paris]);
-    // 4 targets, width 3: each target gets about 3/4 of 3000 packets.
-    let names: Vec<String> = (0..3000).map(|i| format!("chunk {i}")).collect();
+    // 4 targets, width 3: each target gets about 3/4 of 3000 packets
+    // (1000 chunks: one plan's bound is MAX_PLAN_CHUNKS).
+    let names: Vec<String> = (0..1000).map(|i| format!("chunk {i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut rng = StdRng::seed_from_u64(3);
     let mut p = params();
@@ -763,6 +771,7 @@ fn large_plans_get_bounded_tickets_that_together_name_every_packet() {
     let decision = m
         .plan_backup(
             PlanRequest {
+                extend: None,
                 source: paris.id,
                 set: "big".into(),
                 location: paris.profile.location,
@@ -810,6 +819,7 @@ fn decided_commands_change_nothing_until_applied_and_replicate_to_another_member
     join_all(&mut leader, &targets, &[&paris]);
     join_all(&mut follower, &targets, &[&paris]);
     let request = PlanRequest {
+        extend: None,
         source: paris.id,
         set: "home".into(),
         location: paris.profile.location,

@@ -77,6 +77,7 @@ fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
     .expect("join");
     let mut rng = StdRng::seed_from_u64(1);
     let request = PlanRequest {
+        extend: None,
         source: paris.node_id,
         set: "docs".into(),
         location: paris.location,
@@ -381,6 +382,7 @@ fn a_backup_on_every_eligible_node_repairs_onto_its_other_targets() {
     let mut rng = StdRng::seed_from_u64(5);
     let chunks: Vec<ChunkPlan> = (1..=4).map(chunk).collect();
     let request = PlanRequest {
+        extend: None,
         source: paris.node_id,
         set: "all".into(),
         location: paris.location,

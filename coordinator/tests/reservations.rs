@@ -80,6 +80,7 @@ fn request(source: &NodeProfile, prefix: &str, chunks: usize) -> PlanRequest {
             .map(|i| chunk(&format!("{prefix}-{i}")))
             .collect(),
         exclude: Vec::new(),
+        extend: None,
     }
 }
 

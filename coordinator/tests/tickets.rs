@@ -91,6 +91,7 @@ fn plan_chunks(
 ) -> Result<PlanDecision, ManagerError> {
     m.plan_backup(
         PlanRequest {
+            extend: None,
             source: id(source),
             set: "docs".into(),
             location: location(source),

@@ -1,5 +1,5 @@
 //! The coordinator group over the real overlay on 127.0.0.1: three members
-//! (libp2p TCP + Noise + Yamux, `/strew/raft/3`, redb logs and manager
+//! (libp2p TCP + Noise + Yamux, `/strew/raft/4`, redb logs and manager
 //! databases in temp dirs, default group timings) in one process.
 //! Measures commit latency (one `Join` command proposed at a time on the
 //! leader, acknowledged once on a majority's disks and applied) and the time

@@ -91,6 +91,7 @@ impl ToWire for co::PlanRequest {
                 })
                 .collect(),
             exclude: self.exclude.clone(),
+            extend: self.extend,
         }
     }
 }
@@ -99,6 +100,7 @@ impl ToWire for co::PlanRequest {
 pub fn plan_request(source: NodeId, r: w::PlanRequest) -> co::PlanRequest {
     co::PlanRequest {
         source,
+        extend: r.extend,
         set: r.set,
         location: r.location,
         params: backup_params(r.params),
@@ -327,6 +329,9 @@ pub fn refusal_code(e: &ManagerError) -> RefusalCode {
         ManagerError::NotYours { .. } => RefusalCode::NotOwner,
         ManagerError::MissingUploads { .. } => RefusalCode::MissingUploads,
         ManagerError::BadReceipt { .. } | ManagerError::Invalid(_) => RefusalCode::Invalid,
+        ManagerError::PlanTooLarge { .. } | ManagerError::EntryTooLarge { .. } => {
+            RefusalCode::TooLarge
+        }
     }
 }
 
@@ -358,6 +363,7 @@ mod tests {
     fn requests_and_answers_survive_the_wire_with_the_authenticated_source() {
         let source = NodeId([1; 32]);
         let plan = co::PlanRequest {
+            extend: Some(3),
             source,
             set: "home".into(),
             location: GeoPoint::new(48.85, 2.35).expect("location"),

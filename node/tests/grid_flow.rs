@@ -751,3 +751,61 @@ async fn the_managers_database_and_every_packet_decrypt_no_chunk_without_its_pla
     // Windows tried: every one the database holds.
     assert!(windows.len() > 1000, "{} windows", windows.len());
 }
+
+/// A backup of more chunks than one plan may name is planned in parts into
+/// one pending backup (the manager's log says so), never shows a snapshot
+/// before its commit, and restores byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_larger_than_one_plan_is_planned_in_parts_and_restores() {
+    use strew_coordinator::manager::MAX_PLAN_CHUNKS;
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("many");
+    fs::create_dir_all(&root).unwrap();
+    for i in 0..3u64 {
+        fs::write(root.join(format!("f{i}.raw")), noise(160_000, 10 + i)).unwrap();
+    }
+    let mut opts = options(vec![root.clone()], "..");
+    opts.sizes = ChunkSizes {
+        min: 64,
+        avg: 256,
+        max: 1024,
+    };
+    let report = backup(&g, &src, &opts).await.unwrap();
+    let chunks = report.stats.new_chunks as usize;
+    assert!(chunks > MAX_PLAN_CHUNKS, "{chunks} chunks");
+    assert_eq!(report.plans, 1, "one pending backup, planned in parts");
+    let extended = g
+        .manager
+        .manager
+        .lock()
+        .unwrap()
+        .state()
+        .log
+        .iter()
+        .filter(|e| e.detail.contains("extended"))
+        .count();
+    // One part per MAX_PLAN_CHUNKS new chunks (the manifest's chunks too).
+    assert!(
+        extended >= chunks / MAX_PLAN_CHUNKS,
+        "{extended} parts after the first for {chunks} chunks"
+    );
+    let dest = data.path().join("restored");
+    restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("many"), 20),
+        Vec::<String>::new()
+    );
+    // The sequence in small pages is the sequence in large ones.
+    let client = g.manager.client(src.me.node_id);
+    let small =
+        strew_node::grid::sequence::fetch_in_pages_of(&src.me, &client, report.snapshot, 100)
+            .await
+            .unwrap();
+    let large = strew_node::grid::sequence::fetch_paged(&src.me, &client, report.snapshot)
+        .await
+        .unwrap();
+    assert!(small.stripes.len() > 1000);
+    assert_eq!(small, large);
+}

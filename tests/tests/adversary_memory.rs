@@ -137,7 +137,7 @@ fn a_memory_flood_stays_within_the_inbound_budget_and_the_victim_keeps_serving()
     let mut attackers = Vec::new();
     for _ in 0..2 {
         let key = libp2p::identity::Keypair::generate_ed25519();
-        for (protocol, streams) in [("/strew/raft/3", 8), ("/strew/manager/5", 4)] {
+        for (protocol, streams) in [("/strew/raft/4", 8), ("/strew/manager/6", 4)] {
             attackers.push(runtime.spawn(attack(
                 key.clone(),
                 peer,

@@ -77,6 +77,7 @@ fn hostile_plan(tag: &str, chunks: usize, location: GeoPoint) -> Result<PlanRequ
             })
             .collect(),
         exclude: Vec::new(),
+        extend: None,
     })
 }
 

@@ -176,6 +176,7 @@ impl Client {
             },
             chunks,
             exclude,
+            extend: None,
         }))
         .await
     }

@@ -16,18 +16,49 @@ use crate::records::{MAX_CHUNK_COPIES, chunk_copy_key};
 impl Manager {
     /// Verifies a commit's receipts against its plan; returns the generation
     /// each planned (packet, target) was stored under.
+    /// Receipts recorded with the pending backup before the commit count
+    /// as carried by it.
     pub(crate) fn check_receipts(
         &self,
         pending: &PendingBackup,
         receipts: &[StoreReceipt],
     ) -> Result<BTreeMap<(PacketId, NodeId), u64>, ManagerError> {
-        let planned: BTreeMap<(PacketId, NodeId), (u64, DataId)> = pending
+        let mut generations: BTreeMap<(PacketId, NodeId), u64> = pending
+            .receipted
+            .iter()
+            .map(|r| ((r.packet_id, r.target), r.generation))
+            .collect();
+        generations.extend(self.verify_receipts(pending, receipts)?);
+        let missing = pending
+            .new_chunks
+            .iter()
+            .flat_map(|c| &c.packets)
+            .filter(|p| !generations.contains_key(&(p.packet_id, p.target)))
+            .count();
+        if missing > 0 {
+            return Err(ManagerError::MissingUploads {
+                pending_id: pending.id,
+                missing,
+            });
+        }
+        Ok(generations)
+    }
+
+    /// Verifies receipts of `pending`'s packets (each for a planned packet
+    /// and target, signed by it, for this source and size, a known
+    /// generation); returns the generation each names.
+    pub(crate) fn verify_receipts(
+        &self,
+        pending: &PendingBackup,
+        receipts: &[StoreReceipt],
+    ) -> Result<BTreeMap<(PacketId, NodeId), u64>, ManagerError> {
+        let planned: BTreeMap<(PacketId, NodeId), (u64, DataId, u64)> = pending
             .new_chunks
             .iter()
             .flat_map(|c| {
                 c.packets
                     .iter()
-                    .map(move |p| ((p.packet_id, p.target), (p.size, c.data_id)))
+                    .map(move |p| ((p.packet_id, p.target), (p.size, c.data_id, p.generation)))
             })
             .collect();
         let mut generations = BTreeMap::new();
@@ -37,7 +68,9 @@ impl Manager {
                 target: receipt.target,
                 reason,
             };
-            let Some((size, data_id)) = planned.get(&(receipt.packet_id, receipt.target)) else {
+            let Some((size, data_id, planned_generation)) =
+                planned.get(&(receipt.packet_id, receipt.target))
+            else {
                 return Err(refuse(format!(
                     "backup {} planned no such packet on that target",
                     pending.id
@@ -56,28 +89,21 @@ impl Manager {
                     receipt.size
                 )));
             }
-            if !self.generation_known(
-                &receipt.packet_id,
-                &receipt.target,
-                data_id,
-                receipt.generation,
-            ) {
+            // This plan's own generation (the common case) needs no search.
+            if receipt.generation != *planned_generation
+                && !self.generation_known(
+                    &receipt.packet_id,
+                    &receipt.target,
+                    data_id,
+                    receipt.generation,
+                )
+            {
                 return Err(refuse(format!(
                     "generation {} is not one a store ticket gave",
                     receipt.generation
                 )));
             }
             generations.insert((receipt.packet_id, receipt.target), receipt.generation);
-        }
-        let missing = planned
-            .keys()
-            .filter(|k| !generations.contains_key(k))
-            .count();
-        if missing > 0 {
-            return Err(ManagerError::MissingUploads {
-                pending_id: pending.id,
-                missing,
-            });
         }
         Ok(generations)
     }

@@ -18,6 +18,14 @@ pub struct ChunkPlan {
     pub packets: Vec<PacketSpec>,
 }
 
+/// Most chunks one plan (or one part of a backup) may name: a backup of
+/// more chunks is planned part by part into one pending backup (see
+/// [`PlanRequest::extend`]). With [`MAX_PLAN_PACKETS`] this keeps the raft
+/// entry a plan becomes under [`MAX_ENTRY_BYTES`](crate::MAX_ENTRY_BYTES).
+pub const MAX_PLAN_CHUNKS: usize = 1024;
+/// Most packets (chunks × stripe width) one plan may name.
+pub const MAX_PLAN_PACKETS: usize = 4096;
+
 /// (b) "Where do these chunks go?"
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanRequest {
@@ -30,6 +38,10 @@ pub struct PlanRequest {
     /// never chosen by this one.
     #[serde(default)]
     pub exclude: Vec<NodeId>,
+    /// A pending backup of the same source and set this plan adds a part
+    /// to (its deadline renewed); `None` starts a new pending backup.
+    #[serde(default)]
+    pub extend: Option<u64>,
 }
 
 /// The leader's answer to a plan: what to upload where, with tickets.

@@ -31,6 +31,34 @@ impl Manager {
             .clients
             .get(&requester)
             .ok_or(ApplyError::UnknownNode(requester))?;
+        let sequence = self.current_sequence(requester, snapshot)?;
+        seal_to_recipient(
+            &client.profile.x25519_public,
+            snapshot.as_bytes(),
+            &sequence.to_bytes().map_err(ManagerError::Seal)?,
+            rng,
+        )
+        .map_err(ManagerError::Seal)
+    }
+
+    /// One of `requester`'s snapshots' sequence, opened, with the targets
+    /// repairs moved packets to since it was sealed.
+    pub(crate) fn current_sequence(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+    ) -> Result<Sequence, ManagerError> {
+        let record = self
+            .state
+            .snapshots
+            .get(&snapshot)
+            .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
+        if record.source != requester {
+            return Err(ManagerError::NotYours {
+                node: requester,
+                snapshot,
+            });
+        }
         let plain = open_at_rest(
             &self.group_key,
             snapshot.as_bytes(),
@@ -48,13 +76,7 @@ impl Manager {
                 }
             }
         }
-        seal_to_recipient(
-            &client.profile.x25519_public,
-            snapshot.as_bytes(),
-            &sequence.to_bytes().map_err(ManagerError::Seal)?,
-            rng,
-        )
-        .map_err(ManagerError::Seal)
+        Ok(sequence)
     }
 
     /// (e) Snapshots of a source, optionally of one backup set, oldest first.

@@ -1,4 +1,4 @@
-//! Any bytes given to the raft wire decoders (`/strew/raft/3`) yield a
+//! Any bytes given to the raft wire decoders (`/strew/raft/4`) yield a
 //! message or a typed error, and a decoded message re-encodes.
 #![no_main]
 

@@ -34,6 +34,9 @@ use super::wire::{RaftReply, RaftRequest};
 /// The most voters a group has; further eligible members stay learners.
 pub const MAX_VOTERS: usize = 5;
 
+/// Entries one append-entries message carries at most (see `raft_config`).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 4;
+
 /// Timings and sizes of the group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupConfig {
@@ -87,6 +90,12 @@ impl GroupConfig {
             // Chunks stay far below the wire limit; each may take a while
             // on a slow link (append-entries get one heartbeat interval).
             snapshot_max_chunk_size: 1 << 20,
+            // An append-entries carries at most this many entries: with plan
+            // parts of at most `MAX_ENTRY_BYTES` (1 MiB) that is about 4 MiB,
+            // which a loopback or LAN link moves well within the one
+            // heartbeat interval openraft gives an append. Larger batches of
+            // larger entries are halved by the transport (`PayloadTooLarge`).
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             install_snapshot_timeout: (self.election_max.as_millis() as u64).max(1000),
             ..Config::default()
         };
@@ -127,6 +136,11 @@ pub enum WriteError {
     Membership(String),
     #[error("raft stopped: {0}")]
     Fatal(String),
+    /// The entry would exceed the raft bound: it was not proposed.
+    #[error(
+        "an entry of {bytes} bytes exceeds the raft entry limit of {limit} bytes; not proposed"
+    )]
+    EntryTooLarge { bytes: usize, limit: usize },
 }
 
 impl WriteError {
@@ -255,6 +269,7 @@ impl ConsensusMember {
 
     /// Proposes an entry and waits until it is committed and applied here.
     pub async fn propose(&self, proposal: Proposal) -> Result<Committed, WriteError> {
+        super::bounds::check(&proposal)?;
         let write = self.raft.client_write(proposal);
         match tokio::time::timeout(self.config.write_timeout, write).await {
             Err(_) => Err(WriteError::NoQuorum(self.config.write_timeout)),

@@ -12,6 +12,7 @@
 //! by any [`network::RaftTransport`] (libp2p in the daemon: [`overlay`];
 //! [`memory`] in tests).
 
+pub mod bounds;
 pub mod group;
 pub mod log_store;
 pub mod manager_db;

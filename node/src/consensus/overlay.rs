@@ -1,4 +1,4 @@
-//! The coordinator group's messages over the overlay's `/strew/raft/3`
+//! The coordinator group's messages over the overlay's `/strew/raft/4`
 //! protocol: the libp2p carrier of [`RaftTransport`] and the receiving side.
 //!
 //! Owns [`OverlayRaft`] (encode a request with [`super::wire`], send it to the

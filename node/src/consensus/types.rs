@@ -138,22 +138,7 @@ impl fmt::Debug for Proposal {
 
 /// The variant name of a command, for logs.
 pub fn command_kind(command: &Command) -> &'static str {
-    match command {
-        Command::SetGridMode { .. } => "SetGridMode",
-        Command::Join { .. } => "Join",
-        Command::SetOnline { .. } => "SetOnline",
-        Command::Admit { .. } => "Admit",
-        Command::BeginBackup { .. } => "BeginBackup",
-        Command::CommitBackup { .. } => "CommitBackup",
-        Command::AbortBackup { .. } => "AbortBackup",
-        Command::Forget { .. } => "Forget",
-        Command::RecordRestore { .. } => "RecordRestore",
-        Command::MovePacket { .. } => "MovePacket",
-        Command::MarkBad { .. } => "MarkBad",
-        Command::TrimLog { .. } => "TrimLog",
-        Command::RecordAudits { .. } => "RecordAudits",
-        Command::SetExiting { .. } => "SetExiting",
-    }
+    command.kind()
 }
 
 /// What applying one log entry answered. Every member computes the same

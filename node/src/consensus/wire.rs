@@ -5,7 +5,7 @@
 //! and the size limit every carrier enforces ([`MAX_RAFT_MESSAGE`]).
 //! [`decode_request`] and [`decode_reply`] refuse oversized input before
 //! parsing and never panic on garbage. A transport (libp2p's
-//! `/strew/raft/3`, or the in-memory router of the tests) carries the bytes;
+//! `/strew/raft/4`, or the in-memory router of the tests) carries the bytes;
 //! this module does not send anything.
 
 use openraft::error::{InstallSnapshotError, RaftError};

@@ -302,6 +302,10 @@ impl ManagerService {
                 leader: leader.and_then(|m| m.strew_id().ok()),
             },
             WriteError::NoQuorum(_) => self.unavailable_no_quorum(),
+            WriteError::EntryTooLarge { .. } => ManagerResponse::Refused(Refusal::new(
+                RefusalCode::TooLarge,
+                format!("coordinator group: {e}"),
+            )),
             other => ManagerResponse::Unavailable(Refusal::new(
                 RefusalCode::Internal,
                 format!("coordinator group: {other}"),
@@ -617,6 +621,33 @@ impl ManagerService {
                     Err(e) => refuse(&e),
                 }
             }
+            ManagerRequest::FetchSequencePage {
+                snapshot,
+                from,
+                count,
+            } => {
+                if let Err(r) = self.barrier().await {
+                    return r;
+                }
+                let page = heavy(|| {
+                    self.replica.read(|m| {
+                        m.fetch_sequence_page(
+                            requester,
+                            snapshot,
+                            from,
+                            count,
+                            &mut *lock(&self.rng),
+                        )
+                    })
+                });
+                match page {
+                    Ok(page) => ManagerResponse::SequencePage {
+                        sealed: page.sealed,
+                        total: page.total,
+                    },
+                    Err(e) => refuse(&e),
+                }
+            }
             ManagerRequest::ReadTickets {
                 snapshot,
                 from,
@@ -749,6 +780,18 @@ impl ManagerService {
                 Ok(ManagerResponse::Leaving(
                     self.replica.read(|m| m.leave_status(&requester)),
                 ))
+            }
+            ManagerRequest::Receipts {
+                pending_id,
+                receipts,
+            } => {
+                let command = heavy(|| {
+                    self.replica
+                        .read(|m| m.decide_receipts(requester, pending_id, &receipts))
+                })
+                .map_err(refused)?;
+                self.propose(command).await?;
+                Ok(ManagerResponse::Recorded)
             }
             ManagerRequest::RecordRestore { snapshot, outcome } => {
                 let outcome = wire::restore_outcome(outcome);

@@ -239,6 +239,7 @@ pub async fn run_with(
     let node_metrics = upkeep::NodeMetrics::register(&mut registry);
     let repair_metrics = repair::RepairMetrics::register(&mut registry);
     let audit_metrics = audit::AuditMetrics::register(&mut registry);
+    crate::consensus::bounds::register(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
     let metrics_task = match settings.metrics {
         Some(addr) => {

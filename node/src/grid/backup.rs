@@ -161,16 +161,20 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             return Err(cancelled(manager, transport, abandoned, &exclude).await);
         }
         plans += 1;
-        let decision = manager
-            .plan(PlanRequest {
+        // In parts of bounded size, all into one pending backup.
+        let decision = super::parts::plan_in_parts(
+            manager,
+            PlanRequest {
+                extend: None,
                 source: me.node_id,
                 set: opts.set.clone(),
                 location: me.location,
                 params: opts.params.clone(),
                 chunks: chunks.clone(),
                 exclude: exclude.clone(),
-            })
-            .await
+            },
+        )
+        .await
             .map_err(|err| match (&err, &last_failure) {
                 // Say why targets were left out, not only that too few remain.
                 (GridError::Refused(why), Some(first)) => {
@@ -272,12 +276,19 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         .iter()
         .filter_map(|p| receipts.remove(&(p.packet_id, p.target)))
         .collect();
+    // Handed in page by page before the commit: no message grows with the
+    // number of packets.
+    for page in receipts.chunks(strew_coordinator::manager::MAX_RECEIPTS_PER_CALL) {
+        manager
+            .record_receipts(decision.pending_id, page.to_vec())
+            .await?;
+    }
     let all_chunks: Vec<DataId> = report.sequence.stripes().map(|s| s.data_id).collect();
     let response = manager
         .commit(CommitRequest {
             pending_id: decision.pending_id,
             source: me.node_id,
-            receipts,
+            receipts: Vec::new(),
             manifest: report.sequence.snapshot,
             manifest_chunks: report.sequence.manifest.iter().map(|s| s.data_id).collect(),
             chunks: all_chunks,

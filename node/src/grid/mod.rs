@@ -15,9 +15,11 @@ pub mod forget;
 pub mod health;
 pub mod known;
 pub mod overlay;
+pub mod parts;
 pub mod reads;
 pub mod restore;
 pub mod retention;
+pub mod sequence;
 pub mod testkit;
 
 use std::future::Future;
@@ -136,6 +138,14 @@ pub trait ManagerApi: Send + Sync {
         &self,
         snapshot: SnapshotId,
     ) -> impl Future<Output = Result<SealedForRecipient, GridError>> + Send;
+    /// Stripes `from..from+count` of the snapshot's sequence (with its
+    /// manifest fields), sealed to the requesting node, and the stripes in all.
+    fn fetch_sequence_page(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> impl Future<Output = Result<(SealedForRecipient, u64), GridError>> + Send;
     fn list(
         &self,
         set: Option<String>,
@@ -150,6 +160,13 @@ pub trait ManagerApi: Send + Sync {
         &self,
         pending_id: u64,
     ) -> impl Future<Output = Result<Vec<StorageTicket>, GridError>> + Send;
+    /// Hands in receipts of a pending backup's packets before its commit
+    /// (at most `MAX_RECEIPTS_PER_CALL`).
+    fn record_receipts(
+        &self,
+        pending_id: u64,
+        receipts: Vec<StoreReceipt>,
+    ) -> impl Future<Output = Result<(), GridError>> + Send;
     fn record_restore(
         &self,
         snapshot: SnapshotId,

@@ -184,6 +184,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::DryRun(_) => "dry run",
             ManagerResponse::Committed(_) => "committed",
             ManagerResponse::Sequence(_) => "sequence",
+            ManagerResponse::SequencePage { .. } => "sequence_page",
             ManagerResponse::Snapshots(_) => "snapshots",
             ManagerResponse::Forgotten(_) => "forgotten",
             ManagerResponse::Abandoned(_) => "abandoned",
@@ -216,6 +217,25 @@ impl ManagerApi for OverlayManager {
         }
     }
 
+    async fn fetch_sequence_page(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> Result<(SealedForRecipient, u64), GridError> {
+        match self
+            .call(ManagerRequest::FetchSequencePage {
+                snapshot,
+                from,
+                count,
+            })
+            .await?
+        {
+            ManagerResponse::SequencePage { sealed, total } => Ok((sealed, total)),
+            other => Err(unexpected("fetch sequence page", &other)),
+        }
+    }
+
     async fn fetch_sequence(&self, snapshot: SnapshotId) -> Result<SealedForRecipient, GridError> {
         match self
             .call(ManagerRequest::FetchSequence { snapshot })
@@ -239,6 +259,23 @@ impl ManagerApi for OverlayManager {
         match self.call(ManagerRequest::Forget { snapshot }).await? {
             ManagerResponse::Forgotten(response) => Ok(wire::forget_response(response)),
             other => Err(unexpected("forget", &other)),
+        }
+    }
+
+    async fn record_receipts(
+        &self,
+        pending_id: u64,
+        receipts: Vec<strew_coordinator::StoreReceipt>,
+    ) -> Result<(), GridError> {
+        match self
+            .call(ManagerRequest::Receipts {
+                pending_id,
+                receipts,
+            })
+            .await?
+        {
+            ManagerResponse::Recorded => Ok(()),
+            other => Err(unexpected("receipts", &other)),
         }
     }
 

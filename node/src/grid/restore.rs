@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use strew_coordinator::records::RestoreOutcome;
-use strew_coordinator::seal::{Sequence as SealedSequence, open_as_recipient};
+use strew_coordinator::seal::Sequence as SealedSequence;
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 
 use super::{GridError, ManagerApi, PacketTransport, ReadTickets, SourceIdentity, TransportError};
@@ -144,11 +144,8 @@ pub async fn open_sequence<M: ManagerApi>(
     manager: &M,
     snapshot: SnapshotId,
 ) -> Result<SealedSequence, GridError> {
-    let sealed = manager.fetch_sequence(snapshot).await?;
-    let secret_key = x25519_dalek::StaticSecret::from(me.x25519_secret);
-    let plain = open_as_recipient(&secret_key, snapshot.as_bytes(), &sealed)
-        .map_err(|source| GridError::Seal { snapshot, source })?;
-    SealedSequence::from_bytes(&plain).map_err(|source| GridError::Seal { snapshot, source })
+    // In pages: no answer grows with the snapshot.
+    super::sequence::fetch_paged(me, manager, snapshot).await
 }
 
 /// A snapshot's manifest, decoded from its manifest stripes alone (no data

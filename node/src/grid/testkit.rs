@@ -89,6 +89,19 @@ impl ManagerApi for LocalClient<'_> {
             .map_err(refused)
     }
 
+    async fn fetch_sequence_page(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> Result<(SealedForRecipient, u64), GridError> {
+        let mut rng = lock(&self.local.rng);
+        lock(&self.local.manager)
+            .fetch_sequence_page(self.requester, snapshot, from, count, &mut *rng)
+            .map(|page| (page.sealed, page.total))
+            .map_err(refused)
+    }
+
     async fn fetch_sequence(&self, snapshot: SnapshotId) -> Result<SealedForRecipient, GridError> {
         let mut rng = lock(&self.local.rng);
         lock(&self.local.manager)
@@ -104,6 +117,16 @@ impl ManagerApi for LocalClient<'_> {
         let now = self.local.now();
         lock(&self.local.manager)
             .forget(self.requester, snapshot, now)
+            .map_err(refused)
+    }
+
+    async fn record_receipts(
+        &self,
+        pending_id: u64,
+        receipts: Vec<StoreReceipt>,
+    ) -> Result<(), GridError> {
+        lock(&self.local.manager)
+            .record_receipts(self.requester, pending_id, &receipts)
             .map_err(refused)
     }
 

@@ -1,4 +1,4 @@
-//! The sequence-manager protocol (`/strew/manager/5`): the calls a source
+//! The sequence-manager protocol (`/strew/manager/6`): the calls a source
 //! makes to the sequence manager — plan a backup, commit it, fetch a sealed
 //! sequence, get read tickets, list, forget, abandon a plan, report a
 //! restore or an unusable chunk, and a dry-run plan — the grid-key holder's
@@ -48,7 +48,7 @@ use crate::cbor;
 /// `Certify`, `Revoke`, `GridSecret`, `Redeem`, `Renew` and `Members` calls;
 /// a commit carries the targets' signed receipts (not a list of packets),
 /// `ReadTickets` and `ReportBad` are new (issue 11).
-pub const MANAGER_PROTOCOL: &str = "/strew/manager/5";
+pub const MANAGER_PROTOCOL: &str = "/strew/manager/6";
 /// Largest request or response on the wire. A plan names every chunk of a
 /// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
 /// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
@@ -65,12 +65,30 @@ pub enum ManagerRequest {
     Commit(CommitRequest),
     /// The sequence of one of the requester's snapshots, sealed to its X25519 key.
     FetchSequence { snapshot: SnapshotId },
+    /// Stripes `from..from+count` (at most
+    /// `strew_coordinator::manager::MAX_SEQUENCE_PAGE`) of one of the
+    /// requester's snapshots' sequence, sealed to its X25519 key; answered
+    /// `SequencePage`.
+    FetchSequencePage {
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    },
     /// The requester's snapshots (optionally of one backup set).
     List { set: Option<String> },
     /// Forget one of the requester's snapshots.
     Forget { snapshot: SnapshotId },
     /// Drop a plan the requester replaced.
     Abandon { pending_id: u64 },
+    /// Targets' receipts for packets of the requester's pending backup
+    /// `pending_id`, handed in before the commit (at most
+    /// `strew_coordinator::manager::MAX_RECEIPTS_PER_CALL`): the manager
+    /// verifies and records them, the commit need not carry them. Answered
+    /// `Recorded`.
+    Receipts {
+        pending_id: u64,
+        receipts: Vec<strew_coordinator::StoreReceipt>,
+    },
     /// A restore started, succeeded or failed.
     RecordRestore {
         snapshot: SnapshotId,
@@ -125,9 +143,11 @@ impl ManagerRequest {
             ManagerRequest::DryRun(_) => "dry_run",
             ManagerRequest::Commit(_) => "commit",
             ManagerRequest::FetchSequence { .. } => "fetch_sequence",
+            ManagerRequest::FetchSequencePage { .. } => "fetch_sequence_page",
             ManagerRequest::List { .. } => "list",
             ManagerRequest::Forget { .. } => "forget",
             ManagerRequest::Abandon { .. } => "abandon",
+            ManagerRequest::Receipts { .. } => "receipts",
             ManagerRequest::RecordRestore { .. } => "record_restore",
             ManagerRequest::ReadTickets { .. } => "read_tickets",
             ManagerRequest::ReportBad { .. } => "report_bad",
@@ -152,6 +172,12 @@ pub enum ManagerResponse {
     DryRun(DryRunAnswer),
     Committed(CommitResponse),
     Sequence(SealedForRecipient),
+    /// One page of a sequence (its stripes and the whole sequence's
+    /// snapshot, manifest and manifest chunks), and the stripes in all.
+    SequencePage {
+        sealed: SealedForRecipient,
+        total: u64,
+    },
     Snapshots(Vec<SnapshotSummary>),
     Forgotten(ForgetResponse),
     Abandoned(Vec<StorageTicket>),

@@ -1,5 +1,6 @@
-//! The messages of `/strew/manager/5` (2 made them this protocol's own, 3
-//! frames them, 4 carries receipts in commits), owned by this protocol.
+//! The messages of `/strew/manager/6` (2 made them this protocol's own, 3
+//! frames them, 4 carries receipts in commits, 6 encodes ids as
+//! byte strings), owned by this protocol.
 //!
 //! Every type a manager call or answer carries is defined here, field by
 //! field, rather than borrowed from the coordinator's records: a refactor of
@@ -67,6 +68,10 @@ pub struct PlanRequest {
     pub chunks: Vec<ChunkPlan>,
     /// Targets the source could not reach in an earlier plan of this backup.
     pub exclude: Vec<NodeId>,
+    /// The source's pending backup of the same set this plan adds a part
+    /// to (renewing its deadline); `None` starts a new pending backup.
+    #[serde(default)]
+    pub extend: Option<u64>,
 }
 
 /// One packet and the target it goes to (or is on).
@@ -227,6 +232,9 @@ impl std::fmt::Debug for GridSecret {
 pub enum RefusalCode {
     /// The request is malformed or inconsistent.
     Invalid,
+    /// The request exceeds a protocol bound (a plan's chunks or packets, a
+    /// raft entry): split it.
+    TooLarge,
     /// The requester acted for another node, or for another source's snapshot or plan.
     NotOwner,
     /// The requester has not joined the grid (its announcement may still be travelling).
@@ -274,6 +282,7 @@ impl RefusalCode {
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalCode::Invalid => "invalid",
+            RefusalCode::TooLarge => "too_large",
             RefusalCode::NotOwner => "not_owner",
             RefusalCode::NotJoined => "not_joined",
             RefusalCode::Quota => "quota",
@@ -399,7 +408,7 @@ mod tests {
         blake3::hash(&bytes).to_hex()[..16].to_string()
     }
 
-    /// The encoding of `/strew/manager/5` is pinned: a change of any
+    /// The encoding of `/strew/manager/6` is pinned: a change of any
     /// message's shape fails here, so it is made on purpose (with a new
     /// protocol version), never by a refactor elsewhere.
     #[test]
@@ -410,6 +419,7 @@ mod tests {
             target: NodeId([4; 32]),
         };
         let plan = ManagerRequest::Plan(PlanRequest {
+            extend: None,
             set: "home".into(),
             location: GeoPoint::new(48.85, 2.35).expect("location"),
             params: params(),
@@ -469,12 +479,12 @@ mod tests {
             fingerprint(&restore),
         ];
         let pinned = [
-            "8f695dc197a30a39",
-            "dbc3833e30f5cd57",
-            "5d06aca246d7fca2",
-            "d1b61a3858b188b2",
+            "0f6cb25471bf08be",
+            "6b36c9818dd4611b",
+            "1965d70e61401d4d",
+            "447dbeac4c8d1d87",
             "e43073ce641fc146",
-            "bb5c89c68a74a57c",
+            "0a9dbd67cbaf8e8d",
         ];
         assert_eq!(got, pinned, "the manager protocol's encoding changed");
     }

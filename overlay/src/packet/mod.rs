@@ -1,4 +1,4 @@
-//! Direct packet exchange between source and target (`/strew/packet/2`):
+//! Direct packet exchange between source and target (`/strew/packet/3`):
 //! wire messages, the framing codec, signed receipts, ticket checks, the
 //! storage seam and the target-side service. Nothing here passes through the
 //! sequence manager; the manager only signs tickets. The source side's

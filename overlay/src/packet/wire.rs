@@ -1,4 +1,4 @@
-//! Wire messages of the packet protocol (`/strew/packet/2`).
+//! Wire messages of the packet protocol (`/strew/packet/3`).
 //!
 //! Version 2 (issue 11): `Get` carries a read ticket, receipts name the
 //! source and the storage generation, delete tickets name generations;
@@ -17,7 +17,7 @@ use crate::cbor::{self, CborError};
 use crate::packet::receipt::Receipt;
 
 /// Protocol id negotiated by multistream-select.
-pub const PACKET_PROTOCOL: &str = "/strew/packet/2";
+pub const PACKET_PROTOCOL: &str = "/strew/packet/3";
 /// Largest packet body anyone sends: the pipeline's 4 MiB chunk maximum plus
 /// compression-expansion, encryption and erasure-share headroom.
 pub const MAX_PACKET_BYTES: usize = 5 * 1024 * 1024;

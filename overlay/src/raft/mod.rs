@@ -1,4 +1,4 @@
-//! The coordinator group's raft protocol (`/strew/raft/3`): opaque,
+//! The coordinator group's raft protocol (`/strew/raft/4`): opaque,
 //! size-bounded, length-prefixed messages between members of the group.
 //!
 //! Owns the codec (one framed message per stream direction, at most
@@ -26,7 +26,7 @@ pub use gate::{GateMarker, RaftGate};
 
 /// Protocol id. Version 2: each message is length-prefixed (`cbor::read_framed`).
 /// Version 3: entries may propose trust changes (grid root, certificates).
-pub const RAFT_PROTOCOL: &str = "/strew/raft/3";
+pub const RAFT_PROTOCOL: &str = "/strew/raft/4";
 /// Largest request or reply on the wire (the node's raft messages are
 /// bounded to the same size before they are handed over).
 pub const MAX_RAFT_BYTES: usize = 64 << 20;

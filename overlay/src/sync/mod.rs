@@ -1,4 +1,4 @@
-//! Grid-view sync (`/strew/grid-sync/2`): a node that has just connected to a
+//! Grid-view sync (`/strew/grid-sync/3`): a node that has just connected to a
 //! peer pulls that peer's current signed announcements page by page, so a
 //! newcomer learns the whole grid at once instead of waiting a full
 //! announcement period (and so periodic announcements can stay rare).
@@ -26,7 +26,7 @@ use crate::cbor;
 
 /// Protocol id.
 /// Version 2: each message is length-prefixed (`cbor::read_framed`).
-pub const SYNC_PROTOCOL: &str = "/strew/grid-sync/2";
+pub const SYNC_PROTOCOL: &str = "/strew/grid-sync/3";
 /// Most announcements in one page.
 pub const MAX_PAGE: u32 = 512;
 /// Largest request on the wire.

@@ -168,6 +168,7 @@ impl Sim<'_> {
             .collect();
         let order: Vec<DataId> = chunks.iter().map(|c| c.data_id).collect();
         let request = PlanRequest {
+            extend: None,
             source,
             set: format!("object-{object}"),
             location: self.loc[src as usize],

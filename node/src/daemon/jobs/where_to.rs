@@ -65,6 +65,7 @@ impl SourceJobs {
             })
             .collect();
         let request = PlanRequest {
+            extend: None,
             source: self.me.node_id,
             set: args.name.clone(),
             location: self.me.location,

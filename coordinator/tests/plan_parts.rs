@@ -1,0 +1,373 @@
+//! Bounded plans (SPEC R10/R12): a plan names at most `MAX_PLAN_CHUNKS`
+//! chunks and `MAX_PLAN_PACKETS` packets, the largest one allowed becomes
+//! a raft entry under `MAX_ENTRY_BYTES`, and a larger backup is planned
+//! part by part into one pending backup that only its commit makes a
+//! snapshot.
+
+mod common;
+
+use ed25519_dalek::SigningKey;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use strew_coordinator::manager::{MAX_PLAN_CHUNKS, MAX_PLAN_PACKETS, check_entry};
+use strew_coordinator::{
+    ApplyError, BackupParams, ChunkPlan, CommitRequest, Compression, ConvergenceScope, DataId,
+    Encryption, GeoPoint, GroupKey, MAX_ENTRY_BYTES, Manager, ManagerConfig, ManagerError, NodeId,
+    NodeProfile, PacketId, PacketSpec, PlanRequest, Redundancy, StoreReceipt,
+};
+
+const GIB: u64 = 1 << 30;
+
+fn secret(n: u8) -> x25519_dalek::StaticSecret {
+    x25519_dalek::StaticSecret::from([n.wrapping_add(100); 32])
+}
+
+fn profile(n: u8, lat: f64, lon: f64) -> NodeProfile {
+    let id = NodeId(SigningKey::from_bytes(&[n; 32]).verifying_key().to_bytes());
+    let mut p = NodeProfile::new(id, GeoPoint::new(lat, lon).expect("location"), 50 * GIB, 0);
+    p.x25519_public = x25519_dalek::PublicKey::from(&secret(n)).to_bytes();
+    p
+}
+
+/// 24 targets over Europe and two sources; any distance suits the plans.
+fn manager() -> (Manager, NodeProfile, NodeProfile) {
+    let mut m = Manager::new(
+        SigningKey::from_bytes(&[200; 32]),
+        GroupKey([7; 32]),
+        ManagerConfig::default(),
+    );
+    let mut n = 10u8;
+    for lat in [38.0, 42.0, 46.0, 50.0, 54.0, 58.0] {
+        for lon in [-6.0, 4.0, 14.0, 24.0] {
+            m.join(profile(n, lat, lon), None, 1).expect("join");
+            n += 1;
+        }
+    }
+    let (paris, lyon) = (profile(1, 48.85, 2.35), profile(2, 45.76, 4.84));
+    m.join(paris.clone(), None, 1).expect("join");
+    m.join(lyon.clone(), None, 1).expect("join");
+    (m, paris, lyon)
+}
+
+fn params(k: u8, m: u8) -> BackupParams {
+    BackupParams {
+        backup_distance: "..".parse().expect("range"),
+        spread: "..".parse().expect("range"),
+        redundancy: Redundancy::Erasure { k, m },
+        compression: Compression::Zstd { level: 3 },
+        encryption: Encryption {
+            cipher: "chacha20poly1305".into(),
+            convergence: ConvergenceScope::Grid,
+        },
+        sync_interval_secs: None,
+    }
+}
+
+fn chunk(name: &str, width: u8, size: u64) -> ChunkPlan {
+    ChunkPlan {
+        data_id: DataId(*blake3::hash(name.as_bytes()).as_bytes()),
+        packets: (0..width)
+            .map(|j| PacketSpec {
+                packet_id: PacketId::of(&[name.as_bytes(), &[j]].concat()),
+                size,
+            })
+            .collect(),
+    }
+}
+
+fn request(source: &NodeProfile, names: &[String], p: &BackupParams) -> PlanRequest {
+    let width = p.redundancy.width() as u8;
+    PlanRequest {
+        source: source.node_id,
+        set: "home".into(),
+        location: source.location,
+        params: p.clone(),
+        chunks: names.iter().map(|n| chunk(n, width, 4096)).collect(),
+        exclude: Vec::new(),
+        extend: None,
+    }
+}
+
+fn names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}/{i}")).collect()
+}
+
+#[test]
+fn an_oversized_plan_is_refused_before_anything_is_proposed() {
+    let (m, paris, _) = manager();
+    let mut rng = StdRng::seed_from_u64(1);
+    let next = m.state().next_pending;
+    let too_many = request(&paris, &names("a", MAX_PLAN_CHUNKS + 1), &params(2, 1));
+    assert!(matches!(
+        m.decide_plan(&too_many, 10, &mut rng),
+        Err(ManagerError::PlanTooLarge { chunks, .. }) if chunks == MAX_PLAN_CHUNKS + 1
+    ));
+    // Few chunks, but more packets than a plan may name (width 12 × 400).
+    let wide = request(
+        &paris,
+        &names("b", MAX_PLAN_PACKETS / 12 + 60),
+        &params(8, 4),
+    );
+    assert!(matches!(
+        m.decide_plan(&wide, 10, &mut rng),
+        Err(ManagerError::PlanTooLarge { packets, .. }) if packets > MAX_PLAN_PACKETS
+    ));
+    assert_eq!(m.state().next_pending, next, "nothing was proposed");
+}
+
+#[test]
+fn the_largest_plan_allowed_is_one_raft_entry_under_the_bound() {
+    let (m, paris, _) = manager();
+    let mut rng = StdRng::seed_from_u64(2);
+    // As many packets as a plan may name, in as many chunks as it may name.
+    for (k, extra) in [(2u8, 2u8), (6, 2), (10, 6)] {
+        let p = params(k, extra);
+        let width = p.redundancy.width();
+        let count = MAX_PLAN_CHUNKS.min(MAX_PLAN_PACKETS / width);
+        let req = request(&paris, &names(&format!("max{k}"), count), &p);
+        let (command, _) = m.decide_plan(&req, 10, &mut rng).expect("plans");
+        let bytes = check_entry(&command).expect("under the bound");
+        assert!(bytes <= MAX_ENTRY_BYTES, "{bytes}");
+        eprintln!(
+            "width {width}: {count} chunks, entry {bytes} bytes, {} bytes a chunk, request {} bytes",
+            bytes / count,
+            strew_coordinator::cbor::encode(&req)
+                .expect("encodes")
+                .len()
+        );
+    }
+}
+
+#[test]
+fn a_backup_planned_in_parts_is_one_pending_backup_until_its_commit() {
+    let (mut m, paris, lyon) = manager();
+    let mut rng = StdRng::seed_from_u64(3);
+    let p = params(2, 1);
+    let first = names("part1", 40);
+    let second = names("part2", 30);
+    let one = m
+        .plan_backup(request(&paris, &first, &p), 10, &mut rng)
+        .expect("first part");
+    let mut extend = request(&paris, &second, &p);
+    extend.extend = Some(one.pending_id);
+    // Another source may not extend Paris's backup, nor anyone an unknown one.
+    let mut foreign = request(&lyon, &names("lyon", 2), &p);
+    foreign.extend = Some(one.pending_id);
+    assert!(m.plan_backup(foreign, 11, &mut rng).is_err());
+    let mut unknown = extend.clone();
+    unknown.extend = Some(one.pending_id + 100);
+    assert!(matches!(
+        m.plan_backup(unknown, 11, &mut rng),
+        Err(ManagerError::Apply(ApplyError::UnknownPending(_)))
+    ));
+    let two = m
+        .plan_backup(extend.clone(), 5_000, &mut rng)
+        .expect("second part");
+    assert_eq!(two.pending_id, one.pending_id, "the same pending backup");
+    assert!(two.expires_at >= one.expires_at, "the deadline is renewed");
+    // Naming a chunk a part already planned is refused.
+    assert!(m.plan_backup(extend, 5_001, &mut rng).is_err());
+    let pending = &m.state().pending[&one.pending_id];
+    assert_eq!(pending.new_chunks.len(), 70);
+    assert!(
+        m.state().snapshots.is_empty(),
+        "a half-done backup is no snapshot"
+    );
+    let receipts: Vec<StoreReceipt> = [&one, &two]
+        .iter()
+        .flat_map(|d| common::receipts(&d.uploads, paris.node_id))
+        .collect();
+    let chunks: Vec<DataId> = first
+        .iter()
+        .chain(&second)
+        .map(|n| chunk(n, 3, 4096).data_id)
+        .collect();
+    let committed = m
+        .commit_backup(
+            CommitRequest {
+                pending_id: one.pending_id,
+                source: paris.node_id,
+                receipts,
+                manifest: DataId([9; 32]),
+                manifest_chunks: Vec::new(),
+                chunks: chunks.clone(),
+                bytes: 1000,
+            },
+            6_000,
+            &mut rng,
+        )
+        .expect("commit");
+    let snapshot = &m.state().snapshots[&committed.snapshot];
+    assert_eq!(snapshot.chunks.len(), chunks.len());
+    assert!(m.state().pending.is_empty());
+}
+
+#[test]
+fn an_expired_backup_in_parts_releases_every_parts_reservations() {
+    let (mut m, paris, _) = manager();
+    let mut rng = StdRng::seed_from_u64(4);
+    let p = params(2, 1);
+    let one = m
+        .plan_backup(request(&paris, &names("x", 20), &p), 10, &mut rng)
+        .expect("first part");
+    let mut extend = request(&paris, &names("y", 20), &p);
+    extend.extend = Some(one.pending_id);
+    let two = m.plan_backup(extend, 20, &mut rng).expect("second part");
+    let reserved = |m: &Manager| -> u64 { m.state().targets.values().map(|t| t.reserved).sum() };
+    assert_eq!(reserved(&m), 40 * 3 * 4096);
+    m.expire_pending(two.expires_at + 1).expect("expires");
+    assert_eq!(reserved(&m), 0);
+    assert!(m.state().pending.is_empty());
+}
+
+#[test]
+fn receipts_handed_in_page_by_page_let_a_commit_carry_none() {
+    use strew_coordinator::manager::MAX_RECEIPTS_PER_CALL;
+    let (mut m, paris, lyon) = manager();
+    let mut rng = StdRng::seed_from_u64(5);
+    let p = params(2, 1);
+    let all = names("paged", 30);
+    let plan = m
+        .plan_backup(request(&paris, &all, &p), 10, &mut rng)
+        .expect("plans");
+    let receipts = common::receipts(&plan.uploads, paris.node_id);
+    assert_eq!(receipts.len(), 90);
+    let commit = |receipts: Vec<StoreReceipt>| CommitRequest {
+        pending_id: plan.pending_id,
+        source: paris.node_id,
+        receipts,
+        manifest: DataId([9; 32]),
+        manifest_chunks: Vec::new(),
+        chunks: all.iter().map(|n| chunk(n, 3, 4096).data_id).collect(),
+        bytes: 1000,
+    };
+    // Another source may not hand in Paris's receipts; a page over the
+    // bound and a forged receipt are refused; nothing is recorded.
+    assert!(
+        m.record_receipts(lyon.node_id, plan.pending_id, &receipts[..10])
+            .is_err()
+    );
+    let too_many = vec![receipts[0].clone(); MAX_RECEIPTS_PER_CALL + 1];
+    assert!(
+        m.record_receipts(paris.node_id, plan.pending_id, &too_many)
+            .is_err()
+    );
+    let mut forged = receipts[0].clone();
+    forged.size += 1;
+    assert!(matches!(
+        m.record_receipts(paris.node_id, plan.pending_id, &[forged]),
+        Err(ManagerError::BadReceipt { .. })
+    ));
+    assert!(m.state().pending[&plan.pending_id].receipted.is_empty());
+    // Two pages of 60 (a repeat is harmless), then a commit with only the rest.
+    m.record_receipts(paris.node_id, plan.pending_id, &receipts[..40])
+        .expect("page");
+    m.record_receipts(paris.node_id, plan.pending_id, &receipts[30..60])
+        .expect("page");
+    assert_eq!(m.state().pending[&plan.pending_id].receipted.len(), 60);
+    assert!(matches!(
+        m.commit_backup(commit(Vec::new()), 20, &mut rng),
+        Err(ManagerError::MissingUploads { missing: 30, .. })
+    ));
+    m.record_receipts(paris.node_id, plan.pending_id, &receipts[60..])
+        .expect("page");
+    // What the commit's one raft entry costs per chunk (the part not paged
+    // yet): the sealed sequence and the stored copies, width 3.
+    let request = commit(Vec::new());
+    let request_bytes = strew_coordinator::cbor::encode(&request)
+        .expect("encodes")
+        .len();
+    let Ok(strew_coordinator::CommitStep::Propose { command, .. }) =
+        m.decide_commit(&request, 30, &mut rng)
+    else {
+        panic!("the commit is proposed");
+    };
+    let entry = check_entry(&command).expect("a small commit fits");
+    eprintln!(
+        "commit of {} chunks at width 3: request {request_bytes} bytes ({} a chunk), entry {entry} bytes ({} a chunk)",
+        all.len(),
+        request_bytes / all.len(),
+        entry / all.len()
+    );
+    assert!(
+        entry / all.len() < 2048,
+        "{entry} bytes for {} chunks",
+        all.len()
+    );
+    let done = m
+        .commit_backup(commit(Vec::new()), 30, &mut rng)
+        .expect("commits with every receipt recorded");
+    assert_eq!(m.state().snapshots[&done.snapshot].chunks.len(), all.len());
+}
+
+#[test]
+fn a_sequence_is_fetched_in_pages_that_add_up_to_the_whole() {
+    use strew_coordinator::manager::MAX_SEQUENCE_PAGE;
+    use strew_coordinator::{Sequence, open_as_recipient};
+    let (mut m, paris, lyon) = manager();
+    let mut rng = StdRng::seed_from_u64(6);
+    let p = params(2, 1);
+    let all = names("seq", 50);
+    let plan = m
+        .plan_backup(request(&paris, &all, &p), 10, &mut rng)
+        .expect("plans");
+    let done = m
+        .commit_backup(
+            CommitRequest {
+                pending_id: plan.pending_id,
+                source: paris.node_id,
+                receipts: common::receipts(&plan.uploads, paris.node_id),
+                manifest: DataId([9; 32]),
+                manifest_chunks: Vec::new(),
+                chunks: all.iter().map(|n| chunk(n, 3, 4096).data_id).collect(),
+                bytes: 1000,
+            },
+            20,
+            &mut rng,
+        )
+        .expect("commits");
+    let open = |sealed| -> Sequence {
+        let plain = open_as_recipient(&secret(1), done.snapshot.as_bytes(), &sealed)
+            .expect("sealed to paris");
+        Sequence::from_bytes(&plain).expect("a sequence")
+    };
+    let whole = open(
+        m.fetch_sequence(paris.node_id, done.snapshot, &mut rng)
+            .expect("whole"),
+    );
+    let mut stripes = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = m
+            .fetch_sequence_page(paris.node_id, done.snapshot, from, 16, &mut rng)
+            .expect("page");
+        assert_eq!(page.total, 50);
+        let seq = open(page.sealed);
+        assert_eq!(
+            (seq.snapshot, seq.manifest, &seq.manifest_chunks),
+            (whole.snapshot, whole.manifest, &whole.manifest_chunks)
+        );
+        assert!(seq.stripes.len() <= 16);
+        if seq.stripes.is_empty() {
+            break;
+        }
+        from += seq.stripes.len() as u64;
+        stripes.extend(seq.stripes);
+    }
+    assert_eq!(stripes, whole.stripes);
+    // Past the end: an empty page; over the bound, none, or another's: refused.
+    let past = m
+        .fetch_sequence_page(paris.node_id, done.snapshot, 1_000, 16, &mut rng)
+        .expect("past the end");
+    assert!(open(past.sealed).stripes.is_empty());
+    for count in [0, MAX_SEQUENCE_PAGE as u32 + 1] {
+        assert!(
+            m.fetch_sequence_page(paris.node_id, done.snapshot, 0, count, &mut rng)
+                .is_err()
+        );
+    }
+    assert!(matches!(
+        m.fetch_sequence_page(lyon.node_id, done.snapshot, 0, 16, &mut rng),
+        Err(ManagerError::NotYours { .. })
+    ));
+}

@@ -1,0 +1,435 @@
+//! Restore order by measured speed: a pure scorer fed with the fetches a
+//! restore observes (which target, how many bytes, how long, success or
+//! failure) that ranks a stripe's packets so the K needed come from the
+//! targets answering fastest.
+//!
+//! Owns the policy: [`FetchOrder`] performs no I/O and reads no clock
+//! (callers pass durations); [`Observed`] is the thin stateful adapter the
+//! restore's packet source calls around each fetch (it times fetches and
+//! learns each stripe width's K from the packet headers it sees, so parity
+//! shares are known as such). The number of stripes in flight stays bounded
+//! by the pipeline's restore step.
+//!
+//! The expected cost of the next fetch from a target is
+//! `(rtt + bytes / throughput) × (1 + in_flight)`, where `rtt` and
+//! `throughput` are exponentially weighted averages of what that target
+//! showed during this restore (`rtt` from the fetches' durations minus the
+//! time their bytes needed at the observed throughput, floored at zero), and
+//! `in_flight` counts fetches to it not yet answered, which spreads load over
+//! equally fast targets. A target not yet measured counts as the fastest one
+//! known (so every target gets tried once); a target that failed is ranked
+//! after every working one. Parity shares cost a decode, so a parity packet
+//! is chosen over a data packet only when its target is clearly faster
+//! ([`PARITY_PENALTY`]).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use strew_coordinator::{NodeId, PacketId};
+
+use crate::pipeline::packet;
+
+/// Weight of the newest observation in the moving averages.
+const ALPHA: f64 = 0.3;
+/// Extra relative cost of a parity share (it needs an erasure decode).
+pub const PARITY_PENALTY: f64 = 0.25;
+/// Throughput below which a measurement is treated as this floor (bytes/s),
+/// so a zero-length or instant fetch never divides by zero.
+const MIN_THROUGHPUT: f64 = 1.0;
+
+/// What one target showed so far during a restore.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TargetSpeed {
+    /// Moving average of the per-fetch latency in seconds.
+    pub rtt_secs: f64,
+    /// Moving average of bytes per second while transferring.
+    pub throughput: f64,
+    pub fetches: u64,
+    pub failures: u64,
+    pub in_flight: u32,
+}
+
+impl TargetSpeed {
+    fn measured(&self) -> bool {
+        self.fetches > 0
+    }
+}
+
+/// The scorer: observations in, orders out.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOrder {
+    targets: HashMap<NodeId, TargetSpeed>,
+}
+
+/// One candidate for a share of a stripe: its position in the stripe, the
+/// targets holding it, and whether it is a parity share.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub position: usize,
+    pub targets: &'a [NodeId],
+    pub parity: bool,
+}
+
+impl FetchOrder {
+    pub fn new() -> Self {
+        FetchOrder::default()
+    }
+
+    /// A fetch to `target` starts.
+    pub fn started(&mut self, target: NodeId) {
+        self.targets.entry(target).or_default().in_flight += 1;
+    }
+
+    /// A fetch to `target` of `bytes` finished after `elapsed`.
+    pub fn succeeded(&mut self, target: NodeId, bytes: u64, elapsed: Duration) {
+        let t = self.targets.entry(target).or_default();
+        t.in_flight = t.in_flight.saturating_sub(1);
+        let secs = elapsed.as_secs_f64();
+        let sample_throughput = (bytes as f64 / secs.max(1e-9)).max(MIN_THROUGHPUT);
+        if t.measured() {
+            t.throughput += ALPHA * (sample_throughput - t.throughput);
+            // The part of this fetch its bytes do not explain at the
+            // (smoothed) throughput is latency.
+            let sample_rtt = (secs - bytes as f64 / t.throughput).max(0.0);
+            t.rtt_secs += ALPHA * (sample_rtt - t.rtt_secs);
+        } else {
+            t.throughput = sample_throughput;
+            t.rtt_secs = 0.0;
+        }
+        t.fetches += 1;
+    }
+
+    /// A fetch to `target` failed (down, refused, wrong bytes).
+    pub fn failed(&mut self, target: NodeId) {
+        let t = self.targets.entry(target).or_default();
+        t.in_flight = t.in_flight.saturating_sub(1);
+        t.failures += 1;
+    }
+
+    /// What `target` showed so far.
+    pub fn speed(&self, target: &NodeId) -> TargetSpeed {
+        self.targets.get(target).copied().unwrap_or_default()
+    }
+
+    /// Whether `target` failed during this restore.
+    pub fn has_failed(&self, target: &NodeId) -> bool {
+        self.targets.get(target).is_some_and(|t| t.failures > 0)
+    }
+
+    /// Expected seconds for the next fetch of `bytes` from `target`; `None`
+    /// for a target that failed. An unmeasured target gets the best
+    /// expectation among the measured ones (0 when none is measured).
+    pub fn expected_secs(&self, target: &NodeId, bytes: u64) -> Option<f64> {
+        let t = self.speed(target);
+        if t.failures > 0 {
+            return None;
+        }
+        let base = if t.measured() {
+            t.rtt_secs + bytes as f64 / t.throughput.max(MIN_THROUGHPUT)
+        } else {
+            self.targets
+                .values()
+                .filter(|o| o.measured() && o.failures == 0)
+                .map(|o| o.rtt_secs + bytes as f64 / o.throughput.max(MIN_THROUGHPUT))
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))))
+                .unwrap_or(0.0)
+        };
+        Some(base * (1.0 + f64::from(t.in_flight)))
+    }
+
+    /// `targets` from fastest expected to slowest, failed ones last (kept,
+    /// in their given order, as a last resort).
+    pub fn rank_targets(&self, targets: &[NodeId], bytes: u64) -> Vec<NodeId> {
+        let mut scored: Vec<(usize, Option<f64>, NodeId)> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i, self.expected_secs(t, bytes), *t))
+            .collect();
+        scored.sort_by(|a, b| cmp_cost(a.1, b.1).then(a.0.cmp(&b.0)));
+        scored.into_iter().map(|(_, _, t)| t).collect()
+    }
+
+    /// The order in which to try a stripe's shares: by the expected cost of
+    /// each share's best target (parity shares penalised), ties kept in
+    /// stripe order (data shares first). Returns positions.
+    pub fn rank_shares(&self, shares: &[Candidate<'_>], bytes: u64) -> Vec<usize> {
+        let mut scored: Vec<(usize, Option<f64>)> = shares
+            .iter()
+            .map(|c| {
+                let best = c
+                    .targets
+                    .iter()
+                    .filter_map(|t| self.expected_secs(t, bytes))
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
+                let cost = best.map(|s| {
+                    if c.parity {
+                        s * (1.0 + PARITY_PENALTY)
+                    } else {
+                        s
+                    }
+                });
+                (c.position, cost)
+            })
+            .collect();
+        scored.sort_by(|a, b| cmp_cost(a.1, b.1).then(a.0.cmp(&b.0)));
+        scored.into_iter().map(|(p, _)| p).collect()
+    }
+}
+
+/// Packet size assumed before any packet was fetched (the pipeline's
+/// packets are at most a few MiB; only the ratio between targets matters).
+const DEFAULT_PACKET_BYTES: u64 = 1 << 20;
+
+/// The restore side of the scorer: times fetches, remembers the packet size
+/// and each stripe width's K, and answers orders.
+#[derive(Debug, Default)]
+pub struct Observed {
+    order: FetchOrder,
+    /// Stripe width (K + M) → K, from the headers of fetched packets.
+    k_by_width: HashMap<usize, usize>,
+    /// Moving average of fetched packet sizes.
+    packet_bytes: Option<f64>,
+}
+
+impl Observed {
+    fn bytes(&self) -> u64 {
+        self.packet_bytes.map_or(DEFAULT_PACKET_BYTES, |b| b as u64)
+    }
+
+    /// Positions of a stripe's `packets` to try, fastest first (`targets`
+    /// says where each packet is; a packet with no known target goes last).
+    pub fn order(
+        &self,
+        packets: &[PacketId],
+        targets: &HashMap<PacketId, Vec<NodeId>>,
+    ) -> Vec<usize> {
+        let k = self.k_by_width.get(&packets.len()).copied();
+        let candidates: Vec<Candidate<'_>> = packets
+            .iter()
+            .enumerate()
+            .map(|(position, id)| Candidate {
+                position,
+                targets: targets.get(id).map_or(&[][..], Vec::as_slice),
+                parity: k.is_some_and(|k| position >= k),
+            })
+            .collect();
+        self.order.rank_shares(&candidates, self.bytes())
+    }
+
+    /// The targets holding a packet, fastest first.
+    pub fn targets_for(&self, targets: &[NodeId]) -> Vec<NodeId> {
+        self.order.rank_targets(targets, self.bytes())
+    }
+
+    /// A fetch from `target` begins; `None` when that target already failed
+    /// during this restore (it is skipped).
+    pub fn start(&mut self, target: NodeId) -> Option<Instant> {
+        if self.order.has_failed(&target) {
+            return None;
+        }
+        self.order.started(target);
+        Some(Instant::now())
+    }
+
+    /// A fetch begun at `started` ended with `bytes` (`None`: it failed).
+    pub fn finish(&mut self, target: NodeId, started: Instant, bytes: Option<&[u8]>) {
+        let Some(bytes) = bytes else {
+            self.order.failed(target);
+            return;
+        };
+        self.order
+            .succeeded(target, bytes.len() as u64, started.elapsed());
+        let len = bytes.len() as f64;
+        self.packet_bytes = Some(self.packet_bytes.map_or(len, |b| b + ALPHA * (len - b)));
+        // Unverified bytes only steer the order; the decoder checks them.
+        if let Ok((header, _)) = packet::decode_packet(bytes) {
+            let width = usize::from(header.k) + usize::from(header.m);
+            self.k_by_width.insert(width, usize::from(header.k));
+        }
+    }
+
+    /// What each target showed during this restore.
+    pub fn speeds(&self) -> impl Iterator<Item = (&NodeId, &TargetSpeed)> {
+        self.order.targets.iter()
+    }
+}
+
+/// Known costs before unknown (failed) ones; NaN-free by construction.
+fn cmp_cost(a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(b: u8) -> NodeId {
+        NodeId([b; 32])
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn unmeasured_targets_keep_stripe_order_with_data_first() {
+        let order = FetchOrder::new();
+        let (a, b, c) = ([node(1)], [node(2)], [node(3)]);
+        let shares = [
+            Candidate {
+                position: 0,
+                targets: &a,
+                parity: false,
+            },
+            Candidate {
+                position: 1,
+                targets: &b,
+                parity: false,
+            },
+            Candidate {
+                position: 2,
+                targets: &c,
+                parity: true,
+            },
+        ];
+        assert_eq!(order.rank_shares(&shares, MIB), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_slow_target_is_asked_last_and_a_fast_parity_share_replaces_it() {
+        let mut order = FetchOrder::new();
+        for (n, elapsed) in [(1, 10), (2, 400), (3, 10)] {
+            order.started(node(n));
+            order.succeeded(node(n), MIB, ms(elapsed));
+        }
+        let (a, b, c) = ([node(1)], [node(2)], [node(3)]);
+        let shares = [
+            Candidate {
+                position: 0,
+                targets: &a,
+                parity: false,
+            },
+            Candidate {
+                position: 1,
+                targets: &b,
+                parity: false,
+            },
+            Candidate {
+                position: 2,
+                targets: &c,
+                parity: true,
+            },
+        ];
+        // K = 2: positions 0 and 2 come first; the slow data share is last.
+        assert_eq!(order.rank_shares(&shares, MIB), vec![0, 2, 1]);
+    }
+
+    #[test]
+    fn parity_is_not_chosen_over_an_equally_fast_data_share() {
+        let mut order = FetchOrder::new();
+        for n in [1, 2] {
+            order.started(node(n));
+            order.succeeded(node(n), MIB, ms(10));
+        }
+        let (a, b) = ([node(1)], [node(2)]);
+        let shares = [
+            Candidate {
+                position: 1,
+                targets: &a,
+                parity: true,
+            },
+            Candidate {
+                position: 0,
+                targets: &b,
+                parity: false,
+            },
+        ];
+        assert_eq!(order.rank_shares(&shares, MIB), vec![0, 1]);
+    }
+
+    #[test]
+    fn failed_targets_rank_after_every_working_one_even_slow_ones() {
+        let mut order = FetchOrder::new();
+        order.started(node(1));
+        order.failed(node(1));
+        order.started(node(2));
+        order.succeeded(node(2), MIB, Duration::from_secs(5));
+        assert!(order.has_failed(&node(1)));
+        assert_eq!(order.expected_secs(&node(1), MIB), None);
+        assert_eq!(
+            order.rank_targets(&[node(1), node(2), node(3)], MIB),
+            vec![node(3), node(2), node(1)],
+            "unmeasured first (optimistic), then the slow one, the failed one last"
+        );
+    }
+
+    #[test]
+    fn fetches_in_flight_spread_load_over_equally_fast_targets() {
+        let mut order = FetchOrder::new();
+        for n in [1, 2] {
+            order.started(node(n));
+            order.succeeded(node(n), MIB, ms(20));
+        }
+        order.started(node(1));
+        order.started(node(1));
+        assert_eq!(
+            order.rank_targets(&[node(1), node(2)], MIB),
+            vec![node(2), node(1)]
+        );
+        assert_eq!(order.speed(&node(1)).in_flight, 2);
+    }
+
+    #[test]
+    fn latency_and_throughput_are_told_apart() {
+        let mut order = FetchOrder::new();
+        // Target 1: 1 MiB in 10 ms, then 64 KiB in 10 ms: high latency.
+        // Target 2: 1 MiB in 20 ms, then 64 KiB in ~1.25 ms: pure bandwidth.
+        order.succeeded(node(1), MIB, ms(10));
+        order.succeeded(node(1), 64 << 10, ms(10));
+        order.succeeded(node(2), MIB, ms(20));
+        order.succeeded(node(2), 64 << 10, Duration::from_micros(1250));
+        let s1 = order.speed(&node(1));
+        let s2 = order.speed(&node(2));
+        assert!(s1.rtt_secs > s2.rtt_secs, "{s1:?} vs {s2:?}");
+        // Small packets: the low-latency target wins.
+        assert_eq!(
+            order.rank_targets(&[node(1), node(2)], 4 << 10),
+            vec![node(2), node(1)]
+        );
+        assert_eq!(s1.fetches, 2);
+    }
+
+    #[test]
+    fn a_slow_start_is_forgiven_as_the_target_speeds_up() {
+        let mut order = FetchOrder::new();
+        order.succeeded(node(1), MIB, ms(300));
+        order.succeeded(node(2), MIB, ms(50));
+        assert_eq!(
+            order.rank_targets(&[node(1), node(2)], MIB),
+            vec![node(2), node(1)]
+        );
+        for _ in 0..20 {
+            order.succeeded(node(1), MIB, ms(5));
+        }
+        assert_eq!(
+            order.rank_targets(&[node(1), node(2)], MIB),
+            vec![node(1), node(2)]
+        );
+    }
+
+    #[test]
+    fn instant_and_empty_fetches_stay_finite() {
+        let mut order = FetchOrder::new();
+        order.succeeded(node(1), 0, Duration::ZERO);
+        order.succeeded(node(1), MIB, Duration::ZERO);
+        let e = order.expected_secs(&node(1), MIB);
+        assert!(e.is_some_and(f64::is_finite), "{e:?}");
+    }
+}

@@ -183,7 +183,11 @@ impl Estimator {
             (None, b) if !reading => b,
             _ => None,
         };
-        let phase = if reading || s.stored == 0 { "encode" } else { "upload" };
+        let phase = if reading || s.stored == 0 {
+            "encode"
+        } else {
+            "upload"
+        };
         self.finish(s, phase, upload_total, eta)
     }
 
@@ -228,9 +232,15 @@ pub fn show(bar: &ProgressBar, e: &Estimate) {
     bar.set_prefix(e.phase);
     bar.set_position((e.fraction * 1000.0) as u64);
     let size = |b: u64| strew_coordinator::format_size(b);
-    let eta = e.eta_secs.map_or_else(|| "ETA -".to_string(), |s| {
-        format!("ETA {}", indicatif::HumanDuration(Duration::from_secs_f64(s)))
-    });
+    let eta = e.eta_secs.map_or_else(
+        || "ETA -".to_string(),
+        |s| {
+            format!(
+                "ETA {}",
+                indicatif::HumanDuration(Duration::from_secs_f64(s))
+            )
+        },
+    );
     let msg = if e.upload_total > 0 || e.phase != "restore" {
         format!(
             "read {}/{}, sent {}/{} {eta}",

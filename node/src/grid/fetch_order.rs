@@ -361,12 +361,13 @@ mod tests {
         order.failed(node(1));
         order.started(node(2));
         order.succeeded(node(2), MIB, Duration::from_secs(5));
+        order.succeeded(node(4), MIB, ms(10));
         assert!(order.has_failed(&node(1)));
         assert_eq!(order.expected_secs(&node(1), MIB), None);
         assert_eq!(
-            order.rank_targets(&[node(1), node(2), node(3)], MIB),
-            vec![node(3), node(2), node(1)],
-            "unmeasured first (optimistic), then the slow one, the failed one last"
+            order.rank_targets(&[node(1), node(2), node(3), node(4)], MIB),
+            vec![node(3), node(4), node(2), node(1)],
+            "unmeasured as fast as the fastest, then the slow one, the failed one last"
         );
     }
 

@@ -30,9 +30,17 @@ use strew_coordinator::{NodeId, PacketId};
 use crate::pipeline::packet;
 
 /// Weight of the newest observation in the moving averages.
-const ALPHA: f64 = 0.3;
+const ALPHA: f64 = 0.5;
+/// Per fetch answered by other targets, how much of a target's distance
+/// above the fastest one remains: a target measured slow once (a hiccup) is
+/// tried again after a while instead of never.
+const AGING: f64 = 0.9;
 /// Extra relative cost of a parity share (it needs an erasure decode).
 pub const PARITY_PENALTY: f64 = 0.25;
+/// Expected seconds of a fetch while no target has been measured yet: only
+/// its product with the fetches in flight matters (it spreads the first
+/// fetches over the targets).
+const FIRST_GUESS_SECS: f64 = 0.01;
 /// Throughput below which a measurement is treated as this floor (bytes/s),
 /// so a zero-length or instant fetch never divides by zero.
 const MIN_THROUGHPUT: f64 = 1.0;
@@ -47,11 +55,21 @@ pub struct TargetSpeed {
     pub fetches: u64,
     pub failures: u64,
     pub in_flight: u32,
+    /// The restore's count of answered fetches when this target last answered.
+    pub seen_at: u64,
+    /// How long its oldest unanswered fetch has been waiting: a target
+    /// never expected to answer faster than that.
+    pub waiting_secs: f64,
 }
 
 impl TargetSpeed {
     fn measured(&self) -> bool {
         self.fetches > 0
+    }
+
+    /// Expected seconds for `bytes` from what was measured alone.
+    fn raw_secs(&self, bytes: u64) -> f64 {
+        self.rtt_secs + bytes as f64 / self.throughput.max(MIN_THROUGHPUT)
     }
 }
 
@@ -59,6 +77,8 @@ impl TargetSpeed {
 #[derive(Debug, Clone, Default)]
 pub struct FetchOrder {
     targets: HashMap<NodeId, TargetSpeed>,
+    /// Fetches answered so far.
+    clock: u64,
 }
 
 /// One candidate for a share of a stripe: its position in the stripe, the
@@ -82,6 +102,8 @@ impl FetchOrder {
 
     /// A fetch to `target` of `bytes` finished after `elapsed`.
     pub fn succeeded(&mut self, target: NodeId, bytes: u64, elapsed: Duration) {
+        self.clock += 1;
+        let clock = self.clock;
         let t = self.targets.entry(target).or_default();
         t.in_flight = t.in_flight.saturating_sub(1);
         let secs = elapsed.as_secs_f64();
@@ -97,6 +119,13 @@ impl FetchOrder {
             t.rtt_secs = 0.0;
         }
         t.fetches += 1;
+        t.seen_at = clock;
+    }
+
+    /// The oldest fetch to `target` still unanswered has waited `waited`
+    /// (zero when none is).
+    pub fn waiting(&mut self, target: NodeId, waited: Duration) {
+        self.targets.entry(target).or_default().waiting_secs = waited.as_secs_f64();
     }
 
     /// A fetch to `target` failed (down, refused, wrong bytes).
@@ -118,22 +147,28 @@ impl FetchOrder {
 
     /// Expected seconds for the next fetch of `bytes` from `target`; `None`
     /// for a target that failed. An unmeasured target gets the best
-    /// expectation among the measured ones (0 when none is measured).
+    /// expectation among the measured ones ([`FIRST_GUESS_SECS`] when none is).
     pub fn expected_secs(&self, target: &NodeId, bytes: u64) -> Option<f64> {
         let t = self.speed(target);
         if t.failures > 0 {
             return None;
         }
-        let base = if t.measured() {
-            t.rtt_secs + bytes as f64 / t.throughput.max(MIN_THROUGHPUT)
-        } else {
-            self.targets
-                .values()
-                .filter(|o| o.measured() && o.failures == 0)
-                .map(|o| o.rtt_secs + bytes as f64 / o.throughput.max(MIN_THROUGHPUT))
-                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))))
-                .unwrap_or(0.0)
-        };
+        let best = self
+            .targets
+            .values()
+            .filter(|o| o.measured() && o.failures == 0)
+            .map(|o| o.raw_secs(bytes))
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.min(x))));
+        let base = match best {
+            Some(best) if t.measured() => {
+                let stale = self.clock.saturating_sub(t.seen_at);
+                let age = AGING.powi(i32::try_from(stale).unwrap_or(i32::MAX));
+                best + (t.raw_secs(bytes) - best) * age
+            }
+            Some(best) => best,
+            None => FIRST_GUESS_SECS,
+        }
+        .max(t.waiting_secs);
         Some(base * (1.0 + f64::from(t.in_flight)))
     }
 
@@ -189,6 +224,8 @@ pub struct Observed {
     k_by_width: HashMap<usize, usize>,
     /// Moving average of fetched packet sizes.
     packet_bytes: Option<f64>,
+    /// When each unanswered fetch began, per target.
+    pending: HashMap<NodeId, Vec<Instant>>,
 }
 
 impl Observed {
@@ -217,7 +254,8 @@ impl Observed {
     }
 
     /// The targets holding a packet, fastest first.
-    pub fn targets_for(&self, targets: &[NodeId]) -> Vec<NodeId> {
+    pub fn targets_for(&mut self, targets: &[NodeId]) -> Vec<NodeId> {
+        self.tell_waits();
         self.order.rank_targets(targets, self.bytes())
     }
 
@@ -228,11 +266,31 @@ impl Observed {
             return None;
         }
         self.order.started(target);
-        Some(Instant::now())
+        let now = Instant::now();
+        self.pending.entry(target).or_default().push(now);
+        Some(now)
+    }
+
+    /// Tells the scorer how long each target's oldest open fetch has waited.
+    fn tell_waits(&mut self) {
+        let now = Instant::now();
+        for (target, starts) in &self.pending {
+            let oldest = starts.iter().min().map_or(Duration::ZERO, |t| now - *t);
+            self.order.waiting(*target, oldest);
+        }
     }
 
     /// A fetch begun at `started` ended with `bytes` (`None`: it failed).
     pub fn finish(&mut self, target: NodeId, started: Instant, bytes: Option<&[u8]>) {
+        if let Some(starts) = self.pending.get_mut(&target) {
+            if let Some(i) = starts.iter().position(|t| *t == started) {
+                starts.swap_remove(i);
+            }
+            if starts.is_empty() {
+                self.pending.remove(&target);
+                self.order.waiting(target, Duration::ZERO);
+            }
+        }
         let Some(bytes) = bytes else {
             self.order.failed(target);
             return;

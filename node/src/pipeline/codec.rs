@@ -275,13 +275,23 @@ impl Codec {
         let mut shares: Vec<(PacketHeader, Vec<u8>, usize)> = Vec::new();
         let mut need = None::<usize>;
         let mut tried: Vec<PacketId> = Vec::new();
-        for pos in source.order(&stripe.packets).into_iter().chain(0..width) {
-            let Some(id) = stripe.packets.get(pos) else {
-                continue;
-            };
+        // The order is asked again before every fetch: what the fetches
+        // of other stripes showed meanwhile counts.
+        let mut asked = vec![false; width];
+        loop {
             if need.is_some_and(|k| shares.len() >= k) {
                 break;
             }
+            let next = source
+                .order(&stripe.packets)
+                .into_iter()
+                .chain(0..width)
+                .find(|p| asked.get(*p) == Some(&false));
+            let Some(pos) = next else {
+                break;
+            };
+            asked[pos] = true;
+            let id = &stripe.packets[pos];
             if tried.contains(id) {
                 continue;
             }

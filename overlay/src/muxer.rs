@@ -31,6 +31,11 @@ pub const MAX_CONNECTION_WINDOW: usize = 256 << 20;
 /// Streams one connection may have open at once (Yamux's default).
 const MAX_STREAMS: usize = 512;
 
+// A Yamux frame (header + data) fills one Noise frame's plaintext exactly.
+const _: () = assert!(SPLIT_SEND_BYTES + 12 + 16 == 65_535);
+// Yamux needs room for every stream's initial 256 KiB window (it panics otherwise).
+const _: () = assert!(MAX_CONNECTION_WINDOW >= MAX_STREAMS * 256 * 1024);
+
 /// Inbound streams held while the handler is not asking for them; more are
 /// dropped (the remote stops opening them at Yamux's ACK backlog of 256).
 const MAX_BUFFERED_INBOUND_STREAMS: usize = 256;
@@ -180,20 +185,5 @@ where
         // Let other code run, then come back for more.
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_fit_one_noise_frame_and_windows_fit_the_connection_bound() {
-        // A Yamux frame (header + data) fits one Noise frame's plaintext.
-        assert_eq!(SPLIT_SEND_BYTES + 12 + 16, 65_535);
-        // Yamux requires room for every stream's initial 256 KiB window.
-        assert!(MAX_CONNECTION_WINDOW >= MAX_STREAMS * 256 * 1024);
-        let c = Config::default();
-        assert_eq!(c.protocol_info().next(), Some("/yamux/1.0.0"));
     }
 }

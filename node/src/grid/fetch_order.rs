@@ -11,16 +11,22 @@
 //! by the pipeline's restore step.
 //!
 //! The expected cost of the next fetch from a target is
-//! `(rtt + bytes / throughput) × (1 + in_flight)`, where `rtt` and
-//! `throughput` are exponentially weighted averages of what that target
+//! `max(rtt + bytes / throughput, waiting) × (1 + in_flight)`, where `rtt`
+//! and `throughput` are exponentially weighted averages of what that target
 //! showed during this restore (`rtt` from the fetches' durations minus the
-//! time their bytes needed at the observed throughput, floored at zero), and
-//! `in_flight` counts fetches to it not yet answered, which spreads load over
-//! equally fast targets. A target not yet measured counts as the fastest one
-//! known (so every target gets tried once); a target that failed is ranked
-//! after every working one. Parity shares cost a decode, so a parity packet
-//! is chosen over a data packet only when its target is clearly faster
-//! ([`PARITY_PENALTY`]).
+//! time their bytes needed at the observed throughput, floored at zero),
+//! `waiting` is how long its oldest unanswered fetch has waited (a target
+//! that does not answer is slow before any answer says so), and `in_flight`
+//! counts its unanswered fetches, which spreads load over equally fast
+//! targets. A measurement ages: per fetch answered by others, a target's
+//! distance above the fastest shrinks by [`AGING`], so one hiccup does not
+//! exclude a target for the whole restore. A target not yet measured counts
+//! as the fastest one known (so every target gets tried); a target that
+//! failed is ranked after every working one. Parity shares cost a decode, so
+//! a parity packet is chosen over a data packet only when its target is
+//! clearly faster ([`PARITY_PENALTY`]). The decoder asks for the order
+//! again before each fetch, so what other stripes' fetches showed meanwhile
+//! counts.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,7 +40,7 @@ const ALPHA: f64 = 0.5;
 /// Per fetch answered by other targets, how much of a target's distance
 /// above the fastest one remains: a target measured slow once (a hiccup) is
 /// tried again after a while instead of never.
-const AGING: f64 = 0.9;
+pub const AGING: f64 = 0.9;
 /// Extra relative cost of a parity share (it needs an erasure decode).
 pub const PARITY_PENALTY: f64 = 0.25;
 /// Expected seconds of a fetch while no target has been measured yet: only
@@ -481,6 +487,50 @@ mod tests {
             order.rank_targets(&[node(1), node(2)], MIB),
             vec![node(1), node(2)]
         );
+    }
+
+    #[test]
+    fn an_unanswered_fetch_makes_a_target_slow_before_it_answers() {
+        let mut order = FetchOrder::new();
+        order.succeeded(node(1), MIB, ms(10));
+        // Unmeasured and idle: as fast as the fastest.
+        assert_eq!(
+            order.rank_targets(&[node(2), node(1)], MIB),
+            vec![node(2), node(1)]
+        );
+        order.started(node(2));
+        order.waiting(node(2), ms(500));
+        assert_eq!(
+            order.rank_targets(&[node(2), node(1)], MIB),
+            vec![node(1), node(2)]
+        );
+        order.waiting(node(2), Duration::ZERO);
+        order.succeeded(node(2), MIB, ms(10));
+        assert_eq!(order.speed(&node(2)).in_flight, 0);
+        assert_eq!(
+            order.rank_targets(&[node(2), node(1)], MIB),
+            vec![node(2), node(1)]
+        );
+    }
+
+    #[test]
+    fn a_hiccup_ages_away_as_other_targets_answer() {
+        let mut order = FetchOrder::new();
+        order.succeeded(node(1), MIB, ms(10));
+        order.succeeded(node(2), MIB, ms(100));
+        let first = order.expected_secs(&node(2), MIB).expect("working");
+        for _ in 0..20 {
+            order.succeeded(node(1), MIB, ms(10));
+        }
+        let later = order.expected_secs(&node(2), MIB).expect("working");
+        let best = order.expected_secs(&node(1), MIB).expect("working");
+        assert!(later < first, "{later} !< {first}");
+        // 0.9^20 ≈ 0.12 of the distance is left.
+        assert!(
+            later - best < 0.15 * (first - best),
+            "{later} {best} {first}"
+        );
+        assert!(later > best);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Backup under a distance bound, restore after losing two targets, restore
 //! with only the key (fresh data dir), dedup across sources, forget freeing
 //! exactly the unshared packets, re-planning around a target that fails
-//! mid-upload, lying targets, and a constraint no grid can meet.
+//! mid-upload, lying targets, a slow target avoided by the restore, and a
+//! constraint no grid can meet.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -523,6 +524,45 @@ async fn a_lying_target_is_detected_and_worked_around() {
         !r.restore.corrupt_packets.is_empty(),
         "corrupt packets are named"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_target_is_avoided_once_measured() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let report = backup(&g, &src, &options(vec![root.clone()], ".."))
+        .await
+        .unwrap();
+    // The target holding the most packets answers every get 1 s late.
+    let (slow, held) = g.targets.holders()[0];
+    let slow_packets: std::collections::BTreeSet<_> = g.targets.targets.lock().unwrap()[&slow]
+        .packets
+        .keys()
+        .copied()
+        .collect();
+    g.targets
+        .set_get_delay(&slow, std::time::Duration::from_secs(1));
+    g.targets.take_gets();
+    let dest = data.path().join("restored");
+    let r = restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("home"), 20),
+        Vec::<String>::new()
+    );
+    let gets = g.targets.take_gets();
+    let from_slow = gets.iter().filter(|id| slow_packets.contains(id)).count();
+    // Stripe order alone would read every data packet it holds; once its
+    // first answers are measured, the other targets serve those stripes.
+    assert!(
+        from_slow * 2 < held,
+        "{from_slow} of the slow target's {held} packets were fetched ({} fetches in all)",
+        gets.len()
+    );
+    assert_eq!(r.failed_fetches, 0);
+    assert_eq!(r.restore.degraded_stripes, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

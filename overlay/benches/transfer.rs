@@ -1,9 +1,13 @@
-//! Packet transfer between two overlays on 127.0.0.1 (TCP, Noise, Yamux, the
-//! packet protocol with ticket and hash checks on the target), 1 and 8
-//! parallel streams, next to iperf3 on loopback measured in the same run.
-//! Prints a Markdown table. MB = 10^6 bytes.
+//! Packet transfer between two overlays on 127.0.0.1 (Noise, Yamux over TCP,
+//! and QUIC; the packet protocol with ticket and hash checks on the target),
+//! with 1 and 8 packets in flight, next to a plain tokio TCP socket copy and
+//! iperf3 on loopback measured in the same run. Prints a Markdown table.
+//! MB = 10^6 bytes. iperf3 is taken from `$STREW_IPERF3`, then
+//! `.tools/iperf3/bin/iperf3` (written by `scripts/install-iperf3.sh`), then
+//! `PATH`.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +45,7 @@ impl PacketStorage for CountingStorage {
 }
 
 const PACKET: usize = 4 << 20;
-const PACKETS: usize = 32;
+const PACKETS: usize = 64;
 
 fn packet(i: usize) -> Vec<u8> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
@@ -55,7 +59,7 @@ fn packet(i: usize) -> Vec<u8> {
         .collect()
 }
 
-fn cfg(bootstrap: Vec<strew_overlay::Multiaddr>) -> OverlayConfig {
+fn cfg(listen: &str, bootstrap: Vec<strew_overlay::Multiaddr>) -> OverlayConfig {
     let mut c = OverlayConfig::new(LocalProfile {
         lat: 0.0,
         lon: 0.0,
@@ -64,7 +68,7 @@ fn cfg(bootstrap: Vec<strew_overlay::Multiaddr>) -> OverlayConfig {
         coordinator_eligible: false,
         x25519_public: [0; 32],
     });
-    c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
+    c.listen = vec![listen.parse().expect("multiaddr")];
     c.bootstrap = bootstrap;
     c
 }
@@ -74,7 +78,7 @@ async fn transfer(
     target: &OverlayHandle,
     manager: &Keypair,
     packets: &Arc<Vec<Vec<u8>>>,
-    streams: usize,
+    in_flight: usize,
 ) -> f64 {
     let t = target.node_id();
     let ids: Vec<TicketEntry> = packets
@@ -92,12 +96,12 @@ async fn transfer(
     .expect("encodes");
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for s in 0..streams {
+    for s in 0..in_flight {
         let source = source.clone();
         let tk = tk.clone();
         let packets = packets.clone();
         tasks.push(tokio::spawn(async move {
-            for i in (s..packets.len()).step_by(streams) {
+            for i in (s..packets.len()).step_by(in_flight) {
                 source
                     .put_packet(t, tk.clone(), packets[i].clone())
                     .await
@@ -112,20 +116,126 @@ async fn transfer(
     (packets.len() * PACKET) as f64 / 1e6 / secs
 }
 
-fn iperf3(parallel: usize) -> Option<f64> {
+/// Strew packet puts over one transport (`listen` is the target's address):
+/// a warm-up pass, then 1 and 8 packets in flight.
+async fn overlay_pair(listen: &str, packets: &Arc<Vec<Vec<u8>>>) -> (f64, f64) {
+    let manager = Keypair::generate_ed25519();
+    let manager_id = peer::node_id_of_key(&manager.public()).expect("ed25519");
+    let (target, target_task) = strew_overlay::start(
+        Keypair::generate_ed25519(),
+        cfg(listen, vec![]),
+        Arc::new(CountingStorage),
+        None,
+    )
+    .expect("target");
+    target.set_trusted_managers(BTreeSet::from([manager_id]));
+    while target.listen_addrs().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (source, source_task) = strew_overlay::start(
+        Keypair::generate_ed25519(),
+        cfg(listen, vec![target.listen_addrs()[0].clone()]),
+        Arc::new(CountingStorage),
+        None,
+    )
+    .expect("source");
+    while source.connected_peers() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Warm-up (connection, window growth).
+    transfer(&source, &target, &manager, packets, 8).await;
+    let one = transfer(&source, &target, &manager, packets, 1).await;
+    let eight = transfer(&source, &target, &manager, packets, 8).await;
+    source.shutdown();
+    target.shutdown();
+    let _ = source_task.await;
+    let _ = target_task.await;
+    (one, eight)
+}
+
+/// A plain tokio TCP socket copy of the same bytes on loopback, `streams`
+/// connections at once (no encryption, no framing): the floor any protocol
+/// on this machine is compared with when iperf3 is absent.
+async fn raw_tcp(packets: &Arc<Vec<Vec<u8>>>, streams: usize) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let total = packets.len() * PACKET;
+    let sink = tokio::spawn(async move {
+        let mut readers = Vec::new();
+        for _ in 0..streams {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut n = 0usize;
+                loop {
+                    match sock.read(&mut buf).await.expect("read") {
+                        0 => break n,
+                        k => n += k,
+                    }
+                }
+            }));
+        }
+        let mut n = 0;
+        for r in readers {
+            n += r.await.expect("reader");
+        }
+        n
+    });
+    let start = Instant::now();
+    let mut writers = Vec::new();
+    for s in 0..streams {
+        let packets = packets.clone();
+        writers.push(tokio::spawn(async move {
+            let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            sock.set_nodelay(true).expect("nodelay");
+            for i in (s..packets.len()).step_by(streams) {
+                sock.write_all(&packets[i]).await.expect("write");
+            }
+            sock.shutdown().await.expect("shutdown");
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let got = sink.await.expect("sink");
+    assert_eq!(got, total, "the raw copy lost bytes");
+    total as f64 / 1e6 / start.elapsed().as_secs_f64()
+}
+
+fn iperf3_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STREW_IPERF3") {
+        return Some(PathBuf::from(p));
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/iperf3/bin/iperf3");
+    if local.exists() {
+        return Some(local);
+    }
+    let on_path = Command::new("iperf3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    on_path.then(|| PathBuf::from("iperf3"))
+}
+
+fn iperf3(bin: &PathBuf, parallel: usize) -> Option<f64> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
         .ok()?
         .port();
-    let mut server = Command::new("iperf3")
+    let mut server = Command::new(bin)
         .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
     std::thread::sleep(Duration::from_millis(500));
-    let out = Command::new("iperf3")
+    let out = Command::new(bin)
         .args([
             "-c",
             "127.0.0.1",
@@ -159,56 +269,50 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
-        let manager = Keypair::generate_ed25519();
-        let manager_id = peer::node_id_of_key(&manager.public()).expect("ed25519");
-        let (target, target_task) = strew_overlay::start(
-            Keypair::generate_ed25519(),
-            cfg(vec![]),
-            Arc::new(CountingStorage),
-            None,
-        )
-        .expect("target");
-        target.set_trusted_managers(BTreeSet::from([manager_id]));
-        while target.listen_addrs().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let packets = Arc::new((0..PACKETS).map(packet).collect::<Vec<_>>());
+    let (tcp1, tcp8) = rt.block_on(overlay_pair("/ip4/127.0.0.1/tcp/0", &packets));
+    let (quic1, quic8) = rt.block_on(overlay_pair("/ip4/127.0.0.1/udp/0/quic-v1", &packets));
+    let (raw1, raw8) =
+        rt.block_on(async { (raw_tcp(&packets, 1).await, raw_tcp(&packets, 8).await) });
+    drop(rt);
+    let (ip1, ip8) = match iperf3_binary() {
+        Some(bin) => (iperf3(&bin, 1), iperf3(&bin, 8)),
+        None => {
+            eprintln!(
+                "iperf3 not found (run scripts/install-iperf3.sh); comparing with the raw TCP copy"
+            );
+            (None, None)
         }
-        let (source, source_task) = strew_overlay::start(
-            Keypair::generate_ed25519(),
-            cfg(vec![target.listen_addrs()[0].clone()]),
-            Arc::new(CountingStorage),
-            None,
-        )
-        .expect("source");
-        while source.connected_peers() == 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let reference1 = ip1.unwrap_or(raw1);
+    let reference8 = ip8.unwrap_or(raw8);
+    let show = |v: Option<f64>| {
+        v.map(|x| format!("{x:.0}"))
+            .unwrap_or_else(|| "iperf3 not found".into())
+    };
+    let pct = |x: f64, r: f64| format!("{x:.0} ({:.0} %)", 100.0 * x / r);
+    println!(
+        "{} x {} MiB packets; percentages against {}",
+        PACKETS,
+        PACKET >> 20,
+        if ip1.is_some() {
+            "iperf3"
+        } else {
+            "the raw TCP copy"
         }
-        let packets = Arc::new((0..PACKETS).map(packet).collect::<Vec<_>>());
-        // Warm-up (connection, yamux window growth).
-        transfer(&source, &target, &manager, &packets, 1).await;
-        let one = transfer(&source, &target, &manager, &packets, 1).await;
-        let eight = transfer(&source, &target, &manager, &packets, 8).await;
-        source.shutdown();
-        target.shutdown();
-        let _ = source_task.await;
-        let _ = target_task.await;
-        let ip1 = iperf3(1);
-        let ip8 = iperf3(8);
-        let show = |v: Option<f64>| {
-            v.map(|x| format!("{x:.0}"))
-                .unwrap_or_else(|| "iperf3 not installed".into())
-        };
-        println!("| path | 1 stream (MB/s) | 8 parallel streams (MB/s) |");
-        println!("|---|---|---|");
-        println!(
-            "| strew packet put, {} x {} MiB packets | {one:.0} | {eight:.0} |",
-            PACKETS,
-            PACKET >> 20
-        );
-        println!(
-            "| iperf3 TCP on loopback (same run) | {} | {} |",
-            show(ip1),
-            show(ip8)
-        );
-    });
+    );
+    println!("| path | 1 in flight (MB/s) | 8 in flight (MB/s) |");
+    println!("|---|---|---|");
+    println!(
+        "| strew packet put, TCP + Noise + Yamux | {} | {} |",
+        pct(tcp1, reference1),
+        pct(tcp8, reference8)
+    );
+    println!(
+        "| strew packet put, QUIC | {} | {} |",
+        pct(quic1, reference1),
+        pct(quic8, reference8)
+    );
+    println!("| tokio TCP socket copy (same run) | {raw1:.0} | {raw8:.0} |");
+    println!("| iperf3 TCP (same run) | {} | {} |", show(ip1), show(ip8));
 }

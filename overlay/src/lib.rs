@@ -24,6 +24,7 @@ pub mod ip_limits;
 pub mod liveness;
 pub mod manager;
 pub mod metrics;
+pub mod muxer;
 pub mod outbound;
 pub mod packet;
 pub mod peer;

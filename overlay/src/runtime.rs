@@ -1,5 +1,5 @@
 //! The overlay's event loop: [`start`] builds the swarm (TCP + QUIC, Noise,
-//! Yamux), listens, dials the bootstrap addresses and spawns one task that
+//! Yamux with frames sized for packets, see `muxer`), listens, dials the bootstrap addresses and spawns one task that
 //! owns the swarm.
 //!
 //! Owns routing only: each swarm event and each command goes to the module
@@ -189,7 +189,7 @@ fn build_swarm(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            yamux::Config::default,
+            crate::muxer::Config::default,
         )
         .map_err(|e| transport_err(&e))?
         .with_quic()

@@ -5,7 +5,8 @@
 //! `--one-file-system`; `ls` shows none of the excluded paths; `ls`, `find`
 //! and `diff` fetch only manifest packets (counted on every node's
 //! Prometheus counters); `restore --include` fetches one file's stripes and
-//! restores it byte-identical with its mode and mtime; `forget --keep-last`
+//! restores it byte-identical with its mode and mtime; `restore --progress
+//! json` prints newline-delimited JSON ending with the result; `forget --keep-last`
 //! lists and then forgets what restic's rule says; the dashboard serves the
 //! node id, the snapshots with their health and the map, checked over HTTP
 //! and, when a Chromium is installed, in a headless browser that saves a
@@ -397,6 +398,35 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
         ids(&dry, "keep") == [snap_b.clone()] && ids(&dry, "remove") == [snap_a.clone()],
         "{dry}"
     );
+    // `--progress json`: stdout is newline-delimited JSON, progress objects
+    // then the result on the last line.
+    let ndjson = work.path().join("restored-ndjson");
+    let out = source.cli(&[
+        "restore",
+        &snap_b,
+        ndjson.to_str().context("utf-8 path")?,
+        "--include",
+        "tree/src/main.rs",
+        "--progress",
+        "json",
+    ])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let (last, progress) = lines.split_last().context("no output")?;
+    ensure!(last["event"] == "result", "{last}");
+    ensure!(last["restore"]["files"] == 1, "{last}");
+    for p in progress {
+        ensure!(p["event"] == "progress" && p["phase"] == "restore", "{p}");
+        ensure!(p["bytes_done"].as_u64() <= p["bytes_total"].as_u64(), "{p}");
+    }
+
     let stored = |nodes: &[Node]| -> Result<u64> { nodes.iter().map(|n| n.stored_packets()).sum() };
     let before = stored(&nodes)?;
     let real = source.cli_json(&["forget", "--keep-last", "1", "--name", "tree", "--json"])?;

@@ -16,6 +16,7 @@ use strew_coordinator::format_size;
 use super::commands::{num, print_json};
 use super::jobs::BackupArgs;
 use crate::control;
+use crate::progress::{Estimate, Estimator, ProgressMode, Sample};
 
 /// Longest a backup or restore may run before the client stops waiting.
 const LONG_CALL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -81,6 +82,10 @@ pub struct BackupCmd {
     /// do not keep after each scheduled run.
     #[command(flatten)]
     pub keep: KeepFlags,
+    /// `bar` (stderr, when a terminal), `json` (one progress object a line
+    /// on stdout, then the result as one line) or `none`.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Bar)]
+    pub progress: ProgressMode,
 }
 
 /// restic's `--keep-*` rules (a snapshot kept by any rule stays).
@@ -143,6 +148,10 @@ pub struct RestoreCmd {
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
+    /// `bar` (stderr, when a terminal), `json` (one progress object a line
+    /// on stdout, then the result as one line) or `none`.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Bar)]
+    pub progress: ProgressMode,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -267,61 +276,103 @@ fn backup_args(
     Ok(args)
 }
 
-/// Runs a long control call while drawing the job's progress from `progress` polls.
+/// Runs a long control call while showing the job's progress from
+/// `progress` polls: one bar, or (`ProgressMode::Json`) one JSON line on
+/// stdout about once a second.
 async fn with_progress(
     data_dir: &Path,
     cmd: &str,
     args: Value,
     job: &str,
+    mode: ProgressMode,
 ) -> anyhow::Result<Value> {
     let call = control::call(data_dir, cmd, args, LONG_CALL);
     tokio::pin!(call);
-    let mut bar: Option<(indicatif::ProgressBar, &'static str)> = None;
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut cancelling = false;
+    let started = std::time::Instant::now();
+    let mut estimator = Estimator::new(cmd == "backup");
+    let mut last_line: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             result = &mut call => {
-                if let Some((b, _)) = bar { b.finish_and_clear(); }
+                if let Some(b) = bar { b.finish_and_clear(); }
                 return result.map_err(anyhow::Error::from);
             }
             // Ctrl-C cancels the daemon's job (not only this client), then
             // waits for its answer, which says what was undone.
             _ = tokio::signal::ctrl_c(), if !cancelling => {
                 cancelling = true;
-                if let Some((b, _)) = bar.take() { b.finish_and_clear(); }
+                if let Some(b) = bar.take() { b.finish_and_clear(); }
                 eprintln!("cancelling the {cmd} (its plans are aborted, reservations released)…");
                 if let Err(e) = control::call(data_dir, "cancel", json!({"job": job}), control::QUICK_CALL).await {
                     eprintln!("could not ask the daemon to cancel: {e}");
                 }
             }
-            _ = tick.tick() => {
+            _ = tick.tick(), if mode != ProgressMode::None && !cancelling => {
                 let Ok(p) = control::call(data_dir, "progress", json!({"job": job}), Duration::from_secs(5)).await else { continue };
                 if p["running"] != json!(true) { continue; }
-                let (phase, done, total) = match p["kind"].as_str() {
-                    Some("backup") if num(&p, "bytes_read") < num(&p, "bytes_total") || num(&p, "bytes_stored") == 0 =>
-                        ("backup", num(&p, "bytes_read"), num(&p, "bytes_total")),
-                    Some("backup") => ("upload", num(&p, "uploaded_bytes"), num(&p, "bytes_stored")),
-                    _ => ("restore", num(&p, "bytes_written"), num(&p, "bytes_total")),
-                };
-                if bar.as_ref().is_none_or(|(_, ph)| *ph != phase) {
-                    if let Some((b, _)) = bar.take() { b.finish_and_clear(); }
-                    bar = Some((crate::progress::bytes_bar(phase, Some(total.max(1))), phase));
-                }
-                if let Some((b, _)) = &bar {
-                    b.set_length(total.max(1));
-                    b.set_position(done.min(total.max(1)));
+                let restore = p["kind"].as_str() == Some("restore");
+                let estimate = estimator.update(Sample {
+                    at_secs: started.elapsed().as_secs_f64(),
+                    total: num(&p, "bytes_total"),
+                    done: num(&p, if restore { "bytes_written" } else { "bytes_read" }),
+                    stored: num(&p, "bytes_stored"),
+                    uploaded: num(&p, "uploaded_bytes"),
+                });
+                match mode {
+                    ProgressMode::Json => {
+                        if last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            last_line = Some(std::time::Instant::now());
+                            print_progress_line(&estimate)?;
+                        }
+                    }
+                    _ => crate::progress::show(bar.get_or_insert_with(|| crate::progress::job_bar(cmd)), &estimate),
                 }
             }
         }
     }
 }
 
+/// One `--progress json` line: `{"event":"progress", ...the estimate}`.
+fn print_progress_line(e: &Estimate) -> anyhow::Result<()> {
+    let mut v = serde_json::to_value(e)?;
+    v["event"] = json!("progress");
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The result as the last `--progress json` line: `{"event":"result", ...}`.
+fn print_result_line(v: &Value) -> anyhow::Result<()> {
+    let mut v = v.clone();
+    if v.is_object() {
+        v["event"] = json!("result");
+    }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
 /// `strew backup PATH…`.
 pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
     let args = backup_args(&cmd.flags, cmd.sync_every.clone(), cmd.keep.policy())?;
     let job = args.job.clone().unwrap_or_default();
-    let v = with_progress(data_dir, "backup", serde_json::to_value(&args)?, &job).await?;
+    let v = with_progress(
+        data_dir,
+        "backup",
+        serde_json::to_value(&args)?,
+        &job,
+        cmd.progress,
+    )
+    .await?;
+    if cmd.progress == ProgressMode::Json {
+        return print_result_line(&v);
+    }
     if cmd.flags.json {
         return print_json(&v);
     }
@@ -422,7 +473,10 @@ pub async fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
         "include": cmd.include,
         "job": job,
     });
-    let v = with_progress(data_dir, "restore", args, &job).await?;
+    let v = with_progress(data_dir, "restore", args, &job, cmd.progress).await?;
+    if cmd.progress == ProgressMode::Json {
+        return print_result_line(&v);
+    }
     if cmd.json {
         return print_json(&v);
     }

@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod fetch_order;
 pub mod forget;
 pub mod health;
 pub mod known;

@@ -231,8 +231,9 @@ struct GridSource<T> {
     handle: tokio::runtime::Handle,
     fetched: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
-    /// Targets that failed a fetch during this restore.
-    avoid: std::sync::Mutex<std::collections::HashSet<NodeId>>,
+    /// What each target showed during this restore (speed, failures):
+    /// stripes are read from the fastest targets, failed ones are skipped.
+    speeds: std::sync::Mutex<super::fetch_order::Observed>,
 }
 
 impl<T: PacketTransport + 'static> GridSource<T> {
@@ -248,7 +249,7 @@ impl<T: PacketTransport + 'static> GridSource<T> {
             handle: tokio::runtime::Handle::current(),
             fetched: Default::default(),
             failed: Default::default(),
-            avoid: Default::default(),
+            speeds: Default::default(),
         }
     }
 
@@ -277,32 +278,44 @@ impl<T: PacketTransport + 'static> GridSource<T> {
 }
 
 impl<T: PacketTransport + 'static> PacketSource for GridSource<T> {
+    fn order(&self, packets: &[PacketId]) -> Vec<usize> {
+        self.speeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .order(packets, &self.targets)
+    }
+
     fn fetch(&self, id: &PacketId) -> Option<Vec<u8>> {
-        for target in self.targets.get(id)? {
+        let ranked = self
+            .speeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .targets_for(self.targets.get(id)?);
+        for target in ranked {
             // A target that failed once (down, or serving bad bytes) is not
             // asked again during this restore: the stripe's other packets
             // are used at once instead of waiting on it for every stripe.
-            if self
-                .avoid
+            let Some(started) = self
+                .speeds
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(target)
-            {
+                .start(target)
+            else {
                 self.failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
-            }
-            match self.get(*target, *id) {
+            };
+            let result = self.get(target, *id);
+            let mut speeds = self.speeds.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
                 Ok(bytes) => {
+                    speeds.finish(target, started, Some(&bytes));
                     self.fetched
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return Some(bytes);
                 }
                 Err(err) => {
-                    self.avoid
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(*target);
+                    speeds.finish(target, started, None);
                     self.failed
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(packet = %id, %err, "fetch failed; trying the stripe's other packets");

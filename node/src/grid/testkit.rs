@@ -192,6 +192,8 @@ pub struct MemoryTarget {
     /// Each packet's storage generation (from its first store ticket).
     pub generations: BTreeMap<PacketId, u64>,
     pub bytes_received: u64,
+    /// How long each get takes to answer (a slow or distant target).
+    pub get_delay: std::time::Duration,
 }
 
 impl MemoryTarget {
@@ -204,6 +206,7 @@ impl MemoryTarget {
             packets: BTreeMap::new(),
             generations: BTreeMap::new(),
             bytes_received: 0,
+            get_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -254,6 +257,13 @@ impl MemoryTargets {
     pub fn set_corrupt(&self, id: &NodeId, corrupt: bool) {
         if let Some(t) = lock(&self.targets).get_mut(id) {
             t.corrupt = corrupt;
+        }
+    }
+
+    /// Makes every get from `id` answer after `delay`.
+    pub fn set_get_delay(&self, id: &NodeId, delay: std::time::Duration) {
+        if let Some(t) = lock(&self.targets).get_mut(id) {
+            t.get_delay = delay;
         }
     }
 
@@ -364,20 +374,26 @@ impl PacketTransport for MemoryTargets {
         ticket: &StorageTicket,
         id: PacketId,
     ) -> Result<Vec<u8>, TransportError> {
-        let mut all = lock(&self.targets);
-        let t = self.ticketed(&mut all, target, ticket, TicketKind::Read)?;
-        if ticket.entry_for(&id).is_none() {
-            return Err(Self::err(target, "packet not on the read ticket"));
-        }
-        let mut bytes = t
-            .packets
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| Self::err(target, "no such packet"))?;
-        lock(&self.gets).push(id);
-        if t.corrupt && !bytes.is_empty() {
-            let at = bytes.len() / 2;
-            bytes[at] ^= 0x10;
+        let (bytes, delay) = {
+            let mut all = lock(&self.targets);
+            let t = self.ticketed(&mut all, target, ticket, TicketKind::Read)?;
+            if ticket.entry_for(&id).is_none() {
+                return Err(Self::err(target, "packet not on the read ticket"));
+            }
+            let mut bytes = t
+                .packets
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| Self::err(target, "no such packet"))?;
+            lock(&self.gets).push(id);
+            if t.corrupt && !bytes.is_empty() {
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x10;
+            }
+            (bytes, t.get_delay)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
         Ok(bytes)
     }

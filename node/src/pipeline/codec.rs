@@ -117,6 +117,12 @@ pub trait PacketSource: Sync {
     /// The stored bytes of a packet, or `None` when it cannot be had (gone,
     /// unreachable). Bytes are verified by the caller.
     fn fetch(&self, id: &PacketId) -> Option<Vec<u8>>;
+
+    /// Positions of a stripe's `packets` in the order to try them (every
+    /// position once). By default stripe order: data shares first.
+    fn order(&self, packets: &[PacketId]) -> Vec<usize> {
+        (0..packets.len()).collect()
+    }
 }
 
 /// What a decode observed besides the chunk (for logs and reports).
@@ -263,15 +269,29 @@ impl Codec {
         }
         let mut notes = DecodeNotes::default();
         let width = stripe.packets.len();
-        // Shares by index; fetch data shares first (no decoding needed when
-        // they are all good), then parity as needed.
+        // Shares in the source's order (by default data shares first: no
+        // decoding needed when they are all good; a grid restore puts the
+        // fastest targets first), then any position the order left out.
         let mut shares: Vec<(PacketHeader, Vec<u8>, usize)> = Vec::new();
         let mut need = None::<usize>;
         let mut tried: Vec<PacketId> = Vec::new();
-        for (pos, id) in stripe.packets.iter().enumerate() {
+        // The order is asked again before every fetch: what the fetches
+        // of other stripes showed meanwhile counts.
+        let mut asked = vec![false; width];
+        loop {
             if need.is_some_and(|k| shares.len() >= k) {
                 break;
             }
+            let next = source
+                .order(&stripe.packets)
+                .into_iter()
+                .chain(0..width)
+                .find(|p| asked.get(*p) == Some(&false));
+            let Some(pos) = next else {
+                break;
+            };
+            asked[pos] = true;
+            let id = &stripe.packets[pos];
             if tried.contains(id) {
                 continue;
             }

@@ -141,6 +141,8 @@ impl Packets {
             PacketRequest::Get { .. } => "get",
             PacketRequest::Delete { .. } => "delete",
             PacketRequest::Audit { .. } => "audit",
+            PacketRequest::MarkRoot { .. } => "mark_root",
+            PacketRequest::ListRoots { .. } => "list_roots",
         };
         let Some(requester) = peer::node_id_of(&peer) else {
             self.metrics.packet("in", op, "refused");
@@ -153,8 +155,10 @@ impl Packets {
             return;
         };
         let per_peer = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
-        let over_read_rate =
-            matches!(request, PacketRequest::Get { .. }) && !self.reads.try_read(peer, now_ms());
+        let over_read_rate = matches!(
+            request,
+            PacketRequest::Get { .. } | PacketRequest::ListRoots { .. }
+        ) && !self.reads.try_read(peer, now_ms());
         if over_read_rate
             || per_peer >= self.limits.max_inflight_per_peer
             || self.inbound_total >= self.limits.max_inflight_total

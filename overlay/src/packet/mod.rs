@@ -1,4 +1,4 @@
-//! Direct packet exchange between source and target (`/strew/packet/2`):
+//! Direct packet exchange between source and target (`/strew/packet/3`):
 //! wire messages, the framing codec, signed receipts, ticket checks, the
 //! storage seam and the target-side service. Nothing here passes through the
 //! sequence manager; the manager only signs tickets. The source side's
@@ -7,6 +7,8 @@
 mod client;
 pub mod codec;
 pub(crate) mod driver;
+pub mod holder;
+mod holder_client;
 pub mod proof;
 pub mod read_limit;
 pub mod receipt;
@@ -20,4 +22,6 @@ pub use read_limit::{ReadLimit, ReadLimiter};
 pub use receipt::Receipt;
 pub use service::{PacketService, TrustedManagers};
 pub use storage::{DeleteOutcome, MemoryStorage, PacketStorage, StorageError};
-pub use wire::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketRequest, PacketResponse, Refusal};
+pub use wire::{
+    MAX_PACKET_BYTES, MAX_ROOTS_PAGE, PACKET_PROTOCOL, PacketRequest, PacketResponse, Refusal,
+};

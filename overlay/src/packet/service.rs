@@ -2,8 +2,9 @@
 //! request — check the manager's ticket (store, read or delete, addressed to
 //! this node and, when it names one, to the requester), the size limit and
 //! the PacketId, store through [`PacketStorage`] under the ticket's storage
-//! generation and answer with a signed receipt; serve a packet only under a
-//! read ticket; delete only the generation a delete ticket names.
+//! generation (recording the requester as the packet's holder) and answer
+//! with a signed receipt; serve a packet only under a read ticket or to its
+//! holder (`holder`); delete only the generation a delete ticket names.
 //!
 //! Synchronous (run it through `spawn_blocking`); owns no queues or timers. It
 //! must not do I/O other than through the storage trait.
@@ -14,11 +15,11 @@ use std::sync::{Arc, RwLock};
 use libp2p::identity::Keypair;
 use strew_coordinator::{NodeId, PacketId, TicketKind};
 
-use crate::packet::proof;
 use crate::packet::receipt::{self, Receipt};
 use crate::packet::storage::{DeleteOutcome, PacketStorage, StorageError};
 use crate::packet::ticket::{self, Asked};
 use crate::packet::wire::{PacketRequest, PacketResponse, Refusal};
+use crate::packet::{holder, proof};
 
 /// The managers whose tickets this node honours (the current sequence manager,
 /// as the coordinator group tells the daemon).
@@ -80,6 +81,15 @@ impl PacketService {
                 Err(refusal) => PacketResponse::Refused(refusal),
             },
             PacketRequest::Audit { packet_id, chunk } => self.audit(&requester, &packet_id, chunk),
+            PacketRequest::Get { packet_id, ticket } if ticket.is_empty() => {
+                holder::read(self.storage.as_ref(), &packet_id, &requester)
+            }
+            PacketRequest::MarkRoot { packet_id } => {
+                holder::mark_root(self.storage.as_ref(), &packet_id, &requester)
+            }
+            PacketRequest::ListRoots { after, limit } => {
+                holder::list_roots(self.storage.as_ref(), &requester, after.as_ref(), limit)
+            }
             PacketRequest::Get { packet_id, ticket } => {
                 if let Err(refusal) =
                     self.authorise(&ticket, TicketKind::Read, &packet_id, requester, now_ms)
@@ -197,6 +207,9 @@ impl PacketService {
             .storage
             .put(packet_id, bytes, entry.generation)
             .map_err(refusal_of)?;
+        self.storage
+            .record_holder(&packet_id, &requester)
+            .map_err(refusal_of)?;
         receipt::sign(&self.key, requester, packet_id, size, generation, now_ms)
             .ok_or_else(|| Refusal::StoreFailed("cannot sign receipt".into()))
     }
@@ -288,5 +301,62 @@ mod tests {
             rotten.audit(&manager, &id, 0),
             PacketResponse::Refused(Refusal::CannotProve(_))
         ));
+    }
+
+    #[test]
+    fn only_the_storer_reads_without_a_ticket_marks_and_lists_its_roots() {
+        let manager = NodeId([1; 32]);
+        let owner = NodeId([3; 32]);
+        let stranger = NodeId([4; 32]);
+        let storage: Arc<dyn PacketStorage> = Arc::new(MemoryStorage::new(1 << 20));
+        let svc = service(storage.clone(), manager);
+        let bytes = b"a root packet".to_vec();
+        let id = PacketId::of(&bytes);
+        // Stored through the service path: the put records its requester.
+        storage.put(id, &bytes, 1).expect("put");
+        storage.record_holder(&id, &owner).expect("holder");
+        let get = |who| {
+            svc.handle(
+                PacketRequest::Get {
+                    packet_id: id,
+                    ticket: Vec::new(),
+                },
+                who,
+                0,
+            )
+        };
+        assert_eq!(get(owner), PacketResponse::Found(bytes.clone()));
+        assert_eq!(
+            get(stranger),
+            PacketResponse::Refused(Refusal::NoTicket),
+            "no holder read for another node"
+        );
+        let mark = |who| svc.handle(PacketRequest::MarkRoot { packet_id: id }, who, 0);
+        assert_eq!(mark(stranger), PacketResponse::Marked { held: false });
+        let list = |who| {
+            svc.handle(
+                PacketRequest::ListRoots {
+                    after: None,
+                    limit: u32::MAX,
+                },
+                who,
+                0,
+            )
+        };
+        assert_eq!(list(owner), PacketResponse::Roots(vec![]), "not marked yet");
+        assert_eq!(mark(owner), PacketResponse::Marked { held: true });
+        assert_eq!(list(owner), PacketResponse::Roots(vec![id]));
+        assert_eq!(list(stranger), PacketResponse::Roots(vec![]));
+        assert_eq!(
+            svc.handle(
+                PacketRequest::ListRoots {
+                    after: Some(id),
+                    limit: 10
+                },
+                owner,
+                0
+            ),
+            PacketResponse::Roots(vec![])
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod commands;
 pub mod error;
 pub mod grid_commands;
 pub mod group;
+pub mod holders;
 pub mod jobs;
 pub mod leave;
 pub mod manager;
@@ -168,12 +169,18 @@ pub async fn run_with(
             )
         })?;
 
+    let holders_dir = data_dir.join(PACKETS_DIR);
+    let holders = tokio::task::spawn_blocking(move || holders::HolderIndex::open(&holders_dir))
+        .await
+        .context("holder index task failed")?
+        .context("cannot open the packet store's holder index")?;
+
     let mut registry = Registry::default();
     let overlay_config = settings.overlay_config(x25519);
     let (overlay, overlay_task) = strew_overlay::start(
         key,
         overlay_config,
-        Arc::new(storage::StoreAdapter::new(store.clone())),
+        Arc::new(storage::StoreAdapter::new(store.clone()).with_holders(holders)),
         Some(&mut registry),
     )
     .context("cannot start the overlay")?;

@@ -18,6 +18,7 @@ pub mod overlay;
 pub mod reads;
 pub mod restore;
 pub mod retention;
+pub mod roots;
 pub mod testkit;
 
 use std::future::Future;

@@ -423,6 +423,25 @@ impl SourceJobs {
         } else {
             info!(snapshot = %report.snapshot, set = %args.name, "backup committed");
         }
+        // Issue 18: the snapshot's root, kept so it outlives the coordinators;
+        // a failure is a warning, never a failed backup.
+        let root_warning = if report.unchanged {
+            None
+        } else {
+            let listing = crate::grid::roots::RootListing {
+                snapshot: report.snapshot,
+                set: args.name.clone(),
+                time_ms: opts.now_ms,
+                bytes: report.stats.bytes_in,
+            };
+            crate::grid::roots::keep_root(&manager, &self.private, &self.data_dir, listing)
+                .await
+                .err()
+                .map(|err| {
+                    tracing::warn!(%err, "backup: no snapshot root kept");
+                    crate::grid::error_text(&err)
+                })
+        };
         // Leftovers are tidied in the background: the backup is done, and the
         // next job must not wait for targets that may be gone.
         let cleanup = std::mem::take(&mut report.cleanup);
@@ -467,6 +486,9 @@ impl SourceJobs {
             .map_err(|e| CommandError::task("backup sets", e))??;
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
+        if let Some(w) = root_warning {
+            value["root_warning"] = json!(w);
+        }
         // NodeIds as their text, as everywhere else in the JSON answers.
         value["targets"] = json!(
             report

@@ -166,6 +166,22 @@ pub async fn make_root<M: ManagerApi>(
     )
 }
 
+/// After a commit: builds the snapshot's root and keeps it in
+/// `data_dir/roots/`; returns its packet id.
+pub async fn keep_root<M: ManagerApi>(
+    manager: &M,
+    owner: &ConvergenceSecret,
+    data_dir: &Path,
+    listing: RootListing,
+) -> Result<PacketId, RootError> {
+    let (id, bytes) = make_root(manager, owner, listing).await?;
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || save_local(&dir, &id, &bytes))
+        .await
+        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    Ok(id)
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootError + '_ {
     move |source| RootError::Io {
         path: path.to_path_buf(),

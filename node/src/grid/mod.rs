@@ -16,6 +16,7 @@ pub mod health;
 pub mod known;
 pub mod overlay;
 pub mod reads;
+pub mod recover;
 pub mod restore;
 pub mod retention;
 pub mod roots;

@@ -152,7 +152,7 @@ impl BackupArgs {
 
 /// A running job's live counters.
 #[derive(Clone)]
-enum Live {
+pub(super) enum Live {
     Backup {
         progress: Arc<Progress>,
         total: u64,
@@ -234,14 +234,14 @@ pub struct SourceJobs {
     pub(super) private: ConvergenceSecret,
     /// Where `grid-convergence.key` is looked for (read at each use: it
     /// may arrive after the node started, when it joins a grid).
-    data_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
     sets: Arc<SetBook>,
     /// One backup at a time per node (they share the outbox and the index).
     backup_lock: tokio::sync::Mutex<()>,
-    live: Mutex<HashMap<String, Live>>,
+    pub(super) live: Mutex<HashMap<String, Live>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -838,6 +838,8 @@ impl DaemonExtension for SourceJobs {
             "plan" => Box::pin(async move { self.plan(ctx, parse(args)?).await }),
             "restore" => Box::pin(self.restore(ctx, args)),
             "snapshots" => Box::pin(self.snapshots(ctx, args)),
+            "snapshots_from_grid" => Box::pin(self.snapshots_from_grid(ctx)),
+            "restore_from_grid" => Box::pin(self.restore_from_grid(ctx, args)),
             "forget" => Box::pin(self.forget(ctx, args)),
             "progress" => Box::pin(async move { self.progress(&args) }),
             "cancel" => Box::pin(async move { Ok(self.cancel(&args)) }),

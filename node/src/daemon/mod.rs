@@ -19,6 +19,7 @@ pub mod holders;
 pub mod jobs;
 pub mod leave;
 pub mod manager;
+pub mod recover_cli;
 pub mod recover_commands;
 pub mod repair;
 pub mod report;

@@ -434,13 +434,25 @@ impl SourceJobs {
                 time_ms: opts.now_ms,
                 bytes: report.stats.bytes_in,
             };
-            crate::grid::roots::keep_root(&manager, &self.private, &self.data_dir, listing)
-                .await
-                .err()
-                .map(|err| {
+            let kept = crate::grid::roots::keep_root(
+                &manager,
+                &ctx.overlay,
+                &self.me,
+                &self.private,
+                &self.data_dir,
+                listing,
+            )
+            .await;
+            match kept {
+                Ok(k) if k.copies.is_empty() => {
+                    Some("the snapshot root is kept locally only: no target took a copy".into())
+                }
+                Ok(_) => None,
+                Err(err) => {
                     tracing::warn!(%err, "backup: no snapshot root kept");
-                    crate::grid::error_text(&err)
-                })
+                    Some(crate::grid::error_text(&err))
+                }
+            }
         };
         // Leftovers are tidied in the background: the backup is done, and the
         // next job must not wait for targets that may be gone.

@@ -30,9 +30,9 @@ use crate::pipeline::secret::{ChunkKey, ConvergenceSecret};
 pub const ROOTS_DIR: &str = "roots";
 /// Version of the [`RootDocument`] layout.
 pub const ROOT_VERSION: u8 = 1;
-/// Largest root packet (it must fit one packet: the packet protocol's limit
-/// less header room). A larger sequence gets no root (a warning).
-pub const MAX_ROOT_BYTES: usize = 4 * 1024 * 1024;
+/// Largest root packet (what a target takes with `PutRoot`). A larger
+/// sequence gets no root (a warning in the backup's answer).
+pub const MAX_ROOT_BYTES: usize = strew_overlay::packet::MAX_ROOT_PACKET_BYTES;
 /// Copies of each root kept on distinct targets.
 pub const ROOT_COPIES: u8 = 3;
 
@@ -166,20 +166,60 @@ pub async fn make_root<M: ManagerApi>(
     )
 }
 
-/// After a commit: builds the snapshot's root and keeps it in
-/// `data_dir/roots/`; returns its packet id.
+/// Where a snapshot's root went.
+#[derive(Debug, Clone)]
+pub struct RootKept {
+    pub id: PacketId,
+    /// Targets that took a copy (`PutRoot`).
+    pub copies: Vec<strew_coordinator::NodeId>,
+}
+
+/// The snapshot's own targets, those holding most of its packets first:
+/// where its root copies go (placement follows the snapshot's constraints).
+pub fn root_targets(seq: &SealedSequence) -> Vec<strew_coordinator::NodeId> {
+    let mut count: std::collections::BTreeMap<strew_coordinator::NodeId, u64> =
+        std::collections::BTreeMap::new();
+    for t in seq
+        .stripes
+        .iter()
+        .flat_map(|s| &s.packets)
+        .flat_map(|e| &e.targets)
+    {
+        *count.entry(*t).or_default() += 1;
+    }
+    let mut targets: Vec<_> = count.into_iter().collect();
+    targets.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    targets.into_iter().map(|(t, _)| t).collect()
+}
+
+/// After a commit: builds the snapshot's root, keeps it in
+/// `data_dir/roots/` and stores up to [`ROOT_COPIES`] copies on the
+/// snapshot's own targets.
 pub async fn keep_root<M: ManagerApi>(
     manager: &M,
+    overlay: &strew_overlay::OverlayHandle,
+    me: &SourceIdentity,
     owner: &ConvergenceSecret,
     data_dir: &Path,
     listing: RootListing,
-) -> Result<PacketId, RootError> {
+) -> Result<RootKept, RootError> {
     let (id, bytes) = make_root(manager, owner, listing).await?;
-    let dir = data_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || save_local(&dir, &id, &bytes))
+    let (dir, local) = (data_dir.to_path_buf(), bytes.clone());
+    tokio::task::spawn_blocking(move || save_local(&dir, &id, &local))
         .await
         .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
-    Ok(id)
+    let (_, seq) = open_root(&bytes, owner, me)?;
+    let mut copies = Vec::new();
+    for target in root_targets(&seq) {
+        if copies.len() >= usize::from(ROOT_COPIES) {
+            break;
+        }
+        match overlay.put_root(target, bytes.clone()).await {
+            Ok(()) => copies.push(target),
+            Err(err) => tracing::warn!(%target, %err, "a snapshot root copy was refused"),
+        }
+    }
+    Ok(RootKept { id, copies })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootError + '_ {

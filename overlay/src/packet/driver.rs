@@ -141,6 +141,7 @@ impl Packets {
             PacketRequest::Get { .. } => "get",
             PacketRequest::Delete { .. } => "delete",
             PacketRequest::Audit { .. } => "audit",
+            PacketRequest::PutRoot { .. } => "put_root",
             PacketRequest::MarkRoot { .. } => "mark_root",
             PacketRequest::ListRoots { .. } => "list_roots",
         };
@@ -173,7 +174,7 @@ impl Packets {
             .inflight_requests
             .set(self.inbound_total as i64);
         let body_in = match &request {
-            PacketRequest::Put { bytes, .. } => bytes.len(),
+            PacketRequest::Put { bytes, .. } | PacketRequest::PutRoot { bytes, .. } => bytes.len(),
             _ => 0,
         };
         let service = self.service.clone();

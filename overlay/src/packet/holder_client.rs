@@ -1,4 +1,4 @@
-//! The source side of holder requests (issue 18): mark a packet this node
+//! The source side of holder requests (issue 18): store a root packet, mark a packet this node
 //! stored as a snapshot root, list the roots a target holds for this node
 //! (a page, checked against the page limit), and read a packet back as its
 //! holder with no manager ticket. Owns these checks only.
@@ -10,6 +10,23 @@ use crate::handle::OverlayHandle;
 use crate::packet::{MAX_ROOTS_PAGE, PacketRequest, PacketResponse};
 
 impl OverlayHandle {
+    /// Stores this node's snapshot root packet on `target` (no ticket; the
+    /// target's per-holder root quota applies).
+    pub async fn put_root(&self, target: NodeId, bytes: Vec<u8>) -> Result<(), OverlayError> {
+        let packet_id = PacketId::of(&bytes);
+        match self
+            .request(target, PacketRequest::PutRoot { packet_id, bytes })
+            .await?
+        {
+            PacketResponse::Marked { held: true } => Ok(()),
+            PacketResponse::Refused(reason) => Err(OverlayError::Refused { target, reason }),
+            _ => Err(OverlayError::BadResponse {
+                target,
+                detail: "unexpected answer to put-root".into(),
+            }),
+        }
+    }
+
     /// Marks `packet_id`, stored on `target` by this node, as one of its
     /// snapshot roots; false when the target does not hold it for this node.
     pub async fn mark_root(

@@ -84,6 +84,9 @@ impl PacketService {
             PacketRequest::Get { packet_id, ticket } if ticket.is_empty() => {
                 holder::read(self.storage.as_ref(), &packet_id, &requester)
             }
+            PacketRequest::PutRoot { packet_id, bytes } => {
+                holder::put_root(self.storage.as_ref(), packet_id, &bytes, &requester)
+            }
             PacketRequest::MarkRoot { packet_id } => {
                 holder::mark_root(self.storage.as_ref(), &packet_id, &requester)
             }

@@ -2,7 +2,9 @@
 //!
 //! Version 3 (issue 18): a `Get` with an empty ticket is a holder read (the
 //! target serves a packet to the node that stored it, no manager needed);
-//! `MarkRoot` and `ListRoots` let the storer find its snapshot roots again.
+//! `PutRoot` stores a small snapshot root packet (no ticket: a per-holder
+//! quota bounds it), `MarkRoot` marks a held packet as a root, and
+//! `ListRoots` lets the storer find its roots again.
 //!
 //! Version 2 (issue 11): `Get` carries a read ticket, receipts name the
 //! source and the storage generation, delete tickets name generations;
@@ -24,6 +26,13 @@ use crate::packet::receipt::Receipt;
 pub const PACKET_PROTOCOL: &str = "/strew/packet/3";
 /// Most root packet ids in one `Roots` answer (a page; ask again after the last).
 pub const MAX_ROOTS_PAGE: usize = 256;
+/// Largest snapshot root packet a target takes with `PutRoot`.
+pub const MAX_ROOT_PACKET_BYTES: usize = 1024 * 1024;
+/// Most root packets a target keeps for one holder (`PutRoot` beyond it is refused).
+pub const MAX_ROOTS_PER_HOLDER: usize = 64;
+/// The storage generation of a packet stored by `PutRoot`: no manager ticket
+/// ever names it, so no manager delete ticket removes a root.
+pub const ROOT_GENERATION: u64 = u64::MAX;
 /// Largest packet body anyone sends: the pipeline's 4 MiB chunk maximum plus
 /// compression-expansion, encryption and erasure-share headroom.
 pub const MAX_PACKET_BYTES: usize = 5 * 1024 * 1024;
@@ -56,6 +65,10 @@ pub enum PacketRequest {
     /// An audit: prove holding 1 KiB chunk `chunk` of the packet (only a
     /// trusted manager may ask).
     Audit { packet_id: PacketId, chunk: u64 },
+    /// Store a snapshot root packet of the requester (at most
+    /// [`MAX_ROOT_PACKET_BYTES`], [`MAX_ROOTS_PER_HOLDER`] per requester),
+    /// with no ticket; the answer is `Marked { held: true }`.
+    PutRoot { packet_id: PacketId, bytes: Vec<u8> },
     /// Mark a packet the requester stored here as one of its snapshot roots.
     MarkRoot { packet_id: PacketId },
     /// The root packets the requester stored here, in id order after `after`
@@ -138,6 +151,10 @@ pub enum RequestHeader {
         packet_id: PacketId,
         chunk: u64,
     },
+    PutRoot {
+        packet_id: PacketId,
+        size: u64,
+    },
     MarkRoot {
         packet_id: PacketId,
     },
@@ -164,7 +181,7 @@ impl RequestHeader {
     /// Body bytes that follow this header.
     pub fn body_len(&self) -> u64 {
         match self {
-            RequestHeader::Put { size, .. } => *size,
+            RequestHeader::Put { size, .. } | RequestHeader::PutRoot { size, .. } => *size,
             _ => 0,
         }
     }
@@ -214,6 +231,13 @@ pub fn split_request(req: PacketRequest) -> (RequestHeader, Vec<u8>) {
         PacketRequest::Audit { packet_id, chunk } => {
             (RequestHeader::Audit { packet_id, chunk }, Vec::new())
         }
+        PacketRequest::PutRoot { packet_id, bytes } => (
+            RequestHeader::PutRoot {
+                packet_id,
+                size: bytes.len() as u64,
+            },
+            bytes,
+        ),
         PacketRequest::MarkRoot { packet_id } => {
             (RequestHeader::MarkRoot { packet_id }, Vec::new())
         }
@@ -236,6 +260,10 @@ pub fn join_request(header: RequestHeader, body: Vec<u8>) -> PacketRequest {
         RequestHeader::Get { packet_id, ticket } => PacketRequest::Get { packet_id, ticket },
         RequestHeader::Delete { packet_id, ticket } => PacketRequest::Delete { packet_id, ticket },
         RequestHeader::Audit { packet_id, chunk } => PacketRequest::Audit { packet_id, chunk },
+        RequestHeader::PutRoot { packet_id, .. } => PacketRequest::PutRoot {
+            packet_id,
+            bytes: body,
+        },
         RequestHeader::MarkRoot { packet_id } => PacketRequest::MarkRoot { packet_id },
         RequestHeader::ListRoots { after, limit } => PacketRequest::ListRoots { after, limit },
     }

@@ -315,7 +315,7 @@ mod tests {
         let svc = service(storage.clone(), manager);
         let bytes = b"a root packet".to_vec();
         let id = PacketId::of(&bytes);
-        // Stored through the service path: the put records its requester.
+        // As an accepted ticketed put leaves it: stored, requester recorded.
         storage.put(id, &bytes, 1).expect("put");
         storage.record_holder(&id, &owner).expect("holder");
         let get = |who| {
@@ -360,6 +360,89 @@ mod tests {
                 0
             ),
             PacketResponse::Roots(vec![])
+        );
+    }
+
+    #[test]
+    fn roots_are_put_without_a_ticket_within_the_holders_quota() {
+        use crate::packet::wire::{MAX_ROOT_PACKET_BYTES, MAX_ROOTS_PER_HOLDER};
+        let owner = NodeId([3; 32]);
+        let stranger = NodeId([4; 32]);
+        let svc = service(Arc::new(MemoryStorage::new(1 << 24)), NodeId([1; 32]));
+        let put = |who, bytes: Vec<u8>| {
+            svc.handle(
+                PacketRequest::PutRoot {
+                    packet_id: PacketId::of(&bytes),
+                    bytes,
+                },
+                who,
+                0,
+            )
+        };
+        assert!(matches!(
+            svc.handle(
+                PacketRequest::PutRoot {
+                    packet_id: PacketId::of(b"other"),
+                    bytes: b"root".to_vec()
+                },
+                owner,
+                0
+            ),
+            PacketResponse::Refused(Refusal::WrongPacketId { .. })
+        ));
+        assert!(matches!(
+            put(owner, vec![0; MAX_ROOT_PACKET_BYTES + 1]),
+            PacketResponse::Refused(Refusal::TooLarge { .. })
+        ));
+        for n in 0..MAX_ROOTS_PER_HOLDER as u32 {
+            assert_eq!(
+                put(owner, n.to_be_bytes().to_vec()),
+                PacketResponse::Marked { held: true }
+            );
+        }
+        // Storing one again is a no-op; one more is over the quota.
+        assert_eq!(
+            put(owner, 0u32.to_be_bytes().to_vec()),
+            PacketResponse::Marked { held: true }
+        );
+        assert!(matches!(
+            put(owner, b"one too many".to_vec()),
+            PacketResponse::Refused(Refusal::NotPermitted(_))
+        ));
+        // Another holder has its own quota and sees none of the owner's roots.
+        assert_eq!(
+            put(stranger, b"mine".to_vec()),
+            PacketResponse::Marked { held: true }
+        );
+        let list = |who| {
+            svc.handle(
+                PacketRequest::ListRoots {
+                    after: None,
+                    limit: 1000,
+                },
+                who,
+                0,
+            )
+        };
+        assert_eq!(
+            list(stranger),
+            PacketResponse::Roots(vec![PacketId::of(b"mine")])
+        );
+        let PacketResponse::Roots(ids) = list(owner) else {
+            panic!("the owner lists its roots");
+        };
+        assert_eq!(ids.len(), MAX_ROOTS_PER_HOLDER);
+        // The stranger cannot read the owner's roots.
+        assert_eq!(
+            svc.handle(
+                PacketRequest::Get {
+                    packet_id: ids[0],
+                    ticket: Vec::new()
+                },
+                stranger,
+                0
+            ),
+            PacketResponse::Refused(Refusal::NoTicket)
         );
     }
 }

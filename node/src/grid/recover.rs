@@ -154,7 +154,7 @@ pub async fn find_roots(
         }
     }
     let mut found: Vec<Found> = by_snapshot.into_values().collect();
-    found.sort_by(|a, b| b.doc.time_ms.cmp(&a.doc.time_ms));
+    found.sort_by_key(|f| std::cmp::Reverse(f.doc.time_ms));
     Ok(found)
 }
 

@@ -75,13 +75,16 @@ pub trait PacketStorage: Send + Sync + 'static {
     }
 }
 
+/// (holder, packet) → whether the packet is one of the holder's roots.
+type Held = BTreeMap<(NodeId, PacketId), bool>;
+
 /// An in-memory store with a byte capacity (tests, benchmarks, the simulator of the wire).
 #[derive(Debug)]
 pub struct MemoryStorage {
     capacity: u64,
     packets: Mutex<BTreeMap<PacketId, (u64, Vec<u8>)>>,
     /// (holder, packet) → is a root.
-    holders: Mutex<BTreeMap<(NodeId, PacketId), bool>>,
+    holders: Mutex<Held>,
 }
 
 impl MemoryStorage {
@@ -102,9 +105,7 @@ impl MemoryStorage {
             .map_err(|_| StorageError::Failed("memory store lock poisoned".into()))
     }
 
-    fn held(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<(NodeId, PacketId), bool>>, StorageError> {
+    fn held(&self) -> Result<std::sync::MutexGuard<'_, Held>, StorageError> {
         self.holders
             .lock()
             .map_err(|_| StorageError::Failed("memory store lock poisoned".into()))

@@ -425,6 +425,7 @@ impl SourceJobs {
         }
         // Issue 18: the snapshot's root, kept so it outlives the coordinators;
         // a failure is a warning, never a failed backup.
+        let mut root_copies = 0;
         let root_warning = if report.unchanged {
             None
         } else {
@@ -447,7 +448,10 @@ impl SourceJobs {
                 Ok(k) if k.copies.is_empty() => {
                     Some("the snapshot root is kept locally only: no target took a copy".into())
                 }
-                Ok(_) => None,
+                Ok(k) => {
+                    root_copies = k.copies.len();
+                    None
+                }
                 Err(err) => {
                     tracing::warn!(%err, "backup: no snapshot root kept");
                     Some(crate::grid::error_text(&err))
@@ -498,6 +502,7 @@ impl SourceJobs {
             .map_err(|e| CommandError::task("backup sets", e))??;
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
+        value["root_copies"] = json!(root_copies);
         if let Some(w) = root_warning {
             value["root_warning"] = json!(w);
         }

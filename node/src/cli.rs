@@ -41,6 +41,9 @@ pub enum Command {
     /// Restores SNAPSHOT into DEST, byte for byte: each backed-up folder as
     /// `DEST/<its name>/…` (e.g. `/home/ana/docs` → `DEST/docs`).
     Restore(crate::daemon::source_commands::RestoreCmd),
+    /// Lists the snapshots this node's key can restore with no coordinator
+    /// (from their roots on the grid) and how to restore them.
+    Recover(crate::daemon::recover_cli::RecoverCmd),
     /// Forgets SNAPSHOT, or what `--keep-*` rules do not keep (restic's
     /// semantics); packets no snapshot of any source needs are deleted.
     Forget(crate::daemon::source_commands::ForgetCmd),

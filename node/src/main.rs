@@ -45,6 +45,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(flags) => source_commands::plan(dir, &flags).await,
         Command::Snapshots(cmd) => source_commands::snapshots(dir, &cmd).await,
         Command::Restore(cmd) => source_commands::restore(dir, &cmd).await,
+        Command::Recover(cmd) => strew_node::daemon::recover_cli::recover(dir, &cmd).await,
         Command::Forget(cmd) => source_commands::forget(dir, &cmd).await,
         Command::Check(cmd) => strew_node::daemon::check_commands::check(dir, &cmd).await,
         Command::Leave(cmd) => strew_node::daemon::leave::leave(dir, &cmd).await,

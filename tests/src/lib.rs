@@ -212,6 +212,9 @@ pub struct NodeOptions {
     pub pin_grid: Option<String>,
     /// Before its first start, join with this token (`strew init --join`).
     pub join_token: Option<String>,
+    /// Before its first start, install this exported key (`strew key import`):
+    /// the node is a fresh machine of the key's owner.
+    pub import_key: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -234,6 +237,7 @@ impl NodeOptions {
             closed: false,
             pin_grid: None,
             join_token: None,
+            import_key: None,
         }
     }
 
@@ -276,6 +280,15 @@ impl Node {
             options,
             child: None,
         };
+        if let Some(file) = node.options.import_key.clone() {
+            let out = node.cli(&["key", "import", &file.to_string_lossy()])?;
+            if !out.status.success() {
+                bail!(
+                    "strew key import failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
         let init = match (&node.options.pin_grid, &node.options.join_token) {
             (Some(grid), _) => Some(("--grid", grid.clone())),
             (None, Some(token)) => Some(("--join", token.clone())),

@@ -152,7 +152,7 @@ impl BackupArgs {
 
 /// A running job's live counters.
 #[derive(Clone)]
-enum Live {
+pub(super) enum Live {
     Backup {
         progress: Arc<Progress>,
         total: u64,
@@ -234,14 +234,14 @@ pub struct SourceJobs {
     pub(super) private: ConvergenceSecret,
     /// Where `grid-convergence.key` is looked for (read at each use: it
     /// may arrive after the node started, when it joins a grid).
-    data_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
     sets: Arc<SetBook>,
     /// One backup at a time per node (they share the outbox and the index).
     backup_lock: tokio::sync::Mutex<()>,
-    live: Mutex<HashMap<String, Live>>,
+    pub(super) live: Mutex<HashMap<String, Live>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -423,6 +423,41 @@ impl SourceJobs {
         } else {
             info!(snapshot = %report.snapshot, set = %args.name, "backup committed");
         }
+        // Issue 18: the snapshot's root, kept so it outlives the coordinators;
+        // a failure is a warning, never a failed backup.
+        let mut root_copies = 0;
+        let root_warning = if report.unchanged {
+            None
+        } else {
+            let listing = crate::grid::roots::RootListing {
+                snapshot: report.snapshot,
+                set: args.name.clone(),
+                time_ms: opts.now_ms,
+                bytes: report.stats.bytes_in,
+            };
+            let kept = crate::grid::roots::keep_root(
+                &manager,
+                &ctx.overlay,
+                &self.me,
+                &self.private,
+                &self.data_dir,
+                listing,
+            )
+            .await;
+            match kept {
+                Ok(k) if k.copies.is_empty() => {
+                    Some("the snapshot root is kept locally only: no target took a copy".into())
+                }
+                Ok(k) => {
+                    root_copies = k.copies.len();
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "backup: no snapshot root kept");
+                    Some(crate::grid::error_text(&err))
+                }
+            }
+        };
         // Leftovers are tidied in the background: the backup is done, and the
         // next job must not wait for targets that may be gone.
         let cleanup = std::mem::take(&mut report.cleanup);
@@ -467,6 +502,10 @@ impl SourceJobs {
             .map_err(|e| CommandError::task("backup sets", e))??;
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
+        value["root_copies"] = json!(root_copies);
+        if let Some(w) = root_warning {
+            value["root_warning"] = json!(w);
+        }
         // NodeIds as their text, as everywhere else in the JSON answers.
         value["targets"] = json!(
             report
@@ -816,6 +855,8 @@ impl DaemonExtension for SourceJobs {
             "plan" => Box::pin(async move { self.plan(ctx, parse(args)?).await }),
             "restore" => Box::pin(self.restore(ctx, args)),
             "snapshots" => Box::pin(self.snapshots(ctx, args)),
+            "snapshots_from_grid" => Box::pin(self.snapshots_from_grid(ctx)),
+            "restore_from_grid" => Box::pin(self.restore_from_grid(ctx, args)),
             "forget" => Box::pin(self.forget(ctx, args)),
             "progress" => Box::pin(async move { self.progress(&args) }),
             "cancel" => Box::pin(async move { Ok(self.cancel(&args)) }),

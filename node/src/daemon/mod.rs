@@ -15,9 +15,12 @@ pub mod commands;
 pub mod error;
 pub mod grid_commands;
 pub mod group;
+pub mod holders;
 pub mod jobs;
 pub mod leave;
 pub mod manager;
+pub mod recover_cli;
+pub mod recover_commands;
 pub mod repair;
 pub mod report;
 pub mod rtt;
@@ -168,6 +171,12 @@ pub async fn run_with(
             )
         })?;
 
+    let holders_dir = data_dir.join(PACKETS_DIR);
+    let holders = tokio::task::spawn_blocking(move || holders::HolderIndex::open(&holders_dir))
+        .await
+        .context("holder index task failed")?
+        .context("cannot open the packet store's holder index")?;
+
     let mut registry = Registry::default();
     let mut overlay_config = settings.overlay_config(x25519);
     // The cost of entering an open grid's replicated state, paid once per identity.
@@ -183,7 +192,7 @@ pub async fn run_with(
     let (overlay, overlay_task) = strew_overlay::start(
         key,
         overlay_config,
-        Arc::new(storage::StoreAdapter::new(store.clone())),
+        Arc::new(storage::StoreAdapter::new(store.clone()).with_holders(holders)),
         Some(&mut registry),
     )
     .context("cannot start the overlay")?;

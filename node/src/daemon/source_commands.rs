@@ -145,6 +145,10 @@ pub struct RestoreCmd {
     /// (`*.jpg`); repeatable. Only the packets those files need are fetched.
     #[arg(long, value_name = "PATH_OR_PATTERN")]
     pub include: Vec<String>,
+    /// Restore from the snapshot's root on the grid, with no coordinator:
+    /// packets are read back as their holder (this node id, or its imported key).
+    #[arg(long)]
+    pub from_grid: bool,
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
@@ -159,6 +163,10 @@ pub struct SnapshotsCmd {
     /// Only snapshots of this backup set.
     #[arg(long)]
     pub name: Option<String>,
+    /// List from the snapshot roots (this data dir's and those the grid's
+    /// nodes hold for this node id), with no coordinator.
+    #[arg(long)]
+    pub from_grid: bool,
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
@@ -473,7 +481,12 @@ pub async fn restore(data_dir: &Path, cmd: &RestoreCmd) -> anyhow::Result<()> {
         "include": cmd.include,
         "job": job,
     });
-    let v = with_progress(data_dir, "restore", args, &job, cmd.progress).await?;
+    let call = if cmd.from_grid {
+        "restore_from_grid"
+    } else {
+        "restore"
+    };
+    let v = with_progress(data_dir, call, args, &job, cmd.progress).await?;
     if cmd.progress == ProgressMode::Json {
         return print_result_line(&v);
     }
@@ -501,6 +514,9 @@ pub(super) async fn short_call(data_dir: &Path, cmd: &str, args: Value) -> anyho
 
 /// `strew snapshots`.
 pub async fn snapshots(data_dir: &Path, cmd: &SnapshotsCmd) -> anyhow::Result<()> {
+    if cmd.from_grid {
+        return super::recover_cli::snapshots_from_grid(data_dir, cmd).await;
+    }
     let v = short_call(data_dir, "snapshots", json!({"name": cmd.name})).await?;
     if cmd.json {
         return print_json(&v);

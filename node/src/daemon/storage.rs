@@ -9,9 +9,10 @@
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use strew_coordinator::PacketId;
+use strew_coordinator::{NodeId, PacketId};
 use strew_overlay::packet::{DeleteOutcome, PacketStorage, StorageError};
 
+use super::holders::HolderIndex;
 use crate::store::{GenerationDelete, PacketStore, StoreError};
 
 /// Puts waiting for the group-commit thread (the overlay bounds in-flight puts well below this).
@@ -28,6 +29,8 @@ type Job = (PacketId, Vec<u8>, u64, Reply);
 pub struct StoreAdapter {
     store: PacketStore,
     puts: Arc<Mutex<SyncSender<Job>>>,
+    /// Who stored each packet (holder reads, snapshot roots); none: no holder reads.
+    holders: Option<HolderIndex>,
 }
 
 impl StoreAdapter {
@@ -45,8 +48,19 @@ impl StoreAdapter {
         StoreAdapter {
             store,
             puts: Arc::new(Mutex::new(tx)),
+            holders: None,
         }
     }
+
+    /// Also keeps who stored each packet in `holders`.
+    pub fn with_holders(mut self, holders: HolderIndex) -> Self {
+        self.holders = Some(holders);
+        self
+    }
+}
+
+fn held(err: super::holders::HoldersError) -> StorageError {
+    StorageError::Failed(Box::new(err))
 }
 
 /// Takes one put, gathers whatever else is already waiting, stores them together.
@@ -147,6 +161,43 @@ impl PacketStorage for StoreAdapter {
 
     fn capacity(&self) -> u64 {
         self.store.capacity()
+    }
+
+    fn record_holder(&self, id: &PacketId, holder: &NodeId) -> Result<(), StorageError> {
+        match &self.holders {
+            Some(h) => h.record(id, holder).map_err(held),
+            None => Ok(()),
+        }
+    }
+
+    fn is_holder(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {
+        match &self.holders {
+            Some(h) => h.is_holder(id, holder).map_err(held),
+            None => Ok(false),
+        }
+    }
+
+    fn mark_root(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {
+        match &self.holders {
+            Some(h) => h.mark_root(id, holder).map_err(held),
+            None => Ok(false),
+        }
+    }
+
+    fn roots_of(
+        &self,
+        holder: &NodeId,
+        after: Option<&PacketId>,
+        limit: usize,
+    ) -> Result<Vec<PacketId>, StorageError> {
+        match &self.holders {
+            Some(h) => h
+                .roots_of(holder, after, limit, |id| {
+                    self.store.contains(id).unwrap_or(false)
+                })
+                .map_err(held),
+            None => Ok(Vec::new()),
+        }
     }
 }
 

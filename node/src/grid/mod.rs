@@ -18,8 +18,10 @@ pub mod known;
 pub mod overlay;
 pub mod parts;
 pub mod reads;
+pub mod recover;
 pub mod restore;
 pub mod retention;
+pub mod roots;
 pub mod sequence;
 pub mod testkit;
 

@@ -214,6 +214,8 @@ fn describe(res: &PacketResponse) -> &'static str {
         PacketResponse::NotFound => "not found",
         PacketResponse::Deleted { .. } => "deleted",
         PacketResponse::Proof(_) => "proof",
+        PacketResponse::Marked { .. } => "marked",
+        PacketResponse::Roots(_) => "roots",
         PacketResponse::Refused(_) => "refused",
     }
 }

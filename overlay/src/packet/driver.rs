@@ -141,6 +141,9 @@ impl Packets {
             PacketRequest::Get { .. } => "get",
             PacketRequest::Delete { .. } => "delete",
             PacketRequest::Audit { .. } => "audit",
+            PacketRequest::PutRoot { .. } => "put_root",
+            PacketRequest::MarkRoot { .. } => "mark_root",
+            PacketRequest::ListRoots { .. } => "list_roots",
         };
         let Some(requester) = peer::node_id_of(&peer) else {
             self.metrics.packet("in", op, "refused");
@@ -153,8 +156,10 @@ impl Packets {
             return;
         };
         let per_peer = self.inbound_per_peer.get(&peer).copied().unwrap_or(0);
-        let over_read_rate =
-            matches!(request, PacketRequest::Get { .. }) && !self.reads.try_read(peer, now_ms());
+        let over_read_rate = matches!(
+            request,
+            PacketRequest::Get { .. } | PacketRequest::ListRoots { .. }
+        ) && !self.reads.try_read(peer, now_ms());
         if over_read_rate
             || per_peer >= self.limits.max_inflight_per_peer
             || self.inbound_total >= self.limits.max_inflight_total
@@ -169,7 +174,7 @@ impl Packets {
             .inflight_requests
             .set(self.inbound_total as i64);
         let body_in = match &request {
-            PacketRequest::Put { bytes, .. } => bytes.len(),
+            PacketRequest::Put { bytes, .. } | PacketRequest::PutRoot { bytes, .. } => bytes.len(),
             _ => 0,
         };
         let service = self.service.clone();

@@ -7,6 +7,8 @@
 mod client;
 pub mod codec;
 pub(crate) mod driver;
+pub mod holder;
+mod holder_client;
 pub mod proof;
 pub mod read_limit;
 pub mod receipt;
@@ -20,4 +22,7 @@ pub use read_limit::{ReadLimit, ReadLimiter};
 pub use receipt::Receipt;
 pub use service::{PacketService, TrustedManagers};
 pub use storage::{DeleteOutcome, MemoryStorage, PacketStorage, StorageError};
-pub use wire::{MAX_PACKET_BYTES, PACKET_PROTOCOL, PacketRequest, PacketResponse, Refusal};
+pub use wire::{
+    MAX_PACKET_BYTES, MAX_ROOT_PACKET_BYTES, MAX_ROOTS_PAGE, MAX_ROOTS_PER_HOLDER, PACKET_PROTOCOL,
+    PacketRequest, PacketResponse, Refusal,
+};

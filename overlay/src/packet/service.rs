@@ -2,8 +2,9 @@
 //! request — check the manager's ticket (store, read or delete, addressed to
 //! this node and, when it names one, to the requester), the size limit and
 //! the PacketId, store through [`PacketStorage`] under the ticket's storage
-//! generation and answer with a signed receipt; serve a packet only under a
-//! read ticket; delete only the generation a delete ticket names.
+//! generation (recording the requester as the packet's holder) and answer
+//! with a signed receipt; serve a packet only under a read ticket or to its
+//! holder (`holder`); delete only the generation a delete ticket names.
 //!
 //! Synchronous (run it through `spawn_blocking`); owns no queues or timers. It
 //! must not do I/O other than through the storage trait.
@@ -14,11 +15,11 @@ use std::sync::{Arc, RwLock};
 use libp2p::identity::Keypair;
 use strew_coordinator::{NodeId, PacketId, TicketKind};
 
-use crate::packet::proof;
 use crate::packet::receipt::{self, Receipt};
 use crate::packet::storage::{DeleteOutcome, PacketStorage, StorageError};
 use crate::packet::ticket::{self, Asked};
 use crate::packet::wire::{PacketRequest, PacketResponse, Refusal};
+use crate::packet::{holder, proof};
 
 /// The managers whose tickets this node honours (the current sequence manager,
 /// as the coordinator group tells the daemon).
@@ -80,6 +81,18 @@ impl PacketService {
                 Err(refusal) => PacketResponse::Refused(refusal),
             },
             PacketRequest::Audit { packet_id, chunk } => self.audit(&requester, &packet_id, chunk),
+            PacketRequest::Get { packet_id, ticket } if ticket.is_empty() => {
+                holder::read(self.storage.as_ref(), &packet_id, &requester)
+            }
+            PacketRequest::PutRoot { packet_id, bytes } => {
+                holder::put_root(self.storage.as_ref(), packet_id, &bytes, &requester)
+            }
+            PacketRequest::MarkRoot { packet_id } => {
+                holder::mark_root(self.storage.as_ref(), &packet_id, &requester)
+            }
+            PacketRequest::ListRoots { after, limit } => {
+                holder::list_roots(self.storage.as_ref(), &requester, after.as_ref(), limit)
+            }
             PacketRequest::Get { packet_id, ticket } => {
                 if let Err(refusal) =
                     self.authorise(&ticket, TicketKind::Read, &packet_id, requester, now_ms)
@@ -197,6 +210,9 @@ impl PacketService {
             .storage
             .put(packet_id, bytes, entry.generation)
             .map_err(refusal_of)?;
+        self.storage
+            .record_holder(&packet_id, &requester)
+            .map_err(refusal_of)?;
         receipt::sign(&self.key, requester, packet_id, size, generation, now_ms)
             .ok_or_else(|| Refusal::StoreFailed("cannot sign receipt".into()))
     }
@@ -288,5 +304,145 @@ mod tests {
             rotten.audit(&manager, &id, 0),
             PacketResponse::Refused(Refusal::CannotProve(_))
         ));
+    }
+
+    #[test]
+    fn only_the_storer_reads_without_a_ticket_marks_and_lists_its_roots() {
+        let manager = NodeId([1; 32]);
+        let owner = NodeId([3; 32]);
+        let stranger = NodeId([4; 32]);
+        let storage: Arc<dyn PacketStorage> = Arc::new(MemoryStorage::new(1 << 20));
+        let svc = service(storage.clone(), manager);
+        let bytes = b"a root packet".to_vec();
+        let id = PacketId::of(&bytes);
+        // As an accepted ticketed put leaves it: stored, requester recorded.
+        storage.put(id, &bytes, 1).expect("put");
+        storage.record_holder(&id, &owner).expect("holder");
+        let get = |who| {
+            svc.handle(
+                PacketRequest::Get {
+                    packet_id: id,
+                    ticket: Vec::new(),
+                },
+                who,
+                0,
+            )
+        };
+        assert_eq!(get(owner), PacketResponse::Found(bytes.clone()));
+        assert_eq!(
+            get(stranger),
+            PacketResponse::Refused(Refusal::NoTicket),
+            "no holder read for another node"
+        );
+        let mark = |who| svc.handle(PacketRequest::MarkRoot { packet_id: id }, who, 0);
+        assert_eq!(mark(stranger), PacketResponse::Marked { held: false });
+        let list = |who| {
+            svc.handle(
+                PacketRequest::ListRoots {
+                    after: None,
+                    limit: u32::MAX,
+                },
+                who,
+                0,
+            )
+        };
+        assert_eq!(list(owner), PacketResponse::Roots(vec![]), "not marked yet");
+        assert_eq!(mark(owner), PacketResponse::Marked { held: true });
+        assert_eq!(list(owner), PacketResponse::Roots(vec![id]));
+        assert_eq!(list(stranger), PacketResponse::Roots(vec![]));
+        assert_eq!(
+            svc.handle(
+                PacketRequest::ListRoots {
+                    after: Some(id),
+                    limit: 10
+                },
+                owner,
+                0
+            ),
+            PacketResponse::Roots(vec![])
+        );
+    }
+
+    #[test]
+    fn roots_are_put_without_a_ticket_within_the_holders_quota() {
+        use crate::packet::wire::{MAX_ROOT_PACKET_BYTES, MAX_ROOTS_PER_HOLDER};
+        let owner = NodeId([3; 32]);
+        let stranger = NodeId([4; 32]);
+        let svc = service(Arc::new(MemoryStorage::new(1 << 24)), NodeId([1; 32]));
+        let put = |who, bytes: Vec<u8>| {
+            svc.handle(
+                PacketRequest::PutRoot {
+                    packet_id: PacketId::of(&bytes),
+                    bytes,
+                },
+                who,
+                0,
+            )
+        };
+        assert!(matches!(
+            svc.handle(
+                PacketRequest::PutRoot {
+                    packet_id: PacketId::of(b"other"),
+                    bytes: b"root".to_vec()
+                },
+                owner,
+                0
+            ),
+            PacketResponse::Refused(Refusal::WrongPacketId { .. })
+        ));
+        assert!(matches!(
+            put(owner, vec![0; MAX_ROOT_PACKET_BYTES + 1]),
+            PacketResponse::Refused(Refusal::TooLarge { .. })
+        ));
+        for n in 0..MAX_ROOTS_PER_HOLDER as u32 {
+            assert_eq!(
+                put(owner, n.to_be_bytes().to_vec()),
+                PacketResponse::Marked { held: true }
+            );
+        }
+        // Storing one again is a no-op; one more is over the quota.
+        assert_eq!(
+            put(owner, 0u32.to_be_bytes().to_vec()),
+            PacketResponse::Marked { held: true }
+        );
+        assert!(matches!(
+            put(owner, b"one too many".to_vec()),
+            PacketResponse::Refused(Refusal::NotPermitted(_))
+        ));
+        // Another holder has its own quota and sees none of the owner's roots.
+        assert_eq!(
+            put(stranger, b"mine".to_vec()),
+            PacketResponse::Marked { held: true }
+        );
+        let list = |who| {
+            svc.handle(
+                PacketRequest::ListRoots {
+                    after: None,
+                    limit: 1000,
+                },
+                who,
+                0,
+            )
+        };
+        assert_eq!(
+            list(stranger),
+            PacketResponse::Roots(vec![PacketId::of(b"mine")])
+        );
+        let PacketResponse::Roots(ids) = list(owner) else {
+            panic!("the owner lists its roots");
+        };
+        assert_eq!(ids.len(), MAX_ROOTS_PER_HOLDER);
+        // The stranger cannot read the owner's roots.
+        assert_eq!(
+            svc.handle(
+                PacketRequest::Get {
+                    packet_id: ids[0],
+                    ticket: Vec::new()
+                },
+                stranger,
+                0
+            ),
+            PacketResponse::Refused(Refusal::NoTicket)
+        );
     }
 }

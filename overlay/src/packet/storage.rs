@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use strew_coordinator::PacketId;
+use strew_coordinator::{NodeId, PacketId};
 
 /// Storage failures, sorted by what the requester should do.
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +49,42 @@ pub trait PacketStorage: Send + Sync + 'static {
     fn delete(&self, id: &PacketId, generation: u64) -> Result<DeleteOutcome, StorageError>;
     fn free_bytes(&self) -> Result<u64, StorageError>;
     fn capacity(&self) -> u64;
+
+    /// Records that `holder` stored `id` here (the authenticated requester of
+    /// an accepted put). A store that keeps no holders serves no holder reads.
+    fn record_holder(&self, _id: &PacketId, _holder: &NodeId) -> Result<(), StorageError> {
+        Ok(())
+    }
+    /// Whether `holder` stored `id` here.
+    fn is_holder(&self, _id: &PacketId, _holder: &NodeId) -> Result<bool, StorageError> {
+        Ok(false)
+    }
+    /// Marks `id`, stored here by `holder`, as one of `holder`'s snapshot
+    /// roots; false when `holder` did not store it.
+    fn mark_root(&self, _id: &PacketId, _holder: &NodeId) -> Result<bool, StorageError> {
+        Ok(false)
+    }
+    /// Up to `limit` of `holder`'s root packets, in id order, after `after`.
+    fn roots_of(
+        &self,
+        _holder: &NodeId,
+        _after: Option<&PacketId>,
+        _limit: usize,
+    ) -> Result<Vec<PacketId>, StorageError> {
+        Ok(Vec::new())
+    }
 }
+
+/// (holder, packet) → whether the packet is one of the holder's roots.
+type Held = BTreeMap<(NodeId, PacketId), bool>;
 
 /// An in-memory store with a byte capacity (tests, benchmarks, the simulator of the wire).
 #[derive(Debug)]
 pub struct MemoryStorage {
     capacity: u64,
     packets: Mutex<BTreeMap<PacketId, (u64, Vec<u8>)>>,
+    /// (holder, packet) → is a root.
+    holders: Mutex<Held>,
 }
 
 impl MemoryStorage {
@@ -63,6 +92,7 @@ impl MemoryStorage {
         MemoryStorage {
             capacity,
             packets: Mutex::new(BTreeMap::new()),
+            holders: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -71,6 +101,12 @@ impl MemoryStorage {
         &self,
     ) -> Result<std::sync::MutexGuard<'_, BTreeMap<PacketId, (u64, Vec<u8>)>>, StorageError> {
         self.packets
+            .lock()
+            .map_err(|_| StorageError::Failed("memory store lock poisoned".into()))
+    }
+
+    fn held(&self) -> Result<std::sync::MutexGuard<'_, Held>, StorageError> {
+        self.holders
             .lock()
             .map_err(|_| StorageError::Failed("memory store lock poisoned".into()))
     }
@@ -124,6 +160,43 @@ impl PacketStorage for MemoryStorage {
 
     fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    fn record_holder(&self, id: &PacketId, holder: &NodeId) -> Result<(), StorageError> {
+        self.held()?.entry((*holder, *id)).or_insert(false);
+        Ok(())
+    }
+
+    fn is_holder(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {
+        Ok(self.held()?.contains_key(&(*holder, *id)))
+    }
+
+    fn mark_root(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {
+        Ok(match self.held()?.get_mut(&(*holder, *id)) {
+            Some(root) => {
+                *root = true;
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn roots_of(
+        &self,
+        holder: &NodeId,
+        after: Option<&PacketId>,
+        limit: usize,
+    ) -> Result<Vec<PacketId>, StorageError> {
+        let packets = self.lock()?;
+        Ok(self
+            .held()?
+            .range((*holder, PacketId([0; 32]))..)
+            .take_while(|((h, _), _)| h == holder)
+            .filter(|((_, id), root)| **root && after.is_none_or(|a| id > a))
+            .filter(|((_, id), _)| packets.contains_key(id))
+            .map(|((_, id), _)| *id)
+            .take(limit)
+            .collect())
     }
 }
 

@@ -1,5 +1,12 @@
 //! Wire messages of the packet protocol (`/strew/packet/3`).
 //!
+//! Version 3 (issue 18): a `Get` with an empty ticket is a holder read (the
+//! target serves a packet to the node that stored it, no manager needed);
+//! `PutRoot` stores a small snapshot root packet (no ticket: a per-holder
+//! quota bounds it), `MarkRoot` marks a held packet as a root, and
+//! `ListRoots` lets the storer find its roots again. Ids are CBOR byte
+//! strings (32 bytes) from this version on.
+//!
 //! Version 2 (issue 11): `Get` carries a read ticket, receipts name the
 //! source and the storage generation, delete tickets name generations;
 //! version 1 peers do not negotiate with version 2 ones.
@@ -18,6 +25,15 @@ use crate::packet::receipt::Receipt;
 
 /// Protocol id negotiated by multistream-select.
 pub const PACKET_PROTOCOL: &str = "/strew/packet/3";
+/// Most root packet ids in one `Roots` answer (a page; ask again after the last).
+pub const MAX_ROOTS_PAGE: usize = 256;
+/// Largest snapshot root packet a target takes with `PutRoot`.
+pub const MAX_ROOT_PACKET_BYTES: usize = 1024 * 1024;
+/// Most root packets a target keeps for one holder (`PutRoot` beyond it is refused).
+pub const MAX_ROOTS_PER_HOLDER: usize = 64;
+/// The storage generation of a packet stored by `PutRoot`: no manager ticket
+/// ever names it, so no manager delete ticket removes a root.
+pub const ROOT_GENERATION: u64 = u64::MAX;
 /// Largest packet body anyone sends: the pipeline's 4 MiB chunk maximum plus
 /// compression-expansion, encryption and erasure-share headroom.
 pub const MAX_PACKET_BYTES: usize = 5 * 1024 * 1024;
@@ -35,7 +51,8 @@ pub enum PacketRequest {
         bytes: Vec<u8>,
     },
     /// Fetch a packet; `ticket` must be a manager-signed read ticket naming
-    /// it and the requester as its holder.
+    /// it and the requester as its holder, or empty: then the target serves
+    /// it only if the requester is the node that stored it here.
     Get {
         packet_id: PacketId,
         ticket: Vec<u8>,
@@ -49,6 +66,15 @@ pub enum PacketRequest {
     /// An audit: prove holding 1 KiB chunk `chunk` of the packet (only a
     /// trusted manager may ask).
     Audit { packet_id: PacketId, chunk: u64 },
+    /// Store a snapshot root packet of the requester (at most
+    /// [`MAX_ROOT_PACKET_BYTES`], [`MAX_ROOTS_PER_HOLDER`] per requester),
+    /// with no ticket; the answer is `Marked { held: true }`.
+    PutRoot { packet_id: PacketId, bytes: Vec<u8> },
+    /// Mark a packet the requester stored here as one of its snapshot roots.
+    MarkRoot { packet_id: PacketId },
+    /// The root packets the requester stored here, in id order after `after`
+    /// (at most `limit`, capped at [`MAX_ROOTS_PAGE`]).
+    ListRoots { after: Option<PacketId>, limit: u32 },
 }
 
 /// A response as the application sees it.
@@ -62,6 +88,12 @@ pub enum PacketResponse {
     },
     /// The challenged chunk with its BLAKE3 tree proof (`packet::proof`).
     Proof(Vec<u8>),
+    /// Answer to `MarkRoot`: false when the requester did not store the packet here.
+    Marked {
+        held: bool,
+    },
+    /// Answer to `ListRoots`.
+    Roots(Vec<PacketId>),
     Refused(Refusal),
 }
 
@@ -120,6 +152,17 @@ pub enum RequestHeader {
         packet_id: PacketId,
         chunk: u64,
     },
+    PutRoot {
+        packet_id: PacketId,
+        size: u64,
+    },
+    MarkRoot {
+        packet_id: PacketId,
+    },
+    ListRoots {
+        after: Option<PacketId>,
+        limit: u32,
+    },
 }
 
 /// Response header on the wire.
@@ -130,6 +173,8 @@ pub enum ResponseHeader {
     NotFound,
     Deleted { existed: bool },
     Proof { size: u64 },
+    Marked { held: bool },
+    Roots { ids: Vec<PacketId> },
     Refused { reason: Refusal },
 }
 
@@ -137,7 +182,7 @@ impl RequestHeader {
     /// Body bytes that follow this header.
     pub fn body_len(&self) -> u64 {
         match self {
-            RequestHeader::Put { size, .. } => *size,
+            RequestHeader::Put { size, .. } | RequestHeader::PutRoot { size, .. } => *size,
             _ => 0,
         }
     }
@@ -187,6 +232,19 @@ pub fn split_request(req: PacketRequest) -> (RequestHeader, Vec<u8>) {
         PacketRequest::Audit { packet_id, chunk } => {
             (RequestHeader::Audit { packet_id, chunk }, Vec::new())
         }
+        PacketRequest::PutRoot { packet_id, bytes } => (
+            RequestHeader::PutRoot {
+                packet_id,
+                size: bytes.len() as u64,
+            },
+            bytes,
+        ),
+        PacketRequest::MarkRoot { packet_id } => {
+            (RequestHeader::MarkRoot { packet_id }, Vec::new())
+        }
+        PacketRequest::ListRoots { after, limit } => {
+            (RequestHeader::ListRoots { after, limit }, Vec::new())
+        }
     }
 }
 
@@ -203,6 +261,12 @@ pub fn join_request(header: RequestHeader, body: Vec<u8>) -> PacketRequest {
         RequestHeader::Get { packet_id, ticket } => PacketRequest::Get { packet_id, ticket },
         RequestHeader::Delete { packet_id, ticket } => PacketRequest::Delete { packet_id, ticket },
         RequestHeader::Audit { packet_id, chunk } => PacketRequest::Audit { packet_id, chunk },
+        RequestHeader::PutRoot { packet_id, .. } => PacketRequest::PutRoot {
+            packet_id,
+            bytes: body,
+        },
+        RequestHeader::MarkRoot { packet_id } => PacketRequest::MarkRoot { packet_id },
+        RequestHeader::ListRoots { after, limit } => PacketRequest::ListRoots { after, limit },
     }
 }
 
@@ -224,6 +288,8 @@ pub fn split_response(res: PacketResponse) -> (ResponseHeader, Vec<u8>) {
             },
             proof,
         ),
+        PacketResponse::Marked { held } => (ResponseHeader::Marked { held }, Vec::new()),
+        PacketResponse::Roots(ids) => (ResponseHeader::Roots { ids }, Vec::new()),
         PacketResponse::Refused(reason) => (ResponseHeader::Refused { reason }, Vec::new()),
     }
 }
@@ -236,6 +302,8 @@ pub fn join_response(header: ResponseHeader, body: Vec<u8>) -> PacketResponse {
         ResponseHeader::NotFound => PacketResponse::NotFound,
         ResponseHeader::Deleted { existed } => PacketResponse::Deleted { existed },
         ResponseHeader::Proof { .. } => PacketResponse::Proof(body),
+        ResponseHeader::Marked { held } => PacketResponse::Marked { held },
+        ResponseHeader::Roots { ids } => PacketResponse::Roots(ids),
         ResponseHeader::Refused { reason } => PacketResponse::Refused(reason),
     }
 }

@@ -1,0 +1,257 @@
+//! Recovery without coordinators (issue 18, SPEC R15): finds this owner's
+//! snapshot roots — its own `roots/` folder and the root packets targets hold
+//! for its node id (`ListRoots`, then holder reads) — opens them with the
+//! owner's secrets, and restores a snapshot by reading every packet as its
+//! holder, so no manager ticket and no coordinator is needed.
+//!
+//! Owns the search (bounded concurrency and time) and the holder-read packet
+//! source; the root format is `roots`', the restore itself the pipeline's.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+use strew_coordinator::seal::Sequence as SealedSequence;
+use strew_coordinator::{NodeId, PacketId, SnapshotId};
+use strew_overlay::OverlayHandle;
+
+use super::roots::{self, RootDocument};
+use super::{GridError, SourceIdentity};
+use crate::pipeline::secret::ConvergenceSecret;
+use crate::pipeline::{
+    self, PacketSource, RestoreKeys, RestoreOptions, RestoreProgress, RestoreReport,
+};
+
+/// Peers asked for roots at once.
+pub const ASK_AT_ONCE: usize = 8;
+/// Pages of `ListRoots` read from one peer (at most 256 roots each).
+pub const MAX_PAGES: usize = 16;
+/// How long the whole search may take.
+pub const SEARCH_TIME: Duration = Duration::from_secs(30);
+
+/// One snapshot found from its root.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub doc: RootDocument,
+    pub sequence: SealedSequence,
+    /// Where its root was found: `None` for the local `roots/` folder.
+    pub from: Vec<Option<NodeId>>,
+}
+
+/// A found snapshot as `strew snapshots --from-grid --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FoundSummary {
+    pub snapshot: String,
+    pub set: String,
+    pub time_ms: u64,
+    pub bytes: u64,
+    pub packets: u64,
+    /// Nodes holding a copy of its root (and "local" for this data dir).
+    pub roots_at: Vec<String>,
+}
+
+impl Found {
+    pub fn summary(&self) -> FoundSummary {
+        FoundSummary {
+            snapshot: self.doc.snapshot.to_string(),
+            set: self.doc.set.clone(),
+            time_ms: self.doc.time_ms,
+            bytes: self.doc.bytes,
+            packets: self
+                .sequence
+                .stripes
+                .iter()
+                .map(|s| s.packets.len() as u64)
+                .sum(),
+            roots_at: self
+                .from
+                .iter()
+                .map(|f| f.map_or_else(|| "local".to_string(), |n| n.to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// The root packet ids `peer` holds for this node (every page, bounded).
+async fn roots_on(overlay: &OverlayHandle, peer: NodeId) -> Vec<(NodeId, Vec<u8>)> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    for _ in 0..MAX_PAGES {
+        match overlay.list_roots(peer, after).await {
+            Ok(page) => {
+                let full = page.len() == strew_overlay::packet::MAX_ROOTS_PAGE;
+                after = page.last().copied();
+                ids.extend(page);
+                if !full {
+                    break;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%peer, %err, "no roots from this peer");
+                break;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        match overlay.get_held_packet(peer, id).await {
+            Ok(Some(bytes)) => out.push((peer, bytes)),
+            Ok(None) => {}
+            Err(err) => tracing::debug!(%peer, packet = %id, %err, "root packet not read"),
+        }
+    }
+    out
+}
+
+/// Every snapshot whose root this owner can find: in `data_dir/roots/` and
+/// on `peers` (asked [`ASK_AT_ONCE`] at a time, for at most [`SEARCH_TIME`]).
+/// Roots that do not open with this owner's keys are skipped. Newest first.
+pub async fn find_roots(
+    overlay: &OverlayHandle,
+    peers: Vec<NodeId>,
+    data_dir: &Path,
+    owner: &ConvergenceSecret,
+    me: &SourceIdentity,
+) -> Result<Vec<Found>, GridError> {
+    let dir = data_dir.to_path_buf();
+    let local = tokio::task::spawn_blocking(move || roots::load_local(&dir))
+        .await
+        .map_err(|e| GridError::Other(format!("roots task failed: {e}")))?
+        .map_err(|e| GridError::Other(e.to_string()))?;
+    let mut packets: Vec<(Option<NodeId>, Vec<u8>)> =
+        local.into_iter().map(|(_, b)| (None, b)).collect();
+    let asked = futures::stream::iter(peers.into_iter().filter(|p| *p != me.node_id))
+        .map(|peer| roots_on(overlay, peer))
+        .buffer_unordered(ASK_AT_ONCE)
+        .collect::<Vec<_>>();
+    match tokio::time::timeout(SEARCH_TIME, asked).await {
+        Ok(found) => packets.extend(found.into_iter().flatten().map(|(p, b)| (Some(p), b))),
+        Err(_) => tracing::warn!("the root search ran out of time; listing what was found"),
+    }
+    let mut by_snapshot: BTreeMap<SnapshotId, Found> = BTreeMap::new();
+    let mut seen: HashSet<(Option<NodeId>, PacketId)> = HashSet::new();
+    for (from, bytes) in packets {
+        if !seen.insert((from, PacketId::of(&bytes))) {
+            continue;
+        }
+        match roots::open_root(&bytes, owner, me) {
+            Ok((doc, sequence)) => {
+                by_snapshot
+                    .entry(doc.snapshot)
+                    .or_insert_with(|| Found {
+                        doc,
+                        sequence,
+                        from: Vec::new(),
+                    })
+                    .from
+                    .push(from);
+            }
+            Err(err) => tracing::debug!(%err, "a root that is not this owner's"),
+        }
+    }
+    let mut found: Vec<Found> = by_snapshot.into_values().collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.doc.time_ms));
+    Ok(found)
+}
+
+/// A restore's outcome, read as this packet's holder.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoverReport {
+    pub snapshot: String,
+    pub dest: PathBuf,
+    pub restore: RestoreReport,
+    pub fetched: u64,
+    pub failed_fetches: u64,
+}
+
+/// Restores a found snapshot into `dest`, reading every packet as its holder.
+pub async fn restore_found(
+    overlay: &OverlayHandle,
+    found: &Found,
+    dest: PathBuf,
+    keys: RestoreKeys,
+    opts: RestoreOptions,
+    progress: Arc<RestoreProgress>,
+) -> Result<RecoverReport, GridError> {
+    let (sequence, targets) = super::restore::to_pipeline_sequence(&found.sequence);
+    let source = HolderSource {
+        overlay: overlay.clone(),
+        targets,
+        handle: tokio::runtime::Handle::current(),
+        fetched: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        avoid: Default::default(),
+    };
+    let dest2 = dest.clone();
+    let (result, source) = tokio::task::spawn_blocking(move || {
+        let result = pipeline::restore(&sequence, &keys, &source, &dest2, &opts, &progress);
+        (result, source)
+    })
+    .await
+    .map_err(|e| GridError::Other(format!("restore task failed: {e}")))?;
+    Ok(RecoverReport {
+        snapshot: found.doc.snapshot.to_string(),
+        dest,
+        restore: result?,
+        fetched: source.fetched.load(Ordering::Relaxed),
+        failed_fetches: source.failed.load(Ordering::Relaxed),
+    })
+}
+
+/// Packets read as their holder (no ticket) for the blocking pipeline
+/// restore; a target that fails once is not asked again.
+struct HolderSource {
+    overlay: OverlayHandle,
+    targets: HashMap<PacketId, Vec<NodeId>>,
+    handle: tokio::runtime::Handle,
+    fetched: AtomicU64,
+    failed: AtomicU64,
+    avoid: std::sync::Mutex<HashSet<NodeId>>,
+}
+
+impl HolderSource {
+    fn avoided(&self, target: &NodeId) -> bool {
+        self.avoid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(target)
+    }
+}
+
+impl PacketSource for HolderSource {
+    fn fetch(&self, id: &PacketId) -> Option<Vec<u8>> {
+        for target in self.targets.get(id)? {
+            if self.avoided(target) {
+                continue;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let (overlay, target_, id_) = (self.overlay.clone(), *target, *id);
+            self.handle.spawn(async move {
+                let _ = tx.send(overlay.get_held_packet(target_, id_).await);
+            });
+            match rx.blocking_recv() {
+                Ok(Ok(Some(bytes))) => {
+                    self.fetched.fetch_add(1, Ordering::Relaxed);
+                    return Some(bytes);
+                }
+                Ok(Ok(None)) => {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(packet = %id, %target, %err, "holder read failed");
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                    self.avoid
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(*target);
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}

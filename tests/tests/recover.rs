@@ -1,0 +1,169 @@
+//! Recovery without coordinators (issue 18, SPEC R15): a source backs up two
+//! snapshots and exports its key; the whole coordinator group is killed and
+//! its data dir deleted, and the source machine is lost too. A fresh data
+//! dir with only the imported key, bootstrapped from a surviving plain node,
+//! lists both snapshots from the roots the targets hold
+//! (`strew snapshots --from-grid`) and restores them byte-identical
+//! (`strew restore --from-grid`), reading every packet as the node that
+//! stored it. Another node finds no roots, and no target's stored bytes
+//! name a set or a snapshot. Bounded: one coordinator, four plain nodes,
+//! small trees.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use strew_tests::{Node, NodeOptions, cities, noise, wait_for};
+
+fn options(location: String) -> NodeOptions {
+    let mut o = NodeOptions::at(location);
+    o.announce_interval = "1s".into();
+    o.peer_ttl = "30s".into();
+    o
+}
+
+fn listed(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["snapshot"].as_str().unwrap_or_default().to_string(),
+                s["set"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> Result<()> {
+    let places = cities(5)?;
+    let founder = Node::start(options(places[0].location()).founder())?;
+    let boot = founder.bootstrap_addr()?;
+    let manager = founder.node_id()?;
+    let mut nodes = vec![founder];
+    for city in &places[1..] {
+        nodes.push(Node::start(
+            options(city.location()).bootstrap(boot.clone()),
+        )?);
+    }
+    strew_tests::wait_for_grid(&nodes, &manager)?;
+
+    let work = tempfile::tempdir()?;
+    let mut snapshots = Vec::new();
+    for (n, set) in ["alpha-set", "beta-set"].into_iter().enumerate() {
+        let tree = work.path().join(set);
+        fs::create_dir_all(&tree)?;
+        fs::write(tree.join("data.bin"), noise(300_000, n as u64 + 1))?;
+        fs::write(
+            tree.join("note.txt"),
+            format!("snapshot {set}\n").repeat(200),
+        )?;
+        let out = nodes[1].cli_json(&[
+            "backup",
+            tree.to_str().context("utf-8 path")?,
+            "--redundancy",
+            "erasure:2+1",
+            "--name",
+            set,
+            "--json",
+        ])?;
+        ensure!(out.get("root_warning").is_none(), "root kept: {out}");
+        let id = out["snapshot"].as_str().context("snapshot id")?.to_string();
+        snapshots.push((id, set.to_string(), tree));
+    }
+
+    let source_id = nodes[1].node_id()?;
+    let key = work.path().join("owner.key");
+    let out = nodes[1].cli(&["key", "export", key.to_str().context("utf-8 path")?])?;
+    ensure!(out.status.success(), "key export: {out:?}");
+
+    // The whole coordinator group is gone, with its state; so is the source.
+    nodes[0].kill();
+    fs::remove_dir_all(nodes[0].data_dir())?;
+    nodes[1].kill();
+
+    // A fresh machine: only the imported key and a surviving plain node.
+    let mut fresh = options(places[1].location()).bootstrap(nodes[2].bootstrap_addr()?);
+    fresh.import_key = Some(key);
+    let fresh = Node::start(fresh)?;
+    ensure!(fresh.node_id()? == source_id, "same node id");
+    wait_for(
+        "the fresh machine to see the grid",
+        Duration::from_secs(60),
+        || (fresh.peers().ok()?.len() >= 3).then_some(()),
+    )?;
+
+    let found = fresh.cli_json(&["snapshots", "--from-grid", "--json"])?;
+    let mut want: Vec<(String, String)> = snapshots
+        .iter()
+        .map(|(id, set, _)| (id.clone(), set.clone()))
+        .collect();
+    let mut got = listed(&found);
+    want.sort();
+    got.sort();
+    ensure!(
+        got == want,
+        "both snapshots listed from their roots: {found}"
+    );
+
+    for (id, set, tree) in &snapshots {
+        let dest = work.path().join(format!("restored-{set}"));
+        let out = fresh.cli_json(&[
+            "restore",
+            id,
+            dest.to_str().context("utf-8 path")?,
+            "--from-grid",
+            "--json",
+        ])?;
+        ensure!(
+            out["fetched"].as_u64() > Some(0),
+            "read from targets: {out}"
+        );
+        for name in ["data.bin", "note.txt"] {
+            ensure!(
+                fs::read(tree.join(name))? == fs::read(dest.join(set).join(name))?,
+                "{set}/{name} restores byte-identical"
+            );
+        }
+    }
+
+    // A node without the owner's key lists nothing: targets answer ListRoots
+    // only for what the requester stored itself.
+    let other = nodes[2].cli_json(&["snapshots", "--from-grid", "--json"])?;
+    ensure!(
+        listed(&other).is_empty(),
+        "no roots for another node: {other}"
+    );
+
+    // What targets keep names no set and no snapshot (roots included).
+    for node in &nodes[2..] {
+        let mut stored = Vec::new();
+        collect(&node.data_dir().join("packets"), &mut stored)?;
+        ensure!(!stored.is_empty(), "the target keeps packets");
+        for (id, set, _) in &snapshots {
+            for needle in [set.as_bytes(), id.as_bytes()] {
+                ensure!(
+                    !stored.windows(needle.len()).any(|w| w == needle),
+                    "a target's stored bytes name {}",
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every file's bytes under `dir`, concatenated.
+fn collect(dir: &std::path::Path, out: &mut Vec<u8>) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else {
+            out.extend(fs::read(&path)?);
+        }
+    }
+    Ok(())
+}

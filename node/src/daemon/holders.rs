@@ -1,7 +1,8 @@
 //! Which node stored each packet here (its holder) and which of those packets
 //! are the holder's snapshot roots (issue 18): a small redb index next to the
-//! packet store (`packets/holders.redb`), keyed `holder ‖ packet`, so a
-//! holder's roots are one range scan. The packet protocol's holder reads,
+//! packet store (`packets/holders.redb`), keyed `holder ‖ packet`, with the
+//! roots in a table of their own, so listing a holder's roots scans its roots
+//! only, never its data packets. The packet protocol's holder reads,
 //! `MarkRoot` and `ListRoots` are answered from it.
 //!
 //! Owns this index only; the packets themselves are the [`PacketStore`]'s.
@@ -18,6 +19,8 @@ use strew_coordinator::{NodeId, PacketId};
 
 /// `holder ‖ packet` → 1 when the packet is one of the holder's roots, 0 otherwise.
 const HELD: TableDefinition<&[u8; 64], u8> = TableDefinition::new("held-v1");
+/// `holder ‖ packet` of the holder's roots only (what `ListRoots` scans).
+const ROOTS: TableDefinition<&[u8; 64], ()> = TableDefinition::new("roots-v1");
 
 #[derive(Debug, thiserror::Error)]
 pub enum HoldersError {
@@ -49,6 +52,7 @@ impl HolderIndex {
         let db_ = Database::create(dir.join("holders.redb")).map_err(db)?;
         let txn = db_.begin_write().map_err(db)?;
         txn.open_table(HELD).map_err(db)?;
+        txn.open_table(ROOTS).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(HolderIndex { db: Arc::new(db_) })
     }
@@ -89,9 +93,29 @@ impl HolderIndex {
         {
             let mut t = txn.open_table(HELD).map_err(db)?;
             t.insert(&k, 1).map_err(db)?;
+            txn.open_table(ROOTS)
+                .map_err(db)?
+                .insert(&k, ())
+                .map_err(db)?;
         }
         txn.commit().map_err(db)?;
         Ok(true)
+    }
+
+    /// Whether `holder` stored at least one packet here that is not a root:
+    /// one the sequence manager ticketed, which vouches for the holder
+    /// (scans at most the holder's roots plus one entry).
+    pub fn holds_ticketed(&self, holder: &NodeId) -> Result<bool, HoldersError> {
+        let start = key(holder, &PacketId([0; 32]));
+        let end = key(holder, &PacketId([0xff; 32]));
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(HELD).map_err(db)?;
+        for entry in t.range::<&[u8; 64]>(&start..=&end).map_err(db)? {
+            if entry.map_err(db)?.1.value() == 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Up to `limit` roots of `holder` after `after`, in id order, for which
@@ -109,18 +133,18 @@ impl HolderIndex {
         };
         let end = key(holder, &PacketId([0xff; 32]));
         let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(HELD).map_err(db)?;
+        let t = txn.open_table(ROOTS).map_err(db)?;
         let mut out = Vec::new();
         for entry in t.range::<&[u8; 64]>(&start..=&end).map_err(db)? {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = entry.map_err(db)?;
+            let (k, _) = entry.map_err(db)?;
             let k = k.value();
             let mut id = [0u8; 32];
             id.copy_from_slice(&k[32..]);
             let id = PacketId(id);
-            if v.value() == 1 && after != Some(&id) && present(&id) {
+            if after != Some(&id) && present(&id) {
                 out.push(id);
             }
         }

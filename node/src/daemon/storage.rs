@@ -177,6 +177,13 @@ impl PacketStorage for StoreAdapter {
         }
     }
 
+    fn holds_ticketed(&self, holder: &NodeId) -> Result<bool, StorageError> {
+        match &self.holders {
+            Some(h) => h.holds_ticketed(holder).map_err(held),
+            None => Ok(false),
+        }
+    }
+
     fn mark_root(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {
         match &self.holders {
             Some(h) => h.mark_root(id, holder).map_err(held),

@@ -45,6 +45,9 @@ pub fn read(
 
 /// Stores a root packet of `requester` with no ticket, within its quota
 /// here, and marks it as its root. Storing one it already has is a no-op.
+/// Only a requester that already stored a ticketed packet here may: the
+/// sequence manager chose this target for it, so a stranger's free
+/// identities cannot fill the disk with roots.
 pub fn put_root(
     storage: &dyn PacketStorage,
     packet_id: PacketId,
@@ -60,6 +63,15 @@ pub fn put_root(
     let actual = PacketId::of(bytes);
     if actual != packet_id {
         return PacketResponse::Refused(Refusal::WrongPacketId { actual });
+    }
+    match storage.holds_ticketed(requester) {
+        Ok(true) => {}
+        Ok(false) => {
+            return PacketResponse::Refused(Refusal::NotPermitted(
+                "roots are kept only for a node that stored a ticketed packet here".into(),
+            ));
+        }
+        Err(err) => return failed(err),
     }
     let held = match storage.roots_of(requester, None, MAX_ROOTS_PER_HOLDER + 1) {
         Ok(ids) => ids,

@@ -368,7 +368,15 @@ mod tests {
         use crate::packet::wire::{MAX_ROOT_PACKET_BYTES, MAX_ROOTS_PER_HOLDER};
         let owner = NodeId([3; 32]);
         let stranger = NodeId([4; 32]);
-        let svc = service(Arc::new(MemoryStorage::new(1 << 24)), NodeId([1; 32]));
+        let storage: Arc<dyn PacketStorage> = Arc::new(MemoryStorage::new(1 << 24));
+        let svc = service(storage.clone(), NodeId([1; 32]));
+        // As an accepted ticketed put leaves it: the manager chose this target for `who`.
+        let ticketed = |who: NodeId, bytes: &[u8]| {
+            let id = PacketId::of(bytes);
+            storage.put(id, bytes, 1).expect("put");
+            storage.record_holder(&id, &who).expect("holder");
+        };
+        ticketed(owner, b"a data packet of the owner");
         let put = |who, bytes: Vec<u8>| {
             svc.handle(
                 PacketRequest::PutRoot {
@@ -409,7 +417,14 @@ mod tests {
             put(owner, b"one too many".to_vec()),
             PacketResponse::Refused(Refusal::NotPermitted(_))
         ));
-        // Another holder has its own quota and sees none of the owner's roots.
+        // A node the manager never sent here keeps no roots here.
+        assert!(matches!(
+            put(stranger, b"mine".to_vec()),
+            PacketResponse::Refused(Refusal::NotPermitted(_))
+        ));
+        // Once it holds a ticketed packet, it has its own quota and sees
+        // none of the owner's roots.
+        ticketed(stranger, b"a data packet of the stranger");
         assert_eq!(
             put(stranger, b"mine".to_vec()),
             PacketResponse::Marked { held: true }

@@ -59,6 +59,11 @@ pub trait PacketStorage: Send + Sync + 'static {
     fn is_holder(&self, _id: &PacketId, _holder: &NodeId) -> Result<bool, StorageError> {
         Ok(false)
     }
+    /// Whether `holder` stored a packet here under a manager ticket (not a
+    /// root): only such a holder may store roots without a ticket.
+    fn holds_ticketed(&self, _holder: &NodeId) -> Result<bool, StorageError> {
+        Ok(false)
+    }
     /// Marks `id`, stored here by `holder`, as one of `holder`'s snapshot
     /// roots; false when `holder` did not store it.
     fn mark_root(&self, _id: &PacketId, _holder: &NodeId) -> Result<bool, StorageError> {
@@ -169,6 +174,14 @@ impl PacketStorage for MemoryStorage {
 
     fn is_holder(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {
         Ok(self.held()?.contains_key(&(*holder, *id)))
+    }
+
+    fn holds_ticketed(&self, holder: &NodeId) -> Result<bool, StorageError> {
+        Ok(self
+            .held()?
+            .range((*holder, PacketId([0; 32]))..)
+            .take_while(|((h, _), _)| h == holder)
+            .any(|(_, root)| !*root))
     }
 
     fn mark_root(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {

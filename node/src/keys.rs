@@ -1,7 +1,8 @@
 //! The user's secrets and their export: the node identity (Ed25519; the
 //! X25519 key sequences are sealed to is derived from it) and the private
 //! convergence secret (random per user, kept in the data dir). `strew key
-//! export` writes both to one file; `strew key import` installs them in a new
+//! export` writes both (and the grid's convergence secret, when the node has
+//! one) to one file; `strew key import` installs them in a new
 //! data dir, which is all a fresh machine needs to restore every snapshot.
 //! The grid-scope convergence secret is the grid's, not the user's: a random
 //! secret kept in `grid-convergence.key` (64 hex digits), made when the grid
@@ -121,6 +122,11 @@ struct Export {
     /// it a new machine can admit and remove coordinators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     grid_key: Option<String>,
+    /// The grid's convergence secret (64 hex digits), when this node has
+    /// one: grid-scope snapshots are keyed under it, so a restore on a new
+    /// machine (with the coordinators gone, too) needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grid_convergence_secret: Option<String>,
 }
 
 /// Writes the identity and the private convergence secret of `data_dir` to `file`.
@@ -144,6 +150,7 @@ pub fn export(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
         grid_key: crate::trust::load(data_dir)?
             .key
             .map(|k| hex(k.to_bytes().as_slice())),
+        grid_convergence_secret: grid_secret(data_dir)?.map(|s| hex(s.as_bytes())),
     };
     let text = format!(
         "# strew key export — {SAFETY_WARNING}\n{}",
@@ -187,6 +194,13 @@ pub fn import(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
             export.node_id
         )));
     }
+    let grid_secret =
+        match &export.grid_convergence_secret {
+            Some(text) => Some(unhex(text).filter(|b| b.len() == 32).ok_or_else(|| {
+                bad("grid_convergence_secret is not 32 hex-encoded bytes".into())
+            })?),
+            None => None,
+        };
     let grid_key = match &export.grid_key {
         Some(text) => Some(
             crate::trust::unhex32(text)
@@ -196,6 +210,10 @@ pub fn import(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
     };
     identity::save(data_dir, &key)?;
     write_private(&data_dir.join(SECRET_FILE), &secret)?;
+    if let Some(bytes) = grid_secret {
+        let text = format!("{}\n", hex(&bytes));
+        write_private(&data_dir.join(GRID_SECRET_FILE), text.as_bytes())?;
+    }
     if let Some(seed) = grid_key {
         crate::trust::install_grid_key(data_dir, &seed)?;
     }
@@ -243,6 +261,9 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let (key, _) = identity::load_or_create(a.path()).unwrap();
         let secret = private_secret(a.path()).unwrap();
+        // A grid-scope snapshot needs the grid's convergence secret too.
+        let grid = a.path().join(GRID_SECRET_FILE);
+        fs::write(&grid, format!("{}\n", "cd".repeat(32))).unwrap();
         let file = a.path().join("export.toml");
         let node = export(a.path(), &file).unwrap();
         assert_eq!(
@@ -256,6 +277,10 @@ mod tests {
             identity::node_id(&key)
         );
         assert_eq!(private_secret(b.path()).unwrap(), secret);
+        assert_eq!(
+            grid_secret(b.path()).unwrap().map(|s| *s.as_bytes()),
+            Some([0xcd; 32])
+        );
         assert_eq!(
             identity::x25519_secret(&identity::load(b.path()).unwrap()),
             identity::x25519_secret(&key)

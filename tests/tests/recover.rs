@@ -49,6 +49,20 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
         )?);
     }
     strew_tests::wait_for_grid(&nodes, &manager)?;
+    // The source's default (grid-scope) sets are keyed under the grid's
+    // convergence secret once the founder hands it over: wait for it, so the
+    // key export must carry it for the fresh machine to read them.
+    wait_for(
+        "the source to receive the grid's convergence secret",
+        Duration::from_secs(60),
+        || {
+            nodes[1]
+                .data_dir()
+                .join("grid-convergence.key")
+                .exists()
+                .then_some(())
+        },
+    )?;
 
     let work = tempfile::tempdir()?;
     let mut snapshots = Vec::new();

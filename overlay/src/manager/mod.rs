@@ -49,10 +49,12 @@ use crate::cbor;
 /// a commit carries the targets' signed receipts (not a list of packets),
 /// `ReadTickets` and `ReportBad` are new (issue 11).
 pub const MANAGER_PROTOCOL: &str = "/strew/manager/6";
-/// Largest request or response on the wire. A plan names every chunk of a
-/// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
-/// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest request or response on the wire (SPEC R12, issue 12): plans
+/// (`MAX_PLAN_CHUNKS`), receipts (`MAX_RECEIPTS_PER_CALL`) and sequences
+/// (`MAX_SEQUENCE_PAGE`) travel in bounded parts and pages, so no call needs
+/// more. Over it, both the writer and the reader refuse the message (counted
+/// in `strew_oversize_messages`).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 /// A call to the sequence manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -345,5 +347,52 @@ mod tests {
         assert!(decode_request(b"nonsense").is_err());
         assert!(decode_response(&[0xff; 64]).is_err());
         assert!(decode_request(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_codec_refuses_messages_over_4_mib_both_ways_and_counts_them() {
+        use libp2p::request_response::Codec;
+        assert_eq!(MAX_MESSAGE_BYTES, 4 << 20);
+        let protocol = StreamProtocol::new(MANAGER_PROTOCOL);
+        let mut codec = ManagerCodec::new(InboundBudget::new(16 << 20));
+        let big = ManagerResponse::Refused(Refusal::new(
+            RefusalCode::Infeasible,
+            "x".repeat(MAX_MESSAGE_BYTES),
+        ));
+        let before = cbor::OVERSIZE_MESSAGES.get();
+        let mut wire = futures::io::Cursor::new(Vec::new());
+        codec
+            .write_response(&protocol, &mut wire, big)
+            .await
+            .expect_err("the writer refuses a message over the bound");
+        assert!(wire.into_inner().is_empty(), "nothing was written");
+        // A peer that frames one anyway is refused on the length prefix.
+        let mut framed = u32::try_from(MAX_MESSAGE_BYTES + 1)
+            .expect("fits")
+            .to_be_bytes()
+            .to_vec();
+        framed.extend_from_slice(&[0u8; 16]);
+        let mut wire = futures::io::Cursor::new(framed);
+        codec
+            .read_request(&protocol, &mut wire)
+            .await
+            .expect_err("the reader refuses a frame over the bound");
+        assert!(cbor::OVERSIZE_MESSAGES.get() >= before + 2);
+        // Just under the bound still travels.
+        let fits = ManagerResponse::Refused(Refusal::new(
+            RefusalCode::Infeasible,
+            "x".repeat(MAX_MESSAGE_BYTES - 1024),
+        ));
+        let mut wire = futures::io::Cursor::new(Vec::new());
+        codec
+            .write_response(&protocol, &mut wire, fits.clone())
+            .await
+            .expect("fits the bound");
+        let mut wire = futures::io::Cursor::new(wire.into_inner());
+        let got = codec
+            .read_response(&protocol, &mut wire)
+            .await
+            .expect("reads");
+        assert_eq!(got, fits);
     }
 }

@@ -150,6 +150,7 @@ mod tests {
                 .collect(),
         );
         let bytes = check(&batch).expect("fits");
+        eprintln!("a batch of {MAX_BATCH} joins: {bytes} bytes");
         assert!(bytes <= MAX_ENTRY_BYTES, "{bytes} bytes");
     }
 
@@ -167,6 +168,7 @@ mod tests {
             at: u64::MAX,
         });
         let bytes = check(&audits).expect("fits");
+        eprintln!("{MAX_RESULTS_PER_COMMAND} audit results: {bytes} bytes");
         assert!(bytes <= MAX_ENTRY_BYTES, "{bytes} bytes");
     }
 

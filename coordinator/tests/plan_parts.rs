@@ -371,3 +371,55 @@ fn a_sequence_is_fetched_in_pages_that_add_up_to_the_whole() {
         Err(ManagerError::NotYours { .. })
     ));
 }
+
+#[test]
+fn a_whole_sequence_over_one_page_is_refused_and_its_pages_serve_it() {
+    use strew_coordinator::manager::MAX_SEQUENCE_PAGE;
+    let (mut m, paris, _) = manager();
+    let mut rng = StdRng::seed_from_u64(7);
+    let p = params(2, 1);
+    let all = names("big", MAX_SEQUENCE_PAGE + 1);
+    let mut pending = None;
+    let mut receipts = Vec::new();
+    for part in all.chunks(MAX_PLAN_CHUNKS) {
+        let mut req = request(&paris, part, &p);
+        req.extend = pending;
+        let plan = m.plan_backup(req, 10, &mut rng).expect("plans a part");
+        pending = Some(plan.pending_id);
+        receipts.extend(common::receipts(&plan.uploads, paris.node_id));
+    }
+    let pending_id = pending.expect("planned");
+    for page in receipts.chunks(4096) {
+        m.record_receipts(paris.node_id, pending_id, page)
+            .expect("a receipts page");
+    }
+    let done = m
+        .commit_backup(
+            CommitRequest {
+                pending_id,
+                source: paris.node_id,
+                receipts: Vec::new(),
+                manifest: DataId([9; 32]),
+                manifest_chunks: Vec::new(),
+                chunks: all.iter().map(|n| chunk(n, 3, 4096).data_id).collect(),
+                bytes: 1000,
+            },
+            20,
+            &mut rng,
+        )
+        .expect("commits");
+    assert!(matches!(
+        m.fetch_sequence(paris.node_id, done.snapshot, &mut rng),
+        Err(ManagerError::Invalid(_))
+    ));
+    let last = m
+        .fetch_sequence_page(
+            paris.node_id,
+            done.snapshot,
+            MAX_SEQUENCE_PAGE as u64,
+            MAX_SEQUENCE_PAGE as u32,
+            &mut rng,
+        )
+        .expect("the last page");
+    assert_eq!(last.total, MAX_SEQUENCE_PAGE as u64 + 1);
+}

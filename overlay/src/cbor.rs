@@ -6,6 +6,9 @@
 //! budget) and the serde adapter that writes byte strings as CBOR byte
 //! strings (not arrays of integers). It must not know any message type.
 
+use std::sync::LazyLock;
+
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,6 +28,12 @@ pub enum CborError {
     #[error("cannot encode as CBOR: {0}")]
     Encode(String),
 }
+
+/// Framed messages refused for their size (inbound over the protocol's
+/// limit before the body is read, or outbound before anything is written),
+/// every protocol together, since the process started. Exported as
+/// `strew_oversize_messages` by [`crate::metrics::OverlayMetrics`].
+pub static OVERSIZE_MESSAGES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// Encodes a value as CBOR.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CborError> {
@@ -72,6 +81,7 @@ pub async fn read_framed<T: futures::AsyncRead + Unpin + Send>(
     io.read_exact(&mut prefix).await?;
     let len = u32::from_be_bytes(prefix) as usize;
     if len > limit {
+        OVERSIZE_MESSAGES.inc();
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("message of {len} bytes exceeds the limit of {limit} bytes"),
@@ -111,6 +121,7 @@ pub async fn write_message<T: futures::AsyncWrite + Unpin + Send, V: Serialize>(
     let bytes =
         encode(value).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     if bytes.len() > limit {
+        OVERSIZE_MESSAGES.inc();
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!(

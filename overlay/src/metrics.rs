@@ -66,6 +66,11 @@ impl OverlayMetrics {
             m.announcements.clone(),
         );
         r.register(
+            "oversize_messages",
+            "Framed messages (manager, raft, packet) refused for exceeding their protocol's size limit, inbound or outbound",
+            crate::cbor::OVERSIZE_MESSAGES.clone(),
+        );
+        r.register(
             "announcements_published",
             "Announcements this node published",
             m.announcements_published.clone(),

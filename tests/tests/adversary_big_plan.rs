@@ -1,7 +1,8 @@
 //! Adversary: one huge plan. A hostile node joins a small open grid; then
 //! an in-test client holding its identity asks the coordinator, over and
-//! over, to plan 200,000 one-byte packets at once (about 11 MB of CBOR, one
-//! raft entry of some 25 MB had it been proposed). The manager refuses each
+//! over, to plan 60,000 one-byte packets at once (about 3.3 MB of CBOR,
+//! just under the manager protocol's 4 MiB message bound; one raft entry of
+//! some 7.5 MB had it been proposed). The manager refuses each
 //! as `too_large` before placing or proposing anything (a plan names at
 //! most `MAX_PLAN_CHUNKS` chunks), so the coordinator group keeps
 //! committing: an honest backup from another node commits meanwhile, and
@@ -28,7 +29,7 @@ use strew_tests::{Node, NodeOptions, cities, noise as random_bytes, wait_for};
 
 const HONEST_TARGETS: usize = 3;
 /// Packets in each hostile plan (erasure 2+1: three packets a chunk).
-const PACKETS: usize = 200_000;
+const PACKETS: usize = 60_000;
 
 fn options(location: String) -> NodeOptions {
     let mut o = NodeOptions::at(location);

@@ -32,6 +32,14 @@ impl Manager {
             .get(&requester)
             .ok_or(ApplyError::UnknownNode(requester))?;
         let sequence = self.current_sequence(requester, snapshot)?;
+        // A whole sequence travels only while it fits one page (4 MiB
+        // message bound); larger ones are fetched with `fetch_sequence_page`.
+        if sequence.stripes.len() > MAX_SEQUENCE_PAGE {
+            return Err(ManagerError::Invalid(format!(
+                "snapshot {snapshot} has {} stripes: fetch its sequence in pages of at most {MAX_SEQUENCE_PAGE}",
+                sequence.stripes.len()
+            )));
+        }
         seal_to_recipient(
             &client.profile.x25519_public,
             snapshot.as_bytes(),

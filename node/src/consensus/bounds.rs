@@ -1,12 +1,13 @@
-//! The raft entry bound as the coordinator group enforces it (SPEC R10):
-//! every proposal is measured before it is proposed, one that could never
-//! travel in a raft message is refused with [`WriteError::EntryTooLarge`]
-//! (never proposed: an entry no follower can receive wedges the group), and
-//! both the refusals and the largest entry proposed are exported as metrics.
+//! The raft entry bound as the coordinator group enforces it (SPEC R10/R12,
+//! issue 12): every proposal is measured before it is proposed, one over
+//! its bound is refused with [`WriteError::EntryTooLarge`] (never proposed:
+//! an entry no follower can receive wedges the group), and both the
+//! refusals and the largest entry proposed are exported as metrics.
 //!
-//! The manager keeps its plans far smaller (one part of a backup is at most
-//! [`strew_coordinator::MAX_ENTRY_BYTES`]); this is the last line for every
-//! other command.
+//! The bound is [`strew_coordinator::MAX_ENTRY_BYTES`] (1 MiB) for every
+//! proposal but one: a `CommitBackup` still carries its whole sealed
+//! sequence and stored copies, so until commits are paged it may use one
+//! raft message alone ([`MAX_PROPOSAL_BYTES`]).
 
 use std::sync::LazyLock;
 
@@ -14,7 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::group::WriteError;
+use strew_coordinator::{Command, MAX_ENTRY_BYTES};
+
+use super::group::{MAX_PAYLOAD_ENTRIES, SNAPSHOT_CHUNK_BYTES, WriteError};
 use super::types::Proposal;
 use super::wire::MAX_RAFT_MESSAGE;
 
@@ -25,6 +28,17 @@ const ENVELOPE_BYTES: usize = 64 << 10;
 /// Largest encoded proposal the group accepts: one entry alone in an
 /// append-entries message must fit [`MAX_RAFT_MESSAGE`].
 pub const MAX_PROPOSAL_BYTES: usize = MAX_RAFT_MESSAGE - ENVELOPE_BYTES;
+
+/// The raft message bound the group is built for (issue 12): an
+/// append-entries of [`MAX_PAYLOAD_ENTRIES`] entries of at most
+/// [`MAX_ENTRY_BYTES`], with framing, and a snapshot chunk, each fit it.
+/// The transport ([`MAX_RAFT_MESSAGE`]) still allows 64 MiB for the one
+/// entry that may exceed it (an unpaged `CommitBackup`).
+pub const RAFT_MESSAGE_GOAL: usize = 4 << 20;
+
+const _: () =
+    assert!(MAX_PAYLOAD_ENTRIES as usize * (MAX_ENTRY_BYTES + ENVELOPE_BYTES) <= RAFT_MESSAGE_GOAL);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES + ENVELOPE_BYTES <= RAFT_MESSAGE_GOAL);
 
 /// Proposals refused for their size since the process started.
 pub static ENTRIES_REFUSED: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -47,7 +61,16 @@ pub fn register(registry: &mut Registry) {
 
 /// The proposal's encoded size, or why it may not be proposed.
 pub fn check(proposal: &Proposal) -> Result<usize, WriteError> {
-    check_against(proposal, MAX_PROPOSAL_BYTES)
+    check_against(proposal, limit_of(proposal))
+}
+
+/// The bound of one proposal: [`MAX_ENTRY_BYTES`] but for a commit (see the
+/// module doc).
+pub fn limit_of(proposal: &Proposal) -> usize {
+    match proposal {
+        Proposal::Manager(Command::CommitBackup { .. }) => MAX_PROPOSAL_BYTES,
+        _ => MAX_ENTRY_BYTES,
+    }
 }
 
 fn check_against(proposal: &Proposal, limit: usize) -> Result<usize, WriteError> {
@@ -68,7 +91,11 @@ fn check_against(proposal: &Proposal, limit: usize) -> Result<usize, WriteError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strew_coordinator::{Command, SnapshotId};
+    use crate::consensus::types::MAX_BATCH;
+    use strew_coordinator::audit::{
+        AuditOutcome, AuditPolicy, AuditResult, MAX_RESULTS_PER_COMMAND,
+    };
+    use strew_coordinator::{GeoPoint, NodeId, NodeProfile, PacketId, SnapshotId};
 
     #[test]
     fn a_proposal_over_the_bound_is_refused_and_counted() {
@@ -89,5 +116,82 @@ mod tests {
             Err(WriteError::EntryTooLarge { limit: 1000, .. })
         ));
         assert!(ENTRIES_REFUSED.get() > before);
+    }
+
+    /// A profile with every optional field set (the largest a join carries).
+    fn full_profile(n: u32) -> NodeProfile {
+        let mut id = [0xffu8; 32];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        let mut p = NodeProfile::new(
+            NodeId(id),
+            GeoPoint::new(-89.123456789, 179.987654321).expect("valid"),
+            u64::MAX,
+            u64::MAX,
+        );
+        p.bandwidth_limit = u64::MAX;
+        p.load = 0.123_456_79;
+        p.uptime_secs = u64::MAX;
+        p.x25519_public = [0xff; 32];
+        p.protocol_version = u32::MAX;
+        p.network = Some(strew_coordinator::network::NetworkDomain::V6([0xff; 8]));
+        p.behind_nat = true;
+        p
+    }
+
+    #[test]
+    fn the_largest_batch_of_joins_fits_one_entry() {
+        let batch = Proposal::Batch(
+            (0..MAX_BATCH as u32)
+                .map(|n| Command::Join {
+                    profile: full_profile(n),
+                    token: None,
+                    at: u64::MAX,
+                })
+                .collect(),
+        );
+        let bytes = check(&batch).expect("fits");
+        eprintln!("a batch of {MAX_BATCH} joins: {bytes} bytes");
+        assert!(bytes <= MAX_ENTRY_BYTES, "{bytes} bytes");
+    }
+
+    #[test]
+    fn the_largest_audit_record_fits_one_entry() {
+        let audits = Proposal::Manager(Command::RecordAudits {
+            results: (0..MAX_RESULTS_PER_COMMAND)
+                .map(|n| AuditResult {
+                    target: NodeId([0xff; 32]),
+                    packet: PacketId([(n % 251) as u8; 32]),
+                    outcome: AuditOutcome::Unreachable,
+                })
+                .collect(),
+            policy: AuditPolicy::default(),
+            at: u64::MAX,
+        });
+        let bytes = check(&audits).expect("fits");
+        eprintln!("{MAX_RESULTS_PER_COMMAND} audit results: {bytes} bytes");
+        assert!(bytes <= MAX_ENTRY_BYTES, "{bytes} bytes");
+    }
+
+    #[test]
+    fn every_kind_but_a_commit_is_bound_to_one_mib() {
+        // Forgets one over the entry bound: refused at 1 MiB, though the
+        // raft message would carry it.
+        let forgets = Proposal::Batch(
+            (0..30_000u32)
+                .map(|i| Command::Forget {
+                    snapshot: SnapshotId([(i % 251) as u8; 32]),
+                    at: u64::from(i),
+                })
+                .collect(),
+        );
+        assert_eq!(limit_of(&forgets), MAX_ENTRY_BYTES);
+        assert!(matches!(
+            check(&forgets),
+            Err(WriteError::EntryTooLarge { limit, bytes }) if limit == MAX_ENTRY_BYTES && bytes > limit
+        ));
+        assert_eq!(
+            limit_of(&Proposal::Manager(Command::TrimLog { before_seq: 1 })),
+            MAX_ENTRY_BYTES
+        );
     }
 }

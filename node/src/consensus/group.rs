@@ -35,7 +35,9 @@ use super::wire::{RaftReply, RaftRequest};
 pub const MAX_VOTERS: usize = 5;
 
 /// Entries one append-entries message carries at most (see `raft_config`).
-pub const MAX_PAYLOAD_ENTRIES: u64 = 4;
+pub const MAX_PAYLOAD_ENTRIES: u64 = 3;
+/// Bytes of state one install-snapshot message carries at most.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// Timings and sizes of the group.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,12 +91,15 @@ impl GroupConfig {
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             // Chunks stay far below the wire limit; each may take a while
             // on a slow link (append-entries get one heartbeat interval).
-            snapshot_max_chunk_size: 1 << 20,
-            // An append-entries carries at most this many entries: with plan
-            // parts of at most `MAX_ENTRY_BYTES` (1 MiB) that is about 4 MiB,
-            // which a loopback or LAN link moves well within the one
-            // heartbeat interval openraft gives an append. Larger batches of
-            // larger entries are halved by the transport (`PayloadTooLarge`).
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
+            // An append-entries carries at most this many entries: with
+            // entries of at most `MAX_ENTRY_BYTES` (1 MiB) that is 3 MiB
+            // plus framing, under the 4 MiB raft message goal
+            // (`bounds::RAFT_MESSAGE_GOAL`), which a loopback or LAN link
+            // moves well within the one heartbeat interval openraft gives an
+            // append. Larger batches of larger entries (a commit, until
+            // commits are paged) are halved by the transport
+            // (`PayloadTooLarge`).
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             install_snapshot_timeout: (self.election_max.as_millis() as u64).max(1000),
             ..Config::default()

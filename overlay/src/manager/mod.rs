@@ -49,10 +49,17 @@ use crate::cbor;
 /// a commit carries the targets' signed receipts (not a list of packets),
 /// `ReadTickets` and `ReportBad` are new (issue 11).
 pub const MANAGER_PROTOCOL: &str = "/strew/manager/6";
-/// Largest request or response on the wire. A plan names every chunk of a
-/// backup (about 300 bytes per chunk with erasure 4+2), so 64 MiB covers
-/// backups of some 200k chunks (≈ 200 GB at the default chunk size) in one plan.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest request on the wire (SPEC R12, issue 12): what a manager reads
+/// from any grid node. Plans (`MAX_PLAN_CHUNKS`), receipts
+/// (`MAX_RECEIPTS_PER_CALL`) and sequences (`MAX_SEQUENCE_PAGE`) travel in
+/// bounded parts and pages, so no call needs more. Over it, both the writer
+/// and the reader refuse the message (counted in `strew_oversize_messages`).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Largest response: what a source reads from the manager it called. Forget
+/// and abandon answers (delete tickets, about 70 B a packet) and snapshot
+/// listings are not paged yet, so a response may be larger than a request;
+/// it is still read only into room reserved in the inbound budget.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 /// A call to the sequence manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,7 +231,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<ManagerRequest, cbor::CborError> {
 
 /// Decodes a response (fuzz entry point).
 pub fn decode_response(bytes: &[u8]) -> Result<ManagerResponse, cbor::CborError> {
-    cbor::decode(bytes, MAX_MESSAGE_BYTES)
+    cbor::decode(bytes, MAX_RESPONSE_BYTES)
 }
 
 /// The manager codec: one framed CBOR value per stream direction,
@@ -261,7 +268,7 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let framed = cbor::read_framed(io, MAX_MESSAGE_BYTES, &self.budget).await?;
+        let framed = cbor::read_framed(io, MAX_RESPONSE_BYTES, &self.budget).await?;
         decode_response(&framed.bytes).map_err(cbor::invalid)
     }
 
@@ -286,7 +293,7 @@ impl request_response::Codec for ManagerCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        cbor::write_message(io, &res, MAX_MESSAGE_BYTES).await
+        cbor::write_message(io, &res, MAX_RESPONSE_BYTES).await
     }
 }
 
@@ -345,5 +352,51 @@ mod tests {
         assert!(decode_request(b"nonsense").is_err());
         assert!(decode_response(&[0xff; 64]).is_err());
         assert!(decode_request(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_codec_refuses_requests_over_4_mib_and_responses_over_64_mib_and_counts_them() {
+        use libp2p::request_response::Codec;
+        assert_eq!(MAX_MESSAGE_BYTES, 4 << 20);
+        let protocol = StreamProtocol::new(MANAGER_PROTOCOL);
+        let mut codec = ManagerCodec::new(InboundBudget::new(128 << 20));
+        let refusal =
+            |len| ManagerResponse::Refused(Refusal::new(RefusalCode::Infeasible, "x".repeat(len)));
+        let before = cbor::OVERSIZE_MESSAGES.get();
+        let mut wire = futures::io::Cursor::new(Vec::new());
+        codec
+            .write_response(&protocol, &mut wire, refusal(MAX_RESPONSE_BYTES))
+            .await
+            .expect_err("the writer refuses a response over the bound");
+        assert!(wire.into_inner().is_empty(), "nothing was written");
+        // A peer that frames a request over 4 MiB is refused on the length
+        // prefix, before anything is buffered; a response over 64 MiB too.
+        let frame = |len: usize| {
+            let mut framed = u32::try_from(len).expect("fits").to_be_bytes().to_vec();
+            framed.extend_from_slice(&[0u8; 16]);
+            futures::io::Cursor::new(framed)
+        };
+        codec
+            .read_request(&protocol, &mut frame(MAX_MESSAGE_BYTES + 1))
+            .await
+            .expect_err("the reader refuses a request over the bound");
+        codec
+            .read_response(&protocol, &mut frame(MAX_RESPONSE_BYTES + 1))
+            .await
+            .expect_err("the reader refuses a response over the bound");
+        assert!(cbor::OVERSIZE_MESSAGES.get() >= before + 3);
+        // A response larger than any request (an unpaged forget answer) travels.
+        let fits = refusal(MAX_MESSAGE_BYTES + 1024);
+        let mut wire = futures::io::Cursor::new(Vec::new());
+        codec
+            .write_response(&protocol, &mut wire, fits.clone())
+            .await
+            .expect("fits the response bound");
+        let mut wire = futures::io::Cursor::new(wire.into_inner());
+        let got = codec
+            .read_response(&protocol, &mut wire)
+            .await
+            .expect("reads");
+        assert_eq!(got, fits);
     }
 }

@@ -173,6 +173,7 @@ fn options(paths: Vec<PathBuf>, distance: &str) -> GridBackupOptions {
         parallel_uploads: 8,
         previous: None,
         excludes: Default::default(),
+        staging_limit: strew_node::grid::stream::DEFAULT_STAGING_LIMIT,
     }
 }
 

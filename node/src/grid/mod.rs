@@ -20,6 +20,7 @@ pub mod reads;
 pub mod restore;
 pub mod retention;
 pub mod sequence;
+pub mod stream;
 pub mod testkit;
 
 use std::future::Future;

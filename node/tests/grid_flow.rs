@@ -810,3 +810,78 @@ async fn a_backup_larger_than_one_plan_is_planned_in_parts_and_restores() {
     assert!(small.stripes.len() > 1000);
     assert_eq!(small, large);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_streams_through_an_outbox_bounded_by_the_staging_limit() {
+    let g = grid(1 << 30);
+    let src = source(&g, 3, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("big");
+    fs::create_dir_all(&root).unwrap();
+    for i in 0..4u64 {
+        fs::write(root.join(format!("f{i}.raw")), noise(1_000_000, 40 + i)).unwrap();
+    }
+    const LIMIT: u64 = 256 * 1024;
+    let mut opts = options(vec![root.clone()], "..");
+    opts.sizes = ChunkSizes {
+        min: 1024,
+        avg: 4096,
+        max: 16384,
+    };
+    opts.staging_limit = LIMIT;
+    opts.owner = src.owner();
+    // The outbox's size, watched from outside while the backup runs.
+    let outbox = src.outbox();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (outbox, stop) = (outbox.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut most = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(outbox.used_bytes().unwrap());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            most
+        })
+    };
+    let client = g.manager.client(src.me.node_id);
+    let report = grid_backup(
+        &src.me,
+        &client,
+        g.targets.as_ref(),
+        &outbox,
+        &src.known(),
+        &opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let watched = watcher.join().unwrap();
+    eprintln!(
+        "staging limit {LIMIT}: staged at most {} bytes, outbox watched at most {watched} bytes, {} bytes stored",
+        report.staging_high_water, report.stats.bytes_stored
+    );
+    // Far more than the limit went through the outbox...
+    assert!(
+        report.stats.bytes_stored > 8 * LIMIT,
+        "{} bytes stored",
+        report.stats.bytes_stored
+    );
+    // ...which never held more than the limit and one stripe (at most
+    // 16 KiB of chunk as 4+2 shares, plus framing).
+    let bound = LIMIT + 32 * 1024;
+    assert!(
+        report.staging_high_water > LIMIT / 2 && report.staging_high_water <= bound,
+        "staged at most {} bytes",
+        report.staging_high_water
+    );
+    assert!(watched <= bound, "the outbox held {watched} bytes");
+    assert_eq!(outbox.used_bytes().unwrap(), 0);
+    let dest = data.path().join("restored");
+    restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("big"), 20),
+        Vec::<String>::new()
+    );
+}

@@ -174,6 +174,7 @@ fn options(paths: Vec<PathBuf>, distance: &str) -> GridBackupOptions {
         previous: None,
         excludes: Default::default(),
         staging_limit: strew_node::grid::stream::DEFAULT_STAGING_LIMIT,
+        journal_dir: None,
     }
 }
 
@@ -882,6 +883,132 @@ async fn a_backup_streams_through_an_outbox_bounded_by_the_staging_limit() {
     restore(&g, &src, &report, &dest).await;
     assert_eq!(
         diff_trees(&root, &dest.join("big"), 20),
+        Vec::<String>::new()
+    );
+}
+
+/// Targets that stop answering once `left` puts went through (a source
+/// killed mid-upload, as seen from the grid), waking `stalled`.
+struct Stalling<'a> {
+    inner: &'a MemoryTargets,
+    left: std::sync::atomic::AtomicI64,
+    stalled: tokio::sync::Notify,
+}
+
+impl strew_node::grid::PacketTransport for Stalling<'_> {
+    async fn put(
+        &self,
+        target: NodeId,
+        ticket: &strew_coordinator::StorageTicket,
+        id: strew_coordinator::PacketId,
+        bytes: Vec<u8>,
+    ) -> Result<strew_coordinator::StoreReceipt, strew_node::grid::TransportError> {
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+            self.stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.inner.put(target, ticket, id, bytes).await
+    }
+    async fn get(
+        &self,
+        target: NodeId,
+        ticket: &strew_coordinator::StorageTicket,
+        id: strew_coordinator::PacketId,
+    ) -> Result<Vec<u8>, strew_node::grid::TransportError> {
+        self.inner.get(target, ticket, id).await
+    }
+    async fn delete(
+        &self,
+        target: NodeId,
+        ticket: &strew_coordinator::StorageTicket,
+        id: strew_coordinator::PacketId,
+    ) -> Result<(), strew_node::grid::TransportError> {
+        self.inner.delete(target, ticket, id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backup_resumes_without_sending_receipted_packets_again() {
+    let g = grid(1 << 30);
+    let src = source(&g, 4, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("half");
+    fs::create_dir_all(&root).unwrap();
+    for i in 0..3u64 {
+        fs::write(root.join(format!("f{i}.raw")), noise(400_000, 70 + i)).unwrap();
+    }
+    let mut opts = options(vec![root.clone()], "..");
+    opts.sizes = ChunkSizes {
+        min: 256,
+        avg: 1024,
+        max: 4096,
+    };
+    opts.owner = src.owner();
+    opts.journal_dir = Some(src.dir.path().join("journal"));
+    let client = g.manager.client(src.me.node_id);
+    let (outbox, known) = (src.outbox(), src.known());
+    // About half of the ~1,100 chunks' 6 packets each, then the source "dies".
+    let stalling = Stalling {
+        inner: g.targets.as_ref(),
+        left: std::sync::atomic::AtomicI64::new(3_500),
+        stalled: tokio::sync::Notify::new(),
+    };
+    let run = grid_backup(
+        &src.me,
+        &client,
+        &stalling,
+        &outbox,
+        &known,
+        &opts,
+        Arc::new(Progress::default()),
+    );
+    tokio::select! {
+        result = run => panic!("the backup finished before the stall: {:?}", result.map(|r| r.uploaded_packets)),
+        _ = stalling.stalled.notified() => {}
+    }
+    let report = grid_backup(
+        &src.me,
+        &client,
+        g.targets.as_ref(),
+        &outbox,
+        &known,
+        &opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let total = report.uploaded_packets + report.skipped_packets;
+    eprintln!(
+        "rerun: {} uploads, {} skipped",
+        report.uploaded_packets, report.skipped_packets
+    );
+    assert!(
+        report.skipped_packets >= 2_000,
+        "{} skipped",
+        report.skipped_packets
+    );
+    assert!(
+        report.uploaded_packets * 10 < total * 6,
+        "{} of {total} sent again",
+        report.uploaded_packets
+    );
+    assert_eq!(
+        report.plans, 1,
+        "the interrupted pending backup was resumed"
+    );
+    assert!(
+        !opts
+            .journal_dir
+            .as_ref()
+            .unwrap()
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
+    let dest = data.path().join("restored");
+    restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("half"), 20),
         Vec::<String>::new()
     );
 }

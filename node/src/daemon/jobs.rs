@@ -226,6 +226,9 @@ pub struct BackupHealth {
     pub unreachable_targets: u64,
 }
 
+/// Journals of running backups, in the data dir (see [`crate::grid::journal`]).
+pub const JOURNAL_DIR: &str = "journal";
+
 /// The node's source side.
 pub struct SourceJobs {
     pub(super) me: SourceIdentity,
@@ -413,6 +416,7 @@ impl SourceJobs {
             },
             excludes: args.excludes.clone(),
             staging_limit: self.staging_limit,
+            journal_dir: Some(self.data_dir.join(JOURNAL_DIR)),
         };
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = OverlayTransport::new(ctx.overlay.clone());

@@ -23,12 +23,16 @@ use strew_coordinator::manager::{ChunkPlan, CommitRequest, PlanDecision, PlanReq
 use strew_coordinator::records::{BackupParams, StoredPacket};
 use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
 
+use super::journal::{self, Journal, Record, Resume};
 use super::stream::{PART_QUEUE, Part, PartSink, Staging};
 use super::{GridError, KnownIndex, ManagerApi, PacketTransport, SourceIdentity};
 use crate::pipeline::{
     self, BackupOptions, BackupStats, ChunkSizes, Codec, ConvergenceSecret, Progress,
 };
 use crate::store::PacketStore;
+
+/// Receipts journaled at once while a part uploads.
+const JOURNAL_BATCH: usize = 256;
 
 /// Plans tried before a backup gives up on unreachable targets.
 pub const MAX_PLANS: usize = 3;
@@ -54,6 +58,9 @@ pub struct GridBackupOptions {
     /// The outbox holds at most about this many bytes of packets not yet
     /// receipted: the pipeline waits for uploads beyond it.
     pub staging_limit: u64,
+    /// Where the backup keeps its journal (see [`super::journal`]): a rerun
+    /// with the same set and paths resumes from it. `None`: no journal.
+    pub journal_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +81,9 @@ pub struct GridBackupReport {
     pub targets: Vec<NodeId>,
     /// The most bytes of unreceipted packets the outbox held at once.
     pub staging_high_water: u64,
+    /// Uploads (packet to target) an interrupted earlier run of this backup
+    /// had done and this one did not repeat.
+    pub skipped_packets: u64,
     pub warnings: Vec<crate::pipeline::backup::Warning>,
     /// Left for [`clean_up`], after the answer.
     #[serde(skip)]
@@ -110,6 +120,11 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         excludes: opts.excludes.clone(),
     };
     let staging = Staging::new(opts.staging_limit);
+    let journal_path = opts
+        .journal_dir
+        .as_ref()
+        .map(|dir| journal::journal_path(dir, &opts.set, &opts.paths));
+    let resume = resumable(manager, journal_path.as_deref()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(PART_QUEUE);
     let (paths, box_, idx, prog, stage) = (
         opts.paths.clone(),
@@ -120,8 +135,19 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     );
     // The pipeline on a blocking thread, handing finished parts over while
     // it encodes the next ones.
+    let skip: std::collections::HashSet<DataId> = resume
+        .done
+        .iter()
+        .copied()
+        .chain(resume.in_flight.iter().flat_map(|(d, _)| {
+            d.uploads
+                .iter()
+                .map(|c| c.data_id)
+                .chain(d.reused.iter().copied())
+        }))
+        .collect();
     let mut pipeline_task = Some(tokio::task::spawn_blocking(move || {
-        let mut sink = PartSink::new(box_, tx, stage);
+        let mut sink = PartSink::new(box_, tx, stage).skipping(skip);
         pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)
     }));
     let mut run = Run {
@@ -144,7 +170,28 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         plans: 0,
         abandoned: Vec::new(),
         last_failure: None,
+        journal_path: journal_path.clone(),
+        journal: None,
+        skipped_packets: resume.done_packets,
     };
+    if let Some(pending_id) = resume.pending_id
+        && let Some(path) = &journal_path
+    {
+        run.pending = Some(pending_id);
+        run.plans = 1;
+        run.journal = Some(Journal::reopen(path).map_err(journal_error)?);
+        if let Some((decision, receipts)) = resume.in_flight {
+            tracing::info!(pending_id, "resuming an interrupted backup");
+            if let Err(err) = run.resume_part(decision, receipts).await {
+                staging.close();
+                drop(rx);
+                if let Some(task) = pipeline_task.take() {
+                    let _ = task.await;
+                }
+                return Err(err);
+            }
+        }
+    }
     let mut report = None;
     let mut failure = None;
     while let Some(part) = rx.recv().await {
@@ -233,6 +280,9 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             bytes: report.stats.bytes_in,
         })
         .await?;
+    if let Some(path) = &journal_path {
+        Journal::remove(path).map_err(journal_error)?;
+    }
     // Committed: remember the stripes; the outbox holds nothing of this
     // backup any more (each part's packets left it with their receipts).
     let stripes: Vec<pipeline::StripeRecord> = report.sequence.stripes().cloned().collect();
@@ -269,9 +319,40 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         plans: run.plans,
         targets: run.targets.into_iter().collect(),
         staging_high_water: staging.high_water(),
+        skipped_packets: run.skipped_packets,
         warnings: report.warnings,
         cleanup,
     })
+}
+
+fn journal_error(e: journal::JournalError) -> GridError {
+    GridError::Other(e.to_string())
+}
+
+/// What the journal at `path` lets this backup resume: nothing when there
+/// is none, or when the manager no longer holds its pending backup (it
+/// expired or was abandoned; the journal is dropped then).
+async fn resumable<M: ManagerApi>(
+    manager: &M,
+    path: Option<&std::path::Path>,
+) -> Result<Resume, GridError> {
+    let Some(path) = path else {
+        return Ok(Resume::default());
+    };
+    let resume = Journal::read(path).map_err(journal_error)?;
+    let Some(pending_id) = resume.pending_id else {
+        return Ok(resume);
+    };
+    // An empty page of receipts: answered only while the pending backup lives.
+    match manager.record_receipts(pending_id, Vec::new()).await {
+        Ok(()) => Ok(resume),
+        Err(GridError::Refused(why)) => {
+            tracing::info!(pending_id, %why, "the interrupted backup's plan is gone; starting over");
+            Journal::remove(path).map_err(journal_error)?;
+            Ok(Resume::default())
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// The async side of one streaming backup: the pending backup its parts
@@ -300,6 +381,9 @@ struct Run<'a, M, T> {
     plans: usize,
     abandoned: Vec<u64>,
     last_failure: Option<String>,
+    journal_path: Option<PathBuf>,
+    journal: Option<Journal>,
+    skipped_packets: u64,
 }
 
 impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
@@ -346,7 +430,16 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                 }
                 _ => err,
             })?;
+            if self.pending.is_none()
+                && let Some(path) = &self.journal_path
+            {
+                self.journal =
+                    Some(Journal::begin(path, decision.pending_id).map_err(journal_error)?);
+            }
             self.pending = Some(decision.pending_id);
+            self.journal(&Record::Planned {
+                decision: decision.clone(),
+            })?;
             let failed = self.upload(&decision).await?;
             if failed.is_empty() {
                 self.deduplicated += decision.reused.len() as u64;
@@ -360,18 +453,8 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                     .iter()
                     .filter_map(|p| self.receipts.get(&(p.packet_id, p.target)).cloned())
                     .collect();
-                // Handed in page by page: no message grows with the backup.
-                for page in receipts.chunks(strew_coordinator::manager::MAX_RECEIPTS_PER_CALL) {
-                    self.manager
-                        .record_receipts(decision.pending_id, page.to_vec())
-                        .await?;
-                }
-                // Receipted: the part's packets leave the outbox.
-                let box_ = self.outbox.clone();
-                let ids = part.packets;
-                tokio::task::spawn_blocking(move || box_.delete_many(&ids))
-                    .await
-                    .map_err(|e| GridError::Other(format!("outbox cleanup task failed: {e}")))??;
+                self.hand_in(decision.pending_id, receipts, part.packets)
+                    .await?;
                 self.staging.release(part.bytes);
                 return Ok(());
             }
@@ -396,22 +479,95 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
         }
     }
 
+    /// Appends to the journal, if this backup keeps one.
+    fn journal(&mut self, record: &Record) -> Result<(), GridError> {
+        match self.journal.as_mut() {
+            Some(j) => j.append(record).map_err(journal_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a part's receipts in page by page (no message
+    /// grows with the backup), notes that in the journal, and drops the
+    /// part's packets from the outbox.
+    async fn hand_in(
+        &mut self,
+        pending_id: u64,
+        receipts: Vec<StoreReceipt>,
+        packets: Vec<PacketId>,
+    ) -> Result<(), GridError> {
+        for page in receipts.chunks(strew_coordinator::manager::MAX_RECEIPTS_PER_CALL) {
+            self.manager
+                .record_receipts(pending_id, page.to_vec())
+                .await?;
+        }
+        self.journal(&Record::Done)?;
+        let box_ = self.outbox.clone();
+        tokio::task::spawn_blocking(move || box_.delete_many(&packets))
+            .await
+            .map_err(|e| GridError::Other(format!("outbox cleanup task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// Finishes the part an interrupted run had planned: uploads what no
+    /// target receipted yet (its packets are still in the outbox), hands
+    /// the receipts in.
+    async fn resume_part(
+        &mut self,
+        decision: PlanDecision,
+        receipts: Vec<StoreReceipt>,
+    ) -> Result<(), GridError> {
+        for r in receipts {
+            let key = (r.packet_id, r.target);
+            if self.done.insert(key) {
+                self.skipped_packets += 1;
+            }
+            self.receipts.insert(key, r);
+        }
+        let failed = self.upload(&decision).await?;
+        if !failed.is_empty() {
+            return Err(GridError::Other(format!(
+                "resuming the interrupted backup: uploads to {} target(s) failed; re-run the backup",
+                failed.len()
+            )));
+        }
+        let stored: Vec<StoredPacket> = decision
+            .uploads
+            .iter()
+            .flat_map(|c| c.packets.iter().cloned())
+            .collect();
+        self.targets.extend(stored.iter().map(|p| p.target));
+        self.deduplicated += decision.reused.len() as u64;
+        let receipts: Vec<StoreReceipt> = stored
+            .iter()
+            .filter_map(|p| self.receipts.get(&(p.packet_id, p.target)).cloned())
+            .collect();
+        let packets: Vec<PacketId> = stored.iter().map(|p| p.packet_id).collect();
+        self.all_chunks
+            .extend(decision.uploads.iter().map(|c| ChunkPlan {
+                data_id: c.data_id,
+                packets: Vec::new(),
+            }));
+        self.hand_in(decision.pending_id, receipts, packets).await
+    }
+
     /// Uploads the plan's packets not yet on their target; the targets that
     /// failed.
     async fn upload(&mut self, decision: &PlanDecision) -> Result<BTreeSet<NodeId>, GridError> {
         let tickets = super::ticket_index(&decision.tickets);
         let live = self.progress;
         let transport = self.transport;
+        let outbox = self.outbox;
         let jobs: Vec<(PacketId, NodeId)> = decision
             .uploads
             .iter()
             .flat_map(|c| c.packets.iter().map(|p| (p.packet_id, p.target)))
             .filter(|job| !self.done.contains(job))
             .collect();
-        let results: Vec<((PacketId, NodeId), Uploaded)> = futures::stream::iter(jobs)
+        let mut results = futures::stream::iter(jobs)
             .map(|(id, target)| {
                 let ticket = tickets.get(&(target, id)).copied();
-                let outbox = self.outbox.clone();
+                let outbox = outbox.clone();
                 async move {
                     let result = async {
                         if live.is_cancelled() {
@@ -437,18 +593,25 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                     ((id, target), result)
                 }
             })
-            .buffer_unordered(self.opts.parallel_uploads.max(1))
-            .collect()
-            .await;
-        if self.progress.is_cancelled() {
-            return Err(GridError::Cancelled("cancelled".into()));
-        }
+            .buffer_unordered(self.opts.parallel_uploads.max(1));
         let mut failed: BTreeSet<NodeId> = BTreeSet::new();
         let mut missing = 0usize;
-        for ((id, target), result) in results {
+        // Receipts reach the journal in batches as they arrive: a crash
+        // loses at most one batch of uploads.
+        let mut batch: Vec<StoreReceipt> = Vec::new();
+        while let Some(((id, target), result)) = results.next().await {
+            let result: Uploaded = result;
             match result {
                 Ok((len, receipt)) => {
                     self.done.insert((id, target));
+                    if self.journal.is_some() {
+                        batch.push(receipt.clone());
+                        if batch.len() >= JOURNAL_BATCH {
+                            self.journal(&Record::Receipted {
+                                receipts: std::mem::take(&mut batch),
+                            })?;
+                        }
+                    }
                     self.receipts.insert((id, target), receipt);
                     self.uploaded_packets += 1;
                     self.uploaded_bytes += len;
@@ -461,6 +624,12 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                         .get_or_insert_with(|| format!("{}: {detail}", target.short()));
                 }
             }
+        }
+        if !batch.is_empty() {
+            self.journal(&Record::Receipted { receipts: batch })?;
+        }
+        if self.progress.is_cancelled() {
+            return Err(GridError::Cancelled("cancelled".into()));
         }
         if missing > 0 {
             return Err(GridError::Other(format!(
@@ -502,6 +671,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             plans: self.plans,
             targets: Vec::new(),
             staging_high_water: self.staging.high_water(),
+            skipped_packets: self.skipped_packets,
             warnings: report.warnings,
             cleanup: Cleanup {
                 abandoned: self.abandoned,

@@ -13,6 +13,7 @@ pub mod backup;
 pub mod check;
 pub mod forget;
 pub mod health;
+pub mod journal;
 pub mod known;
 pub mod overlay;
 pub mod parts;

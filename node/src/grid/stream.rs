@@ -116,6 +116,8 @@ pub struct PartSink {
     staging: Arc<Staging>,
     /// Chunks already in a part of this backup (a plan names each once).
     seen: HashSet<DataId>,
+    /// Chunks an interrupted earlier run planned: neither staged nor sent.
+    skip: HashSet<DataId>,
     part: Part,
     part_packets: usize,
     group: Vec<(PacketId, Vec<u8>)>,
@@ -136,11 +138,18 @@ impl PartSink {
             tx,
             staging,
             seen: HashSet::new(),
+            skip: HashSet::new(),
             part: Part::default(),
             part_packets: 0,
             group: Vec::new(),
             group_bytes: 0,
         }
+    }
+
+    /// Leaves out the chunks an interrupted run already planned.
+    pub fn skipping(mut self, skip: HashSet<DataId>) -> Self {
+        self.skip = skip;
+        self
     }
 
     fn flush_group(&mut self) -> Result<(), SinkError> {
@@ -176,7 +185,7 @@ impl PartSink {
 
 impl PacketSink for PartSink {
     fn store(&mut self, stripe: EncodedStripe) -> Result<(), SinkError> {
-        if !self.seen.insert(stripe.record.data_id) {
+        if self.skip.contains(&stripe.record.data_id) || !self.seen.insert(stripe.record.data_id) {
             return Ok(());
         }
         let width = stripe.record.packets.len();

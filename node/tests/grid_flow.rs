@@ -859,10 +859,6 @@ async fn a_backup_streams_through_an_outbox_bounded_by_the_staging_limit() {
     .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let watched = watcher.join().unwrap();
-    eprintln!(
-        "staging limit {LIMIT}: staged at most {} bytes, outbox watched at most {watched} bytes, {} bytes stored",
-        report.staging_high_water, report.stats.bytes_stored
-    );
     // Far more than the limit went through the outbox...
     assert!(
         report.stats.bytes_stored > 8 * LIMIT,
@@ -887,6 +883,9 @@ async fn a_backup_streams_through_an_outbox_bounded_by_the_staging_limit() {
     );
 }
 
+use strew_coordinator::{PacketId, StorageTicket as Ticket};
+use strew_node::grid::TransportError;
+
 /// Targets that stop answering once `left` puts went through (a source
 /// killed mid-upload, as seen from the grid), waking `stalled`.
 struct Stalling<'a> {
@@ -899,31 +898,21 @@ impl strew_node::grid::PacketTransport for Stalling<'_> {
     async fn put(
         &self,
         target: NodeId,
-        ticket: &strew_coordinator::StorageTicket,
-        id: strew_coordinator::PacketId,
+        ticket: &Ticket,
+        id: PacketId,
         bytes: Vec<u8>,
-    ) -> Result<strew_coordinator::StoreReceipt, strew_node::grid::TransportError> {
+    ) -> Result<strew_coordinator::StoreReceipt, TransportError> {
         if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
             self.stalled.notify_one();
             std::future::pending::<()>().await;
         }
         self.inner.put(target, ticket, id, bytes).await
     }
-    async fn get(
-        &self,
-        target: NodeId,
-        ticket: &strew_coordinator::StorageTicket,
-        id: strew_coordinator::PacketId,
-    ) -> Result<Vec<u8>, strew_node::grid::TransportError> {
-        self.inner.get(target, ticket, id).await
+    async fn get(&self, to: NodeId, t: &Ticket, id: PacketId) -> Result<Vec<u8>, TransportError> {
+        self.inner.get(to, t, id).await
     }
-    async fn delete(
-        &self,
-        target: NodeId,
-        ticket: &strew_coordinator::StorageTicket,
-        id: strew_coordinator::PacketId,
-    ) -> Result<(), strew_node::grid::TransportError> {
-        self.inner.delete(target, ticket, id).await
+    async fn delete(&self, to: NodeId, t: &Ticket, id: PacketId) -> Result<(), TransportError> {
+        self.inner.delete(to, t, id).await
     }
 }
 
@@ -978,10 +967,6 @@ async fn an_interrupted_backup_resumes_without_sending_receipted_packets_again()
     .await
     .unwrap();
     let total = report.uploaded_packets + report.skipped_packets;
-    eprintln!(
-        "rerun: {} uploads, {} skipped",
-        report.uploaded_packets, report.skipped_packets
-    );
     assert!(
         report.skipped_packets >= 2_000,
         "{} skipped",

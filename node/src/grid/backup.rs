@@ -33,6 +33,21 @@ use crate::store::PacketStore;
 
 /// Receipts journaled at once while a part uploads.
 const JOURNAL_BATCH: usize = 256;
+/// ... or after this long, whichever comes first.
+const JOURNAL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A pause before every upload, for process tests that interrupt a backup
+/// halfway (`STREW_UPLOAD_DELAY_MS`, environment only; none by default).
+fn upload_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("STREW_UPLOAD_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
+    })
+}
 
 /// Plans tried before a backup gives up on unreachable targets.
 pub const MAX_PLANS: usize = 3;
@@ -582,6 +597,9 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                             .map_err(|e| UploadError::Failed(e.to_string()))?
                             .ok_or(UploadError::Missing)?;
                         let len = bytes.len() as u64;
+                        if let Some(delay) = upload_delay() {
+                            tokio::time::sleep(delay).await;
+                        }
                         let receipt = transport
                             .put(target, ticket, id, bytes)
                             .await
@@ -599,6 +617,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
         // Receipts reach the journal in batches as they arrive: a crash
         // loses at most one batch of uploads.
         let mut batch: Vec<StoreReceipt> = Vec::new();
+        let mut flushed = std::time::Instant::now();
         while let Some(((id, target), result)) = results.next().await {
             let result: Uploaded = result;
             match result {
@@ -606,7 +625,8 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                     self.done.insert((id, target));
                     if self.journal.is_some() {
                         batch.push(receipt.clone());
-                        if batch.len() >= JOURNAL_BATCH {
+                        if batch.len() >= JOURNAL_BATCH || flushed.elapsed() >= JOURNAL_EVERY {
+                            flushed = std::time::Instant::now();
                             self.journal(&Record::Receipted {
                                 receipts: std::mem::take(&mut batch),
                             })?;

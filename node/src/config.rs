@@ -547,6 +547,33 @@ mod tests {
     }
 
     #[test]
+    fn staging_limit_comes_from_the_flag_the_file_or_the_default() {
+        let file = FileConfig {
+            location: Some("10,20".into()),
+            staging_limit: Some("256MiB".into()),
+            ..Default::default()
+        };
+        let s = merge(&file, &RunArgs::default()).unwrap();
+        assert_eq!(s.staging_limit, 256 << 20);
+        let args = RunArgs {
+            staging_limit: Some(5 << 20),
+            ..Default::default()
+        };
+        assert_eq!(merge(&file, &args).unwrap().staging_limit, 5 << 20);
+        let file = FileConfig {
+            staging_limit: None,
+            ..file
+        };
+        let s = merge(&file, &RunArgs::default()).unwrap();
+        assert_eq!(s.staging_limit, crate::grid::stream::DEFAULT_STAGING_LIMIT);
+        let file = FileConfig {
+            staging_limit: Some("lots".into()),
+            ..file
+        };
+        assert!(merge(&file, &RunArgs::default()).is_err());
+    }
+
+    #[test]
     fn missing_location_and_bad_values_are_explained() {
         let err = merge(&FileConfig::default(), &RunArgs::default()).unwrap_err();
         assert!(err.to_string().contains("--location"), "{err}");

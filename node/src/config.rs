@@ -74,6 +74,8 @@ pub struct FileConfig {
     pub inbound_budget: Option<String>,
     /// Most nodes the grid view holds (default 200000).
     pub max_grid_nodes: Option<usize>,
+    /// Bytes of unreceipted packets a backup stages in the outbox (`1GiB`).
+    pub staging_limit: Option<String>,
     /// Coordinators: how long a planned backup may stay uncommitted beyond
     /// its upload time (`15m`).
     pub pending_ttl: Option<String>,
@@ -188,6 +190,10 @@ pub struct RunArgs {
     /// recently confirmed node makes room for a new one.
     #[arg(long, env = "STREW_MAX_GRID_NODES", value_name = "N")]
     pub max_grid_nodes: Option<usize>,
+    /// Bytes of packets not yet receipted that a backup stages in the
+    /// outbox (`1GiB`); past it the pipeline waits for uploads.
+    #[arg(long, env = "STREW_STAGING_LIMIT", value_name = "SIZE", value_parser = parse_size)]
+    pub staging_limit: Option<u64>,
     /// Coordinators: how long a planned backup may stay uncommitted beyond
     /// the upload time its size needs (`15m`).
     #[arg(long, env = "STREW_PENDING_TTL", value_name = "DURATION", value_parser = parse_duration)]
@@ -231,6 +237,8 @@ pub struct Settings {
     pub max_packet: Option<u64>,
     pub inbound_budget: Option<u64>,
     pub max_grid_nodes: Option<usize>,
+    /// Bytes of unreceipted packets a backup stages in the outbox.
+    pub staging_limit: u64,
     /// The sequence manager's configuration (coordinators).
     pub manager: ManagerConfig,
     pub repair_grace: Duration,
@@ -420,6 +428,8 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         max_packet,
         inbound_budget,
         max_grid_nodes: args.max_grid_nodes.or(file.max_grid_nodes),
+        staging_limit: size("staging_limit", args.staging_limit, &file.staging_limit)?
+            .unwrap_or(crate::grid::stream::DEFAULT_STAGING_LIMIT),
         manager,
         repair_grace,
         repair_bandwidth,
@@ -534,6 +544,33 @@ mod tests {
             (s.location.lat, s.location.lon, s.storage, s.coordinator),
             (1.0, 2.0, 5, true)
         );
+    }
+
+    #[test]
+    fn staging_limit_comes_from_the_flag_the_file_or_the_default() {
+        let file = FileConfig {
+            location: Some("10,20".into()),
+            staging_limit: Some("256MiB".into()),
+            ..Default::default()
+        };
+        let s = merge(&file, &RunArgs::default()).unwrap();
+        assert_eq!(s.staging_limit, 256 << 20);
+        let args = RunArgs {
+            staging_limit: Some(5 << 20),
+            ..Default::default()
+        };
+        assert_eq!(merge(&file, &args).unwrap().staging_limit, 5 << 20);
+        let file = FileConfig {
+            staging_limit: None,
+            ..file
+        };
+        let s = merge(&file, &RunArgs::default()).unwrap();
+        assert_eq!(s.staging_limit, crate::grid::stream::DEFAULT_STAGING_LIMIT);
+        let file = FileConfig {
+            staging_limit: Some("lots".into()),
+            ..file
+        };
+        assert!(merge(&file, &RunArgs::default()).is_err());
     }
 
     #[test]

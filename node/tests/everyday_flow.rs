@@ -144,6 +144,8 @@ fn options(paths: Vec<PathBuf>, now_ms: u64) -> GridBackupOptions {
         now_ms,
         parallel_uploads: 8,
         excludes: ExcludeRules::default(),
+        staging_limit: strew_node::grid::stream::DEFAULT_STAGING_LIMIT,
+        journal_dir: None,
         previous: None,
     }
 }

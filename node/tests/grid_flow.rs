@@ -174,6 +174,8 @@ fn options(paths: Vec<PathBuf>, distance: &str) -> GridBackupOptions {
         parallel_uploads: 8,
         previous: None,
         excludes: Default::default(),
+        staging_limit: strew_node::grid::stream::DEFAULT_STAGING_LIMIT,
+        journal_dir: None,
     }
 }
 
@@ -848,4 +850,190 @@ async fn a_backup_larger_than_one_plan_is_planned_in_parts_and_restores() {
         .unwrap();
     assert!(small.stripes.len() > 1000);
     assert_eq!(small, large);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_streams_through_an_outbox_bounded_by_the_staging_limit() {
+    let g = grid(1 << 30);
+    let src = source(&g, 3, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("big");
+    fs::create_dir_all(&root).unwrap();
+    for i in 0..4u64 {
+        fs::write(root.join(format!("f{i}.raw")), noise(1_000_000, 40 + i)).unwrap();
+    }
+    const LIMIT: u64 = 256 * 1024;
+    let mut opts = options(vec![root.clone()], "..");
+    opts.sizes = ChunkSizes {
+        min: 1024,
+        avg: 4096,
+        max: 16384,
+    };
+    opts.staging_limit = LIMIT;
+    opts.owner = src.owner();
+    // The outbox's size, watched from outside while the backup runs.
+    let outbox = src.outbox();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (outbox, stop) = (outbox.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut most = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(outbox.used_bytes().unwrap());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            most
+        })
+    };
+    let client = g.manager.client(src.me.node_id);
+    let report = grid_backup(
+        &src.me,
+        &client,
+        g.targets.as_ref(),
+        &outbox,
+        &src.known(),
+        &opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let watched = watcher.join().unwrap();
+    // Far more than the limit went through the outbox...
+    assert!(
+        report.stats.bytes_stored > 8 * LIMIT,
+        "{} bytes stored",
+        report.stats.bytes_stored
+    );
+    // ...which never held more than the limit and one stripe (at most
+    // 16 KiB of chunk as 4+2 shares, plus framing).
+    let bound = LIMIT + 32 * 1024;
+    assert!(
+        report.staging_high_water > LIMIT / 2 && report.staging_high_water <= bound,
+        "staged at most {} bytes",
+        report.staging_high_water
+    );
+    assert!(watched <= bound, "the outbox held {watched} bytes");
+    assert_eq!(outbox.used_bytes().unwrap(), 0);
+    let dest = data.path().join("restored");
+    restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("big"), 20),
+        Vec::<String>::new()
+    );
+}
+
+use strew_coordinator::{PacketId, StorageTicket as Ticket};
+use strew_node::grid::TransportError;
+
+/// Targets that stop answering once `left` puts went through (a source
+/// killed mid-upload, as seen from the grid), waking `stalled`.
+struct Stalling<'a> {
+    inner: &'a MemoryTargets,
+    left: std::sync::atomic::AtomicI64,
+    stalled: tokio::sync::Notify,
+}
+
+impl strew_node::grid::PacketTransport for Stalling<'_> {
+    async fn put(
+        &self,
+        target: NodeId,
+        ticket: &Ticket,
+        id: PacketId,
+        bytes: Vec<u8>,
+    ) -> Result<strew_coordinator::StoreReceipt, TransportError> {
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+            self.stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.inner.put(target, ticket, id, bytes).await
+    }
+    async fn get(&self, to: NodeId, t: &Ticket, id: PacketId) -> Result<Vec<u8>, TransportError> {
+        self.inner.get(to, t, id).await
+    }
+    async fn delete(&self, to: NodeId, t: &Ticket, id: PacketId) -> Result<(), TransportError> {
+        self.inner.delete(to, t, id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backup_resumes_without_sending_receipted_packets_again() {
+    let g = grid(1 << 30);
+    let src = source(&g, 4, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("half");
+    fs::create_dir_all(&root).unwrap();
+    for i in 0..3u64 {
+        fs::write(root.join(format!("f{i}.raw")), noise(400_000, 70 + i)).unwrap();
+    }
+    let mut opts = options(vec![root.clone()], "..");
+    opts.sizes = ChunkSizes {
+        min: 256,
+        avg: 1024,
+        max: 4096,
+    };
+    opts.owner = src.owner();
+    opts.journal_dir = Some(src.dir.path().join("journal"));
+    let client = g.manager.client(src.me.node_id);
+    let (outbox, known) = (src.outbox(), src.known());
+    // About half of the ~1,100 chunks' 6 packets each, then the source "dies".
+    let stalling = Stalling {
+        inner: g.targets.as_ref(),
+        left: std::sync::atomic::AtomicI64::new(3_500),
+        stalled: tokio::sync::Notify::new(),
+    };
+    let run = grid_backup(
+        &src.me,
+        &client,
+        &stalling,
+        &outbox,
+        &known,
+        &opts,
+        Arc::new(Progress::default()),
+    );
+    tokio::select! {
+        result = run => panic!("the backup finished before the stall: {:?}", result.map(|r| r.uploaded_packets)),
+        _ = stalling.stalled.notified() => {}
+    }
+    let report = grid_backup(
+        &src.me,
+        &client,
+        g.targets.as_ref(),
+        &outbox,
+        &known,
+        &opts,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let total = report.uploaded_packets + report.skipped_packets;
+    assert!(
+        report.skipped_packets >= 2_000,
+        "{} skipped",
+        report.skipped_packets
+    );
+    assert!(
+        report.uploaded_packets * 10 < total * 6,
+        "{} of {total} sent again",
+        report.uploaded_packets
+    );
+    assert_eq!(
+        report.plans, 1,
+        "the interrupted pending backup was resumed"
+    );
+    assert!(
+        !opts
+            .journal_dir
+            .as_ref()
+            .unwrap()
+            .read_dir()
+            .unwrap()
+            .any(|_| true)
+    );
+    let dest = data.path().join("restored");
+    restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("half"), 20),
+        Vec::<String>::new()
+    );
 }

@@ -226,6 +226,9 @@ pub struct BackupHealth {
     pub unreachable_targets: u64,
 }
 
+/// Journals of running backups, in the data dir (see [`crate::grid::journal`]).
+pub const JOURNAL_DIR: &str = "journal";
+
 /// The node's source side.
 pub struct SourceJobs {
     pub(super) me: SourceIdentity,
@@ -239,6 +242,8 @@ pub struct SourceJobs {
     /// One backup at a time per node (they share the outbox and the index).
     backup_lock: tokio::sync::Mutex<()>,
     pub(super) live: Mutex<HashMap<String, Live>>,
+    /// Bytes of unreceipted packets a backup stages in the outbox at most.
+    staging_limit: u64,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -274,7 +279,14 @@ impl SourceJobs {
             sets: Arc::new(SetBook::open(data_dir)?),
             backup_lock: tokio::sync::Mutex::new(()),
             live: Mutex::new(HashMap::new()),
+            staging_limit: crate::grid::stream::DEFAULT_STAGING_LIMIT,
         })
+    }
+
+    /// Sets `staging_limit` (config key, `STREW_STAGING_LIMIT`).
+    pub fn with_staging_limit(mut self, limit: u64) -> Self {
+        self.staging_limit = limit;
+        self
     }
 
     pub fn sets(&self) -> &Arc<SetBook> {
@@ -403,6 +415,8 @@ impl SourceJobs {
                 None
             },
             excludes: args.excludes.clone(),
+            staging_limit: self.staging_limit,
+            journal_dir: Some(self.data_dir.join(JOURNAL_DIR)),
         };
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = OverlayTransport::new(ctx.overlay.clone());

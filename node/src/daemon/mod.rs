@@ -240,7 +240,8 @@ pub async fn run_with(
         tokio::task::spawn_blocking(move || jobs::SourceJobs::open(&dir, me))
             .await
             .context("source state task failed")?
-            .context("cannot open this node's source state")?,
+            .context("cannot open this node's source state")?
+            .with_staging_limit(settings.staging_limit),
     );
     extensions.push(jobs.clone());
     extensions.push(Arc::new(grid_commands::GridCommands));

@@ -411,6 +411,13 @@ pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
         v["targets"].as_array().map_or(0, Vec::len),
         num(&v, "deduplicated_chunks")
     )?;
+    if num(&v, "skipped_packets") > 0 {
+        writeln!(
+            out,
+            "resumed   {} packets an interrupted run had uploaded were not sent again",
+            num(&v, "skipped_packets")
+        )?;
+    }
     for w in v["warnings"].as_array().into_iter().flatten() {
         writeln!(
             out,

@@ -1,31 +1,53 @@
-//! A backup onto the grid: pipeline into the local outbox → plan with the
-//! sequence manager → direct uploads to targets under their tickets →
-//! commit with the verified receipts.
+//! A backup onto the grid, streamed: the pipeline encodes into the local
+//! outbox on a blocking thread and hands finished parts over (see
+//! [`super::stream`]); each part is planned into one pending backup
+//! (`PlanRequest::extend`), uploaded to its targets under their tickets, its
+//! receipts handed in and its packets dropped from the outbox, while the
+//! pipeline encodes the next part. The snapshot is committed once, after the
+//! last part: a half-done backup is never a snapshot.
 //!
-//! The outbox (a packet store in the data dir) holds the backup's new
-//! packets until the commit, so an interrupted backup re-runs cheaply:
-//! chunks already committed are known and skipped, packets already encoded
-//! are found in the outbox. A target that fails mid-upload is excluded and
-//! the backup re-planned around it (at most [`MAX_PLANS`] times); packets
-//! already on a target the new plan keeps are not sent again.
+//! The outbox holds at most about `staging_limit` bytes of packets not yet
+//! receipted. A target that fails mid-upload is excluded and everything
+//! planned so far re-planned around it into a new pending backup (at most
+//! [`MAX_PLANS`] plans per part); packets already on a target the new plan
+//! keeps are not sent again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use serde::Serialize;
-use strew_coordinator::manager::{ChunkPlan, CommitRequest, PacketSpec, PlanRequest};
+use strew_coordinator::manager::{ChunkPlan, CommitRequest, PlanDecision, PlanRequest};
 use strew_coordinator::records::{BackupParams, StoredPacket};
 use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
 
+use super::journal::{self, Journal, Record, Resume};
+use super::stream::{PART_QUEUE, Part, PartSink, Staging};
 use super::{GridError, KnownIndex, ManagerApi, PacketTransport, SourceIdentity};
-use crate::pipeline::local::StoreSink;
 use crate::pipeline::{
     self, BackupOptions, BackupStats, ChunkSizes, Codec, ConvergenceSecret, Progress,
 };
 use crate::store::PacketStore;
+
+/// Receipts journaled at once while a part uploads.
+const JOURNAL_BATCH: usize = 256;
+/// ... or after this long, whichever comes first.
+const JOURNAL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A pause before every upload, for process tests that interrupt a backup
+/// halfway (`STREW_UPLOAD_DELAY_MS`, environment only; none by default).
+fn upload_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("STREW_UPLOAD_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(std::time::Duration::from_millis)
+    })
+}
 
 /// Plans tried before a backup gives up on unreachable targets.
 pub const MAX_PLANS: usize = 3;
@@ -48,6 +70,12 @@ pub struct GridBackupOptions {
     pub previous: Option<(SnapshotId, [u8; 32])>,
     /// What the walk leaves out.
     pub excludes: crate::pipeline::ExcludeRules,
+    /// The outbox holds at most about this many bytes of packets not yet
+    /// receipted: the pipeline waits for uploads beyond it.
+    pub staging_limit: u64,
+    /// Where the backup keeps its journal (see [`super::journal`]): a rerun
+    /// with the same set and paths resumes from it. `None`: no journal.
+    pub journal_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +94,11 @@ pub struct GridBackupReport {
     pub deduplicated_chunks: u64,
     pub plans: usize,
     pub targets: Vec<NodeId>,
+    /// The most bytes of unreceipted packets the outbox held at once.
+    pub staging_high_water: u64,
+    /// Uploads (packet to target) an interrupted earlier run of this backup
+    /// had done and this one did not repeat.
+    pub skipped_packets: u64,
     pub warnings: Vec<crate::pipeline::backup::Warning>,
     /// Left for [`clean_up`], after the answer.
     #[serde(skip)]
@@ -73,7 +106,7 @@ pub struct GridBackupReport {
 }
 
 /// One upload's outcome: the bytes sent and the target's receipt, or why not.
-type Uploaded = Result<(u64, StoreReceipt), String>;
+type Uploaded = Result<(u64, StoreReceipt), UploadError>;
 
 /// Runs one backup of `opts.paths` onto the grid.
 pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
@@ -101,192 +134,159 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         owner: opts.owner.clone(),
         excludes: opts.excludes.clone(),
     };
-    let (paths, box_, idx, prog) = (
+    let staging = Staging::new(opts.staging_limit);
+    let journal_path = opts
+        .journal_dir
+        .as_ref()
+        .map(|dir| journal::journal_path(dir, &opts.set, &opts.paths));
+    let resume = resumable(manager, journal_path.as_deref()).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(PART_QUEUE);
+    let (paths, box_, idx, prog, stage) = (
         opts.paths.clone(),
         outbox.clone(),
         known.clone(),
         progress.clone(),
+        staging.clone(),
     );
-    // The pipeline, then the stripes it encoded that earlier commits do not
-    // know, with their packets' sizes: all disk work, off the async workers.
-    let (report, new, chunks) = tokio::task::spawn_blocking(move || {
-        let mut sink = StoreSink::new(box_.clone());
-        let report = pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)?;
-        let (new, chunks) = new_stripes(&report.sequence, &idx, &box_)?;
-        Ok::<_, GridError>((report, new, chunks))
-    })
-    .await
-    .map_err(|e| GridError::Other(format!("backup task failed: {e}")))??;
-    let tree = report.manifest.tree_digest();
-    if let Some((previous, digest)) = opts.previous
-        && tree == Some(digest)
+    // The pipeline on a blocking thread, handing finished parts over while
+    // it encodes the next ones.
+    let skip: std::collections::HashSet<DataId> = resume
+        .done
+        .iter()
+        .copied()
+        .chain(resume.in_flight.iter().flat_map(|(d, _)| {
+            d.uploads
+                .iter()
+                .map(|c| c.data_id)
+                .chain(d.reused.iter().copied())
+        }))
+        .collect();
+    let mut pipeline_task = Some(tokio::task::spawn_blocking(move || {
+        let mut sink = PartSink::new(box_, tx, stage).skipping(skip);
+        pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)
+    }));
+    let mut run = Run {
+        me,
+        manager,
+        transport,
+        outbox,
+        opts,
+        progress: &progress,
+        staging: &staging,
+        pending: None,
+        all_chunks: Vec::new(),
+        exclude: Vec::new(),
+        done: BTreeSet::new(),
+        receipts: BTreeMap::new(),
+        targets: BTreeSet::new(),
+        uploaded_packets: 0,
+        uploaded_bytes: 0,
+        deduplicated: 0,
+        plans: 0,
+        abandoned: Vec::new(),
+        last_failure: None,
+        journal_path: journal_path.clone(),
+        journal: None,
+        skipped_packets: resume.done_packets,
+    };
+    if let Some(pending_id) = resume.pending_id
+        && let Some(path) = &journal_path
     {
-        // Nothing changed: drop what the pipeline staged (the new manifest's
-        // packets) and answer the previous snapshot.
-        let staged: Vec<PacketId> = new.iter().flat_map(|s| s.distinct_packets()).collect();
-        let box_ = outbox.clone();
-        tokio::task::spawn_blocking(move || {
-            box_.delete_many(&staged)?;
-            box_.compact()?;
-            Ok::<_, GridError>(())
-        })
-        .await
-        .map_err(|e| GridError::Other(format!("outbox cleanup task failed: {e}")))??;
-        return Ok(GridBackupReport {
-            snapshot: previous,
-            unchanged: true,
-            tree,
-            stats: report.stats,
-            uploaded_packets: 0,
-            uploaded_bytes: 0,
-            deduplicated_chunks: 0,
-            plans: 0,
-            targets: Vec::new(),
-            warnings: report.warnings,
-            cleanup: Cleanup::default(),
-        });
+        run.pending = Some(pending_id);
+        run.plans = 1;
+        run.journal = Some(Journal::reopen(path).map_err(journal_error)?);
+        if let Some((decision, receipts)) = resume.in_flight {
+            tracing::info!(pending_id, "resuming an interrupted backup");
+            if let Err(err) = run.resume_part(decision, receipts).await {
+                staging.close();
+                drop(rx);
+                if let Some(task) = pipeline_task.take() {
+                    let _ = task.await;
+                }
+                return Err(err);
+            }
+        }
     }
-
-    let mut exclude: Vec<NodeId> = Vec::new();
-    let mut done: BTreeSet<(PacketId, NodeId)> = BTreeSet::new();
-    // Each target's signed receipt, kept across re-plans: the commit carries them.
-    let mut receipts: BTreeMap<(PacketId, NodeId), StoreReceipt> = BTreeMap::new();
-    let uploaded_packets = AtomicU64::new(0);
-    let uploaded_bytes = AtomicU64::new(0);
-    let mut plans = 0;
-    let mut abandoned: Vec<u64> = Vec::new();
-    let mut last_failure: Option<String> = None;
-    let (decision, deduplicated) = loop {
-        if progress.is_cancelled() {
-            return Err(cancelled(manager, transport, abandoned, &exclude).await);
-        }
-        plans += 1;
-        // In parts of bounded size, all into one pending backup.
-        let decision = super::parts::plan_in_parts(
-            manager,
-            PlanRequest {
-                extend: None,
-                source: me.node_id,
-                set: opts.set.clone(),
-                location: me.location,
-                params: opts.params.clone(),
-                chunks: chunks.clone(),
-                exclude: exclude.clone(),
-            },
-        )
-        .await
-            .map_err(|err| match (&err, &last_failure) {
-                // Say why targets were left out, not only that too few remain.
-                (GridError::Refused(why), Some(first)) => {
-                    GridError::Refused(strew_overlay::manager::Refusal::new(
-                        why.code,
-                        format!(
-                            "uploads to {} target(s) failed (first error: {first}); planning without them: {why}",
-                            exclude.len()
-                        ),
-                    ))
-                }
-                _ => err,
-            })?;
-        let tickets = super::ticket_index(&decision.tickets);
-        let live = &progress;
-        let jobs: Vec<(PacketId, NodeId)> = decision
-            .uploads
-            .iter()
-            .flat_map(|c| c.packets.iter().map(|p| (p.packet_id, p.target)))
-            .filter(|job| !done.contains(job))
-            .collect();
-        let results: Vec<((PacketId, NodeId), Uploaded)> = futures::stream::iter(jobs)
-            .map(|(id, target)| {
-                let ticket = tickets.get(&(target, id)).copied();
-                let outbox = outbox.clone();
-                async move {
-                    let result = async {
-                        if live.is_cancelled() {
-                            return Err("cancelled".to_string());
-                        }
-                        let ticket = ticket.ok_or("the plan has no ticket for this target")?;
-                        let bytes = tokio::task::spawn_blocking(move || outbox.get(&id))
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .map_err(|e| e.to_string())?
-                            .ok_or("packet missing from the outbox")?;
-                        let len = bytes.len() as u64;
-                        let receipt = transport
-                            .put(target, ticket, id, bytes)
-                            .await
-                            .map_err(|e| e.detail)?;
-                        live.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
-                        Ok::<(u64, StoreReceipt), String>((len, receipt))
+    let mut report = None;
+    let mut failure = None;
+    while let Some(part) = rx.recv().await {
+        if part.last {
+            // The pipeline is done but for returning: its report decides
+            // whether the last part is needed at all.
+            let task = pipeline_task
+                .take()
+                .ok_or_else(|| GridError::Other("the pipeline sent two last parts".into()))?;
+            let done = task
+                .await
+                .map_err(|e| GridError::Other(format!("backup task failed: {e}")))
+                .and_then(|r| r.map_err(GridError::from));
+            match done {
+                Ok(r) => {
+                    if let Some((previous, digest)) = opts.previous
+                        && r.manifest.tree_digest() == Some(digest)
+                    {
+                        staging.close();
+                        return run.unchanged(previous, part, r).await;
                     }
-                    .await;
-                    ((id, target), result)
+                    report = Some(r);
                 }
-            })
-            .buffer_unordered(opts.parallel_uploads.max(1))
-            .collect()
-            .await;
-        if progress.is_cancelled() {
-            abandoned.push(decision.pending_id);
-            return Err(cancelled(manager, transport, abandoned, &exclude).await);
-        }
-        let mut failed: BTreeSet<NodeId> = BTreeSet::new();
-        for ((id, target), result) in results {
-            match result {
-                Ok((len, receipt)) => {
-                    done.insert((id, target));
-                    receipts.insert((id, target), receipt);
-                    uploaded_packets.fetch_add(1, Ordering::Relaxed);
-                    uploaded_bytes.fetch_add(len, Ordering::Relaxed);
-                }
-                Err(detail) => {
-                    tracing::warn!(%target, packet = %id, %detail, "upload failed");
-                    failed.insert(target);
-                    last_failure.get_or_insert_with(|| format!("{}: {detail}", target.short()));
+                Err(err) => {
+                    failure = Some(err);
+                    break;
                 }
             }
         }
-        if failed.is_empty() {
-            let reused = decision.reused.len() as u64;
-            break (decision, reused);
+        if let Err(err) = run.part(part).await {
+            failure = Some(err);
+            break;
         }
-        if plans >= MAX_PLANS {
-            return Err(GridError::Other(format!(
-                "uploads to {} target(s) failed in {plans} plans ({}); re-run the backup to continue \
-                 (committed chunks are not sent again)",
-                failed.len(),
-                failed
-                    .iter()
-                    .map(|t| t.short())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        exclude.extend(failed);
-        abandoned.push(decision.pending_id);
-    };
-
-    let stored: Vec<StoredPacket> = decision
-        .uploads
-        .iter()
-        .flat_map(|c| c.packets.iter().cloned())
-        .collect();
-    let targets: BTreeSet<NodeId> = stored.iter().map(|p| p.target).collect();
-    let receipts: Vec<StoreReceipt> = stored
-        .iter()
-        .filter_map(|p| receipts.remove(&(p.packet_id, p.target)))
-        .collect();
-    // Handed in page by page before the commit: no message grows with the
-    // number of packets.
-    for page in receipts.chunks(strew_coordinator::manager::MAX_RECEIPTS_PER_CALL) {
-        manager
-            .record_receipts(decision.pending_id, page.to_vec())
-            .await?;
     }
+    staging.close();
+    drop(rx);
+    let report = match (report, failure) {
+        (_, Some(err)) => {
+            // Stop the pipeline (it fails on its next part) and wait for it.
+            if let Some(task) = pipeline_task {
+                let _ = task.await;
+            }
+            if let Some(pending) = run.pending.take() {
+                run.abandoned.push(pending);
+            }
+            if matches!(err, GridError::Cancelled(_)) || progress.is_cancelled() {
+                return Err(cancelled(manager, transport, run.abandoned, &run.exclude).await);
+            }
+            return Err(err);
+        }
+        (Some(report), None) => report,
+        (None, None) => {
+            // The pipeline failed before its last part.
+            let result = match pipeline_task {
+                Some(task) => task
+                    .await
+                    .map_err(|e| GridError::Other(format!("backup task failed: {e}")))?,
+                None => return Err(GridError::Other("the pipeline's report was lost".into())),
+            };
+            let err = match result {
+                Ok(_) => GridError::Other("the pipeline ended without its last part".into()),
+                Err(e) => GridError::from(e),
+            };
+            if let Some(pending) = run.pending.take() {
+                run.abandoned.push(pending);
+            }
+            if progress.is_cancelled() {
+                return Err(cancelled(manager, transport, run.abandoned, &run.exclude).await);
+            }
+            return Err(err);
+        }
+    };
+    let tree = report.manifest.tree_digest();
+    let pending_id = run
+        .pending
+        .ok_or_else(|| GridError::Other("a backup planned no part".into()))?;
     let all_chunks: Vec<DataId> = report.sequence.stripes().map(|s| s.data_id).collect();
     let response = manager
         .commit(CommitRequest {
-            pending_id: decision.pending_id,
+            pending_id,
             source: me.node_id,
             receipts: Vec::new(),
             manifest: report.sequence.snapshot,
@@ -295,15 +295,16 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             bytes: report.stats.bytes_in,
         })
         .await?;
-    // Committed: remember the stripes, empty the outbox of this backup's
-    // packets (one index transaction for all of them).
+    if let Some(path) = &journal_path {
+        Journal::remove(path).map_err(journal_error)?;
+    }
+    // Committed: remember the stripes; the outbox holds nothing of this
+    // backup any more (each part's packets left it with their receipts).
     let stripes: Vec<pipeline::StripeRecord> = report.sequence.stripes().cloned().collect();
-    let sent: Vec<PacketId> = new.iter().flat_map(|s| s.distinct_packets()).collect();
     let (idx, box_) = (known.clone(), outbox.clone());
     tokio::task::spawn_blocking(move || {
         idx.insert(&stripes)
             .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
-        box_.delete_many(&sent)?;
         // Give the space back now: an outbox holds only uncommitted backups.
         if box_.used_bytes()? == 0 {
             box_.compact()?;
@@ -318,23 +319,394 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     // plans it replaced, and any the manager found redundant at commit) are
     // deleted by the caller in the background: the backup is done.
     let cleanup = Cleanup {
-        abandoned,
+        abandoned: run.abandoned,
         tickets: response.delete_tickets.clone(),
-        skip: exclude.iter().copied().collect(),
+        skip: run.exclude.iter().copied().collect(),
     };
     Ok(GridBackupReport {
         snapshot: response.snapshot,
         unchanged: false,
         tree,
         stats: report.stats,
-        uploaded_packets: uploaded_packets.into_inner(),
-        uploaded_bytes: uploaded_bytes.into_inner(),
-        deduplicated_chunks: deduplicated,
-        plans,
-        targets: targets.into_iter().collect(),
+        uploaded_packets: run.uploaded_packets,
+        uploaded_bytes: run.uploaded_bytes,
+        deduplicated_chunks: run.deduplicated,
+        plans: run.plans,
+        targets: run.targets.into_iter().collect(),
+        staging_high_water: staging.high_water(),
+        skipped_packets: run.skipped_packets,
         warnings: report.warnings,
         cleanup,
     })
+}
+
+fn journal_error(e: journal::JournalError) -> GridError {
+    GridError::Other(e.to_string())
+}
+
+/// What the journal at `path` lets this backup resume: nothing when there
+/// is none, or when the manager no longer holds its pending backup (it
+/// expired or was abandoned; the journal is dropped then).
+async fn resumable<M: ManagerApi>(
+    manager: &M,
+    path: Option<&std::path::Path>,
+) -> Result<Resume, GridError> {
+    let Some(path) = path else {
+        return Ok(Resume::default());
+    };
+    let resume = Journal::read(path).map_err(journal_error)?;
+    let Some(pending_id) = resume.pending_id else {
+        return Ok(resume);
+    };
+    // An empty page of receipts: answered only while the pending backup lives.
+    match manager.record_receipts(pending_id, Vec::new()).await {
+        Ok(()) => Ok(resume),
+        Err(GridError::Refused(why)) => {
+            tracing::info!(pending_id, %why, "the interrupted backup's plan is gone; starting over");
+            Journal::remove(path).map_err(journal_error)?;
+            Ok(Resume::default())
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The async side of one streaming backup: the pending backup its parts
+/// extend, the receipts so far, and what a re-plan needs.
+struct Run<'a, M, T> {
+    me: &'a SourceIdentity,
+    manager: &'a M,
+    transport: &'a T,
+    outbox: &'a PacketStore,
+    opts: &'a GridBackupOptions,
+    progress: &'a Arc<Progress>,
+    staging: &'a Arc<Staging>,
+    /// The pending backup the parts so far are planned into.
+    pending: Option<u64>,
+    /// Every part's chunks so far: a re-plan around a failed target plans
+    /// them all again into a new pending backup.
+    all_chunks: Vec<ChunkPlan>,
+    exclude: Vec<NodeId>,
+    done: BTreeSet<(PacketId, NodeId)>,
+    /// Each target's signed receipt, kept across re-plans.
+    receipts: BTreeMap<(PacketId, NodeId), StoreReceipt>,
+    targets: BTreeSet<NodeId>,
+    uploaded_packets: u64,
+    uploaded_bytes: u64,
+    deduplicated: u64,
+    plans: usize,
+    abandoned: Vec<u64>,
+    last_failure: Option<String>,
+    journal_path: Option<PathBuf>,
+    journal: Option<Journal>,
+    skipped_packets: u64,
+}
+
+impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
+    /// Plans one part into the pending backup, uploads it, hands its
+    /// receipts in and drops its packets from the outbox. Upload failures
+    /// re-plan everything so far around the failed targets (at most
+    /// [`MAX_PLANS`] plans per part).
+    async fn part(&mut self, part: Part) -> Result<(), GridError> {
+        self.all_chunks.extend(part.chunks.iter().cloned());
+        let mut chunks = part.chunks;
+        let mut tries = 0;
+        loop {
+            if self.progress.is_cancelled() {
+                return Err(GridError::Cancelled("cancelled".into()));
+            }
+            tries += 1;
+            if self.pending.is_none() {
+                // A new pending backup (the first, or a re-plan).
+                self.plans += 1;
+            }
+            let decision = super::parts::plan_in_parts(
+                self.manager,
+                PlanRequest {
+                    extend: self.pending,
+                    source: self.me.node_id,
+                    set: self.opts.set.clone(),
+                    location: self.me.location,
+                    params: self.opts.params.clone(),
+                    chunks: std::mem::take(&mut chunks),
+                    exclude: self.exclude.clone(),
+                },
+            )
+            .await
+            .map_err(|err| match (&err, &self.last_failure) {
+                // Say why targets were left out, not only that too few remain.
+                (GridError::Refused(why), Some(first)) => {
+                    GridError::Refused(strew_overlay::manager::Refusal::new(
+                        why.code,
+                        format!(
+                            "uploads to {} target(s) failed (first error: {first}); planning without them: {why}",
+                            self.exclude.len()
+                        ),
+                    ))
+                }
+                _ => err,
+            })?;
+            if self.pending.is_none()
+                && let Some(path) = &self.journal_path
+            {
+                self.journal =
+                    Some(Journal::begin(path, decision.pending_id).map_err(journal_error)?);
+            }
+            self.pending = Some(decision.pending_id);
+            self.journal(&Record::Planned {
+                decision: decision.clone(),
+            })?;
+            let failed = self.upload(&decision).await?;
+            if failed.is_empty() {
+                self.deduplicated += decision.reused.len() as u64;
+                let stored: Vec<StoredPacket> = decision
+                    .uploads
+                    .iter()
+                    .flat_map(|c| c.packets.iter().cloned())
+                    .collect();
+                self.targets.extend(stored.iter().map(|p| p.target));
+                let receipts: Vec<StoreReceipt> = stored
+                    .iter()
+                    .filter_map(|p| self.receipts.get(&(p.packet_id, p.target)).cloned())
+                    .collect();
+                self.hand_in(decision.pending_id, receipts, part.packets)
+                    .await?;
+                self.staging.release(part.bytes);
+                return Ok(());
+            }
+            if tries >= MAX_PLANS {
+                return Err(GridError::Other(format!(
+                    "uploads to {} target(s) failed in {tries} plans ({}); re-run the backup to continue \
+                     (committed chunks are not sent again)",
+                    failed.len(),
+                    failed
+                        .iter()
+                        .map(|t| t.short())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            // Everything so far again, into a new pending backup without
+            // the failed targets; the old one is abandoned after the commit.
+            self.exclude.extend(failed);
+            self.abandoned.push(decision.pending_id);
+            self.pending = None;
+            chunks = self.all_chunks.clone();
+        }
+    }
+
+    /// Appends to the journal, if this backup keeps one.
+    fn journal(&mut self, record: &Record) -> Result<(), GridError> {
+        match self.journal.as_mut() {
+            Some(j) => j.append(record).map_err(journal_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands a part's receipts in page by page (no message
+    /// grows with the backup), notes that in the journal, and drops the
+    /// part's packets from the outbox.
+    async fn hand_in(
+        &mut self,
+        pending_id: u64,
+        receipts: Vec<StoreReceipt>,
+        packets: Vec<PacketId>,
+    ) -> Result<(), GridError> {
+        for page in receipts.chunks(strew_coordinator::manager::MAX_RECEIPTS_PER_CALL) {
+            self.manager
+                .record_receipts(pending_id, page.to_vec())
+                .await?;
+        }
+        self.journal(&Record::Done)?;
+        let box_ = self.outbox.clone();
+        tokio::task::spawn_blocking(move || box_.delete_many(&packets))
+            .await
+            .map_err(|e| GridError::Other(format!("outbox cleanup task failed: {e}")))??;
+        Ok(())
+    }
+
+    /// Finishes the part an interrupted run had planned: uploads what no
+    /// target receipted yet (its packets are still in the outbox), hands
+    /// the receipts in.
+    async fn resume_part(
+        &mut self,
+        decision: PlanDecision,
+        receipts: Vec<StoreReceipt>,
+    ) -> Result<(), GridError> {
+        for r in receipts {
+            let key = (r.packet_id, r.target);
+            if self.done.insert(key) {
+                self.skipped_packets += 1;
+            }
+            self.receipts.insert(key, r);
+        }
+        let failed = self.upload(&decision).await?;
+        if !failed.is_empty() {
+            return Err(GridError::Other(format!(
+                "resuming the interrupted backup: uploads to {} target(s) failed; re-run the backup",
+                failed.len()
+            )));
+        }
+        let stored: Vec<StoredPacket> = decision
+            .uploads
+            .iter()
+            .flat_map(|c| c.packets.iter().cloned())
+            .collect();
+        self.targets.extend(stored.iter().map(|p| p.target));
+        self.deduplicated += decision.reused.len() as u64;
+        let receipts: Vec<StoreReceipt> = stored
+            .iter()
+            .filter_map(|p| self.receipts.get(&(p.packet_id, p.target)).cloned())
+            .collect();
+        let packets: Vec<PacketId> = stored.iter().map(|p| p.packet_id).collect();
+        self.all_chunks
+            .extend(decision.uploads.iter().map(|c| ChunkPlan {
+                data_id: c.data_id,
+                packets: Vec::new(),
+            }));
+        self.hand_in(decision.pending_id, receipts, packets).await
+    }
+
+    /// Uploads the plan's packets not yet on their target; the targets that
+    /// failed.
+    async fn upload(&mut self, decision: &PlanDecision) -> Result<BTreeSet<NodeId>, GridError> {
+        let tickets = super::ticket_index(&decision.tickets);
+        let live = self.progress;
+        let transport = self.transport;
+        let outbox = self.outbox;
+        let jobs: Vec<(PacketId, NodeId)> = decision
+            .uploads
+            .iter()
+            .flat_map(|c| c.packets.iter().map(|p| (p.packet_id, p.target)))
+            .filter(|job| !self.done.contains(job))
+            .collect();
+        let mut results = futures::stream::iter(jobs)
+            .map(|(id, target)| {
+                let ticket = tickets.get(&(target, id)).copied();
+                let outbox = outbox.clone();
+                async move {
+                    let result = async {
+                        if live.is_cancelled() {
+                            return Err(UploadError::Failed("cancelled".to_string()));
+                        }
+                        let ticket = ticket.ok_or(UploadError::Failed(
+                            "the plan has no ticket for this target".into(),
+                        ))?;
+                        let bytes = tokio::task::spawn_blocking(move || outbox.get(&id))
+                            .await
+                            .map_err(|e| UploadError::Failed(e.to_string()))?
+                            .map_err(|e| UploadError::Failed(e.to_string()))?
+                            .ok_or(UploadError::Missing)?;
+                        let len = bytes.len() as u64;
+                        if let Some(delay) = upload_delay() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let receipt = transport
+                            .put(target, ticket, id, bytes)
+                            .await
+                            .map_err(|e| UploadError::Failed(e.detail))?;
+                        live.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
+                        Ok::<(u64, StoreReceipt), UploadError>((len, receipt))
+                    }
+                    .await;
+                    ((id, target), result)
+                }
+            })
+            .buffer_unordered(self.opts.parallel_uploads.max(1));
+        let mut failed: BTreeSet<NodeId> = BTreeSet::new();
+        let mut missing = 0usize;
+        // Receipts reach the journal in batches as they arrive: a crash
+        // loses at most one batch of uploads.
+        let mut batch: Vec<StoreReceipt> = Vec::new();
+        let mut flushed = std::time::Instant::now();
+        while let Some(((id, target), result)) = results.next().await {
+            let result: Uploaded = result;
+            match result {
+                Ok((len, receipt)) => {
+                    self.done.insert((id, target));
+                    if self.journal.is_some() {
+                        batch.push(receipt.clone());
+                        if batch.len() >= JOURNAL_BATCH || flushed.elapsed() >= JOURNAL_EVERY {
+                            flushed = std::time::Instant::now();
+                            self.journal(&Record::Receipted {
+                                receipts: std::mem::take(&mut batch),
+                            })?;
+                        }
+                    }
+                    self.receipts.insert((id, target), receipt);
+                    self.uploaded_packets += 1;
+                    self.uploaded_bytes += len;
+                }
+                Err(UploadError::Missing) => missing += 1,
+                Err(UploadError::Failed(detail)) => {
+                    tracing::warn!(%target, packet = %id, %detail, "upload failed");
+                    failed.insert(target);
+                    self.last_failure
+                        .get_or_insert_with(|| format!("{}: {detail}", target.short()));
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.journal(&Record::Receipted { receipts: batch })?;
+        }
+        if self.progress.is_cancelled() {
+            return Err(GridError::Cancelled("cancelled".into()));
+        }
+        if missing > 0 {
+            return Err(GridError::Other(format!(
+                "{missing} packet(s) a re-plan moved to other targets already left the outbox; \
+                 re-run the backup to continue"
+            )));
+        }
+        Ok(failed)
+    }
+
+    /// The tree did not change: abandon what was planned, drop what the
+    /// pipeline staged, and answer the previous snapshot.
+    async fn unchanged(
+        mut self,
+        previous: SnapshotId,
+        last: Part,
+        report: pipeline::BackupReport,
+    ) -> Result<GridBackupReport, GridError> {
+        let box_ = self.outbox.clone();
+        let staged = last.packets;
+        tokio::task::spawn_blocking(move || {
+            box_.delete_many(&staged)?;
+            box_.compact()?;
+            Ok::<_, GridError>(())
+        })
+        .await
+        .map_err(|e| GridError::Other(format!("outbox cleanup task failed: {e}")))??;
+        if let Some(pending) = self.pending.take() {
+            self.abandoned.push(pending);
+        }
+        Ok(GridBackupReport {
+            snapshot: previous,
+            unchanged: true,
+            tree: report.manifest.tree_digest(),
+            stats: report.stats,
+            uploaded_packets: self.uploaded_packets,
+            uploaded_bytes: self.uploaded_bytes,
+            deduplicated_chunks: 0,
+            plans: self.plans,
+            targets: Vec::new(),
+            staging_high_water: self.staging.high_water(),
+            skipped_packets: self.skipped_packets,
+            warnings: report.warnings,
+            cleanup: Cleanup {
+                abandoned: self.abandoned,
+                tickets: Vec::new(),
+                skip: self.exclude.iter().copied().collect(),
+            },
+        })
+    }
+}
+
+/// Why one upload did not happen.
+enum UploadError {
+    /// The packet is not in the outbox (an earlier part's, already receipted).
+    Missing,
+    Failed(String),
 }
 
 /// Aborts the plans of a cancelled backup (their reservations are released
@@ -446,48 +818,4 @@ pub async fn clean_up<M: ManagerApi, T: PacketTransport>(
         );
     }
     report
-}
-
-/// The stripes of `sequence` the known-chunk index does not hold (each once),
-/// and the plan request's chunks for them, with packet sizes from the outbox.
-/// Blocking: reads redb.
-fn new_stripes(
-    sequence: &pipeline::Sequence,
-    known: &KnownIndex,
-    outbox: &PacketStore,
-) -> Result<(Vec<pipeline::StripeRecord>, Vec<ChunkPlan>), GridError> {
-    use crate::pipeline::KnownChunks;
-    let mut new: Vec<pipeline::StripeRecord> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for s in sequence.stripes() {
-        if seen.insert(s.data_id) && known.known(&s.data_id).is_none() {
-            new.push(s.clone());
-        }
-    }
-    let mut chunks = Vec::with_capacity(new.len());
-    let mut sizes: HashMap<PacketId, u64> = HashMap::new();
-    for s in &new {
-        let mut packets = Vec::with_capacity(s.packets.len());
-        for id in &s.packets {
-            let size = match sizes.get(id) {
-                Some(size) => *size,
-                None => {
-                    let size = outbox.size_of(id)?.ok_or_else(|| {
-                        GridError::Other(format!("packet {id} vanished from the outbox"))
-                    })?;
-                    sizes.insert(*id, size);
-                    size
-                }
-            };
-            packets.push(PacketSpec {
-                packet_id: *id,
-                size,
-            });
-        }
-        chunks.push(ChunkPlan {
-            data_id: s.data_id,
-            packets,
-        });
-    }
-    Ok((new, chunks))
 }

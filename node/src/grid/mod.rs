@@ -14,6 +14,7 @@ pub mod check;
 pub mod fetch_order;
 pub mod forget;
 pub mod health;
+pub mod journal;
 pub mod known;
 pub mod overlay;
 pub mod parts;
@@ -23,6 +24,7 @@ pub mod restore;
 pub mod retention;
 pub mod roots;
 pub mod sequence;
+pub mod stream;
 pub mod testkit;
 
 use std::future::Future;

@@ -50,7 +50,7 @@ pub async fn plan_in_parts<M: ManagerApi>(
         let answer = manager
             .plan(PlanRequest {
                 chunks: part.to_vec(),
-                extend: merged.as_ref().map(|d| d.pending_id),
+                extend: merged.as_ref().map(|d| d.pending_id).or(request.extend),
                 ..request.clone()
             })
             .await;

@@ -1,0 +1,268 @@
+//! The local journal of a running grid backup, one append-only file per
+//! set and paths (`journal/<digest>.log` in the data dir): the pending
+//! backup it extends, each part's plan, the part's receipts once its
+//! uploads finished, and that the part was handed in. A rerun with the same
+//! set and paths reads it to resume the pending backup (if the manager
+//! still holds it) without uploading what targets already receipted. The
+//! file is removed once the backup commits.
+//!
+//! Records are CBOR, each behind a 4-byte little-endian length; a torn
+//! last record (a crash while appending) is ignored, and reading never
+//! panics on a damaged file.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use strew_coordinator::manager::PlanDecision;
+use strew_coordinator::{DataId, StoreReceipt};
+
+/// A journal record longer than this is damage, not a record.
+const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("backup journal {0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("backup journal {0}: cannot encode a record: {1}")]
+    Encode(PathBuf, String),
+}
+
+/// One journal record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Record {
+    /// The pending backup this run's parts extend.
+    Begin { pending_id: u64 },
+    /// A part's plan (the manager holds its chunks in the pending backup).
+    Planned { decision: PlanDecision },
+    /// The receipts of the last planned part's uploads.
+    Receipted { receipts: Vec<StoreReceipt> },
+    /// The last planned part's receipts were handed in.
+    Done,
+}
+
+/// What a journal says about an interrupted backup.
+#[derive(Debug, Default)]
+pub struct Resume {
+    pub pending_id: Option<u64>,
+    /// Chunks of parts planned and handed in: not planned again.
+    pub done: HashSet<DataId>,
+    /// Uploads (packet to target) of those parts (for the report).
+    pub done_packets: u64,
+    /// A part planned but not handed in: its plan and the receipts its
+    /// finished uploads got.
+    pub in_flight: Option<(PlanDecision, Vec<StoreReceipt>)>,
+}
+
+/// One backup's journal file.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+/// The journal's file name for a backup of `set` from `paths`.
+pub fn journal_path(dir: &Path, set: &str, paths: &[PathBuf]) -> PathBuf {
+    let mut h = blake3::Hasher::new();
+    h.update(&(set.len() as u64).to_le_bytes());
+    h.update(set.as_bytes());
+    for p in paths {
+        let text = p.to_string_lossy();
+        h.update(&(text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    let digest = h.finalize();
+    dir.join(format!("{}.log", &digest.to_hex()[..32]))
+}
+
+impl Journal {
+    /// Reads what an earlier run left at `path` (nothing if no file).
+    pub fn read(path: &Path) -> Result<Resume, JournalError> {
+        let mut bytes = Vec::new();
+        match File::open(path) {
+            Ok(mut f) => f
+                .read_to_end(&mut bytes)
+                .map_err(|e| JournalError::Io(path.to_path_buf(), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Resume::default()),
+            Err(e) => return Err(JournalError::Io(path.to_path_buf(), e)),
+        };
+        Ok(replay(&decode_all(&bytes).0))
+    }
+
+    /// Starts a new journal at `path` for pending backup `pending_id`
+    /// (replacing any earlier one).
+    pub fn begin(path: &Path, pending_id: u64) -> Result<Self, JournalError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| JournalError::Io(dir.to_path_buf(), e))?;
+        }
+        let file = File::create(path).map_err(|e| JournalError::Io(path.to_path_buf(), e))?;
+        let mut journal = Journal {
+            path: path.to_path_buf(),
+            file,
+        };
+        journal.append(&Record::Begin { pending_id })?;
+        Ok(journal)
+    }
+
+    /// Continues the journal at `path` (a resumed backup), cutting off a
+    /// torn last record first.
+    pub fn reopen(path: &Path) -> Result<Self, JournalError> {
+        let io = |e| JournalError::Io(path.to_path_buf(), e);
+        let bytes = std::fs::read(path).map_err(io)?;
+        let (_, valid) = decode_all(&bytes);
+        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        file.set_len(valid as u64).map_err(io)?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Appends one record and makes it durable.
+    pub fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+        let mut body = Vec::new();
+        ciborium::into_writer(record, &mut body)
+            .map_err(|e| JournalError::Encode(self.path.clone(), e.to_string()))?;
+        let len = u32::try_from(body.len())
+            .map_err(|_| JournalError::Encode(self.path.clone(), "record too large".into()))?;
+        let mut framed = Vec::with_capacity(body.len() + 4);
+        framed.extend_from_slice(&len.to_le_bytes());
+        framed.extend_from_slice(&body);
+        let io = |e| JournalError::Io(self.path.clone(), e);
+        self.file.write_all(&framed).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+
+    /// The backup committed (or was given up): the journal goes.
+    pub fn remove(path: &Path) -> Result<(), JournalError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(JournalError::Io(path.to_path_buf(), e)),
+        }
+    }
+}
+
+/// The records of a journal file, up to the first torn or damaged one, and
+/// the bytes they take.
+fn decode_all(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 4 {
+        let (head, tail) = rest.split_at(4);
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len > MAX_RECORD_BYTES || tail.len() < len {
+            break;
+        }
+        let (body, next) = tail.split_at(len);
+        match ciborium::from_reader::<Record, _>(body) {
+            Ok(record) => out.push(record),
+            Err(_) => break,
+        }
+        rest = next;
+    }
+    (out, bytes.len() - rest.len())
+}
+
+fn replay(records: &[Record]) -> Resume {
+    let mut resume = Resume::default();
+    let mut open: Option<(PlanDecision, Vec<StoreReceipt>)> = None;
+    for record in records {
+        match record {
+            Record::Begin { pending_id } => {
+                resume = Resume {
+                    pending_id: Some(*pending_id),
+                    ..Resume::default()
+                };
+                open = None;
+            }
+            Record::Planned { decision } => open = Some((decision.clone(), Vec::new())),
+            Record::Receipted { receipts } => {
+                if let Some((_, r)) = open.as_mut() {
+                    r.extend(receipts.iter().cloned());
+                }
+            }
+            Record::Done => {
+                if let Some((decision, _)) = open.take() {
+                    for chunk in &decision.uploads {
+                        resume.done.insert(chunk.data_id);
+                        resume.done_packets += chunk.packets.len() as u64;
+                    }
+                    resume.done.extend(decision.reused.iter().copied());
+                }
+            }
+        }
+    }
+    resume.in_flight = open;
+    resume
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(pending_id: u64, ids: &[u8]) -> PlanDecision {
+        PlanDecision {
+            pending_id,
+            uploads: ids
+                .iter()
+                .map(|n| strew_coordinator::records::PlannedChunk {
+                    data_id: DataId([*n; 32]),
+                    packets: Vec::new(),
+                    key: None,
+                })
+                .collect(),
+            reused: Vec::new(),
+            tickets: Vec::new(),
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_journal_replays_done_parts_and_the_part_in_flight_and_survives_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = journal_path(dir.path(), "home", &[PathBuf::from("/a")]);
+        assert_ne!(
+            path,
+            journal_path(dir.path(), "home", &[PathBuf::from("/b")])
+        );
+        assert!(Journal::read(&path).unwrap().pending_id.is_none());
+        let mut j = Journal::begin(&path, 7).unwrap();
+        j.append(&Record::Planned {
+            decision: decision(7, &[1, 2]),
+        })
+        .unwrap();
+        j.append(&Record::Done).unwrap();
+        j.append(&Record::Planned {
+            decision: decision(7, &[3]),
+        })
+        .unwrap();
+        drop(j);
+        // A crash in the middle of an append.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        let r = Journal::read(&path).unwrap();
+        assert_eq!(r.pending_id, Some(7));
+        // Reopened, the torn tail is cut off and new records read back.
+        let mut j = Journal::reopen(&path).unwrap();
+        j.append(&Record::Receipted {
+            receipts: Vec::new(),
+        })
+        .unwrap();
+        drop(j);
+        let r = Journal::read(&path).unwrap();
+        assert_eq!(r.done.len(), 2);
+        assert!(r.done.contains(&DataId([2; 32])));
+        let (in_flight, receipts) = r.in_flight.unwrap();
+        assert_eq!(in_flight.uploads[0].data_id, DataId([3; 32]));
+        assert!(receipts.is_empty());
+        Journal::remove(&path).unwrap();
+        assert!(Journal::read(&path).unwrap().pending_id.is_none());
+        // Garbage is no journal, and no panic.
+        std::fs::write(&path, [1, 0, 0, 0, 0xff, 9, 9]).unwrap();
+        assert!(Journal::read(&path).unwrap().pending_id.is_none());
+    }
+}

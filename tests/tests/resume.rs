@@ -1,0 +1,122 @@
+//! A backup interrupted by SIGKILL of the source daemon resumes: once about
+//! half of its packets are on their targets the source is killed and
+//! restarted, the same backup is run again, and it sends less than 60 % of
+//! the packets again (the rest it reports as skipped, from its journal);
+//! the snapshot restores byte-identical. Uploads are slowed down
+//! (`STREW_UPLOAD_DELAY_MS`) so that "halfway" lasts long enough to hit.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use strew_tests::{Node, NodeOptions, cities, noise, poll};
+
+fn options(location: String) -> NodeOptions {
+    let mut o = NodeOptions::at(location);
+    o.announce_interval = "2s".into();
+    o.peer_ttl = "30s".into();
+    o.storage = "512MiB".into();
+    o
+}
+
+const BACKUP: [&str; 8] = [
+    "--backup-distance",
+    "..",
+    "--spread",
+    "..",
+    "--redundancy",
+    "replicas:2",
+    "--name",
+    "tree",
+];
+
+#[test]
+fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() -> Result<()> {
+    let places = cities(4)?;
+    let first = Node::start(options(places[0].location()).founder())?;
+    let boot = first.bootstrap_addr()?;
+    let manager = first.node_id()?;
+    let mut nodes = vec![first];
+    for (i, city) in places[1..].iter().enumerate() {
+        let mut o = options(city.location()).bootstrap(boot.clone());
+        if i == 0 {
+            // The source: every upload waits a second (16 in flight).
+            o.env.push(("STREW_UPLOAD_DELAY_MS".into(), "1000".into()));
+        }
+        nodes.push(Node::start(o)?);
+    }
+    if let Err(e) = strew_tests::wait_for_grid(&nodes, &manager) {
+        anyhow::bail!(
+            "the grid forms: {e}; manager answers {}; founder log tail:\n{}",
+            nodes[0].control("manager", serde_json::Value::Null)?,
+            nodes[0]
+                .log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("tree");
+    fs::create_dir_all(&tree)?;
+    // About 48 chunks of 1 MiB, two replicas each: ~96 uploads, ~6 s.
+    fs::write(tree.join("a.bin"), noise(48_000_000, 21))?;
+    let path = tree.to_str().context("utf-8 path")?;
+    let mut args = vec!["backup", path];
+    args.extend(BACKUP);
+    args.push("--json");
+    let source = 1;
+    let stored = |nodes: &[Node]| -> u64 {
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != source)
+            .filter_map(|(_, n)| n.stored_packets().ok())
+            .sum()
+    };
+    let mut client = nodes[source].cli_spawn(&args)?;
+    poll(
+        "half of the backup's packets on their targets",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || (stored(&nodes) >= 48).then_some(()),
+    )?;
+    nodes[source].kill();
+    let _ = client.kill();
+    let _ = client.wait();
+    let before = stored(&nodes);
+    nodes[source].restart()?;
+    poll(
+        "the restarted source to reach its peers",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (nodes[source].peer_ids().ok()?.len() >= 3).then_some(()),
+    )?;
+    let report = nodes[source].cli_json(&args)?;
+    let uploaded = report["uploaded_packets"]
+        .as_u64()
+        .context("uploaded_packets")?;
+    let skipped = report["skipped_packets"]
+        .as_u64()
+        .context("skipped_packets")?;
+    ensure!(
+        skipped > 0 && uploaded * 10 < (uploaded + skipped) * 6,
+        "{before} packets stored at the kill; the rerun sent {uploaded} and skipped {skipped}: {report}"
+    );
+    let snapshot = report["snapshot"].as_str().context("snapshot id")?;
+    let dest = work.path().join("restored");
+    nodes[source].cli_json(&[
+        "restore",
+        snapshot,
+        dest.to_str().context("utf-8 path")?,
+        "--json",
+    ])?;
+    ensure!(
+        fs::read(tree.join("a.bin"))? == fs::read(dest.join("tree").join("a.bin"))?,
+        "restores byte-identical"
+    );
+    Ok(())
+}

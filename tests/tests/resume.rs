@@ -59,6 +59,22 @@ fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() 
         );
     }
 
+    // Grid-scope chunks are keyed under the grid's convergence secret once
+    // the founder hands it over: a backup started before and rerun after
+    // would name other chunks (nothing to resume). Wait for it.
+    poll(
+        "the source to receive the grid's convergence secret",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            nodes[1]
+                .data_dir()
+                .join("grid-convergence.key")
+                .exists()
+                .then_some(())
+        },
+    )?;
+
     let work = tempfile::tempdir()?;
     let tree = work.path().join("tree");
     fs::create_dir_all(&tree)?;
@@ -102,6 +118,9 @@ fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() 
     let skipped = report["skipped_packets"]
         .as_u64()
         .context("skipped_packets")?;
+    eprintln!(
+        "{before} packets stored at the kill; the rerun sent {uploaded} and skipped {skipped}"
+    );
     ensure!(
         skipped > 0 && uploaded * 10 < (uploaded + skipped) * 6,
         "{before} packets stored at the kill; the rerun sent {uploaded} and skipped {skipped}: {report}"

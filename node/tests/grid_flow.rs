@@ -806,7 +806,7 @@ async fn a_backup_larger_than_one_plan_is_planned_in_parts_and_restores() {
     let root = data.path().join("many");
     fs::create_dir_all(&root).unwrap();
     for i in 0..3u64 {
-        fs::write(root.join(format!("f{i}.raw")), noise(160_000, 10 + i)).unwrap();
+        fs::write(root.join(format!("f{i}.raw")), noise(110_000, 10 + i)).unwrap();
     }
     let mut opts = options(vec![root.clone()], "..");
     opts.sizes = ChunkSizes {

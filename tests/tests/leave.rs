@@ -124,11 +124,17 @@ fn a_leaving_target_hands_its_packets_on_and_may_stop() -> Result<()> {
         done["done"] == true && done["packets_remaining"] == 0,
         "{done}"
     );
-    // Its copies are deleted once moved.
+    // Its copies are deleted once moved. Root copies (issue 18: the
+    // owners' recovery copies, not tracked by the manager) are not moved by
+    // a leave yet and stay.
     wait_for(
         "the leaver's copies to be deleted",
         Duration::from_secs(30),
-        || (nodes[leaver].stored_packets().ok()? == 0).then_some(()),
+        || {
+            let storage = nodes[leaver].daemon_status().ok()?["storage"].clone();
+            let roots = storage["root_packets"].as_u64()?;
+            (storage["packets"].as_u64()? == roots).then_some(())
+        },
     )?;
     let after = holders(&nodes[source], &snapshot)?;
     ensure!(

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use strew_coordinator::{NodeId, PacketId};
 
 /// `holder ‖ packet` → 1 when the packet is one of the holder's roots, 0 otherwise.
@@ -100,6 +100,13 @@ impl HolderIndex {
         }
         txn.commit().map_err(db)?;
         Ok(true)
+    }
+
+    /// Snapshot roots kept here, for every holder (`status`: root copies
+    /// are not moved by repair or `strew leave`).
+    pub fn root_count(&self) -> Result<u64, HoldersError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        txn.open_table(ROOTS).map_err(db)?.len().map_err(db)
     }
 
     /// Whether `holder` stored at least one packet here that is not a root:

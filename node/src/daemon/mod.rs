@@ -60,6 +60,8 @@ pub struct DaemonContext {
     pub settings: Settings,
     pub overlay: OverlayHandle,
     pub store: PacketStore,
+    /// Who stored each packet here, and the snapshot roots among them.
+    pub holders: holders::HolderIndex,
     pub started: Instant,
     /// The sequence manager and its coordinator-group member (coordinator nodes).
     pub coordinator: Option<Arc<manager::ManagerService>>,
@@ -192,7 +194,7 @@ pub async fn run_with(
     let (overlay, overlay_task) = strew_overlay::start(
         key,
         overlay_config,
-        Arc::new(storage::StoreAdapter::new(store.clone()).with_holders(holders)),
+        Arc::new(storage::StoreAdapter::new(store.clone()).with_holders(holders.clone())),
         Some(&mut registry),
     )
     .context("cannot start the overlay")?;
@@ -263,6 +265,7 @@ pub async fn run_with(
     };
 
     let ctx = DaemonContext {
+        holders,
         data_dir: data_dir.to_path_buf(),
         settings,
         overlay: overlay.clone(),

@@ -10,10 +10,16 @@ use super::{CommandError, DaemonContext};
 
 /// `strew status --json`.
 pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
-    let store = ctx.store.clone();
-    let (usage, disk) = tokio::task::spawn_blocking(move || (store.usage(), store.disk_usage()))
-        .await
-        .map_err(|e| CommandError::task("store", e))?;
+    let (store, holders) = (ctx.store.clone(), ctx.holders.clone());
+    let (usage, disk, roots) = tokio::task::spawn_blocking(move || {
+        (store.usage(), store.disk_usage(), holders.root_count())
+    })
+    .await
+    .map_err(|e| CommandError::task("store", e))?;
+    // A damaged index only loses this figure, not the status.
+    let roots = roots
+        .inspect_err(|err| tracing::warn!(%err, "cannot count the snapshot roots kept here"))
+        .ok();
     let usage = usage.map_err(|source| CommandError::Store {
         what: "cannot read store usage",
         source,
@@ -69,6 +75,8 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
             "used_bytes": usage.used_bytes,
             "free_bytes": usage.free_bytes,
             "packets": usage.packets,
+            // Of `packets`: other nodes' snapshot roots (issue 18).
+            "root_packets": roots,
             "disk_bytes": disk.disk_bytes,
             "garbage_bytes": disk.garbage_bytes,
             "compactions": disk.compactions,

@@ -535,6 +535,9 @@ async fn a_slow_target_is_avoided_once_measured() {
     let data = tempfile::tempdir().unwrap();
     let root = data.path().join("home");
     tree(&root);
+    // Many more stripes than a restore starts before any answer is measured
+    // (16 in flight), so the order, not the first blind wave, decides.
+    fs::write(root.join("more.raw"), noise(6_000_000, 7)).unwrap();
     let report = backup(&g, &src, &options(vec![root.clone()], ".."))
         .await
         .unwrap();

@@ -279,6 +279,13 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             return Err(err);
         }
     };
+    // A cancel that arrived after the last upload still wins over the commit.
+    if progress.is_cancelled() {
+        if let Some(pending) = run.pending.take() {
+            run.abandoned.push(pending);
+        }
+        return Err(cancelled(manager, transport, run.abandoned, &run.exclude).await);
+    }
     let tree = report.manifest.tree_digest();
     let pending_id = run
         .pending

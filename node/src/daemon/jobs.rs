@@ -532,28 +532,8 @@ impl SourceJobs {
     }
 
     async fn restore(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
-        #[derive(Deserialize)]
-        struct Args {
-            snapshot: String,
-            dest: PathBuf,
-            #[serde(default)]
-            overwrite: bool,
-            #[serde(default)]
-            preserve_setid: bool,
-            #[serde(default)]
-            include: Vec<String>,
-            #[serde(default)]
-            job: Option<String>,
-        }
-        let args: Args = serde_json::from_value(args)
-            .map_err(|e| CommandError::BadArguments(format!("bad restore arguments: {e}")))?;
+        let args = RestoreArgs::parse(args)?;
         let snapshot = resolve_snapshot(ctx, &args.snapshot).await?;
-        if !args.dest.is_absolute() {
-            return Err(CommandError::BadArguments(format!(
-                "{}: DEST must be absolute",
-                args.dest.display()
-            )));
-        }
         let progress = Arc::new(RestoreProgress::default());
         let job = args.job.unwrap_or_default();
         lock(&self.live).insert(
@@ -953,5 +933,36 @@ mod tests {
             std::time::Instant::now(),
         ));
         assert!(idle.get("eta_secs").is_none(), "{idle}");
+    }
+}
+
+/// The arguments of a restore (from the manager's sequence or `--from-grid`).
+#[derive(Deserialize)]
+pub(super) struct RestoreArgs {
+    pub snapshot: String,
+    pub dest: PathBuf,
+    #[serde(default)]
+    pub overwrite: bool,
+    #[serde(default)]
+    pub preserve_setid: bool,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub job: Option<String>,
+}
+
+impl RestoreArgs {
+    /// Parses and checks them: DEST must be absolute (the daemon's working
+    /// directory is not the user's).
+    pub fn parse(args: Value) -> Result<Self, CommandError> {
+        let args: RestoreArgs = serde_json::from_value(args)
+            .map_err(|e| CommandError::BadArguments(format!("bad restore arguments: {e}")))?;
+        if !args.dest.is_absolute() {
+            return Err(CommandError::BadArguments(format!(
+                "{}: DEST must be absolute",
+                args.dest.display()
+            )));
+        }
+        Ok(args)
     }
 }

@@ -4,15 +4,13 @@
 //! sequence manager or coordinator involved. Owns turning those calls into
 //! `grid::recover` calls and their JSON answers.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::CommandError;
 use super::DaemonContext;
-use super::jobs::{Live, SourceJobs, lock};
+use super::jobs::{Live, RestoreArgs, SourceJobs, lock};
 use crate::grid::recover::{self, Found};
 use crate::pipeline::{RestoreOptions, RestoreProgress};
 
@@ -41,27 +39,7 @@ impl SourceJobs {
         ctx: &DaemonContext,
         args: Value,
     ) -> Result<Value, CommandError> {
-        #[derive(Deserialize)]
-        struct Args {
-            snapshot: String,
-            dest: PathBuf,
-            #[serde(default)]
-            overwrite: bool,
-            #[serde(default)]
-            preserve_setid: bool,
-            #[serde(default)]
-            include: Vec<String>,
-            #[serde(default)]
-            job: Option<String>,
-        }
-        let args: Args = serde_json::from_value(args)
-            .map_err(|e| CommandError::BadArguments(format!("bad restore arguments: {e}")))?;
-        if !args.dest.is_absolute() {
-            return Err(CommandError::BadArguments(format!(
-                "{}: DEST must be absolute",
-                args.dest.display()
-            )));
-        }
+        let args = RestoreArgs::parse(args)?;
         let wanted = args.snapshot.to_ascii_lowercase();
         let found = self.found(ctx).await?;
         let matching: Vec<&Found> = found

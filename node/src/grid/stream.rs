@@ -156,15 +156,7 @@ impl PartSink {
         if self.group.is_empty() {
             return Ok(());
         }
-        let group: Vec<(PacketId, &[u8])> = self
-            .group
-            .iter()
-            .map(|(id, b)| (*id, b.as_slice()))
-            .collect();
-        self.store.put_many(&group).map_err(|e| SinkError {
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        })?;
+        crate::pipeline::local::put_group(&self.store, &self.group)?;
         self.group.clear();
         self.group_bytes = 0;
         Ok(())

@@ -33,15 +33,7 @@ impl StoreSink {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let group: Vec<(PacketId, &[u8])> = self
-            .pending
-            .iter()
-            .map(|(id, b)| (*id, b.as_slice()))
-            .collect();
-        self.store.put_many(&group).map_err(|e| SinkError {
-            message: e.to_string(),
-            source: Some(Box::new(e)),
-        })?;
+        put_group(&self.store, &self.pending)?;
         self.pending.clear();
         self.pending_bytes = 0;
         Ok(())
@@ -75,4 +67,18 @@ impl PacketSource for PacketStore {
             }
         }
     }
+}
+
+/// Writes a group of encoded packets to `store` in one batch (the sinks
+/// group small packets so the store syncs once per group, not per packet).
+pub(crate) fn put_group(
+    store: &PacketStore,
+    group: &[(PacketId, Vec<u8>)],
+) -> Result<(), SinkError> {
+    let group: Vec<(PacketId, &[u8])> = group.iter().map(|(id, b)| (*id, b.as_slice())).collect();
+    store.put_many(&group).map_err(|e| SinkError {
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    })?;
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Randomised leader kills, partitions, heals and restarts with writes in
 //! between: every acknowledged write ends up on every member, in the order
-//! it was acknowledged, and no term ever has two leaders.
+//! it was acknowledged, and the members end identical. (Several leaders in
+//! one term are legal in openraft's default leader-id mode: see `Cluster`.)
 
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ async fn round(cluster: &mut Cluster, rng: &mut StdRng, voters: u8) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_random_failures_and_no_term_has_two_leaders() {
+async fn acknowledged_writes_survive_random_failures_in_order_on_every_member() {
     let seed: u64 = std::env::var("STREW_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -132,8 +133,6 @@ async fn acknowledged_writes_survive_random_failures_and_no_term_has_two_leaders
         acknowledged.len(),
         cluster.leaders.lock().map(|l| l.len()).unwrap_or(0)
     );
-    let brains = cluster.split_brains();
-    assert!(brains.is_empty(), "terms with two leaders: {brains:?}");
     let terms = cluster.leaders.lock().map(|l| l.len()).unwrap_or(0);
     assert!(
         terms > 3,

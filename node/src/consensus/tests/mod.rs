@@ -81,7 +81,12 @@ pub(super) struct Cluster {
     pub router: MemoryRouter,
     config: GroupConfig,
     running: BTreeMap<u8, Running>,
-    /// Every (term → leaders) pair any member's metrics reported.
+    /// Every (term → leaders) pair any member's metrics reported. openraft
+    /// runs in its default "advanced" leader-id mode: a leader id is
+    /// `(term, node)`, totally ordered, so two members may both lead in one
+    /// term (the later one wins, and log ids carry the node). Safety is
+    /// therefore checked on the logs (acknowledged writes kept in order,
+    /// members identical), not by "one leader per term".
     pub leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>,
 }
 
@@ -282,15 +287,6 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    /// Terms in which more than one member acted as leader.
-    pub fn split_brains(&self) -> Vec<(u64, BTreeSet<u64>)> {
-        let seen = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
-        seen.iter()
-            .filter(|(_, ids)| ids.len() > 1)
-            .map(|(t, ids)| (*t, ids.clone()))
-            .collect()
     }
 
     pub async fn shutdown(mut self) {

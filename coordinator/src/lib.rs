@@ -33,9 +33,10 @@ pub use location::{EvidencePolicy, LocationBook, LocationCheck, RttObservation, 
 pub use manager::audits::AuditRound;
 pub use manager::exit::LeaveStatus;
 pub use manager::{
-    ChunkPlan, CommitRequest, CommitResponse, CommitStep, DedupAnswer, Effects, ForgetResponse,
-    KnownChunk, LogRetention, Manager, ManagerConfig, ManagerError, PacketSpec, PlanDecision,
-    PlanDraft, PlanRequest, ReservationLimits, SnapshotSummary,
+    ChunkPlan, CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, CommitStep,
+    DedupAnswer, Effects, ForgetResponse, KnownChunk, LogRetention, Manager, ManagerConfig,
+    ManagerError, PacketSpec, PlanDecision, PlanDraft, PlanRequest, ReservationLimits,
+    SnapshotSummary,
 };
 pub use network::NetworkDomain;
 pub use placement::{

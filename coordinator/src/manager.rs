@@ -43,11 +43,13 @@ pub mod audits;
 mod dedup;
 pub mod exit;
 mod messages;
+mod order;
 mod pages;
 mod receipts;
 mod reservations;
 mod snapshots;
 pub use messages::*;
+pub use order::{MAX_ORDER_PAGE, MAX_ORDER_PAGE_PACKETS, OrderStep, order_page_len};
 pub use pages::{MAX_SEQUENCE_PAGE, SequencePage};
 pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
@@ -496,6 +498,8 @@ impl Manager {
             created_at: now,
             expires_at: extended.map_or(expires_at, |p| p.expires_at.max(expires_at)),
             receipted: Vec::new(),
+            order: Vec::new(),
+            order_stored: Vec::new(),
         };
         let draft = PlanDraft {
             pending_id: pending.id,
@@ -770,6 +774,9 @@ impl Manager {
                 .collect(),
         };
         let snapshot_id = Self::snapshot_id(&pending.source, &pending.set, pending.id);
+        if !pending.order.is_empty() {
+            return self.decide_paged_commit(pending, request, snapshot_id, now, rng);
+        }
         // The copies this commit records: each planned chunk the snapshot
         // uses, under its planned key (or the next free one if another
         // backup took that key meanwhile), with its receipts' generations.
@@ -823,7 +830,6 @@ impl Manager {
             stored.iter().map(|c| (c.data_id, c)).collect();
         let stored_by_key: BTreeMap<DataId, &PlannedChunk> =
             stored.iter().map(|c| (c.record_key(), c)).collect();
-        let mut stripes = Vec::with_capacity(request.chunks.len());
         let mut keys = Vec::with_capacity(request.chunks.len());
         let mut order_seen = BTreeSet::new();
         for data_id in &request.chunks {
@@ -837,17 +843,19 @@ impl Manager {
                 // A chunk the source knows it committed before (not planned again).
                 .or_else(|| self.own_copy(data_id, &pending.source))
                 .ok_or(ApplyError::UnknownChunk(*data_id))?;
-            stripes.push(
-                self.stripe_of(&key, &stored_by_key)
-                    .ok_or(ApplyError::UnknownChunk(*data_id))?,
-            );
+            if !self.state.chunks.contains_key(&key) && !stored_by_key.contains_key(&key) {
+                return Err(ApplyError::UnknownChunk(*data_id).into());
+            }
             keys.push(key);
         }
         let sequence = Sequence {
             snapshot: snapshot_id,
             manifest: request.manifest,
             manifest_chunks: request.manifest_chunks.clone(),
-            stripes,
+            // The stripes are the snapshot's chunk records (`chunks`, in
+            // order): sealing them again would only make the commit's raft
+            // entry grow with the snapshot.
+            stripes: Vec::new(),
         };
         let sealed = seal_at_rest(
             &self.group_key,
@@ -872,7 +880,62 @@ impl Manager {
             command: Command::CommitBackup {
                 snapshot,
                 stored: Some(stored),
+                paged: false,
             },
+            snapshot: snapshot_id,
+        })
+    }
+
+    /// The commit of a backup whose chunk order came in pages: receipts
+    /// were all recorded before (`RecordReceipts`) and checked above, the
+    /// sequence is sealed (its stripes are the chunk records), and the
+    /// entry names neither chunks nor copies: applying it takes them from
+    /// the pending backup.
+    fn decide_paged_commit<R: CryptoRng + ?Sized>(
+        &self,
+        pending: &PendingBackup,
+        request: &CommitRequest,
+        snapshot_id: SnapshotId,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<CommitStep, ManagerError> {
+        if !request.chunks.is_empty() || !request.receipts.is_empty() {
+            return Err(ManagerError::Invalid(format!(
+                "backup {} handed its order in pages: its commit names no chunks and carries no receipts (record them first)",
+                pending.id
+            )));
+        }
+        let sequence = Sequence {
+            snapshot: snapshot_id,
+            manifest: request.manifest,
+            manifest_chunks: request.manifest_chunks.clone(),
+            stripes: Vec::new(),
+        };
+        let sealed = seal_at_rest(
+            &self.group_key,
+            snapshot_id.as_bytes(),
+            &sequence.to_bytes().map_err(ManagerError::Seal)?,
+            rng,
+        )
+        .map_err(ManagerError::Seal)?;
+        let command = Command::CommitBackup {
+            snapshot: SnapshotRecord {
+                id: snapshot_id,
+                source: pending.source,
+                set: pending.set.clone(),
+                data_id: request.manifest,
+                created_at: now,
+                bytes: request.bytes,
+                chunks: Vec::new(),
+                sealed_sequence: sealed,
+                pending_id: pending.id,
+            },
+            stored: None,
+            paged: true,
+        };
+        check_entry(&command)?;
+        Ok(CommitStep::Propose {
+            command,
             snapshot: snapshot_id,
         })
     }

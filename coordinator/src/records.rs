@@ -230,6 +230,15 @@ pub struct PendingBackup {
     /// (`RecordReceipts`, in pages), with the generation each receipt names.
     #[serde(default)]
     pub receipted: Vec<Receipted>,
+    /// The snapshot's chunks (record keys) in sequence order, as far as
+    /// the source has handed them in page by page (`Command::CommitOrder`)
+    /// for a commit too large for one message; empty otherwise.
+    #[serde(default)]
+    pub order: Vec<DataId>,
+    /// The new chunk copies those pages use, each under the record key its
+    /// plan gave it (the commit moves a copy whose key was taken meanwhile).
+    #[serde(default)]
+    pub order_stored: Vec<PlannedChunk>,
 }
 
 /// One planned packet a target receipted: which, where, which generation.

@@ -25,6 +25,7 @@ use crate::units::{Millis, format_size};
 
 mod bounds;
 mod extend;
+mod order;
 mod references;
 mod upkeep;
 
@@ -92,6 +93,22 @@ pub enum Command {
         snapshot: SnapshotRecord,
         #[serde(default)]
         stored: Option<Vec<PlannedChunk>>,
+        /// The snapshot's chunks and new copies are the ones its pending
+        /// backup collected page by page (`CommitOrder`): `snapshot.chunks`
+        /// and `stored` are empty, so the entry stays small whatever the
+        /// snapshot's size.
+        #[serde(default)]
+        paged: bool,
+    },
+    /// One page (at most [`MAX_ORDER_PAGE`](crate::manager::MAX_ORDER_PAGE)
+    /// chunks) of pending backup `pending_id`'s chunk order, starting at
+    /// position `first`: the record keys, and the new copies first used on
+    /// this page. Nothing becomes a snapshot until the paged commit.
+    CommitOrder {
+        pending_id: u64,
+        first: u64,
+        keys: Vec<DataId>,
+        stored: Vec<PlannedChunk>,
     },
     AbortBackup {
         pending_id: u64,
@@ -357,9 +374,25 @@ impl ManagerState {
                 pending_id,
                 receipted,
             } => self.record_receipts(*pending_id, receipted, &mut touched)?,
-            Command::CommitBackup { snapshot, stored } => {
-                self.commit(snapshot, stored.as_deref(), &mut touched)?
+            Command::CommitBackup {
+                snapshot,
+                stored,
+                paged: false,
+            } => self.commit(snapshot, stored.as_deref(), &mut touched)?,
+            Command::CommitBackup {
+                snapshot,
+                paged: true,
+                ..
+            } => {
+                let (snapshot, stored) = self.paged_snapshot(snapshot)?;
+                self.commit(&snapshot, Some(&stored), &mut touched)?
             }
+            Command::CommitOrder {
+                pending_id,
+                first,
+                keys,
+                stored,
+            } => self.commit_order(*pending_id, *first, keys, stored, &mut touched)?,
             Command::AbortBackup {
                 pending_id,
                 at,
@@ -672,11 +705,11 @@ impl ManagerState {
         // Every copy recorded is one the plan placed, packet for packet,
         // with the generation its receipt named.
         let mut new_keys: BTreeSet<DataId> = BTreeSet::new();
+        let planned_by_id: BTreeMap<DataId, &PlannedChunk> =
+            pending.new_chunks.iter().map(|c| (c.data_id, c)).collect();
         for copy in stored {
-            let planned = pending
-                .new_chunks
-                .iter()
-                .find(|c| c.data_id == copy.data_id)
+            let planned = planned_by_id
+                .get(&copy.data_id)
                 .ok_or(ApplyError::UnknownChunk(copy.data_id))?;
             let same_layout = planned.packets.len() == copy.packets.len()
                 && planned.packets.iter().zip(&copy.packets).all(|(a, b)| {

@@ -423,3 +423,178 @@ fn a_whole_sequence_over_one_page_is_refused_and_its_pages_serve_it() {
         .expect("the last page");
     assert_eq!(last.total, MAX_SEQUENCE_PAGE as u64 + 1);
 }
+
+/// Plans `all` in parts for Paris and records every receipt; the pending id.
+fn planned_in_parts(m: &mut Manager, paris: &NodeProfile, all: &[String], p: &BackupParams) -> u64 {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut pending = None;
+    let mut receipts = Vec::new();
+    let width = p.redundancy.width();
+    for part in all.chunks((MAX_PLAN_PACKETS / width).min(MAX_PLAN_CHUNKS)) {
+        let mut req = request(paris, part, p);
+        req.extend = pending;
+        let plan = m.plan_backup(req, 10, &mut rng).expect("plans a part");
+        pending = Some(plan.pending_id);
+        receipts.extend(common::receipts(&plan.uploads, paris.node_id));
+    }
+    let pending_id = pending.expect("planned");
+    for page in receipts.chunks(4096) {
+        m.record_receipts(paris.node_id, pending_id, page)
+            .expect("a receipts page");
+    }
+    pending_id
+}
+
+#[test]
+fn a_commit_in_pages_keeps_every_entry_bounded_and_records_what_one_commit_would() {
+    use strew_coordinator::manager::{MAX_ORDER_PAGE, OrderStep};
+    use strew_coordinator::{CommitOrderRequest, Sequence, open_as_recipient};
+    let p = params(2, 1);
+    let all = names("order", 3 * MAX_ORDER_PAGE + 7);
+    let ids: Vec<DataId> = all.iter().map(|n| chunk(n, 3, 4096).data_id).collect();
+    let commit = |pending_id, paris: &NodeProfile, chunks: Vec<DataId>| CommitRequest {
+        pending_id,
+        source: paris.node_id,
+        receipts: Vec::new(),
+        manifest: DataId([9; 32]),
+        manifest_chunks: vec![ids[0]],
+        chunks,
+        bytes: 1000,
+    };
+    // The same backup committed at once by one manager, in pages by another.
+    let (mut one, paris, _) = manager();
+    let whole_id = planned_in_parts(&mut one, &paris, &all, &p);
+    let whole = one
+        .commit_backup(
+            commit(whole_id, &paris, ids.clone()),
+            20,
+            &mut StdRng::seed_from_u64(9),
+        )
+        .expect("commits at once");
+
+    let (mut m, paris, lyon) = manager();
+    let pending_id = planned_in_parts(&mut m, &paris, &all, &p);
+    let page = |first: usize, chunks: &[DataId]| CommitOrderRequest {
+        pending_id,
+        source: paris.node_id,
+        first: first as u64,
+        chunks: chunks.to_vec(),
+    };
+    // Refused, recording nothing: another source's page, a page that does
+    // not start where the order ends, an over-long or empty page, a chunk
+    // twice, a chunk the backup never planned.
+    let mut lyons = page(0, &ids[..4]);
+    lyons.source = lyon.node_id;
+    assert!(m.commit_order(&lyons).is_err());
+    assert!(m.commit_order(&page(1, &ids[1..5])).is_err());
+    assert!(
+        m.commit_order(&page(0, &ids[..MAX_ORDER_PAGE + 1]))
+            .is_err()
+    );
+    assert!(m.commit_order(&page(0, &[])).is_err());
+    assert!(m.commit_order(&page(0, &[ids[0], ids[1], ids[0]])).is_err());
+    assert!(m.commit_order(&page(0, &[DataId([1; 32])])).is_err());
+    assert!(m.state().pending[&pending_id].order.is_empty());
+
+    let mut largest = 0;
+    for (n, chunks) in ids.chunks(MAX_ORDER_PAGE).enumerate() {
+        let request = page(n * MAX_ORDER_PAGE, chunks);
+        let Ok(OrderStep::Propose(command)) = m.decide_commit_order(&request) else {
+            panic!("page {n} is proposed");
+        };
+        largest = largest.max(check_entry(&command).expect("a page fits one entry"));
+        let next = m.commit_order(&request).expect("a page").next;
+        assert_eq!(next as usize, n * MAX_ORDER_PAGE + chunks.len());
+        // A retried page is answered, not applied again.
+        assert_eq!(m.commit_order(&request).expect("a retry").next, next);
+    }
+    // Once the order is in pages, the commit names no chunks and carries no receipts.
+    let mut rng = StdRng::seed_from_u64(9);
+    assert!(
+        m.commit_backup(commit(pending_id, &paris, ids[..1].to_vec()), 20, &mut rng)
+            .is_err()
+    );
+    let request = commit(pending_id, &paris, Vec::new());
+    let Ok(strew_coordinator::CommitStep::Propose { command, .. }) =
+        m.decide_commit(&request, 20, &mut rng)
+    else {
+        panic!("the paged commit is proposed");
+    };
+    let entry = check_entry(&command).expect("the commit fits");
+    eprintln!(
+        "{} chunks in {} pages: largest page entry {largest} bytes, commit entry {entry} bytes",
+        ids.len(),
+        ids.len().div_ceil(MAX_ORDER_PAGE)
+    );
+    assert!(entry < 4096, "a paged commit's entry is {entry} bytes");
+    let paged = m
+        .commit_backup(request, 20, &mut rng)
+        .expect("commits in pages");
+
+    // The same snapshot, chunk records and sequence as the one-shot commit.
+    let (a, b) = (
+        &one.state().snapshots[&whole.snapshot],
+        &m.state().snapshots[&paged.snapshot],
+    );
+    assert_eq!(a.chunks, b.chunks);
+    assert_eq!(b.chunks.len(), ids.len());
+    for key in &a.chunks {
+        assert_eq!(one.state().chunks[key], m.state().chunks[key]);
+    }
+    assert!(m.state().pending.is_empty());
+    let open = |m: &Manager, snapshot: strew_coordinator::SnapshotId, from: u64| -> Sequence {
+        let page = m
+            .fetch_sequence_page(
+                paris.node_id,
+                snapshot,
+                from,
+                1024,
+                &mut StdRng::seed_from_u64(1),
+            )
+            .expect("a sequence page");
+        let plain =
+            open_as_recipient(&secret(1), snapshot.as_bytes(), &page.sealed).expect("opens");
+        Sequence::from_bytes(&plain).expect("a sequence")
+    };
+    for from in [0, 1024] {
+        let (x, y) = (
+            open(&one, whole.snapshot, from),
+            open(&m, paged.snapshot, from),
+        );
+        assert_eq!(
+            (x.manifest, &x.manifest_chunks, &x.stripes),
+            (y.manifest, &y.manifest_chunks, &y.stripes)
+        );
+        assert!(!x.stripes.is_empty());
+    }
+}
+
+#[test]
+fn the_largest_page_of_a_commits_order_at_width_sixteen_fits_one_entry() {
+    use strew_coordinator::CommitOrderRequest;
+    use strew_coordinator::manager::{MAX_ORDER_PAGE, OrderStep};
+    let (mut m, paris, _) = manager();
+    let p = params(10, 6);
+    let page_len = strew_coordinator::manager::order_page_len(16);
+    assert!(page_len < MAX_ORDER_PAGE);
+    let all = names("wide", page_len + 1);
+    let pending_id = planned_in_parts(&mut m, &paris, &all, &p);
+    let request = CommitOrderRequest {
+        pending_id,
+        source: paris.node_id,
+        first: 0,
+        chunks: all.iter().map(|n| chunk(n, 16, 4096).data_id).collect(),
+    };
+    assert!(
+        m.decide_commit_order(&request).is_err(),
+        "one chunk too many"
+    );
+    let mut request = request;
+    request.chunks.pop();
+    let Ok(OrderStep::Propose(command)) = m.decide_commit_order(&request) else {
+        panic!("the page is proposed");
+    };
+    let bytes = check_entry(&command).expect("fits one entry");
+    eprintln!("a page of {page_len} new chunks at width 16: {bytes} bytes");
+    assert!(bytes <= MAX_ENTRY_BYTES);
+}

@@ -422,6 +422,7 @@ fn a_commit_logged_before_receipts_still_replays_as_planned() {
     let legacy = strew_coordinator::Command::CommitBackup {
         snapshot,
         stored: None,
+        paged: false,
     };
     let bytes = legacy.to_bytes().unwrap();
     m.execute(strew_coordinator::Command::from_bytes(&bytes).unwrap())

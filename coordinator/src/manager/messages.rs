@@ -116,6 +116,26 @@ pub struct CommitRequest {
     pub bytes: u64,
 }
 
+/// (c) One page of a large commit's chunk order (at most
+/// [`MAX_ORDER_PAGE`](crate::manager::MAX_ORDER_PAGE) chunks from position
+/// `first`), handed in before a commit whose `chunks` is then empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitOrderRequest {
+    pub pending_id: u64,
+    pub source: NodeId,
+    /// Position of the page's first chunk in the snapshot's order.
+    pub first: u64,
+    /// The page's chunks, in sequence order.
+    pub chunks: Vec<DataId>,
+}
+
+/// How many chunks of the order the manager holds after a page: the next
+/// page starts there (a retried page that applied already answers the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitOrderResponse {
+    pub next: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitResponse {
     pub snapshot: SnapshotId,

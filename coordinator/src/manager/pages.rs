@@ -40,11 +40,13 @@ impl Manager {
             .clients
             .get(&requester)
             .ok_or(ApplyError::UnknownNode(requester))?;
-        let mut sequence = self.current_sequence(requester, snapshot)?;
-        let total = sequence.stripes.len();
+        // Only this page's stripes are built: fetching a whole sequence in
+        // pages costs the manager no more than fetching it at once.
+        let (record, mut sequence) = self.sequence_header(requester, snapshot)?;
+        let total = record.chunks.len();
         let start = usize::try_from(from).unwrap_or(usize::MAX).min(total);
         let end = start.saturating_add(count).min(total);
-        sequence.stripes = sequence.stripes.drain(start..end).collect();
+        sequence.stripes = self.current_stripes(record, &sequence, start..end)?;
         let sealed = seal_to_recipient(
             &client.profile.x25519_public,
             snapshot.as_bytes(),

@@ -49,13 +49,28 @@ impl Manager {
         .map_err(ManagerError::Seal)
     }
 
-    /// One of `requester`'s snapshots' sequence, opened, with the targets
-    /// repairs moved packets to since it was sealed.
+    /// One of `requester`'s snapshots' sequence, opened, with every
+    /// stripe's current targets.
     pub(crate) fn current_sequence(
         &self,
         requester: NodeId,
         snapshot: SnapshotId,
     ) -> Result<Sequence, ManagerError> {
+        let (record, mut sequence) = self.sequence_header(requester, snapshot)?;
+        sequence.stripes = self.current_stripes(record, &sequence, 0..record.chunks.len())?;
+        Ok(sequence)
+    }
+
+    /// The sealed part of one of `requester`'s snapshots' sequence, opened:
+    /// snapshot, manifest and manifest chunks. Sequences sealed since
+    /// commits are paged carry no stripes (they are the snapshot's chunk
+    /// records, see [`current_stripes`](Self::current_stripes)); older ones
+    /// carry all of them.
+    pub(crate) fn sequence_header(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+    ) -> Result<(&SnapshotRecord, Sequence), ManagerError> {
         let record = self
             .state
             .snapshots
@@ -73,18 +88,47 @@ impl Manager {
             &record.sealed_sequence,
         )
         .map_err(ManagerError::Seal)?;
-        let mut sequence = Sequence::from_bytes(&plain).map_err(ManagerError::Seal)?;
-        // Repairs may have moved packets since the snapshot was sealed.
-        for (stripe, key) in sequence.stripes.iter_mut().zip(&record.chunks) {
-            if let Some(current) = self.state.chunk_packets(key) {
-                for (entry, now) in stripe.packets.iter_mut().zip(current) {
-                    if entry.packet_id == now.packet_id {
-                        entry.targets = vec![now.target];
+        let sequence = Sequence::from_bytes(&plain).map_err(ManagerError::Seal)?;
+        Ok((record, sequence))
+    }
+
+    /// Stripes `range` of a snapshot's sequence with their current targets:
+    /// from the snapshot's chunk records (where repairs keep them current),
+    /// or, for a sequence sealed with its stripes, those stripes with the
+    /// targets repairs moved packets to since.
+    pub(crate) fn current_stripes(
+        &self,
+        record: &SnapshotRecord,
+        sealed: &Sequence,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<SequenceStripe>, ManagerError> {
+        let keys = record.chunks.get(range.clone()).unwrap_or(&[]);
+        if sealed.stripes.is_empty() {
+            let none = BTreeMap::new();
+            return keys
+                .iter()
+                .map(|key| {
+                    self.stripe_of(key, &none)
+                        .ok_or_else(|| ApplyError::UnknownChunk(*key).into())
+                })
+                .collect();
+        }
+        let stripes = sealed.stripes.get(range).unwrap_or(&[]);
+        Ok(stripes
+            .iter()
+            .zip(keys)
+            .map(|(stripe, key)| {
+                let mut stripe = stripe.clone();
+                if let Some(current) = self.state.chunk_packets(key) {
+                    for (entry, now) in stripe.packets.iter_mut().zip(current) {
+                        if entry.packet_id == now.packet_id {
+                            entry.targets = vec![now.target];
+                        }
                     }
                 }
-            }
-        }
-        Ok(sequence)
+                stripe
+            })
+            .collect())
     }
 
     /// (e) Snapshots of a source, optionally of one backup set, oldest first.

@@ -20,6 +20,7 @@ impl Command {
             Command::ExtendBackup { .. } => "ExtendBackup",
             Command::RecordReceipts { .. } => "RecordReceipts",
             Command::CommitBackup { .. } => "CommitBackup",
+            Command::CommitOrder { .. } => "CommitOrder",
             Command::AbortBackup { .. } => "AbortBackup",
             Command::Forget { .. } => "Forget",
             Command::RecordRestore { .. } => "RecordRestore",

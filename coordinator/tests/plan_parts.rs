@@ -496,6 +496,10 @@ fn a_commit_in_pages_keeps_every_entry_bounded_and_records_what_one_commit_would
     assert!(m.commit_order(&page(0, &[DataId([1; 32])])).is_err());
     assert!(m.state().pending[&pending_id].order.is_empty());
 
+    // A first page, then the order started afresh (a resumed commit): only
+    // the second start counts.
+    m.commit_order(&page(0, &ids[MAX_ORDER_PAGE..2 * MAX_ORDER_PAGE]))
+        .expect("a stale first page");
     let mut largest = 0;
     for (n, chunks) in ids.chunks(MAX_ORDER_PAGE).enumerate() {
         let request = page(n * MAX_ORDER_PAGE, chunks);

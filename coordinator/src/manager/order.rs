@@ -26,6 +26,8 @@ pub fn order_page_len(width: usize) -> usize {
 
 /// What a page of a commit's order needs: nothing (it applied already) or
 /// a command to replicate.
+// The command is built once and moved.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum OrderStep {
     Done(CommitOrderResponse),
@@ -60,13 +62,15 @@ impl Manager {
                 pending.id, pending.source, request.source
             )));
         }
+        // A page at 0 starts the order afresh (a source that resumes an
+        // interrupted commit hands its whole order in again).
         let recorded = pending.order.len() as u64;
         let end = request.first.saturating_add(request.chunks.len() as u64);
-        if end <= recorded {
+        if request.first > 0 && end <= recorded {
             // A retried page that applied before.
             return Ok(OrderStep::Done(CommitOrderResponse { next: recorded }));
         }
-        if request.first != recorded {
+        if request.first > 0 && request.first != recorded {
             return Err(ManagerError::Invalid(format!(
                 "the next page of backup {}'s order starts at {recorded}, not {}",
                 pending.id, request.first
@@ -74,8 +78,12 @@ impl Manager {
         }
         let planned: BTreeMap<DataId, &PlannedChunk> =
             pending.new_chunks.iter().map(|c| (c.data_id, c)).collect();
-        let used: BTreeMap<DataId, DataId> = pending
-            .order_stored
+        let (order, order_stored): (&[DataId], &[PlannedChunk]) = if request.first == 0 {
+            (&[], &[])
+        } else {
+            (&pending.order, &pending.order_stored)
+        };
+        let used: BTreeMap<DataId, DataId> = order_stored
             .iter()
             .map(|c| (c.data_id, c.record_key()))
             .collect();
@@ -84,7 +92,7 @@ impl Manager {
             .iter()
             .filter_map(|key| self.state.chunks.get(key).map(|c| (c.data_id, *key)))
             .collect();
-        let mut seen: BTreeSet<DataId> = pending.order.iter().copied().collect();
+        let mut seen: BTreeSet<DataId> = order.iter().copied().collect();
         let mut keys = Vec::with_capacity(request.chunks.len());
         let mut stored = Vec::new();
         for data_id in &request.chunks {
@@ -110,7 +118,7 @@ impl Manager {
         }
         let command = Command::CommitOrder {
             pending_id: pending.id,
-            first: recorded,
+            first: request.first,
             keys,
             stored,
         };

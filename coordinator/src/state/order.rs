@@ -21,7 +21,13 @@ impl ManagerState {
             .pending
             .get(&pending_id)
             .ok_or(ApplyError::UnknownPending(pending_id))?;
-        if first != pending.order.len() as u64 {
+        // A page at 0 starts the order afresh.
+        let (order, order_stored): (&[DataId], &[PlannedChunk]) = if first == 0 {
+            (&[], &[])
+        } else {
+            (&pending.order, &pending.order_stored)
+        };
+        if first != order.len() as u64 {
             return Err(ApplyError::Invalid(format!(
                 "a page of backup {pending_id}'s order starts at {first}, but {} chunk(s) are recorded",
                 pending.order.len()
@@ -29,13 +35,8 @@ impl ManagerState {
         }
         let planned: BTreeMap<DataId, &PlannedChunk> =
             pending.new_chunks.iter().map(|c| (c.data_id, c)).collect();
-        let mut new_keys: BTreeSet<DataId> = pending
-            .order_stored
-            .iter()
-            .map(|c| c.record_key())
-            .collect();
-        let mut new_ids: BTreeSet<DataId> =
-            pending.order_stored.iter().map(|c| c.data_id).collect();
+        let mut new_keys: BTreeSet<DataId> = order_stored.iter().map(|c| c.record_key()).collect();
+        let mut new_ids: BTreeSet<DataId> = order_stored.iter().map(|c| c.data_id).collect();
         for copy in stored {
             let Some(plan) = planned.get(&copy.data_id) else {
                 return Err(ApplyError::UnknownChunk(copy.data_id));
@@ -55,7 +56,7 @@ impl ManagerState {
             }
             new_keys.insert(copy.record_key());
         }
-        let mut seen: BTreeSet<DataId> = pending.order.iter().copied().collect();
+        let mut seen: BTreeSet<DataId> = order.iter().copied().collect();
         for key in keys {
             if !seen.insert(*key) {
                 return Err(ApplyError::Invalid(format!(
@@ -70,6 +71,10 @@ impl ManagerState {
             .pending
             .get_mut(&pending_id)
             .ok_or(ApplyError::UnknownPending(pending_id))?;
+        if first == 0 {
+            pending.order.clear();
+            pending.order_stored.clear();
+        }
         pending.order.extend_from_slice(keys);
         pending.order_stored.extend_from_slice(stored);
         touched.pending.insert(pending_id);

@@ -1,13 +1,11 @@
 //! The raft entry bound as the coordinator group enforces it (SPEC R10/R12,
 //! issue 12): every proposal is measured before it is proposed, one over
-//! its bound is refused with [`WriteError::EntryTooLarge`] (never proposed:
-//! an entry no follower can receive wedges the group), and both the
-//! refusals and the largest entry proposed are exported as metrics.
-//!
-//! The bound is [`strew_coordinator::MAX_ENTRY_BYTES`] (1 MiB) for every
-//! proposal but one: a `CommitBackup` still carries its whole sealed
-//! sequence and stored copies, so until commits are paged it may use one
-//! raft message alone ([`MAX_PROPOSAL_BYTES`]).
+//! [`strew_coordinator::MAX_ENTRY_BYTES`] (1 MiB) is refused with
+//! [`WriteError::EntryTooLarge`] (never proposed: an entry no follower can
+//! receive wedges the group), and both the refusals and the largest entry
+//! proposed are exported as metrics. Work larger than one entry is split
+//! by the manager (plans in parts, receipts and commit orders in pages),
+//! so every raft message fits [`MAX_RAFT_MESSAGE`] (4 MiB).
 
 use std::sync::LazyLock;
 
@@ -15,30 +13,19 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use strew_coordinator::{Command, MAX_ENTRY_BYTES};
+use strew_coordinator::MAX_ENTRY_BYTES;
 
 use super::group::{MAX_PAYLOAD_ENTRIES, SNAPSHOT_CHUNK_BYTES, WriteError};
 use super::types::Proposal;
 use super::wire::MAX_RAFT_MESSAGE;
 
-/// Room an append-entries message needs besides one entry (vote, log ids,
-/// the entry's own envelope).
+/// Room an append-entries message needs besides its entries (vote, log
+/// ids, each entry's envelope).
 const ENVELOPE_BYTES: usize = 64 << 10;
 
-/// Largest encoded proposal the group accepts: one entry alone in an
-/// append-entries message must fit [`MAX_RAFT_MESSAGE`].
-pub const MAX_PROPOSAL_BYTES: usize = MAX_RAFT_MESSAGE - ENVELOPE_BYTES;
-
-/// The raft message bound the group is built for (issue 12): an
-/// append-entries of [`MAX_PAYLOAD_ENTRIES`] entries of at most
-/// [`MAX_ENTRY_BYTES`], with framing, and a snapshot chunk, each fit it.
-/// The transport ([`MAX_RAFT_MESSAGE`]) still allows 64 MiB for the one
-/// entry that may exceed it (an unpaged `CommitBackup`).
-pub const RAFT_MESSAGE_GOAL: usize = 4 << 20;
-
 const _: () =
-    assert!(MAX_PAYLOAD_ENTRIES as usize * (MAX_ENTRY_BYTES + ENVELOPE_BYTES) <= RAFT_MESSAGE_GOAL);
-const _: () = assert!(SNAPSHOT_CHUNK_BYTES + ENVELOPE_BYTES <= RAFT_MESSAGE_GOAL);
+    assert!(MAX_PAYLOAD_ENTRIES as usize * (MAX_ENTRY_BYTES + ENVELOPE_BYTES) <= MAX_RAFT_MESSAGE);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES + ENVELOPE_BYTES <= MAX_RAFT_MESSAGE);
 
 /// Proposals refused for their size since the process started.
 pub static ENTRIES_REFUSED: LazyLock<Counter> = LazyLock::new(Counter::default);
@@ -61,16 +48,7 @@ pub fn register(registry: &mut Registry) {
 
 /// The proposal's encoded size, or why it may not be proposed.
 pub fn check(proposal: &Proposal) -> Result<usize, WriteError> {
-    check_against(proposal, limit_of(proposal))
-}
-
-/// The bound of one proposal: [`MAX_ENTRY_BYTES`] but for a commit (see the
-/// module doc).
-pub fn limit_of(proposal: &Proposal) -> usize {
-    match proposal {
-        Proposal::Manager(Command::CommitBackup { .. }) => MAX_PROPOSAL_BYTES,
-        _ => MAX_ENTRY_BYTES,
-    }
+    check_against(proposal, MAX_ENTRY_BYTES)
 }
 
 fn check_against(proposal: &Proposal, limit: usize) -> Result<usize, WriteError> {
@@ -95,7 +73,7 @@ mod tests {
     use strew_coordinator::audit::{
         AuditOutcome, AuditPolicy, AuditResult, MAX_RESULTS_PER_COMMAND,
     };
-    use strew_coordinator::{GeoPoint, NodeId, NodeProfile, PacketId, SnapshotId};
+    use strew_coordinator::{Command, GeoPoint, NodeId, NodeProfile, PacketId, SnapshotId};
 
     #[test]
     fn a_proposal_over_the_bound_is_refused_and_counted() {
@@ -173,9 +151,9 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_but_a_commit_is_bound_to_one_mib() {
-        // Forgets one over the entry bound: refused at 1 MiB, though the
-        // raft message would carry it.
+    fn every_kind_is_bound_to_one_mib() {
+        // Forgets one over the entry bound: refused at 1 MiB, though a raft
+        // message would carry it.
         let forgets = Proposal::Batch(
             (0..30_000u32)
                 .map(|i| Command::Forget {
@@ -184,14 +162,9 @@ mod tests {
                 })
                 .collect(),
         );
-        assert_eq!(limit_of(&forgets), MAX_ENTRY_BYTES);
         assert!(matches!(
             check(&forgets),
             Err(WriteError::EntryTooLarge { limit, bytes }) if limit == MAX_ENTRY_BYTES && bytes > limit
         ));
-        assert_eq!(
-            limit_of(&Proposal::Manager(Command::TrimLog { before_seq: 1 })),
-            MAX_ENTRY_BYTES
-        );
     }
 }

@@ -94,12 +94,10 @@ impl GroupConfig {
             snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES as u64,
             // An append-entries carries at most this many entries: with
             // entries of at most `MAX_ENTRY_BYTES` (1 MiB) that is 3 MiB
-            // plus framing, under the 4 MiB raft message goal
-            // (`bounds::RAFT_MESSAGE_GOAL`), which a loopback or LAN link
+            // plus framing, under the 4 MiB raft message bound
+            // (`wire::MAX_RAFT_MESSAGE`), which a loopback or LAN link
             // moves well within the one heartbeat interval openraft gives an
-            // append. Larger batches of larger entries (a commit, until
-            // commits are paged) are halved by the transport
-            // (`PayloadTooLarge`).
+            // append.
             max_payload_entries: MAX_PAYLOAD_ENTRIES,
             install_snapshot_timeout: (self.election_max.as_millis() as u64).max(1000),
             ..Config::default()

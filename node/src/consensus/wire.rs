@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{RaftId, StrewRaft};
 
-/// Largest encoded request or reply, in bytes. Append-entries batches larger
-/// than this are split by openraft (the sender answers `PayloadTooLarge`);
-/// snapshot chunks are configured well below it.
-pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
+/// Largest encoded request or reply, in bytes (SPEC R10: no raft message
+/// over 4 MiB): an append-entries of `MAX_PAYLOAD_ENTRIES` entries of at
+/// most 1 MiB each, or one snapshot chunk, with framing. Larger batches are
+/// split by openraft (the sender answers `PayloadTooLarge`).
+pub const MAX_RAFT_MESSAGE: usize = 4 << 20;
 
 /// One raft RPC, addressed from one member to another.
 #[derive(Clone, Serialize, Deserialize)]

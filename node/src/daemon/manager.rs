@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use strew_coordinator::manager::{CommitStep, Manager, ManagerConfig, ManagerError};
+use strew_coordinator::manager::{CommitStep, Manager, ManagerConfig, ManagerError, OrderStep};
 use strew_coordinator::repair::RepairPolicy;
 use strew_coordinator::seal::GroupKey;
 use strew_coordinator::{Applied, Command, NodeId, NodeProfile};
@@ -576,7 +576,10 @@ impl ManagerService {
         let now = strew_overlay::now_ms();
         if matches!(
             request,
-            ManagerRequest::Plan(_) | ManagerRequest::DryRun(_) | ManagerRequest::Commit(_)
+            ManagerRequest::Plan(_)
+                | ManagerRequest::DryRun(_)
+                | ManagerRequest::Commit(_)
+                | ManagerRequest::CommitOrder(_)
         ) && let Some(refusal) = self.closed_to(&requester)
         {
             return refusal;
@@ -792,6 +795,18 @@ impl ManagerService {
                 .map_err(refused)?;
                 self.propose(command).await?;
                 Ok(ManagerResponse::Recorded)
+            }
+            ManagerRequest::CommitOrder(mut req) => {
+                // The requester speaks for itself only.
+                req.source = requester;
+                let step = heavy(|| self.replica.read(|m| m.decide_commit_order(&req)))
+                    .map_err(refused)?;
+                if let OrderStep::Propose(command) = step {
+                    self.propose(command).await?;
+                }
+                Ok(ManagerResponse::OrderRecorded(
+                    self.replica.read(|m| m.order_recorded(req.pending_id)),
+                ))
             }
             ManagerRequest::RecordRestore { snapshot, outcome } => {
                 let outcome = wire::restore_outcome(outcome);

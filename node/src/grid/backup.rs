@@ -19,9 +19,11 @@ use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use serde::Serialize;
-use strew_coordinator::manager::{ChunkPlan, CommitRequest, PlanDecision, PlanRequest};
+use strew_coordinator::manager::{
+    ChunkPlan, CommitRequest, PlanDecision, PlanRequest, order_page_len,
+};
 use strew_coordinator::records::{BackupParams, StoredPacket};
-use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
+use strew_coordinator::{CommitOrderRequest, DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
 
 use super::journal::{self, Journal, Record, Resume};
 use super::stream::{PART_QUEUE, Part, PartSink, Staging};
@@ -290,7 +292,16 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     let pending_id = run
         .pending
         .ok_or_else(|| GridError::Other("a backup planned no part".into()))?;
-    let all_chunks: Vec<DataId> = report.sequence.stripes().map(|s| s.data_id).collect();
+    let all_chunks = distinct(report.sequence.stripes().map(|s| s.data_id));
+    let page_len = order_page_len(opts.params.redundancy.width());
+    // A large snapshot hands its chunk order in pages first: no message
+    // or raft entry grows with the backup.
+    let chunks = if all_chunks.len() > page_len {
+        send_order(manager, pending_id, me.node_id, &all_chunks, page_len).await?;
+        Vec::new()
+    } else {
+        all_chunks
+    };
     let response = manager
         .commit(CommitRequest {
             pending_id,
@@ -298,7 +309,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             receipts: Vec::new(),
             manifest: report.sequence.snapshot,
             manifest_chunks: report.sequence.manifest.iter().map(|s| s.data_id).collect(),
-            chunks: all_chunks,
+            chunks,
             bytes: report.stats.bytes_in,
         })
         .await?;
@@ -345,6 +356,47 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         warnings: report.warnings,
         cleanup,
     })
+}
+
+/// `ids` without repeats, in first-seen order (a paged order names each
+/// chunk once).
+fn distinct(ids: impl Iterator<Item = DataId>) -> Vec<DataId> {
+    let mut seen = std::collections::HashSet::new();
+    ids.filter(|id| seen.insert(*id)).collect()
+}
+
+/// Hands pending backup `pending_id`'s chunk order to the manager in pages
+/// of `page_len`, from the start (a page at 0 replaces whatever an
+/// interrupted run handed in), each page where the manager says the order
+/// ends.
+async fn send_order<M: ManagerApi>(
+    manager: &M,
+    pending_id: u64,
+    source: NodeId,
+    order: &[DataId],
+    page_len: usize,
+) -> Result<(), GridError> {
+    let mut first = 0usize;
+    while first < order.len() {
+        let end = first.saturating_add(page_len).min(order.len());
+        let next = manager
+            .commit_order(CommitOrderRequest {
+                pending_id,
+                source,
+                first: first as u64,
+                chunks: order[first..end].to_vec(),
+            })
+            .await?
+            .next;
+        let next = usize::try_from(next).unwrap_or(usize::MAX);
+        if next <= first || next > order.len() {
+            return Err(GridError::Other(format!(
+                "the manager holds {next} chunks of backup {pending_id}'s order after a page from {first}"
+            )));
+        }
+        first = next;
+    }
+    Ok(())
 }
 
 fn journal_error(e: journal::JournalError) -> GridError {

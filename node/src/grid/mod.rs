@@ -30,7 +30,8 @@ pub mod testkit;
 use std::future::Future;
 
 use strew_coordinator::manager::{
-    CommitRequest, CommitResponse, ForgetResponse, PlanDecision, PlanRequest, SnapshotSummary,
+    CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, ForgetResponse,
+    PlanDecision, PlanRequest, SnapshotSummary,
 };
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
@@ -172,6 +173,12 @@ pub trait ManagerApi: Send + Sync {
         pending_id: u64,
         receipts: Vec<StoreReceipt>,
     ) -> impl Future<Output = Result<(), GridError>> + Send;
+    /// Hands in one page of a pending backup's chunk order, for a commit
+    /// too large for one message; returns how many chunks the manager holds.
+    fn commit_order(
+        &self,
+        request: CommitOrderRequest,
+    ) -> impl Future<Output = Result<CommitOrderResponse, GridError>> + Send;
     fn record_restore(
         &self,
         snapshot: SnapshotId,

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use strew_coordinator::manager::{
-    CommitRequest, CommitResponse, ForgetResponse, PlanDecision, PlanRequest, SnapshotSummary,
+    CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, ForgetResponse,
+    PlanDecision, PlanRequest, SnapshotSummary,
 };
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
@@ -190,6 +191,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Abandoned(_) => "abandoned",
             ManagerResponse::ReadTickets(_) => "read tickets",
             ManagerResponse::Recorded => "recorded",
+            ManagerResponse::OrderRecorded(_) => "order recorded",
             ManagerResponse::Info(_) => "info",
             ManagerResponse::GridSecret(_) => "grid secret",
             ManagerResponse::Members(_) => "members",
@@ -276,6 +278,16 @@ impl ManagerApi for OverlayManager {
         {
             ManagerResponse::Recorded => Ok(()),
             other => Err(unexpected("receipts", &other)),
+        }
+    }
+
+    async fn commit_order(
+        &self,
+        request: CommitOrderRequest,
+    ) -> Result<CommitOrderResponse, GridError> {
+        match self.call(ManagerRequest::CommitOrder(request)).await? {
+            ManagerResponse::OrderRecorded(response) => Ok(response),
+            other => Err(unexpected("commit_order", &other)),
         }
     }
 

@@ -14,8 +14,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use strew_coordinator::manager::ReadTicketRequest;
 use strew_coordinator::manager::{
-    CommitRequest, CommitResponse, ForgetResponse, Manager, PlanDecision, PlanRequest,
-    SnapshotSummary,
+    CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, ForgetResponse,
+    Manager, PlanDecision, PlanRequest, SnapshotSummary,
 };
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
@@ -32,6 +32,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct LocalManager {
     pub manager: Mutex<Manager>,
     pub now: AtomicU64,
+    /// Pages of commit orders handed in (large commits come in pages).
+    pub order_pages: AtomicU64,
     rng: Mutex<StdRng>,
 }
 
@@ -40,6 +42,7 @@ impl LocalManager {
         LocalManager {
             manager: Mutex::new(manager),
             now: AtomicU64::new(now),
+            order_pages: AtomicU64::new(0),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         }
     }
@@ -127,6 +130,17 @@ impl ManagerApi for LocalClient<'_> {
     ) -> Result<(), GridError> {
         lock(&self.local.manager)
             .record_receipts(self.requester, pending_id, &receipts)
+            .map_err(refused)
+    }
+
+    async fn commit_order(
+        &self,
+        mut request: CommitOrderRequest,
+    ) -> Result<CommitOrderResponse, GridError> {
+        request.source = self.requester;
+        self.local.order_pages.fetch_add(1, Ordering::Relaxed);
+        lock(&self.local.manager)
+            .commit_order(&request)
             .map_err(refused)
     }
 

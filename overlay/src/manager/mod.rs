@@ -96,6 +96,11 @@ pub enum ManagerRequest {
         pending_id: u64,
         receipts: Vec<strew_coordinator::StoreReceipt>,
     },
+    /// One page of the chunk order of the requester's pending backup, for
+    /// a commit too large for one message (at most
+    /// `strew_coordinator::manager::order_page_len(width)` chunks); the
+    /// commit that follows names no chunks. Answered `OrderRecorded`.
+    CommitOrder(strew_coordinator::CommitOrderRequest),
     /// A restore started, succeeded or failed.
     RecordRestore {
         snapshot: SnapshotId,
@@ -155,6 +160,7 @@ impl ManagerRequest {
             ManagerRequest::Forget { .. } => "forget",
             ManagerRequest::Abandon { .. } => "abandon",
             ManagerRequest::Receipts { .. } => "receipts",
+            ManagerRequest::CommitOrder(_) => "commit_order",
             ManagerRequest::RecordRestore { .. } => "record_restore",
             ManagerRequest::ReadTickets { .. } => "read_tickets",
             ManagerRequest::ReportBad { .. } => "report_bad",
@@ -191,6 +197,9 @@ pub enum ManagerResponse {
     /// Read tickets naming the requester as holder.
     ReadTickets(Vec<StorageTicket>),
     Recorded,
+    /// How many chunks of a paged commit's order the manager holds: the
+    /// next page starts there.
+    OrderRecorded(strew_coordinator::CommitOrderResponse),
     Info(ManagerInfo),
     /// The grid's secrets, for an admitted node.
     GridSecret(GridSecret),

@@ -27,9 +27,10 @@ pub use gate::{GateMarker, RaftGate};
 /// Protocol id. Version 2: each message is length-prefixed (`cbor::read_framed`).
 /// Version 3: entries may propose trust changes (grid root, certificates).
 pub const RAFT_PROTOCOL: &str = "/strew/raft/4";
-/// Largest request or reply on the wire (the node's raft messages are
-/// bounded to the same size before they are handed over).
-pub const MAX_RAFT_BYTES: usize = 64 << 20;
+/// Largest request or reply on the wire, 4 MiB (the node's raft messages
+/// are bounded to the same size before they are handed over: entries of at
+/// most 1 MiB, a few per append, snapshot chunks below it).
+pub const MAX_RAFT_BYTES: usize = 4 << 20;
 
 /// A boxed answer of the endpoint.
 pub type RaftAnswer<'a> = Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send + 'a>>;

@@ -225,8 +225,15 @@ fn a_leader_killed_after_a_commit_is_replaced_the_snapshot_restores_and_it_catch
     let mut grid = Grid::start()?;
     let l1 = grid.leader;
 
-    // (a) Kill the leader right after a backup commits.
-    let s1 = grid.backup("first")?;
+    // (a) Kill the leader right after a backup commits. Small chunks make
+    // it ~700 chunks: its commit comes in pages of its chunk order, each a
+    // raft entry the new leader must hold to serve the restore.
+    let mut args = backup_args(&grid.tree_s, "first");
+    args.extend(["--chunk-sizes", "2048/4096/8192"]);
+    let first = grid.source().cli_json(&args)?;
+    let s1 = first["snapshot"].as_str().context("snapshot id")?.to_string();
+    let chunks = first["stats"]["chunks"].as_u64().unwrap_or(0);
+    ensure!(chunks > 512, "{chunks} chunks: not enough for a paged commit: {first}");
     grid.coordinators[l1].kill();
     let killed = Instant::now();
     let listed = grid.source().cli_json(&["snapshots", "--json"])?;

@@ -231,9 +231,15 @@ fn a_leader_killed_after_a_commit_is_replaced_the_snapshot_restores_and_it_catch
     let mut args = backup_args(&grid.tree_s, "first");
     args.extend(["--chunk-sizes", "2048/4096/8192"]);
     let first = grid.source().cli_json(&args)?;
-    let s1 = first["snapshot"].as_str().context("snapshot id")?.to_string();
+    let s1 = first["snapshot"]
+        .as_str()
+        .context("snapshot id")?
+        .to_string();
     let chunks = first["stats"]["chunks"].as_u64().unwrap_or(0);
-    ensure!(chunks > 512, "{chunks} chunks: not enough for a paged commit: {first}");
+    ensure!(
+        chunks > 512,
+        "{chunks} chunks: not enough for a paged commit: {first}"
+    );
     grid.coordinators[l1].kill();
     let killed = Instant::now();
     let listed = grid.source().cli_json(&["snapshots", "--json"])?;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the dashboard's headless-browser test: installs Chromium from
 # Debian's packages when no Chromium is on PATH (needs root or sudo), builds
-# strew, runs tests/tests/everyday.rs and leaves the screenshot in
+# strew, runs tests/tests/process/everyday.rs and leaves the screenshot in
 # target/dashboard.png (or $STREW_SCREENSHOT).
 set -eu
 cd "$(dirname "$0")/.."
@@ -13,5 +13,5 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
 fi
 cargo build -p strew-node --bin strew
 target_dir="${CARGO_TARGET_DIR:-target}"
-STREW_BIN="$target_dir/debug/strew" cargo nextest run -p strew-tests --test everyday --no-capture
+STREW_BIN="$target_dir/debug/strew" cargo nextest run -p strew-tests -E 'test(/^everyday::/)' --no-capture
 echo "screenshot: ${STREW_SCREENSHOT:-target/dashboard.png}"

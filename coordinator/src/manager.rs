@@ -29,8 +29,8 @@ use crate::records::{
     StoredPacket,
 };
 use crate::seal::{
-    GroupKey, SealError, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe, open_at_rest,
-    seal_at_rest, seal_to_recipient,
+    GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe,
+    open_at_rest, seal_at_rest, seal_to_recipient,
 };
 use crate::state::{
     Applied, ApplyError, Command, Deletion, MAX_ENTRY_BYTES, ManagerState, Touched,
@@ -848,22 +848,7 @@ impl Manager {
             }
             keys.push(key);
         }
-        let sequence = Sequence {
-            snapshot: snapshot_id,
-            manifest: request.manifest,
-            manifest_chunks: request.manifest_chunks.clone(),
-            // The stripes are the snapshot's chunk records (`chunks`, in
-            // order): sealing them again would only make the commit's raft
-            // entry grow with the snapshot.
-            stripes: Vec::new(),
-        };
-        let sealed = seal_at_rest(
-            &self.group_key,
-            snapshot_id.as_bytes(),
-            &sequence.to_bytes().map_err(ManagerError::Seal)?,
-            rng,
-        )
-        .map_err(ManagerError::Seal)?;
+        let sealed = self.seal_sequence_header(snapshot_id, request, rng)?;
         let snapshot = SnapshotRecord {
             id: snapshot_id,
             source: pending.source,
@@ -886,6 +871,32 @@ impl Manager {
         })
     }
 
+    /// A commit's sequence as the manager keeps it: sealed at rest under
+    /// the group key, its header only (snapshot, manifest, manifest
+    /// chunks). The stripes are the snapshot's chunk records (its `chunks`,
+    /// in order): sealing them again would only make the commit's raft
+    /// entry grow with the snapshot.
+    fn seal_sequence_header<R: CryptoRng + ?Sized>(
+        &self,
+        snapshot_id: SnapshotId,
+        request: &CommitRequest,
+        rng: &mut R,
+    ) -> Result<SealedAtRest, ManagerError> {
+        let sequence = Sequence {
+            snapshot: snapshot_id,
+            manifest: request.manifest,
+            manifest_chunks: request.manifest_chunks.clone(),
+            stripes: Vec::new(),
+        };
+        seal_at_rest(
+            &self.group_key,
+            snapshot_id.as_bytes(),
+            &sequence.to_bytes().map_err(ManagerError::Seal)?,
+            rng,
+        )
+        .map_err(ManagerError::Seal)
+    }
+
     /// The commit of a backup whose chunk order came in pages: receipts
     /// were all recorded before (`RecordReceipts`) and checked above, the
     /// sequence is sealed (its stripes are the chunk records), and the
@@ -905,19 +916,7 @@ impl Manager {
                 pending.id
             )));
         }
-        let sequence = Sequence {
-            snapshot: snapshot_id,
-            manifest: request.manifest,
-            manifest_chunks: request.manifest_chunks.clone(),
-            stripes: Vec::new(),
-        };
-        let sealed = seal_at_rest(
-            &self.group_key,
-            snapshot_id.as_bytes(),
-            &sequence.to_bytes().map_err(ManagerError::Seal)?,
-            rng,
-        )
-        .map_err(ManagerError::Seal)?;
+        let sealed = self.seal_sequence_header(snapshot_id, request, rng)?;
         let command = Command::CommitBackup {
             snapshot: SnapshotRecord {
                 id: snapshot_id,

@@ -379,20 +379,7 @@ fn a_whole_sequence_over_one_page_is_refused_and_its_pages_serve_it() {
     let mut rng = StdRng::seed_from_u64(7);
     let p = params(2, 1);
     let all = names("big", MAX_SEQUENCE_PAGE + 1);
-    let mut pending = None;
-    let mut receipts = Vec::new();
-    for part in all.chunks(MAX_PLAN_CHUNKS) {
-        let mut req = request(&paris, part, &p);
-        req.extend = pending;
-        let plan = m.plan_backup(req, 10, &mut rng).expect("plans a part");
-        pending = Some(plan.pending_id);
-        receipts.extend(common::receipts(&plan.uploads, paris.node_id));
-    }
-    let pending_id = pending.expect("planned");
-    for page in receipts.chunks(4096) {
-        m.record_receipts(paris.node_id, pending_id, page)
-            .expect("a receipts page");
-    }
+    let pending_id = planned_in_parts(&mut m, &paris, &all, &p);
     let done = m
         .commit_backup(
             CommitRequest {

@@ -50,7 +50,7 @@ mod reservations;
 mod snapshots;
 pub use messages::*;
 pub use order::{MAX_ORDER_PAGE, MAX_ORDER_PAGE_PACKETS, OrderStep, order_page_len};
-pub use pages::{MAX_SEQUENCE_PAGE, SequencePage};
+pub use pages::{MAX_LIST_PAGE, MAX_SEQUENCE_PAGE, SequencePage};
 pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
 

@@ -589,3 +589,58 @@ fn the_largest_page_of_a_commits_order_at_width_sixteen_fits_one_entry() {
     eprintln!("a page of {page_len} new chunks at width 16: {bytes} bytes");
     assert!(bytes <= MAX_ENTRY_BYTES);
 }
+
+#[test]
+fn a_listing_comes_in_pages_that_add_up_to_the_whole() {
+    use strew_coordinator::manager::MAX_LIST_PAGE;
+    let (mut m, paris, lyon) = manager();
+    let mut rng = StdRng::seed_from_u64(10);
+    let p = params(2, 1);
+    for n in 0..5u64 {
+        let all = names(&format!("list{n}"), 3);
+        let plan = m
+            .plan_backup(request(&paris, &all, &p), 10 + n, &mut rng)
+            .expect("plans");
+        m.commit_backup(
+            CommitRequest {
+                pending_id: plan.pending_id,
+                source: paris.node_id,
+                receipts: common::receipts(&plan.uploads, paris.node_id),
+                manifest: DataId([n as u8; 32]),
+                manifest_chunks: Vec::new(),
+                chunks: all.iter().map(|c| chunk(c, 3, 4096).data_id).collect(),
+                bytes: 1000,
+            },
+            20 + n,
+            &mut rng,
+        )
+        .expect("commits");
+    }
+    let whole = m.list_snapshots(&paris.node_id, None);
+    assert_eq!(whole.len(), 5);
+    let mut paged = Vec::new();
+    loop {
+        let (page, total) = m
+            .list_snapshots_page(&paris.node_id, None, paged.len() as u64, 2)
+            .expect("a page");
+        assert_eq!(total, 5);
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged, whole);
+    // Another source sees none; a page of 0 or over the bound is refused.
+    assert_eq!(
+        m.list_snapshots_page(&lyon.node_id, None, 0, 2)
+            .expect("empty"),
+        (Vec::new(), 0)
+    );
+    for count in [0, MAX_LIST_PAGE as u32 + 1] {
+        assert!(
+            m.list_snapshots_page(&paris.node_id, None, 0, count)
+                .is_err()
+        );
+    }
+}

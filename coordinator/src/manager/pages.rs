@@ -1,13 +1,19 @@
-//! A snapshot's sequence in pages (SPEC R12): `FetchSequencePage` answers
-//! at most [`MAX_SEQUENCE_PAGE`] stripes from a cursor, sealed to the
-//! snapshot's source like a whole sequence, with the total count, so no
-//! answer grows with the snapshot. This module reads; no I/O, no clock.
+//! A snapshot's sequence and a source's listing in pages (SPEC R12):
+//! `FetchSequencePage` answers at most [`MAX_SEQUENCE_PAGE`] stripes from a
+//! cursor, sealed to the snapshot's source like a whole sequence, and
+//! `ListPage` at most [`MAX_LIST_PAGE`] snapshots, each with the total
+//! count, so no answer grows with the snapshot or the number of snapshots.
+//! This module reads; no I/O, no clock.
 
 use super::*;
 
 /// Most stripes one sequence page carries: about 1.2 MB at width 6 and
 /// 3.3 MB at width 16, under the manager protocol's 4 MiB goal.
 pub const MAX_SEQUENCE_PAGE: usize = 2048;
+
+/// Most snapshots one listing page carries: a summary is about 120 bytes
+/// plus its set name, so a page stays well under the 4 MiB message bound.
+pub const MAX_LIST_PAGE: usize = 2048;
 
 /// One page of a sequence: its stripes `from..from+n` (with the snapshot,
 /// manifest and manifest chunks of the whole sequence), sealed to the
@@ -58,5 +64,28 @@ impl Manager {
             sealed,
             total: total as u64,
         })
+    }
+
+    /// (e) Snapshots `from..from+count` (`count` at most [`MAX_LIST_PAGE`])
+    /// of [`list_snapshots`](Self::list_snapshots), and how many there are.
+    pub fn list_snapshots_page(
+        &self,
+        source: &NodeId,
+        set: Option<&str>,
+        from: u64,
+        count: u32,
+    ) -> Result<(Vec<SnapshotSummary>, u64), ManagerError> {
+        let count = count as usize;
+        if count == 0 || count > MAX_LIST_PAGE {
+            return Err(ManagerError::Invalid(format!(
+                "a listing page holds 1 to {MAX_LIST_PAGE} snapshots, not {count}"
+            )));
+        }
+        let mut all = self.list_snapshots(source, set);
+        let total = all.len() as u64;
+        let start = usize::try_from(from).unwrap_or(usize::MAX).min(all.len());
+        let end = start.saturating_add(count).min(all.len());
+        all.truncate(end);
+        Ok((all.split_off(start), total))
     }
 }

@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use strew_coordinator::manager::{CommitStep, Manager, ManagerConfig, ManagerError, OrderStep};
+use strew_coordinator::manager::{
+    CommitStep, MAX_LIST_PAGE, Manager, ManagerConfig, ManagerError, OrderStep,
+};
 use strew_coordinator::repair::RepairPolicy;
 use strew_coordinator::seal::GroupKey;
 use strew_coordinator::{Applied, Command, NodeId, NodeProfile};
@@ -674,12 +676,32 @@ impl ManagerService {
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
-                ManagerResponse::Snapshots(self.replica.read(|m| {
-                    m.list_snapshots(&requester, set.as_deref())
-                        .iter()
-                        .map(ToWire::to_wire)
-                        .collect()
-                }))
+                // Whole listings only while they fit one page (4 MiB bound).
+                let list = self
+                    .replica
+                    .read(|m| m.list_snapshots(&requester, set.as_deref()));
+                if list.len() > MAX_LIST_PAGE {
+                    return refuse(&ManagerError::Invalid(format!(
+                        "{} snapshots: list them in pages of at most {MAX_LIST_PAGE}",
+                        list.len()
+                    )));
+                }
+                ManagerResponse::Snapshots(list.iter().map(ToWire::to_wire).collect())
+            }
+            ManagerRequest::ListPage { set, from, count } => {
+                if let Err(r) = self.barrier().await {
+                    return r;
+                }
+                let page = self
+                    .replica
+                    .read(|m| m.list_snapshots_page(&requester, set.as_deref(), from, count));
+                match page {
+                    Ok((snapshots, total)) => ManagerResponse::SnapshotsPage {
+                        snapshots: snapshots.iter().map(ToWire::to_wire).collect(),
+                        total,
+                    },
+                    Err(e) => refuse(&e),
+                }
             }
             write => {
                 let _turn = self.proposals.lock().await;

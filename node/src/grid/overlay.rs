@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use strew_coordinator::manager::{
     CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, ForgetResponse,
-    PlanDecision, PlanRequest, SnapshotSummary,
+    MAX_LIST_PAGE, PlanDecision, PlanRequest, SnapshotSummary,
 };
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
@@ -187,6 +187,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Sequence(_) => "sequence",
             ManagerResponse::SequencePage { .. } => "sequence_page",
             ManagerResponse::Snapshots(_) => "snapshots",
+            ManagerResponse::SnapshotsPage { .. } => "snapshots page",
             ManagerResponse::Forgotten(_) => "forgotten",
             ManagerResponse::Abandoned(_) => "abandoned",
             ManagerResponse::ReadTickets(_) => "read tickets",
@@ -249,11 +250,26 @@ impl ManagerApi for OverlayManager {
     }
 
     async fn list(&self, set: Option<String>) -> Result<Vec<SnapshotSummary>, GridError> {
-        match self.call(ManagerRequest::List { set }).await? {
-            ManagerResponse::Snapshots(list) => {
-                Ok(list.into_iter().map(wire::snapshot_summary).collect())
+        // In pages: no answer grows with the number of snapshots. A
+        // snapshot committed or forgotten between pages may be missed or
+        // listed twice; the listing is a view, not a transaction.
+        let mut out = Vec::new();
+        loop {
+            let request = ManagerRequest::ListPage {
+                set: set.clone(),
+                from: out.len() as u64,
+                count: MAX_LIST_PAGE as u32,
+            };
+            match self.call(request).await? {
+                ManagerResponse::SnapshotsPage { snapshots, total } => {
+                    let got = snapshots.len();
+                    out.extend(snapshots.into_iter().map(wire::snapshot_summary));
+                    if got == 0 || out.len() as u64 >= total {
+                        return Ok(out);
+                    }
+                }
+                other => return Err(unexpected("list_page", &other)),
             }
-            other => Err(unexpected("list", &other)),
         }
     }
 

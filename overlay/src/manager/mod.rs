@@ -81,8 +81,17 @@ pub enum ManagerRequest {
         from: u64,
         count: u32,
     },
-    /// The requester's snapshots (optionally of one backup set).
+    /// The requester's snapshots (optionally of one backup set), answered
+    /// only while they fit one page (`MAX_LIST_PAGE`); else `Invalid`.
     List { set: Option<String> },
+    /// Snapshots `from..from+count` (at most
+    /// `strew_coordinator::manager::MAX_LIST_PAGE`) of the requester's
+    /// listing, oldest first; answered `SnapshotsPage`.
+    ListPage {
+        set: Option<String>,
+        from: u64,
+        count: u32,
+    },
     /// Forget one of the requester's snapshots.
     Forget { snapshot: SnapshotId },
     /// Drop a plan the requester replaced.
@@ -157,6 +166,7 @@ impl ManagerRequest {
             ManagerRequest::FetchSequence { .. } => "fetch_sequence",
             ManagerRequest::FetchSequencePage { .. } => "fetch_sequence_page",
             ManagerRequest::List { .. } => "list",
+            ManagerRequest::ListPage { .. } => "list_page",
             ManagerRequest::Forget { .. } => "forget",
             ManagerRequest::Abandon { .. } => "abandon",
             ManagerRequest::Receipts { .. } => "receipts",
@@ -192,6 +202,11 @@ pub enum ManagerResponse {
         total: u64,
     },
     Snapshots(Vec<SnapshotSummary>),
+    /// One page of a listing, and the snapshots in all.
+    SnapshotsPage {
+        snapshots: Vec<SnapshotSummary>,
+        total: u64,
+    },
     Forgotten(ForgetResponse),
     Abandoned(Vec<StorageTicket>),
     /// Read tickets naming the requester as holder.
@@ -316,6 +331,11 @@ mod tests {
             ManagerRequest::Who,
             ManagerRequest::List {
                 set: Some("home".into()),
+            },
+            ManagerRequest::ListPage {
+                set: None,
+                from: 4096,
+                count: 2048,
             },
             ManagerRequest::Forget {
                 snapshot: SnapshotId([3; 32]),

@@ -57,7 +57,7 @@ pub use seal::{
 };
 pub use state::{
     Applied, ApplyError, Command, MAX_ENTRY_BYTES, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE,
-    ManagerState, Touched,
+    ManagerState, PendingList, Touched,
 };
 pub use ticket::{StorageTicket, TICKET_VERSION, TicketEntry, TicketError, TicketKind};
 pub use trust::{

@@ -176,11 +176,12 @@ impl Manager {
     /// A manager over a state its driver kept (loaded from disk, received
     /// as a consensus snapshot).
     pub fn from_state(
-        state: ManagerState,
+        mut state: ManagerState,
         identity: SigningKey,
         group_key: GroupKey,
         config: ManagerConfig,
     ) -> Self {
+        state.reindex();
         let mut manager = Manager {
             state,
             view: GridView::new(),
@@ -281,7 +282,8 @@ impl Manager {
     }
 
     /// Replaces the whole state (a consensus snapshot being installed).
-    pub fn replace_state(&mut self, state: ManagerState) {
+    pub fn replace_state(&mut self, mut state: ManagerState) {
+        state.reindex();
         self.state = state;
         self.rebuild_view();
     }

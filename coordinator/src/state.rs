@@ -26,10 +26,12 @@ use crate::units::{Millis, format_size};
 mod bounds;
 mod extend;
 mod order;
+mod pending_index;
 mod references;
 mod upkeep;
 
 pub use bounds::MAX_ENTRY_BYTES;
+pub use pending_index::PendingIndex;
 
 /// Largest packet a plan may name: the packet protocol's maximum body
 /// (the pipeline's 4 MiB chunk maximum plus compression, encryption and
@@ -248,7 +250,15 @@ pub struct Touched {
     pub chunks: BTreeSet<DataId>,
     pub targets: BTreeSet<NodeId>,
     pub snapshots: BTreeSet<SnapshotId>,
+    /// Pending backups whose record (other than its lists) changed or went.
     pub pending: BTreeSet<u64>,
+    /// Per pending backup and list, the first element that changed: the
+    /// store rewrites the list from there on, never the whole backup, so a
+    /// backup extended page by page costs each page's size, not its total.
+    pub pending_lists: BTreeMap<(u64, PendingList), usize>,
+    /// Packets added to or removed from a target's record: the store writes
+    /// these rows; `targets` names records whose other fields changed.
+    pub target_packets: BTreeSet<(NodeId, PacketId)>,
     pub assemblies: BTreeSet<u64>,
     /// Log entries appended (by sequence number).
     pub log_from: Option<u64>,
@@ -256,7 +266,53 @@ pub struct Touched {
     pub log_trimmed_before: Option<u64>,
 }
 
+/// The growing lists of a [`PendingBackup`], which the store keeps one row
+/// per element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PendingList {
+    NewChunks,
+    Reused,
+    Receipted,
+    Order,
+    OrderStored,
+}
+
+impl PendingList {
+    pub const ALL: [PendingList; 5] = [
+        PendingList::NewChunks,
+        PendingList::Reused,
+        PendingList::Receipted,
+        PendingList::Order,
+        PendingList::OrderStored,
+    ];
+
+    /// How many elements `pending` holds in this list.
+    pub fn len(self, pending: &PendingBackup) -> usize {
+        match self {
+            PendingList::NewChunks => pending.new_chunks.len(),
+            PendingList::Reused => pending.reused.len(),
+            PendingList::Receipted => pending.receipted.len(),
+            PendingList::Order => pending.order.len(),
+            PendingList::OrderStored => pending.order_stored.len(),
+        }
+    }
+}
+
 impl Touched {
+    /// Pending backup `id`'s `list` changed from element `from` on.
+    pub fn touch_list(&mut self, id: u64, list: PendingList, from: usize) {
+        let at = self.pending_lists.entry((id, list)).or_insert(from);
+        *at = (*at).min(from);
+    }
+
+    /// Pending backup `id` is new or rewritten whole.
+    pub fn touch_pending_whole(&mut self, id: u64) {
+        self.pending.insert(id);
+        for list in PendingList::ALL {
+            self.touch_list(id, list, 0);
+        }
+    }
+
     /// Adds what `other` touched (several commands applied as one batch).
     pub fn merge(&mut self, other: Touched) {
         self.mode |= other.mode;
@@ -267,6 +323,10 @@ impl Touched {
         self.targets.extend(other.targets);
         self.snapshots.extend(other.snapshots);
         self.pending.extend(other.pending);
+        for (key, from) in other.pending_lists {
+            self.touch_list(key.0, key.1, from);
+        }
+        self.target_packets.extend(other.target_packets);
         self.assemblies.extend(other.assemblies);
         self.log_from = match (self.log_from, other.log_from) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -291,6 +351,9 @@ pub struct ManagerState {
     pub log: Vec<LogEvent>,
     pub next_pending: u64,
     pub next_assembly: u64,
+    /// Lookups over `pending`, derived (see [`PendingIndex`]).
+    #[serde(skip)]
+    pub index: PendingIndex,
 }
 
 impl ManagerState {
@@ -338,6 +401,7 @@ impl ManagerState {
 
     /// Applies one command: all of it, or nothing (the error says why).
     pub fn apply(&mut self, command: &Command) -> Result<(Applied, Touched), ApplyError> {
+        self.ensure_index();
         let mut touched = Touched::default();
         let applied = match command {
             Command::SetGridMode { mode } => {
@@ -562,7 +626,8 @@ impl ManagerState {
         self.next_pending = pending.id + 1;
         touched.counters = true;
         self.pending.insert(pending.id, pending.clone());
-        touched.pending.insert(pending.id);
+        self.index_begun(pending);
+        touched.touch_pending_whole(pending.id);
         self.log(
             touched,
             pending.created_at,
@@ -746,6 +811,7 @@ impl ManagerState {
         // Validated: now change.
         self.release(&pending, touched);
         self.pending.remove(&pending.id);
+        self.index_removed(&pending);
         touched.pending.insert(pending.id);
         let referenced: BTreeSet<DataId> = snapshot.chunks.iter().copied().collect();
         let mut charged = 0u64;
@@ -762,6 +828,7 @@ impl ManagerState {
                     record.bytes = record.bytes.saturating_add(p.size);
                 }
                 touched.targets.insert(p.target);
+                touched.target_packets.insert((p.target, p.packet_id));
                 charged = charged.saturating_add(p.size);
             }
             self.chunks.insert(
@@ -842,6 +909,7 @@ impl ManagerState {
             .pending
             .remove(&id)
             .ok_or(ApplyError::UnknownPending(id))?;
+        self.index_removed(&pending);
         touched.pending.insert(id);
         self.release(&pending, touched);
         // A later plan of the same backup (or another backup) may have put
@@ -886,13 +954,7 @@ impl ManagerState {
             };
             for p in &chunk.packets {
                 if self.other_copy_holds(&chunk.data_id, &key, &p.packet_id, &p.target)
-                    || self.pending.values().any(|other| {
-                        other.new_chunks.iter().any(|c| {
-                            c.packets
-                                .iter()
-                                .any(|q| q.packet_id == p.packet_id && q.target == p.target)
-                        })
-                    })
+                    || self.pending_puts(&p.packet_id, &p.target, u64::MAX)
                 {
                     continue;
                 }
@@ -901,6 +963,7 @@ impl ManagerState {
                 {
                     record.bytes = record.bytes.saturating_sub(size);
                     touched.targets.insert(p.target);
+                    touched.target_packets.insert((p.target, p.packet_id));
                     deletions.entry(p.target).or_default().push(Deletion {
                         packet_id: p.packet_id,
                         generation: p.generation,

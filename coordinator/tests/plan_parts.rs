@@ -644,3 +644,94 @@ fn a_listing_comes_in_pages_that_add_up_to_the_whole() {
         );
     }
 }
+
+/// The pending index is derived: a state read back from its encoding (no
+/// index) answers every lookup as the live one does, applies receipts on
+/// its own (indexing itself first), and a manager built over it (indexed
+/// at once) takes the backup's next part and commits it.
+#[test]
+fn a_pending_backup_read_back_without_its_index_answers_as_the_live_one() {
+    use strew_coordinator::{ManagerState, cbor};
+    let (mut m, paris, _) = manager();
+    let p = params(2, 1);
+    let all = names("index", 2 * MAX_PLAN_CHUNKS + 10);
+    let pending_id = planned_in_parts(&mut m, &paris, &all[..MAX_PLAN_CHUNKS + 5], &p);
+    let live = m.state();
+    let bytes = cbor::encode(live).expect("encodes");
+    let read: ManagerState = cbor::decode(&bytes).expect("decodes");
+    assert_eq!(&read, live);
+    let pending = &live.pending[&pending_id];
+    for c in &pending.new_chunks {
+        assert_eq!(
+            read.planned_chunk(pending_id, &c.data_id),
+            live.planned_chunk(pending_id, &c.data_id)
+        );
+        assert!(live.planned_chunk(pending_id, &c.data_id).is_some());
+        assert_eq!(read.key_pending(&c.record_key()), live.key_pending(&c.record_key()));
+        for q in &c.packets {
+            assert_eq!(
+                read.planned_packet(pending_id, &q.packet_id, &q.target),
+                live.planned_packet(pending_id, &q.packet_id, &q.target)
+            );
+        }
+    }
+    let other = chunk("not planned", 3, 4096);
+    assert!(live.planned_chunk(pending_id, &other.data_id).is_none());
+    assert!(!live.key_pending(&other.data_id));
+
+    // A receipt page applied straight to the state read back.
+    let mut state = read.clone();
+    let page = m
+        .decide_receipts(
+            paris.node_id,
+            pending_id,
+            &common::receipts(&pending.new_chunks[..1], paris.node_id),
+        )
+        .expect("a receipts page");
+    state.apply(&page).expect("applies without an index");
+
+    // A manager over the state read back takes the next part and commits.
+    let mut back = Manager::from_state(
+        read,
+        SigningKey::from_bytes(&[200; 32]),
+        GroupKey([7; 32]),
+        ManagerConfig::default(),
+    );
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut rest = request(&paris, &all[MAX_PLAN_CHUNKS + 5..2 * MAX_PLAN_CHUNKS], &p);
+    rest.extend = Some(pending_id);
+    let part = back.plan_backup(rest, 12, &mut rng).expect("the next part");
+    let mut again = request(&paris, &all[..1], &p);
+    again.extend = Some(pending_id);
+    assert!(
+        back.plan_backup(again, 13, &mut rng).is_err(),
+        "a chunk planned before the state was read back is still known"
+    );
+    back.record_receipts(
+        paris.node_id,
+        pending_id,
+        &common::receipts(&part.uploads, paris.node_id),
+    )
+    .expect("the new part's receipts");
+    let ids: Vec<DataId> = all[..2 * MAX_PLAN_CHUNKS]
+        .iter()
+        .map(|n| chunk(n, 3, 4096).data_id)
+        .collect();
+    let committed = back
+        .commit_backup(
+            CommitRequest {
+                pending_id,
+                source: paris.node_id,
+                receipts: Vec::new(),
+                manifest: DataId([9; 32]),
+                manifest_chunks: Vec::new(),
+                chunks: ids.clone(),
+                bytes: 1000,
+            },
+            20,
+            &mut rng,
+        )
+        .expect("commits");
+    assert_eq!(back.state().snapshots[&committed.snapshot].chunks.len(), ids.len());
+    assert!(back.state().pending.is_empty());
+}

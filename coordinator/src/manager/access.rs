@@ -52,15 +52,18 @@ impl Manager {
         pending: &PendingBackup,
         receipts: &[StoreReceipt],
     ) -> Result<BTreeMap<(PacketId, NodeId), u64>, ManagerError> {
-        let planned: BTreeMap<(PacketId, NodeId), (u64, DataId, u64)> = pending
-            .new_chunks
-            .iter()
-            .flat_map(|c| {
-                c.packets
-                    .iter()
-                    .map(move |p| ((p.packet_id, p.target), (p.size, c.data_id, p.generation)))
-            })
-            .collect();
+        // Looked up in the pending index: a page of receipts costs its own
+        // size, not the backup's.
+        let planned = |packet_id: &PacketId, target: &NodeId| {
+            self.state
+                .planned_packet(pending.id, packet_id, target)
+                .and_then(|c| {
+                    c.packets
+                        .iter()
+                        .find(|p| &p.packet_id == packet_id && &p.target == target)
+                        .map(|p| (p.size, c.data_id, p.generation))
+                })
+        };
         let mut generations = BTreeMap::new();
         for receipt in receipts {
             let refuse = |reason: String| ManagerError::BadReceipt {
@@ -69,7 +72,7 @@ impl Manager {
                 reason,
             };
             let Some((size, data_id, planned_generation)) =
-                planned.get(&(receipt.packet_id, receipt.target))
+                planned(&receipt.packet_id, &receipt.target)
             else {
                 return Err(refuse(format!(
                     "backup {} planned no such packet on that target",
@@ -83,18 +86,18 @@ impl Manager {
                     receipt.source, pending.source
                 )));
             }
-            if receipt.size != *size {
+            if receipt.size != size {
                 return Err(refuse(format!(
                     "it names {} bytes, the plan {size}",
                     receipt.size
                 )));
             }
             // This plan's own generation (the common case) needs no search.
-            if receipt.generation != *planned_generation
+            if receipt.generation != planned_generation
                 && !self.generation_known(
                     &receipt.packet_id,
                     &receipt.target,
-                    data_id,
+                    &data_id,
                     receipt.generation,
                 )
             {

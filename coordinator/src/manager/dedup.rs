@@ -83,10 +83,7 @@ impl Manager {
     }
 
     fn key_pending(&self, key: &DataId) -> bool {
-        self.state
-            .pending
-            .values()
-            .any(|p| p.new_chunks.iter().any(|c| &c.record_key() == key))
+        self.state.key_pending(key)
     }
 
     /// The copy of `data_id` a snapshot of `source` already uses (a chunk

@@ -76,8 +76,6 @@ impl Manager {
                 pending.id, request.first
             )));
         }
-        let planned: BTreeMap<DataId, &PlannedChunk> =
-            pending.new_chunks.iter().map(|c| (c.data_id, c)).collect();
         let (order, order_stored): (&[DataId], &[PlannedChunk]) = if request.first == 0 {
             (&[], &[])
         } else {
@@ -98,8 +96,8 @@ impl Manager {
         for data_id in &request.chunks {
             let key = if let Some(key) = used.get(data_id) {
                 *key
-            } else if let Some(copy) = planned.get(data_id) {
-                stored.push((*copy).clone());
+            } else if let Some(copy) = self.state.planned_chunk(pending.id, data_id) {
+                stored.push(copy.clone());
                 copy.record_key()
             } else if let Some(key) = reused.get(data_id) {
                 *key

@@ -28,12 +28,11 @@ impl ManagerState {
                 part.id
             )));
         }
-        // One pass over the pending backup (it may hold many parts).
-        let named: BTreeSet<DataId> = part.new_chunks.iter().map(|c| c.data_id).collect();
-        if let Some(chunk) = pending
+        // Looked up in the index: a backup may hold many parts.
+        if let Some(chunk) = part
             .new_chunks
             .iter()
-            .find(|c| named.contains(&c.data_id))
+            .find(|c| self.planned_chunk(part.id, &c.data_id).is_some())
         {
             return Err(ApplyError::Invalid(format!(
                 "chunk {} is already planned in pending backup {}",
@@ -45,6 +44,9 @@ impl ManagerState {
             .pending
             .get_mut(&part.id)
             .ok_or(ApplyError::UnknownPending(part.id))?;
+        let from = pending.new_chunks.len();
+        touched.touch_list(part.id, PendingList::NewChunks, from);
+        touched.touch_list(part.id, PendingList::Reused, pending.reused.len());
         pending.new_chunks.extend(part.new_chunks.iter().cloned());
         pending.reused.extend(part.reused.iter().copied());
         pending.expires_at = pending.expires_at.max(part.expires_at);
@@ -54,6 +56,7 @@ impl ManagerState {
             part.stored_bytes(),
         );
         let total = pending.new_chunks.len();
+        self.index_extended(part.id, from, &part.new_chunks);
         touched.pending.insert(part.id);
         self.log(
             touched,
@@ -76,38 +79,35 @@ impl ManagerState {
         receipted: &[Receipted],
         touched: &mut Touched,
     ) -> Result<Applied, ApplyError> {
-        let pending = self
-            .pending
-            .get_mut(&pending_id)
-            .ok_or(ApplyError::UnknownPending(pending_id))?;
-        let named: BTreeSet<(PacketId, NodeId)> =
-            receipted.iter().map(|r| (r.packet_id, r.target)).collect();
-        let planned: BTreeSet<(PacketId, NodeId)> = pending
-            .new_chunks
-            .iter()
-            .flat_map(|c| &c.packets)
-            .map(|p| (p.packet_id, p.target))
-            .filter(|k| named.contains(k))
-            .collect();
-        if let Some(r) = receipted
-            .iter()
-            .find(|r| !planned.contains(&(r.packet_id, r.target)))
-        {
+        if !self.pending.contains_key(&pending_id) {
+            return Err(ApplyError::UnknownPending(pending_id));
+        }
+        if let Some(r) = receipted.iter().find(|r| {
+            self.planned_packet(pending_id, &r.packet_id, &r.target)
+                .is_none()
+        }) {
             return Err(ApplyError::Invalid(format!(
                 "backup {pending_id} planned no packet {} on {}",
                 r.packet_id, r.target
             )));
         }
-        let mut known: BTreeSet<(PacketId, NodeId)> = pending
-            .receipted
-            .iter()
-            .map(|r| (r.packet_id, r.target))
-            .collect();
+        // Each (packet, target) once: neither recorded before nor twice here.
+        let mut fresh: Vec<Receipted> = Vec::new();
+        let mut named: BTreeSet<(PacketId, NodeId)> = BTreeSet::new();
         for r in receipted {
-            if known.insert((r.packet_id, r.target)) {
-                pending.receipted.push(*r);
+            if !self.is_receipted(pending_id, &r.packet_id, &r.target)
+                && named.insert((r.packet_id, r.target))
+            {
+                fresh.push(*r);
             }
         }
+        let pending = self
+            .pending
+            .get_mut(&pending_id)
+            .ok_or(ApplyError::UnknownPending(pending_id))?;
+        touched.touch_list(pending_id, PendingList::Receipted, pending.receipted.len());
+        pending.receipted.extend_from_slice(&fresh);
+        self.index_receipted(pending_id, &fresh);
         touched.pending.insert(pending_id);
         Ok(Applied::Done)
     }

@@ -33,12 +33,10 @@ impl ManagerState {
                 pending.order.len()
             )));
         }
-        let planned: BTreeMap<DataId, &PlannedChunk> =
-            pending.new_chunks.iter().map(|c| (c.data_id, c)).collect();
         let mut new_keys: BTreeSet<DataId> = order_stored.iter().map(|c| c.record_key()).collect();
         let mut new_ids: BTreeSet<DataId> = order_stored.iter().map(|c| c.data_id).collect();
         for copy in stored {
-            let Some(plan) = planned.get(&copy.data_id) else {
+            let Some(plan) = self.planned_chunk(pending_id, &copy.data_id) else {
                 return Err(ApplyError::UnknownChunk(copy.data_id));
             };
             if !same_packets(&plan.packets, &copy.packets) || !new_ids.insert(copy.data_id) {
@@ -75,6 +73,9 @@ impl ManagerState {
             pending.order.clear();
             pending.order_stored.clear();
         }
+        touched.touch_list(pending_id, PendingList::Order, pending.order.len());
+        let from = pending.order_stored.len();
+        touched.touch_list(pending_id, PendingList::OrderStored, from);
         pending.order.extend_from_slice(keys);
         pending.order_stored.extend_from_slice(stored);
         touched.pending.insert(pending_id);

@@ -48,15 +48,7 @@ impl ManagerState {
             .targets
             .get(target)
             .is_some_and(|t| t.packets.contains_key(packet_id));
-        committed
-            || self.pending.values().any(|other| {
-                other.id != except
-                    && other.new_chunks.iter().any(|c| {
-                        c.packets
-                            .iter()
-                            .any(|q| &q.packet_id == packet_id && &q.target == target)
-                    })
-            })
+        committed || self.pending_puts(packet_id, target, except)
     }
 
     /// The packets of `pending` that nothing references (the orphans of an

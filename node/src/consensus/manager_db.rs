@@ -3,7 +3,7 @@
 //!
 //! Owns the table layout (one versioned table per record kind: the six
 //! records of SPEC R3 plus snapshots, pending backups and counters), the
-//! schema version check and its migration, loading the whole
+//! schema version check and its migrations, loading the whole
 //! [`ManagerState`] on open, and writing exactly the records an applied
 //! batch of commands touched — together with the consensus layer's
 //! replication position (last applied log id, membership, group key) — in
@@ -12,7 +12,10 @@
 //! (disk, no state), so nobody holds the manager while an fsync runs. The
 //! raft log and its snapshots are the history: no command log is kept here.
 //! This module must not decide anything: it only mirrors what
-//! `Manager::apply` did.
+//! `Manager::apply` did. Target records and pending backups, which grow
+//! without bound, are kept one row per element ([`split`]).
+
+mod split;
 
 use std::path::Path;
 
@@ -23,8 +26,10 @@ use strew_coordinator::cbor;
 use strew_coordinator::{ManagerState, Touched};
 
 /// The layout version this code writes and reads. Version 1 also kept every
-/// applied command (`commands-v1`); opening it drops that table.
-pub const SCHEMA_VERSION: u64 = 2;
+/// applied command (`commands-v1`); opening it drops that table. Version 2
+/// kept target records and pending backups whole (`target-data-v1`,
+/// `pending-v1`); opening it splits them ([`split::migrate_v2`]).
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta-v1");
 const MODE: TableDefinition<&str, &[u8]> = TableDefinition::new("grid-mode-v1");
@@ -34,14 +39,11 @@ const CLIENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("clients-v1"
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("source-profiles-v1");
 /// Source data record (per chunk: its packets and their targets).
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("source-data-v1");
-/// Target data record.
-const TARGETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("target-data-v1");
 /// Data assembly record.
 const ASSEMBLIES: TableDefinition<u64, &[u8]> = TableDefinition::new("assembly-v1");
 /// Global backup log (append-only).
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("backup-log-v1");
 const SNAPSHOTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("snapshots-v1");
-const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending-v1");
 /// Version 1's command log, dropped on open.
 const OLD_COMMANDS: TableDefinition<u64, &[u8]> = TableDefinition::new("commands-v1");
 /// The consensus layer's replication position (opaque bytes under one key).
@@ -118,9 +120,9 @@ pub struct Batch {
     clients: Rows<[u8; 32]>,
     profiles: Rows<String>,
     chunks: Rows<[u8; 32]>,
-    targets: Rows<[u8; 32]>,
     snapshots: Rows<[u8; 32]>,
-    pending: Rows<u64>,
+    /// Target records and pending backups.
+    split: split::SplitRows,
     assemblies: Rows<u64>,
     log: Vec<(u64, Vec<u8>)>,
     log_trimmed_before: Option<u64>,
@@ -142,6 +144,28 @@ fn rows<'a, K: Ord + 'a, KO, V: Serialize + 'a>(
 }
 
 impl Batch {
+    /// Bytes of the encoded rows this batch writes (keys aside): what one
+    /// applied batch costs the disk before redb's own overhead.
+    pub fn bytes(&self) -> usize {
+        fn sum<K>(rows: &Rows<K>) -> usize {
+            rows.iter().map(|(_, v)| v.as_ref().map_or(0, Vec::len)).sum()
+        }
+        sum(&self.clients)
+            + sum(&self.profiles)
+            + sum(&self.chunks)
+            + sum(&self.snapshots)
+            + sum(&self.assemblies)
+            + self.split.bytes()
+            + self.log.iter().map(|(_, v)| v.len()).sum::<usize>()
+            + self.mode.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The part of [`bytes`](Self::bytes) that target records and pending
+    /// backups take.
+    pub fn split_bytes(&self) -> usize {
+        self.split.bytes()
+    }
+
     /// Encodes the records `touched` names as `state` holds them now, and
     /// the replication position that goes with them. Reads only memory.
     pub fn collect(
@@ -174,13 +198,10 @@ impl Batch {
                 |k| k.clone(),
             )?,
             chunks: rows("source-data-v1", &touched.chunks, &state.chunks, |id| id.0)?,
-            targets: rows("target-data-v1", &touched.targets, &state.targets, |id| {
-                id.0
-            })?,
             snapshots: rows("snapshots-v1", &touched.snapshots, &state.snapshots, |id| {
                 id.0
             })?,
-            pending: rows("pending-v1", &touched.pending, &state.pending, |id| *id)?,
+            split: split::SplitRows::collect(state, touched)?,
             // Assembly records are only ever added.
             assemblies: rows(
                 "assembly-v1",
@@ -216,10 +237,13 @@ impl ManagerDb {
                     meta.insert("schema", SCHEMA_VERSION)?;
                 }
                 Some(SCHEMA_VERSION) => {}
-                Some(1) => {
-                    // The raft log and its snapshots are the history now.
-                    txn.delete_table(OLD_COMMANDS)?;
-                    meta.remove("applied")?;
+                Some(found @ (1 | 2)) => {
+                    if found == 1 {
+                        // The raft log and its snapshots are the history now.
+                        txn.delete_table(OLD_COMMANDS)?;
+                        meta.remove("applied")?;
+                    }
+                    split::migrate_v2(&txn)?;
                     meta.insert("schema", SCHEMA_VERSION)?;
                 }
                 Some(found) => return Err(StoreError::Schema { found }),
@@ -229,11 +253,13 @@ impl ManagerDb {
             txn.open_table(CLIENTS)?;
             txn.open_table(PROFILES)?;
             txn.open_table(CHUNKS)?;
-            txn.open_table(TARGETS)?;
+            txn.open_table(split::TARGETS)?;
+            txn.open_table(split::TARGET_PACKETS)?;
             txn.open_table(ASSEMBLIES)?;
             txn.open_table(LOG)?;
             txn.open_table(SNAPSHOTS)?;
-            txn.open_table(PENDING)?;
+            txn.open_table(split::PENDING)?;
+            txn.open_table(split::PENDING_ITEMS)?;
             txn.open_table(REPLICATION)?;
         }
         txn.commit()?;
@@ -270,27 +296,11 @@ impl ManagerDb {
             let record: strew_coordinator::ChunkRecord = decode("source-data-v1", v.value())?;
             state.chunks.insert(record.data_id, record);
         }
-        for row in txn.open_table(TARGETS)?.iter()? {
-            let (k, v) = row?;
-            let id: [u8; 32] = k.value().try_into().map_err(|_| StoreError::Decode {
-                table: "target-data-v1",
-                message: "key is not 32 bytes".into(),
-            })?;
-            state.targets.insert(
-                strew_coordinator::NodeId(id),
-                decode("target-data-v1", v.value())?,
-            );
-        }
+        split::load(&txn, &mut state)?;
         for row in txn.open_table(SNAPSHOTS)?.iter()? {
             let (_, v) = row?;
             let record: strew_coordinator::SnapshotRecord = decode("snapshots-v1", v.value())?;
             state.snapshots.insert(record.id, record);
-        }
-        for row in txn.open_table(PENDING)?.iter()? {
-            let (k, v) = row?;
-            state
-                .pending
-                .insert(k.value(), decode("pending-v1", v.value())?);
         }
         for row in txn.open_table(ASSEMBLIES)?.iter()? {
             let (k, v) = row?;
@@ -339,11 +349,7 @@ impl ManagerDb {
                     None => profiles.remove(k.as_str())?,
                 };
             }
-            for (table, rows) in [
-                (CHUNKS, &batch.chunks),
-                (TARGETS, &batch.targets),
-                (SNAPSHOTS, &batch.snapshots),
-            ] {
+            for (table, rows) in [(CHUNKS, &batch.chunks), (SNAPSHOTS, &batch.snapshots)] {
                 let mut table = txn.open_table(table)?;
                 for (k, v) in rows {
                     match v {
@@ -352,9 +358,10 @@ impl ManagerDb {
                     };
                 }
             }
-            for (table, rows) in [(PENDING, &batch.pending), (ASSEMBLIES, &batch.assemblies)] {
-                let mut table = txn.open_table(table)?;
-                for (k, v) in rows {
+            batch.split.write(&txn)?;
+            {
+                let mut table = txn.open_table(ASSEMBLIES)?;
+                for (k, v) in &batch.assemblies {
                     match v {
                         Some(v) => table.insert(*k, v.as_slice())?,
                         None => table.remove(*k)?,
@@ -406,14 +413,7 @@ impl ManagerDb {
                     encode("source-data-v1", r)?.as_slice(),
                 )?;
             }
-            let mut targets = txn.open_table(TARGETS)?;
-            targets.retain(|_, _| false)?;
-            for (id, r) in &state.targets {
-                targets.insert(
-                    id.as_bytes().as_slice(),
-                    encode("target-data-v1", r)?.as_slice(),
-                )?;
-            }
+            split::replace(&txn, state)?;
             let mut snapshots = txn.open_table(SNAPSHOTS)?;
             snapshots.retain(|_, _| false)?;
             for (id, r) in &state.snapshots {
@@ -421,11 +421,6 @@ impl ManagerDb {
                     id.as_bytes().as_slice(),
                     encode("snapshots-v1", r)?.as_slice(),
                 )?;
-            }
-            let mut pending = txn.open_table(PENDING)?;
-            pending.retain(|_, _| false)?;
-            for (id, r) in &state.pending {
-                pending.insert(*id, encode("pending-v1", r)?.as_slice())?;
             }
             let mut assemblies = txn.open_table(ASSEMBLIES)?;
             assemblies.retain(|_, _| false)?;
@@ -504,6 +499,173 @@ mod tests {
         assert_eq!(loaded.position.as_deref(), Some(&b"entry-4"[..]));
     }
 
+    /// A backup of `CHUNKS` chunks (erasure 2+1) planned in parts of
+    /// `PART`, its receipts and its order handed in page by page (the order
+    /// started twice), committed and forgotten, each step decided as the
+    /// daemon does and written as one batch: after every step the database
+    /// reopens to exactly the manager's state, and a step writes only the
+    /// pending backup's rows it changed.
+    #[test]
+    fn a_backup_in_parts_writes_only_its_new_rows_and_reopens_exactly() {
+        use rand::SeedableRng;
+        use rand::rngs::StdRng;
+        use redb::ReadableTableMetadata;
+        use strew_coordinator::manager::{
+            ChunkPlan, CommitOrderRequest, CommitRequest, CommitStep, OrderStep, PacketSpec,
+            PlanRequest,
+        };
+        use strew_coordinator::{
+            BackupParams, Compression, ConvergenceScope, DataId, Encryption, PacketId,
+            Redundancy, StoreReceipt,
+        };
+        const CHUNKS: usize = 40;
+        const PART: usize = 16;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manager.redb");
+        let (mut db, _) = ManagerDb::open(&path).expect("opens");
+        let mut m = manager();
+        let mut position = 0u64;
+        let mut step = |m: &mut Manager, db: &mut ManagerDb, command: Command| -> Batch {
+            let touched = m.apply(&command).expect("applies").touched;
+            position += 1;
+            let batch = Batch::collect(m.state(), &touched, position.to_be_bytes().to_vec())
+                .expect("encodes");
+            db.write(&batch).expect("writes");
+            batch
+        };
+        let reopened = |db: &ManagerDb| ManagerDb::load(&db.db).expect("loads").state;
+        for n in 1..=6 {
+            step(&mut m, &mut db, join(n, u64::from(n)));
+        }
+        let source = NodeId(SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes());
+        let location = GeoPoint::new(41.0, 2.0).expect("location");
+        let params = BackupParams {
+            backup_distance: "..".parse().expect("range"),
+            spread: "..".parse().expect("range"),
+            redundancy: Redundancy::Erasure { k: 2, m: 1 },
+            compression: Compression::None,
+            encryption: Encryption {
+                cipher: "chacha20poly1305".into(),
+                convergence: ConvergenceScope::Grid,
+            },
+            sync_interval_secs: None,
+        };
+        let ids: Vec<DataId> = (0..CHUNKS)
+            .map(|i| DataId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut pending = None;
+        let mut uploads = Vec::new();
+        for part in ids.chunks(PART) {
+            let request = PlanRequest {
+                source,
+                set: "home".into(),
+                location,
+                params: params.clone(),
+                chunks: part
+                    .iter()
+                    .map(|id| ChunkPlan {
+                        data_id: *id,
+                        packets: (0..3u8)
+                            .map(|j| PacketSpec {
+                                packet_id: PacketId::of(&[id.0.as_slice(), &[j]].concat()),
+                                size: 1000,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                exclude: Vec::new(),
+                extend: pending,
+            };
+            let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plans");
+            let batch = step(&mut m, &mut db, command);
+            if pending.is_some() {
+                // An extension writes its own chunks, not the backup's.
+                let written: usize = batch.split.item_rows();
+                assert_eq!(written, part.len(), "rows written for a part");
+            }
+            pending = Some(draft.pending_id);
+            uploads.extend(draft.uploads);
+            assert_eq!(&reopened(&db), m.state());
+        }
+        let pending_id = pending.expect("planned");
+        let receipts: Vec<StoreReceipt> = uploads
+            .iter()
+            .flat_map(|c| &c.packets)
+            .map(|p| {
+                let n = (1..=6u8)
+                    .find(|n| {
+                        NodeId(SigningKey::from_bytes(&[*n; 32]).verifying_key().to_bytes())
+                            == p.target
+                    })
+                    .expect("a test target");
+                StoreReceipt::unsigned(p.target, source, p.packet_id, p.size, p.generation, 0)
+                    .sign_with(&SigningKey::from_bytes(&[n; 32]))
+                    .expect("signs")
+            })
+            .collect();
+        for page in receipts.chunks(25) {
+            let command = m
+                .decide_receipts(source, pending_id, page)
+                .expect("receipts");
+            let batch = step(&mut m, &mut db, command);
+            assert_eq!(batch.split.item_rows(), page.len());
+        }
+        assert_eq!(&reopened(&db), m.state());
+        // The order in pages of 16, once started and then started afresh.
+        for restart in [ids.len() / 2, ids.len()] {
+            for (n, page) in ids[..restart].chunks(16).enumerate() {
+                let request = CommitOrderRequest {
+                    pending_id,
+                    source,
+                    first: (n * 16) as u64,
+                    chunks: page.to_vec(),
+                };
+                let Ok(OrderStep::Propose(command)) = m.decide_commit_order(&request) else {
+                    panic!("an order page is proposed");
+                };
+                step(&mut m, &mut db, command);
+                assert_eq!(&reopened(&db), m.state());
+            }
+        }
+        let commit = CommitRequest {
+            pending_id,
+            source,
+            receipts: Vec::new(),
+            manifest: ids[0],
+            manifest_chunks: vec![ids[0]],
+            chunks: Vec::new(),
+            bytes: 1000,
+        };
+        let Ok(CommitStep::Propose { command, snapshot }) =
+            m.decide_commit(&commit, 20, &mut rng)
+        else {
+            panic!("the commit is proposed");
+        };
+        step(&mut m, &mut db, command);
+        let state = reopened(&db);
+        assert_eq!(&state, m.state());
+        assert!(state.pending.is_empty());
+        let held: usize = state.targets.values().map(|t| t.packets.len()).sum();
+        assert_eq!(held, 3 * CHUNKS);
+        let forget = m.decide_forget(source, snapshot, 30).expect("forgets");
+        step(&mut m, &mut db, forget);
+        drop(db);
+        let state = ManagerDb::open(&path).expect("reopens").1.state;
+        assert_eq!(&state, m.state());
+        assert_eq!(state.targets.values().map(|t| t.packets.len()).sum::<usize>(), 0);
+        // And the pending rows of the gone backup left with it.
+        let (db, _) = ManagerDb::open(&path).expect("reopens");
+        let txn = db.db.begin_read().expect("read");
+        assert_eq!(
+            txn.open_table(split::PENDING_ITEMS)
+                .expect("items")
+                .len()
+                .expect("len"),
+            0
+        );
+    }
+
     #[test]
     fn trimmed_log_events_leave_the_database() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -575,6 +737,93 @@ mod tests {
             txn.open_table(OLD_COMMANDS).is_err(),
             "the command log is gone"
         );
+    }
+
+    #[test]
+    fn a_version_2_database_has_its_whole_records_split_into_rows() {
+        use strew_coordinator::{
+            BackupParams, Compression, ConvergenceScope, DataId, Encryption, PacketId,
+            PendingBackup, PlannedChunk, Receipted, Redundancy, StoredPacket, TargetRecord,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manager.redb");
+        let target = NodeId([4; 32]);
+        let mut record = TargetRecord {
+            bytes: 30,
+            reserved: 7,
+            ..TargetRecord::default()
+        };
+        for n in 1..4u8 {
+            record.packets.insert(PacketId([n; 32]), 10);
+        }
+        let packet = StoredPacket {
+            packet_id: PacketId([9; 32]),
+            size: 7,
+            target,
+            generation: 3,
+        };
+        let pending = PendingBackup {
+            id: 0,
+            source: NodeId([1; 32]),
+            set: "home".into(),
+            location: GeoPoint::new(41.0, 2.0).expect("location"),
+            params: BackupParams {
+                backup_distance: "..".parse().expect("range"),
+                spread: "..".parse().expect("range"),
+                redundancy: Redundancy::Replicas { n: 1 },
+                compression: Compression::None,
+                encryption: Encryption {
+                    cipher: "chacha20poly1305".into(),
+                    convergence: ConvergenceScope::Grid,
+                },
+                sync_interval_secs: None,
+            },
+            new_chunks: vec![PlannedChunk {
+                data_id: DataId([8; 32]),
+                packets: vec![packet],
+                key: None,
+            }],
+            reused: vec![DataId([5; 32]), DataId([6; 32])],
+            created_at: 1,
+            expires_at: 2,
+            receipted: vec![Receipted {
+                packet_id: packet.packet_id,
+                target,
+                generation: 3,
+            }],
+            order: vec![DataId([8; 32])],
+            order_stored: Vec::new(),
+        };
+        {
+            let (db, _) = ManagerDb::open(&path).expect("opens");
+            let txn = db.db.begin_write().expect("txn");
+            txn.open_table(META)
+                .expect("meta")
+                .insert("schema", 2)
+                .expect("schema");
+            txn.open_table(split::TARGETS_V1)
+                .expect("targets")
+                .insert(
+                    target.0.as_slice(),
+                    encode("t", &record).expect("encodes").as_slice(),
+                )
+                .expect("target");
+            txn.open_table(split::PENDING_V1)
+                .expect("pending")
+                .insert(0, encode("p", &pending).expect("encodes").as_slice())
+                .expect("pending");
+            txn.commit().expect("commit");
+        }
+        let (db, loaded) = ManagerDb::open(&path).expect("migrates");
+        assert_eq!(loaded.state.targets.get(&target), Some(&record));
+        assert_eq!(loaded.state.pending.get(&0), Some(&pending));
+        let txn = db.db.begin_read().expect("read");
+        assert!(txn.open_table(split::TARGETS_V1).is_err(), "old targets gone");
+        assert!(txn.open_table(split::PENDING_V1).is_err(), "old pending gone");
+        drop(txn);
+        drop(db);
+        let (_, again) = ManagerDb::open(&path).expect("reopens");
+        assert_eq!(again.state, loaded.state);
     }
 
     #[test]

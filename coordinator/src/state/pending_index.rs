@@ -1,0 +1,199 @@
+//! Lookups over the pending backups, derived from them and never
+//! serialised: which pending backup plans a chunk, a packet on a target, a
+//! record key, and which packets it has receipts for. A backup of a million
+//! chunks is planned, receipted and ordered in pages; without these, every
+//! page would scan everything planned before it (quadratic in the backup).
+//!
+//! Kept in step by the commands that change pending backups (begin, extend,
+//! receipts, commit, abort) and rebuilt whole when a state arrives from
+//! outside (loaded, installed from a snapshot: [`ManagerState::reindex`]).
+//! Lookups on a state not indexed yet fall back to scanning.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ManagerState;
+use crate::ids::{DataId, NodeId, PacketId};
+use crate::records::{PendingBackup, PlannedChunk, Receipted};
+
+/// The index (equal to any other: it is derived, not state).
+#[derive(Clone, Debug, Default)]
+pub struct PendingIndex {
+    built: bool,
+    /// (pending id, DataId) → position of the chunk in `new_chunks`.
+    chunks: BTreeMap<(u64, DataId), u32>,
+    /// (PacketId, target, pending id) → position of its chunk.
+    packets: BTreeMap<(PacketId, NodeId, u64), u32>,
+    /// (record key, pending id) of every planned copy.
+    keys: BTreeSet<(DataId, u64)>,
+    /// (pending id, PacketId, target) receipted.
+    receipted: BTreeSet<(u64, PacketId, NodeId)>,
+}
+
+impl PartialEq for PendingIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl PendingIndex {
+    fn add_chunks(&mut self, id: u64, from: usize, chunks: &[PlannedChunk]) {
+        for (i, chunk) in chunks.iter().enumerate() {
+            let at = u32::try_from(from + i).unwrap_or(u32::MAX);
+            self.chunks.insert((id, chunk.data_id), at);
+            self.keys.insert((chunk.record_key(), id));
+            for p in &chunk.packets {
+                self.packets.insert((p.packet_id, p.target, id), at);
+            }
+        }
+    }
+
+    fn add(&mut self, pending: &PendingBackup) {
+        self.add_chunks(pending.id, 0, &pending.new_chunks);
+        self.add_receipted(pending.id, &pending.receipted);
+    }
+
+    fn add_receipted(&mut self, id: u64, receipted: &[Receipted]) {
+        for r in receipted {
+            self.receipted.insert((id, r.packet_id, r.target));
+        }
+    }
+
+    fn remove(&mut self, pending: &PendingBackup) {
+        let id = pending.id;
+        for chunk in &pending.new_chunks {
+            self.chunks.remove(&(id, chunk.data_id));
+            self.keys.remove(&(chunk.record_key(), id));
+            for p in &chunk.packets {
+                self.packets.remove(&(p.packet_id, p.target, id));
+            }
+        }
+        for r in &pending.receipted {
+            self.receipted.remove(&(id, r.packet_id, r.target));
+        }
+    }
+}
+
+impl ManagerState {
+    /// Rebuilds the pending index from the pending backups (a state loaded
+    /// or installed whole).
+    pub fn reindex(&mut self) {
+        let mut index = PendingIndex {
+            built: true,
+            ..PendingIndex::default()
+        };
+        for pending in self.pending.values() {
+            index.add(pending);
+        }
+        self.index = index;
+    }
+
+    /// Builds the index if this state has none yet.
+    pub(super) fn ensure_index(&mut self) {
+        if !self.index.built {
+            self.reindex();
+        }
+    }
+
+    pub(super) fn index_begun(&mut self, pending: &PendingBackup) {
+        if self.index.built {
+            self.index.add(pending);
+        }
+    }
+
+    pub(super) fn index_extended(&mut self, id: u64, from: usize, chunks: &[PlannedChunk]) {
+        if self.index.built {
+            self.index.add_chunks(id, from, chunks);
+        }
+    }
+
+    pub(super) fn index_receipted(&mut self, id: u64, receipted: &[Receipted]) {
+        if self.index.built {
+            self.index.add_receipted(id, receipted);
+        }
+    }
+
+    pub(super) fn index_removed(&mut self, pending: &PendingBackup) {
+        if self.index.built {
+            self.index.remove(pending);
+        }
+    }
+
+    /// Pending backup `id`'s planned copy of `data_id`, if it plans one.
+    pub fn planned_chunk(&self, id: u64, data_id: &DataId) -> Option<&PlannedChunk> {
+        let pending = self.pending.get(&id)?;
+        if self.index.built {
+            let at = *self.index.chunks.get(&(id, *data_id))?;
+            pending.new_chunks.get(at as usize)
+        } else {
+            pending.new_chunks.iter().find(|c| &c.data_id == data_id)
+        }
+    }
+
+    /// Pending backup `id`'s planned chunk that puts `packet_id` on `target`.
+    pub fn planned_packet(
+        &self,
+        id: u64,
+        packet_id: &PacketId,
+        target: &NodeId,
+    ) -> Option<&PlannedChunk> {
+        let pending = self.pending.get(&id)?;
+        let holds = |c: &&PlannedChunk| {
+            c.packets
+                .iter()
+                .any(|p| &p.packet_id == packet_id && &p.target == target)
+        };
+        if self.index.built {
+            let at = *self.index.packets.get(&(*packet_id, *target, id))?;
+            pending.new_chunks.get(at as usize).filter(holds)
+        } else {
+            pending.new_chunks.iter().find(holds)
+        }
+    }
+
+    /// Whether pending backup `id` has a receipt for `packet_id` on `target`.
+    pub(super) fn is_receipted(&self, id: u64, packet_id: &PacketId, target: &NodeId) -> bool {
+        if self.index.built {
+            self.index.receipted.contains(&(id, *packet_id, *target))
+        } else {
+            self.pending.get(&id).is_some_and(|p| {
+                p.receipted
+                    .iter()
+                    .any(|r| &r.packet_id == packet_id && &r.target == target)
+            })
+        }
+    }
+
+    /// Whether a pending backup other than `except` puts `packet_id` on `target`.
+    pub(super) fn pending_puts(&self, packet_id: &PacketId, target: &NodeId, except: u64) -> bool {
+        if self.index.built {
+            self.index
+                .packets
+                .range((*packet_id, *target, 0)..=(*packet_id, *target, u64::MAX))
+                .any(|((.., id), _)| *id != except)
+        } else {
+            self.pending.values().any(|other| {
+                other.id != except
+                    && other.new_chunks.iter().any(|c| {
+                        c.packets
+                            .iter()
+                            .any(|q| &q.packet_id == packet_id && &q.target == target)
+                    })
+            })
+        }
+    }
+
+    /// Whether a pending backup plans a copy under record key `key`.
+    pub fn key_pending(&self, key: &DataId) -> bool {
+        if self.index.built {
+            self.index
+                .keys
+                .range((*key, 0)..=(*key, u64::MAX))
+                .next()
+                .is_some()
+        } else {
+            self.pending
+                .values()
+                .any(|p| p.new_chunks.iter().any(|c| &c.record_key() == key))
+        }
+    }
+}

@@ -667,7 +667,10 @@ fn a_pending_backup_read_back_without_its_index_answers_as_the_live_one() {
             live.planned_chunk(pending_id, &c.data_id)
         );
         assert!(live.planned_chunk(pending_id, &c.data_id).is_some());
-        assert_eq!(read.key_pending(&c.record_key()), live.key_pending(&c.record_key()));
+        assert_eq!(
+            read.key_pending(&c.record_key()),
+            live.key_pending(&c.record_key())
+        );
         for q in &c.packets {
             assert_eq!(
                 read.planned_packet(pending_id, &q.packet_id, &q.target),
@@ -732,6 +735,9 @@ fn a_pending_backup_read_back_without_its_index_answers_as_the_live_one() {
             &mut rng,
         )
         .expect("commits");
-    assert_eq!(back.state().snapshots[&committed.snapshot].chunks.len(), ids.len());
+    assert_eq!(
+        back.state().snapshots[&committed.snapshot].chunks.len(),
+        ids.len()
+    );
     assert!(back.state().pending.is_empty());
 }

@@ -125,7 +125,14 @@ fn main() -> Result<()> {
         for lon in [-6.0, 4.0, 14.0, 24.0] {
             let p = profile(n, lat, lon)?;
             keys.push((p.node_id, SigningKey::from_bytes(&[n; 32])));
-            b.step(Command::Join { profile: p, token: None, at: 1 }, &mut joins)?;
+            b.step(
+                Command::Join {
+                    profile: p,
+                    token: None,
+                    at: 1,
+                },
+                &mut joins,
+            )?;
             n += 1;
         }
     }

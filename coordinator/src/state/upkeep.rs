@@ -133,7 +133,9 @@ impl ManagerState {
             // It no longer counts against the old target's packets.
             record.audit.failed_packets.remove(&packet.packet_id);
             record.bytes = record.bytes.saturating_sub(size);
-            touched.target_packets.insert((packet.target, packet.packet_id));
+            touched
+                .target_packets
+                .insert((packet.target, packet.packet_id));
             deletions.entry(packet.target).or_default().push(Deletion {
                 packet_id: packet.packet_id,
                 generation: packet.generation,
@@ -149,7 +151,9 @@ impl ManagerState {
             record.bytes = record.bytes.saturating_add(packet.size);
         }
         touched.targets.insert(new_target);
-        touched.target_packets.insert((new_target, packet.packet_id));
+        touched
+            .target_packets
+            .insert((new_target, packet.packet_id));
         if let Some(chunk) = self.chunks.get_mut(data_id)
             && let Some(p) = chunk.packets.get_mut(index)
         {

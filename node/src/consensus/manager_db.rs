@@ -148,7 +148,9 @@ impl Batch {
     /// applied batch costs the disk before redb's own overhead.
     pub fn bytes(&self) -> usize {
         fn sum<K>(rows: &Rows<K>) -> usize {
-            rows.iter().map(|(_, v)| v.as_ref().map_or(0, Vec::len)).sum()
+            rows.iter()
+                .map(|(_, v)| v.as_ref().map_or(0, Vec::len))
+                .sum()
         }
         sum(&self.clients)
             + sum(&self.profiles)
@@ -515,8 +517,8 @@ mod tests {
             PlanRequest,
         };
         use strew_coordinator::{
-            BackupParams, Compression, ConvergenceScope, DataId, Encryption, PacketId,
-            Redundancy, StoreReceipt,
+            BackupParams, Compression, ConvergenceScope, DataId, Encryption, PacketId, Redundancy,
+            StoreReceipt,
         };
         const CHUNKS: usize = 40;
         const PART: usize = 16;
@@ -637,8 +639,7 @@ mod tests {
             chunks: Vec::new(),
             bytes: 1000,
         };
-        let Ok(CommitStep::Propose { command, snapshot }) =
-            m.decide_commit(&commit, 20, &mut rng)
+        let Ok(CommitStep::Propose { command, snapshot }) = m.decide_commit(&commit, 20, &mut rng)
         else {
             panic!("the commit is proposed");
         };
@@ -653,7 +654,14 @@ mod tests {
         drop(db);
         let state = ManagerDb::open(&path).expect("reopens").1.state;
         assert_eq!(&state, m.state());
-        assert_eq!(state.targets.values().map(|t| t.packets.len()).sum::<usize>(), 0);
+        assert_eq!(
+            state
+                .targets
+                .values()
+                .map(|t| t.packets.len())
+                .sum::<usize>(),
+            0
+        );
         // And the pending rows of the gone backup left with it.
         let (db, _) = ManagerDb::open(&path).expect("reopens");
         let txn = db.db.begin_read().expect("read");
@@ -818,8 +826,14 @@ mod tests {
         assert_eq!(loaded.state.targets.get(&target), Some(&record));
         assert_eq!(loaded.state.pending.get(&0), Some(&pending));
         let txn = db.db.begin_read().expect("read");
-        assert!(txn.open_table(split::TARGETS_V1).is_err(), "old targets gone");
-        assert!(txn.open_table(split::PENDING_V1).is_err(), "old pending gone");
+        assert!(
+            txn.open_table(split::TARGETS_V1).is_err(),
+            "old targets gone"
+        );
+        assert!(
+            txn.open_table(split::PENDING_V1).is_err(),
+            "old pending gone"
+        );
         drop(txn);
         drop(db);
         let (_, again) = ManagerDb::open(&path).expect("reopens");

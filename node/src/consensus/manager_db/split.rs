@@ -36,8 +36,7 @@ pub(super) const PENDING_ITEMS: TableDefinition<(u64, u8, u64), &[u8]> =
     TableDefinition::new("pending-items-v1");
 
 /// Version 2's whole target records and whole pending backups.
-pub(super) const TARGETS_V1: TableDefinition<&[u8], &[u8]> =
-    TableDefinition::new("target-data-v1");
+pub(super) const TARGETS_V1: TableDefinition<&[u8], &[u8]> = TableDefinition::new("target-data-v1");
 pub(super) const PENDING_V1: TableDefinition<u64, &[u8]> = TableDefinition::new("pending-v1");
 
 fn list_code(list: PendingList) -> u8 {
@@ -165,7 +164,11 @@ impl SplitRows {
             .targets
             .iter()
             .map(|(_, v)| v.as_ref().map_or(0, Vec::len))
-            .chain(self.pending.iter().map(|(_, v)| v.as_ref().map_or(0, Vec::len)))
+            .chain(
+                self.pending
+                    .iter()
+                    .map(|(_, v)| v.as_ref().map_or(0, Vec::len)),
+            )
             .sum();
         let items: usize = self
             .pending_items
@@ -180,7 +183,10 @@ impl SplitRows {
     /// own elements, not the whole backup's).
     #[cfg(test)]
     pub(super) fn item_rows(&self) -> usize {
-        self.pending_items.iter().map(|(.., items)| items.len()).sum()
+        self.pending_items
+            .iter()
+            .map(|(.., items)| items.len())
+            .sum()
     }
 
     /// Writes these rows in `txn`.

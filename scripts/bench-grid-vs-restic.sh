@@ -33,6 +33,8 @@ start() { # index coordinator-flag bootstrap
   pids+=($!)
 }
 status() { "$strew" --data-dir "$work/node-$1" status --json 2>/dev/null; }
+# The source founds an open grid: it holds the grid key, certifies itself and forms the group.
+mkdir -p "$work/node-0" && "$strew" --data-dir "$work/node-0" grid create --open --json > /dev/null
 start 0 --coordinator ""
 for _ in $(seq 100); do boot=$(status 0 | python3 -c 'import json,sys; print(json.load(sys.stdin)["listen_addrs"][0])' 2>/dev/null) && break; sleep 0.2; done
 for i in 1 2 3 4 5 6; do start "$i" "" "$boot"; done

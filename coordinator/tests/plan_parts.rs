@@ -88,6 +88,19 @@ fn request(source: &NodeProfile, names: &[String], p: &BackupParams) -> PlanRequ
     }
 }
 
+/// A commit of `chunks` naming no receipts (they were handed in before).
+fn commit_of(pending_id: u64, source: &NodeProfile, chunks: Vec<DataId>) -> CommitRequest {
+    CommitRequest {
+        pending_id,
+        source: source.node_id,
+        receipts: Vec::new(),
+        manifest: DataId([9; 32]),
+        manifest_chunks: Vec::new(),
+        chunks,
+        bytes: 1000,
+    }
+}
+
 fn names(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}/{i}")).collect()
 }
@@ -382,15 +395,11 @@ fn a_whole_sequence_over_one_page_is_refused_and_its_pages_serve_it() {
     let pending_id = planned_in_parts(&mut m, &paris, &all, &p);
     let done = m
         .commit_backup(
-            CommitRequest {
+            commit_of(
                 pending_id,
-                source: paris.node_id,
-                receipts: Vec::new(),
-                manifest: DataId([9; 32]),
-                manifest_chunks: Vec::new(),
-                chunks: all.iter().map(|n| chunk(n, 3, 4096).data_id).collect(),
-                bytes: 1000,
-            },
+                &paris,
+                all.iter().map(|n| chunk(n, 3, 4096).data_id).collect(),
+            ),
             20,
             &mut rng,
         )
@@ -721,19 +730,7 @@ fn a_pending_backup_read_back_without_its_index_answers_as_the_live_one() {
         .map(|n| chunk(n, 3, 4096).data_id)
         .collect();
     let committed = back
-        .commit_backup(
-            CommitRequest {
-                pending_id,
-                source: paris.node_id,
-                receipts: Vec::new(),
-                manifest: DataId([9; 32]),
-                manifest_chunks: Vec::new(),
-                chunks: ids.clone(),
-                bytes: 1000,
-            },
-            20,
-            &mut rng,
-        )
+        .commit_backup(commit_of(pending_id, &paris, ids.clone()), 20, &mut rng)
         .expect("commits");
     assert_eq!(
         back.state().snapshots[&committed.snapshot].chunks.len(),

@@ -468,6 +468,21 @@ mod tests {
         }
     }
 
+    /// Backup parameters any placement suits.
+    fn params(redundancy: strew_coordinator::Redundancy) -> strew_coordinator::BackupParams {
+        strew_coordinator::BackupParams {
+            backup_distance: "..".parse().expect("range"),
+            spread: "..".parse().expect("range"),
+            redundancy,
+            compression: strew_coordinator::Compression::None,
+            encryption: strew_coordinator::Encryption {
+                cipher: "chacha20poly1305".into(),
+                convergence: strew_coordinator::ConvergenceScope::Grid,
+            },
+            sync_interval_secs: None,
+        }
+    }
+
     /// Applies `commands` as one batch and writes it with `position`.
     fn apply_and_write(m: &mut Manager, db: &mut ManagerDb, commands: &[Command], position: &[u8]) {
         let mut touched = Touched::default();
@@ -516,10 +531,7 @@ mod tests {
             ChunkPlan, CommitOrderRequest, CommitRequest, CommitStep, OrderStep, PacketSpec,
             PlanRequest,
         };
-        use strew_coordinator::{
-            BackupParams, Compression, ConvergenceScope, DataId, Encryption, PacketId, Redundancy,
-            StoreReceipt,
-        };
+        use strew_coordinator::{DataId, PacketId, Redundancy, StoreReceipt};
         const CHUNKS: usize = 40;
         const PART: usize = 16;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -541,17 +553,7 @@ mod tests {
         }
         let source = NodeId(SigningKey::from_bytes(&[1; 32]).verifying_key().to_bytes());
         let location = GeoPoint::new(41.0, 2.0).expect("location");
-        let params = BackupParams {
-            backup_distance: "..".parse().expect("range"),
-            spread: "..".parse().expect("range"),
-            redundancy: Redundancy::Erasure { k: 2, m: 1 },
-            compression: Compression::None,
-            encryption: Encryption {
-                cipher: "chacha20poly1305".into(),
-                convergence: ConvergenceScope::Grid,
-            },
-            sync_interval_secs: None,
-        };
+        let params = params(Redundancy::Erasure { k: 2, m: 1 });
         let ids: Vec<DataId> = (0..CHUNKS)
             .map(|i| DataId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
             .collect();
@@ -750,8 +752,8 @@ mod tests {
     #[test]
     fn a_version_2_database_has_its_whole_records_split_into_rows() {
         use strew_coordinator::{
-            BackupParams, Compression, ConvergenceScope, DataId, Encryption, PacketId,
-            PendingBackup, PlannedChunk, Receipted, Redundancy, StoredPacket, TargetRecord,
+            DataId, PacketId, PendingBackup, PlannedChunk, Receipted, Redundancy, StoredPacket,
+            TargetRecord,
         };
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("manager.redb");
@@ -775,17 +777,7 @@ mod tests {
             source: NodeId([1; 32]),
             set: "home".into(),
             location: GeoPoint::new(41.0, 2.0).expect("location"),
-            params: BackupParams {
-                backup_distance: "..".parse().expect("range"),
-                spread: "..".parse().expect("range"),
-                redundancy: Redundancy::Replicas { n: 1 },
-                compression: Compression::None,
-                encryption: Encryption {
-                    cipher: "chacha20poly1305".into(),
-                    convergence: ConvergenceScope::Grid,
-                },
-                sync_interval_secs: None,
-            },
+            params: params(Redundancy::Replicas { n: 1 }),
             new_chunks: vec![PlannedChunk {
                 data_id: DataId([8; 32]),
                 packets: vec![packet],

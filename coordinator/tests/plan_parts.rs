@@ -729,9 +729,49 @@ fn a_pending_backup_read_back_without_its_index_answers_as_the_live_one() {
         .iter()
         .map(|n| chunk(n, 3, 4096).data_id)
         .collect();
+    // The order in pages of 512; a state read back halfway answers every
+    // lookup of the order so far as the live one does.
+    let page = |first: usize, chunks: &[DataId]| strew_coordinator::CommitOrderRequest {
+        pending_id,
+        source: paris.node_id,
+        first: first as u64,
+        chunks: chunks.to_vec(),
+    };
+    let half = ids.len() / 2;
+    for first in (0..half).step_by(512) {
+        back.commit_order(&page(first, &ids[first..first + 512]))
+            .expect("an order page");
+    }
+    let live = back.state();
+    let mid: ManagerState = cbor::decode(&cbor::encode(live).expect("encodes")).expect("decodes");
+    let pending = &live.pending[&pending_id];
+    assert_eq!(pending.order.len(), half);
+    for id in &ids {
+        assert_eq!(
+            mid.ordered_copy(pending_id, id),
+            live.ordered_copy(pending_id, id)
+        );
+        let key = live.ordered_copy(pending_id, id).unwrap_or(*id);
+        assert_eq!(
+            mid.in_order(pending_id, &key),
+            live.in_order(pending_id, &key)
+        );
+        assert_eq!(
+            mid.ordered_copy_key(pending_id, &key),
+            live.ordered_copy_key(pending_id, &key)
+        );
+    }
+    assert!(pending.order.iter().all(|k| live.in_order(pending_id, k)));
+    assert!(!live.in_order(pending_id, &ids[half]));
+    // A later page naming a chunk an earlier page holds is refused.
+    assert!(back.commit_order(&page(half, &ids[..1])).is_err());
+    for first in (half..ids.len()).step_by(512) {
+        back.commit_order(&page(first, &ids[first..first + 512]))
+            .expect("an order page");
+    }
     let committed = back
-        .commit_backup(commit_of(pending_id, &paris, ids.clone()), 20, &mut rng)
-        .expect("commits");
+        .commit_backup(commit_of(pending_id, &paris, Vec::new()), 20, &mut rng)
+        .expect("commits in pages");
     assert_eq!(
         back.state().snapshots[&committed.snapshot].chunks.len(),
         ids.len()

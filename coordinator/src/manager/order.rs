@@ -76,37 +76,32 @@ impl Manager {
                 pending.id, request.first
             )));
         }
-        let (order, order_stored): (&[DataId], &[PlannedChunk]) = if request.first == 0 {
-            (&[], &[])
-        } else {
-            (&pending.order, &pending.order_stored)
-        };
-        let used: BTreeMap<DataId, DataId> = order_stored
-            .iter()
-            .map(|c| (c.data_id, c.record_key()))
-            .collect();
-        let reused: BTreeMap<DataId, DataId> = pending
-            .reused
-            .iter()
-            .filter_map(|key| self.state.chunks.get(key).map(|c| (c.data_id, *key)))
-            .collect();
-        let mut seen: BTreeSet<DataId> = order.iter().copied().collect();
+        // What earlier pages hold is looked up in the pending index: a page
+        // costs its own size, not the order's.
+        let restart = request.first == 0;
+        let state = &self.state;
+        let mut seen: BTreeSet<DataId> = BTreeSet::new();
         let mut keys = Vec::with_capacity(request.chunks.len());
         let mut stored = Vec::new();
         for data_id in &request.chunks {
-            let key = if let Some(key) = used.get(data_id) {
-                *key
-            } else if let Some(copy) = self.state.planned_chunk(pending.id, data_id) {
+            let earlier = if restart {
+                None
+            } else {
+                state.ordered_copy(pending.id, data_id)
+            };
+            let key = if let Some(key) = earlier {
+                key
+            } else if let Some(copy) = state.planned_chunk(pending.id, data_id) {
                 stored.push(copy.clone());
                 copy.record_key()
-            } else if let Some(key) = reused.get(data_id) {
-                *key
+            } else if let Some(key) = state.reused_copy(pending.id, data_id) {
+                key
             } else {
                 // A chunk the source knows it committed before (not planned again).
                 self.own_copy(data_id, &pending.source)
                     .ok_or(ApplyError::UnknownChunk(*data_id))?
             };
-            if !seen.insert(key) {
+            if (!restart && state.in_order(pending.id, &key)) || !seen.insert(key) {
                 return Err(ManagerError::Invalid(format!(
                     "chunk {data_id} is in backup {}'s order twice (a paged order names each chunk once)",
                     pending.id

@@ -56,7 +56,7 @@ impl ManagerState {
             part.stored_bytes(),
         );
         let total = pending.new_chunks.len();
-        self.index_extended(part.id, from, &part.new_chunks);
+        self.index_extended(part.id, from, &part.new_chunks, &part.reused);
         touched.pending.insert(part.id);
         self.log(
             touched,

@@ -21,25 +21,27 @@ impl ManagerState {
             .pending
             .get(&pending_id)
             .ok_or(ApplyError::UnknownPending(pending_id))?;
-        // A page at 0 starts the order afresh.
-        let (order, order_stored): (&[DataId], &[PlannedChunk]) = if first == 0 {
-            (&[], &[])
-        } else {
-            (&pending.order, &pending.order_stored)
-        };
-        if first != order.len() as u64 {
+        // A page at 0 starts the order afresh. What earlier pages hold is
+        // looked up in the pending index: a page costs its own size.
+        let restart = first == 0;
+        let recorded = if restart { 0 } else { pending.order.len() };
+        if first != recorded as u64 {
             return Err(ApplyError::Invalid(format!(
                 "a page of backup {pending_id}'s order starts at {first}, but {} chunk(s) are recorded",
                 pending.order.len()
             )));
         }
-        let mut new_keys: BTreeSet<DataId> = order_stored.iter().map(|c| c.record_key()).collect();
-        let mut new_ids: BTreeSet<DataId> = order_stored.iter().map(|c| c.data_id).collect();
+        let mut new_keys: BTreeSet<DataId> = BTreeSet::new();
+        let mut new_ids: BTreeSet<DataId> = BTreeSet::new();
         for copy in stored {
             let Some(plan) = self.planned_chunk(pending_id, &copy.data_id) else {
                 return Err(ApplyError::UnknownChunk(copy.data_id));
             };
-            if !same_packets(&plan.packets, &copy.packets) || !new_ids.insert(copy.data_id) {
+            let used_before = !restart && self.ordered_copy(pending_id, &copy.data_id).is_some();
+            if !same_packets(&plan.packets, &copy.packets)
+                || used_before
+                || !new_ids.insert(copy.data_id)
+            {
                 return Err(ApplyError::Invalid(format!(
                     "chunk {} is not a planned copy used for the first time",
                     copy.data_id
@@ -54,14 +56,17 @@ impl ManagerState {
             }
             new_keys.insert(copy.record_key());
         }
-        let mut seen: BTreeSet<DataId> = order.iter().copied().collect();
+        let mut seen: BTreeSet<DataId> = BTreeSet::new();
         for key in keys {
-            if !seen.insert(*key) {
+            let before = !restart && self.in_order(pending_id, key);
+            if before || !seen.insert(*key) {
                 return Err(ApplyError::Invalid(format!(
                     "chunk copy {key} is in backup {pending_id}'s order twice"
                 )));
             }
-            if !new_keys.contains(key) && !self.chunks.contains_key(key) {
+            let new_copy =
+                new_keys.contains(key) || (!restart && self.ordered_copy_key(pending_id, key));
+            if !new_copy && !self.chunks.contains_key(key) {
                 return Err(ApplyError::UnknownChunk(*key));
             }
         }
@@ -69,15 +74,20 @@ impl ManagerState {
             .pending
             .get_mut(&pending_id)
             .ok_or(ApplyError::UnknownPending(pending_id))?;
-        if first == 0 {
-            pending.order.clear();
-            pending.order_stored.clear();
-        }
+        let (dropped, dropped_stored) = if restart {
+            (
+                std::mem::take(&mut pending.order),
+                std::mem::take(&mut pending.order_stored),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         touched.touch_list(pending_id, PendingList::Order, pending.order.len());
         let from = pending.order_stored.len();
         touched.touch_list(pending_id, PendingList::OrderStored, from);
         pending.order.extend_from_slice(keys);
         pending.order_stored.extend_from_slice(stored);
+        self.index_ordered(pending_id, (&dropped, &dropped_stored), keys, stored);
         touched.pending.insert(pending_id);
         Ok(Applied::Done)
     }

@@ -1,6 +1,7 @@
 //! Lookups over the pending backups, derived from them and never
 //! serialised: which pending backup plans a chunk, a packet on a target, a
-//! record key, and which packets it has receipts for. A backup of a million
+//! record key, which packets it has receipts for, which copies it reuses,
+//! and what its chunk order (handed in page by page) holds so far. A backup of a million
 //! chunks is planned, receipted and ordered in pages; without these, every
 //! page would scan everything planned before it (quadratic in the backup).
 //!
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::ManagerState;
 use crate::ids::{DataId, NodeId, PacketId};
-use crate::records::{PendingBackup, PlannedChunk, Receipted};
+use crate::records::{MAX_CHUNK_COPIES, PendingBackup, PlannedChunk, Receipted, chunk_copy_key};
 
 /// The index (equal to any other: it is derived, not state).
 #[derive(Clone, Debug, Default)]
@@ -27,6 +28,14 @@ pub struct PendingIndex {
     keys: BTreeSet<(DataId, u64)>,
     /// (pending id, PacketId, target) receipted.
     receipted: BTreeSet<(u64, PacketId, NodeId)>,
+    /// (pending id, record key) of every reused copy.
+    reused: BTreeSet<(u64, DataId)>,
+    /// (pending id, record key) in the order so far.
+    order: BTreeSet<(u64, DataId)>,
+    /// (pending id, DataId) → record key of the order's new copies.
+    order_stored: BTreeMap<(u64, DataId), DataId>,
+    /// (pending id, record key) of the order's new copies.
+    order_stored_keys: BTreeSet<(u64, DataId)>,
 }
 
 impl PartialEq for PendingIndex {
@@ -50,6 +59,31 @@ impl PendingIndex {
     fn add(&mut self, pending: &PendingBackup) {
         self.add_chunks(pending.id, 0, &pending.new_chunks);
         self.add_receipted(pending.id, &pending.receipted);
+        self.add_reused(pending.id, &pending.reused);
+        self.add_order(pending.id, &pending.order, &pending.order_stored);
+    }
+
+    fn add_reused(&mut self, id: u64, reused: &[DataId]) {
+        self.reused.extend(reused.iter().map(|key| (id, *key)));
+    }
+
+    fn add_order(&mut self, id: u64, keys: &[DataId], stored: &[PlannedChunk]) {
+        self.order.extend(keys.iter().map(|key| (id, *key)));
+        for copy in stored {
+            self.order_stored
+                .insert((id, copy.data_id), copy.record_key());
+            self.order_stored_keys.insert((id, copy.record_key()));
+        }
+    }
+
+    fn remove_order(&mut self, id: u64, keys: &[DataId], stored: &[PlannedChunk]) {
+        for key in keys {
+            self.order.remove(&(id, *key));
+        }
+        for copy in stored {
+            self.order_stored.remove(&(id, copy.data_id));
+            self.order_stored_keys.remove(&(id, copy.record_key()));
+        }
     }
 
     fn add_receipted(&mut self, id: u64, receipted: &[Receipted]) {
@@ -70,6 +104,10 @@ impl PendingIndex {
         for r in &pending.receipted {
             self.receipted.remove(&(id, r.packet_id, r.target));
         }
+        for key in &pending.reused {
+            self.reused.remove(&(id, *key));
+        }
+        self.remove_order(id, &pending.order, &pending.order_stored);
     }
 }
 
@@ -100,9 +138,31 @@ impl ManagerState {
         }
     }
 
-    pub(super) fn index_extended(&mut self, id: u64, from: usize, chunks: &[PlannedChunk]) {
+    pub(super) fn index_extended(
+        &mut self,
+        id: u64,
+        from: usize,
+        chunks: &[PlannedChunk],
+        reused: &[DataId],
+    ) {
         if self.index.built {
             self.index.add_chunks(id, from, chunks);
+            self.index.add_reused(id, reused);
+        }
+    }
+
+    /// A page of the order was added to backup `id`, after the order it
+    /// replaced (`dropped`, empty unless the page restarted the order).
+    pub(super) fn index_ordered(
+        &mut self,
+        id: u64,
+        dropped: (&[DataId], &[PlannedChunk]),
+        keys: &[DataId],
+        stored: &[PlannedChunk],
+    ) {
+        if self.index.built {
+            self.index.remove_order(id, dropped.0, dropped.1);
+            self.index.add_order(id, keys, stored);
         }
     }
 
@@ -180,6 +240,59 @@ impl ManagerState {
                     })
             })
         }
+    }
+
+    /// Whether `key` is in pending backup `id`'s order so far.
+    pub fn in_order(&self, id: u64, key: &DataId) -> bool {
+        if self.index.built {
+            self.index.order.contains(&(id, *key))
+        } else {
+            self.pending.get(&id).is_some_and(|p| p.order.contains(key))
+        }
+    }
+
+    /// The record key of the new copy of `data_id` that pending backup
+    /// `id`'s order uses so far, if any.
+    pub fn ordered_copy(&self, id: u64, data_id: &DataId) -> Option<DataId> {
+        if self.index.built {
+            self.index.order_stored.get(&(id, *data_id)).copied()
+        } else {
+            self.pending.get(&id).and_then(|p| {
+                p.order_stored
+                    .iter()
+                    .find(|c| &c.data_id == data_id)
+                    .map(PlannedChunk::record_key)
+            })
+        }
+    }
+
+    /// Whether record key `key` is a new copy pending backup `id`'s order
+    /// uses so far.
+    pub fn ordered_copy_key(&self, id: u64, key: &DataId) -> bool {
+        if self.index.built {
+            self.index.order_stored_keys.contains(&(id, *key))
+        } else {
+            self.pending
+                .get(&id)
+                .is_some_and(|p| p.order_stored.iter().any(|c| &c.record_key() == key))
+        }
+    }
+
+    /// The copy of `data_id` pending backup `id` reuses (the highest copy
+    /// number among its reused keys still recorded for `data_id`).
+    pub fn reused_copy(&self, id: u64, data_id: &DataId) -> Option<DataId> {
+        let pending = self.pending.get(&id)?;
+        (0..MAX_CHUNK_COPIES)
+            .rev()
+            .map(|n| chunk_copy_key(data_id, n))
+            .find(|key| {
+                let reused = if self.index.built {
+                    self.index.reused.contains(&(id, *key))
+                } else {
+                    pending.reused.contains(key)
+                };
+                reused && self.chunks.get(key).is_some_and(|c| &c.data_id == data_id)
+            })
     }
 
     /// Whether a pending backup plans a copy under record key `key`.

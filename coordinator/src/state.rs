@@ -860,7 +860,7 @@ impl ManagerState {
             };
             for p in &chunk.packets {
                 if self.other_copy_holds(&chunk.data_id, &key, &p.packet_id, &p.target)
-                    || self.pending_puts(&p.packet_id, &p.target, u64::MAX)
+                    || self.pending_puts(&p.packet_id, &p.target, None)
                 {
                     continue;
                 }

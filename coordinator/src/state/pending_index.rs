@@ -21,9 +21,9 @@ use crate::records::{MAX_CHUNK_COPIES, PendingBackup, PlannedChunk, Receipted, c
 pub struct PendingIndex {
     built: bool,
     /// (pending id, DataId) → position of the chunk in `new_chunks`.
-    chunks: BTreeMap<(u64, DataId), u32>,
+    chunks: BTreeMap<(u64, DataId), usize>,
     /// (PacketId, target, pending id) → position of its chunk.
-    packets: BTreeMap<(PacketId, NodeId, u64), u32>,
+    packets: BTreeMap<(PacketId, NodeId, u64), usize>,
     /// (record key, pending id) of every planned copy.
     keys: BTreeSet<(DataId, u64)>,
     /// (pending id, PacketId, target) receipted.
@@ -47,7 +47,7 @@ impl PartialEq for PendingIndex {
 impl PendingIndex {
     fn add_chunks(&mut self, id: u64, from: usize, chunks: &[PlannedChunk]) {
         for (i, chunk) in chunks.iter().enumerate() {
-            let at = u32::try_from(from + i).unwrap_or(u32::MAX);
+            let at = from + i;
             self.chunks.insert((id, chunk.data_id), at);
             self.keys.insert((chunk.record_key(), id));
             for p in &chunk.packets {
@@ -183,7 +183,7 @@ impl ManagerState {
         let pending = self.pending.get(&id)?;
         if self.index.built {
             let at = *self.index.chunks.get(&(id, *data_id))?;
-            pending.new_chunks.get(at as usize)
+            pending.new_chunks.get(at)
         } else {
             pending.new_chunks.iter().find(|c| &c.data_id == data_id)
         }
@@ -204,7 +204,7 @@ impl ManagerState {
         };
         if self.index.built {
             let at = *self.index.packets.get(&(*packet_id, *target, id))?;
-            pending.new_chunks.get(at as usize).filter(holds)
+            pending.new_chunks.get(at).filter(holds)
         } else {
             pending.new_chunks.iter().find(holds)
         }
@@ -223,16 +223,22 @@ impl ManagerState {
         }
     }
 
-    /// Whether a pending backup other than `except` puts `packet_id` on `target`.
-    pub(super) fn pending_puts(&self, packet_id: &PacketId, target: &NodeId, except: u64) -> bool {
+    /// Whether a pending backup (other than `except`, if given) puts
+    /// `packet_id` on `target`.
+    pub(super) fn pending_puts(
+        &self,
+        packet_id: &PacketId,
+        target: &NodeId,
+        except: Option<u64>,
+    ) -> bool {
         if self.index.built {
             self.index
                 .packets
                 .range((*packet_id, *target, 0)..=(*packet_id, *target, u64::MAX))
-                .any(|((.., id), _)| *id != except)
+                .any(|((.., id), _)| Some(*id) != except)
         } else {
             self.pending.values().any(|other| {
-                other.id != except
+                Some(other.id) != except
                     && other.new_chunks.iter().any(|c| {
                         c.packets
                             .iter()

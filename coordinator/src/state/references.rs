@@ -48,7 +48,7 @@ impl ManagerState {
             .targets
             .get(target)
             .is_some_and(|t| t.packets.contains_key(packet_id));
-        committed || self.pending_puts(packet_id, target, except)
+        committed || self.pending_puts(packet_id, target, Some(except))
     }
 
     /// The packets of `pending` that nothing references (the orphans of an

@@ -176,7 +176,13 @@ impl SplitRows {
             .flat_map(|(.., items)| items)
             .map(Vec::len)
             .sum();
-        headers + items + 8 * self.target_packets.len()
+        // A packet row is 8 bytes of size; a removal writes none.
+        let packets = self
+            .target_packets
+            .iter()
+            .filter(|(_, size)| size.is_some())
+            .count();
+        headers + items + 8 * packets
     }
 
     /// How many list elements these rows write (tests: a page writes its

@@ -56,7 +56,8 @@ pub use seal::{
     open_as_recipient, open_at_rest, seal_at_rest, seal_to_recipient,
 };
 pub use state::{
-    Applied, ApplyError, Command, MAX_ENTRY_BYTES, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE,
+    Applied, ApplyError, COLLECT_HOLD, Command, Deletion, DueGarbage, Garbage, MAX_COLLECT_BATCH,
+    MAX_DELETIONS_ANSWERED, MAX_ENTRY_BYTES, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE,
     ManagerState, PendingList, Touched,
 };
 pub use ticket::{StorageTicket, TICKET_VERSION, TicketEntry, TicketError, TicketKind};

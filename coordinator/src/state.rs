@@ -25,6 +25,7 @@ use crate::units::{Millis, format_size};
 
 mod bounds;
 mod extend;
+mod garbage;
 mod order;
 mod pending_index;
 mod references;
@@ -32,6 +33,9 @@ mod touched;
 mod upkeep;
 
 pub use bounds::MAX_ENTRY_BYTES;
+pub use garbage::{
+    COLLECT_HOLD, DueGarbage, Garbage, MAX_COLLECT_BATCH, MAX_DELETIONS_ANSWERED,
+};
 pub use pending_index::PendingIndex;
 pub use touched::{PendingList, Touched};
 
@@ -118,6 +122,10 @@ pub enum Command {
         pending_id: u64,
         at: Millis,
         reason: String,
+        /// The leader expired it (nobody waits for the answer): what it
+        /// uploaded is due for collection at once.
+        #[serde(default)]
+        expired: bool,
     },
     Forget {
         snapshot: SnapshotId,
@@ -160,6 +168,12 @@ pub enum Command {
         node: NodeId,
         exiting: bool,
         at: Millis,
+    },
+    /// The leader collected these queued deletions (their targets deleted
+    /// them, or they are live again): they leave the collection queue. At
+    /// most [`MAX_COLLECT_BATCH`] entries.
+    Collected {
+        entries: Vec<(NodeId, PacketId)>,
     },
 }
 
@@ -257,6 +271,9 @@ pub struct ManagerState {
     pub log: Vec<LogEvent>,
     pub next_pending: u64,
     pub next_assembly: u64,
+    /// Deletions not known to be delivered yet (see [`garbage`]).
+    #[serde(default)]
+    pub garbage: BTreeMap<(NodeId, PacketId), Garbage>,
     /// Lookups over `pending`, derived (see [`PendingIndex`]).
     #[serde(skip)]
     pub index: PendingIndex,
@@ -367,6 +384,7 @@ impl ManagerState {
                 pending_id,
                 at,
                 reason,
+                ..
             } => self.abort(*pending_id, *at, reason, &mut touched)?,
             Command::Forget { snapshot, at } => self.forget(snapshot, *at, &mut touched)?,
             Command::RecordRestore { record } => {
@@ -425,7 +443,28 @@ impl ManagerState {
             Command::SetExiting { node, exiting, at } => {
                 self.set_exiting(node, *exiting, *at, &mut touched)?
             }
+            Command::Collected { entries } => {
+                if entries.len() > MAX_COLLECT_BATCH {
+                    return Err(ApplyError::Invalid(format!(
+                        "{} collected entries in one command (at most {MAX_COLLECT_BATCH})",
+                        entries.len()
+                    )));
+                }
+                self.collected(entries, &mut touched);
+                Applied::Done
+            }
         };
+        let (at, hold) = match command {
+            Command::AbortBackup {
+                at, expired: true, ..
+            } => (*at, 0),
+            Command::AbortBackup { at, .. }
+            | Command::Forget { at, .. }
+            | Command::MovePacket { at, .. } => (*at, COLLECT_HOLD),
+            Command::CommitBackup { snapshot, .. } => (snapshot.created_at, COLLECT_HOLD),
+            _ => (0, COLLECT_HOLD),
+        };
+        let applied = self.queue_garbage(applied, at, at.saturating_add(hold), &mut touched);
         Ok((applied, touched))
     }
 

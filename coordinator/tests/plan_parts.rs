@@ -778,3 +778,96 @@ fn a_pending_backup_read_back_without_its_index_answers_as_the_live_one() {
     );
     assert!(back.state().pending.is_empty());
 }
+
+/// A forget freeing more packets than one answer carries: the answer holds
+/// the first `MAX_DELETIONS_ANSWERED` (with their tickets), every freed
+/// packet is queued for the leader's collection (the overflow due at once,
+/// the answered ones after `COLLECT_HOLD`), a `Collected` command removes
+/// entries, and a packet stored again on its target leaves the queue, so a
+/// collection never deletes a live copy.
+#[test]
+fn a_forget_larger_than_one_answer_queues_the_rest_for_collection() {
+    use strew_coordinator::{COLLECT_HOLD, Command, MAX_COLLECT_BATCH, MAX_DELETIONS_ANSWERED};
+    let (mut m, paris, _) = manager();
+    let p = params(2, 1);
+    let all = names("big", MAX_DELETIONS_ANSWERED / 3 + 600);
+    let packets = all.len() * 3;
+    let ids: Vec<DataId> = all.iter().map(|n| chunk(n, 3, 4096).data_id).collect();
+    let pending_id = planned_in_parts(&mut m, &paris, &all, &p);
+    let mut rng = StdRng::seed_from_u64(21);
+    let committed = m
+        .commit_backup(commit_of(pending_id, &paris, ids), 20, &mut rng)
+        .expect("commits");
+    assert!(m.state().garbage.is_empty(), "a clean commit frees nothing");
+
+    let at = 1_000;
+    let answer = m
+        .forget(paris.node_id, committed.snapshot, at)
+        .expect("forgets");
+    let answered: usize = answer.deletions.values().map(Vec::len).sum();
+    assert_eq!(answered, MAX_DELETIONS_ANSWERED);
+    assert!(answer.more_collected_by_leader);
+    let ticketed: usize = answer.delete_tickets.iter().map(|t| t.entries.len()).sum();
+    assert_eq!(ticketed, answered, "one ticket entry per answered deletion");
+    assert_eq!(m.state().garbage.len(), packets, "every freed packet is queued");
+
+    // Due now: only what the answer could not carry; after the hold, all.
+    let now = m.state().due_garbage(at, usize::MAX, |_| false);
+    let count = |d: &strew_coordinator::DueGarbage| -> usize {
+        d.deliver.values().map(Vec::len).sum()
+    };
+    assert_eq!(count(&now), packets - MAX_DELETIONS_ANSWERED);
+    assert!(now.stale.is_empty());
+    let later = m
+        .state()
+        .due_garbage(at + COLLECT_HOLD, usize::MAX, |_| false);
+    assert_eq!(count(&later), packets);
+    // A skipped target's entries wait; a limit bounds a pass.
+    let skipped = *now.deliver.keys().next().expect("a target");
+    let without = m
+        .state()
+        .due_garbage(at, usize::MAX, |t| *t == skipped);
+    assert!(!without.deliver.contains_key(&skipped));
+    assert_eq!(count(&m.state().due_garbage(at, 100, |_| false)), 100);
+
+    // A command collecting too much at once is refused; batches apply.
+    let overflow: Vec<_> = now
+        .deliver
+        .iter()
+        .flat_map(|(t, list)| list.iter().map(move |d| (*t, d.packet_id)))
+        .collect();
+    let too_many = vec![overflow[0]; MAX_COLLECT_BATCH + 1];
+    assert!(m.apply(&Command::Collected { entries: too_many }).is_err());
+    for batch in overflow.chunks(MAX_COLLECT_BATCH) {
+        m.apply(&Command::Collected {
+            entries: batch.to_vec(),
+        })
+        .expect("collected");
+    }
+    assert_eq!(m.state().garbage.len(), MAX_DELETIONS_ANSWERED);
+    assert_eq!(count(&m.state().due_garbage(at, usize::MAX, |_| false)), 0);
+
+    // The same data backed up again: packets planned onto a target whose old
+    // copy is still queued wait for the plan; once it commits, whatever it
+    // stored again left the queue, and nothing queued is live.
+    let queued_before = m.state().garbage.len();
+    let again = planned_in_parts(&mut m, &paris, &all, &p);
+    let waiting = m
+        .state()
+        .due_garbage(at + COLLECT_HOLD, usize::MAX, |_| false);
+    assert!(
+        count(&waiting) < queued_before,
+        "some packets were planned onto the target still queued to delete them"
+    );
+    let ids: Vec<DataId> = all.iter().map(|n| chunk(n, 3, 4096).data_id).collect();
+    m.commit_backup(commit_of(again, &paris, ids), 2_000, &mut rng)
+        .expect("commits again");
+    let state = m.state();
+    assert!(state.garbage.len() < queued_before);
+    for (target, packet) in state.garbage.keys() {
+        assert!(
+            !state.targets[target].packets.contains_key(packet),
+            "a live packet is queued for deletion"
+        );
+    }
+}

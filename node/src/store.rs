@@ -280,8 +280,8 @@ impl PacketStore {
 
     /// Stores packets as [`put_many`](Self::put_many) does, each with a
     /// storage generation recorded in the same transaction; a packet present
-    /// already keeps the generation it has (one stored before generations
-    /// existed gets this one). Returns each packet's generation.
+    /// already takes this generation (a delete ticket issued for an older
+    /// store of it no longer matches). Returns each packet's generation.
     pub fn put_many_with_generations(
         &self,
         packets: &[(PacketId, &[u8], u64)],
@@ -334,15 +334,12 @@ impl PacketStore {
                 let present = fresh.contains_key(id) || index.get(&id.0)?.is_some();
                 let generation = match generations.and_then(|g| g.get(i)) {
                     Some(&wanted) => {
-                        // The first generation recorded stays.
-                        let kept = recorded.get(&id.0)?.map(|v| v.value());
-                        match kept {
-                            Some(kept) => kept,
-                            None => {
-                                recorded.insert(&id.0, wanted)?;
-                                wanted
-                            }
-                        }
+                        // The latest store's generation holds: a delete
+                        // ticket of an earlier store (the packet was freed,
+                        // then stored again before the delete arrived) must
+                        // not delete the live copy.
+                        recorded.insert(&id.0, wanted)?;
+                        wanted
                     }
                     None => 0,
                 };

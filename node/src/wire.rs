@@ -267,6 +267,7 @@ impl ToWire for co::ForgetResponse {
         w::ForgetResponse {
             deletions: self.deletions.clone(),
             delete_tickets: self.delete_tickets.clone(),
+            more_collected_by_leader: self.more_collected_by_leader,
         }
     }
 }
@@ -276,6 +277,7 @@ pub fn forget_response(r: w::ForgetResponse) -> co::ForgetResponse {
     co::ForgetResponse {
         deletions: r.deletions,
         delete_tickets: r.delete_tickets,
+        more_collected_by_leader: r.more_collected_by_leader,
     }
 }
 

@@ -196,7 +196,9 @@ impl Manager {
             Applied::Deletions(d) => d.clone(),
             _ => BTreeMap::new(),
         };
+        let answered: usize = deletions.values().map(Vec::len).sum();
         Ok(ForgetResponse {
+            more_collected_by_leader: answered >= crate::state::MAX_DELETIONS_ANSWERED,
             delete_tickets: self.delete_tickets(&deletions, now)?,
             deletions: deletions
                 .into_iter()
@@ -277,6 +279,7 @@ impl Manager {
             pending_id,
             at: now,
             reason: "abandoned by its source".into(),
+            expired: false,
         })
     }
 
@@ -317,6 +320,7 @@ impl Manager {
                 pending_id: p.id,
                 at: now,
                 reason: "not committed before its deadline".into(),
+                expired: true,
             })
             .collect()
     }

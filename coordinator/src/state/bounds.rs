@@ -29,6 +29,7 @@ impl Command {
             Command::TrimLog { .. } => "TrimLog",
             Command::RecordAudits { .. } => "RecordAudits",
             Command::SetExiting { .. } => "SetExiting",
+            Command::Collected { .. } => "Collected",
         }
     }
 }

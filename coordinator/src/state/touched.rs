@@ -27,6 +27,8 @@ pub struct Touched {
     /// these rows; `targets` names records whose other fields changed.
     pub target_packets: BTreeSet<(NodeId, PacketId)>,
     pub assemblies: BTreeSet<u64>,
+    /// Collection queue entries added or removed.
+    pub garbage: BTreeSet<(NodeId, PacketId)>,
     /// Log entries appended (by sequence number).
     pub log_from: Option<u64>,
     /// Log entries before this sequence number were dropped.
@@ -95,6 +97,7 @@ impl Touched {
         }
         self.target_packets.extend(other.target_packets);
         self.assemblies.extend(other.assemblies);
+        self.garbage.extend(other.garbage);
         self.log_from = match (self.log_from, other.log_from) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -15,6 +15,7 @@
 //! `Manager::apply` did. Target records and pending backups, which grow
 //! without bound, are kept one row per element ([`split`]).
 
+mod garbage;
 mod split;
 
 use std::path::Path;
@@ -123,6 +124,8 @@ pub struct Batch {
     snapshots: Rows<[u8; 32]>,
     /// Target records and pending backups.
     split: split::SplitRows,
+    /// Collection queue entries.
+    garbage: garbage::GarbageRows,
     assemblies: Rows<u64>,
     log: Vec<(u64, Vec<u8>)>,
     log_trimmed_before: Option<u64>,
@@ -158,6 +161,7 @@ impl Batch {
             + sum(&self.snapshots)
             + sum(&self.assemblies)
             + self.split.bytes()
+            + self.garbage.bytes()
             + self.log.iter().map(|(_, v)| v.len()).sum::<usize>()
             + self.mode.as_ref().map_or(0, Vec::len)
     }
@@ -204,6 +208,7 @@ impl Batch {
                 id.0
             })?,
             split: split::SplitRows::collect(state, touched)?,
+            garbage: garbage::GarbageRows::collect(state, touched),
             // Assembly records are only ever added.
             assemblies: rows(
                 "assembly-v1",
@@ -262,6 +267,7 @@ impl ManagerDb {
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(split::PENDING)?;
             txn.open_table(split::PENDING_ITEMS)?;
+            txn.open_table(garbage::GARBAGE)?;
             txn.open_table(REPLICATION)?;
         }
         txn.commit()?;
@@ -299,6 +305,7 @@ impl ManagerDb {
             state.chunks.insert(record.data_id, record);
         }
         split::load(&txn, &mut state)?;
+        garbage::load(&txn, &mut state)?;
         for row in txn.open_table(SNAPSHOTS)?.iter()? {
             let (_, v) = row?;
             let record: strew_coordinator::SnapshotRecord = decode("snapshots-v1", v.value())?;
@@ -361,6 +368,7 @@ impl ManagerDb {
                 }
             }
             batch.split.write(&txn)?;
+            batch.garbage.write(&txn)?;
             {
                 let mut table = txn.open_table(ASSEMBLIES)?;
                 for (k, v) in &batch.assemblies {
@@ -416,6 +424,7 @@ impl ManagerDb {
                 )?;
             }
             split::replace(&txn, state)?;
+            garbage::replace(&txn, state)?;
             let mut snapshots = txn.open_table(SNAPSHOTS)?;
             snapshots.retain(|_, _| false)?;
             for (id, r) in &state.snapshots {
@@ -664,6 +673,15 @@ mod tests {
                 .sum::<usize>(),
             0
         );
+        // Every freed packet is queued for collection, row by row; a
+        // collection removes its rows.
+        assert_eq!(state.garbage.len(), 3 * CHUNKS);
+        let (mut db, _) = ManagerDb::open(&path).expect("reopens");
+        let entries: Vec<_> = state.garbage.keys().take(CHUNKS).copied().collect();
+        step(&mut m, &mut db, Command::Collected { entries });
+        assert_eq!(&reopened(&db), m.state());
+        assert_eq!(m.state().garbage.len(), 2 * CHUNKS);
+        drop(db);
         // And the pending rows of the gone backup left with it.
         let (db, _) = ManagerDb::open(&path).expect("reopens");
         let txn = db.db.begin_read().expect("read");

@@ -48,6 +48,7 @@ use crate::sync::lock;
 use crate::wire::{self, ToWire};
 
 mod audits;
+mod collect;
 mod joins;
 mod location;
 mod repair;

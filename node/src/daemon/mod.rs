@@ -11,6 +11,7 @@ pub mod audit;
 pub mod browse;
 pub mod browse_commands;
 pub mod check_commands;
+pub mod collect;
 pub mod commands;
 pub mod error;
 pub mod grid_commands;
@@ -251,6 +252,7 @@ pub async fn run_with(
     let node_metrics = upkeep::NodeMetrics::register(&mut registry);
     let repair_metrics = repair::RepairMetrics::register(&mut registry);
     let audit_metrics = audit::AuditMetrics::register(&mut registry);
+    let collect_metrics = collect::CollectMetrics::register(&mut registry);
     crate::consensus::bounds::register(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
     let metrics_task = match settings.metrics {
@@ -292,6 +294,9 @@ pub async fn run_with(
     let audit_task = service
         .clone()
         .map(|service| tokio::spawn(audit::run(service, audit_settings, audit_metrics)));
+    let collect_task = service.clone().map(|service| {
+        tokio::spawn(collect::run(service, ctx.store.clone(), collect_metrics))
+    });
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
     let rtt_task = tokio::spawn(rtt::run(ctx.clone()));
@@ -323,7 +328,10 @@ pub async fn run_with(
     cache_task.abort();
     rtt_task.abort();
     upkeep_task.abort();
-    for task in [repair_task, audit_task].into_iter().flatten() {
+    for task in [repair_task, audit_task, collect_task]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     save_peer_cache(&ctx_for_cache(data_dir, &overlay, &peer_cache)).await;

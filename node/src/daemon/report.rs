@@ -68,6 +68,9 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
             .as_ref()
             .filter(|s| s.leads())
             .map(|s| s.repairs_pending()),
+        // On coordinators: packets freed but not yet deleted from their
+        // targets (the replicated collection queue the leader delivers).
+        "collection_queue": ctx.coordinator.as_ref().map(|s| s.collection_queue()),
         // On coordinators: what this node rebuilt as the leader's repairer.
         "repaired": ctx.coordinator.as_ref().map(|s| s.repaired().to_json()),
         "storage": {

@@ -621,6 +621,13 @@ pub async fn forget(data_dir: &Path, cmd: &ForgetCmd) -> anyhow::Result<()> {
             undeleted.len()
         )?;
     }
+    if v["more_collected_by_leader"].as_bool() == Some(true) {
+        writeln!(
+            out,
+            "more packets were freed than one answer carries: the coordinator group's leader \
+             deletes the rest from their targets (`collection_queue` in its `strew status --json`)"
+        )?;
+    }
     Ok(())
 }
 

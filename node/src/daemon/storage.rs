@@ -269,16 +269,17 @@ mod tests {
         assert_eq!(store.put(id, &bytes, 7).unwrap(), 7);
         assert_eq!(
             store.put(id, &bytes, 8).unwrap(),
-            7,
-            "the first generation stays"
+            8,
+            "the latest store's generation holds"
         );
         assert_eq!(
-            store.delete(&id, 8).unwrap(),
-            DeleteOutcome::OtherGeneration
+            store.delete(&id, 7).unwrap(),
+            DeleteOutcome::OtherGeneration,
+            "a delete of the earlier store does not remove the copy stored again"
         );
         assert!(store.get(&id).unwrap().is_some());
-        assert_eq!(store.delete(&id, 7).unwrap(), DeleteOutcome::Deleted);
-        assert_eq!(store.delete(&id, 7).unwrap(), DeleteOutcome::Absent);
+        assert_eq!(store.delete(&id, 8).unwrap(), DeleteOutcome::Deleted);
+        assert_eq!(store.delete(&id, 8).unwrap(), DeleteOutcome::Absent);
         // Stored again under a new generation: the old delete is refused.
         assert_eq!(store.put(id, &bytes, 9).unwrap(), 9);
         drop(store);

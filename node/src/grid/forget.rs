@@ -23,6 +23,10 @@ pub struct ForgetReport {
     /// Unix ms until which the delete tickets of the undeleted packets hold
     /// (the daemon retries them until then).
     pub retry_until: Option<u64>,
+    /// More packets were freed than the manager's answer carries (at most
+    /// `MAX_DELETIONS_ANSWERED`): the group's leader deletes the rest from
+    /// their targets (its collection queue).
+    pub more_collected_by_leader: bool,
     /// The delete tickets of targets that could not be reached, to retry.
     #[serde(skip)]
     pub retry: Cleanup,
@@ -97,6 +101,7 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
         deleted: 0,
         undeleted: BTreeMap::new(),
         retry_until: None,
+        more_collected_by_leader: response.more_collected_by_leader,
         retry: Cleanup::default(),
     };
     for (target, id, ok) in results {

@@ -37,12 +37,14 @@ pub enum DeleteOutcome {
 }
 
 /// A packet store as the packet protocol sees it. Each packet has a storage
-/// generation recorded with it, durably, at its first store; a delete names
-/// it, so a delete ticket deletes once and never a copy stored again later.
+/// generation recorded with it, durably, by its latest store; a delete names
+/// it, so a delete ticket deletes once and never a copy stored again later
+/// (also when the copy was stored again before the delete arrived).
 pub trait PacketStorage: Send + Sync + 'static {
     /// Stores `bytes` under `id` (verifying the id) with storage generation
-    /// `generation`; storing an existing packet again succeeds and keeps its
-    /// generation. Returns the generation the packet has.
+    /// `generation`; storing an existing packet again succeeds and gives it
+    /// this generation (older delete tickets no longer match). Returns the
+    /// generation the packet has.
     fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError>;
     fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StorageError>;
     /// Removes a packet if it has `generation`.
@@ -128,8 +130,9 @@ impl PacketStorage for MemoryStorage {
             return Err(StorageError::WrongId { actual });
         }
         let mut map = self.lock()?;
-        if let Some((existing, _)) = map.get(&id) {
-            return Ok(*existing);
+        if let Some((existing, _)) = map.get_mut(&id) {
+            *existing = generation;
+            return Ok(generation);
         }
         let free = self.capacity.saturating_sub(Self::used(&map));
         if bytes.len() as u64 > free {
@@ -228,8 +231,8 @@ mod tests {
         assert_eq!(store.put(PacketId::of(&a), &a, 5).unwrap(), 5);
         assert_eq!(
             store.put(PacketId::of(&a), &a, 6).unwrap(),
-            5,
-            "the first generation stays"
+            6,
+            "the latest store's generation holds"
         );
         assert_eq!(store.free_bytes().unwrap(), 3);
         let b = b"abcd".to_vec();

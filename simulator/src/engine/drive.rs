@@ -20,8 +20,8 @@ use strew_coordinator::audit::{AuditOutcome, Standing};
 use strew_coordinator::repair::{PacketStatus, RepairRequest, StripeVerdict, repair_traffic};
 use strew_coordinator::{
     Applied, BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression,
-    ConvergenceScope, DataId, Encryption, ManagerError, NodeProfile, PacketId, PacketSpec,
-    PlanRequest,
+    ConvergenceScope, DataId, Encryption, MAX_COLLECT_BATCH, ManagerError, NodeProfile, PacketId,
+    PacketSpec, PlanRequest,
 };
 
 use super::{EngineError, Event, NONE, RepairMove, Sim, node_id, node_index, stream};
@@ -50,14 +50,45 @@ fn manifest_id(object: usize, version: u8) -> DataId {
 
 impl Sim<'_> {
     fn apply(&mut self, what: &'static str, command: &Command) -> Result<Applied, EngineError> {
-        self.manager
+        let applied = self
+            .manager
             .apply(command)
             .map(|effects| effects.applied)
             .map_err(|source| EngineError::Apply {
                 what,
                 at: self.now,
                 source,
-            })
+            })?;
+        self.collect_garbage(what)?;
+        Ok(applied)
+    }
+
+    /// Modelled targets delete what they are told at once: every queued
+    /// deletion is collected right after the command that queued it, so the
+    /// manager's collection queue stays empty between events.
+    fn collect_garbage(&mut self, what: &'static str) -> Result<(), EngineError> {
+        while !self.manager.state().garbage.is_empty() {
+            let due = self
+                .manager
+                .state()
+                .due_garbage(u64::MAX, MAX_COLLECT_BATCH, |_| false);
+            let mut entries = due.stale;
+            for (target, list) in due.deliver {
+                entries.extend(list.into_iter().map(|d| (target, d.packet_id)));
+            }
+            if entries.is_empty() {
+                // Only packets a pending plan puts again: they wait for it.
+                break;
+            }
+            self.manager
+                .apply(&Command::Collected { entries })
+                .map_err(|source| EngineError::Apply {
+                    what,
+                    at: self.now,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     fn manager_error(&self, what: &'static str, source: ManagerError) -> EngineError {

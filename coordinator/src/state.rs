@@ -33,9 +33,7 @@ mod touched;
 mod upkeep;
 
 pub use bounds::MAX_ENTRY_BYTES;
-pub use garbage::{
-    COLLECT_HOLD, DueGarbage, Garbage, MAX_COLLECT_BATCH, MAX_DELETIONS_ANSWERED,
-};
+pub use garbage::{COLLECT_HOLD, DueGarbage, Garbage, MAX_COLLECT_BATCH, MAX_DELETIONS_ANSWERED};
 pub use pending_index::PendingIndex;
 pub use touched::{PendingList, Touched};
 

@@ -809,13 +809,16 @@ fn a_forget_larger_than_one_answer_queues_the_rest_for_collection() {
     assert!(answer.more_collected_by_leader);
     let ticketed: usize = answer.delete_tickets.iter().map(|t| t.entries.len()).sum();
     assert_eq!(ticketed, answered, "one ticket entry per answered deletion");
-    assert_eq!(m.state().garbage.len(), packets, "every freed packet is queued");
+    assert_eq!(
+        m.state().garbage.len(),
+        packets,
+        "every freed packet is queued"
+    );
 
     // Due now: only what the answer could not carry; after the hold, all.
     let now = m.state().due_garbage(at, usize::MAX, |_| false);
-    let count = |d: &strew_coordinator::DueGarbage| -> usize {
-        d.deliver.values().map(Vec::len).sum()
-    };
+    let count =
+        |d: &strew_coordinator::DueGarbage| -> usize { d.deliver.values().map(Vec::len).sum() };
     assert_eq!(count(&now), packets - MAX_DELETIONS_ANSWERED);
     assert!(now.stale.is_empty());
     let later = m
@@ -824,9 +827,7 @@ fn a_forget_larger_than_one_answer_queues_the_rest_for_collection() {
     assert_eq!(count(&later), packets);
     // A skipped target's entries wait; a limit bounds a pass.
     let skipped = *now.deliver.keys().next().expect("a target");
-    let without = m
-        .state()
-        .due_garbage(at, usize::MAX, |t| *t == skipped);
+    let without = m.state().due_garbage(at, usize::MAX, |t| *t == skipped);
     assert!(!without.deliver.contains_key(&skipped));
     assert_eq!(count(&m.state().due_garbage(at, 100, |_| false)), 100);
 

@@ -85,6 +85,9 @@ pub struct FileConfig {
     /// Coordinators: room placement grants a target beyond what it has
     /// proven by storing (`4GiB`).
     pub unproven_allowance: Option<String>,
+    /// Coordinators: the upload rate a plan's deadline assumes, per second
+    /// (`256KiB`): a plan lives `pending_ttl` plus its bytes at this rate.
+    pub plan_upload_rate: Option<String>,
     /// How long a target may stay unreachable before the leader rebuilds its
     /// packets elsewhere (`4h`).
     pub repair_grace: Option<String>,
@@ -206,6 +209,12 @@ pub struct RunArgs {
     /// proven by storing (`4GiB`); announced space past that is not believed.
     #[arg(long, env = "STREW_UNPROVEN_ALLOWANCE", value_name = "SIZE", value_parser = parse_size)]
     pub unproven_allowance: Option<u64>,
+    /// Coordinators: the upload rate (bytes per second) a plan's deadline
+    /// assumes (`256KiB`): a plan lives `--pending-ttl` plus its bytes at
+    /// this rate, so a source that vanishes frees its reservations and its
+    /// uploads are collected that much sooner.
+    #[arg(long, env = "STREW_PLAN_UPLOAD_RATE", value_name = "SIZE", value_parser = parse_size)]
+    pub plan_upload_rate: Option<u64>,
     /// How long a target may stay unreachable before the coordinator group's
     /// leader rebuilds its packets on other targets (default 4h).
     #[arg(long, env = "STREW_REPAIR_GRACE", value_name = "DURATION", value_parser = parse_duration)]
@@ -386,6 +395,13 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
         &file.unproven_allowance,
     )? {
         limits.unproven_allowance = b;
+    }
+    if let Some(b) = size(
+        "plan_upload_rate",
+        args.plan_upload_rate,
+        &file.plan_upload_rate,
+    )? {
+        limits.upload_rate = b.max(1);
     }
     let repair_grace = duration("repair_grace", args.repair_grace, &file.repair_grace)?
         .unwrap_or(DEFAULT_REPAIR_GRACE);
@@ -592,18 +608,22 @@ mod tests {
             pending_ttl: Some("5m".into()),
             pending_per_source: Some("1GiB".into()),
             unproven_allowance: Some("512MiB".into()),
+            plan_upload_rate: Some("1MiB".into()),
             ..Default::default()
         };
         let s = merge(&file, &RunArgs::default()).unwrap();
         assert_eq!(s.manager.pending_ttl, 5 * 60 * 1000);
+        assert_eq!(s.manager.reservations.upload_rate, 1 << 20);
         assert_eq!(s.manager.reservations.pending_bytes_per_source, 1 << 30);
         assert_eq!(s.manager.reservations.unproven_allowance, 512 << 20);
         let args = RunArgs {
             unproven_allowance: Some(8 << 20),
+            plan_upload_rate: Some(64 << 20),
             ..Default::default()
         };
         let s = merge(&file, &args).unwrap();
         assert_eq!(s.manager.reservations.unproven_allowance, 8 << 20);
+        assert_eq!(s.manager.reservations.upload_rate, 64 << 20);
         // Unset: the manager's defaults.
         let plain = FileConfig {
             location: Some("1,2".into()),

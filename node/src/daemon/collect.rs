@@ -98,14 +98,13 @@ pub async fn run(service: Arc<ManagerService>, store: PacketStore, metrics: Coll
             backoff.get(target).is_some_and(|(at, _)| *at > now)
                 || (*target != me && !online(&overlay, target))
         };
-        let (due, tickets) =
-            match service.due_collection(strew_overlay::now_ms(), PER_PASS, skip) {
-                Ok(due) => due,
-                Err(error) => {
-                    warn!(%error, "collection: cannot sign delete tickets");
-                    continue;
-                }
-            };
+        let (due, tickets) = match service.due_collection(strew_overlay::now_ms(), PER_PASS, skip) {
+            Ok(due) => due,
+            Err(error) => {
+                warn!(%error, "collection: cannot sign delete tickets");
+                continue;
+            }
+        };
         if due.is_empty() {
             continue;
         }
@@ -236,11 +235,10 @@ async fn delete_remote(
 
 async fn delete_local(store: &PacketStore, d: Deletion) -> Result<(), String> {
     let store = store.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        store.delete_generation(&d.packet_id, d.generation)
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    let outcome =
+        tokio::task::spawn_blocking(move || store.delete_generation(&d.packet_id, d.generation))
+            .await
+            .map_err(|e| e.to_string())?;
     match outcome {
         Ok(GenerationDelete::Deleted | GenerationDelete::Absent)
         | Ok(GenerationDelete::OtherGeneration) => Ok(()),

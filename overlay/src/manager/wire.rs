@@ -145,7 +145,8 @@ pub struct SnapshotSummary {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForgetResponse {
     pub deletions: BTreeMap<NodeId, Vec<PacketId>>,
-    pub delete_tickets: Vec<StorageTicket>,    /// More packets were freed than one answer carries (it holds the
+    pub delete_tickets: Vec<StorageTicket>,
+    /// More packets were freed than one answer carries (it holds the
     /// first `MAX_DELETIONS_ANSWERED`): the leader's collection deletes the
     /// rest from their targets.
     #[serde(default)]

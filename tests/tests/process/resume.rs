@@ -4,6 +4,10 @@
 //! the packets again (the rest it reports as skipped, from its journal);
 //! the snapshot restores byte-identical. Uploads are slowed down
 //! (`STREW_UPLOAD_DELAY_MS`) so that "halfway" lasts long enough to hit.
+//!
+//! A source killed for good: its pending plan expires on the manager and the
+//! leader's collection deletes what the plan had uploaded from every target,
+//! with nobody asking it to.
 
 use std::fs;
 use std::time::Duration;
@@ -137,5 +141,85 @@ fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() 
         fs::read(tree.join("a.bin"))? == fs::read(dest.join("tree").join("a.bin"))?,
         "restores byte-identical"
     );
+    Ok(())
+}
+
+#[test]
+fn an_abandoned_backups_uploads_are_deleted_by_the_leaders_collection() -> Result<()> {
+    let places = cities(4)?;
+    let mut founder = options(places[0].location()).founder();
+    // Plans the source stops renewing expire soon.
+    founder
+        .extra
+        .extend(["--pending-ttl", "8s", "--plan-upload-rate", "64MiB"].map(String::from));
+    let first = Node::start(founder)?;
+    let boot = first.bootstrap_addr()?;
+    let manager = first.node_id()?;
+    let mut nodes = vec![first];
+    for (i, city) in places[1..].iter().enumerate() {
+        let mut o = options(city.location()).bootstrap(boot.clone());
+        if i == 0 {
+            o.env.push(("STREW_UPLOAD_DELAY_MS".into(), "1000".into()));
+        }
+        nodes.push(Node::start(o)?);
+    }
+    strew_tests::wait_for_grid(&nodes, &manager)?;
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("tree");
+    fs::create_dir_all(&tree)?;
+    fs::write(tree.join("a.bin"), noise(24_000_000, 22))?;
+    let path = tree.to_str().context("utf-8 path")?;
+    let mut args = vec!["backup", path];
+    args.extend(BACKUP);
+    let source = 1;
+    let stored = |nodes: &[Node]| -> u64 {
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != source)
+            .filter_map(|(_, n)| n.stored_packets().ok())
+            .sum()
+    };
+    let mut client = nodes[source].cli_spawn(&args)?;
+    poll(
+        "some of the backup's packets on their targets",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || (stored(&nodes) >= 12).then_some(()),
+    )?;
+    nodes[source].kill();
+    let _ = client.kill();
+    let _ = client.wait();
+    let at_kill = stored(&nodes);
+    poll(
+        "the leader to delete every packet of the expired plan",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        || (stored(&nodes) == 0).then_some(()),
+    )
+    .with_context(|| {
+        format!(
+            "{at_kill} packets stored at the kill, {} now; founder log tail:\n{}",
+            stored(&nodes),
+            nodes[0]
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let status = nodes[0].daemon_status()?;
+    ensure!(
+        status["collection_queue"].as_u64() == Some(0),
+        "the leader's collection queue is empty once every target deleted: {}",
+        status["collection_queue"]
+    );
+    ensure!(
+        nodes[0].log().contains("collected unreferenced packets"),
+        "the leader delivered the deletes"
+    );
+    eprintln!("{at_kill} packets stored at the kill; all deleted by the leader's collection");
     Ok(())
 }

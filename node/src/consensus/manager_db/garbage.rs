@@ -31,10 +31,7 @@ impl GarbageRows {
                 .garbage
                 .iter()
                 .map(|(t, p)| {
-                    let value = state
-                        .garbage
-                        .get(&(*t, *p))
-                        .map(|g| (g.generation, g.due));
+                    let value = state.garbage.get(&(*t, *p)).map(|g| (g.generation, g.due));
                     (key(t, p), value)
                 })
                 .collect(),

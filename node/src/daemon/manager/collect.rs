@@ -5,8 +5,7 @@
 //! coordinator's (`due_garbage`).
 
 use strew_coordinator::{
-    Applied, Command, DueGarbage, MAX_COLLECT_BATCH, ManagerError, NodeId, PacketId,
-    StorageTicket,
+    Applied, Command, DueGarbage, MAX_COLLECT_BATCH, ManagerError, NodeId, PacketId, StorageTicket,
 };
 
 use super::repair::RepairCommitError;

@@ -809,6 +809,12 @@ fn a_forget_larger_than_one_answer_queues_the_rest_for_collection() {
     assert!(answer.more_collected_by_leader);
     let ticketed: usize = answer.delete_tickets.iter().map(|t| t.entries.len()).sum();
     assert_eq!(ticketed, answered, "one ticket entry per answered deletion");
+    // The largest answer fits the manager protocol's 4 MiB message bound.
+    let bytes = strew_coordinator::cbor::encode(&answer)
+        .expect("encodes")
+        .len();
+    assert!(bytes < 3 << 20, "a full forget answer takes {bytes} bytes");
+    eprintln!("a forget answer of {answered} deletions: {bytes} bytes");
     assert_eq!(
         m.state().garbage.len(),
         packets,

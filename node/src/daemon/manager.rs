@@ -594,7 +594,10 @@ impl ManagerService {
             ManagerRequest::GridSecret => self.grid_secret(requester).await,
             ManagerRequest::Redeem(invite) => self.redeem(requester, invite, now).await,
             ManagerRequest::Renew(renewal) => self.renew(renewal, now).await,
-            ManagerRequest::Members => self.list_members(requester).await,
+            ManagerRequest::Members => self.list_members(requester, None).await,
+            ManagerRequest::MembersPage { after, count } => {
+                self.list_members(requester, Some((after, count))).await
+            }
             ManagerRequest::ReportRtt(report) => self.record_rtt(requester, &report),
             ManagerRequest::Evidence => self.evidence(),
             ManagerRequest::DryRun(req) => {

@@ -127,11 +127,27 @@ impl OverlayManager {
         }
     }
 
-    /// Every node the manager records (`strew grid members`).
+    /// Every node the manager records (`strew grid members`), page by page
+    /// (a node recorded between pages may be missed).
     pub async fn members(&self) -> Result<Vec<strew_overlay::manager::MemberSummary>, GridError> {
-        match self.call(ManagerRequest::Members).await? {
-            ManagerResponse::Members(list) => Ok(list),
-            other => Err(unexpected("members", &other)),
+        use strew_overlay::manager::MAX_MEMBERS_PAGE;
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let request = ManagerRequest::MembersPage {
+                after,
+                count: MAX_MEMBERS_PAGE as u32,
+            };
+            let page = match self.call(request).await? {
+                ManagerResponse::MembersPage { members, .. } => members,
+                other => return Err(unexpected("members", &other)),
+            };
+            let full = page.len() == MAX_MEMBERS_PAGE;
+            after = page.last().map(|m| m.node_id);
+            all.extend(page);
+            if !full || after.is_none() {
+                return Ok(all);
+            }
         }
     }
 
@@ -196,6 +212,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Info(_) => "info",
             ManagerResponse::GridSecret(_) => "grid secret",
             ManagerResponse::Members(_) => "members",
+            ManagerResponse::MembersPage { .. } => "members page",
             ManagerResponse::Leaving(_) => "leaving",
             ManagerResponse::Evidence(_) => "evidence",
             ManagerResponse::NotManager { .. } => "not manager",

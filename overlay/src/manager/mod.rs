@@ -55,11 +55,12 @@ pub const MANAGER_PROTOCOL: &str = "/strew/manager/6";
 /// bounded parts and pages, so no call needs more. Over it, both the writer
 /// and the reader refuse the message (counted in `strew_oversize_messages`).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// Largest response: what a source reads from the manager it called. Forget
-/// and abandon answers (delete tickets, about 70 B a packet) and snapshot
-/// listings are not paged yet, so a response may be larger than a request;
-/// it is still read only into room reserved in the inbound budget.
-pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// Largest response: the same bound. Every answer that grows with the grid
+/// or a backup is paged or capped: plans and sequences by their pages,
+/// listings (`ListPage`, `MembersPage`), forget, abandon and commit answers
+/// at `MAX_DELETIONS_ANSWERED` deletions (about 2 MB with their tickets; the
+/// leader collects the rest), evidence at `MAX_EVIDENCE_ENTRIES`.
+pub const MAX_RESPONSE_BYTES: usize = MAX_MESSAGE_BYTES;
 
 /// A call to the sequence manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +144,9 @@ pub enum ManagerRequest {
     Redeem(Invite),
     /// A grid-key-signed new expiry of a node's subscription.
     Renew(Renewal),
-    /// Every node the manager records, with its subscription and usage.
+    /// Every node the manager records, with its subscription and usage,
+    /// answered only while they fit one page ([`MAX_MEMBERS_PAGE`]); else
+    /// `Invalid`.
     Members,
     /// The requester leaves the grid gracefully (`cancel`: it stays after
     /// all): it gets no new packets and its packets are rebuilt elsewhere.
@@ -154,7 +157,15 @@ pub enum ManagerRequest {
     ReportRtt(RttReport),
     /// The location evidence the manager holds (answered `Evidence`).
     Evidence,
+    /// Up to `count` (at most [`MAX_MEMBERS_PAGE`]) recorded nodes after
+    /// node id `after` (from the first with `None`), by node id; answered
+    /// `MembersPage`.
+    MembersPage { after: Option<NodeId>, count: u32 },
 }
+
+/// Most members one answer lists (about 200 bytes each: well under the
+/// 4 MiB message bound).
+pub const MAX_MEMBERS_PAGE: usize = 4096;
 
 impl ManagerRequest {
     /// A short name for logs and metrics.
@@ -184,6 +195,7 @@ impl ManagerRequest {
             ManagerRequest::Leave { .. } => "leave",
             ManagerRequest::ReportRtt(_) => "report_rtt",
             ManagerRequest::Evidence => "evidence",
+            ManagerRequest::MembersPage { .. } => "members_page",
         }
     }
 }
@@ -219,6 +231,11 @@ pub enum ManagerResponse {
     /// The grid's secrets, for an admitted node.
     GridSecret(GridSecret),
     Members(Vec<MemberSummary>),
+    /// One page of the members, and how many nodes are recorded in all.
+    MembersPage {
+        members: Vec<MemberSummary>,
+        total: u64,
+    },
     /// How the requester's exit stands.
     Leaving(strew_coordinator::LeaveStatus),
     /// Location evidence of the nodes that have any (at most
@@ -348,6 +365,10 @@ mod tests {
                 }],
             }),
             ManagerRequest::Evidence,
+            ManagerRequest::MembersPage {
+                after: Some(NodeId([8; 32])),
+                count: 4096,
+            },
             ManagerRequest::RecordRestore {
                 snapshot: SnapshotId([4; 32]),
                 outcome: RestoreOutcome::Failed {
@@ -368,6 +389,10 @@ mod tests {
             )),
             ManagerResponse::Unavailable(Refusal::new(RefusalCode::NoQuorum, "1 of 3")),
             ManagerResponse::Recorded,
+            ManagerResponse::MembersPage {
+                members: Vec::new(),
+                total: 3,
+            },
             ManagerResponse::Evidence(vec![NodeEvidence {
                 node: NodeId([6; 32]),
                 consistent: 1,
@@ -384,9 +409,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_codec_refuses_requests_over_4_mib_and_responses_over_64_mib_and_counts_them() {
+    async fn the_codec_refuses_requests_and_responses_over_4_mib_and_counts_them() {
         use libp2p::request_response::Codec;
         assert_eq!(MAX_MESSAGE_BYTES, 4 << 20);
+        assert_eq!(MAX_RESPONSE_BYTES, 4 << 20);
         let protocol = StreamProtocol::new(MANAGER_PROTOCOL);
         let mut codec = ManagerCodec::new(InboundBudget::new(128 << 20));
         let refusal =
@@ -399,7 +425,7 @@ mod tests {
             .expect_err("the writer refuses a response over the bound");
         assert!(wire.into_inner().is_empty(), "nothing was written");
         // A peer that frames a request over 4 MiB is refused on the length
-        // prefix, before anything is buffered; a response over 64 MiB too.
+        // prefix, before anything is buffered; a response too.
         let frame = |len: usize| {
             let mut framed = u32::try_from(len).expect("fits").to_be_bytes().to_vec();
             framed.extend_from_slice(&[0u8; 16]);
@@ -414,8 +440,8 @@ mod tests {
             .await
             .expect_err("the reader refuses a response over the bound");
         assert!(cbor::OVERSIZE_MESSAGES.get() >= before + 3);
-        // A response larger than any request (an unpaged forget answer) travels.
-        let fits = refusal(MAX_MESSAGE_BYTES + 1024);
+        // A response just under the bound travels.
+        let fits = refusal(MAX_RESPONSE_BYTES - 1024);
         let mut wire = futures::io::Cursor::new(Vec::new());
         codec
             .write_response(&protocol, &mut wire, fits.clone())

@@ -18,7 +18,9 @@ use strew_coordinator::{
     TrustCommand, TrustError, TrustState, trust::grid_id_of,
 };
 use strew_overlay::ManagerResponse;
-use strew_overlay::manager::{GridSecret, MemberSummary, Refusal, RefusalCode, SubscriptionInfo};
+use strew_overlay::manager::{
+    GridSecret, MAX_MEMBERS_PAGE, MemberSummary, Refusal, RefusalCode, SubscriptionInfo,
+};
 use tracing::{info, warn};
 
 use super::ManagerService;
@@ -207,9 +209,15 @@ impl ManagerService {
         }
     }
 
-    /// `Members`: every node recorded, its role, subscription and usage
-    /// (answered to certified coordinators and recorded nodes).
-    pub(super) async fn list_members(&self, requester: NodeId) -> ManagerResponse {
+    /// `Members` (`page` None: every node, refused past one page) or
+    /// `MembersPage` (up to `count` nodes after a node id): each recorded
+    /// node's role, subscription and usage (answered to certified
+    /// coordinators and recorded nodes).
+    pub(super) async fn list_members(
+        &self,
+        requester: NodeId,
+        page: Option<(Option<NodeId>, u32)>,
+    ) -> ManagerResponse {
         if let Err(r) = self.barrier().await {
             return r;
         }
@@ -224,11 +232,35 @@ impl ManagerService {
                 "only nodes of the grid may list its members",
             ));
         }
-        let list = self.replica.read(|m| {
+        let (after, count) = match page {
+            Some((_, count)) if count == 0 || count as usize > MAX_MEMBERS_PAGE => {
+                return ManagerResponse::Refused(Refusal::new(
+                    RefusalCode::Invalid,
+                    format!("a members page lists 1 to {MAX_MEMBERS_PAGE} nodes, not {count}"),
+                ));
+            }
+            Some((after, count)) => (after, count as usize),
+            None => {
+                let total = self.replica.read(|m| m.state().clients.len());
+                if total > MAX_MEMBERS_PAGE {
+                    return ManagerResponse::Refused(Refusal::new(
+                        RefusalCode::Invalid,
+                        format!(
+                            "{total} members: list them in pages of at most {MAX_MEMBERS_PAGE}"
+                        ),
+                    ));
+                }
+                (None, MAX_MEMBERS_PAGE)
+            }
+        };
+        let (list, total) = self.replica.read(|m| {
+            use std::ops::Bound;
             let state = m.state();
-            state
+            let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+            let list = state
                 .clients
-                .iter()
+                .range((from, Bound::Unbounded))
+                .take(count)
                 .map(|(id, c)| {
                     let s = &c.subscription;
                     MemberSummary {
@@ -252,9 +284,16 @@ impl ManagerService {
                         online: c.profile.online,
                     }
                 })
-                .collect()
+                .collect();
+            (list, state.clients.len() as u64)
         });
-        ManagerResponse::Members(list)
+        match page {
+            Some(_) => ManagerResponse::MembersPage {
+                members: list,
+                total,
+            },
+            None => ManagerResponse::Members(list),
+        }
     }
 
     /// In a closed grid, the refusal for a node the manager has not admitted

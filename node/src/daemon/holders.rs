@@ -102,6 +102,36 @@ impl HolderIndex {
         Ok(true)
     }
 
+    /// Whether `id` is one of `holder`'s roots.
+    pub fn is_root(&self, id: &PacketId, holder: &NodeId) -> Result<bool, HoldersError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(ROOTS).map_err(db)?;
+        Ok(t.get(&key(holder, id)).map_err(db)?.is_some())
+    }
+
+    /// `id` is no longer one of `holder`'s roots; with `forget`, the holder
+    /// no longer holds it either (the root packet was deleted), otherwise it
+    /// stays recorded as an ordinary packet of the holder.
+    pub fn unmark_root(
+        &self,
+        id: &PacketId,
+        holder: &NodeId,
+        forget: bool,
+    ) -> Result<(), HoldersError> {
+        let k = key(holder, id);
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            txn.open_table(ROOTS).map_err(db)?.remove(&k).map_err(db)?;
+            let mut held = txn.open_table(HELD).map_err(db)?;
+            if forget {
+                held.remove(&k).map_err(db)?;
+            } else if held.get(&k).map_err(db)?.is_some() {
+                held.insert(&k, 0).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)
+    }
+
     /// Snapshot roots kept here, for every holder (`status`: root copies
     /// are not moved by repair or `strew leave`).
     pub fn root_count(&self) -> Result<u64, HoldersError> {

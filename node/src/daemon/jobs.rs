@@ -571,6 +571,28 @@ impl SourceJobs {
         Ok(value)
     }
 
+    /// Issue 18: drops the roots of forgotten snapshots from the targets
+    /// holding a copy and from the data dir; returns the copies dropped. A
+    /// failure is a warning: the snapshot is forgotten either way.
+    async fn drop_roots(&self, ctx: &DaemonContext, snapshots: &[SnapshotId]) -> usize {
+        let mut dropped = 0;
+        for snapshot in snapshots {
+            match crate::grid::roots::drop_root(
+                &ctx.overlay,
+                &self.me,
+                &self.private,
+                &self.data_dir,
+                *snapshot,
+            )
+            .await
+            {
+                Ok(d) => dropped += d.copies_dropped,
+                Err(err) => warn!(%snapshot, %err, "the forgotten snapshot's root was not dropped"),
+            }
+        }
+        dropped
+    }
+
     async fn snapshots(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
         let set = args.get("name").and_then(Value::as_str).map(str::to_string);
         let manager = OverlayManager::new(ctx.overlay.clone());
@@ -621,8 +643,10 @@ impl SourceJobs {
         if let Some(until) = report.retry_until {
             tokio::spawn(retry_deletes(manager, transport, retry, until));
         }
+        let roots = self.drop_roots(ctx, &[snapshot]).await;
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
+        value["root_copies_dropped"] = json!(roots);
         Ok(value)
     }
 
@@ -644,7 +668,19 @@ impl SourceJobs {
         let _no_backup_meanwhile = self.backup_lock.lock().await;
         let report =
             apply_retention(&manager, &transport, &self.known, policy, set, dry_run).await?;
-        serde_json::to_value(&report).map_err(CommandError::json)
+        let forgotten: Vec<SnapshotId> = if dry_run {
+            Vec::new()
+        } else {
+            report
+                .remove
+                .iter()
+                .filter_map(|d| d.snapshot.parse().ok())
+                .collect()
+        };
+        let roots = self.drop_roots(ctx, &forgotten).await;
+        let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
+        value["root_copies_dropped"] = json!(roots);
+        Ok(value)
     }
 
     /// Cancels the running backup `job`, or every running backup.

@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use strew_coordinator::{NodeId, PacketId};
-use strew_overlay::packet::{DeleteOutcome, PacketStorage, StorageError};
+use strew_overlay::packet::{DeleteOutcome, PacketStorage, ROOT_GENERATION, StorageError};
 
 use super::holders::HolderIndex;
 use crate::store::{GenerationDelete, PacketStore, StoreError};
@@ -191,6 +191,25 @@ impl PacketStorage for StoreAdapter {
         }
     }
 
+    fn drop_root(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {
+        let Some(h) = &self.holders else {
+            return Ok(false);
+        };
+        if !h.is_root(id, holder).map_err(held)? {
+            return Ok(false);
+        }
+        // A packet `PutRoot` stored goes; a marked data packet is the
+        // manager's to free and only loses its mark.
+        let deleted = matches!(
+            self.store
+                .delete_generation(id, ROOT_GENERATION)
+                .map_err(map)?,
+            GenerationDelete::Deleted | GenerationDelete::Absent
+        );
+        h.unmark_root(id, holder, deleted).map_err(held)?;
+        Ok(true)
+    }
+
     fn roots_of(
         &self,
         holder: &NodeId,
@@ -258,6 +277,43 @@ mod tests {
                 Some(&p[..])
             );
         }
+    }
+
+    #[test]
+    fn a_dropped_root_leaves_the_disk_and_its_holders_quota_a_marked_data_packet_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let holders = HolderIndex::open(&dir.path().join("holders")).unwrap();
+        let store = StoreAdapter::new(PacketStore::open(dir.path(), 1 << 20).unwrap())
+            .with_holders(holders);
+        let owner = NodeId([3; 32]);
+        let data = b"a data packet".to_vec();
+        let data_id = PacketId::of(&data);
+        store.put(data_id, &data, 7).unwrap();
+        store.record_holder(&data_id, &owner).unwrap();
+        let root = b"a root packet".to_vec();
+        let root_id = PacketId::of(&root);
+        store.put(root_id, &root, ROOT_GENERATION).unwrap();
+        store.record_holder(&root_id, &owner).unwrap();
+        assert!(store.mark_root(&root_id, &owner).unwrap());
+        assert!(store.mark_root(&data_id, &owner).unwrap());
+        assert_eq!(store.roots_of(&owner, None, 10).unwrap().len(), 2);
+        assert!(!store.drop_root(&root_id, &NodeId([4; 32])).unwrap());
+        assert!(store.drop_root(&root_id, &owner).unwrap());
+        assert!(store.drop_root(&data_id, &owner).unwrap());
+        assert_eq!(store.get(&root_id).unwrap(), None, "the root is deleted");
+        assert_eq!(
+            store.get(&data_id).unwrap(),
+            Some(data),
+            "the data packet stays"
+        );
+        assert!(store.roots_of(&owner, None, 10).unwrap().is_empty());
+        assert!(!store.is_holder(&root_id, &owner).unwrap());
+        assert!(store.is_holder(&data_id, &owner).unwrap());
+        assert!(
+            store.holds_ticketed(&owner).unwrap(),
+            "its data packet still vouches"
+        );
+        assert!(!store.drop_root(&root_id, &owner).unwrap());
     }
 
     #[test]

@@ -203,11 +203,15 @@ pub async fn keep_root<M: ManagerApi>(
     data_dir: &Path,
     listing: RootListing,
 ) -> Result<RootKept, RootError> {
+    let snapshot = listing.snapshot;
     let (id, bytes) = make_root(manager, owner, listing).await?;
     let (dir, local) = (data_dir.to_path_buf(), bytes.clone());
-    tokio::task::spawn_blocking(move || save_local(&dir, &id, &local))
-        .await
-        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    tokio::task::spawn_blocking(move || {
+        save_local(&dir, &id, &local)?;
+        save_name(&dir, &snapshot, &id)
+    })
+    .await
+    .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
     let (_, seq) = open_root(&bytes, owner, me)?;
     let mut copies = Vec::new();
     for target in root_targets(&seq) {
@@ -220,6 +224,115 @@ pub async fn keep_root<M: ManagerApi>(
         }
     }
     Ok(RootKept { id, copies })
+}
+
+/// Targets asked to drop a forgotten snapshot's root at most (its copies
+/// went to the first of its targets that took one).
+const MAX_DROP_ASKS: usize = 16;
+
+/// What dropping a forgotten snapshot's root did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RootDropped {
+    /// The root packet, if this node kept one for the snapshot.
+    pub root: Option<PacketId>,
+    /// Targets that held a copy and dropped it.
+    pub copies_dropped: usize,
+}
+
+/// After a forget: finds the snapshot's root among this node's local roots,
+/// asks the targets that may hold a copy (the snapshot's targets, in the
+/// order [`keep_root`] tried them, until [`ROOT_COPIES`] confirmed or
+/// [`MAX_DROP_ASKS`] were asked) to drop it, and deletes the local copy.
+/// Without this, every target keeps at most `MAX_ROOTS_PER_HOLDER` roots of
+/// a node and refuses new ones once forgotten snapshots fill them. A target
+/// that cannot be reached keeps its copy (recovery may list the forgotten
+/// snapshot from it).
+pub async fn drop_root(
+    overlay: &strew_overlay::OverlayHandle,
+    me: &SourceIdentity,
+    owner: &ConvergenceSecret,
+    data_dir: &Path,
+    snapshot: SnapshotId,
+) -> Result<RootDropped, RootError> {
+    let (dir, owner_, me_) = (data_dir.to_path_buf(), owner.clone(), me.clone());
+    let found = tokio::task::spawn_blocking(move || find_local(&dir, &owner_, &me_, &snapshot))
+        .await
+        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    let Some((id, seq)) = found else {
+        return Ok(RootDropped::default());
+    };
+    let mut dropped = 0;
+    for target in root_targets(&seq).into_iter().take(MAX_DROP_ASKS) {
+        if dropped >= usize::from(ROOT_COPIES) {
+            break;
+        }
+        match overlay.drop_root(target, id).await {
+            Ok(true) => dropped += 1,
+            Ok(false) => {}
+            Err(err) => tracing::debug!(%target, %err, "a snapshot root copy was not dropped"),
+        }
+    }
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || remove_local(&dir, &snapshot, &id))
+        .await
+        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    Ok(RootDropped {
+        root: Some(id),
+        copies_dropped: dropped,
+    })
+}
+
+/// The local root of `snapshot` and its sequence: by the name file
+/// [`keep_root`] wrote, else by opening every local root.
+fn find_local(
+    data_dir: &Path,
+    owner: &ConvergenceSecret,
+    me: &SourceIdentity,
+    snapshot: &SnapshotId,
+) -> Result<Option<(PacketId, SealedSequence)>, RootError> {
+    let dir = data_dir.join(ROOTS_DIR);
+    let named = std::fs::read_to_string(name_path(data_dir, snapshot))
+        .ok()
+        .and_then(|text| text.trim().parse::<PacketId>().ok());
+    if let Some(id) = named
+        && let Ok(bytes) = std::fs::read(dir.join(format!("{id}.root")))
+        && let Ok((doc, seq)) = open_root(&bytes, owner, me)
+        && &doc.snapshot == snapshot
+    {
+        return Ok(Some((id, seq)));
+    }
+    for (id, bytes) in load_local(data_dir)? {
+        if let Ok((doc, seq)) = open_root(&bytes, owner, me)
+            && &doc.snapshot == snapshot
+        {
+            return Ok(Some((id, seq)));
+        }
+    }
+    Ok(None)
+}
+
+/// `roots/<snapshot>.of`: the id of the snapshot's root packet.
+fn name_path(data_dir: &Path, snapshot: &SnapshotId) -> PathBuf {
+    data_dir.join(ROOTS_DIR).join(format!("{snapshot}.of"))
+}
+
+fn save_name(data_dir: &Path, snapshot: &SnapshotId, id: &PacketId) -> Result<(), RootError> {
+    let path = name_path(data_dir, snapshot);
+    std::fs::write(&path, id.to_string()).map_err(io(&path))
+}
+
+fn remove_local(data_dir: &Path, snapshot: &SnapshotId, id: &PacketId) -> Result<(), RootError> {
+    for path in [
+        data_dir.join(ROOTS_DIR).join(format!("{id}.root")),
+        name_path(data_dir, snapshot),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootError + '_ {

@@ -144,6 +144,7 @@ impl Packets {
             PacketRequest::PutRoot { .. } => "put_root",
             PacketRequest::MarkRoot { .. } => "mark_root",
             PacketRequest::ListRoots { .. } => "list_roots",
+            PacketRequest::DropRoot { .. } => "drop_root",
         };
         let Some(requester) = peer::node_id_of(&peer) else {
             self.metrics.packet("in", op, "refused");

@@ -3,7 +3,8 @@
 //! holder read (`Get` with an empty ticket), storing a small snapshot root
 //! packet (`PutRoot`, bounded by a per-holder count and size instead of a
 //! manager ticket), marking a held packet as one of the holder's snapshot
-//! roots, and listing those roots a page at a time.
+//! roots, listing those roots a page at a time, and dropping a root whose
+//! snapshot the holder forgot.
 //!
 //! The holder is the authenticated requester of the accepted put (the
 //! libp2p connection proves its peer id), so nobody else can read, mark or
@@ -106,6 +107,21 @@ pub fn mark_root(
 ) -> PacketResponse {
     match storage.mark_root(packet_id, requester) {
         Ok(held) => PacketResponse::Marked { held },
+        Err(err) => failed(err),
+    }
+}
+
+/// Drops `packet_id` from `requester`'s roots here (its snapshot was
+/// forgotten): a packet `PutRoot` stored is deleted, a marked data packet
+/// only unmarked. `Deleted { existed }` says whether it was a root of the
+/// requester; nobody else's roots are touched.
+pub fn drop_root(
+    storage: &dyn PacketStorage,
+    packet_id: &PacketId,
+    requester: &NodeId,
+) -> PacketResponse {
+    match storage.drop_root(packet_id, requester) {
+        Ok(existed) => PacketResponse::Deleted { existed },
         Err(err) => failed(err),
     }
 }

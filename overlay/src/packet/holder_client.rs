@@ -47,6 +47,26 @@ impl OverlayHandle {
         }
     }
 
+    /// Asks `target` to drop one of this node's roots (its snapshot was
+    /// forgotten); true when it was one of them.
+    pub async fn drop_root(
+        &self,
+        target: NodeId,
+        packet_id: PacketId,
+    ) -> Result<bool, OverlayError> {
+        match self
+            .request(target, PacketRequest::DropRoot { packet_id })
+            .await?
+        {
+            PacketResponse::Deleted { existed } => Ok(existed),
+            PacketResponse::Refused(reason) => Err(OverlayError::Refused { target, reason }),
+            _ => Err(OverlayError::BadResponse {
+                target,
+                detail: "unexpected answer to drop-root".into(),
+            }),
+        }
+    }
+
     /// One page (at most `MAX_ROOTS_PAGE`) of the root packets `target`
     /// holds for this node, after `after`.
     pub async fn list_roots(

@@ -24,5 +24,5 @@ pub use service::{PacketService, TrustedManagers};
 pub use storage::{DeleteOutcome, MemoryStorage, PacketStorage, StorageError};
 pub use wire::{
     MAX_PACKET_BYTES, MAX_ROOT_PACKET_BYTES, MAX_ROOTS_PAGE, MAX_ROOTS_PER_HOLDER, PACKET_PROTOCOL,
-    PacketRequest, PacketResponse, Refusal,
+    PacketRequest, PacketResponse, ROOT_GENERATION, Refusal,
 };

@@ -93,6 +93,9 @@ impl PacketService {
             PacketRequest::ListRoots { after, limit } => {
                 holder::list_roots(self.storage.as_ref(), &requester, after.as_ref(), limit)
             }
+            PacketRequest::DropRoot { packet_id } => {
+                holder::drop_root(self.storage.as_ref(), &packet_id, &requester)
+            }
             PacketRequest::Get { packet_id, ticket } => {
                 if let Err(refusal) =
                     self.authorise(&ticket, TicketKind::Read, &packet_id, requester, now_ms)
@@ -458,6 +461,46 @@ mod tests {
                 0
             ),
             PacketResponse::Refused(Refusal::NoTicket)
+        );
+        // Dropping a root (its snapshot was forgotten): only the owner's
+        // request counts; the root packet is deleted and frees its quota.
+        let drop = |who, id| svc.handle(PacketRequest::DropRoot { packet_id: id }, who, 0);
+        assert_eq!(
+            drop(stranger, ids[0]),
+            PacketResponse::Deleted { existed: false }
+        );
+        assert!(storage.get(&ids[0]).expect("get").is_some());
+        assert_eq!(
+            drop(owner, ids[0]),
+            PacketResponse::Deleted { existed: true }
+        );
+        assert_eq!(storage.get(&ids[0]).expect("get"), None);
+        assert_eq!(
+            drop(owner, ids[0]),
+            PacketResponse::Deleted { existed: false }
+        );
+        let PacketResponse::Roots(left) = list(owner) else {
+            panic!("the owner lists its roots");
+        };
+        assert_eq!(left.len(), MAX_ROOTS_PER_HOLDER - 1);
+        assert_eq!(
+            put(owner, b"room again".to_vec()),
+            PacketResponse::Marked { held: true }
+        );
+        // A data packet marked as a root is only unmarked: the manager frees it.
+        let data = PacketId::of(b"a data packet of the stranger");
+        assert_eq!(
+            svc.handle(PacketRequest::MarkRoot { packet_id: data }, stranger, 0),
+            PacketResponse::Marked { held: true }
+        );
+        assert_eq!(
+            drop(stranger, data),
+            PacketResponse::Deleted { existed: true }
+        );
+        assert!(storage.get(&data).expect("get").is_some());
+        assert_eq!(
+            list(stranger),
+            PacketResponse::Roots(vec![PacketId::of(b"mine")])
         );
     }
 }

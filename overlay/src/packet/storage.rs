@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 use strew_coordinator::{NodeId, PacketId};
 
+use crate::packet::wire::ROOT_GENERATION;
+
 /// Storage failures, sorted by what the requester should do.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -69,6 +71,12 @@ pub trait PacketStorage: Send + Sync + 'static {
     /// Marks `id`, stored here by `holder`, as one of `holder`'s snapshot
     /// roots; false when `holder` did not store it.
     fn mark_root(&self, _id: &PacketId, _holder: &NodeId) -> Result<bool, StorageError> {
+        Ok(false)
+    }
+    /// Drops `id` from `holder`'s roots: deleted if it was stored as a root
+    /// (generation [`ROOT_GENERATION`]), else only unmarked. False when it
+    /// was not one of `holder`'s roots.
+    fn drop_root(&self, _id: &PacketId, _holder: &NodeId) -> Result<bool, StorageError> {
         Ok(false)
     }
     /// Up to `limit` of `holder`'s root packets, in id order, after `after`.
@@ -197,6 +205,24 @@ impl PacketStorage for MemoryStorage {
         })
     }
 
+    fn drop_root(&self, id: &PacketId, holder: &NodeId) -> Result<bool, StorageError> {
+        // The same lock order as `roots_of`: packets, then holders.
+        let mut packets = self.lock()?;
+        let mut held = self.held()?;
+        match held.get_mut(&(*holder, *id)) {
+            Some(root) if *root => {
+                if packets.get(id).is_some_and(|(g, _)| *g == ROOT_GENERATION) {
+                    packets.remove(id);
+                    held.remove(&(*holder, *id));
+                } else {
+                    *root = false;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn roots_of(
         &self,
         holder: &NodeId,
@@ -242,15 +268,16 @@ mod tests {
         ));
         assert_eq!(store.get(&PacketId::of(&a)).unwrap(), Some(a.clone()));
         assert_eq!(
-            store.delete(&PacketId::of(&a), 6).unwrap(),
-            DeleteOutcome::OtherGeneration
+            store.delete(&PacketId::of(&a), 5).unwrap(),
+            DeleteOutcome::OtherGeneration,
+            "a delete of the earlier store keeps the copy stored again"
         );
         assert_eq!(
-            store.delete(&PacketId::of(&a), 5).unwrap(),
+            store.delete(&PacketId::of(&a), 6).unwrap(),
             DeleteOutcome::Deleted
         );
         assert_eq!(
-            store.delete(&PacketId::of(&a), 5).unwrap(),
+            store.delete(&PacketId::of(&a), 6).unwrap(),
             DeleteOutcome::Absent
         );
     }

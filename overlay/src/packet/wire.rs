@@ -75,6 +75,11 @@ pub enum PacketRequest {
     /// The root packets the requester stored here, in id order after `after`
     /// (at most `limit`, capped at [`MAX_ROOTS_PAGE`]).
     ListRoots { after: Option<PacketId>, limit: u32 },
+    /// The requester forgot the snapshot of this root: the target unmarks
+    /// it, and deletes it if `PutRoot` stored it (a marked data packet stays
+    /// for the manager to free). Answered `Deleted { existed }`: whether it
+    /// was one of the requester's roots here.
+    DropRoot { packet_id: PacketId },
 }
 
 /// A response as the application sees it.
@@ -163,6 +168,9 @@ pub enum RequestHeader {
         after: Option<PacketId>,
         limit: u32,
     },
+    DropRoot {
+        packet_id: PacketId,
+    },
 }
 
 /// Response header on the wire.
@@ -245,6 +253,9 @@ pub fn split_request(req: PacketRequest) -> (RequestHeader, Vec<u8>) {
         PacketRequest::ListRoots { after, limit } => {
             (RequestHeader::ListRoots { after, limit }, Vec::new())
         }
+        PacketRequest::DropRoot { packet_id } => {
+            (RequestHeader::DropRoot { packet_id }, Vec::new())
+        }
     }
 }
 
@@ -267,6 +278,7 @@ pub fn join_request(header: RequestHeader, body: Vec<u8>) -> PacketRequest {
         },
         RequestHeader::MarkRoot { packet_id } => PacketRequest::MarkRoot { packet_id },
         RequestHeader::ListRoots { after, limit } => PacketRequest::ListRoots { after, limit },
+        RequestHeader::DropRoot { packet_id } => PacketRequest::DropRoot { packet_id },
     }
 }
 

@@ -1,5 +1,6 @@
 //! Recovery without coordinators (issue 18, SPEC R15): a source backs up two
-//! snapshots and exports its key; the whole coordinator group is killed and
+//! snapshots (and a third it forgets: its root copies leave their targets)
+//! and exports its key; the whole coordinator group is killed and
 //! its data dir deleted, and the source machine is lost too. A fresh data
 //! dir with only the imported key, bootstrapped from a surviving plain node,
 //! lists both snapshots from the roots the targets hold
@@ -88,6 +89,43 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
         snapshots.push((id, set.to_string(), tree));
     }
 
+    // A third snapshot, forgotten: its root copies leave their targets (and
+    // so it is not listed from the grid below).
+    let roots_held = |nodes: &[Node]| -> u64 {
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .filter_map(|(_, n)| n.daemon_status().ok())
+            .filter_map(|s| s["storage"]["root_packets"].as_u64())
+            .sum()
+    };
+    let tree = work.path().join("gamma-set");
+    fs::create_dir_all(&tree)?;
+    fs::write(tree.join("data.bin"), noise(200_000, 9))?;
+    let out = nodes[1].cli_json(&[
+        "backup",
+        tree.to_str().context("utf-8 path")?,
+        "--redundancy",
+        "erasure:2+1",
+        "--name",
+        "gamma-set",
+        "--json",
+    ])?;
+    let gamma = out["snapshot"].as_str().context("snapshot id")?.to_string();
+    let before = roots_held(&nodes);
+    let out = nodes[1].cli_json(&["forget", &gamma, "--json"])?;
+    let dropped = out["root_copies_dropped"].as_u64().unwrap_or(0);
+    ensure!(
+        dropped >= 1,
+        "the forgotten snapshot's root copies are dropped: {out}"
+    );
+    ensure!(
+        roots_held(&nodes) + dropped == before,
+        "targets hold {} roots after dropping {dropped} of {before}",
+        roots_held(&nodes)
+    );
+
     let source_id = nodes[1].node_id()?;
     let key = work.path().join("owner.key");
     let out = nodes[1].cli(&["key", "export", key.to_str().context("utf-8 path")?])?;
@@ -119,7 +157,7 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
     got.sort();
     ensure!(
         got == want,
-        "both snapshots listed from their roots: {found}"
+        "both snapshots listed from their roots, the forgotten one not: {found}"
     );
 
     for (id, set, tree) in &snapshots {

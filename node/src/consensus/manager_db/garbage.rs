@@ -20,9 +20,12 @@ fn key(target: &NodeId, packet: &PacketId) -> [u8; 64] {
     key
 }
 
-/// The queue rows one applied batch writes: `Some` to insert, `None` to remove.
+/// One row: its key, and `Some((generation, due))` to insert or `None` to remove.
+type Row = ([u8; 64], Option<(u64, u64)>);
+
+/// The queue rows one applied batch writes.
 #[derive(Default)]
-pub(super) struct GarbageRows(Vec<([u8; 64], Option<(u64, u64)>)>);
+pub(super) struct GarbageRows(Vec<Row>);
 
 impl GarbageRows {
     pub(super) fn collect(state: &ManagerState, touched: &Touched) -> GarbageRows {

@@ -259,13 +259,23 @@ pub fn challenge<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Option<Challenge> {
     let (packet, size) = pick_packet(held, rng)?;
+    Some(challenge_packet(target, packet, size, rng))
+}
+
+/// A challenge for `target` on `packet` (`size` bytes): a random chunk of it.
+pub fn challenge_packet<R: Rng + ?Sized>(
+    target: NodeId,
+    packet: PacketId,
+    size: u64,
+    rng: &mut R,
+) -> Challenge {
     let chunk = ((u128::from(rng.next_u64()) * u128::from(chunk_count(size))) >> 64) as u64;
-    Some(Challenge {
+    Challenge {
         target,
         packet,
         size,
         chunk,
-    })
+    }
 }
 
 /// Reputations per target, in `NodeId` order (the simulator's ledger; the

@@ -48,6 +48,7 @@ mod pages;
 mod receipts;
 mod reservations;
 mod snapshots;
+pub use audits::{MAX_AUDIT_PAGE, StripeChallenges};
 pub use messages::*;
 pub use order::{MAX_ORDER_PAGE, MAX_ORDER_PAGE_PACKETS, OrderStep, order_page_len};
 pub use pages::{MAX_LIST_PAGE, MAX_SEQUENCE_PAGE, SequencePage};

@@ -77,6 +77,10 @@ pub(crate) struct Shared {
     pub shutdown: Notify,
     pub stopping: AtomicBool,
     pub reannounce: Notify,
+    /// This node's own packet service: a request to itself (the leader
+    /// auditing or deleting its own packets) is answered here, since a node
+    /// cannot dial itself.
+    pub local: crate::packet::PacketService,
 }
 
 /// Peers whose RTT samples wait to be taken; further peers wait for the next round.
@@ -413,6 +417,14 @@ impl OverlayHandle {
         target: NodeId,
         request: PacketRequest,
     ) -> Result<PacketResponse, OverlayError> {
+        if target == self.shared.node_id {
+            let local = self.shared.local.clone();
+            return tokio::task::spawn_blocking(move || {
+                local.handle(request, target, crate::runtime::now_ms())
+            })
+            .await
+            .map_err(|_| OverlayError::Stopped);
+        }
         let peer = peer_of(target)?;
         // Per-target concurrency limit: callers queue here rather than flood one peer.
         let _slot = self.shared.slots.acquire(target).await;

@@ -109,7 +109,15 @@ pub fn start(
             })?;
     }
 
+    let service = PacketService::new(
+        key.clone(),
+        node_id,
+        config.max_packet_bytes,
+        storage.clone(),
+        managers.clone(),
+    );
     let shared = Arc::new(Shared {
+        local: service.clone(),
         node_id,
         grid: RwLock::new(GridBook::with_max_nodes(config.max_grid_nodes)),
         listen_addrs: RwLock::new(Vec::new()),
@@ -129,13 +137,6 @@ pub fn start(
         reachability: std::sync::atomic::AtomicU8::new(0),
     });
     let space = watch_space(storage.clone(), HOUSEKEEPING);
-    let service = PacketService::new(
-        key.clone(),
-        node_id,
-        config.max_packet_bytes,
-        storage,
-        managers,
-    );
     let limits = Limits {
         request_timeout: config.request_timeout,
         max_inflight_per_peer: config.max_inflight_per_peer,

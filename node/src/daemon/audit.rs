@@ -150,7 +150,10 @@ pub async fn run(service: Arc<ManagerService>, settings: AuditSettings, metrics:
 /// Sends one challenge (retrying when there is no answer) and says how it
 /// went; `None` when the outcome says nothing about the target (the target
 /// does not take this node for its manager yet, or this node is shutting down).
-async fn challenge_once(overlay: &OverlayHandle, challenge: Challenge) -> Option<AuditResult> {
+pub(crate) async fn challenge_once(
+    overlay: &OverlayHandle,
+    challenge: Challenge,
+) -> Option<AuditResult> {
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;

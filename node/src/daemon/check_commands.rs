@@ -1,7 +1,8 @@
 //! `strew check SNAPSHOT [--read-data] [--json]`: the client side. Asks the
-//! daemon to fetch and verify every packet of the snapshot, prints the
-//! stripes' health and every missing packet, and exits non-zero when any
-//! stripe is degraded or lost (so scripts and cron notice).
+//! daemon to have the coordinator group's leader audit every packet of the
+//! snapshot (or, with `--read-data`, to fetch and verify every packet),
+//! prints the stripes' health and every missing packet, and exits non-zero
+//! when any stripe is degraded or lost (so scripts and cron notice).
 
 use std::io::Write;
 use std::path::Path;
@@ -22,8 +23,9 @@ const CHECK_CALL: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct CheckCmd {
     /// Snapshot id (or a unique prefix of at least 4 hex digits).
     pub snapshot: String,
-    /// Download every packet and verify it against its id. (Every check
-    /// does this: audits are the coordinators', who alone may challenge.)
+    /// Download every packet and verify it against its id. Without it the
+    /// coordinator group's leader audits every packet (a random 1 KiB chunk
+    /// and its BLAKE3 proof against the packet id): nothing is downloaded.
     #[arg(long)]
     pub read_data: bool,
     /// Print machine-readable JSON.
@@ -54,7 +56,7 @@ fn print_report(v: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "snapshot {}: {} stripes, {} healthy, {} degraded, {} lost; {} of {} packets verified ({})",
+        "snapshot {}: {} stripes, {} healthy, {} degraded, {} lost; {} of {} packets verified by {} ({})",
         v["snapshot"].as_str().unwrap_or("-"),
         num(v, "stripes"),
         num(v, "healthy"),
@@ -62,6 +64,11 @@ fn print_report(v: &Value) -> anyhow::Result<()> {
         num(v, "lost"),
         num(v, "verified"),
         num(v, "packets"),
+        if v["method"].as_str() == Some("audit") {
+            "the leader's audits"
+        } else {
+            "reading them"
+        },
         format_size(num(v, "bytes")),
     )?;
     for m in v["missing"].as_array().into_iter().flatten() {

@@ -6,8 +6,8 @@
 //!
 //! Every [`COLLECT_EVERY`] the group's leader takes up to [`PER_PASS`] due
 //! entries of targets that are online and not backing off, signs delete
-//! tickets, sends the deletes ([`CONCURRENCY`] at a time; its own packets it
-//! deletes from its store), and proposes `Collected` for every delete a
+//! tickets, sends the deletes ([`CONCURRENCY`] at a time; the overlay
+//! answers a request to this node itself locally), and proposes `Collected` for every delete a
 //! target confirmed (deleted, already absent, or held under another
 //! generation: a live copy that must stay). A target that fails is backed
 //! off exponentially; its entries stay queued, so nothing is forgotten while
@@ -28,7 +28,6 @@ use strew_overlay::{OverlayError, OverlayHandle};
 use tracing::{debug, info, warn};
 
 use super::manager::ManagerService;
-use crate::store::{GenerationDelete, PacketStore};
 
 /// How often the leader looks at the queue.
 pub const COLLECT_EVERY: Duration = Duration::from_secs(1);
@@ -73,7 +72,7 @@ impl CollectMetrics {
 }
 
 /// Runs until aborted, active while this node leads.
-pub async fn run(service: Arc<ManagerService>, store: PacketStore, metrics: CollectMetrics) {
+pub async fn run(service: Arc<ManagerService>, metrics: CollectMetrics) {
     let overlay = service.overlay().clone();
     let mut tick = tokio::time::interval(COLLECT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -109,7 +108,7 @@ pub async fn run(service: Arc<ManagerService>, store: PacketStore, metrics: Coll
             continue;
         }
         let taken = due.stale.len() + due.deliver.values().map(Vec::len).sum::<usize>();
-        let outcome = deliver(&overlay, &store, me, due.deliver, &tickets).await;
+        let outcome = deliver(&overlay, due.deliver, &tickets).await;
         let mut done = due.stale;
         for (target, result) in outcome {
             match result {
@@ -151,11 +150,9 @@ fn online(overlay: &OverlayHandle, target: &NodeId) -> bool {
 /// failing, the error) when one of its deletes failed.
 type Delivered = BTreeMap<NodeId, Result<Vec<PacketId>, (Vec<PacketId>, String)>>;
 
-/// Sends every delete; its own packets this node deletes from `store`.
+/// Sends every delete.
 async fn deliver(
     overlay: &OverlayHandle,
-    store: &PacketStore,
-    me: NodeId,
     deliver: BTreeMap<NodeId, Vec<Deletion>>,
     tickets: &[StorageTicket],
 ) -> Delivered {
@@ -177,13 +174,9 @@ async fn deliver(
         .collect();
     let results: Vec<(NodeId, PacketId, Result<(), String>)> = futures::stream::iter(jobs)
         .map(|(target, d, ticket)| async move {
-            let result = if target == me {
-                delete_local(store, d).await
-            } else {
-                match ticket {
-                    Some(ticket) => delete_remote(overlay, target, d.packet_id, &ticket).await,
-                    None => Err("no delete ticket was signed for it".to_string()),
-                }
+            let result = match ticket {
+                Some(ticket) => delete(overlay, target, d.packet_id, &ticket).await,
+                None => Err("no delete ticket was signed for it".to_string()),
             };
             (target, d.packet_id, result)
         })
@@ -209,7 +202,7 @@ async fn deliver(
     out
 }
 
-async fn delete_remote(
+async fn delete(
     overlay: &OverlayHandle,
     target: NodeId,
     packet: PacketId,
@@ -230,18 +223,5 @@ async fn delete_remote(
         })) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("the delete timed out".to_string()),
-    }
-}
-
-async fn delete_local(store: &PacketStore, d: Deletion) -> Result<(), String> {
-    let store = store.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || store.delete_generation(&d.packet_id, d.generation))
-            .await
-            .map_err(|e| e.to_string())?;
-    match outcome {
-        Ok(GenerationDelete::Deleted | GenerationDelete::Absent)
-        | Ok(GenerationDelete::OtherGeneration) => Ok(()),
-        Err(error) => Err(error.to_string()),
     }
 }

@@ -598,6 +598,11 @@ impl ManagerService {
             ManagerRequest::MembersPage { after, count } => {
                 self.list_members(requester, Some((after, count))).await
             }
+            ManagerRequest::AuditSnapshot {
+                snapshot,
+                from,
+                count,
+            } => self.audit_snapshot(requester, snapshot, from, count).await,
             ManagerRequest::ReportRtt(report) => self.record_rtt(requester, &report),
             ManagerRequest::Evidence => self.evidence(),
             ManagerRequest::DryRun(req) => {

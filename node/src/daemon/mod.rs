@@ -296,7 +296,7 @@ pub async fn run_with(
         .map(|service| tokio::spawn(audit::run(service, audit_settings, audit_metrics)));
     let collect_task = service
         .clone()
-        .map(|service| tokio::spawn(collect::run(service, ctx.store.clone(), collect_metrics)));
+        .map(|service| tokio::spawn(collect::run(service, collect_metrics)));
     let schedule_task = tokio::spawn(schedule::run(ctx.clone(), jobs));
     let cache_task = tokio::spawn(keep_peer_cache(ctx.clone()));
     let rtt_task = tokio::spawn(rtt::run(ctx.clone()));

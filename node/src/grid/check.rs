@@ -1,13 +1,18 @@
-//! `strew check SNAPSHOT --read-data`: whether every packet of a snapshot is
-//! still held, found by fetching each one from its target and checking it
-//! against its PacketId (restic's `check --read-data`). Every stripe is then
-//! healthy (every packet verified), degraded (some missing, still K or more
-//! distinct packets verified) or lost; every missing or corrupt packet is
-//! named with its stripe, target and reason.
+//! `strew check SNAPSHOT`: whether every packet of a snapshot is still held.
+//! By default through audits ([`grid_check_by_audits`]): the coordinator
+//! group's leader challenges every packet copy, a page of stripes at a time,
+//! for a random 1 KiB chunk and its BLAKE3 proof against the PacketId (one
+//! packet read on the target, nothing downloaded; the outcomes count in the
+//! targets' audit scores). With `--read-data` ([`grid_check`]) by fetching
+//! each one from its target and checking it against its PacketId (restic's
+//! `check --read-data`). Every stripe is then healthy (every packet
+//! verified), degraded (some missing, still K or more distinct packets
+//! verified) or lost; every missing or corrupt packet is named with its
+//! stripe, target and reason.
 //!
-//! Needs the source's key only to open the sequence (which packets, on which
-//! targets); the packets are ciphertext and are not decrypted. It must not
-//! change anything on the grid.
+//! Reading needs the source's key only to open the sequence (which packets,
+//! on which targets); the packets are ciphertext and are not decrypted.
+//! Neither way changes what the grid stores.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,6 +20,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 use tokio::task::JoinSet;
+
+use strew_coordinator::manager::MAX_AUDIT_PAGE;
+use strew_overlay::manager::{AuditVerdict, StripeAudited};
 
 use super::restore::open_sequence;
 use super::{GridError, ManagerApi, PacketTransport, ReadTickets, SourceIdentity, error_text};
@@ -39,6 +47,9 @@ pub struct MissingPacket {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckReport {
     pub snapshot: String,
+    /// `audit` (the leader challenged every packet) or `read` (every packet
+    /// was downloaded and verified).
+    pub method: &'static str,
     pub stripes: u64,
     pub healthy: u64,
     pub degraded: u64,
@@ -138,6 +149,7 @@ pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
     }
     let mut report = CheckReport {
         snapshot: snapshot.to_string(),
+        method: "read",
         stripes: seq.stripes.len() as u64,
         healthy: 0,
         degraded: 0,
@@ -199,4 +211,79 @@ pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
         }
     }
     Ok(report)
+}
+
+/// Checks every packet of `snapshot` through the leader's audits, a page
+/// of [`MAX_AUDIT_PAGE`] stripes at a time (`bytes` stays 0: nothing is
+/// downloaded).
+pub async fn grid_check_by_audits(
+    manager: &super::OverlayManager,
+    snapshot: SnapshotId,
+) -> Result<CheckReport, GridError> {
+    let mut report = CheckReport {
+        snapshot: snapshot.to_string(),
+        method: "audit",
+        stripes: 0,
+        healthy: 0,
+        degraded: 0,
+        lost: 0,
+        packets: 0,
+        verified: 0,
+        bytes: 0,
+        missing: Vec::new(),
+    };
+    let mut from = 0u64;
+    loop {
+        let (page, total) = manager
+            .audit_snapshot_page(snapshot, from, MAX_AUDIT_PAGE as u32)
+            .await?;
+        report.stripes = total;
+        if page.is_empty() {
+            break;
+        }
+        from = from.saturating_add(page.len() as u64);
+        tally_audits(&page, &mut report);
+        if from >= total {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+/// Adds one audit page's stripes to `report`.
+pub fn tally_audits(page: &[StripeAudited], report: &mut CheckReport) {
+    for stripe in page {
+        let mut passed: BTreeSet<PacketId> = BTreeSet::new();
+        let mut all = true;
+        for p in &stripe.packets {
+            report.packets += 1;
+            if p.verdict == AuditVerdict::Passed {
+                report.verified += 1;
+                passed.insert(p.packet);
+                continue;
+            }
+            all = false;
+            report.missing.push(MissingPacket {
+                stripe: usize::try_from(stripe.stripe).unwrap_or(usize::MAX),
+                data_id: stripe.data_id.to_string(),
+                packet: p.packet.to_string(),
+                target: p.target.to_string(),
+                reason: match p.verdict {
+                    AuditVerdict::Failed => {
+                        "failed its audit (wrong proof, not found, corrupt or unanswered)"
+                    }
+                    AuditVerdict::Unreachable => "its target could not be reached",
+                    _ => "its target did not answer the audit",
+                }
+                .into(),
+            });
+        }
+        if all && !stripe.packets.is_empty() {
+            report.healthy += 1;
+        } else if passed.len() >= usize::from(stripe.needed.max(1)) {
+            report.degraded += 1;
+        } else {
+            report.lost += 1;
+        }
+    }
 }

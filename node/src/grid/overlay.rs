@@ -151,6 +151,26 @@ impl OverlayManager {
         }
     }
 
+    /// One page of a snapshot audit (`strew check` without `--read-data`):
+    /// the leader challenges stripes `from..from+count` now; the stripes'
+    /// verdicts and how many stripes the snapshot has.
+    pub async fn audit_snapshot_page(
+        &self,
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    ) -> Result<(Vec<strew_overlay::manager::StripeAudited>, u64), GridError> {
+        let request = ManagerRequest::AuditSnapshot {
+            snapshot,
+            from,
+            count,
+        };
+        match self.call(request).await? {
+            ManagerResponse::Audited { stripes, total } => Ok((stripes, total)),
+            other => Err(unexpected("audit snapshot", &other)),
+        }
+    }
+
     /// The grid's convergence secret (refused unless the grid admits this node).
     pub async fn grid_secret(&self) -> Result<strew_overlay::manager::GridSecret, GridError> {
         match self.call(ManagerRequest::GridSecret).await? {
@@ -213,6 +233,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::GridSecret(_) => "grid secret",
             ManagerResponse::Members(_) => "members",
             ManagerResponse::MembersPage { .. } => "members page",
+            ManagerResponse::Audited { .. } => "audited",
             ManagerResponse::Leaving(_) => "leaving",
             ManagerResponse::Evidence(_) => "evidence",
             ManagerResponse::NotManager { .. } => "not manager",

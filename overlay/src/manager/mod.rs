@@ -33,9 +33,10 @@ use strew_coordinator::{
 };
 
 pub use wire::{
-    CommitRequest, CommitResponse, DryRunAnswer, EvidenceVerdict, ForgetResponse, GridSecret,
-    ManagerInfo, MemberSummary, NodeEvidence, PlanDecision, PlanRequest, Refusal, RefusalCode,
-    RestoreOutcome, RttReport, RttSample, SnapshotSummary, SubscriptionInfo,
+    AuditVerdict, CommitRequest, CommitResponse, DryRunAnswer, EvidenceVerdict, ForgetResponse,
+    GridSecret, ManagerInfo, MemberSummary, NodeEvidence, PacketAudited, PlanDecision, PlanRequest,
+    Refusal, RefusalCode, RestoreOutcome, RttReport, RttSample, SnapshotSummary, StripeAudited,
+    SubscriptionInfo,
 };
 
 use crate::budget::InboundBudget;
@@ -161,6 +162,15 @@ pub enum ManagerRequest {
     /// node id `after` (from the first with `None`), by node id; answered
     /// `MembersPage`.
     MembersPage { after: Option<NodeId>, count: u32 },
+    /// `strew check`: the leader challenges every packet of stripes
+    /// `from..from+count` (at most
+    /// `strew_coordinator::manager::MAX_AUDIT_PAGE`) of one of the
+    /// requester's snapshots and answers `Audited`.
+    AuditSnapshot {
+        snapshot: SnapshotId,
+        from: u64,
+        count: u32,
+    },
 }
 
 /// Most members one answer lists (about 200 bytes each: well under the
@@ -196,6 +206,7 @@ impl ManagerRequest {
             ManagerRequest::ReportRtt(_) => "report_rtt",
             ManagerRequest::Evidence => "evidence",
             ManagerRequest::MembersPage { .. } => "members_page",
+            ManagerRequest::AuditSnapshot { .. } => "audit_snapshot",
         }
     }
 }
@@ -234,6 +245,12 @@ pub enum ManagerResponse {
     /// One page of the members, and how many nodes are recorded in all.
     MembersPage {
         members: Vec<MemberSummary>,
+        total: u64,
+    },
+    /// What the leader's challenges of one snapshot audit page found, and
+    /// how many stripes the snapshot has.
+    Audited {
+        stripes: Vec<StripeAudited>,
         total: u64,
     },
     /// How the requester's exit stands.
@@ -369,6 +386,11 @@ mod tests {
                 after: Some(NodeId([8; 32])),
                 count: 4096,
             },
+            ManagerRequest::AuditSnapshot {
+                snapshot: SnapshotId([2; 32]),
+                from: 64,
+                count: 64,
+            },
             ManagerRequest::RecordRestore {
                 snapshot: SnapshotId([4; 32]),
                 outcome: RestoreOutcome::Failed {
@@ -392,6 +414,19 @@ mod tests {
             ManagerResponse::MembersPage {
                 members: Vec::new(),
                 total: 3,
+            },
+            ManagerResponse::Audited {
+                stripes: vec![StripeAudited {
+                    stripe: 3,
+                    data_id: DataId([1; 32]),
+                    needed: 4,
+                    packets: vec![PacketAudited {
+                        packet: PacketId([2; 32]),
+                        target: NodeId([3; 32]),
+                        verdict: AuditVerdict::NoAnswer,
+                    }],
+                }],
+                total: 9,
             },
             ManagerResponse::Evidence(vec![NodeEvidence {
                 node: NodeId([6; 32]),

@@ -515,3 +515,34 @@ mod tests {
         assert_eq!(refusal.detail, "later");
     }
 }
+
+/// How one packet of a snapshot audit page answered the leader's challenge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditVerdict {
+    /// The chunk and its BLAKE3 proof verified against the PacketId.
+    Passed,
+    /// A wrong proof, "not found", a corrupt copy, or no answer after retries.
+    Failed,
+    /// The target could not be reached.
+    Unreachable,
+    /// The target did not take the challenge (it does not know this leader
+    /// yet) or the leader ran out of time: nothing is known.
+    NoAnswer,
+}
+
+/// One packet copy's audit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketAudited {
+    pub packet: PacketId,
+    pub target: NodeId,
+    pub verdict: AuditVerdict,
+}
+
+/// One stripe's audits, and how many distinct packets it needs (K).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeAudited {
+    pub stripe: u64,
+    pub data_id: strew_coordinator::DataId,
+    pub needed: u8,
+    pub packets: Vec<PacketAudited>,
+}

@@ -214,6 +214,18 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
         check["healthy"].as_u64() == Some(stripes) && check["missing"] == Value::Array(vec![]),
         "{check}"
     );
+    // And through the leader's audits (nothing downloaded): all there too.
+    let out = nodes[source].cli(&["check", &snapshot, "--json"])?;
+    let check: Value =
+        serde_json::from_slice(&out.stdout).with_context(|| format!("check --json: {out:?}"))?;
+    ensure!(
+        out.status.success()
+            && check["method"] == "audit"
+            && check["healthy"].as_u64() == Some(stripes)
+            && check["verified"].as_u64() == Some(6 * stripes)
+            && check["missing"] == Value::Array(vec![]),
+        "{check}; nodes {ids:?}, source {source}, first dead {dead}"
+    );
 
     // Silent corruption: every packet on a fourth original target is
     // overwritten on disk while it runs. Audits find it and its packets are
@@ -273,12 +285,22 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
     for &i in &holders[1..3] {
         nodes[i].kill();
     }
-    // `strew check` names the now missing packets and fails, but no stripe is lost.
+    // `strew check` (the leader's audits) names the now missing packets by
+    // stripe and target and fails, but no stripe is lost.
     let out = nodes[source].cli(&["check", &snapshot, "--json"])?;
     ensure!(!out.status.success(), "a damaged snapshot fails the check");
     let check: Value = serde_json::from_slice(&out.stdout)?;
+    let gone: Vec<&String> = holders[1..3].iter().map(|&i| &ids[i]).collect();
+    let missing = check["missing"].as_array().cloned().unwrap_or_default();
     ensure!(
-        check["lost"] == 0 && check["degraded"].as_u64() > Some(0),
+        check["method"] == "audit"
+            && check["lost"] == 0
+            && check["degraded"].as_u64() > Some(0)
+            && !missing.is_empty()
+            && missing.iter().all(|m| {
+                m["stripe"].as_u64().is_some_and(|s| s < stripes)
+                    && gone.iter().any(|d| m["target"] == d.as_str())
+            }),
         "{check}"
     );
     let dest = work.path().join("restored");

@@ -1,7 +1,9 @@
-//! `strew check SNAPSHOT [--read-data]` on the daemon: fetches and verifies
-//! every packet of one of this node's snapshots (see [`crate::grid::check`]).
+//! `strew check SNAPSHOT [--read-data]` on the daemon: has the leader audit
+//! every packet of one of this node's snapshots, or with `--read-data`
+//! fetches and verifies every packet (see [`crate::grid::check`]).
 
 use super::*;
+use crate::grid::check::grid_check_by_audits;
 use crate::grid::grid_check;
 
 impl SourceJobs {
@@ -21,8 +23,12 @@ impl SourceJobs {
             .map_err(|e| CommandError::BadArguments(format!("bad check arguments: {e}")))?;
         let snapshot = resolve_snapshot(ctx, &args.snapshot).await?;
         let manager = OverlayManager::new(ctx.overlay.clone());
-        let transport = Arc::new(OverlayTransport::new(ctx.overlay.clone()));
-        let report = grid_check(&self.me, &manager, transport, snapshot).await?;
+        let report = if args.read_data {
+            let transport = Arc::new(OverlayTransport::new(ctx.overlay.clone()));
+            grid_check(&self.me, &manager, transport, snapshot).await?
+        } else {
+            grid_check_by_audits(&manager, snapshot).await?
+        };
         if report.lost > 0 || report.degraded > 0 {
             warn!(
                 snapshot = %snapshot,
@@ -32,9 +38,7 @@ impl SourceJobs {
             );
         }
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
-        // Without audits, every check reads the data.
-        value["read_data"] = json!(true);
-        value["read_data_requested"] = json!(args.read_data);
+        value["read_data"] = json!(args.read_data);
         Ok(value)
     }
 }

@@ -878,3 +878,72 @@ fn a_forget_larger_than_one_answer_queues_the_rest_for_collection() {
         );
     }
 }
+
+/// `strew check` through audits: a page of a snapshot's stripes becomes one
+/// challenge per packet copy on the targets its chunk records name, each on
+/// a chunk inside the packet, with the stripe's K; only the source may ask,
+/// and a page is bounded.
+#[test]
+fn a_snapshot_audit_page_challenges_every_packet_of_its_stripes() {
+    use strew_coordinator::audit::chunk_count;
+    use strew_coordinator::manager::MAX_AUDIT_PAGE;
+    let (mut m, paris, lyon) = manager();
+    let p = params(2, 1);
+    let all = names("audited", MAX_AUDIT_PAGE + 10);
+    let ids: Vec<DataId> = all.iter().map(|n| chunk(n, 3, 4096).data_id).collect();
+    let pending_id = planned_in_parts(&mut m, &paris, &all, &p);
+    let mut rng = StdRng::seed_from_u64(31);
+    let snapshot = m
+        .commit_backup(commit_of(pending_id, &paris, ids.clone()), 20, &mut rng)
+        .expect("commits")
+        .snapshot;
+    assert!(
+        m.audit_snapshot_page(lyon.node_id, snapshot, 0, 8, &mut rng)
+            .is_err(),
+        "another node's snapshot"
+    );
+    for count in [0, MAX_AUDIT_PAGE as u32 + 1] {
+        assert!(
+            m.audit_snapshot_page(paris.node_id, snapshot, 0, count, &mut rng)
+                .is_err()
+        );
+    }
+    let mut seen = 0;
+    let mut from = 0;
+    loop {
+        let (page, total) = m
+            .audit_snapshot_page(
+                paris.node_id,
+                snapshot,
+                from,
+                MAX_AUDIT_PAGE as u32,
+                &mut rng,
+            )
+            .expect("a page");
+        assert_eq!(total as usize, all.len());
+        if page.is_empty() {
+            break;
+        }
+        for stripe in &page {
+            assert_eq!(stripe.stripe, seen as u64, "stripes in order, none twice");
+            assert_eq!(stripe.data_id, ids[stripe.stripe as usize]);
+            assert_eq!(stripe.needed, 2);
+            let record = m
+                .state()
+                .chunk_packets(&stripe.data_id)
+                .expect("recorded")
+                .to_vec();
+            assert_eq!(stripe.challenges.len(), record.len());
+            for (c, p) in stripe.challenges.iter().zip(&record) {
+                assert_eq!(
+                    (c.target, c.packet, c.size),
+                    (p.target, p.packet_id, p.size)
+                );
+                assert!(c.chunk < chunk_count(p.size));
+            }
+            seen += 1;
+        }
+        from += page.len() as u64;
+    }
+    assert_eq!(seen, all.len(), "the pages cover every stripe once");
+}

@@ -287,3 +287,67 @@ pub fn tally_audits(page: &[StripeAudited], report: &mut CheckReport) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use strew_coordinator::DataId;
+    use strew_overlay::manager::PacketAudited;
+
+    use super::*;
+
+    fn stripe(n: u64, needed: u8, verdicts: &[AuditVerdict]) -> StripeAudited {
+        StripeAudited {
+            stripe: n,
+            data_id: DataId([n as u8; 32]),
+            needed,
+            packets: verdicts
+                .iter()
+                .enumerate()
+                .map(|(i, v)| PacketAudited {
+                    packet: PacketId([i as u8; 32]),
+                    target: NodeId([100 + i as u8; 32]),
+                    verdict: *v,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn audited_stripes_are_healthy_degraded_or_lost_by_k_and_name_what_is_missing() {
+        use AuditVerdict::*;
+        let mut report = CheckReport {
+            snapshot: "s".into(),
+            method: "audit",
+            stripes: 4,
+            healthy: 0,
+            degraded: 0,
+            lost: 0,
+            packets: 0,
+            verified: 0,
+            bytes: 0,
+            missing: Vec::new(),
+        };
+        tally_audits(
+            &[
+                stripe(0, 4, &[Passed; 6]),
+                stripe(1, 4, &[Passed, Passed, Passed, Passed, Failed, Unreachable]),
+                stripe(2, 4, &[Passed, Passed, Passed, NoAnswer, Failed, Failed]),
+                stripe(3, 1, &[Failed, Passed]),
+            ],
+            &mut report,
+        );
+        assert_eq!(
+            (report.healthy, report.degraded, report.lost),
+            (1, 2, 1),
+            "K of 4 met with 4 passed, not with 3; one replica suffices"
+        );
+        assert_eq!((report.packets, report.verified), (20, 14));
+        assert_eq!(report.missing.len(), 6);
+        assert!(report.missing.iter().all(|m| m.stripe > 0));
+        assert!(
+            report.missing[0].reason.contains("audit"),
+            "{:?}",
+            report.missing[0]
+        );
+    }
+}

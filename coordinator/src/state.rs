@@ -453,12 +453,13 @@ impl ManagerState {
             }
         };
         let (at, hold) = match command {
+            // Nobody delivers these but the collection (the repairer tries
+            // a superseded copy's target once, at the move).
             Command::AbortBackup {
                 at, expired: true, ..
-            } => (*at, 0),
-            Command::AbortBackup { at, .. }
-            | Command::Forget { at, .. }
-            | Command::MovePacket { at, .. } => (*at, COLLECT_HOLD),
+            }
+            | Command::MovePacket { at, .. } => (*at, 0),
+            Command::AbortBackup { at, .. } | Command::Forget { at, .. } => (*at, COLLECT_HOLD),
             Command::CommitBackup { snapshot, .. } => (snapshot.created_at, COLLECT_HOLD),
             _ => (0, COLLECT_HOLD),
         };

@@ -175,6 +175,19 @@ fn a_lost_packet_moves_to_a_new_target_that_keeps_the_backups_distance_rules() {
             .packets
             .contains_key(&packet.packet_id)
     );
+    // The stale copy on the lost target is queued for collection at once:
+    // the leader deletes it whenever that target is back online.
+    let due = m.state().due_garbage(40, usize::MAX, |_| false);
+    assert_eq!(
+        due.deliver.get(&lost).map(|d| d[0].packet_id),
+        Some(packet.packet_id)
+    );
+    assert!(!due.deliver.contains_key(new_target));
+    let offline = m.state().due_garbage(40, usize::MAX, |t| t == &lost);
+    assert!(
+        offline.deliver.is_empty(),
+        "an offline target's entries wait"
+    );
 }
 
 #[test]

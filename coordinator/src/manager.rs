@@ -42,6 +42,7 @@ mod access;
 pub mod audits;
 mod dedup;
 pub mod exit;
+mod log_retention;
 mod messages;
 mod order;
 mod pages;
@@ -49,6 +50,7 @@ mod receipts;
 mod reservations;
 mod snapshots;
 pub use audits::{MAX_AUDIT_PAGE, StripeChallenges};
+pub use log_retention::LogRetention;
 pub use messages::*;
 pub use order::{MAX_ORDER_PAGE, MAX_ORDER_PAGE_PACKETS, OrderStep, order_page_len};
 pub use pages::{MAX_LIST_PAGE, MAX_SEQUENCE_PAGE, SequencePage};
@@ -115,24 +117,16 @@ pub struct ManagerConfig {
     #[serde(default)]
     pub log_retention: LogRetention,
     pub placement: PlacementPolicy,
+    /// How long a source's snapshots are kept after its subscription
+    /// expired; past it the leader forgets them and their packets are
+    /// collected.
+    #[serde(default = "default_subscription_grace")]
+    pub subscription_grace: Millis,
 }
 
-/// How much of the global backup log (a metadata kind that only grows) the
-/// manager keeps: events older than `max_age`, and all but the newest
-/// `max_events`, are trimmed by the leader (the newest event always stays).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LogRetention {
-    pub max_age: Millis,
-    pub max_events: u64,
-}
-
-impl Default for LogRetention {
-    fn default() -> Self {
-        LogRetention {
-            max_age: 90 * 24 * 60 * 60 * 1000,
-            max_events: 100_000,
-        }
-    }
+/// 30 days.
+fn default_subscription_grace() -> Millis {
+    30 * 24 * 60 * 60 * 1000
 }
 
 impl Default for ManagerConfig {
@@ -143,6 +137,7 @@ impl Default for ManagerConfig {
             reservations: ReservationLimits::default(),
             log_retention: LogRetention::default(),
             placement: PlacementPolicy::default(),
+            subscription_grace: default_subscription_grace(),
         }
     }
 }

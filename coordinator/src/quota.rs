@@ -126,7 +126,7 @@ pub enum QuotaError {
         limit: u64,
     },
     #[error(
-        "the subscription of {node} expired at {} (unix time): new backups are refused, stored data is kept; ask the grid's owner to renew it (`strew grid renew`)",
+        "the subscription of {node} expired at {} (unix time): new backups are refused, stored data is kept for the grid's grace period (30 days unless its coordinators set `subscription_grace`) and then deleted; ask the grid's owner to renew it (`strew grid renew`)",
         crate::units::format_unix_ms(*expires_at)
     )]
     Expired { node: NodeId, expires_at: Millis },

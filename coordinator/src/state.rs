@@ -128,6 +128,11 @@ pub enum Command {
     Forget {
         snapshot: SnapshotId,
         at: Millis,
+        /// The leader forgot it (its source's subscription expired past the
+        /// grace): nobody delivers the answer, its packets are due for
+        /// collection at once.
+        #[serde(default)]
+        expired: bool,
     },
     RecordRestore {
         record: AssemblyRecord,
@@ -384,7 +389,7 @@ impl ManagerState {
                 reason,
                 ..
             } => self.abort(*pending_id, *at, reason, &mut touched)?,
-            Command::Forget { snapshot, at } => self.forget(snapshot, *at, &mut touched)?,
+            Command::Forget { snapshot, at, .. } => self.forget(snapshot, *at, &mut touched)?,
             Command::RecordRestore { record } => {
                 if !self.snapshots.contains_key(&record.snapshot) {
                     return Err(ApplyError::UnknownSnapshot(record.snapshot));
@@ -456,6 +461,9 @@ impl ManagerState {
             // Nobody delivers these but the collection (the repairer tries
             // a superseded copy's target once, at the move).
             Command::AbortBackup {
+                at, expired: true, ..
+            }
+            | Command::Forget {
                 at, expired: true, ..
             }
             | Command::MovePacket { at, .. } => (*at, 0),

@@ -643,6 +643,7 @@ fn decide_then_apply_drives_plan_commit_forget_and_abort_and_the_commands_replay
     let again = Command::Forget {
         snapshot: lyon_snap,
         at: 60,
+        expired: false,
     };
     assert!(replica.apply(&again).is_err());
     assert_eq!(replica.state(), &before);

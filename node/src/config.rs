@@ -88,6 +88,9 @@ pub struct FileConfig {
     /// Coordinators: the upload rate a plan's deadline assumes, per second
     /// (`256KiB`): a plan lives `pending_ttl` plus its bytes at this rate.
     pub plan_upload_rate: Option<String>,
+    /// Coordinators: how long a source's snapshots are kept after its
+    /// subscription expired (`30d`); then they are forgotten and deleted.
+    pub subscription_grace: Option<String>,
     /// How long a target may stay unreachable before the leader rebuilds its
     /// packets elsewhere (`4h`).
     pub repair_grace: Option<String>,
@@ -215,6 +218,11 @@ pub struct RunArgs {
     /// uploads are collected that much sooner.
     #[arg(long, env = "STREW_PLAN_UPLOAD_RATE", value_name = "SIZE", value_parser = parse_size)]
     pub plan_upload_rate: Option<u64>,
+    /// Coordinators: how long a source's snapshots are kept after its
+    /// subscription expired (default 30d); then the leader forgets them and
+    /// their packets are deleted.
+    #[arg(long, env = "STREW_SUBSCRIPTION_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub subscription_grace: Option<Duration>,
     /// How long a target may stay unreachable before the coordinator group's
     /// leader rebuilds its packets on other targets (default 4h).
     #[arg(long, env = "STREW_REPAIR_GRACE", value_name = "DURATION", value_parser = parse_duration)]
@@ -380,6 +388,13 @@ pub fn merge(file: &FileConfig, args: &RunArgs) -> Result<Settings, ConfigError>
     let mut manager = ManagerConfig::default();
     if let Some(ttl) = duration("pending_ttl", args.pending_ttl, &file.pending_ttl)? {
         manager.pending_ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    }
+    if let Some(grace) = duration(
+        "subscription_grace",
+        args.subscription_grace,
+        &file.subscription_grace,
+    )? {
+        manager.subscription_grace = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
     }
     let limits = &mut manager.reservations;
     if let Some(b) = size(
@@ -609,11 +624,13 @@ mod tests {
             pending_per_source: Some("1GiB".into()),
             unproven_allowance: Some("512MiB".into()),
             plan_upload_rate: Some("1MiB".into()),
+            subscription_grace: Some("7d".into()),
             ..Default::default()
         };
         let s = merge(&file, &RunArgs::default()).unwrap();
         assert_eq!(s.manager.pending_ttl, 5 * 60 * 1000);
         assert_eq!(s.manager.reservations.upload_rate, 1 << 20);
+        assert_eq!(s.manager.subscription_grace, 7 * 24 * 3600 * 1000);
         assert_eq!(s.manager.reservations.pending_bytes_per_source, 1 << 30);
         assert_eq!(s.manager.reservations.unproven_allowance, 512 << 20);
         let args = RunArgs {

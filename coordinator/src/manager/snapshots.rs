@@ -183,7 +183,11 @@ impl Manager {
                 snapshot,
             });
         }
-        Ok(Command::Forget { snapshot, at: now })
+        Ok(Command::Forget {
+            snapshot,
+            at: now,
+            expired: false,
+        })
     }
 
     /// The answer to an applied `Forget`: what to delete where, with tickets.
@@ -308,6 +312,38 @@ impl Manager {
             .map_or(newest, |e| e.seq);
         let before_seq = by_count.max(by_age).min(newest);
         (log.first()?.seq < before_seq).then_some(Command::TrimLog { before_seq })
+    }
+
+    /// `Forget` commands (at most `max`) for the snapshots of sources whose
+    /// subscription expired more than `subscription_grace` before `now`:
+    /// the grid keeps a lapsed subscriber's data for the grace, not forever.
+    pub fn decide_expired_subscriptions(&self, now: Millis, max: usize) -> Vec<Command> {
+        let grace = self.config.subscription_grace;
+        let state = self.state();
+        let lapsed: std::collections::BTreeSet<NodeId> = state
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.subscription
+                    .expires_at
+                    .is_some_and(|end| end.saturating_add(grace) < now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if lapsed.is_empty() {
+            return Vec::new();
+        }
+        state
+            .snapshots
+            .values()
+            .filter(|s| lapsed.contains(&s.source))
+            .take(max)
+            .map(|s| Command::Forget {
+                snapshot: s.id,
+                at: now,
+                expired: true,
+            })
+            .collect()
     }
 
     /// The `AbortBackup` commands for planned backups past their deadline.

@@ -85,6 +85,7 @@ mod tests {
                 .map(|i| Command::Forget {
                     snapshot: SnapshotId([i as u8; 32]),
                     at: i,
+                    expired: false,
                 })
                 .collect(),
         );
@@ -159,6 +160,7 @@ mod tests {
                 .map(|i| Command::Forget {
                     snapshot: SnapshotId([(i % 251) as u8; 32]),
                     at: u64::from(i),
+                    expired: false,
                 })
                 .collect(),
         );

@@ -523,6 +523,13 @@ async fn lead(
     if expired > 0 {
         info!(expired, "aborted planned backups past their deadline");
     }
+    let lapsed = service.expire_subscriptions(now).await;
+    if lapsed > 0 {
+        info!(
+            snapshots = lapsed,
+            "forgot snapshots of sources whose subscription expired past the grace"
+        );
+    }
     service.trim_log(now).await;
     let member = service.member();
     let me = overlay.node_id();

@@ -504,6 +504,38 @@ impl ManagerService {
         aborted
     }
 
+    /// Forgets the snapshots of sources whose subscription expired past the
+    /// grace (leader only), a few per tick; their packets are collected.
+    /// Returns how many were forgotten.
+    pub async fn expire_subscriptions(&self, now: u64) -> usize {
+        /// Snapshots forgotten per tick at most.
+        const PER_TICK: usize = 16;
+        if !self.member.is_leader() {
+            return 0;
+        }
+        let commands = self
+            .replica
+            .read(|m| m.decide_expired_subscriptions(now, PER_TICK));
+        if commands.is_empty() {
+            return 0;
+        }
+        let _turn = self.proposals.lock().await;
+        let mut forgotten = 0;
+        for command in commands {
+            match self.propose(command).await {
+                Ok(_) => forgotten += 1,
+                Err(e) => {
+                    debug!(
+                        ?e,
+                        "manager: forgetting a lapsed subscriber's snapshot stopped"
+                    );
+                    break;
+                }
+            }
+        }
+        forgotten
+    }
+
     /// Trims the global backup log to its retention (leader only).
     pub async fn trim_log(&self, now: u64) {
         if !self.member.is_leader() {

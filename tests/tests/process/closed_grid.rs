@@ -38,6 +38,10 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
     let places = cities(5)?;
     let mut first = NodeOptions::at(places[0].location()).founder();
     first.closed = true;
+    // A lapsed subscriber's snapshots are kept this long, then deleted.
+    first
+        .extra
+        .extend(["--subscription-grace", "8s"].map(String::from));
     let founder = Node::start(first)?;
     let boot = founder.bootstrap_addr()?;
     let founder_id = founder.node_id()?;
@@ -178,6 +182,51 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
         out.status.success(),
         "a renewed source's backup failed: {}",
         stderr(&out)
+    );
+
+    // Lapsed past the grace: the leader forgets the source's snapshots and
+    // every target deletes their packets (snapshot roots, which the source
+    // keeps with no manager, stay).
+    let data_packets = |nodes: &[&Node]| -> Option<u64> {
+        let mut sum = 0;
+        for n in nodes {
+            let s = n.daemon_status().ok()?;
+            sum += s["storage"]["packets"].as_u64()? - s["storage"]["root_packets"].as_u64()?;
+        }
+        Some(sum)
+    };
+    let holders = [&founder, &target_b, &target_c];
+    ensure!(
+        data_packets(&holders).is_some_and(|n| n > 0),
+        "the targets hold the source's packets"
+    );
+    founder.cli_json(&["grid", "renew", &ids[0], "--expires", "1s", "--json"])?;
+    wait_for(
+        "the lapsed source's snapshots to be forgotten and their packets deleted",
+        Duration::from_secs(90),
+        || {
+            let snapshots = source.cli_json(&["snapshots", "--json"]).ok()?;
+            (snapshots.as_array()?.is_empty() && data_packets(&holders)? == 0).then_some(())
+        },
+    )
+    .with_context(|| {
+        format!(
+            "{:?} data packets left; founder log tail:\n{}",
+            data_packets(&holders),
+            founder
+                .log()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    ensure!(
+        founder
+            .log()
+            .contains("forgot snapshots of sources whose subscription expired"),
+        "the leader forgot them"
     );
     Ok(())
 }

@@ -301,22 +301,26 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
         "the second source sent {sent} bytes for 12 MB it did not need to send"
     );
     let new_packets = second["uploaded_packets"].as_u64().context("packets")?;
-    // Plus the copies of the second snapshot's root (issue 18), which a
-    // forget does not delete yet.
+    // Plus the copies of the second snapshot's root (issue 18).
     let root_copies = second["root_copies"].as_u64().context("root copies")?;
     ensure!(
         after.iter().sum::<u64>() - before.iter().sum::<u64>() == new_packets + root_copies,
         "targets gained exactly the second manifest's packets and its root copies"
     );
 
-    // Forgetting the second snapshot frees exactly its unshared packets.
+    // Forgetting the second snapshot frees exactly its unshared packets,
+    // and its root copies.
     let theirs = second["snapshot"].as_str().context("snapshot")?;
     let forgot = nodes[1].cli_json(&["forget", theirs, "--json"])?;
     ensure!(forgot["deleted"].as_u64() == Some(new_packets), "{forgot}");
+    ensure!(
+        forgot["root_copies_dropped"].as_u64() == Some(root_copies),
+        "{forgot}"
+    );
     let after_forget = stored_packets(&all)?;
     ensure!(
-        after_forget.iter().sum::<u64>() == before.iter().sum::<u64>() + root_copies,
-        "{after_forget:?} != {before:?} + {root_copies} root copies"
+        after_forget.iter().sum::<u64>() == before.iter().sum::<u64>(),
+        "{after_forget:?} != {before:?}"
     );
 
     // The first source's snapshot still restores, even with one target
@@ -361,15 +365,15 @@ fn second_source_dedups_forget_frees_only_unshared_and_corrupt_target_is_survive
     );
 
     // Forgetting the last snapshot of the data frees everything it held,
-    // except the snapshots' root copies (issue 18: a forget does not delete
-    // them yet).
-    nodes[0].cli_json(&["forget", mine, "--json"])?;
-    let roots = first["root_copies"].as_u64().context("root copies")? + root_copies;
-    let left: u64 = stored_packets(&all)?.iter().sum();
+    // its root copies included.
+    let last = nodes[0].cli_json(&["forget", mine, "--json"])?;
     ensure!(
-        left == roots,
-        "{left} packets left after forgetting everything ({roots} root copies)"
+        last["root_copies_dropped"] == first["root_copies"],
+        "{last} (the backup kept {} root copies)",
+        first["root_copies"]
     );
+    let left: u64 = stored_packets(&all)?.iter().sum();
+    ensure!(left == 0, "{left} packets left after forgetting everything");
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod adversary_reservations;
 mod adversary_sync;
 mod adversary_tickets;
 mod closed_grid;
+mod confidentiality;
 mod demo;
 mod everyday;
 mod grid_e2e;

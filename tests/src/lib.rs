@@ -606,6 +606,27 @@ impl Node {
         Some(kib * 1024)
     }
 
+    /// CPU time (user + system) the process used so far, from
+    /// `/proc/<pid>/stat` (a resource measure, not a timing).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the command name (which may hold spaces): state is
+        // the 3rd field, utime and stime the 14th and 15th.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let hz = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|hz| *hz > 0)
+            .unwrap_or(100);
+        Some(Duration::from_millis((utime + stime) * 1000 / hz))
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
@@ -216,6 +216,23 @@ fn a_fake_node_flood_does_not_reach_the_leaders_replicated_state() -> Result<()>
         after.saturating_sub(before) <= 20,
         "the raft log grew by {} entries during the flood",
         after.saturating_sub(before)
+    );
+    // Once the flood stops, the leader's CPU goes back to idle (a resource
+    // measure over a 10 s window after a few seconds' settling).
+    std::thread::sleep(Duration::from_secs(5));
+    let window = Duration::from_secs(10);
+    let cpu_before = victim.cpu_time().context("victim CPU time")?;
+    std::thread::sleep(window);
+    let busy = victim.cpu_time().context("victim CPU time")? - cpu_before;
+    let share = busy.as_secs_f64() / window.as_secs_f64();
+    eprintln!(
+        "FIGURE after the flood the leader used {:.0} % of a core ({busy:?} in {window:?}) with the fake nodes in its view",
+        share * 100.0
+    );
+    ensure!(
+        share < 0.25,
+        "the leader stays busy after the flood: {:.0} % of a core",
+        share * 100.0
     );
     Ok(())
 }

@@ -105,11 +105,22 @@ fn start_grid(places: &[City], storage: &str) -> Result<Vec<Node>> {
 
 /// [`start_grid`] with extra `strew run` flags on every node.
 fn start_grid_with(places: &[City], storage: &str, extra: &[&str]) -> Result<Vec<Node>> {
-    let with_extra = |mut o: NodeOptions| {
-        o.extra.extend(extra.iter().map(|e| e.to_string()));
+    start_grid_each(places, storage, |_| {
+        extra.iter().map(|e| e.to_string()).collect()
+    })
+}
+
+/// [`start_grid_with`] with each node's own extra flags (by index).
+fn start_grid_each(
+    places: &[City],
+    storage: &str,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> Result<Vec<Node>> {
+    let with_extra = |i: usize, mut o: NodeOptions| {
+        o.extra.extend(extra(i));
         o
     };
-    let mut first = with_extra(options(&places[0], storage));
+    let mut first = with_extra(0, options(&places[0], storage));
     // The grid's founder: `strew grid create --open` before it starts.
     first.found_grid = true;
     first.extra.push("--coordinator".into());
@@ -117,9 +128,9 @@ fn start_grid_with(places: &[City], storage: &str, extra: &[&str]) -> Result<Vec
     let boot = first.bootstrap_addr()?;
     let manager = first.node_id()?;
     let mut nodes = vec![first];
-    for city in &places[1..] {
+    for (i, city) in places.iter().enumerate().skip(1) {
         nodes.push(Node::start(
-            with_extra(options(city, storage)).bootstrap(boot.clone()),
+            with_extra(i, options(city, storage)).bootstrap(boot.clone()),
         )?);
     }
     strew_tests::wait_for_grid(&nodes, &manager)?;
@@ -609,10 +620,18 @@ fn ctrl_c_cancels_a_running_backup_and_releases_its_reservations() -> Result<()>
     // Four targets of 16 MiB hold one 7.6 MB backup at replicas:2 (placement
     // counts each packet at the largest size, ~1.9 MiB: about 20 packets of
     // the 32 that fit) but not two: a second attempt fits only if the
-    // cancelled plan's reservations were released. Targets take 512 KB/s,
-    // so the upload lasts. (The source's quota is its own donation.)
+    // cancelled plan's reservations were released. Two targets take
+    // 512 KB/s, so the upload lasts, and two take packets at once, so the
+    // first packets land early: the cancel always comes mid-upload. (The
+    // source's quota is its own donation.)
     let places = cities(5)?;
-    let nodes = start_grid_with(&places, "16MiB", &["--bandwidth", "512KB"])?;
+    let nodes = start_grid_each(&places, "16MiB", |i| {
+        if i >= 3 {
+            vec!["--bandwidth".into(), "512KB".into()]
+        } else {
+            Vec::new()
+        }
+    })?;
     let work = tempfile::tempdir()?;
     let tree = work.path().join("big");
     fs::create_dir_all(&tree)?;

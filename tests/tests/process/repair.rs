@@ -303,6 +303,17 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
             }),
         "{check}"
     );
+    // `--read-data` downloads every packet and finds the same damage.
+    let out = nodes[source].cli(&["check", &snapshot, "--read-data", "--json"])?;
+    ensure!(!out.status.success(), "a damaged snapshot fails the check");
+    let read: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        read["method"] == "read"
+            && read["lost"] == 0
+            && read["degraded"] == check["degraded"]
+            && read["missing"].as_array().map(Vec::len) == Some(missing.len()),
+        "{read} against the audits' {check}"
+    );
     let dest = work.path().join("restored");
     nodes[source].cli_json(&[
         "restore",

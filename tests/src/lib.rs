@@ -471,6 +471,22 @@ impl Node {
         Ok(answer["result"].clone())
     }
 
+    /// Waits until this node holds the grid's convergence secret (the
+    /// leader hands it over after admission): its default (grid-scope)
+    /// sets are keyed under it from then on.
+    pub fn wait_for_grid_secret(&self, timeout: Duration) -> Result<()> {
+        wait_for(
+            "the node to receive the grid's convergence secret",
+            timeout,
+            || {
+                self.data_dir()
+                    .join("grid-convergence.key")
+                    .exists()
+                    .then_some(())
+            },
+        )
+    }
+
     /// Waits until the sequence manager (asked through this node) has `n`
     /// online nodes in its placement view: it takes them from the gossip
     /// view by polling, a little after every node sees every other.

@@ -141,17 +141,7 @@ impl Manager {
         request: &ReadTicketRequest,
         now: Millis,
     ) -> Result<Vec<StorageTicket>, ManagerError> {
-        let record = self
-            .state
-            .snapshots
-            .get(&request.snapshot)
-            .ok_or(ApplyError::UnknownSnapshot(request.snapshot))?;
-        if record.source != request.requester {
-            return Err(ManagerError::NotYours {
-                node: request.requester,
-                snapshot: request.snapshot,
-            });
-        }
+        let record = self.own_snapshot(request.requester, request.snapshot)?;
         if request.count as usize > MAX_READ_CHUNKS {
             return Err(ManagerError::Invalid(format!(
                 "{} chunks asked for at once, at most {MAX_READ_CHUNKS}",

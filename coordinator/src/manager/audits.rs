@@ -94,16 +94,7 @@ impl Manager {
             )));
         }
         let state = self.state();
-        let record = state
-            .snapshots
-            .get(&snapshot)
-            .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
-        if record.source != requester {
-            return Err(ManagerError::NotYours {
-                node: requester,
-                snapshot,
-            });
-        }
+        let record = self.own_snapshot(requester, snapshot)?;
         let total = record.chunks.len();
         let start = usize::try_from(from).unwrap_or(usize::MAX).min(total);
         let end = start.saturating_add(count).min(total);

@@ -7,14 +7,14 @@
 use super::*;
 
 impl Manager {
-    /// (d) A snapshot's sequence, with current targets, sealed to the
-    /// requesting source's X25519 key.
-    pub fn fetch_sequence<R: CryptoRng + ?Sized>(
+    /// One of `requester`'s snapshots: `UnknownSnapshot`, or `NotYours`
+    /// when another source made it (only a snapshot's source reads,
+    /// audits or forgets it).
+    pub(crate) fn own_snapshot(
         &self,
         requester: NodeId,
         snapshot: SnapshotId,
-        rng: &mut R,
-    ) -> Result<SealedForRecipient, ManagerError> {
+    ) -> Result<&SnapshotRecord, ManagerError> {
         let record = self
             .state
             .snapshots
@@ -26,6 +26,18 @@ impl Manager {
                 snapshot,
             });
         }
+        Ok(record)
+    }
+
+    /// (d) A snapshot's sequence, with current targets, sealed to the
+    /// requesting source's X25519 key.
+    pub fn fetch_sequence<R: CryptoRng + ?Sized>(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        rng: &mut R,
+    ) -> Result<SealedForRecipient, ManagerError> {
+        self.own_snapshot(requester, snapshot)?;
         let client = self
             .state
             .clients
@@ -71,17 +83,7 @@ impl Manager {
         requester: NodeId,
         snapshot: SnapshotId,
     ) -> Result<(&SnapshotRecord, Sequence), ManagerError> {
-        let record = self
-            .state
-            .snapshots
-            .get(&snapshot)
-            .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
-        if record.source != requester {
-            return Err(ManagerError::NotYours {
-                node: requester,
-                snapshot,
-            });
-        }
+        let record = self.own_snapshot(requester, snapshot)?;
         let plain = open_at_rest(
             &self.group_key,
             snapshot.as_bytes(),
@@ -172,17 +174,7 @@ impl Manager {
         snapshot: SnapshotId,
         now: Millis,
     ) -> Result<Command, ManagerError> {
-        let record = self
-            .state
-            .snapshots
-            .get(&snapshot)
-            .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
-        if record.source != requester {
-            return Err(ManagerError::NotYours {
-                node: requester,
-                snapshot,
-            });
-        }
+        self.own_snapshot(requester, snapshot)?;
         Ok(Command::Forget {
             snapshot,
             at: now,

@@ -62,6 +62,24 @@ pub struct CheckReport {
     pub missing: Vec<MissingPacket>,
 }
 
+impl CheckReport {
+    /// A report of `snapshot` with nothing counted yet.
+    pub fn empty(snapshot: SnapshotId, method: &'static str) -> Self {
+        CheckReport {
+            snapshot: snapshot.to_string(),
+            method,
+            stripes: 0,
+            healthy: 0,
+            degraded: 0,
+            lost: 0,
+            packets: 0,
+            verified: 0,
+            bytes: 0,
+            missing: Vec::new(),
+        }
+    }
+}
+
 /// Why a fetch gave nothing usable, and whether the bytes came back but
 /// were unusable (corrupt or malformed) rather than not at all.
 #[derive(Clone, Debug)]
@@ -147,18 +165,9 @@ pub async fn grid_check<M: ManagerApi, T: PacketTransport + 'static>(
             }
         }
     }
-    let mut report = CheckReport {
-        snapshot: snapshot.to_string(),
-        method: "read",
-        stripes: seq.stripes.len() as u64,
-        healthy: 0,
-        degraded: 0,
-        lost: 0,
-        packets: jobs.len() as u64,
-        verified: 0,
-        bytes: 0,
-        missing: Vec::new(),
-    };
+    let mut report = CheckReport::empty(snapshot, "read");
+    report.stripes = seq.stripes.len() as u64;
+    report.packets = jobs.len() as u64;
     for (s, stripe) in seq.stripes.iter().enumerate() {
         let mut good_entries = vec![false; stripe.packets.len()];
         let mut good_ids: BTreeSet<PacketId> = BTreeSet::new();
@@ -220,18 +229,7 @@ pub async fn grid_check_by_audits(
     manager: &super::OverlayManager,
     snapshot: SnapshotId,
 ) -> Result<CheckReport, GridError> {
-    let mut report = CheckReport {
-        snapshot: snapshot.to_string(),
-        method: "audit",
-        stripes: 0,
-        healthy: 0,
-        degraded: 0,
-        lost: 0,
-        packets: 0,
-        verified: 0,
-        bytes: 0,
-        missing: Vec::new(),
-    };
+    let mut report = CheckReport::empty(snapshot, "audit");
     let mut from = 0u64;
     loop {
         let (page, total) = manager
@@ -315,18 +313,7 @@ mod tests {
     #[test]
     fn audited_stripes_are_healthy_degraded_or_lost_by_k_and_name_what_is_missing() {
         use AuditVerdict::*;
-        let mut report = CheckReport {
-            snapshot: "s".into(),
-            method: "audit",
-            stripes: 4,
-            healthy: 0,
-            degraded: 0,
-            lost: 0,
-            packets: 0,
-            verified: 0,
-            bytes: 0,
-            missing: Vec::new(),
-        };
+        let mut report = CheckReport::empty(SnapshotId([1; 32]), "audit");
         tally_audits(
             &[
                 stripe(0, 4, &[Passed; 6]),

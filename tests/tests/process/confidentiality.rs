@@ -21,7 +21,7 @@ use strew_node::consensus::manager_db::ManagerDb;
 use strew_node::pipeline::ChunkKey;
 use strew_node::pipeline::packet::{BlobHeader, decode_packet};
 use strew_node::store::PacketStore;
-use strew_tests::{Node, NodeOptions, cities, noise, wait_for};
+use strew_tests::{Node, NodeOptions, cities, noise};
 
 /// Whether `key` opens `blob` (an AEAD check: any wrong key fails).
 fn opens(blob: &[u8], key: &ChunkKey) -> bool {
@@ -83,17 +83,7 @@ fn the_coordinators_database_and_every_stored_packet_decrypt_nothing() -> Result
     }
     strew_tests::wait_for_grid(&nodes, &manager)?;
     let source = 1;
-    wait_for(
-        "the source to receive the grid's convergence secret",
-        Duration::from_secs(60),
-        || {
-            nodes[source]
-                .data_dir()
-                .join("grid-convergence.key")
-                .exists()
-                .then_some(())
-        },
-    )?;
+    nodes[source].wait_for_grid_secret(Duration::from_secs(60))?;
 
     // One backup of a single small file (one chunk: the control), one of
     // several files (more chunks, manifests, text and noise).

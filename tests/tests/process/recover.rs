@@ -53,24 +53,14 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
     // The source's default (grid-scope) sets are keyed under the grid's
     // convergence secret once the founder hands it over: wait for it, so the
     // key export must carry it for the fresh machine to read them.
-    wait_for(
-        "the source to receive the grid's convergence secret",
-        Duration::from_secs(60),
-        || {
-            nodes[1]
-                .data_dir()
-                .join("grid-convergence.key")
-                .exists()
-                .then_some(())
-        },
-    )?;
+    nodes[1].wait_for_grid_secret(Duration::from_secs(60))?;
 
     let work = tempfile::tempdir()?;
-    let mut snapshots = Vec::new();
-    for (n, set) in ["alpha-set", "beta-set"].into_iter().enumerate() {
+    // Backs up a small tree as set `set`; returns the snapshot id and the tree.
+    let backup = |n: u64, set: &str| -> Result<(String, std::path::PathBuf)> {
         let tree = work.path().join(set);
         fs::create_dir_all(&tree)?;
-        fs::write(tree.join("data.bin"), noise(300_000, n as u64 + 1))?;
+        fs::write(tree.join("data.bin"), noise(300_000, n))?;
         fs::write(
             tree.join("note.txt"),
             format!("snapshot {set}\n").repeat(200),
@@ -86,6 +76,11 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
         ])?;
         ensure!(out.get("root_warning").is_none(), "root kept: {out}");
         let id = out["snapshot"].as_str().context("snapshot id")?.to_string();
+        Ok((id, tree))
+    };
+    let mut snapshots = Vec::new();
+    for (n, set) in ["alpha-set", "beta-set"].into_iter().enumerate() {
+        let (id, tree) = backup(n as u64 + 1, set)?;
         snapshots.push((id, set.to_string(), tree));
     }
 
@@ -100,19 +95,7 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
             .filter_map(|s| s["storage"]["root_packets"].as_u64())
             .sum()
     };
-    let tree = work.path().join("gamma-set");
-    fs::create_dir_all(&tree)?;
-    fs::write(tree.join("data.bin"), noise(200_000, 9))?;
-    let out = nodes[1].cli_json(&[
-        "backup",
-        tree.to_str().context("utf-8 path")?,
-        "--redundancy",
-        "erasure:2+1",
-        "--name",
-        "gamma-set",
-        "--json",
-    ])?;
-    let gamma = out["snapshot"].as_str().context("snapshot id")?.to_string();
+    let (gamma, _) = backup(9, "gamma-set")?;
     let before = roots_held(&nodes);
     let out = nodes[1].cli_json(&["forget", &gamma, "--json"])?;
     let dropped = out["root_copies_dropped"].as_u64().unwrap_or(0);

@@ -34,6 +34,33 @@ const BACKUP: [&str; 8] = [
     "tree",
 ];
 
+/// Packets every node but `source` stores.
+fn stored_off(nodes: &[Node], source: usize) -> u64 {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != source)
+        .filter_map(|(_, n)| n.stored_packets().ok())
+        .sum()
+}
+
+/// Runs `args` on node `source` until at least `least` of its packets are on
+/// their targets, then SIGKILLs the source's daemon and the client; returns
+/// the packets stored at the kill.
+fn kill_mid_backup(nodes: &mut [Node], source: usize, args: &[&str], least: u64) -> Result<u64> {
+    let mut client = nodes[source].cli_spawn(args)?;
+    poll(
+        "the backup's packets on their targets",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || (stored_off(nodes, source) >= least).then_some(()),
+    )?;
+    nodes[source].kill();
+    let _ = client.kill();
+    let _ = client.wait();
+    Ok(stored_off(nodes, source))
+}
+
 #[test]
 fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() -> Result<()> {
     let places = cities(4)?;
@@ -66,18 +93,7 @@ fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() 
     // Grid-scope chunks are keyed under the grid's convergence secret once
     // the founder hands it over: a backup started before and rerun after
     // would name other chunks (nothing to resume). Wait for it.
-    poll(
-        "the source to receive the grid's convergence secret",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || {
-            nodes[1]
-                .data_dir()
-                .join("grid-convergence.key")
-                .exists()
-                .then_some(())
-        },
-    )?;
+    nodes[1].wait_for_grid_secret(Duration::from_secs(60))?;
 
     let work = tempfile::tempdir()?;
     let tree = work.path().join("tree");
@@ -89,25 +105,8 @@ fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() 
     args.extend(BACKUP);
     args.push("--json");
     let source = 1;
-    let stored = |nodes: &[Node]| -> u64 {
-        nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != source)
-            .filter_map(|(_, n)| n.stored_packets().ok())
-            .sum()
-    };
-    let mut client = nodes[source].cli_spawn(&args)?;
-    poll(
-        "half of the backup's packets on their targets",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || (stored(&nodes) >= 48).then_some(()),
-    )?;
-    nodes[source].kill();
-    let _ = client.kill();
-    let _ = client.wait();
-    let before = stored(&nodes);
+    // Half of the backup's packets.
+    let before = kill_mid_backup(&mut nodes, source, &args, 48)?;
     nodes[source].restart()?;
     poll(
         "the restarted source to reach its peers",
@@ -172,35 +171,17 @@ fn an_abandoned_backups_uploads_are_deleted_by_the_leaders_collection() -> Resul
     let mut args = vec!["backup", path];
     args.extend(BACKUP);
     let source = 1;
-    let stored = |nodes: &[Node]| -> u64 {
-        nodes
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != source)
-            .filter_map(|(_, n)| n.stored_packets().ok())
-            .sum()
-    };
-    let mut client = nodes[source].cli_spawn(&args)?;
-    poll(
-        "some of the backup's packets on their targets",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || (stored(&nodes) >= 12).then_some(()),
-    )?;
-    nodes[source].kill();
-    let _ = client.kill();
-    let _ = client.wait();
-    let at_kill = stored(&nodes);
+    let at_kill = kill_mid_backup(&mut nodes, source, &args, 12)?;
     poll(
         "the leader to delete every packet of the expired plan",
         Duration::from_secs(90),
         Duration::from_millis(500),
-        || (stored(&nodes) == 0).then_some(()),
+        || (stored_off(&nodes, source) == 0).then_some(()),
     )
     .with_context(|| {
         format!(
             "{at_kill} packets stored at the kill, {} now; founder log tail:\n{}",
-            stored(&nodes),
+            stored_off(&nodes, source),
             nodes[0]
                 .log()
                 .lines()

@@ -34,6 +34,41 @@ const BACKUP: [&str; 8] = [
     "tree",
 ];
 
+/// A founder (with `founder_extra` flags) and three nodes at four cities;
+/// node 1, the source, waits a second before every upload (16 in flight).
+fn start_grid(founder_extra: &[&str]) -> Result<Vec<Node>> {
+    let places = cities(4)?;
+    let mut founder = options(places[0].location()).founder();
+    founder
+        .extra
+        .extend(founder_extra.iter().map(|e| e.to_string()));
+    let first = Node::start(founder)?;
+    let boot = first.bootstrap_addr()?;
+    let manager = first.node_id()?;
+    let mut nodes = vec![first];
+    for (i, city) in places[1..].iter().enumerate() {
+        let mut o = options(city.location()).bootstrap(boot.clone());
+        if i == 0 {
+            o.env.push(("STREW_UPLOAD_DELAY_MS".into(), "1000".into()));
+        }
+        nodes.push(Node::start(o)?);
+    }
+    if let Err(e) = strew_tests::wait_for_grid(&nodes, &manager) {
+        anyhow::bail!(
+            "the grid forms: {e}; manager answers {}; founder log tail:\n{}",
+            nodes[0].control("manager", serde_json::Value::Null)?,
+            nodes[0]
+                .log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    Ok(nodes)
+}
+
 /// Packets every node but `source` stores.
 fn stored_off(nodes: &[Node], source: usize) -> u64 {
     nodes
@@ -63,32 +98,7 @@ fn kill_mid_backup(nodes: &mut [Node], source: usize, args: &[&str], least: u64)
 
 #[test]
 fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() -> Result<()> {
-    let places = cities(4)?;
-    let first = Node::start(options(places[0].location()).founder())?;
-    let boot = first.bootstrap_addr()?;
-    let manager = first.node_id()?;
-    let mut nodes = vec![first];
-    for (i, city) in places[1..].iter().enumerate() {
-        let mut o = options(city.location()).bootstrap(boot.clone());
-        if i == 0 {
-            // The source: every upload waits a second (16 in flight).
-            o.env.push(("STREW_UPLOAD_DELAY_MS".into(), "1000".into()));
-        }
-        nodes.push(Node::start(o)?);
-    }
-    if let Err(e) = strew_tests::wait_for_grid(&nodes, &manager) {
-        anyhow::bail!(
-            "the grid forms: {e}; manager answers {}; founder log tail:\n{}",
-            nodes[0].control("manager", serde_json::Value::Null)?,
-            nodes[0]
-                .log()
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    let mut nodes = start_grid(&[])?;
 
     // Grid-scope chunks are keyed under the grid's convergence secret once
     // the founder hands it over: a backup started before and rerun after
@@ -145,24 +155,8 @@ fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() 
 
 #[test]
 fn an_abandoned_backups_uploads_are_deleted_by_the_leaders_collection() -> Result<()> {
-    let places = cities(4)?;
-    let mut founder = options(places[0].location()).founder();
     // Plans the source stops renewing expire soon.
-    founder
-        .extra
-        .extend(["--pending-ttl", "8s", "--plan-upload-rate", "64MiB"].map(String::from));
-    let first = Node::start(founder)?;
-    let boot = first.bootstrap_addr()?;
-    let manager = first.node_id()?;
-    let mut nodes = vec![first];
-    for (i, city) in places[1..].iter().enumerate() {
-        let mut o = options(city.location()).bootstrap(boot.clone());
-        if i == 0 {
-            o.env.push(("STREW_UPLOAD_DELAY_MS".into(), "1000".into()));
-        }
-        nodes.push(Node::start(o)?);
-    }
-    strew_tests::wait_for_grid(&nodes, &manager)?;
+    let mut nodes = start_grid(&["--pending-ttl", "8s", "--plan-upload-rate", "64MiB"])?;
     let work = tempfile::tempdir()?;
     let tree = work.path().join("tree");
     fs::create_dir_all(&tree)?;

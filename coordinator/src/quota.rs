@@ -148,10 +148,75 @@ pub enum QuotaError {
         extra: u64,
         limit: u64,
     },
+    #[error(
+        "network quota exceeded: {node} moved {} today (UTC) and this needs {} more, the subscription allows {} a day; try again tomorrow or ask the grid's owner for a larger plan",
+        format_size(*used), format_size(*extra), format_size(*limit)
+    )]
+    NetworkQuota {
+        node: NodeId,
+        used: u64,
+        extra: u64,
+        limit: u64,
+    },
     #[error("this grid is closed: {0} needs a join token signed by the sequence manager")]
     TokenRequired(NodeId),
     #[error("join token rejected: {0}")]
     BadToken(String),
+}
+
+/// One UTC day in milliseconds.
+pub const DAY_MS: Millis = 24 * 60 * 60 * 1000;
+
+/// Bytes a node moved through the grid on one UTC day (what its
+/// subscription's `network_bytes_per_day` limits): uploads its plans
+/// ticketed and reads its read tickets allowed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkDay {
+    /// Days since the epoch (UTC).
+    pub day: u64,
+    pub bytes: u64,
+}
+
+impl NetworkDay {
+    /// Bytes moved on the day of `at` (0 once that day is over).
+    pub fn used(&self, at: Millis) -> u64 {
+        if self.day == at / DAY_MS {
+            self.bytes
+        } else {
+            0
+        }
+    }
+
+    /// Counts `bytes` more on the day of `at`.
+    pub fn add(&mut self, at: Millis, bytes: u64) {
+        let day = at / DAY_MS;
+        if self.day != day {
+            *self = NetworkDay { day, bytes: 0 };
+        }
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+}
+
+/// Checks that `extra` more bytes moved on the day of `at` fit the node's
+/// `network_bytes_per_day` (0: unlimited).
+pub fn check_network(
+    node: NodeId,
+    subscription: &Subscription,
+    network: &NetworkDay,
+    extra: u64,
+    at: Millis,
+) -> Result<(), QuotaError> {
+    let limit = subscription.network_bytes_per_day;
+    let used = network.used(at);
+    if limit > 0 && used.saturating_add(extra) > limit {
+        return Err(QuotaError::NetworkQuota {
+            node,
+            used,
+            extra,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `extra` more stored bytes fit the source's contract.

@@ -30,6 +30,9 @@ pub struct ClientRecord {
     /// checker counts its packets as gone once this is `repair_grace` old.
     #[serde(default)]
     pub offline_since: Option<Millis>,
+    /// What it moved through the grid today (its network quota).
+    #[serde(default)]
+    pub network: crate::quota::NetworkDay,
 }
 
 impl ClientRecord {

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditPolicy, AuditResult};
 use crate::grid::NodeProfile;
 use crate::ids::{DataId, NodeId, PacketId, SnapshotId};
-use crate::quota::{GridMode, JoinToken, QuotaError, Subscription, check_source_quota};
+use crate::quota::{
+    GridMode, JoinToken, QuotaError, Subscription, check_network, check_source_quota,
+};
 use crate::records::{
     AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup, PlannedChunk,
     Receipted, SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, profile_key,
@@ -177,6 +179,13 @@ pub enum Command {
     /// most [`MAX_COLLECT_BATCH`] entries.
     Collected {
         entries: Vec<(NodeId, PacketId)>,
+    },
+    /// `node` was given read tickets for `bytes` of packets at `at`: they
+    /// count against its network quota for that day.
+    RecordTraffic {
+        node: NodeId,
+        bytes: u64,
+        at: Millis,
     },
 }
 
@@ -446,6 +455,15 @@ impl ManagerState {
             Command::SetExiting { node, exiting, at } => {
                 self.set_exiting(node, *exiting, *at, &mut touched)?
             }
+            Command::RecordTraffic { node, bytes, at } => {
+                let client = self
+                    .clients
+                    .get_mut(node)
+                    .ok_or(ApplyError::UnknownNode(*node))?;
+                client.network.add(*at, *bytes);
+                touched.clients.insert(*node);
+                Applied::Done
+            }
             Command::Collected { entries } => {
                 if entries.len() > MAX_COLLECT_BATCH {
                     return Err(ApplyError::Invalid(format!(
@@ -527,6 +545,7 @@ impl ManagerState {
             source_stored_bytes: 0,
             joined_at: at,
             offline_since: None,
+            network: Default::default(),
         });
         record.profile = profile.clone();
         record.offline_since = if profile.online {
@@ -618,6 +637,13 @@ impl ManagerState {
             pending.stored_bytes(),
             pending.created_at,
         )?;
+        check_network(
+            pending.source,
+            &source.subscription,
+            &source.network,
+            pending.stored_bytes(),
+            pending.created_at,
+        )?;
         for data_id in &pending.reused {
             if !self.chunks.contains_key(data_id) {
                 return Err(ApplyError::UnknownChunk(*data_id));
@@ -673,6 +699,13 @@ impl ManagerState {
             // target_free above bounds reserved + extra by the donation.
             record.reserved = record.reserved.saturating_add(extra);
             touched.targets.insert(target);
+        }
+        // The plan's uploads count against the source's network quota.
+        if let Some(client) = self.clients.get_mut(&pending.source) {
+            client
+                .network
+                .add(pending.created_at, pending.stored_bytes());
+            touched.clients.insert(pending.source);
         }
         Ok(())
     }

@@ -368,6 +368,76 @@ fn quotas_refuse_backups_larger_than_the_subscription() {
     assert!(m.plan_backup(request(&["c"]), 11, &mut rng).is_err());
 }
 
+/// A plan's uploads and a restore's reads count against the source's
+/// `network_bytes_per_day`; past it plans and read tickets are refused with
+/// a clear message, and the next UTC day starts afresh.
+#[test]
+fn the_network_quota_counts_uploads_and_reads_per_day() {
+    use strew_coordinator::manager::ReadTicketRequest;
+    use strew_coordinator::quota::DAY_MS;
+    let (targets, paris, _) = grid();
+    let mut m = manager(ManagerConfig::default());
+    join_all(&mut m, &targets, &[&paris]);
+    // 4 MiB a day: one chunk (3 packets of 1 MiB at 2+1) fits, two do not.
+    let limited = Subscription {
+        plan: "metered".into(),
+        network_bytes_per_day: 4 * PACKET,
+        ..Subscription::default_plan()
+    };
+    m.apply(&Command::Admit {
+        profile: paris.profile.clone(),
+        subscription: limited,
+        at: 5,
+    })
+    .unwrap();
+    let day = 10 * DAY_MS;
+    let decision = plan(&mut m, &paris, "docs", &["a"], day + 10);
+    assert_eq!(
+        m.state().clients[&paris.id].network.used(day + 10),
+        3 * PACKET
+    );
+    let mut rng = StdRng::seed_from_u64(4);
+    let second = PlanRequest {
+        extend: None,
+        source: paris.id,
+        set: "more".into(),
+        location: paris.profile.location,
+        params: params(),
+        chunks: vec![chunk("b")],
+        exclude: Vec::new(),
+    };
+    match m.plan_backup(second.clone(), day + 20, &mut rng) {
+        Err(ManagerError::Apply(ApplyError::Quota(e @ QuotaError::NetworkQuota { .. }))) => {
+            assert!(e.to_string().contains("tomorrow"), "{e}");
+        }
+        other => panic!("expected a network quota refusal, got {other:?}"),
+    }
+    commit(&mut m, &paris, &decision, &["a"], day + 30);
+    let snapshot = m.list_snapshots(&paris.id, Some("docs"))[0].snapshot;
+    let reads = ReadTicketRequest {
+        requester: paris.id,
+        snapshot,
+        from: 0,
+        count: 1,
+    };
+    // Reading the chunk back (K = 2 packets of 1 MiB) would pass 4 MiB today.
+    assert!(m.decide_read_traffic(&reads, day + 40).is_err());
+    // Tomorrow both fit again, and a read is counted.
+    let tomorrow = day + DAY_MS;
+    let Some(command) = m.decide_read_traffic(&reads, tomorrow).unwrap() else {
+        panic!("a metered read is counted");
+    };
+    m.apply(&command).unwrap();
+    assert_eq!(
+        m.state().clients[&paris.id].network.used(tomorrow),
+        2 * PACKET
+    );
+    assert!(
+        m.plan_backup(second, tomorrow + 1, &mut rng).is_err(),
+        "2 + 3 > 4 MiB"
+    );
+}
+
 #[test]
 fn plans_naming_packets_over_the_protocol_maximum_are_refused() {
     let (targets, paris, _) = grid();

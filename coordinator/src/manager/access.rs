@@ -161,6 +161,53 @@ impl Manager {
         self.read_tickets_for(request.requester, &packets, now)
     }
 
+    /// The network quota side of a read-ticket request: refused when the
+    /// bytes a restore of those chunks reads (K packets a stripe) would take
+    /// the requester past its `network_bytes_per_day`; otherwise the
+    /// `RecordTraffic` command counting them, when its plan has a limit
+    /// (`None` on an unlimited plan: nothing to count).
+    pub fn decide_read_traffic(
+        &self,
+        request: &ReadTicketRequest,
+        now: Millis,
+    ) -> Result<Option<Command>, ManagerError> {
+        let record = self.own_snapshot(request.requester, request.snapshot)?;
+        let client = self
+            .state
+            .clients
+            .get(&request.requester)
+            .ok_or(ApplyError::UnknownNode(request.requester))?;
+        if client.subscription.network_bytes_per_day == 0 {
+            return Ok(None);
+        }
+        let from = usize::try_from(request.from).unwrap_or(usize::MAX);
+        let bytes = record
+            .chunks
+            .iter()
+            .skip(from)
+            .take((request.count as usize).min(MAX_READ_CHUNKS))
+            .filter_map(|key| self.state.chunks.get(key))
+            .map(|c| {
+                let width = c.packets.len().max(1) as u64;
+                let k = c.redundancy.map_or(1, |r| r.data_packets()) as u64;
+                c.stored_bytes() / width * k.min(width)
+            })
+            .fold(0u64, u64::saturating_add);
+        crate::quota::check_network(
+            request.requester,
+            &client.subscription,
+            &client.network,
+            bytes,
+            now,
+        )
+        .map_err(ApplyError::from)?;
+        Ok((bytes > 0).then_some(Command::RecordTraffic {
+            node: request.requester,
+            bytes,
+            at: now,
+        }))
+    }
+
     /// Read tickets for `holder` over `(target, packet)` pairs: for the
     /// leader's own repairer, which reads the stripes it rebuilds.
     pub fn read_tickets_for(

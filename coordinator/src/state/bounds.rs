@@ -30,6 +30,7 @@ impl Command {
             Command::RecordAudits { .. } => "RecordAudits",
             Command::SetExiting { .. } => "SetExiting",
             Command::Collected { .. } => "Collected",
+            Command::RecordTraffic { .. } => "RecordTraffic",
         }
     }
 }

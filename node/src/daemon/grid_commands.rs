@@ -342,6 +342,7 @@ impl GridCommands {
                         "usage": {
                             "source_stored_bytes": m.source_stored_bytes,
                             "target_stored_bytes": m.target_stored_bytes,
+                            "network_bytes_today": m.network_bytes_today,
                         },
                     })
                 })

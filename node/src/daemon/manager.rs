@@ -708,6 +708,17 @@ impl ManagerService {
                     from,
                     count,
                 };
+                // The reads count against a limited plan's network quota.
+                match self.replica.read(|m| m.decide_read_traffic(&request, now)) {
+                    Ok(None) => {}
+                    Ok(Some(command)) => {
+                        let _turn = self.proposals.lock().await;
+                        if let Err(r) = self.propose(command).await {
+                            return r;
+                        }
+                    }
+                    Err(e) => return refuse(&e),
+                }
                 match heavy(|| self.replica.read(|m| m.read_tickets(&request, now))) {
                     Ok(tickets) => ManagerResponse::ReadTickets(tickets),
                     Err(e) => refuse(&e),

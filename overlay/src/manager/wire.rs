@@ -211,6 +211,10 @@ pub struct MemberSummary {
     /// Bytes it stores for others as a target.
     pub target_stored_bytes: u64,
     pub online: bool,
+    /// Bytes it moved through the grid today (UTC): its plans' uploads and
+    /// its metered reads (what `network_bytes_per_day` limits).
+    #[serde(default)]
+    pub network_bytes_today: u64,
 }
 
 /// The grid's secrets an admitted node is given.

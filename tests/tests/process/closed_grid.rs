@@ -61,7 +61,17 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
         o.join_token = Some(token);
         Node::start(o)
     };
-    let source = joined(1, invite(&["--source-storage", "1MiB", "--expires", "1h"])?)?;
+    let source = joined(
+        1,
+        invite(&[
+            "--source-storage",
+            "1MiB",
+            "--network-per-day",
+            "700KiB",
+            "--expires",
+            "1h",
+        ])?,
+    )?;
     let target_b = joined(2, invite(&[])?)?;
     let target_c = joined(3, invite(&["--target-storage", "32MiB"])?)?;
     let stranger = Node::start(NodeOptions::at(places[4].location()).bootstrap(boot.clone()))?;
@@ -181,6 +191,23 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
     ensure!(
         out.status.success(),
         "a renewed source's backup failed: {}",
+        stderr(&out)
+    );
+
+    // The network quota: the small backup's ~400 kB of uploads count today,
+    // so a new 300 kB tree (~600 kB at two replicas) would pass 700 KiB.
+    let list = members(&founder)?;
+    let moved = member(&list, &ids[0]).context("source")?["usage"]["network_bytes_today"]
+        .as_u64()
+        .context("network usage")?;
+    ensure!(moved >= 400_000, "today's traffic counted as {moved}");
+    let other = work.path().join("other");
+    fs::create_dir_all(&other)?;
+    fs::write(other.join("c.bin"), noise(300_000, 3))?;
+    let out = backup(&source, other.to_str().context("utf-8")?)?;
+    ensure!(
+        !out.status.success() && stderr(&out).contains("network quota exceeded"),
+        "a backup past the day's network quota: {}",
         stderr(&out)
     );
 

@@ -282,6 +282,7 @@ impl ManagerService {
                         source_stored_bytes: c.source_stored_bytes,
                         target_stored_bytes: state.targets.get(id).map_or(0, |t| t.bytes),
                         online: c.profile.online,
+                        network_bytes_today: c.network.used(strew_overlay::now_ms()),
                     }
                 })
                 .collect();

@@ -23,6 +23,7 @@ use strew_coordinator::{DataId, DistanceRange, GeoPoint, NodeId, Redundancy, Sna
 use tracing::{info, warn};
 
 mod check;
+mod roots;
 mod where_to;
 
 use super::schedule::{BackupSet, SetBook};
@@ -569,28 +570,6 @@ impl SourceJobs {
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
         Ok(value)
-    }
-
-    /// Issue 18: drops the roots of forgotten snapshots from the targets
-    /// holding a copy and from the data dir; returns the copies dropped. A
-    /// failure is a warning: the snapshot is forgotten either way.
-    async fn drop_roots(&self, ctx: &DaemonContext, snapshots: &[SnapshotId]) -> usize {
-        let mut dropped = 0;
-        for snapshot in snapshots {
-            match crate::grid::roots::drop_root(
-                &ctx.overlay,
-                &self.me,
-                &self.private,
-                &self.data_dir,
-                *snapshot,
-            )
-            .await
-            {
-                Ok(d) => dropped += d.copies_dropped,
-                Err(err) => warn!(%snapshot, %err, "the forgotten snapshot's root was not dropped"),
-            }
-        }
-        dropped
     }
 
     async fn snapshots(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {

@@ -1,7 +1,8 @@
 //! The daemon's upkeep: compacting the packet store and the outbox by policy,
-//! and keeping the node's own metrics current (store disk use and garbage,
+//! keeping the node's own metrics current (store disk use and garbage,
 //! compactions, the node's role in the coordinator group, the health of its
-//! own backups as `status` computes it).
+//! own backups as `status` computes it), and keeping its snapshot roots on
+//! enough targets.
 //!
 //! Owns the schedule and the metric families; the store decides how to
 //! compact, `jobs` how to judge a backup's health.
@@ -22,6 +23,19 @@ use crate::store::{CompactionPolicy, PacketStore};
 const COMPACT_EVERY: Duration = Duration::from_secs(30);
 /// How often the health of this node's own backups is recomputed.
 const HEALTH_EVERY: Duration = Duration::from_secs(300);
+/// How often lost copies of this node's snapshot roots are put back.
+const ROOTS_EVERY: Duration = Duration::from_secs(3600);
+/// Environment variable overriding [`ROOTS_EVERY`] (a duration such as
+/// `2s`; tests shorten it).
+pub const ENV_ROOTS_EVERY: &str = "STREW_ROOT_UPKEEP";
+
+fn roots_every() -> Duration {
+    std::env::var(ENV_ROOTS_EVERY)
+        .ok()
+        .and_then(|text| strew_coordinator::parse_duration(&text).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(ROOTS_EVERY)
+}
 
 /// The node's own metric families.
 #[derive(Clone, Default)]
@@ -118,6 +132,9 @@ pub async fn compact_if_worth_it(store: &PacketStore, policy: CompactionPolicy) 
 pub async fn run(ctx: DaemonContext, jobs: Arc<SourceJobs>, metrics: NodeMetrics) {
     let mut compact = tokio::time::interval(COMPACT_EVERY);
     let mut health = tokio::time::interval(HEALTH_EVERY);
+    let mut roots = tokio::time::interval(roots_every());
+    roots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut root_pass: Option<tokio::task::JoinHandle<()>> = None;
     let mut last = (0u64, 0u64);
     loop {
         tokio::select! {
@@ -141,6 +158,15 @@ pub async fn run(ctx: DaemonContext, jobs: Arc<SourceJobs>, metrics: NodeMetrics
                 };
                 metrics.group_member.set(i64::from(member));
                 metrics.group_leader.set(i64::from(leader));
+            }
+            _ = roots.tick() => {
+                // In the background (it waits on targets), one pass at a time.
+                if root_pass.as_ref().is_none_or(|p| p.is_finished()) {
+                    let (jobs, ctx) = (jobs.clone(), ctx.clone());
+                    root_pass = Some(tokio::spawn(async move {
+                        jobs.keep_roots(&ctx).await;
+                    }));
+                }
             }
             _ = health.tick() => {
                 if let Some(h) = jobs.health(&ctx).await {

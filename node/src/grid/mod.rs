@@ -22,6 +22,7 @@ pub mod reads;
 pub mod recover;
 pub mod restore;
 pub mod retention;
+pub mod root_upkeep;
 pub mod roots;
 pub mod sequence;
 pub mod stream;

@@ -8,7 +8,7 @@
 //! (`strew restore --from-grid`), reading every packet as the node that
 //! stored it. Another node finds no roots, and no target's stored bytes
 //! name a set or a snapshot. Bounded: one coordinator, four plain nodes,
-//! small trees.
+//! small trees. A root copy lost with its target is put back by its source.
 
 use std::fs;
 use std::time::Duration;
@@ -187,6 +187,84 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
             }
         }
     }
+    Ok(())
+}
+
+/// A root copy lost with its target is put back by its source on another of
+/// the snapshot's targets (the source's root upkeep, every 2 s here), so
+/// the snapshot stays findable from the grid with three copies.
+#[test]
+fn a_lost_root_copy_is_put_back_on_another_target() -> Result<()> {
+    let places = cities(6)?;
+    let founder = Node::start(options(places[0].location()).founder())?;
+    let boot = founder.bootstrap_addr()?;
+    let manager = founder.node_id()?;
+    let mut nodes = vec![founder];
+    for (i, city) in places[1..].iter().enumerate() {
+        let mut o = options(city.location()).bootstrap(boot.clone());
+        if i == 0 {
+            o.env.push(("STREW_ROOT_UPKEEP".into(), "2s".into()));
+        }
+        nodes.push(Node::start(o)?);
+    }
+    strew_tests::wait_for_grid(&nodes, &manager)?;
+    let source = 1;
+    nodes[source].wait_for_grid_secret(Duration::from_secs(60))?;
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("tree");
+    fs::create_dir_all(&tree)?;
+    fs::write(tree.join("data.bin"), noise(3_000_000, 5))?;
+    let out = nodes[source].cli_json(&[
+        "backup",
+        tree.to_str().context("utf-8 path")?,
+        "--redundancy",
+        "erasure:2+1",
+        "--json",
+    ])?;
+    ensure!(out["root_copies"] == 3, "three root copies: {out}");
+    let roots_on = |n: &Node| -> u64 {
+        n.daemon_status()
+            .ok()
+            .and_then(|s| s["storage"]["root_packets"].as_u64())
+            .unwrap_or(0)
+    };
+    let holders: Vec<usize> = (0..nodes.len())
+        .filter(|&i| i != source && roots_on(&nodes[i]) > 0)
+        .collect();
+    ensure!(holders.len() == 3, "root copies on {holders:?}");
+    // A plain holder dies (the coordinator stays: the backup is not its).
+    let lost = *holders
+        .iter()
+        .find(|&&i| i != 0)
+        .context("a plain holder")?;
+    nodes[lost].kill();
+    wait_for(
+        "the source to put the lost root copy on another target",
+        Duration::from_secs(90),
+        || {
+            let held = (0..nodes.len())
+                .filter(|&i| i != source && i != lost)
+                .filter(|&i| roots_on(&nodes[i]) > 0)
+                .count();
+            (held == 3).then_some(())
+        },
+    )
+    .with_context(|| {
+        format!(
+            "source log tail:\n{}",
+            nodes[source]
+                .log()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    ensure!(
+        nodes[source].log().contains("snapshot roots kept"),
+        "the source logged the repair"
+    );
     Ok(())
 }
 

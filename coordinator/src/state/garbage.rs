@@ -137,26 +137,42 @@ impl ManagerState {
         limit: usize,
         skip: impl Fn(&NodeId) -> bool,
     ) -> DueGarbage {
+        use std::ops::Bound;
         let mut out = DueGarbage::default();
         let mut taken = 0usize;
-        for ((target, packet), g) in &self.garbage {
-            if taken >= limit {
+        // Target by target: a skipped target's entries (an offline target
+        // may have many) are stepped over at once, not one by one.
+        let mut from: Bound<(NodeId, PacketId)> = Bound::Unbounded;
+        while taken < limit {
+            let Some((&(target, _), _)) = self.garbage.range((from, Bound::Unbounded)).next()
+            else {
                 break;
-            }
-            if g.due > now || skip(target) {
+            };
+            let last = (target, PacketId([0xff; 32]));
+            from = Bound::Excluded(last);
+            if skip(&target) {
                 continue;
             }
-            if self.holds(target, packet) {
-                out.stale.push((*target, *packet));
-            } else if self.pending_puts(packet, target, None) {
-                continue;
-            } else {
-                out.deliver.entry(*target).or_default().push(Deletion {
-                    packet_id: *packet,
-                    generation: g.generation,
-                });
+            let first = (target, PacketId([0; 32]));
+            for ((_, packet), g) in self.garbage.range(first..=last) {
+                if taken >= limit {
+                    break;
+                }
+                if g.due > now {
+                    continue;
+                }
+                if self.holds(&target, packet) {
+                    out.stale.push((target, *packet));
+                } else if self.pending_puts(packet, &target, None) {
+                    continue;
+                } else {
+                    out.deliver.entry(target).or_default().push(Deletion {
+                        packet_id: *packet,
+                        generation: g.generation,
+                    });
+                }
+                taken += 1;
             }
-            taken += 1;
         }
         out
     }

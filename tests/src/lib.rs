@@ -405,6 +405,17 @@ impl Node {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The newest `lines` lines of the log, newest first (for a failure's
+    /// context).
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.log()
+            .lines()
+            .rev()
+            .take(lines)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The `strew` command, inside the node's network namespace if it has one.
     fn strew(&self) -> Result<Command> {
         Ok(match &self.options.netns {

@@ -26,7 +26,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use strew_coordinator::repair::RepairTask;
-use strew_coordinator::{Applied, Command, DataId, ManagerError, NodeId, PacketId};
+use strew_coordinator::{Command, DataId, ManagerError, NodeId, PacketId};
 use strew_overlay::{BandwidthLimiter, OverlayError, OverlayHandle};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -334,13 +334,14 @@ impl Repairer {
                 .await?;
         }
         let moves = plan.moves.clone();
-        let applied = self.service.commit_moves(moves).await?;
+        // The superseded copies are queued for collection by the moves
+        // themselves, due at once: the leader's collection deletes them.
+        self.service.commit_moves(moves).await?;
         info!(
             chunk = %task.data_id,
             packets = task.rebuild.len(),
             "repaired a stripe: rebuilt packets are on new targets"
         );
-        self.delete_superseded(&applied).await;
         Ok(Repaired {
             packets: task.rebuild.len() as u64,
             read,
@@ -453,43 +454,6 @@ impl Repairer {
             .await
             .map(|_| ())
             .map_err(|source| RepairError::Upload { target, source })
-    }
-
-    /// Best effort: tells superseded targets that are reachable to delete
-    /// their old copies (a target that is gone keeps them; it holds nothing
-    /// the manager counts any more).
-    async fn delete_superseded(&self, applied: &[Applied]) {
-        let now = strew_overlay::now_ms();
-        for a in applied {
-            let Applied::Deletions(deletions) = a else {
-                continue;
-            };
-            let Ok(tickets) = self.service.superseded_tickets(a, now) else {
-                continue;
-            };
-            for (target, list) in deletions {
-                let online = self
-                    .overlay
-                    .with_grid_view(|v| v.get(target).is_some_and(|p| p.online))
-                    .unwrap_or(false);
-                if !online || *target == self.me() {
-                    continue;
-                }
-                for id in list.iter().map(|d| &d.packet_id) {
-                    let Some(ticket) = tickets.iter().find(|t| {
-                        &t.target == target && t.entries.iter().any(|e| &e.packet_id == id)
-                    }) else {
-                        continue;
-                    };
-                    let Ok(bytes) = strew_overlay::packet::ticket::encode(ticket) else {
-                        continue;
-                    };
-                    if let Err(error) = self.overlay.delete_packet(*target, *id, bytes).await {
-                        debug!(%target, %error, "repair: a superseded copy was not deleted");
-                    }
-                }
-            }
-        }
     }
 }
 

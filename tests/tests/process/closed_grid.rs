@@ -240,13 +240,7 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
         format!(
             "{:?} data packets left; founder log tail:\n{}",
             data_packets(&holders),
-            founder
-                .log()
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
+            founder.log_tail(20)
         )
     })?;
     ensure!(

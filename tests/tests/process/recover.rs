@@ -249,18 +249,7 @@ fn a_lost_root_copy_is_put_back_on_another_target() -> Result<()> {
             (held == 3).then_some(())
         },
     )
-    .with_context(|| {
-        format!(
-            "source log tail:\n{}",
-            nodes[source]
-                .log()
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    .with_context(|| format!("source log tail:\n{}", nodes[source].log_tail(20)))?;
     ensure!(
         nodes[source].log().contains("snapshot roots kept"),
         "the source logged the repair"

@@ -57,13 +57,7 @@ fn start_grid(founder_extra: &[&str]) -> Result<Vec<Node>> {
         anyhow::bail!(
             "the grid forms: {e}; manager answers {}; founder log tail:\n{}",
             nodes[0].control("manager", serde_json::Value::Null)?,
-            nodes[0]
-                .log()
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
+            nodes[0].log_tail(40)
         );
     }
     Ok(nodes)
@@ -176,13 +170,7 @@ fn an_abandoned_backups_uploads_are_deleted_by_the_leaders_collection() -> Resul
         format!(
             "{at_kill} packets stored at the kill, {} now; founder log tail:\n{}",
             stored_off(&nodes, source),
-            nodes[0]
-                .log()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
+            nodes[0].log_tail(30)
         )
     })?;
     let status = nodes[0].daemon_status()?;

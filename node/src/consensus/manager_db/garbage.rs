@@ -5,20 +5,14 @@
 //! batch only the entries it removes.
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
-use strew_coordinator::{Garbage, ManagerState, NodeId, PacketId, Touched};
+use strew_coordinator::{Garbage, ManagerState, Touched};
 
 use super::StoreError;
+use super::split::{packet_key as key, split_packet_key};
 
 /// Target ++ PacketId → (generation, due ms).
 pub(super) const GARBAGE: TableDefinition<[u8; 64], (u64, u64)> =
     TableDefinition::new("garbage-v1");
-
-fn key(target: &NodeId, packet: &PacketId) -> [u8; 64] {
-    let mut key = [0u8; 64];
-    key[..32].copy_from_slice(&target.0);
-    key[32..].copy_from_slice(&packet.0);
-    key
-}
 
 /// One row: its key, and `Some((generation, due))` to insert or `None` to remove.
 type Row = ([u8; 64], Option<(u64, u64)>);
@@ -72,16 +66,10 @@ pub(super) fn replace(txn: &WriteTransaction, state: &ManagerState) -> Result<()
 pub(super) fn load(txn: &ReadTransaction, state: &mut ManagerState) -> Result<(), StoreError> {
     for row in txn.open_table(GARBAGE)?.iter()? {
         let (k, v) = row?;
-        let k = k.value();
-        let mut target = [0u8; 32];
-        let mut packet = [0u8; 32];
-        target.copy_from_slice(&k[..32]);
-        packet.copy_from_slice(&k[32..]);
         let (generation, due) = v.value();
-        state.garbage.insert(
-            (NodeId(target), PacketId(packet)),
-            Garbage { generation, due },
-        );
+        state
+            .garbage
+            .insert(split_packet_key(&k.value()), Garbage { generation, due });
     }
     Ok(())
 }

@@ -49,11 +49,22 @@ fn list_code(list: PendingList) -> u8 {
     }
 }
 
-fn packet_key(target: &NodeId, packet: &PacketId) -> [u8; 64] {
+/// Target ++ PacketId: the key of a target's packet row and of a
+/// collection queue row.
+pub(super) fn packet_key(target: &NodeId, packet: &PacketId) -> [u8; 64] {
     let mut key = [0u8; 64];
     key[..32].copy_from_slice(&target.0);
     key[32..].copy_from_slice(&packet.0);
     key
+}
+
+/// The target and PacketId of a [`packet_key`].
+pub(super) fn split_packet_key(key: &[u8; 64]) -> (NodeId, PacketId) {
+    let mut target = [0u8; 32];
+    let mut packet = [0u8; 32];
+    target.copy_from_slice(&key[..32]);
+    packet.copy_from_slice(&key[32..]);
+    (NodeId(target), PacketId(packet))
 }
 
 /// A target's record as its header row stores it (no packets).
@@ -276,17 +287,13 @@ pub(super) fn load(txn: &ReadTransaction, state: &mut ManagerState) -> Result<()
     }
     for row in txn.open_table(TARGET_PACKETS)?.iter()? {
         let (k, v) = row?;
-        let key = k.value();
-        let mut target = [0u8; 32];
-        let mut packet = [0u8; 32];
-        target.copy_from_slice(&key[..32]);
-        packet.copy_from_slice(&key[32..]);
+        let (target, packet) = split_packet_key(&k.value());
         state
             .targets
-            .entry(NodeId(target))
+            .entry(target)
             .or_default()
             .packets
-            .insert(PacketId(packet), v.value());
+            .insert(packet, v.value());
     }
     for row in txn.open_table(PENDING)?.iter()? {
         let (k, v) = row?;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use strew_coordinator::repair::{RepairCheck, RepairPolicy, RepairRequest, RepairTask};
 use strew_coordinator::{
-    Applied, ApplyError, Command, ManagerError, NodeId, PacketId, StorageTicket, StoredPacket,
+    ApplyError, Command, ManagerError, NodeId, PacketId, StorageTicket, StoredPacket,
 };
 
 use super::{ManagerService, heavy};
@@ -175,32 +175,18 @@ impl ManagerService {
         })
     }
 
-    /// Proposes the moves of a repaired stripe, one at a time (leader only);
-    /// returns what each applied (the old copies to delete).
-    pub async fn commit_moves(
-        &self,
-        moves: Vec<Command>,
-    ) -> Result<Vec<Applied>, RepairCommitError> {
+    /// Proposes the moves of a repaired stripe, one at a time (leader only).
+    /// Each move queues the copy it superseded for the leader's collection.
+    pub async fn commit_moves(&self, moves: Vec<Command>) -> Result<(), RepairCommitError> {
         let _turn = self.proposals.lock().await;
         if !self.member.is_leader() {
             return Err(RepairCommitError::NotLeader);
         }
-        let mut applied = Vec::with_capacity(moves.len());
         for command in moves {
-            match self.member.execute(command).await?.outcome {
-                Outcome::Applied(a) => applied.push(a),
-                Outcome::Rejected(why) => return Err(RepairCommitError::Rejected(why)),
+            if let Outcome::Rejected(why) = self.member.execute(command).await?.outcome {
+                return Err(RepairCommitError::Rejected(why));
             }
         }
-        Ok(applied)
-    }
-
-    /// Delete tickets, signed by this node, for the copies a move superseded.
-    pub fn superseded_tickets(
-        &self,
-        applied: &Applied,
-        now: u64,
-    ) -> Result<Vec<StorageTicket>, ManagerError> {
-        self.replica.read(|m| m.deletion_tickets(applied, now))
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! No networking, no async runtime, no wall clock: time and randomness are
 //! passed in, so the node and the simulator drive identical code.
 
+pub mod attest;
 pub mod audit;
 pub mod cbor;
 pub mod cities;
@@ -26,6 +27,7 @@ pub mod trust;
 pub mod units;
 pub mod work;
 
+pub use attest::{AttestError, Registration, SnapshotAttestation};
 pub use cbor::CborError;
 pub use grid::{GridView, NodeProfile};
 pub use ids::{DataId, GridId, IdError, NodeId, PacketId, SnapshotId};
@@ -58,7 +60,7 @@ pub use seal::{
 pub use state::{
     Applied, ApplyError, COLLECT_HOLD, Command, Deletion, DueGarbage, Garbage, MAX_COLLECT_BATCH,
     MAX_DELETIONS_ANSWERED, MAX_ENTRY_BYTES, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE,
-    ManagerState, PendingList, Touched,
+    ManagerState, PendingList, REREGISTERED, Reregistered, Touched,
 };
 pub use ticket::{StorageTicket, TICKET_VERSION, TicketEntry, TicketError, TicketKind};
 pub use trust::{

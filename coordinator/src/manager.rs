@@ -46,6 +46,7 @@ mod log_retention;
 mod messages;
 mod order;
 mod pages;
+pub mod rebuild;
 mod receipts;
 mod reservations;
 mod snapshots;
@@ -685,6 +686,7 @@ impl Manager {
                     packet_id: p.packet_id,
                     size: p.size,
                     targets: vec![p.target],
+                    generation: p.generation,
                 })
                 .collect(),
         })

@@ -303,6 +303,8 @@ pub enum LogKind {
     Restore,
     Repair,
     Failure,
+    /// The group was marked rebuilt, or a source re-registered a snapshot.
+    Rebuilt,
 }
 
 /// One entry of the append-only global backup log.

@@ -52,6 +52,14 @@ pub struct SequenceEntry {
     /// Targets holding this packet (one for an erasure share; a replica's
     /// copies are separate entries of the same stripe).
     pub targets: Vec<NodeId>,
+    /// The storage generation its target recorded (delete tickets name it;
+    /// a rebuilt group learns it from here). 0: unknown (older sequences).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One chunk's stripe: its packets in share order.
@@ -265,6 +273,7 @@ mod tests {
                             packet_id: PacketId::of(&[s, i]),
                             size: 1000 + i as u64,
                             targets: vec![NodeId([i; 32])],
+                            generation: 0,
                         })
                         .collect(),
                 })

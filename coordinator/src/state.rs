@@ -27,9 +27,11 @@ use crate::units::{Millis, format_size};
 
 mod bounds;
 mod extend;
+mod forget;
 mod garbage;
 mod order;
 mod pending_index;
+mod rebuild;
 mod references;
 mod touched;
 mod upkeep;
@@ -37,6 +39,7 @@ mod upkeep;
 pub use bounds::MAX_ENTRY_BYTES;
 pub use garbage::{COLLECT_HOLD, DueGarbage, Garbage, MAX_COLLECT_BATCH, MAX_DELETIONS_ANSWERED};
 pub use pending_index::PendingIndex;
+pub use rebuild::{REREGISTERED, Reregistered};
 pub use touched::{PendingList, Touched};
 
 /// Largest packet a plan may name: the packet protocol's maximum body
@@ -187,6 +190,16 @@ pub enum Command {
         bytes: u64,
         at: Millis,
     },
+    /// `strew grid rebuild` (by a member): this group replaces a lost one;
+    /// sources may re-register their snapshots (see [`rebuild`]).
+    BeginRebuild {
+        by: NodeId,
+        at: Millis,
+    },
+    /// A source re-registered a snapshot of the lost group from its root.
+    Reregister {
+        snapshot: Box<Reregistered>,
+    },
 }
 
 impl Command {
@@ -286,6 +299,10 @@ pub struct ManagerState {
     /// Deletions not known to be delivered yet (see [`garbage`]).
     #[serde(default)]
     pub garbage: BTreeMap<(NodeId, PacketId), Garbage>,
+    /// Since when this group is a rebuilt one (`strew grid rebuild`):
+    /// sources may re-register snapshots of the lost group.
+    #[serde(default)]
+    pub rebuilt_since: Option<Millis>,
     /// Lookups over `pending`, derived (see [`PendingIndex`]).
     #[serde(skip)]
     pub index: PendingIndex,
@@ -454,6 +471,14 @@ impl ManagerState {
             } => self.record_audits(results, policy, *at, &mut touched)?,
             Command::SetExiting { node, exiting, at } => {
                 self.set_exiting(node, *exiting, *at, &mut touched)?
+            }
+            Command::BeginRebuild { by, at } => {
+                self.begin_rebuild(*by, *at, &mut touched);
+                Applied::Done
+            }
+            Command::Reregister { snapshot } => {
+                self.reregister(snapshot, &mut touched)?;
+                Applied::Done
             }
             Command::RecordTraffic { node, bytes, at } => {
                 let client = self
@@ -907,75 +932,6 @@ impl ManagerState {
             LogKind::BackupAborted,
             pending.source,
             format!("backup {id} aborted: {reason}"),
-        );
-        Ok(Applied::Deletions(deletions))
-    }
-
-    fn forget(
-        &mut self,
-        id: &SnapshotId,
-        at: Millis,
-        touched: &mut Touched,
-    ) -> Result<Applied, ApplyError> {
-        let snapshot = self
-            .snapshots
-            .remove(id)
-            .ok_or(ApplyError::UnknownSnapshot(*id))?;
-        touched.snapshots.insert(*id);
-        let referenced: BTreeSet<DataId> = snapshot.chunks.iter().copied().collect();
-        let mut deletions: BTreeMap<NodeId, Vec<Deletion>> = BTreeMap::new();
-        let mut freed = 0u64;
-        for key in referenced {
-            let Some(chunk) = self.chunks.get_mut(&key) else {
-                continue;
-            };
-            touched.chunks.insert(key);
-            chunk.refs = chunk.refs.saturating_sub(1);
-            if chunk.refs > 0 {
-                continue;
-            }
-            let Some(chunk) = self.chunks.remove(&key) else {
-                continue;
-            };
-            for p in &chunk.packets {
-                if self.other_copy_holds(&chunk.data_id, &key, &p.packet_id, &p.target)
-                    || self.pending_puts(&p.packet_id, &p.target, None)
-                {
-                    continue;
-                }
-                if let Some(record) = self.targets.get_mut(&p.target)
-                    && let Some(size) = record.packets.remove(&p.packet_id)
-                {
-                    record.bytes = record.bytes.saturating_sub(size);
-                    touched.targets.insert(p.target);
-                    touched.target_packets.insert((p.target, p.packet_id));
-                    deletions.entry(p.target).or_default().push(Deletion {
-                        packet_id: p.packet_id,
-                        generation: p.generation,
-                    });
-                }
-            }
-            let bytes = chunk.stored_bytes();
-            freed = freed.saturating_add(bytes);
-            if let Some(owner) = self.clients.get_mut(&chunk.owner) {
-                owner.source_stored_bytes = owner.source_stored_bytes.saturating_sub(bytes);
-                touched.clients.insert(chunk.owner);
-            }
-        }
-        let key = profile_key(&snapshot.source, &snapshot.set);
-        if let Some(profile) = self.profiles.get_mut(&key) {
-            profile.snapshots.retain(|s| s != id);
-            let latest = profile.snapshots.last().and_then(|s| self.snapshots.get(s));
-            profile.sealed_sequence = latest.map(|s| s.sealed_sequence.clone());
-            profile.data_id = latest.map(|s| s.data_id);
-            touched.profiles.insert(key);
-        }
-        self.log(
-            touched,
-            at,
-            LogKind::Forgotten,
-            snapshot.source,
-            format!("snapshot {id} forgotten, {} freed", format_size(freed)),
         );
         Ok(Applied::Deletions(deletions))
     }

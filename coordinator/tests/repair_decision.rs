@@ -11,100 +11,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use strew_coordinator::repair::{RepairPolicy, RepairRequest};
 use strew_coordinator::{
-    ApplyError, BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression,
-    ConvergenceScope, DataId, Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, ManagerError,
-    NodeId, NodeProfile, PacketId, PacketSpec, PlanRequest, Redundancy, SnapshotId, haversine_km,
+    ApplyError, ChunkPlan, Command, CommitRequest, CommitStep, DataId, GeoPoint, GroupKey, Manager,
+    ManagerConfig, ManagerError, NodeId, PacketId, PlanRequest, SnapshotId, haversine_km,
 };
 
-const GIB: u64 = 1 << 30;
-
-fn node(n: u8, lat: f64, lon: f64) -> NodeProfile {
-    let id = NodeId(SigningKey::from_bytes(&[n; 32]).verifying_key().to_bytes());
-    NodeProfile::new(id, GeoPoint { lat, lon }, 10 * GIB, 0)
-}
-
-fn params() -> BackupParams {
-    BackupParams {
-        backup_distance: "200km..2500km".parse().expect("range"),
-        spread: "300km..".parse().expect("range"),
-        redundancy: Redundancy::Erasure { k: 2, m: 1 },
-        compression: Compression::None,
-        encryption: Encryption {
-            cipher: "chacha20poly1305".into(),
-            convergence: ConvergenceScope::Private,
-        },
-        sync_interval_secs: None,
-    }
-}
-
-fn chunk(n: u8) -> ChunkPlan {
-    ChunkPlan {
-        data_id: DataId([n; 32]),
-        packets: (0..3u8)
-            .map(|j| PacketSpec {
-                packet_id: PacketId::of(&[n, j]),
-                size: 1 << 20,
-            })
-            .collect(),
-    }
-}
-
-/// 24 targets over Europe and a source in Paris that backed up two chunks.
-fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
-    let mut m = Manager::new(
-        SigningKey::from_bytes(&[200; 32]),
-        GroupKey([7; 32]),
-        ManagerConfig::default(),
-    );
-    let mut n = 10u8;
-    for lat in [38.0, 42.0, 46.0, 50.0, 54.0, 58.0] {
-        for lon in [-6.0, 4.0, 14.0, 24.0] {
-            let join = Command::Join {
-                profile: node(n, lat, lon),
-                token: None,
-                at: 1,
-            };
-            m.apply(&join).expect("join");
-            n += 1;
-        }
-    }
-    let paris = node(1, 48.85, 2.35);
-    m.apply(&Command::Join {
-        profile: paris.clone(),
-        token: None,
-        at: 1,
-    })
-    .expect("join");
-    let mut rng = StdRng::seed_from_u64(1);
-    let request = PlanRequest {
-        extend: None,
-        source: paris.node_id,
-        set: "docs".into(),
-        location: paris.location,
-        params: params(),
-        chunks: vec![chunk(1), chunk(2)],
-        exclude: Vec::new(),
-    };
-    let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plan");
-    m.apply(&command).expect("begin");
-    let stored = common::receipts(&draft.uploads, paris.node_id);
-    let commit = CommitRequest {
-        pending_id: draft.pending_id,
-        source: paris.node_id,
-        receipts: stored,
-        manifest: DataId([1; 32]),
-        manifest_chunks: Vec::new(),
-        chunks: vec![DataId([1; 32]), DataId([2; 32])],
-        bytes: 4 << 20,
-    };
-    let CommitStep::Propose { command, snapshot } =
-        m.decide_commit(&commit, 20, &mut rng).expect("commit")
-    else {
-        panic!("a first commit proposes a command");
-    };
-    m.apply(&command).expect("commit applies");
-    (m, paris, snapshot)
-}
+use common::{backed_up, chunk, node, params};
 
 fn location(m: &Manager, id: &NodeId) -> GeoPoint {
     m.state().clients[id].profile.location

@@ -122,6 +122,10 @@ struct Export {
     /// it a new machine can admit and remove coordinators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     grid_key: Option<String>,
+    /// With the grid key: whether the grid is open (a group founded again
+    /// from this export keeps the grid's mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grid_open: Option<bool>,
     /// The grid's convergence secret (64 hex digits), when this node has
     /// one: grid-scope snapshots are keyed under it, so a restore on a new
     /// machine (with the coordinators gone, too) needs it.
@@ -142,14 +146,15 @@ pub fn export(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
             path: identity::path(data_dir),
             why: "the identity is not an Ed25519 key".into(),
         })?;
+    let local = crate::trust::load(data_dir)?;
+    let has_key = local.key.is_some();
     let export = Export {
         strew_key_export: EXPORT_VERSION,
         node_id: node.clone(),
         identity: hex(&encoded),
         convergence_secret: hex(secret.as_bytes()),
-        grid_key: crate::trust::load(data_dir)?
-            .key
-            .map(|k| hex(k.to_bytes().as_slice())),
+        grid_key: local.key.map(|k| hex(k.to_bytes().as_slice())),
+        grid_open: local.open.filter(|_| has_key),
         grid_convergence_secret: grid_secret(data_dir)?.map(|s| hex(s.as_bytes())),
     };
     let text = format!(
@@ -215,7 +220,7 @@ pub fn import(data_dir: &Path, file: &Path) -> Result<String, KeyError> {
         write_private(&data_dir.join(GRID_SECRET_FILE), text.as_bytes())?;
     }
     if let Some(seed) = grid_key {
-        crate::trust::install_grid_key(data_dir, &seed)?;
+        crate::trust::install_grid_key(data_dir, &seed, export.grid_open)?;
     }
     Ok(node)
 }

@@ -284,10 +284,15 @@ pub fn joined(data_dir: &Path) -> Result<(), TrustFileError> {
     fs::rename(&from, &to).map_err(io(&from))
 }
 
-/// Installs a grid key (from `strew key import`): writes it and pins its grid.
-pub fn install_grid_key(data_dir: &Path, seed: &[u8; 32]) -> Result<GridId, TrustFileError> {
+/// Installs a grid key (from `strew key import`): writes it and pins its
+/// grid (open or closed as the export says, if it does).
+pub fn install_grid_key(
+    data_dir: &Path,
+    seed: &[u8; 32],
+    open: Option<bool>,
+) -> Result<GridId, TrustFileError> {
     let grid = grid_id_of(&SigningKey::from_bytes(seed));
-    pin(data_dir, grid, None)?;
+    pin(data_dir, grid, open)?;
     write_private(&data_dir.join(GRID_KEY_FILE), hex(seed).as_bytes())?;
     Ok(grid)
 }

@@ -428,6 +428,7 @@ fn sequences_the_manager_reads(g: &Grid) -> (Vec<u8>, Vec<strew_coordinator::sea
                                 packet_id: p.packet_id,
                                 size: p.size,
                                 targets: vec![p.target],
+                                generation: p.generation,
                             })
                             .collect(),
                     }

@@ -31,6 +31,8 @@ impl Command {
             Command::SetExiting { .. } => "SetExiting",
             Command::Collected { .. } => "Collected",
             Command::RecordTraffic { .. } => "RecordTraffic",
+            Command::BeginRebuild { .. } => "BeginRebuild",
+            Command::Reregister { .. } => "Reregister",
         }
     }
 }

@@ -1,11 +1,18 @@
 //! Test helpers shared by the coordinator's integration tests: targets'
 //! signed store receipts for a plan's uploads (test targets' keys are
-//! `SigningKey::from_bytes(&[n; 32])`).
+//! `SigningKey::from_bytes(&[n; 32])`), and a manager over 24 European
+//! targets holding one committed snapshot of a source in Paris.
 
 #![allow(dead_code)]
 
 use ed25519_dalek::SigningKey;
-use strew_coordinator::{NodeId, PlannedChunk, StoreReceipt, StoredPacket};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use strew_coordinator::{
+    BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression, ConvergenceScope,
+    DataId, Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, NodeId, NodeProfile, PacketId,
+    PacketSpec, PlanRequest, PlannedChunk, Redundancy, SnapshotId, StoreReceipt, StoredPacket,
+};
 
 /// The signing key of a test node: seeds `[n; 32]` are tried in turn.
 pub fn key_of(id: &NodeId) -> SigningKey {
@@ -29,4 +36,100 @@ pub fn receipts(uploads: &[PlannedChunk], source: NodeId) -> Vec<StoreReceipt> {
         .flat_map(|c| &c.packets)
         .map(|p| receipt(p, source))
         .collect()
+}
+
+pub const GIB: u64 = 1 << 30;
+
+pub fn node(n: u8, lat: f64, lon: f64) -> NodeProfile {
+    let id = NodeId(SigningKey::from_bytes(&[n; 32]).verifying_key().to_bytes());
+    NodeProfile::new(id, GeoPoint { lat, lon }, 10 * GIB, 0)
+}
+
+pub fn params() -> BackupParams {
+    BackupParams {
+        backup_distance: "200km..2500km".parse().expect("range"),
+        spread: "300km..".parse().expect("range"),
+        redundancy: Redundancy::Erasure { k: 2, m: 1 },
+        compression: Compression::None,
+        encryption: Encryption {
+            cipher: "chacha20poly1305".into(),
+            convergence: ConvergenceScope::Private,
+        },
+        sync_interval_secs: None,
+    }
+}
+
+pub fn chunk(n: u8) -> ChunkPlan {
+    ChunkPlan {
+        data_id: DataId([n; 32]),
+        packets: (0..3u8)
+            .map(|j| PacketSpec {
+                packet_id: PacketId::of(&[n, j]),
+                size: 1 << 20,
+            })
+            .collect(),
+    }
+}
+
+/// 24 targets over Europe and a source in Paris that backed up two chunks.
+pub fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
+    let mut m = Manager::new(
+        SigningKey::from_bytes(&[200; 32]),
+        GroupKey([7; 32]),
+        ManagerConfig::default(),
+    );
+    let mut n = 10u8;
+    for lat in [38.0, 42.0, 46.0, 50.0, 54.0, 58.0] {
+        for lon in [-6.0, 4.0, 14.0, 24.0] {
+            let join = Command::Join {
+                profile: node(n, lat, lon),
+                token: None,
+                at: 1,
+            };
+            m.apply(&join).expect("join");
+            n += 1;
+        }
+    }
+    let mut paris = node(1, 48.85, 2.35);
+    paris.x25519_public = x25519_dalek::PublicKey::from(&paris_secret()).to_bytes();
+    m.apply(&Command::Join {
+        profile: paris.clone(),
+        token: None,
+        at: 1,
+    })
+    .expect("join");
+    let mut rng = StdRng::seed_from_u64(1);
+    let request = PlanRequest {
+        extend: None,
+        source: paris.node_id,
+        set: "docs".into(),
+        location: paris.location,
+        params: params(),
+        chunks: vec![chunk(1), chunk(2)],
+        exclude: Vec::new(),
+    };
+    let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plan");
+    m.apply(&command).expect("begin");
+    let stored = receipts(&draft.uploads, paris.node_id);
+    let commit = CommitRequest {
+        pending_id: draft.pending_id,
+        source: paris.node_id,
+        receipts: stored,
+        manifest: DataId([1; 32]),
+        manifest_chunks: Vec::new(),
+        chunks: vec![DataId([1; 32]), DataId([2; 32])],
+        bytes: 4 << 20,
+    };
+    let CommitStep::Propose { command, snapshot } =
+        m.decide_commit(&commit, 20, &mut rng).expect("commit")
+    else {
+        panic!("a first commit proposes a command");
+    };
+    m.apply(&command).expect("commit applies");
+    (m, paris, snapshot)
+}
+
+/// The X25519 secret of the Paris source of [`backed_up`].
+pub fn paris_secret() -> x25519_dalek::StaticSecret {
+    x25519_dalek::StaticSecret::from([1u8; 32])
 }

@@ -33,6 +33,18 @@ use strew_coordinator::{ManagerState, Touched};
 pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta-v1");
+/// The meta row holding `ManagerState::rebuilt_since` (absent: never rebuilt).
+const REBUILT_SINCE: &str = "rebuilt_since";
+
+fn write_rebuilt_since(
+    meta: &mut redb::Table<&str, u64>,
+    since: Option<u64>,
+) -> Result<(), redb::StorageError> {
+    match since {
+        Some(at) => meta.insert(REBUILT_SINCE, at).map(drop),
+        None => meta.remove(REBUILT_SINCE).map(drop),
+    }
+}
 const MODE: TableDefinition<&str, &[u8]> = TableDefinition::new("grid-mode-v1");
 /// Global client profile.
 const CLIENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("clients-v1");
@@ -116,7 +128,8 @@ type Rows<K> = Vec<(K, Option<Vec<u8>>)>;
 /// The encoded rows of one applied batch, ready to write without the state.
 #[derive(Default)]
 pub struct Batch {
-    counters: Option<(u64, u64)>,
+    /// `next_pending`, `next_assembly`, `rebuilt_since`.
+    counters: Option<(u64, u64, Option<u64>)>,
     mode: Option<Vec<u8>>,
     clients: Rows<[u8; 32]>,
     profiles: Rows<String>,
@@ -189,9 +202,11 @@ impl Batch {
             None => Vec::new(),
         };
         Ok(Batch {
-            counters: touched
-                .counters
-                .then_some((state.next_pending, state.next_assembly)),
+            counters: touched.counters.then_some((
+                state.next_pending,
+                state.next_assembly,
+                state.rebuilt_since,
+            )),
             mode: touched
                 .mode
                 .then(|| encode("grid-mode-v1", &state.mode))
@@ -284,6 +299,7 @@ impl ManagerDb {
         };
         state.next_pending = counter("next_pending")?;
         state.next_assembly = counter("next_assembly")?;
+        state.rebuilt_since = meta.get(REBUILT_SINCE)?.map(|v| v.value());
         if let Some(mode) = txn.open_table(MODE)?.get("mode")? {
             state.mode = decode("grid-mode-v1", mode.value())?;
         }
@@ -336,10 +352,11 @@ impl ManagerDb {
         {
             txn.open_table(REPLICATION)?
                 .insert(REPLICATION_KEY, batch.position.as_slice())?;
-            if let Some((next_pending, next_assembly)) = batch.counters {
+            if let Some((next_pending, next_assembly, rebuilt_since)) = batch.counters {
                 let mut meta = txn.open_table(META)?;
                 meta.insert("next_pending", next_pending)?;
                 meta.insert("next_assembly", next_assembly)?;
+                write_rebuilt_since(&mut meta, rebuilt_since)?;
             }
             if let Some(mode) = &batch.mode {
                 txn.open_table(MODE)?.insert("mode", mode.as_slice())?;
@@ -399,6 +416,7 @@ impl ManagerDb {
             let mut meta = txn.open_table(META)?;
             meta.insert("next_pending", state.next_pending)?;
             meta.insert("next_assembly", state.next_assembly)?;
+            write_rebuilt_since(&mut meta, state.rebuilt_since)?;
             let mut mode = txn.open_table(MODE)?;
             mode.retain(|_, _| false)?;
             mode.insert("mode", encode("grid-mode-v1", &state.mode)?.as_slice())?;

@@ -1,4 +1,4 @@
-//! `strew grid create | admit | remove | invite | renew | members`: the
+//! `strew grid create | admit | remove | invite | renew | members | rebuild`: the
 //! client side (flags, printing) and the daemon side ([`GridCommands`], a
 //! [`DaemonExtension`]).
 //!
@@ -67,6 +67,14 @@ pub enum GridCmd {
     },
     /// Lists the grid's nodes with their role, subscription and usage.
     Members {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Marks this coordinator group as the rebuilt successor of a lost one
+    /// (run on a coordinator of the new group, founded again with the grid
+    /// key): sources then re-register the snapshots their roots describe.
+    /// Nothing the group does not know is deleted.
+    Rebuild {
         #[arg(long)]
         json: bool,
     },
@@ -185,6 +193,15 @@ pub async fn grid(data_dir: &Path, cmd: &GridCmd) -> anyhow::Result<()> {
             let text = format!(
                 "the subscription of {node_id} now ends {}",
                 value["expires_text"].as_str().unwrap_or("-")
+            );
+            (value, *json, text)
+        }
+        GridCmd::Rebuild { json } => {
+            let value =
+                control::call(data_dir, "grid_rebuild", Value::Null, control::QUICK_CALL).await?;
+            let text = format!(
+                "the coordinator group is rebuilt since {}: sources re-register their snapshots from their roots",
+                value["rebuilt_since_text"].as_str().unwrap_or("-")
             );
             (value, *json, text)
         }
@@ -350,6 +367,14 @@ impl GridCommands {
         ))
     }
 
+    async fn rebuild(ctx: &DaemonContext) -> Result<Value, CommandError> {
+        let since = OverlayManager::new(ctx.overlay.clone()).rebuild().await?;
+        Ok(json!({
+            "rebuilt_since": since,
+            "rebuilt_since_text": strew_coordinator::format_unix_ms(since),
+        }))
+    }
+
     async fn remove(ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
         let node = Self::node(args)?;
         let revocation = ctx
@@ -379,6 +404,7 @@ impl DaemonExtension for GridCommands {
             "grid_invite" => Box::pin(Self::invite(ctx, args)),
             "grid_renew" => Box::pin(Self::renew(ctx, args)),
             "grid_members" => Box::pin(Self::members(ctx)),
+            "grid_rebuild" => Box::pin(Self::rebuild(ctx)),
             _ => return None,
         })
     }

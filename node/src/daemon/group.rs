@@ -622,6 +622,7 @@ mod tests {
             repairs_pending: 0,
             grid_id: grid,
             certificates: certs,
+            rebuilt_since: None,
         }
     }
 

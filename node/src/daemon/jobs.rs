@@ -449,6 +449,7 @@ impl SourceJobs {
                 set: args.name.clone(),
                 time_ms: opts.now_ms,
                 bytes: report.stats.bytes_in,
+                params: params.clone(),
             };
             let kept = crate::grid::roots::keep_root(
                 &manager,

@@ -51,6 +51,7 @@ mod audits;
 mod collect;
 mod joins;
 mod location;
+mod rebuild;
 mod repair;
 mod trust;
 pub use repair::{RepairCommitError, RepairPlan, RepairTotals};
@@ -574,6 +575,7 @@ impl ManagerService {
                 repairs_pending: self.repairs_pending.load(Ordering::Relaxed),
                 grid_id,
                 certificates,
+                rebuilt_since: state.rebuilt_since,
             }
         }))
     }
@@ -637,6 +639,9 @@ impl ManagerService {
             } => self.audit_snapshot(requester, snapshot, from, count).await,
             ManagerRequest::ReportRtt(report) => self.record_rtt(requester, &report),
             ManagerRequest::Evidence => self.evidence(),
+            ManagerRequest::FetchAttestedSequence { snapshot } => {
+                self.attested_sequence(requester, snapshot).await
+            }
             ManagerRequest::DryRun(req) => {
                 let mut req = wire::plan_request(requester, req);
                 if let Err(r) = self.barrier().await {
@@ -890,6 +895,8 @@ impl ManagerService {
                 self.propose(command).await?;
                 Ok(ManagerResponse::Recorded)
             }
+            ManagerRequest::Rebuild => self.rebuild(requester, now).await,
+            ManagerRequest::Reregister(request) => self.reregister(requester, *request, now).await,
             ManagerRequest::ReportBad { data_id, packets } => {
                 let commands = self
                     .replica

@@ -71,6 +71,8 @@ pub async fn status(ctx: &DaemonContext) -> Result<Value, CommandError> {
         // On coordinators: packets freed but not yet deleted from their
         // targets (the replicated collection queue the leader delivers).
         "collection_queue": ctx.coordinator.as_ref().map(|s| s.collection_queue()),
+        // On coordinators: since when the group is a rebuilt one (issue 18).
+        "rebuilt_since": ctx.coordinator.as_ref().and_then(|s| s.rebuilt_since()),
         // On coordinators: what this node rebuilt as the leader's repairer.
         "repaired": ctx.coordinator.as_ref().map(|s| s.repaired().to_json()),
         "storage": {

@@ -1,8 +1,9 @@
 //! The daemon's upkeep: compacting the packet store and the outbox by policy,
 //! keeping the node's own metrics current (store disk use and garbage,
 //! compactions, the node's role in the coordinator group, the health of its
-//! own backups as `status` computes it), and keeping its snapshot roots on
-//! enough targets.
+//! own backups as `status` computes it), keeping its snapshot roots on
+//! enough targets, and re-registering its snapshots with a rebuilt
+//! coordinator group.
 //!
 //! Owns the schedule and the metric families; the store decides how to
 //! compact, `jobs` how to judge a backup's health.
@@ -29,12 +30,18 @@ const ROOTS_EVERY: Duration = Duration::from_secs(3600);
 /// `2s`; tests shorten it).
 pub const ENV_ROOTS_EVERY: &str = "STREW_ROOT_UPKEEP";
 
-fn roots_every() -> Duration {
-    std::env::var(ENV_ROOTS_EVERY)
+/// How often this node asks whether the coordinator group was rebuilt (and
+/// then re-registers its snapshots), while it keeps snapshot roots.
+const REREGISTER_EVERY: Duration = Duration::from_secs(60);
+/// Environment variable overriding [`REREGISTER_EVERY`] (tests shorten it).
+pub const ENV_REREGISTER_EVERY: &str = "STREW_REREGISTER_EVERY";
+
+fn every(var: &str, default: Duration) -> Duration {
+    std::env::var(var)
         .ok()
         .and_then(|text| strew_coordinator::parse_duration(&text).ok())
         .filter(|d| !d.is_zero())
-        .unwrap_or(ROOTS_EVERY)
+        .unwrap_or(default)
 }
 
 /// The node's own metric families.
@@ -132,9 +139,13 @@ pub async fn compact_if_worth_it(store: &PacketStore, policy: CompactionPolicy) 
 pub async fn run(ctx: DaemonContext, jobs: Arc<SourceJobs>, metrics: NodeMetrics) {
     let mut compact = tokio::time::interval(COMPACT_EVERY);
     let mut health = tokio::time::interval(HEALTH_EVERY);
-    let mut roots = tokio::time::interval(roots_every());
+    let mut roots = tokio::time::interval(every(ENV_ROOTS_EVERY, ROOTS_EVERY));
     roots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut root_pass: Option<tokio::task::JoinHandle<()>> = None;
+    let mut rebuilt = tokio::time::interval(every(ENV_REREGISTER_EVERY, REREGISTER_EVERY));
+    rebuilt.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rebuild_pass: Option<tokio::task::JoinHandle<Option<u64>>> = None;
+    let mut reregistered: Option<u64> = None;
     let mut last = (0u64, 0u64);
     loop {
         tokio::select! {
@@ -165,6 +176,18 @@ pub async fn run(ctx: DaemonContext, jobs: Arc<SourceJobs>, metrics: NodeMetrics
                     let (jobs, ctx) = (jobs.clone(), ctx.clone());
                     root_pass = Some(tokio::spawn(async move {
                         jobs.keep_roots(&ctx).await;
+                    }));
+                }
+            }
+            _ = rebuilt.tick() => {
+                // In the background (it waits on the manager), one at a time.
+                if let Some(pass) = rebuild_pass.take_if(|p| p.is_finished()) {
+                    reregistered = pass.await.ok().flatten().or(reregistered);
+                }
+                if rebuild_pass.is_none() {
+                    let (jobs, ctx, done) = (jobs.clone(), ctx.clone(), reregistered);
+                    rebuild_pass = Some(tokio::spawn(async move {
+                        jobs.reregister_if_rebuilt(&ctx, done).await
                     }));
                 }
             }

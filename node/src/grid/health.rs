@@ -72,6 +72,7 @@ mod tests {
                     packet_id: PacketId([n * 10 + i as u8; 32]),
                     size: 1,
                     targets: vec![NodeId([*t; 32])],
+                    generation: 0,
                 })
                 .collect(),
         }

@@ -19,6 +19,7 @@ pub mod known;
 pub mod overlay;
 pub mod parts;
 pub mod reads;
+pub mod rebuild;
 pub mod recover;
 pub mod restore;
 pub mod retention;
@@ -130,6 +131,16 @@ impl TransportError {
     }
 }
 
+/// A snapshot's sequence as its root keeps it: sealed to the source, with
+/// the manager's attestation and the signer's grid-key certificate (none
+/// from a manager without a grid), which a rebuilt group believes.
+#[derive(Debug, Clone)]
+pub struct AttestedRoot {
+    pub sealed: SealedForRecipient,
+    pub attestation: Option<strew_coordinator::SnapshotAttestation>,
+    pub cert: Option<strew_coordinator::MemberCert>,
+}
+
 /// The calls a source makes to the sequence manager.
 pub trait ManagerApi: Send + Sync {
     fn plan(
@@ -140,6 +151,12 @@ pub trait ManagerApi: Send + Sync {
         &self,
         request: CommitRequest,
     ) -> impl Future<Output = Result<CommitResponse, GridError>> + Send;
+    /// The snapshot's whole sequence sealed to the requesting node, with
+    /// the manager's attestation and certificate (what its root keeps).
+    fn fetch_attested_sequence(
+        &self,
+        snapshot: SnapshotId,
+    ) -> impl Future<Output = Result<AttestedRoot, GridError>> + Send;
     /// The snapshot's sequence, sealed to the requesting node's X25519 key.
     fn fetch_sequence(
         &self,

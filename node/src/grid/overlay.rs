@@ -17,7 +17,9 @@ use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
 use strew_coordinator::ticket::StorageTicket;
 use strew_coordinator::{DataId, LeaveStatus, NodeId, PacketId, SnapshotId, StoreReceipt};
-use strew_overlay::manager::{DryRunAnswer, ManagerInfo, NodeEvidence, RttReport};
+use strew_overlay::manager::{
+    DryRunAnswer, ManagerInfo, NodeEvidence, ReregisterRequest, RttReport,
+};
 use strew_overlay::packet::ticket;
 use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle, RefusalCode};
 use tracing::debug;
@@ -211,6 +213,26 @@ impl OverlayManager {
             other => Err(unexpected("evidence", &other)),
         }
     }
+
+    /// `strew grid rebuild`: marks the group rebuilt; since when it is.
+    pub async fn rebuild(&self) -> Result<u64, GridError> {
+        match self.call(ManagerRequest::Rebuild).await? {
+            ManagerResponse::Rebuilding { since } => Ok(since),
+            other => Err(unexpected("rebuild", &other)),
+        }
+    }
+
+    /// Re-registers one snapshot of a lost group; `true` if the group knew
+    /// it already.
+    pub async fn reregister(&self, request: ReregisterRequest) -> Result<bool, GridError> {
+        match self
+            .call(ManagerRequest::Reregister(Box::new(request)))
+            .await?
+        {
+            ManagerResponse::Reregistered { known } => Ok(known),
+            other => Err(unexpected("reregister", &other)),
+        }
+    }
 }
 
 fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
@@ -236,6 +258,9 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Audited { .. } => "audited",
             ManagerResponse::Leaving(_) => "leaving",
             ManagerResponse::Evidence(_) => "evidence",
+            ManagerResponse::AttestedSequence { .. } => "attested sequence",
+            ManagerResponse::Rebuilding { .. } => "rebuilding",
+            ManagerResponse::Reregistered { .. } => "reregistered",
             ManagerResponse::NotManager { .. } => "not manager",
             ManagerResponse::Refused(_) => "refused",
             ManagerResponse::Unavailable(_) => "unavailable",
@@ -274,6 +299,27 @@ impl ManagerApi for OverlayManager {
         {
             ManagerResponse::SequencePage { sealed, total } => Ok((sealed, total)),
             other => Err(unexpected("fetch sequence page", &other)),
+        }
+    }
+
+    async fn fetch_attested_sequence(
+        &self,
+        snapshot: SnapshotId,
+    ) -> Result<super::AttestedRoot, GridError> {
+        match self
+            .call(ManagerRequest::FetchAttestedSequence { snapshot })
+            .await?
+        {
+            ManagerResponse::AttestedSequence {
+                sealed,
+                attestation,
+                cert,
+            } => Ok(super::AttestedRoot {
+                sealed,
+                attestation: Some(attestation),
+                cert,
+            }),
+            other => Err(unexpected("fetch attested sequence", &other)),
         }
     }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use strew_coordinator::seal::{SealedForRecipient, Sequence as SealedSequence, open_as_recipient};
 use strew_coordinator::units::Redundancy;
-use strew_coordinator::{PacketId, SnapshotId};
+use strew_coordinator::{BackupParams, MemberCert, PacketId, SnapshotAttestation, SnapshotId};
 
 use super::{ManagerApi, SourceIdentity};
 use crate::pipeline::codec::{Codec, StripeError};
@@ -61,7 +61,7 @@ pub enum RootError {
 }
 
 /// Everything needed to list and restore one snapshot without a manager.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RootDocument {
     pub version: u8,
     pub snapshot: SnapshotId,
@@ -70,6 +70,16 @@ pub struct RootDocument {
     pub bytes: u64,
     /// The sequence as the manager sealed it to the owner (AAD: the snapshot id).
     pub sealed: SealedForRecipient,
+    /// The set's backup parameters (a rebuilt group's repair needs them).
+    #[serde(default)]
+    pub params: Option<BackupParams>,
+    /// The manager's signed attestation of the sequence and the signer's
+    /// grid-key certificate: what a rebuilt coordinator group believes when
+    /// the owner re-registers the snapshot (`crate::grid::rebuild`).
+    #[serde(default)]
+    pub attestation: Option<SnapshotAttestation>,
+    #[serde(default)]
+    pub cert: Option<MemberCert>,
 }
 
 /// The key of every root document of an owner (the owner's private secret,
@@ -140,17 +150,18 @@ pub struct RootListing {
     pub set: String,
     pub time_ms: u64,
     pub bytes: u64,
+    pub params: BackupParams,
 }
 
-/// After a commit: fetches the snapshot's sealed sequence and builds its
-/// root packet.
+/// After a commit: fetches the snapshot's sealed sequence (with the
+/// manager's attestation of it) and builds its root packet.
 pub async fn make_root<M: ManagerApi>(
     manager: &M,
     owner: &ConvergenceSecret,
     listing: RootListing,
 ) -> Result<(PacketId, Vec<u8>), RootError> {
-    let sealed = manager
-        .fetch_sequence(listing.snapshot)
+    let attested = manager
+        .fetch_attested_sequence(listing.snapshot)
         .await
         .map_err(|e| RootError::Sequence(e.to_string()))?;
     encode_root(
@@ -160,7 +171,10 @@ pub async fn make_root<M: ManagerApi>(
             set: listing.set,
             time_ms: listing.time_ms,
             bytes: listing.bytes,
-            sealed,
+            sealed: attested.sealed,
+            params: Some(listing.params),
+            attestation: attested.attestation,
+            cert: attested.cert,
         },
         owner,
     )
@@ -406,6 +420,7 @@ mod tests {
                     packet_id: PacketId([2; 32]),
                     size: 100,
                     targets: vec![NodeId([3; 32])],
+                    generation: 0,
                 }],
             }],
         };
@@ -425,6 +440,9 @@ mod tests {
             time_ms: 1_700_000_000_000,
             bytes: 12345,
             sealed,
+            params: None,
+            attestation: None,
+            cert: None,
         };
         (doc, seq)
     }

@@ -105,6 +105,21 @@ impl ManagerApi for LocalClient<'_> {
             .map_err(refused)
     }
 
+    async fn fetch_attested_sequence(
+        &self,
+        snapshot: SnapshotId,
+    ) -> Result<super::AttestedRoot, GridError> {
+        let mut rng = lock(&self.local.rng);
+        lock(&self.local.manager)
+            .fetch_attested_sequence(self.requester, snapshot, &mut *rng)
+            .map(|a| super::AttestedRoot {
+                sealed: a.sealed,
+                attestation: Some(a.attestation),
+                cert: None,
+            })
+            .map_err(refused)
+    }
+
     async fn fetch_sequence(&self, snapshot: SnapshotId) -> Result<SealedForRecipient, GridError> {
         let mut rng = lock(&self.local.rng);
         lock(&self.local.manager)

@@ -29,14 +29,14 @@ use libp2p::request_response;
 use serde::{Deserialize, Serialize};
 use strew_coordinator::{
     DataId, Invite, MemberCert, NodeId, PacketId, Renewal, Revocation, SealedForRecipient,
-    SnapshotId, StorageTicket,
+    SnapshotAttestation, SnapshotId, StorageTicket,
 };
 
 pub use wire::{
     AuditVerdict, CommitRequest, CommitResponse, DryRunAnswer, EvidenceVerdict, ForgetResponse,
     GridSecret, ManagerInfo, MemberSummary, NodeEvidence, PacketAudited, PlanDecision, PlanRequest,
-    Refusal, RefusalCode, RestoreOutcome, RttReport, RttSample, SnapshotSummary, StripeAudited,
-    SubscriptionInfo,
+    Refusal, RefusalCode, ReregisterRequest, RestoreOutcome, RttReport, RttSample, SnapshotSummary,
+    StripeAudited, SubscriptionInfo,
 };
 
 use crate::budget::InboundBudget;
@@ -171,6 +171,17 @@ pub enum ManagerRequest {
         from: u64,
         count: u32,
     },
+    /// One of the requester's snapshots' whole sequence, sealed to it, with
+    /// the manager's signed attestation of it and the signer's certificate:
+    /// what the snapshot's root keeps (issue 18). Answered `AttestedSequence`.
+    FetchAttestedSequence { snapshot: SnapshotId },
+    /// `strew grid rebuild` (from a certified member): this group replaces
+    /// a lost one and takes re-registered snapshots. Answered `Rebuilding`.
+    Rebuild,
+    /// A snapshot of a lost group, from the requester's root (answered
+    /// `Reregistered`; refused unless the group was rebuilt and the
+    /// attestation checks out).
+    Reregister(Box<ReregisterRequest>),
 }
 
 /// Most members one answer lists (about 200 bytes each: well under the
@@ -207,6 +218,9 @@ impl ManagerRequest {
             ManagerRequest::Evidence => "evidence",
             ManagerRequest::MembersPage { .. } => "members_page",
             ManagerRequest::AuditSnapshot { .. } => "audit_snapshot",
+            ManagerRequest::FetchAttestedSequence { .. } => "fetch_attested_sequence",
+            ManagerRequest::Rebuild => "rebuild",
+            ManagerRequest::Reregister(_) => "reregister",
         }
     }
 }
@@ -258,6 +272,21 @@ pub enum ManagerResponse {
     /// Location evidence of the nodes that have any (at most
     /// [`wire::MAX_EVIDENCE_ENTRIES`], by node id).
     Evidence(Vec<NodeEvidence>),
+    /// A sequence with the manager's attestation and the signer's
+    /// certificate (none in a group without a grid).
+    AttestedSequence {
+        sealed: SealedForRecipient,
+        attestation: SnapshotAttestation,
+        cert: Option<MemberCert>,
+    },
+    /// Since when (unix ms) the group is a rebuilt one.
+    Rebuilding {
+        since: u64,
+    },
+    /// The re-registered snapshot is recorded (`known`: it already was).
+    Reregistered {
+        known: bool,
+    },
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {
         leader: Option<NodeId>,

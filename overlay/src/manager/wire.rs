@@ -185,6 +185,21 @@ pub struct ManagerInfo {
     /// The grid key's certificate of every member: a node believes a member
     /// list only for the members whose certificate chains to its pinned grid.
     pub certificates: Vec<MemberCert>,
+    /// Since when (unix ms) the group is a rebuilt one (`strew grid
+    /// rebuild`): sources then re-register the snapshots their roots hold.
+    #[serde(default)]
+    pub rebuilt_since: Option<u64>,
+}
+
+/// A snapshot of a lost coordinator group as its source's root keeps it:
+/// the old group's attestation, the signer's grid-key certificate, the
+/// sequence attested and the set's backup parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReregisterRequest {
+    pub attestation: strew_coordinator::SnapshotAttestation,
+    pub cert: MemberCert,
+    pub sequence: strew_coordinator::Sequence,
+    pub params: BackupParams,
 }
 
 /// A node's contract as `strew grid members` shows it.

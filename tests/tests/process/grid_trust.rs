@@ -352,6 +352,7 @@ impl ManagerEndpoint for Forger {
                         repairs_pending: 0,
                         grid_id: Some(self.grid),
                         certificates,
+                        rebuilt_since: None,
                     })
                 }
                 _ => ManagerResponse::NotManager {

@@ -27,6 +27,7 @@ mod open_grid_joins;
 mod overlay_bad_input;
 mod overlay_cli;
 mod overlay_grid;
+mod rebuild;
 mod recover;
 mod repair;
 mod resume;

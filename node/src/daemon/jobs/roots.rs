@@ -4,6 +4,7 @@
 //! [`crate::grid::root_upkeep`]).
 
 use super::*;
+use crate::grid::rebuild::{Reregistration, reregister_roots};
 use crate::grid::root_upkeep::{RootUpkeep, keep_roots_alive};
 
 impl SourceJobs {
@@ -49,6 +50,52 @@ impl SourceJobs {
             Err(err) => {
                 warn!(%err, "snapshot roots could not be looked after");
                 None
+            }
+        }
+    }
+
+    /// Issue 18: when the manager says its group was rebuilt (since
+    /// `rebuilt_since`, which differs from `done`, the mark this node last
+    /// re-registered everything for), hands it the snapshots of this node's
+    /// local roots it does not list. Returns the mark once every root is
+    /// listed or recorded (nothing refused), so the pass is not repeated.
+    pub async fn reregister_if_rebuilt(
+        &self,
+        ctx: &DaemonContext,
+        done: Option<u64>,
+    ) -> Option<u64> {
+        let has_roots = std::fs::read_dir(self.data_dir.join(crate::grid::roots::ROOTS_DIR))
+            .is_ok_and(|mut d| d.next().is_some());
+        if !has_roots {
+            return done;
+        }
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let since = manager.info().await.ok()?.rebuilt_since?;
+        if done == Some(since) {
+            return done;
+        }
+        match reregister_roots(&manager, &self.me, &self.private, &self.data_dir).await {
+            Ok(report) => {
+                let Reregistration {
+                    roots,
+                    listed,
+                    registered,
+                    unattested,
+                    refused,
+                } = report;
+                info!(
+                    roots,
+                    listed,
+                    registered,
+                    unattested,
+                    refused,
+                    "snapshots re-registered with the rebuilt coordinator group"
+                );
+                (refused == 0).then_some(since).or(done)
+            }
+            Err(err) => {
+                warn!(%err, "snapshots could not be re-registered with the rebuilt group");
+                done
             }
         }
     }

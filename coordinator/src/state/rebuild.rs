@@ -1,0 +1,250 @@
+//! Rebuilding the records of a lost coordinator group (issue 18, SPEC R15):
+//! the rebuild mark (`strew grid rebuild`) and sources' re-registered
+//! snapshots.
+//!
+//! A group founded again with the grid key after the old group was lost
+//! knows nothing of the grid's snapshots although every packet is still on
+//! its target. Once an operator marks it rebuilt, each source hands in the
+//! snapshots its roots describe (the leader checked the old group's
+//! attestation of each sequence first), and this module records them as a
+//! commit would have: the snapshot, its chunk copies (merged with copies
+//! other sources re-registered), the targets' packets and the source's
+//! charge. Nothing here deletes anything: packets no registered snapshot
+//! references stay where they are (only an operator's explicit command may
+//! collect them). This module must not verify signatures (the manager did)
+//! nor seal anything.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ApplyError, ManagerState, Touched, same_packets};
+use crate::ids::{DataId, NodeId, SnapshotId};
+use crate::records::{
+    BackupParams, ChunkRecord, LogKind, MAX_CHUNK_COPIES, SnapshotRecord, SourceProfile,
+    StoredPacket, chunk_copy_key, profile_key,
+};
+use crate::seal::{SealedAtRest, SequenceStripe};
+use crate::units::{Millis, format_size};
+
+/// `pending_id` of a re-registered snapshot's record (it came from no
+/// pending backup of this group).
+pub const REREGISTERED: u64 = u64::MAX;
+
+/// A snapshot of the lost group, as its source re-registered it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reregistered {
+    pub snapshot: SnapshotId,
+    pub source: NodeId,
+    pub set: String,
+    pub created_at: Millis,
+    pub bytes: u64,
+    /// DataId of the snapshot's manifest.
+    pub manifest: DataId,
+    /// The sequence's header sealed under this group's key (its stripes are
+    /// the chunk records, as for a paged commit).
+    pub sealed_sequence: SealedAtRest,
+    /// The sequence's stripes, in order.
+    pub stripes: Vec<SequenceStripe>,
+    pub params: BackupParams,
+    pub at: Millis,
+}
+
+impl ManagerState {
+    /// Marks this group rebuilt (once; a repeat changes nothing).
+    pub(super) fn begin_rebuild(&mut self, by: NodeId, at: Millis, touched: &mut Touched) {
+        if self.rebuilt_since.is_some() {
+            return;
+        }
+        self.rebuilt_since = Some(at);
+        touched.counters = true;
+        self.log(
+            touched,
+            at,
+            LogKind::Rebuilt,
+            by,
+            "the coordinator group is rebuilt: sources re-register their snapshots from their roots"
+                .into(),
+        );
+    }
+
+    /// The record key a re-registered stripe's copy goes under: the copy of
+    /// its chunk with the same packets if one is recorded (another source
+    /// re-registered it), else the first free copy key.
+    fn reregistered_key(
+        &self,
+        data_id: &DataId,
+        packets: &[StoredPacket],
+    ) -> Result<(DataId, bool), ApplyError> {
+        let keys: Vec<DataId> = (0..MAX_CHUNK_COPIES)
+            .map(|n| chunk_copy_key(data_id, n))
+            .collect();
+        if let Some(key) = keys.iter().find(|k| {
+            self.chunks
+                .get(k)
+                .is_some_and(|c| c.data_id == *data_id && same_packets(&c.packets, packets))
+        }) {
+            return Ok((*key, true));
+        }
+        keys.into_iter()
+            .find(|k| !self.chunks.contains_key(k))
+            .map(|k| (k, false))
+            .ok_or_else(|| {
+                ApplyError::Invalid(format!(
+                    "chunk {data_id} has {MAX_CHUNK_COPIES} other copies recorded already"
+                ))
+            })
+    }
+
+    /// Records a re-registered snapshot (a repeat changes nothing).
+    pub(super) fn reregister(
+        &mut self,
+        r: &Reregistered,
+        touched: &mut Touched,
+    ) -> Result<(), ApplyError> {
+        if self.rebuilt_since.is_none() {
+            return Err(ApplyError::Invalid(
+                "this coordinator group was not rebuilt: it takes no re-registered snapshots"
+                    .into(),
+            ));
+        }
+        if self.snapshots.contains_key(&r.snapshot) {
+            return Ok(());
+        }
+        let location = self
+            .clients
+            .get(&r.source)
+            .ok_or(ApplyError::UnknownNode(r.source))?
+            .profile
+            .location;
+        // Validate and resolve every stripe before changing anything.
+        let mut resolved: Vec<(DataId, DataId, Vec<StoredPacket>, bool)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for stripe in &r.stripes {
+            let packets: Vec<StoredPacket> = stripe
+                .packets
+                .iter()
+                .flat_map(|e| {
+                    e.targets.iter().map(move |t| StoredPacket {
+                        packet_id: e.packet_id,
+                        size: e.size,
+                        target: *t,
+                        generation: e.generation,
+                    })
+                })
+                .collect();
+            if packets.is_empty() || packets.iter().any(|p| p.size > super::MAX_PACKET_BYTES) {
+                return Err(ApplyError::Invalid(format!(
+                    "stripe of chunk {} has no packets or an oversized one",
+                    stripe.data_id
+                )));
+            }
+            let (key, known) = self.reregistered_key(&stripe.data_id, &packets)?;
+            if seen.insert(stripe.data_id) {
+                resolved.push((key, stripe.data_id, packets, known));
+            }
+        }
+        // Now change.
+        let mut charged = 0u64;
+        let mut chunks = Vec::with_capacity(resolved.len());
+        for (key, data_id, packets, known) in resolved {
+            chunks.push(key);
+            touched.chunks.insert(key);
+            if known {
+                if let Some(chunk) = self.chunks.get_mut(&key) {
+                    chunk.refs += 1;
+                    chunk.sources.insert(r.source);
+                }
+                continue;
+            }
+            for p in &packets {
+                let record = self.targets.entry(p.target).or_default();
+                if record.packets.insert(p.packet_id, p.size).is_none() {
+                    record.bytes = record.bytes.saturating_add(p.size);
+                }
+                touched.targets.insert(p.target);
+                touched.target_packets.insert((p.target, p.packet_id));
+                charged = charged.saturating_add(p.size);
+                // A copy queued for collection is live again.
+                self.collected(&[(p.target, p.packet_id)], touched);
+            }
+            let redundancy =
+                (packets.len() == r.params.redundancy.width()).then_some(r.params.redundancy);
+            self.chunks.insert(
+                key,
+                ChunkRecord {
+                    data_id,
+                    packets,
+                    refs: 1,
+                    sources: BTreeSet::from([r.source]),
+                    owner: r.source,
+                    bad: false,
+                    redundancy,
+                },
+            );
+        }
+        if let Some(client) = self.clients.get_mut(&r.source) {
+            client.source_stored_bytes = client.source_stored_bytes.saturating_add(charged);
+            touched.clients.insert(r.source);
+        }
+        let key = profile_key(&r.source, &r.set);
+        let profile = self
+            .profiles
+            .entry(key.clone())
+            .or_insert_with(|| SourceProfile {
+                source: r.source,
+                set: r.set.clone(),
+                data_id: None,
+                location,
+                params: r.params.clone(),
+                sealed_sequence: None,
+                snapshots: Vec::new(),
+            });
+        // Oldest first, as commits append them.
+        let at = profile
+            .snapshots
+            .iter()
+            .position(|s| {
+                self.snapshots
+                    .get(s)
+                    .is_some_and(|rec| rec.created_at > r.created_at)
+            })
+            .unwrap_or(profile.snapshots.len());
+        profile.snapshots.insert(at, r.snapshot);
+        if at + 1 == profile.snapshots.len() {
+            profile.data_id = Some(r.manifest);
+            profile.sealed_sequence = Some(r.sealed_sequence.clone());
+            profile.params = r.params.clone();
+        }
+        touched.profiles.insert(key);
+        let stripes = chunks.len();
+        self.snapshots.insert(
+            r.snapshot,
+            SnapshotRecord {
+                id: r.snapshot,
+                source: r.source,
+                set: r.set.clone(),
+                data_id: r.manifest,
+                created_at: r.created_at,
+                bytes: r.bytes,
+                chunks,
+                sealed_sequence: r.sealed_sequence.clone(),
+                pending_id: REREGISTERED,
+            },
+        );
+        touched.snapshots.insert(r.snapshot);
+        self.log(
+            touched,
+            r.at,
+            LogKind::Rebuilt,
+            r.source,
+            format!(
+                "snapshot {} of set {:?} re-registered from its root: {stripes} chunk(s), {} newly recorded",
+                r.snapshot,
+                r.set,
+                format_size(charged)
+            ),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Rebuilding the coordinator group (issue 18, SPEC R15): a source backs up
+//! two snapshots; the whole group (one founder) is SIGKILLed and its data
+//! dir deleted, with every packet it held as a target. The founder's key
+//! (exported with the grid key) is imported on a fresh machine, which
+//! founds a new group of the same grid knowing nothing; `strew grid
+//! rebuild` marks it rebuilt and the source's daemon re-registers both
+//! snapshots from its roots (the old group's attestations checked). Then
+//! `strew status` shows both, a snapshot restores byte-identical through
+//! the new group, a new backup works, a forget frees its packets on the
+//! targets, and the packets lost with the old founder and with a killed
+//! target are repaired (the leader's audits find the lost ones) until
+//! `strew check` finds the remaining old snapshot whole again.
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use strew_tests::{City, Node, NodeOptions, cities, noise, wait_for};
+
+fn options(city: &City) -> NodeOptions {
+    let mut o = NodeOptions::at(city.location());
+    o.announce_interval = "1s".into();
+    o.peer_ttl = "30s".into();
+    o.storage = "256MiB".into();
+    o.extra = vec!["--repair-grace".into(), "3s".into()];
+    o
+}
+
+fn listed(v: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["snapshot"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roots() -> Result<()> {
+    let places = cities(7)?;
+    let founder = Node::start(options(&places[0]).founder())?;
+    let boot = founder.bootstrap_addr()?;
+    let manager = founder.node_id()?;
+    let mut nodes = vec![founder];
+    for (i, city) in places[1..].iter().enumerate() {
+        let mut o = options(city).bootstrap(boot.clone());
+        if i == 0 {
+            o.env.push(("STREW_REREGISTER_EVERY".into(), "1s".into()));
+        }
+        nodes.push(Node::start(o)?);
+    }
+    strew_tests::wait_for_grid(&nodes, &manager)?;
+    let source = 1;
+    nodes[source].wait_for_grid_secret(Duration::from_secs(60))?;
+
+    let work = tempfile::tempdir()?;
+    let backup = |nodes: &[Node], n: u64, set: &str| -> Result<(String, std::path::PathBuf)> {
+        let tree = work.path().join(set);
+        fs::create_dir_all(&tree)?;
+        fs::write(tree.join("data.bin"), noise(400_000, n))?;
+        fs::write(tree.join("note.txt"), format!("set {set}\n").repeat(300))?;
+        let out = nodes[source].cli_json(&[
+            "backup",
+            tree.to_str().context("utf-8 path")?,
+            "--redundancy",
+            "erasure:2+2",
+            "--name",
+            set,
+            "--json",
+        ])?;
+        ensure!(out.get("root_warning").is_none(), "root kept: {out}");
+        let id = out["snapshot"].as_str().context("snapshot id")?.to_string();
+        Ok((id, tree))
+    };
+    let (alpha, _) = backup(&nodes, 1, "alpha")?;
+    let (beta, beta_tree) = backup(&nodes, 2, "beta")?;
+    let mut both = vec![alpha.clone(), beta.clone()];
+    both.sort();
+
+    // The founder's key, with the grid key, is all that survives of the group.
+    let key = work.path().join("founder.key");
+    let out = nodes[0].cli(&["key", "export", key.to_str().context("utf-8 path")?])?;
+    ensure!(out.status.success(), "key export: {out:?}");
+    nodes[0].kill();
+    fs::remove_dir_all(nodes[0].data_dir())?;
+
+    // A fresh machine with that key founds a new group of the same grid.
+    let mut o = options(&places[0])
+        .coordinator()
+        .bootstrap(nodes[2].bootstrap_addr()?);
+    o.import_key = Some(key);
+    o.env.push(("STREW_AUDIT_INTERVAL".into(), "200ms".into()));
+    nodes[0] = Node::start(o)?;
+    ensure!(nodes[0].node_id()? == manager, "the founder's identity");
+    strew_tests::wait_for_grid(&nodes, &manager)?;
+    let known = nodes[source].cli_json(&["snapshots", "--json"])?;
+    ensure!(
+        listed(&known).is_empty(),
+        "the new group knows no snapshot before the rebuild: {known}"
+    );
+
+    let out = nodes[0].cli_json(&["grid", "rebuild", "--json"])?;
+    ensure!(out["rebuilt_since"].as_u64().is_some(), "{out}");
+    wait_for(
+        "the source to re-register both snapshots",
+        Duration::from_secs(60),
+        || {
+            let v = nodes[source].cli_json(&["snapshots", "--json"]).ok()?;
+            (listed(&v) == both).then_some(())
+        },
+    )
+    .with_context(|| format!("source log:\n{}", nodes[source].log_tail(30)))?;
+    ensure!(
+        nodes[source]
+            .log()
+            .contains("snapshots re-registered with the rebuilt coordinator group"),
+        "the source logged the re-registration"
+    );
+    let status = nodes[source].status()?;
+    let shown: Vec<String> = {
+        let mut ids: Vec<String> = status["snapshots"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["snapshot"].as_str().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    };
+    ensure!(shown == both, "status shows both old snapshots: {status}");
+
+    // Restore through the new group.
+    let dest = work.path().join("restored-beta");
+    let out = nodes[source].cli_json(&[
+        "restore",
+        &beta,
+        dest.to_str().context("utf-8 path")?,
+        "--json",
+    ])?;
+    ensure!(out["fetched"].as_u64() > Some(0), "{out}");
+    for name in ["data.bin", "note.txt"] {
+        ensure!(
+            fs::read(beta_tree.join(name))? == fs::read(dest.join("beta").join(name))?,
+            "beta/{name} restores byte-identical through the rebuilt group"
+        );
+    }
+
+    // A new backup works, and a forget frees its packets on the targets.
+    backup(&nodes, 3, "gamma")?;
+    let stored = |nodes: &[Node]| -> u64 {
+        nodes[2..]
+            .iter()
+            .filter_map(|n| n.stored_packets().ok())
+            .sum()
+    };
+    let before = stored(&nodes);
+    let out = nodes[source].cli_json(&["forget", &alpha, "--json"])?;
+    ensure!(out["deleted"].as_u64() > Some(0), "forget deletes: {out}");
+    let after = stored(&nodes);
+    ensure!(
+        after < before,
+        "targets hold {after} packets after the forget, {before} before"
+    );
+
+    // Repair: a target of beta dies too; every lost packet (those the old
+    // founder held included) is rebuilt until beta checks whole.
+    let status = nodes[source].status()?;
+    let beta_targets: Vec<String> = status["snapshots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["snapshot"].as_str() == Some(beta.as_str()))
+        .and_then(|s| s["targets"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| t["node_id"].as_str().map(str::to_string))
+        .collect();
+    let mut victim = None;
+    for (i, node) in nodes.iter().enumerate().skip(2) {
+        if beta_targets.contains(&node.node_id()?) {
+            victim = Some(i);
+            break;
+        }
+    }
+    let victim = victim.context("beta has a plain target besides the source")?;
+    nodes[victim].kill();
+    wait_for(
+        "beta to be repaired whole",
+        Duration::from_secs(120),
+        || {
+            let out = nodes[source].cli(&["check", &beta, "--json"]).ok()?;
+            let check: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (out.status.success()
+                && check["stripes"].as_u64() > Some(0)
+                && check["healthy"] == check["stripes"])
+                .then_some(())
+        },
+    )
+    .with_context(|| format!("coordinator log:\n{}", nodes[0].log_tail(40)))?;
+    Ok(())
+}

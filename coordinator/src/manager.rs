@@ -526,13 +526,31 @@ impl Manager {
                 generation: p.generation,
             });
         }
+        let target_caps = per_target
+            .keys()
+            .filter_map(|t| self.upload_cap(t).map(|cap| (*t, cap)))
+            .collect();
         Ok(PlanDecision {
             pending_id: draft.pending_id,
+            target_caps,
             tickets: self.tickets(TicketKind::Store, Some(draft.source), per_target, now)?,
             uploads: draft.uploads,
             reused: draft.reused,
             expires_at: draft.expires_at,
         })
+    }
+
+    /// The rate a source may upload to `target` at, if capped: the lower
+    /// nonzero of the bandwidth it advertises and its subscription's.
+    pub fn upload_cap(&self, target: &NodeId) -> Option<u64> {
+        let client = self.state.clients.get(target)?;
+        [
+            client.profile.bandwidth_limit,
+            client.subscription.bandwidth,
+        ]
+        .into_iter()
+        .filter(|b| *b > 0)
+        .min()
     }
 
     /// (b') A dry run of [`plan_backup`](Self::plan_backup): the same

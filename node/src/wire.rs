@@ -175,6 +175,7 @@ impl ToWire for co::PlanDecision {
             reused: self.reused.clone(),
             tickets: self.tickets.clone(),
             expires_at: self.expires_at,
+            target_caps: self.target_caps.iter().map(|(t, c)| (*t, *c)).collect(),
         }
     }
 }
@@ -187,6 +188,7 @@ pub fn plan_decision(d: w::PlanDecision) -> co::PlanDecision {
         reused: d.reused,
         tickets: d.tickets,
         expires_at: d.expires_at,
+        target_caps: d.target_caps.into_iter().collect(),
     }
 }
 

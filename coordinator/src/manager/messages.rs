@@ -55,6 +55,11 @@ pub struct PlanDecision {
     /// One store ticket per target, to hand over with the packets.
     pub tickets: Vec<StorageTicket>,
     pub expires_at: Millis,
+    /// The upload rate (bytes per second) each capped target of the plan
+    /// takes: the lower of what it advertises and its subscription's
+    /// bandwidth. The source paces its uploads to each; absent: no cap.
+    #[serde(default)]
+    pub target_caps: BTreeMap<NodeId, u64>,
 }
 
 /// A plan decided but not yet applied: what [`Manager::finish_plan`] needs

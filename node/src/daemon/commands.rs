@@ -39,6 +39,22 @@ pub fn init(data_dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
     {
         file.bootstrap = Some(invite.bootstrap.clone());
     }
+    // The subscription's bandwidth caps what the node moves (its packet
+    // bodies, both ways) and what it advertises to sources, unless the
+    // node is configured lower.
+    if let Some(invite) = &invite
+        && invite.subscription.bandwidth > 0
+    {
+        let own = file
+            .bandwidth
+            .as_deref()
+            .and_then(|t| strew_coordinator::parse_size(t).ok())
+            .filter(|b| *b > 0);
+        let cap = own.map_or(invite.subscription.bandwidth, |b| {
+            b.min(invite.subscription.bandwidth)
+        });
+        file.bandwidth = Some(cap.to_string());
+    }
     config::write(data_dir, &file)?;
     let node_id = identity::node_id(&key).context("the identity is not an Ed25519 key")?;
     let mut out = std::io::stdout().lock();

@@ -89,10 +89,12 @@ pub struct InviteArgs {
     /// Bytes the node stores for others at most.
     #[arg(long, value_name = "SIZE")]
     pub target_storage: Option<String>,
-    /// Network bytes per day (recorded; not enforced yet).
+    /// Network bytes per day the node may move through the grid (plans and
+    /// read tickets count against it; refused past it until the next UTC day).
     #[arg(long, value_name = "SIZE")]
     pub network_per_day: Option<String>,
-    /// Bandwidth in bytes per second (recorded; not enforced yet).
+    /// Bandwidth in bytes per second: the node limits its packet transfers
+    /// to it, and sources pace their uploads to it.
     #[arg(long, value_name = "SIZE")]
     pub bandwidth: Option<String>,
     /// How long the subscription runs (and the token may be redeemed), from

@@ -411,6 +411,13 @@ pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
         v["targets"].as_array().map_or(0, Vec::len),
         num(&v, "deduplicated_chunks")
     )?;
+    if let Some(paced) = v["paced_targets"].as_array().filter(|p| !p.is_empty()) {
+        writeln!(
+            out,
+            "paced     uploads to {} target(s) at the bandwidth cap their plan gave",
+            paced.len()
+        )?;
+    }
     if num(&v, "skipped_packets") > 0 {
         writeln!(
             out,

@@ -101,6 +101,9 @@ pub struct GridBackupReport {
     /// Uploads (packet to target) an interrupted earlier run of this backup
     /// had done and this one did not repeat.
     pub skipped_packets: u64,
+    /// Targets whose uploads were paced to the rate cap the plan gave
+    /// (their advertised bandwidth or their subscription's, the lower).
+    pub paced_targets: Vec<NodeId>,
     pub warnings: Vec<crate::pipeline::backup::Warning>,
     /// Left for [`clean_up`], after the answer.
     #[serde(skip)]
@@ -190,6 +193,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         journal_path: journal_path.clone(),
         journal: None,
         skipped_packets: resume.done_packets,
+        pace: BTreeMap::new(),
     };
     if let Some(pending_id) = resume.pending_id
         && let Some(path) = &journal_path
@@ -353,6 +357,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         targets: run.targets.into_iter().collect(),
         staging_high_water: staging.high_water(),
         skipped_packets: run.skipped_packets,
+        paced_targets: run.pace.keys().copied().collect(),
         warnings: report.warnings,
         cleanup,
     })
@@ -458,6 +463,9 @@ struct Run<'a, M, T> {
     journal_path: Option<PathBuf>,
     journal: Option<Journal>,
     skipped_packets: u64,
+    /// One token bucket per capped target, kept across parts and re-plans:
+    /// every upload to it waits for its bytes.
+    pace: BTreeMap<NodeId, strew_overlay::BandwidthLimiter>,
 }
 
 impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
@@ -629,6 +637,13 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
     /// failed.
     async fn upload(&mut self, decision: &PlanDecision) -> Result<BTreeSet<NodeId>, GridError> {
         let tickets = super::ticket_index(&decision.tickets);
+        for (target, cap) in &decision.target_caps {
+            if self.pace.get(target).is_none_or(|p| p.rate() != *cap) {
+                self.pace
+                    .insert(*target, strew_overlay::BandwidthLimiter::new(*cap));
+            }
+        }
+        let pace = self.pace.clone();
         let live = self.progress;
         let transport = self.transport;
         let outbox = self.outbox;
@@ -642,6 +657,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             .map(|(id, target)| {
                 let ticket = tickets.get(&(target, id)).copied();
                 let outbox = outbox.clone();
+                let pace = pace.get(&target).cloned();
                 async move {
                     let result = async {
                         if live.is_cancelled() {
@@ -658,6 +674,9 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                         let len = bytes.len() as u64;
                         if let Some(delay) = upload_delay() {
                             tokio::time::sleep(delay).await;
+                        }
+                        if let Some(pace) = &pace {
+                            pace.acquire(bytes.len()).await;
                         }
                         let receipt = transport
                             .put(target, ticket, id, bytes)
@@ -751,6 +770,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             targets: Vec::new(),
             staging_high_water: self.staging.high_water(),
             skipped_packets: self.skipped_packets,
+            paced_targets: Vec::new(),
             warnings: report.warnings,
             cleanup: Cleanup {
                 abandoned: self.abandoned,

@@ -218,6 +218,7 @@ mod tests {
             reused: Vec::new(),
             tickets: Vec::new(),
             expires_at: 0,
+            target_caps: Default::default(),
         }
     }
 

@@ -98,6 +98,10 @@ pub struct PlanDecision {
     pub reused: Vec<DataId>,
     pub tickets: Vec<StorageTicket>,
     pub expires_at: u64,
+    /// Upload rate caps (bytes per second) of the plan's capped targets:
+    /// the source paces its uploads to each.
+    #[serde(default)]
+    pub target_caps: Vec<(NodeId, u64)>,
 }
 
 /// A dry-run placement: where new chunks would go, and which are stored already.
@@ -480,6 +484,7 @@ mod tests {
             reused: vec![DataId([7; 32])],
             tickets: Vec::new(),
             expires_at: 1_000,
+            target_caps: vec![(NodeId([3; 32]), 1 << 20)],
         });
         let listing = ManagerResponse::Snapshots(vec![SnapshotSummary {
             snapshot: SnapshotId([8; 32]),

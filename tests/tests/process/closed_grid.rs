@@ -251,3 +251,86 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
     );
     Ok(())
 }
+
+/// A token's bandwidth (claim 24): the invited target limits its own packet
+/// transfers to it (`init --join` writes it into its config) and the
+/// manager gives it as the target's cap in every plan, so the source paces
+/// its uploads to that target. Replicas:2 over the founder and the capped
+/// target put a full copy of 1.5 MB of noise on the capped one: at 256 KiB/s
+/// that upload cannot finish in under about 5 s (a lower bound, so the
+/// check cannot flake on a slow machine).
+#[test]
+fn a_tokens_bandwidth_caps_the_uploads_to_its_target() -> Result<()> {
+    const CAP: u64 = 256 * 1024;
+    let places = cities(3)?;
+    let mut first = NodeOptions::at(places[0].location()).founder();
+    first.closed = true;
+    let founder = Node::start(first)?;
+    let boot = founder.bootstrap_addr()?;
+    let founder_id = founder.node_id()?;
+    wait_for("the founder to lead", Duration::from_secs(30), || {
+        (founder.daemon_status().ok()?["manager"].as_str() == Some(founder_id.as_str()))
+            .then_some(())
+    })?;
+    let invite = |extra: &[&str]| -> Result<String> {
+        let mut args = vec!["grid", "invite", "--json"];
+        args.extend_from_slice(extra);
+        let v = founder.cli_json(&args)?;
+        Ok(v["token"].as_str().context("token")?.to_string())
+    };
+    let joined = |i: usize, token: String| {
+        let mut o = NodeOptions::at(places[i].location()).bootstrap(boot.clone());
+        o.join_token = Some(token);
+        Node::start(o)
+    };
+    let source = joined(1, invite(&[])?)?;
+    let capped = joined(2, invite(&["--bandwidth", "256KiB"])?)?;
+    ensure!(
+        capped.daemon_status()?["bandwidth_limit"].as_u64() == Some(CAP),
+        "the invited target limits itself to its subscription's bandwidth"
+    );
+    founder.wait_for_manager_view(3, Duration::from_secs(60))?;
+    let capped_id = capped.node_id()?;
+    wait_for(
+        "the capped target's subscription in the member list",
+        Duration::from_secs(60),
+        || {
+            let list = members(&founder).ok()?;
+            let m = member(&list, &capped_id)?;
+            (m["subscription"]["bandwidth"].as_u64() == Some(CAP)).then_some(())
+        },
+    )?;
+
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("tree");
+    fs::create_dir_all(&tree)?;
+    let size = 1_500_000u64;
+    fs::write(tree.join("noise.bin"), noise(size as usize, 24))?;
+    let started = std::time::Instant::now();
+    let out = backup(&source, tree.to_str().context("utf-8 path")?)?;
+    let took = started.elapsed();
+    ensure!(out.status.success(), "backup: {}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let paced = v["paced_targets"].as_array().cloned().unwrap_or_default();
+    ensure!(paced.len() == 1, "exactly the capped target is paced: {v}");
+    // Everything but a quarter second's burst moves at the cap.
+    let floor = Duration::from_secs_f64((size - CAP / 4) as f64 / CAP as f64 * 0.9);
+    ensure!(
+        took >= floor,
+        "{size} bytes reached a {CAP} B/s target in {took:?} (at least {floor:?} expected)"
+    );
+    // The copy is whole: it restores.
+    let dest = work.path().join("restored");
+    let snapshot = v["snapshot"].as_str().context("snapshot id")?;
+    source.cli_json(&[
+        "restore",
+        snapshot,
+        dest.to_str().context("utf-8 path")?,
+        "--json",
+    ])?;
+    ensure!(
+        fs::read(tree.join("noise.bin"))? == fs::read(dest.join("tree").join("noise.bin"))?,
+        "the paced backup restores byte-identical"
+    );
+    Ok(())
+}

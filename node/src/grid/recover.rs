@@ -134,12 +134,19 @@ pub async fn find_roots(
     }
     let mut by_snapshot: BTreeMap<SnapshotId, Found> = BTreeMap::new();
     let mut seen: HashSet<(Option<NodeId>, PacketId)> = HashSet::new();
+    let mut to_keep: Vec<(SnapshotId, PacketId, Vec<u8>)> = Vec::new();
     for (from, bytes) in packets {
-        if !seen.insert((from, PacketId::of(&bytes))) {
+        let id = PacketId::of(&bytes);
+        if !seen.insert((from, id)) {
             continue;
         }
         match roots::open_root(&bytes, owner, me) {
             Ok((doc, sequence)) => {
+                // A root only the grid held is kept locally from now on.
+                if from.is_some() && !seen.contains(&(None, id)) {
+                    seen.insert((None, id));
+                    to_keep.push((doc.snapshot, id, bytes));
+                }
                 by_snapshot
                     .entry(doc.snapshot)
                     .or_insert_with(|| Found {
@@ -152,6 +159,18 @@ pub async fn find_roots(
             }
             Err(err) => tracing::debug!(%err, "a root that is not this owner's"),
         }
+    }
+    let dir = data_dir.to_path_buf();
+    let kept = tokio::task::spawn_blocking(move || {
+        for (snapshot, id, bytes) in &to_keep {
+            roots::keep_found(&dir, snapshot, id, bytes)?;
+        }
+        Ok::<_, roots::RootError>(())
+    })
+    .await
+    .map_err(|e| GridError::Other(format!("roots task failed: {e}")))?;
+    if let Err(err) = kept {
+        tracing::warn!(%err, "roots found on the grid were not kept locally");
     }
     let mut found: Vec<Found> = by_snapshot.into_values().collect();
     found.sort_by_key(|f| std::cmp::Reverse(f.doc.time_ms));

@@ -367,6 +367,19 @@ pub fn save_local(data_dir: &Path, id: &PacketId, bytes: &[u8]) -> Result<PathBu
     Ok(path)
 }
 
+/// Keeps a root found on the grid in `data_dir/roots/` with its name file
+/// (as [`keep_root`] would have), so a fresh machine's daemon upkeeps it
+/// and re-registers it with a rebuilt group.
+pub fn keep_found(
+    data_dir: &Path,
+    snapshot: &SnapshotId,
+    id: &PacketId,
+    bytes: &[u8],
+) -> Result<(), RootError> {
+    save_local(data_dir, id, bytes)?;
+    save_name(data_dir, snapshot, id)
+}
+
 /// Every root packet kept in `data_dir/roots/` whose bytes still hash to
 /// its name (others are skipped).
 pub fn load_local(data_dir: &Path) -> Result<Vec<(PacketId, Vec<u8>)>, RootError> {

@@ -510,7 +510,7 @@ mod tests {
         let pinned = [
             "0f6cb25471bf08be",
             "6b36c9818dd4611b",
-            "1965d70e61401d4d",
+            "2b066e16e61317f1",
             "447dbeac4c8d1d87",
             "e43073ce641fc146",
             "0a9dbd67cbaf8e8d",

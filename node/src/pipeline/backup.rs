@@ -265,12 +265,14 @@ pub fn backup(
         ..opts.codec.clone()
     };
     let snapshot = owner.key(&bytes).storage_index();
-    // The manifest is stored like data: chunked, encoded, in parallel.
+    // The manifest is stored like data: chunked (never finer than the
+    // default sizes), encoded, in parallel.
+    let sizes = opts.sizes.for_manifest();
     let pieces: Vec<&[u8]> = fastcdc::v2020::FastCDC::new(
         &bytes,
-        opts.sizes.min as usize,
-        opts.sizes.avg as usize,
-        opts.sizes.max as usize,
+        sizes.min as usize,
+        sizes.avg as usize,
+        sizes.max as usize,
     )
     .map(|c| &bytes[c.offset..c.offset + c.length])
     .collect();

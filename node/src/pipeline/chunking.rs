@@ -22,6 +22,21 @@ impl Default for ChunkSizes {
     }
 }
 
+impl ChunkSizes {
+    /// The sizes a snapshot's manifest is cut with: each at least the
+    /// default, so a backup cut into tiny chunks still has a manifest of a
+    /// few large chunks (its chunk list travels in the commit and the
+    /// sealed sequence header, which must stay under the raft entry bound).
+    pub fn for_manifest(self) -> Self {
+        let d = ChunkSizes::default();
+        ChunkSizes {
+            min: self.min.max(d.min),
+            avg: self.avg.max(d.avg),
+            max: self.max.max(d.max),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid chunk sizes min {min}, avg {avg}, max {max}: {why}")]
 pub struct ChunkSizeError {

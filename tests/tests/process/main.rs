@@ -31,4 +31,5 @@ mod rebuild;
 mod recover;
 mod repair;
 mod resume;
+mod scale;
 mod seven_hosts;

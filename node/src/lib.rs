@@ -21,6 +21,7 @@ pub mod peer_cache;
 pub mod pipeline;
 pub mod private_file;
 pub mod progress;
+pub mod redb_cache;
 pub mod store;
 pub mod sync;
 pub mod trust;

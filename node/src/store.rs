@@ -198,7 +198,7 @@ impl PacketStore {
         let seg_dir = dir.join("segments");
         fs::create_dir_all(&seg_dir).map_err(io(&seg_dir))?;
         let db_path = dir.join("packets.redb");
-        let db = Database::create(&db_path)?;
+        let db = crate::redb_cache::create(&db_path, crate::redb_cache::PACKET_INDEX_CACHE)?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;

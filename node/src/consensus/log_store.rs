@@ -85,7 +85,8 @@ impl LogStore {
             path: path.display().to_string(),
             source: e,
         };
-        let db = Database::create(path).map_err(|e| err(e.into()))?;
+        let db = crate::redb_cache::create(path, crate::redb_cache::RAFT_LOG_CACHE)
+            .map_err(|e| err(e.into()))?;
         let txn = db.begin_write().map_err(|e| err(e.into()))?;
         {
             txn.open_table(ENTRIES).map_err(|e| err(e.into()))?;

@@ -249,7 +249,7 @@ pub struct ManagerDb {
 impl ManagerDb {
     /// Opens (or creates, or migrates) the database and loads what it holds.
     pub fn open(path: &Path) -> Result<(ManagerDb, Loaded), StoreError> {
-        let db = Database::create(path)?;
+        let db = crate::redb_cache::create(path, crate::redb_cache::MANAGER_CACHE)?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;

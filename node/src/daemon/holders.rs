@@ -49,7 +49,9 @@ impl HolderIndex {
     /// Opens (or creates) the index in the packet store's directory.
     pub fn open(dir: &Path) -> Result<Self, HoldersError> {
         std::fs::create_dir_all(dir).map_err(db)?;
-        let db_ = Database::create(dir.join("holders.redb")).map_err(db)?;
+        let db_ =
+            crate::redb_cache::create(dir.join("holders.redb"), crate::redb_cache::HOLDERS_CACHE)
+                .map_err(db)?;
         let txn = db_.begin_write().map_err(db)?;
         txn.open_table(HELD).map_err(db)?;
         txn.open_table(ROOTS).map_err(db)?;

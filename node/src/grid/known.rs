@@ -22,7 +22,7 @@ pub struct KnownIndex {
 
 impl KnownIndex {
     pub fn open(path: &Path) -> Result<Self, redb::Error> {
-        let db = Database::create(path)?;
+        let db = crate::redb_cache::create(path, crate::redb_cache::KNOWN_CACHE)?;
         let txn = db.begin_write()?;
         txn.open_table(KNOWN)?;
         txn.commit()?;

@@ -87,6 +87,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_manifest_is_never_cut_finer_than_the_default_sizes() {
+        let tiny = ChunkSizes {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        };
+        assert_eq!(tiny.for_manifest(), ChunkSizes::default());
+        let large = ChunkSizes {
+            min: 1 << 20,
+            avg: 4 << 20,
+            max: 16 << 20,
+        };
+        assert_eq!(large.for_manifest(), large);
+        assert!(tiny.for_manifest().validate().is_ok());
+    }
+
+    #[test]
     fn defaults_are_valid_and_bad_sizes_are_named() {
         assert!(ChunkSizes::default().validate().is_ok());
         let odd = ChunkSizes {

@@ -107,6 +107,10 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     );
 
     let manager_rss = nodes[0].rss_bytes().unwrap_or(0);
+    let disk = |name: &str| {
+        fs::metadata(nodes[0].data_dir().join("manager").join(name)).map_or(0, |m| m.len())
+    };
+    let (manager_db, raft_log) = (disk("manager.redb"), disk("raft.redb"));
     let source_rss = nodes[1].rss_bytes().unwrap_or(0);
     let started = Instant::now();
     let out = source.cli_json(&["forget", &snapshot, "--json"])?;
@@ -132,9 +136,13 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     );
     eprintln!(
         "scale: {chunks} chunks, {plans} plan(s); backup {backup_time:?}, restore {restore_time:?}; \
-         largest raft entry {largest} B; RSS manager {} MB, source {} MB",
+         largest raft entry {largest} B; RSS manager {} MB, source {} MB; manager disk: state {} MB \
+         ({} B a chunk), raft log {} MB",
         manager_rss / 1_000_000,
-        source_rss / 1_000_000
+        source_rss / 1_000_000,
+        manager_db / 1_000_000,
+        manager_db / chunks.max(1),
+        raft_log / 1_000_000
     );
     Ok(())
 }

@@ -258,7 +258,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Audited { .. } => "audited",
             ManagerResponse::Leaving(_) => "leaving",
             ManagerResponse::Evidence(_) => "evidence",
-            ManagerResponse::AttestedSequence { .. } => "attested sequence",
+            ManagerResponse::AttestedSequence(_) => "attested sequence",
             ManagerResponse::Rebuilding { .. } => "rebuilding",
             ManagerResponse::Reregistered { .. } => "reregistered",
             ManagerResponse::NotManager { .. } => "not manager",
@@ -310,14 +310,10 @@ impl ManagerApi for OverlayManager {
             .call(ManagerRequest::FetchAttestedSequence { snapshot })
             .await?
         {
-            ManagerResponse::AttestedSequence {
-                sealed,
-                attestation,
-                cert,
-            } => Ok(super::AttestedRoot {
-                sealed,
-                attestation: Some(attestation),
-                cert,
+            ManagerResponse::AttestedSequence(a) => Ok(super::AttestedRoot {
+                sealed: a.sealed,
+                attestation: Some(a.attestation),
+                cert: a.cert,
             }),
             other => Err(unexpected("fetch attested sequence", &other)),
         }

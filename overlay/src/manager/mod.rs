@@ -63,6 +63,15 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// leader collects the rest), evidence at `MAX_EVIDENCE_ENTRIES`.
 pub const MAX_RESPONSE_BYTES: usize = MAX_MESSAGE_BYTES;
 
+/// A sequence with the manager's attestation of it and the signer's
+/// grid-key certificate (`FetchAttestedSequence`'s answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttestedSequence {
+    pub sealed: SealedForRecipient,
+    pub attestation: SnapshotAttestation,
+    pub cert: Option<MemberCert>,
+}
+
 /// A call to the sequence manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ManagerRequest {
@@ -274,11 +283,7 @@ pub enum ManagerResponse {
     Evidence(Vec<NodeEvidence>),
     /// A sequence with the manager's attestation and the signer's
     /// certificate (none in a group without a grid).
-    AttestedSequence {
-        sealed: SealedForRecipient,
-        attestation: SnapshotAttestation,
-        cert: Option<MemberCert>,
-    },
+    AttestedSequence(Box<AttestedSequence>),
     /// Since when (unix ms) the group is a rebuilt one.
     Rebuilding {
         since: u64,

@@ -8,7 +8,7 @@
 
 use strew_coordinator::{ManagerError, NodeId, Registration, SnapshotId};
 use strew_overlay::ManagerResponse;
-use strew_overlay::manager::{Refusal, RefusalCode, ReregisterRequest};
+use strew_overlay::manager::{AttestedSequence, Refusal, RefusalCode, ReregisterRequest};
 use tracing::info;
 
 use super::{ManagerService, heavy, refuse};
@@ -40,11 +40,11 @@ impl ManagerService {
             .replica
             .read_trust(|t| t.certificates().into_iter().find(|c| c.node == me));
         match attested {
-            Ok(a) => ManagerResponse::AttestedSequence {
+            Ok(a) => ManagerResponse::AttestedSequence(Box::new(AttestedSequence {
                 sealed: a.sealed,
                 attestation: a.attestation,
                 cert,
-            },
+            })),
             Err(e) => refuse(&e),
         }
     }

@@ -45,10 +45,9 @@ pub enum AttestError {
     Malformed(String),
 }
 
-/// What a sequence manager attests about one committed snapshot.
+/// The snapshot fields an attestation states besides its sequence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotAttestation {
-    pub version: u8,
+pub struct Attested {
     pub snapshot: SnapshotId,
     pub source: NodeId,
     pub set: String,
@@ -57,6 +56,13 @@ pub struct SnapshotAttestation {
     pub bytes: u64,
     /// DataId of the snapshot's manifest.
     pub manifest: DataId,
+}
+
+/// What a sequence manager attests about one committed snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotAttestation {
+    pub version: u8,
+    pub what: Attested,
     /// BLAKE3 of the sequence's CBOR ([`sequence_digest`]).
     pub sequence: [u8; 32],
     /// The member that signed (its node id is its Ed25519 key).
@@ -68,12 +74,7 @@ pub struct SnapshotAttestation {
 #[derive(Serialize)]
 struct Body<'a> {
     version: u8,
-    snapshot: &'a SnapshotId,
-    source: &'a NodeId,
-    set: &'a str,
-    created_at: Millis,
-    bytes: u64,
-    manifest: &'a DataId,
+    what: &'a Attested,
     sequence: &'a [u8; 32],
     signer: &'a NodeId,
 }
@@ -86,17 +87,6 @@ pub fn sequence_digest(sequence: &Sequence) -> Result<[u8; 32], AttestError> {
     Ok(*blake3::hash(&bytes).as_bytes())
 }
 
-/// The snapshot fields an attestation states besides its sequence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attested {
-    pub snapshot: SnapshotId,
-    pub source: NodeId,
-    pub set: String,
-    pub created_at: Millis,
-    pub bytes: u64,
-    pub manifest: DataId,
-}
-
 impl SnapshotAttestation {
     /// Signs `what` and `sequence` with a member's node key.
     pub fn issue(
@@ -106,12 +96,7 @@ impl SnapshotAttestation {
     ) -> Result<Self, AttestError> {
         let mut attestation = SnapshotAttestation {
             version: ATTEST_VERSION,
-            snapshot: what.snapshot,
-            source: what.source,
-            set: what.set,
-            created_at: what.created_at,
-            bytes: what.bytes,
-            manifest: what.manifest,
+            what,
             sequence: sequence_digest(sequence)?,
             signer: NodeId(key.verifying_key().to_bytes()),
             signature: Vec::new(),
@@ -123,12 +108,7 @@ impl SnapshotAttestation {
     fn signed_bytes(&self) -> Result<Vec<u8>, AttestError> {
         let body = Body {
             version: self.version,
-            snapshot: &self.snapshot,
-            source: &self.source,
-            set: &self.set,
-            created_at: self.created_at,
-            bytes: self.bytes,
-            manifest: &self.manifest,
+            what: &self.what,
             sequence: &self.sequence,
             signer: &self.signer,
         };
@@ -167,7 +147,7 @@ impl SnapshotAttestation {
             .map_err(|_| AttestError::BadSignature)?;
         key.verify_strict(&self.signed_bytes()?, &Signature::from_bytes(&signature))
             .map_err(|_| AttestError::BadSignature)?;
-        if sequence.snapshot != self.snapshot || sequence_digest(sequence)? != self.sequence {
+        if sequence.snapshot != self.what.snapshot || sequence_digest(sequence)? != self.sequence {
             return Err(AttestError::WrongSequence);
         }
         Ok(())
@@ -189,9 +169,9 @@ impl Registration {
     /// Checks the registration is `requester`'s own, attested by a
     /// certified member of grid `grid`, for exactly this sequence.
     pub fn verify(&self, requester: &NodeId, grid: &GridId) -> Result<(), AttestError> {
-        if self.attestation.source != *requester {
+        if self.attestation.what.source != *requester {
             return Err(AttestError::NotYours {
-                attested: self.attestation.source,
+                attested: self.attestation.what.source,
                 requester: *requester,
             });
         }
@@ -255,7 +235,7 @@ mod tests {
         );
         // A changed field breaks the signature.
         let mut forged = a.clone();
-        forged.bytes += 1;
+        forged.what.bytes += 1;
         assert_eq!(
             forged.verify(&cert, &grid, &seq),
             Err(AttestError::BadSignature)

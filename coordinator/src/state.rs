@@ -20,10 +20,11 @@ use crate::quota::{
     GridMode, JoinToken, QuotaError, Subscription, check_network, check_source_quota,
 };
 use crate::records::{
-    AssemblyRecord, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup, PlannedChunk,
-    Receipted, SnapshotRecord, SourceProfile, StoredPacket, TargetRecord, profile_key,
+    AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup,
+    PlannedChunk, Receipted, SnapshotRecord, SourceProfile, StoredPacket, TargetRecord,
+    profile_key,
 };
-use crate::units::{Millis, format_size};
+use crate::units::{GeoPoint, Millis, format_size};
 
 mod bounds;
 mod extend;
@@ -868,25 +869,18 @@ impl ManagerState {
             client.source_stored_bytes = client.source_stored_bytes.saturating_add(charged);
             touched.clients.insert(snapshot.source);
         }
-        let key = profile_key(&snapshot.source, &snapshot.set);
-        let profile = self
-            .profiles
-            .entry(key.clone())
-            .or_insert_with(|| SourceProfile {
-                source: snapshot.source,
-                set: snapshot.set.clone(),
-                data_id: None,
-                location: pending.location,
-                params: pending.params.clone(),
-                sealed_sequence: None,
-                snapshots: Vec::new(),
-            });
+        let profile = profile_of(
+            &mut self.profiles,
+            (snapshot.source, &snapshot.set),
+            pending.location,
+            &pending.params,
+            touched,
+        );
         profile.location = pending.location;
         profile.params = pending.params.clone();
         profile.data_id = Some(snapshot.data_id);
         profile.sealed_sequence = Some(snapshot.sealed_sequence.clone());
         profile.snapshots.push(snapshot.id);
-        touched.profiles.insert(key);
         self.snapshots.insert(snapshot.id, snapshot.clone());
         touched.snapshots.insert(snapshot.id);
         self.log(
@@ -940,6 +934,28 @@ impl ManagerState {
     pub fn chunk_packets(&self, data_id: &DataId) -> Option<&[StoredPacket]> {
         self.chunks.get(data_id).map(|c| c.packets.as_slice())
     }
+}
+
+/// The profile of set `set` of `source`, made with `location` and `params`
+/// if it is new; marked touched.
+pub(crate) fn profile_of<'a>(
+    profiles: &'a mut BTreeMap<String, SourceProfile>,
+    (source, set): (NodeId, &str),
+    location: GeoPoint,
+    params: &BackupParams,
+    touched: &mut Touched,
+) -> &'a mut SourceProfile {
+    let key = profile_key(&source, set);
+    touched.profiles.insert(key.clone());
+    profiles.entry(key).or_insert_with(|| SourceProfile {
+        source,
+        set: set.to_string(),
+        data_id: None,
+        location,
+        params: params.clone(),
+        sealed_sequence: None,
+        snapshots: Vec::new(),
+    })
 }
 
 /// Whether two copies put the same packets on the same targets, in order.

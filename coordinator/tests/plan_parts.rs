@@ -31,18 +31,7 @@ fn profile(n: u8, lat: f64, lon: f64) -> NodeProfile {
 
 /// 24 targets over Europe and two sources; any distance suits the plans.
 fn manager() -> (Manager, NodeProfile, NodeProfile) {
-    let mut m = Manager::new(
-        SigningKey::from_bytes(&[200; 32]),
-        GroupKey([7; 32]),
-        ManagerConfig::default(),
-    );
-    let mut n = 10u8;
-    for lat in [38.0, 42.0, 46.0, 50.0, 54.0, 58.0] {
-        for lon in [-6.0, 4.0, 14.0, 24.0] {
-            m.join(profile(n, lat, lon), None, 1).expect("join");
-            n += 1;
-        }
-    }
+    let mut m = common::europe(profile);
     let (paris, lyon) = (profile(1, 48.85, 2.35), profile(2, 45.76, 4.84));
     m.join(paris.clone(), None, 1).expect("join");
     m.join(lyon.clone(), None, 1).expect("join");

@@ -13,9 +13,8 @@ use rand::rngs::StdRng;
 use strew_coordinator::manager::{MAX_READ_CHUNKS, ReadTicketRequest};
 use strew_coordinator::{
     BackupParams, ChunkPlan, CommitRequest, CommitResponse, Compression, ConvergenceScope, DataId,
-    Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, ManagerError, NodeId, NodeProfile,
-    PacketId, PacketSpec, PlanDecision, PlanRequest, Redundancy, StorageTicket, StoreReceipt,
-    TicketKind,
+    Encryption, GeoPoint, Manager, ManagerError, NodeId, NodeProfile, PacketId, PacketSpec,
+    PlanDecision, PlanRequest, Redundancy, StorageTicket, StoreReceipt, TicketKind,
 };
 
 const GIB: u64 = 1 << 30;
@@ -31,18 +30,7 @@ fn profile(n: u8, lat: f64, lon: f64) -> NodeProfile {
 
 /// 24 targets over Europe, and sources 1 (Paris) and 2 (Lyon).
 fn grid() -> Manager {
-    let mut m = Manager::new(
-        SigningKey::from_bytes(&[200; 32]),
-        GroupKey([7; 32]),
-        ManagerConfig::default(),
-    );
-    let mut n = 10u8;
-    for lat in [38.0, 42.0, 46.0, 50.0, 54.0, 58.0] {
-        for lon in [-6.0, 4.0, 14.0, 24.0] {
-            m.join(profile(n, lat, lon), None, 1).unwrap();
-            n += 1;
-        }
-    }
+    let mut m = common::europe(profile);
     m.join(profile(1, 48.85, 2.35), None, 1).unwrap();
     m.join(profile(2, 45.76, 4.84), None, 1).unwrap();
     m

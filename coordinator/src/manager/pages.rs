@@ -41,11 +41,6 @@ impl Manager {
                 "a sequence page holds 1 to {MAX_SEQUENCE_PAGE} stripes, not {count}"
             )));
         }
-        let client = self
-            .state
-            .clients
-            .get(&requester)
-            .ok_or(ApplyError::UnknownNode(requester))?;
         // Only this page's stripes are built: fetching a whole sequence in
         // pages costs the manager no more than fetching it at once.
         let (record, mut sequence) = self.sequence_header(requester, snapshot)?;
@@ -53,13 +48,7 @@ impl Manager {
         let start = usize::try_from(from).unwrap_or(usize::MAX).min(total);
         let end = start.saturating_add(count).min(total);
         sequence.stripes = self.current_stripes(record, &sequence, start..end)?;
-        let sealed = seal_to_recipient(
-            &client.profile.x25519_public,
-            snapshot.as_bytes(),
-            &sequence.to_bytes().map_err(ManagerError::Seal)?,
-            rng,
-        )
-        .map_err(ManagerError::Seal)?;
+        let sealed = self.seal_for(requester, snapshot, &sequence, rng)?;
         Ok(SequencePage {
             sealed,
             total: total as u64,

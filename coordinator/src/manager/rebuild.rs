@@ -48,18 +48,7 @@ impl Manager {
             &sequence,
         )
         .map_err(|e| ManagerError::Invalid(e.to_string()))?;
-        let client = self
-            .state
-            .clients
-            .get(&requester)
-            .ok_or(ApplyError::UnknownNode(requester))?;
-        let sealed = seal_to_recipient(
-            &client.profile.x25519_public,
-            snapshot.as_bytes(),
-            &sequence.to_bytes().map_err(ManagerError::Seal)?,
-            rng,
-        )
-        .map_err(ManagerError::Seal)?;
+        let sealed = self.seal_for(requester, snapshot, &sequence, rng)?;
         Ok(AttestedSequence {
             sealed,
             attestation,
@@ -95,7 +84,7 @@ impl Manager {
         registration
             .verify(&requester, grid)
             .map_err(|e| ManagerError::Invalid(format!("re-registration refused: {e}")))?;
-        let a = &registration.attestation;
+        let a = &registration.attestation.what;
         if self.state.snapshots.contains_key(&a.snapshot) {
             return Ok(None);
         }
@@ -123,12 +112,7 @@ impl Manager {
         .map_err(ManagerError::Seal)?;
         let command = Command::Reregister {
             snapshot: Box::new(Reregistered {
-                snapshot: a.snapshot,
-                source: a.source,
-                set: a.set.clone(),
-                created_at: a.created_at,
-                bytes: a.bytes,
-                manifest: a.manifest,
+                what: a.clone(),
                 sealed_sequence,
                 stripes: seq.stripes.clone(),
                 params: registration.params.clone(),

@@ -29,6 +29,29 @@ impl Manager {
         Ok(record)
     }
 
+    /// `sequence` (of `snapshot`) sealed to `requester`'s X25519 key, the
+    /// snapshot id as associated data.
+    pub(crate) fn seal_for<R: CryptoRng + ?Sized>(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        sequence: &Sequence,
+        rng: &mut R,
+    ) -> Result<SealedForRecipient, ManagerError> {
+        let client = self
+            .state
+            .clients
+            .get(&requester)
+            .ok_or(ApplyError::UnknownNode(requester))?;
+        seal_to_recipient(
+            &client.profile.x25519_public,
+            snapshot.as_bytes(),
+            &sequence.to_bytes().map_err(ManagerError::Seal)?,
+            rng,
+        )
+        .map_err(ManagerError::Seal)
+    }
+
     /// (d) A snapshot's sequence, with current targets, sealed to the
     /// requesting source's X25519 key.
     pub fn fetch_sequence<R: CryptoRng + ?Sized>(
@@ -38,11 +61,6 @@ impl Manager {
         rng: &mut R,
     ) -> Result<SealedForRecipient, ManagerError> {
         self.own_snapshot(requester, snapshot)?;
-        let client = self
-            .state
-            .clients
-            .get(&requester)
-            .ok_or(ApplyError::UnknownNode(requester))?;
         let sequence = self.current_sequence(requester, snapshot)?;
         // A whole sequence travels only while it fits one page (4 MiB
         // message bound); larger ones are fetched with `fetch_sequence_page`.
@@ -52,13 +70,7 @@ impl Manager {
                 sequence.stripes.len()
             )));
         }
-        seal_to_recipient(
-            &client.profile.x25519_public,
-            snapshot.as_bytes(),
-            &sequence.to_bytes().map_err(ManagerError::Seal)?,
-            rng,
-        )
-        .map_err(ManagerError::Seal)
+        self.seal_for(requester, snapshot, &sequence, rng)
     }
 
     /// One of `requester`'s snapshots' sequence, opened, with every

@@ -18,11 +18,12 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ApplyError, ManagerState, Touched, same_packets};
-use crate::ids::{DataId, NodeId, SnapshotId};
+use super::{ApplyError, ManagerState, Touched, profile_of, same_packets};
+use crate::attest::Attested;
+use crate::ids::{DataId, NodeId};
 use crate::records::{
-    BackupParams, ChunkRecord, LogKind, MAX_CHUNK_COPIES, SnapshotRecord, SourceProfile,
-    StoredPacket, chunk_copy_key, profile_key,
+    BackupParams, ChunkRecord, LogKind, MAX_CHUNK_COPIES, SnapshotRecord, StoredPacket,
+    chunk_copy_key,
 };
 use crate::seal::{SealedAtRest, SequenceStripe};
 use crate::units::{Millis, format_size};
@@ -34,13 +35,8 @@ pub const REREGISTERED: u64 = u64::MAX;
 /// A snapshot of the lost group, as its source re-registered it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reregistered {
-    pub snapshot: SnapshotId,
-    pub source: NodeId,
-    pub set: String,
-    pub created_at: Millis,
-    pub bytes: u64,
-    /// DataId of the snapshot's manifest.
-    pub manifest: DataId,
+    /// The snapshot as its attestation states it.
+    pub what: Attested,
     /// The sequence's header sealed under this group's key (its stripes are
     /// the chunk records, as for a paged commit).
     pub sealed_sequence: SealedAtRest,
@@ -99,22 +95,23 @@ impl ManagerState {
     /// Records a re-registered snapshot (a repeat changes nothing).
     pub(super) fn reregister(
         &mut self,
-        r: &Reregistered,
+        registered: &Reregistered,
         touched: &mut Touched,
     ) -> Result<(), ApplyError> {
+        let (r, w) = (registered, &registered.what);
         if self.rebuilt_since.is_none() {
             return Err(ApplyError::Invalid(
                 "this coordinator group was not rebuilt: it takes no re-registered snapshots"
                     .into(),
             ));
         }
-        if self.snapshots.contains_key(&r.snapshot) {
+        if self.snapshots.contains_key(&w.snapshot) {
             return Ok(());
         }
         let location = self
             .clients
-            .get(&r.source)
-            .ok_or(ApplyError::UnknownNode(r.source))?
+            .get(&w.source)
+            .ok_or(ApplyError::UnknownNode(w.source))?
             .profile
             .location;
         // Validate and resolve every stripe before changing anything.
@@ -153,7 +150,7 @@ impl ManagerState {
             if known {
                 if let Some(chunk) = self.chunks.get_mut(&key) {
                     chunk.refs += 1;
-                    chunk.sources.insert(r.source);
+                    chunk.sources.insert(w.source);
                 }
                 continue;
             }
@@ -176,30 +173,24 @@ impl ManagerState {
                     data_id,
                     packets,
                     refs: 1,
-                    sources: BTreeSet::from([r.source]),
-                    owner: r.source,
+                    sources: BTreeSet::from([w.source]),
+                    owner: w.source,
                     bad: false,
                     redundancy,
                 },
             );
         }
-        if let Some(client) = self.clients.get_mut(&r.source) {
+        if let Some(client) = self.clients.get_mut(&w.source) {
             client.source_stored_bytes = client.source_stored_bytes.saturating_add(charged);
-            touched.clients.insert(r.source);
+            touched.clients.insert(w.source);
         }
-        let key = profile_key(&r.source, &r.set);
-        let profile = self
-            .profiles
-            .entry(key.clone())
-            .or_insert_with(|| SourceProfile {
-                source: r.source,
-                set: r.set.clone(),
-                data_id: None,
-                location,
-                params: r.params.clone(),
-                sealed_sequence: None,
-                snapshots: Vec::new(),
-            });
+        let profile = profile_of(
+            &mut self.profiles,
+            (w.source, &w.set),
+            location,
+            &r.params,
+            touched,
+        );
         // Oldest first, as commits append them.
         let at = profile
             .snapshots
@@ -207,41 +198,40 @@ impl ManagerState {
             .position(|s| {
                 self.snapshots
                     .get(s)
-                    .is_some_and(|rec| rec.created_at > r.created_at)
+                    .is_some_and(|rec| rec.created_at > w.created_at)
             })
             .unwrap_or(profile.snapshots.len());
-        profile.snapshots.insert(at, r.snapshot);
+        profile.snapshots.insert(at, w.snapshot);
         if at + 1 == profile.snapshots.len() {
-            profile.data_id = Some(r.manifest);
+            profile.data_id = Some(w.manifest);
             profile.sealed_sequence = Some(r.sealed_sequence.clone());
             profile.params = r.params.clone();
         }
-        touched.profiles.insert(key);
         let stripes = chunks.len();
         self.snapshots.insert(
-            r.snapshot,
+            w.snapshot,
             SnapshotRecord {
-                id: r.snapshot,
-                source: r.source,
-                set: r.set.clone(),
-                data_id: r.manifest,
-                created_at: r.created_at,
-                bytes: r.bytes,
+                id: w.snapshot,
+                source: w.source,
+                set: w.set.clone(),
+                data_id: w.manifest,
+                created_at: w.created_at,
+                bytes: w.bytes,
                 chunks,
                 sealed_sequence: r.sealed_sequence.clone(),
                 pending_id: REREGISTERED,
             },
         );
-        touched.snapshots.insert(r.snapshot);
+        touched.snapshots.insert(w.snapshot);
         self.log(
             touched,
             r.at,
             LogKind::Rebuilt,
-            r.source,
+            w.source,
             format!(
                 "snapshot {} of set {:?} re-registered from its root: {stripes} chunk(s), {} newly recorded",
-                r.snapshot,
-                r.set,
+                w.snapshot,
+                w.set,
                 format_size(charged)
             ),
         );

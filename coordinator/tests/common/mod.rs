@@ -71,8 +71,9 @@ pub fn chunk(n: u8) -> ChunkPlan {
     }
 }
 
-/// 24 targets over Europe and a source in Paris that backed up two chunks.
-pub fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
+/// A manager (identity `[200; 32]`, group key `[7; 32]`) with 24 targets
+/// over Europe joined, nodes 10 to 33 made by `profile(n, lat, lon)`.
+pub fn europe(profile: impl Fn(u8, f64, f64) -> NodeProfile) -> Manager {
     let mut m = Manager::new(
         SigningKey::from_bytes(&[200; 32]),
         GroupKey([7; 32]),
@@ -81,15 +82,16 @@ pub fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
     let mut n = 10u8;
     for lat in [38.0, 42.0, 46.0, 50.0, 54.0, 58.0] {
         for lon in [-6.0, 4.0, 14.0, 24.0] {
-            let join = Command::Join {
-                profile: node(n, lat, lon),
-                token: None,
-                at: 1,
-            };
-            m.apply(&join).expect("join");
+            m.join(profile(n, lat, lon), None, 1).expect("join");
             n += 1;
         }
     }
+    m
+}
+
+/// 24 targets over Europe and a source in Paris that backed up two chunks.
+pub fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
+    let mut m = europe(node);
     let mut paris = node(1, 48.85, 2.35);
     paris.x25519_public = x25519_dalek::PublicKey::from(&paris_secret()).to_bytes();
     m.apply(&Command::Join {

@@ -33,15 +33,12 @@ fn member<'a>(list: &'a [Value], id: &str) -> Option<&'a Value> {
     list.iter().find(|m| m["node_id"] == id)
 }
 
-#[test]
-fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> Result<()> {
-    let places = cities(5)?;
-    let mut first = NodeOptions::at(places[0].location()).founder();
+/// Starts the founder of a closed grid (with `extra` flags) and waits
+/// until it leads; returns it and its bootstrap address.
+fn closed_founder(location: String, extra: &[&str]) -> Result<(Node, String)> {
+    let mut first = NodeOptions::at(location).founder();
     first.closed = true;
-    // A lapsed subscriber's snapshots are kept this long, then deleted.
-    first
-        .extra
-        .extend(["--subscription-grace", "8s"].map(String::from));
+    first.extra.extend(extra.iter().map(|s| s.to_string()));
     let founder = Node::start(first)?;
     let boot = founder.bootstrap_addr()?;
     let founder_id = founder.node_id()?;
@@ -49,18 +46,33 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
         (founder.daemon_status().ok()?["manager"].as_str() == Some(founder_id.as_str()))
             .then_some(())
     })?;
-    let invite = |extra: &[&str]| -> Result<String> {
-        let mut args = vec!["grid", "invite", "--json"];
-        args.extend_from_slice(extra);
-        let v = founder.cli_json(&args)?;
-        ensure!(v["expires"].as_u64().is_some(), "no expiry in {v}");
-        Ok(v["token"].as_str().context("token")?.to_string())
-    };
-    let joined = |i: usize, token: String| {
-        let mut o = NodeOptions::at(places[i].location()).bootstrap(boot.clone());
-        o.join_token = Some(token);
-        Node::start(o)
-    };
+    Ok((founder, boot))
+}
+
+/// A join token from the founder (`strew grid invite` with `extra`).
+fn invite(founder: &Node, extra: &[&str]) -> Result<String> {
+    let mut args = vec!["grid", "invite", "--json"];
+    args.extend_from_slice(extra);
+    let v = founder.cli_json(&args)?;
+    ensure!(v["expires"].as_u64().is_some(), "no expiry in {v}");
+    Ok(v["token"].as_str().context("token")?.to_string())
+}
+
+/// A node at `location` that joins with `token`.
+fn joined(location: String, boot: &str, token: String) -> Result<Node> {
+    let mut o = NodeOptions::at(location).bootstrap(boot.to_string());
+    o.join_token = Some(token);
+    Node::start(o)
+}
+
+#[test]
+fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> Result<()> {
+    let places = cities(5)?;
+    // A lapsed subscriber's snapshots are kept this long, then deleted.
+    let (founder, boot) = closed_founder(places[0].location(), &["--subscription-grace", "8s"])?;
+    let founder_id = founder.node_id()?;
+    let invite = |extra: &[&str]| invite(&founder, extra);
+    let joined = |i: usize, token: String| joined(places[i].location(), &boot, token);
     let source = joined(
         1,
         invite(&[
@@ -263,26 +275,9 @@ fn a_closed_grid_admits_only_invited_nodes_and_enforces_their_subscription() -> 
 fn a_tokens_bandwidth_caps_the_uploads_to_its_target() -> Result<()> {
     const CAP: u64 = 256 * 1024;
     let places = cities(3)?;
-    let mut first = NodeOptions::at(places[0].location()).founder();
-    first.closed = true;
-    let founder = Node::start(first)?;
-    let boot = founder.bootstrap_addr()?;
-    let founder_id = founder.node_id()?;
-    wait_for("the founder to lead", Duration::from_secs(30), || {
-        (founder.daemon_status().ok()?["manager"].as_str() == Some(founder_id.as_str()))
-            .then_some(())
-    })?;
-    let invite = |extra: &[&str]| -> Result<String> {
-        let mut args = vec!["grid", "invite", "--json"];
-        args.extend_from_slice(extra);
-        let v = founder.cli_json(&args)?;
-        Ok(v["token"].as_str().context("token")?.to_string())
-    };
-    let joined = |i: usize, token: String| {
-        let mut o = NodeOptions::at(places[i].location()).bootstrap(boot.clone());
-        o.join_token = Some(token);
-        Node::start(o)
-    };
+    let (founder, boot) = closed_founder(places[0].location(), &[])?;
+    let invite = |extra: &[&str]| invite(&founder, extra);
+    let joined = |i: usize, token: String| joined(places[i].location(), &boot, token);
     let source = joined(1, invite(&[])?)?;
     let capped = joined(2, invite(&["--bandwidth", "256KiB"])?)?;
     ensure!(

@@ -120,17 +120,10 @@ fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roo
         "the source logged the re-registration"
     );
     let status = nodes[source].status()?;
-    let shown: Vec<String> = {
-        let mut ids: Vec<String> = status["snapshots"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["snapshot"].as_str().map(str::to_string))
-            .collect();
-        ids.sort();
-        ids
-    };
-    ensure!(shown == both, "status shows both old snapshots: {status}");
+    ensure!(
+        listed(&status["snapshots"]) == both,
+        "status shows both old snapshots: {status}"
+    );
 
     // Restore through the new group.
     let dest = work.path().join("restored-beta");

@@ -106,7 +106,7 @@ impl ManagerService {
             self.propose(command).await?;
             info!(
                 source = %requester,
-                snapshot = %registration.attestation.snapshot,
+                snapshot = %registration.attestation.what.snapshot,
                 "re-registered a snapshot of the lost coordinator group"
             );
         }

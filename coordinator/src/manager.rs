@@ -466,22 +466,26 @@ impl Manager {
             .iter()
             .flat_map(|c| &c.packets)
             .fold(0u64, |sum, p| sum.saturating_add(p.size));
-        let source_pending: Vec<&PendingBackup> = self
+        let held = self
             .state
             .pending
             .values()
             .filter(|p| p.source == request.source)
-            .collect();
+            .fold(0u64, |sum, p| {
+                sum.saturating_add(self.state.pending_stored_bytes(p))
+            });
         self.config
             .reservations
-            .check_pending(request.source, &source_pending, stored_bytes)
+            .check_pending(request.source, held, stored_bytes)
             .map_err(ApplyError::Quota)?;
         // A part renews the whole pending backup's deadline: the grace plus
         // the upload time of everything it holds, from now.
         let expires_at = self.config.reservations.deadline(
             now,
             extended.map_or(stored_bytes, |p| {
-                p.stored_bytes().saturating_add(stored_bytes)
+                self.state
+                    .pending_stored_bytes(p)
+                    .saturating_add(stored_bytes)
             }),
             self.config.pending_ttl,
             self.config.ticket_ttl,

@@ -328,7 +328,9 @@ impl ManagerState {
             .pending
             .values()
             .filter(|p| &p.source == source)
-            .fold(0u64, |sum, p| sum.saturating_add(p.stored_bytes()));
+            .fold(0u64, |sum, p| {
+                sum.saturating_add(self.pending_stored_bytes(p))
+            });
         charged.saturating_add(pending)
     }
 

@@ -171,6 +171,23 @@ fn a_backup_planned_in_parts_is_one_pending_backup_until_its_commit() {
     assert!(m.plan_backup(extend, 5_001, &mut rng).is_err());
     let pending = &m.state().pending[&one.pending_id];
     assert_eq!(pending.new_chunks.len(), 70);
+    // The pending bytes kept by the index are the parts' packets, and the
+    // same once the index is rebuilt from the state (loaded, installed).
+    assert_eq!(pending.stored_bytes(), 70 * 3 * 4096);
+    assert_eq!(
+        m.state().pending_stored_bytes(pending),
+        pending.stored_bytes()
+    );
+    let mut reloaded = m.state().clone();
+    reloaded.reindex();
+    assert_eq!(
+        reloaded.pending_stored_bytes(&reloaded.pending[&one.pending_id]),
+        pending.stored_bytes()
+    );
+    assert_eq!(
+        m.state().source_commitment(&paris.node_id),
+        m.state().clients[&paris.node_id].source_stored_bytes + pending.stored_bytes()
+    );
     assert!(
         m.state().snapshots.is_empty(),
         "a half-done backup is no snapshot"

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::NodeId;
 use crate::quota::QuotaError;
-use crate::records::PendingBackup;
 use crate::units::Millis;
 
 /// How much planned backups may reserve, and for how long.
@@ -83,15 +82,8 @@ impl ReservationLimits {
     }
 
     /// Refuses a plan that would take `source` past its pending-bytes cap.
-    pub fn check_pending(
-        &self,
-        source: NodeId,
-        pending: &[&PendingBackup],
-        extra: u64,
-    ) -> Result<(), QuotaError> {
-        let held = pending
-            .iter()
-            .fold(0u64, |sum, p| sum.saturating_add(p.stored_bytes()));
+    /// `held`: the stored bytes of `source`'s pending backups now.
+    pub fn check_pending(&self, source: NodeId, held: u64, extra: u64) -> Result<(), QuotaError> {
         if held.saturating_add(extra) > self.pending_bytes_per_source {
             return Err(QuotaError::PendingBytes {
                 node: source,

@@ -36,6 +36,9 @@ pub struct PendingIndex {
     order_stored: BTreeMap<(u64, DataId), DataId>,
     /// (pending id, record key) of the order's new copies.
     order_stored_keys: BTreeSet<(u64, DataId)>,
+    /// Pending id → stored bytes of its planned packets (its
+    /// `stored_bytes()`, which every plan part would otherwise sum anew).
+    bytes: BTreeMap<u64, u64>,
 }
 
 impl PartialEq for PendingIndex {
@@ -46,6 +49,12 @@ impl PartialEq for PendingIndex {
 
 impl PendingIndex {
     fn add_chunks(&mut self, id: u64, from: usize, chunks: &[PlannedChunk]) {
+        let added = chunks
+            .iter()
+            .flat_map(|c| &c.packets)
+            .fold(0u64, |sum, p| sum.saturating_add(p.size));
+        let bytes = self.bytes.entry(id).or_default();
+        *bytes = bytes.saturating_add(added);
         for (i, chunk) in chunks.iter().enumerate() {
             let at = from + i;
             self.chunks.insert((id, chunk.data_id), at);
@@ -94,6 +103,7 @@ impl PendingIndex {
 
     fn remove(&mut self, pending: &PendingBackup) {
         let id = pending.id;
+        self.bytes.remove(&id);
         for chunk in &pending.new_chunks {
             self.chunks.remove(&(id, chunk.data_id));
             self.keys.remove(&(chunk.record_key(), id));
@@ -175,6 +185,16 @@ impl ManagerState {
     pub(super) fn index_removed(&mut self, pending: &PendingBackup) {
         if self.index.built {
             self.index.remove(pending);
+        }
+    }
+
+    /// The stored bytes of `pending`'s planned packets (from the index,
+    /// without summing its chunks, once the state is indexed).
+    pub fn pending_stored_bytes(&self, pending: &PendingBackup) -> u64 {
+        if self.index.built {
+            self.index.bytes.get(&pending.id).copied().unwrap_or(0)
+        } else {
+            pending.stored_bytes()
         }
     }
 

@@ -2,7 +2,8 @@
 //! R12): 66 MB of noise cut with the smallest chunk sizes (64/256/1024 B)
 //! backs up in parts, restores byte-identical and is forgotten until its
 //! targets hold nothing, while no manager message and no raft entry exceeds
-//! its bound: the coordinator's and the source's metrics count every
+//! its bound (`STREW_SCALE_BYTES` makes it larger: 330 MB is about a
+//! million chunks): the coordinator's and the source's metrics count every
 //! refused or oversized message (0) and the largest raft entry proposed
 //! (under 1 MiB). Too slow for every CI run (minutes on 2 cores): run it
 //! with `cargo nextest run -p strew-tests --run-ignored only -E
@@ -64,7 +65,11 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     let work = tempfile::tempdir()?;
     let tree = work.path().join("tree");
     fs::create_dir_all(&tree)?;
-    let size = 66_000_000usize;
+    // `STREW_SCALE_BYTES` scales it (330000000: about a million chunks).
+    let size: usize = std::env::var("STREW_SCALE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(66_000_000);
     fs::write(tree.join("noise.bin"), noise(size, 14))?;
     let started = Instant::now();
     let out = source.cli_json(&[
@@ -79,7 +84,10 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     let backup_time = started.elapsed();
     eprintln!("scale: backup took {backup_time:?}");
     let chunks = out["stats"]["chunks"].as_u64().unwrap_or(0);
-    ensure!(chunks >= 200_000, "{chunks} chunks: {out}");
+    ensure!(
+        chunks as usize >= size / 330,
+        "{chunks} chunks of {size} bytes: {out}"
+    );
     let snapshot = out["snapshot"].as_str().context("snapshot id")?.to_string();
     let plans = out["plans"].as_u64().unwrap_or(0);
 
@@ -118,7 +126,7 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     eprintln!("scale: forget answered in {:?}: {out}", started.elapsed());
     wait_for(
         "every target to hold no packet of the forgotten snapshot",
-        Duration::from_secs(300),
+        Duration::from_secs(300.max(chunks / 1000)),
         || {
             let held: u64 = nodes.iter().filter_map(|n| n.stored_packets().ok()).sum();
             (held == 0).then_some(())

@@ -25,8 +25,8 @@ use crate::placement::{PlacementPolicy, PlacementRefusal, PlacementRequest, plac
 use crate::quota::{GridMode, JoinToken};
 use crate::receipt::StoreReceipt;
 use crate::records::{
-    AssemblyRecord, BackupParams, PendingBackup, PlannedChunk, RestoreOutcome, SnapshotRecord,
-    StoredPacket,
+    AssemblyRecord, BackupParams, LogKind, PendingBackup, PlannedChunk, RestoreOutcome,
+    SnapshotRecord, StoredPacket,
 };
 use crate::seal::{
     GroupKey, SealError, SealedAtRest, SealedForRecipient, Sequence, SequenceEntry, SequenceStripe,

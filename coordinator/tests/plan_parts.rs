@@ -815,6 +815,21 @@ fn a_forget_larger_than_one_answer_queues_the_rest_for_collection() {
     assert!(answer.more_collected_by_leader);
     let ticketed: usize = answer.delete_tickets.iter().map(|t| t.entries.len()).sum();
     assert_eq!(ticketed, answered, "one ticket entry per answered deletion");
+    // The answer was lost and the source retries: done already, the leader
+    // collects; a node that never had the snapshot is still refused.
+    let retried = m
+        .forget(paris.node_id, committed.snapshot, at + 1)
+        .expect("a retried forget is done");
+    assert!(retried.deletions.is_empty() && retried.more_collected_by_leader);
+    let lyon = m
+        .state()
+        .clients
+        .keys()
+        .copied()
+        .find(|n| *n != paris.node_id);
+    if let Some(other) = lyon {
+        assert!(m.forget(other, committed.snapshot, at + 2).is_err());
+    }
     // The largest answer fits the manager protocol's 4 MiB message bound.
     let bytes = strew_coordinator::cbor::encode(&answer)
         .expect("encodes")

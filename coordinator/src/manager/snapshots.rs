@@ -173,9 +173,38 @@ impl Manager {
         snapshot: SnapshotId,
         now: Millis,
     ) -> Result<ForgetResponse, ManagerError> {
-        let command = self.decide_forget(requester, snapshot, now)?;
+        let command = match self.decide_forget(requester, snapshot, now) {
+            Ok(command) => command,
+            Err(e) => return self.forgotten_already(requester, snapshot).ok_or(e),
+        };
         let applied = self.execute(command)?;
         self.finish_forget(&applied, now)
+    }
+
+    /// The answer to a forget `requester` retries after it applied (the
+    /// first answer was lost, e.g. a forget of a million chunks outran the
+    /// call's deadline): its backup log says this source forgot the
+    /// snapshot, and every packet it freed is in the collection queue, so
+    /// the answer is "done, the leader deletes them". `None` when the log
+    /// does not say so (never this source's, or trimmed since).
+    pub fn forgotten_already(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+    ) -> Option<ForgetResponse> {
+        let said = format!("snapshot {snapshot} forgotten");
+        self.state
+            .log
+            .iter()
+            .rev()
+            .any(|e| {
+                e.kind == LogKind::Forgotten && e.node == requester && e.detail.starts_with(&said)
+            })
+            .then(|| ForgetResponse {
+                deletions: BTreeMap::new(),
+                delete_tickets: Vec::new(),
+                more_collected_by_leader: true,
+            })
     }
 
     /// Decides a forget: checks the snapshot is the requester's and returns

@@ -822,10 +822,20 @@ impl ManagerService {
                 }
             }
             ManagerRequest::Forget { snapshot } => {
-                let command = self
+                let command = match self
                     .replica
                     .read(|m| m.decide_forget(requester, snapshot, now))
-                    .map_err(refused)?;
+                {
+                    Ok(command) => command,
+                    // A retry of a forget that applied: done already.
+                    Err(e) => match self
+                        .replica
+                        .read(|m| m.forgotten_already(requester, snapshot))
+                    {
+                        Some(done) => return Ok(ManagerResponse::Forgotten(done.to_wire())),
+                        None => return Err(refused(e)),
+                    },
+                };
                 let applied = self.propose(command).await?;
                 let response = self
                     .replica

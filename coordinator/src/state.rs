@@ -836,12 +836,7 @@ impl ManagerState {
                 continue;
             }
             for p in &copy.packets {
-                let record = self.targets.entry(p.target).or_default();
-                if record.packets.insert(p.packet_id, p.size).is_none() {
-                    record.bytes = record.bytes.saturating_add(p.size);
-                }
-                touched.targets.insert(p.target);
-                touched.target_packets.insert((p.target, p.packet_id));
+                self.record_on_target(p, touched);
                 charged = charged.saturating_add(p.size);
             }
             self.chunks.insert(
@@ -930,6 +925,16 @@ impl ManagerState {
             format!("backup {id} aborted: {reason}"),
         );
         Ok(Applied::Deletions(deletions))
+    }
+
+    /// Records packet `p` on its target (once: its bytes count once).
+    pub(super) fn record_on_target(&mut self, p: &StoredPacket, touched: &mut Touched) {
+        let record = self.targets.entry(p.target).or_default();
+        if record.packets.insert(p.packet_id, p.size).is_none() {
+            record.bytes = record.bytes.saturating_add(p.size);
+        }
+        touched.targets.insert(p.target);
+        touched.target_packets.insert((p.target, p.packet_id));
     }
 
     /// The stored packets of a chunk, if stored.

@@ -155,12 +155,7 @@ impl ManagerState {
                 continue;
             }
             for p in &packets {
-                let record = self.targets.entry(p.target).or_default();
-                if record.packets.insert(p.packet_id, p.size).is_none() {
-                    record.bytes = record.bytes.saturating_add(p.size);
-                }
-                touched.targets.insert(p.target);
-                touched.target_packets.insert((p.target, p.packet_id));
+                self.record_on_target(p, touched);
                 charged = charged.saturating_add(p.size);
                 // A copy queued for collection is live again.
                 self.collected(&[(p.target, p.packet_id)], touched);

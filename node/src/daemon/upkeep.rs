@@ -31,8 +31,10 @@ const ROOTS_EVERY: Duration = Duration::from_secs(3600);
 pub const ENV_ROOTS_EVERY: &str = "STREW_ROOT_UPKEEP";
 
 /// How often this node asks whether the coordinator group was rebuilt (and
-/// then re-registers its snapshots), while it keeps snapshot roots.
-const REREGISTER_EVERY: Duration = Duration::from_secs(60);
+/// then re-registers its snapshots), while it keeps snapshot roots. One
+/// `Who` each time, besides the group follow's every 30 s (which does not
+/// keep the answer): every 5 minutes adds a tenth to the leader's `Who` load.
+const REREGISTER_EVERY: Duration = Duration::from_secs(300);
 /// Environment variable overriding [`REREGISTER_EVERY`] (tests shorten it).
 pub const ENV_REREGISTER_EVERY: &str = "STREW_REREGISTER_EVERY";
 

@@ -5,12 +5,19 @@
 //! A coordinator group rebuilt after the whole group was lost believes a
 //! source's re-registered root only through it: the attestation is signed by
 //! a certified member of the old group (its node key), whose grid-key
-//! certificate travels with it, and binds the sequence by its BLAKE3 digest.
+//! certificate travels with it, and binds the sequence by a BLAKE3 digest.
 //! A source therefore cannot register packets it never backed up (someone
 //! else's, to have them deleted by a forget), nor another source's snapshot.
 //!
+//! A sequence is attested in pages of [`ATTEST_PAGE`] stripes (each page is
+//! the sequence's header with a run of its stripes, as `FetchSequencePage`
+//! answers it): the signed digest is over the pages' digests, so one page
+//! can be checked on its own, and neither a root packet nor a
+//! re-registration (one raft entry) grows with the snapshot.
+//!
 //! Owns [`SnapshotAttestation`] (signing, offline verification against the
-//! grid id) and [`Registration`], what a source hands a rebuilt group. This
+//! grid id), the paging, and [`Registration`], what a source hands a
+//! rebuilt group one page at a time. This
 //! module must not decide whether a group accepts registrations (the
 //! state's rebuild mark does) nor do I/O.
 
@@ -25,8 +32,14 @@ use crate::units::Millis;
 
 /// Domain separation for attestation signatures.
 const ATTEST_CONTEXT: &[u8] = b"strew/snapshot-attestation/v1\0";
-/// Format version of [`SnapshotAttestation`].
-pub const ATTEST_VERSION: u8 = 1;
+/// Domain separation for the digest over a sequence's page digests.
+const PAGES_CONTEXT: &str = "strew snapshot attestation pages v2";
+/// Format version of [`SnapshotAttestation`] (1 attested a whole sequence
+/// by one digest; such roots still restore but are not believed).
+pub const ATTEST_VERSION: u8 = 2;
+/// Stripes in one attested page: about 300 KB at width 6 and 850 KB at
+/// width 16, so a page fits one root packet and one raft entry (1 MiB).
+pub const ATTEST_PAGE: usize = 512;
 
 /// Why an attestation or a registration is not believed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -39,6 +52,8 @@ pub enum AttestError {
     BadSignature,
     #[error("the sequence is not the one attested (digest differs)")]
     WrongSequence,
+    #[error("page {page} of {pages} is not the one attested: {why}")]
+    WrongPage { page: u32, pages: u32, why: String },
     #[error("the attestation is for {attested}, not for {requester}")]
     NotYours { attested: NodeId, requester: NodeId },
     #[error("attestation does not encode: {0}")]
@@ -56,6 +71,8 @@ pub struct Attested {
     pub bytes: u64,
     /// DataId of the snapshot's manifest.
     pub manifest: DataId,
+    /// Stripes in the whole sequence (its pages: [`page_count`]).
+    pub stripes: u64,
 }
 
 /// What a sequence manager attests about one committed snapshot.
@@ -63,7 +80,7 @@ pub struct Attested {
 pub struct SnapshotAttestation {
     pub version: u8,
     pub what: Attested,
-    /// BLAKE3 of the sequence's CBOR ([`sequence_digest`]).
+    /// The digest of the sequence's page digests ([`sequence_digest`]).
     pub sequence: [u8; 32],
     /// The member that signed (its node id is its Ed25519 key).
     pub signer: NodeId,
@@ -79,25 +96,77 @@ struct Body<'a> {
     signer: &'a NodeId,
 }
 
-/// The digest an attestation binds a sequence by.
-pub fn sequence_digest(sequence: &Sequence) -> Result<[u8; 32], AttestError> {
-    let bytes = sequence
+/// Pages of a sequence of `stripes` stripes (an empty one has one page).
+pub fn page_count(stripes: u64) -> u32 {
+    let pages = stripes.div_ceil(ATTEST_PAGE as u64).max(1);
+    u32::try_from(pages).unwrap_or(u32::MAX)
+}
+
+/// The stripes of page `page` of a sequence of `stripes` stripes.
+pub fn page_range(stripes: u64, page: u32) -> std::ops::Range<u64> {
+    let start = u64::from(page)
+        .saturating_mul(ATTEST_PAGE as u64)
+        .min(stripes);
+    start..start.saturating_add(ATTEST_PAGE as u64).min(stripes)
+}
+
+/// A whole sequence cut into its attested pages.
+pub fn pages_of(sequence: &Sequence) -> Vec<Sequence> {
+    let header = |stripes: &[crate::seal::SequenceStripe]| Sequence {
+        snapshot: sequence.snapshot,
+        manifest: sequence.manifest,
+        manifest_chunks: sequence.manifest_chunks.clone(),
+        stripes: stripes.to_vec(),
+    };
+    if sequence.stripes.is_empty() {
+        return vec![header(&[])];
+    }
+    sequence.stripes.chunks(ATTEST_PAGE).map(header).collect()
+}
+
+/// The digest of one page (its CBOR).
+pub fn page_digest(page: &Sequence) -> Result<[u8; 32], AttestError> {
+    let bytes = page
         .to_bytes()
         .map_err(|e| AttestError::Malformed(e.to_string()))?;
     Ok(*blake3::hash(&bytes).as_bytes())
 }
 
+/// The digest an attestation binds a sequence by: over its pages' digests,
+/// in order.
+pub fn sequence_digest(pages: &[[u8; 32]]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key(PAGES_CONTEXT);
+    hasher.update(&(pages.len() as u64).to_le_bytes());
+    for page in pages {
+        hasher.update(page);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// The page digests of a whole sequence.
+pub fn page_digests(sequence: &Sequence) -> Result<Vec<[u8; 32]>, AttestError> {
+    pages_of(sequence).iter().map(page_digest).collect()
+}
+
 impl SnapshotAttestation {
-    /// Signs `what` and `sequence` with a member's node key.
+    /// Signs `what` and the sequence whose pages have `pages` digests with
+    /// a member's node key.
     pub fn issue(
         key: &SigningKey,
         what: Attested,
-        sequence: &Sequence,
+        pages: &[[u8; 32]],
     ) -> Result<Self, AttestError> {
+        if pages.len() != page_count(what.stripes) as usize {
+            return Err(AttestError::Malformed(format!(
+                "{} page digests for {} stripes",
+                pages.len(),
+                what.stripes
+            )));
+        }
         let mut attestation = SnapshotAttestation {
             version: ATTEST_VERSION,
             what,
-            sequence: sequence_digest(sequence)?,
+            sequence: sequence_digest(pages),
             signer: NodeId(key.verifying_key().to_bytes()),
             signature: Vec::new(),
         };
@@ -119,13 +188,13 @@ impl SnapshotAttestation {
     }
 
     /// Checks offline: the signer holds `cert`, a certificate of grid
-    /// `grid`; the signature covers every field; `sequence` is the one
-    /// attested.
+    /// `grid`; the signature covers every field; `pages` are the digests of
+    /// the pages attested.
     pub fn verify(
         &self,
         cert: &MemberCert,
         grid: &GridId,
-        sequence: &Sequence,
+        pages: &[[u8; 32]],
     ) -> Result<(), AttestError> {
         if self.version != ATTEST_VERSION {
             return Err(AttestError::UnknownVersion(self.version));
@@ -147,27 +216,62 @@ impl SnapshotAttestation {
             .map_err(|_| AttestError::BadSignature)?;
         key.verify_strict(&self.signed_bytes()?, &Signature::from_bytes(&signature))
             .map_err(|_| AttestError::BadSignature)?;
-        if sequence.snapshot != self.what.snapshot || sequence_digest(sequence)? != self.sequence {
+        if pages.len() != page_count(self.what.stripes) as usize
+            || sequence_digest(pages) != self.sequence
+        {
             return Err(AttestError::WrongSequence);
+        }
+        Ok(())
+    }
+
+    /// Checks `sequence` is page `page` of the sequence attested, given the
+    /// page digests [`verify`](Self::verify) accepted.
+    pub fn verify_page(
+        &self,
+        pages: &[[u8; 32]],
+        page: u32,
+        sequence: &Sequence,
+    ) -> Result<(), AttestError> {
+        let wrong = |why: &str| AttestError::WrongPage {
+            page,
+            pages: pages.len() as u32,
+            why: why.into(),
+        };
+        let expected = pages
+            .get(page as usize)
+            .ok_or_else(|| wrong("no such page"))?;
+        if sequence.snapshot != self.what.snapshot || sequence.manifest != self.what.manifest {
+            return Err(wrong("another snapshot's"));
+        }
+        let range = page_range(self.what.stripes, page);
+        if sequence.stripes.len() as u64 != range.end - range.start {
+            return Err(wrong("it has another number of stripes"));
+        }
+        if page_digest(sequence)? != *expected {
+            return Err(wrong("its digest differs"));
         }
         Ok(())
     }
 }
 
-/// A snapshot a source hands a rebuilt coordinator group: the sequence from
-/// its root, the old group's attestation of it and the signer's
-/// certificate, and the set's backup parameters (repair needs them).
+/// One page of a snapshot a source hands a rebuilt coordinator group: the
+/// old group's attestation and the signer's certificate, the digests of
+/// every page of the sequence (from its root), the page itself, and the
+/// set's backup parameters (repair needs them).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
     pub attestation: SnapshotAttestation,
     pub cert: MemberCert,
+    pub pages: Vec<[u8; 32]>,
+    pub page: u32,
     pub sequence: Sequence,
     pub params: BackupParams,
 }
 
 impl Registration {
     /// Checks the registration is `requester`'s own, attested by a
-    /// certified member of grid `grid`, for exactly this sequence.
+    /// certified member of grid `grid`, and that its page is exactly the
+    /// one attested.
     pub fn verify(&self, requester: &NodeId, grid: &GridId) -> Result<(), AttestError> {
         if self.attestation.what.source != *requester {
             return Err(AttestError::NotYours {
@@ -175,7 +279,9 @@ impl Registration {
                 requester: *requester,
             });
         }
-        self.attestation.verify(&self.cert, grid, &self.sequence)
+        self.attestation.verify(&self.cert, grid, &self.pages)?;
+        self.attestation
+            .verify_page(&self.pages, self.page, &self.sequence)
     }
 }
 
@@ -186,24 +292,26 @@ mod tests {
     use crate::seal::{SequenceEntry, SequenceStripe};
     use crate::trust::grid_id_of;
 
-    fn sequence() -> Sequence {
+    /// A sequence of `n` stripes (chunk `i` on packet `i`).
+    fn sequence(n: usize) -> Sequence {
+        let stripe = |i: usize| SequenceStripe {
+            data_id: DataId(blake3::hash(&i.to_le_bytes()).into()),
+            packets: vec![SequenceEntry {
+                packet_id: PacketId(blake3::hash(&(i + 1).to_le_bytes()).into()),
+                size: 10,
+                targets: vec![NodeId([4; 32])],
+                generation: 7,
+            }],
+        };
         Sequence {
             snapshot: SnapshotId([1; 32]),
             manifest: DataId([2; 32]),
             manifest_chunks: vec![DataId([2; 32])],
-            stripes: vec![SequenceStripe {
-                data_id: DataId([2; 32]),
-                packets: vec![SequenceEntry {
-                    packet_id: PacketId([3; 32]),
-                    size: 10,
-                    targets: vec![NodeId([4; 32])],
-                    generation: 7,
-                }],
-            }],
+            stripes: (0..n).map(stripe).collect(),
         }
     }
 
-    fn attested(source: NodeId) -> Attested {
+    fn attested(source: NodeId, stripes: usize) -> Attested {
         Attested {
             snapshot: SnapshotId([1; 32]),
             source,
@@ -211,7 +319,41 @@ mod tests {
             created_at: 5,
             bytes: 100,
             manifest: DataId([2; 32]),
+            stripes: stripes as u64,
         }
+    }
+
+    fn params() -> BackupParams {
+        crate::records::BackupParams {
+            backup_distance: crate::units::DistanceRange::km(None, None).unwrap(),
+            spread: crate::units::DistanceRange::km(None, None).unwrap(),
+            redundancy: crate::units::Redundancy::Replicas { n: 1 },
+            compression: crate::records::Compression::None,
+            encryption: crate::records::Encryption {
+                cipher: "chacha20poly1305".into(),
+                convergence: crate::records::ConvergenceScope::Private,
+            },
+            sync_interval_secs: None,
+        }
+    }
+
+    #[test]
+    fn pages_cover_the_sequence_in_order() {
+        assert_eq!(page_count(0), 1);
+        assert_eq!(page_count(ATTEST_PAGE as u64), 1);
+        assert_eq!(page_count(ATTEST_PAGE as u64 + 1), 2);
+        let n = 2 * ATTEST_PAGE + 3;
+        let seq = sequence(n);
+        let pages = pages_of(&seq);
+        assert_eq!(pages.len(), page_count(n as u64) as usize);
+        let joined: Vec<_> = pages.iter().flat_map(|p| p.stripes.clone()).collect();
+        assert_eq!(joined, seq.stripes);
+        for (i, page) in pages.iter().enumerate() {
+            let range = page_range(n as u64, i as u32);
+            assert_eq!(page.stripes.len() as u64, range.end - range.start);
+            assert_eq!(page.manifest_chunks, seq.manifest_chunks);
+        }
+        assert_eq!(pages_of(&sequence(0)).len(), 1);
     }
 
     #[test]
@@ -222,57 +364,94 @@ mod tests {
         let member_id = NodeId(member.verifying_key().to_bytes());
         let cert = MemberCert::issue(&grid_key, member_id, 1).unwrap();
         let source = NodeId([5; 32]);
-        let seq = sequence();
-        let a = SnapshotAttestation::issue(&member, attested(source), &seq).unwrap();
-        a.verify(&cert, &grid, &seq).unwrap();
+        let n = ATTEST_PAGE + 7;
+        let seq = sequence(n);
+        let digests = page_digests(&seq).unwrap();
+        let a = SnapshotAttestation::issue(&member, attested(source, n), &digests).unwrap();
+        a.verify(&cert, &grid, &digests).unwrap();
+        let pages = pages_of(&seq);
+        for (i, page) in pages.iter().enumerate() {
+            a.verify_page(&digests, i as u32, page).unwrap();
+        }
 
         // Another sequence (a packet moved to the attacker's liking).
         let mut other = seq.clone();
-        other.stripes[0].packets[0].packet_id = PacketId([6; 32]);
+        other.stripes[n - 1].packets[0].packet_id = PacketId([6; 32]);
+        let other_digests = page_digests(&other).unwrap();
         assert_eq!(
-            a.verify(&cert, &grid, &other),
+            a.verify(&cert, &grid, &other_digests),
+            Err(AttestError::WrongSequence)
+        );
+        // The right digests, a page that is not the one attested.
+        let forged_page = &pages_of(&other)[1];
+        assert!(matches!(
+            a.verify_page(&digests, 1, forged_page),
+            Err(AttestError::WrongPage { .. })
+        ));
+        // A page given for another index, or a page with a stripe left out.
+        assert!(matches!(
+            a.verify_page(&digests, 0, &pages[1]),
+            Err(AttestError::WrongPage { .. })
+        ));
+        let mut short = pages[0].clone();
+        short.stripes.pop();
+        assert!(matches!(
+            a.verify_page(&digests, 0, &short),
+            Err(AttestError::WrongPage { .. })
+        ));
+        assert!(matches!(
+            a.verify_page(&digests, 2, &pages[1]),
+            Err(AttestError::WrongPage { .. })
+        ));
+        // A page digest list with one page dropped.
+        assert_eq!(
+            a.verify(&cert, &grid, &digests[..1]),
             Err(AttestError::WrongSequence)
         );
         // A changed field breaks the signature.
         let mut forged = a.clone();
         forged.what.bytes += 1;
         assert_eq!(
-            forged.verify(&cert, &grid, &seq),
+            forged.verify(&cert, &grid, &digests),
+            Err(AttestError::BadSignature)
+        );
+        let mut fewer = a.clone();
+        fewer.what.stripes = 1;
+        assert_eq!(
+            fewer.verify(&cert, &grid, &digests[..1]),
             Err(AttestError::BadSignature)
         );
         // Signed by a node the grid key never certified.
         let stranger = SigningKey::from_bytes(&[7; 32]);
-        let b = SnapshotAttestation::issue(&stranger, attested(source), &seq).unwrap();
+        let b = SnapshotAttestation::issue(&stranger, attested(source, n), &digests).unwrap();
         assert!(matches!(
-            b.verify(&cert, &grid, &seq),
+            b.verify(&cert, &grid, &digests),
             Err(AttestError::Uncertified(..))
         ));
         let self_cert = MemberCert::issue(&stranger, b.signer, 1).unwrap();
         assert!(matches!(
-            b.verify(&self_cert, &grid, &seq),
+            b.verify(&self_cert, &grid, &digests),
             Err(AttestError::Uncertified(..))
         ));
         // Registered by another node than its source.
         let registration = Registration {
             attestation: a,
             cert,
-            sequence: seq,
-            params: crate::records::BackupParams {
-                backup_distance: crate::units::DistanceRange::km(None, None).unwrap(),
-                spread: crate::units::DistanceRange::km(None, None).unwrap(),
-                redundancy: crate::units::Redundancy::Replicas { n: 1 },
-                compression: crate::records::Compression::None,
-                encryption: crate::records::Encryption {
-                    cipher: "chacha20poly1305".into(),
-                    convergence: crate::records::ConvergenceScope::Private,
-                },
-                sync_interval_secs: None,
-            },
+            pages: digests,
+            page: 1,
+            sequence: pages[1].clone(),
+            params: params(),
         };
         registration.verify(&source, &grid).unwrap();
         assert!(matches!(
             registration.verify(&NodeId([6; 32]), &grid),
             Err(AttestError::NotYours { .. })
+        ));
+        let mut wrong_page = registration.clone();
+        wrong_page.page = 0;
+        assert!(matches!(
+            wrong_page.verify(&source, &grid),
+            Err(AttestError::WrongPage { .. })
         ));
     }
 }

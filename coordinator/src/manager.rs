@@ -55,6 +55,7 @@ pub use log_retention::LogRetention;
 pub use messages::*;
 pub use order::{MAX_ORDER_PAGE, MAX_ORDER_PAGE_PACKETS, OrderStep, order_page_len};
 pub use pages::{MAX_LIST_PAGE, MAX_SEQUENCE_PAGE, SequencePage};
+pub use rebuild::ReregisterDecision;
 pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
 
@@ -882,6 +883,7 @@ impl Manager {
             chunks: keys,
             sealed_sequence: sealed,
             pending_id: pending.id,
+            registering: None,
         };
         Ok(CommitStep::Propose {
             command: Command::CommitBackup {
@@ -950,6 +952,7 @@ impl Manager {
                 chunks: Vec::new(),
                 sealed_sequence: sealed,
                 pending_id: pending.id,
+                registering: None,
             },
             stored: None,
             paged: true,

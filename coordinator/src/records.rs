@@ -195,6 +195,11 @@ pub struct SnapshotRecord {
     pub sealed_sequence: SealedAtRest,
     /// The pending backup it came from (makes commit retries idempotent).
     pub pending_id: u64,
+    /// A snapshot of a lost group still being re-registered: how many of
+    /// its attested pages are recorded (`None`: complete). Such a record is
+    /// not listed, read or forgotten until its last page arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registering: Option<u32>,
 }
 
 /// A new chunk of a pending backup and the targets its packets go to.

@@ -1,6 +1,6 @@
 //! A coordinator group rebuilt after the old one was lost (issue 18): a
-//! source re-registers its snapshot from the sequence and attestation its
-//! root kept, and the new group's records are the old group's (chunks,
+//! source re-registers its snapshot, page by attested page, from the
+//! sequence and attestation its root kept, and the new group's records are the old group's (chunks,
 //! targets' packets with their generations, the source's charge), so a
 //! forget frees the same packets under the generations the targets
 //! recorded. Forged, foreign and premature registrations are refused.
@@ -10,18 +10,51 @@ mod common;
 use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use strew_coordinator::attest::Registration;
+use strew_coordinator::attest::{ATTEST_PAGE, Registration, page_count, page_digest};
+use strew_coordinator::manager::{ReregisterDecision, check_entry};
 use strew_coordinator::seal::{Sequence, open_as_recipient};
 use strew_coordinator::trust::grid_id_of;
 use strew_coordinator::{
     Command, GroupKey, Manager, ManagerConfig, MemberCert, NodeId, PacketId, REREGISTERED,
+    SnapshotAttestation, SnapshotId,
 };
 
-use common::{backed_up, params, paris_secret};
+use common::{backed_up_many, params, paris_secret};
+
+/// What a source keeps in a snapshot's root: the manager's attestation,
+/// and the sequence fetched in attested pages, opened.
+fn root_of(
+    old: &Manager,
+    source: NodeId,
+    snapshot: SnapshotId,
+) -> (SnapshotAttestation, Vec<Sequence>) {
+    let mut rng = StdRng::seed_from_u64(3);
+    let attestation = old
+        .fetch_attestation(source, snapshot)
+        .expect("attestation");
+    let mut pages = Vec::new();
+    for page in 0..page_count(attestation.what.stripes) {
+        let sealed = old
+            .fetch_sequence_page(
+                source,
+                snapshot,
+                u64::from(page) * ATTEST_PAGE as u64,
+                ATTEST_PAGE as u32,
+                &mut rng,
+            )
+            .expect("page")
+            .sealed;
+        let plain = open_as_recipient(&paris_secret(), snapshot.as_bytes(), &sealed)
+            .expect("the sequence opens for its source");
+        pages.push(Sequence::from_bytes(&plain).expect("sequence"));
+    }
+    (attestation, pages)
+}
 
 #[test]
 fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
-    let (old, paris, snapshot) = backed_up();
+    // Three attested pages.
+    let (old, paris, snapshot) = backed_up_many(2 * ATTEST_PAGE as u32 + 40);
     let grid_key = SigningKey::from_bytes(&[250; 32]);
     let grid = grid_id_of(&grid_key);
     let old_leader = NodeId(
@@ -32,24 +65,37 @@ fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
     let cert = MemberCert::issue(&grid_key, old_leader, 1).expect("cert");
     let mut rng = StdRng::seed_from_u64(3);
 
-    // What the source keeps in the snapshot's root.
-    let attested = old
-        .fetch_attested_sequence(paris.node_id, snapshot, &mut rng)
-        .expect("attested sequence");
-    let plain = open_as_recipient(&paris_secret(), snapshot.as_bytes(), &attested.sealed)
-        .expect("the sequence opens for its source");
-    let sequence = Sequence::from_bytes(&plain).expect("sequence");
-    for stripe in &sequence.stripes {
+    let (attestation, pages) = root_of(&old, paris.node_id, snapshot);
+    assert_eq!(pages.len(), 3);
+    let whole = old
+        .fetch_sequence(paris.node_id, snapshot, &mut rng)
+        .expect("whole sequence");
+    let whole = Sequence::from_bytes(
+        &open_as_recipient(&paris_secret(), snapshot.as_bytes(), &whole).expect("opens"),
+    )
+    .expect("sequence");
+    let joined: Vec<_> = pages.iter().flat_map(|p| p.stripes.clone()).collect();
+    assert_eq!(
+        joined, whole.stripes,
+        "the pages are the sequence, in order"
+    );
+    for stripe in &whole.stripes {
         let record = &old.state().chunks[&stripe.data_id];
         for (entry, stored) in stripe.packets.iter().zip(&record.packets) {
             assert_eq!(entry.generation, stored.generation);
             assert_ne!(entry.generation, 0, "plans give every packet a generation");
         }
     }
-    let registration = Registration {
-        attestation: attested.attestation,
-        cert,
-        sequence,
+    let digests: Vec<[u8; 32]> = pages
+        .iter()
+        .map(|p| page_digest(p).expect("digest"))
+        .collect();
+    let registration = |page: u32| Registration {
+        attestation: attestation.clone(),
+        cert: cert.clone(),
+        pages: digests.clone(),
+        page,
+        sequence: pages[page as usize].clone(),
         params: params(),
     };
 
@@ -69,7 +115,7 @@ fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
     }
     // Not marked rebuilt: nothing is re-registered.
     assert!(
-        new.decide_reregister(paris.node_id, &registration, &grid, 110, &mut rng)
+        new.decide_reregister(paris.node_id, &registration(0), &grid, 110, &mut rng)
             .is_err()
     );
     let mark = new
@@ -87,12 +133,24 @@ fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
         .find(|n| **n != paris.node_id)
         .expect("the targets are nodes too");
     assert!(
-        new.decide_reregister(other, &registration, &grid, 120, &mut rng)
+        new.decide_reregister(other, &registration(0), &grid, 120, &mut rng)
             .is_err()
     );
-    // A sequence naming other packets than the attested one is refused.
-    let mut forged = registration.clone();
+    // A page naming other packets than the attested one is refused, and so
+    // are page digests that are not the attested ones.
+    let mut forged = registration(1);
     forged.sequence.stripes[0].packets[0].packet_id = PacketId::of(b"someone else's");
+    assert!(
+        new.decide_reregister(paris.node_id, &forged, &grid, 120, &mut rng)
+            .is_err()
+    );
+    let mut forged = registration(1);
+    forged.pages[1] = page_digest(&forged.sequence)
+        .map(|mut d| {
+            d[0] ^= 1;
+            d
+        })
+        .expect("digest");
     assert!(
         new.decide_reregister(paris.node_id, &forged, &grid, 120, &mut rng)
             .is_err()
@@ -100,19 +158,65 @@ fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
     // So is an attestation of another grid's member.
     let other_grid = grid_id_of(&SigningKey::from_bytes(&[251; 32]));
     assert!(
-        new.decide_reregister(paris.node_id, &registration, &other_grid, 120, &mut rng)
+        new.decide_reregister(paris.node_id, &registration(0), &other_grid, 120, &mut rng)
             .is_err()
     );
 
-    let command = new
-        .decide_reregister(paris.node_id, &registration, &grid, 120, &mut rng)
+    // Pages go in order: one ahead is answered with where to go on.
+    assert_eq!(
+        new.decide_reregister(paris.node_id, &registration(1), &grid, 120, &mut rng)
+            .expect("answered"),
+        ReregisterDecision::Have {
+            pages_done: 0,
+            pages: 3
+        }
+    );
+    let propose = |new: &Manager, page: u32| match new
+        .decide_reregister(
+            paris.node_id,
+            &registration(page),
+            &grid,
+            120,
+            &mut StdRng::seed_from_u64(u64::from(page)),
+        )
         .expect("accepted")
-        .expect("a new snapshot");
-    new.apply(&command).expect("re-registers");
+    {
+        ReregisterDecision::Propose(command) => command,
+        other => panic!("page {page}: {other:?}"),
+    };
+    let first = propose(&new, 0);
+    check_entry(&first).expect("a page is one bounded raft entry");
+    new.apply(&first).expect("first page");
+    // Applied twice (a raft replay), it changes nothing.
+    let after_first = new.state().chunks.clone();
+    new.apply(&first).expect("replay");
+    assert_eq!(new.state().chunks, after_first);
+    // Half registered, the snapshot is not one yet.
+    assert!(new.list_snapshots(&paris.node_id, None).is_empty());
     assert!(
-        new.decide_reregister(paris.node_id, &registration, &grid, 121, &mut rng)
-            .expect("a repeat is fine")
-            .is_none()
+        new.fetch_sequence(paris.node_id, snapshot, &mut rng)
+            .is_err()
+    );
+    assert!(new.decide_forget(paris.node_id, snapshot, 125).is_err());
+    assert_eq!(
+        new.decide_reregister(paris.node_id, &registration(0), &grid, 121, &mut rng)
+            .expect("a repeat is fine"),
+        ReregisterDecision::Have {
+            pages_done: 1,
+            pages: 3
+        }
+    );
+    for page in 1..3 {
+        let command = propose(&new, page);
+        new.apply(&command).expect("page");
+    }
+    assert_eq!(
+        new.decide_reregister(paris.node_id, &registration(2), &grid, 121, &mut rng)
+            .expect("a repeat is fine"),
+        ReregisterDecision::Have {
+            pages_done: 3,
+            pages: 3
+        }
     );
 
     // The records are the lost group's.
@@ -140,15 +244,13 @@ fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
             was.data_id
         )
     );
-    assert_eq!(is.pending_id, REREGISTERED);
+    assert_eq!((is.pending_id, is.registering), (REREGISTERED, None));
+    assert_eq!(new.list_snapshots(&paris.node_id, None).len(), 1);
     let listed = new
         .fetch_sequence(paris.node_id, snapshot, &mut rng)
         .expect("the new group serves the sequence");
     let plain = open_as_recipient(&paris_secret(), snapshot.as_bytes(), &listed).expect("opens");
-    assert_eq!(
-        Sequence::from_bytes(&plain).expect("sequence"),
-        registration.sequence
-    );
+    assert_eq!(Sequence::from_bytes(&plain).expect("sequence"), whole);
 
     // A forget frees the packets under the generations targets recorded.
     let mut old = old;

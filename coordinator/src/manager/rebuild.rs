@@ -1,41 +1,49 @@
 //! The manager's calls for outliving the coordinator group (issue 18, SPEC
-//! R15): a snapshot's sequence with this group's attestation (what a source
+//! R15): this group's attestation of a snapshot's sequence (what a source
 //! keeps in the snapshot's root), the rebuild mark, and re-registering a
-//! snapshot of a lost group from its root. Same contract as the parent
+//! snapshot of a lost group from its root, page by page. Same contract as the parent
 //! module: `decide_*` reads the state and returns commands; no I/O, no clock.
 
 use super::*;
-use crate::attest::{Attested, Registration, SnapshotAttestation};
+use crate::attest::{
+    Attested, Registration, SnapshotAttestation, page_count, page_digest, page_range,
+};
 use crate::ids::GridId;
 use crate::state::Reregistered;
 
-/// A snapshot's sequence sealed to its source, and this manager's
-/// attestation of exactly that sequence.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AttestedSequence {
-    pub sealed: SealedForRecipient,
-    pub attestation: SnapshotAttestation,
+/// What to do with one page of a re-registration.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReregisterDecision {
+    /// Record the page.
+    Propose(Command),
+    /// Nothing to record: this group has the snapshot's first `pages_done`
+    /// of its `pages` pages (all of them: the snapshot is recorded). The
+    /// source goes on from page `pages_done`.
+    Have { pages_done: u32, pages: u32 },
 }
 
 impl Manager {
-    /// One of `requester`'s snapshots' sequence (whole: it must fit one
-    /// page, as a root's does), sealed to it, with the attestation signed
-    /// by this manager's identity that a rebuilt group believes.
-    pub fn fetch_attested_sequence<R: CryptoRng + ?Sized>(
+    /// This manager's attestation of one of `requester`'s snapshots'
+    /// sequence as it is now (what the snapshot's root keeps with its
+    /// pages, fetched with `fetch_sequence_page` in pages of
+    /// [`crate::attest::ATTEST_PAGE`] stripes), signed by this manager's identity, which a
+    /// rebuilt group believes. Builds the sequence one page at a time.
+    pub fn fetch_attestation(
         &self,
         requester: NodeId,
         snapshot: SnapshotId,
-        rng: &mut R,
-    ) -> Result<AttestedSequence, ManagerError> {
-        let record = self.own_snapshot(requester, snapshot)?;
-        let sequence = self.current_sequence(requester, snapshot)?;
-        if sequence.stripes.len() > MAX_SEQUENCE_PAGE {
-            return Err(ManagerError::Invalid(format!(
-                "snapshot {snapshot} has {} stripes: too many for one root",
-                sequence.stripes.len()
-            )));
+    ) -> Result<SnapshotAttestation, ManagerError> {
+        let (record, header) = self.sequence_header(requester, snapshot)?;
+        let stripes = record.chunks.len() as u64;
+        let mut digests = Vec::with_capacity(page_count(stripes) as usize);
+        for page in 0..page_count(stripes) {
+            let range = page_range(stripes, page);
+            let mut sequence = header.clone();
+            sequence.stripes =
+                self.current_stripes(record, &header, range.start as usize..range.end as usize)?;
+            digests.push(page_digest(&sequence).map_err(|e| ManagerError::Invalid(e.to_string()))?);
         }
-        let attestation = SnapshotAttestation::issue(
+        SnapshotAttestation::issue(
             &self.identity,
             Attested {
                 snapshot,
@@ -44,15 +52,11 @@ impl Manager {
                 created_at: record.created_at,
                 bytes: record.bytes,
                 manifest: record.data_id,
+                stripes,
             },
-            &sequence,
+            &digests,
         )
-        .map_err(|e| ManagerError::Invalid(e.to_string()))?;
-        let sealed = self.seal_for(requester, snapshot, &sequence, rng)?;
-        Ok(AttestedSequence {
-            sealed,
-            attestation,
-        })
+        .map_err(|e| ManagerError::Invalid(e.to_string()))
     }
 
     /// `strew grid rebuild`: the command marking this group rebuilt, or
@@ -64,10 +68,12 @@ impl Manager {
             .then_some(Command::BeginRebuild { by, at: now })
     }
 
-    /// A source's re-registration of a lost group's snapshot: refused unless
-    /// this group was marked rebuilt and the registration is the
-    /// requester's own, attested by a certified member of grid `grid` for
-    /// exactly its sequence. `None`: the snapshot is recorded already.
+    /// One page of a source's re-registration of a lost group's snapshot:
+    /// refused unless this group was marked rebuilt and the registration is
+    /// the requester's own, attested by a certified member of grid `grid`,
+    /// with exactly the page attested. Pages are recorded in order; a page
+    /// this group has already, or one ahead of the next it needs, is
+    /// answered with how far it got.
     pub fn decide_reregister<R: CryptoRng + ?Sized>(
         &self,
         requester: NodeId,
@@ -75,7 +81,7 @@ impl Manager {
         grid: &GridId,
         now: Millis,
         rng: &mut R,
-    ) -> Result<Option<Command>, ManagerError> {
+    ) -> Result<ReregisterDecision, ManagerError> {
         if self.state.rebuilt_since.is_none() {
             return Err(ManagerError::Invalid(
                 "this coordinator group was not rebuilt (`strew grid rebuild`): it takes no re-registered snapshots".into(),
@@ -85,8 +91,19 @@ impl Manager {
             .verify(&requester, grid)
             .map_err(|e| ManagerError::Invalid(format!("re-registration refused: {e}")))?;
         let a = &registration.attestation.what;
-        if self.state.snapshots.contains_key(&a.snapshot) {
-            return Ok(None);
+        let pages = page_count(a.stripes);
+        let pages_done = match self.state.snapshots.get(&a.snapshot) {
+            None => 0,
+            Some(record) if record.source != requester => {
+                return Err(ManagerError::NotYours {
+                    node: requester,
+                    snapshot: a.snapshot,
+                });
+            }
+            Some(record) => record.registering.unwrap_or(pages),
+        };
+        if registration.page != pages_done {
+            return Ok(ReregisterDecision::Have { pages_done, pages });
         }
         if !self.state.clients.contains_key(&requester) {
             return Err(ApplyError::UnknownNode(requester).into());
@@ -114,12 +131,13 @@ impl Manager {
             snapshot: Box::new(Reregistered {
                 what: a.clone(),
                 sealed_sequence,
+                page: registration.page,
                 stripes: seq.stripes.clone(),
                 params: registration.params.clone(),
                 at: now,
             }),
         };
         check_entry(&command)?;
-        Ok(Some(command))
+        Ok(ReregisterDecision::Propose(command))
     }
 }

@@ -19,6 +19,8 @@ impl Manager {
             .state
             .snapshots
             .get(&snapshot)
+            // One still being re-registered is not a snapshot yet.
+            .filter(|r| r.registering.is_none())
             .ok_or(ApplyError::UnknownSnapshot(snapshot))?;
         if record.source != requester {
             return Err(ManagerError::NotYours {
@@ -151,7 +153,11 @@ impl Manager {
             .state
             .snapshots
             .values()
-            .filter(|s| &s.source == source && set.is_none_or(|name| s.set == name))
+            .filter(|s| {
+                &s.source == source
+                    && set.is_none_or(|name| s.set == name)
+                    && s.registering.is_none()
+            })
             .map(|s| SnapshotSummary {
                 snapshot: s.id,
                 set: s.set.clone(),
@@ -369,7 +375,7 @@ impl Manager {
         state
             .snapshots
             .values()
-            .filter(|s| lapsed.contains(&s.source))
+            .filter(|s| lapsed.contains(&s.source) && s.registering.is_none())
             .take(max)
             .map(|s| Command::Forget {
                 snapshot: s.id,

@@ -19,20 +19,20 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{ApplyError, ManagerState, Touched, profile_of, same_packets};
-use crate::attest::Attested;
+use crate::attest::{Attested, page_count};
 use crate::ids::{DataId, NodeId};
 use crate::records::{
     BackupParams, ChunkRecord, LogKind, MAX_CHUNK_COPIES, SnapshotRecord, StoredPacket,
     chunk_copy_key,
 };
 use crate::seal::{SealedAtRest, SequenceStripe};
-use crate::units::{Millis, format_size};
+use crate::units::Millis;
 
 /// `pending_id` of a re-registered snapshot's record (it came from no
 /// pending backup of this group).
 pub const REREGISTERED: u64 = u64::MAX;
 
-/// A snapshot of the lost group, as its source re-registered it.
+/// One page of a snapshot of the lost group, as its source re-registered it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Reregistered {
     /// The snapshot as its attestation states it.
@@ -40,7 +40,9 @@ pub struct Reregistered {
     /// The sequence's header sealed under this group's key (its stripes are
     /// the chunk records, as for a paged commit).
     pub sealed_sequence: SealedAtRest,
-    /// The sequence's stripes, in order.
+    /// Which attested page this is (pages are recorded in order).
+    pub page: u32,
+    /// The page's stripes, in order.
     pub stripes: Vec<SequenceStripe>,
     pub params: BackupParams,
     pub at: Millis,
@@ -92,7 +94,8 @@ impl ManagerState {
             })
     }
 
-    /// Records a re-registered snapshot (a repeat changes nothing).
+    /// Records one page of a re-registered snapshot, the snapshot itself
+    /// with its last page (a page recorded already changes nothing).
     pub(super) fn reregister(
         &mut self,
         registered: &Reregistered,
@@ -105,8 +108,28 @@ impl ManagerState {
                     .into(),
             ));
         }
-        if self.snapshots.contains_key(&w.snapshot) {
+        let pages = page_count(w.stripes);
+        let (done, earlier): (u32, BTreeSet<DataId>) = match self.snapshots.get(&w.snapshot) {
+            None => (0, BTreeSet::new()),
+            Some(record) if record.source != w.source => {
+                return Err(ApplyError::Invalid(format!(
+                    "snapshot {} is another source's",
+                    w.snapshot
+                )));
+            }
+            Some(record) => match record.registering {
+                None => return Ok(()),
+                Some(done) => (done, record.chunks.iter().copied().collect()),
+            },
+        };
+        if r.page < done {
             return Ok(());
+        }
+        if r.page > done || r.page >= pages {
+            return Err(ApplyError::Invalid(format!(
+                "page {} of snapshot {} re-registered before page {done} of {pages}",
+                r.page, w.snapshot
+            )));
         }
         let location = self
             .clients
@@ -137,7 +160,8 @@ impl ManagerState {
                 )));
             }
             let (key, known) = self.reregistered_key(&stripe.data_id, &packets)?;
-            if seen.insert(stripe.data_id) {
+            // Each distinct chunk once per snapshot, as a commit records it.
+            if seen.insert(stripe.data_id) && !earlier.contains(&key) {
                 resolved.push((key, stripe.data_id, packets, known));
             }
         }
@@ -179,6 +203,34 @@ impl ManagerState {
             client.source_stored_bytes = client.source_stored_bytes.saturating_add(charged);
             touched.clients.insert(w.source);
         }
+        touched.snapshots.insert(w.snapshot);
+        let last = r.page + 1 == pages;
+        match self.snapshots.get_mut(&w.snapshot) {
+            Some(record) => {
+                record.chunks.extend(chunks);
+                record.registering = (!last).then_some(r.page + 1);
+            }
+            None => {
+                self.snapshots.insert(
+                    w.snapshot,
+                    SnapshotRecord {
+                        id: w.snapshot,
+                        source: w.source,
+                        set: w.set.clone(),
+                        data_id: w.manifest,
+                        created_at: w.created_at,
+                        bytes: w.bytes,
+                        chunks,
+                        sealed_sequence: r.sealed_sequence.clone(),
+                        pending_id: REREGISTERED,
+                        registering: (!last).then_some(r.page + 1),
+                    },
+                );
+            }
+        }
+        if !last {
+            return Ok(());
+        }
         let profile = profile_of(
             &mut self.profiles,
             (w.source, &w.set),
@@ -202,32 +254,19 @@ impl ManagerState {
             profile.sealed_sequence = Some(r.sealed_sequence.clone());
             profile.params = r.params.clone();
         }
-        let stripes = chunks.len();
-        self.snapshots.insert(
-            w.snapshot,
-            SnapshotRecord {
-                id: w.snapshot,
-                source: w.source,
-                set: w.set.clone(),
-                data_id: w.manifest,
-                created_at: w.created_at,
-                bytes: w.bytes,
-                chunks,
-                sealed_sequence: r.sealed_sequence.clone(),
-                pending_id: REREGISTERED,
-            },
-        );
-        touched.snapshots.insert(w.snapshot);
+        let stripes = self
+            .snapshots
+            .get(&w.snapshot)
+            .map_or(0, |s| s.chunks.len());
         self.log(
             touched,
             r.at,
             LogKind::Rebuilt,
             w.source,
             format!(
-                "snapshot {} of set {:?} re-registered from its root: {stripes} chunk(s), {} newly recorded",
+                "snapshot {} of set {:?} re-registered from its root: {stripes} chunk(s) in {pages} page(s)",
                 w.snapshot,
                 w.set,
-                format_size(charged)
             ),
         );
         Ok(())

@@ -8,18 +8,26 @@
 use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use strew_coordinator::manager::MAX_PLAN_CHUNKS;
 use strew_coordinator::{
     BackupParams, ChunkPlan, Command, CommitRequest, CommitStep, Compression, ConvergenceScope,
     DataId, Encryption, GeoPoint, GroupKey, Manager, ManagerConfig, NodeId, NodeProfile, PacketId,
     PacketSpec, PlanRequest, PlannedChunk, Redundancy, SnapshotId, StoreReceipt, StoredPacket,
 };
 
-/// The signing key of a test node: seeds `[n; 32]` are tried in turn.
+/// The signing key of a test node: one of the seeds `[n; 32]`.
 pub fn key_of(id: &NodeId) -> SigningKey {
-    (0..=255u8)
-        .map(|n| SigningKey::from_bytes(&[n; 32]))
-        .find(|k| &NodeId(k.verifying_key().to_bytes()) == id)
-        .expect("a test node's key is [n; 32]")
+    static KEYS: std::sync::OnceLock<std::collections::HashMap<NodeId, SigningKey>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        (0..=255u8)
+            .map(|n| SigningKey::from_bytes(&[n; 32]))
+            .map(|k| (NodeId(k.verifying_key().to_bytes()), k))
+            .collect()
+    })
+    .get(id)
+    .cloned()
+    .expect("a test node's key is [n; 32]")
 }
 
 /// The receipt `p.target` signs for `source` after storing `p`.
@@ -91,6 +99,31 @@ pub fn europe(profile: impl Fn(u8, f64, f64) -> NodeProfile) -> Manager {
 
 /// 24 targets over Europe and a source in Paris that backed up two chunks.
 pub fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
+    backed_up_chunks(vec![chunk(1), chunk(2)])
+}
+
+/// [`backed_up`] with `n` chunks of three 4 KiB packets each.
+pub fn backed_up_many(n: u32) -> (Manager, NodeProfile, SnapshotId) {
+    let chunks = (0..n)
+        .map(|i| {
+            let id = *blake3::hash(&i.to_le_bytes()).as_bytes();
+            ChunkPlan {
+                data_id: DataId(id),
+                packets: (0..3u8)
+                    .map(|j| PacketSpec {
+                        packet_id: PacketId::of(&[&id[..], &[j]].concat()),
+                        size: 4096,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    backed_up_chunks(chunks)
+}
+
+/// 24 targets over Europe and a source in Paris that backed up `chunks`
+/// in one plan.
+pub fn backed_up_chunks(chunks: Vec<ChunkPlan>) -> (Manager, NodeProfile, SnapshotId) {
     let mut m = europe(node);
     let mut paris = node(1, 48.85, 2.35);
     paris.x25519_public = x25519_dalek::PublicKey::from(&paris_secret()).to_bytes();
@@ -101,25 +134,32 @@ pub fn backed_up() -> (Manager, NodeProfile, SnapshotId) {
     })
     .expect("join");
     let mut rng = StdRng::seed_from_u64(1);
-    let request = PlanRequest {
-        extend: None,
-        source: paris.node_id,
-        set: "docs".into(),
-        location: paris.location,
-        params: params(),
-        chunks: vec![chunk(1), chunk(2)],
-        exclude: Vec::new(),
-    };
-    let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plan");
-    m.apply(&command).expect("begin");
-    let stored = receipts(&draft.uploads, paris.node_id);
+    // In parts of at most MAX_PLAN_CHUNKS, into one pending backup.
+    let (mut pending, mut uploads) = (None, Vec::new());
+    for part in chunks.chunks(MAX_PLAN_CHUNKS) {
+        let request = PlanRequest {
+            extend: pending,
+            source: paris.node_id,
+            set: "docs".into(),
+            location: paris.location,
+            params: params(),
+            chunks: part.to_vec(),
+            exclude: Vec::new(),
+        };
+        let (command, draft) = m.decide_plan(&request, 10, &mut rng).expect("plan");
+        m.apply(&command).expect("begin");
+        pending = Some(draft.pending_id);
+        uploads.extend(draft.uploads);
+    }
+    let pending_id = pending.expect("at least one chunk");
+    let stored = receipts(&uploads, paris.node_id);
     let commit = CommitRequest {
-        pending_id: draft.pending_id,
+        pending_id,
         source: paris.node_id,
         receipts: stored,
-        manifest: DataId([1; 32]),
+        manifest: chunks[0].data_id,
         manifest_chunks: Vec::new(),
-        chunks: vec![DataId([1; 32]), DataId([2; 32])],
+        chunks: chunks.iter().map(|c| c.data_id).collect(),
         bytes: 4 << 20,
     };
     let CommitStep::Propose { command, snapshot } =

@@ -461,11 +461,11 @@ impl SourceJobs {
             )
             .await;
             match kept {
-                Ok(k) if k.copies.is_empty() => {
+                Ok(k) if k.copies == 0 => {
                     Some("the snapshot root is kept locally only: no target took a copy".into())
                 }
                 Ok(k) => {
-                    root_copies = k.copies.len();
+                    root_copies = k.copies;
                     None
                 }
                 Err(err) => {

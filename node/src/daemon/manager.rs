@@ -639,8 +639,8 @@ impl ManagerService {
             } => self.audit_snapshot(requester, snapshot, from, count).await,
             ManagerRequest::ReportRtt(report) => self.record_rtt(requester, &report),
             ManagerRequest::Evidence => self.evidence(),
-            ManagerRequest::FetchAttestedSequence { snapshot } => {
-                self.attested_sequence(requester, snapshot).await
+            ManagerRequest::FetchAttestation { snapshot } => {
+                self.attestation(requester, snapshot).await
             }
             ManagerRequest::DryRun(req) => {
                 let mut req = wire::plan_request(requester, req);

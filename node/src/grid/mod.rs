@@ -131,13 +131,12 @@ impl TransportError {
     }
 }
 
-/// A snapshot's sequence as its root keeps it: sealed to the source, with
-/// the manager's attestation and the signer's grid-key certificate (none
-/// from a manager without a grid), which a rebuilt group believes.
+/// The manager's attestation of a snapshot's sequence (in its attested
+/// pages) and the signer's grid-key certificate (none from a manager
+/// without a grid): what a root keeps for a rebuilt group to believe.
 #[derive(Debug, Clone)]
-pub struct AttestedRoot {
-    pub sealed: SealedForRecipient,
-    pub attestation: Option<strew_coordinator::SnapshotAttestation>,
+pub struct Attestation {
+    pub attestation: strew_coordinator::SnapshotAttestation,
     pub cert: Option<strew_coordinator::MemberCert>,
 }
 
@@ -151,12 +150,12 @@ pub trait ManagerApi: Send + Sync {
         &self,
         request: CommitRequest,
     ) -> impl Future<Output = Result<CommitResponse, GridError>> + Send;
-    /// The snapshot's whole sequence sealed to the requesting node, with
-    /// the manager's attestation and certificate (what its root keeps).
-    fn fetch_attested_sequence(
+    /// The manager's attestation of the snapshot's sequence and its
+    /// certificate (what its root keeps with the sequence's pages).
+    fn fetch_attestation(
         &self,
         snapshot: SnapshotId,
-    ) -> impl Future<Output = Result<AttestedRoot, GridError>> + Send;
+    ) -> impl Future<Output = Result<Attestation, GridError>> + Send;
     /// The snapshot's sequence, sealed to the requesting node's X25519 key.
     fn fetch_sequence(
         &self,

@@ -222,14 +222,14 @@ impl OverlayManager {
         }
     }
 
-    /// Re-registers one snapshot of a lost group; `true` if the group knew
-    /// it already.
-    pub async fn reregister(&self, request: ReregisterRequest) -> Result<bool, GridError> {
+    /// Re-registers one page of a snapshot of a lost group: how many of
+    /// its pages the group has now, and how many it has.
+    pub async fn reregister(&self, request: ReregisterRequest) -> Result<(u32, u32), GridError> {
         match self
             .call(ManagerRequest::Reregister(Box::new(request)))
             .await?
         {
-            ManagerResponse::Reregistered { known } => Ok(known),
+            ManagerResponse::Reregistered { pages_done, pages } => Ok((pages_done, pages)),
             other => Err(unexpected("reregister", &other)),
         }
     }
@@ -258,7 +258,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Audited { .. } => "audited",
             ManagerResponse::Leaving(_) => "leaving",
             ManagerResponse::Evidence(_) => "evidence",
-            ManagerResponse::AttestedSequence(_) => "attested sequence",
+            ManagerResponse::Attestation(_) => "attestation",
             ManagerResponse::Rebuilding { .. } => "rebuilding",
             ManagerResponse::Reregistered { .. } => "reregistered",
             ManagerResponse::NotManager { .. } => "not manager",
@@ -302,20 +302,19 @@ impl ManagerApi for OverlayManager {
         }
     }
 
-    async fn fetch_attested_sequence(
+    async fn fetch_attestation(
         &self,
         snapshot: SnapshotId,
-    ) -> Result<super::AttestedRoot, GridError> {
+    ) -> Result<super::Attestation, GridError> {
         match self
-            .call(ManagerRequest::FetchAttestedSequence { snapshot })
+            .call(ManagerRequest::FetchAttestation { snapshot })
             .await?
         {
-            ManagerResponse::AttestedSequence(a) => Ok(super::AttestedRoot {
-                sealed: a.sealed,
-                attestation: Some(a.attestation),
+            ManagerResponse::Attestation(a) => Ok(super::Attestation {
+                attestation: a.attestation,
                 cert: a.cert,
             }),
-            other => Err(unexpected("fetch attested sequence", &other)),
+            other => Err(unexpected("fetch attestation", &other)),
         }
     }
 

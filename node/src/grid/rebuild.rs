@@ -2,7 +2,8 @@
 //! (issue 18, SPEC R15): when the whole group was lost and a new one was
 //! founded with the grid key and marked rebuilt (`strew grid rebuild`), the
 //! source hands it every snapshot its local roots describe that the new
-//! group does not list: the sequence, the old group's attestation of it,
+//! group does not list, one attested page at a time: the page, the old
+//! group's attestation of the sequence,
 //! the signer's certificate and the set's parameters. The group checks the
 //! attestation and records the snapshot, so restore, forget, repair and
 //! dedup work on it again.
@@ -14,10 +15,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde::Serialize;
+use strew_coordinator::attest::page_digest;
+use strew_coordinator::{BackupParams, MemberCert, SnapshotAttestation};
 use strew_overlay::manager::ReregisterRequest;
 
 use super::overlay::OverlayManager;
-use super::roots::{RootError, load_local, open_root};
+use super::roots::{Root, RootError, local, local_roots};
 use super::{GridError, ManagerApi, SourceIdentity};
 use crate::pipeline::secret::ConvergenceSecret;
 use crate::wire::ToWire;
@@ -47,30 +50,19 @@ pub struct Reregistration {
     pub refused: usize,
 }
 
-/// One pass (see the module doc).
+/// One pass (see the module doc), one local root at a time.
 pub async fn reregister_roots(
     manager: &OverlayManager,
     me: &SourceIdentity,
     owner: &ConvergenceSecret,
     data_dir: &Path,
 ) -> Result<Reregistration, RebuildError> {
-    let (dir, owner_, me_) = (data_dir.to_path_buf(), owner.clone(), me.clone());
-    let roots = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for (_, bytes) in load_local(&dir)? {
-            if let Ok(opened) = open_root(&bytes, &owner_, &me_) {
-                out.push(opened);
-            }
-        }
-        Ok::<_, RootError>(out)
-    })
-    .await
-    .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
-    let mut report = Reregistration {
-        roots: roots.len(),
-        ..Reregistration::default()
-    };
-    if roots.is_empty() {
+    let dir = data_dir.to_path_buf();
+    let names = tokio::task::spawn_blocking(move || local_roots(&dir))
+        .await
+        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    let mut report = Reregistration::default();
+    if names.is_empty() {
         return Ok(report);
     }
     let listed: BTreeSet<_> = manager
@@ -79,24 +71,30 @@ pub async fn reregister_roots(
         .into_iter()
         .map(|s| s.snapshot)
         .collect();
-    for (doc, sequence) in roots {
-        if listed.contains(&doc.snapshot) {
+    for (snapshot, ids) in names {
+        if listed.contains(&snapshot) {
+            report.roots += 1;
             report.listed += 1;
             continue;
         }
-        let (Some(attestation), Some(cert), Some(params)) = (doc.attestation, doc.cert, doc.params)
-        else {
+        let (dir, owner_, me_) = (data_dir.to_path_buf(), owner.clone(), me.clone());
+        let opened =
+            tokio::task::spawn_blocking(move || local::open_local(&dir, &owner_, &me_, &ids))
+                .await
+                .map_err(|e| RootError::Encode(format!("root task failed: {e}")))?;
+        let Some(root) = opened else { continue };
+        report.roots += 1;
+        let doc = &root.doc;
+        let (Some(attestation), Some(cert), Some(params)) = (
+            doc.attestation.clone(),
+            doc.cert.clone(),
+            doc.params.clone(),
+        ) else {
             report.unattested += 1;
             continue;
         };
-        let request = ReregisterRequest {
-            attestation,
-            cert,
-            sequence,
-            params: params.to_wire(),
-        };
-        match manager.reregister(request).await {
-            Ok(_) => report.registered += 1,
+        match reregister_one(manager, &root, attestation, cert, params).await {
+            Ok(()) => report.registered += 1,
             Err(err) => {
                 report.refused += 1;
                 tracing::warn!(snapshot = %doc.snapshot, %err, "a snapshot was not re-registered");
@@ -104,4 +102,44 @@ pub async fn reregister_roots(
         }
     }
     Ok(report)
+}
+
+/// Hands a rebuilt group one root's pages, in order, from the first page
+/// the group does not have.
+async fn reregister_one(
+    manager: &OverlayManager,
+    root: &Root,
+    attestation: SnapshotAttestation,
+    cert: MemberCert,
+    params: BackupParams,
+) -> Result<(), GridError> {
+    let mut digests = Vec::with_capacity(root.parts.len() * 32);
+    for part in &root.parts {
+        let digest = page_digest(&part.page).map_err(|e| GridError::Other(e.to_string()))?;
+        digests.extend_from_slice(&digest);
+    }
+    let pages = root.parts.len() as u32;
+    let mut page = 0u32;
+    // Each answer moves on by at least one page, or the group is done.
+    for _ in 0..=2 * pages {
+        let part = root.parts.get(page as usize).ok_or_else(|| {
+            GridError::Other(format!("the group asked for page {page} of {pages}"))
+        })?;
+        let request = ReregisterRequest {
+            attestation: attestation.clone(),
+            cert: cert.clone(),
+            pages: serde_bytes::ByteBuf::from(digests.clone()),
+            page,
+            sequence: part.page.clone(),
+            params: params.to_wire(),
+        };
+        let (done, all) = manager.reregister(request).await?;
+        if done >= all {
+            return Ok(());
+        }
+        page = done;
+    }
+    Err(GridError::Other(
+        "the group did not take the root's pages in order".into(),
+    ))
 }

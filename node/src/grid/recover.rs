@@ -7,7 +7,7 @@
 //! Owns the search (bounded concurrency and time) and the holder-read packet
 //! source; the root format is `roots`', the restore itself the pipeline's.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::Serialize;
 use strew_coordinator::seal::Sequence as SealedSequence;
-use strew_coordinator::{NodeId, PacketId, SnapshotId};
+use strew_coordinator::{NodeId, PacketId};
 use strew_overlay::OverlayHandle;
 
 use super::roots::{self, RootDocument};
@@ -28,8 +28,8 @@ use crate::pipeline::{
 
 /// Peers asked for roots at once.
 pub const ASK_AT_ONCE: usize = 8;
-/// Pages of `ListRoots` read from one peer (at most 256 roots each).
-pub const MAX_PAGES: usize = 16;
+/// Pages of `ListRoots` read from one peer (at most 256 root packets each).
+pub const MAX_PAGES: usize = 64;
 /// How long the whole search may take.
 pub const SEARCH_TIME: Duration = Duration::from_secs(30);
 
@@ -76,26 +76,15 @@ impl Found {
     }
 }
 
-/// The root packet ids `peer` holds for this node (every page, bounded).
+/// The root packets `peer` holds for this node (every page, bounded).
 async fn roots_on(overlay: &OverlayHandle, peer: NodeId) -> Vec<(NodeId, Vec<u8>)> {
-    let mut ids = Vec::new();
-    let mut after = None;
-    for _ in 0..MAX_PAGES {
-        match overlay.list_roots(peer, after).await {
-            Ok(page) => {
-                let full = page.len() == strew_overlay::packet::MAX_ROOTS_PAGE;
-                after = page.last().copied();
-                ids.extend(page);
-                if !full {
-                    break;
-                }
-            }
-            Err(err) => {
-                tracing::debug!(%peer, %err, "no roots from this peer");
-                break;
-            }
+    let ids = match roots::held_by(overlay, peer, MAX_PAGES).await {
+        Ok(ids) => ids,
+        Err(err) => {
+            tracing::debug!(%peer, %err, "no roots from this peer");
+            return Vec::new();
         }
-    }
+    };
     let mut out = Vec::new();
     for id in ids {
         match overlay.get_held_packet(peer, id).await {
@@ -109,7 +98,8 @@ async fn roots_on(overlay: &OverlayHandle, peer: NodeId) -> Vec<(NodeId, Vec<u8>
 
 /// Every snapshot whose root this owner can find: in `data_dir/roots/` and
 /// on `peers` (asked [`ASK_AT_ONCE`] at a time, for at most [`SEARCH_TIME`]).
-/// Roots that do not open with this owner's keys are skipped. Newest first.
+/// Root packets that do not open with this owner's keys are skipped, and so
+/// are roots with a part missing everywhere. Newest first.
 pub async fn find_roots(
     overlay: &OverlayHandle,
     peers: Vec<NodeId>,
@@ -132,38 +122,58 @@ pub async fn find_roots(
         Ok(found) => packets.extend(found.into_iter().flatten().map(|(p, b)| (Some(p), b))),
         Err(_) => tracing::warn!("the root search ran out of time; listing what was found"),
     }
-    let mut by_snapshot: BTreeMap<SnapshotId, Found> = BTreeMap::new();
-    let mut seen: HashSet<(Option<NodeId>, PacketId)> = HashSet::new();
-    let mut to_keep: Vec<(SnapshotId, PacketId, Vec<u8>)> = Vec::new();
+    // Each packet opened once; where each was found.
+    let mut holders: HashMap<PacketId, Vec<Option<NodeId>>> = HashMap::new();
+    let mut parts: BTreeMap<PacketId, roots::OpenedPart> = BTreeMap::new();
     for (from, bytes) in packets {
         let id = PacketId::of(&bytes);
-        if !seen.insert((from, id)) {
+        let at = holders.entry(id).or_default();
+        if !at.contains(&from) {
+            at.push(from);
+        }
+        if parts.contains_key(&id) {
             continue;
         }
-        match roots::open_root(&bytes, owner, me) {
-            Ok((doc, sequence)) => {
-                // A root only the grid held is kept locally from now on.
-                if from.is_some() && !seen.contains(&(None, id)) {
-                    seen.insert((None, id));
-                    to_keep.push((doc.snapshot, id, bytes));
-                }
-                by_snapshot
-                    .entry(doc.snapshot)
-                    .or_insert_with(|| Found {
-                        doc,
-                        sequence,
-                        from: Vec::new(),
-                    })
-                    .from
-                    .push(from);
+        match roots::open_part(bytes, owner, me) {
+            Ok(part) => {
+                parts.insert(id, part);
             }
-            Err(err) => tracing::debug!(%err, "a root that is not this owner's"),
+            Err(err) => tracing::debug!(%err, "a root packet that is not this owner's"),
+        }
+    }
+    let (whole, partial) = roots::assemble(parts.into_values());
+    if partial > 0 {
+        tracing::warn!(partial, "roots with a part found nowhere are not listed");
+    }
+    let mut found = Vec::with_capacity(whole.len());
+    let mut to_keep = Vec::new();
+    for root in whole {
+        let mut from: Vec<Option<NodeId>> = root
+            .ids()
+            .iter()
+            .flat_map(|id| holders.get(id).cloned().unwrap_or_default())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        from.sort_by_key(|f| f.is_some());
+        let all_local = root
+            .ids()
+            .iter()
+            .all(|id| holders.get(id).is_some_and(|h| h.contains(&None)));
+        found.push(Found {
+            doc: root.doc.clone(),
+            sequence: root.sequence(),
+            from,
+        });
+        // A root only the grid held is kept locally from now on.
+        if !all_local {
+            to_keep.push(root);
         }
     }
     let dir = data_dir.to_path_buf();
     let kept = tokio::task::spawn_blocking(move || {
-        for (snapshot, id, bytes) in &to_keep {
-            roots::keep_found(&dir, snapshot, id, bytes)?;
+        for root in &to_keep {
+            roots::keep_found(&dir, root)?;
         }
         Ok::<_, roots::RootError>(())
     })
@@ -172,7 +182,6 @@ pub async fn find_roots(
     if let Err(err) = kept {
         tracing::warn!(%err, "roots found on the grid were not kept locally");
     }
-    let mut found: Vec<Found> = by_snapshot.into_values().collect();
     found.sort_by_key(|f| std::cmp::Reverse(f.doc.time_ms));
     Ok(found)
 }

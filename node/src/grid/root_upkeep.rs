@@ -2,9 +2,9 @@
 //! root copy leave or die like any other, and a root nobody holds cannot be
 //! found by `--from-grid` recovery. The manager does not know the roots (a
 //! root is the owner's), so their source repairs them: for each local root,
-//! it asks the snapshot's targets which of its roots they hold (`ListRoots`,
-//! one page per target covers a holder's at most 64 roots) and puts the
-//! root again on the next of those targets until [`ROOT_COPIES`] hold it.
+//! one at a time, it asks the snapshot's targets which of its roots they
+//! hold (`ListRoots`, every page, once per target and pass) and puts each
+//! part again on the next of its targets until [`ROOT_COPIES`] hold it.
 //! Owns that pass only; the root format and placement order are
 //! [`super::roots`]'.
 
@@ -15,21 +15,23 @@ use serde::Serialize;
 use strew_coordinator::{NodeId, PacketId};
 
 use super::SourceIdentity;
-use super::roots::{ROOT_COPIES, RootError, load_local, open_root, root_targets};
+use super::roots::{
+    MAX_ASKS_PER_PART, ROOT_COPIES, RootError, held_by, local, local_roots, part_targets,
+};
 use crate::pipeline::secret::ConvergenceSecret;
 
-/// Targets of one root asked at most (its copies went to the first of the
-/// snapshot's targets that took one).
-const MAX_ASKS_PER_ROOT: usize = 16;
+/// `ListRoots` pages read from one target (256 ids each).
+const MAX_LIST_PAGES: usize = 64;
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RootUpkeep {
     /// Local roots looked at.
     pub roots: usize,
-    /// Copies put again on a target.
+    /// Copies of parts put again on a target.
     pub copies_added: usize,
-    /// Roots still held by fewer than [`ROOT_COPIES`] targets after the pass.
+    /// Roots with a part still held by fewer than [`ROOT_COPIES`] targets
+    /// after the pass.
     pub short: usize,
 }
 
@@ -40,59 +42,69 @@ pub async fn keep_roots_alive(
     owner: &ConvergenceSecret,
     data_dir: &Path,
 ) -> Result<RootUpkeep, RootError> {
-    let (dir, owner_, me_) = (data_dir.to_path_buf(), owner.clone(), me.clone());
-    let roots: Vec<(PacketId, Vec<u8>, Vec<NodeId>)> = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for (id, bytes) in load_local(&dir)? {
-            // A root that does not open (another owner's, or damaged) is
-            // not ours to keep.
-            if let Ok((_, seq)) = open_root(&bytes, &owner_, &me_) {
-                let mut targets = root_targets(&seq);
-                targets.truncate(MAX_ASKS_PER_ROOT);
-                out.push((id, bytes, targets));
-            }
-        }
-        Ok::<_, RootError>(out)
-    })
-    .await
-    .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
-    // Which of our roots each target holds: one ListRoots page per target.
-    let asked: BTreeSet<NodeId> = roots.iter().flat_map(|(_, _, t)| t.clone()).collect();
-    let mut held: BTreeMap<NodeId, BTreeSet<PacketId>> = BTreeMap::new();
-    for target in asked {
-        match overlay.list_roots(target, None).await {
-            Ok(ids) => {
-                held.insert(target, ids.into_iter().collect());
-            }
-            Err(err) => tracing::debug!(%target, %err, "root upkeep: a target did not list"),
-        }
-    }
-    let mut report = RootUpkeep {
-        roots: roots.len(),
-        ..RootUpkeep::default()
-    };
-    for (id, bytes, targets) in roots {
-        let mut copies = targets
-            .iter()
-            .filter(|t| held.get(t).is_some_and(|ids| ids.contains(&id)))
-            .count();
-        // Only targets that answered are asked to take a copy.
-        for target in targets.iter().filter(|t| held.contains_key(t)) {
-            if copies >= usize::from(ROOT_COPIES) {
-                break;
-            }
-            if held.get(target).is_some_and(|ids| ids.contains(&id)) {
-                continue;
-            }
-            match overlay.put_root(*target, bytes.clone()).await {
-                Ok(()) => {
-                    copies += 1;
-                    report.copies_added += 1;
+    let dir = data_dir.to_path_buf();
+    let names = tokio::task::spawn_blocking(move || local_roots(&dir))
+        .await
+        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    let mut report = RootUpkeep::default();
+    // Which of our roots each target holds (`None`: it did not answer).
+    let mut held: BTreeMap<NodeId, Option<BTreeSet<PacketId>>> = BTreeMap::new();
+    for (_, ids) in names {
+        let (dir, owner_, me_) = (data_dir.to_path_buf(), owner.clone(), me.clone());
+        let opened =
+            tokio::task::spawn_blocking(move || local::open_local(&dir, &owner_, &me_, &ids))
+                .await
+                .map_err(|e| RootError::Encode(format!("root task failed: {e}")))?;
+        // A root that does not open (another owner's, or damaged) is not
+        // ours to keep.
+        let Some(root) = opened else { continue };
+        report.roots += 1;
+        let targets = root.targets();
+        let mut short = false;
+        for part in &root.parts {
+            let asked = part_targets(&targets, part.part.part, MAX_ASKS_PER_PART);
+            for target in &asked {
+                if !held.contains_key(target) {
+                    let ids = match held_by(overlay, *target, MAX_LIST_PAGES).await {
+                        Ok(ids) => Some(ids.into_iter().collect()),
+                        Err(err) => {
+                            tracing::debug!(%target, %err, "root upkeep: a target did not list");
+                            None
+                        }
+                    };
+                    held.insert(*target, ids);
                 }
-                Err(err) => tracing::debug!(%target, %err, "root upkeep: a copy was refused"),
             }
+            let holds = |t: &NodeId| {
+                held.get(t)
+                    .and_then(|h| h.as_ref())
+                    .is_some_and(|ids| ids.contains(&part.id))
+            };
+            let mut copies = asked.iter().filter(|t| holds(t)).count();
+            // Only targets that answered are asked to take a copy.
+            let answered: Vec<NodeId> = asked
+                .iter()
+                .filter(|t| held.get(t).is_some_and(|h| h.is_some()) && !holds(t))
+                .copied()
+                .collect();
+            for target in answered {
+                if copies >= usize::from(ROOT_COPIES) {
+                    break;
+                }
+                match overlay.put_root(target, part.bytes.clone()).await {
+                    Ok(()) => {
+                        copies += 1;
+                        report.copies_added += 1;
+                        if let Some(Some(ids)) = held.get_mut(&target) {
+                            ids.insert(part.id);
+                        }
+                    }
+                    Err(err) => tracing::debug!(%target, %err, "root upkeep: a copy was refused"),
+                }
+            }
+            short |= copies < usize::from(ROOT_COPIES);
         }
-        if copies < usize::from(ROOT_COPIES) {
+        if short {
             report.short += 1;
         }
     }

@@ -1,40 +1,55 @@
 //! Snapshot roots (issue 18, SPEC R15): what a source keeps so its snapshots
 //! outlive the coordinator group. After a commit, the snapshot's sequence
 //! as the manager sealed it to the owner (it carries the stripe → target map
-//! a restore needs) is wrapped with the snapshot's listing (id, set, time,
-//! bytes) into a [`RootDocument`], encrypted with the chunk AEAD under a key
-//! derived from the owner's private secret, and framed as an ordinary
-//! replica packet (the data packet format). That packet is kept in the
-//! source's data dir (`roots/`) and is what goes to targets marked as a root
-//! (`MarkRoot`, found again with `ListRoots` by the same node id).
+//! a restore needs), in the pages the manager attested
+//! ([`ATTEST_PAGE`] stripes each), is framed into root packets: part `i`
+//! holds page `i`, and part 0 also the snapshot's listing (id, set, time,
+//! bytes), its parameters and the manager's attestation (a
+//! [`RootDocument`]). Each part is encrypted with the chunk AEAD under a key
+//! derived from the owner's private secret and framed as an ordinary
+//! replica packet (the data packet format), so no root packet grows with
+//! the snapshot. The parts are kept in the source's data dir
+//! ([`local`]) and go to the snapshot's targets as roots (`PutRoot`, found
+//! again with `ListRoots` by the same node id), [`ROOT_COPIES`] copies each.
 //!
 //! Nothing in a root packet is readable without the owner's private secret:
 //! the set name, the snapshot id and the sequence are inside the AEAD, and
 //! the sequence is sealed to the owner's X25519 key as well. Owns the
-//! document, its packet and the local copies; finding and fetching roots on
-//! the grid is `recover`'s.
+//! format, assembling parts into a [`Root`], where copies go, making and
+//! dropping a snapshot's root; finding roots on the grid is `recover`'s.
 
+pub mod local;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strew_coordinator::attest::{ATTEST_PAGE, page_count, page_digest, sequence_digest};
 use strew_coordinator::seal::{SealedForRecipient, Sequence as SealedSequence, open_as_recipient};
 use strew_coordinator::units::Redundancy;
-use strew_coordinator::{BackupParams, MemberCert, PacketId, SnapshotAttestation, SnapshotId};
+use strew_coordinator::{
+    BackupParams, MemberCert, NodeId, PacketId, SnapshotAttestation, SnapshotId,
+};
 
 use super::{ManagerApi, SourceIdentity};
 use crate::pipeline::codec::{Codec, StripeError};
 use crate::pipeline::packet::{self, FormatError};
 use crate::pipeline::secret::{ChunkKey, ConvergenceSecret};
 
-/// The data dir's folder of this source's root packets (one file per snapshot).
-pub const ROOTS_DIR: &str = "roots";
-/// Version of the [`RootDocument`] layout.
-pub const ROOT_VERSION: u8 = 1;
-/// Largest root packet (what a target takes with `PutRoot`). A larger
-/// sequence gets no root (a warning in the backup's answer).
+pub use local::{ROOTS_DIR, keep_found, load_local, local_roots};
+
+/// Version of the [`RootPart`] layout (1 was one packet per snapshot).
+pub const ROOT_VERSION: u8 = 2;
+/// Largest root packet (what a target takes with `PutRoot`).
 pub const MAX_ROOT_BYTES: usize = strew_overlay::packet::MAX_ROOT_PACKET_BYTES;
-/// Copies of each root kept on distinct targets.
+/// Copies of each root part kept on distinct targets.
 pub const ROOT_COPIES: u8 = 3;
+/// Most parts (attested pages) a root may have: 512 stripes each, about a
+/// 4 TB snapshot, and what a target keeps for one owner.
+pub const MAX_ROOT_PARTS: u32 = 8192;
+/// Times a root is made again when the sequence changed (a repair moved a
+/// packet) between the manager's attestation and the pages read.
+const MAKE_ATTEMPTS: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
@@ -42,8 +57,10 @@ pub enum RootError {
     Sequence(String),
     #[error("root document encoding: {0}")]
     Encode(String),
-    #[error("the root document of {bytes} bytes exceeds the root limit of {MAX_ROOT_BYTES}")]
+    #[error("a root part of {bytes} bytes exceeds the root limit of {MAX_ROOT_BYTES}")]
     TooLarge { bytes: usize },
+    #[error("a root of {parts} parts exceeds the limit of {MAX_ROOT_PARTS}")]
+    TooManyParts { parts: u32 },
     #[error("not a root packet: {0}")]
     Format(#[from] FormatError),
     #[error("the root does not open with this owner's secret")]
@@ -52,6 +69,8 @@ pub enum RootError {
     Seal(#[source] strew_coordinator::seal::SealError),
     #[error("unknown root document version {0}")]
     Version(u8),
+    #[error("the root part is inconsistent: {0}")]
+    Inconsistent(String),
     #[error("local roots folder {path}: {source}")]
     Io {
         path: PathBuf,
@@ -60,26 +79,81 @@ pub enum RootError {
     },
 }
 
-/// Everything needed to list and restore one snapshot without a manager.
+/// What a root states about its snapshot besides the sequence (in part 0):
+/// everything needed to list it without a manager, and for a rebuilt group
+/// to believe it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RootDocument {
-    pub version: u8,
     pub snapshot: SnapshotId,
     pub set: String,
     pub time_ms: u64,
     pub bytes: u64,
-    /// The sequence as the manager sealed it to the owner (AAD: the snapshot id).
-    pub sealed: SealedForRecipient,
     /// The set's backup parameters (a rebuilt group's repair needs them).
-    #[serde(default)]
     pub params: Option<BackupParams>,
-    /// The manager's signed attestation of the sequence and the signer's
-    /// grid-key certificate: what a rebuilt coordinator group believes when
-    /// the owner re-registers the snapshot (`crate::grid::rebuild`).
-    #[serde(default)]
+    /// The manager's signed attestation of the sequence's pages and the
+    /// signer's grid-key certificate: what a rebuilt coordinator group
+    /// believes when the owner re-registers the snapshot
+    /// (`crate::grid::rebuild`).
     pub attestation: Option<SnapshotAttestation>,
-    #[serde(default)]
     pub cert: Option<MemberCert>,
+}
+
+/// One root packet's content: part `part` of the `parts` of a snapshot's
+/// root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootPart {
+    pub version: u8,
+    pub snapshot: SnapshotId,
+    pub part: u32,
+    pub parts: u32,
+    /// Page `part` of the sequence as the manager sealed it to the owner
+    /// (AAD: the snapshot id).
+    pub sealed: SealedForRecipient,
+    /// Part 0's only.
+    pub doc: Option<RootDocument>,
+}
+
+/// One root packet, opened.
+#[derive(Debug, Clone)]
+pub struct OpenedPart {
+    pub id: PacketId,
+    pub bytes: Vec<u8>,
+    pub part: RootPart,
+    /// Its page of the sequence.
+    pub page: SealedSequence,
+}
+
+/// A snapshot's whole root: its document and every part, in order.
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub doc: RootDocument,
+    pub parts: Vec<OpenedPart>,
+}
+
+impl Root {
+    pub fn ids(&self) -> Vec<PacketId> {
+        self.parts.iter().map(|p| p.id).collect()
+    }
+
+    /// The whole sequence (the pages joined).
+    pub fn sequence(&self) -> SealedSequence {
+        let mut pages = self.parts.iter().map(|p| &p.page);
+        let mut whole = pages.next().map(|p| p.clone()).unwrap_or(SealedSequence {
+            snapshot: self.doc.snapshot,
+            manifest: strew_coordinator::DataId([0; 32]),
+            manifest_chunks: Vec::new(),
+            stripes: Vec::new(),
+        });
+        for page in pages {
+            whole.stripes.extend(page.stripes.iter().cloned());
+        }
+        whole
+    }
+
+    /// The snapshot's targets, those holding most of its packets first.
+    pub fn targets(&self) -> Vec<NodeId> {
+        root_targets(self.parts.iter().map(|p| &p.page))
+    }
 }
 
 /// The key of every root document of an owner (the owner's private secret,
@@ -100,13 +174,13 @@ fn codec(owner: &ConvergenceSecret) -> Codec {
     }
 }
 
-/// The root packet of `doc`: one replica packet in the data packet format.
-pub fn encode_root(
-    doc: &RootDocument,
+/// The root packet of `part`: one replica packet in the data packet format.
+pub fn encode_part(
+    part: &RootPart,
     owner: &ConvergenceSecret,
 ) -> Result<(PacketId, Vec<u8>), RootError> {
     let plain =
-        strew_coordinator::cbor::encode(doc).map_err(|e| RootError::Encode(e.to_string()))?;
+        strew_coordinator::cbor::encode(part).map_err(|e| RootError::Encode(e.to_string()))?;
     let stripe = codec(owner).encode(&root_document_key(owner), &plain);
     let (id, bytes) = stripe
         .packets
@@ -119,28 +193,125 @@ pub fn encode_root(
     Ok((id, bytes))
 }
 
-/// Opens a root packet with the owner's secret (the document) and this
-/// node's X25519 secret (its sequence).
-pub fn open_root(
-    bytes: &[u8],
+/// The root packets of a snapshot: `doc` and its sequence's `pages` (as the
+/// manager sealed them), part `i` holding page `i`.
+pub fn encode_root(
+    doc: &RootDocument,
+    pages: Vec<SealedForRecipient>,
+    owner: &ConvergenceSecret,
+) -> Result<Vec<(PacketId, Vec<u8>)>, RootError> {
+    let parts = u32::try_from(pages.len()).unwrap_or(u32::MAX);
+    if parts == 0 || parts > MAX_ROOT_PARTS {
+        return Err(RootError::TooManyParts { parts });
+    }
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, sealed)| {
+            encode_part(
+                &RootPart {
+                    version: ROOT_VERSION,
+                    snapshot: doc.snapshot,
+                    part: i as u32,
+                    parts,
+                    sealed,
+                    doc: (i == 0).then(|| doc.clone()),
+                },
+                owner,
+            )
+        })
+        .collect()
+}
+
+/// Opens a root packet with the owner's secret (the part) and this node's
+/// X25519 secret (its page of the sequence).
+pub fn open_part(
+    bytes: Vec<u8>,
     owner: &ConvergenceSecret,
     me: &SourceIdentity,
-) -> Result<(RootDocument, SealedSequence), RootError> {
-    let (_, shard) = packet::decode_packet(bytes)?;
+) -> Result<OpenedPart, RootError> {
+    let (_, shard) = packet::decode_packet(&bytes)?;
     let key = root_document_key(owner);
     let plain = codec(owner)
         .open_blob(&key, shard, false)
         .map_err(RootError::NotOurs)?;
-    let doc: RootDocument =
+    let part: RootPart =
         strew_coordinator::cbor::decode(&plain).map_err(|e| RootError::Encode(e.to_string()))?;
-    if doc.version != ROOT_VERSION {
-        return Err(RootError::Version(doc.version));
+    if part.version != ROOT_VERSION {
+        return Err(RootError::Version(part.version));
+    }
+    if part.part >= part.parts
+        || part.parts > MAX_ROOT_PARTS
+        || (part.part == 0) != part.doc.is_some()
+        || part
+            .doc
+            .as_ref()
+            .is_some_and(|d| d.snapshot != part.snapshot)
+    {
+        return Err(RootError::Inconsistent(format!(
+            "part {} of {}",
+            part.part, part.parts
+        )));
     }
     let secret = x25519_dalek::StaticSecret::from(me.x25519_secret);
-    let seq_bytes = open_as_recipient(&secret, doc.snapshot.as_bytes(), &doc.sealed)
+    let seq_bytes = open_as_recipient(&secret, part.snapshot.as_bytes(), &part.sealed)
         .map_err(RootError::Seal)?;
-    let seq = SealedSequence::from_bytes(&seq_bytes).map_err(RootError::Seal)?;
-    Ok((doc, seq))
+    let page = SealedSequence::from_bytes(&seq_bytes).map_err(RootError::Seal)?;
+    if page.snapshot != part.snapshot {
+        return Err(RootError::Inconsistent(
+            "the page is another snapshot's".into(),
+        ));
+    }
+    Ok(OpenedPart {
+        id: PacketId::of(&bytes),
+        bytes,
+        part,
+        page,
+    })
+}
+
+/// Whole roots from opened parts (any order, repeats and strays allowed):
+/// a snapshot's root is complete when every part of one version of it is
+/// there; incomplete ones are left out. Returns the roots and how many
+/// snapshots had only some parts.
+pub fn assemble(parts: impl IntoIterator<Item = OpenedPart>) -> (Vec<Root>, usize) {
+    // (snapshot, parts) → part index → part.
+    let mut by_root: BTreeMap<(SnapshotId, u32), BTreeMap<u32, OpenedPart>> = BTreeMap::new();
+    for p in parts {
+        by_root
+            .entry((p.part.snapshot, p.part.parts))
+            .or_default()
+            .entry(p.part.part)
+            .or_insert(p);
+    }
+    let mut roots: BTreeMap<SnapshotId, Root> = BTreeMap::new();
+    let mut partial: std::collections::BTreeSet<SnapshotId> = Default::default();
+    for ((snapshot, count), parts) in by_root {
+        let complete = parts.len() as u32 == count;
+        let doc = parts.get(&0).and_then(|p| p.part.doc.clone());
+        let consistent = parts.values().all(|p| {
+            parts.get(&0).is_some_and(|first| {
+                p.page.manifest == first.page.manifest
+                    && p.page.manifest_chunks == first.page.manifest_chunks
+            })
+        });
+        match doc {
+            Some(doc) if complete && consistent && !roots.contains_key(&snapshot) => {
+                roots.insert(
+                    snapshot,
+                    Root {
+                        doc,
+                        parts: parts.into_values().collect(),
+                    },
+                );
+            }
+            _ => {
+                partial.insert(snapshot);
+            }
+        }
+    }
+    partial.retain(|s| !roots.contains_key(s));
+    (roots.into_values().collect(), partial.len())
 }
 
 /// What a committed backup tells [`make_root`] about its snapshot.
@@ -153,49 +324,87 @@ pub struct RootListing {
     pub params: BackupParams,
 }
 
-/// After a commit: fetches the snapshot's sealed sequence (with the
-/// manager's attestation of it) and builds its root packet.
+/// After a commit: fetches the manager's attestation of the snapshot's
+/// sequence and the sequence in the attested pages (sealed to this node),
+/// checks the pages are the ones attested (else reads them again: a repair
+/// moved a packet meanwhile), and builds the root's packets.
 pub async fn make_root<M: ManagerApi>(
     manager: &M,
+    me: &SourceIdentity,
     owner: &ConvergenceSecret,
     listing: RootListing,
-) -> Result<(PacketId, Vec<u8>), RootError> {
-    let attested = manager
-        .fetch_attested_sequence(listing.snapshot)
-        .await
-        .map_err(|e| RootError::Sequence(e.to_string()))?;
-    encode_root(
-        &RootDocument {
-            version: ROOT_VERSION,
-            snapshot: listing.snapshot,
-            set: listing.set,
+) -> Result<Vec<(PacketId, Vec<u8>)>, RootError> {
+    let snapshot = listing.snapshot;
+    let secret = x25519_dalek::StaticSecret::from(me.x25519_secret);
+    let mut last = String::new();
+    for _ in 0..MAKE_ATTEMPTS {
+        let attested = manager
+            .fetch_attestation(snapshot)
+            .await
+            .map_err(|e| RootError::Sequence(e.to_string()))?;
+        let stripes = attested.attestation.what.stripes;
+        let parts = page_count(stripes);
+        if parts > MAX_ROOT_PARTS {
+            return Err(RootError::TooManyParts { parts });
+        }
+        let mut sealed_pages = Vec::with_capacity(parts as usize);
+        let mut digests = Vec::with_capacity(parts as usize);
+        for page in 0..parts {
+            let (sealed, total) = manager
+                .fetch_sequence_page(
+                    snapshot,
+                    u64::from(page) * ATTEST_PAGE as u64,
+                    ATTEST_PAGE as u32,
+                )
+                .await
+                .map_err(|e| RootError::Sequence(e.to_string()))?;
+            let plain = open_as_recipient(&secret, snapshot.as_bytes(), &sealed)
+                .map_err(RootError::Seal)?;
+            let opened = SealedSequence::from_bytes(&plain).map_err(RootError::Seal)?;
+            if total != stripes {
+                digests.clear();
+                break;
+            }
+            digests.push(page_digest(&opened).map_err(|e| RootError::Encode(e.to_string()))?);
+            sealed_pages.push(sealed);
+        }
+        if digests.len() != parts as usize
+            || sequence_digest(&digests) != attested.attestation.sequence
+        {
+            last = "the sequence changed while its pages were read".into();
+            continue;
+        }
+        let doc = RootDocument {
+            snapshot,
+            set: listing.set.clone(),
             time_ms: listing.time_ms,
             bytes: listing.bytes,
-            sealed: attested.sealed,
-            params: Some(listing.params),
-            attestation: attested.attestation,
+            params: Some(listing.params.clone()),
+            attestation: Some(attested.attestation),
             cert: attested.cert,
-        },
-        owner,
-    )
+        };
+        return encode_root(&doc, sealed_pages, owner);
+    }
+    Err(RootError::Sequence(last))
 }
 
 /// Where a snapshot's root went.
 #[derive(Debug, Clone)]
 pub struct RootKept {
-    pub id: PacketId,
-    /// Targets that took a copy (`PutRoot`).
-    pub copies: Vec<strew_coordinator::NodeId>,
+    /// Its packets, part order.
+    pub ids: Vec<PacketId>,
+    /// Copies of the part with the fewest (`PutRoot` accepted).
+    pub copies: usize,
 }
 
-/// The snapshot's own targets, those holding most of its packets first:
-/// where its root copies go (placement follows the snapshot's constraints).
-pub fn root_targets(seq: &SealedSequence) -> Vec<strew_coordinator::NodeId> {
-    let mut count: std::collections::BTreeMap<strew_coordinator::NodeId, u64> =
-        std::collections::BTreeMap::new();
-    for t in seq
-        .stripes
-        .iter()
+/// The targets of `pages`, those holding most of the snapshot's packets
+/// first: where its root copies go (placement follows the snapshot's
+/// constraints).
+pub fn root_targets<'a>(pages: impl IntoIterator<Item = &'a SealedSequence>) -> Vec<NodeId> {
+    let mut count: BTreeMap<NodeId, u64> = BTreeMap::new();
+    for t in pages
+        .into_iter()
+        .flat_map(|p| &p.stripes)
         .flat_map(|s| &s.packets)
         .flat_map(|e| &e.targets)
     {
@@ -206,9 +415,29 @@ pub fn root_targets(seq: &SealedSequence) -> Vec<strew_coordinator::NodeId> {
     targets.into_iter().map(|(t, _)| t).collect()
 }
 
+/// The targets asked for part `part`'s copies, in order: the snapshot's
+/// targets turned by `part × ROOT_COPIES`, so the parts of a large root
+/// spread over its targets instead of all landing on the first three.
+pub fn part_targets(targets: &[NodeId], part: u32, most: usize) -> Vec<NodeId> {
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    let start = (part as usize).saturating_mul(usize::from(ROOT_COPIES)) % targets.len();
+    targets
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(targets.len().min(most))
+        .copied()
+        .collect()
+}
+
+/// Targets of one part asked at most when placing, keeping or dropping it.
+pub const MAX_ASKS_PER_PART: usize = 16;
+
 /// After a commit: builds the snapshot's root, keeps it in
-/// `data_dir/roots/` and stores up to [`ROOT_COPIES`] copies on the
-/// snapshot's own targets.
+/// `data_dir/roots/` and stores up to [`ROOT_COPIES`] copies of each part
+/// on the snapshot's own targets.
 pub async fn keep_root<M: ManagerApi>(
     manager: &M,
     overlay: &strew_overlay::OverlayHandle,
@@ -218,49 +447,66 @@ pub async fn keep_root<M: ManagerApi>(
     listing: RootListing,
 ) -> Result<RootKept, RootError> {
     let snapshot = listing.snapshot;
-    let (id, bytes) = make_root(manager, owner, listing).await?;
-    let (dir, local) = (data_dir.to_path_buf(), bytes.clone());
-    tokio::task::spawn_blocking(move || {
-        save_local(&dir, &id, &local)?;
-        save_name(&dir, &snapshot, &id)
+    let packets = make_root(manager, me, owner, listing).await?;
+    let ids: Vec<PacketId> = packets.iter().map(|(id, _)| *id).collect();
+    let (dir, ids_) = (data_dir.to_path_buf(), ids.clone());
+    let (root, packets) = tokio::task::spawn_blocking(move || {
+        for (id, bytes) in &packets {
+            local::save_local(&dir, id, bytes)?;
+        }
+        local::save_name(&dir, &snapshot, &ids_)?;
+        Ok::<_, RootError>(packets)
     })
     .await
-    .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
-    let (_, seq) = open_root(&bytes, owner, me)?;
-    let mut copies = Vec::new();
-    for target in root_targets(&seq) {
-        if copies.len() >= usize::from(ROOT_COPIES) {
-            break;
+    .map_err(|e| RootError::Encode(format!("root task failed: {e}")))?
+    .and_then(|packets| {
+        let opened = packets
+            .iter()
+            .map(|(_, bytes)| open_part(bytes.clone(), owner, me))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut roots, _) = assemble(opened);
+        let root = roots.pop().ok_or_else(|| {
+            RootError::Inconsistent("the root just made does not assemble".into())
+        })?;
+        Ok((root, packets))
+    })?;
+    let targets = root.targets();
+    let mut fewest = usize::MAX;
+    for (i, (_, bytes)) in packets.into_iter().enumerate() {
+        let mut copies = 0;
+        for target in part_targets(&targets, i as u32, MAX_ASKS_PER_PART) {
+            if copies >= usize::from(ROOT_COPIES) {
+                break;
+            }
+            match overlay.put_root(target, bytes.clone()).await {
+                Ok(()) => copies += 1,
+                Err(err) => tracing::warn!(%target, %err, "a snapshot root copy was refused"),
+            }
         }
-        match overlay.put_root(target, bytes.clone()).await {
-            Ok(()) => copies.push(target),
-            Err(err) => tracing::warn!(%target, %err, "a snapshot root copy was refused"),
-        }
+        fewest = fewest.min(copies);
     }
-    Ok(RootKept { id, copies })
+    Ok(RootKept {
+        ids,
+        copies: if fewest == usize::MAX { 0 } else { fewest },
+    })
 }
-
-/// Targets asked to drop a forgotten snapshot's root at most (its copies
-/// went to the first of its targets that took one).
-const MAX_DROP_ASKS: usize = 16;
 
 /// What dropping a forgotten snapshot's root did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RootDropped {
-    /// The root packet, if this node kept one for the snapshot.
-    pub root: Option<PacketId>,
-    /// Targets that held a copy and dropped it.
+    /// The root's packets, if this node kept one for the snapshot.
+    pub root: Vec<PacketId>,
+    /// Copies targets held and dropped.
     pub copies_dropped: usize,
 }
 
 /// After a forget: finds the snapshot's root among this node's local roots,
-/// asks the targets that may hold a copy (the snapshot's targets, in the
-/// order [`keep_root`] tried them, until [`ROOT_COPIES`] confirmed or
-/// [`MAX_DROP_ASKS`] were asked) to drop it, and deletes the local copy.
-/// Without this, every target keeps at most `MAX_ROOTS_PER_HOLDER` roots of
-/// a node and refuses new ones once forgotten snapshots fill them. A target
-/// that cannot be reached keeps its copy (recovery may list the forgotten
-/// snapshot from it).
+/// asks the targets that may hold a copy of each part (in the order
+/// [`keep_root`] tried them, until [`ROOT_COPIES`] confirmed or
+/// [`MAX_ASKS_PER_PART`] were asked) to drop it, and deletes the local copy.
+/// Without this, a target's roots for a node fill up with forgotten
+/// snapshots and it refuses new ones. A target that cannot be reached keeps
+/// its copy (recovery may list the forgotten snapshot from it).
 pub async fn drop_root(
     overlay: &strew_overlay::OverlayHandle,
     me: &SourceIdentity,
@@ -269,147 +515,65 @@ pub async fn drop_root(
     snapshot: SnapshotId,
 ) -> Result<RootDropped, RootError> {
     let (dir, owner_, me_) = (data_dir.to_path_buf(), owner.clone(), me.clone());
-    let found = tokio::task::spawn_blocking(move || find_local(&dir, &owner_, &me_, &snapshot))
-        .await
-        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
-    let Some((id, seq)) = found else {
+    let found =
+        tokio::task::spawn_blocking(move || local::find_local(&dir, &owner_, &me_, &snapshot))
+            .await
+            .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    let Some(root) = found else {
         return Ok(RootDropped::default());
     };
+    let targets = root.targets();
     let mut dropped = 0;
-    for target in root_targets(&seq).into_iter().take(MAX_DROP_ASKS) {
-        if dropped >= usize::from(ROOT_COPIES) {
-            break;
+    for part in &root.parts {
+        let mut confirmed = 0;
+        for target in part_targets(&targets, part.part.part, MAX_ASKS_PER_PART) {
+            if confirmed >= usize::from(ROOT_COPIES) {
+                break;
+            }
+            match overlay.drop_root(target, part.id).await {
+                Ok(true) => confirmed += 1,
+                Ok(false) => {}
+                Err(err) => tracing::debug!(%target, %err, "a snapshot root copy was not dropped"),
+            }
         }
-        match overlay.drop_root(target, id).await {
-            Ok(true) => dropped += 1,
-            Ok(false) => {}
-            Err(err) => tracing::debug!(%target, %err, "a snapshot root copy was not dropped"),
-        }
+        dropped += confirmed;
     }
-    let dir = data_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || remove_local(&dir, &snapshot, &id))
+    let (dir, ids) = (data_dir.to_path_buf(), root.ids());
+    tokio::task::spawn_blocking(move || local::remove_local(&dir, &snapshot, &ids))
         .await
         .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
     Ok(RootDropped {
-        root: Some(id),
+        root: root.ids(),
         copies_dropped: dropped,
     })
 }
 
-/// The local root of `snapshot` and its sequence: by the name file
-/// [`keep_root`] wrote, else by opening every local root.
-fn find_local(
-    data_dir: &Path,
-    owner: &ConvergenceSecret,
-    me: &SourceIdentity,
-    snapshot: &SnapshotId,
-) -> Result<Option<(PacketId, SealedSequence)>, RootError> {
-    let dir = data_dir.join(ROOTS_DIR);
-    let named = std::fs::read_to_string(name_path(data_dir, snapshot))
-        .ok()
-        .and_then(|text| text.trim().parse::<PacketId>().ok());
-    if let Some(id) = named
-        && let Ok(bytes) = std::fs::read(dir.join(format!("{id}.root")))
-        && let Ok((doc, seq)) = open_root(&bytes, owner, me)
-        && &doc.snapshot == snapshot
-    {
-        return Ok(Some((id, seq)));
-    }
-    for (id, bytes) in load_local(data_dir)? {
-        if let Ok((doc, seq)) = open_root(&bytes, owner, me)
-            && &doc.snapshot == snapshot
-        {
-            return Ok(Some((id, seq)));
+/// Every root packet id `peer` holds for this node (every page of
+/// `ListRoots`, at most `max_pages`).
+pub async fn held_by(
+    overlay: &strew_overlay::OverlayHandle,
+    peer: NodeId,
+    max_pages: usize,
+) -> Result<Vec<PacketId>, strew_overlay::OverlayError> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    for _ in 0..max_pages {
+        let page = overlay.list_roots(peer, after).await?;
+        let full = page.len() == strew_overlay::packet::MAX_ROOTS_PAGE;
+        after = page.last().copied();
+        ids.extend(page);
+        if !full {
+            break;
         }
     }
-    Ok(None)
-}
-
-/// `roots/<snapshot>.of`: the id of the snapshot's root packet.
-fn name_path(data_dir: &Path, snapshot: &SnapshotId) -> PathBuf {
-    data_dir.join(ROOTS_DIR).join(format!("{snapshot}.of"))
-}
-
-fn save_name(data_dir: &Path, snapshot: &SnapshotId, id: &PacketId) -> Result<(), RootError> {
-    let path = name_path(data_dir, snapshot);
-    std::fs::write(&path, id.to_string()).map_err(io(&path))
-}
-
-fn remove_local(data_dir: &Path, snapshot: &SnapshotId, id: &PacketId) -> Result<(), RootError> {
-    for path in [
-        data_dir.join(ROOTS_DIR).join(format!("{id}.root")),
-        name_path(data_dir, snapshot),
-    ] {
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&path)(e)),
-        }
-    }
-    Ok(())
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootError + '_ {
-    move |source| RootError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Keeps a root packet in `data_dir/roots/` (named by its packet id).
-pub fn save_local(data_dir: &Path, id: &PacketId, bytes: &[u8]) -> Result<PathBuf, RootError> {
-    let dir = data_dir.join(ROOTS_DIR);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let path = dir.join(format!("{id}.root"));
-    let tmp = dir.join(format!("{id}.root.tmp"));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(path)
-}
-
-/// Keeps a root found on the grid in `data_dir/roots/` with its name file
-/// (as [`keep_root`] would have), so a fresh machine's daemon upkeeps it
-/// and re-registers it with a rebuilt group.
-pub fn keep_found(
-    data_dir: &Path,
-    snapshot: &SnapshotId,
-    id: &PacketId,
-    bytes: &[u8],
-) -> Result<(), RootError> {
-    save_local(data_dir, id, bytes)?;
-    save_name(data_dir, snapshot, id)
-}
-
-/// Every root packet kept in `data_dir/roots/` whose bytes still hash to
-/// its name (others are skipped).
-pub fn load_local(data_dir: &Path) -> Result<Vec<(PacketId, Vec<u8>)>, RootError> {
-    let dir = data_dir.join(ROOTS_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&dir)(e)),
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(io(&dir))?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("root") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let id = PacketId::of(&bytes);
-        if path.file_stem().and_then(|s| s.to_str()) == Some(id.to_string().as_str()) {
-            out.push((id, bytes));
-        }
-    }
-    out.sort_by_key(|(id, _)| *id);
-    Ok(out)
+    Ok(ids)
 }
 
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
+    use strew_coordinator::DataId;
     use strew_coordinator::seal::{SequenceEntry, SequenceStripe, seal_to_recipient};
-    use strew_coordinator::{DataId, NodeId};
 
     use super::*;
 
@@ -421,43 +585,62 @@ mod tests {
         }
     }
 
-    fn document(me: &SourceIdentity, set: &str) -> (RootDocument, SealedSequence) {
+    /// A root document and its sequence's pages (`stripes` stripes over
+    /// twelve targets), sealed to `me`.
+    fn document(
+        me: &SourceIdentity,
+        set: &str,
+        stripes: usize,
+    ) -> (RootDocument, Vec<SealedSequence>, Vec<SealedForRecipient>) {
         let snapshot = SnapshotId([0xab; 32]);
         let seq = SealedSequence {
             snapshot,
             manifest: DataId([1; 32]),
             manifest_chunks: vec![DataId([1; 32])],
-            stripes: vec![SequenceStripe {
-                data_id: DataId([1; 32]),
-                packets: vec![SequenceEntry {
-                    packet_id: PacketId([2; 32]),
-                    size: 100,
-                    targets: vec![NodeId([3; 32])],
-                    generation: 0,
-                }],
-            }],
+            stripes: (0..stripes)
+                .map(|i| SequenceStripe {
+                    data_id: DataId(*blake3::hash(&i.to_le_bytes()).as_bytes()),
+                    packets: vec![SequenceEntry {
+                        packet_id: PacketId(*blake3::hash(&(i + 1).to_le_bytes()).as_bytes()),
+                        size: 100,
+                        targets: vec![NodeId([(i % 12) as u8 + 20; 32])],
+                        generation: 3,
+                    }],
+                })
+                .collect(),
         };
         let public =
             x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(me.x25519_secret));
-        let sealed = seal_to_recipient(
-            public.as_bytes(),
-            snapshot.as_bytes(),
-            &seq.to_bytes().expect("sequence"),
-            &mut rand::rngs::StdRng::seed_from_u64(3),
-        )
-        .expect("seal");
+        let pages = strew_coordinator::attest::pages_of(&seq);
+        let sealed = pages
+            .iter()
+            .map(|p| {
+                seal_to_recipient(
+                    public.as_bytes(),
+                    snapshot.as_bytes(),
+                    &p.to_bytes().expect("page"),
+                    &mut rand::rngs::StdRng::seed_from_u64(3),
+                )
+                .expect("seal")
+            })
+            .collect();
         let doc = RootDocument {
-            version: ROOT_VERSION,
             snapshot,
             set: set.into(),
             time_ms: 1_700_000_000_000,
             bytes: 12345,
-            sealed,
             params: None,
             attestation: None,
             cert: None,
         };
-        (doc, seq)
+        (doc, pages, sealed)
+    }
+
+    fn open_all(packets: &[(PacketId, Vec<u8>)], owner: &ConvergenceSecret) -> Vec<OpenedPart> {
+        packets
+            .iter()
+            .map(|(_, b)| open_part(b.clone(), owner, &identity()).expect("opens"))
+            .collect()
     }
 
     #[test]
@@ -465,43 +648,101 @@ mod tests {
         let me = identity();
         let owner = ConvergenceSecret::from_bytes([9; 32]);
         let set = "holiday-photos-of-the-owner";
-        let (doc, seq) = document(&me, set);
-        let (id, bytes) = encode_root(&doc, &owner).expect("encode");
-        assert_eq!(id, PacketId::of(&bytes));
-        let (opened, opened_seq) = open_root(&bytes, &owner, &me).expect("open");
-        assert_eq!(opened, doc);
-        assert_eq!(opened_seq, seq);
+        let (doc, pages, sealed) = document(&me, set, 2 * ATTEST_PAGE + 5);
+        let packets = encode_root(&doc, sealed, &owner).expect("encode");
+        assert_eq!(packets.len(), 3, "one part per attested page");
+        let (roots, partial) = assemble(open_all(&packets, &owner));
+        assert_eq!((roots.len(), partial), (1, 0));
+        assert_eq!(roots[0].doc, doc);
+        assert_eq!(
+            roots[0].ids(),
+            packets.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+        );
+        let whole: Vec<_> = pages.iter().flat_map(|p| p.stripes.clone()).collect();
+        assert_eq!(roots[0].sequence().stripes, whole);
+        assert_eq!(roots[0].targets().len(), 12);
 
-        // A target holding the packet sees no set name, snapshot id or owner id.
-        let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-        assert!(!contains(set.as_bytes()));
-        assert!(!contains(&doc.snapshot.0));
-        assert!(!contains(doc.snapshot.to_string().as_bytes()));
-        assert!(!contains(&me.node_id.0));
-
-        // Another secret cannot open it.
-        let other = ConvergenceSecret::from_bytes([8; 32]);
-        assert!(matches!(
-            open_root(&bytes, &other, &me),
-            Err(RootError::NotOurs(_))
-        ));
-        // Garbage is refused, never a panic.
-        for n in [0, 1, 10, bytes.len() / 2] {
-            assert!(open_root(&bytes[..n], &owner, &me).is_err());
+        for (id, bytes) in &packets {
+            assert_eq!(*id, PacketId::of(bytes));
+            assert!(bytes.len() <= MAX_ROOT_BYTES);
+            // A target holding a part sees no set name, snapshot id or owner id.
+            let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+            assert!(!contains(set.as_bytes()));
+            assert!(!contains(&doc.snapshot.0));
+            assert!(!contains(doc.snapshot.to_string().as_bytes()));
+            assert!(!contains(&me.node_id.0));
+            // Another secret cannot open it.
+            let other = ConvergenceSecret::from_bytes([8; 32]);
+            assert!(matches!(
+                open_part(bytes.clone(), &other, &me),
+                Err(RootError::NotOurs(_))
+            ));
+            // Garbage is refused, never a panic.
+            for n in [0, 1, 10, bytes.len() / 2] {
+                assert!(open_part(bytes[..n].to_vec(), &owner, &me).is_err());
+            }
         }
     }
 
     #[test]
-    fn local_roots_are_kept_by_id_and_tampered_files_are_skipped() {
+    fn a_root_with_a_part_missing_is_not_assembled() {
+        let me = identity();
+        let owner = ConvergenceSecret::from_bytes([9; 32]);
+        let (doc, _, sealed) = document(&me, "set", ATTEST_PAGE + 1);
+        let packets = encode_root(&doc, sealed, &owner).expect("encode");
+        let mut parts = open_all(&packets, &owner);
+        // Repeats are fine.
+        parts.push(parts[1].clone());
+        let (roots, partial) = assemble(parts.clone());
+        assert_eq!((roots.len(), partial), (1, 0));
+        parts.retain(|p| p.part.part != 1);
+        let (roots, partial) = assemble(parts);
+        assert_eq!((roots.len(), partial), (0, 1));
+    }
+
+    #[test]
+    fn parts_spread_over_the_snapshots_targets() {
+        let targets: Vec<NodeId> = (0..7u8).map(|n| NodeId([n; 32])).collect();
+        assert_eq!(part_targets(&targets, 0, 16), targets);
+        let second = part_targets(&targets, 1, 16);
+        assert_eq!(second[0], targets[3]);
+        assert_eq!(second.len(), 7);
+        assert_eq!(part_targets(&targets, 2, 2), vec![targets[6], targets[0]]);
+        assert!(part_targets(&[], 3, 16).is_empty());
+    }
+
+    #[test]
+    fn local_roots_are_kept_by_snapshot_and_tampered_files_are_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(load_local(dir.path()).expect("empty").is_empty());
         let me = identity();
         let owner = ConvergenceSecret::from_bytes([9; 32]);
-        let (doc, _) = document(&me, "set");
-        let (id, bytes) = encode_root(&doc, &owner).expect("encode");
-        let path = save_local(dir.path(), &id, &bytes).expect("save");
-        assert_eq!(load_local(dir.path()).expect("load"), vec![(id, bytes)]);
+        let (doc, _, sealed) = document(&me, "set", ATTEST_PAGE + 1);
+        let packets = encode_root(&doc, sealed, &owner).expect("encode");
+        let (mut roots, _) = assemble(open_all(&packets, &owner));
+        let root = roots.pop().expect("root");
+        local::keep_found(dir.path(), &root).expect("keep");
+        let listed = local_roots(dir.path()).expect("list");
+        assert_eq!(listed, vec![(doc.snapshot, root.ids())]);
+        let found = local::find_local(dir.path(), &owner, &me, &doc.snapshot)
+            .expect("find")
+            .expect("found");
+        assert_eq!(found.doc, doc);
+        assert_eq!(load_local(dir.path()).expect("load").len(), 2);
+        // A damaged part: the root does not open, nothing panics.
+        let path = dir
+            .path()
+            .join(ROOTS_DIR)
+            .join(format!("{}.root", packets[1].0));
         std::fs::write(&path, b"tampered").expect("write");
+        assert_eq!(load_local(dir.path()).expect("load").len(), 1);
+        assert!(
+            local::find_local(dir.path(), &owner, &me, &doc.snapshot)
+                .expect("find")
+                .is_none()
+        );
+        local::remove_local(dir.path(), &doc.snapshot, &root.ids()).expect("remove");
+        assert!(local_roots(dir.path()).expect("list").is_empty());
         assert!(load_local(dir.path()).expect("load").is_empty());
     }
 }

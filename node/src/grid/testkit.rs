@@ -105,16 +105,14 @@ impl ManagerApi for LocalClient<'_> {
             .map_err(refused)
     }
 
-    async fn fetch_attested_sequence(
+    async fn fetch_attestation(
         &self,
         snapshot: SnapshotId,
-    ) -> Result<super::AttestedRoot, GridError> {
-        let mut rng = lock(&self.local.rng);
+    ) -> Result<super::Attestation, GridError> {
         lock(&self.local.manager)
-            .fetch_attested_sequence(self.requester, snapshot, &mut *rng)
-            .map(|a| super::AttestedRoot {
-                sealed: a.sealed,
-                attestation: Some(a.attestation),
+            .fetch_attestation(self.requester, snapshot)
+            .map(|attestation| super::Attestation {
+                attestation,
                 cert: None,
             })
             .map_err(refused)

@@ -63,11 +63,10 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// leader collects the rest), evidence at `MAX_EVIDENCE_ENTRIES`.
 pub const MAX_RESPONSE_BYTES: usize = MAX_MESSAGE_BYTES;
 
-/// A sequence with the manager's attestation of it and the signer's
-/// grid-key certificate (`FetchAttestedSequence`'s answer).
+/// The manager's attestation of a snapshot's sequence and the signer's
+/// grid-key certificate (`FetchAttestation`'s answer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttestedSequence {
-    pub sealed: SealedForRecipient,
+pub struct AttestationAnswer {
     pub attestation: SnapshotAttestation,
     pub cert: Option<MemberCert>,
 }
@@ -180,16 +179,17 @@ pub enum ManagerRequest {
         from: u64,
         count: u32,
     },
-    /// One of the requester's snapshots' whole sequence, sealed to it, with
-    /// the manager's signed attestation of it and the signer's certificate:
-    /// what the snapshot's root keeps (issue 18). Answered `AttestedSequence`.
-    FetchAttestedSequence { snapshot: SnapshotId },
+    /// The manager's signed attestation of one of the requester's
+    /// snapshots' sequence, in pages of `ATTEST_PAGE` stripes (fetched with
+    /// `FetchSequencePage`), and the signer's certificate: what the
+    /// snapshot's root keeps (issue 18). Answered `Attestation`.
+    FetchAttestation { snapshot: SnapshotId },
     /// `strew grid rebuild` (from a certified member): this group replaces
     /// a lost one and takes re-registered snapshots. Answered `Rebuilding`.
     Rebuild,
-    /// A snapshot of a lost group, from the requester's root (answered
-    /// `Reregistered`; refused unless the group was rebuilt and the
-    /// attestation checks out).
+    /// One page of a snapshot of a lost group, from the requester's root
+    /// (answered `Reregistered`; refused unless the group was rebuilt and
+    /// the attestation and the page check out).
     Reregister(Box<ReregisterRequest>),
 }
 
@@ -227,7 +227,7 @@ impl ManagerRequest {
             ManagerRequest::Evidence => "evidence",
             ManagerRequest::MembersPage { .. } => "members_page",
             ManagerRequest::AuditSnapshot { .. } => "audit_snapshot",
-            ManagerRequest::FetchAttestedSequence { .. } => "fetch_attested_sequence",
+            ManagerRequest::FetchAttestation { .. } => "fetch_attestation",
             ManagerRequest::Rebuild => "rebuild",
             ManagerRequest::Reregister(_) => "reregister",
         }
@@ -281,16 +281,19 @@ pub enum ManagerResponse {
     /// Location evidence of the nodes that have any (at most
     /// [`wire::MAX_EVIDENCE_ENTRIES`], by node id).
     Evidence(Vec<NodeEvidence>),
-    /// A sequence with the manager's attestation and the signer's
-    /// certificate (none in a group without a grid).
-    AttestedSequence(Box<AttestedSequence>),
+    /// The manager's attestation and the signer's certificate (none in a
+    /// group without a grid).
+    Attestation(Box<AttestationAnswer>),
     /// Since when (unix ms) the group is a rebuilt one.
     Rebuilding {
         since: u64,
     },
-    /// The re-registered snapshot is recorded (`known`: it already was).
+    /// The group has the first `pages_done` of the snapshot's `pages`
+    /// pages (all: the snapshot is recorded); the source goes on from page
+    /// `pages_done`.
     Reregistered {
-        known: bool,
+        pages_done: u32,
+        pages: u32,
     },
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {

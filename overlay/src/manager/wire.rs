@@ -195,15 +195,32 @@ pub struct ManagerInfo {
     pub rebuilt_since: Option<u64>,
 }
 
-/// A snapshot of a lost coordinator group as its source's root keeps it:
-/// the old group's attestation, the signer's grid-key certificate, the
-/// sequence attested and the set's backup parameters.
+/// One page of a snapshot of a lost coordinator group as its source's root
+/// keeps it: the old group's attestation, the signer's grid-key
+/// certificate, the digests of all the sequence's pages (32 bytes each,
+/// concatenated), which page this is, the page, and the set's backup
+/// parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReregisterRequest {
     pub attestation: strew_coordinator::SnapshotAttestation,
     pub cert: MemberCert,
+    pub pages: serde_bytes::ByteBuf,
+    pub page: u32,
     pub sequence: strew_coordinator::Sequence,
     pub params: BackupParams,
+}
+
+impl ReregisterRequest {
+    /// The page digests, or `None` when `pages` is not a whole number of them.
+    pub fn page_digests(&self) -> Option<Vec<[u8; 32]>> {
+        if self.pages.len() % 32 != 0 {
+            return None;
+        }
+        self.pages
+            .chunks_exact(32)
+            .map(|d| <[u8; 32]>::try_from(d).ok())
+            .collect()
+    }
 }
 
 /// A node's contract as `strew grid members` shows it.

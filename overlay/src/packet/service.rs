@@ -432,15 +432,27 @@ mod tests {
             put(stranger, b"mine".to_vec()),
             PacketResponse::Marked { held: true }
         );
+        // Every page of a holder's roots.
         let list = |who| {
-            svc.handle(
-                PacketRequest::ListRoots {
-                    after: None,
-                    limit: 1000,
-                },
-                who,
-                0,
-            )
+            let mut all = Vec::new();
+            loop {
+                let PacketResponse::Roots(page) = svc.handle(
+                    PacketRequest::ListRoots {
+                        after: all.last().copied(),
+                        limit: 1000,
+                    },
+                    who,
+                    0,
+                ) else {
+                    panic!("roots are listed");
+                };
+                assert!(page.len() <= crate::packet::wire::MAX_ROOTS_PAGE);
+                let done = page.is_empty();
+                all.extend(page);
+                if done {
+                    return PacketResponse::Roots(all);
+                }
+            }
         };
         assert_eq!(
             list(stranger),

@@ -29,8 +29,11 @@ pub const PACKET_PROTOCOL: &str = "/strew/packet/3";
 pub const MAX_ROOTS_PAGE: usize = 256;
 /// Largest snapshot root packet a target takes with `PutRoot`.
 pub const MAX_ROOT_PACKET_BYTES: usize = 1024 * 1024;
-/// Most root packets a target keeps for one holder (`PutRoot` beyond it is refused).
-pub const MAX_ROOTS_PER_HOLDER: usize = 64;
+/// Most root packets a target keeps for one holder (`PutRoot` beyond it is
+/// refused): a large snapshot's root is many packets (one per 512 stripes),
+/// spread over the snapshot's targets. Each counts against the target's
+/// donated space like any packet.
+pub const MAX_ROOTS_PER_HOLDER: usize = 4096;
 /// The storage generation of a packet stored by `PutRoot`: no manager ticket
 /// ever names it, so no manager delete ticket removes a root.
 pub const ROOT_GENERATION: u64 = u64::MAX;

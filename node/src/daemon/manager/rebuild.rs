@@ -1,14 +1,15 @@
 //! The manager service's side of outliving the coordinator group (issue 18):
-//! a sequence with this leader's attestation and certificate (what a
+//! this leader's attestation of a sequence and its certificate (what a
 //! source's snapshot root keeps), `strew grid rebuild` from a certified
-//! member, and sources' re-registrations of a lost group's snapshots. The
-//! checks and the records are the coordinator's (`fetch_attested_sequence`,
+//! member, and sources' page-by-page re-registrations of a lost group's
+//! snapshots. The checks and the records are the coordinator's (`fetch_attestation`,
 //! `decide_begin_rebuild`, `decide_reregister`); finding the roots and
 //! re-registering them is [`crate::grid::rebuild`]'s.
 
+use strew_coordinator::manager::ReregisterDecision;
 use strew_coordinator::{ManagerError, NodeId, Registration, SnapshotId};
 use strew_overlay::ManagerResponse;
-use strew_overlay::manager::{AttestedSequence, Refusal, RefusalCode, ReregisterRequest};
+use strew_overlay::manager::{AttestationAnswer, Refusal, RefusalCode, ReregisterRequest};
 use tracing::info;
 
 use super::{ManagerService, heavy, refuse};
@@ -21,9 +22,9 @@ impl ManagerService {
         self.replica.read(|m| m.state().rebuilt_since)
     }
 
-    /// `FetchAttestedSequence`: the sequence, this leader's attestation of
-    /// it, and this leader's grid-key certificate.
-    pub(super) async fn attested_sequence(
+    /// `FetchAttestation`: this leader's attestation of a sequence, and its
+    /// grid-key certificate.
+    pub(super) async fn attestation(
         &self,
         requester: NodeId,
         snapshot: SnapshotId,
@@ -33,18 +34,16 @@ impl ManagerService {
         }
         let attested = heavy(|| {
             self.replica
-                .read(|m| m.fetch_attested_sequence(requester, snapshot, &mut *lock(&self.rng)))
+                .read(|m| m.fetch_attestation(requester, snapshot))
         });
         let me = self.overlay().node_id();
         let cert = self
             .replica
             .read_trust(|t| t.certificates().into_iter().find(|c| c.node == me));
         match attested {
-            Ok(a) => ManagerResponse::AttestedSequence(Box::new(AttestedSequence {
-                sealed: a.sealed,
-                attestation: a.attestation,
-                cert,
-            })),
+            Ok(attestation) => {
+                ManagerResponse::Attestation(Box::new(AttestationAnswer { attestation, cert }))
+            }
             Err(e) => refuse(&e),
         }
     }
@@ -76,8 +75,9 @@ impl ManagerService {
         Ok(ManagerResponse::Rebuilding { since })
     }
 
-    /// `Reregister`: a source's snapshot of the lost group, checked against
-    /// the grid this group pins. The caller holds `proposals`.
+    /// `Reregister`: one page of a source's snapshot of the lost group,
+    /// checked against the grid this group pins. The caller holds
+    /// `proposals`.
     pub(super) async fn reregister(
         &self,
         requester: NodeId,
@@ -89,27 +89,43 @@ impl ManagerService {
                 "this coordinator group has no grid: it takes no re-registered snapshots".into(),
             )));
         };
+        let Some(pages) = request.page_digests() else {
+            return Err(refuse(&ManagerError::Invalid(
+                "the page digests are not 32 bytes each".into(),
+            )));
+        };
         let registration = Registration {
             attestation: request.attestation,
             cert: request.cert,
+            pages,
+            page: request.page,
             sequence: request.sequence,
             params: wire::backup_params(request.params),
         };
-        let command = heavy(|| {
+        let decision = heavy(|| {
             self.replica.read(|m| {
                 m.decide_reregister(requester, &registration, &grid, now, &mut *lock(&self.rng))
             })
         })
         .map_err(|e| refuse(&e))?;
-        let known = command.is_none();
-        if let Some(command) = command {
-            self.propose(command).await?;
-            info!(
-                source = %requester,
-                snapshot = %registration.attestation.what.snapshot,
-                "re-registered a snapshot of the lost coordinator group"
-            );
+        let pages = registration.pages.len() as u32;
+        match decision {
+            ReregisterDecision::Have { pages_done, pages } => {
+                Ok(ManagerResponse::Reregistered { pages_done, pages })
+            }
+            ReregisterDecision::Propose(command) => {
+                self.propose(command).await?;
+                let pages_done = registration.page + 1;
+                if pages_done == pages {
+                    info!(
+                        source = %requester,
+                        snapshot = %registration.attestation.what.snapshot,
+                        pages,
+                        "re-registered a snapshot of the lost coordinator group"
+                    );
+                }
+                Ok(ManagerResponse::Reregistered { pages_done, pages })
+            }
         }
-        Ok(ManagerResponse::Reregistered { known })
     }
 }

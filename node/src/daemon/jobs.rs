@@ -440,7 +440,7 @@ impl SourceJobs {
         }
         // Issue 18: the snapshot's root, kept so it outlives the coordinators;
         // a failure is a warning, never a failed backup.
-        let mut root_copies = 0;
+        let (mut root_copies, mut root_parts) = (0, 0);
         let root_warning = if report.unchanged {
             None
         } else {
@@ -465,7 +465,7 @@ impl SourceJobs {
                     Some("the snapshot root is kept locally only: no target took a copy".into())
                 }
                 Ok(k) => {
-                    root_copies = k.copies;
+                    (root_copies, root_parts) = (k.copies, k.ids.len());
                     None
                 }
                 Err(err) => {
@@ -519,6 +519,7 @@ impl SourceJobs {
         let mut value = serde_json::to_value(&report).map_err(CommandError::json)?;
         value["snapshot"] = json!(report.snapshot.to_string());
         value["root_copies"] = json!(root_copies);
+        value["root_parts"] = json!(root_parts);
         if let Some(w) = root_warning {
             value["root_warning"] = json!(w);
         }

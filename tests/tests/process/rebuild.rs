@@ -1,12 +1,13 @@
 //! Rebuilding the coordinator group (issue 18, SPEC R15): a source backs up
-//! two snapshots; the whole group (one founder) is SIGKILLed and its data
+//! two snapshots (alpha cut into enough chunks that its root has several
+//! parts and is re-registered in several pages); the whole group (one founder) is SIGKILLed and its data
 //! dir deleted, with every packet it held as a target. The founder's key
 //! (exported with the grid key) is imported on a fresh machine, which
 //! founds a new group of the same grid knowing nothing; `strew grid
 //! rebuild` marks it rebuilt and the source's daemon re-registers both
 //! snapshots from its roots (the old group's attestations checked). Then
-//! `strew status` shows both, a snapshot restores byte-identical through
-//! the new group, a new backup works, a forget frees its packets on the
+//! `strew status` shows both, alpha restores byte-identical through the
+//! new group, a new backup works, forgetting alpha frees its packets on the
 //! targets, and the packets lost with the old founder and with a killed
 //! target are repaired (the leader's audits find the lost ones) until
 //! `strew check` finds the remaining old snapshot whole again.
@@ -57,26 +58,41 @@ fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roo
     nodes[source].wait_for_grid_secret(Duration::from_secs(60))?;
 
     let work = tempfile::tempdir()?;
-    let backup = |nodes: &[Node], n: u64, set: &str| -> Result<(String, std::path::PathBuf)> {
-        let tree = work.path().join(set);
-        fs::create_dir_all(&tree)?;
-        fs::write(tree.join("data.bin"), noise(400_000, n))?;
-        fs::write(tree.join("note.txt"), format!("set {set}\n").repeat(300))?;
-        let out = nodes[source].cli_json(&[
-            "backup",
-            tree.to_str().context("utf-8 path")?,
-            "--redundancy",
-            "erasure:2+2",
-            "--name",
-            set,
-            "--json",
-        ])?;
-        ensure!(out.get("root_warning").is_none(), "root kept: {out}");
-        let id = out["snapshot"].as_str().context("snapshot id")?.to_string();
-        Ok((id, tree))
-    };
-    let (alpha, _) = backup(&nodes, 1, "alpha")?;
-    let (beta, beta_tree) = backup(&nodes, 2, "beta")?;
+    // `small` cuts the tree into about 700 chunks: a root of several
+    // parts, re-registered in several pages.
+    let backup =
+        |nodes: &[Node], n: u64, set: &str, small: bool| -> Result<(String, std::path::PathBuf)> {
+            let tree = work.path().join(set);
+            fs::create_dir_all(&tree)?;
+            fs::write(
+                tree.join("data.bin"),
+                noise(if small { 200_000 } else { 400_000 }, n),
+            )?;
+            fs::write(tree.join("note.txt"), format!("set {set}\n").repeat(300))?;
+            let mut args = vec![
+                "backup",
+                tree.to_str().context("utf-8 path")?,
+                "--redundancy",
+                "erasure:2+2",
+                "--name",
+                set,
+                "--json",
+            ];
+            if small {
+                args.extend(["--chunk-sizes", "64/256/1024"]);
+            }
+            let out = nodes[source].cli_json(&args)?;
+            ensure!(out.get("root_warning").is_none(), "root kept: {out}");
+            let parts = out["root_parts"].as_u64().unwrap_or(0);
+            ensure!(
+                if small { parts >= 2 } else { parts == 1 },
+                "a root of {parts} part(s): {out}"
+            );
+            let id = out["snapshot"].as_str().context("snapshot id")?.to_string();
+            Ok((id, tree))
+        };
+    let (alpha, alpha_tree) = backup(&nodes, 1, "alpha", true)?;
+    let (beta, _) = backup(&nodes, 2, "beta", false)?;
     let mut both = vec![alpha.clone(), beta.clone()];
     both.sort();
 
@@ -125,24 +141,25 @@ fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roo
         "status shows both old snapshots: {status}"
     );
 
-    // Restore through the new group.
-    let dest = work.path().join("restored-beta");
+    // Restore through the new group (alpha was re-registered in pages).
+    let dest = work.path().join("restored-alpha");
     let out = nodes[source].cli_json(&[
         "restore",
-        &beta,
+        &alpha,
         dest.to_str().context("utf-8 path")?,
         "--json",
     ])?;
     ensure!(out["fetched"].as_u64() > Some(0), "{out}");
     for name in ["data.bin", "note.txt"] {
         ensure!(
-            fs::read(beta_tree.join(name))? == fs::read(dest.join("beta").join(name))?,
-            "beta/{name} restores byte-identical through the rebuilt group"
+            fs::read(alpha_tree.join(name))? == fs::read(dest.join("alpha").join(name))?,
+            "alpha/{name} restores byte-identical through the rebuilt group"
         );
     }
 
-    // A new backup works, and a forget frees its packets on the targets.
-    backup(&nodes, 3, "gamma")?;
+    // A new backup works, and a forget (of the snapshot re-registered in
+    // pages) frees its packets on the targets.
+    backup(&nodes, 3, "gamma", false)?;
     let stored = |nodes: &[Node]| -> u64 {
         nodes[2..]
             .iter()

@@ -1,5 +1,6 @@
 //! Recovery without coordinators (issue 18, SPEC R15): a source backs up two
-//! snapshots (and a third it forgets: its root copies leave their targets)
+//! snapshots (beta's root in several parts, one per 512 stripes) and a
+//! third it forgets (its root copies leave their targets)
 //! and exports its key; the whole coordinator group is killed and
 //! its data dir deleted, and the source machine is lost too. A fresh data
 //! dir with only the imported key, bootstrapped from a surviving plain node,
@@ -56,16 +57,20 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
     nodes[1].wait_for_grid_secret(Duration::from_secs(60))?;
 
     let work = tempfile::tempdir()?;
-    // Backs up a small tree as set `set`; returns the snapshot id and the tree.
-    let backup = |n: u64, set: &str| -> Result<(String, std::path::PathBuf)> {
+    // Backs up a small tree as set `set`; returns the snapshot id and the
+    // tree. `small` cuts it into about 700 chunks: a root of several parts.
+    let backup = |n: u64, set: &str, small: bool| -> Result<(String, std::path::PathBuf)> {
         let tree = work.path().join(set);
         fs::create_dir_all(&tree)?;
-        fs::write(tree.join("data.bin"), noise(300_000, n))?;
+        fs::write(
+            tree.join("data.bin"),
+            noise(if small { 200_000 } else { 300_000 }, n),
+        )?;
         fs::write(
             tree.join("note.txt"),
             format!("snapshot {set}\n").repeat(200),
         )?;
-        let out = nodes[1].cli_json(&[
+        let mut args = vec![
             "backup",
             tree.to_str().context("utf-8 path")?,
             "--redundancy",
@@ -73,14 +78,24 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
             "--name",
             set,
             "--json",
-        ])?;
+        ];
+        if small {
+            args.extend(["--chunk-sizes", "64/256/1024"]);
+        }
+        let out = nodes[1].cli_json(&args)?;
         ensure!(out.get("root_warning").is_none(), "root kept: {out}");
+        let parts = out["root_parts"].as_u64().unwrap_or(0);
+        ensure!(
+            if small { parts >= 2 } else { parts == 1 },
+            "a root of {parts} part(s): {out}"
+        );
         let id = out["snapshot"].as_str().context("snapshot id")?.to_string();
         Ok((id, tree))
     };
     let mut snapshots = Vec::new();
     for (n, set) in ["alpha-set", "beta-set"].into_iter().enumerate() {
-        let (id, tree) = backup(n as u64 + 1, set)?;
+        // beta's root has several parts, all found on the grid below.
+        let (id, tree) = backup(n as u64 + 1, set, n == 1)?;
         snapshots.push((id, set.to_string(), tree));
     }
 
@@ -95,7 +110,7 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
             .filter_map(|s| s["storage"]["root_packets"].as_u64())
             .sum()
     };
-    let (gamma, _) = backup(9, "gamma-set")?;
+    let (gamma, _) = backup(9, "gamma-set", false)?;
     let before = roots_held(&nodes);
     let out = nodes[1].cli_json(&["forget", &gamma, "--json"])?;
     let dropped = out["root_copies_dropped"].as_u64().unwrap_or(0);

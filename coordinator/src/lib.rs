@@ -60,7 +60,7 @@ pub use seal::{
 pub use state::{
     Applied, ApplyError, COLLECT_HOLD, Command, Deletion, DueGarbage, Garbage, MAX_COLLECT_BATCH,
     MAX_DELETIONS_ANSWERED, MAX_ENTRY_BYTES, MAX_PACKET_BYTES, MAX_PENDING_PER_SOURCE,
-    ManagerState, PendingList, REREGISTERED, Reregistered, Touched,
+    ManagerState, PendingList, REREGISTERED, Reregistered, Touched, Unreferenced,
 };
 pub use ticket::{StorageTicket, TICKET_VERSION, TicketEntry, TicketError, TicketKind};
 pub use trust::{

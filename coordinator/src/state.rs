@@ -40,7 +40,7 @@ mod upkeep;
 pub use bounds::MAX_ENTRY_BYTES;
 pub use garbage::{COLLECT_HOLD, DueGarbage, Garbage, MAX_COLLECT_BATCH, MAX_DELETIONS_ANSWERED};
 pub use pending_index::PendingIndex;
-pub use rebuild::{REREGISTERED, Reregistered};
+pub use rebuild::{REREGISTERED, Reregistered, Unreferenced};
 pub use touched::{PendingList, Touched};
 
 /// Largest packet a plan may name: the packet protocol's maximum body
@@ -197,9 +197,17 @@ pub enum Command {
         by: NodeId,
         at: Millis,
     },
-    /// A source re-registered a snapshot of the lost group from its root.
+    /// A source re-registered a page of a snapshot of the lost group.
     Reregister {
         snapshot: Box<Reregistered>,
+    },
+    /// An operator's collection, after a rebuild's grace: packets `target`
+    /// holds that no record references are queued for collection.
+    QueueUnreferenced {
+        target: NodeId,
+        packets: Vec<Unreferenced>,
+        by: NodeId,
+        at: Millis,
     },
 }
 
@@ -481,6 +489,15 @@ impl ManagerState {
             }
             Command::Reregister { snapshot } => {
                 self.reregister(snapshot, &mut touched)?;
+                Applied::Done
+            }
+            Command::QueueUnreferenced {
+                target,
+                packets,
+                by,
+                at,
+            } => {
+                self.queue_unreferenced(target, packets, *by, *at, &mut touched);
                 Applied::Done
             }
             Command::RecordTraffic { node, bytes, at } => {

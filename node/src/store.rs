@@ -602,6 +602,31 @@ impl PacketStore {
         Ok(removed)
     }
 
+    /// Up to `limit` stored packets in id order after `after`: id, size and
+    /// storage generation (0 when it has none).
+    pub fn inventory(
+        &self,
+        after: Option<&PacketId>,
+        limit: usize,
+    ) -> Result<Vec<(PacketId, u64, u64)>, StoreError> {
+        use std::ops::Bound;
+        let txn = self.inner.db.begin_read()?;
+        let index = txn.open_table(PACKETS)?;
+        let generations = txn.open_table(GENERATIONS)?;
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(&a.0));
+        let mut out = Vec::new();
+        for entry in index
+            .range::<&[u8; 32]>((start, Bound::Unbounded))?
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let id = *key.value();
+            let generation = generations.get(&id)?.map_or(0, |g| g.value());
+            out.push((PacketId(id), u64::from(value.value().2), generation));
+        }
+        Ok(out)
+    }
+
     /// Every stored PacketId, in order.
     pub fn list(&self) -> Result<Vec<PacketId>, StoreError> {
         let txn = self.inner.db.begin_read()?;

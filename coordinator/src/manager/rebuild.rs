@@ -1,7 +1,9 @@
 //! The manager's calls for outliving the coordinator group (issue 18, SPEC
 //! R15): this group's attestation of a snapshot's sequence (what a source
 //! keeps in the snapshot's root), the rebuild mark, and re-registering a
-//! snapshot of a lost group from its root, page by page. Same contract as the parent
+//! snapshot of a lost group from its root, page by page, and the operator's
+//! collection of packets no snapshot references once the rebuild's grace
+//! is over. Same contract as the parent
 //! module: `decide_*` reads the state and returns commands; no I/O, no clock.
 
 use super::*;
@@ -9,7 +11,7 @@ use crate::attest::{
     Attested, Registration, SnapshotAttestation, page_count, page_digest, page_range,
 };
 use crate::ids::GridId;
-use crate::state::Reregistered;
+use crate::state::{Reregistered, Unreferenced};
 
 /// What to do with one page of a re-registration.
 #[derive(Clone, Debug, PartialEq)]
@@ -139,5 +141,54 @@ impl Manager {
         };
         check_entry(&command)?;
         Ok(ReregisterDecision::Propose(command))
+    }
+
+    /// `strew grid collect-unreferenced`, one page of `target`'s inventory
+    /// (packet, generation, size): the packets no record and no pending
+    /// plan references, and the command queueing them for collection
+    /// (`None` when there are none, or for a dry run). Refused unless this
+    /// group was rebuilt at least `grace` ago: until then sources are still
+    /// re-registering, and what they hold is referenced. Roots (generation
+    /// `u64::MAX`, their owners') are never collected.
+    pub fn decide_collect_unreferenced(
+        &self,
+        by: NodeId,
+        target: NodeId,
+        held: &[Unreferenced],
+        grace: Millis,
+        dry_run: bool,
+        now: Millis,
+    ) -> Result<(Option<Command>, Vec<Unreferenced>), ManagerError> {
+        let Some(since) = self.state.rebuilt_since else {
+            return Err(ManagerError::Invalid(
+                "this coordinator group was not rebuilt: packets no snapshot references are collected by forget and expiry".into(),
+            ));
+        };
+        let ends = since.saturating_add(grace);
+        if now < ends {
+            return Err(ManagerError::Invalid(format!(
+                "the rebuild's grace ends in {}s: sources may still re-register their snapshots",
+                ends.saturating_sub(now).div_ceil(1000)
+            )));
+        }
+        let record = self.state.targets.get(&target);
+        let found: Vec<Unreferenced> = held
+            .iter()
+            .filter(|p| p.generation != u64::MAX)
+            .filter(|p| !record.is_some_and(|r| r.packets.contains_key(&p.packet_id)))
+            .filter(|p| !self.state.pending_puts(&p.packet_id, &target, None))
+            .filter(|p| !self.state.garbage.contains_key(&(target, p.packet_id)))
+            .copied()
+            .collect();
+        let command = (!dry_run && !found.is_empty()).then(|| Command::QueueUnreferenced {
+            target,
+            packets: found.clone(),
+            by,
+            at: now,
+        });
+        if let Some(c) = &command {
+            check_entry(c)?;
+        }
+        Ok((command, found))
     }
 }

@@ -33,6 +33,7 @@ impl Command {
             Command::RecordTraffic { .. } => "RecordTraffic",
             Command::BeginRebuild { .. } => "BeginRebuild",
             Command::Reregister { .. } => "Reregister",
+            Command::QueueUnreferenced { .. } => "QueueUnreferenced",
         }
     }
 }

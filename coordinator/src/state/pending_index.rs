@@ -245,12 +245,7 @@ impl ManagerState {
 
     /// Whether a pending backup (other than `except`, if given) puts
     /// `packet_id` on `target`.
-    pub(super) fn pending_puts(
-        &self,
-        packet_id: &PacketId,
-        target: &NodeId,
-        except: Option<u64>,
-    ) -> bool {
+    pub fn pending_puts(&self, packet_id: &PacketId, target: &NodeId, except: Option<u64>) -> bool {
         if self.index.built {
             self.index
                 .packets

@@ -9,10 +9,11 @@
 //! attestation of each sequence first), and this module records them as a
 //! commit would have: the snapshot, its chunk copies (merged with copies
 //! other sources re-registered), the targets' packets and the source's
-//! charge. Nothing here deletes anything: packets no registered snapshot
-//! references stay where they are (only an operator's explicit command may
-//! collect them). This module must not verify signatures (the manager did)
-//! nor seal anything.
+//! charge. Nothing here deletes anything on its own: packets no registered
+//! snapshot references stay where they are until an operator's explicit
+//! collection after the grace (`strew grid collect-unreferenced`) queues
+//! them for the leader's collection. This module must not verify
+//! signatures (the manager did) nor seal anything.
 
 use std::collections::BTreeSet;
 
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApplyError, ManagerState, Touched, profile_of, same_packets};
 use crate::attest::{Attested, page_count};
-use crate::ids::{DataId, NodeId};
+use crate::ids::{DataId, NodeId, PacketId};
 use crate::records::{
     BackupParams, ChunkRecord, LogKind, MAX_CHUNK_COPIES, SnapshotRecord, StoredPacket,
     chunk_copy_key,
@@ -48,7 +49,64 @@ pub struct Reregistered {
     pub at: Millis,
 }
 
+/// A packet a target holds that no record referenced when the operator's
+/// collection looked (from the target's inventory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreferenced {
+    pub packet_id: PacketId,
+    /// The generation the target holds it under (its delete ticket names it).
+    pub generation: u64,
+    pub size: u64,
+}
+
 impl ManagerState {
+    /// Queues `packets` of `target` for collection, except those a record
+    /// or a pending plan references by now or that are queued already.
+    pub(super) fn queue_unreferenced(
+        &mut self,
+        target: &NodeId,
+        packets: &[Unreferenced],
+        by: NodeId,
+        at: Millis,
+        touched: &mut Touched,
+    ) {
+        let mut queued = 0u64;
+        let mut bytes = 0u64;
+        for p in packets {
+            let key = (*target, p.packet_id);
+            let referenced = self
+                .targets
+                .get(target)
+                .is_some_and(|r| r.packets.contains_key(&p.packet_id))
+                || self.pending_puts(&p.packet_id, target, None);
+            if referenced || self.garbage.contains_key(&key) {
+                continue;
+            }
+            self.garbage.insert(
+                key,
+                super::Garbage {
+                    generation: p.generation,
+                    due: at,
+                },
+            );
+            touched.garbage.insert(key);
+            queued += 1;
+            bytes = bytes.saturating_add(p.size);
+        }
+        if queued > 0 {
+            self.log(
+                touched,
+                at,
+                LogKind::Rebuilt,
+                by,
+                format!(
+                    "{queued} packet(s) ({}) on {target} that no snapshot references are queued for collection",
+                    crate::units::format_size(bytes)
+                ),
+            );
+        }
+    }
+
     /// Marks this group rebuilt (once; a repeat changes nothing).
     pub(super) fn begin_rebuild(&mut self, by: NodeId, at: Millis, touched: &mut Touched) {
         if self.rebuilt_since.is_some() {

@@ -1,4 +1,5 @@
-//! `strew grid create | admit | remove | invite | renew | members | rebuild`: the
+//! `strew grid create | admit | remove | invite | renew | members | rebuild |
+//! collect-unreferenced`: the
 //! client side (flags, printing) and the daemon side ([`GridCommands`], a
 //! [`DaemonExtension`]).
 //!
@@ -78,7 +79,27 @@ pub enum GridCmd {
         #[arg(long)]
         json: bool,
     },
+    /// After a rebuild: deletes the packets targets hold that no snapshot
+    /// references (of snapshots whose sources never re-registered them).
+    /// Refused until the group was rebuilt at least `--grace` ago; never
+    /// done automatically. Roots are never collected.
+    CollectUnreferenced {
+        /// How long after the rebuild sources had to re-register.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        grace: String,
+        /// Only count what would be collected.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+/// How long `grid collect-unreferenced` may take (every target's inventory,
+/// one page a call).
+const COLLECT_CALL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Inventory pages read from one target at most in one run.
+const MAX_INVENTORY_PAGES: usize = 100_000;
 
 /// `strew grid invite` flags (sizes like `20GiB`; absent: not limited).
 #[derive(clap::Args, Debug)]
@@ -205,6 +226,36 @@ pub async fn grid(data_dir: &Path, cmd: &GridCmd) -> anyhow::Result<()> {
                 "the coordinator group is rebuilt since {}: sources re-register their snapshots from their roots",
                 value["rebuilt_since_text"].as_str().unwrap_or("-")
             );
+            (value, *json, text)
+        }
+        GridCmd::CollectUnreferenced {
+            grace,
+            dry_run,
+            json,
+        } => {
+            let grace = strew_coordinator::parse_duration(grace).map_err(anyhow::Error::msg)?;
+            let args = json!({ "grace_ms": ms(grace), "dry_run": dry_run });
+            let value =
+                control::call(data_dir, "grid_collect_unreferenced", args, COLLECT_CALL).await?;
+            let mut text = format!(
+                "{} {} packet(s) ({} bytes) no snapshot references on {} target(s)",
+                if *dry_run {
+                    "would collect"
+                } else {
+                    "queued for collection"
+                },
+                value["found"].as_u64().unwrap_or(0),
+                value["bytes"].as_u64().unwrap_or(0),
+                value["targets"].as_array().map_or(0, Vec::len),
+            );
+            for t in value["targets"].as_array().into_iter().flatten() {
+                if let Some(err) = t["error"].as_str() {
+                    text.push_str(&format!(
+                        "\n  {}: not listed: {err}",
+                        t["node_id"].as_str().unwrap_or("-")
+                    ));
+                }
+            }
             (value, *json, text)
         }
         GridCmd::Members { json } => {
@@ -377,6 +428,64 @@ impl GridCommands {
         }))
     }
 
+    /// Every member's inventory, page by page, through the leader: what no
+    /// record references is queued for the leader's collection.
+    async fn collect_unreferenced(ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
+        let grace_ms = args["grace_ms"]
+            .as_u64()
+            .ok_or_else(|| CommandError::BadArguments("grace_ms is required".into()))?;
+        let dry_run = args["dry_run"].as_bool().unwrap_or(false);
+        let manager = OverlayManager::new(ctx.overlay.clone());
+        let members = manager.members().await?;
+        let (mut found, mut bytes, mut targets) = (0u64, 0u64, Vec::new());
+        for member in members {
+            let target = member.node_id;
+            let (mut after, mut t_found, mut t_bytes, mut scanned) = (None, 0u64, 0u64, 0u64);
+            let mut error = None;
+            for _ in 0..MAX_INVENTORY_PAGES {
+                match manager
+                    .collect_unreferenced(target, after, grace_ms, dry_run)
+                    .await
+                {
+                    Ok(page) => {
+                        scanned += page.scanned;
+                        t_found += page.found;
+                        t_bytes += page.bytes;
+                        after = page.next;
+                        if after.is_none() {
+                            break;
+                        }
+                    }
+                    // Not rebuilt, or still in the grace: the same for every target.
+                    Err(err @ crate::grid::GridError::Refused(_))
+                        if scanned == 0 && targets.is_empty() =>
+                    {
+                        return Err(err.into());
+                    }
+                    Err(err) => {
+                        error = Some(crate::grid::error_text(&err));
+                        break;
+                    }
+                }
+            }
+            found += t_found;
+            bytes += t_bytes;
+            targets.push(json!({
+                "node_id": target.to_string(),
+                "scanned": scanned,
+                "found": t_found,
+                "bytes": t_bytes,
+                "error": error,
+            }));
+        }
+        Ok(json!({
+            "dry_run": dry_run,
+            "found": found,
+            "bytes": bytes,
+            "targets": targets,
+        }))
+    }
+
     async fn remove(ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
         let node = Self::node(args)?;
         let revocation = ctx
@@ -407,6 +516,7 @@ impl DaemonExtension for GridCommands {
             "grid_renew" => Box::pin(Self::renew(ctx, args)),
             "grid_members" => Box::pin(Self::members(ctx)),
             "grid_rebuild" => Box::pin(Self::rebuild(ctx)),
+            "grid_collect_unreferenced" => Box::pin(Self::collect_unreferenced(ctx, args)),
             _ => return None,
         })
     }

@@ -642,6 +642,20 @@ impl ManagerService {
             ManagerRequest::FetchAttestation { snapshot } => {
                 self.attestation(requester, snapshot).await
             }
+            ManagerRequest::CollectUnreferenced {
+                target,
+                after,
+                grace_ms,
+                dry_run,
+            } => {
+                let page = rebuild::CollectPage {
+                    target,
+                    after,
+                    grace_ms,
+                    dry_run,
+                };
+                self.collect_unreferenced(requester, page, now).await
+            }
             ManagerRequest::DryRun(req) => {
                 let mut req = wire::plan_request(requester, req);
                 if let Err(r) = self.barrier().await {

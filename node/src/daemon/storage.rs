@@ -10,7 +10,9 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use strew_coordinator::{NodeId, PacketId};
-use strew_overlay::packet::{DeleteOutcome, PacketStorage, ROOT_GENERATION, StorageError};
+use strew_overlay::packet::{
+    DeleteOutcome, HeldPacket, PacketStorage, ROOT_GENERATION, StorageError,
+};
 
 use super::holders::HolderIndex;
 use crate::store::{GenerationDelete, PacketStore, StoreError};
@@ -224,6 +226,24 @@ impl PacketStorage for StoreAdapter {
                 .map_err(held),
             None => Ok(Vec::new()),
         }
+    }
+
+    fn inventory(
+        &self,
+        after: Option<&PacketId>,
+        limit: usize,
+    ) -> Result<Vec<HeldPacket>, StorageError> {
+        Ok(self
+            .store
+            .inventory(after, limit)
+            .map_err(map)?
+            .into_iter()
+            .map(|(packet_id, size, generation)| HeldPacket {
+                packet_id,
+                size,
+                generation,
+            })
+            .collect())
     }
 }
 

@@ -222,6 +222,37 @@ impl OverlayManager {
         }
     }
 
+    /// `strew grid collect-unreferenced`: one page of `target`'s inventory
+    /// looked at by the leader.
+    pub async fn collect_unreferenced(
+        &self,
+        target: NodeId,
+        after: Option<PacketId>,
+        grace_ms: u64,
+        dry_run: bool,
+    ) -> Result<UnreferencedPage, GridError> {
+        let request = ManagerRequest::CollectUnreferenced {
+            target,
+            after,
+            grace_ms,
+            dry_run,
+        };
+        match self.call(request).await? {
+            ManagerResponse::Unreferenced {
+                scanned,
+                found,
+                bytes,
+                next,
+            } if next.is_none_or(|n| after.is_none_or(|a| n > a)) => Ok(UnreferencedPage {
+                scanned,
+                found,
+                bytes,
+                next,
+            }),
+            other => Err(unexpected("collect unreferenced", &other)),
+        }
+    }
+
     /// Re-registers one page of a snapshot of a lost group: how many of
     /// its pages the group has now, and how many it has.
     pub async fn reregister(&self, request: ReregisterRequest) -> Result<(u32, u32), GridError> {
@@ -233,6 +264,15 @@ impl OverlayManager {
             other => Err(unexpected("reregister", &other)),
         }
     }
+}
+
+/// One inventory page the leader looked at for `collect-unreferenced`.
+#[derive(Debug, Clone, Copy)]
+pub struct UnreferencedPage {
+    pub scanned: u64,
+    pub found: u64,
+    pub bytes: u64,
+    pub next: Option<PacketId>,
 }
 
 fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
@@ -261,6 +301,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Attestation(_) => "attestation",
             ManagerResponse::Rebuilding { .. } => "rebuilding",
             ManagerResponse::Reregistered { .. } => "reregistered",
+            ManagerResponse::Unreferenced { .. } => "unreferenced",
             ManagerResponse::NotManager { .. } => "not manager",
             ManagerResponse::Refused(_) => "refused",
             ManagerResponse::Unavailable(_) => "unavailable",

@@ -191,6 +191,17 @@ pub enum ManagerRequest {
     /// (answered `Reregistered`; refused unless the group was rebuilt and
     /// the attestation and the page check out).
     Reregister(Box<ReregisterRequest>),
+    /// `strew grid collect-unreferenced` (from a certified member), one
+    /// page of `target`'s inventory after `after`: the leader queues for
+    /// collection the packets no record references, once the group was
+    /// rebuilt at least `grace_ms` ago (`dry_run`: only counts them).
+    /// Answered `Unreferenced`.
+    CollectUnreferenced {
+        target: NodeId,
+        after: Option<PacketId>,
+        grace_ms: u64,
+        dry_run: bool,
+    },
 }
 
 /// Most members one answer lists (about 200 bytes each: well under the
@@ -230,6 +241,7 @@ impl ManagerRequest {
             ManagerRequest::FetchAttestation { .. } => "fetch_attestation",
             ManagerRequest::Rebuild => "rebuild",
             ManagerRequest::Reregister(_) => "reregister",
+            ManagerRequest::CollectUnreferenced { .. } => "collect_unreferenced",
         }
     }
 }
@@ -294,6 +306,15 @@ pub enum ManagerResponse {
     Reregistered {
         pages_done: u32,
         pages: u32,
+    },
+    /// One inventory page looked at: the packets of it listed, those no
+    /// record references (queued unless a dry run) and their bytes, and
+    /// where the next page starts (`None`: the target's last page).
+    Unreferenced {
+        scanned: u64,
+        found: u64,
+        bytes: u64,
+        next: Option<PacketId>,
     },
     /// This node does not serve the manager; `leader` is where to retry.
     NotManager {

@@ -216,6 +216,7 @@ fn describe(res: &PacketResponse) -> &'static str {
         PacketResponse::Proof(_) => "proof",
         PacketResponse::Marked { .. } => "marked",
         PacketResponse::Roots(_) => "roots",
+        PacketResponse::Inventory(_) => "inventory",
         PacketResponse::Refused(_) => "refused",
     }
 }

@@ -145,6 +145,7 @@ impl Packets {
             PacketRequest::MarkRoot { .. } => "mark_root",
             PacketRequest::ListRoots { .. } => "list_roots",
             PacketRequest::DropRoot { .. } => "drop_root",
+            PacketRequest::Inventory { .. } => "inventory",
         };
         let Some(requester) = peer::node_id_of(&peer) else {
             self.metrics.packet("in", op, "refused");

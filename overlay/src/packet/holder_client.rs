@@ -1,13 +1,16 @@
 //! The source side of holder requests (issue 18): store a root packet, mark a packet this node
 //! stored as a snapshot root, list the roots a target holds for this node
 //! (a page, checked against the page limit), and read a packet back as its
-//! holder with no manager ticket. Owns these checks only.
+//! holder with no manager ticket; and the manager's side of a target's
+//! inventory (a page, checked for order and size). Owns these checks only.
 
 use strew_coordinator::{NodeId, PacketId};
 
 use crate::error::OverlayError;
 use crate::handle::OverlayHandle;
-use crate::packet::{MAX_ROOTS_PAGE, PacketRequest, PacketResponse};
+use crate::packet::{
+    HeldPacket, MAX_INVENTORY_PAGE, MAX_ROOTS_PAGE, PacketRequest, PacketResponse,
+};
 
 impl OverlayHandle {
     /// Stores this node's snapshot root packet on `target` (no ticket; the
@@ -101,5 +104,39 @@ impl OverlayHandle {
         packet_id: PacketId,
     ) -> Result<Option<Vec<u8>>, OverlayError> {
         self.get_packet(target, packet_id, Vec::new()).await
+    }
+
+    /// One page (at most `MAX_INVENTORY_PAGE`) of the packets `target`
+    /// holds, after `after`, with their sizes and generations: answered to
+    /// a trusted manager only.
+    pub async fn inventory(
+        &self,
+        target: NodeId,
+        after: Option<PacketId>,
+    ) -> Result<Vec<HeldPacket>, OverlayError> {
+        let limit = MAX_INVENTORY_PAGE as u32;
+        match self
+            .request(target, PacketRequest::Inventory { after, limit })
+            .await?
+        {
+            PacketResponse::Inventory(packets)
+                if packets.len() <= MAX_INVENTORY_PAGE
+                    && packets.windows(2).all(|w| w[0].packet_id < w[1].packet_id)
+                    && packets
+                        .first()
+                        .is_none_or(|p| after.is_none_or(|a| p.packet_id > a)) =>
+            {
+                Ok(packets)
+            }
+            PacketResponse::Inventory(_) => Err(OverlayError::BadResponse {
+                target,
+                detail: "an inventory page out of order or over its size".into(),
+            }),
+            PacketResponse::Refused(reason) => Err(OverlayError::Refused { target, reason }),
+            _ => Err(OverlayError::BadResponse {
+                target,
+                detail: "unexpected answer to inventory".into(),
+            }),
+        }
     }
 }

@@ -21,8 +21,8 @@ pub use codec::PacketCodec;
 pub use read_limit::{ReadLimit, ReadLimiter};
 pub use receipt::Receipt;
 pub use service::{PacketService, TrustedManagers};
-pub use storage::{DeleteOutcome, MemoryStorage, PacketStorage, StorageError};
+pub use storage::{DeleteOutcome, HeldPacket, MemoryStorage, PacketStorage, StorageError};
 pub use wire::{
-    MAX_PACKET_BYTES, MAX_ROOT_PACKET_BYTES, MAX_ROOTS_PAGE, MAX_ROOTS_PER_HOLDER, PACKET_PROTOCOL,
-    PacketRequest, PacketResponse, ROOT_GENERATION, Refusal,
+    MAX_INVENTORY_PAGE, MAX_PACKET_BYTES, MAX_ROOT_PACKET_BYTES, MAX_ROOTS_PAGE,
+    MAX_ROOTS_PER_HOLDER, PACKET_PROTOCOL, PacketRequest, PacketResponse, ROOT_GENERATION, Refusal,
 };

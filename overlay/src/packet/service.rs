@@ -18,7 +18,7 @@ use strew_coordinator::{NodeId, PacketId, TicketKind};
 use crate::packet::receipt::{self, Receipt};
 use crate::packet::storage::{DeleteOutcome, PacketStorage, StorageError};
 use crate::packet::ticket::{self, Asked};
-use crate::packet::wire::{PacketRequest, PacketResponse, Refusal};
+use crate::packet::wire::{MAX_INVENTORY_PAGE, PacketRequest, PacketResponse, Refusal};
 use crate::packet::{holder, proof};
 
 /// The managers whose tickets this node honours (the current sequence manager,
@@ -96,6 +96,9 @@ impl PacketService {
             PacketRequest::DropRoot { packet_id } => {
                 holder::drop_root(self.storage.as_ref(), &packet_id, &requester)
             }
+            PacketRequest::Inventory { after, limit } => {
+                self.inventory(&requester, after.as_ref(), limit)
+            }
             PacketRequest::Get { packet_id, ticket } => {
                 if let Err(refusal) =
                     self.authorise(&ticket, TicketKind::Read, &packet_id, requester, now_ms)
@@ -148,6 +151,21 @@ impl PacketService {
                 Ok(proof) => PacketResponse::Proof(proof),
                 Err(err) => PacketResponse::Refused(Refusal::CannotProve(err.to_string())),
             },
+            Err(err) => PacketResponse::Refused(refusal_of(err)),
+        }
+    }
+
+    /// Answers an inventory page to `from`: only a trusted manager may ask
+    /// (it learns which packets this target holds, as it placed them).
+    pub fn inventory(&self, from: &NodeId, after: Option<&PacketId>, limit: u32) -> PacketResponse {
+        if !self.managers().contains(from) {
+            return PacketResponse::Refused(Refusal::NotPermitted(
+                "only the sequence manager asks for a target's inventory".into(),
+            ));
+        }
+        let limit = (limit as usize).min(MAX_INVENTORY_PAGE);
+        match self.storage.inventory(after, limit) {
+            Ok(packets) => PacketResponse::Inventory(packets),
             Err(err) => PacketResponse::Refused(refusal_of(err)),
         }
     }

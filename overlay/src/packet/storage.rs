@@ -88,6 +88,24 @@ pub trait PacketStorage: Send + Sync + 'static {
     ) -> Result<Vec<PacketId>, StorageError> {
         Ok(Vec::new())
     }
+    /// Up to `limit` stored packets in id order after `after`, each with
+    /// its size and generation (roots included: the caller tells them by
+    /// [`ROOT_GENERATION`]). A store that cannot list answers none.
+    fn inventory(
+        &self,
+        _after: Option<&PacketId>,
+        _limit: usize,
+    ) -> Result<Vec<HeldPacket>, StorageError> {
+        Ok(Vec::new())
+    }
+}
+
+/// One packet of a target's inventory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldPacket {
+    pub packet_id: PacketId,
+    pub size: u64,
+    pub generation: u64,
 }
 
 /// (holder, packet) → whether the packet is one of the holder's roots.
@@ -176,6 +194,25 @@ impl PacketStorage for MemoryStorage {
 
     fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    fn inventory(
+        &self,
+        after: Option<&PacketId>,
+        limit: usize,
+    ) -> Result<Vec<HeldPacket>, StorageError> {
+        use std::ops::Bound;
+        let map = self.lock()?;
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(*a));
+        Ok(map
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, (generation, bytes))| HeldPacket {
+                packet_id: *id,
+                size: bytes.len() as u64,
+                generation: *generation,
+            })
+            .collect())
     }
 
     fn record_holder(&self, id: &PacketId, holder: &NodeId) -> Result<(), StorageError> {

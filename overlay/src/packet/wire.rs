@@ -22,6 +22,7 @@ use strew_coordinator::PacketId;
 
 use crate::cbor::{self, CborError};
 use crate::packet::receipt::Receipt;
+use crate::packet::storage::HeldPacket;
 
 /// Protocol id negotiated by multistream-select.
 pub const PACKET_PROTOCOL: &str = "/strew/packet/3";
@@ -83,7 +84,16 @@ pub enum PacketRequest {
     /// for the manager to free). Answered `Deleted { existed }`: whether it
     /// was one of the requester's roots here.
     DropRoot { packet_id: PacketId },
+    /// The packets this target holds, in id order after `after` (at most
+    /// `limit`, capped at [`MAX_INVENTORY_PAGE`]), each with its size and
+    /// generation: only a trusted manager may ask (a rebuilt group finding
+    /// packets no snapshot references).
+    Inventory { after: Option<PacketId>, limit: u32 },
 }
+
+/// Most packets in one `Inventory` answer (about 50 bytes each in the
+/// response header, well under [`MAX_HEADER_BYTES`]).
+pub const MAX_INVENTORY_PAGE: usize = 512;
 
 /// A response as the application sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +112,8 @@ pub enum PacketResponse {
     },
     /// Answer to `ListRoots`.
     Roots(Vec<PacketId>),
+    /// Answer to `Inventory`.
+    Inventory(Vec<HeldPacket>),
     Refused(Refusal),
 }
 
@@ -174,19 +186,41 @@ pub enum RequestHeader {
     DropRoot {
         packet_id: PacketId,
     },
+    Inventory {
+        after: Option<PacketId>,
+        limit: u32,
+    },
 }
 
 /// Response header on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ResponseHeader {
-    Stored { receipt: Receipt },
-    Found { size: u64 },
+    Stored {
+        receipt: Receipt,
+    },
+    Found {
+        size: u64,
+    },
     NotFound,
-    Deleted { existed: bool },
-    Proof { size: u64 },
-    Marked { held: bool },
-    Roots { ids: Vec<PacketId> },
-    Refused { reason: Refusal },
+    Deleted {
+        existed: bool,
+    },
+    Proof {
+        size: u64,
+    },
+    Marked {
+        held: bool,
+    },
+    Roots {
+        ids: Vec<PacketId>,
+    },
+    /// (packet, size, generation) of each packet.
+    Inventory {
+        packets: Vec<(PacketId, u64, u64)>,
+    },
+    Refused {
+        reason: Refusal,
+    },
 }
 
 impl RequestHeader {
@@ -259,6 +293,9 @@ pub fn split_request(req: PacketRequest) -> (RequestHeader, Vec<u8>) {
         PacketRequest::DropRoot { packet_id } => {
             (RequestHeader::DropRoot { packet_id }, Vec::new())
         }
+        PacketRequest::Inventory { after, limit } => {
+            (RequestHeader::Inventory { after, limit }, Vec::new())
+        }
     }
 }
 
@@ -282,6 +319,7 @@ pub fn join_request(header: RequestHeader, body: Vec<u8>) -> PacketRequest {
         RequestHeader::MarkRoot { packet_id } => PacketRequest::MarkRoot { packet_id },
         RequestHeader::ListRoots { after, limit } => PacketRequest::ListRoots { after, limit },
         RequestHeader::DropRoot { packet_id } => PacketRequest::DropRoot { packet_id },
+        RequestHeader::Inventory { after, limit } => PacketRequest::Inventory { after, limit },
     }
 }
 
@@ -305,6 +343,15 @@ pub fn split_response(res: PacketResponse) -> (ResponseHeader, Vec<u8>) {
         ),
         PacketResponse::Marked { held } => (ResponseHeader::Marked { held }, Vec::new()),
         PacketResponse::Roots(ids) => (ResponseHeader::Roots { ids }, Vec::new()),
+        PacketResponse::Inventory(packets) => (
+            ResponseHeader::Inventory {
+                packets: packets
+                    .into_iter()
+                    .map(|p| (p.packet_id, p.size, p.generation))
+                    .collect(),
+            },
+            Vec::new(),
+        ),
         PacketResponse::Refused(reason) => (ResponseHeader::Refused { reason }, Vec::new()),
     }
 }
@@ -319,6 +366,16 @@ pub fn join_response(header: ResponseHeader, body: Vec<u8>) -> PacketResponse {
         ResponseHeader::Proof { .. } => PacketResponse::Proof(body),
         ResponseHeader::Marked { held } => PacketResponse::Marked { held },
         ResponseHeader::Roots { ids } => PacketResponse::Roots(ids),
+        ResponseHeader::Inventory { packets } => PacketResponse::Inventory(
+            packets
+                .into_iter()
+                .map(|(packet_id, size, generation)| HeldPacket {
+                    packet_id,
+                    size,
+                    generation,
+                })
+                .collect(),
+        ),
         ResponseHeader::Refused { reason } => PacketResponse::Refused(reason),
     }
 }

@@ -6,7 +6,10 @@
 //! founds a new group of the same grid knowing nothing; `strew grid
 //! rebuild` marks it rebuilt and the source's daemon re-registers both
 //! snapshots from its roots (the old group's attestations checked). Then
-//! `strew status` shows both, alpha restores byte-identical through the
+//! `strew status` shows both; the packets of a third snapshot whose root
+//! the source lost are collected by `strew grid collect-unreferenced` only
+//! (refused within the grace, counted by a dry run, roots kept); alpha
+//! restores byte-identical through the
 //! new group, a new backup works, forgetting alpha frees its packets on the
 //! targets, and the packets lost with the old founder and with a killed
 //! target are repaired (the leader's audits find the lost ones) until
@@ -95,6 +98,15 @@ fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roo
     let (beta, _) = backup(&nodes, 2, "beta", false)?;
     let mut both = vec![alpha.clone(), beta.clone()];
     both.sort();
+    // A third snapshot whose root the source loses: it is never
+    // re-registered, and its packets are what no snapshot references.
+    let (delta, _) = backup(&nodes, 4, "delta", false)?;
+    let roots = nodes[source].data_dir().join("roots");
+    let name = roots.join(format!("{delta}.of"));
+    for id in fs::read_to_string(&name)?.lines() {
+        fs::remove_file(roots.join(format!("{}.root", id.trim())))?;
+    }
+    fs::remove_file(name)?;
 
     // The founder's key, with the grid key, is all that survives of the group.
     let key = work.path().join("founder.key");
@@ -139,6 +151,52 @@ fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roo
     ensure!(
         listed(&status["snapshots"]) == both,
         "status shows both old snapshots: {status}"
+    );
+
+    // The packets only delta referenced are collected by the operator's
+    // command alone, after the grace (refused before it, counted by a dry
+    // run); roots are never collected. Repairs of what the old founder
+    // held run meanwhile, so the check is the inventories': once the
+    // collection queue is delivered, a dry run finds nothing left.
+    let roots_held = |nodes: &[Node]| -> u64 {
+        nodes
+            .iter()
+            .filter_map(|n| n.daemon_status().ok())
+            .filter_map(|s| s["storage"]["root_packets"].as_u64())
+            .sum()
+    };
+    let roots_before = roots_held(&nodes);
+    let out = nodes[0].cli(&["grid", "collect-unreferenced", "--json"])?;
+    ensure!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("grace"),
+        "refused within the default grace: {out:?}"
+    );
+    let collect = |dry: bool| -> Result<Value> {
+        let mut args = vec!["grid", "collect-unreferenced", "--grace", "0s", "--json"];
+        if dry {
+            args.push("--dry-run");
+        }
+        nodes[0].cli_json(&args)
+    };
+    let dry = collect(true)?;
+    let found = dry["found"].as_u64().unwrap_or(0);
+    ensure!(found > 0, "delta's packets are unreferenced: {dry}");
+    let out = collect(false)?;
+    ensure!(out["found"].as_u64() >= Some(found), "{out} after {dry}");
+    wait_for(
+        "the unreferenced packets to be deleted",
+        Duration::from_secs(60),
+        || {
+            let queue = nodes[0].daemon_status().ok()?["collection_queue"].as_u64()?;
+            let left = collect(true).ok()?["found"].as_u64()?;
+            (queue == 0 && left == 0).then_some(())
+        },
+    )
+    .with_context(|| format!("coordinator log:\n{}", nodes[0].log_tail(30)))?;
+    ensure!(
+        roots_held(&nodes) >= roots_before,
+        "no root is collected: {} held, {roots_before} before",
+        roots_held(&nodes)
     );
 
     // Restore through the new group (alpha was re-registered in pages).

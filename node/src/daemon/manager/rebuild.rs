@@ -1,15 +1,17 @@
 //! The manager service's side of outliving the coordinator group (issue 18):
 //! this leader's attestation of a sequence and its certificate (what a
 //! source's snapshot root keeps), `strew grid rebuild` from a certified
-//! member, and sources' page-by-page re-registrations of a lost group's
-//! snapshots. The checks and the records are the coordinator's (`fetch_attestation`,
+//! member, sources' page-by-page re-registrations of a lost group's
+//! snapshots, and an operator's collection of the packets no snapshot
+//! references once the rebuild's grace is over. The checks and the records are the coordinator's (`fetch_attestation`,
 //! `decide_begin_rebuild`, `decide_reregister`); finding the roots and
 //! re-registering them is [`crate::grid::rebuild`]'s.
 
 use strew_coordinator::manager::ReregisterDecision;
-use strew_coordinator::{ManagerError, NodeId, Registration, SnapshotId};
+use strew_coordinator::{ManagerError, NodeId, Registration, SnapshotId, Unreferenced};
 use strew_overlay::ManagerResponse;
 use strew_overlay::manager::{AttestationAnswer, Refusal, RefusalCode, ReregisterRequest};
+use strew_overlay::packet::MAX_INVENTORY_PAGE;
 use tracing::info;
 
 use super::{ManagerService, heavy, refuse};
@@ -128,4 +130,91 @@ impl ManagerService {
             }
         }
     }
+
+    /// `CollectUnreferenced`: one page of `target`'s inventory, and the
+    /// packets of it no record references queued for collection (counted
+    /// only, for a dry run). Only a certified member may ask, and only once
+    /// the rebuild's grace is over (checked before the target is asked).
+    pub(super) async fn collect_unreferenced(
+        &self,
+        requester: NodeId,
+        page: CollectPage,
+        now: u64,
+    ) -> ManagerResponse {
+        if !self.certified().contains(&requester) {
+            return ManagerResponse::Refused(Refusal::new(
+                RefusalCode::NotOwner,
+                "only a certified coordinator of this grid may collect unreferenced packets",
+            ));
+        }
+        if let Err(r) = self.barrier().await {
+            return r;
+        }
+        let decide = |held: &[Unreferenced], dry_run| {
+            self.replica.read(|m| {
+                m.decide_collect_unreferenced(
+                    requester,
+                    page.target,
+                    held,
+                    page.grace_ms,
+                    dry_run,
+                    now,
+                )
+            })
+        };
+        if let Err(e) = decide(&[], true) {
+            return refuse(&e);
+        }
+        let listed = match self.overlay().inventory(page.target, page.after).await {
+            Ok(listed) => listed,
+            Err(err) => {
+                return refuse(&ManagerError::Invalid(format!(
+                    "target {} did not list its packets: {err}",
+                    page.target
+                )));
+            }
+        };
+        let next = (listed.len() == MAX_INVENTORY_PAGE)
+            .then(|| listed.last().map(|p| p.packet_id))
+            .flatten();
+        let held: Vec<Unreferenced> = listed
+            .iter()
+            .map(|p| Unreferenced {
+                packet_id: p.packet_id,
+                generation: p.generation,
+                size: p.size,
+            })
+            .collect();
+        let (command, found) = match decide(&held, page.dry_run) {
+            Ok(decided) => decided,
+            Err(e) => return refuse(&e),
+        };
+        if let Some(command) = command {
+            let _turn = self.proposals.lock().await;
+            if let Err(r) = self.propose(command).await {
+                return r;
+            }
+            info!(
+                by = %requester,
+                target = %page.target,
+                packets = found.len(),
+                "packets no snapshot references are queued for collection"
+            );
+        }
+        ManagerResponse::Unreferenced {
+            scanned: listed.len() as u64,
+            found: found.len() as u64,
+            bytes: found.iter().map(|p| p.size).sum(),
+            next,
+        }
+    }
+}
+
+/// One `CollectUnreferenced` call's arguments.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CollectPage {
+    pub target: NodeId,
+    pub after: Option<strew_coordinator::PacketId>,
+    pub grace_ms: u64,
+    pub dry_run: bool,
 }

@@ -15,11 +15,11 @@ use strew_coordinator::manager::{ReregisterDecision, check_entry};
 use strew_coordinator::seal::{Sequence, open_as_recipient};
 use strew_coordinator::trust::grid_id_of;
 use strew_coordinator::{
-    Command, GroupKey, Manager, ManagerConfig, MemberCert, NodeId, PacketId, REREGISTERED,
-    SnapshotAttestation, SnapshotId,
+    Command, GroupKey, Manager, ManagerConfig, MemberCert, NodeId, PacketId, PlanRequest,
+    REREGISTERED, SnapshotAttestation, SnapshotId, Unreferenced,
 };
 
-use common::{backed_up_many, params, paris_secret};
+use common::{backed_up_many, chunk, params, paris_secret};
 
 /// What a source keeps in a snapshot's root: the manager's attestation,
 /// and the sequence fetched in attested pages, opened.
@@ -271,4 +271,123 @@ fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
     assert!(!freed.is_empty());
     assert_eq!(freed, expected);
     assert_eq!(new.state().clients[&paris.node_id].source_stored_bytes, 0);
+}
+
+#[test]
+fn an_operators_collection_after_the_grace_queues_only_what_nothing_references() {
+    let (old, paris, _) = backed_up_many(3);
+    let old_leader = NodeId(
+        SigningKey::from_bytes(&[200; 32])
+            .verifying_key()
+            .to_bytes(),
+    );
+    let mut new = Manager::new(
+        SigningKey::from_bytes(&[201; 32]),
+        GroupKey([8; 32]),
+        ManagerConfig::default(),
+    );
+    for client in old.state().clients.values() {
+        new.apply(&Command::Join {
+            profile: client.profile.clone(),
+            token: None,
+            at: 100,
+        })
+        .expect("join");
+    }
+    // What one target of the lost snapshot holds, a root among it.
+    let (target, record) = old
+        .state()
+        .targets
+        .iter()
+        .find(|(_, r)| !r.packets.is_empty())
+        .expect("a target holds the snapshot's packets");
+    let generation = |p: &PacketId| {
+        old.state()
+            .chunks
+            .values()
+            .flat_map(|c| &c.packets)
+            .find(|s| &s.packet_id == p && &s.target == target)
+            .map(|s| s.generation)
+            .expect("recorded")
+    };
+    let mut held: Vec<Unreferenced> = record
+        .packets
+        .iter()
+        .map(|(p, size)| Unreferenced {
+            packet_id: *p,
+            generation: generation(p),
+            size: *size,
+        })
+        .collect();
+    let root = Unreferenced {
+        packet_id: PacketId::of(b"a root of its owner"),
+        generation: u64::MAX,
+        size: 100,
+    };
+    held.push(root);
+    let grace = 1_000;
+    let collect = |new: &Manager, held: &[Unreferenced], now| {
+        new.decide_collect_unreferenced(old_leader, *target, held, grace, false, now)
+    };
+
+    // Not rebuilt, or within the grace: refused.
+    assert!(collect(&new, &held, 5_000).is_err());
+    let mark = new.decide_begin_rebuild(old_leader, 110).expect("mark");
+    new.apply(&mark).expect("rebuild mark");
+    assert!(collect(&new, &held, 110 + grace - 1).is_err());
+
+    // After it: every packet but the root; a dry run proposes nothing.
+    let now = 110 + grace;
+    let (dry, found) = new
+        .decide_collect_unreferenced(old_leader, *target, &held, grace, true, now)
+        .expect("dry run");
+    assert!(dry.is_none());
+    assert_eq!(found.len(), held.len() - 1);
+    assert!(!found.contains(&root));
+
+    // A packet a pending plan puts on this target is not collected.
+    let plan = PlanRequest {
+        extend: None,
+        source: paris.node_id,
+        set: "docs".into(),
+        location: paris.location,
+        params: params(),
+        chunks: vec![chunk(77)],
+        exclude: Vec::new(),
+    };
+    let (begin, draft) = new
+        .decide_plan(&plan, now, &mut StdRng::seed_from_u64(9))
+        .expect("plan");
+    new.apply(&begin).expect("begin");
+    let planned = draft
+        .uploads
+        .iter()
+        .flat_map(|c| &c.packets)
+        .next()
+        .expect("a planned packet");
+    let in_flight = Unreferenced {
+        packet_id: planned.packet_id,
+        generation: planned.generation,
+        size: planned.size,
+    };
+    let (_, found) = new
+        .decide_collect_unreferenced(old_leader, planned.target, &[in_flight], grace, false, now)
+        .expect("collect");
+    assert!(found.is_empty(), "an upload in flight is not garbage");
+
+    // Queued for collection, with the generation the target holds.
+    let (command, found) = collect(&new, &held, now).expect("collect");
+    new.apply(&command.expect("a command")).expect("queues");
+    let due = new.state().due_garbage(now, 1_000, |_| false);
+    let mut delivered: Vec<_> = due.deliver[target]
+        .iter()
+        .map(|d| (d.packet_id, d.generation))
+        .collect();
+    let mut expected: Vec<_> = found.iter().map(|p| (p.packet_id, p.generation)).collect();
+    delivered.sort();
+    expected.sort();
+    assert_eq!(delivered, expected);
+    // Asked again, nothing new: what is queued is not queued twice.
+    let (again, found) = collect(&new, &held, now + 1).expect("again");
+    assert!(again.is_none() && found.is_empty());
 }

@@ -285,6 +285,56 @@ mod tests {
     }
 
     #[test]
+    fn only_the_manager_lists_a_targets_inventory_in_pages() {
+        let manager = NodeId([1; 32]);
+        let stranger = NodeId([2; 32]);
+        let memory = MemoryStorage::new(1 << 24);
+        let n = MAX_INVENTORY_PAGE + 10;
+        for i in 0..n as u32 {
+            let bytes = i.to_be_bytes().repeat(1 + (i % 3) as usize);
+            memory
+                .put(PacketId::of(&bytes), &bytes, u64::from(i) + 1)
+                .expect("put");
+        }
+        let svc = service(Arc::new(memory), manager);
+        assert!(matches!(
+            svc.handle(
+                PacketRequest::Inventory {
+                    after: None,
+                    limit: 10
+                },
+                stranger,
+                0
+            ),
+            PacketResponse::Refused(Refusal::NotPermitted(_))
+        ));
+        let mut all = Vec::new();
+        loop {
+            let PacketResponse::Inventory(page) = svc.handle(
+                PacketRequest::Inventory {
+                    after: all.last().map(|p: &crate::packet::HeldPacket| p.packet_id),
+                    limit: u32::MAX,
+                },
+                manager,
+                0,
+            ) else {
+                panic!("the manager gets the inventory");
+            };
+            assert!(page.len() <= MAX_INVENTORY_PAGE);
+            if page.is_empty() {
+                break;
+            }
+            all.extend(page);
+        }
+        assert_eq!(all.len(), n);
+        assert!(all.windows(2).all(|w| w[0].packet_id < w[1].packet_id));
+        // Each entry is the packet's size and generation.
+        for p in &all {
+            assert!(p.generation >= 1 && p.size % 4 == 0 && p.size <= 12);
+        }
+    }
+
+    #[test]
     fn only_the_manager_audits_and_a_corrupt_copy_cannot_prove() {
         let manager = NodeId([1; 32]);
         let stranger = NodeId([2; 32]);

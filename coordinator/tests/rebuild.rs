@@ -181,7 +181,7 @@ fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
         )
         .expect("accepted")
     {
-        ReregisterDecision::Propose(command) => command,
+        ReregisterDecision::Propose(command) => *command,
         other => panic!("page {page}: {other:?}"),
     };
     let first = propose(&new, 0);

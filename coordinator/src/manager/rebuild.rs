@@ -17,7 +17,7 @@ use crate::state::{Reregistered, Unreferenced};
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReregisterDecision {
     /// Record the page.
-    Propose(Command),
+    Propose(Box<Command>),
     /// Nothing to record: this group has the snapshot's first `pages_done`
     /// of its `pages` pages (all of them: the snapshot is recorded). The
     /// source goes on from page `pages_done`.
@@ -140,7 +140,7 @@ impl Manager {
             }),
         };
         check_entry(&command)?;
-        Ok(ReregisterDecision::Propose(command))
+        Ok(ReregisterDecision::Propose(Box::new(command)))
     }
 
     /// `strew grid collect-unreferenced`, one page of `target`'s inventory

@@ -138,7 +138,7 @@ impl Root {
     /// The whole sequence (the pages joined).
     pub fn sequence(&self) -> SealedSequence {
         let mut pages = self.parts.iter().map(|p| &p.page);
-        let mut whole = pages.next().map(|p| p.clone()).unwrap_or(SealedSequence {
+        let mut whole = pages.next().cloned().unwrap_or(SealedSequence {
             snapshot: self.doc.snapshot,
             manifest: strew_coordinator::DataId([0; 32]),
             manifest_chunks: Vec::new(),

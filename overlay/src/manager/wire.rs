@@ -213,7 +213,7 @@ pub struct ReregisterRequest {
 impl ReregisterRequest {
     /// The page digests, or `None` when `pages` is not a whole number of them.
     pub fn page_digests(&self) -> Option<Vec<[u8; 32]>> {
-        if self.pages.len() % 32 != 0 {
+        if !self.pages.len().is_multiple_of(32) {
             return None;
         }
         self.pages

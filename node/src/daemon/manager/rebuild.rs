@@ -116,7 +116,7 @@ impl ManagerService {
                 Ok(ManagerResponse::Reregistered { pages_done, pages })
             }
             ReregisterDecision::Propose(command) => {
-                self.propose(command).await?;
+                self.propose(*command).await?;
                 let pages_done = registration.page + 1;
                 if pages_done == pages {
                     info!(

@@ -51,6 +51,24 @@ fn root_of(
     (attestation, pages)
 }
 
+/// The new group: another leader and group key, the old group's nodes.
+fn new_group(old: &Manager) -> Manager {
+    let mut new = Manager::new(
+        SigningKey::from_bytes(&[201; 32]),
+        GroupKey([8; 32]),
+        ManagerConfig::default(),
+    );
+    for client in old.state().clients.values() {
+        new.apply(&Command::Join {
+            profile: client.profile.clone(),
+            token: None,
+            at: 100,
+        })
+        .expect("join");
+    }
+    new
+}
+
 #[test]
 fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
     // Three attested pages.
@@ -99,20 +117,7 @@ fn a_rebuilt_group_records_an_attested_snapshot_as_the_lost_group_had_it() {
         params: params(),
     };
 
-    // The new group: another leader and group key, the same nodes.
-    let mut new = Manager::new(
-        SigningKey::from_bytes(&[201; 32]),
-        GroupKey([8; 32]),
-        ManagerConfig::default(),
-    );
-    for client in old.state().clients.values() {
-        new.apply(&Command::Join {
-            profile: client.profile.clone(),
-            token: None,
-            at: 100,
-        })
-        .expect("join");
-    }
+    let mut new = new_group(&old);
     // Not marked rebuilt: nothing is re-registered.
     assert!(
         new.decide_reregister(paris.node_id, &registration(0), &grid, 110, &mut rng)
@@ -281,19 +286,7 @@ fn an_operators_collection_after_the_grace_queues_only_what_nothing_references()
             .verifying_key()
             .to_bytes(),
     );
-    let mut new = Manager::new(
-        SigningKey::from_bytes(&[201; 32]),
-        GroupKey([8; 32]),
-        ManagerConfig::default(),
-    );
-    for client in old.state().clients.values() {
-        new.apply(&Command::Join {
-            profile: client.profile.clone(),
-            token: None,
-            at: 100,
-        })
-        .expect("join");
-    }
+    let mut new = new_group(&old);
     // What one target of the lost snapshot holds, a root among it.
     let (target, record) = old
         .state()

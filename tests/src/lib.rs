@@ -457,6 +457,40 @@ impl Node {
         serde_json::from_slice(&out.stdout).context("parse JSON output")
     }
 
+    /// `strew backup TREE --name SET --redundancy REDUNDANCY --json`, checked
+    /// to have kept the snapshot's root: one part, or with `small` (the
+    /// smallest chunk sizes: hundreds of chunks from a small tree) several.
+    /// Returns the snapshot id.
+    pub fn backup_with_root(
+        &self,
+        tree: &Path,
+        set: &str,
+        redundancy: &str,
+        small: bool,
+    ) -> Result<String> {
+        let mut args = vec![
+            "backup",
+            tree.to_str().context("utf-8 path")?,
+            "--redundancy",
+            redundancy,
+            "--name",
+            set,
+            "--json",
+        ];
+        if small {
+            args.extend(["--chunk-sizes", "64/256/1024"]);
+        }
+        let out = self.cli_json(&args)?;
+        if out.get("root_warning").is_some() {
+            bail!("the snapshot root was not kept: {out}");
+        }
+        let parts = out["root_parts"].as_u64().unwrap_or(0);
+        if (small && parts < 2) || (!small && parts != 1) {
+            bail!("a root of {parts} part(s): {out}");
+        }
+        Ok(out["snapshot"].as_str().context("snapshot id")?.to_string())
+    }
+
     /// One call to the daemon's control endpoint (docs/protocol.md: one JSON
     /// line in, one out), for what no CLI command prints, e.g. `manager`.
     pub fn control(&self, cmd: &str, args: Value) -> Result<Value> {

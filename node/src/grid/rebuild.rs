@@ -20,7 +20,7 @@ use strew_coordinator::{BackupParams, MemberCert, SnapshotAttestation};
 use strew_overlay::manager::ReregisterRequest;
 
 use super::overlay::OverlayManager;
-use super::roots::{Root, RootError, local, local_roots};
+use super::roots::{Root, RootError, local};
 use super::{GridError, ManagerApi, SourceIdentity};
 use crate::pipeline::secret::ConvergenceSecret;
 use crate::wire::ToWire;
@@ -57,10 +57,7 @@ pub async fn reregister_roots(
     owner: &ConvergenceSecret,
     data_dir: &Path,
 ) -> Result<Reregistration, RebuildError> {
-    let dir = data_dir.to_path_buf();
-    let names = tokio::task::spawn_blocking(move || local_roots(&dir))
-        .await
-        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    let names = local::names(data_dir).await?;
     let mut report = Reregistration::default();
     if names.is_empty() {
         return Ok(report);
@@ -77,12 +74,9 @@ pub async fn reregister_roots(
             report.listed += 1;
             continue;
         }
-        let (dir, owner_, me_) = (data_dir.to_path_buf(), owner.clone(), me.clone());
-        let opened =
-            tokio::task::spawn_blocking(move || local::open_local(&dir, &owner_, &me_, &ids))
-                .await
-                .map_err(|e| RootError::Encode(format!("root task failed: {e}")))?;
-        let Some(root) = opened else { continue };
+        let Some(root) = local::open(data_dir, owner, me, ids).await? else {
+            continue;
+        };
         report.roots += 1;
         let doc = &root.doc;
         let (Some(attestation), Some(cert), Some(params)) = (

@@ -15,9 +15,7 @@ use serde::Serialize;
 use strew_coordinator::{NodeId, PacketId};
 
 use super::SourceIdentity;
-use super::roots::{
-    MAX_ASKS_PER_PART, ROOT_COPIES, RootError, held_by, local, local_roots, part_targets,
-};
+use super::roots::{MAX_ASKS_PER_PART, ROOT_COPIES, RootError, held_by, local, part_targets};
 use crate::pipeline::secret::ConvergenceSecret;
 
 /// `ListRoots` pages read from one target (256 ids each).
@@ -42,22 +40,16 @@ pub async fn keep_roots_alive(
     owner: &ConvergenceSecret,
     data_dir: &Path,
 ) -> Result<RootUpkeep, RootError> {
-    let dir = data_dir.to_path_buf();
-    let names = tokio::task::spawn_blocking(move || local_roots(&dir))
-        .await
-        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    let names = local::names(data_dir).await?;
     let mut report = RootUpkeep::default();
     // Which of our roots each target holds (`None`: it did not answer).
     let mut held: BTreeMap<NodeId, Option<BTreeSet<PacketId>>> = BTreeMap::new();
     for (_, ids) in names {
-        let (dir, owner_, me_) = (data_dir.to_path_buf(), owner.clone(), me.clone());
-        let opened =
-            tokio::task::spawn_blocking(move || local::open_local(&dir, &owner_, &me_, &ids))
-                .await
-                .map_err(|e| RootError::Encode(format!("root task failed: {e}")))?;
         // A root that does not open (another owner's, or damaged) is not
         // ours to keep.
-        let Some(root) = opened else { continue };
+        let Some(root) = local::open(data_dir, owner, me, ids).await? else {
+            continue;
+        };
         report.roots += 1;
         let targets = root.targets();
         let mut short = false;

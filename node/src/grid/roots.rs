@@ -113,6 +113,48 @@ pub struct RootPart {
     pub doc: Option<RootDocument>,
 }
 
+/// Only a root document's version (every layout starts with it).
+#[derive(Deserialize)]
+struct Versioned {
+    version: u8,
+}
+
+/// A version 1 root: one packet holding the whole sequence, made before
+/// roots were cut in attested pages. It still lists and restores with
+/// `--from-grid`; its attestation (of the whole sequence) is not read, so a
+/// rebuilt group does not take it.
+#[derive(Deserialize)]
+struct LegacyRoot {
+    snapshot: SnapshotId,
+    set: String,
+    time_ms: u64,
+    bytes: u64,
+    sealed: SealedForRecipient,
+    #[serde(default)]
+    params: Option<BackupParams>,
+}
+
+impl LegacyRoot {
+    fn into_part(self) -> RootPart {
+        RootPart {
+            version: 1,
+            snapshot: self.snapshot,
+            part: 0,
+            parts: 1,
+            sealed: self.sealed,
+            doc: Some(RootDocument {
+                snapshot: self.snapshot,
+                set: self.set,
+                time_ms: self.time_ms,
+                bytes: self.bytes,
+                params: self.params,
+                attestation: None,
+                cert: None,
+            }),
+        }
+    }
+}
+
 /// One root packet, opened.
 #[derive(Debug, Clone)]
 pub struct OpenedPart {
@@ -235,11 +277,17 @@ pub fn open_part(
     let plain = codec(owner)
         .open_blob(&key, shard, false)
         .map_err(RootError::NotOurs)?;
-    let part: RootPart =
-        strew_coordinator::cbor::decode(&plain).map_err(|e| RootError::Encode(e.to_string()))?;
-    if part.version != ROOT_VERSION {
-        return Err(RootError::Version(part.version));
-    }
+    let decode_error = |e: strew_coordinator::CborError| RootError::Encode(e.to_string());
+    let versioned: Versioned = strew_coordinator::cbor::decode(&plain).map_err(decode_error)?;
+    let part = match versioned.version {
+        ROOT_VERSION => {
+            strew_coordinator::cbor::decode::<RootPart>(&plain).map_err(decode_error)?
+        }
+        1 => strew_coordinator::cbor::decode::<LegacyRoot>(&plain)
+            .map_err(decode_error)?
+            .into_part(),
+        other => return Err(RootError::Version(other)),
+    };
     if part.part >= part.parts
         || part.parts > MAX_ROOT_PARTS
         || (part.part == 0) != part.doc.is_some()
@@ -682,6 +730,43 @@ mod tests {
                 assert!(open_part(bytes[..n].to_vec(), &owner, &me).is_err());
             }
         }
+    }
+
+    #[test]
+    fn a_version_1_root_still_opens_as_a_root_of_one_part() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            version: u8,
+            snapshot: SnapshotId,
+            set: &'a str,
+            time_ms: u64,
+            bytes: u64,
+            sealed: SealedForRecipient,
+            params: Option<BackupParams>,
+            attestation: Option<u8>,
+            cert: Option<u8>,
+        }
+        let me = identity();
+        let owner = ConvergenceSecret::from_bytes([9; 32]);
+        let (doc, pages, mut sealed) = document(&me, "old-set", 10);
+        let v1 = V1 {
+            version: 1,
+            snapshot: doc.snapshot,
+            set: "old-set",
+            time_ms: doc.time_ms,
+            bytes: doc.bytes,
+            sealed: sealed.remove(0),
+            params: None,
+            attestation: None,
+            cert: None,
+        };
+        let plain = strew_coordinator::cbor::encode(&v1).expect("encode");
+        let stripe = codec(&owner).encode(&root_document_key(&owner), &plain);
+        let (_, bytes) = stripe.packets.into_iter().next().expect("a packet");
+        let (roots, _) = assemble([open_part(bytes, &owner, &me).expect("opens")]);
+        assert_eq!(roots.len(), 1);
+        assert_eq!(roots[0].doc, doc);
+        assert_eq!(roots[0].sequence(), pages[0]);
     }
 
     #[test]

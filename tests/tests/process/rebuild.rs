@@ -72,26 +72,7 @@ fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roo
                 noise(if small { 200_000 } else { 400_000 }, n),
             )?;
             fs::write(tree.join("note.txt"), format!("set {set}\n").repeat(300))?;
-            let mut args = vec![
-                "backup",
-                tree.to_str().context("utf-8 path")?,
-                "--redundancy",
-                "erasure:2+2",
-                "--name",
-                set,
-                "--json",
-            ];
-            if small {
-                args.extend(["--chunk-sizes", "64/256/1024"]);
-            }
-            let out = nodes[source].cli_json(&args)?;
-            ensure!(out.get("root_warning").is_none(), "root kept: {out}");
-            let parts = out["root_parts"].as_u64().unwrap_or(0);
-            ensure!(
-                if small { parts >= 2 } else { parts == 1 },
-                "a root of {parts} part(s): {out}"
-            );
-            let id = out["snapshot"].as_str().context("snapshot id")?.to_string();
+            let id = nodes[source].backup_with_root(&tree, set, "erasure:2+2", small)?;
             Ok((id, tree))
         };
     let (alpha, alpha_tree) = backup(&nodes, 1, "alpha", true)?;

@@ -70,26 +70,7 @@ fn snapshots_list_and_restore_from_their_roots_with_every_coordinator_gone() -> 
             tree.join("note.txt"),
             format!("snapshot {set}\n").repeat(200),
         )?;
-        let mut args = vec![
-            "backup",
-            tree.to_str().context("utf-8 path")?,
-            "--redundancy",
-            "erasure:2+1",
-            "--name",
-            set,
-            "--json",
-        ];
-        if small {
-            args.extend(["--chunk-sizes", "64/256/1024"]);
-        }
-        let out = nodes[1].cli_json(&args)?;
-        ensure!(out.get("root_warning").is_none(), "root kept: {out}");
-        let parts = out["root_parts"].as_u64().unwrap_or(0);
-        ensure!(
-            if small { parts >= 2 } else { parts == 1 },
-            "a root of {parts} part(s): {out}"
-        );
-        let id = out["snapshot"].as_str().context("snapshot id")?.to_string();
+        let id = nodes[1].backup_with_root(&tree, set, "erasure:2+1", small)?;
         Ok((id, tree))
     };
     let mut snapshots = Vec::new();

@@ -88,9 +88,9 @@ pub fn keep_found(data_dir: &Path, root: &Root) -> Result<(), RootError> {
     save_name(data_dir, &root.doc.snapshot, &root.ids())
 }
 
-/// The snapshots this data dir keeps a root of, with their packets' ids
-/// (from the name files; unreadable ones are skipped).
-pub fn local_roots(data_dir: &Path) -> Result<Vec<(SnapshotId, Vec<PacketId>)>, RootError> {
+/// The files of `data_dir/roots/` with extension `ext` (none if the folder
+/// does not exist).
+fn files_ending(data_dir: &Path, ext: &str) -> Result<Vec<PathBuf>, RootError> {
     let dir = data_dir.join(ROOTS_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -100,9 +100,18 @@ pub fn local_roots(data_dir: &Path) -> Result<Vec<(SnapshotId, Vec<PacketId>)>, 
     let mut out = Vec::new();
     for entry in entries {
         let path = entry.map_err(io(&dir))?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("of") {
-            continue;
+        if path.extension().and_then(|e| e.to_str()) == Some(ext) {
+            out.push(path);
         }
+    }
+    Ok(out)
+}
+
+/// The snapshots this data dir keeps a root of, with their packets' ids
+/// (from the name files; unreadable ones are skipped).
+pub fn local_roots(data_dir: &Path) -> Result<Vec<(SnapshotId, Vec<PacketId>)>, RootError> {
+    let mut out = Vec::new();
+    for path in files_ending(data_dir, "of")? {
         let Some(snapshot) = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -161,18 +170,8 @@ pub fn find_local(
 /// Every root packet kept in `data_dir/roots/` whose bytes still hash to
 /// its name (others are skipped).
 pub fn load_local(data_dir: &Path) -> Result<Vec<(PacketId, Vec<u8>)>, RootError> {
-    let dir = data_dir.join(ROOTS_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&dir)(e)),
-    };
     let mut out = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(io(&dir))?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("root") {
-            continue;
-        }
+    for path in files_ending(data_dir, "root")? {
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         let id = PacketId::of(&bytes);
         if path.file_stem().and_then(|s| s.to_str()) == Some(id.to_string().as_str()) {
@@ -181,4 +180,25 @@ pub fn load_local(data_dir: &Path) -> Result<Vec<(PacketId, Vec<u8>)>, RootError
     }
     out.sort_by_key(|(id, _)| *id);
     Ok(out)
+}
+
+/// [`local_roots`] on a blocking thread.
+pub async fn names(data_dir: &Path) -> Result<Vec<(SnapshotId, Vec<PacketId>)>, RootError> {
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || local_roots(&dir))
+        .await
+        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))?
+}
+
+/// [`open_local`] on a blocking thread.
+pub async fn open(
+    data_dir: &Path,
+    owner: &ConvergenceSecret,
+    me: &SourceIdentity,
+    ids: Vec<PacketId>,
+) -> Result<Option<Root>, RootError> {
+    let (dir, owner, me) = (data_dir.to_path_buf(), owner.clone(), me.clone());
+    tokio::task::spawn_blocking(move || open_local(&dir, &owner, &me, &ids))
+        .await
+        .map_err(|e| RootError::Encode(format!("root task failed: {e}")))
 }

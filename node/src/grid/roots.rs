@@ -372,16 +372,25 @@ pub struct RootListing {
     pub params: BackupParams,
 }
 
+/// A root just made: its packets (part order) and the snapshot's targets,
+/// those holding most of its packets first.
+#[derive(Debug)]
+pub struct MadeRoot {
+    pub packets: Vec<(PacketId, Vec<u8>)>,
+    pub targets: Vec<NodeId>,
+}
+
 /// After a commit: fetches the manager's attestation of the snapshot's
 /// sequence and the sequence in the attested pages (sealed to this node),
 /// checks the pages are the ones attested (else reads them again: a repair
-/// moved a packet meanwhile), and builds the root's packets.
+/// moved a packet meanwhile), and builds the root's packets. Holds the
+/// sealed pages and the packets, never the opened sequence.
 pub async fn make_root<M: ManagerApi>(
     manager: &M,
     me: &SourceIdentity,
     owner: &ConvergenceSecret,
     listing: RootListing,
-) -> Result<Vec<(PacketId, Vec<u8>)>, RootError> {
+) -> Result<MadeRoot, RootError> {
     let snapshot = listing.snapshot;
     let secret = x25519_dalek::StaticSecret::from(me.x25519_secret);
     let mut last = String::new();
@@ -397,6 +406,7 @@ pub async fn make_root<M: ManagerApi>(
         }
         let mut sealed_pages = Vec::with_capacity(parts as usize);
         let mut digests = Vec::with_capacity(parts as usize);
+        let mut count = BTreeMap::new();
         for page in 0..parts {
             let (sealed, total) = manager
                 .fetch_sequence_page(
@@ -414,6 +424,7 @@ pub async fn make_root<M: ManagerApi>(
                 break;
             }
             digests.push(page_digest(&opened).map_err(|e| RootError::Encode(e.to_string()))?);
+            count_targets(&mut count, &opened);
             sealed_pages.push(sealed);
         }
         if digests.len() != parts as usize
@@ -431,7 +442,10 @@ pub async fn make_root<M: ManagerApi>(
             attestation: Some(attested.attestation),
             cert: attested.cert,
         };
-        return encode_root(&doc, sealed_pages, owner);
+        return Ok(MadeRoot {
+            packets: encode_root(&doc, sealed_pages, owner)?,
+            targets: by_count(count),
+        });
     }
     Err(RootError::Sequence(last))
 }
@@ -449,15 +463,27 @@ pub struct RootKept {
 /// first: where its root copies go (placement follows the snapshot's
 /// constraints).
 pub fn root_targets<'a>(pages: impl IntoIterator<Item = &'a SealedSequence>) -> Vec<NodeId> {
-    let mut count: BTreeMap<NodeId, u64> = BTreeMap::new();
-    for t in pages
-        .into_iter()
-        .flat_map(|p| &p.stripes)
+    let mut count = BTreeMap::new();
+    for page in pages {
+        count_targets(&mut count, page);
+    }
+    by_count(count)
+}
+
+/// Adds `page`'s packets to each target's count.
+fn count_targets(count: &mut BTreeMap<NodeId, u64>, page: &SealedSequence) {
+    for t in page
+        .stripes
+        .iter()
         .flat_map(|s| &s.packets)
         .flat_map(|e| &e.targets)
     {
         *count.entry(*t).or_default() += 1;
     }
+}
+
+/// Targets by their count, most first (ties by id).
+fn by_count(count: BTreeMap<NodeId, u64>) -> Vec<NodeId> {
     let mut targets: Vec<_> = count.into_iter().collect();
     targets.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     targets.into_iter().map(|(t, _)| t).collect()
@@ -495,10 +521,10 @@ pub async fn keep_root<M: ManagerApi>(
     listing: RootListing,
 ) -> Result<RootKept, RootError> {
     let snapshot = listing.snapshot;
-    let packets = make_root(manager, me, owner, listing).await?;
+    let MadeRoot { packets, targets } = make_root(manager, me, owner, listing).await?;
     let ids: Vec<PacketId> = packets.iter().map(|(id, _)| *id).collect();
     let (dir, ids_) = (data_dir.to_path_buf(), ids.clone());
-    let (root, packets) = tokio::task::spawn_blocking(move || {
+    let packets = tokio::task::spawn_blocking(move || {
         for (id, bytes) in &packets {
             local::save_local(&dir, id, bytes)?;
         }
@@ -506,19 +532,7 @@ pub async fn keep_root<M: ManagerApi>(
         Ok::<_, RootError>(packets)
     })
     .await
-    .map_err(|e| RootError::Encode(format!("root task failed: {e}")))?
-    .and_then(|packets| {
-        let opened = packets
-            .iter()
-            .map(|(_, bytes)| open_part(bytes.clone(), owner, me))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (mut roots, _) = assemble(opened);
-        let root = roots.pop().ok_or_else(|| {
-            RootError::Inconsistent("the root just made does not assemble".into())
-        })?;
-        Ok((root, packets))
-    })?;
-    let targets = root.targets();
+    .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
     let mut fewest = usize::MAX;
     for (i, (_, bytes)) in packets.into_iter().enumerate() {
         let mut copies = 0;

@@ -90,6 +90,12 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     );
     let snapshot = out["snapshot"].as_str().context("snapshot id")?.to_string();
     let plans = out["plans"].as_u64().unwrap_or(0);
+    // Its root is kept too, one part per 512 stripes (issue 18).
+    let root_parts = out["root_parts"].as_u64().unwrap_or(0);
+    ensure!(
+        out.get("root_warning").is_none() && root_parts >= chunks / 512,
+        "a root of {root_parts} part(s) for {chunks} chunks: {out}"
+    );
 
     let listed = source.cli_json(&["snapshots", "--json"])?;
     ensure!(
@@ -143,7 +149,7 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
         "largest raft entry {largest} bytes"
     );
     eprintln!(
-        "scale: {chunks} chunks, {plans} plan(s); backup {backup_time:?}, restore {restore_time:?}; \
+        "scale: {chunks} chunks, {plans} plan(s), a root of {root_parts} part(s); backup {backup_time:?}, restore {restore_time:?}; \
          largest raft entry {largest} B; RSS manager {} MB, source {} MB; manager disk: state {} MB \
          ({} B a chunk), raft log {} MB",
         manager_rss / 1_000_000,

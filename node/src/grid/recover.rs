@@ -30,8 +30,13 @@ use crate::pipeline::{
 pub const ASK_AT_ONCE: usize = 8;
 /// Pages of `ListRoots` read from one peer (at most 256 root packets each).
 pub const MAX_PAGES: usize = 64;
-/// How long the whole search may take.
+/// How long asking the peers which roots they hold may take.
 pub const SEARCH_TIME: Duration = Duration::from_secs(30);
+/// How long reading the root packets found may take (a large snapshot's
+/// root is thousands of packets).
+pub const FETCH_TIME: Duration = Duration::from_secs(300);
+/// Root packets read at once.
+pub const FETCH_AT_ONCE: usize = 16;
 
 /// One snapshot found from its root.
 #[derive(Debug, Clone)]
@@ -76,30 +81,35 @@ impl Found {
     }
 }
 
-/// The root packets `peer` holds for this node (every page, bounded).
-async fn roots_on(overlay: &OverlayHandle, peer: NodeId) -> Vec<(NodeId, Vec<u8>)> {
-    let ids = match roots::held_by(overlay, peer, MAX_PAGES).await {
-        Ok(ids) => ids,
+/// The root packet ids `peer` holds for this node (every page, bounded).
+async fn roots_on(overlay: &OverlayHandle, peer: NodeId) -> (NodeId, Vec<PacketId>) {
+    match roots::held_by(overlay, peer, MAX_PAGES).await {
+        Ok(ids) => (peer, ids),
         Err(err) => {
             tracing::debug!(%peer, %err, "no roots from this peer");
-            return Vec::new();
+            (peer, Vec::new())
         }
-    };
-    let mut out = Vec::new();
-    for id in ids {
+    }
+}
+
+/// Reads root packet `id` from the first of `peers` that serves it.
+async fn fetch_once(overlay: &OverlayHandle, id: PacketId, peers: Vec<NodeId>) -> Option<Vec<u8>> {
+    for peer in peers {
         match overlay.get_held_packet(peer, id).await {
-            Ok(Some(bytes)) => out.push((peer, bytes)),
+            Ok(Some(bytes)) => return Some(bytes),
             Ok(None) => {}
             Err(err) => tracing::debug!(%peer, packet = %id, %err, "root packet not read"),
         }
     }
-    out
+    None
 }
 
 /// Every snapshot whose root this owner can find: in `data_dir/roots/` and
 /// on `peers` (asked [`ASK_AT_ONCE`] at a time, for at most [`SEARCH_TIME`]).
-/// Root packets that do not open with this owner's keys are skipped, and so
-/// are roots with a part missing everywhere. Newest first.
+/// Each root packet is read once, from one of the peers listing it, unless
+/// it is kept locally. Root packets that do not open with this owner's keys
+/// are skipped, and so are roots with a part missing everywhere. Newest
+/// first.
 pub async fn find_roots(
     overlay: &OverlayHandle,
     peers: Vec<NodeId>,
@@ -112,25 +122,52 @@ pub async fn find_roots(
         .await
         .map_err(|e| GridError::Other(format!("roots task failed: {e}")))?
         .map_err(|e| GridError::Other(e.to_string()))?;
-    let mut packets: Vec<(Option<NodeId>, Vec<u8>)> =
-        local.into_iter().map(|(_, b)| (None, b)).collect();
-    let asked = futures::stream::iter(peers.into_iter().filter(|p| *p != me.node_id))
-        .map(|peer| roots_on(overlay, peer))
-        .buffer_unordered(ASK_AT_ONCE)
-        .collect::<Vec<_>>();
-    match tokio::time::timeout(SEARCH_TIME, asked).await {
-        Ok(found) => packets.extend(found.into_iter().flatten().map(|(p, b)| (Some(p), b))),
-        Err(_) => tracing::warn!("the root search ran out of time; listing what was found"),
-    }
-    // Each packet opened once; where each was found.
+    // Where each packet is: `None` for this data dir.
     let mut holders: HashMap<PacketId, Vec<Option<NodeId>>> = HashMap::new();
-    let mut parts: BTreeMap<PacketId, roots::OpenedPart> = BTreeMap::new();
-    for (from, bytes) in packets {
-        let id = PacketId::of(&bytes);
-        let at = holders.entry(id).or_default();
-        if !at.contains(&from) {
-            at.push(from);
+    for (id, _) in &local {
+        holders.entry(*id).or_default().push(None);
+    }
+    let mut packets: Vec<Vec<u8>> = local.into_iter().map(|(_, b)| b).collect();
+    // Which peer holds which root packet (collected as they answer, so a
+    // search that runs out of time keeps what it heard).
+    let mut on_peers: BTreeMap<PacketId, Vec<NodeId>> = BTreeMap::new();
+    let mut asked = futures::stream::iter(peers.into_iter().filter(|p| *p != me.node_id))
+        .map(|peer| roots_on(overlay, peer))
+        .buffer_unordered(ASK_AT_ONCE);
+    let listing = async {
+        while let Some((peer, ids)) = asked.next().await {
+            for id in ids {
+                on_peers.entry(id).or_default().push(peer);
+            }
         }
+    };
+    if tokio::time::timeout(SEARCH_TIME, listing).await.is_err() {
+        tracing::warn!("the root search ran out of time; reading what was found");
+    }
+    for (id, peers) in &on_peers {
+        holders
+            .entry(*id)
+            .or_default()
+            .extend(peers.iter().map(|p| Some(*p)));
+    }
+    let wanted: Vec<(PacketId, Vec<NodeId>)> = on_peers
+        .into_iter()
+        .filter(|(id, _)| !holders.get(id).is_some_and(|h| h.contains(&None)))
+        .collect();
+    let mut fetching = futures::stream::iter(wanted)
+        .map(|(id, peers)| fetch_once(overlay, id, peers))
+        .buffer_unordered(FETCH_AT_ONCE);
+    let reading = async {
+        while let Some(bytes) = fetching.next().await {
+            packets.extend(bytes);
+        }
+    };
+    if tokio::time::timeout(FETCH_TIME, reading).await.is_err() {
+        tracing::warn!("reading the roots found ran out of time; listing what was read");
+    }
+    let mut parts: BTreeMap<PacketId, roots::OpenedPart> = BTreeMap::new();
+    for bytes in packets {
+        let id = PacketId::of(&bytes);
         if parts.contains_key(&id) {
             continue;
         }

@@ -9,11 +9,12 @@
 //! A source therefore cannot register packets it never backed up (someone
 //! else's, to have them deleted by a forget), nor another source's snapshot.
 //!
-//! A sequence is attested in pages of [`ATTEST_PAGE`] stripes (each page is
-//! the sequence's header with a run of its stripes, as `FetchSequencePage`
-//! answers it): the signed digest is over the pages' digests, so one page
-//! can be checked on its own, and neither a root packet nor a
-//! re-registration (one raft entry) grows with the snapshot.
+//! A sequence is attested in pages of at most [`ATTEST_PAGE`] stripes, fewer
+//! for wide stripes ([`attest_page_len`]; each page is the sequence's header
+//! with a run of its stripes, as `FetchSequencePage` answers it): the signed
+//! digest is over the pages' digests, so one page can be checked on its
+//! own, and neither a root packet nor a re-registration (one raft entry)
+//! grows with the snapshot or its stripes' width.
 //!
 //! Owns [`SnapshotAttestation`] (signing, offline verification against the
 //! grid id), the paging, and [`Registration`], what a source hands a
@@ -37,9 +38,19 @@ const PAGES_CONTEXT: &str = "strew snapshot attestation pages v2";
 /// Format version of [`SnapshotAttestation`] (1 attested a whole sequence
 /// by one digest; such roots still restore but are not believed).
 pub const ATTEST_VERSION: u8 = 2;
-/// Stripes in one attested page: about 300 KB at width 6 and 850 KB at
-/// width 16, so a page fits one root packet and one raft entry (1 MiB).
+/// Most stripes in one attested page (at width 6 and less).
 pub const ATTEST_PAGE: usize = 512;
+/// Encoded bytes a page aims at: well under one root packet and one raft
+/// entry (1 MiB each) with the header and the sealing around it.
+const PAGE_BUDGET: usize = 600_000;
+
+/// Stripes per attested page for stripes of `width` packets: a sequence
+/// entry is about 120 bytes encoded, so a page stays near [`PAGE_BUDGET`]
+/// (512 at width 6 and less, 311 at width 16, 62 at width 80).
+pub fn attest_page_len(width: usize) -> u32 {
+    let per_stripe = width.max(1).saturating_mul(120).saturating_add(40);
+    (PAGE_BUDGET / per_stripe).clamp(1, ATTEST_PAGE) as u32
+}
 
 /// Why an attestation or a registration is not believed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -71,8 +82,23 @@ pub struct Attested {
     pub bytes: u64,
     /// DataId of the snapshot's manifest.
     pub manifest: DataId,
-    /// Stripes in the whole sequence (its pages: [`page_count`]).
+    /// Stripes in the whole sequence.
     pub stripes: u64,
+    /// Stripes per attested page (1 to [`ATTEST_PAGE`]; the last page may
+    /// have fewer).
+    pub page: u32,
+}
+
+impl Attested {
+    /// Pages of the sequence attested.
+    pub fn pages(&self) -> u32 {
+        page_count(self.stripes, self.page)
+    }
+
+    /// The stripes of page `page`.
+    pub fn range(&self, page: u32) -> std::ops::Range<u64> {
+        page_range(self.stripes, self.page, page)
+    }
 }
 
 /// What a sequence manager attests about one committed snapshot.
@@ -96,22 +122,23 @@ struct Body<'a> {
     signer: &'a NodeId,
 }
 
-/// Pages of a sequence of `stripes` stripes (an empty one has one page).
-pub fn page_count(stripes: u64) -> u32 {
-    let pages = stripes.div_ceil(ATTEST_PAGE as u64).max(1);
+/// Pages of `page_len` stripes of a sequence of `stripes` stripes (an empty
+/// one has one page).
+pub fn page_count(stripes: u64, page_len: u32) -> u32 {
+    let pages = stripes.div_ceil(u64::from(page_len.max(1))).max(1);
     u32::try_from(pages).unwrap_or(u32::MAX)
 }
 
-/// The stripes of page `page` of a sequence of `stripes` stripes.
-pub fn page_range(stripes: u64, page: u32) -> std::ops::Range<u64> {
-    let start = u64::from(page)
-        .saturating_mul(ATTEST_PAGE as u64)
-        .min(stripes);
-    start..start.saturating_add(ATTEST_PAGE as u64).min(stripes)
+/// The stripes of page `page` (of `page_len` stripes) of a sequence of
+/// `stripes` stripes.
+pub fn page_range(stripes: u64, page_len: u32, page: u32) -> std::ops::Range<u64> {
+    let len = u64::from(page_len.max(1));
+    let start = u64::from(page).saturating_mul(len).min(stripes);
+    start..start.saturating_add(len).min(stripes)
 }
 
-/// A whole sequence cut into its attested pages.
-pub fn pages_of(sequence: &Sequence) -> Vec<Sequence> {
+/// A whole sequence cut into its pages of `page_len` stripes.
+pub fn pages_of(sequence: &Sequence, page_len: u32) -> Vec<Sequence> {
     let header = |stripes: &[crate::seal::SequenceStripe]| Sequence {
         snapshot: sequence.snapshot,
         manifest: sequence.manifest,
@@ -121,7 +148,11 @@ pub fn pages_of(sequence: &Sequence) -> Vec<Sequence> {
     if sequence.stripes.is_empty() {
         return vec![header(&[])];
     }
-    sequence.stripes.chunks(ATTEST_PAGE).map(header).collect()
+    sequence
+        .stripes
+        .chunks(page_len.max(1) as usize)
+        .map(header)
+        .collect()
 }
 
 /// The digest of one page (its CBOR).
@@ -143,9 +174,12 @@ pub fn sequence_digest(pages: &[[u8; 32]]) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
-/// The page digests of a whole sequence.
-pub fn page_digests(sequence: &Sequence) -> Result<Vec<[u8; 32]>, AttestError> {
-    pages_of(sequence).iter().map(page_digest).collect()
+/// The digests of a whole sequence's pages of `page_len` stripes.
+pub fn page_digests(sequence: &Sequence, page_len: u32) -> Result<Vec<[u8; 32]>, AttestError> {
+    pages_of(sequence, page_len)
+        .iter()
+        .map(page_digest)
+        .collect()
 }
 
 impl SnapshotAttestation {
@@ -156,7 +190,13 @@ impl SnapshotAttestation {
         what: Attested,
         pages: &[[u8; 32]],
     ) -> Result<Self, AttestError> {
-        if pages.len() != page_count(what.stripes) as usize {
+        if what.page == 0 || what.page as usize > ATTEST_PAGE {
+            return Err(AttestError::Malformed(format!(
+                "pages of {} stripes",
+                what.page
+            )));
+        }
+        if pages.len() != what.pages() as usize {
             return Err(AttestError::Malformed(format!(
                 "{} page digests for {} stripes",
                 pages.len(),
@@ -216,7 +256,9 @@ impl SnapshotAttestation {
             .map_err(|_| AttestError::BadSignature)?;
         key.verify_strict(&self.signed_bytes()?, &Signature::from_bytes(&signature))
             .map_err(|_| AttestError::BadSignature)?;
-        if pages.len() != page_count(self.what.stripes) as usize
+        if self.what.page == 0
+            || self.what.page as usize > ATTEST_PAGE
+            || pages.len() != self.what.pages() as usize
             || sequence_digest(pages) != self.sequence
         {
             return Err(AttestError::WrongSequence);
@@ -243,7 +285,7 @@ impl SnapshotAttestation {
         if sequence.snapshot != self.what.snapshot || sequence.manifest != self.what.manifest {
             return Err(wrong("another snapshot's"));
         }
-        let range = page_range(self.what.stripes, page);
+        let range = self.what.range(page);
         if sequence.stripes.len() as u64 != range.end - range.start {
             return Err(wrong("it has another number of stripes"));
         }
@@ -320,6 +362,7 @@ mod tests {
             bytes: 100,
             manifest: DataId([2; 32]),
             stripes: stripes as u64,
+            page: ATTEST_PAGE as u32,
         }
     }
 
@@ -339,21 +382,26 @@ mod tests {
 
     #[test]
     fn pages_cover_the_sequence_in_order() {
-        assert_eq!(page_count(0), 1);
-        assert_eq!(page_count(ATTEST_PAGE as u64), 1);
-        assert_eq!(page_count(ATTEST_PAGE as u64 + 1), 2);
+        let len = ATTEST_PAGE as u32;
+        assert_eq!(page_count(0, len), 1);
+        assert_eq!(page_count(ATTEST_PAGE as u64, len), 1);
+        assert_eq!(page_count(ATTEST_PAGE as u64 + 1, len), 2);
+        assert_eq!(attest_page_len(6), 512);
+        assert!(attest_page_len(16) < 512 && attest_page_len(16) * 16 * 120 <= 600_000);
+        assert!(attest_page_len(255) >= 1);
         let n = 2 * ATTEST_PAGE + 3;
         let seq = sequence(n);
-        let pages = pages_of(&seq);
-        assert_eq!(pages.len(), page_count(n as u64) as usize);
+        let pages = pages_of(&seq, len);
+        assert_eq!(pages.len(), page_count(n as u64, len) as usize);
         let joined: Vec<_> = pages.iter().flat_map(|p| p.stripes.clone()).collect();
         assert_eq!(joined, seq.stripes);
         for (i, page) in pages.iter().enumerate() {
-            let range = page_range(n as u64, i as u32);
+            let range = page_range(n as u64, len, i as u32);
             assert_eq!(page.stripes.len() as u64, range.end - range.start);
             assert_eq!(page.manifest_chunks, seq.manifest_chunks);
         }
-        assert_eq!(pages_of(&sequence(0)).len(), 1);
+        assert_eq!(pages_of(&sequence(0), len).len(), 1);
+        assert_eq!(pages_of(&seq, 7).len(), n.div_ceil(7));
     }
 
     #[test]
@@ -366,10 +414,10 @@ mod tests {
         let source = NodeId([5; 32]);
         let n = ATTEST_PAGE + 7;
         let seq = sequence(n);
-        let digests = page_digests(&seq).unwrap();
+        let digests = page_digests(&seq, ATTEST_PAGE as u32).unwrap();
         let a = SnapshotAttestation::issue(&member, attested(source, n), &digests).unwrap();
         a.verify(&cert, &grid, &digests).unwrap();
-        let pages = pages_of(&seq);
+        let pages = pages_of(&seq, ATTEST_PAGE as u32);
         for (i, page) in pages.iter().enumerate() {
             a.verify_page(&digests, i as u32, page).unwrap();
         }
@@ -377,13 +425,13 @@ mod tests {
         // Another sequence (a packet moved to the attacker's liking).
         let mut other = seq.clone();
         other.stripes[n - 1].packets[0].packet_id = PacketId([6; 32]);
-        let other_digests = page_digests(&other).unwrap();
+        let other_digests = page_digests(&other, ATTEST_PAGE as u32).unwrap();
         assert_eq!(
             a.verify(&cert, &grid, &other_digests),
             Err(AttestError::WrongSequence)
         );
         // The right digests, a page that is not the one attested.
-        let forged_page = &pages_of(&other)[1];
+        let forged_page = &pages_of(&other, ATTEST_PAGE as u32)[1];
         assert!(matches!(
             a.verify_page(&digests, 1, forged_page),
             Err(AttestError::WrongPage { .. })

@@ -10,7 +10,7 @@ mod common;
 use ed25519_dalek::SigningKey;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use strew_coordinator::attest::{ATTEST_PAGE, Registration, page_count, page_digest};
+use strew_coordinator::attest::{ATTEST_PAGE, Registration, page_digest};
 use strew_coordinator::manager::{ReregisterDecision, check_entry};
 use strew_coordinator::seal::{Sequence, open_as_recipient};
 use strew_coordinator::trust::grid_id_of;
@@ -33,13 +33,14 @@ fn root_of(
         .fetch_attestation(source, snapshot)
         .expect("attestation");
     let mut pages = Vec::new();
-    for page in 0..page_count(attestation.what.stripes) {
+    let what = &attestation.what;
+    for page in 0..what.pages() {
         let sealed = old
             .fetch_sequence_page(
                 source,
                 snapshot,
-                u64::from(page) * ATTEST_PAGE as u64,
-                ATTEST_PAGE as u32,
+                what.range(page).start,
+                what.page,
                 &mut rng,
             )
             .expect("page")

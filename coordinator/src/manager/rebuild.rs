@@ -7,9 +7,7 @@
 //! module: `decide_*` reads the state and returns commands; no I/O, no clock.
 
 use super::*;
-use crate::attest::{
-    Attested, Registration, SnapshotAttestation, page_count, page_digest, page_range,
-};
+use crate::attest::{Attested, Registration, SnapshotAttestation, attest_page_len, page_digest};
 use crate::ids::GridId;
 use crate::state::{Reregistered, Unreferenced};
 
@@ -27,8 +25,8 @@ pub enum ReregisterDecision {
 impl Manager {
     /// This manager's attestation of one of `requester`'s snapshots'
     /// sequence as it is now (what the snapshot's root keeps with its
-    /// pages, fetched with `fetch_sequence_page` in pages of
-    /// [`crate::attest::ATTEST_PAGE`] stripes), signed by this manager's identity, which a
+    /// pages, fetched with `fetch_sequence_page` in pages of the stripes the
+    /// attestation states), signed by this manager's identity, which a
     /// rebuilt group believes. Builds the sequence one page at a time.
     pub fn fetch_attestation(
         &self,
@@ -36,29 +34,33 @@ impl Manager {
         snapshot: SnapshotId,
     ) -> Result<SnapshotAttestation, ManagerError> {
         let (record, header) = self.sequence_header(requester, snapshot)?;
-        let stripes = record.chunks.len() as u64;
-        let mut digests = Vec::with_capacity(page_count(stripes) as usize);
-        for page in 0..page_count(stripes) {
-            let range = page_range(stripes, page);
+        // Pages sized for the set's stripe width (a root part and a
+        // re-registration page stay under their 1 MiB bounds).
+        let width = self
+            .state
+            .profiles
+            .get(&crate::records::profile_key(&record.source, &record.set))
+            .map_or(16, |p| p.params.redundancy.width());
+        let what = Attested {
+            snapshot,
+            source: record.source,
+            set: record.set.clone(),
+            created_at: record.created_at,
+            bytes: record.bytes,
+            manifest: record.data_id,
+            stripes: record.chunks.len() as u64,
+            page: attest_page_len(width),
+        };
+        let mut digests = Vec::with_capacity(what.pages() as usize);
+        for page in 0..what.pages() {
+            let range = what.range(page);
             let mut sequence = header.clone();
             sequence.stripes =
                 self.current_stripes(record, &header, range.start as usize..range.end as usize)?;
             digests.push(page_digest(&sequence).map_err(|e| ManagerError::Invalid(e.to_string()))?);
         }
-        SnapshotAttestation::issue(
-            &self.identity,
-            Attested {
-                snapshot,
-                source: record.source,
-                set: record.set.clone(),
-                created_at: record.created_at,
-                bytes: record.bytes,
-                manifest: record.data_id,
-                stripes,
-            },
-            &digests,
-        )
-        .map_err(|e| ManagerError::Invalid(e.to_string()))
+        SnapshotAttestation::issue(&self.identity, what, &digests)
+            .map_err(|e| ManagerError::Invalid(e.to_string()))
     }
 
     /// `strew grid rebuild`: the command marking this group rebuilt, or
@@ -93,7 +95,7 @@ impl Manager {
             .verify(&requester, grid)
             .map_err(|e| ManagerError::Invalid(format!("re-registration refused: {e}")))?;
         let a = &registration.attestation.what;
-        let pages = page_count(a.stripes);
+        let pages = a.pages();
         let pages_done = match self.state.snapshots.get(&a.snapshot) {
             None => 0,
             Some(record) if record.source != requester => {

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::{ApplyError, ManagerState, Touched, profile_of, same_packets};
-use crate::attest::{Attested, page_count};
+use crate::attest::Attested;
 use crate::ids::{DataId, NodeId, PacketId};
 use crate::records::{
     BackupParams, ChunkRecord, LogKind, MAX_CHUNK_COPIES, SnapshotRecord, StoredPacket,
@@ -166,7 +166,7 @@ impl ManagerState {
                     .into(),
             ));
         }
-        let pages = page_count(w.stripes);
+        let pages = w.pages();
         let (done, earlier): (u32, BTreeSet<DataId>) = match self.snapshots.get(&w.snapshot) {
             None => (0, BTreeSet::new()),
             Some(record) if record.source != w.source => {

@@ -1,8 +1,8 @@
 //! Snapshot roots (issue 18, SPEC R15): what a source keeps so its snapshots
 //! outlive the coordinator group. After a commit, the snapshot's sequence
 //! as the manager sealed it to the owner (it carries the stripe → target map
-//! a restore needs), in the pages the manager attested
-//! ([`ATTEST_PAGE`] stripes each), is framed into root packets: part `i`
+//! a restore needs), in the pages the manager attested (512 stripes each,
+//! fewer for wide stripes), is framed into root packets: part `i`
 //! holds page `i`, and part 0 also the snapshot's listing (id, set, time,
 //! bytes), its parameters and the manager's attestation (a
 //! [`RootDocument`]). Each part is encrypted with the chunk AEAD under a key
@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use strew_coordinator::attest::{ATTEST_PAGE, page_count, page_digest, sequence_digest};
+use strew_coordinator::attest::{page_digest, sequence_digest};
 use strew_coordinator::seal::{SealedForRecipient, Sequence as SealedSequence, open_as_recipient};
 use strew_coordinator::units::Redundancy;
 use strew_coordinator::{
@@ -399,8 +399,8 @@ pub async fn make_root<M: ManagerApi>(
             .fetch_attestation(snapshot)
             .await
             .map_err(|e| RootError::Sequence(e.to_string()))?;
-        let stripes = attested.attestation.what.stripes;
-        let parts = page_count(stripes);
+        let what = &attested.attestation.what;
+        let (stripes, page_len, parts) = (what.stripes, what.page, what.pages());
         if parts > MAX_ROOT_PARTS {
             return Err(RootError::TooManyParts { parts });
         }
@@ -409,11 +409,7 @@ pub async fn make_root<M: ManagerApi>(
         let mut count = BTreeMap::new();
         for page in 0..parts {
             let (sealed, total) = manager
-                .fetch_sequence_page(
-                    snapshot,
-                    u64::from(page) * ATTEST_PAGE as u64,
-                    ATTEST_PAGE as u32,
-                )
+                .fetch_sequence_page(snapshot, what.range(page).start, page_len)
                 .await
                 .map_err(|e| RootError::Sequence(e.to_string()))?;
             let plain = open_as_recipient(&secret, snapshot.as_bytes(), &sealed)
@@ -635,6 +631,7 @@ pub async fn held_by(
 mod tests {
     use rand::SeedableRng;
     use strew_coordinator::DataId;
+    use strew_coordinator::attest::ATTEST_PAGE;
     use strew_coordinator::seal::{SequenceEntry, SequenceStripe, seal_to_recipient};
 
     use super::*;
@@ -673,7 +670,7 @@ mod tests {
         };
         let public =
             x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(me.x25519_secret));
-        let pages = strew_coordinator::attest::pages_of(&seq);
+        let pages = strew_coordinator::attest::pages_of(&seq, ATTEST_PAGE as u32);
         let sealed = pages
             .iter()
             .map(|p| {

@@ -128,7 +128,12 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     let source_rss = nodes[1].rss_bytes().unwrap_or(0);
     let started = Instant::now();
     let out = source.cli_json(&["forget", &snapshot, "--json"])?;
-    ensure!(out["deleted"].as_u64() > Some(0), "forget: {out}");
+    // Deleted now, or (a forget that outlived the call's deadline and was
+    // retried) left to the leader's collection: the wait below checks both.
+    ensure!(
+        out["deleted"].as_u64() > Some(0) || out["more_collected_by_leader"] == true,
+        "forget: {out}"
+    );
     eprintln!("scale: forget answered in {:?}: {out}", started.elapsed());
     wait_for(
         "every target to hold no packet of the forgotten snapshot",

@@ -16,7 +16,7 @@ use std::path::Path;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use strew_coordinator::{NodeId, Subscription};
-use strew_overlay::ManagerRequest;
+use strew_overlay::{ManagerRequest, RefusalCode};
 
 use super::{CommandError, ControlFuture, DaemonContext, DaemonExtension};
 use crate::control::{self, ControlError};
@@ -456,11 +456,10 @@ impl GridCommands {
                             break;
                         }
                     }
-                    // Not rebuilt, or still in the grace: the same for every target.
-                    Err(err @ crate::grid::GridError::Refused(_))
-                        if scanned == 0 && targets.is_empty() =>
-                    {
-                        return Err(err.into());
+                    // Not rebuilt, within the grace, not a member: the same
+                    // for every target. (A target that did not answer is Busy.)
+                    Err(crate::grid::GridError::Refused(r)) if r.code != RefusalCode::Busy => {
+                        return Err(crate::grid::GridError::Refused(r).into());
                     }
                     Err(err) => {
                         error = Some(crate::grid::error_text(&err));

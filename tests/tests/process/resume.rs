@@ -173,12 +173,22 @@ fn an_abandoned_backups_uploads_are_deleted_by_the_leaders_collection() -> Resul
             nodes[0].log_tail(30)
         )
     })?;
-    let status = nodes[0].daemon_status()?;
-    ensure!(
-        status["collection_queue"].as_u64() == Some(0),
-        "the leader's collection queue is empty once every target deleted: {}",
-        status["collection_queue"]
-    );
+    // The leader records what the targets confirmed right after they
+    // deleted it (`Collected`): the queue empties a moment later.
+    poll(
+        "the leader's collection queue to be empty once every target deleted",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (nodes[0].daemon_status().ok()?["collection_queue"].as_u64() == Some(0)).then_some(()),
+    )
+    .with_context(|| {
+        format!(
+            "queue {:?}",
+            nodes[0]
+                .daemon_status()
+                .map(|s| s["collection_queue"].clone())
+        )
+    })?;
     ensure!(
         nodes[0].log().contains("collected unreferenced packets"),
         "the leader delivered the deletes"

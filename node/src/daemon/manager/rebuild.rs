@@ -168,10 +168,11 @@ impl ManagerService {
         let listed = match self.overlay().inventory(page.target, page.after).await {
             Ok(listed) => listed,
             Err(err) => {
-                return refuse(&ManagerError::Invalid(format!(
-                    "target {} did not list its packets: {err}",
-                    page.target
-                )));
+                // Busy: this target, not the request, failed; try it again later.
+                return ManagerResponse::Refused(Refusal::new(
+                    RefusalCode::Busy,
+                    format!("target {} did not list its packets: {err}", page.target),
+                ));
             }
         };
         let next = (listed.len() == MAX_INVENTORY_PAGE)

@@ -167,8 +167,11 @@ impl ManagerState {
             ));
         }
         let pages = w.pages();
-        let (done, earlier): (u32, BTreeSet<DataId>) = match self.snapshots.get(&w.snapshot) {
-            None => (0, BTreeSet::new()),
+        // Pages of an attested sequence name each distinct chunk once (the
+        // lost group recorded it so), so a page is checked against itself
+        // only: no page costs the snapshot's size.
+        let done = match self.snapshots.get(&w.snapshot) {
+            None => 0,
             Some(record) if record.source != w.source => {
                 return Err(ApplyError::Invalid(format!(
                     "snapshot {} is another source's",
@@ -177,7 +180,7 @@ impl ManagerState {
             }
             Some(record) => match record.registering {
                 None => return Ok(()),
-                Some(done) => (done, record.chunks.iter().copied().collect()),
+                Some(done) => done,
             },
         };
         if r.page < done {
@@ -219,7 +222,7 @@ impl ManagerState {
             }
             let (key, known) = self.reregistered_key(&stripe.data_id, &packets)?;
             // Each distinct chunk once per snapshot, as a commit records it.
-            if seen.insert(stripe.data_id) && !earlier.contains(&key) {
+            if seen.insert(stripe.data_id) {
                 resolved.push((key, stripe.data_id, packets, known));
             }
         }

@@ -809,36 +809,6 @@ mod tests {
     }
 
     #[test]
-    fn the_inventory_pages_through_every_packet_with_size_and_generation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PacketStore::open(dir.path(), 1 << 20).unwrap();
-        let packets: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
-        let with: Vec<(PacketId, &[u8], u64)> = packets
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (PacketId::of(b), b.as_slice(), i as u64 + 100))
-            .collect();
-        store.put_many_with_generations(&with).unwrap();
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.inventory(after.as_ref(), 3).unwrap();
-            if page.is_empty() {
-                break;
-            }
-            assert!(page.len() <= 3);
-            after = page.last().map(|(id, _, _)| *id);
-            seen.extend(page);
-        }
-        let mut want: Vec<(PacketId, u64, u64)> = with
-            .iter()
-            .map(|(id, b, g)| (*id, b.len() as u64, *g))
-            .collect();
-        want.sort();
-        assert_eq!(seen, want);
-    }
-
-    #[test]
     fn stores_fetches_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (id, bytes) = packet(3, 1000);

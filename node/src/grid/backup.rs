@@ -11,6 +11,10 @@
 //! planned so far re-planned around it into a new pending backup (at most
 //! [`MAX_PLANS`] plans per part); packets already on a target the new plan
 //! keeps are not sent again.
+//!
+//! Nothing the backup holds in memory grows with its size: the stripes'
+//! order and each handed-in part's chunks and receipts wait in scratch
+//! files ([`super::spill`]), read back at the commit and by a re-plan.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -26,6 +30,7 @@ use strew_coordinator::records::{BackupParams, StoredPacket};
 use strew_coordinator::{CommitOrderRequest, DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
 
 use super::journal::{self, Journal, Record, Resume};
+use super::spill::{Spill, SpillError};
 use super::stream::{PART_QUEUE, Part, PartSink, Staging};
 use super::{GridError, KnownIndex, ManagerApi, PacketTransport, SourceIdentity};
 use crate::pipeline::{
@@ -167,8 +172,11 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         }))
         .collect();
     let mut pipeline_task = Some(tokio::task::spawn_blocking(move || {
-        let mut sink = PartSink::new(box_, tx, stage).skipping(skip);
-        pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)
+        let mut sink = PartSink::new(box_, tx, stage)
+            .map_err(spill_error)?
+            .skipping(skip);
+        let report = pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)?;
+        Ok::<_, GridError>((report, sink.into_order()))
     }));
     let mut run = Run {
         me,
@@ -179,7 +187,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         progress: &progress,
         staging: &staging,
         pending: None,
-        all_chunks: Vec::new(),
+        handed: Spill::new().map_err(spill_error)?,
         exclude: Vec::new(),
         done: BTreeSet::new(),
         receipts: BTreeMap::new(),
@@ -225,16 +233,16 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             let done = task
                 .await
                 .map_err(|e| GridError::Other(format!("backup task failed: {e}")))
-                .and_then(|r| r.map_err(GridError::from));
+                .and_then(|r| r);
             match done {
-                Ok(r) => {
+                Ok((r, order)) => {
                     if let Some((previous, digest)) = opts.previous
                         && r.manifest.tree_digest() == Some(digest)
                     {
                         staging.close();
                         return run.unchanged(previous, part, r).await;
                     }
-                    report = Some(r);
+                    report = Some((r, order));
                 }
                 Err(err) => {
                     failure = Some(err);
@@ -274,7 +282,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             };
             let err = match result {
                 Ok(_) => GridError::Other("the pipeline ended without its last part".into()),
-                Err(e) => GridError::from(e),
+                Err(e) => e,
             };
             if let Some(pending) = run.pending.take() {
                 run.abandoned.push(pending);
@@ -292,11 +300,12 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         }
         return Err(cancelled(manager, transport, run.abandoned, &run.exclude).await);
     }
+    let (report, mut order) = report;
     let tree = report.manifest.tree_digest();
     let pending_id = run
         .pending
         .ok_or_else(|| GridError::Other("a backup planned no part".into()))?;
-    let all_chunks = distinct(report.sequence.stripes().map(|s| s.data_id));
+    let all_chunks = chunk_order(&mut order, &report.sequence.manifest)?;
     let page_len = order_page_len(opts.params.redundancy.width());
     // A large snapshot hands its chunk order in pages first: no message
     // or raft entry grows with the backup.
@@ -322,11 +331,10 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     }
     // Committed: remember the stripes; the outbox holds nothing of this
     // backup any more (each part's packets left it with their receipts).
-    let stripes: Vec<pipeline::StripeRecord> = report.sequence.stripes().cloned().collect();
+    let manifest = report.sequence.manifest.clone();
     let (idx, box_) = (known.clone(), outbox.clone());
     tokio::task::spawn_blocking(move || {
-        idx.insert(&stripes)
-            .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
+        remember(&idx, &mut order, manifest)?;
         // Give the space back now: an outbox holds only uncommitted backups.
         if box_.used_bytes()? == 0 {
             box_.compact()?;
@@ -363,11 +371,55 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     })
 }
 
-/// `ids` without repeats, in first-seen order (a paged order names each
-/// chunk once).
-fn distinct(ids: impl Iterator<Item = DataId>) -> Vec<DataId> {
-    let mut seen = std::collections::HashSet::new();
-    ids.filter(|id| seen.insert(*id)).collect()
+/// The snapshot's chunks in sequence order, each once: the data stripes
+/// (the pipeline hands each distinct chunk once), then the manifest's
+/// (a paged order names each chunk once).
+fn chunk_order(
+    order: &mut Spill<pipeline::StripeRecord>,
+    manifest: &[pipeline::StripeRecord],
+) -> Result<Vec<DataId>, GridError> {
+    let mut in_manifest: std::collections::HashSet<DataId> =
+        manifest.iter().map(|s| s.data_id).collect();
+    let mut ids = Vec::with_capacity(usize::try_from(order.items()).unwrap_or(0) + manifest.len());
+    for record in order.read().map_err(spill_error)? {
+        let id = record.map_err(spill_error)?.data_id;
+        // Named by the data already: not again at the manifest's place.
+        in_manifest.remove(&id);
+        ids.push(id);
+    }
+    for s in manifest {
+        if in_manifest.remove(&s.data_id) {
+            ids.push(s.data_id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Stripes written to the known-chunk index at once after a commit.
+const KNOWN_BATCH: usize = 4096;
+
+/// Records a committed snapshot's stripes in the known-chunk index, a
+/// batch at a time, read from the order's scratch file.
+fn remember(
+    idx: &KnownIndex,
+    order: &mut Spill<pipeline::StripeRecord>,
+    manifest: Vec<pipeline::StripeRecord>,
+) -> Result<(), GridError> {
+    let known = |e: redb::Error| GridError::Other(format!("known-chunk index: {e}"));
+    let mut batch = Vec::with_capacity(KNOWN_BATCH);
+    for record in order.read().map_err(spill_error)? {
+        batch.push(record.map_err(spill_error)?);
+        if batch.len() >= KNOWN_BATCH {
+            idx.insert(&batch).map_err(known)?;
+            batch.clear();
+        }
+    }
+    batch.extend(manifest);
+    idx.insert(&batch).map_err(known)
+}
+
+fn spill_error(e: SpillError) -> GridError {
+    GridError::Other(e.to_string())
 }
 
 /// Hands pending backup `pending_id`'s chunk order to the manager in pages
@@ -446,12 +498,14 @@ struct Run<'a, M, T> {
     staging: &'a Arc<Staging>,
     /// The pending backup the parts so far are planned into.
     pending: Option<u64>,
-    /// Every part's chunks so far: a re-plan around a failed target plans
-    /// them all again into a new pending backup.
-    all_chunks: Vec<ChunkPlan>,
+    /// Every handed-in part's chunks and receipts: a re-plan around a
+    /// failed target plans them all again into a new pending backup.
+    handed: Spill<HandedPart>,
     exclude: Vec<NodeId>,
+    /// Uploads (packet to target) done, of this part (and of every part
+    /// while it is re-planned).
     done: BTreeSet<(PacketId, NodeId)>,
-    /// Each target's signed receipt, kept across re-plans.
+    /// Their targets' signed receipts.
     receipts: BTreeMap<(PacketId, NodeId), StoreReceipt>,
     targets: BTreeSet<NodeId>,
     uploaded_packets: u64,
@@ -474,8 +528,10 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
     /// re-plan everything so far around the failed targets (at most
     /// [`MAX_PLANS`] plans per part).
     async fn part(&mut self, part: Part) -> Result<(), GridError> {
-        self.all_chunks.extend(part.chunks.iter().cloned());
         let mut chunks = part.chunks;
+        // This part's chunks, for a re-plan (everything so far then).
+        let mine = chunks.clone();
+        let mut replanned = false;
         let mut tries = 0;
         loop {
             if self.progress.is_cancelled() {
@@ -486,6 +542,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                 // A new pending backup (the first, or a re-plan).
                 self.plans += 1;
             }
+            let planned = chunks.clone();
             let decision = super::parts::plan_in_parts(
                 self.manager,
                 PlanRequest {
@@ -535,8 +592,16 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                     .iter()
                     .filter_map(|p| self.receipts.get(&(p.packet_id, p.target)).cloned())
                     .collect();
-                self.hand_in(decision.pending_id, receipts, part.packets)
+                self.hand_in(decision.pending_id, &receipts, part.packets)
                     .await?;
+                if replanned {
+                    // The new pending backup holds everything so far.
+                    self.handed.clear().map_err(spill_error)?;
+                }
+                self.handed_in(HandedPart {
+                    chunks: planned,
+                    receipts,
+                })?;
                 self.staging.release(part.bytes);
                 return Ok(());
             }
@@ -557,8 +622,51 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             self.exclude.extend(failed);
             self.abandoned.push(decision.pending_id);
             self.pending = None;
-            chunks = self.all_chunks.clone();
+            chunks = self.everything_so_far(&mine)?;
+            replanned = true;
         }
+    }
+
+    /// A part was handed in: its chunks and receipts go to the scratch
+    /// file (a later re-plan reads them), out of memory.
+    fn handed_in(&mut self, part: HandedPart) -> Result<(), GridError> {
+        // In records of a bounded size (a re-plan's part is everything).
+        let pages = part
+            .chunks
+            .len()
+            .max(part.receipts.len())
+            .div_ceil(HANDED_PAGE)
+            .max(1);
+        for i in 0..pages {
+            let page = |n: usize| (i * HANDED_PAGE).min(n)..((i + 1) * HANDED_PAGE).min(n);
+            self.handed
+                .push(&HandedPart {
+                    chunks: part.chunks[page(part.chunks.len())].to_vec(),
+                    receipts: part.receipts[page(part.receipts.len())].to_vec(),
+                })
+                .map_err(spill_error)?;
+        }
+        self.done.clear();
+        self.receipts.clear();
+        Ok(())
+    }
+
+    /// Every handed-in part's chunks and then `mine`, for a re-plan; their
+    /// uploads and receipts are done (not sent again where the new plan
+    /// keeps them).
+    fn everything_so_far(&mut self, mine: &[ChunkPlan]) -> Result<Vec<ChunkPlan>, GridError> {
+        let mut all = Vec::new();
+        for part in self.handed.read().map_err(spill_error)? {
+            let part = part.map_err(spill_error)?;
+            all.extend(part.chunks);
+            for r in part.receipts {
+                let key = (r.packet_id, r.target);
+                self.done.insert(key);
+                self.receipts.insert(key, r);
+            }
+        }
+        all.extend(mine.iter().cloned());
+        Ok(all)
     }
 
     /// Appends to the journal, if this backup keeps one.
@@ -575,7 +683,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
     async fn hand_in(
         &mut self,
         pending_id: u64,
-        receipts: Vec<StoreReceipt>,
+        receipts: &[StoreReceipt],
         packets: Vec<PacketId>,
     ) -> Result<(), GridError> {
         for page in receipts.chunks(strew_coordinator::manager::MAX_RECEIPTS_PER_CALL) {
@@ -625,12 +733,19 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             .filter_map(|p| self.receipts.get(&(p.packet_id, p.target)).cloned())
             .collect();
         let packets: Vec<PacketId> = stored.iter().map(|p| p.packet_id).collect();
-        self.all_chunks
-            .extend(decision.uploads.iter().map(|c| ChunkPlan {
-                data_id: c.data_id,
-                packets: Vec::new(),
-            }));
-        self.hand_in(decision.pending_id, receipts, packets).await
+        self.hand_in(decision.pending_id, &receipts, packets)
+            .await?;
+        self.handed_in(HandedPart {
+            chunks: decision
+                .uploads
+                .iter()
+                .map(|c| ChunkPlan {
+                    data_id: c.data_id,
+                    packets: Vec::new(),
+                })
+                .collect(),
+            receipts,
+        })
     }
 
     /// Uploads the plan's packets not yet on their target; the targets that
@@ -779,6 +894,16 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             },
         })
     }
+}
+
+/// Chunks (and receipts) in one record of the handed-in parts' file.
+const HANDED_PAGE: usize = 4096;
+
+/// A handed-in part as a re-plan needs it again.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct HandedPart {
+    chunks: Vec<ChunkPlan>,
+    receipts: Vec<StoreReceipt>,
 }
 
 /// Why one upload did not happen.

@@ -26,6 +26,7 @@ pub mod retention;
 pub mod root_upkeep;
 pub mod roots;
 pub mod sequence;
+pub mod spill;
 pub mod stream;
 pub mod testkit;
 

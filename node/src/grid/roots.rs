@@ -372,23 +372,26 @@ pub struct RootListing {
     pub params: BackupParams,
 }
 
-/// A root just made: its packets (part order) and the snapshot's targets,
-/// those holding most of its packets first.
+/// A root just made and kept in `data_dir/roots/`: its packets (part
+/// order) and the snapshot's targets, those holding most of its packets
+/// first.
 #[derive(Debug)]
 pub struct MadeRoot {
-    pub packets: Vec<(PacketId, Vec<u8>)>,
+    pub ids: Vec<PacketId>,
     pub targets: Vec<NodeId>,
 }
 
 /// After a commit: fetches the manager's attestation of the snapshot's
 /// sequence and the sequence in the attested pages (sealed to this node),
-/// checks the pages are the ones attested (else reads them again: a repair
-/// moved a packet meanwhile), and builds the root's packets. Holds the
-/// sealed pages and the packets, never the opened sequence.
+/// makes each page's root part and keeps it in `data_dir/roots/` as it
+/// goes, and checks the pages were the ones attested (else reads them
+/// again: a repair moved a packet meanwhile). Holds one page at a time,
+/// never the opened sequence: a root of any size costs one part's memory.
 pub async fn make_root<M: ManagerApi>(
     manager: &M,
     me: &SourceIdentity,
     owner: &ConvergenceSecret,
+    data_dir: &Path,
     listing: RootListing,
 ) -> Result<MadeRoot, RootError> {
     let snapshot = listing.snapshot;
@@ -399,12 +402,21 @@ pub async fn make_root<M: ManagerApi>(
             .fetch_attestation(snapshot)
             .await
             .map_err(|e| RootError::Sequence(e.to_string()))?;
-        let what = &attested.attestation.what;
+        let what = attested.attestation.what.clone();
         let (stripes, page_len, parts) = (what.stripes, what.page, what.pages());
-        if parts > MAX_ROOT_PARTS {
+        if parts == 0 || parts > MAX_ROOT_PARTS {
             return Err(RootError::TooManyParts { parts });
         }
-        let mut sealed_pages = Vec::with_capacity(parts as usize);
+        let doc = RootDocument {
+            snapshot,
+            set: listing.set.clone(),
+            time_ms: listing.time_ms,
+            bytes: listing.bytes,
+            params: Some(listing.params.clone()),
+            attestation: Some(attested.attestation),
+            cert: attested.cert,
+        };
+        let mut ids = Vec::with_capacity(parts as usize);
         let mut digests = Vec::with_capacity(parts as usize);
         let mut count = BTreeMap::new();
         for page in 0..parts {
@@ -416,30 +428,35 @@ pub async fn make_root<M: ManagerApi>(
                 .map_err(RootError::Seal)?;
             let opened = SealedSequence::from_bytes(&plain).map_err(RootError::Seal)?;
             if total != stripes {
-                digests.clear();
                 break;
             }
             digests.push(page_digest(&opened).map_err(|e| RootError::Encode(e.to_string()))?);
             count_targets(&mut count, &opened);
-            sealed_pages.push(sealed);
+            let part = RootPart {
+                version: ROOT_VERSION,
+                snapshot,
+                part: page,
+                parts,
+                sealed,
+                doc: (page == 0).then(|| doc.clone()),
+            };
+            let (id, bytes) = encode_part(&part, owner)?;
+            let dir = data_dir.to_path_buf();
+            tokio::task::spawn_blocking(move || local::save_local(&dir, &id, &bytes))
+                .await
+                .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+            ids.push(id);
         }
         if digests.len() != parts as usize
-            || sequence_digest(&digests) != attested.attestation.sequence
+            || sequence_digest(&digests) != doc.attestation.as_ref().map_or([0; 32], |a| a.sequence)
         {
+            local::remove_local(data_dir, &snapshot, &ids)?;
             last = "the sequence changed while its pages were read".into();
             continue;
         }
-        let doc = RootDocument {
-            snapshot,
-            set: listing.set.clone(),
-            time_ms: listing.time_ms,
-            bytes: listing.bytes,
-            params: Some(listing.params.clone()),
-            attestation: Some(attested.attestation),
-            cert: attested.cert,
-        };
+        local::save_name(data_dir, &snapshot, &ids)?;
         return Ok(MadeRoot {
-            packets: encode_root(&doc, sealed_pages, owner)?,
+            ids,
             targets: by_count(count),
         });
     }
@@ -505,9 +522,10 @@ pub fn part_targets(targets: &[NodeId], part: u32, most: usize) -> Vec<NodeId> {
 /// Targets of one part asked at most when placing, keeping or dropping it.
 pub const MAX_ASKS_PER_PART: usize = 16;
 
-/// After a commit: builds the snapshot's root, keeps it in
-/// `data_dir/roots/` and stores up to [`ROOT_COPIES`] copies of each part
-/// on the snapshot's own targets.
+/// After a commit: makes the snapshot's root, keeps it locally, and offers
+/// [`ROOT_COPIES`] copies of each part to the snapshot's targets (part `i`
+/// from the targets turned by `3·i`, so the parts spread), reading one part
+/// at a time back from the local copy.
 pub async fn keep_root<M: ManagerApi>(
     manager: &M,
     overlay: &strew_overlay::OverlayHandle,
@@ -516,21 +534,13 @@ pub async fn keep_root<M: ManagerApi>(
     data_dir: &Path,
     listing: RootListing,
 ) -> Result<RootKept, RootError> {
-    let snapshot = listing.snapshot;
-    let MadeRoot { packets, targets } = make_root(manager, me, owner, listing).await?;
-    let ids: Vec<PacketId> = packets.iter().map(|(id, _)| *id).collect();
-    let (dir, ids_) = (data_dir.to_path_buf(), ids.clone());
-    let packets = tokio::task::spawn_blocking(move || {
-        for (id, bytes) in &packets {
-            local::save_local(&dir, id, bytes)?;
-        }
-        local::save_name(&dir, &snapshot, &ids_)?;
-        Ok::<_, RootError>(packets)
-    })
-    .await
-    .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
+    let MadeRoot { ids, targets } = make_root(manager, me, owner, data_dir, listing).await?;
     let mut fewest = usize::MAX;
-    for (i, (_, bytes)) in packets.into_iter().enumerate() {
+    for (i, id) in ids.iter().enumerate() {
+        let (dir, id) = (data_dir.to_path_buf(), *id);
+        let bytes = tokio::task::spawn_blocking(move || local::read_local(&dir, &id))
+            .await
+            .map_err(|e| RootError::Encode(format!("root task failed: {e}")))??;
         let mut copies = 0;
         for target in part_targets(&targets, i as u32, MAX_ASKS_PER_PART) {
             if copies >= usize::from(ROOT_COPIES) {

@@ -4,9 +4,13 @@
 //! [`MAX_PLAN_PACKETS`] packets, their packets durable in the outbox) over a
 //! bounded channel to the async side that plans and uploads them; and the
 //! [`Staging`] bound that makes the pipeline wait while the outbox holds more
-//! than `staging_limit` bytes of packets not yet receipted.
+//! than `staging_limit` bytes of packets not yet receipted. The sink keeps
+//! the stripes' order in a scratch file ([`super::spill`]), not in memory:
+//! the commit reads it back.
 
 use std::collections::{HashMap, HashSet};
+
+use super::spill::{Spill, SpillError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use strew_coordinator::manager::{ChunkPlan, MAX_PLAN_CHUNKS, MAX_PLAN_PACKETS, PacketSpec};
@@ -14,7 +18,7 @@ use strew_coordinator::{DataId, PacketId};
 use tokio::sync::mpsc;
 
 use crate::pipeline::backup::{PacketSink, SinkError};
-use crate::pipeline::codec::EncodedStripe;
+use crate::pipeline::codec::{EncodedStripe, StripeRecord};
 use crate::store::PacketStore;
 
 /// Default bound on the outbox's unreceipted packets (`staging_limit`).
@@ -114,8 +118,8 @@ pub struct PartSink {
     store: PacketStore,
     tx: mpsc::Sender<Part>,
     staging: Arc<Staging>,
-    /// Chunks already in a part of this backup (a plan names each once).
-    seen: HashSet<DataId>,
+    /// Every data stripe's record in sequence order (new or known).
+    order: Spill<StripeRecord>,
     /// Chunks an interrupted earlier run planned: neither staged nor sent.
     skip: HashSet<DataId>,
     part: Part,
@@ -132,18 +136,27 @@ fn sink_error(message: impl Into<String>) -> SinkError {
 }
 
 impl PartSink {
-    pub fn new(store: PacketStore, tx: mpsc::Sender<Part>, staging: Arc<Staging>) -> Self {
-        PartSink {
+    pub fn new(
+        store: PacketStore,
+        tx: mpsc::Sender<Part>,
+        staging: Arc<Staging>,
+    ) -> Result<Self, SpillError> {
+        Ok(PartSink {
             store,
             tx,
             staging,
-            seen: HashSet::new(),
+            order: Spill::new()?,
             skip: HashSet::new(),
             part: Part::default(),
             part_packets: 0,
             group: Vec::new(),
             group_bytes: 0,
-        }
+        })
+    }
+
+    /// The data stripes' order the pipeline handed over.
+    pub fn into_order(self) -> Spill<StripeRecord> {
+        self.order
     }
 
     /// Leaves out the chunks an interrupted run already planned.
@@ -177,7 +190,8 @@ impl PartSink {
 
 impl PacketSink for PartSink {
     fn store(&mut self, stripe: EncodedStripe) -> Result<(), SinkError> {
-        if self.skip.contains(&stripe.record.data_id) || !self.seen.insert(stripe.record.data_id) {
+        // The pipeline hands each distinct chunk once.
+        if self.skip.contains(&stripe.record.data_id) {
             return Ok(());
         }
         let width = stripe.record.packets.len();
@@ -228,5 +242,12 @@ impl PacketSink for PartSink {
 
     fn finish(&mut self) -> Result<(), SinkError> {
         self.send_part(true)
+    }
+
+    fn order(&mut self, record: &StripeRecord) -> Result<bool, SinkError> {
+        self.order
+            .push(record)
+            .map_err(|e| sink_error(e.to_string()))?;
+        Ok(true)
     }
 }

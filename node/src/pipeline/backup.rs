@@ -68,6 +68,13 @@ pub trait PacketSink: Send {
     fn store(&mut self, stripe: EncodedStripe) -> Result<(), SinkError>;
     /// Everything stored so far must be durable when this returns.
     fn finish(&mut self) -> Result<(), SinkError>;
+    /// Offered each data stripe's record in sequence order (new or already
+    /// known). `true`: the sink keeps the order itself (on disk, say) and
+    /// the report's `sequence.data` leaves it out, so the backup's memory
+    /// does not grow with its size.
+    fn order(&mut self, _record: &StripeRecord) -> Result<bool, SinkError> {
+        Ok(false)
+    }
 }
 
 /// A sink failure; aborts the backup (nothing is committed).
@@ -290,9 +297,16 @@ pub fn backup(
     let root = owner.encode(&opts.owner.root_key(&indices), &root_plain);
     let data_new = written.new_chunks;
     let mut manifest_records = Vec::with_capacity(encoded.len() + 1);
+    let mut claimed = claimed.into_inner().unwrap_or_else(|p| p.into_inner());
     for stripe in std::iter::once(root).chain(encoded.into_iter().map(|(_, s)| s)) {
         if let Some(known) = known.known(&stripe.record.data_id) {
             manifest_records.push(known);
+            continue;
+        }
+        // A manifest chunk equal to a data chunk (or to another manifest
+        // chunk) of this backup is stored once.
+        if !claimed.insert(stripe.record.data_id) {
+            manifest_records.push(stripe.record.clone());
             continue;
         }
         written.account(&stripe);
@@ -459,12 +473,16 @@ fn write_stage(
                     progress
                         .bytes_stored
                         .fetch_add(stripe.stored_bytes(), Ordering::Relaxed);
-                    w.records.push(stripe.record.clone());
+                    if !sink.order(&stripe.record)? {
+                        w.records.push(stripe.record.clone());
+                    }
                     sink.store(stripe)?;
                 }
                 Outcome::Known(record) => {
                     w.reused += 1;
-                    w.records.push(record);
+                    if !sink.order(&record)? {
+                        w.records.push(record);
+                    }
                 }
                 Outcome::Duplicate => {}
             }

@@ -43,6 +43,12 @@ pub fn save_local(data_dir: &Path, id: &PacketId, bytes: &[u8]) -> Result<PathBu
     Ok(path)
 }
 
+/// One root packet kept in `data_dir/roots/`.
+pub fn read_local(data_dir: &Path, id: &PacketId) -> Result<Vec<u8>, RootError> {
+    let path = packet_path(data_dir, id);
+    std::fs::read(&path).map_err(io(&path))
+}
+
 /// Writes the snapshot's name file (its root's packets, part order).
 pub fn save_name(
     data_dir: &Path,

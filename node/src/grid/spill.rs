@@ -1,0 +1,183 @@
+//! Scratch files of a running backup: an append-only list of CBOR records
+//! in an anonymous temporary file (gone when the backup ends, however it
+//! ends), read back from the start without disturbing the appends. A
+//! backup keeps what grows with its size here instead of in memory: the
+//! stripes in sequence order (read at the commit) and each handed-in
+//! part's chunks and receipts (read only by a re-plan around a failed
+//! target).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::marker::PhantomData;
+use std::os::unix::fs::FileExt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A record longer than this is damage, not a record.
+const MAX_RECORD: usize = 64 * 1024 * 1024;
+
+/// Errors of a scratch file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpillError {
+    #[error("backup scratch file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("backup scratch file: {0}")]
+    Cbor(#[from] strew_coordinator::CborError),
+    #[error("backup scratch file: a record of {0} bytes")]
+    Damaged(usize),
+}
+
+/// An append-only file of `T`s.
+#[derive(Debug)]
+pub struct Spill<T> {
+    out: BufWriter<File>,
+    len: u64,
+    items: u64,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Spill<T> {
+    /// A new, empty scratch file in the system's temporary directory.
+    pub fn new() -> Result<Self, SpillError> {
+        Ok(Spill {
+            out: BufWriter::with_capacity(1 << 20, tempfile::tempfile()?),
+            len: 0,
+            items: 0,
+            _items: PhantomData,
+        })
+    }
+
+    /// Appends one record.
+    pub fn push(&mut self, item: &T) -> Result<(), SpillError> {
+        let bytes = strew_coordinator::cbor::encode(item)?;
+        let n = u32::try_from(bytes.len()).map_err(|_| SpillError::Damaged(bytes.len()))?;
+        self.out.write_all(&n.to_le_bytes())?;
+        self.out.write_all(&bytes)?;
+        self.len += 4 + bytes.len() as u64;
+        self.items += 1;
+        Ok(())
+    }
+
+    /// Records appended so far.
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+
+    /// Drops every record.
+    pub fn clear(&mut self) -> Result<(), SpillError> {
+        self.out.flush()?;
+        let file = self.out.get_mut();
+        file.set_len(0)?;
+        std::io::Seek::rewind(file)?;
+        self.len = 0;
+        self.items = 0;
+        Ok(())
+    }
+
+    /// The records from the first, in order.
+    pub fn read(&mut self) -> Result<SpillReader<'_, T>, SpillError> {
+        self.out.flush()?;
+        Ok(SpillReader {
+            input: std::io::BufReader::with_capacity(
+                1 << 20,
+                At {
+                    file: self.out.get_ref(),
+                    pos: 0,
+                    end: self.len,
+                },
+            ),
+            _items: PhantomData,
+        })
+    }
+}
+
+/// Positional reads of the file (the appends keep their own offset).
+struct At<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a [`Spill`]'s records back.
+pub struct SpillReader<'a, T> {
+    input: std::io::BufReader<At<'a>>,
+    _items: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Iterator for SpillReader<'_, T> {
+    type Item = Result<T, SpillError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut len = [0u8; 4];
+        match self.input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => return Some(Err(e.into())),
+        }
+        let n = u32::from_le_bytes(len) as usize;
+        if n > MAX_RECORD {
+            return Some(Err(SpillError::Damaged(n)));
+        }
+        let mut bytes = vec![0u8; n];
+        if let Err(e) = self.input.read_exact(&mut bytes) {
+            return Some(Err(e.into()));
+        }
+        Some(strew_coordinator::cbor::decode(&bytes).map_err(SpillError::from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_in_order_while_appends_go_on_and_clear_empties() {
+        let mut spill: Spill<(u32, Vec<u8>)> = Spill::new().expect("temp file");
+        for i in 0..1000u32 {
+            spill
+                .push(&(i, vec![i as u8; (i % 50) as usize]))
+                .expect("push");
+        }
+        let back: Vec<(u32, Vec<u8>)> = spill
+            .read()
+            .expect("read")
+            .collect::<Result<_, _>>()
+            .expect("decode");
+        assert_eq!(back.len(), 1000);
+        assert!(back.iter().all(|(i, b)| b.len() == (i % 50) as usize));
+        assert_eq!(back[999].0, 999);
+        // Appends after a read land after the earlier records.
+        spill.push(&(5000, Vec::new())).expect("push");
+        let again: Vec<u32> = spill
+            .read()
+            .expect("read")
+            .map(|r| r.expect("decode").0)
+            .collect();
+        assert_eq!(again.len(), 1001);
+        assert_eq!(again[1000], 5000);
+        assert_eq!(spill.items(), 1001);
+        spill.clear().expect("clear");
+        assert_eq!(spill.read().expect("read").count(), 0);
+        spill.push(&(7, vec![1])).expect("push");
+        let after: Vec<(u32, Vec<u8>)> = spill
+            .read()
+            .expect("read")
+            .collect::<Result<_, _>>()
+            .expect("decode");
+        assert_eq!(after, vec![(7, vec![1])]);
+    }
+}

@@ -23,28 +23,72 @@ pub struct ReadTickets {
 }
 
 impl ReadTickets {
-    /// Asks the manager for the read tickets of the `stripes` chunks of `snapshot`.
+    /// Asks the manager for the read tickets of the first `stripes` chunks of `snapshot`.
     pub async fn fetch<M: ManagerApi>(
         manager: &M,
         snapshot: SnapshotId,
         stripes: usize,
     ) -> Result<Self, GridError> {
-        let mut by_packet = HashMap::new();
-        let mut from = 0usize;
-        while from < stripes {
-            let count = (stripes - from).min(MAX_READ_CHUNKS);
-            let page = manager
-                .read_tickets(snapshot, from as u64, count as u32)
+        Self::fetch_range(manager, snapshot, 0, stripes as u64).await
+    }
+
+    /// The read tickets of stripes `from..to` of `snapshot`'s sequence.
+    pub async fn fetch_range<M: ManagerApi>(
+        manager: &M,
+        snapshot: SnapshotId,
+        from: u64,
+        to: u64,
+    ) -> Result<Self, GridError> {
+        let mut tickets = ReadTickets::default();
+        tickets.add_range(manager, snapshot, from, to).await?;
+        Ok(tickets)
+    }
+
+    /// The read tickets of the stripes at `indices` (ascending runs are
+    /// asked for together).
+    pub async fn fetch_at<M: ManagerApi>(
+        manager: &M,
+        snapshot: SnapshotId,
+        indices: &[u64],
+    ) -> Result<Self, GridError> {
+        let mut sorted = indices.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut tickets = ReadTickets::default();
+        let mut i = 0;
+        while i < sorted.len() {
+            let mut j = i + 1;
+            while j < sorted.len() && sorted[j] == sorted[j - 1] + 1 {
+                j += 1;
+            }
+            tickets
+                .add_range(manager, snapshot, sorted[i], sorted[j - 1] + 1)
                 .await?;
+            i = j;
+        }
+        Ok(tickets)
+    }
+
+    async fn add_range<M: ManagerApi>(
+        &mut self,
+        manager: &M,
+        snapshot: SnapshotId,
+        mut from: u64,
+        to: u64,
+    ) -> Result<(), GridError> {
+        while from < to {
+            let count = (to - from).min(MAX_READ_CHUNKS as u64);
+            let page = manager.read_tickets(snapshot, from, count as u32).await?;
             for ticket in page {
                 let ticket = Arc::new(ticket);
                 for entry in &ticket.entries {
-                    by_packet.insert((ticket.target, entry.packet_id), ticket.clone());
+                    self.by_packet
+                        .insert((ticket.target, entry.packet_id), ticket.clone());
                 }
             }
             from += count;
         }
-        Ok(ReadTickets { by_packet })
+        Ok(())
     }
 
     /// The ticket for reading `packet` from `target`, if the manager gave one.

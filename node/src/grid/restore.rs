@@ -19,7 +19,9 @@ use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::Sequence as SealedSequence;
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 
-use super::{GridError, ManagerApi, PacketTransport, ReadTickets, SourceIdentity, TransportError};
+use super::{GridError, ManagerApi, PacketTransport, SourceIdentity, TransportError};
+
+pub mod feed;
 use crate::pipeline::codec::StripeError;
 use crate::pipeline::manifest::Manifest;
 use crate::pipeline::restore::RestoreError;
@@ -38,7 +40,9 @@ pub struct GridRestoreReport {
     pub failed_fetches: u64,
 }
 
-/// Restores `snapshot` into `dest`.
+/// Restores `snapshot` into `dest`, reading its sequence a page at a
+/// time ([`feed`]): the manifest first, then the data from the first page
+/// on while the next page is fetched.
 #[allow(clippy::too_many_arguments)]
 pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
     me: &SourceIdentity,
@@ -50,20 +54,31 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
     opts: RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<GridRestoreReport, GridError> {
-    let sealed_seq = open_sequence(me, manager, snapshot).await?;
-    let (sequence, targets) = to_pipeline_sequence(&sealed_seq);
-    let tickets = ReadTickets::fetch(manager, snapshot, sealed_seq.stripes.len()).await?;
-
-    let source = GridSource::new(transport, targets, tickets);
+    let feed::Opened {
+        head,
+        head_page,
+        rest,
+    } = feed::open(me, manager, snapshot).await?;
+    let source = GridSource::with_page(transport, head_page);
+    let (pages, fetch) = rest.feed(me, manager);
+    let current = source.page.clone();
+    let mut pages = pages.installing(move |page| {
+        *current.write().unwrap_or_else(|p| p.into_inner()) = page;
+    });
     let dest2 = dest.clone();
-    let (result, source) = tokio::task::spawn_blocking(move || {
+    let restoring = tokio::task::spawn_blocking(move || {
         // The root opens with the owner's secret; the manifest names the
         // secret that verifies the data. Nothing is written before both hold.
-        let result = pipeline::restore(&sequence, &keys, &source, &dest2, &opts, &progress);
-        (result, source)
-    })
-    .await
-    .map_err(|e| GridError::Other(format!("restore task failed: {e}")))?;
+        let result = pipeline::restore::restore_paged(
+            &head, &mut pages, &keys, &source, &dest2, &opts, &progress,
+        );
+        // The feed goes first: a fetch still running stops.
+        drop(pages);
+        (result, source, head)
+    });
+    let ((), joined) = tokio::join!(fetch, restoring);
+    let (result, source, head) =
+        joined.map_err(|e| GridError::Other(format!("restore task failed: {e}")))?;
     let outcome = match &result {
         Ok(r) => RestoreOutcome::Succeeded { bytes: r.bytes },
         Err(e) => RestoreOutcome::Failed {
@@ -74,7 +89,15 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
         tracing::warn!(%err, "could not record the restore with the manager");
     }
     if let Err(RestoreError::Stripe(e)) = &result {
-        report_unusable(manager, &sealed_seq, e).await;
+        // The stripe that failed is the manifest's or the current page's.
+        let page: Vec<StripeRecord> = source
+            .page
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .records
+            .clone();
+        let stripes = head.manifest.iter().chain(&page);
+        report_unusable(manager, head.snapshot, stripes, e).await;
     }
     let restore = result?;
     Ok(GridRestoreReport {
@@ -90,8 +113,14 @@ pub async fn grid_restore<M: ManagerApi, T: PacketTransport + 'static>(
 /// intact but undecodable: garbage registered under the chunk), so its copy
 /// is not reused for new backups. Missing packets alone are not reported
 /// (the target may only be down), nor the manifest's wrong secret (this
-/// node may hold the wrong key). Best effort.
-async fn report_unusable<M: ManagerApi>(manager: &M, seq: &SealedSequence, e: &StripeError) {
+/// node may hold the wrong key). Best effort. `stripes` are those the
+/// failed one is among; `manifest` is the snapshot's manifest id.
+async fn report_unusable<'a, M: ManagerApi>(
+    manager: &M,
+    manifest: strew_coordinator::DataId,
+    stripes: impl Iterator<Item = &'a StripeRecord>,
+    e: &StripeError,
+) {
     let data_id = match e {
         StripeError::NotEnoughPackets {
             data_id, corrupt, ..
@@ -100,18 +129,16 @@ async fn report_unusable<M: ManagerApi>(manager: &M, seq: &SealedSequence, e: &S
         // The manifest's key does not name this chunk: this node's problem,
         // not the stored copy's.
         StripeError::WrongKey { .. } => return,
-        StripeError::WrongSecret { data_id } if *data_id == seq.manifest => return,
+        StripeError::WrongSecret { data_id } if *data_id == manifest => return,
         StripeError::WrongSecret { data_id }
         | StripeError::WrongContent { data_id, .. }
         | StripeError::Format { data_id, .. }
         | StripeError::Erasure { data_id, .. }
         | StripeError::Decompress { data_id, .. } => *data_id,
     };
-    let packets: Vec<PacketId> = seq
-        .stripes
-        .iter()
+    let packets: Vec<PacketId> = stripes
         .filter(|s| s.data_id == data_id)
-        .flat_map(|s| s.packets.iter().map(|p| p.packet_id))
+        .flat_map(|s| s.packets.iter().copied())
         .collect();
     match manager.report_bad(data_id, packets).await {
         Ok(()) => tracing::warn!(chunk = %data_id, "reported an unusable chunk to the manager"),
@@ -157,18 +184,14 @@ pub async fn grid_manifest<M: ManagerApi, T: PacketTransport + 'static>(
     snapshot: SnapshotId,
     keys: RestoreKeys,
 ) -> Result<(Manifest, u64), GridError> {
-    let sealed_seq = open_sequence(me, manager, snapshot).await?;
-    let (sequence, targets) = to_pipeline_sequence(&sealed_seq);
-    // Only the manifest's stripes are read: their tickets suffice.
-    let manifest_stripes = sealed_seq
-        .stripes
-        .iter()
-        .rposition(|s| sealed_seq.manifest_chunks.contains(&s.data_id))
-        .map_or(0, |i| i + 1);
-    let tickets = ReadTickets::fetch(manager, snapshot, manifest_stripes).await?;
-    let source = GridSource::new(transport, targets, tickets);
+    // Only the root's and manifest's stripes are read (the sequence's
+    // tail): no data page is fetched.
+    let feed::Opened {
+        head, head_page, ..
+    } = feed::open(me, manager, snapshot).await?;
+    let source = GridSource::with_page(transport, head_page);
     let (result, source) = tokio::task::spawn_blocking(move || {
-        let result = pipeline::restore::read_manifest(&sequence, &keys, &source);
+        let result = pipeline::restore::read_manifest(&head, &keys, &source);
         (result, source)
     })
     .await
@@ -226,8 +249,9 @@ pub fn to_pipeline_sequence(seq: &SealedSequence) -> (Sequence, HashMap<PacketId
 /// thread, which must not be a runtime worker.
 struct GridSource<T> {
     transport: Arc<T>,
-    targets: HashMap<PacketId, Vec<NodeId>>,
-    tickets: ReadTickets,
+    /// The stripes being read: where their packets are and the tickets to
+    /// read them (a paged restore swaps in each page).
+    page: Arc<std::sync::RwLock<feed::Page>>,
     handle: tokio::runtime::Handle,
     fetched: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
@@ -237,15 +261,10 @@ struct GridSource<T> {
 }
 
 impl<T: PacketTransport + 'static> GridSource<T> {
-    fn new(
-        transport: Arc<T>,
-        targets: HashMap<PacketId, Vec<NodeId>>,
-        tickets: ReadTickets,
-    ) -> Self {
+    fn with_page(transport: Arc<T>, page: feed::Page) -> Self {
         GridSource {
             transport,
-            targets,
-            tickets,
+            page: Arc::new(std::sync::RwLock::new(page)),
             handle: tokio::runtime::Handle::current(),
             fetched: Default::default(),
             failed: Default::default(),
@@ -255,7 +274,14 @@ impl<T: PacketTransport + 'static> GridSource<T> {
 
     /// One fetch, run on the runtime; this (blocking) thread waits for its answer.
     fn get(&self, target: NodeId, id: PacketId) -> Result<Vec<u8>, TransportError> {
-        let Some(ticket) = self.tickets.get(&target, &id).cloned() else {
+        let ticket = self
+            .page
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .tickets
+            .get(&target, &id)
+            .cloned();
+        let Some(ticket) = ticket else {
             return Err(TransportError::new(
                 target,
                 super::TransportFailure::Local,
@@ -279,10 +305,10 @@ impl<T: PacketTransport + 'static> GridSource<T> {
 
 impl<T: PacketTransport + 'static> PacketSource for GridSource<T> {
     fn order(&self, packets: &[PacketId]) -> Vec<usize> {
-        self.speeds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .order(packets, &self.targets)
+        self.speeds.lock().unwrap_or_else(|p| p.into_inner()).order(
+            packets,
+            &self.page.read().unwrap_or_else(|p| p.into_inner()).targets,
+        )
     }
 
     fn fetch(&self, id: &PacketId) -> Option<Vec<u8>> {
@@ -290,7 +316,13 @@ impl<T: PacketTransport + 'static> PacketSource for GridSource<T> {
             .speeds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .targets_for(self.targets.get(id)?);
+            .targets_for(
+                self.page
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .targets
+                    .get(id)?,
+            );
         for target in ranked {
             // A target that failed once (down, or serving bad bytes) is not
             // asked again during this restore: the stripe's other packets

@@ -70,6 +70,8 @@ pub enum RestoreError {
     },
     #[error("the sequence has no stripe for chunk {0}, which the manifest needs")]
     MissingStripe(DataId),
+    #[error("reading the snapshot's sequence: {0}")]
+    Sequence(String),
     #[error(
         "{0} exists and is not empty; restore into a new or empty directory, or pass --overwrite to replace what is there"
     )]
@@ -200,6 +202,38 @@ pub fn read_manifest(
 /// Where one chunk's bytes go: (file, offset in file, offset in chunk, len).
 type Writes = Vec<(usize, u64, u32, u32)>;
 
+/// A snapshot's data stripes in sequence order, a page at a time: a grid
+/// restore reads its sequence from the manager page by page (and the
+/// targets and read tickets of each page) while the chunks of the page
+/// before are decoded, so it starts at once and holds a page, not the
+/// sequence.
+pub trait StripePages {
+    /// The next page of data stripes; `None` after the last.
+    fn next_page(&mut self) -> Result<Option<Vec<StripeRecord>>, RestoreError>;
+}
+
+/// Data stripes held in memory, handed out in pages.
+pub struct InMemory<'a> {
+    rest: &'a [StripeRecord],
+}
+
+impl<'a> InMemory<'a> {
+    pub fn new(data: &'a [StripeRecord]) -> Self {
+        InMemory { rest: data }
+    }
+}
+
+impl StripePages for InMemory<'_> {
+    fn next_page(&mut self) -> Result<Option<Vec<StripeRecord>>, RestoreError> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let (page, rest) = self.rest.split_at(self.rest.len().min(4096));
+        self.rest = rest;
+        Ok(Some(page.to_vec()))
+    }
+}
+
 /// Restores the snapshot described by `sequence` into `dest`.
 pub fn restore(
     sequence: &Sequence,
@@ -209,7 +243,22 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreReport, RestoreError> {
-    let (mut manifest, codec) = read_manifest(sequence, keys, source)?;
+    let mut pages = InMemory::new(&sequence.data);
+    restore_paged(sequence, &mut pages, keys, source, dest, opts, progress)
+}
+
+/// Restores the snapshot whose root and manifest stripes `head` holds
+/// (its `data` is not read) and whose data stripes `pages` hands out.
+pub fn restore_paged(
+    head: &Sequence,
+    pages: &mut dyn StripePages,
+    keys: &RestoreKeys,
+    source: &dyn PacketSource,
+    dest: &Path,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreReport, RestoreError> {
+    let (mut manifest, codec) = read_manifest(head, keys, source)?;
     let codec = &codec;
     if !opts.include.is_empty() {
         // Only the chunks the selected files need are decoded, so only their stripes are fetched.
@@ -297,21 +346,103 @@ pub fn restore(
         })
     })?;
 
-    // 2. Contents: each needed stripe once, in sequence order.
-    let mut order: Vec<&StripeRecord> = Vec::with_capacity(writes.len());
-    let by_id: HashMap<DataId, &StripeRecord> =
-        sequence.data.iter().map(|s| (s.data_id, s)).collect();
-    for s in &sequence.data {
-        if writes.contains_key(&s.data_id) {
-            order.push(s);
+    // 2. Contents: each needed stripe once, in sequence order, a page at
+    // a time; a chunk's writes are dropped once it is written.
+    let notes = Mutex::new(&mut report);
+    while let Some(page) = pages.next_page()? {
+        let order: Vec<&StripeRecord> = page
+            .iter()
+            .filter(|s| writes.contains_key(&s.data_id))
+            .collect();
+        write_stripes(
+            &order,
+            &writes,
+            &Context {
+                pool: &pool,
+                codec,
+                key_of: &key_of,
+                source,
+                paths: &paths,
+                single: &single,
+                manifest: &manifest,
+                opts,
+                progress,
+                notes: &notes,
+            },
+        )?;
+        for s in order {
+            writes.remove(&s.data_id);
         }
     }
-    if order.len() != writes.len()
-        && let Some(missing) = writes.keys().find(|id| !by_id.contains_key(id))
-    {
+    if let Some(missing) = writes.keys().next() {
         return Err(RestoreError::MissingStripe(*missing));
     }
-    let notes = Mutex::new(&mut report);
+
+    // 3. Symlinks, then metadata: files, symlinks, directories deepest first.
+    for (i, e) in manifest.entries.iter().enumerate() {
+        if let EntryKind::Symlink { target } = &e.kind {
+            let path = &paths[i];
+            clear_non_dir(path, opts.overwrite)?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
+                .map_err(io(path))?;
+        }
+    }
+    for (i, e) in manifest.entries.iter().enumerate().rev() {
+        let path = &paths[i];
+        let (s, ns) = clamp_time(e.mtime_s, e.mtime_ns);
+        let mtime = filetime::FileTime::from_unix_time(s, ns);
+        match e.kind {
+            EntryKind::Symlink { .. } => {
+                filetime::set_symlink_file_times(path, mtime, mtime).map_err(io(path))?;
+            }
+            EntryKind::File { .. } if single[i] || size_of(i) == 0 => {} // finished already
+            EntryKind::File { .. } | EntryKind::Dir => {
+                fs::set_permissions(path, fs::Permissions::from_mode(mode(e.mode, opts)))
+                    .map_err(io(path))?;
+                filetime::set_file_times(path, mtime, mtime).map_err(io(path))?;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// What decoding and writing stripes needs from the restore.
+struct Context<'a, 'r> {
+    pool: &'a rayon::ThreadPool,
+    codec: &'a Codec,
+    key_of: &'a HashMap<DataId, ChunkKey>,
+    source: &'a dyn PacketSource,
+    paths: &'a [PathBuf],
+    single: &'a [bool],
+    manifest: &'a Manifest,
+    opts: &'a RestoreOptions,
+    progress: &'a RestoreProgress,
+    notes: &'a Mutex<&'r mut RestoreReport>,
+}
+
+/// Decodes `order`'s stripes ([`STRIPES_IN_FLIGHT`] at once), verifies
+/// each chunk and writes its extents where `writes` says.
+fn write_stripes(
+    order: &[&StripeRecord],
+    writes: &HashMap<DataId, Writes>,
+    cx: &Context<'_, '_>,
+) -> Result<(), RestoreError> {
+    let Context {
+        pool,
+        codec,
+        key_of,
+        source,
+        paths,
+        single,
+        manifest,
+        opts,
+        progress,
+        notes,
+    } = *cx;
+    let size_of = |i: usize| match manifest.entries[i].kind {
+        EntryKind::File { size, .. } => size,
+        _ => 0,
+    };
     for group in order.chunks(STRIPES_IN_FLIGHT) {
         pool.install(|| {
             group.par_iter().try_for_each(|stripe| {
@@ -384,33 +515,7 @@ pub fn restore(
             })
         })?;
     }
-
-    // 3. Symlinks, then metadata: files, symlinks, directories deepest first.
-    for (i, e) in manifest.entries.iter().enumerate() {
-        if let EntryKind::Symlink { target } = &e.kind {
-            let path = &paths[i];
-            clear_non_dir(path, opts.overwrite)?;
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
-                .map_err(io(path))?;
-        }
-    }
-    for (i, e) in manifest.entries.iter().enumerate().rev() {
-        let path = &paths[i];
-        let (s, ns) = clamp_time(e.mtime_s, e.mtime_ns);
-        let mtime = filetime::FileTime::from_unix_time(s, ns);
-        match e.kind {
-            EntryKind::Symlink { .. } => {
-                filetime::set_symlink_file_times(path, mtime, mtime).map_err(io(path))?;
-            }
-            EntryKind::File { .. } if single[i] || size_of(i) == 0 => {} // finished already
-            EntryKind::File { .. } | EntryKind::Dir => {
-                fs::set_permissions(path, fs::Permissions::from_mode(mode(e.mode, opts)))
-                    .map_err(io(path))?;
-                filetime::set_file_times(path, mtime, mtime).map_err(io(path))?;
-            }
-        }
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// Writes `bytes` at `at`, leaving runs of zeros as holes (the file is

@@ -82,7 +82,17 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
         "--json",
     ])?;
     let backup_time = started.elapsed();
-    eprintln!("scale: backup took {backup_time:?}");
+    // The source's memory does not grow with the backup (issue 14): its
+    // peak so far is the backup's (and its root's).
+    let backup_peak = source.peak_rss_bytes().unwrap_or(0);
+    eprintln!(
+        "scale: backup took {backup_time:?}, source peak RSS {} MB",
+        backup_peak / 1_000_000
+    );
+    ensure!(
+        backup_peak > 0 && backup_peak < 300_000_000,
+        "the source peaked at {backup_peak} bytes backing up"
+    );
     let chunks = out["stats"]["chunks"].as_u64().unwrap_or(0);
     ensure!(
         chunks as usize >= size / 330,
@@ -126,6 +136,7 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     };
     let (manager_db, raft_log) = (disk("manager.redb"), disk("raft.redb"));
     let source_rss = nodes[1].rss_bytes().unwrap_or(0);
+    let restore_peak = nodes[1].peak_rss_bytes().unwrap_or(0);
     let started = Instant::now();
     let out = source.cli_json(&["forget", &snapshot, "--json"])?;
     // Deleted now, or (a forget that outlived the call's deadline and was
@@ -155,10 +166,12 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
     );
     eprintln!(
         "scale: {chunks} chunks, {plans} plan(s), a root of {root_parts} part(s); backup {backup_time:?}, restore {restore_time:?}; \
-         largest raft entry {largest} B; RSS manager {} MB, source {} MB; manager disk: state {} MB \
+         largest raft entry {largest} B; RSS manager {} MB, source {} MB (peak: backing up {} MB, restoring {} MB); manager disk: state {} MB \
          ({} B a chunk), raft log {} MB",
         manager_rss / 1_000_000,
         source_rss / 1_000_000,
+        backup_peak / 1_000_000,
+        restore_peak / 1_000_000,
         manager_db / 1_000_000,
         manager_db / chunks.max(1),
         raft_log / 1_000_000

@@ -21,7 +21,7 @@ async fn a_backup_larger_than_one_plan_is_planned_in_parts_and_restores() {
     let root = data.path().join("many");
     fs::create_dir_all(&root).unwrap();
     for i in 0..3u64 {
-        fs::write(root.join(format!("f{i}.raw")), noise(110_000, 10 + i)).unwrap();
+        fs::write(root.join(format!("f{i}.raw")), noise(520_000, 10 + i)).unwrap();
     }
     let mut opts = options(vec![root.clone()], "..");
     opts.sizes = ChunkSizes {
@@ -59,11 +59,24 @@ async fn a_backup_larger_than_one_plan_is_planned_in_parts_and_restores() {
         "{pages} pages for {chunks} chunks"
     );
     let dest = data.path().join("restored");
+    g.manager.sequence_reads.lock().unwrap().clear();
     restore(&g, &src, &report, &dest).await;
     assert_eq!(
         diff_trees(&root, &dest.join("many"), 20),
         Vec::<String>::new()
     );
+    // The restore read its sequence a page at a time: the first page, the
+    // tail (the manifest's stripes), then every page once, in order; never
+    // the whole sequence before starting.
+    let reads = g.manager.sequence_reads.lock().unwrap().clone();
+    let page = strew_coordinator::manager::MAX_SEQUENCE_PAGE as u64;
+    let stripes = (report.stats.new_chunks + report.stats.manifest_chunks) as u64;
+    let pages: Vec<u64> = (0..stripes.div_ceil(page)).map(|i| i * page).collect();
+    assert!(pages.len() >= 3, "{stripes} stripes");
+    let tail = stripes - report.stats.manifest_chunks;
+    assert_eq!(reads[0], 0, "{reads:?}");
+    assert_eq!(reads[1], tail, "the manifest's stripes next: {reads:?}");
+    assert_eq!(&reads[2..], &pages[1..], "then each page once: {reads:?}");
     // The sequence in small pages is the sequence in large ones.
     let client = g.manager.client(src.me.node_id);
     let small =

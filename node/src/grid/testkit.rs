@@ -34,6 +34,8 @@ pub struct LocalManager {
     pub now: AtomicU64,
     /// Pages of commit orders handed in (large commits come in pages).
     pub order_pages: AtomicU64,
+    /// Where each sequence page asked for started, in the order asked.
+    pub sequence_reads: Mutex<Vec<u64>>,
     rng: Mutex<StdRng>,
 }
 
@@ -43,6 +45,7 @@ impl LocalManager {
             manager: Mutex::new(manager),
             now: AtomicU64::new(now),
             order_pages: AtomicU64::new(0),
+            sequence_reads: Mutex::new(Vec::new()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         }
     }
@@ -98,6 +101,7 @@ impl ManagerApi for LocalClient<'_> {
         from: u64,
         count: u32,
     ) -> Result<(SealedForRecipient, u64), GridError> {
+        lock(&self.local.sequence_reads).push(from);
         let mut rng = lock(&self.local.rng);
         lock(&self.local.manager)
             .fetch_sequence_page(self.requester, snapshot, from, count, &mut *rng)

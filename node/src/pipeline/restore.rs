@@ -202,6 +202,12 @@ pub fn read_manifest(
 /// Where one chunk's bytes go: (file, offset in file, offset in chunk, len).
 type Writes = Vec<(usize, u64, u32, u32)>;
 
+/// One chunk the restore needs: its key and where its bytes go.
+struct Need {
+    key: ChunkKey,
+    writes: Writes,
+}
+
 /// A snapshot's data stripes in sequence order, a page at a time: a grid
 /// restore reads its sequence from the manager page by page (and the
 /// targets and read tickets of each page) while the chunks of the page
@@ -276,12 +282,7 @@ pub fn restore_paged(
         .store(manifest.file_bytes(), Ordering::Relaxed);
 
     // 1. Directories, in order; then which chunks each file needs.
-    let mut writes: HashMap<DataId, Writes> = HashMap::new();
-    let key_of: HashMap<DataId, ChunkKey> = manifest
-        .chunks
-        .iter()
-        .map(|c| (c.data_id(), c.key))
-        .collect();
+    let mut writes: HashMap<DataId, Need> = HashMap::new();
     // Files whose bytes all come from one chunk are created, written and
     // finished by the worker that decodes that chunk: one open per file.
     let mut single: Vec<bool> = vec![false; manifest.entries.len()];
@@ -308,7 +309,11 @@ pub fn restore_paged(
                     let chunk = manifest.chunks[x.chunk as usize];
                     writes
                         .entry(chunk.data_id())
-                        .or_default()
+                        .or_insert_with(|| Need {
+                            key: chunk.key,
+                            writes: Vec::new(),
+                        })
+                        .writes
                         .push((i, at, x.offset, x.len));
                     at += u64::from(x.len);
                 }
@@ -360,7 +365,6 @@ pub fn restore_paged(
             &Context {
                 pool: &pool,
                 codec,
-                key_of: &key_of,
                 source,
                 paths: &paths,
                 single: &single,
@@ -410,7 +414,6 @@ pub fn restore_paged(
 struct Context<'a, 'r> {
     pool: &'a rayon::ThreadPool,
     codec: &'a Codec,
-    key_of: &'a HashMap<DataId, ChunkKey>,
     source: &'a dyn PacketSource,
     paths: &'a [PathBuf],
     single: &'a [bool],
@@ -424,13 +427,12 @@ struct Context<'a, 'r> {
 /// each chunk and writes its extents where `writes` says.
 fn write_stripes(
     order: &[&StripeRecord],
-    writes: &HashMap<DataId, Writes>,
+    writes: &HashMap<DataId, Need>,
     cx: &Context<'_, '_>,
 ) -> Result<(), RestoreError> {
     let Context {
         pool,
         codec,
-        key_of,
         source,
         paths,
         single,
@@ -446,10 +448,10 @@ fn write_stripes(
     for group in order.chunks(STRIPES_IN_FLIGHT) {
         pool.install(|| {
             group.par_iter().try_for_each(|stripe| {
-                let key = key_of
+                let need = writes
                     .get(&stripe.data_id)
                     .ok_or(RestoreError::MissingStripe(stripe.data_id))?;
-                let (chunk, n) = codec.decode(stripe, key, source)?;
+                let (chunk, n) = codec.decode(stripe, &need.key, source)?;
                 if chunk.len() != stripe.plain_len as usize && stripe.plain_len != 0 {
                     return Err(RestoreError::ChunkLength {
                         data_id: stripe.data_id,
@@ -457,9 +459,12 @@ fn write_stripes(
                         actual: chunk.len() as u64,
                     });
                 }
-                let needed = writes
-                    .get(&stripe.data_id)
-                    .map_or(0, |v| v.iter().map(|w| u64::from(w.2) + u64::from(w.3)).max().unwrap_or(0));
+                let needed = need
+                    .writes
+                    .iter()
+                    .map(|w| u64::from(w.2) + u64::from(w.3))
+                    .max()
+                    .unwrap_or(0);
                 if needed > chunk.len() as u64 {
                     return Err(RestoreError::ChunkLength {
                         data_id: stripe.data_id,
@@ -467,7 +472,7 @@ fn write_stripes(
                         actual: chunk.len() as u64,
                     });
                 }
-                let mut targets = writes.get(&stripe.data_id).map_or(&[][..], |v| v).iter().peekable();
+                let mut targets = need.writes.iter().peekable();
                 while let Some(&(file, at, off, len)) = targets.next() {
                     let path = &paths[file];
                     let piece = |off: u32, len: u32| &chunk[off as usize..(off + len) as usize];

@@ -518,61 +518,70 @@ impl PacketStore {
         id: &PacketId,
         generation: u64,
     ) -> Result<GenerationDelete, StoreError> {
-        let ids = std::slice::from_ref(id);
-        let removed = self.remove(ids, Some(generation))?;
-        if removed > 0 {
-            return Ok(GenerationDelete::Deleted);
-        }
-        Ok(if self.contains(id)? {
-            GenerationDelete::OtherGeneration
-        } else {
-            GenerationDelete::Absent
-        })
+        let outcome = self.remove(std::slice::from_ref(id), Some(&[generation]))?;
+        Ok(outcome.first().copied().unwrap_or(GenerationDelete::Absent))
+    }
+
+    /// [`delete_generation`](Self::delete_generation) for many packets in
+    /// one index transaction (one commit, one fsync): what happened to
+    /// each, in order.
+    pub fn delete_generations(
+        &self,
+        wanted: &[(PacketId, u64)],
+    ) -> Result<Vec<GenerationDelete>, StoreError> {
+        let ids: Vec<PacketId> = wanted.iter().map(|(id, _)| *id).collect();
+        let generations: Vec<u64> = wanted.iter().map(|(_, g)| *g).collect();
+        self.remove(&ids, Some(&generations))
     }
 
     /// Removes packets as [`PacketStore::delete`] does, in one index
     /// transaction (one commit, one fsync) for all of them. Returns how many
     /// were present; absent and repeated ids are skipped.
     pub fn delete_many(&self, ids: &[PacketId]) -> Result<usize, StoreError> {
-        self.remove(ids, None)
+        let outcome = self.remove(ids, None)?;
+        Ok(outcome
+            .iter()
+            .filter(|o| **o == GenerationDelete::Deleted)
+            .count())
     }
 
-    /// Removes `ids` (only those with generation `only`, when given).
-    fn remove(&self, ids: &[PacketId], only: Option<u64>) -> Result<usize, StoreError> {
+    /// Removes `ids` (each only while it has the generation at its place
+    /// in `generations`, when given): what happened to each.
+    fn remove(
+        &self,
+        ids: &[PacketId],
+        generations: Option<&[u64]>,
+    ) -> Result<Vec<GenerationDelete>, StoreError> {
+        let mut outcome = vec![GenerationDelete::Absent; ids.len()];
         if ids.is_empty() {
-            return Ok(0);
+            return Ok(outcome);
         }
         let writer = lock(&self.inner.writer);
         let txn = self.inner.db.begin_write()?;
         let mut emptied = Vec::new();
-        let mut removed = 0;
         {
             let mut recorded = txn.open_table(GENERATIONS)?;
-            if let Some(wanted) = only {
-                let mut matching = true;
-                for id in ids {
-                    // A packet stored before generations existed has none:
-                    // only a (legacy) ticket naming generation 0 deletes it.
-                    let has = recorded.get(&id.0)?.map(|v| v.value());
-                    matching &= has.unwrap_or(0) == wanted;
-                }
-                if !matching {
-                    return Ok(0);
-                }
-            }
-            for id in ids {
-                recorded.remove(&id.0)?;
-            }
-            drop(recorded);
             let mut index = txn.open_table(PACKETS)?;
             let mut segments = txn.open_table(SEGMENTS)?;
             let mut meta = txn.open_table(META)?;
             let mut freed = 0u64;
-            for id in ids {
+            for (i, id) in ids.iter().enumerate() {
+                if let Some(wanted) = generations.and_then(|g| g.get(i)) {
+                    // A packet stored before generations existed has none:
+                    // only a (legacy) ticket naming generation 0 deletes it.
+                    let has = recorded.get(&id.0)?.map(|v| v.value());
+                    if has.unwrap_or(0) != *wanted {
+                        if index.get(&id.0)?.is_some() {
+                            outcome[i] = GenerationDelete::OtherGeneration;
+                        }
+                        continue;
+                    }
+                }
+                recorded.remove(&id.0)?;
                 let Some((segment, _, len)) = index.remove(&id.0)?.map(|v| v.value()) else {
                     continue;
                 };
-                removed += 1;
+                outcome[i] = GenerationDelete::Deleted;
                 freed += u64::from(len);
                 let live = segments.get(segment)?.map_or(0, |v| v.value());
                 let left = live.saturating_sub(u64::from(len));
@@ -583,8 +592,8 @@ impl PacketStore {
                     segments.insert(segment, left)?;
                 }
             }
-            if removed == 0 {
-                return Ok(0);
+            if !outcome.contains(&GenerationDelete::Deleted) {
+                return Ok(outcome);
             }
             let used = meta.get("used")?.map_or(0, |v| v.value());
             meta.insert("used", used.saturating_sub(freed))?;
@@ -599,7 +608,7 @@ impl PacketStore {
             }
         }
         drop(writer);
-        Ok(removed)
+        Ok(outcome)
     }
 
     /// Up to `limit` stored packets in id order after `after`: id, size and
@@ -800,195 +809,4 @@ fn segment_path(dir: &Path, segment: u32) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn packet(n: u8, len: usize) -> (PacketId, Vec<u8>) {
-        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(n)).collect();
-        (PacketId::of(&bytes), bytes)
-    }
-
-    #[test]
-    fn stores_fetches_and_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (id, bytes) = packet(3, 1000);
-        {
-            let store = PacketStore::open(dir.path(), 10_000).unwrap();
-            assert_eq!(store.put(id, &bytes).unwrap(), PutOutcome::Stored);
-            assert_eq!(store.put(id, &bytes).unwrap(), PutOutcome::AlreadyPresent);
-            assert_eq!(store.used_bytes().unwrap(), 1000);
-        }
-        let store = PacketStore::open(dir.path(), 10_000).unwrap();
-        assert_eq!(store.get(&id).unwrap(), Some(bytes));
-        assert_eq!(store.usage().unwrap().free_bytes, 9000);
-        assert_eq!(store.list().unwrap(), vec![id]);
-    }
-
-    #[test]
-    fn refuses_wrong_id_oversize_and_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PacketStore::open(dir.path(), 1500).unwrap();
-        let (id, bytes) = packet(5, 1000);
-        let (other, _) = packet(6, 10);
-        assert!(matches!(
-            store.put(other, &bytes),
-            Err(StoreError::WrongPacketId { .. })
-        ));
-        store.put(id, &bytes).unwrap();
-        let (id2, bytes2) = packet(7, 600);
-        let err = store.put(id2, &bytes2).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::Full {
-                    needed: 600,
-                    free: 500,
-                    capacity: 1500
-                }
-            ),
-            "{err}"
-        );
-        assert!(!store.contains(&id2).unwrap());
-        let big = vec![0u8; MAX_PACKET_BYTES + 1];
-        assert!(matches!(
-            store.put(PacketId::of(&big), &big),
-            Err(StoreError::TooLarge { .. })
-        ));
-        assert_eq!(store.used_bytes().unwrap(), 1000);
-    }
-
-    #[test]
-    fn group_put_is_all_or_nothing_on_capacity() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PacketStore::open(dir.path(), 1000).unwrap();
-        let a = packet(1, 600);
-        let b = packet(2, 600);
-        assert!(store.put_many(&[(a.0, &a.1), (b.0, &b.1)]).is_err());
-        assert!(!store.contains(&a.0).unwrap());
-        assert_eq!(store.used_bytes().unwrap(), 0);
-    }
-
-    #[test]
-    fn delete_frees_space_and_compaction_reclaims_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (packet(1, 4000), packet(2, 4000));
-        {
-            let store = PacketStore::open(dir.path(), 100_000).unwrap();
-            store.put(a.0, &a.1).unwrap();
-            store.put(b.0, &b.1).unwrap();
-        }
-        // Reopen: the old segment is closed, new writes go elsewhere.
-        let store = PacketStore::open(dir.path(), 100_000).unwrap();
-        assert!(store.delete(&a.0).unwrap());
-        assert!(!store.delete(&a.0).unwrap());
-        assert_eq!(store.used_bytes().unwrap(), 4000);
-        let reclaimed = store.compact().unwrap();
-        assert!(reclaimed >= 8000, "reclaimed {reclaimed}");
-        assert_eq!(store.get(&b.0).unwrap(), Some(b.1.clone()));
-        assert_eq!(store.get(&a.0).unwrap(), None);
-        assert_eq!(store.used_bytes().unwrap(), 4000);
-    }
-
-    #[test]
-    fn bytes_appended_without_an_index_entry_are_absent_after_a_crash() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (packet(1, 100), packet(2, 100));
-        {
-            let store = PacketStore::open(dir.path(), 10_000).unwrap();
-            store.put(a.0, &a.1).unwrap();
-            // Simulate a crash between the append and the index commit:
-            // bytes of b reach the segment, its index entry never does.
-            let mut w = lock(&store.inner.writer);
-            w.file.write_all(&b.1).unwrap();
-        }
-        let store = PacketStore::open(dir.path(), 10_000).unwrap();
-        assert_eq!(store.get(&b.0).unwrap(), None);
-        assert_eq!(store.get(&a.0).unwrap(), Some(a.1.clone()));
-        assert_eq!(store.used_bytes().unwrap(), 100);
-        // And the store keeps working after it.
-        store.put(b.0, &b.1).unwrap();
-        assert_eq!(store.get(&b.0).unwrap(), Some(b.1));
-    }
-
-    #[test]
-    fn delete_many_removes_present_packets_in_one_go_and_counts_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PacketStore::open(dir.path(), 100_000).unwrap();
-        let packets: Vec<_> = (1..=5).map(|n| packet(n, 1000 + usize::from(n))).collect();
-        for (id, bytes) in &packets {
-            store.put(*id, bytes).unwrap();
-        }
-        let (absent, _) = packet(9, 10);
-        let ids = [
-            packets[0].0,
-            packets[1].0,
-            packets[1].0,
-            absent,
-            packets[3].0,
-        ];
-        assert_eq!(store.delete_many(&ids).unwrap(), 3);
-        assert_eq!(store.delete_many(&[]).unwrap(), 0);
-        assert_eq!(store.delete_many(&[absent]).unwrap(), 0);
-        let left: u64 = [&packets[2], &packets[4]]
-            .iter()
-            .map(|(_, b)| b.len() as u64)
-            .sum();
-        assert_eq!(store.used_bytes().unwrap(), left);
-        let mut expected = vec![packets[2].0, packets[4].0];
-        expected.sort();
-        assert_eq!(store.list().unwrap(), expected);
-        assert_eq!(store.get(&packets[0].0).unwrap(), None);
-        assert_eq!(
-            store.get(&packets[2].0).unwrap(),
-            Some(packets[2].1.clone())
-        );
-        // The accounting survives a reopen.
-        drop(store);
-        let store = PacketStore::open(dir.path(), 100_000).unwrap();
-        assert_eq!(store.used_bytes().unwrap(), left);
-        assert_eq!(store.delete_many(&[packets[2].0, packets[4].0]).unwrap(), 2);
-        assert_eq!(store.usage().unwrap().packets, 0);
-    }
-
-    #[test]
-    fn compaction_reclaims_deleted_packets_down_to_live_bytes_also_in_the_active_segment() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PacketStore::open(dir.path(), 1 << 30).unwrap();
-        let packets: Vec<_> = (1..=40u8)
-            .map(|n| packet(n, 100_000 + usize::from(n)))
-            .collect();
-        for (id, bytes) in &packets {
-            store.put(*id, bytes).unwrap();
-        }
-        let gone: Vec<PacketId> = packets.iter().take(30).map(|(id, _)| *id).collect();
-        store.delete_many(&gone).unwrap();
-        let before = store.disk_usage().unwrap();
-        assert!(before.garbage_bytes >= 3_000_000, "{before:?}");
-        let policy = CompactionPolicy {
-            min_garbage_bytes: 1 << 20,
-            min_garbage_ratio: 0.25,
-        };
-        let reclaimed = store.maybe_compact(&policy).unwrap();
-        assert!(reclaimed >= before.garbage_bytes, "{reclaimed} {before:?}");
-        let after = store.disk_usage().unwrap();
-        assert_eq!(after.live_bytes, before.live_bytes);
-        assert!(
-            after.disk_bytes as f64 <= after.live_bytes as f64 * 1.10,
-            "disk use within 10% of live packets: {after:?}"
-        );
-        assert_eq!(after.compactions, 1);
-        for (id, bytes) in &packets[30..] {
-            assert_eq!(store.get(id).unwrap().as_deref(), Some(bytes.as_slice()));
-        }
-        // Nothing to gain: the policy does not run it again.
-        assert_eq!(store.maybe_compact(&policy).unwrap(), 0);
-        // An emptied store (an outbox after its commit) shrinks to nothing.
-        let rest: Vec<PacketId> = packets[30..].iter().map(|(id, _)| *id).collect();
-        store.delete_many(&rest).unwrap();
-        store.compact().unwrap();
-        assert_eq!(store.disk_usage().unwrap().disk_bytes, 0);
-        drop(store);
-        let store = PacketStore::open(dir.path(), 1 << 30).unwrap();
-        assert_eq!(store.disk_usage().unwrap().disk_bytes, 0);
-    }
-}
+mod tests;

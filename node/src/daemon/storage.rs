@@ -1,7 +1,9 @@
 //! The overlay's storage seam implemented by the node's redb packet store,
 //! with group commit: puts that arrive while one is being made durable are
 //! stored together by one `put_many` (one segment sync and one index commit
-//! for the group), so many concurrent uploads do not each pay two fsyncs.
+//! for the group), so many concurrent uploads do not each pay two fsyncs;
+//! deletes likewise (one index commit for the deletes waiting together, so
+//! a leader collecting a million packets is not one fsync a packet).
 //! Each put records the packet's storage generation with it (the store keeps
 //! the first one); deletes are bound to a generation.
 //! Owns the error mapping and the batching; it must not add policy.
@@ -23,33 +25,39 @@ const QUEUE: usize = 256;
 const GROUP_PACKETS: usize = 64;
 const GROUP_BYTES: usize = 32 << 20;
 
+/// Most deletes made durable together.
+const GROUP_DELETES: usize = 256;
+
 type Reply = SyncSender<Result<u64, StoreError>>;
 type Job = (PacketId, Vec<u8>, u64, Reply);
+type DeleteReply = SyncSender<Result<GenerationDelete, StoreError>>;
+type DeleteJob = (PacketId, u64, DeleteReply);
 
 /// [`PacketStore`] as the packet protocol sees it.
 #[derive(Clone)]
 pub struct StoreAdapter {
     store: PacketStore,
     puts: Arc<Mutex<SyncSender<Job>>>,
+    deletes: Arc<Mutex<SyncSender<DeleteJob>>>,
     /// Who stored each packet (holder reads, snapshot roots); none: no holder reads.
     holders: Option<HolderIndex>,
 }
 
 impl StoreAdapter {
-    /// Wraps `store` and starts its group-commit thread (it ends with the last clone).
+    /// Wraps `store` and starts its group-commit threads (they end with the last clone).
     pub fn new(store: PacketStore) -> Self {
         let (tx, rx) = sync_channel::<Job>(QUEUE);
         let worker = store.clone();
-        let spawned = std::thread::Builder::new()
-            .name("strew-store-commit".into())
-            .spawn(move || group_commit(&worker, &rx));
-        if let Err(err) = spawned {
-            // Without the thread every put fails with a clear error instead of hanging.
-            tracing::error!(%err, "cannot start the packet store's commit thread");
-        }
+        spawn_committer("strew-store-commit", move || group_commit(&worker, &rx));
+        let (delete_tx, delete_rx) = sync_channel::<DeleteJob>(QUEUE);
+        let worker = store.clone();
+        spawn_committer("strew-store-delete", move || {
+            group_delete(&worker, &delete_rx)
+        });
         StoreAdapter {
             store,
             puts: Arc::new(Mutex::new(tx)),
+            deletes: Arc::new(Mutex::new(delete_tx)),
             holders: None,
         }
     }
@@ -65,20 +73,67 @@ fn held(err: super::holders::HoldersError) -> StorageError {
     StorageError::Failed(Box::new(err))
 }
 
+fn spawn_committer(name: &str, work: impl FnOnce() + Send + 'static) {
+    if let Err(err) = std::thread::Builder::new().name(name.into()).spawn(work) {
+        // Without the thread every call is made directly (see `send`).
+        tracing::error!(%err, "cannot start the packet store's {name} thread");
+    }
+}
+
+/// `first` and whatever else is already waiting, while `room` says the
+/// group may grow.
+fn gather<J>(rx: &Receiver<J>, first: J, room: impl Fn(&[J]) -> bool) -> Vec<J> {
+    let mut group = vec![first];
+    while room(&group) {
+        match rx.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+/// Hands `job` to a committer thread and waits for its answer; `None`
+/// when there is no thread (the caller then does the work itself).
+fn send<J, R>(to: &Mutex<SyncSender<J>>, job: J, answer: &Receiver<R>) -> Option<R> {
+    let tx = to.lock().ok()?;
+    match tx.try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(job)) => tx.send(job).ok()?,
+        Err(TrySendError::Disconnected(_)) => return None,
+    }
+    drop(tx);
+    answer.recv().ok()
+}
+
+/// Takes one delete, gathers whatever else is already waiting, deletes
+/// them in one transaction.
+fn group_delete(store: &PacketStore, rx: &Receiver<DeleteJob>) {
+    while let Ok(first) = rx.recv() {
+        let group = gather(rx, first, |g| g.len() < GROUP_DELETES);
+        let wanted: Vec<(PacketId, u64)> = group.iter().map(|(id, g, _)| (*id, *g)).collect();
+        match store.delete_generations(&wanted) {
+            Ok(outcomes) => {
+                for ((_, _, reply), outcome) in group.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            // A failed group: each on its own, so one error stays its own.
+            Err(_) => {
+                for (id, generation, reply) in group {
+                    let _ = reply.send(store.delete_generation(&id, generation));
+                }
+            }
+        }
+    }
+}
+
 /// Takes one put, gathers whatever else is already waiting, stores them together.
 fn group_commit(store: &PacketStore, rx: &Receiver<Job>) {
     while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        let mut bytes = group[0].1.len();
-        while group.len() < GROUP_PACKETS && bytes < GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes += job.1.len();
-                    group.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let mut group = gather(rx, first, |g| {
+            g.len() < GROUP_PACKETS && g.iter().map(|j| j.1.len()).sum::<usize>() < GROUP_BYTES
+        });
         let refs: Vec<(PacketId, &[u8], u64)> = group
             .iter()
             .map(|(id, b, g, _)| (*id, &b[..], *g))
@@ -125,21 +180,10 @@ impl PacketStorage for StoreAdapter {
         };
         let (reply, answer) = sync_channel(1);
         let job = (id, bytes.to_vec(), generation, reply);
-        let sent = match self.puts.lock() {
-            Ok(tx) => match tx.try_send(job) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(job)) => tx.send(job).map_err(|_| ()),
-                Err(TrySendError::Disconnected(_)) => Err(()),
-            },
-            Err(_) => Err(()),
-        };
-        if sent.is_err() {
+        match send(&self.puts, job, &answer) {
+            Some(result) => result.map_err(map),
             // No commit thread: store directly.
-            return direct();
-        }
-        match answer.recv() {
-            Ok(result) => result.map_err(map),
-            Err(_) => direct(),
+            None => direct(),
         }
     }
 
@@ -148,13 +192,16 @@ impl PacketStorage for StoreAdapter {
     }
 
     fn delete(&self, id: &PacketId, generation: u64) -> Result<DeleteOutcome, StorageError> {
-        Ok(
-            match self.store.delete_generation(id, generation).map_err(map)? {
-                GenerationDelete::Deleted => DeleteOutcome::Deleted,
-                GenerationDelete::Absent => DeleteOutcome::Absent,
-                GenerationDelete::OtherGeneration => DeleteOutcome::OtherGeneration,
-            },
-        )
+        let (reply, answer) = sync_channel(1);
+        let outcome = match send(&self.deletes, (*id, generation, reply), &answer) {
+            Some(result) => result,
+            None => self.store.delete_generation(id, generation),
+        };
+        Ok(match outcome.map_err(map)? {
+            GenerationDelete::Deleted => DeleteOutcome::Deleted,
+            GenerationDelete::Absent => DeleteOutcome::Absent,
+            GenerationDelete::OtherGeneration => DeleteOutcome::OtherGeneration,
+        })
     }
 
     fn free_bytes(&self) -> Result<u64, StorageError> {
@@ -297,6 +344,54 @@ mod tests {
                 Some(&p[..])
             );
         }
+    }
+
+    #[test]
+    fn concurrent_deletes_are_grouped_and_each_keeps_its_own_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreAdapter::new(PacketStore::open(dir.path(), 1 << 30).unwrap());
+        let packets: Vec<(Vec<u8>, u64)> = (0..300u32)
+            .map(|i| {
+                (
+                    format!("packet {i}").repeat(50).into_bytes(),
+                    3 + u64::from(i % 3 == 0),
+                )
+            })
+            .collect();
+        for (p, generation) in &packets {
+            store.put(PacketId::of(p), p, *generation).unwrap();
+        }
+        std::thread::scope(|s| {
+            for chunk in packets.chunks(20) {
+                let store = store.clone();
+                s.spawn(move || {
+                    for (p, generation) in chunk {
+                        let id = PacketId::of(p);
+                        // Every delete names generation 3: a packet stored
+                        // under 4 is another copy and stays.
+                        let want = if *generation == 3 {
+                            DeleteOutcome::Deleted
+                        } else {
+                            DeleteOutcome::OtherGeneration
+                        };
+                        assert_eq!(store.delete(&id, 3).unwrap(), want);
+                        if *generation == 3 {
+                            assert_eq!(store.delete(&id, 3).unwrap(), DeleteOutcome::Absent);
+                        }
+                    }
+                });
+            }
+        });
+        for (p, generation) in &packets {
+            let held = store.get(&PacketId::of(p)).unwrap().is_some();
+            assert_eq!(held, *generation == 4, "{generation}");
+        }
+        let kept: u64 = packets
+            .iter()
+            .filter(|(_, g)| *g == 4)
+            .map(|(p, _)| p.len() as u64)
+            .sum();
+        assert_eq!(store.store.usage().unwrap().used_bytes, kept);
     }
 
     #[test]

@@ -207,6 +207,11 @@ async fn forget_with_a_target_down_reports_it_in_json_and_the_retry_deletes_late
         json["undeleted"][down.to_string()].as_array().map(Vec::len),
         Some(left)
     );
+    // ... and the packets are their hex ids, not arrays of 32 numbers.
+    assert_eq!(
+        json["undeleted"][down.to_string()][0].as_str(),
+        Some(forgot.undeleted[&down][0].to_string().as_str())
+    );
     assert!(json["retry_until"].as_u64().is_some());
     // The target returns: the retry deletes what it still holds.
     g.targets.set_up(&down, true);

@@ -17,7 +17,8 @@ pub struct ForgetReport {
     pub snapshot: SnapshotId,
     pub deleted: u64,
     /// Packets freed by the manager that could not be deleted now, per target
-    /// (JSON: an object keyed by the target's NodeId text).
+    /// (JSON: an object keyed by the target's NodeId text, of packet ids
+    /// in hex).
     #[serde(serialize_with = "by_target_text")]
     pub undeleted: BTreeMap<NodeId, Vec<PacketId>>,
     /// Unix ms until which the delete tickets of the undeleted packets hold
@@ -40,7 +41,8 @@ fn by_target_text<S: serde::Serializer>(
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(map.len()))?;
     for (target, ids) in map {
-        m.serialize_entry(&target.to_string(), ids)?;
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        m.serialize_entry(&target.to_string(), &ids)?;
     }
     m.end()
 }

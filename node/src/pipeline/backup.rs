@@ -247,16 +247,15 @@ pub fn backup(
             *extents = resolve_packed(&pack_chunks, stream_off, len);
         }
     }
-    let chunks: Vec<ChunkRef> = written
-        .table
-        .iter()
-        .map(|c| {
-            c.unwrap_or(ChunkRef {
-                key: ChunkKey([0; 32]),
-                len: 0,
-            })
-        })
+    // The backup's distinct chunks, compacted for the manifest's check
+    // below (a sorted list takes half the memory of the set).
+    let mut claimed: Vec<DataId> = claimed
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
         .collect();
+    claimed.sort_unstable();
+    let chunks = std::mem::take(&mut written.table);
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         name: opts.name.clone(),
@@ -273,7 +272,10 @@ pub fn backup(
     };
     let snapshot = owner.key(&bytes).storage_index();
     // The manifest is stored like data: chunked (never finer than the
-    // default sizes), encoded, in parallel.
+    // default sizes), encoded in parallel and stored a batch at a time;
+    // the snapshot root (the manifest chunks' keys, in order, under a key
+    // derived from the owner's secret and the manifest's storage indices)
+    // comes first in the sequence.
     let sizes = opts.sizes.for_manifest();
     let pieces: Vec<&[u8]> = fastcdc::v2020::FastCDC::new(
         &bytes,
@@ -283,36 +285,47 @@ pub fn backup(
     )
     .map(|c| &bytes[c.offset..c.offset + c.length])
     .collect();
-    let encoded: Vec<(ChunkKey, EncodedStripe)> = pieces
-        .par_iter()
-        .map(|piece| {
-            let key = owner.key(piece);
-            (key, owner.encode(&key, piece))
-        })
-        .collect();
-    // The snapshot root: the manifest chunks' keys, in order, under a key
-    // derived from the owner's secret and the manifest's storage indices.
-    let indices: Vec<DataId> = encoded.iter().map(|(k, _)| k.storage_index()).collect();
-    let root_plain: Vec<u8> = encoded.iter().flat_map(|(k, _)| k.0).collect();
-    let root = owner.encode(&opts.owner.root_key(&indices), &root_plain);
     let data_new = written.new_chunks;
-    let mut manifest_records = Vec::with_capacity(encoded.len() + 1);
-    let mut claimed = claimed.into_inner().unwrap_or_else(|p| p.into_inner());
-    for stripe in std::iter::once(root).chain(encoded.into_iter().map(|(_, s)| s)) {
+    let mut store = |stripe: EncodedStripe, records: &mut Vec<StripeRecord>| {
         if let Some(known) = known.known(&stripe.record.data_id) {
-            manifest_records.push(known);
-            continue;
+            records.push(known);
+            return Ok(());
         }
+        records.push(stripe.record.clone());
         // A manifest chunk equal to a data chunk (or to another manifest
         // chunk) of this backup is stored once.
-        if !claimed.insert(stripe.record.data_id) {
-            manifest_records.push(stripe.record.clone());
-            continue;
+        if claimed.binary_search(&stripe.record.data_id).is_ok()
+            || records[..records.len() - 1]
+                .iter()
+                .any(|r| r.data_id == stripe.record.data_id)
+        {
+            return Ok(());
         }
         written.account(&stripe);
-        manifest_records.push(stripe.record.clone());
-        sink.store(stripe)?;
+        sink.store(stripe)
+    };
+    let mut keys = Vec::with_capacity(pieces.len());
+    let mut records = Vec::with_capacity(pieces.len() + 1);
+    for batch in pieces.chunks(MANIFEST_BATCH) {
+        let encoded: Vec<(ChunkKey, EncodedStripe)> = batch
+            .par_iter()
+            .map(|piece| {
+                let key = owner.key(piece);
+                (key, owner.encode(&key, piece))
+            })
+            .collect();
+        for (key, stripe) in encoded {
+            keys.push(key);
+            store(stripe, &mut records)?;
+        }
     }
+    let indices: Vec<DataId> = keys.iter().map(ChunkKey::storage_index).collect();
+    let root_plain: Vec<u8> = keys.iter().flat_map(|k| k.0).collect();
+    let root = owner.encode(&opts.owner.root_key(&indices), &root_plain);
+    let mut manifest_records = Vec::with_capacity(records.len() + 1);
+    store(root, &mut manifest_records)?;
+    manifest_records.append(&mut records);
+    drop(store);
     sink.finish()?;
     stats.chunks = manifest.chunks.len() as u64;
     stats.new_chunks = data_new;
@@ -423,9 +436,13 @@ fn encode_stage(
     }
 }
 
+/// Manifest chunks encoded (in parallel) and stored at once.
+const MANIFEST_BATCH: usize = 64;
+
 #[derive(Default)]
 struct Written {
-    table: Vec<Option<ChunkRef>>,
+    /// The snapshot's chunk table (a zero key until its chunk arrives).
+    table: Vec<ChunkRef>,
     records: Vec<StripeRecord>,
     new_chunks: u64,
     reused: u64,
@@ -457,12 +474,18 @@ fn write_stage(
         for e in batch {
             let i = e.index as usize;
             if w.table.len() <= i {
-                w.table.resize(i + 1, None);
+                w.table.resize(
+                    i + 1,
+                    ChunkRef {
+                        key: ChunkKey([0; 32]),
+                        len: 0,
+                    },
+                );
             }
-            w.table[i] = Some(ChunkRef {
+            w.table[i] = ChunkRef {
                 key: e.key,
                 len: e.len,
-            });
+            };
             match e.outcome {
                 Outcome::New(stripe) => {
                     w.account(&stripe);

@@ -120,8 +120,16 @@ pub struct RestoreReport {
     pub stripes: u64,
     /// Stripes rebuilt with parity because packets were missing or corrupt.
     pub degraded_stripes: u64,
+    /// (JSON: packet ids in hex, as everywhere else.)
+    #[serde(serialize_with = "ids_as_text")]
     pub missing_packets: Vec<PacketId>,
+    #[serde(serialize_with = "ids_as_text")]
     pub corrupt_packets: Vec<PacketId>,
+}
+
+/// Serialises packet ids as their hex text.
+fn ids_as_text<S: serde::Serializer>(ids: &[PacketId], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(ids.iter().map(ToString::to_string))
 }
 
 /// The secrets a restore uses.

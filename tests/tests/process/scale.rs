@@ -145,7 +145,12 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
         out["deleted"].as_u64() > Some(0) || out["more_collected_by_leader"] == true,
         "forget: {out}"
     );
-    eprintln!("scale: forget answered in {:?}: {out}", started.elapsed());
+    eprintln!(
+        "scale: forget answered in {:?}: deleted {}, more collected by the leader: {}",
+        started.elapsed(),
+        out["deleted"],
+        out["more_collected_by_leader"]
+    );
     wait_for(
         "every target to hold no packet of the forgotten snapshot",
         Duration::from_secs(300.max(chunks / 1000)),
@@ -154,6 +159,10 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
             (held == 0).then_some(())
         },
     )?;
+    eprintln!(
+        "scale: every target empty {:?} after the forget began",
+        started.elapsed()
+    );
 
     for port in ports {
         ensure!(metric(port, "strew_oversize_messages_total")? == 0.0);

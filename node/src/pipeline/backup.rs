@@ -247,14 +247,9 @@ pub fn backup(
             *extents = resolve_packed(&pack_chunks, stream_off, len);
         }
     }
-    // The backup's distinct chunks, compacted for the manifest's check
-    // below (a sorted list takes half the memory of the set).
-    let mut claimed: Vec<DataId> = claimed
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .collect();
-    claimed.sort_unstable();
+    // The set of the backup's chunks is done with: the manifest's check
+    // below scans the chunk table instead (no memory grows with it).
+    drop(claimed);
     let chunks = std::mem::take(&mut written.table);
     let manifest = Manifest {
         version: MANIFEST_VERSION,
@@ -285,6 +280,9 @@ pub fn backup(
     )
     .map(|c| &bytes[c.offset..c.offset + c.length])
     .collect();
+    let keys: Vec<ChunkKey> = pieces.par_iter().map(|piece| owner.key(piece)).collect();
+    let indices: Vec<DataId> = keys.iter().map(ChunkKey::storage_index).collect();
+    let in_data = manifest_chunks_in_data(&manifest, &indices, opts);
     let data_new = written.new_chunks;
     let mut store = |stripe: EncodedStripe, records: &mut Vec<StripeRecord>| {
         if let Some(known) = known.known(&stripe.record.data_id) {
@@ -294,7 +292,7 @@ pub fn backup(
         records.push(stripe.record.clone());
         // A manifest chunk equal to a data chunk (or to another manifest
         // chunk) of this backup is stored once.
-        if claimed.binary_search(&stripe.record.data_id).is_ok()
+        if in_data.contains(&stripe.record.data_id)
             || records[..records.len() - 1]
                 .iter()
                 .any(|r| r.data_id == stripe.record.data_id)
@@ -304,22 +302,20 @@ pub fn backup(
         written.account(&stripe);
         sink.store(stripe)
     };
-    let mut keys = Vec::with_capacity(pieces.len());
     let mut records = Vec::with_capacity(pieces.len() + 1);
-    for batch in pieces.chunks(MANIFEST_BATCH) {
-        let encoded: Vec<(ChunkKey, EncodedStripe)> = batch
+    for (batch, batch_keys) in pieces
+        .chunks(MANIFEST_BATCH)
+        .zip(keys.chunks(MANIFEST_BATCH))
+    {
+        let encoded: Vec<EncodedStripe> = batch
             .par_iter()
-            .map(|piece| {
-                let key = owner.key(piece);
-                (key, owner.encode(&key, piece))
-            })
+            .zip(batch_keys.par_iter())
+            .map(|(piece, key)| owner.encode(key, piece))
             .collect();
-        for (key, stripe) in encoded {
-            keys.push(key);
+        for stripe in encoded {
             store(stripe, &mut records)?;
         }
     }
-    let indices: Vec<DataId> = keys.iter().map(ChunkKey::storage_index).collect();
     let root_plain: Vec<u8> = keys.iter().flat_map(|k| k.0).collect();
     let root = owner.encode(&opts.owner.root_key(&indices), &root_plain);
     let mut manifest_records = Vec::with_capacity(records.len() + 1);
@@ -434,6 +430,26 @@ fn encode_stage(
             return; // the writer stopped (sink error): stop encoding
         }
     }
+}
+
+/// The manifest chunks (by storage index) that are also data chunks of
+/// this backup: possible only when the data's secret is the owner's (then
+/// the chunk table is scanned once, in parallel).
+fn manifest_chunks_in_data(
+    manifest: &Manifest,
+    indices: &[DataId],
+    opts: &BackupOptions,
+) -> HashSet<DataId> {
+    if opts.codec.secret.fingerprint() != opts.owner.fingerprint() {
+        return HashSet::new();
+    }
+    let wanted: HashSet<DataId> = indices.iter().copied().collect();
+    manifest
+        .chunks
+        .par_iter()
+        .map(ChunkRef::data_id)
+        .filter(|id| wanted.contains(id))
+        .collect()
 }
 
 /// Manifest chunks encoded (in parallel) and stored at once.

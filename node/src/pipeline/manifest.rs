@@ -121,7 +121,19 @@ pub enum ManifestError {
 
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        // Reserved generously at once: a growing buffer would hold its old
+        // and new copies while it doubles (a large manifest is tens of MB),
+        // and pages of the reserve never written are never resident.
+        let extents: usize = self
+            .entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { extents, .. } => extents.len(),
+                _ => 0,
+            })
+            .sum();
+        let paths: usize = self.entries.iter().map(|e| e.path.len() + 64).sum();
+        let mut out = Vec::with_capacity(4096 + self.chunks.len() * 80 + extents * 24 + paths);
         // Serialising plain data into a Vec cannot fail.
         let _ = ciborium::into_writer(self, &mut out);
         out

@@ -7,6 +7,7 @@ use clap::Parser;
 use strew_node::cli::{BenchCommand, Cli, Command};
 
 fn main() -> ExitCode {
+    bound_allocator();
     let cli = Cli::parse();
     init_logging(&cli.log);
     // The one async runtime of the process: the daemon and every client
@@ -31,6 +32,23 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keeps glibc's allocator from holding freed memory: buffers of 1 MiB
+/// and more are always mapped on their own and unmapped when freed (glibc
+/// otherwise raises that threshold to the largest block freed, up to 32
+/// MiB, and serves later large buffers from arenas that fragment), and at
+/// most four arenas are kept (a large backup's threads otherwise keep one
+/// each, each holding its own free memory). A node's resident memory then
+/// follows what it holds.
+fn bound_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before
+    // any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
     }
 }
 

@@ -24,6 +24,16 @@ pub struct Health {
     pub lost: u64,
 }
 
+impl Health {
+    /// Adds another part's (a page's) counts.
+    pub fn add(&mut self, other: &Health) {
+        self.stripes += other.stripes;
+        self.healthy += other.healthy;
+        self.degraded += other.degraded;
+        self.lost += other.lost;
+    }
+}
+
 /// Classifies every stripe of `seq`; `up` says whether a target is reachable.
 pub fn health(
     seq: &SealedSequence,

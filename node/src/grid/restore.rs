@@ -153,16 +153,27 @@ pub async fn snapshot_targets<M: ManagerApi>(
     manager: &M,
     snapshot: SnapshotId,
 ) -> Result<std::collections::BTreeMap<NodeId, (u64, u64)>, GridError> {
-    let seq = open_sequence(me, manager, snapshot).await?;
     let mut per_target = std::collections::BTreeMap::new();
-    for entry in seq.stripes.iter().flat_map(|s| &s.packets) {
+    super::sequence::for_each_page(me, manager, snapshot, |page| {
+        count_per_target(&mut per_target, &page);
+        Ok(())
+    })
+    .await?;
+    Ok(per_target)
+}
+
+/// Adds `page`'s packets and bytes to each target's count.
+pub fn count_per_target(
+    per_target: &mut std::collections::BTreeMap<NodeId, (u64, u64)>,
+    page: &SealedSequence,
+) {
+    for entry in page.stripes.iter().flat_map(|s| &s.packets) {
         for target in &entry.targets {
-            let e: &mut (u64, u64) = per_target.entry(*target).or_default();
+            let e = per_target.entry(*target).or_default();
             e.0 += 1;
             e.1 += entry.size;
         }
     }
-    Ok(per_target)
 }
 
 /// The snapshot's sequence from the manager, opened with this node's key.

@@ -72,6 +72,35 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
         .unwrap_or(66_000_000);
     fs::write(tree.join("noise.bin"), noise(size, 14))?;
     let started = Instant::now();
+    // The source's resident memory over the backup, every 30 s (where the
+    // peak comes, if one does).
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, status) = (
+            sampling.clone(),
+            format!("/proc/{}/status", source.pid().context("source pid")?),
+        );
+        std::thread::spawn(move || {
+            let (started, mut last, mut most) = (Instant::now(), Instant::now(), 0);
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let rss = fs::read_to_string(&status).ok().and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+                    line.split_whitespace().nth(1)?.parse::<u64>().ok()
+                });
+                most = most.max(rss.unwrap_or(0));
+                if last.elapsed() >= Duration::from_secs(30) {
+                    last = Instant::now();
+                    eprintln!(
+                        "scale: {:?} in: source RSS {} MB (most so far {} MB)",
+                        started.elapsed(),
+                        rss.unwrap_or(0) / 1000,
+                        most / 1000
+                    );
+                }
+            }
+        })
+    };
     let out = source.cli_json(&[
         "backup",
         tree.to_str().context("utf-8 path")?,
@@ -82,6 +111,8 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
         "--json",
     ])?;
     let backup_time = started.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.join();
     // The source's memory does not grow with the backup (issue 14): its
     // peak so far is the backup's (and its root's).
     let backup_peak = source.peak_rss_bytes().unwrap_or(0);

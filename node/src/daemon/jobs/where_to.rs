@@ -124,15 +124,29 @@ impl SourceJobs {
         let list = manager.list(None).await?;
         let mut out = Vec::new();
         for s in list {
-            let seq = crate::grid::open_sequence(&self.me, &manager, s.snapshot).await?;
-            let mut per_target: std::collections::BTreeMap<NodeId, (u64, u64)> = Default::default();
-            for entry in seq.stripes.iter().flat_map(|s| &s.packets) {
-                for target in &entry.targets {
-                    let e = per_target.entry(*target).or_default();
-                    e.0 += 1;
-                    e.1 += entry.size;
-                }
-            }
+            let set = self.sets.list().into_iter().find(|b| b.args.name == s.set);
+            let params = set.and_then(|b| b.args.params().ok());
+            let me = self.me.node_id;
+            let up = |t: &NodeId| {
+                *t == me
+                    || ctx
+                        .overlay
+                        .with_grid_view(|v| v.get(t).is_some_and(|p| p.online))
+                        .unwrap_or(false)
+            };
+            // Counted a page at a time: no memory grows with the snapshot.
+            let mut per_target = std::collections::BTreeMap::new();
+            let mut health = crate::grid::Health::default();
+            crate::grid::sequence::for_each_page(&self.me, &manager, s.snapshot, |page| {
+                crate::grid::restore::count_per_target(&mut per_target, &page);
+                health.add(&crate::grid::health(
+                    &page,
+                    params.as_ref().map(|p| p.redundancy),
+                    up,
+                ));
+                Ok(())
+            })
+            .await?;
             let targets: Vec<Value> = per_target
                 .iter()
                 .map(|(id, (packets, bytes))| {
@@ -157,16 +171,6 @@ impl SourceJobs {
                     })
                 })
                 .collect();
-            let set = self.sets.list().into_iter().find(|b| b.args.name == s.set);
-            let params = set.and_then(|b| b.args.params().ok());
-            let me = self.me.node_id;
-            let health = crate::grid::health(&seq, params.as_ref().map(|p| p.redundancy), |t| {
-                *t == me
-                    || ctx
-                        .overlay
-                        .with_grid_view(|v| v.get(t).is_some_and(|p| p.online))
-                        .unwrap_or(false)
-            });
             out.push(json!({
                 "snapshot": s.snapshot.to_string(),
                 "health": health,

@@ -264,6 +264,34 @@ async fn a_target_failing_mid_upload_gets_its_packets_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_failing_briefly_is_tried_again_not_planned_around() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    // Its first puts are refused (a restart, a timeout), then it is back.
+    let flaky = g.target_ids[1];
+    g.targets.fail_puts(&flaky, 3);
+    let report = backup(&g, &src, &options(vec![root.clone()], ".."))
+        .await
+        .unwrap();
+    assert_eq!(report.plans, 1, "no re-plan around a target that came back");
+    assert!(report.targets.contains(&flaky), "{:?}", report.targets);
+    assert_eq!(
+        g.targets.targets.lock().unwrap()[&flaky].failing_puts,
+        0,
+        "its refusals were met"
+    );
+    let dest = data.path().join("restored");
+    restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("home"), 20),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_target_is_detected_and_worked_around() {
     let g = grid(1 << 30);
     let src = source(&g, 2, PARIS);

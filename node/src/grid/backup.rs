@@ -59,6 +59,13 @@ fn upload_delay() -> Option<std::time::Duration> {
 /// Plans tried before a backup gives up on unreachable targets.
 pub const MAX_PLANS: usize = 3;
 
+/// Pauses before a failed target's uploads are tried again (then the part
+/// is re-planned around it).
+const UPLOAD_RETRIES: [std::time::Duration; 2] = [
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(3),
+];
+
 #[derive(Debug, Clone)]
 pub struct GridBackupOptions {
     pub set: String,
@@ -579,7 +586,23 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             self.journal(&Record::Planned {
                 decision: decision.clone(),
             })?;
-            let failed = self.upload(&decision).await?;
+            let mut failed = self.upload(&decision).await?;
+            // A target that failed may only have been slow or briefly gone:
+            // its uploads are tried again before planning around it (a
+            // re-plan of a large backup cannot move packets that already
+            // left the outbox).
+            for wait in UPLOAD_RETRIES {
+                if failed.is_empty() || self.progress.is_cancelled() {
+                    break;
+                }
+                tracing::info!(
+                    targets = failed.len(),
+                    ?wait,
+                    "uploads failed; trying them again before planning around the targets"
+                );
+                tokio::time::sleep(wait).await;
+                failed = self.upload(&decision).await?;
+            }
             if failed.is_empty() {
                 self.deduplicated += decision.reused.len() as u64;
                 let stored: Vec<StoredPacket> = decision

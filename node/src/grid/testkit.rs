@@ -225,6 +225,8 @@ pub struct MemoryTarget {
     pub bytes_received: u64,
     /// How long each get takes to answer (a slow or distant target).
     pub get_delay: std::time::Duration,
+    /// Puts refused before this target accepts again (briefly gone).
+    pub failing_puts: u32,
 }
 
 impl MemoryTarget {
@@ -238,6 +240,7 @@ impl MemoryTarget {
             generations: BTreeMap::new(),
             bytes_received: 0,
             get_delay: std::time::Duration::ZERO,
+            failing_puts: 0,
         }
     }
 }
@@ -282,6 +285,13 @@ impl MemoryTargets {
     pub fn set_up(&self, id: &NodeId, up: bool) {
         if let Some(t) = lock(&self.targets).get_mut(id) {
             t.up = up;
+        }
+    }
+
+    /// Refuses the next `puts` puts to `id`, then accepts again.
+    pub fn fail_puts(&self, id: &NodeId, puts: u32) {
+        if let Some(t) = lock(&self.targets).get_mut(id) {
+            t.failing_puts = puts;
         }
     }
 
@@ -371,6 +381,10 @@ impl PacketTransport for MemoryTargets {
     ) -> Result<StoreReceipt, TransportError> {
         let mut all = lock(&self.targets);
         let t = self.ticketed(&mut all, target, ticket, TicketKind::Store)?;
+        if t.failing_puts > 0 {
+            t.failing_puts -= 1;
+            return Err(Self::err(target, "briefly unreachable"));
+        }
         let Some(entry) = ticket.entry_for(&id) else {
             return Err(Self::err(target, "packet not on the ticket"));
         };

@@ -321,7 +321,6 @@ pub fn backup(
     let mut manifest_records = Vec::with_capacity(records.len() + 1);
     store(root, &mut manifest_records)?;
     manifest_records.append(&mut records);
-    drop(store);
     sink.finish()?;
     stats.chunks = manifest.chunks.len() as u64;
     stats.new_chunks = data_new;

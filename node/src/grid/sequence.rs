@@ -4,9 +4,9 @@
 //! the first, and appended; no manager answer grows with the snapshot.
 //! This module owns the paging loop only; restore decides what to read.
 
-use strew_coordinator::SnapshotId;
 use strew_coordinator::manager::MAX_SEQUENCE_PAGE;
 use strew_coordinator::seal::{Sequence, open_as_recipient};
+use strew_coordinator::{DataId, SnapshotId};
 
 use super::{GridError, ManagerApi, SourceIdentity};
 
@@ -50,6 +50,60 @@ pub async fn for_each_page<M: ManagerApi>(
     for_each_page_of(me, manager, snapshot, MAX_SEQUENCE_PAGE as u32, visit).await
 }
 
+/// One page of `snapshot`'s sequence from stripe `from` (at most `count`
+/// stripes), opened with this node's key, and the sequence's length.
+pub async fn fetch_page<M: ManagerApi>(
+    me: &SourceIdentity,
+    manager: &M,
+    snapshot: SnapshotId,
+    from: u64,
+    count: u32,
+) -> Result<(Sequence, u64), GridError> {
+    let (sealed, total) = manager.fetch_sequence_page(snapshot, from, count).await?;
+    let secret = x25519_dalek::StaticSecret::from(me.x25519_secret);
+    let plain = open_as_recipient(&secret, snapshot.as_bytes(), &sealed)
+        .map_err(|source| GridError::Seal { snapshot, source })?;
+    let page =
+        Sequence::from_bytes(&plain).map_err(|source| GridError::Seal { snapshot, source })?;
+    if page.stripes.is_empty() && from < total {
+        return Err(GridError::Other(format!(
+            "the manager answered an empty page at stripe {from} of {total} of snapshot {snapshot}"
+        )));
+    }
+    Ok((page, total))
+}
+
+/// What every page of one sequence must agree on with the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    snapshot: SnapshotId,
+    pub manifest: DataId,
+    pub manifest_chunks: Vec<DataId>,
+    pub total: u64,
+}
+
+impl Header {
+    pub fn of(page: &Sequence, total: u64) -> Self {
+        Header {
+            snapshot: page.snapshot,
+            manifest: page.manifest,
+            manifest_chunks: page.manifest_chunks.clone(),
+            total,
+        }
+    }
+
+    /// `page` (of a sequence `total` long) belongs with the first.
+    pub fn check(&self, page: &Sequence, total: u64) -> Result<(), GridError> {
+        if *self != Header::of(page, total) {
+            return Err(GridError::Other(format!(
+                "the pages of snapshot {}'s sequence disagree (the snapshot changed while it was read?)",
+                self.snapshot
+            )));
+        }
+        Ok(())
+    }
+}
+
 async fn for_each_page_of<M: ManagerApi>(
     me: &SourceIdentity,
     manager: &M,
@@ -57,45 +111,20 @@ async fn for_each_page_of<M: ManagerApi>(
     page: u32,
     mut visit: impl FnMut(Sequence) -> Result<(), GridError>,
 ) -> Result<(), GridError> {
-    let secret_key = x25519_dalek::StaticSecret::from(me.x25519_secret);
-    let open = |sealed| -> Result<Sequence, GridError> {
-        let plain = open_as_recipient(&secret_key, snapshot.as_bytes(), &sealed)
-            .map_err(|source| GridError::Seal { snapshot, source })?;
-        Sequence::from_bytes(&plain).map_err(|source| GridError::Seal { snapshot, source })
-    };
-    // What every page must agree on with the first.
-    let mut first: Option<(
-        SnapshotId,
-        strew_coordinator::DataId,
-        Vec<strew_coordinator::DataId>,
-    )> = None;
+    let mut first: Option<Header> = None;
     let mut total = u64::MAX;
     let mut from = 0u64;
     while from < total {
-        let (sealed, all) = manager.fetch_sequence_page(snapshot, from, page).await?;
-        let page = open(sealed)?;
-        let fetched = page.stripes.len() as u64;
-        let header = (page.snapshot, page.manifest, page.manifest_chunks.clone());
+        let (page, all) = fetch_page(me, manager, snapshot, from, page).await?;
         match &first {
             None => {
                 total = all;
-                first = Some(header);
+                first = Some(Header::of(&page, all));
             }
-            Some(seen) => {
-                if all != total || *seen != header {
-                    return Err(GridError::Other(format!(
-                        "the pages of snapshot {snapshot}'s sequence disagree (the snapshot changed while it was read?)"
-                    )));
-                }
-            }
+            Some(header) => header.check(&page, all)?,
         }
-        if fetched == 0 && from < total {
-            return Err(GridError::Other(format!(
-                "the manager answered an empty page at stripe {from} of {total} of snapshot {snapshot}"
-            )));
-        }
+        from += page.stripes.len() as u64;
         visit(page)?;
-        from += fetched;
     }
     if first.is_none() {
         return Err(GridError::Other(format!(

@@ -9,10 +9,11 @@
 use std::collections::{HashMap, HashSet};
 
 use strew_coordinator::manager::MAX_SEQUENCE_PAGE;
-use strew_coordinator::seal::{Sequence as SealedSequence, SequenceStripe, open_as_recipient};
+use strew_coordinator::seal::{Sequence as SealedSequence, SequenceStripe};
 use strew_coordinator::{DataId, NodeId, PacketId, SnapshotId};
 use tokio::sync::mpsc;
 
+use super::super::sequence::{Header, fetch_page};
 use super::super::{GridError, ManagerApi, ReadTickets, SourceIdentity};
 use crate::pipeline::restore::{RestoreError, StripePages};
 use crate::pipeline::{Sequence, StripeRecord};
@@ -58,15 +59,6 @@ impl Page {
     }
 }
 
-/// What every page of the sequence must agree on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Header {
-    snapshot: SnapshotId,
-    manifest: DataId,
-    manifest_chunks: Vec<DataId>,
-    total: u64,
-}
-
 /// Reads pages of one snapshot's sequence.
 struct Reader<'a, M> {
     me: &'a SourceIdentity,
@@ -77,43 +69,15 @@ struct Reader<'a, M> {
 impl<M: ManagerApi> Reader<'_, M> {
     /// The page of stripes from `from`, opened, and the sequence's length.
     async fn page(&self, from: u64) -> Result<(SealedSequence, u64), GridError> {
-        let snapshot = self.snapshot;
-        let (sealed, total) = self
-            .manager
-            .fetch_sequence_page(snapshot, from, MAX_SEQUENCE_PAGE as u32)
-            .await?;
-        let secret = x25519_dalek::StaticSecret::from(self.me.x25519_secret);
-        let plain = open_as_recipient(&secret, snapshot.as_bytes(), &sealed)
-            .map_err(|source| GridError::Seal { snapshot, source })?;
-        let page = SealedSequence::from_bytes(&plain)
-            .map_err(|source| GridError::Seal { snapshot, source })?;
-        if page.stripes.is_empty() && from < total {
-            return Err(GridError::Other(format!(
-                "the manager answered an empty page at stripe {from} of {total} of snapshot {snapshot}"
-            )));
-        }
-        Ok((page, total))
+        let page = MAX_SEQUENCE_PAGE as u32;
+        fetch_page(self.me, self.manager, self.snapshot, from, page).await
     }
 
     /// The page from `from`, checked against `header`.
     async fn checked(&self, from: u64, header: &Header) -> Result<SealedSequence, GridError> {
         let (page, total) = self.page(from).await?;
-        if header_of(&page, total) != *header {
-            return Err(GridError::Other(format!(
-                "the pages of snapshot {}'s sequence disagree (the snapshot changed while it was read?)",
-                self.snapshot
-            )));
-        }
+        header.check(&page, total)?;
         Ok(page)
-    }
-}
-
-fn header_of(page: &SealedSequence, total: u64) -> Header {
-    Header {
-        snapshot: page.snapshot,
-        manifest: page.manifest,
-        manifest_chunks: page.manifest_chunks.clone(),
-        total,
     }
 }
 
@@ -145,7 +109,7 @@ pub async fn open<M: ManagerApi>(
         snapshot,
     };
     let (first, total) = reader.page(0).await?;
-    let header = header_of(&first, total);
+    let header = Header::of(&first, total);
     // The root's and manifest's stripes: the tail first (where the commit
     // puts them), then, for any the data already named, every page.
     let wanted: HashSet<DataId> = header.manifest_chunks.iter().copied().collect();

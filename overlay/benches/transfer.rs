@@ -270,6 +270,20 @@ fn main() {
         .build()
         .expect("runtime");
     let packets = Arc::new((0..PACKETS).map(packet).collect::<Vec<_>>());
+    // `STREW_TRANSFER_ONLY=tcp` (or `quic`) runs one overlay pair and prints
+    // its figures only: for profiling one path.
+    if let Ok(only) = std::env::var("STREW_TRANSFER_ONLY") {
+        let listen = match only.as_str() {
+            "tcp" => "/ip4/127.0.0.1/tcp/0",
+            "quic" => "/ip4/127.0.0.1/udp/0/quic-v1",
+            other => panic!("STREW_TRANSFER_ONLY is tcp or quic, not {other:?}"),
+        };
+        let (one, eight) = rt.block_on(overlay_pair(listen, &packets));
+        println!(
+            "strew packet put over {only}: {one:.0} MB/s with 1 in flight, {eight:.0} MB/s with 8"
+        );
+        return;
+    }
     let (tcp1, tcp8) = rt.block_on(overlay_pair("/ip4/127.0.0.1/tcp/0", &packets));
     let (quic1, quic8) = rt.block_on(overlay_pair("/ip4/127.0.0.1/udp/0/quic-v1", &packets));
     let (raw1, raw8) =

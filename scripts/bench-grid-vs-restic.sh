@@ -7,6 +7,8 @@
 #   usage: scripts/bench-grid-vs-restic.sh [FOLDER]   (default: the Rust toolchain)
 # Needs: a release build of strew (cargo build --release -p strew-node),
 # restic (installed with apt-get if missing and root), GNU time (/usr/bin/time).
+# BACKUP_FLAGS adds flags to `strew backup` (e.g. "--zstd-level 1").
+# PERF=FILE records the strew backup system-wide with perf (call graphs) into FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 folder=$(realpath "${1:-$(rustc --print sysroot)}")
@@ -53,9 +55,11 @@ tar -cf - "$folder" 2>/dev/null >/dev/null # warm the page cache for both
 peak() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1"; }
 wall() { python3 -c "import sys; t=sys.argv[1].split(':'); print(sum(float(x)*60**i for i,x in enumerate(reversed(t))))" "$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$1")"; }
 src="$work/node-0"
+[ -n "${PERF:-}" ] && { perf record -a -g -F 499 -o "$PERF" 2>/dev/null & perf_pid=$!; sleep 1; }
 t0=$(date +%s.%N)
-"$strew" --data-dir "$src" backup "$folder" --backup-distance 300km.. --spread 300km.. --json > "$work/backup.json"
+"$strew" --data-dir "$src" backup "$folder" --backup-distance 300km.. --spread 300km.. ${BACKUP_FLAGS:-} --json > "$work/backup.json"
 t1=$(date +%s.%N)
+[ -n "${PERF:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 snap=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["snapshot"])' "$work/backup.json")
 "$strew" --data-dir "$src" restore "$snap" "$work/strew-restore" --json > "$work/restore.json"
 t2=$(date +%s.%N)

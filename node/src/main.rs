@@ -41,8 +41,13 @@ fn main() -> ExitCode {
 /// MiB, and serves later large buffers from arenas that fragment), and at
 /// most four arenas are kept (a large backup's threads otherwise keep one
 /// each, each holding its own free memory). A node's resident memory then
-/// follows what it holds.
+/// follows what it holds. An operator who set glibc's malloc tunables
+/// (`GLIBC_TUNABLES=glibc.malloc.…`) keeps them: nothing is overridden.
 fn bound_allocator() {
+    let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc."));
+    if tuned {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before
     // any thread starts.

@@ -38,6 +38,7 @@ pub struct OverlayMetrics {
     pub connected_peers: Gauge,
     pub announcements: Family<ResultLabel, Counter>,
     pub announcements_published: Counter,
+    pub view_refreshes: Counter,
     pub packets: Family<PacketLabel, Counter>,
     pub packet_bytes: Family<DirectionLabel, Counter>,
     pub store_capacity_bytes: Gauge,
@@ -74,6 +75,11 @@ impl OverlayMetrics {
             "announcements_published",
             "Announcements this node published",
             m.announcements_published.clone(),
+        );
+        r.register(
+            "grid_view_refreshes",
+            "Connected peers missing from the grid view asked for their own announcement (their gossip stopped arriving)",
+            m.view_refreshes.clone(),
         );
         r.register(
             "packets",

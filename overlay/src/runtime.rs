@@ -163,7 +163,7 @@ pub fn start(
         raft: Raft::new(shared.clone()),
         room: Room::default(),
         reach: ReachabilityState::default(),
-        sync: GridSync::new(shared.clone()),
+        sync: GridSync::new(shared.clone(), config.peer_ttl),
         gossip: Gossip::new(shared.clone(), key, config),
     };
     event_loop.discovery.dial_bootstraps(&mut event_loop.swarm);
@@ -354,6 +354,7 @@ impl EventLoop {
         for gone in self.gossip.housekeeping(&mut self.swarm, free, load) {
             self.liveness.forget(&gone);
         }
+        self.sync.refresh_missing(&mut self.swarm, now.into_std());
         self.probe(now);
     }
 

@@ -105,7 +105,12 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     // Stored with a valid ticket, receipt signed by the target, fetched back identical.
     let a = bytes(1_500_000, 1);
     let receipt = s
-        .put_packet(t, issue(&manager, TicketKind::Store, t, &[&a]), a.clone())
+        .put_packet(
+            t,
+            issue(&manager, TicketKind::Store, t, &[&a]),
+            PacketId::of(&a),
+            a.clone(),
+        )
         .await
         .unwrap();
     assert!(receipt.verify().is_ok());
@@ -134,15 +139,24 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     // No ticket.
     let b = bytes(1000, 2);
     assert_eq!(
-        refusal(s.put_packet(t, vec![], b.clone()).await.unwrap_err()),
+        refusal(
+            s.put_packet(t, vec![], PacketId::of(&b), b.clone())
+                .await
+                .unwrap_err()
+        ),
         Refusal::NoTicket
     );
     // A ticket from someone who is not the manager.
     let forger = Keypair::generate_ed25519();
     let r = refusal(
-        s.put_packet(t, issue(&forger, TicketKind::Store, t, &[&b]), b.clone())
-            .await
-            .unwrap_err(),
+        s.put_packet(
+            t,
+            issue(&forger, TicketKind::Store, t, &[&b]),
+            PacketId::of(&b),
+            b.clone(),
+        )
+        .await
+        .unwrap_err(),
     );
     assert!(matches!(r, Refusal::BadTicket(_)), "{r:?}");
     // A ticket for another target.
@@ -150,6 +164,7 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
         s.put_packet(
             t,
             issue(&manager, TicketKind::Store, s.node_id(), &[&b]),
+            PacketId::of(&b),
             b.clone(),
         )
         .await
@@ -161,6 +176,7 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
         s.put_packet(
             t,
             issue(&manager, TicketKind::Store, t, &[b"zz"]),
+            PacketId::of(&b),
             b.clone(),
         )
         .await
@@ -199,9 +215,14 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     // Over this target's limit (2 MiB) but within the protocol's: a clean refusal.
     let big = bytes(2_500_000, 5);
     let r = refusal(
-        s.put_packet(t, issue(&manager, TicketKind::Store, t, &[&big]), big)
-            .await
-            .unwrap_err(),
+        s.put_packet(
+            t,
+            issue(&manager, TicketKind::Store, t, &[&big]),
+            PacketId::of(&big),
+            big,
+        )
+        .await
+        .unwrap_err(),
     );
     assert!(
         matches!(r, Refusal::TooLarge { limit, .. } if limit == 2 << 20),
@@ -210,16 +231,21 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     // Over the protocol's limit: refused before sending.
     let huge = vec![0u8; MAX_PACKET_BYTES + 1];
     assert!(matches!(
-        s.put_packet(t, vec![1], huge).await,
+        s.put_packet(t, vec![1], PacketId::of(b"huge"), huge).await,
         Err(OverlayError::TooLarge { .. })
     ));
 
     // Target full: 3 MiB donated, 1.5 MB used, 1.8 MB more does not fit.
     let e = bytes(1_800_000, 6);
     let r = refusal(
-        s.put_packet(t, issue(&manager, TicketKind::Store, t, &[&e]), e)
-            .await
-            .unwrap_err(),
+        s.put_packet(
+            t,
+            issue(&manager, TicketKind::Store, t, &[&e]),
+            PacketId::of(&e),
+            e,
+        )
+        .await
+        .unwrap_err(),
     );
     assert!(matches!(r, Refusal::Full { .. }), "{r:?}");
 
@@ -250,7 +276,10 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     // Stored again (a new generation): the old delete ticket is refused.
     let again = issue_with(&manager, TicketKind::Store, t, &[&a], 2);
     assert_eq!(
-        s.put_packet(t, again, a.clone()).await.unwrap().generation,
+        s.put_packet(t, again, id, a.clone())
+            .await
+            .unwrap()
+            .generation,
         2
     );
     let r = refusal(s.delete_packet(t, id, delete).await.unwrap_err());
@@ -273,7 +302,7 @@ async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     let tk = issue(&manager, TicketKind::Store, t, &refs);
     let puts = packets
         .iter()
-        .map(|p| s.put_packet(t, tk.clone(), p.clone()));
+        .map(|p| s.put_packet(t, tk.clone(), PacketId::of(p), p.clone()));
     for r in futures::future::join_all(puts).await {
         r.unwrap();
     }
@@ -321,7 +350,12 @@ async fn bandwidth_limit_paces_packet_transfer() {
     let start_at = std::time::Instant::now();
     source
         .handle
-        .put_packet(t, issue(&manager, TicketKind::Store, t, &[&p]), p)
+        .put_packet(
+            t,
+            issue(&manager, TicketKind::Store, t, &[&p]),
+            PacketId::of(&p),
+            p,
+        )
         .await
         .unwrap();
     let took = start_at.elapsed();
@@ -395,9 +429,11 @@ async fn a_saturated_target_answers_busy_and_sources_back_off_until_stored() {
     let packets: Vec<Vec<u8>> = (0..4).map(|i| bytes(1000, 40 + i)).collect();
     let refs: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
     let tk = issue(&manager, TicketKind::Store, t, &refs);
-    let puts = packets
-        .iter()
-        .map(|p| source.handle.put_packet(t, tk.clone(), p.clone()));
+    let puts = packets.iter().map(|p| {
+        source
+            .handle
+            .put_packet(t, tk.clone(), PacketId::of(p), p.clone())
+    });
     for r in futures::future::join_all(puts).await {
         r.unwrap();
     }

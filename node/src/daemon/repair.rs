@@ -450,7 +450,7 @@ impl Repairer {
             .map_err(|_| RepairError::NoTicket(packet_id))?;
         // The receipt is verified (signed by the target, naming the packet).
         self.overlay
-            .put_packet(target, ticket, bytes)
+            .put_packet(target, ticket, packet_id, bytes)
             .await
             .map(|_| ())
             .map_err(|source| RepairError::Upload { target, source })

@@ -14,7 +14,8 @@
 //!
 //! Nothing the backup holds in memory grows with its size: the stripes'
 //! order and each handed-in part's chunks and receipts wait in scratch
-//! files ([`super::spill`]), read back at the commit and by a re-plan.
+//! files ([`super::spill`]), read back at the commit and by a re-plan. What
+//! a backup leaves to tidy up is [`super::cleanup`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use strew_coordinator::manager::{
 use strew_coordinator::records::{BackupParams, StoredPacket};
 use strew_coordinator::{CommitOrderRequest, DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
 
+use super::cleanup::{Cleanup, cancelled};
 use super::journal::{self, Journal, Record, Resume};
 use super::spill::{Spill, SpillError};
 use super::stream::{PART_QUEUE, Part, PartSink, Staging};
@@ -934,115 +936,4 @@ enum UploadError {
     /// The packet is not in the outbox (an earlier part's, already receipted).
     Missing,
     Failed(String),
-}
-
-/// Aborts the plans of a cancelled backup (their reservations are released
-/// at once) and deletes what it had uploaded; the error says so.
-async fn cancelled<M: ManagerApi, T: PacketTransport>(
-    manager: &M,
-    transport: &T,
-    abandoned: Vec<u64>,
-    exclude: &[NodeId],
-) -> GridError {
-    let plans = abandoned.len();
-    let report = clean_up(
-        manager,
-        transport,
-        Cleanup {
-            abandoned,
-            tickets: Vec::new(),
-            skip: exclude.iter().copied().collect(),
-        },
-    )
-    .await;
-    GridError::Cancelled(format!(
-        "{plans} plan(s) aborted and their reservations released; {} uploaded packet(s) deleted, {} left to the manager's expiry",
-        report.deleted,
-        report.failed + report.skipped
-    ))
-}
-
-/// What a committed backup leaves to tidy up: the plans it replaced (their
-/// reservations) and packets nothing references. Not part of the backup's
-/// answer: it runs after it, in the background.
-#[derive(Debug, Clone, Default)]
-pub struct Cleanup {
-    pub abandoned: Vec<u64>,
-    pub tickets: Vec<strew_coordinator::StorageTicket>,
-    /// Targets whose uploads failed: not contacted (the manager's expiry of
-    /// the abandoned plans covers them).
-    pub skip: BTreeSet<NodeId>,
-}
-
-/// What [`clean_up`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CleanupReport {
-    pub deleted: usize,
-    pub skipped: usize,
-    pub failed: usize,
-}
-
-/// Deletes at most this many leftover packets at once.
-const CLEANUP_PARALLEL: usize = 16;
-/// A leftover delete that takes longer is given up (the target may be gone).
-const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Abandons replaced plans and deletes leftover packets, in parallel, each
-/// delete bounded in time, skipping targets that failed during the backup.
-pub async fn clean_up<M: ManagerApi, T: PacketTransport>(
-    manager: &M,
-    transport: &T,
-    cleanup: Cleanup,
-) -> CleanupReport {
-    let mut tickets = cleanup.tickets;
-    for pending_id in cleanup.abandoned {
-        match manager.abandon(pending_id).await {
-            Ok(more) => tickets.extend(more),
-            Err(err) => {
-                tracing::warn!(pending_id, %err, "could not abandon a replaced plan; the manager will expire it")
-            }
-        }
-    }
-    let mut report = CleanupReport::default();
-    let mut jobs: Vec<(Arc<strew_coordinator::StorageTicket>, PacketId)> = Vec::new();
-    for ticket in tickets {
-        if cleanup.skip.contains(&ticket.target) {
-            report.skipped += ticket.entries.len();
-            continue;
-        }
-        let ticket = Arc::new(ticket);
-        for entry in &ticket.entries {
-            jobs.push((ticket.clone(), entry.packet_id));
-        }
-    }
-    let outcomes: Vec<bool> = futures::stream::iter(jobs)
-        .map(|(ticket, id)| async move {
-            match tokio::time::timeout(
-                CLEANUP_DEADLINE,
-                transport.delete(ticket.target, &ticket, id),
-            )
-            .await
-            {
-                Ok(Ok(_)) => true,
-                Ok(Err(err)) => {
-                    tracing::debug!(%err, "leftover packet not deleted now");
-                    false
-                }
-                Err(_) => false,
-            }
-        })
-        .buffer_unordered(CLEANUP_PARALLEL)
-        .collect()
-        .await;
-    report.deleted = outcomes.iter().filter(|ok| **ok).count();
-    report.failed = outcomes.len() - report.deleted;
-    if report.failed + report.skipped > 0 {
-        tracing::info!(
-            deleted = report.deleted,
-            failed = report.failed,
-            skipped = report.skipped,
-            "leftover packets not deleted now; the manager's expiry covers them"
-        );
-    }
-    report
 }

@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod cleanup;
 pub mod fetch_order;
 pub mod forget;
 pub mod health;
@@ -41,10 +42,9 @@ use strew_coordinator::seal::SealedForRecipient;
 use strew_coordinator::ticket::StorageTicket;
 use strew_coordinator::{DataId, GeoPoint, NodeId, PacketId, SnapshotId, StoreReceipt};
 
-pub use backup::{
-    Cleanup, CleanupReport, GridBackupOptions, GridBackupReport, clean_up, grid_backup,
-};
+pub use backup::{GridBackupOptions, GridBackupReport, grid_backup};
 pub use check::{CheckReport, MissingPacket, grid_check};
+pub use cleanup::{Cleanup, CleanupReport, clean_up};
 pub use forget::{ForgetReport, grid_forget};
 pub use health::{Health, health};
 pub use known::KnownIndex;

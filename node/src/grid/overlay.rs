@@ -514,14 +514,14 @@ impl PacketTransport for OverlayTransport {
         &self,
         target: NodeId,
         ticket: &StorageTicket,
-        _id: PacketId,
+        id: PacketId,
         bytes: Vec<u8>,
     ) -> Result<StoreReceipt, TransportError> {
         let ticket = ticket::encode(ticket).map_err(|e| {
             TransportError::new(target, TransportFailure::Local, super::error_text(&e))
         })?;
         self.overlay
-            .put_packet(target, ticket, bytes)
+            .put_packet(target, ticket, id, bytes)
             .await
             .map_err(|e| transport_error(target, e))
     }

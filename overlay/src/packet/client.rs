@@ -18,11 +18,15 @@ impl OverlayHandle {
     /// Puts a packet on `target` under the manager's `ticket` (CBOR bytes of a
     /// `StorageTicket`, see `packet::ticket::encode`); returns the target's
     /// verified receipt (signed by the target, for this node, naming the
-    /// packet and its size).
+    /// packet and its size). `packet_id` is the id the caller already
+    /// computed for `bytes` (the pipeline names every packet as it makes it),
+    /// so the body is not hashed again here: the target hashes it and refuses
+    /// a body that is not `packet_id` (`Refusal::WrongPacketId`).
     pub async fn put_packet(
         &self,
         target: NodeId,
         ticket: Vec<u8>,
+        packet_id: PacketId,
         bytes: Vec<u8>,
     ) -> Result<Receipt, OverlayError> {
         let size = bytes.len() as u64;
@@ -32,7 +36,6 @@ impl OverlayHandle {
                 limit: MAX_PACKET_BYTES as u64,
             });
         }
-        let packet_id = PacketId::of(&bytes);
         let metrics = &self.shared.metrics;
         let res = self
             .request(

@@ -1,6 +1,13 @@
 //! Finding and keeping peers: dialling the bootstrap addresses (and again
-//! while this node has no peers), refreshing Kademlia's routing table while
+//! while this node has no peers, together with a few peers Kademlia's
+//! routing table still remembers), refreshing Kademlia's routing table while
 //! connected, and feeding identify's listen addresses to Kademlia.
+//!
+//! The routing table matters to a node that lost every connection while its
+//! grid view expired (a laptop that slept longer than the peer TTL): the
+//! founder of a grid has no bootstrap address, and its peers stopped
+//! dialling it when its announcements stopped, so without the table it
+//! would stay alone.
 //!
 //! Owns the bootstrap schedule and the set of bootstrap peers. It must not
 //! look at strew's own protocols; what the grid view holds is gossip's.
@@ -10,6 +17,7 @@ use std::time::Duration;
 
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::DialError;
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -19,6 +27,8 @@ use crate::gossip::driver::{reachable_from_elsewhere, without_p2p};
 
 /// How often Kademlia's routing table is refreshed while connected.
 const KAD_REFRESH: Duration = Duration::from_secs(300);
+/// Peers from the routing table dialled at each retry while alone.
+const ALONE_DIALS: usize = 8;
 
 pub(crate) struct Discovery {
     bootstrap: Vec<Multiaddr>,
@@ -59,12 +69,25 @@ impl Discovery {
         self.next_bootstrap = Instant::now() + self.retry;
     }
 
-    /// Retries the bootstraps while alone, refreshes Kademlia while connected.
+    /// Retries the bootstraps and a few remembered peers while alone,
+    /// refreshes Kademlia while connected.
     pub fn housekeeping(&mut self, swarm: &mut Swarm<Behaviour>, connected: bool) {
         if !connected {
-            if !self.bootstrap.is_empty() && Instant::now() >= self.next_bootstrap {
+            if Instant::now() < self.next_bootstrap {
+                return;
+            }
+            if !self.bootstrap.is_empty() {
                 self.dial_bootstraps(swarm);
             }
+            let remembered = remembered_peers(swarm, ALONE_DIALS);
+            for (peer, addresses) in remembered {
+                info!(%peer, "alone: dialing a peer the routing table remembers");
+                let dial = DialOpts::peer_id(peer).addresses(addresses).build();
+                if let Err(err) = swarm.dial(dial) {
+                    debug!(%peer, %err, "cannot dial a remembered peer");
+                }
+            }
+            self.next_bootstrap = Instant::now() + self.retry;
         } else if Instant::now() >= self.next_kad_refresh {
             let _ = swarm.behaviour_mut().kad.bootstrap();
             self.next_kad_refresh = Instant::now() + KAD_REFRESH;
@@ -114,4 +137,23 @@ impl Discovery {
             debug!(?peer, %error, "outgoing connection failed");
         }
     }
+}
+
+/// Up to `limit` peers of Kademlia's routing table with the addresses it
+/// holds for them (a dial that fails drops them from the table).
+fn remembered_peers(swarm: &mut Swarm<Behaviour>, limit: usize) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    let me = *swarm.local_peer_id();
+    let mut out = Vec::new();
+    for bucket in swarm.behaviour_mut().kad.kbuckets() {
+        for entry in bucket.iter() {
+            if out.len() == limit {
+                return out;
+            }
+            let peer = *entry.node.key.preimage();
+            if peer != me {
+                out.push((peer, entry.node.value.iter().cloned().collect()));
+            }
+        }
+    }
+    out
 }

@@ -33,3 +33,4 @@ mod repair;
 mod resume;
 mod scale;
 mod seven_hosts;
+mod suspend;

@@ -351,10 +351,12 @@ impl EventLoop {
         // A store that could not say how much is free announces none.
         let free = space.map(|s| s.free.unwrap_or(0));
         let load = self.packets.load();
-        for gone in self.gossip.housekeeping(&mut self.swarm, free, load) {
-            self.liveness.forget(&gone);
+        let expired = self.gossip.housekeeping(&mut self.swarm, free, load);
+        for gone in &expired {
+            self.liveness.forget(gone);
         }
-        self.sync.refresh_missing(&mut self.swarm, now.into_std());
+        self.sync
+            .refresh_missing(&mut self.swarm, now.into_std(), &expired);
         self.probe(now);
     }
 

@@ -65,8 +65,14 @@ impl GridSync {
 
     /// Asks every connected peer that has been missing from the grid view
     /// for [`GridSync::refresh_every`] for its own announcement (from the
-    /// housekeeping tick).
-    pub fn refresh_missing(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant) {
+    /// housekeeping tick). A peer whose announcement `expired` just now
+    /// while it is connected is asked at once: it is no newcomer.
+    pub fn refresh_missing(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        now: Instant,
+        expired: &[NodeId],
+    ) {
         let connected: Vec<PeerId> = swarm.connected_peers().copied().collect();
         let missing: Vec<(PeerId, NodeId)> = match self.shared.grid.read() {
             Ok(grid) => connected
@@ -78,6 +84,12 @@ impl GridSync {
         };
         self.missing
             .retain(|p, _| missing.iter().any(|(m, _)| m == p));
+        let at_once = now.checked_sub(self.refresh_every).unwrap_or(now);
+        for (peer, node) in &missing {
+            if expired.contains(node) {
+                self.missing.insert(*peer, at_once);
+            }
+        }
         for (peer, node) in due_refreshes(&mut self.missing, &missing, now, self.refresh_every) {
             info!(%node, "connected to a node missing from the grid view (its gossip does not arrive): asking it for its announcement");
             let id = swarm.behaviour_mut().sync.send_request(

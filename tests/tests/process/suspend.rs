@@ -29,21 +29,19 @@ fn a_node_that_slept_past_its_peers_ttl_reconnects_when_it_wakes() -> anyhow::Re
     let all: Vec<String> = std::iter::once(Ok(sleeper.clone()))
         .chain(others.iter().map(Node::node_id))
         .collect::<Result<_, _>>()?;
-    let sees_all_but_itself = |node: &Node, me: &str| {
-        let seen: BTreeSet<String> = node.peer_ids().ok()?.into_iter().collect();
-        let want: BTreeSet<String> = all.iter().filter(|id| *id != me).cloned().collect();
-        (seen == want).then_some(())
+    // Each node's view holds the other two.
+    let views_whole = || {
+        for (node, me) in std::iter::once(&first).chain(&others).zip(&all) {
+            let seen: BTreeSet<String> = node.peer_ids().ok()?.into_iter().collect();
+            let want: BTreeSet<String> = all.iter().filter(|id| *id != me).cloned().collect();
+            (seen == want).then_some(())?;
+        }
+        Some(())
     };
     wait_for(
         "the three nodes to see each other",
         Duration::from_secs(60),
-        || {
-            sees_all_but_itself(&first, &sleeper)?;
-            for (node, id) in others.iter().zip(&all[1..]) {
-                sees_all_but_itself(node, id)?;
-            }
-            Some(())
-        },
+        &views_whole,
     )?;
 
     // Sleep until the others have closed its connections and dropped it
@@ -74,10 +72,7 @@ fn a_node_that_slept_past_its_peers_ttl_reconnects_when_it_wakes() -> anyhow::Re
         "the node that slept to be back in every view",
         Duration::from_secs(60),
         || {
-            sees_all_but_itself(&first, &sleeper)?;
-            for (node, id) in others.iter().zip(&all[1..]) {
-                sees_all_but_itself(node, id)?;
-            }
+            views_whole()?;
             (connected(&first)? == 2).then_some(())
         },
     )

@@ -7,12 +7,13 @@
 //! Every [`COLLECT_EVERY`] the group's leader takes up to [`PER_PASS`] due
 //! entries of targets that are online and not backing off, signs delete
 //! tickets, sends the deletes ([`CONCURRENCY`] at a time; the overlay
-//! answers a request to this node itself locally), and proposes `Collected` for every delete a
-//! target confirmed (deleted, already absent, or held under another
-//! generation: a live copy that must stay). A target that fails is backed
-//! off exponentially; its entries stay queued, so nothing is forgotten while
-//! it is away. Owns the schedule, the I/O and the collection metrics; what
-//! is due is the coordinator's.
+//! answers a request to this node itself locally), and proposes `Collected`
+//! for every delete a target confirmed (deleted, already absent, or held
+//! under another generation: a live copy that must stay). A target whose
+//! deletes fail is backed off: exponentially while it confirms none of
+//! them, a second when it confirmed some (slow, not gone). Its entries stay
+//! queued, so nothing is forgotten while it is away. Owns the schedule, the
+//! I/O and the collection metrics; what is due is the coordinator's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -110,19 +111,19 @@ pub async fn run(service: Arc<ManagerService>, metrics: CollectMetrics) {
         let taken = due.stale.len() + due.deliver.values().map(Vec::len).sum::<usize>();
         let outcome = deliver(&overlay, due.deliver, &tickets).await;
         let mut done = due.stale;
-        for (target, result) in outcome {
-            match result {
-                Ok(ids) => {
+        for (target, out) in outcome {
+            metrics.collected.inc_by(out.confirmed.len() as u64);
+            metrics.failures.inc_by(out.failed as u64);
+            let confirmed_any = !out.confirmed.is_empty();
+            done.extend(out.confirmed.into_iter().map(|id| (target, id)));
+            match out.error {
+                None => {
                     backoff.remove(&target);
-                    metrics.collected.inc_by(ids.len() as u64);
-                    done.extend(ids.into_iter().map(|id| (target, id)));
                 }
-                Err((ids, error)) => {
-                    metrics.failures.inc_by(ids.len() as u64);
-                    done.extend(ids.into_iter().map(|id| (target, id)));
-                    let attempts = backoff.get(&target).map_or(0, |b| b.1) + 1;
-                    let wait = Duration::from_secs(1 << attempts.min(9)).min(MAX_BACKOFF);
-                    debug!(%target, %error, retry_in = ?wait, "collection: a target failed");
+                Some(error) => {
+                    let before = backoff.get(&target).map_or(0, |b| b.1);
+                    let (wait, attempts) = backoff_after(before, confirmed_any);
+                    debug!(%target, %error, failed = out.failed, retry_in = ?wait, "collection: deletes on a target failed");
                     backoff.insert(target, (Instant::now() + wait, attempts));
                 }
             }
@@ -146,9 +147,49 @@ fn online(overlay: &OverlayHandle, target: &NodeId) -> bool {
         .unwrap_or(false)
 }
 
-/// Per target: the packets it confirmed, or (the ones it confirmed before
-/// failing, the error) when one of its deletes failed.
-type Delivered = BTreeMap<NodeId, Result<Vec<PacketId>, (Vec<PacketId>, String)>>;
+/// How long a target whose deletes failed in a pass is left alone, and how
+/// many passes in a row it has now failed without confirming anything
+/// (`attempts`: that count before this pass). A target that confirmed some
+/// of its deletes is slow, not gone: it is tried again after a second. One
+/// that confirmed none waits twice as long each time, up to
+/// [`MAX_BACKOFF`].
+fn backoff_after(attempts: u32, confirmed_any: bool) -> (Duration, u32) {
+    if confirmed_any {
+        return (COLLECT_EVERY, 0);
+    }
+    let attempts = attempts + 1;
+    let wait = Duration::from_secs(1 << attempts.min(9)).min(MAX_BACKOFF);
+    (wait, attempts)
+}
+
+/// What one target did with its deletes in a pass.
+#[derive(Debug, Default, PartialEq)]
+struct TargetOutcome {
+    /// Deleted, already absent, or live again: done.
+    confirmed: Vec<PacketId>,
+    /// Failed or timed out: stay queued.
+    failed: usize,
+    /// The last failure's reason, if any failed.
+    error: Option<String>,
+}
+
+type Delivered = BTreeMap<NodeId, TargetOutcome>;
+
+/// Sorts each delete's result by target.
+fn tally(results: Vec<(NodeId, PacketId, Result<(), String>)>) -> Delivered {
+    let mut out: Delivered = BTreeMap::new();
+    for (target, id, result) in results {
+        let entry = out.entry(target).or_default();
+        match result {
+            Ok(()) => entry.confirmed.push(id),
+            Err(error) => {
+                entry.failed += 1;
+                entry.error = Some(error);
+            }
+        }
+    }
+    out
+}
 
 /// Sends every delete.
 async fn deliver(
@@ -183,23 +224,7 @@ async fn deliver(
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    let mut out: Delivered = BTreeMap::new();
-    for (target, id, result) in results {
-        let entry = out.entry(target).or_insert_with(|| Ok(Vec::new()));
-        match (entry, result) {
-            (Ok(ids), Ok(())) => ids.push(id),
-            (Err((ids, _)), Ok(())) => ids.push(id),
-            (entry @ Ok(_), Err(error)) => {
-                let ids = match std::mem::replace(entry, Ok(Vec::new())) {
-                    Ok(ids) => ids,
-                    Err((ids, _)) => ids,
-                };
-                *entry = Err((ids, error));
-            }
-            (Err(_), Err(_)) => {}
-        }
-    }
-    out
+    tally(results)
 }
 
 async fn delete(
@@ -223,5 +248,45 @@ async fn delete(
         })) => Ok(()),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("the delete timed out".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_target_counts_what_it_confirmed_and_what_failed() {
+        let (a, b) = (NodeId([1; 32]), NodeId([2; 32]));
+        let id = |n: u8| PacketId::of(&[n]);
+        let out = tally(vec![
+            (a, id(1), Ok(())),
+            (a, id(2), Err("the delete timed out".into())),
+            (b, id(3), Ok(())),
+            (a, id(4), Ok(())),
+        ]);
+        assert_eq!(
+            out[&a],
+            TargetOutcome {
+                confirmed: vec![id(1), id(4)],
+                failed: 1,
+                error: Some("the delete timed out".into()),
+            }
+        );
+        assert_eq!(out[&b].confirmed, vec![id(3)]);
+        assert_eq!((out[&b].failed, out[&b].error.clone()), (0, None));
+    }
+
+    #[test]
+    fn a_slow_target_is_tried_again_soon_a_silent_one_ever_later() {
+        // Confirmed some: a second, and the count starts over.
+        assert_eq!(backoff_after(5, true), (COLLECT_EVERY, 0));
+        // Confirmed none: 2 s, 4 s, … up to the cap.
+        assert_eq!(backoff_after(0, false), (Duration::from_secs(2), 1));
+        assert_eq!(backoff_after(1, false), (Duration::from_secs(4), 2));
+        assert_eq!(
+            backoff_after(30, false).0,
+            Duration::from_secs(512).min(MAX_BACKOFF)
+        );
     }
 }

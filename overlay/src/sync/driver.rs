@@ -5,12 +5,11 @@
 //! Owns the set of peers this node synced with (cleared when it is cut off
 //! from the grid, so it syncs afresh on reconnect), and the refreshes: a
 //! peer this node is connected to but whose announcement is not in its view
-//! (gossip from it stopped arriving: gossipsub gives up on a connection whose
-//! streams failed a few times, for instance under a long load, and the
-//! connection lives on) is asked for its own announcement, one page of one,
-//! at most every [`GridSync::refresh_every`]. Pulled announcements go through
-//! the gossip driver's admission like gossiped ones; this module must not
-//! trust them.
+//! (gossip from it stopped arriving while the connection lived on, as after
+//! a long load) is asked for its own announcement, one page of one, at most
+//! every [`GridSync::refresh_every`]; of the answer only that announcement
+//! is taken. Pulled announcements go through the gossip driver's admission
+//! like gossiped ones; this module must not trust them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -45,8 +44,9 @@ pub(crate) struct GridSync {
     /// Connected peers missing from the grid view: since when, or when they
     /// were last asked for their announcement.
     missing: HashMap<PeerId, Instant>,
-    /// Refresh requests in flight (answered with one page, never followed).
-    refreshing: HashSet<OutboundRequestId>,
+    /// Refresh requests in flight, with the node each asked for (answered
+    /// with one page, never followed).
+    refreshing: HashMap<OutboundRequestId, NodeId>,
 }
 
 impl GridSync {
@@ -59,7 +59,7 @@ impl GridSync {
             pages: BTreeMap::new(),
             refresh_every: (peer_ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)),
             missing: HashMap::new(),
-            refreshing: HashSet::new(),
+            refreshing: HashMap::new(),
         }
     }
 
@@ -82,8 +82,8 @@ impl GridSync {
                 .collect(),
             Err(_) => return,
         };
-        self.missing
-            .retain(|p, _| missing.iter().any(|(m, _)| m == p));
+        let still: HashSet<PeerId> = missing.iter().map(|(p, _)| *p).collect();
+        self.missing.retain(|p, _| still.contains(p));
         let at_once = now.checked_sub(self.refresh_every).unwrap_or(now);
         for (peer, node) in &missing {
             if expired.contains(node) {
@@ -99,7 +99,7 @@ impl GridSync {
                     limit: 1,
                 },
             );
-            self.refreshing.insert(id);
+            self.refreshing.insert(id, node);
             self.shared.metrics.view_refreshes.inc();
         }
     }
@@ -157,8 +157,8 @@ impl GridSync {
                     request_id,
                     response,
                 } => {
-                    if self.refreshing.remove(&request_id) {
-                        let accepted = self.admit(swarm, gossip, response);
+                    if let Some(node) = self.refreshing.remove(&request_id) {
+                        let accepted = self.admit_own(swarm, gossip, response, node);
                         debug!(%peer, accepted, "grid view refreshed from a connected peer");
                     } else {
                         self.on_page(swarm, gossip, peer, response);
@@ -205,6 +205,29 @@ impl GridSync {
                     limit: MAX_PAGE,
                 },
             );
+        }
+    }
+
+    /// Takes only `node`'s own announcement from a refresh's answer (a peer
+    /// that answers with more cannot feed identities through refreshes).
+    fn admit_own(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        gossip: &mut Gossip,
+        response: SyncResponse,
+        node: NodeId,
+    ) -> bool {
+        let now = now_ms();
+        let own = response
+            .announcements
+            .into_iter()
+            .find(|SignedBytes(bytes)| {
+                Announcement::verify(bytes, now, &FreshnessLimits::default())
+                    .is_ok_and(|a| a.node() == node)
+            });
+        match own {
+            Some(SignedBytes(bytes)) => gossip.admit(swarm, Some(node), bytes, now),
+            None => false,
         }
     }
 

@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 folder=$(realpath "${1:-$(rustc --print sysroot)}")
 strew=$PWD/target/release/strew
 [ -x "$strew" ] || { echo "build first: cargo build --release -p strew-node" >&2; exit 1; }
+if [ -n "${PERF:-}" ] && ! command -v perf >/dev/null; then
+  echo "PERF is set but perf is not installed (apt-get install linux-perf)" >&2; exit 1; fi
 if ! command -v restic >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -q restic >/dev/null; else
     echo "restic is not installed (apt-get install restic)" >&2; exit 1; fi

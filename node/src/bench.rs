@@ -80,7 +80,13 @@ pub struct PipelineFigures {
     pub warnings: usize,
     pub redundancy: String,
     pub zstd_level: i32,
+    /// Peak resident memory over the whole run (Linux `VmHWM`).
     pub peak_rss_bytes: Option<u64>,
+    /// Peak resident memory while restoring (the peak is reset before the
+    /// restore), and resident memory just before it: their difference is
+    /// what the restore itself holds (the backup's report is still held).
+    pub restore_peak_rss_bytes: Option<u64>,
+    pub rss_before_restore_bytes: Option<u64>,
     pub verified: bool,
     pub differences: Vec<String>,
 }
@@ -180,6 +186,10 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
     let bar = crate::progress::bytes_bar("restore", Some(report.stats.bytes_in));
     let p = rprogress.clone();
     let ticker = crate::progress::follow(&bar, move || p.bytes_written.load(Ordering::Relaxed));
+    let backup_peak = peak_rss_bytes();
+    let rss_before_restore = resident_bytes("VmRSS:");
+    // Linux resets the peak (`VmHWM`) to the current resident size on "5".
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let started = Instant::now();
     let restored = pipeline::restore(
         &report.sequence,
@@ -195,6 +205,7 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
     let restore_seconds = started.elapsed().as_secs_f64();
     ticker.stop();
     let restored = restored?;
+    let restore_peak = if reset { peak_rss_bytes() } else { None };
 
     let name = report
         .manifest
@@ -225,7 +236,9 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
         warnings: report.warnings.len(),
         redundancy: args.redundancy.to_string(),
         zstd_level: args.zstd_level,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: backup_peak.max(peak_rss_bytes()),
+        restore_peak_rss_bytes: restore_peak,
+        rss_before_restore_bytes: rss_before_restore,
         verified: differences.is_empty() && report.warnings.is_empty(),
         differences,
     })
@@ -233,8 +246,13 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
 
 /// Peak resident memory of this process (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
+    resident_bytes("VmHWM:")
+}
+
+/// A memory line of `/proc/self/status` (`VmHWM:`, `VmRSS:`) in bytes.
+fn resident_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -265,6 +283,13 @@ fn print_table(f: &PipelineFigures) {
     );
     if let Some(rss) = f.peak_rss_bytes {
         println!("peak memory      {:.0} MiB", mib(rss));
+    }
+    if let (Some(peak), Some(before)) = (f.restore_peak_rss_bytes, f.rss_before_restore_bytes) {
+        println!(
+            "restore memory   {:.0} MiB peak, {:.0} MiB resident before it",
+            mib(peak),
+            mib(before)
+        );
     }
     println!(
         "verified         {}",

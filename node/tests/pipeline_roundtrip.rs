@@ -542,3 +542,82 @@ fn the_inventory_pages_through_every_packet_with_size_and_generation() {
     want.sort();
     assert_eq!(seen, want);
 }
+
+/// A sequence is read from the manager: one that lies about the manifest's
+/// id, drops a data stripe, repeats one or lists them out of order is
+/// restored where it can be (any order, each chunk once) and refused with
+/// a typed error where it cannot.
+#[test]
+fn a_sequence_out_of_order_repeated_or_short_is_restored_or_refused_clearly() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    rich_tree(&src);
+    let store = PacketStore::open(&work.path().join("store"), u64::MAX).unwrap();
+    let c = codec(1, Redundancy::Erasure { k: 2, m: 1 });
+    let report = run_backup(&src, &c, &store, &NothingKnown);
+    assert!(report.sequence.data.len() > 4, "a tree of several chunks");
+    let restore = |sequence: &pipeline::Sequence, name: &str| {
+        let dest = work.path().join(name);
+        let result = pipeline::restore(
+            sequence,
+            &pipeline::RestoreKeys {
+                owner: c.secret.clone(),
+                data: Vec::new(),
+            },
+            &store,
+            &dest,
+            &RestoreOptions::default(),
+            &RestoreProgress::default(),
+        );
+        (result, dest)
+    };
+
+    // Reversed, and every stripe twice: each chunk is decoded and written once.
+    let mut shuffled = report.sequence.clone();
+    shuffled.data.reverse();
+    shuffled.data.extend(report.sequence.data.clone());
+    let (result, dest) = restore(&shuffled, "shuffled");
+    let restored = result.expect("an out-of-order sequence restores");
+    assert_eq!(restored.stripes as usize, report.sequence.data.len());
+    assert_eq!(
+        diff_trees(&src, &dest.join("src"), 50),
+        Vec::<String>::new()
+    );
+
+    // A data stripe missing: named.
+    let mut short = report.sequence.clone();
+    let dropped = short.data.remove(2).data_id;
+    let (result, _) = restore(&short, "short");
+    match result {
+        Err(RestoreError::MissingStripe(id)) => assert_eq!(id, dropped),
+        other => panic!("expected MissingStripe, got {other:?}"),
+    }
+
+    // Another manifest's id: the decoded manifest does not match it.
+    let mut lying = report.sequence.clone();
+    lying.snapshot = DataId([7; 32]);
+    let (result, _) = restore(&lying, "lying");
+    match result {
+        Err(RestoreError::ManifestMismatch { expected, actual }) => {
+            assert_eq!(expected, DataId([7; 32]));
+            assert_eq!(actual, report.sequence.snapshot);
+        }
+        other => panic!("expected ManifestMismatch, got {other:?}"),
+    }
+
+    // A manifest stripe's packets gone: the stripe's error, not a decode error.
+    let mut gone = report.sequence.clone();
+    let manifest_stripe = gone.manifest.last().unwrap().clone();
+    for id in manifest_stripe.distinct_packets() {
+        store.delete(&id).unwrap();
+    }
+    gone.manifest.last_mut().unwrap().packets = manifest_stripe.packets;
+    let (result, _) = restore(&gone, "gone");
+    assert!(
+        matches!(
+            result,
+            Err(RestoreError::Stripe(StripeError::NotEnoughPackets { .. }))
+        ),
+        "{result:?}"
+    );
+}

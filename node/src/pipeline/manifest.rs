@@ -144,7 +144,12 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge(bytes.len()));
         }
-        let m: Manifest = ciborium::from_reader(bytes).map_err(ManifestError::Decode)?;
+        Manifest::decode_from(bytes)
+    }
+
+    /// Decodes from a reader (which bounds its own size) and validates.
+    pub fn decode_from<R: std::io::Read>(reader: R) -> Result<Manifest, ManifestError> {
+        let m: Manifest = ciborium::from_reader(reader).map_err(ManifestError::Decode)?;
         m.validate()?;
         Ok(m)
     }

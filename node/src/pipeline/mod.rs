@@ -14,6 +14,7 @@
 //! - [`local`]: adapters between the engines and a local [`crate::store::PacketStore`].
 
 pub mod backup;
+pub mod chunk_writes;
 pub mod chunking;
 pub mod codec;
 pub mod exclude;

@@ -15,7 +15,6 @@
 //! setgid and sticky bits are masked unless asked for; times beyond
 //! ±[`MAX_MTIME_S`] seconds are clamped.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -27,8 +26,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 use strew_coordinator::{DataId, PacketId};
 
+use super::chunk_writes::{ChunkWrites, Write};
 use super::codec::{Codec, PacketSource, StripeError, StripeRecord};
-use super::manifest::{EntryKind, Manifest, ManifestError};
+use super::manifest::{EntryKind, MAX_MANIFEST_BYTES, Manifest, ManifestError};
 use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
 
@@ -181,23 +181,41 @@ pub fn read_manifest(
             ChunkKey(k)
         })
         .collect();
-    let pieces: Vec<Result<Vec<u8>, StripeError>> = stripes
-        .par_iter()
-        .zip(chunk_keys.par_iter())
-        .map(|(s, key)| owner.decode(s, key, source).map(|(bytes, _)| bytes))
-        .collect();
-    let mut bytes = Vec::new();
-    for piece in pieces {
-        bytes.extend_from_slice(&piece?);
+    // The manifest is decoded as its stripes are, a batch at a time, and
+    // hashed on the way: its bytes are never all held besides its decoded
+    // form (a million-chunk manifest is tens of MB).
+    let mut reader = ManifestReader {
+        owner: &owner,
+        source,
+        batches: stripes
+            .chunks(MANIFEST_BATCH)
+            .zip(chunk_keys.chunks(MANIFEST_BATCH)),
+        pieces: std::collections::VecDeque::new(),
+        current: (Vec::new(), 0),
+        hasher: keys.owner.chunk_key_hasher(),
+        read: 0,
+        failed: None,
+    };
+    let decoded = Manifest::decode_from(&mut reader);
+    if let Some(e) = reader.failed.take() {
+        return Err(e.into());
     }
-    let actual = owner.key(&bytes).storage_index();
+    // The rest (nothing, in a well-formed manifest) is hashed too: the
+    // snapshot id covers every byte.
+    if std::io::copy(&mut reader, &mut std::io::sink()).is_err() {
+        if let Some(e) = reader.failed.take() {
+            return Err(e.into());
+        }
+        return Err(ManifestError::TooLarge(reader.read).into());
+    }
+    let actual = ChunkKey(*reader.hasher.finalize().as_bytes()).storage_index();
     if actual != sequence.snapshot {
         return Err(RestoreError::ManifestMismatch {
             expected: sequence.snapshot,
             actual,
         });
     }
-    let manifest = Manifest::decode(&bytes)?;
+    let manifest = decoded?;
     let secret = keys
         .data
         .iter()
@@ -207,13 +225,77 @@ pub fn read_manifest(
     Ok((manifest, decoder(secret.clone())))
 }
 
-/// Where one chunk's bytes go: (file, offset in file, offset in chunk, len).
-type Writes = Vec<(usize, u64, u32, u32)>;
+/// Manifest stripes decoded (in parallel) a batch at a time.
+const MANIFEST_BATCH: usize = 64;
 
-/// One chunk the restore needs: its key and where its bytes go.
-struct Need {
-    key: ChunkKey,
-    writes: Writes,
+/// The manifest's plaintext as a reader: its stripes are decoded a batch
+/// at a time as the CBOR decoder asks for bytes, and hashed as they are. A stripe that fails stops it (`failed` says why); so does a
+/// manifest past [`MAX_MANIFEST_BYTES`].
+struct ManifestReader<'a, I> {
+    owner: &'a Codec,
+    source: &'a dyn PacketSource,
+    batches: I,
+    pieces: std::collections::VecDeque<Vec<u8>>,
+    /// The piece being read, and how far.
+    current: (Vec<u8>, usize),
+    hasher: blake3::Hasher,
+    read: usize,
+    failed: Option<StripeError>,
+}
+
+impl<'a, I> std::io::Read for ManifestReader<'a, I>
+where
+    I: Iterator<Item = (&'a [StripeRecord], &'a [ChunkKey])>,
+{
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let (piece, at) = &mut self.current;
+            if *at < piece.len() {
+                let n = buf.len().min(piece.len() - *at);
+                buf[..n].copy_from_slice(&piece[*at..*at + n]);
+                *at += n;
+                return Ok(n);
+            }
+            if let Some(next) = self.pieces.pop_front() {
+                self.current = (next, 0);
+                continue;
+            }
+            if self.failed.is_some() {
+                return Err(std::io::Error::other("a manifest stripe failed"));
+            }
+            let Some((stripes, keys)) = self.batches.next() else {
+                return Ok(0);
+            };
+            let (owner, source) = (self.owner, self.source);
+            let decoded: Vec<Result<Vec<u8>, StripeError>> = stripes
+                .par_iter()
+                .zip(keys.par_iter())
+                .map(|(s, key)| owner.decode(s, key, source).map(|(bytes, _)| bytes))
+                .collect();
+            for piece in decoded {
+                match piece {
+                    Ok(bytes) => {
+                        self.hasher.update(&bytes);
+                        self.read += bytes.len();
+                        if self.read > MAX_MANIFEST_BYTES {
+                            return Err(std::io::Error::other("manifest too large"));
+                        }
+                        self.pieces.push_back(bytes);
+                    }
+                    Err(e) => {
+                        self.failed = Some(e);
+                        return Err(std::io::Error::other("a manifest stripe failed"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where entry `i` of the manifest is restored (made when needed, not
+/// kept: a tree of a million files would hold a million paths).
+fn entry_path(dest: &Path, manifest: &Manifest, i: usize) -> PathBuf {
+    dest.join(std::ffi::OsStr::from_bytes(&manifest.entries[i].path))
 }
 
 /// A snapshot's data stripes in sequence order, a page at a time: a grid
@@ -280,26 +362,27 @@ pub fn restore_paged(
     }
     prepare_dest(dest, opts.overwrite)?;
     let mut report = RestoreReport::default();
-    let paths: Vec<PathBuf> = manifest
-        .entries
-        .iter()
-        .map(|e| dest.join(std::ffi::OsStr::from_bytes(&e.path)))
-        .collect();
+    let path = |i: usize| entry_path(dest, &manifest, i);
     progress
         .total_bytes
         .store(manifest.file_bytes(), Ordering::Relaxed);
 
     // 1. Directories, in order; then which chunks each file needs.
-    let mut writes: HashMap<DataId, Need> = HashMap::new();
+    let mut writes = ChunkWrites::build(&manifest).map_err(|e| {
+        RestoreError::Manifest(ManifestError::Inconsistent {
+            path: String::new(),
+            why: e.to_string(),
+        })
+    })?;
     // Files whose bytes all come from one chunk are created, written and
     // finished by the worker that decodes that chunk: one open per file.
     let mut single: Vec<bool> = vec![false; manifest.entries.len()];
     let mut multi: Vec<usize> = Vec::new();
     let mut empty: Vec<usize> = Vec::new();
     for (i, e) in manifest.entries.iter().enumerate() {
-        let path = &paths[i];
         match &e.kind {
             EntryKind::Dir => {
+                let path = &path(i);
                 clear_non_dir(path, opts.overwrite)?;
                 if !path.is_dir() {
                     fs::create_dir(path).map_err(io(path))?;
@@ -307,24 +390,11 @@ pub fn restore_paged(
                 report.dirs += 1;
             }
             EntryKind::File { size, extents, .. } => {
-                let mut at = 0u64;
                 let mut ids = extents
                     .iter()
-                    .map(|x| manifest.chunks[x.chunk as usize].data_id());
+                    .map(|x| manifest.chunks[x.chunk as usize].key);
                 let first = ids.next();
                 let one_chunk = ids.all(|id| Some(id) == first);
-                for x in extents {
-                    let chunk = manifest.chunks[x.chunk as usize];
-                    writes
-                        .entry(chunk.data_id())
-                        .or_insert_with(|| Need {
-                            key: chunk.key,
-                            writes: Vec::new(),
-                        })
-                        .writes
-                        .push((i, at, x.offset, x.len));
-                    at += u64::from(x.len);
-                }
                 match first {
                     None => empty.push(i),
                     Some(_) if one_chunk => single[i] = true,
@@ -348,7 +418,7 @@ pub fn restore_paged(
     // full size (which also makes their holes) and written chunk by chunk.
     pool.install(|| {
         empty.par_iter().chain(multi.par_iter()).try_for_each(|&i| {
-            let path = &paths[i];
+            let path = &path(i);
             clear_non_dir(path, opts.overwrite)?;
             let f = File::create_new(path).map_err(io(path))?;
             f.set_len(size_of(i)).map_err(io(path))?;
@@ -363,9 +433,10 @@ pub fn restore_paged(
     // a time; a chunk's writes are dropped once it is written.
     let notes = Mutex::new(&mut report);
     while let Some(page) = pages.next_page()? {
-        let order: Vec<&StripeRecord> = page
+        // Each needed chunk once: claimed as it is met.
+        let order: Vec<(&StripeRecord, u32)> = page
             .iter()
-            .filter(|s| writes.contains_key(&s.data_id))
+            .filter_map(|s| Some((s, writes.claim(&manifest, &s.data_id)?)))
             .collect();
         write_stripes(
             &order,
@@ -374,7 +445,7 @@ pub fn restore_paged(
                 pool: &pool,
                 codec,
                 source,
-                paths: &paths,
+                dest,
                 single: &single,
                 manifest: &manifest,
                 opts,
@@ -382,25 +453,22 @@ pub fn restore_paged(
                 notes: &notes,
             },
         )?;
-        for s in order {
-            writes.remove(&s.data_id);
-        }
     }
-    if let Some(missing) = writes.keys().next() {
-        return Err(RestoreError::MissingStripe(*missing));
+    if let Some(missing) = writes.first_left(&manifest) {
+        return Err(RestoreError::MissingStripe(missing));
     }
 
     // 3. Symlinks, then metadata: files, symlinks, directories deepest first.
     for (i, e) in manifest.entries.iter().enumerate() {
         if let EntryKind::Symlink { target } = &e.kind {
-            let path = &paths[i];
+            let path = &path(i);
             clear_non_dir(path, opts.overwrite)?;
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
                 .map_err(io(path))?;
         }
     }
     for (i, e) in manifest.entries.iter().enumerate().rev() {
-        let path = &paths[i];
+        let path = &path(i);
         let (s, ns) = clamp_time(e.mtime_s, e.mtime_ns);
         let mtime = filetime::FileTime::from_unix_time(s, ns);
         match e.kind {
@@ -423,7 +491,7 @@ struct Context<'a, 'r> {
     pool: &'a rayon::ThreadPool,
     codec: &'a Codec,
     source: &'a dyn PacketSource,
-    paths: &'a [PathBuf],
+    dest: &'a Path,
     single: &'a [bool],
     manifest: &'a Manifest,
     opts: &'a RestoreOptions,
@@ -434,15 +502,15 @@ struct Context<'a, 'r> {
 /// Decodes `order`'s stripes ([`STRIPES_IN_FLIGHT`] at once), verifies
 /// each chunk and writes its extents where `writes` says.
 fn write_stripes(
-    order: &[&StripeRecord],
-    writes: &HashMap<DataId, Need>,
+    order: &[(&StripeRecord, u32)],
+    writes: &ChunkWrites,
     cx: &Context<'_, '_>,
 ) -> Result<(), RestoreError> {
     let Context {
         pool,
         codec,
         source,
-        paths,
+        dest,
         single,
         manifest,
         opts,
@@ -455,11 +523,10 @@ fn write_stripes(
     };
     for group in order.chunks(STRIPES_IN_FLIGHT) {
         pool.install(|| {
-            group.par_iter().try_for_each(|stripe| {
-                let need = writes
-                    .get(&stripe.data_id)
-                    .ok_or(RestoreError::MissingStripe(stripe.data_id))?;
-                let (chunk, n) = codec.decode(stripe, &need.key, source)?;
+            group.par_iter().try_for_each(|&(stripe, c)| {
+                let need = writes.writes(c);
+                let key = manifest.chunks[c as usize].key;
+                let (chunk, n) = codec.decode(stripe, &key, source)?;
                 if chunk.len() != stripe.plain_len as usize && stripe.plain_len != 0 {
                     return Err(RestoreError::ChunkLength {
                         data_id: stripe.data_id,
@@ -468,9 +535,8 @@ fn write_stripes(
                     });
                 }
                 let needed = need
-                    .writes
                     .iter()
-                    .map(|w| u64::from(w.2) + u64::from(w.3))
+                    .map(|w| u64::from(w.off) + u64::from(w.len))
                     .max()
                     .unwrap_or(0);
                 if needed > chunk.len() as u64 {
@@ -480,9 +546,16 @@ fn write_stripes(
                         actual: chunk.len() as u64,
                     });
                 }
-                let mut targets = need.writes.iter().peekable();
-                while let Some(&(file, at, off, len)) = targets.next() {
-                    let path = &paths[file];
+                let mut targets = need.iter().peekable();
+                while let Some(&Write {
+                    file,
+                    off,
+                    len,
+                    at,
+                }) = targets.next()
+                {
+                    let file = file as usize;
+                    let path = &entry_path(dest, manifest, file);
                     let piece = |off: u32, len: u32| &chunk[off as usize..(off + len) as usize];
                     if single[file] {
                         // Every extent of this file is in this chunk, listed
@@ -491,8 +564,14 @@ fn write_stripes(
                         let f = File::create_new(path).map_err(io(path))?;
                         let mut written = u64::from(len);
                         write_extent(&f, path, at, piece(off, len))?;
-                        while let Some(&&(next, at, off, len)) = targets.peek() {
-                            if next != file {
+                        while let Some(&&Write {
+                            file: next,
+                            off,
+                            len,
+                            at,
+                        }) = targets.peek()
+                        {
+                            if next as usize != file {
                                 break;
                             }
                             targets.next();

@@ -129,6 +129,12 @@ impl ConvergenceSecret {
         ChunkKey(*blake3::keyed_hash(&self.key_key(), plaintext).as_bytes())
     }
 
+    /// A hasher giving [`ConvergenceSecret::chunk_key`] of whatever it is
+    /// fed, for plaintext read a piece at a time.
+    pub fn chunk_key_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.key_key())
+    }
+
     /// A hasher naming whole files inside a manifest (never seen outside it).
     pub fn file_id_hasher(&self) -> blake3::Hasher {
         blake3::Hasher::new_keyed(&blake3::derive_key("strew file id v2", &self.0))

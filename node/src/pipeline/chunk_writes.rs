@@ -1,0 +1,340 @@
+//! Where each chunk a restore needs goes: the manifest's file extents
+//! inverted into a compact index by chunk, and found by the chunk's storage
+//! index as the sequence names it.
+//!
+//! A restore walks the sequence, not the files, so for every stripe it
+//! meets it must know which chunk of the manifest's table it is and which
+//! file ranges that chunk fills. Kept as flat arrays: a sorted table of
+//! 8-byte id prefixes (12 bytes a chunk), the offsets of each chunk's writes
+//! (4 bytes) and the writes themselves (24 bytes an extent). A hash map of
+//! vectors held about 300 bytes a chunk: a million-chunk restore held
+//! hundreds of MB for it.
+//!
+//! The same chunk may sit at several places of the table (a chunk a backup
+//! met twice): its writes gather under the first of them, its *canonical*
+//! index, and it is decoded once.
+
+use strew_coordinator::DataId;
+
+use super::manifest::{EntryKind, Manifest};
+
+/// One range of a file that a chunk's bytes fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Write {
+    /// The manifest entry (a regular file).
+    pub file: u32,
+    /// Where in the chunk the range starts, and its length.
+    pub off: u32,
+    pub len: u32,
+    /// Where in the file it goes.
+    pub at: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChunkWritesError {
+    #[error("the manifest has more than 2^32 entries or file extents")]
+    TooMany,
+}
+
+/// The chunks a restore still has to write, and where they go.
+pub struct ChunkWrites {
+    /// (the first 8 bytes of the chunk's storage index, its canonical index
+    /// in the chunk table), sorted: found by binary search, confirmed on
+    /// the whole id.
+    by_id: Vec<([u8; 8], u32)>,
+    /// The writes of canonical chunk `c` are `writes[start[c]..start[c + 1]]`.
+    start: Vec<u32>,
+    writes: Vec<Write>,
+    /// One bit per table index: a canonical chunk not written yet.
+    pending: Vec<u64>,
+    left: usize,
+}
+
+fn prefix(id: &DataId) -> [u8; 8] {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&id.0[..8]);
+    p
+}
+
+impl ChunkWrites {
+    /// Inverts the extents of `manifest`'s files (a validated manifest:
+    /// every extent's chunk is in the table). A file's writes into one
+    /// chunk are listed in the order of its extents, one after the other.
+    pub fn build(manifest: &Manifest) -> Result<ChunkWrites, ChunkWritesError> {
+        let table = manifest.chunks.len();
+        if table >= u32::MAX as usize || manifest.entries.len() > u32::MAX as usize {
+            return Err(ChunkWritesError::TooMany);
+        }
+        let extents = || {
+            manifest
+                .entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| match &e.kind {
+                    EntryKind::File { extents, .. } => Some((i, extents)),
+                    _ => None,
+                })
+        };
+        // The chunks some file needs, by id; equal keys share the first
+        // index (`canon`, u32::MAX for a chunk no file needs).
+        let mut canon = vec![u32::MAX; table];
+        for (_, xs) in extents() {
+            for x in xs.iter() {
+                canon[x.chunk as usize] = x.chunk;
+            }
+        }
+        let mut by_id: Vec<([u8; 8], u32)> = canon
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != u32::MAX)
+            .map(|(i, _)| (prefix(&manifest.chunks[i].data_id()), i as u32))
+            .collect();
+        by_id.sort_unstable();
+        let mut group = 0;
+        while group < by_id.len() {
+            let end = group + by_id[group..].partition_point(|e| e.0 == by_id[group].0);
+            // Within one prefix (nearly always one chunk), the first index
+            // of each key is canonical.
+            for a in group..end {
+                let ia = by_id[a].1 as usize;
+                if canon[ia] != ia as u32 {
+                    continue;
+                }
+                for b in a + 1..end {
+                    let ib = by_id[b].1 as usize;
+                    if manifest.chunks[ib].key == manifest.chunks[ia].key {
+                        canon[ib] = ia as u32;
+                    }
+                }
+            }
+            group = end;
+        }
+        by_id.retain(|(_, i)| canon[*i as usize] == *i);
+        by_id.shrink_to_fit();
+
+        // Counts, then offsets, then the writes in entry and extent order.
+        let mut start = vec![0u32; table + 1];
+        let mut total: u64 = 0;
+        for (_, xs) in extents() {
+            for x in xs.iter() {
+                start[canon[x.chunk as usize] as usize + 1] += 1;
+                total += 1;
+            }
+        }
+        if total >= u64::from(u32::MAX) {
+            return Err(ChunkWritesError::TooMany);
+        }
+        for c in 0..table {
+            start[c + 1] += start[c];
+        }
+        let mut fill = start.clone();
+        let mut writes = vec![
+            Write {
+                file: 0,
+                off: 0,
+                len: 0,
+                at: 0
+            };
+            total as usize
+        ];
+        for (i, xs) in extents() {
+            let mut at = 0u64;
+            for x in xs.iter() {
+                let c = canon[x.chunk as usize] as usize;
+                writes[fill[c] as usize] = Write {
+                    file: i as u32,
+                    off: x.offset,
+                    len: x.len,
+                    at,
+                };
+                fill[c] += 1;
+                at += u64::from(x.len);
+            }
+        }
+        let mut pending = vec![0u64; table.div_ceil(64)];
+        for (_, i) in &by_id {
+            pending[*i as usize / 64] |= 1 << (*i % 64);
+        }
+        Ok(ChunkWrites {
+            left: by_id.len(),
+            by_id,
+            start,
+            writes,
+            pending,
+        })
+    }
+
+    /// The canonical index of the chunk named `id`, if the restore needs
+    /// it and has not claimed it yet; claims it.
+    pub fn claim(&mut self, manifest: &Manifest, id: &DataId) -> Option<u32> {
+        let p = prefix(id);
+        let from = self.by_id.partition_point(|e| e.0 < p);
+        let c = self.by_id[from..]
+            .iter()
+            .take_while(|e| e.0 == p)
+            .map(|e| e.1)
+            .find(|c| manifest.chunks[*c as usize].data_id() == *id)?;
+        let (word, bit) = (c as usize / 64, 1u64 << (c % 64));
+        if self.pending[word] & bit == 0 {
+            return None;
+        }
+        self.pending[word] &= !bit;
+        self.left -= 1;
+        Some(c)
+    }
+
+    /// Where canonical chunk `c`'s bytes go.
+    pub fn writes(&self, c: u32) -> &[Write] {
+        let c = c as usize;
+        match (self.start.get(c), self.start.get(c + 1)) {
+            (Some(&a), Some(&b)) => &self.writes[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    /// Chunks needed and not claimed yet.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// The id of a chunk needed and not claimed, if one is left.
+    pub fn first_left(&self, manifest: &Manifest) -> Option<DataId> {
+        self.by_id
+            .iter()
+            .map(|e| e.1 as usize)
+            .find(|c| self.pending[c / 64] & (1 << (c % 64)) != 0)
+            .map(|c| manifest.chunks[c].data_id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use serde_bytes::ByteBuf;
+
+    use super::*;
+    use crate::pipeline::manifest::{ChunkRef, Entry, Extent, MANIFEST_VERSION};
+    use crate::pipeline::secret::ChunkKey;
+
+    fn manifest(keys: &[u8], files: &[Vec<(u32, u32, u32)>]) -> Manifest {
+        let entries = files
+            .iter()
+            .enumerate()
+            .map(|(i, xs)| Entry {
+                path: ByteBuf::from(format!("f{i}").into_bytes()),
+                mode: 0o644,
+                mtime_s: 0,
+                mtime_ns: 0,
+                kind: EntryKind::File {
+                    size: xs.iter().map(|x| u64::from(x.2)).sum(),
+                    data_id: DataId([0; 32]),
+                    extents: xs
+                        .iter()
+                        .map(|&(chunk, offset, len)| Extent { chunk, offset, len })
+                        .collect(),
+                },
+            })
+            .collect();
+        Manifest {
+            version: MANIFEST_VERSION,
+            name: "t".into(),
+            time_ms: 0,
+            roots: vec![],
+            secret: [0; 32],
+            chunks: keys
+                .iter()
+                .map(|k| ChunkRef {
+                    key: ChunkKey([*k; 32]),
+                    len: 100,
+                })
+                .collect(),
+            entries,
+        }
+    }
+
+    /// The map the restore kept before: id → writes in entry order.
+    fn naive(m: &Manifest) -> HashMap<DataId, Vec<Write>> {
+        let mut out: HashMap<DataId, Vec<Write>> = HashMap::new();
+        for (i, e) in m.entries.iter().enumerate() {
+            if let EntryKind::File { extents, .. } = &e.kind {
+                let mut at = 0;
+                for x in extents {
+                    out.entry(m.chunks[x.chunk as usize].data_id())
+                        .or_default()
+                        .push(Write {
+                            file: i as u32,
+                            off: x.offset,
+                            len: x.len,
+                            at,
+                        });
+                    at += u64::from(x.len);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn duplicate_chunks_gather_under_one_index_and_are_claimed_once() {
+        // Chunks 0 and 2 hold the same key; chunk 3 no file needs.
+        let m = manifest(
+            &[1, 2, 1, 4],
+            &[vec![(0, 0, 10), (1, 0, 5)], vec![(2, 3, 4)]],
+        );
+        let mut w = ChunkWrites::build(&m).unwrap();
+        assert_eq!(w.left(), 2);
+        let one = m.chunks[0].data_id();
+        let c = w.claim(&m, &one).unwrap();
+        assert_eq!(c, 0);
+        assert_eq!(
+            w.writes(c),
+            &[
+                Write {
+                    file: 0,
+                    off: 0,
+                    len: 10,
+                    at: 0
+                },
+                Write {
+                    file: 1,
+                    off: 3,
+                    len: 4,
+                    at: 0
+                }
+            ]
+        );
+        assert_eq!(w.claim(&m, &one), None, "claimed once");
+        assert_eq!(w.claim(&m, &m.chunks[3].data_id()), None, "not needed");
+        assert_eq!(w.claim(&m, &DataId([9; 32])), None, "not in the table");
+        assert_eq!(w.first_left(&m), Some(m.chunks[1].data_id()));
+        let two = w.claim(&m, &m.chunks[1].data_id()).unwrap();
+        assert_eq!(w.writes(two)[0].at, 10);
+        assert_eq!((w.left(), w.first_left(&m)), (0, None));
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_holds_what_a_map_of_vectors_held(
+            keys in prop::collection::vec(0u8..6, 1..12),
+            files in prop::collection::vec(
+                prop::collection::vec((0u32..12, 0u32..50, 1u32..50), 0..6), 0..6),
+        ) {
+            let files: Vec<Vec<(u32, u32, u32)>> = files
+                .into_iter()
+                .map(|xs| xs.into_iter().map(|(c, o, l)| (c % keys.len() as u32, o, l)).collect())
+                .collect();
+            let m = manifest(&keys, &files);
+            let want = naive(&m);
+            let mut w = ChunkWrites::build(&m).unwrap();
+            prop_assert_eq!(w.left(), want.len());
+            for (id, writes) in &want {
+                let c = w.claim(&m, id).expect("needed chunk found");
+                prop_assert_eq!(w.writes(c), &writes[..]);
+                prop_assert_eq!(w.claim(&m, id), None);
+            }
+            prop_assert_eq!(w.left(), 0);
+        }
+    }
+}

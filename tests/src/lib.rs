@@ -669,6 +669,14 @@ impl Node {
         self.status_kib("VmHWM:").map(|kib| kib * 1024)
     }
 
+    /// Resets the process's peak (`VmHWM`) to its resident memory now, so
+    /// that a later [`Node::peak_rss_bytes`] is the peak of what follows.
+    pub fn reset_peak_rss(&self) -> Result<()> {
+        let pid = self.pid().context("no process")?;
+        fs::write(format!("/proc/{pid}/clear_refs"), "5")
+            .with_context(|| format!("resetting the peak RSS of {pid}"))
+    }
+
     /// A `kB` field of `/proc/<pid>/status`.
     fn status_kib(&self, field: &str) -> Option<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;

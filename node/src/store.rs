@@ -166,6 +166,60 @@ pub struct DiskUsage {
     pub reclaimed_bytes: u64,
 }
 
+/// Whether a group put hashes its packets or was handed checked ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    Hash,
+    Checked,
+}
+
+/// Refuses a packet over the size limit or whose bytes are not its id.
+fn check(id: &PacketId, bytes: &[u8]) -> Result<(), StoreError> {
+    if bytes.len() > MAX_PACKET_BYTES {
+        return Err(StoreError::TooLarge {
+            len: bytes.len(),
+            max: MAX_PACKET_BYTES,
+        });
+    }
+    let actual = PacketId::of(bytes);
+    if actual != *id {
+        return Err(StoreError::WrongPacketId {
+            claimed: *id,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// A packet whose bytes were hashed against its id (and its size checked)
+/// when it was made, on the thread that made it: a store's single
+/// committing thread then takes it without hashing it again.
+#[derive(Debug)]
+pub struct CheckedPacket {
+    id: PacketId,
+    bytes: Vec<u8>,
+}
+
+impl CheckedPacket {
+    /// Checks `bytes` against `id`.
+    pub fn check(id: PacketId, bytes: Vec<u8>) -> Result<CheckedPacket, StoreError> {
+        check(&id, &bytes)?;
+        Ok(CheckedPacket { id, bytes })
+    }
+
+    pub fn id(&self) -> PacketId {
+        self.id
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// A crash-safe, capacity-accounted store of packets. Cheap to clone; all
 /// clones share one store. Synchronous: call it from blocking threads.
 #[derive(Clone)]
@@ -274,7 +328,7 @@ impl PacketStore {
     /// indexed, or none does. Verifies every PacketId first; refuses the
     /// whole group if the new bytes would exceed the capacity.
     pub fn put_many(&self, packets: &[(PacketId, &[u8])]) -> Result<Vec<PutOutcome>, StoreError> {
-        self.put_group(packets, None)
+        self.put_group(packets, None, Verify::Hash)
             .map(|out| out.into_iter().map(|(o, _)| o).collect())
     }
 
@@ -288,7 +342,21 @@ impl PacketStore {
     ) -> Result<Vec<u64>, StoreError> {
         let plain: Vec<(PacketId, &[u8])> = packets.iter().map(|(id, b, _)| (*id, *b)).collect();
         let generations: Vec<u64> = packets.iter().map(|(_, _, g)| *g).collect();
-        self.put_group(&plain, Some(&generations))
+        self.put_group(&plain, Some(&generations), Verify::Hash)
+            .map(|out| out.into_iter().map(|(_, g)| g).collect())
+    }
+
+    /// [`put_many_with_generations`](Self::put_many_with_generations) of
+    /// packets checked already (by whichever thread made the
+    /// [`CheckedPacket`]): the committing thread does not hash them again.
+    pub fn put_checked_with_generations(
+        &self,
+        packets: &[(&CheckedPacket, u64)],
+    ) -> Result<Vec<u64>, StoreError> {
+        let plain: Vec<(PacketId, &[u8])> =
+            packets.iter().map(|(p, _)| (p.id, &p.bytes[..])).collect();
+        let generations: Vec<u64> = packets.iter().map(|(_, g)| *g).collect();
+        self.put_group(&plain, Some(&generations), Verify::Checked)
             .map(|out| out.into_iter().map(|(_, g)| g).collect())
     }
 
@@ -303,20 +371,11 @@ impl PacketStore {
         &self,
         packets: &[(PacketId, &[u8])],
         generations: Option<&[u64]>,
+        verify: Verify,
     ) -> Result<Vec<(PutOutcome, u64)>, StoreError> {
-        for (id, bytes) in packets {
-            if bytes.len() > MAX_PACKET_BYTES {
-                return Err(StoreError::TooLarge {
-                    len: bytes.len(),
-                    max: MAX_PACKET_BYTES,
-                });
-            }
-            let actual = PacketId::of(bytes);
-            if actual != *id {
-                return Err(StoreError::WrongPacketId {
-                    claimed: *id,
-                    actual,
-                });
+        if verify == Verify::Hash {
+            for (id, bytes) in packets {
+                check(id, bytes)?;
             }
         }
         let mut writer = lock(&self.inner.writer);

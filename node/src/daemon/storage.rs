@@ -17,7 +17,7 @@ use strew_overlay::packet::{
 };
 
 use super::holders::HolderIndex;
-use crate::store::{GenerationDelete, PacketStore, StoreError};
+use crate::store::{CheckedPacket, GenerationDelete, PacketStore, StoreError};
 
 /// Puts waiting for the group-commit thread (the overlay bounds in-flight puts well below this).
 const QUEUE: usize = 256;
@@ -29,7 +29,7 @@ const GROUP_BYTES: usize = 32 << 20;
 const GROUP_DELETES: usize = 256;
 
 type Reply = SyncSender<Result<u64, StoreError>>;
-type Job = (PacketId, Vec<u8>, u64, Reply);
+type Job = (CheckedPacket, u64, Reply);
 type DeleteReply = SyncSender<Result<GenerationDelete, StoreError>>;
 type DeleteJob = (PacketId, u64, DeleteReply);
 
@@ -132,28 +132,25 @@ fn group_delete(store: &PacketStore, rx: &Receiver<DeleteJob>) {
 fn group_commit(store: &PacketStore, rx: &Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut group = gather(rx, first, |g| {
-            g.len() < GROUP_PACKETS && g.iter().map(|j| j.1.len()).sum::<usize>() < GROUP_BYTES
+            g.len() < GROUP_PACKETS && g.iter().map(|j| j.0.len()).sum::<usize>() < GROUP_BYTES
         });
-        let refs: Vec<(PacketId, &[u8], u64)> = group
-            .iter()
-            .map(|(id, b, g, _)| (*id, &b[..], *g))
-            .collect();
-        match store.put_many_with_generations(&refs) {
+        let refs: Vec<(&CheckedPacket, u64)> = group.iter().map(|(p, g, _)| (p, *g)).collect();
+        match store.put_checked_with_generations(&refs) {
             Ok(generations) => {
-                for ((_, _, _, reply), generation) in group.into_iter().zip(generations) {
+                for ((_, _, reply), generation) in group.into_iter().zip(generations) {
                     let _ = reply.send(Ok(generation));
                 }
             }
-            // One bad or oversized member must not fail the others: store them one by one.
+            // One member that cannot be stored must not fail the others: store them one by one.
             Err(err) if group.len() == 1 => {
-                if let Some((_, _, _, reply)) = group.pop() {
+                if let Some((_, _, reply)) = group.pop() {
                     let _ = reply.send(Err(err));
                 }
             }
             Err(_) => {
-                for (id, b, g, reply) in group {
+                for (p, g, reply) in group {
                     let one = store
-                        .put_many_with_generations(&[(id, &b, g)])
+                        .put_checked_with_generations(&[(&p, g)])
                         .map(|out| out.first().copied().unwrap_or(g));
                     let _ = reply.send(one);
                 }
@@ -172,18 +169,18 @@ fn map(err: StoreError) -> StorageError {
 
 impl PacketStorage for StoreAdapter {
     fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError> {
-        let direct = || {
-            self.store
+        // Hashed here, on the caller's thread (many run at once), not on
+        // the one committing thread.
+        let packet = CheckedPacket::check(id, bytes.to_vec()).map_err(map)?;
+        let (reply, answer) = sync_channel(1);
+        match send(&self.puts, (packet, generation, reply), &answer) {
+            Some(result) => result.map_err(map),
+            // No commit thread: store directly (checked again, rarely).
+            None => self
+                .store
                 .put_many_with_generations(&[(id, bytes, generation)])
                 .map(|out| out.first().copied().unwrap_or(generation))
-                .map_err(map)
-        };
-        let (reply, answer) = sync_channel(1);
-        let job = (id, bytes.to_vec(), generation, reply);
-        match send(&self.puts, job, &answer) {
-            Some(result) => result.map_err(map),
-            // No commit thread: store directly.
-            None => direct(),
+                .map_err(map),
         }
     }
 

@@ -189,3 +189,31 @@ fn compaction_reclaims_deleted_packets_down_to_live_bytes_also_in_the_active_seg
     let store = PacketStore::open(dir.path(), 1 << 30).unwrap();
     assert_eq!(store.disk_usage().unwrap().disk_bytes, 0);
 }
+
+#[test]
+fn a_checked_packet_is_made_only_of_bytes_that_are_its_id_and_stores_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PacketStore::open(dir.path(), 10_000).unwrap();
+    let (id, bytes) = packet(9, 700);
+    let (other, _) = packet(10, 10);
+    assert!(matches!(
+        CheckedPacket::check(other, bytes.clone()),
+        Err(StoreError::WrongPacketId { .. })
+    ));
+    let big = vec![1u8; MAX_PACKET_BYTES + 1];
+    assert!(matches!(
+        CheckedPacket::check(PacketId::of(&big), big),
+        Err(StoreError::TooLarge { .. })
+    ));
+    let checked = CheckedPacket::check(id, bytes.clone()).unwrap();
+    assert_eq!((checked.id(), checked.len()), (id, 700));
+    assert_eq!(
+        store
+            .put_checked_with_generations(&[(&checked, 4)])
+            .unwrap(),
+        vec![4]
+    );
+    assert_eq!(store.get(&id).unwrap(), Some(bytes));
+    assert_eq!(store.generation_of(&id).unwrap(), Some(4));
+    assert_eq!(store.used_bytes().unwrap(), 700);
+}

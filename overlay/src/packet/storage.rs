@@ -43,8 +43,10 @@ pub enum DeleteOutcome {
 /// it, so a delete ticket deletes once and never a copy stored again later
 /// (also when the copy was stored again before the delete arrived).
 pub trait PacketStorage: Send + Sync + 'static {
-    /// Stores `bytes` under `id` (verifying the id) with storage generation
-    /// `generation`; storing an existing packet again succeeds and gives it
+    /// Stores `bytes` under `id` with storage generation `generation`. It
+    /// must verify the id (`bytes` hash to it, else `WrongId`, nothing
+    /// stored): the packet service relies on it and does not hash again.
+    /// Storing an existing packet again succeeds and gives it
     /// this generation (older delete tickets no longer match). Returns the
     /// generation the packet has.
     fn put(&self, id: PacketId, bytes: &[u8], generation: u64) -> Result<u64, StorageError>;

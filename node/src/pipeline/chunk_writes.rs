@@ -100,8 +100,8 @@ impl ChunkWrites {
                 if canon[ia] != ia as u32 {
                     continue;
                 }
-                for b in a + 1..end {
-                    let ib = by_id[b].1 as usize;
+                for &(_, ib) in &by_id[a + 1..end] {
+                    let ib = ib as usize;
                     if manifest.chunks[ib].key == manifest.chunks[ia].key {
                         canon[ib] = ia as u32;
                     }

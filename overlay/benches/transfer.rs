@@ -22,7 +22,8 @@ use strew_overlay::{LocalProfile, OverlayConfig, OverlayHandle, peer};
 
 /// A target store that verifies and counts but keeps nothing (so the bench
 /// measures the network path, not RAM or disk). Like the node's store it
-/// hashes the body again (the packet service did once already).
+/// hashes the body against its id: the one check of it on the target (the
+/// packet service leaves it to the storage).
 struct CountingStorage;
 
 impl PacketStorage for CountingStorage {

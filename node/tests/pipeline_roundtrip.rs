@@ -72,8 +72,17 @@ fn run_restore(
     store: &PacketStore,
     dest: &Path,
 ) -> Result<pipeline::RestoreReport, RestoreError> {
+    restore_sequence(&report.sequence, codec, store, dest)
+}
+
+fn restore_sequence(
+    sequence: &pipeline::Sequence,
+    codec: &Codec,
+    store: &PacketStore,
+    dest: &Path,
+) -> Result<pipeline::RestoreReport, RestoreError> {
     pipeline::restore(
-        &report.sequence,
+        sequence,
         &pipeline::RestoreKeys {
             owner: codec.secret.clone(),
             data: Vec::new(),
@@ -558,18 +567,7 @@ fn a_sequence_out_of_order_repeated_or_short_is_restored_or_refused_clearly() {
     assert!(report.sequence.data.len() > 4, "a tree of several chunks");
     let restore = |sequence: &pipeline::Sequence, name: &str| {
         let dest = work.path().join(name);
-        let result = pipeline::restore(
-            sequence,
-            &pipeline::RestoreKeys {
-                owner: c.secret.clone(),
-                data: Vec::new(),
-            },
-            &store,
-            &dest,
-            &RestoreOptions::default(),
-            &RestoreProgress::default(),
-        );
-        (result, dest)
+        (restore_sequence(sequence, &c, &store, &dest), dest)
     };
 
     // Reversed, and every stripe twice: each chunk is decoded and written once.

@@ -215,7 +215,7 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
-    use crate::pipeline::manifest::{ChunkRef, Entry, Extent, MANIFEST_VERSION};
+    use crate::pipeline::manifest::{ChunkRef, Entry, Extent};
     use crate::pipeline::secret::ChunkKey;
 
     fn manifest(keys: &[u8], files: &[Vec<(u32, u32, u32)>]) -> Manifest {
@@ -237,21 +237,14 @@ mod tests {
                 },
             })
             .collect();
-        Manifest {
-            version: MANIFEST_VERSION,
-            name: "t".into(),
-            time_ms: 0,
-            roots: vec![],
-            secret: [0; 32],
-            chunks: keys
-                .iter()
-                .map(|k| ChunkRef {
-                    key: ChunkKey([*k; 32]),
-                    len: 100,
-                })
-                .collect(),
-            entries,
-        }
+        let chunks = keys
+            .iter()
+            .map(|k| ChunkRef {
+                key: ChunkKey([*k; 32]),
+                len: 100,
+            })
+            .collect();
+        Manifest::for_tests(chunks, entries)
     }
 
     /// The map the restore kept before: id → writes in entry order.

@@ -268,6 +268,22 @@ fn check_path(path: &[u8]) -> Result<(), &'static str> {
 }
 
 #[cfg(test)]
+impl Manifest {
+    /// A manifest of `chunks` and `entries`, every other field fixed.
+    pub(crate) fn for_tests(chunks: Vec<ChunkRef>, entries: Vec<Entry>) -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            name: "t".into(),
+            time_ms: 0,
+            roots: vec![],
+            secret: [0; 32],
+            chunks,
+            entries,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -282,18 +298,11 @@ mod tests {
     }
 
     fn manifest(entries: Vec<Entry>) -> Manifest {
-        Manifest {
-            version: MANIFEST_VERSION,
-            name: "t".into(),
-            time_ms: 0,
-            roots: vec![],
-            secret: [0; 32],
-            chunks: vec![ChunkRef {
-                key: ChunkKey([0; 32]),
-                len: 10,
-            }],
-            entries,
-        }
+        let chunks = vec![ChunkRef {
+            key: ChunkKey([0; 32]),
+            len: 10,
+        }];
+        Manifest::for_tests(chunks, entries)
     }
 
     #[test]

@@ -158,10 +158,13 @@ fn nodes_behind_nat_are_reached_through_a_relay_and_store_packets_directly() -> 
     restore_and_compare(&b, &snapshot, &tree, &dest, &["data.bin", "note.txt"])?;
 
     // The two NATed nodes reach each other only through the relay; DCUtR
-    // then punches a direct connection between them.
+    // then punches a direct connection between them. Each dials the other
+    // once its relayed address is announced; a dial that fails (under load,
+    // before the other's reservation is live) is retried after liveness's
+    // `OFFLINE_RETRY` (60 s), so the wait covers one retry.
     wait_for(
         "a hole punch between the two NATed nodes",
-        Duration::from_secs(20),
+        strew_overlay::liveness::OFFLINE_RETRY + Duration::from_secs(30),
         || {
             [&c, &d]
                 .iter()

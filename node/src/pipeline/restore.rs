@@ -225,8 +225,10 @@ pub fn read_manifest(
     Ok((manifest, decoder(secret.clone())))
 }
 
-/// Manifest stripes decoded (in parallel) a batch at a time.
-const MANIFEST_BATCH: usize = 64;
+/// Manifest stripes decoded (in parallel) a batch at a time: a manifest
+/// stripe holds about 1 MiB (at most 4), so a batch holds about 8 MiB of
+/// the manifest's bytes, enough to keep the cores busy.
+const MANIFEST_BATCH: usize = 8;
 
 /// The manifest's plaintext as a reader: its stripes are decoded a batch
 /// at a time as the CBOR decoder asks for bytes, and hashed as they are. A stripe that fails stops it (`failed` says why); so does a

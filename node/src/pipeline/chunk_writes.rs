@@ -47,7 +47,6 @@ pub struct ChunkWrites {
     writes: Vec<Write>,
     /// One bit per table index: a canonical chunk not written yet.
     pending: Vec<u64>,
-    left: usize,
 }
 
 fn prefix(id: &DataId) -> [u8; 8] {
@@ -156,7 +155,6 @@ impl ChunkWrites {
             pending[*i as usize / 64] |= 1 << (*i % 64);
         }
         Ok(ChunkWrites {
-            left: by_id.len(),
             by_id,
             start,
             writes,
@@ -179,7 +177,6 @@ impl ChunkWrites {
             return None;
         }
         self.pending[word] &= !bit;
-        self.left -= 1;
         Some(c)
     }
 
@@ -194,7 +191,7 @@ impl ChunkWrites {
 
     /// Chunks needed and not claimed yet.
     pub fn left(&self) -> usize {
-        self.left
+        self.pending.iter().map(|w| w.count_ones() as usize).sum()
     }
 
     /// The id of a chunk needed and not claimed, if one is left.

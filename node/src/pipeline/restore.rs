@@ -78,6 +78,8 @@ pub enum RestoreError {
     DestNotEmpty(PathBuf),
     #[error(transparent)]
     Select(#[from] super::select::SelectError),
+    #[error("the snapshot is too large to restore in one go: restore parts of it with --include")]
+    TooManyWrites(#[from] super::chunk_writes::ChunkWritesError),
     #[error("writing {path}")]
     Io {
         path: PathBuf,
@@ -231,8 +233,9 @@ pub fn read_manifest(
 const MANIFEST_BATCH: usize = 8;
 
 /// The manifest's plaintext as a reader: its stripes are decoded a batch
-/// at a time as the CBOR decoder asks for bytes, and hashed as they are. A stripe that fails stops it (`failed` says why); so does a
-/// manifest past [`MAX_MANIFEST_BYTES`].
+/// at a time as the CBOR decoder asks for bytes, and hashed as they are. A
+/// stripe that fails stops it (`failed` says why); so does a manifest past
+/// [`MAX_MANIFEST_BYTES`].
 struct ManifestReader<'a, I> {
     owner: &'a Codec,
     source: &'a dyn PacketSource,
@@ -370,12 +373,7 @@ pub fn restore_paged(
         .store(manifest.file_bytes(), Ordering::Relaxed);
 
     // 1. Directories, in order; then which chunks each file needs.
-    let mut writes = ChunkWrites::build(&manifest).map_err(|e| {
-        RestoreError::Manifest(ManifestError::Inconsistent {
-            path: String::new(),
-            why: e.to_string(),
-        })
-    })?;
+    let mut writes = ChunkWrites::build(&manifest)?;
     // Files whose bytes all come from one chunk are created, written and
     // finished by the worker that decodes that chunk: one open per file.
     let mut single: Vec<bool> = vec![false; manifest.entries.len()];

@@ -208,8 +208,11 @@ impl GridSync {
         }
     }
 
-    /// Takes only `node`'s own announcement from a refresh's answer (a peer
-    /// that answers with more cannot feed identities through refreshes).
+    /// Takes only `node`'s own announcement from a refresh's answer: the
+    /// page starts just before `node`, so it is the first one. Nothing else
+    /// is looked at, so a peer that answers with a full page neither feeds
+    /// identities through refreshes nor makes this node check 512
+    /// signatures.
     fn admit_own(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
@@ -218,17 +221,12 @@ impl GridSync {
         node: NodeId,
     ) -> bool {
         let now = now_ms();
-        let own = response
-            .announcements
-            .into_iter()
-            .find(|SignedBytes(bytes)| {
-                Announcement::verify(bytes, now, &FreshnessLimits::default())
-                    .is_ok_and(|a| a.node() == node)
-            });
-        match own {
-            Some(SignedBytes(bytes)) => gossip.admit(swarm, Some(node), bytes, now),
-            None => false,
-        }
+        let Some(SignedBytes(bytes)) = response.announcements.into_iter().next() else {
+            return false;
+        };
+        let own = Announcement::verify(&bytes, now, &FreshnessLimits::default())
+            .is_ok_and(|a| a.node() == node);
+        own && gossip.admit(swarm, Some(node), bytes, now)
     }
 
     /// Runs every announcement of a page through the gossip driver's

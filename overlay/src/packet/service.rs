@@ -1,8 +1,9 @@
 //! The target side of the packet protocol: what a node does with one inbound
 //! request — check the manager's ticket (store, read or delete, addressed to
-//! this node and, when it names one, to the requester), the size limit and
-//! the PacketId (which the storage verifies), store through [`PacketStorage`] under the ticket's storage
-//! generation (recording the requester as the packet's holder) and answer
+//! this node and, when it names one, to the requester) and the size limit,
+//! store through [`PacketStorage`] (which verifies the PacketId) under the
+//! ticket's storage generation (recording the requester as the packet's
+//! holder) and answer
 //! with a signed receipt; serve a packet only under a read ticket or to its
 //! holder (`holder`); delete only the generation a delete ticket names.
 //!

@@ -35,7 +35,7 @@ pub struct NodeId(pub [u8; 32]);
 /// Reads a 32-byte id from a CBOR byte string (or, for records written
 /// before ids were byte strings, an array of 32 integers); anything else,
 /// or any other length, is a serde error naming `what`.
-struct Bytes32Visitor(&'static str);
+pub(crate) struct Bytes32Visitor(pub(crate) &'static str);
 
 impl<'de> Visitor<'de> for Bytes32Visitor {
     type Value = [u8; 32];

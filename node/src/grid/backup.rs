@@ -94,6 +94,27 @@ pub struct GridBackupOptions {
     pub journal_dir: Option<PathBuf>,
 }
 
+/// What the grid backup keeps of the pipeline's report once the pipeline
+/// is done: not the manifest (stored by then, and as large as the backup),
+/// only its tree digest.
+struct Pipelined {
+    sequence: pipeline::Sequence,
+    tree: Option<[u8; 32]>,
+    stats: pipeline::BackupStats,
+    warnings: Vec<crate::pipeline::backup::Warning>,
+}
+
+impl From<pipeline::BackupReport> for Pipelined {
+    fn from(r: pipeline::BackupReport) -> Self {
+        Pipelined {
+            tree: r.manifest.tree_digest(),
+            sequence: r.sequence,
+            stats: r.stats,
+            warnings: r.warnings,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GridBackupReport {
     pub snapshot: SnapshotId,
@@ -185,7 +206,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             .map_err(spill_error)?
             .skipping(skip);
         let report = pipeline::backup(&paths, &backup_opts, &idx, &mut sink, &prog)?;
-        Ok::<_, GridError>((report, sink.into_order()))
+        Ok::<_, GridError>((Pipelined::from(report), sink.into_order()))
     }));
     let mut run = Run {
         me,
@@ -246,7 +267,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
             match done {
                 Ok((r, order)) => {
                     if let Some((previous, digest)) = opts.previous
-                        && r.manifest.tree_digest() == Some(digest)
+                        && r.tree == Some(digest)
                     {
                         staging.close();
                         return run.unchanged(previous, part, r).await;
@@ -310,7 +331,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         return Err(cancelled(manager, transport, run.abandoned, &run.exclude).await);
     }
     let (report, mut order) = report;
-    let tree = report.manifest.tree_digest();
+    let tree = report.tree;
     let pending_id = run
         .pending
         .ok_or_else(|| GridError::Other("a backup planned no part".into()))?;
@@ -884,7 +905,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
         mut self,
         previous: SnapshotId,
         last: Part,
-        report: pipeline::BackupReport,
+        report: Pipelined,
     ) -> Result<GridBackupReport, GridError> {
         let box_ = self.outbox.clone();
         let staged = last.packets;
@@ -901,7 +922,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
         Ok(GridBackupReport {
             snapshot: previous,
             unchanged: true,
-            tree: report.manifest.tree_digest(),
+            tree: report.tree,
             stats: report.stats,
             uploaded_packets: self.uploaded_packets,
             uploaded_bytes: self.uploaded_bytes,

@@ -39,6 +39,7 @@ use super::chunking::ChunkSizes;
 use super::codec::{Codec, EncodedStripe, StripeRecord};
 use super::exclude::{ExcludeError, ExcludeRules, Excluder};
 use super::manifest::{ChunkRef, Entry, EntryKind, Extent, MANIFEST_VERSION, Manifest};
+use super::manifest_pieces;
 use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
 
@@ -260,27 +261,25 @@ pub fn backup(
         chunks,
         entries,
     };
-    let bytes = manifest.encode();
     let owner = Codec {
         secret: opts.owner.clone(),
         ..opts.codec.clone()
     };
-    let snapshot = owner.key(&bytes).storage_index();
     // The manifest is stored like data: chunked (never finer than the
     // default sizes), encoded in parallel and stored a batch at a time;
     // the snapshot root (the manifest chunks' keys, in order, under a key
     // derived from the owner's secret and the manifest's storage indices)
-    // comes first in the sequence.
+    // comes first in the sequence. Its encoding is streamed twice, never
+    // held: once for the pieces' keys and the snapshot's, once to store.
     let sizes = opts.sizes.for_manifest();
-    let pieces: Vec<&[u8]> = fastcdc::v2020::FastCDC::new(
-        &bytes,
-        sizes.min as usize,
-        sizes.avg as usize,
-        sizes.max as usize,
-    )
-    .map(|c| &bytes[c.offset..c.offset + c.length])
-    .collect();
-    let keys: Vec<ChunkKey> = pieces.par_iter().map(|piece| owner.key(piece)).collect();
+    let mut whole = opts.owner.chunk_key_hasher();
+    let mut keys: Vec<ChunkKey> = Vec::new();
+    manifest_pieces::for_each_piece(&manifest, sizes, &mut whole, |piece| {
+        keys.push(owner.key(&piece));
+        Ok::<_, BackupError>(())
+    })
+    .map_err(pieces_error)?;
+    let snapshot = ChunkKey(*whole.finalize().as_bytes()).storage_index();
     let indices: Vec<DataId> = keys.iter().map(ChunkKey::storage_index).collect();
     let in_data = manifest_chunks_in_data(&manifest, &indices, opts);
     let data_new = written.new_chunks;
@@ -302,19 +301,37 @@ pub fn backup(
         written.account(&stripe);
         sink.store(stripe)
     };
-    let mut records = Vec::with_capacity(pieces.len() + 1);
-    for (batch, batch_keys) in pieces
-        .chunks(MANIFEST_BATCH)
-        .zip(keys.chunks(MANIFEST_BATCH))
-    {
+    let mut records = Vec::with_capacity(keys.len() + 1);
+    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MANIFEST_BATCH);
+    let mut encode_batch = |batch: &mut Vec<Vec<u8>>, records: &mut Vec<StripeRecord>| {
+        let first = records.len();
+        let batch_keys = keys.get(first..first + batch.len()).ok_or_else(|| {
+            BackupError::Stage("the manifest was cut differently the second time".into())
+        })?;
         let encoded: Vec<EncodedStripe> = batch
             .par_iter()
             .zip(batch_keys.par_iter())
             .map(|(piece, key)| owner.encode(key, piece))
             .collect();
+        batch.clear();
         for stripe in encoded {
-            store(stripe, &mut records)?;
+            store(stripe, records)?;
         }
+        Ok::<_, BackupError>(())
+    };
+    manifest_pieces::for_each_piece(&manifest, sizes, &mut blake3::Hasher::new(), |piece| {
+        batch.push(piece);
+        if batch.len() == MANIFEST_BATCH {
+            encode_batch(&mut batch, &mut records)?;
+        }
+        Ok(())
+    })
+    .map_err(pieces_error)?;
+    encode_batch(&mut batch, &mut records)?;
+    if records.len() != keys.len() {
+        return Err(BackupError::Stage(
+            "the manifest was cut differently the second time".into(),
+        ));
     }
     let root_plain: Vec<u8> = keys.iter().flat_map(|k| k.0).collect();
     let root = owner.encode(&opts.owner.root_key(&indices), &root_plain);
@@ -451,8 +468,16 @@ fn manifest_chunks_in_data(
         .collect()
 }
 
-/// Manifest chunks encoded (in parallel) and stored at once.
-const MANIFEST_BATCH: usize = 64;
+/// Manifest chunks encoded (in parallel) and stored at once (each about
+/// 1 MiB).
+const MANIFEST_BATCH: usize = 8;
+
+fn pieces_error(e: manifest_pieces::PiecesError<BackupError>) -> BackupError {
+    match e {
+        manifest_pieces::PiecesError::Caller(e) => e,
+        manifest_pieces::PiecesError::Stream(why) => BackupError::Stage(why),
+    }
+}
 
 #[derive(Default)]
 struct Written {

@@ -8,6 +8,7 @@
 //! - [`rebuild`]: lost packets of a stripe from any K others, without the key;
 //! - [`exclude`]: what a backup leaves out (patterns, `.strewignore`, caches, mounts);
 //! - [`manifest`]: the snapshot manifest and its safety rules;
+//! - [`manifest_pieces`]: a manifest's encoding cut into pieces as it is produced;
 //! - [`select`]: `--include`, `ls`, `find` and `diff` from a manifest alone;
 //! - [`sequence`]: a snapshot's ordered stripes;
 //! - [`backup`] / [`restore`]: the streaming, parallel engines;
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod exclude;
 pub mod local;
 pub mod manifest;
+pub mod manifest_pieces;
 pub mod packet;
 pub mod rebuild;
 pub mod restore;

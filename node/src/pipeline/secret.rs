@@ -42,7 +42,7 @@ impl std::fmt::Debug for ConvergenceSecret {
 /// The key of one chunk. It appears only inside encrypted manifests (and
 /// snapshot roots); everything outside sees its [`ChunkKey::storage_index`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ChunkKey(pub [u8; 32]);
+pub struct ChunkKey(#[serde(with = "strew_coordinator::cbor::bytes32")] pub [u8; 32]);
 
 impl std::fmt::Debug for ChunkKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

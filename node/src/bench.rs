@@ -82,6 +82,8 @@ pub struct PipelineFigures {
     pub zstd_level: i32,
     /// Peak resident memory over the whole run (Linux `VmHWM`).
     pub peak_rss_bytes: Option<u64>,
+    /// Peak resident memory up to the end of the backup.
+    pub backup_peak_rss_bytes: Option<u64>,
     /// Peak resident memory while restoring (the peak is reset before the
     /// restore), and resident memory just before it: their difference is
     /// what the restore itself holds (the backup's report is still held).
@@ -237,6 +239,7 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
         redundancy: args.redundancy.to_string(),
         zstd_level: args.zstd_level,
         peak_rss_bytes: backup_peak.max(peak_rss_bytes()),
+        backup_peak_rss_bytes: backup_peak,
         restore_peak_rss_bytes: restore_peak,
         rss_before_restore_bytes: rss_before_restore,
         verified: differences.is_empty() && report.warnings.is_empty(),
@@ -283,6 +286,9 @@ fn print_table(f: &PipelineFigures) {
     );
     if let Some(rss) = f.peak_rss_bytes {
         println!("peak memory      {:.0} MiB", mib(rss));
+    }
+    if let Some(rss) = f.backup_peak_rss_bytes {
+        println!("backup memory    {:.0} MiB peak", mib(rss));
     }
     if let (Some(peak), Some(before)) = (f.restore_peak_rss_bytes, f.rss_before_restore_bytes) {
         println!(

@@ -236,9 +236,23 @@ impl Manifest {
 
     /// Decodes from a reader (which bounds its own size) and validates.
     pub fn decode_from<R: std::io::Read>(reader: R) -> Result<Manifest, ManifestError> {
-        let m: Manifest = ciborium::from_reader(reader).map_err(ManifestError::Decode)?;
+        let mut m: Manifest = ciborium::from_reader(reader).map_err(ManifestError::Decode)?;
         m.validate()?;
+        m.shrink_to_fit();
         Ok(m)
+    }
+
+    /// Gives back what the tables' growth reserved beyond their length (a
+    /// decoded or built table of a million chunks can hold twice what it
+    /// needs; large blocks shrink in place).
+    pub fn shrink_to_fit(&mut self) {
+        self.chunks.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        for e in &mut self.entries {
+            if let EntryKind::File { extents, .. } = &mut e.kind {
+                extents.shrink_to_fit();
+            }
+        }
     }
 
     /// Checks everything a restore relies on: the version; every path is

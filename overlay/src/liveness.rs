@@ -24,6 +24,11 @@ pub const RECHECK_AFTER: Duration = Duration::from_secs(2);
 pub const SUSPECT_RETRY: Duration = Duration::from_secs(5);
 /// Between dials of an offline node (to see it come back).
 pub const OFFLINE_RETRY: Duration = Duration::from_secs(60);
+/// Dials that fail after a node announced new addresses and are retried at
+/// the suspect's pace even if it is offline: a relayed address can fail
+/// while the node's reservation settles, and two nodes behind NAT should not
+/// then wait a minute to find each other.
+pub const READDRESSED_RETRIES: u8 = 3;
 /// How long a probe may take before the node may be picked again.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Shortest time between two scans of the grid view for due probes (a scan
@@ -44,6 +49,8 @@ struct Contact {
     offline: bool,
     /// When to dial next; `None` while connected or never due.
     next_probe: Option<Instant>,
+    /// Failed dials left to retry soon since the node's addresses changed.
+    soon: u8,
 }
 
 impl Contact {
@@ -53,6 +60,7 @@ impl Contact {
             failures: 0,
             offline: false,
             next_probe: None,
+            soon: 0,
         }
     }
 }
@@ -104,6 +112,7 @@ impl Liveness {
         c.connected = true;
         c.failures = 0;
         c.next_probe = None;
+        c.soon = 0;
         if c.offline {
             c.offline = false;
             return Some(Change::Online(node));
@@ -128,28 +137,29 @@ impl Liveness {
             return None;
         }
         c.failures = c.failures.saturating_add(1);
-        if c.failures >= OFFLINE_AFTER_FAILURES && !c.offline {
-            c.offline = true;
-            c.next_probe = Some(now + OFFLINE_RETRY);
-            return Some(Change::Offline(node));
-        }
-        c.next_probe = Some(
-            now + if c.offline {
-                OFFLINE_RETRY
-            } else {
-                SUSPECT_RETRY
-            },
-        );
-        None
+        let went_offline = c.failures >= OFFLINE_AFTER_FAILURES && !c.offline;
+        c.offline |= went_offline;
+        let wait = if c.soon > 0 {
+            c.soon -= 1;
+            SUSPECT_RETRY
+        } else if c.offline {
+            OFFLINE_RETRY
+        } else {
+            SUSPECT_RETRY
+        };
+        c.next_probe = Some(now + wait);
+        went_offline.then_some(Change::Offline(node))
     }
 
     /// The node announced new addresses (e.g. through a relay, once it found
-    /// itself behind NAT): a node this one could not reach is tried again now.
+    /// itself behind NAT): a node this one could not reach is tried again
+    /// now, and the next [`READDRESSED_RETRIES`] failures are retried soon.
     pub fn addresses_changed(&mut self, node: NodeId, now: Instant) {
         if let Some(c) = self.contacts.get_mut(&node)
             && !c.connected
         {
             c.next_probe = Some(now);
+            c.soon = READDRESSED_RETRIES;
         }
     }
 
@@ -268,6 +278,38 @@ mod tests {
             watcher.connected(id(n));
         }
         assert!(watcher.due((1..50).map(id), t0 + OFFLINE_RETRY).is_empty());
+    }
+
+    #[test]
+    fn an_offline_node_with_new_addresses_is_retried_soon_a_few_times() {
+        let mut l = Liveness::new(ProbePolicy::default());
+        let mut t = Instant::now();
+        l.connected(id(3));
+        l.disconnected(id(3), t);
+        l.dial_failed(id(3), t);
+        assert_eq!(l.dial_failed(id(3), t), Some(Change::Offline(id(3))));
+        t += Duration::from_secs(10);
+        assert!(
+            l.due([id(3)].into_iter(), t).is_empty(),
+            "offline: a minute"
+        );
+        t += PROBE_ROUND;
+        l.addresses_changed(id(3), t);
+        // The dial at the change, then READDRESSED_RETRIES retries soon.
+        for retry in 0..=READDRESSED_RETRIES {
+            assert_eq!(l.due([id(3)].into_iter(), t), vec![id(3)], "retry {retry}");
+            assert_eq!(l.dial_failed(id(3), t), None, "still offline, no change");
+            t += SUSPECT_RETRY;
+        }
+        assert!(
+            l.due([id(3)].into_iter(), t).is_empty(),
+            "after the quick retries, back to the offline pace"
+        );
+        assert_eq!(
+            l.due([id(3)].into_iter(), t - SUSPECT_RETRY + OFFLINE_RETRY),
+            vec![id(3)]
+        );
+        assert!(l.is_offline(&id(3)));
     }
 
     #[test]

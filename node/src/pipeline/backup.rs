@@ -307,9 +307,7 @@ pub fn backup(
     let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MANIFEST_BATCH);
     let mut encode_batch = |batch: &mut Vec<Vec<u8>>, records: &mut Vec<StripeRecord>| {
         let first = records.len();
-        let batch_keys = keys.get(first..first + batch.len()).ok_or_else(|| {
-            BackupError::Stage("the manifest was cut differently the second time".into())
-        })?;
+        let batch_keys = keys.get(first..first + batch.len()).ok_or_else(recut)?;
         let encoded: Vec<EncodedStripe> = batch
             .par_iter()
             .zip(batch_keys.par_iter())
@@ -331,9 +329,7 @@ pub fn backup(
     .map_err(pieces_error)?;
     encode_batch(&mut batch, &mut records)?;
     if records.len() != keys.len() {
-        return Err(BackupError::Stage(
-            "the manifest was cut differently the second time".into(),
-        ));
+        return Err(recut());
     }
     let root_plain: Vec<u8> = keys.iter().flat_map(|k| k.0).collect();
     let root = owner.encode(&opts.owner.root_key(&indices), &root_plain);
@@ -485,6 +481,11 @@ fn manifest_chunks_in_data(
 /// Manifest chunks encoded (in parallel) and stored at once (each about
 /// 1 MiB).
 const MANIFEST_BATCH: usize = 8;
+
+/// The manifest's second pass did not cut the pieces of the first.
+fn recut() -> BackupError {
+    BackupError::Stage("the manifest was cut differently the second time".into())
+}
 
 fn pieces_error(e: manifest_pieces::PiecesError<BackupError>) -> BackupError {
     match e {

@@ -406,6 +406,15 @@ pub fn restore_paged(
             EntryKind::Symlink { .. } => report.symlinks += 1,
         }
     }
+    // From here on, `writes` says where every chunk goes: the extents it
+    // was built from are given back (12 B a chunk).
+    for e in &mut manifest.entries {
+        if let EntryKind::File { extents, .. } = &mut e.kind {
+            *extents = Vec::new();
+        }
+    }
+    let manifest = manifest;
+    let path = |i: usize| entry_path(dest, &manifest, i);
     let pool = super::backup::io_pool().map_err(|e| RestoreError::Io {
         path: dest.to_path_buf(),
         source: std::io::Error::other(e.to_string()),

@@ -5,17 +5,26 @@
 //! builder, as a thin adapter: committed entries go to
 //! [`ManagerReplica::apply_batch`] on a blocking thread (one durable redb
 //! transaction per applied batch, written with the replication position,
-//! so a restart never re-applies or skips an entry); a snapshot is the
-//! replica's image (the whole `ManagerState` plus that position, as CBOR);
-//! installing one replaces the replica's state at once. A write that fails
-//! is a storage error: openraft stops this member, and a restart resumes
-//! from what the disk holds.
+//! so a restart never re-applies or skips an entry); installing a snapshot
+//! replaces the replica's state at once. A write that fails is a storage
+//! error: openraft stops this member, and a restart resumes from what the
+//! disk holds.
+//!
+//! Snapshots are never kept. The replica's durable state already is one, so
+//! building a snapshot (which openraft does every `snapshot_every` entries,
+//! keeping only its meta, to know how far the log may be trimmed) records
+//! the position applied and encodes nothing. The image a follower needs (the
+//! whole `ManagerState` plus its position, as CBOR) is made when openraft
+//! asks for the current snapshot, at the position applied then, which is at
+//! least the last one built. A manager of a million chunk records thus
+//! neither holds a copy of its state as bytes nor encodes one every few
+//! thousand entries under the read lock.
 
 // openraft's error types are large and its traits return them by value.
 #![allow(clippy::result_large_err)]
 
 use std::io::Cursor;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -26,16 +35,8 @@ use strew_coordinator::cbor;
 
 use super::replica::{ManagerReplica, SnapshotImage};
 use super::types::{Member, Outcome, RaftId, StrewRaft};
-use crate::sync::lock;
 
 pub use super::replica::{ReplicaError as StateMachineError, ReplicationPosition};
-
-/// The last snapshot built or installed: its meta and CBOR bytes.
-#[derive(Clone)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<RaftId, Member>,
-    bytes: Vec<u8>,
-}
 
 async fn blocking<T, F>(f: F) -> Result<T, StorageError<RaftId>>
 where
@@ -51,21 +52,16 @@ where
 /// The raft state machine over a shared [`ManagerReplica`].
 pub struct StateMachine {
     replica: Arc<ManagerReplica>,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
 }
 
 impl StateMachine {
     pub fn new(replica: Arc<ManagerReplica>) -> StateMachine {
-        StateMachine {
-            replica,
-            current: Arc::new(Mutex::new(None)),
-        }
+        StateMachine { replica }
     }
 
     fn builder(&self) -> SnapshotBuilder {
         SnapshotBuilder {
             replica: self.replica.clone(),
-            current: self.current.clone(),
         }
     }
 }
@@ -117,6 +113,7 @@ impl RaftStateMachine<StrewRaft> for StateMachine {
         let signature = Some(meta.signature());
         let image: SnapshotImage = cbor::decode(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e)))?;
+        drop(bytes);
         if image.position.last_applied != meta.last_log_id {
             return Err(StorageIOError::read_snapshot(
                 signature,
@@ -134,43 +131,15 @@ impl RaftStateMachine<StrewRaft> for StateMachine {
                 .install(image)
                 .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)))
         })
-        .await?;
-        *lock(&self.current) = Some(StoredSnapshot {
-            meta: meta.clone(),
-            bytes,
-        });
-        Ok(())
+        .await
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<StrewRaft>>, StorageError<RaftId>> {
-        let cached = lock(&self.current).clone();
-        let stored = match cached {
-            Some(stored) => stored,
-            // None built since this process started: the durable state is one.
-            None if self.replica.position().last_applied.is_some() => {
-                let built = self.builder().build_snapshot().await?;
-                return Ok(Some(built));
-            }
-            None => return Ok(None),
-        };
-        Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.bytes)),
-        }))
-    }
-}
-
-/// Builds a snapshot of the replica's state under its read lock, so the
-/// state and the position in it describe the same log index.
-pub struct SnapshotBuilder {
-    replica: Arc<ManagerReplica>,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
-}
-
-impl RaftSnapshotBuilder<StrewRaft> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<StrewRaft>, StorageError<RaftId>> {
+        if self.replica.position().last_applied.is_none() {
+            return Ok(None);
+        }
         let replica = self.replica.clone();
         let (position, bytes) = blocking(move || {
             replica
@@ -178,27 +147,44 @@ impl RaftSnapshotBuilder<StrewRaft> for SnapshotBuilder {
                 .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))
         })
         .await?;
-        let snapshot_id = match &position.last_applied {
-            Some(id) => format!(
-                "{}-{}-{:016x}",
-                id.leader_id,
-                id.index,
-                rand::random::<u64>()
-            ),
-            None => format!("empty-{:016x}", rand::random::<u64>()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: position.last_applied,
-            last_membership: position.membership,
-            snapshot_id,
-        };
-        *lock(&self.current) = Some(StoredSnapshot {
-            meta: meta.clone(),
-            bytes: bytes.clone(),
-        });
-        Ok(Snapshot {
-            meta,
+        Ok(Some(Snapshot {
+            meta: snapshot_meta(position),
             snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
+
+/// The meta of a snapshot at `position` (a fresh id each time: two images
+/// at one position are equal, but their ids need not be).
+fn snapshot_meta(position: ReplicationPosition) -> SnapshotMeta<RaftId, Member> {
+    let snapshot_id = match &position.last_applied {
+        Some(id) => format!(
+            "{}-{}-{:016x}",
+            id.leader_id,
+            id.index,
+            rand::random::<u64>()
+        ),
+        None => format!("empty-{:016x}", rand::random::<u64>()),
+    };
+    SnapshotMeta {
+        last_log_id: position.last_applied,
+        last_membership: position.membership,
+        snapshot_id,
+    }
+}
+
+/// Records a snapshot at the position applied (see the module's doc: the
+/// durable state is the snapshot; openraft keeps only the meta of what is
+/// built, so its data is left empty).
+pub struct SnapshotBuilder {
+    replica: Arc<ManagerReplica>,
+}
+
+impl RaftSnapshotBuilder<StrewRaft> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<StrewRaft>, StorageError<RaftId>> {
+        Ok(Snapshot {
+            meta: snapshot_meta(self.replica.position()),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }

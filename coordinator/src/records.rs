@@ -7,7 +7,7 @@
 //! helpers on them. It must not apply changes (the state does) or touch redb
 //! (the store does).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -130,6 +130,72 @@ pub fn chunk_copy_key(data_id: &DataId, n: u32) -> DataId {
     DataId(*hasher.finalize().as_bytes())
 }
 
+/// A small set of nodes kept as a sorted vector: a chunk record's sources
+/// (most chunks have one). A `BTreeSet` of one node takes a whole B-tree leaf
+/// (about 380 bytes); this takes the node's 32. Encoded as a CBOR array, as
+/// the `BTreeSet` it replaced was, so records on disk read either way; a
+/// decoded array is sorted and deduplicated before use.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct NodeSet(Vec<NodeId>);
+
+impl NodeSet {
+    pub fn new() -> NodeSet {
+        NodeSet(Vec::new())
+    }
+
+    /// Adds `node`; `false` if it was there already.
+    pub fn insert(&mut self, node: NodeId) -> bool {
+        match self.0.binary_search(&node) {
+            Ok(_) => false,
+            Err(at) => {
+                // Exactly one more: most sets stay at one or two nodes.
+                self.0.reserve_exact(1);
+                self.0.insert(at, node);
+                true
+            }
+        }
+    }
+
+    pub fn contains(&self, node: &NodeId) -> bool {
+        self.0.binary_search(node).is_ok()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &NodeId> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<const N: usize> From<[NodeId; N]> for NodeSet {
+    fn from(nodes: [NodeId; N]) -> NodeSet {
+        nodes.into_iter().collect()
+    }
+}
+
+impl FromIterator<NodeId> for NodeSet {
+    fn from_iter<I: IntoIterator<Item = NodeId>>(nodes: I) -> NodeSet {
+        let mut v: Vec<NodeId> = nodes.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        v.shrink_to_fit();
+        NodeSet(v)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NodeSet, D::Error> {
+        Ok(Vec::<NodeId>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// Source data record: one chunk (one stripe) and where its packets are.
 /// Shared by every source holding identical data (dedup).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,7 +206,7 @@ pub struct ChunkRecord {
     /// Snapshots referencing this chunk.
     pub refs: u64,
     /// Sources whose snapshots reference it.
-    pub sources: BTreeSet<NodeId>,
+    pub sources: NodeSet,
     /// The source charged for its stored bytes (the first to upload it).
     pub owner: NodeId,
     /// A source found its packets unusable (a restore or check failed on
@@ -320,4 +386,33 @@ pub struct LogEvent {
     pub kind: LogKind,
     pub node: NodeId,
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_node_set_is_a_sorted_set_encoded_as_the_btree_set_it_replaced() {
+        let (a, b, c) = (NodeId([3; 32]), NodeId([1; 32]), NodeId([2; 32]));
+        let mut set = NodeSet::new();
+        assert!(set.is_empty());
+        assert!(set.insert(a));
+        assert!(set.insert(b));
+        assert!(!set.insert(a), "already there");
+        assert!(set.contains(&a) && set.contains(&b) && !set.contains(&c));
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.iter().copied().collect::<Vec<_>>(), vec![b, a]);
+        // The same bytes as a BTreeSet, both ways.
+        let old = BTreeSet::from([a, b]);
+        let bytes = crate::cbor::encode(&set).unwrap();
+        assert_eq!(bytes, crate::cbor::encode(&old).unwrap());
+        assert_eq!(crate::cbor::decode::<NodeSet>(&bytes).unwrap(), set);
+        // An array from elsewhere is sorted and deduplicated.
+        let messy = crate::cbor::encode(&vec![a, c, a, b]).unwrap();
+        let read: NodeSet = crate::cbor::decode(&messy).unwrap();
+        assert_eq!(read, NodeSet::from([b, c, a]));
+        assert!(read.contains(&c));
+    }
 }

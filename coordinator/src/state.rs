@@ -20,9 +20,9 @@ use crate::quota::{
     GridMode, JoinToken, QuotaError, Subscription, check_network, check_source_quota,
 };
 use crate::records::{
-    AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, LogEvent, LogKind, PendingBackup,
-    PlannedChunk, Receipted, SnapshotRecord, SourceProfile, StoredPacket, TargetRecord,
-    profile_key,
+    AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, LogEvent, LogKind, NodeSet,
+    PendingBackup, PlannedChunk, Receipted, SnapshotRecord, SourceProfile, StoredPacket,
+    TargetRecord, profile_key,
 };
 use crate::units::{GeoPoint, Millis, format_size};
 
@@ -862,7 +862,7 @@ impl ManagerState {
                     data_id: copy.data_id,
                     packets: copy.packets.clone(),
                     refs: 0,
-                    sources: BTreeSet::new(),
+                    sources: NodeSet::new(),
                     owner: pending.source,
                     bad: false,
                     redundancy: Some(pending.params.redundancy),

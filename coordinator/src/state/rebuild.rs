@@ -23,7 +23,7 @@ use super::{ApplyError, ManagerState, Touched, profile_of, same_packets};
 use crate::attest::Attested;
 use crate::ids::{DataId, NodeId, PacketId};
 use crate::records::{
-    BackupParams, ChunkRecord, LogKind, MAX_CHUNK_COPIES, SnapshotRecord, StoredPacket,
+    BackupParams, ChunkRecord, LogKind, MAX_CHUNK_COPIES, NodeSet, SnapshotRecord, StoredPacket,
     chunk_copy_key,
 };
 use crate::seal::{SealedAtRest, SequenceStripe};
@@ -253,7 +253,7 @@ impl ManagerState {
                     data_id,
                     packets,
                     refs: 1,
-                    sources: BTreeSet::from([w.source]),
+                    sources: NodeSet::from([w.source]),
                     owner: w.source,
                     bad: false,
                     redundancy,

@@ -14,7 +14,8 @@
 //!
 //! Then the manifest (which holds every chunk's key) is stored under the
 //! owner's private secret, preceded by the snapshot root: the manifest
-//! chunks' keys, under a key only the owner derives (see `secret`).
+//! chunks' keys, under a key only the owner derives (see `secret` and
+//! `manifest_store`).
 //!
 //! A file that cannot be read is reported in the warnings and skipped; the
 //! rest of the backup goes on. Only a root that cannot be read, or a sink
@@ -39,7 +40,7 @@ use super::chunking::ChunkSizes;
 use super::codec::{Codec, EncodedStripe, StripeRecord};
 use super::exclude::{ExcludeError, ExcludeRules, Excluder};
 use super::manifest::{ChunkRef, Entry, EntryKind, Extent, MANIFEST_VERSION, Manifest};
-use super::manifest_pieces;
+use super::manifest_store;
 use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
 
@@ -263,79 +264,9 @@ pub fn backup(
         entries,
     };
     manifest.shrink_to_fit();
-    let owner = Codec {
-        secret: opts.owner.clone(),
-        ..opts.codec.clone()
-    };
-    // The manifest is stored like data: chunked (never finer than the
-    // default sizes), encoded in parallel and stored a batch at a time;
-    // the snapshot root (the manifest chunks' keys, in order, under a key
-    // derived from the owner's secret and the manifest's storage indices)
-    // comes first in the sequence. Its encoding is streamed twice, never
-    // held: once for the pieces' keys and the snapshot's, once to store.
-    let sizes = opts.sizes.for_manifest();
-    let mut whole = opts.owner.chunk_key_hasher();
-    let mut keys: Vec<ChunkKey> = Vec::new();
-    manifest_pieces::for_each_piece(&manifest, sizes, &mut whole, |piece| {
-        keys.push(owner.key(&piece));
-        Ok::<_, BackupError>(())
-    })
-    .map_err(pieces_error)?;
-    let snapshot = ChunkKey(*whole.finalize().as_bytes()).storage_index();
-    let indices: Vec<DataId> = keys.iter().map(ChunkKey::storage_index).collect();
-    let in_data = manifest_chunks_in_data(&manifest, &indices, opts);
     let data_new = written.new_chunks;
-    let mut store = |stripe: EncodedStripe, records: &mut Vec<StripeRecord>| {
-        if let Some(known) = known.known(&stripe.record.data_id) {
-            records.push(known);
-            return Ok(());
-        }
-        records.push(stripe.record.clone());
-        // A manifest chunk equal to a data chunk (or to another manifest
-        // chunk) of this backup is stored once.
-        if in_data.contains(&stripe.record.data_id)
-            || records[..records.len() - 1]
-                .iter()
-                .any(|r| r.data_id == stripe.record.data_id)
-        {
-            return Ok(());
-        }
-        written.account(&stripe);
-        sink.store(stripe)
-    };
-    let mut records = Vec::with_capacity(keys.len() + 1);
-    let mut batch: Vec<Vec<u8>> = Vec::with_capacity(MANIFEST_BATCH);
-    let mut encode_batch = |batch: &mut Vec<Vec<u8>>, records: &mut Vec<StripeRecord>| {
-        let first = records.len();
-        let batch_keys = keys.get(first..first + batch.len()).ok_or_else(recut)?;
-        let encoded: Vec<EncodedStripe> = batch
-            .par_iter()
-            .zip(batch_keys.par_iter())
-            .map(|(piece, key)| owner.encode(key, piece))
-            .collect();
-        batch.clear();
-        for stripe in encoded {
-            store(stripe, records)?;
-        }
-        Ok::<_, BackupError>(())
-    };
-    manifest_pieces::for_each_piece(&manifest, sizes, &mut blake3::Hasher::new(), |piece| {
-        batch.push(piece);
-        if batch.len() == MANIFEST_BATCH {
-            encode_batch(&mut batch, &mut records)?;
-        }
-        Ok(())
-    })
-    .map_err(pieces_error)?;
-    encode_batch(&mut batch, &mut records)?;
-    if records.len() != keys.len() {
-        return Err(recut());
-    }
-    let root_plain: Vec<u8> = keys.iter().flat_map(|k| k.0).collect();
-    let root = owner.encode(&opts.owner.root_key(&indices), &root_plain);
-    let mut manifest_records = Vec::with_capacity(records.len() + 1);
-    store(root, &mut manifest_records)?;
-    manifest_records.append(&mut records);
+    let (snapshot, manifest_records) =
+        manifest_store::store_manifest(&manifest, opts, known, sink, &mut written)?;
     sink.finish()?;
     stats.chunks = manifest.chunks.len() as u64;
     stats.new_chunks = data_new;
@@ -458,44 +389,8 @@ fn encode_stage(
     }
 }
 
-/// The manifest chunks (by storage index) that are also data chunks of
-/// this backup: possible only when the data's secret is the owner's (then
-/// the chunk table is scanned once, in parallel).
-fn manifest_chunks_in_data(
-    manifest: &Manifest,
-    indices: &[DataId],
-    opts: &BackupOptions,
-) -> HashSet<DataId> {
-    if opts.codec.secret.fingerprint() != opts.owner.fingerprint() {
-        return HashSet::new();
-    }
-    let wanted: HashSet<DataId> = indices.iter().copied().collect();
-    manifest
-        .chunks
-        .par_iter()
-        .map(ChunkRef::data_id)
-        .filter(|id| wanted.contains(id))
-        .collect()
-}
-
-/// Manifest chunks encoded (in parallel) and stored at once (each about
-/// 1 MiB).
-const MANIFEST_BATCH: usize = 8;
-
-/// The manifest's second pass did not cut the pieces of the first.
-fn recut() -> BackupError {
-    BackupError::Stage("the manifest was cut differently the second time".into())
-}
-
-fn pieces_error(e: manifest_pieces::PiecesError<BackupError>) -> BackupError {
-    match e {
-        manifest_pieces::PiecesError::Caller(e) => e,
-        manifest_pieces::PiecesError::Stream(why) => BackupError::Stage(why),
-    }
-}
-
 #[derive(Default)]
-struct Written {
+pub(super) struct Written {
     /// The snapshot's chunk table (a zero key until its chunk arrives).
     table: Vec<ChunkRef>,
     records: Vec<StripeRecord>,
@@ -507,7 +402,7 @@ struct Written {
 }
 
 impl Written {
-    fn account(&mut self, stripe: &EncodedStripe) {
+    pub(super) fn account(&mut self, stripe: &EncodedStripe) {
         self.new_chunks += 1;
         self.compressed += u64::from(stripe.compressed);
         self.packets += stripe.record.packets.len() as u64;

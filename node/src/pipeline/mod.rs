@@ -9,6 +9,7 @@
 //! - [`exclude`]: what a backup leaves out (patterns, `.strewignore`, caches, mounts);
 //! - [`manifest`]: the snapshot manifest and its safety rules;
 //! - [`manifest_pieces`]: a manifest's encoding cut into pieces as it is produced;
+//! - `manifest_store`: storing a backup's manifest and snapshot root from those pieces;
 //! - [`select`]: `--include`, `ls`, `find` and `diff` from a manifest alone;
 //! - [`sequence`]: a snapshot's ordered stripes;
 //! - [`backup`] / [`restore`]: the streaming, parallel engines;
@@ -22,6 +23,7 @@ pub mod exclude;
 pub mod local;
 pub mod manifest;
 pub mod manifest_pieces;
+mod manifest_store;
 pub mod packet;
 pub mod rebuild;
 pub mod restore;

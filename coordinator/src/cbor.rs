@@ -40,7 +40,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CborError> {
 /// `#[serde(with = "strew_coordinator::cbor::bytes32")]` for a `[u8; 32]`
 /// field that is a key or a digest: written as a CBOR byte string (34
 /// bytes); read from a byte string or, as records written before keys were
-/// byte strings hold them, from an array of 32 integers.
+/// byte strings hold them, from an array of 32 integers. (Wire messages use
+/// the overlay's strict `cbor::bytes32`, which reads only byte strings.)
 pub mod bytes32 {
     use serde::{Deserializer, Serializer};
 

@@ -168,6 +168,9 @@ pub mod bytes {
 }
 
 /// Serde adapter: `[u8; 32]` as a CBOR byte string of exactly 32 bytes.
+/// Strict on purpose: a wire message must carry a byte string. Records on
+/// disk use `strew_coordinator::cbor::bytes32` instead, which also reads
+/// the integer arrays written before keys were byte strings.
 pub mod bytes32 {
     use serde::{Deserializer, Serializer, de};
 

@@ -8,7 +8,8 @@
 # Needs: a release build of strew (cargo build --release -p strew-node),
 # restic (installed with apt-get if missing and root), GNU time (/usr/bin/time).
 # BACKUP_FLAGS adds flags to `strew backup` (e.g. "--zstd-level 1").
-# PERF=FILE records the strew backup system-wide with perf (call graphs) into FILE.
+# PERF=FILE records the strew backup system-wide with perf (call graphs) into FILE,
+# and the strew restore into FILE.restore.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 folder=$(realpath "${1:-$(rustc --print sysroot)}")
@@ -57,28 +58,38 @@ tar -cf - "$folder" 2>/dev/null >/dev/null # warm the page cache for both
 peak() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1"; }
 wall() { python3 -c "import sys; t=sys.argv[1].split(':'); print(sum(float(x)*60**i for i,x in enumerate(reversed(t))))" "$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$1")"; }
 src="$work/node-0"
+# Each timed phase starts with nothing left to write back from the one before
+# (a restore writes 1.3 GB: its writeback would otherwise slow the next phase).
+settle() { sync; sleep 1; }
+settle
 [ -n "${PERF:-}" ] && { perf record -a -g -F 499 -o "$PERF" 2>/dev/null & perf_pid=$!; sleep 1; }
 t0=$(date +%s.%N)
 "$strew" --data-dir "$src" backup "$folder" --backup-distance 300km.. --spread 300km.. ${BACKUP_FLAGS:-} --json > "$work/backup.json"
 t1=$(date +%s.%N)
 [ -n "${PERF:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 snap=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["snapshot"])' "$work/backup.json")
+settle
+[ -n "${PERF:-}" ] && { perf record -a -g -F 499 -o "$PERF.restore" 2>/dev/null & perf_pid=$!; sleep 1; }
+tr=$(date +%s.%N)
 "$strew" --data-dir "$src" restore "$snap" "$work/strew-restore" --json > "$work/restore.json"
 t2=$(date +%s.%N)
+[ -n "${PERF:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 diff -r --no-dereference "$folder" "$work/strew-restore/$(basename "$folder")" > /dev/null && sv=yes || sv=NO
 node_peak=$(for p in "${pids[@]}"; do grep VmHWM "/proc/$p/status" 2>/dev/null | awk '{print $2}'; done | sort -n | tail -1)
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$work/restic-repo"
 restic init --repository-version 2 -q >/dev/null
+settle
 /usr/bin/time -v restic backup -q "$folder" > /dev/null 2> "$work/restic-backup.time"
+settle
 /usr/bin/time -v restic restore -q latest --target "$work/restic-restore" > /dev/null 2> "$work/restic-restore.time"
 diff -r --no-dereference "$folder" "$work/restic-restore$folder" > /dev/null && rv=yes || rv=NO
-python3 - "$bytes" "$t0" "$t1" "$t2" "$(wall "$work/restic-backup.time")" "$(wall "$work/restic-restore.time")" \
+python3 - "$bytes" "$t0" "$t1" "$tr" "$t2" "$(wall "$work/restic-backup.time")" "$(wall "$work/restic-restore.time")" \
     "$node_peak" "$(peak "$work/restic-backup.time")" "$(peak "$work/restic-restore.time")" "$sv" "$rv" "$work/backup.json" <<'PY'
 import json, sys
-n = int(sys.argv[1]); t0, t1, t2 = map(float, sys.argv[2:5]); rb, rr = float(sys.argv[5]), float(sys.argv[6])
-sb, sr = t1 - t0, t2 - t1
-np_, rbp, rrp, sv, rv = sys.argv[7], sys.argv[8], sys.argv[9], sys.argv[10], sys.argv[11]
-b = json.load(open(sys.argv[12])); mb = n / 1e6
+n = int(sys.argv[1]); t0, t1, tr, t2 = map(float, sys.argv[2:6]); rb, rr = float(sys.argv[6]), float(sys.argv[7])
+sb, sr = t1 - t0, t2 - tr
+np_, rbp, rrp, sv, rv = sys.argv[8:13]
+b = json.load(open(sys.argv[13])); mb = n / 1e6
 print(f"  strew  backup {sb:7.2f} s {mb/sb:7.1f} MB/s   restore {sr:7.2f} s {mb/sr:7.1f} MB/s   largest node peak {int(np_)//1024} MiB   identical={sv}   ({b['uploaded_packets']} packets, {b['uploaded_bytes']/1e6:.0f} MB sent to {len(b['targets'])} targets)")
 print(f"  restic backup {rb:7.2f} s {mb/rb:7.1f} MB/s   restore {rr:7.2f} s {mb/rr:7.1f} MB/s   peak {int(rbp)//1024}/{int(rrp)//1024} MiB   identical={rv}")
 print(f"  ratio  backup {rb/sb:.2f}x   restore {rr/sr:.2f}x   (restic time / strew time; >1 means strew is faster)")

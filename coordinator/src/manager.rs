@@ -51,6 +51,7 @@ pub mod rebuild;
 mod receipts;
 mod reservations;
 mod snapshots;
+mod standing;
 pub use audits::{MAX_AUDIT_PAGE, StripeChallenges};
 pub use log_retention::LogRetention;
 pub use messages::*;
@@ -59,6 +60,7 @@ pub use pages::{MAX_LIST_PAGE, MAX_SEQUENCE_PAGE, SequencePage};
 pub use rebuild::ReregisterDecision;
 pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
+pub use standing::{Health, MAX_STANDING_DOWN, Standing, StripeHealth, TargetShare, classify};
 
 /// Failures of manager operations.
 #[derive(Debug, thiserror::Error)]

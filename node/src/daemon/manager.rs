@@ -759,6 +759,20 @@ impl ManagerService {
                 }
                 ManagerResponse::Snapshots(list.iter().map(ToWire::to_wire).collect())
             }
+            ManagerRequest::Standing { snapshot, down } => {
+                if let Err(r) = self.barrier().await {
+                    return r;
+                }
+                // Reads every stripe's record (a page at a time): off the
+                // runtime's workers, as a sequence page is.
+                match heavy(|| {
+                    self.replica
+                        .read(|m| m.snapshot_standing(requester, snapshot, &down))
+                }) {
+                    Ok(standing) => ManagerResponse::Standing(standing),
+                    Err(e) => refuse(&e),
+                }
+            }
             ManagerRequest::ListPage { set, from, count } => {
                 if let Err(r) = self.barrier().await {
                     return r;

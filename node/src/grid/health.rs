@@ -1,38 +1,15 @@
 //! A snapshot's health as its source sees it: per stripe, whether every
 //! packet's target is up (healthy), enough are for a restore (degraded), or
-//! not (lost). Read from the snapshot's sealed sequence and the grid view's
-//! liveness; no packet is fetched. The dashboard and `strew status --json`
-//! show it.
-//!
-//! How many packets a stripe needs comes from the backup set's redundancy
-//! when the stripe has that width; a stripe stored with another redundancy
-//! (a chunk deduplicated against an older backup) needs one packet if all
-//! its entries are copies of one packet, else two thirds of them (the
-//! default `erasure:4+2`'s ratio).
+//! not (lost); the dashboard and `strew status --json` show it. The manager
+//! sums it (`Standing`, with the targets this node sees down); this module
+//! counts it from the sealed sequence itself, page by page, for a manager
+//! that does not answer `Standing` (one older than this node). The rule of
+//! what a stripe needs is the coordinator's ([`classify`]).
 
-use std::collections::BTreeSet;
-
-use serde::Serialize;
+pub use strew_coordinator::manager::Health;
+use strew_coordinator::manager::classify;
 use strew_coordinator::seal::Sequence as SealedSequence;
-use strew_coordinator::{NodeId, PacketId, Redundancy};
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Health {
-    pub stripes: u64,
-    pub healthy: u64,
-    pub degraded: u64,
-    pub lost: u64,
-}
-
-impl Health {
-    /// Adds another part's (a page's) counts.
-    pub fn add(&mut self, other: &Health) {
-        self.stripes += other.stripes;
-        self.healthy += other.healthy;
-        self.degraded += other.degraded;
-        self.lost += other.lost;
-    }
-}
+use strew_coordinator::{NodeId, Redundancy};
 
 /// Classifies every stripe of `seq`; `up` says whether a target is reachable.
 pub fn health(
@@ -42,26 +19,7 @@ pub fn health(
 ) -> Health {
     let mut h = Health::default();
     for stripe in &seq.stripes {
-        let distinct: BTreeSet<PacketId> = stripe.packets.iter().map(|p| p.packet_id).collect();
-        let available: BTreeSet<PacketId> = stripe
-            .packets
-            .iter()
-            .filter(|p| p.targets.iter().any(&up))
-            .map(|p| p.packet_id)
-            .collect();
-        let needed = match redundancy {
-            Some(r) if r.width() == stripe.packets.len() => r.data_packets(),
-            _ if distinct.len() == 1 => 1,
-            _ => (distinct.len() * 2).div_ceil(3),
-        };
-        h.stripes += 1;
-        if available.len() == distinct.len() {
-            h.healthy += 1;
-        } else if available.len() >= needed {
-            h.degraded += 1;
-        } else {
-            h.lost += 1;
-        }
+        h.count(classify(&stripe.packets, redundancy, &up));
     }
     h
 }
@@ -70,7 +28,7 @@ pub fn health(
 mod tests {
     use super::*;
     use strew_coordinator::seal::{SequenceEntry, SequenceStripe};
-    use strew_coordinator::{DataId, SnapshotId};
+    use strew_coordinator::{DataId, PacketId, SnapshotId};
 
     fn stripe(n: u8, targets: &[u8]) -> SequenceStripe {
         SequenceStripe {

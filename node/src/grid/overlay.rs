@@ -173,6 +173,22 @@ impl OverlayManager {
         }
     }
 
+    /// How one of this node's snapshots stands with the targets in `down`
+    /// unreachable: its stripes' health and what each target holds of it.
+    pub async fn standing(
+        &self,
+        snapshot: SnapshotId,
+        down: Vec<NodeId>,
+    ) -> Result<strew_coordinator::manager::Standing, GridError> {
+        match self
+            .call(ManagerRequest::Standing { snapshot, down })
+            .await?
+        {
+            ManagerResponse::Standing(standing) => Ok(standing),
+            other => Err(unexpected("standing", &other)),
+        }
+    }
+
     /// The grid's convergence secret (refused unless the grid admits this node).
     pub async fn grid_secret(&self) -> Result<strew_overlay::manager::GridSecret, GridError> {
         match self.call(ManagerRequest::GridSecret).await? {
@@ -296,6 +312,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Members(_) => "members",
             ManagerResponse::MembersPage { .. } => "members page",
             ManagerResponse::Audited { .. } => "audited",
+            ManagerResponse::Standing(_) => "standing",
             ManagerResponse::Leaving(_) => "leaving",
             ManagerResponse::Evidence(_) => "evidence",
             ManagerResponse::Attestation(_) => "attestation",

@@ -179,6 +179,14 @@ pub enum ManagerRequest {
         from: u64,
         count: u32,
     },
+    /// How one of the requester's snapshots stands: its targets (packets
+    /// and bytes on each) and its stripes' health with the targets in
+    /// `down` (at most `strew_coordinator::manager::MAX_STANDING_DOWN`)
+    /// unreachable. Answered `Standing`; no sequence page is sent.
+    Standing {
+        snapshot: SnapshotId,
+        down: Vec<NodeId>,
+    },
     /// The manager's signed attestation of one of the requester's
     /// snapshots' sequence, in pages of `ATTEST_PAGE` stripes (fetched with
     /// `FetchSequencePage`), and the signer's certificate: what the
@@ -238,6 +246,7 @@ impl ManagerRequest {
             ManagerRequest::Evidence => "evidence",
             ManagerRequest::MembersPage { .. } => "members_page",
             ManagerRequest::AuditSnapshot { .. } => "audit_snapshot",
+            ManagerRequest::Standing { .. } => "standing",
             ManagerRequest::FetchAttestation { .. } => "fetch_attestation",
             ManagerRequest::Rebuild => "rebuild",
             ManagerRequest::Reregister(_) => "reregister",
@@ -288,6 +297,8 @@ pub enum ManagerResponse {
         stripes: Vec<StripeAudited>,
         total: u64,
     },
+    /// How a snapshot stands (answers `Standing`).
+    Standing(strew_coordinator::manager::Standing),
     /// How the requester's exit stands.
     Leaving(strew_coordinator::LeaveStatus),
     /// Location evidence of the nodes that have any (at most
@@ -449,6 +460,10 @@ mod tests {
                 from: 64,
                 count: 64,
             },
+            ManagerRequest::Standing {
+                snapshot: SnapshotId([5; 32]),
+                down: vec![NodeId([6; 32])],
+            },
             ManagerRequest::RecordRestore {
                 snapshot: SnapshotId([4; 32]),
                 outcome: RestoreOutcome::Failed {
@@ -486,6 +501,19 @@ mod tests {
                 }],
                 total: 9,
             },
+            ManagerResponse::Standing(strew_coordinator::manager::Standing {
+                health: strew_coordinator::manager::Health {
+                    stripes: 9,
+                    healthy: 7,
+                    degraded: 1,
+                    lost: 1,
+                },
+                targets: vec![strew_coordinator::manager::TargetShare {
+                    target: NodeId([7; 32]),
+                    packets: 9,
+                    bytes: 1 << 20,
+                }],
+            }),
             ManagerResponse::Evidence(vec![NodeEvidence {
                 node: NodeId([6; 32]),
                 consistent: 1,

@@ -245,6 +245,42 @@ fn nine_nodes_back_up_lose_two_targets_and_restore_byte_identical() -> Result<()
         sparse.blocks()
     );
 
+    // The source's status (the manager sums it, told which targets the
+    // source sees down) shows the damage: both dead targets down, the
+    // stripes with a packet on either degraded (at least as many as one of
+    // them holds, at most as many as both), none lost.
+    let dead: Vec<&String> = holders[..2].iter().map(|&i| &ids[i]).collect();
+    let on_dead: Vec<u64> = holders[..2].iter().map(|&i| targets[&ids[i]].2).collect();
+    let (at_least, at_most) = (
+        on_dead.iter().copied().max().unwrap_or(0),
+        on_dead.iter().sum::<u64>(),
+    );
+    wait_for(
+        "the source's status to show the dead targets' stripes degraded",
+        Duration::from_secs(60),
+        || {
+            let status = nodes[0].status().ok()?;
+            let snap = status["snapshots"]
+                .as_array()?
+                .iter()
+                .find(|s| s["snapshot"] == snapshot.as_str())?
+                .clone();
+            let down: Vec<&str> = snap["targets"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["up"] == false)
+                .filter_map(|t| t["node_id"].as_str())
+                .collect();
+            let h = &snap["health"];
+            let degraded = h["degraded"].as_u64()?;
+            (dead.iter().all(|d| down.contains(&d.as_str()))
+                && (at_least..=at_most).contains(&degraded)
+                && h["lost"] == 0
+                && h["healthy"].as_u64()? + degraded == h["stripes"].as_u64()?)
+            .then_some(())
+        },
+    )?;
+
     // A restore into a non-empty DEST is refused.
     let again = nodes[0].cli(&["restore", &snapshot, dest.to_str().unwrap_or_default()])?;
     ensure!(!again.status.success());

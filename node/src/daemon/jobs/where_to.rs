@@ -134,19 +134,8 @@ impl SourceJobs {
                         .with_grid_view(|v| v.get(t).is_some_and(|p| p.online))
                         .unwrap_or(false)
             };
-            // Counted a page at a time: no memory grows with the snapshot.
-            let mut per_target = std::collections::BTreeMap::new();
-            let mut health = crate::grid::Health::default();
-            crate::grid::sequence::for_each_page(&self.me, &manager, s.snapshot, |page| {
-                crate::grid::restore::count_per_target(&mut per_target, &page);
-                health.add(&crate::grid::health(
-                    &page,
-                    params.as_ref().map(|p| p.redundancy),
-                    up,
-                ));
-                Ok(())
-            })
-            .await?;
+            let (per_target, health) =
+                standing(&self.me, &manager, s.snapshot, params.as_ref(), up).await?;
             let targets: Vec<Value> = per_target
                 .iter()
                 .map(|(id, (packets, bytes))| {
@@ -183,6 +172,69 @@ impl SourceJobs {
             }));
         }
         Ok(Value::Array(out))
+    }
+}
+
+/// What each target holds of `snapshot` (packets, bytes) and its stripes'
+/// health, as this node sees its targets (`up`). The manager sums both
+/// (`Standing`): first with every target taken as up, and again naming the
+/// targets this node sees down, if any. Only a manager that cannot (an
+/// older one) makes this node read the whole sequence, a page at a time.
+async fn standing(
+    me: &crate::grid::SourceIdentity,
+    manager: &OverlayManager,
+    snapshot: SnapshotId,
+    params: Option<&BackupParams>,
+    up: impl Fn(&NodeId) -> bool,
+) -> Result<
+    (
+        std::collections::BTreeMap<NodeId, (u64, u64)>,
+        crate::grid::Health,
+    ),
+    CommandError,
+> {
+    let asked = match manager.standing(snapshot, Vec::new()).await {
+        Ok(all_up) => {
+            let down: Vec<NodeId> = all_up
+                .targets
+                .iter()
+                .map(|t| t.target)
+                .filter(|t| !up(t))
+                .collect();
+            if down.is_empty() {
+                Ok(all_up)
+            } else {
+                manager.standing(snapshot, down).await
+            }
+        }
+        Err(err) => Err(err),
+    };
+    match asked {
+        Ok(standing) => Ok((
+            standing
+                .targets
+                .iter()
+                .map(|t| (t.target, (t.packets, t.bytes)))
+                .collect(),
+            standing.health,
+        )),
+        Err(err) => {
+            tracing::debug!(%err, %snapshot, "the manager sums no standing: reading the sequence");
+            // Counted a page at a time: no memory grows with the snapshot.
+            let mut per_target = std::collections::BTreeMap::new();
+            let mut health = crate::grid::Health::default();
+            crate::grid::sequence::for_each_page(me, manager, snapshot, |page| {
+                crate::grid::restore::count_per_target(&mut per_target, &page);
+                health.add(&crate::grid::health(
+                    &page,
+                    params.map(|p| p.redundancy),
+                    &up,
+                ));
+                Ok(())
+            })
+            .await?;
+            Ok((per_target, health))
+        }
     }
 }
 

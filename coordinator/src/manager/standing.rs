@@ -1,0 +1,220 @@
+//! How a snapshot stands, summed where the records are: per target, the
+//! packets and bytes it holds of the snapshot, and per stripe whether every
+//! packet's target is up (healthy), enough are for a restore (degraded), or
+//! not (lost), against the targets the asking source sees down.
+//!
+//! A source used to learn this by fetching its whole sealed sequence, page
+//! by page, every few minutes: about 600 MB for a million-chunk snapshot.
+//! The answer here is bounded by the snapshot's targets, not its stripes,
+//! and reads the current records (where repairs keep targets up to date).
+//! Owns [`Health`], [`classify`] (how many packets a stripe needs) and
+//! [`Manager::snapshot_standing`]. Reads only; no I/O, no clock.
+
+use super::*;
+use crate::seal::SequenceEntry;
+use crate::units::Redundancy;
+
+/// Most targets a source may name down in one call: more than any snapshot
+/// of a grid this protocol serves is placed on (the answer lists each once).
+pub const MAX_STANDING_DOWN: usize = 16_384;
+
+/// Stripes of a snapshot by what a restore could read of them now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub stripes: u64,
+    pub healthy: u64,
+    pub degraded: u64,
+    pub lost: u64,
+}
+
+impl Health {
+    /// Adds another part's (a page's) counts.
+    pub fn add(&mut self, other: &Health) {
+        self.stripes += other.stripes;
+        self.healthy += other.healthy;
+        self.degraded += other.degraded;
+        self.lost += other.lost;
+    }
+
+    /// Counts one stripe.
+    pub fn count(&mut self, class: StripeHealth) {
+        self.stripes += 1;
+        match class {
+            StripeHealth::Healthy => self.healthy += 1,
+            StripeHealth::Degraded => self.degraded += 1,
+            StripeHealth::Lost => self.lost += 1,
+        }
+    }
+}
+
+/// One stripe's standing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StripeHealth {
+    /// Every packet (every copy of a replicated one) has a target up.
+    Healthy,
+    /// Some do not, but enough for a restore do.
+    Degraded,
+    /// Too few packets are on targets that are up.
+    Lost,
+}
+
+/// Classifies a stripe of `packets` (each with its targets); `up` says
+/// whether a target is reachable. How many distinct packets a restore
+/// needs comes from `redundancy` when the stripe has its width; a stripe of
+/// another width (a copy stored with another redundancy) needs one packet
+/// if all its entries are copies of one packet, else two thirds of them
+/// (the default `erasure:4+2`'s ratio).
+pub fn classify(
+    packets: &[SequenceEntry],
+    redundancy: Option<Redundancy>,
+    up: impl Fn(&NodeId) -> bool,
+) -> StripeHealth {
+    let distinct: BTreeSet<PacketId> = packets.iter().map(|p| p.packet_id).collect();
+    let available: BTreeSet<PacketId> = packets
+        .iter()
+        .filter(|p| p.targets.iter().any(&up))
+        .map(|p| p.packet_id)
+        .collect();
+    let needed = match redundancy {
+        Some(r) if r.width() == packets.len() => r.data_packets(),
+        _ if distinct.len() == 1 => 1,
+        _ => (distinct.len() * 2).div_ceil(3),
+    };
+    if packets.iter().all(|p| p.targets.iter().any(&up)) {
+        StripeHealth::Healthy
+    } else if available.len() >= needed {
+        StripeHealth::Degraded
+    } else {
+        StripeHealth::Lost
+    }
+}
+
+/// What one target holds of a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetShare {
+    pub target: NodeId,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A snapshot's standing: its stripes' health and its targets, by node id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Standing {
+    pub health: Health,
+    pub targets: Vec<TargetShare>,
+}
+
+impl Manager {
+    /// (d) How `requester`'s `snapshot` stands with the targets in `down`
+    /// unreachable (at most [`MAX_STANDING_DOWN`]). Reads the snapshot's
+    /// stripes a page at a time, so the manager holds no more than a
+    /// sequence page for it.
+    pub fn snapshot_standing(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        down: &[NodeId],
+    ) -> Result<Standing, ManagerError> {
+        if down.len() > MAX_STANDING_DOWN {
+            return Err(ManagerError::Invalid(format!(
+                "at most {MAX_STANDING_DOWN} targets may be named down, not {}",
+                down.len()
+            )));
+        }
+        let down: BTreeSet<NodeId> = down.iter().copied().collect();
+        let up = |t: &NodeId| !down.contains(t);
+        let (record, sequence) = self.sequence_header(requester, snapshot)?;
+        let mut health = Health::default();
+        let mut targets: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
+        let total = record.chunks.len();
+        let mut from = 0;
+        while from < total {
+            let to = (from + MAX_SEQUENCE_PAGE).min(total);
+            let stripes = self.current_stripes(record, &sequence, from..to)?;
+            for (stripe, key) in stripes.iter().zip(&record.chunks[from..to]) {
+                for entry in &stripe.packets {
+                    for target in &entry.targets {
+                        let share = targets.entry(*target).or_default();
+                        share.0 += 1;
+                        share.1 = share.1.saturating_add(entry.size);
+                    }
+                }
+                let redundancy = self.state.chunks.get(key).and_then(|c| c.redundancy);
+                health.count(classify(&stripe.packets, redundancy, up));
+            }
+            from = to;
+        }
+        Ok(Standing {
+            health,
+            targets: targets
+                .into_iter()
+                .map(|(target, (packets, bytes))| TargetShare {
+                    target,
+                    packets,
+                    bytes,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(packet: u8, target: u8) -> SequenceEntry {
+        SequenceEntry {
+            packet_id: PacketId([packet; 32]),
+            size: 1,
+            targets: vec![NodeId([target; 32])],
+            generation: 0,
+        }
+    }
+
+    fn stripe(n: u8, targets: &[u8]) -> Vec<SequenceEntry> {
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| entry(n * 10 + i as u8, *t))
+            .collect()
+    }
+
+    #[test]
+    fn stripes_are_healthy_degraded_or_lost_by_what_is_up() {
+        let down = [7u8, 8, 9];
+        let up = |t: &NodeId| !down.contains(&t.0[0]);
+        let erasure = Some(Redundancy::Erasure { k: 4, m: 2 });
+        let mut h = Health::default();
+        for s in [
+            stripe(1, &[1, 2, 3, 4, 5, 6]),
+            stripe(2, &[1, 2, 3, 4, 7, 8]),
+            stripe(3, &[1, 2, 7, 8, 9, 9]),
+        ] {
+            h.count(classify(&s, erasure, up));
+        }
+        assert_eq!(
+            h,
+            Health {
+                stripes: 3,
+                healthy: 1,
+                degraded: 1,
+                lost: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_stripe_of_another_width_needs_one_copy_or_two_thirds() {
+        let up = |t: &NodeId| t.0[0] == 1;
+        let erasure = Some(Redundancy::Erasure { k: 4, m: 2 });
+        // Three copies of one packet (replicas): one up is enough.
+        let copies = vec![entry(5, 1), entry(5, 2), entry(5, 3)];
+        assert_eq!(classify(&copies, erasure, up), StripeHealth::Degraded);
+        assert_eq!(classify(&copies, erasure, |_| false), StripeHealth::Lost);
+        // Three distinct packets: two of them must be up.
+        let three = vec![entry(1, 1), entry(2, 1), entry(3, 2)];
+        assert_eq!(classify(&three, erasure, up), StripeHealth::Degraded);
+        let one_up = vec![entry(1, 1), entry(2, 2), entry(3, 2)];
+        assert_eq!(classify(&one_up, erasure, up), StripeHealth::Lost);
+    }
+}

@@ -146,6 +146,22 @@ fn a_snapshot_of_200k_chunks_backs_up_restores_and_forgets_within_every_bound() 
         "listed: {listed}"
     );
 
+    // Its standing (status, the dashboard, the health tick) is summed by
+    // the manager: no sequence page crosses for it.
+    let started = Instant::now();
+    let status = source.status()?;
+    let status_time = started.elapsed();
+    let health = status["snapshots"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["snapshot"] == snapshot.as_str()))
+        .map(|s| s["health"].clone())
+        .with_context(|| format!("the snapshot in the status: {status}"))?;
+    eprintln!("scale: status took {status_time:?}: {health}");
+    ensure!(
+        health["stripes"].as_u64() >= Some(chunks / 2) && health["healthy"] == health["stripes"],
+        "the snapshot's health: {health}"
+    );
+
     let dest = work.path().join("restored");
     // The restore's own peak, apart from the backup's.
     source.reset_peak_rss()?;

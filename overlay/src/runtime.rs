@@ -78,7 +78,9 @@ pub fn start(
         .ok_or_else(|| OverlayError::Config("the node identity must be an Ed25519 key".into()))?;
     let limiter = BandwidthLimiter::new(config.bandwidth);
     let managers: TrustedManagers = Arc::new(RwLock::new(BTreeSet::new()));
-    let gate = PutGate::new(node_id, managers.clone());
+    // The gate and the service verify each ticket's signature once between them.
+    let verified = crate::packet::ticket::VerifiedTickets::default();
+    let gate = PutGate::new(node_id, managers.clone()).with_verified_tickets(verified.clone());
     let raft_gate = crate::raft::RaftGate::default();
 
     let (metrics, p2p_metrics, mut swarm) = match registry {
@@ -115,7 +117,8 @@ pub fn start(
         config.max_packet_bytes,
         storage.clone(),
         managers.clone(),
-    );
+    )
+    .with_verified_tickets(verified);
     let shared = Arc::new(Shared {
         local: service.clone(),
         node_id,

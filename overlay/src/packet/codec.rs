@@ -34,11 +34,22 @@ pub const SLICE_BYTES: usize = 64 * 1024;
 pub struct PutGate {
     me: NodeId,
     managers: TrustedManagers,
+    verified: ticket::VerifiedTickets,
 }
 
 impl PutGate {
     pub fn new(me: NodeId, managers: TrustedManagers) -> Self {
-        PutGate { me, managers }
+        PutGate {
+            me,
+            managers,
+            verified: Default::default(),
+        }
+    }
+
+    /// Shares the signatures verified with the packet service's checks.
+    pub fn with_verified_tickets(mut self, verified: ticket::VerifiedTickets) -> Self {
+        self.verified = verified;
+        self
     }
 
     /// Whether `ticket` authorises storing `packet_id` here at `now_ms`.
@@ -57,6 +68,7 @@ impl PutGate {
                 packet_id,
                 now_ms,
             },
+            &self.verified,
         )
         .is_ok()
     }

@@ -34,6 +34,7 @@ pub struct PacketService {
     max_packet: u64,
     storage: Arc<dyn PacketStorage>,
     managers: TrustedManagers,
+    verified: ticket::VerifiedTickets,
 }
 
 impl std::fmt::Debug for PacketService {
@@ -59,7 +60,14 @@ impl PacketService {
             max_packet,
             storage,
             managers,
+            verified: Default::default(),
         }
+    }
+
+    /// Shares the signatures verified with the put gate's checks.
+    pub fn with_verified_tickets(mut self, verified: ticket::VerifiedTickets) -> Self {
+        self.verified = verified;
+        self
     }
 
     pub fn storage(&self) -> &Arc<dyn PacketStorage> {
@@ -194,6 +202,7 @@ impl PacketService {
                 packet_id,
                 now_ms,
             },
+            &self.verified,
         )
     }
 

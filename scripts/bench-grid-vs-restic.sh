@@ -7,13 +7,14 @@
 #   usage: scripts/bench-grid-vs-restic.sh [FOLDER]   (default: the Rust toolchain)
 # Needs: a release build of strew (cargo build --release -p strew-node),
 # restic (installed with apt-get if missing and root), GNU time (/usr/bin/time).
+# STREW names another strew binary (default: target/release/strew).
 # BACKUP_FLAGS adds flags to `strew backup` (e.g. "--zstd-level 1").
 # PERF=FILE records the strew backup system-wide with perf (call graphs) into FILE,
 # and the strew restore into FILE.restore.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 folder=$(realpath "${1:-$(rustc --print sysroot)}")
-strew=$PWD/target/release/strew
+strew=${STREW:-$PWD/target/release/strew}
 [ -x "$strew" ] || { echo "build first: cargo build --release -p strew-node" >&2; exit 1; }
 if [ -n "${PERF:-}" ] && ! command -v perf >/dev/null; then
   echo "PERF is set but perf is not installed (apt-get install linux-perf)" >&2; exit 1; fi

@@ -16,7 +16,7 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, request_response, tcp, ya
 use strew_overlay::announcement::{Announcement, PROTOCOL_VERSION};
 use strew_overlay::budget::InboundBudget;
 use strew_overlay::sync::{
-    MAX_PAGE, MAX_SYNC_PAGES, SYNC_PROTOCOL, SignedBytes, SyncCodec, SyncResponse,
+    MAX_PAGE, MAX_SYNC_PAGES, SYNC_PROTOCOL, SignedBytes, SyncCodec, SyncRequest, SyncResponse,
 };
 use strew_tests::{Node, NodeOptions, cities, wait_for};
 
@@ -52,12 +52,11 @@ fn fake(now_ms: u64, i: usize) -> Result<Vec<u8>> {
     Ok(ann.sign(&key)?)
 }
 
-/// Connects to the victim and answers its grid-sync requests with pages of
-/// fake announcements (each page names a `next`), until `until`. Returns how
-/// many announcements it served.
-async fn attack(victim: PeerId, addr: Multiaddr, until: Instant) -> Result<usize> {
-    let now = strew_overlay::now_ms();
-    let pool: Vec<Vec<u8>> = (0..FAKES).map(|i| fake(now, i)).collect::<Result<_>>()?;
+/// An in-test libp2p client that speaks only grid sync, dialling `victim`.
+fn attacker_swarm(
+    victim: PeerId,
+    addr: Multiaddr,
+) -> Result<libp2p::Swarm<request_response::Behaviour<SyncCodec>>> {
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -78,36 +77,64 @@ async fn attack(victim: PeerId, addr: Multiaddr, until: Instant) -> Result<usize
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
     swarm.dial(addr.with(libp2p::multiaddr::Protocol::P2p(victim)))?;
-    let mut served = 0usize;
+    Ok(swarm)
+}
+
+/// A full page of fake announcements from `pool`, starting at `from`.
+fn fake_page(pool: &[Vec<u8>], from: usize) -> Vec<SignedBytes> {
+    (0..MAX_PAGE as usize)
+        .map(|j| SignedBytes(pool[(from + j) % pool.len()].clone()))
+        .collect()
+}
+
+/// Answers the victim's grid-sync requests until `until`: `answer` gets
+/// each request and how many announcements were served so far, and gives
+/// the page to send back. Returns the requests answered and the
+/// announcements served.
+async fn serve_sync(
+    victim: PeerId,
+    addr: Multiaddr,
+    until: Instant,
+    mut answer: impl FnMut(&SyncRequest, usize) -> SyncResponse,
+) -> Result<(Vec<SyncRequest>, usize)> {
+    let mut swarm = attacker_swarm(victim, addr)?;
+    let (mut asked, mut served) = (Vec::new(), 0usize);
     while Instant::now() < until {
         let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), swarm.next()).await
         else {
             continue;
         };
         if let SwarmEvent::Behaviour(request_response::Event::Message {
-            message: request_response::Message::Request { channel, .. },
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
+                },
             ..
         }) = event
         {
-            // Page after page, never the last one.
-            let page: Vec<SignedBytes> = (0..MAX_PAGE as usize)
-                .map(|j| SignedBytes(pool[(served + j) % pool.len()].clone()))
-                .collect();
-            served += page.len();
-            let next = Some(strew_overlay::peer::node_id_of_key(
-                &Keypair::generate_ed25519().public(),
-            ))
-            .flatten();
-            let _ = swarm.behaviour_mut().send_response(
-                channel,
-                SyncResponse {
-                    announcements: page,
-                    next,
-                },
-            );
+            let page = answer(&request, served);
+            served += page.announcements.len();
+            asked.push(request);
+            let _ = swarm.behaviour_mut().send_response(channel, page);
         }
     }
-    Ok(served)
+    Ok((asked, served))
+}
+
+/// Connects to the victim and answers its grid-sync requests with pages of
+/// fake announcements (each page names a `next`), until `until`. Returns
+/// the pages it answered to full syncs (a refresh, a page of one asked of
+/// a peer missing from the view, is not one) and the announcements served.
+async fn attack(victim: PeerId, addr: Multiaddr, until: Instant) -> Result<(usize, usize)> {
+    let now = strew_overlay::now_ms();
+    let pool: Vec<Vec<u8>> = (0..FAKES).map(|i| fake(now, i)).collect::<Result<_>>()?;
+    // Page after page, never the last one.
+    let (asked, served) = serve_sync(victim, addr, until, |_, served| SyncResponse {
+        announcements: fake_page(&pool, served),
+        next: strew_overlay::peer::node_id_of_key(&Keypair::generate_ed25519().public()),
+    })
+    .await?;
+    Ok((asked.iter().filter(|r| r.limit > 1).count(), served))
 }
 
 #[test]
@@ -137,9 +164,9 @@ fn a_fake_node_flood_through_grid_sync_stays_under_the_view_cap() -> Result<()> 
         let status = victim.daemon_status()?;
         largest = largest.max(status["peers"].as_u64().unwrap_or(0) as usize);
     }
-    let served = runtime.block_on(attacker)??;
+    let (pages, served) = runtime.block_on(attacker)??;
     eprintln!(
-        "FIGURE grid-sync flood: {served} fake announcements served, victim's view at most {largest} nodes (cap {CAP})"
+        "FIGURE grid-sync flood: {served} fake announcements served ({pages} full-sync pages), victim's view at most {largest} nodes (cap {CAP})"
     );
     ensure!(
         served > CAP,
@@ -149,9 +176,11 @@ fn a_fake_node_flood_through_grid_sync_stays_under_the_view_cap() -> Result<()> 
         largest <= CAP,
         "the view grew to {largest} nodes past its cap of {CAP}"
     );
+    // The refreshes (a page of one, every 2 s, asked of this silent peer)
+    // are answered with full pages too, but are not pages of a sync.
     ensure!(
-        served <= (MAX_SYNC_PAGES * MAX_PAGE) as usize,
-        "the victim followed {served} announcements' worth of pages past its page limit"
+        pages <= MAX_SYNC_PAGES as usize,
+        "the victim followed {pages} pages of one sync, past its limit of {MAX_SYNC_PAGES}"
     );
     ensure!(victim.daemon_status().is_ok(), "the victim stopped serving");
     Ok(())
@@ -200,7 +229,7 @@ fn a_fake_node_flood_does_not_reach_the_leaders_replicated_state() -> Result<()>
         most_online = most_online.max(online(&victim).unwrap_or(0));
     }
     let after = commit_index(&victim).unwrap_or(before);
-    let served = runtime.block_on(attacker)??;
+    let (_, served) = runtime.block_on(attacker)??;
     eprintln!(
         "FIGURE grid-sync flood on a leader: {served} fake announcements served, at most {most_online} nodes in replicated state, raft log {before} -> {after}"
     );
@@ -234,5 +263,80 @@ fn a_fake_node_flood_does_not_reach_the_leaders_replicated_state() -> Result<()>
         "the leader stays busy after the flood: {:.0} % of a core",
         share * 100.0
     );
+    Ok(())
+}
+
+/// A refresh answered by a liar. A victim that already synced its view from
+/// two honest nodes is connected by an in-test client that never gossips,
+/// so the victim asks it for its own announcement (a grid-sync page of one).
+/// The client answers every such refresh with a full page of validly signed
+/// announcements of nodes that do not exist, and a full sync with nothing.
+/// None of them enters the victim's view: of a refresh answer only the
+/// refreshed node's own announcement counts.
+#[test]
+fn a_refresh_answered_with_a_page_of_strangers_adds_none_of_them() -> Result<()> {
+    let places = cities(3)?;
+    let first = Node::start(NodeOptions::at(places[0].location()))?;
+    let boot = first.bootstrap_addr()?;
+    let second = Node::start(NodeOptions::at(places[1].location()).bootstrap(boot.clone()))?;
+    let victim = Node::start(NodeOptions::at(places[2].location()).bootstrap(boot))?;
+    let view = |node: &Node| node.daemon_status().ok()?["peers"].as_u64();
+    wait_for(
+        "the victim to see both honest nodes",
+        Duration::from_secs(30),
+        || (view(&victim)? >= 2 && view(&second)? >= 2).then_some(()),
+    )?;
+    let honest = view(&victim).unwrap_or(0);
+    let addr: Multiaddr = victim.bootstrap_addr()?.parse()?;
+    let addr: Multiaddr = addr
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    let peer: PeerId = victim.node_id()?.parse()?;
+
+    let now = strew_overlay::now_ms();
+    let pool: Vec<Vec<u8>> = (0..MAX_PAGE as usize)
+        .map(|i| fake(now, i))
+        .collect::<Result<_>>()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    // Refreshes come every half of the victim's peer TTL (2 s here).
+    let liar = runtime.spawn(serve_sync(
+        peer,
+        addr,
+        Instant::now() + Duration::from_secs(15),
+        move |request, _| SyncResponse {
+            announcements: if request.limit == 1 {
+                fake_page(&pool, 0)
+            } else {
+                Vec::new()
+            },
+            next: None,
+        },
+    ));
+    let mut largest = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(500));
+        largest = largest.max(view(&victim).unwrap_or(0));
+    }
+    let (asked, served) = runtime.block_on(liar)??;
+    let refreshes = asked.iter().filter(|r| r.limit == 1).count();
+    eprintln!(
+        "FIGURE hostile refresh: {refreshes} refreshes answered with {served} strangers; the victim's view at most {largest} nodes (honest: {honest})"
+    );
+    ensure!(
+        refreshes >= 2,
+        "the victim asked the silent client for its announcement {refreshes} times: {asked:?}"
+    );
+    ensure!(
+        served >= 2 * MAX_PAGE as usize,
+        "only {served} strangers were offered"
+    );
+    ensure!(
+        largest <= honest,
+        "the victim's view grew from {honest} to {largest} nodes on a liar's refresh answers"
+    );
+    ensure!(victim.daemon_status().is_ok(), "the victim stopped serving");
+    drop(first);
     Ok(())
 }

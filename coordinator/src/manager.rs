@@ -60,7 +60,9 @@ pub use pages::{MAX_LIST_PAGE, MAX_SEQUENCE_PAGE, SequencePage};
 pub use rebuild::ReregisterDecision;
 pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
-pub use standing::{Health, MAX_STANDING_DOWN, Standing, StripeHealth, TargetShare, classify};
+pub use standing::{
+    Health, MAX_STANDING_DOWN, Standing, StandingSum, StripeHealth, TargetShare, classify, down_set,
+};
 
 /// Failures of manager operations.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,8 @@
 //! The answer here is bounded by the snapshot's targets, not its stripes,
 //! and reads the current records (where repairs keep targets up to date).
 //! Owns [`Health`], [`classify`] (how many packets a stripe needs) and
-//! [`Manager::snapshot_standing`]. Reads only; no I/O, no clock.
+//! [`Manager::snapshot_standing`] (summed a page at a time). Reads only;
+//! no I/O, no clock.
 
 use super::*;
 use crate::seal::SequenceEntry;
@@ -104,49 +105,20 @@ pub struct Standing {
     pub targets: Vec<TargetShare>,
 }
 
-impl Manager {
-    /// (d) How `requester`'s `snapshot` stands with the targets in `down`
-    /// unreachable (at most [`MAX_STANDING_DOWN`]). Reads the snapshot's
-    /// stripes a page at a time, so the manager holds no more than a
-    /// sequence page for it.
-    pub fn snapshot_standing(
-        &self,
-        requester: NodeId,
-        snapshot: SnapshotId,
-        down: &[NodeId],
-    ) -> Result<Standing, ManagerError> {
-        if down.len() > MAX_STANDING_DOWN {
-            return Err(ManagerError::Invalid(format!(
-                "at most {MAX_STANDING_DOWN} targets may be named down, not {}",
-                down.len()
-            )));
-        }
-        let down: BTreeSet<NodeId> = down.iter().copied().collect();
-        let up = |t: &NodeId| !down.contains(t);
-        let (record, sequence) = self.sequence_header(requester, snapshot)?;
-        let mut health = Health::default();
-        let mut targets: BTreeMap<NodeId, (u64, u64)> = BTreeMap::new();
-        let total = record.chunks.len();
-        let mut from = 0;
-        while from < total {
-            let to = (from + MAX_SEQUENCE_PAGE).min(total);
-            let stripes = self.current_stripes(record, &sequence, from..to)?;
-            for (stripe, key) in stripes.iter().zip(&record.chunks[from..to]) {
-                for entry in &stripe.packets {
-                    for target in &entry.targets {
-                        let share = targets.entry(*target).or_default();
-                        share.0 += 1;
-                        share.1 = share.1.saturating_add(entry.size);
-                    }
-                }
-                let redundancy = self.state.chunks.get(key).and_then(|c| c.redundancy);
-                health.count(classify(&stripe.packets, redundancy, up));
-            }
-            from = to;
-        }
-        Ok(Standing {
-            health,
-            targets: targets
+/// A standing being summed a page at a time ([`Manager::add_standing_page`]).
+#[derive(Clone, Debug, Default)]
+pub struct StandingSum {
+    health: Health,
+    targets: BTreeMap<NodeId, (u64, u64)>,
+}
+
+impl StandingSum {
+    /// The standing summed so far, targets by node id.
+    pub fn finish(self) -> Standing {
+        Standing {
+            health: self.health,
+            targets: self
+                .targets
                 .into_iter()
                 .map(|(target, (packets, bytes))| TargetShare {
                     target,
@@ -154,7 +126,70 @@ impl Manager {
                     bytes,
                 })
                 .collect(),
-        })
+        }
+    }
+}
+
+/// Checks a list of targets named down and makes it a set.
+pub fn down_set(down: &[NodeId]) -> Result<BTreeSet<NodeId>, ManagerError> {
+    if down.len() > MAX_STANDING_DOWN {
+        return Err(ManagerError::Invalid(format!(
+            "at most {MAX_STANDING_DOWN} targets may be named down, not {}",
+            down.len()
+        )));
+    }
+    Ok(down.iter().copied().collect())
+}
+
+impl Manager {
+    /// (d) How `requester`'s `snapshot` stands with the targets in `down`
+    /// unreachable (at most [`MAX_STANDING_DOWN`]): every page of
+    /// [`add_standing_page`](Self::add_standing_page) summed.
+    pub fn snapshot_standing(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        down: &[NodeId],
+    ) -> Result<Standing, ManagerError> {
+        let down = down_set(down)?;
+        let mut sum = StandingSum::default();
+        let mut from = 0;
+        while let Some(next) = self.add_standing_page(requester, snapshot, &down, from, &mut sum)? {
+            from = next;
+        }
+        Ok(sum.finish())
+    }
+
+    /// Adds stripes `from..from + MAX_SEQUENCE_PAGE` of `requester`'s
+    /// `snapshot` to `sum`; where the next page starts, or `None` after the
+    /// last. A driver that holds the state under a lock takes it per page,
+    /// so a large snapshot's standing never stalls the applies for long.
+    pub fn add_standing_page(
+        &self,
+        requester: NodeId,
+        snapshot: SnapshotId,
+        down: &BTreeSet<NodeId>,
+        from: usize,
+        sum: &mut StandingSum,
+    ) -> Result<Option<usize>, ManagerError> {
+        let (record, sequence) = self.sequence_header(requester, snapshot)?;
+        let total = record.chunks.len();
+        let from = from.min(total);
+        let to = from.saturating_add(MAX_SEQUENCE_PAGE).min(total);
+        let up = |t: &NodeId| !down.contains(t);
+        let stripes = self.current_stripes(record, &sequence, from..to)?;
+        for (stripe, key) in stripes.iter().zip(&record.chunks[from..to]) {
+            for entry in &stripe.packets {
+                for target in &entry.targets {
+                    let share = sum.targets.entry(*target).or_default();
+                    share.0 += 1;
+                    share.1 = share.1.saturating_add(entry.size);
+                }
+            }
+            let redundancy = self.state.chunks.get(key).and_then(|c| c.redundancy);
+            sum.health.count(classify(&stripe.packets, redundancy, up));
+        }
+        Ok((to < total).then_some(to))
     }
 }
 

@@ -763,12 +763,21 @@ impl ManagerService {
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
-                // Reads every stripe's record (a page at a time): off the
-                // runtime's workers, as a sequence page is.
-                match heavy(|| {
-                    self.replica
-                        .read(|m| m.snapshot_standing(requester, snapshot, &down))
-                }) {
+                // Reads every stripe's record, a page per read of the
+                // state (applies go on between pages), off the runtime's
+                // workers as a sequence page is.
+                let summed = heavy(|| {
+                    let down = strew_coordinator::manager::down_set(&down)?;
+                    let mut sum = strew_coordinator::manager::StandingSum::default();
+                    let mut from = Some(0);
+                    while let Some(page) = from {
+                        from = self.replica.read(|m| {
+                            m.add_standing_page(requester, snapshot, &down, page, &mut sum)
+                        })?;
+                    }
+                    Ok::<_, ManagerError>(sum.finish())
+                });
+                match summed {
                     Ok(standing) => ManagerResponse::Standing(standing),
                     Err(e) => refuse(&e),
                 }

@@ -657,13 +657,15 @@ fn ctrl_c_cancels_a_running_backup_and_releases_its_reservations() -> Result<()>
     // counts each packet at the largest size, ~1.9 MiB: about 20 packets of
     // the 32 that fit) but not two: a second attempt fits only if the
     // cancelled plan's reservations were released. Two targets take
-    // 512 KB/s, so the upload lasts, and two take packets at once, so the
-    // first packets land early: the cancel always comes mid-upload. (The
-    // source's quota is its own donation.)
+    // 256 KB/s, so the upload lasts (about 15 s: at 512 KB/s a loaded
+    // machine's polls for the first packet took long enough that the
+    // backup finished before the cancel), and two take packets at once, so
+    // the first packets land early: the cancel always comes mid-upload.
+    // (The source's quota is its own donation.)
     let places = cities(5)?;
     let nodes = start_grid_each(&places, "16MiB", |i| {
         if i >= 3 {
-            vec!["--bandwidth".into(), "512KB".into()]
+            vec!["--bandwidth".into(), "256KB".into()]
         } else {
             Vec::new()
         }

@@ -281,12 +281,17 @@ fn a_refresh_answered_with_a_page_of_strangers_adds_none_of_them() -> Result<()>
     let second = Node::start(NodeOptions::at(places[1].location()).bootstrap(boot.clone()))?;
     let victim = Node::start(NodeOptions::at(places[2].location()).bootstrap(boot))?;
     let view = |node: &Node| node.daemon_status().ok()?["peers"].as_u64();
-    wait_for(
-        "the victim to see both honest nodes",
+    // Every honest node sees all three (whether or not a view counts its
+    // own node, the three views are then the same size): the victim's
+    // honest view cannot grow past that.
+    let honest = wait_for(
+        "the three honest views to agree",
         Duration::from_secs(30),
-        || (view(&victim)? >= 2 && view(&second)? >= 2).then_some(()),
+        || {
+            let sizes = [view(&first)?, view(&second)?, view(&victim)?];
+            (sizes[0] >= 2 && sizes.iter().all(|n| *n == sizes[0])).then_some(sizes[0])
+        },
     )?;
-    let honest = view(&victim).unwrap_or(0);
     let addr: Multiaddr = victim.bootstrap_addr()?.parse()?;
     let addr: Multiaddr = addr
         .iter()

@@ -52,6 +52,16 @@ fn fake(now_ms: u64, i: usize) -> Result<Vec<u8>> {
     Ok(ann.sign(&key)?)
 }
 
+/// The victim's peer id and its listening address without it.
+fn dial_info(victim: &Node) -> Result<(PeerId, Multiaddr)> {
+    let addr: Multiaddr = victim.bootstrap_addr()?.parse()?;
+    let addr = addr
+        .iter()
+        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+        .collect();
+    Ok((victim.node_id()?.parse()?, addr))
+}
+
 /// An in-test libp2p client that speaks only grid sync, dialling `victim`.
 fn attacker_swarm(
     victim: PeerId,
@@ -143,12 +153,7 @@ fn a_fake_node_flood_through_grid_sync_stays_under_the_view_cap() -> Result<()> 
     let mut options = NodeOptions::at(place.location());
     options.extra = vec!["--max-grid-nodes".into(), CAP.to_string()];
     let victim = Node::start(options)?;
-    let addr: Multiaddr = victim.bootstrap_addr()?.parse()?;
-    let addr: Multiaddr = addr
-        .iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
-    let peer: PeerId = victim.node_id()?.parse()?;
+    let (peer, addr) = dial_info(&victim)?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     let attacker = runtime.spawn(attack(peer, addr, Instant::now() + Duration::from_secs(40)));
@@ -208,12 +213,7 @@ fn a_fake_node_flood_does_not_reach_the_leaders_replicated_state() -> Result<()>
     let before = wait_for("the group's commit index", Duration::from_secs(30), || {
         commit_index(&victim)
     })?;
-    let addr: Multiaddr = victim.bootstrap_addr()?.parse()?;
-    let addr: Multiaddr = addr
-        .iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
-    let peer: PeerId = victim.node_id()?.parse()?;
+    let (peer, addr) = dial_info(&victim)?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     let attacker = runtime.spawn(attack(peer, addr, Instant::now() + Duration::from_secs(30)));
@@ -292,12 +292,7 @@ fn a_refresh_answered_with_a_page_of_strangers_adds_none_of_them() -> Result<()>
             (sizes[0] >= 2 && sizes.iter().all(|n| *n == sizes[0])).then_some(sizes[0])
         },
     )?;
-    let addr: Multiaddr = victim.bootstrap_addr()?.parse()?;
-    let addr: Multiaddr = addr
-        .iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
-    let peer: PeerId = victim.node_id()?.parse()?;
+    let (peer, addr) = dial_info(&victim)?;
 
     let now = strew_overlay::now_ms();
     let pool: Vec<Vec<u8>> = (0..MAX_PAGE as usize)

@@ -65,11 +65,17 @@ pub(super) fn store_manifest(
     let mut encode_batch = |batch: &mut Vec<Vec<u8>>, records: &mut Vec<StripeRecord>| {
         let first = records.len();
         let batch_keys = keys.get(first..first + batch.len()).ok_or_else(recut)?;
+        // Each piece must be the one the first pass keyed: a piece cut
+        // differently would otherwise be stored under another piece's key.
         let encoded: Vec<EncodedStripe> = batch
             .par_iter()
             .zip(batch_keys.par_iter())
-            .map(|(piece, key)| owner.encode(key, piece))
-            .collect();
+            .map(|(piece, key)| {
+                (owner.key(piece) == *key)
+                    .then(|| owner.encode(key, piece))
+                    .ok_or_else(recut)
+            })
+            .collect::<Result<_, _>>()?;
         batch.clear();
         for stripe in encoded {
             store(stripe, records)?;
@@ -122,7 +128,11 @@ const MANIFEST_BATCH: usize = 8;
 
 /// The manifest's second pass did not cut the pieces of the first.
 fn recut() -> BackupError {
-    BackupError::Stage("the manifest was cut differently the second time".into())
+    BackupError::Stage(
+        "the manifest's pieces differed between its two passes (a bug in strew: nothing was \
+         committed; run the backup again, and report it if it happens again)"
+            .into(),
+    )
 }
 
 fn pieces_error(e: manifest_pieces::PiecesError<BackupError>) -> BackupError {

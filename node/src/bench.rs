@@ -5,6 +5,7 @@
 //! for byte, and prints figures (`--json`: one object, fields as SPEC.md's
 //! command-line section lists them).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -209,12 +210,10 @@ pub fn bench_pipeline(args: &PipelineBenchArgs) -> anyhow::Result<PipelineFigure
     let restored = restored?;
     let restore_peak = if reset { peak_rss_bytes() } else { None };
 
-    let name = report
-        .manifest
-        .entries
-        .first()
-        .map(|e| std::ffi::OsStr::new(std::str::from_utf8(&e.path).unwrap_or("")).to_owned())
-        .unwrap_or_default();
+    let name = match report.manifest.entries().next() {
+        Some(first) => std::ffi::OsStr::from_bytes(&first?.path).to_owned(),
+        None => Default::default(),
+    };
     let copy = if meta.is_dir() || meta.is_file() || meta.file_type().is_symlink() {
         dest.join(&name)
     } else {

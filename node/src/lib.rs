@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod private_file;
 pub mod progress;
 pub mod redb_cache;
+pub mod spill;
 pub mod store;
 pub mod sync;
 pub mod trust;

@@ -595,7 +595,8 @@ async fn the_managers_database_and_every_packet_decrypt_no_chunk_without_its_pla
     .unwrap();
     let stored: std::collections::BTreeSet<_> = stripes.iter().map(|s| s.data_id).collect();
     let mut confirmed = 0;
-    for chunk in &guess.manifest.chunks {
+    for chunk in guess.manifest.chunks() {
+        let chunk = chunk.unwrap();
         assert!(stored.contains(&chunk.data_id()));
         let stripe = stripes
             .iter()

@@ -32,12 +32,12 @@ use strew_coordinator::{CommitOrderRequest, DataId, NodeId, PacketId, SnapshotId
 
 use super::cleanup::{Cleanup, cancelled};
 use super::journal::{self, Journal, Record, Resume};
-use super::spill::{Spill, SpillError};
 use super::stream::{PART_QUEUE, Part, PartSink, Staging};
 use super::{GridError, KnownIndex, ManagerApi, PacketTransport, SourceIdentity};
 use crate::pipeline::{
     self, BackupOptions, BackupStats, ChunkSizes, Codec, ConvergenceSecret, Progress,
 };
+use crate::spill::{Spill, SpillError};
 use crate::store::PacketStore;
 
 /// Receipts journaled at once while a part uploads.

@@ -27,7 +27,6 @@ pub mod retention;
 pub mod root_upkeep;
 pub mod roots;
 pub mod sequence;
-pub mod spill;
 pub mod stream;
 pub mod testkit;
 

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::spill::{Spill, SpillError};
+use crate::spill::{Spill, SpillError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use strew_coordinator::manager::{ChunkPlan, MAX_PLAN_CHUNKS, MAX_PLAN_PACKETS, PacketSpec};

@@ -39,10 +39,12 @@ use strew_coordinator::DataId;
 use super::chunking::ChunkSizes;
 use super::codec::{Codec, EncodedStripe, StripeRecord};
 use super::exclude::{ExcludeError, ExcludeRules, Excluder};
-use super::manifest::{ChunkRef, Entry, EntryKind, Extent, MANIFEST_VERSION, Manifest};
+use super::manifest::{ChunkRef, Entry, EntryKind, Extent};
+use super::manifest_spill::{EntrySpill, ManifestHead, PackChunks, SpilledManifest};
 use super::manifest_store;
 use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
+use crate::spill::Spill;
 
 /// A batch is cut when it holds this many bytes of chunks.
 pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -125,6 +127,8 @@ pub enum BackupError {
     Exclude(#[from] ExcludeError),
     #[error("backup pipeline stage failed: {0}")]
     Stage(String),
+    #[error("the backup's manifest could not be kept on disk (is the temporary directory full?)")]
+    Scratch(#[from] crate::spill::SpillError),
     #[error("the backup was cancelled")]
     Cancelled,
 }
@@ -205,7 +209,8 @@ pub struct BackupStats {
 #[derive(Debug)]
 pub struct BackupReport {
     pub sequence: Sequence,
-    pub manifest: Manifest,
+    /// The snapshot's manifest, its tables in scratch files.
+    pub manifest: SpilledManifest,
     pub stats: BackupStats,
     pub warnings: Vec<Warning>,
 }
@@ -224,10 +229,11 @@ pub fn backup(
     let (out_tx, out_rx) = sync_channel::<Vec<Encoded>>(CHANNEL_DEPTH);
     let claimed: Mutex<HashSet<Claim>> = Mutex::new(HashSet::new());
     let io_pool = io_pool()?;
+    let entries = EntrySpill::new()?;
 
     let (reader_out, writer_out) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let mut r = Reader::new(opts, chunk_tx, progress, &io_pool, excluder);
+            let mut r = Reader::new(opts, chunk_tx, progress, &io_pool, excluder, entries);
             r.run(&named);
             r.finish()
         });
@@ -237,38 +243,23 @@ pub fn backup(
     });
     let reader_out = reader_out.map_err(|_| BackupError::Stage("reader panicked".into()))?;
     let mut written = writer_out.map_err(|_| BackupError::Stage("writer panicked".into()))??;
-    let (mut entries, pending_small, pack_chunks, warnings, mut stats) = reader_out;
-
-    // Resolve packed small files into extents, now that chunk cuts are known.
-    for (entry, stream_off, len) in pending_small {
-        if let Some(Entry {
-            kind: EntryKind::File { extents, .. },
-            ..
-        }) = entries.get_mut(entry)
-        {
-            *extents = resolve_packed(&pack_chunks, stream_off, len);
-        }
-    }
-    drop(pack_chunks);
+    let (entries, pack_chunks, warnings, mut stats) = reader_out;
     // The set of the backup's chunks is done with: the manifest's check
     // below scans the chunk table instead (no memory grows with it).
     drop(claimed);
-    let chunks = std::mem::take(&mut written.table);
-    let mut manifest = Manifest {
-        version: MANIFEST_VERSION,
+    let chunks = written.take_table()?;
+    let head = ManifestHead {
         name: opts.name.clone(),
         time_ms: opts.time_ms,
         roots: roots.iter().map(|p| p.display().to_string()).collect(),
         secret: opts.codec.secret.fingerprint(),
-        chunks,
-        entries,
     };
-    manifest.shrink_to_fit();
+    let manifest = SpilledManifest::new(head, chunks, entries?, pack_chunks)?;
     let data_new = written.new_chunks;
     let (snapshot, manifest_records) =
         manifest_store::store_manifest(&manifest, opts, known, sink, &mut written)?;
     sink.finish()?;
-    stats.chunks = manifest.chunks.len() as u64;
+    stats.chunks = manifest.chunk_count();
     stats.new_chunks = data_new;
     stats.manifest_chunks = manifest_records.len() as u64;
     stats.reused_chunks = written.reused;
@@ -391,8 +382,9 @@ fn encode_stage(
 
 #[derive(Default)]
 pub(super) struct Written {
-    /// The snapshot's chunk table (a zero key until its chunk arrives).
-    table: Vec<ChunkRef>,
+    /// The snapshot's chunk table, in chunk order (given up once the walk
+    /// is done).
+    table: Option<Spill<ChunkRef>>,
     records: Vec<StripeRecord>,
     new_chunks: u64,
     reused: u64,
@@ -402,6 +394,34 @@ pub(super) struct Written {
 }
 
 impl Written {
+    fn new() -> Result<Self, BackupError> {
+        Ok(Written {
+            table: Some(Spill::new()?),
+            records: Vec::new(),
+            new_chunks: 0,
+            reused: 0,
+            compressed: 0,
+            packets: 0,
+            bytes_stored: 0,
+        })
+    }
+
+    /// Appends chunk `index` of the table: chunks arrive in order.
+    fn put_chunk(&mut self, index: u32, chunk: ChunkRef) -> Result<(), BackupError> {
+        let table = self.table.as_mut().ok_or_else(|| no_table())?;
+        if u64::from(index) != table.items() {
+            return Err(BackupError::Stage(format!(
+                "chunk {index} reached the chunk table after {} chunks (a bug in strew)",
+                table.items()
+            )));
+        }
+        Ok(table.push(&chunk)?)
+    }
+
+    fn take_table(&mut self) -> Result<Spill<ChunkRef>, BackupError> {
+        self.table.take().ok_or_else(|| no_table())
+    }
+
     pub(super) fn account(&mut self, stripe: &EncodedStripe) {
         self.new_chunks += 1;
         self.compressed += u64::from(stripe.compressed);
@@ -415,27 +435,20 @@ fn write_stage(
     sink: &mut dyn PacketSink,
     progress: &Progress,
 ) -> Result<Written, BackupError> {
-    let mut w = Written::default();
+    let mut w = Written::new()?;
     for batch in rx {
         // Returning drops the channel: the encoder and the walker stop too.
         if progress.is_cancelled() {
             return Err(BackupError::Cancelled);
         }
         for e in batch {
-            let i = e.index as usize;
-            if w.table.len() <= i {
-                w.table.resize(
-                    i + 1,
-                    ChunkRef {
-                        key: ChunkKey([0; 32]),
-                        len: 0,
-                    },
-                );
-            }
-            w.table[i] = ChunkRef {
-                key: e.key,
-                len: e.len,
-            };
+            w.put_chunk(
+                e.index,
+                ChunkRef {
+                    key: e.key,
+                    len: e.len,
+                },
+            )?;
             match e.outcome {
                 Outcome::New(stripe) => {
                     w.account(&stripe);
@@ -464,22 +477,29 @@ fn write_stage(
     Ok(w)
 }
 
-/// Cut points of the packed small-file stream: (stream offset, chunk index, len).
-type PackChunks = Vec<(u64, u32, u32)>;
+fn no_table() -> BackupError {
+    BackupError::Stage("the chunk table was given up before the last chunk (a bug in strew)".into())
+}
 
 type ReaderOutput = (
-    Vec<Entry>,
-    Vec<(usize, u64, u64)>,
+    Result<EntrySpill, BackupError>,
     PackChunks,
     Vec<Warning>,
     BackupStats,
 );
 
+/// Distinct small files the walk remembers to pack identical ones once;
+/// past it, it forgets them all and starts again (a repeat is then packed
+/// again: a little more stored, no more memory). At most about 34 MB.
+const SMALL_FILES_REMEMBERED: usize = 917_504;
+
 struct Reader<'a> {
     opts: &'a BackupOptions,
     tx: Option<SyncSender<Batch>>,
     progress: &'a Progress,
-    entries: Vec<Entry>,
+    entries: EntrySpill,
+    /// Why the entries could not be kept (the walk stopped there).
+    failed: Option<BackupError>,
     warnings: Vec<Warning>,
     stats: BackupStats,
     next_chunk: u32,
@@ -489,10 +509,9 @@ struct Reader<'a> {
     pack: Vec<u8>,
     pack_start: u64,
     pack_chunks: PackChunks,
-    /// Small files: (entry index, stream offset, length), resolved at the end.
-    pending_small: Vec<(usize, u64, u64)>,
-    /// Identical small files share one copy in the stream.
-    small_by_id: HashMap<DataId, (u64, u64)>,
+    /// Identical small files share one copy in the stream: a small file's
+    /// claim → where its bytes start in the stream.
+    small_by_id: HashMap<Claim, u64>,
     /// Small files waiting to be read in parallel.
     small_queue: Vec<(PathBuf, Entry)>,
     small_queue_bytes: u64,
@@ -507,12 +526,14 @@ impl<'a> Reader<'a> {
         progress: &'a Progress,
         io_pool: &'a rayon::ThreadPool,
         excluder: Excluder,
+        entries: EntrySpill,
     ) -> Self {
         Reader {
             opts,
             tx: Some(tx),
             progress,
-            entries: Vec::new(),
+            entries,
+            failed: None,
             warnings: Vec::new(),
             stats: BackupStats::default(),
             next_chunk: 0,
@@ -521,12 +542,24 @@ impl<'a> Reader<'a> {
             pack: Vec::new(),
             pack_start: 0,
             pack_chunks: Vec::new(),
-            pending_small: Vec::new(),
             small_by_id: HashMap::new(),
             small_queue: Vec::new(),
             small_queue_bytes: 0,
             io_pool,
             excluder,
+        }
+    }
+
+    /// Keeps `entry` (with where its bytes are in the packed stream, for a
+    /// packed small file); if it cannot, the walk stops.
+    fn keep(&mut self, entry: Entry, packed: Option<(u64, u64)>) {
+        let kept = match packed {
+            None => self.entries.push(entry),
+            Some((stream_off, len)) => self.entries.push_packed(entry, stream_off, len),
+        };
+        if let Err(e) = kept {
+            self.failed.get_or_insert(e.into());
+            self.tx = None;
         }
     }
 
@@ -590,7 +623,7 @@ impl<'a> Reader<'a> {
                     }
                 };
                 children.sort();
-                self.entries.push(entry);
+                self.keep(entry, None);
                 self.stats.dirs += 1;
                 for name in children.into_iter().rev() {
                     let mut child_rel = rel.clone();
@@ -604,7 +637,7 @@ impl<'a> Reader<'a> {
                         entry.kind = EntryKind::Symlink {
                             target: ByteBuf::from(target.as_os_str().as_bytes().to_vec()),
                         };
-                        self.entries.push(entry);
+                        self.keep(entry, None);
                         self.stats.symlinks += 1;
                     }
                     Err(e) => self.warn(&path, format!("cannot read link: {e}")),
@@ -676,12 +709,15 @@ impl<'a> Reader<'a> {
                 }
             };
             let len = buf.len() as u64;
-            let stream_off = match self.small_by_id.get(&data_id) {
-                Some((off, _)) => *off,
+            let stream_off = match self.small_by_id.get(&claim(&data_id)) {
+                Some(off) => *off,
                 None => {
                     let off = self.pack_start + self.pack.len() as u64;
                     self.pack.extend_from_slice(&buf);
-                    self.small_by_id.insert(data_id, (off, len));
+                    if self.small_by_id.len() == SMALL_FILES_REMEMBERED {
+                        self.small_by_id.clear();
+                    }
+                    self.small_by_id.insert(claim(&data_id), off);
                     if self.pack.len() >= 2 * self.opts.sizes.max as usize {
                         self.cut_pack(false);
                     }
@@ -693,9 +729,7 @@ impl<'a> Reader<'a> {
                 data_id,
                 extents: Vec::new(),
             };
-            self.pending_small
-                .push((self.entries.len(), stream_off, len));
-            self.entries.push(entry);
+            self.keep(entry, Some((stream_off, len)));
             self.count_file(len);
         }
     }
@@ -740,7 +774,7 @@ impl<'a> Reader<'a> {
             data_id: DataId(*hasher.finalize().as_bytes()),
             extents,
         };
-        self.entries.push(entry);
+        self.keep(entry, None);
         self.stats.files += 1;
         self.stats.bytes_in += size;
         self.progress.files.fetch_add(1, Ordering::Relaxed);
@@ -816,79 +850,10 @@ impl<'a> Reader<'a> {
         self.cut_pack(true);
         self.flush();
         self.tx = None;
-        (
-            self.entries,
-            self.pending_small,
-            self.pack_chunks,
-            self.warnings,
-            self.stats,
-        )
-    }
-}
-
-/// Extents covering `len` bytes at `stream_off` of the packed stream.
-fn resolve_packed(pack_chunks: &PackChunks, stream_off: u64, len: u64) -> Vec<Extent> {
-    let mut out = Vec::new();
-    if len == 0 {
-        return out;
-    }
-    let mut i =
-        pack_chunks.partition_point(|(start, _, clen)| start + u64::from(*clen) <= stream_off);
-    let mut off = stream_off;
-    let mut left = len;
-    while left > 0 {
-        let Some(&(start, index, clen)) = pack_chunks.get(i) else {
-            break; // cannot happen for offsets inside the stream
+        let entries = match self.failed {
+            None => Ok(self.entries),
+            Some(e) => Err(e),
         };
-        let within = off - start;
-        let take = (u64::from(clen) - within).min(left);
-        out.push(Extent {
-            chunk: index,
-            offset: within as u32,
-            len: take as u32,
-        });
-        off += take;
-        left -= take;
-        i += 1;
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn packed_offsets_resolve_across_chunk_boundaries() {
-        let chunks = vec![(0, 0, 10), (10, 3, 5), (15, 4, 20)];
-        assert_eq!(
-            resolve_packed(&chunks, 8, 10),
-            vec![
-                Extent {
-                    chunk: 0,
-                    offset: 8,
-                    len: 2
-                },
-                Extent {
-                    chunk: 3,
-                    offset: 0,
-                    len: 5
-                },
-                Extent {
-                    chunk: 4,
-                    offset: 0,
-                    len: 3
-                },
-            ]
-        );
-        assert_eq!(
-            resolve_packed(&chunks, 10, 5),
-            vec![Extent {
-                chunk: 3,
-                offset: 0,
-                len: 5
-            }]
-        );
-        assert!(resolve_packed(&chunks, 3, 0).is_empty());
+        (entries, self.pack_chunks, self.warnings, self.stats)
     }
 }

@@ -10,6 +10,25 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use super::chunking::ChunkSizes;
 use super::manifest::Manifest;
+use super::manifest_spill::SpilledManifest;
+
+/// A manifest that can write its encoding out, as often as asked, the same
+/// bytes each time.
+pub trait EncodeManifest: Sync {
+    fn encode_into(&self, out: &mut dyn Write) -> Result<(), String>;
+}
+
+impl EncodeManifest for Manifest {
+    fn encode_into(&self, out: &mut dyn Write) -> Result<(), String> {
+        ciborium::into_writer(self, out).map_err(|e| e.to_string())
+    }
+}
+
+impl EncodeManifest for SpilledManifest {
+    fn encode_into(&self, out: &mut dyn Write) -> Result<(), String> {
+        SpilledManifest::encode_into(self, out)
+    }
+}
 
 /// Bytes of encoding handed over at a time, and blocks in the channel.
 const BLOCK: usize = 1 << 20;
@@ -27,7 +46,7 @@ pub enum PiecesError<E> {
 /// with `sizes`; `whole` sees every byte of the encoding as it passes.
 /// Memory: a few blocks and one piece (at most `sizes.max`).
 pub fn for_each_piece<E>(
-    manifest: &Manifest,
+    manifest: &dyn EncodeManifest,
     sizes: ChunkSizes,
     whole: &mut blake3::Hasher,
     mut each: impl FnMut(Vec<u8>) -> Result<(), E>,
@@ -39,8 +58,8 @@ pub fn for_each_piece<E>(
                 tx,
                 block: Vec::with_capacity(BLOCK),
             };
-            ciborium::into_writer(manifest, &mut out)
-                .map_err(|e| e.to_string())
+            manifest
+                .encode_into(&mut out)
                 .and_then(|()| out.flush().map_err(|e| e.to_string()))
         });
         let reader = BlockReader {

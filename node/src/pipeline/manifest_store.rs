@@ -14,14 +14,14 @@ use strew_coordinator::DataId;
 
 use super::backup::{BackupError, BackupOptions, KnownChunks, PacketSink, Written};
 use super::codec::{Codec, EncodedStripe, StripeRecord};
-use super::manifest::{ChunkRef, Manifest};
 use super::manifest_pieces;
+use super::manifest_spill::SpilledManifest;
 use super::secret::ChunkKey;
 
 /// Stores `manifest` through `sink` (accounted in `written`); returns the
 /// snapshot id and the stripes of the root and the manifest, root first.
 pub(super) fn store_manifest(
-    manifest: &Manifest,
+    manifest: &SpilledManifest,
     opts: &BackupOptions,
     known: &dyn KnownChunks,
     sink: &mut dyn PacketSink,
@@ -41,7 +41,7 @@ pub(super) fn store_manifest(
     .map_err(pieces_error)?;
     let snapshot = ChunkKey(*whole.finalize().as_bytes()).storage_index();
     let indices: Vec<DataId> = keys.iter().map(ChunkKey::storage_index).collect();
-    let in_data = manifest_chunks_in_data(manifest, &indices, opts);
+    let in_data = manifest_chunks_in_data(manifest, &indices, opts)?;
     let mut store = |stripe: EncodedStripe, records: &mut Vec<StripeRecord>| {
         if let Some(known) = known.known(&stripe.record.data_id) {
             records.push(known);
@@ -104,22 +104,24 @@ pub(super) fn store_manifest(
 
 /// The manifest chunks (by storage index) that are also data chunks of
 /// this backup: possible only when the data's secret is the owner's (then
-/// the chunk table is scanned once, in parallel).
+/// the chunk table is read back once).
 fn manifest_chunks_in_data(
-    manifest: &Manifest,
+    manifest: &SpilledManifest,
     indices: &[DataId],
     opts: &BackupOptions,
-) -> HashSet<DataId> {
+) -> Result<HashSet<DataId>, BackupError> {
+    let mut found = HashSet::new();
     if opts.codec.secret.fingerprint() != opts.owner.fingerprint() {
-        return HashSet::new();
+        return Ok(found);
     }
     let wanted: HashSet<DataId> = indices.iter().copied().collect();
-    manifest
-        .chunks
-        .par_iter()
-        .map(ChunkRef::data_id)
-        .filter(|id| wanted.contains(id))
-        .collect()
+    for chunk in manifest.chunks() {
+        let id = chunk?.data_id();
+        if wanted.contains(&id) {
+            found.insert(id);
+        }
+    }
+    Ok(found)
 }
 
 /// Manifest chunks encoded (in parallel) and stored at once (each about

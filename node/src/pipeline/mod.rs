@@ -23,6 +23,7 @@ pub mod exclude;
 pub mod local;
 pub mod manifest;
 pub mod manifest_pieces;
+pub mod manifest_spill;
 mod manifest_store;
 pub mod packet;
 pub mod rebuild;

@@ -2,7 +2,8 @@
 //! in an anonymous temporary file (gone when the backup ends, however it
 //! ends), read back from the start without disturbing the appends. A
 //! backup keeps what grows with its size here instead of in memory: the
-//! stripes in sequence order (read at the commit) and each handed-in
+//! manifest's chunk table and entries (read when the manifest is encoded),
+//! the stripes in sequence order (read at the commit) and each handed-in
 //! part's chunks and receipts (read only by a re-plan around a failed
 //! target).
 
@@ -16,6 +17,9 @@ use serde::de::DeserializeOwned;
 
 /// A record longer than this is damage, not a record.
 const MAX_RECORD: usize = 64 * 1024 * 1024;
+
+/// Bytes a reader buffers.
+const READ_BUFFER: usize = 256 * 1024;
 
 /// Errors of a scratch file.
 #[derive(Debug, thiserror::Error)]
@@ -77,18 +81,31 @@ impl<T: Serialize + DeserializeOwned> Spill<T> {
 
     /// The records from the first, in order.
     pub fn read(&mut self) -> Result<SpillReader<'_, T>, SpillError> {
-        self.out.flush()?;
-        Ok(SpillReader {
+        self.flush()?;
+        Ok(self.reader())
+    }
+
+    /// Writes out the appends still buffered, so that [`Spill::reader`]
+    /// sees them.
+    pub fn flush(&mut self) -> Result<(), SpillError> {
+        Ok(self.out.flush()?)
+    }
+
+    /// The records up to the last [`Spill::flush`], from the first, in
+    /// order; several readers may run at once.
+    pub fn reader(&self) -> SpillReader<'_, T> {
+        let flushed = self.len - self.out.buffer().len() as u64;
+        SpillReader {
             input: std::io::BufReader::with_capacity(
-                1 << 20,
+                READ_BUFFER,
                 At {
                     file: self.out.get_ref(),
                     pos: 0,
-                    end: self.len,
+                    end: flushed,
                 },
             ),
             _items: PhantomData,
-        })
+        }
     }
 }
 

@@ -61,7 +61,8 @@ pub use rebuild::ReregisterDecision;
 pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
 pub use standing::{
-    Health, MAX_STANDING_DOWN, Standing, StandingSum, StripeHealth, TargetShare, classify, down_set,
+    Health, MAX_STANDING_DOWN, STANDING_PAGES, Standing, StandingSum, StripeHealth, TargetShare,
+    classify, down_set,
 };
 
 /// Failures of manager operations.

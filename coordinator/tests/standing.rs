@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use strew_coordinator::manager::{Health, MAX_SEQUENCE_PAGE, MAX_STANDING_DOWN, TargetShare};
+use strew_coordinator::manager::{
+    Health, MAX_SEQUENCE_PAGE, MAX_STANDING_DOWN, Standing, StandingSum, TargetShare,
+};
 use strew_coordinator::{ManagerError, NodeId, Sequence, SequenceStripe, open_as_recipient};
 
 /// The snapshot's stripes as its source reads them: every page, opened.
@@ -89,6 +91,23 @@ fn a_snapshots_standing_adds_up_its_pages_and_marks_stripes_on_down_targets() {
         }
     );
     assert_eq!(one_down.targets, all_up.targets, "down targets still hold");
+
+    // Summed a page at a time, each page's standing on its own and added
+    // up (as a source adds the parts of several calls): the same.
+    let down_set = std::collections::BTreeSet::from([*down]);
+    let mut parts = Standing::default();
+    let mut from = Some(0);
+    let mut pages = 0;
+    while let Some(at) = from {
+        let mut sum = StandingSum::default();
+        from = m
+            .add_standing_page(paris.node_id, snapshot, &down_set, at, &mut sum)
+            .expect("page");
+        parts.add(&sum.finish());
+        pages += 1;
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(parts, one_down);
 
     // Every target down: every stripe is lost.
     let everyone: Vec<NodeId> = expected.keys().copied().collect();

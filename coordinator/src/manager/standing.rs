@@ -19,6 +19,11 @@ use crate::units::Redundancy;
 /// of a grid this protocol serves is placed on (the answer lists each once).
 pub const MAX_STANDING_DOWN: usize = 16_384;
 
+/// Sequence pages one `Standing` call sums (32,768 stripes, tens of
+/// milliseconds): a large snapshot's standing takes several calls, each
+/// as bounded as a sequence page's, so no call holds the manager long.
+pub const STANDING_PAGES: usize = 16;
+
 /// Stripes of a snapshot by what a restore could read of them now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
@@ -103,6 +108,30 @@ pub struct TargetShare {
 pub struct Standing {
     pub health: Health,
     pub targets: Vec<TargetShare>,
+}
+
+impl Standing {
+    /// Adds the standing of other stripes of the snapshot (another call's
+    /// part): health summed, targets merged by node id.
+    pub fn add(&mut self, part: &Standing) {
+        self.health.add(&part.health);
+        let mut targets: BTreeMap<NodeId, (u64, u64)> = self
+            .targets
+            .iter()
+            .map(|t| (t.target, (t.packets, t.bytes)))
+            .collect();
+        for t in &part.targets {
+            let share = targets.entry(t.target).or_default();
+            share.0 += t.packets;
+            share.1 = share.1.saturating_add(t.bytes);
+        }
+        self.targets = StandingSum {
+            health: Health::default(),
+            targets,
+        }
+        .finish()
+        .targets;
+    }
 }
 
 /// A standing being summed a page at a time ([`Manager::add_standing_page`]).

@@ -50,9 +50,11 @@ use crate::wire::{self, ToWire};
 mod audits;
 mod collect;
 mod joins;
+mod lane;
 mod location;
 mod rebuild;
 mod repair;
+mod standing;
 mod trust;
 pub use repair::{RepairCommitError, RepairPlan, RepairTotals};
 
@@ -96,6 +98,8 @@ pub struct ManagerService {
     synced: Mutex<Option<(u64, u64)>>,
     /// Held from deciding a command until it is answered: one proposal at a time.
     proposals: tokio::sync::Mutex<()>,
+    /// Heavy reads, a bounded few at a time and per requester.
+    lane: lane::ReadLane,
     /// This node's candidate sealing key (the group's first committed key wins).
     local_key: GroupKey,
     config: GroupConfig,
@@ -210,6 +214,7 @@ impl ManagerService {
             rng: Mutex::new(StdRng::from_seed(rand::random())),
             synced: Mutex::new(None),
             proposals: tokio::sync::Mutex::new(()),
+            lane: lane::ReadLane::for_this_machine(),
             local_key,
             config,
             repair,
@@ -662,6 +667,10 @@ impl ManagerService {
                     return r;
                 }
                 let refuted = self.apply_location_check(&mut req);
+                let _turn = match self.lane.enter(requester).await {
+                    Ok(turn) => turn,
+                    Err(busy) => return busy,
+                };
                 let preview = heavy(|| {
                     self.replica
                         .read(|m| m.preview_backup(&req, &mut *lock(&self.rng)))
@@ -694,6 +703,10 @@ impl ManagerService {
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
+                let _turn = match self.lane.enter(requester).await {
+                    Ok(turn) => turn,
+                    Err(busy) => return busy,
+                };
                 let page = heavy(|| {
                     self.replica.read(|m| {
                         m.fetch_sequence_page(
@@ -738,6 +751,10 @@ impl ManagerService {
                     }
                     Err(e) => return refuse(&e),
                 }
+                let _turn = match self.lane.enter(requester).await {
+                    Ok(turn) => turn,
+                    Err(busy) => return busy,
+                };
                 match heavy(|| self.replica.read(|m| m.read_tickets(&request, now))) {
                     Ok(tickets) => ManagerResponse::ReadTickets(tickets),
                     Err(e) => refuse(&e),
@@ -759,29 +776,11 @@ impl ManagerService {
                 }
                 ManagerResponse::Snapshots(list.iter().map(ToWire::to_wire).collect())
             }
-            ManagerRequest::Standing { snapshot, down } => {
-                if let Err(r) = self.barrier().await {
-                    return r;
-                }
-                // Reads every stripe's record, a page per read of the
-                // state (applies go on between pages), off the runtime's
-                // workers as a sequence page is.
-                let summed = heavy(|| {
-                    let down = strew_coordinator::manager::down_set(&down)?;
-                    let mut sum = strew_coordinator::manager::StandingSum::default();
-                    let mut from = Some(0);
-                    while let Some(page) = from {
-                        from = self.replica.read(|m| {
-                            m.add_standing_page(requester, snapshot, &down, page, &mut sum)
-                        })?;
-                    }
-                    Ok::<_, ManagerError>(sum.finish())
-                });
-                match summed {
-                    Ok(standing) => ManagerResponse::Standing(standing),
-                    Err(e) => refuse(&e),
-                }
-            }
+            ManagerRequest::Standing {
+                snapshot,
+                down,
+                from,
+            } => self.standing(requester, snapshot, &down, from).await,
             ManagerRequest::ListPage { set, from, count } => {
                 if let Err(r) = self.barrier().await {
                     return r;

@@ -174,18 +174,38 @@ impl OverlayManager {
     }
 
     /// How one of this node's snapshots stands with the targets in `down`
-    /// unreachable: its stripes' health and what each target holds of it.
+    /// unreachable: its stripes' health and what each target holds of it,
+    /// summed over as many calls as the snapshot's size takes.
     pub async fn standing(
         &self,
         snapshot: SnapshotId,
         down: Vec<NodeId>,
     ) -> Result<strew_coordinator::manager::Standing, GridError> {
-        match self
-            .call(ManagerRequest::Standing { snapshot, down })
-            .await?
-        {
-            ManagerResponse::Standing(standing) => Ok(standing),
-            other => Err(unexpected("standing", &other)),
+        let mut whole = strew_coordinator::manager::Standing::default();
+        let mut from = 0u64;
+        loop {
+            let request = ManagerRequest::Standing {
+                snapshot,
+                down: down.clone(),
+                from,
+            };
+            match self.call(request).await? {
+                ManagerResponse::Standing { standing, next } => {
+                    whole.add(&standing);
+                    match next {
+                        None => return Ok(whole),
+                        // A next call that does not move on would never end.
+                        Some(next) if next > from => from = next,
+                        Some(next) => {
+                            return Err(GridError::Other(format!(
+                                "the manager's standing of {snapshot} goes from stripe {from} \
+                                 back to {next}"
+                            )));
+                        }
+                    }
+                }
+                other => return Err(unexpected("standing", &other)),
+            }
         }
     }
 
@@ -312,7 +332,7 @@ fn unexpected(call: &'static str, answer: &ManagerResponse) -> GridError {
             ManagerResponse::Members(_) => "members",
             ManagerResponse::MembersPage { .. } => "members page",
             ManagerResponse::Audited { .. } => "audited",
-            ManagerResponse::Standing(_) => "standing",
+            ManagerResponse::Standing { .. } => "standing",
             ManagerResponse::Leaving(_) => "leaving",
             ManagerResponse::Evidence(_) => "evidence",
             ManagerResponse::Attestation(_) => "attestation",

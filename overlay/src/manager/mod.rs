@@ -182,10 +182,13 @@ pub enum ManagerRequest {
     /// How one of the requester's snapshots stands: its targets (packets
     /// and bytes on each) and its stripes' health with the targets in
     /// `down` (at most `strew_coordinator::manager::MAX_STANDING_DOWN`)
-    /// unreachable. Answered `Standing`; no sequence page is sent.
+    /// unreachable, summed over the stripes from `from` on, at most
+    /// `STANDING_PAGES` sequence pages of them. Answered `Standing`; no
+    /// sequence page is sent.
     Standing {
         snapshot: SnapshotId,
         down: Vec<NodeId>,
+        from: u64,
     },
     /// The manager's signed attestation of one of the requester's
     /// snapshots' sequence, in pages of `ATTEST_PAGE` stripes (fetched with
@@ -297,8 +300,12 @@ pub enum ManagerResponse {
         stripes: Vec<StripeAudited>,
         total: u64,
     },
-    /// How a snapshot stands (answers `Standing`).
-    Standing(strew_coordinator::manager::Standing),
+    /// How a snapshot's stripes from the request's `from` on stand, and
+    /// where the next call starts (`None` after the last stripe).
+    Standing {
+        standing: strew_coordinator::manager::Standing,
+        next: Option<u64>,
+    },
     /// How the requester's exit stands.
     Leaving(strew_coordinator::LeaveStatus),
     /// Location evidence of the nodes that have any (at most
@@ -463,6 +470,7 @@ mod tests {
             ManagerRequest::Standing {
                 snapshot: SnapshotId([5; 32]),
                 down: vec![NodeId([6; 32])],
+                from: 32_768,
             },
             ManagerRequest::RecordRestore {
                 snapshot: SnapshotId([4; 32]),
@@ -501,19 +509,22 @@ mod tests {
                 }],
                 total: 9,
             },
-            ManagerResponse::Standing(strew_coordinator::manager::Standing {
-                health: strew_coordinator::manager::Health {
-                    stripes: 9,
-                    healthy: 7,
-                    degraded: 1,
-                    lost: 1,
+            ManagerResponse::Standing {
+                standing: strew_coordinator::manager::Standing {
+                    health: strew_coordinator::manager::Health {
+                        stripes: 9,
+                        healthy: 7,
+                        degraded: 1,
+                        lost: 1,
+                    },
+                    targets: vec![strew_coordinator::manager::TargetShare {
+                        target: NodeId([7; 32]),
+                        packets: 9,
+                        bytes: 1 << 20,
+                    }],
                 },
-                targets: vec![strew_coordinator::manager::TargetShare {
-                    target: NodeId([7; 32]),
-                    packets: 9,
-                    bytes: 1 << 20,
-                }],
-            }),
+                next: Some(9),
+            },
             ManagerResponse::Evidence(vec![NodeEvidence {
                 node: NodeId([6; 32]),
                 consistent: 1,

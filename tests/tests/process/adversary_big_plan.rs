@@ -13,19 +13,17 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, request_response, tcp, yamux};
+use libp2p::{Multiaddr, PeerId};
 use strew_coordinator::manager::MAX_PLAN_CHUNKS;
 use strew_coordinator::{DataId, GeoPoint, PacketId, Redundancy};
-use strew_overlay::budget::InboundBudget;
 use strew_overlay::manager::wire::{
     BackupParams, ChunkPlan, Compression, ConvergenceScope, PacketSpec, PlanRequest,
 };
-use strew_overlay::manager::{MANAGER_PROTOCOL, ManagerCodec};
 use strew_overlay::{ManagerRequest, ManagerResponse, RefusalCode};
 use strew_tests::{Node, NodeOptions, cities, noise as random_bytes, wait_for};
+
+use crate::manager_client::{manager_client, next_answer};
 
 const HONEST_TARGETS: usize = 3;
 /// Packets in each hostile plan (erasure 2+1: three packets a chunk).
@@ -89,25 +87,7 @@ async fn hostile(
     count: usize,
     until: Instant,
 ) -> Result<Outcome> {
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                ManagerCodec::new(InboundBudget::new(64 << 20)),
-                [(
-                    StreamProtocol::new(MANAGER_PROTOCOL),
-                    request_response::ProtocolSupport::Outbound,
-                )],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
-            )
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = manager_client(key, Duration::from_secs(60))?;
     swarm.dial(addr.with(libp2p::multiaddr::Protocol::P2p(coordinator)))?;
     let plan = huge_plan(location)?;
     let mut out = Outcome::default();
@@ -117,24 +97,7 @@ async fn hostile(
         swarm
             .behaviour_mut()
             .send_request(&coordinator, ManagerRequest::Plan(plan.clone()));
-        let answer = loop {
-            let Ok(Some(event)) =
-                tokio::time::timeout(Duration::from_millis(500), swarm.next()).await
-            else {
-                ensure!(Instant::now() < until, "no answer to a huge plan in time");
-                continue;
-            };
-            match event {
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { response, .. },
-                    ..
-                }) => break Ok(response),
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                    error, ..
-                }) => break Err(error.to_string()),
-                _ => {}
-            }
-        };
+        let (_, answer) = next_answer(&mut swarm, until).await?;
         out.slowest = out.slowest.max(sent.elapsed());
         match answer {
             Ok(ManagerResponse::Refused(r)) if r.code == RefusalCode::TooLarge => {

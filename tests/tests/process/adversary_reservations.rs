@@ -12,18 +12,16 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, request_response, tcp, yamux};
+use libp2p::{Multiaddr, PeerId};
 use strew_coordinator::{DataId, GeoPoint, PacketId, Redundancy};
-use strew_overlay::budget::InboundBudget;
 use strew_overlay::manager::wire::{
     BackupParams, ChunkPlan, Compression, ConvergenceScope, PacketSpec, PlanRequest,
 };
-use strew_overlay::manager::{MANAGER_PROTOCOL, ManagerCodec};
 use strew_overlay::{ManagerRequest, ManagerResponse};
 use strew_tests::{Node, NodeOptions, cities, noise as random_bytes, wait_for};
+
+use crate::manager_client::{manager_client, next_answer};
 
 /// Room the coordinator grants a target beyond what it has proven.
 const ALLOWANCE: &str = "8MiB";
@@ -100,25 +98,7 @@ async fn flood(
     until: Instant,
 ) -> Result<Flood> {
     let tag = key.public().to_peer_id().to_string();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                ManagerCodec::new(InboundBudget::new(64 << 20)),
-                [(
-                    StreamProtocol::new(MANAGER_PROTOCOL),
-                    request_response::ProtocolSupport::Outbound,
-                )],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
-            )
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = manager_client(key, Duration::from_secs(30))?;
     swarm.dial(addr.with(libp2p::multiaddr::Protocol::P2p(coordinator)))?;
     let mut out = Flood::default();
     let mut size = 64usize;
@@ -129,25 +109,11 @@ async fn flood(
         swarm
             .behaviour_mut()
             .send_request(&coordinator, ManagerRequest::Plan(request));
-        let answer = loop {
-            let Ok(Some(event)) =
-                tokio::time::timeout(Duration::from_millis(500), swarm.next()).await
-            else {
-                ensure!(Instant::now() < until, "the flood ran out of time");
-                continue;
-            };
-            match event {
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { response, .. },
-                    ..
-                }) => break Some(response),
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                    error, ..
-                }) => {
-                    eprintln!("hostile plan failed on the wire: {error}");
-                    break None;
-                }
-                _ => {}
+        let answer = match next_answer(&mut swarm, until).await? {
+            (_, Ok(response)) => Some(response),
+            (_, Err(error)) => {
+                eprintln!("hostile plan failed on the wire: {error}");
+                None
             }
         };
         match answer {

@@ -8,6 +8,7 @@
 mod adversary_big_plan;
 mod adversary_connections;
 mod adversary_gossip;
+mod adversary_heavy_reads;
 mod adversary_memory;
 mod adversary_reservations;
 mod adversary_sync;
@@ -20,6 +21,7 @@ mod grid_e2e;
 mod grid_trust;
 mod leave;
 mod location_check;
+mod manager_client;
 mod manager_failover;
 mod manager_membership;
 mod nat_namespaces;

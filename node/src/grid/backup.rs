@@ -335,16 +335,21 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     let pending_id = run
         .pending
         .ok_or_else(|| GridError::Other("a backup planned no part".into()))?;
-    let all_chunks = chunk_order(&mut order, &report.sequence.manifest)?;
+    let mut all_chunks = chunk_order(&mut order, &report.sequence.manifest)?;
     let page_len = order_page_len(opts.params.redundancy.width());
     // A large snapshot hands its chunk order in pages first: no message
     // or raft entry grows with the backup.
-    let chunks = if all_chunks.len() > page_len {
-        send_order(manager, pending_id, me.node_id, &all_chunks, page_len).await?;
+    let chunks = if all_chunks.items() > page_len as u64 {
+        send_order(manager, pending_id, me.node_id, &mut all_chunks, page_len).await?;
         Vec::new()
     } else {
         all_chunks
+            .read()
+            .map_err(spill_error)?
+            .collect::<Result<_, _>>()
+            .map_err(spill_error)?
     };
+    drop(all_chunks);
     let response = manager
         .commit(CommitRequest {
             pending_id,
@@ -401,25 +406,25 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     })
 }
 
-/// The snapshot's chunks in sequence order, each once: the data stripes
-/// (the pipeline hands each distinct chunk once), then the manifest's
-/// (a paged order names each chunk once).
+/// The snapshot's chunks in sequence order, each once, in a scratch file:
+/// the data stripes (the pipeline hands each distinct chunk once), then
+/// the manifest's (a paged order names each chunk once).
 fn chunk_order(
     order: &mut Spill<pipeline::StripeRecord>,
     manifest: &[pipeline::StripeRecord],
-) -> Result<Vec<DataId>, GridError> {
+) -> Result<Spill<DataId>, GridError> {
     let mut in_manifest: std::collections::HashSet<DataId> =
         manifest.iter().map(|s| s.data_id).collect();
-    let mut ids = Vec::with_capacity(usize::try_from(order.items()).unwrap_or(0) + manifest.len());
+    let mut ids = Spill::new().map_err(spill_error)?;
     for record in order.read().map_err(spill_error)? {
         let id = record.map_err(spill_error)?.data_id;
         // Named by the data already: not again at the manifest's place.
         in_manifest.remove(&id);
-        ids.push(id);
+        ids.push(&id).map_err(spill_error)?;
     }
     for s in manifest {
         if in_manifest.remove(&s.data_id) {
-            ids.push(s.data_id);
+            ids.push(&s.data_id).map_err(spill_error)?;
         }
     }
     Ok(ids)
@@ -455,28 +460,47 @@ fn spill_error(e: SpillError) -> GridError {
 /// Hands pending backup `pending_id`'s chunk order to the manager in pages
 /// of `page_len`, from the start (a page at 0 replaces whatever an
 /// interrupted run handed in), each page where the manager says the order
-/// ends.
+/// ends. The order is read from its scratch file a page at a time.
 async fn send_order<M: ManagerApi>(
     manager: &M,
     pending_id: u64,
     source: NodeId,
-    order: &[DataId],
+    order: &mut Spill<DataId>,
     page_len: usize,
 ) -> Result<(), GridError> {
+    let len = usize::try_from(order.items()).unwrap_or(usize::MAX);
+    order.flush().map_err(spill_error)?;
+    let mut reader = order.reader();
+    // Where `reader` is in the order.
+    let mut at = 0usize;
     let mut first = 0usize;
-    while first < order.len() {
-        let end = first.saturating_add(page_len).min(order.len());
+    while first < len {
+        if first < at {
+            // The manager holds less than was sent: read again from there.
+            reader = order.reader();
+            at = 0;
+        }
+        for skipped in reader.by_ref().take(first - at) {
+            skipped.map_err(spill_error)?;
+        }
+        let end = first.saturating_add(page_len).min(len);
+        let chunks: Vec<DataId> = reader
+            .by_ref()
+            .take(end - first)
+            .collect::<Result<_, _>>()
+            .map_err(spill_error)?;
+        at = first + chunks.len();
         let next = manager
             .commit_order(CommitOrderRequest {
                 pending_id,
                 source,
                 first: first as u64,
-                chunks: order[first..end].to_vec(),
+                chunks,
             })
             .await?
             .next;
         let next = usize::try_from(next).unwrap_or(usize::MAX);
-        if next <= first || next > order.len() {
+        if next <= first || next > len {
             return Err(GridError::Other(format!(
                 "the manager holds {next} chunks of backup {pending_id}'s order after a page from {first}"
             )));

@@ -408,7 +408,7 @@ impl Written {
 
     /// Appends chunk `index` of the table: chunks arrive in order.
     fn put_chunk(&mut self, index: u32, chunk: ChunkRef) -> Result<(), BackupError> {
-        let table = self.table.as_mut().ok_or_else(|| no_table())?;
+        let table = self.table.as_mut().ok_or_else(no_table)?;
         if u64::from(index) != table.items() {
             return Err(BackupError::Stage(format!(
                 "chunk {index} reached the chunk table after {} chunks (a bug in strew)",
@@ -419,7 +419,7 @@ impl Written {
     }
 
     fn take_table(&mut self) -> Result<Spill<ChunkRef>, BackupError> {
-        self.table.take().ok_or_else(|| no_table())
+        self.table.take().ok_or_else(no_table)
     }
 
     pub(super) fn account(&mut self, stripe: &EncodedStripe) {

@@ -21,9 +21,9 @@ use strew_overlay::manager::wire::{
     BackupParams, ChunkPlan, Compression, ConvergenceScope, PacketSpec, PlanRequest,
 };
 use strew_overlay::{ManagerRequest, ManagerResponse, RefusalCode};
-use strew_tests::{Node, NodeOptions, cities, noise as random_bytes, wait_for};
+use strew_tests::{Node, NodeOptions, cities, noise as random_bytes};
 
-use crate::manager_client::{manager_client, next_answer};
+use crate::manager_client::{SmallGrid, manager_client, next_answer, take_identity};
 
 const HONEST_TARGETS: usize = 3;
 /// Packets in each hostile plan (erasure 2+1: three packets a chunk).
@@ -115,48 +115,22 @@ async fn hostile(
 #[test]
 fn a_huge_plan_is_refused_and_an_honest_backup_still_commits() -> Result<()> {
     let places = cities(2 + HONEST_TARGETS)?;
-    let mut first = options(places[0].location());
-    first.found_grid = true;
-    first.extra.push("--coordinator".into());
-    let coordinator = Node::start(first)?;
-    let boot = coordinator.bootstrap_addr()?;
-    let manager_id = coordinator.node_id()?;
-    let mut nodes = Vec::new();
-    for city in &places[1..] {
-        nodes.push(Node::start(
-            options(city.location()).bootstrap(boot.clone()),
-        )?);
-    }
-    for node in &nodes {
-        wait_for(
-            "every node to know the manager",
-            Duration::from_secs(90),
-            || {
-                let s = node.daemon_status().ok()?;
-                (s["manager"].as_str() == Some(manager_id.as_str())).then_some(())
-            },
-        )?;
-    }
-    coordinator.wait_for_manager_view(nodes.len() as u64 + 1, Duration::from_secs(60))?;
+    let mut grid = SmallGrid::start(
+        options(places[0].location()),
+        places[1..].iter().map(|c| options(c.location())).collect(),
+    )?;
     let last_log = |node: &Node| -> Option<u64> {
         let status = node.daemon_status().ok()?;
         status["group"]["last_log"].as_u64()
     };
-    let log_before = last_log(&coordinator);
+    let log_before = last_log(&grid.coordinator);
 
     // The last node's identity goes to the hostile client.
-    let hostile_node = nodes.last_mut().context("a hostile node")?;
-    let key =
-        Keypair::from_protobuf_encoding(&fs::read(hostile_node.data_dir().join("identity.key"))?)?;
-    hostile_node.kill();
+    let key = take_identity(grid.nodes.last_mut().context("a hostile node")?)?;
     let city = places.last().context("a hostile city")?;
     let location = GeoPoint::new(city.lat, city.lon)?;
-    let addr: Multiaddr = boot.parse()?;
-    let addr: Multiaddr = addr
-        .iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
-    let peer: PeerId = manager_id.parse()?;
+    let addr = grid.manager_addr()?;
+    let peer: PeerId = grid.manager_id.parse()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let until = Instant::now() + Duration::from_secs(120);
     let flood = runtime.spawn(hostile(key, peer, addr, location, 6, until));
@@ -167,7 +141,7 @@ fn a_huge_plan_is_refused_and_an_honest_backup_still_commits() -> Result<()> {
     fs::create_dir_all(&tree)?;
     fs::write(tree.join("honest.bin"), random_bytes(1_000_000, 7))?;
     let honest = Instant::now();
-    let out = nodes[0]
+    let out = grid.nodes[0]
         .cli_json(&[
             "backup",
             tree.to_str().context("utf-8 path")?,
@@ -177,7 +151,7 @@ fn a_huge_plan_is_refused_and_an_honest_backup_still_commits() -> Result<()> {
             "honest",
             "--json",
         ])
-        .map_err(|e| anyhow::anyhow!("{e}; coordinator log:\n{}", coordinator.log()))?;
+        .map_err(|e| anyhow::anyhow!("{e}; coordinator log:\n{}", grid.coordinator.log()))?;
     ensure!(
         out["snapshot"].as_str().is_some(),
         "the honest backup did not commit: {out}"
@@ -189,7 +163,7 @@ fn a_huge_plan_is_refused_and_an_honest_backup_still_commits() -> Result<()> {
         "FIGURE big plan: {} plans of {PACKETS} packets refused as too large (slowest answer {:?}); honest 1 MB backup committed in {honest_took:?}; raft log {log_before:?} -> {:?}",
         seen.refused_too_large,
         seen.slowest,
-        last_log(&coordinator)
+        last_log(&grid.coordinator)
     );
     ensure!(
         seen.other.is_empty(),

@@ -21,9 +21,9 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use strew_coordinator::SnapshotId;
 use strew_overlay::{ManagerRequest, ManagerResponse, RefusalCode};
-use strew_tests::{Node, NodeOptions, cities, noise as random_bytes, wait_for};
+use strew_tests::{NodeOptions, cities, noise as random_bytes};
 
-use crate::manager_client::{manager_client, next_answer};
+use crate::manager_client::{SmallGrid, manager_client, next_answer, take_identity};
 
 const HONEST_TARGETS: usize = 3;
 /// Calls the client has in flight at once: what one connection carries
@@ -94,30 +94,10 @@ async fn flood(
 #[test]
 fn a_node_gets_two_heavy_reads_at_once_and_an_honest_backup_still_commits() -> Result<()> {
     let places = cities(2 + HONEST_TARGETS)?;
-    let mut first = options(places[0].location());
-    first.found_grid = true;
-    first.extra.push("--coordinator".into());
-    let coordinator = Node::start(first)?;
-    let boot = coordinator.bootstrap_addr()?;
-    let manager_id = coordinator.node_id()?;
-    let mut nodes = Vec::new();
-    for city in &places[1..] {
-        nodes.push(Node::start(
-            options(city.location()).bootstrap(boot.clone()),
-        )?);
-    }
-    for node in &nodes {
-        wait_for(
-            "every node to know the manager",
-            Duration::from_secs(90),
-            || {
-                let s = node.daemon_status().ok()?;
-                (s["manager"].as_str() == Some(manager_id.as_str())).then_some(())
-            },
-        )?;
-    }
-    coordinator.wait_for_manager_view(nodes.len() as u64 + 1, Duration::from_secs(60))?;
-
+    let mut grid = SmallGrid::start(
+        options(places[0].location()),
+        places[1..].iter().map(|c| options(c.location())).collect(),
+    )?;
     // The hostile node backs up a snapshot of many small chunks; then its
     // identity goes to the hostile client (the node stops: the client is
     // that node now).
@@ -125,7 +105,7 @@ fn a_node_gets_two_heavy_reads_at_once_and_an_honest_backup_still_commits() -> R
     let many = work.path().join("many");
     fs::create_dir_all(&many)?;
     fs::write(many.join("noise.bin"), random_bytes(4_000_000, 3))?;
-    let hostile_node = nodes.last_mut().context("a hostile node")?;
+    let hostile_node = grid.nodes.last_mut().context("a hostile node")?;
     let made = hostile_node.cli_json(&[
         "backup",
         many.to_str().context("utf-8 path")?,
@@ -140,15 +120,9 @@ fn a_node_gets_two_heavy_reads_at_once_and_an_honest_backup_still_commits() -> R
         .context("the hostile node's snapshot")?
         .parse()?;
     let stripes = made["stats"]["chunks"].as_u64().unwrap_or(0);
-    let key =
-        Keypair::from_protobuf_encoding(&fs::read(hostile_node.data_dir().join("identity.key"))?)?;
-    hostile_node.kill();
-    let addr: Multiaddr = boot.parse()?;
-    let addr: Multiaddr = addr
-        .iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
-    let peer: PeerId = manager_id.parse()?;
+    let key = take_identity(hostile_node)?;
+    let addr = grid.manager_addr()?;
+    let peer: PeerId = grid.manager_id.parse()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let started = Instant::now();
     let until = started + Duration::from_secs(150);
@@ -158,7 +132,7 @@ fn a_node_gets_two_heavy_reads_at_once_and_an_honest_backup_still_commits() -> R
     let tree = work.path().join("tree");
     fs::create_dir_all(&tree)?;
     fs::write(tree.join("honest.bin"), random_bytes(1_000_000, 7))?;
-    let out = nodes[0]
+    let out = grid.nodes[0]
         .cli_json(&[
             "backup",
             tree.to_str().context("utf-8 path")?,
@@ -168,7 +142,7 @@ fn a_node_gets_two_heavy_reads_at_once_and_an_honest_backup_still_commits() -> R
             "honest",
             "--json",
         ])
-        .map_err(|e| anyhow::anyhow!("{e}; coordinator log:\n{}", coordinator.log()))?;
+        .map_err(|e| anyhow::anyhow!("{e}; coordinator log:\n{}", grid.coordinator.log()))?;
     ensure!(
         out["snapshot"].as_str().is_some(),
         "the honest backup did not commit: {out}"

@@ -19,9 +19,9 @@ use strew_overlay::manager::wire::{
     BackupParams, ChunkPlan, Compression, ConvergenceScope, PacketSpec, PlanRequest,
 };
 use strew_overlay::{ManagerRequest, ManagerResponse};
-use strew_tests::{Node, NodeOptions, cities, noise as random_bytes, wait_for};
+use strew_tests::{NodeOptions, cities, noise as random_bytes, wait_for};
 
-use crate::manager_client::{manager_client, next_answer};
+use crate::manager_client::{SmallGrid, manager_client, next_answer, take_identity};
 
 /// Room the coordinator grants a target beyond what it has proven.
 const ALLOWANCE: &str = "8MiB";
@@ -143,51 +143,31 @@ async fn flood(
 #[test]
 fn a_reservation_flood_leaves_room_for_an_honest_backup() -> Result<()> {
     let places = cities(1 + HONEST_TARGETS + HOSTILE)?;
-    let mut first = options(places[0].location(), "64MiB");
-    // The grid's founder: `strew grid create --open` before it starts.
-    first.found_grid = true;
-    first.extra.push("--coordinator".into());
-    let coordinator = Node::start(first)?;
-    let boot = coordinator.bootstrap_addr()?;
-    let manager_id = coordinator.node_id()?;
-    let mut nodes = Vec::new();
-    for (i, city) in places[1..].iter().enumerate() {
-        let storage = if i < HONEST_TARGETS {
-            "64MiB"
-        } else {
-            "100GiB"
-        };
-        nodes.push(Node::start(
-            options(city.location(), storage).bootstrap(boot.clone()),
-        )?);
-    }
-    for node in &nodes {
-        wait_for(
-            "every node to know the manager",
-            Duration::from_secs(90),
-            || {
-                let s = node.daemon_status().ok()?;
-                (s["manager"].as_str() == Some(manager_id.as_str())).then_some(())
-            },
-        )?;
-    }
-    coordinator.wait_for_manager_view(nodes.len() as u64 + 1, Duration::from_secs(60))?;
+    let others = places[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, city)| {
+            let storage = if i < HONEST_TARGETS {
+                "64MiB"
+            } else {
+                "100GiB"
+            };
+            options(city.location(), storage)
+        })
+        .collect();
+    let mut grid = SmallGrid::start(options(places[0].location(), "64MiB"), others)?;
 
     // The hostile nodes joined announcing 100 GiB; their identities now
     // belong to the in-test client (one connection per identity, the
     // nodes themselves stopped).
-    let mut keys = Vec::new();
-    for node in nodes.iter_mut().skip(HONEST_TARGETS) {
-        let bytes = fs::read(node.data_dir().join("identity.key"))?;
-        keys.push(Keypair::from_protobuf_encoding(&bytes)?);
-        node.kill();
-    }
-    let addr: Multiaddr = boot.parse()?;
-    let addr: Multiaddr = addr
-        .iter()
-        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-        .collect();
-    let peer: PeerId = manager_id.parse()?;
+    let keys = grid
+        .nodes
+        .iter_mut()
+        .skip(HONEST_TARGETS)
+        .map(take_identity)
+        .collect::<Result<Vec<_>>>()?;
+    let addr = grid.manager_addr()?;
+    let peer: PeerId = grid.manager_id.parse()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let until = Instant::now() + Duration::from_secs(120);
     let started = Instant::now();
@@ -242,7 +222,8 @@ fn a_reservation_flood_leaves_room_for_an_honest_backup() -> Result<()> {
         "the manager to see the hostile nodes offline",
         Duration::from_secs(60),
         || {
-            let who = coordinator
+            let who = grid
+                .coordinator
                 .control("manager", serde_json::Value::Null)
                 .ok()?;
             (who["online"].as_u64()? <= honest_nodes).then_some(())
@@ -253,7 +234,8 @@ fn a_reservation_flood_leaves_room_for_an_honest_backup() -> Result<()> {
     fs::create_dir_all(&tree)?;
     fs::write(tree.join("honest.bin"), random_bytes(1_000_000, 5))?;
     let honest = Instant::now();
-    let out = coordinator
+    let out = grid
+        .coordinator
         .cli_json(&[
             "backup",
             tree.to_str().context("utf-8 path")?,
@@ -263,7 +245,7 @@ fn a_reservation_flood_leaves_room_for_an_honest_backup() -> Result<()> {
             "honest",
             "--json",
         ])
-        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", coordinator.log()))?;
+        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", grid.coordinator.log()))?;
     ensure!(
         out["snapshot"].as_str().is_some(),
         "the honest backup did not commit: {out}"

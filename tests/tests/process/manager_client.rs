@@ -1,6 +1,8 @@
-//! The adversary tests' client of the manager protocol: an in-test libp2p
-//! peer holding a node's identity (taken from its data dir) that sends the
-//! manager whatever requests the test chooses, and reads the answers.
+//! What the adversary tests of the manager share: a small open grid of
+//! real nodes around one coordinator, a node's identity taken over (from
+//! its data dir, the node stopped), and the in-test libp2p client of the
+//! manager protocol that sends whatever requests the test chooses as that
+//! node, and reads the answers.
 
 use std::time::{Duration, Instant};
 
@@ -9,10 +11,73 @@ use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{StreamProtocol, noise, tcp, yamux};
+use libp2p::{Multiaddr, StreamProtocol, noise, tcp, yamux};
 use strew_overlay::ManagerResponse;
 use strew_overlay::budget::InboundBudget;
 use strew_overlay::manager::{MANAGER_PROTOCOL, ManagerCodec};
+use strew_tests::{Node, NodeOptions, wait_for};
+
+/// A grid's founder and coordinator, the nodes that joined it, and the
+/// coordinator's node id (the manager).
+pub struct SmallGrid {
+    pub coordinator: Node,
+    pub nodes: Vec<Node>,
+    pub manager_id: String,
+    /// The coordinator's bootstrap address.
+    pub boot: String,
+}
+
+impl SmallGrid {
+    /// Founds an open grid with `founder` as its coordinator, joins every
+    /// node of `others` to it, and waits until all know the manager and
+    /// the manager knows them all.
+    pub fn start(mut founder: NodeOptions, others: Vec<NodeOptions>) -> Result<SmallGrid> {
+        founder.found_grid = true;
+        founder.extra.push("--coordinator".into());
+        let coordinator = Node::start(founder)?;
+        let boot = coordinator.bootstrap_addr()?;
+        let manager_id = coordinator.node_id()?;
+        let mut nodes = Vec::new();
+        for options in others {
+            nodes.push(Node::start(options.bootstrap(boot.clone()))?);
+        }
+        for node in &nodes {
+            wait_for(
+                "every node to know the manager",
+                Duration::from_secs(90),
+                || {
+                    let s = node.daemon_status().ok()?;
+                    (s["manager"].as_str() == Some(manager_id.as_str())).then_some(())
+                },
+            )?;
+        }
+        coordinator.wait_for_manager_view(nodes.len() as u64 + 1, Duration::from_secs(60))?;
+        Ok(SmallGrid {
+            coordinator,
+            nodes,
+            manager_id,
+            boot,
+        })
+    }
+
+    /// The coordinator's address without its peer id (a client dials it
+    /// with the manager's).
+    pub fn manager_addr(&self) -> Result<Multiaddr> {
+        let addr: Multiaddr = self.boot.parse()?;
+        Ok(addr
+            .iter()
+            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            .collect())
+    }
+}
+
+/// `node`'s identity, for a client to speak as it; the node is stopped.
+pub fn take_identity(node: &mut Node) -> Result<Keypair> {
+    let key =
+        Keypair::from_protobuf_encoding(&std::fs::read(node.data_dir().join("identity.key"))?)?;
+    node.kill();
+    Ok(key)
+}
 
 pub type ManagerSwarm = libp2p::Swarm<request_response::Behaviour<ManagerCodec>>;
 

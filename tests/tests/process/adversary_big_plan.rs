@@ -9,7 +9,6 @@
 //! the group's raft log gains no entry for the hostile plans. Before the
 //! bound, one such plan wedged the group for minutes ("no quorum").
 
-use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -21,9 +20,9 @@ use strew_overlay::manager::wire::{
     BackupParams, ChunkPlan, Compression, ConvergenceScope, PacketSpec, PlanRequest,
 };
 use strew_overlay::{ManagerRequest, ManagerResponse, RefusalCode};
-use strew_tests::{Node, NodeOptions, cities, noise as random_bytes};
+use strew_tests::{Node, NodeOptions, cities};
 
-use crate::manager_client::{SmallGrid, manager_client, next_answer, take_identity};
+use crate::manager_client::{SmallGrid, honest_backup, manager_client, next_answer, take_identity};
 
 const HONEST_TARGETS: usize = 3;
 /// Packets in each hostile plan (erasure 2+1: three packets a chunk).
@@ -136,26 +135,8 @@ fn a_huge_plan_is_refused_and_an_honest_backup_still_commits() -> Result<()> {
     let flood = runtime.spawn(hostile(key, peer, addr, location, 6, until));
 
     // Meanwhile an honest backup from another node commits.
-    let work = tempfile::tempdir()?;
-    let tree = work.path().join("tree");
-    fs::create_dir_all(&tree)?;
-    fs::write(tree.join("honest.bin"), random_bytes(1_000_000, 7))?;
     let honest = Instant::now();
-    let out = grid.nodes[0]
-        .cli_json(&[
-            "backup",
-            tree.to_str().context("utf-8 path")?,
-            "--redundancy",
-            "erasure:2+1",
-            "--name",
-            "honest",
-            "--json",
-        ])
-        .map_err(|e| anyhow::anyhow!("{e}; coordinator log:\n{}", grid.coordinator.log()))?;
-    ensure!(
-        out["snapshot"].as_str().is_some(),
-        "the honest backup did not commit: {out}"
-    );
+    honest_backup(&grid.nodes[0], &grid.coordinator, 7)?;
     let honest_took = honest.elapsed();
     let seen = runtime.block_on(flood)??;
     runtime.shutdown_background();

@@ -23,7 +23,7 @@ use strew_coordinator::SnapshotId;
 use strew_overlay::{ManagerRequest, ManagerResponse, RefusalCode};
 use strew_tests::{NodeOptions, cities, noise as random_bytes};
 
-use crate::manager_client::{SmallGrid, manager_client, next_answer, take_identity};
+use crate::manager_client::{SmallGrid, honest_backup, manager_client, next_answer, take_identity};
 
 const HONEST_TARGETS: usize = 3;
 /// Calls the client has in flight at once: what one connection carries
@@ -129,24 +129,7 @@ fn a_node_gets_two_heavy_reads_at_once_and_an_honest_backup_still_commits() -> R
     let hostile = runtime.spawn(flood(key, peer, addr, snapshot, until));
 
     // Meanwhile an honest backup from another node commits.
-    let tree = work.path().join("tree");
-    fs::create_dir_all(&tree)?;
-    fs::write(tree.join("honest.bin"), random_bytes(1_000_000, 7))?;
-    let out = grid.nodes[0]
-        .cli_json(&[
-            "backup",
-            tree.to_str().context("utf-8 path")?,
-            "--redundancy",
-            "erasure:2+1",
-            "--name",
-            "honest",
-            "--json",
-        ])
-        .map_err(|e| anyhow::anyhow!("{e}; coordinator log:\n{}", grid.coordinator.log()))?;
-    ensure!(
-        out["snapshot"].as_str().is_some(),
-        "the honest backup did not commit: {out}"
-    );
+    honest_backup(&grid.nodes[0], &grid.coordinator, 7)?;
     let honest_took = started.elapsed();
     let seen = runtime.block_on(hostile)??;
     runtime.shutdown_background();

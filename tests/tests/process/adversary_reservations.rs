@@ -8,10 +8,9 @@
 //! the hostile plans reserve every honest target and the honest backup is
 //! refused ("0 of them with room").
 
-use std::fs;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use strew_coordinator::{DataId, GeoPoint, PacketId, Redundancy};
@@ -19,9 +18,9 @@ use strew_overlay::manager::wire::{
     BackupParams, ChunkPlan, Compression, ConvergenceScope, PacketSpec, PlanRequest,
 };
 use strew_overlay::{ManagerRequest, ManagerResponse};
-use strew_tests::{NodeOptions, cities, noise as random_bytes, wait_for};
+use strew_tests::{NodeOptions, cities, wait_for};
 
-use crate::manager_client::{SmallGrid, manager_client, next_answer, take_identity};
+use crate::manager_client::{SmallGrid, honest_backup, manager_client, next_answer, take_identity};
 
 /// Room the coordinator grants a target beyond what it has proven.
 const ALLOWANCE: &str = "8MiB";
@@ -229,27 +228,8 @@ fn a_reservation_flood_leaves_room_for_an_honest_backup() -> Result<()> {
             (who["online"].as_u64()? <= honest_nodes).then_some(())
         },
     )?;
-    let work = tempfile::tempdir()?;
-    let tree = work.path().join("tree");
-    fs::create_dir_all(&tree)?;
-    fs::write(tree.join("honest.bin"), random_bytes(1_000_000, 5))?;
     let honest = Instant::now();
-    let out = grid
-        .coordinator
-        .cli_json(&[
-            "backup",
-            tree.to_str().context("utf-8 path")?,
-            "--redundancy",
-            "erasure:2+1",
-            "--name",
-            "honest",
-            "--json",
-        ])
-        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", grid.coordinator.log()))?;
-    ensure!(
-        out["snapshot"].as_str().is_some(),
-        "the honest backup did not commit: {out}"
-    );
+    honest_backup(&grid.coordinator, &grid.coordinator, 5)?;
     eprintln!(
         "FIGURE honest 1 MB backup committed in {:?} after the flood",
         honest.elapsed()

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, OutboundRequestId};
@@ -69,6 +69,31 @@ impl SmallGrid {
             .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
             .collect())
     }
+}
+
+/// Backs up 1 MB of noise (`seed`) from `node`, erasure 2+1, and checks
+/// that it committed; a failure shows `log_of`'s log (the coordinator's).
+pub fn honest_backup(node: &Node, log_of: &Node, seed: u64) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree)?;
+    std::fs::write(tree.join("honest.bin"), strew_tests::noise(1_000_000, seed))?;
+    let out = node
+        .cli_json(&[
+            "backup",
+            tree.to_str().context("utf-8 path")?,
+            "--redundancy",
+            "erasure:2+1",
+            "--name",
+            "honest",
+            "--json",
+        ])
+        .map_err(|e| anyhow::anyhow!("{e}; coordinator log:\n{}", log_of.log()))?;
+    ensure!(
+        out["snapshot"].as_str().is_some(),
+        "the honest backup did not commit: {out}"
+    );
+    Ok(())
 }
 
 /// `node`'s identity, for a client to speak as it; the node is stopped.

@@ -380,7 +380,6 @@ fn encode_stage(
     }
 }
 
-#[derive(Default)]
 pub(super) struct Written {
     /// The snapshot's chunk table, in chunk order (given up once the walk
     /// is done).

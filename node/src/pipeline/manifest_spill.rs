@@ -106,10 +106,6 @@ impl SpilledManifest {
         })
     }
 
-    pub fn head(&self) -> &ManifestHead {
-        &self.head
-    }
-
     /// Chunks in the chunk table.
     pub fn chunk_count(&self) -> u64 {
         self.chunks.items()

@@ -109,6 +109,84 @@ impl<T: Serialize + DeserializeOwned> Spill<T> {
     }
 }
 
+/// An append-only file of records of `N` bytes each, for tables with a
+/// record per chunk: no length prefix and no CBOR to write and read back.
+#[derive(Debug)]
+pub struct FixedSpill<const N: usize> {
+    out: BufWriter<File>,
+    items: u64,
+}
+
+impl<const N: usize> FixedSpill<N> {
+    /// A new, empty scratch file in the system's temporary directory.
+    pub fn new() -> Result<Self, SpillError> {
+        Ok(FixedSpill {
+            out: BufWriter::with_capacity(1 << 20, tempfile::tempfile()?),
+            items: 0,
+        })
+    }
+
+    /// Appends one record.
+    pub fn push(&mut self, record: &[u8; N]) -> Result<(), SpillError> {
+        self.out.write_all(record)?;
+        self.items += 1;
+        Ok(())
+    }
+
+    /// Records appended so far.
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+
+    /// Writes out the appends still buffered, so that
+    /// [`FixedSpill::reader`] sees them.
+    pub fn flush(&mut self) -> Result<(), SpillError> {
+        Ok(self.out.flush()?)
+    }
+
+    /// The records up to the last [`FixedSpill::flush`], in order; several
+    /// readers may run at once.
+    pub fn reader(&self) -> FixedReader<'_, N> {
+        let flushed = (self.items * N as u64).saturating_sub(self.out.buffer().len() as u64);
+        let flushed = flushed - flushed % N as u64;
+        FixedReader {
+            input: std::io::BufReader::with_capacity(
+                READ_BUFFER,
+                At {
+                    file: self.out.get_ref(),
+                    pos: 0,
+                    end: flushed,
+                },
+            ),
+        }
+    }
+}
+
+/// Reads a [`FixedSpill`]'s records back.
+pub struct FixedReader<'a, const N: usize> {
+    input: std::io::BufReader<At<'a>>,
+}
+
+impl<const N: usize> Iterator for FixedReader<'_, N> {
+    type Item = Result<[u8; N], SpillError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut record = [0u8; N];
+        let mut got = 0;
+        while got < N {
+            match self.input.read(&mut record[got..]) {
+                Ok(0) if got == 0 => return None,
+                // A file cut inside a record is damage.
+                Ok(0) => return Some(Err(SpillError::Damaged(got))),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+        Some(Ok(record))
+    }
+}
+
 /// Positional reads of the file (the appends keep their own offset).
 struct At<'a> {
     file: &'a File,
@@ -160,6 +238,32 @@ impl<T: DeserializeOwned> Iterator for SpillReader<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_records_read_back_up_to_the_last_flush() {
+        let mut spill: FixedSpill<5> = FixedSpill::new().expect("temp file");
+        for i in 0..300_000u32 {
+            let b = i.to_le_bytes();
+            spill.push(&[b[0], b[1], b[2], b[3], 7]).expect("push");
+        }
+        // Before the flush a reader sees whole records only, fewer than all.
+        let before: Vec<[u8; 5]> = spill.reader().collect::<Result<_, _>>().expect("read");
+        assert!(
+            !before.is_empty() && before.len() < 300_000,
+            "{}",
+            before.len()
+        );
+        spill.flush().expect("flush");
+        let back: Vec<[u8; 5]> = spill.reader().collect::<Result<_, _>>().expect("read");
+        assert_eq!(back.len(), 300_000);
+        assert!(back.iter().enumerate().all(|(i, r)| {
+            u32::from_le_bytes([r[0], r[1], r[2], r[3]]) == i as u32 && r[4] == 7
+        }));
+        assert_eq!(spill.items(), 300_000);
+        // Two readers at once, each from the start.
+        let (mut a, mut b) = (spill.reader(), spill.reader());
+        assert_eq!(a.next().map(|r| r.ok()), b.next().map(|r| r.ok()));
+    }
 
     #[test]
     fn records_read_back_in_order_while_appends_go_on_and_clear_empties() {

@@ -40,11 +40,10 @@ use super::chunking::ChunkSizes;
 use super::codec::{Codec, EncodedStripe, StripeRecord};
 use super::exclude::{ExcludeError, ExcludeRules, Excluder};
 use super::manifest::{ChunkRef, Entry, EntryKind, Extent};
-use super::manifest_spill::{EntrySpill, ManifestHead, PackChunks, SpilledManifest};
+use super::manifest_spill::{ChunkTable, EntrySpill, ManifestHead, PackChunks, SpilledManifest};
 use super::manifest_store;
 use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
-use crate::spill::Spill;
 
 /// A batch is cut when it holds this many bytes of chunks.
 pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -383,7 +382,7 @@ fn encode_stage(
 pub(super) struct Written {
     /// The snapshot's chunk table, in chunk order (given up once the walk
     /// is done).
-    table: Option<Spill<ChunkRef>>,
+    table: Option<ChunkTable>,
     records: Vec<StripeRecord>,
     new_chunks: u64,
     reused: u64,
@@ -395,7 +394,7 @@ pub(super) struct Written {
 impl Written {
     fn new() -> Result<Self, BackupError> {
         Ok(Written {
-            table: Some(Spill::new()?),
+            table: Some(ChunkTable::new()?),
             records: Vec::new(),
             new_chunks: 0,
             reused: 0,
@@ -417,7 +416,7 @@ impl Written {
         Ok(table.push(&chunk)?)
     }
 
-    fn take_table(&mut self) -> Result<Spill<ChunkRef>, BackupError> {
+    fn take_table(&mut self) -> Result<ChunkTable, BackupError> {
         self.table.take().ok_or_else(no_table)
     }
 

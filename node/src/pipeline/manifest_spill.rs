@@ -15,7 +15,8 @@ use serde::ser::{Error as _, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::manifest::{ChunkRef, Entry, EntryKind, Extent, MANIFEST_VERSION, Manifest};
-use crate::spill::{Spill, SpillError, SpillReader};
+use super::secret::ChunkKey;
+use crate::spill::{FixedSpill, Spill, SpillError};
 
 /// Cut points of the packed small-file stream, in stream order: (stream
 /// offset, chunk index, len).
@@ -60,6 +61,30 @@ impl EntrySpill {
     }
 }
 
+/// Bytes of a chunk table's record: the chunk's key, then its length
+/// (little-endian).
+const CHUNK_RECORD: usize = 36;
+
+/// A manifest's chunk table, in order.
+pub(super) struct ChunkTable(FixedSpill<CHUNK_RECORD>);
+
+impl ChunkTable {
+    pub(super) fn new() -> Result<Self, SpillError> {
+        Ok(ChunkTable(FixedSpill::new()?))
+    }
+
+    pub(super) fn push(&mut self, chunk: &ChunkRef) -> Result<(), SpillError> {
+        let mut record = [0u8; CHUNK_RECORD];
+        record[..32].copy_from_slice(&chunk.key.0);
+        record[32..].copy_from_slice(&chunk.len.to_le_bytes());
+        self.0.push(&record)
+    }
+
+    pub(super) fn items(&self) -> u64 {
+        self.0.items()
+    }
+}
+
 /// What a manifest says besides its tables.
 #[derive(Debug, Clone)]
 pub struct ManifestHead {
@@ -73,7 +98,7 @@ pub struct ManifestHead {
 /// gone when this is dropped).
 pub struct SpilledManifest {
     head: ManifestHead,
-    chunks: Spill<ChunkRef>,
+    chunks: ChunkTable,
     entries: Spill<Walked>,
     pack_chunks: PackChunks,
 }
@@ -82,7 +107,7 @@ impl std::fmt::Debug for SpilledManifest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SpilledManifest")
             .field("head", &self.head)
-            .field("chunks", &self.chunks.items())
+            .field("chunks", &self.chunks.0.items())
             .field("entries", &self.entries.items())
             .finish()
     }
@@ -91,12 +116,12 @@ impl std::fmt::Debug for SpilledManifest {
 impl SpilledManifest {
     pub(super) fn new(
         head: ManifestHead,
-        mut chunks: Spill<ChunkRef>,
+        mut chunks: ChunkTable,
         entries: EntrySpill,
         pack_chunks: PackChunks,
     ) -> Result<Self, SpillError> {
         let mut entries = entries.0;
-        chunks.flush()?;
+        chunks.0.flush()?;
         entries.flush()?;
         Ok(SpilledManifest {
             head,
@@ -108,7 +133,7 @@ impl SpilledManifest {
 
     /// Chunks in the chunk table.
     pub fn chunk_count(&self) -> u64 {
-        self.chunks.items()
+        self.chunks.0.items()
     }
 
     /// Entries (directories, files and symlinks).
@@ -117,8 +142,18 @@ impl SpilledManifest {
     }
 
     /// The chunk table, in order.
-    pub fn chunks(&self) -> SpillReader<'_, ChunkRef> {
-        self.chunks.reader()
+    pub fn chunks(&self) -> impl Iterator<Item = Result<ChunkRef, SpillError>> + '_ {
+        self.chunks.0.reader().map(|record| {
+            let record = record?;
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&record[..32]);
+            let mut len = [0u8; 4];
+            len.copy_from_slice(&record[32..]);
+            Ok(ChunkRef {
+                key: ChunkKey(key),
+                len: u32::from_le_bytes(len),
+            })
+        })
     }
 
     /// The entries, in order, packed small files' extents resolved.
@@ -255,7 +290,6 @@ pub(super) fn resolve_packed(pack_chunks: &PackChunks, stream_off: u64, len: u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::secret::ChunkKey;
     use serde_bytes::ByteBuf;
     use strew_coordinator::DataId;
 
@@ -279,7 +313,7 @@ mod tests {
 
     #[test]
     fn the_streamed_encoding_is_the_in_memory_one_with_packed_extents_resolved() {
-        let mut chunks = Spill::new().expect("scratch");
+        let mut chunks = ChunkTable::new().expect("scratch");
         for i in 0..5000u32 {
             let key = ChunkKey(*blake3::hash(&i.to_le_bytes()).as_bytes());
             chunks.push(&ChunkRef { key, len: 100 }).expect("push");

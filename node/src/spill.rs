@@ -96,14 +96,7 @@ impl<T: Serialize + DeserializeOwned> Spill<T> {
     pub fn reader(&self) -> SpillReader<'_, T> {
         let flushed = self.len - self.out.buffer().len() as u64;
         SpillReader {
-            input: std::io::BufReader::with_capacity(
-                READ_BUFFER,
-                At {
-                    file: self.out.get_ref(),
-                    pos: 0,
-                    end: flushed,
-                },
-            ),
+            input: At::buffered(self.out.get_ref(), flushed),
             _items: PhantomData,
         }
     }
@@ -150,14 +143,7 @@ impl<const N: usize> FixedSpill<N> {
         let flushed = (self.items * N as u64).saturating_sub(self.out.buffer().len() as u64);
         let flushed = flushed - flushed % N as u64;
         FixedReader {
-            input: std::io::BufReader::with_capacity(
-                READ_BUFFER,
-                At {
-                    file: self.out.get_ref(),
-                    pos: 0,
-                    end: flushed,
-                },
-            ),
+            input: At::buffered(self.out.get_ref(), flushed),
         }
     }
 }
@@ -192,6 +178,13 @@ struct At<'a> {
     file: &'a File,
     pos: u64,
     end: u64,
+}
+
+impl<'a> At<'a> {
+    /// The first `end` bytes of `file`, read through a buffer.
+    fn buffered(file: &'a File, end: u64) -> std::io::BufReader<At<'a>> {
+        std::io::BufReader::with_capacity(READ_BUFFER, At { file, pos: 0, end })
+    }
 }
 
 impl Read for At<'_> {

@@ -159,6 +159,19 @@ fn heavy<T>(f: impl FnOnce() -> T) -> T {
 }
 
 impl ManagerService {
+    /// Runs a heavy read for `requester` in the read lane ([`lane`]), off
+    /// the runtime's workers; `Err` is the answer to give instead (`Busy`).
+    async fn heavy_read<T>(
+        &self,
+        requester: NodeId,
+        read: impl FnOnce() -> T,
+    ) -> Result<T, ManagerResponse> {
+        let _turn = self.lane.enter(requester).await?;
+        Ok(heavy(read))
+    }
+}
+
+impl ManagerService {
     /// Opens the manager state in `data_dir/manager`, starts this node's
     /// member of the coordinator group over it (its raft log next to it) and
     /// serves the raft protocol on the overlay. Tickets are signed with `key`;
@@ -667,14 +680,14 @@ impl ManagerService {
                     return r;
                 }
                 let refuted = self.apply_location_check(&mut req);
-                let _turn = match self.lane.enter(requester).await {
-                    Ok(turn) => turn,
-                    Err(busy) => return busy,
-                };
-                let preview = heavy(|| {
+                let preview = self.heavy_read(requester, || {
                     self.replica
                         .read(|m| m.preview_backup(&req, &mut *lock(&self.rng)))
                 });
+                let preview = match preview.await {
+                    Ok(preview) => preview,
+                    Err(busy) => return busy,
+                };
                 match preview {
                     Ok((uploads, reused)) => ManagerResponse::DryRun(DryRunAnswer {
                         uploads: uploads.iter().map(ToWire::to_wire).collect(),
@@ -703,11 +716,7 @@ impl ManagerService {
                 if let Err(r) = self.barrier().await {
                     return r;
                 }
-                let _turn = match self.lane.enter(requester).await {
-                    Ok(turn) => turn,
-                    Err(busy) => return busy,
-                };
-                let page = heavy(|| {
+                let page = self.heavy_read(requester, || {
                     self.replica.read(|m| {
                         m.fetch_sequence_page(
                             requester,
@@ -718,6 +727,10 @@ impl ManagerService {
                         )
                     })
                 });
+                let page = match page.await {
+                    Ok(page) => page,
+                    Err(busy) => return busy,
+                };
                 match page {
                     Ok(page) => ManagerResponse::SequencePage {
                         sealed: page.sealed,
@@ -751,13 +764,13 @@ impl ManagerService {
                     }
                     Err(e) => return refuse(&e),
                 }
-                let _turn = match self.lane.enter(requester).await {
-                    Ok(turn) => turn,
-                    Err(busy) => return busy,
-                };
-                match heavy(|| self.replica.read(|m| m.read_tickets(&request, now))) {
-                    Ok(tickets) => ManagerResponse::ReadTickets(tickets),
-                    Err(e) => refuse(&e),
+                let tickets = self.heavy_read(requester, || {
+                    self.replica.read(|m| m.read_tickets(&request, now))
+                });
+                match tickets.await {
+                    Ok(Ok(tickets)) => ManagerResponse::ReadTickets(tickets),
+                    Ok(Err(e)) => refuse(&e),
+                    Err(busy) => busy,
                 }
             }
             ManagerRequest::List { set } => {

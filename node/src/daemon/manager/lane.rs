@@ -128,6 +128,14 @@ mod tests {
         matches!(r, Err(ManagerResponse::Unavailable(why)) if why.code == RefusalCode::Busy)
     }
 
+    /// Whether `call` is still waiting after `ms`: it neither got the lane
+    /// nor was turned away.
+    async fn waits<F: std::future::Future + Unpin>(call: &mut F, ms: u64) -> bool {
+        tokio::time::timeout(Duration::from_millis(ms), call)
+            .await
+            .is_err()
+    }
+
     #[tokio::test]
     async fn a_requester_gets_two_places_and_the_lane_serves_one_at_a_time() {
         let lane = ReadLane::new(1);
@@ -136,22 +144,13 @@ mod tests {
         // The second read of the same requester waits for the lane...
         let second = lane.enter(node(1));
         tokio::pin!(second);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), &mut second)
-                .await
-                .is_err(),
-            "the lane is held"
-        );
+        assert!(waits(&mut second, 50).await, "the lane is held");
         // ... and holds its place while it waits: a third is refused now.
         assert!(busy(&lane.enter(node(1)).await));
         // Another requester is not refused: it queues for the lane.
         let other = lane.enter(node(2));
         tokio::pin!(other);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), &mut other)
-                .await
-                .is_err()
-        );
+        assert!(waits(&mut other, 20).await);
         assert_eq!(lane.requesters(), 2);
         drop(first);
         let second = second.await;
@@ -170,21 +169,12 @@ mod tests {
         let running = lane.enter(node(1)).await;
         assert!(running.is_ok());
         for _ in 0..3 {
-            let waiting = lane.enter(node(1));
-            assert!(
-                tokio::time::timeout(Duration::from_millis(10), waiting)
-                    .await
-                    .is_err()
-            );
+            assert!(waits(&mut Box::pin(lane.enter(node(1))), 10).await);
         }
         // Each abandoned wait gave its place back: a second is still taken.
         let waiting = lane.enter(node(1));
         tokio::pin!(waiting);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(10), &mut waiting)
-                .await
-                .is_err()
-        );
+        assert!(waits(&mut waiting, 10).await);
         drop(running);
         assert!(waiting.await.is_ok());
     }

@@ -7,7 +7,7 @@ use strew_coordinator::manager::{ManagerError, STANDING_PAGES, StandingSum, down
 use strew_coordinator::{NodeId, SnapshotId};
 use strew_overlay::ManagerResponse;
 
-use super::{ManagerService, heavy, refuse};
+use super::{ManagerService, refuse};
 
 impl ManagerService {
     pub(super) async fn standing(
@@ -20,11 +20,7 @@ impl ManagerService {
         if let Err(r) = self.barrier().await {
             return r;
         }
-        let _turn = match self.lane.enter(requester).await {
-            Ok(turn) => turn,
-            Err(busy) => return busy,
-        };
-        let summed = heavy(|| {
+        let summed = self.heavy_read(requester, || {
             let down = down_set(down)?;
             let mut sum = StandingSum::default();
             let mut page = Some(usize::try_from(from).unwrap_or(usize::MAX));
@@ -36,9 +32,10 @@ impl ManagerService {
             }
             Ok::<_, ManagerError>((sum.finish(), page.map(|p| p as u64)))
         });
-        match summed {
-            Ok((standing, next)) => ManagerResponse::Standing { standing, next },
-            Err(e) => refuse(&e),
+        match summed.await {
+            Ok(Ok((standing, next))) => ManagerResponse::Standing { standing, next },
+            Ok(Err(e)) => refuse(&e),
+            Err(busy) => busy,
         }
     }
 }

@@ -91,6 +91,28 @@ impl<T: Serialize + DeserializeOwned> Spill<T> {
         Ok(self.out.flush()?)
     }
 
+    /// Where the next record will start: pass it to [`Spill::get`] to read
+    /// that record back.
+    pub fn next_offset(&self) -> u64 {
+        self.len
+    }
+
+    /// The record that starts at `offset` (a [`Spill::next_offset`] taken
+    /// before it was pushed), if flushed since; one positional read, so
+    /// several threads may read at once.
+    pub fn get(&self, offset: u64) -> Result<T, SpillError> {
+        let file = self.out.get_ref();
+        let mut len = [0u8; 4];
+        file.read_exact_at(&mut len, offset)?;
+        let n = u32::from_le_bytes(len) as usize;
+        if n > MAX_RECORD {
+            return Err(SpillError::Damaged(n));
+        }
+        let mut bytes = vec![0u8; n];
+        file.read_exact_at(&mut bytes, offset + 4)?;
+        Ok(strew_coordinator::cbor::decode(&bytes)?)
+    }
+
     /// The records up to the last [`Spill::flush`], from the first, in
     /// order; several readers may run at once.
     pub fn reader(&self) -> SpillReader<'_, T> {
@@ -135,6 +157,17 @@ impl<const N: usize> FixedSpill<N> {
     /// [`FixedSpill::reader`] sees them.
     pub fn flush(&mut self) -> Result<(), SpillError> {
         Ok(self.out.flush()?)
+    }
+
+    /// Record `i`, if flushed since it was pushed; one positional read, so
+    /// several threads may read at once.
+    pub fn get(&self, i: u64) -> Result<[u8; N], SpillError> {
+        let mut record = [0u8; N];
+        let at = i
+            .checked_mul(N as u64)
+            .ok_or(SpillError::Damaged(usize::MAX))?;
+        self.out.get_ref().read_exact_at(&mut record, at)?;
+        Ok(record)
     }
 
     /// The records up to the last [`FixedSpill::flush`], in order; several
@@ -253,6 +286,8 @@ mod tests {
             u32::from_le_bytes([r[0], r[1], r[2], r[3]]) == i as u32 && r[4] == 7
         }));
         assert_eq!(spill.items(), 300_000);
+        assert_eq!(spill.get(299_999).expect("get")[..4], 299_999u32.to_le_bytes());
+        assert!(spill.get(300_000).is_err(), "past the end");
         // Two readers at once, each from the start.
         let (mut a, mut b) = (spill.reader(), spill.reader());
         assert_eq!(a.next().map(|r| r.ok()), b.next().map(|r| r.ok()));
@@ -261,11 +296,15 @@ mod tests {
     #[test]
     fn records_read_back_in_order_while_appends_go_on_and_clear_empties() {
         let mut spill: Spill<(u32, Vec<u8>)> = Spill::new().expect("temp file");
+        let mut offsets = Vec::new();
         for i in 0..1000u32 {
+            offsets.push(spill.next_offset());
             spill
                 .push(&(i, vec![i as u8; (i % 50) as usize]))
                 .expect("push");
         }
+        spill.flush().expect("flush");
+        assert_eq!(spill.get(offsets[777]).expect("get"), (777, vec![9; 27]));
         let back: Vec<(u32, Vec<u8>)> = spill
             .read()
             .expect("read")

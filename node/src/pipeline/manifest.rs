@@ -204,6 +204,12 @@ pub enum ManifestError {
     UnsafePath { path: String, why: &'static str },
     #[error("manifest entry {path:?}: {why}")]
     Inconsistent { path: String, why: String },
+    #[error("the manifest: {0}")]
+    Malformed(String),
+    #[error(
+        "the snapshot's manifest could not be kept on disk while it is read (is the temporary directory full?)"
+    )]
+    Scratch(#[source] crate::spill::SpillError),
 }
 
 impl Manifest {
@@ -263,75 +269,11 @@ impl Manifest {
     /// below a second; extents lie inside their chunks and add up to the
     /// file size.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if !(OLDEST_MANIFEST_VERSION..=MANIFEST_VERSION).contains(&self.version) {
-            return Err(ManifestError::Version(self.version));
-        }
-        let mut dirs: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        check_version(self.version)?;
+        let mut check = EntryCheck::default();
+        let chunk_len = |c: u32| self.chunks.get(c as usize).map(|c| c.len);
         for e in &self.entries {
-            let path: &[u8] = &e.path;
-            let shown = || String::from_utf8_lossy(path).into_owned();
-            check_path(path).map_err(|why| ManifestError::UnsafePath { path: shown(), why })?;
-            if e.mode & !0o7777 != 0 {
-                return Err(ManifestError::Inconsistent {
-                    path: shown(),
-                    why: format!("mode {:#o} has bits beyond the permission bits", e.mode),
-                });
-            }
-            if e.mtime_ns >= 1_000_000_000 {
-                return Err(ManifestError::Inconsistent {
-                    path: shown(),
-                    why: format!("mtime has {} nanoseconds (not below a second)", e.mtime_ns),
-                });
-            }
-            if !seen.insert(path) {
-                return Err(ManifestError::Inconsistent {
-                    path: shown(),
-                    why: "listed twice".into(),
-                });
-            }
-            if let Some(cut) = path.iter().rposition(|b| *b == b'/')
-                && !dirs.contains(&path[..cut])
-            {
-                return Err(ManifestError::Inconsistent {
-                    path: shown(),
-                    why: "its parent is not a directory listed before it".into(),
-                });
-            }
-            match &e.kind {
-                EntryKind::Dir => {
-                    dirs.insert(path);
-                }
-                EntryKind::Symlink { .. } => {}
-                EntryKind::File { size, extents, .. } => {
-                    let mut total = 0u64;
-                    for x in extents {
-                        let chunk = self.chunks.get(x.chunk as usize).ok_or_else(|| {
-                            ManifestError::Inconsistent {
-                                path: shown(),
-                                why: format!(
-                                    "extent names chunk {} of {}",
-                                    x.chunk,
-                                    self.chunks.len()
-                                ),
-                            }
-                        })?;
-                        if u64::from(x.offset) + u64::from(x.len) > u64::from(chunk.len) {
-                            return Err(ManifestError::Inconsistent {
-                                path: shown(),
-                                why: "extent runs past the end of its chunk".into(),
-                            });
-                        }
-                        total += u64::from(x.len);
-                    }
-                    if total != *size {
-                        return Err(ManifestError::Inconsistent {
-                            path: shown(),
-                            why: format!("extents hold {total} bytes, size says {size}"),
-                        });
-                    }
-                }
-            }
+            check.check(e, self.chunks.len(), chunk_len)?;
         }
         Ok(())
     }
@@ -345,6 +287,104 @@ impl Manifest {
                 _ => 0,
             })
             .sum()
+    }
+}
+
+/// Refuses a manifest version this strew does not read.
+pub fn check_version(version: u32) -> Result<(), ManifestError> {
+    if (OLDEST_MANIFEST_VERSION..=MANIFEST_VERSION).contains(&version) {
+        Ok(())
+    } else {
+        Err(ManifestError::Version(version))
+    }
+}
+
+/// The entry rules of [`Manifest::validate`], checked one entry at a time
+/// in manifest order, so a manifest streamed from its stripes is checked
+/// as it passes. Holds a 16-byte hash of each path seen and of each
+/// directory, not the paths (a tree of a million files would hold a
+/// million paths); two paths of a manifest colliding in 128 bits of BLAKE3
+/// is not a case to plan for.
+#[derive(Default)]
+pub struct EntryCheck {
+    dirs: std::collections::HashSet<u128>,
+    seen: std::collections::HashSet<u128>,
+}
+
+pub(crate) fn path_hash(path: &[u8]) -> u128 {
+    let mut h = [0u8; 16];
+    h.copy_from_slice(&blake3::hash(path).as_bytes()[..16]);
+    u128::from_le_bytes(h)
+}
+
+impl EntryCheck {
+    /// Checks `e`, the next entry; the chunk table has `chunks` chunks and
+    /// `chunk_len` gives each one's length.
+    pub fn check(
+        &mut self,
+        e: &Entry,
+        chunks: usize,
+        chunk_len: impl Fn(u32) -> Option<u32>,
+    ) -> Result<(), ManifestError> {
+        let path: &[u8] = &e.path;
+        let shown = || String::from_utf8_lossy(path).into_owned();
+        check_path(path).map_err(|why| ManifestError::UnsafePath { path: shown(), why })?;
+        if e.mode & !0o7777 != 0 {
+            return Err(ManifestError::Inconsistent {
+                path: shown(),
+                why: format!("mode {:#o} has bits beyond the permission bits", e.mode),
+            });
+        }
+        if e.mtime_ns >= 1_000_000_000 {
+            return Err(ManifestError::Inconsistent {
+                path: shown(),
+                why: format!("mtime has {} nanoseconds (not below a second)", e.mtime_ns),
+            });
+        }
+        let hash = path_hash(path);
+        if !self.seen.insert(hash) {
+            return Err(ManifestError::Inconsistent {
+                path: shown(),
+                why: "listed twice".into(),
+            });
+        }
+        if let Some(cut) = path.iter().rposition(|b| *b == b'/')
+            && !self.dirs.contains(&path_hash(&path[..cut]))
+        {
+            return Err(ManifestError::Inconsistent {
+                path: shown(),
+                why: "its parent is not a directory listed before it".into(),
+            });
+        }
+        match &e.kind {
+            EntryKind::Dir => {
+                self.dirs.insert(hash);
+            }
+            EntryKind::Symlink { .. } => {}
+            EntryKind::File { size, extents, .. } => {
+                let mut total = 0u64;
+                for x in extents {
+                    let len = chunk_len(x.chunk).ok_or_else(|| ManifestError::Inconsistent {
+                        path: shown(),
+                        why: format!("extent names chunk {} of {chunks}", x.chunk),
+                    })?;
+                    if u64::from(x.offset) + u64::from(x.len) > u64::from(len) {
+                        return Err(ManifestError::Inconsistent {
+                            path: shown(),
+                            why: "extent runs past the end of its chunk".into(),
+                        });
+                    }
+                    total += u64::from(x.len);
+                }
+                if total != *size {
+                    return Err(ManifestError::Inconsistent {
+                        path: shown(),
+                        why: format!("extents hold {total} bytes, size says {size}"),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -599,6 +639,12 @@ mod tests {
         ciborium::into_writer(&old, &mut old_bytes).unwrap();
         let read = Manifest::decode(&old_bytes).unwrap();
         assert_eq!(read.version, 2);
+        // A restore streams it to disk and reads the same back.
+        let streamed = super::super::manifest_disk::DiskManifest::decode_from(&old_bytes[..])
+            .expect("a version 2 manifest streams")
+            .to_manifest()
+            .expect("read back");
+        assert_eq!(streamed, read);
         assert_eq!(Manifest { version: 3, ..read }, current);
         let new_bytes = current.encode();
         assert_eq!(Manifest::decode(&new_bytes).unwrap(), current);

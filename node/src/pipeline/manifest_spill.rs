@@ -83,6 +83,31 @@ impl ChunkTable {
     pub(super) fn items(&self) -> u64 {
         self.0.items()
     }
+
+    pub(super) fn flush(&mut self) -> Result<(), SpillError> {
+        self.0.flush()
+    }
+
+    /// Chunk `i`, if flushed since it was pushed.
+    pub(super) fn get(&self, i: u32) -> Result<ChunkRef, SpillError> {
+        Ok(chunk_ref(&self.0.get(u64::from(i))?))
+    }
+
+    /// The chunks up to the last flush, in order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = Result<ChunkRef, SpillError>> + '_ {
+        self.0.reader().map(|record| Ok(chunk_ref(&record?)))
+    }
+}
+
+fn chunk_ref(record: &[u8; CHUNK_RECORD]) -> ChunkRef {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&record[..32]);
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&record[32..]);
+    ChunkRef {
+        key: ChunkKey(key),
+        len: u32::from_le_bytes(len),
+    }
 }
 
 /// What a manifest says besides its tables.
@@ -121,7 +146,7 @@ impl SpilledManifest {
         pack_chunks: PackChunks,
     ) -> Result<Self, SpillError> {
         let mut entries = entries.0;
-        chunks.0.flush()?;
+        chunks.flush()?;
         entries.flush()?;
         Ok(SpilledManifest {
             head,
@@ -143,17 +168,7 @@ impl SpilledManifest {
 
     /// The chunk table, in order.
     pub fn chunks(&self) -> impl Iterator<Item = Result<ChunkRef, SpillError>> + '_ {
-        self.chunks.0.reader().map(|record| {
-            let record = record?;
-            let mut key = [0u8; 32];
-            key.copy_from_slice(&record[..32]);
-            let mut len = [0u8; 4];
-            len.copy_from_slice(&record[32..]);
-            Ok(ChunkRef {
-                key: ChunkKey(key),
-                len: u32::from_le_bytes(len),
-            })
-        })
+        self.chunks.iter()
     }
 
     /// The entries, in order, packed small files' extents resolved.

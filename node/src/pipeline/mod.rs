@@ -22,6 +22,7 @@ pub mod codec;
 pub mod exclude;
 pub mod local;
 pub mod manifest;
+pub mod manifest_disk;
 pub mod manifest_pieces;
 pub mod manifest_spill;
 mod manifest_store;

@@ -286,7 +286,10 @@ mod tests {
             u32::from_le_bytes([r[0], r[1], r[2], r[3]]) == i as u32 && r[4] == 7
         }));
         assert_eq!(spill.items(), 300_000);
-        assert_eq!(spill.get(299_999).expect("get")[..4], 299_999u32.to_le_bytes());
+        assert_eq!(
+            spill.get(299_999).expect("get")[..4],
+            299_999u32.to_le_bytes()
+        );
         assert!(spill.get(300_000).is_err(), "past the end");
         // Two readers at once, each from the start.
         let (mut a, mut b) = (spill.reader(), spill.reader());

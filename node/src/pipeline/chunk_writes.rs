@@ -16,7 +16,10 @@
 
 use strew_coordinator::DataId;
 
-use super::manifest::{EntryKind, Manifest};
+use super::manifest::{EntryKind, Extent, Manifest};
+use super::manifest_disk::DiskManifest;
+use super::secret::ChunkKey;
+use crate::spill::SpillError;
 
 /// One range of a file that a chunk's bytes fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,10 +33,98 @@ pub struct Write {
     pub at: u64,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ChunkWritesError {
     #[error("the manifest has more than 2^32 entries or file extents")]
     TooMany,
+    #[error(transparent)]
+    Scratch(#[from] SpillError),
+}
+
+/// What the index is built from: a checked manifest's chunk table (every
+/// extent names a chunk in it) and the files a restore takes.
+pub trait Tables {
+    fn chunk_count(&self) -> usize;
+    fn entry_count(&self) -> usize;
+    /// Chunk `c`'s key.
+    fn chunk_key(&self, c: u32) -> Result<ChunkKey, SpillError>;
+    /// Every chunk's key, in table order.
+    fn each_chunk(&self, f: &mut dyn FnMut(u32, &ChunkKey)) -> Result<(), SpillError>;
+    /// The extents of each file the restore takes, in entry order.
+    fn each_file(&self, f: &mut dyn FnMut(u32, &[Extent])) -> Result<(), SpillError>;
+}
+
+impl Tables for Manifest {
+    fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn chunk_key(&self, c: u32) -> Result<ChunkKey, SpillError> {
+        self.chunks
+            .get(c as usize)
+            .map(|c| c.key)
+            .ok_or(SpillError::Damaged(c as usize))
+    }
+
+    fn each_chunk(&self, f: &mut dyn FnMut(u32, &ChunkKey)) -> Result<(), SpillError> {
+        for (i, c) in self.chunks.iter().enumerate() {
+            f(i as u32, &c.key);
+        }
+        Ok(())
+    }
+
+    fn each_file(&self, f: &mut dyn FnMut(u32, &[Extent])) -> Result<(), SpillError> {
+        for (i, e) in self.entries.iter().enumerate() {
+            if let EntryKind::File { extents, .. } = &e.kind {
+                f(i as u32, extents);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A manifest on disk, and the entries a restore takes (all when `None`).
+pub struct Selected<'a> {
+    pub manifest: &'a DiskManifest,
+    pub wanted: Option<&'a [bool]>,
+}
+
+impl Tables for Selected<'_> {
+    fn chunk_count(&self) -> usize {
+        self.manifest.chunk_count()
+    }
+
+    fn entry_count(&self) -> usize {
+        self.manifest.entry_count()
+    }
+
+    fn chunk_key(&self, c: u32) -> Result<ChunkKey, SpillError> {
+        Ok(self.manifest.chunk(c)?.key)
+    }
+
+    fn each_chunk(&self, f: &mut dyn FnMut(u32, &ChunkKey)) -> Result<(), SpillError> {
+        for (i, c) in self.manifest.chunks().enumerate() {
+            f(i as u32, &c?.key);
+        }
+        Ok(())
+    }
+
+    fn each_file(&self, f: &mut dyn FnMut(u32, &[Extent])) -> Result<(), SpillError> {
+        for (i, e) in self.manifest.entries().enumerate() {
+            let e = e?;
+            let taken = self
+                .wanted
+                .is_none_or(|w| w.get(i).copied().unwrap_or(false));
+            if let (true, EntryKind::File { extents, .. }) = (taken, &e.kind) {
+                f(i as u32, extents);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The chunks a restore still has to write, and where they go.
@@ -56,38 +147,36 @@ fn prefix(id: &DataId) -> [u8; 8] {
 }
 
 impl ChunkWrites {
-    /// Inverts the extents of `manifest`'s files (a validated manifest:
+    /// Inverts the extents of the files `t` lists (a checked manifest:
     /// every extent's chunk is in the table). A file's writes into one
     /// chunk are listed in the order of its extents, one after the other.
-    pub fn build(manifest: &Manifest) -> Result<ChunkWrites, ChunkWritesError> {
-        let table = manifest.chunks.len();
-        if table >= u32::MAX as usize || manifest.entries.len() > u32::MAX as usize {
+    pub fn build(t: &dyn Tables) -> Result<ChunkWrites, ChunkWritesError> {
+        let table = t.chunk_count();
+        if table >= u32::MAX as usize || t.entry_count() > u32::MAX as usize {
             return Err(ChunkWritesError::TooMany);
         }
-        let extents = || {
-            manifest
-                .entries
-                .iter()
-                .enumerate()
-                .filter_map(|(i, e)| match &e.kind {
-                    EntryKind::File { extents, .. } => Some((i, extents)),
-                    _ => None,
-                })
-        };
         // The chunks some file needs, by id; equal keys share the first
         // index (`canon`, u32::MAX for a chunk no file needs).
         let mut canon = vec![u32::MAX; table];
-        for (_, xs) in extents() {
-            for x in xs.iter() {
-                canon[x.chunk as usize] = x.chunk;
+        let mut outside = false;
+        t.each_file(&mut |_, xs| {
+            for x in xs {
+                match canon.get_mut(x.chunk as usize) {
+                    Some(c) => *c = x.chunk,
+                    None => outside = true,
+                }
             }
+        })?;
+        if outside {
+            // A checked manifest never names a chunk past its table.
+            return Err(ChunkWritesError::TooMany);
         }
-        let mut by_id: Vec<([u8; 8], u32)> = canon
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| **c != u32::MAX)
-            .map(|(i, _)| (prefix(&manifest.chunks[i].data_id()), i as u32))
-            .collect();
+        let mut by_id: Vec<([u8; 8], u32)> = Vec::new();
+        t.each_chunk(&mut |i, key| {
+            if canon[i as usize] != u32::MAX {
+                by_id.push((prefix(&key.storage_index()), i));
+            }
+        })?;
         by_id.sort_unstable();
         let mut group = 0;
         while group < by_id.len() {
@@ -99,10 +188,10 @@ impl ChunkWrites {
                 if canon[ia] != ia as u32 {
                     continue;
                 }
+                let key_a = t.chunk_key(ia as u32)?;
                 for &(_, ib) in &by_id[a + 1..end] {
-                    let ib = ib as usize;
-                    if manifest.chunks[ib].key == manifest.chunks[ia].key {
-                        canon[ib] = ia as u32;
+                    if t.chunk_key(ib)? == key_a {
+                        canon[ib as usize] = ia as u32;
                     }
                 }
             }
@@ -114,12 +203,12 @@ impl ChunkWrites {
         // Counts, then offsets, then the writes in entry and extent order.
         let mut start = vec![0u32; table + 1];
         let mut total: u64 = 0;
-        for (_, xs) in extents() {
-            for x in xs.iter() {
+        t.each_file(&mut |_, xs| {
+            for x in xs {
                 start[canon[x.chunk as usize] as usize + 1] += 1;
                 total += 1;
             }
-        }
+        })?;
         if total >= u64::from(u32::MAX) {
             return Err(ChunkWritesError::TooMany);
         }
@@ -136,12 +225,12 @@ impl ChunkWrites {
             };
             total as usize
         ];
-        for (i, xs) in extents() {
+        t.each_file(&mut |i, xs| {
             let mut at = 0u64;
-            for x in xs.iter() {
+            for x in xs {
                 let c = canon[x.chunk as usize] as usize;
                 writes[fill[c] as usize] = Write {
-                    file: i as u32,
+                    file: i,
                     off: x.offset,
                     len: x.len,
                     at,
@@ -149,7 +238,7 @@ impl ChunkWrites {
                 fill[c] += 1;
                 at += u64::from(x.len);
             }
-        }
+        })?;
         let mut pending = vec![0u64; table.div_ceil(64)];
         for (_, i) in &by_id {
             pending[*i as usize / 64] |= 1 << (*i % 64);
@@ -164,20 +253,23 @@ impl ChunkWrites {
 
     /// The canonical index of the chunk named `id`, if the restore needs
     /// it and has not claimed it yet; claims it.
-    pub fn claim(&mut self, manifest: &Manifest, id: &DataId) -> Option<u32> {
+    pub fn claim(&mut self, t: &dyn Tables, id: &DataId) -> Result<Option<u32>, SpillError> {
         let p = prefix(id);
         let from = self.by_id.partition_point(|e| e.0 < p);
-        let c = self.by_id[from..]
-            .iter()
-            .take_while(|e| e.0 == p)
-            .map(|e| e.1)
-            .find(|c| manifest.chunks[*c as usize].data_id() == *id)?;
+        let mut found = None;
+        for &(_, c) in self.by_id[from..].iter().take_while(|e| e.0 == p) {
+            if t.chunk_key(c)?.storage_index() == *id {
+                found = Some(c);
+                break;
+            }
+        }
+        let Some(c) = found else { return Ok(None) };
         let (word, bit) = (c as usize / 64, 1u64 << (c % 64));
         if self.pending[word] & bit == 0 {
-            return None;
+            return Ok(None);
         }
         self.pending[word] &= !bit;
-        Some(c)
+        Ok(Some(c))
     }
 
     /// Where canonical chunk `c`'s bytes go.
@@ -195,12 +287,15 @@ impl ChunkWrites {
     }
 
     /// The id of a chunk needed and not claimed, if one is left.
-    pub fn first_left(&self, manifest: &Manifest) -> Option<DataId> {
-        self.by_id
+    pub fn first_left(&self, t: &dyn Tables) -> Result<Option<DataId>, SpillError> {
+        let first = self
+            .by_id
             .iter()
-            .map(|e| e.1 as usize)
-            .find(|c| self.pending[c / 64] & (1 << (c % 64)) != 0)
-            .map(|c| manifest.chunks[c].data_id())
+            .map(|e| e.1)
+            .find(|&c| self.pending[c as usize / 64] & (1 << (c % 64)) != 0);
+        first
+            .map(|c| Ok(t.chunk_key(c)?.storage_index()))
+            .transpose()
     }
 }
 
@@ -212,8 +307,7 @@ mod tests {
     use serde_bytes::ByteBuf;
 
     use super::*;
-    use crate::pipeline::manifest::{ChunkRef, Entry, Extent};
-    use crate::pipeline::secret::ChunkKey;
+    use crate::pipeline::manifest::{ChunkRef, Entry};
 
     fn manifest(keys: &[u8], files: &[Vec<(u32, u32, u32)>]) -> Manifest {
         let entries = files
@@ -276,7 +370,7 @@ mod tests {
         let mut w = ChunkWrites::build(&m).unwrap();
         assert_eq!(w.left(), 2);
         let one = m.chunks[0].data_id();
-        let c = w.claim(&m, &one).unwrap();
+        let c = w.claim(&m, &one).unwrap().unwrap();
         assert_eq!(c, 0);
         assert_eq!(
             w.writes(c),
@@ -295,13 +389,21 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(w.claim(&m, &one), None, "claimed once");
-        assert_eq!(w.claim(&m, &m.chunks[3].data_id()), None, "not needed");
-        assert_eq!(w.claim(&m, &DataId([9; 32])), None, "not in the table");
-        assert_eq!(w.first_left(&m), Some(m.chunks[1].data_id()));
-        let two = w.claim(&m, &m.chunks[1].data_id()).unwrap();
+        assert_eq!(w.claim(&m, &one).unwrap(), None, "claimed once");
+        assert_eq!(
+            w.claim(&m, &m.chunks[3].data_id()).unwrap(),
+            None,
+            "not needed"
+        );
+        assert_eq!(
+            w.claim(&m, &DataId([9; 32])).unwrap(),
+            None,
+            "not in the table"
+        );
+        assert_eq!(w.first_left(&m).unwrap(), Some(m.chunks[1].data_id()));
+        let two = w.claim(&m, &m.chunks[1].data_id()).unwrap().unwrap();
         assert_eq!(w.writes(two)[0].at, 10);
-        assert_eq!((w.left(), w.first_left(&m)), (0, None));
+        assert_eq!((w.left(), w.first_left(&m).unwrap()), (0, None));
     }
 
     proptest! {
@@ -320,9 +422,9 @@ mod tests {
             let mut w = ChunkWrites::build(&m).unwrap();
             prop_assert_eq!(w.left(), want.len());
             for (id, writes) in &want {
-                let c = w.claim(&m, id).expect("needed chunk found");
+                let c = w.claim(&m, id).unwrap().expect("needed chunk found");
                 prop_assert_eq!(w.writes(c), &writes[..]);
-                prop_assert_eq!(w.claim(&m, id), None);
+                prop_assert_eq!(w.claim(&m, id).unwrap(), None);
             }
             prop_assert_eq!(w.left(), 0);
         }

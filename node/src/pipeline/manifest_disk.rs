@@ -451,7 +451,9 @@ mod tests {
         let bad = |f: &dyn Fn(&mut Manifest)| {
             let mut m = sample();
             f(&mut m);
-            let memory = Manifest::decode(&m.encode()).map(|_| ()).map_err(|e| e.to_string());
+            let memory = Manifest::decode(&m.encode())
+                .map(|_| ())
+                .map_err(|e| e.to_string());
             let disk = DiskManifest::decode_from(&m.encode()[..])
                 .map(|_| ())
                 .map_err(|e| e.to_string());
@@ -501,8 +503,11 @@ mod tests {
             Err(ManifestError::Malformed(_))
         ));
         let mut short = Vec::new();
-        ciborium::into_writer(&std::collections::BTreeMap::from([("version", 3)]), &mut short)
-            .expect("encode");
+        ciborium::into_writer(
+            &std::collections::BTreeMap::from([("version", 3)]),
+            &mut short,
+        )
+        .expect("encode");
         assert!(matches!(
             DiskManifest::decode_from(&short[..]),
             Err(ManifestError::Malformed(_))

@@ -26,11 +26,13 @@ use rayon::prelude::*;
 use serde::Serialize;
 use strew_coordinator::{DataId, PacketId};
 
-use super::chunk_writes::{ChunkWrites, Write};
+use super::chunk_writes::{ChunkWrites, ChunkWritesError, Selected, Write};
 use super::codec::{Codec, PacketSource, StripeError, StripeRecord};
-use super::manifest::{EntryKind, MAX_MANIFEST_BYTES, Manifest, ManifestError};
+use super::manifest::{Entry, EntryKind, MAX_MANIFEST_BYTES, Manifest, ManifestError};
+use super::manifest_disk::DiskManifest;
 use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
+use crate::spill::SpillError;
 
 /// Restored times are clamped to ±this many seconds around 1970 (about
 /// 34,000 years): every real file system's range fits, and no arithmetic
@@ -78,14 +80,27 @@ pub enum RestoreError {
     DestNotEmpty(PathBuf),
     #[error(transparent)]
     Select(#[from] super::select::SelectError),
-    #[error("the snapshot is too large to restore in one go: restore parts of it with --include")]
-    TooManyWrites(#[from] super::chunk_writes::ChunkWritesError),
+    #[error(
+        "the snapshot has more than 2^32 entries or file extents: restore parts of it with --include"
+    )]
+    TooManyWrites,
+    #[error("the restore's tables could not be kept on disk (is the temporary directory full?)")]
+    Scratch(#[from] SpillError),
     #[error("writing {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<ChunkWritesError> for RestoreError {
+    fn from(e: ChunkWritesError) -> Self {
+        match e {
+            ChunkWritesError::TooMany => RestoreError::TooManyWrites,
+            ChunkWritesError::Scratch(e) => RestoreError::Scratch(e),
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
@@ -160,6 +175,43 @@ pub fn read_manifest(
     keys: &RestoreKeys,
     source: &dyn PacketSource,
 ) -> Result<(Manifest, Codec), RestoreError> {
+    let manifest = decode_manifest(sequence, keys, source, |r| Manifest::decode_from(r))?;
+    let codec = data_codec(keys, &manifest.secret)?;
+    Ok((manifest, codec))
+}
+
+/// [`read_manifest`], the manifest kept in scratch files as it streams in
+/// (what a restore holds: a few bytes an entry, not the manifest).
+pub fn open_manifest(
+    sequence: &Sequence,
+    keys: &RestoreKeys,
+    source: &dyn PacketSource,
+) -> Result<(DiskManifest, Codec), RestoreError> {
+    let manifest = decode_manifest(sequence, keys, source, |r| DiskManifest::decode_from(r))?;
+    let codec = data_codec(keys, &manifest.head.secret)?;
+    Ok((manifest, codec))
+}
+
+/// The codec that verifies data keyed under the secret whose fingerprint
+/// the manifest names.
+fn data_codec(keys: &RestoreKeys, fingerprint: &[u8; 32]) -> Result<Codec, RestoreError> {
+    let secret = keys
+        .data
+        .iter()
+        .chain(std::iter::once(&keys.owner))
+        .find(|s| s.fingerprint() == *fingerprint)
+        .ok_or(RestoreError::UnknownSecret)?;
+    Ok(decoder(secret.clone()))
+}
+
+/// Opens the snapshot root and hands the manifest's bytes, decrypted and
+/// checked against the snapshot id as they stream, to `decode`.
+fn decode_manifest<T>(
+    sequence: &Sequence,
+    keys: &RestoreKeys,
+    source: &dyn PacketSource,
+    decode: impl FnOnce(&mut dyn std::io::Read) -> Result<T, ManifestError>,
+) -> Result<T, RestoreError> {
     let owner = decoder(keys.owner.clone());
     let (root, stripes) = sequence
         .manifest
@@ -198,7 +250,7 @@ pub fn read_manifest(
         read: 0,
         failed: None,
     };
-    let decoded = Manifest::decode_from(&mut reader);
+    let decoded = decode(&mut reader);
     if let Some(e) = reader.failed.take() {
         return Err(e.into());
     }
@@ -217,14 +269,7 @@ pub fn read_manifest(
             actual,
         });
     }
-    let manifest = decoded?;
-    let secret = keys
-        .data
-        .iter()
-        .chain(std::iter::once(&keys.owner))
-        .find(|s| s.fingerprint() == manifest.secret)
-        .ok_or(RestoreError::UnknownSecret)?;
-    Ok((manifest, decoder(secret.clone())))
+    Ok(decoded?)
 }
 
 /// Manifest stripes decoded (in parallel) a batch at a time: a manifest
@@ -297,10 +342,18 @@ where
     }
 }
 
-/// Where entry `i` of the manifest is restored (made when needed, not
-/// kept: a tree of a million files would hold a million paths).
-fn entry_path(dest: &Path, manifest: &Manifest, i: usize) -> PathBuf {
-    dest.join(std::ffi::OsStr::from_bytes(&manifest.entries[i].path))
+/// Where `e` is restored (made when needed, not kept: a tree of a million
+/// files would hold a million paths).
+fn entry_path(dest: &Path, e: &Entry) -> PathBuf {
+    dest.join(std::ffi::OsStr::from_bytes(&e.path))
+}
+
+/// A file's size (0 for anything else).
+fn size_of(e: &Entry) -> u64 {
+    match e.kind {
+        EntryKind::File { size, .. } => size,
+        _ => 0,
+    }
 }
 
 /// A snapshot's data stripes in sequence order, a page at a time: a grid
@@ -359,30 +412,42 @@ pub fn restore_paged(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreReport, RestoreError> {
-    let (mut manifest, codec) = read_manifest(head, keys, source)?;
+    let (manifest, codec) = open_manifest(head, keys, source)?;
     let codec = &codec;
-    if !opts.include.is_empty() {
-        // Only the chunks the selected files need are decoded, so only their stripes are fetched.
-        manifest = super::select::select(&manifest, &opts.include)?;
-    }
+    let manifest = &manifest;
+    // With --include, only the chunks the selected files need are decoded,
+    // so only their stripes are fetched.
+    let wanted = if opts.include.is_empty() {
+        None
+    } else {
+        let mut wanting = super::select::Wanting::new(&opts.include)?;
+        for e in manifest.heads() {
+            wanting.push(&e?);
+        }
+        Some(wanting.finish()?)
+    };
+    let tables = Selected {
+        manifest,
+        wanted: wanted.as_deref(),
+    };
+    let taken = |i: usize| wanted.as_ref().is_none_or(|w| w[i]);
     prepare_dest(dest, opts.overwrite)?;
     let mut report = RestoreReport::default();
-    let path = |i: usize| entry_path(dest, &manifest, i);
-    progress
-        .total_bytes
-        .store(manifest.file_bytes(), Ordering::Relaxed);
 
     // 1. Directories, in order; then which chunks each file needs.
-    let mut writes = ChunkWrites::build(&manifest)?;
     // Files whose bytes all come from one chunk are created, written and
     // finished by the worker that decodes that chunk: one open per file.
-    let mut single: Vec<bool> = vec![false; manifest.entries.len()];
-    let mut multi: Vec<usize> = Vec::new();
-    let mut empty: Vec<usize> = Vec::new();
-    for (i, e) in manifest.entries.iter().enumerate() {
+    let mut single: Vec<bool> = vec![false; manifest.entry_count()];
+    let mut multi: Vec<u32> = Vec::new();
+    let mut empty: Vec<u32> = Vec::new();
+    for (i, e) in manifest.entries().enumerate() {
+        let e = e?;
+        if !taken(i) {
+            continue;
+        }
         match &e.kind {
             EntryKind::Dir => {
-                let path = &path(i);
+                let path = &entry_path(dest, &e);
                 clear_non_dir(path, opts.overwrite)?;
                 if !path.is_dir() {
                     fs::create_dir(path).map_err(io(path))?;
@@ -390,15 +455,13 @@ pub fn restore_paged(
                 report.dirs += 1;
             }
             EntryKind::File { size, extents, .. } => {
-                let mut ids = extents
-                    .iter()
-                    .map(|x| manifest.chunks[x.chunk as usize].key);
-                let first = ids.next();
-                let one_chunk = ids.all(|id| Some(id) == first);
+                // By table index: a file whose extents name two places of
+                // one chunk is written as a file of several chunks.
+                let first = extents.first().map(|x| x.chunk);
                 match first {
-                    None => empty.push(i),
-                    Some(_) if one_chunk => single[i] = true,
-                    Some(_) => multi.push(i),
+                    None => empty.push(i as u32),
+                    Some(c) if extents.iter().all(|x| x.chunk == c) => single[i] = true,
+                    Some(_) => multi.push(i as u32),
                 }
                 report.files += 1;
                 report.bytes += size;
@@ -406,47 +469,40 @@ pub fn restore_paged(
             EntryKind::Symlink { .. } => report.symlinks += 1,
         }
     }
-    // From here on, `writes` says where every chunk goes: the extents it
-    // was built from are given back (12 B a chunk).
-    for e in &mut manifest.entries {
-        if let EntryKind::File { extents, .. } = &mut e.kind {
-            *extents = Vec::new();
-        }
-    }
-    let manifest = manifest;
-    let path = |i: usize| entry_path(dest, &manifest, i);
+    progress.total_bytes.store(report.bytes, Ordering::Relaxed);
+    let mut writes = ChunkWrites::build(&tables)?;
     let pool = super::backup::io_pool().map_err(|e| RestoreError::Io {
         path: dest.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let size_of = |i: usize| match manifest.entries[i].kind {
-        EntryKind::File { size, .. } => size,
-        _ => 0,
-    };
     // Empty files are finished now; multi-chunk files are created at their
     // full size (which also makes their holes) and written chunk by chunk.
     pool.install(|| {
         empty.par_iter().chain(multi.par_iter()).try_for_each(|&i| {
-            let path = &path(i);
+            let e = manifest.entry(i)?;
+            let path = &entry_path(dest, &e);
             clear_non_dir(path, opts.overwrite)?;
             let f = File::create_new(path).map_err(io(path))?;
-            f.set_len(size_of(i)).map_err(io(path))?;
-            if size_of(i) == 0 {
-                finish_file(&f, path, &manifest.entries[i], opts)?;
+            f.set_len(size_of(&e)).map_err(io(path))?;
+            if size_of(&e) == 0 {
+                finish_file(&f, path, &e, opts)?;
             }
             Ok::<(), RestoreError>(())
         })
     })?;
+    drop((empty, multi));
 
     // 2. Contents: each needed stripe once, in sequence order, a page at
     // a time; a chunk's writes are dropped once it is written.
     let notes = Mutex::new(&mut report);
     while let Some(page) = pages.next_page()? {
         // Each needed chunk once: claimed as it is met.
-        let order: Vec<(&StripeRecord, u32)> = page
-            .iter()
-            .filter_map(|s| Some((s, writes.claim(&manifest, &s.data_id)?)))
-            .collect();
+        let mut order: Vec<(&StripeRecord, u32)> = Vec::new();
+        for s in &page {
+            if let Some(c) = writes.claim(&tables, &s.data_id)? {
+                order.push((s, c));
+            }
+        }
         write_stripes(
             &order,
             &writes,
@@ -456,35 +512,40 @@ pub fn restore_paged(
                 source,
                 dest,
                 single: &single,
-                manifest: &manifest,
+                manifest,
                 opts,
                 progress,
                 notes: &notes,
             },
         )?;
     }
-    if let Some(missing) = writes.first_left(&manifest) {
+    if let Some(missing) = writes.first_left(&tables)? {
         return Err(RestoreError::MissingStripe(missing));
     }
 
     // 3. Symlinks, then metadata: files, symlinks, directories deepest first.
-    for (i, e) in manifest.entries.iter().enumerate() {
-        if let EntryKind::Symlink { target } = &e.kind {
-            let path = &path(i);
+    for (i, e) in manifest.heads().enumerate() {
+        let e = e?;
+        if let (true, EntryKind::Symlink { target }) = (taken(i), &e.kind) {
+            let path = &entry_path(dest, &e);
             clear_non_dir(path, opts.overwrite)?;
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
                 .map_err(io(path))?;
         }
     }
-    for (i, e) in manifest.entries.iter().enumerate().rev() {
-        let path = &path(i);
+    for i in (0..manifest.entry_count()).rev() {
+        if !taken(i) {
+            continue;
+        }
+        let e = manifest.entry(i as u32)?;
+        let path = &entry_path(dest, &e);
         let (s, ns) = clamp_time(e.mtime_s, e.mtime_ns);
         let mtime = filetime::FileTime::from_unix_time(s, ns);
         match e.kind {
             EntryKind::Symlink { .. } => {
                 filetime::set_symlink_file_times(path, mtime, mtime).map_err(io(path))?;
             }
-            EntryKind::File { .. } if single[i] || size_of(i) == 0 => {} // finished already
+            EntryKind::File { .. } if single[i] || size_of(&e) == 0 => {} // finished already
             EntryKind::File { .. } | EntryKind::Dir => {
                 fs::set_permissions(path, fs::Permissions::from_mode(mode(e.mode, opts)))
                     .map_err(io(path))?;
@@ -502,7 +563,7 @@ struct Context<'a, 'r> {
     source: &'a dyn PacketSource,
     dest: &'a Path,
     single: &'a [bool],
-    manifest: &'a Manifest,
+    manifest: &'a DiskManifest,
     opts: &'a RestoreOptions,
     progress: &'a RestoreProgress,
     notes: &'a Mutex<&'r mut RestoreReport>,
@@ -526,15 +587,11 @@ fn write_stripes(
         progress,
         notes,
     } = *cx;
-    let size_of = |i: usize| match manifest.entries[i].kind {
-        EntryKind::File { size, .. } => size,
-        _ => 0,
-    };
     for group in order.chunks(STRIPES_IN_FLIGHT) {
         pool.install(|| {
             group.par_iter().try_for_each(|&(stripe, c)| {
                 let need = writes.writes(c);
-                let key = manifest.chunks[c as usize].key;
+                let key = manifest.chunk(c)?.key;
                 let (chunk, n) = codec.decode(stripe, &key, source)?;
                 if chunk.len() != stripe.plain_len as usize && stripe.plain_len != 0 {
                     return Err(RestoreError::ChunkLength {
@@ -563,8 +620,9 @@ fn write_stripes(
                     at,
                 }) = targets.next()
                 {
+                    let entry = manifest.entry(file)?;
+                    let path = &entry_path(dest, &entry);
                     let file = file as usize;
-                    let path = &entry_path(dest, manifest, file);
                     let piece = |off: u32, len: u32| &chunk[off as usize..(off + len) as usize];
                     if single[file] {
                         // Every extent of this file is in this chunk, listed
@@ -587,8 +645,8 @@ fn write_stripes(
                             write_extent(&f, path, at, piece(off, len))?;
                             written += u64::from(len);
                         }
-                        f.set_len(size_of(file)).map_err(io(path))?;
-                        finish_file(&f, path, &manifest.entries[file], opts)?;
+                        f.set_len(size_of(&entry)).map_err(io(path))?;
+                        finish_file(&f, path, &entry, opts)?;
                         progress.bytes_written.fetch_add(written, Ordering::Relaxed);
                     } else {
                         let f = OpenOptions::new()
@@ -658,7 +716,7 @@ const HOLE_BLOCK: u64 = 4096;
 fn finish_file(
     f: &File,
     path: &Path,
-    e: &super::manifest::Entry,
+    e: &Entry,
     opts: &RestoreOptions,
 ) -> Result<(), RestoreError> {
     f.set_permissions(fs::Permissions::from_mode(mode(e.mode, opts)))

@@ -7,12 +7,12 @@
 //! entry and everything under it) or a gitignore-style pattern (`*.jpg`,
 //! `home/**/report.pdf`), matched by the `ignore` crate as excludes are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::Serialize;
 
-use super::manifest::{Entry, EntryKind, Manifest};
+use super::manifest::{Entry, EntryKind, Manifest, path_hash};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
@@ -74,42 +74,73 @@ impl Selector {
     }
 }
 
-/// The part of `manifest` that `include` names, with the directories above
-/// it (so the result is a valid manifest over the same chunk table).
-pub fn select(manifest: &Manifest, include: &[String]) -> Result<Manifest, SelectError> {
-    let selector = Selector::new(include)?;
-    let mut wanted: Vec<bool> = manifest
-        .entries
-        .iter()
-        .map(|e| selector.matches(&path_text(e), matches!(e.kind, EntryKind::Dir)))
-        .collect();
-    if !wanted.iter().any(|w| *w) {
-        return Err(SelectError::NoMatch(include.join(", ")));
+/// Which entries of a manifest `include` names, with the directories above
+/// them (so what is taken is a valid manifest over the same chunk table),
+/// worked out as the entries pass in manifest order: a directory comes
+/// before what it holds. Holds a bit an entry and a 16-byte hash a
+/// directory, not the paths.
+pub struct Wanting {
+    selector: Selector,
+    wanted: Vec<bool>,
+    dirs: HashMap<u128, u32>,
+    include: String,
+}
+
+impl Wanting {
+    pub fn new(include: &[String]) -> Result<Wanting, SelectError> {
+        Ok(Wanting {
+            selector: Selector::new(include)?,
+            wanted: Vec::new(),
+            dirs: HashMap::new(),
+            include: include.join(", "),
+        })
     }
-    // Every ancestor directory of a wanted entry comes along.
-    let index: BTreeMap<&[u8], usize> = manifest
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (&e.path[..], i))
-        .collect();
-    for i in 0..manifest.entries.len() {
-        if !wanted[i] {
-            continue;
+
+    /// The next entry, in manifest order.
+    pub fn push(&mut self, e: &Entry) {
+        let i = self.wanted.len() as u32;
+        let is_dir = matches!(e.kind, EntryKind::Dir);
+        let path: &[u8] = &e.path;
+        if is_dir {
+            self.dirs.insert(path_hash(path), i);
         }
-        let path: &[u8] = &manifest.entries[i].path;
+        let wanted = self.selector.matches(&path_text(e), is_dir);
+        self.wanted.push(wanted);
+        if !wanted {
+            return;
+        }
+        // Every directory above a wanted entry comes along.
         let mut cut = path.len();
         while let Some(slash) = path[..cut].iter().rposition(|b| *b == b'/') {
-            if let Some(&parent) = index.get(&path[..slash]) {
-                wanted[parent] = true;
+            if let Some(&parent) = self.dirs.get(&path_hash(&path[..slash]))
+                && let Some(w) = self.wanted.get_mut(parent as usize)
+            {
+                *w = true;
             }
             cut = slash;
         }
     }
+
+    /// A flag an entry: whether the restore takes it.
+    pub fn finish(self) -> Result<Vec<bool>, SelectError> {
+        if !self.wanted.iter().any(|w| *w) {
+            return Err(SelectError::NoMatch(self.include));
+        }
+        Ok(self.wanted)
+    }
+}
+
+/// The part of `manifest` that `include` names, with the directories above
+/// it (so the result is a valid manifest over the same chunk table).
+pub fn select(manifest: &Manifest, include: &[String]) -> Result<Manifest, SelectError> {
+    let mut wanting = Wanting::new(include)?;
+    for e in &manifest.entries {
+        wanting.push(e);
+    }
     let entries = manifest
         .entries
         .iter()
-        .zip(wanted)
+        .zip(wanting.finish()?)
         .filter(|(_, w)| *w)
         .map(|(e, _)| e.clone())
         .collect();

@@ -251,25 +251,32 @@ impl ChunkWrites {
         })
     }
 
-    /// The canonical index of the chunk named `id`, if the restore needs
-    /// it and has not claimed it yet; claims it.
-    pub fn claim(&mut self, t: &dyn Tables, id: &DataId) -> Result<Option<u32>, SpillError> {
+    /// The canonical index and the key of the chunk named `id`, if the
+    /// restore needs it and has not claimed it yet; claims it.
+    pub fn claim(
+        &mut self,
+        t: &dyn Tables,
+        id: &DataId,
+    ) -> Result<Option<(u32, ChunkKey)>, SpillError> {
         let p = prefix(id);
         let from = self.by_id.partition_point(|e| e.0 < p);
         let mut found = None;
         for &(_, c) in self.by_id[from..].iter().take_while(|e| e.0 == p) {
-            if t.chunk_key(c)?.storage_index() == *id {
-                found = Some(c);
+            let key = t.chunk_key(c)?;
+            if key.storage_index() == *id {
+                found = Some((c, key));
                 break;
             }
         }
-        let Some(c) = found else { return Ok(None) };
+        let Some((c, key)) = found else {
+            return Ok(None);
+        };
         let (word, bit) = (c as usize / 64, 1u64 << (c % 64));
         if self.pending[word] & bit == 0 {
             return Ok(None);
         }
         self.pending[word] &= !bit;
-        Ok(Some(c))
+        Ok(Some((c, key)))
     }
 
     /// Where canonical chunk `c`'s bytes go.
@@ -370,7 +377,8 @@ mod tests {
         let mut w = ChunkWrites::build(&m).unwrap();
         assert_eq!(w.left(), 2);
         let one = m.chunks[0].data_id();
-        let c = w.claim(&m, &one).unwrap().unwrap();
+        let (c, key) = w.claim(&m, &one).unwrap().unwrap();
+        assert_eq!(key, m.chunks[0].key);
         assert_eq!(c, 0);
         assert_eq!(
             w.writes(c),
@@ -401,7 +409,7 @@ mod tests {
             "not in the table"
         );
         assert_eq!(w.first_left(&m).unwrap(), Some(m.chunks[1].data_id()));
-        let two = w.claim(&m, &m.chunks[1].data_id()).unwrap().unwrap();
+        let (two, _) = w.claim(&m, &m.chunks[1].data_id()).unwrap().unwrap();
         assert_eq!(w.writes(two)[0].at, 10);
         assert_eq!((w.left(), w.first_left(&m).unwrap()), (0, None));
     }
@@ -422,7 +430,7 @@ mod tests {
             let mut w = ChunkWrites::build(&m).unwrap();
             prop_assert_eq!(w.left(), want.len());
             for (id, writes) in &want {
-                let c = w.claim(&m, id).unwrap().expect("needed chunk found");
+                let (c, _) = w.claim(&m, id).unwrap().expect("needed chunk found");
                 prop_assert_eq!(w.writes(c), &writes[..]);
                 prop_assert_eq!(w.claim(&m, id).unwrap(), None);
             }

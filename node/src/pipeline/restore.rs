@@ -497,10 +497,10 @@ pub fn restore_paged(
     let notes = Mutex::new(&mut report);
     while let Some(page) = pages.next_page()? {
         // Each needed chunk once: claimed as it is met.
-        let mut order: Vec<(&StripeRecord, u32)> = Vec::new();
+        let mut order: Vec<(&StripeRecord, u32, ChunkKey)> = Vec::new();
         for s in &page {
-            if let Some(c) = writes.claim(&tables, &s.data_id)? {
-                order.push((s, c));
+            if let Some((c, key)) = writes.claim(&tables, &s.data_id)? {
+                order.push((s, c, key));
             }
         }
         write_stripes(
@@ -572,7 +572,7 @@ struct Context<'a, 'r> {
 /// Decodes `order`'s stripes ([`STRIPES_IN_FLIGHT`] at once), verifies
 /// each chunk and writes its extents where `writes` says.
 fn write_stripes(
-    order: &[(&StripeRecord, u32)],
+    order: &[(&StripeRecord, u32, ChunkKey)],
     writes: &ChunkWrites,
     cx: &Context<'_, '_>,
 ) -> Result<(), RestoreError> {
@@ -588,10 +588,30 @@ fn write_stripes(
         notes,
     } = *cx;
     for group in order.chunks(STRIPES_IN_FLIGHT) {
+        // The paths of the files of several chunks that this group writes
+        // into, each read once (a large file's chunks come one after the
+        // other); a file of one chunk is read by the worker that makes it.
+        let mut shared: Vec<u32> = group
+            .iter()
+            .flat_map(|&(_, c, _)| writes.writes(c))
+            .map(|w| w.file)
+            .filter(|&f| !single[f as usize])
+            .collect();
+        shared.sort_unstable();
+        shared.dedup();
+        let shared: Vec<(u32, PathBuf)> = shared
+            .into_iter()
+            .map(|f| Ok((f, entry_path(dest, &manifest.entry(f)?))))
+            .collect::<Result<_, RestoreError>>()?;
+        let shared_path = |f: u32| {
+            shared
+                .binary_search_by_key(&f, |(g, _)| *g)
+                .ok()
+                .map(|at| &shared[at].1)
+        };
         pool.install(|| {
-            group.par_iter().try_for_each(|&(stripe, c)| {
+            group.par_iter().try_for_each(|&(stripe, c, key)| {
                 let need = writes.writes(c);
-                let key = manifest.chunk(c)?.key;
                 let (chunk, n) = codec.decode(stripe, &key, source)?;
                 if chunk.len() != stripe.plain_len as usize && stripe.plain_len != 0 {
                     return Err(RestoreError::ChunkLength {
@@ -620,11 +640,18 @@ fn write_stripes(
                     at,
                 }) = targets.next()
                 {
-                    let entry = manifest.entry(file)?;
-                    let path = &entry_path(dest, &entry);
-                    let file = file as usize;
                     let piece = |off: u32, len: u32| &chunk[off as usize..(off + len) as usize];
-                    if single[file] {
+                    if let Some(path) = shared_path(file) {
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .custom_flags(libc::O_NOFOLLOW)
+                            .open(path)
+                            .map_err(io(path))?;
+                        write_extent(&f, path, at, piece(off, len))?;
+                        progress.bytes_written.fetch_add(u64::from(len), Ordering::Relaxed);
+                    } else {
+                        let entry = manifest.entry(file)?;
+                        let path = &entry_path(dest, &entry);
                         // Every extent of this file is in this chunk, listed
                         // consecutively: write them all through one handle.
                         clear_non_dir(path, opts.overwrite)?;
@@ -638,7 +665,7 @@ fn write_stripes(
                             at,
                         }) = targets.peek()
                         {
-                            if next as usize != file {
+                            if next != file {
                                 break;
                             }
                             targets.next();
@@ -648,14 +675,6 @@ fn write_stripes(
                         f.set_len(size_of(&entry)).map_err(io(path))?;
                         finish_file(&f, path, &entry, opts)?;
                         progress.bytes_written.fetch_add(written, Ordering::Relaxed);
-                    } else {
-                        let f = OpenOptions::new()
-                            .write(true)
-                            .custom_flags(libc::O_NOFOLLOW)
-                            .open(path)
-                            .map_err(io(path))?;
-                        write_extent(&f, path, at, piece(off, len))?;
-                        progress.bytes_written.fetch_add(u64::from(len), Ordering::Relaxed);
                     }
                 }
                 progress.stripes.fetch_add(1, Ordering::Relaxed);

@@ -170,6 +170,24 @@ impl<const N: usize> FixedSpill<N> {
         Ok(record)
     }
 
+    /// Up to `n` records from record `i` on (fewer at the end), read at
+    /// once into `out`.
+    pub fn get_run(&self, i: u64, n: usize, out: &mut Vec<[u8; N]>) -> Result<(), SpillError> {
+        out.clear();
+        let n = (n as u64).min(self.items.saturating_sub(i)) as usize;
+        let mut bytes = vec![0u8; n * N];
+        let at = i
+            .checked_mul(N as u64)
+            .ok_or(SpillError::Damaged(usize::MAX))?;
+        self.out.get_ref().read_exact_at(&mut bytes, at)?;
+        out.extend(bytes.chunks_exact(N).map(|r| {
+            let mut record = [0u8; N];
+            record.copy_from_slice(r);
+            record
+        }));
+        Ok(())
+    }
+
     /// The records up to the last [`FixedSpill::flush`], in order; several
     /// readers may run at once.
     pub fn reader(&self) -> FixedReader<'_, N> {
@@ -291,6 +309,10 @@ mod tests {
             299_999u32.to_le_bytes()
         );
         assert!(spill.get(300_000).is_err(), "past the end");
+        let mut run = Vec::new();
+        spill.get_run(299_990, 100, &mut run).expect("run");
+        assert_eq!(run.len(), 10, "cut at the end");
+        assert_eq!(run[3][..4], 299_993u32.to_le_bytes());
         // Two readers at once, each from the start.
         let (mut a, mut b) = (spill.reader(), spill.reader());
         assert_eq!(a.next().map(|r| r.ok()), b.next().map(|r| r.ok()));

@@ -13,13 +13,15 @@
 //! path (the check for duplicates and parents) and 4 bytes a chunk (the
 //! lengths the extents are checked against), dropped when it is done.
 
+use std::sync::Mutex;
+
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{
     ChunkRef, Entry, EntryCheck, EntryKind, Extent, Manifest, ManifestError, check_version,
 };
-use super::manifest_spill::{ChunkTable, ManifestHead};
+use super::manifest_spill::{CHUNK_RECORD, ChunkTable, ManifestHead, chunk_ref};
 use crate::spill::{FixedSpill, Spill, SpillError};
 
 /// Bytes of an extent's record: chunk, offset, length (little-endian).
@@ -40,7 +42,14 @@ pub struct DiskManifest {
     /// Where entry `i`'s record starts.
     offsets: Vec<u64>,
     extents: FixedSpill<EXTENT_RECORD>,
+    /// The run of the chunk table read last, from which chunk: a restore
+    /// asks for chunks in sequence order, which is the table's order, so
+    /// one read serves [`CHUNK_RUN`] of them.
+    recent: Mutex<(u32, Vec<[u8; CHUNK_RECORD]>)>,
 }
+
+/// Chunks read at once by [`DiskManifest::chunk`] (36 KiB).
+const CHUNK_RUN: usize = 1024;
 
 impl std::fmt::Debug for DiskManifest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +81,18 @@ impl DiskManifest {
 
     /// Chunk `c` of the table.
     pub fn chunk(&self, c: u32) -> Result<ChunkRef, SpillError> {
-        self.chunks.get(c)
+        let Ok(mut recent) = self.recent.lock() else {
+            return self.chunks.get(c);
+        };
+        let (first, run) = &mut *recent;
+        if let Some(record) = c.checked_sub(*first).and_then(|at| run.get(at as usize)) {
+            return Ok(chunk_ref(record));
+        }
+        self.chunks.get_run(c, CHUNK_RUN, run)?;
+        *first = c;
+        run.first()
+            .map(chunk_ref)
+            .ok_or(SpillError::Damaged(c as usize))
     }
 
     /// The chunk table, in order.
@@ -217,6 +237,7 @@ impl Build {
             entries: entries.records,
             offsets: entries.offsets,
             extents: entries.extents,
+            recent: Mutex::new((0, Vec::new())),
         })
     }
 }
@@ -436,7 +457,10 @@ mod tests {
         let disk = DiskManifest::decode_from(&bytes[..]).expect("decodes");
         assert_eq!(disk.to_manifest().expect("read back"), m);
         assert_eq!((disk.chunk_count(), disk.entry_count()), (3000, 1004));
-        assert_eq!(disk.chunk(2999).expect("chunk"), m.chunks[2999]);
+        for c in [2999, 0, 1, 2998, 1500, 1501, 1024, 1023] {
+            assert_eq!(disk.chunk(c).expect("chunk"), m.chunks[c as usize]);
+        }
+        assert!(disk.chunk(3000).is_err());
         let mut head = m.entries[500].clone();
         if let EntryKind::File { extents, .. } = &mut head.kind {
             extents.clear();

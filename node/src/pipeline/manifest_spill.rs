@@ -63,7 +63,7 @@ impl EntrySpill {
 
 /// Bytes of a chunk table's record: the chunk's key, then its length
 /// (little-endian).
-const CHUNK_RECORD: usize = 36;
+pub(super) const CHUNK_RECORD: usize = 36;
 
 /// A manifest's chunk table, in order.
 pub(super) struct ChunkTable(FixedSpill<CHUNK_RECORD>);
@@ -93,13 +93,23 @@ impl ChunkTable {
         Ok(chunk_ref(&self.0.get(u64::from(i))?))
     }
 
+    /// Up to `n` chunks from chunk `i` on, into `out` as records.
+    pub(super) fn get_run(
+        &self,
+        i: u32,
+        n: usize,
+        out: &mut Vec<[u8; CHUNK_RECORD]>,
+    ) -> Result<(), SpillError> {
+        self.0.get_run(u64::from(i), n, out)
+    }
+
     /// The chunks up to the last flush, in order.
     pub(super) fn iter(&self) -> impl Iterator<Item = Result<ChunkRef, SpillError>> + '_ {
         self.0.reader().map(|record| Ok(chunk_ref(&record?)))
     }
 }
 
-fn chunk_ref(record: &[u8; CHUNK_RECORD]) -> ChunkRef {
+pub(super) fn chunk_ref(record: &[u8; CHUNK_RECORD]) -> ChunkRef {
     let mut key = [0u8; 32];
     key.copy_from_slice(&record[..32]);
     let mut len = [0u8; 4];

@@ -185,7 +185,7 @@ impl ChunkWrites {
             // of each key is canonical.
             for a in group..end {
                 let ia = by_id[a].1 as usize;
-                if canon[ia] != ia as u32 {
+                if canon[ia] != ia as u32 || a + 1 == end {
                     continue;
                 }
                 let key_a = t.chunk_key(ia as u32)?;

@@ -199,6 +199,72 @@ impl<const N: usize> FixedSpill<N> {
     }
 }
 
+/// A scratch file of `N`-byte records filled out of order, at positions
+/// known in advance (a table sorted by counting), and read back in runs.
+/// Writes to consecutive positions are gathered into one.
+#[derive(Debug)]
+pub struct FixedSlots<const N: usize> {
+    file: File,
+    /// Records gathered, and the position of the first.
+    pending: (u64, Vec<u8>),
+}
+
+/// Bytes gathered before they are written.
+const GATHER: usize = 1 << 20;
+
+impl<const N: usize> FixedSlots<N> {
+    /// A new, empty scratch file in the system's temporary directory.
+    pub fn new() -> Result<Self, SpillError> {
+        Ok(FixedSlots {
+            file: tempfile::tempfile()?,
+            pending: (0, Vec::new()),
+        })
+    }
+
+    /// Writes `record` at position `i`.
+    pub fn put(&mut self, i: u64, record: &[u8; N]) -> Result<(), SpillError> {
+        let (first, gathered) = &self.pending;
+        let next = first + (gathered.len() / N) as u64;
+        if gathered.is_empty() || i != next || gathered.len() >= GATHER {
+            self.flush()?;
+            self.pending.0 = i;
+        }
+        self.pending.1.extend_from_slice(record);
+        Ok(())
+    }
+
+    /// Writes out what is gathered, so that reads see it.
+    pub fn flush(&mut self) -> Result<(), SpillError> {
+        let (first, gathered) = &mut self.pending;
+        if !gathered.is_empty() {
+            let at = first
+                .checked_mul(N as u64)
+                .ok_or(SpillError::Damaged(usize::MAX))?;
+            self.file.write_all_at(gathered, at)?;
+            gathered.clear();
+        }
+        Ok(())
+    }
+
+    /// Records `from..to` (written and flushed before), read at once.
+    pub fn get_run(&self, from: u64, to: u64) -> Result<Vec<[u8; N]>, SpillError> {
+        let n = usize::try_from(to.saturating_sub(from)).map_err(|_| SpillError::Damaged(0))?;
+        let mut bytes = vec![0u8; n.checked_mul(N).ok_or(SpillError::Damaged(n))?];
+        let at = from
+            .checked_mul(N as u64)
+            .ok_or(SpillError::Damaged(usize::MAX))?;
+        self.file.read_exact_at(&mut bytes, at)?;
+        Ok(bytes
+            .chunks_exact(N)
+            .map(|r| {
+                let mut record = [0u8; N];
+                record.copy_from_slice(r);
+                record
+            })
+            .collect())
+    }
+}
+
 /// Reads a [`FixedSpill`]'s records back.
 pub struct FixedReader<'a, const N: usize> {
     input: std::io::BufReader<At<'a>>,
@@ -316,6 +382,30 @@ mod tests {
         // Two readers at once, each from the start.
         let (mut a, mut b) = (spill.reader(), spill.reader());
         assert_eq!(a.next().map(|r| r.ok()), b.next().map(|r| r.ok()));
+    }
+
+    #[test]
+    fn slots_filled_out_of_order_read_back_in_place() {
+        let mut slots: FixedSlots<4> = FixedSlots::new().expect("temp file");
+        // Two interleaved runs, each in order, and a few stragglers.
+        for i in 0..50_000u32 {
+            slots.put(u64::from(i), &i.to_le_bytes()).expect("put");
+            slots
+                .put(u64::from(100_000 - i), &(100_000 - i).to_le_bytes())
+                .expect("put");
+        }
+        for i in 50_000..=50_001u32 {
+            slots.put(u64::from(i), &i.to_le_bytes()).expect("put");
+        }
+        slots.flush().expect("flush");
+        let all = slots.get_run(0, 100_001).expect("read");
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, r)| u32::from_le_bytes(*r) == i as u32)
+        );
+        assert_eq!(slots.get_run(7, 9).expect("read").len(), 2);
+        assert!(slots.get_run(100_000, 100_002).is_err(), "past the end");
     }
 
     #[test]

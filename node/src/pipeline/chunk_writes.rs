@@ -19,7 +19,7 @@ use strew_coordinator::DataId;
 use super::manifest::{EntryKind, Extent, Manifest};
 use super::manifest_disk::DiskManifest;
 use super::secret::ChunkKey;
-use crate::spill::SpillError;
+use crate::spill::{FixedSlots, SpillError};
 
 /// One range of a file that a chunk's bytes fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,11 +133,37 @@ pub struct ChunkWrites {
     /// in the chunk table), sorted: found by binary search, confirmed on
     /// the whole id.
     by_id: Vec<([u8; 8], u32)>,
-    /// The writes of canonical chunk `c` are `writes[start[c]..start[c + 1]]`.
+    /// The writes of canonical chunk `c` are records `start[c]..start[c + 1]`
+    /// of `writes`.
     start: Vec<u32>,
-    writes: Vec<Write>,
+    /// A scratch file of [`WRITE_RECORD`]-byte records.
+    writes: FixedSlots<WRITE_RECORD>,
     /// One bit per table index: a canonical chunk not written yet.
     pending: Vec<u64>,
+}
+
+/// Bytes of a write's record: file, offset, length, place (little-endian).
+const WRITE_RECORD: usize = 20;
+
+fn write_record(w: &Write) -> [u8; WRITE_RECORD] {
+    let mut r = [0u8; WRITE_RECORD];
+    r[..4].copy_from_slice(&w.file.to_le_bytes());
+    r[4..8].copy_from_slice(&w.off.to_le_bytes());
+    r[8..12].copy_from_slice(&w.len.to_le_bytes());
+    r[12..].copy_from_slice(&w.at.to_le_bytes());
+    r
+}
+
+fn write_of(r: &[u8; WRITE_RECORD]) -> Write {
+    let word = |at: usize| u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&r[12..]);
+    Write {
+        file: word(0),
+        off: word(4),
+        len: word(8),
+        at: u64::from_le_bytes(at),
+    }
 }
 
 fn prefix(id: &DataId) -> [u8; 8] {
@@ -216,29 +242,31 @@ impl ChunkWrites {
             start[c + 1] += start[c];
         }
         let mut fill = start.clone();
-        let mut writes = vec![
-            Write {
-                file: 0,
-                off: 0,
-                len: 0,
-                at: 0
-            };
-            total as usize
-        ];
+        // Written in entry order, the writes of one chunk land one after
+        // the other, so the file is written in runs, not a record at a time.
+        let mut writes = FixedSlots::new()?;
+        let mut failed = None;
         t.each_file(&mut |i, xs| {
             let mut at = 0u64;
             for x in xs {
-                let c = canon[x.chunk as usize] as usize;
-                writes[fill[c] as usize] = Write {
+                let slot = &mut fill[canon[x.chunk as usize] as usize];
+                let record = write_record(&Write {
                     file: i,
                     off: x.offset,
                     len: x.len,
                     at,
-                };
-                fill[c] += 1;
+                });
+                if let Err(e) = writes.put(u64::from(*slot), &record) {
+                    failed.get_or_insert(e);
+                }
+                *slot += 1;
                 at += u64::from(x.len);
             }
         })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        writes.flush()?;
         let mut pending = vec![0u64; table.div_ceil(64)];
         for (_, i) in &by_id {
             pending[*i as usize / 64] |= 1 << (*i % 64);
@@ -280,12 +308,41 @@ impl ChunkWrites {
     }
 
     /// Where canonical chunk `c`'s bytes go.
-    pub fn writes(&self, c: u32) -> &[Write] {
-        let c = c as usize;
-        match (self.start.get(c), self.start.get(c + 1)) {
-            (Some(&a), Some(&b)) => &self.writes[a as usize..b as usize],
-            _ => &[],
+    pub fn writes(&self, c: u32) -> Result<Vec<Write>, SpillError> {
+        Ok(self.writes_of(&[c])?.pop().unwrap_or_default())
+    }
+
+    /// Where each of the canonical chunks `cs` goes, in their order. The
+    /// writes of chunks claimed one after the other lie one after the
+    /// other: each run of them is one read.
+    pub fn writes_of(&self, cs: &[u32]) -> Result<Vec<Vec<Write>>, SpillError> {
+        let range = |c: u32| {
+            let c = c as usize;
+            match (self.start.get(c), self.start.get(c + 1)) {
+                (Some(&a), Some(&b)) => (u64::from(a), u64::from(b)),
+                _ => (0, 0),
+            }
+        };
+        let mut out = Vec::with_capacity(cs.len());
+        let mut i = 0;
+        while i < cs.len() {
+            let (from, mut to) = range(cs[i]);
+            let mut j = i + 1;
+            while j < cs.len() && range(cs[j]).0 == to {
+                to = range(cs[j]).1;
+                j += 1;
+            }
+            let records = self.writes.get_run(from, to)?;
+            let mut at = 0usize;
+            for &c in &cs[i..j] {
+                let (a, b) = range(c);
+                let n = (b - a) as usize;
+                out.push(records[at..at + n].iter().map(write_of).collect());
+                at += n;
+            }
+            i = j;
         }
+        Ok(out)
     }
 
     /// Chunks needed and not claimed yet.
@@ -381,8 +438,8 @@ mod tests {
         assert_eq!(key, m.chunks[0].key);
         assert_eq!(c, 0);
         assert_eq!(
-            w.writes(c),
-            &[
+            w.writes(c).unwrap(),
+            [
                 Write {
                     file: 0,
                     off: 0,
@@ -410,7 +467,7 @@ mod tests {
         );
         assert_eq!(w.first_left(&m).unwrap(), Some(m.chunks[1].data_id()));
         let (two, _) = w.claim(&m, &m.chunks[1].data_id()).unwrap().unwrap();
-        assert_eq!(w.writes(two)[0].at, 10);
+        assert_eq!(w.writes(two).unwrap()[0].at, 10);
         assert_eq!((w.left(), w.first_left(&m).unwrap()), (0, None));
     }
 
@@ -429,12 +486,20 @@ mod tests {
             let want = naive(&m);
             let mut w = ChunkWrites::build(&m).unwrap();
             prop_assert_eq!(w.left(), want.len());
+            let mut claimed = Vec::new();
             for (id, writes) in &want {
                 let (c, _) = w.claim(&m, id).unwrap().expect("needed chunk found");
-                prop_assert_eq!(w.writes(c), &writes[..]);
+                prop_assert_eq!(w.writes(c).unwrap(), writes.clone());
                 prop_assert_eq!(w.claim(&m, id).unwrap(), None);
+                claimed.push(c);
             }
             prop_assert_eq!(w.left(), 0);
+            // Read together (adjacent ones in one run), in any order.
+            for order in [claimed.clone(), { claimed.sort_unstable(); claimed }] {
+                let one_by_one: Vec<Vec<Write>> =
+                    order.iter().map(|c| w.writes(*c).unwrap()).collect();
+                prop_assert_eq!(w.writes_of(&order).unwrap(), one_by_one);
+            }
         }
     }
 }

@@ -591,9 +591,11 @@ fn write_stripes(
         // The paths of the files of several chunks that this group writes
         // into, each read once (a large file's chunks come one after the
         // other); a file of one chunk is read by the worker that makes it.
-        let mut shared: Vec<u32> = group
+        let chunks: Vec<u32> = group.iter().map(|&(_, c, _)| c).collect();
+        let needs = writes.writes_of(&chunks)?;
+        let mut shared: Vec<u32> = needs
             .iter()
-            .flat_map(|&(_, c, _)| writes.writes(c))
+            .flatten()
             .map(|w| w.file)
             .filter(|&f| !single[f as usize])
             .collect();
@@ -610,8 +612,7 @@ fn write_stripes(
                 .map(|at| &shared[at].1)
         };
         pool.install(|| {
-            group.par_iter().try_for_each(|&(stripe, c, key)| {
-                let need = writes.writes(c);
+            group.par_iter().zip(&needs).try_for_each(|(&(stripe, _, key), need)| {
                 let (chunk, n) = codec.decode(stripe, &key, source)?;
                 if chunk.len() != stripe.plain_len as usize && stripe.plain_len != 0 {
                     return Err(RestoreError::ChunkLength {

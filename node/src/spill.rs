@@ -1,11 +1,13 @@
-//! Scratch files of a running backup: an append-only list of CBOR records
-//! in an anonymous temporary file (gone when the backup ends, however it
-//! ends), read back from the start without disturbing the appends. A
-//! backup keeps what grows with its size here instead of in memory: the
-//! manifest's chunk table and entries (read when the manifest is encoded),
-//! the stripes in sequence order (read at the commit) and each handed-in
-//! part's chunks and receipts (read only by a re-plan around a failed
-//! target).
+//! Scratch files of a running backup or restore: append-only lists of CBOR
+//! or fixed-size records in anonymous temporary files (gone when the work
+//! ends, however it ends), read back from the start without disturbing the
+//! appends or by position, and tables of fixed-size records filled out of
+//! order. A backup keeps what grows with its size here instead of in
+//! memory: the manifest's chunk table and entries (read when the manifest
+//! is encoded), the stripes in sequence order (read at the commit) and
+//! each handed-in part's chunks and receipts (read only by a re-plan around
+//! a failed target). A restore keeps the decoded manifest and where each
+//! chunk's bytes go.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};

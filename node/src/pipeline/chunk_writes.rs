@@ -4,11 +4,13 @@
 //!
 //! A restore walks the sequence, not the files, so for every stripe it
 //! meets it must know which chunk of the manifest's table it is and which
-//! file ranges that chunk fills. Kept as flat arrays: a sorted table of
-//! 8-byte id prefixes (12 bytes a chunk), the offsets of each chunk's writes
-//! (4 bytes) and the writes themselves (24 bytes an extent). A hash map of
-//! vectors held about 300 bytes a chunk: a million-chunk restore held
-//! hundreds of MB for it.
+//! file ranges that chunk fills. Kept as a sorted table of 8-byte id
+//! prefixes (12 bytes a chunk) and the offsets of each chunk's writes (4
+//! bytes) in memory, and the writes themselves (20 bytes an extent) in a
+//! scratch file, ordered by chunk, so the writes of the chunks a group of
+//! stripes claims are one read. A hash map of vectors held about 300 bytes
+//! a chunk (a million-chunk restore held hundreds of MB for it); flat
+//! arrays in memory about 40.
 //!
 //! The same chunk may sit at several places of the table (a chunk a backup
 //! met twice): its writes gather under the first of them, its *canonical*

@@ -411,6 +411,20 @@ fn check_path(path: &[u8]) -> Result<(), &'static str> {
 }
 
 #[cfg(test)]
+impl Entry {
+    /// An entry at `path` (mode 0o640, a time with nanoseconds), of `kind`.
+    pub(crate) fn for_tests(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: ByteBuf::from(path.as_bytes().to_vec()),
+            mode: 0o640,
+            mtime_s: 1_700_000_000,
+            mtime_ns: 5,
+            kind,
+        }
+    }
+}
+
+#[cfg(test)]
 impl Manifest {
     /// A manifest of `chunks` and `entries`, every other field fixed.
     pub(crate) fn for_tests(chunks: Vec<ChunkRef>, entries: Vec<Entry>) -> Manifest {

@@ -408,13 +408,7 @@ mod tests {
     use crate::pipeline::secret::ChunkKey;
 
     fn entry(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: ByteBuf::from(path.as_bytes().to_vec()),
-            mode: 0o640,
-            mtime_s: 1_700_000_000,
-            mtime_ns: 7,
-            kind,
-        }
+        Entry::for_tests(path, kind)
     }
 
     fn file(chunks: &[u32]) -> EntryKind {

@@ -319,13 +319,7 @@ mod tests {
     use strew_coordinator::DataId;
 
     fn entry(path: &str, kind: EntryKind) -> Entry {
-        Entry {
-            path: ByteBuf::from(path.as_bytes().to_vec()),
-            mode: 0o640,
-            mtime_s: 1_700_000_000,
-            mtime_ns: 5,
-            kind,
-        }
+        Entry::for_tests(path, kind)
     }
 
     fn file(size: u64, extents: Vec<Extent>) -> EntryKind {

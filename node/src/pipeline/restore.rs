@@ -5,7 +5,8 @@
 //! secret, decodes the manifest's stripes with the keys the root lists and
 //! checks them against the snapshot's manifest id, picks the convergence
 //! secret the manifest names (to verify data chunks), validates the manifest
-//! (paths stay inside DEST, times and modes in range), creates
+//! as it streams into scratch files ([`DiskManifest`]: paths stay inside
+//! DEST, times and modes in range), creates
 //! directories and files, then decodes every distinct chunk once, in
 //! sequence order and in parallel, verifying each chunk's hash, and writes
 //! its extents where they belong. Runs of zeros are not written, so sparse

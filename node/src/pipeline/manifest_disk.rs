@@ -134,15 +134,11 @@ impl DiskManifest {
 
     /// The whole manifest in memory (for tests and small trees).
     pub fn to_manifest(&self) -> Result<Manifest, SpillError> {
-        Ok(Manifest {
-            version: self.version,
-            name: self.head.name.clone(),
-            time_ms: self.head.time_ms,
-            roots: self.head.roots.clone(),
-            secret: self.head.secret,
-            chunks: self.chunks().collect::<Result<_, _>>()?,
-            entries: self.entries().collect::<Result<_, _>>()?,
-        })
+        Ok(self.head.with_tables(
+            self.version,
+            self.chunks().collect::<Result<_, _>>()?,
+            self.entries().collect::<Result<_, _>>()?,
+        ))
     }
 }
 

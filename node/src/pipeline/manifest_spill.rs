@@ -129,6 +129,26 @@ pub struct ManifestHead {
     pub secret: [u8; 32],
 }
 
+impl ManifestHead {
+    /// The manifest of this head, `version` and these tables.
+    pub fn with_tables(
+        &self,
+        version: u32,
+        chunks: Vec<ChunkRef>,
+        entries: Vec<Entry>,
+    ) -> Manifest {
+        Manifest {
+            version,
+            name: self.name.clone(),
+            time_ms: self.time_ms,
+            roots: self.roots.clone(),
+            secret: self.secret,
+            chunks,
+            entries,
+        }
+    }
+}
+
 /// A built manifest whose tables are on disk (in anonymous scratch files,
 /// gone when this is dropped).
 pub struct SpilledManifest {
@@ -221,15 +241,11 @@ impl SpilledManifest {
 
     /// The whole manifest in memory (for tests and small trees).
     pub fn to_manifest(&self) -> Result<Manifest, SpillError> {
-        Ok(Manifest {
-            version: MANIFEST_VERSION,
-            name: self.head.name.clone(),
-            time_ms: self.head.time_ms,
-            roots: self.head.roots.clone(),
-            secret: self.head.secret,
-            chunks: self.chunks().collect::<Result<_, _>>()?,
-            entries: self.entries().collect::<Result<_, _>>()?,
-        })
+        Ok(self.head.with_tables(
+            MANIFEST_VERSION,
+            self.chunks().collect::<Result<_, _>>()?,
+            self.entries().collect::<Result<_, _>>()?,
+        ))
     }
 }
 

@@ -163,7 +163,15 @@ fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roo
     let found = dry["found"].as_u64().unwrap_or(0);
     ensure!(found > 0, "delta's packets are unreferenced: {dry}");
     let out = collect(false)?;
-    ensure!(out["found"].as_u64() >= Some(found), "{out} after {dry}");
+    // Targets store and drop packets between the two scans (in one run a
+    // target went from 446 packets scanned to 449 and one unreferenced
+    // packet of 321 B was gone), so the counts need not match: the real run
+    // finds some, and what must hold is the next check, nothing left
+    // unreferenced once its queue is delivered.
+    ensure!(
+        out["dry_run"] == Value::Bool(false) && out["found"].as_u64() > Some(0),
+        "{out} after {dry}"
+    );
     wait_for(
         "the unreferenced packets to be deleted",
         Duration::from_secs(60),

@@ -5,11 +5,14 @@
 //! the redundancy are tolerated and one more is a clear error, tampering
 //! and a wrong secret are caught, and manifests cannot write outside DEST.
 
+mod pipeline_common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use pipeline_common::restore_sequence;
 use proptest::prelude::*;
 use strew_coordinator::{DataId, PacketId, Redundancy};
 use strew_node::pipeline::codec::StripeError;
@@ -73,25 +76,6 @@ fn run_restore(
     dest: &Path,
 ) -> Result<pipeline::RestoreReport, RestoreError> {
     restore_sequence(&report.sequence, codec, store, dest)
-}
-
-fn restore_sequence(
-    sequence: &pipeline::Sequence,
-    codec: &Codec,
-    store: &PacketStore,
-    dest: &Path,
-) -> Result<pipeline::RestoreReport, RestoreError> {
-    pipeline::restore(
-        sequence,
-        &pipeline::RestoreKeys {
-            owner: codec.secret.clone(),
-            data: Vec::new(),
-        },
-        store,
-        dest,
-        &RestoreOptions::default(),
-        &RestoreProgress::default(),
-    )
 }
 
 fn noise(len: usize, seed: u64) -> Vec<u8> {

@@ -5,37 +5,20 @@
 //!
 //! Alone in its test binary: it changes `TMPDIR` for the whole process.
 
-use std::fs;
-use std::path::Path;
+mod pipeline_common;
 
+use std::fs;
+
+use pipeline_common::restore_sequence;
 use strew_coordinator::Redundancy;
 use strew_node::pipeline::manifest::ManifestError;
 use strew_node::pipeline::restore::RestoreError;
 use strew_node::pipeline::{
     self, BackupOptions, ChunkSizes, Codec, ConvergenceSecret, NothingKnown, Progress,
-    RestoreOptions, RestoreProgress, local::StoreSink,
+    local::StoreSink,
 };
 use strew_node::store::PacketStore;
 use strew_node::verify::diff_trees;
-
-fn restore(
-    sequence: &pipeline::Sequence,
-    codec: &Codec,
-    store: &PacketStore,
-    dest: &Path,
-) -> Result<pipeline::RestoreReport, RestoreError> {
-    pipeline::restore(
-        sequence,
-        &pipeline::RestoreKeys {
-            owner: codec.secret.clone(),
-            data: Vec::new(),
-        },
-        store,
-        dest,
-        &RestoreOptions::default(),
-        &RestoreProgress::default(),
-    )
-}
 
 #[test]
 fn a_restore_without_room_for_its_scratch_files_fails_clearly_and_writes_nothing() {
@@ -83,7 +66,7 @@ fn a_restore_without_room_for_its_scratch_files_fails_clearly_and_writes_nothing
     // SAFETY: this test binary runs this one test, on this one thread.
     unsafe { std::env::set_var("TMPDIR", &missing) };
     let dest = tmp.path().join("dest");
-    let failed = restore(&report.sequence, &codec, &store, &dest);
+    let failed = restore_sequence(&report.sequence, &codec, &store, &dest);
     match &saved {
         // SAFETY: as above.
         Some(v) => unsafe { std::env::set_var("TMPDIR", v) },
@@ -106,7 +89,7 @@ fn a_restore_without_room_for_its_scratch_files_fails_clearly_and_writes_nothing
     );
 
     // With room again the same snapshot restores byte-identical.
-    restore(&report.sequence, &codec, &store, &dest).expect("restore");
+    restore_sequence(&report.sequence, &codec, &store, &dest).expect("restore");
     let differences = diff_trees(&src, &dest.join("src"), 5);
     assert!(differences.is_empty(), "{differences:?}");
 }

@@ -3,6 +3,7 @@
 //! dispatcher over these modules.
 
 pub mod bench;
+pub mod claim_set;
 pub mod cli;
 pub mod config;
 pub mod consensus;

@@ -34,6 +34,7 @@ use super::cleanup::{Cleanup, cancelled};
 use super::journal::{self, Journal, Record, Resume};
 use super::stream::{PART_QUEUE, Part, PartSink, Staging};
 use super::{GridError, KnownIndex, ManagerApi, PacketTransport, SourceIdentity};
+use crate::claim_set::claim;
 use crate::pipeline::{
     self, BackupOptions, BackupStats, ChunkSizes, Codec, ConvergenceSecret, Progress,
 };
@@ -179,7 +180,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         .journal_dir
         .as_ref()
         .map(|dir| journal::journal_path(dir, &opts.set, &opts.paths));
-    let resume = resumable(manager, journal_path.as_deref()).await?;
+    let mut resume = resumable(manager, journal_path.as_deref()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(PART_QUEUE);
     let (paths, box_, idx, prog, stage) = (
         opts.paths.clone(),
@@ -190,17 +191,12 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     );
     // The pipeline on a blocking thread, handing finished parts over while
     // it encodes the next ones.
-    let skip: std::collections::HashSet<DataId> = resume
-        .done
-        .iter()
-        .copied()
-        .chain(resume.in_flight.iter().flat_map(|(d, _)| {
-            d.uploads
-                .iter()
-                .map(|c| c.data_id)
-                .chain(d.reused.iter().copied())
-        }))
-        .collect();
+    let mut skip = std::mem::take(&mut resume.done);
+    if let Some((d, _)) = &resume.in_flight {
+        for id in d.uploads.iter().map(|c| &c.data_id).chain(&d.reused) {
+            skip.insert(claim(id)).map_err(spill_error)?;
+        }
+    }
     let mut pipeline_task = Some(tokio::task::spawn_blocking(move || {
         let mut sink = PartSink::new(box_, tx, stage)
             .map_err(spill_error)?

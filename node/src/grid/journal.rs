@@ -10,14 +10,16 @@
 //! last record (a crash while appending) is ignored, and reading never
 //! panics on a damaged file.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use strew_coordinator::StoreReceipt;
 use strew_coordinator::manager::PlanDecision;
-use strew_coordinator::{DataId, StoreReceipt};
+
+use crate::claim_set::{ClaimSet, claim};
+use crate::spill::SpillError;
 
 /// A journal record longer than this is damage, not a record.
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
@@ -29,6 +31,8 @@ pub enum JournalError {
     Io(PathBuf, #[source] std::io::Error),
     #[error("backup journal {0}: cannot encode a record: {1}")]
     Encode(PathBuf, String),
+    #[error("backup journal {0}: cannot keep what it says on disk while it is read: {1}")]
+    Scratch(PathBuf, #[source] SpillError),
 }
 
 /// One journal record.
@@ -48,8 +52,9 @@ pub enum Record {
 #[derive(Debug, Default)]
 pub struct Resume {
     pub pending_id: Option<u64>,
-    /// Chunks of parts planned and handed in: not planned again.
-    pub done: HashSet<DataId>,
+    /// Chunks of parts planned and handed in (their [`claim`]s): not
+    /// planned again.
+    pub done: ClaimSet,
     /// Uploads (packet to target) of those parts (for the report).
     pub done_packets: u64,
     /// A part planned but not handed in: its plan and the receipts its
@@ -79,17 +84,31 @@ pub fn journal_path(dir: &Path, set: &str, paths: &[PathBuf]) -> PathBuf {
 }
 
 impl Journal {
-    /// Reads what an earlier run left at `path` (nothing if no file).
+    /// Reads what an earlier run left at `path` (nothing if no file), a
+    /// record at a time: a journal grows with its backup, what is read
+    /// from it does not (the chunks of finished parts go to a
+    /// [`ClaimSet`]).
     pub fn read(path: &Path) -> Result<Resume, JournalError> {
-        let mut bytes = Vec::new();
-        match File::open(path) {
-            Ok(mut f) => f
-                .read_to_end(&mut bytes)
-                .map_err(|e| JournalError::Io(path.to_path_buf(), e))?,
+        let io = |e| JournalError::Io(path.to_path_buf(), e);
+        let file = match File::open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Resume::default()),
-            Err(e) => return Err(JournalError::Io(path.to_path_buf(), e)),
+            Err(e) => return Err(io(e)),
         };
-        Ok(replay(&decode_all(&bytes).0))
+        let mut replay = Replay::default();
+        let mut failed = None;
+        each_record(BufReader::new(file), |record| {
+            if failed.is_none()
+                && let Err(e) = replay.feed(record)
+            {
+                failed = Some(e);
+            }
+        })
+        .map_err(io)?;
+        match failed {
+            Some(e) => Err(JournalError::Scratch(path.to_path_buf(), e)),
+            None => Ok(replay.finish()),
+        }
     }
 
     /// Starts a new journal at `path` for pending backup `pending_id`
@@ -111,10 +130,10 @@ impl Journal {
     /// torn last record first.
     pub fn reopen(path: &Path) -> Result<Self, JournalError> {
         let io = |e| JournalError::Io(path.to_path_buf(), e);
-        let bytes = std::fs::read(path).map_err(io)?;
-        let (_, valid) = decode_all(&bytes);
+        let valid =
+            each_record(BufReader::new(File::open(path).map_err(io)?), |_| ()).map_err(io)?;
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
-        file.set_len(valid as u64).map_err(io)?;
+        file.set_len(valid).map_err(io)?;
         Ok(Journal {
             path: path.to_path_buf(),
             file,
@@ -146,63 +165,84 @@ impl Journal {
     }
 }
 
-/// The records of a journal file, up to the first torn or damaged one, and
-/// the bytes they take.
-fn decode_all(bytes: &[u8]) -> (Vec<Record>, usize) {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    while rest.len() >= 4 {
-        let (head, tail) = rest.split_at(4);
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if len > MAX_RECORD_BYTES || tail.len() < len {
-            break;
+/// Hands `f` the records of a journal file one at a time, up to the first
+/// torn or damaged one; returns the bytes they take.
+fn each_record(mut r: impl Read, mut f: impl FnMut(Record)) -> std::io::Result<u64> {
+    let mut valid = 0u64;
+    let mut body = Vec::new();
+    loop {
+        let mut head = [0u8; 4];
+        match r.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(valid),
+            Err(e) => return Err(e),
         }
-        let (body, next) = tail.split_at(len);
-        match ciborium::from_reader::<Record, _>(body) {
-            Ok(record) => out.push(record),
-            Err(_) => break,
+        let len = u32::from_le_bytes(head) as usize;
+        if len > MAX_RECORD_BYTES {
+            return Ok(valid);
         }
-        rest = next;
+        body.clear();
+        // Read what is there, not what the length claims.
+        (&mut r).take(len as u64).read_to_end(&mut body)?;
+        if body.len() < len {
+            return Ok(valid);
+        }
+        match ciborium::from_reader::<Record, _>(body.as_slice()) {
+            Ok(record) => f(record),
+            Err(_) => return Ok(valid),
+        }
+        valid += 4 + len as u64;
     }
-    (out, bytes.len() - rest.len())
 }
 
-fn replay(records: &[Record]) -> Resume {
-    let mut resume = Resume::default();
-    let mut open: Option<(PlanDecision, Vec<StoreReceipt>)> = None;
-    for record in records {
+/// A journal's records replayed in order into what they let a rerun resume.
+#[derive(Default)]
+struct Replay {
+    resume: Resume,
+    open: Option<(PlanDecision, Vec<StoreReceipt>)>,
+}
+
+impl Replay {
+    fn feed(&mut self, record: Record) -> Result<(), SpillError> {
         match record {
             Record::Begin { pending_id } => {
-                resume = Resume {
-                    pending_id: Some(*pending_id),
+                self.resume = Resume {
+                    pending_id: Some(pending_id),
                     ..Resume::default()
                 };
-                open = None;
+                self.open = None;
             }
-            Record::Planned { decision } => open = Some((decision.clone(), Vec::new())),
+            Record::Planned { decision } => self.open = Some((decision, Vec::new())),
             Record::Receipted { receipts } => {
-                if let Some((_, r)) = open.as_mut() {
-                    r.extend(receipts.iter().cloned());
+                if let Some((_, r)) = self.open.as_mut() {
+                    r.extend(receipts);
                 }
             }
             Record::Done => {
-                if let Some((decision, _)) = open.take() {
+                if let Some((decision, _)) = self.open.take() {
                     for chunk in &decision.uploads {
-                        resume.done.insert(chunk.data_id);
-                        resume.done_packets += chunk.packets.len() as u64;
+                        self.resume.done.insert(claim(&chunk.data_id))?;
+                        self.resume.done_packets += chunk.packets.len() as u64;
                     }
-                    resume.done.extend(decision.reused.iter().copied());
+                    for id in &decision.reused {
+                        self.resume.done.insert(claim(id))?;
+                    }
                 }
             }
         }
+        Ok(())
     }
-    resume.in_flight = open;
-    resume
+
+    fn finish(mut self) -> Resume {
+        self.resume.in_flight = self.open;
+        self.resume
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strew_coordinator::DataId;
 
     fn decision(pending_id: u64, ids: &[u8]) -> PlanDecision {
         PlanDecision {
@@ -256,7 +296,7 @@ mod tests {
         drop(j);
         let r = Journal::read(&path).unwrap();
         assert_eq!(r.done.len(), 2);
-        assert!(r.done.contains(&DataId([2; 32])));
+        assert!(r.done.contains(claim(&DataId([2; 32]))).unwrap());
         let (in_flight, receipts) = r.in_flight.unwrap();
         assert_eq!(in_flight.uploads[0].data_id, DataId([3; 32]));
         assert!(receipts.is_empty());

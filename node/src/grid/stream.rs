@@ -8,13 +8,14 @@
 //! the stripes' order in a scratch file ([`super::spill`]), not in memory:
 //! the commit reads it back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
+use crate::claim_set::{ClaimSet, claim};
 use crate::spill::{Spill, SpillError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use strew_coordinator::PacketId;
 use strew_coordinator::manager::{ChunkPlan, MAX_PLAN_CHUNKS, MAX_PLAN_PACKETS, PacketSpec};
-use strew_coordinator::{DataId, PacketId};
 use tokio::sync::mpsc;
 
 use crate::pipeline::backup::{PacketSink, SinkError};
@@ -121,7 +122,7 @@ pub struct PartSink {
     /// Every data stripe's record in sequence order (new or known).
     order: Spill<StripeRecord>,
     /// Chunks an interrupted earlier run planned: neither staged nor sent.
-    skip: HashSet<DataId>,
+    skip: ClaimSet,
     part: Part,
     part_packets: usize,
     group: Vec<(PacketId, Vec<u8>)>,
@@ -146,7 +147,7 @@ impl PartSink {
             tx,
             staging,
             order: Spill::new()?,
-            skip: HashSet::new(),
+            skip: ClaimSet::new(),
             part: Part::default(),
             part_packets: 0,
             group: Vec::new(),
@@ -160,7 +161,7 @@ impl PartSink {
     }
 
     /// Leaves out the chunks an interrupted run already planned.
-    pub fn skipping(mut self, skip: HashSet<DataId>) -> Self {
+    pub fn skipping(mut self, skip: ClaimSet) -> Self {
         self.skip = skip;
         self
     }
@@ -191,7 +192,14 @@ impl PartSink {
 impl PacketSink for PartSink {
     fn store(&mut self, stripe: EncodedStripe) -> Result<(), SinkError> {
         // The pipeline hands each distinct chunk once.
-        if self.skip.contains(&stripe.record.data_id) {
+        let skipped = self
+            .skip
+            .contains(claim(&stripe.record.data_id))
+            .map_err(|e| SinkError {
+                message: e.to_string(),
+                source: Some(Box::new(e)),
+            })?;
+        if skipped {
             return Ok(());
         }
         let width = stripe.record.packets.len();

@@ -21,13 +21,12 @@
 //! rest of the backup goes on. Only a root that cannot be read, or a sink
 //! failure, aborts the backup.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
@@ -44,6 +43,7 @@ use super::manifest_spill::{ChunkTable, EntrySpill, ManifestHead, PackChunks, Sp
 use super::manifest_store;
 use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
+use crate::claim_set::{ClaimSet, claim};
 
 /// A batch is cut when it holds this many bytes of chunks.
 pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -226,22 +226,25 @@ pub fn backup(
     let excluder = Excluder::new(&opts.excludes)?;
     let (chunk_tx, chunk_rx) = sync_channel::<Batch>(CHANNEL_DEPTH);
     let (out_tx, out_rx) = sync_channel::<Vec<Encoded>>(CHANNEL_DEPTH);
-    let claimed: Mutex<HashSet<Claim>> = Mutex::new(HashSet::new());
+    // The chunks seen so far: on disk past a bound, so memory does not
+    // grow with the backup.
+    let mut claimed = ClaimSet::new();
     let io_pool = io_pool()?;
     let entries = EntrySpill::new()?;
 
-    let (reader_out, writer_out) = std::thread::scope(|scope| {
+    let (reader_out, writer_out, encoded) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let mut r = Reader::new(opts, chunk_tx, progress, &io_pool, excluder, entries);
             r.run(&named);
             r.finish()
         });
         let writer = scope.spawn(|| write_stage(out_rx, sink, progress));
-        encode_stage(chunk_rx, out_tx, opts, known, &claimed, progress);
-        (reader.join(), writer.join())
+        let encoded = encode_stage(chunk_rx, out_tx, opts, known, &mut claimed, progress);
+        (reader.join(), writer.join(), encoded)
     });
     let reader_out = reader_out.map_err(|_| BackupError::Stage("reader panicked".into()))?;
     let mut written = writer_out.map_err(|_| BackupError::Stage("writer panicked".into()))??;
+    encoded?;
     let (entries, pack_chunks, warnings, mut stats) = reader_out;
     // The set of the backup's chunks is done with: the manifest's check
     // below scans the chunk table instead (no memory grows with it).
@@ -327,36 +330,30 @@ enum Outcome {
     Duplicate,
 }
 
-/// What the backup remembers of a chunk it has seen: the first 128 bits of
-/// its DataId (17 bytes of table a chunk instead of 33). DataIds are keyed
-/// BLAKE3 outputs, so two distinct chunks share a claim with probability
-/// about n²/2¹²⁹: 10⁻²¹ for a billion chunks.
-type Claim = u128;
-
-fn claim(id: &DataId) -> Claim {
-    let mut first = [0u8; 16];
-    first.copy_from_slice(&id.0[..16]);
-    u128::from_le_bytes(first)
-}
-
 fn encode_stage(
     rx: Receiver<Batch>,
     tx: SyncSender<Vec<Encoded>>,
     opts: &BackupOptions,
     known: &dyn KnownChunks,
-    claimed: &Mutex<HashSet<Claim>>,
+    claimed: &mut ClaimSet,
     progress: &Progress,
-) {
+) -> Result<(), BackupError> {
     for batch in rx {
-        let out: Vec<Encoded> = batch
+        // Keyed in parallel, claimed in chunk order (the first of two
+        // equal chunks carries their stripe), encoded in parallel.
+        let keyed: Vec<(u32, ChunkKey, Vec<u8>)> = batch
             .into_par_iter()
-            .map(|(index, bytes)| {
-                let key = opts.codec.key(&bytes);
+            .map(|(index, bytes)| (index, opts.codec.key(&bytes), bytes))
+            .collect();
+        let mut firsts = Vec::with_capacity(keyed.len());
+        for (_, key, _) in &keyed {
+            firsts.push(claimed.insert(claim(&key.storage_index()))?);
+        }
+        let out: Vec<Encoded> = keyed
+            .into_par_iter()
+            .zip(firsts)
+            .map(|((index, key, bytes), first)| {
                 let data_id = key.storage_index();
-                let first = claimed
-                    .lock()
-                    .map(|mut set| set.insert(claim(&data_id)))
-                    .unwrap_or(true);
                 let outcome = if !first {
                     Outcome::Duplicate
                 } else if let Some(record) = known.known(&data_id) {
@@ -374,9 +371,10 @@ fn encode_stage(
             })
             .collect();
         if tx.send(out).is_err() {
-            return; // the writer stopped (sink error): stop encoding
+            return Ok(()); // the writer stopped (sink error): stop encoding
         }
     }
+    Ok(())
 }
 
 pub(super) struct Written {
@@ -509,7 +507,7 @@ struct Reader<'a> {
     pack_chunks: PackChunks,
     /// Identical small files share one copy in the stream: a small file's
     /// claim → where its bytes start in the stream.
-    small_by_id: HashMap<Claim, u64>,
+    small_by_id: HashMap<u128, u64>,
     /// Small files waiting to be read in parallel.
     small_queue: Vec<(PathBuf, Entry)>,
     small_queue_bytes: u64,
@@ -853,5 +851,65 @@ impl<'a> Reader<'a> {
             Some(e) => Err(e),
         };
         (entries, self.pack_chunks, self.warnings, self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strew_coordinator::Redundancy;
+
+    /// The first of equal chunks is encoded, the others are duplicates,
+    /// also once the set of chunks seen has moved to disk.
+    #[test]
+    fn the_encode_stage_stores_each_distinct_chunk_once_with_its_set_on_disk() {
+        let codec = Codec {
+            secret: ConvergenceSecret::from_bytes([5; 32]),
+            zstd_level: 1,
+            redundancy: Redundancy::Replicas { n: 1 },
+        };
+        let opts = BackupOptions {
+            name: "t".into(),
+            time_ms: 0,
+            sizes: ChunkSizes::default(),
+            codec: codec.clone(),
+            owner: codec.secret.clone(),
+            excludes: Default::default(),
+        };
+        let (chunk_tx, chunk_rx) = sync_channel::<Batch>(8);
+        let (out_tx, out_rx) = sync_channel::<Vec<Encoded>>(8);
+        // 40 chunks of 12 distinct contents, in two batches.
+        let content = |i: u32| vec![(i % 12) as u8; 100 + (i % 12) as usize];
+        chunk_tx
+            .send((0..20).map(|i| (i, content(i))).collect())
+            .expect("send");
+        chunk_tx
+            .send((20..40).map(|i| (i, content(i))).collect())
+            .expect("send");
+        drop(chunk_tx);
+        let mut claimed = ClaimSet::with_memory(3);
+        let progress = Progress::default();
+        encode_stage(
+            chunk_rx,
+            out_tx,
+            &opts,
+            &NothingKnown,
+            &mut claimed,
+            &progress,
+        )
+        .expect("encode");
+        assert!(claimed.on_disk());
+        assert_eq!(claimed.len(), 12);
+        let out: Vec<Encoded> = out_rx.iter().flatten().collect();
+        assert_eq!(out.len(), 40);
+        for e in &out {
+            let first = e.index < 12;
+            match e.outcome {
+                Outcome::New(_) => assert!(first, "chunk {} encoded again", e.index),
+                Outcome::Duplicate => assert!(!first, "chunk {} not stored", e.index),
+                Outcome::Known(_) => panic!("nothing is known"),
+            }
+        }
+        assert_eq!(progress.chunks.load(Ordering::Relaxed), 40);
     }
 }

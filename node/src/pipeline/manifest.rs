@@ -25,6 +25,7 @@ use serde_bytes::ByteBuf;
 use strew_coordinator::DataId;
 
 use super::secret::ChunkKey;
+use crate::claim_set::ClaimSet;
 
 pub const MANIFEST_VERSION: u32 = 3;
 /// The oldest manifest version this strew still reads.
@@ -303,12 +304,13 @@ pub fn check_version(version: u32) -> Result<(), ManifestError> {
 /// in manifest order, so a manifest streamed from its stripes is checked
 /// as it passes. Holds a 16-byte hash of each path seen and of each
 /// directory, not the paths (a tree of a million files would hold a
-/// million paths); two paths of a manifest colliding in 128 bits of BLAKE3
-/// is not a case to plan for.
+/// million paths), in sets whose memory is bounded ([`ClaimSet`]: on disk
+/// past their bound); two paths of a manifest colliding in 128 bits of
+/// BLAKE3 is not a case to plan for.
 #[derive(Default)]
 pub struct EntryCheck {
-    dirs: std::collections::HashSet<u128>,
-    seen: std::collections::HashSet<u128>,
+    dirs: ClaimSet,
+    seen: ClaimSet,
 }
 
 pub(crate) fn path_hash(path: &[u8]) -> u128 {
@@ -342,14 +344,17 @@ impl EntryCheck {
             });
         }
         let hash = path_hash(path);
-        if !self.seen.insert(hash) {
+        if !self.seen.insert(hash).map_err(ManifestError::Scratch)? {
             return Err(ManifestError::Inconsistent {
                 path: shown(),
                 why: "listed twice".into(),
             });
         }
         if let Some(cut) = path.iter().rposition(|b| *b == b'/')
-            && !self.dirs.contains(&path_hash(&path[..cut]))
+            && !self
+                .dirs
+                .contains(path_hash(&path[..cut]))
+                .map_err(ManifestError::Scratch)?
         {
             return Err(ManifestError::Inconsistent {
                 path: shown(),
@@ -358,7 +363,7 @@ impl EntryCheck {
         }
         match &e.kind {
             EntryKind::Dir => {
-                self.dirs.insert(hash);
+                self.dirs.insert(hash).map_err(ManifestError::Scratch)?;
             }
             EntryKind::Symlink { .. } => {}
             EntryKind::File { size, extents, .. } => {
@@ -504,6 +509,43 @@ mod tests {
         }
         let good = manifest(vec![entry("a", EntryKind::Dir), entry("a/f", file(5, 5))]);
         assert_eq!(Manifest::decode(&good.encode()).unwrap(), good);
+    }
+
+    /// The rules hold the same once the paths seen and the directories
+    /// have gone to disk.
+    #[test]
+    fn the_entry_check_holds_with_its_path_sets_on_disk() {
+        let fresh = || EntryCheck {
+            dirs: ClaimSet::with_memory(2),
+            seen: ClaimSet::with_memory(2),
+        };
+        let mut tree = vec![Entry::for_tests("a", EntryKind::Dir)];
+        for d in 0..20 {
+            tree.push(Entry::for_tests(&format!("a/d{d}"), EntryKind::Dir));
+            for f in 0..5 {
+                tree.push(Entry::for_tests(&format!("a/d{d}/l{f}"), EntryKind::Dir));
+            }
+        }
+        let run = |extra: &[Entry]| {
+            let mut check = fresh();
+            for e in tree.iter().chain(extra) {
+                check.check(e, 0, |_| None)?;
+            }
+            assert!(check.seen.on_disk() && check.dirs.on_disk());
+            Ok::<_, ManifestError>(())
+        };
+        run(&[]).expect("a good tree");
+        let last = Entry::for_tests("a/d19/l4/x", EntryKind::Dir);
+        run(std::slice::from_ref(&last)).expect("a good entry past the bound");
+        for bad in [
+            Entry::for_tests("a/d0", EntryKind::Dir),
+            Entry::for_tests("a/d3/l1", EntryKind::Dir),
+            Entry::for_tests("a/d20/x", EntryKind::Dir),
+            Entry::for_tests("b/x", EntryKind::Dir),
+        ] {
+            let err = run(&[bad]).expect_err("refused");
+            assert!(matches!(err, ManifestError::Inconsistent { .. }), "{err}");
+        }
     }
 
     #[test]

@@ -35,6 +35,15 @@ pub enum JournalError {
     Scratch(PathBuf, #[source] SpillError),
 }
 
+/// Why a journal's bytes could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Scratch(#[from] SpillError),
+}
+
 /// One journal record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Record {
@@ -95,18 +104,27 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Resume::default()),
             Err(e) => return Err(io(e)),
         };
+        match Journal::decode(BufReader::new(file)) {
+            Ok(resume) => Ok(resume),
+            Err(ReadError::Io(e)) => Err(io(e)),
+            Err(ReadError::Scratch(e)) => Err(JournalError::Scratch(path.to_path_buf(), e)),
+        }
+    }
+
+    /// What a journal's bytes say, up to the first torn or damaged record
+    /// (never a panic, whatever the bytes).
+    pub fn decode(r: impl Read) -> Result<Resume, ReadError> {
         let mut replay = Replay::default();
         let mut failed = None;
-        each_record(BufReader::new(file), |record| {
+        each_record(r, |record| {
             if failed.is_none()
                 && let Err(e) = replay.feed(record)
             {
                 failed = Some(e);
             }
-        })
-        .map_err(io)?;
+        })?;
         match failed {
-            Some(e) => Err(JournalError::Scratch(path.to_path_buf(), e)),
+            Some(e) => Err(ReadError::Scratch(e)),
             None => Ok(replay.finish()),
         }
     }
@@ -204,6 +222,10 @@ struct Replay {
 
 impl Replay {
     fn feed(&mut self, record: Record) -> Result<(), SpillError> {
+        if self.resume.pending_id.is_none() && !matches!(record, Record::Begin { .. }) {
+            // Damage: every journal starts with its pending backup.
+            return Ok(());
+        }
         match record {
             Record::Begin { pending_id } => {
                 self.resume = Resume {
@@ -305,5 +327,35 @@ mod tests {
         // Garbage is no journal, and no panic.
         std::fs::write(&path, [1, 0, 0, 0, 0xff, 9, 9]).unwrap();
         assert!(Journal::read(&path).unwrap().pending_id.is_none());
+    }
+
+    /// A journal's records mean something only after its `Begin`: parts
+    /// without one (damage; strew never writes them) resume nothing.
+    #[test]
+    fn records_before_a_begin_are_ignored() {
+        let frame = |r: &Record| {
+            let mut body = Vec::new();
+            ciborium::into_writer(r, &mut body).unwrap();
+            let mut out = (body.len() as u32).to_le_bytes().to_vec();
+            out.extend(body);
+            out
+        };
+        let mut bytes = frame(&Record::Planned {
+            decision: decision(3, &[1, 2]),
+        });
+        bytes.extend(frame(&Record::Done));
+        let r = Journal::decode(bytes.as_slice()).unwrap();
+        assert!(r.pending_id.is_none());
+        assert!(r.done.is_empty());
+        bytes.extend(frame(&Record::Begin { pending_id: 4 }));
+        bytes.extend(frame(&Record::Planned {
+            decision: decision(4, &[5]),
+        }));
+        bytes.extend(frame(&Record::Done));
+        let r = Journal::decode(bytes.as_slice()).unwrap();
+        assert_eq!(r.pending_id, Some(4));
+        assert_eq!(r.done.len(), 1);
+        assert!(r.done.contains(claim(&DataId([5; 32]))).unwrap());
+        assert!(!r.done.contains(claim(&DataId([1; 32]))).unwrap());
     }
 }

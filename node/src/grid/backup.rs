@@ -234,7 +234,7 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     {
         run.pending = Some(pending_id);
         run.plans = 1;
-        run.journal = Some(Journal::reopen(path).map_err(journal_error)?);
+        run.journal = Some(Journal::reopen(path, resume.valid_bytes).map_err(journal_error)?);
         if let Some((decision, receipts)) = resume.in_flight {
             tracing::info!(pending_id, "resuming an interrupted backup");
             if let Err(err) = run.resume_part(decision, receipts).await {

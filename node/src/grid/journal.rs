@@ -31,7 +31,9 @@ pub enum JournalError {
     Io(PathBuf, #[source] std::io::Error),
     #[error("backup journal {0}: cannot encode a record: {1}")]
     Encode(PathBuf, String),
-    #[error("backup journal {0}: cannot keep what it says on disk while it is read: {1}")]
+    #[error(
+        "backup journal {0}: the chunks it lists could not be kept on disk while it is read (is the temporary directory full?): {1}"
+    )]
     Scratch(PathBuf, #[source] SpillError),
 }
 
@@ -66,6 +68,9 @@ pub struct Resume {
     pub done: ClaimSet,
     /// Uploads (packet to target) of those parts (for the report).
     pub done_packets: u64,
+    /// Bytes of whole, valid records: a resumed journal is cut there
+    /// ([`Journal::reopen`]) before it is appended to.
+    pub valid_bytes: u64,
     /// A part planned but not handed in: its plan and the receipts its
     /// finished uploads got.
     pub in_flight: Option<(PlanDecision, Vec<StoreReceipt>)>,
@@ -116,7 +121,7 @@ impl Journal {
     pub fn decode(r: impl Read) -> Result<Resume, ReadError> {
         let mut replay = Replay::default();
         let mut failed = None;
-        each_record(r, |record| {
+        let valid = each_record(r, |record| {
             if failed.is_none()
                 && let Err(e) = replay.feed(record)
             {
@@ -125,7 +130,10 @@ impl Journal {
         })?;
         match failed {
             Some(e) => Err(ReadError::Scratch(e)),
-            None => Ok(replay.finish()),
+            None => Ok(Resume {
+                valid_bytes: valid,
+                ..replay.finish()
+            }),
         }
     }
 
@@ -145,11 +153,10 @@ impl Journal {
     }
 
     /// Continues the journal at `path` (a resumed backup), cutting off a
-    /// torn last record first.
-    pub fn reopen(path: &Path) -> Result<Self, JournalError> {
+    /// torn last record first: `valid` is what [`Journal::read`] found
+    /// whole ([`Resume::valid_bytes`]), so the file is not read twice.
+    pub fn reopen(path: &Path, valid: u64) -> Result<Self, JournalError> {
         let io = |e| JournalError::Io(path.to_path_buf(), e);
-        let valid =
-            each_record(BufReader::new(File::open(path).map_err(io)?), |_| ()).map_err(io)?;
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
         file.set_len(valid).map_err(io)?;
         Ok(Journal {
@@ -309,14 +316,18 @@ mod tests {
         f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
         let r = Journal::read(&path).unwrap();
         assert_eq!(r.pending_id, Some(7));
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        assert_eq!(r.valid_bytes, len(&path) - 6);
         // Reopened, the torn tail is cut off and new records read back.
-        let mut j = Journal::reopen(&path).unwrap();
+        let mut j = Journal::reopen(&path, r.valid_bytes).unwrap();
         j.append(&Record::Receipted {
             receipts: Vec::new(),
         })
         .unwrap();
         drop(j);
         let r = Journal::read(&path).unwrap();
+        // Every byte is a whole record again: the torn tail was cut.
+        assert_eq!(r.valid_bytes, len(&path));
         assert_eq!(r.done.len(), 2);
         assert!(r.done.contains(claim(&DataId([2; 32]))).unwrap());
         let (in_flight, receipts) = r.in_flight.unwrap();

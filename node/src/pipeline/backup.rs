@@ -341,19 +341,21 @@ fn encode_stage(
     for batch in rx {
         // Keyed in parallel, claimed in chunk order (the first of two
         // equal chunks carries their stripe), encoded in parallel.
-        let keyed: Vec<(u32, ChunkKey, Vec<u8>)> = batch
+        let keyed: Vec<(u32, ChunkKey, DataId, Vec<u8>)> = batch
             .into_par_iter()
-            .map(|(index, bytes)| (index, opts.codec.key(&bytes), bytes))
+            .map(|(index, bytes)| {
+                let key = opts.codec.key(&bytes);
+                (index, key, key.storage_index(), bytes)
+            })
             .collect();
         let mut firsts = Vec::with_capacity(keyed.len());
-        for (_, key, _) in &keyed {
-            firsts.push(claimed.insert(claim(&key.storage_index()))?);
+        for (_, _, data_id, _) in &keyed {
+            firsts.push(claimed.insert(claim(data_id))?);
         }
         let out: Vec<Encoded> = keyed
             .into_par_iter()
             .zip(firsts)
-            .map(|((index, key, bytes), first)| {
-                let data_id = key.storage_index();
+            .map(|((index, key, data_id, bytes), first)| {
                 let outcome = if !first {
                     Outcome::Duplicate
                 } else if let Some(record) = known.known(&data_id) {

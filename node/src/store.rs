@@ -31,6 +31,10 @@ use strew_coordinator::PacketId;
 /// A segment is closed for appends once it grows past this size.
 pub const SEGMENT_ROLL_BYTES: u64 = 256 * 1024 * 1024;
 
+/// How many times a read looks a packet up again when its segment file
+/// went away under it (each time the index named another place).
+const PLACE_LOOKUPS: u32 = 8;
+
 /// PacketId → (segment number, offset, length).
 const PACKETS: TableDefinition<&[u8; 32], (u32, u64, u32)> = TableDefinition::new("packets-v1");
 /// Segment number → live bytes in it.
@@ -131,6 +135,10 @@ struct Inner {
     capacity: Mutex<u64>,
     writer: Mutex<Writer>,
     readers: Mutex<BTreeMap<u32, Arc<File>>>,
+    /// Held by a compaction: two at once (the daemon's upkeep and a
+    /// backup's cleanup) would move the same packets and remove each
+    /// other's files.
+    compacting: Mutex<()>,
     /// Compactions run and disk bytes they reclaimed since the store opened.
     compactions: AtomicU64,
     reclaimed: AtomicU64,
@@ -289,6 +297,7 @@ impl PacketStore {
                     len: 0,
                 }),
                 readers: Mutex::new(BTreeMap::new()),
+                compacting: Mutex::new(()),
                 compactions: AtomicU64::new(0),
                 reclaimed: AtomicU64::new(0),
             }),
@@ -521,32 +530,54 @@ impl PacketStore {
     /// Reads a packet's bytes, or `None` if it is not stored. The bytes are
     /// returned as stored; callers that did not write them verify the
     /// PacketId themselves (see [`PacketId::of`]).
+    ///
+    /// A packet can move (compaction) or go (a delete that empties its
+    /// segment) between reading its place and opening its segment: a
+    /// segment file that is gone is no error while the index names another
+    /// place, or none, when read again.
     pub fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut looked = 0;
+        loop {
+            let Some((segment, offset, len)) = self.place(id)? else {
+                return Ok(None);
+            };
+            let file = match self.reader(segment) {
+                Ok(file) => file,
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && looked < PLACE_LOOKUPS
+                        && self.place(id)? != Some((segment, offset, len)) =>
+                {
+                    looked += 1;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, offset).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    StoreError::Truncated {
+                        id: *id,
+                        segment,
+                        offset,
+                        len,
+                    }
+                } else {
+                    StoreError::Io {
+                        path: segment_path(&self.inner.dir, segment),
+                        source: e,
+                    }
+                }
+            })?;
+            return Ok(Some(buf));
+        }
+    }
+
+    /// Where the index puts a packet: segment, offset, length.
+    fn place(&self, id: &PacketId) -> Result<Option<(u32, u64, u32)>, StoreError> {
         let txn = self.inner.db.begin_read()?;
         let index = txn.open_table(PACKETS)?;
-        let Some((segment, offset, len)) = index.get(&id.0)?.map(|v| v.value()) else {
-            return Ok(None);
-        };
-        drop(index);
-        drop(txn);
-        let file = self.reader(segment)?;
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                StoreError::Truncated {
-                    id: *id,
-                    segment,
-                    offset,
-                    len,
-                }
-            } else {
-                StoreError::Io {
-                    path: segment_path(&self.inner.dir, segment),
-                    source: e,
-                }
-            }
-        })?;
-        Ok(Some(buf))
+        Ok(index.get(&id.0)?.map(|v| v.value()))
     }
 
     /// The stored length of a packet, or `None` if it is not stored.
@@ -742,6 +773,7 @@ impl PacketStore {
     /// segment files the index does not reference at all (crash leftovers).
     /// Returns the bytes of disk reclaimed.
     pub fn compact(&self) -> Result<u64, StoreError> {
+        let _one_at_a_time = lock(&self.inner.compacting);
         let seg_dir = self.inner.dir.join("segments");
         // A mostly dead active segment is closed first, so its space can be
         // reclaimed too (a store that only shrinks never rolls by size).
@@ -769,7 +801,12 @@ impl PacketStore {
                 let (seg, live) = (seg.value(), live.value());
                 referenced.push(seg);
                 let path = segment_path(&self.inner.dir, seg);
-                let size = fs::metadata(&path).map_err(io(&path))?.len();
+                let size = match fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    // Emptied by a delete since the read began: nothing to move.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(&path)(e)),
+                };
                 if seg != active && live * 2 <= size {
                     sparse.push(seg);
                 }
@@ -788,10 +825,12 @@ impl PacketStore {
             else {
                 continue;
             };
-            if num != active && !referenced.contains(&num) {
-                reclaimed += entry.metadata().map_err(io(&entry.path()))?.len();
+            // Only segments before the active one: a put may roll to a
+            // new segment meanwhile, and its file is unreferenced until the
+            // put commits.
+            if num < active && !referenced.contains(&num) {
                 lock(&self.inner.readers).remove(&num);
-                fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+                reclaimed += remove_segment_file(&entry.path())?;
             }
         }
         for seg in sparse {
@@ -812,15 +851,11 @@ impl PacketStore {
                     self.relocate(id, &bytes)?;
                 }
             }
-            let path = segment_path(&self.inner.dir, seg);
-            if path.exists() {
-                reclaimed += fs::metadata(&path).map_err(io(&path))?.len();
-                lock(&self.inner.readers).remove(&seg);
-                fs::remove_file(&path).map_err(io(&path))?;
-                let txn = self.inner.db.begin_write()?;
-                txn.open_table(SEGMENTS)?.remove(seg)?;
-                txn.commit()?;
-            }
+            lock(&self.inner.readers).remove(&seg);
+            reclaimed += remove_segment_file(&segment_path(&self.inner.dir, seg))?;
+            let txn = self.inner.db.begin_write()?;
+            txn.open_table(SEGMENTS)?.remove(seg)?;
+            txn.commit()?;
         }
         self.inner.compactions.fetch_add(1, Ordering::Relaxed);
         self.inner.reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
@@ -860,6 +895,22 @@ impl PacketStore {
             return self.compact();
         }
         Ok(0)
+    }
+}
+
+/// Removes a segment file the index no longer names: its size, or 0 when
+/// it is gone already (a delete that emptied it removed it meanwhile).
+fn remove_segment_file(path: &Path) -> Result<u64, StoreError> {
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let size = match fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) => return Err(io(path)(e)),
+    };
+    match fs::remove_file(path) {
+        Ok(()) => Ok(size),
+        Err(e) if gone(&e) => Ok(0),
+        Err(e) => Err(io(path)(e)),
     }
 }
 

@@ -217,3 +217,65 @@ fn a_checked_packet_is_made_only_of_bytes_that_are_its_id_and_stores_once() {
     assert_eq!(store.generation_of(&id).unwrap(), Some(4));
     assert_eq!(store.used_bytes().unwrap(), 700);
 }
+
+#[test]
+fn reads_during_compactions_and_deletes_find_every_live_packet() {
+    // Compactions move the live packets to a new segment and remove the
+    // old file, over and over, while two threads read them and a second
+    // compactor runs: a read that found a packet's place just before it
+    // moved finds it at its new place, and two compactions never remove
+    // each other's files.
+    let dir = tempfile::tempdir().unwrap();
+    let store = PacketStore::open(dir.path(), 1 << 30).unwrap();
+    let live: Vec<_> = (1..=8u8).map(|n| packet(n, 3000)).collect();
+    for (id, bytes) in &live {
+        store.put(*id, bytes).unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, live, stop) = (store.clone(), live.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for (id, bytes) in &live {
+                        let got = store.get(id).expect("a live packet reads");
+                        assert_eq!(got.as_ref(), Some(bytes), "a live packet is whole");
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        })
+        .collect();
+    let second = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                store.compact().expect("a concurrent compaction");
+            }
+        })
+    };
+    for round in 0..60u8 {
+        // Garbage as large as the live bytes: the active segment is at most
+        // half live, so the compaction rolls it and moves the live packets.
+        let garbage: Vec<_> = (0..8u8)
+            .map(|n| packet(round.wrapping_mul(8).wrapping_add(n).wrapping_add(9), 3001))
+            .collect();
+        for (id, bytes) in &garbage {
+            store.put(*id, bytes).unwrap();
+        }
+        let ids: Vec<PacketId> = garbage.iter().map(|(id, _)| *id).collect();
+        store.delete_many(&ids).unwrap();
+        store.compact().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    second.join().expect("the second compactor");
+    for r in readers {
+        assert!(r.join().expect("a reader") > 0);
+    }
+    for (id, bytes) in &live {
+        assert_eq!(store.get(id).unwrap().as_ref(), Some(bytes));
+    }
+    assert_eq!(store.used_bytes().unwrap(), 8 * 3000);
+}

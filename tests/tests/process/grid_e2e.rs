@@ -685,34 +685,47 @@ fn ctrl_c_cancels_a_running_backup_and_releases_its_reservations() -> Result<()>
         "--name",
         "big",
     ];
-    let mut client = nodes[1].cli_spawn(&args)?;
+    // The client's own `--progress json` lines (one a second) say when the
+    // first bytes were uploaded: polling four daemons' status instead took
+    // long enough on a loaded machine that the backup finished first.
+    let mut client = nodes[1].cli_spawn(&[&args[..], &["--progress", "json"]].concat())?;
     let others: Vec<&Node> = nodes
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != 1)
         .map(|(_, n)| n)
         .collect();
-    let began = wait_for("uploads to begin", Duration::from_secs(60), || {
-        if let Ok(Some(status)) = client.try_wait() {
-            return Some(Err(anyhow::anyhow!("the backup ended first ({status})")));
+    let stdout = client.stdout.take().context("the client's stdout")?;
+    let (uploading, began) = std::sync::mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["event"] == "progress" && v["uploaded"].as_u64().is_some_and(|u| u > 0) {
+                let _ = uploading.send(());
+            }
+            seen.push(line);
         }
-        stored_packets(&others)
-            .ok()?
-            .iter()
-            .any(|n| *n > 0)
-            .then_some(Ok(()))
-    })
-    .and_then(|r| r);
-    if let Err(e) = began {
+        seen
+    });
+    if began.recv_timeout(Duration::from_secs(120)).is_err() {
         let out = strew_tests::wait_output(&mut client, Duration::from_secs(5))?;
-        anyhow::bail!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        let seen = lines.join().unwrap_or_default();
+        anyhow::bail!(
+            "no upload progress before the backup ended or 120 s passed: {}\n{}",
+            seen.join("\n"),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     strew_tests::signal(client.id(), "INT")?;
     let out = strew_tests::wait_output(&mut client, Duration::from_secs(60))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let seen = lines.join().unwrap_or_default();
     ensure!(
         !out.status.success(),
-        "a cancelled backup is not a success: {stderr}"
+        "a cancelled backup is not a success: {stderr}\n{}",
+        seen.join("\n")
     );
     ensure!(stderr.contains("cancelled"), "it says so: {stderr}");
     ensure!(stderr.contains("reservations released"), "{stderr}");

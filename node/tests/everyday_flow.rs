@@ -331,12 +331,21 @@ async fn manifests_answer_ls_find_and_diff_without_a_data_packet() {
     g.targets.take_gets();
 
     let client = g.manager.client(g.me.node_id);
-    let (ma, fetched_a) = grid_manifest(&g.me, &client, g.targets.clone(), a.snapshot, keys())
-        .await
-        .unwrap();
-    let (mb, fetched_b) = grid_manifest(&g.me, &client, g.targets.clone(), b.snapshot, keys())
-        .await
-        .unwrap();
+    let read = |snapshot| {
+        grid_manifest(
+            &g.me,
+            &client,
+            g.targets.clone(),
+            snapshot,
+            keys(),
+            Box::new(std::io::sink()),
+        )
+    };
+    let a_read = read(a.snapshot).await.unwrap();
+    let b_read = read(b.snapshot).await.unwrap();
+    assert!(a_read.copied && b_read.copied);
+    let (ma, fetched_a) = (a_read.manifest, a_read.fetched);
+    let (mb, fetched_b) = (b_read.manifest, b_read.fetched);
     let gets = g.targets.take_gets();
     let (_, manifest_a, _) = packets_of(&g, a.snapshot).await;
     let (_, manifest_b, _) = packets_of(&g, b.snapshot).await;
@@ -348,7 +357,8 @@ async fn manifests_answer_ls_find_and_diff_without_a_data_packet() {
             "packet {id} fetched is not a manifest packet"
         );
     }
-    let mut listed: Vec<String> = select::list(&ma, None)
+    let mut listed: Vec<String> = select::list(ma.heads(), None)
+        .unwrap()
         .into_iter()
         .map(|l| l.path)
         .collect();
@@ -357,9 +367,12 @@ async fn manifests_answer_ls_find_and_diff_without_a_data_packet() {
         listed,
         ["home", "home/big.bin", "home/docs", "home/docs/a.txt"]
     );
-    let found = select::find(&mb, "*.pdf").unwrap();
+    let found = select::Finder::new("*.pdf")
+        .unwrap()
+        .find(mb.heads())
+        .unwrap();
     assert_eq!(found[0].path, "home/docs/new.pdf");
-    let d = select::diff(&ma, &mb);
+    let d = select::diff(|| ma.heads(), mb.heads()).unwrap();
     assert_eq!(d.added, ["home/docs/new.pdf"]);
     assert_eq!(d.removed, ["home/big.bin"]);
     assert_eq!(d.changed, ["home/docs/a.txt"]);
@@ -407,14 +420,18 @@ async fn restore_include_fetches_only_the_stripes_of_the_file_it_restores() {
     let gets = g.targets.take_gets();
 
     // The file's own chunks, from the manifest.
-    let (manifest, _) = grid_manifest(
+    let manifest = grid_manifest(
         &g.me,
         &g.manager.client(g.me.node_id),
         g.targets.clone(),
         report.snapshot,
         keys(),
+        Box::new(std::io::sink()),
     )
     .await
+    .unwrap()
+    .manifest
+    .to_manifest()
     .unwrap();
     g.targets.take_gets();
     let file_chunks: BTreeSet<DataId> = manifest
@@ -502,16 +519,22 @@ async fn excluded_paths_are_not_in_the_snapshot() {
         report.stats.excluded, 5,
         "node_modules, build.log, cache, drafts, secret.txt"
     );
-    let (manifest, _) = grid_manifest(
+    let manifest = grid_manifest(
         &g.me,
         &g.manager.client(g.me.node_id),
         g.targets.clone(),
         report.snapshot,
         keys(),
+        Box::new(std::io::sink()),
     )
     .await
+    .unwrap()
+    .manifest
+    .to_manifest()
     .unwrap();
-    let mut paths: Vec<String> = select::list(&manifest, None)
+    let entries = manifest.entries.iter().cloned();
+    let mut paths: Vec<String> = select::list(entries.map(Ok::<_, std::io::Error>), None)
+        .unwrap()
         .into_iter()
         .map(|l| l.path)
         .collect();

@@ -603,3 +603,63 @@ fn a_sequence_out_of_order_repeated_or_short_is_restored_or_refused_clearly() {
         "{result:?}"
     );
 }
+
+/// A writer that takes `room` bytes, then fails (a full disk).
+struct Full {
+    room: usize,
+}
+
+impl std::io::Write for Full {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.room {
+            return Err(std::io::Error::other("no space left"));
+        }
+        self.room -= buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_manifest_copied_as_it_streams_reads_back_the_same_and_a_failed_copy_loses_nothing() {
+    use strew_node::pipeline::manifest_disk::DiskManifest;
+    use strew_node::pipeline::restore::{open_manifest, open_manifest_copying};
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    rich_tree(&src);
+    let store = PacketStore::open(&work.path().join("store"), u64::MAX).unwrap();
+    let c = codec(5, Redundancy::Erasure { k: 2, m: 1 });
+    let report = run_backup(&src, &c, &store, &NothingKnown);
+    let keys = pipeline::RestoreKeys {
+        owner: c.secret.clone(),
+        data: Vec::new(),
+    };
+    let (plain, _) = open_manifest(&report.sequence, &keys, &store).unwrap();
+    let plain = plain.to_manifest().unwrap();
+    assert!(plain.entries.len() > 5, "{} entries", plain.entries.len());
+
+    let mut copy = Vec::new();
+    let (read, _, whole) =
+        open_manifest_copying(&report.sequence, &keys, &store, &mut copy).unwrap();
+    assert!(whole);
+    assert_eq!(read.to_manifest().unwrap(), plain);
+    let again = DiskManifest::decode_from(&copy[..]).unwrap();
+    assert_eq!(
+        again.to_manifest().unwrap(),
+        plain,
+        "the copy is the manifest"
+    );
+
+    // A copy that fails half-way: the manifest still reads whole, and the
+    // answer says the copy is not.
+    let mut full = Full {
+        room: copy.len() / 2,
+    };
+    let (read, _, whole) =
+        open_manifest_copying(&report.sequence, &keys, &store, &mut full).unwrap();
+    assert!(!whole);
+    assert_eq!(read.to_manifest().unwrap(), plain);
+}

@@ -2,9 +2,12 @@
 //! `diff` control commands, and the local cache of manifests already read.
 //!
 //! A manifest is read from its snapshot's manifest stripes (never a data
-//! packet: [`crate::grid::grid_manifest`]) and kept in `DATA_DIR/manifests/`
-//! (mode 0600; a snapshot's manifest never changes), so a second question
-//! about a snapshot fetches nothing. Owns the cache and the commands' JSON;
+//! packet: [`crate::grid::grid_manifest`]) and its bytes copied, as they
+//! stream, to `DATA_DIR/manifests/` (mode 0600; a snapshot's manifest never
+//! changes), so a second question about a snapshot fetches nothing. Either
+//! way it is decoded into scratch files ([`DiskManifest`]), and the
+//! commands read its entries as they stream: what the daemon holds is a
+//! few bytes an entry and the answer (`diff`: 32 bytes an entry of A). Owns the cache and the commands' JSON;
 //! the answers themselves are [`crate::pipeline::select`]'s.
 
 use std::path::{Path, PathBuf};
@@ -16,8 +19,9 @@ use strew_coordinator::SnapshotId;
 use super::jobs::{SourceJobs, resolve_snapshot};
 use super::{CommandError, DaemonContext};
 use crate::grid::{ManagerApi, OverlayManager, OverlayTransport, grid_manifest};
-use crate::pipeline::manifest::Manifest;
+use crate::pipeline::manifest_disk::DiskManifest;
 use crate::pipeline::select;
+use crate::spill::SpillError;
 
 /// Directory of the manifest cache inside the data dir.
 pub const MANIFESTS_DIR: &str = "manifests";
@@ -38,43 +42,54 @@ impl ManifestCache {
         self.dir.join(format!("{snapshot}.cbor"))
     }
 
-    /// The cached manifest, if any (a damaged file counts as absent).
-    fn get(&self, snapshot: &SnapshotId) -> Option<Manifest> {
-        let bytes = std::fs::read(self.path(snapshot)).ok()?;
-        Manifest::decode(&bytes).ok()
+    /// The cached manifest, if any, decoded into scratch files as the file
+    /// streams in (a damaged file counts as absent).
+    fn get(&self, snapshot: &SnapshotId) -> Option<DiskManifest> {
+        let file = std::fs::File::open(self.path(snapshot)).ok()?;
+        DiskManifest::decode_from(std::io::BufReader::new(file)).ok()
     }
 
-    fn put(&self, snapshot: &SnapshotId, manifest: &Manifest) {
-        let write = std::fs::create_dir_all(&self.dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                crate::private_file::write_private(&self.path(snapshot), &manifest.encode())
-                    .map_err(|e| crate::grid::error_text(&e))
-            });
-        if let Err(err) = write {
+    /// A file (mode 0600) a manifest's bytes are copied into as they are
+    /// read; [`ManifestCache::keep`] makes it the snapshot's.
+    fn fresh(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        std::fs::create_dir_all(&self.dir)?;
+        tempfile::NamedTempFile::new_in(&self.dir)
+    }
+
+    fn keep(&self, snapshot: &SnapshotId, copy: tempfile::NamedTempFile) {
+        if let Err(err) = copy.persist(self.path(snapshot)) {
             tracing::warn!(%err, "cannot cache a manifest; it will be fetched again");
         }
     }
 }
 
 /// A manifest and the packets fetched to read it (0 when it was cached).
-struct Read {
-    manifest: Manifest,
+pub(super) struct Read {
+    pub(super) manifest: DiskManifest,
     fetched: u64,
 }
 
-impl SourceJobs {
-    /// The manifest of `snapshot` (cached, or read from its manifest stripes).
-    pub(super) async fn manifest_of(
-        &self,
-        ctx: &DaemonContext,
-        snapshot: SnapshotId,
-    ) -> Result<Manifest, CommandError> {
-        Ok(self.manifest(ctx, snapshot).await?.manifest)
-    }
+/// A manifest's scratch files failed (the temporary directory full?).
+fn scratch(e: SpillError) -> CommandError {
+    CommandError::Internal(format!(
+        "reading a manifest's scratch files: {e} (is the temporary directory full?)"
+    ))
+}
 
-    /// The manifest of `snapshot`, from the cache or its manifest stripes.
-    async fn manifest(
+/// Runs `f` on the manifest on a blocking thread (it reads scratch files).
+async fn with_manifest<T: Send + 'static>(
+    read: Read,
+    f: impl FnOnce(&DiskManifest) -> Result<T, CommandError> + Send + 'static,
+) -> Result<(T, Read), CommandError> {
+    tokio::task::spawn_blocking(move || f(&read.manifest).map(|t| (t, read)))
+        .await
+        .map_err(|e| CommandError::task("manifest", e))?
+}
+
+impl SourceJobs {
+    /// The manifest of `snapshot` (cached, or read from its manifest
+    /// stripes), in scratch files: a few bytes an entry in memory.
+    pub(super) async fn manifest(
         &self,
         ctx: &DaemonContext,
         snapshot: SnapshotId,
@@ -89,23 +104,48 @@ impl SourceJobs {
                 fetched: 0,
             });
         }
+        let cache = ManifestCache::new(&ctx.data_dir);
+        let copy = cache.fresh().ok();
+        let sink: Box<dyn std::io::Write + Send> =
+            match copy.as_ref().and_then(|c| c.as_file().try_clone().ok()) {
+                Some(file) => Box::new(std::io::BufWriter::new(file)),
+                None => Box::new(std::io::sink()),
+            };
         let manager = OverlayManager::new(ctx.overlay.clone());
         let transport = Arc::new(OverlayTransport::new(ctx.overlay.clone()));
-        let (manifest, fetched) =
-            grid_manifest(&self.me, &manager, transport, snapshot, self.restore_keys()).await?;
-        let (cache, copy) = (ManifestCache::new(&ctx.data_dir), manifest.clone());
-        tokio::task::spawn_blocking(move || cache.put(&snapshot, &copy))
-            .await
-            .map_err(|e| CommandError::task("manifest cache", e))?;
-        Ok(Read { manifest, fetched })
+        let read = grid_manifest(
+            &self.me,
+            &manager,
+            transport,
+            snapshot,
+            self.restore_keys(),
+            sink,
+        )
+        .await?;
+        match copy {
+            Some(copy) if read.copied => {
+                tokio::task::spawn_blocking(move || cache.keep(&snapshot, copy))
+                    .await
+                    .map_err(|e| CommandError::task("manifest cache", e))?;
+            }
+            _ => tracing::warn!("cannot cache a manifest; it will be fetched again"),
+        }
+        Ok(Read {
+            manifest: read.manifest,
+            fetched: read.fetched,
+        })
     }
 
     /// `strew ls SNAPSHOT [PATH]`: `{snapshot, entries, fetched_packets}`.
     pub(super) async fn ls(&self, ctx: &DaemonContext, args: Value) -> Result<Value, CommandError> {
         let snapshot = resolve_snapshot(ctx, text_arg(&args, "snapshot")?).await?;
         let read = self.manifest(ctx, snapshot).await?;
-        let under = args.get("path").and_then(Value::as_str);
-        let entries = select::list(&read.manifest, under);
+        let under = args.get("path").and_then(Value::as_str).map(str::to_string);
+        let wanted = under.clone();
+        let (entries, read) = with_manifest(read, move |m| {
+            select::list(m.heads(), wanted.as_deref()).map_err(scratch)
+        })
+        .await?;
         if entries.is_empty()
             && let Some(path) = under
         {
@@ -127,6 +167,10 @@ impl SourceJobs {
         args: Value,
     ) -> Result<Value, CommandError> {
         let pattern = text_arg(&args, "pattern")?.to_string();
+        let finder = Arc::new(
+            select::Finder::new(&pattern)
+                .map_err(|e| CommandError::BadArguments(crate::grid::error_text(&e)))?,
+        );
         let set = args.get("name").and_then(Value::as_str).map(str::to_string);
         let manager = OverlayManager::new(ctx.overlay.clone());
         let mut matches = Vec::new();
@@ -134,8 +178,9 @@ impl SourceJobs {
         for s in manager.list(set).await? {
             let read = self.manifest(ctx, s.snapshot).await?;
             fetched += read.fetched;
-            let found = select::find(&read.manifest, &pattern)
-                .map_err(|e| CommandError::BadArguments(crate::grid::error_text(&e)))?;
+            let f = finder.clone();
+            let (found, _) =
+                with_manifest(read, move |m| f.find(m.heads()).map_err(scratch)).await?;
             for entry in found {
                 let mut v = serde_json::to_value(&entry).map_err(CommandError::json)?;
                 v["snapshot"] = json!(s.snapshot.to_string());
@@ -156,11 +201,15 @@ impl SourceJobs {
         let a = resolve_snapshot(ctx, text_arg(&args, "snapshot_a")?).await?;
         let b = resolve_snapshot(ctx, text_arg(&args, "snapshot_b")?).await?;
         let (ra, rb) = (self.manifest(ctx, a).await?, self.manifest(ctx, b).await?);
-        let d = select::diff(&ra.manifest, &rb.manifest);
+        let fetched = ra.fetched + rb.fetched;
+        let (d, _) = with_manifest(ra, move |ma| {
+            select::diff(|| ma.heads(), rb.manifest.heads()).map_err(scratch)
+        })
+        .await?;
         let mut v = serde_json::to_value(&d).map_err(CommandError::json)?;
         v["snapshot_a"] = json!(a.to_string());
         v["snapshot_b"] = json!(b.to_string());
-        v["fetched_packets"] = json!(ra.fetched + rb.fetched);
+        v["fetched_packets"] = json!(fetched);
         Ok(v)
     }
 }

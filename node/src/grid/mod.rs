@@ -50,7 +50,7 @@ pub use known::KnownIndex;
 pub use overlay::{OverlayManager, OverlayTransport};
 pub use reads::ReadTickets;
 pub use restore::{
-    GridRestoreReport, grid_manifest, grid_restore, open_sequence, snapshot_targets,
+    GridRestoreReport, ManifestRead, grid_manifest, grid_restore, open_sequence, snapshot_targets,
 };
 pub use retention::{KeepPolicy, RetentionReport, apply_retention};
 

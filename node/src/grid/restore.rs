@@ -23,7 +23,7 @@ use super::{GridError, ManagerApi, PacketTransport, SourceIdentity, TransportErr
 
 pub mod feed;
 use crate::pipeline::codec::StripeError;
-use crate::pipeline::manifest::Manifest;
+use crate::pipeline::manifest_disk::DiskManifest;
 use crate::pipeline::restore::RestoreError;
 use crate::pipeline::{
     self, PacketSource, RestoreKeys, RestoreOptions, RestoreProgress, RestoreReport, Sequence,
@@ -187,14 +187,16 @@ pub async fn open_sequence<M: ManagerApi>(
 }
 
 /// A snapshot's manifest, decoded from its manifest stripes alone (no data
-/// packet is fetched), and how many packets that took.
+/// packet is fetched) into scratch files, its bytes copied to `copy` as
+/// they stream (the daemon's manifest cache), and how many packets that took.
 pub async fn grid_manifest<M: ManagerApi, T: PacketTransport + 'static>(
     me: &SourceIdentity,
     manager: &M,
     transport: Arc<T>,
     snapshot: SnapshotId,
     keys: RestoreKeys,
-) -> Result<(Manifest, u64), GridError> {
+    mut copy: Box<dyn std::io::Write + Send>,
+) -> Result<ManifestRead, GridError> {
     // Only the root's and manifest's stripes are read (the sequence's
     // tail): no data page is fetched.
     let feed::Opened {
@@ -202,16 +204,27 @@ pub async fn grid_manifest<M: ManagerApi, T: PacketTransport + 'static>(
     } = feed::open(me, manager, snapshot).await?;
     let source = GridSource::with_page(transport, head_page);
     let (result, source) = tokio::task::spawn_blocking(move || {
-        let result = pipeline::restore::read_manifest(&head, &keys, &source);
+        let result = pipeline::restore::open_manifest_copying(&head, &keys, &source, &mut copy);
         (result, source)
     })
     .await
     .map_err(|e| GridError::Other(format!("manifest task failed: {e}")))?;
-    let (manifest, _) = result?;
-    Ok((
+    let (manifest, _, copied) = result?;
+    Ok(ManifestRead {
         manifest,
-        source.fetched.load(std::sync::atomic::Ordering::Relaxed),
-    ))
+        copied,
+        fetched: source.fetched.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// A snapshot's manifest as [`grid_manifest`] read it.
+pub struct ManifestRead {
+    /// In scratch files: a few bytes an entry in memory.
+    pub manifest: DiskManifest,
+    /// Whether the copy was written whole.
+    pub copied: bool,
+    /// Packets fetched to read it.
+    pub fetched: u64,
 }
 
 /// The manager's sequence as the pipeline wants it, plus where each packet is.

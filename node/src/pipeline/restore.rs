@@ -29,7 +29,7 @@ use strew_coordinator::{DataId, PacketId};
 
 use super::chunk_writes::{ChunkWrites, ChunkWritesError, Selected, Write};
 use super::codec::{Codec, PacketSource, StripeError, StripeRecord};
-use super::manifest::{Entry, EntryKind, MAX_MANIFEST_BYTES, Manifest, ManifestError};
+use super::manifest::{Entry, EntryKind, MAX_MANIFEST_BYTES, ManifestError};
 use super::manifest_disk::DiskManifest;
 use super::secret::{ChunkKey, ConvergenceSecret};
 use super::sequence::Sequence;
@@ -169,20 +169,10 @@ fn decoder(secret: ConvergenceSecret) -> Codec {
     }
 }
 
-/// Opens the snapshot root, decodes and validates the manifest, and returns
-/// it with the codec that verifies its data chunks.
-pub fn read_manifest(
-    sequence: &Sequence,
-    keys: &RestoreKeys,
-    source: &dyn PacketSource,
-) -> Result<(Manifest, Codec), RestoreError> {
-    let manifest = decode_manifest(sequence, keys, source, |r| Manifest::decode_from(r))?;
-    let codec = data_codec(keys, &manifest.secret)?;
-    Ok((manifest, codec))
-}
-
-/// [`read_manifest`], the manifest kept in scratch files as it streams in
-/// (what a restore holds: a few bytes an entry, not the manifest).
+/// Opens the snapshot root, decodes and validates the manifest as it
+/// streams in, keeping it in scratch files (what a restore holds: a few
+/// bytes an entry, not the manifest), and returns it with the codec that
+/// verifies its data chunks.
 pub fn open_manifest(
     sequence: &Sequence,
     keys: &RestoreKeys,
@@ -191,6 +181,45 @@ pub fn open_manifest(
     let manifest = decode_manifest(sequence, keys, source, |r| DiskManifest::decode_from(r))?;
     let codec = data_codec(keys, &manifest.head.secret)?;
     Ok((manifest, codec))
+}
+
+/// [`open_manifest`], each byte the decoder reads also written to `copy`
+/// (a cache of the manifest, read again with
+/// [`DiskManifest::decode_from`]). The copy is best effort: whether it is
+/// whole is the answer's `bool`; a failed write never fails the decode.
+pub fn open_manifest_copying(
+    sequence: &Sequence,
+    keys: &RestoreKeys,
+    source: &dyn PacketSource,
+    copy: &mut dyn std::io::Write,
+) -> Result<(DiskManifest, Codec, bool), RestoreError> {
+    let mut whole = true;
+    let manifest = decode_manifest(sequence, keys, source, |r| {
+        DiskManifest::decode_from(Tee {
+            from: r,
+            copy,
+            whole: &mut whole,
+        })
+    })?;
+    let codec = data_codec(keys, &manifest.head.secret)?;
+    Ok((manifest, codec, whole && copy.flush().is_ok()))
+}
+
+/// A reader that writes what it reads to `copy` until a write fails.
+struct Tee<'a> {
+    from: &'a mut dyn std::io::Read,
+    copy: &'a mut dyn std::io::Write,
+    whole: &'a mut bool,
+}
+
+impl std::io::Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.from.read(buf)?;
+        if *self.whole && self.copy.write_all(&buf[..n]).is_err() {
+            *self.whole = false;
+        }
+        Ok(n)
+    }
 }
 
 /// The codec that verifies data keyed under the secret whose fingerprint

@@ -7,7 +7,7 @@
 //! entry and everything under it) or a gitignore-style pattern (`*.jpg`,
 //! `home/**/report.pdf`), matched by the `ignore` crate as excludes are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde::Serialize;
@@ -185,47 +185,71 @@ fn listed(e: &Entry) -> Listed {
     }
 }
 
-/// Entries at or under `under` (all when `None`), in manifest order.
-pub fn list(manifest: &Manifest, under: Option<&str>) -> Vec<Listed> {
+/// Entries at or under `under` (all when `None`), in manifest order, of
+/// `entries` as they stream (only the answer is held).
+pub fn list<E>(
+    entries: impl IntoIterator<Item = Result<Entry, E>>,
+    under: Option<&str>,
+) -> Result<Vec<Listed>, E> {
     let under = under.map(|u| u.trim_matches('/')).filter(|u| !u.is_empty());
-    manifest
-        .entries
-        .iter()
-        .map(listed)
-        .filter(|l| {
-            under.is_none_or(|u| {
-                l.path == u || l.path.strip_prefix(u).is_some_and(|r| r.starts_with('/'))
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for e in entries {
+        let l = listed(&e?);
+        if under.is_none_or(|u| {
+            l.path == u || l.path.strip_prefix(u).is_some_and(|r| r.starts_with('/'))
+        }) {
+            out.push(l);
+        }
+    }
+    Ok(out)
 }
 
-/// Paths of entries matching `pattern` (a path or a gitignore-style pattern).
-pub fn find(manifest: &Manifest, pattern: &str) -> Result<Vec<Listed>, SelectError> {
-    let mut builder = GitignoreBuilder::new("/");
-    builder
-        .add_line(None, pattern)
-        .map_err(|source| SelectError::Pattern {
+/// What `find` matches: a path inside the snapshot or a gitignore-style
+/// pattern.
+pub struct Finder {
+    gi: Gitignore,
+    literal: String,
+}
+
+impl Finder {
+    pub fn new(pattern: &str) -> Result<Finder, SelectError> {
+        let mut builder = GitignoreBuilder::new("/");
+        builder
+            .add_line(None, pattern)
+            .map_err(|source| SelectError::Pattern {
+                pattern: pattern.into(),
+                source,
+            })?;
+        let gi = builder.build().map_err(|source| SelectError::Pattern {
             pattern: pattern.into(),
             source,
         })?;
-    let gi = builder.build().map_err(|source| SelectError::Pattern {
-        pattern: pattern.into(),
-        source,
-    })?;
-    let literal = pattern.trim_matches('/');
-    Ok(manifest
-        .entries
-        .iter()
-        .filter(|e| {
-            let p = path_text(e);
-            p == literal
-                || gi
+        Ok(Finder {
+            gi,
+            literal: pattern.trim_matches('/').to_string(),
+        })
+    }
+
+    /// The entries of `entries` (as they stream) that match.
+    pub fn find<E>(
+        &self,
+        entries: impl IntoIterator<Item = Result<Entry, E>>,
+    ) -> Result<Vec<Listed>, E> {
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e?;
+            let p = path_text(&e);
+            if p == self.literal
+                || self
+                    .gi
                     .matched(format!("/{p}"), matches!(e.kind, EntryKind::Dir))
                     .is_ignore()
-        })
-        .map(listed)
-        .collect())
+            {
+                out.push(listed(&e));
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// What changed from snapshot A to snapshot B, by path.
@@ -237,52 +261,73 @@ pub struct Diff {
     pub changed: Vec<String>,
 }
 
-/// Compares two manifests entry by entry (contents by their DataIds).
-pub fn diff(a: &Manifest, b: &Manifest) -> Diff {
-    let index = |m: &Manifest| -> BTreeMap<String, Entry> {
-        m.entries
-            .iter()
-            .map(|e| (path_text(e), e.clone()))
-            .collect()
-    };
-    let (ia, ib) = (index(a), index(b));
+/// Compares two manifests entry by entry (contents by their DataIds), as
+/// their entries stream: `a` is read twice, `b` once. What is held is 32
+/// bytes an entry of A (a hash of its path and one of what it
+/// compares: kind, contents, mode, mtime), and the answer; each list in
+/// path order.
+pub fn diff<E, A, B>(a: impl Fn() -> A, b: B) -> Result<Diff, E>
+where
+    A: Iterator<Item = Result<Entry, E>>,
+    B: Iterator<Item = Result<Entry, E>>,
+{
+    let mut left: HashMap<u128, u128> = HashMap::new();
+    for e in a() {
+        let e = e?;
+        left.insert(path_hash(&e.path), compared(&e));
+    }
     let mut out = Diff::default();
-    for (path, ea) in &ia {
-        match ib.get(path) {
-            None => out.removed.push(path.clone()),
-            Some(eb) if differs(ea, eb) => out.changed.push(path.clone()),
+    for e in b {
+        let e = e?;
+        match left.remove(&path_hash(&e.path)) {
+            None => out.added.push(path_text(&e)),
+            Some(was) if was != compared(&e) => out.changed.push(path_text(&e)),
             Some(_) => {}
         }
     }
-    out.added = ib
-        .keys()
-        .filter(|p| !ia.contains_key(*p))
-        .cloned()
-        .collect();
-    out
+    if !left.is_empty() {
+        for e in a() {
+            let e = e?;
+            if left.contains_key(&path_hash(&e.path)) {
+                out.removed.push(path_text(&e));
+            }
+        }
+    }
+    out.added.sort();
+    out.removed.sort();
+    out.changed.sort();
+    Ok(out)
 }
 
-fn differs(a: &Entry, b: &Entry) -> bool {
-    let kind = match (&a.kind, &b.kind) {
-        (EntryKind::Dir, EntryKind::Dir) => false,
-        (
-            EntryKind::File {
-                size: sa,
-                data_id: da,
-                ..
-            },
-            EntryKind::File {
-                size: sb,
-                data_id: db,
-                ..
-            },
-        ) => sa != sb || da != db,
-        (EntryKind::Symlink { target: ta }, EntryKind::Symlink { target: tb }) => ta != tb,
-        _ => true,
-    };
+/// A hash of what a diff compares: kind, contents (size and DataId), link
+/// target, mode, and mtime but a directory's: two entries of one path
+/// differ exactly when these differ (but for a 2^-128 chance).
+fn compared(e: &Entry) -> u128 {
+    let mut h = blake3::Hasher::new();
+    match &e.kind {
+        EntryKind::Dir => {
+            h.update(b"d");
+        }
+        EntryKind::File { size, data_id, .. } => {
+            h.update(b"f");
+            h.update(&size.to_le_bytes());
+            h.update(&data_id.0);
+        }
+        EntryKind::Symlink { target } => {
+            h.update(b"l");
+            h.update(&(target.len() as u64).to_le_bytes());
+            h.update(target);
+        }
+    }
+    h.update(&e.mode.to_le_bytes());
     // A directory's mtime changes whenever its listing does: not a change of its own.
-    kind || a.mode != b.mode
-        || (!matches!(a.kind, EntryKind::Dir) && (a.mtime_s, a.mtime_ns) != (b.mtime_s, b.mtime_ns))
+    if !matches!(e.kind, EntryKind::Dir) {
+        h.update(&e.mtime_s.to_le_bytes());
+        h.update(&e.mtime_ns.to_le_bytes());
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    u128::from_le_bytes(out)
 }
 
 #[cfg(test)]
@@ -368,6 +413,69 @@ mod tests {
             select(&m, &["nothing/here".into()]),
             Err(SelectError::NoMatch(_))
         ));
+    }
+
+    /// Entries as a manifest streams them.
+    fn all(m: &Manifest) -> impl Iterator<Item = Result<Entry, std::convert::Infallible>> + '_ {
+        m.entries.iter().cloned().map(Ok)
+    }
+
+    fn list(m: &Manifest, under: Option<&str>) -> Vec<Listed> {
+        super::list(all(m), under).unwrap_or_default()
+    }
+
+    fn find(m: &Manifest, pattern: &str) -> Result<Vec<Listed>, SelectError> {
+        Ok(Finder::new(pattern)?.find(all(m)).unwrap_or_default())
+    }
+
+    fn diff(a: &Manifest, b: &Manifest) -> Diff {
+        super::diff(|| all(a), all(b)).unwrap_or_default()
+    }
+
+    /// What a diff compares, field by field: the hashes must agree with it.
+    fn differs(a: &Entry, b: &Entry) -> bool {
+        let kind = match (&a.kind, &b.kind) {
+            (EntryKind::Dir, EntryKind::Dir) => false,
+            (
+                EntryKind::File {
+                    size: sa,
+                    data_id: da,
+                    ..
+                },
+                EntryKind::File {
+                    size: sb,
+                    data_id: db,
+                    ..
+                },
+            ) => sa != sb || da != db,
+            (EntryKind::Symlink { target: ta }, EntryKind::Symlink { target: tb }) => ta != tb,
+            _ => true,
+        };
+        // A directory's mtime changes whenever its listing does: not a change of its own.
+        kind || a.mode != b.mode
+            || (!matches!(a.kind, EntryKind::Dir)
+                && (a.mtime_s, a.mtime_ns) != (b.mtime_s, b.mtime_ns))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_compared_hash_differs_exactly_when_the_fields_do(
+            kinds in proptest::collection::vec((0u8..3, 0u64..3, 0u8..3, 0u32..2, 0i64..2, 0u32..2), 2)
+        ) {
+            let make = |(k, size, id, mode, s, ns): (u8, u64, u8, u32, i64, u32)| Entry {
+                path: ByteBuf::from(b"p".to_vec()),
+                mode,
+                mtime_s: s,
+                mtime_ns: ns,
+                kind: match k {
+                    0 => EntryKind::Dir,
+                    1 => EntryKind::File { size, data_id: DataId([id; 32]), extents: Vec::new() },
+                    _ => EntryKind::Symlink { target: ByteBuf::from(vec![id; size as usize]) },
+                },
+            };
+            let (a, b) = (make(kinds[0]), make(kinds[1]));
+            proptest::prop_assert_eq!(compared(&a) != compared(&b), differs(&a, &b));
+        }
     }
 
     #[test]

@@ -93,7 +93,9 @@ fn a_connection_flood_leaves_room_for_an_honest_newcomer() -> Result<()> {
     let mut most = 0;
     let flood_end = Instant::now() + Duration::from_secs(120);
     let mut flooded: Option<Instant> = None;
-    while Instant::now() < flood_end && flooded.is_none_or(|t| t.elapsed() < Duration::from_secs(10)) {
+    while Instant::now() < flood_end
+        && flooded.is_none_or(|t| t.elapsed() < Duration::from_secs(10))
+    {
         std::thread::sleep(Duration::from_millis(500));
         most = most.max(held.load(Ordering::Relaxed));
         if most >= 600 && flooded.is_none() {

@@ -700,7 +700,10 @@ fn ctrl_c_cancels_a_running_backup_and_releases_its_reservations() -> Result<()>
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;
         let mut seen = Vec::new();
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let v: Value = serde_json::from_str(&line).unwrap_or_default();
             if v["event"] == "progress" && v["uploaded"].as_u64().is_some_and(|u| u > 0) {
                 let _ = uploading.send(());

@@ -25,13 +25,16 @@ impl SourceJobs {
             .find(|s| s.args.name == args.name)
             .and_then(|s| s.last_snapshot?.parse::<SnapshotId>().ok());
         let parent = match parent_id {
-            Some(snapshot) => self.manifest_of(ctx, snapshot).await.ok(),
+            Some(snapshot) => self.manifest(ctx, snapshot).await.ok(),
             None => None,
         };
-        let known = parent.as_ref().map(unchanged_index).unwrap_or_default();
+        let parent_snapshot = parent.as_ref().and(parent_id);
         let paths = args.paths.clone();
         let rules = args.excludes.clone();
         let (total, unchanged) = tokio::task::spawn_blocking(move || {
+            let known = parent
+                .map(|p| unchanged_index(&p.manifest))
+                .unwrap_or_default();
             (
                 tree_bytes(&paths, &rules),
                 unchanged_bytes(&paths, &rules, &known),
@@ -104,7 +107,7 @@ impl SourceJobs {
             "feasible": true,
             "input_bytes": total,
             "unchanged_bytes": unchanged,
-            "parent_snapshot": parent.as_ref().and(parent_id).map(|id| id.to_string()),
+            "parent_snapshot": parent_snapshot.map(|id| id.to_string()),
             "estimated_chunks": stripes,
             "estimated_packets": stripes * width as u64,
             "estimated_stored_bytes": stripes * width as u64 * packet,
@@ -241,12 +244,12 @@ async fn standing(
 /// Path (as the manifest names it: the root's name, then the relative path)
 /// → (size, mtime seconds, mtime nanoseconds) of every file in `manifest`.
 fn unchanged_index(
-    manifest: &crate::pipeline::manifest::Manifest,
+    manifest: &crate::pipeline::manifest_disk::DiskManifest,
 ) -> std::collections::HashMap<Vec<u8>, (u64, i64, u32)> {
     use crate::pipeline::manifest::EntryKind;
     manifest
-        .entries
-        .iter()
+        .heads()
+        .map_while(Result::ok)
         .filter_map(|e| match &e.kind {
             EntryKind::File { size, .. } => Some((e.path.to_vec(), (*size, e.mtime_s, e.mtime_ns))),
             _ => None,

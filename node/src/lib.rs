@@ -24,6 +24,7 @@ pub mod private_file;
 pub mod progress;
 pub mod redb_cache;
 pub mod spill;
+pub mod spill_table;
 pub mod store;
 pub mod sync;
 pub mod trust;

@@ -22,6 +22,7 @@ use super::manifest::{EntryKind, Extent, Manifest};
 use super::manifest_disk::DiskManifest;
 use super::secret::ChunkKey;
 use crate::spill::{FixedSlots, SpillError};
+use crate::spill_table::{MEMORY_ELEMENTS, PrefixMap, Words};
 
 /// One range of a file that a chunk's bytes fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,13 +132,12 @@ impl Tables for Selected<'_> {
 
 /// The chunks a restore still has to write, and where they go.
 pub struct ChunkWrites {
-    /// (the first 8 bytes of the chunk's storage index, its canonical index
-    /// in the chunk table), sorted: found by binary search, confirmed on
-    /// the whole id.
-    by_id: Vec<([u8; 8], u32)>,
+    /// 8-byte prefix of a needed chunk's storage index → its canonical
+    /// index in the chunk table: found by prefix, confirmed on the whole id.
+    by_id: PrefixMap,
     /// The writes of canonical chunk `c` are records `start[c]..start[c + 1]`
     /// of `writes`.
-    start: Vec<u32>,
+    start: Words,
     /// A scratch file of [`WRITE_RECORD`]-byte records.
     writes: FixedSlots<WRITE_RECORD>,
     /// One bit per table index: a canonical chunk not written yet.
@@ -174,76 +174,101 @@ fn prefix(id: &DataId) -> [u8; 8] {
     p
 }
 
+/// Keeps the first error of a callback that cannot return one.
+fn keep(first: &mut Option<SpillError>, r: Result<(), SpillError>) {
+    if let Err(e) = r {
+        first.get_or_insert(e);
+    }
+}
+
+fn kept(first: Option<SpillError>) -> Result<(), SpillError> {
+    first.map_or(Ok(()), Err)
+}
+
 impl ChunkWrites {
     /// Inverts the extents of the files `t` lists (a checked manifest:
     /// every extent's chunk is in the table). A file's writes into one
     /// chunk are listed in the order of its extents, one after the other.
+    /// Its tables stay in memory up to [`MEMORY_ELEMENTS`] chunks.
     pub fn build(t: &dyn Tables) -> Result<ChunkWrites, ChunkWritesError> {
+        Self::build_within(t, MEMORY_ELEMENTS)
+    }
+
+    /// [`build`](Self::build), its tables in scratch files beyond `memory`
+    /// chunks.
+    pub fn build_within(t: &dyn Tables, memory: usize) -> Result<ChunkWrites, ChunkWritesError> {
         let table = t.chunk_count();
         if table >= u32::MAX as usize || t.entry_count() > u32::MAX as usize {
             return Err(ChunkWritesError::TooMany);
         }
-        // The chunks some file needs, by id; equal keys share the first
-        // index (`canon`, u32::MAX for a chunk no file needs).
-        let mut canon = vec![u32::MAX; table];
-        let mut outside = false;
+        // The chunks some file needs (`canon[c] == c`; u32::MAX for a chunk
+        // no file needs), then equal keys share the first index.
+        let mut canon = Words::new(table, u32::MAX, memory)?;
+        let (mut needed, mut outside, mut failed) = (0usize, false, None);
         t.each_file(&mut |_, xs| {
             for x in xs {
-                match canon.get_mut(x.chunk as usize) {
-                    Some(c) => *c = x.chunk,
-                    None => outside = true,
+                let c = x.chunk as usize;
+                if c >= table {
+                    outside = true;
+                    continue;
                 }
+                keep(
+                    &mut failed,
+                    canon.get(c).and_then(|was| {
+                        if was == u32::MAX {
+                            needed += 1;
+                            canon.set(c, x.chunk)?;
+                        }
+                        Ok(())
+                    }),
+                );
             }
         })?;
         if outside {
             // A checked manifest never names a chunk past its table.
             return Err(ChunkWritesError::TooMany);
         }
-        let mut by_id: Vec<([u8; 8], u32)> = Vec::new();
+        kept(failed)?;
+        // In table order, so the first index of each key is canonical.
+        let mut by_id = PrefixMap::new(needed, memory)?;
+        let mut failed = None;
         t.each_chunk(&mut |i, key| {
-            if canon[i as usize] != u32::MAX {
-                by_id.push((prefix(&key.storage_index()), i));
-            }
-        })?;
-        by_id.sort_unstable();
-        let mut group = 0;
-        while group < by_id.len() {
-            let end = group + by_id[group..].partition_point(|e| e.0 == by_id[group].0);
-            // Within one prefix (nearly always one chunk), the first index
-            // of each key is canonical.
-            for a in group..end {
-                let ia = by_id[a].1 as usize;
-                if canon[ia] != ia as u32 || a + 1 == end {
-                    continue;
+            let r = (|| {
+                if canon.get(i as usize)? == u32::MAX {
+                    return Ok(());
                 }
-                let key_a = t.chunk_key(ia as u32)?;
-                for &(_, ib) in &by_id[a + 1..end] {
-                    if t.chunk_key(ib)? == key_a {
-                        canon[ib as usize] = ia as u32;
+                let p = prefix(&key.storage_index());
+                let probe = by_id.probe(&p)?;
+                for &c in &probe.found {
+                    if t.chunk_key(c)? == *key {
+                        return canon.set(i as usize, c);
                     }
                 }
-            }
-            group = end;
-        }
-        by_id.retain(|(_, i)| canon[*i as usize] == *i);
-        by_id.shrink_to_fit();
+                by_id.put(&probe, &p, i)
+            })();
+            keep(&mut failed, r);
+        })?;
+        kept(failed)?;
 
         // Counts, then offsets, then the writes in entry and extent order.
-        let mut start = vec![0u32; table + 1];
-        let mut total: u64 = 0;
+        let mut start = Words::new(table + 1, 0, memory)?;
+        let (mut total, mut failed) = (0u64, None);
         t.each_file(&mut |_, xs| {
             for x in xs {
-                start[canon[x.chunk as usize] as usize + 1] += 1;
+                let r = canon.get(x.chunk as usize).and_then(|c| {
+                    let at = c as usize + 1;
+                    start.set(at, start.get(at)?.wrapping_add(1))
+                });
+                keep(&mut failed, r);
                 total += 1;
             }
         })?;
+        kept(failed)?;
         if total >= u64::from(u32::MAX) {
             return Err(ChunkWritesError::TooMany);
         }
-        for c in 0..table {
-            start[c + 1] += start[c];
-        }
-        let mut fill = start.clone();
+        start.accumulate()?;
+        let mut fill = start.copy()?;
         // Written in entry order, the writes of one chunk land one after
         // the other, so the file is written in runs, not a record at a time.
         let mut writes = FixedSlots::new()?;
@@ -251,28 +276,29 @@ impl ChunkWrites {
         t.each_file(&mut |i, xs| {
             let mut at = 0u64;
             for x in xs {
-                let slot = &mut fill[canon[x.chunk as usize] as usize];
-                let record = write_record(&Write {
-                    file: i,
-                    off: x.offset,
-                    len: x.len,
-                    at,
+                let r = canon.get(x.chunk as usize).and_then(|c| {
+                    let slot = fill.get(c as usize)?;
+                    let record = write_record(&Write {
+                        file: i,
+                        off: x.offset,
+                        len: x.len,
+                        at,
+                    });
+                    writes.put(u64::from(slot), &record)?;
+                    fill.set(c as usize, slot + 1)
                 });
-                if let Err(e) = writes.put(u64::from(*slot), &record) {
-                    failed.get_or_insert(e);
-                }
-                *slot += 1;
+                keep(&mut failed, r);
                 at += u64::from(x.len);
             }
         })?;
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
+        kept(failed)?;
         writes.flush()?;
         let mut pending = vec![0u64; table.div_ceil(64)];
-        for (_, i) in &by_id {
-            pending[*i as usize / 64] |= 1 << (*i % 64);
-        }
+        canon.each(|i, c| {
+            if c as usize == i {
+                pending[i / 64] |= 1 << (i % 64);
+            }
+        })?;
         Ok(ChunkWrites {
             by_id,
             start,
@@ -288,10 +314,8 @@ impl ChunkWrites {
         t: &dyn Tables,
         id: &DataId,
     ) -> Result<Option<(u32, ChunkKey)>, SpillError> {
-        let p = prefix(id);
-        let from = self.by_id.partition_point(|e| e.0 < p);
         let mut found = None;
-        for &(_, c) in self.by_id[from..].iter().take_while(|e| e.0 == p) {
+        for c in self.by_id.probe(&prefix(id))?.found {
             let key = t.chunk_key(c)?;
             if key.storage_index() == *id {
                 found = Some((c, key));
@@ -314,30 +338,38 @@ impl ChunkWrites {
         Ok(self.writes_of(&[c])?.pop().unwrap_or_default())
     }
 
+    /// Records `start[c]..start[c + 1]`: chunk `c`'s writes.
+    fn range(&self, c: u32) -> Result<(u64, u64), SpillError> {
+        let c = c as usize;
+        if c + 1 >= self.start.len() {
+            return Ok((0, 0));
+        }
+        Ok((
+            u64::from(self.start.get(c)?),
+            u64::from(self.start.get(c + 1)?),
+        ))
+    }
+
     /// Where each of the canonical chunks `cs` goes, in their order. The
     /// writes of chunks claimed one after the other lie one after the
     /// other: each run of them is one read.
     pub fn writes_of(&self, cs: &[u32]) -> Result<Vec<Vec<Write>>, SpillError> {
-        let range = |c: u32| {
-            let c = c as usize;
-            match (self.start.get(c), self.start.get(c + 1)) {
-                (Some(&a), Some(&b)) => (u64::from(a), u64::from(b)),
-                _ => (0, 0),
-            }
-        };
+        let ranges: Vec<(u64, u64)> = cs
+            .iter()
+            .map(|c| self.range(*c))
+            .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(cs.len());
         let mut i = 0;
         while i < cs.len() {
-            let (from, mut to) = range(cs[i]);
+            let (from, mut to) = ranges[i];
             let mut j = i + 1;
-            while j < cs.len() && range(cs[j]).0 == to {
-                to = range(cs[j]).1;
+            while j < cs.len() && ranges[j].0 == to {
+                to = ranges[j].1;
                 j += 1;
             }
             let records = self.writes.get_run(from, to)?;
             let mut at = 0usize;
-            for &c in &cs[i..j] {
-                let (a, b) = range(c);
+            for &(a, b) in &ranges[i..j] {
                 let n = (b - a) as usize;
                 out.push(records[at..at + n].iter().map(write_of).collect());
                 at += n;
@@ -352,16 +384,24 @@ impl ChunkWrites {
         self.pending.iter().map(|w| w.count_ones() as usize).sum()
     }
 
-    /// The id of a chunk needed and not claimed, if one is left.
+    /// The id of the first chunk (in table order) needed and not claimed,
+    /// if one is left.
     pub fn first_left(&self, t: &dyn Tables) -> Result<Option<DataId>, SpillError> {
         let first = self
-            .by_id
+            .pending
             .iter()
-            .map(|e| e.1)
-            .find(|&c| self.pending[c as usize / 64] & (1 << (c % 64)) != 0);
+            .enumerate()
+            .find(|(_, w)| **w != 0)
+            .map(|(i, w)| (i * 64) as u32 + w.trailing_zeros());
         first
             .map(|c| Ok(t.chunk_key(c)?.storage_index()))
             .transpose()
+    }
+
+    /// Whether the index is in scratch files (a table of more than
+    /// [`MEMORY_ELEMENTS`] chunks, or the bound it was built within).
+    pub fn on_disk(&self) -> bool {
+        self.start.on_disk() || self.by_id.on_disk()
     }
 }
 
@@ -433,7 +473,14 @@ mod tests {
             &[1, 2, 1, 4],
             &[vec![(0, 0, 10), (1, 0, 5)], vec![(2, 3, 4)]],
         );
-        let mut w = ChunkWrites::build(&m).unwrap();
+        for memory in [0, MEMORY_ELEMENTS] {
+            duplicates_within(m.clone(), memory);
+        }
+    }
+
+    fn duplicates_within(m: Manifest, memory: usize) {
+        let mut w = ChunkWrites::build_within(&m, memory).unwrap();
+        assert_eq!(w.on_disk(), memory == 0);
         assert_eq!(w.left(), 2);
         let one = m.chunks[0].data_id();
         let (c, key) = w.claim(&m, &one).unwrap().unwrap();
@@ -479,6 +526,7 @@ mod tests {
             keys in prop::collection::vec(0u8..6, 1..12),
             files in prop::collection::vec(
                 prop::collection::vec((0u32..12, 0u32..50, 1u32..50), 0..6), 0..6),
+            on_disk in any::<bool>(),
         ) {
             let files: Vec<Vec<(u32, u32, u32)>> = files
                 .into_iter()
@@ -486,7 +534,9 @@ mod tests {
                 .collect();
             let m = manifest(&keys, &files);
             let want = naive(&m);
-            let mut w = ChunkWrites::build(&m).unwrap();
+            let memory = if on_disk { 0 } else { MEMORY_ELEMENTS };
+            let mut w = ChunkWrites::build_within(&m, memory).unwrap();
+            prop_assert_eq!(w.on_disk(), on_disk);
             prop_assert_eq!(w.left(), want.len());
             let mut claimed = Vec::new();
             for (id, writes) in &want {

@@ -4,14 +4,16 @@
 //! scratch files ([`crate::spill`]) instead of memory:
 //!
 //! - the chunk table as fixed 36-byte records, read by position;
-//! - each entry without its extents as a CBOR record, found through an
-//!   8-byte offset (the one table in memory that grows with the tree);
+//! - each entry without its extents as a CBOR record, found through its
+//!   8-byte offset, itself a fixed record of a scratch file;
 //! - the files' extents as fixed 12-byte records, read in entry order.
 //!
 //! A decoded [`Manifest`] holds about 270 bytes a file and 36 a chunk; this
-//! holds 8 bytes an entry. While it decodes it also holds a 16-byte hash a
-//! path (the check for duplicates and parents) and 4 bytes a chunk (the
-//! lengths the extents are checked against), dropped when it is done.
+//! holds nothing that grows with the tree. While it decodes it holds the
+//! lengths of the first [`MEMORY_ELEMENTS`] chunks (4 bytes each; the
+//! extents are checked against them, and against the table past them) and
+//! the entry check's path hashes ([`EntryCheck`]: in memory up to a bound,
+//! then on disk), dropped when it is done.
 
 use std::sync::Mutex;
 
@@ -23,6 +25,7 @@ use super::manifest::{
 };
 use super::manifest_spill::{CHUNK_RECORD, ChunkTable, ManifestHead, chunk_ref};
 use crate::spill::{FixedSpill, Spill, SpillError};
+use crate::spill_table::MEMORY_ELEMENTS;
 
 /// Bytes of an extent's record: chunk, offset, length (little-endian).
 const EXTENT_RECORD: usize = 12;
@@ -39,8 +42,8 @@ pub struct DiskManifest {
     pub head: ManifestHead,
     chunks: ChunkTable,
     entries: Spill<Stored>,
-    /// Where entry `i`'s record starts.
-    offsets: Vec<u64>,
+    /// Where entry `i`'s record starts: 8-byte records.
+    offsets: FixedSpill<8>,
     extents: FixedSpill<EXTENT_RECORD>,
     /// The run of the chunk table read last, from which chunk: a restore
     /// asks for chunks in sequence order, which is the table's order, so
@@ -56,7 +59,7 @@ impl std::fmt::Debug for DiskManifest {
         f.debug_struct("DiskManifest")
             .field("head", &self.head)
             .field("chunks", &self.chunks.items())
-            .field("entries", &self.offsets.len())
+            .field("entries", &self.offsets.items())
             .finish()
     }
 }
@@ -76,7 +79,7 @@ impl DiskManifest {
 
     /// Entries (directories, files and symlinks).
     pub fn entry_count(&self) -> usize {
-        self.offsets.len()
+        self.offsets.items() as usize
     }
 
     /// Chunk `c` of the table.
@@ -105,11 +108,11 @@ impl DiskManifest {
 
     /// Entry `i`, its extents left out.
     pub fn entry(&self, i: u32) -> Result<Entry, SpillError> {
-        let at = self
-            .offsets
-            .get(i as usize)
-            .ok_or(SpillError::Damaged(i as usize))?;
-        Ok(self.entries.get(*at)?.0)
+        if u64::from(i) >= self.offsets.items() {
+            return Err(SpillError::Damaged(i as usize));
+        }
+        let at = u64::from_le_bytes(self.offsets.get(u64::from(i))?);
+        Ok(self.entries.get(at)?.0)
     }
 
     /// The entries in order, their extents left out.
@@ -163,19 +166,34 @@ fn extent_of(r: &[u8; EXTENT_RECORD]) -> Extent {
 /// checking the extents that follow.
 struct Chunks {
     table: ChunkTable,
+    /// The first [`MEMORY_ELEMENTS`] chunks' lengths; the table, flushed
+    /// at its end, answers for the rest.
     lens: Vec<u32>,
+}
+
+impl Chunks {
+    /// Chunk `c`'s length, if the table has it.
+    fn len_of(&self, c: u32) -> Result<Option<u32>, SpillError> {
+        if let Some(len) = self.lens.get(c as usize) {
+            return Ok(Some(*len));
+        }
+        if u64::from(c) >= self.table.items() {
+            return Ok(None);
+        }
+        Ok(Some(self.table.get(c)?.len))
+    }
 }
 
 /// The entries as they are read.
 struct Entries {
     records: Spill<Stored>,
-    offsets: Vec<u64>,
+    offsets: FixedSpill<8>,
     extents: FixedSpill<EXTENT_RECORD>,
 }
 
 impl Entries {
     fn push(&mut self, mut entry: Entry) -> Result<(), ManifestError> {
-        if self.offsets.len() >= u32::MAX as usize {
+        if self.offsets.items() >= u64::from(u32::MAX) {
             return Err(ManifestError::Malformed(
                 "more than 2^32 entries".to_string(),
             ));
@@ -184,7 +202,9 @@ impl Entries {
             EntryKind::File { extents, .. } => std::mem::take(extents),
             _ => Vec::new(),
         };
-        self.offsets.push(self.records.next_offset());
+        self.offsets
+            .push(&self.records.next_offset().to_le_bytes())
+            .map_err(ManifestError::Scratch)?;
         self.records
             .push(&Stored(entry, extents.len() as u64))
             .map_err(ManifestError::Scratch)?;
@@ -228,7 +248,7 @@ impl Build {
         chunks.table.flush().map_err(ManifestError::Scratch)?;
         entries.records.flush().map_err(ManifestError::Scratch)?;
         entries.extents.flush().map_err(ManifestError::Scratch)?;
-        entries.offsets.shrink_to_fit();
+        entries.offsets.flush().map_err(ManifestError::Scratch)?;
         Ok(DiskManifest {
             version,
             head,
@@ -285,7 +305,7 @@ impl<'de> Visitor<'de> for BuildVisitor {
                     // Every manifest strew writes lists its chunk table
                     // first: the extents are checked against it as they pass.
                     let entries = match &b.chunks {
-                        Some(Ok(chunks)) => map.next_value_seed(EntriesSeed(&chunks.lens))?,
+                        Some(Ok(chunks)) => map.next_value_seed(EntriesSeed(chunks))?,
                         Some(Err(_)) => {
                             map.next_value::<IgnoredAny>()?;
                             Err(ManifestError::Malformed("the chunk table failed".into()))
@@ -335,18 +355,22 @@ impl<'de> Visitor<'de> for ChunksSeed {
             .map_err(ManifestError::Scratch);
         while let Some(chunk) = seq.next_element::<ChunkRef>()? {
             let Ok(chunks) = &mut out else { continue };
-            if chunks.lens.len() >= u32::MAX as usize {
+            if chunks.table.items() >= u64::from(u32::MAX) {
                 out = Err(ManifestError::Malformed(
                     "more than 2^32 chunks".to_string(),
                 ));
             } else if let Err(e) = chunks.table.push(&chunk) {
                 out = Err(ManifestError::Scratch(e));
-            } else {
+            } else if chunks.lens.len() < MEMORY_ELEMENTS {
                 chunks.lens.push(chunk.len);
             }
         }
-        if let Ok(chunks) = &mut out {
-            chunks.lens.shrink_to_fit();
+        // The entries that follow read the lengths past the first ones
+        // from the table.
+        if let Ok(chunks) = &mut out
+            && let Err(e) = chunks.table.flush()
+        {
+            out = Err(ManifestError::Scratch(e));
         }
         Ok(out)
     }
@@ -354,7 +378,7 @@ impl<'de> Visitor<'de> for ChunksSeed {
 
 /// Reads the entries into their scratch files, checking each against the
 /// chunk lengths read before.
-struct EntriesSeed<'a>(&'a [u32]);
+struct EntriesSeed<'a>(&'a Chunks);
 
 impl<'de> DeserializeSeed<'de> for EntriesSeed<'_> {
     type Value = Result<Entries, ManifestError>;
@@ -372,21 +396,32 @@ impl<'de> Visitor<'de> for EntriesSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let lens = self.0;
+        let chunks = self.0;
+        let count = chunks.table.items() as usize;
         let mut check = EntryCheck::default();
         let mut out = (|| {
             Ok(Entries {
                 records: Spill::new()?,
-                offsets: Vec::new(),
+                offsets: FixedSpill::new()?,
                 extents: FixedSpill::new()?,
             })
         })()
         .map_err(ManifestError::Scratch);
         while let Some(entry) = seq.next_element::<Entry>()? {
             let Ok(entries) = &mut out else { continue };
-            let kept = check
-                .check(&entry, lens.len(), |c| lens.get(c as usize).copied())
-                .and_then(|()| entries.push(entry));
+            // A length the table cannot read is a scratch error, not the
+            // manifest's.
+            let unread = std::cell::RefCell::new(None);
+            let checked = check.check(&entry, count, |c| {
+                chunks.len_of(c).unwrap_or_else(|e| {
+                    unread.borrow_mut().get_or_insert(e);
+                    None
+                })
+            });
+            let kept = match unread.into_inner() {
+                Some(e) => Err(ManifestError::Scratch(e)),
+                None => checked.and_then(|()| entries.push(entry)),
+            };
             if let Err(e) = kept {
                 out = Err(e);
             }
@@ -405,6 +440,30 @@ mod tests {
 
     fn entry(path: &str, kind: EntryKind) -> Entry {
         Entry::for_tests(path, kind)
+    }
+
+    #[test]
+    fn lengths_past_the_ones_in_memory_are_read_from_the_table() {
+        let mut table = ChunkTable::new().unwrap();
+        for i in 0..10u32 {
+            table
+                .push(&ChunkRef {
+                    key: ChunkKey([i as u8; 32]),
+                    len: 100 + i,
+                })
+                .unwrap();
+        }
+        table.flush().unwrap();
+        // As a table of more than MEMORY_ELEMENTS chunks holds them: the
+        // first ones in memory, the rest only in the table.
+        let chunks = Chunks {
+            table,
+            lens: vec![100, 101, 102],
+        };
+        let lens: Vec<Option<u32>> = (0..11).map(|c| chunks.len_of(c).unwrap()).collect();
+        let mut want: Vec<Option<u32>> = (0..10).map(|i| Some(100 + i)).collect();
+        want.push(None);
+        assert_eq!(lens, want);
     }
 
     fn file(chunks: &[u32]) -> EntryKind {

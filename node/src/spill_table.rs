@@ -4,12 +4,15 @@
 //! 32-bit words ([`Words`]) and a map from 8-byte id prefixes to chunk
 //! indices ([`PrefixMap`], open addressing, several indices to a prefix).
 //!
-//! On disk every access is a positioned read or write of a few bytes, a
-//! system call each (about a microsecond from the page cache): what a
-//! restore of millions of chunks pays instead of memory that grows with it.
+//! On disk a table of words keeps the 4 KiB page it touched last (the
+//! index's passes go through neighbouring chunks one after the other) and
+//! the prefix map reads 16 slots a probe: a system call each, through the
+//! kernel's page cache, is what a restore of millions of chunks pays
+//! instead of memory that grows with it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::spill::SpillError;
 
@@ -19,6 +22,11 @@ pub const MEMORY_ELEMENTS: usize = 1 << 20;
 /// Words read or written at once by the sequential passes (256 KiB).
 const BLOCK_WORDS: usize = 1 << 16;
 
+/// Words of the page a table on disk keeps (4 KiB): the index's passes
+/// touch the words of neighbouring chunks one after the other, so most
+/// accesses are to the page touched last.
+const PAGE_WORDS: usize = 1024;
+
 /// An array of `u32`.
 pub struct Words {
     len: usize,
@@ -27,13 +35,60 @@ pub struct Words {
 
 enum WordsIn {
     Memory(Vec<u32>),
-    Disk(File),
+    Disk { file: File, page: Mutex<Page> },
+}
+
+/// The page of a table on disk read last, written back when another is
+/// read or the file is read as a whole.
+#[derive(Default)]
+struct Page {
+    first: usize,
+    words: Vec<u32>,
+    dirty: bool,
 }
 
 fn byte_at(i: usize, width: usize) -> Result<u64, SpillError> {
     (i as u64)
         .checked_mul(width as u64)
         .ok_or(SpillError::Damaged(i))
+}
+
+fn lock(page: &Mutex<Page>) -> MutexGuard<'_, Page> {
+    // A panic while a page was held loses at most that page's writes to a
+    // scratch table the panicking restore no longer reads.
+    page.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Page {
+    /// Writes the page back if it changed.
+    fn write_back(&mut self, file: &File) -> Result<(), SpillError> {
+        if self.dirty {
+            let bytes: Vec<u8> = self.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            file.write_all_at(&bytes, byte_at(self.first, 4)?)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Makes the page the one holding word `i` of a table of `len`.
+    fn hold(&mut self, file: &File, i: usize, len: usize) -> Result<(), SpillError> {
+        let first = i / PAGE_WORDS * PAGE_WORDS;
+        if self.first == first && !self.words.is_empty() {
+            return Ok(());
+        }
+        self.write_back(file)?;
+        let n = PAGE_WORDS.min(len - first);
+        let mut bytes = vec![0u8; n * 4];
+        file.read_exact_at(&mut bytes, byte_at(first, 4)?)?;
+        self.words.clear();
+        self.words.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])),
+        );
+        self.first = first;
+        Ok(())
+    }
 }
 
 impl Words {
@@ -58,10 +113,17 @@ impl Words {
                 at += n as u64;
             }
         }
-        Ok(Words {
+        Ok(Words::on(file, len))
+    }
+
+    fn on(file: File, len: usize) -> Words {
+        Words {
             len,
-            inner: WordsIn::Disk(file),
-        })
+            inner: WordsIn::Disk {
+                file,
+                page: Mutex::new(Page::default()),
+            },
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -74,7 +136,7 @@ impl Words {
 
     /// Whether the words are in a file.
     pub fn on_disk(&self) -> bool {
-        matches!(self.inner, WordsIn::Disk(_))
+        matches!(self.inner, WordsIn::Disk { .. })
     }
 
     pub fn get(&self, i: usize) -> Result<u32, SpillError> {
@@ -83,10 +145,10 @@ impl Words {
         }
         match &self.inner {
             WordsIn::Memory(words) => Ok(words[i]),
-            WordsIn::Disk(file) => {
-                let mut b = [0u8; 4];
-                file.read_exact_at(&mut b, byte_at(i, 4)?)?;
-                Ok(u32::from_le_bytes(b))
+            WordsIn::Disk { file, page } => {
+                let mut page = lock(page);
+                page.hold(file, i, self.len)?;
+                Ok(page.words[i - page.first])
             }
         }
     }
@@ -97,7 +159,13 @@ impl Words {
         }
         match &mut self.inner {
             WordsIn::Memory(words) => words[i] = value,
-            WordsIn::Disk(file) => file.write_all_at(&value.to_le_bytes(), byte_at(i, 4)?)?,
+            WordsIn::Disk { file, page } => {
+                let page = page.get_mut().unwrap_or_else(|p| p.into_inner());
+                page.hold(file, i, self.len)?;
+                let first = page.first;
+                page.words[i - first] = value;
+                page.dirty = true;
+            }
         }
         Ok(())
     }
@@ -123,7 +191,11 @@ impl Words {
                     *w = sum;
                 }
             }
-            WordsIn::Disk(file) => {
+            WordsIn::Disk { file, page } => {
+                // The file is read and written as a whole: the page goes.
+                let page = page.get_mut().unwrap_or_else(|p| p.into_inner());
+                page.write_back(file)?;
+                *page = Page::default();
                 let mut block = vec![0u8; BLOCK_WORDS * 4];
                 let mut first = 0usize;
                 while first < self.len {
@@ -149,7 +221,7 @@ impl Words {
                 len: self.len,
                 inner: WordsIn::Memory(words.clone()),
             }),
-            WordsIn::Disk(_) => {
+            WordsIn::Disk { .. } => {
                 let file = tempfile::tempfile()?;
                 let mut at = 0u64;
                 self.blocks(|_, block| {
@@ -158,10 +230,7 @@ impl Words {
                     at += bytes.len() as u64;
                     Ok(())
                 })?;
-                Ok(Words {
-                    len: self.len,
-                    inner: WordsIn::Disk(file),
-                })
+                Ok(Words::on(file, self.len))
             }
         }
     }
@@ -177,7 +246,9 @@ impl Words {
                     f(b * BLOCK_WORDS, block)?;
                 }
             }
-            WordsIn::Disk(file) => {
+            WordsIn::Disk { file, page } => {
+                // What the page changed is in the file first.
+                lock(page).write_back(file)?;
                 let mut bytes = vec![0u8; BLOCK_WORDS * 4];
                 let mut words = Vec::with_capacity(BLOCK_WORDS);
                 let mut first = 0usize;
@@ -370,6 +441,42 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn words_on_disk_hold_what_a_vector_holds(
+            ops in prop::collection::vec((0usize..3 * PAGE_WORDS + 5, any::<u32>(), 0u8..8), 1..200),
+        ) {
+            let len = 3 * PAGE_WORDS + 5;
+            let mut disk = Words::new(len, 9, 0).unwrap();
+            let mut want = vec![9u32; len];
+            for (i, v, op) in ops {
+                match op {
+                    // Now and then the whole file is read or rewritten.
+                    0 => {
+                        disk.accumulate().unwrap();
+                        let mut sum = 0u32;
+                        for w in want.iter_mut() {
+                            sum = sum.wrapping_add(*w);
+                            *w = sum;
+                        }
+                    }
+                    1 => {
+                        let copy = disk.copy().unwrap();
+                        let mut all = Vec::new();
+                        copy.each(|_, w| all.push(w)).unwrap();
+                        prop_assert_eq!(&all, &want);
+                    }
+                    2..=4 => prop_assert_eq!(disk.get(i).unwrap(), want[i]),
+                    _ => {
+                        disk.set(i, v).unwrap();
+                        want[i] = v;
+                    }
+                }
+            }
+            let mut all = Vec::new();
+            disk.each(|_, w| all.push(w)).unwrap();
+            prop_assert_eq!(all, want);
+        }
+
         #[test]
         fn the_prefix_map_holds_what_a_hash_map_of_vectors_holds(
             puts in prop::collection::vec((0u64..40, 0u32..1000), 0..60),

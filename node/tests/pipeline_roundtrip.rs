@@ -69,29 +69,19 @@ fn run_backup(
     .expect("backup")
 }
 
-/// A rich tree in a temporary dir, backed up into a local store.
-struct RichTree {
-    work: tempfile::TempDir,
-    src: PathBuf,
-    store: PacketStore,
-    codec: Codec,
-    report: BackupReport,
-}
-
-fn backed_up(secret: u8, redundancy: Redundancy) -> RichTree {
+/// A rich tree in a temporary dir (`src` in it), backed up into a local
+/// store: the dir, the tree, the store, the codec and the backup's report.
+fn backed_up(
+    secret: u8,
+    redundancy: Redundancy,
+) -> (tempfile::TempDir, PathBuf, PacketStore, Codec, BackupReport) {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     rich_tree(&src);
     let store = PacketStore::open(&work.path().join("store"), u64::MAX).unwrap();
     let codec = codec(secret, redundancy);
     let report = run_backup(&src, &codec, &store, &NothingKnown);
-    RichTree {
-        work,
-        src,
-        store,
-        codec,
-        report,
-    }
+    (work, src, store, codec, report)
 }
 
 fn run_restore(
@@ -159,13 +149,7 @@ fn rich_tree(root: &Path) {
 
 #[test]
 fn a_rich_tree_restores_byte_identical() {
-    let RichTree {
-        work,
-        src,
-        store,
-        codec: c,
-        report,
-    } = backed_up(1, Redundancy::Erasure { k: 4, m: 2 });
+    let (work, src, store, c, report) = backed_up(1, Redundancy::Erasure { k: 4, m: 2 });
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     let dest = work.path().join("dest");
     let restored = run_restore(&report, &c, &store, &dest).unwrap();
@@ -306,13 +290,7 @@ fn losing_up_to_m_packets_per_stripe_restores_and_one_more_fails_clearly() {
 
 #[test]
 fn tampered_packets_are_detected_named_and_worked_around() {
-    let RichTree {
-        work,
-        src,
-        store,
-        codec: c,
-        report,
-    } = backed_up(1, Redundancy::Erasure { k: 4, m: 2 });
+    let (work, src, store, c, report) = backed_up(1, Redundancy::Erasure { k: 4, m: 2 });
     // One packet of every stripe is served with a flipped bit (a lying target).
     let mut victims: Vec<PacketId> = Vec::new();
     let mut bad: HashMap<PacketId, Vec<u8>> = HashMap::new();
@@ -395,13 +373,7 @@ fn a_wrong_convergence_secret_fails_with_a_clear_error() {
 
 #[test]
 fn replicas_round_trip() {
-    let RichTree {
-        work,
-        src,
-        store,
-        codec: c,
-        report,
-    } = backed_up(3, Redundancy::Replicas { n: 3 });
+    let (work, src, store, c, report) = backed_up(3, Redundancy::Replicas { n: 3 });
     assert!(report.sequence.stripes().all(|s| s.packets.len() == 3));
     let dest = work.path().join("dest");
     run_restore(&report, &c, &store, &dest).unwrap();
@@ -570,13 +542,7 @@ fn the_inventory_pages_through_every_packet_with_size_and_generation() {
 /// a typed error where it cannot.
 #[test]
 fn a_sequence_out_of_order_repeated_or_short_is_restored_or_refused_clearly() {
-    let RichTree {
-        work,
-        src,
-        store,
-        codec: c,
-        report,
-    } = backed_up(1, Redundancy::Erasure { k: 2, m: 1 });
+    let (work, src, store, c, report) = backed_up(1, Redundancy::Erasure { k: 2, m: 1 });
     assert!(report.sequence.data.len() > 4, "a tree of several chunks");
     let restore = |sequence: &pipeline::Sequence, name: &str| {
         let dest = work.path().join(name);
@@ -657,13 +623,7 @@ fn a_manifest_copied_as_it_streams_reads_back_the_same_and_a_failed_copy_loses_n
     use strew_node::pipeline::manifest_disk::DiskManifest;
     use strew_node::pipeline::restore::{open_manifest, open_manifest_copying};
     // The temporary dir lives as long as its store.
-    let RichTree {
-        work: _work,
-        store,
-        codec: c,
-        report,
-        ..
-    } = backed_up(5, Redundancy::Erasure { k: 2, m: 1 });
+    let (_work, _, store, c, report) = backed_up(5, Redundancy::Erasure { k: 2, m: 1 });
     let keys = pipeline::RestoreKeys {
         owner: c.secret.clone(),
         data: Vec::new(),

@@ -26,11 +26,15 @@ const READ_BUFFER: usize = 256 * 1024;
 /// Errors of a scratch file.
 #[derive(Debug, thiserror::Error)]
 pub enum SpillError {
-    #[error("backup scratch file: {0}")]
+    #[error("scratch file in the temporary directory: {0}")]
     Io(#[from] std::io::Error),
-    #[error("backup scratch file: {0}")]
+    #[error("scratch file in the temporary directory: {0}")]
     Cbor(#[from] strew_coordinator::CborError),
-    #[error("backup scratch file: a record of {0} bytes")]
+    /// A record, position or length a scratch file cannot hold or did not
+    /// give back (the number says which): nothing outside made it.
+    #[error(
+        "scratch file in the temporary directory damaged (record, position or length {0}); run it again"
+    )]
     Damaged(usize),
 }
 

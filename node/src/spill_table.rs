@@ -53,6 +53,24 @@ fn byte_at(i: usize, width: usize) -> Result<u64, SpillError> {
         .ok_or(SpillError::Damaged(i))
 }
 
+/// A new scratch file of `total` bytes, `pattern` over and over (a sparse
+/// file when it is all zeros).
+fn filled(total: u64, pattern: &[u8]) -> Result<File, SpillError> {
+    let file = tempfile::tempfile()?;
+    if pattern.iter().all(|b| *b == 0) {
+        file.set_len(total)?;
+        return Ok(file);
+    }
+    let block = pattern.repeat(BLOCK_WORDS);
+    let mut at = 0u64;
+    while at < total {
+        let n = (block.len() as u64).min(total - at) as usize;
+        file.write_all_at(&block[..n], at)?;
+        at += n as u64;
+    }
+    Ok(file)
+}
+
 fn lock(page: &Mutex<Page>) -> MutexGuard<'_, Page> {
     // A panic while a page was held loses at most that page's writes to a
     // scratch table the panicking restore no longer reads.
@@ -100,19 +118,7 @@ impl Words {
                 inner: WordsIn::Memory(vec![value; len]),
             });
         }
-        let file = tempfile::tempfile()?;
-        let total = byte_at(len, 4)?;
-        if value == 0 {
-            file.set_len(total)?;
-        } else {
-            let block = value.to_le_bytes().repeat(BLOCK_WORDS);
-            let mut at = 0u64;
-            while at < total {
-                let n = (block.len() as u64).min(total - at) as usize;
-                file.write_all_at(&block[..n], at)?;
-                at += n as u64;
-            }
-        }
+        let file = filled(byte_at(len, 4)?, &value.to_le_bytes())?;
         Ok(Words::on(file, len))
     }
 
@@ -306,16 +312,7 @@ impl PrefixMap {
         let inner = if capacity <= memory {
             SlotsIn::Memory(vec![EMPTY; slots as usize])
         } else {
-            let file = tempfile::tempfile()?;
-            let total = byte_at(slots as usize, SLOT)?;
-            let block = EMPTY.repeat(BLOCK_WORDS);
-            let mut at = 0u64;
-            while at < total {
-                let n = (block.len() as u64).min(total - at) as usize;
-                file.write_all_at(&block[..n], at)?;
-                at += n as u64;
-            }
-            SlotsIn::Disk(file)
+            SlotsIn::Disk(filled(byte_at(slots as usize, SLOT)?, &EMPTY)?)
         };
         Ok(PrefixMap {
             slots,

@@ -536,18 +536,23 @@ impl PacketStore {
     /// segment file that is gone is no error while the index names another
     /// place, or none, when read again.
     pub fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut place = self.place(id)?;
         let mut looked = 0;
         loop {
-            let Some((segment, offset, len)) = self.place(id)? else {
+            let Some((segment, offset, len)) = place else {
                 return Ok(None);
             };
             let file = match self.reader(segment) {
                 Ok(file) => file,
-                Err(StoreError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound
-                        && looked < PLACE_LOOKUPS
-                        && self.place(id)? != Some((segment, offset, len)) =>
+                Err(StoreError::Io { path, source })
+                    if source.kind() == std::io::ErrorKind::NotFound && looked < PLACE_LOOKUPS =>
                 {
+                    let now = self.place(id)?;
+                    if now == place {
+                        // Still named there: the file is missing, not moved.
+                        return Err(StoreError::Io { path, source });
+                    }
+                    place = now;
                     looked += 1;
                     continue;
                 }

@@ -18,7 +18,7 @@ use strew_coordinator::SnapshotId;
 
 use super::jobs::{SourceJobs, resolve_snapshot};
 use super::{CommandError, DaemonContext};
-use crate::grid::{ManagerApi, OverlayManager, OverlayTransport, grid_manifest};
+use crate::grid::{ManagerApi, ManifestRead, OverlayManager, OverlayTransport, grid_manifest};
 use crate::pipeline::manifest_disk::DiskManifest;
 use crate::pipeline::select;
 use crate::spill::SpillError;
@@ -63,24 +63,18 @@ impl ManifestCache {
     }
 }
 
-/// A manifest and the packets fetched to read it (0 when it was cached).
-pub(super) struct Read {
-    pub(super) manifest: DiskManifest,
-    fetched: u64,
-}
-
 /// A manifest's scratch files failed (the temporary directory full?).
 fn scratch(e: SpillError) -> CommandError {
     CommandError::Internal(format!(
-        "reading a manifest's scratch files: {e} (is the temporary directory full?)"
+        "browsing a snapshot: {e} (is the temporary directory full?)"
     ))
 }
 
 /// Runs `f` on the manifest on a blocking thread (it reads scratch files).
 async fn with_manifest<T: Send + 'static>(
-    read: Read,
+    read: ManifestRead,
     f: impl FnOnce(&DiskManifest) -> Result<T, CommandError> + Send + 'static,
-) -> Result<(T, Read), CommandError> {
+) -> Result<(T, ManifestRead), CommandError> {
     tokio::task::spawn_blocking(move || f(&read.manifest).map(|t| (t, read)))
         .await
         .map_err(|e| CommandError::task("manifest", e))?
@@ -88,19 +82,21 @@ async fn with_manifest<T: Send + 'static>(
 
 impl SourceJobs {
     /// The manifest of `snapshot` (cached, or read from its manifest
-    /// stripes), in scratch files: a few bytes an entry in memory.
+    /// stripes), in scratch files: a few bytes an entry in memory; and the
+    /// packets fetched to read it (0 when it was cached).
     pub(super) async fn manifest(
         &self,
         ctx: &DaemonContext,
         snapshot: SnapshotId,
-    ) -> Result<Read, CommandError> {
+    ) -> Result<ManifestRead, CommandError> {
         let cache = ManifestCache::new(&ctx.data_dir);
         let cached = tokio::task::spawn_blocking(move || cache.get(&snapshot))
             .await
             .map_err(|e| CommandError::task("manifest cache", e))?;
         if let Some(manifest) = cached {
-            return Ok(Read {
+            return Ok(ManifestRead {
                 manifest,
+                copied: true,
                 fetched: 0,
             });
         }
@@ -130,10 +126,7 @@ impl SourceJobs {
             }
             _ => tracing::warn!("cannot cache a manifest; it will be fetched again"),
         }
-        Ok(Read {
-            manifest: read.manifest,
-            fetched: read.fetched,
-        })
+        Ok(read)
     }
 
     /// `strew ls SNAPSHOT [PATH]`: `{snapshot, entries, fetched_packets}`.

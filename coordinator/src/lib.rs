@@ -38,7 +38,7 @@ pub use manager::{
     ChunkPlan, CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, CommitStep,
     DedupAnswer, Effects, ForgetResponse, KnownChunk, LogRetention, Manager, ManagerConfig,
     ManagerError, PacketSpec, PlanDecision, PlanDraft, PlanRequest, ReservationLimits,
-    SnapshotSummary,
+    RetargetRequest, SnapshotSummary,
 };
 pub use network::NetworkDomain;
 pub use placement::{

@@ -50,6 +50,7 @@ mod pages;
 pub mod rebuild;
 mod receipts;
 mod reservations;
+mod retarget;
 mod snapshots;
 mod standing;
 pub use audits::{MAX_AUDIT_PAGE, StripeChallenges};
@@ -60,6 +61,7 @@ pub use pages::{MAX_LIST_PAGE, MAX_SEQUENCE_PAGE, SequencePage};
 pub use rebuild::ReregisterDecision;
 pub use receipts::MAX_RECEIPTS_PER_CALL;
 pub use reservations::*;
+pub use retarget::{MAX_RETARGET_AVOID, MAX_RETARGET_SLOTS};
 pub use standing::{
     Health, MAX_STANDING_DOWN, STANDING_PAGES, Standing, StandingSum, StripeHealth, TargetShare,
     classify, down_set,

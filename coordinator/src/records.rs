@@ -315,6 +315,17 @@ pub struct PendingBackup {
     pub order_stored: Vec<PlannedChunk>,
 }
 
+/// One packet of a pending backup moved to a new target before any target
+/// receipted it (`Command::RetargetBackup`): packet `index` of the planned
+/// copy of `data_id` goes to `target`, under a new storage generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retarget {
+    pub data_id: DataId,
+    pub index: u32,
+    pub target: NodeId,
+    pub generation: u64,
+}
+
 /// One planned packet a target receipted: which, where, which generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipted {

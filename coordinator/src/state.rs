@@ -21,7 +21,7 @@ use crate::quota::{
 };
 use crate::records::{
     AssemblyRecord, BackupParams, ChunkRecord, ClientRecord, LogEvent, LogKind, NodeSet,
-    PendingBackup, PlannedChunk, Receipted, SnapshotRecord, SourceProfile, StoredPacket,
+    PendingBackup, PlannedChunk, Receipted, Retarget, SnapshotRecord, SourceProfile, StoredPacket,
     TargetRecord, profile_key,
 };
 use crate::units::{GeoPoint, Millis, format_size};
@@ -34,6 +34,7 @@ mod order;
 mod pending_index;
 mod rebuild;
 mod references;
+mod retarget;
 mod touched;
 mod upkeep;
 
@@ -41,6 +42,7 @@ pub use bounds::MAX_ENTRY_BYTES;
 pub use garbage::{COLLECT_HOLD, DueGarbage, Garbage, MAX_COLLECT_BATCH, MAX_DELETIONS_ANSWERED};
 pub use pending_index::PendingIndex;
 pub use rebuild::{REREGISTERED, Reregistered, Unreferenced};
+pub use retarget::MAX_RETARGET_MOVES;
 pub use touched::{PendingList, Touched};
 
 /// Largest packet a plan may name: the packet protocol's maximum body
@@ -121,6 +123,15 @@ pub enum Command {
         first: u64,
         keys: Vec<DataId>,
         stored: Vec<PlannedChunk>,
+    },
+    /// Packets of pending backup `pending_id` that no target receipted
+    /// yet, each moved to a new target: its source could not upload them
+    /// (the target stopped answering mid-backup). The rest of the backup
+    /// stays as planned; what the old targets may hold is collected.
+    RetargetBackup {
+        pending_id: u64,
+        moves: Vec<Retarget>,
+        at: Millis,
     },
     AbortBackup {
         pending_id: u64,
@@ -426,6 +437,11 @@ impl ManagerState {
                 reason,
                 ..
             } => self.abort(*pending_id, *at, reason, &mut touched)?,
+            Command::RetargetBackup {
+                pending_id,
+                moves,
+                at,
+            } => self.retarget(*pending_id, moves, *at, &mut touched)?,
             Command::Forget { snapshot, at, .. } => self.forget(snapshot, *at, &mut touched)?,
             Command::RecordRestore { record } => {
                 if !self.snapshots.contains_key(&record.snapshot) {
@@ -529,7 +545,8 @@ impl ManagerState {
             | Command::Forget {
                 at, expired: true, ..
             }
-            | Command::MovePacket { at, .. } => (*at, 0),
+            | Command::MovePacket { at, .. }
+            | Command::RetargetBackup { at, .. } => (*at, 0),
             Command::AbortBackup { at, .. } | Command::Forget { at, .. } => (*at, COLLECT_HOLD),
             Command::CommitBackup { snapshot, .. } => (snapshot.created_at, COLLECT_HOLD),
             _ => (0, COLLECT_HOLD),

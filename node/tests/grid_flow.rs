@@ -238,8 +238,13 @@ async fn a_target_failing_mid_upload_gets_its_packets_replaced() {
     let report = backup(&g, &src, &options(vec![root.clone()], ".."))
         .await
         .unwrap();
-    assert!(report.plans >= 2, "re-planned");
+    // One pending backup: only the dead target's packets moved.
+    assert_eq!(report.plans, 1);
+    assert!(report.moved_packets > 0);
     assert!(!report.targets.contains(&dead));
+    assert_eq!(report.failed_targets.len(), 1);
+    assert_eq!(report.failed_targets[0].target, dead);
+    assert_eq!(report.failed_targets[0].held_packets, 0);
     // The outbox gave its space back at the commit.
     let outbox = src.outbox().disk_usage().unwrap();
     assert_eq!(outbox.live_bytes, 0, "{outbox:?}");
@@ -255,6 +260,55 @@ async fn a_target_failing_mid_upload_gets_its_packets_replaced() {
             .collect()
     };
     assert_eq!(g.targets.all_packets(), committed);
+    let dest = data.path().join("restored");
+    restore(&g, &src, &report, &dest).await;
+    assert_eq!(
+        diff_trees(&root, &dest.join("home"), 20),
+        Vec::<String>::new()
+    );
+}
+
+/// A volunteer leaves mid-backup, after parts were handed in: the packets it
+/// receipted stay recorded on it (repair's to rebuild after the commit),
+/// the ones of the part in flight move, later parts avoid it, and the
+/// snapshot restores without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_lost_after_earlier_parts_keeps_their_packets_and_the_rest_moves() {
+    let g = grid(1 << 30);
+    let src = source(&g, 2, PARIS);
+    let data = tempfile::tempdir().unwrap();
+    let root = data.path().join("home");
+    tree(&root);
+    let lost = g.target_ids[1];
+    g.targets.go_down_after(&lost, 3);
+    // A small outbox: the backup goes in many parts.
+    let opts = GridBackupOptions {
+        staging_limit: 300_000,
+        ..options(vec![root.clone()], "..")
+    };
+    let report = backup(&g, &src, &opts).await.unwrap();
+    assert_eq!(report.plans, 1, "one pending backup throughout");
+    assert!(report.moved_packets > 0, "{report:?}");
+    let [failed] = report.failed_targets.as_slice() else {
+        panic!("one failed target: {:?}", report.failed_targets);
+    };
+    assert_eq!(failed.target, lost);
+    assert_eq!(
+        failed.held_packets, 3,
+        "the packets it stored before it left"
+    );
+    // The manager records those three where they are, and nothing else on it.
+    let on_lost = {
+        let m = g.manager.manager.lock().unwrap();
+        m.state()
+            .chunks
+            .values()
+            .flat_map(|c| &c.packets)
+            .filter(|p| p.target == lost)
+            .count()
+    };
+    assert_eq!(on_lost, 3);
+    assert_eq!(g.targets.targets.lock().unwrap()[&lost].packets.len(), 3);
     let dest = data.path().join("restored");
     restore(&g, &src, &report, &dest).await;
     assert_eq!(

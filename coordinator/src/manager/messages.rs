@@ -62,6 +62,21 @@ pub struct PlanDecision {
     pub target_caps: BTreeMap<NodeId, u64>,
 }
 
+/// "These packets of my pending backup could not reach their targets:
+/// place them elsewhere." Answered with a [`PlanDecision`] naming each
+/// moved chunk with all its packets and store tickets for them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetargetRequest {
+    pub pending_id: u64,
+    pub source: NodeId,
+    /// The packets to move: a planned chunk, and the packet's index in it
+    /// (at most [`MAX_RETARGET_SLOTS`](crate::manager::MAX_RETARGET_SLOTS)).
+    pub slots: Vec<(DataId, u32)>,
+    /// Nodes never to choose: the targets whose uploads failed (at most
+    /// [`MAX_RETARGET_AVOID`](crate::manager::MAX_RETARGET_AVOID)).
+    pub avoid: Vec<NodeId>,
+}
+
 /// A plan decided but not yet applied: what [`Manager::finish_plan`] needs
 /// to answer once its `BeginBackup` command applied.
 #[derive(Clone, Debug, PartialEq)]

@@ -25,6 +25,7 @@ impl Command {
             Command::Forget { .. } => "Forget",
             Command::RecordRestore { .. } => "RecordRestore",
             Command::MovePacket { .. } => "MovePacket",
+            Command::RetargetBackup { .. } => "RetargetBackup",
             Command::MarkBad { .. } => "MarkBad",
             Command::TrimLog { .. } => "TrimLog",
             Command::RecordAudits { .. } => "RecordAudits",

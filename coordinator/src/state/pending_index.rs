@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::ManagerState;
 use crate::ids::{DataId, NodeId, PacketId};
-use crate::records::{MAX_CHUNK_COPIES, PendingBackup, PlannedChunk, Receipted, chunk_copy_key};
+use crate::records::{
+    MAX_CHUNK_COPIES, PendingBackup, PlannedChunk, Receipted, StoredPacket, chunk_copy_key,
+};
 
 /// The index (equal to any other: it is derived, not state).
 #[derive(Clone, Debug, Default)]
@@ -148,6 +150,20 @@ impl ManagerState {
         }
     }
 
+    /// Packet `old` of backup `id`'s chunk at `at` now goes to `target`.
+    pub(super) fn index_retargeted(
+        &mut self,
+        id: u64,
+        at: usize,
+        old: &StoredPacket,
+        target: NodeId,
+    ) {
+        if self.index.built {
+            self.index.packets.remove(&(old.packet_id, old.target, id));
+            self.index.packets.insert((old.packet_id, target, id), at);
+        }
+    }
+
     pub(super) fn index_extended(
         &mut self,
         id: u64,
@@ -200,12 +216,21 @@ impl ManagerState {
 
     /// Pending backup `id`'s planned copy of `data_id`, if it plans one.
     pub fn planned_chunk(&self, id: u64, data_id: &DataId) -> Option<&PlannedChunk> {
+        let at = self.planned_position(id, data_id)?;
+        self.pending.get(&id)?.new_chunks.get(at)
+    }
+
+    /// Where pending backup `id`'s planned copy of `data_id` sits in its
+    /// `new_chunks`, if it plans one.
+    pub fn planned_position(&self, id: u64, data_id: &DataId) -> Option<usize> {
         let pending = self.pending.get(&id)?;
         if self.index.built {
-            let at = *self.index.chunks.get(&(id, *data_id))?;
-            pending.new_chunks.get(at)
+            self.index.chunks.get(&(id, *data_id)).copied()
         } else {
-            pending.new_chunks.iter().find(|c| &c.data_id == data_id)
+            pending
+                .new_chunks
+                .iter()
+                .position(|c| &c.data_id == data_id)
         }
     }
 

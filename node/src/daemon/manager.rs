@@ -635,6 +635,7 @@ impl ManagerService {
                 | ManagerRequest::DryRun(_)
                 | ManagerRequest::Commit(_)
                 | ManagerRequest::CommitOrder(_)
+                | ManagerRequest::Retarget(_)
         ) && let Some(refusal) = self.closed_to(&requester)
         {
             return refusal;
@@ -933,6 +934,24 @@ impl ManagerService {
                 .map_err(refused)?;
                 self.propose(command).await?;
                 Ok(ManagerResponse::Recorded)
+            }
+            ManagerRequest::Retarget(mut req) => {
+                // The requester speaks for itself only.
+                req.source = requester;
+                let (command, mut draft) = heavy(|| {
+                    self.replica
+                        .read(|m| m.decide_retarget(&req, now, &mut *lock(&self.rng)))
+                })
+                .map_err(refused)?;
+                self.propose(command.clone()).await?;
+                let decision = self
+                    .replica
+                    .read(|m| {
+                        draft.uploads = m.retargeted_chunks(&command);
+                        m.finish_plan(draft, now)
+                    })
+                    .map_err(refused)?;
+                Ok(ManagerResponse::Planned(decision.to_wire()))
             }
             ManagerRequest::CommitOrder(mut req) => {
                 // The requester speaks for itself only.

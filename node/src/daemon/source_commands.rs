@@ -418,6 +418,25 @@ pub async fn backup(data_dir: &Path, cmd: &BackupCmd) -> anyhow::Result<()> {
             paced.len()
         )?;
     }
+    if num(&v, "moved_packets") > 0 {
+        writeln!(
+            out,
+            "moved     {} packets to other targets: uploads to {} target(s) kept failing",
+            num(&v, "moved_packets"),
+            v["failed_targets"].as_array().map_or(0, Vec::len)
+        )?;
+    }
+    for f in v["failed_targets"].as_array().into_iter().flatten() {
+        if num(f, "held_packets") > 0 {
+            writeln!(
+                out,
+                "warning   target {} failed after it stored {} packets of this backup: \
+                 repair rebuilds them elsewhere if it stays away",
+                f["target"].as_str().unwrap_or("?"),
+                num(f, "held_packets")
+            )?;
+        }
+    }
     if num(&v, "skipped_packets") > 0 {
         writeln!(
             out,

@@ -7,15 +7,17 @@
 //! last part: a half-done backup is never a snapshot.
 //!
 //! The outbox holds at most about `staging_limit` bytes of packets not yet
-//! receipted. A target that fails mid-upload is excluded and everything
-//! planned so far re-planned around it into a new pending backup (at most
-//! [`MAX_PLANS`] plans per part); packets already on a target the new plan
-//! keeps are not sent again.
+//! receipted. A target that keeps failing mid-upload is excluded from later
+//! parts, and the packets of the current part it did not receipt are moved
+//! to other targets by the manager (`ManagerApi::retarget`; at most
+//! [`MAX_MOVES`] times a part); the rest of the backup stays as planned.
+//! What earlier parts put on it stays there: if it stays away, repair
+//! rebuilds those packets after the commit, and the report names it.
 //!
 //! Nothing the backup holds in memory grows with its size: the stripes'
-//! order and each handed-in part's chunks and receipts wait in scratch
-//! files ([`super::spill`]), read back at the commit and by a re-plan. What
-//! a backup leaves to tidy up is [`super::cleanup`]'s.
+//! order waits in a scratch file ([`super::spill`]), read back at the
+//! commit; what it keeps per part is that part's. What a backup leaves to
+//! tidy up is [`super::cleanup`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -25,7 +27,8 @@ use std::sync::atomic::Ordering;
 use futures::StreamExt;
 use serde::Serialize;
 use strew_coordinator::manager::{
-    ChunkPlan, CommitRequest, PlanDecision, PlanRequest, order_page_len,
+    CommitRequest, MAX_RETARGET_AVOID, MAX_RETARGET_SLOTS, PlanDecision, PlanRequest,
+    RetargetRequest, order_page_len,
 };
 use strew_coordinator::records::{BackupParams, StoredPacket};
 use strew_coordinator::{CommitOrderRequest, DataId, NodeId, PacketId, SnapshotId, StoreReceipt};
@@ -59,11 +62,12 @@ fn upload_delay() -> Option<std::time::Duration> {
     })
 }
 
-/// Plans tried before a backup gives up on unreachable targets.
-pub const MAX_PLANS: usize = 3;
+/// Times a part's packets are moved off failing targets before the
+/// backup gives up (re-running it resumes).
+pub const MAX_MOVES: usize = 3;
 
-/// Pauses before a failed target's uploads are tried again (then the part
-/// is re-planned around it).
+/// Pauses before a failed target's uploads are tried again (then its
+/// packets of the part are moved).
 const UPLOAD_RETRIES: [std::time::Duration; 2] = [
     std::time::Duration::from_secs(1),
     std::time::Duration::from_secs(3),
@@ -132,6 +136,11 @@ pub struct GridBackupReport {
     pub deduplicated_chunks: u64,
     pub plans: usize,
     pub targets: Vec<NodeId>,
+    /// Packets moved to other targets because uploads to theirs kept failing.
+    pub moved_packets: u64,
+    /// Targets whose uploads kept failing, with the packets of parts handed
+    /// in before that they hold: repair rebuilds those if they stay away.
+    pub failed_targets: Vec<FailedTarget>,
     /// The most bytes of unreceipted packets the outbox held at once.
     pub staging_high_water: u64,
     /// Uploads (packet to target) an interrupted earlier run of this backup
@@ -144,6 +153,14 @@ pub struct GridBackupReport {
     /// Left for [`clean_up`], after the answer.
     #[serde(skip)]
     pub cleanup: Cleanup,
+}
+
+/// A target whose uploads kept failing during a backup.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedTarget {
+    pub target: NodeId,
+    /// Packets of this backup it receipted before it failed.
+    pub held_packets: u64,
 }
 
 /// One upload's outcome: the bytes sent and the target's receipt, or why not.
@@ -213,15 +230,16 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         progress: &progress,
         staging: &staging,
         pending: None,
-        handed: Spill::new().map_err(spill_error)?,
         exclude: Vec::new(),
         done: BTreeSet::new(),
         receipts: BTreeMap::new(),
         targets: BTreeSet::new(),
+        held: BTreeMap::new(),
         uploaded_packets: 0,
         uploaded_bytes: 0,
         deduplicated: 0,
         plans: 0,
+        moved_packets: 0,
         abandoned: Vec::new(),
         last_failure: None,
         journal_path: journal_path.clone(),
@@ -379,6 +397,14 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
     // Packets this backup sent that nothing references any more (those of
     // plans it replaced, and any the manager found redundant at commit) are
     // deleted by the caller in the background: the backup is done.
+    let failed_targets = run
+        .left_on_failed_targets()
+        .into_iter()
+        .map(|(target, held_packets)| FailedTarget {
+            target,
+            held_packets,
+        })
+        .collect();
     let cleanup = Cleanup {
         abandoned: run.abandoned,
         tickets: response.delete_tickets.clone(),
@@ -393,6 +419,8 @@ pub async fn grid_backup<M: ManagerApi, T: PacketTransport>(
         uploaded_bytes: run.uploaded_bytes,
         deduplicated_chunks: run.deduplicated,
         plans: run.plans,
+        failed_targets,
+        moved_packets: run.moved_packets,
         targets: run.targets.into_iter().collect(),
         staging_high_water: staging.high_water(),
         skipped_packets: run.skipped_packets,
@@ -537,7 +565,7 @@ async fn resumable<M: ManagerApi>(
 }
 
 /// The async side of one streaming backup: the pending backup its parts
-/// extend, the receipts so far, and what a re-plan needs.
+/// extend, the receipts so far, and the targets that failed.
 struct Run<'a, M, T> {
     me: &'a SourceIdentity,
     manager: &'a M,
@@ -548,92 +576,84 @@ struct Run<'a, M, T> {
     staging: &'a Arc<Staging>,
     /// The pending backup the parts so far are planned into.
     pending: Option<u64>,
-    /// Every handed-in part's chunks and receipts: a re-plan around a
-    /// failed target plans them all again into a new pending backup.
-    handed: Spill<HandedPart>,
+    /// Targets whose uploads failed: later parts are planned without them.
     exclude: Vec<NodeId>,
-    /// Uploads (packet to target) done, of this part (and of every part
-    /// while it is re-planned).
+    /// Uploads (packet to target) done, of this part.
     done: BTreeSet<(PacketId, NodeId)>,
     /// Their targets' signed receipts.
     receipts: BTreeMap<(PacketId, NodeId), StoreReceipt>,
     targets: BTreeSet<NodeId>,
+    /// Packets handed in per target: what a target that fails later holds.
+    held: BTreeMap<NodeId, u64>,
     uploaded_packets: u64,
     uploaded_bytes: u64,
     deduplicated: u64,
     plans: usize,
+    /// Packets moved off failed targets before any receipted them.
+    moved_packets: u64,
     abandoned: Vec<u64>,
     last_failure: Option<String>,
     journal_path: Option<PathBuf>,
     journal: Option<Journal>,
     skipped_packets: u64,
-    /// One token bucket per capped target, kept across parts and re-plans:
-    /// every upload to it waits for its bytes.
+    /// One token bucket per capped target, kept across parts: every upload
+    /// to it waits for its bytes.
     pace: BTreeMap<NodeId, strew_overlay::BandwidthLimiter>,
 }
 
 impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
     /// Plans one part into the pending backup, uploads it, hands its
-    /// receipts in and drops its packets from the outbox. Upload failures
-    /// re-plan everything so far around the failed targets (at most
-    /// [`MAX_PLANS`] plans per part).
+    /// receipts in and drops its packets from the outbox.
     async fn part(&mut self, part: Part) -> Result<(), GridError> {
-        let mut chunks = part.chunks;
-        // This part's chunks, for a re-plan (everything so far then).
-        let mine = chunks.clone();
-        let mut replanned = false;
-        let mut tries = 0;
+        if self.progress.is_cancelled() {
+            return Err(GridError::Cancelled("cancelled".into()));
+        }
+        if self.pending.is_none() {
+            self.plans += 1;
+        }
+        let decision = super::parts::plan_in_parts(
+            self.manager,
+            PlanRequest {
+                extend: self.pending,
+                source: self.me.node_id,
+                set: self.opts.set.clone(),
+                location: self.me.location,
+                params: self.opts.params.clone(),
+                chunks: part.chunks,
+                exclude: self.exclude.clone(),
+            },
+        )
+        .await
+        .map_err(|err| self.explained(err))?;
+        if self.pending.is_none()
+            && let Some(path) = &self.journal_path
+        {
+            self.journal = Some(Journal::begin(path, decision.pending_id).map_err(journal_error)?);
+        }
+        self.pending = Some(decision.pending_id);
+        self.journal(&Record::Planned {
+            decision: decision.clone(),
+        })?;
+        self.finish_part(decision, part.packets).await?;
+        self.staging.release(part.bytes);
+        Ok(())
+    }
+
+    /// Uploads a planned part and hands its receipts in. A target that
+    /// still fails after [`UPLOAD_RETRIES`] is excluded from later parts,
+    /// and the packets of this part it did not receipt are moved to other
+    /// targets (at most [`MAX_MOVES`] times a part); packets of earlier
+    /// parts it holds stay, for repair to rebuild if it stays away.
+    async fn finish_part(
+        &mut self,
+        mut decision: PlanDecision,
+        packets: Vec<PacketId>,
+    ) -> Result<(), GridError> {
+        let mut moves = 0;
         loop {
-            if self.progress.is_cancelled() {
-                return Err(GridError::Cancelled("cancelled".into()));
-            }
-            tries += 1;
-            if self.pending.is_none() {
-                // A new pending backup (the first, or a re-plan).
-                self.plans += 1;
-            }
-            let planned = chunks.clone();
-            let decision = super::parts::plan_in_parts(
-                self.manager,
-                PlanRequest {
-                    extend: self.pending,
-                    source: self.me.node_id,
-                    set: self.opts.set.clone(),
-                    location: self.me.location,
-                    params: self.opts.params.clone(),
-                    chunks: std::mem::take(&mut chunks),
-                    exclude: self.exclude.clone(),
-                },
-            )
-            .await
-            .map_err(|err| match (&err, &self.last_failure) {
-                // Say why targets were left out, not only that too few remain.
-                (GridError::Refused(why), Some(first)) => {
-                    GridError::Refused(strew_overlay::manager::Refusal::new(
-                        why.code,
-                        format!(
-                            "uploads to {} target(s) failed (first error: {first}); planning without them: {why}",
-                            self.exclude.len()
-                        ),
-                    ))
-                }
-                _ => err,
-            })?;
-            if self.pending.is_none()
-                && let Some(path) = &self.journal_path
-            {
-                self.journal =
-                    Some(Journal::begin(path, decision.pending_id).map_err(journal_error)?);
-            }
-            self.pending = Some(decision.pending_id);
-            self.journal(&Record::Planned {
-                decision: decision.clone(),
-            })?;
             let mut failed = self.upload(&decision).await?;
             // A target that failed may only have been slow or briefly gone:
-            // its uploads are tried again before planning around it (a
-            // re-plan of a large backup cannot move packets that already
-            // left the outbox).
+            // its uploads are tried again before its packets move.
             for wait in UPLOAD_RETRIES {
                 if failed.is_empty() || self.progress.is_cancelled() {
                     break;
@@ -641,40 +661,18 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                 tracing::info!(
                     targets = failed.len(),
                     ?wait,
-                    "uploads failed; trying them again before planning around the targets"
+                    "uploads failed; trying them again before moving their packets"
                 );
                 tokio::time::sleep(wait).await;
                 failed = self.upload(&decision).await?;
             }
             if failed.is_empty() {
-                self.deduplicated += decision.reused.len() as u64;
-                let stored: Vec<StoredPacket> = decision
-                    .uploads
-                    .iter()
-                    .flat_map(|c| c.packets.iter().cloned())
-                    .collect();
-                self.targets.extend(stored.iter().map(|p| p.target));
-                let receipts: Vec<StoreReceipt> = stored
-                    .iter()
-                    .filter_map(|p| self.receipts.get(&(p.packet_id, p.target)).cloned())
-                    .collect();
-                self.hand_in(decision.pending_id, &receipts, part.packets)
-                    .await?;
-                if replanned {
-                    // The new pending backup holds everything so far.
-                    self.handed.clear().map_err(spill_error)?;
-                }
-                self.handed_in(HandedPart {
-                    chunks: planned,
-                    receipts,
-                })?;
-                self.staging.release(part.bytes);
-                return Ok(());
+                break;
             }
-            if tries >= MAX_PLANS {
+            if moves >= MAX_MOVES {
                 return Err(GridError::Other(format!(
-                    "uploads to {} target(s) failed in {tries} plans ({}); re-run the backup to continue \
-                     (committed chunks are not sent again)",
+                    "uploads to {} target(s) failed after their packets moved {moves} times ({}); \
+                     re-run the backup to continue (receipted packets are not sent again)",
                     failed.len(),
                     failed
                         .iter()
@@ -683,56 +681,103 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
                         .join(", ")
                 )));
             }
-            // Everything so far again, into a new pending backup without
-            // the failed targets; the old one is abandoned after the commit.
-            self.exclude.extend(failed);
-            self.abandoned.push(decision.pending_id);
-            self.pending = None;
-            chunks = self.everything_so_far(&mine)?;
-            replanned = true;
+            moves += 1;
+            for target in &failed {
+                if !self.exclude.contains(target) {
+                    self.exclude.push(*target);
+                }
+            }
+            self.move_off(&mut decision, &failed).await?;
         }
-    }
-
-    /// A part was handed in: its chunks and receipts go to the scratch
-    /// file (a later re-plan reads them), out of memory.
-    fn handed_in(&mut self, part: HandedPart) -> Result<(), GridError> {
-        // In records of a bounded size (a re-plan's part is everything).
-        let pages = part
-            .chunks
-            .len()
-            .max(part.receipts.len())
-            .div_ceil(HANDED_PAGE)
-            .max(1);
-        for i in 0..pages {
-            let page = |n: usize| (i * HANDED_PAGE).min(n)..((i + 1) * HANDED_PAGE).min(n);
-            self.handed
-                .push(&HandedPart {
-                    chunks: part.chunks[page(part.chunks.len())].to_vec(),
-                    receipts: part.receipts[page(part.receipts.len())].to_vec(),
-                })
-                .map_err(spill_error)?;
+        self.deduplicated += decision.reused.len() as u64;
+        let stored: Vec<&StoredPacket> = decision
+            .uploads
+            .iter()
+            .flat_map(|c| c.packets.iter())
+            .collect();
+        let mut receipts = Vec::with_capacity(stored.len());
+        for p in stored {
+            self.targets.insert(p.target);
+            *self.held.entry(p.target).or_default() += 1;
+            if let Some(r) = self.receipts.get(&(p.packet_id, p.target)) {
+                receipts.push(r.clone());
+            }
         }
+        self.hand_in(decision.pending_id, &receipts, packets)
+            .await?;
         self.done.clear();
         self.receipts.clear();
         Ok(())
     }
 
-    /// Every handed-in part's chunks and then `mine`, for a re-plan; their
-    /// uploads and receipts are done (not sent again where the new plan
-    /// keeps them).
-    fn everything_so_far(&mut self, mine: &[ChunkPlan]) -> Result<Vec<ChunkPlan>, GridError> {
-        let mut all = Vec::new();
-        for part in self.handed.read().map_err(spill_error)? {
-            let part = part.map_err(spill_error)?;
-            all.extend(part.chunks);
-            for r in part.receipts {
-                let key = (r.packet_id, r.target);
-                self.done.insert(key);
-                self.receipts.insert(key, r);
-            }
+    /// Asks the manager to move the packets of `decision` no target
+    /// receipted that sit on a `failed` target, page by page, and merges
+    /// the moved chunks and their tickets into `decision` (and the journal).
+    async fn move_off(
+        &mut self,
+        decision: &mut PlanDecision,
+        failed: &BTreeSet<NodeId>,
+    ) -> Result<(), GridError> {
+        let slots: Vec<(DataId, u32)> = decision
+            .uploads
+            .iter()
+            .flat_map(|c| {
+                c.packets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        failed.contains(&p.target) && !self.done.contains(&(p.packet_id, p.target))
+                    })
+                    .map(|(j, _)| (c.data_id, j as u32))
+            })
+            .collect();
+        let avoid: Vec<NodeId> = self
+            .exclude
+            .iter()
+            .rev()
+            .take(MAX_RETARGET_AVOID)
+            .copied()
+            .collect();
+        tracing::info!(
+            packets = slots.len(),
+            targets = failed.len(),
+            "moving the packets of targets that keep failing"
+        );
+        for page in slots.chunks(MAX_RETARGET_SLOTS) {
+            let moved = self
+                .manager
+                .retarget(RetargetRequest {
+                    pending_id: decision.pending_id,
+                    source: self.me.node_id,
+                    slots: page.to_vec(),
+                    avoid: avoid.clone(),
+                })
+                .await
+                .map_err(|err| self.explained(err))?;
+            self.journal(&Record::Moved {
+                decision: moved.clone(),
+            })?;
+            journal::merge_moved(decision, moved);
+            self.moved_packets += page.len() as u64;
         }
-        all.extend(mine.iter().cloned());
-        Ok(all)
+        Ok(())
+    }
+
+    /// A refusal to place this backup's packets says why targets were
+    /// left out, not only that too few remain.
+    fn explained(&self, err: GridError) -> GridError {
+        match (&err, &self.last_failure) {
+            (GridError::Refused(why), Some(first)) => {
+                GridError::Refused(strew_overlay::manager::Refusal::new(
+                    why.code,
+                    format!(
+                        "uploads to {} target(s) failed (first error: {first}); placing packets without them: {why}",
+                        self.exclude.len()
+                    ),
+                ))
+            }
+            _ => err,
+        }
     }
 
     /// Appends to the journal, if this backup keeps one.
@@ -780,38 +825,22 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             }
             self.receipts.insert(key, r);
         }
-        let failed = self.upload(&decision).await?;
-        if !failed.is_empty() {
-            return Err(GridError::Other(format!(
-                "resuming the interrupted backup: uploads to {} target(s) failed; re-run the backup",
-                failed.len()
-            )));
-        }
-        let stored: Vec<StoredPacket> = decision
+        let packets: Vec<PacketId> = decision
             .uploads
             .iter()
-            .flat_map(|c| c.packets.iter().cloned())
+            .flat_map(|c| c.packets.iter().map(|p| p.packet_id))
             .collect();
-        self.targets.extend(stored.iter().map(|p| p.target));
-        self.deduplicated += decision.reused.len() as u64;
-        let receipts: Vec<StoreReceipt> = stored
+        self.finish_part(decision, packets).await
+    }
+
+    /// The targets that failed, each with the packets of parts handed in
+    /// before it failed: repair rebuilds those once the snapshot is
+    /// committed, if it stays away.
+    fn left_on_failed_targets(&self) -> Vec<(NodeId, u64)> {
+        self.exclude
             .iter()
-            .filter_map(|p| self.receipts.get(&(p.packet_id, p.target)).cloned())
-            .collect();
-        let packets: Vec<PacketId> = stored.iter().map(|p| p.packet_id).collect();
-        self.hand_in(decision.pending_id, &receipts, packets)
-            .await?;
-        self.handed_in(HandedPart {
-            chunks: decision
-                .uploads
-                .iter()
-                .map(|c| ChunkPlan {
-                    data_id: c.data_id,
-                    packets: Vec::new(),
-                })
-                .collect(),
-            receipts,
-        })
+            .map(|t| (*t, self.held.get(t).copied().unwrap_or(0)))
+            .collect()
     }
 
     /// Uploads the plan's packets not yet on their target; the targets that
@@ -912,7 +941,7 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
         }
         if missing > 0 {
             return Err(GridError::Other(format!(
-                "{missing} packet(s) a re-plan moved to other targets already left the outbox; \
+                "{missing} packet(s) of this part are no longer in the outbox; \
                  re-run the backup to continue"
             )));
         }
@@ -949,6 +978,8 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
             deduplicated_chunks: 0,
             plans: self.plans,
             targets: Vec::new(),
+            moved_packets: self.moved_packets,
+            failed_targets: Vec::new(),
             staging_high_water: self.staging.high_water(),
             skipped_packets: self.skipped_packets,
             paced_targets: Vec::new(),
@@ -962,19 +993,10 @@ impl<M: ManagerApi, T: PacketTransport> Run<'_, M, T> {
     }
 }
 
-/// Chunks (and receipts) in one record of the handed-in parts' file.
-const HANDED_PAGE: usize = 4096;
-
-/// A handed-in part as a re-plan needs it again.
-#[derive(Debug, Serialize, serde::Deserialize)]
-struct HandedPart {
-    chunks: Vec<ChunkPlan>,
-    receipts: Vec<StoreReceipt>,
-}
-
 /// Why one upload did not happen.
 enum UploadError {
-    /// The packet is not in the outbox (an earlier part's, already receipted).
+    /// The packet is not in the outbox (it should be: a part's packets
+    /// leave it with their receipts).
     Missing,
     Failed(String),
 }

@@ -1,7 +1,8 @@
 //! The local journal of a running grid backup, one append-only file per
 //! set and paths (`journal/<digest>.log` in the data dir): the pending
-//! backup it extends, each part's plan, the part's receipts once its
-//! uploads finished, and that the part was handed in. A rerun with the same
+//! backup it extends, each part's plan, the packets of it moved off failing
+//! targets, the part's receipts as its uploads finish, and that the part
+//! was handed in. A rerun with the same
 //! set and paths reads it to resume the pending backup (if the manager
 //! still holds it) without uploading what targets already receipted. The
 //! file is removed once the backup commits.
@@ -53,6 +54,9 @@ pub enum Record {
     Begin { pending_id: u64 },
     /// A part's plan (the manager holds its chunks in the pending backup).
     Planned { decision: PlanDecision },
+    /// Packets of the last planned part moved to other targets: the moved
+    /// chunks whole and their tickets (see [`merge_moved`]).
+    Moved { decision: PlanDecision },
     /// The receipts of the last planned part's uploads.
     Receipted { receipts: Vec<StoreReceipt> },
     /// The last planned part's receipts were handed in.
@@ -74,6 +78,21 @@ pub struct Resume {
     /// A part planned but not handed in: its plan and the receipts its
     /// finished uploads got.
     pub in_flight: Option<(PlanDecision, Vec<StoreReceipt>)>,
+}
+
+/// Merges a retarget's answer into the part's plan: each moved chunk
+/// replaces the planned one (same DataId), its tickets join the plan's (a
+/// later ticket for a target and packet wins, see `ticket_index`).
+pub fn merge_moved(plan: &mut PlanDecision, moved: PlanDecision) {
+    let mut by_id: std::collections::HashMap<_, _> =
+        moved.uploads.into_iter().map(|c| (c.data_id, c)).collect();
+    for chunk in &mut plan.uploads {
+        if let Some(new) = by_id.remove(&chunk.data_id) {
+            *chunk = new;
+        }
+    }
+    plan.tickets.extend(moved.tickets);
+    plan.target_caps.extend(moved.target_caps);
 }
 
 /// One backup's journal file.
@@ -242,6 +261,11 @@ impl Replay {
                 self.open = None;
             }
             Record::Planned { decision } => self.open = Some((decision, Vec::new())),
+            Record::Moved { decision } => {
+                if let Some((open, _)) = self.open.as_mut() {
+                    merge_moved(open, decision);
+                }
+            }
             Record::Receipted { receipts } => {
                 if let Some((_, r)) = self.open.as_mut() {
                     r.extend(receipts);
@@ -307,9 +331,20 @@ mod tests {
         .unwrap();
         j.append(&Record::Done).unwrap();
         j.append(&Record::Planned {
-            decision: decision(7, &[3]),
+            decision: decision(7, &[3, 4]),
         })
         .unwrap();
+        // Chunk 4's packets moved to another target.
+        let mut moved = decision(7, &[4]);
+        moved.uploads[0]
+            .packets
+            .push(strew_coordinator::records::StoredPacket {
+                packet_id: strew_coordinator::PacketId([9; 32]),
+                size: 10,
+                target: strew_coordinator::NodeId([8; 32]),
+                generation: 5,
+            });
+        j.append(&Record::Moved { decision: moved }).unwrap();
         drop(j);
         // A crash in the middle of an append.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -332,6 +367,13 @@ mod tests {
         assert!(r.done.contains(claim(&DataId([2; 32]))).unwrap());
         let (in_flight, receipts) = r.in_flight.unwrap();
         assert_eq!(in_flight.uploads[0].data_id, DataId([3; 32]));
+        assert!(in_flight.uploads[0].packets.is_empty());
+        assert_eq!(
+            in_flight.uploads[1].packets[0].target,
+            strew_coordinator::NodeId([8; 32]),
+            "the moved chunk replaced the planned one"
+        );
+        assert_eq!(in_flight.uploads.len(), 2);
         assert!(receipts.is_empty());
         Journal::remove(&path).unwrap();
         assert!(Journal::read(&path).unwrap().pending_id.is_none());

@@ -34,7 +34,7 @@ use std::future::Future;
 
 use strew_coordinator::manager::{
     CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, ForgetResponse,
-    PlanDecision, PlanRequest, SnapshotSummary,
+    PlanDecision, PlanRequest, RetargetRequest, SnapshotSummary,
 };
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
@@ -190,6 +190,13 @@ pub trait ManagerApi: Send + Sync {
         pending_id: u64,
         receipts: Vec<StoreReceipt>,
     ) -> impl Future<Output = Result<(), GridError>> + Send;
+    /// Moves packets of a pending backup whose uploads failed (at most
+    /// `MAX_RETARGET_SLOTS`, none receipted) to new targets; answers the
+    /// moved chunks whole with store tickets.
+    fn retarget(
+        &self,
+        request: RetargetRequest,
+    ) -> impl Future<Output = Result<PlanDecision, GridError>> + Send;
     /// Hands in one page of a pending backup's chunk order, for a commit
     /// too large for one message; returns how many chunks the manager holds.
     fn commit_order(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use strew_coordinator::manager::{
     CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, ForgetResponse,
-    MAX_LIST_PAGE, PlanDecision, PlanRequest, SnapshotSummary,
+    MAX_LIST_PAGE, PlanDecision, PlanRequest, RetargetRequest, SnapshotSummary,
 };
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
@@ -451,6 +451,13 @@ impl ManagerApi for OverlayManager {
         {
             ManagerResponse::Recorded => Ok(()),
             other => Err(unexpected("receipts", &other)),
+        }
+    }
+
+    async fn retarget(&self, request: RetargetRequest) -> Result<PlanDecision, GridError> {
+        match self.call(ManagerRequest::Retarget(request)).await? {
+            ManagerResponse::Planned(decision) => Ok(wire::plan_decision(decision)),
+            other => Err(unexpected("retarget", &other)),
         }
     }
 

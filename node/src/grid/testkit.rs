@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use strew_coordinator::manager::ReadTicketRequest;
 use strew_coordinator::manager::{
     CommitOrderRequest, CommitOrderResponse, CommitRequest, CommitResponse, ForgetResponse,
-    Manager, PlanDecision, PlanRequest, SnapshotSummary,
+    Manager, PlanDecision, PlanRequest, RetargetRequest, SnapshotSummary,
 };
 use strew_coordinator::records::RestoreOutcome;
 use strew_coordinator::seal::SealedForRecipient;
@@ -150,6 +150,15 @@ impl ManagerApi for LocalClient<'_> {
             .map_err(refused)
     }
 
+    async fn retarget(&self, mut request: RetargetRequest) -> Result<PlanDecision, GridError> {
+        request.source = self.requester;
+        let now = self.local.now();
+        let mut rng = lock(&self.local.rng);
+        lock(&self.local.manager)
+            .retarget(&request, now, &mut *rng)
+            .map_err(refused)
+    }
+
     async fn commit_order(
         &self,
         mut request: CommitOrderRequest,
@@ -227,6 +236,9 @@ pub struct MemoryTarget {
     pub get_delay: std::time::Duration,
     /// Puts refused before this target accepts again (briefly gone).
     pub failing_puts: u32,
+    /// Puts it still accepts before it goes down for good (a volunteer
+    /// who leaves mid-backup); `None`: no end.
+    pub puts_left: Option<u32>,
 }
 
 impl MemoryTarget {
@@ -241,6 +253,7 @@ impl MemoryTarget {
             bytes_received: 0,
             get_delay: std::time::Duration::ZERO,
             failing_puts: 0,
+            puts_left: None,
         }
     }
 }
@@ -292,6 +305,13 @@ impl MemoryTargets {
     pub fn fail_puts(&self, id: &NodeId, puts: u32) {
         if let Some(t) = lock(&self.targets).get_mut(id) {
             t.failing_puts = puts;
+        }
+    }
+
+    /// Accepts `puts` more puts to `id`, then it is down for good.
+    pub fn go_down_after(&self, id: &NodeId, puts: u32) {
+        if let Some(t) = lock(&self.targets).get_mut(id) {
+            t.puts_left = Some(puts);
         }
     }
 
@@ -384,6 +404,14 @@ impl PacketTransport for MemoryTargets {
         if t.failing_puts > 0 {
             t.failing_puts -= 1;
             return Err(Self::err(target, "briefly unreachable"));
+        }
+        match &mut t.puts_left {
+            Some(0) => {
+                t.up = false;
+                return Err(Self::err(target, "connection refused"));
+            }
+            Some(left) => *left -= 1,
+            None => {}
         }
         let Some(entry) = ticket.entry_for(&id) else {
             return Err(Self::err(target, "packet not on the ticket"));

@@ -120,6 +120,12 @@ pub enum ManagerRequest {
     /// `strew_coordinator::manager::order_page_len(width)` chunks); the
     /// commit that follows names no chunks. Answered `OrderRecorded`.
     CommitOrder(strew_coordinator::CommitOrderRequest),
+    /// Uploads of these packets of the requester's pending backup failed
+    /// (after retries): the manager moves each (at most
+    /// `strew_coordinator::manager::MAX_RETARGET_SLOTS`, none receipted
+    /// yet) to a new target, never one named in `avoid`. Answered `Planned`
+    /// with the moved chunks whole and store tickets for them.
+    Retarget(strew_coordinator::RetargetRequest),
     /// A restore started, succeeded or failed.
     RecordRestore {
         snapshot: SnapshotId,
@@ -234,6 +240,7 @@ impl ManagerRequest {
             ManagerRequest::Abandon { .. } => "abandon",
             ManagerRequest::Receipts { .. } => "receipts",
             ManagerRequest::CommitOrder(_) => "commit_order",
+            ManagerRequest::Retarget(_) => "retarget",
             ManagerRequest::RecordRestore { .. } => "record_restore",
             ManagerRequest::ReadTickets { .. } => "read_tickets",
             ManagerRequest::ReportBad { .. } => "report_bad",
@@ -451,6 +458,12 @@ mod tests {
                 snapshot: SnapshotId([3; 32]),
             },
             ManagerRequest::Abandon { pending_id: 7 },
+            ManagerRequest::Retarget(strew_coordinator::RetargetRequest {
+                pending_id: 7,
+                source: NodeId([1; 32]),
+                slots: vec![(DataId([4; 32]), 2)],
+                avoid: vec![NodeId([6; 32])],
+            }),
             ManagerRequest::ReportRtt(RttReport {
                 samples: vec![RttSample {
                     peer: NodeId([5; 32]),

@@ -158,9 +158,15 @@ pub struct GridBackupReport {
 /// A target whose uploads kept failing during a backup.
 #[derive(Debug, Clone, Serialize)]
 pub struct FailedTarget {
+    /// JSON: the NodeId's text, as everywhere else in the answers.
+    #[serde(serialize_with = "node_text")]
     pub target: NodeId,
     /// Packets of this backup it receipted before it failed.
     pub held_packets: u64,
+}
+
+fn node_text<S: serde::Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
 }
 
 /// One upload's outcome: the bytes sent and the target's receipt, or why not.

@@ -8,6 +8,9 @@
 //! A source killed for good: its pending plan expires on the manager and the
 //! leader's collection deletes what the plan had uploaded from every target,
 //! with nobody asking it to.
+//!
+//! A target killed for good mid-backup: the backup completes, its packets
+//! of the part in flight moved to the other targets.
 
 use std::fs;
 use std::time::Duration;
@@ -194,5 +197,81 @@ fn an_abandoned_backups_uploads_are_deleted_by_the_leaders_collection() -> Resul
         "the leader delivered the deletes"
     );
     eprintln!("{at_kill} packets stored at the kill; all deleted by the leader's collection");
+    Ok(())
+}
+
+/// A volunteer that leaves mid-backup: once a target holds a few of the
+/// backup's packets it is killed for good. The backup goes on: the packets
+/// it had not receipted move to the other targets, the report names it and
+/// how many it holds, and the snapshot restores without it (two replicas).
+#[test]
+fn a_target_killed_mid_backup_has_its_packets_moved_and_the_backup_completes() -> Result<()> {
+    let mut nodes = start_grid(&[])?;
+    nodes[1].wait_for_grid_secret(Duration::from_secs(60))?;
+    let work = tempfile::tempdir()?;
+    let tree = work.path().join("tree");
+    fs::create_dir_all(&tree)?;
+    fs::write(tree.join("a.bin"), noise(48_000_000, 23))?;
+    let path = tree.to_str().context("utf-8 path")?;
+    let mut args = vec!["backup", path];
+    args.extend(BACKUP);
+    args.push("--json");
+    let (source, lost) = (1, 3);
+    let lost_id = nodes[lost].node_id()?;
+    let mut client = nodes[source].cli_spawn(&args)?;
+    poll(
+        "the doomed target to store a few of the backup's packets",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || (nodes[lost].stored_packets().ok()? >= 3).then_some(()),
+    )?;
+    nodes[lost].kill();
+    let status = poll(
+        "the backup to finish without the killed target",
+        Duration::from_secs(180),
+        Duration::from_millis(200),
+        || client.try_wait().ok().flatten(),
+    );
+    if status.is_err() {
+        let _ = client.kill();
+    }
+    let out = client.wait_with_output()?;
+    ensure!(
+        status?.success(),
+        "the backup failed: {}\nsource log tail:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        nodes[source].log_tail(30)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("JSON report")?;
+    let moved = report["moved_packets"].as_u64().context("moved_packets")?;
+    let failed = report["failed_targets"]
+        .as_array()
+        .context("failed_targets")?;
+    eprintln!("moved {moved} packets; failed targets {failed:?}");
+    ensure!(moved > 0, "packets moved off the killed target: {report}");
+    ensure!(
+        failed.len() == 1
+            && failed[0]["target"].as_str() == Some(lost_id.as_str())
+            // What it receipted before the kill (one stored as it died
+            // may never have been receipted).
+            && failed[0]["held_packets"].as_u64() >= Some(1),
+        "the report names the killed target and what it holds: {report}"
+    );
+    ensure!(
+        report["plans"].as_u64() == Some(1),
+        "one pending backup: {report}"
+    );
+    let snapshot = report["snapshot"].as_str().context("snapshot id")?;
+    let dest = work.path().join("restored");
+    nodes[source].cli_json(&[
+        "restore",
+        snapshot,
+        dest.to_str().context("utf-8 path")?,
+        "--json",
+    ])?;
+    ensure!(
+        fs::read(tree.join("a.bin"))? == fs::read(dest.join("tree").join("a.bin"))?,
+        "restores byte-identical without the killed target"
+    );
     Ok(())
 }

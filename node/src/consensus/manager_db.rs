@@ -620,6 +620,24 @@ mod tests {
             assert_eq!(&reopened(&db), m.state());
         }
         let pending_id = pending.expect("planned");
+        // The last chunk's first packet moves off its target (its upload
+        // failed): one row rewritten, and the old place queued for collection.
+        let last = uploads.last().expect("planned").clone();
+        let request = strew_coordinator::RetargetRequest {
+            pending_id,
+            source,
+            slots: vec![(last.data_id, 0)],
+            avoid: vec![last.packets[0].target],
+        };
+        let (command, _) = m
+            .decide_retarget(&request, 15, &mut rng)
+            .expect("retargets");
+        let batch = step(&mut m, &mut db, command.clone());
+        assert_eq!(batch.split.item_rows(), 1, "rows written for a move");
+        assert_eq!(&reopened(&db), m.state());
+        let [moved] = m.retargeted_chunks(&command).try_into().expect("one chunk");
+        assert_ne!(moved.packets[0].target, last.packets[0].target);
+        *uploads.last_mut().expect("planned") = moved;
         let receipts: Vec<StoreReceipt> = uploads
             .iter()
             .flat_map(|c| &c.packets)
@@ -691,14 +709,14 @@ mod tests {
                 .sum::<usize>(),
             0
         );
-        // Every freed packet is queued for collection, row by row; a
-        // collection removes its rows.
-        assert_eq!(state.garbage.len(), 3 * CHUNKS);
+        // Every freed packet is queued for collection, row by row (and the
+        // moved packet's old place); a collection removes its rows.
+        assert_eq!(state.garbage.len(), 3 * CHUNKS + 1);
         let (mut db, _) = ManagerDb::open(&path).expect("reopens");
         let entries: Vec<_> = state.garbage.keys().take(CHUNKS).copied().collect();
         step(&mut m, &mut db, Command::Collected { entries });
         assert_eq!(&reopened(&db), m.state());
-        assert_eq!(m.state().garbage.len(), 2 * CHUNKS);
+        assert_eq!(m.state().garbage.len(), 2 * CHUNKS + 1);
         drop(db);
         // And the pending rows of the gone backup left with it.
         let (db, _) = ManagerDb::open(&path).expect("reopens");

@@ -80,7 +80,7 @@ fn a_failed_targets_unreceipted_packets_move_and_the_rest_stays_as_planned() {
     let (kept, moving) = on_dead.split_first().expect("two or more");
     let planned_on = |(d, j): &(DataId, u32)| {
         let c = decision.uploads.iter().find(|c| &c.data_id == d).unwrap();
-        c.packets[*j as usize].clone()
+        c.packets[*j as usize]
     };
     let kept_packet = planned_on(kept);
     let handed: Vec<_> = decision

@@ -32,7 +32,7 @@ impl ManagerState {
                 .get_mut(at)
                 .and_then(|c| c.packets.get_mut(m.index as usize))
                 .ok_or(ApplyError::UnknownChunk(m.data_id))?;
-            old.push((at, slot.clone(), m.target));
+            old.push((at, *slot, m.target));
             slot.target = m.target;
             slot.generation = m.generation;
         }

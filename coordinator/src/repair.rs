@@ -219,6 +219,35 @@ impl Manager {
     /// [`Self::decide_repair`], never choosing a node in `avoid` as a new
     /// target (e.g. nodes whose claimed location measured RTTs refute, under
     /// `location_check = enforce`).
+    /// `count` new targets for packets of one stripe of a backup whose
+    /// targets are `anchors`, never one in `stripe` (its holders and nodes
+    /// to avoid): nodes the backup does not use yet first (it spreads
+    /// wider), else any of its targets. How repairs and moved uploads
+    /// (`decide_retarget`) choose.
+    pub(crate) fn replacements<R: Rng + ?Sized>(
+        &self,
+        request: &PlacementRequest,
+        anchors: &[NodeId],
+        stripe: &[NodeId],
+        count: usize,
+        rng: &mut R,
+    ) -> Result<Vec<NodeId>, crate::placement::PlacementRefusal> {
+        let policy = &self.config().placement;
+        place_replacements_with(self.view(), request, policy, anchors, stripe, count, rng).or_else(
+            |_| {
+                place_replacements_reusing(
+                    self.view(),
+                    request,
+                    policy,
+                    anchors,
+                    stripe,
+                    count,
+                    rng,
+                )
+            },
+        )
+    }
+
     pub fn decide_repair_avoiding<R: Rng + ?Sized>(
         &self,
         request: &RepairRequest<'_>,
@@ -301,28 +330,13 @@ impl Manager {
             stripes: 1,
             packet_size,
         };
-        // Nodes the backup does not use yet first (the backup spreads
-        // wider); else any of its targets not holding a packet of this stripe.
-        let targets = place_replacements_with(
-            self.view(),
+        let targets = self.replacements(
             &placement_request,
-            &self.config().placement,
             &anchors,
             &stripe,
             request.rebuild.len(),
             rng,
-        )
-        .or_else(|_| {
-            place_replacements_reusing(
-                self.view(),
-                &placement_request,
-                &self.config().placement,
-                &anchors,
-                &stripe,
-                request.rebuild.len(),
-                rng,
-            )
-        })?;
+        )?;
         Ok(request
             .rebuild
             .iter()

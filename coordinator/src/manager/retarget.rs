@@ -7,7 +7,6 @@
 //! failed). This module decides; it must not change the state or do I/O.
 
 use super::*;
-use crate::placement::{place_replacements_reusing, place_replacements_with};
 use crate::records::Retarget;
 use crate::state::MAX_RETARGET_MOVES;
 
@@ -98,27 +97,7 @@ impl Manager {
                 stripes: 1,
                 packet_size: size,
             };
-            let policy = &self.config().placement;
-            let targets = place_replacements_with(
-                self.view(),
-                &placement,
-                policy,
-                &anchors,
-                &stripe,
-                indices.len(),
-                rng,
-            )
-            .or_else(|_| {
-                place_replacements_reusing(
-                    self.view(),
-                    &placement,
-                    policy,
-                    &anchors,
-                    &stripe,
-                    indices.len(),
-                    rng,
-                )
-            })?;
+            let targets = self.replacements(&placement, &anchors, &stripe, indices.len(), rng)?;
             for (&index, target) in indices.iter().zip(targets) {
                 moves.push(Retarget {
                     data_id: *data_id,

@@ -76,6 +76,29 @@ fn stored_off(nodes: &[Node], source: usize) -> u64 {
         .sum()
 }
 
+/// Restores the snapshot `report` names on `node` under `work` and checks
+/// `tree/a.bin` came back byte-identical.
+fn restores_identical(
+    node: &Node,
+    report: &serde_json::Value,
+    tree: &std::path::Path,
+    work: &std::path::Path,
+) -> Result<()> {
+    let snapshot = report["snapshot"].as_str().context("snapshot id")?;
+    let dest = work.join("restored");
+    node.cli_json(&[
+        "restore",
+        snapshot,
+        dest.to_str().context("utf-8 path")?,
+        "--json",
+    ])?;
+    ensure!(
+        fs::read(tree.join("a.bin"))? == fs::read(dest.join("tree").join("a.bin"))?,
+        "snapshot {snapshot} restores byte-identical"
+    );
+    Ok(())
+}
+
 /// Runs `args` on node `source` until at least `least` of its packets are on
 /// their targets, then SIGKILLs the source's daemon and the client; returns
 /// the packets stored at the kill.
@@ -135,19 +158,7 @@ fn a_killed_source_resumes_its_backup_without_sending_receipted_packets_again() 
         skipped > 0 && uploaded * 10 < (uploaded + skipped) * 6,
         "{before} packets stored at the kill; the rerun sent {uploaded} and skipped {skipped}: {report}"
     );
-    let snapshot = report["snapshot"].as_str().context("snapshot id")?;
-    let dest = work.path().join("restored");
-    nodes[source].cli_json(&[
-        "restore",
-        snapshot,
-        dest.to_str().context("utf-8 path")?,
-        "--json",
-    ])?;
-    ensure!(
-        fs::read(tree.join("a.bin"))? == fs::read(dest.join("tree").join("a.bin"))?,
-        "restores byte-identical"
-    );
-    Ok(())
+    restores_identical(&nodes[source], &report, &tree, work.path())
 }
 
 #[test]
@@ -261,17 +272,5 @@ fn a_target_killed_mid_backup_has_its_packets_moved_and_the_backup_completes() -
         report["plans"].as_u64() == Some(1),
         "one pending backup: {report}"
     );
-    let snapshot = report["snapshot"].as_str().context("snapshot id")?;
-    let dest = work.path().join("restored");
-    nodes[source].cli_json(&[
-        "restore",
-        snapshot,
-        dest.to_str().context("utf-8 path")?,
-        "--json",
-    ])?;
-    ensure!(
-        fs::read(tree.join("a.bin"))? == fs::read(dest.join("tree").join("a.bin"))?,
-        "restores byte-identical without the killed target"
-    );
-    Ok(())
+    restores_identical(&nodes[source], &report, &tree, work.path())
 }

@@ -188,6 +188,23 @@ fn a_failed_targets_unreceipted_packets_move_and_the_rest_stays_as_planned() {
             );
         }
     }
+    // The backup's targets, as the index counts them, are the targets its
+    // chunks name now: the new ones in, the dead one still (it holds the
+    // receipted packet).
+    let pending = &m.state().pending[&decision.pending_id];
+    let named: Vec<_> = pending
+        .new_chunks
+        .iter()
+        .flat_map(|c| c.packets.iter().map(|p| p.target))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(m.state().pending_targets(pending), named);
+    assert_eq!(
+        reloaded.pending_targets(&reloaded.pending[&decision.pending_id]),
+        named
+    );
+    assert!(named.contains(&dead));
     for slot in moving {
         let p = planned_on(slot);
         assert!(

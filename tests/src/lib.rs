@@ -457,6 +457,35 @@ impl Node {
         serde_json::from_slice(&out.stdout).context("parse JSON output")
     }
 
+    /// `strew restore SNAPSHOT DEST --json`, then checks that each of
+    /// `files` (paths inside `tree`) came back byte-identical under
+    /// `DEST/<tree's name>/`; returns the restore's report.
+    pub fn restore_identical(
+        &self,
+        snapshot: &str,
+        dest: &Path,
+        tree: &Path,
+        files: &[&str],
+    ) -> Result<Value> {
+        let report = self.cli_json(&[
+            "restore",
+            snapshot,
+            dest.to_str().context("utf-8 path")?,
+            "--json",
+        ])?;
+        let name = tree.file_name().context("the tree has a name")?;
+        for file in files {
+            let (original, restored) = (tree.join(file), dest.join(name).join(file));
+            let same = fs::read(&original)
+                .with_context(|| format!("read {}", original.display()))?
+                == fs::read(&restored).with_context(|| format!("read {}", restored.display()))?;
+            if !same {
+                bail!("{file} of snapshot {snapshot} did not restore byte-identical");
+            }
+        }
+        Ok(report)
+    }
+
     /// `strew backup TREE --name SET --redundancy REDUNDANCY --json`, checked
     /// to have kept the snapshot's root: one part, or with `small` (the
     /// smallest chunk sizes: hundreds of chunks from a small tree) several.

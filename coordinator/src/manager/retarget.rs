@@ -60,13 +60,7 @@ impl Manager {
         // The backup's targets so far (the spread holds against them),
         // the failed ones included: a new target is never one of them
         // unless no other fits.
-        let anchors: Vec<NodeId> = pending
-            .new_chunks
-            .iter()
-            .flat_map(|c| c.packets.iter().map(|p| p.target))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let anchors = state.pending_targets(pending);
         let mut moves = Vec::with_capacity(request.slots.len());
         for (data_id, indices) in &by_chunk {
             let chunk = state

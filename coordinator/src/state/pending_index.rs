@@ -41,6 +41,9 @@ pub struct PendingIndex {
     /// Pending id → stored bytes of its planned packets (its
     /// `stored_bytes()`, which every plan part would otherwise sum anew).
     bytes: BTreeMap<u64, u64>,
+    /// (pending id, target) → planned packets on that target: the
+    /// backup's targets so far, without a pass over its chunks.
+    targets: BTreeMap<(u64, NodeId), u64>,
 }
 
 impl PartialEq for PendingIndex {
@@ -63,7 +66,18 @@ impl PendingIndex {
             self.keys.insert((chunk.record_key(), id));
             for p in &chunk.packets {
                 self.packets.insert((p.packet_id, p.target, id), at);
+                self.count_target(id, p.target, 1);
             }
+        }
+    }
+
+    /// Adds `delta` planned packets of backup `id` to `target`'s count
+    /// (an entry leaves at zero).
+    fn count_target(&mut self, id: u64, target: NodeId, delta: i64) {
+        let count = self.targets.entry((id, target)).or_default();
+        *count = count.saturating_add_signed(delta);
+        if *count == 0 {
+            self.targets.remove(&(id, target));
         }
     }
 
@@ -106,6 +120,10 @@ impl PendingIndex {
     fn remove(&mut self, pending: &PendingBackup) {
         let id = pending.id;
         self.bytes.remove(&id);
+        let targets: Vec<(u64, NodeId)> = self.targets_of(id).map(|t| (id, t)).collect();
+        for key in targets {
+            self.targets.remove(&key);
+        }
         for chunk in &pending.new_chunks {
             self.chunks.remove(&(id, chunk.data_id));
             self.keys.remove(&(chunk.record_key(), id));
@@ -120,6 +138,12 @@ impl PendingIndex {
             self.reused.remove(&(id, *key));
         }
         self.remove_order(id, &pending.order, &pending.order_stored);
+    }
+
+    fn targets_of(&self, id: u64) -> impl Iterator<Item = NodeId> + '_ {
+        self.targets
+            .range((id, NodeId([0; 32]))..=(id, NodeId([u8::MAX; 32])))
+            .map(|((_, target), _)| *target)
     }
 }
 
@@ -161,6 +185,8 @@ impl ManagerState {
         if self.index.built {
             self.index.packets.remove(&(old.packet_id, old.target, id));
             self.index.packets.insert((old.packet_id, target, id), at);
+            self.index.count_target(id, old.target, -1);
+            self.index.count_target(id, target, 1);
         }
     }
 
@@ -211,6 +237,23 @@ impl ManagerState {
             self.index.bytes.get(&pending.id).copied().unwrap_or(0)
         } else {
             pending.stored_bytes()
+        }
+    }
+
+    /// The targets pending backup `pending` plans packets on so far, in
+    /// order, each once (from the index, without a pass over its chunks,
+    /// once the state is indexed).
+    pub fn pending_targets(&self, pending: &PendingBackup) -> Vec<NodeId> {
+        if self.index.built {
+            self.index.targets_of(pending.id).collect()
+        } else {
+            pending
+                .new_chunks
+                .iter()
+                .flat_map(|c| c.packets.iter().map(|p| p.target))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
         }
     }
 

@@ -26,6 +26,9 @@ use crate::spill::SpillError;
 /// Directory of the manifest cache inside the data dir.
 pub const MANIFESTS_DIR: &str = "manifests";
 
+/// How the name of a manifest copy still being written starts.
+const PARTIAL_PREFIX: &str = ".partial-";
+
 /// Manifests already read, one file per snapshot.
 pub struct ManifestCache {
     dir: PathBuf,
@@ -50,10 +53,39 @@ impl ManifestCache {
     }
 
     /// A file (mode 0600) a manifest's bytes are copied into as they are
-    /// read; [`ManifestCache::keep`] makes it the snapshot's.
+    /// read; [`ManifestCache::keep`] makes it the snapshot's. Its name
+    /// starts with [`PARTIAL_PREFIX`], so a copy a crash left is known.
     fn fresh(&self) -> std::io::Result<tempfile::NamedTempFile> {
         std::fs::create_dir_all(&self.dir)?;
-        tempfile::NamedTempFile::new_in(&self.dir)
+        tempfile::Builder::new()
+            .prefix(PARTIAL_PREFIX)
+            .tempfile_in(&self.dir)
+    }
+
+    /// Removes the copies a crash left half written (never a kept
+    /// manifest); returns how many. Run once as the daemon starts, before
+    /// any command can be copying.
+    pub fn sweep(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX))
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+
+    /// Drops a forgotten snapshot's cached manifest, if any: a forgotten
+    /// snapshot is never browsed again, and its manifest may be large.
+    pub fn forget(&self, snapshot: &SnapshotId) {
+        match std::fs::remove_file(self.path(snapshot)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(%snapshot, %err, "cannot drop a forgotten snapshot's cached manifest")
+            }
+        }
     }
 
     fn keep(&self, snapshot: &SnapshotId, copy: tempfile::NamedTempFile) {
@@ -211,4 +243,35 @@ fn text_arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, CommandError> {
     args.get(name)
         .and_then(Value::as_str)
         .ok_or_else(|| CommandError::BadArguments(format!("missing argument {name:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_removes_only_partial_copies_and_forget_only_its_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = ManifestCache::new(dir.path());
+        assert_eq!(cache.sweep(), 0, "no directory yet");
+        let (a, b) = (SnapshotId([1; 32]), SnapshotId([2; 32]));
+        for snapshot in [a, b] {
+            let copy = cache.fresh().expect("fresh");
+            std::fs::write(copy.path(), b"manifest").expect("write");
+            cache.keep(&snapshot, copy);
+        }
+        // Two copies a crash left behind: kept files never start so.
+        for _ in 0..2 {
+            let (_, path) = cache.fresh().expect("fresh").keep().expect("leave");
+            assert!(path.exists());
+        }
+        assert_eq!(std::fs::read_dir(&cache.dir).expect("dir").count(), 4);
+        assert_eq!(cache.sweep(), 2);
+        assert!(cache.path(&a).exists() && cache.path(&b).exists());
+        cache.forget(&a);
+        cache.forget(&a);
+        assert!(!cache.path(&a).exists(), "forgotten");
+        assert!(cache.path(&b).exists(), "the other snapshot's stays");
+        assert_eq!(cache.sweep(), 0);
+    }
 }

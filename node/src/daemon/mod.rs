@@ -134,6 +134,10 @@ pub async fn run_with(
         let settings = config::merge(&file, &run_args)?;
         let (key, created) = identity::load_or_create(&dir)?;
         let trust = crate::trust::GridTrust::open(&dir)?;
+        let partial = browse::ManifestCache::new(&dir).sweep();
+        if partial > 0 {
+            info!(partial, "removed manifest copies a crash left half written");
+        }
         Ok::<_, anyhow::Error>((settings, key, created, PeerCache::load(&dir), trust))
     })
     .await

@@ -315,17 +315,12 @@ fn a_tokens_bandwidth_caps_the_uploads_to_its_target() -> Result<()> {
         "{size} bytes reached a {CAP} B/s target in {took:?} (at least {floor:?} expected)"
     );
     // The copy is whole: it restores.
-    let dest = work.path().join("restored");
     let snapshot = v["snapshot"].as_str().context("snapshot id")?;
-    source.cli_json(&[
-        "restore",
+    source.restore_identical(
         snapshot,
-        dest.to_str().context("utf-8 path")?,
-        "--json",
-    ])?;
-    ensure!(
-        fs::read(tree.join("noise.bin"))? == fs::read(dest.join("tree").join("noise.bin"))?,
-        "the paced backup restores byte-identical"
-    );
+        &work.path().join("restored"),
+        &tree,
+        &["noise.bin"],
+    )?;
     Ok(())
 }

@@ -245,6 +245,11 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
         (2..=4).contains(&ls_fetches),
         "ls fetched {ls_fetches} packets"
     );
+    let cached_a = source
+        .data_dir()
+        .join("manifests")
+        .join(format!("{snap_a}.cbor"));
+    ensure!(cached_a.exists(), "ls caches the manifest it read");
     let one = source.cli_json(&["ls", &snap_a, "tree/src", "--json"])?;
     let one = one.as_array().context("ls list")?;
     ensure!(paths_of(&Value::Array(one.clone())) == ["tree/src", "tree/src/main.rs"]);
@@ -450,6 +455,10 @@ fn excludes_browsing_partial_restore_retention_and_the_dashboard() -> Result<()>
         .filter_map(|s| s["snapshot"].as_str())
         .collect();
     ensure!(left == [snap_b.as_str()], "{left:?}");
+    ensure!(
+        !cached_a.exists(),
+        "the forgotten snapshot's cached manifest is dropped"
+    );
 
     // A scheduled set carries its policy: after its next run the daemon
     // forgets what `--keep-last 1` does not keep.

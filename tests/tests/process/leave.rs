@@ -165,17 +165,7 @@ fn a_leaving_target_hands_its_packets_on_and_may_stop() -> Result<()> {
 
     // The leaver stops for good; the snapshot restores without it.
     nodes[leaver].kill();
-    let dest = work.path().join("restored");
-    nodes[source].cli_json(&[
-        "restore",
-        &snapshot,
-        dest.to_str().context("utf-8 path")?,
-        "--json",
-    ])?;
-    ensure!(
-        fs::read(tree.join("a.bin"))? == fs::read(dest.join("tree").join("a.bin"))?,
-        "restores byte-identical"
-    );
+    nodes[source].restore_identical(&snapshot, &work.path().join("restored"), &tree, &["a.bin"])?;
     let status: Value = nodes[0].status()?;
     ensure!(status["repairs_pending"] == 0, "{status}");
     Ok(())

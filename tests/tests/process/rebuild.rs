@@ -192,20 +192,13 @@ fn a_new_group_with_the_grid_key_takes_back_the_sources_snapshots_from_their_roo
     );
 
     // Restore through the new group (alpha was re-registered in pages).
-    let dest = work.path().join("restored-alpha");
-    let out = nodes[source].cli_json(&[
-        "restore",
+    let out = nodes[source].restore_identical(
         &alpha,
-        dest.to_str().context("utf-8 path")?,
-        "--json",
-    ])?;
+        &work.path().join("restored-alpha"),
+        &alpha_tree,
+        &["data.bin", "note.txt"],
+    )?;
     ensure!(out["fetched"].as_u64() > Some(0), "{out}");
-    for name in ["data.bin", "note.txt"] {
-        ensure!(
-            fs::read(alpha_tree.join(name))? == fs::read(dest.join("alpha").join(name))?,
-            "alpha/{name} restores byte-identical through the rebuilt group"
-        );
-    }
 
     // A new backup works, and a forget (of the snapshot re-registered in
     // pages) frees its packets on the targets.

@@ -314,19 +314,12 @@ fn a_dead_target_is_repaired_while_the_source_is_offline_and_three_losses_still_
             && read["missing"].as_array().map(Vec::len) == Some(missing.len()),
         "{read} against the audits' {check}"
     );
-    let dest = work.path().join("restored");
-    nodes[source].cli_json(&[
-        "restore",
+    nodes[source].restore_identical(
         &snapshot,
-        dest.to_str().context("utf-8 path")?,
-        "--json",
-    ])?;
-    for name in ["a.bin", "b.txt"] {
-        ensure!(
-            fs::read(tree.join(name))? == fs::read(dest.join("tree").join(name))?,
-            "{name} restores byte-identical"
-        );
-    }
+        &work.path().join("restored"),
+        &tree,
+        &["a.bin", "b.txt"],
+    )?;
     eprintln!(
         "repair: {lost} packets of {stripes} stripes rebuilt within {repair_secs:.1} s of the kill; \
          corrupted target's audit record {bad}"

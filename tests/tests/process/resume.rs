@@ -85,17 +85,7 @@ fn restores_identical(
     work: &std::path::Path,
 ) -> Result<()> {
     let snapshot = report["snapshot"].as_str().context("snapshot id")?;
-    let dest = work.join("restored");
-    node.cli_json(&[
-        "restore",
-        snapshot,
-        dest.to_str().context("utf-8 path")?,
-        "--json",
-    ])?;
-    ensure!(
-        fs::read(tree.join("a.bin"))? == fs::read(dest.join("tree").join("a.bin"))?,
-        "snapshot {snapshot} restores byte-identical"
-    );
+    node.restore_identical(snapshot, &work.join("restored"), tree, &["a.bin"])?;
     Ok(())
 }
 

@@ -4,14 +4,22 @@
 //! [`crate::grid::root_upkeep`]).
 
 use super::*;
+use crate::daemon::browse::ManifestCache;
 use crate::grid::rebuild::{Reregistration, reregister_roots};
 use crate::grid::root_upkeep::{RootUpkeep, keep_roots_alive};
 
 impl SourceJobs {
     /// Issue 18: drops the roots of forgotten snapshots from the targets
-    /// holding a copy and from the data dir; returns the copies dropped. A
-    /// failure is a warning: the snapshot is forgotten either way.
+    /// holding a copy and from the data dir, and their cached manifests;
+    /// returns the root copies dropped. A failure is a warning: the
+    /// snapshot is forgotten either way.
     pub(super) async fn drop_roots(&self, ctx: &DaemonContext, snapshots: &[SnapshotId]) -> usize {
+        let (cache, gone) = (ManifestCache::new(&self.data_dir), snapshots.to_vec());
+        if let Err(err) =
+            tokio::task::spawn_blocking(move || gone.iter().for_each(|s| cache.forget(s))).await
+        {
+            warn!(%err, "dropping forgotten snapshots' cached manifests failed");
+        }
         let mut dropped = 0;
         for snapshot in snapshots {
             match crate::grid::roots::drop_root(

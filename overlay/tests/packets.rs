@@ -464,3 +464,126 @@ async fn a_saturated_target_answers_busy_and_sources_back_off_until_stored() {
     target.shutdown();
     task.abort();
 }
+
+/// `DeleteMany` (issue 14): 600 deletes on one target go as batches under
+/// their tickets, each answered for itself: deleted, already absent, live
+/// under another generation, or refused for a ticket that does not name
+/// it; a malformed request is refused whole and deletes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_deletes_go_in_batches_each_answered_for_itself() {
+    use strew_overlay::packet::{DeleteAnswer, MAX_DELETE_BATCH, PacketStorage, delete_batches};
+
+    let target = start(config(48.85, 2.35, vec![]), 64 << 20);
+    let bootstrap = addr_of(&target).await;
+    let source = start(config(52.52, 13.40, vec![bootstrap]), 1 << 20);
+    wait_for("a connection", Duration::from_secs(20), || {
+        source.handle.connected_peers() > 0
+    })
+    .await;
+    let manager = Keypair::generate_ed25519();
+    let manager_id = peer::node_id_of_key(&manager.public()).unwrap();
+    target
+        .handle
+        .set_trusted_managers(BTreeSet::from([manager_id]));
+    let t = target.handle.node_id();
+    let s = &source.handle;
+    let held = |packets: &[Vec<u8>]| {
+        packets
+            .iter()
+            .filter(|p| target.storage.get(&PacketId::of(p)).unwrap().is_some())
+            .count()
+    };
+
+    // 600 packets stored at generation 1 (straight into the target's
+    // storage: the puts are tested above), deleted under tickets of 32.
+    let packets: Vec<Vec<u8>> = (0..600u32).map(|i| i.to_be_bytes().repeat(16)).collect();
+    for p in &packets {
+        target.storage.put(PacketId::of(p), p, 1).unwrap();
+    }
+    // Packet 7 is stored again (generation 2): its old ticket must not
+    // delete the live copy. Packet 9 is gone already.
+    target
+        .storage
+        .put(PacketId::of(&packets[7]), &packets[7], 2)
+        .unwrap();
+    target
+        .storage
+        .delete(&PacketId::of(&packets[9]), 1)
+        .unwrap();
+    let tickets: Vec<Vec<u8>> = packets
+        .chunks(32)
+        .map(|c| {
+            let refs: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+            issue(&manager, TicketKind::Delete, t, &refs)
+        })
+        .collect();
+    // Packet 11 is sent under the next chunk's ticket, which does not name it.
+    let mut deletes: Vec<(PacketId, &[u8])> = packets
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (PacketId::of(p), tickets[i / 32].as_slice()))
+        .collect();
+    deletes[11].1 = tickets[1].as_slice();
+
+    // A malformed request is refused whole: a ticket index out of range.
+    let bad = PacketRequest::DeleteMany {
+        packets: vec![(PacketId::of(&packets[0]), 1)],
+        tickets: vec![tickets[0].clone()],
+    };
+    assert!(matches!(
+        s.request(t, bad).await.unwrap(),
+        PacketResponse::Refused(Refusal::NotPermitted(_))
+    ));
+    let too_many = PacketRequest::DeleteMany {
+        packets: vec![(PacketId::of(&packets[0]), 0); MAX_DELETE_BATCH + 1],
+        tickets: vec![tickets[0].clone()],
+    };
+    assert!(matches!(
+        s.request(t, too_many).await.unwrap(),
+        PacketResponse::Refused(Refusal::NotPermitted(_))
+    ));
+    assert_eq!(held(&packets), 599, "nothing deleted by them");
+
+    let batches = delete_batches(&deletes);
+    assert_eq!(batches.len(), 3, "600 deletes under 19 tickets: 3 batches");
+    let mut answers = Vec::new();
+    for batch in &batches {
+        answers.extend(s.delete_packets(t, batch).await.unwrap());
+    }
+    assert_eq!(answers.len(), 600);
+    for (i, answer) in answers.iter().enumerate() {
+        let want = match i {
+            7 => DeleteAnswer::Refused(Refusal::OtherGeneration),
+            9 => DeleteAnswer::Deleted { existed: false },
+            11 => DeleteAnswer::Refused(Refusal::NotInTicket),
+            _ => DeleteAnswer::Deleted { existed: true },
+        };
+        assert_eq!(answer, &want, "packet {i}");
+    }
+    // Left: the live copy of 7 and the one no ticket covered, 11.
+    assert_eq!(held(&packets), 2);
+    assert!(
+        target
+            .storage
+            .get(&PacketId::of(&packets[7]))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        target
+            .storage
+            .get(&PacketId::of(&packets[11]))
+            .unwrap()
+            .is_some()
+    );
+    let m = source.handle.metrics();
+    let ok = m
+        .packets
+        .get_or_create(&strew_overlay::metrics::PacketLabel {
+            direction: "out",
+            op: "delete_many",
+            result: "ok",
+        })
+        .get();
+    assert_eq!(ok, 3, "one request a batch");
+}

@@ -1,7 +1,8 @@
 //! Lookups over the pending backups, derived from them and never
 //! serialised: which pending backup plans a chunk, a packet on a target, a
 //! record key, which packets it has receipts for, which copies it reuses,
-//! and what its chunk order (handed in page by page) holds so far. A backup of a million
+//! which targets it plans packets on, and what its chunk order (handed in
+//! page by page) holds so far. A backup of a million
 //! chunks is planned, receipted and ordered in pages; without these, every
 //! page would scan everything planned before it (quadratic in the backup).
 //!

@@ -6,7 +6,8 @@
 //!
 //! Every [`COLLECT_EVERY`] the group's leader takes up to [`PER_PASS`] due
 //! entries of targets that are online and not backing off, signs delete
-//! tickets, sends the deletes ([`CONCURRENCY`] at a time; the overlay
+//! tickets, sends the deletes in batches per target ([`BATCHES_IN_FLIGHT`]
+//! at a time; the overlay
 //! answers a request to this node itself locally), and proposes `Collected`
 //! for every delete a target confirmed (deleted, already absent, or held
 //! under another generation: a live copy that must stay). A target whose
@@ -24,20 +25,24 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use strew_coordinator::{Deletion, NodeId, PacketId, StorageTicket};
-use strew_overlay::packet::Refusal;
-use strew_overlay::{OverlayError, OverlayHandle};
+use strew_overlay::OverlayHandle;
+use strew_overlay::packet::{DeleteAnswer, Refusal, delete_batches};
 use tracing::{debug, info, warn};
 
 use super::manager::ManagerService;
+use crate::grid::deletes::DeleteResult;
 
 /// How often the leader looks at the queue.
 pub const COLLECT_EVERY: Duration = Duration::from_secs(1);
 /// Most entries one pass takes (a pass that takes this many runs again at
 /// once).
 pub const PER_PASS: usize = 4_096;
-/// Deletes in flight at once.
-pub const CONCURRENCY: usize = 32;
-/// A delete that takes longer counts as a failure of its target.
+/// `DeleteMany` batches in flight at once (each up to
+/// [`MAX_DELETE_BATCH`](strew_overlay::packet::MAX_DELETE_BATCH) deletes on
+/// one target).
+pub const BATCHES_IN_FLIGHT: usize = 8;
+/// A batch of deletes that takes longer counts as a failure of each of
+/// them.
 const DELETE_DEADLINE: Duration = Duration::from_secs(10);
 /// Longest wait before a failing target is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -176,7 +181,7 @@ struct TargetOutcome {
 type Delivered = BTreeMap<NodeId, TargetOutcome>;
 
 /// Sorts each delete's result by target.
-fn tally(results: Vec<(NodeId, PacketId, Result<(), String>)>) -> Delivered {
+fn tally(results: Vec<DeleteResult>) -> Delivered {
     let mut out: Delivered = BTreeMap::new();
     for (target, id, result) in results {
         let entry = out.entry(target).or_default();
@@ -191,63 +196,89 @@ fn tally(results: Vec<(NodeId, PacketId, Result<(), String>)>) -> Delivered {
     out
 }
 
-/// Sends every delete.
+/// Sends every delete: each target's in `DeleteMany` batches, each ticket
+/// encoded once, [`BATCHES_IN_FLIGHT`] batches at a time.
 async fn deliver(
     overlay: &OverlayHandle,
     deliver: BTreeMap<NodeId, Vec<Deletion>>,
     tickets: &[StorageTicket],
 ) -> Delivered {
-    let mut ticket_of: HashMap<(NodeId, PacketId), &StorageTicket> = HashMap::new();
-    for t in tickets {
+    let encoded: Vec<Result<Vec<u8>, String>> = tickets
+        .iter()
+        .map(|t| strew_overlay::packet::ticket::encode(t).map_err(|e| e.to_string()))
+        .collect();
+    let mut ticket_of: HashMap<(NodeId, PacketId), &Result<Vec<u8>, String>> = HashMap::new();
+    for (t, bytes) in tickets.iter().zip(&encoded) {
         for e in &t.entries {
-            ticket_of.insert((t.target, e.packet_id), t);
+            ticket_of.insert((t.target, e.packet_id), bytes);
         }
     }
-    let jobs: Vec<(NodeId, Deletion, Option<StorageTicket>)> = deliver
+    let mut results: Vec<DeleteResult> = Vec::new();
+    let mut batches = Vec::new();
+    for (target, list) in &deliver {
+        let mut sendable: Vec<(PacketId, &[u8])> = Vec::with_capacity(list.len());
+        for d in list {
+            match ticket_of.get(&(*target, d.packet_id)) {
+                Some(Ok(bytes)) => sendable.push((d.packet_id, bytes.as_slice())),
+                Some(Err(e)) => results.push((
+                    *target,
+                    d.packet_id,
+                    Err(format!("its delete ticket cannot be encoded: {e}")),
+                )),
+                None => results.push((
+                    *target,
+                    d.packet_id,
+                    Err("no delete ticket was signed for it".to_string()),
+                )),
+            }
+        }
+        batches.extend(
+            delete_batches(&sendable)
+                .into_iter()
+                .map(|batch| (*target, batch)),
+        );
+    }
+    // The batches as futures first: a closure over the borrowed tickets
+    // would not be `Send` for every lifetime.
+    let batches: Vec<_> = batches
         .into_iter()
-        .flat_map(|(target, list)| {
-            let ticket_of = &ticket_of;
-            list.into_iter().map(move |d| {
-                let ticket = ticket_of.get(&(target, d.packet_id)).map(|t| (*t).clone());
-                (target, d, ticket)
-            })
-        })
+        .map(|(target, batch)| delete_batch(overlay, target, batch))
         .collect();
-    let results: Vec<(NodeId, PacketId, Result<(), String>)> = futures::stream::iter(jobs)
-        .map(|(target, d, ticket)| async move {
-            let result = match ticket {
-                Some(ticket) => delete(overlay, target, d.packet_id, &ticket).await,
-                None => Err("no delete ticket was signed for it".to_string()),
-            };
-            (target, d.packet_id, result)
-        })
-        .buffer_unordered(CONCURRENCY)
+    let sent: Vec<Vec<DeleteResult>> = futures::stream::iter(batches)
+        .buffer_unordered(BATCHES_IN_FLIGHT)
         .collect()
         .await;
+    results.extend(sent.into_iter().flatten());
     tally(results)
 }
 
-async fn delete(
+/// Sends one batch; each delete's result: done (deleted, already absent,
+/// or live again under another generation) or why not.
+async fn delete_batch(
     overlay: &OverlayHandle,
     target: NodeId,
-    packet: PacketId,
-    ticket: &StorageTicket,
-) -> Result<(), String> {
-    let bytes = strew_overlay::packet::ticket::encode(ticket).map_err(|e| e.to_string())?;
-    match tokio::time::timeout(
-        DELETE_DEADLINE,
-        overlay.delete_packet(target, packet, bytes),
-    )
-    .await
-    {
-        Ok(Ok(_existed)) => Ok(()),
+    batch: Vec<(PacketId, &[u8])>,
+) -> Vec<DeleteResult> {
+    let answers: Vec<Result<(), String>> =
+        match tokio::time::timeout(DELETE_DEADLINE, overlay.delete_packets(target, &batch)).await {
+            Ok(Ok(answers)) => answers.into_iter().map(confirmed).collect(),
+            Ok(Err(error)) => vec![Err(error.to_string()); batch.len()],
+            Err(_) => vec![Err("the deletes timed out".to_string()); batch.len()],
+        };
+    batch
+        .iter()
+        .zip(answers)
+        .map(|((packet, _), result)| (target, *packet, result))
+        .collect()
+}
+
+/// Whether a target's answer to one delete ends it.
+fn confirmed(answer: DeleteAnswer) -> Result<(), String> {
+    match answer {
+        DeleteAnswer::Deleted { .. } => Ok(()),
         // The target holds a copy stored again since: live, it stays.
-        Ok(Err(OverlayError::Refused {
-            reason: Refusal::OtherGeneration,
-            ..
-        })) => Ok(()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("the delete timed out".to_string()),
+        DeleteAnswer::Refused(Refusal::OtherGeneration) => Ok(()),
+        DeleteAnswer::Refused(reason) => Err(reason.to_string()),
     }
 }
 

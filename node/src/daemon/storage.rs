@@ -96,14 +96,31 @@ fn gather<J>(rx: &Receiver<J>, first: J, room: impl Fn(&[J]) -> bool) -> Vec<J> 
 /// Hands `job` to a committer thread and waits for its answer; `None`
 /// when there is no thread (the caller then does the work itself).
 fn send<J, R>(to: &Mutex<SyncSender<J>>, job: J, answer: &Receiver<R>) -> Option<R> {
-    let tx = to.lock().ok()?;
-    match tx.try_send(job) {
-        Ok(()) => {}
-        Err(TrySendError::Full(job)) => tx.send(job).ok()?,
-        Err(TrySendError::Disconnected(_)) => return None,
+    if !queue(to, job) {
+        return None;
     }
-    drop(tx);
     answer.recv().ok()
+}
+
+/// Hands `job` to the committing thread without waiting for its answer;
+/// false when that thread is gone.
+fn queue<J>(to: &Mutex<SyncSender<J>>, job: J) -> bool {
+    let Ok(tx) = to.lock() else {
+        return false;
+    };
+    match tx.try_send(job) {
+        Ok(()) => true,
+        Err(TrySendError::Full(job)) => tx.send(job).is_ok(),
+        Err(TrySendError::Disconnected(_)) => false,
+    }
+}
+
+fn delete_outcome(outcome: GenerationDelete) -> DeleteOutcome {
+    match outcome {
+        GenerationDelete::Deleted => DeleteOutcome::Deleted,
+        GenerationDelete::Absent => DeleteOutcome::Absent,
+        GenerationDelete::OtherGeneration => DeleteOutcome::OtherGeneration,
+    }
 }
 
 /// Takes one delete, gathers whatever else is already waiting, deletes
@@ -194,11 +211,30 @@ impl PacketStorage for StoreAdapter {
             Some(result) => result,
             None => self.store.delete_generation(id, generation),
         };
-        Ok(match outcome.map_err(map)? {
-            GenerationDelete::Deleted => DeleteOutcome::Deleted,
-            GenerationDelete::Absent => DeleteOutcome::Absent,
-            GenerationDelete::OtherGeneration => DeleteOutcome::OtherGeneration,
-        })
+        outcome.map(delete_outcome).map_err(map)
+    }
+
+    fn delete_many(&self, deletes: &[(PacketId, u64)]) -> Vec<Result<DeleteOutcome, StorageError>> {
+        // Every delete queued before any answer is awaited: the committing
+        // thread takes them in one group (or a few), not one each.
+        let answers: Vec<Option<Receiver<_>>> = deletes
+            .iter()
+            .map(|(id, generation)| {
+                let (reply, answer) = sync_channel(1);
+                queue(&self.deletes, (*id, *generation, reply)).then_some(answer)
+            })
+            .collect();
+        deletes
+            .iter()
+            .zip(answers)
+            .map(|((id, generation), answer)| {
+                let outcome = match answer.and_then(|a| a.recv().ok()) {
+                    Some(result) => result,
+                    None => self.store.delete_generation(id, *generation),
+                };
+                outcome.map(delete_outcome).map_err(map)
+            })
+            .collect()
     }
 
     fn free_bytes(&self) -> Result<u64, StorageError> {
@@ -389,6 +425,52 @@ mod tests {
             .map(|(p, _)| p.len() as u64)
             .sum();
         assert_eq!(store.store.usage().unwrap().used_bytes, kept);
+    }
+
+    #[test]
+    fn a_batch_of_deletes_answers_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StoreAdapter::new(PacketStore::open(dir.path(), 1 << 30).unwrap());
+        let packets: Vec<(Vec<u8>, u64)> = (0..300u32)
+            .map(|i| {
+                let bytes = format!("batched {i}").repeat(40).into_bytes();
+                (bytes, 3 + u64::from(i % 4 == 0))
+            })
+            .collect();
+        for (p, generation) in &packets {
+            store.put(PacketId::of(p), p, *generation).unwrap();
+        }
+        // Every delete names generation 3; one packet was never stored.
+        let mut deletes: Vec<(PacketId, u64)> =
+            packets.iter().map(|(p, _)| (PacketId::of(p), 3)).collect();
+        deletes.push((PacketId::of(b"never stored"), 3));
+        let outcomes = store.delete_many(&deletes);
+        assert_eq!(outcomes.len(), 301);
+        for ((_, generation), outcome) in packets.iter().zip(&outcomes) {
+            let want = if *generation == 3 {
+                DeleteOutcome::Deleted
+            } else {
+                DeleteOutcome::OtherGeneration
+            };
+            assert_eq!(outcome.as_ref().unwrap(), &want);
+        }
+        assert_eq!(outcomes[300].as_ref().unwrap(), &DeleteOutcome::Absent);
+        for (p, generation) in &packets {
+            let held = store.get(&PacketId::of(p)).unwrap().is_some();
+            assert_eq!(held, *generation == 4);
+        }
+        // Again: what was deleted is absent now, the other copies stay.
+        let again = store.delete_many(&deletes[..4]);
+        let again: Vec<DeleteOutcome> = again.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            again,
+            [
+                DeleteOutcome::OtherGeneration,
+                DeleteOutcome::Absent,
+                DeleteOutcome::Absent,
+                DeleteOutcome::Absent
+            ]
+        );
     }
 
     #[test]

@@ -4,10 +4,8 @@
 //! cancelled backup ends here too.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use futures::StreamExt;
-use strew_coordinator::{NodeId, PacketId};
+use strew_coordinator::NodeId;
 
 use super::{GridError, ManagerApi, PacketTransport};
 
@@ -57,10 +55,12 @@ pub struct CleanupReport {
     pub failed: usize,
 }
 
-/// Deletes at most this many leftover packets at once.
-const CLEANUP_PARALLEL: usize = 16;
-/// A leftover delete that takes longer is given up (the target may be gone).
-const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Calls of leftover deletes (each up to [`super::deletes::PER_CALL`] on
+/// one target) in flight at once.
+const CLEANUP_PARALLEL: usize = 4;
+/// A call of leftover deletes that takes longer is given up (the target may
+/// be gone).
+const CLEANUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Abandons replaced plans and deletes leftover packets, in parallel, each
 /// delete bounded in time, skipping targets that failed during the backup.
@@ -79,36 +79,27 @@ pub async fn clean_up<M: ManagerApi, T: PacketTransport>(
         }
     }
     let mut report = CleanupReport::default();
-    let mut jobs: Vec<(Arc<strew_coordinator::StorageTicket>, PacketId)> = Vec::new();
-    for ticket in tickets {
+    let mut jobs = Vec::new();
+    for ticket in &tickets {
         if cleanup.skip.contains(&ticket.target) {
             report.skipped += ticket.entries.len();
             continue;
         }
-        let ticket = Arc::new(ticket);
         for entry in &ticket.entries {
-            jobs.push((ticket.clone(), entry.packet_id));
+            jobs.push((ticket.target, entry.packet_id, ticket));
         }
     }
-    let outcomes: Vec<bool> = futures::stream::iter(jobs)
-        .map(|(ticket, id)| async move {
-            match tokio::time::timeout(
-                CLEANUP_DEADLINE,
-                transport.delete(ticket.target, &ticket, id),
-            )
+    let outcomes: Vec<bool> =
+        super::deletes::delete_all(transport, jobs, CLEANUP_PARALLEL, CLEANUP_DEADLINE)
             .await
-            {
-                Ok(Ok(_)) => true,
-                Ok(Err(err)) => {
+            .into_iter()
+            .map(|(_, _, result)| {
+                if let Err(err) = &result {
                     tracing::debug!(%err, "leftover packet not deleted now");
-                    false
                 }
-                Err(_) => false,
-            }
-        })
-        .buffer_unordered(CLEANUP_PARALLEL)
-        .collect()
-        .await;
+                result.is_ok()
+            })
+            .collect();
     report.deleted = outcomes.iter().filter(|ok| **ok).count();
     report.failed = outcomes.len() - report.deleted;
     if report.failed + report.skipped > 0 {

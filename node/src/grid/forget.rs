@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::StreamExt;
 use serde::Serialize;
 use strew_coordinator::{NodeId, PacketId, SnapshotId};
 
@@ -47,8 +46,11 @@ fn by_target_text<S: serde::Serializer>(
     m.end()
 }
 
-/// A delete that takes longer is given up for now (the target may be gone).
-const DELETE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+/// A call of deletes (up to [`super::deletes::PER_CALL`] on one target)
+/// that takes longer is given up for now (the target may be gone).
+const DELETE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+/// Calls of deletes in flight at once.
+const DELETES_IN_FLIGHT: usize = 4;
 
 pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
     manager: &M,
@@ -64,40 +66,24 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
         .map_err(|e| GridError::Other(format!("known-chunk index task failed: {e}")))?
         .map_err(|e| GridError::Other(format!("known-chunk index: {e}")))?;
     let tickets = super::ticket_index(&response.delete_tickets);
-    let jobs: Vec<(NodeId, PacketId)> = response
-        .deletions
-        .iter()
-        .flat_map(|(t, ids)| ids.iter().map(move |id| (*t, *id)))
-        .collect();
-    let results: Vec<(NodeId, PacketId, bool)> = futures::stream::iter(jobs)
-        .map(|(target, id)| {
-            let ticket = tickets.get(&(target, id)).copied();
-            async move {
-                let ok = match ticket {
-                    Some(ticket) => match tokio::time::timeout(
-                        DELETE_DEADLINE,
-                        transport.delete(target, ticket, id),
-                    )
-                    .await
-                    {
-                        Ok(Ok(())) => true,
-                        Ok(Err(err)) => {
-                            tracing::warn!(%err, packet = %id, "delete failed");
-                            false
-                        }
-                        Err(_) => {
-                            tracing::warn!(%target, packet = %id, "delete timed out");
-                            false
-                        }
-                    },
-                    None => false,
-                };
-                (target, id, ok)
+    let mut results: Vec<(NodeId, PacketId, bool)> = Vec::new();
+    let mut jobs = Vec::new();
+    for (target, ids) in &response.deletions {
+        for id in ids {
+            match tickets.get(&(*target, *id)) {
+                Some(ticket) => jobs.push((*target, *id, *ticket)),
+                None => results.push((*target, *id, false)),
             }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
+        }
+    }
+    for (target, id, result) in
+        super::deletes::delete_all(transport, jobs, DELETES_IN_FLIGHT, DELETE_DEADLINE).await
+    {
+        if let Err(err) = &result {
+            tracing::warn!(%target, packet = %id, %err, "delete failed");
+        }
+        results.push((target, id, result.is_ok()));
+    }
     let mut report = ForgetReport {
         snapshot,
         deleted: 0,

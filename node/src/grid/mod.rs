@@ -12,6 +12,7 @@
 pub mod backup;
 pub mod check;
 pub mod cleanup;
+pub mod deletes;
 pub mod fetch_order;
 pub mod forget;
 pub mod health;
@@ -250,6 +251,22 @@ pub trait PacketTransport: Send + Sync {
         ticket: &StorageTicket,
         id: PacketId,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Deletes packets on one target, each under its ticket: one result
+    /// each, in order. One by one unless the transport sends them in
+    /// batches (the overlay's `DeleteMany`).
+    fn delete_many(
+        &self,
+        target: NodeId,
+        deletes: &[(PacketId, &StorageTicket)],
+    ) -> impl Future<Output = Vec<Result<(), TransportError>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(deletes.len());
+            for (id, ticket) in deletes {
+                out.push(self.delete(target, ticket, *id).await);
+            }
+            out
+        }
+    }
 }
 
 /// An error and its causes in one line (causes whose text the message

@@ -20,7 +20,7 @@ use strew_coordinator::{DataId, LeaveStatus, NodeId, PacketId, SnapshotId, Store
 use strew_overlay::manager::{
     DryRunAnswer, ManagerInfo, NodeEvidence, ReregisterRequest, RttReport,
 };
-use strew_overlay::packet::ticket;
+use strew_overlay::packet::{DeleteAnswer, ticket};
 use strew_overlay::{ManagerRequest, ManagerResponse, OverlayError, OverlayHandle, RefusalCode};
 use tracing::debug;
 
@@ -604,5 +604,78 @@ impl PacketTransport for OverlayTransport {
             .await
             .map(|_existed| ())
             .map_err(|e| transport_error(target, e))
+    }
+
+    /// In `DeleteMany` batches, each ticket encoded once.
+    async fn delete_many(
+        &self,
+        target: NodeId,
+        deletes: &[(PacketId, &StorageTicket)],
+    ) -> Vec<Result<(), TransportError>> {
+        let local = |e: &dyn std::error::Error| {
+            TransportError::new(target, TransportFailure::Local, super::error_text(e))
+        };
+        // Each ticket encoded once: the callers name one ticket for all
+        // the packets it covers (the same reference).
+        // (The index of raw addresses is not `Send`: it ends before any await.)
+        let (encoded, which) = {
+            let mut index: std::collections::HashMap<*const StorageTicket, usize> =
+                Default::default();
+            let mut encoded: Vec<Result<Vec<u8>, TransportError>> = Vec::new();
+            let mut which = Vec::with_capacity(deletes.len());
+            for (_, ticket) in deletes {
+                let at = *index.entry(std::ptr::from_ref(*ticket)).or_insert_with(|| {
+                    encoded.push(ticket::encode(ticket).map_err(|e| local(&e)));
+                    encoded.len() - 1
+                });
+                which.push(at);
+            }
+            (encoded, which)
+        };
+        let mut out: Vec<Option<Result<(), TransportError>>> = vec![None; deletes.len()];
+        let mut sendable: Vec<(PacketId, &[u8])> = Vec::new();
+        let mut positions = Vec::new();
+        for (at, ((id, _), t)) in deletes.iter().zip(&which).enumerate() {
+            match &encoded[*t] {
+                Ok(bytes) => {
+                    sendable.push((*id, bytes.as_slice()));
+                    positions.push(at);
+                }
+                Err(e) => out[at] = Some(Err(e.clone())),
+            }
+        }
+        let mut next = positions.into_iter();
+        for batch in strew_overlay::packet::delete_batches(&sendable) {
+            let answers: Vec<Result<(), TransportError>> =
+                match self.overlay.delete_packets(target, &batch).await {
+                    Ok(answers) => answers
+                        .into_iter()
+                        .map(|a| match a {
+                            DeleteAnswer::Deleted { .. } => Ok(()),
+                            DeleteAnswer::Refused(reason) => Err(transport_error(
+                                target,
+                                OverlayError::Refused { target, reason },
+                            )),
+                        })
+                        .collect(),
+                    Err(e) => vec![Err(transport_error(target, e)); batch.len()],
+                };
+            for answer in answers {
+                if let Some(at) = next.next() {
+                    out[at] = Some(answer);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(TransportError::new(
+                        target,
+                        TransportFailure::Local,
+                        "a delete got no answer",
+                    ))
+                })
+            })
+            .collect()
     }
 }

@@ -216,6 +216,7 @@ fn describe(res: &PacketResponse) -> &'static str {
         PacketResponse::Found(_) => "found",
         PacketResponse::NotFound => "not found",
         PacketResponse::Deleted { .. } => "deleted",
+        PacketResponse::DeletedMany(_) => "deleted many",
         PacketResponse::Proof(_) => "proof",
         PacketResponse::Marked { .. } => "marked",
         PacketResponse::Roots(_) => "roots",

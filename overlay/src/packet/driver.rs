@@ -140,6 +140,7 @@ impl Packets {
             PacketRequest::Put { .. } => "put",
             PacketRequest::Get { .. } => "get",
             PacketRequest::Delete { .. } => "delete",
+            PacketRequest::DeleteMany { .. } => "delete_many",
             PacketRequest::Audit { .. } => "audit",
             PacketRequest::PutRoot { .. } => "put_root",
             PacketRequest::MarkRoot { .. } => "mark_root",

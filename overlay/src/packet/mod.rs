@@ -6,6 +6,7 @@
 
 mod client;
 pub mod codec;
+pub mod delete_many;
 pub(crate) mod driver;
 pub mod holder;
 mod holder_client;
@@ -18,11 +19,13 @@ pub mod ticket;
 pub mod wire;
 
 pub use codec::PacketCodec;
+pub use delete_many::delete_batches;
 pub use read_limit::{ReadLimit, ReadLimiter};
 pub use receipt::Receipt;
 pub use service::{PacketService, TrustedManagers};
 pub use storage::{DeleteOutcome, HeldPacket, MemoryStorage, PacketStorage, StorageError};
 pub use wire::{
-    MAX_INVENTORY_PAGE, MAX_PACKET_BYTES, MAX_ROOT_PACKET_BYTES, MAX_ROOTS_PAGE,
-    MAX_ROOTS_PER_HOLDER, PACKET_PROTOCOL, PacketRequest, PacketResponse, ROOT_GENERATION, Refusal,
+    DeleteAnswer, MAX_DELETE_BATCH, MAX_INVENTORY_PAGE, MAX_PACKET_BYTES, MAX_ROOT_PACKET_BYTES,
+    MAX_ROOTS_PAGE, MAX_ROOTS_PER_HOLDER, PACKET_PROTOCOL, PacketRequest, PacketResponse,
+    ROOT_GENERATION, Refusal,
 };

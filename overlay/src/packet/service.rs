@@ -19,7 +19,9 @@ use strew_coordinator::{NodeId, PacketId, TicketKind};
 use crate::packet::receipt::{self, Receipt};
 use crate::packet::storage::{DeleteOutcome, PacketStorage, StorageError};
 use crate::packet::ticket::{self, Asked};
-use crate::packet::wire::{MAX_INVENTORY_PAGE, PacketRequest, PacketResponse, Refusal};
+use crate::packet::wire::{
+    DeleteAnswer, MAX_DELETE_BATCH, MAX_INVENTORY_PAGE, PacketRequest, PacketResponse, Refusal,
+};
 use crate::packet::{holder, proof};
 
 /// The managers whose tickets this node honours (the current sequence manager,
@@ -120,6 +122,9 @@ impl PacketService {
                     Err(err) => PacketResponse::Refused(refusal_of(err)),
                 }
             }
+            PacketRequest::DeleteMany { packets, tickets } => {
+                self.delete_many(&packets, &tickets, requester, now_ms)
+            }
             PacketRequest::Delete { packet_id, ticket } => {
                 let entry = match self.authorise(
                     &ticket,
@@ -177,6 +182,65 @@ impl PacketService {
             Ok(packets) => PacketResponse::Inventory(packets),
             Err(err) => PacketResponse::Refused(refusal_of(err)),
         }
+    }
+
+    /// Answers a `DeleteMany`: each packet authorised by its own ticket
+    /// (a ticket's signature is verified once, however many packets name
+    /// it), the authorised ones deleted together. A malformed request (too
+    /// many packets or tickets, a ticket index out of range) is refused
+    /// whole.
+    fn delete_many(
+        &self,
+        packets: &[(PacketId, u32)],
+        tickets: &[Vec<u8>],
+        requester: NodeId,
+        now_ms: u64,
+    ) -> PacketResponse {
+        if packets.is_empty() || packets.len() > MAX_DELETE_BATCH || tickets.len() > packets.len() {
+            return PacketResponse::Refused(Refusal::NotPermitted(format!(
+                "{} deletes under {} tickets in one request (1 to {MAX_DELETE_BATCH}, no more tickets than deletes)",
+                packets.len(),
+                tickets.len()
+            )));
+        }
+        if packets.iter().any(|(_, t)| *t as usize >= tickets.len()) {
+            return PacketResponse::Refused(Refusal::NotPermitted(
+                "a delete names a ticket the request does not carry".into(),
+            ));
+        }
+        let mut answers: Vec<Option<DeleteAnswer>> = vec![None; packets.len()];
+        let mut authorised = Vec::with_capacity(packets.len());
+        for (at, (packet_id, t)) in packets.iter().enumerate() {
+            let ticket = &tickets[*t as usize];
+            match self.authorise(ticket, TicketKind::Delete, packet_id, requester, now_ms) {
+                Ok(entry) => authorised.push((at, (*packet_id, entry.generation))),
+                Err(refusal) => answers[at] = Some(DeleteAnswer::Refused(refusal)),
+            }
+        }
+        let deletes: Vec<(PacketId, u64)> = authorised.iter().map(|(_, d)| *d).collect();
+        let outcomes = self.storage.delete_many(&deletes);
+        for ((at, _), outcome) in authorised.iter().zip(outcomes) {
+            answers[*at] = Some(match outcome {
+                Ok(DeleteOutcome::Deleted) => DeleteAnswer::Deleted { existed: true },
+                Ok(DeleteOutcome::Absent) => DeleteAnswer::Deleted { existed: false },
+                Ok(DeleteOutcome::OtherGeneration) => {
+                    DeleteAnswer::Refused(Refusal::OtherGeneration)
+                }
+                Err(err) => DeleteAnswer::Refused(refusal_of(err)),
+            });
+        }
+        PacketResponse::DeletedMany(
+            answers
+                .into_iter()
+                .map(|a| {
+                    a.unwrap_or_else(|| {
+                        DeleteAnswer::Refused(Refusal::StoreFailed(
+                            "the store answered fewer deletes than asked".into(),
+                        ))
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Checks the ticket names `packet_id` for this node and `requester`;

@@ -53,6 +53,15 @@ pub trait PacketStorage: Send + Sync + 'static {
     fn get(&self, id: &PacketId) -> Result<Option<Vec<u8>>, StorageError>;
     /// Removes a packet if it has `generation`.
     fn delete(&self, id: &PacketId, generation: u64) -> Result<DeleteOutcome, StorageError>;
+    /// Removes several packets, each if it has its generation; one result
+    /// each, in order. A store that commits in groups overrides it to make
+    /// them durable together.
+    fn delete_many(&self, deletes: &[(PacketId, u64)]) -> Vec<Result<DeleteOutcome, StorageError>> {
+        deletes
+            .iter()
+            .map(|(id, generation)| self.delete(id, *generation))
+            .collect()
+    }
     fn free_bytes(&self) -> Result<u64, StorageError>;
     fn capacity(&self) -> u64;
 

@@ -1,5 +1,11 @@
 //! Wire messages of the packet protocol (`/strew/packet/3`).
 //!
+//! Within version 3, `DeleteMany` (issue 14): up to [`MAX_DELETE_BATCH`]
+//! deletes on one target in one request, each naming one of the request's
+//! tickets, answered one [`DeleteAnswer`] each, in order. A target of an
+//! earlier build cannot decode it and resets the stream; the sender then
+//! deletes those packets one by one.
+//!
 //! Version 3 (issue 18): a `Get` with an empty ticket is a holder read (the
 //! target serves a packet to the node that stored it, no manager needed);
 //! `PutRoot` stores a small snapshot root packet (no ticket: a per-holder
@@ -43,6 +49,12 @@ pub const ROOT_GENERATION: u64 = u64::MAX;
 pub const MAX_PACKET_BYTES: usize = 5 * 1024 * 1024;
 /// Largest CBOR header (a ticket listing many packets fits comfortably).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most deletes in one `DeleteMany`: with one refusal each, its answer
+/// stays far under [`MAX_HEADER_BYTES`].
+pub const MAX_DELETE_BATCH: usize = 256;
+/// Most header bytes a sender lets one `DeleteMany`'s packets and tickets
+/// take (the rest of the header bound is headroom).
+pub const DELETE_BATCH_BYTES: usize = 48 * 1024;
 
 /// A request as the application sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +78,14 @@ pub enum PacketRequest {
     Delete {
         packet_id: PacketId,
         ticket: Vec<u8>,
+    },
+    /// Several deletes on this target: packet `packets[i].0` under ticket
+    /// `tickets[packets[i].1]` (at most [`MAX_DELETE_BATCH`] packets, each
+    /// ticket named by one of them). Answered `DeletedMany`, one answer a
+    /// packet in order, or one refusal for a malformed request.
+    DeleteMany {
+        packets: Vec<(PacketId, u32)>,
+        tickets: Vec<Vec<u8>>,
     },
     /// An audit: prove holding 1 KiB chunk `chunk` of the packet (only a
     /// trusted manager may ask).
@@ -104,6 +124,8 @@ pub enum PacketResponse {
     Deleted {
         existed: bool,
     },
+    /// Answer to `DeleteMany`: one answer a packet, in the request's order.
+    DeletedMany(Vec<DeleteAnswer>),
     /// The challenged chunk with its BLAKE3 tree proof (`packet::proof`).
     Proof(Vec<u8>),
     /// Answer to `MarkRoot`: false when the requester did not store the packet here.
@@ -116,6 +138,21 @@ pub enum PacketResponse {
     Inventory(Vec<HeldPacket>),
     Refused(Refusal),
 }
+
+/// What a target did with one delete of a `DeleteMany`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeleteAnswer {
+    /// `existed`: whether the packet was here (false: already absent).
+    Deleted {
+        existed: bool,
+    },
+    Refused(Refusal),
+}
+
+/// A ticket's bytes inside a `DeleteMany` header (a CBOR byte string).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TicketBytes(#[serde(with = "cbor::bytes")] pub Vec<u8>);
 
 /// Why a target refused a request. Every refusal is final for that request
 /// except `Busy`, which asks the source to retry later.
@@ -168,6 +205,10 @@ pub enum RequestHeader {
         #[serde(with = "cbor::bytes")]
         ticket: Vec<u8>,
     },
+    DeleteMany {
+        packets: Vec<(PacketId, u32)>,
+        tickets: Vec<TicketBytes>,
+    },
     Audit {
         packet_id: PacketId,
         chunk: u64,
@@ -204,6 +245,9 @@ pub enum ResponseHeader {
     NotFound,
     Deleted {
         existed: bool,
+    },
+    DeletedMany {
+        answers: Vec<DeleteAnswer>,
     },
     Proof {
         size: u64,
@@ -274,6 +318,13 @@ pub fn split_request(req: PacketRequest) -> (RequestHeader, Vec<u8>) {
         PacketRequest::Delete { packet_id, ticket } => {
             (RequestHeader::Delete { packet_id, ticket }, Vec::new())
         }
+        PacketRequest::DeleteMany { packets, tickets } => (
+            RequestHeader::DeleteMany {
+                packets,
+                tickets: tickets.into_iter().map(TicketBytes).collect(),
+            },
+            Vec::new(),
+        ),
         PacketRequest::Audit { packet_id, chunk } => {
             (RequestHeader::Audit { packet_id, chunk }, Vec::new())
         }
@@ -311,6 +362,10 @@ pub fn join_request(header: RequestHeader, body: Vec<u8>) -> PacketRequest {
         },
         RequestHeader::Get { packet_id, ticket } => PacketRequest::Get { packet_id, ticket },
         RequestHeader::Delete { packet_id, ticket } => PacketRequest::Delete { packet_id, ticket },
+        RequestHeader::DeleteMany { packets, tickets } => PacketRequest::DeleteMany {
+            packets,
+            tickets: tickets.into_iter().map(|t| t.0).collect(),
+        },
         RequestHeader::Audit { packet_id, chunk } => PacketRequest::Audit { packet_id, chunk },
         RequestHeader::PutRoot { packet_id, .. } => PacketRequest::PutRoot {
             packet_id,
@@ -335,6 +390,9 @@ pub fn split_response(res: PacketResponse) -> (ResponseHeader, Vec<u8>) {
         ),
         PacketResponse::NotFound => (ResponseHeader::NotFound, Vec::new()),
         PacketResponse::Deleted { existed } => (ResponseHeader::Deleted { existed }, Vec::new()),
+        PacketResponse::DeletedMany(answers) => {
+            (ResponseHeader::DeletedMany { answers }, Vec::new())
+        }
         PacketResponse::Proof(proof) => (
             ResponseHeader::Proof {
                 size: proof.len() as u64,
@@ -363,6 +421,7 @@ pub fn join_response(header: ResponseHeader, body: Vec<u8>) -> PacketResponse {
         ResponseHeader::Found { .. } => PacketResponse::Found(body),
         ResponseHeader::NotFound => PacketResponse::NotFound,
         ResponseHeader::Deleted { existed } => PacketResponse::Deleted { existed },
+        ResponseHeader::DeletedMany { answers } => PacketResponse::DeletedMany(answers),
         ResponseHeader::Proof { .. } => PacketResponse::Proof(body),
         ResponseHeader::Marked { held } => PacketResponse::Marked { held },
         ResponseHeader::Roots { ids } => PacketResponse::Roots(ids),

@@ -75,6 +75,27 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A target (`target_cfg`, `capacity` bytes) trusting a fresh manager key,
+/// and a source connected to it; returns both and the manager's key.
+async fn target_and_source(
+    target_cfg: strew_overlay::OverlayConfig,
+    capacity: u64,
+) -> (common::Started, common::Started, Keypair) {
+    let target = start(target_cfg, capacity);
+    let bootstrap = addr_of(&target).await;
+    let source = start(config(52.52, 13.40, vec![bootstrap]), 1 << 20);
+    wait_for("a connection", Duration::from_secs(20), || {
+        source.handle.connected_peers() > 0
+    })
+    .await;
+    let manager = Keypair::generate_ed25519();
+    let manager_id = peer::node_id_of_key(&manager.public()).unwrap();
+    target
+        .handle
+        .set_trusted_managers(BTreeSet::from([manager_id]));
+    (target, source, manager)
+}
+
 fn refusal(err: OverlayError) -> Refusal {
     match err {
         OverlayError::Refused { reason, .. } => reason,
@@ -86,19 +107,7 @@ fn refusal(err: OverlayError) -> Refusal {
 async fn packets_are_stored_fetched_and_refused_for_the_right_reasons() {
     let mut target_cfg = config(48.85, 2.35, vec![]);
     target_cfg.max_packet_bytes = 2 << 20;
-    let target = start(target_cfg, 3 << 20);
-    let bootstrap = addr_of(&target).await;
-    let source = start(config(52.52, 13.40, vec![bootstrap]), 1 << 20);
-    wait_for("a connection", Duration::from_secs(20), || {
-        source.handle.connected_peers() > 0
-    })
-    .await;
-
-    let manager = Keypair::generate_ed25519();
-    let manager_id = peer::node_id_of_key(&manager.public()).unwrap();
-    target
-        .handle
-        .set_trusted_managers(BTreeSet::from([manager_id]));
+    let (target, source, manager) = target_and_source(target_cfg, 3 << 20).await;
     let t = target.handle.node_id();
     let s = &source.handle;
 
@@ -334,17 +343,7 @@ async fn bandwidth_limit_paces_packet_transfer() {
     // (burst 0.5 MB). Only a lower bound is asserted: it holds however slow the machine.
     let mut target_cfg = config(48.85, 2.35, vec![]);
     target_cfg.bandwidth = 2_000_000;
-    let target = start(target_cfg, 16 << 20);
-    let bootstrap = addr_of(&target).await;
-    let source = start(config(52.52, 13.40, vec![bootstrap]), 1 << 20);
-    wait_for("a connection", Duration::from_secs(20), || {
-        source.handle.connected_peers() > 0
-    })
-    .await;
-    let manager = Keypair::generate_ed25519();
-    target.handle.set_trusted_managers(BTreeSet::from([
-        peer::node_id_of_key(&manager.public()).unwrap()
-    ]));
+    let (target, source, manager) = target_and_source(target_cfg, 16 << 20).await;
     let t = target.handle.node_id();
     let p = bytes(3_000_000, 9);
     let start_at = std::time::Instant::now();
@@ -473,18 +472,7 @@ async fn a_saturated_target_answers_busy_and_sources_back_off_until_stored() {
 async fn many_deletes_go_in_batches_each_answered_for_itself() {
     use strew_overlay::packet::{DeleteAnswer, MAX_DELETE_BATCH, PacketStorage, delete_batches};
 
-    let target = start(config(48.85, 2.35, vec![]), 64 << 20);
-    let bootstrap = addr_of(&target).await;
-    let source = start(config(52.52, 13.40, vec![bootstrap]), 1 << 20);
-    wait_for("a connection", Duration::from_secs(20), || {
-        source.handle.connected_peers() > 0
-    })
-    .await;
-    let manager = Keypair::generate_ed25519();
-    let manager_id = peer::node_id_of_key(&manager.public()).unwrap();
-    target
-        .handle
-        .set_trusted_managers(BTreeSet::from([manager_id]));
+    let (target, source, manager) = target_and_source(config(48.85, 2.35, vec![]), 64 << 20).await;
     let t = target.handle.node_id();
     let s = &source.handle;
     let held = |packets: &[Vec<u8>]| {

@@ -6,8 +6,8 @@
 //!
 //! Every [`COLLECT_EVERY`] the group's leader takes up to [`PER_PASS`] due
 //! entries of targets that are online and not backing off, signs delete
-//! tickets, sends the deletes in batches per target ([`BATCHES_IN_FLIGHT`]
-//! at a time; the overlay
+//! tickets, sends the deletes in batches per target ([`CALLS_IN_FLIGHT`]
+//! calls at a time; the overlay
 //! answers a request to this node itself locally), and proposes `Collected`
 //! for every delete a target confirmed (deleted, already absent, or held
 //! under another generation: a live copy that must stay). A target whose
@@ -20,30 +20,29 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use strew_coordinator::{Deletion, NodeId, PacketId, StorageTicket};
 use strew_overlay::OverlayHandle;
-use strew_overlay::packet::{DeleteAnswer, Refusal, delete_batches};
 use tracing::{debug, info, warn};
 
 use super::manager::ManagerService;
-use crate::grid::deletes::DeleteResult;
+use crate::grid::deletes::delete_all;
+use crate::grid::{OverlayTransport, TransportError, TransportFailure};
 
 /// How often the leader looks at the queue.
 pub const COLLECT_EVERY: Duration = Duration::from_secs(1);
 /// Most entries one pass takes (a pass that takes this many runs again at
 /// once).
 pub const PER_PASS: usize = 4_096;
-/// `DeleteMany` batches in flight at once (each up to
-/// [`MAX_DELETE_BATCH`](strew_overlay::packet::MAX_DELETE_BATCH) deletes on
-/// one target).
-pub const BATCHES_IN_FLIGHT: usize = 8;
-/// A batch of deletes that takes longer counts as a failure of each of
+/// Calls of deletes in flight at once (each up to
+/// [`PER_CALL`](crate::grid::deletes::PER_CALL) deletes on one target, in
+/// `DeleteMany` batches).
+pub const CALLS_IN_FLIGHT: usize = 8;
+/// A call of deletes that takes longer counts as a failure of each of
 /// them.
-const DELETE_DEADLINE: Duration = Duration::from_secs(10);
+const DELETE_DEADLINE: Duration = Duration::from_secs(20);
 /// Longest wait before a failing target is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -180,8 +179,12 @@ struct TargetOutcome {
 
 type Delivered = BTreeMap<NodeId, TargetOutcome>;
 
+/// One delete's result as the collection counts it: its target, its
+/// packet, and why it stays queued.
+type Outcome = (NodeId, PacketId, Result<(), String>);
+
 /// Sorts each delete's result by target.
-fn tally(results: Vec<DeleteResult>) -> Delivered {
+fn tally(results: Vec<Outcome>) -> Delivered {
     let mut out: Delivered = BTreeMap::new();
     for (target, id, result) in results {
         let entry = out.entry(target).or_default();
@@ -196,35 +199,26 @@ fn tally(results: Vec<DeleteResult>) -> Delivered {
     out
 }
 
-/// Sends every delete: each target's in `DeleteMany` batches, each ticket
-/// encoded once, [`BATCHES_IN_FLIGHT`] batches at a time.
+/// Sends every delete the way a forget does ([`delete_all`]: each
+/// target's in `DeleteMany` batches, each ticket encoded once), at most
+/// [`CALLS_IN_FLIGHT`] calls at a time.
 async fn deliver(
     overlay: &OverlayHandle,
     deliver: BTreeMap<NodeId, Vec<Deletion>>,
     tickets: &[StorageTicket],
 ) -> Delivered {
-    let encoded: Vec<Result<Vec<u8>, String>> = tickets
-        .iter()
-        .map(|t| strew_overlay::packet::ticket::encode(t).map_err(|e| e.to_string()))
-        .collect();
-    let mut ticket_of: HashMap<(NodeId, PacketId), &Result<Vec<u8>, String>> = HashMap::new();
-    for (t, bytes) in tickets.iter().zip(&encoded) {
+    let mut ticket_of: HashMap<(NodeId, PacketId), &StorageTicket> = HashMap::new();
+    for t in tickets {
         for e in &t.entries {
-            ticket_of.insert((t.target, e.packet_id), bytes);
+            ticket_of.insert((t.target, e.packet_id), t);
         }
     }
-    let mut results: Vec<DeleteResult> = Vec::new();
-    let mut batches = Vec::new();
+    let mut results: Vec<Outcome> = Vec::new();
+    let mut jobs = Vec::new();
     for (target, list) in &deliver {
-        let mut sendable: Vec<(PacketId, &[u8])> = Vec::with_capacity(list.len());
         for d in list {
             match ticket_of.get(&(*target, d.packet_id)) {
-                Some(Ok(bytes)) => sendable.push((d.packet_id, bytes.as_slice())),
-                Some(Err(e)) => results.push((
-                    *target,
-                    d.packet_id,
-                    Err(format!("its delete ticket cannot be encoded: {e}")),
-                )),
+                Some(ticket) => jobs.push((*target, d.packet_id, *ticket)),
                 None => results.push((
                     *target,
                     d.packet_id,
@@ -232,53 +226,24 @@ async fn deliver(
                 )),
             }
         }
-        batches.extend(
-            delete_batches(&sendable)
-                .into_iter()
-                .map(|batch| (*target, batch)),
-        );
     }
-    // The batches as futures first: a closure over the borrowed tickets
-    // would not be `Send` for every lifetime.
-    let batches: Vec<_> = batches
-        .into_iter()
-        .map(|(target, batch)| delete_batch(overlay, target, batch))
-        .collect();
-    let sent: Vec<Vec<DeleteResult>> = futures::stream::iter(batches)
-        .buffer_unordered(BATCHES_IN_FLIGHT)
-        .collect()
-        .await;
-    results.extend(sent.into_iter().flatten());
+    let transport = OverlayTransport::new(overlay.clone());
+    let sent = delete_all(&transport, jobs, CALLS_IN_FLIGHT, DELETE_DEADLINE).await;
+    results.extend(
+        sent.into_iter()
+            .map(|(target, id, result)| (target, id, confirmed(result))),
+    );
     tally(results)
 }
 
-/// Sends one batch; each delete's result: done (deleted, already absent,
-/// or live again under another generation) or why not.
-async fn delete_batch(
-    overlay: &OverlayHandle,
-    target: NodeId,
-    batch: Vec<(PacketId, &[u8])>,
-) -> Vec<DeleteResult> {
-    let answers: Vec<Result<(), String>> =
-        match tokio::time::timeout(DELETE_DEADLINE, overlay.delete_packets(target, &batch)).await {
-            Ok(Ok(answers)) => answers.into_iter().map(confirmed).collect(),
-            Ok(Err(error)) => vec![Err(error.to_string()); batch.len()],
-            Err(_) => vec![Err("the deletes timed out".to_string()); batch.len()],
-        };
-    batch
-        .iter()
-        .zip(answers)
-        .map(|((packet, _), result)| (target, *packet, result))
-        .collect()
-}
-
-/// Whether a target's answer to one delete ends it.
-fn confirmed(answer: DeleteAnswer) -> Result<(), String> {
-    match answer {
-        DeleteAnswer::Deleted { .. } => Ok(()),
-        // The target holds a copy stored again since: live, it stays.
-        DeleteAnswer::Refused(Refusal::OtherGeneration) => Ok(()),
-        DeleteAnswer::Refused(reason) => Err(reason.to_string()),
+/// Whether a target's answer to one delete ends it: deleted, already
+/// absent, or held under another generation (a copy stored again since:
+/// live, it stays).
+fn confirmed(result: Result<(), TransportError>) -> Result<(), String> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind == TransportFailure::LiveCopy => Ok(()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -306,6 +271,22 @@ mod tests {
         );
         assert_eq!(out[&b].confirmed, vec![id(3)]);
         assert_eq!((out[&b].failed, out[&b].error.clone()), (0, None));
+    }
+
+    #[test]
+    fn a_live_copy_ends_a_delete_any_other_failure_keeps_it_queued() {
+        let t = NodeId([1; 32]);
+        let failed = |kind| Err(TransportError::new(t, kind, "why"));
+        assert_eq!(confirmed(Ok(())), Ok(()));
+        assert_eq!(confirmed(failed(TransportFailure::LiveCopy)), Ok(()));
+        for kind in [
+            TransportFailure::Rejected,
+            TransportFailure::TimedOut,
+            TransportFailure::Unreachable,
+            TransportFailure::Io,
+        ] {
+            assert!(confirmed(failed(kind)).is_err(), "{kind:?}");
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! [`PacketTransport::delete_many`] calls of at most [`PER_CALL`] packets
 //! (the overlay's `DeleteMany` batches), a bounded number in flight, each
 //! call bounded in time. Owns the grouping and the bounds; what a failed
-//! delete means is the caller's.
+//! delete means is the caller's (a forget reports it, the leader's
+//! collection takes [`TransportFailure::LiveCopy`] as done).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,18 +12,18 @@ use std::time::Duration;
 use futures::StreamExt;
 use strew_coordinator::{NodeId, PacketId, StorageTicket};
 
-use super::PacketTransport;
+use super::{PacketTransport, TransportError, TransportFailure};
 
-/// One delete's result: its target, its packet, and why not, as text.
-pub type DeleteResult = (NodeId, PacketId, Result<(), String>);
+/// One delete's result: its target, its packet, and why not.
+pub type DeleteResult = (NodeId, PacketId, Result<(), TransportError>);
 
 /// Most packets one `delete_many` call carries (a few `DeleteMany`
 /// batches).
 pub const PER_CALL: usize = 1024;
 
 /// Deletes `jobs` (target, packet, its delete ticket), `in_flight` calls at
-/// a time, each given up after `deadline`; returns each job's result (why
-/// not, as text), in no particular order.
+/// a time, each given up after `deadline`; returns each job's result, in
+/// no particular order.
 pub async fn delete_all<T: PacketTransport>(
     transport: &T,
     jobs: Vec<(NodeId, PacketId, &StorageTicket)>,
@@ -60,18 +61,19 @@ async fn one_call<T: PacketTransport>(
     call: Vec<(PacketId, &StorageTicket)>,
     deadline: Duration,
 ) -> Vec<DeleteResult> {
-    let results: Vec<Result<(), String>> =
-        match tokio::time::timeout(deadline, transport.delete_many(target, &call)).await {
-            Ok(results) => results
-                .into_iter()
-                .map(|r| r.map_err(|e| e.to_string()))
-                .collect(),
-            Err(_) => vec![Err("the deletes timed out".to_string()); call.len()],
-        };
+    let failed = |kind, why: &str| Err(TransportError::new(target, kind, why));
+    let results = match tokio::time::timeout(deadline, transport.delete_many(target, &call)).await {
+        Ok(results) => results,
+        Err(_) => vec![failed(TransportFailure::TimedOut, "the deletes timed out"); call.len()],
+    };
     let missing = call.len().saturating_sub(results.len());
-    let results = results
-        .into_iter()
-        .chain(std::iter::repeat_n(Err("no answer".to_string()), missing));
+    let results = results.into_iter().chain(std::iter::repeat_n(
+        failed(
+            TransportFailure::Io,
+            "the transport answered fewer deletes than asked",
+        ),
+        missing,
+    ));
     call.iter()
         .zip(results)
         .map(|((id, _), r)| (target, *id, r))

@@ -80,7 +80,7 @@ pub async fn grid_forget<M: ManagerApi, T: PacketTransport>(
         super::deletes::delete_all(transport, jobs, DELETES_IN_FLIGHT, DELETE_DEADLINE).await
     {
         if let Err(err) = &result {
-            tracing::warn!(%target, packet = %id, %err, "delete failed");
+            tracing::warn!(packet = %id, %err, "delete failed");
         }
         results.push((target, id, result.is_ok()));
     }

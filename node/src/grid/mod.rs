@@ -118,6 +118,9 @@ pub enum TransportFailure {
     Rejected,
     /// The target does not hold the packet.
     Missing,
+    /// A delete found the packet under another storage generation: a copy
+    /// stored again since the ticket, live, which stays.
+    LiveCopy,
     /// Nothing was sent: this node could not prepare the request, or is shutting down.
     Local,
 }

@@ -546,6 +546,10 @@ fn transport_error(target: NodeId, err: OverlayError) -> TransportError {
             RequestFailure::TimedOut(_) => TransportFailure::TimedOut,
             RequestFailure::Io(_) => TransportFailure::Io,
         },
+        OverlayError::Refused {
+            reason: strew_overlay::Refusal::OtherGeneration,
+            ..
+        } => TransportFailure::LiveCopy,
         OverlayError::Refused { .. } => TransportFailure::Rejected,
         OverlayError::Stopped | OverlayError::TooLarge { .. } => TransportFailure::Local,
         _ => TransportFailure::Io,
@@ -677,5 +681,24 @@ impl PacketTransport for OverlayTransport {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_delete_of_a_copy_stored_again_is_a_live_copy() {
+        let t = NodeId([7; 32]);
+        let refused = |reason| transport_error(t, OverlayError::Refused { target: t, reason });
+        assert_eq!(
+            refused(strew_overlay::Refusal::OtherGeneration).kind,
+            TransportFailure::LiveCopy
+        );
+        assert_eq!(
+            refused(strew_overlay::Refusal::NotInTicket).kind,
+            TransportFailure::Rejected
+        );
     }
 }
